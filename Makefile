@@ -1,0 +1,50 @@
+# qmailpy: `make` builds .venv and bin/; `make test` runs the suite; `make run`
+# starts a demo instance under ./run/. Every install step lives here.
+
+PYTHON    ?= $(shell command -v python3.11 || command -v python3)
+VENV      := .venv
+VPY       := $(CURDIR)/$(VENV)/bin/python3
+QMAILHOME ?= /var/qmail
+# Debian packages the test suite and `make run` use (real peers, not mocks).
+APT_PACKAGES := ucspi-tcp swaks
+
+.PHONY: all deps venv launchers test run stop install docs clean
+all: venv launchers
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "please install as root:$$missing" >&2; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -m compileall -q qmailpy
+	touch $@
+
+launchers: $(VENV)/.stamp tools/mklaunchers.py
+	$(VPY) tools/mklaunchers.py $(CURDIR) $(VPY) bin
+	@$(VPY) -m compileall -q qmailpy
+
+test: deps all
+	$(VPY) -m pytest -q -p no:cacheprovider
+
+docs: all
+	$(VPY) -m qmailpy.docgen docs
+
+run: deps all
+	./tools/run.sh
+
+stop:
+	./tools/run.sh stop
+
+install: all
+	$(VPY) tools/install.py $(QMAILHOME) $(CURDIR) $(VPY)
+
+clean:
+	rm -rf $(VENV) bin/qmail-* bin/setsrssecret run

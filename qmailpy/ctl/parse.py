@@ -1,0 +1,79 @@
+"""qmail's rules for turning the lines of a control file into a typed value.
+
+Shared by the per-parameter files and control/options so that both forms give
+identical results. Pure: the caller reads the file.
+"""
+from qmailpy.ctl import registry as R
+
+LIST_KINDS = (R.LIST, R.PATTERNS, R.SECRETS)
+
+
+class Malformed(ValueError):
+    """A value that does not parse; the reader falls back to the default."""
+
+
+def text_lines(data):
+    """Decode a control file and strip trailing white space (and CR) per line, as qmail does."""
+    text = data.decode("utf-8", "surrogateescape")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip(" \t\r\v\f") for line in lines]
+
+
+def numbered(lines):
+    """(line number, line) pairs of a whole file."""
+    return list(enumerate(lines, 1))
+
+
+def entries(pairs):
+    """List entries with their line numbers: blank lines and '#' lines are skipped."""
+    out, numbers = [], []
+    for n, line in pairs:
+        if line and not line.startswith("#"):
+            out.append(line)
+            numbers.append(n)
+    return tuple(out), tuple(numbers)
+
+
+def parse_number(control, text):
+    """A non-negative decimal; clamped to the maximum; anything else is Malformed."""
+    if not text.isdigit() or not text.isascii():
+        raise Malformed("not a number: %r" % text)
+    value = int(text)
+    if control.kind == R.BOOL:
+        return 1 if value else 0
+    if control.maximum is not None and value > control.maximum:
+        return control.maximum
+    return value
+
+
+class Parsed:
+    """The value of one source (file, options entry or environment) and where its entries stand."""
+    __slots__ = ("value", "linenos", "empty")
+
+    def __init__(self, value, linenos=(), empty=False):
+        self.value, self.linenos, self.empty = value, linenos, empty
+
+
+def parse(control, pairs):
+    """Parsed value of (line number, line) `pairs` for `control`; Parsed.empty means "use the default"."""
+    kind = control.kind
+    if kind in LIST_KINDS:
+        values, numbers = entries(pairs)
+        return Parsed(values, numbers)
+    if kind == R.TEXT:
+        while pairs and not pairs[-1][1]:
+            pairs = pairs[:-1]
+        return Parsed(tuple(line for _, line in pairs), tuple(n for n, _ in pairs), empty=not pairs)
+    lineno, first = pairs[0] if pairs else (0, "")
+    if kind in (R.NUMBER, R.BOOL):
+        first = first.strip()
+        if not first:
+            return Parsed(None, empty=True)
+        return Parsed(parse_number(control, first), (lineno,))
+    if kind == R.LINE:
+        if not first and not control.keep_empty:
+            return Parsed(None, empty=True)
+        return Parsed(first, (lineno,))
+    raise Malformed("%s cannot be given as text" % control.name)

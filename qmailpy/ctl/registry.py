@@ -1,0 +1,182 @@
+"""The one table of control files: the reader, qmail-showctl and docs/ all use it.
+
+Kinds (how a file is read, see qmailpy.ctl.parse):
+  line     first line, trailing white space stripped
+  text     every line kept (a multi-line text such as a bounce message)
+  list     one entry a line; blank and '#' lines skipped; literal entries
+  patterns like list, entries in the spamcontrol pattern language
+  number   a non-negative integer on the first line; above `maximum` is clamped
+  bool     a number, 0 = off, anything else = on
+  cdb      a constant database (tcprules/qmail-newmrh format)
+  secrets  a list whose entries are never shown (SRS keys)
+
+A default of ME means "the value of control/me"; LIST defaults are tuples and
+None means "absent changes behaviour" (rcpthosts: absent = accept any domain).
+"""
+from typing import NamedTuple
+
+ME = "<me>"        # default taken from control/me
+
+LINE, TEXT, LIST, PATTERNS, NUMBER, BOOL, CDB, SECRETS = (
+    "line", "text", "list", "patterns", "number", "bool", "cdb", "secrets")
+
+
+class Control(NamedTuple):
+    name: str
+    kind: str
+    default: object
+    group: str
+    readers: tuple
+    doc: str
+    maximum: int = None
+    env: str = None          # environment variable that overrides the file
+    aliases: tuple = ()
+    keep_empty: bool = False  # an empty file is a value, not "use the default"
+
+
+def _c(name, kind, default, group, readers, doc, **kw):
+    return Control(name, kind, default, group, tuple(readers.split()), doc, **kw)
+
+
+SMTPD, QUEUE, SEND, LOCAL, REMOTE = "qmail-smtpd", "qmail-queue", "qmail-send", "qmail-local", "qmail-remote"
+
+# Group order is the order of docs/ pages and of qmail-showctl output.
+GROUPS = {
+    "identity": "Host identity",
+    "smtp": "SMTP server",
+    "relay": "Relaying and recipients",
+    "auth": "SMTP AUTH and POP-before-SMTP",
+    "antispam": "Anti-spam lists",
+    "dnscheck": "DNS checks and RBL",
+    "spf": "SPF",
+    "filter": "Virus and spam filtering",
+    "queue": "Queue and scheduling",
+    "remote": "Remote delivery",
+    "bounce": "Bounces",
+    "srs": "SRS",
+}
+
+CONTROLS = (
+    # -- identity
+    _c("me", LINE, None, "identity", f"{SMTPD} {SEND} {REMOTE}",
+       "This host's fully qualified name; the default of most host names below (absent: the system host name)."),
+    _c("defaultdomain", LINE, ME, "identity", "qmail-inject", "Domain appended to host names without a dot."),
+    _c("defaulthost", LINE, ME, "identity", "qmail-inject", "Host appended to addresses without one."),
+    _c("plusdomain", LINE, ME, "identity", "qmail-inject", "Replaces a trailing '+' in a host name."),
+    _c("idhost", LINE, ME, "identity", "qmail-inject", "Host name used in Message-IDs."),
+    _c("envnoathost", LINE, ME, "identity", SEND, "Domain given to envelope recipients without '@'."),
+    _c("localiphost", LINE, ME, "identity", SMTPD, "Replaces [my-IP] domain literals in recipients."),
+    # -- smtp
+    _c("smtpgreeting", LINE, ME, "smtp", SMTPD, "Text of the 220 greeting and the HELO/EHLO reply."),
+    _c("databytes", NUMBER, 0, "smtp", SMTPD, "Largest message accepted, in bytes; 0 = unlimited.",
+       env="DATABYTES"),
+    _c("timeoutsmtpd", NUMBER, 1200, "smtp", SMTPD, "Seconds to wait for the client on every read."),
+    _c("maxrecepients", NUMBER, 0, "smtp", SMTPD, "Most recipients per message; 0 = unlimited.",
+       aliases=("maxrcpt",), env="MAXRECIPIENTS"),
+    _c("newline", BOOL, 0, "smtp", SMTPD, "1: accept clients that end lines with a bare LF."),
+    _c("stripsinglequotes", BOOL, 0, "smtp", SMTPD, "1: remove single quotes from envelope addresses."),
+    _c("lowercase", BOOL, 0, "smtp", SMTPD, "1: lower-case envelope addresses before any check."),
+    _c("noathost", BOOL, 0, "smtp", SMTPD, "1: MAIL FROM and RCPT TO must be fully qualified (user@domain)."),
+    _c("tcpsessioncount", NUMBER, 40, "smtp", "run-scripts", "Concurrent SMTP sessions (tcpserver -c); restart to apply."),
+    _c("periplimit", NUMBER, 0, "smtp", SMTPD, "Most simultaneous sessions from one client IP; 0 = unlimited."),
+    _c("quitasap", BOOL, 0, "smtp", SMTPD, "1: end the session after the first refusal by a list or check."),
+    _c("tarpitcount", NUMBER, 0, "smtp", SMTPD, "Recipients after which each RCPT reply is delayed; 0 = off.",
+       env="TARPITCOUNT"),
+    _c("tarpitdelay", NUMBER, 5, "smtp", SMTPD, "Seconds of delay per RCPT past tarpitcount.", env="TARPITDELAY"),
+    # -- relay
+    _c("rcpthosts", LIST, None, "relay", SMTPD,
+       "Domains we accept mail for ('.example.com' = its subdomains); absent = any domain (open relay)."),
+    _c("morercpthosts", LIST, (), "relay", "qmail-newmrh", "Source text of morercpthosts.cdb."),
+    _c("morercpthosts.cdb", CDB, None, "relay", SMTPD, "More rcpthosts, as a cdb built by qmail-newmrh."),
+    _c("relayclients", LIST, (), "relay", SMTPD, "Client IPs ('1.2.3.4:' or prefix '192.168.1.:') that may relay."),
+    _c("relaydomains", LIST, (), "relay", SMTPD, "Client host names ('host:' or '.domain:') that may relay."),
+    _c("relaymailfrom", LIST, (), "relay", SMTPD, "Senders (address or @domain) that may relay; not recommended."),
+    _c("locals", LIST, (ME,), "relay", SEND, "Domains delivered locally."),
+    _c("virtualdomains", LIST, (), "relay", SEND, "'domain:prefix' lines mapping virtual domains to users."),
+    _c("percenthack", LIST, (), "relay", SEND, "Domains where user%host@domain is rewritten to user@host."),
+    _c("userchk", BOOL, 0, "relay", SMTPD, "1: refuse unknown mailbox users of hosted domains at RCPT (chkuser)."),
+    # -- auth
+    _c("smtpauth", BOOL, 0, "auth", SMTPD, "1: offer SMTP AUTH LOGIN PLAIN CRAM-MD5."),
+    _c("authsender", BOOL, 0, "auth", SMTPD, "1: the MAIL FROM domain must be the authenticated user's domain."),
+    _c("popbeforesmtp", BOOL, 1, "auth", SMTPD, "1: clients that logged in over POP3 recently may relay."),
+    _c("smdcheck", BOOL, 0, "auth", SMTPD, "1: relaying clients must use one of our domains as sender."),
+    # -- antispam lists
+    _c("badmailfrom", LIST, (), "antispam", SMTPD, "Refused senders: addresses or @host."),
+    _c("badmailpatterns", PATTERNS, (), "antispam", SMTPD, "Refused senders as patterns; '!' lines are exceptions."),
+    _c("badmailfrom-unknown", LIST, (), "antispam", SMTPD,
+       "Sender domains (@host) refused when the client IP has no PTR record."),
+    _c("badhelo", PATTERNS, (), "antispam", SMTPD, "Refused HELO/EHLO names as patterns."),
+    _c("badrcptto", LIST, (), "antispam", SMTPD, "Refused recipients: addresses or @host."),
+    _c("badrcptpatterns", PATTERNS, (), "antispam", SMTPD, "Refused recipients as patterns."),
+    _c("blackholedsender", PATTERNS, (), "antispam", SMTPD,
+       "Senders as patterns; refused and the session ends at once."),
+    # -- dns checks
+    _c("mfdnscheck", BOOL, 0, "dnscheck", SMTPD, "1: the MAIL FROM domain must have an MX or A record.",
+       env="MFDNSCHECK"),
+    _c("nomfdnscheck", LIST, (), "dnscheck", SMTPD, "Sender addresses or @domains exempt from mfdnscheck."),
+    _c("helodnscheck", BOOL, 0, "dnscheck", SMTPD, "1: the HELO/EHLO name must have an MX or A record."),
+    _c("splithorizon", BOOL, 0, "dnscheck", SMTPD, "1: skip helodnscheck and badhelo for relaying clients."),
+    _c("rblhosts", LIST, (), "dnscheck", SMTPD, "DNSBL zones asked about the client IP."),
+    # -- spf
+    _c("spfbehavior", NUMBER, 0, "spf", SMTPD, "0 off ... 6 reject anything but pass (see docs/controls-spf.md).",
+       maximum=6, env="SPFBEHAVIOR"),
+    _c("spfrules", LINE, "", "spf", SMTPD, "Local SPF mechanisms run before a fail, softfail or neutral stands.",
+       keep_empty=True),
+    _c("spfguess", LINE, "", "spf", SMTPD, "SPF record assumed for domains that publish none.", keep_empty=True),
+    _c("spfexp", LINE, "See http://spf.pobox.com/why.html?sender=%{S}&ip=%{I}&receiver=%{xR}", "spf", SMTPD,
+       "Explanation (SPF macros) sent with an SPF refusal."),
+    # -- filters
+    _c("clamglobal", BOOL, 0, "filter", QUEUE, "1: virus-check mail for every recipient."),
+    _c("spamglobal", BOOL, 0, "filter", QUEUE, "1: spam-check mail for every recipient."),
+    _c("clamavclients.cdb", CDB, None, "filter", QUEUE, "Recipients (address or @domain) checked by clamd."),
+    _c("spamdclients.cdb", CDB, None, "filter", QUEUE, "Recipients (address or @domain) checked by spamd."),
+    _c("sanetcheck", BOOL, 0, "filter", "spamd-run", "1: let spamd run network tests (0: spamd -L)."),
+    _c("spamdchildren", NUMBER, 10, "filter", "spamd-run", "spamd --max-children."),
+    _c("badurls", BOOL, 0, "filter", QUEUE, "1: report URLs found in infected messages."),
+    _c("urlscnt", NUMBER, 5, "filter", QUEUE, "Most URLs reported per infected message."),
+    # -- queue
+    _c("concurrencylocal", NUMBER, 50, "queue", SEND, "Simultaneous local deliveries.", maximum=500),
+    _c("concurrencyremote", NUMBER, 100, "queue", SEND, "Simultaneous remote deliveries.", maximum=500),
+    _c("queuelifetime", NUMBER, 604800, "queue", SEND, "Seconds a message may stay in the queue."),
+    _c("timeoutqueue", NUMBER, 86400, "queue", QUEUE, "Seconds qmail-queue may take for one message."),
+    # -- remote
+    _c("helohost", LINE, ME, "remote", REMOTE, "Name qmail-remote gives in HELO/EHLO."),
+    _c("smtproutes", LIST, (), "remote", REMOTE, "'domain:relay[:port]' lines; ':relay' routes everything."),
+    _c("outgoingip", LINE, "", "remote", REMOTE, "Source IP for outgoing connections; empty = any.",
+       keep_empty=True),
+    _c("timeoutconnect", NUMBER, 60, "remote", REMOTE, "Seconds to wait for a remote connection."),
+    _c("timeoutremote", NUMBER, 1200, "remote", REMOTE, "Seconds to wait for each remote reply."),
+    # -- bounces
+    _c("bouncefrom", LINE, "MAILER-DAEMON", "bounce", SEND, "User part of the bounce sender."),
+    _c("bouncehost", LINE, ME, "bounce", SEND, "Host part of the bounce sender."),
+    _c("bouncesubject", LINE, "failure notice", "bounce", SEND, "Subject of bounce messages."),
+    _c("bouncemessage", TEXT,
+       ("I'm afraid I wasn't able to deliver your message to the following addresses.",
+        "This is a permanent error; I've given up. Sorry it didn't work out."),
+       "bounce", SEND, "Text of a bounce, after the 'Hi. This is the qmail-send program' line."),
+    _c("bouncemaxbytes", NUMBER, 0, "bounce", SEND, "Most bytes of the original copied into a bounce; 0 = all."),
+    _c("doublebouncehost", LINE, ME, "bounce", SEND, "Host of the double-bounce recipient."),
+    _c("doublebounceto", LINE, "postmaster", "bounce", SEND,
+       "User receiving double bounces; an empty file discards them (doublebounce-trim).", keep_empty=True),
+    _c("doublebouncesubject", LINE, "failure notice", "bounce", SEND, "Subject of double bounces."),
+    _c("doublebouncemessage", TEXT,
+       ("I tried to deliver a bounce message to this address, but the bounce bounced!",),
+       "bounce", SEND, "Text of a double bounce."),
+    # -- srs
+    _c("srs/srs_domain", LINE, ME, "srs", SEND, "Domain of SRS addresses."),
+    _c("srs/srs_secrets", SECRETS, (), "srs", SEND, "Keys for new SRS addresses, newest first (setsrssecret)."),
+    _c("srs/revers_srs_secrets", SECRETS, (), "srs", SMTPD, "Keys accepted on SRS bounces, newest first."),
+    _c("srs/srs_secrets_age", SECRETS, (), "srs", "setsrssecret", "'key timestamp' lines: when each key was made."),
+    _c("srs/srs_max_age", NUMBER, 2592000, "srs", f"{SMTPD} {SEND}", "Seconds an SRS address stays valid (30 days)."),
+)
+
+BY_NAME = {c.name: c for c in CONTROLS}
+BY_NAME.update({alias: c for c in CONTROLS for alias in c.aliases})
+
+# Files that live in control/ but are not parameters themselves.
+KNOWN_FILES = frozenset({"options", "clamavclients", "spamdclients", "srs"})
+
+
+def lookup(name):
+    """The Control for a name or alias, or None."""
+    return BY_NAME.get(name)

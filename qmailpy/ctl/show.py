@@ -1,0 +1,117 @@
+"""What qmail-showctl prints, built from the registry; docs and tests use it too.
+
+Format (stable; tests compare it byte for byte):
+    name: (Default.) value        a single value from the default
+    name: value                   a single value from a file or control/options
+    name:                         a list: one indented line per entry follows
+      entry
+cdb and secrets parameters show a summary in parentheses, never their keys.
+"""
+import os
+import time
+
+from qmailpy.ctl import registry as R
+from qmailpy.ctl.cdbmap import open_cdb
+from qmailpy.ctl.options import DEFAULT_MARK, OPTIONS, Finding
+from qmailpy.ctl.reader import ControlError
+
+LIST_LIKE = (R.LIST, R.PATTERNS, R.TEXT)
+
+
+def summary(setting):
+    """(head text, indented entries) for one Setting."""
+    c, v = setting.control, setting.value
+    if c.kind == R.CDB:
+        if v is None:
+            return "absent", ()
+        try:
+            db = open_cdb(v)
+            n = len(db)
+            db.close()
+        except (OSError, ValueError) as e:
+            return "(unreadable: %s)" % e, ()
+        return "(%d keys)" % n, ()
+    if c.kind == R.SECRETS:
+        if not v:
+            return "none", ()
+        if c.name.endswith("_age"):
+            return "(%s)" % ages(v), ()
+        return "(%d keys)" % len(v), ()
+    if c.kind in LIST_LIKE:
+        return ("absent" if v is None else ""), tuple(v or ())
+    return str(v), ()
+
+
+def ages(lines, now=None):
+    """'N keys, newest D days, oldest D days' from 'key timestamp' lines."""
+    now = time.time() if now is None else now
+    stamps = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) >= 2 and parts[-1].isdigit():
+            stamps.append(int(parts[-1]))
+    if not stamps:
+        return "%d keys" % len(lines)
+    days = sorted(int((now - s) // 86400) for s in stamps)
+    return "%d keys, newest %d days, oldest %d days" % (len(lines), days[0], days[-1])
+
+
+def render(setting):
+    """The lines qmail-showctl prints for one Setting."""
+    head, items = summary(setting)
+    mark = DEFAULT_MARK + " " if setting.is_default else ""
+    text = (mark + head).rstrip()
+    first = setting.control.name + ":" + (" " + text if text else "")
+    return [first] + ["  " + item for item in items]
+
+
+def show_all(controls):
+    """Every registry parameter, in registry order."""
+    out = []
+    for c in R.CONTROLS:
+        out.extend(render(controls.setting(c.name)))
+    return out
+
+
+def as_json(controls):
+    rows = []
+    for c in R.CONTROLS:
+        s = controls.setting(c.name)
+        head, items = summary(s)
+        value = s.value if c.kind not in (R.CDB, R.SECRETS) else head
+        rows.append({"name": c.name, "kind": c.kind, "default": s.is_default,
+                     "source": s.source, "value": list(value) if isinstance(value, tuple) else value})
+    return rows
+
+
+def unknown_files(home):
+    """Findings for files in control/ that no registry entry explains."""
+    base = os.path.join(home, "control")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(base):
+        rel = os.path.relpath(dirpath, base)
+        for fn in sorted(filenames):
+            name = fn if rel == "." else rel + "/" + fn
+            if R.lookup(name) is None and name not in R.KNOWN_FILES:
+                found.append(Finding("control/" + name, 0, "unknown control file"))
+        dirnames[:] = sorted(d for d in dirnames if (d if rel == "." else rel + "/" + d) in R.KNOWN_FILES)
+    return found
+
+
+def check(controls):
+    """Every finding: malformed values, unreadable files, unknown files and options lines."""
+    findings = []
+    for c in R.CONTROLS:
+        try:
+            controls.setting(c.name)
+        except ControlError as e:
+            findings.append(Finding("control/" + c.name, 0, str(e)))
+    controls.options()
+    findings.extend(controls.findings)
+    findings.extend(unknown_files(controls.home))
+    if controls.value("rcpthosts") is None:
+        findings.append(Finding("control/rcpthosts", 0, "absent: qmail-smtpd accepts mail for any domain (open relay)"))
+    return sorted(findings, key=lambda f: (f.path, f.lineno))
+
+
+__all__ = ["render", "show_all", "as_json", "check", "OPTIONS"]

@@ -1,0 +1,24 @@
+"""Where a qmail home keeps things. Pure: no I/O, no imports beyond os.path."""
+import os.path
+
+DEFAULT_HOME = "/var/qmail"   # qmail's compiled-in auto_qmail
+CONTROL = "control"
+QUEUE = "queue"
+
+
+def qmailhome(environ):
+    """The qmail home: $QMAILHOME if set and non-empty, else /var/qmail."""
+    return environ.get("QMAILHOME") or DEFAULT_HOME
+
+
+def control_path(home, name):
+    """control/NAME under the home; NAME may hold one sub-folder (srs/...)."""
+    return os.path.join(home, CONTROL, name)
+
+
+def queue_path(home, *parts):
+    return os.path.join(home, QUEUE, *parts)
+
+
+def bin_path(home, name):
+    return os.path.join(home, "bin", name)

@@ -1,0 +1,212 @@
+"""The control registry and reader: defaults, qmail's file rules, control/options, findings."""
+import os
+
+import pytest
+from hypothesis import given, strategies as st
+
+from qmailpy.ctl import registry as R
+from qmailpy.ctl.options import parse_options
+from qmailpy.ctl.parse import text_lines
+from qmailpy.ctl.reader import ControlError, Controls
+
+NUMERIC = [c for c in R.CONTROLS if c.kind in (R.NUMBER, R.BOOL)]
+SETTABLE = [c for c in R.CONTROLS if c.kind not in (R.CDB, R.SECRETS)]
+
+# The documented defaults, spelled out again so that a registry edit must be deliberate.
+EXPECTED_DEFAULTS = {
+    "tcpsessioncount": 40, "concurrencyremote": 100, "concurrencylocal": 50, "databytes": 0,
+    "queuelifetime": 604800, "bouncefrom": "MAILER-DAEMON", "maxrecepients": 0, "timeoutsmtpd": 1200,
+    "newline": 0, "stripsinglequotes": 0, "lowercase": 0, "quitasap": 0, "tarpitcount": 0,
+    "tarpitdelay": 5, "mfdnscheck": 0, "helodnscheck": 0, "splithorizon": 0, "userchk": 0,
+    "smdcheck": 0, "authsender": 0, "smtpauth": 0, "popbeforesmtp": 1, "spamglobal": 0,
+    "clamglobal": 0, "outgoingip": "", "periplimit": 0, "noathost": 0, "sanetcheck": 0, "badurls": 0,
+    "urlscnt": 5, "spamdchildren": 10, "spfbehavior": 0, "spfrules": "", "spfguess": "",
+    "doublebounceto": "postmaster", "bouncesubject": "failure notice", "timeoutremote": 1200,
+    "timeoutconnect": 60, "bouncemaxbytes": 0, "timeoutqueue": 86400, "srs/srs_max_age": 2592000,
+    "rcpthosts": None, "badmailfrom": (), "badmailpatterns": (), "badrcptto": (), "rblhosts": (),
+    "morercpthosts.cdb": None, "srs/srs_secrets": (),
+}
+ME_DEFAULTS = ["defaultdomain", "defaulthost", "plusdomain", "idhost", "envnoathost", "localiphost",
+               "smtpgreeting", "bouncehost", "doublebouncehost", "helohost", "srs/srs_domain"]
+
+
+def test_spec_controls_are_all_registered():
+    spec = """tcpsessioncount concurrencyremote concurrencylocal databytes queuelifetime bouncefrom
+    maxrecepients timeoutsmtpd newline stripsinglequotes lowercase badmailfrom badmailpatterns
+    badmailfrom-unknown badhelo badrcptto badrcptpatterns blackholedsender relayclients relaydomains
+    relaymailfrom quitasap tarpitcount tarpitdelay mfdnscheck nomfdnscheck helodnscheck splithorizon
+    userchk smdcheck authsender smtpauth popbeforesmtp rblhosts spamglobal clamglobal outgoingip
+    periplimit noathost sanetcheck badurls urlscnt spamdchildren spfbehavior spfrules spfguess spfexp
+    bouncehost doublebouncehost doublebounceto bouncesubject bouncemessage doublebouncesubject
+    doublebouncemessage srs/srs_secrets srs/revers_srs_secrets srs/srs_secrets_age srs/srs_max_age
+    me rcpthosts morercpthosts locals virtualdomains defaultdomain defaulthost plusdomain idhost
+    helohost smtpgreeting localiphost smtproutes timeoutremote timeoutconnect bouncemaxbytes
+    envnoathost percenthack maxrcpt""".split()
+    assert [n for n in spec if R.lookup(n) is None] == []
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_DEFAULTS))
+def test_default_of_absent_file(home, name):
+    s = Controls(home.root).setting(name)
+    assert (s.value, s.is_default) == (EXPECTED_DEFAULTS[name], True)
+
+
+@pytest.mark.parametrize("name", ME_DEFAULTS + ["locals"])
+def test_me_defaults_follow_control_me(home, name):
+    home.control("me", "mx.example.org\n")
+    value = Controls(home.root).value(name)
+    assert value == (("mx.example.org",) if name == "locals" else "mx.example.org")
+
+
+def test_me_default_is_the_host_name(home):
+    assert Controls(home.root).value("me") == os.uname().nodename
+
+
+def test_every_control_has_a_default_and_doc():
+    for c in R.CONTROLS:
+        assert c.doc and c.group in R.GROUPS and c.readers, c.name
+        if c.kind in (R.NUMBER, R.BOOL):
+            assert isinstance(c.default, int), c.name
+
+
+@pytest.mark.parametrize("control", NUMERIC, ids=lambda c: c.name)
+def test_number_that_does_not_parse_is_a_finding_not_zero(home, control):
+    home.control(control.name, "abc\n")
+    ctl = Controls(home.root)
+    s = ctl.setting(control.name)
+    assert (s.value, s.is_default) == (control.default, True)
+    assert [str(f) for f in ctl.findings] == [
+        "control/%s:1: not a number: 'abc'; using the next source or the default" % control.name]
+
+
+@pytest.mark.parametrize("text", ["", "\n", "   \n"])
+@pytest.mark.parametrize("control", NUMERIC, ids=lambda c: c.name)
+def test_empty_number_file_gives_default(home, control, text):
+    home.control(control.name, text)
+    ctl = Controls(home.root)
+    assert ctl.setting(control.name).is_default and ctl.findings == []
+
+
+@pytest.mark.parametrize("text,value", [("900\n", 500), ("500", 500), ("499 \r\n", 499), ("0\n", 0)])
+@pytest.mark.parametrize("name", ["concurrencyremote", "concurrencylocal"])
+def test_concurrency_clamped_to_500(home, name, text, value):
+    home.control(name, text)
+    assert Controls(home.root).value(name) == value
+
+
+def test_bool_any_nonzero_is_on(home):
+    home.control("smtpauth", "7\n")
+    assert Controls(home.root).value("smtpauth") == 1
+
+
+def test_negative_number_is_malformed(home):
+    home.control("databytes", "-5\n")
+    ctl = Controls(home.root)
+    assert ctl.value("databytes") == 0 and len(ctl.findings) == 1
+
+
+def test_list_rules_trailing_space_cr_blank_and_comments(home):
+    home.control("badmailfrom", "# comment\n@spam.example \t\r\n\n  lead@space\nlast@line")
+    s = Controls(home.root).setting("badmailfrom")
+    assert s.value == ("@spam.example", "  lead@space", "last@line")
+    assert s.linenos == (2, 4, 5) and s.origin(1) == "control/badmailfrom:4"
+
+
+def test_line_uses_first_line_only(home):
+    home.control("smtpgreeting", "mail.example.com  \nsecond\n")
+    assert Controls(home.root).value("smtpgreeting") == "mail.example.com"
+
+
+def test_empty_line_file_gives_default_unless_empty_is_a_value(home):
+    home.control("smtpgreeting", "\n")
+    home.control("doublebounceto", "\n")
+    ctl = Controls(home.root)
+    assert ctl.setting("smtpgreeting").is_default
+    assert ctl.setting("doublebounceto").value == ""
+
+
+def test_empty_rcpthosts_is_not_absent(home):
+    home.control("rcpthosts", "")
+    assert Controls(home.root).value("rcpthosts") == ()
+
+
+def test_alias_maxrcpt(home):
+    home.control("maxrcpt", "20\n")
+    assert Controls(home.root).value("maxrecepients") == 20
+
+
+def test_environment_override(home):
+    home.control("databytes", "1000\n")
+    assert Controls(home.root, {"DATABYTES": "5000"}).value("databytes") == 5000
+    assert Controls(home.root, {}).value("databytes") == 1000
+    assert Controls(home.root).value("databytes") == 1000
+
+
+def test_unreadable_control_is_an_error(home):
+    os.makedirs(os.path.join(home.root, "control", "databytes"))
+    with pytest.raises(ControlError):
+        Controls(home.root).value("databytes")
+
+
+# -- control/options
+
+SAMPLE = {R.NUMBER: ("7", 7), R.BOOL: ("1", 1), R.LINE: ("mx.example.net", "mx.example.net")}
+
+
+def sample(control):
+    if control.kind in (R.LIST, R.PATTERNS, R.TEXT):
+        return ["one@example.com", "@two.example"], ("one@example.com", "@two.example")
+    if control.kind == R.NUMBER and control.maximum is not None:
+        return [str(control.maximum)], control.maximum
+    text, value = SAMPLE[control.kind]
+    return [text], value
+
+
+def options_text(control, lines):
+    if len(lines) == 1:
+        return "%s: %s\n" % (control.name, lines[0])
+    return "%s:\n" % control.name + "".join("  %s\n" % x for x in lines)
+
+
+@pytest.mark.parametrize("control", SETTABLE, ids=lambda c: c.name)
+def test_options_and_file_give_identical_results(tmp_path, control):
+    from conftest import Home
+    lines, expected = sample(control)
+    by_file, by_options = Home(tmp_path / "a"), Home(tmp_path / "b")
+    by_file.control(control.name, "".join(x + "\n" for x in lines))
+    by_options.control("options", "# all in one\n" + options_text(control, lines))
+    a, b = Controls(by_file.root).setting(control.name), Controls(by_options.root).setting(control.name)
+    assert a.value == b.value == expected
+    assert (a.is_default, b.is_default) == (False, False)
+
+
+def test_file_wins_over_options(home):
+    home.control("options", "databytes: 100\n")
+    home.control("databytes", "200\n")
+    assert Controls(home.root).setting("databytes").source == "control/databytes"
+    assert Controls(home.root).value("databytes") == 200
+
+
+def test_malformed_file_falls_back_to_options(home):
+    home.control("options", "databytes: 100\n")
+    home.control("databytes", "lots\n")
+    assert Controls(home.root).value("databytes") == 100
+
+
+def test_options_findings():
+    lines = text_lines(b"bogus line\n  orphan\nnope: 1\ndatabytes: 1\ndatabytes: 2\nsrs/srs_secrets: k\n"
+                       b"morercpthosts.cdb: (3 keys)\n")
+    found, findings = parse_options(lines)
+    assert found == {"databytes": [(5, "2")]}
+    assert [str(f) for f in findings] == [
+        "control/options:1: not 'name: value': 'bogus line'",
+        "control/options:2: indented line belongs to no parameter",
+        "control/options:3: unknown parameter 'nope'",
+        "control/options:5: databytes given again; this line wins",
+        "control/options:6: srs/srs_secrets can only be set in its own file",
+    ]
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30), max_size=8))
+def test_options_parser_never_raises(lines):
+    parse_options([line.rstrip() for line in lines])

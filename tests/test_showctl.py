@@ -1,0 +1,116 @@
+"""qmail-showctl, run as the real program: exact output, --check, --json, docs in sync."""
+import json
+import os
+
+from qmailpy import docgen
+from qmailpy.ctl import registry as R
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def lines_of(result):
+    assert result.returncode == 0, result.stderr
+    return result.stdout.decode().splitlines()
+
+
+def test_empty_home_prints_defaults(home):
+    out = lines_of(home.run("qmail-showctl"))
+    assert "concurrencyremote: (Default.) 100" in out
+    assert "concurrencylocal: (Default.) 50" in out
+    assert "rcpthosts: (Default.) absent" in out
+    assert "me: (Default.) %s" % os.uname().nodename in out
+    # one head line per registry parameter, in registry order
+    heads = [line.split(":")[0] for line in out if not line.startswith("  ")]
+    assert heads == [c.name for c in R.CONTROLS]
+
+
+def test_clamped_value(home):
+    home.control("concurrencyremote", "900\n")
+    assert "concurrencyremote: 500" in lines_of(home.run("qmail-showctl"))
+
+
+def test_options_gives_the_same_output_as_files(tmp_path):
+    from conftest import Home
+    a, b = Home(tmp_path / "a"), Home(tmp_path / "b")
+    a.control("concurrencyremote", "900\n")
+    a.control("badmailfrom", "@spam.example\nx@y.example\n")
+    a.control("me", "mx.example.org\n")
+    b.control("options", "concurrencyremote: 900\nbadmailfrom:\n  @spam.example\n  x@y.example\n"
+                         "me: mx.example.org\n")
+    out_a, out_b = lines_of(a.run("qmail-showctl")), lines_of(b.run("qmail-showctl"))
+    assert out_a == out_b
+    assert "concurrencyremote: 500" in out_a
+    i = out_a.index("badmailfrom:")
+    assert out_a[i:i + 3] == ["badmailfrom:", "  @spam.example", "  x@y.example"]
+
+
+def test_output_is_a_valid_options_file(tmp_path):
+    from conftest import Home
+    a, b = Home(tmp_path / "a"), Home(tmp_path / "b")
+    a.control("me", "mx.example.org\n")
+    a.control("databytes", "1000\n")
+    a.control("rcpthosts", "example.org\n.example.org\n")
+    a.control("smtpgreeting", "hello there\n")
+    a.control("spfbehavior", "9\n")
+    first = a.run("qmail-showctl").stdout
+    b.control("options", first.decode())
+    assert b.run("qmail-showctl").stdout == first
+    assert b.run("qmail-showctl", "--check").stdout.decode().splitlines() == []
+
+
+def test_check_flags_number_file_holding_text(home):
+    home.control("rcpthosts", "example.org\n")
+    home.control("databytes", "ten megabytes\n")
+    home.control("mystery", "?\n")
+    home.control("options", "frobnicate: 1\n")
+    r = home.run("qmail-showctl", "--check")
+    assert r.returncode == 1
+    assert r.stdout.decode().splitlines() == [
+        "control/databytes:1: not a number: 'ten megabytes'; using the next source or the default",
+        "control/mystery: unknown control file",
+        "control/options:1: unknown parameter 'frobnicate'",
+    ]
+
+
+def test_check_clean_home_and_open_relay_warning(home):
+    r = home.run("qmail-showctl", "--check")
+    assert r.returncode == 1
+    assert r.stdout.decode().splitlines() == [
+        "control/rcpthosts: absent: qmail-smtpd accepts mail for any domain (open relay)"]
+    home.control("rcpthosts", "example.org\n")
+    r = home.run("qmail-showctl", "--check")
+    assert (r.returncode, r.stdout) == (0, b"")
+
+
+def test_malformed_value_warns_on_stderr(home):
+    home.control("databytes", "x\n")
+    r = home.run("qmail-showctl")
+    assert "databytes: (Default.) 0" in lines_of(r)
+    assert b"qmail-showctl: warning: control/databytes:1: not a number" in r.stderr
+
+
+def test_json(home):
+    home.control("databytes", "1000\n")
+    rows = json.loads(home.run("qmail-showctl", "--json").stdout)
+    by = {r["name"]: r for r in rows}
+    assert by["databytes"] == {"name": "databytes", "kind": "number", "default": False,
+                               "source": "control/databytes", "value": 1000}
+    assert by["concurrencyremote"]["default"] is True
+
+
+def test_secrets_are_never_printed(home):
+    home.control("srs/srs_secrets", "topsecret1\ntopsecret2\n")
+    home.control("srs/srs_secrets_age", "topsecret1 %d\n" % 0)
+    r = home.run("qmail-showctl")
+    out = lines_of(r)
+    assert "srs/srs_secrets: (2 keys)" in out
+    assert b"topsecret" not in r.stdout + home.run("qmail-showctl", "--json").stdout
+
+
+def test_docs_are_generated_from_the_registry():
+    stale = []
+    for path, text in docgen.pages(os.path.join(ROOT, "docs")).items():
+        with open(path) as f:
+            if f.read() != text:
+                stale.append(path)
+    assert stale == [], "run `make docs`"
