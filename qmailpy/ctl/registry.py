@@ -13,7 +13,7 @@ Kinds (how a file is read, see qmailpy.ctl.parse):
 A default of ME means "the value of control/me"; LIST defaults are tuples and
 None means "absent changes behaviour" (rcpthosts: absent = accept any domain).
 """
-from typing import NamedTuple
+from collections import namedtuple
 
 ME = "<me>"        # default taken from control/me
 
@@ -21,17 +21,14 @@ LINE, TEXT, LIST, PATTERNS, NUMBER, BOOL, CDB, SECRETS = (
     "line", "text", "list", "patterns", "number", "bool", "cdb", "secrets")
 
 
-class Control(NamedTuple):
-    name: str
-    kind: str
-    default: object
-    group: str
-    readers: tuple
-    doc: str
-    maximum: int = None
-    env: str = None          # environment variable that overrides the file
-    aliases: tuple = ()
-    keep_empty: bool = False  # an empty file is a value, not "use the default"
+# collections.namedtuple, not typing.NamedTuple: typing imports re, and
+# qmail-smtpd imports this module on every connection.
+Control = namedtuple("Control", "name kind default group readers doc maximum env aliases keep_empty",
+                     defaults=(None, None, (), False))
+Control.__doc__ = """One control file: how to read it, its default, who reads it, what it does.
+
+env names an environment variable that overrides the file; keep_empty says
+an empty file is a value (doublebounceto) rather than "use the default"."""
 
 
 def _c(name, kind, default, group, readers, doc, **kw):
@@ -100,6 +97,14 @@ CONTROLS = (
     _c("authsender", BOOL, 0, "auth", SMTPD, "1: the MAIL FROM domain must be the authenticated user's domain."),
     _c("popbeforesmtp", BOOL, 1, "auth", SMTPD, "1: clients that logged in over POP3 recently may relay."),
     _c("smdcheck", BOOL, 0, "auth", SMTPD, "1: relaying clients must use one of our domains as sender."),
+    _c("popbeforesmtptimeout", NUMBER, 1800, "auth", SMTPD,
+       "Seconds a POP3 login lets its IP relay (POP-before-SMTP window)."),
+    _c("usersdb", LINE, "", "auth", f"{SMTPD} {LOCAL} qmail-users",
+       "Mailbox users database: empty = SQLite file users/vpopmail.sqlite under the qmail home; "
+       "or vpopmail's MySQL line host|port|user|password|database.", keep_empty=True),
+    _c("vpopmaildir", LINE, "", "auth", f"{LOCAL} qmail-users",
+       "Home of the virtual domains (vpopmail's ~vpopmail); empty = vpopmail/ under the qmail home.",
+       keep_empty=True),
     # -- antispam lists
     _c("badmailfrom", LIST, (), "antispam", SMTPD, "Refused senders: addresses or @host."),
     _c("badmailpatterns", PATTERNS, (), "antispam", SMTPD, "Refused senders as patterns; '!' lines are exceptions."),
@@ -174,7 +179,7 @@ BY_NAME = {c.name: c for c in CONTROLS}
 BY_NAME.update({alias: c for c in CONTROLS for alias in c.aliases})
 
 # Files that live in control/ but are not parameters themselves.
-KNOWN_FILES = frozenset({"options", "clamavclients", "spamdclients", "srs"})
+KNOWN_FILES = frozenset({"options", "clamavclients", "spamdclients", "srs", "tcp.smtp", "tcp.smtp.cdb"})
 
 
 def lookup(name):

@@ -1,0 +1,237 @@
+"""Put one message into the queue in qmail-queue's order, so a crash is always safe.
+
+pid/<pid>.<time>.<seq> (O_EXCL; its inode number is the message id) -> link
+to mess/<id % split>/<id>, unlink pid -> Received line + message, fsync ->
+intd/<id> (O_EXCL) u/p/F/T records, fsync -> link intd -> todo/<id>: the
+commit point -> poke lock/trigger. 2 inodes created, 2 fsyncs (as qmail).
+Until the todo link exists qmail-send ignores the files; on any error
+before it, everything made so far is removed (a crash leaves debris that
+clean.clean_stale() removes). No process-wide state is changed here, so a
+pre-forked launcher can call enqueue() without exec.
+"""
+import errno
+import os
+
+import _signal as signal   # signal.py would import enum (~3 ms per exec)
+
+from qmailpy import exitcodes as X
+from qmailpy.proto import qq
+from qmailpy.proto.date822 import date822
+from qmailpy.queue import layout
+
+CHUNK = 65536
+EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC     # qmail's open_excl()
+DISK_FULL = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+# qmail's auto_usera/auto_userd/auto_users: who is named in the Received line
+NAMED_USERS = {"alias": "by alias", "qmaild": "from network", "qmails": "for bounce"}
+
+
+class QueueError(Exception):
+    """Why the message was not queued; `code` is qmail-queue's exit code."""
+
+    def __init__(self, code, reason):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _oserror(e, code, what):
+    """An OSError as a QueueError: a full disk is 53 wherever it happens."""
+    if e.errno in DISK_FULL:
+        code = X.QQ_WRITE_ERROR
+    return QueueError(code, "%s: %s" % (what, e.strerror or e))
+
+
+def invoker(uid):
+    """'by alias' / 'from network' / 'for bounce' / 'by uid N', as qmail-queue says it."""
+    import pwd
+    try:        # one lookup by uid: three by name cost ~0.5 ms of NSS misses
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = None
+    return NAMED_USERS.get(name) or "by uid %d" % uid
+
+
+def received_line(pid, uid, now):
+    """qmail-queue's own Received line, put on top of every message."""
+    return ("Received: (qmail %d invoked %s); %s\n" % (pid, invoker(uid), date822(now))).encode()
+
+
+class Staged:
+    """What a content filter sees: the message fsynced on disk, the commit not yet made."""
+    __slots__ = ("home", "msgid", "mess_path", "mess_fd", "sender", "recipients")
+
+    def __init__(self, home, msgid, mess_path, mess_fd, sender, recipients):
+        self.home, self.msgid, self.mess_path, self.mess_fd = home, msgid, mess_path, mess_fd
+        self.sender, self.recipients = sender, recipients
+
+
+def run_content_filters(staged, content_filter):
+    """HOOK POINT for the H-Sphere clamd/spamd filters (not written yet).
+
+    Runs after the message is on disk and before intd/ and the commit. A filter
+    returns the recipients to queue (None: unchanged) or raises QueueError
+    (31/71 refused, 55 config, 56/72-74 service trouble); rollback is automatic.
+    """
+    if content_filter is None:
+        return staged.recipients
+    got = content_filter(staged)
+    return staged.recipients if got is None else got
+
+
+def _reader(src):
+    """read(n) for an fd, a file-like object, or bytes."""
+    if isinstance(src, int):
+        return lambda n: os.read(src, n)
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        chunks = [bytes(src)]
+        return lambda n: chunks.pop() if chunks else b""
+    return src.read
+
+
+def _write_all(fd, data, what):
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as e:
+        raise _oserror(e, X.QQ_WRITE_ERROR, "unable to write " + what) from None
+
+
+def _read(read, what):
+    try:
+        return read(CHUNK)
+    except OSError as e:
+        raise QueueError(X.QQ_READ_ERROR, "unable to read %s: %s" % (what, e.strerror or e)) from None
+
+
+def _copy_message(read, fd, head):
+    """Received line + message bytes into the mess file, the first chunk in one write."""
+    data = _read(read, "message")
+    _write_all(fd, head + data, "mess")
+    while data:
+        data = _read(read, "message")
+        if data:
+            _write_all(fd, data, "mess")
+
+
+def read_envelope(src):
+    """(sender, [recipients]) from the envelope input; stops at the final \\0."""
+    read, dec = _reader(src), qq.Decoder()
+    try:
+        while True:
+            data = _read(read, "envelope")
+            if not data:
+                return dec.eof()
+            if dec.feed(data):
+                return dec.eof()
+    except qq.EnvelopeError as e:
+        raise QueueError(e.code, str(e)) from None
+
+
+class _Made:
+    """The names and fds made so far, so an error can take them all back."""
+    __slots__ = ("pid", "mess", "mess_fd", "intd", "intd_fd", "todo")
+
+    def __init__(self):
+        self.pid = self.mess = self.mess_fd = self.intd = self.intd_fd = self.todo = None
+
+    def committed(self):
+        """True when todo/<id> exists and is our intd file: the message is queued."""
+        if self.todo is None or self.intd_fd is None:
+            return False
+        try:
+            return os.lstat(self.todo).st_ino == os.fstat(self.intd_fd).st_ino
+        except OSError:
+            return False
+
+    def rollback(self):
+        """Truncate and unlink intd and mess, unlink pid (qmail-queue's cleanup()), timeout held off."""
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGALRM,))
+        try:
+            for fd, name in ((self.intd_fd, self.intd), (self.mess_fd, self.mess), (None, self.pid)):
+                if name is None:
+                    continue
+                try:
+                    if fd is not None:
+                        os.ftruncate(fd, 0)
+                    os.unlink(name)
+                except OSError:
+                    pass          # left for clean_stale(), as qmail leaves it for qmail-send
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def close(self):
+        for fd in (self.mess_fd, self.intd_fd):
+            if fd is not None:
+                os.close(fd)
+
+
+def _os(code, what, fn, *args):
+    """fn(*args), an OSError becoming QueueError(code) (53 when the disk is full)."""
+    try:
+        return fn(*args)
+    except OSError as e:
+        raise _oserror(e, code, what) from None
+
+
+def _create_pid_file(home, pid, now, made):
+    for seq in range(1, 10):
+        name = layout.pid_path(home, pid, int(now), seq)
+        try:
+            made.mess_fd = os.open(name, EXCL, 0o644)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise _oserror(e, X.QQ_PID, "unable to create " + name) from None
+        made.pid = name
+        return
+    raise QueueError(X.QQ_PID, "unable to create a pid/ file: names in use")
+
+
+def _stage(home, message, envelope, uid, pid, now, split, content_filter, made):
+    head = received_line(pid, uid, now)
+    _create_pid_file(home, pid, now, made)
+    msgid = _os(X.QQ_PID, "unable to stat pid file", os.fstat, made.mess_fd).st_ino
+    mess = layout.mess_path(home, msgid, split)
+    _os(X.QQ_MESS, "unable to link " + mess, os.link, made.pid, mess)
+    made.mess = mess
+    _os(X.QQ_PID, "unable to unlink " + made.pid, os.unlink, made.pid)
+    made.pid = None
+    _copy_message(_reader(message), made.mess_fd, head)
+    _os(X.QQ_WRITE_ERROR, "unable to fsync mess", os.fsync, made.mess_fd)
+    sender, recipients = read_envelope(envelope)
+    staged = Staged(home, msgid, mess, made.mess_fd, sender, recipients)
+    recipients = run_content_filters(staged, content_filter)
+    intd = layout.intd_path(home, msgid)
+    made.intd_fd = _os(X.QQ_INTD, "unable to create " + intd, os.open, intd, EXCL, 0o644)
+    made.intd = intd
+    _write_all(made.intd_fd, b"u%d\0p%d\0" % (uid, pid) + qq.encode_records(sender, recipients), "intd")
+    _os(X.QQ_WRITE_ERROR, "unable to fsync intd", os.fsync, made.intd_fd)
+    made.todo = layout.todo_path(home, msgid)
+    _os(X.QQ_TODO, "unable to link " + made.todo, os.link, intd, made.todo)    # the commit point
+    return msgid
+
+
+def enqueue(home, message, envelope, uid, pid, now, split=layout.SPLIT, content_filter=None):
+    """Queue one message; return its id or raise QueueError (everything undone).
+
+    message, envelope: an fd, a file-like object or bytes; the envelope is read
+    only after the message is on disk, as callers write it after closing fd 0.
+    """
+    made = _Made()
+    try:
+        try:
+            msgid = _stage(home, message, envelope, uid, pid, now, split, content_filter, made)
+        except BaseException:
+            if not made.committed():
+                made.rollback()
+                raise
+            msgid = int(os.path.basename(made.mess))   # a late timeout: the message is queued
+    finally:
+        made.close()
+    try:
+        layout.triggerpull(home)
+    except QueueError:
+        pass                    # a timeout after the commit: the message is queued
+    return msgid

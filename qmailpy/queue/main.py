@@ -1,0 +1,89 @@
+"""qmail-queue: fd 0 = message, fd 1 = envelope; the exit code is the only answer.
+
+Nothing is ever written to fd 1 (it is the envelope pipe). A failure is one
+line `qmail-queue: <reason>` on fd 2. run() holds all the work so that a
+pre-forked launcher can call it in a fresh child instead of exec'ing us.
+"""
+import os
+import time
+
+import _signal as signal   # the C module itself: signal.py imports enum, ~3 ms per message
+
+# qmail-queue's sig_pipeignore() + sig_miscignore(): none of these may stop an insertion
+IGNORED = ("SIGPIPE", "SIGVTALRM", "SIGPROF", "SIGQUIT", "SIGINT", "SIGHUP", "SIGXCPU", "SIGXFSZ")
+
+
+def _say(reason):
+    try:
+        os.write(2, ("qmail-queue: %s\n" % reason).encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def _time_limit(controls, layout):
+    """control/timeoutqueue, kept below OSSIFIED so clean_stale never takes a live insertion."""
+    limit = controls.value("timeoutqueue") or layout.DEATH
+    return min(limit, layout.OSSIFIED - 3600)
+
+
+def _enter(path, code, QueueError):
+    try:
+        os.chdir(path)
+    except OSError as e:
+        raise QueueError(code, "unable to chdir to %s: %s" % (path, e.strerror)) from None
+
+
+def run(fd0, fd1, environ, controls):
+    """Queue the message on fd0 with the envelope on fd1; return the exit code.
+
+    Changes process state as qmail-queue does (umask 033, cwd = queue/,
+    ignored signals, SIGALRM), so call it in the process that will exit.
+    """
+    from qmailpy import exitcodes as X
+    from qmailpy import paths
+    from qmailpy.queue import layout
+    from qmailpy.queue.enqueue import QueueError, enqueue
+
+    def on_alarm(signum, frame):
+        raise QueueError(X.QQ_TIMEOUT, "timeout")
+
+    try:
+        os.umask(0o033)
+        home = os.path.abspath(paths.qmailhome(environ))
+        _enter(home, X.QQ_HOME, QueueError)
+        _enter(paths.queue_path(home), X.QQ_QUEUE_DIR, QueueError)
+        try:
+            limit = _time_limit(controls, layout)
+        except OSError as e:
+            raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
+        for name in IGNORED:
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+        old = signal.signal(signal.SIGALRM, on_alarm)
+        signal.alarm(limit)
+        try:
+            enqueue(home, fd0, fd1, os.getuid(), os.getpid(), time.time())
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+        return X.QQ_OK
+    except QueueError as e:
+        _say(e.reason)
+        return e.code
+    except MemoryError:
+        _say("out of memory")
+        return X.QQ_NO_MEMORY
+    except Exception as e:            # an internal bug: qmail's sigbug() exit
+        _say("internal bug: %s: %s" % (type(e).__name__, e))
+        return X.QQ_BUG
+
+
+def main():
+    environ = os.environ
+    try:
+        from qmailpy import paths
+        from qmailpy.ctl.reader import Controls
+        controls = Controls(os.path.abspath(paths.qmailhome(environ)), environ)
+    except Exception as e:
+        _say("internal bug: %s: %s" % (type(e).__name__, e))
+        return 81
+    return run(0, 1, environ, controls)

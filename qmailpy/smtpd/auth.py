@@ -1,0 +1,88 @@
+"""SMTP AUTH exchanges (LOGIN, PLAIN, CRAM-MD5) as a small state machine.
+
+The exchange only collects credentials; `services.authenticate(mech, user,
+secret, challenge)` decides (True, False, or None for "cannot tell now"), so
+the same code serves the users database and a checkpassword program. A
+failure is answered after `services.auth_delay()` and never logs the secret.
+"""
+import binascii
+
+from qmailpy.proto import replies as R
+
+MECHANISMS = ("LOGIN", "PLAIN", "CRAM-MD5")
+
+
+def b64decode(text):
+    """Decoded bytes, or None when `text` is not strict base64."""
+    try:
+        return binascii.a2b_base64(text.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return None
+
+
+def b64encode(data):
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+class AuthExchange:
+    def __init__(self, arg, cfg, services):
+        mech, _, initial = arg.strip().partition(" ")
+        self.mech = mech.upper()
+        self.initial = initial.strip() or None
+        self.cfg, self.services = cfg, services
+        self.done = False
+        self.user = None          # set on success
+        self.login_user = None
+        self.challenge = None
+
+    def start(self):
+        if self.mech not in MECHANISMS:
+            return self._end(R.AUTH_TYPE)
+        if self.mech == "CRAM-MD5":
+            self.challenge = "<%d.%d@%s>" % (self.services.pid, int(self.services.now()),
+                                             self.cfg.peer.local_host)
+            return R.AUTH_CHALLENGE.format(challenge=b64encode(self.challenge.encode()))
+        if self.initial is not None:
+            return self.step(self.initial)
+        return R.AUTH_USERNAME if self.mech == "LOGIN" else R.AUTH_EMPTY
+
+    def step(self, text):
+        if text.strip() == "*":
+            return self._end(R.AUTH_CANCELED)
+        raw = b64decode(text.strip())
+        if raw is None:
+            return self._end(R.AUTH_MALFORMED)
+        value = raw.decode("utf-8", "surrogateescape")
+        if self.mech == "LOGIN":
+            if self.login_user is None:
+                if not value:
+                    return self._end(R.AUTH_MALFORMED)
+                self.login_user = value
+                return R.AUTH_PASSWORD
+            return self._check(self.login_user, value)
+        if self.mech == "PLAIN":
+            parts = value.split("\0")
+            if len(parts) != 3 or not parts[1]:
+                return self._end(R.AUTH_MALFORMED)
+            return self._check(parts[1], parts[2])
+        user, _, digest = value.rpartition(" ")
+        if not user or not digest:
+            return self._end(R.AUTH_MALFORMED)
+        return self._check(user, digest)
+
+    def _check(self, user, secret):
+        verdict = self.services.authenticate(self.mech, user, secret, self.challenge)
+        if verdict is None:
+            self.services.log("auth-tempfail", mech=self.mech, user=user)
+            return self._end(R.AUTH_TEMPFAIL)
+        if not verdict:
+            self.services.log("auth-failed", mech=self.mech, user=user)
+            self.services.auth_delay()
+            return self._end(R.AUTH_FAILED)
+        self.user = user
+        self.services.log("auth", mech=self.mech, user=user)
+        return self._end(R.AUTH_OK)
+
+    def _end(self, reply):
+        self.done = True
+        return reply

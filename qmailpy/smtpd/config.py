@@ -1,0 +1,58 @@
+"""Everything one qmail-smtpd session needs to know, read once per connection.
+
+Built from the controls and the environment tcpserver gives (TCPREMOTEIP,
+TCPREMOTEHOST, TCPREMOTEINFO, TCPLOCALIP, TCPLOCALHOST, RELAYCLIENT, ...).
+Lists are compiled into matchers here so that the session code stays pure.
+"""
+from qmailpy.ctl.patterns import AddressList, HostList, IPPrefixList
+
+
+class Peer:
+    """The client as tcpserver describes it."""
+    __slots__ = ("ip", "host", "info", "local_ip", "local_host")
+
+    def __init__(self, environ):
+        self.ip = environ.get("TCPREMOTEIP") or "unknown"
+        self.host = environ.get("TCPREMOTEHOST") or "unknown"
+        self.info = environ.get("TCPREMOTEINFO")
+        self.local_ip = environ.get("TCPLOCALIP") or "unknown"
+        self.local_host = environ.get("TCPLOCALHOST") or environ.get("TCPLOCALIP") or "unknown"
+
+
+def _list(controls, name, cls):
+    s = controls.setting(name)
+    return cls(s.value or (), s.linenos) if s.value else None
+
+
+class SmtpdConfig:
+    """Controls and environment of one session, with list controls compiled."""
+
+    def __init__(self, controls, environ):
+        v = controls.value
+        self.controls = controls
+        self.environ = environ
+        self.peer = Peer(environ)
+        self.me = v("me")
+        self.greeting = v("smtpgreeting")
+        self.localiphost = v("localiphost")
+        self.databytes = v("databytes")
+        self.timeout = v("timeoutsmtpd") or 1200
+        self.maxrcpt = v("maxrecepients")
+        self.newline = v("newline")
+        self.stripsinglequotes = v("stripsinglequotes")
+        self.lowercase = v("lowercase")
+        self.noathost = v("noathost")
+        self.smtpauth = v("smtpauth")
+        self.authsender = v("authsender")
+        self.relayclient = environ.get("RELAYCLIENT")      # None: not set
+        rcpthosts = controls.value("rcpthosts")
+        self.rcpthosts = None if rcpthosts is None else HostList(rcpthosts)
+        self.morercpthosts_path = controls.value("morercpthosts.cdb")
+        self.badmailfrom = _list(controls, "badmailfrom", AddressList)
+        self.relayclients = _list(controls, "relayclients", IPPrefixList)
+        self.relaydomains = _list(controls, "relaydomains", HostList)
+        self.relaymailfrom = _list(controls, "relaymailfrom", AddressList)
+
+    def my_ips(self):
+        """IPs whose [literal] means "this host" (qmail asks the interfaces; we know these)."""
+        return {"127.0.0.1", self.peer.local_ip}

@@ -1,0 +1,84 @@
+"""MAIL and RCPT: address rules, relay control and the envelope being built.
+
+qmail's order is kept: badmailfrom is decided at MAIL but reported at each
+RCPT; RELAYCLIENT's value is appended to recipients; a recipient domain must
+be in rcpthosts/morercpthosts.cdb unless the client may relay.
+"""
+from qmailpy.proto import replies as R
+from qmailpy.proto.grammar import apply_localiphost, lower_ascii, parse_path, split_address
+from qmailpy.smtpd.relay import rcpthosts_ok, relay_reason
+
+
+class Transaction:
+    """The envelope of the message in progress."""
+    __slots__ = ("sender", "recipients", "badmailfrom", "size")
+
+    def __init__(self, sender, badmailfrom, size):
+        self.sender, self.recipients, self.badmailfrom, self.size = sender, [], badmailfrom, size
+
+
+def normalize(cfg, addr):
+    """stripsinglequotes, lowercase and localiphost, in that order."""
+    if cfg.stripsinglequotes:
+        addr = addr.replace("'", "")
+    if cfg.lowercase:
+        addr = lower_ascii(addr)
+    return apply_localiphost(addr, cfg.my_ips(), cfg.localiphost)
+
+
+def _address(session, arg):
+    parsed = parse_path(arg)
+    if parsed is None:
+        return None, None
+    addr, params = parsed
+    return normalize(session.cfg, addr), params
+
+
+def mail_from(session, arg):
+    """(reply, Transaction or None)."""
+    cfg, log = session.cfg, session.services.log
+    addr, params = _address(session, arg)
+    if addr is None:
+        return R.SYNTAX, None
+    if cfg.noathost and addr and "@" not in addr:
+        log("refused", rule="noathost", sender="<%s>" % addr)
+        return R.NOT_FQDN, None
+    size = params.get("SIZE", "")
+    if size and not size.isdigit():
+        return R.PARAM_UNKNOWN, None
+    if size and cfg.databytes and int(size) > cfg.databytes:
+        log("refused", rule="databytes", size=size)
+        return R.TOO_BIG, None
+    if session.auth_user and cfg.authsender:
+        if lower_ascii(split_address(addr)[1]) != lower_ascii(split_address(session.auth_user)[1]):
+            log("refused", rule="authsender", sender="<%s>" % addr, user=session.auth_user)
+            return R.AUTH_SENDER, None
+    bad = cfg.badmailfrom.matches(addr) if cfg.badmailfrom and addr else None
+    return R.OK, Transaction(addr, bad, int(size) if size else 0)
+
+
+def rcpt_to(session, arg):
+    """The reply to one RCPT; adds the recipient when it is accepted."""
+    cfg, mail, log = session.cfg, session.mail, session.services.log
+    addr, _ = _address(session, arg)
+    if addr is None:
+        return R.SYNTAX
+    if not addr:
+        return R.NULL_RCPT
+    if cfg.noathost and "@" not in addr:
+        log("refused", rule="noathost", rcpt="<%s>" % addr)
+        return R.NOT_FQDN
+    if mail.badmailfrom is not None:
+        log("refused", rule="control/badmailfrom:%d" % mail.badmailfrom.line_number, sender="<%s>" % mail.sender)
+        return R.BADMAILFROM
+    reason = relay_reason(cfg, mail.sender, session.auth_user)
+    if reason == "RELAYCLIENT":
+        addr += cfg.relayclient
+    elif reason is None and not rcpthosts_ok(cfg, addr):
+        log("refused", rule="rcpthosts", rcpt="<%s>" % addr)
+        return R.NOT_RCPTHOSTS
+    if cfg.maxrcpt and len(mail.recipients) >= cfg.maxrcpt:
+        log("refused", rule="maxrecepients", rcpt="<%s>" % addr)
+        return R.TOO_MANY_RCPTS
+    mail.recipients.append(addr)
+    return R.OK

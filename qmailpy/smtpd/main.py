@@ -1,0 +1,90 @@
+"""qmail-smtpd: the driver around Session, exec'd by tcpserver per connection.
+
+SMTP on fd 0/1, log lines on fd 2. `serve(fd_in, fd_out, environ, argv)` is
+the whole program, so a pre-forking launcher can call it without an exec.
+argv, as for qmail's SMTP AUTH patches, may name a checkpassword program
+(`qmail-smtpd /bin/checkpassword /bin/true`) that verifies AUTH.
+Imports are kept to what a plain session needs: start-up time is per connection.
+"""
+import os
+import select
+import sys
+import time
+
+from qmailpy import paths
+from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.proto import replies as R
+from qmailpy.smtpd.config import SmtpdConfig
+from qmailpy.smtpd.log import Logger
+from qmailpy.smtpd.queueclient import QueueJob, queue_program
+from qmailpy.smtpd.session import Session
+
+READ_SIZE = 65536
+AUTH_FAILURE_DELAY = 5.0     # seconds before "535 authentication failed" (spamcontrol's AUTHSLEEP)
+
+
+class Services:
+    """The side effects a Session may cause, for a real process."""
+
+    def __init__(self, environ, argv, log):
+        self.environ, self.argv, self.log = environ, argv, log
+        self.pid = os.getpid()
+        self.now = time.time
+        self.sleep = time.sleep
+
+    def start_queue(self):
+        return QueueJob(queue_program(self.environ), self.environ)
+
+    def authenticate(self, mech, user, secret, challenge):
+        if self.argv:
+            from qmailpy.smtpd.checkpassword import checkpassword
+            return checkpassword(self.argv, user, secret, challenge, self.environ)
+        return None
+
+    def auth_delay(self):
+        self.sleep(float(self.environ.get("AUTHFAILDELAY", AUTH_FAILURE_DELAY)))
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def serve(fd_in, fd_out, environ, argv=()):
+    log = Logger("qmail-smtpd", os.getpid())
+    services = Services(environ, list(argv), log)
+    try:
+        controls = Controls(paths.qmailhome(environ), environ)
+        cfg = SmtpdConfig(controls, environ)
+    except ControlError as e:
+        log("error", reason=str(e))
+        write_all(fd_out, (R.NO_CONTROLS + "\r\n").encode())
+        return 1
+    for finding in controls.findings:
+        log("warning", finding=str(finding))
+    session = Session(cfg, services)
+    try:
+        write_all(fd_out, session.start())
+        while not session.closed:
+            ready, _, _ = select.select([fd_in], [], [], cfg.timeout)
+            if not ready:
+                write_all(fd_out, session.timeout())
+                log("timeout")
+                return 1
+            data = os.read(fd_in, READ_SIZE)
+            if not data:
+                session.eof()
+                return 1
+            out = session.feed(data)
+            if out:
+                write_all(fd_out, out)
+    except OSError as e:           # the client went away while we wrote
+        session.eof()
+        log("error", reason=e.strerror or str(e))
+        return 1
+    return 0
+
+
+def main():
+    return serve(0, 1, os.environ, sys.argv[1:])

@@ -1,0 +1,51 @@
+"""May this client relay, and is a recipient domain one of ours? Pure decisions."""
+from qmailpy.proto.grammar import lower_ascii, split_address
+
+
+def relay_reason(cfg, sender, auth_user):
+    """Why the client may send to any domain, or None. The names go to the log."""
+    if cfg.relayclient is not None:
+        return "RELAYCLIENT"
+    if auth_user is not None:
+        return "auth"
+    if cfg.relayclients and cfg.relayclients.matches(cfg.peer.ip):
+        return "relayclients"
+    if cfg.relaydomains and cfg.peer.host != "unknown" and cfg.relaydomains.matches(cfg.peer.host):
+        return "relaydomains"
+    if cfg.relaymailfrom and sender and cfg.relaymailfrom.matches(sender):
+        return "relaymailfrom"
+    return None
+
+
+def domain_keys(domain):
+    """The domain and each suffix starting at a dot, as rcpthosts.c tries them."""
+    yield domain
+    for i, ch in enumerate(domain):
+        if ch == ".":
+            yield domain[i:]
+
+
+def rcpthosts_ok(cfg, addr):
+    """qmail's rcpthosts(): no rcpthosts file accepts all; no '@' is accepted too."""
+    if cfg.rcpthosts is None:
+        return True
+    local, domain = split_address(addr)
+    if "@" not in addr:
+        return True
+    domain = lower_ascii(domain)
+    if cfg.rcpthosts.matches(domain):
+        return True
+    return _in_morercpthosts(cfg, domain)
+
+
+def _in_morercpthosts(cfg, domain):
+    if not cfg.morercpthosts_path:
+        return False
+    from qmailpy.ctl.cdbmap import open_cdb
+    db = open_cdb(cfg.morercpthosts_path)
+    if db is None:
+        return False
+    try:
+        return any(key.encode("utf-8", "surrogateescape") in db for key in domain_keys(domain))
+    finally:
+        db.close()

@@ -1,0 +1,216 @@
+"""One SMTP session: bytes in, reply bytes out, through a table of verb handlers.
+
+Sans-IO: the driver (qmailpy.smtpd.main) reads fd 0 and writes what feed()
+returns to fd 1 before reading again (qmail flushes before every read, which
+is what makes PIPELINING safe). Everything with side effects -- starting
+qmail-queue, the clock, sleeping, logging, password checks -- comes in through
+`services`, so tests run whole dialogues in-process.
+"""
+from qmailpy.proto import replies as R
+from qmailpy.proto.dotdata import DataReader
+from qmailpy.proto.lines import LineReader
+from qmailpy.exitcodes import qq_reply
+from qmailpy.smtpd import envelope
+from qmailpy.smtpd.auth import AuthExchange
+from qmailpy.smtpd.received import received_line
+
+
+class Session:
+    def __init__(self, cfg, services):
+        self.cfg = cfg
+        self.services = services
+        self.lines = LineReader(allow_bare_lf=bool(cfg.newline))
+        self.out = []
+        self.closed = False
+        self.helo = None            # HELO/EHLO argument, once given
+        self.esmtp = False
+        self.mail = None            # envelope.Transaction once MAIL was accepted
+        self.auth_user = None       # set by a successful AUTH
+        self.exchange = None        # AuthExchange while AUTH is in progress
+        self.data = None            # DataReader while in DATA
+        self.job = None             # queue job while in DATA
+        self.pending = b""
+
+    # -- driver interface
+    def start(self):
+        self.services.log("connect", ip=self.cfg.peer.ip, host=self.cfg.peer.host)
+        self.reply(R.GREETING.format(greeting=self.cfg.greeting))
+        return self.flush()
+
+    def feed(self, data):
+        """Consume client bytes; return the reply bytes to send before the next read."""
+        buf = self.pending + data
+        while buf and not self.closed:
+            if self.data is not None:
+                buf = self._feed_data(buf)
+                continue
+            event, buf = self.lines.next_line(buf)
+            if event is None:
+                break
+            self._line(event)
+        self.pending = buf if not self.closed else b""
+        return self.flush()
+
+    def eof(self):
+        """The client went away: abandon a message in progress (qmail just exits)."""
+        if self.job is not None:
+            self.job.abort()
+            self.job = None
+        self.closed = True
+        self.services.log("eof")
+
+    def timeout(self):
+        self.eof()
+        self.reply(R.TIMEOUT)
+        return self.flush()
+
+    def reply(self, text):
+        self.out.append(text)
+
+    def flush(self):
+        out, self.out = self.out, []
+        return "".join(line + "\r\n" for line in out).encode("utf-8", "surrogateescape")
+
+    def close(self, text):
+        self.reply(text)
+        self.closed = True
+
+    # -- commands
+    def _line(self, line):
+        if line.error:
+            self.services.log("refused", reason=line.error)
+            if line.error == "straylf":
+                return self.close(R.STRAY_LF)
+            return self.reply(R.LINE_TOO_LONG if line.error == "toolong" else R.NUL_IN_COMMAND)
+        if self.exchange is not None:
+            return self._auth_step(line.text)
+        verb, _, arg = line.text.partition(" ")
+        handler = VERBS.get(verb.lower(), Session.cmd_unknown)
+        handler(self, arg.lstrip(" "), line)
+
+    def cmd_unknown(self, arg, line):
+        self.reply(R.UNIMPLEMENTED)
+
+    def cmd_helo(self, arg, line):
+        self._set_helo(arg, esmtp=False)
+        self.reply(R.HELO.format(greeting=self.cfg.greeting))
+
+    def cmd_ehlo(self, arg, line):
+        self._set_helo(arg, esmtp=True)
+        lines = [self.cfg.greeting, "PIPELINING", "8BITMIME"]
+        if self.cfg.smtpauth:
+            lines.append("AUTH LOGIN PLAIN CRAM-MD5")
+        lines.append("SIZE %d" % self.cfg.databytes if self.cfg.databytes else "SIZE")
+        self.reply("\r\n".join("250-" + x for x in lines[:-1]) + "\r\n250 " + lines[-1])
+
+    def _set_helo(self, arg, esmtp):
+        self.helo, self.esmtp, self.mail = arg, esmtp, None
+
+    def cmd_rset(self, arg, line):
+        self.mail = None
+        self.reply(R.FLUSHED)
+
+    def cmd_noop(self, arg, line):
+        self.reply(R.OK)
+
+    def cmd_vrfy(self, arg, line):
+        self.reply(R.VRFY)
+
+    def cmd_help(self, arg, line):
+        self.reply(R.HELP)
+
+    def cmd_quit(self, arg, line):
+        self.close(R.QUIT.format(greeting=self.cfg.greeting))
+
+    def cmd_mail(self, arg, line):
+        answer, mail = envelope.mail_from(self, arg)
+        if mail is not None:
+            self.mail = mail
+        self.reply(answer)
+
+    def cmd_rcpt(self, arg, line):
+        if self.mail is None:
+            return self.reply(R.MAIL_FIRST)
+        self.reply(envelope.rcpt_to(self, arg))
+
+    def cmd_auth(self, arg, line):
+        if not self.cfg.smtpauth:
+            return self.reply(R.UNIMPLEMENTED)
+        if not self.esmtp:
+            return self.reply(R.AUTH_EHLO_FIRST)
+        if self.auth_user is not None:
+            return self.reply(R.AUTH_ALREADY)
+        if self.mail is not None:
+            return self.reply(R.AUTH_IN_MAIL)
+        self.exchange = AuthExchange(arg, self.cfg, self.services)
+        self._auth_answer(self.exchange.start())
+
+    def _auth_step(self, text):
+        self._auth_answer(self.exchange.step(text))
+
+    def _auth_answer(self, answer):
+        self.reply(answer)
+        if self.exchange.done:
+            if self.exchange.user is not None:
+                self.auth_user = self.exchange.user
+            self.exchange = None
+
+    def cmd_data(self, arg, line):
+        if self.mail is None:
+            return self.reply(R.MAIL_FIRST)
+        if not self.mail.recipients:
+            return self.reply(R.RCPT_FIRST)
+        try:
+            self.job = self.services.start_queue()
+        except OSError:
+            return self.reply(R.QQT_FAILURE)
+        self.job.write(received_line(self.cfg.peer, self.helo, self.services.now(),
+                                     protocol=self._protocol()))
+        lf_client = bool(self.cfg.newline) and line.bare_lf
+        self.data = DataReader(lf_mode=lf_client, bare_lf_ok=bool(self.cfg.newline),
+                               databytes=self.cfg.databytes)
+        self.reply(R.GO_AHEAD)
+
+    def _protocol(self):
+        return ("ESMTPA" if self.auth_user else "ESMTP") if self.esmtp else "SMTP"
+
+    def _feed_data(self, buf):
+        data = self.data
+        used = data.feed(buf)
+        chunk = data.take()
+        if chunk and not data.toobig:
+            self.job.write(chunk)
+        if data.error:
+            self.job.abort()
+            self.job, self.data = None, None
+            self.services.log("refused", reason="bare LF in DATA")
+            self.close(R.STRAY_LF)
+            return b""
+        if data.done:
+            self._finish_data()
+        return buf[used:]
+
+    def _finish_data(self):
+        data, job, mail = self.data, self.job, self.mail
+        self.data = self.job = self.mail = None
+        if data.toomanyhops or data.toobig:
+            job.abort()
+            reason = R.LOOPING if data.toomanyhops else R.TOO_BIG
+            self.services.log("refused", reason=reason[:3], bytes=data.size)
+            return self.reply(reason)
+        code = job.finish(mail.sender, mail.recipients)
+        if code == 0:
+            self.services.log("accept", sender="<%s>" % mail.sender, rcpts=len(mail.recipients),
+                              bytes=data.size, qp=job.qp)
+            return self.reply(R.QUEUED.format(time=int(self.services.now()), qp=job.qp))
+        smtp, text = qq_reply(code)
+        self.services.log("queue-failed", code=code)
+        self.reply("%d %s" % (smtp, text))
+
+
+VERBS = {
+    "helo": Session.cmd_helo, "ehlo": Session.cmd_ehlo, "mail": Session.cmd_mail,
+    "rcpt": Session.cmd_rcpt, "data": Session.cmd_data, "rset": Session.cmd_rset,
+    "noop": Session.cmd_noop, "vrfy": Session.cmd_vrfy, "help": Session.cmd_help,
+    "quit": Session.cmd_quit, "auth": Session.cmd_auth,
+}

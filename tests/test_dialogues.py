@@ -1,0 +1,185 @@
+"""Every recorded dialogue, in-process against Session and through tcpserver + bin/qmail-smtpd."""
+import glob
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, Home, program
+from dialogue import Dialogue, check_lines, check_queued
+from qmailpy.ctl.cdbmap import open_cdb, tcprules_lookup
+from qmailpy.ctl.reader import Controls
+from qmailpy.proto.qq import decode
+from qmailpy.queue.layout import create_queue
+from qmailpy.smtpd.config import SmtpdConfig
+from qmailpy.smtpd.session import Session
+
+FILES = sorted(glob.glob(os.path.join(ROOT, "tests", "dialogues", "*.txt")))
+TCP_ENV = {"TCPREMOTEIP": "127.0.0.1", "TCPLOCALIP": "127.0.0.1", "TCPLOCALHOST": "localhost",
+           "PROTO": "TCP", "TCPLOCALPORT": "25", "TCPREMOTEPORT": "40000"}
+
+
+def setup_home(tmp_path, d):
+    home = Home(tmp_path / "qmail")
+    home.control("me", "test.example\n")
+    for name, text in d.controls.items():
+        home.control(name, text)
+    create_queue(home.root)
+    cdb = None
+    if d.tcprules:
+        cdb = str(tmp_path / "tcp.cdb")
+        rules = "".join(r + "\n" for r in d.tcprules).encode()
+        subprocess.run(["tcprules", cdb, cdb + ".tmp"], input=rules, check=True)
+    return home, cdb
+
+
+# -- in-process
+
+class FakeJob:
+    def __init__(self, store, qp):
+        self.store, self.qp, self.data = store, qp, bytearray()
+
+    def write(self, data):
+        self.data += data
+
+    def finish(self, sender, recipients):
+        self.store.append((["F" + sender] + ["T" + r for r in recipients], bytes(self.data)))
+        return 0
+
+    def abort(self):
+        pass
+
+
+class FakeServices:
+    pid = 4242
+
+    def __init__(self):
+        self.queued, self.logged = [], []
+
+    def log(self, event, **fields):
+        self.logged.append((event, fields))
+
+    def now(self):
+        return 1700000000
+
+    def sleep(self, seconds):
+        pass
+
+    def auth_delay(self):
+        pass
+
+    def start_queue(self):
+        return FakeJob(self.queued, 999)
+
+    def authenticate(self, mech, user, secret, challenge):
+        return user == "good@example.org" and secret == "secret"
+
+
+@pytest.mark.parametrize("path", FILES, ids=os.path.basename)
+def test_in_process(tmp_path, path):
+    d = Dialogue(path)
+    home, cdb = setup_home(tmp_path, d)
+    env = dict(TCP_ENV, **d.env)
+    if cdb:
+        rule = tcprules_lookup(open_cdb(cdb), env["TCPREMOTEIP"])
+        env.update(rule[2] if rule else {})
+    services = FakeServices()
+    session = Session(SmtpdConfig(Controls(home.root, env), env), services)
+    greeting = session.start()
+    steps = [(b"", d.steps[0][1])] if not d.steps[0][0] else []
+    first = True
+    for data, expected in steps + [s for s in d.steps if s[0]]:
+        out = (greeting if first else b"") + (session.feed(data) if data else b"")
+        first = False
+        check_lines(out.decode("utf-8", "surrogateescape").split("\r\n")[:-1], expected,
+                    "%s after %r" % (d.name, data[:60]))
+    if d.expect_closed:
+        assert session.closed
+    check_queued(d, services.queued)
+
+
+# -- through tcpserver and the real programs
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def read_lines(sock, count, timeout=10):
+    """Exactly `count` CRLF lines (fewer only if the server closes)."""
+    buf, lines = b"", []
+    deadline = time.time() + timeout
+    while len(lines) < count:
+        while b"\r\n" in buf and len(lines) < count:
+            line, buf = buf.split(b"\r\n", 1)
+            lines.append(line.decode("utf-8", "surrogateescape"))
+        if len(lines) >= count:
+            break
+        sock.settimeout(max(0.1, deadline - time.time()))
+        data = sock.recv(65536)
+        if not data:
+            break
+        buf += data
+    return lines, buf
+
+
+def queued_messages(home):
+    """(envelope records, message after qmail-queue's Received line) of each todo entry, oldest first."""
+    todo = os.path.join(home.root, "queue", "todo")
+    out = []
+    for name in sorted(os.listdir(todo), key=int):
+        with open(os.path.join(home.root, "queue", "intd", name), "rb") as f:
+            records = f.read().split(b"\0")
+        env = [r.decode("utf-8", "surrogateescape") for r in records if r[:1] in (b"F", b"T")]
+        mess = os.path.join(home.root, "queue", "mess", str(int(name) % 23), name)
+        with open(mess, "rb") as f:
+            body = f.read()
+        assert body.startswith(b"Received: (qmail ")
+        out.append((env, body.split(b"\n", 1)[1]))
+    return out
+
+
+@pytest.mark.parametrize("path", FILES, ids=os.path.basename)
+def test_through_tcpserver(tmp_path, path):
+    d = Dialogue(path)
+    home, cdb = setup_home(tmp_path, d)
+    port = free_port()
+    env = home.env(QMAILQUEUE=program("qmail-queue"), AUTHFAILDELAY="0", **d.env)
+    cmd = ["tcpserver", "-q", "-H", "-R", "-l", "localhost"]
+    if cdb:
+        cmd += ["-x", cdb]
+    cmd += ["127.0.0.1", str(port), program("qmail-smtpd")]
+    server = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except ConnectionRefusedError:
+                assert time.time() < deadline, "tcpserver did not start"
+                time.sleep(0.05)
+        with sock:
+            steps = d.steps
+            if not steps[0][0]:
+                got, rest = read_lines(sock, len(steps[0][1]))
+                check_lines(got, steps[0][1], d.name + " greeting")
+                steps = steps[1:]
+            for data, expected in steps:
+                sock.sendall(data)
+                got, rest = read_lines(sock, len(expected))
+                check_lines(got, expected, "%s after %r" % (d.name, data[:60]))
+                assert rest == b""
+            if d.expect_closed:
+                sock.settimeout(10)
+                assert sock.recv(100) == b""
+        time.sleep(0.05)
+    finally:
+        server.terminate()
+        server.wait()
+    check_queued(d, queued_messages(home))

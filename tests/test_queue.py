@@ -1,0 +1,369 @@
+"""qmail-queue as a real program: exact bytes on disk, every exit code, crashes.
+
+Each test runs bin/qmail-queue in a subprocess with QMAILHOME at a fresh
+queue made by create_queue(), as qmail-smtpd will run it.
+"""
+import os
+import random
+import shutil
+import stat
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from qmailpy import exitcodes as X
+from qmailpy.proto import qq
+from qmailpy.proto.date822 import date822
+from qmailpy.queue import clean, enqueue as E, layout
+
+ROOT = Path(__file__).resolve().parents[1]
+QMAIL_QUEUE = str(ROOT / "bin" / "qmail-queue")
+MSG = b"From: a@example.org\nSubject: hello\n\nbody line\n"
+ENV = qq.encode(b"a@example.org", [b"b@example.net", b"c@example.com"])
+
+
+@pytest.fixture
+def home(tmp_path):
+    h = tmp_path / "qmail"
+    layout.create_queue(str(h))
+    return h
+
+
+def qenv(home):
+    return dict(os.environ, QMAILHOME=str(home))
+
+
+def run_qq(home, message=MSG, envelope=ENV, tmp=None, **kw):
+    """Run qmail-queue with message and envelope from files; (returncode, stderr, pid)."""
+    tmp = Path(tmp or home.parent)
+    (tmp / "m").write_bytes(message)
+    (tmp / "e").write_bytes(envelope)
+    with open(tmp / "m", "rb") as m, open(tmp / "e", "rb") as e:
+        p = subprocess.Popen([QMAIL_QUEUE], stdin=m, stdout=e, stderr=subprocess.PIPE,
+                             env=kw.pop("env", None) or qenv(home), **kw)
+        err = p.communicate(timeout=30)[1]
+    return p.returncode, err.decode(), p.pid
+
+
+def debris(home):
+    """Every file in the queue except lock/ (what a failed insertion must not leave)."""
+    q = home / "queue"
+    return sorted(str(p.relative_to(q)) for p in q.rglob("*")
+                  if not p.is_dir() and p.parts[len(q.parts)] != "lock")
+
+
+def only(directory):
+    names = os.listdir(directory)
+    assert len(names) == 1, names
+    return int(names[0])
+
+
+def received_re(pid, t0, t1):
+    return {("Received: (qmail %d invoked by uid %d); %s\n" % (pid, os.getuid(), date822(t))).encode()
+            for t in range(int(t0), int(t1) + 2)}
+
+
+def test_layout_modes_and_lock_files(home):
+    q = home / "queue"
+    for name, _owner, mode, is_split in layout.DIRS:
+        d = q / name if name else q
+        assert stat.S_IMODE(d.stat().st_mode) == mode, name
+        if is_split:
+            assert sorted(int(n) for n in os.listdir(d)) == list(range(layout.SPLIT))
+    assert (q / "lock" / "tcpto").read_bytes() == b"\0" * 1024
+    assert (q / "lock" / "sendmutex").read_bytes() == b""
+    assert stat.S_ISFIFO((q / "lock" / "trigger").stat().st_mode)
+    assert stat.S_IMODE((q / "lock" / "trigger").stat().st_mode) == 0o622
+    (q / "lock" / "tcpto").write_bytes(b"x" * 1024)
+    layout.create_queue(str(home))                      # idempotent, keeps data
+    assert (q / "lock" / "tcpto").read_bytes() == b"x" * 1024
+
+
+def test_exact_bytes_and_trigger(home):
+    trig = os.open(layout.trigger_path(str(home)), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        t0 = time.time()
+        rc, err, pid = run_qq(home)
+        t1 = time.time()
+        assert (rc, err) == (0, "")
+        assert os.read(trig, 16) == b"\0"
+    finally:
+        os.close(trig)
+    q = home / "queue"
+    msgid = only(q / "todo")
+    mess = Path(layout.mess_path(str(home), msgid))
+    data = mess.read_bytes()
+    head, rest = data.split(b"\n", 1)
+    assert head + b"\n" in received_re(pid, t0, t1)
+    assert rest == MSG
+    assert mess.stat().st_ino == msgid
+    record = b"u%d\0p%d\0Fa@example.org\0Tb@example.net\0Tc@example.com\0" % (os.getuid(), pid)
+    assert (q / "todo" / str(msgid)).read_bytes() == record
+    assert (q / "intd" / str(msgid)).stat().st_ino == (q / "todo" / str(msgid)).stat().st_ino
+    assert stat.S_IMODE(mess.stat().st_mode) == 0o644
+    assert os.listdir(q / "pid") == []
+
+
+def test_empty_message_no_recipients_and_longest_address(home):
+    longest = b"x" * qq.MAX_ADDRESS
+    rc, err, pid = run_qq(home, b"", qq.encode(longest, [longest]))
+    assert (rc, err) == (0, "")
+    msgid = only(home / "queue" / "todo")
+    assert Path(layout.mess_path(str(home), msgid)).read_bytes().endswith(b" -0000\n")
+    assert (home / "queue" / "todo" / str(msgid)).read_bytes().endswith(b"F" + longest + b"\0T" + longest + b"\0")
+
+
+def test_does_not_wait_for_envelope_eof(home):
+    r0, w0 = os.pipe()
+    r1, w1 = os.pipe()
+    p = subprocess.Popen([QMAIL_QUEUE], stdin=r0, stdout=r1, env=qenv(home))
+    os.close(r0), os.close(r1)
+    os.write(w0, MSG), os.close(w0)
+    os.write(w1, ENV + b"trailing bytes are never read")     # w1 stays open
+    try:
+        assert p.wait(timeout=30) == 0
+    finally:
+        os.close(w1)
+    assert len(os.listdir(home / "queue" / "todo")) == 1
+
+
+@pytest.mark.parametrize("envelope, code", [
+    (b"Xa@b\0Tc@d\0\0", X.QQ_ENVELOPE_FORMAT),
+    (b"Fa@b\0Xc@d\0\0", X.QQ_ENVELOPE_FORMAT),
+    (b"Fa@b\0Tc@d\0", X.QQ_READ_ERROR),
+    (b"Fa@b", X.QQ_READ_ERROR),
+    (b"", X.QQ_READ_ERROR),
+    (b"F" + b"a" * qq.ADDR + b"\0\0", X.QQ_ADDR_TOO_LONG),
+    (b"Fa@b\0T" + b"r" * qq.ADDR, X.QQ_ADDR_TOO_LONG),
+])
+def test_envelope_errors_leave_nothing(home, envelope, code):
+    rc, err, _ = run_qq(home, MSG, envelope)
+    assert rc == code
+    assert err.startswith("qmail-queue: ") and err.count("\n") == 1
+    assert debris(home) == []
+
+
+def test_missing_home_and_queue(tmp_path):
+    rc, err, _ = run_qq(tmp_path / "nohome", tmp=tmp_path)
+    assert rc == X.QQ_HOME and "unable to chdir" in err
+    (tmp_path / "empty").mkdir()
+    assert run_qq(tmp_path / "empty", tmp=tmp_path)[0] == X.QQ_QUEUE_DIR
+
+
+@pytest.mark.parametrize("remove, code", [
+    (["pid"], X.QQ_PID), (["mess/%d" % i for i in range(23)], X.QQ_MESS),
+    (["intd"], X.QQ_INTD), (["todo"], X.QQ_TODO)])
+def test_missing_queue_dirs_leave_nothing(home, remove, code):
+    for d in remove:
+        shutil.rmtree(home / "queue" / d)
+    rc, err, _ = run_qq(home)
+    assert rc == code, err
+    assert debris(home) == []
+
+
+def test_unreadable_message_and_config(home):
+    fd = os.open(str(home.parent / "wo"), os.O_WRONLY | os.O_CREAT)    # read(): EBADF
+    with open(home.parent / "e", "wb") as f:
+        f.write(ENV)
+    with open(home.parent / "e", "rb") as e:
+        p = subprocess.run([QMAIL_QUEUE], stdin=fd, stdout=e, stderr=subprocess.PIPE, env=qenv(home))
+    os.close(fd)
+    assert p.returncode == X.QQ_READ_ERROR and b"unable to read message" in p.stderr
+    assert debris(home) == []
+    (home / "control").mkdir()
+    (home / "control" / "timeoutqueue").mkdir()     # exists but cannot be read
+    assert run_qq(home)[0] == X.QQ_CONFIG
+    assert debris(home) == []
+
+
+def test_timeout_is_52_and_cleans_up(home):
+    (home / "control").mkdir()
+    (home / "control" / "timeoutqueue").write_text("1\n")
+    r0, w0 = os.pipe()
+    r1, w1 = os.pipe()
+    p = subprocess.Popen([QMAIL_QUEUE], stdin=r0, stdout=r1, stderr=subprocess.PIPE, env=qenv(home))
+    os.close(r0), os.close(r1)
+    os.write(w0, MSG), os.close(w0)
+    os.write(w1, b"Fa@b\0")                   # and then nothing
+    t0 = time.time()
+    try:
+        assert p.wait(timeout=30) == X.QQ_TIMEOUT
+    finally:
+        os.close(w1)
+    assert 0.5 < time.time() - t0 < 10
+    assert p.stderr.read() == b"qmail-queue: timeout\n"
+    assert debris(home) == []
+
+
+def test_disk_full_is_53_on_tmpfs(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        pytest.skip("cannot mount a tmpfs (not root?)")
+    try:
+        layout.create_queue(str(mnt))
+        rc, err, _ = run_qq(mnt, MSG * 5000, tmp=tmp_path)
+        assert rc == X.QQ_WRITE_ERROR and "No space left" in err
+        assert debris(mnt) == []
+        assert run_qq(mnt, MSG, tmp=tmp_path)[0] == 0     # the space came back
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_run_in_forked_child_without_exec(home):
+    """What a pre-forking launcher does: fork, call run(), exit with its code."""
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.queue.main import run
+    r0, w0 = os.pipe()
+    r1, w1 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w0), os.close(w1)
+            env = qenv(home)
+            os._exit(run(r0, r1, env, Controls(str(home), env)))
+        finally:
+            os._exit(99)
+    os.close(r0), os.close(r1)
+    os.write(w0, MSG), os.close(w0)
+    os.write(w1, ENV), os.close(w1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    msgid = only(home / "queue" / "todo")
+    assert Path(layout.mess_path(str(home), msgid)).read_bytes().startswith(b"Received: (qmail %d " % pid)
+
+
+def test_content_filter_hook(home):
+    def keep_one(staged):
+        assert Path(staged.mess_path).read_bytes().endswith(MSG)    # on disk before the commit
+        assert not os.path.exists(layout.todo_path(str(home), staged.msgid))
+        return staged.recipients[:1]
+    msgid = E.enqueue(str(home), MSG, ENV, 7, 1234, 0, content_filter=keep_one)
+    assert Path(layout.todo_path(str(home), msgid)).read_bytes() == b"u7\0p1234\0Fa@example.org\0Tb@example.net\0"
+    assert Path(layout.mess_path(str(home), msgid)).read_bytes() == \
+        b"Received: (qmail 1234 invoked by uid 7); 1 Jan 1970 00:00:00 -0000\n" + MSG
+
+    def refuse(staged):
+        raise E.QueueError(X.QQ_PERM_REFUSED, "virus found")
+    with pytest.raises(E.QueueError) as err:
+        E.enqueue(str(home), MSG, ENV, 7, 1235, 0, content_filter=refuse)
+    assert err.value.code == 31
+    assert len(debris(home)) == 3                # only the first message's mess, intd, todo
+
+
+def test_invoker_names(monkeypatch):
+    import pwd
+    names = {10: "alias", 11: "qmaild", 12: "qmails", 13: "bob"}
+
+    def getpwuid(uid):
+        if uid not in names:
+            raise KeyError(uid)
+        return pwd.struct_passwd((names[uid], "x", uid, uid, "", "/", "/bin/sh"))
+    monkeypatch.setattr(pwd, "getpwuid", getpwuid)
+    assert [E.invoker(u) for u in (10, 11, 12, 13, 14)] == [
+        "by alias", "from network", "for bounce", "by uid 13", "by uid 14"]
+
+
+def test_clean_stale_and_remove_message(home):
+    h, q = str(home), home / "queue"
+    kept = E.enqueue(h, MSG, ENV, 0, 1, 0)
+    (q / "pid" / "5.6.1").write_bytes(b"")
+    debris_mess = Path(layout.mess_path(h, 1000001))
+    debris_mess.write_bytes(b"half")
+    Path(layout.intd_path(h, 1000001)).write_bytes(b"u0\0")
+    Path(layout.intd_path(h, 1000002)).write_bytes(b"u0\0")
+    Path(layout.mess_path(h, 1000003)).write_bytes(b"in flight")
+    Path(layout.info_path(h, 1000003)).write_bytes(b"Fx\0")
+    now = time.time()
+    assert clean.clean_stale(h, now) == []                     # young debris may be a live insertion
+    removed = clean.clean_stale(h, now + layout.OSSIFIED + 10)
+    assert sorted(os.path.relpath(p, q) for p in removed) == sorted([
+        "pid/5.6.1", "intd/1000001", "mess/%d/1000001" % (1000001 % 23), "intd/1000002"])
+    assert os.path.exists(layout.mess_path(h, kept)) and os.path.exists(layout.todo_path(h, kept))
+    assert len(clean.remove_message(h, kept)) == 3
+    assert len(clean.remove_message(h, 1000003)) == 2
+    assert debris(home) == []
+
+
+def _records(data):
+    return {r[:1]: r[1:] for r in data.split(b"\0") if r}
+
+
+def test_kill_at_random_moments(home):
+    """200 insertions, some SIGKILLed at random: no loss, no half message, all debris cleanable."""
+    rng = random.Random(int(os.environ.get("QQ_CRASH_SEED", "1995")))
+    lock = threading.Lock()
+    plans = [(i, rng.choice(("complete", "kill", "kill", "late-kill")), rng.random()) for i in range(200)]
+    results = {}
+
+    def inject(plan):
+        i, kind, r = plan
+        local = random.Random(r)
+        msg = b"Subject: %d\n\n" % i + bytes(local.choice(b"ab\n") for _ in range(local.randrange(30000)))
+        env = qq.encode(b"s%d@example.org" % i, [b"r%d-%d@example.net" % (i, k) for k in range(local.randrange(1, 4))])
+        r0, w0 = os.pipe()
+        r1, w1 = os.pipe()
+        p = subprocess.Popen([QMAIL_QUEUE], stdin=r0, stdout=r1, stderr=subprocess.DEVNULL, env=qenv(home))
+        os.close(r0), os.close(r1)
+        steps = [(w0, msg[k:k + 4096]) for k in range(0, len(msg), 4096)] + [(w0, None)]
+        body = env[:-1]                           # the final \0 is written only by survivors
+        steps += [(w1, body[k:k + 7]) for k in range(0, len(body), 7)]
+        stop = local.randrange(len(steps) + 1) if kind == "kill" else len(steps)
+        try:
+            for fd, chunk in steps[:stop]:
+                time.sleep(local.random() * 0.002)
+                if chunk is None:
+                    os.close(w0)
+                    w0 = None
+                else:
+                    os.write(fd, chunk)
+            if kind == "kill":
+                time.sleep(local.random() * 0.05)
+                p.kill()
+            else:
+                os.write(w1, b"\0")
+                if kind == "late-kill":
+                    time.sleep(local.random() * 0.02)
+                    p.kill()
+            rc = p.wait(timeout=60)
+        finally:
+            for fd in (w0, w1):
+                if fd is not None:
+                    os.close(fd)
+        with lock:
+            results[i] = (kind, rc, p.pid, msg, env)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(inject, plans))
+
+    q = home / "queue"
+    queued = {}
+    for name in os.listdir(q / "todo"):
+        rec = _records((q / "todo" / name).read_bytes())
+        queued[int(rec[b"F"][1:].split(b"@")[0])] = int(name)
+    for i, (kind, rc, pid, msg, env) in results.items():
+        if kind == "kill":
+            assert rc == -9 and i not in queued, (i, rc)
+        if rc == 0:
+            assert i in queued, i
+        elif kind != "kill":
+            assert rc == -9, (i, rc)
+        if i in queued:
+            msgid = queued[i]
+            head, rest = Path(layout.mess_path(str(home), msgid)).read_bytes().split(b"\n", 1)
+            assert head.startswith(b"Received: (qmail %d invoked by uid " % pid) and rest == msg
+            intd = (q / "intd" / str(msgid)).read_bytes()
+            assert intd == b"u%d\0p%d\0" % (os.getuid(), pid) + env[:-1]
+    kinds = [k for k, rc, *_ in results.values()]
+    assert kinds.count("kill") > 50 and sum(rc == 0 for _, rc, *_ in results.values()) > 40
+
+    removed = clean.clean_stale(str(home), time.time() + 10 * layout.OSSIFIED)
+    assert sum("/mess/" in p for p in removed) > 10          # kills did land mid-insertion
+    ids = set(queued.values())
+    assert os.listdir(q / "pid") == []
+    assert {int(n) for n in os.listdir(q / "intd")} == ids
+    assert {int(n) for d in os.listdir(q / "mess") for n in os.listdir(q / "mess" / d)} == ids
