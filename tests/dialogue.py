@@ -5,6 +5,7 @@ File format (tests/dialogues/*.txt), one directive per line:
     @control NAME VALUE      write control/NAME (VALUE may use \\n; no VALUE = empty file)
     @env NAME=VALUE          environment of qmail-smtpd
     @tcprules RULE           a tcprules line for tcpserver -x (in-process: the same cdb lookup)
+    @checkpassword           AUTH is checked by tests/checkpassword.py (good@example.org / secret)
     C: text                  client sends text + CRLF
     C~ text                  client sends raw text with \\r \\n \\t \\0 \\xHH escapes, nothing added
     S: text                  expected server line; '*' matches any run of characters
@@ -46,8 +47,9 @@ class Dialogue:
         self.steps = []            # [(client bytes, [expected server lines])]
         self.queued = []           # [(envelope records, message lines)]
         self.expect_closed = False
-        with open(path, encoding="utf-8") as f:
-            for line in f.read().splitlines():
+        self.checkpassword = False
+        with open(path, encoding="utf-8", newline="") as f:
+            for line in f.read().split("\n"):
                 self._parse(line)
 
     def _parse(self, line):
@@ -59,6 +61,8 @@ class Dialogue:
         elif line.startswith("@env "):
             name, _, value = line[5:].partition("=")
             self.env[name] = value
+        elif line == "@checkpassword":
+            self.checkpassword = True
         elif line.startswith("@tcprules "):
             self.tcprules.append(line[10:])
         elif line.startswith("C: ") or line == "C:":

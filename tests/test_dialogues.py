@@ -3,6 +3,7 @@ import glob
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -154,6 +155,8 @@ def test_through_tcpserver(tmp_path, path):
     if cdb:
         cmd += ["-x", cdb]
     cmd += ["127.0.0.1", str(port), program("qmail-smtpd")]
+    if d.checkpassword:
+        cmd += [sys.executable, os.path.join(ROOT, "tests", "checkpassword.py")]
     server = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 10
