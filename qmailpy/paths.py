@@ -22,3 +22,8 @@ def queue_path(home, *parts):
 
 def bin_path(home, name):
     return os.path.join(home, "bin", name)
+
+
+def sessions_path(home):
+    """Where qmail-smtpd keeps its per-IP session slots (periplimit)."""
+    return os.path.join(home, "sessions")

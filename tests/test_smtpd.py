@@ -241,3 +241,53 @@ def test_any_chunking_gives_the_same_replies_and_message(cuts):
     points = sorted(set(cuts))
     chunks = [TRANSACTION[a:b] for a, b in zip([0] + points, points + [len(TRANSACTION)])]
     assert run(chunks) == run([TRANSACTION])
+
+
+def test_periplimit_counts_sessions_across_processes(qhome):
+    qhome.control("periplimit", "2\n")
+    port = free_port()
+    cmd = ["tcpserver", "-q", "-H", "-R", "-l", "localhost", "127.0.0.1", str(port), program("qmail-smtpd")]
+    server = subprocess.Popen(cmd, env=qhome.env())
+    socks = []
+    try:
+        for _ in range(2):
+            s = connect(port)
+            assert read_lines(s, 1)[0] == ["220 test.example ESMTP"]
+            socks.append(s)
+        third = connect(port)
+        assert read_lines(third, 1)[0] == ["421 too many connections from your IP address, try again later (#4.3.2)"]
+        third.close()
+        socks.pop().close()                  # a session ends without QUIT
+        deadline = time.time() + 10
+        while True:                          # its slot frees as soon as the process is gone
+            s = connect(port)
+            line = read_lines(s, 1)[0]
+            if line == ["220 test.example ESMTP"] or time.time() > deadline:
+                break
+            s.close()
+            time.sleep(0.1)
+        assert line == ["220 test.example ESMTP"]
+        socks.append(s)
+        for s in socks:
+            s.sendall(b"QUIT\r\n")
+            assert read_lines(s, 1)[0] == ["221 test.example"]
+            s.close()
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_periplimit_stale_slot_of_killed_session_is_ignored(qhome):
+    from qmailpy import paths
+    from qmailpy.smtpd.periplimit import acquire
+    d = paths.sessions_path(qhome.root)
+    os.makedirs(d)
+    open(os.path.join(d, "127.0.0.1.99999999"), "w").close()     # left by a kill -9
+    slot = acquire(d, "127.0.0.1", 1, os.getpid())
+    assert slot is not None
+    assert os.listdir(d) == ["127.0.0.1.%d" % os.getpid()]
+    assert acquire(d, "127.0.0.1", 1, os.getpid() + 1) is None
+    other = acquire(d, "127.0.0.2", 1, os.getpid() + 1)
+    assert other is not None
+    other.release()
+    slot.release()

@@ -44,6 +44,8 @@ class SmtpdConfig:
         self.noathost = v("noathost")
         self.smtpauth = v("smtpauth")
         self.authsender = v("authsender")
+        self.smdcheck = v("smdcheck")
+        self.periplimit = v("periplimit")
         self.relayclient = environ.get("RELAYCLIENT")      # None: not set
         rcpthosts = controls.value("rcpthosts")
         self.rcpthosts = None if rcpthosts is None else HostList(rcpthosts)

@@ -72,11 +72,15 @@ def rcpt_to(session, arg):
         log("refused", rule="control/badmailfrom:%d" % mail.badmailfrom.line_number, sender="<%s>" % mail.sender)
         return R.BADMAILFROM
     reason = relay_reason(cfg, mail.sender, session.auth_user)
-    if reason == "RELAYCLIENT":
-        addr += cfg.relayclient
-    elif reason is None and not rcpthosts_ok(cfg, addr):
+    local = rcpthosts_ok(cfg, addr)
+    if reason is None and not local:
         log("refused", rule="rcpthosts", rcpt="<%s>" % addr)
         return R.NOT_RCPTHOSTS
+    if reason is not None and not local and cfg.smdcheck and mail.sender and not rcpthosts_ok(cfg, mail.sender):
+        log("refused", rule="smdcheck", relay=reason, sender="<%s>" % mail.sender)
+        return R.INVALID_SENDER
+    if reason == "RELAYCLIENT":
+        addr += cfg.relayclient
     if cfg.maxrcpt and len(mail.recipients) >= cfg.maxrcpt:
         log("refused", rule="maxrecepients", rcpt="<%s>" % addr)
         return R.TOO_MANY_RCPTS

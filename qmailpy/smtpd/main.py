@@ -63,7 +63,23 @@ def serve(fd_in, fd_out, environ, argv=()):
         return 1
     for finding in controls.findings:
         log("warning", finding=str(finding))
-    session = Session(cfg, services)
+    slot = None
+    if cfg.periplimit:
+        from qmailpy.smtpd.periplimit import acquire
+        slot = acquire(paths.sessions_path(controls.home), cfg.peer.ip, cfg.periplimit, services.pid)
+        if slot is None:
+            log("refused", rule="periplimit", ip=cfg.peer.ip, limit=cfg.periplimit)
+            write_all(fd_out, (R.TOO_MANY_SESSIONS + "\r\n").encode())
+            return 1
+    try:
+        return _converse(Session(cfg, services), fd_in, fd_out, cfg, log)
+    finally:
+        if slot is not None:
+            slot.release()
+
+
+def _converse(session, fd_in, fd_out, cfg, log):
+    """Greeting, then read/feed/write until the session closes; the exit code."""
     try:
         write_all(fd_out, session.start())
         while not session.closed:
