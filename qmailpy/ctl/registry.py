@@ -13,7 +13,6 @@ Kinds (how a file is read, see qmailpy.ctl.parse):
 A default of ME means "the value of control/me"; LIST defaults are tuples and
 None means "absent changes behaviour" (rcpthosts: absent = accept any domain).
 """
-from collections import namedtuple
 
 ME = "<me>"        # default taken from control/me
 
@@ -21,14 +20,25 @@ LINE, TEXT, LIST, PATTERNS, NUMBER, BOOL, CDB, SECRETS = (
     "line", "text", "list", "patterns", "number", "bool", "cdb", "secrets")
 
 
-# collections.namedtuple, not typing.NamedTuple: typing imports re, and
-# qmail-smtpd imports this module on every connection.
-Control = namedtuple("Control", "name kind default group readers doc maximum env aliases keep_empty",
-                     defaults=(None, None, (), False))
-Control.__doc__ = """One control file: how to read it, its default, who reads it, what it does.
+class Control:
+    """One control file: how to read it, its default, who reads it, what it does.
 
-env names an environment variable that overrides the file; keep_empty says
-an empty file is a value (doublebounceto) rather than "use the default"."""
+    env names an environment variable that overrides the file; keep_empty says
+    an empty file is a value (doublebounceto) rather than "use the default".
+    A plain slotted class: namedtuple/NamedTuple would import collections or
+    typing (and re) into every qmail-smtpd start.
+    """
+    __slots__ = ("name", "kind", "default", "group", "readers", "doc", "maximum", "env", "aliases",
+                 "keep_empty")
+
+    def __init__(self, name, kind, default, group, readers, doc, maximum=None, env=None, aliases=(),
+                 keep_empty=False):
+        self.name, self.kind, self.default, self.group = name, kind, default, group
+        self.readers, self.doc, self.maximum, self.env = readers, doc, maximum, env
+        self.aliases, self.keep_empty = aliases, keep_empty
+
+    def __repr__(self):
+        return "Control(%r, %r)" % (self.name, self.kind)
 
 
 def _c(name, kind, default, group, readers, doc, **kw):
