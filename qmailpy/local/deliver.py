@@ -1,0 +1,135 @@
+"""qmail-local's main(): arguments, safety checks, then each .qmail line in order.
+
+deliver(argv, fd0, environ) -> (exit code, report) does it all without
+exec, chdir or signals, so qmail-lspawn may call it in-process; main.py is
+the command-line wrapper. The report is what qmail-local prints (stdout and
+stderr share qmail-lspawn's pipe): program output, then either the error
+line or `did <files>+<forwards>+<programs>` and `qp <pid>` after a forward.
+"""
+import os
+
+from qmailpy.local import dotqmail, errors, headers, message
+
+
+class Args:
+    """The eight positional arguments and the -n/-N flag."""
+    __slots__ = ("flagdoit", "user", "homedir", "local", "dash", "ext", "host",
+                 "sender", "aliasempty")
+
+
+class Lines:
+    """Delivered-To (dt), Return-Path (rp) and mbox From_ (uf) lines, as bytes."""
+    __slots__ = ("dt", "rp", "uf")
+
+
+def parse_args(argv):
+    """getopt("nN") then exactly eight arguments; homedir must be absolute."""
+    argv = list(argv)
+    a = Args()
+    a.flagdoit = True
+    while argv and argv[0].startswith("-") and argv[0] != "-":
+        opt = argv.pop(0)
+        if opt == "--":
+            break
+        for ch in opt[1:]:
+            if ch not in "nN":
+                raise errors.perm(errors.USAGE)
+            a.flagdoit = ch == "N"
+    if len(argv) != 8:
+        raise errors.perm(errors.USAGE)
+    (a.user, a.homedir, a.local, a.dash, a.ext, a.host, a.sender, a.aliasempty) = argv
+    if not a.homedir.startswith("/"):
+        raise errors.perm(errors.USAGE)
+    return a
+
+
+def deliver(argv, fd0, environ):
+    """Deliver the message on `fd0` (seekable) as `qmail-local argv...` would.
+
+    `argv` excludes the program name. Returns (0 | 100 | 111, report); the
+    report is surrogate-escaped text: .encode("utf-8", "surrogateescape")
+    gives the exact bytes qmail-local would print.
+    """
+    out = bytearray()
+    try:
+        _deliver(argv, fd0, dict(environ), out)
+        code = errors.OK
+    except errors.Die as e:
+        out += e.output
+        if e.text is not None:
+            out += e.text.encode("utf-8", "surrogateescape") + b"\n"
+        code = e.code
+    except Exception as e:             # a bug here must not lose the message: retry later
+        out += ("qmail-local: unexpected %s: %s (#4.3.0)\n" % (type(e).__name__, e)).encode(
+            "utf-8", "surrogateescape")
+        code = errors.TEMP
+    return code, out.decode("utf-8", "surrogateescape")
+
+
+def _lines(a, now):
+    import time
+    lines = Lines()
+    lines.dt = headers.dtline(a.local, a.host)
+    lines.rp = headers.rpline(a.sender)
+    lines.uf = headers.ufline(a.sender, time.time() if now is None else now)
+    return lines
+
+
+def _deliver(argv, fd0, environ, out, now=None):
+    a = parse_args(argv)
+    for warning in dotqmail.check_home(a.homedir, a.flagdoit):
+        out += warning.encode() + b"\n"
+    lines = _lines(a, now)
+    if a.flagdoit:
+        message.check_loop(fd0, lines.dt)
+    found = dotqmail.search(a.homedir, a.dash, a.ext)
+    if found is None and a.dash:
+        raise errors.perm(errors.NO_MAILBOX)
+    newsender = dotqmail.new_sender(a.homedir, a.dash, a.ext, a.local, a.host, a.sender)
+    content, forwardonly, default = found if found is not None else (b"", False, None)
+    if not content:
+        content, forwardonly = os.fsencode(a.aliasempty), False
+    env = headers.environment(environ, a, lines, newsender, default)
+    _run(a, content, forwardonly, fd0, lines, env, newsender, out)
+
+
+def _run(a, content, forwardonly, fd0, lines, env, newsender, out):
+    """The .qmail loop: files and programs now, forwards collected for one queue call."""
+    from qmailpy.local import forward, maildir, mbox, program
+    files = programs = 0
+    recipients = []
+    head = lines.rp + lines.dt
+    for kind, arg in dotqmail.commands(content):
+        if kind in ("maildir", "mbox"):
+            files += 1
+            if forwardonly:
+                raise errors.temp(errors.FILE_BUT_X)
+            if not a.flagdoit:
+                out += os.fsencode("%s %s\n" % (kind, arg))
+            elif kind == "maildir":
+                maildir.deliver(os.path.join(a.homedir, arg), fd0, head, env)
+            else:
+                mbox.deliver(os.path.join(a.homedir, arg), arg, fd0, lines.uf, head)
+        elif kind == "program":
+            programs += 1
+            if forwardonly:
+                raise errors.temp(errors.PROG_BUT_X)
+            if not a.flagdoit:
+                out += os.fsencode("program %s\n" % arg)
+                continue
+            stop, said = program.run(arg, fd0, env, a.homedir)
+            out += said
+            if stop:
+                break
+        elif kind == "list":
+            forwardonly = True
+        else:
+            recipients.append(arg)
+            if not a.flagdoit:
+                out += os.fsencode("forward %s\n" % arg)
+    qp = None
+    if recipients and a.flagdoit:
+        qp = forward.forward(recipients, fd0, lines.dt, newsender, env)
+    out += b"did %d+%d+%d\n" % (files, len(recipients), programs)
+    if qp:
+        out += b"qp %d\n" % qp

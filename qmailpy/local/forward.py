@@ -1,0 +1,79 @@
+"""`&address` lines: one qmail-queue run for all forwards, as qmail-local's mailforward().
+
+Message = our Delivered-To line + the message; envelope sender = NEWSENDER
+(after the SRS hook), recipients in .qmail order. The queue program is
+$QMAILQUEUE, else bin/qmail-queue, started in the qmail home like qmail.c's
+qmail_open(); its exit code is read with qmail_close()'s table and failures
+say "Unable to forward message: <qq text>." (D -> 100, Z -> 111).
+"""
+import os
+
+from qmailpy.local import errors, message, srshook
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _program(environ):
+    prog = environ.get("QMAILQUEUE") or "bin/qmail-queue"
+    return prog if "/" in prog else "./" + prog       # execv(), never a $PATH search
+
+
+def _feed(proc_stdin, env_w, fd0, dtline, envelope):
+    """Message then envelope; False if anything went wrong (qmail's flagerr)."""
+    try:
+        _write_all(proc_stdin, dtline)
+        for data in message.chunks(fd0):
+            _write_all(proc_stdin, data)
+    except OSError:
+        return False                 # no envelope: qmail-queue fails, nothing is queued
+    finally:
+        os.close(proc_stdin)
+    try:
+        _write_all(env_w, envelope)
+    except OSError:
+        return False
+    return True
+
+
+def forward(recipients, fd0, dtline, sender, environ):
+    """Queue the message for `recipients`; return qmail-queue's pid (the 'qp')."""
+    import subprocess
+    from qmailpy import exitcodes, paths
+    from qmailpy.proto import qq
+
+    sender = srshook.forward_sender(sender, environ)
+    envelope = qq.encode(os.fsencode(sender), [os.fsencode(r) for r in recipients])
+    home = paths.qmailhome(environ)
+    message.rewind(fd0)
+    env_r, env_w = os.pipe()
+    msg_r, msg_w = os.pipe()
+    try:
+        proc = subprocess.Popen([_program(environ)], stdin=msg_r, stdout=env_r,
+                                cwd=home, env=environ)
+    except OSError as e:
+        for fd in (env_r, env_w, msg_r, msg_w):
+            os.close(fd)
+        code = exitcodes.QQ_HOME if e.filename == home else exitcodes.QQ_EXEC_FAILED
+        kind, text = exitcodes.qq_status(code)
+        raise errors.temp("Unable to forward message: %s." % text) from None
+    os.close(env_r)
+    os.close(msg_r)
+    try:
+        ok = _feed(msg_w, env_w, fd0, dtline, envelope)
+    finally:
+        os.close(env_w)
+    code = proc.wait()
+    if code < 0:
+        kind, text = exitcodes.QQ_CRASHED
+    elif code == 0 and not ok:
+        kind, text = exitcodes.qq_status(exitcodes.QQ_READ_ERROR)
+    elif code == 0:
+        return proc.pid
+    else:
+        kind, text = exitcodes.qq_status(code)
+    raise errors.Die(errors.PERM if kind == exitcodes.PERMANENT else errors.TEMP,
+                     "Unable to forward message: %s." % text)

@@ -1,0 +1,118 @@
+"""The lines qmail-local writes (Return-Path, Delivered-To, mbox From_) and the
+environment it gives programs, byte for byte as qmail-local.c builds them.
+
+Arguments arrive as str (surrogate-escaped argv); everything written to a
+file is bytes, so os.fsencode() gets the exact argv bytes back.
+"""
+import os
+import time
+
+# quote.c's ok[] table: bytes that never force quoting of a local part
+_OK = frozenset(b"!#$%&'*+-./0123456789=?ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`"
+                b"abcdefghijklmnopqrstuvwxyz{|}~")
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")       # tm_wday 0 = Monday
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _quote_need(box):
+    if not box:
+        return True
+    if any(b not in _OK for b in box):
+        return True
+    return box[:1] == b"." or box[-1:] == b"." or b".." in box
+
+
+def _quote(box):
+    if not _quote_need(box):
+        return box
+    out = bytearray(b'"')
+    for b in box:
+        if b in b'\r\n"\\':
+            out += b"\\"
+        out.append(b)
+    return bytes(out + b'"')
+
+
+def quote2(addr):
+    """quote.c's quote2(): quote the part before the last '@' only if RFC 822 needs it."""
+    if not addr:
+        return addr
+    at = addr.rfind(b"@")
+    if at < 0:
+        return _quote(addr)
+    return _quote(addr[:at]) + addr[at:]
+
+
+def dtline(local, host):
+    """b'Delivered-To: local@host\\n' (a \\n inside becomes '_')."""
+    line = b"Delivered-To: " + os.fsencode(local) + b"@" + os.fsencode(host)
+    return line.replace(b"\n", b"_") + b"\n"
+
+
+def rpline(sender):
+    """b'Return-Path: <sender>\\n', the local part quoted as quote2() does."""
+    line = b"Return-Path: <" + quote2(os.fsencode(sender))
+    return line.replace(b"\n", b"_") + b">\n"
+
+
+def myctime(ts):
+    """myctime.c: 'Thu Feb 01 09:05:03 2024\\n' in UTC (day zero-padded, unlike ctime)."""
+    t = time.gmtime(int(ts))
+    return "%s %s %02d %02d:%02d:%02d %d\n" % (
+        _DAYS[t.tm_wday], _MONTHS[t.tm_mon - 1], t.tm_mday,
+        t.tm_hour, t.tm_min, t.tm_sec, t.tm_year)
+
+
+def ufline(sender, ts):
+    """The mbox 'From ' line: sender with blanks made '-', MAILER-DAEMON for <>."""
+    s = os.fsencode(sender)
+    if s:
+        s = s.replace(b" ", b"-").replace(b"\t", b"-").replace(b"\n", b"-")
+    else:
+        s = b"MAILER-DAEMON"
+    return b"From " + s + b" " + myctime(ts).encode("ascii")
+
+
+def ext_parts(ext):
+    """EXT, EXT2, EXT3, EXT4: each drops one more '-'-separated word from the front."""
+    out = [ext]
+    x = ext
+    for _ in range(3):
+        dash = x.find("-")
+        x = "" if dash < 0 else x[dash + 1:]
+        out.append(x)
+    return out
+
+
+def host_parts(host):
+    """HOST2, HOST3, HOST4: each drops one more '.'-separated word from the end."""
+    out = []
+    end = len(host)
+    for _ in range(3):
+        dot = host.rfind(".", 0, end)
+        end = end if dot < 0 else dot
+        out.append(host[:end])
+    return out
+
+
+def environment(base, a, lines, newsender=None, default=None):
+    """The environment qmail-local hands programs and qmail-queue.
+
+    `a` has user, homedir, local, ext, host, sender; `lines` has dt, rp, uf
+    (bytes). NEWSENDER and DEFAULT are only set when known, as in qmail.
+    """
+    env = dict(base)
+    env.update(HOST=a.host, HOME=a.homedir, USER=a.user, LOCAL=a.local,
+               RECIPIENT="%s@%s" % (a.local, a.host),
+               DTLINE=os.fsdecode(lines.dt), SENDER=a.sender,
+               RPLINE=os.fsdecode(lines.rp), UFLINE=os.fsdecode(lines.uf))
+    for name, value in zip(("EXT", "EXT2", "EXT3", "EXT4"), ext_parts(a.ext)):
+        env[name] = value
+    for name, value in zip(("HOST2", "HOST3", "HOST4"), host_parts(a.host)):
+        env[name] = value
+    if default is not None:
+        env["DEFAULT"] = default
+    if newsender is not None:
+        env["NEWSENDER"] = newsender
+    return env

@@ -1,0 +1,150 @@
+"""Maildir delivery: tmp/ -> fsync -> link into new/ -> fsync new/ -> unlink tmp/.
+
+Names are `<sec>.M<usec>P<pid>Q<n>.<host>,S=<bytes>` (the modern form of
+cr.yp.to/proto/maildir.html, plus Maildir++'s size): qmail 1.03's
+`<sec>.<pid>.<host>` repeats when one process delivers twice in a second,
+which a pre-forked or in-process caller of deliver() does; Q<n> counts the
+deliveries of this process. '/' and ':' in the host name become \\057 and
+\\072. Failures use qmail-local's child exit texts; all are temporary except
+a full Maildir++ quota.
+"""
+import os
+import stat
+import time
+
+from qmailpy.local import errors, message, quota
+
+DEADLINE = 86400               # qmail's alarm(86400) around the copy
+_deliveries = [0]
+
+
+def hostname():
+    """gethostname() cut to 64 bytes, made safe for a file name."""
+    host = os.uname().nodename[:64]
+    return host.replace("/", "\\057").replace(":", "\\072")
+
+
+def unique_name(size, host, now_ns=None, pid=None):
+    """`sec.MusecPpidQn.host,S=size`; every call gets a new n."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    _deliveries[0] += 1
+    sec, usec = divmod(now_ns // 1000, 1000000)
+    return "%d.M%dP%dQ%d.%s,S=%d" % (sec, usec, os.getpid() if pid is None else pid,
+                                    _deliveries[0], host, size)
+
+
+def _enter(path):
+    """What qmail's chdir(dir) in the child would say about `path`."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if errors.error_temp(e):
+            raise errors.temp(errors.MAILDIR_TEMP) from None
+        raise errors.temp(errors.MAILDIR_CHDIR) from None
+    if not stat.S_ISDIR(st.st_mode) or not os.access(path, os.X_OK):
+        raise errors.temp(errors.MAILDIR_CHDIR)
+
+
+def _create(path, size, host):
+    for attempt in range(3):
+        name = unique_name(size, host)
+        tmp = os.path.join(path, "tmp", name)
+        try:
+            return name, tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if attempt == 2:
+                break
+            time.sleep(2)
+        except OSError:
+            break
+    raise errors.temp(errors.MAILDIR_TEMP)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _copy(fd, fd0, head, deadline):
+    """Write head + message; read trouble and the deadline get their own texts."""
+    _write_all(fd, head)
+    it = message.chunks(fd0)
+    while True:
+        try:
+            data = next(it, None)
+        except OSError:
+            raise errors.temp(errors.MAILDIR_READ) from None
+        if data is None:
+            return
+        if time.monotonic() > deadline:
+            raise errors.temp(errors.MAILDIR_TIMEOUT)
+        _write_all(fd, data)
+
+
+def _publish(tmp, new):
+    """link() as qmail does (never overwrites); rename() where links are unsupported."""
+    try:
+        os.link(tmp, new)
+        return
+    except OSError as e:
+        if e.errno not in (1, 18, 31, 95):          # EPERM, EXDEV, EMLINK, EOPNOTSUPP
+            raise
+    if os.path.lexists(new):
+        raise FileExistsError(17, "exists", new)
+    os.rename(tmp, new)
+
+
+def _sync_dir(path):
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno != 22:                           # EINVAL: this file system cannot
+            raise
+    finally:
+        os.close(fd)
+
+
+def deliver(path, fd0, head, environ):
+    """Deliver head + message into the Maildir at `path`; return the new/ file path."""
+    _enter(path)
+    try:
+        size = len(head) + message.size(fd0)
+    except OSError:
+        raise errors.temp(errors.MAILDIR_READ) from None
+    host = hostname()
+    try:
+        counter = quota.check(path, environ, size, host)
+    except OSError:
+        raise errors.temp(errors.MAILDIR_TEMP) from None
+    name, tmp, fd = _create(path, size, host)
+    new = os.path.join(path, "new", name)
+    linked = False
+    try:
+        try:
+            _copy(fd, fd0, head, time.monotonic() + DEADLINE)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _publish(tmp, new)
+        linked = True
+        _sync_dir(os.path.join(path, "new"))
+    except errors.Die:
+        _unlink(tmp)
+        raise
+    except OSError:
+        if linked:
+            _unlink(new)                            # not durable: let the retry deliver it
+        _unlink(tmp)
+        raise errors.temp(errors.MAILDIR_TEMP) from None
+    _unlink(tmp)
+    quota.add(counter, size)
+    return new
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,157 @@
+"""The Maildir++ `maildirsize` file: read, recount from the folders, rewrite, append.
+
+Format (Courier maildirquota / netqmail-maildir++): first line the quota
+definition (e.g. `10000000S,1000C`), then `<bytes> <count>` lines whose sums
+are the mailbox usage. Rules copied from maildirquota.c: a file of 5120
+bytes or more is not trusted; a recount covers new/ and cur/ of the main
+folder and of every `.Folder` except `.Trash`, skips messages flagged T
+(trashed), takes sizes from `,S=<n>` in names (else stat), and replaces the
+file atomically through tmp/<time>.<pid>_NeWmAiLdIrSiZe.<host>.
+"""
+import os
+import time
+
+MAX_BYTES = 5120
+NAME = "maildirsize"
+TRASH = ".Trash"
+
+
+class State:
+    """What a maildirsize file says."""
+    __slots__ = ("definition", "size", "count", "nlines", "mtime", "too_big")
+
+    def __init__(self, definition, size, count, nlines, mtime, too_big):
+        self.definition, self.size, self.count = definition, size, count
+        self.nlines, self.mtime, self.too_big = nlines, mtime, too_big
+
+
+def _leading_int(word):
+    """sscanf %ld: optional sign and leading digits, else 0."""
+    i = 1 if word[:1] in (b"-", b"+") else 0
+    j = i
+    while j < len(word) and 48 <= word[j] <= 57:
+        j += 1
+    return int(word[:j]) if j > i else 0
+
+
+def read(path):
+    """State of the file at `path`, or None when it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        data = b""
+        while len(data) < MAX_BYTES:
+            got = os.read(fd, MAX_BYTES - len(data))
+            if not got:
+                break
+            data += got
+        mtime = os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    definition = os.fsdecode(lines[0]) if lines else ""
+    size = count = 0
+    for line in lines[1:]:
+        words = line.split()
+        size += _leading_int(words[0]) if words else 0
+        count += _leading_int(words[1]) if len(words) > 1 else 0
+    return State(definition, size, count, max(len(lines) - 1, 0), mtime,
+                 len(data) >= MAX_BYTES)
+
+
+def parse_size(name):
+    """The n of `,S=n` before the ':' of a Maildir file name, or None."""
+    base = name.split(":", 1)[0]
+    at = base.rfind(",S=")
+    if at < 0:
+        return None
+    digits = base[at + 3:]
+    end = 0
+    while end < len(digits) and digits[end].isdigit() and digits[end].isascii():
+        end += 1
+    return int(digits[:end]) if end else 0
+
+
+def _trashed(name):
+    at = name.find(":2,")
+    if at < 0:
+        return False
+    for ch in name[at + 3:]:
+        if not ("A" <= ch <= "Z"):
+            return False
+        if ch == "T":
+            return True
+    return False
+
+
+def _count_dir(path):
+    size = count = 0
+    try:
+        names = os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return 0, 0
+    for name in names:
+        if name.startswith(".") or _trashed(name):
+            continue
+        n = parse_size(name)
+        if n is None:
+            try:
+                n = os.stat(os.path.join(path, name)).st_size
+            except FileNotFoundError:
+                continue                # moved or expunged meanwhile
+        size += n
+        count += 1
+    return size, count
+
+
+def folders(root):
+    """The folders that count: the Maildir itself and its .Folder subfolders but .Trash."""
+    yield root
+    for name in sorted(os.listdir(root)):
+        if name.startswith(".") and name not in (".", "..", TRASH):
+            yield os.path.join(root, name)
+
+
+def scan(root):
+    """(bytes, messages) now in the Maildir++ at `root`."""
+    size = count = 0
+    for folder in folders(root):
+        for sub in ("new", "cur"):
+            s, c = _count_dir(os.path.join(folder, sub))
+            size += s
+            count += c
+    return size, count
+
+
+def rewrite(root, definition, size, count, host):
+    """Replace root/maildirsize by `definition` + one total line, atomically."""
+    tmp = os.path.join(root, "tmp", "%d.%d_NeWmAiLdIrSiZe.%s" % (time.time(), os.getpid(), host))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        body = os.fsencode(definition) + b"\n" + b"%d %d\n" % (size, count)
+        if os.write(fd, body) != len(body):
+            raise OSError(28, "short write")                        # ENOSPC
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.rename(tmp, os.path.join(root, NAME))
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def append(path, size, count):
+    """Add one `<bytes> <count>` line with a single O_APPEND write (never creates the file)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, b"%d %d\n" % (size, count))
+    finally:
+        os.close(fd)

@@ -1,0 +1,21 @@
+"""The qmail-local command: `qmail-local [-nN] user homedir local dash ext domain sender aliasempty`.
+
+Message on fd 0 (qmail-lspawn's seekable mess file), report on fd 1, exit
+0 / 100 / 111. All the work is deliver.deliver(); this only sets qmail's
+umask 077 and writes the report.
+"""
+import os
+import sys
+
+
+def main():
+    from qmailpy.local.deliver import deliver
+    os.umask(0o077)
+    code, report = deliver(sys.argv[1:], 0, os.environ)
+    data = report.encode("utf-8", "surrogateescape")
+    try:
+        while data:
+            data = data[os.write(1, data):]
+    except OSError:
+        pass
+    return code

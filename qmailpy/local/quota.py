@@ -1,0 +1,111 @@
+"""Maildir++ quota for a maildir delivery: refuse when over, else say where to count.
+
+Where the limit comes from (docs/maildir.md):
+- $MAILDIRQUOTA, set per delivery by qmail-lspawn from the users DB (vpopmail's
+  pw_shell): a Maildir++ definition such as `10000000S` or `10000000S,1000C`;
+  a plain number means bytes; a K or M suffix multiplies (vpopmail's
+  format_maildirquota); `NOQUOTA` means no limit; unset or empty: fall back to
+- the first line of the maildirsize file (the netqmail-maildir++ patch).
+The decision copies Courier's docheckquota()/qcalc(): usage + this message
+must not exceed any limit; when the file says "over", it is recounted unless
+it is fresh (one total line and younger than 15 minutes). A definition from
+$MAILDIRQUOTA that differs from the file's first line also forces a recount,
+which writes the new definition.
+"""
+import os
+import time
+
+from qmailpy.local import errors, maildirsize
+
+ENV = "MAILDIRQUOTA"
+FRESH = 15 * 60                 # seconds a one-line maildirsize is trusted when it says "over"
+_UNITS = {"K": 1024, "M": 1048576}
+
+
+def normalize(value):
+    """$MAILDIRQUOTA -> None (not given), "" (no limit) or a Maildir++ definition."""
+    v = (value or "").strip()
+    if not v:
+        return None
+    if v.upper() == "NOQUOTA":
+        return ""
+    if v.isdigit() and v.isascii():
+        return v + "S"
+    unit = _UNITS.get(v[-1:].upper())
+    if unit and v[:-1].isdigit() and v[:-1].isascii():
+        return "%dS" % (int(v[:-1]) * unit)
+    return v
+
+
+def limits(definition):
+    """qcalc()'s reading: each number is a limit, 'C' after it = messages, else bytes."""
+    out = []
+    i, n = 0, len(definition)
+    while i < n:
+        if not ("0" <= definition[i] <= "9"):
+            i += 1
+            continue
+        j = i
+        while j < n and "0" <= definition[j] <= "9":
+            j += 1
+        out.append(("C" if definition[j:j + 1] == "C" else "S", int(definition[i:j])))
+        i = j
+    return out
+
+
+def over(definition, size, count):
+    """True when `size` bytes or `count` messages break a limit of `definition`."""
+    for kind, limit in limits(definition):
+        if limit < (count if kind == "C" else size):
+            return True
+    return False
+
+
+def quota_root(maildir):
+    """A folder holding a `maildirfolder` file counts against its parent Maildir++."""
+    for _ in range(8):
+        if not os.path.exists(os.path.join(maildir, "maildirfolder")):
+            break
+        maildir = os.path.normpath(os.path.join(maildir, ".."))
+    return maildir
+
+
+def check(maildir, environ, size, host, now=None):
+    """Raise Die(100, 'User over quota.') if `size` more bytes do not fit.
+
+    Returns the maildirsize path to append the delta to after delivery, or
+    None when there is no such file. OSError (unreadable folders, full disk)
+    propagates: the caller makes it a temporary failure, not a bounce.
+    """
+    root = quota_root(maildir)
+    path = os.path.join(root, maildirsize.NAME)
+    state = maildirsize.read(path)
+    given = normalize(environ.get(ENV))
+    if given is not None:
+        definition = given
+    else:
+        definition = state.definition if state is not None else ""
+    if not definition:
+        return path if state is not None else None
+    recount = state is None or state.too_big or (given is not None and given != state.definition)
+    if not recount:
+        if not over(definition, state.size + size, state.count + 1):
+            return path
+        now = time.time() if now is None else now
+        if state.nlines == 1 and now < state.mtime + FRESH:
+            raise errors.perm(errors.OVER_QUOTA)
+    total, count = maildirsize.scan(root)
+    maildirsize.rewrite(root, definition, total, count, host)
+    if over(definition, total + size, count + 1):
+        raise errors.perm(errors.OVER_QUOTA)
+    return path
+
+
+def add(path, size):
+    """After a delivery: append `<size> 1`; a failure here only delays accuracy."""
+    if path is None:
+        return
+    try:
+        maildirsize.append(path, size, 1)
+    except OSError:
+        pass

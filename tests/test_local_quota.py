@@ -1,0 +1,179 @@
+"""Maildir++ quota: maildirsize reading, refusing, accepting, recounting."""
+import os
+import time
+
+import pytest
+
+from qmailpy.local import maildirsize, quota
+from test_local_support import Box, maildirmake
+
+MSG = b"Subject: q\n\n" + b"x" * 1000 + b"\n"
+HEAD = len(b"Return-Path: <alice@example.org>\nDelivered-To: joe@example.com\n")
+SIZE = len(MSG) + HEAD
+OVER = (100, "User over quota. (#5.1.1)\n")
+
+
+@pytest.fixture
+def box(tmp_path):
+    return Box(tmp_path)
+
+
+def write_size(box, text, age=0, maildir=None):
+    path = os.path.join(maildir or box.maildir, "maildirsize")
+    with open(path, "w") as f:
+        f.write(text)
+    if age:
+        t = time.time() - age
+        os.utime(path, (t, t))
+    return path
+
+
+def read_size(box, maildir=None):
+    with open(os.path.join(maildir or box.maildir, "maildirsize")) as f:
+        return f.read()
+
+
+def put(folder, sub, name, size):
+    path = os.path.join(folder, sub, name)
+    with open(path, "wb") as f:
+        f.write(b"x" * size)
+    return path
+
+
+def test_no_quota_anywhere(box):
+    assert box.deliver(MSG) == (0, "did 1+0+0\n")
+    assert not os.path.exists(os.path.join(box.maildir, "maildirsize"))
+
+
+def test_accept_appends_delta(box):
+    write_size(box, "100000S\n5000 3\n")
+    assert box.deliver(MSG) == (0, "did 1+0+0\n")
+    assert read_size(box) == "100000S\n5000 3\n%d 1\n" % SIZE
+    name, data = box.only()
+    assert name.endswith(",S=%d" % len(data)) and len(data) == SIZE
+
+
+def test_refuse_when_fresh_total_says_over(box):
+    write_size(box, "10000S\n%d 5\n" % (10000 - SIZE + 1))
+    assert box.deliver(MSG) == OVER
+    assert box.files() == [] and box.files("tmp") == []
+    assert read_size(box) == "10000S\n%d 5\n" % (10000 - SIZE + 1)        # trusted: no recount
+
+
+def test_exactly_full_is_accepted(box):
+    write_size(box, "10000S\n%d 5\n" % (10000 - SIZE))
+    assert box.deliver(MSG)[0] == 0
+
+
+def test_count_limit(box):
+    write_size(box, "0S,3C\n0 3\n")            # 0S: qcalc reads it as a 0-byte limit
+    assert box.deliver(MSG) == OVER
+    put(box.maildir, "cur", "1.2.h,S=10:2,", 1)
+    put(box.maildir, "cur", "2.2.h,S=10:2,", 1)
+    write_size(box, "1000000S,3C\n20 2\n")
+    assert box.deliver(MSG)[0] == 0                            # the 3rd message fits
+    assert box.deliver(MSG) == OVER                            # the 4th does not, even after a recount
+    assert read_size(box) == "1000000S,3C\n%d 3\n" % (20 + SIZE)
+
+
+def test_over_with_many_lines_recounts_and_accepts(box):
+    put(box.maildir, "cur", "1.2.h,S=300:2,S", 999)            # size from the name, not the file
+    put(box.maildir, "new", "2.3.h", 200)                       # no S=: stat
+    sub = maildirmake(os.path.join(box.maildir, ".Sent"))
+    put(sub, "cur", "3.4.h,S=100:2,", 1)
+    trash = maildirmake(os.path.join(box.maildir, ".Trash"))
+    put(trash, "cur", "4.5.h,S=100000:2,", 1)                   # Trash does not count
+    put(box.maildir, "cur", "5.6.h,S=100000:2,ST", 1)           # flagged T: does not count
+    put(box.maildir, "cur", ".hidden,S=100000", 1)
+    write_size(box, "10000S\n9000 10\n1000 1\n")                # stale deltas say "over"
+    assert box.deliver(MSG) == (0, "did 1+0+0\n")
+    assert read_size(box) == "10000S\n600 3\n%d 1\n" % SIZE
+
+
+def test_over_but_old_single_line_recounts(box):
+    write_size(box, "10000S\n9999 1\n", age=16 * 60)
+    assert box.deliver(MSG)[0] == 0
+    assert read_size(box) == "10000S\n0 0\n%d 1\n" % SIZE
+
+
+def test_recount_still_over_refuses_and_rewrites(box):
+    put(box.maildir, "cur", "1.2.h,S=9500:2,", 1)
+    write_size(box, "10000S\n9000 1\n900 1\n")                 # says over; recount agrees
+    assert box.deliver(MSG) == OVER
+    assert read_size(box) == "10000S\n9500 1\n"
+    assert box.files("tmp") == []                               # the NeWmAiLdIrSiZe file was renamed
+
+
+def test_big_file_is_recounted(box):
+    write_size(box, "1000000S\n" + "10 1\n" * 1100)             # > 5120 bytes
+    assert box.deliver(MSG)[0] == 0
+    assert read_size(box) == "1000000S\n0 0\n%d 1\n" % SIZE
+
+
+def test_env_quota_creates_file(box):
+    put(box.maildir, "cur", "1.2.h,S=500:2,", 1)
+    assert box.deliver(MSG, env={"MAILDIRQUOTA": "10000000S"}) == (0, "did 1+0+0\n")
+    assert read_size(box) == "10000000S\n500 1\n%d 1\n" % SIZE
+
+
+def test_env_quota_refuses(box):
+    put(box.maildir, "cur", "1.2.h,S=500:2,", 1)
+    assert box.deliver(MSG, env={"MAILDIRQUOTA": "1000"}) == OVER
+    assert read_size(box) == "1000S\n500 1\n"
+
+
+def test_env_quota_replaces_other_definition(box):
+    write_size(box, "100S\n0 0\n")
+    assert box.deliver(MSG, env={"MAILDIRQUOTA": "5M"})[0] == 0
+    assert read_size(box).startswith("5242880S\n0 0\n")
+
+
+def test_noquota_ignores_file_limit_but_keeps_counting(box):
+    write_size(box, "100S\n0 0\n")
+    assert box.deliver(MSG, env={"MAILDIRQUOTA": "NOQUOTA"})[0] == 0
+    assert read_size(box) == "100S\n0 0\n%d 1\n" % SIZE
+    assert box.deliver(MSG, env={"MAILDIRQUOTA": ""}) == OVER          # empty = use the file
+
+
+def test_subfolder_counts_against_parent(box):
+    sub = maildirmake(os.path.join(box.maildir, ".Spam"))
+    open(os.path.join(sub, "maildirfolder"), "w").close()
+    write_size(box, "100000S\n0 0\n")
+    box.dotqmail(".qmail", "./Maildir/.Spam/\n")
+    assert box.deliver(MSG)[0] == 0
+    assert len(box.files(maildir=sub)) == 1
+    assert read_size(box) == "100000S\n0 0\n%d 1\n" % SIZE
+    assert not os.path.exists(os.path.join(sub, "maildirsize"))
+
+
+@pytest.mark.parametrize("value, out", [
+    (None, None), ("", None), ("  ", None), ("NOQUOTA", ""), ("noquota", ""),
+    ("1000", "1000S"), ("10K", "10240S"), ("2m", "2097152S"), ("5000S,10C", "5000S,10C"),
+])
+def test_normalize(value, out):
+    assert quota.normalize(value) == out
+
+
+@pytest.mark.parametrize("definition, size, count, over", [
+    ("100S", 100, 1, False), ("100S", 101, 1, True), ("100S,2C", 1, 3, True),
+    ("100S,2C", 1, 2, False), ("", 10 ** 12, 10 ** 6, False), ("junk", 5, 5, False),
+    ("100", 101, 1, True), ("2C", 10 ** 9, 2, False),
+])
+def test_over(definition, size, count, over):
+    assert quota.over(definition, size, count) is over
+
+
+def test_maildirsize_read_tolerates_junk(tmp_path):
+    p = tmp_path / "maildirsize"
+    p.write_bytes(b"100S\n10 1\n-5 -1\n7x 2y\nfoo\n\n")
+    st = maildirsize.read(str(p))
+    assert (st.definition, st.size, st.count, st.nlines, st.too_big) == ("100S", 12, 2, 5, False)
+    assert maildirsize.read(str(tmp_path / "none")) is None
+
+
+@pytest.mark.parametrize("name, size", [
+    ("1.2.h,S=123", 123), ("1.2.h,S=123:2,S", 123), ("1.2.h,S=12,W=14:2,", 12),
+    ("1.2.h", None), ("1.2.h:2,S=5", None), ("1.2.a,S=1,S=2", 2),
+])
+def test_parse_size(name, size):
+    assert maildirsize.parse_size(name) == size
