@@ -1,0 +1,207 @@
+"""The admin operations behind qmail-users, with vpopmail's semantics.
+
+Each changes the tables in one transaction, then the directories:
+adddomain makes domains/<domain> and its dir_control row; adduser makes
+<user>/Maildir (and maildirsize with a quota) and its vpopmail row; deluser
+and deldomain remove rows and directories. Errors are UsersError.
+"""
+import contextlib
+import os
+
+from qmailpy.users import maildir, schema
+from qmailpy.users.base import MissingTable, UsersError
+from qmailpy.users.names import split_login
+from qmailpy.users.passwords import DEFAULT_SCHEME, hash_password
+
+DOMAIN_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-.")
+USER_CHARS = DOMAIN_CHARS | set("_+=&")
+
+
+@contextlib.contextmanager
+def atomic(users):
+    """One transaction around the table changes of an operation."""
+    try:
+        users.db.begin()
+    except MissingTable:        # a SQLite file not made yet
+        users.db.ensure_schema()
+        users.db.begin()
+    try:
+        yield
+    except BaseException:
+        users.db.rollback()
+        raise
+    users.db.commit()
+
+
+def check_domain(domain):
+    domain = (domain or "").strip().lower().rstrip(".")
+    if (not domain or len(domain) > schema.MAX_DOMAIN or not set(domain) <= DOMAIN_CHARS
+            or domain.startswith((".", "-")) or ".." in domain):
+        raise UsersError("invalid domain name %r" % domain)
+    return domain
+
+
+def check_user(user):
+    user = (user or "").strip().lower()
+    if not user or len(user) > schema.MAX_NAME or not set(user) <= USER_CHARS or user.startswith("."):
+        raise UsersError("invalid user name %r" % user)
+    return user
+
+
+def _address(users, address):
+    """(user, real domain) of an existing domain; UsersError otherwise."""
+    user, domain = split_login(address)
+    if not domain:
+        raise UsersError("give the address as user@domain")
+    real = users.domain_of(domain)
+    if real is None:
+        raise UsersError("no such domain: %s" % domain)
+    return check_user(user), real
+
+
+def add_domain(users, domain):
+    domain = check_domain(domain)
+    if users.domain_of(domain) is not None:
+        raise UsersError("domain exists: %s" % domain)
+    with atomic(users):
+        users.write("REPLACE INTO dir_control (%s) VALUES (?, %s)"
+                    % (schema.DIR_CONTROL_COLUMNS, ", ".join("?" * len(schema.DIR_CONTROL_NEW))),
+                    domain, *schema.DIR_CONTROL_NEW)
+    maildir.make_domain_dir(users.domain_dir(domain), maildir.owner_of(users.vpopmaildir))
+    return domain
+
+
+def add_alias_domain(users, first, second):
+    """vaddaliasdomain: whichever of the two exists is the real domain, the other its alias."""
+    first, second = check_domain(first), check_domain(second)
+    a, b = users.domain_of(first), users.domain_of(second)
+    if a is not None and b is not None:
+        raise UsersError("both domains exist already: %s, %s" % (first, second))
+    if a is None and b is None:
+        raise UsersError("neither %s nor %s exists" % (first, second))
+    alias, real = (second, a) if a is not None else (first, b)
+    with atomic(users):
+        users.write("REPLACE INTO aliasdomains (alias, domain) VALUES (?, ?)", alias, real)
+    return alias, real
+
+
+def del_domain(users, domain, keep_files=False):
+    """Remove a domain with its users, aliases and directory; for an alias, just the alias."""
+    domain = check_domain(domain)
+    target = users.alias_target(domain)
+    if target is not None:
+        with atomic(users):
+            users.write("DELETE FROM aliasdomains WHERE alias = ?", domain)
+        return "alias"
+    if not users.is_real_domain(domain):
+        raise UsersError("no such domain: %s" % domain)
+    with atomic(users):
+        users.write("DELETE FROM vpopmail WHERE pw_domain = ?", domain)
+        users.write("DELETE FROM aliasdomains WHERE domain = ?", domain)
+        users.write("DELETE FROM dir_control WHERE domain = ?", domain)
+        users.write("DELETE FROM lastauth WHERE domain = ?", domain)
+    if not keep_files:
+        maildir.remove_tree(users.domain_dir(domain))
+    return "domain"
+
+
+def add_user(users, address, password, quota=None, clear=False, scheme=DEFAULT_SCHEME, gecos=None):
+    user, domain = _address(users, address)
+    if users.lookup(user, domain) is not None:
+        raise UsersError("user exists: %s@%s" % (user, domain))
+    shell = _shell(quota)
+    user_dir = os.path.join(users.domain_dir(domain), user)
+    if len(user_dir) > schema.MAX_DIR:
+        raise UsersError("mailbox path longer than %d characters: %s" % (schema.MAX_DIR, user_dir))
+    gecos = (gecos if gecos is not None else user)[:schema.MAX_GECOS]
+    crypted, clear_text = _secrets(password, clear, scheme)
+    with atomic(users):
+        users.write("INSERT INTO vpopmail (pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, pw_gecos, "
+                    "pw_dir, pw_shell, pw_clear_passwd) VALUES (?, ?, ?, 0, 0, ?, ?, ?, ?)",
+                    user, domain, crypted, gecos, user_dir, shell, clear_text)
+        users.write("UPDATE dir_control SET cur_users = cur_users + 1 WHERE domain = ?", domain)
+    owner = maildir.owner_of(users.vpopmaildir)
+    maildir.make_domain_dir(users.domain_dir(domain), owner)
+    box = maildir.make_maildir(user_dir, owner)
+    if shell != schema.NOQUOTA:
+        maildir.write_maildirsize(box, shell, owner)
+    return users.lookup(user, domain)
+
+
+def del_user(users, address, keep_files=False):
+    user, domain = _address(users, address)
+    box = users.lookup(user, domain)
+    if box is None:
+        raise UsersError("no such user: %s@%s" % (user, domain))
+    with atomic(users):
+        users.write("DELETE FROM vpopmail WHERE pw_name = ? AND pw_domain = ?", user, domain)
+        users.write("DELETE FROM lastauth WHERE user = ? AND domain = ?", user, domain)
+        users.write("UPDATE dir_control SET cur_users = cur_users - 1 WHERE domain = ? AND cur_users > 0",
+                    domain)
+    if not keep_files and os.path.isabs(box.dir):
+        maildir.remove_tree(box.dir)
+    return box
+
+
+def set_password(users, address, password, clear=False, scheme=DEFAULT_SCHEME):
+    """New pw_passwd; pw_clear_passwd is set with `clear`, else emptied (it would be stale)."""
+    user, domain = _address(users, address)
+    if users.lookup(user, domain) is None:
+        raise UsersError("no such user: %s@%s" % (user, domain))
+    crypted, clear_text = _secrets(password, clear, scheme)
+    with atomic(users):
+        users.write("UPDATE vpopmail SET pw_passwd = ?, pw_clear_passwd = ? WHERE pw_name = ? AND pw_domain = ?",
+                    crypted, clear_text, user, domain)
+
+
+def set_quota(users, address, quota):
+    """pw_shell = the quota (vpopmail's vsetuserquota); maildirsize follows."""
+    user, domain = _address(users, address)
+    box = users.lookup(user, domain)
+    if box is None:
+        raise UsersError("no such user: %s@%s" % (user, domain))
+    shell = _shell(quota)
+    with atomic(users):
+        users.write("UPDATE vpopmail SET pw_shell = ? WHERE pw_name = ? AND pw_domain = ?", shell, user, domain)
+    if shell == schema.NOQUOTA:
+        maildir.remove_maildirsize(box.maildir)
+    elif os.path.isdir(box.maildir):
+        maildir.write_maildirsize(box.maildir, shell, maildir.owner_of(users.vpopmaildir))
+    return users.lookup(user, domain)
+
+
+def _shell(quota):
+    if quota is None or str(quota).strip().upper() in ("", schema.NOQUOTA):
+        return schema.NOQUOTA
+    if not maildir.valid_quota(str(quota)):
+        raise UsersError("invalid quota %r (NOQUOTA, bytes, 10M, 512k, or Maildir++ 10000000S,1000C)" % quota)
+    shell = maildir.format_quota(str(quota))
+    if len(shell) > schema.MAX_QUOTA:
+        raise UsersError("quota longer than %d characters: %s" % (schema.MAX_QUOTA, shell))
+    return shell
+
+
+def _secrets(password, clear, scheme):
+    """(pw_passwd, pw_clear_passwd) as vpopmail stores them; the clear one only when asked."""
+    if not password:
+        raise UsersError("empty password")
+    crypted = hash_password(password, scheme)
+    if len(crypted) > schema.MAX_PASSWD:
+        raise UsersError("password hash longer than %d characters" % schema.MAX_PASSWD)
+    if clear and len(password) > schema.MAX_CLEAR:
+        raise UsersError("pw_clear_passwd holds at most %d characters (vpopmail's column)" % schema.MAX_CLEAR)
+    return crypted, (password if clear else "")
+
+
+def info(users, address):
+    """What vuserinfo prints, as (label, value) pairs; None when there is no such user."""
+    user, domain = _address(users, address)
+    acct = users.account(user, domain)
+    if acct is None:
+        return None
+    box = acct.mailbox
+    used = maildir.usage(box.maildir)
+    return [("name", box.name), ("domain", box.domain), ("passwd", acct.passwd),
+            ("clear passwd", "yes" if acct.clear else "no"), ("gecos", box.gecos),
+            ("flags", "0x%x" % box.flags), ("dir", box.dir), ("quota", box.quota or schema.NOQUOTA),
+            ("usage", "%d bytes, %d messages" % used)]

@@ -1,0 +1,135 @@
+"""vpopmail's MySQL/MariaDB backend, through pymysql.
+
+The `usersdb` control holds vpopmail's vpopmail.mysql line
+`host|port|user|password|database` (port 0 = 3306; a port field starting
+with / is a Unix socket, as vpopmail reads it). Connecting, reading and
+writing are bounded by `timeout`; any failure to get an answer is
+UsersUnavailable. A connection the server dropped while idle is reopened
+once, as vmysql.c does after MySQL's wait_timeout.
+"""
+import time
+
+from qmailpy.users.base import MissingTable, UsersError, UsersUnavailable
+from qmailpy.users.schema import create_statements
+
+DEFAULT_PORT = 3306
+NO_SUCH_TABLE = 1146        # ER_NO_SUCH_TABLE
+UNKNOWN_DATABASE = 1049     # ER_BAD_DB_ERROR
+GONE_AWAY = (2006, 2013)    # CR_SERVER_GONE_ERROR, CR_SERVER_LOST
+
+
+def parse_line(line):
+    """Connection keywords for pymysql from vpopmail's 'host|port|user|password|database'."""
+    fields = line.strip().split("|")
+    if len(fields) < 5 or not fields[0] or not fields[4]:
+        raise UsersUnavailable("usersdb: expected host|port|user|password|database")
+    host, port, user, password, database = fields[0], fields[1].strip(), fields[2], fields[3], fields[4]
+    params = {"host": host, "user": user, "password": password, "database": database}
+    if port.startswith("/"):
+        params["unix_socket"] = port
+    elif port in ("", "0"):
+        params["port"] = DEFAULT_PORT
+    elif port.isdigit():
+        params["port"] = int(port)
+    else:
+        raise UsersUnavailable("usersdb: bad port %r" % port)
+    return params
+
+
+def _code(exc):
+    return exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+
+
+class MysqlDB:
+    def __init__(self, line, timeout, create=False):
+        self.params = parse_line(line)
+        self.timeout, self.create = timeout, create
+        self._conn = None
+
+    def _connect(self):
+        import pymysql
+        if self._conn is not None:
+            return self._conn
+        params = dict(self.params, connect_timeout=self.timeout, read_timeout=self.timeout,
+                      write_timeout=self.timeout, autocommit=True, charset="utf8mb4")
+        database = params.pop("database")
+        try:
+            conn = pymysql.connect(**params)
+            try:
+                conn.select_db(database)
+            except pymysql.err.OperationalError as e:
+                if _code(e) != UNKNOWN_DATABASE or not self.create:
+                    raise
+                with conn.cursor() as cur:      # vpopmail creates its database, too
+                    cur.execute("CREATE DATABASE IF NOT EXISTS `%s`" % database.replace("`", "``"))
+                conn.select_db(database)
+        except (pymysql.err.MySQLError, OSError) as e:
+            raise UsersUnavailable("usersdb %s: %s" % (self.params.get("host"), e)) from None
+        self._conn = conn
+        if self.create:
+            self._run(self._schema, retry=False)
+        return conn
+
+    def _schema(self, cur):
+        for stmt in create_statements():
+            cur.execute(stmt)
+
+    def _run(self, work, retry=True):
+        import pymysql
+        self._connect()
+        started = time.monotonic()
+        try:
+            with self._conn.cursor() as cur:
+                return work(cur)
+        except pymysql.err.ProgrammingError as e:
+            if _code(e) == NO_SUCH_TABLE:
+                raise MissingTable(str(e)) from None
+            raise UsersUnavailable("usersdb: %s" % (e,)) from None
+        except (pymysql.err.IntegrityError, pymysql.err.DataError) as e:
+            raise UsersError(e.args[1] if len(e.args) > 1 else str(e)) from None
+        except (pymysql.err.MySQLError, OSError) as e:
+            self.close()
+            # a connection the server closed while idle fails at once: reopen it, once;
+            # one that timed out is not tried again, so the wait stays bounded
+            if retry and _code(e) in GONE_AWAY and time.monotonic() - started < self.timeout / 2:
+                return self._run(work, retry=False)
+            raise UsersUnavailable("usersdb: %s" % (e,)) from None
+
+    def query(self, sql, args=()):
+        sql = sql.replace("?", "%s")
+
+        def work(cur):
+            cur.execute(sql, args)
+            return cur.fetchall()
+        return self._run(work)
+
+    def execute(self, sql, args=()):
+        sql = sql.replace("?", "%s")
+
+        def work(cur):
+            return cur.execute(sql, args)
+        return self._run(work)
+
+    def ensure_schema(self):
+        self._run(self._schema)
+
+    def begin(self):
+        self._run(lambda cur: cur.execute("START TRANSACTION"))
+
+    def commit(self):
+        self._run(lambda cur: cur.execute("COMMIT"))
+
+    def rollback(self):
+        if self._conn is not None:
+            try:
+                self._conn.rollback()
+            except Exception:
+                self.close()
+
+    def close(self):
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None

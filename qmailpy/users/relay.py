@@ -1,0 +1,39 @@
+"""POP-before-SMTP: vpopmail's relay table (ip_addr, timestamp), and lastauth.
+
+A POP3 (or IMAP) login records the client IP with the time; qmail-smtpd lets
+that IP relay for `popbeforesmtptimeout` seconds; a cron job (or
+`qmail-users clearopensmtp`) purges old rows, as vpopmail's clearopensmtp.
+Mixed into Users, whose rows()/write() run the SQL.
+"""
+from qmailpy.users.names import plain_ip, split_login
+
+
+class RelayTable:
+    def record_relay(self, ip, now):
+        """Open relaying for `ip` from time `now` (vpopmail's vopen_smtp_relay)."""
+        self.write("REPLACE INTO relay (ip_addr, timestamp) VALUES (?, ?)", plain_ip(ip), int(now))
+
+    def relay_allowed(self, ip, now, window):
+        """True when `ip` logged in less than `window` seconds before `now`."""
+        if window <= 0:
+            return False
+        rows = self.rows("SELECT timestamp FROM relay WHERE ip_addr = ?", plain_ip(ip))
+        try:
+            stamp = int(rows[0][0]) if rows and rows[0][0] is not None else None
+        except ValueError:      # vpopmail 5.4's char(12) column holding junk
+            return False
+        return stamp is not None and now - stamp < window
+
+    def purge_relay(self, older_than):
+        """Forget logins at or before time `older_than` (vpopmail's clearopensmtp); how many."""
+        return self.write("DELETE FROM relay WHERE timestamp <= ?", int(older_than))
+
+    def relays(self):
+        """(ip, timestamp) rows of the relay table."""
+        return [(r[0], int(r[1] or 0)) for r in self.rows("SELECT ip_addr, timestamp FROM relay ORDER BY ip_addr")]
+
+    def record_login(self, login, ip, now):
+        """vpopmail's lastauth row for a successful login (ENABLE_AUTH_LOGGING)."""
+        user, domain = split_login(login)
+        self.write("REPLACE INTO lastauth (user, domain, remote_ip, timestamp) VALUES (?, ?, ?, ?)",
+                   user, self.domain_of(domain) or domain, plain_ip(ip), int(now))

@@ -1,0 +1,248 @@
+"""The users database against SQLite and MySQL: vpopmail's schema, domains, mailboxes,
+passwords, CRAM-MD5, the POP-before-SMTP relay table, and SMTP AUTH."""
+import os
+
+import pytest
+
+from mysql_fixture import backend  # noqa: F401 (fixture)
+from qmailpy.users import admin, schema
+from qmailpy.users.auth import authenticate
+from qmailpy.users.base import Mailbox, UsersError
+from qmailpy.users.passwords import hash_password
+from qmailpy.users.schema import NO_SMTP
+
+# vpopmail's tables, column by column, as vmysql.h defines them (MANY_DOMAINS +
+# CLEAR_PASS layout; sagredo-dev/vpopmail vmysql.h; brunonymous/vpopmail for 5.4).
+VPOPMAIL_COLUMNS = {
+    "vpopmail": ["pw_name", "pw_domain", "pw_passwd", "pw_uid", "pw_gid", "pw_gecos", "pw_dir",
+                 "pw_shell", "pw_clear_passwd"],
+    "relay": ["ip_addr", "timestamp"],
+    "lastauth": ["user", "domain", "remote_ip", "timestamp"],
+    "dir_control": ["domain", "cur_users", "level_cur", "level_max", "level_start0", "level_start1",
+                    "level_start2", "level_end0", "level_end1", "level_end2", "level_mod0", "level_mod1",
+                    "level_mod2", "level_index0", "level_index1", "level_index2", "the_dir"],
+    "aliasdomains": ["alias", "domain"],
+}
+
+
+@pytest.fixture
+def users(backend):  # noqa: F811
+    u = backend.open(create=True)
+    admin.add_domain(u, "example.org")
+    return u
+
+
+def test_schema_columns_are_vpopmails(backend):  # noqa: F811
+    backend.open(create=True).domains()
+    assert sorted(schema.TABLES) == sorted(VPOPMAIL_COLUMNS)
+    for table, columns in VPOPMAIL_COLUMNS.items():
+        assert schema.column_names(schema.TABLES[table]) == columns, table
+        assert backend.columns(table) == columns, table
+
+
+def test_domains_and_aliases(users):
+    assert users.has_domain("example.org") and users.has_domain("EXAMPLE.ORG.")
+    assert users.domain_of("example.org") == "example.org"
+    assert not users.has_domain("example.net") and users.domain_of("example.net") is None
+    assert os.path.isdir(users.domain_dir("example.org"))
+    with pytest.raises(UsersError):
+        admin.add_domain(users, "example.org")
+    with pytest.raises(UsersError):
+        admin.add_domain(users, "bad_domain!")
+    assert admin.add_alias_domain(users, "example.net", "example.org") == ("example.net", "example.org")
+    assert users.domain_of("example.net") == "example.org"
+    assert users.domains() == (["example.org"], {"example.net": "example.org"})
+    admin.add_user(users, "joe@example.org", "pw")
+    assert users.lookup("joe", "example.net").domain == "example.org"
+    assert admin.del_domain(users, "example.net") == "alias"
+    assert not users.has_domain("example.net") and users.has_domain("example.org")
+    assert admin.del_domain(users, "example.org") == "domain"
+    assert not users.has_domain("example.org") and users.lookup("joe", "example.org") is None
+    assert not os.path.exists(users.domain_dir("example.org"))
+    with pytest.raises(UsersError):
+        admin.del_domain(users, "example.org")
+
+
+def test_add_user_makes_maildir(users):
+    box = admin.add_user(users, "Joe@Example.org", "secret", gecos="Joe User")
+    assert isinstance(box, Mailbox)
+    assert (box.name, box.domain, box.quota, box.gecos, box.flags) == ("joe", "example.org", None, "Joe User", 0)
+    assert box.dir == os.path.join(users.vpopmaildir, "domains", "example.org", "joe")
+    assert os.path.isabs(box.dir) and box.maildir == os.path.join(box.dir, "Maildir")
+    for sub in ("cur", "new", "tmp"):
+        assert os.path.isdir(os.path.join(box.maildir, sub))
+    assert not os.path.exists(os.path.join(box.maildir, "maildirsize"))
+    assert (box.uid, box.gid) == (os.stat(box.dir).st_uid, os.stat(box.dir).st_gid)
+    assert users.lookup("JOE", "example.org").dir == box.dir
+    assert users.lookup("nobody", "example.org") is None
+    assert users.lookup("joe", "example.net") is None
+    with pytest.raises(UsersError):
+        admin.add_user(users, "joe@example.org", "again")
+    with pytest.raises(UsersError):
+        admin.add_user(users, "ann@example.net", "pw")      # no such domain
+    with pytest.raises(UsersError):
+        admin.add_user(users, "a/b@example.org", "pw")      # not a vpopmail user name
+    admin.del_user(users, "joe@example.org")
+    assert users.lookup("joe", "example.org") is None and not os.path.exists(box.dir)
+
+
+def test_row_is_stored_as_vpopmail_stores_it(users, backend):  # noqa: F811
+    admin.add_user(users, "joe@example.org", "secret", quota="10M")
+    row = backend.sql("SELECT pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, pw_dir, pw_shell, pw_clear_passwd "
+                      "FROM vpopmail")
+    assert len(row) == 1
+    name, domain, crypted, uid, gid, pw_dir, shell, clear = row[0]
+    assert (name, domain, uid, gid, shell, clear) == ("joe", "example.org", 0, 0, "10485760S", "")
+    assert crypted.startswith("$1$") and pw_dir == users.lookup("joe", "example.org").dir
+    cur = backend.sql("SELECT cur_users FROM dir_control WHERE domain = ?", ("example.org",))
+    assert cur[0][0] == 1
+
+
+def test_quota_and_maildirsize(users):
+    box = admin.add_user(users, "joe@example.org", "pw", quota="10000000S")
+    assert box.quota == "10000000S"
+    with open(os.path.join(box.maildir, "maildirsize")) as f:
+        assert f.read().splitlines() == ["10000000S", "0 0"]
+    with open(os.path.join(box.maildir, "new", "1.2.host,S=1234"), "w") as f:
+        f.write("x")
+    box = admin.set_quota(users, "joe@example.org", "512k")
+    assert box.quota == "524288S"
+    with open(os.path.join(box.maildir, "maildirsize")) as f:
+        assert f.read().splitlines() == ["524288S", "1234 1"]
+    assert admin.set_quota(users, "joe@example.org", "NOQUOTA").quota is None
+    assert not os.path.exists(os.path.join(box.maildir, "maildirsize"))
+    assert admin.set_quota(users, "joe@example.org", "5000000S,100C").quota == "5000000S,100C"
+    with pytest.raises(UsersError):
+        admin.set_quota(users, "joe@example.org", "lots")
+
+
+@pytest.mark.parametrize("scheme,prefix", [("md5", "$1$"), ("sha256", "$5$"), ("sha512", "$6$")])
+def test_password_schemes(users, scheme, prefix):
+    admin.add_user(users, "joe@example.org", "s3cret pass", scheme=scheme)
+    assert users.account("joe", "example.org").passwd.startswith(prefix)
+    assert users.verify_password("joe@example.org", "s3cret pass")
+    assert users.verify_password("JOE%example.org", "s3cret pass")          # vpopmail's user%domain
+    assert not users.verify_password("joe@example.org", "s3cret pas")
+    assert not users.verify_password("joe@example.org", "")
+    assert not users.verify_password("ann@example.org", "s3cret pass")
+    assert not users.verify_password("joe", "s3cret pass")
+    admin.set_password(users, "joe@example.org", "new one", scheme="sha512")
+    assert users.verify_password("joe@example.org", "new one")
+    assert not users.verify_password("joe@example.org", "s3cret pass")
+
+
+def test_hashes_written_by_others_verify(users, backend):  # noqa: F811
+    """Rows vpopmail (or anything using crypt(3)) wrote: $1$, $6$ and traditional DES."""
+    for name, crypted in [("md5", "$1$saltstri$YMyguxXMBpd2TEZ.vS/3q1"),
+                          ("sha", "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OT"
+                                  "LiBFdcbYEdFCoEOfaS35inz1"),
+                          ("des", "saHW9GdxihkGQ")]:
+        backend.sql("INSERT INTO vpopmail (pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, "
+                    "pw_shell) VALUES (?, 'example.org', ?, 0, 0, '', '', 'NOQUOTA')", (name, crypted))
+    assert users.verify_password("md5@example.org", "Hello world!")
+    assert users.verify_password("sha@example.org", "Hello world!")
+    from qmailpy.users.passwords import _system_crypt
+    if _system_crypt(b"x", b"ab") is not None:
+        assert users.verify_password("des@example.org", "secret")
+        assert not users.verify_password("des@example.org", "secreT")
+
+
+def test_cram_md5(users):
+    challenge = "<1896.697170952@postoffice.reston.mci.net>"          # RFC 2195's example
+    admin.add_user(users, "tim@example.org", "tanstaaftanstaaf", clear=True)
+    assert users.verify_cram_md5("tim@example.org", challenge, "b913a602c7eda7a495b4e6e7334d3890")
+    assert users.verify_cram_md5("tim@example.org", challenge, "B913A602C7EDA7A495B4E6E7334D3890")
+    assert not users.verify_cram_md5("tim@example.org", challenge, "b913a602c7eda7a495b4e6e7334d3891")
+    assert not users.verify_cram_md5("tim@example.org", "<other@challenge>", "b913a602c7eda7a495b4e6e7334d3890")
+    admin.add_user(users, "ann@example.org", "tanstaaftanstaaf")            # no pw_clear_passwd
+    assert not users.verify_cram_md5("ann@example.org", challenge, "b913a602c7eda7a495b4e6e7334d3890")
+    with pytest.raises(UsersError):
+        admin.add_user(users, "long@example.org", "x" * 17, clear=True)  # pw_clear_passwd is 16 wide
+    admin.set_password(users, "tim@example.org", "tanstaaftanstaaf")        # without --clear: emptied
+    assert not users.verify_cram_md5("tim@example.org", challenge, "b913a602c7eda7a495b4e6e7334d3890")
+
+
+def test_authenticate(users, backend):  # noqa: F811
+    admin.add_user(users, "joe@example.org", "pw", clear=True)
+    assert authenticate(users, "LOGIN", "joe@example.org", "pw", None) is True
+    assert authenticate(users, "PLAIN", "joe@example.org", "pw", None) is True
+    assert authenticate(users, "PLAIN", "joe@example.org", "wrong", None) is False
+    assert authenticate(users, "LOGIN", "nobody@example.org", "pw", None) is False
+    assert authenticate(users, "LOGIN", "joe@elsewhere.test", "pw", None) is False
+    import hmac
+    challenge = "<123.456@mx.example.org>"
+    digest = hmac.new(b"pw", challenge.encode(), "md5").hexdigest()
+    assert authenticate(users, "CRAM-MD5", "joe@example.org", digest, challenge) is True
+    assert authenticate(users, "CRAM-MD5", "joe@example.org", "0" * 32, challenge) is False
+    assert authenticate(users, "DIGEST-MD5", "joe@example.org", "pw", None) is False
+    backend.sql("UPDATE vpopmail SET pw_gid = ? WHERE pw_name = 'joe'", (NO_SMTP,))
+    assert authenticate(users, "LOGIN", "joe@example.org", "pw", None) is False
+
+
+def test_relay_window(users):
+    t = 1_700_000_000
+    assert not users.relay_allowed("192.0.2.1", t, 1800)
+    users.record_relay("192.0.2.1", t)
+    assert users.relay_allowed("192.0.2.1", t, 1800)
+    assert users.relay_allowed("192.0.2.1", t + 1799, 1800)
+    assert not users.relay_allowed("192.0.2.1", t + 1800, 1800)
+    assert not users.relay_allowed("192.0.2.2", t, 1800)
+    assert not users.relay_allowed("192.0.2.1", t, 0)
+    users.record_relay("::ffff:192.0.2.1", t + 1000)                      # a later login moves it on
+    assert users.relay_allowed("192.0.2.1", t + 2500, 1800)
+    users.record_relay("2001:db8::25", t)
+    assert users.relays() == [("192.0.2.1", t + 1000), ("2001:db8::25", t)]
+    assert users.purge_relay(t) == 1                                       # vpopmail: timestamp <= cut
+    assert users.relays() == [("192.0.2.1", t + 1000)]
+
+
+def test_relay_table_made_on_demand(backend):  # noqa: F811
+    """A vpopmail database without a relay table: no relaying, and the first login creates it."""
+    users = backend.open(create=True)
+    users.domains()
+    backend.sql("DROP TABLE relay")
+    assert not users.relay_allowed("192.0.2.1", 100, 1800)
+    users.record_relay("192.0.2.1", 100)
+    assert users.relay_allowed("192.0.2.1", 100, 1800)
+
+
+def test_record_login_fills_lastauth(users, backend):  # noqa: F811
+    admin.add_user(users, "joe@example.org", "pw")
+    users.record_login("joe@example.org", "192.0.2.9", 1234)
+    rows = backend.sql("SELECT user, domain, remote_ip, timestamp FROM lastauth")
+    assert [tuple(r) for r in rows] == [("joe", "example.org", "192.0.2.9", 1234)]
+
+
+def test_database_written_by_vpopmail(backend):  # noqa: F811
+    """A domain vpopmail made: users rows only (no dir_control row), legacy quota text."""
+    users = backend.open(create=True)
+    users.domains()
+    crypted = hash_password("pw")
+    backend.sql("INSERT INTO vpopmail VALUES ('postmaster', 'legacy.test', ?, 0, 0, 'Postmaster', "
+                "'/home/vpopmail/domains/legacy.test/postmaster', '10M', 'pw')", (crypted,))
+    reader = backend.open()
+    assert reader.has_domain("legacy.test")
+    box = reader.lookup("postmaster", "legacy.test")
+    assert box.dir == "/home/vpopmail/domains/legacy.test/postmaster" and box.quota == "10485760S"
+    assert reader.verify_password("postmaster@legacy.test", "pw")
+    assert reader.domains() == (["legacy.test"], {})
+
+
+def test_missing_sqlite_file_is_an_empty_database(home):
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.users.base import open_users
+    users = open_users(home.root, Controls(home.root, {}))
+    assert not users.has_domain("example.org")
+    assert users.lookup("joe", "example.org") is None
+    assert not users.verify_password("joe@example.org", "pw")
+    assert not os.path.exists(os.path.join(home.root, "users"))
+
+
+def test_vpopmaildir_control(backend, tmp_path):  # noqa: F811
+    backend.home.control("vpopmaildir", str(tmp_path / "vpop") + "\n")
+    users = backend.open(create=True)
+    admin.add_domain(users, "example.org")
+    box = admin.add_user(users, "joe@example.org", "pw")
+    assert box.dir == str(tmp_path / "vpop" / "domains" / "example.org" / "joe")
+    assert os.path.isdir(os.path.join(box.dir, "Maildir", "new"))
+

@@ -1,0 +1,84 @@
+"""chkuser's recipient check against both backends: users, catch-alls, alias files, lists."""
+import os
+
+import pytest
+
+from mysql_fixture import backend  # noqa: F401 (fixture)
+from qmailpy.users import admin, chkuser
+from qmailpy.users.chkuser import NOTOURS, NOUSER, OK, check_recipient
+from qmailpy.users.schema import BOUNCE_MAIL
+
+
+@pytest.fixture
+def users(backend):  # noqa: F811
+    u = backend.open(create=True)
+    admin.add_domain(u, "example.org")
+    admin.add_user(u, "joe@example.org", "pw")
+    admin.add_user(u, "first.last@example.org", "pw")
+    return u
+
+
+def put(users, name, text=""):
+    path = os.path.join(users.domain_dir("example.org"), name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def test_users_and_strangers(users):
+    assert check_recipient(users, "joe@example.org") == OK
+    assert check_recipient(users, "JOE@Example.ORG") == OK
+    assert check_recipient(users, "first.last@example.org") == OK
+    assert check_recipient(users, "ann@example.org") == NOUSER
+    assert check_recipient(users, "joe@elsewhere.test") == NOTOURS
+    assert check_recipient(users, "joe") == NOTOURS
+    assert check_recipient(users, "") == NOTOURS
+
+
+def test_alias_domain(users):
+    admin.add_alias_domain(users, "example.org", "example.net")
+    assert check_recipient(users, "joe@example.net") == OK
+    assert check_recipient(users, "ann@example.net") == NOUSER
+
+
+def test_catchall_default(users):
+    path = put(users, ".qmail-default", "./catchall/Maildir/\n")
+    assert check_recipient(users, "anybody@example.org") == OK
+    os.unlink(path)
+    assert check_recipient(users, "anybody@example.org") == NOUSER
+
+
+def test_vpopmail_bounce_default_is_no_catchall(users):
+    put(users, ".qmail-default", "| /home/vpopmail/bin/vdelivermail '' bounce-no-mailbox\n")
+    assert check_recipient(users, "anybody@example.org") == NOUSER
+    assert check_recipient(users, "joe@example.org") == OK
+
+
+def test_alias_files(users):
+    put(users, ".qmail-info", "&joe@example.org\n")
+    put(users, ".qmail-sales:team", "&joe@example.org\n")        # qmail: dots become colons
+    put(users, ".qmail-lists-default", "|true\n")
+    assert check_recipient(users, "info@example.org") == OK
+    assert check_recipient(users, "sales.team@example.org") == OK
+    assert check_recipient(users, "lists-anything@example.org") == OK
+    assert check_recipient(users, "lists@example.org") == NOUSER
+    assert check_recipient(users, "infox@example.org") == NOUSER
+    assert check_recipient(users, "../.qmail-info@example.org") == NOUSER
+
+
+def test_ezmlm_list(users):
+    put(users, "news/mailinglist", "")
+    assert check_recipient(users, "news-subscribe@example.org") == OK
+    assert check_recipient(users, "news@example.org") == NOUSER
+
+
+def test_bounce_mail_flag(users, backend):  # noqa: F811
+    backend.sql("UPDATE vpopmail SET pw_gid = ? WHERE pw_name = 'joe'", (BOUNCE_MAIL,))
+    assert check_recipient(users, "joe@example.org") == NOUSER
+
+
+def test_replies():
+    assert chkuser.reply_for(NOUSER) == "511 sorry, no mailbox here by that name (#5.1.1 - chkuser)"
+    assert chkuser.reply_for(OK) is None and chkuser.reply_for(NOTOURS) is None
+    assert chkuser.RESOURCE.startswith("451 ")

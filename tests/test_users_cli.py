@@ -1,0 +1,99 @@
+"""qmail-users run as the real program (bin/qmail-users) on a scratch home, both backends."""
+import os
+import time
+
+from mysql_fixture import backend  # noqa: F401 (fixture)
+
+
+def ok(result):
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return result.stdout.decode()
+
+
+def test_domain_and_user_lifecycle(backend):  # noqa: F811
+    home = backend.home
+    run = home.run
+    ok(run("qmail-users", "adddomain", "Example.ORG"))
+    assert ok(run("qmail-users", "list")).splitlines() == ["example.org"]
+    ok(run("qmail-users", "adduser", "joe@example.org", "-p", "secret", "-q", "10M"))
+    ok(run("qmail-users", "adduser", "ann@example.org", "--clear", "--scheme", "sha512", input=b"annpw\n"))
+    lines = ok(run("qmail-users", "list", "example.org")).splitlines()
+    vdir = os.path.join(home.root, "vpopmail", "domains", "example.org")
+    assert lines == ["ann@example.org\tNOQUOTA\t%s/ann/Maildir" % vdir,
+                     "joe@example.org\t10485760S\t%s/joe/Maildir" % vdir]
+    assert os.path.isdir(os.path.join(vdir, "joe", "Maildir", "new"))
+    with open(os.path.join(vdir, "joe", "Maildir", "maildirsize")) as f:
+        assert f.readline() == "10485760S\n"
+
+    info = ok(run("qmail-users", "info", "ann@example.org"))
+    assert "passwd:       $6$" in info and "clear passwd: yes" in info and "quota:        NOQUOTA" in info
+
+    users = backend.open()
+    assert users.verify_password("joe@example.org", "secret")
+    assert users.verify_password("ann@example.org", "annpw")
+    ok(run("qmail-users", "passwd", "joe@example.org", "-p", "changed"))
+    assert users.verify_password("joe@example.org", "changed")
+    assert not users.verify_password("joe@example.org", "secret")
+    assert "5000000S" in ok(run("qmail-users", "setquota", "joe@example.org", "5000000"))
+    assert users.lookup("joe", "example.org").quota == "5000000S"
+
+    ok(run("qmail-users", "addaliasdomain", "example.org", "example.net"))
+    assert ok(run("qmail-users", "list")).splitlines() == ["example.org", "example.net -> example.org"]
+    assert users.lookup("joe", "example.net").domain == "example.org"
+
+    ok(run("qmail-users", "deluser", "joe@example.org"))
+    assert users.lookup("joe", "example.org") is None
+    assert not os.path.exists(os.path.join(vdir, "joe"))
+    ok(run("qmail-users", "deldomain", "example.org"))
+    assert ok(run("qmail-users", "list")).splitlines() == []
+    assert not os.path.exists(vdir)
+
+
+def test_refusals_exit_1(backend):  # noqa: F811
+    run = backend.home.run
+    ok(run("qmail-users", "adddomain", "example.org"))
+    for args in (["adddomain", "example.org"], ["adduser", "joe@nowhere.test", "-p", "x"],
+                 ["deluser", "joe@example.org"], ["info", "joe@example.org"],
+                 ["setquota", "joe@example.org", "10M"], ["list", "nowhere.test"],
+                 ["adduser", "joe@example.org", "-p", "x" * 17, "--clear"],
+                 ["addaliasdomain", "a.test", "b.test"]):
+        r = run("qmail-users", *args)
+        assert r.returncode == 1, args
+        assert r.stderr.startswith(b"qmail-users: "), args
+
+
+def test_rcpthosts_follows_domains(home):
+    home.control("rcpthosts", "localhost\nmx.example.com\n")
+    home.run("qmail-users", "adddomain", "example.org")
+    home.run("qmail-users", "addaliasdomain", "example.org", "example.net")
+    with open(os.path.join(home.root, "control", "rcpthosts")) as f:
+        assert f.read() == "localhost\nmx.example.com\nexample.org\nexample.net\n"
+    ok(home.run("qmail-users", "deldomain", "example.org"))
+    with open(os.path.join(home.root, "control", "rcpthosts")) as f:
+        assert f.read() == "localhost\nmx.example.com\nexample.net\n"
+
+
+def test_no_rcpthosts_file_is_left_alone(home):
+    r = home.run("qmail-users", "adddomain", "example.org")
+    assert r.returncode == 0 and b"rcpthosts" in r.stderr
+    assert not os.path.exists(os.path.join(home.root, "control", "rcpthosts"))
+
+
+def test_pop_before_smtp_verbs(backend):  # noqa: F811
+    run = backend.home.run
+    ok(run("qmail-users", "openrelay", "192.0.2.7"))
+    users = backend.open()
+    assert users.relay_allowed("192.0.2.7", time.time(), 1800)
+    assert ok(run("qmail-users", "relays")).startswith("192.0.2.7\t")
+    assert ok(run("qmail-users", "clearopensmtp")) == "cleared 0 relay entries\n"
+    backend.sql("UPDATE relay SET timestamp = ?", (int(time.time()) - 3600,))
+    assert ok(run("qmail-users", "clearopensmtp")) == "cleared 1 relay entry\n"     # popbeforesmtptimeout 1800
+    assert ok(run("qmail-users", "relays")) == ""
+
+
+def test_database_down_exits_111(home):
+    home.control("usersdb", "127.0.0.1|1|root||vpopmail\n")
+    started = time.monotonic()
+    r = home.run("qmail-users", "list")
+    assert r.returncode == 111 and b"database unavailable" in r.stderr
+    assert time.monotonic() - started < 10

@@ -1,0 +1,131 @@
+"""A database that cannot answer is UsersUnavailable (451 / defer), quickly, never "no such user"."""
+import socket
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from mysql_fixture import backend  # noqa: F401 (fixture)
+from qmailpy.ctl.reader import Controls
+from qmailpy.users import admin
+from qmailpy.users.auth import authenticate
+from qmailpy.users.base import UsersUnavailable, open_users
+from qmailpy.users.chkuser import check_recipient
+
+
+def users_at(home, line, timeout=5.0):
+    home.control("usersdb", line + "\n")
+    return open_users(home.root, Controls(home.root, {}), timeout=timeout)
+
+
+QUESTIONS = [
+    lambda u: u.has_domain("example.org"),
+    lambda u: u.domain_of("example.org"),
+    lambda u: u.lookup("joe", "example.org"),
+    lambda u: u.verify_password("joe@example.org", "pw"),
+    lambda u: u.verify_cram_md5("joe@example.org", "<1.2@x>", "0" * 32),
+    lambda u: u.relay_allowed("192.0.2.1", time.time(), 1800),
+    lambda u: u.record_relay("192.0.2.1", time.time()),
+    lambda u: check_recipient(u, "joe@example.org"),
+]
+
+
+@pytest.mark.parametrize("ask", QUESTIONS)
+def test_refused_port_is_unavailable_at_once(home, ask):
+    users = users_at(home, "127.0.0.1|1|root||vpopmail")     # opening does not connect
+    started = time.monotonic()
+    with pytest.raises(UsersUnavailable):
+        ask(users)
+    assert time.monotonic() - started < 2
+
+
+def test_authenticate_says_cannot_tell(home):
+    users = users_at(home, "127.0.0.1|1|root||vpopmail")
+    assert authenticate(users, "LOGIN", "joe@example.org", "pw", None) is None
+    assert authenticate(users, "CRAM-MD5", "joe@example.org", "0" * 32, "<1.2@x>") is None
+
+
+def test_silent_server_times_out(home):
+    """A server that accepts and never speaks: bounded by the time-out, then unavailable."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(5)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        users = users_at(home, "127.0.0.1|%d|root||vpopmail" % srv.getsockname()[1], timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(UsersUnavailable):
+            users.lookup("joe", "example.org")
+        assert 0.5 < time.monotonic() - started < 4
+    finally:
+        stop.set()
+        t.join()
+        for c in held:
+            c.close()
+        srv.close()
+
+
+@pytest.mark.parametrize("line", ["localhost", "127.0.0.1|x|root||db", "127.0.0.1|3306|root||"])
+def test_malformed_usersdb_is_unavailable(home, line):
+    with pytest.raises(UsersUnavailable):
+        users_at(home, line).has_domain("example.org")
+
+
+def test_unknown_database_is_unavailable(home):
+    from mysql_fixture import mysql_admin
+    conn = mysql_admin()
+    if conn is None:
+        pytest.skip("no MySQL/MariaDB")
+    conn.close()
+    with pytest.raises(UsersUnavailable):
+        users_at(home, "127.0.0.1|3306|root||qmailpy_no_such_db_%d" % time.time_ns()).lookup("a", "b.c")
+
+
+def test_locked_sqlite_is_unavailable(home):
+    users = open_users(home.root, Controls(home.root, {}), create=True)
+    admin.add_domain(users, "example.org")
+    users.close()
+    locker = sqlite3.connect(users.db.path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        reader = open_users(home.root, Controls(home.root, {}), timeout=0.2)
+        started = time.monotonic()
+        with pytest.raises(UsersUnavailable):
+            reader.has_domain("example.org")
+        assert time.monotonic() - started < 2
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert open_users(home.root, Controls(home.root, {})).has_domain("example.org")
+
+
+def test_unreadable_control_is_unavailable(home):
+    import os
+    os.mkdir(os.path.join(home.root, "control", "usersdb"))     # reading it fails, even as root
+    with pytest.raises(UsersUnavailable):
+        open_users(home.root, Controls(home.root, {}))
+
+
+def test_mysql_connection_dropped_while_idle_is_reopened(backend):  # noqa: F811
+    """vmysql.c's rebuild after MySQL's wait_timeout: a killed idle connection is reopened once."""
+    if backend.kind != "mysql":
+        pytest.skip("MySQL only")
+    users = backend.open(create=True)
+    admin.add_domain(users, "example.org")
+    (conn_id,), = users.db.query("SELECT CONNECTION_ID()")
+    backend.mysql.execute("KILL %s" % int(conn_id))
+    assert users.has_domain("example.org")
+    (new_id,), = users.db.query("SELECT CONNECTION_ID()")
+    assert new_id != conn_id
