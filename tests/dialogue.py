@@ -6,6 +6,9 @@ File format (tests/dialogues/*.txt), one directive per line:
     @env NAME=VALUE          environment of qmail-smtpd
     @tcprules RULE           a tcprules line for tcpserver -x (in-process: the same cdb lookup)
     @checkpassword           AUTH is checked by tests/checkpassword.py (good@example.org / secret)
+    @domain DOMAIN           a hosted domain in the home's users database (SQLite)
+    @user ADDRESS PASSWORD [clear]   a mailbox user
+    @poprelay IP [AGE]       a POP3 login from IP, AGE seconds ago (default now)
     C: text                  client sends text + CRLF
     C~ text                  client sends raw text with \\r \\n \\t \\0 \\xHH escapes, nothing added
     S: text                  expected server line; '*' matches any run of characters
@@ -48,6 +51,7 @@ class Dialogue:
         self.queued = []           # [(envelope records, message lines)]
         self.expect_closed = False
         self.checkpassword = False
+        self.users = []
         with open(path, encoding="utf-8", newline="") as f:
             for line in f.read().split("\n"):
                 self._parse(line)
@@ -61,6 +65,9 @@ class Dialogue:
         elif line.startswith("@env "):
             name, _, value = line[5:].partition("=")
             self.env[name] = value
+        elif line.split(" ")[0] in ("@domain", "@user", "@poprelay"):
+            cmd, *args = line[1:].split(" ")
+            self.users.append((cmd, args))
         elif line == "@checkpassword":
             self.checkpassword = True
         elif line.startswith("@tcprules "):

@@ -28,12 +28,28 @@ def setup_home(tmp_path, d):
     for name, text in d.controls.items():
         home.control(name, text)
     create_queue(home.root)
+    if d.users:
+        make_users(home, d.users)
     cdb = None
     if d.tcprules:
         cdb = str(tmp_path / "tcp.cdb")
         rules = "".join(r + "\n" for r in d.tcprules).encode()
         subprocess.run(["tcprules", cdb, cdb + ".tmp"], input=rules, check=True)
     return home, cdb
+
+
+def make_users(home, commands):
+    """Run the @domain/@user/@poprelay directives through the users admin API."""
+    from qmailpy.users import admin, open_users
+    users = open_users(home.root, Controls(home.root), create=True)
+    for cmd, args in commands:
+        if cmd == "domain":
+            admin.add_domain(users, args[0])
+        elif cmd == "user":
+            admin.add_user(users, args[0], args[1], clear="clear" in args[2:])
+        elif cmd == "poprelay":
+            users.record_relay(args[0], time.time() - int(args[1]) if len(args) > 1 else time.time())
+    users.close()
 
 
 # -- in-process
@@ -54,16 +70,25 @@ class FakeJob:
 
 
 class FakeServices:
+    """Services for in-process sessions: fake queue and clock, the home's real users database."""
     pid = 4242
 
-    def __init__(self):
+    def __init__(self, controls=None, checkpassword=False):
         self.queued, self.logged = [], []
+        self.controls, self.checkpassword = controls, checkpassword
+        self._users = None
+
+    def users(self):
+        if self._users is None:
+            from qmailpy.users import open_users
+            self._users = open_users(self.controls.home, self.controls)
+        return self._users
 
     def log(self, event, **fields):
         self.logged.append((event, fields))
 
     def now(self):
-        return 1700000000
+        return time.time()        # the relay table (POP-before-SMTP) is written with real times
 
     def sleep(self, seconds):
         pass
@@ -75,7 +100,10 @@ class FakeServices:
         return FakeJob(self.queued, 999)
 
     def authenticate(self, mech, user, secret, challenge):
-        return user == "good@example.org" and secret == "secret"
+        if self.checkpassword:          # what tests/checkpassword.py accepts
+            return user == "good@example.org" and secret == "secret"
+        from qmailpy.users.auth import authenticate
+        return authenticate(self.users(), mech, user, secret, challenge)
 
 
 @pytest.mark.parametrize("path", FILES, ids=os.path.basename)
@@ -86,8 +114,9 @@ def test_in_process(tmp_path, path):
     if cdb:
         rule = tcprules_lookup(open_cdb(cdb), env["TCPREMOTEIP"])
         env.update(rule[2] if rule else {})
-    services = FakeServices()
-    session = Session(SmtpdConfig(Controls(home.root, env), env), services)
+    controls = Controls(home.root, env)
+    services = FakeServices(controls, d.checkpassword)
+    session = Session(SmtpdConfig(controls, env), services)
     greeting = session.start()
     steps = [(b"", d.steps[0][1])] if not d.steps[0][0] else []
     first = True
@@ -133,7 +162,8 @@ def queued_messages(home):
     """(envelope records, message after qmail-queue's Received line) of each todo entry, oldest first."""
     todo = os.path.join(home.root, "queue", "todo")
     out = []
-    for name in sorted(os.listdir(todo), key=int):
+    by_age = lambda name: (os.stat(os.path.join(todo, name)).st_mtime_ns, int(name))   # noqa: E731
+    for name in sorted(os.listdir(todo), key=by_age):
         with open(os.path.join(home.root, "queue", "intd", name), "rb") as f:
             records = f.read().split(b"\0")
         env = [r.decode("utf-8", "surrogateescape") for r in records if r[:1] in (b"F", b"T")]

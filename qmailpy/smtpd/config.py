@@ -46,6 +46,9 @@ class SmtpdConfig:
         self.authsender = v("authsender")
         self.smdcheck = v("smdcheck")
         self.periplimit = v("periplimit")
+        self.userchk = v("userchk")
+        self.popbeforesmtp = v("popbeforesmtp")
+        self.pop_window = v("popbeforesmtptimeout")
         self.relayclient = environ.get("RELAYCLIENT")      # None: not set
         rcpthosts = controls.value("rcpthosts")
         self.rcpthosts = None if rcpthosts is None else HostList(rcpthosts)

@@ -6,7 +6,7 @@ be in rcpthosts/morercpthosts.cdb unless the client may relay.
 """
 from qmailpy.proto import replies as R
 from qmailpy.proto.grammar import apply_localiphost, lower_ascii, parse_path, split_address
-from qmailpy.smtpd.relay import rcpthosts_ok, relay_reason
+from qmailpy.smtpd.relay import POP_UNKNOWN, rcpthosts_ok, relay_reason
 
 
 class Transaction:
@@ -71,18 +71,43 @@ def rcpt_to(session, arg):
     if mail.badmailfrom is not None:
         log("refused", rule="control/badmailfrom:%d" % mail.badmailfrom.line_number, sender="<%s>" % mail.sender)
         return R.BADMAILFROM
-    reason = relay_reason(cfg, mail.sender, session.auth_user)
     local = rcpthosts_ok(cfg, addr)
+    reason = None if local and cfg.relayclient is None else relay_reason(
+        cfg, mail.sender, session.auth_user, session.pop_relay)
+    if reason == POP_UNKNOWN:
+        log("tempfail", rule="popbeforesmtp", reason="users database unavailable")
+        return R.USERS_TEMPFAIL
     if reason is None and not local:
         log("refused", rule="rcpthosts", rcpt="<%s>" % addr)
         return R.NOT_RCPTHOSTS
-    if reason is not None and not local and cfg.smdcheck and mail.sender and not rcpthosts_ok(cfg, mail.sender):
-        log("refused", rule="smdcheck", relay=reason, sender="<%s>" % mail.sender)
-        return R.INVALID_SENDER
+    if not local and mail.sender and not rcpthosts_ok(cfg, mail.sender):
+        if cfg.smdcheck or reason == "pop":      # pop: H-Sphere's "local sender, remote recipient"
+            log("refused", rule="smdcheck" if cfg.smdcheck else "popbeforesmtp", relay=reason,
+                sender="<%s>" % mail.sender)
+            return R.INVALID_SENDER
     if reason == "RELAYCLIENT":
         addr += cfg.relayclient
+    elif cfg.userchk:
+        refusal = _chkuser(session, addr)
+        if refusal:
+            return refusal
     if cfg.maxrcpt and len(mail.recipients) >= cfg.maxrcpt:
         log("refused", rule="maxrecepients", rcpt="<%s>" % addr)
         return R.TOO_MANY_RCPTS
     mail.recipients.append(addr)
     return R.OK
+
+
+def _chkuser(session, addr):
+    """userchk: the refusal for a missing mailbox of a hosted domain, or None."""
+    from qmailpy.users import UsersUnavailable
+    from qmailpy.users import chkuser
+    try:
+        result = chkuser.check_recipient(session.services.users(), addr)
+    except UsersUnavailable as e:
+        session.services.log("tempfail", rule="userchk", reason=str(e))
+        return chkuser.RESOURCE
+    if result == chkuser.NOUSER:
+        session.services.log("refused", rule="userchk", rcpt="<%s>" % addr)
+        return chkuser.CHKUSR_06_NORCPT
+    return None

@@ -31,6 +31,15 @@ class Services:
         self.pid = os.getpid()
         self.now = time.time
         self.sleep = time.sleep
+        self.controls = None
+        self._users = None
+
+    def users(self):
+        """The mailbox users database, opened on first use (never for a plain session)."""
+        if self._users is None:
+            from qmailpy.users import open_users
+            self._users = open_users(self.controls.home, self.controls)
+        return self._users
 
     def start_queue(self):
         return QueueJob(queue_program(self.environ), self.environ)
@@ -39,7 +48,8 @@ class Services:
         if self.argv:
             from qmailpy.smtpd.checkpassword import checkpassword
             return checkpassword(self.argv, user, secret, challenge, self.environ)
-        return None
+        from qmailpy.users.auth import authenticate
+        return authenticate(self.users(), mech, user, secret, challenge)
 
     def auth_delay(self):
         self.sleep(float(self.environ.get("AUTHFAILDELAY", AUTH_FAILURE_DELAY)))
@@ -57,6 +67,7 @@ def serve(fd_in, fd_out, environ, argv=()):
     try:
         controls = Controls(paths.qmailhome(environ), environ)
         cfg = SmtpdConfig(controls, environ)
+        services.controls = controls
     except ControlError as e:
         log("error", reason=str(e))
         write_all(fd_out, (R.NO_CONTROLS + "\r\n").encode())

@@ -2,10 +2,25 @@
 from qmailpy.proto.grammar import lower_ascii, split_address
 
 
-def relay_reason(cfg, sender, auth_user):
-    """Why the client may send to any domain, or None. The names go to the log."""
+POP_UNKNOWN = "pop?"     # the relay table could not be read: no decision
+
+
+def relay_reason(cfg, sender, auth_user, pop=None):
+    """Why the client may send to any domain, or None. The names go to the log.
+
+    `pop()` asks the POP-before-SMTP relay table (True, False, or None when
+    the database is down). A POP3 login happened before this connection, so
+    when both apply it was established before SMTP AUTH and wins, as the
+    H-Sphere spec asks ("uses the one that was established first").
+    """
     if cfg.relayclient is not None:
         return "RELAYCLIENT"
+    if pop is not None and cfg.popbeforesmtp:
+        recorded = pop()
+        if recorded:
+            return "pop"
+        if recorded is None and auth_user is None:
+            return POP_UNKNOWN
     if auth_user is not None:
         return "auth"
     if cfg.relayclients and cfg.relayclients.matches(cfg.peer.ip):

@@ -30,9 +30,26 @@ class Session:
         self.data = None            # DataReader while in DATA
         self.job = None             # queue job while in DATA
         self.pending = b""
+        self.started = None         # connection time: when POP-before-SMTP is judged
+        self._pop = None            # cached relay-table answer
+
+    def pop_relay(self):
+        """Did this client IP log in over POP3 within the window before connecting?
+
+        True/False, or None when the users database cannot answer (asked once).
+        """
+        if self._pop is None:
+            from qmailpy.users import UsersUnavailable
+            try:
+                self._pop = self.services.users().relay_allowed(
+                    self.cfg.peer.ip, self.started, self.cfg.pop_window)
+            except UsersUnavailable:
+                return None
+        return self._pop
 
     # -- driver interface
     def start(self):
+        self.started = self.services.now()
         self.services.log("connect", ip=self.cfg.peer.ip, host=self.cfg.peer.host)
         self.reply(R.GREETING.format(greeting=self.cfg.greeting))
         return self.flush()
