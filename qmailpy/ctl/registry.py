@@ -156,6 +156,8 @@ CONTROLS = (
     _c("timeoutqueue", NUMBER, 86400, "queue", QUEUE, "Seconds qmail-queue may take for one message."),
     # -- remote
     _c("helohost", LINE, ME, "remote", REMOTE, "Name qmail-remote gives in HELO/EHLO."),
+    _c("moreipme", LIST, (), "remote", REMOTE,
+       "More IP addresses of this host (behind NAT), for qmail-remote's 'I am the best MX' check."),
     _c("smtproutes", LIST, (), "remote", REMOTE, "'domain:relay[:port]' lines; ':relay' routes everything."),
     _c("outgoingip", LINE, "", "remote", REMOTE, "Source IP for outgoing connections; empty = any.",
        keep_empty=True),

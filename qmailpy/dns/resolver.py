@@ -1,0 +1,184 @@
+"""Ask DNS and classify the outcome as qmail's dns.c does: ok, hard or soft.
+
+qmail's rules (dns.c resolve() over the C library's res_query()):
+  ok    NOERROR with records in the answer section. The wanted type may still
+        be missing (an answer holding only a CNAME): values is then empty,
+        which qmail-remote treats differently from NODATA.
+  hard  NXDOMAIN, or NOERROR with an empty answer section (NODATA): the name
+        or the record does not exist; the caller may give up for good.
+  soft  SERVFAIL, REFUSED and other error codes, time-outs, network errors,
+        unparseable answers: try again later.
+Servers are asked in turn for `attempts` rounds, `timeout` seconds per try, so
+a lookup never takes longer than servers * attempts * timeout; an ok or hard
+answer ends it, a soft one moves on to the next server. Queries go over UDP
+without EDNS, like qmail's resolver; an answer with the TC bit is asked
+again over TCP (the big-DNS patch: answers beyond 512 bytes work).
+dnspython is imported by the methods, never at module import.
+"""
+OK, HARD, SOFT = "ok", "hard", "soft"
+
+
+class Answer:
+    """status (OK/HARD/SOFT), values (list, type depends on the method) and a short reason.
+
+    reason: "" when ok, else nxdomain, nodata, badname, timeout, servfail,
+    refused, connrefused, ... (the last problem seen; for logs, not for decisions).
+    """
+    __slots__ = ("status", "values", "reason")
+
+    def __init__(self, status, values=(), reason=""):
+        self.status, self.values, self.reason = status, list(values), reason
+
+    @property
+    def ok(self):
+        return self.status == OK
+
+    def __repr__(self):
+        return "Answer(%r, %r, %r)" % (self.status, self.values, self.reason)
+
+
+class Resolver:
+    """One configured resolver; share it for every lookup of a program run.
+
+    Resolver(environ) reads $DNSCACHEIP / resolv.conf (see qmailpy.dns.servers);
+    Resolver(config=Config(...)) takes explicit servers and time-outs.
+    """
+
+    def __init__(self, environ=None, config=None, resolv_conf="/etc/resolv.conf"):
+        if config is None:
+            from qmailpy.dns import servers
+            config = servers.load(environ, resolv_conf)
+        self.config = config
+
+    # -- the record types qmail and its patches use
+    def a(self, name):
+        """IPv4 addresses (strings) of name."""
+        return self._values(name, "A", lambda rd: rd.address)
+
+    def aaaa(self, name):
+        """IPv6 addresses (strings) of name."""
+        return self._values(name, "AAAA", lambda rd: rd.address)
+
+    def mx(self, name):
+        """(preference, exchange) pairs in answer order; exchange without the final dot."""
+        return self._values(name, "MX", lambda rd: (rd.preference, _text(rd.exchange)))
+
+    def txt(self, name):
+        """TXT records, each one's character-strings joined (SPF, DNSBL texts)."""
+        return self._values(name, "TXT", lambda rd: b"".join(rd.strings).decode("utf-8", "replace"))
+
+    def ptr(self, ip):
+        """Host names (without the final dot) of an IPv4 or IPv6 address."""
+        import dns.exception
+        import dns.reversename
+        try:
+            qname = dns.reversename.from_address(ip)
+        except (ValueError, TypeError, dns.exception.DNSException):
+            return Answer(HARD, (), "badname")
+        return self._values(qname, "PTR", lambda rd: _text(rd.target))
+
+    def addresses(self, name, families=("A", "AAAA")):
+        """A then AAAA records of name, as qmail-remote expands one MX host.
+
+        ok when any address was found (a soft failure of the other family is
+        then only in reason), soft when none was found and a query failed
+        softly, hard otherwise; NXDOMAIN on the first query ends the lookup.
+        """
+        values, soft, last = [], None, None
+        for rdtype in families:
+            got = self._values(name, rdtype, lambda rd: rd.address)
+            if got.status == HARD and got.reason in ("nxdomain", "badname"):
+                if not values and soft is None:
+                    return got
+                break
+            values.extend(got.values)
+            if got.status == SOFT:
+                soft = got
+            last = got
+        if values:
+            return Answer(OK, values, soft.reason if soft else "")
+        if soft is not None:
+            return soft
+        return last if last is not None else Answer(HARD, (), "nodata")
+
+    # -- transport and classification
+    def _values(self, name, rdtype, convert):
+        got, records = self.query(name, rdtype)
+        if got.status == OK:
+            got.values = [convert(rd) for rd in records]
+        return got
+
+    def query(self, name, rdtype):
+        """(Answer without values, rdata list of type rdtype) for name (str, bytes or dns.name.Name)."""
+        import dns.exception
+        import dns.flags
+        import dns.message
+        import dns.query
+        import dns.rcode
+        import dns.rdatatype
+        qname = _qname(name)
+        if qname is None:
+            return Answer(HARD, (), "badname"), []
+        wanted = dns.rdatatype.from_text(rdtype)
+        query = dns.message.make_query(qname, wanted, use_edns=False)
+        reason = "noserver"
+        timeout = self.config.timeout
+        for _ in range(max(1, self.config.attempts)):
+            for ip, port in self.config.servers:
+                try:
+                    response = dns.query.udp(query, ip, timeout=timeout, port=port, ignore_unexpected=True)
+                    if response.flags & dns.flags.TC:
+                        response = dns.query.tcp(query, ip, timeout=timeout, port=port)
+                except dns.exception.Timeout:
+                    reason = "timeout"
+                    continue
+                except ConnectionRefusedError:
+                    reason = "connrefused"
+                    continue
+                except (OSError, EOFError, ValueError, dns.exception.DNSException):
+                    reason = "error"
+                    continue
+                rcode = response.rcode()
+                if rcode == dns.rcode.NXDOMAIN:
+                    return Answer(HARD, (), "nxdomain"), []
+                if rcode != dns.rcode.NOERROR:
+                    reason = dns.rcode.to_text(rcode).lower()
+                    continue
+                if not response.answer:
+                    return Answer(HARD, (), "nodata"), []
+                records = [rd for rrset in response.answer if rrset.rdtype == wanted for rd in rrset]
+                return Answer(OK), records
+        return Answer(SOFT, (), reason), []
+
+
+def _text(name):
+    """A name as text without the final dot; the root (a null MX) is ""."""
+    return "" if len(name.labels) <= 1 else name.to_text(True)
+
+
+def _qname(name):
+    """A dns.name.Name for name, or None when it cannot be a domain name.
+
+    Bytes keep their raw labels (qmail sends what it got, no IDNA); an ASCII
+    str goes through dnspython's text form (escapes allowed); other str is
+    taken as UTF-8 raw labels.
+    """
+    import dns.exception
+    import dns.name
+    if isinstance(name, dns.name.Name):
+        return name.derelativize(dns.name.root)
+    try:
+        if isinstance(name, str) and name.isascii():
+            if not name or name == ".":
+                return None
+            return dns.name.from_text(name)
+        if isinstance(name, str):
+            name = name.encode("utf-8", "surrogateescape")
+        if name.endswith(b"."):
+            name = name[:-1]
+        labels = name.split(b".")
+        if not name or not all(labels):
+            return None
+        return dns.name.Name(labels + [b""])
+    except (dns.exception.DNSException, ValueError, UnicodeError):
+        return None

@@ -1,0 +1,66 @@
+"""This host's addresses, for qmail's "I'm listed as a best-preference MX" rule (ipme.c).
+
+Like qmail: the IPv4 addresses of the configured interfaces (one
+SIOCGIFCONF ioctl, no DNS), plus 127.0.0.1 and 0.0.0.0 (netqmail adds
+it), plus the IPv6 addresses from /proc/net/if_inet6 and ::1, plus the
+entries of control/moreipme when the registry knows that control. Cheap:
+no name lookups, computed only when a delivery goes by MX.
+"""
+import ipaddress
+import socket
+import struct
+
+SIOCGIFCONF = 0x8912
+ALWAYS = ("127.0.0.1", "0.0.0.0", "::1", "::")
+
+
+def norm(ip):
+    """The canonical text of an address (so "::0001" and "::1" compare equal), else None."""
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return None
+
+
+def interface_ipv4():
+    """IPv4 addresses of all interfaces (Linux SIOCGIFCONF); empty when unavailable."""
+    try:
+        import array
+        import fcntl
+    except ImportError:
+        return []
+    size = 40 if struct.calcsize("P") == 8 else 32      # struct ifreq
+    buf = array.array("B", bytes(size * 128))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            req = struct.pack("iP", len(buf), buf.buffer_info()[0])
+            got = fcntl.ioctl(s.fileno(), SIOCGIFCONF, req)
+    except OSError:
+        return []
+    length = struct.unpack("iP", got)[0]
+    data = buf.tobytes()[:length]
+    return [socket.inet_ntoa(data[i + 20:i + 24]) for i in range(0, length - size + 1, size)]
+
+
+def interface_ipv6(path="/proc/net/if_inet6"):
+    """IPv6 addresses of all interfaces (Linux); empty when unavailable."""
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                hexaddr = line.split()[0] if line.split() else ""
+                if len(hexaddr) == 32:
+                    out.append(str(ipaddress.IPv6Address(bytes.fromhex(hexaddr))))
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def my_addresses(more=()):
+    """frozenset of canonical address texts that are "me"."""
+    found = set()
+    for ip in (*ALWAYS, *interface_ipv4(), *interface_ipv6(), *more):
+        n = norm(ip)
+        if n is not None:
+            found.add(n)
+    return frozenset(found)

@@ -1,0 +1,163 @@
+"""qmail-remote host sender recip...: deliver the message on fd 0, report on fd 1.
+
+qmail-rspawn reads the \\0-terminated reports (qmailpy.remote.report) and
+the exit code is 0 whenever reports were printed, failures included, as
+qmail's zerodie() does (usage and set-up problems too: they are D/Z
+reports). 111 means an internal bug: no report, qmail-rspawn defers with
+"Unable to run qmail-remote." run() holds the work so a pre-forked launcher
+can call it without an exec.
+
+Order of work follows qmail-remote.c main(): arguments, home, controls,
+smtproutes, address quoting, the message, DNS (relay: its addresses only;
+else MX with the implicit-MX fallback), the best-preference-MX rule,
+then each address not marked down in queue/lock/tcpto, until one connection
+is made.
+"""
+import os
+import sys
+import time
+
+from qmailpy.remote import report as R
+
+PREF_NONE = 100000      # qmail's prefme when none of the addresses is mine
+PREF_RELAY = 300000     # a relay from smtproutes is never "me"
+
+
+def _read_message(fd):
+    chunks = []
+    try:
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    except OSError:
+        raise R.Stop(R.READ) from None
+
+
+def _settings(home, environ):
+    """The controls qmail-remote reads, or Stop(Z Unable to read control files)."""
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.remote.connect import source_address
+    from qmailpy.remote.routes import parse_routes
+    controls = Controls(home, environ)
+    try:
+        got = {name: controls.value(name) for name in
+               ("timeoutremote", "timeoutconnect", "helohost", "smtproutes", "outgoingip")}
+        try:
+            got["moreipme"] = tuple(controls.value("moreipme") or ())
+        except KeyError:                # not in the registry (yet): nothing more is me
+            got["moreipme"] = ()
+    except OSError:
+        raise R.Stop(R.CONTROL) from None
+    if got["helohost"] is None:
+        raise R.Stop(R.CONTROL)
+    try:
+        got["outgoingip"] = source_address(got["outgoingip"] or "")
+    except ValueError:
+        raise R.Stop(R.NOIP) from None
+    got["helohost"] = got["helohost"].encode("utf-8", "surrogateescape")
+    got["smtproutes"] = parse_routes(got["smtproutes"] or ())
+    return got
+
+
+def _addresses(host, relay, environ, seed):
+    """(pref, ip) pairs to try, or Stop with qmail's DNS texts."""
+    from qmailpy.dns.mxip import host_ips, mx_ips
+    from qmailpy.dns.resolver import HARD, SOFT, Resolver
+    resolver = Resolver(environ)
+    got = host_ips(resolver, host) if relay else mx_ips(resolver, host, seed)
+    if got.status == HARD:
+        raise R.Stop(R.perm_dns(host))
+    if got.status == SOFT and not got.values:
+        raise R.Stop(R.DNS_SOFT)
+    if not got.values:
+        raise R.Stop(R.NOMX)
+    return got.values
+
+
+def _candidates(ips, relay, more_ipme):
+    """qmail's prefme rule: drop every address at or above my own best preference."""
+    prefme = PREF_RELAY
+    if not relay:
+        from qmailpy.remote.ipme import my_addresses, norm
+        mine = my_addresses(more_ipme)
+        prefme = min([pref for pref, ip in ips if norm(ip) in mine], default=PREF_NONE)
+    keep = [ip for pref, ip in ips if pref < prefme]
+    if not keep:
+        raise R.Stop(R.AMBIGMX)
+    return keep
+
+
+def _deliver(argv, fd0, environ, reports):
+    """All of qmail-remote's work; ends by raising Stop."""
+    from qmailpy import paths
+    from qmailpy.remote.client import smtp
+    from qmailpy.remote.connect import connect
+    from qmailpy.remote.routes import mangle, route
+    from qmailpy.remote.tcpto import TcpTo
+    from qmailpy.remote.wire import Conn, Dropped
+
+    args = [os.fsencode(a) for a in argv[1:]]
+    if len(args) < 3:
+        raise R.Stop(R.USAGE)
+    home = os.path.abspath(paths.qmailhome(environ))
+    if not os.path.isdir(home) or not os.access(home, os.X_OK):
+        raise R.Stop(R.CHDIR)
+    cfg = _settings(home, environ)
+
+    relay, port = route(cfg["smtproutes"], args[0])
+    host = relay or args[0]
+    sender = mangle(args[1])
+    recips = [mangle(r) for r in args[2:]]
+    message = _read_message(fd0)
+
+    seed = int(time.time()) + (os.getpid() << 16)
+    ips = _addresses(host, relay, environ, seed)
+    down = TcpTo(paths.queue_path(home, "lock", "tcpto"))
+    for ip in _candidates(ips, relay, cfg["moreipme"]):
+        if down.is_down(ip):
+            continue
+        sock, timed_out = connect(ip, port, cfg["timeoutconnect"], cfg["outgoingip"])
+        down.record(ip, timed_out)          # a success (timed_out False) clears the count
+        if sock is None:
+            continue
+        conn = Conn(sock, ip.encode("ascii"), cfg["timeoutremote"])
+        try:
+            smtp(conn, cfg["helohost"], sender, recips, message, reports)
+        except Dropped:
+            raise R.Stop(R.dropped(conn.partner, conn.critical)) from None
+        finally:
+            conn.close()
+    raise R.Stop(R.NOCONN)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        pass                            # qmail: _exit(0); qmail-rspawn sees what got through
+
+
+def run(argv, fd0, fd1, environ):
+    """Deliver, print the reports on fd1, return the exit code (0, or 111 on an internal bug)."""
+    reports = []
+    try:
+        try:
+            _deliver(argv, fd0, environ, reports)
+        except R.Stop as stop:
+            reports.append(stop.text + b"\0")
+    except Exception as e:              # a bug: let qmail-rspawn defer instead of bouncing
+        try:
+            os.write(2, ("qmail-remote: internal bug: %s: %s\n" % (type(e).__name__, e)).encode())
+        except OSError:
+            pass
+        return 111
+    _write_all(fd1, b"".join(reports))
+    return 0
+
+
+def main():
+    return run(sys.argv, 0, 1, os.environ)

@@ -1,0 +1,66 @@
+"""Every report qmail-remote prints for qmail-rspawn, with notqmail's exact texts.
+
+Framing (reference 3.3): zero or more recipient reports (`r`, or `h`/`s` +
+text) then one message report (`K`/`Z`/`D` + text), each ended by "\\0".
+Texts come from qmail-remote.c and keep its line breaks; the SMTP server's
+last reply follows as "Remote host said: ..." with CRs removed and NULs
+shown as "?". A run ends by raising Stop with the message report.
+"""
+from qmailpy.proto.dotstuff import PARTIAL_LINE
+
+
+class Stop(Exception):
+    """The message report that ends the run (without its "\\0")."""
+
+    def __init__(self, text):
+        super().__init__(text)
+        self.text = text
+
+
+USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n"
+CHDIR = b"ZUnable to switch to home directory. (#4.3.0)\n"
+CONTROL = b"ZUnable to read control files. (#4.3.0)\n"
+NOIP = b"Zinvalid ipaddr in control/outgoingip (#4.3.0)\n"      # outgoingip patch
+READ = b"ZUnable to read message. (#4.3.0)\n"
+OSERR = b"ZSystem resources temporarily unavailable. (#4.3.0)\n"
+NOCONN = b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n"
+DNS_SOFT = b"ZSorry, I couldn't find any host by that name. (#4.1.2)\n"
+NOMX = b"DSorry, I couldn't find a mail exchanger or IP address. (#5.4.4)\n"
+AMBIGMX = (b"DSorry. Although I'm listed as a best-preference MX or A for that host,\n"
+           b"it isn't in my control/locals file, so I don't treat it as local. (#5.4.6)\n")
+PARTIAL = b"D" + PARTIAL_LINE.encode("ascii") + b"\n"
+
+
+def safe(text):
+    """qmail's outsafe(): bytes outside 33..126 become '?'."""
+    return bytes(c if 33 <= c <= 126 else 63 for c in text)
+
+
+def perm_dns(host):
+    return b"DSorry, I couldn't find any host named " + safe(host) + b". (#5.1.2)\n"
+
+
+def said(smtptext):
+    """The "Remote host said: " tail; nothing when the server said nothing."""
+    if not smtptext:
+        return b""
+    return b"Remote host said: " + smtptext.replace(b"\0", b"?")
+
+
+def dropped(partner, critical):
+    """The connection died or timed out; after the final dot the message may have arrived."""
+    dup = b"Possible duplicate! " if critical else b""
+    return b"ZConnected to " + partner + b" but connection died. " + dup + b"(#4.4.2)\n"
+
+
+def finished(prepend, partner, append, smtptext):
+    """qmail's quit(): e.g. K + "1.2.3.4" + " accepted message" + ".\\n" + the reply."""
+    return prepend + partner + append + b".\n" + said(smtptext)
+
+
+def recipient(code, partner, smtptext):
+    """The report for one RCPT reply: r (accepted), h (5xx) or s (4xx) with the reply."""
+    if code < 400:
+        return b"r"
+    kind = b"h" if code >= 500 else b"s"
+    return kind + partner + b" does not like recipient.\n" + said(smtptext)

@@ -1,0 +1,95 @@
+"""An SMTP connection as qmail-remote uses it: timed writes and qmail's reply reader.
+
+Every read and every write waits at most `timeout` seconds (timeoutremote;
+per system call, like qmail's timeoutread/timeoutwrite, so a big message on
+a slow link is fine); a time-out, EOF or error raises Dropped. reply()
+follows qmail's smtpcode() byte for byte: the code is the first three bytes,
+lines whose fourth byte is '-' continue the reply, and the text kept for
+"Remote host said:" is the whole reply without CRs, capped at 5000 bytes.
+"""
+HUGESMTPTEXT = 5000
+CHUNK = 65536
+
+
+class Dropped(Exception):
+    """The connection died or timed out."""
+
+
+class Conn:
+    """A connected socket, the partner's address as text, the last reply's text."""
+
+    def __init__(self, sock, partner, timeout):
+        self.sock = sock
+        self.partner = partner          # bytes, as printed in reports
+        self.text = b""                 # qmail's smtptext
+        self.critical = False           # the final dot is out: a drop may duplicate
+        self._buf = b""
+        self._pos = 0
+        sock.settimeout(timeout)
+
+    def send(self, data):
+        view = memoryview(data)
+        try:
+            while view:
+                n = self.sock.send(view[:CHUNK])
+                view = view[n:]
+        except OSError:                 # socket.timeout is an OSError
+            raise Dropped() from None
+
+    def _byte(self):
+        if self._pos >= len(self._buf):
+            try:
+                self._buf = self.sock.recv(128)
+            except OSError:
+                raise Dropped() from None
+            if not self._buf:
+                raise Dropped()
+            self._pos = 0
+        ch = self._buf[self._pos]
+        self._pos += 1
+        return ch
+
+    def reply(self):
+        """The next reply's code (qmail's arithmetic: garbage gives a huge code)."""
+        text = bytearray()
+
+        def get():
+            ch = self._byte()
+            if ch != 13 and len(text) < HUGESMTPTEXT:
+                text.append(ch)
+            return ch
+
+        code = get() - 48
+        code = code * 10 + get() - 48
+        code = code * 10 + get() - 48
+        while True:
+            ch = get()
+            if ch != 45:                # '-': a continuation line follows
+                break
+            while ch != 10:
+                ch = get()
+            get()
+            get()
+            get()
+        while ch != 10:
+            ch = get()
+        self.text = bytes(text)
+        return code % (1 << 64)         # C's unsigned long
+
+    def take_text(self):
+        """The last reply's text, once: qmail prints it with one report only."""
+        text, self.text = self.text, b""
+        return text
+
+    def quit(self):
+        """Send QUIT without waiting for the answer ("just too ridiculous"); errors do not matter now."""
+        try:
+            self.sock.send(b"QUIT\r\n")
+        except OSError:
+            pass
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass

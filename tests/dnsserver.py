@@ -1,0 +1,236 @@
+"""A small authoritative DNS server for tests: zones are Python dicts, 127.0.0.1 only.
+
+Fixture API (bring the fixture into a test module: `from dnsserver import dns_server`):
+
+    def test_something(dns_server):
+        dns_server.zones = {
+            "example.com": {"MX": [(10, "mx1.example.com"), (20, "mx2.example.com")],
+                            "TXT": ["v=spf1 ip4:127.0.0.0/8 -all"]},
+            "mx1.example.com": {"A": ["127.0.0.2"], "AAAA": ["::1"]},
+            "2.0.0.127.in-addr.arpa": {"PTR": ["mx1.example.com"]},
+            "*.bl.example": {"A": ["127.0.0.2"], "TXT": ["listed, see http://bl.example/"]},
+            "broken.example": "SERVFAIL",            # whole name: SERVFAIL REFUSED NXDOMAIN DROP
+            "half.example": {"A": ["192.0.2.1"], "MX": "SERVFAIL"},   # one type only
+            "alias.example": {"CNAME": "mx1.example.com"},           # followed in the zones
+        }
+        env = dict(os.environ, **dns_server.environ())    # DNSCACHEIP=127.0.0.1:PORT
+        ...
+        assert ("example.com", "MX", "tcp") in dns_server.queries
+
+Zones: {owner: entry}; owners are case-insensitive, written without the final dot.
+  entry = {TYPE: records}: "A"/"AAAA": [addresses]; "MX": [(pref, exchange)];
+    "TXT": [text or (string, string, ...)] (a text over 255 bytes is split into
+    strings); "PTR"/"NS": [names]; "CNAME": name; any TYPE may instead be a
+    behaviour string, so only that type misbehaves.
+  entry = behaviour for every type: "SERVFAIL", "REFUSED", "NXDOMAIN" (that
+    rcode) or "DROP" (never answer: the client times out).
+  "*.zone" matches any name below zone without an entry of its own (DNSBLs).
+  No entry -> NXDOMAIN; an entry without the type asked -> NODATA (NOERROR, empty answer).
+  Records go out in the order written (no shuffling), so tests may rely on it.
+
+Attributes: host, port, environ() -> {"DNSCACHEIP": "127.0.0.1:PORT"}, zones
+(assign any time), queries [(name lower-case, TYPE, "udp"|"tcp")] in arrival
+order, udp_limit (largest UDP answer, default 512 or the EDNS payload offered;
+a bigger answer goes out with TC set and no records, the full one over TCP),
+tcp (False: TCP connections are closed at once). One thread serves UDP and
+accepts TCP; each TCP connection gets a short-lived thread. Without pytest:
+`with DNSServer(zones) as server: ...`.
+"""
+import select
+import socket
+import threading
+
+import pytest
+
+BEHAVIOURS = ("SERVFAIL", "REFUSED", "NXDOMAIN", "DROP")
+
+
+class DNSServer:
+    def __init__(self, zones=None, host="127.0.0.1"):
+        self.zones = zones or {}
+        self.host = host
+        self.port = None
+        self.queries = []
+        self.udp_limit = 512
+        self.tcp = True
+        self._stop = threading.Event()
+        self._thread = None
+        self._udp = self._listener = None
+
+    def environ(self):
+        return {"DNSCACHEIP": "%s:%d" % (self.host, self.port)}
+
+    # -- life cycle
+    def start(self):
+        for _ in range(50):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind((self.host, 0))
+            port = udp.getsockname()[1]
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                tcp.bind((self.host, port))
+            except OSError:
+                udp.close()
+                tcp.close()
+                continue
+            tcp.listen(16)
+            self._udp, self._listener, self.port = udp, tcp, port
+            break
+        else:
+            raise RuntimeError("no free port for UDP and TCP")
+        self._thread = threading.Thread(target=self._serve, name="dnsserver", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        for s in (self._udp, self._listener):
+            if s is not None:
+                s.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _serve(self):
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._udp, self._listener], [], [], 0.05)
+            if self._udp in ready:
+                try:
+                    data, peer = self._udp.recvfrom(65535)
+                except OSError:
+                    continue
+                reply = self._respond(data, "udp")
+                if reply is not None:
+                    self._udp.sendto(reply, peer)
+            if self._listener in ready:
+                conn, _ = self._listener.accept()
+                if not self.tcp:
+                    conn.close()
+                    continue
+                threading.Thread(target=self._serve_tcp, args=(conn,), daemon=True).start()
+
+    def _serve_tcp(self, conn):
+        conn.settimeout(5)
+        try:
+            while True:
+                head = _recv_exactly(conn, 2)
+                if head is None:
+                    return
+                data = _recv_exactly(conn, int.from_bytes(head, "big"))
+                if data is None:
+                    return
+                reply = self._respond(data, "tcp")
+                if reply is None:
+                    return
+                conn.sendall(len(reply).to_bytes(2, "big") + reply)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    # -- answers
+    def _respond(self, data, transport):
+        import dns.flags
+        import dns.message
+        import dns.rcode
+        import dns.rdatatype
+        try:
+            query = dns.message.from_wire(data)
+        except Exception:
+            return None
+        question = query.question[0]
+        qname = question.name.to_text(True).lower()
+        qtype = dns.rdatatype.to_text(question.rdtype)
+        self.queries.append((qname, qtype, transport))
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        rcode, rrsets = self._answer(question.name, qtype)
+        if rcode == "DROP":
+            return None
+        response.set_rcode(dns.rcode.from_text(rcode))
+        response.answer.extend(rrsets)
+        wire = response.to_wire(want_shuffle=False)     # records in zone order: tests can rely on it
+        limit = query.payload if query.edns >= 0 else self.udp_limit
+        if transport == "udp" and len(wire) > limit:
+            response.answer = []
+            response.flags |= dns.flags.TC
+            wire = response.to_wire(want_shuffle=False)
+        return wire
+
+    def _entry(self, name):
+        zones = {k.lower().rstrip("."): v for k, v in self.zones.items()}
+        if name in zones:
+            return zones[name]
+        labels = name.split(".")
+        for i in range(1, len(labels)):
+            wild = "*." + ".".join(labels[i:])
+            if wild in zones:
+                return zones[wild]
+        return None
+
+    def _answer(self, qname, qtype):
+        """(rcode text or DROP, rrsets) for one question, following CNAMEs within the zones."""
+        import dns.name
+        rrsets = []
+        for _ in range(8):
+            entry = self._entry(qname.to_text(True).lower())
+            if entry is None:
+                return "NXDOMAIN", rrsets
+            if isinstance(entry, str):
+                return entry, rrsets
+            records = entry.get(qtype)
+            if isinstance(records, str) and records in BEHAVIOURS:
+                return records, rrsets
+            if records is not None:
+                rrsets.append(_rrset(qname, qtype, records))
+                return "NOERROR", rrsets
+            if "CNAME" in entry:
+                rrsets.append(_rrset(qname, "CNAME", entry["CNAME"]))
+                qname = dns.name.from_text(entry["CNAME"])
+                continue
+            return "NOERROR", rrsets
+        return "SERVFAIL", rrsets
+
+
+def _rrset(name, rdtype, records):
+    import dns.rrset
+    if isinstance(records, str):
+        records = [records]
+    texts = []
+    for r in records:
+        if rdtype == "MX":
+            texts.append("%d %s." % (r[0], r[1].rstrip(".")) if r[1] else "%d ." % r[0])
+        elif rdtype == "TXT":
+            strings = r if isinstance(r, tuple) else [r[i:i + 255] for i in range(0, max(len(r), 1), 255)]
+            texts.append(" ".join('"%s"' % s.replace("\\", "\\\\").replace('"', '\\"') for s in strings))
+        elif rdtype in ("PTR", "CNAME", "NS"):
+            texts.append(r.rstrip(".") + ".")
+        else:
+            texts.append(r)
+    return dns.rrset.from_text_list(name, 60, "IN", rdtype, texts)
+
+
+def _recv_exactly(conn, n):
+    data = b""
+    while len(data) < n:
+        got = conn.recv(n - len(data))
+        if not got:
+            return None
+        data += got
+    return data
+
+
+@pytest.fixture
+def dns_server():
+    """A started DNSServer on 127.0.0.1:<free port>, stopped after the test."""
+    server = DNSServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,144 @@
+"""The resolver against tests/dnsserver.py on 127.0.0.1: qmail's ok/hard/soft rules, TCP fallback."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from dnsserver import DNSServer, dns_server  # noqa: F401  (fixture)
+from qmailpy.dns import servers
+from qmailpy.dns.mxip import host_ips, mx_ips
+from qmailpy.dns.resolver import HARD, OK, SOFT, Resolver
+
+ZONES = {
+    "example.com": {"MX": [(10, "mx1.example.com"), (20, "mx2.example.com")],
+                    "TXT": ["v=spf1 ip4:127.0.0.0/8 -all", ("split ", "in two"), "x" * 300],
+                    "A": ["192.0.2.10"]},
+    "mx1.example.com": {"A": ["127.0.0.2", "127.0.0.3"], "AAAA": ["::1"]},
+    "mx2.example.com": {"A": ["127.0.0.4"], "AAAA": "SERVFAIL"},
+    "2.0.0.127.in-addr.arpa": {"PTR": ["mx1.example.com"]},
+    "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa": {"PTR": ["localhost"]},
+    "*.bl.example": {"A": ["127.0.0.2"], "TXT": ["listed: see http://bl.example/"]},
+    "broken.example": "SERVFAIL", "refused.example": "REFUSED", "slow.example": "DROP",
+    "alias.example": {"CNAME": "mx1.example.com"},
+    "dangling.example": {"CNAME": "nowhere.example"},
+    "nullmx.example": {"MX": [(0, "")]},
+    "big.example": {"MX": [(i, "mx%02d.a-rather-long-mail-exchanger-name.big.example" % i) for i in range(40)]},
+}
+
+
+@pytest.fixture
+def resolver(dns_server):
+    dns_server.zones = ZONES
+    return Resolver(config=servers.Config([("127.0.0.1", dns_server.port)], timeout=0.3, attempts=2))
+
+
+def check(answer, status, values=None, reason=None):
+    assert answer.status == status, answer
+    if values is not None:
+        assert answer.values == values, answer
+    if reason is not None:
+        assert answer.reason == reason, answer
+
+
+def test_record_types(resolver):
+    check(resolver.mx("example.com"), OK, [(10, "mx1.example.com"), (20, "mx2.example.com")])
+    check(resolver.a("mx1.example.com"), OK, ["127.0.0.2", "127.0.0.3"])
+    check(resolver.aaaa("mx1.example.com"), OK, ["::1"])
+    check(resolver.txt("example.com"), OK, ["v=spf1 ip4:127.0.0.0/8 -all", "split in two", "x" * 300])
+    check(resolver.ptr("127.0.0.2"), OK, ["mx1.example.com"])
+    check(resolver.ptr("::1"), OK, ["localhost"])
+    check(resolver.a("2.0.0.127.bl.example"), OK, ["127.0.0.2"])        # DNSBL: wildcard A + TXT
+    check(resolver.txt("2.0.0.127.bl.example"), OK, ["listed: see http://bl.example/"])
+    check(resolver.a(b"MX1.Example.COM."), OK, ["127.0.0.2", "127.0.0.3"])
+
+
+def test_hard_and_soft(resolver):
+    check(resolver.a("nosuch.example"), HARD, [], "nxdomain")
+    check(resolver.mx("mx1.example.com"), HARD, [], "nodata")
+    check(resolver.ptr("127.0.0.9"), HARD, [], "nxdomain")
+    check(resolver.ptr("not an ip"), HARD, [], "badname")
+    check(resolver.a("a..b"), HARD, [], "badname")
+    check(resolver.a("x" * 64 + ".example"), HARD, [], "badname")
+    check(resolver.a("broken.example"), SOFT, [], "servfail")
+    check(resolver.a("refused.example"), SOFT, [], "refused")
+    check(resolver.a("dangling.example"), HARD, [], "nxdomain")
+    # qmail: an answer holding only a CNAME is "ok, nothing of that type" (not NODATA)
+    check(resolver.mx("alias.example"), OK, [])
+    check(resolver.a("alias.example"), OK, ["127.0.0.2", "127.0.0.3"])
+
+
+def test_timeout_is_bounded(resolver, dns_server):
+    started = time.monotonic()
+    check(resolver.a("slow.example"), SOFT, [], "timeout")
+    assert 0.5 <= time.monotonic() - started < 2          # 2 attempts x 0.3 s
+    assert [q for q in dns_server.queries if q[0] == "slow.example"] == [("slow.example", "A", "udp")] * 2
+
+
+def test_big_answer_over_tcp(resolver, dns_server):
+    got = resolver.mx("big.example")
+    check(got, OK)
+    assert len(got.values) == 40
+    assert dns_server.queries[-2:] == [("big.example", "MX", "udp"), ("big.example", "MX", "tcp")]
+    dns_server.tcp = False                              # truncated and no TCP: soft
+    check(resolver.mx("big.example"), SOFT)
+
+
+def test_next_server_after_a_dead_one(dns_server):
+    dns_server.zones = ZONES
+    with DNSServer({"example.com": "DROP"}) as dead:
+        config = servers.Config([("127.0.0.1", dead.port), ("127.0.0.1", dns_server.port)], timeout=0.3)
+        check(Resolver(config=config).a("example.com"), OK, ["192.0.2.10"])
+    with DNSServer({"example.com": "SERVFAIL"}) as failing:
+        config = servers.Config([("127.0.0.1", failing.port), ("127.0.0.1", dns_server.port)], timeout=0.3)
+        check(Resolver(config=config).a("example.com"), OK, ["192.0.2.10"])
+
+
+def test_addresses(resolver):
+    check(resolver.addresses("mx1.example.com"), OK, ["127.0.0.2", "127.0.0.3", "::1"])
+    check(resolver.addresses("mx2.example.com"), OK, ["127.0.0.4"], "servfail")   # AAAA soft: kept in reason
+    check(resolver.addresses("mx1.example.com", ("A",)), OK, ["127.0.0.2", "127.0.0.3"])
+    check(resolver.addresses("nosuch.example"), HARD, [], "nxdomain")
+    check(resolver.addresses("broken.example"), SOFT, [])
+
+
+def test_mx_ips(resolver):
+    check(mx_ips(resolver, "example.com", 0),
+          OK, [(10, "127.0.0.2"), (10, "127.0.0.3"), (10, "::1"), (20, "127.0.0.4")])
+    check(mx_ips(resolver, "mx1.example.com", 0), OK, [(0, "127.0.0.2"), (0, "127.0.0.3"), (0, "::1")])
+    check(mx_ips(resolver, "nosuch.example", 0), HARD)
+    check(mx_ips(resolver, "broken.example", 0), SOFT, [])
+    check(mx_ips(resolver, "nullmx.example", 0), OK, [])
+    check(mx_ips(resolver, "[192.0.2.7]", 0), OK, [(0, "192.0.2.7")])
+    check(host_ips(resolver, "mx2.example.com", ("A",)), OK, [(0, "127.0.0.4")])
+
+
+def test_server_config(tmp_path):
+    assert servers.parse_dnscacheip("127.0.0.1") == [("127.0.0.1", 53)]
+    assert servers.parse_dnscacheip("127.0.0.1:5353, 10.0.0.1 [::1]:54 ::1 junk 1.2.3.4:0") == [
+        ("127.0.0.1", 5353), ("10.0.0.1", 53), ("::1", 54), ("::1", 53)]
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# comment\nsearch example.com\nnameserver 10.0.0.1\nnameserver ::1\n"
+                    "options timeout:1 attempts:3 rotate\n")
+    got = servers.load({}, str(conf))
+    assert (got.servers, got.timeout, got.attempts) == ((("10.0.0.1", 53), ("::1", 53)), 1.0, 3)
+    assert servers.load({"DNSCACHEIP": "127.0.0.1:5300"}, str(conf)).servers == (("127.0.0.1", 5300),)
+    assert servers.load({}, str(tmp_path / "missing")).servers == (("127.0.0.1", 53),)
+    conf.write_text("nameserver a.b.c.d\n")
+    assert servers.load({}, str(conf)).servers == (("127.0.0.1", 53),)
+
+
+def test_resolver_from_environment(dns_server):
+    dns_server.zones = ZONES
+    check(Resolver(dns_server.environ()).a("example.com"), OK, ["192.0.2.10"])
+
+
+def test_dnspython_is_imported_lazily():
+    code = ("import sys; import qmailpy.dns.resolver, qmailpy.dns.mxip, qmailpy.dns.servers; "
+            "r = qmailpy.dns.resolver.Resolver({'DNSCACHEIP': '127.0.0.1'}); "
+            "print(any(m == 'dns' or m.startswith('dns.') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert out.stdout.strip() == "False", out.stderr

@@ -1,0 +1,217 @@
+"""bin/qmail-remote against real SMTP servers on 127.0.0.1, routed by control/smtproutes.
+
+Every report is compared byte for byte with qmail's texts (reference section 5).
+DNSCACHEIP always points at the local test DNS server, so nothing leaves 127.0.0.1.
+"""
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import program
+from dnsserver import dns_server  # noqa: F401  (fixture)
+from qmailpy.remote.main import run
+from smtpsink import sinks  # noqa: F401  (fixture)
+
+MSG = b"Subject: test\n\nhello\n"
+OK_REPORT = b"r\0K127.0.0.1 accepted message.\nRemote host said: 250 ok queued\n\0"
+
+
+@pytest.fixture
+def remote(home, dns_server):
+    """qmail-remote runner: remote(host, sender, *recips, message=..) -> stdout (exit 0 checked)."""
+    home.control("me", "test.example\n")
+
+    def go(host, sender, *recips, message=MSG, timeout=30):
+        env = home.env(**dns_server.environ())
+        p = subprocess.run([program("qmail-remote"), host, sender, *recips], input=message,
+                           capture_output=True, env=env, timeout=timeout)
+        assert p.returncode == 0, p.stderr
+        assert p.stderr == b""
+        return p.stdout
+    go.home = home
+    return go
+
+
+def route_to(remote, port, host="127.0.0.1"):
+    remote.home.control("smtproutes", ":%s:%d\n" % (host, port))
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_accepted(remote, sinks):
+    sink = sinks()
+    route_to(remote, sink.port)
+    assert remote("example.com", "a@b.example", "c@example.com") == OK_REPORT
+    (m,) = sink.messages
+    assert (m.helo, m.verb, m.mail_from, m.rcpt_tos) == ("test.example", "EHLO", "a@b.example", ["c@example.com"])
+    assert m.data == b"Subject: test\r\n\r\nhello\r\n"
+    assert m.mail_options == []             # 7-bit message: no BODY=8BITMIME
+
+
+def test_temporary_then_accepted(remote, sinks):
+    sink = sinks()
+    route_to(remote, sink.port)
+    sink.answer("END", "451 try again later")
+    assert remote("example.com", "a@b.example", "c@example.com") == (
+        b"r\0Z127.0.0.1 failed after I sent the message.\nRemote host said: 451 try again later\n\0")
+    assert remote("example.com", "a@b.example", "c@example.com") == OK_REPORT
+    assert [m.accepted for m in sink.messages] == [False, True]
+
+
+def test_permanent_after_dot(remote, sinks):
+    sink = sinks()
+    route_to(remote, sink.port)
+    sink.answer("END", "554 spam")
+    assert remote("example.com", "a@b.example", "c@example.com") == (
+        b"r\0D127.0.0.1 failed after I sent the message.\nRemote host said: 554 spam\n\0")
+
+
+def test_per_recipient_replies(remote, sinks):
+    sink = sinks()
+    route_to(remote, sink.port)
+    sink.answer("RCPT", "550 no such user", rcpt="bad@example.com")
+    sink.answer("RCPT", "452 mailbox full", rcpt="full@example.com")
+    out = remote("example.com", "a@b.example", "bad@example.com", "good@example.com", "full@example.com")
+    assert out == (b"h127.0.0.1 does not like recipient.\nRemote host said: 550 no such user\n\0"
+                   b"r\0"
+                   b"s127.0.0.1 does not like recipient.\nRemote host said: 452 mailbox full\n\0"
+                   b"K127.0.0.1 accepted message.\nRemote host said: 250 ok queued\n\0")
+    assert sink.messages[0].rcpt_tos == ["good@example.com"]
+
+
+def test_every_recipient_refused(remote, sinks):
+    sink = sinks()
+    route_to(remote, sink.port)
+    sink.answer("RCPT", "550 no", times=None)
+    assert remote("example.com", "a@b.example", "x@example.com", "y@example.com") == (
+        b"h127.0.0.1 does not like recipient.\nRemote host said: 550 no\n\0" * 2
+        + b"DGiving up on 127.0.0.1.\n\0")
+    assert sink.messages == []
+
+
+@pytest.mark.parametrize("reply,kind", [("553 sender refused", b"D"), ("451 greylisted", b"Z")])
+def test_sender_rejected(remote, sinks, reply, kind):
+    sink = sinks()
+    route_to(remote, sink.port)
+    sink.answer("MAIL", reply)
+    assert remote("example.com", "a@b.example", "c@example.com") == (
+        kind + b"Connected to 127.0.0.1 but sender was rejected.\nRemote host said: "
+        + reply.encode() + b"\n\0")
+
+
+@pytest.mark.parametrize("reply,kind", [("554 no data for you", b"D"), ("451 not now", b"Z")])
+def test_data_command_rejected(remote, sinks, reply, kind):
+    sink = sinks()
+    route_to(remote, sink.port)
+    sink.answer("DATA", reply)
+    assert remote("example.com", "a@b.example", "c@example.com") == (
+        b"r\0" + kind + b"127.0.0.1 failed on DATA command.\nRemote host said: " + reply.encode() + b"\n\0")
+
+
+def test_ehlo_refused_falls_back_to_helo(remote, sinks):
+    sink = sinks()
+    route_to(remote, sink.port)
+    sink.answer("EHLO", "502 what is EHLO")
+    assert remote("example.com", "a@b.example", "c@example.com", message=b"caf\xc3\xa9\n") == OK_REPORT
+    (m,) = sink.messages
+    assert (m.verb, m.helo, m.mail_options) == ("HELO", "test.example", [])   # no 8BITMIME without EHLO
+
+
+def test_8bitmime(remote, sinks):
+    sink = sinks()
+    route_to(remote, sink.port)
+    assert remote("example.com", "a@b.example", "c@example.com", message=b"caf\xc3\xa9\n") == OK_REPORT
+    assert sink.messages[0].mail_options == ["BODY=8BITMIME"]
+    assert sink.messages[0].data == b"caf\xc3\xa9\r\n"
+
+
+def test_connection_refused(remote):
+    route_to(remote, closed_port())
+    assert remote("example.com", "a@b.example", "c@example.com") == (
+        b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n\0")
+
+
+def test_partial_final_line(remote, sinks):
+    sink = sinks()
+    route_to(remote, sink.port)
+    assert remote("example.com", "a@b.example", "c@example.com", message=b"Subject: x\n\nno newline") == (
+        b"r\0DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n\0")
+    time.sleep(0.2)
+    assert sink.messages == []
+
+
+def test_outgoingip_is_the_source_address(remote, sinks):
+    sink = sinks()
+    route_to(remote, sink.port)
+    remote.home.control("outgoingip", "127.0.0.2\n")
+    assert remote("example.com", "a@b.example", "c@example.com") == OK_REPORT
+    assert sink.messages[0].peer[0] == "127.0.0.2"
+
+
+def test_outgoingip_malformed(remote, sinks):
+    remote.home.control("outgoingip", "not-an-ip\n")
+    assert remote("example.com", "a@b", "c@d") == b"Zinvalid ipaddr in control/outgoingip (#4.3.0)\n\0"
+
+
+def test_smtproutes_suffix_and_explicit_mx(remote, sinks, dns_server):
+    sink = sinks()
+    remote.home.control("smtproutes", "other.example:127.0.0.1:%d\n.example.com:127.0.0.1:%d\n"
+                        "example.com:\n" % (closed_port(), sink.port))
+    assert remote("sub.example.com", "a@b", "c@sub.example.com") == OK_REPORT
+    # example.com itself has an empty relay: MX lookup (here: NXDOMAIN), not the .example.com route
+    assert remote("example.com", "a@b", "c@example.com") == (
+        b"DSorry, I couldn't find any host named example.com. (#5.1.2)\n\0")
+    assert ("example.com", "MX", "udp") in dns_server.queries
+
+
+def test_usage_and_home(remote, home):
+    assert remote("example.com", "a@b") == b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n\0"
+    env = dict(home.env(), QMAILHOME=str(home.root) + "/missing")
+    p = subprocess.run([program("qmail-remote"), "h", "s", "r"], input=b"", capture_output=True, env=env)
+    assert (p.returncode, p.stdout) == (0, b"ZUnable to switch to home directory. (#4.3.0)\n\0")
+
+
+def test_run_in_process(home, sinks, dns_server):
+    """run(argv, fd0, fd1, environ) is the whole program: usable without an exec."""
+    sink = sinks()
+    home.control("me", "test.example\n")
+    home.control("smtproutes", ":127.0.0.1:%d\n" % sink.port)
+    msg_r, msg_w = os.pipe()
+    out_r, out_w = os.pipe()
+    os.write(msg_w, MSG)
+    os.close(msg_w)
+    env = dict(QMAILHOME=home.root, **dns_server.environ())
+    assert run(["qmail-remote", "example.com", "a@b", "c@d"], msg_r, out_w, env) == 0
+    os.close(out_w)
+    assert os.read(out_r, 4096) == OK_REPORT
+    os.close(msg_r)
+    os.close(out_r)
+
+
+def test_tcpto_skips_hosts_that_keep_timing_out(remote, sinks):
+    from qmailpy.queue.layout import create_queue
+    sink = sinks()
+    route_to(remote, sink.port)
+    create_queue(remote.home.root)
+    path = os.path.join(remote.home.root, "queue", "lock", "tcpto")
+    record = bytearray(1024)
+    record[0:4] = socket.inet_aton("127.0.0.1")
+    record[4] = 2
+    record[8:12] = int(time.time()).to_bytes(4, "little")
+    with open(path, "wb") as f:
+        f.write(record)
+    assert remote("example.com", "a@b", "c@d") == (
+        b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n\0")
+    record[4] = 1                                    # one time-out only: tried, and cleared
+    with open(path, "wb") as f:
+        f.write(record)
+    assert remote("example.com", "a@b", "c@d") == OK_REPORT
+    with open(path, "rb") as f:
+        assert f.read()[4] == 0

@@ -1,0 +1,188 @@
+"""qmail-remote's pieces without a network: routes, quoting, report texts, reply reading, MX order."""
+import socket
+
+import pytest
+
+from qmailpy.dns.mxip import ip_literal, order
+from qmailpy.remote import report as R
+from qmailpy.remote.client import extensions
+from qmailpy.remote.connect import source_address
+from qmailpy.remote.routes import mangle, parse_routes, quote, route
+from qmailpy.remote.wire import Conn, Dropped
+
+ROUTES = parse_routes([
+    "example.com:relay.example.net",
+    ".example.com:sub-relay.example.net:2525",
+    "Upper.Example:[10.0.0.1]:26",
+    "no colon line is ignored",
+    "dup.example:first",
+    "dup.example:second",
+    "mx.example.com:",
+    ":default.example.net",
+])
+
+
+@pytest.mark.parametrize("host,want", [
+    (b"example.com", (b"relay.example.net", 25)),
+    (b"a.b.example.com", (b"sub-relay.example.net", 2525)),
+    (b"mx.example.com", (None, 25)),                # explicit empty relay beats the suffix and default
+    (b"UPPER.example", (b"[10.0.0.1]", 26)),         # keys compare without case
+    (b"dup.example", (b"second", 25)),              # constmap: the later line wins
+    (b"elsewhere.org", (b"default.example.net", 25)),
+    (b"xexample.com", (b"default.example.net", 25)),  # suffixes start at a dot only
+])
+def test_route(host, want):
+    assert route(ROUTES, host) == want
+
+
+def test_route_without_default_and_odd_ports():
+    table = parse_routes(["a.example:relay:99999x", "b.example:relay:", "c.example:relay:abc"])
+    assert route(table, b"other.example") == (None, 25)
+    assert route(table, b"a.example") == (b"relay", 99999 & 0xFFFF)   # scan_ulong, then 16 bits
+    assert route(table, b"b.example") == (b"relay", 0)                # as qmail: port 0, connect fails
+    assert route(table, b"c.example") == (b"relay", 0)
+
+
+@pytest.mark.parametrize("box,want", [
+    (b"john", b"john"), (b"john.doe", b"john.doe"), (b"a+b=c", b"a+b=c"),
+    (b"john doe", b'"john doe"'), (b".lead", b'".lead"'), (b"trail.", b'"trail."'),
+    (b"a..b", b'"a..b"'), (b"", b'""'), (b'say"hi\\', b'"say\\"hi\\\\"'), (b"caf\xc3\xa9", b'"caf\xc3\xa9"'),
+])
+def test_quote(box, want):
+    assert quote(box) == want
+
+
+def test_mangle():
+    assert mangle(b"") == b""
+    assert mangle(b"postmaster") == b"postmaster"
+    assert mangle(b"john doe@ex@ample.com") == b'"john doe@ex"@ample.com'
+
+
+def test_report_texts():
+    assert R.perm_dns(b"bad host\x7f") == b"DSorry, I couldn't find any host named bad?host?. (#5.1.2)\n"
+    assert R.dropped(b"1.2.3.4", False) == b"ZConnected to 1.2.3.4 but connection died. (#4.4.2)\n"
+    assert R.dropped(b"1.2.3.4", True) == (
+        b"ZConnected to 1.2.3.4 but connection died. Possible duplicate! (#4.4.2)\n")
+    assert R.finished(b"K", b"1.2.3.4", b" accepted message", b"250 ok\n") == (
+        b"K1.2.3.4 accepted message.\nRemote host said: 250 ok\n")
+    assert R.finished(b"DGiving up on ", b"1.2.3.4", b"", b"") == b"DGiving up on 1.2.3.4.\n"
+    assert R.recipient(250, b"1.2.3.4", b"250 ok\n") == b"r"
+    assert R.recipient(550, b"1.2.3.4", b"550 a\0b\n") == (
+        b"h1.2.3.4 does not like recipient.\nRemote host said: 550 a?b\n")
+    assert R.recipient(421, b"1.2.3.4", b"") == b"s1.2.3.4 does not like recipient.\n"
+    assert R.PARTIAL == b"DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n"
+
+
+def conn_with(data, timeout=2):
+    a, b = socket.socketpair()
+    b.sendall(data)
+    b.shutdown(socket.SHUT_WR)
+    return Conn(a, b"1.2.3.4", timeout), b
+
+
+def test_reply_reader():
+    conn, peer = conn_with(b"250-first\r\n250-second\r\n250 last\r\n220 next\r\n25")
+    assert conn.reply() == 250
+    assert conn.text == b"250-first\n250-second\n250 last\n"
+    assert conn.reply() == 220 and conn.take_text() == b"220 next\n" and conn.text == b""
+    with pytest.raises(Dropped):
+        conn.reply()                                # EOF inside a reply
+    peer.close()
+
+
+def test_reply_garbage_and_cap():
+    conn, peer = conn_with(b"ab5 what\r\n" + b"550 " + b"x" * 6000 + b"\r\n")
+    assert conn.reply() >= 500                       # C's unsigned arithmetic: a huge code
+    assert conn.reply() == 550 and len(conn.text) == 5000
+    peer.close()
+
+
+def test_reply_timeout():
+    a, b = socket.socketpair()
+    conn = Conn(a, b"1.2.3.4", 0.2)
+    with pytest.raises(Dropped):
+        conn.reply()
+    a.close()
+    b.close()
+
+
+def test_extensions():
+    text = b"250-mx.example.com hello\n250-pipelining\n250-SIZE 1000\n250 8BITMIME\n"
+    assert extensions(text) == {b"PIPELINING", b"SIZE", b"8BITMIME"}
+
+
+def test_source_address():
+    assert source_address("") is None and source_address("0.0.0.0") is None
+    assert source_address(" 127.0.0.2 ") == "127.0.0.2"
+    with pytest.raises(ValueError):
+        source_address("eth0")
+
+
+def test_ip_literal():
+    assert ip_literal("1.2.3.4") == "1.2.3.4"
+    assert ip_literal(b"[10.0.0.01]") == "10.0.0.1"
+    assert ip_literal("[IPv6:::1]") == "::1"
+    for no in ("1.2.3", "1.2.3.4.5", "256.1.1.1", "[1.2.3.4", "example.com", "[::1]"):
+        assert ip_literal(no) is None
+
+
+def test_order_is_qmails_lcg():
+    mxs = [(20, "c"), (10, "a"), (10, "b"), (30, "d")]
+    got = {tuple(name for _, name in order(mxs, seed)) for seed in range(0, 1 << 32, 1 << 26)}
+    assert got == {("a", "b", "c", "d"), ("b", "a", "c", "d")}
+    assert order(mxs, 0) == order(mxs, 0)            # deterministic for a seed
+    # seed 0: random becomes 1, 1 // 2 < 2147483647 // 2 -> the second equal one is picked first
+    assert [n for _, n in order([(5, "x"), (5, "y")], 0)] == ["y", "x"]
+
+
+def tcpto_file(tmp_path, records=()):
+    data = bytearray(1024)
+    for i, (ip, count, when) in enumerate(records):
+        data[i * 16:i * 16 + 4] = socket.inet_aton(ip)
+        data[i * 16 + 4] = count
+        data[i * 16 + 8:i * 16 + 12] = when.to_bytes(4, "little")
+    path = tmp_path / "tcpto"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def record_of(path, i):
+    data = path.read_bytes()[i * 16:i * 16 + 16]
+    return socket.inet_ntoa(data[:4]), data[4], int.from_bytes(data[8:12], "little")
+
+
+def test_tcpto_counts_timeouts_and_skips(tmp_path):
+    from qmailpy.remote.tcpto import TcpTo
+    path = tcpto_file(tmp_path)
+    clock = [1000000]
+    cache = TcpTo(str(path), now=lambda: clock[0], pid=0)       # pid 0: skip for 60 << 6 = 3840 s
+    assert not cache.is_down("192.0.2.1")
+    cache.record("192.0.2.1", True)
+    assert record_of(path, 0) == ("192.0.2.1", 1, 1000000)
+    clock[0] += 60
+    cache.record("192.0.2.1", True)                              # within 120 s: not counted
+    assert record_of(path, 0) == ("192.0.2.1", 1, 1000000)
+    clock[0] += 100
+    cache.record("192.0.2.1", True)
+    assert record_of(path, 0) == ("192.0.2.1", 2, 1000160)
+    assert cache.is_down("192.0.2.1")
+    clock[0] += 3840
+    assert not cache.is_down("192.0.2.1")                        # old enough: try again
+    cache.record("192.0.2.1", False)                             # connected: count cleared
+    assert record_of(path, 0)[1] == 0
+    cache.record("192.0.2.9", False)                             # success of an unknown host: nothing
+    assert record_of(path, 1) == ("0.0.0.0", 0, 0)
+
+
+def test_tcpto_evicts_oldest_and_ignores_ipv6_and_missing_file(tmp_path):
+    from qmailpy.remote.tcpto import TcpTo
+    path = tcpto_file(tmp_path, [("10.0.%d.1" % i, 1, 5000 + i) for i in range(64)])
+    TcpTo(str(path), now=lambda: 9999, pid=0).record("192.0.2.1", True)
+    assert record_of(path, 0) == ("192.0.2.1", 1, 9999)
+    before = path.read_bytes()
+    cache = TcpTo(str(path), now=lambda: 9999, pid=0)
+    cache.record("::1", True)
+    assert not cache.is_down("::1") and path.read_bytes() == before
+    missing = TcpTo(str(tmp_path / "none"))
+    missing.record("192.0.2.1", True)
+    assert not missing.is_down("192.0.2.1") and not (tmp_path / "none").exists()
