@@ -8,7 +8,7 @@ QMAILHOME ?= /var/qmail
 # Debian packages the test suite and `make run` use (real peers, not mocks).
 APT_PACKAGES := ucspi-tcp swaks
 
-.PHONY: all deps venv launchers test run stop install docs clean
+.PHONY: all deps venv launchers test run stop install docs bench clean
 all: venv launchers
 
 deps:
@@ -33,6 +33,11 @@ launchers: $(VENV)/.stamp tools/mklaunchers.py
 
 test: deps all
 	$(VPY) -m pytest -q -p no:cacheprovider
+
+# make bench BENCHFLAGS=--quick for one run. Needs Debian postfix (smtp-source,
+# smtp-sink) and time; not in APT_PACKAGES because postfix starts an MTA on port 25.
+bench: all
+	$(VPY) bench/run.py $(BENCHFLAGS)
 
 docs: all
 	$(VPY) -m qmailpy.docgen docs

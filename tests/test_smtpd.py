@@ -307,3 +307,34 @@ def test_users_database_down_gives_temporary_replies(qhome):
                          "451 temporary failure reading the users database (#4.3.0)",
                          "221 test.example"]
     assert "tempfail rule=userchk" in err and "pw" not in err.replace("popbeforesmtp", "")
+
+
+def test_own_queue_runs_in_a_forked_child(tmp_path):
+    """No QMAILQUEUE and bin/qmail-queue is ours: the queue runs forked, with the same result."""
+    from test_install import install
+    home = Home(tmp_path / "qmail")
+    install(home.root)
+    home.control("me", "test.example\n")
+    home.control("rcpthosts", "example.org\n")
+    env = {k: v for k, v in os.environ.items() if k != "QMAILQUEUE"}
+    env.update(TCP_ENV, QMAILHOME=home.root)
+    r = subprocess.run([os.path.join(home.root, "bin", "qmail-smtpd")], input=TRANSACTION, env=env,
+                       capture_output=True, timeout=30)
+    lines = r.stdout.decode().split("\r\n")
+    assert lines[5].startswith("250 ok ") and lines[6] == "221 test.example"
+    qp = int(lines[5].split(" qp ")[1])
+    [(envelope, body)] = queued_messages(home)
+    assert envelope == ["Fa@example.com", "Tb@example.org"]
+    todo = os.listdir(os.path.join(home.root, "queue", "todo"))[0]
+    with open(os.path.join(home.root, "queue", "intd", todo), "rb") as f:
+        assert f.read().split(b"\0")[1] == b"p%d" % qp
+    mess = os.path.join(home.root, "queue", "mess", str(int(todo) % 23), todo)
+    with open(mess, "rb") as f:
+        assert f.readline().startswith(b"Received: (qmail %d invoked by uid %d); " % (qp, os.getuid()))
+
+
+def test_queue_wrapper_is_execed_not_forked(qhome, tmp_path):
+    from qmailpy.smtpd.queueclient import is_own_queue
+    assert is_own_queue(program("qmail-queue"))
+    assert not is_own_queue(fake_queue(tmp_path, 0))
+    assert not is_own_queue("/nonexistent")

@@ -16,7 +16,7 @@ from qmailpy.ctl.reader import ControlError, Controls
 from qmailpy.proto import replies as R
 from qmailpy.smtpd.config import SmtpdConfig
 from qmailpy.smtpd.log import Logger
-from qmailpy.smtpd.queueclient import QueueJob, queue_program
+from qmailpy.smtpd.queueclient import start_job
 from qmailpy.smtpd.session import Session
 
 READ_SIZE = 65536
@@ -42,7 +42,7 @@ class Services:
         return self._users
 
     def start_queue(self):
-        return QueueJob(queue_program(self.environ), self.environ)
+        return start_job(self.environ)
 
     def authenticate(self, mech, user, secret, challenge):
         if self.argv:
