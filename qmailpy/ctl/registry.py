@@ -181,7 +181,7 @@ CONTROLS = (
        "bounce", SEND, "Text of a double bounce."),
     # -- srs
     _c("srs/srs_domain", LINE, ME, "srs", SEND, "Domain of SRS addresses."),
-    _c("srs/srs_secrets", SECRETS, (), "srs", SEND, "Keys for new SRS addresses, newest first (setsrssecret)."),
+    _c("srs/srs_secrets", SECRETS, (), "srs", f"{LOCAL} {SEND}", "Keys for new SRS addresses, newest first (setsrssecret)."),
     _c("srs/revers_srs_secrets", SECRETS, (), "srs", SMTPD, "Keys accepted on SRS bounces, newest first."),
     _c("srs/srs_secrets_age", SECRETS, (), "srs", "setsrssecret", "'key timestamp' lines: when each key was made."),
     _c("srs/srs_max_age", NUMBER, 2592000, "srs", f"{SMTPD} {SEND}", "Seconds an SRS address stays valid (30 days)."),
@@ -191,7 +191,8 @@ BY_NAME = {c.name: c for c in CONTROLS}
 BY_NAME.update({alias: c for c in CONTROLS for alias in c.aliases})
 
 # Files that live in control/ but are not parameters themselves.
-KNOWN_FILES = frozenset({"options", "clamavclients", "spamdclients", "srs", "tcp.smtp", "tcp.smtp.cdb"})
+KNOWN_FILES = frozenset({"options", "clamavclients", "spamdclients", "srs", "tcp.smtp", "tcp.smtp.cdb",
+                         "srs/setsrssecret.lock"})
 
 
 def lookup(name):

@@ -1,0 +1,160 @@
+"""qmailpy.srs.rewrite over control/srs/, and qmail-local's SRS hook."""
+import os
+
+import pytest
+
+from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.local import errors, srshook
+from qmailpy.srs import codec as C
+from qmailpy.srs import rewrite as W
+
+DAY = 86400
+NOW = 20500 * DAY + 3600
+
+
+@pytest.fixture
+def srs_home(home):
+    home.control("me", "mx.host.example\n")
+    home.control("srs/srs_domain", "srs.host.example\n")
+    home.control("srs/srs_secrets", "k1\nk2\nk3\n")
+    home.control("srs/revers_srs_secrets", "k1\nk2\nk3\n")
+    home.control("rcpthosts", "hosted.example\n.sub.example\n")
+    home.control("locals", "localhost\nmx.host.example\n")
+    home.control("virtualdomains", "virt.example:virt\nnot.virt.example:\n.vdom.example:vd\n")
+    return home
+
+
+def ctl(home):
+    return Controls(home.root)
+
+
+@pytest.mark.parametrize("sender", ["", "#@[]", "nobody", "list-owner-@host.example-@[]", "a@",
+                                    "joe@hosted.example", "joe@HOSTED.example", "joe@a.sub.example",
+                                    "joe@localhost", "joe@virt.example", "joe@x.vdom.example",
+                                    "joe@srs.host.example", "a@b@c.example"])
+def test_forward_leaves_alone(srs_home, sender):
+    assert W.forward(sender, ctl(srs_home), NOW) == sender
+
+
+def test_forward_remote_sender_becomes_srs0(srs_home):
+    got = W.forward("Joe@Remote.example", ctl(srs_home), NOW)
+    assert got == C.forward("Joe@Remote.example", "srs.host.example", ["k1"], NOW)
+    assert got.startswith("SRS0=") and got.endswith("=Remote.example=Joe@srs.host.example")
+    # 'not.virt.example:' (empty prefix) is an exception, so it is not ours
+    assert W.forward("a@not.virt.example", ctl(srs_home), NOW).startswith("SRS0=")
+
+
+def test_forward_srs_senders_become_srs1_even_from_local_domains(srs_home):
+    theirs = "SRS0=abcd=AB=orig.example=joe@other-forwarder.example"
+    got = W.forward(theirs, ctl(srs_home), NOW)
+    assert got == "SRS1=%s=other-forwarder.example==abcd=AB=orig.example=joe@srs.host.example" % \
+        C.make_hash("k1", ("other-forwarder.example", "=abcd=AB=orig.example=joe"))
+    local_srs = "SRS0=abcd=AB=orig.example=joe@hosted.example"
+    assert W.forward(local_srs, ctl(srs_home), NOW).startswith("SRS1=")
+    assert W.reverse(got, ctl(srs_home), NOW) == (W.OK, theirs)
+
+
+def test_srs_domain_defaults_to_me(srs_home):
+    os.unlink(os.path.join(srs_home.root, "control/srs/srs_domain"))
+    assert W.forward("a@remote.example", ctl(srs_home), NOW).endswith("@mx.host.example")
+
+
+def test_no_secrets_no_srs(srs_home):
+    srs_home.control("srs/srs_secrets", "")
+    srs_home.control("srs/revers_srs_secrets", "\n# none yet\n")
+    c = ctl(srs_home)
+    assert W.forward("a@remote.example", c, NOW) == "a@remote.example"
+    good = C.forward("a@remote.example", "srs.host.example", ["k1"], NOW)
+    assert W.reverse(good, c, NOW) == (W.NOT_SRS, None)
+    assert c.findings == []
+
+
+def test_reverse_statuses(srs_home):
+    c = ctl(srs_home)
+    made = C.forward("joe@remote.example", "srs.host.example", ["k1"], NOW)
+    assert W.reverse(made, c, NOW) == (W.OK, "joe@remote.example")
+    assert W.reverse(made.upper(), c, NOW) == (W.OK, "JOE@REMOTE.EXAMPLE")
+    forged = made.replace(made.split("=")[1], "Zzzz", 1)
+    r = W.reverse(forged, c, NOW)
+    assert r == (W.BAD_HASH, None) and r.error == C.HASH_INVALID and r.status == W.BAD_HASH
+    assert W.reverse("SRS0=abcd@srs.host.example", c, NOW).status == W.BAD_HASH
+    assert W.reverse("joe@srs.host.example", c, NOW) == (W.NOT_SRS, None)
+    # srs_max_age default 2592000 s = 30 days
+    assert W.reverse(made, c, NOW + 30 * DAY) == (W.OK, "joe@remote.example")
+    r = W.reverse(made, c, NOW + 31 * DAY)
+    assert r == (W.EXPIRED, None) and r.error == C.TIMESTAMP_OUT_OF_DATE
+    # a forged address never reads as merely expired
+    assert W.reverse(forged, c, NOW + 31 * DAY).status == W.BAD_HASH
+
+
+def test_reverse_max_age_in_seconds(srs_home):
+    srs_home.control("srs/srs_max_age", "172800\n")           # two days
+    made = C.forward("joe@remote.example", "srs.host.example", ["k1"], NOW)
+    assert W.reverse(made, ctl(srs_home), NOW + 2 * DAY).status == W.OK
+    assert W.reverse(made, ctl(srs_home), NOW + 3 * DAY).status == W.EXPIRED
+    srs_home.control("srs/srs_max_age", "90000\n")            # 25 hours: rounded up to 2 days
+    assert W.reverse(made, ctl(srs_home), NOW + 2 * DAY).status == W.OK
+
+
+def test_reverse_rotation_three_keys(srs_home):
+    by_oldest = C.forward("old@remote.example", "srs.host.example", ["k3"], NOW - 20 * DAY)
+    by_middle = C.forward("mid@remote.example", "srs.host.example", ["k2", "k3"], NOW - 10 * DAY)
+    c = ctl(srs_home)
+    assert W.reverse(by_oldest, c, NOW) == (W.OK, "old@remote.example")
+    assert W.reverse(by_middle, c, NOW) == (W.OK, "mid@remote.example")
+    srs_home.control("srs/revers_srs_secrets", "k1\nk2\n")
+    assert W.reverse(by_oldest, ctl(srs_home), NOW).status == W.BAD_HASH
+
+
+def test_reverse_uses_revers_srs_secrets(srs_home):
+    srs_home.control("srs/srs_secrets", "only-forward\n")
+    made = C.forward("joe@remote.example", "srs.host.example", ["only-forward"], NOW)
+    assert W.reverse(made, ctl(srs_home), NOW).status == W.BAD_HASH
+
+
+def test_morercpthosts_is_local(srs_home, tmp_path):
+    import cdblib
+    path = os.path.join(srs_home.root, "control", "morercpthosts.cdb")
+    with open(path, "wb") as f, cdblib.Writer(f) as w:
+        w.put(b"more.example", b"")
+        w.put(b".deep.example", b"")
+    c = ctl(srs_home)
+    assert W.forward("a@more.example", c, NOW) == "a@more.example"
+    assert W.forward("a@x.deep.example", c, NOW) == "a@x.deep.example"
+    assert W.forward("a@less.example", c, NOW).startswith("SRS0=")
+
+
+# -- the qmail-local hook
+
+def test_hook_rewrites_with_qmailhome(srs_home):
+    env = {"QMAILHOME": srs_home.root}
+    got = srshook.forward_sender("joe@remote.example", env, now=NOW)
+    assert got == C.forward("joe@remote.example", "srs.host.example", ["k1"], NOW)
+    assert srshook.forward_sender("", env) == ""
+    assert srshook.forward_sender("joe@hosted.example", env) == "joe@hosted.example"
+
+
+def test_hook_without_keys_is_identity(home):
+    assert srshook.forward_sender("joe@remote.example", {"QMAILHOME": home.root}) == "joe@remote.example"
+
+
+def test_hook_unreadable_controls_is_temporary(srs_home):
+    path = os.path.join(srs_home.root, "control/srs/srs_secrets")
+    os.unlink(path)
+    os.mkdir(path)                                   # read() fails: EISDIR
+    with pytest.raises(ControlError):
+        ctl(srs_home).value("srs/srs_secrets")
+    with pytest.raises(errors.Die) as e:
+        srshook.forward_sender("joe@remote.example", {"QMAILHOME": srs_home.root})
+    assert e.value.code == errors.TEMP and e.value.text == "Unable to read controls (#4.3.0)"
+
+
+def test_codec_import_is_cheap():
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.path.insert(0, %r); import qmailpy.srs.codec; " % root +
+            "bad = [m for m in ('re', 'typing', 'subprocess', 'socket', 'click', 'hmac') if m in sys.modules]; "
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr
