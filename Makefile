@@ -6,7 +6,7 @@ VENV      := .venv
 VPY       := $(CURDIR)/$(VENV)/bin/python3
 QMAILHOME ?= /var/qmail
 # Debian packages the test suite and `make run` use (real peers, not mocks).
-APT_PACKAGES := ucspi-tcp swaks srs
+APT_PACKAGES := ucspi-tcp swaks srs dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql
 
 .PHONY: all deps venv launchers test run stop install docs bench clean
 all: venv launchers

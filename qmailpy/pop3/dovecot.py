@@ -1,0 +1,390 @@
+"""A self-contained Dovecot (2.2/2.3) POP3 configuration for a qmail home.
+
+usage: python -m qmailpy.pop3.dovecot HOME OUTDIR [--port N] [--listen ADDR] [...]
+
+writes into OUTDIR:
+  dovecot.conf           protocols = pop3 on ADDR:PORT, no SSL, plaintext logins allowed,
+                         base_dir/state_dir/log under OUTDIR, nothing read from /etc/dovecot
+  dovecot-sql.conf.ext   SQL passdb/userdb over vpopmail's `vpopmail` table (mode 0600)
+  postlogin              the post-login hook: records the client IP in the relay
+                         table (qmailpy.pop3.postlogin), then execs pop3
+  mysql.cnf              only when the MySQL password holds white space (group dovecot, 0640)
+
+then run `dovecot -F -c OUTDIR/dovecot.conf` (foreground) or `dovecot -c ...`.
+The users database is the one qmail-smtpd reads: SQLite
+$QMAILHOME/users/vpopmail.sqlite, or MySQL when control `usersdb` holds
+vpopmail's `host|port|user|password|database`. Rendering is pure (plan() does
+the reading, render_*() only format); stdlib only. See docs/pop3.md.
+"""
+import argparse
+import grp
+import os
+import pwd
+import re
+import subprocess
+import sys
+import sysconfig
+
+from qmailpy.ctl.reader import Controls
+from qmailpy.users.base import SQLITE_FILE, UsersUnavailable, vpopmail_dir
+from qmailpy.users.schema import NO_POP
+
+DEFAULT_PORT = 110
+DEFAULT_LISTEN = "127.0.0.1"
+INTERNAL_USER, LOGIN_USER = "dovecot", "dovenull"     # what Debian's dovecot-core creates
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONF, SQL_CONF, POSTLOGIN, MYSQL_CNF, LOG = (
+    "dovecot.conf", "dovecot-sql.conf.ext", "postlogin", "mysql.cnf", "dovecot.log")
+# vpopmail's ATCHARS (user@domain, user%domain, user/domain) and qmail-users' name characters
+USERNAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567890.-_@+=&%/"
+USERNAME_TRANSLATION = "%@/@"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be written as asked (message says what to do)."""
+
+
+class Plan:
+    """Everything the templates need, read once by plan()."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+    def path(self, name):
+        return os.path.join(self.outdir, name)
+
+
+# -- reading the world
+
+def dovecot_version(binary="dovecot"):
+    """(major, minor) of the installed Dovecot, from `dovecot --version`; None when missing."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except OSError:
+        return None
+    return parse_version(out)
+
+
+def parse_version(text):
+    m = re.match(r"\s*(\d+)\.(\d+)", text or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def mysql_params(line):
+    """Dovecot's view of vpopmail's `host|port|user|password|database` line: a dict."""
+    from qmailpy.users.mysql import parse_line     # imports no driver
+    try:
+        p = parse_line(line)
+    except UsersUnavailable as e:
+        raise ConfigError(str(e)) from None
+    for key in ("host", "user", "database"):     # Dovecot splits its connect string at spaces
+        if re.search(r"\s", p[key]):
+            raise ConfigError("usersdb: the %s %r cannot be given to Dovecot" % (key, p[key]))
+    return p
+
+
+def site_packages(python):
+    """The site-packages of `python` (the hook's launcher puts it on sys.path, as bin/ launchers do)."""
+    if python == sys.executable:
+        return sysconfig.get_paths()["purelib"]
+    try:
+        out = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        raise ConfigError("cannot run %s: %s" % (python, e)) from None
+    if out.returncode != 0 or not out.stdout.strip():
+        raise ConfigError("cannot run %s: %s" % (python, out.stderr.strip()))
+    return out.stdout.strip()
+
+
+def _user_ids(spec):
+    """(uid, gid) of 'name', 'uid' or 'uid:gid'."""
+    name, _, group = spec.partition(":")
+    try:
+        uid = int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid
+        if group:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        else:
+            gid = pwd.getpwuid(uid).pw_gid if not name.isdigit() else uid
+    except KeyError:
+        raise ConfigError("no such user or group: %s" % spec) from None
+    return uid, gid
+
+
+def _name_of_uid(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def plan(home, outdir, port=DEFAULT_PORT, listen=DEFAULT_LISTEN, version=None, mail_user=None,
+         postlogin_user=None, aliasdomains=True, python=None, euid=None):
+    """Read the qmail home (controls, owners of the users database and vpopmaildir): a Plan."""
+    home, outdir = os.path.abspath(home), os.path.abspath(outdir)
+    version = version or dovecot_version() or (2, 3)
+    if version >= (2, 4) or version < (2, 2):
+        raise ConfigError("Dovecot %d.%d is not supported: this writes the 2.2/2.3 configuration "
+                          "syntax (see docs/pop3.md)" % version)
+    euid = os.geteuid() if euid is None else euid
+    controls = Controls(home, {})
+    try:
+        line = (controls.value("usersdb") or "").strip()
+        vdir = os.path.abspath(vpopmail_dir(home, controls))
+    except OSError as e:
+        raise ConfigError(str(e)) from None
+    python = os.path.abspath(python) if python else sys.executable
+    p = Plan(home=home, outdir=outdir, port=int(port), listen=listen, version=version, root=euid == 0,
+             vpopmaildir=vdir, aliasdomains=aliasdomains, python=python, checkout=CHECKOUT,
+             sitedir=site_packages(python), sqlite=None, mysql=None)
+    if line:
+        p.mysql = mysql_params(line)
+        secret_file = controls.path("usersdb")
+    else:
+        p.sqlite = os.path.join(home, SQLITE_FILE)
+        secret_file = p.sqlite
+        if not os.path.exists(p.sqlite):
+            raise ConfigError("%s does not exist: add a domain first (qmail-users adddomain)" % p.sqlite)
+    if p.root:
+        _plan_root(p, mail_user, postlogin_user, secret_file)
+    else:
+        me = _name_of_uid(euid)
+        if me is None:
+            raise ConfigError("uid %d has no name: Dovecot needs one for its processes" % euid)
+        p.internal_user = p.login_user = me
+        p.internal_group = grp.getgrgid(pwd.getpwuid(euid).pw_gid).gr_name
+        p.mail_uid = p.mail_gid = None
+        p.first_valid_uid = min(euid, 500)
+        p.postlogin_user = None
+    return p
+
+
+def _plan_root(p, mail_user, postlogin_user, secret_file):
+    for name in (INTERNAL_USER, LOGIN_USER):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            raise ConfigError("no system user %r: install dovecot-core (it creates dovecot and dovenull)"
+                              % name) from None
+    p.internal_user, p.login_user = INTERNAL_USER, LOGIN_USER
+    p.internal_group = grp.getgrgid(pwd.getpwnam(INTERNAL_USER).pw_gid).gr_name
+    if mail_user:
+        p.mail_uid, p.mail_gid = _user_ids(mail_user)
+    else:
+        try:
+            st = os.stat(p.vpopmaildir)
+        except OSError:
+            raise ConfigError("%s does not exist: add a domain first (qmail-users adddomain)"
+                              % p.vpopmaildir) from None
+        p.mail_uid, p.mail_gid = st.st_uid, st.st_gid
+    if p.mail_uid == 0 or p.mail_gid == 0:
+        raise ConfigError("%s belongs to root, and Dovecot does not open mail as root: give the mailboxes "
+                          "to a mail user (chown -R vpopmail:vchkpw %s, as vpopmail has it) or pass "
+                          "--mail-user" % (p.vpopmaildir, p.vpopmaildir))
+    p.first_valid_uid = p.mail_uid
+    owner = postlogin_user
+    if owner is None:
+        # the hook writes the relay table: run it as the owner of the file holding the database
+        # (the SQLite file, or control/usersdb with the MySQL password)
+        try:
+            owner = _name_of_uid(os.stat(secret_file).st_uid)
+        except OSError:
+            owner = "root"
+        if owner is None:
+            raise ConfigError("the owner of %s has no name: pass --postlogin-user" % secret_file)
+    p.postlogin_user = owner
+
+
+# -- rendering (pure)
+
+def quote(value):
+    """A Dovecot config value: quoted when it holds '#', quotes, backslashes or edge spaces."""
+    value = str(value)
+    if value and not re.search(r'[#"\'\\]', value) and value == value.strip():
+        return value
+    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def where_user(p):
+    """The WHERE clause for %n@%d, following aliasdomains to the real domain."""
+    if p.aliasdomains:
+        domain = "pw_domain IN ('%d', (SELECT domain FROM aliasdomains WHERE alias = '%d'))"
+    else:
+        domain = "pw_domain = '%d'"
+    return "pw_name = '%n' AND " + domain
+
+
+def queries(p):
+    """{setting: SQL} of dovecot-sql.conf.ext (Dovecot escapes %n and %d for the driver)."""
+    return {
+        "password_query": (
+            "SELECT pw_name AS username, pw_domain AS domain, pw_passwd AS password FROM vpopmail "
+            "WHERE %s AND pw_passwd <> '' AND (COALESCE(pw_gid, 0) & %d) = 0" % (where_user(p), NO_POP)),
+        "user_query": "SELECT pw_dir AS home FROM vpopmail WHERE %s" % where_user(p),
+        "iterate_query": "SELECT pw_name AS username, pw_domain AS domain FROM vpopmail",
+    }
+
+
+def connect_string(p):
+    """Dovecot's `connect` for the users database."""
+    if p.sqlite:
+        return p.sqlite
+    m = p.mysql
+    parts = ["host=%s" % m.get("unix_socket", m["host"])]
+    if "port" in m and "unix_socket" not in m:
+        parts.append("port=%d" % m["port"])
+    if m["user"]:
+        parts.append("user=%s" % m["user"])
+    if m["password"] and not re.search(r"\s", m["password"]):
+        parts.append("password=%s" % m["password"])
+    elif m["password"]:                 # Dovecot splits connect at spaces: the password goes to a file
+        parts += ["option_file=%s" % p.path(MYSQL_CNF), "option_group=qmailpy"]
+    parts.append("dbname=%s" % m["database"])
+    return " ".join(parts)
+
+
+def render_mysql_cnf(p):
+    """The MySQL option file for a password with white space in it, or None."""
+    if not p.mysql or not re.search(r"\s", p.mysql["password"]):
+        return None
+    pw = p.mysql["password"].replace("\\", "\\\\").replace('"', '\\"')
+    return "[qmailpy]\npassword=\"%s\"\n" % pw
+
+
+def render_sql_conf(p):
+    lines = ["# Generated by python -m qmailpy.pop3.dovecot for %s; do not edit." % p.home,
+             "# vpopmail's table (qmailpy/users/schema.py): pw_passwd is a crypt(3) string,",
+             "# pw_gid holds vpopmail's flags (NO_POP = 0x%02x), pw_dir the mailbox directory." % NO_POP,
+             "driver = %s" % ("sqlite" if p.sqlite else "mysql"),
+             "connect = %s" % quote(connect_string(p)),
+             "default_pass_scheme = CRYPT"]
+    for key, sql in queries(p).items():
+        lines.append("%s = %s" % (key, sql))
+    return "\n".join(lines) + "\n"
+
+
+def render_dovecot_conf(p):
+    sql = p.path(SQL_CONF)
+    out = [
+        "# Generated by python -m qmailpy.pop3.dovecot for the qmail home %s; do not edit." % p.home,
+        "# Dovecot %d.%d: POP3 for the users database; every login records its IP in the" % p.version,
+        "# relay table (POP-before-SMTP). Run: dovecot -F -c %s" % p.path(CONF),
+        "instance_name = qmailpy",
+        "base_dir = %s" % quote(p.path("run")),
+        "state_dir = %s" % quote(p.path("state")),
+        "log_path = %s" % quote(p.path(LOG)),
+        "protocols = pop3",
+        "listen = %s" % p.listen,
+        "ssl = no",
+        "disable_plaintext_auth = no",
+        "auth_mechanisms = plain login",
+        "auth_username_format = %Lu",
+        "auth_username_translation = %s" % USERNAME_TRANSLATION,
+        "auth_username_chars = %s" % USERNAME_CHARS,
+        "auth_verbose = yes",
+        "default_internal_user = %s" % p.internal_user,
+        "default_internal_group = %s" % p.internal_group,
+        "default_login_user = %s" % p.login_user,
+        "mail_location = maildir:~/Maildir",
+        "# UIDLs are the Maildir file names, as qmail-pop3d gives them: clients do not fetch again",
+        "pop3_uidl_format = %f",
+        "first_valid_uid = %d" % p.first_valid_uid,
+    ]
+    if p.mail_uid is not None:
+        out += ["# the owner of %s: vpopmail keeps every mailbox under one user" % p.vpopmaildir,
+                "mail_uid = %d" % p.mail_uid, "mail_gid = %d" % p.mail_gid,
+                "last_valid_uid = %d" % p.mail_uid,
+                "first_valid_gid = %d" % p.mail_gid, "last_valid_gid = %d" % p.mail_gid]
+    out += ["passdb {", "  driver = sql", "  args = %s" % quote(sql), "}",
+            "userdb {", "  driver = sql", "  args = %s" % quote(sql), "}",
+            "service pop3-login {",
+            "  inet_listener pop3 {", "    port = %d" % p.port, "  }",
+            "  inet_listener pop3s {", "    port = 0", "  }"]
+    if not p.root:
+        out.append("  chroot =")
+    out += ["}",
+            "service pop3 {", "  executable = pop3 postlogin", "}",
+            "# the post-login hook: relay table, then exec pop3",
+            "service postlogin {",
+            "  executable = script-login %s" % p.path(POSTLOGIN)]
+    if p.postlogin_user:
+        out.append("  user = %s" % p.postlogin_user)
+    out += ["  unix_listener postlogin {", "  }", "}"]
+    if not p.root:
+        out += ["service anvil {", "  chroot =", "}"]
+    return "\n".join(out) + "\n"
+
+
+def render_postlogin(p):
+    """The hook's launcher: the venv's interpreter with -I -S, as bin/ launchers are."""
+    return ("#!{python} -IS\n"
+            "# Generated by python -m qmailpy.pop3.dovecot; do not edit. Dovecot's script-login runs it\n"
+            "# after each POP3 login: it records $IP in the relay table, then execs its arguments.\n"
+            "import sys\n"
+            "sys.path[:0] = [{checkout!r}, {site!r}]\n"
+            "from qmailpy.pop3.postlogin import main\n"
+            "sys.exit(main({home!r}, sys.argv[1:]))\n").format(
+                python=p.python, checkout=p.checkout, site=p.sitedir, home=p.home)
+
+
+# -- writing
+
+def _write(path, text, mode, group=None):
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    if group is not None:
+        os.chown(tmp, -1, grp.getgrnam(group).gr_gid)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def write(p):
+    """Write the files into OUTDIR; their paths."""
+    os.makedirs(p.outdir, exist_ok=True)
+    os.chmod(p.outdir, 0o755)
+    written = []
+    # dovecot-sql.conf.ext is read as root; the MySQL option file by the auth process (user dovecot)
+    cnf_group = p.internal_group if p.root else None
+    for name, text, mode, group in ((SQL_CONF, render_sql_conf(p), 0o600, None),
+                                    (MYSQL_CNF, render_mysql_cnf(p), 0o640, cnf_group),
+                                    (POSTLOGIN, render_postlogin(p), 0o755, None),
+                                    (CONF, render_dovecot_conf(p), 0o644, None)):
+        if text is not None:
+            _write(p.path(name), text, mode, group)
+            written.append(p.path(name))
+    return written
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m qmailpy.pop3.dovecot",
+                                 description="Write a Dovecot POP3 configuration for a qmail home.")
+    ap.add_argument("home", help="the qmail home (/var/qmail)")
+    ap.add_argument("outdir", help="where to write dovecot.conf and its files")
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT)
+    ap.add_argument("--listen", default=DEFAULT_LISTEN, help="address(es) to listen on (Dovecot's `listen`)")
+    ap.add_argument("--dovecot-version", help="write for this version (default: ask `dovecot --version`)")
+    ap.add_argument("--mail-user", help="user[:group] owning the mailboxes (default: owner of vpopmaildir)")
+    ap.add_argument("--postlogin-user", help="user running the post-login hook (default: owner of the "
+                                             "SQLite file, or of control/usersdb)")
+    ap.add_argument("--no-aliasdomains", action="store_true",
+                    help="the database has no aliasdomains table (vpopmail 5.4)")
+    ap.add_argument("--python", help="interpreter for the hook (default: this one)")
+    args = ap.parse_args(argv)
+    home = args.home
+    try:
+        version = parse_version(args.dovecot_version) if args.dovecot_version else None
+        p = plan(home, args.outdir, args.port, args.listen, version, args.mail_user, args.postlogin_user,
+                 not args.no_aliasdomains, args.python)
+        for path in write(p):
+            print("wrote %s" % path)
+    except ConfigError as e:
+        print("qmailpy.pop3.dovecot: %s" % e, file=sys.stderr)
+        return 1
+    print("run: dovecot -F -c %s" % p.path(CONF))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,439 @@
+"""POP-before-SMTP with a real Dovecot: the generated configuration, the post-login hook,
+and qmail-smtpd letting the POP3 client's IP relay (docs/pop3.md).
+
+Real processes, started and stopped here: `dovecot -F -c <outdir>/dovecot.conf` on a free
+port of 127.0.0.1 (nothing from /etc/dovecot, no system dovecot), tcpserver +
+bin/qmail-smtpd + bin/qmail-queue. Clients connect from 127.0.0.2.. so that each test
+has IPs of its own. The qmail homes live in a world-traversable temporary directory:
+Dovecot's mail processes run as the mailbox owner, which cannot enter pytest's 0700
+tmp_path when the suite runs as root.
+"""
+import os
+import pwd
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from conftest import ROOT, Home, program
+from mysql_fixture import MysqlDatabase, mysql_admin, usersdb_line
+from test_dialogues import free_port, queued_messages, read_lines
+
+from qmailpy.pop3 import dovecot as dc
+
+PYTHON = sys.executable
+MAIL_UID = 40089            # the mailboxes' owner when the suite runs as root (vpopmail's 89, shifted)
+PASSWORD = "s3cret pass"
+# a message as qmail-local stores it: LF line ends, a leading dot, 8-bit bytes, trailing blanks
+MESSAGE = (b"Return-Path: <alice@remote.example>\nDelivered-To: joe@example.org\n"
+           b"Subject: pop me\nFrom: alice@remote.example\n\nfirst line \n.leading dot\n..two dots\n"
+           b"caf\xc3\xa9 8bit\n\n.\nlast line\n")
+REFUSED_RCPT = "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"
+
+DOVECOT = shutil.which("dovecot") or (os.path.exists("/usr/sbin/dovecot") and "/usr/sbin/dovecot")
+needs_dovecot = pytest.mark.skipif(
+    not DOVECOT or not os.path.exists("/usr/lib/dovecot/script-login"),
+    reason="Dovecot is not installed (dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql)")
+
+
+def mysql_driver_present():
+    return any(os.path.exists(os.path.join(d, "libdriver_mysql.so"))
+               for d in ("/usr/lib/dovecot/modules", "/usr/lib/dovecot/modules/auth"))
+
+
+# -- a qmail home with one domain and users, and a Dovecot serving it
+
+class World:
+    def __init__(self, base, usersdb=None):
+        self.root = os.path.join(base, "qmail")
+        self.outdir = os.path.join(base, "dovecot")
+        subprocess.run([PYTHON, os.path.join(ROOT, "tools", "install.py"), self.root, ROOT, PYTHON],
+                       check=True, capture_output=True)
+        self.home = Home(self.root)
+        self.home.control("me", "test.example\n")
+        self.home.control("rcpthosts", "example.org\n")
+        if usersdb:
+            self.home.control("usersdb", usersdb + "\n")
+        vdir = os.path.join(self.root, "vpopmail")
+        os.makedirs(vdir)
+        if os.geteuid() == 0:       # qmail-users gives new directories the owner of vpopmaildir
+            os.chown(vdir, MAIL_UID, MAIL_UID)
+        self.users("adddomain", "example.org")
+        self.users("addaliasdomain", "example.org", "alias.example")
+        self.users("adduser", "joe@example.org", "-p", PASSWORD)
+        self.users("adduser", "nopop@example.org", "-p", PASSWORD)
+        self.proc = None
+        self.port = None
+
+    def users(self, *args):
+        r = self.home.run("qmail-users", *args)
+        assert r.returncode == 0, r.stderr.decode()
+        return r.stdout.decode()
+
+    def maildir(self, user):
+        return os.path.join(self.root, "vpopmail", "domains", "example.org", user, "Maildir")
+
+    def put_message(self, user, name, data):
+        path = os.path.join(self.maildir(user), "new", name)
+        with open(path, "wb") as f:
+            f.write(data)
+        st = os.stat(self.maildir(user))
+        os.chown(path, st.st_uid, st.st_gid)
+        return path
+
+    def relays(self):
+        out = self.users("relays")
+        return {line.split("\t")[0]: int(line.split("\t")[1]) for line in out.splitlines() if line}
+
+    def start(self):
+        self.port = free_port()
+        r = subprocess.run([PYTHON, "-m", "qmailpy.pop3.dovecot", self.root, self.outdir,
+                            "--port", str(self.port)], capture_output=True, cwd=ROOT, timeout=30)
+        assert r.returncode == 0, r.stderr.decode()
+        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", os.path.join(self.outdir, "dovecot.conf")],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + 15
+        while True:
+            assert self.proc.poll() is None, "dovecot exited: %s\n%s" % (self.proc.stdout.read(), self.log())
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline, "dovecot did not listen:\n" + self.log()
+                time.sleep(0.05)
+
+    def log(self):
+        try:
+            with open(os.path.join(self.outdir, "dovecot.log"), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+
+@pytest.fixture
+def world_dir():
+    base = tempfile.mkdtemp(prefix="qmailpy-pop3-")
+    os.chmod(base, 0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def sqlite_world():
+    if not DOVECOT or not os.path.exists("/usr/lib/dovecot/script-login"):
+        pytest.skip("Dovecot is not installed")
+    base = tempfile.mkdtemp(prefix="qmailpy-pop3-")
+    os.chmod(base, 0o755)
+    world = World(base)
+    try:
+        world.start()
+        yield world
+    finally:
+        world.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def mysql_world(world_dir):
+    if not mysql_driver_present():
+        pytest.skip("Dovecot's MySQL driver is not installed (dovecot-mysql)")
+    conn = mysql_admin()
+    if conn is None:
+        pytest.skip("no MySQL/MariaDB at 127.0.0.1:3306")
+    db = MysqlDatabase(conn)
+    world = None
+    try:
+        world = World(world_dir, usersdb=usersdb_line(db.name))
+        world.db = db
+        world.start()
+        yield world
+    finally:
+        if world is not None:
+            world.stop()
+        db.drop()
+
+
+# -- a POP3 client speaking from a chosen source address
+
+class Pop3:
+    def __init__(self, port, source):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.line()
+
+    def line(self):
+        raw = self.file.readline()
+        assert raw.endswith(b"\r\n"), raw
+        return raw[:-2].decode("utf-8", "surrogateescape")
+
+    def cmd(self, text):
+        self.sock.sendall(text.encode() + b"\r\n")
+        return self.line()
+
+    def login(self, user, password):
+        assert self.cmd("USER " + user).startswith("+OK")
+        return self.cmd("PASS " + password)
+
+    def multiline(self):
+        """The raw bytes of a multi-line answer, up to (without) the terminating '.' line."""
+        data = b""
+        while not (data == b".\r\n" or data.endswith(b"\r\n.\r\n")):
+            chunk = self.file.readline()
+            assert chunk, "connection closed in a multi-line answer"
+            data += chunk
+        return data[:-3]
+
+    def close(self):
+        try:
+            self.cmd("QUIT")
+        finally:
+            self.file.close()
+            self.sock.close()
+
+
+def unstuff(wire):
+    """A RETR answer back to the stored message: undo dot-stuffing, CRLF -> LF."""
+    lines = wire.split(b"\r\n")[:-1]
+    return b"".join((line[1:] if line.startswith(b".") else line) + b"\n" for line in lines)
+
+
+# -- SMTP through tcpserver from a chosen source address
+
+def smtp_relay_attempt(world, source, sender="joe@example.org", rcpt="friend@remote.example"):
+    """Replies to MAIL/RCPT (and DATA when RCPT was accepted) from `source`."""
+    port = free_port()
+    cmd = ["tcpserver", "-q", "-H", "-R", "-l", "localhost", "127.0.0.1", str(port), program("qmail-smtpd")]
+    server = subprocess.Popen(cmd, env=world.home.env(QMAILQUEUE=program("qmail-queue")))
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+                break
+            except ConnectionRefusedError:
+                assert time.time() < deadline, "tcpserver did not start"
+                time.sleep(0.05)
+        replies = read_lines(sock, 1)[0]
+        sock.sendall(b"HELO client.example\r\nMAIL FROM:<%s>\r\nRCPT TO:<%s>\r\n" % (sender.encode(), rcpt.encode()))
+        replies += read_lines(sock, 3)[0]
+        if replies[-1].startswith("250"):
+            sock.sendall(b"DATA\r\n")
+            replies += read_lines(sock, 1)[0]
+            sock.sendall(b"Subject: relayed\r\n\r\nafter POP3\r\n.\r\n")
+            replies += read_lines(sock, 1)[0]
+        sock.sendall(b"QUIT\r\n")
+        replies += read_lines(sock, 1)[0]
+        sock.close()
+        return replies
+    finally:
+        server.terminate()
+        server.wait()
+
+
+# -- end to end
+
+@needs_dovecot
+def test_pop3_login_retrieves_and_opens_relay(sqlite_world):
+    w = sqlite_world
+    name = "1795000000.M1P1Q1.test.example,S=%d" % len(MESSAGE)
+    w.put_message("joe", name, MESSAGE)
+    before = int(time.time())
+    pop = Pop3(w.port, "127.0.0.2")
+    assert pop.greeting.startswith("+OK")
+    assert pop.login("joe@example.org", PASSWORD) == "+OK Logged in.", w.log()
+    # the post-login hook ran before pop3 answered
+    assert "127.0.0.2" in w.relays()
+    assert pop.cmd("STAT") == "+OK 1 %d" % (len(MESSAGE) + MESSAGE.count(b"\n"))
+    assert pop.cmd("UIDL 1") == "+OK 1 " + name        # qmail-pop3d's UIDLs: the file names
+    assert pop.cmd("RETR 1").startswith("+OK")
+    wire = pop.multiline()
+    assert b"\r\n..leading dot\r\n...two dots\r\n" in wire and b"\r\n..\r\n" in wire
+    assert unstuff(wire) == MESSAGE
+    pop.close()
+    stamp = w.relays()["127.0.0.2"]
+    assert before <= stamp <= time.time() + 1
+    conn = sqlite3.connect(os.path.join(w.root, "users", "vpopmail.sqlite"))
+    assert conn.execute("SELECT user, domain, remote_ip FROM lastauth").fetchall() == [
+        ("joe", "example.org", "127.0.0.2")]
+    conn.close()
+
+    # the POP3 client's IP may now relay (local sender, remote recipient); another IP may not
+    replies = smtp_relay_attempt(w, "127.0.0.2")
+    assert replies[2:4] == ["250 ok", "250 ok"], replies
+    assert replies[4] == "354 go ahead" and replies[5].startswith("250 ok "), replies
+    assert ["Fjoe@example.org", "Tfriend@remote.example"] in [env for env, _ in queued_messages(w.home)]
+    replies = smtp_relay_attempt(w, "127.0.0.3")
+    assert replies[2:4] == ["250 ok", REFUSED_RCPT], replies
+
+
+@needs_dovecot
+def test_wrong_password_records_nothing(sqlite_world):
+    w = sqlite_world
+    pop = Pop3(w.port, "127.0.0.4")
+    assert pop.login("joe@example.org", "wrong") == "-ERR [AUTH] Authentication failed."
+    pop.close()
+    assert "127.0.0.4" not in w.relays()
+    assert smtp_relay_attempt(w, "127.0.0.4")[3] == REFUSED_RCPT
+
+
+@needs_dovecot
+def test_login_forms_aliases_and_no_pop(sqlite_world):
+    w = sqlite_world
+    # vpopmail's separators and an alias domain reach the same mailbox (and are lower-cased)
+    for source, login in (("127.0.0.5", "JOE%example.org"), ("127.0.0.6", "joe/alias.example"),
+                          ("127.0.0.7", "joe@Alias.Example")):
+        pop = Pop3(w.port, source)
+        assert pop.login(login, PASSWORD) == "+OK Logged in.", (login, w.log())
+        pop.close()
+        assert source in w.relays()
+    # vpopmail's NO_POP flag (pw_gid 0x02) refuses POP3 logins
+    conn = sqlite3.connect(os.path.join(w.root, "users", "vpopmail.sqlite"))
+    conn.execute("UPDATE vpopmail SET pw_gid = pw_gid | 2 WHERE pw_name = 'nopop'")
+    conn.commit()
+    conn.close()
+    pop = Pop3(w.port, "127.0.0.8")
+    assert pop.login("nopop@example.org", PASSWORD).startswith("-ERR")
+    pop.close()
+    assert "127.0.0.8" not in w.relays()
+
+
+@needs_dovecot
+def test_mysql_backend(mysql_world):
+    w = mysql_world
+    w.put_message("joe", "1795000001.M2P2Q1.test.example", MESSAGE)
+    pop = Pop3(w.port, "127.0.0.9")
+    assert pop.login("joe@example.org", PASSWORD) == "+OK Logged in.", w.log()
+    assert pop.cmd("RETR 1").startswith("+OK")
+    assert unstuff(pop.multiline()) == MESSAGE
+    pop.close()
+    rows = w.db.execute("SELECT ip_addr FROM relay")
+    assert [r[0] for r in rows] == ["127.0.0.9"]
+    pop = Pop3(w.port, "127.0.0.10")
+    assert pop.login("joe@example.org", "wrong").startswith("-ERR")
+    pop.close()
+    assert [r[0] for r in w.db.execute("SELECT ip_addr FROM relay")] == ["127.0.0.9"]
+    replies = smtp_relay_attempt(w, "127.0.0.9")
+    assert replies[2:4] == ["250 ok", "250 ok"], replies
+
+
+# -- the hook on its own
+
+@needs_dovecot
+def test_postlogin_records_then_execs(world_dir):
+    w = World(world_dir)
+    subprocess.run([PYTHON, "-m", "qmailpy.pop3.dovecot", w.root, w.outdir, "--dovecot-version", "2.3",
+                    "--port", "11000"], check=True, capture_output=True, cwd=ROOT)
+    hook = os.path.join(w.outdir, "postlogin")
+    env = {"IP": "::ffff:192.0.2.7", "USER": "joe@example.org", "USERDB_KEYS": "HOME "}
+    r = subprocess.run([hook, "/bin/sh", "-c", 'echo "exec'"'"'d as $USER"'], env=env, capture_output=True,
+                       timeout=30)
+    assert r.returncode == 0 and r.stdout == b"exec'd as joe@example.org\n", r.stderr
+    assert "192.0.2.7" in w.relays()            # IPv4-mapped stored as tcpserver spells it
+
+
+@needs_dovecot
+def test_postlogin_execs_even_when_the_database_is_down(world_dir):
+    w = World(world_dir)
+    subprocess.run([PYTHON, "-m", "qmailpy.pop3.dovecot", w.root, w.outdir, "--dovecot-version", "2.3"],
+                   check=True, capture_output=True, cwd=ROOT)
+    w.home.control("usersdb", "127.0.0.1|%d|nobody|x|nodb\n" % free_port())   # nothing listens there
+    r = subprocess.run([os.path.join(w.outdir, "postlogin"), "/bin/echo", "pop3"], env={"IP": "192.0.2.8"},
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0 and r.stdout == b"pop3\n"
+    assert b"postlogin: cannot record 192.0.2.8" in r.stderr
+
+
+# -- the generated configuration (no Dovecot needed)
+
+def fake_plan(**kw):
+    base = dict(home="/var/qmail", outdir="/var/qmail/dovecot", port=110, listen="127.0.0.1",
+                version=(2, 3), root=True, vpopmaildir="/var/qmail/vpopmail", aliasdomains=True,
+                python="/venv/bin/python3", checkout="/src", sitedir="/venv/site", mysql=None,
+                sqlite="/var/qmail/users/vpopmail.sqlite", internal_user="dovecot",
+                internal_group="dovecot", login_user="dovenull", mail_uid=89, mail_gid=89,
+                first_valid_uid=89, postlogin_user="root")
+    base.update(kw)
+    return dc.Plan(**base)
+
+
+def test_rendered_conf_2_3():
+    conf = dc.render_dovecot_conf(fake_plan())
+    for line in ("protocols = pop3", "listen = 127.0.0.1", "ssl = no", "disable_plaintext_auth = no",
+                 "base_dir = /var/qmail/dovecot/run", "state_dir = /var/qmail/dovecot/state",
+                 "log_path = /var/qmail/dovecot/dovecot.log", "mail_location = maildir:~/Maildir",
+                 "mail_uid = 89", "mail_gid = 89", "default_internal_user = dovecot",
+                 "default_login_user = dovenull", "  executable = pop3 postlogin",
+                 "  executable = script-login /var/qmail/dovecot/postlogin", "    port = 110",
+                 "  args = /var/qmail/dovecot/dovecot-sql.conf.ext", "pop3_uidl_format = %f"):
+        assert line in conf.splitlines(), line
+    assert "chroot" not in conf and "include" not in conf
+    sql = dc.render_sql_conf(fake_plan())
+    assert "driver = sqlite" in sql and "connect = /var/qmail/users/vpopmail.sqlite" in sql
+    assert "default_pass_scheme = CRYPT" in sql
+    assert "(COALESCE(pw_gid, 0) & 2) = 0" in sql and "aliasdomains" in sql
+    assert "aliasdomains" not in dc.render_sql_conf(fake_plan(aliasdomains=False))
+
+
+def test_single_user_mode_conf():
+    conf = dc.render_dovecot_conf(fake_plan(root=False, mail_uid=None, mail_gid=None, internal_user="joe",
+                                            internal_group="joe", login_user="joe", postlogin_user=None))
+    assert "mail_uid" not in conf and "  user = " not in conf
+    assert conf.count("chroot =") == 2
+
+
+@pytest.mark.parametrize("line,connect", [
+    ("127.0.0.1|3306|vpop|pw|vpopmail", "host=127.0.0.1 port=3306 user=vpop password=pw dbname=vpopmail"),
+    ("db.example|0|vpop|pw|vpopmail", "host=db.example port=3306 user=vpop password=pw dbname=vpopmail"),
+    ("localhost|/run/mysqld/mysqld.sock|vpop||vp", "host=/run/mysqld/mysqld.sock user=vpop dbname=vp"),
+    ("h|3307|u|p w|d", "host=h port=3307 user=u option_file=/o/mysql.cnf option_group=qmailpy dbname=d"),
+])
+def test_mysql_connect_string(line, connect):
+    p = fake_plan(sqlite=None, mysql=dc.mysql_params(line), outdir="/o")
+    assert dc.connect_string(p) == connect
+    sql = dc.render_sql_conf(p)
+    assert "driver = mysql" in sql
+    cnf = dc.render_mysql_cnf(p)
+    assert (cnf is not None) == ("option_file" in connect)
+    if cnf:
+        assert cnf == '[qmailpy]\npassword="p w"\n'
+
+
+def test_quoting():
+    assert dc.quote("/plain/path") == "/plain/path"
+    assert dc.quote("host=h password=a#b") == '"host=h password=a#b"'
+    assert dc.quote('a"b') == '"a\\"b"'
+
+
+@needs_dovecot
+def test_refusals(world_dir):
+    w = World(world_dir)
+    with pytest.raises(dc.ConfigError, match="2.4"):
+        dc.plan(w.root, w.outdir, version=(2, 4))
+    if os.geteuid() == 0:
+        os.chown(os.path.join(w.root, "vpopmail"), 0, 0)
+        with pytest.raises(dc.ConfigError, match="root"):
+            dc.plan(w.root, w.outdir, version=(2, 3))
+        p = dc.plan(w.root, w.outdir, version=(2, 3), mail_user="%d:%d" % (MAIL_UID, MAIL_UID))
+        assert (p.mail_uid, p.postlogin_user) == (MAIL_UID, pwd.getpwuid(0).pw_name)
+    empty = os.path.join(world_dir, "empty")
+    os.makedirs(os.path.join(empty, "control"))
+    with pytest.raises(dc.ConfigError, match="qmail-users adddomain"):
+        dc.plan(empty, w.outdir, version=(2, 3))
+    assert dc.parse_version("2.3.19.1 (9b53102964)") == (2, 3)
