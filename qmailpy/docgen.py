@@ -43,13 +43,35 @@ def row(c):
 
 HEADER = ["| control | type | default | read by | what it does |", "|---|---|---|---|---|"]
 
+# Hand-written pages with the replies and behaviour of a group's controls, linked from its page.
+REPLIES = {
+    "smtp": [("antispam.md", "quitasap and the tarpit")],
+    "relay": [("antispam.md", "relaymailfrom")],
+    "antispam": [("antispam.md", "what each list refuses, where and with which reply")],
+    "dnscheck": [("dnschecks.md", "the DNS checks and rblhosts: lookups, replies, time-outs")],
+    "spf": [("spf.md", "spfbehavior levels, explanations, Received-SPF")],
+}
+
+
+def replies_section(group):
+    """Lines linking a group's page to its hand-written replies page(s), or []."""
+    links = REPLIES.get(group)
+    if not links:
+        return []
+    out = ["", "Replies and behaviour: " + "; ".join("[%s](%s) (%s)" % (page, page, what)
+                                                     for page, what in links) + "."]
+    if group in ("antispam", "dnscheck", "spf"):
+        out.append("Try them on a client with [qmail-policytest](qmail-policytest.md).")
+    return out
+
 
 def group_page(group):
     rows = [row(c) for c in R.CONTROLS if c.group == group]
+    extra = replies_section(group)
     return "\n".join(["# Controls: %s" % R.GROUPS[group], "", GENERATED, "",
                       "Files in `$QMAILHOME/control/` (or entries of `control/options`, see "
                       "[options.md](options.md)). Types are explained in [controls.md](controls.md).", ""]
-                     + HEADER + rows) + "\n"
+                     + HEADER + rows + extra) + "\n"
 
 
 def index_page():

@@ -9,6 +9,15 @@ File format (tests/dialogues/*.txt), one directive per line:
     @domain DOMAIN           a hosted domain in the home's users database (SQLite)
     @user ADDRESS PASSWORD [clear]   a mailbox user
     @poprelay IP [AGE]       a POP3 login from IP, AGE seconds ago (default now)
+    @client IP [HOST]        the client's TCPREMOTEIP (and TCPREMOTEHOST); through tcpserver
+                             this becomes a tcprules line for 127.0.0.1 (with @tcprules,
+                             put TCPREMOTEIP=... into that line instead)
+    @dns NAME TYPE VALUE     a record served by the test DNS server (tests/dnsserver.py) that
+                             qmail-smtpd asks ($DNSCACHEIP); TYPE A AAAA MX TXT PTR CNAME NS;
+                             MX VALUE is "PREF HOST", TXT VALUE the rest of the line
+    @dns NAME BEHAVIOUR      SERVFAIL, REFUSED, NXDOMAIN or DROP (no answer: a time-out)
+    @dns NAME TYPE BEHAVIOUR the same for one type only
+                             ($DNSTIMEOUT defaults to 0.3 s in dialogues with @dns)
     C: text                  client sends text + CRLF
     C~ text                  client sends raw text with \\r \\n \\t \\0 \\xHH escapes, nothing added
     S: text                  expected server line; '*' matches any run of characters
@@ -17,6 +26,8 @@ File format (tests/dialogues/*.txt), one directive per line:
                              Received line), '*' wildcards allowed
     Q: none                  nothing (more) was queued
     X: closed                the server has closed the connection
+    L: pattern               a log line of the session, without "qmail-smtpd: PID ",
+                             '*' wildcards; L lines must match log lines in this order
 Client lines are grouped: each group of C lines is sent, then exactly the S
 lines that follow it must arrive, in order.
 """
@@ -52,6 +63,9 @@ class Dialogue:
         self.expect_closed = False
         self.checkpassword = False
         self.users = []
+        self.client = None         # (ip, host or None)
+        self.dns = {}              # zones for tests/dnsserver.py
+        self.logs = []             # expected log line patterns
         with open(path, encoding="utf-8", newline="") as f:
             for line in f.read().split("\n"):
                 self._parse(line)
@@ -68,6 +82,13 @@ class Dialogue:
         elif line.split(" ")[0] in ("@domain", "@user", "@poprelay"):
             cmd, *args = line[1:].split(" ")
             self.users.append((cmd, args))
+        elif line.startswith("@client "):
+            words = line.split()[1:]
+            self.client = (words[0], words[1] if len(words) > 1 else None)
+        elif line.startswith("@dns "):
+            self._dns(line[5:])
+        elif line.startswith("L: "):
+            self.logs.append(line[3:])
         elif line == "@checkpassword":
             self.checkpassword = True
         elif line.startswith("@tcprules "):
@@ -95,6 +116,33 @@ class Dialogue:
         else:
             raise ValueError("%s: cannot parse %r" % (self.name, line))
 
+    def _dns(self, text):
+        from dnsserver import BEHAVIOURS
+        words = text.split(" ", 2)
+        name = words[0].lower()
+        if len(words) == 2 and words[1] in BEHAVIOURS:
+            self.dns[name] = words[1]
+            return
+        rtype, value = words[1].upper(), words[2] if len(words) > 2 else ""
+        entry = self.dns.setdefault(name, {})
+        if isinstance(entry, str):
+            raise ValueError("%s: %s already has a behaviour" % (self.name, name))
+        if value in BEHAVIOURS:
+            entry[rtype] = value
+        elif rtype == "CNAME":
+            entry[rtype] = value
+        elif rtype == "MX":
+            pref, host = value.split(" ", 1)
+            entry.setdefault(rtype, []).append((int(pref), host))
+        else:
+            entry.setdefault(rtype, []).append(value)
+
+    def client_rule(self):
+        """The tcprules line that makes tcpserver's client look like @client."""
+        ip, host = self.client
+        extra = ',TCPREMOTEHOST="%s"' % host if host else ""
+        return '127.0.0.1:allow,TCPREMOTEIP="%s"%s' % (ip, extra)
+
     def _client(self, data):
         if self.steps and not self.steps[-1][1]:
             self.steps[-1] = (self.steps[-1][0] + data, [])
@@ -117,3 +165,14 @@ def check_queued(dialogue, messages):
         lines = body.decode("utf-8", "surrogateescape").split("\n")
         assert lines[-1] == "", "message does not end with a line feed: %r" % body[-40:]
         check_lines(lines[:-1], want_lines, dialogue.name + " message")
+
+
+def check_logs(lines, patterns, where):
+    """Each pattern matches a log line, in order (other lines may come between)."""
+    i = 0
+    for pattern in patterns:
+        while i < len(lines) and not wildmatch(pattern, lines[i]):
+            i += 1
+        assert i < len(lines), "%s: no log line matching %r after the previous one in %r" % (
+            where, pattern, lines)
+        i += 1

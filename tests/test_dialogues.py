@@ -9,7 +9,8 @@ import time
 import pytest
 
 from conftest import ROOT, Home, program
-from dialogue import Dialogue, check_lines, check_queued
+from dialogue import Dialogue, check_lines, check_logs, check_queued
+from dnsserver import DNSServer
 from qmailpy.ctl.cdbmap import open_cdb, tcprules_lookup
 from qmailpy.ctl.reader import Controls
 from qmailpy.proto.qq import decode
@@ -31,9 +32,13 @@ def setup_home(tmp_path, d):
     if d.users:
         make_users(home, d.users)
     cdb = None
-    if d.tcprules:
+    rules = d.tcprules
+    if d.client:
+        assert not rules, "%s: with @tcprules, set TCPREMOTEIP in the rule instead of @client" % d.name
+        rules = [d.client_rule()]
+    if rules:
         cdb = str(tmp_path / "tcp.cdb")
-        rules = "".join(r + "\n" for r in d.tcprules).encode()
+        rules = "".join(r + "\n" for r in rules).encode()
         subprocess.run(["tcprules", cdb, cdb + ".tmp"], input=rules, check=True)
     return home, cdb
 
@@ -74,7 +79,7 @@ class FakeServices:
     pid = 4242
 
     def __init__(self, controls=None, checkpassword=False):
-        self.queued, self.logged = [], []
+        self.queued, self.logged, self.slept = [], [], []
         self.controls, self.checkpassword = controls, checkpassword
         self._users = None
 
@@ -91,7 +96,7 @@ class FakeServices:
         return time.time()        # the relay table (POP-before-SMTP) is written with real times
 
     def sleep(self, seconds):
-        pass
+        self.slept.append(seconds)     # the tarpit: recorded, never slept in-process
 
     def auth_delay(self):
         pass
@@ -106,13 +111,40 @@ class FakeServices:
         return authenticate(self.users(), mech, user, secret, challenge)
 
 
+def log_line(event, fields):
+    """A FakeServices log entry as qmail-smtpd's Logger writes it (without "qmail-smtpd: PID ")."""
+    from qmailpy.smtpd.log import printable
+    return event + "".join(" %s=%s" % (k, printable(v)) for k, v in fields.items())
+
+
+def dns_for(d):
+    """A started test DNS server with the dialogue's zones and the environment pointing at it, or (None, {})."""
+    if not d.dns:
+        return None, {}
+    server = DNSServer(dict(d.dns)).start()
+    env = dict(server.environ())
+    if "DNSTIMEOUT" not in d.env:
+        env["DNSTIMEOUT"] = "0.3"
+    return server, env
+
+
 @pytest.mark.parametrize("path", FILES, ids=os.path.basename)
 def test_in_process(tmp_path, path):
     d = Dialogue(path)
+    server, dns_env = dns_for(d)
+    try:
+        run_in_process(tmp_path, d, dns_env)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run_in_process(tmp_path, d, dns_env):
     home, cdb = setup_home(tmp_path, d)
-    env = dict(TCP_ENV, **d.env)
+    env = dict(TCP_ENV, **dns_env)
+    env.update(d.env)
     if cdb:
-        rule = tcprules_lookup(open_cdb(cdb), env["TCPREMOTEIP"])
+        rule = tcprules_lookup(open_cdb(cdb), "127.0.0.1")
         env.update(rule[2] if rule else {})
     controls = Controls(home.root, env)
     services = FakeServices(controls, d.checkpassword)
@@ -128,6 +160,7 @@ def test_in_process(tmp_path, path):
     if d.expect_closed:
         assert session.closed
     check_queued(d, services.queued)
+    check_logs([log_line(e, f) for e, f in services.logged], d.logs, d.name + " log")
 
 
 # -- through tcpserver and the real programs
@@ -178,9 +211,19 @@ def queued_messages(home):
 @pytest.mark.parametrize("path", FILES, ids=os.path.basename)
 def test_through_tcpserver(tmp_path, path):
     d = Dialogue(path)
+    server, dns_env = dns_for(d)
+    try:
+        run_through_tcpserver(tmp_path, d, dns_env)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def run_through_tcpserver(tmp_path, d, dns_env):
     home, cdb = setup_home(tmp_path, d)
     port = free_port()
-    env = home.env(QMAILQUEUE=program("qmail-queue"), AUTHFAILDELAY="0", **d.env)
+    env = home.env(QMAILQUEUE=program("qmail-queue"), AUTHFAILDELAY="0", **dns_env)
+    env.update(d.env)
     cmd = ["tcpserver", "-q", "-H", "-R", "-l", "localhost"]
     if cdb:
         cmd += ["-x", cdb]
@@ -214,5 +257,8 @@ def test_through_tcpserver(tmp_path, path):
         time.sleep(0.05)
     finally:
         server.terminate()
-        server.wait()
+        _, err = server.communicate()
     check_queued(d, queued_messages(home))
+    logged = [line.split(" ", 2)[2] for line in err.decode("utf-8", "replace").splitlines()
+              if line.startswith("qmail-smtpd: ") and line.count(" ") >= 2]
+    check_logs(logged, d.logs, d.name + " log")

@@ -133,7 +133,7 @@ CONTROLS = (
     _c("splithorizon", BOOL, 0, "dnscheck", SMTPD, "1: skip helodnscheck and badhelo for relaying clients."),
     _c("rblhosts", LIST, (), "dnscheck", SMTPD, "DNSBL zones asked about the client IP."),
     # -- spf
-    _c("spfbehavior", NUMBER, 0, "spf", SMTPD, "0 off ... 6 reject anything but pass (see docs/controls-spf.md).",
+    _c("spfbehavior", NUMBER, 0, "spf", SMTPD, "0 off ... 6 reject anything but pass (see docs/spf.md).",
        maximum=6, env="SPFBEHAVIOR"),
     _c("spfrules", LINE, "", "spf", SMTPD, "Local SPF mechanisms run before a fail, softfail or neutral stands.",
        keep_empty=True),

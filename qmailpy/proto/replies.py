@@ -39,6 +39,18 @@ USERS_TEMPFAIL = "451 temporary failure reading the users database (#4.3.0)"
 INVALID_SENDER = "553 sorry, invalid sender address specified (#5.7.1)"
 PARAM_UNKNOWN = "555 syntax error in parameters (#5.5.4)"
 
+# anti-spam policy (qmailpy/policy; sources and the wording decisions: docs/antispam.md,
+# docs/dnschecks.md, docs/spf.md). spamcontrol 2.6+ writes "list " + $REPLY_x + " (#...)",
+# i.e. two spaces when REPLY_x is unset; qmailpy keeps the one space of stock qmail.
+BADRCPTTO = "553 sorry, your envelope recipient is in my badrcptto list (#5.7.1)"
+BADHELO = "550 sorry, invalid HELO/EHLO greeting (#5.7.1)"
+MFDNS_HARD = "553 sorry, your envelope sender must exist (#5.7.1)"
+DNS_TEMPFAIL = "451 DNS temporary failure (#4.3.0)"
+BMF_UNKNOWN = "553 sorry, your mail from a host [{ip}] without valid reverse DNS was administratively denied (#5.7.1)"
+RBL_LISTED = "553 {text} (#5.7.1)"
+RBL_DEFAULT_TEXT = "sorry, your IP address {ip} is listed at {zone}"
+SPF_TEMPFAIL = "451 SPF lookup failure (#4.3.0)"
+
 # SMTP AUTH (spamcontrol's texts)
 AUTH_USERNAME = "334 VXNlcm5hbWU6"
 AUTH_PASSWORD = "334 UGFzc3dvcmQ6"

@@ -2,9 +2,11 @@
 
 Built from the controls and the environment tcpserver gives (TCPREMOTEIP,
 TCPREMOTEHOST, TCPREMOTEINFO, TCPLOCALIP, TCPLOCALHOST, RELAYCLIENT, ...).
-Lists are compiled into matchers here so that the session code stays pure.
+Lists are compiled into matchers here so that the session code stays pure;
+the anti-spam policy (qmailpy.policy) reads its controls on first use.
 """
-from qmailpy.ctl.patterns import AddressList, HostList, IPPrefixList
+from qmailpy.ctl.patterns import HostList, IPPrefixList
+from qmailpy.policy.engine import Policy
 
 
 class Peer:
@@ -53,10 +55,10 @@ class SmtpdConfig:
         rcpthosts = controls.value("rcpthosts")
         self.rcpthosts = None if rcpthosts is None else HostList(rcpthosts)
         self.morercpthosts_path = controls.value("morercpthosts.cdb")
-        self.badmailfrom = _list(controls, "badmailfrom", AddressList)
         self.relayclients = _list(controls, "relayclients", IPPrefixList)
         self.relaydomains = _list(controls, "relaydomains", HostList)
-        self.relaymailfrom = _list(controls, "relaymailfrom", AddressList)
+        # the anti-spam lists, DNS checks, SPF and relaymailfrom: read on first use
+        self.policy = Policy(controls, environ, self.peer, self.my_ips())
 
     def my_ips(self):
         """IPs whose [literal] means "this host" (qmail asks the interfaces; we know these)."""

@@ -1,20 +1,27 @@
-"""MAIL and RCPT: address rules, relay control and the envelope being built.
+"""MAIL and RCPT: address rules, the anti-spam policy, relay control and the envelope.
 
-qmail's order is kept: badmailfrom is decided at MAIL but reported at each
-RCPT; RELAYCLIENT's value is appended to recipients; a recipient domain must
-be in rcpthosts/morercpthosts.cdb unless the client may relay.
+qmail's order is kept: the sender lists (badmailfrom, ...) are judged for the
+transaction and reported at each RCPT; RELAYCLIENT's value is appended to
+recipients; a recipient domain must be in rcpthosts/morercpthosts.cdb unless
+the client may relay. The anti-spam checks themselves live in qmailpy.policy
+(the order of the checks: qmailpy/policy/engine.py); this module asks it at
+MAIL and RCPT, logs what decided, and applies quitasap and the tarpit.
 """
+from qmailpy.policy import REFUSE, where
+from qmailpy.policy.engine import Envelope
 from qmailpy.proto import replies as R
 from qmailpy.proto.grammar import apply_localiphost, lower_ascii, parse_path, split_address
 from qmailpy.smtpd.relay import POP_UNKNOWN, rcpthosts_ok, relay_reason
 
 
 class Transaction:
-    """The envelope of the message in progress."""
-    __slots__ = ("sender", "recipients", "badmailfrom", "size")
+    """The envelope of the message in progress (and what the policy found for it)."""
+    __slots__ = ("sender", "recipients", "size", "spf", "rcpts", "tarpitting")
 
-    def __init__(self, sender, badmailfrom, size):
-        self.sender, self.recipients, self.badmailfrom, self.size = sender, [], badmailfrom, size
+    def __init__(self, sender, size, spf=None):
+        self.sender, self.recipients, self.size, self.spf = sender, [], size, spf
+        self.rcpts = 0              # RCPT commands given in this transaction (the tarpit counts them)
+        self.tarpitting = False
 
 
 def normalize(cfg, addr):
@@ -53,12 +60,62 @@ def mail_from(session, arg):
         if lower_ascii(split_address(addr)[1]) != lower_ascii(split_address(session.auth_user)[1]):
             log("refused", rule="authsender", sender="<%s>" % addr, user=session.auth_user)
             return R.AUTH_SENDER, None
-    bad = cfg.badmailfrom.matches(addr) if cfg.badmailfrom and addr else None
-    return R.OK, Transaction(addr, bad, int(size) if size else 0)
+    env = policy_envelope(session, addr)
+    verdict = cfg.policy.mail(env)
+    if verdict is not None:
+        return refuse(session, verdict, sender=addr), None
+    verdict, spf = cfg.policy.spf_mail(env, cfg.relayclient)
+    if verdict.stops:
+        return refuse(session, verdict, sender=addr), None
+    if spf is not None:
+        log("spf", result=spf.result, identity=spf.identity, domain=spf.domain or "-", **(
+            {"error": spf.error} if spf.error else {}))
+    return R.OK, Transaction(addr, int(size) if size else 0, spf)
+
+
+def client_relay(session):
+    """Why the client may relay whatever its sender (RELAYCLIENT, POP-before-SMTP, AUTH,
+    relayclients, relaydomains), or None; relaymailfrom does not count, and a users
+    database that cannot answer counts as "no". Asked only by checks that skip relaying
+    clients, once per authentication state."""
+    memo = session.relay_memo
+    if memo is None or memo[0] != session.auth_user:
+        reason = relay_reason(session.cfg, None, session.auth_user, session.pop_relay)
+        memo = session.relay_memo = (session.auth_user, None if reason == POP_UNKNOWN else reason)
+    return memo[1]
+
+
+def policy_envelope(session, sender, rcpt=None):
+    return Envelope(session.helo, sender, rcpt, session.auth_user, lambda: client_relay(session))
+
+
+def refuse(session, verdict, **fields):
+    """Log what decided and answer its reply; quitasap/blackholedsender end the session after it."""
+    for k, v in fields.items():
+        if v is not None:
+            verdict.fields.setdefault(k, "<%s>" % v)
+    session.services.log("refused" if verdict.status == REFUSE else "tempfail", **verdict.log_fields())
+    if verdict.quit:
+        session.quitting = verdict.check
+    return verdict.reply
 
 
 def rcpt_to(session, arg):
-    """The reply to one RCPT; adds the recipient when it is accepted."""
+    """The reply to one RCPT; adds the recipient when it is accepted. The tarpit waits here."""
+    mail = session.mail
+    mail.rcpts += 1
+    answer = _rcpt(session, arg)
+    delay = session.cfg.policy.tarpit(mail.rcpts, policy_envelope(session, mail.sender))
+    if delay:
+        if not mail.tarpitting:
+            mail.tarpitting = True
+            session.services.log("tarpit", rule=where(session.cfg.policy.setting("tarpitcount")),
+                                 rcpts=mail.rcpts, delay=delay)
+        session.services.sleep(delay)
+    return answer
+
+
+def _rcpt(session, arg):
     cfg, mail, log = session.cfg, session.mail, session.services.log
     addr, _ = _address(session, arg)
     if addr is None:
@@ -68,9 +125,14 @@ def rcpt_to(session, arg):
     if cfg.noathost and "@" not in addr:
         log("refused", rule="noathost", rcpt="<%s>" % addr)
         return R.NOT_FQDN
-    if mail.badmailfrom is not None:
-        log("refused", rule="control/badmailfrom:%d" % mail.badmailfrom.line_number, sender="<%s>" % mail.sender)
-        return R.BADMAILFROM
+    policy = cfg.policy
+    verdict = policy.rcpt(policy_envelope(session, mail.sender, addr))
+    if verdict is None and mail.spf is not None:
+        verdict = policy.spf_rcpt(mail.spf)
+        if not verdict.stops:
+            verdict = None
+    if verdict is not None:
+        return refuse(session, verdict, sender=mail.sender, rcpt=addr)
     local = rcpthosts_ok(cfg, addr)
     reason = None if local and cfg.relayclient is None else relay_reason(
         cfg, mail.sender, session.auth_user, session.pop_relay)

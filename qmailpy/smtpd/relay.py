@@ -27,7 +27,7 @@ def relay_reason(cfg, sender, auth_user, pop=None):
         return "relayclients"
     if cfg.relaydomains and cfg.peer.host != "unknown" and cfg.relaydomains.matches(cfg.peer.host):
         return "relaydomains"
-    if cfg.relaymailfrom and sender and cfg.relaymailfrom.matches(sender):
+    if sender and cfg.policy.relaymailfrom(sender):
         return "relaymailfrom"
     return None
 

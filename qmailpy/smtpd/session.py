@@ -32,6 +32,9 @@ class Session:
         self.pending = b""
         self.started = None         # connection time: when POP-before-SMTP is judged
         self._pop = None            # cached relay-table answer
+        self.relay_memo = None      # (auth user, why the client may relay), see envelope.client_relay
+        self.quitting = None        # the check whose refusal ends the session (quitasap, blackholedsender)
+        self.findings_logged = len(cfg.controls.findings)    # the driver logged these already
 
     def pop_relay(self):
         """Did this client IP log in over POP3 within the window before connecting?
@@ -104,6 +107,11 @@ class Session:
         verb, _, arg = line.text.partition(" ")
         handler = VERBS.get(verb.lower(), Session.cmd_unknown)
         handler(self, arg.lstrip(" "), line)
+        findings = self.cfg.controls.findings
+        if len(findings) > self.findings_logged:     # controls the policy read on first use
+            for finding in findings[self.findings_logged:]:
+                self.services.log("warning", finding=str(finding))
+            self.findings_logged = len(findings)
 
     def cmd_unknown(self, arg, line):
         self.reply(R.UNIMPLEMENTED)
@@ -143,12 +151,20 @@ class Session:
         answer, mail = envelope.mail_from(self, arg)
         if mail is not None:
             self.mail = mail
-        self.reply(answer)
+        self._answer(answer)
 
     def cmd_rcpt(self, arg, line):
         if self.mail is None:
             return self.reply(R.MAIL_FIRST)
-        self.reply(envelope.rcpt_to(self, arg))
+        self._answer(envelope.rcpt_to(self, arg))
+
+    def _answer(self, answer):
+        """Reply; after a refusal that ends the session (quitasap, blackholedsender), close."""
+        if self.quitting is None:
+            return self.reply(answer)
+        self.services.log("quit", reason="blackholedsender" if self.quitting == "blackholedsender"
+                          else "quitasap", check=self.quitting)
+        self.close(answer)
 
     def cmd_auth(self, arg, line):
         if not self.cfg.smtpauth:
@@ -183,6 +199,8 @@ class Session:
             return self.reply(R.QQT_FAILURE)
         self.job.write(received_line(self.cfg.peer, self.helo, self.services.now(),
                                      protocol=self._protocol()))
+        if self.mail.spf is not None:          # the qmail-spf patch's line, after ours
+            self.job.write(self.mail.spf.header().encode("ascii", "replace"))
         lf_client = bool(self.cfg.newline) and line.bare_lf
         self.data = DataReader(lf_mode=lf_client, bare_lf_ok=bool(self.cfg.newline),
                                databytes=self.cfg.databytes)

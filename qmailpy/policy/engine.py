@@ -1,0 +1,190 @@
+"""Policy: the checks of each SMTP stage, in order, over one session's controls.
+
+Stages and order (docs/antispam.md explains the choices):
+
+  MAIL  blackholedsender (refuse, end the session), then SPF (its DNS lookup;
+        a temporary error is answered here when spfbehavior >= 2)
+  RCPT  rblhosts, badhelo, helodnscheck, badmailfrom, badmailpatterns,
+        badmailfrom-unknown, mfdnscheck, badrcptto, badrcptpatterns, then the
+        SPF rejection decided at MAIL; relay control (rcpthosts, ...) follows
+        in smtpd/envelope.py
+  tarpit: after `tarpitcount` RCPT commands in a transaction, every further
+        RCPT reply waits `tarpitdelay` seconds
+
+Like spamcontrol, sender checks are decided per transaction and reported at
+each RCPT, and HELO checks are reported at RCPT too, when it is known whether
+the client may relay (splithorizon).
+
+Run-time switches, per client from tcprules (no restart: tcprules rebuilds the cdb):
+  WHITELIST   set and not "0": the client skips every anti-spam check here
+              (the lists, the DNS checks, rblhosts, tarpit, quitasap); relay
+              control and SPF stay (SPFBEHAVIOR switches SPF per client)
+  quitasap    (control) 1: the first refusal by a check here ends the session
+              after its reply; temporary failures (4xx) never do
+"""
+from qmailpy.ctl.patterns import AddressList, PatternList
+from qmailpy.policy import ACCEPT, REFUSE, SKIP, TEMPFAIL, Verdict, where
+from qmailpy.policy import dnscheck, lists
+from qmailpy.proto import replies as R
+
+
+class Envelope:
+    """What the checks look at.
+
+    relaying: a callable giving why the client may relay (RELAYCLIENT, auth,
+    relayclients, relaydomains, pop) or None; asked only when a check needs it.
+    """
+    __slots__ = ("helo", "sender", "rcpt", "auth_user", "relaying")
+
+    def __init__(self, helo=None, sender=None, rcpt=None, auth_user=None, relaying=None):
+        self.helo, self.sender, self.rcpt, self.auth_user = helo, sender, rcpt, auth_user
+        self.relaying = relaying or (lambda: None)
+
+
+MAIL_CHECKS = (("blackholedsender", lists.blackholedsender),)
+RCPT_CHECKS = (
+    ("rblhosts", dnscheck.rblhosts),
+    ("badhelo", lists.badhelo),
+    ("helodnscheck", dnscheck.helodnscheck),
+    ("badmailfrom", lists.badmailfrom),
+    ("badmailpatterns", lists.badmailpatterns),
+    ("badmailfrom-unknown", dnscheck.badmailfrom_unknown),
+    ("mfdnscheck", dnscheck.mfdnscheck),
+    ("badrcptto", lists.badrcptto),
+    ("badrcptpatterns", lists.badrcptpatterns),
+)
+SPF_REJECTS = {"fail": 3, "softfail": 4, "neutral": 5, "none": 6, "unknown": 6}   # lowest spfbehavior
+
+
+class Policy:
+    """The anti-spam policy of one session: controls read on first use, DNS answers cached."""
+
+    def __init__(self, controls, environ, peer, my_ips=(), resolver=None):
+        self.controls, self.environ, self.peer = controls, environ, peer
+        self.my_ips = frozenset(my_ips)
+        self._resolver = resolver
+        self._lists = {}
+        self._cache = {}
+        wl = environ.get("WHITELIST")
+        self.whitelisted = wl is not None and wl.strip() != "0"
+
+    # -- data
+    def use_resolver(self, resolver):
+        """Ask `resolver` (a StaticResolver, a configured Resolver) instead of $DNSCACHEIP's."""
+        self._resolver = resolver
+
+    def resolver(self):
+        if self._resolver is None:
+            from qmailpy.policy.lookup import smtpd_resolver
+            self._resolver = smtpd_resolver(self.environ)
+        return self._resolver
+
+    def setting(self, name):
+        return self.controls.setting(name)
+
+    def value(self, name):
+        return self.controls.value(name)
+
+    def compiled(self, name):
+        """(matcher or None when the list is empty, Setting) of a list control."""
+        got = self._lists.get(name)
+        if got is None:
+            s = self.setting(name)
+            cls = PatternList if s.control.kind == "patterns" else AddressList
+            got = self._lists[name] = (cls(s.value, s.linenos) if s.value else None, s)
+        return got
+
+    def cached(self, key, compute):
+        """compute() once per session for `key` (DNS answers, DNSBL verdicts)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def splithorizon_skip(self, env, check):
+        """A SKIP verdict when splithorizon exempts this relaying client from `check`, else None."""
+        if not self.value("splithorizon"):
+            return None
+        why = env.relaying()
+        if why is None:
+            return None
+        return Verdict(check, SKIP, rule=where(self.setting("splithorizon")),
+                       note="splithorizon: client may relay (%s)" % why)
+
+    def relaymailfrom(self, sender):
+        return lists.relaymailfrom(self, sender)
+
+    # -- stages
+    def run(self, checks, env, trace=None):
+        """The first verdict that stops the command, or None; `trace` (a list) gets
+        every verdict and then every check is run, as qmail-policytest shows them."""
+        quitasap = None
+        first = None
+        for name, check in checks:
+            if self.whitelisted:
+                v = Verdict(name, SKIP, note="WHITELIST is set for this client")
+            else:
+                v = check(self, env)
+            if v.status == REFUSE and not v.quit:
+                if quitasap is None:
+                    quitasap = bool(self.value("quitasap"))
+                v.quit = quitasap
+            if trace is None:
+                if v.stops:
+                    return v
+                continue
+            trace.append(v)
+            if first is None and v.stops:
+                first = v
+        return first
+
+    def mail(self, env, trace=None):
+        return self.run(MAIL_CHECKS, env, trace)
+
+    def rcpt(self, env, trace=None):
+        return self.run(RCPT_CHECKS, env, trace)
+
+    def tarpit(self, count, env):
+        """Seconds to wait before answering the `count`-th RCPT of a transaction (0: none)."""
+        limit = self.value("tarpitcount")
+        if not limit or count <= limit or self.whitelisted:
+            return 0
+        delay = self.value("tarpitdelay")
+        if not delay or env.relaying():
+            return 0
+        return delay
+
+    # -- SPF (the qmail-spf patch; qmailpy.policy.spf)
+    def spf_behavior(self):
+        return self.value("spfbehavior") or 0
+
+    def spf_mail(self, env, relayclient=None):
+        """(Verdict, SpfResult or None) at MAIL: SKIP when off or for clients that may relay."""
+        behavior = self.spf_behavior()
+        rule = where(self.setting("spfbehavior"))
+        if not behavior:
+            return Verdict("spf", SKIP, rule=rule, note="spfbehavior 0"), None
+        why = "RELAYCLIENT" if relayclient is not None else ("auth" if env.auth_user else env.relaying())
+        if why is not None:
+            return Verdict("spf", SKIP, rule=rule, note="client may relay (%s)" % why), None
+        from qmailpy.policy import spf
+        result = spf.evaluate(self, env)
+        fields = {"spf": result.result, "domain": result.domain or "-"}
+        if result.result == "error" and behavior >= 2:
+            return Verdict("spf", TEMPFAIL, R.SPF_TEMPFAIL, rule, "error: %s" % result.error, fields=fields), result
+        return Verdict("spf", ACCEPT, rule=rule, note=result.summary(), fields=fields), result
+
+    def spf_rcpt(self, result):
+        """The SPF refusal at RCPT for a result found at MAIL (spfbehavior 3..6), as a Verdict."""
+        behavior = self.spf_behavior()
+        rule = where(self.setting("spfbehavior"))
+        if result is None:
+            return Verdict("spf", SKIP, rule=rule, note="no SPF check for this transaction")
+        lowest = SPF_REJECTS.get(result.result)
+        if lowest is None or behavior < lowest:
+            return Verdict("spf", ACCEPT, rule=rule, note="%s is not refused at spfbehavior %d" % (
+                result.result, behavior))
+        v = Verdict("spf", REFUSE, result.reject_reply(), rule, "%s refused at spfbehavior %d" % (
+            result.result, behavior), fields={"spf": result.result, "domain": result.domain or "-"})
+        if not self.whitelisted and self.value("quitasap"):
+            v.quit = True
+        return v

@@ -1,0 +1,246 @@
+"""SPF (qmailpy.policy.spf): the seven spfbehavior levels against the seven kinds of result,
+through in-process sessions asking the test DNS server; macros, local rules, explanations."""
+import pytest
+
+from conftest import Home
+from dnsserver import dns_server  # noqa: F401  (fixture)
+from qmailpy.ctl.reader import Controls
+from qmailpy.policy import spf
+from qmailpy.policy.engine import Envelope, Policy
+from qmailpy.policy.lookup import StaticResolver
+from qmailpy.smtpd.config import Peer, SmtpdConfig
+from qmailpy.smtpd.session import Session
+from test_dialogues import TCP_ENV, FakeServices
+
+CLIENT = "192.0.2.7"
+ZONES = {
+    "pass.example": {"TXT": ["v=spf1 ip4:192.0.2.0/24 -all"]},
+    "fail.example": {"TXT": ["v=spf1 -all"]},
+    "softfail.example": {"TXT": ["v=spf1 ~all"]},
+    "neutral.example": {"TXT": ["v=spf1 ?all"]},
+    "none.example": {"A": ["198.51.100.1"], "TXT": ["not an spf record"]},
+    "temperror.example": {"TXT": "SERVFAIL"},
+    "permerror.example": {"TXT": ["v=spf1 moo -all"]},
+}
+WORDS = {"pass": "pass", "fail": "fail", "softfail": "softfail", "neutral": "neutral", "none": "none",
+         "temperror": "error", "permerror": "unknown"}
+LOWEST = {"fail": 3, "softfail": 4, "neutral": 5, "none": 6, "unknown": 6}
+EXPLANATION = "550 See http://spf.pobox.com/why.html?sender=joe%40{d}&ip=192.0.2.7&receiver=localhost (#5.7.1)"
+
+
+def session_for(tmp_path, dns, controls=None, **env):
+    home = Home(tmp_path / "qmail")
+    home.control("me", "test.example\n")
+    home.control("rcpthosts", "example.org\n")
+    for name, text in (controls or {}).items():
+        home.control(name, text + "\n")
+    environ = dict(TCP_ENV, TCPREMOTEIP=CLIENT, DNSTIMEOUT="0.2", **dns.environ())
+    environ.update(env)
+    ctl = Controls(home.root, environ)
+    services = FakeServices(ctl)
+    session = Session(SmtpdConfig(ctl, environ), services)
+    session.start()
+    return session, services
+
+
+def talk(session, *lines):
+    return [session.feed(line.encode() + b"\r\n").decode().rstrip("\r\n") for line in lines]
+
+
+@pytest.mark.parametrize("behavior", range(7))
+@pytest.mark.parametrize("kind", list(WORDS))
+def test_spfbehavior_levels(tmp_path, dns_server, behavior, kind):
+    dns_server.zones = ZONES
+    session, services = session_for(tmp_path, dns_server, {"spfbehavior": str(behavior)})
+    domain = kind + ".example"
+    mail, = talk(session, "HELO c.example", "MAIL FROM:<joe@%s>" % domain)[1:]
+    word = WORDS[kind]
+    if behavior == 0:
+        assert mail == "250 ok" and dns_server.queries == []
+        assert session.mail.spf is None
+        return
+    if word == "error" and behavior >= 2:
+        assert mail == "451 SPF lookup failure (#4.3.0)"
+        assert session.mail is None
+        assert ("tempfail", {"check": "spf", "rule": "control/spfbehavior:1", "spf": "error",
+                             "domain": domain, "sender": "<joe@%s>" % domain}) in services.logged
+        return
+    assert mail == "250 ok"
+    assert session.mail.spf.result == word
+    rcpt, = talk(session, "RCPT TO:<b@example.org>")
+    refused = word in LOWEST and behavior >= LOWEST[word]
+    assert rcpt == (EXPLANATION.format(d=domain) if refused else "250 ok")
+    if not refused:
+        talk(session, "DATA")
+        talk(session, "Subject: x\r\n\r\nbody\r\n.")
+        lines = services.queued[0][1].decode().split("\n")
+        received, spf_line = lines[1], lines[2]
+        assert received.startswith("  by localhost with SMTP; ")
+        assert spf_line.startswith("Received-SPF: %s (localhost: " % word)
+        assert spf_line.endswith(" client-ip=192.0.2.7; envelope-from=joe@%s;" % domain)
+
+
+def test_spfbehavior_env_overrides_control(tmp_path, dns_server):
+    dns_server.zones = ZONES
+    session, _ = session_for(tmp_path, dns_server, {"spfbehavior": "1"}, SPFBEHAVIOR="3")
+    assert talk(session, "MAIL FROM:<joe@fail.example>", "RCPT TO:<b@example.org>")[1].startswith("550 ")
+
+
+def test_no_spf_for_authenticated_or_relayclient(tmp_path, dns_server):
+    dns_server.zones = ZONES
+    session, _ = session_for(tmp_path, dns_server, {"spfbehavior": "6"}, RELAYCLIENT="")
+    assert talk(session, "MAIL FROM:<joe@fail.example>", "RCPT TO:<b@elsewhere.example>") == ["250 ok", "250 ok"]
+    assert dns_server.queries == []
+    session, _ = session_for(tmp_path / "2", dns_server, {"spfbehavior": "6"})
+    session.auth_user = "good@example.org"
+    assert talk(session, "MAIL FROM:<joe@fail.example>") == ["250 ok"]
+    assert session.mail.spf is None and dns_server.queries == []
+
+
+def test_localhost_and_own_ip_pass(tmp_path, dns_server):
+    dns_server.zones = ZONES
+    session, _ = session_for(tmp_path, dns_server, {"spfbehavior": "6"}, TCPREMOTEIP="127.0.0.1")
+    assert talk(session, "MAIL FROM:<joe@fail.example>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
+    assert session.mail.spf.header().startswith(
+        "Received-SPF: pass (localhost: local policy designates 127.0.0.1 as permitted sender)")
+
+
+def test_ipv6_client(tmp_path, dns_server):
+    dns_server.zones = {"v6.example": {"TXT": ["v=spf1 ip6:2001:db8::/32 -all"]}}
+    session, _ = session_for(tmp_path, dns_server, {"spfbehavior": "3"}, TCPREMOTEIP="2001:db8::25")
+    assert talk(session, "MAIL FROM:<joe@v6.example>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
+    session, _ = session_for(tmp_path / "2", dns_server, {"spfbehavior": "3"}, TCPREMOTEIP="2001:db9::25")
+    assert talk(session, "MAIL FROM:<joe@v6.example>", "RCPT TO:<b@example.org>")[1].startswith("550 ")
+
+
+def test_redirect_include_and_mx(tmp_path, dns_server):
+    dns_server.zones = {
+        "r.example": {"TXT": ["v=spf1 redirect=_spf.r.example"], "MX": [(10, "mx.r.example")]},
+        "_spf.r.example": {"TXT": ["v=spf1 include:inc.example mx:r.example -all"]},
+        "inc.example": {"TXT": ["v=spf1 ip4:198.51.100.0/24 -all"]},
+        "mx.r.example": {"A": ["192.0.2.7"]},
+    }
+    session, _ = session_for(tmp_path, dns_server, {"spfbehavior": "3"})
+    assert talk(session, "MAIL FROM:<joe@r.example>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
+    assert session.mail.spf.result == "pass"
+
+
+# -- explanations and macros
+
+def ctx(sender="strong-bad@email.example.com", helo="mx.example.org", ip="192.0.2.3", receiver="mx.here"):
+    return spf.Context(sender, helo, ip, receiver, None)
+
+
+@pytest.mark.parametrize("spec,want", [
+    ("%{s}", "strong-bad@email.example.com"),
+    ("%{o}", "email.example.com"),
+    ("%{d}", "email.example.com"),
+    ("%{d4}", "email.example.com"),
+    ("%{d3}", "email.example.com"),
+    ("%{d2}", "example.com"),
+    ("%{d1}", "com"),
+    ("%{dr}", "com.example.email"),
+    ("%{d2r}", "example.email"),
+    ("%{l}", "strong-bad"),
+    ("%{l-}", "strong.bad"),
+    ("%{lr}", "strong-bad"),
+    ("%{lr-}", "bad.strong"),
+    ("%{l1r-}", "strong"),
+    ("%{ir}.%{v}._spf.%{d2}", "3.2.0.192.in-addr._spf.example.com"),
+    ("%{lr-}.lp._spf.%{d2}", "bad.strong.lp._spf.example.com"),
+    ("%{h}", "mx.example.org"),
+    ("%{S}", "strong-bad%40email.example.com"),
+    ("%{xr} %{xR}", "mx.here mx.here"),
+    ("%{xs}", "SPF record at email.example.com"),
+    ("100%% %_%-", "100%  %20"),
+    ("50% off %{", "50% off %{"),
+])
+def test_macro_expansion_rfc_examples_and_qmail_spf_extensions(spec, want):
+    c = ctx()
+    c.expdomain = "email.example.com"
+    assert spf.expand(spec, c, "email.example.com") == want
+
+
+def test_macros_of_the_null_sender_and_ipv6():
+    c = spf.Context("", "mx.example.org", "2001:db8::cb01", "me", None)
+    assert spf.expand("%{l}|%{o}|%{s}|%{v}|%{h}", c, "mx.example.org") == "postmaster|||ip6|mx.example.org"
+
+
+def test_p_macro_validates_the_ptr_name():
+    r = StaticResolver(["3.2.0.192.in-addr.arpa PTR bogus.example", "3.2.0.192.in-addr.arpa PTR mx.example.com",
+                        "mx.example.com A 192.0.2.3", "bogus.example A 10.0.0.1"])
+    c = spf.Context("a@example.com", "h", "192.0.2.3", "me", r)
+    assert spf.expand("%{p}", c, "example.com") == "mx.example.com"
+    c = spf.Context("a@example.com", "h", "192.0.2.4", "me", r)
+    assert spf.expand("%{p}", c, "example.com") == "unknown"
+
+
+@pytest.mark.parametrize("record,want", [
+    ("mx -all", "mx LOCAL -all"),
+    ("-all", "-all"),                                # a record that is only '-all': no local rules
+    ("mx ?include:x.example ?all", "mx LOCAL ?include:x.example ?all"),
+    ("mx ?include:x.example ~all", "mx ?include:x.example LOCAL ~all"),
+    ("mx -include:x.example ~all", "mx -include:x.example LOCAL ~all"),
+    ("a mx", "a mx"),                                # no final fail: rc5 adds nothing
+    ("ip4:1.2.3.4 -a:example.net -all", "ip4:1.2.3.4 LOCAL -a:example.net -all"),
+])
+def test_local_rules_placement_is_qmail_spf_rc5s(record, want):
+    assert " ".join(spf.insert_local(record.split(), ["LOCAL"])) == want
+
+
+def policy_with(resolver, **values):
+    class Ctl:
+        def value(self, name):
+            return values.get(name, {"spfexp": "See %{S}"}.get(name))
+
+        def setting(self, name):
+            from qmailpy.ctl import registry
+            from qmailpy.ctl.reader import Setting
+            return Setting(registry.BY_NAME[name], self.value(name), False, "control/" + name, (1,))
+    env = {"TCPREMOTEIP": CLIENT, "TCPLOCALHOST": "mx.here"}
+    return Policy(Ctl(), env, Peer(env), resolver=resolver)
+
+
+def test_domain_exp_wins_and_is_expanded_with_several_lines():
+    r = StaticResolver(["x.example TXT v=spf1 -all exp=e.x.example",
+                        "e.x.example TXT %{i} is not %{d}'s", "e.x.example TXT see http://x.example/%{l}"])
+    p = policy_with(r, spfbehavior=3)
+    _, result = p.spf_mail(Envelope("h.example", "joe@x.example"))
+    assert p.spf_rcpt(result).reply == "550-192.0.2.7 is not x.example's\r\n550 see http://x.example/joe (#5.7.1)"
+
+
+def test_spfguess_then_spfrules_for_domains_without_record():
+    r = StaticResolver(["norec.example A 198.51.100.1"])
+    p = policy_with(r, spfbehavior=3, spfguess="v=spf1 a/24", spfrules="ip4:192.0.2.7")
+    _, result = p.spf_mail(Envelope("h.example", "joe@norec.example"))
+    assert result.result == "pass"
+    assert result.comment() == "mx.here: local policy designates 192.0.2.7 as permitted sender"
+    p = policy_with(r, spfbehavior=3, spfguess="v=spf1 a/24")
+    _, result = p.spf_mail(Envelope("h.example", "joe@norec.example"))
+    assert result.result == "none"                   # nothing in the guess matched
+    p = policy_with(r, spfbehavior=3, spfguess="v=spf1 a/24 -all")
+    _, result = p.spf_mail(Envelope("h.example", "joe@norec.example"))
+    assert result.result == "fail" and p.spf_rcpt(result).reply == "550 See joe%40norec.example (#5.7.1)"
+
+
+def test_header_comments_for_errors():
+    r = StaticResolver(["p.example TXT v=spf1 moo -all", "t.example TXT SERVFAIL",
+                        "two.example TXT v=spf1 -all", "two.example TXT v=spf1 +all"])
+    p = policy_with(r, spfbehavior=1)
+    assert p.spf_mail(Envelope("h", "a@p.example"))[1].header() == (
+        "Received-SPF: unknown (mx.here: Unknown mechanism found: moo) client-ip=192.0.2.7; "
+        "envelope-from=a@p.example;\n")
+    assert p.spf_mail(Envelope("h", "a@t.example"))[1].header() == (
+        "Received-SPF: error (mx.here: error in processing during lookup of t.example: DNS problem) "
+        "client-ip=192.0.2.7; envelope-from=a@t.example;\n")
+    assert p.spf_mail(Envelope("h", "a@two.example"))[1].result == "unknown"
+
+
+def test_helo_identity_for_the_null_sender_and_no_helo_at_all():
+    r = StaticResolver(["h.example TXT v=spf1 -all"])
+    p = policy_with(r, spfbehavior=3)
+    _, result = p.spf_mail(Envelope("h.example", ""))
+    assert result.identity == "helo" and result.result == "fail"
+    assert result.header().endswith(" client-ip=192.0.2.7; helo=h.example;\n")
+    _, result = p.spf_mail(Envelope(None, ""))
+    assert result.result == "none" and r.queries == [("h.example", "TXT")]
