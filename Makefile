@@ -6,7 +6,10 @@ VENV      := .venv
 VPY       := $(CURDIR)/$(VENV)/bin/python3
 QMAILHOME ?= /var/qmail
 # Debian packages the test suite and `make run` use (real peers, not mocks).
-APT_PACKAGES := ucspi-tcp swaks srs dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql
+APT_PACKAGES := ucspi-tcp swaks srs dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql \
+	clamav-daemon spamd spamassassin libdbd-mysql-perl
+# System services these packages may start; the suite runs its own instances.
+APT_SERVICES := dovecot clamav-daemon clamav-freshclam spamd
 
 .PHONY: all deps venv launchers test run stop install docs bench clean
 all: venv launchers
@@ -18,6 +21,7 @@ deps:
 	  if [ "$$(id -u)" != 0 ]; then echo "please install as root:$$missing" >&2; exit 1; fi; \
 	  echo "installing:$$missing"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  for s in $(APT_SERVICES); do service $$s stop >/dev/null 2>&1 || true; done; \
 	fi
 
 venv: $(VENV)/.stamp

@@ -3,6 +3,7 @@
 Each test runs bin/qmail-queue in a subprocess with QMAILHOME at a fresh
 queue made by create_queue(), as qmail-smtpd will run it.
 """
+import errno
 import os
 import random
 import shutil
@@ -367,3 +368,107 @@ def test_kill_at_random_moments(home):
     assert os.listdir(q / "pid") == []
     assert {int(n) for n in os.listdir(q / "intd")} == ids
     assert {int(n) for d in os.listdir(q / "mess") for n in os.listdir(q / "mess" / d)} == ids
+
+
+def _entries(home):
+    """{recipients record bytes: mess bytes} of every committed entry."""
+    q = home / "queue"
+    out = {}
+    for name in os.listdir(q / "todo"):
+        rec = (q / "todo" / name).read_bytes()
+        out[rec.split(b"\0", 2)[2]] = Path(layout.mess_path(str(home), int(name))).read_bytes()
+    return out
+
+
+def test_content_filter_copies(home):
+    """A filter may split the message: one queue entry per group, copies fsynced before any commit."""
+    head = b"Received: (qmail 1234 invoked by uid 7); 1 Jan 1970 00:00:00 -0000\n"
+    seen = {}
+
+    def split(staged):
+        assert staged.head == head
+        seen["staged"] = staged.mess_path
+        return [([b"b@example.net"], None), ([b"c@example.com"], head + b"X-Copy: 1\n" + MSG),
+                ([b"d@example.com"], head + b"X-Copy: 1\n" + MSG)]      # same bytes: one copy
+    ids = E.enqueue_all(str(home), MSG, ENV, 7, 1234, 0, content_filter=split)
+    assert len(ids) == 2 and ids[0] != ids[1]
+    assert _entries(home) == {b"Fa@example.org\0Tb@example.net\0": head + MSG,
+                              b"Fa@example.org\0Tc@example.com\0Td@example.com\0": head + b"X-Copy: 1\n" + MSG}
+    assert os.listdir(home / "queue" / "pid") == []
+    assert sorted(int(n) for n in os.listdir(home / "queue" / "intd")) == sorted(ids)
+
+
+def test_content_filter_copies_only_drops_the_staged_file(home):
+    def copies(staged):
+        return [([r], b"Received: x\n" + r + b"\n") for r in staged.recipients]
+    ids = E.enqueue_all(str(home), MSG, ENV, 7, 1234, 0, content_filter=copies)
+    assert len(ids) == 2
+    assert _entries(home) == {b"Fa@example.org\0Tb@example.net\0": b"Received: x\nb@example.net\n",
+                              b"Fa@example.org\0Tc@example.com\0": b"Received: x\nc@example.com\n"}
+    assert len(debris(home)) == 6                 # 2 x (mess, intd, todo): the staged mess is gone
+
+
+def test_content_filter_copies_failures(home, monkeypatch):
+    def copies(staged):
+        return [([staged.recipients[0]], None), ([staged.recipients[1]], b"Received: x\ncopy\n")]
+
+    real_link = os.link
+    links = []
+
+    def link(src, dst, *a, **kw):                 # the second commit link fails
+        if "/todo/" in str(dst):
+            links.append(dst)
+            if len(links) == 2:
+                raise OSError(errno.EIO, "I/O error")
+        return real_link(src, dst, *a, **kw)
+    monkeypatch.setattr(os, "link", link)
+    trig = os.open(layout.trigger_path(str(home)), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(E.QueueError) as err:
+            E.enqueue_all(str(home), MSG, ENV, 7, 1234, 0, content_filter=copies)
+        assert err.value.code == X.QQ_TODO
+        assert os.read(trig, 16) == b"\0"         # the committed part is delivered, not taken back
+    finally:
+        os.close(trig)
+    assert _entries(home) == {b"Fa@example.org\0Tb@example.net\0":
+                              Path(layout.mess_path(str(home), only(home / "queue" / "todo"))).read_bytes()}
+    assert len(debris(home)) == 3                 # the copy's mess and intd were removed
+
+    links.clear()
+    monkeypatch.setattr(os, "link", real_link)
+
+    def broken(staged):                          # a copy that cannot be written: nothing queued
+        monkeypatch.setattr(E, "_write_all", _fail_write)
+        return [([staged.recipients[0]], None), ([staged.recipients[1]], b"copy")]
+    before = debris(home)
+    with pytest.raises(E.QueueError) as err:
+        E.enqueue_all(str(home), MSG, ENV, 7, 1235, 0, content_filter=broken)
+    assert err.value.code == X.QQ_WRITE_ERROR
+    assert debris(home) == before
+
+
+def _fail_write(fd, data, what):
+    raise E.QueueError(X.QQ_WRITE_ERROR, "unable to write " + what)
+
+
+def test_no_filter_module_for_unfiltered_mail(home):
+    """Nobody filtered: qmail-queue imports the cdb lookup only, never socket or the scanners."""
+    import cdblib
+    (home / "control").mkdir()
+    with open(home / "control" / "clamavclients.cdb", "wb") as f, cdblib.Writer(f) as w:
+        w.put(b"@filtered.example", b"")
+    (home / "control" / "clamdsocket").write_text(str(home / "nosuch.sock") + "\n")
+    code = ("import sys, runpy; sys.argv = [%r]\n"
+            "try:\n    runpy.run_path(%r, run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    sys.stderr.write('rc=%%s %%s\\n' %% (e.code, sorted(m for m in sys.modules if m == 'socket' "
+            "or m.startswith('qmailpy.filters'))))\n") % (QMAIL_QUEUE, QMAIL_QUEUE)
+    for rcpt, rc, mods in ((b"x@example.net", 0, "['qmailpy.filters', 'qmailpy.filters.select']"),
+                           (b"y@FILTERED.example", X.QQ_NETWORK, "'socket'")):
+        (home.parent / "m").write_bytes(MSG)
+        (home.parent / "e").write_bytes(qq.encode(b"a@example.org", [rcpt]))
+        with open(home.parent / "m", "rb") as m, open(home.parent / "e", "rb") as e:
+            p = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-I", "-S", "-c", code], stdin=m, stdout=e,
+                               stderr=subprocess.PIPE, env=qenv(home), timeout=30)
+        err = p.stderr.decode()
+        assert "rc=%d " % rc in err and mods in err, err

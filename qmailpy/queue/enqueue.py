@@ -9,6 +9,12 @@ Until the todo link exists qmail-send ignores the files; on any error
 before it, everything made so far is removed (a crash leaves debris that
 clean.clean_stale() removes). No process-wide state is changed here, so a
 pre-forked launcher can call enqueue() without exec.
+
+A content filter (clamd/spamd, qmailpy.filters) runs between the fsync of
+the message and intd/. It may split one message into copies (one per group
+of recipients, e.g. each with its own X-Spam headers): every copy gets its
+own mess/ (fsynced) and intd/ (fsynced) before the first commit link, so the
+only step that can fail between the first and the last commit is a link.
 """
 import errno
 import os
@@ -59,25 +65,40 @@ def received_line(pid, uid, now):
 
 
 class Staged:
-    """What a content filter sees: the message fsynced on disk, the commit not yet made."""
-    __slots__ = ("home", "msgid", "mess_path", "mess_fd", "sender", "recipients")
+    """What a content filter sees: the message fsynced on disk, the commit not yet made.
 
-    def __init__(self, home, msgid, mess_path, mess_fd, sender, recipients):
+    head is qmail-queue's Received line, the first bytes of the mess file.
+    """
+    __slots__ = ("home", "msgid", "mess_path", "mess_fd", "sender", "recipients", "head")
+
+    def __init__(self, home, msgid, mess_path, mess_fd, sender, recipients, head=b""):
         self.home, self.msgid, self.mess_path, self.mess_fd = home, msgid, mess_path, mess_fd
-        self.sender, self.recipients = sender, recipients
+        self.sender, self.recipients, self.head = sender, recipients, head
 
 
 def run_content_filters(staged, content_filter):
-    """HOOK POINT for the H-Sphere clamd/spamd filters (not written yet).
+    """The H-Sphere clamd/spamd step: [(recipients, data)], one queue entry each.
 
     Runs after the message is on disk and before intd/ and the commit. A filter
-    returns the recipients to queue (None: unchanged) or raises QueueError
-    (31/71 refused, 55 config, 56/72-74 service trouble); rollback is automatic.
+    returns None (unchanged), the recipients to queue, or groups: a list of
+    (recipients, data) tuples where data is None (the staged mess file) or the
+    complete bytes of another mess file (qmail-queue's Received line first),
+    e.g. the message with one recipient's X-Spam headers. It may also raise
+    QueueError (31/71 refused, 55 config, 56/72-74 service trouble); rollback
+    is automatic. Groups with the same data are merged; no group at all means
+    one entry without recipients, as an empty recipient list does.
     """
-    if content_filter is None:
-        return staged.recipients
-    got = content_filter(staged)
-    return staged.recipients if got is None else got
+    got = None if content_filter is None else content_filter(staged)
+    if got is None:
+        return [(list(staged.recipients), None)]
+    got = list(got)
+    if not got or not isinstance(got[0], tuple):
+        return [(got, None)]
+    merged = {}
+    for recipients, data in got:
+        key = None if data is None else bytes(data)
+        merged.setdefault(key, []).extend(recipients)
+    return [(recipients, data) for data, recipients in merged.items()]
 
 
 def _reader(src):
@@ -131,11 +152,17 @@ def read_envelope(src):
 
 
 class _Made:
-    """The names and fds made so far, so an error can take them all back."""
-    __slots__ = ("pid", "mess", "mess_fd", "intd", "intd_fd", "todo")
+    """The names and fds made so far for one queue entry, so an error can take them all back.
+
+    `entry` is True once the file carries a group of recipients (it gets an
+    intd/ and a todo/ link); the staged file of a message split into copies
+    only is not an entry and is removed once the copies are committed.
+    """
+    __slots__ = ("pid", "mess", "mess_fd", "intd", "intd_fd", "todo", "msgid", "entry")
 
     def __init__(self):
-        self.pid = self.mess = self.mess_fd = self.intd = self.intd_fd = self.todo = None
+        self.pid = self.mess = self.mess_fd = self.intd = self.intd_fd = self.todo = self.msgid = None
+        self.entry = False
 
     def committed(self):
         """True when todo/<id> exists and is our intd file: the message is queued."""
@@ -190,37 +217,58 @@ def _create_pid_file(home, pid, now, made):
     raise QueueError(X.QQ_PID, "unable to create a pid/ file: names in use")
 
 
-def _stage(home, message, envelope, uid, pid, now, split, content_filter, made):
-    head = received_line(pid, uid, now)
+def _new_mess(home, pid, now, split, made):
+    """pid/ file -> mess/<id>, pid name unlinked: qmail-queue's steps 2-3 for one mess file."""
     _create_pid_file(home, pid, now, made)
-    msgid = _os(X.QQ_PID, "unable to stat pid file", os.fstat, made.mess_fd).st_ino
-    mess = layout.mess_path(home, msgid, split)
+    made.msgid = _os(X.QQ_PID, "unable to stat pid file", os.fstat, made.mess_fd).st_ino
+    mess = layout.mess_path(home, made.msgid, split)
     _os(X.QQ_MESS, "unable to link " + mess, os.link, made.pid, mess)
     made.mess = mess
     _os(X.QQ_PID, "unable to unlink " + made.pid, os.unlink, made.pid)
     made.pid = None
+
+
+def _stage(home, message, envelope, uid, pid, now, split, content_filter, made, copies):
+    """Everything up to the commit, then the commit; the ids of the queued entries."""
+    head = received_line(pid, uid, now)
+    _new_mess(home, pid, now, split, made)
     _copy_message(_reader(message), made.mess_fd, head)
     _os(X.QQ_WRITE_ERROR, "unable to fsync mess", os.fsync, made.mess_fd)
     sender, recipients = read_envelope(envelope)
-    staged = Staged(home, msgid, mess, made.mess_fd, sender, recipients)
-    recipients = run_content_filters(staged, content_filter)
-    intd = layout.intd_path(home, msgid)
-    made.intd_fd = _os(X.QQ_INTD, "unable to create " + intd, os.open, intd, EXCL, 0o644)
-    made.intd = intd
-    _write_all(made.intd_fd, b"u%d\0p%d\0" % (uid, pid) + qq.encode_records(sender, recipients), "intd")
-    _os(X.QQ_WRITE_ERROR, "unable to fsync intd", os.fsync, made.intd_fd)
-    made.todo = layout.todo_path(home, msgid)
-    _os(X.QQ_TODO, "unable to link " + made.todo, os.link, intd, made.todo)    # the commit point
-    _sync_dir(os.path.dirname(made.todo), made)
-    return msgid
+    staged = Staged(home, made.msgid, made.mess, made.mess_fd, sender, recipients, head)
+    entries = []
+    for group, data in run_content_filters(staged, content_filter):
+        if data is None:
+            entry = made
+        else:                        # a copy the filter made: its own mess file, fsynced
+            entry = _Made()
+            copies.append(entry)
+            _new_mess(home, pid, now, split, entry)
+            _write_all(entry.mess_fd, data, "mess")
+            _os(X.QQ_WRITE_ERROR, "unable to fsync mess", os.fsync, entry.mess_fd)
+        entry.entry = True
+        entries.append((entry, group))
+    for entry, group in entries:
+        intd = layout.intd_path(home, entry.msgid)
+        entry.intd_fd = _os(X.QQ_INTD, "unable to create " + intd, os.open, intd, EXCL, 0o644)
+        entry.intd = intd
+        _write_all(entry.intd_fd, b"u%d\0p%d\0" % (uid, pid) + qq.encode_records(sender, group), "intd")
+        _os(X.QQ_WRITE_ERROR, "unable to fsync intd", os.fsync, entry.intd_fd)
+    for entry, _ in entries:
+        entry.todo = layout.todo_path(home, entry.msgid)
+        _os(X.QQ_TODO, "unable to link " + entry.todo, os.link, entry.intd, entry.todo)   # the commit point
+    _sync_dir(os.path.dirname(entries[0][0].todo), [entry for entry, _ in entries])
+    if not made.entry:
+        made.rollback()              # split into copies only: the staged file is nobody's
+    return [entry.msgid for entry, _ in entries]
 
 
-def _sync_dir(path, made):
-    """fsync todo/ so the commit link survives a power loss, not only a crash.
+def _sync_dir(path, entries):
+    """fsync todo/ so the commit links survive a power loss, not only a crash.
 
     qmail relies on the file system for this; we add this one fsync (on ext4 it
     commits the journal holding the mess and intd links too). If it fails the
-    commit is taken back and the message is not reported as queued.
+    commits are taken back and the message is not reported as queued.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -229,33 +277,60 @@ def _sync_dir(path, made):
         finally:
             os.close(fd)
     except OSError as e:
-        try:
-            os.unlink(made.todo)
-        except OSError:
-            pass
-        made.todo = None
+        for made in entries:
+            try:
+                os.unlink(made.todo)
+            except OSError:
+                pass
+            made.todo = None
         raise _oserror(e, X.QQ_WRITE_ERROR, "unable to fsync todo/") from None
 
 
 def enqueue(home, message, envelope, uid, pid, now, split=layout.SPLIT, content_filter=None):
-    """Queue one message; return its id or raise QueueError (everything undone).
+    """Queue one message; return its id (the first one if a filter made copies) or raise QueueError."""
+    return enqueue_all(home, message, envelope, uid, pid, now, split, content_filter)[0]
+
+
+def enqueue_all(home, message, envelope, uid, pid, now, split=layout.SPLIT, content_filter=None):
+    """Queue one message; return the ids of its queue entries or raise QueueError (everything undone).
 
     message, envelope: an fd, a file-like object or bytes; the envelope is read
     only after the message is on disk, as callers write it after closing fd 0.
+    Without a content filter (or with one that makes no copies) there is one id.
+
+    When a filter made copies and an error (a late timeout, a failed link)
+    hits between the first and the last commit link, the committed entries
+    stay queued (qmail-send may already hold them) and the error is raised:
+    the client retries, so those recipients may get the message twice, and
+    nobody loses it.
     """
-    made = _Made()
+    made, copies = _Made(), []
     try:
         try:
-            msgid = _stage(home, message, envelope, uid, pid, now, split, content_filter, made)
+            ids = _stage(home, message, envelope, uid, pid, now, split, content_filter, made, copies)
         except BaseException:
-            if not made.committed():
-                made.rollback()
+            everything = [made] + copies
+            entries = [m for m in everything if m.entry]
+            committed = [m for m in entries if m.committed()]
+            for m in everything:
+                if not m.committed():
+                    m.rollback()
+            if not committed:
                 raise
-            msgid = int(os.path.basename(made.mess))   # a late timeout: the message is queued
+            if len(committed) < len(entries):
+                _pull(home)          # the committed part is queued: deliver it soon
+                raise
+            ids = [m.msgid for m in entries]    # a late timeout: the message is queued
     finally:
         made.close()
+        for m in copies:
+            m.close()
+    _pull(home)
+    return ids
+
+
+def _pull(home):
     try:
         layout.triggerpull(home)
     except QueueError:
         pass                    # a timeout after the commit: the message is queued
-    return msgid

@@ -33,6 +33,18 @@ def _enter(path, code, QueueError):
         raise QueueError(code, "unable to chdir to %s: %s" % (path, e.strerror)) from None
 
 
+def _content_filter(controls):
+    """The H-Sphere clamd/spamd step (docs/filters.md), given to enqueue().
+
+    Only qmailpy.filters.select (a cdb lookup) is imported for every message;
+    the network code is imported when some recipient is filtered.
+    """
+    def content_filter(staged):
+        from qmailpy.filters.select import content_filter
+        return content_filter(staged, controls)
+    return content_filter
+
+
 def run(fd0, fd1, environ, controls):
     """Queue the message on fd0 with the envelope on fd1; return the exit code.
 
@@ -61,7 +73,8 @@ def run(fd0, fd1, environ, controls):
         old = signal.signal(signal.SIGALRM, on_alarm)
         signal.alarm(limit)
         try:
-            enqueue(home, fd0, fd1, os.getuid(), os.getpid(), time.time())
+            enqueue(home, fd0, fd1, os.getuid(), os.getpid(), time.time(),
+                    content_filter=_content_filter(controls))
         finally:
             signal.alarm(0)
             signal.signal(signal.SIGALRM, old)

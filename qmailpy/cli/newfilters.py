@@ -1,0 +1,110 @@
+"""qmail-newfilters: build control/clamavclients.cdb and control/spamdclients.cdb.
+
+Like qmail-newmrh: control/clamavclients and control/spamdclients are text
+files with one key a line, an address (user@domain) or @domain for a whole
+mail domain; blank lines and lines starting with '#' are skipped, keys are
+lower-cased. Each cdb is written to NAME.cdb.tmp, fsynced and renamed over
+NAME.cdb, so qmail-queue sees the old or the new database, never half of one.
+A missing text file leaves its cdb as it is (empty the file to filter nobody).
+Run it after changing either file. Exit 111 on trouble, as qmail's tools.
+"""
+import os
+import sys
+
+import click
+
+from qmailpy import paths
+
+LISTS = ("clamavclients", "spamdclients")
+FATAL = "qmail-newfilters: fatal: "
+
+
+def read_keys(path):
+    """The keys of one text file (bytes, lower-cased, in file order, no duplicates)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    keys, seen = [], set()
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        if len(line.split()) != 1:
+            raise ValueError("%s:%d: one address or @domain a line: %r" % (path, n, line.decode("utf-8", "replace")))
+        key = line.lower()
+        if key not in seen:
+            seen.add(key)
+            keys.append(key)
+    return keys
+
+
+def write_cdb(path, keys):
+    """path.tmp -> fsync -> rename to path -> fsync the directory."""
+    import cdblib
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            with cdblib.Writer(f) as w:
+                for key in keys:
+                    w.put(key, b"")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def build(home, names=LISTS):
+    """Build each named cdb whose text file exists: [(name, number of keys)]."""
+    done = []
+    for name in names:
+        text = paths.control_path(home, name)
+        try:
+            keys = read_keys(text)
+        except FileNotFoundError:
+            continue
+        write_cdb(text + ".cdb", keys)
+        done.append((name, len(keys)))
+    return done
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("names", nargs=-1, type=click.Choice(LISTS))
+@click.option("-v", "--verbose", is_flag=True, help="Say what was built.")
+def cli(names, verbose):
+    """Build control/clamavclients.cdb and control/spamdclients.cdb for $QMAILHOME
+    (default /var/qmail) from control/clamavclients and control/spamdclients
+    (one address or @domain a line). NAMES limits it to some of the two.
+    """
+    home = paths.qmailhome(os.environ)
+    try:
+        done = build(home, names or LISTS)
+    except ValueError as e:
+        click.echo(FATAL + str(e), err=True)
+        sys.exit(111)
+    except OSError as e:
+        click.echo(FATAL + ("%s: %s" % (e.filename, e.strerror) if e.filename else str(e)), err=True)
+        sys.exit(111)
+    if verbose:
+        for name, count in done:
+            click.echo("qmail-newfilters: control/%s.cdb: %d keys" % (name, count))
+        if not done:
+            click.echo("qmail-newfilters: no control/clamavclients or control/spamdclients: nothing built")
+    return 0
+
+
+def main():
+    return cli()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

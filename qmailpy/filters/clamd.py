@@ -1,0 +1,54 @@
+"""clamd's INSTREAM command: the message streamed in chunks, one verdict back.
+
+Request: b"zINSTREAM\\0", then chunks each preceded by its length as 4 bytes
+big-endian, then a zero length. Answer (\\0-terminated with the z prefix):
+"stream: OK", "stream: <virus name> FOUND" or "<text> ERROR" (e.g. when the
+message is above clamd's StreamMaxLength). See clamd(8).
+"""
+import os
+import struct
+
+from qmailpy import exitcodes as X
+from qmailpy.filters.net import Connection, ServiceError
+
+CHUNK = 65536
+ANSWER_LIMIT = 4096
+
+
+def parse_answer(answer):
+    """None for a clean message, the virus name when infected; ServiceError otherwise."""
+    text = answer.rstrip(b"\0\n").decode("utf-8", "replace")
+    if text.startswith("stream: "):
+        verdict = text[len("stream: "):]
+        if verdict == "OK":
+            return None
+        if verdict.endswith(" FOUND") and len(verdict) > len(" FOUND"):
+            return verdict[:-len(" FOUND")]
+    if text.endswith(" ERROR"):
+        raise ServiceError(X.QQ_TEMP_REFUSED, "clamd: %s" % text)
+    raise ServiceError(X.QQ_COMM_FAILED, "clamd: unexpected answer %r" % text[:200])
+
+
+def scan_fd(fd, address, timeout):
+    """Scan what fd holds from offset 0: None (clean) or the virus name."""
+    with Connection("clamd", address, timeout) as conn:
+        complete = conn.send(b"zINSTREAM\0")
+        offset = 0
+        while complete:
+            data = os.pread(fd, CHUNK, offset)
+            offset += len(data)
+            complete = conn.send(struct.pack(">I", len(data)) + data)
+            if not data:
+                break
+        answer = conn.read(ANSWER_LIMIT, stop=b"\0")
+    if not answer:
+        raise ServiceError(X.QQ_COMM_FAILED, "clamd: connection closed without an answer")
+    return parse_answer(answer)
+
+
+def scan_file(path, address, timeout):
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return scan_fd(fd, address, timeout)
+    finally:
+        os.close(fd)

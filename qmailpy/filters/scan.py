@@ -1,0 +1,167 @@
+"""The filter qmail-queue runs when some recipient is virus- or spam-checked.
+
+1. clamd (if any recipient is virus-checked): one INSTREAM scan of the mess
+   file. Infected: the virus-checked recipients are refused (logged, the
+   virus named); the others keep the message.
+2. spamd (for each remaining spam-checked recipient): PROCESS with
+   `User: <recipient>`, so spamd applies that user's SQL preferences. The
+   recipient gets spamd's output (his X-Spam headers) as his own copy;
+   recipients whose output is byte-for-byte the same share one copy. Spam at
+   or above the user's X-Spam-Reject-Score (see spamd.py) is refused for him.
+3. Nobody left: exit 31 (554), the reasons on stderr. Else the groups go back
+   to enqueue(), which writes one queue entry per copy.
+
+clamd/spamd trouble (down, control/filtertimeout exceeded, garbage) refuses
+the message for now (56/72/74/71, 451: the client retries) and nothing is
+queued, unless control/filterfailopen is 1: then it is logged and the
+message goes on unfiltered for the service that failed.
+"""
+import os
+
+from qmailpy import exitcodes as X
+from qmailpy.filters.net import ServiceError, parse_address
+from qmailpy.queue.enqueue import QueueError
+
+
+def say(text):
+    """One log line on fd 2, as qmail-queue's other messages."""
+    try:
+        os.write(2, ("qmail-queue: %s\n" % text).encode("utf-8", "replace"))
+    except OSError:
+        pass
+
+
+def _show(addresses):
+    return ", ".join(a.decode("utf-8", "replace") for a in addresses)
+
+
+def _user(address):
+    """The User: spamd gets: the lower-cased address; None if it would break the header."""
+    low = bytes(address).lower()
+    if not low or any(c <= 0x20 or c >= 0x7f for c in low):
+        return None
+    return low
+
+
+class Filter:
+    """One message's filtering; run(staged) returns enqueue's groups or raises QueueError."""
+
+    def __init__(self, controls, clam, spam, log=say):
+        self.controls, self.clam, self.spam, self.log = controls, list(clam), list(spam), log
+
+    def value(self, name):
+        try:
+            return self.controls.value(name)
+        except OSError as e:
+            raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
+
+    def timeout(self):
+        return max(1, self.value("filtertimeout") or 60)
+
+    def _service_failed(self, e):
+        """Fail open (log, go on unfiltered) or re-raise: control/filterfailopen."""
+        if not self.value("filterfailopen"):
+            raise e
+        self.log("%s; filterfailopen: going on unfiltered" % e.reason)
+
+    def run(self, staged):
+        recipients = list(staged.recipients)
+        refused = []                    # (recipient, reason)
+        if self.clam:
+            virus = self.virus(staged)
+            if virus is not None:
+                gone = set(self.clam)
+                refused += [(r, "virus %s found" % virus) for r in self.clam]
+                recipients = [r for r in recipients if r not in gone]
+                self.report_urls(staged, virus)
+        kept = set(recipients)
+        spam_now = [r for r in self.spam if r in kept]
+        copies, refused_spam = self.spamcheck(staged, spam_now) if spam_now else ({}, [])
+        refused += refused_spam
+        gone = {r for r, _ in refused_spam}
+        recipients = [r for r in recipients if r not in gone]
+        own_copy = {r for group in copies.values() for r in group}
+        plain = [r for r in recipients if r not in own_copy]
+        if not recipients:
+            reasons = []
+            for _, why in refused:
+                if why not in reasons:
+                    reasons.append(why)
+            raise QueueError(X.QQ_PERM_REFUSED, "message refused: %s" % "; ".join(reasons))
+        for rcpt, why in refused:
+            self.log("refused for %s: %s" % (_show([rcpt]), why))
+        groups = []
+        if plain:
+            groups.append((plain, None))
+        for data, group in copies.items():
+            groups.append((group, data))
+        return groups
+
+    # -- clamd
+    def virus(self, staged):
+        """The virus name, or None (clean, or clamd failed with filterfailopen)."""
+        from qmailpy.filters import clamd
+        address = parse_address(self.value("clamdsocket"), "control/clamdsocket")
+        try:
+            try:
+                return clamd.scan_file(staged.mess_path, address, self.timeout())
+            except ServiceError:
+                raise
+            except OSError as e:            # our own mess file
+                raise QueueError(X.QQ_READ_ERROR, "unable to read mess: %s" % (e.strerror or e)) from None
+        except ServiceError as e:
+            self._service_failed(e)
+            return None
+
+    def report_urls(self, staged, virus):
+        if not self.value("badurls"):
+            return
+        command = self.value("badurlscommand")
+        if not command:
+            self.log("badurls is 1 but control/badurlscommand is not set: URLs not reported")
+            return
+        from qmailpy.filters import urls
+        try:
+            with open(staged.mess_path, "rb") as f:
+                message = f.read()
+        except OSError as e:
+            self.log("badurls: unable to read mess: %s" % e)
+            return
+        found = urls.find_urls(message[len(staged.head):], self.value("urlscnt"))
+        if found:
+            urls.report(command, found, virus, staged.sender, self.timeout(), self.log)
+
+    # -- spamd
+    def spamcheck(self, staged, recipients):
+        """({spamd output incl. our Received line: recipients}, [(refused, reason)])."""
+        from qmailpy.filters import spamd
+        limit = self.value("spamdmaxsize")
+        try:
+            with open(staged.mess_path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size - len(staged.head)
+                if limit and size > limit:
+                    self.log("message of %d bytes is above spamdmaxsize %d: not spam-checked" % (size, limit))
+                    return {}, []
+                f.seek(len(staged.head))
+                message = f.read()
+        except OSError as e:
+            raise QueueError(X.QQ_READ_ERROR, "unable to read mess: %s" % (e.strerror or e)) from None
+        address = parse_address(self.value("spamdsocket"), "control/spamdsocket")
+        timeout = self.timeout()
+        copies, refused = {}, []
+        for rcpt in recipients:
+            try:
+                verdict = spamd.process(message, _user(rcpt), address, timeout)
+            except ServiceError as e:
+                self._service_failed(e)
+                break                       # fail-open: the rest get the message as it came
+            if verdict.refused():
+                refused.append((rcpt, "spam, score %s >= reject score %s" % (
+                    _num(verdict.score), _num(verdict.reject))))
+                continue
+            copies.setdefault(staged.head + verdict.message, []).append(rcpt)
+        return copies, refused
+
+
+def _num(x):
+    return ("%.1f" % x) if x is not None else "-"

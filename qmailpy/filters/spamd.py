@@ -1,0 +1,111 @@
+"""spamd's PROCESS command (SPAMC/1.5): the message back with the user's X-Spam headers.
+
+Request:  PROCESS SPAMC/1.5\\r\\n Content-length: <n>\\r\\n User: <recipient>\\r\\n \\r\\n <message>
+Answer:   SPAMD/1.1 0 EX_OK\\r\\n Content-length: <n>\\r\\n Spam: True ; 15.2 / 5.0\\r\\n \\r\\n <message>
+
+spamd -q (--sql-config) reads the preferences of the User from SQL
+(required_score, add_header, ...), so each recipient gets his own verdict.
+A reject threshold is the header X-Spam-Reject-Score that spamd adds when the
+user's (or the site's) preferences say `add_header all Reject-Score <score>`:
+SpamAssassin removes X-Spam-* headers the message came with, so the header
+can only come from spamd.
+"""
+from qmailpy import exitcodes as X
+from qmailpy.filters.net import Connection, ServiceError
+
+REJECT_HEADER = b"x-spam-reject-score"
+
+
+class Verdict:
+    """spamd's answer for one user."""
+    __slots__ = ("spam", "score", "required", "reject", "message")
+
+    def __init__(self, spam, score, required, reject, message):
+        self.spam, self.score, self.required = spam, score, required
+        self.reject, self.message = reject, message
+
+    def refused(self):
+        """Spam at or above the user's reject score (none configured: never)."""
+        return self.spam and self.reject is not None and self.score >= self.reject
+
+
+def request(message, user=None):
+    head = b"PROCESS SPAMC/1.5\r\nContent-length: %d\r\n" % len(message)
+    if user:
+        head += b"User: " + user + b"\r\n"
+    return head + b"\r\n" + message
+
+
+def _garbage(why):
+    return ServiceError(X.QQ_COMM_FAILED, "spamd: %s" % why)
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise _garbage("not a score: %r" % text[:40]) from None
+
+
+def header_values(message, name):
+    """Values of the header `name` (lower-case bytes) in the header block of message."""
+    end = message.find(b"\n\n")
+    block = message if end < 0 else message[:end + 1]
+    out = []
+    for line in block.split(b"\n"):
+        key, sep, val = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            out.append(val.strip())
+    return out
+
+
+def parse_answer(answer):
+    """A Verdict from spamd's whole answer; ServiceError when it is not one."""
+    first = answer.split(b"\r\n", 1)[0]
+    status = first.split(None, 2)
+    if len(status) < 2 or not status[0].startswith(b"SPAMD/") or not status[1].isdigit():
+        raise _garbage("bad status line %r" % first[:80])
+    if status[1] != b"0":               # spamd's own error (EX_PROTOCOL...): no header block follows
+        raise ServiceError(X.QQ_TEMP_REFUSED, "spamd: error %s" % b" ".join(status[1:]).decode("ascii", "replace"))
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    if not sep:
+        raise _garbage("answer without a header block (%d bytes)" % len(answer))
+    lines = head.split(b"\r\n")
+    fields = {}
+    for line in lines[1:]:
+        key, sep, val = line.partition(b":")
+        if not sep:
+            raise _garbage("bad header line %r" % line[:80])
+        fields[key.strip().lower()] = val.strip()
+    length = fields.get(b"content-length", b"")
+    if not length.isdigit():
+        raise _garbage("no Content-length")
+    if int(length) != len(body):
+        raise _garbage("Content-length %d, got %d bytes" % (int(length), len(body)))
+    spam = fields.get(b"spam")
+    if spam is None:
+        raise _garbage("no Spam header")
+    flag, sep, scores = spam.partition(b";")
+    score, sep2, required = scores.partition(b"/")
+    flag = flag.strip().lower()
+    if not sep or not sep2 or flag not in (b"true", b"false", b"yes", b"no"):
+        raise _garbage("bad Spam header %r" % spam[:80])
+    reject = None
+    for val in header_values(body, REJECT_HEADER):
+        try:
+            reject = float(val.split()[0])
+        except (ValueError, IndexError):
+            continue
+    return Verdict(flag in (b"true", b"yes"), _number(score.strip().decode("ascii", "replace")),
+                   _number(required.strip().decode("ascii", "replace")), reject, body)
+
+
+def process(message, user, address, timeout):
+    """Verdict of spamd for `message` with the preferences of `user` (bytes, or None: spamd's default)."""
+    with Connection("spamd", address, timeout) as conn:
+        conn.send(request(message, user))
+        conn.shutdown_write()
+        answer = conn.read(2 * len(message) + (1 << 20))
+    if not answer:
+        raise _garbage("connection closed without an answer")
+    return parse_answer(answer)

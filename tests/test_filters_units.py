@@ -1,0 +1,185 @@
+"""The filters' pure parts: answers of clamd/spamd, URL scanner, run scripts, qmail-newfilters."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qmailpy import exitcodes as X
+from qmailpy.ctl.cdbmap import CdbMap
+from qmailpy.ctl.reader import Controls
+from qmailpy.filters import clamd, net, runscripts, select, spamd, urls
+from qmailpy.filters.net import ServiceError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_select_keys():
+    assert select.keys(b"Bob@Example.NET") == (b"bob@example.net", b"@example.net")
+    assert select.keys(b"postmaster") == (b"postmaster",)
+    assert select.keys(b"a@b@C") == (b"a@b@c", b"@c")
+
+
+def test_parse_address():
+    assert net.parse_address("/run/clamav/clamd.ctl") == (socket.AF_UNIX, "/run/clamav/clamd.ctl")
+    assert net.parse_address(" 127.0.0.1:783\n") == (socket.AF_INET, ("127.0.0.1", 783))
+    assert net.parse_address("localhost:3310") == (socket.AF_INET, ("localhost", 3310))
+    assert net.parse_address("[::1]:783") == (socket.AF_INET6, ("::1", 783))
+    for bad in ("", "clamd.ctl", "host:", ":783", "host:0", "host:99999", "::1:783", "host:x1"):
+        with pytest.raises(net.ConfigError) as e:
+            net.parse_address(bad, "control/clamdsocket")
+        assert e.value.code == X.QQ_CONFIG and "control/clamdsocket" in e.value.reason
+
+
+def test_clamd_answers():
+    assert clamd.parse_answer(b"stream: OK\0") is None
+    assert clamd.parse_answer(b"stream: Eicar-Test-Signature FOUND\0") == "Eicar-Test-Signature"
+    assert clamd.parse_answer(b"stream: Win.Test.EICAR_HDB-1 FOUND\n") == "Win.Test.EICAR_HDB-1"
+    for answer, code in ((b"INSTREAM size limit exceeded. ERROR\0", X.QQ_TEMP_REFUSED),
+                         (b"stream: lstat() failed: No such file. ERROR\0", X.QQ_TEMP_REFUSED),
+                         (b"UNKNOWN COMMAND\0", X.QQ_COMM_FAILED), (b"stream:  FOUND\0", X.QQ_COMM_FAILED),
+                         (b"PONG\0", X.QQ_COMM_FAILED)):
+        with pytest.raises(ServiceError) as e:
+            clamd.parse_answer(answer)
+        assert e.value.code == code, answer
+
+
+def _spamd(body, spam=b"True ; 15.5 / 5.0", length=None, status=b"SPAMD/1.1 0 EX_OK"):
+    head = status + b"\r\nContent-length: %d\r\n" % (len(body) if length is None else length)
+    if spam is not None:
+        head += b"Spam: " + spam + b"\r\n"
+    return head + b"\r\n" + body
+
+
+def test_spamd_request():
+    assert spamd.request(b"hi\n", b"bob@example.net") == \
+        b"PROCESS SPAMC/1.5\r\nContent-length: 3\r\nUser: bob@example.net\r\n\r\nhi\n"
+    assert spamd.request(b"", None) == b"PROCESS SPAMC/1.5\r\nContent-length: 0\r\n\r\n"
+
+
+def test_spamd_answers():
+    body = b"X-Spam-Flag: YES\nX-Spam-Reject-Score: 12\nSubject: x\n\nX-Spam-Reject-Score: 1\n"
+    v = spamd.parse_answer(_spamd(body))
+    assert (v.spam, v.score, v.required, v.reject, v.message) == (True, 15.5, 5.0, 12.0, body)
+    assert v.refused()
+    v = spamd.parse_answer(_spamd(b"Subject: x\n\nbody\n", b"False ; 1.0 / 5.0"))
+    assert (v.spam, v.reject, v.refused()) == (False, None, False)
+    v = spamd.parse_answer(_spamd(b"X-Spam-Reject-Score: 20\n\n", b"True ; 15.5 / 5.0"))
+    assert not v.refused()                                   # below the reject score: marked only
+    v = spamd.parse_answer(_spamd(b"X-Spam-Reject-Score: 1\n\n", b"False ; 4.0 / 5.0"))
+    assert not v.refused()                                   # not spam: never refused
+    for answer, code in (
+            (b"garbage", X.QQ_COMM_FAILED),
+            (b"SPAMD/1.0 76 Bad header line: (EOF)\r\n", X.QQ_TEMP_REFUSED),
+            (_spamd(b"abc", length=4), X.QQ_COMM_FAILED),
+            (_spamd(b"abc", spam=None), X.QQ_COMM_FAILED),
+            (_spamd(b"abc", spam=b"Maybe ; 1 / 2"), X.QQ_COMM_FAILED),
+            (_spamd(b"abc", spam=b"True ; lots / 2"), X.QQ_COMM_FAILED),
+            (_spamd(b"abc", status=b"SPAMD/1.1 EX_OK"), X.QQ_COMM_FAILED),
+            (b"SPAMD/1.1 0 EX_OK\r\nno colon\r\n\r\n", X.QQ_COMM_FAILED),
+            (b"SPAMD/1.1 0 EX_OK\r\nSpam: True ; 1 / 2\r\n\r\nabc", X.QQ_COMM_FAILED)):
+        with pytest.raises(ServiceError) as e:
+            spamd.parse_answer(answer)
+        assert e.value.code == code, answer
+
+
+def test_find_urls():
+    msg = (b"Subject: x\n\nsee <http://a.example/x>, and (https://b.example/y?z=1).\n"
+           b"again http://a.example/x\nqp: http://c.exa=\nmple/p=3Dq\n"
+           b"Content-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: base64\n\n"
+           b"PGEgaHJlZj0iaHR0cDovL2QuZXhhbXBsZS9ldmlsIj5jbGljazwvYT4=\n\n"
+           b"ftp://e.example/f http:// HTTPS://F.example/\n")
+    assert urls.find_urls(msg, 10) == ["http://a.example/x", "https://b.example/y?z=1", "http://c.example/p=q",
+                                       "ftp://e.example/f", "HTTPS://F.example/", "http://d.example/evil"]
+    assert urls.find_urls(msg, 2) == ["http://a.example/x", "https://b.example/y?z=1"]
+    assert urls.find_urls(msg, 0) == []
+    assert urls.find_urls(b"no links here", 5) == []
+
+
+def test_report_command(tmp_path):
+    out, logged = tmp_path / "out", []
+    assert urls.report("cat > %s; echo \"$VIRUS/$SENDER\" >> %s" % (out, out), ["http://a/", "http://b/"],
+                       "Eicar", b"s@x", 10, logged.append)
+    assert out.read_text() == "http://a/\nhttp://b/\nEicar/s@x\n" and logged == []
+    assert not urls.report("echo oops >&2; exit 3", ["u"], "V", b"", 10, logged.append)
+    assert logged == ["badurlscommand exited 3: oops"]
+    assert not urls.report("sleep 5", ["u"], "V", b"", 1, logged.append)
+    assert logged[-1] == "badurlscommand timed out after 1 seconds"
+
+
+def test_runscripts():
+    assert runscripts.clamd_command("/etc/c.conf") == ["clamd", "--foreground", "--config-file=/etc/c.conf"]
+    conf = runscripts.clamd_config("/run/clamav/clamd.ctl", "/db", stream_max=1000, user="clamav")
+    assert conf.splitlines()[1:] == ["Foreground yes", "LocalSocket /run/clamav/clamd.ctl", "LocalSocketMode 666",
+                                     "FixStaleSocket yes", "DatabaseDirectory /db", "ScanMail yes", "LogSyslog no",
+                                     "LogTime yes", "StreamMaxLength 1000", "User clamav"]
+    assert "TCPSocket 3310\nTCPAddr 127.0.0.1\n" in runscripts.clamd_config("127.0.0.1:3310")
+    assert runscripts.spamd_command("127.0.0.1:783") == [
+        "spamd", "--max-children=10", "--syslog=stderr", "-q", "-x", "--username=debian-spamd",
+        "-i", "127.0.0.1", "-p", "783", "-L"]
+    assert runscripts.spamd_command("/s.sock", children=25, sanetcheck=1, user=None, siteconfigpath="/etc/sa",
+                                    sql=False) == [
+        "spamd", "--max-children=25", "--syslog=stderr", "--socketpath=/s.sock", "--siteconfigpath=/etc/sa"]
+    assert runscripts.run_script(["spamd", "-x", "a b"]) == "#!/bin/sh\nexec 2>&1\nexec spamd -x 'a b'\n"
+    assert runscripts.freshclam_crontab().splitlines()[-1] == "0 * * * * freshclam --quiet"
+    assert runscripts.spamd_sql_config("db", username="u", password="p") == (
+        "user_scores_dsn DBI:mysql:db:127.0.0.1:3306\nuser_scores_sql_username u\nuser_scores_sql_password p\n")
+
+
+def test_runscripts_from_controls(tmp_path):
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    for name, text in (("spamdchildren", "30"), ("sanetcheck", "1"), ("spamdsocket", "/run/spamd.sock"),
+                       ("clamdsocket", "127.0.0.1:3310"), ("databytes", "1000000")):
+        (home / "control" / name).write_text(text + "\n")
+    got = runscripts.from_controls(Controls(str(home), {}))
+    assert got["spamd/run"].splitlines()[-1] == \
+        "exec spamd --max-children=30 --syslog=stderr -q -x --username=debian-spamd --socketpath=/run/spamd.sock"
+    assert "TCPSocket 3310\n" in got["clamd.conf"] and "StreamMaxLength 1065536\n" in got["clamd.conf"]
+    assert got["clamd/run"].endswith("exec clamd --foreground --config-file=/etc/clamav/clamd.conf\n")
+    (home / "control" / "sanetcheck").write_text("0\n")
+    got = runscripts.from_controls(Controls(str(home), {}))
+    assert got["spamd/run"].rstrip().endswith(" -L")
+
+
+def test_filter_controls_defaults_and_files(tmp_path):
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    c = Controls(str(home), {})
+    assert [c.value(n) for n in ("clamdsocket", "spamdsocket", "filtertimeout", "filterfailopen",
+                                 "spamdmaxsize", "badurlscommand")] == [
+        "/var/run/clamav/clamd.ctl", "127.0.0.1:783", 60, 0, 512000, ""]
+    (home / "control" / "filtertimeout").write_text("5\n")
+    (home / "control" / "filterfailopen").write_text("7\n")
+    c = Controls(str(home), {})
+    assert (c.value("filtertimeout"), c.value("filterfailopen")) == (5, 1)
+
+
+def newfilters(home, *args):
+    return subprocess.run([os.path.join(ROOT, "bin", "qmail-newfilters"), *args], cwd=ROOT, capture_output=True,
+                          text=True, env=dict(os.environ, QMAILHOME=str(home)), timeout=30)
+
+
+def test_newfilters(tmp_path):
+    home = tmp_path / "qmail"
+    control = home / "control"
+    control.mkdir(parents=True)
+    p = newfilters(home, "-v")
+    assert p.returncode == 0 and "nothing built" in p.stdout
+    (control / "clamavclients").write_text("# virus-checked\n\n  Bob@Example.NET  \n@Domain.example\nbob@example.net\n")
+    p = newfilters(home, "-v")
+    assert (p.returncode, p.stdout) == (0, "qmail-newfilters: control/clamavclients.cdb: 2 keys\n")
+    cdb = CdbMap(str(control / "clamavclients.cdb"))
+    assert len(cdb) == 2 and b"bob@example.net" in cdb and b"@domain.example" in cdb
+    cdb.close()
+    assert not (control / "spamdclients.cdb").exists() and not (control / "clamavclients.cdb.tmp").exists()
+    (control / "spamdclients").write_text("")
+    assert newfilters(home, "spamdclients").returncode == 0
+    assert len(CdbMap(str(control / "spamdclients.cdb"))) == 0
+    (control / "clamavclients").write_text("two keys here\n")
+    p = newfilters(home)
+    assert p.returncode == 111 and "clamavclients:1: one address or @domain a line" in p.stderr
+    assert len(CdbMap(str(control / "clamavclients.cdb"))) == 2      # the old database stays
+    assert newfilters(home, "nosuchlist").returncode != 0
