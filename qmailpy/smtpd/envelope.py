@@ -147,9 +147,12 @@ def _rcpt(session, arg):
             log("refused", rule="smdcheck" if cfg.smdcheck else "popbeforesmtp", relay=reason,
                 sender="<%s>" % mail.sender)
             return R.INVALID_SENDER
+    srs = local and _srs_status(session, addr)
+    if srs == "bad-hash":
+        return R.SRS_INVALID
     if reason == "RELAYCLIENT":
         addr += cfg.relayclient
-    elif cfg.userchk:
+    elif cfg.userchk and not srs:
         refusal = _chkuser(session, addr)
         if refusal:
             return refusal
@@ -158,6 +161,26 @@ def _rcpt(session, arg):
         return R.TOO_MANY_RCPTS
     mail.recipients.append(addr)
     return R.OK
+
+
+def _srs_status(session, addr):
+    """For an SRS0=/SRS1= recipient at our srs_domain: 'ok', 'expired' or 'bad-hash'; else None.
+
+    Only addresses that look like SRS pay for the import and the HMAC. An
+    expired address is accepted here and dropped by qmail-send without a bounce.
+    """
+    local, _, domain = addr.rpartition("@")
+    if local[:4].upper() not in ("SRS0", "SRS1") or local[4:5] not in ("=", "-", "+"):
+        return None
+    controls = session.cfg.controls
+    if lower_ascii(domain) != lower_ascii(controls.value("srs/srs_domain")):
+        return None
+    from qmailpy.srs.rewrite import NOT_SRS, reverse
+    got = reverse(addr, controls, session.services.now())
+    if got.status == NOT_SRS:
+        return None
+    session.services.log("srs", status=got.status, rcpt="<%s>" % addr, error=got.error or "")
+    return got.status
 
 
 def _chkuser(session, addr):
