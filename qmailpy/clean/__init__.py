@@ -1,0 +1,1 @@
+"""qmail-clean: removes queue files that qmail-send and qmail-todo may not touch."""

@@ -1,0 +1,124 @@
+"""qmail-clean: fd 0 = requests, fd 1 = one answer byte per request.
+
+Removes intd+todo (for qmail-todo) and intd+mess (for qmail-send) on request,
+so the program that owns each directory is the one that unlinks in it. At
+start and every SLEEP_CLEANUP seconds (scaled by QMAILPY_TIMESCALE) it removes
+debris with qmailpy.queue.clean.clean_stale when it can see info/ (one user
+for everything); under qmail's users it cannot, so it only removes old pid/
+files and qmail-send finds the stale mess/ files (qmailpy.send.cleanup). Old
+pid/ files also go every 30 requests, as in qmail-clean's cleanuppid(). Exits 0 at end of input,
+111 if the queue cannot be found.
+"""
+import os
+import select
+import signal
+import time
+
+from qmailpy import paths
+from qmailpy.clean import wire
+from qmailpy.queue import clean, layout
+from qmailpy.send import clock
+
+PID_EVERY = 30
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def answer(home, request, split=layout.SPLIT):
+    """The answer byte for one request (without its \\0), after doing the work."""
+    parsed = wire.parse(request)
+    if parsed is None:
+        return wire.BAD
+    kind, msgid = parsed
+    second = layout.todo_path(home, msgid) if kind == wire.TODO else layout.mess_path(home, msgid, split)
+    if _unlink(layout.intd_path(home, msgid)) and _unlink(second):
+        return wire.OK
+    return wire.TROUBLE
+
+
+def clean_pids(home, now, ossified=layout.OSSIFIED):
+    """cleanuppid(): pid/ files not used for OSSIFIED seconds."""
+    piddir = paths.queue_path(home, "pid")
+    try:
+        names = os.listdir(piddir)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(piddir, name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if now >= max(st.st_atime, st.st_mtime) + ossified:
+            _unlink(path)
+
+
+def sees_info(home, split=layout.SPLIT):
+    """True when we can look into every info/ subdirectory (not so as qmailq under qmail's users)."""
+    return all(os.access(paths.queue_path(home, "info", str(n)), os.X_OK) for n in range(split))
+
+
+class Server:
+    """The request loop over fds; time comes from a clock.Clock."""
+
+    def __init__(self, home, clk, fd_in=0, fd_out=1):
+        self.home, self.clock = home, clk
+        self.fd_in, self.fd_out = fd_in, fd_out
+        self.buf = bytearray()
+        self.until_pids = 0
+        self.next_stale = 0.0
+
+    def stale(self):
+        now = self.clock.now()
+        if now >= self.next_stale:
+            if sees_info(self.home):
+                clean.clean_stale(self.home, now)
+            else:                  # qmailq cannot tell a live message from debris: qmail-send decides
+                clean_pids(self.home, now)
+            self.next_stale = now + self.clock.delay(clock.SLEEP_CLEANUP)
+
+    def serve(self):
+        while True:
+            self.stale()
+            ready, _, _ = select.select([self.fd_in], [], [], max(0.0, self.next_stale - self.clock.now()))
+            if not ready:
+                continue
+            data = os.read(self.fd_in, 4096)
+            if not data:
+                return 0
+            self.buf += data
+            while True:
+                nul = self.buf.find(b"\0")
+                if nul < 0:
+                    if len(self.buf) > 100:          # too long to be a request: keep only its start
+                        del self.buf[100:]
+                    break
+                request = bytes(self.buf[:nul])
+                del self.buf[:nul + 1]
+                if self.until_pids:
+                    self.until_pids -= 1
+                else:
+                    clean_pids(self.home, time.time())
+                    self.until_pids = PID_EVERY
+                os.write(self.fd_out, answer(self.home, request))
+
+
+def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    for name in ("SIGINT", "SIGHUP", "SIGALRM"):     # only end of input stops us
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    home = os.path.abspath(paths.qmailhome(os.environ))
+    if not os.path.isdir(paths.queue_path(home)):
+        return 111
+    try:
+        return Server(home, clock.Clock(clock.parse_scale(os.environ))).serve()
+    except OSError:
+        return 111

@@ -1,0 +1,1 @@
+"""qmail-send and qmail-todo: preprocessing, scheduling, retries and bounces."""

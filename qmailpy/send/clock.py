@@ -1,0 +1,56 @@
+"""qmail-send's timing: constants, the retry formula, and an optional time scale.
+
+qmail's schedule is in whole seconds over days. QMAILPY_TIMESCALE=N (N > 0,
+default 1) makes every interval N times shorter, so tests can watch a week of
+retries in seconds: durations are measured in "virtual seconds" =
+real seconds * N and the formulas below are applied to those unchanged.
+"""
+import math
+import time
+
+SLEEP_TODO = 1500          # scan todo/ at least this often
+SLEEP_FUZZ = 1             # added to select() timeouts against Zeno loops
+SLEEP_FOREVER = 86400      # longest select() wait
+SLEEP_CLEANUP = 76431      # between stale-file cleanups
+SLEEP_SYSFAIL = 123        # retry after stat/unlink trouble
+CHANSKIP = (10, 20)        # local, remote: attempts at birth + (skip * k)^2
+ENV = "QMAILPY_TIMESCALE"
+
+
+def parse_scale(environ):
+    """The time scale from the environment; anything unusable means 1."""
+    try:
+        scale = float(environ.get(ENV) or 1)
+    except ValueError:
+        return 1.0
+    return scale if scale > 0 and math.isfinite(scale) else 1.0
+
+
+class Clock:
+    """Real time plus the conversions between real and virtual seconds."""
+    __slots__ = ("scale",)
+
+    def __init__(self, scale=1.0):
+        self.scale = float(scale)
+
+    def now(self):
+        return time.time()
+
+    def delay(self, seconds):
+        """A qmail interval (virtual seconds) as real seconds."""
+        return seconds / self.scale
+
+    def age(self, birth, now):
+        """Virtual seconds between birth and now (whole seconds, as qmail counts)."""
+        return int((now - birth) * self.scale)
+
+    def nextretry(self, birth, now, channel):
+        """qmail-send's nextretry(): birth + (isqrt(age) + chanskip)^2."""
+        age = self.age(birth, now)
+        n = math.isqrt(age) if age > 0 else 0
+        n += CHANSKIP[channel]
+        return birth + self.delay(n * n)
+
+    def dying(self, birth, now, lifetime):
+        """True once the message is older than queuelifetime."""
+        return self.age(birth, now) > lifetime

@@ -1,0 +1,194 @@
+"""qmail-send's main loop: one selector over the helpers' pipes and a signal pipe.
+
+Each turn: apply SIGALRM (everything due now) and SIGHUP (reread controls,
+tell qmail-todo H, qmail-lspawn SIGHUP), wait for a pipe or the next due
+time, then write pending commands, take reports and qmail-todo's records,
+and start what can start. SIGTERM: no new deliveries, X to qmail-todo,
+wait for the running deliveries and qmail-todo's X, persist retry times.
+"""
+import os
+import selectors
+import signal
+
+from qmailpy.clean.wire import CleanDied
+from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.send import clock, todowire
+from qmailpy.send.config import SendConfig
+
+
+class Flags:
+    __slots__ = ("exit", "run", "read")
+
+    def __init__(self):
+        self.exit = self.run = self.read = False
+
+
+class Loop:
+    def __init__(self, sched, todo, lspawn_pid, wake_fd, flags, environ):
+        self.sched, self.todo, self.lspawn_pid = sched, todo, lspawn_pid
+        self.wake_fd, self.flags, self.environ = wake_fd, flags, environ
+        self.todo_alive, self.told_todo = True, False
+        self.todo_decoder = todowire.RecordDecoder()
+        self.sel = selectors.DefaultSelector()
+        for ch in sched.channels:
+            os.set_blocking(ch.fd_out, False)
+            os.set_blocking(ch.fd_in, False)
+            self.sel.register(ch.fd_in, selectors.EVENT_READ, ("reports", ch))
+        os.set_blocking(todo.frm, False)
+        self.sel.register(todo.frm, selectors.EVENT_READ, ("todo", None))
+        self.sel.register(wake_fd, selectors.EVENT_READ, ("signal", None))
+        self.writing = set()
+
+    def log(self, text):
+        self.sched.log.line(text)
+
+    def reread(self):
+        sched = self.sched
+        try:
+            config = SendConfig(Controls(sched.home, self.environ))
+        except (ControlError, OSError):
+            self.log("alert: unable to reread controls")
+            return
+        sched.config = config
+        for ch, wanted in zip(sched.channels, config.concurrency):
+            ch.set_concurrency(wanted)
+        self.tell_todo(todowire.RELOAD)
+        try:
+            os.kill(self.lspawn_pid, signal.SIGHUP)
+        except OSError:
+            pass
+        sched.status()
+
+    def tell_todo(self, byte):
+        if self.todo_alive:
+            try:
+                os.write(self.todo.to, byte)
+            except OSError:
+                pass
+
+    def spawndied(self, ch):
+        self.log("alert: oh no! lost spawn connection! dying...")
+        ch.alive = False
+        self.flags.exit = True
+        self.sel.unregister(ch.fd_in)
+
+    def on_todo(self, now):
+        try:
+            data = os.read(self.todo.frm, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            if not self.told_todo:
+                self.log("alert: oh no! lost qmail-todo connection! dying...")
+            self.todo_alive, self.flags.exit = False, True
+            self.sel.unregister(self.todo.frm)
+            return
+        for rec in self.todo_decoder.feed(data):
+            if isinstance(rec, todowire.Done):
+                self.sched.todo_done(rec.msgid, (rec.local, rec.remote), now)
+            elif isinstance(rec, todowire.LogLine):
+                self.sched.log.raw(rec.text)
+            elif isinstance(rec, todowire.Exiting):
+                self.todo_alive = False
+                self.sel.unregister(self.todo.frm)
+                return
+            else:
+                self.log("warning: qmail-todo speaks an obscure dialect")
+
+    def update_writers(self):
+        for ch in self.sched.channels:
+            want = ch.alive and bool(ch.outbuf)
+            if want and ch not in self.writing:
+                self.sel.register(ch.fd_out, selectors.EVENT_WRITE, ("commands", ch))
+                self.writing.add(ch)
+            elif not want and ch in self.writing:
+                self.sel.unregister(ch.fd_out)
+                self.writing.discard(ch)
+
+    def turn(self):
+        sched, flags = self.sched, self.flags
+        now = sched.clock.now()
+        if flags.run:
+            flags.run = False
+            sched.pqrun(now)
+        if flags.read:
+            flags.read = False
+            self.reread()
+        if flags.exit and not self.told_todo:
+            self.told_todo, sched.exitasap = True, True
+            self.tell_todo(todowire.EXIT)
+            sched.status()
+        self.update_writers()
+        wakeup = sched.wakeup(now)
+        timeout = 0 if wakeup <= now else wakeup - now + sched.clock.delay(clock.SLEEP_FUZZ)
+        events = self.sel.select(min(timeout, clock.SLEEP_FOREVER))
+        now = sched.clock.now()
+        for key, _ in events:
+            what, ch = key.data
+            if what == "commands":
+                if ch.alive and not ch.flush():
+                    self.spawndied(ch)
+            elif what == "reports":
+                if not ch.alive:
+                    continue
+                reports = ch.read()
+                if reports is None:
+                    self.spawndied(ch)
+                    continue
+                for rep in reports:
+                    sched.on_report(ch, rep, now)
+            elif what == "todo":
+                if self.todo_alive:
+                    self.on_todo(now)
+            else:
+                _drain(self.wake_fd)
+        sched.pass_do(now)
+        for ch in sched.channels:          # new commands go out now, not one turn later
+            if ch.alive and ch.outbuf and not ch.flush():
+                self.spawndied(ch)
+
+    def run(self):
+        clean_dead = False
+        while not (self.flags.exit and self.told_todo and self.sched.can_exit() and not self.todo_alive):
+            try:
+                self.turn()
+            except CleanDied:
+                if not clean_dead:
+                    self.log("alert: oh no! lost qmail-clean connection! dying...")
+                clean_dead, self.flags.exit = True, True
+        self.sched.exitasap = True
+        self.sched.pqfinish()
+        self.log("status: exiting")
+        return 0
+
+
+def _drain(fd):
+    try:
+        while os.read(fd, 4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def install_signals(flags):
+    """SIGTERM/SIGINT: exit asap; SIGALRM: retry all now; SIGHUP: reread; woken through a pipe."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def on_term(signum, frame):
+        flags.exit = True
+
+    def on_alarm(signum, frame):
+        flags.run = True
+
+    def on_hup(signum, frame):
+        flags.read = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGHUP, on_hup)
+    return wake_r

@@ -1,0 +1,107 @@
+"""qmail-send (with qmail-start's job): schedules deliveries, retries and bounces.
+
+usage: qmail-send [defaultdelivery]   (default ./Maildir/, handed to qmail-lspawn)
+Reads $QMAILHOME (default /var/qmail) and its controls; logs to stderr, one
+line per event. Exit 0 after SIGTERM, 111 when it cannot start (controls,
+queue, lock/sendmutex held by a running qmail-send, helpers that do not
+start). See docs/qmail-send.md.
+"""
+import errno
+import fcntl
+import os
+import sys
+import time
+
+from qmailpy import paths
+from qmailpy.clean.wire import CleanClient
+from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.send import clock, loop, start
+from qmailpy.send.channel import Channel
+from qmailpy.send.config import SendConfig
+from qmailpy.send.inject import Injector
+from qmailpy.send.log import Log
+from qmailpy.send.scheduler import Scheduler
+from qmailpy.proto import spawnwire
+
+DEFAULT_DELIVERY = "./Maildir/"
+LOCK_WAIT = 10.0        # seconds to wait for a previous qmail-send's helpers to let go of the lock
+REAP_WAIT = 30.0
+
+
+def take_lock(home):
+    """An fd holding lock/sendmutex, or None when another qmail-send keeps it."""
+    fd = os.open(paths.queue_path(home, "lock", "sendmutex"), os.O_WRONLY | os.O_CLOEXEC)
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN) or time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.05)
+
+
+def read_limit(fd):
+    """The 2-byte limit a spawn writes first; None when it died instead."""
+    data = b""
+    while len(data) < spawnwire.WIDTH:
+        try:
+            got = os.read(fd, spawnwire.WIDTH - len(data))
+        except InterruptedError:
+            continue
+        except OSError:
+            return None
+        if not got:
+            return None
+        data += got
+    return spawnwire.decode_delnum(data)
+
+
+def main():
+    log = Log(2)
+    home = os.path.abspath(paths.qmailhome(os.environ))
+    environ = dict(os.environ, QMAILHOME=home)      # the helpers must not depend on our cwd
+    aliasempty = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_DELIVERY
+    try:
+        config = SendConfig(Controls(home, environ))
+    except (ControlError, OSError):
+        log.line("alert: cannot start: unable to read controls")
+        return 111
+    if not os.path.isdir(paths.queue_path(home)):
+        log.line("alert: cannot start: unable to switch to queue directory")
+        return 111
+    os.umask(0o077)
+    injector = Injector(home, environ)            # finds qmail-queue beside us: before any chdir
+    try:
+        lock_fd = take_lock(home)
+    except OSError:
+        log.line("alert: cannot start: unable to open mutex")
+        return 111
+    if lock_fd is None:
+        log.line("alert: cannot start: qmail-send is already running")
+        return 111
+    ids = start.qmail_ids()
+    children = start.start_children(environ, aliasempty, lock_fd, ids)
+    start.drop_privileges(ids)
+    os.chdir(home)
+    channels = []
+    for c, name in enumerate(("lspawn", "rspawn")):
+        limit = read_limit(children[name].frm)
+        if limit is None:
+            log.line("alert: cannot start: hath the daemon spawn no fire?")
+            start.reap(children, REAP_WAIT)
+            return 111
+        channels.append(Channel(c, children[name].to, children[name].frm, limit))
+        channels[-1].set_concurrency(config.concurrency[c])
+    clk = clock.Clock(clock.parse_scale(environ))
+    sched = Scheduler(home, clk, log, config, channels,
+                      CleanClient(children["clean"].to, children["clean"].frm), injector)
+    flags = loop.Flags()
+    wake_fd = loop.install_signals(flags)
+    sched.pqstart(clk.now())
+    sched.status()
+    rc = loop.Loop(sched, children["todo"], children["lspawn"].pid, wake_fd, flags, environ).run()
+    start.reap(children, REAP_WAIT)
+    return rc

@@ -1,0 +1,115 @@
+"""The queue files qmail-send reads and marks: info/, local/, remote/, bounce/.
+
+info/<n>/<id> = F<sender>\\0, its mtime the message's birth; a channel file is
+T<rcpt>\\0 records whose T becomes D in place when that recipient is done
+(markdone, one byte, not fsynced: a crash means a second delivery, never a
+lost one). A channel file's mtime is the next retry time, written at exit.
+"""
+import os
+
+from qmailpy import paths
+from qmailpy.queue import layout
+
+CHANNEL_DIRS = ("local", "remote")
+
+
+def channel_path(home, msgid, c, split=layout.SPLIT):
+    return layout.split_path(home, CHANNEL_DIRS[c], msgid, split)
+
+
+def getinfo(home, msgid, split=layout.SPLIT):
+    """(sender bytes, birth) from info/, or None when missing or not an F record."""
+    try:
+        with open(layout.info_path(home, msgid, split), "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read(2048)
+            while b"\0" not in data:
+                more = f.read(65536)
+                if not more:
+                    return None
+                data += more
+    except OSError:
+        return None
+    line = data.split(b"\0", 1)[0]
+    if line[:1] != b"F":
+        return None
+    return line[1:], st.st_mtime
+
+
+def read_records(path):
+    """[(offset, record)] of a channel file; raises OSError. A cut last record is dropped."""
+    with open(path, "rb") as f:
+        data = f.read()
+    out, pos = [], 0
+    while True:
+        nul = data.find(b"\0", pos)
+        if nul < 0:
+            return out
+        out.append((pos, data[pos:nul]))
+        pos = nul + 1
+
+
+def markdone(path, offset):
+    """Overwrite the record's T with D; False if that failed (the recipient gets it twice)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        os.pwrite(fd, b"D", offset)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def exists(path):
+    """True/False, or None when stat fails for another reason than ENOENT."""
+    try:
+        os.stat(path)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+
+
+def info_ids(home, split=layout.SPLIT):
+    """Every message id under info/ (qmail-send's pqstart order: subdirectory by subdirectory)."""
+    for n in range(split):
+        try:
+            names = os.listdir(paths.queue_path(home, "info", str(n)))
+        except OSError:
+            continue
+        for name in names:
+            if name.isdigit():
+                yield int(name)
+
+
+def mtime(path):
+    """st_mtime of path, or None (missing), raising other errors."""
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return None
+
+
+def set_retry(path, when):
+    """Persist a retry time as the channel file's mtime (qmail-send's pqfinish)."""
+    try:
+        os.utime(path, (when, when))
+        return True
+    except OSError:
+        return False
+
+
+def append_bounce(home, msgid, text):
+    """Append a recipient paragraph to bounce/<id> (created when missing)."""
+    fd = os.open(layout.bounce_path(home, msgid), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(text)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)

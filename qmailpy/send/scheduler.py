@@ -1,0 +1,245 @@
+"""qmail-send's scheduling: priority queues, jobs, passes and delivery reports.
+
+Follows qmail-send.c: a *pass* walks one message's channel file and starts a
+delivery per T record while slots are free; the pass and each delivery hold
+a reference on the message's *job*; when the last one lets go, the channel
+file is unlinked (every recipient done) or the message goes back into the
+channel's queue at its next retry time (nextretry from the info birth).
+A message with no channel file left goes to pqdone, where finish.messdone()
+injects the bounce and removes it.
+"""
+import heapq
+import os
+
+from qmailpy.queue import layout
+from qmailpy.send import cleanup, clock, finish, queuefiles as qf
+from qmailpy.send.channel import Delivery
+from qmailpy.send.log import safe
+from qmailpy.send.rewrite import verp_sender
+from qmailpy.send.todo import rel
+
+LIFETIME_TEXT = b"I'm not going to try again; this message has been in the queue too long.\n"
+
+
+class Job:
+    __slots__ = ("msgid", "channel", "retry", "sender", "numtodo", "hiteof", "dying", "refs")
+
+    def __init__(self, msgid, channel, retry, sender, dying):
+        self.msgid, self.channel, self.retry, self.sender, self.dying = msgid, channel, retry, sender, dying
+        self.numtodo, self.hiteof, self.refs = 0, False, 1
+
+
+class Pass:
+    __slots__ = ("job", "records", "index")
+
+    def __init__(self, job, records):
+        self.job, self.records, self.index = job, records, 0
+
+
+class Scheduler:
+    def __init__(self, home, clk, log, config, channels, cleaner, injector, split=layout.SPLIT):
+        self.home, self.clock, self.log, self.config = home, clk, log, config
+        self.channels, self.cleaner, self.injector, self.split = channels, cleaner, injector, split
+        self.jobs_open = 0
+        self.pqdone, self.done_known, self.pqfail = [], set(), []
+        self.masterdelid = 1
+        self.exitasap = False
+        self.next_cleanup = 0.0
+
+    # -- queues
+    def numjobs(self):
+        return sum(ch.concurrency for ch in self.channels)
+
+    def path(self, msgid, c):
+        return qf.channel_path(self.home, msgid, c, self.split)
+
+    def sysfail(self, now):
+        return now + self.clock.delay(clock.SLEEP_SYSFAIL)
+
+    def done_add(self, msgid, when):
+        if msgid not in self.done_known:
+            self.done_known.add(msgid)
+            heapq.heappush(self.pqdone, (when, msgid))
+
+    def pqadd(self, msgid, now):
+        """A message found on disk (start-up or retry after trouble): queue what it has."""
+        info = qf.exists(layout.info_path(self.home, msgid, self.split))
+        todo = qf.exists(layout.todo_path(self.home, msgid))
+        if info is False or todo is True:    # gone, or qmail-todo has not finished it yet
+            return
+        found = False
+        try:
+            if info is None or todo is None:
+                raise OSError
+            times = [qf.mtime(self.path(msgid, c)) for c in range(len(self.channels))]
+        except OSError:
+            self.log.line("warning: unable to stat %s; will try again later" % rel("info", msgid, self.split))
+            heapq.heappush(self.pqfail, (self.sysfail(now), msgid))
+            return
+        for ch, when in zip(self.channels, times):
+            if when is not None:
+                found = True
+                if msgid not in ch.known:
+                    ch.schedule(msgid, when)
+        if not found:
+            self.done_add(msgid, now)
+
+    def todo_done(self, msgid, flags, now):
+        """qmail-todo's D record: the message is ready, deliver it now."""
+        for ch, flag in zip(self.channels, flags):
+            if flag and msgid not in ch.known:
+                ch.schedule(msgid, now)
+        if not any(flags):
+            self.done_add(msgid, now)
+
+    def pqstart(self, now):
+        for msgid in qf.info_ids(self.home, self.split):
+            self.pqadd(msgid, now)
+
+    def pqrun(self, now):
+        for ch in self.channels:
+            ch.run_all(now)
+
+    def pqfinish(self):
+        """At exit: persist each queued retry time as its channel file's mtime. A message
+        whose pass is still open keeps its mtime, so its recipients go first at restart."""
+        for ch in self.channels:
+            for when, msgid in ch.pq:
+                if not qf.set_retry(self.path(msgid, ch.index), when):
+                    self.log.line("warning: unable to utime %s; message will be retried too soon"
+                                  % rel(ch.name, msgid, self.split))
+
+    # -- jobs and passes
+    def job_close(self, job, now):
+        job.refs -= 1
+        if job.refs > 0:
+            return
+        self.jobs_open -= 1
+        ch, when = self.channels[job.channel], job.retry
+        if job.hiteof and not job.numtodo:
+            try:
+                os.unlink(self.path(job.msgid, job.channel))
+            except OSError:
+                self.log.line("warning: unable to unlink %s; will try again later" % rel(ch.name, job.msgid, self.split))
+                when = self.sysfail(now)
+            else:
+                ch.known.discard(job.msgid)
+                for other in self.channels:
+                    if other is not ch:
+                        got = qf.exists(self.path(job.msgid, other.index))
+                        if got:
+                            return                 # more channels going
+                        if got is None:
+                            self.log.line("warning: unable to stat %s" % rel(other.name, job.msgid, self.split))
+                self.done_add(job.msgid, now)
+                return
+        ch.schedule(job.msgid, when)
+
+    def open_pass(self, ch, now):
+        """Start a pass on the channel's most urgent message; False when none is due."""
+        if self.jobs_open >= self.numjobs():
+            return False
+        msgid = ch.due(now)
+        if msgid is None:
+            return False
+        ch.pop()
+        try:
+            records = qf.read_records(self.path(msgid, ch.index))
+        except OSError:
+            records = None
+        info = qf.getinfo(self.home, msgid, self.split) if records is not None else None
+        if info is None:
+            self.log.line("warning: trouble opening %s; will try again later" % rel(ch.name, msgid, self.split))
+            ch.schedule(msgid, self.sysfail(now))
+            return True
+        sender, birth = info
+        job = Job(msgid, ch.index, self.clock.nextretry(birth, now, ch.index), sender,
+                  self.clock.dying(birth, now, self.config.lifetime))
+        self.jobs_open += 1
+        ch.pass_ = Pass(job, records)
+        return True
+
+    def pass_channel(self, ch, now):
+        while not self.exitasap:
+            p = ch.pass_
+            if p is None:
+                if not self.open_pass(ch, now):
+                    return
+                continue
+            if not ch.avail():
+                return
+            if p.index >= len(p.records):
+                p.job.hiteof, ch.pass_ = True, None
+                self.job_close(p.job, now)
+                continue
+            offset, rec = p.records[p.index]
+            p.index += 1
+            if rec[:1] == b"T":
+                p.job.numtodo += 1
+                self.del_start(ch, p.job, offset, rec[1:])
+            elif rec[:1] != b"D":
+                self.log.line("warning: unknown record type in %s!" % rel(ch.name, p.job.msgid, self.split))
+                ch.pass_ = None
+                self.job_close(p.job, now)
+
+    def del_start(self, ch, job, offset, recip):
+        delid, self.masterdelid = self.masterdelid, self.masterdelid + 1
+        job.refs += 1
+        messid = "%d/%d" % (job.msgid % self.split, job.msgid)
+        ch.start(Delivery(job, delid, offset, recip), messid, verp_sender(job.sender, recip), recip)
+        self.log.line("starting delivery %d: msg %d to %s %s" % (delid, job.msgid, ch.name, safe(recip)))
+        self.status()
+
+    # -- reports
+    def on_report(self, ch, report, now):
+        d = ch.done(report.delnum)
+        if d is None:
+            self.log.line("warning: internal error: delivery report out of range")
+            return
+        kind, text, job = report.kind, report.text, d.job
+        if kind == b"Z" and job.dying:
+            kind, text = b"D", text + LIFETIME_TEXT
+        what = {b"K": "success", b"Z": "deferral", b"D": "failure"}.get(kind)
+        if what is None:
+            self.log.line("delivery %d: report mangled, will defer" % d.delid)
+        else:
+            self.log.line("delivery %d: %s: %s" % (d.delid, what, safe(text)))
+        if kind == b"D":
+            finish.addbounce(self, job.msgid, d.recip, text)
+        if kind in (b"K", b"D"):
+            if not qf.markdone(self.path(job.msgid, ch.index), d.offset):
+                self.log.line("warning: trouble marking %s; message will be delivered twice!"
+                              % rel(ch.name, job.msgid, self.split))
+            job.numtodo -= 1
+        self.job_close(job, now)
+        self.status()
+
+    # -- loop helpers
+    def pass_do(self, now):
+        for ch in self.channels:
+            self.pass_channel(ch, now)
+        while self.pqfail and self.pqfail[0][0] <= now:
+            self.pqadd(heapq.heappop(self.pqfail)[1], now)
+        while self.pqdone and self.pqdone[0][0] <= now:
+            msgid = heapq.heappop(self.pqdone)[1]
+            self.done_known.discard(msgid)
+            if not finish.messdone(self, msgid, now):
+                self.done_add(msgid, self.sysfail(now))
+        if now >= self.next_cleanup:
+            self.next_cleanup = now + self.clock.delay(clock.SLEEP_CLEANUP)
+            cleanup.cleanup(self, now)
+
+    def wakeup(self, now):
+        """When the loop must act again without any fd event."""
+        times = [now + clock.SLEEP_FOREVER, self.next_cleanup]
+        if not self.exitasap and self.jobs_open < self.numjobs():
+            times += [t for t in (ch.next_time() for ch in self.channels if ch.pass_ is None) if t is not None]
+        times += [q[0][0] for q in (self.pqfail, self.pqdone) if q]
+        return min(times)
+
+    def can_exit(self):
+        return all(not ch.alive or not ch.active for ch in self.channels)
+
+    def status(self):
+        self.log.line("status: %s%s" % (" ".join(ch.status() for ch in self.channels),
+                                        " exitasap" if self.exitasap else ""))

@@ -1,0 +1,161 @@
+"""qmail-todo (ext-todo): preprocesses todo/ so qmail-send only schedules.
+
+fds (set up by qmail-send): 0 = bytes from qmail-send (H reread controls,
+X stop), 1 = records to qmail-send (qmailpy.send.todowire), 2 = stderr,
+3 = requests to its own qmail-clean, 4 = qmail-clean's answers, 5 = the
+held lock/sendmutex (never touched: a new qmail-send waits for it). Woken by
+one byte in lock/trigger (qmail-queue's triggerpull), and scans todo/ at
+least every SLEEP_TODO seconds anyway. End of input on fd 0 (qmail-send
+died) stops it at once; X or SIGTERM stop it after the current message,
+with a final X record. Exit 0, or 111 when it cannot start.
+"""
+import os
+import select
+import selectors
+import signal
+
+from qmailpy import paths
+from qmailpy.clean.wire import CleanClient, CleanDied
+from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.queue import layout
+from qmailpy.send import clock, todowire
+from qmailpy.send.rewrite import Rewriter
+from qmailpy.send.todo import preprocess
+
+FROM_SEND, TO_SEND, TO_CLEAN, FROM_CLEAN = 0, 1, 3, 4
+
+
+class Todo:
+    """State of the qmail-todo loop; signal handlers only set flags."""
+
+    def __init__(self, home, environ, clk):
+        self.home, self.environ, self.clock = home, environ, clk
+        self.rewriter = Rewriter.from_controls(Controls(home, environ))
+        self.cleaner = CleanClient(TO_CLEAN, FROM_CLEAN)
+        self.stop = self.reload = False
+        self.send_alive = True
+        self.next_scan = 0.0
+
+    def send(self, data):
+        if not self.send_alive:
+            return
+        try:
+            while data:
+                data = data[os.write(TO_SEND, data):]
+        except OSError:
+            self.send_alive = False
+
+    def log(self, text):
+        self.send(todowire.encode_log(text))
+
+    def do_reload(self):
+        self.reload = False
+        try:
+            self.rewriter = Rewriter.from_controls(Controls(self.home, self.environ))
+        except (ControlError, OSError):
+            self.log("alert: qmail-todo: unable to reread controls")
+
+    def commands(self, data):
+        if not data:
+            self.send_alive = False          # qmail-send is gone: nobody to tell
+            self.stop = True
+            return
+        for ch in data:
+            if ch == todowire.RELOAD[0]:
+                self.reload = True
+            elif ch == todowire.EXIT[0]:
+                self.stop = True
+            else:
+                self.log("warning: qmail-todo: qmail-send speaks an obscure dialect")
+
+    def poll_send(self):
+        """Between two messages: take qmail-send's H/X (or its death) into account."""
+        if select.select([FROM_SEND], [], [], 0)[0]:
+            self.commands(os.read(FROM_SEND, 64))
+
+    def scan(self):
+        self.next_scan = self.clock.now() + self.clock.delay(clock.SLEEP_TODO)
+        try:
+            names = os.listdir(paths.queue_path(self.home, "todo"))
+        except OSError:
+            self.log("alert: qmail-todo: unable to opendir todo")
+            return
+        for msgid in sorted(int(n) for n in names if n.isdigit()):
+            if self.stop:
+                return
+            if self.reload:
+                self.do_reload()
+            records, _ = preprocess(self.home, msgid, self.rewriter, self.cleaner, layout.SPLIT)
+            self.send(b"".join(records))
+            self.poll_send()
+
+    def run(self, trigger_fd, wakeup_fd):
+        sel = selectors.DefaultSelector()
+        sel.register(FROM_SEND, selectors.EVENT_READ, "send")
+        sel.register(trigger_fd, selectors.EVENT_READ, "trigger")
+        sel.register(wakeup_fd, selectors.EVENT_READ, "signal")
+        while not self.stop:
+            if self.reload:
+                self.do_reload()
+            pulled = False
+            timeout = max(0.0, self.next_scan - self.clock.now())
+            for key, _ in sel.select(min(timeout, clock.SLEEP_FOREVER)):
+                if key.data == "send":
+                    self.commands(os.read(FROM_SEND, 64))
+                elif key.data == "trigger":
+                    pulled = _drain(trigger_fd) or pulled
+                else:
+                    _drain(wakeup_fd)
+            if self.stop:
+                break
+            if pulled or self.clock.now() >= self.next_scan:
+                self.scan()
+        self.send(todowire.encode_exit())
+        return 0
+
+
+def _drain(fd):
+    """Read every pending trigger byte; True if there was one."""
+    got = False
+    while True:
+        try:
+            if not os.read(fd, 1024):
+                return got
+            got = True
+        except BlockingIOError:
+            return got
+        except InterruptedError:
+            continue
+
+
+def main():
+    environ = os.environ
+    home = os.path.abspath(paths.qmailhome(environ))
+    for name in ("SIGPIPE", "SIGINT", "SIGALRM"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    try:
+        todo = Todo(home, environ, clock.Clock(clock.parse_scale(environ)))
+        # O_RDWR: we are a writer too, so the FIFO never reports end of file
+        trigger_fd = os.open(layout.trigger_path(home), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (ControlError, OSError) as e:
+        os.write(2, b"alert: qmail-todo: cannot start: %s\n" % str(e).encode("utf-8", "replace"))
+        return 111
+
+    def on_term(signum, frame):
+        if not todo.stop:
+            todo.log("status: qmail-todo stop processing asap")
+        todo.stop = True
+
+    def on_hup(signum, frame):
+        todo.reload = True
+
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+    try:
+        return todo.run(trigger_fd, wake_r)
+    except CleanDied:
+        todo.log("alert: qmail-todo: oh no! lost qmail-clean connection! dying...")
+        todo.send(todowire.encode_exit())
+        return 111

@@ -1,0 +1,64 @@
+"""The qmail-todo <-> qmail-send pipe (ext-todo patch), one codec for both ends.
+
+qmail-todo -> qmail-send, each record ended by \\0:
+  D<l><r><id>   message <id> is preprocessed; <l>/<r> are '1' or '0': it has
+                local/ and/or remote/ recipients (`D10123` = local only)
+  L<text>       a log line for qmail-send to print
+  X             qmail-todo is exiting
+qmail-send -> qmail-todo, single bytes: H (reread controls), X (stop asap).
+Pure: no I/O.
+"""
+from collections import namedtuple
+
+RELOAD, EXIT = b"H", b"X"
+Done = namedtuple("Done", "msgid local remote")
+LogLine = namedtuple("LogLine", "text")
+Exiting = namedtuple("Exiting", "")
+Unknown = namedtuple("Unknown", "record")
+
+
+def encode_done(msgid, local, remote):
+    return b"D%s%s%d\0" % (b"1" if local else b"0", b"1" if remote else b"0", msgid)
+
+
+def encode_log(text):
+    if isinstance(text, str):
+        text = text.encode("utf-8", "surrogateescape")
+    return b"L" + bytes(text).replace(b"\0", b"_") + b"\0"
+
+
+def encode_exit():
+    return b"X\0"
+
+
+def parse_record(rec):
+    """One record (without its \\0) as Done, LogLine, Exiting or Unknown."""
+    kind = rec[:1]
+    if kind == b"D" and len(rec) > 3 and rec[1:2] in b"01" and rec[2:3] in b"01" and rec[3:].isdigit():
+        return Done(int(rec[3:]), rec[1:2] == b"1", rec[2:3] == b"1")
+    if kind == b"L":
+        return LogLine(rec[1:])
+    if rec == b"X":
+        return Exiting()
+    return Unknown(rec)
+
+
+class RecordDecoder:
+    """Incremental decoder of qmail-todo's records; a record is cut at `limit` bytes."""
+    __slots__ = ("_buf", "limit")
+
+    def __init__(self, limit=10000):
+        self._buf = bytearray()
+        self.limit = limit
+
+    def feed(self, data):
+        self._buf += data
+        out = []
+        while True:
+            nul = self._buf.find(b"\0")
+            if nul < 0:
+                if len(self._buf) > self.limit:
+                    del self._buf[self.limit:]
+                return out
+            out.append(parse_record(bytes(self._buf[:min(nul, self.limit)])))
+            del self._buf[:nul + 1]

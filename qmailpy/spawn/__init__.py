@@ -1,0 +1,1 @@
+"""qmail-lspawn and qmail-rspawn: run one delivery program per recipient for qmail-send."""

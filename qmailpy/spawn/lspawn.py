@@ -1,0 +1,117 @@
+"""qmail-lspawn: runs qmail-local for each local delivery qmail-send asks for.
+
+usage (qmail-send starts it): qmail-lspawn [defaultdelivery]; fds 0/1 as in
+qmailpy.spawn.server. Runs `qmail-local -- user homedir local dash ext
+domain sender defaultdelivery` ($QMAILLOCAL, else qmail-local in our own
+bin/), message on fd 0, output collected from fd 1 and 2. Who the delivery
+belongs to is qmailpy.spawn.mailbox's job. As root it runs qmail-local as
+the mailbox's uid/gid (never as root); otherwise as the invoking user
+(single-user mode). $MAILDIRQUOTA is set to a users-database mailbox's quota
+and removed otherwise. Reports follow qmail-lspawn.c exactly, cut at 3000 bytes.
+SIGHUP (sent by qmail-send on its own SIGHUP) rereads the controls.
+"""
+import os
+import signal
+import subprocess
+import sys
+
+from qmailpy import paths
+from qmailpy.ctl.reader import Controls
+from qmailpy.spawn import mailbox, server
+from qmailpy.spawn.mailbox import TEMP_ERRORS
+from qmailpy.spawn.programs import program_path
+
+DEFAULT_DELIVERY = "./Maildir/"
+ROOT_REFUSED = b"ZNot allowed to perform deliveries as root.\n"
+EXEC_SOFT = b"ZUnable to run qmail-local.\n"
+EXEC_HARD = b"DUnable to run qmail-local.\n"
+CRASHED = b"Zqmail-local crashed.\n"
+# qlx.h codes qmail-local (or its helpers) may exit with, and qmail-lspawn's fixed texts
+QLX_TEXTS = {
+    117: mailbox.CDB_TROUBLE,
+    119: b"ZOut of memory in qmail-lspawn.\n",
+    118: b"ZTemporary failure in qmail-lspawn.\n",
+    116: mailbox.NOALIAS,
+    113: ROOT_REFUSED,
+    112: b"ZInternal qmail-lspawn bug.\n",
+    115: mailbox.NFS,
+    126: EXEC_HARD,
+    120: EXEC_SOFT,
+    121: b"ZUnable to run qmail-getpw.\n",
+}
+TEMPORARY = frozenset((111, 71, 74, 75))
+
+
+def report(status, output):
+    """qmail-lspawn.c report(): exit status + qmail-local's output -> K/Z/D + text."""
+    if status < 0:
+        return CRASHED
+    fixed = QLX_TEXTS.get(status)
+    if fixed is not None:
+        return fixed
+    kind = b"K" if status == 0 else b"Z" if status in TEMPORARY else b"D"
+    return kind + output.split(b"\0", 1)[0]
+
+
+class Local:
+    """The spawn.c `Program` for local deliveries."""
+    truncreport = 3000
+
+    def __init__(self, home, environ, aliasempty):
+        self.home, self.environ, self.aliasempty = home, environ, aliasempty
+        self.qmaillocal = program_path(environ, "qmail-local", "QMAILLOCAL")
+        self.root = os.getuid() == 0
+        self.resolver = None
+        self.reload_wanted = True
+        self.refresh()
+
+    def refresh(self):
+        """Called before each batch of commands: reread the controls after a SIGHUP."""
+        if not self.reload_wanted:
+            return
+        self.reload_wanted = False
+        if self.resolver is not None:
+            self.resolver.close()
+        self.resolver = mailbox.Resolver(self.home, Controls(self.home, self.environ), not self.root)
+
+    def spawn(self, fdmess, fdout, sender, recip, at):
+        local, domain = recip[:at], recip[at + 1:]
+        if not local:                      # <>@host: nothing to deliver to
+            return b"K"
+        who = self.resolver.resolve(local, domain)
+        if isinstance(who, bytes):
+            return who
+        if self.root and who.uid == 0:
+            return ROOT_REFUSED
+        args = [self.qmaillocal, "--", who.user, who.home, local, who.dash, who.ext,
+                domain, sender, self.aliasempty]
+        ids = dict(user=who.uid, group=who.gid, extra_groups=[]) if self.root else {}
+        env = dict(self.environ)
+        env.pop("MAILDIRQUOTA", None)          # only a users-database mailbox has a quota
+        if who.quota:
+            env["MAILDIRQUOTA"] = who.quota
+        try:
+            return subprocess.Popen(args, stdin=fdmess, stdout=fdout, stderr=subprocess.STDOUT,
+                                    cwd=self.home, env=env, **ids)
+        except OSError as e:
+            return EXEC_SOFT if e.errno in TEMP_ERRORS else EXEC_HARD
+
+    def report(self, status, output):
+        return report(status, output)
+
+
+def main():
+    environ = os.environ
+    home = os.path.abspath(paths.qmailhome(environ))
+    aliasempty = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_DELIVERY
+    server.shrug_off_signals("SIGINT", "SIGALRM", "SIGTERM")
+    try:
+        local = Local(home, environ, aliasempty)
+    except OSError:
+        return 111
+
+    def on_hup(signum, frame):
+        local.reload_wanted = True
+
+    signal.signal(signal.SIGHUP, on_hup)
+    return server.Server(home, local, server.spawn_limit(), server.qmailq_uid()).serve()

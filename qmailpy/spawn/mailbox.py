@@ -1,0 +1,189 @@
+"""Whose delivery is it: the qmail-local arguments and uid for a local recipient.
+
+Order (qmail-lspawn's nughde_get, then H-Sphere's vpopmail mailboxes):
+1. users/cdb (qmail-users, built by qmail-newu from users/assign), as qmail;
+2. a virtual-domain recipient `prefix-user@domain` (virtualdomains
+   `domain:prefix`): the mailbox from the users database (qmailpy.users,
+   imported lazily: find_mailbox() is the one place that touches it);
+3. the passwd file as qmail-getpw does it, then the `alias` user.
+An Assignment is the answer; a bytes report (Z.../D...) means "no delivery".
+"""
+import errno
+import os
+from collections import namedtuple
+
+from qmailpy.send.rewrite import Rewriter
+
+Assignment = namedtuple("Assignment", "user uid gid home dash ext quota", defaults=(None,))
+Assignment.__doc__ = """qmail-local's user/homedir/dash/ext, the uid/gid to run it as, and the
+Maildir++ quota for $MAILDIRQUOTA (users-database mailboxes only; None: no quota)."""
+
+NOALIAS = b"ZUnable to find alias user!\n"
+CDB_TROUBLE = b"ZTrouble reading users/cdb in qmail-lspawn.\n"
+NFS = b"ZNFS failure in qmail-local.\n"
+NO_MAILBOX = b"DSorry, no mailbox here by that name. (#5.1.1)\n"
+USERS_DOWN = b"ZUnable to read the users database. (#4.3.0)\n"
+NO_OWNER = b"ZUnable to find the mailbox directory. (#4.2.1)\n"
+ALIAS_USER = "alias"
+BREAK = b"-"                   # conf-break
+USERLEN = 32                   # qmail-getpw's username buffer
+# qmail's error_temp(): errors worth a retry
+TEMP_ERRORS = frozenset((errno.EINTR, errno.ENOMEM, errno.ETXTBSY, errno.EIO, errno.ETIMEDOUT,
+                         errno.EAGAIN, errno.ENFILE, errno.EMFILE, errno.ENOSPC, errno.EDQUOT,
+                         errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED, errno.ESTALE))
+
+
+class UsersMissing(Exception):
+    """qmailpy.users is not installed: fall through to the passwd lookup."""
+
+
+def find_mailbox(home, controls, local, domain, users=None):
+    """The users-database Mailbox for `local`@`domain` (str), or None if unknown.
+
+    Raises UsersMissing when qmailpy.users cannot be imported, and the users
+    module's UsersUnavailable when its database is down. `users`: an already
+    opened handle (qmail-lspawn keeps one between deliveries).
+    """
+    if users is None:
+        users = open_users(home, controls)
+    return users.lookup(local, domain)
+
+
+def open_users(home, controls):
+    try:
+        from qmailpy.users import open_users as opener
+    except ImportError:
+        raise UsersMissing() from None
+    return opener(home, controls)
+
+
+def users_unavailable():
+    """The users module's 'database down' exception class (a dummy when absent)."""
+    try:
+        from qmailpy.users import UsersUnavailable
+    except ImportError:
+        return UsersMissing
+    return UsersUnavailable
+
+
+def _fields(value):
+    parts = value.split(b"\0")
+    if len(parts) < 6:
+        return None
+    user, uid, gid, home, dash, ext = parts[:6]
+    try:
+        return Assignment(user, int(uid or 0), int(gid or 0), home, dash, ext)
+    except ValueError:
+        return None
+
+
+def users_cdb(home, local):
+    """qmail-users lookup of users/cdb: Assignment, None (no file or no match) or CDB_TROUBLE."""
+    from qmailpy.ctl.cdbmap import open_cdb
+    try:
+        db = open_cdb(os.path.join(home, "users", "cdb"))
+    except (OSError, ValueError):
+        return CDB_TROUBLE
+    if db is None:
+        return None
+    try:
+        lower = b"!" + local.lower() + b"\0"
+        got = db.get(lower)
+        if got is not None:
+            return _fields(got) or CDB_TROUBLE
+        wild = db.get(b"")
+        if wild is None:
+            return CDB_TROUBLE
+        for i in range(len(lower) - 1, 0, -1):
+            if i == 1 or lower[i - 1:i] in wild:
+                got = db.get(lower[:i])
+                if got is not None:
+                    return _fields(got + local[i - 1:]) or CDB_TROUBLE
+        return None
+    except Exception:
+        return CDB_TROUBLE
+    finally:
+        db.close()
+
+
+def getpw(local, alias_home=None):
+    """qmail-getpw: the longest `user` in `user-ext` with a passwd entry (uid != 0,
+    home owned by it), else the alias user with ext = local. alias_home stands
+    in for a missing alias user (single-user mode)."""
+    import pwd
+    for end in range(len(local), -1, -1):
+        if end < USERLEN and (end == len(local) or local[end:end + 1] == BREAK):
+            try:
+                pw = pwd.getpwnam(local[:end].lower().decode("utf-8", "surrogateescape"))
+            except KeyError:
+                pw = None
+            if pw is not None and pw.pw_uid:
+                try:
+                    owner = os.stat(pw.pw_dir).st_uid
+                except OSError as e:
+                    if e.errno in TEMP_ERRORS:
+                        return NFS
+                    owner = None
+                if owner == pw.pw_uid:
+                    dash, ext = (b"-", local[end + 1:]) if end < len(local) else (b"", b"")
+                    return Assignment(pw.pw_name.encode(), pw.pw_uid, pw.pw_gid,
+                                      os.fsencode(pw.pw_dir), dash, ext)
+    try:
+        pw = pwd.getpwnam(ALIAS_USER)
+    except KeyError:
+        if alias_home is None:
+            return NOALIAS
+        return Assignment(ALIAS_USER.encode(), os.getuid(), os.getgid(), os.fsencode(alias_home), b"-", local)
+    return Assignment(pw.pw_name.encode(), pw.pw_uid, pw.pw_gid, os.fsencode(pw.pw_dir), b"-", local)
+
+
+class Resolver:
+    """Holds the controls and one users-database handle between deliveries."""
+
+    def __init__(self, home, controls, single_user):
+        self.home, self.controls, self.single_user = home, controls, single_user
+        self.rewriter = Rewriter.from_controls(controls)
+        self.users = None
+
+    def close(self):
+        close = getattr(self.users, "close", None)
+        self.users = None
+        if close:
+            close()
+
+    def resolve(self, local, domain):
+        """Assignment for local@domain (bytes, as rewritten by qmail-todo) or a report."""
+        got = users_cdb(self.home, local)
+        if got is not None:
+            return got
+        prefix = self.rewriter.vdom_prefix(local + b"@" + domain)
+        if prefix and local.startswith(prefix + b"-"):
+            got = self.virtual(local, local[len(prefix) + 1:], domain)
+            if got is not None:
+                return got
+        return getpw(local, os.path.join(self.home, "alias") if self.single_user else None)
+
+    def virtual(self, local, user, domain):
+        """The mailbox of a virtual user (user-ext: the longest known user); None to fall through."""
+        down = users_unavailable()
+        dom = domain.lower().decode("utf-8", "surrogateescape")
+        for end in range(len(user), 0, -1):
+            if end < len(user) and user[end:end + 1] != BREAK:
+                continue
+            name = user[:end].lower().decode("utf-8", "surrogateescape")
+            try:
+                if self.users is None:
+                    self.users = open_users(self.home, self.controls)
+                box = find_mailbox(self.home, self.controls, name, dom, self.users)
+            except UsersMissing:
+                return None
+            except down:
+                self.close()
+                return USERS_DOWN
+            if box is not None:
+                if box.uid is None and not self.single_user:
+                    return NO_OWNER          # no directory to take the owner from
+                dash, ext = (b"-", user[end + 1:]) if end < len(user) else (b"", b"")
+                return Assignment(box.name.encode("utf-8", "surrogateescape"), box.uid, box.gid,
+                                  os.fsencode(box.dir), dash, ext, box.quota)
+        return NO_MAILBOX

@@ -1,0 +1,82 @@
+"""qmail-rspawn: runs `qmail-remote host sender recipient` per remote delivery.
+
+fds 0/1 as in qmailpy.spawn.server. The program is $QMAILREMOTE, else
+qmail-remote beside our own launcher, else bin/qmail-remote of the home;
+message on fd 0, its \\0-terminated r/h/s + K/Z/D reports read from fd 1
+(and 2) and folded into one K/Z/D report exactly as qmail-rspawn.c does.
+"""
+import os
+import subprocess
+
+from qmailpy import paths
+from qmailpy.spawn import server
+from qmailpy.spawn.programs import program_path
+from qmailpy.spawn.mailbox import TEMP_ERRORS
+
+CRASHED = b"Zqmail-remote crashed.\n"
+EXEC_SOFT = b"ZUnable to run qmail-remote.\n"
+EXEC_HARD = b"DUnable to run qmail-remote.\n"
+NO_OUTPUT = b"Zqmail-remote produced no output.\n"
+RANK = {b"K": 1, b"Z": 0, b"D": -1}
+
+
+def report(status, s):
+    """qmail-rspawn.c report(): one K/Z/D line from qmail-remote's output."""
+    if status < 0:
+        return CRASHED
+    if status == 111:
+        return EXEC_SOFT
+    if status != 0:
+        return EXEC_HARD
+    if not s:
+        return NO_OUTPUT
+    result, j = -1, 0
+    for k in range(len(s)):           # the first message report K/Z/D decides
+        if s[k] == 0:
+            kind = s[j:j + 1]
+            if kind in (b"K", b"Z"):
+                result = RANK[kind]
+                break
+            if kind == b"D":
+                break
+            j = k + 1
+    first = s[:1]
+    orr = 0 if first == b"s" else -1 if first == b"h" else result
+    out = [b"K" if orr == 1 else b"Z" if orr == 0 else b"D"]
+    nul = s.find(b"\0", 1)
+    if nul >= 0:                       # the recipient line's text, then maybe the message's
+        out.append(s[1:nul])
+        k = nul + 1
+        if result <= orr and k < len(s) and s[k:k + 1] in (b"Z", b"D", b"K"):
+            out.append(s[k + 1:].split(b"\0", 1)[0])
+    return b"".join(out)
+
+
+class Remote:
+    """The spawn.c `Program` for remote deliveries."""
+    truncreport = 0
+
+    def __init__(self, home, environ):
+        self.home, self.environ = home, environ
+        self.qmailremote = program_path(environ, "qmail-remote", "QMAILREMOTE")
+
+    def refresh(self):
+        pass
+
+    def spawn(self, fdmess, fdout, sender, recip, at):
+        args = [self.qmailremote, recip[at + 1:], sender, recip]
+        try:
+            return subprocess.Popen(args, stdin=fdmess, stdout=fdout, stderr=subprocess.STDOUT,
+                                    cwd=self.home, env=self.environ)
+        except OSError as e:
+            return EXEC_SOFT if e.errno in TEMP_ERRORS else EXEC_HARD
+
+    def report(self, status, output):
+        return report(status, output)
+
+
+def main():
+    environ = os.environ
+    home = os.path.abspath(paths.qmailhome(environ))
+    server.shrug_off_signals("SIGINT", "SIGALRM", "SIGTERM", "SIGHUP")
+    return server.Server(home, Remote(home, environ), server.spawn_limit(), server.qmailq_uid()).serve()

@@ -1,0 +1,232 @@
+"""The loop shared by qmail-lspawn and qmail-rspawn (qmail's spawn.c).
+
+fd 0: commands from qmail-send; fd 1: reports (qmailpy.proto.spawnwire).
+For each command it opens the message, starts the delivery program with the
+message on fd 0 and a pipe on fd 1 and 2, collects that output, and once
+the pipe is at end of file AND the program has exited (a pidfd tells), it
+writes one report. A `Program` (lspawn.Local, rspawn.Remote) supplies
+spawn() (a Popen, or a report when nothing is run), report(status, output),
+refresh() (before each batch of commands) and truncreport. Exits 0 when qmail-send closes fd 0 and no delivery
+is left; reports that can no longer be written are dropped, as in qmail.
+"""
+import os
+import resource
+import selectors
+import stat
+
+from qmailpy import paths
+from qmailpy.proto import spawnwire
+
+SPAWN_MAX = 500                 # our conf-spawn: concurrencylocal/remote stop at 500
+TRUNCMESS = b"\nError report too long, sorry.\n"
+READ = 4096
+
+
+def spawn_limit(want=SPAWN_MAX):
+    """How many deliveries fit in RLIMIT_NOFILE (each holds 2 fds here), raising the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 3 * want + 64
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return want
+    return max(1, min(want, (soft - 64) // 3))
+
+
+def shrug_off_signals(*names):
+    """Survive these signals with a no-op handler, not SIG_IGN: a caught signal is
+    back to its default in the programs we exec, an ignored one would stay ignored.
+    Only qmail-send closing fd 0 stops a spawn, so no report is lost."""
+    import signal
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)     # subprocess restores it for the children
+    for name in names:
+        signal.signal(getattr(signal, name), _ignore)
+
+
+def _ignore(signum, frame):
+    pass
+
+
+def qmailq_uid():
+    """uid every mess file must have (spawn.c's check), when the qmailq user exists."""
+    import pwd
+    try:
+        return pwd.getpwnam("qmailq").pw_uid
+    except KeyError:
+        return None
+
+
+class Delivery:
+    __slots__ = ("delnum", "proc", "fd", "pidfd", "output", "eof", "status")
+
+    def __init__(self, delnum, proc, fd, pidfd):
+        self.delnum, self.proc, self.fd, self.pidfd = delnum, proc, fd, pidfd
+        self.output = bytearray()
+        self.eof = False
+        self.status = None
+
+
+def check_messid(messid):
+    """spawn.c's checks on `<split>/<id>`: the error report, or None."""
+    for i, ch in enumerate(messid):
+        if not (48 <= ch <= 57 or (i and ch == 0x2F)):
+            return b"DInternal error: messid has nonnumerics. (#5.3.5)\n"
+    if len(messid) + 1 > 100:
+        return b"DInternal error: messid too long. (#5.3.5)\n"
+    if not messid:
+        return b"DInternal error: messid too short. (#5.3.5)\n"
+    return None
+
+
+class Server:
+    def __init__(self, home, program, limit, qmailq_uid=None, fd_in=0, fd_out=1):
+        self.home, self.program, self.limit = home, program, limit
+        self.qmailq_uid = qmailq_uid
+        self.fd_in, self.fd_out = fd_in, fd_out
+        self.sel = selectors.DefaultSelector()
+        self.active = {}                     # delnum -> Delivery
+        self.reading = self.writing = True
+        self.decoder = spawnwire.CommandDecoder()
+
+    def write(self, data):
+        if not self.writing:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd_out, view):]
+        except InterruptedError:
+            pass
+        except OSError:
+            self.writing = False
+
+    def err(self, delnum, report):
+        self.write(spawnwire.encode_delnum(delnum) + report + b"\0")
+
+    def docmd(self, cmd):
+        delnum = cmd.delnum
+        if delnum >= self.limit:
+            return self.err(delnum, b"ZInternal error: delnum too big. (#4.3.5)\n")
+        if delnum in self.active:
+            return self.err(delnum, b"ZInternal error: delnum in use. (#4.3.5)\n")
+        bad = check_messid(cmd.messid)
+        if bad:
+            return self.err(delnum, bad)
+        at = cmd.recipient.rfind(b"@")
+        if at < 0:
+            return self.err(delnum, b"DSorry, address must include host name. (#5.1.3)\n")
+        try:
+            fdmess = os.open(paths.queue_path(self.home, "mess", os.fsdecode(cmd.messid)),
+                             os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return self.err(delnum, b"Zqmail-spawn unable to open message. (#4.3.0)\n")
+        try:
+            trouble = self.check_mess(fdmess)
+            if trouble:
+                return self.err(delnum, trouble)
+            self.start(delnum, fdmess, cmd.sender, cmd.recipient, at)
+        finally:
+            os.close(fdmess)
+
+    def check_mess(self, fdmess):
+        try:
+            st = os.fstat(fdmess)
+        except OSError:
+            return b"Zqmail-spawn unable to fstat message. (#4.3.0)\n"
+        if not stat.S_ISREG(st.st_mode):
+            return b"ZSorry, message has wrong type. (#4.3.5)\n"
+        if self.qmailq_uid is not None and st.st_uid != self.qmailq_uid:
+            return b"ZSorry, message has wrong owner. (#4.3.5)\n"
+        return None
+
+    def start(self, delnum, fdmess, sender, recip, at):
+        try:
+            r, w = os.pipe2(os.O_CLOEXEC)
+        except OSError:
+            return self.err(delnum, b"Zqmail-spawn unable to create pipe. (#4.3.0)\n")
+        try:
+            got = self.program.spawn(fdmess, w, sender, recip, at)
+        finally:
+            os.close(w)
+        if isinstance(got, bytes):           # decided without running anything
+            os.close(r)
+            return self.err(delnum, got)
+        try:
+            pidfd = os.pidfd_open(got.pid)
+        except OSError:
+            got.wait()
+            os.close(r)
+            return self.err(delnum, self.program.report(got.returncode, b""))
+        os.set_blocking(r, False)
+        d = self.active[delnum] = Delivery(delnum, got, r, pidfd)
+        self.sel.register(r, selectors.EVENT_READ, (d, "out"))
+        self.sel.register(pidfd, selectors.EVENT_READ, (d, "exit"))
+
+    def collect(self, d):
+        try:
+            data = os.read(d.fd, READ)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            d.eof = True
+            self.sel.unregister(d.fd)
+            os.close(d.fd)
+            return
+        d.output += data
+        limit = self.program.truncreport
+        if limit > 100 and len(d.output) > limit:
+            del d.output[limit - len(TRUNCMESS) - 3:]
+            d.output += TRUNCMESS
+
+    def reap(self, d):
+        d.status = d.proc.wait()
+        self.sel.unregister(d.pidfd)
+        os.close(d.pidfd)
+
+    def finish(self, d):
+        del self.active[d.delnum]
+        self.err(d.delnum, self.program.report(d.status, bytes(d.output)))
+
+    def commands(self):
+        try:
+            data = os.read(self.fd_in, READ)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.reading = False
+            self.sel.unregister(self.fd_in)
+            return
+        self.program.refresh()
+        for cmd in self.decoder.feed(data):
+            self.docmd(cmd)
+
+    def serve(self):
+        self.write(spawnwire.encode_limit(self.limit))
+        os.set_blocking(self.fd_in, False)
+        self.sel.register(self.fd_in, selectors.EVENT_READ, None)
+        while self.reading or self.active:
+            for key, _ in self.sel.select():
+                if key.data is None:
+                    self.commands()
+                    continue
+                d, what = key.data
+                if what == "out":
+                    if d.eof:            # stale event: the fd was closed earlier in this batch
+                        continue
+                    self.collect(d)
+                else:
+                    if d.status is not None:
+                        continue
+                    self.reap(d)
+                if d.eof and d.status is not None:
+                    self.finish(d)
+        return 0

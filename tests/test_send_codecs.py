@@ -1,0 +1,113 @@
+"""Pure pieces of qmail-send: the spawn and todo wires, rewrite(), nextretry(), log safety."""
+import math
+
+from hypothesis import given, strategies as st
+
+from qmailpy.proto import spawnwire as sw
+from qmailpy.send import clock, todowire
+from qmailpy.send.log import safe
+from qmailpy.send.rewrite import LOCAL, REMOTE, Rewriter, bounce_sender, verp_sender
+
+addr = st.binary(max_size=40).map(lambda b: b.replace(b"\0", b"x"))
+
+
+def chunks(data, cuts):
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[a:b] for a, b in zip([0] + points, points + [len(data)])]
+
+
+@given(st.lists(st.tuples(st.integers(0, sw.MAX_DELNUM), addr, addr, addr), max_size=5), st.lists(st.integers(0, 10**6)))
+def test_commands_survive_any_chunking(cmds, cuts):
+    data = b"".join(sw.encode_command(*c) for c in cmds)
+    dec, got = sw.CommandDecoder(), []
+    for piece in chunks(data, cuts):
+        got += dec.feed(piece)
+    assert got == [sw.Command(*c) for c in cmds] and not dec.pending
+
+
+@given(st.integers(0, sw.MAX_DELNUM),
+       st.lists(st.tuples(st.integers(0, sw.MAX_DELNUM), st.sampled_from([b"K", b"Z", b"D"]), addr), max_size=5),
+       st.lists(st.integers(0, 10**6)))
+def test_reports_survive_any_chunking(limit, reps, cuts):
+    data = sw.encode_limit(limit) + b"".join(sw.encode_report(*r) for r in reps)
+    dec, got = sw.ReportDecoder(), []
+    for piece in chunks(data, cuts):
+        got += dec.feed(piece)
+    assert dec.limit == limit and got == [sw.Report(*r) for r in reps]
+
+
+def test_wire_bytes_are_big_concurrency():
+    assert sw.encode_limit(500) == b"\xf4\x01"
+    assert sw.encode_command(258, "3/1234", b"a@b", b"c@d") == b"\x02\x013/1234\0a@b\0c@d\0"
+    assert sw.encode_report(0, b"K", b"ok\0ignored") == b"\0\0Kok\0"
+    dec = sw.ReportDecoder(expect_limit=False)       # a NUL inside the delivery number is not an end
+    assert dec.feed(b"\0\0Kfine\0\x00\x01\0") == [sw.Report(0, b"K", b"fine"), sw.Report(256, b"", b"")]
+
+
+def test_report_is_cut_at_reportmax():
+    dec = sw.ReportDecoder(expect_limit=False)
+    [rep] = dec.feed(b"\1\0D" + b"x" * 20000 + b"\0")
+    assert len(rep.text) == sw.REPORTMAX - 3 and rep.delnum == 1
+
+
+def test_todo_records():
+    data = (todowire.encode_log("new msg 5") + todowire.encode_done(5, True, False)
+            + todowire.encode_done(6, False, True) + todowire.encode_exit() + b"Q?\0")
+    assert data.startswith(b"Lnew msg 5\0D105\0D016\0X\0")
+    dec = todowire.RecordDecoder()
+    got = [r for i in range(len(data)) for r in dec.feed(data[i:i + 1])]
+    assert got == [todowire.LogLine(b"new msg 5"), todowire.Done(5, True, False), todowire.Done(6, False, True),
+                   todowire.Exiting(), todowire.Unknown(b"Q?")]
+
+
+REW = Rewriter(["localhost", "Mx.Example.Org"],
+               ["virt.example:vprefix", ".sub.example:wild", "joe@other.example:joepre", "empty.example:",
+                "virt.example:later"],
+               ["pct.example"], "envnoat.example")
+
+
+def test_rewrite():
+    assert REW.rewrite(b"u@LOCALHOST") == (LOCAL, b"u@LOCALHOST")
+    assert REW.rewrite(b"u@mx.example.org") == (LOCAL, b"u@mx.example.org")
+    assert REW.rewrite(b"u@virt.example") == (LOCAL, b"later-u@virt.example")       # last line wins
+    assert REW.rewrite(b"u@a.sub.example") == (LOCAL, b"wild-u@a.sub.example")
+    assert REW.rewrite(b"joe@other.example") == (LOCAL, b"joepre-joe@other.example")
+    assert REW.rewrite(b"ann@other.example") == (REMOTE, b"ann@other.example")
+    assert REW.rewrite(b"u@empty.example") == (REMOTE, b"u@empty.example")           # empty prefix: not virtual
+    assert REW.rewrite(b"u@far.example") == (REMOTE, b"u@far.example")
+    assert REW.rewrite(b"noat") == (REMOTE, b"noat@envnoat.example")
+    assert REW.rewrite(b"a@b@localhost") == (LOCAL, b"a@b@localhost")                  # the LAST @ splits
+    assert REW.rewrite(b"u%far.example@pct.example") == (REMOTE, b"u@far.example")
+    assert REW.rewrite(b"u%localhost%x@pct.example") == (REMOTE, b"u%localhost@x")
+    assert REW.rewrite(b"u%x%pct.example@pct.example") == (REMOTE, b"u@x")
+
+
+def test_bounce_address_forms():
+    assert REW.strip_prefix(b"later-u@virt.example") == b"u@virt.example"
+    assert REW.strip_prefix(b"wild-u@a.sub.example") == b"u@a.sub.example"
+    assert REW.strip_prefix(b"vprefix-u@virt.example") == b"vprefix-u@virt.example"
+    assert REW.strip_prefix(b"u@far.example") == b"u@far.example"
+    assert verp_sender(b"owner-@lists.example-@[]", b"joe@far.example") == b"owner-joe=far.example@lists.example"
+    assert verp_sender(b"owner@lists.example", b"joe@far.example") == b"owner@lists.example"
+    assert bounce_sender(b"owner-@lists.example-@[]") == b"owner-@lists.example"
+    assert bounce_sender(b"") == b""
+
+
+def test_nextretry_is_qmails():
+    c = clock.Clock()
+    born = 1_000_000
+    assert c.nextretry(born, born, 1) == born + 400
+    assert c.nextretry(born, born + 400, 1) == born + 1600
+    assert c.nextretry(born, born + 1600, 0) == born + 2500
+    assert c.nextretry(born, born - 5, 0) == born + 100                 # birth in the future: n = 0
+    assert c.nextretry(born, born + 10**5, 1) == born + (math.isqrt(10**5) + 20) ** 2
+    fast = clock.Clock(100)
+    assert fast.nextretry(born, born + 4, 1) == born + 16               # age 400 virtual s -> 1600 -> 16 real s
+    assert fast.dying(born, born + 6049, 604800) is True and fast.dying(born, born + 6048, 604800) is False
+    assert clock.parse_scale({"QMAILPY_TIMESCALE": "x"}) == 1.0 and clock.parse_scale({}) == 1.0
+    assert clock.parse_scale({"QMAILPY_TIMESCALE": "-3"}) == 1.0 and clock.parse_scale({"QMAILPY_TIMESCALE": "50"}) == 50
+
+
+def test_log_safe():
+    assert safe(b"did 0+0+1\n") == "did_0+0+1/"
+    assert safe("100%\tb\xe9") == "100__b__"

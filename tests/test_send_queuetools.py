@@ -1,0 +1,147 @@
+"""qmail-todo's preprocessing, qmail-clean's pipe, and qmail-qstat / qmail-qread on a real queue."""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from qmailpy.clean import wire
+from qmailpy.proto.date822 import date822
+from qmailpy.queue import layout
+from qmailpy.send import todowire
+from qmailpy.send.rewrite import Rewriter
+from qmailpy.send.todo import preprocess
+from test_send_support import BIN, Scratch, queue_message
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    s = Scratch(tmp_path)
+    yield s
+    s.cleanup()
+
+
+class Cleaner:
+    def __init__(self, answer=wire.OK):
+        self.answer, self.asked = answer, []
+
+    def request(self, kind, msgid):
+        self.asked.append((kind, msgid))
+        return self.answer
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_preprocess_writes_info_and_channels(scratch):
+    msgid = int(queue_message(scratch.home, sender=b"a@b", recips=(b"x@localhost", b"y@virt.example", b"z@far",
+                                                                    b"noat")).split("/")[1])
+    stale = layout.remote_path(scratch.home, msgid)
+    with open(stale, "wb") as f:                 # left by a crash: must be replaced
+        f.write(b"Tstale@x\0")
+    rw = Rewriter(["localhost"], ["virt.example:virt.example"], [], "envnoat.example")
+    cleaner = Cleaner()
+    records, done = preprocess(scratch.home, msgid, rw, cleaner)
+    assert done and cleaner.asked == [(wire.TODO, msgid)]
+    size = os.stat(layout.mess_path(scratch.home, msgid)).st_size
+    assert records == [todowire.encode_log("new msg %d" % msgid),
+                       todowire.encode_log("info msg %d: bytes %d from <a@b> qp %d uid %d"
+                                           % (msgid, size, os.getpid(), os.getuid())),
+                       todowire.encode_done(msgid, True, True)]
+    assert read(layout.info_path(scratch.home, msgid)) == b"Fa@b\0"
+    assert read(layout.local_path(scratch.home, msgid)) == b"Tx@localhost\0Tvirt.example-y@virt.example\0"
+    assert read(stale) == b"Tz@far\0Tnoat@envnoat.example\0"
+    assert os.stat(stale).st_mode & 0o777 == 0o600
+
+
+def test_preprocess_keeps_todo_when_clean_refuses(scratch):
+    msgid = int(queue_message(scratch.home).split("/")[1])
+    records, done = preprocess(scratch.home, msgid, Rewriter([], [], [], "x"), Cleaner(wire.TROUBLE))
+    assert not done
+    assert records[-1] == todowire.encode_log("warning: qmail-clean unable to clean up todo/%d" % msgid)
+
+
+def test_qmail_clean_pipe(scratch):
+    msgid = int(queue_message(scratch.home).split("/")[1])
+    proc = subprocess.Popen([str(BIN / "qmail-clean")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=scratch.env())
+    out, _ = proc.communicate(wire.encode(wire.TODO, msgid) + b"junk\0" + b"todo/12x\0" + b"todo/" + b"1" * 5000
+                              + b"\0" + wire.encode(wire.FOOP, msgid) + wire.encode(wire.FOOP, 424242), timeout=20)
+    assert (out, proc.returncode) == (b"+xxx++", 0)
+    assert scratch.queue_files() == []
+
+
+def test_qmail_clean_removes_debris_at_start(scratch):
+    old = time.time() - layout.OSSIFIED - 100
+    pidfile = os.path.join(scratch.home, "queue", "pid", "123.456.1")
+    open(pidfile, "w").close()
+    os.utime(pidfile, (old, old))
+    proc = subprocess.run([str(BIN / "qmail-clean")], input=b"", capture_output=True, env=scratch.env(), timeout=20)
+    assert proc.returncode == 0 and not os.path.exists(pidfile)
+
+
+def test_qstat_and_qread(scratch):
+    env = scratch.env()
+    a = int(queue_message(scratch.home, sender=b"alice@x", recips=(b"bob@localhost",)).split("/")[1])
+    b = int(queue_message(scratch.home, sender=b"c\x01d@y", recips=(b"e@far",)).split("/")[1])
+    out = subprocess.run([str(BIN / "qmail-qstat")], capture_output=True, env=env, timeout=20)
+    assert out.stdout == b"messages in queue: 2\nmessages in queue but not yet preprocessed: 2\n"
+    rw = Rewriter(["localhost"], [], [], "x")
+    for msgid in (a, b):
+        assert preprocess(scratch.home, msgid, rw, Cleaner())[1]
+        os.unlink(layout.todo_path(scratch.home, msgid))
+    with open(layout.local_path(scratch.home, a), "r+b") as f:
+        f.write(b"D")
+    open(layout.bounce_path(scratch.home, b), "w").close()
+    out = subprocess.run([str(BIN / "qmail-qstat"), "--json"], capture_output=True, env=env, timeout=20)
+    assert json.loads(out.stdout) == {"messages": 2, "unprocessed": 0}
+    out = subprocess.run([str(BIN / "qmail-qread")], capture_output=True, env=env, timeout=20)
+    expect = {}
+    for msgid, line, rcpt in ((a, "<alice@x> ", "  done\tlocal\tbob@localhost"),
+                              (b, "<c_d@y>  bouncing", "\tremote\te@far")):
+        info = os.stat(layout.info_path(scratch.home, msgid))
+        size = os.stat(layout.mess_path(scratch.home, msgid)).st_size
+        expect[msgid] = "%s GMT  #%d  %d  %s\n%s\n" % (date822(info.st_mtime)[:-6], msgid, size, line, rcpt)
+    order = sorted((a, b), key=lambda m: (m % 23, m))
+    assert out.stdout.decode() == "".join(expect[m] for m in order)
+    got = json.loads(subprocess.run([str(BIN / "qmail-qread"), "--json"], capture_output=True, env=env,
+                                    timeout=20).stdout)
+    assert [m["id"] for m in got] == order
+    assert {m["id"]: m["recipients"] for m in got} == {
+        a: [{"channel": "local", "address": "bob@localhost", "done": True}],
+        b: [{"channel": "remote", "address": "e@far", "done": False}]}
+
+
+def test_stale_mess_files_found_by_qmail_send(scratch):
+    from qmailpy.send.cleanup import stale_ids
+    msgid = int(queue_message(scratch.home).split("/")[1])
+    mess = layout.mess_path(scratch.home, msgid)
+    old = time.time() - layout.OSSIFIED - 10
+    os.utime(mess, (old, old))
+    now = time.time()
+    assert list(stale_ids(scratch.home, now)) == []                  # todo/ still there
+    os.unlink(layout.todo_path(scratch.home, msgid))
+    open(layout.info_path(scratch.home, msgid), "w").close()
+    assert list(stale_ids(scratch.home, now)) == []                  # info/: a live message
+    os.unlink(layout.info_path(scratch.home, msgid))
+    assert list(stale_ids(scratch.home, now)) == [msgid]
+    assert list(stale_ids(scratch.home, old + layout.OSSIFIED)) == []  # not old enough then
+
+
+def test_sendmutex_keeps_a_second_qmail_send_out(scratch, monkeypatch):
+    import fcntl
+    from qmailpy.send import main as send_main
+    monkeypatch.setattr(send_main, "LOCK_WAIT", 0.2)
+    fd = send_main.take_lock(scratch.home)
+    assert fd is not None
+    try:
+        assert send_main.take_lock(scratch.home) is None          # held by the first one
+    finally:
+        os.close(fd)
+    fd = send_main.take_lock(scratch.home)
+    assert fd is not None
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)

@@ -1,0 +1,185 @@
+"""qmail-lspawn as a real process: qmail-local's arguments, uid, exit-code mapping, spawn.c's checks."""
+import os
+import sys
+import types
+
+import pytest
+
+from qmailpy.proto import spawnwire
+from qmailpy.spawn import lspawn, mailbox
+from test_send_support import (DELIVERY_UID, NOBODY, ROOT_ONLY, Scratch, SpawnClient, queue_message,
+                               write_users_cdb)
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    s = Scratch(tmp_path)
+    yield s
+    s.cleanup()
+
+
+@pytest.fixture
+def spawn(scratch):
+    client = SpawnClient("qmail-lspawn", scratch.env())
+    yield client
+    client.close()
+
+
+def test_limit_and_a_delivery(scratch, spawn):
+    assert spawn.decoder.feed(b"") == [] and spawn.decoder.limit is None
+    messid = queue_message(scratch.home)
+    assert spawn.one(messid, b"alice@localhost", b"Joe-Ext@localhost") == b"Kdid 0+0+1\n"
+    assert spawn.decoder.limit == 500
+    [line] = open(os.path.join(scratch.fake, "local.log")).read().splitlines()
+    _, uid, rcpt, sender, args = line.split(" ", 4)
+    # users/cdb's catch-all `+:nobody:65534:65534:<fake>:-::` gives ext = the whole local part
+    assert (int(uid), rcpt, sender) == (DELIVERY_UID, "Joe-Ext@localhost", "<alice@localhost>")
+    assert args == "nobody|%s|-|Joe-Ext|./Maildir/|" % scratch.fake
+
+
+@pytest.mark.parametrize("code,report", [
+    (0, b"Kexit 0\n"), (111, b"Zexit 111\n"), (71, b"Zexit 71\n"), (74, b"Zexit 74\n"), (75, b"Zexit 75\n"),
+    (100, b"Dexit 100\n"), (1, b"Dexit 1\n"), (99, b"Dexit 99\n"),
+    (112, b"ZInternal qmail-lspawn bug.\n"), (113, b"ZNot allowed to perform deliveries as root.\n"),
+    (115, b"ZNFS failure in qmail-local.\n"), (116, b"ZUnable to find alias user!\n"),
+    (117, b"ZTrouble reading users/cdb in qmail-lspawn.\n"), (118, b"ZTemporary failure in qmail-lspawn.\n"),
+    (119, b"ZOut of memory in qmail-lspawn.\n"), (120, b"ZUnable to run qmail-local.\n"),
+    (121, b"ZUnable to run qmail-getpw.\n"), (126, b"DUnable to run qmail-local.\n"),
+])
+def test_exit_codes(code, report):
+    assert lspawn.report(code, b"exit %d\n" % code) == report
+
+
+def test_many_at_once_crash_and_long_report(scratch, spawn):
+    messid = queue_message(scratch.home)
+    for n, local in enumerate((b"exit-111-x", b"crash", b"long", b"exit-100-y", b"fine")):
+        spawn.send(n, messid, b"alice@localhost", local + b"@localhost")
+    got = spawn.reports(5)
+    assert got[0] == b"Zexit 111\n"
+    assert got[1] == b"Zqmail-local crashed.\n"
+    assert got[2].startswith(b"D0123456789\n") and got[2].endswith(b"\nError report too long, sorry.\n")
+    assert len(got[2]) == 1 + 3000 - 3
+    assert got[3] == b"Dexit 100\n"
+    assert got[4] == b"Kdid 0+0+1\n"
+
+
+def test_spawn_checks(scratch, spawn):
+    messid = queue_message(scratch.home)
+    assert spawn.one(messid, b"a@b", b"no-at-sign") == b"DSorry, address must include host name. (#5.1.3)\n"
+    assert spawn.one(b"1/x", b"a@b", b"joe@localhost") == b"DInternal error: messid has nonnumerics. (#5.3.5)\n"
+    assert spawn.one(b"", b"a@b", b"joe@localhost") == b"DInternal error: messid too short. (#5.3.5)\n"
+    assert spawn.one(b"1/999999999", b"a@b", b"joe@localhost") == b"Zqmail-spawn unable to open message. (#4.3.0)\n"
+    assert spawn.one(messid, b"a@b", b"joe@localhost", delnum=500) == b"ZInternal error: delnum too big. (#4.3.5)\n"
+    assert spawn.one(messid, b"a@b", b"@localhost") == b"K"
+
+
+@pytest.mark.skipif(**ROOT_ONLY)
+def test_users_cdb_exact_entry_and_root_refused(scratch):
+    write_users_cdb(scratch.home, {
+        b"!joe\0": (b"joe", NOBODY, NOBODY, b"/home/joe", b"", b""),
+        b"!rootbox\0": (b"root", 0, 0, b"/root", b"", b""),
+        b"!list-": (b"lists", NOBODY, NOBODY, b"/var/lists", b"-", b"x-"),
+    }, wild=b"-")
+    client = SpawnClient("qmail-lspawn", scratch.env(), ["./Mailbox"])
+    try:
+        messid = queue_message(scratch.home)
+        assert client.one(messid, b"a@b", b"Joe@localhost") == b"Kdid 0+0+1\n"
+        assert client.one(messid, b"a@b", b"rootbox@localhost") == b"ZNot allowed to perform deliveries as root.\n"
+        assert client.one(messid, b"a@b", b"list-Sub@localhost") == b"Kdid 0+0+1\n"
+        assert client.one(messid, b"a@b", b"nobody-here@localhost") == b"ZUnable to find alias user!\n"
+    finally:
+        client.close()
+    args = [line.split(" ", 4)[4] for line in open(os.path.join(scratch.fake, "local.log")).read().splitlines()]
+    assert args == ["joe|/home/joe|||./Mailbox|", "lists|/var/lists|-|x-Sub|./Mailbox|"]
+
+
+def test_missing_qmail_local(scratch):
+    client = SpawnClient("qmail-lspawn", scratch.env(QMAILLOCAL="/nonexistent/qmail-local"))
+    try:
+        assert client.one(queue_message(scratch.home), b"a@b", b"joe@localhost") == b"DUnable to run qmail-local.\n"
+    finally:
+        client.close()
+
+
+def test_end_of_input_waits_for_running_deliveries(scratch):
+    client = SpawnClient("qmail-lspawn", scratch.env())
+    client.send(3, queue_message(scratch.home), b"a@b", b"joe@localhost")
+    code, rest = client.close()
+    assert code == 0
+    assert spawnwire.ReportDecoder().feed(rest) == [
+        spawnwire.Report(3, b"K", b"did 0+0+1\n")]
+
+
+class FakeUsers:
+    """What qmailpy.users will provide: open_users() -> .lookup(user, domain)."""
+
+    class UsersUnavailable(Exception):
+        pass
+
+    def __init__(self, boxes, down=False):
+        self.boxes, self.down = boxes, down
+        self.module = types.ModuleType("qmailpy.users")
+        self.module.open_users = lambda home, controls: self
+        self.module.UsersUnavailable = self.UsersUnavailable
+
+    def lookup(self, user, domain):
+        if self.down:
+            raise self.UsersUnavailable("db down")
+        return self.boxes.get((user, domain))
+
+
+def test_virtual_mailbox_from_users_database(scratch, monkeypatch):
+    box = types.SimpleNamespace(name="joe", domain="virt.example", dir="/vpopmail/virt.example/joe",
+                                quota="10000000S", uid=89, gid=89)
+    users = FakeUsers({("joe", "virt.example"): box})
+    monkeypatch.setitem(sys.modules, "qmailpy.users", users.module)
+    os.unlink(os.path.join(scratch.home, "users", "cdb"))
+    from qmailpy.ctl.reader import Controls
+    r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=False)
+    assert r.resolve(b"virt.example-Joe", b"virt.example") == mailbox.Assignment(
+        b"joe", 89, 89, b"/vpopmail/virt.example/joe", b"", b"", "10000000S")
+    assert r.resolve(b"virt.example-joe-lists", b"virt.example") == mailbox.Assignment(
+        b"joe", 89, 89, b"/vpopmail/virt.example/joe", b"-", b"lists", "10000000S")
+    assert r.resolve(b"virt.example-ann", b"virt.example") == mailbox.NO_MAILBOX
+    users.down = True
+    assert r.resolve(b"virt.example-joe", b"virt.example") == mailbox.USERS_DOWN
+
+
+def test_users_module_missing_falls_back_to_passwd(scratch, monkeypatch):
+    monkeypatch.setitem(sys.modules, "qmailpy.users", None)       # import fails
+    os.unlink(os.path.join(scratch.home, "users", "cdb"))
+    from qmailpy.ctl.reader import Controls
+    r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=True)
+    got = r.resolve(b"virt.example-nosuchuser", b"virt.example")
+    assert got == mailbox.Assignment(b"alias", os.getuid(), os.getgid(),
+                                     os.path.join(scratch.home, "alias").encode(), b"-", b"virt.example-nosuchuser")
+
+
+@pytest.mark.skipif(**ROOT_ONLY)
+def test_virtual_mailbox_from_the_real_users_database(scratch):
+    """No users/cdb: qmail-lspawn asks qmailpy.users (SQLite) and runs qmail-local as the mailbox owner."""
+    import shutil
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.users import admin, open_users
+    os.unlink(os.path.join(scratch.home, "users", "cdb"))
+    users = open_users(scratch.home, Controls(scratch.home, {}), create=True)
+    try:
+        admin.add_domain(users, "virt.example")
+        box = admin.add_user(users, "joe@virt.example", "secret", quota="10M")
+    finally:
+        users.close()
+    for root, dirs, files in os.walk(os.path.join(scratch.home, "vpopmail")):
+        for name in [root] + [os.path.join(root, f) for f in dirs + files]:
+            shutil.chown(name, NOBODY, NOBODY)
+    client = SpawnClient("qmail-lspawn", scratch.env(MAILDIRQUOTA="stale"))
+    try:
+        messid = queue_message(scratch.home)
+        assert client.one(messid, b"a@b", b"virt.example-joe@virt.example") == b"Kdid 0+0+1\n"
+        assert client.one(messid, b"a@b", b"virt.example-ann@virt.example") == mailbox.NO_MAILBOX
+        assert client.one(messid, b"a@b", b"joe@localhost") == b"ZUnable to find alias user!\n"
+    finally:
+        client.close()
+    [line] = open(os.path.join(scratch.fake, "local.log")).read().splitlines()
+    _, uid, rcpt, _, args = line.split(" ", 4)
+    assert (int(uid), rcpt) == (NOBODY, "virt.example-joe@virt.example")
+    assert args == "joe|%s|||./Maildir/|10485760S" % box.dir
