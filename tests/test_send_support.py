@@ -62,6 +62,7 @@ class Scratch:
         if value is None:
             os.unlink(path)
             return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             f.write(value + "\n" if value else "")
 

@@ -29,18 +29,20 @@ def vdom_map(lines):
 
 class Rewriter:
     """locals, virtualdomains, percenthack and envnoathost, ready for lookups."""
-    __slots__ = ("locals", "vdoms", "percenthack", "envnoathost")
+    __slots__ = ("locals", "vdoms", "percenthack", "envnoathost", "srs")
 
-    def __init__(self, locals_, virtualdomains, percenthack, envnoathost):
+    def __init__(self, locals_, virtualdomains, percenthack, envnoathost, srs=None):
         self.locals = frozenset(_lower(_encode(d)) for d in locals_)
         self.vdoms = vdom_map(virtualdomains)
         self.percenthack = frozenset(_lower(_encode(d)) for d in percenthack)
         self.envnoathost = _encode(envnoathost)
+        self.srs = srs          # send.srsmap.SrsReverser, or None when SRS is off
 
     @classmethod
     def from_controls(cls, controls):
+        from qmailpy.send import srsmap
         return cls(controls.value("locals"), controls.value("virtualdomains"),
-                   controls.value("percenthack"), controls.value("envnoathost"))
+                   controls.value("percenthack"), controls.value("envnoathost"), srsmap.from_controls(controls))
 
     def rewrite(self, recip):
         """(LOCAL or REMOTE, address to deliver to) for an envelope recipient."""

@@ -130,6 +130,16 @@ def _build(home, msgid, data, rewriter, split, out, fds):
     uid, pid, frec, recips = _parse(data, msgid)
     chans = ([], [])
     for r in recips:
+        if rewriter.srs is not None:
+            status, original = rewriter.srs(r)
+            if status == "expired":
+                out.append(todowire.encode_log("srs msg %d: expired bounce address <%s> dropped"
+                                               % (msgid, r.decode("utf-8", "replace"))))
+                continue
+            if status == "ok":
+                out.append(todowire.encode_log("srs msg %d: <%s> is <%s>" % (
+                    msgid, r.decode("utf-8", "replace"), original.decode("utf-8", "replace"))))
+                r = original
         c, addr = rewriter.rewrite(r)
         chans[c].append(b"T" + addr + b"\0")
     if frec is not None:

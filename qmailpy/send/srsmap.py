@@ -1,0 +1,34 @@
+"""Bounces to our SRS addresses, at qmail-todo time: deliver to the original sender or drop.
+
+A recipient SRS0=/SRS1=...@srs_domain that reverses with a key of
+revers_srs_secrets is replaced by the original address (qmail-smtpd already
+refused forged ones at RCPT). An expired one is dropped without a bounce, as
+the H-Sphere spec says ("dropped without ceremony"), and logged. Anything
+else is left alone.
+"""
+import time
+
+from qmailpy.srs.rewrite import EXPIRED, OK, reverse
+
+
+class SrsReverser:
+    def __init__(self, controls, clock=time.time):
+        self.controls, self.clock = controls, clock
+        self.domain = controls.value("srs/srs_domain").lower().encode("utf-8", "surrogateescape")
+
+    def __call__(self, recip):
+        """(OK, original bytes), (EXPIRED, None) or (None, None) for one recipient (bytes)."""
+        local, at, domain = recip.rpartition(b"@")
+        if not at or domain.lower() != self.domain or local[:4].upper() not in (b"SRS0", b"SRS1"):
+            return None, None
+        got = reverse(recip.decode("utf-8", "surrogateescape"), self.controls, self.clock())
+        if got.status == OK:
+            return OK, got.address.encode("utf-8", "surrogateescape")
+        if got.status == EXPIRED:
+            return EXPIRED, None
+        return None, None
+
+
+def from_controls(controls):
+    """An SrsReverser when SRS is configured (revers_srs_secrets has keys), else None."""
+    return SrsReverser(controls) if controls.value("srs/revers_srs_secrets") else None
