@@ -1,12 +1,15 @@
 # qmailpy: `make` builds .venv and bin/; `make test` runs the suite; `make run`
 # starts a demo instance under ./run/. Every install step lives here.
 
-PYTHON    ?= $(shell command -v python3.11 || command -v python3)
+# Debian's interpreter, not a per-user one (pyenv under /root): qmail-local and
+# the other programs run as qmail's users and the mailbox owners, who must be
+# able to execute it.
+PYTHON    ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || command -v python3.11 || command -v python3)
 VENV      := .venv
 VPY       := $(CURDIR)/$(VENV)/bin/python3
 QMAILHOME ?= /var/qmail
 # Debian packages the test suite and `make run` use (real peers, not mocks).
-APT_PACKAGES := ucspi-tcp swaks srs dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql \
+APT_PACKAGES := python3 python3-venv ucspi-tcp swaks srs dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql \
 	clamav-daemon spamd spamassassin libdbd-mysql-perl
 # System services these packages may start; the suite runs its own instances.
 APT_SERVICES := dovecot clamav-daemon clamav-freshclam spamd
@@ -25,8 +28,8 @@ deps:
 	fi
 
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(VENV)/.stamp: setup.cfg pyproject.toml Makefile
+	$(PYTHON) -m venv --clear $(VENV)
 	$(VPY) -m pip install -q -e '.[test]'
 	$(VPY) -m compileall -q qmailpy
 	touch $@

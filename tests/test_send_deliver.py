@@ -138,13 +138,15 @@ def test_real_qmail_local_into_a_vpopmail_maildir(scratch):
     from qmailpy.ctl.reader import Controls
     from qmailpy.users import admin, open_users
     os.unlink(os.path.join(scratch.home, "users", "cdb"))
+    # the mailbox owner (nobody) must reach the Maildir: not under pytest's 0700 tmp_path
+    scratch.control("vpopmaildir", os.path.join(scratch.fake, "vpopmail"))
     users = open_users(scratch.home, Controls(scratch.home, {}), create=True)
     try:
         admin.add_domain(users, "virt.example")
         box = admin.add_user(users, "joe@virt.example", "secret")
     finally:
         users.close()
-    for root, dirs, files in os.walk(os.path.join(scratch.home, "vpopmail")):
+    for root, dirs, files in os.walk(os.path.join(scratch.fake, "vpopmail")):
         for name in [root] + [os.path.join(root, f) for f in dirs + files]:
             shutil.chown(name, NOBODY, NOBODY)
     msgid = inject(scratch.home, MSG, "alice@remote.example", ["Joe@Virt.Example"])

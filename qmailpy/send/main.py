@@ -82,7 +82,7 @@ def main():
     if lock_fd is None:
         log.line("alert: cannot start: qmail-send is already running")
         return 111
-    ids = start.qmail_ids()
+    ids = start.qmail_ids(environ)
     children = start.start_children(environ, aliasempty, lock_fd, ids)
     start.drop_privileges(ids)
     os.chdir(home)

@@ -20,9 +20,10 @@ from qmailpy.spawn.programs import program_path
 QMAIL_USERS = {"send": "qmails", "todo": "qmails", "clean": "qmailq", "rspawn": "qmailr", "lspawn": None}
 
 
-def qmail_ids():
+def qmail_ids(environ):
     """{role: (uid, gid) or None} when root and qmail's users exist, else None."""
-    if os.getuid() != 0:
+    from qmailpy.privs import drops_privileges
+    if not drops_privileges(environ):
         return None
     import grp
     import pwd

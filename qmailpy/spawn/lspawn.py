@@ -17,6 +17,7 @@ import sys
 
 from qmailpy import paths
 from qmailpy.ctl.reader import Controls
+from qmailpy.privs import drops_privileges
 from qmailpy.spawn import mailbox, server
 from qmailpy.spawn.mailbox import TEMP_ERRORS
 from qmailpy.spawn.programs import program_path
@@ -60,7 +61,7 @@ class Local:
     def __init__(self, home, environ, aliasempty):
         self.home, self.environ, self.aliasempty = home, environ, aliasempty
         self.qmaillocal = program_path(environ, "qmail-local", "QMAILLOCAL")
-        self.root = os.getuid() == 0
+        self.root = drops_privileges(environ)
         self.resolver = None
         self.reload_wanted = True
         self.refresh()
