@@ -73,6 +73,10 @@ class Scratch:
         return env
 
     def cleanup(self):
+        """Stop every qmail-send a test left running (a failed assertion skips its stop()), then tidy."""
+        for send in getattr(self, "sends", []):
+            if send.proc.poll() is None:
+                send.kill9()
         shutil.rmtree(self.fake, ignore_errors=True)
 
     def queue_files(self):
@@ -125,6 +129,7 @@ class Send:
         self.logfile = open(self.logpath, "wb")
         self.proc = subprocess.Popen([str(BIN / "qmail-send")], stdin=subprocess.DEVNULL,
                                      stdout=self.logfile, stderr=self.logfile, env=scratch.env(**env))
+        scratch.sends = getattr(scratch, "sends", []) + [self]
 
     def lines(self):
         with open(self.logpath, "rb") as f:
