@@ -7,41 +7,11 @@ file is bytes, so os.fsencode() gets the exact argv bytes back.
 import os
 import time
 
-# quote.c's ok[] table: bytes that never force quoting of a local part
-_OK = frozenset(b"!#$%&'*+-./0123456789=?ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`"
-                b"abcdefghijklmnopqrstuvwxyz{|}~")
+from qmailpy.proto.quote import quote2  # noqa: F401  (qmail-local's Return-Path quoting)
+
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")       # tm_wday 0 = Monday
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def _quote_need(box):
-    if not box:
-        return True
-    if any(b not in _OK for b in box):
-        return True
-    return box[:1] == b"." or box[-1:] == b"." or b".." in box
-
-
-def _quote(box):
-    if not _quote_need(box):
-        return box
-    out = bytearray(b'"')
-    for b in box:
-        if b in b'\r\n"\\':
-            out += b"\\"
-        out.append(b)
-    return bytes(out + b'"')
-
-
-def quote2(addr):
-    """quote.c's quote2(): quote the part before the last '@' only if RFC 822 needs it."""
-    if not addr:
-        return addr
-    at = addr.rfind(b"@")
-    if at < 0:
-        return _quote(addr)
-    return _quote(addr[:at]) + addr[at:]
 
 
 def dtline(local, host):

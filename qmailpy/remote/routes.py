@@ -8,6 +8,8 @@ starts with '.', then the empty key (a `:relay` default route); the first key
 found decides, so `example.com:` sends example.com to its MX even under a
 default route. Port: scan_ulong of what follows the relay's first ':'.
 """
+from qmailpy.proto.quote import quote, quote_needed  # noqa: F401  (quote.c, shared)
+
 PORT_SMTP = 25
 
 
@@ -44,29 +46,6 @@ def route(table, host):
             break
         digits += bytes((c,))
     return relay, int(digits or b"0") & 0xFFFF
-
-
-# quote.c's table: which bytes may stand unquoted in a local part (RFC 821 atoms and dots).
-_OK = frozenset(b"!#$%&'*+-/0123456789=?ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~.")
-
-
-def quote_needed(box):
-    if not box or box[:1] == b"." or box[-1:] == b"." or b".." in box:
-        return True
-    return any(c not in _OK for c in box)
-
-
-def quote(box):
-    """quote(): the local part as is when it is a dot-atom, else "..." with \\ before CR LF " \\."""
-    if not quote_needed(box):
-        return box
-    out = bytearray(b'"')
-    for c in box:
-        if c in b'\r\n"\\':
-            out.append(92)
-        out.append(c)
-    out.append(34)
-    return bytes(out)
 
 
 def mangle(address):

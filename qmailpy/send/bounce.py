@@ -11,13 +11,12 @@ Pure: the caller reads the files and injects.
 from collections import namedtuple
 
 from qmailpy.proto.date822 import date822
+from qmailpy.proto.quote import quote, quote2
 from qmailpy.send import bouncecopy
 
 COPY_SEP = b"--- Below this line is a copy of the message.\n\n"
 ORIGINAL_SEP = b"--- Below this line is the original bounce.\n\n"
 TRIPLE = b"#@[]"               # the sender of a double bounce
-# quote.c's characters that need no quoting in a local part
-_ATEXT = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~.")
 
 Settings = namedtuple("Settings", "bouncefrom bouncehost bouncesubject bouncemessage maxbytes "
                                   "doublebounceto doublebouncehost doublebouncesubject doublebouncemessage")
@@ -34,30 +33,6 @@ def settings(controls):
                     tuple(_b(x) for x in v("bouncemessage")), v("bouncemaxbytes") or 0,
                     _b(v("doublebounceto")), _b(v("doublebouncehost")), _b(v("doublebouncesubject")),
                     tuple(_b(x) for x in v("doublebouncemessage")))
-
-
-def quote(box):
-    """quote.c quote(): a local part, in double quotes only when it needs them."""
-    need = (not box or box[:1] == b"." or box[-1:] == b"." or b".." in box
-            or any(ch not in _ATEXT for ch in box))
-    if not need:
-        return box
-    out = bytearray(b'"')
-    for ch in box:
-        if ch in b'\r\n"\\':
-            out += b"\\"
-        out.append(ch)
-    return bytes(out + b'"')
-
-
-def quote2(addr):
-    """quote.c quote2(): quote the part before the last @."""
-    if not addr:
-        return addr
-    at = addr.rfind(b"@")
-    if at < 0:
-        return quote(addr)
-    return quote(addr[:at]) + addr[at:]
 
 
 def addbounce(recip, report):
