@@ -78,28 +78,8 @@ class Resolver:
         return self._values(qname, "PTR", lambda rd: _text(rd.target))
 
     def addresses(self, name, families=("A", "AAAA")):
-        """A then AAAA records of name, as qmail-remote expands one MX host.
-
-        ok when any address was found (a soft failure of the other family is
-        then only in reason), soft when none was found and a query failed
-        softly, hard otherwise; NXDOMAIN on the first query ends the lookup.
-        """
-        values, soft, last = [], None, None
-        for rdtype in families:
-            got = self._values(name, rdtype, lambda rd: rd.address)
-            if got.status == HARD and got.reason in ("nxdomain", "badname"):
-                if not values and soft is None:
-                    return got
-                break
-            values.extend(got.values)
-            if got.status == SOFT:
-                soft = got
-            last = got
-        if values:
-            return Answer(OK, values, soft.reason if soft else "")
-        if soft is not None:
-            return soft
-        return last if last is not None else Answer(HARD, (), "nodata")
+        """A then AAAA records of name, as qmail-remote expands one MX host (see merge_addresses)."""
+        return merge_addresses(self._values(name, rdtype, lambda rd: rd.address) for rdtype in families)
 
     # -- transport and classification
     def _values(self, name, rdtype, convert):
@@ -182,3 +162,28 @@ def _qname(name):
         return dns.name.Name(labels + [b""])
     except (dns.exception.DNSException, ValueError, UnicodeError):
         return None
+
+
+def merge_addresses(answers):
+    """One Answer from the per-family answers (a lazy iterable: A, then AAAA).
+
+    ok when any address was found (a soft failure of the other family is then
+    only in reason), soft when none was found and a query failed softly, hard
+    otherwise; NXDOMAIN (or a bad name) on the first query ends the lookup.
+    Shared by Resolver and the policy tester's StaticResolver.
+    """
+    values, soft, last = [], None, None
+    for got in answers:
+        if got.status == HARD and got.reason in ("nxdomain", "badname"):
+            if not values and soft is None:
+                return got
+            break
+        values.extend(got.values)
+        if got.status == SOFT:
+            soft = got
+        last = got
+    if values:
+        return Answer(OK, values, soft.reason if soft else "")
+    if soft is not None:
+        return soft
+    return last if last is not None else Answer(HARD, (), "nodata")

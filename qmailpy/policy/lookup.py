@@ -8,7 +8,7 @@ per-try time-out for qmail-smtpd's checks, so an admin can keep a dead DNSBL
 or name server from holding a session long; a lookup that times out is a soft
 failure and the checks answer with a temporary error (451), never a refusal.
 """
-from qmailpy.dns.resolver import HARD, OK, SOFT, Answer
+from qmailpy.dns.resolver import HARD, OK, SOFT, Answer, merge_addresses
 
 MIN_TIMEOUT, MAX_TIMEOUT = 0.05, 30.0
 
@@ -174,17 +174,4 @@ class StaticResolver:
         return self._get(labels + (".ip6.arpa" if labels.count(".") == 31 else ".in-addr.arpa"), "PTR")
 
     def addresses(self, name, families=("A", "AAAA")):
-        values, soft, last = [], None, None
-        for rtype in families:
-            got = self._get(name, rtype)
-            if got.status == HARD and got.reason == "nxdomain":
-                if not values and soft is None:
-                    return got
-                break
-            values.extend(got.values)
-            if got.status == SOFT:
-                soft = got
-            last = got
-        if values:
-            return Answer(OK, values)
-        return soft or last or Answer(HARD, (), "nodata")
+        return merge_addresses(self._get(name, rtype) for rtype in families)
