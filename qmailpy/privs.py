@@ -1,10 +1,11 @@
 """Who a program runs as: qmail's users when started as root, else the invoking user.
 
 Python programs cannot be setuid, so privilege separation comes from starting
-as root and dropping to qmail's users (qmaild, qmailq, qmails, qmailr, the
-mailbox owner). Single-user mode (QMAILPY_SINGLEUSER=1, used by `make run`
-and development) runs everything as the invoking user, root included, and
-never switches users: never use it in production.
+as root and dropping to qmail's users (qmaild, qmailq, qmails, qmailr).
+Single-user mode (QMAILPY_SINGLEUSER=1: `make run`, development, the test
+suite) keeps the daemons as the invoking user even when qmail's users exist.
+Deliveries are different: qmail-lspawn started as root always runs
+qmail-local as the mailbox's owner and never as root, as qmail does.
 """
 import os
 

@@ -10,6 +10,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # programs that look up DNS without a test server of their own get a dead local one.
 os.environ["DNSCACHEIP"] = "127.0.0.1:1"
 os.environ.setdefault("DNSTIMEOUT", "0.2")
+# The daemons stay the invoking user whether or not qmail's users exist on this
+# machine (tests/test_production.py clears this to test privilege separation).
+os.environ["QMAILPY_SINGLEUSER"] = "1"
 BIN = os.path.join(ROOT, "bin")
 
 

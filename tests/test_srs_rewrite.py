@@ -4,7 +4,6 @@ import os
 import pytest
 
 from qmailpy.ctl.reader import ControlError, Controls
-from qmailpy.local import errors, srshook
 from qmailpy.srs import codec as C
 from qmailpy.srs import rewrite as W
 
@@ -126,27 +125,27 @@ def test_morercpthosts_is_local(srs_home, tmp_path):
 
 # -- the qmail-local hook
 
-def test_hook_rewrites_with_qmailhome(srs_home):
-    env = {"QMAILHOME": srs_home.root}
-    got = srshook.forward_sender("joe@remote.example", env, now=NOW)
-    assert got == C.forward("joe@remote.example", "srs.host.example", ["k1"], NOW)
-    assert srshook.forward_sender("", env) == ""
-    assert srshook.forward_sender("joe@hosted.example", env) == "joe@hosted.example"
+def test_qmail_send_forwarder(srs_home):
+    from qmailpy.send import srsmap
+    forward = srsmap.forwarder(ctl(srs_home))
+    forward.clock = lambda: NOW
+    assert forward(b"joe@remote.example") == C.forward("joe@remote.example", "srs.host.example", ["k1"], NOW).encode()
+    assert forward(b"") == b""
+    assert forward(b"joe@hosted.example") == b"joe@hosted.example"
 
 
-def test_hook_without_keys_is_identity(home):
-    assert srshook.forward_sender("joe@remote.example", {"QMAILHOME": home.root}) == "joe@remote.example"
+def test_no_keys_no_forwarder(home):
+    from qmailpy.send import srsmap
+    assert srsmap.forwarder(ctl(home)) is None
 
 
-def test_hook_unreadable_controls_is_temporary(srs_home):
+def test_unreadable_controls_raise(srs_home):
+    from qmailpy.send import srsmap
     path = os.path.join(srs_home.root, "control/srs/srs_secrets")
     os.unlink(path)
     os.mkdir(path)                                   # read() fails: EISDIR
     with pytest.raises(ControlError):
-        ctl(srs_home).value("srs/srs_secrets")
-    with pytest.raises(errors.Die) as e:
-        srshook.forward_sender("joe@remote.example", {"QMAILHOME": srs_home.root})
-    assert e.value.code == errors.TEMP and e.value.text == "Unable to read controls (#4.3.0)"
+        srsmap.forwarder(ctl(srs_home))
 
 
 def test_codec_import_is_cheap():

@@ -8,7 +8,7 @@ say "Unable to forward message: <qq text>." (D -> 100, Z -> 111).
 """
 import os
 
-from qmailpy.local import errors, message, srshook
+from qmailpy.local import errors, message
 
 
 def _write_all(fd, data):
@@ -45,7 +45,8 @@ def forward(recipients, fd0, dtline, sender, environ):
     from qmailpy import exitcodes, paths
     from qmailpy.proto import qq
 
-    sender = srshook.forward_sender(sender, environ)
+    # The SRS sender is not set here: qmail-send rewrites the sender of every remote
+    # delivery whose sender is not ours (send/srsmap.py), forwards included.
     envelope = qq.encode(os.fsencode(sender), [os.fsencode(r) for r in recipients])
     home = paths.qmailhome(environ)
     message.rewind(fd0)

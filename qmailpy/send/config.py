@@ -1,14 +1,15 @@
 """qmail-send's controls, read together so a SIGHUP swaps them in one step."""
-from qmailpy.send import bounce
+from qmailpy.send import bounce, srsmap
 from qmailpy.send.rewrite import Rewriter
 
 
 class SendConfig:
     """queuelifetime, concurrencylocal/remote, the rewriting lists and the bounce controls."""
-    __slots__ = ("lifetime", "concurrency", "rewriter", "bounce")
+    __slots__ = ("lifetime", "concurrency", "rewriter", "bounce", "srs_forward")
 
     def __init__(self, controls):
         self.lifetime = controls.value("queuelifetime")
         self.concurrency = (controls.value("concurrencylocal"), controls.value("concurrencyremote"))
         self.rewriter = Rewriter.from_controls(controls)
         self.bounce = bounce.settings(controls)
+        self.srs_forward = srsmap.forwarder(controls)     # None: SRS is off

@@ -15,7 +15,7 @@ from qmailpy.queue import layout
 from qmailpy.send import cleanup, clock, finish, queuefiles as qf
 from qmailpy.send.channel import Delivery
 from qmailpy.send.log import safe
-from qmailpy.send.rewrite import verp_sender
+from qmailpy.send.rewrite import REMOTE as REMOTE_CHANNEL, verp_sender
 from qmailpy.send.todo import rel
 
 LIFETIME_TEXT = b"I'm not going to try again; this message has been in the queue too long.\n"
@@ -186,7 +186,10 @@ class Scheduler:
         delid, self.masterdelid = self.masterdelid, self.masterdelid + 1
         job.refs += 1
         messid = "%d/%d" % (job.msgid % self.split, job.msgid)
-        ch.start(Delivery(job, delid, offset, recip), messid, verp_sender(job.sender, recip), recip)
+        sender = verp_sender(job.sender, recip)
+        if ch.index == REMOTE_CHANNEL and self.config.srs_forward is not None:
+            sender = self.config.srs_forward(sender)
+        ch.start(Delivery(job, delid, offset, recip), messid, sender, recip)
         self.log.line("starting delivery %d: msg %d to %s %s" % (delid, job.msgid, ch.name, safe(recip)))
         self.status()
 

@@ -1,5 +1,12 @@
-"""Bounces to our SRS addresses, at qmail-todo time: deliver to the original sender or drop.
+"""SRS in qmail-send: forwards leave with an SRS sender; bounces to SRS addresses come home.
 
+SrsForwarder (qmail-send, remote deliveries): a sender that is not one of
+ours (rcpthosts, locals, virtualdomains) and not null is rewritten to
+SRS0/SRS1 under srs_domain with the newest srs_secrets key, for the remote
+delivery only: local deliveries and the bounce keep the original sender.
+That covers .qmail forwards and aliases to remote addresses.
+
+SrsReverser (qmail-todo):
 A recipient SRS0=/SRS1=...@srs_domain that reverses with a key of
 revers_srs_secrets is replaced by the original address (qmail-smtpd already
 refused forged ones at RCPT). An expired one is dropped without a bounce, as
@@ -8,7 +15,17 @@ else is left alone.
 """
 import time
 
-from qmailpy.srs.rewrite import EXPIRED, OK, reverse
+from qmailpy.srs.rewrite import EXPIRED, OK, forward, reverse
+
+
+class SrsForwarder:
+    def __init__(self, controls, clock=time.time):
+        self.controls, self.clock = controls, clock
+
+    def __call__(self, sender):
+        """The envelope sender (bytes) for a remote delivery."""
+        text = sender.decode("utf-8", "surrogateescape")
+        return forward(text, self.controls, self.clock()).encode("utf-8", "surrogateescape")
 
 
 class SrsReverser:
@@ -32,3 +49,8 @@ class SrsReverser:
 def from_controls(controls):
     """An SrsReverser when SRS is configured (revers_srs_secrets has keys), else None."""
     return SrsReverser(controls) if controls.value("srs/revers_srs_secrets") else None
+
+
+def forwarder(controls):
+    """An SrsForwarder when srs_secrets has keys, else None."""
+    return SrsForwarder(controls) if controls.value("srs/srs_secrets") else None

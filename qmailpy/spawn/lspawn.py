@@ -17,7 +17,6 @@ import sys
 
 from qmailpy import paths
 from qmailpy.ctl.reader import Controls
-from qmailpy.privs import drops_privileges
 from qmailpy.spawn import mailbox, server
 from qmailpy.spawn.mailbox import TEMP_ERRORS
 from qmailpy.spawn.programs import program_path
@@ -61,7 +60,7 @@ class Local:
     def __init__(self, home, environ, aliasempty):
         self.home, self.environ, self.aliasempty = home, environ, aliasempty
         self.qmaillocal = program_path(environ, "qmail-local", "QMAILLOCAL")
-        self.root = drops_privileges(environ)
+        self.root = os.getuid() == 0       # never deliver as root (qmail's QLX_ROOT)
         self.resolver = None
         self.reload_wanted = True
         self.refresh()

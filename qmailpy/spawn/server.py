@@ -52,9 +52,16 @@ def _ignore(signum, frame):
     pass
 
 
-def qmailq_uid():
-    """uid every mess file must have (spawn.c's check), when the qmailq user exists."""
+def qmailq_uid(environ=None):
+    """uid every mess file must have (spawn.c's check), when the qmailq user exists.
+
+    None (no check) in single-user mode, where the invoking user wrote the queue.
+    """
+    import os
     import pwd
+    from qmailpy.privs import single_user
+    if single_user(os.environ if environ is None else environ):
+        return None
     try:
         return pwd.getpwnam("qmailq").pw_uid
     except KeyError:
