@@ -9,7 +9,7 @@ VENV      := .venv
 VPY       := $(CURDIR)/$(VENV)/bin/python3
 QMAILHOME ?= /var/qmail
 # Debian packages the test suite and `make run` use (real peers, not mocks).
-APT_PACKAGES := python3 python3-venv ucspi-tcp swaks srs dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql \
+APT_PACKAGES := python3 python3-venv ucspi-tcp swaks srs daemontools curl dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql \
 	clamav-daemon spamd spamassassin libdbd-mysql-perl
 # System services these packages may start; the suite runs its own instances.
 APT_SERVICES := dovecot clamav-daemon clamav-freshclam spamd
@@ -55,8 +55,11 @@ run: deps all
 stop:
 	./tools/run.sh stop
 
+# As root, `make install` also runs it as qmail runs (tools/install.py --production: qmail's
+# users, queue owners, service/ run scripts, etc/crontab; docs/operations.md).
+# INSTALLFLAGS adds options, e.g. INSTALLFLAGS="--smtp-listen 192.0.2.1 --softlimit 64000000".
 install: all
-	$(VPY) tools/install.py $(QMAILHOME) $(CURDIR) $(VPY)
+	$(VPY) tools/install.py $(QMAILHOME) $(CURDIR) $(VPY) $$([ "$$(id -u)" = 0 ] && echo --production) $(INSTALLFLAGS)
 
 clean:
 	rm -rf $(VENV) bin/qmail-* bin/setsrssecret run

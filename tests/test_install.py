@@ -38,3 +38,152 @@ def test_install_never_overwrites_controls(tmp_path):
     (home / "control" / "me").write_text("mine.example\n")
     install(home, "--demo")
     assert (home / "control" / "me").read_text() == "mine.example\n"
+
+
+def test_default_install_writes_no_services_and_keeps_qmail_modes(tmp_path):
+    home = tmp_path / "qmail"
+    install(home)
+    assert not (home / "service").exists() and not (home / "etc").exists()
+    for d in ("pid", "intd"):
+        assert stat.S_IMODE((home / "queue" / d).stat().st_mode) == 0o700
+    for d in ("todo", "mess", "mess/3"):
+        assert stat.S_IMODE((home / "queue" / d).stat().st_mode) == 0o750
+
+
+def test_production_queue_modes(tmp_path):
+    from qmailpy.queue.layout import create_queue
+    home = tmp_path / "qmail"
+    create_queue(str(home), production=True)
+    for d in ("pid", "intd", "todo", "mess", "mess/0", "mess/22"):
+        assert stat.S_IMODE((home / "queue" / d).stat().st_mode) == 0o2770, d
+    for d, mode in (("", 0o750), ("info/5", 0o700), ("local/5", 0o700), ("remote/5", 0o700),
+                    ("bounce", 0o700), ("lock", 0o750)):
+        assert stat.S_IMODE((home / "queue" / d).stat().st_mode) == mode, d
+    assert stat.S_IMODE((home / "queue" / "lock" / "trigger").stat().st_mode) == 0o622
+    create_queue(str(home))                                  # a plain install puts qmail's modes back
+    assert stat.S_IMODE((home / "queue" / "pid").stat().st_mode) == 0o700
+
+
+def test_production_needs_root(tmp_path):
+    if os.getuid() == 0:
+        env = dict(os.environ)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                            os.path.join(ROOT, "tools", "install.py"), str(tmp_path / "q"), ROOT,
+                            sys.executable, "--production"], capture_output=True, text=True, env=env)
+    else:
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "install.py"), str(tmp_path / "q"), ROOT,
+                            sys.executable, "--production"], capture_output=True, text=True)
+    assert r.returncode == 1 and "run it as root" in r.stderr
+    assert not (tmp_path / "q").exists()
+
+
+def test_accounts_commands():
+    from qmailpy.install import accounts
+    cmds = accounts.commands("/var/qmail", "/home/vpopmail", group_exists=lambda g: False,
+                             user_exists=lambda u: False, shell="/usr/sbin/nologin")
+    assert cmds[:3] == [["groupadd", "-r", "qmail"], ["groupadd", "-r", "nofiles"], ["groupadd", "-r", "vchkpw"]]
+    users = {c[-1]: c for c in cmds[3:]}
+    assert users["qmaild"] == ["useradd", "-r", "-M", "-g", "nofiles", "-d", "/var/qmail", "-s",
+                               "/usr/sbin/nologin", "-G", "qmail", "qmaild"]
+    assert users["alias"][4:7] == ["nofiles", "-d", "/var/qmail/alias"]
+    assert users["vpopmail"][4:7] == ["vchkpw", "-d", "/home/vpopmail"]
+    assert {u: c[4] for u, c in users.items()} == {
+        "alias": "nofiles", "qmaild": "nofiles", "qmaill": "nofiles", "qmailp": "nofiles",
+        "qmailq": "qmail", "qmailr": "qmail", "qmails": "qmail", "vpopmail": "vchkpw"}
+    assert accounts.commands("/var/qmail", "/v", group_exists=lambda g: True, user_exists=lambda u: True) == []
+    some = accounts.commands("/var/qmail", "/v", group_exists=lambda g: g != "nofiles",
+                             user_exists=lambda u: u != "qmailr", shell="/bin/false")
+    assert some == [["groupadd", "-r", "nofiles"],
+                    ["useradd", "-r", "-M", "-g", "qmail", "-d", "/var/qmail", "-s", "/bin/false", "qmailr"]]
+
+
+def _settings(**kw):
+    from qmailpy.install.services import Settings
+    return Settings("/var/qmail", "/opt/qmailpy", "/opt/qmailpy/.venv/bin/python3", smtpd_uid=105, smtpd_gid=107,
+                    freshclam="/usr/bin/freshclam", **kw)
+
+
+def test_run_scripts():
+    from qmailpy.install import services
+    smtpd = services.render_smtpd_run(_settings())
+    assert smtpd.startswith("#!/bin/sh\n")
+    assert ("SESSIONS=$(/opt/qmailpy/.venv/bin/python3 -IS /opt/qmailpy/qmailpy/install/ctlvalue.py /var/qmail "
+            "tcpsessioncount) || { sleep 5; exit 111; }\n") in smtpd
+    assert smtpd.endswith(
+        "exec env - PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin QMAILHOME=/var/qmail envdir ./env \\\n"
+        "    tcpserver -v -R -x /var/qmail/control/tcp.smtp.cdb -c \"$SESSIONS\" -u 105 -g 107 0 25 \\\n"
+        "    /var/qmail/bin/qmail-smtpd\n")
+    limited = services.render_smtpd_run(_settings(softlimit=300000000, smtp_port=2525, smtp_listen="127.0.0.1",
+                                                  tcpserver_flags="-v -R -H -l mx.example"))
+    assert ("    softlimit -m 300000000 tcpserver -v -R -H -l mx.example -x /var/qmail/control/tcp.smtp.cdb "
+            "-c \"$SESSIONS\" -u 105 -g 107 127.0.0.1 2525 \\\n") in limited
+    send = services.render_send_run(_settings())
+    assert "exec 2>&1\n" in send
+    assert send.endswith("envdir ./env \\\n    /var/qmail/bin/qmail-send ./Maildir/\n")
+    assert services.render_log_run().endswith("exec setuidgid qmaill multilog t ./main\n")
+    dovecot = services.render_dovecot_run(_settings(pop3_port=1110, pop3_listen="127.0.0.1"))
+    assert ("/opt/qmailpy/.venv/bin/python3 -I -m qmailpy.pop3.dovecot /var/qmail /var/qmail/dovecot --port 1110 "
+            "--listen 127.0.0.1 --python /opt/qmailpy/.venv/bin/python3") in dovecot
+    assert dovecot.endswith("exec dovecot -F -c /var/qmail/dovecot/dovecot.conf\n")
+    for script in (smtpd, limited, send, dovecot, services.render_log_run()):
+        assert subprocess.run(["sh", "-n"], input=script.encode()).returncode == 0
+
+
+def test_crontabs():
+    from qmailpy.install import services
+    user = services.render_crontab(_settings())
+    jobs = [line for line in user.splitlines() if line and not line.startswith("#")]
+    assert jobs == ["17 4 * * 0 QMAILHOME=/var/qmail /var/qmail/bin/setsrssecret",
+                    "*/15 * * * * QMAILHOME=/var/qmail /var/qmail/bin/qmail-users clearopensmtp >/dev/null",
+                    "0 * * * * /usr/bin/freshclam --quiet"]
+    system = services.render_crontab(_settings(), user="root")
+    jobs = [line for line in system.splitlines() if line and not line.startswith("#")]
+    assert jobs == ["17 4 * * 0 root QMAILHOME=/var/qmail /var/qmail/bin/setsrssecret",
+                    "*/15 * * * * root QMAILHOME=/var/qmail /var/qmail/bin/qmail-users clearopensmtp >/dev/null",
+                    "0 * * * * root /usr/bin/freshclam --quiet"]
+
+
+def test_write_services(tmp_path):
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.install import services
+    from qmailpy.install.services import Settings
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    (home / "control" / "spamdchildren").write_text("4\n")
+    (home / "control" / "clamdsocket").write_text("127.0.0.1:3310\n")
+    s = Settings(str(home), ROOT, sys.executable, smtpd_uid=1, smtpd_gid=1)
+    services.write(s, Controls(str(home), {}))
+    svc = home / "service"
+    assert sorted(p.name for p in svc.iterdir()) == ["clamd", "dovecot", "qmail-send", "qmail-smtpd", "spamd"]
+    for name in ("clamd", "dovecot", "qmail-send", "qmail-smtpd", "spamd"):
+        for run in (svc / name / "run", svc / name / "log" / "run"):
+            assert os.access(run, os.X_OK) and run.read_text().startswith("#!/bin/sh\n")
+        assert (svc / name / "log" / "main").is_dir() and (svc / name / "env").is_dir()
+        assert (svc / name / "down").exists() == (name in ("clamd", "spamd"))
+    assert "--max-children=4 " in (svc / "spamd" / "run").read_text()
+    assert "TCPSocket 3310\n" in (svc / "clamd" / "clamd.conf").read_text()
+    assert "--config-file=%s" % (svc / "clamd" / "clamd.conf") in (svc / "clamd" / "run").read_text()
+    assert (home / "etc" / "crontab").exists() and (home / "etc" / "cron.d" / "qmailpy").exists()
+    # a rerun rewrites the scripts but keeps the operator's env/ files and down/up choices
+    (svc / "qmail-send" / "env" / "DNSCACHEIP").write_text("127.0.0.1\n")
+    (svc / "clamd" / "down").unlink()
+    (svc / "dovecot" / "down").write_text("")
+    services.write(s, Controls(str(home), {}))
+    assert (svc / "qmail-send" / "env" / "DNSCACHEIP").read_text() == "127.0.0.1\n"
+    assert not (svc / "clamd" / "down").exists() and (svc / "dovecot" / "down").exists()
+
+
+def test_ctlvalue_reads_at_start(tmp_path):
+    script = os.path.join(ROOT, "qmailpy", "install", "ctlvalue.py")
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+
+    def run(*names):
+        return subprocess.run([sys.executable, "-IS", script, str(home), *names], capture_output=True, text=True)
+    assert run("tcpsessioncount").stdout == "40\n"
+    (home / "control" / "options").write_text("tcpsessioncount: 25\n")
+    assert run("tcpsessioncount", "spamdchildren").stdout == "25\n10\n"
+    (home / "control" / "tcpsessioncount").write_text("77\n")
+    assert run("tcpsessioncount").stdout == "77\n"
+    r = run("nosuchcontrol")
+    assert r.returncode == 2 and "nosuchcontrol" in r.stderr

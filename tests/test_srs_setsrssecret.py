@@ -41,7 +41,8 @@ def test_first_run_creates_everything(home):
     srs_dir = os.path.join(home.root, "control", "srs")
     assert stat.S_IMODE(os.stat(srs_dir).st_mode) == 0o755
     for name in K.FILES:
-        assert stat.S_IMODE(os.stat(os.path.join(home.root, "control", name)).st_mode) == 0o400
+        want = K.ROOT_MODES[name] if os.geteuid() == 0 else 0o400
+        assert stat.S_IMODE(os.stat(os.path.join(home.root, "control", name)).st_mode) == want
     (secret,) = assert_consistent(home, 1)
     assert len(secret) == 32 and not secret.startswith("#")
     made = int(read(home, K.AGES)[0].split()[1])
@@ -160,9 +161,9 @@ def test_owner_and_mode_when_root(home, monkeypatch):
     K.write_atomic(home.root, K.REVERSE, b"k\n", as_root=True)
     K.write_atomic(home.root, K.FORWARD, b"k\n", as_root=True)
     st = os.stat(os.path.join(home.root, "control", K.REVERSE))
-    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, pwd.getpwuid(65534).pw_gid, 0o400)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, pwd.getpwuid(65534).pw_gid, 0o440)
     st = os.stat(os.path.join(home.root, "control", K.FORWARD))
-    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o400)               # unknown users: left alone
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o440)               # unknown users: left alone
 
 
 def test_no_control_directory_is_fatal(tmp_path):

@@ -1,9 +1,19 @@
 """Lay out a qmail home: bin/ launchers, control/ defaults, the queue.
 
-usage: python tools/install.py QMAILHOME ROOT PYTHON [--demo]
+usage: python tools/install.py QMAILHOME ROOT PYTHON [--demo] [--production [options]]
 Existing control files are never overwritten. --demo adds what `make run`
 needs: a host name and a demo domain on 127.0.0.1.
+
+--production (as root) also runs it as qmail runs: qmail's users and groups
+(created where missing), the queue with qmail's owners and group-writable
+for qmail-queue, the vpopmail, alias, users and sessions directories, run
+scripts under QMAILHOME/service/ (qmail-send, qmail-smtpd, dovecot, clamd,
+spamd, each with log/run: multilog) and QMAILHOME/etc/crontab. Options:
+--smtp-port (25), --smtp-listen (0: every address), --softlimit BYTES
+(qmail-smtpd's memory limit, none by default), --pop3-port (110),
+--pop3-listen (*), --tcpserver-flags ("-v -R"). See docs/operations.md.
 """
+import argparse
 import os
 import shutil
 import subprocess
@@ -24,9 +34,29 @@ def write_if_absent(path, text):
             f.write(text)
 
 
+def parse_args(argv):
+    ap = argparse.ArgumentParser(prog="install.py", description="Lay out a qmail home.")
+    ap.add_argument("home")
+    ap.add_argument("root", help="the qmailpy checkout")
+    ap.add_argument("python", help="the venv's interpreter (the launchers run it)")
+    ap.add_argument("--demo", action="store_true", help="controls for `make run`")
+    ap.add_argument("--production", action="store_true", help="users, owners, services, crontab (root)")
+    ap.add_argument("--smtp-port", type=int, default=25)
+    ap.add_argument("--smtp-listen", default="0", help="tcpserver's host argument (0: every address)")
+    ap.add_argument("--softlimit", type=int, default=None, metavar="BYTES",
+                    help="run tcpserver + qmail-smtpd under softlimit -m BYTES")
+    ap.add_argument("--tcpserver-flags", default="-v -R",
+                    help="tcpserver's options besides -x -c -u -g (add -H -l NAME to skip DNS lookups)")
+    ap.add_argument("--pop3-port", type=int, default=110)
+    ap.add_argument("--pop3-listen", default="*", help="Dovecot's listen (default every IPv4 address)")
+    return ap.parse_args(argv)
+
+
 def main(argv):
-    home, root, python = argv[:3]
-    demo = "--demo" in argv
+    args = parse_args(argv)
+    home, root, python = os.path.abspath(args.home), args.root, args.python
+    if args.production and os.geteuid() != 0:
+        raise SystemExit("install.py: --production creates users and sets owners: run it as root")
     subprocess.run([python, os.path.join(root, "tools", "mklaunchers.py"), root, python,
                     os.path.join(home, "bin")], check=True)
     control = os.path.join(home, "control")
@@ -37,15 +67,60 @@ def main(argv):
             continue
         if not os.path.exists(os.path.join(control, name)):
             shutil.copyfile(src, os.path.join(control, name))
-    if demo:
+    if args.demo:
         for name, text in DEMO.items():
             write_if_absent(os.path.join(control, name), text + "\n")
     rules = os.path.join(control, "tcp.smtp")
     if shutil.which("tcprules") and os.path.exists(rules):
         with open(rules, "rb") as f:
             subprocess.run(["tcprules", rules + ".cdb", rules + ".tmp"], stdin=f, check=True)
-    create_queue(home)
+    if args.production:
+        production(home, os.path.abspath(root), python, args)
+    else:
+        create_queue(home)
     print("installed qmail home %s" % home)
+
+
+def _dir(path, mode, uid=-1, gid=-1):
+    os.makedirs(path, exist_ok=True)
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)
+
+
+def production(home, root, python, args):
+    """Users, owners and modes (qmail's hier.c where it has them), service and cron files."""
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.install import accounts, services
+    from qmailpy.users.base import SQLITE_FILE, vpopmail_dir
+    controls = Controls(home, {})
+    vdir = os.path.abspath(vpopmail_dir(home, controls))
+    accounts.ensure(home, vdir)
+    qmail, vchkpw = accounts.gid("qmail"), accounts.gid("vchkpw")
+    os.chmod(home, 0o755)
+    _dir(os.path.join(home, "alias"), 0o2755, accounts.ids("alias")[0], qmail)        # hier.c
+    if not os.path.exists(vdir):
+        # qmail-users gives new domains and mailboxes the owner of this directory
+        _dir(vdir, 0o755, accounts.ids("vpopmail")[0], vchkpw)
+    elif os.stat(vdir).st_uid == 0:
+        print("note: %s belongs to root: mailboxes need an owner (chown -R vpopmail:vchkpw %s)" % (vdir, vdir))
+    # the SQLite users database (made later by qmail-users, as root) takes this directory's
+    # group: qmail-smtpd (group qmail under tcpserver) reads it for AUTH, chkuser, POP-before-SMTP
+    users = os.path.join(home, os.path.dirname(SQLITE_FILE))
+    _dir(users, 0o2750, 0, qmail)
+    db = os.path.join(home, SQLITE_FILE)
+    if os.path.exists(db) and os.stat(db).st_gid == 0:
+        os.chown(db, -1, qmail)
+    smtpd_uid = accounts.ids("qmaild")[0]
+    _dir(os.path.join(home, "sessions"), 0o700, smtpd_uid, qmail)     # periplimit slots
+    create_queue(home, production=True)
+    clamav = "clamav" if accounts.user_exists("clamav") else None      # Debian's clamav-daemon user
+    settings = services.Settings(home, root, python, smtp_port=args.smtp_port, smtp_listen=args.smtp_listen,
+                                 softlimit=args.softlimit, pop3_port=args.pop3_port,
+                                 pop3_listen=args.pop3_listen, smtpd_uid=smtpd_uid, smtpd_gid=qmail,
+                                 tcpserver_flags=args.tcpserver_flags)
+    services.write(settings, controls, log_ids=accounts.ids(services.LOG_USER), clamav_user=clamav)
+    print("services in %s (start: svscan %s, or link them into /etc/service); cron jobs in %s"
+          % (settings.service(), settings.service(), os.path.join(home, "etc", "crontab")))
 
 
 if __name__ == "__main__":

@@ -26,13 +26,13 @@ stop
 "$PY" tools/install.py "$RUN" "$TOP" "$PY" --demo
 mkdir -p "$RUN/log"
 
+# The daemons run as you (even where qmail's users exist: the demo queue has qmail's
+# plain layout). Deliveries never run as root: as root the demo's mailbox belongs to
+# vpopmail (created here if missing), and qmail-local runs as vpopmail.
+export QMAILPY_SINGLEUSER=1
 if [ "$(id -u)" = 0 ]; then
-    # As root the demo separates privileges as production does for mailboxes:
-    # deliveries run as vpopmail, the mailbox owner (created here if missing).
     getent group vchkpw >/dev/null || groupadd -r vchkpw
     getent passwd vpopmail >/dev/null || useradd -r -g vchkpw -d "$RUN/vpopmail" -s /usr/sbin/nologin vpopmail
-else
-    export QMAILPY_SINGLEUSER=1      # everything runs as you
 fi
 
 "$RUN/bin/qmail-users" adddomain demo.example >/dev/null 2>&1 || true

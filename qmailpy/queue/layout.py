@@ -29,6 +29,12 @@ DIRS = (
 )
 USERS = {"q": "qmailq", "s": "qmails", "r": "qmailr"}
 GROUP = "qmail"
+# production=True: Python programs cannot be setuid qmailq, so qmail-queue runs as its
+# caller (qmaild under tcpserver, qmails for bounces). These directories, where
+# qmail-queue creates and links files, become group-writable and setgid for group
+# qmail (docs/operations.md); every other owner and mode stays hier.c's.
+QUEUE_WRITERS_MODE = 0o2770
+QUEUE_WRITERS = ("pid", "intd", "todo", "mess")
 
 
 def split_path(home, name, msgid, split=SPLIT):
@@ -114,11 +120,17 @@ def _mkdir(path, owner, mode, owners):
     _fix(path, owner, mode, owners)
 
 
-def create_queue(home, split=SPLIT):
-    """Create (or repair) the queue under `home`; existing messages are left alone."""
+def create_queue(home, split=SPLIT, production=False):
+    """Create (or repair) the queue under `home`; existing messages are left alone.
+
+    production: pid/, intd/, todo/ and mess/ (with its split directories) get
+    QUEUE_WRITERS_MODE, for a qmail-queue that runs as a member of group qmail.
+    """
     owners = _owners()
     os.makedirs(home, 0o755, exist_ok=True)
     for name, owner, mode, is_split in DIRS:
+        if production and name in QUEUE_WRITERS:
+            mode = QUEUE_WRITERS_MODE
         base = paths.queue_path(home, name) if name else paths.queue_path(home)
         _mkdir(base, owner, mode, owners)
         if is_split:

@@ -113,5 +113,28 @@ def _converse(session, fd_in, fd_out, cfg, log):
     return 0
 
 
+def become_qmaild(environ):
+    """Started as root (tcpserver without -u/-g): switch to qmaild now, as tcpserver -u/-g does.
+
+    qmaild's primary group and the groups it is a member of (group qmail after
+    `install.py --production`, for qmail-queue to write the queue). No qmaild
+    on the system (a development machine), or QMAILPY_SINGLEUSER: stay as we
+    are, the rule qmail-send follows for its helpers (docs/operations.md).
+    """
+    from qmailpy.privs import drops_privileges
+    if not drops_privileges(environ):
+        return
+    import pwd
+    try:
+        pw = pwd.getpwnam("qmaild")
+    except KeyError:
+        return
+    os.initgroups(pw.pw_name, pw.pw_gid)
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+
+
 def main():
+    if os.getuid() == 0:
+        become_qmaild(os.environ)
     return serve(0, 1, os.environ, sys.argv[1:])

@@ -61,6 +61,9 @@ class Local:
         self.home, self.environ, self.aliasempty = home, environ, aliasempty
         self.qmaillocal = program_path(environ, "qmail-local", "QMAILLOCAL")
         self.root = os.getuid() == 0       # never deliver as root (qmail's QLX_ROOT)
+        # qmail-local's forwards run qmail-queue as the mailbox owner: with group qmail
+        # (when it exists) it can write the production queue, as setuid qmailq would.
+        self.queue_groups = [g for g in (server.qmail_gid(),) if g is not None] if self.root else []
         self.resolver = None
         self.reload_wanted = True
         self.refresh()
@@ -85,7 +88,7 @@ class Local:
             return ROOT_REFUSED
         args = [self.qmaillocal, "--", who.user, who.home, local, who.dash, who.ext,
                 domain, sender, self.aliasempty]
-        ids = dict(user=who.uid, group=who.gid, extra_groups=[]) if self.root else {}
+        ids = dict(user=who.uid, group=who.gid, extra_groups=self.queue_groups) if self.root else {}
         env = dict(self.environ)
         env.pop("MAILDIRQUOTA", None)          # only a users-database mailbox has a quota
         if who.quota:

@@ -30,8 +30,13 @@ MODE = 0o400
 DIR_MODE = 0o755
 # Written in this order: a key is accepted on the way back before it signs.
 FILES = (REVERSE, FORWARD, AGES)
-# Owner user and group of each file when run as root (H-Sphere's setup).
-OWNERS = {REVERSE: ("vpopmail", "vchkpw"), FORWARD: ("qmaill", "qmail"), AGES: (None, None)}
+# Owner and mode of each file when run as root. H-Sphere made revers_srs_secrets
+# vpopmail:vchkpw and srs_secrets qmaill:qmail, 0400, for its readers (vdelivermail,
+# qmail-send). Here the readers are qmail-smtpd (qmaild) and qmail-todo and
+# qmail-send (qmails), all in group qmail: root:qmail 0440. The ages file holds
+# no secret.
+OWNERS = {REVERSE: (None, "qmail"), FORWARD: (None, "qmail"), AGES: (None, None)}
+ROOT_MODES = {REVERSE: 0o440, FORWARD: 0o440, AGES: 0o400}
 
 
 class Key:
@@ -147,8 +152,8 @@ def _fsync_dir(path):
 
 
 def write_atomic(home, name, data, as_root=None):
-    """Replace control/NAME with `data`: temp file, fsync, mode 0400 (and owner when
-    root), rename, fsync of the directory."""
+    """Replace control/NAME with `data`: temp file, fsync, mode 0400 (as root: owner
+    and mode of OWNERS/ROOT_MODES), rename, fsync of the directory."""
     final = paths.control_path(home, name)
     folder, base = os.path.split(final)
     tmp = os.path.join(folder, ".%s.tmp.%d" % (base, os.getpid()))
@@ -157,9 +162,9 @@ def write_atomic(home, name, data, as_root=None):
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fchmod(fd, MODE)
         if as_root is None:
             as_root = os.geteuid() == 0
+        os.fchmod(fd, ROOT_MODES.get(name, MODE) if as_root else MODE)
         if as_root:
             uid, gid = _ids(*OWNERS.get(name, (None, None)))
             if uid != -1 or gid != -1:

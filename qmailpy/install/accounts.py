@@ -1,0 +1,91 @@
+"""qmail's users and groups, as qmail's INSTALL.ids makes them, plus vpopmail:vchkpw.
+
+Created with groupadd/useradd (system accounts, no login shell, no home
+created) only where missing; existing accounts are never changed. qmaild is
+also made a member of group qmail: Python cannot be setuid qmailq, so
+qmail-queue runs as qmail-smtpd's user and writes the queue through that
+group (qmailpy.queue.layout, production=True; docs/operations.md).
+"""
+import grp
+import os
+import pwd
+import subprocess
+
+GROUPS = ("qmail", "nofiles", "vchkpw")
+VPOPMAIL_HOME = object()        # the user's home is the vpopmail directory
+# (user, primary group, home under $QMAILHOME ("" = the home itself), supplementary groups)
+USERS = (
+    ("alias", "nofiles", "alias", ()),
+    ("qmaild", "nofiles", "", ("qmail",)),
+    ("qmaill", "nofiles", "", ()),
+    ("qmailp", "nofiles", "", ()),
+    ("qmailq", "qmail", "", ()),
+    ("qmailr", "qmail", "", ()),
+    ("qmails", "qmail", "", ()),
+    ("vpopmail", "vchkpw", VPOPMAIL_HOME, ()),
+)
+NOLOGIN = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
+
+
+def group_exists(name):
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def user_exists(name):
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def nologin_shell():
+    return next((s for s in NOLOGIN if os.path.exists(s)), NOLOGIN[-1])
+
+
+def commands(home, vpopmaildir, group_exists=group_exists, user_exists=user_exists, shell=None):
+    """The groupadd/useradd argv lists that create what is missing (pure given the lookups)."""
+    shell = shell or nologin_shell()
+    out = [["groupadd", "-r", name] for name in GROUPS if not group_exists(name)]
+    for name, group, sub, extra in USERS:
+        if user_exists(name):
+            continue
+        where = vpopmaildir if sub is VPOPMAIL_HOME else os.path.join(home, sub) if sub else home
+        argv = ["useradd", "-r", "-M", "-g", group, "-d", where, "-s", shell]
+        if extra:
+            argv += ["-G", ",".join(extra)]
+        out.append(argv + [name])
+    return out
+
+
+def ensure(home, vpopmaildir, log=print):
+    """Create the missing groups and users; the names created ("group NAME"/"user NAME")."""
+    made = []
+    for argv in commands(home, vpopmaildir):
+        r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit("install.py: %s failed: %s" % (" ".join(argv), r.stderr.strip()))
+        what = "%s %s" % ("group" if argv[0] == "groupadd" else "user", argv[-1])
+        log("created %s" % what)
+        made.append(what)
+    for name, _, _, extra in USERS:
+        members = [g for g in extra if name not in grp.getgrnam(g).gr_mem and pwd.getpwnam(name).pw_gid
+                   != grp.getgrnam(g).gr_gid]
+        if members:
+            log("note: user %s is not in group(s) %s; qmail-smtpd started as root (not by tcpserver -u/-g) "
+                "needs it: usermod -a -G %s %s" % (name, ",".join(members), ",".join(members), name))
+    return made
+
+
+def ids(name):
+    """(uid, gid of the user's primary group)."""
+    pw = pwd.getpwnam(name)
+    return pw.pw_uid, pw.pw_gid
+
+
+def gid(name):
+    return grp.getgrnam(name).gr_gid
