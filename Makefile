@@ -14,7 +14,7 @@ APT_PACKAGES := python3 python3-venv ucspi-tcp swaks srs daemontools curl doveco
 # System services these packages may start; the suite runs its own instances.
 APT_SERVICES := dovecot clamav-daemon clamav-freshclam spamd
 
-.PHONY: all deps venv launchers test run stop install docs bench clean
+.PHONY: all deps venv launchers test run stop install docs bench fuzz clean
 all: venv launchers
 
 deps:
@@ -45,6 +45,11 @@ test: deps all
 # smtp-sink) and time; not in APT_PACKAGES because postfix starts an MTA on port 25.
 bench: all
 	$(VPY) bench/run.py $(BENCHFLAGS)
+
+# make fuzz: the fuzz targets and the SMTP state machine at length (docs/security.md);
+# FUZZ=<n> runs n examples per target instead of the long profile.
+fuzz: all
+	QMAILPY_FUZZ=$(or $(FUZZ),long) $(VPY) -m pytest -q -p no:cacheprovider tests/fuzz tests/test_adversarial_statemachine.py
 
 docs: all
 	$(VPY) -m qmailpy.docgen docs

@@ -4,7 +4,8 @@ A command line ends at LF; one CR before it is dropped. While control/newline
 is 0 a bare LF (no CR before it) is refused with qmail's smtplf reply, and a
 CR anywhere else in a command line is refused in every mode: both are what
 SMTP smuggling is made of. NUL bytes and lines over MAX_LINE octets get
-their own errors (the rest of an overlong line is discarded, never parsed).
+their own errors; an overlong line is discarded unparsed, whatever its ending
+(it may arrive across reads, so its ending cannot decide its reply).
 """
 MAX_LINE = 1000     # octets of a command line, without its line ending
 
@@ -39,10 +40,10 @@ class LineReader:
         bare = not raw.endswith(b"\r")
         if not bare:
             raw = raw[:-1]
+        if len(raw) > MAX_LINE:           # judged before its ending, as a line discarded
+            return Line(error="toolong"), rest      # across reads must be: same reply either way
         if (bare and not self.allow_bare_lf) or b"\r" in raw:
             return Line(bare_lf=bare, error="straylf"), rest
-        if len(raw) > MAX_LINE:
-            return Line(error="toolong"), rest
         if b"\0" in raw:
             return Line(error="nul"), rest
         return Line(raw.decode("utf-8", "surrogateescape"), bare), rest

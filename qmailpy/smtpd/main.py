@@ -55,10 +55,26 @@ class Services:
         self.sleep(float(self.environ.get("AUTHFAILDELAY", AUTH_FAILURE_DELAY)))
 
 
-def write_all(fd, data):
+def write_all(fd, data, timeout=None):
+    """Write everything; with a timeout, give up (TimeoutError) when the client stops
+    reading for that long, as qmail's safewrite/timeoutwrite do."""
     view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    if timeout is None:
+        while view:
+            view = view[os.write(fd, view):]
+        return
+    os.set_blocking(fd, False)
+    try:
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+                continue
+            except BlockingIOError:
+                pass
+            if not select.select([], [fd], [], timeout)[1]:
+                raise TimeoutError("client does not read")
+    finally:
+        os.set_blocking(fd, True)
 
 
 def serve(fd_in, fd_out, environ, argv=()):
@@ -92,11 +108,11 @@ def serve(fd_in, fd_out, environ, argv=()):
 def _converse(session, fd_in, fd_out, cfg, log):
     """Greeting, then read/feed/write until the session closes; the exit code."""
     try:
-        write_all(fd_out, session.start())
+        write_all(fd_out, session.start(), cfg.timeout)
         while not session.closed:
             ready, _, _ = select.select([fd_in], [], [], cfg.timeout)
             if not ready:
-                write_all(fd_out, session.timeout())
+                write_all(fd_out, session.timeout(), cfg.timeout)
                 log("timeout")
                 return 1
             data = os.read(fd_in, READ_SIZE)
@@ -105,7 +121,11 @@ def _converse(session, fd_in, fd_out, cfg, log):
                 return 1
             out = session.feed(data)
             if out:
-                write_all(fd_out, out)
+                write_all(fd_out, out, cfg.timeout)
+    except TimeoutError:           # the client stopped reading our replies
+        session.eof()
+        log("timeout", reason="client does not read")
+        return 1
     except OSError as e:           # the client went away while we wrote
         session.eof()
         log("error", reason=e.strerror or str(e))
