@@ -12,13 +12,12 @@ SIGHUP (sent by qmail-send on its own SIGHUP) rereads the controls.
 """
 import os
 import signal
-import subprocess
 import sys
 
 from qmailpy import paths
 from qmailpy.ctl.reader import Controls
 from qmailpy.spawn import mailbox, server
-from qmailpy.spawn.mailbox import TEMP_ERRORS
+from qmailpy.spawn import programs
 from qmailpy.spawn.programs import program_path
 
 DEFAULT_DELIVERY = "./Maildir/"
@@ -93,11 +92,7 @@ class Local:
         env.pop("MAILDIRQUOTA", None)          # only a users-database mailbox has a quota
         if who.quota:
             env["MAILDIRQUOTA"] = who.quota
-        try:
-            return subprocess.Popen(args, stdin=fdmess, stdout=fdout, stderr=subprocess.STDOUT,
-                                    cwd=self.home, env=env, **ids)
-        except OSError as e:
-            return EXEC_SOFT if e.errno in TEMP_ERRORS else EXEC_HARD
+        return programs.start(args, fdmess, fdout, self.home, env, (EXEC_SOFT, EXEC_HARD), ids)
 
     def report(self, status, output):
         return report(status, output)

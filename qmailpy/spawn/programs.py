@@ -18,3 +18,16 @@ def program_path(environ, name, env_name):
     if os.access(mine, os.X_OK):
         return mine
     return paths.bin_path(paths.qmailhome(environ), name)
+
+
+def start(args, fdmess, fdout, cwd, env, unable, ids=None):
+    """Popen a delivery program (message on fd 0, output and errors on fdout), or the
+    report `unable` gives for a failed exec: (soft, hard) by errno, as qmail's spawn does."""
+    import subprocess
+    from qmailpy.spawn.mailbox import TEMP_ERRORS
+    try:
+        return subprocess.Popen(args, stdin=fdmess, stdout=fdout, stderr=subprocess.STDOUT,
+                                cwd=cwd, env=env, **(ids or {}))
+    except OSError as e:
+        soft, hard = unable
+        return soft if e.errno in TEMP_ERRORS else hard

@@ -6,12 +6,11 @@ message on fd 0, its \\0-terminated r/h/s + K/Z/D reports read from fd 1
 (and 2) and folded into one K/Z/D report exactly as qmail-rspawn.c does.
 """
 import os
-import subprocess
 
 from qmailpy import paths
 from qmailpy.spawn import server
+from qmailpy.spawn import programs
 from qmailpy.spawn.programs import program_path
-from qmailpy.spawn.mailbox import TEMP_ERRORS
 
 CRASHED = b"Zqmail-remote crashed.\n"
 EXEC_SOFT = b"ZUnable to run qmail-remote.\n"
@@ -65,11 +64,7 @@ class Remote:
 
     def spawn(self, fdmess, fdout, sender, recip, at):
         args = [self.qmailremote, recip[at + 1:], sender, recip]
-        try:
-            return subprocess.Popen(args, stdin=fdmess, stdout=fdout, stderr=subprocess.STDOUT,
-                                    cwd=self.home, env=self.environ)
-        except OSError as e:
-            return EXEC_SOFT if e.errno in TEMP_ERRORS else EXEC_HARD
+        return programs.start(args, fdmess, fdout, self.home, self.environ, (EXEC_SOFT, EXEC_HARD))
 
     def report(self, status, output):
         return report(status, output)
