@@ -9,10 +9,21 @@ run; the bench repeats the runs (3 by default, 1 with --quick) and reports
 medians. Output: a Markdown table on stdout, raw samples and medians in
 DIR/latest.json (default bench/results), and the table in docs/performance.md.
 
+What it measures, per run: start-up of one qmail-smtpd session; SMTP with
+smtp-source against qmail-smtpd under tcpserver, smtp-sink and aiosmtpd;
+queue insertions (qmail-queue exec'd, enqueue() in-process, qmail-queue with
+clamd and with spamd filtering) against the raw fsync rate of the same disk;
+SMTP -> Maildir end to end (tcpserver, qmail-smtpd, qmail-send, the real
+qmail-local); remote deliveries to smtp-sink at concurrency 1, 20, 100, 500
+against smtp-source at the same concurrency; memory of a session and of
+qmail-send holding 10,000 queued messages.
+
 It fails (exit 1) when a plain qmail-smtpd session imports click, dns, spf or
-pymysql, when a server loses a message, or when a program exits non-zero.
-Every server runs on a free 127.0.0.1 port from a temporary qmail home and is
-stopped by pid.
+pymysql, when a server loses a message, when a delivery is deferred or fails,
+or when a program exits non-zero. clamd and spamd rows say "n/a (reason)"
+when the daemons cannot run here. Every server runs on a free 127.0.0.1 port
+from a temporary qmail home and is stopped by pid; nothing asks an outside
+resolver (DNSCACHEIP=127.0.0.1).
 """
 import argparse
 import json
@@ -28,6 +39,10 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import daemons  # noqa: E402  (bench/, beside this file)
+import qmailsend  # noqa: E402
+
 VPY = os.path.join(ROOT, ".venv", "bin", "python3")
 DOC = os.path.join(ROOT, "docs", "performance.md")
 DOC_START, DOC_END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -38,15 +53,23 @@ TCP_ENV = {"PROTO": "TCP", "TCPLOCALIP": "127.0.0.1", "TCPLOCALPORT": "25",
            "TCPLOCALHOST": "localhost", "TCPREMOTEIP": "127.0.0.1"}
 MAIL_SESSION = ("HELO bench\r\nMAIL FROM:<bench@%s>\r\nRCPT TO:<rcpt@%s>\r\nDATA\r\n"
                 "Subject: bench\r\n\r\n%s\r\n.\r\nQUIT\r\n" % (DOMAIN, DOMAIN, "x" * 70)).encode()
-SIZES = {                      # per run; kept small so 3 runs take a few minutes on 2 cores
-    "execs": 100,              # start-up: execs of each command
+SIZES = {                      # per run; kept small so 3 runs stay well under 10 minutes on 2 cores
+    "execs": 60,               # start-up: execs of each command
     "rss_execs": 5,            # memory: execs of each command
     "smtp_messages": 500,      # smtp-source -m, both modes
     "smtp_parallel": 20,       # 1 message per connection: smtp-source -s
     "smtp_d_sessions": 5,      # -d: 5 connections of ~100 messages each
-    "message_bytes": 2000,     # smtp-source -l
-    "queue_inserts": 200,      # qmail-queue exec'd, enqueue() and the raw disk, each
+    "message_bytes": 2000,     # smtp-source -l, and the remote deliveries' messages
+    "queue_inserts": 200,      # qmail-queue exec'd and enqueue(), each
+    "disk_writes": 500,        # the raw disk rate, measured right before each row that compares with it
     "queue_bytes": 4096,       # message size for the queue rows, = the raw disk write
+    "filter_inserts": 60,      # qmail-queue with clamd, with spamd; clamdscan, spamc: each
+    "e2e_messages": 200,       # SMTP -> Maildir: smtp-source -m, 1 message per connection
+    "e2e_parallel": 20,        # smtp-source -s
+    "remote": [[1, 100], [20, 200], [100, 300], [500, 1000]],   # [concurrencyremote, deliveries]
+    "remote_peer_messages": 2000,   # smtp-source -s N into the sink: at least this many (too fast otherwise)
+    "held_messages": 10000,    # queued while qmail-send holds its remote deliveries
+    "held_concurrency": 20,    # concurrencyremote then: deliveries waiting for a greeting
 }
 
 
@@ -96,6 +119,11 @@ def free_port():
         return s.getsockname()[1]
 
 
+def count_files(directory):
+    with os.scandir(directory) as it:
+        return sum(1 for _ in it)
+
+
 class Servers:
     """Every server the bench starts, so each one is stopped by its pid."""
 
@@ -133,28 +161,100 @@ class Servers:
 
 
 class Bench:
-    """One temporary qmail home, the samples of every run, and the rows built from them."""
+    """The temporary qmail homes, the samples of every run, and the rows built from them."""
 
     def __init__(self, tmp):
         self.tmp = tmp
         self.samples = {}                  # quantity -> one value per run
-        self.home = os.path.join(tmp, "qmail")
-        subprocess.run([VPY, os.path.join(ROOT, "tools", "install.py"), self.home, ROOT, VPY],
-                       check=True, stdout=subprocess.DEVNULL)
-        for name in ("me", "rcpthosts"):
-            with open(os.path.join(self.home, "control", name), "w") as f:
-                f.write(DOMAIN + "\n")
+        self.na = {}                       # quantity -> why it could not be measured
+        self.details = {"retries": []}     # JSON only: per-process memory, daemon start-up, ...
+        self.mailbox = qmailsend.mailbox_owner()
+        self.writers = set()               # who wrote the queues qmail-smtpd and qmail-send worked on
+        if os.geteuid() == 0:
+            os.chmod(tmp, 0o755)           # qmail's users and the mailbox owner pass through it
+        # No QMAILQUEUE: qmail-smtpd then runs its own qmail-queue in a forked child
+        # (smtpd/queueclient.py), the way a production install runs.
+        self.env = {k: v for k, v in os.environ.items() if k not in qmailsend.ENV_DROP}
+        self.home = self.new_home("qmail", {"me": DOMAIN, "rcpthosts": DOMAIN})
+        self.env["QMAILHOME"] = self.home
         self.smtpd = os.path.join(self.home, "bin", "qmail-smtpd")
         self.qq = os.path.join(self.home, "bin", "qmail-queue")
         self.todo = os.path.join(self.home, "queue", "todo")
-        # No QMAILQUEUE: qmail-smtpd then runs its own qmail-queue in a forked child
-        # (smtpd/queueclient.py), the way a production install runs.
-        self.env = {k: v for k, v in os.environ.items() if k != "QMAILQUEUE"}
-        self.env["QMAILHOME"] = self.home
-        self.session_env = dict(self.env, **TCP_ENV)
+        # Sessions exec'd by the bench itself stay the invoking user (as under tcpserver -u):
+        # QMAILPY_SINGLEUSER keeps a root-started qmail-smtpd from switching to qmaild.
+        self.session_env = dict(self.env, QMAILPY_SINGLEUSER="1", **TCP_ENV)
+        self.log = os.path.join(tmp, "servers.log")
+        self.daemons = {}
+        self.sends = []                    # running QmailSend objects, stopped at the end
+
+    def new_home(self, name, controls):
+        """tools/install.py into tmp/name, plus these controls; its path."""
+        home = os.path.join(self.tmp, name)
+        subprocess.run([VPY, os.path.join(ROOT, "tools", "install.py"), home, ROOT, VPY],
+                       check=True, stdout=subprocess.DEVNULL)
+        for key, value in controls.items():
+            self.control(home, key, value)
+        return home
+
+    @staticmethod
+    def control(home, name, value):
+        path = os.path.join(home, "control", name)
+        if value is None:
+            if os.path.exists(path):
+                os.unlink(path)
+            return
+        with open(path, "w") as f:
+            f.write(value + "\n")
 
     def record(self, name, value):
         self.samples.setdefault(name, []).append(value)
+
+    def smtpd_server(self, servers, home):
+        """tcpserver + qmail-smtpd of `home` on a free port, as the owner of its queue (qmailq:qmail
+        when install.py found qmail's users, as qmail's setuid qmail-queue), else as we are: then
+        QMAILPY_SINGLEUSER keeps a root qmail-smtpd from switching to a qmaild made meanwhile."""
+        env = dict(self.env, QMAILHOME=home)
+        writer, ids = qmailsend.queue_writer(home), []
+        self.writers.add(qmailsend.describe(writer))
+        if writer:
+            ids = ["-u", str(writer[0]), "-g", str(writer[1])]
+        elif os.geteuid() == 0:
+            env["QMAILPY_SINGLEUSER"] = "1"
+        return servers.start([tool("tcpserver"), "-R", "-H", "-l", "localhost", "-c", "100"] + ids
+                             + ["127.0.0.1", "PORT", os.path.join(home, "bin", "qmail-smtpd")], env, self.log)
+
+    def who(self):
+        """Who ran what, for the report."""
+        if os.geteuid() != 0:
+            return "everything ran as uid %d" % os.geteuid()
+        owner = self.details.get("maildir_file_owner") or (self.mailbox or ("?",))[0]
+        return ("as root: queues written as %s%s; qmail-send's helpers as qmail's users when they exist; "
+                "qmail-local as %s" % (" and ".join(sorted(self.writers)) or "?",
+                                       " (qmail's users came or went during the bench)"
+                                       if len(self.writers) > 1 else "", owner))
+
+    def send_home(self, name, controls):
+        """A fresh home for one qmail-send experiment, and who writes its queue."""
+        home = self.new_home(name, controls)
+        writer = qmailsend.queue_writer(home)
+        self.writers.add(qmailsend.describe(writer))
+        return home, writer
+
+    def retrying(self, what, attempt):
+        """attempt(n) once more (n = 2) when it failed while qmail's users were created or removed:
+        a home laid out before that no longer matches who qmail-send's helpers run as."""
+        for n in (1, 2):
+            before = qmailsend.users()
+            try:
+                return attempt(n)
+            except qmailsend.SendFailure as e:
+                changed = qmailsend.users() != before
+                if n == 1 and changed:
+                    progress("%s: qmail's users changed meanwhile (another process); once more" % what)
+                    self.details["retries"].append("%s: %s" % (what, str(e)[:300]))
+                    continue
+                raise BenchFailure("%s: %s%s" % (what, e, " (qmail's users were created or removed meanwhile"
+                                                 " by another process)" if changed else "")) from None
 
     # -- 1. start-up --------------------------------------------------------
     def imports(self):
@@ -186,7 +286,7 @@ class Bench:
         for name, values in times.items():
             self.record(name, statistics.median(values))
 
-    # -- 4. memory ------------------------------------------------------------
+    # -- 2. memory of a session ---------------------------------------------------
     def memory(self, execs):
         """Max RSS (MiB) of a QUIT session and of a session queueing one message, vs `-I -S -c pass`.
 
@@ -208,26 +308,34 @@ class Bench:
             self.record(name, statistics.median(values))
 
     # -- 3. the queue -----------------------------------------------------------
-    def queue(self, n, run):
-        """qmail-queue exec'd per message and enqueue() in-process vs create+write+fsync+rename."""
-        if ROOT not in sys.path:
-            sys.path.insert(0, ROOT)
-        from qmailpy.queue.enqueue import enqueue
-
+    def queue_message(self):
         body = b"Subject: bench\n\n" + b"x" * (SIZES["queue_bytes"] - 17) + b"\n"
         envelope = ("Fbench@%s\0Trcpt@%s\0\0" % (DOMAIN, DOMAIN)).encode()
+        return body, envelope
+
+    def disk(self, name):
+        """The raw create + write 4 KiB + fsync + rename rate of the bench's file system, now."""
+        n, block = SIZES["disk_writes"], b"x" * SIZES["queue_bytes"]
         raw = os.path.join(self.tmp, "raw")
         os.makedirs(os.path.join(raw, "new"), exist_ok=True)
-        block = b"x" * SIZES["queue_bytes"]
+        names = ["%s.%d" % (name, i) for i in range(n)]
+        start = time.perf_counter()
+        for i in names:
+            tmp = os.path.join(raw, i)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, block)
+            os.fsync(fd)
+            os.close(fd)
+            os.rename(tmp, os.path.join(raw, "new", i))
+        self.record(name, n / (time.perf_counter() - start))
+        for i in names:
+            os.unlink(os.path.join(raw, "new", i))
 
-        def raw_disk():
-            for i in range(n):
-                tmp = os.path.join(raw, "%d.%d" % (run, i))
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                os.write(fd, block)
-                os.fsync(fd)
-                os.close(fd)
-                os.rename(tmp, os.path.join(raw, "new", "%d.%d" % (run, i)))
+    def queue(self, n):
+        """qmail-queue exec'd per message and enqueue() in-process vs create+write+fsync+rename."""
+        from qmailpy.queue.enqueue import enqueue
+
+        body, envelope = self.queue_message()
 
         def exec_queue():
             for _ in range(n):
@@ -238,42 +346,101 @@ class Bench:
             for _ in range(n):
                 enqueue(self.home, body, envelope, uid, pid, time.time())
 
-        for name, fn, queues in (("disk_raw_per_s", raw_disk, False),
-                                 ("qq_exec_per_s", exec_queue, True),
-                                 ("qq_enqueue_per_s", in_process, True)):
+        self.disk("disk_raw_per_s")
+        for name, fn in (("qq_exec_per_s", exec_queue), ("qq_enqueue_per_s", in_process)):
             before = len(os.listdir(self.todo))
             start = time.perf_counter()
             fn()
             self.record(name, n / (time.perf_counter() - start))
-            if queues and len(os.listdir(self.todo)) - before != n:
+            if len(os.listdir(self.todo)) - before != n:
                 raise BenchFailure("%s: queued %d of %d" % (name, len(os.listdir(self.todo)) - before, n))
 
-    # -- 2. SMTP ----------------------------------------------------------------
-    def start_servers(self, servers, log):
+    def start_filters(self):
+        """clamd and spamd (offline), and the home whose qmail-queue asks them."""
+        self.daemons = daemons.start_filters(os.path.join(self.tmp, "daemons"))
+        self.filter_home = self.new_home("filters", {"me": DOMAIN})
+        for name, d in self.daemons.items():
+            if isinstance(d, daemons.Daemon):
+                self.details["%s_start_s" % name] = round(d.ready_after, 2)
+                progress("%s ready after %.1f s" % (name, d.ready_after))
+            else:
+                progress("%s: n/a (%s)" % (name, d))
+
+    def filters(self, n):
+        """qmail-queue exec'd with clamd / spamd filtering every recipient, and the daemons' own C
+        clients (clamdscan --stream, spamc) exec'd with the same message; inserts (scans) per second."""
+        body, envelope = self.queue_message()
+        self.disk("disk_raw_filters_per_s")
+        qq = os.path.join(self.filter_home, "bin", "qmail-queue")
+        env = dict(self.env, QMAILHOME=self.filter_home)
+        todo = os.path.join(self.filter_home, "queue", "todo")
+        for name, glob in (("clamd", "clamglobal"), ("spamd", "spamglobal")):
+            ours, peer = "qq_%s_per_s" % name, "%s_client_per_s" % name
+            d = self.daemons.get(name)
+            if not isinstance(d, daemons.Daemon):
+                self.na[ours] = self.na[peer] = str(d or "not started")
+                continue
+            if ours in self.na:                         # gave up in an earlier run
+                continue
+            for other in ("clamglobal", "spamglobal"):
+                self.control(self.filter_home, other, "1" if other == glob else "0")
+            self.control(self.filter_home, name + "socket", d.sock)
+            if name == "clamd":
+                client = [shutil.which("clamdscan") or "/usr/bin/clamdscan", "--config-file=" + d.conf,
+                          "--stream", "--no-summary", "-"]
+            else:
+                client = [shutil.which("spamc") or "/usr/bin/spamc", "-U", d.sock, "-u", "rcpt@" + DOMAIN]
+            try:
+                before = count_files(todo)
+                start = time.perf_counter()
+                for _ in range(n):
+                    spawn([qq], env, {0: body, 1: envelope})
+                elapsed = time.perf_counter() - start
+                if count_files(todo) - before != n:
+                    raise BenchFailure("queued %d of %d" % (count_files(todo) - before, n))
+                if not os.path.exists(client[0]):
+                    raise BenchFailure("%s not installed" % os.path.basename(client[0]))
+                start = time.perf_counter()
+                for _ in range(n):
+                    spawn(client, os.environ, {0: body})
+                peer_elapsed = time.perf_counter() - start
+            except BenchFailure as e:
+                reason = "%s: %s; %s" % (name, e, d.tail()) if d.proc.poll() is not None else str(e)
+                self.na[ours] = self.na[peer] = reason[:300]
+                progress("%s rows: n/a (%s)" % (name, reason))
+                continue
+            self.record(ours, n / elapsed)
+            self.record(peer, n / peer_elapsed)
+
+    # -- 4. SMTP ----------------------------------------------------------------
+    def start_servers(self, servers):
         """smtp-sink, qmail-smtpd under tcpserver, aiosmtpd: name -> (port, directory to count or None)."""
         aio_dir = os.path.join(self.tmp, "aiosmtpd")
         os.makedirs(aio_dir)
-        return {
+        self.ports = {
+            # -m: more simultaneous sessions than the 500 remote deliveries at once
             "sink": (servers.start([tool("smtp-sink")] + (["-u", "nobody"] if os.geteuid() == 0 else [])
-                                   + ["127.0.0.1:PORT", "256"], os.environ, log), None),
-            "qmail": (servers.start([tool("tcpserver"), "-R", "-H", "-l", "localhost", "-c", "100",
-                                     "127.0.0.1", "PORT", self.smtpd], self.env, log), self.todo),
+                                   + ["-m", "1024", "127.0.0.1:PORT", "1024"], os.environ, self.log), None),
+            "qmail": (self.smtpd_server(servers, self.home), self.todo),
             "aio": (servers.start([VPY, os.path.join(ROOT, "bench", "aiosmtpd_sink.py"), "PORT",
-                                   aio_dir], os.environ, log), aio_dir),
+                                   aio_dir], os.environ, self.log), aio_dir),
         }
+        return self.ports
 
-    def smtp(self, ports):
+    def smtp_source(self, opts, port, m, rcpt="rcpt@" + DOMAIN):
+        return [tool("smtp-source")] + opts + [
+            "-m", str(m), "-l", str(SIZES["message_bytes"]), "-M", DOMAIN,
+            "-f", "bench@" + DOMAIN, "-t", rcpt, "127.0.0.1:%d" % port]
+
+    def smtp(self):
         """smtp-source against each server in turn: messages/s, each message counted on disk."""
         m = SIZES["smtp_messages"]
         for mode, opts in (("1", ["-s", str(SIZES["smtp_parallel"])]),
                            ("d", ["-d", "-s", str(SIZES["smtp_d_sessions"])])):
-            for name, (port, directory) in ports.items():
-                argv = [tool("smtp-source")] + opts + [
-                    "-m", str(m), "-l", str(SIZES["message_bytes"]), "-M", DOMAIN,
-                    "-f", "bench@" + DOMAIN, "-t", "rcpt@" + DOMAIN, "127.0.0.1:%d" % port]
+            for name, (port, directory) in self.ports.items():
                 before = len(os.listdir(directory)) if directory else 0
                 start = time.perf_counter()
-                r = subprocess.run(argv, capture_output=True, timeout=300)
+                r = subprocess.run(self.smtp_source(opts, port, m), capture_output=True, timeout=300)
                 elapsed = time.perf_counter() - start
                 if r.returncode:
                     raise BenchFailure("smtp-source against %s: %s" % (name, r.stderr.decode()[-500:]))
@@ -282,10 +449,163 @@ class Bench:
                                        % (name, len(os.listdir(directory)) - before, m))
                 self.record("%s_%s_msgs_per_s" % (name, mode), m / elapsed)
 
+    # -- 5. SMTP -> Maildir -------------------------------------------------------
+    def start_e2e(self, servers):
+        """A home with a virtual domain, one mailbox made by qmail-users, qmail-send and tcpserver."""
+        home = self.new_home("e2e", {"me": "mx." + DOMAIN, "locals": "mx." + DOMAIN,
+                                     "virtualdomains": "%s:%s" % (DOMAIN, DOMAIN), "rcpthosts": DOMAIN})
+        vdir = os.path.join(home, "vpopmail")      # qmail-users gives new mailboxes this directory's owner
+        os.makedirs(vdir, 0o755)
+        if self.mailbox:
+            os.chown(vdir, *self.mailbox[1:])
+        env = dict(self.env, QMAILHOME=home)
+        for argv in (["adddomain", DOMAIN, "--no-rcpthosts"], ["adduser", "rcpt@" + DOMAIN, "-p", "bench"]):
+            r = subprocess.run([os.path.join(home, "bin", "qmail-users")] + argv, env=env,
+                               capture_output=True, timeout=60)
+            if r.returncode:
+                raise BenchFailure("qmail-users %s: %s" % (" ".join(argv), r.stderr.decode()[-300:]))
+        self.maildir_new = os.path.join(vdir, "domains", DOMAIN, "rcpt", "Maildir", "new")
+        if not os.path.isdir(self.maildir_new):
+            raise BenchFailure("qmail-users made no %s" % self.maildir_new)
+        self.e2e_send = qmailsend.QmailSend(home, os.path.join(self.tmp, "e2e-send.log"))
+        self.sends.append(self.e2e_send)
+        self.e2e_send.ready()
+        self.e2e_port = self.smtpd_server(servers, home)
+
+    def e2e(self):
+        """smtp-source into qmail-smtpd; done when every message is a file in the mailbox's Maildir/new."""
+        m, send = SIZES["e2e_messages"], self.e2e_send
+        self.disk("disk_raw_e2e_per_s")
+        before = count_files(self.maildir_new)
+        argv = self.smtp_source(["-s", str(SIZES["e2e_parallel"])], self.e2e_port, m)
+        start = time.perf_counter()
+        source = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)
+        try:
+            end = send.wait(lambda: count_files(self.maildir_new) - before >= m, 60 + m, "%d Maildir files" % m)
+        except qmailsend.SendFailure as e:
+            raise BenchFailure(str(e)) from None
+        finally:
+            err = source.communicate(timeout=120)[1]
+        if source.returncode:
+            raise BenchFailure("smtp-source into the e2e home: %s" % err.decode()[-500:])
+        self.record("e2e_msgs_per_s", m / (end - start))
+        if "maildir_file_owner" not in self.details:       # who qmail-local ran as
+            with os.scandir(self.maildir_new) as it:
+                uid = next(it).stat().st_uid
+            try:
+                import pwd
+                self.details["maildir_file_owner"] = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                self.details["maildir_file_owner"] = uid
+
+    # -- 6. remote deliveries ------------------------------------------------------
+    def remote_message(self):
+        line = b"x" * 75 + b"\n"
+        return b"Subject: bench\n\n" + line * (SIZES["message_bytes"] // len(line))
+
+    def remote(self, run):
+        """qmail-send + qmail-rspawn + the real qmail-remote into smtp-sink (control/smtproutes) at each
+        concurrencyremote, timed from the first delivery's start to the last message's end; then
+        smtp-source with as many parallel sessions, 1 message each, into the same sink."""
+        from qmailpy.proto import qq
+        sink, body = self.ports["sink"][0], self.remote_message()
+        for conc, m in SIZES["remote"]:
+            def attempt(n):
+                home, writer = self.send_home("remote-%d-%d-%d" % (run, conc, n), {
+                    "me": "mx." + DOMAIN, "smtproutes": ":127.0.0.1:%d" % sink, "concurrencyremote": str(conc)})
+                qmailsend.inject(home, ((body, qq.encode(b"bench@" + DOMAIN.encode(),
+                                                         [b"r%d@remote.example" % i])) for i in range(m)), writer)
+                send = qmailsend.QmailSend(home, os.path.join(self.tmp, "remote-send.log"))
+                self.sends.append(send)
+                try:
+                    end = send.wait(lambda: send.counts["end"] >= m, 60 + m, "%d end msg lines" % m)
+                    if send.counts["success"] != m:
+                        raise qmailsend.SendFailure("%d successes for %d messages" % (send.counts["success"], m))
+                    if send.stop():
+                        raise qmailsend.SendFailure("exited with %s after SIGTERM" % send.proc.returncode)
+                finally:
+                    send.stop()                     # no-op when stopped above
+                shutil.rmtree(home, ignore_errors=True)
+                return m / (end - send.first["start"])
+            self.record("remote_c%d_per_s" % conc, self.retrying("remote, concurrency %d" % conc, attempt))
+            peer_m = max(m, SIZES["remote_peer_messages"])
+            argv = self.smtp_source(["-s", str(conc)], sink, peer_m, rcpt="r@remote.example")
+            start = time.perf_counter()
+            r = subprocess.run(argv, capture_output=True, timeout=300)
+            if r.returncode:
+                raise BenchFailure("smtp-source -s %d into smtp-sink: %s" % (conc, r.stderr.decode()[-500:]))
+            self.record("source_c%d_per_s" % conc, peer_m / (time.perf_counter() - start))
+
+    # -- 7. qmail-send holding 10,000 messages ---------------------------------------
+    def held(self, run):
+        """qmail-send whose remote deliveries all wait for a greeting that never comes (a socket that
+        listens and never accepts), while 10,000 tiny messages are queued; VmRSS/VmHWM from /proc once
+        qmail-todo has handed every one of them over."""
+        from qmailpy.proto import qq
+        n, conc = SIZES["held_messages"], SIZES["held_concurrency"]
+
+        def attempt(k):
+            hold = socket.socket()
+            hold.bind(("127.0.0.1", 0))
+            hold.listen(4096)
+            home, writer = self.send_home("held-%d-%d" % (run, k), {
+                "me": "mx." + DOMAIN, "concurrencyremote": str(conc),
+                "smtproutes": ":127.0.0.1:%d" % hold.getsockname()[1]})
+            send = qmailsend.QmailSend(home, os.path.join(self.tmp, "held-send.log"))
+            self.sends.append(send)
+            todo = os.path.join(home, "queue", "todo")
+            try:
+                send.ready()
+                time.sleep(0.5)
+                idle = send.tree()
+                body = b"Subject: held\n\nbody\n"
+                qmailsend.inject(home, ((body, qq.encode(b"bench@" + DOMAIN.encode(), [b"h%d@remote.example" % i]))
+                                        for i in range(n)), writer)
+                send.wait(lambda: send.counts["new"] >= n and not count_files(todo), 600,
+                          "%d new msg lines" % n, interval=0.1)
+                time.sleep(1)
+                full = send.tree()
+                send.poll()
+                return idle, full, send.counts["start"]
+            finally:
+                send.stop(after_term=hold.close)   # held qmail-remotes get a reset, qmail-send exits
+                hold.close()
+                shutil.rmtree(home, ignore_errors=True)
+
+        idle, full, held = self.retrying("holding %d messages" % n, attempt)
+
+        def by_role(tree, role):
+            return [m for r, m in tree if r == role]
+        sender = by_role(full, "send")[0]
+        remotes = [m["rss"] for m in by_role(full, "grandchild") if m.get("name") == "qmail-remote"]
+        if not remotes:
+            raise BenchFailure("holding %d messages: no qmail-remote waiting (%d deliveries started)" % (n, held))
+        self.record("send_rss_held_mib", sender["rss"])
+        self.record("send_hwm_held_mib", sender["hwm"])
+        self.record("send_rss_idle_mib", by_role(idle, "send")[0]["rss"])
+        self.record("helpers_rss_held_mib", sum(m["rss"] for m in by_role(full, "helper")))
+        self.record("helpers_rss_idle_mib", sum(m["rss"] for m in by_role(idle, "helper")))
+        self.record("remote_rss_held_mib", statistics.median(remotes))
+        def brief(tree):
+            return ["%s uid %s: VmRSS %.1f, VmHWM %.1f MiB" % (m.get("name"), m.get("uid"), m["rss"], m["hwm"])
+                    for r, m in tree if r != "grandchild"]
+        self.details.setdefault("held_processes", []).append(
+            {"idle": brief(idle), "full": brief(full), "qmail_remote_waiting": len(remotes),
+             "deliveries_started": held})
+
+    def stop_sends(self):
+        for send in self.sends:
+            if send.proc.poll() is None:
+                send.stop()
+        self.sends = []
+
 
 SINK, AIO = "Postfix smtp-sink (C, no disk)", "aiosmtpd, fsync per message"
 DISK, PY_IS = "create+write 4 KiB+fsync+rename", "venv python `-I -S -c pass`"
 SMTP_1, SMTP_D = "SMTP 1 msg/conn, 20 parallel, sessions/s ↑", "SMTP ~100 msgs/conn (-d, 5 conns), msgs/s ↑"
+CLAMD, SPAMD = "qmail-queue exec'd + clamd INSTREAM, inserts/s ↑", "qmail-queue exec'd + spamd, inserts/s ↑"
+E2E = "SMTP → Maildir end to end, 1 msg/conn, 20 parallel, msgs/s ↑"
 # measure, qmailpy quantity, peer, peer quantity
 ROWS = [
     ("session wall time, ms ↓", "smtpd_session_ms", "`python3 -c pass` via PATH", "python_path_ms"),
@@ -297,8 +617,24 @@ ROWS = [
     (SMTP_D, "qmail_d_msgs_per_s", AIO, "aio_d_msgs_per_s"),
     ("qmail-queue exec'd per message, inserts/s ↑", "qq_exec_per_s", DISK, "disk_raw_per_s"),
     ("enqueue() in-process, inserts/s ↑", "qq_enqueue_per_s", DISK, "disk_raw_per_s"),
+    (CLAMD, "qq_clamd_per_s", DISK, "disk_raw_filters_per_s"),
+    (CLAMD, "qq_clamd_per_s", "clamdscan --stream (C) exec'd, no queue", "clamd_client_per_s"),
+    (SPAMD, "qq_spamd_per_s", DISK, "disk_raw_filters_per_s"),
+    (SPAMD, "qq_spamd_per_s", "spamc (C) exec'd, no queue", "spamd_client_per_s"),
+    (E2E, "e2e_msgs_per_s", DISK, "disk_raw_e2e_per_s"),
+] + [
+    ("remote deliveries, concurrency %d, msgs/s ↑" % c, "remote_c%d_per_s" % c,
+     "smtp-source -s %d into the same smtp-sink" % c, "source_c%d_per_s" % c) for c, _ in SIZES["remote"]
+] + [
     ("max RSS, QUIT session, MiB ↓", "smtpd_rss_quit_mib", PY_IS, "python_rss_mib"),
     ("max RSS, session queueing 1 message, MiB ↓", "smtpd_rss_mail_mib", PY_IS, "python_rss_mib"),
+    ("qmail-send VmRSS, 10,000 messages queued, MiB ↓", "send_rss_held_mib",
+     "the same qmail-send, empty queue", "send_rss_idle_mib"),
+    ("qmail-send VmHWM, 10,000 messages queued, MiB ↓", "send_hwm_held_mib", PY_IS, "python_rss_mib"),
+    ("qmail-send's 5 helpers, VmRSS total, 10,000 queued, MiB ↓", "helpers_rss_held_mib",
+     "the same helpers, empty queue", "helpers_rss_idle_mib"),
+    ("qmail-remote VmRSS, 1 delivery waiting for a greeting, MiB ↓", "remote_rss_held_mib", PY_IS,
+     "python_rss_mib"),
 ]
 
 
@@ -307,39 +643,63 @@ def fmt(x):
     return "%.0f" % x if x >= 100 else "%.3g" % x
 
 
-def build_rows(samples):
+def build_rows(samples, na):
     """Medians of each side, and the median of the per-run ratios (pairs measured together)."""
     rows = []
     for measure, q, peer, p in ROWS:
-        ratios = [a / b for a, b in zip(samples[q], samples[p])]
-        rows.append({"measure": measure, "qmailpy": statistics.median(samples[q]), "peer": peer,
-                     "peer_value": statistics.median(samples[p]), "ratio": statistics.median(ratios),
-                     "ratios": ratios, "qmailpy_quantity": q, "peer_quantity": p})
+        row = {"measure": measure, "peer": peer, "qmailpy_quantity": q, "peer_quantity": p}
+        if q in na or p in na or q not in samples or p not in samples:
+            row["na"] = na.get(q) or na.get(p) or "not measured"
+            row.update(qmailpy=None, peer_value=statistics.median(samples[p]) if p in samples else None,
+                       ratio=None, ratios=[])
+        else:
+            ratios = [a / b for a, b in zip(samples[q], samples[p])]
+            row.update(qmailpy=statistics.median(samples[q]), peer_value=statistics.median(samples[p]),
+                       ratio=statistics.median(ratios), ratios=ratios)
+        rows.append(row)
     return rows
 
 
 def table(rows):
     lines = ["| measure | qmailpy | peer | peer value | ratio |", "|---|---:|---|---:|---:|"]
     for r in rows:
-        lines.append("| %s | %s | %s | %s | %s× |" % (r["measure"], fmt(r["qmailpy"]), r["peer"],
-                                                     fmt(r["peer_value"]), fmt(r["ratio"])))
+        if r["ratio"] is None:
+            lines.append("| %s | n/a (%s) | %s | %s | n/a |" % (
+                r["measure"], r["na"].replace("|", "/"), r["peer"],
+                fmt(r["peer_value"]) if r["peer_value"] is not None else "n/a"))
+        else:
+            lines.append("| %s | %s | %s | %s | %s× |" % (r["measure"], fmt(r["qmailpy"]), r["peer"],
+                                                         fmt(r["peer_value"]), fmt(r["ratio"])))
     return "\n".join(lines) + "\n"
 
 
-def machine():
+def machine(tmp):
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) // 1024
+    fs = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
     postfix = subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True, text=True)
     aio = subprocess.run([VPY, "-c", "import aiosmtpd; print(aiosmtpd.__version__)"],
                          capture_output=True, text=True)
+    versions = {}
+    for name, argv in (("clamd", ["clamd", "--version"]), ("spamd", ["spamd", "--version"])):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.splitlines()
+            versions[name] = out[0].strip() if out else "?"
+        except (OSError, subprocess.TimeoutExpired):
+            versions[name] = "not installed"
     return {"nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-            "cpu": cpu, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "cpu": cpu, "mem_mib": mem, "tmp_fs": fs or "?",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "kernel": platform.release(), "python": platform.python_version(),
             "postfix": postfix.stdout.strip() or "?", "aiosmtpd": aio.stdout.strip() or "?",
+            "clamd": versions["clamd"], "spamd": versions["spamd"],
+            "loadavg_at_end": open("/proc/loadavg").read().split()[:3],
             "python3_on_path": shutil.which("python3"), "venv_python": os.path.realpath(VPY)}
 
 
@@ -356,11 +716,11 @@ def write_doc(block):
 
 
 def progress(msg):
-    print("bench: " + msg, file=sys.stderr, flush=True)
+    print("bench: %s" % msg, file=sys.stderr, flush=True)
 
 
 def measure(args):
-    """Every sample of every run: (samples, modules a plain session imports)."""
+    """Every sample of every run: (bench, modules a plain session imports, machine facts)."""
     for name in ("smtp-source", "smtp-sink", "tcpserver", "time"):
         tool(name)
     servers = Servers()
@@ -373,38 +733,60 @@ def measure(args):
         if heavy:
             raise BenchFailure("a plain qmail-smtpd session imports %s (must load only when used)"
                                % ", ".join(heavy))
-        log = os.path.join(tmp, "servers.log")
+        progress("qmail's users here now: %s; mailbox owner: %s"
+                 % (", ".join(sorted(qmailsend.users())) or "none", (bench.mailbox or ("us",))[0]))
         try:
-            ports = bench.start_servers(servers, log)
+            bench.start_servers(servers)
+            bench.start_filters()
+            bench.start_e2e(servers)
+            phases = [
+                ("start-up", lambda run: (bench.startup(SIZES["execs"]), bench.memory(SIZES["rss_execs"]))),
+                ("queue", lambda run: bench.queue(SIZES["queue_inserts"])),
+                ("filters", lambda run: bench.filters(SIZES["filter_inserts"])),
+                ("SMTP", lambda run: bench.smtp()),
+                ("SMTP -> Maildir", lambda run: bench.e2e()),
+                ("remote deliveries", bench.remote),
+                ("qmail-send holding %d messages" % SIZES["held_messages"], bench.held),
+            ]
             for run_no in range(args.runs):
-                progress("run %d/%d: start-up" % (run_no + 1, args.runs))
-                bench.startup(SIZES["execs"])
-                bench.memory(SIZES["rss_execs"])
-                progress("run %d/%d: queue" % (run_no + 1, args.runs))
-                bench.queue(SIZES["queue_inserts"], run_no)
-                progress("run %d/%d: SMTP" % (run_no + 1, args.runs))
-                bench.smtp(ports)
+                began = time.monotonic()
+                for name, phase in phases:
+                    progress("run %d/%d: %s" % (run_no + 1, args.runs, name))
+                    t0 = time.monotonic()
+                    phase(run_no)
+                    bench.details.setdefault("phase_s", {}).setdefault(name, []).append(
+                        round(time.monotonic() - t0, 1))
+                progress("run %d/%d took %.0f s" % (run_no + 1, args.runs, time.monotonic() - began))
         except BenchFailure as e:
             kept = os.path.join(args.out, "servers.log")    # the servers' stderr, for the post-mortem
-            shutil.copyfile(log, kept)
-            raise BenchFailure("%s (server logs: %s)" % (e, kept)) from None
+            shutil.copyfile(bench.log, kept)
+            for name in ("e2e-send.log", "remote-send.log", "held-send.log"):
+                if os.path.exists(os.path.join(tmp, name)):
+                    shutil.copyfile(os.path.join(tmp, name), os.path.join(args.out, name))
+            raise BenchFailure("%s (logs: %s)" % (e, args.out)) from None
         finally:
+            bench.stop_sends()
             servers.stop_all()
-    return bench.samples, modules
+            for d in bench.daemons.values():
+                if isinstance(d, daemons.Daemon):
+                    d.stop()
+        info = machine(tmp)
+    return bench, modules, info
 
 
-def report(args, samples, modules, elapsed):
+def report(args, bench, modules, info, elapsed):
     """The table on stdout, latest.json, and the block of docs/performance.md."""
-    rows = build_rows(samples)
-    info = machine()
-    head = ("Measured %s on %s CPU(s), %s; %d run(s)%s, medians; ratio = qmailpy ÷ peer "
-            "(↑ higher is better, ↓ lower is better); bench took %.0f s. "
-            "`python3` on PATH: %s.\n\n"
-            % (info["date"], info["nproc"], info["cpu"], args.runs,
-               " (--quick)" if args.quick else "", elapsed, info["python3_on_path"]))
+    rows = build_rows(bench.samples, bench.na)
+    head = ("Measured %s on %s CPU(s), %s, %d MiB RAM, %s temporary file system, Linux %s, "
+            "Python %s; %s. %d run(s)%s, medians; ratio = qmailpy ÷ peer (↑ higher is better, "
+            "↓ lower is better); bench took %.0f s. `python3` on PATH: %s.\n\n"
+            % (info["date"], info["nproc"], info["cpu"], info["mem_mib"], info["tmp_fs"], info["kernel"],
+               info["python"], bench.who(), args.runs, " (--quick)" if args.quick else "", elapsed,
+               info["python3_on_path"]))
     print(head + table(rows))
     result = {"machine": info, "runs": args.runs, "quick": args.quick, "sizes": SIZES,
-              "elapsed_s": elapsed, "session_imports": modules, "samples": samples, "rows": rows}
+              "elapsed_s": elapsed, "privileges": bench.who(), "session_imports": modules,
+              "samples": bench.samples, "not_measured": bench.na, "details": bench.details, "rows": rows}
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump(result, f, indent=1, ensure_ascii=False)
         f.write("\n")
@@ -423,11 +805,11 @@ def main(argv):
     os.makedirs(args.out, exist_ok=True)
     began = time.monotonic()
     try:
-        samples, modules = measure(args)
+        bench, modules, info = measure(args)
     except BenchFailure as e:
         print("bench: FAIL: %s" % e, file=sys.stderr)
         return 1
-    report(args, samples, modules, time.monotonic() - began)
+    report(args, bench, modules, info, time.monotonic() - began)
     return 0
 
 
