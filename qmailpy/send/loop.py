@@ -120,6 +120,8 @@ class Loop:
             self.told_todo, sched.exitasap = True, True
             self.tell_todo(todowire.EXIT)
             sched.status()
+        if self.may_exit():
+            return                         # no select: nothing is left to wait for
         self.update_writers()
         wakeup = sched.wakeup(now)
         timeout = 0 if wakeup <= now else wakeup - now + sched.clock.delay(clock.SLEEP_FUZZ)
@@ -149,9 +151,13 @@ class Loop:
             if ch.alive and ch.outbuf and not ch.flush():
                 self.spawndied(ch)
 
+    def may_exit(self):
+        """qmail-send.c's loop condition: exiting, qmail-todo gone, no delivery running."""
+        return self.flags.exit and self.told_todo and self.sched.can_exit() and not self.todo_alive
+
     def run(self):
         clean_dead = False
-        while not (self.flags.exit and self.told_todo and self.sched.can_exit() and not self.todo_alive):
+        while not self.may_exit():
             try:
                 self.turn()
             except CleanDied:
