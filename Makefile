@@ -11,7 +11,8 @@ QMAILHOME ?= /var/qmail
 # Debian packages the test suite and `make run` use (real peers, not mocks).
 APT_PACKAGES := python3 python3-venv ucspi-tcp swaks srs daemontools curl dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql \
 	clamav-daemon spamd spamassassin libdbd-mysql-perl
-# System services these packages may start; the suite runs its own instances.
+# System services these packages may start; the suite runs its own instances. While
+# installing, a policy-rc.d keeps them from starting at all (freshclam would go online).
 APT_SERVICES := dovecot clamav-daemon clamav-freshclam spamd
 
 .PHONY: all deps venv launchers test run stop install docs bench fuzz clean
@@ -23,8 +24,12 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "please install as root:$$missing" >&2; exit 1; fi; \
 	  echo "installing:$$missing"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  norc=""; if [ ! -e /usr/sbin/policy-rc.d ]; then norc=1; \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; rc=$$?; \
+	  [ -z "$$norc" ] || rm -f /usr/sbin/policy-rc.d; \
 	  for s in $(APT_SERVICES); do service $$s stop >/dev/null 2>&1 || true; done; \
+	  [ $$rc = 0 ] || exit $$rc; \
 	fi
 
 venv: $(VENV)/.stamp
