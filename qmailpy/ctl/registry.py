@@ -46,7 +46,8 @@ def _c(name, kind, default, group, readers, doc, **kw):
 
 
 SMTPD, QUEUE, SEND, LOCAL, REMOTE = "qmail-smtpd", "qmail-queue", "qmail-send", "qmail-local", "qmail-remote"
-TODO, LSPAWN, INJECT = "qmail-todo", "qmail-lspawn", "qmail-inject"
+TODO, LSPAWN = "qmail-todo", "qmail-lspawn"
+INJECT = "qmail-inject sendmail"      # sendmail runs qmail-inject
 
 # Group order is the order of docs/ pages and of qmail-showctl output.
 GROUPS = {
