@@ -11,7 +11,8 @@ qmail-newmrh, qmail-newu.
 import os
 
 
-def _fsync_dir(path):
+def fsync_dir(path):
+    """fsync a directory: the names made or renamed in it survive a power loss."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -42,7 +43,7 @@ def atomic_write(path, data, durable=True, mode=0o644):
             pass
         raise
     if durable:
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
 def cdb_bytes(pairs):

@@ -9,19 +9,11 @@ import subprocess
 
 import pytest
 
-from conftest import Home, program
+from conftest import program
 from qmailpy.ctl.cdbmap import open_cdb
-from qmailpy.queue.layout import create_queue
 from qmailpy.remote.tcpto import SIZE, TcpTo
 from test_send_support import DELIVERY_UID, NOBODY, Scratch, SpawnClient, queue_message
-
-
-@pytest.fixture
-def qhome(tmp_path):
-    home = Home(tmp_path / "qmail")
-    home.control("me", "host.example\n")
-    create_queue(home.root)
-    return home
+from test_sendmail import qhome  # noqa: F401  (fixture)
 
 
 def run(home, name, *args, **env):

@@ -31,6 +31,7 @@ from qmailpy.inject import headers as H
 from qmailpy.inject import main as M
 from qmailpy.inject import rewrite as RW
 from qmailpy.inject import token822 as T
+from qmailpy.proto.quote import quote2
 
 CASES = sorted(glob.glob(os.path.join(ROOT, "tests", "inject", "*.txt")))
 
@@ -76,14 +77,14 @@ def test_unparse_folds_after_commas_within_80_columns():
 
 
 def test_quote2():
-    assert T.quote2(b"joe@x") == b"joe@x"
-    assert T.quote2(b"joe blow@x") == b'"joe blow"@x'
-    assert T.quote2(b'a"b\\c@x') == b'"a\\"b\\\\c"@x'
-    assert T.quote2(b".joe@x") == b'".joe"@x'
-    assert T.quote2(b"a..b") == b'"a..b"'
-    assert T.quote2(b"") == b""
-    assert T.quote2(b"@x") == b'""@x'
-    assert T.quote2(b"a@b@x") == b'"a@b"@x'
+    assert quote2(b"joe@x") == b"joe@x"
+    assert quote2(b"joe blow@x") == b'"joe blow"@x'
+    assert quote2(b'a"b\\c@x') == b'"a\\"b\\\\c"@x'
+    assert quote2(b".joe@x") == b'".joe"@x'
+    assert quote2(b"a..b") == b'"a..b"'
+    assert quote2(b"") == b""
+    assert quote2(b"@x") == b'""@x'
+    assert quote2(b"a@b@x") == b'"a@b"@x'
 
 
 SAFE = st.binary(max_size=40).filter(lambda b: b"\\" not in b)
@@ -101,7 +102,7 @@ def test_unparse_parses_back_to_the_same_tokens(data):
 @given(st.binary(max_size=30))
 def test_quote2_then_unquote_gives_the_address_back(local):
     addr = local + b"@example.com"
-    assert T.unquote(T.parse(T.quote2(addr))) == addr
+    assert T.unquote(T.parse(quote2(addr))) == addr
 
 
 def test_addrlist_reads_right_to_left_and_adds_missing_commas():

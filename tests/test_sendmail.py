@@ -8,14 +8,13 @@ import os
 import re
 import select
 import subprocess
-import time
 
 import pytest
 
 from conftest import Home, program
 from dialogue import Dialogue, check_lines, check_logs, check_queued
 from qmailpy.queue.layout import create_queue
-from test_dialogues import FILES, queued_messages, setup_home
+from test_dialogues import FILES, queued_messages, read_lines, setup_home
 
 
 @pytest.fixture
@@ -173,23 +172,19 @@ def bs_received(line):
     return line
 
 
-def read_lines(fd, count, timeout=10):
-    buf, lines = b"", []
-    deadline = time.time() + timeout
-    while len(lines) < count:
-        while b"\r\n" in buf and len(lines) < count:
-            line, buf = buf.split(b"\r\n", 1)
-            lines.append(line.decode("utf-8", "surrogateescape"))
-        if len(lines) >= count:
-            break
-        ready, _, _ = select.select([fd], [], [], max(0.1, deadline - time.time()))
-        if not ready:
-            break
-        data = os.read(fd, 65536)
-        if not data:
-            break
-        buf += data
-    return lines, buf
+class PipeEnd:
+    """A pipe read as test_dialogues.read_lines reads a socket."""
+
+    def __init__(self, fd):
+        self.fd, self.timeout = fd, None
+
+    def settimeout(self, timeout):
+        self.timeout = timeout
+
+    def recv(self, size):
+        if not select.select([self.fd], [], [], self.timeout)[0]:
+            raise TimeoutError("no answer from sendmail -bs")
+        return os.read(self.fd, size)
 
 
 def test_some_dialogues_make_sense_without_tcp():
@@ -207,7 +202,7 @@ def test_bs_dialogue(tmp_path, path):
     proc = subprocess.Popen([program("sendmail"), "-bs"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
     try:
-        out = proc.stdout.fileno()
+        out = PipeEnd(proc.stdout.fileno())
         steps = d.steps
         if not steps[0][0]:
             got, _ = read_lines(out, len(steps[0][1]))
@@ -223,7 +218,7 @@ def test_bs_dialogue(tmp_path, path):
             check_lines(got, expected, "%s after %r" % (d.name, data[:60]))
             assert rest == b""
         if d.expect_closed:
-            assert os.read(out, 100) == b""
+            assert out.recv(100) == b""
     finally:
         proc.stdin.close()
         try:

@@ -8,10 +8,8 @@ front, an address, characters no host name has) stops it with the line
 number, and the old cdb stays as it was. The cdb is replaced atomically
 (qmailpy.fileio). Exit 0, 100 usage, 111 trouble.
 """
-import os
-
 from qmailpy import paths
-from qmailpy.cli.qmailtool import Fatal, Usage, oserror, run_tool
+from qmailpy.cli.qmailtool import Fatal, on_home, read, run_tool, write_cdb
 
 PROG = "qmail-newmrh"
 USAGE = "qmail-newmrh"
@@ -59,27 +57,10 @@ def keys(data, name):
 
 def build(home):
     """Read control/morercpthosts, replace control/morercpthosts.cdb; the number of keys."""
-    from qmailpy.fileio import write_cdb
-    src = paths.control_path(home, SOURCE)
-    try:
-        with open(src, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise oserror(e, "read control/" + SOURCE) from None
-    entries = keys(data, "control/" + SOURCE)
-    try:
-        write_cdb(paths.control_path(home, TARGET), ((k, b"") for k in entries))
-    except OSError as e:
-        raise oserror(e, "write control/" + TARGET) from None
+    entries = keys(read(paths.control_path(home, SOURCE), "control/" + SOURCE), "control/" + SOURCE)
+    write_cdb(paths.control_path(home, TARGET), ((k, b"") for k in entries), "control/" + TARGET)
     return len(entries)
 
 
-def body(args):
-    if args:
-        raise Usage()
-    build(paths.qmailhome(os.environ))
-    return 0
-
-
 def main(argv=None):
-    return run_tool(PROG, USAGE, HELP, body, argv)
+    return run_tool(PROG, USAGE, HELP, on_home(build), argv)

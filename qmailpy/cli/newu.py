@@ -17,8 +17,7 @@ empty or '-'. On any error the old users/cdb stays. Exit 0, 100 usage, 111.
 """
 import os
 
-from qmailpy import paths
-from qmailpy.cli.qmailtool import Fatal, Usage, oserror, run_tool
+from qmailpy.cli.qmailtool import Fatal, on_home, read, run_tool, write_cdb
 
 PROG = "qmail-newu"
 USAGE = "qmail-newu"
@@ -93,26 +92,10 @@ def parse(data, name=SOURCE):
 
 def build(home):
     """Read users/assign, replace users/cdb; the number of assignments."""
-    from qmailpy.fileio import write_cdb
-    try:
-        with open(os.path.join(home, SOURCE), "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise oserror(e, "read " + SOURCE) from None
-    pairs = parse(data)
-    try:
-        write_cdb(os.path.join(home, TARGET), pairs)
-    except OSError as e:
-        raise oserror(e, "write " + TARGET) from None
+    pairs = parse(read(os.path.join(home, SOURCE), SOURCE))
+    write_cdb(os.path.join(home, TARGET), pairs, TARGET)
     return len(pairs) - 1
 
 
-def body(args):
-    if args:
-        raise Usage()
-    build(paths.qmailhome(os.environ))
-    return 0
-
-
 def main(argv=None):
-    return run_tool(PROG, USAGE, HELP, body, argv)
+    return run_tool(PROG, USAGE, HELP, on_home(build), argv)

@@ -28,6 +28,35 @@ def oserror(e, what):
     return Fatal("unable to %s: %s" % (what, e.strerror or e))
 
 
+def read(path, shown):
+    """The bytes of a source file; Fatal('unable to read <shown>: ...') when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise oserror(e, "read " + shown) from None
+
+
+def write_cdb(path, pairs, shown):
+    """Replace the cdb at `path` (qmailpy.fileio); Fatal('unable to write <shown>: ...')."""
+    from qmailpy.fileio import write_cdb as replace
+    try:
+        replace(path, pairs)
+    except OSError as e:
+        raise oserror(e, "write " + shown) from None
+
+
+def on_home(action):
+    """A body for a program that takes no arguments: action(qmail home)."""
+    def body(args):
+        if args:
+            raise Usage()
+        from qmailpy import paths
+        action(paths.qmailhome(os.environ))
+        return 0
+    return body
+
+
 def run_tool(prog, usage, help_text, body, argv=None):
     """Run body(args) -> exit code with qmail's conventions; the exit code."""
     argv = sys.argv if argv is None else argv

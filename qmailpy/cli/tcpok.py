@@ -4,10 +4,8 @@ As qmail's qmail-tcpok: the table is zeroed in place under its lock, so the
 next delivery tries every address again. Run it after the network comes
 back, before `svc -a` (qmail-send's ALRM: retry the queue now).
 """
-import os
-
 from qmailpy import paths
-from qmailpy.cli.qmailtool import Usage, oserror, run_tool
+from qmailpy.cli.qmailtool import oserror, on_home, run_tool
 
 PROG = "qmail-tcpok"
 USAGE = "qmail-tcpok"
@@ -16,17 +14,14 @@ so that the next deliveries try them again. Exit 0 done, 111 trouble.
 """
 
 
-def body(args):
-    if args:
-        raise Usage()
-    from qmailpy.remote.tcpto import clear
-    path = paths.queue_path(paths.qmailhome(os.environ), "lock", "tcpto")
+def clear(home):
+    from qmailpy.remote.tcpto import clear as zero
+    path = paths.queue_path(home, "lock", "tcpto")
     try:
-        clear(path)
+        zero(path)
     except OSError as e:
         raise oserror(e, "clear " + path) from None
-    return 0
 
 
 def main(argv=None):
-    return run_tool(PROG, USAGE, HELP, body, argv)
+    return run_tool(PROG, USAGE, HELP, on_home(clear), argv)

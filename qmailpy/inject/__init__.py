@@ -1,6 +1,6 @@
 """qmail-inject and sendmail: mail from local users and their programs.
 
-token822  qmail's RFC 822 tokens, address lists, quoting (token822.c, quote.c)
+token822  qmail's RFC 822 tokens and address lists (token822.c)
 headers   known header fields and the header/body split (hfield.c, headerbody.c)
 rewrite   the address rewriting rules (defaulthost, defaultdomain, plusdomain)
 sgetopt   djb's option parser, which qmail-inject and sendmail follow

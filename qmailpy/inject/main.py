@@ -27,6 +27,7 @@ from qmailpy.inject import headers as H
 from qmailpy.inject import rewrite as RW
 from qmailpy.inject import token822 as T
 from qmailpy.inject.sgetopt import GetOpt
+from qmailpy.proto.quote import quote2, quote_needed
 
 PROG = "qmail-inject"
 USAGE = "usage: qmail-inject [ -nNaAhH ] [ -fsender ] [ recip ... ]"
@@ -201,7 +202,7 @@ class Injector:
         named = who.fullname is not None
         if named and not who.namecomment:
             toks += [T.Token(T.QUOTE, who.fullname), T.Token(T.LEFT)]
-        toks.append(T.Token(T.QUOTE if T.quote_need(who.user) else T.ATOM, who.user))
+        toks.append(T.Token(T.QUOTE if quote_needed(who.user) else T.ATOM, who.user))
         if who.host is not None:
             toks += [T.Token(T.AT), T.Token(T.ATOM, who.host)]
         if named and not who.namecomment:
@@ -230,7 +231,7 @@ class Injector:
         lists = read_mft(self.who.mftfile)
         if not lists or not any(a.lower() in lists for a in self.tocc):
             return b""
-        return b"Mail-Followup-To: " + b",\n  ".join(T.quote2(a) for a in reversed(self.tocc)) + b"\n"
+        return b"Mail-Followup-To: " + b",\n  ".join(quote2(a) for a in reversed(self.tocc)) + b"\n"
 
     def finish_header(self, with_return_path):
         """finishheader(): what comes before the saved fields, the saved fields; bytes."""
@@ -239,7 +240,7 @@ class Injector:
             self._default_return_path()
         out = []
         if with_return_path:
-            out.append(b"Return-Path: <" + T.quote2(self.sender) + b">\n")
+            out.append(b"Return-Path: <" + quote2(self.sender) + b">\n")
         now, pid = self.who.now, self.who.pid
         if self.resent:
             prefix, names = b"Resent-", (H.R_DATE, H.R_MESSAGEID, H.R_FROM, H.R_TO, H.R_CC)

@@ -10,6 +10,7 @@ is edited in place, in this order:
 - a host without a dot (and not a [literal]): `.defaultdomain` is appended.
 """
 from qmailpy.inject import token822 as T
+from qmailpy.proto.quote import quote2
 
 
 class ControlTokens:
@@ -82,7 +83,7 @@ def rewrite_text(text, ctl):
 
     ParseError when it does not tokenize (qmail-inject: "unable to parse address").
     """
-    addr = T.parse(T.quote2(text))
+    addr = T.parse(quote2(text))
     addr.reverse()
     generic(addr, ctl)
     return envelope(addr)

@@ -1,4 +1,4 @@
-"""qmail's RFC 822 tokens (token822.c, quote.c): parse, address lists, print back.
+"""qmail's RFC 822 tokens (token822.c): parse, address lists, print back.
 
 Bytes in, bytes out (qmail is 8-bit clean). The rules are qmail 1.03's, not
 the email package's:
@@ -18,8 +18,7 @@ the email package's:
   so that lines stay within 80 columns where they can (continuation lines
   start with two spaces), ending with a newline.
 - unquote(): the envelope form of an address (quotes and comments dropped).
-- quote2(): an envelope address as RFC 822 text (the local part quoted only
-  when it must be).
+The other way, an envelope address as RFC 822 text, is qmailpy.proto.quote's.
 """
 
 ATOM, QUOTE, LITERAL, COMMENT, LEFT, RIGHT, AT, COMMA, SEMI, COLON, DOT = range(1, 12)
@@ -239,30 +238,3 @@ def unquote(tokens):
         elif tok.type in (ATOM, QUOTE):
             out.extend(tok.text)
     return bytes(out)
-
-
-# quote.c's table: bytes allowed in an unquoted local part (RFC 822 atom characters and '.')
-_OK = frozenset(b"!#$%&'*+-./0123456789=?ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~")
-
-
-def quote_need(text):
-    """Must this local part be quoted in RFC 822?"""
-    if not text or not _OK.issuperset(text):
-        return True
-    return text[:1] == b"." or text[-1:] == b"." or b".." in text
-
-
-def quote(text):
-    if not quote_need(text):
-        return text
-    return b'"' + b"".join(b"\\" + bytes((c,)) if c in b'\r\n"\\' else bytes((c,)) for c in text) + b'"'
-
-
-def quote2(addr):
-    """quote2(): the local part (before the last '@') quoted if needed, the domain as it is."""
-    if not addr:
-        return addr
-    at = addr.rfind(b"@")
-    if at < 0:
-        return quote(addr)
-    return quote(addr[:at]) + addr[at:]

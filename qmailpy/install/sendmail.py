@@ -44,22 +44,17 @@ def is_ours(path, home):
 
 
 def _place(path, home):
-    """Create our link or script at `path` atomically (a temp name, then rename)."""
+    """Create our link or script at `path`, replacing it in one rename."""
+    if home != paths.DEFAULT_HOME:
+        from qmailpy.fileio import atomic_write
+        atomic_write(path, script(home).encode(), mode=0o755)
+        return
     tmp = "%s.qmailpy-tmp.%d" % (path, os.getpid())
+    os.symlink(paths.bin_path(home, "sendmail"), tmp)
     try:
-        if home == paths.DEFAULT_HOME:
-            os.symlink(paths.bin_path(home, "sendmail"), tmp)
-        else:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o755)
-            with os.fdopen(fd, "w") as f:
-                f.write(script(home))
-            os.chmod(tmp, 0o755)
         os.rename(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        os.unlink(tmp)
         raise
 
 
