@@ -26,6 +26,16 @@ from test_e2e_support import BIN, IS_ROOT, ME, Routes, dates, world  # noqa: F40
 REMOTE = "remote.example"
 
 
+def accounts(cmd, tries=20):
+    """useradd/userdel/groupdel, again while another process holds the passwd or group lock."""
+    for _ in range(tries):
+        r = subprocess.run(cmd, capture_output=True, timeout=60)
+        if r.returncode == 0 or b"lock" not in r.stderr:
+            break
+        time.sleep(0.25)
+    assert r.returncode == 0, (cmd, r.stderr)
+
+
 @pytest.fixture
 def local_user(world):  # noqa: F811
     """A new passwd user with a home of their own (0755) in the world's directory; removed after."""
@@ -33,7 +43,7 @@ def local_user(world):  # noqa: F811
     name = "qpy" + secrets.token_hex(4)
     home = os.path.join(world.top, name)
     os.mkdir(home)
-    subprocess.run(["useradd", "-M", "-d", home, "-s", "/bin/sh", "-U", name], check=True, capture_output=True)
+    accounts(["useradd", "-M", "-d", home, "-s", "/bin/sh", "-U", name])
     try:
         pw = pwd.getpwnam(name)
         os.chown(home, pw.pw_uid, pw.pw_gid)
@@ -46,8 +56,9 @@ def local_user(world):  # noqa: F811
                 stop()
             except Exception:
                 pass
-        subprocess.run(["userdel", "-f", name], capture_output=True)
-        subprocess.run(["groupdel", name], capture_output=True)
+        accounts(["userdel", "-f", name])
+        if subprocess.run(["getent", "group", name], capture_output=True).returncode == 0:
+            accounts(["groupdel", name])
     with pytest.raises(KeyError):
         pwd.getpwnam(name)
 
