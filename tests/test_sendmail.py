@@ -100,6 +100,18 @@ def test_usage_errors(qhome, args, first):
     assert queued_messages(qhome) == []
 
 
+def test_relative_qmailhome(qhome):
+    """sendmail enters its home as qmail's does; a relative $QMAILHOME still means the same home."""
+    top = os.path.dirname(qhome.root)
+    r = subprocess.run([program("sendmail"), "joe"], input=b"\nbody\n", capture_output=True, timeout=60,
+                       cwd=top, env=env_of(qhome, QMAILHOME=os.path.basename(qhome.root)))
+    assert (r.returncode, r.stderr) == (0, b"")
+    assert one_message(qhome)[0] == ["Fcron@host.example", "Tjoe@host.example"]
+    r = subprocess.run([program("sendmail"), "-bp"], capture_output=True, timeout=60, cwd=top,
+                       env=env_of(qhome, QMAILHOME=os.path.basename(qhome.root)))
+    assert (r.returncode, r.stderr) == (0, b"")
+
+
 def test_no_home(tmp_path):
     r = subprocess.run([program("sendmail"), "joe"], input=b"x\n", capture_output=True,
                        env=dict(os.environ, QMAILHOME=str(tmp_path / "none")), timeout=60)

@@ -55,8 +55,10 @@ def smtpd(environ):
     return serve(0, 1, env)
 
 
-def mailq():
+def mailq(env):
+    """qmail-qread (it reads its home from os.environ)."""
     from qmailpy.cli.qread import cli
+    os.environ["QMAILHOME"] = env["QMAILHOME"]
     try:
         return cli.main(args=[], prog_name="qmail-qread")
     except SystemExit as e:
@@ -66,13 +68,14 @@ def mailq():
 def run(argv, environ):
     """sendmail with argv (argv[0] its name: sendmail, mailq or newaliases); the exit code."""
     from qmailpy import paths
+    home = os.path.abspath(paths.qmailhome(environ))
     try:
-        os.chdir(paths.qmailhome(environ))
+        os.chdir(home)
     except OSError:
         _say("sendmail: fatal: unable to switch to qmail home directory\n")
         return 111
-    header, sender, mode = False, None, None
-    env = dict(environ)
+    header, sender = False, None
+    env = dict(environ, QMAILHOME=home)         # a relative $QMAILHOME no longer applies here
     opts = GetOpt(PROG, argv[1:], "vimte:f:p:o:B:F:EJxb:")
     for c, arg in opts:
         if c == "t":
@@ -85,7 +88,7 @@ def run(argv, environ):
             opts.skip_rest()
         elif c == "b":
             if arg[:1] == "p":
-                return mailq()
+                return mailq(env)
             if arg[:1] == "s":
                 return smtpd(env)
             if arg[:1] != "m":
@@ -95,7 +98,7 @@ def run(argv, environ):
         # B e i m o p v x: nothing to do, as in qmail
     name = os.path.basename(argv[0]) if argv else PROG
     if name == "mailq":
-        return mailq()
+        return mailq(env)
     if name == "newaliases":
         _say("sendmail: fatal: please use fastforward/newaliases instead\n")
         return 100
