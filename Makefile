@@ -72,4 +72,4 @@ install: all
 	$(VPY) tools/install.py $(QMAILHOME) $(CURDIR) $(VPY) $$([ "$$(id -u)" = 0 ] && echo --production) $(INSTALLFLAGS)
 
 clean:
-	rm -rf $(VENV) bin/qmail-* bin/setsrssecret run
+	rm -rf $(VENV) bin/qmail-* bin/setsrssecret bin/sendmail bin/maildirmake run

@@ -139,8 +139,9 @@ class World:
             return None
 
     # -- processes
-    def send(self, **env):
-        return Send(self, **env)
+    def send(self, user=None, **env):
+        """bin/qmail-send; user=(uid, gid) runs it (and so every helper) as that user."""
+        return Send(self, user=user, **env)
 
     def smtpd(self):
         """tcpserver + bin/qmail-smtpd on 127.0.0.1:<free port>; the port."""
@@ -170,11 +171,12 @@ class World:
 class Send:
     """A running bin/qmail-send (real helpers); its log lines are time-stamped as they arrive."""
 
-    def __init__(self, world, **env):
+    def __init__(self, world, user=None, **env):
         self.world = world
         self.log = []                      # [(time.time(), line)]
+        ids = dict(user=user[0], group=user[1], extra_groups=[]) if user else {}
         self.proc = subprocess.Popen([str(BIN / "qmail-send"), "./Maildir/"], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=world.env(**env))
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=world.env(**env), **ids)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.helpers = []

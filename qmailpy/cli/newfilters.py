@@ -3,8 +3,8 @@
 Like qmail-newmrh: control/clamavclients and control/spamdclients are text
 files with one key a line, an address (user@domain) or @domain for a whole
 mail domain; blank lines and lines starting with '#' are skipped, keys are
-lower-cased. Each cdb is written to NAME.cdb.tmp, fsynced and renamed over
-NAME.cdb, so qmail-queue sees the old or the new database, never half of one.
+lower-cased. Each cdb is written to a temporary file beside NAME.cdb, fsynced
+and renamed over it, so qmail-queue sees the old or the new database, never half of one.
 A missing text file leaves its cdb as it is (empty the file to filter nobody).
 Run it after changing either file. Exit 111 on trouble, as qmail's tools.
 """
@@ -38,29 +38,9 @@ def read_keys(path):
 
 
 def write_cdb(path, keys):
-    """path.tmp -> fsync -> rename to path -> fsync the directory."""
-    import cdblib
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:
-            with cdblib.Writer(f) as w:
-                for key in keys:
-                    w.put(key, b"")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """The cdb of `keys` replaces `path` atomically and durably (qmailpy.fileio)."""
+    from qmailpy.fileio import write_cdb as replace
+    replace(path, ((key, b"") for key in keys))
 
 
 def build(home, names=LISTS):

@@ -47,6 +47,7 @@ def _c(name, kind, default, group, readers, doc, **kw):
 
 SMTPD, QUEUE, SEND, LOCAL, REMOTE = "qmail-smtpd", "qmail-queue", "qmail-send", "qmail-local", "qmail-remote"
 TODO, LSPAWN = "qmail-todo", "qmail-lspawn"
+INJECT = "qmail-inject sendmail"      # sendmail runs qmail-inject
 
 # Group order is the order of docs/ pages and of qmail-showctl output.
 GROUPS = {
@@ -66,12 +67,15 @@ GROUPS = {
 
 CONTROLS = (
     # -- identity
-    _c("me", LINE, None, "identity", f"{SMTPD} {SEND} {REMOTE}",
+    _c("me", LINE, None, "identity", f"{SMTPD} {SEND} {REMOTE} {INJECT}",
        "This host's fully qualified name; the default of most host names below (absent: the system host name)."),
-    _c("defaultdomain", LINE, ME, "identity", "qmail-inject", "Domain appended to host names without a dot."),
-    _c("defaulthost", LINE, ME, "identity", "qmail-inject", "Host appended to addresses without one."),
-    _c("plusdomain", LINE, ME, "identity", "qmail-inject", "Replaces a trailing '+' in a host name."),
-    _c("idhost", LINE, ME, "identity", "qmail-inject", "Host name used in Message-IDs."),
+    _c("defaultdomain", LINE, ME, "identity", INJECT, "Domain appended to host names without a dot.",
+       env="QMAILDEFAULTDOMAIN"),
+    _c("defaulthost", LINE, ME, "identity", INJECT, "Host appended to addresses without one.",
+       env="QMAILDEFAULTHOST"),
+    _c("plusdomain", LINE, ME, "identity", INJECT, "Replaces a trailing '+' in a host name.",
+       env="QMAILPLUSDOMAIN"),
+    _c("idhost", LINE, ME, "identity", INJECT, "Host name used in Message-IDs.", env="QMAILIDHOST"),
     _c("envnoathost", LINE, ME, "identity", f"{SEND} {TODO}", "Domain given to envelope recipients without '@'."),
     _c("localiphost", LINE, ME, "identity", SMTPD, "Replaces [my-IP] domain literals in recipients."),
     # -- smtp

@@ -113,3 +113,17 @@ def _write(fd, index, rec):
         os.pwrite(fd, bytes(rec), index * RECORD)
     except OSError:
         pass
+
+
+def clear(path):
+    """qmail-tcpok: zero the whole table under the lock (the file must exist; OSError otherwise)."""
+    import fcntl
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        view = memoryview(bytes(SIZE))
+        offset = 0
+        while offset < SIZE:
+            offset += os.pwrite(fd, view[offset:], offset)
+    finally:
+        os.close(fd)

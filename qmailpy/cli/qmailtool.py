@@ -1,0 +1,76 @@
+"""What qmail's small admin programs share: --help, qmail's usage line and fatal messages.
+
+`--help` prints the program's help on stdout and exits 0 (qmail's programs
+have no options; this one is ours). A usage error prints
+`PROG: usage: ...` and exits 100; trouble prints `PROG: fatal: ...` and
+exits 111, as qmail's strerr_die does.
+"""
+import os
+import sys
+
+USAGE_ERROR, TROUBLE = 100, 111
+
+
+class Fatal(Exception):
+    """PROG: fatal: <text>, exit `code` (111 unless said)."""
+
+    def __init__(self, text, code=TROUBLE):
+        super().__init__(text)
+        self.text, self.code = text, code
+
+
+class Usage(Exception):
+    """PROG: usage: <usage>, exit 100."""
+
+
+def oserror(e, what):
+    """A Fatal for an OSError: 'unable to <what>: <reason>'."""
+    return Fatal("unable to %s: %s" % (what, e.strerror or e))
+
+
+def read(path, shown):
+    """The bytes of a source file; Fatal('unable to read <shown>: ...') when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise oserror(e, "read " + shown) from None
+
+
+def write_cdb(path, pairs, shown):
+    """Replace the cdb at `path` (qmailpy.fileio); Fatal('unable to write <shown>: ...')."""
+    from qmailpy.fileio import write_cdb as replace
+    try:
+        replace(path, pairs)
+    except OSError as e:
+        raise oserror(e, "write " + shown) from None
+
+
+def on_home(action):
+    """A body for a program that takes no arguments: action(qmail home)."""
+    def body(args):
+        if args:
+            raise Usage()
+        from qmailpy import paths
+        action(paths.qmailhome(os.environ))
+        return 0
+    return body
+
+
+def run_tool(prog, usage, help_text, body, argv=None):
+    """Run body(args) -> exit code with qmail's conventions; the exit code."""
+    argv = sys.argv if argv is None else argv
+    args = argv[1:]
+    if args[:1] == ["--help"]:
+        sys.stdout.write("usage: %s\n\n%s" % (usage, help_text))
+        return 0
+    try:
+        return body(args) or 0
+    except Usage:
+        msg = "%s: usage: %s\n" % (prog, usage)
+        code = USAGE_ERROR
+    except Fatal as e:
+        msg = "%s: fatal: %s\n" % (prog, e.text)
+        code = e.code
+    os.write(2, msg.encode("utf-8", "surrogateescape"))
+    return code

@@ -1,0 +1,63 @@
+"""Replace a file whole, so that readers see the old or the new one, never half of one.
+
+atomic_write() is the temp-file-and-rename rule: a new file beside the
+target (O_EXCL, so two writers never share it), every byte written, fsync,
+the mode set, rename over the target, fsync of the directory (durable=True:
+the rename survives a power loss, as qmail's tools fsync before renaming).
+write_cdb() builds a constant database (qmail's cdbmake format, djb hash,
+module cdblib) in memory and replaces the target with it the same way:
+qmail-newmrh, qmail-newu.
+"""
+import os
+
+
+def fsync_dir(path):
+    """fsync a directory: the names made or renamed in it survive a power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, data, durable=True, mode=0o644):
+    """Replace `path` by `data` (bytes); on any error the old file is left as it was."""
+    folder, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, ".%s.tmp.%d" % (base, os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, mode)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if durable:
+        fsync_dir(folder)
+
+
+def cdb_bytes(pairs):
+    """The bytes of a cdb holding (key, value) pairs (bytes) in order; duplicates are kept."""
+    import io
+
+    import cdblib
+    buf = io.BytesIO()
+    with cdblib.Writer(buf) as w:
+        for key, value in pairs:
+            w.put(key, value)
+    return buf.getvalue()
+
+
+def write_cdb(path, pairs, mode=0o644):
+    """Replace the cdb at `path` atomically and durably."""
+    atomic_write(path, cdb_bytes(pairs), durable=True, mode=mode)

@@ -1,0 +1,9 @@
+"""qmail-inject and sendmail: mail from local users and their programs.
+
+token822  qmail's RFC 822 tokens and address lists (token822.c)
+headers   known header fields and the header/body split (hfield.c, headerbody.c)
+rewrite   the address rewriting rules (defaulthost, defaultdomain, plusdomain)
+sgetopt   djb's option parser, which qmail-inject and sendmail follow
+main      qmail-inject
+sendmail  the sendmail interface (qmail's sendmail wrapper)
+"""

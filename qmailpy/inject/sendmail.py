@@ -1,0 +1,115 @@
+"""sendmail: the sendmail interface, as qmail's sendmail wrapper (sendmail.c).
+
+usage: sendmail [ -t ] [ -fsender ] [ -Fname ] [ -bp ] [ -bs ] [ arg ... ]
+
+- plain: qmail-inject -a [-f sender] -- args (recipients are the arguments);
+  -t: qmail-inject -H (the arguments and the header's To, Cc, Bcc);
+  -F name: $MAILNAME, the full name of the default From field;
+- -bs: qmail-smtpd on stdin/stdout; unless $PROTO is set it runs as for a
+  local client allowed to relay: RELAYCLIENT="", DATABYTES=0, PROTO=TCP,
+  TCPLOCALIP/TCPREMOTEIP=127.0.0.1, TCPLOCALHOST/TCPREMOTEHOST=localhost,
+  TCPREMOTEINFO=sendmail-bs;
+- -bp, or run as `mailq`: qmail-qread; -bm: the default;
+- ignored, as qmail ignores them: -i, -oi (any -oX), -v, -m, -x, -e X,
+  -p X, -B X, -E[x], -J[x]; another option or -b letter is a usage error
+  (exit 100); run as `newaliases`: exit 100 (qmail has no aliases file).
+
+qmail exec's bin/qmail-inject, bin/qmail-smtpd and bin/qmail-qread of its
+home; here the same programs run in this process (their run functions), so
+the exit codes and messages are theirs.
+"""
+import os
+import sys
+
+from qmailpy.inject.sgetopt import GetOpt
+
+PROG = "sendmail"
+USAGE = "sendmail: usage: sendmail [ -t ] [ -fsender ] [ -Fname ] [ -bp ] [ -bs ] [ arg ... ]\n"
+HELP = USAGE[len("sendmail: "):] + """
+Sends a message read on stdin through qmail-inject (docs/sendmail.md).
+  -t        recipients from the To, Cc and Bcc fields too   -f sender  envelope sender
+  -F name   full name for the From field                     -bs  SMTP on stdin/stdout
+  -bp       list the queue (also: run as mailq)              -i, -oi, -v, ...: ignored
+Exit 0 done, 100 permanent error, 111 temporary.
+"""
+BS_ENV = (("RELAYCLIENT", ""), ("DATABYTES", "0"), ("PROTO", "TCP"), ("TCPLOCALIP", "127.0.0.1"),
+          ("TCPLOCALHOST", "localhost"), ("TCPREMOTEIP", "127.0.0.1"), ("TCPREMOTEHOST", "localhost"),
+          ("TCPREMOTEINFO", "sendmail-bs"))
+
+
+def _say(text):
+    os.write(2, text.encode("utf-8", "surrogateescape"))
+
+
+def usage():
+    _say(USAGE)
+    return 100
+
+
+def smtpd(environ):
+    """sendmail -bs: qmail-smtpd on fds 0 and 1, as the invoking user."""
+    env = dict(environ)
+    if "PROTO" not in env:
+        env.update(BS_ENV)
+    from qmailpy.smtpd.main import serve
+    return serve(0, 1, env)
+
+
+def mailq(env):
+    """qmail-qread (it reads its home from os.environ)."""
+    from qmailpy.cli.qread import cli
+    os.environ["QMAILHOME"] = env["QMAILHOME"]
+    try:
+        return cli.main(args=[], prog_name="qmail-qread")
+    except SystemExit as e:
+        return e.code or 0
+
+
+def run(argv, environ):
+    """sendmail with argv (argv[0] its name: sendmail, mailq or newaliases); the exit code."""
+    from qmailpy import paths
+    home = os.path.abspath(paths.qmailhome(environ))
+    try:
+        os.chdir(home)
+    except OSError:
+        _say("sendmail: fatal: unable to switch to qmail home directory\n")
+        return 111
+    header, sender = False, None
+    env = dict(environ, QMAILHOME=home)         # a relative $QMAILHOME no longer applies here
+    opts = GetOpt(PROG, argv[1:], "vimte:f:p:o:B:F:EJxb:")
+    for c, arg in opts:
+        if c == "t":
+            header = True
+        elif c == "f":
+            sender = arg
+        elif c == "F":
+            env["MAILNAME"] = arg
+        elif c in "EJ":
+            opts.skip_rest()
+        elif c == "b":
+            if arg[:1] == "p":
+                return mailq(env)
+            if arg[:1] == "s":
+                return smtpd(env)
+            if arg[:1] != "m":
+                return usage()
+        elif c == "?":
+            return usage()
+        # B e i m o p v x: nothing to do, as in qmail
+    name = os.path.basename(argv[0]) if argv else PROG
+    if name == "mailq":
+        return mailq(env)
+    if name == "newaliases":
+        _say("sendmail: fatal: please use fastforward/newaliases instead\n")
+        return 100
+    args = ["-H" if header else "-a"] + (["-f", sender] if sender is not None else []) + ["--"] + opts.rest()
+    from qmailpy.inject.main import run as inject
+    return inject(args, env, sys.stdin.buffer, sys.stdout.buffer)
+
+
+def main(argv=None):
+    argv = sys.argv if argv is None else argv
+    if argv[1:2] == ["--help"]:
+        sys.stdout.write(HELP)
+        return 0
+    return run(argv, os.environ)

@@ -1,0 +1,242 @@
+"""qmail-newmrh, qmail-newu, qmail-tcpok and maildirmake as real programs, with their readers.
+
+qmail-newmrh's cdb is read by bin/qmail-smtpd and qmail-newu's by bin/qmail-lspawn in the same
+test; a bad line is refused with its number and the old cdb stays, byte for byte.
+"""
+import os
+import stat
+import subprocess
+
+import pytest
+
+from conftest import program
+from qmailpy.ctl.cdbmap import open_cdb
+from qmailpy.remote.tcpto import SIZE, TcpTo
+from test_send_support import DELIVERY_UID, NOBODY, Scratch, SpawnClient, queue_message
+from test_sendmail import qhome  # noqa: F401  (fixture)
+
+
+def run(home, name, *args, **env):
+    return subprocess.run([program(name), *args], capture_output=True, env=home.env(**env), timeout=60)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# -- qmail-newmrh
+
+def rcpt_replies(home, *domains):
+    """qmail-smtpd's answers to RCPT TO:<x@domain> for a client that may not relay."""
+    session = b"HELO c\r\nMAIL FROM:<a@b.example>\r\n" + b"".join(
+        b"RCPT TO:<x@%s>\r\n" % d.encode() for d in domains) + b"QUIT\r\n"
+    env = home.env(TCPREMOTEIP="192.0.2.9", TCPLOCALIP="127.0.0.1", TCPLOCALHOST="localhost",
+                   QMAILQUEUE=program("qmail-queue"))
+    env.pop("RELAYCLIENT", None)
+    r = subprocess.run([program("qmail-smtpd")], input=session, capture_output=True, env=env, timeout=60)
+    return [line.split(" ")[0] for line in r.stdout.decode().split("\r\n")[3:3 + len(domains)]]
+
+
+def test_newmrh_builds_what_qmail_smtpd_reads(qhome):
+    qhome.control("rcpthosts", "host.example\n")
+    qhome.control("morercpthosts", "# hosted\nOne.Example  \n.two.example\t\n\n[192.0.2.1]\r\n")
+    r = run(qhome, "qmail-newmrh")
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+    cdb_path = os.path.join(qhome.root, "control", "morercpthosts.cdb")
+    db = open_cdb(cdb_path)
+    assert sorted(db._reader.keys()) == [b".two.example", b"[192.0.2.1]", b"one.example"]
+    db.close()
+    assert stat.S_IMODE(os.stat(cdb_path).st_mode) == 0o644
+    domains = ("one.example", "ONE.example", "sub.two.example", "two.example", "[192.0.2.1]", "three.example")
+    assert rcpt_replies(qhome, *domains) == ["250", "250", "250", "553", "250", "553"]
+
+    before = read(cdb_path)
+    qhome.control("morercpthosts", "one.example\nthree.example\nbad domain.example\n")
+    r = run(qhome, "qmail-newmrh")
+    assert (r.returncode, r.stderr) == (
+        111, b"qmail-newmrh: fatal: control/morercpthosts:3: one domain a line: bad domain.example\n")
+    assert read(cdb_path) == before
+    assert rcpt_replies(qhome, "one.example", "three.example") == ["250", "553"]
+    assert [n for n in os.listdir(os.path.join(qhome.root, "control")) if "tmp" in n] == []
+
+
+@pytest.mark.parametrize("line, why", [
+    (" lead.example", "white space in front"),
+    ("joe@x.example", "a domain, not an address"),
+    ("*.example", "not a host name"),
+    ("x..example", "not a host name"),
+    ("caf\u00e9.example", "not a host name"),
+])
+def test_newmrh_refuses_lines_smtpd_cannot_match(qhome, line, why):
+    qhome.control("morercpthosts", "ok.example\n%s\n" % line)
+    r = run(qhome, "qmail-newmrh")
+    assert r.returncode == 111
+    assert r.stderr.decode().startswith("qmail-newmrh: fatal: control/morercpthosts:2: %s: " % why)
+    assert not os.path.exists(os.path.join(qhome.root, "control", "morercpthosts.cdb"))
+
+
+def test_newmrh_needs_its_text_and_no_arguments(qhome):
+    r = run(qhome, "qmail-newmrh")
+    assert (r.returncode, r.stderr) == (
+        111, b"qmail-newmrh: fatal: unable to read control/morercpthosts: No such file or directory\n")
+    r = run(qhome, "qmail-newmrh", "extra")
+    assert (r.returncode, r.stderr) == (100, b"qmail-newmrh: usage: qmail-newmrh\n")
+
+
+# -- qmail-newu
+
+@pytest.fixture
+def scratch(tmp_path):
+    s = Scratch(tmp_path)
+    yield s
+    s.cleanup()
+
+
+def assign(home, text):
+    with open(os.path.join(home, "users", "assign"), "w") as f:
+        f.write(text)
+
+
+def test_newu_builds_what_qmail_lspawn_reads(scratch):
+    fake = scratch.fake
+    assign(scratch.home, "=Joe:joe:%d:%d:%s:::\n"
+                         "+list-:lists:%d:%d:%s:-:post-:\n"
+                         "+:nobody:%d:%d:%s:-::\n"
+                         ".\n" % ((NOBODY, NOBODY, fake) * 3))
+    r = subprocess.run([program("qmail-newu")], capture_output=True, env=scratch.env(), timeout=60)
+    assert (r.returncode, r.stderr) == (0, b"")
+    db = open_cdb(os.path.join(scratch.home, "users", "cdb"))
+    assert db.get(b"!joe\0") == b"joe\0%d\0%d\0%s\0\0" % (NOBODY, NOBODY, fake.encode())
+    assert db.get(b"!list-") == b"lists\0%d\0%d\0%s\0-\0post-" % (NOBODY, NOBODY, fake.encode())
+    assert db.get(b"") == b"-"
+    db.close()
+    spawn = SpawnClient("qmail-lspawn", scratch.env())
+    try:
+        messid = queue_message(scratch.home)
+        for n, rcpt in enumerate((b"JOE@localhost", b"list-Announce@localhost", b"other@localhost")):
+            assert spawn.one(messid, b"a@b.example", rcpt, delnum=n) == b"Kdid 0+0+1\n"
+    finally:
+        spawn.close()
+    calls = [line.split(" ", 4)[1:] for line in open(os.path.join(fake, "local.log")).read().splitlines()]
+    assert calls == [
+        [str(DELIVERY_UID), "JOE@localhost", "<a@b.example>", "joe|%s|||./Maildir/|" % fake],
+        [str(DELIVERY_UID), "list-Announce@localhost", "<a@b.example>", "lists|%s|-|post-Announce|./Maildir/|" % fake],
+        [str(DELIVERY_UID), "other@localhost", "<a@b.example>", "nobody|%s|-|other|./Maildir/|" % fake],
+    ]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("=joe:joe:1:1:/h:::\n=ann:ann:x:1:/h:::\n.\n", "users/assign:2: uid is not a number: 'x'"),
+    ("=joe:joe:1:1:/h:::\n", "users/assign:2: no line '.' at the end (is the file cut short?)"),
+    ("=joe:joe:1:1:/h:::\n=ann:ann:1:1:/h::\n.\n", "users/assign:2: 5 fields after the address, 6 needed "
+     "(=local:user:uid:gid:homedir:dash:ext: or +prefix:user:uid:gid:homedir:dash:pre:)"),
+    ("\n.\n", "users/assign:1: not a line of users/assign (=local:user:uid:gid:homedir:dash:ext: or "
+     "+prefix:user:uid:gid:homedir:dash:pre:, or '.' at the end)"),
+    ("=joe\n.\n", "users/assign:1: no ':' after the address"),
+    ("=root:root:0:0:/root:::\n.\n", "users/assign:1: uid 0: qmail-lspawn never delivers as root"),
+    ("=joe:joe:1:1:home:::\n.\n", "users/assign:1: the home directory is not an absolute path: 'home'"),
+    ("=joe::1:1:/h:::\n.\n", "users/assign:1: no user name"),
+    ("=joe:joe:1:1:/h:x::\n.\n", "users/assign:1: dash is empty or '-', not 'x'"),
+    ("=joe:joe:1:1:/h:::\n=a\0b:a:1:1:/h:::\n.\n", "users/assign:2: a NUL byte"),
+])
+def test_newu_refuses_a_bad_line_and_keeps_the_old_cdb(scratch, text, message):
+    cdb = os.path.join(scratch.home, "users", "cdb")
+    before = read(cdb)
+    assign(scratch.home, text)
+    r = subprocess.run([program("qmail-newu")], capture_output=True, env=scratch.env(), timeout=60)
+    assert (r.returncode, r.stderr.decode()) == (111, "qmail-newu: fatal: %s\n" % message)
+    assert read(cdb) == before
+
+
+def test_newu_ignores_what_follows_the_end(scratch):
+    assign(scratch.home, "=joe:joe:1:1:/h:::\n.\nanything\n")
+    r = subprocess.run([program("qmail-newu")], capture_output=True, env=scratch.env(), timeout=60)
+    assert r.returncode == 0
+    db = open_cdb(os.path.join(scratch.home, "users", "cdb"))
+    assert len(db) == 2
+    db.close()
+
+
+# -- qmail-tcpok
+
+def test_tcpok_clears_the_table(qhome):
+    path = os.path.join(qhome.root, "queue", "lock", "tcpto")
+    now = [1000000]
+    t = TcpTo(path, now=lambda: now[0], pid=0)
+    t.is_down("192.0.2.1")
+    t.record("192.0.2.1", True)
+    now[0] += 200
+    t.record("192.0.2.1", True)
+    assert t.is_down("192.0.2.1")
+    r = run(qhome, "qmail-tcpok")
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+    assert read(path) == bytes(SIZE)
+    assert not t.is_down("192.0.2.1")
+
+
+def test_tcpok_without_a_table(qhome):
+    os.unlink(os.path.join(qhome.root, "queue", "lock", "tcpto"))
+    r = run(qhome, "qmail-tcpok")
+    assert (r.returncode, r.stderr.decode()) == (
+        111, "qmail-tcpok: fatal: unable to clear %s/queue/lock/tcpto: No such file or directory\n" % qhome.root)
+    assert not os.path.exists(os.path.join(qhome.root, "queue", "lock", "tcpto"))
+
+
+# -- maildirmake
+
+def tree(path):
+    out = []
+    for top, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = os.path.join(top, name)
+            out.append((os.path.relpath(full, path), stat.S_IMODE(os.stat(full).st_mode)))
+    return sorted(out)
+
+
+def mdm(tmp_path, *args):
+    return subprocess.run([program("maildirmake"), *args], capture_output=True, cwd=str(tmp_path), timeout=60)
+
+
+def test_maildirmake_as_qmail(tmp_path):
+    r = mdm(tmp_path, "Maildir")
+    assert (r.returncode, r.stderr) == (0, b"")
+    assert stat.S_IMODE(os.stat(tmp_path / "Maildir").st_mode) == 0o700
+    assert tree(tmp_path / "Maildir") == [("cur", 0o700), ("new", 0o700), ("tmp", 0o700)]
+    r = mdm(tmp_path, "Maildir")
+    assert (r.returncode, r.stderr) == (111, b"maildirmake: fatal: unable to mkdir Maildir: File exists\n")
+    for args in ((), ("a", "b"), ("-z", "x")):
+        r = mdm(tmp_path, *args)
+        assert r.returncode == 100 and r.stderr.endswith(
+            b"maildirmake: usage: maildirmake [ -q quota ] [ -f folder ] dir\n")
+
+
+def test_maildirmake_folder_and_quota_as_courier(tmp_path):
+    assert mdm(tmp_path, "Maildir").returncode == 0
+    assert mdm(tmp_path, "-f", "Sent", "Maildir").returncode == 0
+    assert ("Sent/maildirfolder", 0o600) not in tree(tmp_path / "Maildir")
+    assert (".Sent/maildirfolder", 0o600) in tree(tmp_path / "Maildir")
+    (tmp_path / "Maildir" / "cur" / "1.2.host,S=1200:2,S").write_bytes(b"x" * 1300)
+    (tmp_path / "Maildir" / ".Sent" / "new" / "3.4.host").write_bytes(b"y" * 50)
+    r = mdm(tmp_path, "-q", "10M", "Maildir")
+    assert (r.returncode, r.stderr) == (0, b"")
+    assert (tmp_path / "Maildir" / "maildirsize").read_bytes() == b"10485760S\n1250 2\n"
+    assert mdm(tmp_path, "-q", "5000S,100C", "Maildir").returncode == 0
+    assert (tmp_path / "Maildir" / "maildirsize").read_bytes() == b"5000S,100C\n1250 2\n"
+    assert mdm(tmp_path, "-q", "NOQUOTA", "Maildir").returncode == 0
+    assert not (tmp_path / "Maildir" / "maildirsize").exists()
+    r = mdm(tmp_path, "-q", "lots", "Maildir")
+    assert r.returncode == 100 and r.stderr.startswith(b"maildirmake: fatal: invalid quota: 'lots'")
+    r = mdm(tmp_path, "-f", "../x", "Maildir")
+    assert r.returncode == 100
+    r = mdm(tmp_path, "-f", "Drafts", "nothere")
+    assert (r.returncode, r.stderr) == (111, b"maildirmake: fatal: nothere is not a Maildir\n")
+    assert mdm(tmp_path, "-q", "1000C", "New").returncode == 0
+    assert (tmp_path / "New" / "maildirsize").read_bytes() == b"1000C\n0 0\n"
+
+
+@pytest.mark.parametrize("name", ["qmail-newmrh", "qmail-newu", "qmail-tcpok", "maildirmake", "qmail-inject",
+                                  "sendmail"])
+def test_help(name):
+    r = subprocess.run([program(name), "--help"], capture_output=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith(b"usage: " + name.encode())

@@ -1,0 +1,257 @@
+"""qmail-inject: qmail's token822 rules, the header split, and the recorded cases of tests/inject/.
+
+Case files (tests/inject/*.txt), one directive per line:
+    # comment
+    @args WORDS              qmail-inject's arguments (shell words)
+    @env NAME=VALUE          environment (nothing else is inherited; QMAILHOME is the case's home)
+    @control NAME VALUE      control/NAME (control/me is host.example unless given)
+    @mftfile ADDRESS...      a QMAILMFTFILE listing these mailing lists
+    @now SECONDS, @pid N     the time and pid qmail-inject uses (default 812090814 = 26 Sep 1995
+                             04:46:54, 4711)
+    @qq CODE                 the exit code of qmail-queue (default 0)
+    < line                   a line of stdin ("<" alone: an empty line)
+    @noeol                   stdin's last line has no newline
+    > line                   a line of the output: stdout with -n, else what qmail-queue got
+    Q: F<sender> / T<rcpt>   the envelope qmail-queue got (none: it was not started)
+    E: line                  a line of stderr
+    @exit N                  the exit code (default 0)
+The cases run in-process (run() with a stand-in queue); tests/test_inject_e2e.py runs the
+real programs.
+"""
+import glob
+import io
+import os
+import shlex
+
+import pytest
+from hypothesis import given, strategies as st
+
+from conftest import ROOT
+from qmailpy.inject import headers as H
+from qmailpy.inject import main as M
+from qmailpy.inject import rewrite as RW
+from qmailpy.inject import token822 as T
+from qmailpy.proto.quote import quote2
+
+CASES = sorted(glob.glob(os.path.join(ROOT, "tests", "inject", "*.txt")))
+
+
+# -- token822
+
+def types(text):
+    return [t.type for t in T.parse(text)]
+
+
+def test_parse_token_kinds():
+    toks = T.parse(b'"Joe \\"Q\\"" (a (nested) \\) comment) <joe@[1.2.3.4]>, x.y;:')
+    assert [(t.type, t.text) for t in toks] == [
+        (T.QUOTE, b'Joe "Q"'), (T.COMMENT, b"a nested ) comment"), (T.LEFT, b""), (T.ATOM, b"joe"),
+        (T.AT, b""), (T.LITERAL, b"1.2.3.4"), (T.RIGHT, b""), (T.COMMA, b""), (T.ATOM, b"x"),
+        (T.DOT, b""), (T.ATOM, b"y"), (T.SEMI, b""), (T.COLON, b"")]
+
+
+def test_parse_atoms_take_brackets_and_escapes():
+    assert [(t.type, t.text) for t in T.parse(b"a)b c]d e\\ f")] == [
+        (T.ATOM, b"a)b"), (T.ATOM, b"c]d"), (T.ATOM, b"e f")]
+
+
+@pytest.mark.parametrize("bad", [b"(open", b'"open', b"[open", b")x", b"]x", b'"a\\'])
+def test_parse_failures(bad):
+    with pytest.raises(T.ParseError):
+        T.parse(bad)
+
+
+def test_unparse_spacing():
+    assert T.unparse(T.parse(b"To:joe@x(c)<a@b>(d),g:;")) == b"To: joe@x (c) <a@b>(d), g: ;\n"
+
+
+def test_unparse_folds_after_commas_within_80_columns():
+    field = b"To: " + b", ".join(b"user%02d@example.com" % i for i in range(8))
+    got = T.unparse(T.parse(field))
+    lines = got.split(b"\n")
+    assert lines[-1] == b""
+    assert all(len(line) <= 80 for line in lines)
+    assert len(lines) == 4 and all(line.startswith(b"  user") for line in lines[1:-1])
+    assert all(line.endswith(b",") for line in lines[:-2])
+    assert T.parse(got) == T.parse(field)
+
+
+def test_quote2():
+    assert quote2(b"joe@x") == b"joe@x"
+    assert quote2(b"joe blow@x") == b'"joe blow"@x'
+    assert quote2(b'a"b\\c@x') == b'"a\\"b\\\\c"@x'
+    assert quote2(b".joe@x") == b'".joe"@x'
+    assert quote2(b"a..b") == b'"a..b"'
+    assert quote2(b"") == b""
+    assert quote2(b"@x") == b'""@x'
+    assert quote2(b"a@b@x") == b'"a@b"@x'
+
+
+SAFE = st.binary(max_size=40).filter(lambda b: b"\\" not in b)
+
+
+@given(SAFE)
+def test_unparse_parses_back_to_the_same_tokens(data):
+    try:
+        toks = T.parse(data)
+    except T.ParseError:
+        return
+    assert T.parse(T.unparse(toks)) == toks
+
+
+@given(st.binary(max_size=30))
+def test_quote2_then_unquote_gives_the_address_back(local):
+    addr = local + b"@example.com"
+    assert T.unquote(T.parse(quote2(addr))) == addr
+
+
+def test_addrlist_reads_right_to_left_and_adds_missing_commas():
+    seen = []
+
+    def cb(addr):
+        seen.append(T.unquote(reversed(addr)))
+    out = T.addrlist(T.parse(b"To: a b, <c> d, g: e; f"), cb)
+    assert seen == [b"f", b"e", b"d", b"c", b"b", b"a"]
+    assert T.unparse(out) == b"To: a, b, <c>, d, g: e;, f\n"
+
+
+def test_addrlist_refuses_an_unclosed_angle():
+    with pytest.raises(T.ParseError):
+        T.addrlist(T.parse(b"To: <joe"), lambda a: None)
+
+
+# -- rewriting
+
+CTL = RW.ControlTokens(b"mail", b"example.com", b"plus.example")
+
+
+@pytest.mark.parametrize("given_, expected", [
+    (b"joe", b"joe@mail.example.com"),
+    (b"joe@hq", b"joe@hq.example.com"),
+    (b"joe@hq+", b"joe@hq.plus.example"),
+    (b"joe@x.example.", b"joe@x.example"),
+    (b"joe@", b"joe@mail.example.com"),
+    (b"@r1,@r2:joe@x.example", b"@r1,@r2:joe@x.example"),    # quote2 quotes the route: no route
+    (b"joe@[192.0.2.1]", b"joe@[192.0.2.1]"),
+    (b"foo@[]", b"foo@[]"),
+    (b"", b""),
+    (b"joe blow@x.example", b"joe blow@x.example"),
+])
+def test_rewrite_text(given_, expected):
+    assert RW.rewrite_text(given_, CTL) == expected
+
+
+def test_plus_applies_to_defaulthost():
+    assert RW.rewrite_text(b"joe", RW.ControlTokens(b"hq+", b"example.com", b"plus.example")) == (
+        b"joe@hq.plus.example")
+
+
+# -- header fields
+
+@pytest.mark.parametrize("field, number", [
+    (b"To: x\n", H.TO), (b"TO: x\n", H.TO), (b"tO :x\n", H.TO), (b"Resent-Cc: x\n", H.R_CC),
+    (b"RESENT-BCC: x\n", H.R_BCC), (b"Toe: x\n", 0), (b"To\n", 0), (b"Content-Length: 3\n", H.CONTENTLENGTH),
+    (b"Mail-Followup-To: x\n", H.MAILFOLLOWUPTO), (b"X-To: x\n", 0), (b"Resent_To: x\n", 0)])
+def test_known_fields(field, number):
+    assert H.known(field) == number
+
+
+@pytest.mark.parametrize("line, ok", [
+    (b"Subject: x\n", True), (b"X-A :x\n", True), (b":x\n", False), (b" To: x\n", False),
+    (b"no colon\n", False), (b"Two words: x\n", False), (b"caf\xc3\xa9: x\n", False), (b"X:\n", True)])
+def test_valid_fields(line, ok):
+    assert H.valid(line) is ok
+
+
+def test_split():
+    lines = [b"From alice Tue\n", b"A: 1\n", b"  more\n", b"B: 2\n", b"not a field\n"]
+    assert list(H.split(iter(lines))) == [
+        ("field", b"MBOX-Line: From alice Tue\n"), ("field", b"A: 1\n  more\n"), ("field", b"B: 2\n"),
+        ("end", None), ("body", b"not a field\n")]
+    assert list(H.split(iter([b"A: 1\n", b"\n", b"x"]))) == [("field", b"A: 1\n"), ("end", None), ("body", b"\n")]
+    assert list(H.split(iter([b"A: 1"]))) == [("field", b"A: 1\n"), ("end", None)]
+
+
+# -- recorded cases
+
+class Case:
+    def __init__(self, path):
+        self.name = os.path.basename(path)
+        self.args, self.env, self.controls, self.mft = [], {}, {"me": "host.example"}, None
+        self.now, self.pid, self.qq, self.exit = 812090814, 4711, 0, 0
+        self.stdin, self.noeol, self.out, self.envelope, self.err = [], False, [], [], []
+        with open(path, encoding="utf-8") as f:
+            for line in f.read().split("\n"):
+                self._line(line)
+
+    def _line(self, line):
+        if not line or line.startswith("#"):
+            return
+        word, _, rest = line.partition(" ")
+        if word == "@args":
+            self.args = shlex.split(rest)
+        elif word == "@env":
+            name, _, value = rest.partition("=")
+            self.env[name] = value
+        elif word == "@control":
+            name, _, value = rest.partition(" ")
+            self.controls[name] = value
+        elif word == "@mftfile":
+            self.mft = rest.split()
+        elif word in ("@now", "@pid", "@qq", "@exit"):
+            setattr(self, word[1:], int(rest))
+        elif word == "@noeol":
+            self.noeol = True
+        elif word == "<":
+            self.stdin.append(rest)
+        elif word == ">":
+            self.out.append(rest)
+        elif word == "Q:":
+            self.envelope.append(rest)
+        elif word == "E:":
+            self.err.append(rest)
+        else:
+            raise ValueError("%s: cannot parse %r" % (self.name, line))
+
+    def stdin_bytes(self):
+        data = "".join(line + "\n" for line in self.stdin).encode("utf-8")
+        return data[:-1] if self.noeol else data
+
+
+class FakeQueue:
+    def __init__(self, code):
+        self.code, self.message, self.envelope = code, bytearray(), None
+
+    def write(self, data):
+        self.message += data
+
+    def finish(self, sender, recipients):
+        self.envelope = ["F" + sender.decode()] + ["T" + r.decode() for r in recipients]
+        return self.code
+
+    def abort(self):
+        self.envelope = "aborted"
+
+
+@pytest.mark.parametrize("path", CASES, ids=os.path.basename)
+def test_case(tmp_path, capfd, path):
+    case = Case(path)
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    for name, value in case.controls.items():
+        (home / "control" / name).write_text(value + "\n")
+    env = {"QMAILHOME": str(home)}
+    if case.mft is not None:
+        (tmp_path / "lists").write_text("".join(a + "\n" for a in case.mft))
+        env["QMAILMFTFILE"] = str(tmp_path / "lists")
+    env.update(case.env)
+    queue = FakeQueue(case.qq)
+    stdout = io.BytesIO()
+    code = M.run(case.args, env, io.BytesIO(case.stdin_bytes()), stdout, now=case.now, pid=case.pid,
+                 open_queue=lambda environ: queue)
+    err = capfd.readouterr().err
+    assert err.split("\n")[:-1] == case.err
+    assert code == case.exit
+    got = stdout.getvalue() or bytes(queue.message)
+    assert got.decode("utf-8").split("\n") == (case.out + [""] if case.out else [""])
+    assert (queue.envelope or []) == case.envelope
