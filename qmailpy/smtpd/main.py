@@ -154,7 +154,14 @@ def become_qmaild(environ):
     os.setuid(pw.pw_uid)
 
 
+USAGE = """usage: qmail-smtpd [checkpassword-program [args ...]]
+Started by tcpserver for each connection: SMTP on fd 0/1, log lines on fd 2.
+See docs/qmail-smtpd.md."""
+
+
 def main():
+    from qmailpy.progstart import start
+    start(USAGE)
     if os.getuid() == 0:
         become_qmaild(os.environ)
     return serve(0, 1, os.environ, sys.argv[1:])
