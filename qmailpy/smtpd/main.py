@@ -141,12 +141,12 @@ def become_qmaild(environ):
     on the system (a development machine), or QMAILPY_SINGLEUSER: stay as we
     are, the rule qmail-send follows for its helpers (docs/operations.md).
     """
-    from qmailpy.privs import drops_privileges
+    from qmailpy.privs import SMTPD_USER, drops_privileges
     if not drops_privileges(environ):
         return
     import pwd
     try:
-        pw = pwd.getpwnam("qmaild")
+        pw = pwd.getpwnam(SMTPD_USER)
     except KeyError:
         return
     os.initgroups(pw.pw_name, pw.pw_gid)
