@@ -6,28 +6,17 @@ import pytest
 
 from qmailpy.local import errors, vdelivermail
 from qmailpy.proto.qq import decode
-from test_local_support import Box, maildirmake
+from test_local_forward import box, captured  # noqa: F401 (fixture)
+from test_local_support import maildirmake
 
 MSG = b"Subject: catch\n\nbody\n"
 VDM = "| /home/vpopmail/bin/vdelivermail '' %s\n"
-QQ = """#!/bin/sh
-cat > "$CAPTURE/msg"
-cat <&1 > "$CAPTURE/env"
-"""
 
 
 @pytest.fixture
-def domain(tmp_path):
-    """A domain directory (as qmail-lspawn hands it to qmail-local: dash '-', ext = the user)."""
-    box = Box(tmp_path)
-    box.capture = str(tmp_path / "capture")
-    os.makedirs(box.capture)
-    os.makedirs(box.env["QMAILHOME"])
-    qq = str(tmp_path / "qq")
-    with open(qq, "w") as f:
-        f.write(QQ)
-    os.chmod(qq, 0o755)
-    box.env.update(QMAILQUEUE=qq, CAPTURE=box.capture)
+def domain(box):  # noqa: F811
+    """A domain directory (as qmail-lspawn hands it to qmail-local: dash '-', ext = the user),
+    forwards captured through $QMAILQUEUE (tests/test_local_forward.py's box)."""
     return box
 
 
@@ -36,8 +25,7 @@ def deliver(box, user="ann", flags=()):
 
 
 def forwarded(box):
-    with open(os.path.join(box.capture, "env"), "rb") as f:
-        return decode(f.read())
+    return decode(captured(box)["env"])
 
 
 @pytest.mark.parametrize("line", [

@@ -11,12 +11,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from conftest import BIN, ROOT, Home, program
 from test_dialogues import TCP_ENV, queued_messages
+from test_e2e_support import wait_until
 from test_local_support import Box
 from test_send_support import Scratch, Send, SpawnClient, queue_message
 from qmailpy.queue.layout import create_queue
@@ -178,21 +178,11 @@ def test_rspawn_reports_qmail_remotes_exit_code(scratch, tmp_path):
         client.close()
 
 
-def wait_for(predicate, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
-
-
 def test_send_and_its_helpers_reset_it(scratch):
     """qmail-send waits for qmail-queue (bounces) and its helpers; each of them resets SIGCHLD."""
     send = Send(scratch, preexec_fn=ignore_sigchld)
     send.wait_line("status: local 0/")
-    helpers = wait_for(lambda: len(send.children()) == 5 and send.children(), "qmail-send's five helpers")
+    helpers = wait_until(lambda: len(send.children()) == 5 and send.children(), what="qmail-send's five helpers")
     for pid in [send.proc.pid] + helpers:
         assert not sigchld_ignored(pid), open("/proc/%d/cmdline" % pid).read()
     assert send.stop() == 0
@@ -204,7 +194,7 @@ def test_waiting_programs_reset_it(name, scratch):
     proc = subprocess.Popen([program(name)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=scratch.env(),
                             preexec_fn=ignore_sigchld)
     try:
-        wait_for(lambda: not sigchld_ignored(proc.pid), "%s to reset SIGCHLD" % name, timeout=30)
+        wait_until(lambda: not sigchld_ignored(proc.pid), what="%s to reset SIGCHLD" % name)
     finally:
         proc.stdin.close()
         proc.stdout.close()
