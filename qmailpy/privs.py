@@ -9,6 +9,8 @@ qmail-local as the mailbox's owner and never as root, as qmail does.
 """
 import os
 
+SMTPD_USER = "qmaild"        # qmail-smtpd's user (tcpserver -u; qmail-smtpd switches to it as root)
+
 
 def single_user(environ):
     return environ.get("QMAILPY_SINGLEUSER", "") not in ("", "0")

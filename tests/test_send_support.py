@@ -123,12 +123,13 @@ def inject(home, message, sender, recipients, env=None):
 class Send:
     """A running bin/qmail-send whose stderr goes to a file."""
 
-    def __init__(self, scratch, **env):
+    def __init__(self, scratch, preexec_fn=None, **env):
         self.scratch = scratch
         self.logpath = os.path.join(scratch.fake, "send.log.%d" % time.monotonic_ns())
         self.logfile = open(self.logpath, "wb")
         self.proc = subprocess.Popen([str(BIN / "qmail-send")], stdin=subprocess.DEVNULL,
-                                     stdout=self.logfile, stderr=self.logfile, env=scratch.env(**env))
+                                     stdout=self.logfile, stderr=self.logfile, env=scratch.env(**env),
+                                     preexec_fn=preexec_fn)
         scratch.sends = getattr(scratch, "sends", []) + [self]
 
     def lines(self):
@@ -181,11 +182,11 @@ def dates(t0, t1):
 class SpawnClient:
     """Talks to a bin/qmail-lspawn or bin/qmail-rspawn as qmail-send does."""
 
-    def __init__(self, name, env, args=()):
+    def __init__(self, name, env, args=(), preexec_fn=None):
         from qmailpy.proto import spawnwire
         self.wire = spawnwire
         self.proc = subprocess.Popen([str(BIN / name), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env=env)
+                                     env=env, preexec_fn=preexec_fn)
         self.decoder = spawnwire.ReportDecoder()
         self.pending = []
 

@@ -7,6 +7,7 @@ import pytest
 
 from qmailpy.proto import spawnwire
 from qmailpy.spawn import lspawn, mailbox
+from qmailpy.users import domainfiles
 from test_send_support import (DELIVERY_UID, NOBODY, ROOT_ONLY, Scratch, SpawnClient, queue_message,
                                write_users_cdb)
 
@@ -116,16 +117,23 @@ class FakeUsers:
     class UsersUnavailable(Exception):
         pass
 
-    def __init__(self, boxes, down=False):
-        self.boxes, self.down = boxes, down
+    def __init__(self, boxes, down=False, domains=None):
+        self.boxes, self.down, self.domains = boxes, down, domains or {}
         self.module = types.ModuleType("qmailpy.users")
         self.module.open_users = lambda home, controls: self
         self.module.UsersUnavailable = self.UsersUnavailable
+        self.module.domainfiles = domainfiles
 
     def lookup(self, user, domain):
         if self.down:
             raise self.UsersUnavailable("db down")
         return self.boxes.get((user, domain))
+
+    def domain_of(self, domain):
+        return domain if domain in self.domains else None
+
+    def domain_dir(self, domain):
+        return self.domains[domain]
 
 
 def test_virtual_mailbox_from_users_database(scratch, monkeypatch):
@@ -183,3 +191,53 @@ def test_virtual_mailbox_from_the_real_users_database(scratch):
     _, uid, rcpt, _, args = line.split(" ", 4)
     assert (int(uid), rcpt) == (NOBODY, "virt.example-joe@virt.example")
     assert args == "joe|%s|||./Maildir/|10485760S" % box.dir
+
+
+def test_domain_directory_dotqmail_files(scratch, monkeypatch, tmp_path):
+    """vpopmail domains keep aliases and catch-alls in the domain directory: chkuser's order."""
+    ddir = str(tmp_path / "domains" / "virt.example")
+    os.makedirs(ddir)
+    st = os.stat(ddir)
+
+    def put(name, text):
+        with open(os.path.join(ddir, name), "w") as f:
+            f.write(text)
+
+    box = types.SimpleNamespace(name="joe", domain="virt.example", dir="/vp/joe", quota=None, uid=89, gid=89)
+    locked = types.SimpleNamespace(name="old", domain="virt.example", dir="/vp/old", quota=None, uid=89, gid=89,
+                                   bounces=True)
+    users = FakeUsers({("joe", "virt.example"): box, ("old", "virt.example"): locked},
+                      domains={"virt.example": ddir})
+    monkeypatch.setitem(sys.modules, "qmailpy.users", users.module)
+    os.unlink(os.path.join(scratch.home, "users", "cdb"))
+    from qmailpy.ctl.reader import Controls
+    r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=False)
+
+    def resolve(user, domain=b"virt.example"):
+        return r.resolve(b"virt.example-" + user, domain)
+
+    def in_domain_dir(ext):
+        return mailbox.Assignment(b"virt.example", st.st_uid, st.st_gid, ddir.encode(), b"-", ext)
+
+    joe = mailbox.Assignment(b"joe", 89, 89, b"/vp/joe", b"", b"", None)
+    assert resolve(b"ann") == mailbox.NO_MAILBOX                  # nothing in the directory
+    put(".qmail-info", "&joe@virt.example\n")
+    put(".qmail-sales:team", "&joe@virt.example\n")
+    put(".qmail-lists-default", "|true\n")
+    put(".qmail-joe", "&ann@example.net\n")
+    assert resolve(b"Info") == in_domain_dir(b"Info")
+    assert resolve(b"sales.team") == in_domain_dir(b"sales.team")
+    assert resolve(b"lists-x-y") == in_domain_dir(b"lists-x-y")
+    assert resolve(b"joe") == joe                                 # a real mailbox wins
+    assert resolve(b"old") == b"Dvdelivermail: account is locked email bounced old@virt.example\n"
+    assert resolve(b"joe-tag") == joe._replace(dash=b"-", ext=b"tag")
+    put(".qmail-default", "| /home/vpopmail/bin/vdelivermail '' bounce-no-mailbox\n")
+    assert resolve(b"ann") == in_domain_dir(b"ann")               # qmail-local bounces it, as vdelivermail
+    assert resolve(b"joe-tag") == joe._replace(dash=b"-", ext=b"tag")
+    put(".qmail-default", "| /home/vpopmail/bin/vdelivermail '' joe@virt.example\n")
+    assert resolve(b"ann") == in_domain_dir(b"ann")
+    assert resolve(b"joe-tag") == in_domain_dir(b"joe-tag")       # a catch-all comes before joe's extensions
+    os.unlink(os.path.join(ddir, ".qmail-default"))
+    os.symlink(".qmail-default", os.path.join(ddir, ".qmail-default"))
+    assert resolve(b"ann") == mailbox.DOMAIN_TROUBLE              # cannot look: defer, never bounce
+    assert resolve(b"joe") == joe

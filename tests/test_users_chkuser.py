@@ -4,7 +4,7 @@ import os
 import pytest
 
 from mysql_fixture import backend  # noqa: F401 (fixture)
-from qmailpy.users import admin, chkuser
+from qmailpy.users import UsersUnavailable, admin, chkuser
 from qmailpy.users.chkuser import NOTOURS, NOUSER, OK, check_recipient
 from qmailpy.users.schema import BOUNCE_MAIL
 
@@ -67,15 +67,50 @@ def test_alias_files(users):
     assert check_recipient(users, "../.qmail-info@example.org") == NOUSER
 
 
-def test_ezmlm_list(users):
+def test_ezmlm_list_needs_its_dotqmail_files(users):
+    """A list directory alone delivers nothing: ezmlm-make's .qmail-<list>-default does."""
     put(users, "news/mailinglist", "")
+    assert check_recipient(users, "news-subscribe@example.org") == NOUSER
+    put(users, ".qmail-news-default", "|ezmlm-manage\n")
+    put(users, ".qmail-news", "|ezmlm-send\n")
     assert check_recipient(users, "news-subscribe@example.org") == OK
-    assert check_recipient(users, "news@example.org") == NOUSER
+    assert check_recipient(users, "news@example.org") == OK
 
 
-def test_bounce_mail_flag(users, backend):  # noqa: F811
+def test_default_is_never_an_alias_file(users):
+    """default@ is handled by .qmail-default itself: vpopmail's bounce line refuses it."""
+    put(users, ".qmail-default", "| /home/vpopmail/bin/vdelivermail '' bounce-no-mailbox\n")
+    assert check_recipient(users, "default@example.org") == NOUSER
+
+
+def test_catchall_and_alias_files_do_not_beat_a_locked_mailbox(users, backend):  # noqa: F811
+    put(users, ".qmail-default", "| /home/vpopmail/bin/vdelivermail '' joe@example.org\n")
+    put(users, ".qmail-joe", "&ann@example.net\n")
     backend.sql("UPDATE vpopmail SET pw_gid = ? WHERE pw_name = 'joe'", (BOUNCE_MAIL,))
     assert check_recipient(users, "joe@example.org") == NOUSER
+    assert check_recipient(users, "anybody@example.org") == OK
+
+
+@pytest.mark.parametrize("what", ["directory", "default"])
+def test_a_domain_directory_we_cannot_look_into_is_temporary(users, what):
+    """Never 'no mailbox' because a file could not be looked at: UsersUnavailable (451).
+    A symbolic link loop fails for root too (EACCES as qmaild: tests/test_production_chkuser.py)."""
+    d = users.domain_dir("example.org")
+    if what == "directory":
+        os.rename(d, d + ".real")
+        os.symlink(os.path.basename(d), d)                  # domains/example.org -> itself
+        path = d + "/.qmail-info"
+    else:
+        path = os.path.join(d, ".qmail-default")
+        os.symlink(".qmail-default", path)
+    assert check_recipient(users, "joe@example.org") == OK               # the mailbox answers first
+    with pytest.raises(UsersUnavailable) as e:
+        check_recipient(users, "info@example.org")
+    assert str(e.value).startswith("cannot look into %s: " % path), str(e.value)
+
+
+def test_a_name_too_long_for_a_file_is_no_alias(users):
+    assert check_recipient(users, "x" * 300 + "@example.org") == NOUSER
 
 
 def test_replies():

@@ -91,6 +91,7 @@ def production(home, root, python, args):
     """Users, owners and modes (qmail's hier.c where it has them), service and cron files."""
     from qmailpy.ctl.reader import Controls
     from qmailpy.install import accounts, services
+    from qmailpy.users import access
     from qmailpy.users.base import SQLITE_FILE, vpopmail_dir
     controls = Controls(home, {})
     vdir = os.path.abspath(vpopmail_dir(home, controls))
@@ -111,6 +112,9 @@ def production(home, root, python, args):
     if os.path.exists(db) and os.stat(db).st_gid == 0:
         os.chown(db, -1, qmail)
     smtpd_uid = accounts.ids("qmaild")[0]
+    # chkuser: qmail-smtpd may search the domain directories and read their .qmail-default
+    for path, error in access.let_smtpd_look(vdir, smtpd_uid):
+        print("note: cannot let qmaild into %s (%s): chkuser answers 451 for its domain" % (path, error))
     _dir(os.path.join(home, "sessions"), 0o700, smtpd_uid, qmail)     # periplimit slots
     create_queue(home, production=True)
     clamav = "clamav" if accounts.user_exists("clamav") else None      # Debian's clamav-daemon user

@@ -16,6 +16,7 @@ import time
 
 from qmailpy import paths
 from qmailpy.clean import wire
+from qmailpy.progstart import start
 from qmailpy.queue import clean, layout
 from qmailpy.send import clock
 
@@ -111,7 +112,13 @@ class Server:
                 os.write(self.fd_out, answer(self.home, request))
 
 
+USAGE = """usage: qmail-clean
+Started by qmail-send: requests on fd 0, one answer byte each on fd 1.
+See docs/qmail-clean.md."""
+
+
 def main():
+    start(USAGE)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     for name in ("SIGINT", "SIGHUP", "SIGALRM"):     # only end of input stops us
         signal.signal(getattr(signal, name), signal.SIG_IGN)

@@ -58,6 +58,18 @@ def _password(given):
     return click.prompt("password", hide_input=True, confirmation_prompt="password again", err=True)
 
 
+def _let_smtpd_look(users, domain):
+    """As root in production: qmail-smtpd (chkuser) may search the new domain directory."""
+    from qmailpy.privs import drops_privileges
+    from qmailpy.users import access
+    uid = access.smtpd_uid() if drops_privileges(os.environ) else None
+    if uid is None:
+        return
+    for path, error in access.let_smtpd_look(users.vpopmaildir, uid, [domain]):
+        click.echo("qmail-users: note: cannot let qmaild into %s (%s): chkuser answers 451 there"
+                   % (path, error), err=True)
+
+
 scheme_option = click.option("--scheme", type=click.Choice(sorted(SCHEMES)), default=DEFAULT_SCHEME,
                              show_default=True, help="crypt scheme for pw_passwd ($1$, $5$, $6$).")
 clear_option = click.option("--clear", is_flag=True,
@@ -77,6 +89,7 @@ def adddomain(users, domain, no_rcpthosts):
     """Host DOMAIN: its dir_control row and <vpopmaildir>/domains/DOMAIN."""
     domain = admin.add_domain(users, domain)
     click.echo("added domain %s (%s)" % (domain, users.domain_dir(domain)))
+    _let_smtpd_look(users, domain)
     _rcpthosts(domain, no_rcpthosts, rcpthosts.add, "add")
 
 

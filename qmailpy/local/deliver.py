@@ -93,13 +93,27 @@ def _deliver(argv, fd0, environ, out, now=None):
     _run(a, content, forwardonly, fd0, lines, env, newsender, out)
 
 
+def _commands(content, a):
+    """The .qmail lines, a vdelivermail line replaced by what it means (local/vdelivermail.py)."""
+    for kind, arg in dotqmail.commands(content):
+        if kind == "program" and a.flagdoit and "vdelivermail" in arg:
+            from qmailpy.local import vdelivermail
+            args = vdelivermail.arguments(arg)
+            if args is not None:
+                yield from vdelivermail.commands(args, a.homedir)
+                continue
+        yield kind, arg
+
+
 def _run(a, content, forwardonly, fd0, lines, env, newsender, out):
     """The .qmail loop: files and programs now, forwards collected for one queue call."""
     from qmailpy.local import forward, maildir, mbox, program
     files = programs = 0
     recipients = []
     head = lines.rp + lines.dt
-    for kind, arg in dotqmail.commands(content):
+    for kind, arg in _commands(content, a):
+        if kind == "bounce":                 # vdelivermail's bounce-no-mailbox: its text, exit 100
+            raise errors.Die(errors.PERM, None, arg)
         if kind in ("maildir", "mbox"):
             files += 1
             if forwardonly:

@@ -44,7 +44,7 @@ def _temp_qmail(name, err):
     return errors.temp("Unable to open %s: %s. (#4.3.0)" % (name, errors.error_str(err)))
 
 
-def _open(homedir, name):
+def read_file(homedir, name):
     """qmeexists(): (content, x_bit) of a regular .qmail file, or None when there is none."""
     try:
         fd = os.open(os.path.join(homedir, name), os.O_RDONLY)
@@ -78,7 +78,7 @@ def search(homedir, dash, ext):
     .qmail-default (with the `dash` given; ext lower-cased, '.' -> ':').
     """
     sext = safe_ext(ext)
-    got = _open(homedir, ".qmail" + dash + sext)
+    got = read_file(homedir, ".qmail" + dash + sext)
     if got is not None:
         default = None
         if sext.endswith("default"):
@@ -88,7 +88,7 @@ def search(homedir, dash, ext):
         return got[0], got[1], default
     for i in range(len(sext), -1, -1):
         if i == 0 or sext[i - 1] == "-":
-            got = _open(homedir, ".qmail" + dash + sext[:i] + "default")
+            got = read_file(homedir, ".qmail" + dash + sext[:i] + "default")
             if got is not None:
                 return got[0], got[1], (ext[i:] if i <= len(ext) else None)
     return None

@@ -10,6 +10,8 @@ import sys
 
 def main():
     from qmailpy.local.deliver import deliver
+    from qmailpy.progstart import start
+    start()                      # qmail's getopt: --help is a usage error (exit 100)
     os.umask(0o077)
     code, report = deliver(sys.argv[1:], 0, os.environ)
     data = report.encode("utf-8", "surrogateescape")

@@ -358,6 +358,8 @@ def write(p):
 
 
 def main(argv=None):
+    from qmailpy.progstart import start
+    start()                 # it waits for `dovecot --version`; argparse answers --help
     ap = argparse.ArgumentParser(prog="python -m qmailpy.pop3.dovecot",
                                  description="Write a Dovecot POP3 configuration for a qmail home.")
     ap.add_argument("home", help="the qmail home (/var/qmail)")

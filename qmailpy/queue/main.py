@@ -90,7 +90,14 @@ def run(fd0, fd1, environ, controls):
         return X.QQ_BUG
 
 
+USAGE = """usage: qmail-queue
+Queues the message on fd 0 with the envelope on fd 1 (F sender, T recipients);
+the exit code is the only answer (0: queued). See docs/qmail-queue.md."""
+
+
 def main():
+    from qmailpy.progstart import start
+    start(USAGE)
     environ = os.environ
     try:
         from qmailpy import paths

@@ -159,5 +159,12 @@ def run(argv, fd0, fd1, environ):
     return 0
 
 
+USAGE = """usage: qmail-remote host sender recipient [recipient ...]
+Started by qmail-rspawn: delivers the message on fd 0 to host, reports on fd 1.
+See docs/qmail-remote.md."""
+
+
 def main():
+    from qmailpy.progstart import start
+    start(USAGE)
     return run(sys.argv, 0, 1, os.environ)

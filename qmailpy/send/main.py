@@ -21,6 +21,7 @@ from qmailpy.send.config import SendConfig
 from qmailpy.send.inject import Injector
 from qmailpy.send.log import Log
 from qmailpy.send.scheduler import Scheduler
+from qmailpy.progstart import start as start_program
 from qmailpy.proto import spawnwire
 
 DEFAULT_DELIVERY = "./Maildir/"
@@ -59,7 +60,14 @@ def read_limit(fd):
     return spawnwire.decode_delnum(data)
 
 
+USAGE = """usage: qmail-send [defaultdelivery]
+The scheduler: starts qmail-lspawn (with defaultdelivery, default ./Maildir/),
+qmail-rspawn, qmail-clean and qmail-todo, and runs until SIGTERM.
+See docs/qmail-send.md."""
+
+
 def main():
+    start_program(USAGE)
     log = Log(2)
     home = os.path.abspath(paths.qmailhome(os.environ))
     environ = dict(os.environ, QMAILHOME=home)      # the helpers must not depend on our cwd

@@ -17,6 +17,7 @@ import signal
 from qmailpy import paths
 from qmailpy.clean.wire import CleanClient, CleanDied
 from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.progstart import start
 from qmailpy.queue import layout
 from qmailpy.send import clock, todowire
 from qmailpy.send.rewrite import Rewriter
@@ -128,7 +129,12 @@ def _drain(fd):
             continue
 
 
+USAGE = """usage: qmail-todo
+Started by qmail-send on its pipes (fds 0 to 5), not by hand. See docs/qmail-todo.md."""
+
+
 def main():
+    start(USAGE)
     environ = os.environ
     home = os.path.abspath(paths.qmailhome(environ))
     for name in ("SIGPIPE", "SIGINT", "SIGALRM"):

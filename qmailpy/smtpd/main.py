@@ -141,12 +141,12 @@ def become_qmaild(environ):
     on the system (a development machine), or QMAILPY_SINGLEUSER: stay as we
     are, the rule qmail-send follows for its helpers (docs/operations.md).
     """
-    from qmailpy.privs import drops_privileges
+    from qmailpy.privs import SMTPD_USER, drops_privileges
     if not drops_privileges(environ):
         return
     import pwd
     try:
-        pw = pwd.getpwnam("qmaild")
+        pw = pwd.getpwnam(SMTPD_USER)
     except KeyError:
         return
     os.initgroups(pw.pw_name, pw.pw_gid)
@@ -154,7 +154,14 @@ def become_qmaild(environ):
     os.setuid(pw.pw_uid)
 
 
+USAGE = """usage: qmail-smtpd [checkpassword-program [args ...]]
+Started by tcpserver for each connection: SMTP on fd 0/1, log lines on fd 2.
+See docs/qmail-smtpd.md."""
+
+
 def main():
+    from qmailpy.progstart import start
+    start(USAGE)
     if os.getuid() == 0:
         become_qmaild(os.environ)
     return serve(0, 1, os.environ, sys.argv[1:])

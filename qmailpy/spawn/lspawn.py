@@ -16,6 +16,7 @@ import sys
 
 from qmailpy import paths
 from qmailpy.ctl.reader import Controls
+from qmailpy.progstart import start
 from qmailpy.spawn import mailbox, server
 from qmailpy.spawn import programs
 from qmailpy.spawn.programs import program_path
@@ -98,7 +99,13 @@ class Local:
         return report(status, output)
 
 
+USAGE = """usage: qmail-lspawn [defaultdelivery]
+Started by qmail-send: delivery commands on fd 0, reports on fd 1; runs
+qmail-local for each. See docs/qmail-lspawn.md."""
+
+
 def main():
+    start(USAGE)
     environ = os.environ
     home = os.path.abspath(paths.qmailhome(environ))
     aliasempty = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_DELIVERY

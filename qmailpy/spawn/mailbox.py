@@ -4,7 +4,8 @@ Order (qmail-lspawn's nughde_get, then H-Sphere's vpopmail mailboxes):
 1. users/cdb (qmail-users, built by qmail-newu from users/assign), as qmail;
 2. a virtual-domain recipient `prefix-user@domain` (virtualdomains
    `domain:prefix`): the mailbox from the users database (qmailpy.users,
-   imported lazily: find_mailbox() is the one place that touches it);
+   imported lazily), else the domain directory's .qmail files
+   (Resolver.virtual has the order, chkuser's);
 3. the passwd file as qmail-getpw does it, then the `alias` user.
 An Assignment is the answer; a bytes report (Z.../D...) means "no delivery".
 """
@@ -24,6 +25,8 @@ NFS = b"ZNFS failure in qmail-local.\n"
 NO_MAILBOX = b"DSorry, no mailbox here by that name. (#5.1.1)\n"
 USERS_DOWN = b"ZUnable to read the users database. (#4.3.0)\n"
 NO_OWNER = b"ZUnable to find the mailbox directory. (#4.2.1)\n"
+DOMAIN_TROUBLE = b"ZUnable to look into the domain directory. (#4.3.0)\n"
+LOCKED = b"Dvdelivermail: account is locked email bounced %s@%s\n"     # vpopmail's BOUNCE_MAIL flag
 ALIAS_USER = "alias"
 BREAK = b"-"                   # conf-break
 USERLEN = 32                   # qmail-getpw's username buffer
@@ -164,26 +167,77 @@ class Resolver:
         return getpw(local, os.path.join(self.home, "alias") if self.single_user else None)
 
     def virtual(self, local, user, domain):
-        """The mailbox of a virtual user (user-ext: the longest known user); None to fall through."""
+        """Where a virtual-domain recipient's mail goes, in chkuser's order (qmailpy.users.chkuser).
+
+        1. the mailbox `user` (vpopmail's BOUNCE_MAIL flag: LOCKED);
+        2. an alias file .qmail-<user> or .qmail-<prefix>-default in the domain directory;
+        3. a catch-all .qmail-default there (qmailpy.users.domainfiles.is_catchall);
+        4. the mailbox of the longest `u` of user = `u-ext` (-ext becomes dash/ext);
+        5. any other .qmail-default (vpopmail's `| vdelivermail '' bounce-no-mailbox`);
+        else NO_MAILBOX. 2, 3 and 5 run qmail-local in the domain directory as its
+        owner with ext = user, as vpopmail's users/assign line `+dom-:dom:uid:gid:dir:-::`.
+        None: qmailpy.users is missing (fall through to the passwd file).
+        """
         down = users_unavailable()
         dom = domain.lower().decode("utf-8", "surrogateescape")
-        for end in range(len(user), 0, -1):
-            if end < len(user) and user[end:end + 1] != BREAK:
-                continue
-            name = user[:end].lower().decode("utf-8", "surrogateescape")
-            try:
-                if self.users is None:
-                    self.users = open_users(self.home, self.controls)
-                box = find_mailbox(self.home, self.controls, name, dom, self.users)
-            except UsersMissing:
-                return None
-            except down:
-                self.close()
-                return USERS_DOWN
+        name = user.lower().decode("utf-8", "surrogateescape")
+        try:
+            if self.users is None:
+                self.users = open_users(self.home, self.controls)
+            box = find_mailbox(self.home, self.controls, name, dom, self.users)
             if box is not None:
-                if box.uid is None and not self.single_user:
-                    return NO_OWNER          # no directory to take the owner from
-                dash, ext = (b"-", user[end + 1:]) if end < len(user) else (b"", b"")
-                return Assignment(box.name.encode("utf-8", "surrogateescape"), box.uid, box.gid,
-                                  os.fsencode(box.dir), dash, ext, box.quota)
-        return NO_MAILBOX
+                return self.mailbox(box, b"", b"")
+            files = self.domain_files(dom, name)
+            if files is not None and (files.alias or files.catchall):
+                return files.assignment(user)
+            for end in range(len(user) - 1, 0, -1):
+                if user[end:end + 1] != BREAK:
+                    continue
+                box = find_mailbox(self.home, self.controls, name[:end], dom, self.users)
+                if box is not None:
+                    return self.mailbox(box, b"-", user[end + 1:])
+            if files is not None and files.default:
+                return files.assignment(user)
+            return NO_MAILBOX
+        except UsersMissing:
+            return None
+        except down:
+            self.close()
+            return USERS_DOWN
+        except OSError:
+            return DOMAIN_TROUBLE
+
+    def mailbox(self, box, dash, ext):
+        """The Assignment of a users-database mailbox, or a report."""
+        if getattr(box, "bounces", False):
+            return LOCKED % (box.name.encode("utf-8", "surrogateescape"),
+                             box.domain.encode("utf-8", "surrogateescape"))
+        if box.uid is None and not self.single_user:
+            return NO_OWNER          # no directory to take the owner from
+        return Assignment(box.name.encode("utf-8", "surrogateescape"), box.uid, box.gid,
+                          os.fsencode(box.dir), dash, ext, box.quota)
+
+    def domain_files(self, domain, user):
+        """What the hosted domain's directory has for `user` (DomainFiles), None when not hosted."""
+        from qmailpy.users import domainfiles
+        real = self.users.domain_of(domain)
+        if real is None:
+            return None
+        ddir = self.users.domain_dir(real)
+        head = domainfiles.default_head(ddir)
+        return DomainFiles(real, ddir, domainfiles.alias_file(ddir, user) is not None,
+                           domainfiles.is_catchall(head), head is not None)
+
+
+class DomainFiles:
+    """A hosted domain's directory: has an alias file for the user, a catch-all, a .qmail-default."""
+
+    def __init__(self, domain, directory, alias, catchall, default):
+        self.domain, self.directory = domain, directory
+        self.alias, self.catchall, self.default = alias, catchall, default
+
+    def assignment(self, user):
+        """qmail-local in the domain directory, as its owner (vpopmail), ext = the user."""
+        st = os.stat(self.directory)
+        return Assignment(self.domain.encode("utf-8", "surrogateescape"), st.st_uid, st.st_gid,
+                          os.fsencode(self.directory), b"-", user)

@@ -8,6 +8,7 @@ message on fd 0, its \\0-terminated r/h/s + K/Z/D reports read from fd 1
 import os
 
 from qmailpy import paths
+from qmailpy.progstart import start
 from qmailpy.spawn import server
 from qmailpy.spawn import programs
 from qmailpy.spawn.programs import program_path
@@ -70,7 +71,13 @@ class Remote:
         return report(status, output)
 
 
+USAGE = """usage: qmail-rspawn
+Started by qmail-send: delivery commands on fd 0, reports on fd 1; runs
+qmail-remote for each. See docs/qmail-rspawn.md."""
+
+
 def main():
+    start(USAGE)
     environ = os.environ
     home = os.path.abspath(paths.qmailhome(environ))
     server.shrug_off_signals("SIGINT", "SIGALRM", "SIGTERM", "SIGHUP")

@@ -46,6 +46,12 @@ class Mailbox:
         return os.path.join(self.dir, "Maildir")
 
     @property
+    def bounces(self):
+        """vpopmail's BOUNCE_MAIL flag: a locked account, whose mail bounces (and chkuser refuses)."""
+        from qmailpy.users.schema import BOUNCE_MAIL
+        return bool(self.flags & BOUNCE_MAIL)
+
+    @property
     def address(self):
         return "%s@%s" % (self.name, self.domain)
 

@@ -1,0 +1,34 @@
+"""What every program's main() does first: SIGCHLD back to default, and `--help`.
+
+SIGCHLD: an ignored signal stays ignored across exec, so a parent that ignores
+SIGCHLD (swaks --pipe, some inetd setups) hands that on. Then the kernel reaps
+our children by itself: waitpid() fails with ECHILD, and subprocess reports such
+a child as having exited 0. qmail-smtpd would lose qmail-queue's answer after
+DATA (the client retries a message that was queued), a failed delivery program
+would look like a success. Setting the default back also gives it back to every
+program we start.
+
+`--help`: qmail's programs take no options (their arguments are a checkpassword
+program, a default delivery, a host...), so `--help` as the only argument can be
+nothing else: print the usage on stdout and exit 0, before anything starts.
+Imports only the C signal module: qmail-smtpd and qmail-queue start per message.
+"""
+import _signal
+import os
+import sys
+
+HELP = "--help"
+
+
+def start(usage=None, argv=None):
+    """Call first in main(): reset SIGCHLD; with a usage text, answer `--help` (SystemExit 0)."""
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+    argv = sys.argv if argv is None else argv
+    if usage is not None and list(argv[1:]) == [HELP]:
+        data = (usage.rstrip("\n") + "\n").encode()
+        try:
+            while data:
+                data = data[os.write(1, data):]
+        except OSError:
+            pass
+        raise SystemExit(0)

@@ -1,0 +1,82 @@
+"""Domain-level .qmail files: where vpopmail domains keep aliases and catch-alls.
+
+In `<vpopmaildir>/domains/<domain>/`: `.qmail-<user>` (a dot in the user
+becomes a colon, as qmail-local names files), `.qmail-<prefix>-default` for
+`<prefix>-anything` (the longest prefix first), and `.qmail-default` for every
+other user. vpopmail's own `.qmail-default` is `| vdelivermail '' bounce-no-mailbox`:
+no catch-all. qmail-local, run in the domain directory with ext = the user,
+chooses among the files the same way (qmailpy.local.dotqmail.search).
+
+chkuser (RCPT) and qmail-lspawn (delivery) ask these questions here, so that
+RCPT accepts what delivery delivers. A question that cannot be answered (no
+search permission, an I/O error) raises OSError: never "there is no such file".
+Only os is imported: qmail-smtpd loads this per connection.
+"""
+import errno
+import os
+
+BOUNCE_ALL = "bounce-no-mailbox"   # vdelivermail's BOUNCE_ALL, chkuser's CHKUSER_BOUNCE_STRING
+DELETE_ALL = "delete"              # vdelivermail's DELETE_ALL: accept and drop
+DEFAULT = ".qmail-default"
+DEFAULT_READ = 1023                # chkuser looks at the first 1023 bytes of .qmail-default
+DASH = "-"
+ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG)     # no such file can be there
+
+
+def dotqmail(name):
+    """qmail's .qmail file name for an extension: lower case, dots become colons."""
+    return ".qmail-" + name.lower().replace(".", ":")
+
+
+def usable(user):
+    """A user part that names a file in the domain directory and nothing outside it."""
+    return bool(user) and "/" not in user and "\0" not in user
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno in ABSENT:
+            return False
+        raise
+    return True
+
+
+def alias_file(domain_dir, user):
+    """The name of the .qmail-<user> or .qmail-<prefix>-default file that handles `user`, or None.
+
+    `.qmail-default` itself is not an alias file (see default_head).
+    """
+    if not usable(user):
+        return None
+    name = dotqmail(user)
+    if name != DEFAULT and _exists(os.path.join(domain_dir, name)):
+        return name
+    i = user.rfind(DASH)
+    while i > 0:
+        name = dotqmail(user[:i] + DASH + "default")
+        if _exists(os.path.join(domain_dir, name)):
+            return name
+        i = user.rfind(DASH, 0, i)
+    return None
+
+
+def default_head(domain_dir):
+    """The first DEFAULT_READ bytes of the domain's .qmail-default, or None without one."""
+    try:
+        with open(os.path.join(domain_dir, DEFAULT), "rb") as f:
+            return f.read(DEFAULT_READ)
+    except OSError as e:
+        if e.errno in ABSENT:
+            return None
+        raise
+
+
+def is_catchall(head):
+    """Does a .qmail-default (its head, from default_head) deliver everybody's mail?
+
+    Not when there is none, nor when it says bounce-no-mailbox (chkuser's test,
+    which vpopmail's own `| vdelivermail '' bounce-no-mailbox` passes).
+    """
+    return head is not None and BOUNCE_ALL.encode() not in head

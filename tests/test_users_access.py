@@ -1,0 +1,54 @@
+"""The ACL grant that lets qmail-smtpd (chkuser) search domain directories and read .qmail-default."""
+import os
+
+from qmailpy.users import access
+
+
+def make_domains(tmp_path):
+    top = tmp_path / "vpopmail"
+    for d in ("domains/v.test/joe/Maildir", "domains/w.test"):
+        os.makedirs(top / d)
+    for d in ("domains", "domains/v.test", "domains/w.test"):
+        os.chmod(top / d, 0o750)
+    os.chmod(top / "domains/v.test/joe", 0o700)
+    (top / "domains/v.test/.qmail-default").write_text("| vdelivermail '' bounce-no-mailbox\n")
+    (top / "domains/v.test/.qmail-info").write_text("&joe@v.test\n")
+    for f in (".qmail-default", ".qmail-info"):
+        os.chmod(top / "domains/v.test" / f, 0o600)
+    return str(top)
+
+
+def test_grants_search_on_directories_and_read_on_qmail_default_only(tmp_path):
+    top = make_domains(tmp_path)
+    d = os.path.join(top, "domains")
+    assert access.domain_grants(top) == [
+        (top, access.SEARCH), (d, access.SEARCH), (d + "/v.test", access.SEARCH),
+        (d + "/v.test/.qmail-default", access.READ), (d + "/w.test", access.SEARCH)]
+    assert access.let_smtpd_look(top, 40093) == []
+    U = access.UNDEFINED
+    assert access._entries(d + "/v.test") == {(access.USER_OBJ, U): 7, (access.USER, 40093): 1,
+                                              (access.GROUP_OBJ, U): 5, (access.MASK, U): 5, (access.OTHER, U): 0}
+    assert access._entries(d + "/v.test/.qmail-default") == {
+        (access.USER_OBJ, U): 6, (access.USER, 40093): 4, (access.GROUP_OBJ, U): 0, (access.MASK, U): 4,
+        (access.OTHER, U): 0}
+    # the group keeps what it had (nothing), whatever ls -l now shows for the mask
+    assert os.stat(d + "/v.test/.qmail-default").st_mode & 0o777 == 0o640
+    for untouched in (d + "/v.test/.qmail-info", d + "/v.test/joe", d + "/v.test/joe/Maildir"):
+        assert set(access._entries(untouched)) == {(access.USER_OBJ, U), (access.GROUP_OBJ, U), (access.OTHER, U)}
+    assert not access.grant(d + "/v.test", 40093, access.SEARCH)          # already there: unchanged
+
+
+def test_other_entries_stay(tmp_path):
+    top = make_domains(tmp_path)
+    path = os.path.join(top, "domains", "w.test")
+    access.grant(path, 40001, access.READ | access.SEARCH)
+    access.grant(path, 40093, access.SEARCH)
+    got = access._entries(path)
+    assert got[(access.USER, 40001)] == 5 and got[(access.USER, 40093)] == 1 and got[(access.MASK, access.UNDEFINED)] == 5
+
+
+def test_named_domains_and_missing_files(tmp_path):
+    top = make_domains(tmp_path)
+    assert [p for p, _ in access.domain_grants(top, ["w.test"])] == [
+        top, os.path.join(top, "domains"), os.path.join(top, "domains", "w.test")]
+    assert access.let_smtpd_look(str(tmp_path / "nothing-here"), 40093) == []
