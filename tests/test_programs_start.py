@@ -199,3 +199,18 @@ def test_waiting_programs_reset_it(name, scratch):
         proc.stdin.close()
         proc.stdout.close()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("argv", [["qmail-inject", "ann@example.net"], ["sendmail", "ann@example.net"]])
+def test_inject_reports_qmail_queues_refusal(argv, tmp_path):
+    """qmail-inject and sendmail wait for qmail-queue: its refusal must not read as success."""
+    qq = str(tmp_path / "qq")
+    with open(qq, "w") as f:
+        f.write("#!/bin/sh\ncat >/dev/null\nexit 31\n")      # qmail-queue: permanently rejected
+    os.chmod(qq, 0o755)
+    env = dict(os.environ, QMAILHOME=str(tmp_path / "home"), QMAILQUEUE=qq)
+    os.makedirs(os.path.join(env["QMAILHOME"], "control"))
+    r = subprocess.run([program(argv[0])] + argv[1:], input=b"Subject: x\n\nbody\n", capture_output=True,
+                       env=env, preexec_fn=ignore_sigchld, timeout=60)
+    assert r.returncode == 100, r
+    assert b"permanently rejected" in r.stderr, r.stderr

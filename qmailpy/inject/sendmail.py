@@ -109,7 +109,6 @@ def run(argv, environ):
 
 def main(argv=None):
     argv = sys.argv if argv is None else argv
-    if argv[1:2] == ["--help"]:
-        sys.stdout.write(HELP)
-        return 0
+    from qmailpy.progstart import start
+    start(HELP, argv)           # SIGCHLD back to default (qmail-queue's answer), --help
     return run(argv, os.environ)
