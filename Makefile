@@ -10,10 +10,12 @@ VPY       := $(CURDIR)/$(VENV)/bin/python3
 QMAILHOME ?= /var/qmail
 # Debian packages the test suite and `make run` use (real peers, not mocks).
 APT_PACKAGES := python3 python3-venv ucspi-tcp swaks srs daemontools curl dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql \
-	clamav-daemon spamd spamassassin libdbd-mysql-perl
+	clamav-daemon spamd spamassassin libdbd-mysql-perl postfix
 # System services these packages may start; the suite runs its own instances. While
 # installing, a policy-rc.d keeps them from starting at all (freshclam would go online).
-APT_SERVICES := dovecot clamav-daemon clamav-freshclam spamd
+# postfix is there for smtp-sink and smtp-source only: installed as "No configuration",
+# so it has no main.cf and never listens on port 25.
+APT_SERVICES := dovecot clamav-daemon clamav-freshclam spamd postfix
 
 .PHONY: all deps venv launchers test run stop install docs bench fuzz clean
 all: venv launchers
@@ -26,11 +28,15 @@ deps:
 	  echo "installing:$$missing"; \
 	  norc=""; if [ ! -e /usr/sbin/policy-rc.d ]; then norc=1; \
 	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; fi; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; rc=$$?; \
 	  [ -z "$$norc" ] || rm -f /usr/sbin/policy-rc.d; \
 	  for s in $(APT_SERVICES); do service $$s stop >/dev/null 2>&1 || true; done; \
 	  [ $$rc = 0 ] || exit $$rc; \
 	fi
+	@if ss -Hltn 'sport = :25' 2>/dev/null | grep -q .; then \
+	  echo "make deps: something listens on port 25 (a system MTA?); the tests bind it themselves" >&2; \
+	  ss -ltnp 'sport = :25' >&2; exit 1; fi
 
 venv: $(VENV)/.stamp
 $(VENV)/.stamp: setup.cfg pyproject.toml Makefile
@@ -46,8 +52,8 @@ launchers: $(VENV)/.stamp tools/mklaunchers.py
 test: deps all
 	$(VPY) -m pytest -q -p no:cacheprovider
 
-# make bench BENCHFLAGS=--quick for one run. Needs Debian postfix (smtp-source,
-# smtp-sink) and time; not in APT_PACKAGES because postfix starts an MTA on port 25.
+# make bench BENCHFLAGS=--quick for one run. Uses Postfix's smtp-source and smtp-sink
+# (make deps) and time.
 bench: all
 	$(VPY) bench/run.py $(BENCHFLAGS)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import services
 from mysql_fixture import mysql_admin
 from qmailpy import exitcodes as X
 from qmailpy.filters import runscripts
@@ -166,19 +167,19 @@ class Spamd:
 @pytest.fixture(scope="module")
 def clamd(tmp_path_factory):
     if not shutil.which("clamd"):
-        pytest.skip("clamd not installed (Debian clamav-daemon)")
+        services.missing("clamd", "clamd is not installed (Debian clamav-daemon; make deps)")
     c = Clamd(str(tmp_path_factory.mktemp("clamd")))
     yield c
     c.stop()
 
 
 @pytest.fixture(scope="module")
-def spamd():
+def spamd(mariadb):
     if not shutil.which("spamd"):
-        pytest.skip("spamd not installed (Debian spamd/spamassassin)")
+        services.missing("spamd", "spamd is not installed (Debian spamd, spamassassin; make deps)")
     conn = mysql_admin()
     if conn is None:
-        pytest.skip("no MariaDB at 127.0.0.1:3306 for spamd's user preferences")
+        services.missing("mariadb", "no MariaDB at 127.0.0.1:3306 for spamd's user preferences")
     s = Spamd(conn)
     yield s
     s.stop()
