@@ -417,6 +417,25 @@ def fake(tmp_path):
         s.close()
 
 
+@pytest.mark.parametrize("score, refused", [(b"20.0", True), (b"19.9", False), (b"20.1", True)])
+def test_reject_score_is_at_or_above(home, fake, score, refused):
+    """docs/filters.md: spam scoring at or above the user's reject score is refused; a hair
+    below, it is queued with spamd's headers. The scores come from a fake spamd: the real one
+    cannot be made to score exactly 20."""
+    body = b"X-Spam-Flag: YES\nX-Spam-Reject-Score: 20\n" + CLEAN
+    answer = b"SPAMD/1.1 0 EX_OK\r\nContent-length: %d\r\nSpam: True ; %s / 5.0\r\n\r\n" % (len(body), score)
+    home.control("spamglobal", "1")
+    home.control("spamdsocket", fake(answer + body))
+    rc, err = home.queue(CLEAN, ["bob@example.net"])
+    if refused:
+        assert (rc, err) == (X.QQ_PERM_REFUSED, "qmail-queue: message refused: spam, score %s >= reject score "
+                                                "20.0\n" % score.decode())
+        assert home.files() == []
+    else:
+        assert (rc, err) == (0, "")
+        assert home.queued() == {"bob@example.net": body}
+
+
 @pytest.mark.parametrize("which", ["clamd", "spamd"])
 def test_service_down_is_56_and_nothing_queued(home, tmp_path, which):
     home.control(which[:4] + "global" if which == "clamd" else "spamglobal", "1")
