@@ -225,4 +225,18 @@ def test_options_findings():
 
 @given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30), max_size=8))
 def test_options_parser_never_raises(lines):
-    parse_options([line.rstrip() for line in lines])
+    lines = [line.rstrip() for line in lines]
+    found, findings = parse_options(lines)
+    names = {c.name for c in R.CONTROLS}
+    for name, entries in found.items():
+        assert name in names, name                # aliases are stored under the control's name
+        for n, text in entries:
+            assert 1 <= n <= len(lines) and text in lines[n - 1], (name, n, text)
+    for f in findings:
+        assert 1 <= f.lineno <= len(lines) and str(f).startswith("control/options:%d: " % f.lineno)
+    # every line that is not blank, a comment or indented is a parameter or a finding
+    used = {n for entries in found.values() for n, _ in entries} | {f.lineno for f in findings}
+    for n, line in enumerate(lines, 1):
+        if line and not line.startswith("#") and line[0] not in " \t" and not line.split(":", 1)[-1].strip(
+                ).startswith("(Default.)"):
+            assert n in used, (n, line)
