@@ -232,6 +232,7 @@ def test_any_chunking_gives_the_same_replies_and_message(cuts):
     def run(chunks):
         ctl = Controls(os.path.join(ROOT, "tests", "no-such-home"), home_env)
         services = FakeServices(ctl)
+        services.now = lambda: 1796534357.0          # the "250 ok <time> qp" reply: one clock for both runs
         session = Session(SmtpdConfig(ctl, home_env), services)
         out = session.start()
         for c in chunks:
