@@ -17,7 +17,7 @@ APT_PACKAGES := python3 python3-venv ucspi-tcp swaks srs daemontools curl doveco
 # so it has no main.cf and never listens on port 25.
 APT_SERVICES := dovecot clamav-daemon clamav-freshclam spamd postfix
 
-.PHONY: all deps venv launchers test run stop install docs bench fuzz clean
+.PHONY: all deps venv launchers test run stop install docs bench fuzz mutate clean
 all: venv launchers
 
 deps:
@@ -62,6 +62,12 @@ bench: all
 fuzz: all
 	QMAILPY_FUZZ=$(or $(FUZZ),long) $(VPY) -m pytest -q -p no:cacheprovider tests/fuzz tests/test_adversarial_statemachine.py
 
+# make mutate: mutation testing of the modules listed in setup.cfg's [mutmut] section
+# (docs/development.md); MUTATE="relay send.bounce" runs only those modules.
+mutate: all
+	@$(VPY) -c "import mutmut" 2>/dev/null || $(VPY) -m pip install -q -e '.[test,mutate]'
+	$(VPY) tools/mutate.py $(MUTATE)
+
 docs: all
 	$(VPY) -m qmailpy.docgen docs
 
@@ -78,4 +84,4 @@ install: all
 	$(VPY) tools/install.py $(QMAILHOME) $(CURDIR) $(VPY) $$([ "$$(id -u)" = 0 ] && echo --production) $(INSTALLFLAGS)
 
 clean:
-	rm -rf $(VENV) bin/qmail-* bin/setsrssecret run
+	rm -rf $(VENV) bin/qmail-* bin/setsrssecret run mutants
