@@ -38,7 +38,11 @@ def row(c):
     if c.aliases:
         extra.append("also read as " + ", ".join("`%s`" % a for a in c.aliases))
     doc = c.doc + (" (" + "; ".join(extra) + ")" if extra else "")
-    return "| `%s` | %s | %s | %s | %s |" % (c.name, c.kind, default_text(c), ", ".join(c.readers), doc)
+    return "| `%s` | %s | %s | %s | %s |" % (c.name, c.kind, default_text(c), readers_text(c), doc)
+
+
+def readers_text(c):
+    return ", ".join(r + " (not yet)" if r in R.NOT_YET else r for r in c.readers)
 
 
 HEADER = ["| control | type | default | read by | what it does |", "|---|---|---|---|---|"]

@@ -4,6 +4,8 @@ import subprocess
 
 import pytest
 
+import services
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Nothing the suite starts may ask the machine's resolver (traffic stays on 127.0.0.1):
@@ -14,6 +16,14 @@ os.environ.setdefault("DNSTIMEOUT", "0.2")
 # machine (tests/test_production.py clears this to test privilege separation).
 os.environ["QMAILPY_SINGLEUSER"] = "1"
 BIN = os.path.join(ROOT, "bin")
+
+
+def pytest_configure(config):
+    """Under `make mutate`, mutmut's stats run marks this process MUTANT_UNDER_TEST=stats.
+    Programs the tests start would inherit it and try to record calls in a process that
+    is not mutmut's: drop it from the environment; mutmut keeps its own copy in-process."""
+    if os.environ.get("MUTANT_UNDER_TEST") == "stats":
+        del os.environ["MUTANT_UNDER_TEST"]
 
 
 def program(name):
@@ -50,3 +60,14 @@ class Home:
 @pytest.fixture
 def home(tmp_path):
     return Home(tmp_path / "qmail")
+
+
+@pytest.fixture(scope="session")
+def mariadb():
+    """MariaDB at 127.0.0.1:3306 for the tests that need it: the machine's, or one this
+    session starts (and stops at its end); none to be had fails those tests."""
+    reason = services.mariadb_server()
+    if reason:
+        services.missing("mariadb", reason)
+    yield (services.MYSQL_HOST, services.MYSQL_PORT)
+    services.stop_started()

@@ -3,12 +3,15 @@
 `backend` is parametrized over "sqlite" and "mysql". For MySQL it creates a
 database of its own (qmailpy_test_<random>) on the MariaDB at 127.0.0.1:3306
 (user root, no password), points the home's `usersdb` control at it, and
-drops it afterwards; without a reachable server the mysql runs are skipped.
+drops it afterwards. MariaDB not running is started for the session (conftest.py's
+`mariadb`); one that cannot be had fails the mysql runs (tests/services.py).
 Import the fixtures into a test module: `from mysql_fixture import backend`.
 """
 import os
 
 import pytest
+
+import services
 
 MYSQL_HOST, MYSQL_PORT, MYSQL_USER, MYSQL_PASSWORD = "127.0.0.1", 3306, "root", ""
 
@@ -95,16 +98,27 @@ class Backend:
             users.close()
 
 
-@pytest.fixture(params=["sqlite", "mysql"])
-def backend(request, home):
+def _backend(kind, request, home):
     mysql = None
-    if request.param == "mysql":
+    if kind == "mysql":
+        request.getfixturevalue("mariadb")          # conftest.py: running, or started for the session
         conn = mysql_admin()
         if conn is None:
-            pytest.skip("no MySQL/MariaDB at %s:%d" % (MYSQL_HOST, MYSQL_PORT))
+            services.missing("mariadb", "no MySQL/MariaDB at %s:%d" % (MYSQL_HOST, MYSQL_PORT))
         mysql = MysqlDatabase(conn)
-    b = Backend(request.param, home, mysql)
+    b = Backend(kind, home, mysql)
     yield b
     b.close()
     if mysql is not None:
         mysql.drop()
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def backend(request, home):
+    yield from _backend(request.param, request, home)
+
+
+@pytest.fixture
+def mysql_backend(request, home):
+    """The MySQL backend alone, for what only MySQL does."""
+    yield from _backend("mysql", request, home)

@@ -12,8 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
+import services
 from smtpsink import sinks  # noqa: F401  (fixture)
 from test_e2e_support import IS_ROOT, fd_count, free_port, inject, wait_listening, wait_until, world  # noqa: F401
 
@@ -22,11 +22,8 @@ SMTP_SINK = shutil.which("smtp-sink") or next(
 
 
 def need_smtp_sink():
-    if SMTP_SINK:
-        return
-    if os.environ.get("CI"):
-        pytest.fail("Postfix's smtp-sink is missing, and CI must run the concurrency test (apt-get install postfix)")
-    pytest.skip("Postfix's smtp-sink is not installed (Debian package postfix); CI is not set")
+    if not SMTP_SINK:
+        services.missing("smtp-sink", "Postfix's smtp-sink is not installed (Debian postfix; make deps)")
 
 
 def start_smtp_sink(world, wait=4):

@@ -9,8 +9,10 @@ import re
 import subprocess
 import time
 
+import pytest
+
 from test_e2e_support import DOMAIN, IS_ROOT, MAIL_UID, PYTHON, ROOT, dates, free_port, wait_listening, world  # noqa: F401
-from test_pop3 import DOVECOT, Pop3, needs_dovecot, unstuff
+from test_pop3 import DOVECOT, Pop3, needs_dovecot, unstuff  # noqa: F401 (fixture)
 
 # LF line ends (swaks sends CRLF), a leading dot and dot-only line (dot-stuffed on the wire),
 # 8-bit bytes, trailing blanks, an empty line in the body, a tab-folded header.
@@ -49,7 +51,7 @@ def start_dovecot(world):
     return port
 
 
-@needs_dovecot
+@pytest.mark.usefixtures("needs_dovecot")
 def test_swaks_to_maildir_to_pop3(world):
     maildir = world.adduser("joe", password="pop pass")
     if IS_ROOT:

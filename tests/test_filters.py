@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import services
 from mysql_fixture import mysql_admin
 from qmailpy import exitcodes as X
 from qmailpy.filters import runscripts
@@ -166,19 +167,19 @@ class Spamd:
 @pytest.fixture(scope="module")
 def clamd(tmp_path_factory):
     if not shutil.which("clamd"):
-        pytest.skip("clamd not installed (Debian clamav-daemon)")
+        services.missing("clamd", "clamd is not installed (Debian clamav-daemon; make deps)")
     c = Clamd(str(tmp_path_factory.mktemp("clamd")))
     yield c
     c.stop()
 
 
 @pytest.fixture(scope="module")
-def spamd():
+def spamd(mariadb):
     if not shutil.which("spamd"):
-        pytest.skip("spamd not installed (Debian spamd/spamassassin)")
+        services.missing("spamd", "spamd is not installed (Debian spamd, spamassassin; make deps)")
     conn = mysql_admin()
     if conn is None:
-        pytest.skip("no MariaDB at 127.0.0.1:3306 for spamd's user preferences")
+        services.missing("mariadb", "no MariaDB at 127.0.0.1:3306 for spamd's user preferences")
     s = Spamd(conn)
     yield s
     s.stop()
@@ -414,6 +415,25 @@ def fake(tmp_path):
     yield make
     for s in made:
         s.close()
+
+
+@pytest.mark.parametrize("score, refused", [(b"20.0", True), (b"19.9", False), (b"20.1", True)])
+def test_reject_score_is_at_or_above(home, fake, score, refused):
+    """docs/filters.md: spam scoring at or above the user's reject score is refused; a hair
+    below, it is queued with spamd's headers. The scores come from a fake spamd: the real one
+    cannot be made to score exactly 20."""
+    body = b"X-Spam-Flag: YES\nX-Spam-Reject-Score: 20\n" + CLEAN
+    answer = b"SPAMD/1.1 0 EX_OK\r\nContent-length: %d\r\nSpam: True ; %s / 5.0\r\n\r\n" % (len(body), score)
+    home.control("spamglobal", "1")
+    home.control("spamdsocket", fake(answer + body))
+    rc, err = home.queue(CLEAN, ["bob@example.net"])
+    if refused:
+        assert (rc, err) == (X.QQ_PERM_REFUSED, "qmail-queue: message refused: spam, score %s >= reject score "
+                                                "20.0\n" % score.decode())
+        assert home.files() == []
+    else:
+        assert (rc, err) == (0, "")
+        assert home.queued() == {"bob@example.net": body}
 
 
 @pytest.mark.parametrize("which", ["clamd", "spamd"])

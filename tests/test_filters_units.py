@@ -70,6 +70,9 @@ def test_spamd_answers():
     assert not v.refused()                                   # below the reject score: marked only
     v = spamd.parse_answer(_spamd(b"X-Spam-Reject-Score: 1\n\n", b"False ; 4.0 / 5.0"))
     assert not v.refused()                                   # not spam: never refused
+    # docs/filters.md: refused "at or above" the reject score
+    assert spamd.parse_answer(_spamd(b"X-Spam-Reject-Score: 15.5\n\n", b"True ; 15.5 / 5.0")).refused()
+    assert not spamd.parse_answer(_spamd(b"X-Spam-Reject-Score: 15.6\n\n", b"True ; 15.5 / 5.0")).refused()
     for answer, code in (
             (b"garbage", X.QQ_COMM_FAILED),
             (b"SPAMD/1.0 76 Bad header line: (EOF)\r\n", X.QQ_TEMP_REFUSED),

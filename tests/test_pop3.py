@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+import services
 from conftest import ROOT, Home, program
 from mysql_fixture import MysqlDatabase, mysql_admin, usersdb_line
 from test_dialogues import free_port, queued_messages, read_lines
@@ -36,9 +37,17 @@ MESSAGE = (b"Return-Path: <alice@remote.example>\nDelivered-To: joe@example.org\
 REFUSED_RCPT = "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"
 
 DOVECOT = shutil.which("dovecot") or (os.path.exists("/usr/sbin/dovecot") and "/usr/sbin/dovecot")
-needs_dovecot = pytest.mark.skipif(
-    not DOVECOT or not os.path.exists("/usr/lib/dovecot/script-login"),
-    reason="Dovecot is not installed (dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql)")
+
+
+def need_dovecot():
+    if not DOVECOT or not os.path.exists("/usr/lib/dovecot/script-login"):
+        services.missing("dovecot", "Dovecot is not installed (dovecot-core dovecot-pop3d dovecot-sqlite "
+                                    "dovecot-mysql; make deps)")
+
+
+@pytest.fixture
+def needs_dovecot():
+    need_dovecot()
 
 
 def mysql_driver_present():
@@ -137,8 +146,7 @@ def world_dir():
 
 @pytest.fixture(scope="module")
 def sqlite_world():
-    if not DOVECOT or not os.path.exists("/usr/lib/dovecot/script-login"):
-        pytest.skip("Dovecot is not installed")
+    need_dovecot()
     base = tempfile.mkdtemp(prefix="qmailpy-pop3-")
     os.chmod(base, 0o755)
     world = World(base)
@@ -151,12 +159,13 @@ def sqlite_world():
 
 
 @pytest.fixture
-def mysql_world(world_dir):
+def mysql_world(world_dir, mariadb):
+    need_dovecot()
     if not mysql_driver_present():
-        pytest.skip("Dovecot's MySQL driver is not installed (dovecot-mysql)")
+        services.missing("dovecot", "Dovecot's MySQL driver is not installed (dovecot-mysql; make deps)")
     conn = mysql_admin()
     if conn is None:
-        pytest.skip("no MySQL/MariaDB at 127.0.0.1:3306")
+        services.missing("mariadb", "no MySQL/MariaDB at 127.0.0.1:3306")
     db = MysqlDatabase(conn)
     world = None
     try:
@@ -249,7 +258,7 @@ def smtp_relay_attempt(world, source, sender="joe@example.org", rcpt="friend@rem
 
 # -- end to end
 
-@needs_dovecot
+@pytest.mark.usefixtures("needs_dovecot")
 def test_pop3_login_retrieves_and_opens_relay(sqlite_world):
     w = sqlite_world
     name = "1795000000.M1P1Q1.test.example,S=%d" % len(MESSAGE)
@@ -283,7 +292,7 @@ def test_pop3_login_retrieves_and_opens_relay(sqlite_world):
     assert replies[2:4] == ["250 ok", REFUSED_RCPT], replies
 
 
-@needs_dovecot
+@pytest.mark.usefixtures("needs_dovecot")
 def test_wrong_password_records_nothing(sqlite_world):
     w = sqlite_world
     pop = Pop3(w.port, "127.0.0.4")
@@ -293,7 +302,7 @@ def test_wrong_password_records_nothing(sqlite_world):
     assert smtp_relay_attempt(w, "127.0.0.4")[3] == REFUSED_RCPT
 
 
-@needs_dovecot
+@pytest.mark.usefixtures("needs_dovecot")
 def test_login_forms_aliases_and_no_pop(sqlite_world):
     w = sqlite_world
     # vpopmail's separators and an alias domain reach the same mailbox (and are lower-cased)
@@ -314,7 +323,7 @@ def test_login_forms_aliases_and_no_pop(sqlite_world):
     assert "127.0.0.8" not in w.relays()
 
 
-@needs_dovecot
+@pytest.mark.usefixtures("needs_dovecot")
 def test_mysql_backend(mysql_world):
     w = mysql_world
     w.put_message("joe", "1795000001.M2P2Q1.test.example", MESSAGE)
@@ -335,7 +344,7 @@ def test_mysql_backend(mysql_world):
 
 # -- the hook on its own
 
-@needs_dovecot
+@pytest.mark.usefixtures("needs_dovecot")
 def test_postlogin_records_then_execs(world_dir):
     w = World(world_dir)
     subprocess.run([PYTHON, "-m", "qmailpy.pop3.dovecot", w.root, w.outdir, "--dovecot-version", "2.3",
@@ -348,7 +357,7 @@ def test_postlogin_records_then_execs(world_dir):
     assert "192.0.2.7" in w.relays()            # IPv4-mapped stored as tcpserver spells it
 
 
-@needs_dovecot
+@pytest.mark.usefixtures("needs_dovecot")
 def test_postlogin_execs_even_when_the_database_is_down(world_dir):
     w = World(world_dir)
     subprocess.run([PYTHON, "-m", "qmailpy.pop3.dovecot", w.root, w.outdir, "--dovecot-version", "2.3"],
@@ -421,7 +430,7 @@ def test_quoting():
     assert dc.quote('a"b') == '"a\\"b"'
 
 
-@needs_dovecot
+@pytest.mark.usefixtures("needs_dovecot")
 def test_refusals(world_dir):
     w = World(world_dir)
     with pytest.raises(dc.ConfigError, match="2.4"):

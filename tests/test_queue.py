@@ -6,6 +6,7 @@ queue made by create_queue(), as qmail-smtpd will run it.
 import errno
 import os
 import random
+import re
 import shutil
 import stat
 import subprocess
@@ -438,17 +439,13 @@ def test_content_filter_copies_failures(home, monkeypatch):
     monkeypatch.setattr(os, "link", real_link)
 
     def broken(staged):                          # a copy that cannot be written: nothing queued
-        monkeypatch.setattr(E, "_write_all", _fail_write)
+        _fail_on(monkeypatch, "write", "mess")
         return [([staged.recipients[0]], None), ([staged.recipients[1]], b"copy")]
     before = debris(home)
     with pytest.raises(E.QueueError) as err:
         E.enqueue_all(str(home), MSG, ENV, 7, 1235, 0, content_filter=broken)
     assert err.value.code == X.QQ_WRITE_ERROR
     assert debris(home) == before
-
-
-def _fail_write(fd, data, what):
-    raise E.QueueError(X.QQ_WRITE_ERROR, "unable to write " + what)
 
 
 def test_no_filter_module_for_unfiltered_mail(home):
@@ -472,3 +469,58 @@ def test_no_filter_module_for_unfiltered_mail(home):
                                stderr=subprocess.PIPE, env=qenv(home), timeout=30)
         err = p.stderr.decode()
         assert "rc=%d " % rc in err and mods in err, err
+
+
+def _fail_on(monkeypatch, name, where, err=errno.EIO):
+    """os.<name>(fd, ...) raises OSError(err) when fd is a file under queue/<where>/: the real
+    write path (enqueue's _write_all and fsyncs), an I/O error of the disk."""
+    real = getattr(os, name)
+    # the mess file is written through the fd opened as queue/pid/<name>, since unlinked
+    dirs = ("/queue/pid/", "/queue/mess/") if where == "mess" else ("/queue/%s/" % where,)
+
+    def failing(fd, *args):
+        if any(d in os.readlink("/proc/self/fd/%d" % fd) for d in dirs):
+            raise OSError(err, os.strerror(err))
+        return real(fd, *args)
+    monkeypatch.setattr(os, name, failing)
+
+
+@pytest.mark.parametrize("name,where", [("write", "mess"), ("fsync", "mess"), ("write", "intd"), ("fsync", "intd")])
+def test_io_error_writing_the_queue_is_53(home, monkeypatch, name, where):
+    """qmail-queue answers any write or fsync failure of mess or intd with 53 (qq write error),
+    not only a full disk; nothing is left behind."""
+    _fail_on(monkeypatch, name, where)
+    with pytest.raises(E.QueueError) as err:
+        E.enqueue(str(home), MSG, ENV, 7, 1234, 0)
+    assert err.value.code == X.QQ_WRITE_ERROR == 53
+    assert "Input/output error" in err.value.reason
+    assert debris(home) == []
+    monkeypatch.undo()
+    assert E.enqueue(str(home), MSG, ENV, 7, 1235, 0)
+
+
+def test_io_error_is_exit_53_from_run(home):
+    """The same through qmail-queue's run() in a child that exits with its code, as the program does."""
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.queue.main import run
+    r0, w0 = os.pipe()
+    r1, w1 = os.pipe()
+    re_, we = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w0), os.close(w1), os.close(re_)
+            os.dup2(we, 2)
+            mp = pytest.MonkeyPatch()
+            _fail_on(mp, "write", "mess")
+            env = qenv(home)
+            os._exit(run(r0, r1, env, Controls(str(home), env)))
+        finally:
+            os._exit(99)
+    os.close(r0), os.close(r1), os.close(we)
+    os.write(w0, MSG), os.close(w0)
+    os.write(w1, ENV), os.close(w1)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 53
+    with os.fdopen(re_, "rb") as f:
+        assert re.fullmatch(rb"qmail-queue: unable to write mess: Input/output error\n", f.read())
+    assert debris(home) == []

@@ -130,7 +130,10 @@ def test_order_is_qmails_lcg():
     mxs = [(20, "c"), (10, "a"), (10, "b"), (30, "d")]
     got = {tuple(name for _, name in order(mxs, seed)) for seed in range(0, 1 << 32, 1 << 26)}
     assert got == {("a", "b", "c", "d"), ("b", "a", "c", "d")}
-    assert order(mxs, 0) == order(mxs, 0)            # deterministic for a seed
+    # the same seed, the same order: 0 makes random 1 (1 // 2 is below 2147483647 // 2: b first),
+    # 2**31 makes it 2**31 + 1 (2**30 is not below 1073741823: a stays first)
+    assert [n for _, n in order(mxs, 0)] == ["b", "a", "c", "d"]
+    assert [n for _, n in order(mxs, 1 << 31)] == ["a", "b", "c", "d"]
     # seed 0: random becomes 1, 1 // 2 < 2147483647 // 2 -> the second equal one is picked first
     assert [n for _, n in order([(5, "x"), (5, "y")], 0)] == ["y", "x"]
 

@@ -17,6 +17,15 @@ def test_addbounce_paragraphs():
     assert bounce.addbounce(b"a\nb@x", b"one\n\ntwo\n\n\nthree") == b"<a_b@x>:\none\n/two\n//three\n\n"
 
 
+def test_addbounce_report_ending_in_blank_lines():
+    """qmail-send.c's loop runs from len - 2 down: every newline after a newline becomes '/',
+    except the report's very last one, which ends the paragraph's last line."""
+    assert bounce.addbounce(b"joe@x", b"x\n\n\n") == b"<joe@x>:\nx\n/\n\n"
+    assert bounce.addbounce(b"joe@x", b"x\n\n\n\n") == b"<joe@x>:\nx\n//\n\n"
+    assert bounce.addbounce(b"joe@x", b"x\n\n") == b"<joe@x>:\nx\n\n\n"
+    assert bounce.addbounce(b"joe@x", b"\n\nx") == b"<joe@x>:\n//x\n\n"
+
+
 def test_quote():
     assert bounce.quote(b"MAILER-DAEMON") == b"MAILER-DAEMON"
     assert bounce.quote(b"bounce daemon") == b'"bounce daemon"'

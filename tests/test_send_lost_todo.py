@@ -15,6 +15,18 @@ def scratch(tmp_path):
     s.cleanup()
 
 
+DYING = ["alert: oh no! lost qmail-todo connection! dying...",
+         "status: local 0/10 remote 0/20 exitasap", "status: exiting"]
+
+
+def assert_died_cleanly(send):
+    """qmail's way out: the alert, exitasap, exit 0; no traceback, no other exit code."""
+    lines = send.lines()
+    assert send.proc.returncode == 0, lines
+    assert [line for line in lines if line in DYING] == DYING and lines[-1] == DYING[-1], lines
+    assert not any("Traceback" in line for line in lines), lines
+
+
 def test_qmail_send_exits_when_qmail_todo_dies(scratch):
     send = Send(scratch)
     send.wait_line(r"^status: local 0/")
@@ -28,7 +40,7 @@ def test_qmail_send_exits_when_qmail_todo_dies(scratch):
     while send.proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert send.proc.poll() is not None, "\n".join(send.lines())
-    assert "alert: oh no! lost qmail-todo connection! dying..." in send.lines()
+    assert_died_cleanly(send)
 
 
 def test_qmail_send_exits_when_qmail_todo_cannot_start(scratch):
@@ -38,3 +50,7 @@ def test_qmail_send_exits_when_qmail_todo_cannot_start(scratch):
     while send.proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert send.proc.poll() is not None, "\n".join(send.lines())
+    lines = send.lines()
+    assert any(line.startswith("alert: qmail-todo: cannot start: ") and "lock/trigger" in line
+               for line in lines), lines
+    assert_died_cleanly(send)

@@ -56,6 +56,10 @@ class Scratch:
         for d in (self.fake, os.path.join(self.fake, "mail")):
             os.chmod(d, 0o777)
         write_users_cdb(self.home, {b"!": (b"nobody", NOBODY, NOBODY, self.fake.encode(), b"-", b"")})
+        # qmail-lspawn's passwd lookups (qmail-getpw, the alias user) read this file, not the
+        # host's users: a real qmail host has an `alias` user that would take undeliverable mail.
+        self.passwd = os.path.join(self.fake, "passwd")
+        open(self.passwd, "w").close()
 
     def control(self, name, value):
         path = os.path.join(self.home, "control", name)
@@ -67,7 +71,7 @@ class Scratch:
             f.write(value + "\n" if value else "")
 
     def env(self, **extra):
-        env = dict(os.environ, QMAILHOME=self.home, FAKE_DIR=self.fake,
+        env = dict(os.environ, QMAILHOME=self.home, FAKE_DIR=self.fake, QMAILPY_PASSWD=self.passwd,
                    QMAILLOCAL=str(FAKES / "qmail-local"), QMAILREMOTE=str(FAKES / "qmail-remote"))
         env.update(extra)
         return env

@@ -232,6 +232,7 @@ def test_any_chunking_gives_the_same_replies_and_message(cuts):
     def run(chunks):
         ctl = Controls(os.path.join(ROOT, "tests", "no-such-home"), home_env)
         services = FakeServices(ctl)
+        services.now = lambda: 1796534357.0          # the "250 ok <time> qp" reply: one clock for both runs
         session = Session(SmtpdConfig(ctl, home_env), services)
         out = session.start()
         for c in chunks:
@@ -338,3 +339,43 @@ def test_queue_wrapper_is_execed_not_forked(qhome, tmp_path):
     assert is_own_queue(program("qmail-queue"))
     assert not is_own_queue(fake_queue(tmp_path, 0))
     assert not is_own_queue("/nonexistent")
+
+
+# -- morercpthosts.cdb: rcpthosts.c tries the domain, then each suffix from a dot
+
+MORE_RCPTS = [("a@more.example", "250 ok"), ("a@MORE.Example", "250 ok"),
+              ("a@x.more.example", "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"),
+              ("a@x.deep.example", "250 ok"), ("a@y.x.deep.example", "250 ok"),
+              ("a@deep.example", "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"),
+              ("a@example.org", "250 ok"), ("a@else.example", "553 sorry, that domain isn't in my list of "
+                                                               "allowed rcpthosts (#5.7.1)")]
+
+
+def write_morercpthosts(home, *keys):
+    import cdblib
+    with open(os.path.join(home.root, "control", "morercpthosts.cdb"), "wb") as f, cdblib.Writer(f) as w:
+        for key in keys:
+            w.put(key, b"")
+
+
+def test_morercpthosts_exact_domains_and_dot_suffixes_in_process(qhome):
+    """An exact key is that domain only (its subdomains relay nowhere); a `.deep.example`
+    key takes every subdomain but not deep.example itself."""
+    write_morercpthosts(qhome, b"more.example", b".deep.example")
+    env = dict(TCP_ENV)
+    controls = Controls(qhome.root, env)
+    session = Session(SmtpdConfig(controls, env), FakeServices(controls))
+    session.start()
+    session.feed(b"HELO c.example\r\n")
+    for rcpt, reply in MORE_RCPTS:
+        assert session.feed(b"MAIL FROM:<s@example.com>\r\n") == b"250 ok\r\n"
+        assert session.feed(b"RCPT TO:<%s>\r\n" % rcpt.encode()).decode() == reply + "\r\n", rcpt
+        assert session.feed(b"RSET\r\n") == b"250 flushed\r\n"
+
+
+def test_morercpthosts_through_the_program(qhome):
+    write_morercpthosts(qhome, b"more.example", b".deep.example")
+    data = b"HELO c.example\r\n" + b"".join(b"MAIL FROM:<s@example.com>\r\nRCPT TO:<%s>\r\nRSET\r\n" % r.encode()
+                                            for r, _ in MORE_RCPTS) + b"QUIT\r\n"
+    lines, _, _ = smtpd(qhome, data)
+    assert lines[3::3][:len(MORE_RCPTS)] == [reply for _, reply in MORE_RCPTS]

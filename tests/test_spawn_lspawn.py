@@ -6,7 +6,7 @@ import types
 import pytest
 
 from qmailpy.proto import spawnwire
-from qmailpy.spawn import lspawn, mailbox
+from qmailpy.spawn import lspawn, mailbox, passwd
 from qmailpy.users import domainfiles
 from test_send_support import (DELIVERY_UID, NOBODY, ROOT_ONLY, Scratch, SpawnClient, queue_message,
                                write_users_cdb)
@@ -157,10 +157,33 @@ def test_users_module_missing_falls_back_to_passwd(scratch, monkeypatch):
     monkeypatch.setitem(sys.modules, "qmailpy.users", None)       # import fails
     os.unlink(os.path.join(scratch.home, "users", "cdb"))
     from qmailpy.ctl.reader import Controls
-    r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=True)
+    users = passwd.lookup({"QMAILPY_PASSWD": scratch.passwd})           # no users, no alias user
+    r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=True, getpwnam=users)
     got = r.resolve(b"virt.example-nosuchuser", b"virt.example")
     assert got == mailbox.Assignment(b"alias", os.getuid(), os.getgid(),
                                      os.path.join(scratch.home, "alias").encode(), b"-", b"virt.example-nosuchuser")
+    r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=False, getpwnam=users)
+    assert r.resolve(b"virt.example-nosuchuser", b"virt.example") == mailbox.NOALIAS
+
+
+def test_passwd_file_users_and_the_alias_user(scratch, tmp_path):
+    """qmail-getpw over $QMAILPY_PASSWD: the longest user-ext with an entry whose home it owns
+    (uid 0 never), else the alias user with the whole local part as ext."""
+    mine = tmp_path / "joe"
+    mine.mkdir()
+    uid, gid = os.getuid() or 1, os.getgid()
+    os.chown(mine, uid, gid)
+    with open(scratch.passwd, "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\n")
+        f.write("joe:x:%d:%d::%s:/bin/sh\n" % (uid, gid, mine))
+        f.write("alias:x:7790:7790::/var/qmail/alias:/bin/false\n")
+        f.write("broken line\n")
+    users = passwd.lookup({"QMAILPY_PASSWD": scratch.passwd})
+    assert mailbox.getpw(b"joe-list-x", getpwnam=users) == mailbox.Assignment(
+        b"joe", uid, gid, str(mine).encode(), b"-", b"list-x")
+    assert mailbox.getpw(b"Joe", getpwnam=users) == mailbox.Assignment(b"joe", uid, gid, str(mine).encode(), b"", b"")
+    assert mailbox.getpw(b"root", getpwnam=users) == mailbox.Assignment(
+        b"alias", 7790, 7790, b"/var/qmail/alias", b"-", b"root")
 
 
 @pytest.mark.skipif(**ROOT_ONLY)

@@ -117,3 +117,17 @@ def test_replies():
     assert chkuser.reply_for(NOUSER) == "511 sorry, no mailbox here by that name (#5.1.1 - chkuser)"
     assert chkuser.reply_for(OK) is None and chkuser.reply_for(NOTOURS) is None
     assert chkuser.RESOURCE.startswith("451 ")
+
+
+def test_a_slash_never_reaches_another_domains_files(users):
+    """`joe/../../other.example/secretlist-x` names a real list of another domain (joe's
+    mailbox directory makes the path resolve): the `/` guard alone refuses it."""
+    admin.add_domain(users, "other.example")
+    other = users.domain_dir("other.example")
+    os.makedirs(os.path.join(other, "secretlist"))
+    open(os.path.join(other, "secretlist", "mailinglist"), "w").close()
+    sneaky = "joe/../../other.example/secretlist"
+    assert os.path.exists(os.path.join(users.domain_dir("example.org"), sneaky, "mailinglist"))
+    assert check_recipient(users, "secretlist-x@other.example") == OK
+    assert check_recipient(users, sneaky + "-x@example.org") == NOUSER
+    assert check_recipient(users, "joe/..@example.org") == NOUSER

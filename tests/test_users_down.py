@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from mysql_fixture import backend  # noqa: F401 (fixture)
+from mysql_fixture import backend, mysql_backend  # noqa: F401 (fixtures)
 from qmailpy.ctl.reader import Controls
 from qmailpy.users import admin
 from qmailpy.users.auth import authenticate
@@ -83,12 +83,9 @@ def test_malformed_usersdb_is_unavailable(home, line):
         users_at(home, line).has_domain("example.org")
 
 
-def test_unknown_database_is_unavailable(home):
+def test_unknown_database_is_unavailable(home, mariadb):
     from mysql_fixture import mysql_admin
-    conn = mysql_admin()
-    if conn is None:
-        pytest.skip("no MySQL/MariaDB")
-    conn.close()
+    mysql_admin().close()
     with pytest.raises(UsersUnavailable):
         users_at(home, "127.0.0.1|3306|root||qmailpy_no_such_db_%d" % time.time_ns()).lookup("a", "b.c")
 
@@ -118,14 +115,12 @@ def test_unreadable_control_is_unavailable(home):
         open_users(home.root, Controls(home.root, {}))
 
 
-def test_mysql_connection_dropped_while_idle_is_reopened(backend):  # noqa: F811
+def test_mysql_connection_dropped_while_idle_is_reopened(mysql_backend):  # noqa: F811
     """vmysql.c's rebuild after MySQL's wait_timeout: a killed idle connection is reopened once."""
-    if backend.kind != "mysql":
-        pytest.skip("MySQL only")
-    users = backend.open(create=True)
+    users = mysql_backend.open(create=True)
     admin.add_domain(users, "example.org")
     (conn_id,), = users.db.query("SELECT CONNECTION_ID()")
-    backend.mysql.execute("KILL %s" % int(conn_id))
+    mysql_backend.mysql.execute("KILL %s" % int(conn_id))
     assert users.has_domain("example.org")
     (new_id,), = users.db.query("SELECT CONNECTION_ID()")
     assert new_id != conn_id

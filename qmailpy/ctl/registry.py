@@ -48,6 +48,11 @@ def _c(name, kind, default, group, readers, doc, **kw):
 SMTPD, QUEUE, SEND, LOCAL, REMOTE = "qmail-smtpd", "qmail-queue", "qmail-send", "qmail-local", "qmail-remote"
 TODO, LSPAWN = "qmail-todo", "qmail-lspawn"
 INJECT = "qmail-inject sendmail"      # sendmail runs qmail-inject
+# Readers that are qmail's programs but not qmailpy's yet: docs/ says "(not yet)".
+# Besides these, every reader is a console script of setup.cfg or a run script
+# (install/services.py: run-scripts, spamd-run).
+NOT_YET = frozenset()
+RUN_SCRIPTS = frozenset(("run-scripts", "spamd-run"))
 
 # Group order is the order of docs/ pages and of qmail-showctl output.
 GROUPS = {
@@ -99,7 +104,7 @@ CONTROLS = (
     _c("rcpthosts", LIST, None, "relay", SMTPD,
        "Domains we accept mail for ('.example.com' = its subdomains); absent = any domain (open relay)."),
     _c("morercpthosts", LIST, (), "relay", "qmail-newmrh", "Source text of morercpthosts.cdb."),
-    _c("morercpthosts.cdb", CDB, None, "relay", SMTPD, "More rcpthosts, as a cdb built by qmail-newmrh."),
+    _c("morercpthosts.cdb", CDB, None, "relay", SMTPD, "More rcpthosts, as a cdb of the domains (qmail-newmrh's format)."),
     _c("relayclients", LIST, (), "relay", SMTPD, "Client IPs ('1.2.3.4:' or prefix '192.168.1.:') that may relay."),
     _c("relaydomains", LIST, (), "relay", SMTPD, "Client host names ('host:' or '.domain:') that may relay."),
     _c("relaymailfrom", LIST, (), "relay", SMTPD, "Senders (address or @domain) that may relay; not recommended."),

@@ -17,7 +17,7 @@ import sys
 from qmailpy import paths
 from qmailpy.ctl.reader import Controls
 from qmailpy.progstart import start
-from qmailpy.spawn import mailbox, server
+from qmailpy.spawn import mailbox, passwd, server
 from qmailpy.spawn import programs
 from qmailpy.spawn.programs import program_path
 
@@ -75,7 +75,8 @@ class Local:
         self.reload_wanted = False
         if self.resolver is not None:
             self.resolver.close()
-        self.resolver = mailbox.Resolver(self.home, Controls(self.home, self.environ), not self.root)
+        self.resolver = mailbox.Resolver(self.home, Controls(self.home, self.environ), not self.root,
+                                         passwd.lookup(self.environ))
 
     def spawn(self, fdmess, fdout, sender, recip, at):
         local, domain = recip[:at], recip[at + 1:]

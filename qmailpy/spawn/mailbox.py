@@ -109,15 +109,18 @@ def users_cdb(home, local):
         db.close()
 
 
-def getpw(local, alias_home=None):
+def getpw(local, alias_home=None, getpwnam=None):
     """qmail-getpw: the longest `user` in `user-ext` with a passwd entry (uid != 0,
     home owned by it), else the alias user with ext = local. alias_home stands
-    in for a missing alias user (single-user mode)."""
-    import pwd
+    in for a missing alias user (single-user mode). getpwnam: the user database
+    (qmailpy.spawn.passwd.lookup; the system's by default)."""
+    if getpwnam is None:
+        import pwd
+        getpwnam = pwd.getpwnam
     for end in range(len(local), -1, -1):
         if end < USERLEN and (end == len(local) or local[end:end + 1] == BREAK):
             try:
-                pw = pwd.getpwnam(local[:end].lower().decode("utf-8", "surrogateescape"))
+                pw = getpwnam(local[:end].lower().decode("utf-8", "surrogateescape"))
             except KeyError:
                 pw = None
             if pw is not None and pw.pw_uid:
@@ -132,7 +135,7 @@ def getpw(local, alias_home=None):
                     return Assignment(pw.pw_name.encode(), pw.pw_uid, pw.pw_gid,
                                       os.fsencode(pw.pw_dir), dash, ext)
     try:
-        pw = pwd.getpwnam(ALIAS_USER)
+        pw = getpwnam(ALIAS_USER)
     except KeyError:
         if alias_home is None:
             return NOALIAS
@@ -143,8 +146,9 @@ def getpw(local, alias_home=None):
 class Resolver:
     """Holds the controls and one users-database handle between deliveries."""
 
-    def __init__(self, home, controls, single_user):
+    def __init__(self, home, controls, single_user, getpwnam=None):
         self.home, self.controls, self.single_user = home, controls, single_user
+        self.getpwnam = getpwnam
         self.rewriter = Rewriter.from_controls(controls)
         self.users = None
 
@@ -164,7 +168,7 @@ class Resolver:
             got = self.virtual(local, local[len(prefix) + 1:], domain)
             if got is not None:
                 return got
-        return getpw(local, os.path.join(self.home, "alias") if self.single_user else None)
+        return getpw(local, os.path.join(self.home, "alias") if self.single_user else None, self.getpwnam)
 
     def virtual(self, local, user, domain):
         """Where a virtual-domain recipient's mail goes, in chkuser's order (qmailpy.users.chkuser).
