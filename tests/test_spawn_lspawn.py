@@ -251,7 +251,9 @@ def test_domain_directory_dotqmail_files(scratch, monkeypatch, tmp_path):
     assert resolve(b"Info") == in_domain_dir(b"Info")
     assert resolve(b"sales.team") == in_domain_dir(b"sales.team")
     assert resolve(b"lists-x-y") == in_domain_dir(b"lists-x-y")
-    assert resolve(b"joe") == joe                                 # a real mailbox wins
+    assert resolve(b"joe") == in_domain_dir(b"joe")               # the alias file wins, as in vpopmail
+    os.unlink(os.path.join(ddir, ".qmail-joe"))
+    assert resolve(b"joe") == joe
     assert resolve(b"old") == b"Dvdelivermail: account is locked email bounced old@virt.example\n"
     assert resolve(b"joe-tag") == joe._replace(dash=b"-", ext=b"tag")
     put(".qmail-default", "| /home/vpopmail/bin/vdelivermail '' bounce-no-mailbox\n")

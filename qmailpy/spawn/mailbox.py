@@ -173,8 +173,10 @@ class Resolver:
     def virtual(self, local, user, domain):
         """Where a virtual-domain recipient's mail goes, in chkuser's order (qmailpy.users.chkuser).
 
-        1. the mailbox `user` (vpopmail's BOUNCE_MAIL flag: LOCKED);
-        2. an alias file .qmail-<user> or .qmail-<prefix>-default in the domain directory;
+        1. an alias file .qmail-<user> or .qmail-<prefix>-default in the domain directory
+           (vpopmail's order: qmail-local reads it before .qmail-default runs vdelivermail,
+           so it wins over a mailbox of the same name);
+        2. the mailbox `user` (vpopmail's BOUNCE_MAIL flag: LOCKED);
         3. a catch-all .qmail-default there (qmailpy.users.domainfiles.is_catchall);
         4. the mailbox of the longest `u` of user = `u-ext` (-ext becomes dash/ext);
         5. any other .qmail-default (vpopmail's `| vdelivermail '' bounce-no-mailbox`);
@@ -188,11 +190,13 @@ class Resolver:
         try:
             if self.users is None:
                 self.users = open_users(self.home, self.controls)
+            files = self.domain_files(dom, name)
+            if files is not None and files.alias:
+                return files.assignment(user)
             box = find_mailbox(self.home, self.controls, name, dom, self.users)
             if box is not None:
                 return self.mailbox(box, b"", b"")
-            files = self.domain_files(dom, name)
-            if files is not None and (files.alias or files.catchall):
+            if files is not None and files.catchall:
                 return files.assignment(user)
             for end in range(len(user) - 1, 0, -1):
                 if user[end:end + 1] != BREAK:
@@ -228,17 +232,31 @@ class Resolver:
         if real is None:
             return None
         ddir = self.users.domain_dir(real)
-        head = domainfiles.default_head(ddir)
-        return DomainFiles(real, ddir, domainfiles.alias_file(ddir, user) is not None,
-                           domainfiles.is_catchall(head), head is not None)
+        return DomainFiles(real, ddir, domainfiles.alias_file(ddir, user) is not None)
 
 
 class DomainFiles:
-    """A hosted domain's directory: has an alias file for the user, a catch-all, a .qmail-default."""
+    """A hosted domain's directory: has an alias file for the user; its .qmail-default,
+    read only when asked (a mailbox found before it never depends on that file)."""
 
-    def __init__(self, domain, directory, alias, catchall, default):
-        self.domain, self.directory = domain, directory
-        self.alias, self.catchall, self.default = alias, catchall, default
+    def __init__(self, domain, directory, alias):
+        self.domain, self.directory, self.alias = domain, directory, alias
+        self._head = False
+
+    def head(self):
+        if self._head is False:
+            from qmailpy.users import domainfiles
+            self._head = domainfiles.default_head(self.directory)
+        return self._head
+
+    @property
+    def catchall(self):
+        from qmailpy.users import domainfiles
+        return domainfiles.is_catchall(self.head())
+
+    @property
+    def default(self):
+        return self.head() is not None
 
     def assignment(self, user):
         """qmail-local in the domain directory, as its owner (vpopmail), ext = the user."""

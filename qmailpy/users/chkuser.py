@@ -2,8 +2,8 @@
 
 check_recipient() follows chkuser 2.0's realrcpt() (chkuser.c 2.0.8, as in
 denislemire/netqmail chkuser.c): domains we do not host are not checked;
-then a mailbox user (without vpopmail's BOUNCE_MAIL flag), a .qmail-<user>
-or .qmail-<prefix>-default alias file, or a catch-all .qmail-default each make
+then a .qmail-<user> or .qmail-<prefix>-default alias file, a mailbox user
+(without vpopmail's BOUNCE_MAIL flag), or a catch-all .qmail-default each make
 the recipient valid (qmailpy.users.domainfiles), exactly what delivery
 delivers. chkuser's ezmlm list-directory test is left out: without a
 .qmail-<list>-default nothing would deliver such mail. A database that cannot
@@ -40,8 +40,8 @@ CHKUSR_06_NORCPT = "550 sorry, no mailbox here by that name (#5.1.1 - chkusr)"
 def check_recipient(users, addr):
     """'ok', 'nouser' or 'notours' (a domain we do not host: not ours to judge).
 
-    The order is qmail-lspawn's (qmailpy.spawn.mailbox): a mailbox, else an
-    alias file, else a catch-all .qmail-default. Raises UsersUnavailable when
+    The order is qmail-lspawn's (qmailpy.spawn.mailbox): an alias file, else a
+    mailbox, else a catch-all .qmail-default. Raises UsersUnavailable when
     the database cannot answer or the domain directory cannot be looked into.
     """
     user, domain = split_address(addr)
@@ -50,12 +50,14 @@ def check_recipient(users, addr):
     real = users.domain_of(domain)
     if real is None:
         return NOTOURS
-    box = users.lookup(user, real)
-    if box is not None:
-        return NOUSER if box.bounces else OK
     domain_dir = users.domain_dir(real)
     try:
-        if domainfiles.alias_file(domain_dir, user) or domainfiles.is_catchall(domainfiles.default_head(domain_dir)):
+        if domainfiles.alias_file(domain_dir, user):
+            return OK
+        box = users.lookup(user, real)
+        if box is not None:
+            return NOUSER if box.bounces else OK
+        if domainfiles.is_catchall(domainfiles.default_head(domain_dir)):
             return OK
     except OSError as e:
         raise UsersUnavailable("cannot look into %s: %s" % (e.filename or domain_dir, e.strerror or e)) from None
