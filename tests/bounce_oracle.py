@@ -1,14 +1,14 @@
 """The bounce copy as qmail-send built it before the streaming rewrite (issue 22): the oracle.
 
 Kept verbatim (whole message in memory, every "--" line tested against every
-open boundary) so tests/test_send_bouncestream.py can check that the streaming
+open boundary; only the Content-Type parameter parser, unchanged, is shared) so tests/test_send_bouncestream.py can check that the streaming
 copy gives the same bytes for honest MIME messages. Not used by qmailpy.
 """
 from collections import namedtuple
 
 from qmailpy.proto.date822 import date822
 from qmailpy.proto.quote import quote, quote2
-from qmailpy.send import bounce
+from qmailpy.send import bounce, bouncecopy
 
 STRIPPED = b"\n\n--- End of message stripped.\n"
 Skeleton = namedtuple("Skeleton", "copy boundary")
@@ -43,34 +43,8 @@ def header_value(lines, name):
 
 
 def multipart_boundary(content_type):
-    """The boundary of a multipart Content-Type value, or None."""
-    if content_type is None:
-        return None
-    media, _, params = content_type.partition(b";")
-    if not media.strip().lower().startswith(b"multipart/"):
-        return None
-    rest = params
-    while rest:
-        rest = rest.lstrip(b" \t;")
-        name, eq, rest = rest.partition(b"=")
-        if not eq:
-            return None
-        rest = rest.lstrip(b" \t")
-        if rest[:1] == b'"':
-            end = 1
-            value = bytearray()
-            while end < len(rest) and rest[end:end + 1] != b'"':
-                if rest[end:end + 1] == b"\\" and end + 1 < len(rest):
-                    end += 1
-                value += rest[end:end + 1]
-                end += 1
-            value, rest = bytes(value), rest[end + 1:]
-        else:
-            value, _, rest = rest.partition(b";")
-            value = value.strip()
-        if name.strip().lower() == b"boundary":
-            return value or None
-    return None
+    """The boundary of a multipart Content-Type value, or None (unchecked, as before)."""
+    return bouncecopy.boundary_param(content_type)
 
 
 def _delimiter(line, stack):

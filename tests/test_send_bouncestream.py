@@ -8,14 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import bounce_oracle
 from qmailpy.send import bounce, bouncecopy
-from qmailpy.send.bounce import Settings
-
-DEFAULTS = Settings(b"MAILER-DAEMON", b"mx.example.org", b"failure notice",
-                    (b"I'm afraid I wasn't able to deliver your message to the following addresses.",
-                     b"This is a permanent error; I've given up. Sorry it didn't work out."), 0,
-                    b"postmaster", b"mx.example.org", b"failure notice",
-                    (b"I tried to deliver a bounce message to this address, but the bounce bounced!",))
-NOW = 812090794          # 26 Sep 1995 04:46:34 -0000
+from test_send_bouncetext import DEFAULTS, NOW
 REPORT = b"<fail@x.example>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n"
 BCHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'()+_,-./:=? "
 TSPECIALS = set(" ()<>@,;:\\\"/[]?=")

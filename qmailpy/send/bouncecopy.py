@@ -41,6 +41,12 @@ def valid_boundary(value):
 
 def multipart_boundary(content_type):
     """The boundary of a multipart Content-Type value when it is a valid one, else None."""
+    value = boundary_param(content_type)
+    return value if value is not None and valid_boundary(value) else None
+
+
+def boundary_param(content_type):
+    """The boundary parameter of a multipart Content-Type value as written (unchecked), or None."""
     if content_type is None:
         return None
     media, _, params = content_type.partition(b";")
@@ -66,7 +72,7 @@ def multipart_boundary(content_type):
             value, _, rest = rest.partition(b";")
             value = value.strip()
         if name.strip().lower() == b"boundary":
-            return bytes(value) if valid_boundary(value) else None
+            return value or None
     return None
 
 
