@@ -2,6 +2,7 @@
 bounces off the scheduler's loop (a 10 MB hostile message, a slow qmail-queue) and bounces a filter refuses."""
 import os
 import re
+import selectors
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from test_filters import EICAR, clamd  # noqa: F401 (the module's clamd fixture, started by pid)
+from qmailpy.send.inject import Injector
 from test_send_support import FAKES, ROOT, Scratch, Send, dates, inject
 
 MIME = (b"From: alice@localhost\nSubject: report\nMIME-Version: 1.0\n"
@@ -296,6 +298,40 @@ def test_sigterm_waits_for_the_bounce_under_way(scratch):
     again.wait_line(r"^end msg \d+$")
     assert again.stop() == 0
     assert scratch.queue_files() == []
+
+
+def run_injection(inj):
+    """Drive an Injection as qmail-send's loop does; qmail-queue's exit code."""
+    sel = selectors.DefaultSelector()
+    sel.register(inj.pidfd, selectors.EVENT_READ)
+    while True:
+        fd = inj.fileno()
+        if fd is not None:
+            sel.register(fd, selectors.EVENT_WRITE)
+        events = sel.select(30)
+        assert events, "qmail-queue neither reads nor exits"
+        if fd is not None:
+            sel.unregister(fd)
+        if any(key.fd == inj.pidfd for key, _ in events):
+            return inj.finish()
+        inj.step()
+
+
+def test_injection_that_cannot_read_the_message_queues_nothing(scratch):
+    def chunks():
+        yield b"Subject: x\n\n" * 10000
+        raise OSError("mess/ unreadable")
+    inj = Injector(scratch.home, scratch.env(QMAILQUEUE=str(ROOT / "bin" / "qmail-queue"))).start(
+        chunks(), b"", b"alice@localhost")
+    assert run_injection(inj) == 54 and inj.trouble          # no envelope: qmail-queue's read error
+    assert scratch.queue_files() == []
+
+
+def test_injection_into_a_qmail_queue_that_stops_reading(scratch):
+    big = (b"x" * 65536 for _ in range(100))
+    inj = Injector(scratch.home, scratch.env(QMAILQUEUE="/bin/false")).start(big, b"", b"alice@localhost")
+    assert run_injection(inj) == 1 and not inj.trouble
+    assert inj.fileno() is None
 
 
 # -- bounces qmail-queue refuses (issue 23): without the copy, then dropped

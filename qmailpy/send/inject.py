@@ -40,7 +40,14 @@ class Injector:
             return None
         os.close(msg_r)
         os.close(env_r)
-        return Injection(proc, msg_w, env_w, chunks, qq.encode(sender, [recipient]))
+        try:
+            return Injection(proc, msg_w, env_w, chunks, qq.encode(sender, [recipient]))
+        except OSError:                   # no pidfd (Linux before 5.3): qmail-queue must not queue
+            os.close(msg_w)
+            os.close(env_w)
+            proc.kill()
+            proc.wait()
+            return None
 
 
 class Injection:
