@@ -153,6 +153,31 @@ def test_triple_bounce_discarded(scratch):
     assert scratch.mail() == {}
 
 
+def test_injected_boundary_and_part_header_text_stay_below_the_copy_line(scratch):
+    """Issue 22's attack: a boundary with bare CRs and a body line placed as a part header."""
+    mess = (b"From: mallory@far.example\nSubject: hi\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=\"zz\\\"\rSubject: Your invoice\rX-Injected: 1\"\n\n"
+            b"--zz\"\rSubject: Your invoice\rX-Injected: 1\n<h1>pay here</h1>\n\nbody\n")
+    msgid = inject(scratch.home, mess, "alice@localhost", ["fail@localhost"])
+    run_until_done(scratch, msgid, "alice@localhost")
+    [got] = scratch.mail("alice@localhost").values()
+    above, copy = got.split(b"--- Below this line is a copy of the message.\n\n", 1)
+    assert [ln.split(b":", 1)[0] for ln in above.split(b"\n\n", 1)[0].split(b"\n")] == [
+        b"Received", b"Date", b"From", b"To", b"Subject"]
+    assert b"\r" not in above and b"invoice" not in above and b"Injected" not in above
+    return_path, received, rest = copy.split(b"\n", 2)
+    assert return_path == b"Return-Path: <alice@localhost>" and received.startswith(b"Received: (qmail ")
+    assert rest == mess.split(b"\n\n", 1)[0] + b"\n\n"          # the plain bounce: the header only
+    assert b"pay here" not in got
+    mime = mess.replace(b'boundary="zz\\"\rSubject: Your invoice\rX-Injected: 1"', b"boundary=zz").replace(
+        b'--zz"\rSubject: Your invoice\rX-Injected: 1\n', b"--zz\n")
+    msgid = inject(scratch.home, mime, "bob@localhost", ["fail@localhost"])
+    run_until_done(scratch, msgid, "bob@localhost")
+    [got] = scratch.mail("bob@localhost").values()
+    assert b'\nContent-Type: multipart/mixed; boundary="zz"\nSubject: failure notice\n' in got
+    assert got.endswith(b"boundary=zz\n\n--zz\n") and b"pay here" not in got
+
+
 # -- bounces off the loop: a hostile message, a slow qmail-queue
 
 QUEUE_FAKE = str(FAKES / "qmail-queue")
