@@ -1,11 +1,19 @@
-"""Bounces end to end: H-Sphere controls, MIME skeleton copies, double and triple bounces, doublebounce-trim."""
+"""Bounces end to end: H-Sphere controls, MIME skeleton copies, double and triple bounces, doublebounce-trim;
+bounces off the scheduler's loop (a 10 MB hostile message, a slow qmail-queue) and bounces a filter refuses."""
 import os
 import re
+import selectors
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from test_send_support import Scratch, Send, dates, inject
+from test_filters import EICAR, clamd  # noqa: F401 (the module's clamd fixture, started by pid)
+from qmailpy.send.inject import Injector
+from test_send_support import FAKES, ROOT, Scratch, Send, dates, inject
 
 MIME = (b"From: alice@localhost\nSubject: report\nMIME-Version: 1.0\n"
         b"Content-Type: multipart/mixed;\n boundary=\"outer\"\n\n"
@@ -143,3 +151,263 @@ def test_triple_bounce_discarded(scratch):
     lines = run_until_done(scratch, msgid)
     assert "triple bounce: discarding bounce/%d" % msgid in lines
     assert scratch.mail() == {}
+
+
+def test_injected_boundary_and_part_header_text_stay_below_the_copy_line(scratch):
+    """Issue 22's attack: a boundary with bare CRs and a body line placed as a part header."""
+    mess = (b"From: mallory@far.example\nSubject: hi\nMIME-Version: 1.0\n"
+            b"Content-Type: multipart/mixed; boundary=\"zz\\\"\rSubject: Your invoice\rX-Injected: 1\"\n\n"
+            b"--zz\"\rSubject: Your invoice\rX-Injected: 1\n<h1>pay here</h1>\n\nbody\n")
+    msgid = inject(scratch.home, mess, "alice@localhost", ["fail@localhost"])
+    run_until_done(scratch, msgid, "alice@localhost")
+    [got] = scratch.mail("alice@localhost").values()
+    above, copy = got.split(b"--- Below this line is a copy of the message.\n\n", 1)
+    assert [ln.split(b":", 1)[0] for ln in above.split(b"\n\n", 1)[0].split(b"\n")] == [
+        b"Received", b"Date", b"From", b"To", b"Subject"]
+    assert b"\r" not in above and b"invoice" not in above and b"Injected" not in above
+    return_path, received, rest = copy.split(b"\n", 2)
+    assert return_path == b"Return-Path: <alice@localhost>" and received.startswith(b"Received: (qmail ")
+    assert rest == mess.split(b"\n\n", 1)[0] + b"\n\n"          # the plain bounce: the header only
+    assert b"pay here" not in got
+    mime = mess.replace(b'boundary="zz\\"\rSubject: Your invoice\rX-Injected: 1"', b"boundary=zz").replace(
+        b'--zz"\rSubject: Your invoice\rX-Injected: 1\n', b"--zz\n")
+    msgid = inject(scratch.home, mime, "bob@localhost", ["fail@localhost"])
+    run_until_done(scratch, msgid, "bob@localhost")
+    [got] = scratch.mail("bob@localhost").values()
+    assert b'\nContent-Type: multipart/mixed; boundary="zz"\nSubject: failure notice\n' in got
+    assert got.endswith(b"boundary=zz\n\n--zz\n") and b"pay here" not in got
+
+
+# -- bounces off the loop: a hostile message, a slow qmail-queue
+
+QUEUE_FAKE = str(FAKES / "qmail-queue")
+NOCOPY = b"--- The copy of the message is left out: the mail server refused it.\n"
+FAIL_TEXT = b"<fail@localhost>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n"
+STOCK_TEXT = (b"Hi. This is the qmail-send program at mx.example.org.\n"
+              b"I'm afraid I wasn't able to deliver your message to the following addresses.\n"
+              b"This is a permanent error; I've given up. Sorry it didn't work out.\n\n")
+
+
+def hostile(size):
+    """6,000 nested multiparts, then boundary-like lines up to `size` bytes."""
+    out = bytearray(b"From: mallory@far.example\nSubject: hostile\nMIME-Version: 1.0\n"
+                    b"Content-Type: multipart/mixed; boundary=b0\n\n")
+    for i in range(6000):
+        out += b"--b%d\nContent-Type: multipart/mixed; boundary=b%d\n\n" % (i, i + 1)
+    k = 0
+    while len(out) < size:
+        out += b"--zz\n--b%d\n--zz--\n--b%d--\n" % (k % 6000, (k * 7) % 5999 + 1)   # never closes b0
+        if k % 50 == 0:
+            out += b"--b0 \n"
+        k += 1
+    return bytes(out), k * 4
+
+
+def peak_rss_kb(pid):
+    for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM for %d" % pid)
+
+
+def queue_children(send):
+    """pids of qmail-send's children running a qmail-queue (or its stand-in)."""
+    out = []
+    for pid in send.children():
+        try:
+            cmd = Path("/proc/%d/cmdline" % pid).read_bytes()
+        except OSError:
+            continue
+        if b"qmail-queue" in cmd:
+            out.append(pid)
+    return out
+
+
+def test_hostile_message_bounces_in_bounded_memory_while_mail_flows(scratch):
+    """10 MB, 6,000 nested multiparts, 100,000s of boundary-like lines, to an unknown mailbox.
+
+    Asserted: qmail-send's peak RSS stays under 64 MB, and an ordinary message
+    sent once the bounce has started is delivered before the bounce is
+    injected. Its delivery time is measured against the same run's idle
+    figure and printed, not asserted (the machine is shared).
+    """
+    mess, boundary_like = hostile(10 * 1024 * 1024)
+    assert boundary_like >= 100000
+    send = Send(scratch)
+    t0 = time.monotonic()
+    inject(scratch.home, b"Subject: idle\n\nbody\n", "alice@localhost", ["idle@localhost"])
+    send.wait_line(r"delivery \d+: success")
+    idle = time.monotonic() - t0
+    inject(scratch.home, mess, "alice@localhost", ["fail@localhost"])
+    send.wait_line(r"delivery \d+: failure", timeout=120)
+    [msgid] = [int(m.group(1)) for m in map(re.compile(r"info msg (\d+): bytes (\d+) ").match, send.lines())
+               if m and int(m.group(2)) > len(mess)]
+    started = time.monotonic()
+    inject(scratch.home, b"Subject: busy\n\nbody\n", "alice@localhost", ["busy@localhost"])
+    send.wait_line(r"delivery \d+: success", count=2, timeout=120)
+    busy = time.monotonic() - started
+    assert not [ln for ln in send.lines() if ln.startswith("bounce msg %d " % msgid)], \
+        "the bounce was injected before the ordinary message was delivered"
+    assert scratch.mail("busy@localhost")
+    send.wait_line(r"^bounce msg %d qp \d+$" % msgid, timeout=300)
+    bounced = time.monotonic() - started
+    send.wait_line(r"^end msg %d$" % msgid)
+    send.wait_for(lambda: scratch.mail("alice@localhost"), what="the bounce", timeout=60)
+    rss = peak_rss_kb(send.proc.pid)
+    assert send.stop() == 0
+    print("\nhostile bounce: idle delivery %.2f s, delivery during the bounce %.2f s, bounce injected after "
+          "%.2f s, qmail-send peak RSS %d kB" % (idle, busy, bounced, rss))
+    assert rss < 64 * 1024, rss
+    [got] = scratch.mail("alice@localhost").values()
+    head = got.split(b"\n\n", 1)[0].split(b"\n")
+    assert [ln.split(b":", 1)[0] for ln in head] == [b"Received", b"Date", b"From", b"To", b"MIME-Version",
+                                                      b"Content-Type", b"Subject"]
+    assert head[5] == b'Content-Type: multipart/mixed; boundary="b0"'
+    copy = got.split(b"--- Below this line is a copy of the message.\n\n", 1)[1]
+    assert copy.count(b"boundary=") == 64 + 1 and copy.endswith(b"--b0 \n")
+    assert len(copy) < len(mess) // 10
+    assert scratch.queue_files() == []
+
+
+def test_a_slow_qmail_queue_holds_up_no_delivery(scratch):
+    gate = os.path.join(scratch.fake, "gate")
+    send = Send(scratch, QMAILQUEUE=QUEUE_FAKE, FAKE_QUEUE_GATE=gate)
+    inject(scratch.home, b"Subject: x\n\nbody\n", "alice@localhost", ["fail@localhost"])
+    send.wait_line(r"delivery \d+: failure")
+    [msgid] = [int(m.group(1)) for m in map(re.compile(r"info msg (\d+): ").match, send.lines()) if m]
+    send.wait_for(lambda: queue_children(send), what="qmail-queue for the bounce")
+    inject(scratch.home, b"Subject: meanwhile\n\nbody\n", "alice@localhost", ["bob@localhost"])
+    send.wait_line(r"^end msg (?!%d$)\d+$" % msgid)
+    assert scratch.mail("bob@localhost") and queue_children(send)
+    assert not [ln for ln in send.lines() if ln.startswith("bounce msg")]
+    Path(gate).touch()
+    send.wait_line(r"^end msg %d$" % msgid)
+    send.wait_for(lambda: scratch.mail("alice@localhost"), what="the bounce")
+    send.wait_line(r"^end msg \d+$", count=3)
+    assert send.stop() == 0
+    assert scratch.queue_files() == []
+
+
+def test_at_most_four_bounces_at_once_and_the_rest_wait(scratch):
+    gate = os.path.join(scratch.fake, "gate")
+    for k in range(6):
+        inject(scratch.home, b"Subject: %d\n\nbody\n" % k, "alice%d@localhost" % k, ["fail@localhost"])
+    send = Send(scratch, QMAILQUEUE=QUEUE_FAKE, FAKE_QUEUE_GATE=gate)
+    send.wait_line(r"delivery \d+: failure", count=6)
+    send.wait_for(lambda: len(queue_children(send)) == 4, what="4 bounces under way")
+    time.sleep(0.5)                                   # room for a fifth, which must not start
+    assert len(queue_children(send)) == 4
+    Path(gate).touch()
+    send.wait_for(lambda: len(scratch.mail("alice")) == 6, what="6 bounces")
+    send.wait_line(r"^end msg \d+$", count=12)
+    assert send.stop() == 0
+    assert scratch.queue_files() == []
+
+
+def test_sigterm_waits_for_the_bounce_under_way(scratch):
+    gate = os.path.join(scratch.fake, "gate")
+    msgid = inject(scratch.home, b"Subject: x\n\nbody\n", "alice@localhost", ["fail@localhost"])
+    send = Send(scratch, QMAILQUEUE=QUEUE_FAKE, FAKE_QUEUE_GATE=gate)
+    send.wait_for(lambda: queue_children(send), what="qmail-queue for the bounce")
+    send.proc.send_signal(signal.SIGTERM)
+    send.wait_line("status: .* exitasap")
+    time.sleep(0.5)
+    assert send.proc.poll() is None                   # qmail-queue still has the bounce
+    Path(gate).touch()
+    assert send.stop() == 0
+    lines = send.lines()
+    assert [ln for ln in lines if ln.startswith("bounce msg %d qp " % msgid)]
+    assert lines.index("end msg %d" % msgid) < lines.index("status: exiting")
+    again = Send(scratch)                             # the bounce itself went into todo/ meanwhile
+    again.wait_for(lambda: scratch.mail("alice@localhost"), what="the bounce")
+    again.wait_line(r"^end msg \d+$")
+    assert again.stop() == 0
+    assert scratch.queue_files() == []
+
+
+def run_injection(inj):
+    """Drive an Injection as qmail-send's loop does; qmail-queue's exit code."""
+    sel = selectors.DefaultSelector()
+    sel.register(inj.pidfd, selectors.EVENT_READ)
+    while True:
+        fd = inj.fileno()
+        if fd is not None:
+            sel.register(fd, selectors.EVENT_WRITE)
+        events = sel.select(30)
+        assert events, "qmail-queue neither reads nor exits"
+        if fd is not None:
+            sel.unregister(fd)
+        if any(key.fd == inj.pidfd for key, _ in events):
+            return inj.finish()
+        inj.step()
+
+
+def test_injection_that_cannot_read_the_message_queues_nothing(scratch):
+    def chunks():
+        yield b"Subject: x\n\n" * 10000
+        raise OSError("mess/ unreadable")
+    inj = Injector(scratch.home, scratch.env(QMAILQUEUE=str(ROOT / "bin" / "qmail-queue"))).start(
+        chunks(), b"", b"alice@localhost")
+    assert run_injection(inj) == 54 and inj.trouble          # no envelope: qmail-queue's read error
+    assert scratch.queue_files() == []
+
+
+def test_injection_into_a_qmail_queue_that_stops_reading(scratch):
+    big = (b"x" * 65536 for _ in range(100))
+    inj = Injector(scratch.home, scratch.env(QMAILQUEUE="/bin/false")).start(big, b"", b"alice@localhost")
+    assert run_injection(inj) == 1 and not inj.trouble
+    assert inj.fileno() is None
+
+
+# -- bounces qmail-queue refuses (issue 23): without the copy, then dropped
+
+@pytest.mark.parametrize("code", ["31", "11"])
+def test_refused_bounce_goes_out_without_the_copy(scratch, code):
+    msgid = inject(scratch.home, b"Subject: REFUSE-ME please\n\nbody\n", "alice@localhost", ["fail@localhost"])
+    lines = run_until_done(scratch, msgid, "alice@localhost", QMAILQUEUE=QUEUE_FAKE,
+                           FAKE_QUEUE_MARKER="REFUSE-ME", FAKE_QUEUE_CODE=code)
+    [got] = scratch.mail("alice@localhost").values()
+    assert got.split(b"\n\n", 1)[1] == STOCK_TEXT + FAIL_TEXT + NOCOPY
+    why = {"31": "mail server permanently rejected message (#5.3.0)", "11": "envelope address too long for qq (#5.1.3)"}
+    assert ("warning: qmail-queue refused the bounce of msg %d for good (exit %s: %s); sending it without the copy "
+            "of the message" % (msgid, code, why[code])) in lines
+    assert [ln.split()[2] for ln in (Path(scratch.fake) / "queue.log").read_text().splitlines()] == ["refused", "queued"]
+    assert any(re.fullmatch(r"bounce msg %d qp \d+" % msgid, ln) for ln in lines)
+
+
+def test_bounce_refused_twice_is_dropped(scratch):
+    msgid = inject(scratch.home, b"Subject: REFUSE-ME\n\nbody\n", "alice@localhost", ["fail-REFUSE-ME@localhost"])
+    lines = run_until_done(scratch, msgid, QMAILQUEUE=QUEUE_FAKE, FAKE_QUEUE_MARKER="REFUSE-ME")
+    assert ("triple bounce: discarding bounce/%d: qmail-queue refused the bounce of msg %d without the copy of the "
+            "message too (exit 31: mail server permanently rejected message (#5.3.0))" % (msgid, msgid)) in lines
+    assert not [ln for ln in lines if ln.startswith("bounce msg")]
+    assert scratch.mail() == {}
+    assert len((Path(scratch.fake) / "queue.log").read_text().splitlines()) == 2
+
+
+def test_bounce_that_fails_to_inject_is_retried(scratch):
+    msgid = inject(scratch.home, b"Subject: REFUSE-ME\n\nbody\n", "alice@localhost", ["fail@localhost"])
+    lines = run_until_done(scratch, msgid, "alice@localhost", QMAILQUEUE=QUEUE_FAKE, FAKE_QUEUE_MARKER="REFUSE-ME",
+                           FAKE_QUEUE_CODE="71", FAKE_QUEUE_ONCE="1", QMAILPY_TIMESCALE="100")
+    assert "warning: trouble injecting bounce message, will try later" in lines
+    [got] = scratch.mail("alice@localhost").values()
+    assert b"\n--- Below this line is a copy of the message.\n\nReturn-Path: <alice@localhost>\n" in got
+    assert got.endswith(b"Subject: REFUSE-ME\n\n")
+    assert [ln.split()[2] for ln in (Path(scratch.fake) / "queue.log").read_text().splitlines()] == ["refused", "queued"]
+
+
+def test_virus_in_the_subject_bounce_goes_out_without_the_copy(scratch, clamd):  # noqa: F811
+    """clamd (the real one, test_filters' fixture) refuses the bounce to a virus-checked sender."""
+    with open(os.path.join(scratch.home, "control", "clamavclients"), "w") as f:
+        f.write("alice@localhost\n")
+    p = subprocess.run([sys.executable, "-m", "qmailpy.cli.newfilters", "clamavclients"], cwd=ROOT,
+                       capture_output=True, env=dict(os.environ, QMAILHOME=scratch.home), timeout=60)
+    assert p.returncode == 0, p
+    scratch.control("clamdsocket", "127.0.0.1:%d" % clamd.port)
+    msgid = inject(scratch.home, b"From: alice@localhost\nSubject: " + EICAR + b"\n\nhello\n", "alice@localhost",
+                   ["fail@localhost"])
+    lines = run_until_done(scratch, msgid, "alice@localhost")
+    assert any(ln.startswith("warning: qmail-queue refused the bounce of msg %d for good (exit 31: " % msgid)
+               for ln in lines)
+    [got] = scratch.mail("alice@localhost").values()
+    assert got.split(b"\n\n", 1)[1] == STOCK_TEXT + FAIL_TEXT + NOCOPY

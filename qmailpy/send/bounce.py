@@ -1,13 +1,17 @@
 """Bounce messages in qmail's QSBMF layout, with H-Sphere's controls.
 
 addbounce(): the paragraph qmail-send appends to bounce/<id> per failed
-recipient. compose(): the bounce injectbounce() queues, byte for byte
+recipient. chunks(): the bounce injectbounce() queues, byte for byte
 qmail's when every control has its default; bouncesubject/bouncemessage
 (doublebouncesubject/doublebouncemessage) replace the Subject and the lines
 after "Hi. This is the qmail-send program at <bouncehost>.", and the copy
 of the message is bouncecopy's (header + MIME skeleton, bouncemaxbytes).
-Pure: the caller reads the files and injects.
+It reads bounce/<id> and the message in blocks and hands the bounce out in
+chunks, so a bounce of any size costs bounded memory and bounded work per
+chunk. The bounce's own header is fixed text: the controls, the date, the
+original sender (CR, LF and NUL made '_') and a boundary only when valid.
 """
+import io
 from collections import namedtuple
 
 from qmailpy.proto.date822 import date822
@@ -16,6 +20,7 @@ from qmailpy.send import bouncecopy
 
 COPY_SEP = b"--- Below this line is a copy of the message.\n\n"
 ORIGINAL_SEP = b"--- Below this line is the original bounce.\n\n"
+NOCOPY_SEP = b"--- The copy of the message is left out: the mail server refused it.\n"
 TRIPLE = b"#@[]"               # the sender of a double bounce
 
 Settings = namedtuple("Settings", "bouncefrom bouncehost bouncesubject bouncemessage maxbytes "
@@ -35,9 +40,17 @@ def settings(controls):
                     tuple(_b(x) for x in v("doublebouncemessage")))
 
 
+_UNSAFE = bytes.maketrans(b"\r\n\0", b"___")
+
+
+def safe_address(addr):
+    """An address for a line of the bounce's text: CR, LF and NUL become '_' (qmail: LF only)."""
+    return addr.translate(_UNSAFE)
+
+
 def addbounce(recip, report):
     """The bounce/<id> paragraph for one failed recipient (address already vdom-stripped)."""
-    text = bytearray(b"<" + recip.replace(b"\n", b"_") + b">:\n" + report)
+    text = bytearray(b"<" + safe_address(recip) + b">:\n" + report)
     if report and not report.endswith(b"\n"):
         text += b"\n"
     for pos in range(len(text) - 2, 0, -1):       # a blank line would end the paragraph
@@ -62,22 +75,37 @@ def envelope(sender, s):
     return TRIPLE, s.doublebounceto + b"@" + s.doublebouncehost
 
 
-def compose(now, sender, bouncetext, mess, s):
-    """The bounce message bytes (qmail-queue adds its Received line on top)."""
+def compose(now, sender, bouncetext, mess, s, copy=True):
+    """The whole bounce as bytes (bouncetext: bounce/<id>, mess: the message)."""
+    return b"".join(chunks(now, sender, io.BytesIO(bouncetext), io.BytesIO(mess), s, copy))
+
+
+def chunks(now, sender, report, mess, s, copy=True):
+    """The bounce (qmail-queue adds its Received line on top) in chunks of about a block,
+    some empty (a block of the message read). report, mess: binary files, mess seekable.
+    copy False: the report without the copy (a filter refused the bounce with it)."""
     double = not sender
     _, recip = envelope(sender, s)
-    if double:
-        copy, boundary = mess, None
-    else:
-        copy, boundary = bouncecopy.skeleton(mess)
+    scan = None
+    if copy and not double:
+        scan = bouncecopy.HeaderScan()
+        yield from bouncecopy.scan_chunks(mess, scan)
+    boundary = scan.boundary if scan is not None else None
     head = [b"Date: ", date822(now).encode(), b"\nFrom: ", quote(s.bouncefrom), b"@", s.bouncehost,
-            b"\nTo: ", quote2(recip), b"\n"]
+            b"\nTo: ", quote2(safe_address(recip)), b"\n"]
     if boundary is not None:
         head += [b'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="', boundary, b'"\n']
     head += [b"Subject: ", s.doublebouncesubject if double else s.bouncesubject, b"\n\n"]
-    lines = s.doublebouncemessage if double else s.bouncemessage
-    body = [b"Hi. This is the qmail-send program at ", s.bouncehost, b".\n"]
-    body += [line + b"\n" for line in lines]
-    body += [b"\n", bouncetext, ORIGINAL_SEP if double else COPY_SEP,
-             b"Return-Path: <", quote2(sender), b">\n", bouncecopy.limit(copy, s.maxbytes)]
-    return b"".join(head + body)
+    head += [b"Hi. This is the qmail-send program at ", s.bouncehost, b".\n"]
+    head += [line + b"\n" for line in (s.doublebouncemessage if double else s.bouncemessage)]
+    yield b"".join(head + [b"\n"])
+    while True:
+        data = report.read(bouncecopy.BLOCK)
+        if not data:
+            break
+        yield data
+    if not copy:
+        yield NOCOPY_SEP
+        return
+    yield (ORIGINAL_SEP if double else COPY_SEP) + b"Return-Path: <" + quote2(sender) + b">\n"
+    yield from bouncecopy.copy_chunks(mess, scan, s.maxbytes, whole=double)

@@ -3,8 +3,11 @@
 Each turn: apply SIGALRM (everything due now) and SIGHUP (reread controls,
 tell qmail-todo H, qmail-lspawn SIGHUP), wait for a pipe or the next due
 time, then write pending commands, take reports and qmail-todo's records,
-and start what can start. SIGTERM: no new deliveries, X to qmail-todo,
-wait for the running deliveries and qmail-todo's X, persist retry times.
+and start what can start. A bounce going into qmail-queue is fed a few
+chunks whenever its pipe is writable and finished when its pidfd says
+qmail-queue exited, so it never holds up the rest. SIGTERM: no new
+deliveries nor bounces, X to qmail-todo, wait for the running deliveries,
+bounces and qmail-todo's X, persist retry times.
 """
 import os
 import selectors
@@ -12,7 +15,7 @@ import signal
 
 from qmailpy.clean.wire import CleanDied
 from qmailpy.ctl.reader import ControlError, Controls
-from qmailpy.send import clock, todowire
+from qmailpy.send import clock, finish, todowire
 from qmailpy.send.config import SendConfig
 
 
@@ -38,6 +41,7 @@ class Loop:
         self.sel.register(todo.frm, selectors.EVENT_READ, ("todo", None))
         self.sel.register(wake_fd, selectors.EVENT_READ, ("signal", None))
         self.writing = set()
+        self.injecting = {}                # Injection -> its pipe registered for writing (or None)
 
     def log(self, text):
         self.sched.log.line(text)
@@ -107,6 +111,40 @@ class Loop:
                 self.sel.unregister(ch.fd_out)
                 self.writing.discard(ch)
 
+    def watch(self, msgid, inj):
+        """Register the bounce's pidfd once and the pipe it writes to now (call right after
+        step(): a pipe it closed is unregistered before any new fd can take its number)."""
+        if inj not in self.injecting:
+            self.sel.register(inj.pidfd, selectors.EVENT_READ, ("injected", (msgid, inj)))
+            self.injecting[inj] = None
+        have, want = self.injecting[inj], inj.fileno()
+        if have != want:
+            if have is not None:
+                self.sel.unregister(have)
+            if want is not None:
+                self.sel.register(want, selectors.EVENT_WRITE, ("inject", (msgid, inj)))
+            self.injecting[inj] = want
+
+    def unwatch(self, inj):
+        have = self.injecting.pop(inj)
+        if have is not None:
+            self.sel.unregister(have)
+        self.sel.unregister(inj.pidfd)
+
+    def update_injections(self):
+        for msgid, b in self.sched.bounces.items():
+            self.watch(msgid, b.injection)
+
+    def on_injection(self, what, msgid, inj, now):
+        if inj not in self.injecting:
+            return                         # finished earlier in this turn
+        if what == "inject":
+            inj.step()
+            self.watch(msgid, inj)
+        else:
+            self.unwatch(inj)
+            finish.bounce_exited(self.sched, msgid, now)
+
     def turn(self):
         sched, flags = self.sched, self.flags
         now = sched.clock.now()
@@ -123,6 +161,7 @@ class Loop:
         if self.may_exit():
             return                         # no select: nothing is left to wait for
         self.update_writers()
+        self.update_injections()
         wakeup = sched.wakeup(now)
         timeout = 0 if wakeup <= now else wakeup - now + sched.clock.delay(clock.SLEEP_FUZZ)
         events = self.sel.select(min(timeout, clock.SLEEP_FOREVER))
@@ -144,6 +183,8 @@ class Loop:
             elif what == "todo":
                 if self.todo_alive:
                     self.on_todo(now)
+            elif what in ("inject", "injected"):
+                self.on_injection(what, *ch, now)
             else:
                 _drain(self.wake_fd)
         sched.pass_do(now)

@@ -6,7 +6,8 @@ a reference on the message's *job*; when the last one lets go, the channel
 file is unlinked (every recipient done) or the message goes back into the
 channel's queue at its next retry time (nextretry from the info birth).
 A message with no channel file left goes to pqdone, where finish.messdone()
-injects the bounce and removes it.
+starts its bounce (the loop feeds it to qmail-queue meanwhile: `bounces`)
+and removes it.
 """
 import heapq
 import os
@@ -45,6 +46,9 @@ class Scheduler:
         self.masterdelid = 1
         self.exitasap = False
         self.next_cleanup = 0.0
+        self.bounces = {}              # msgid -> finish.Bouncing, going into qmail-queue
+        self.bounce_wait = []          # msgids waiting for a free bounce slot
+        self.copy_refused = set()      # msgids whose bounce qmail-queue refused with the copy
 
     # -- queues
     def numjobs(self):
@@ -226,8 +230,11 @@ class Scheduler:
         while self.pqdone and self.pqdone[0][0] <= now:
             msgid = heapq.heappop(self.pqdone)[1]
             self.done_known.discard(msgid)
-            if not finish.messdone(self, msgid, now):
+            got = finish.messdone(self, msgid, now)
+            if got == finish.RETRY:
                 self.done_add(msgid, self.sysfail(now))
+            elif got == finish.WAITING and msgid not in self.bounce_wait:
+                self.bounce_wait.append(msgid)
         if now >= self.next_cleanup:
             self.next_cleanup = now + self.clock.delay(clock.SLEEP_CLEANUP)
             cleanup.cleanup(self, now)
@@ -241,7 +248,7 @@ class Scheduler:
         return min(times)
 
     def can_exit(self):
-        return all(not ch.alive or not ch.active for ch in self.channels)
+        return not self.bounces and all(not ch.alive or not ch.active for ch in self.channels)
 
     def status(self):
         self.log.line("status: %s%s" % (" ".join(ch.status() for ch in self.channels),
