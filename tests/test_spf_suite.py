@@ -1,0 +1,206 @@
+"""The OpenSPF test suites (tests/data/spf/: RFC 7208 release 2014.04, RFC 4408 release 2009.10)
+run through qmail-smtpd, as a receiver would meet them.
+
+Each scenario's zonedata is served by tests/dnsserver.py on 127.0.0.1 (TIMEOUT: the types not
+listed before it are never answered; SPF records go out as type 99 and, as the suite's
+drivers do, as TXT where the name has no TXT of its own). Every test is one SMTP session at
+spfbehavior 1 whose result is the first word of the queued message's Received-SPF line
+(qmail-spf's words: unknown is permerror, error is temperror); a test with an explanation
+gets a second session at spfbehavior 3 whose RCPT reply is `550 <explanation> (#5.7.1)`
+(control/spfexp is "DEFAULT", the suite's name for the receiver's own text). All tests run
+in process against Session; a representative part also runs through tcpserver and the
+real qmail-smtpd and qmail-queue (test_through_tcpserver).
+
+A test that qmailpy answers otherwise on purpose is listed in DIFFERENCES with its reason
+and what qmailpy gives instead, which is then what the test checks; docs/spf.md lists the
+same differences.
+"""
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from conftest import ROOT, Home, program
+from dnsserver import DNSServer
+from qmailpy.ctl.reader import Controls
+from qmailpy.queue.layout import create_queue
+from qmailpy.smtpd.config import SmtpdConfig
+from qmailpy.smtpd.session import Session
+from test_dialogues import TCP_ENV, FakeServices, free_port, queued_messages, read_lines
+
+DATA = os.path.join(ROOT, "tests", "data", "spf")
+SUITES = ("rfc7208", "rfc4408")
+WORDS = {"pass": "pass", "fail": "fail", "softfail": "softfail", "neutral": "neutral", "none": "none",
+         "unknown": "permerror", "error": "temperror"}        # qmail-spf's word -> the suite's
+RECEIVER = "receiver.qmailpy.test"
+DNSTIMEOUT = "0.2"          # a TIMEOUT answer costs 2 tries of this (DNSCACHEIP names one server)
+
+# (suite, test) -> (why qmailpy differs, what it gives instead: result and/or explanation)
+NOLOCALPART = ("qmail-smtpd reads MAIL FROM:<@example.net> as a source route (RFC 5321 4.1.2) and so "
+               "as the null sender: the HELO name is checked (mail.example.net, no record)",
+               {"result": "none", "explanation": None})
+RC5_LINES = "qmail-spf rc5: an exp= name with several TXT records gives an explanation of several lines " \
+    "(a multi-line 550 reply), where RFC 7208 6.2 ignores the exp="
+FOLLY = (RC5_LINES, {"explanation": "Answer a fool according to his folly.\n"
+                                    "Do not answer a fool according to his folly."})
+ONE_TWO = (RC5_LINES, {"explanation": "one\ntwo"})
+DIFFERENCES = {
+    ("rfc7208", "nolocalpart"): NOLOCALPART,
+    ("rfc4408", "nolocalpart"): NOLOCALPART,
+    ("rfc7208", "exp-multiple-txt"): FOLLY,
+    ("rfc4408", "exp-multiple-txt"): FOLLY,
+    ("rfc7208", "two-exp-records"): ONE_TWO,
+    ("rfc4408", "two-exp-records"): ONE_TWO,
+}
+
+
+def load(suite):
+    """[(scenario index, test name, test, zonedata)] of one suite file."""
+    out, seen = [], set()
+    with open(os.path.join(DATA, suite + "-tests.yml"), "rb") as f:
+        for index, scenario in enumerate(yaml.safe_load_all(f)):
+            for name, test in scenario["tests"].items():
+                assert name not in seen, "%s: test %s twice" % (suite, name)
+                seen.add(name)
+                out.append((index, name, test, scenario["zonedata"]))
+    return out
+
+
+TESTS = {suite: load(suite) for suite in SUITES}
+
+
+def zones_of(zonedata):
+    """tests/dnsserver.py zones for a scenario's zonedata."""
+    zones = {}
+    for owner, records in zonedata.items():
+        entry, spf_as_txt, answered, timeout = {}, [], set(), False
+        has_txt = any(isinstance(r, dict) and "TXT" in r for r in records)
+        for record in records:
+            if record == "TIMEOUT":
+                timeout = True
+                continue
+            (rtype, value), = record.items()
+            if not timeout:
+                answered.add(rtype)
+            if value == "NONE":
+                continue
+            if rtype in ("TXT", "SPF"):
+                value = tuple(value) if isinstance(value, list) else value
+                if rtype == "SPF" and not has_txt:
+                    spf_as_txt.append(value)
+            elif rtype == "MX":
+                value = (value[0], value[1])
+            elif rtype == "CNAME":
+                entry["CNAME"] = value
+                continue
+            entry.setdefault(rtype, []).append(value)
+        if spf_as_txt:
+            entry["TXT"] = spf_as_txt       # generated last: after a TIMEOUT, as the suite's own drivers
+        if timeout:
+            for rtype in list(entry):
+                if rtype not in answered:
+                    entry[rtype] = "TIMEOUT"
+            entry["*"] = "TIMEOUT"
+        zones[owner] = entry
+    return zones
+
+
+def expected(suite, name, test):
+    """(acceptable result words, explanation or None) that qmailpy must give."""
+    want = DIFFERENCES.get((suite, name), ("", {}))[1]
+    result = want.get("result", test["result"])
+    results = result if isinstance(result, list) else [result]
+    return results, want.get("explanation", test.get("explanation"))
+
+
+def commands(test):
+    sender = test["mailfrom"]
+    return ["HELO %s" % test["helo"], "MAIL FROM:<%s>" % sender, "RCPT TO:<postmaster@example.org>"]
+
+
+def reply_text(lines):
+    """The explanation of a 550 reply's lines, without the code and qmail's (#5.7.1)."""
+    assert all(line.startswith(("550-", "550 ")) for line in lines), lines
+    assert lines[-1].endswith(" (#5.7.1)"), lines
+    text = "\n".join(line[4:] for line in lines)
+    return text[:-len(" (#5.7.1)")]
+
+
+def spf_word(message):
+    """The result word of a queued message's Received-SPF line, in the suite's terms."""
+    for line in message.split(b"\n"):
+        if line.startswith(b"Received-SPF: "):
+            return WORDS[line.split()[1].decode()]
+    raise AssertionError("no Received-SPF line in %r" % message[:300])
+
+
+@pytest.fixture(scope="module")
+def dns():
+    server = DNSServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def qmail_home(tmp_path_factory):
+    home = Home(tmp_path_factory.mktemp("spfsuite") / "qmail")
+    home.control("me", "test.example\n")
+    home.control("rcpthosts", "example.org\n")
+    home.control("spfexp", "DEFAULT\n")
+    create_queue(home.root)
+    return home
+
+
+def in_process(home, dns, test, behavior):
+    """The replies of one session (its messages in services.queued)."""
+    env = dict(TCP_ENV, TCPREMOTEIP=test["host"], TCPLOCALHOST=RECEIVER, SPFBEHAVIOR=str(behavior),
+               DNSTIMEOUT=DNSTIMEOUT, **dns.environ())
+    controls = Controls(home.root, env)
+    services = FakeServices(controls)
+    session = Session(SmtpdConfig(controls, env), services)
+    session.start()
+    replies = [session.feed(line.encode() + b"\r\n").decode("utf-8", "replace") for line in commands(test)]
+    if behavior == 1:
+        assert replies[1:] == ["250 ok\r\n"] * 2, replies
+        replies.append(session.feed(b"DATA\r\n").decode())
+        replies.append(session.feed(b"Subject: spf\r\n\r\nx\r\n.\r\n").decode())
+        assert replies[-2:] == ["354 go ahead\r\n", "250 ok 999 qp 999\r\n"] or replies[-1].startswith("250 "), replies
+    return replies, services
+
+
+def cases(select=None):
+    return [pytest.param(suite, name, id="%s-%s" % (suite, name))
+            for suite in SUITES for index, name, test, zonedata in TESTS[suite]
+            if select is None or select(suite, name, test)]
+
+
+def find(suite, name):
+    for index, n, test, zonedata in TESTS[suite]:
+        if n == name:
+            return test, zonedata
+    raise KeyError(name)
+
+
+@pytest.mark.parametrize("suite,name", cases())
+def test_in_process(qmail_home, dns, suite, name):
+    test, zonedata = find(suite, name)
+    dns.zones = zones_of(zonedata)
+    results, explanation = expected(suite, name, test)
+    _, services = in_process(qmail_home, dns, test, 1)
+    assert spf_word(services.queued[0][1]) in results
+    if explanation is not None:
+        replies, _ = in_process(qmail_home, dns, test, 3)
+        rcpt = replies[2].split("\r\n")[:-1]
+        assert reply_text(rcpt) == ("DEFAULT" if explanation == "DEFAULT" else explanation)
+
+
+def test_differences_are_real_and_documented():
+    """Every listed difference names a test of its suite, and docs/spf.md names it too."""
+    with open(os.path.join(ROOT, "docs", "spf.md")) as f:
+        doc = f.read()
+    for (suite, name), (reason, _) in DIFFERENCES.items():
+        find(suite, name)
+        assert reason and "`%s`" % name in doc, name
