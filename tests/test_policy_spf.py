@@ -109,6 +109,9 @@ def test_ipv6_client(tmp_path, dns_server):
     dns_server.zones = {"v6.example": {"TXT": ["v=spf1 ip6:2001:db8::/32 -all"]}}
     session, _ = session_for(tmp_path, dns_server, {"spfbehavior": "3"}, TCPREMOTEIP="2001:db8::25")
     assert talk(session, "MAIL FROM:<joe@v6.example>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
+    assert session.mail.spf.header() == (      # the address as written (%{c}), not %{i}'s nibbles
+        "Received-SPF: pass (localhost: SPF record at v6.example designates 2001:db8::25 as permitted sender) "
+        "client-ip=2001:db8::25; envelope-from=joe@v6.example;\n")
     session, _ = session_for(tmp_path / "2", dns_server, {"spfbehavior": "3"}, TCPREMOTEIP="2001:db9::25")
     assert talk(session, "MAIL FROM:<joe@v6.example>", "RCPT TO:<b@example.org>")[1].startswith("550 ")
 

@@ -135,7 +135,7 @@ def _macro(body, mode):
     url = letter.isupper()
     letter = letter.upper() if extension else letter.lower()
     i, n = 1, len(body)
-    while i < n and body[i].isdigit():
+    while i < n and body[i] in "0123456789":
         i += 1
     digits = int(body[1:i]) if i > 1 else None
     if strict and digits == 0:
