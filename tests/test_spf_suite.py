@@ -84,10 +84,10 @@ def zones_of(zonedata):
                 timeout = True
                 continue
             (rtype, value), = record.items()
+            if value == "NONE":             # no such record (and no TXT made from SPF records)
+                continue
             if not timeout:
                 answered.add(rtype)
-            if value == "NONE":
-                continue
             if rtype in ("TXT", "SPF"):
                 value = tuple(value) if isinstance(value, list) else value
                 if rtype == "SPF" and not has_txt:
