@@ -19,11 +19,14 @@ Fixture API (bring the fixture into a test module: `from dnsserver import dns_se
 
 Zones: {owner: entry}; owners are case-insensitive, written without the final dot.
   entry = {TYPE: records}: "A"/"AAAA": [addresses]; "MX": [(pref, exchange)];
-    "TXT": [text or (string, string, ...)] (a text over 255 bytes is split into
-    strings); "PTR"/"NS": [names]; "CNAME": name; any TYPE may instead be a
-    behaviour string, so only that type misbehaves.
+    "TXT" and "SPF" (type 99): [text or (string, string, ...)], each string str
+    (sent as UTF-8) or bytes (sent as they are); a text over 255 bytes is split
+    into strings; () is a record without any string (RFC 1035 allows it);
+    "PTR"/"NS": [names]; "CNAME": name; any TYPE may instead be a behaviour
+    string, so only that type misbehaves; "*": the behaviour of every type
+    the entry does not list (NODATA without it).
   entry = behaviour for every type: "SERVFAIL", "REFUSED", "NXDOMAIN" (that
-    rcode) or "DROP" (never answer: the client times out).
+    rcode) or "DROP" (never answer: the client times out; "TIMEOUT" is the same).
   "*.zone" matches any name below zone without an entry of its own (DNSBLs).
   No entry -> NXDOMAIN; an entry without the type asked -> NODATA (NOERROR, empty answer).
   Records go out in the order written (no shuffling), so tests may rely on it.
@@ -42,7 +45,7 @@ import threading
 
 import pytest
 
-BEHAVIOURS = ("SERVFAIL", "REFUSED", "NXDOMAIN", "DROP")
+BEHAVIOURS = ("SERVFAIL", "REFUSED", "NXDOMAIN", "DROP", "TIMEOUT")
 
 
 class DNSServer:
@@ -145,13 +148,13 @@ class DNSServer:
         except Exception:
             return None
         question = query.question[0]
-        qname = question.name.to_text(True).lower()
+        qname = _owner(question.name)
         qtype = dns.rdatatype.to_text(question.rdtype)
         self.queries.append((qname, qtype, transport))
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
         rcode, rrsets = self._answer(question.name, qtype)
-        if rcode == "DROP":
+        if rcode in ("DROP", "TIMEOUT"):
             return None
         response.set_rcode(dns.rcode.from_text(rcode))
         response.answer.extend(rrsets)
@@ -178,8 +181,13 @@ class DNSServer:
         """(rcode text or DROP, rrsets) for one question, following CNAMEs within the zones."""
         import dns.name
         rrsets = []
+        seen = set()
         for _ in range(8):
-            entry = self._entry(qname.to_text(True).lower())
+            owner = _owner(qname)
+            if owner in seen:           # a CNAME loop: the chain so far, as an authoritative server
+                return "NOERROR", rrsets
+            seen.add(owner)
+            entry = self._entry(owner)
             if entry is None:
                 return "NXDOMAIN", rrsets
             if isinstance(entry, str):
@@ -194,26 +202,58 @@ class DNSServer:
                 rrsets.append(_rrset(qname, "CNAME", entry["CNAME"]))
                 qname = dns.name.from_text(entry["CNAME"])
                 continue
+            if entry.get("*") in BEHAVIOURS:
+                return entry["*"], rrsets
             return "NOERROR", rrsets
         return "SERVFAIL", rrsets
+
+
+def _owner(name):
+    """A dns.name.Name as the zones write it: labels as they are (no escapes), lower case, no final dot."""
+    return b".".join(name.labels).decode("utf-8", "surrogateescape").lower().rstrip(".")
 
 
 def _rrset(name, rdtype, records):
     import dns.rrset
     if isinstance(records, str):
         records = [records]
+    if rdtype in ("TXT", "SPF"):
+        return _txt_rrset(name, rdtype, records)
     texts = []
     for r in records:
         if rdtype == "MX":
             texts.append("%d %s." % (r[0], r[1].rstrip(".")) if r[1] else "%d ." % r[0])
-        elif rdtype == "TXT":
-            strings = r if isinstance(r, tuple) else [r[i:i + 255] for i in range(0, max(len(r), 1), 255)]
-            texts.append(" ".join('"%s"' % s.replace("\\", "\\\\").replace('"', '\\"') for s in strings))
         elif rdtype in ("PTR", "CNAME", "NS"):
             texts.append(r.rstrip(".") + ".")
         else:
             texts.append(r)
     return dns.rrset.from_text_list(name, 60, "IN", rdtype, texts)
+
+
+def _txt_rrset(name, rdtype, records):
+    """TXT or SPF records built from their strings (bytes as given, str as UTF-8), without a text
+    form in between, so that any byte and the record without strings can be served."""
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.rdtypes.ANY.SPF
+    import dns.rdtypes.ANY.TXT
+    import dns.rrset
+    rdclass, rdtype = dns.rdataclass.IN, dns.rdatatype.from_text(rdtype)
+    cls = dns.rdtypes.ANY.SPF.SPF if rdtype == dns.rdatatype.SPF else dns.rdtypes.ANY.TXT.TXT
+    rrset = dns.rrset.RRset(name, rdclass, rdtype)
+    for r in records:
+        if isinstance(r, tuple):
+            strings = [s.encode("utf-8") if isinstance(s, str) else s for s in r]
+        else:
+            b = r.encode("utf-8") if isinstance(r, str) else r
+            strings = [b[i:i + 255] for i in range(0, max(len(b), 1), 255)]
+        if strings:
+            rd = cls(rdclass, rdtype, strings)
+        else:                           # dnspython's TXT refuses an empty list: write the empty rdata
+            rd = dns.rdata.GenericRdata(rdclass, rdtype, b"")
+        rrset.add(rd, 60)
+    return rrset
 
 
 def _recv_exactly(conn, n):

@@ -142,3 +142,25 @@ def test_dnspython_is_imported_lazily():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=ROOT))
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_txt_record_without_strings_is_left_out(resolver, dns_server):
+    """RFC 1035 allows it, dnspython's TXT class refuses it: the rest of the answer stands."""
+    dns_server.zones = {"null.example": {"TXT": [("v=spf1 ", "-all"), ()]}, "only.example": {"TXT": [()]},
+                        "raw.example": {"TXT": [b"caf\xc3\xa9 \xff"], "SPF": ["v=spf1 -all"]}}
+    check(resolver.txt("null.example"), OK, ["v=spf1 -all"])
+    check(resolver.txt("only.example"), HARD, [], "nodata")
+    check(resolver.txt("raw.example"), OK, ["caf\u00e9 \ufffd"])
+    got, records = resolver.query("raw.example", "SPF")
+    assert got.status == OK and [r.strings for r in records] == [(b"v=spf1 -all",)]
+
+
+def test_until_cuts_every_lookup_to_the_deadline(dns_server):
+    dns_server.zones = {"slow.example": "DROP", "fast.example": {"A": ["192.0.2.1"]}}
+    config = servers.Config([("127.0.0.1", dns_server.port)] * 3, timeout=30, attempts=2)
+    bounded = Resolver(config=config).until(time.monotonic() + 0.3)
+    check(bounded.a("slow.example"), SOFT, [], "timeout")
+    assert dns_server.queries == [("slow.example", "A", "udp")]      # one try, cut to 0.3 s, none after it
+    check(bounded.a("fast.example"), SOFT, [], "timeout")             # past the deadline: not even asked
+    assert len(dns_server.queries) == 1
+    assert bounded.until(time.monotonic() + 60) is bounded           # a later deadline changes nothing

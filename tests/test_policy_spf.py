@@ -109,6 +109,9 @@ def test_ipv6_client(tmp_path, dns_server):
     dns_server.zones = {"v6.example": {"TXT": ["v=spf1 ip6:2001:db8::/32 -all"]}}
     session, _ = session_for(tmp_path, dns_server, {"spfbehavior": "3"}, TCPREMOTEIP="2001:db8::25")
     assert talk(session, "MAIL FROM:<joe@v6.example>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
+    assert session.mail.spf.header() == (      # the address as written (%{c}), not %{i}'s nibbles
+        "Received-SPF: pass (localhost: SPF record at v6.example designates 2001:db8::25 as permitted sender) "
+        "client-ip=2001:db8::25; envelope-from=joe@v6.example;\n")
     session, _ = session_for(tmp_path / "2", dns_server, {"spfbehavior": "3"}, TCPREMOTEIP="2001:db9::25")
     assert talk(session, "MAIL FROM:<joe@v6.example>", "RCPT TO:<b@example.org>")[1].startswith("550 ")
 
@@ -127,8 +130,9 @@ def test_redirect_include_and_mx(tmp_path, dns_server):
 
 # -- explanations and macros
 
-def ctx(sender="strong-bad@email.example.com", helo="mx.example.org", ip="192.0.2.3", receiver="mx.here"):
-    return spf.Context(sender, helo, ip, receiver, None)
+def ctx(sender="strong-bad@email.example.com", helo="mx.example.org", ip="192.0.2.3", receiver="mx.here",
+        resolver=None):
+    return spf.attach_query(spf.Context(sender, helo, ip, receiver), resolver or StaticResolver())
 
 
 @pytest.mark.parametrize("spec,want", [
@@ -149,11 +153,13 @@ def ctx(sender="strong-bad@email.example.com", helo="mx.example.org", ip="192.0.
     ("%{ir}.%{v}._spf.%{d2}", "3.2.0.192.in-addr._spf.example.com"),
     ("%{lr-}.lp._spf.%{d2}", "bad.strong.lp._spf.example.com"),
     ("%{h}", "mx.example.org"),
+    ("%{c} %{r}", "192.0.2.3 mx.here"),
     ("%{S}", "strong-bad%40email.example.com"),
     ("%{xr} %{xR}", "mx.here mx.here"),
     ("%{xs}", "SPF record at email.example.com"),
     ("100%% %_%-", "100%  %20"),
     ("50% off %{", "50% off %{"),
+    ("%{q}|%{x}|%{", "||%{"),                       # spfexp: read as leniently as rc5
 ])
 def test_macro_expansion_rfc_examples_and_qmail_spf_extensions(spec, want):
     c = ctx()
@@ -161,18 +167,58 @@ def test_macro_expansion_rfc_examples_and_qmail_spf_extensions(spec, want):
     assert spf.expand(spec, c, "email.example.com") == want
 
 
+def test_upper_case_macros_escape_as_rfc_3986():
+    c = ctx(sender="~jack&jill=up-a_b3.c/x y@e8.example.com")
+    assert spf.expand("%{L}|%{l}", c, "e8.example.com") == "~jack%26jill%3Dup-a_b3.c%2Fx%20y|~jack&jill=up-a_b3.c/x y"
+
+
 def test_macros_of_the_null_sender_and_ipv6():
-    c = spf.Context("", "mx.example.org", "2001:db8::cb01", "me", None)
-    assert spf.expand("%{l}|%{o}|%{s}|%{v}|%{h}", c, "mx.example.org") == "postmaster|||ip6|mx.example.org"
+    c = ctx("", "mx.example.org", "2001:db8::cb01", "me")
+    assert spf.expand("%{l}|%{o}|%{s}|%{v}|%{h}|%{c}", c, "mx.example.org") == (
+        "postmaster|mx.example.org|postmaster@mx.example.org|ip6|mx.example.org|2001:db8::cb01")
+    assert spf.expand("%{i}", c, "x") == "2.0.0.1.0.D.B.8.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.C.B.0.1"
+    assert spf.expand("%{ir}.%{v}.arpa", c, "x") == (
+        "1.0.B.C.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.B.D.0.1.0.0.2.ip6.arpa")
+
+
+@pytest.mark.parametrize("spec", ["%", "a%b", "%{", "%{z}", "%{d0}", "%{d2x}", "%{dr;}", "%{c}", "a\rb",
+                                  "%{xr}", "caf\u00e9"])
+def test_domain_specs_are_strict(spec):
+    with pytest.raises(spf.MacroError):
+        spf.parse(spec, spf.DOMAIN)
+
+
+def test_explanations_allow_c_r_t_spaces_and_qmail_spf_extensions_but_nothing_else():
+    assert [getattr(p, "letter", p) for p in spf.parse("%{c} at %{r}, %{t} %{xr}", spf.EXPLAIN)] == [
+        "c", " at ", "r", ", ", "t", " ", "R"]
+    for bad in ("tab\there", "%{z}", "100%"):
+        with pytest.raises(spf.MacroError):
+            spf.parse(bad, spf.EXPLAIN)
+
+
+def test_long_domain_specs_lose_their_leftmost_labels():
+    labels = ".".join(["a" * 60] * 5) + ".example."
+    got = spf.render(spf.parse(labels, spf.DOMAIN), None, spf.DOMAIN)
+    assert got == ".".join(["a" * 60] * 4) + ".example"          # 251 characters
 
 
 def test_p_macro_validates_the_ptr_name():
     r = StaticResolver(["3.2.0.192.in-addr.arpa PTR bogus.example", "3.2.0.192.in-addr.arpa PTR mx.example.com",
                         "mx.example.com A 192.0.2.3", "bogus.example A 10.0.0.1"])
-    c = spf.Context("a@example.com", "h", "192.0.2.3", "me", r)
-    assert spf.expand("%{p}", c, "example.com") == "mx.example.com"
-    c = spf.Context("a@example.com", "h", "192.0.2.4", "me", r)
-    assert spf.expand("%{p}", c, "example.com") == "unknown"
+    assert spf.expand("%{p}", ctx("a@example.com", "h", "192.0.2.3", "me", r), "example.com") == "mx.example.com"
+    assert spf.expand("%{p}", ctx("a@example.com", "h", "192.0.2.4", "me", r), "example.com") == "unknown"
+    r = StaticResolver(["4.2.0.192.in-addr.arpa SERVFAIL"])
+    assert spf.expand("%{p}", ctx("a@example.com", "h", "192.0.2.4", "me", r), "example.com") == "unknown"
+
+
+@pytest.mark.parametrize("record,rules,want", [
+    ("v=spf1 mx -all", ["a"], "v=spf1 mx a -all"),
+    ("v=spf1  mx   -all", [], "v=spf1  mx   -all"),                     # no rules: as published
+    ("v=spf1 a:ctrl.example.com\rptr -all", ["a"], "v=spf1 a:ctrl.example.com\rptr a -all"),   # spaces only
+    ("v=spf1 ip4:192.0.2.5\nall", ["a"], "v=spf1 ip4:192.0.2.5\nall"),   # no final -all: nothing inserted
+])
+def test_local_rules_cut_the_record_at_spaces_only(record, rules, want):
+    assert spf.with_local(record, rules)[0] == want
 
 
 @pytest.mark.parametrize("record,want", [

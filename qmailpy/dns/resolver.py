@@ -13,6 +13,10 @@ a lookup never takes longer than servers * attempts * timeout; an ok or hard
 answer ends it, a soft one moves on to the next server. Queries go over UDP
 without EDNS, like qmail's resolver; an answer with the TC bit is asked
 again over TCP (the big-DNS patch: answers beyond 512 bytes work).
+Resolver.until(deadline) gives a resolver whose lookups all end by then (SPF's
+20 s for one check). A record that dnspython refuses for its content (a TXT
+record without strings) is left out of the answer, as qmail's dns.c skips
+records it cannot use; a malformed packet is an error (soft).
 dnspython is imported by the methods, never at module import.
 """
 OK, HARD, SOFT = "ok", "hard", "soft"
@@ -44,11 +48,12 @@ class Resolver:
     Resolver(config=Config(...)) takes explicit servers and time-outs.
     """
 
-    def __init__(self, environ=None, config=None, resolv_conf="/etc/resolv.conf"):
+    def __init__(self, environ=None, config=None, resolv_conf="/etc/resolv.conf", deadline=None):
         if config is None:
             from qmailpy.dns import servers
             config = servers.load(environ, resolv_conf)
         self.config = config
+        self.deadline = deadline        # time.monotonic() by which every lookup ends (see until())
 
     # -- the record types qmail and its patches use
     def a(self, name):
@@ -90,10 +95,11 @@ class Resolver:
 
     def query(self, name, rdtype):
         """(Answer without values, rdata list of type rdtype) for name (str, bytes or dns.name.Name)."""
+        import time
+
         import dns.exception
         import dns.flags
         import dns.message
-        import dns.query
         import dns.rcode
         import dns.rdatatype
         qname = _qname(name)
@@ -102,14 +108,18 @@ class Resolver:
         wanted = dns.rdatatype.from_text(rdtype)
         query = dns.message.make_query(qname, wanted, use_edns=False)
         reason = "noserver"
-        timeout = self.config.timeout
         for _ in range(max(1, self.config.attempts)):
             for ip, port in self.config.servers:
+                timeout = self.config.timeout
+                if self.deadline is not None:
+                    timeout = min(timeout, self.deadline - time.monotonic())
+                    if timeout <= 0:
+                        return Answer(SOFT, (), "timeout"), []
                 try:
-                    response = dns.query.udp(query, ip, timeout=timeout, port=port, ignore_unexpected=True)
+                    response = _exchange(query, ip, port, timeout, "udp")
                     if response.flags & dns.flags.TC:
-                        response = dns.query.tcp(query, ip, timeout=timeout, port=port)
-                except dns.exception.Timeout:
+                        response = _exchange(query, ip, port, timeout, "tcp")
+                except TimeoutError:
                     reason = "timeout"
                     continue
                 except ConnectionRefusedError:
@@ -129,6 +139,79 @@ class Resolver:
                 records = [rd for rrset in response.answer if rrset.rdtype == wanted for rd in rrset]
                 return Answer(OK), records
         return Answer(SOFT, (), reason), []
+
+    def until(self, deadline):
+        """This resolver, with every lookup ending by `deadline` (time.monotonic()) at the latest:
+        each try waits at most what is left, and none starts after it (soft, timeout)."""
+        if self.deadline is not None and self.deadline <= deadline:
+            return self
+        return Resolver(config=self.config, deadline=deadline)
+
+
+def _exchange(query, ip, port, timeout, transport):
+    """One query to one server over UDP or TCP, its response within `timeout` seconds
+    (TimeoutError when none came). dnspython builds and parses the messages; the
+    sockets are ours so that a record dnspython refuses for its content (a TXT
+    record without strings: RFC 1035 allows it, dnspython's TXT class does not)
+    is dropped from the answer instead of failing the whole packet."""
+    import socket
+    import time
+    wire = query.to_wire()
+    end = time.monotonic() + timeout
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    if transport == "tcp":
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect((ip, port))
+            s.sendall(len(wire).to_bytes(2, "big") + wire)
+            head = _recv_exactly(s, 2, end)
+            response = _parse(_recv_exactly(s, int.from_bytes(head, "big"), end))
+            if not query.is_response(response):
+                raise ValueError("not the response to our query")
+            return response
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.connect((ip, port))            # only the server's datagrams; ICMP refusals are seen
+        s.settimeout(timeout)
+        s.send(wire)
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            s.settimeout(left)
+            data = s.recv(65535)
+            try:
+                response = _parse(data)
+            except Exception:
+                continue                 # garbage or a stray datagram: keep waiting, as dnspython does
+            if query.is_response(response):
+                return response
+
+
+def _recv_exactly(sock, n, end):
+    import time
+    data = b""
+    while len(data) < n:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        got = sock.recv(n - len(data))
+        if not got:
+            raise EOFError
+        data += got
+    return data
+
+
+def _parse(wire):
+    """A dns.message from wire; records whose content an rdata class refuses (a ValueError,
+    which dnspython wraps in a FormError) are left out, any other fault raises."""
+    import dns.message
+    response = dns.message.from_wire(wire, continue_on_error=True)
+    for err in getattr(response, "errors", ()):
+        e = err.exception
+        if not isinstance(e, ValueError) and not isinstance(e.__cause__, ValueError):
+            raise e
+    return response
 
 
 def _text(name):
