@@ -106,7 +106,7 @@ def test_a_directory_or_unreadable_cdb_is_a_control_error(tmp_path):
     os.mkdir(tmp_path / "d.cdb")
     with pytest.raises(ControlError) as e:
         open_cdb(str(tmp_path / "d.cdb"), "control/d.cdb")
-    assert str(e.value) == "control/d.cdb: Is a directory"
+    assert str(e.value) == "control/d.cdb: unable to read: Is a directory"
 
 
 def test_full_table_does_not_hang_a_lookup(tmp_path):

@@ -171,5 +171,5 @@ def test_check_opens_every_cdb_and_reports_a_corrupt_one(home, name, damage):
     assert r.returncode == 1
     [line] = r.stdout.decode().splitlines()
     expected = {"truncated": "corrupt cdb: truncated: hash table", "text": "corrupt cdb: truncated: hash table",
-                "table": "corrupt cdb: hash table", "directory": "Is a directory"}[damage]
+                "table": "corrupt cdb: hash table", "directory": "unable to read: Is a directory"}[damage]
     assert line.startswith("%s: %s" % (name, expected)), line

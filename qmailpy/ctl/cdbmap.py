@@ -46,7 +46,7 @@ class CdbMap:
         except OSError as e:
             if isinstance(e, ControlError):
                 raise
-            raise ControlError(self.name, 0, e.strerror or str(e)) from None
+            raise ControlError(self.name, 0, "unable to read: %s" % (e.strerror or e)) from None
         self._tables = [_pair(self._mm, 8 * i) for i in range(256)]
         for i, (pos, slots) in enumerate(self._tables):
             if slots and (pos < HEADER or pos + 8 * slots > self.size):

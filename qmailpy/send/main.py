@@ -19,7 +19,7 @@ from qmailpy.send import clock, loop, start
 from qmailpy.send.channel import Channel
 from qmailpy.send.config import SendConfig
 from qmailpy.send.inject import Injector
-from qmailpy.send.log import Log
+from qmailpy.log import Log
 from qmailpy.send.scheduler import Scheduler
 from qmailpy.proto import spawnwire
 

@@ -14,7 +14,7 @@ import os
 from qmailpy.queue import layout
 from qmailpy.send import cleanup, clock, finish, queuefiles as qf
 from qmailpy.send.channel import Delivery
-from qmailpy.send.log import safe
+from qmailpy.log import qmail_safe as safe
 from qmailpy.send.rewrite import REMOTE as REMOTE_CHANNEL, verp_sender
 from qmailpy.send.todo import rel
 

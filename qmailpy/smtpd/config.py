@@ -30,6 +30,7 @@ class SmtpdConfig:
     """Controls and environment of one session, with list controls compiled."""
 
     def __init__(self, controls, environ):
+        controls.require("qmail-smtpd")     # a bad number or line: 421 now, not in mid-session
         v = controls.value
         self.controls = controls
         self.environ = environ
