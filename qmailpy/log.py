@@ -4,8 +4,9 @@ Every program logs to stderr, one line per event, in qmail's style: words
 separated by spaces. Whatever comes from outside (client input, addresses,
 file contents, error texts) can never split a line or forge one: escape()
 writes control characters (C0, DEL, C1, the Unicode line and paragraph
-separators, anything not printable) as \\n \\r \\t \\0 \\xHH \\uHHHH, and a
-backslash as \\\\; every other character, spaces included, stays as it is.
+separators, anything not printable) as \\n \\r \\t \\0, \\xHH (C0 and DEL; from
+\\x80 up: a byte that is not UTF-8) or \\uHHHH, and a backslash as \\\\; every
+other character, spaces included, stays as it is. Nothing is lost or ambiguous.
 
 Shapes of line:
   Logger        `program: pid event key=value ...` (qmail-smtpd). A value
@@ -30,9 +31,9 @@ def _char(c):
     if c == " " or c.isprintable():
         return c
     n = ord(c)
-    if 0xDC80 <= n <= 0xDCFF:            # a byte that was not UTF-8 (surrogateescape)
+    if 0xDC80 <= n <= 0xDCFF:            # a byte that was not UTF-8 (surrogateescape): \x80-\xff
         return "\\x%02x" % (n - 0xDC00)
-    if n < 0x100:
+    if n < 0x80:                         # C0 and DEL: the character and the byte are the same
         return "\\x%02x" % n
     return "\\u%04x" % n if n < 0x10000 else "\\U%08x" % n
 
