@@ -64,6 +64,7 @@ def run(fd0, fd1, environ, controls):
         _enter(home, X.QQ_HOME, QueueError)
         _enter(paths.queue_path(home), X.QQ_QUEUE_DIR, QueueError)
         try:
+            controls.require("qmail-queue")     # a bad number: exit 55 before the message is read
             limit = _time_limit(controls, layout)
         except OSError as e:
             raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
