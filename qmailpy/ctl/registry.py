@@ -194,11 +194,13 @@ CONTROLS = (
        ("I tried to deliver a bounce message to this address, but the bounce bounced!",),
        "bounce", SEND, "Text of a double bounce."),
     # -- srs
-    _c("srs/srs_domain", LINE, ME, "srs", SEND, "Domain of SRS addresses."),
+    _c("srs/srs_domain", LINE, ME, "srs", f"{SEND} {TODO} {LSPAWN}", "Domain of SRS addresses."),
     _c("srs/srs_secrets", SECRETS, (), "srs", f"{LOCAL} {SEND}", "Keys for new SRS addresses, newest first (setsrssecret)."),
-    _c("srs/revers_srs_secrets", SECRETS, (), "srs", SMTPD, "Keys accepted on SRS bounces, newest first."),
+    _c("srs/revers_srs_secrets", SECRETS, (), "srs", f"{SMTPD} {TODO} {LSPAWN}",
+       "Keys accepted on SRS bounces, newest first."),
     _c("srs/srs_secrets_age", SECRETS, (), "srs", "setsrssecret", "'key timestamp' lines: when each key was made."),
-    _c("srs/srs_max_age", NUMBER, 2592000, "srs", f"{SMTPD} {SEND}", "Seconds an SRS address stays valid (30 days)."),
+    _c("srs/srs_max_age", NUMBER, 2592000, "srs", f"{SMTPD} {SEND} {TODO}",
+       "Seconds an SRS address stays valid (30 days)."),
 )
 
 BY_NAME = {c.name: c for c in CONTROLS}

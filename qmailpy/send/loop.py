@@ -11,7 +11,7 @@ import selectors
 import signal
 
 from qmailpy.clean.wire import CleanDied
-from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.ctl.reader import Controls
 from qmailpy.send import clock, todowire
 from qmailpy.send.config import SendConfig
 
@@ -46,8 +46,8 @@ class Loop:
         sched = self.sched
         try:
             config = SendConfig(Controls(sched.home, self.environ))
-        except (ControlError, OSError):
-            self.log("alert: unable to reread controls")
+        except OSError as e:
+            self.log("warning: unable to reread controls: %s; keeping the old ones" % e)
             return
         sched.config = config
         for ch, wanted in zip(sched.channels, config.concurrency):

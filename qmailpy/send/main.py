@@ -14,7 +14,7 @@ import time
 
 from qmailpy import paths
 from qmailpy.clean.wire import CleanClient
-from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.ctl.reader import Controls
 from qmailpy.send import clock, loop, start
 from qmailpy.send.channel import Channel
 from qmailpy.send.config import SendConfig
@@ -66,8 +66,8 @@ def main():
     aliasempty = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_DELIVERY
     try:
         config = SendConfig(Controls(home, environ))
-    except (ControlError, OSError):
-        log.line("alert: cannot start: unable to read controls")
+    except OSError as e:
+        log.line("alert: cannot start: unable to read controls: %s" % e)
         return 111
     if not os.path.isdir(paths.queue_path(home)):
         log.line("alert: cannot start: unable to switch to queue directory")
