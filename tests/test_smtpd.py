@@ -411,3 +411,13 @@ def test_queue_wrapper_is_execed_not_forked(qhome, tmp_path):
     assert is_own_queue(program("qmail-queue"))
     assert not is_own_queue(fake_queue(tmp_path, 0))
     assert not is_own_queue("/nonexistent")
+
+
+@pytest.mark.parametrize("name", ["AUTHFAILDELAY", "DNSTIMEOUT"])
+@pytest.mark.parametrize("value", ["soon", "nan", "-1", "5s"])
+def test_malformed_environment_seconds_are_421_at_connect(qhome, capfd, name, value):
+    """AUTHFAILDELAY "soon" used to crash the session at the first failed AUTH; DNSTIMEOUT was ignored."""
+    replies, rc, log = serve_in_process(qhome, b"QUIT\r\n", capfd, **{name: value})
+    assert (replies, rc) == (b"421 unable to read controls (#4.3.0)\r\n", 1)
+    assert log == ['error reason="unable to read controls" file=$%s problem="not a number of seconds: %r"'
+                   % (name, value)]

@@ -47,6 +47,14 @@ def parse_number(control, text):
     return min(value, limit)
 
 
+def parse_seconds(text):
+    """A non-negative decimal number of seconds ("5", "0.25"); anything else is Malformed."""
+    whole, dot, frac = text.partition(".")
+    if not (whole or frac) or not (whole + frac).isdigit() or not text.isascii() or (dot and not frac):
+        raise Malformed("not a number of seconds: %r" % text)
+    return float(text)
+
+
 class Parsed:
     """The value of one source (file, options entry or environment) and where its entries stand."""
     __slots__ = ("value", "linenos", "empty")

@@ -13,7 +13,7 @@ import os
 from qmailpy import paths
 from qmailpy.ctl import registry as R
 from qmailpy.ctl.options import OPTIONS, Finding, parse_options
-from qmailpy.ctl.parse import Malformed, numbered, parse, text_lines
+from qmailpy.ctl.parse import Malformed, numbered, parse, parse_seconds, text_lines
 
 SINGLE_KINDS = (R.NUMBER, R.BOOL, R.LINE)       # what require() reads at start
 
@@ -58,6 +58,19 @@ def read_bytes(path, name=None):
         return None
     except OSError as e:
         raise ControlError(name or path, 0, "unable to read: %s" % (e.strerror or e)) from None
+
+
+def env_seconds(environ, name, default):
+    """A number of seconds from environment variable `name` (no control file behind it:
+    AUTHFAILDELAY, DNSTIMEOUT); unset or empty gives `default`, anything else malformed is a
+    ControlError, as for the overrides of the registry."""
+    text = (environ.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        return parse_seconds(text)
+    except Malformed as e:
+        raise ControlError("$" + name, 0, str(e)) from None
 
 
 class Controls:

@@ -12,7 +12,7 @@ import sys
 import time
 
 from qmailpy import paths
-from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.ctl.reader import ControlError, Controls, env_seconds
 from qmailpy.proto import replies as R
 from qmailpy.smtpd.config import SmtpdConfig
 from qmailpy.log import Logger
@@ -52,7 +52,7 @@ class Services:
         return authenticate(self.users(), mech, user, secret, challenge)
 
     def auth_delay(self):
-        self.sleep(float(self.environ.get("AUTHFAILDELAY", AUTH_FAILURE_DELAY)))
+        self.sleep(env_seconds(self.environ, "AUTHFAILDELAY", AUTH_FAILURE_DELAY))
 
 
 def write_all(fd, data, timeout=None):
