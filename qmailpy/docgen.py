@@ -87,12 +87,17 @@ def index_page():
            "Types: **line** first line, trailing white space removed; **text** all lines; **list** one",
            "entry a line, blank and `#` lines skipped, literal (`@host` matches a whole domain);",
            "**patterns** a list in the spamcontrol pattern language (`!` exception, `*`, `?`, `[...]`,",
-           "`\\`); **number** a non-negative integer (above its maximum it is clamped); **bool** a number,",
-           "0 off and anything else on (absent = the default, 0 unless stated); **cdb** a constant",
-           "database; **secrets** a list that is never printed.",
+           "`\\`); **number** a non-negative integer (above its maximum, %d unless stated, it is" % R.NUMBER_MAX,
+           "clamped); **bool** a number, 0 off and anything else on (absent = the default, 0 unless",
+           "stated); **cdb** a constant database; **secrets** a list that is never printed.",
            "",
-           "A missing or empty file gives the default. A value that does not parse gives the default too,",
-           "a warning in the log of the program reading it, and a finding in `qmail-showctl --check`.", ""]
+           "A missing or empty file gives the default. A value that is there but cannot be used -- a",
+           "number that does not parse (in its file, in `control/options` or in its environment",
+           "variable), a file that cannot be read, a truncated or corrupt cdb -- stops the mail of the",
+           "program that needs it with a temporary error, as qmail does with controls it cannot read:",
+           "qmail-smtpd answers `421 unable to read controls (#4.3.0)`, qmail-queue exits 55, qmail-send",
+           "and qmail-todo do not start (a SIGHUP keeps the old values), qmail-remote defers. The log",
+           "line names the file and line, and `qmail-showctl --check` reports it.", ""]
     for group, title in R.GROUPS.items():
         out.append("## [%s](controls-%s.md)" % (title, group))
         out.append("")

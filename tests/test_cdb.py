@@ -58,3 +58,109 @@ def test_keys_order():
 
 def test_absent_cdb_is_none(tmp_path):
     assert open_cdb(str(tmp_path / "nothing.cdb")) is None
+
+
+# -- a cdb we cannot trust is a ControlError naming the file, never a crash, a hang or a guess
+
+import os  # noqa: E402
+
+import cdblib  # noqa: E402
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from qmailpy.ctl.cdbmap import CdbMap, CorruptCdb  # noqa: E402
+from qmailpy.ctl.reader import ControlError  # noqa: E402
+
+KEYS = [b"example.org", b".example.org", b"@domain.example", b"bob@example.net", b"x" * 300]
+
+
+def cdb_bytes(tmp_path, keys=KEYS):
+    path = tmp_path / "built.cdb"
+    with open(path, "wb") as f, cdblib.Writer(f) as w:
+        for k in keys:
+            w.put(k, b"")
+    return path.read_bytes()
+
+
+def write(tmp_path, data, name="x.cdb"):
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_valid_cdb_verifies_and_finds_every_key(tmp_path):
+    db = CdbMap(write(tmp_path, cdb_bytes(tmp_path)), "control/x.cdb")
+    assert db.verify() == len(KEYS) == len(db)
+    assert all(k in db for k in KEYS) and b"nobody.example" not in db
+    db.close()
+
+
+def test_every_truncation_is_refused_at_open(tmp_path):
+    data = cdb_bytes(tmp_path)
+    for size in range(0, len(data)):
+        with pytest.raises(CorruptCdb) as e:
+            CdbMap(write(tmp_path, data[:size]), "control/morercpthosts.cdb")
+        assert str(e.value).startswith("control/morercpthosts.cdb: corrupt cdb: truncated"), size
+
+
+def test_a_directory_or_unreadable_cdb_is_a_control_error(tmp_path):
+    os.mkdir(tmp_path / "d.cdb")
+    with pytest.raises(ControlError) as e:
+        open_cdb(str(tmp_path / "d.cdb"), "control/d.cdb")
+    assert str(e.value) == "control/d.cdb: unable to read: Is a directory"
+
+
+def test_full_table_does_not_hang_a_lookup(tmp_path):
+    """Every slot of a table taken and no key matching: the probe stops after one round."""
+    data = bytearray(cdb_bytes(tmp_path, [b"k%d" % i for i in range(50)]))
+    db = CdbMap(write(tmp_path, bytes(data)))
+    tables = list(db._tables)
+    db.close()
+    pos, slots = next(t for t in tables if t[1])
+    for s in range(slots):                  # fill the empty slots with a hash nobody has
+        if data[pos + 8 * s + 4:pos + 8 * s + 8] == b"\0\0\0\0":
+            data[pos + 8 * s:pos + 8 * s + 8] = (0xFFFFFFFF).to_bytes(4, "little") + (2048).to_bytes(4, "little")
+    db = CdbMap(write(tmp_path, bytes(data)), "control/x.cdb")
+    i = tables.index((pos, slots))
+    probe = next(k for k in (b"q%d" % n for n in range(100000)) if db._hash(k) & 255 == i)
+    assert probe not in db
+    with pytest.raises(CorruptCdb):
+        db.verify()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=2048, max_size=4096), st.lists(st.binary(max_size=20), max_size=10))
+def test_any_bytes_give_answers_or_control_errors_only(tmp_path_factory, data, probes):
+    path = write(tmp_path_factory.mktemp("cdb"), data)
+    try:
+        db = CdbMap(path)
+    except ControlError:
+        return
+    try:
+        for k in probes + KEYS:
+            db.get(k)
+        db.verify()
+    except ControlError:
+        pass
+    finally:
+        db.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_damaged_keys_or_tables_are_found_by_verify(tmp_path_factory, data):
+    """A changed byte in a key, a record header or a hash table: verify() notices.
+
+    (The values here are empty: a changed value byte is something no cdb reader can notice.)"""
+    tmp = tmp_path_factory.mktemp("cdb")
+    good = cdb_bytes(tmp, [b"key%d" % i for i in range(20)])
+    where = data.draw(st.integers(min_value=2048, max_value=len(good) - 1))
+    new = data.draw(st.integers(min_value=0, max_value=255).filter(lambda b: b != good[where]))
+    bad = bytearray(good)
+    bad[where] = new
+    try:
+        db = CdbMap(write(tmp, bytes(bad)))
+        db.verify()
+        db.close()
+    except CorruptCdb:
+        return
+    raise AssertionError("a change at %d was not noticed" % where)

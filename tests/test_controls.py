@@ -85,14 +85,54 @@ def test_every_control_has_a_default_and_doc():
             assert isinstance(c.default, int), c.name
 
 
+MALFORMED_NUMBERS = ["abc", "-5", "12abc", "0x10", "1.5", "\u0661\u0662", "1 000"]
+
+
+@pytest.mark.parametrize("text", MALFORMED_NUMBERS)
 @pytest.mark.parametrize("control", NUMERIC, ids=lambda c: c.name)
-def test_number_that_does_not_parse_is_a_finding_not_zero(home, control):
-    home.control(control.name, "abc\n")
-    ctl = Controls(home.root)
-    s = ctl.setting(control.name)
-    assert (s.value, s.is_default) == (control.default, True)
-    assert [str(f) for f in ctl.findings] == [
-        "control/%s:1: not a number: 'abc'; using the next source or the default" % control.name]
+def test_number_that_does_not_parse_is_an_error_naming_the_file(home, control, text):
+    """Never a guess: not the default, not 0, not the next source (qmail's 'unable to read controls')."""
+    home.control(control.name, text + "\n")
+    home.control("options", "%s: 7\n" % control.name)
+    with pytest.raises(ControlError) as e:
+        Controls(home.root).setting(control.name)
+    assert (e.value.where, e.value.lineno) == ("control/" + control.name, 1)
+    assert str(e.value) == "control/%s:1: not a number: %r" % (control.name, text)
+
+
+@pytest.mark.parametrize("control", NUMERIC, ids=lambda c: c.name)
+def test_number_in_options_that_does_not_parse_is_an_error(home, control):
+    home.control("options", "# numbers\n\n%s: lots\n" % control.name)
+    with pytest.raises(ControlError) as e:
+        Controls(home.root).setting(control.name)
+    assert str(e.value) == "control/options:3: %s: not a number: 'lots'" % control.name
+
+
+@pytest.mark.parametrize("control", [c for c in NUMERIC if c.env], ids=lambda c: c.name)
+def test_environment_number_that_does_not_parse_is_an_error(home, control):
+    home.control(control.name, "1\n")
+    with pytest.raises(ControlError) as e:
+        Controls(home.root, {control.env: "abc"}).setting(control.name)
+    assert str(e.value) == "$%s: not a number: 'abc'" % control.env
+    assert Controls(home.root, {control.env: ""}).value(control.name) == 1       # empty: not set
+
+
+def test_huge_numbers_are_clamped_to_what_a_program_can_use(home):
+    home.control("timeoutsmtpd", "9" * 40 + "\n")
+    assert Controls(home.root).value("timeoutsmtpd") == R.NUMBER_MAX
+
+
+@pytest.mark.parametrize("kind", [R.NUMBER, R.BOOL, R.LINE])
+def test_require_reads_every_single_value_of_a_program_at_once(home, kind):
+    """require(): a bad number or line a program reads stops it at start, whichever it is."""
+    for c in [c for c in R.CONTROLS if c.kind == kind and "qmail-smtpd" in c.readers]:
+        ctl = Controls(home.root)
+        os.makedirs(ctl.path(c.name))
+        with pytest.raises(ControlError) as e:
+            ctl.require("qmail-smtpd")
+        assert str(e.value) == "control/%s: unable to read: Is a directory" % c.name
+        os.rmdir(ctl.path(c.name))
+    Controls(home.root).require("qmail-smtpd")
 
 
 @pytest.mark.parametrize("text", ["", "\n", "   \n"])
@@ -113,12 +153,6 @@ def test_concurrency_clamped_to_500(home, name, text, value):
 def test_bool_any_nonzero_is_on(home):
     home.control("smtpauth", "7\n")
     assert Controls(home.root).value("smtpauth") == 1
-
-
-def test_negative_number_is_malformed(home):
-    home.control("databytes", "-5\n")
-    ctl = Controls(home.root)
-    assert ctl.value("databytes") == 0 and len(ctl.findings) == 1
 
 
 def test_list_rules_trailing_space_cr_blank_and_comments(home):
@@ -158,10 +192,12 @@ def test_environment_override(home):
     assert Controls(home.root).value("databytes") == 1000
 
 
-def test_unreadable_control_is_an_error(home):
-    os.makedirs(os.path.join(home.root, "control", "databytes"))
-    with pytest.raises(ControlError):
-        Controls(home.root).value("databytes")
+@pytest.mark.parametrize("name", ["databytes", "badmailfrom", "options"])
+def test_unreadable_control_is_an_error_naming_the_file(home, name):
+    os.makedirs(os.path.join(home.root, "control", name))
+    with pytest.raises(ControlError) as e:
+        Controls(home.root).value("databytes" if name == "options" else name)
+    assert str(e.value) == "control/%s: unable to read: Is a directory" % name
 
 
 # -- control/options
@@ -203,10 +239,6 @@ def test_file_wins_over_options(home):
     assert Controls(home.root).value("databytes") == 200
 
 
-def test_malformed_file_falls_back_to_options(home):
-    home.control("options", "databytes: 100\n")
-    home.control("databytes", "lots\n")
-    assert Controls(home.root).value("databytes") == 100
 
 
 def test_options_findings():

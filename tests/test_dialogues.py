@@ -12,11 +12,12 @@ from conftest import ROOT, Home, program
 from dialogue import Dialogue, check_lines, check_logs, check_queued
 from dnsserver import DNSServer
 from qmailpy.ctl.cdbmap import open_cdb, tcprules_lookup
-from qmailpy.ctl.reader import Controls
+from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.proto import replies as R
 from qmailpy.proto.qq import decode
 from qmailpy.queue.layout import create_queue
 from qmailpy.smtpd.config import SmtpdConfig
-from qmailpy.smtpd.session import Session
+from qmailpy.smtpd.session import Session, refuse_controls
 
 FILES = sorted(glob.glob(os.path.join(ROOT, "tests", "dialogues", "*.txt")))
 TCP_ENV = {"TCPREMOTEIP": "127.0.0.1", "TCPLOCALIP": "127.0.0.1", "TCPLOCALHOST": "localhost",
@@ -113,8 +114,8 @@ class FakeServices:
 
 def log_line(event, fields):
     """A FakeServices log entry as qmail-smtpd's Logger writes it (without "qmail-smtpd: PID ")."""
-    from qmailpy.smtpd.log import printable
-    return event + "".join(" %s=%s" % (k, printable(v)) for k, v in fields.items())
+    from qmailpy.log import fields as format_fields
+    return format_fields(event, fields.items())
 
 
 def dns_for(d):
@@ -148,7 +149,14 @@ def run_in_process(tmp_path, d, dns_env):
         env.update(rule[2] if rule else {})
     controls = Controls(home.root, env)
     services = FakeServices(controls, d.checkpassword)
-    session = Session(SmtpdConfig(controls, env), services)
+    try:
+        session = Session(SmtpdConfig(controls, env), services)
+    except ControlError as e:           # what serve() answers instead of the greeting
+        assert d.steps == [(b"", [R.NO_CONTROLS])] and d.expect_closed, d.name
+        check_lines([refuse_controls(services.log, e).decode().rstrip("\r\n")], d.steps[0][1], d.name)
+        check_queued(d, services.queued)
+        check_logs([log_line(e, f) for e, f in services.logged], d.logs, d.name + " log")
+        return
     greeting = session.start()
     steps = [(b"", d.steps[0][1])] if not d.steps[0][0] else []
     first = True

@@ -196,8 +196,11 @@ def test_dns_checks_load_dnspython_only_when_asked(tmp_path):
     assert "dns" in got.split(",") and "spf" not in got.split(",")
 
 
-def test_malformed_policy_controls_read_late_are_logged(tmp_path):
-    session, services = make_session(tmp_path, {"mfdnscheck": "yes\n"})
-    assert talk(session, "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
-    warnings = [f["finding"] for e, f in services.logged if e == "warning"]
-    assert len(warnings) == 1 and warnings[0].startswith("control/mfdnscheck:1: not a number")
+def test_malformed_policy_numbers_stop_the_session_at_connect(tmp_path):
+    """mfdnscheck is read by the policy on first use; a bad value must not wait for RCPT to be found."""
+    from qmailpy.ctl.reader import ControlError
+    with pytest.raises(ControlError) as e:
+        make_session(tmp_path, {"mfdnscheck": "yes\n"})
+    assert str(e.value) == "control/mfdnscheck:1: not a number: 'yes'"
+
+

@@ -45,8 +45,12 @@ def test_dnstimeout_sets_the_per_try_time_out():
     assert smtpd_resolver(dict(env, DNSTIMEOUT="0.5")).config.timeout == 0.5
     assert smtpd_resolver(dict(env, DNSTIMEOUT="0")).config.timeout == lookup.MIN_TIMEOUT
     assert smtpd_resolver(dict(env, DNSTIMEOUT="999")).config.timeout == lookup.MAX_TIMEOUT
-    assert smtpd_resolver(dict(env, DNSTIMEOUT="soon")).config.timeout == 5.0
-    assert smtpd_resolver(dict(env, DNSTIMEOUT="nan")).config.timeout == 5.0
+    assert smtpd_resolver(dict(env, DNSTIMEOUT="")).config.timeout == 5.0
+    from qmailpy.ctl.reader import ControlError
+    for bad in ("soon", "nan", "inf", "-1", "1e3", "0x10", ".", "1.", "1 000"):      # never a guess
+        with pytest.raises(ControlError) as e:
+            smtpd_resolver(dict(env, DNSTIMEOUT=bad))
+        assert str(e.value) == "$DNSTIMEOUT: not a number of seconds: %r" % bad
 
 
 def test_a_dead_name_server_gives_a_bounded_temporary_error(tmp_path, dns_server):

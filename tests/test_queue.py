@@ -523,4 +523,172 @@ def test_io_error_is_exit_53_from_run(home):
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 53
     with os.fdopen(re_, "rb") as f:
         assert re.fullmatch(rb"qmail-queue: unable to write mess: Input/output error\n", f.read())
+
+
+# -- nothing after the commit link is taken back (issue 13, item 1)
+
+def _dir_fsync_fails(monkeypatch, before=None, error=None):
+    """os.fsync of a directory (todo/) fails with EIO, after running `before` (e.g. a qmail-todo)."""
+    real = os.fsync
+
+    def fsync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            if before is not None:
+                before()
+            if error is not None:
+                raise error
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _queue_entries(home):
+    """{id: (todo records, mess bytes)} of what qmail-send would find."""
+    q = home / "queue"
+    return {int(n): ((q / "todo" / n).read_bytes(), Path(layout.mess_path(str(home), int(n))).read_bytes())
+            for n in os.listdir(q / "todo")}
+
+
+def test_fsync_of_todo_failing_leaves_the_message_queued_and_says_temporary(home, monkeypatch):
+    _dir_fsync_fails(monkeypatch)
+    trig = os.open(layout.trigger_path(str(home)), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(E.QueueError) as err:
+            E.enqueue(str(home), MSG, ENV, 7, 1234, 0)
+        assert os.read(trig, 16) == b"\0"             # and qmail-send is told about it
+    finally:
+        os.close(trig)
+    assert (err.value.code, err.value.reason) == (X.QQ_WRITE_ERROR, "unable to fsync todo/: Input/output error")
+    [(msgid, (records, mess))] = _queue_entries(home).items()
+    assert records == b"u7\0p1234\0Fa@example.org\0Tb@example.net\0Tc@example.com\0"
+    assert mess.endswith(MSG)
+    assert Path(layout.intd_path(str(home), msgid)).read_bytes() == records
+    assert os.listdir(home / "queue" / "pid") == []
+
+
+def test_fsync_failing_after_qmail_todo_took_the_message_keeps_its_mess_file(home, monkeypatch):
+    """The race seen under load: qmail-todo has made info/ and local/ and removed todo/ and intd/
+    before the fsync fails. The message is being delivered: its mess file must stay."""
+    h = str(home)
+    taken = {}
+
+    def qmail_todo():
+        [name] = os.listdir(home / "queue" / "todo")
+        msgid = int(name)
+        Path(layout.info_path(h, msgid)).write_bytes(b"Fa@example.org\0")
+        Path(layout.local_path(h, msgid)).write_bytes(b"Tb@example.net\0")
+        os.unlink(layout.intd_path(h, msgid))
+        os.unlink(layout.todo_path(h, msgid))
+        taken["id"] = msgid
+    _dir_fsync_fails(monkeypatch, qmail_todo)
+    with pytest.raises(E.QueueError) as err:
+        E.enqueue(h, MSG, ENV, 7, 1234, 0)
+    assert err.value.code == X.QQ_WRITE_ERROR
+    assert Path(layout.mess_path(h, taken["id"])).read_bytes().endswith(MSG)
+    assert debris(home) == sorted(os.path.relpath(p, home / "queue") for p in (
+        layout.info_path(h, taken["id"]), layout.local_path(h, taken["id"]), layout.mess_path(h, taken["id"])))
+
+
+def test_timeout_before_the_fsync_of_todo_is_done_keeps_the_message_and_says_timeout(home, monkeypatch):
+    _dir_fsync_fails(monkeypatch, error=E.QueueError(X.QQ_TIMEOUT, "timeout"))
+    with pytest.raises(E.QueueError) as err:
+        E.enqueue(str(home), MSG, ENV, 7, 1234, 0)
+    assert err.value.code == X.QQ_TIMEOUT
+    assert len(_queue_entries(home)) == 1
+
+
+def test_fsync_of_todo_failing_keeps_every_committed_copy(home, monkeypatch):
+    def copies(staged):
+        return [([staged.recipients[0]], None), ([staged.recipients[1]], b"Received: x\ncopy\n")]
+    _dir_fsync_fails(monkeypatch)
+    with pytest.raises(E.QueueError):
+        E.enqueue_all(str(home), MSG, ENV, 7, 1234, 0, content_filter=copies)
+    got = _queue_entries(home)
+    assert sorted(r.split(b"\0")[-2] for r, _ in got.values()) == [b"Tb@example.net", b"Tc@example.com"]
+    assert len(debris(home)) == 6 and os.listdir(home / "queue" / "pid") == []
+
+
+def test_an_id_the_queue_still_names_is_never_taken(home, monkeypatch):
+    """An inode number whose info/ (or todo/, local/, ...) is still there: the next pid/ file is used."""
+    h = str(home)
+    real = layout.referenced
+    refused = []
+
+    def referenced(home_, msgid, where=layout.IN_USE, split=layout.SPLIT):
+        if not refused and where == layout.IN_USE:
+            refused.append(msgid)
+            Path(layout.info_path(h, msgid)).write_bytes(b"Fold@example.org\0")
+        return real(home_, msgid, where, split)
+    monkeypatch.setattr(layout, "referenced", referenced)
+    msgid = E.enqueue(h, MSG, ENV, 7, 1234, 0)
+    assert refused and msgid != refused[0]
+    assert Path(layout.info_path(h, refused[0])).read_bytes() == b"Fold@example.org\0"
+    assert not os.path.exists(layout.mess_path(h, refused[0]))
+    assert os.listdir(home / "queue" / "pid") == []
+    assert list(_queue_entries(home)) == [msgid]
+
+
+@pytest.mark.parametrize("when", [1, 2, 3])
+def test_real_qmail_queue_with_fsync_failing_under_strace(home, tmp_path, when):
+    """The real program, fsync number `when` made to fail by strace (1 mess, 2 intd, 3 todo/): a
+    temporary exit, and either nothing queued (before the commit) or the whole message (after it)."""
+    assert subprocess.run(["strace", "-V"], capture_output=True).returncode == 0, "strace is needed"
+    (tmp_path / "m").write_bytes(MSG)
+    (tmp_path / "e").write_bytes(ENV)
+    with open(tmp_path / "m", "rb") as m, open(tmp_path / "e", "rb") as e:
+        p = subprocess.run(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fsync",
+                            "-e", "inject=fsync:error=EIO:when=%d" % when, QMAIL_QUEUE],
+                           stdin=m, stdout=e, stderr=subprocess.PIPE, env=qenv(home), timeout=60)
+    assert p.returncode == X.QQ_WRITE_ERROR, p.stderr
+    entries = _queue_entries(home)
+    if when < 3:
+        assert entries == {} and debris(home) == []
+    else:
+        [(msgid, (records, mess))] = entries.items()
+        assert records.endswith(b"\0Fa@example.org\0Tb@example.net\0Tc@example.com\0") and mess.endswith(MSG)
+        assert len(debris(home)) == 3
+
+
+# -- controls qmail-queue cannot use: exit 55, the file named, nothing queued (issue 13, items 6-7)
+
+QUEUE_NUMBERS = [c.name for c in __import__("qmailpy.ctl.registry", fromlist=["CONTROLS"]).CONTROLS
+                 if c.kind in ("number", "bool") and "qmail-queue" in c.readers]
+
+
+@pytest.mark.parametrize("name", QUEUE_NUMBERS)
+def test_malformed_number_is_exit_55_naming_the_file(home, name):
+    (home / "control").mkdir()
+    (home / "control" / name).write_text("12 seconds\n")
+    rc, err, _ = run_qq(home)
+    assert (rc, err) == (X.QQ_CONFIG, "qmail-queue: unable to read controls: control/%s:1: not a number: "
+                                      "'12 seconds'\n" % name)
+    assert debris(home) == []
+
+
+@pytest.mark.parametrize("name", ["clamavclients.cdb", "spamdclients.cdb"])
+@pytest.mark.parametrize("damage", ["truncated", "record", "directory"])
+def test_corrupt_recipient_cdb_is_exit_55_naming_the_file(home, name, damage):
+    """It used to be 'internal bug' (81) or a traceback; the file is named and nothing is queued."""
+    import cdblib
+    (home / "control").mkdir()
+    path = home / "control" / name
+    with open(path, "wb") as f, cdblib.Writer(f) as w:
+        w.put(b"@example.net", b"")
+        w.put(b"c@example.com", b"")
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[:-1])
+    elif damage == "record":             # every slot points past the end of the file
+        tables = [int.from_bytes(data[8 * i:8 * i + 4], "little") for i in range(256)]
+        bad = bytearray(data)
+        for pos in range(min(tables), len(data), 8):
+            if bad[pos + 4:pos + 8] != b"\0\0\0\0":
+                bad[pos + 4:pos + 8] = (len(data) - 4).to_bytes(4, "little")
+        path.write_bytes(bytes(bad))
+    else:
+        path.unlink()
+        path.mkdir()
+    rc, err, _ = run_qq(home)
+    assert rc == X.QQ_CONFIG, err
+    assert err.startswith("qmail-queue: unable to read controls: control/%s: " % name), err
     assert debris(home) == []

@@ -215,3 +215,23 @@ def test_tcpto_skips_hosts_that_keep_timing_out(remote, sinks):
     assert remote("example.com", "a@b", "c@d") == OK_REPORT
     with open(path, "rb") as f:
         assert f.read()[4] == 0
+
+
+@pytest.mark.parametrize("name,text,problem", [
+    ("timeoutremote", "20m\n", "control/timeoutremote:1: not a number: '20m'"),
+    ("timeoutconnect", "-1\n", "control/timeoutconnect:1: not a number: '-1'"),
+    ("options", "timeoutconnect: soon\n", "control/options:1: timeoutconnect: not a number: 'soon'"),
+    ("smtproutes", None, "control/smtproutes: unable to read: Is a directory"),
+    ("helohost", None, "control/helohost: unable to read: Is a directory"),
+])
+def test_control_it_cannot_use_defers_naming_the_file(home, name, text, problem):
+    """Never a guess (a default time-out, no routes): qmail's temporary 'Unable to read control files',
+    with the file and line in the report (qmail-remote's stderr is its report pipe)."""
+    home.control("me", "test.example\n")
+    if text is None:
+        os.makedirs(os.path.join(home.root, "control", name))
+    else:
+        home.control(name, text)
+    p = subprocess.run([program("qmail-remote"), "example.com", "a@b", "c@example.com"], input=MSG,
+                       capture_output=True, env=home.env(), timeout=30)
+    assert (p.returncode, p.stdout) == (0, b"ZUnable to read control files: %s (#4.3.0)\n\0" % problem.encode())

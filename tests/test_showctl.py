@@ -2,6 +2,8 @@
 import json
 import os
 
+import pytest
+
 from qmailpy import docgen
 from qmailpy.ctl import registry as R
 
@@ -66,7 +68,7 @@ def test_check_flags_number_file_holding_text(home):
     r = home.run("qmail-showctl", "--check")
     assert r.returncode == 1
     assert r.stdout.decode().splitlines() == [
-        "control/databytes:1: not a number: 'ten megabytes'; using the next source or the default",
+        "control/databytes:1: not a number: 'ten megabytes'",
         "control/mystery: unknown control file",
         "control/options:1: unknown parameter 'frobnicate'",
     ]
@@ -82,11 +84,28 @@ def test_check_clean_home_and_open_relay_warning(home):
     assert (r.returncode, r.stdout) == (0, b"")
 
 
-def test_malformed_value_warns_on_stderr(home):
+def test_malformed_value_is_shown_as_trouble_not_as_the_default(home):
     home.control("databytes", "x\n")
-    r = home.run("qmail-showctl")
-    assert "databytes: (Default.) 0" in lines_of(r)
-    assert b"qmail-showctl: warning: control/databytes:1: not a number" in r.stderr
+    home.control("options", "timeoutsmtpd: soon\n")
+    out = lines_of(home.run("qmail-showctl"))
+    assert "databytes: (Oops! Trouble reading this file: control/databytes:1: not a number: 'x')" in out
+    assert ("timeoutsmtpd: (Oops! Trouble reading this file: control/options:1: timeoutsmtpd: "
+            "not a number: 'soon')") in out
+    rows = {r["name"]: r for r in json.loads(home.run("qmail-showctl", "--json").stdout)}
+    assert rows["databytes"] == {"name": "databytes", "kind": "number",
+                                 "error": "control/databytes:1: not a number: 'x'"}
+
+
+def test_check_reports_malformed_options_and_unreadable_files_once(home):
+    home.control("rcpthosts", "example.org\n")
+    home.control("options", "databytes: big\n")
+    os.makedirs(os.path.join(home.root, "control", "badmailfrom"))
+    r = home.run("qmail-showctl", "--check")
+    assert r.returncode == 1
+    assert r.stdout.decode().splitlines() == [
+        "control/badmailfrom: unable to read: Is a directory",
+        "control/options:1: databytes: not a number: 'big'",
+    ]
 
 
 def test_json(home):
@@ -114,3 +133,43 @@ def test_docs_are_generated_from_the_registry():
             if f.read() != text:
                 stale.append(path)
     assert stale == [], "run `make docs`"
+
+
+CDBS = ["control/morercpthosts.cdb", "control/clamavclients.cdb", "control/spamdclients.cdb",
+        "control/tcp.smtp.cdb", "users/cdb"]
+
+
+def write_cdb(path, keys):
+    import cdblib
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f, cdblib.Writer(f) as w:
+        for k in keys:
+            w.put(k, b"")
+
+
+@pytest.mark.parametrize("name", CDBS)
+@pytest.mark.parametrize("damage", ["truncated", "text", "table", "directory"])
+def test_check_opens_every_cdb_and_reports_a_corrupt_one(home, name, damage):
+    home.control("rcpthosts", "example.org\n")
+    path = os.path.join(home.root, name)
+    write_cdb(path, [b"example.net", b"@example.com", b"bob@example.org"])
+    assert home.run("qmail-showctl", "--check").stdout == b""
+    data = open(path, "rb").read()
+    if damage == "truncated":
+        data = data[:-5]
+    elif damage == "text":
+        data = b"example.net\n" * 300
+    elif damage == "table":              # a hash table slot pointing into the middle of a record
+        data = data[:-4] + (2049).to_bytes(4, "little")
+    os.unlink(path)
+    if damage == "directory":
+        os.mkdir(path)
+    else:
+        with open(path, "wb") as f:
+            f.write(data)
+    r = home.run("qmail-showctl", "--check")
+    assert r.returncode == 1
+    [line] = r.stdout.decode().splitlines()
+    expected = {"truncated": "corrupt cdb: truncated: hash table", "text": "corrupt cdb: truncated: hash table",
+                "table": "corrupt cdb: hash table", "directory": "unable to read: Is a directory"}[damage]
+    assert line.startswith("%s: %s" % (name, expected)), line

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import ROOT, Home, program
+from qmailpy.ctl import registry as R
 from qmailpy.ctl.reader import Controls
 from qmailpy.queue.layout import create_queue
 from qmailpy.smtpd.config import SmtpdConfig
@@ -115,11 +116,83 @@ def test_unreadable_controls(home):
     assert lines == ["421 unable to read controls (#4.3.0)"] and rc == 1
 
 
-def test_malformed_control_is_logged_and_default_used(qhome):
-    qhome.control("databytes", "lots\n")
-    lines, err, _ = smtpd(qhome, b"EHLO x\r\nQUIT\r\n")
-    assert "250 SIZE" in lines
-    assert "warning finding=control/databytes:1:" in err
+SMTPD_NUMBERS = [c for c in R.CONTROLS if c.kind in (R.NUMBER, R.BOOL) and "qmail-smtpd" in c.readers]
+
+
+def serve_in_process(home, data, capfd, **env):
+    """serve() itself (the whole program) on pipes: (reply bytes, exit code, log lines)."""
+    from qmailpy.smtpd.main import serve
+    rd, wr = os.pipe()
+    os.write(wr, data)
+    os.close(wr)
+    out_r, out_w = os.pipe()
+    try:
+        rc = serve(rd, out_w, dict(TCP_ENV, QMAILHOME=home.root, **env))
+    finally:
+        os.close(rd)
+        os.close(out_w)
+    with os.fdopen(out_r, "rb") as f:
+        replies = f.read()
+    log = [line.split(" ", 2)[2] for line in capfd.readouterr().err.splitlines()]
+    return replies, rc, log
+
+
+@pytest.mark.parametrize("control,source", [(c, s) for c in SMTPD_NUMBERS for s in ("file", "options", "env")
+                                            if s != "env" or c.env], ids=lambda x: getattr(x, "name", x))
+def test_malformed_number_is_421_at_connect_naming_the_file(qhome, capfd, control, source):
+    """Never a guess (databytes 'abc' used to mean 'no size limit'): 421 and a log line naming the source."""
+    env = {}
+    if source == "file":
+        qhome.control(control.name, "abc\n")
+        where = "control/%s:1" % control.name
+        problem = "not a number: 'abc'"
+    elif source == "options":
+        qhome.control("options", "# gathered\n%s: abc\n" % control.name)
+        where = "control/options:2"
+        problem = "%s: not a number: 'abc'" % control.name
+    else:
+        env = {control.env: "abc"}
+        where = "$" + control.env
+        problem = "not a number: 'abc'"
+    replies, rc, log = serve_in_process(qhome, b"EHLO x\r\nQUIT\r\n", capfd, **env)
+    assert (replies, rc) == (b"421 unable to read controls (#4.3.0)\r\n", 1)
+    assert log == ['error reason="unable to read controls" file=%s problem="%s"' % (where, problem)]
+
+
+def test_unreadable_controls(home):
+    os.makedirs(os.path.join(home.root, "control", "databytes"))
+    lines, err, rc = smtpd(home, b"QUIT\r\n")
+    assert lines == ["421 unable to read controls (#4.3.0)"] and rc == 1
+    assert err.endswith(' error reason="unable to read controls" file=control/databytes '
+                        'problem="unable to read: Is a directory"\n')
+
+
+# Every list or cdb qmail-smtpd reads on first use, and a transaction that makes it read it.
+LATE = ["badmailfrom", "badmailpatterns", "badmailfrom-unknown", "badhelo", "badrcptto",
+        "badrcptpatterns", "blackholedsender", "nomfdnscheck", "rblhosts", "relaymailfrom",
+        "morercpthosts.cdb", "srs/revers_srs_secrets"]
+
+
+def test_late_controls_cover_every_list_qmail_smtpd_reads():
+    at_connect = {"rcpthosts", "relayclients", "relaydomains"}
+    lists = {c.name for c in R.CONTROLS if "qmail-smtpd" in c.readers
+             and c.kind in (R.LIST, R.PATTERNS, R.CDB, R.SECRETS)}
+    assert lists - at_connect == set(LATE)
+
+
+@pytest.mark.parametrize("name", LATE)
+def test_unreadable_list_read_mid_session_is_421_naming_the_file(qhome, capfd, name):
+    """It used to drop the connection with no reply and log 'Permission denied' without the file."""
+    if name == "nomfdnscheck":
+        qhome.control("mfdnscheck", "1\n")
+    qhome.control("rcpthosts", "example.org\ntest.example\n")     # srs_domain: me
+    os.makedirs(os.path.join(qhome.root, "control", name))
+    rcpt = "SRS0=abcd=ZZ=example.com=a@test.example" if name.startswith("srs/") else "b@elsewhere.example"
+    data = ("HELO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<%s>\r\nNOOP\r\n" % rcpt).encode()
+    replies, rc, log = serve_in_process(qhome, data, capfd, TCPREMOTEHOST="", DNSTIMEOUT="0.05")
+    assert replies.decode().split("\r\n")[-2] == "421 unable to read controls (#4.3.0)", (replies, log)
+    assert log[1:] == ['error reason="unable to read controls" file=control/%s '
+                       'problem="unable to read: Is a directory"' % name], log
 
 
 # -- CRAM-MD5 needs the server's challenge, so it is driven here rather than by a dialogue
@@ -379,3 +452,13 @@ def test_morercpthosts_through_the_program(qhome):
                                             for r, _ in MORE_RCPTS) + b"QUIT\r\n"
     lines, _, _ = smtpd(qhome, data)
     assert lines[3::3][:len(MORE_RCPTS)] == [reply for _, reply in MORE_RCPTS]
+
+
+@pytest.mark.parametrize("name", ["AUTHFAILDELAY", "DNSTIMEOUT"])
+@pytest.mark.parametrize("value", ["soon", "nan", "-1", "5s"])
+def test_malformed_environment_seconds_are_421_at_connect(qhome, capfd, name, value):
+    """AUTHFAILDELAY "soon" used to crash the session at the first failed AUTH; DNSTIMEOUT was ignored."""
+    replies, rc, log = serve_in_process(qhome, b"QUIT\r\n", capfd, **{name: value})
+    assert (replies, rc) == (b"421 unable to read controls (#4.3.0)\r\n", 1)
+    assert log == ['error reason="unable to read controls" file=$%s problem="not a number of seconds: %r"'
+                   % (name, value)]

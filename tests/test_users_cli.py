@@ -97,3 +97,14 @@ def test_database_down_exits_111(home):
     r = home.run("qmail-users", "list")
     assert r.returncode == 111 and b"database unavailable" in r.stderr
     assert time.monotonic() - started < 10
+
+
+def test_clearopensmtp_with_a_malformed_window_exits_111_and_clears_nothing(home):
+    """From cron: popbeforesmtptimeout '30 minutes' used to mean the default 1800; no guess now."""
+    home.control("popbeforesmtptimeout", "30 minutes\n")
+    ok(home.run("qmail-users", "openrelay", "192.0.2.7"))
+    r = home.run("qmail-users", "clearopensmtp")
+    assert (r.returncode, r.stdout) == (111, b"")
+    assert r.stderr == (b"qmail-users: unable to read controls: control/popbeforesmtptimeout:1: "
+                        b"not a number: '30 minutes'\n")
+    assert ok(home.run("qmail-users", "relays")).startswith("192.0.2.7\t")

@@ -14,7 +14,7 @@ import time
 import click
 
 from qmailpy import paths
-from qmailpy.ctl.reader import Controls
+from qmailpy.ctl.reader import ControlError, Controls
 from qmailpy.users import admin, rcpthosts
 from qmailpy.users.base import UsersError, UsersUnavailable, open_users
 from qmailpy.users.passwords import DEFAULT_SCHEME, SCHEMES
@@ -45,6 +45,9 @@ def with_users(func):
             sys.exit(EXIT_REFUSED)
         except UsersUnavailable as e:
             click.echo("qmail-users: database unavailable: %s" % e, err=True)
+            sys.exit(EXIT_TEMPORARY)
+        except ControlError as e:           # e.g. popbeforesmtptimeout that is not a number
+            click.echo("qmail-users: unable to read controls: %s" % e, err=True)
             sys.exit(EXIT_TEMPORARY)
     return wrapper
 

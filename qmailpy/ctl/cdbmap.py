@@ -1,42 +1,129 @@
-"""Constant databases: morercpthosts.cdb, the recipient databases and tcprules files.
+"""Constant databases: morercpthosts.cdb, the recipient databases, users/cdb and tcprules files.
 
-cdblib is imported on first open, so programs that never meet a cdb do not pay
-for it. Files are mmap'd: a lookup touches a few pages, not the whole file.
+A cdb we cannot trust is a ControlError naming the file (qmail's "unable to
+read controls"), never a guess and never an exception from deep inside a
+lookup: the header is checked when the file is opened (every hash table
+inside the file), and each lookup checks the bounds of what it reads and
+probes a table at most once round (a corrupt table without an empty slot
+cannot loop). verify() walks the whole file, for qmail-showctl --check.
+
+cdblib's hash is imported on first open, so programs that never meet a cdb
+do not pay for it. Files are mmap'd: a lookup touches a few pages, not the
+whole file.
 """
 import mmap
 import os
 
+from qmailpy.ctl.reader import ControlError
+
+HEADER = 2048           # 256 (position, length) pairs of the hash tables
+
+
+class CorruptCdb(ControlError):
+    """A cdb file that is truncated or not a cdb at all."""
+
+
+def _pair(buf, pos):
+    """The two little-endian 32-bit numbers at pos (int.from_bytes: no struct import)."""
+    return (int.from_bytes(buf[pos:pos + 4], "little"), int.from_bytes(buf[pos + 4:pos + 8], "little"))
+
 
 class CdbMap:
-    """A read-only cdb; keys and values are bytes."""
+    """A read-only cdb; keys and values are bytes. `name` is how errors call the file."""
 
-    def __init__(self, path):
-        import cdblib
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < 2048:          # not even a header: treat as an empty database
-                raise ValueError("%s: not a cdb file (%d bytes)" % (path, size))
-            self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self._reader = cdblib.Reader(self._mm)
+    def __init__(self, path, name=None):
+        from cdblib.djb_hash import djb_hash
+        self._hash = djb_hash
+        self.path, self.name = path, name or path
+        try:
+            with open(path, "rb") as f:
+                self.size = os.fstat(f.fileno()).st_size
+                if self.size < HEADER:
+                    raise self.corrupt("truncated: %d bytes, shorter than the header" % self.size)
+                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            if isinstance(e, ControlError):
+                raise
+            raise ControlError(self.name, 0, "unable to read: %s" % (e.strerror or e)) from None
+        self._tables = [_pair(self._mm, 8 * i) for i in range(256)]
+        for i, (pos, slots) in enumerate(self._tables):
+            if slots and (pos < HEADER or pos + 8 * slots > self.size):
+                self._mm.close()
+                raise self.corrupt("truncated: hash table %d lies outside the file" % i)
+
+    def corrupt(self, why):
+        return CorruptCdb(self.name, 0, "corrupt cdb: " + why)
 
     def get(self, key, default=None):
-        return self._reader.get(key, default)
+        h = self._hash(key) & 0xffffffff
+        pos, slots = self._tables[h & 255]
+        if not slots:
+            return default
+        mm, size = self._mm, self.size
+        slot = (h >> 8) % slots
+        for _ in range(slots):
+            hashed, rec = _pair(mm, pos + 8 * slot)
+            if not rec:
+                return default
+            if hashed == h:
+                klen, dlen = _pair(mm, rec) if rec + 8 <= size else (size, size)
+                start = rec + 8
+                if start + klen + dlen > size:
+                    raise self.corrupt("truncated: a record lies outside the file")
+                if mm[start:start + klen] == key:
+                    return mm[start + klen:start + klen + dlen]
+            slot = slot + 1 if slot + 1 < slots else 0
+        return default
 
     def __contains__(self, key):
-        return key in self._reader
+        return self.get(key) is not None
 
     def __len__(self):
-        return len(self._reader)
+        return sum(slots >> 1 for _, slots in self._tables)
+
+    def verify(self):
+        """Walk every record and every hash table; the number of records, or CorruptCdb."""
+        mm, size = self._mm, self.size
+        end = max(HEADER, min(size, min(pos for pos, _ in self._tables)))
+        pos, records = HEADER, {}
+        while pos < end:
+            if pos + 8 > end:
+                raise self.corrupt("a record header crosses the hash tables")
+            klen, dlen = _pair(mm, pos)
+            if pos + 8 + klen + dlen > end:
+                raise self.corrupt("a record crosses the hash tables")
+            key = mm[pos + 8:pos + 8 + klen]
+            records[pos] = self._hash(key) & 0xffffffff
+            pos += 8 + klen + dlen
+        found = 0
+        for i, (tpos, slots) in enumerate(self._tables):
+            empty = 0
+            for s in range(slots):
+                hashed, rec = _pair(mm, tpos + 8 * s)
+                if not rec:
+                    if hashed:          # cdbmake writes empty slots as zeros
+                        raise self.corrupt("hash table %d has a damaged empty slot" % i)
+                    empty += 1
+                    continue
+                if records.get(rec) != hashed or hashed & 255 != i:
+                    raise self.corrupt("hash table %d points at no record of its own" % i)
+                found += 1
+            if slots and not empty:
+                raise self.corrupt("hash table %d is full" % i)
+        if found != len(records):
+            raise self.corrupt("%d records, %d in the hash tables" % (len(records), found))
+        return found
 
     def close(self):
-        self._reader = None
         self._mm.close()
 
 
-def open_cdb(path):
-    """CdbMap for path, or None when the file does not exist."""
+def open_cdb(path, name=None):
+    """CdbMap for path, or None when the file does not exist; ControlError when unusable."""
     try:
-        return CdbMap(path)
+        return CdbMap(path, name)
     except FileNotFoundError:
         return None
 

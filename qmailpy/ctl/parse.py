@@ -9,7 +9,7 @@ LIST_KINDS = (R.LIST, R.PATTERNS, R.SECRETS)
 
 
 class Malformed(ValueError):
-    """A value that does not parse; the reader falls back to the default."""
+    """A value that does not parse; the reader makes it a ControlError (never a default)."""
 
 
 def text_lines(data):
@@ -37,15 +37,22 @@ def entries(pairs):
 
 
 def parse_number(control, text):
-    """A non-negative decimal; clamped to the maximum; anything else is Malformed."""
+    """A non-negative decimal, clamped to the maximum (R.NUMBER_MAX when none); anything else is Malformed."""
     if not text.isdigit() or not text.isascii():
         raise Malformed("not a number: %r" % text)
     value = int(text)
     if control.kind == R.BOOL:
         return 1 if value else 0
-    if control.maximum is not None and value > control.maximum:
-        return control.maximum
-    return value
+    limit = R.NUMBER_MAX if control.maximum is None else control.maximum
+    return min(value, limit)
+
+
+def parse_seconds(text):
+    """A non-negative decimal number of seconds ("5", "0.25"); anything else is Malformed."""
+    whole, dot, frac = text.partition(".")
+    if not (whole or frac) or not (whole + frac).isdigit() or not text.isascii() or (dot and not frac):
+        raise Malformed("not a number of seconds: %r" % text)
+    return float(text)
 
 
 class Parsed:

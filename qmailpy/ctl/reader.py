@@ -2,19 +2,36 @@
 
 Precedence: environment override (registry `env`, only when an environ is
 given) > control/NAME (or an alias file) > control/options > default.
-A value that does not parse is reported as a Finding and the next source is
-used, so a malformed file never silently becomes 0.
+Missing or empty gives the next source. A value that is there but cannot be
+used -- an unreadable file, a number that does not parse -- is a ControlError
+naming the file and line: the program stops with qmail's temporary "unable
+to read controls" instead of running on a guess. This is the one place that
+rule lives; callers only decide how their program says "temporary".
 """
 import os
 
 from qmailpy import paths
 from qmailpy.ctl import registry as R
 from qmailpy.ctl.options import OPTIONS, Finding, parse_options
-from qmailpy.ctl.parse import Malformed, numbered, parse, text_lines
+from qmailpy.ctl.parse import Malformed, numbered, parse, parse_seconds, text_lines
+
+SINGLE_KINDS = (R.NUMBER, R.BOOL, R.LINE)       # what require() reads at start
 
 
 class ControlError(OSError):
-    """A control file exists but cannot be read: qmail's 'unable to read controls'."""
+    """A control that cannot be used: unreadable, malformed, or a corrupt cdb.
+
+    `where` names the source (control/NAME, control/options, $VAR, a cdb),
+    `lineno` its line (0: the whole file), `reason` what is wrong; str() is
+    "where:line: reason", the form of a Finding.
+    """
+
+    def __init__(self, where, lineno, reason):
+        self.where, self.lineno, self.reason = where, lineno, reason
+        super().__init__(str(self.finding()))
+
+    def finding(self):
+        return Finding(self.where, self.lineno, self.reason)
 
 
 class Setting:
@@ -32,15 +49,28 @@ class Setting:
         return self.source
 
 
-def read_bytes(path):
-    """File contents, or None when absent; other errors raise ControlError."""
+def read_bytes(path, name=None):
+    """File contents, or None when absent; other errors raise ControlError naming `name` (or path)."""
     try:
         with open(path, "rb") as f:
             return f.read()
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
-        raise ControlError("unable to read %s: %s" % (path, e.strerror)) from None
+        raise ControlError(name or path, 0, "unable to read: %s" % (e.strerror or e)) from None
+
+
+def env_seconds(environ, name, default):
+    """A number of seconds from environment variable `name` (no control file behind it:
+    AUTHFAILDELAY, DNSTIMEOUT); unset or empty gives `default`, anything else malformed is a
+    ControlError, as for the overrides of the registry."""
+    text = (environ.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        return parse_seconds(text)
+    except Malformed as e:
+        raise ControlError("$" + name, 0, str(e)) from None
 
 
 class Controls:
@@ -52,12 +82,40 @@ class Controls:
         self.findings = []
         self._cache = {}
         self._options = None
+        self._listing = None        # names in control/, listed once (None: not yet; False: cannot list)
 
     def path(self, name):
         return paths.control_path(self.home, name)
 
+    def _read(self, name):
+        """control/NAME's bytes or None; a name control/ does not list costs no open.
+
+        One listing of control/ replaces the failed open of each absent file
+        (most of them, in most homes): qmail-smtpd reads ~30 per connection.
+        """
+        if self._listing is None:
+            try:
+                self._listing = frozenset(os.listdir(paths.control_path(self.home, "")))
+            except OSError:
+                self._listing = False
+        if self._listing is not False and name.partition("/")[0] not in self._listing:
+            return None
+        return read_bytes(self.path(name), "control/" + name)
+
     def value(self, name):
         return self.setting(name).value
+
+    def require(self, program):
+        """Read now every single-valued control `program` reads (registry `readers`).
+
+        Programs call it at start, so that a malformed or unreadable number or
+        line stops them before any mail moves (qmail reads its controls at
+        start too); lists and cdbs stay lazy and fail where they are used.
+        """
+        for c in R.CONTROLS:
+            if c.kind in SINGLE_KINDS and program in c.readers:
+                self.setting(c.name)
+        return self
 
     def setting(self, name):
         control = R.BY_NAME[name]
@@ -69,7 +127,7 @@ class Controls:
     def options(self):
         """control/options parsed once: {name: numbered lines}."""
         if self._options is None:
-            data = read_bytes(self.path(OPTIONS))
+            data = self._read(OPTIONS)
             if data is None:
                 self._options = {}
             else:
@@ -88,7 +146,7 @@ class Controls:
             present = os.path.exists(path)
             return Setting(control, path if present else None, not present, "control/" + control.name)
         for name in (control.name,) + control.aliases:
-            data = read_bytes(self.path(name))
+            data = self._read(name)
             if data is not None:
                 got = self._try(control, numbered(text_lines(data)), "control/" + name)
                 if got:
@@ -101,13 +159,13 @@ class Controls:
         return Setting(control, self.default(control), True, "default")
 
     def _try(self, control, pairs, source):
-        """A Setting from one source, or None (empty, or malformed: then a Finding)."""
+        """A Setting from one source, None when it is empty; ControlError when it is malformed."""
         try:
             parsed = parse(control, pairs)
         except Malformed as e:
             lineno = pairs[0][0] if pairs else 0
-            self.findings.append(Finding(source, lineno, "%s; using the next source or the default" % e))
-            return None
+            named = control.name + ": " if source == "control/" + OPTIONS else ""
+            raise ControlError(source, lineno, named + str(e)) from None
         if parsed.empty:
             return None
         return Setting(control, parsed.value, False, source, parsed.linenos)

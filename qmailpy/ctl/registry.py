@@ -5,7 +5,9 @@ Kinds (how a file is read, see qmailpy.ctl.parse):
   text     every line kept (a multi-line text such as a bounce message)
   list     one entry a line; blank and '#' lines skipped; literal entries
   patterns like list, entries in the spamcontrol pattern language
-  number   a non-negative integer on the first line; above `maximum` is clamped
+  number   a non-negative integer on the first line; above `maximum` (NUMBER_MAX when
+           none is given: qmail reads numbers into an int) is clamped; anything
+           else stops the programs that read it (ctl.reader.ControlError)
   bool     a number, 0 = off, anything else = on
   cdb      a constant database (tcprules/qmail-newmrh format)
   secrets  a list whose entries are never shown (SRS keys)
@@ -15,6 +17,7 @@ None means "absent changes behaviour" (rcpthosts: absent = accept any domain).
 """
 
 ME = "<me>"        # default taken from control/me
+NUMBER_MAX = 2 ** 31 - 1
 
 LINE, TEXT, LIST, PATTERNS, NUMBER, BOOL, CDB, SECRETS = (
     "line", "text", "list", "patterns", "number", "bool", "cdb", "secrets")
@@ -200,11 +203,13 @@ CONTROLS = (
        ("I tried to deliver a bounce message to this address, but the bounce bounced!",),
        "bounce", SEND, "Text of a double bounce."),
     # -- srs
-    _c("srs/srs_domain", LINE, ME, "srs", SEND, "Domain of SRS addresses."),
+    _c("srs/srs_domain", LINE, ME, "srs", f"{SEND} {TODO} {LSPAWN}", "Domain of SRS addresses."),
     _c("srs/srs_secrets", SECRETS, (), "srs", f"{LOCAL} {SEND}", "Keys for new SRS addresses, newest first (setsrssecret)."),
-    _c("srs/revers_srs_secrets", SECRETS, (), "srs", SMTPD, "Keys accepted on SRS bounces, newest first."),
+    _c("srs/revers_srs_secrets", SECRETS, (), "srs", f"{SMTPD} {TODO} {LSPAWN}",
+       "Keys accepted on SRS bounces, newest first."),
     _c("srs/srs_secrets_age", SECRETS, (), "srs", "setsrssecret", "'key timestamp' lines: when each key was made."),
-    _c("srs/srs_max_age", NUMBER, 2592000, "srs", f"{SMTPD} {SEND}", "Seconds an SRS address stays valid (30 days)."),
+    _c("srs/srs_max_age", NUMBER, 2592000, "srs", f"{SMTPD} {SEND} {TODO}",
+       "Seconds an SRS address stays valid (30 days)."),
 )
 
 BY_NAME = {c.name: c for c in CONTROLS}

@@ -16,6 +16,8 @@ from qmailpy.ctl.options import DEFAULT_MARK, OPTIONS, Finding
 from qmailpy.ctl.reader import ControlError
 
 LIST_LIKE = (R.LIST, R.PATTERNS, R.TEXT)
+# cdbs that are not parameters: tcpserver's rules (we check it for tcpserver) and qmail-lspawn's users
+OTHER_CDBS = ("control/tcp.smtp.cdb", "users/cdb")
 
 
 def summary(setting):
@@ -25,11 +27,11 @@ def summary(setting):
         if v is None:
             return "absent", ()
         try:
-            db = open_cdb(v)
+            db = open_cdb(v, setting.source)
             n = len(db)
             db.close()
-        except (OSError, ValueError) as e:
-            return "(unreadable: %s)" % e, ()
+        except ControlError as e:
+            return "(unreadable: %s)" % e.reason, ()
         return "(%d keys)" % n, ()
     if c.kind == R.SECRETS:
         if not v:
@@ -76,7 +78,11 @@ def show_all(controls):
 def as_json(controls):
     rows = []
     for c in R.CONTROLS:
-        s = controls.setting(c.name)
+        try:
+            s = controls.setting(c.name)
+        except ControlError as e:
+            rows.append({"name": c.name, "kind": c.kind, "error": str(e)})
+            continue
         head, items = summary(s)
         value = s.value if c.kind not in (R.CDB, R.SECRETS) else head
         rows.append({"name": c.name, "kind": c.kind, "default": s.is_default,
@@ -98,20 +104,46 @@ def unknown_files(home):
     return found
 
 
+def cdb_findings(controls):
+    """Each cdb of the home opened and walked whole: a truncated or corrupt one is a finding."""
+    found = []
+    names = ["control/" + c.name for c in R.CONTROLS if c.kind == R.CDB] + list(OTHER_CDBS)
+    for name in names:
+        try:
+            db = open_cdb(os.path.join(controls.home, name), name)
+            if db is not None:
+                try:
+                    db.verify()
+                finally:
+                    db.close()
+        except ControlError as e:
+            found.append(e.finding())
+    return found
+
+
 def check(controls):
-    """Every finding: malformed values, unreadable files, unknown files and options lines."""
+    """Every finding: malformed values, unreadable files, corrupt cdbs, unknown files and options lines."""
     findings = []
     for c in R.CONTROLS:
         try:
             controls.setting(c.name)
         except ControlError as e:
-            findings.append(Finding("control/" + c.name, 0, str(e)))
-    controls.options()
+            findings.append(e.finding())
+    try:
+        controls.options()
+    except ControlError:
+        pass                       # reported above, by every parameter it could set
     findings.extend(controls.findings)
+    findings.extend(cdb_findings(controls))
     findings.extend(unknown_files(controls.home))
-    if controls.value("rcpthosts") is None:
-        findings.append(Finding("control/rcpthosts", 0, "absent: qmail-smtpd accepts mail for any domain (open relay)"))
-    return sorted(findings, key=lambda f: (f.path, f.lineno))
+    try:
+        if controls.value("rcpthosts") is None:
+            findings.append(Finding("control/rcpthosts", 0,
+                                    "absent: qmail-smtpd accepts mail for any domain (open relay)"))
+    except ControlError:
+        pass
+    unique = {str(f): f for f in findings}
+    return sorted(unique.values(), key=lambda f: (f.path, f.lineno, f.message))
 
 
 __all__ = ["render", "show_all", "as_json", "check", "OPTIONS"]

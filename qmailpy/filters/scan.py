@@ -20,15 +20,13 @@ import os
 
 from qmailpy import exitcodes as X
 from qmailpy.filters.net import ServiceError, parse_address
+from qmailpy.log import write_line
 from qmailpy.queue.enqueue import QueueError
 
 
 def say(text):
     """One log line on fd 2, as qmail-queue's other messages."""
-    try:
-        os.write(2, ("qmail-queue: %s\n" % text).encode("utf-8", "replace"))
-    except OSError:
-        pass
+    write_line(2, "qmail-queue: %s" % text)
 
 
 def _show(addresses):

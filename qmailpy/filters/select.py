@@ -17,18 +17,16 @@ def keys(address):
     return (low, low[at:]) if at >= 0 else (low,)
 
 
-def _chosen(recipients, everybody, cdb_path):
+def _chosen(recipients, everybody, cdb_path, name):
     if everybody:
         return list(recipients)
     if cdb_path is None:
         return []
     from qmailpy.ctl.cdbmap import CdbMap
     try:
-        cdb = CdbMap(cdb_path)
+        cdb = CdbMap(cdb_path, name)      # unreadable or corrupt: ControlError, below
     except FileNotFoundError:
         return []
-    except (OSError, ValueError) as e:
-        raise QueueError(X.QQ_CONFIG, "unable to read %s: %s" % (cdb_path, e)) from None
     try:
         return [r for r in recipients if any(k in cdb for k in keys(r))]
     finally:
@@ -38,8 +36,10 @@ def _chosen(recipients, everybody, cdb_path):
 def select(controls, recipients):
     """(virus-checked, spam-checked) recipients, each in envelope order."""
     try:
-        clam = _chosen(recipients, controls.value("clamglobal"), controls.value("clamavclients.cdb"))
-        spam = _chosen(recipients, controls.value("spamglobal"), controls.value("spamdclients.cdb"))
+        clam = _chosen(recipients, controls.value("clamglobal"), controls.value("clamavclients.cdb"),
+                       "control/clamavclients.cdb")
+        spam = _chosen(recipients, controls.value("spamglobal"), controls.value("spamdclients.cdb"),
+                       "control/spamdclients.cdb")
     except OSError as e:
         raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
     return clam, spam

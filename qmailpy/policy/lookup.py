@@ -8,6 +8,7 @@ per-try time-out for qmail-smtpd's checks, so an admin can keep a dead DNSBL
 or name server from holding a session long; a lookup that times out is a soft
 failure and the checks answer with a temporary error (451), never a refusal.
 """
+from qmailpy.ctl.reader import env_seconds
 from qmailpy.dns.resolver import HARD, OK, SOFT, Answer, merge_addresses
 
 MIN_TIMEOUT, MAX_TIMEOUT = 0.05, 30.0
@@ -18,14 +19,9 @@ def smtpd_resolver(environ):
     from qmailpy.dns import servers
     from qmailpy.dns.resolver import Resolver
     config = servers.load(environ)
-    text = (environ.get("DNSTIMEOUT") or "").strip()
-    if text:
-        try:
-            timeout = min(max(float(text), MIN_TIMEOUT), MAX_TIMEOUT)
-        except ValueError:
-            timeout = None
-        if timeout is not None and timeout == timeout:      # not NaN
-            config = servers.Config(config.servers, timeout, config.attempts)
+    timeout = env_seconds(environ, "DNSTIMEOUT", None)      # malformed: ControlError (qmail-smtpd: 421)
+    if timeout is not None:
+        config = servers.Config(config.servers, min(max(timeout, MIN_TIMEOUT), MAX_TIMEOUT), config.attempts)
     return Resolver(config=config)
 
 

@@ -7,8 +7,15 @@ commit point -> fsync todo/ -> poke lock/trigger. 2 inodes created, 3 fsyncs
 (qmail's 2, plus todo/ so that a power loss cannot lose an accepted message).
 Until the todo link exists qmail-send ignores the files; on any error
 before it, everything made so far is removed (a crash leaves debris that
-clean.clean_stale() removes). No process-wide state is changed here, so a
-pre-forked launcher can call enqueue() without exec.
+clean.clean_stale() removes). Nothing after the commit link is ever taken
+back: qmail-todo may already have read the message, so an error after it
+(the fsync of todo/ failing, a late timeout before that fsync is done) leaves
+the message queued and still exits with a temporary error -- the client
+retries and the recipients may get it twice (qmail's at-least-once), but
+never a todo/ entry, info/ or local/ file whose mess file was taken away.
+A new message never takes an id (inode number) that something in the queue
+still names. No process-wide state is changed here, so a pre-forked
+launcher can call enqueue() without exec.
 
 A content filter (clamd/spamd, qmailpy.filters) runs between the fsync of
 the message and intd/. It may split one message into copies (one per group
@@ -158,20 +165,32 @@ class _Made:
     intd/ and a todo/ link); the staged file of a message split into copies
     only is not an entry and is removed once the copies are committed.
     """
-    __slots__ = ("pid", "mess", "mess_fd", "intd", "intd_fd", "todo", "msgid", "entry")
+    __slots__ = ("pid", "mess", "mess_fd", "intd", "intd_fd", "todo", "msgid", "entry", "linked", "synced")
 
     def __init__(self):
         self.pid = self.mess = self.mess_fd = self.intd = self.intd_fd = self.todo = self.msgid = None
-        self.entry = False
+        self.entry = self.linked = self.synced = False
 
-    def committed(self):
-        """True when todo/<id> exists and is our intd file: the message is queued."""
-        if self.todo is None or self.intd_fd is None:
-            return False
+    def commit(self):
+        """Link intd -> todo/<id>: the commit point. `linked` is set before a timeout can strike."""
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGALRM,))
         try:
-            return os.lstat(self.todo).st_ino == os.fstat(self.intd_fd).st_ino
-        except OSError:
+            _os(X.QQ_TODO, "unable to link " + self.todo, os.link, self.intd, self.todo)
+            self.linked = True
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def committed(self, home, split):
+        """May qmail-send know this entry? Then nothing of it may be taken back.
+
+        True once our commit link was made, and also when todo/<id> or what
+        qmail-todo makes of it exists although the link reported an error.
+        """
+        if self.linked:
+            return True
+        if self.todo is None or self.msgid is None:
             return False
+        return layout.referenced(home, self.msgid, layout.KNOWN_TO_SEND, split)
 
     def rollback(self):
         """Truncate and unlink intd and mess, unlink pid (qmail-queue's cleanup()), timeout held off."""
@@ -218,9 +237,28 @@ def _create_pid_file(home, pid, now, made):
 
 
 def _new_mess(home, pid, now, split, made):
-    """pid/ file -> mess/<id>, pid name unlinked: qmail-queue's steps 2-3 for one mess file."""
-    _create_pid_file(home, pid, now, made)
-    made.msgid = _os(X.QQ_PID, "unable to stat pid file", os.fstat, made.mess_fd).st_ino
+    """pid/ file -> mess/<id>, pid name unlinked: qmail-queue's steps 2-3 for one mess file.
+
+    An inode number that the queue still names (a todo/, info/, local/... of
+    an older message) is kept open, so that it cannot come back, while the
+    next pid/ file is tried.
+    """
+    held = []
+    try:
+        while True:
+            _create_pid_file(home, pid, now, made)
+            made.msgid = _os(X.QQ_PID, "unable to stat pid file", os.fstat, made.mess_fd).st_ino
+            if not layout.referenced(home, made.msgid, layout.IN_USE, split):
+                break
+            held.append((made.mess_fd, made.pid))
+            made.mess_fd = made.pid = made.msgid = None
+    finally:
+        for fd, name in held:
+            os.close(fd)
+            try:
+                os.unlink(name)
+            except OSError:
+                pass              # left for clean_stale()
     mess = layout.mess_path(home, made.msgid, split)
     _os(X.QQ_MESS, "unable to link " + mess, os.link, made.pid, mess)
     made.mess = mess
@@ -256,19 +294,21 @@ def _stage(home, message, envelope, uid, pid, now, split, content_filter, made, 
         _os(X.QQ_WRITE_ERROR, "unable to fsync intd", os.fsync, entry.intd_fd)
     for entry, _ in entries:
         entry.todo = layout.todo_path(home, entry.msgid)
-        _os(X.QQ_TODO, "unable to link " + entry.todo, os.link, entry.intd, entry.todo)   # the commit point
-    _sync_dir(os.path.dirname(entries[0][0].todo), [entry for entry, _ in entries])
+        entry.commit()
+    _sync_dir(os.path.dirname(entries[0][0].todo))
+    made.synced = True
     if not made.entry:
         made.rollback()              # split into copies only: the staged file is nobody's
     return [entry.msgid for entry, _ in entries]
 
 
-def _sync_dir(path, entries):
+def _sync_dir(path):
     """fsync todo/ so the commit links survive a power loss, not only a crash.
 
     qmail relies on the file system for this; we add this one fsync (on ext4 it
     commits the journal holding the mess and intd links too). If it fails the
-    commits are taken back and the message is not reported as queued.
+    message is not reported as queued, but it stays queued: qmail-todo may
+    have taken it already (enqueue_all).
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -277,12 +317,6 @@ def _sync_dir(path, entries):
         finally:
             os.close(fd)
     except OSError as e:
-        for made in entries:
-            try:
-                os.unlink(made.todo)
-            except OSError:
-                pass
-            made.todo = None
         raise _oserror(e, X.QQ_WRITE_ERROR, "unable to fsync todo/") from None
 
 
@@ -298,11 +332,13 @@ def enqueue_all(home, message, envelope, uid, pid, now, split=layout.SPLIT, cont
     only after the message is on disk, as callers write it after closing fd 0.
     Without a content filter (or with one that makes no copies) there is one id.
 
-    When a filter made copies and an error (a late timeout, a failed link)
-    hits between the first and the last commit link, the committed entries
-    stay queued (qmail-send may already hold them) and the error is raised:
-    the client retries, so those recipients may get the message twice, and
-    nobody loses it.
+    An error after a commit link takes nothing committed back (qmail-send may
+    already hold it): when a filter made copies and a link fails between the
+    first and the last one, or the fsync of todo/ fails, or a timeout strikes
+    before that fsync is done, the committed entries stay queued and the
+    error is raised: the client retries, so those recipients may get the
+    message twice, and nobody loses it. Only a timeout after the fsync
+    counts as queued.
     """
     made, copies = _Made(), []
     try:
@@ -311,16 +347,16 @@ def enqueue_all(home, message, envelope, uid, pid, now, split=layout.SPLIT, cont
         except BaseException:
             everything = [made] + copies
             entries = [m for m in everything if m.entry]
-            committed = [m for m in entries if m.committed()]
+            committed = [m for m in entries if m.committed(home, split)]
             for m in everything:
-                if not m.committed():
+                if m not in committed:
                     m.rollback()
             if not committed:
                 raise
-            if len(committed) < len(entries):
+            if len(committed) < len(entries) or not made.synced:
                 _pull(home)          # the committed part is queued: deliver it soon
                 raise
-            ids = [m.msgid for m in entries]    # a late timeout: the message is queued
+            ids = [m.msgid for m in entries]    # a late timeout: the message is queued and fsynced
     finally:
         made.close()
         for m in copies:

@@ -27,6 +27,7 @@ DIRS = (
     ("remote", "s", 0o700, True),
     ("lock", "q", 0o750, False),
 )
+SPLIT_DIRS = frozenset(name for name, _, _, is_split in DIRS if is_split)
 USERS = {"q": "qmailq", "s": "qmails", "r": "qmailr"}
 GROUP = "qmail"
 # production=True: Python programs cannot be setuid qmailq, so qmail-queue runs as its
@@ -67,6 +68,22 @@ def todo_path(home, msgid):
 
 def bounce_path(home, msgid):
     return paths.queue_path(home, "bounce", str(msgid))
+
+
+# Where a message id is referenced: once qmail-send knows it (a todo/ link, or what qmail-todo
+# made of it), and besides that while a qmail-queue holds it.
+KNOWN_TO_SEND = ("todo", "info", "local", "remote", "bounce")
+IN_USE = ("mess", "intd") + KNOWN_TO_SEND
+
+
+def referenced(home, msgid, where=IN_USE, split=SPLIT):
+    """Does any of the queue directories in `where` hold a file named after `msgid`?"""
+    for name in where:
+        path = split_path(home, name, msgid, split) if name in SPLIT_DIRS else \
+            paths.queue_path(home, name, str(msgid))
+        if os.path.lexists(path):
+            return True
+    return False
 
 
 def pid_path(home, pid, starttime, seq):

@@ -9,15 +9,14 @@ import time
 
 import _signal as signal   # the C module itself: signal.py imports enum, ~3 ms per message
 
+from qmailpy.log import write_line
+
 # qmail-queue's sig_pipeignore() + sig_miscignore(): none of these may stop an insertion
 IGNORED = ("SIGPIPE", "SIGVTALRM", "SIGPROF", "SIGQUIT", "SIGINT", "SIGHUP", "SIGXCPU", "SIGXFSZ")
 
 
 def _say(reason):
-    try:
-        os.write(2, ("qmail-queue: %s\n" % reason).encode("utf-8", "replace"))
-    except OSError:
-        pass
+    write_line(2, "qmail-queue: %s" % reason)
 
 
 def _time_limit(controls, layout):
@@ -65,6 +64,7 @@ def run(fd0, fd1, environ, controls):
         _enter(home, X.QQ_HOME, QueueError)
         _enter(paths.queue_path(home), X.QQ_QUEUE_DIR, QueueError)
         try:
+            controls.require("qmail-queue")     # a bad number: exit 55 before the message is read
             limit = _time_limit(controls, layout)
         except OSError as e:
             raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None

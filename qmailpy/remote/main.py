@@ -48,8 +48,8 @@ def _settings(home, environ):
             got["moreipme"] = tuple(controls.value("moreipme") or ())
         except KeyError:                # not in the registry (yet): nothing more is me
             got["moreipme"] = ()
-    except OSError:
-        raise R.Stop(R.CONTROL) from None
+    except OSError as e:                # ctl.reader.ControlError: unreadable, or not a number
+        raise R.Stop(R.control(e)) from None
     if got["helohost"] is None:
         raise R.Stop(R.CONTROL)
     try:
@@ -150,10 +150,8 @@ def run(argv, fd0, fd1, environ):
         except R.Stop as stop:
             reports.append(stop.text + b"\0")
     except Exception as e:              # a bug: let qmail-rspawn defer instead of bouncing
-        try:
-            os.write(2, ("qmail-remote: internal bug: %s: %s\n" % (type(e).__name__, e)).encode())
-        except OSError:
-            pass
+        from qmailpy.log import write_line
+        write_line(2, "qmail-remote: internal bug: %s: %s" % (type(e).__name__, e))
         return 111
     _write_all(fd1, b"".join(reports))
     return 0

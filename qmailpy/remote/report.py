@@ -31,6 +31,13 @@ AMBIGMX = (b"DSorry. Although I'm listed as a best-preference MX or A for that h
 PARTIAL = b"D" + PARTIAL_LINE.encode("ascii") + b"\n"
 
 
+def control(trouble):
+    """CONTROL naming the file and line that could not be used (a ctl.reader.ControlError):
+    qmail-remote's stderr is its report pipe, so the report is where the file is named."""
+    from qmailpy.log import escape
+    return b"ZUnable to read control files: %s (#4.3.0)\n" % escape(trouble).encode("utf-8", "surrogateescape")
+
+
 def safe(text):
     """qmail's outsafe(): bytes outside 33..126 become '?'."""
     return bytes(c if 33 <= c <= 126 else 63 for c in text)

@@ -8,6 +8,7 @@ class SendConfig:
     __slots__ = ("lifetime", "concurrency", "rewriter", "bounce", "srs_forward")
 
     def __init__(self, controls):
+        controls.require("qmail-send")          # every number and line it reads: now, not mid-way
         self.lifetime = controls.value("queuelifetime")
         self.concurrency = (controls.value("concurrencylocal"), controls.value("concurrencyremote"))
         self.rewriter = Rewriter.from_controls(controls)

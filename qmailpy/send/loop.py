@@ -50,8 +50,8 @@ class Loop:
         sched = self.sched
         try:
             config = SendConfig(Controls(sched.home, self.environ))
-        except (ControlError, OSError):
-            self.log("alert: unable to reread controls")
+        except OSError as e:
+            self.log("warning: unable to reread controls: %s; keeping the old ones" % e)
             return
         sched.config = config
         for ch, wanted in zip(sched.channels, config.concurrency):

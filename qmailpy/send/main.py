@@ -14,12 +14,12 @@ import time
 
 from qmailpy import paths
 from qmailpy.clean.wire import CleanClient
-from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.ctl.reader import Controls
 from qmailpy.send import clock, loop, start
 from qmailpy.send.channel import Channel
 from qmailpy.send.config import SendConfig
 from qmailpy.send.inject import Injector
-from qmailpy.send.log import Log
+from qmailpy.log import Log
 from qmailpy.send.scheduler import Scheduler
 from qmailpy.progstart import start as start_program
 from qmailpy.proto import spawnwire
@@ -74,8 +74,8 @@ def main():
     aliasempty = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_DELIVERY
     try:
         config = SendConfig(Controls(home, environ))
-    except (ControlError, OSError):
-        log.line("alert: cannot start: unable to read controls")
+    except OSError as e:
+        log.line("alert: cannot start: unable to read controls: %s" % e)
         return 111
     if not os.path.isdir(paths.queue_path(home)):
         log.line("alert: cannot start: unable to switch to queue directory")

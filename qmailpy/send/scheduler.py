@@ -12,10 +12,11 @@ and removes it.
 import heapq
 import os
 
+from qmailpy.ctl.reader import ControlError
 from qmailpy.queue import layout
 from qmailpy.send import cleanup, clock, finish, queuefiles as qf
 from qmailpy.send.channel import Delivery
-from qmailpy.send.log import safe
+from qmailpy.log import qmail_safe as safe
 from qmailpy.send.rewrite import REMOTE as REMOTE_CHANNEL, verp_sender
 from qmailpy.send.todo import rel
 
@@ -179,20 +180,34 @@ class Scheduler:
             offset, rec = p.records[p.index]
             p.index += 1
             if rec[:1] == b"T":
+                try:
+                    sender = self.sender_for(ch, p.job, rec[1:])
+                except ControlError as e:        # SRS cannot tell whether the sender is one of ours
+                    self.log.line("warning: unable to read controls: %s; will try msg %d again later"
+                                  % (e, p.job.msgid))
+                    p.job.retry = max(p.job.retry, self.sysfail(now))
+                    ch.pass_ = None
+                    self.job_close(p.job, now)
+                    continue
                 p.job.numtodo += 1
-                self.del_start(ch, p.job, offset, rec[1:])
+                self.del_start(ch, p.job, offset, rec[1:], sender)
             elif rec[:1] != b"D":
                 self.log.line("warning: unknown record type in %s!" % rel(ch.name, p.job.msgid, self.split))
                 ch.pass_ = None
                 self.job_close(p.job, now)
 
-    def del_start(self, ch, job, offset, recip):
-        delid, self.masterdelid = self.masterdelid, self.masterdelid + 1
-        job.refs += 1
-        messid = "%d/%d" % (job.msgid % self.split, job.msgid)
+    def sender_for(self, ch, job, recip):
+        """The envelope sender of one delivery: VERP, then SRS for a remote one (ControlError:
+        a control SRS needs, e.g. morercpthosts.cdb, cannot be read)."""
         sender = verp_sender(job.sender, recip)
         if ch.index == REMOTE_CHANNEL and self.config.srs_forward is not None:
             sender = self.config.srs_forward(sender)
+        return sender
+
+    def del_start(self, ch, job, offset, recip, sender):
+        delid, self.masterdelid = self.masterdelid, self.masterdelid + 1
+        job.refs += 1
+        messid = "%d/%d" % (job.msgid % self.split, job.msgid)
         ch.start(Delivery(job, delid, offset, recip), messid, sender, recip)
         self.log.line("starting delivery %d: msg %d to %s %s" % (delid, job.msgid, ch.name, safe(recip)))
         self.status()

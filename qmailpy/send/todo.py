@@ -12,7 +12,7 @@ import os
 from qmailpy.clean import wire as clean_wire
 from qmailpy.queue import layout
 from qmailpy.send import todowire
-from qmailpy.send.log import safe
+from qmailpy.log import qmail_safe as safe
 from qmailpy.send.rewrite import LOCAL, REMOTE
 
 EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC

@@ -17,6 +17,7 @@ import signal
 from qmailpy import paths
 from qmailpy.clean.wire import CleanClient, CleanDied
 from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.log import write_line
 from qmailpy.progstart import start
 from qmailpy.queue import layout
 from qmailpy.send import clock, todowire
@@ -31,7 +32,7 @@ class Todo:
 
     def __init__(self, home, environ, clk):
         self.home, self.environ, self.clock = home, environ, clk
-        self.rewriter = Rewriter.from_controls(Controls(home, environ))
+        self.rewriter = self.read_controls()
         self.cleaner = CleanClient(TO_CLEAN, FROM_CLEAN)
         self.stop = self.reload = False
         self.send_alive = True
@@ -49,12 +50,16 @@ class Todo:
     def log(self, text):
         self.send(todowire.encode_log(text))
 
+    def read_controls(self):
+        """The rewriting rules, every control qmail-todo reads read now (ControlError if one cannot be used)."""
+        return Rewriter.from_controls(Controls(self.home, self.environ).require("qmail-todo"))
+
     def do_reload(self):
         self.reload = False
         try:
-            self.rewriter = Rewriter.from_controls(Controls(self.home, self.environ))
-        except (ControlError, OSError):
-            self.log("alert: qmail-todo: unable to reread controls")
+            self.rewriter = self.read_controls()
+        except OSError as e:
+            self.log("warning: qmail-todo: unable to reread controls: %s; keeping the old ones" % e)
 
     def commands(self, data):
         if not data:
@@ -143,8 +148,9 @@ def main():
         todo = Todo(home, environ, clock.Clock(clock.parse_scale(environ)))
         # O_RDWR: we are a writer too, so the FIFO never reports end of file
         trigger_fd = os.open(layout.trigger_path(home), os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-    except (ControlError, OSError) as e:
-        os.write(2, b"alert: qmail-todo: cannot start: %s\n" % str(e).encode("utf-8", "replace"))
+    except OSError as e:
+        what = "unable to read controls: " if isinstance(e, ControlError) else ""
+        write_line(2, "alert: qmail-todo: cannot start: %s%s" % (what, e))
         return 111
 
     def on_term(signum, frame):

@@ -6,7 +6,11 @@ Lists are compiled into matchers here so that the session code stays pure;
 the anti-spam policy (qmailpy.policy) reads its controls on first use.
 """
 from qmailpy.ctl.patterns import HostList, IPPrefixList
+from qmailpy.ctl.reader import env_seconds
 from qmailpy.policy.engine import Policy
+
+
+ENV_SECONDS = ("AUTHFAILDELAY", "DNSTIMEOUT")
 
 
 class Peer:
@@ -30,6 +34,9 @@ class SmtpdConfig:
     """Controls and environment of one session, with list controls compiled."""
 
     def __init__(self, controls, environ):
+        controls.require("qmail-smtpd")     # a bad number or line: 421 now, not in mid-session
+        for name in ENV_SECONDS:            # the same for the numbers only the environment gives
+            env_seconds(environ, name, None)
         v = controls.value
         self.controls = controls
         self.environ = environ

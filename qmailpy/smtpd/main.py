@@ -12,12 +12,12 @@ import sys
 import time
 
 from qmailpy import paths
-from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.ctl.reader import ControlError, Controls, env_seconds
 from qmailpy.proto import replies as R
 from qmailpy.smtpd.config import SmtpdConfig
-from qmailpy.smtpd.log import Logger
+from qmailpy.log import Logger
 from qmailpy.smtpd.queueclient import start_job
-from qmailpy.smtpd.session import Session
+from qmailpy.smtpd.session import Session, refuse_controls
 
 READ_SIZE = 65536
 AUTH_FAILURE_DELAY = 5.0     # seconds before "535 authentication failed" (spamcontrol's AUTHSLEEP)
@@ -52,7 +52,7 @@ class Services:
         return authenticate(self.users(), mech, user, secret, challenge)
 
     def auth_delay(self):
-        self.sleep(float(self.environ.get("AUTHFAILDELAY", AUTH_FAILURE_DELAY)))
+        self.sleep(env_seconds(self.environ, "AUTHFAILDELAY", AUTH_FAILURE_DELAY))
 
 
 def write_all(fd, data, timeout=None):
@@ -85,8 +85,7 @@ def serve(fd_in, fd_out, environ, argv=()):
         cfg = SmtpdConfig(controls, environ)
         services.controls = controls
     except ControlError as e:
-        log("error", reason=str(e))
-        write_all(fd_out, (R.NO_CONTROLS + "\r\n").encode())
+        write_all(fd_out, refuse_controls(log, e))
         return 1
     for finding in controls.findings:
         log("warning", finding=str(finding))

@@ -57,7 +57,7 @@ def _in_morercpthosts(cfg, domain):
     if not cfg.morercpthosts_path:
         return False
     from qmailpy.ctl.cdbmap import open_cdb
-    db = open_cdb(cfg.morercpthosts_path)
+    db = open_cdb(cfg.morercpthosts_path, "control/morercpthosts.cdb")
     if db is None:
         return False
     try:

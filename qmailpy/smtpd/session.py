@@ -6,6 +6,7 @@ is what makes PIPELINING safe). Everything with side effects -- starting
 qmail-queue, the clock, sleeping, logging, password checks -- comes in through
 `services`, so tests run whole dialogues in-process.
 """
+from qmailpy.ctl.reader import ControlError
 from qmailpy.proto import replies as R
 from qmailpy.proto.dotdata import DataReader
 from qmailpy.proto.lines import LineReader
@@ -106,7 +107,11 @@ class Session:
             return self._auth_step(line.text)
         verb, _, arg = line.text.partition(" ")
         handler = VERBS.get(verb.lower(), Session.cmd_unknown)
-        handler(self, arg.lstrip(" "), line)
+        try:
+            handler(self, arg.lstrip(" "), line)
+        except ControlError as e:           # a list or cdb read on first use (badmailfrom, morercpthosts.cdb)
+            log_control_error(self.services.log, e)
+            self.close(R.NO_CONTROLS)
         findings = self.cfg.controls.findings
         if len(findings) > self.findings_logged:     # controls the policy read on first use
             for finding in findings[self.findings_logged:]:
@@ -241,6 +246,18 @@ class Session:
         smtp, text = qq_reply(code)
         self.services.log("queue-failed", code=code)
         self.reply("%d %s" % (smtp, text))
+
+
+def log_control_error(log, e):
+    """The log line of qmail's "421 unable to read controls": which file, which line, what is wrong."""
+    log("error", reason="unable to read controls", file=e.where + (":%d" % e.lineno if e.lineno else ""),
+        problem=e.reason)
+
+
+def refuse_controls(log, e):
+    """What qmail-smtpd says, instead of its greeting, when a control it needs cannot be used."""
+    log_control_error(log, e)
+    return (R.NO_CONTROLS + "\r\n").encode()
 
 
 VERBS = {

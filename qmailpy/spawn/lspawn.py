@@ -16,6 +16,7 @@ import sys
 
 from qmailpy import paths
 from qmailpy.ctl.reader import Controls
+from qmailpy.log import write_line
 from qmailpy.progstart import start
 from qmailpy.spawn import mailbox, passwd, server
 from qmailpy.spawn import programs
@@ -73,10 +74,17 @@ class Local:
         if not self.reload_wanted:
             return
         self.reload_wanted = False
+        try:
+            controls = Controls(self.home, self.environ).require("qmail-lspawn")
+            resolver = mailbox.Resolver(self.home, controls, not self.root, passwd.lookup(self.environ))
+        except OSError as e:              # ctl.reader.ControlError: at start, we cannot start
+            if self.resolver is None:
+                raise
+            write_line(2, "warning: qmail-lspawn: unable to reread controls: %s; keeping the old ones" % e)
+            return
         if self.resolver is not None:
             self.resolver.close()
-        self.resolver = mailbox.Resolver(self.home, Controls(self.home, self.environ), not self.root,
-                                         passwd.lookup(self.environ))
+        self.resolver = resolver
 
     def spawn(self, fdmess, fdout, sender, recip, at):
         local, domain = recip[:at], recip[at + 1:]
@@ -113,7 +121,8 @@ def main():
     server.shrug_off_signals("SIGINT", "SIGALRM", "SIGTERM")
     try:
         local = Local(home, environ, aliasempty)
-    except OSError:
+    except OSError as e:
+        write_line(2, "alert: qmail-lspawn: cannot start: unable to read controls: %s" % e)
         return 111
 
     def on_hup(signum, frame):

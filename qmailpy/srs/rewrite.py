@@ -95,10 +95,7 @@ def _in_morercpthosts(controls, domain):
     if not path:
         return False
     from qmailpy.ctl.cdbmap import open_cdb
-    try:
-        db = open_cdb(path)
-    except ValueError:
-        return False
+    db = open_cdb(path, "control/morercpthosts.cdb")      # corrupt: ControlError, never "not ours"
     if db is None:
         return False
     try:

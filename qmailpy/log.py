@@ -1,0 +1,111 @@
+"""The one home of log lines: what may go into a line, and how a line is written.
+
+Every program logs to stderr, one line per event, in qmail's style: words
+separated by spaces. Whatever comes from outside (client input, addresses,
+file contents, error texts) can never split a line or forge one: escape()
+writes control characters (C0, DEL, C1, the Unicode line and paragraph
+separators, anything not printable) as \\n \\r \\t \\0, \\xHH (C0 and DEL; from
+\\x80 up: a byte that is not UTF-8) or \\uHHHH, and a backslash as \\\\; every
+other character, spaces included, stays as it is. Nothing is lost or ambiguous.
+
+Shapes of line:
+  Logger        `program: pid event key=value ...` (qmail-smtpd). A value
+                with a space or a '"' is written "quoted" (with \\" inside),
+                so one field can never pose as another: helo="x ip=1.2.3.4".
+  write_line    a free-text line: qmail-queue's `qmail-queue: reason`, the
+                alerts of qmail-todo, qmail-lspawn and qmail-remote.
+  Log           qmail-send's log (its lines, and qmail-todo's L records).
+  qmail_safe    qsutil.c logsafe(), for the parts of qmail-send's lines that
+                qmail writes that way (`did_0+0+1/`), byte for byte as qmail.
+"""
+import os
+
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0", "\\": "\\\\"}
+_QSUTIL = bytes((0x2F if b == 0x0A else b if 33 <= b <= 126 and b != 0x25 else 0x5F) for b in range(256))
+
+
+def _char(c):
+    short = _SHORT.get(c)
+    if short is not None:
+        return short
+    if c == " " or c.isprintable():
+        return c
+    n = ord(c)
+    if 0xDC80 <= n <= 0xDCFF:            # a byte that was not UTF-8 (surrogateescape): \x80-\xff
+        return "\\x%02x" % (n - 0xDC00)
+    if n < 0x80:                         # C0 and DEL: the character and the byte are the same
+        return "\\x%02x" % n
+    return "\\u%04x" % n if n < 0x10000 else "\\U%08x" % n
+
+
+def escape(text):
+    """`text` (str, bytes or anything str() takes) with control characters and '\\' escaped."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", "surrogateescape")
+    else:
+        text = str(text)
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(_char(c) for c in text)
+
+
+def field(value):
+    """One key=value value: escaped, and quoted when it holds a space or a quote."""
+    text = escape(value)
+    if " " in text or '"' in text:
+        return '"%s"' % text.replace('"', '\\"')
+    return text
+
+
+def fields(event, items):
+    """`event key=value ...` for (key, value) pairs."""
+    return event + "".join(" %s=%s" % (k, field(v)) for k, v in items)
+
+
+def _write(fd, line):
+    """One line that is already safe, in as few writes as the pipe allows; never raises."""
+    data = (line + "\n").encode("utf-8", "surrogateescape")
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass                 # a log that cannot be written must not stop mail
+
+
+def write_line(fd, text):
+    """Write `text` as one line: escaped, newline added."""
+    _write(fd, escape(text))
+
+
+def qmail_safe(text):
+    """qsutil.c logsafe(): newline -> '/', '%' and bytes outside 33..126 (space too) -> '_'."""
+    if isinstance(text, str):
+        text = text.encode("utf-8", "surrogateescape")
+    return bytes(text).translate(_QSUTIL).decode("ascii")
+
+
+class Logger:
+    """qmail-smtpd's log: `program: pid event key=value ...`, one write per line."""
+    __slots__ = ("prefix", "fd")
+
+    def __init__(self, program, pid, fd=2):
+        self.prefix = "%s: %d " % (program, pid)
+        self.fd = fd
+
+    def __call__(self, event, **kw):
+        _write(self.fd, self.prefix + fields(event, kw.items()))
+
+
+class Log:
+    """qmail-send's log on one fd: whole lines, never raises."""
+    __slots__ = ("fd",)
+
+    def __init__(self, fd=2):
+        self.fd = fd
+
+    def line(self, text):
+        write_line(self.fd, text[:-1] if text.endswith("\n") else text)
+
+    def raw(self, data):
+        """A line made by someone else (qmail-todo's L records)."""
+        self.line(bytes(data).decode("utf-8", "surrogateescape"))
