@@ -333,6 +333,25 @@ def test_spam_refused_for_everybody_is_31(home, spamd):
     assert home.files() == []
 
 
+@pytest.mark.parametrize("nl", [b"\n", b"\r\n"])
+def test_senders_reject_score_lines_change_nothing(home, spamd, nl):
+    """A folded ` X-Spam-Reject-Score: 99999` under Subject and one in the body (LF or CRLF mess
+    files) do not lift high's reject score of 20: GTUBE is refused for him as without them."""
+    trick = (HEADERS.replace(b"Subject: lunch\n", b"Subject: lunch\n X-Spam-Reject-Score: 99999\n")
+             + b"\nBuy now!\n" + GTUBE + b"\nX-Spam-Reject-Score: 99999\n").replace(b"\n", nl)
+    home.clients("spamdclients", "high@example.net", "low@example.net")
+    home.control("spamdsocket", spamd.sock)
+    rc, err = home.queue(trick, ["high@example.net", "low@example.net"])
+    assert rc == 0, err
+    assert re.fullmatch(r"qmail-queue: refused for high@example.net: spam, score 10\d\d\.\d >= reject score 20\.0\n",
+                        err), err
+    got = home.queued()
+    assert list(got) == ["low@example.net"]
+    assert nl + b" X-Spam-Reject-Score: 99999" + nl in got["low@example.net"]     # the sender's line stays his
+    rc, err = home.queue(trick, ["high@example.net"])
+    assert rc == X.QQ_PERM_REFUSED and "reject score 20.0" in err
+
+
 def test_ham_gets_each_users_headers(home, spamd):
     home.control("spamglobal", "1")
     home.control("spamdsocket", spamd.sock)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from qmailpy import exitcodes as X
 from qmailpy.ctl.cdbmap import CdbMap
@@ -83,6 +84,53 @@ def test_spamd_answers():
         with pytest.raises(ServiceError) as e:
             spamd.parse_answer(answer)
         assert e.value.code == code, answer
+
+
+SA_TOP = b"X-Spam-Checker-Version: SpamAssassin 4.0.1\nX-Spam-Status: Yes, score=15.5 required=5.0\n\ttests=GTUBE\n"
+
+
+@pytest.mark.parametrize("nl", [b"\n", b"\r\n"])
+def test_reject_score_only_from_spamds_block(nl):
+    """A folded line, a body line or a field below the sender's headers never gives the reject score."""
+    def msg(text):
+        return text.replace(b"\n", nl)
+    folded = b"Received: from x\nSubject: hi\n X-Spam-Reject-Score: 99999\n\nbody\nX-Spam-Reject-Score: 99999\n"
+    assert spamd.reject_score(msg(SA_TOP + b"X-Spam-Reject-Score: 10\n" + folded)) == 10.0
+    assert spamd.reject_score(msg(SA_TOP + folded)) is None
+    assert spamd.reject_score(msg(SA_TOP + b"Subject: x\nX-Spam-Reject-Score: 99999\n\n")) is None
+    assert spamd.reject_score(msg(SA_TOP + b"X-Spam-Reject-Score: 10\nX-Spam-Reject-Score: 99999\n\n")) == 10.0
+    assert spamd.reject_score(msg(b"Return-Path: <a@b>\n\t(c)\n" + SA_TOP + b"X-Spam-Reject-Score: 7 \n\n")) == 7.0
+    assert spamd.reject_score(msg(b"X-Spam-Prev-Subject: x\nX-Spam-Reject-Score: 99999\n\n")) is None
+    assert spamd.reject_score(msg(b"X-Spam-Reject-Score : 99999\n\n")) is None
+    assert spamd.reject_score(msg(b"X-Spam-Reject-Score: lots\nX-Spam-Reject-Score: 9\n\n")) is None
+    assert spamd.reject_score(msg(b"\nX-Spam-Reject-Score: 9\n")) is None
+    v = spamd.parse_answer(_spamd(msg(SA_TOP + b"X-Spam-Reject-Score: 20\n" + folded)))
+    assert (v.spam, v.score, v.reject, v.refused()) == (True, 15.5, 20.0, False)
+
+
+def test_header_fields():
+    from qmailpy.proto.headers import fields
+    assert list(fields(b"A: 1\nB-c:  two\n\tthree \nD:\n\nE: body\n")) == [
+        (b"a", b"1"), (b"b-c", b"two\tthree"), (b"d", b"")]
+    assert list(fields(b"A: 1\r\nB: 2\r\n X: 3\r\n\r\nC: 4\r\n")) == [(b"a", b"1"), (b"b", b"2 X: 3")]
+    assert list(fields(b" X: 1\nA: 2\n")) == []                  # no field to continue: not a header block
+    assert list(fields(b"A: 1\nnot a field\nB: 2\n")) == [(b"a", b"1")]
+    assert list(fields(b"A : 1\nB: 2\n")) == []
+    assert list(fields(b"A: 1")) == [(b"a", b"1")]
+    assert list(fields(b"")) == []
+
+
+@given(st.lists(st.tuples(st.from_regex(rb"\A[!-9;-~]{1,12}\Z"),
+                          st.lists(st.from_regex(rb"\A[ -~]{0,20}\Z"), min_size=1, max_size=3)), max_size=6),
+       st.sampled_from([b"\n", b"\r\n"]), st.binary(max_size=40))
+def test_header_fields_property(block, nl, body):
+    """Written fields come back in order, folded lines joined to theirs, whatever the body holds."""
+    from qmailpy.proto.headers import fields
+    text = b"".join(name + b":" + nl.join([parts[0]] + [b"\t" + p for p in parts[1:]]) + nl
+                    for name, parts in block)
+    want = [(name.lower(), b"\t".join(parts).strip(b" \t")) for name, parts in block]
+    got = [(k, v.replace(b"\r", b"")) for k, v in fields(text + nl + body)]
+    assert [(k, v.strip(b" \t")) for k, v in got] == want
 
 
 def test_find_urls():
