@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import clamd_payloads as payloads
 from mysql_fixture import mysql_admin
 from qmailpy import exitcodes as X
 from qmailpy.filters import runscripts
@@ -91,7 +92,11 @@ def _free_port():
 
 
 class Clamd:
-    def __init__(self, root):
+    """clamd with the clamd.conf `make install` writes (runscripts.from_controls over a qmail home's
+    controls: clamdsocket, databytes, clamdalertencrypted), plus a TCP socket and a temp directory."""
+
+    def __init__(self, root, controls=()):
+        from qmailpy.ctl.reader import Controls
         self.root = root
         self.sock = os.path.join(root, "clamd.sock")
         self.port = _free_port()
@@ -99,11 +104,17 @@ class Clamd:
         os.mkdir(db)
         with open(os.path.join(db, "qmailpy-test.ndb"), "w") as f:
             f.write("Qmailpy-Test-EICAR:0:*:%s\n" % EICAR.hex())
+        home = os.path.join(root, "qmail")
+        os.makedirs(os.path.join(home, "control"))
+        for name, value in dict(controls, clamdsocket=self.sock).items():
+            with open(os.path.join(home, "control", name), "w") as f:
+                f.write(value + "\n")
         conf = os.path.join(root, "clamd.conf")
+        self.conf = runscripts.from_controls(Controls(home, {}), conf, database_dir=db, clamd_extra=[
+            "TCPSocket %d" % self.port, "TCPAddr 127.0.0.1", "TemporaryDirectory %s" % root,
+            "SelfCheck 3600"])["clamd.conf"]
         with open(conf, "w") as f:
-            f.write(runscripts.clamd_config(self.sock, database_dir=db, extra=[
-                "TCPSocket %d" % self.port, "TCPAddr 127.0.0.1", "TemporaryDirectory %s" % root,
-                "SelfCheck 3600"]))
+            f.write(self.conf)
         self.log = os.path.join(root, "clamd.log")
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(runscripts.clamd_command(conf), stdout=out, stderr=subprocess.STDOUT,
@@ -299,6 +310,93 @@ def test_clean_message_for_filtered_and_unfiltered(home, clamd):
     assert len(os.listdir(home.root / "queue" / "todo")) == 1      # no copy: one queue entry
 
 
+# -- what clamd cannot scan in full is refused, never queued unscanned
+
+LIMITS = [("mime 19 deep", lambda: payloads.nested_mime(19), "Heuristics.Limits.Exceeded.MaxRecursion"),
+          ("zip 16 deep", lambda: payloads.nested_zip(16), "Heuristics.Limits.Exceeded.MaxRecursion"),
+          ("10,001 files", lambda: payloads.many_files_zip(10001), "Heuristics.Limits.Exceeded.MaxFiles"),
+          ("5 x 90 MiB of zeros", lambda: payloads.zeros_zip(5, 90 << 20), "Heuristics.Limits.Exceeded.MaxScanSize"),
+          ("encrypted zip", payloads.encrypted_zip, "Heuristics.Encrypted.Zip")]
+
+
+def test_clamd_runs_the_installed_config(clamd):
+    """The suite's clamd runs what `make install` writes: alerts on, limits from databytes."""
+    lines = clamd.conf.splitlines()
+    for want in ("AlertExceedsMax yes", "AlertEncrypted yes", "StreamMaxLength 104857600",
+                 "MaxFileSize 104857600", "MaxScanSize 419430400"):
+        assert want in lines, want
+
+
+@pytest.mark.parametrize("what, make, finding", LIMITS, ids=[x[0] for x in LIMITS])
+def test_beyond_clamds_limits_is_refused(home, clamd, what, make, finding):
+    """EICAR past a limit (19 MIME levels, a zip 16 deep, 10,001 files, 450 MiB unpacked) or in a
+    password zip: refused as clamd's Heuristics finding, also with filterfailopen; within the
+    limits the same EICAR is found."""
+    home.clients("clamavclients", "bob@example.net")
+    home.control("clamdsocket", clamd.sock)
+    home.control("filterfailopen", "1")
+    home.control("badurls", "1")
+    home.control("badurlscommand", "cat > %s/reported" % home.root)
+    rc, err = home.queue(make(), ["bob@example.net", "carol@example.com"])
+    assert rc == 0, err
+    assert err == "qmail-queue: refused for bob@example.net: virus %s found\n" % finding
+    assert list(home.queued()) == ["carol@example.com"]
+    assert not (home.root / "reported").exists()          # not known malware: no URLs reported
+
+
+def test_within_clamds_limits_eicar_is_found(home, clamd):
+    home.control("clamglobal", "1")
+    home.control("clamdsocket", clamd.sock)
+    for message in (payloads.nested_mime(17), payloads.nested_zip(15), payloads.many_files_zip(9999)):
+        rc, err = home.queue(message, ["bob@example.net"])
+        assert (rc, err) == (X.QQ_PERM_REFUSED, "qmail-queue: message refused: virus %s found\n" % VIRUS)
+
+
+def test_message_above_streammaxlength_is_refused(home, clamd):
+    """databytes 0 (unlimited) keeps clamd's StreamMaxLength of 100 MiB: a longer message is refused
+    for the virus-checked recipient (clamd stops reading it), with or without filterfailopen."""
+    home.clients("clamavclients", "bob@example.net")
+    home.control("clamdsocket", clamd.sock)
+    home.control("filterfailopen", "1")
+    big = payloads.big_message(101 << 20).replace(EICAR, b"no virus here")
+    rc, err = home.queue(big, ["bob@example.net"])
+    assert (rc, err) == (X.QQ_PERM_REFUSED,
+                         "qmail-queue: message refused: virus Heuristics.Limits.Exceeded.StreamMaxLength found\n")
+    assert home.files() == []
+
+
+@pytest.fixture(scope="module")
+def clamd_200m(tmp_path_factory):
+    """clamd installed for databytes 200 MiB and clamdalertencrypted 0."""
+    if not shutil.which("clamd"):
+        pytest.skip("clamd not installed (Debian clamav-daemon)")
+    c = Clamd(str(tmp_path_factory.mktemp("clamd200m")), {"databytes": str(200 << 20), "clamdalertencrypted": "0"})
+    yield c
+    c.stop()
+
+
+def test_databytes_raises_clamds_size_limits_together(home, clamd_200m):
+    """With databytes 200 MiB, a 112 MB message with EICAR at its start is read and scanned in full."""
+    lines = clamd_200m.conf.splitlines()
+    stream = (200 << 20) + 65536
+    for want in ("StreamMaxLength %d" % stream, "MaxFileSize %d" % stream, "MaxScanSize %d" % (4 * stream),
+                 "AlertExceedsMax yes", "AlertEncrypted no"):
+        assert want in lines, want
+    home.control("clamglobal", "1")
+    home.control("clamdsocket", clamd_200m.sock)
+    rc, err = home.queue(payloads.big_message(112 * 10 ** 6), ["bob@example.net"])
+    assert (rc, err) == (X.QQ_PERM_REFUSED, "qmail-queue: message refused: virus %s found\n" % VIRUS)
+    assert home.files() == []
+
+
+def test_clamdalertencrypted_0_lets_encrypted_archives_pass(home, clamd_200m):
+    home.control("clamglobal", "1")
+    home.control("clamdsocket", clamd_200m.sock)
+    message = payloads.encrypted_zip()
+    assert home.queue(message, ["bob@example.net"]) == (0, "")
+    assert home.queued() == {"bob@example.net": message}
+
+
 # -- spamd
 
 def test_spam_marked_per_user_or_refused(home, spamd):
@@ -465,7 +563,7 @@ def test_silent_service_times_out_72(home, fake, which):
     ("spamd", b"SPAMD/1.0 76 Bad header line: (EOF)\r\n", X.QQ_TEMP_REFUSED),
     ("spamd", b"", X.QQ_COMM_FAILED),
     ("clamd", b"stream: something odd\0", X.QQ_COMM_FAILED),
-    ("clamd", b"INSTREAM size limit exceeded. ERROR\0", X.QQ_TEMP_REFUSED),
+    ("clamd", b"stream: lstat() failed: No such file or directory. ERROR\0", X.QQ_TEMP_REFUSED),
 ])
 def test_garbage_is_temporary(home, fake, which, answer, code):
     home.control("clamglobal" if which == "clamd" else "spamglobal", "1")

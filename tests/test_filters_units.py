@@ -38,13 +38,26 @@ def test_clamd_answers():
     assert clamd.parse_answer(b"stream: OK\0") is None
     assert clamd.parse_answer(b"stream: Eicar-Test-Signature FOUND\0") == "Eicar-Test-Signature"
     assert clamd.parse_answer(b"stream: Win.Test.EICAR_HDB-1 FOUND\n") == "Win.Test.EICAR_HDB-1"
-    for answer, code in ((b"INSTREAM size limit exceeded. ERROR\0", X.QQ_TEMP_REFUSED),
-                         (b"stream: lstat() failed: No such file. ERROR\0", X.QQ_TEMP_REFUSED),
+    assert clamd.parse_answer(b"INSTREAM size limit exceeded. ERROR\0") == clamd.TOO_LONG
+    assert clamd.not_malware(clamd.TOO_LONG) and clamd.not_malware("Heuristics.Encrypted.Zip")
+    assert not clamd.not_malware("Heuristics.Phishing.Email") and not clamd.not_malware("Eicar-Signature")
+    for answer, code in ((b"stream: lstat() failed: No such file. ERROR\0", X.QQ_TEMP_REFUSED),
                          (b"UNKNOWN COMMAND\0", X.QQ_COMM_FAILED), (b"stream:  FOUND\0", X.QQ_COMM_FAILED),
                          (b"PONG\0", X.QQ_COMM_FAILED)):
         with pytest.raises(ServiceError) as e:
             clamd.parse_answer(answer)
         assert e.value.code == code, answer
+
+
+def test_clamd_limits():
+    """Raised together from databytes, never below clamd's defaults, within what ClamAV can do."""
+    default = [("StreamMaxLength", 100 << 20), ("MaxFileSize", 100 << 20), ("MaxScanSize", 400 << 20)]
+    assert runscripts.clamd_limits(0) == runscripts.clamd_limits(10 << 20) == default
+    s = (150 << 20) + 65536
+    assert runscripts.clamd_limits(150 << 20) == [("StreamMaxLength", s), ("MaxFileSize", s), ("MaxScanSize", 4 * s)]
+    assert runscripts.clamd_limits(3 << 30) == [("StreamMaxLength", (3 << 30) + 65536), ("MaxFileSize", (2 << 30) - 1),
+                                                ("MaxScanSize", (4 << 30) - 1)]
+    assert runscripts.clamd_limits(5 << 30)[0] == ("StreamMaxLength", (4 << 30) - 1)
 
 
 def _spamd(body, spam=b"True ; 15.5 / 5.0", length=None, status=b"SPAMD/1.1 0 EX_OK"):
@@ -159,10 +172,13 @@ def test_report_command(tmp_path):
 
 def test_runscripts():
     assert runscripts.clamd_command("/etc/c.conf") == ["clamd", "--foreground", "--config-file=/etc/c.conf"]
-    conf = runscripts.clamd_config("/run/clamav/clamd.ctl", "/db", stream_max=1000, user="clamav")
+    conf = runscripts.clamd_config("/run/clamav/clamd.ctl", "/db", databytes=1000, user="clamav")
     assert conf.splitlines()[1:] == ["Foreground yes", "LocalSocket /run/clamav/clamd.ctl", "LocalSocketMode 666",
                                      "FixStaleSocket yes", "DatabaseDirectory /db", "ScanMail yes", "LogSyslog no",
-                                     "LogTime yes", "StreamMaxLength 1000", "User clamav"]
+                                     "LogTime yes", "StreamMaxLength 104857600", "MaxFileSize 104857600",
+                                     "MaxScanSize 419430400", "AlertExceedsMax yes", "AlertEncrypted yes",
+                                     "User clamav"]
+    assert "AlertEncrypted no\n" in runscripts.clamd_config("/s", alert_encrypted=False)
     assert "TCPSocket 3310\nTCPAddr 127.0.0.1\n" in runscripts.clamd_config("127.0.0.1:3310")
     assert runscripts.spamd_command("127.0.0.1:783") == [
         "spamd", "--max-children=10", "--syslog=stderr", "-q", "-x", "--username=debian-spamd",
@@ -185,8 +201,15 @@ def test_runscripts_from_controls(tmp_path):
     got = runscripts.from_controls(Controls(str(home), {}))
     assert got["spamd/run"].splitlines()[-1] == \
         "exec spamd --max-children=30 --syslog=stderr -q -x --username=debian-spamd --socketpath=/run/spamd.sock"
-    assert "TCPSocket 3310\n" in got["clamd.conf"] and "StreamMaxLength 1065536\n" in got["clamd.conf"]
+    assert "TCPSocket 3310\n" in got["clamd.conf"] and "StreamMaxLength 104857600\n" in got["clamd.conf"]
+    assert "AlertEncrypted yes\n" in got["clamd.conf"]
     assert got["clamd/run"].endswith("exec clamd --foreground --config-file=/etc/clamav/clamd.conf\n")
+    (home / "control" / "databytes").write_text("%d\n" % (300 << 20))
+    (home / "control" / "clamdalertencrypted").write_text("0\n")
+    conf = runscripts.from_controls(Controls(str(home), {}))["clamd.conf"].splitlines()
+    stream = (300 << 20) + 65536
+    assert conf[-5:] == ["StreamMaxLength %d" % stream, "MaxFileSize %d" % stream, "MaxScanSize %d" % (4 * stream),
+                         "AlertExceedsMax yes", "AlertEncrypted no"]
     (home / "control" / "sanetcheck").write_text("0\n")
     got = runscripts.from_controls(Controls(str(home), {}))
     assert got["spamd/run"].rstrip().endswith(" -L")

@@ -148,8 +148,11 @@ CONTROLS = (
     _c("spamdclients.cdb", CDB, None, "filter", QUEUE, "Recipients (address or @domain) checked by spamd."),
     _c("sanetcheck", BOOL, 0, "filter", "spamd-run", "1: let spamd run network tests (0: spamd -L)."),
     _c("spamdchildren", NUMBER, 10, "filter", "spamd-run", "spamd --max-children."),
-    _c("clamdsocket", LINE, "/var/run/clamav/clamd.ctl", "filter", QUEUE,
+    _c("clamdsocket", LINE, "/var/run/clamav/clamd.ctl", "filter", f"{QUEUE} clamd-conf",
        "clamd's LocalSocket path, or host:port of its TCPSocket."),
+    _c("clamdalertencrypted", BOOL, 1, "filter", "clamd-conf",
+       "1: clamd.conf AlertEncrypted yes, encrypted archives and documents are refused as "
+       "Heuristics.Encrypted.*; 0: they pass unscanned (for sites that must accept them)."),
     _c("spamdsocket", LINE, "127.0.0.1:783", "filter", QUEUE,
        "spamd's host:port ([v6]:port), or the path of its UNIX socket."),
     _c("filtertimeout", NUMBER, 60, "filter", QUEUE, "Seconds one clamd or spamd conversation may take."),

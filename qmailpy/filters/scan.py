@@ -70,10 +70,12 @@ class Filter:
         if self.clam:
             virus = self.virus(staged)
             if virus is not None:
+                from qmailpy.filters.clamd import not_malware
                 gone = set(self.clam)
                 refused += [(r, "virus %s found" % virus) for r in self.clam]
                 recipients = [r for r in recipients if r not in gone]
-                self.report_urls(staged, virus)
+                if not not_malware(virus):
+                    self.report_urls(staged, virus)
         kept = set(recipients)
         spam_now = [r for r in self.spam if r in kept]
         copies, refused_spam = self.spamcheck(staged, spam_now) if spam_now else ({}, [])
