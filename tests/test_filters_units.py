@@ -17,10 +17,32 @@ from qmailpy.filters.net import ServiceError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_select_keys():
-    assert select.keys(b"Bob@Example.NET") == (b"bob@example.net", b"@example.net")
-    assert select.keys(b"postmaster") == (b"postmaster",)
-    assert select.keys(b"a@b@C") == (b"a@b@c", b"@c")
+def test_select_by_recipient_keys(tmp_path):
+    """select() asks the cdb for every key of qmailpy.addr.keys; spamd's User is the first key."""
+    import cdblib
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    for name, text in (("locals", "mx.example.net\nlocalhost"), ("envnoathost", "mx.example.net"),
+                       ("virtualdomains", "example.com:example.com\nalias.example:example.com"),
+                       ("percenthack", "relay.example.net")):
+        (home / "control" / name).write_text(text + "\n")
+    for name, keys in (("clamavclients.cdb", (b"bob@mx.example.net", b"@example.com")),
+                       ("spamdclients.cdb", (b"ann@example.com",))):
+        with open(home / "control" / name, "wb") as f, cdblib.Writer(f) as w:
+            for k in keys:
+                w.put(k, b"")
+    rcpts = [b"bob", b"Bob@LocalHost", b"x@alias.example", b"ann-list@alias.example",
+             b"ann%example.com@relay.example.net", b"bob@far.example", b"bob"]
+    logged = []
+    clam, spam, keys = select.select(Controls(str(home), {}), rcpts, logged.append)
+    assert clam == [b"bob", b"Bob@LocalHost", b"x@alias.example", b"ann-list@alias.example",
+                    b"ann%example.com@relay.example.net", b"bob"]
+    assert spam == [b"ann-list@alias.example", b"ann%example.com@relay.example.net"]
+    assert keys[b"ann-list@alias.example"] == b"ann-list@example.com"        # no users database here
+    assert keys[b"bob"] == keys[b"Bob@LocalHost"] == b"bob@mx.example.net" and logged == []
+    (home / "control" / "clamavclients.cdb").unlink()
+    (home / "control" / "spamdclients.cdb").unlink()
+    assert select.select(Controls(str(home), {}), rcpts, logged.append) == ([], [], {})
 
 
 def test_parse_address():

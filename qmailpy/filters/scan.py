@@ -4,7 +4,8 @@
    file. Infected: the virus-checked recipients are refused (logged, the
    virus named); the others keep the message.
 2. spamd (for each remaining spam-checked recipient): PROCESS with
-   `User: <recipient>`, so spamd applies that user's SQL preferences. The
+   `User: <the recipient's mailbox>` (its key, select.py), so spamd applies
+   that user's SQL preferences. The
    recipient gets spamd's output (his X-Spam headers) as his own copy;
    recipients whose output is byte-for-byte the same share one copy. Spam at
    or above the user's X-Spam-Reject-Score (see spamd.py) is refused for him.
@@ -36,7 +37,8 @@ def _show(addresses):
 
 
 def _user(address):
-    """The User: spamd gets: the lower-cased address; None if it would break the header."""
+    """The User: spamd gets: the recipient's key (the mailbox, lower-cased: select.py); None if it
+    would break the header."""
     low = bytes(address).lower()
     if not low or any(c <= 0x20 or c >= 0x7f for c in low):
         return None
@@ -46,8 +48,9 @@ def _user(address):
 class Filter:
     """One message's filtering; run(staged) returns enqueue's groups or raises QueueError."""
 
-    def __init__(self, controls, clam, spam, log=say):
+    def __init__(self, controls, clam, spam, log=say, keys=None):
         self.controls, self.clam, self.spam, self.log = controls, list(clam), list(spam), log
+        self.keys = keys or {}          # recipient -> its key (the mailbox: spamd's User:)
 
     def value(self, name):
         try:
@@ -153,7 +156,7 @@ class Filter:
         copies, refused = {}, []
         for rcpt in recipients:
             try:
-                verdict = spamd.process(message, _user(rcpt), address, timeout)
+                verdict = spamd.process(message, _user(self.keys.get(rcpt, rcpt)), address, timeout)
             except ServiceError as e:
                 self._service_failed(e)
                 break                       # fail-open: the rest get the message as it came

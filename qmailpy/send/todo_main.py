@@ -19,7 +19,7 @@ from qmailpy.clean.wire import CleanClient, CleanDied
 from qmailpy.ctl.reader import ControlError, Controls
 from qmailpy.queue import layout
 from qmailpy.send import clock, todowire
-from qmailpy.send.rewrite import Rewriter
+from qmailpy.send.rewrite import rewriter
 from qmailpy.send.todo import preprocess
 
 FROM_SEND, TO_SEND, TO_CLEAN, FROM_CLEAN = 0, 1, 3, 4
@@ -30,7 +30,7 @@ class Todo:
 
     def __init__(self, home, environ, clk):
         self.home, self.environ, self.clock = home, environ, clk
-        self.rewriter = Rewriter.from_controls(Controls(home, environ))
+        self.rewriter = rewriter(Controls(home, environ))
         self.cleaner = CleanClient(TO_CLEAN, FROM_CLEAN)
         self.stop = self.reload = False
         self.send_alive = True
@@ -51,7 +51,7 @@ class Todo:
     def do_reload(self):
         self.reload = False
         try:
-            self.rewriter = Rewriter.from_controls(Controls(self.home, self.environ))
+            self.rewriter = rewriter(Controls(self.home, self.environ))
         except (ControlError, OSError):
             self.log("alert: qmail-todo: unable to reread controls")
 

@@ -12,7 +12,8 @@ import errno
 import os
 from collections import namedtuple
 
-from qmailpy.send.rewrite import Rewriter
+from qmailpy.addr.keys import BREAK, mailbox_names
+from qmailpy.addr.rewrite import Rewriter
 
 Assignment = namedtuple("Assignment", "user uid gid home dash ext quota", defaults=(None,))
 Assignment.__doc__ = """qmail-local's user/homedir/dash/ext, the uid/gid to run it as, and the
@@ -25,7 +26,6 @@ NO_MAILBOX = b"DSorry, no mailbox here by that name. (#5.1.1)\n"
 USERS_DOWN = b"ZUnable to read the users database. (#4.3.0)\n"
 NO_OWNER = b"ZUnable to find the mailbox directory. (#4.2.1)\n"
 ALIAS_USER = "alias"
-BREAK = b"-"                   # conf-break
 USERLEN = 32                   # qmail-getpw's username buffer
 # qmail's error_temp(): errors worth a retry
 TEMP_ERRORS = frozenset((errno.EINTR, errno.ENOMEM, errno.ETXTBSY, errno.EIO, errno.ETIMEDOUT,
@@ -164,13 +164,12 @@ class Resolver:
         return getpw(local, os.path.join(self.home, "alias") if self.single_user else None)
 
     def virtual(self, local, user, domain):
-        """The mailbox of a virtual user (user-ext: the longest known user); None to fall through."""
+        """The mailbox of a virtual user (user-ext: the longest known user, qmailpy.addr.keys.
+        mailbox_names(), which the filter keys use too); None to fall through."""
         down = users_unavailable()
         dom = domain.lower().decode("utf-8", "surrogateescape")
-        for end in range(len(user), 0, -1):
-            if end < len(user) and user[end:end + 1] != BREAK:
-                continue
-            name = user[:end].lower().decode("utf-8", "surrogateescape")
+        for name, ext in mailbox_names(user):
+            name = name.lower().decode("utf-8", "surrogateescape")
             try:
                 if self.users is None:
                     self.users = open_users(self.home, self.controls)
@@ -183,7 +182,7 @@ class Resolver:
             if box is not None:
                 if box.uid is None and not self.single_user:
                     return NO_OWNER          # no directory to take the owner from
-                dash, ext = (b"-", user[end + 1:]) if end < len(user) else (b"", b"")
+                dash, ext = (b"-", ext) if ext is not None else (b"", b"")
                 return Assignment(box.name.encode("utf-8", "surrogateescape"), box.uid, box.gid,
                                   os.fsencode(box.dir), dash, ext, box.quota)
         return NO_MAILBOX

@@ -239,3 +239,8 @@ class AddressFinder:
             if self.trouble is not None:
                 self.trouble(e)
             return None
+
+    def close(self):
+        if self.users is not None:
+            self.users.close()
+            self.users = None
