@@ -134,7 +134,9 @@ class Spamd:
     USERS = [("low@example.net", "required_score", "3"),
              ("mark@example.net", "required_score", "10"),
              ("high@example.net", "required_score", "10"),
-             ("high@example.net", "add_header", "all Reject-Score 20")]
+             ("high@example.net", "add_header", "all Reject-Score 20"),
+             ("y@example.com", "add_header", "all Reject-Score 20"),
+             ("carol@example.com", "required_score", "4")]
 
     def __init__(self, conn):
         self.conn = conn
@@ -308,6 +310,81 @@ def test_clean_message_for_filtered_and_unfiltered(home, clamd):
     assert home.queue(CLEAN, ["a@filtered.example", "b@other.example"]) == (0, "")
     assert home.queued() == {"a@filtered.example": CLEAN, "b@other.example": CLEAN}
     assert len(os.listdir(home.root / "queue" / "todo")) == 1      # no copy: one queue entry
+
+
+# -- whose key: the address as qmail-send will deliver it (qmailpy.addr.keys), through the real qmail-smtpd
+
+QMAIL_SMTPD = str(ROOT / "bin" / "qmail-smtpd")
+TCP_ENV = {"TCPREMOTEIP": "127.0.0.1", "TCPLOCALIP": "127.0.0.1", "TCPLOCALHOST": "localhost", "PROTO": "TCP"}
+PERM = "554 mail server permanently rejected message (#5.3.0)"
+
+
+def keyed_home(home):
+    """mx.example.net's locals, virtual example.com with its alias domain (qmail-users, SQLite), percenthack."""
+    for name, text in (("me", "mx.example.net"), ("locals", "mx.example.net\nlocalhost"),
+                       ("rcpthosts", "mx.example.net\nlocalhost\nexample.com\nalias.example\nrelay.example.net"),
+                       ("virtualdomains", "example.com:example.com\nalias.example:example.com"),
+                       ("percenthack", "relay.example.net")):
+        home.control(name, text)
+    env = dict(os.environ, QMAILHOME=str(home.root))
+    for args in (("adddomain", "example.com"), ("addaliasdomain", "example.com", "alias.example"),
+                 ("adduser", "y@example.com", "-p", "pw"), ("adduser", "carol@example.com", "-p", "pw"),
+                 ("adduser", "dave@example.com", "-p", "pw")):
+        p = subprocess.run([str(ROOT / "bin" / "qmail-users"), *args], env=env, capture_output=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+
+
+def smtp(home, rcpt, message):
+    """One transaction through bin/qmail-smtpd (and bin/qmail-queue) on pipes: (DATA's reply, log)."""
+    data = (b"HELO client.example\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:" + rcpt + b"\r\nDATA\r\n"
+            + message.replace(b"\n", b"\r\n") + b".\r\nQUIT\r\n")
+    p = subprocess.run([QMAIL_SMTPD], input=data, capture_output=True, timeout=60,
+                       env=dict(os.environ, QMAILHOME=str(home.root), QMAILQUEUE=QMAIL_QUEUE, **TCP_ENV))
+    lines = p.stdout.decode().split("\r\n")
+    assert lines[2:4] == ["250 ok", "250 ok"], (rcpt, lines)
+    return lines[5], p.stderr.decode()
+
+
+KEYED = [b"<bob>", b"<\"bob\">", b"bob", b"<@mx.example.net:bob>", b"<Bob@LocalHost>", b"<bob-list@localhost>",
+         b"<carol@alias.example>", b"<carol%example.com@relay.example.net>", b"<carol%alias.example@relay.example.net>",
+         b"<y-foo@example.com>", b"<y-foo-bar@alias.example>"]
+
+
+@pytest.mark.parametrize("rcpt", KEYED, ids=[r.decode() for r in KEYED])
+def test_virus_check_keys_on_the_delivered_mailbox(home, clamd, rcpt):
+    """clamavclients lists bob@mx.example.net, carol@example.com and y@example.com: each way of
+    writing them (no @, quoted, source route, another locals name, the alias domain, percenthack,
+    an extension) is virus-checked exactly as the listed address, end to end through qmail-smtpd."""
+    keyed_home(home)
+    home.clients("clamavclients", "bob@mx.example.net", "carol@example.com", "y@example.com")
+    home.control("clamdsocket", clamd.sock)
+    reply, log = smtp(home, rcpt, INFECTED)
+    assert reply == PERM, (rcpt, reply, log)
+    assert "qmail-queue: message refused: virus %s found" % VIRUS in log
+    assert home.files() == []
+
+
+def test_unlisted_mailboxes_are_not_virus_checked(home, clamd):
+    keyed_home(home)
+    home.clients("clamavclients", "bob@mx.example.net", "carol@example.com", "y@example.com")
+    home.control("clamdsocket", clamd.sock)
+    for rcpt in (b"<dave@alias.example>", b"<bobby@localhost>", b"<carol@relay.example.net>", b"<x-y@example.com>"):
+        reply, log = smtp(home, rcpt, INFECTED)
+        assert reply.startswith("250 ok "), (rcpt, reply, log)
+    assert len(os.listdir(home.root / "queue" / "todo")) == 4
+
+
+def test_spamd_user_is_the_delivered_mailbox(home, spamd):
+    """y-foo-bar@alias.example is y@example.com's mail: spamd applies y's preferences (reject 20)."""
+    keyed_home(home)
+    home.clients("spamdclients", "y@example.com", "carol@example.com")
+    home.control("spamdsocket", spamd.sock)
+    reply, log = smtp(home, b"<y-foo-bar@alias.example>", SPAM)
+    assert reply == PERM and "reject score 20.0" in log, (reply, log)
+    reply, log = smtp(home, b"<carol-x@alias.example>", SPAM)        # carol: no reject score of her own
+    assert reply.startswith("250 ok "), (reply, log)
+    [got] = home.queued().values()
+    assert b"required=4.0" in header(got, b"X-Spam-Status")              # carol's required_score
 
 
 # -- what clamd cannot scan in full is refused, never queued unscanned
