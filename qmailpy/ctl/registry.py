@@ -72,8 +72,8 @@ CONTROLS = (
     _c("defaulthost", LINE, ME, "identity", "qmail-inject", "Host appended to addresses without one."),
     _c("plusdomain", LINE, ME, "identity", "qmail-inject", "Replaces a trailing '+' in a host name."),
     _c("idhost", LINE, ME, "identity", "qmail-inject", "Host name used in Message-IDs."),
-    _c("envnoathost", LINE, ME, "identity", f"{SEND} {TODO}", "Domain given to envelope recipients without '@'."),
-    _c("localiphost", LINE, ME, "identity", SMTPD, "Replaces [my-IP] domain literals in recipients."),
+    _c("envnoathost", LINE, ME, "identity", f"{SEND} {TODO} {QUEUE} {SMTPD}", "Domain given to envelope recipients without '@'."),
+    _c("localiphost", LINE, ME, "identity", f"{SMTPD} {QUEUE}", "Replaces [my-IP] domain literals in recipients."),
     # -- smtp
     _c("smtpgreeting", LINE, ME, "smtp", SMTPD, "Text of the 220 greeting and the HELO/EHLO reply."),
     _c("databytes", NUMBER, 0, "smtp", SMTPD, "Largest message accepted, in bytes; 0 = unlimited.",
@@ -99,9 +99,9 @@ CONTROLS = (
     _c("relayclients", LIST, (), "relay", SMTPD, "Client IPs ('1.2.3.4:' or prefix '192.168.1.:') that may relay."),
     _c("relaydomains", LIST, (), "relay", SMTPD, "Client host names ('host:' or '.domain:') that may relay."),
     _c("relaymailfrom", LIST, (), "relay", SMTPD, "Senders (address or @domain) that may relay; not recommended."),
-    _c("locals", LIST, (ME,), "relay", f"{SEND} {TODO} {LSPAWN}", "Domains delivered locally."),
-    _c("virtualdomains", LIST, (), "relay", f"{SEND} {TODO} {LSPAWN}", "'domain:prefix' lines mapping virtual domains to users."),
-    _c("percenthack", LIST, (), "relay", f"{SEND} {TODO}", "Domains where user%host@domain is rewritten to user@host."),
+    _c("locals", LIST, (ME,), "relay", f"{SEND} {TODO} {LSPAWN} {QUEUE} {SMTPD}", "Domains delivered locally."),
+    _c("virtualdomains", LIST, (), "relay", f"{SEND} {TODO} {LSPAWN} {QUEUE} {SMTPD}", "'domain:prefix' lines mapping virtual domains to users."),
+    _c("percenthack", LIST, (), "relay", f"{SEND} {TODO} {QUEUE} {SMTPD}", "Domains where user%host@domain is rewritten to user@host."),
     _c("userchk", BOOL, 0, "relay", SMTPD, "1: refuse unknown mailbox users of hosted domains at RCPT (chkuser)."),
     # -- auth
     _c("smtpauth", BOOL, 0, "auth", SMTPD, "1: offer SMTP AUTH LOGIN PLAIN CRAM-MD5."),
