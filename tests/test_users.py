@@ -281,8 +281,9 @@ def test_lookalikes_on_tables_with_the_servers_collation(backend):  # noqa: F811
     if backend.kind == "mysql":
         for stmt in schema.create_statements():          # vpopmail's DDL, the server's defaults
             backend.sql(stmt)
-        [(collation,)] = backend.sql("SELECT collation_name FROM information_schema.columns WHERE "
-                                     "table_schema = DATABASE() AND table_name = 'vpopmail' AND column_name = 'pw_name'")
+        [(collation,)] = backend.sql(
+            "SELECT collation_name FROM information_schema.columns WHERE table_schema = DATABASE() "
+            "AND table_name = 'vpopmail' AND column_name = 'pw_name'")
         assert collation != "utf8mb4_bin"                 # the test is about folding tables
         assert backend.sql("SELECT pw_name FROM vpopmail WHERE pw_name = 'x'") == ()
     users = backend.open(create=True)
