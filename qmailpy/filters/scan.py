@@ -5,8 +5,8 @@
    virus named); the others keep the message.
 2. spamd (for each remaining spam-checked recipient): PROCESS with
    `User: <the recipient's mailbox>` (its key, select.py), so spamd applies
-   that user's SQL preferences. The
-   recipient gets spamd's output (his X-Spam headers) as his own copy;
+   that user's SQL preferences. The recipient gets spamd's output (his
+   X-Spam headers) as his own copy;
    recipients whose output is byte-for-byte the same share one copy. Spam at
    or above the user's X-Spam-Reject-Score (see spamd.py) is refused for him.
 3. Nobody left: exit 31 (554), the reasons on stderr. Else the groups go back
