@@ -20,16 +20,9 @@ message goes on unfiltered for the service that failed.
 import os
 
 from qmailpy import exitcodes as X
+from qmailpy.filters.log import say
 from qmailpy.filters.net import ServiceError, parse_address
 from qmailpy.queue.enqueue import QueueError
-
-
-def say(text):
-    """One log line on fd 2, as qmail-queue's other messages."""
-    try:
-        os.write(2, ("qmail-queue: %s\n" % text).encode("utf-8", "replace"))
-    except OSError:
-        pass
 
 
 def _show(addresses):

@@ -13,12 +13,8 @@ filtered, and the users database is opened only for a recipient in a
 virtual domain.
 """
 from qmailpy import exitcodes as X
+from qmailpy.filters.log import say
 from qmailpy.queue.enqueue import QueueError
-
-
-def _say(text):
-    from qmailpy.filters.scan import say
-    say(text)
 
 
 def _open(cdb_path):
@@ -34,7 +30,7 @@ def _open(cdb_path):
         raise QueueError(X.QQ_CONFIG, "unable to read %s: %s" % (cdb_path, e)) from None
 
 
-def recipient_keys(controls, log=_say):
+def recipient_keys(controls, log=say):
     """qmailpy.addr.keys.RecipientKeys over the controls and the users database (opened on first
     use; when it cannot answer, logged once and the keys come from the controls alone)."""
     from qmailpy.addr.keys import RecipientKeys
@@ -44,7 +40,7 @@ def recipient_keys(controls, log=_say):
     return RecipientKeys.from_controls(controls, finder), finder
 
 
-def select(controls, recipients, log=_say):
+def select(controls, recipients, log=say):
     """(virus-checked, spam-checked, {recipient: key}): the lists in envelope order."""
     try:
         clam_all, spam_all = controls.value("clamglobal"), controls.value("spamglobal")
