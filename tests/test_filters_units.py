@@ -43,6 +43,8 @@ def test_select_by_recipient_keys(tmp_path):
     (home / "control" / "clamavclients.cdb").unlink()
     (home / "control" / "spamdclients.cdb").unlink()
     assert select.select(Controls(str(home), {}), rcpts, logged.append) == ([], [], {})
+    (home / "control" / "clamglobal").write_text("1\n")
+    assert select.select(Controls(str(home), {}), rcpts, logged.append) == (rcpts, [], {})
 
 
 def test_parse_address():

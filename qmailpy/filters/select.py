@@ -53,6 +53,8 @@ def select(controls, recipients, log=say):
         clam_db, spam_db = dbs
         if not (clam_all or spam_all) and clam_db is None and spam_db is None:
             return [], [], {}
+        if not spam_all and spam_db is None and clam_all:
+            return list(recipients), [], {}         # no list to ask, no spamd User: to name
         try:
             maker, finder = recipient_keys(controls, log)
             try:
