@@ -278,3 +278,23 @@ def test_newfilters(tmp_path):
     assert p.returncode == 111 and "clamavclients:1: one address or @domain a line" in p.stderr
     assert len(CdbMap(str(control / "clamavclients.cdb"))) == 2      # the old database stays
     assert newfilters(home, "nosuchlist").returncode != 0
+
+
+def test_select_when_the_users_database_is_down(tmp_path):
+    """Logged once; the keys come from the controls alone (every name: nothing listed is skipped)."""
+    import cdblib
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]                    # closed again: nobody listens there
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    (home / "control" / "virtualdomains").write_text("example.com:example.com\n")
+    (home / "control" / "usersdb").write_text("127.0.0.1|%d|u|p|vpopmail\n" % port)
+    with open(home / "control" / "spamdclients.cdb", "wb") as f, cdblib.Writer(f) as w:
+        w.put(b"y@example.com", b"")
+    logged = []
+    rcpts = [b"y-foo@example.com", b"z@example.com"]
+    assert select.select(Controls(str(home), {}), rcpts, logged.append) == (
+        [], [b"y-foo@example.com"], {b"y-foo@example.com": b"y-foo@example.com", b"z@example.com": b"z@example.com"})
+    assert len(logged) == 1 and logged[0].startswith("users database unavailable (usersdb 127.0.0.1: ")
+    assert logged[0].endswith("): recipient keys from the controls alone")
