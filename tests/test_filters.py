@@ -135,6 +135,8 @@ class Spamd:
              ("mark@example.net", "required_score", "10"),
              ("high@example.net", "required_score", "10"),
              ("high@example.net", "add_header", "all Reject-Score 20"),
+             ("safe@example.net", "report_safe", "1"),
+             ("safe@example.net", "add_header", "all Reject-Score 20"),
              ("y@example.com", "add_header", "all Reject-Score 20"),
              ("carol@example.com", "required_score", "4")]
 
@@ -525,6 +527,17 @@ def test_senders_reject_score_lines_change_nothing(home, spamd, nl):
     assert nl + b" X-Spam-Reject-Score: 99999" + nl in got["low@example.net"]     # the sender's line stays his
     rc, err = home.queue(trick, ["high@example.net"])
     assert rc == X.QQ_PERM_REFUSED and "reject score 20.0" in err
+
+
+def test_reject_score_with_report_safe(home, spamd):
+    """report_safe 1 puts spamd's X-Spam-* fields under its Received line and the copied Subject
+    (which carries the sender's folded line): the reject score is still spamd's, 20."""
+    trick = (HEADERS.replace(b"Subject: lunch\n", b"Subject: lunch\n X-Spam-Reject-Score: 99999\n")
+             + b"\nBuy now!\n" + GTUBE + b"\nX-Spam-Reject-Score: 99999\n")
+    home.control("spamglobal", "1")
+    home.control("spamdsocket", spamd.sock)
+    rc, err = home.queue(trick, ["safe@example.net"])
+    assert rc == X.QQ_PERM_REFUSED and "reject score 20.0" in err, err
 
 
 def test_ham_gets_each_users_headers(home, spamd):

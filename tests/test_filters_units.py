@@ -137,7 +137,11 @@ def test_reject_score_only_from_spamds_block(nl):
     assert spamd.reject_score(msg(SA_TOP + b"Subject: x\nX-Spam-Reject-Score: 99999\n\n")) is None
     assert spamd.reject_score(msg(SA_TOP + b"X-Spam-Reject-Score: 10\nX-Spam-Reject-Score: 99999\n\n")) == 10.0
     assert spamd.reject_score(msg(b"Return-Path: <a@b>\n\t(c)\n" + SA_TOP + b"X-Spam-Reject-Score: 7 \n\n")) == 7.0
-    assert spamd.reject_score(msg(b"X-Spam-Prev-Subject: x\nX-Spam-Reject-Score: 99999\n\n")) is None
+    assert spamd.reject_score(msg(SA_TOP + b"X-Spam-Prev-Subject: x\nX-Spam-Reject-Score: 99999\n\n")) is None
+    report_safe = (b"Received: from localhost by mx\n\twith SpamAssassin (version 4.0.1);\nFrom: a@b\n"
+                   b"Subject: hi\n X-Spam-Reject-Score: 99999\n" + SA_TOP + b"X-Spam-Reject-Score: 20\n"
+                   b"MIME-Version: 1.0\nX-Spam-Reject-Score: 99999\n\nX-Spam-Reject-Score: 99999\n")
+    assert spamd.reject_score(msg(report_safe)) == 20.0       # report_safe: spamd's block under its copies
     assert spamd.reject_score(msg(b"X-Spam-Reject-Score : 99999\n\n")) is None
     assert spamd.reject_score(msg(b"X-Spam-Reject-Score: lots\nX-Spam-Reject-Score: 9\n\n")) is None
     assert spamd.reject_score(msg(b"\nX-Spam-Reject-Score: 9\n")) is None

@@ -7,11 +7,10 @@ spamd -q (--sql-config) reads the preferences of the User from SQL
 (required_score, add_header, ...), so each recipient gets his own verdict.
 A reject threshold is the header X-Spam-Reject-Score that spamd adds when the
 user's (or the site's) preferences say `add_header all Reject-Score <score>`.
-It is read only from the block of fields spamd put on top of the message
-(spamd_fields()): SpamAssassin writes its X-Spam-* fields there, after a
-Return-Path it keeps first, and strips the X-Spam-* fields the message came
-with. Anything the sender wrote (a folded line, a line of the body) is never
-read as spamd's.
+It is read only from the block of X-Spam-* fields spamd added (spamd_fields()),
+the message's header block read as RFC 5322 fields: SpamAssassin strips the
+X-Spam-* fields the message came with, and a folded line or a line of the
+body is never a field, so nothing the sender wrote is read as spamd's.
 """
 from qmailpy import exitcodes as X
 from qmailpy.filters.net import Connection, ServiceError
@@ -53,15 +52,22 @@ def _number(text):
         raise _garbage("not a score: %r" % text[:40]) from None
 
 
+def _spamds(name):
+    return name.startswith(SPAMD_PREFIX) and not name.startswith(SENDERS_PREFIX)
+
+
 def spamd_fields(message):
-    """The fields spamd added: after an optional leading Return-Path, the run of X-Spam-* fields
-    (SpamAssassin's rewrite_no_report_safe puts them there), as RFC 5322 fields."""
-    for i, (name, value) in enumerate(fields(message)):
-        if i == 0 and name == b"return-path":
-            continue
-        if not name.startswith(SPAMD_PREFIX) or name.startswith(SENDERS_PREFIX):
+    """The fields spamd added, as RFC 5322 fields: the first run of X-Spam-* fields of the header
+    block. SpamAssassin writes them on top (after a Return-Path it keeps first), or with
+    report_safe below its own Received line and the From/To/Cc/Subject/Date/Message-Id it copies;
+    the sender's X-Spam-* fields it strips (report_safe 0) or leaves in the attached original."""
+    started = False
+    for name, value in fields(message):
+        if _spamds(name):
+            started = True
+            yield name, value
+        elif started:
             return
-        yield name, value
 
 
 def reject_score(message):
