@@ -17,7 +17,7 @@ from test_dialogues import TCP_ENV, FakeServices
 from qmailpy.ctl.reader import Controls
 from qmailpy.proto import replies as R
 from qmailpy.proto.lines import MAX_LINE
-from qmailpy.send.rewrite import LOCAL, Rewriter
+from qmailpy.addr.rewrite import LOCAL, Rewriter
 from qmailpy.smtpd.config import SmtpdConfig
 from qmailpy.smtpd.main import READ_SIZE
 from qmailpy.smtpd.session import Session

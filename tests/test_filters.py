@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import services
+import clamd_payloads as payloads
 from mysql_fixture import mysql_admin
 from qmailpy import exitcodes as X
 from qmailpy.filters import runscripts
@@ -92,7 +93,11 @@ def _free_port():
 
 
 class Clamd:
-    def __init__(self, root):
+    """clamd with the clamd.conf `make install` writes (runscripts.from_controls over a qmail home's
+    controls: clamdsocket, databytes, clamdalertencrypted), plus a TCP socket and a temp directory."""
+
+    def __init__(self, root, controls=()):
+        from qmailpy.ctl.reader import Controls
         self.root = root
         self.sock = os.path.join(root, "clamd.sock")
         self.port = _free_port()
@@ -100,11 +105,17 @@ class Clamd:
         os.mkdir(db)
         with open(os.path.join(db, "qmailpy-test.ndb"), "w") as f:
             f.write("Qmailpy-Test-EICAR:0:*:%s\n" % EICAR.hex())
+        home = os.path.join(root, "qmail")
+        os.makedirs(os.path.join(home, "control"))
+        for name, value in dict(controls, clamdsocket=self.sock).items():
+            with open(os.path.join(home, "control", name), "w") as f:
+                f.write(value + "\n")
         conf = os.path.join(root, "clamd.conf")
+        self.conf = runscripts.from_controls(Controls(home, {}), conf, database_dir=db, clamd_extra=[
+            "TCPSocket %d" % self.port, "TCPAddr 127.0.0.1", "TemporaryDirectory %s" % root,
+            "SelfCheck 3600"])["clamd.conf"]
         with open(conf, "w") as f:
-            f.write(runscripts.clamd_config(self.sock, database_dir=db, extra=[
-                "TCPSocket %d" % self.port, "TCPAddr 127.0.0.1", "TemporaryDirectory %s" % root,
-                "SelfCheck 3600"]))
+            f.write(self.conf)
         self.log = os.path.join(root, "clamd.log")
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(runscripts.clamd_command(conf), stdout=out, stderr=subprocess.STDOUT,
@@ -124,7 +135,11 @@ class Spamd:
     USERS = [("low@example.net", "required_score", "3"),
              ("mark@example.net", "required_score", "10"),
              ("high@example.net", "required_score", "10"),
-             ("high@example.net", "add_header", "all Reject-Score 20")]
+             ("high@example.net", "add_header", "all Reject-Score 20"),
+             ("safe@example.net", "report_safe", "1"),
+             ("safe@example.net", "add_header", "all Reject-Score 20"),
+             ("y@example.com", "add_header", "all Reject-Score 20"),
+             ("carol@example.com", "required_score", "4")]
 
     def __init__(self, conn):
         self.conn = conn
@@ -300,6 +315,168 @@ def test_clean_message_for_filtered_and_unfiltered(home, clamd):
     assert len(os.listdir(home.root / "queue" / "todo")) == 1      # no copy: one queue entry
 
 
+# -- whose key: the address as qmail-send will deliver it (qmailpy.addr.keys), through the real qmail-smtpd
+
+QMAIL_SMTPD = str(ROOT / "bin" / "qmail-smtpd")
+TCP_ENV = {"TCPREMOTEIP": "127.0.0.1", "TCPLOCALIP": "127.0.0.1", "TCPLOCALHOST": "localhost", "PROTO": "TCP"}
+PERM = "554 mail server permanently rejected message (#5.3.0)"
+
+
+def keyed_home(home):
+    """mx.example.net's locals, virtual example.com with its alias domain (qmail-users, SQLite), percenthack."""
+    for name, text in (("me", "mx.example.net"), ("locals", "mx.example.net\nlocalhost"),
+                       ("rcpthosts", "mx.example.net\nlocalhost\nexample.com\nalias.example\nrelay.example.net"),
+                       ("virtualdomains", "example.com:example.com\nalias.example:example.com"),
+                       ("percenthack", "relay.example.net")):
+        home.control(name, text)
+    env = dict(os.environ, QMAILHOME=str(home.root))
+    for args in (("adddomain", "example.com"), ("addaliasdomain", "example.com", "alias.example"),
+                 ("adduser", "y@example.com", "-p", "pw"), ("adduser", "carol@example.com", "-p", "pw"),
+                 ("adduser", "dave@example.com", "-p", "pw")):
+        p = subprocess.run([str(ROOT / "bin" / "qmail-users"), *args], env=env, capture_output=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+
+
+def smtp(home, rcpt, message):
+    """One transaction through bin/qmail-smtpd (and bin/qmail-queue) on pipes: (DATA's reply, log)."""
+    data = (b"HELO client.example\r\nMAIL FROM:<alice@example.org>\r\nRCPT TO:" + rcpt + b"\r\nDATA\r\n"
+            + message.replace(b"\n", b"\r\n") + b".\r\nQUIT\r\n")
+    p = subprocess.run([QMAIL_SMTPD], input=data, capture_output=True, timeout=60,
+                       env=dict(os.environ, QMAILHOME=str(home.root), QMAILQUEUE=QMAIL_QUEUE, **TCP_ENV))
+    lines = p.stdout.decode().split("\r\n")
+    assert lines[2:4] == ["250 ok", "250 ok"], (rcpt, lines)
+    return lines[5], p.stderr.decode()
+
+
+KEYED = [b"<bob>", b"<\"bob\">", b"bob", b"<@mx.example.net:bob>", b"<Bob@LocalHost>", b"<bob-list@localhost>",
+         b"<carol@alias.example>", b"<carol%example.com@relay.example.net>", b"<carol%alias.example@relay.example.net>",
+         b"<y-foo@example.com>", b"<y-foo-bar@alias.example>"]
+
+
+@pytest.mark.parametrize("rcpt", KEYED, ids=[r.decode() for r in KEYED])
+def test_virus_check_keys_on_the_delivered_mailbox(home, clamd, rcpt):
+    """clamavclients lists bob@mx.example.net, carol@example.com and y@example.com: each way of
+    writing them (no @, quoted, source route, another locals name, the alias domain, percenthack,
+    an extension) is virus-checked exactly as the listed address, end to end through qmail-smtpd."""
+    keyed_home(home)
+    home.clients("clamavclients", "bob@mx.example.net", "carol@example.com", "y@example.com")
+    home.control("clamdsocket", clamd.sock)
+    reply, log = smtp(home, rcpt, INFECTED)
+    assert reply == PERM, (rcpt, reply, log)
+    assert "qmail-queue: message refused: virus %s found" % VIRUS in log
+    assert home.files() == []
+
+
+def test_unlisted_mailboxes_are_not_virus_checked(home, clamd):
+    keyed_home(home)
+    home.clients("clamavclients", "bob@mx.example.net", "carol@example.com", "y@example.com")
+    home.control("clamdsocket", clamd.sock)
+    for rcpt in (b"<dave@alias.example>", b"<bobby@localhost>", b"<carol@relay.example.net>", b"<x-y@example.com>"):
+        reply, log = smtp(home, rcpt, INFECTED)
+        assert reply.startswith("250 ok "), (rcpt, reply, log)
+    assert len(os.listdir(home.root / "queue" / "todo")) == 4
+
+
+def test_spamd_user_is_the_delivered_mailbox(home, spamd):
+    """y-foo-bar@alias.example is y@example.com's mail: spamd applies y's preferences (reject 20)."""
+    keyed_home(home)
+    home.clients("spamdclients", "y@example.com", "carol@example.com")
+    home.control("spamdsocket", spamd.sock)
+    reply, log = smtp(home, b"<y-foo-bar@alias.example>", SPAM)
+    assert reply == PERM and "reject score 20.0" in log, (reply, log)
+    reply, log = smtp(home, b"<carol-x@alias.example>", SPAM)        # carol: no reject score of her own
+    assert reply.startswith("250 ok "), (reply, log)
+    [got] = home.queued().values()
+    assert b"required=4.0" in header(got, b"X-Spam-Status")              # carol's required_score
+
+
+# -- what clamd cannot scan in full is refused, never queued unscanned
+
+LIMITS = [("mime 19 deep", lambda: payloads.nested_mime(19), "Heuristics.Limits.Exceeded.MaxRecursion"),
+          ("zip 16 deep", lambda: payloads.nested_zip(16), "Heuristics.Limits.Exceeded.MaxRecursion"),
+          ("10,001 files", lambda: payloads.many_files_zip(10001), "Heuristics.Limits.Exceeded.MaxFiles"),
+          ("5 x 90 MiB of zeros", lambda: payloads.zeros_zip(5, 90 << 20), "Heuristics.Limits.Exceeded.MaxScanSize"),
+          ("encrypted zip", payloads.encrypted_zip, "Heuristics.Encrypted.Zip")]
+
+
+def test_clamd_runs_the_installed_config(clamd):
+    """The suite's clamd runs what `make install` writes: alerts on, limits from databytes."""
+    lines = clamd.conf.splitlines()
+    for want in ("AlertExceedsMax yes", "AlertEncrypted yes", "StreamMaxLength 104857600",
+                 "MaxFileSize 104857600", "MaxScanSize 419430400"):
+        assert want in lines, want
+
+
+@pytest.mark.parametrize("what, make, finding", LIMITS, ids=[x[0] for x in LIMITS])
+def test_beyond_clamds_limits_is_refused(home, clamd, what, make, finding):
+    """EICAR past a limit (19 MIME levels, a zip 16 deep, 10,001 files, 450 MiB unpacked) or in a
+    password zip: refused as clamd's Heuristics finding, also with filterfailopen; within the
+    limits the same EICAR is found."""
+    home.clients("clamavclients", "bob@example.net")
+    home.control("clamdsocket", clamd.sock)
+    home.control("filterfailopen", "1")
+    home.control("badurls", "1")
+    home.control("badurlscommand", "cat > %s/reported" % home.root)
+    rc, err = home.queue(make(), ["bob@example.net", "carol@example.com"])
+    assert rc == 0, err
+    assert err == "qmail-queue: refused for bob@example.net: virus %s found\n" % finding
+    assert list(home.queued()) == ["carol@example.com"]
+    assert not (home.root / "reported").exists()          # not known malware: no URLs reported
+
+
+def test_within_clamds_limits_eicar_is_found(home, clamd):
+    home.control("clamglobal", "1")
+    home.control("clamdsocket", clamd.sock)
+    for message in (payloads.nested_mime(17), payloads.nested_zip(15), payloads.many_files_zip(9999)):
+        rc, err = home.queue(message, ["bob@example.net"])
+        assert (rc, err) == (X.QQ_PERM_REFUSED, "qmail-queue: message refused: virus %s found\n" % VIRUS)
+
+
+def test_message_above_streammaxlength_is_refused(home, clamd):
+    """databytes 0 (unlimited) keeps clamd's StreamMaxLength of 100 MiB: a longer message is refused
+    for the virus-checked recipient (clamd stops reading it), with or without filterfailopen."""
+    home.clients("clamavclients", "bob@example.net")
+    home.control("clamdsocket", clamd.sock)
+    home.control("filterfailopen", "1")
+    big = payloads.big_message(101 << 20).replace(EICAR, b"no virus here")
+    rc, err = home.queue(big, ["bob@example.net"])
+    assert (rc, err) == (X.QQ_PERM_REFUSED,
+                         "qmail-queue: message refused: virus Heuristics.Limits.Exceeded.StreamMaxLength found\n")
+    assert home.files() == []
+
+
+@pytest.fixture(scope="module")
+def clamd_200m(tmp_path_factory):
+    """clamd installed for databytes 200 MiB and clamdalertencrypted 0."""
+    if not shutil.which("clamd"):
+        pytest.skip("clamd not installed (Debian clamav-daemon)")
+    c = Clamd(str(tmp_path_factory.mktemp("clamd200m")), {"databytes": str(200 << 20), "clamdalertencrypted": "0"})
+    yield c
+    c.stop()
+
+
+def test_databytes_raises_clamds_size_limits_together(home, clamd_200m):
+    """With databytes 200 MiB, a 112 MB message with EICAR at its start is read and scanned in full."""
+    lines = clamd_200m.conf.splitlines()
+    stream = (200 << 20) + 65536
+    for want in ("StreamMaxLength %d" % stream, "MaxFileSize %d" % stream, "MaxScanSize %d" % (4 * stream),
+                 "AlertExceedsMax yes", "AlertEncrypted no"):
+        assert want in lines, want
+    home.control("clamglobal", "1")
+    home.control("clamdsocket", clamd_200m.sock)
+    rc, err = home.queue(payloads.big_message(112 * 10 ** 6), ["bob@example.net"])
+    assert (rc, err) == (X.QQ_PERM_REFUSED, "qmail-queue: message refused: virus %s found\n" % VIRUS)
+    assert home.files() == []
+
+
+def test_clamdalertencrypted_0_lets_encrypted_archives_pass(home, clamd_200m):
+    home.control("clamglobal", "1")
+    home.control("clamdsocket", clamd_200m.sock)
+    message = payloads.encrypted_zip()
+    assert home.queue(message, ["bob@example.net"]) == (0, "")
+    assert home.queued() == {"bob@example.net": message}
+
+
 # -- spamd
 
 def test_spam_marked_per_user_or_refused(home, spamd):
@@ -332,6 +509,36 @@ def test_spam_refused_for_everybody_is_31(home, spamd):
     assert rc == X.QQ_PERM_REFUSED
     assert err.startswith("qmail-queue: message refused: spam, score 100") and "reject score 20.0" in err
     assert home.files() == []
+
+
+@pytest.mark.parametrize("nl", [b"\n", b"\r\n"])
+def test_senders_reject_score_lines_change_nothing(home, spamd, nl):
+    """A folded ` X-Spam-Reject-Score: 99999` under Subject and one in the body (LF or CRLF mess
+    files) do not lift high's reject score of 20: GTUBE is refused for him as without them."""
+    trick = (HEADERS.replace(b"Subject: lunch\n", b"Subject: lunch\n X-Spam-Reject-Score: 99999\n")
+             + b"\nBuy now!\n" + GTUBE + b"\nX-Spam-Reject-Score: 99999\n").replace(b"\n", nl)
+    home.clients("spamdclients", "high@example.net", "low@example.net")
+    home.control("spamdsocket", spamd.sock)
+    rc, err = home.queue(trick, ["high@example.net", "low@example.net"])
+    assert rc == 0, err
+    assert re.fullmatch(r"qmail-queue: refused for high@example.net: spam, score 10\d\d\.\d >= reject score 20\.0\n",
+                        err), err
+    got = home.queued()
+    assert list(got) == ["low@example.net"]
+    assert nl + b" X-Spam-Reject-Score: 99999" + nl in got["low@example.net"]     # the sender's line stays his
+    rc, err = home.queue(trick, ["high@example.net"])
+    assert rc == X.QQ_PERM_REFUSED and "reject score 20.0" in err
+
+
+def test_reject_score_with_report_safe(home, spamd):
+    """report_safe 1 puts spamd's X-Spam-* fields under its Received line and the copied Subject
+    (which carries the sender's folded line): the reject score is still spamd's, 20."""
+    trick = (HEADERS.replace(b"Subject: lunch\n", b"Subject: lunch\n X-Spam-Reject-Score: 99999\n")
+             + b"\nBuy now!\n" + GTUBE + b"\nX-Spam-Reject-Score: 99999\n")
+    home.control("spamglobal", "1")
+    home.control("spamdsocket", spamd.sock)
+    rc, err = home.queue(trick, ["safe@example.net"])
+    assert rc == X.QQ_PERM_REFUSED and "reject score 20.0" in err, err
 
 
 def test_ham_gets_each_users_headers(home, spamd):
@@ -466,7 +673,7 @@ def test_silent_service_times_out_72(home, fake, which):
     ("spamd", b"SPAMD/1.0 76 Bad header line: (EOF)\r\n", X.QQ_TEMP_REFUSED),
     ("spamd", b"", X.QQ_COMM_FAILED),
     ("clamd", b"stream: something odd\0", X.QQ_COMM_FAILED),
-    ("clamd", b"INSTREAM size limit exceeded. ERROR\0", X.QQ_TEMP_REFUSED),
+    ("clamd", b"stream: lstat() failed: No such file or directory. ERROR\0", X.QQ_TEMP_REFUSED),
 ])
 def test_garbage_is_temporary(home, fake, which, answer, code):
     home.control("clamglobal" if which == "clamd" else "spamglobal", "1")

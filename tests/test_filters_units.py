@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
 from qmailpy import exitcodes as X
 from qmailpy.ctl.cdbmap import CdbMap
@@ -16,10 +17,34 @@ from qmailpy.filters.net import ServiceError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_select_keys():
-    assert select.keys(b"Bob@Example.NET") == (b"bob@example.net", b"@example.net")
-    assert select.keys(b"postmaster") == (b"postmaster",)
-    assert select.keys(b"a@b@C") == (b"a@b@c", b"@c")
+def test_select_by_recipient_keys(tmp_path):
+    """select() asks the cdb for every key of qmailpy.addr.keys; spamd's User is the first key."""
+    import cdblib
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    for name, text in (("locals", "mx.example.net\nlocalhost"), ("envnoathost", "mx.example.net"),
+                       ("virtualdomains", "example.com:example.com\nalias.example:example.com"),
+                       ("percenthack", "relay.example.net")):
+        (home / "control" / name).write_text(text + "\n")
+    for name, keys in (("clamavclients.cdb", (b"bob@mx.example.net", b"@example.com")),
+                       ("spamdclients.cdb", (b"ann@example.com",))):
+        with open(home / "control" / name, "wb") as f, cdblib.Writer(f) as w:
+            for k in keys:
+                w.put(k, b"")
+    rcpts = [b"bob", b"Bob@LocalHost", b"x@alias.example", b"ann-list@alias.example",
+             b"ann%example.com@relay.example.net", b"bob@far.example", b"bob"]
+    logged = []
+    clam, spam, keys = select.select(Controls(str(home), {}), rcpts, logged.append)
+    assert clam == [b"bob", b"Bob@LocalHost", b"x@alias.example", b"ann-list@alias.example",
+                    b"ann%example.com@relay.example.net", b"bob"]
+    assert spam == [b"ann-list@alias.example", b"ann%example.com@relay.example.net"]
+    assert keys[b"ann-list@alias.example"] == b"ann-list@example.com"        # no users database here
+    assert keys[b"bob"] == keys[b"Bob@LocalHost"] == b"bob@mx.example.net" and logged == []
+    (home / "control" / "clamavclients.cdb").unlink()
+    (home / "control" / "spamdclients.cdb").unlink()
+    assert select.select(Controls(str(home), {}), rcpts, logged.append) == ([], [], {})
+    (home / "control" / "clamglobal").write_text("1\n")
+    assert select.select(Controls(str(home), {}), rcpts, logged.append) == (rcpts, [], {})
 
 
 def test_parse_address():
@@ -37,13 +62,26 @@ def test_clamd_answers():
     assert clamd.parse_answer(b"stream: OK\0") is None
     assert clamd.parse_answer(b"stream: Eicar-Test-Signature FOUND\0") == "Eicar-Test-Signature"
     assert clamd.parse_answer(b"stream: Win.Test.EICAR_HDB-1 FOUND\n") == "Win.Test.EICAR_HDB-1"
-    for answer, code in ((b"INSTREAM size limit exceeded. ERROR\0", X.QQ_TEMP_REFUSED),
-                         (b"stream: lstat() failed: No such file. ERROR\0", X.QQ_TEMP_REFUSED),
+    assert clamd.parse_answer(b"INSTREAM size limit exceeded. ERROR\0") == clamd.TOO_LONG
+    assert clamd.not_malware(clamd.TOO_LONG) and clamd.not_malware("Heuristics.Encrypted.Zip")
+    assert not clamd.not_malware("Heuristics.Phishing.Email") and not clamd.not_malware("Eicar-Signature")
+    for answer, code in ((b"stream: lstat() failed: No such file. ERROR\0", X.QQ_TEMP_REFUSED),
                          (b"UNKNOWN COMMAND\0", X.QQ_COMM_FAILED), (b"stream:  FOUND\0", X.QQ_COMM_FAILED),
                          (b"PONG\0", X.QQ_COMM_FAILED)):
         with pytest.raises(ServiceError) as e:
             clamd.parse_answer(answer)
         assert e.value.code == code, answer
+
+
+def test_clamd_limits():
+    """Raised together from databytes, never below clamd's defaults, within what ClamAV can do."""
+    default = [("StreamMaxLength", 100 << 20), ("MaxFileSize", 100 << 20), ("MaxScanSize", 400 << 20)]
+    assert runscripts.clamd_limits(0) == runscripts.clamd_limits(10 << 20) == default
+    s = (150 << 20) + 65536
+    assert runscripts.clamd_limits(150 << 20) == [("StreamMaxLength", s), ("MaxFileSize", s), ("MaxScanSize", 4 * s)]
+    assert runscripts.clamd_limits(3 << 30) == [("StreamMaxLength", (3 << 30) + 65536), ("MaxFileSize", (2 << 30) - 1),
+                                                ("MaxScanSize", (4 << 30) - 1)]
+    assert runscripts.clamd_limits(5 << 30)[0] == ("StreamMaxLength", (4 << 30) - 1)
 
 
 def _spamd(body, spam=b"True ; 15.5 / 5.0", length=None, status=b"SPAMD/1.1 0 EX_OK"):
@@ -88,6 +126,57 @@ def test_spamd_answers():
         assert e.value.code == code, answer
 
 
+SA_TOP = b"X-Spam-Checker-Version: SpamAssassin 4.0.1\nX-Spam-Status: Yes, score=15.5 required=5.0\n\ttests=GTUBE\n"
+
+
+@pytest.mark.parametrize("nl", [b"\n", b"\r\n"])
+def test_reject_score_only_from_spamds_block(nl):
+    """A folded line, a body line or a field below the sender's headers never gives the reject score."""
+    def msg(text):
+        return text.replace(b"\n", nl)
+    folded = b"Received: from x\nSubject: hi\n X-Spam-Reject-Score: 99999\n\nbody\nX-Spam-Reject-Score: 99999\n"
+    assert spamd.reject_score(msg(SA_TOP + b"X-Spam-Reject-Score: 10\n" + folded)) == 10.0
+    assert spamd.reject_score(msg(SA_TOP + folded)) is None
+    assert spamd.reject_score(msg(SA_TOP + b"Subject: x\nX-Spam-Reject-Score: 99999\n\n")) is None
+    assert spamd.reject_score(msg(SA_TOP + b"X-Spam-Reject-Score: 10\nX-Spam-Reject-Score: 99999\n\n")) == 10.0
+    assert spamd.reject_score(msg(b"Return-Path: <a@b>\n\t(c)\n" + SA_TOP + b"X-Spam-Reject-Score: 7 \n\n")) == 7.0
+    assert spamd.reject_score(msg(SA_TOP + b"X-Spam-Prev-Subject: x\nX-Spam-Reject-Score: 99999\n\n")) is None
+    report_safe = (b"Received: from localhost by mx\n\twith SpamAssassin (version 4.0.1);\nFrom: a@b\n"
+                   b"Subject: hi\n X-Spam-Reject-Score: 99999\n" + SA_TOP + b"X-Spam-Reject-Score: 20\n"
+                   b"MIME-Version: 1.0\nX-Spam-Reject-Score: 99999\n\nX-Spam-Reject-Score: 99999\n")
+    assert spamd.reject_score(msg(report_safe)) == 20.0       # report_safe: spamd's block under its copies
+    assert spamd.reject_score(msg(b"X-Spam-Reject-Score : 99999\n\n")) is None
+    assert spamd.reject_score(msg(b"X-Spam-Reject-Score: lots\nX-Spam-Reject-Score: 9\n\n")) is None
+    assert spamd.reject_score(msg(b"\nX-Spam-Reject-Score: 9\n")) is None
+    v = spamd.parse_answer(_spamd(msg(SA_TOP + b"X-Spam-Reject-Score: 20\n" + folded)))
+    assert (v.spam, v.score, v.reject, v.refused()) == (True, 15.5, 20.0, False)
+
+
+def test_header_fields():
+    from qmailpy.proto.headers import fields
+    assert list(fields(b"A: 1\nB-c:  two\n\tthree \nD:\n\nE: body\n")) == [
+        (b"a", b"1"), (b"b-c", b"two\tthree"), (b"d", b"")]
+    assert list(fields(b"A: 1\r\nB: 2\r\n X: 3\r\n\r\nC: 4\r\n")) == [(b"a", b"1"), (b"b", b"2 X: 3")]
+    assert list(fields(b" X: 1\nA: 2\n")) == []                  # no field to continue: not a header block
+    assert list(fields(b"A: 1\nnot a field\nB: 2\n")) == [(b"a", b"1")]
+    assert list(fields(b"A : 1\nB: 2\n")) == []
+    assert list(fields(b"A: 1")) == [(b"a", b"1")]
+    assert list(fields(b"")) == []
+
+
+@given(st.lists(st.tuples(st.from_regex(rb"\A[!-9;-~]{1,12}\Z"),
+                          st.lists(st.from_regex(rb"\A[ -~]{0,20}\Z"), min_size=1, max_size=3)), max_size=6),
+       st.sampled_from([b"\n", b"\r\n"]), st.binary(max_size=40))
+def test_header_fields_property(block, nl, body):
+    """Written fields come back in order, folded lines joined to theirs, whatever the body holds."""
+    from qmailpy.proto.headers import fields
+    text = b"".join(name + b":" + nl.join([parts[0]] + [b"\t" + p for p in parts[1:]]) + nl
+                    for name, parts in block)
+    want = [(name.lower(), b"\t".join(parts).strip(b" \t")) for name, parts in block]
+    got = [(k, v.replace(b"\r", b"")) for k, v in fields(text + nl + body)]
+    assert [(k, v.strip(b" \t")) for k, v in got] == want
+
+
 def test_find_urls():
     msg = (b"Subject: x\n\nsee <http://a.example/x>, and (https://b.example/y?z=1).\n"
            b"again http://a.example/x\nqp: http://c.exa=\nmple/p=3Dq\n"
@@ -114,10 +203,13 @@ def test_report_command(tmp_path):
 
 def test_runscripts():
     assert runscripts.clamd_command("/etc/c.conf") == ["clamd", "--foreground", "--config-file=/etc/c.conf"]
-    conf = runscripts.clamd_config("/run/clamav/clamd.ctl", "/db", stream_max=1000, user="clamav")
+    conf = runscripts.clamd_config("/run/clamav/clamd.ctl", "/db", databytes=1000, user="clamav")
     assert conf.splitlines()[1:] == ["Foreground yes", "LocalSocket /run/clamav/clamd.ctl", "LocalSocketMode 666",
                                      "FixStaleSocket yes", "DatabaseDirectory /db", "ScanMail yes", "LogSyslog no",
-                                     "LogTime yes", "StreamMaxLength 1000", "User clamav"]
+                                     "LogTime yes", "StreamMaxLength 104857600", "MaxFileSize 104857600",
+                                     "MaxScanSize 419430400", "AlertExceedsMax yes", "AlertEncrypted yes",
+                                     "User clamav"]
+    assert "AlertEncrypted no\n" in runscripts.clamd_config("/s", alert_encrypted=False)
     assert "TCPSocket 3310\nTCPAddr 127.0.0.1\n" in runscripts.clamd_config("127.0.0.1:3310")
     assert runscripts.spamd_command("127.0.0.1:783") == [
         "spamd", "--max-children=10", "--syslog=stderr", "-q", "-x", "--username=debian-spamd",
@@ -140,8 +232,15 @@ def test_runscripts_from_controls(tmp_path):
     got = runscripts.from_controls(Controls(str(home), {}))
     assert got["spamd/run"].splitlines()[-1] == \
         "exec spamd --max-children=30 --syslog=stderr -q -x --username=debian-spamd --socketpath=/run/spamd.sock"
-    assert "TCPSocket 3310\n" in got["clamd.conf"] and "StreamMaxLength 1065536\n" in got["clamd.conf"]
+    assert "TCPSocket 3310\n" in got["clamd.conf"] and "StreamMaxLength 104857600\n" in got["clamd.conf"]
+    assert "AlertEncrypted yes\n" in got["clamd.conf"]
     assert got["clamd/run"].endswith("exec clamd --foreground --config-file=/etc/clamav/clamd.conf\n")
+    (home / "control" / "databytes").write_text("%d\n" % (300 << 20))
+    (home / "control" / "clamdalertencrypted").write_text("0\n")
+    conf = runscripts.from_controls(Controls(str(home), {}))["clamd.conf"].splitlines()
+    stream = (300 << 20) + 65536
+    assert conf[-5:] == ["StreamMaxLength %d" % stream, "MaxFileSize %d" % stream, "MaxScanSize %d" % (4 * stream),
+                         "AlertExceedsMax yes", "AlertEncrypted no"]
     (home / "control" / "sanetcheck").write_text("0\n")
     got = runscripts.from_controls(Controls(str(home), {}))
     assert got["spamd/run"].rstrip().endswith(" -L")
@@ -186,3 +285,23 @@ def test_newfilters(tmp_path):
     assert p.returncode == 111 and "clamavclients:1: one address or @domain a line" in p.stderr
     assert len(CdbMap(str(control / "clamavclients.cdb"))) == 2      # the old database stays
     assert newfilters(home, "nosuchlist").returncode != 0
+
+
+def test_select_when_the_users_database_is_down(tmp_path):
+    """Logged once; the keys come from the controls alone (every name: nothing listed is skipped)."""
+    import cdblib
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]                    # closed again: nobody listens there
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    (home / "control" / "virtualdomains").write_text("example.com:example.com\n")
+    (home / "control" / "usersdb").write_text("127.0.0.1|%d|u|p|vpopmail\n" % port)
+    with open(home / "control" / "spamdclients.cdb", "wb") as f, cdblib.Writer(f) as w:
+        w.put(b"y@example.com", b"")
+    logged = []
+    rcpts = [b"y-foo@example.com", b"z@example.com"]
+    assert select.select(Controls(str(home), {}), rcpts, logged.append) == (
+        [], [b"y-foo@example.com"], {b"y-foo@example.com": b"y-foo@example.com", b"z@example.com": b"z@example.com"})
+    assert len(logged) == 1 and logged[0].startswith("users database unavailable (usersdb 127.0.0.1: ")
+    assert logged[0].endswith("): recipient keys from the controls alone")

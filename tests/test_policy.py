@@ -204,3 +204,27 @@ def test_malformed_policy_numbers_stop_the_session_at_connect(tmp_path):
     assert str(e.value) == "control/mfdnscheck:1: not a number: 'yes'"
 
 
+def test_badrcptto_keys_on_the_mailbox_a_recipient_reaches(tmp_path):
+    """badrcptto lists bob@example.com: the alias domain, an extension, percenthack refer to him too;
+    root@mx.example.net: <root>, root@localhost (locals) and root-x do. qmailpy.addr.keys decides."""
+    from qmailpy.policy import lists
+    p = policy_for(tmp_path, {"badrcptto": "bob@example.com\nroot@mx.example.net\n",
+                              "locals": "mx.example.net\nlocalhost\n", "envnoathost": "mx.example.net\n",
+                              "virtualdomains": "example.com:example.com\nalias.example:example.com\n",
+                              "percenthack": "relay.example.net\n"})
+
+    class Users:
+        boxes = {(b"bob", b"example.com"): b"bob@example.com", (b"bob", b"alias.example"): b"bob@example.com",
+                 (b"bobby", b"example.com"): b"bobby@example.com"}
+
+        def find_address(self, name, domain):
+            return self.boxes.get((name, domain))
+    p.use_mailboxes(Users)
+    for rcpt in ("bob@example.com", "Bob@Alias.Example", "bob-foo@alias.example", "bob%alias.example@relay.example.net",
+                 "root", "root@LOCALHOST", "root-x@localhost"):
+        v = lists.badrcptto(p, Envelope(rcpt=rcpt))
+        assert v.status == REFUSE and v.rule.endswith(("badrcptto:1", "badrcptto:2")), rcpt
+    v = lists.badrcptto(p, Envelope(rcpt="bob-foo@alias.example"))
+    assert v.note == "listed as 'bob@example.com' (delivered as <bob@example.com>)"
+    for rcpt in ("bobby@example.com", "bobby-x@alias.example", "bob@far.example", "carol", "root@far.example"):
+        assert lists.badrcptto(p, Envelope(rcpt=rcpt)).status == ACCEPT, rcpt

@@ -340,6 +340,13 @@ def test_mysql_backend(mysql_world):
     assert [r[0] for r in w.db.execute("SELECT ip_addr FROM relay")] == ["127.0.0.9"]
     replies = smtp_relay_attempt(w, "127.0.0.9")
     assert replies[2:4] == ["250 ok", "250 ok"], replies
+    # a table with a folding collation, as vpopmail makes it: auth_username_chars (the qmail-users
+    # characters) keeps a look-alike from logging in as joe; JOE is joe (%Lu)
+    w.db.execute("ALTER TABLE vpopmail CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+    for login, answer in (("jóe@example.org", "-ERR"), ("JOE@Example.ORG", "+OK")):
+        pop = Pop3(w.port, "127.0.0.11")
+        assert pop.login(login, PASSWORD).startswith(answer), (login, w.log())
+        pop.close()
 
 
 # -- the hook on its own

@@ -460,7 +460,8 @@ def test_no_filter_module_for_unfiltered_mail(home):
             "except SystemExit as e:\n"
             "    sys.stderr.write('rc=%%s %%s\\n' %% (e.code, sorted(m for m in sys.modules if m == 'socket' "
             "or m.startswith('qmailpy.filters'))))\n") % (QMAIL_QUEUE, QMAIL_QUEUE)
-    for rcpt, rc, mods in ((b"x@example.net", 0, "['qmailpy.filters', 'qmailpy.filters.select']"),
+    mods_unfiltered = "['qmailpy.filters', 'qmailpy.filters.log', 'qmailpy.filters.select']"
+    for rcpt, rc, mods in ((b"x@example.net", 0, mods_unfiltered),
                            (b"y@FILTERED.example", X.QQ_NETWORK, "'socket'")):
         (home.parent / "m").write_bytes(MSG)
         (home.parent / "e").write_bytes(qq.encode(b"a@example.org", [rcpt]))

@@ -6,7 +6,8 @@ from hypothesis import given, strategies as st
 from qmailpy.proto import spawnwire as sw
 from qmailpy.send import clock, todowire
 from qmailpy.log import qmail_safe as safe
-from qmailpy.send.rewrite import LOCAL, REMOTE, Rewriter, bounce_sender, verp_sender
+from qmailpy.addr.rewrite import LOCAL, REMOTE, Rewriter
+from qmailpy.send.rewrite import bounce_sender, verp_sender
 
 addr = st.binary(max_size=40).map(lambda b: b.replace(b"\0", b"x"))
 

@@ -10,7 +10,7 @@ from qmailpy.clean import wire
 from qmailpy.proto.date822 import date822
 from qmailpy.queue import layout
 from qmailpy.send import todowire
-from qmailpy.send.rewrite import Rewriter
+from qmailpy.addr.rewrite import Rewriter
 from qmailpy.send.todo import preprocess
 from test_send_support import BIN, Scratch, queue_message
 

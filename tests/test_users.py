@@ -246,3 +246,66 @@ def test_vpopmaildir_control(backend, tmp_path):  # noqa: F811
     assert box.dir == str(tmp_path / "vpop" / "domains" / "example.org" / "joe")
     assert os.path.isdir(os.path.join(box.dir, "Maildir", "new"))
 
+
+
+# -- exact names (issue 22): look-alikes of a mailbox are nobody, on every backend and table
+
+LOOKALIKES = ["jóe", "joé", "joe ", " joe", "joe\\ ", "joe\\", "jo\u0301e", "\u212aate", "j\u00f6e", "joe\t", "joe\0"]
+
+
+def _lookalikes_are_nobody(users):
+    admin.add_user(users, "joe@example.org", "pw", clear=True)
+    admin.add_user(users, "kate@example.org", "pw")
+    for name in LOOKALIKES:
+        for domain in ("example.org", "EXAMPLE.org", "example.org "):
+            assert users.lookup(name, domain) is None, (name, domain)
+        login = name + "@example.org"
+        assert not users.verify_password(login, "pw"), name
+        assert authenticate(users, "PLAIN", login, "pw", None) is False, name
+    assert users.lookup("joe", "exámple.org") is None and users.domain_of("exámple.org") is None
+    assert users.lookup("joe", "example.org ") is None
+    # A-Z fold to a-z (vpopmail lower-cases names, qmail domains): JOE is joe, for everything
+    assert users.lookup("JOE", "Example.ORG").address == "joe@example.org"
+    assert authenticate(users, "LOGIN", "JOE@EXAMPLE.ORG", "pw", None) is True
+    assert users.find_address(b"JoE", b"example.org") == b"joe@example.org"
+    assert users.find_address("jóe".encode(), b"example.org") is None
+
+
+def test_lookalike_names_are_nobody(users):
+    _lookalikes_are_nobody(users)
+
+
+def test_lookalikes_on_tables_with_the_servers_collation(backend):  # noqa: F811
+    """Tables made by vpopmail (or anyone) without a collation: MariaDB's utf8mb4_general_ci, where
+    'jóe', 'joe ' and 'JOE' equal 'joe'. Lookups still match the exact name."""
+    if backend.kind == "mysql":
+        for stmt in schema.create_statements():          # vpopmail's DDL, the server's defaults
+            backend.sql(stmt)
+        [(collation,)] = backend.sql(
+            "SELECT collation_name FROM information_schema.columns WHERE table_schema = DATABASE() "
+            "AND table_name = 'vpopmail' AND column_name = 'pw_name'")
+        assert collation != "utf8mb4_bin"                 # the test is about folding tables
+        assert backend.sql("SELECT pw_name FROM vpopmail WHERE pw_name = 'x'") == ()
+    users = backend.open(create=True)
+    admin.add_domain(users, "example.org")
+    if backend.kind == "mysql":                           # the server would fold them...
+        admin.add_user(users, "joe@example.org", "pw", clear=True)
+        got = backend.sql("SELECT pw_name FROM vpopmail WHERE pw_name = 'jóe' AND pw_name = 'joe ' "
+                          "AND pw_name = 'JOE'")
+        assert [r[0] for r in got] == ["joe"]
+        admin.del_user(users, "joe@example.org")
+    _lookalikes_are_nobody(users)                         # ...qmailpy does not
+
+
+def test_tables_compare_bytes(backend):  # noqa: F811
+    """The tables qmailpy makes compare bytes (MySQL: utf8mb4_bin; SQLite: its BINARY default), so the
+    database itself, asked without BINARY, does not fold a look-alike into joe either."""
+    users = backend.open(create=True)
+    admin.add_domain(users, "example.org")
+    admin.add_user(users, "joe@example.org", "pw")
+    if backend.kind == "mysql":
+        rows = backend.sql("SELECT table_name, table_collation FROM information_schema.tables "
+                           "WHERE table_schema = DATABASE() ORDER BY table_name")
+        assert [tuple(r) for r in rows] == [(t, "utf8mb4_bin") for t in sorted(schema.TABLES)]
+    for name in ("JOE", "jóe"):
+        assert list(backend.sql("SELECT pw_name FROM vpopmail WHERE pw_name = ?", (name,))) == []

@@ -101,6 +101,11 @@ def run(home, env, helo, sender, rcpts, auth_user, resolver, echo):
     policy = cfg.policy
     if resolver is not None:
         policy.use_resolver(resolver)
+
+    def users():
+        from qmailpy.users import open_users
+        return open_users(home, controls)
+    policy.use_mailboxes(users)                 # badrcptto's recipient keys, as qmail-smtpd has them
     report = Report(echo)
     started = time.time()
     pop_answer = []

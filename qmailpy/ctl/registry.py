@@ -52,10 +52,11 @@ SMTPD, QUEUE, SEND, LOCAL, REMOTE = "qmail-smtpd", "qmail-queue", "qmail-send", 
 TODO, LSPAWN = "qmail-todo", "qmail-lspawn"
 INJECT = "qmail-inject sendmail"      # sendmail runs qmail-inject
 # Readers that are qmail's programs but not qmailpy's yet: docs/ says "(not yet)".
-# Besides these, every reader is a console script of setup.cfg or a run script
-# (install/services.py: run-scripts, spamd-run).
+# Besides these, every reader is a console script of setup.cfg, a run script
+# (install/services.py: run-scripts, spamd-run) or a service's generated configuration
+# (filters/runscripts.py: clamd-conf, the clamd.conf the install writes).
 NOT_YET = frozenset()
-RUN_SCRIPTS = frozenset(("run-scripts", "spamd-run"))
+RUN_SCRIPTS = frozenset(("run-scripts", "spamd-run", "clamd-conf"))
 
 # Group order is the order of docs/ pages and of qmail-showctl output.
 GROUPS = {
@@ -84,8 +85,9 @@ CONTROLS = (
     _c("plusdomain", LINE, ME, "identity", INJECT, "Replaces a trailing '+' in a host name.",
        env="QMAILPLUSDOMAIN"),
     _c("idhost", LINE, ME, "identity", INJECT, "Host name used in Message-IDs.", env="QMAILIDHOST"),
-    _c("envnoathost", LINE, ME, "identity", f"{SEND} {TODO}", "Domain given to envelope recipients without '@'."),
-    _c("localiphost", LINE, ME, "identity", SMTPD, "Replaces [my-IP] domain literals in recipients."),
+    _c("envnoathost", LINE, ME, "identity", f"{SEND} {TODO} {QUEUE} {SMTPD}",
+       "Domain given to envelope recipients without '@'."),
+    _c("localiphost", LINE, ME, "identity", f"{SMTPD} {QUEUE}", "Replaces [my-IP] domain literals in recipients."),
     # -- smtp
     _c("smtpgreeting", LINE, ME, "smtp", SMTPD, "Text of the 220 greeting and the HELO/EHLO reply."),
     _c("databytes", NUMBER, 0, "smtp", SMTPD, "Largest message accepted, in bytes; 0 = unlimited.",
@@ -111,9 +113,12 @@ CONTROLS = (
     _c("relayclients", LIST, (), "relay", SMTPD, "Client IPs ('1.2.3.4:' or prefix '192.168.1.:') that may relay."),
     _c("relaydomains", LIST, (), "relay", SMTPD, "Client host names ('host:' or '.domain:') that may relay."),
     _c("relaymailfrom", LIST, (), "relay", SMTPD, "Senders (address or @domain) that may relay; not recommended."),
-    _c("locals", LIST, (ME,), "relay", f"{SEND} {TODO} {LSPAWN}", "Domains delivered locally."),
-    _c("virtualdomains", LIST, (), "relay", f"{SEND} {TODO} {LSPAWN}", "'domain:prefix' lines mapping virtual domains to users."),
-    _c("percenthack", LIST, (), "relay", f"{SEND} {TODO}", "Domains where user%host@domain is rewritten to user@host."),
+    _c("locals", LIST, (ME,), "relay", f"{SEND} {TODO} {LSPAWN} {QUEUE} {SMTPD}",
+       "Domains delivered locally."),
+    _c("virtualdomains", LIST, (), "relay", f"{SEND} {TODO} {LSPAWN} {QUEUE} {SMTPD}",
+       "'domain:prefix' lines mapping virtual domains to users."),
+    _c("percenthack", LIST, (), "relay", f"{SEND} {TODO} {QUEUE} {SMTPD}",
+       "Domains where user%host@domain is rewritten to user@host."),
     _c("userchk", BOOL, 0, "relay", SMTPD, "1: refuse unknown mailbox users of hosted domains at RCPT (chkuser)."),
     # -- auth
     _c("smtpauth", BOOL, 0, "auth", SMTPD, "1: offer SMTP AUTH LOGIN PLAIN CRAM-MD5."),
@@ -160,8 +165,11 @@ CONTROLS = (
     _c("spamdclients.cdb", CDB, None, "filter", QUEUE, "Recipients (address or @domain) checked by spamd."),
     _c("sanetcheck", BOOL, 0, "filter", "spamd-run", "1: let spamd run network tests (0: spamd -L)."),
     _c("spamdchildren", NUMBER, 10, "filter", "spamd-run", "spamd --max-children."),
-    _c("clamdsocket", LINE, "/var/run/clamav/clamd.ctl", "filter", QUEUE,
+    _c("clamdsocket", LINE, "/var/run/clamav/clamd.ctl", "filter", f"{QUEUE} clamd-conf",
        "clamd's LocalSocket path, or host:port of its TCPSocket."),
+    _c("clamdalertencrypted", BOOL, 1, "filter", "clamd-conf",
+       "1: clamd.conf AlertEncrypted yes, encrypted archives and documents are refused as "
+       "Heuristics.Encrypted.*; 0: they pass unscanned (for sites that must accept them)."),
     _c("spamdsocket", LINE, "127.0.0.1:783", "filter", QUEUE,
        "spamd's host:port ([v6]:port), or the path of its UNIX socket."),
     _c("filtertimeout", NUMBER, 60, "filter", QUEUE, "Seconds one clamd or spamd conversation may take."),

@@ -2,8 +2,14 @@
 
 Request: b"zINSTREAM\\0", then chunks each preceded by its length as 4 bytes
 big-endian, then a zero length. Answer (\\0-terminated with the z prefix):
-"stream: OK", "stream: <virus name> FOUND" or "<text> ERROR" (e.g. when the
-message is above clamd's StreamMaxLength). See clamd(8).
+"stream: OK", "stream: <virus name> FOUND" or "<text> ERROR". See clamd(8).
+
+A message clamd cannot scan in full is never clean: with the clamd.conf of
+runscripts (AlertExceedsMax, AlertEncrypted) clamd names it
+`Heuristics.Limits.Exceeded.<limit>` or `Heuristics.Encrypted.<kind>`, and
+the one limit clamd answers with an error, StreamMaxLength ("INSTREAM size
+limit exceeded"), is given the name TOO_LONG here. Either is a finding like
+a virus: a refusal, which control/filterfailopen does not waive.
 """
 import os
 import struct
@@ -13,10 +19,18 @@ from qmailpy.filters.net import Connection, ServiceError
 
 CHUNK = 65536
 ANSWER_LIMIT = 4096
+SIZE_LIMIT_ERROR = "INSTREAM size limit exceeded. ERROR"
+TOO_LONG = "Heuristics.Limits.Exceeded.StreamMaxLength"      # clamd's name style for its other limits
+UNSCANNED = ("Heuristics.Limits.Exceeded.", "Heuristics.Encrypted.")   # not known malware: no badurls report
+
+
+def not_malware(name):
+    """True for a finding that says "could not scan all of it" rather than "malware"."""
+    return name.startswith(UNSCANNED)
 
 
 def parse_answer(answer):
-    """None for a clean message, the virus name when infected; ServiceError otherwise."""
+    """None for a clean message, the virus name (or TOO_LONG) when not; ServiceError otherwise."""
     text = answer.rstrip(b"\0\n").decode("utf-8", "replace")
     if text.startswith("stream: "):
         verdict = text[len("stream: "):]
@@ -24,6 +38,8 @@ def parse_answer(answer):
             return None
         if verdict.endswith(" FOUND") and len(verdict) > len(" FOUND"):
             return verdict[:-len(" FOUND")]
+    if text == SIZE_LIMIT_ERROR:
+        return TOO_LONG
     if text.endswith(" ERROR"):
         raise ServiceError(X.QQ_TEMP_REFUSED, "clamd: %s" % text)
     raise ServiceError(X.QQ_COMM_FAILED, "clamd: unexpected answer %r" % text[:200])

@@ -32,17 +32,45 @@ def clamd_command(config_file=CLAMD_CONF, clamd="clamd"):
     return [clamd, "--foreground", "--config-file=%s" % config_file]
 
 
-def clamd_config(clamdsocket, database_dir=CLAMAV_DB, stream_max=None, user=None, extra=()):
-    """A clamd.conf listening at clamdsocket (a path or host:port)."""
-    lines = ["# made by qmailpy.filters.runscripts from control/clamdsocket", "Foreground yes"]
+# clamd's own defaults (clamd.conf(5), ClamAV 1.x) of the limits qmailpy raises from databytes
+STREAM_MAX, FILE_MAX, SCAN_MAX = 100 << 20, 100 << 20, 400 << 20
+HEADROOM = 65536                # the Received lines qmail-smtpd and qmail-queue put above databytes
+SCAN_FACTOR = 4                 # the message, its decoded parts and what they contain all count
+FILE_CAP = (2 << 30) - 1        # "ClamAV cannot scan files greater than 2 GB"
+STREAM_CAP = SCAN_CAP = (4 << 30) - 1
+
+
+def clamd_limits(databytes):
+    """[(option, value)]: StreamMaxLength, MaxFileSize and MaxScanSize, raised together so that a
+    message of databytes bytes is read, taken as one file and scanned in full (never lowered below
+    clamd's defaults; databytes 0, unlimited, keeps them)."""
+    stream = max(STREAM_MAX, databytes + HEADROOM) if databytes else STREAM_MAX
+    stream = min(stream, STREAM_CAP)
+    return [("StreamMaxLength", stream), ("MaxFileSize", min(max(FILE_MAX, stream), FILE_CAP)),
+            ("MaxScanSize", min(max(SCAN_MAX, SCAN_FACTOR * stream), SCAN_CAP))]
+
+
+def clamd_config(clamdsocket, database_dir=CLAMAV_DB, databytes=0, alert_encrypted=True, user=None, extra=()):
+    """A clamd.conf listening at clamdsocket (a path or host:port).
+
+    Whatever clamd cannot scan in full is reported, never passed as clean:
+    AlertExceedsMax makes a message beyond MaxFileSize, MaxScanSize,
+    MaxRecursion or MaxFiles a `Heuristics.Limits.Exceeded.*` finding, and
+    AlertEncrypted (unless alert_encrypted is False: control
+    clamdalertencrypted 0) an encrypted archive or document a
+    `Heuristics.Encrypted.*` one. The size limits follow databytes
+    (clamd_limits()). docs/filters.md has the table.
+    """
+    lines = ["# made by qmailpy.filters.runscripts from control/clamdsocket, databytes and clamdalertencrypted",
+             "Foreground yes"]
     where = _address(clamdsocket)
     if where[0] == "unix":
         lines += ["LocalSocket %s" % where[1], "LocalSocketMode 666", "FixStaleSocket yes"]
     else:
         lines += ["TCPSocket %d" % where[2], "TCPAddr %s" % where[1]]
     lines += ["DatabaseDirectory %s" % database_dir, "ScanMail yes", "LogSyslog no", "LogTime yes"]
-    if stream_max:
-        lines.append("StreamMaxLength %d" % stream_max)
+    lines += ["%s %d" % limit for limit in clamd_limits(databytes)]
+    lines += ["AlertExceedsMax yes", "AlertEncrypted %s" % ("yes" if alert_encrypted else "no")]
     if user:
         lines.append("User %s" % user)
     lines += list(extra)
@@ -102,21 +130,13 @@ def freshclam_crontab(freshclam="freshclam"):
 
 
 def from_controls(controls, clamd_conf=CLAMD_CONF, spamd_user=SPAMD_USER, siteconfigpath=None,
-                  clamd="clamd", spamd="spamd"):
+                  clamd="clamd", spamd="spamd", database_dir=CLAMAV_DB, clamd_extra=()):
     """{"clamd/run", "spamd/run", "clamd.conf"}: text made from the qmail home's controls."""
     value = controls.value
-    databytes = _databytes(controls)
-    clamdsocket = value("clamdsocket")
     return {
         "clamd/run": run_script(clamd_command(clamd_conf, clamd)),
-        "clamd.conf": clamd_config(clamdsocket, stream_max=databytes + 65536 if databytes else None),
+        "clamd.conf": clamd_config(value("clamdsocket"), database_dir, value("databytes") or 0,
+                                   bool(value("clamdalertencrypted")), extra=clamd_extra),
         "spamd/run": run_script(spamd_command(value("spamdsocket"), value("spamdchildren"), value("sanetcheck"),
                                               spamd_user, siteconfigpath, spamd=spamd)),
     }
-
-
-def _databytes(controls):
-    try:
-        return controls.value("databytes") or 0
-    except KeyError:
-        return 0

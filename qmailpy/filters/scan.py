@@ -4,8 +4,9 @@
    file. Infected: the virus-checked recipients are refused (logged, the
    virus named); the others keep the message.
 2. spamd (for each remaining spam-checked recipient): PROCESS with
-   `User: <recipient>`, so spamd applies that user's SQL preferences. The
-   recipient gets spamd's output (his X-Spam headers) as his own copy;
+   `User: <the recipient's mailbox>` (its key, select.py), so spamd applies
+   that user's SQL preferences. The recipient gets spamd's output (his
+   X-Spam headers) as his own copy;
    recipients whose output is byte-for-byte the same share one copy. Spam at
    or above the user's X-Spam-Reject-Score (see spamd.py) is refused for him.
 3. Nobody left: exit 31 (554), the reasons on stderr. Else the groups go back
@@ -19,14 +20,9 @@ message goes on unfiltered for the service that failed.
 import os
 
 from qmailpy import exitcodes as X
+from qmailpy.filters.log import say
 from qmailpy.filters.net import ServiceError, parse_address
-from qmailpy.log import write_line
 from qmailpy.queue.enqueue import QueueError
-
-
-def say(text):
-    """One log line on fd 2, as qmail-queue's other messages."""
-    write_line(2, "qmail-queue: %s" % text)
 
 
 def _show(addresses):
@@ -34,7 +30,8 @@ def _show(addresses):
 
 
 def _user(address):
-    """The User: spamd gets: the lower-cased address; None if it would break the header."""
+    """The User: spamd gets: the recipient's key (the mailbox, lower-cased: select.py); None if it
+    would break the header."""
     low = bytes(address).lower()
     if not low or any(c <= 0x20 or c >= 0x7f for c in low):
         return None
@@ -44,8 +41,9 @@ def _user(address):
 class Filter:
     """One message's filtering; run(staged) returns enqueue's groups or raises QueueError."""
 
-    def __init__(self, controls, clam, spam, log=say):
+    def __init__(self, controls, clam, spam, log=say, keys=None):
         self.controls, self.clam, self.spam, self.log = controls, list(clam), list(spam), log
+        self.keys = keys or {}          # recipient -> its key (the mailbox: spamd's User:)
 
     def value(self, name):
         try:
@@ -68,10 +66,12 @@ class Filter:
         if self.clam:
             virus = self.virus(staged)
             if virus is not None:
+                from qmailpy.filters.clamd import not_malware
                 gone = set(self.clam)
                 refused += [(r, "virus %s found" % virus) for r in self.clam]
                 recipients = [r for r in recipients if r not in gone]
-                self.report_urls(staged, virus)
+                if not not_malware(virus):
+                    self.report_urls(staged, virus)
         kept = set(recipients)
         spam_now = [r for r in self.spam if r in kept]
         copies, refused_spam = self.spamcheck(staged, spam_now) if spam_now else ({}, [])
@@ -149,7 +149,7 @@ class Filter:
         copies, refused = {}, []
         for rcpt in recipients:
             try:
-                verdict = spamd.process(message, _user(rcpt), address, timeout)
+                verdict = spamd.process(message, _user(self.keys.get(rcpt, rcpt)), address, timeout)
             except ServiceError as e:
                 self._service_failed(e)
                 break                       # fail-open: the rest get the message as it came

@@ -1,56 +1,93 @@
-"""Which recipients a message is filtered for: the only filter code every message meets.
+"""Which recipients a message is filtered for, and under which key: the only filter code every message meets.
 
 A recipient is virus-checked when control/clamglobal is 1 or
-control/clamavclients.cdb holds its address (lower-cased) or its @domain;
-spam-checked likewise with spamglobal and spamdclients.cdb. With both
+control/clamavclients.cdb holds one of its keys; spam-checked likewise with
+spamglobal and spamdclients.cdb; spamd's User: is its first key. The keys
+are qmailpy.addr.keys': the mailbox qmail-send and qmail-lspawn will deliver
+the recipient to (envnoathost, percenthack, locals, virtualdomains with alias
+domains, the extension stripped by the users database), the address as
+written, and the @domain of each (docs/filters.md, "Whose key"). With both
 globals 0 and no cdb this reads four controls and returns; no network code
-(socket, qmailpy.filters.scan) is imported unless some recipient is filtered.
+(socket, qmailpy.filters.scan) is imported unless some recipient is
+filtered, and the users database is opened only for a recipient in a
+virtual domain.
 """
 from qmailpy import exitcodes as X
+from qmailpy.filters.log import say
 from qmailpy.queue.enqueue import QueueError
 
 
-def keys(address):
-    """The cdb keys that select an address: itself lower-cased, then @domain."""
-    low = bytes(address).lower()
-    at = low.rfind(b"@")
-    return (low, low[at:]) if at >= 0 else (low,)
-
-
-def _chosen(recipients, everybody, cdb_path, name):
-    if everybody:
-        return list(recipients)
+def _open(cdb_path, name):
+    """The CdbMap at cdb_path, or None when there is none (unreadable or corrupt: ControlError)."""
     if cdb_path is None:
-        return []
+        return None
     from qmailpy.ctl.cdbmap import CdbMap
     try:
-        cdb = CdbMap(cdb_path, name)      # unreadable or corrupt: ControlError, below
+        return CdbMap(cdb_path, name)
     except FileNotFoundError:
-        return []
+        return None
+
+
+def recipient_keys(controls, log=say):
+    """qmailpy.addr.keys.RecipientKeys over the controls and the users database (opened on first
+    use; when it cannot answer, logged once and the keys come from the controls alone)."""
+    from qmailpy.addr.keys import RecipientKeys
+    from qmailpy.users.base import AddressFinder, open_users
+    finder = AddressFinder(lambda: open_users(controls.home, controls), lambda e: log(
+        "users database unavailable (%s): recipient keys from the controls alone" % e))
+    return RecipientKeys.from_controls(controls, finder), finder
+
+
+def select(controls, recipients, log=say):
+    """(virus-checked, spam-checked, {recipient: key}): the lists in envelope order."""
+    dbs = []
     try:
-        return [r for r in recipients if any(k in cdb for k in keys(r))]
+        try:
+            clam_all, spam_all = controls.value("clamglobal"), controls.value("spamglobal")
+            clam_path, spam_path = controls.value("clamavclients.cdb"), controls.value("spamdclients.cdb")
+            dbs.append(None if clam_all else _open(clam_path, "control/clamavclients.cdb"))
+            dbs.append(None if spam_all else _open(spam_path, "control/spamdclients.cdb"))
+        except OSError as e:             # ctl.reader.ControlError names the file
+            raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
+        clam_db, spam_db = dbs
+        if not (clam_all or spam_all) and clam_db is None and spam_db is None:
+            return [], [], {}
+        if not spam_all and spam_db is None and clam_all:
+            return list(recipients), [], {}         # no list to ask, no spamd User: to name
+        try:
+            maker, finder = recipient_keys(controls, log)
+            try:
+                keys = {}
+                for r in recipients:
+                    if r not in keys:
+                        keys[r] = maker.keys(r)
+            finally:
+                finder.close()
+        except OSError as e:
+            raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
+
+        def chosen(everybody, db):
+            if everybody:
+                return list(recipients)
+            if db is None:
+                return []
+            return [r for r in recipients if any(k in db for k in keys[r].all())]
+        try:
+            return chosen(clam_all, clam_db), chosen(spam_all, spam_db), {r: k.key for r, k in keys.items()}
+        except OSError as e:             # a corrupt record met during a lookup (CorruptCdb)
+            raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
     finally:
-        cdb.close()
-
-
-def select(controls, recipients):
-    """(virus-checked, spam-checked) recipients, each in envelope order."""
-    try:
-        clam = _chosen(recipients, controls.value("clamglobal"), controls.value("clamavclients.cdb"),
-                       "control/clamavclients.cdb")
-        spam = _chosen(recipients, controls.value("spamglobal"), controls.value("spamdclients.cdb"),
-                       "control/spamdclients.cdb")
-    except OSError as e:
-        raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
-    return clam, spam
+        for db in dbs:
+            if db is not None:
+                db.close()
 
 
 def content_filter(staged, controls):
     """qmail-queue's filter step (enqueue.run_content_filters): None when nobody is filtered."""
     if not staged.recipients:
         return None
-    clam, spam = select(controls, staged.recipients)
+    clam, spam, keys = select(controls, staged.recipients)
     if not clam and not spam:
         return None
     from qmailpy.filters import scan
-    return scan.Filter(controls, clam, spam).run(staged)
+    return scan.Filter(controls, clam, spam, keys=keys).run(staged)

@@ -6,14 +6,19 @@ Answer:   SPAMD/1.1 0 EX_OK\\r\\n Content-length: <n>\\r\\n Spam: True ; 15.2 / 
 spamd -q (--sql-config) reads the preferences of the User from SQL
 (required_score, add_header, ...), so each recipient gets his own verdict.
 A reject threshold is the header X-Spam-Reject-Score that spamd adds when the
-user's (or the site's) preferences say `add_header all Reject-Score <score>`:
-SpamAssassin removes X-Spam-* headers the message came with, so the header
-can only come from spamd.
+user's (or the site's) preferences say `add_header all Reject-Score <score>`.
+It is read only from the block of X-Spam-* fields spamd added (spamd_fields()),
+the message's header block read as RFC 5322 fields: SpamAssassin strips the
+X-Spam-* fields the message came with, and a folded line or a line of the
+body is never a field, so nothing the sender wrote is read as spamd's.
 """
 from qmailpy import exitcodes as X
 from qmailpy.filters.net import Connection, ServiceError
+from qmailpy.proto.headers import fields
 
 REJECT_HEADER = b"x-spam-reject-score"
+SPAMD_PREFIX = b"x-spam-"
+SENDERS_PREFIX = b"x-spam-prev-"        # SpamAssassin keeps these (rewrite_header copies): not its verdict
 
 
 class Verdict:
@@ -47,16 +52,33 @@ def _number(text):
         raise _garbage("not a score: %r" % text[:40]) from None
 
 
-def header_values(message, name):
-    """Values of the header `name` (lower-case bytes) in the header block of message."""
-    end = message.find(b"\n\n")
-    block = message if end < 0 else message[:end + 1]
-    out = []
-    for line in block.split(b"\n"):
-        key, sep, val = line.partition(b":")
-        if sep and key.strip().lower() == name:
-            out.append(val.strip())
-    return out
+def _spamds(name):
+    return name.startswith(SPAMD_PREFIX) and not name.startswith(SENDERS_PREFIX)
+
+
+def spamd_fields(message):
+    """The fields spamd added, as RFC 5322 fields: the first run of X-Spam-* fields of the header
+    block. SpamAssassin writes them on top (after a Return-Path it keeps first), or with
+    report_safe below its own Received line and the From/To/Cc/Subject/Date/Message-Id it copies;
+    the sender's X-Spam-* fields it strips (report_safe 0) or leaves in the attached original."""
+    started = False
+    for name, value in fields(message):
+        if _spamds(name):
+            started = True
+            yield name, value
+        elif started:
+            return
+
+
+def reject_score(message):
+    """The first X-Spam-Reject-Score spamd added, as a number; None without one (or unreadable)."""
+    for name, value in spamd_fields(message):
+        if name == REJECT_HEADER:
+            try:
+                return float(value.split()[0])
+            except (ValueError, IndexError):
+                return None
+    return None
 
 
 def parse_answer(answer):
@@ -71,18 +93,18 @@ def parse_answer(answer):
     if not sep:
         raise _garbage("answer without a header block (%d bytes)" % len(answer))
     lines = head.split(b"\r\n")
-    fields = {}
+    protocol = {}
     for line in lines[1:]:
         key, sep, val = line.partition(b":")
         if not sep:
             raise _garbage("bad header line %r" % line[:80])
-        fields[key.strip().lower()] = val.strip()
-    length = fields.get(b"content-length", b"")
+        protocol.setdefault(key.strip().lower(), val.strip())      # the first one counts
+    length = protocol.get(b"content-length", b"")
     if not length.isdigit():
         raise _garbage("no Content-length")
     if int(length) != len(body):
         raise _garbage("Content-length %d, got %d bytes" % (int(length), len(body)))
-    spam = fields.get(b"spam")
+    spam = protocol.get(b"spam")
     if spam is None:
         raise _garbage("no Spam header")
     flag, sep, scores = spam.partition(b";")
@@ -90,14 +112,8 @@ def parse_answer(answer):
     flag = flag.strip().lower()
     if not sep or not sep2 or flag not in (b"true", b"false", b"yes", b"no"):
         raise _garbage("bad Spam header %r" % spam[:80])
-    reject = None
-    for val in header_values(body, REJECT_HEADER):
-        try:
-            reject = float(val.split()[0])
-        except (ValueError, IndexError):
-            continue
     return Verdict(flag in (b"true", b"yes"), _number(score.strip().decode("ascii", "replace")),
-                   _number(required.strip().decode("ascii", "replace")), reject, body)
+                   _number(required.strip().decode("ascii", "replace")), reject_score(body), body)
 
 
 def process(message, user, address, timeout):

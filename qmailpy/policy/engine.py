@@ -65,6 +65,8 @@ class Policy:
         self._resolver = resolver
         self._lists = {}
         self._cache = {}
+        self._mailboxes = None      # opens the users database, for recipient keys
+        self._keys = None
         wl = environ.get("WHITELIST")
         self.whitelisted = wl is not None and wl.strip() != "0"
 
@@ -72,6 +74,25 @@ class Policy:
     def use_resolver(self, resolver):
         """Ask `resolver` (a StaticResolver, a configured Resolver) instead of $DNSCACHEIP's."""
         self._resolver = resolver
+
+    def use_mailboxes(self, opener):
+        """Find a virtual-domain recipient's mailbox in the users database `opener()` returns
+        (qmail-smtpd's), for recipient_keys()."""
+        self._mailboxes, self._keys = opener, None
+
+    def recipient_keys(self, rcpt):
+        """The recipient's keys (qmailpy.addr.keys): the mailbox it will be delivered to, then the
+        other forms of its address; what badrcptto is asked for. Without the users database (not
+        given, or down) the keys come from the controls alone."""
+        if self._keys is None:
+            from qmailpy.addr.keys import RecipientKeys
+            finder = None
+            if self._mailboxes is not None:
+                from qmailpy.users.base import AddressFinder
+                finder = AddressFinder(self._mailboxes)
+            self._keys = RecipientKeys.from_controls(self.controls, finder)
+        keys = self._keys.keys(rcpt.encode("utf-8", "surrogateescape"))
+        return [k.decode("utf-8", "surrogateescape") for k in keys.addresses]
 
     def resolver(self):
         if self._resolver is None:

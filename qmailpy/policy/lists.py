@@ -50,7 +50,17 @@ blackholedsender = _sender("blackholedsender", R.BADMAILFROM, quit=True)
 
 
 def badrcptto(policy, env):
-    return list_check(policy, "badrcptto", env.rcpt, R.BADRCPTTO)
+    """The recipient as written, then each of its keys (policy.recipient_keys: the mailbox it will
+    be delivered to, ...) against badrcptto: `bob@alias.example` is refused when bob@example.com is listed."""
+    verdict = list_check(policy, "badrcptto", env.rcpt, R.BADRCPTTO)
+    if verdict.status != ACCEPT:
+        return verdict
+    for key in policy.recipient_keys(env.rcpt):
+        found = list_check(policy, "badrcptto", key, R.BADRCPTTO)
+        if found.status == REFUSE:
+            found.note += " (delivered as <%s>)" % key
+            return found
+    return verdict
 
 
 def badrcptpatterns(policy, env):

@@ -1,6 +1,6 @@
 """qmail-send's controls, read together so a SIGHUP swaps them in one step."""
 from qmailpy.send import bounce, srsmap
-from qmailpy.send.rewrite import Rewriter
+from qmailpy.send.rewrite import rewriter
 
 
 class SendConfig:
@@ -11,6 +11,6 @@ class SendConfig:
         controls.require("qmail-send")          # every number and line it reads: now, not mid-way
         self.lifetime = controls.value("queuelifetime")
         self.concurrency = (controls.value("concurrencylocal"), controls.value("concurrencyremote"))
-        self.rewriter = Rewriter.from_controls(controls)
+        self.rewriter = rewriter(controls)
         self.bounce = bounce.settings(controls)
         self.srs_forward = srsmap.forwarder(controls)     # None: SRS is off

@@ -12,12 +12,13 @@ and removes it.
 import heapq
 import os
 
+from qmailpy.addr.rewrite import REMOTE as REMOTE_CHANNEL
 from qmailpy.ctl.reader import ControlError
+from qmailpy.log import qmail_safe as safe
 from qmailpy.queue import layout
 from qmailpy.send import cleanup, clock, finish, queuefiles as qf
 from qmailpy.send.channel import Delivery
-from qmailpy.log import qmail_safe as safe
-from qmailpy.send.rewrite import REMOTE as REMOTE_CHANNEL, verp_sender
+from qmailpy.send.rewrite import verp_sender
 from qmailpy.send.todo import rel
 
 LIFETIME_TEXT = b"I'm not going to try again; this message has been in the queue too long.\n"

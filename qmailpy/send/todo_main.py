@@ -21,7 +21,7 @@ from qmailpy.log import write_line
 from qmailpy.progstart import start
 from qmailpy.queue import layout
 from qmailpy.send import clock, todowire
-from qmailpy.send.rewrite import Rewriter
+from qmailpy.send.rewrite import rewriter
 from qmailpy.send.todo import preprocess
 
 FROM_SEND, TO_SEND, TO_CLEAN, FROM_CLEAN = 0, 1, 3, 4
@@ -52,7 +52,7 @@ class Todo:
 
     def read_controls(self):
         """The rewriting rules, every control qmail-todo reads read now (ControlError if one cannot be used)."""
-        return Rewriter.from_controls(Controls(self.home, self.environ).require("qmail-todo"))
+        return rewriter(Controls(self.home, self.environ).require("qmail-todo"))
 
     def do_reload(self):
         self.reload = False

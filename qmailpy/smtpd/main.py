@@ -84,6 +84,7 @@ def serve(fd_in, fd_out, environ, argv=()):
         controls = Controls(paths.qmailhome(environ), environ)
         cfg = SmtpdConfig(controls, environ)
         services.controls = controls
+        cfg.policy.use_mailboxes(services.users)
     except ControlError as e:
         write_all(fd_out, refuse_controls(log, e))
         return 1

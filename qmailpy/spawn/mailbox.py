@@ -13,7 +13,8 @@ import errno
 import os
 from collections import namedtuple
 
-from qmailpy.send.rewrite import Rewriter
+from qmailpy.addr.keys import BREAK, mailbox_names
+from qmailpy.addr.rewrite import Rewriter
 
 Assignment = namedtuple("Assignment", "user uid gid home dash ext quota", defaults=(None,))
 Assignment.__doc__ = """qmail-local's user/homedir/dash/ext, the uid/gid to run it as, and the
@@ -28,7 +29,6 @@ NO_OWNER = b"ZUnable to find the mailbox directory. (#4.2.1)\n"
 DOMAIN_TROUBLE = b"ZUnable to look into the domain directory. (#4.3.0)\n"
 LOCKED = b"Dvdelivermail: account is locked email bounced %s@%s\n"     # vpopmail's BOUNCE_MAIL flag
 ALIAS_USER = "alias"
-BREAK = b"-"                   # conf-break
 USERLEN = 32                   # qmail-getpw's username buffer
 # qmail's error_temp(): errors worth a retry
 TEMP_ERRORS = frozenset((errno.EINTR, errno.ENOMEM, errno.ETXTBSY, errno.EIO, errno.ETIMEDOUT,
@@ -178,7 +178,8 @@ class Resolver:
            so it wins over a mailbox of the same name);
         2. the mailbox `user` (vpopmail's BOUNCE_MAIL flag: LOCKED);
         3. a catch-all .qmail-default there (qmailpy.users.domainfiles.is_catchall);
-        4. the mailbox of the longest `u` of user = `u-ext` (-ext becomes dash/ext);
+        4. the mailbox of the longest `u` of user = `u-ext` (-ext becomes dash/ext;
+           qmailpy.addr.keys.mailbox_names, which the filter keys use too);
         5. any other .qmail-default (vpopmail's `| vdelivermail '' bounce-no-mailbox`);
         else NO_MAILBOX. 2, 3 and 5 run qmail-local in the domain directory as its
         owner with ext = user, as vpopmail's users/assign line `+dom-:dom:uid:gid:dir:-::`.
@@ -198,12 +199,13 @@ class Resolver:
                 return self.mailbox(box, b"", b"")
             if files is not None and files.catchall:
                 return files.assignment(user)
-            for end in range(len(user) - 1, 0, -1):
-                if user[end:end + 1] != BREAK:
-                    continue
-                box = find_mailbox(self.home, self.controls, name[:end], dom, self.users)
+            for short, ext in mailbox_names(user):
+                if ext is None:
+                    continue                  # the whole name: asked above
+                box = find_mailbox(self.home, self.controls, short.lower().decode("utf-8", "surrogateescape"),
+                                   dom, self.users)
                 if box is not None:
-                    return self.mailbox(box, b"-", user[end + 1:])
+                    return self.mailbox(box, b"-", ext)
             if files is not None and files.default:
                 return files.assignment(user)
             return NO_MAILBOX

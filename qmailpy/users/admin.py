@@ -10,12 +10,8 @@ import os
 
 from qmailpy.users import maildir, schema
 from qmailpy.users.base import MissingTable, UsersError
-from qmailpy.users.names import split_login
+from qmailpy.users.names import lower, split_login, valid_domain, valid_user
 from qmailpy.users.passwords import DEFAULT_SCHEME, hash_password
-
-DOMAIN_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-.")
-USER_CHARS = DOMAIN_CHARS | set("_+=&")
-
 
 @contextlib.contextmanager
 def atomic(users):
@@ -34,16 +30,15 @@ def atomic(users):
 
 
 def check_domain(domain):
-    domain = (domain or "").strip().lower().rstrip(".")
-    if (not domain or len(domain) > schema.MAX_DOMAIN or not set(domain) <= DOMAIN_CHARS
-            or domain.startswith((".", "-")) or ".." in domain):
+    domain = lower((domain or "").strip()).rstrip(".")
+    if not valid_domain(domain):
         raise UsersError("invalid domain name %r" % domain)
     return domain
 
 
 def check_user(user):
-    user = (user or "").strip().lower()
-    if not user or len(user) > schema.MAX_NAME or not set(user) <= USER_CHARS or user.startswith("."):
+    user = lower((user or "").strip())
+    if not valid_user(user):
         raise UsersError("invalid user name %r" % user)
     return user
 

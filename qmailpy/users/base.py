@@ -9,7 +9,7 @@ the backends (sqlite3, pymysql) and the crypt code load on first use.
 """
 import os
 
-from qmailpy.users.names import split_login, split_address  # noqa: F401 (part of the interface)
+from qmailpy.users.names import lower, split_login, split_address, valid_domain, valid_user  # noqa: F401
 from qmailpy.users.relay import RelayTable
 
 SQLITE_FILE = os.path.join("users", "vpopmail.sqlite")
@@ -136,7 +136,7 @@ class Users(RelayTable):
     # -- domains
     def alias_target(self, name):
         rows = self.rows("SELECT domain FROM aliasdomains WHERE alias = ?", name)
-        return rows[0][0].lower() if rows else None
+        return lower(rows[0][0]) if rows else None
 
     def is_real_domain(self, name):
         return bool(self.rows("SELECT domain FROM dir_control WHERE domain = ?", name)
@@ -144,8 +144,8 @@ class Users(RelayTable):
 
     def domain_of(self, name):
         """The hosted domain `name` stands for (itself, or the domain it is an alias of), or None."""
-        name = (name or "").strip().lower().rstrip(".")
-        if not name:
+        name = lower((name or "").strip()).rstrip(".")
+        if not valid_domain(name):
             return None
         target = self.alias_target(name)
         if target is not None:
@@ -166,9 +166,14 @@ class Users(RelayTable):
         return Account(box, passwd or "", clear or "")
 
     def account(self, user, domain):
-        """The Account of user@domain (domain may be an alias), or None."""
-        user, domain = (user or "").lower(), (domain or "").lower().rstrip(".")
-        if not user or not domain:
+        """The Account of user@domain (domain may be an alias), or None.
+
+        The name matches exactly (docs/users.md, "Exact names"): A-Z fold to
+        a-z, and a name or domain qmail-users could not have made is nobody,
+        without a query.
+        """
+        user, domain = lower(user or ""), lower(domain or "").rstrip(".")
+        if not valid_user(user) or not valid_domain(domain):
             return None
         sql = "SELECT %s FROM vpopmail WHERE pw_name = ? AND pw_domain = ?" % self.USER_COLUMNS
         rows = self.rows(sql, user, domain)
@@ -187,16 +192,22 @@ class Users(RelayTable):
         acct = self.account(user, domain)
         return acct.mailbox if acct else None
 
+    def find_address(self, name, domain):
+        """b"name@realdomain" of the mailbox for name@domain (bytes), or None: the users database's
+        answer to qmailpy.addr.keys (recipient keys)."""
+        box = self.lookup(name.decode("utf-8", "surrogateescape"), domain.decode("utf-8", "surrogateescape"))
+        return box.address.encode("utf-8", "surrogateescape") if box is not None else None
+
     def mailboxes(self, domain):
         """Every Mailbox of a domain, by name."""
         sql = "SELECT %s FROM vpopmail WHERE pw_domain = ? ORDER BY pw_name" % self.USER_COLUMNS
-        return [self._mailbox(row, domain).mailbox for row in self.rows(sql, domain.lower())]
+        return [self._mailbox(row, domain).mailbox for row in self.rows(sql, lower(domain))]
 
     def domains(self):
         """Hosted domains, sorted, and {alias: domain}."""
-        names = {r[0].lower() for r in self.rows("SELECT domain FROM dir_control")}
-        names.update(r[0].lower() for r in self.rows("SELECT DISTINCT pw_domain FROM vpopmail"))
-        aliases = {r[0].lower(): r[1].lower() for r in self.rows("SELECT alias, domain FROM aliasdomains")}
+        names = {lower(r[0]) for r in self.rows("SELECT domain FROM dir_control")}
+        names.update(lower(r[0]) for r in self.rows("SELECT DISTINCT pw_domain FROM vpopmail"))
+        aliases = {lower(r[0]): lower(r[1]) for r in self.rows("SELECT alias, domain FROM aliasdomains")}
         return sorted(names), aliases
 
     # -- passwords
@@ -211,3 +222,31 @@ class Users(RelayTable):
         from qmailpy.users import passwords
         acct = self.account(*split_login(login))
         return passwords.cram_md5_ok(acct.clear if acct else "", challenge, hexdigest)
+
+
+class AddressFinder:
+    """find(name, domain) for qmailpy.addr.keys.RecipientKeys over a users database opened on
+    first use (`opener()`). When the database cannot answer, `trouble(error)` hears it once and
+    the keys go on without it (from the controls alone: more keys, never fewer)."""
+
+    def __init__(self, opener, trouble=None):
+        self.opener, self.trouble = opener, trouble
+        self.users, self.failed = None, False
+
+    def __call__(self, name, domain):
+        if self.failed:
+            return None
+        try:
+            if self.users is None:
+                self.users = self.opener()
+            return self.users.find_address(name, domain)
+        except UsersUnavailable as e:
+            self.failed = True
+            if self.trouble is not None:
+                self.trouble(e)
+            return None
+
+    def close(self):
+        if self.users is not None:
+            self.users.close()
+            self.users = None

@@ -6,6 +6,13 @@ with / is a Unix socket, as vpopmail reads it). Connecting, reading and
 writing are bounded by `timeout`; any failure to get an answer is
 UsersUnavailable. A connection the server dropped while idle is reopened
 once, as vmysql.c does after MySQL's wait_timeout.
+
+Names compare exactly, whatever the tables' collation: the tables we create
+are utf8mb4_bin, and every `column = ?` of a WHERE clause is sent as
+`column = BINARY ?` (exact()), so a table vpopmail made with the server's
+default collation (MariaDB: utf8mb4_general_ci, where 'jóe', 'JOE' and
+'joe ' all equal 'joe') answers only for the name itself. The primary key
+index is still used.
 """
 import time
 
@@ -16,6 +23,7 @@ DEFAULT_PORT = 3306
 NO_SUCH_TABLE = 1146        # ER_NO_SUCH_TABLE
 UNKNOWN_DATABASE = 1049     # ER_BAD_DB_ERROR
 GONE_AWAY = (2006, 2013)    # CR_SERVER_GONE_ERROR, CR_SERVER_LOST
+TABLE_OPTIONS = "DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
 
 
 def parse_line(line):
@@ -34,6 +42,12 @@ def parse_line(line):
     else:
         raise UsersUnavailable("usersdb: bad port %r" % port)
     return params
+
+
+def exact(sql):
+    """Every `= ?` after WHERE compares bytes: `= BINARY ?` (no case, accent or pad-space folding)."""
+    head, where, tail = sql.partition(" WHERE ")
+    return head + where + tail.replace(" = ?", " = BINARY ?")
 
 
 def _code(exc):
@@ -71,7 +85,7 @@ class MysqlDB:
         return conn
 
     def _schema(self, cur):
-        for stmt in create_statements():
+        for stmt in create_statements(TABLE_OPTIONS):
             cur.execute(stmt)
 
     def _run(self, work, retry=True):
@@ -96,7 +110,7 @@ class MysqlDB:
             raise UsersUnavailable("usersdb: %s" % (e,)) from None
 
     def query(self, sql, args=()):
-        sql = sql.replace("?", "%s")
+        sql = exact(sql).replace("?", "%s")
 
         def work(cur):
             cur.execute(sql, args)
@@ -104,7 +118,7 @@ class MysqlDB:
         return self._run(work)
 
     def execute(self, sql, args=()):
-        sql = sql.replace("?", "%s")
+        sql = exact(sql).replace("?", "%s")
 
         def work(cur):
             return cur.execute(sql, args)

@@ -6,7 +6,8 @@ column widths of vpopmail 5.6 (sagredo-dev/vpopmail vmysql.h): pw_passwd is
 VARCHAR(128) there so that SHA-512 crypt hashes fit; vpopmail 5.4
 (brunonymous/vpopmail vmysql.h) has the same column names with char(40).
 `aliasdomains` is 5.6's SQL_ALIASDOMAINS table. The same DDL creates the
-SQLite file, so both backends have the same tables and columns.
+SQLite file, so both backends have the same tables and columns; on MySQL the
+tables get a binary collation (utf8mb4_bin), so names compare exactly.
 """
 
 VPOPMAIL = ("pw_name VARCHAR(64) not null, pw_domain VARCHAR(96) not null, "
@@ -63,9 +64,11 @@ NO_SMTP = 0x800
 NOQUOTA = "NOQUOTA"
 
 
-def create_statements():
-    """CREATE TABLE IF NOT EXISTS for every table, in a stable order."""
-    return ["CREATE TABLE IF NOT EXISTS %s ( %s )" % (name, layout) for name, layout in TABLES.items()]
+def create_statements(options=""):
+    """CREATE TABLE IF NOT EXISTS for every table, in a stable order; `options` are MySQL's table
+    options (the binary collation: mysql.TABLE_OPTIONS). SQLite compares bytes already."""
+    tail = (" " + options) if options else ""
+    return ["CREATE TABLE IF NOT EXISTS %s ( %s )%s" % (name, layout, tail) for name, layout in TABLES.items()]
 
 
 def column_names(layout):
