@@ -8,17 +8,19 @@ belongs to is qmailpy.spawn.mailbox's job. As root it runs qmail-local as
 the mailbox's uid/gid (never as root); otherwise as the invoking user
 (single-user mode). $MAILDIRQUOTA is set to a users-database mailbox's quota
 and removed otherwise. Reports follow qmail-lspawn.c exactly, cut at 3000 bytes.
-SIGHUP (sent by qmail-send on its own SIGHUP) rereads the controls.
+The controls are reread before the next batch of commands when a control
+file it read has changed (qmailpy.spawn.watch: qmail-send, running as
+qmails, cannot signal it), or after a SIGHUP.
 """
 import os
 import signal
 import sys
 
 from qmailpy import paths
-from qmailpy.ctl.reader import Controls
 from qmailpy.spawn import mailbox, server
 from qmailpy.spawn import programs
 from qmailpy.spawn.programs import program_path
+from qmailpy.spawn.watch import WatchedControls
 
 DEFAULT_DELIVERY = "./Maildir/"
 ROOT_REFUSED = b"ZNot allowed to perform deliveries as root.\n"
@@ -63,18 +65,19 @@ class Local:
         # qmail-local's forwards run qmail-queue as the mailbox owner: with group qmail
         # (when it exists) it can write the production queue, as setuid qmailq would.
         self.queue_groups = [g for g in (server.qmail_gid(),) if g is not None] if self.root else []
-        self.resolver = None
+        self.resolver = self.controls = None
         self.reload_wanted = True
         self.refresh()
 
     def refresh(self):
-        """Called before each batch of commands: reread the controls after a SIGHUP."""
-        if not self.reload_wanted:
+        """Called before each batch of commands: reread the controls when one changed, or after a SIGHUP."""
+        if not self.reload_wanted and not self.controls.changed():
             return
         self.reload_wanted = False
         if self.resolver is not None:
             self.resolver.close()
-        self.resolver = mailbox.Resolver(self.home, Controls(self.home, self.environ), not self.root)
+        self.controls = WatchedControls(self.home, self.environ)
+        self.resolver = mailbox.Resolver(self.home, self.controls, not self.root)
 
     def spawn(self, fdmess, fdout, sender, recip, at):
         local, domain = recip[:at], recip[at + 1:]
