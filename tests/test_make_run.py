@@ -98,6 +98,8 @@ def test_a_port_in_use_fails_with_the_reason_and_leaves_nothing_running(tmp_path
 
 def test_make_clean_stops_the_demo_first():
     """`make clean` removes run/ with the pid files in it: it must stop the demo before (make -n)."""
-    r = subprocess.run(["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    r = subprocess.run(["make", "--no-print-directory", "-n", "clean"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=30, env=env)
     lines = r.stdout.splitlines()
     assert lines[0] == "./tools/run.sh stop" and lines[1].startswith("rm -rf ") and lines[1].endswith(" run")

@@ -25,6 +25,7 @@ USERS = (
     ("vpopmail", "vchkpw", VPOPMAIL_HOME, ()),
 )
 NOLOGIN = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
+EXISTS = 9                      # useradd and groupadd: the name is taken already
 # `make run` as root (tools/install.py --demo): the daemons stay root (single-user mode),
 # but qmail-local runs as the demo mailbox's owner, vpopmail, with group qmail for its
 # forwards' qmail-queue, as on a production home.
@@ -73,6 +74,9 @@ def ensure(home, vpopmaildir, log=print, groups=GROUPS, users=USERS):
     made = []
     for argv in commands(home, vpopmaildir, groups=groups, users=users):
         r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode == EXISTS:            # made meanwhile by someone else: it is there, as wanted
+            log("%s %s exists already" % ("group" if argv[0] == "groupadd" else "user", argv[-1]))
+            continue
         if r.returncode != 0:
             raise SystemExit("install.py: %s failed: %s" % (" ".join(argv), r.stderr.strip()))
         what = "%s %s" % ("group" if argv[0] == "groupadd" else "user", argv[-1])
