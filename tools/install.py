@@ -108,16 +108,14 @@ def main(argv):
 
 
 def host_name(home):
-    """The name for config-fast when --me is not given: control/me, else this host's name."""
-    from qmailpy.ctl import edit
-    me = edit.read_lines(home, "me")
-    if me and me[0].strip():
-        return me[0].strip()
-    name = os.uname().nodename
-    if "." not in name:
+    """The name for config-fast when --me is not given: control me (file or control/options),
+    else this host's name."""
+    from qmailpy.ctl.reader import Controls
+    setting = Controls(home, {}).setting("me")
+    if setting.is_default and "." not in setting.value:
         print("note: the host name %r has no dot; if mail should use another name, run "
-              "qmail-config --force mx.example.com (or make install ME=mx.example.com)" % name)
-    return name
+              "qmail-config --force mx.example.com (or make install ME=mx.example.com)" % setting.value)
+    return setting.value
 
 
 def configure(home, fqdn):
@@ -125,7 +123,12 @@ def configure(home, fqdn):
     from qmailpy.install import config
     if fqdn is None:
         return
-    for line in config.configure(home, fqdn, config.MISSING):
+    try:
+        lines = config.configure(home, fqdn, config.MISSING)
+    except config.ConfigError as e:          # a host name config-fast would not take
+        print("note: %s: write the control files with qmail-config FQDN" % e)
+        return
+    for line in lines:
         print(line)
 
 
