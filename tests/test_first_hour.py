@@ -17,6 +17,7 @@ import subprocess
 import time
 
 from conftest import ROOT
+from qmailpy.install import accounts
 from test_dialogues import free_port
 from test_production import ENV, port_open, production_home, proc_cmdline, pytestmark  # noqa: F401
 DOCS = os.path.join(ROOT, "docs", "operations.md")
@@ -174,6 +175,10 @@ def test_first_hour(production_home):
             wait_for(lambda: not os.path.exists("/proc/%d" % state["svscan"]), "svscan to exit", admin, timeout=10)
 
     commands = doc_commands()
+    other = accounts.alias_elsewhere(home)
+    assert other is None or ("user", "alias") not in production_home[1], (
+        "this machine's user alias has the home %s (another qmail home): postmaster's mail would go there; "
+        "the first hour needs a machine without it, or with it removed" % other)
     try:
         for line in commands:
             code, out = admin.run(line)

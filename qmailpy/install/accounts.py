@@ -88,7 +88,22 @@ def ensure(home, vpopmaildir, log=print, groups=GROUPS, users=USERS):
         if members:
             log("note: user %s is not in group(s) %s; qmail-smtpd started as root (not by tcpserver -u/-g) "
                 "needs it: usermod -a -G %s %s" % (name, ",".join(members), ",".join(members), name))
+    other = alias_elsewhere(home) if any(u[0] == "alias" for u in users) else None
+    if other:
+        log("note: user alias has the home %s, not %s: qmail-lspawn delivers postmaster's mail (and every "
+            "address that falls to alias) by that home's .qmail files; usermod -d %s alias if this home is "
+            "the one" % (other, os.path.join(home, "alias"), os.path.join(home, "alias")))
     return made
+
+
+def alias_elsewhere(home):
+    """The alias user's home when it is not HOME/alias (another qmail home on this machine), else None."""
+    try:
+        where = pwd.getpwnam("alias").pw_dir
+    except KeyError:
+        return None
+    mine = os.path.join(home, "alias")
+    return None if os.path.realpath(where) == os.path.realpath(mine) else where
 
 
 def ids(name):
