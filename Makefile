@@ -70,6 +70,7 @@ mutate: all
 docs: all
 	$(VPY) -m qmailpy.docgen docs
 
+# PORT=2525 and POP3PORT=1110 by default; it fails (and says why) when one is taken.
 run: deps all
 	./tools/run.sh
 
@@ -77,10 +78,16 @@ stop:
 	./tools/run.sh stop
 
 # As root, `make install` also runs it as qmail runs (tools/install.py --production: qmail's
-# users, queue owners, service/ run scripts, etc/crontab; docs/operations.md).
-# INSTALLFLAGS adds options, e.g. INSTALLFLAGS="--smtp-listen 192.0.2.1 --softlimit 64000000".
+# users, queue owners, service/ run scripts, etc/crontab, postmaster's alias files; docs/operations.md).
+# ME=mx.example.com writes control/me, defaultdomain, plusdomain, locals, rcpthosts where absent
+# (qmail's config-fast; --production uses the host name without it); POSTMASTER=you@example.net
+# makes postmaster's alias files forward there. INSTALLFLAGS adds options, e.g.
+# INSTALLFLAGS="--smtp-listen 192.0.2.1 --softlimit 64000000".
 install: all
-	$(VPY) tools/install.py $(QMAILHOME) $(CURDIR) $(VPY) $$([ "$$(id -u)" = 0 ] && echo --production) $(INSTALLFLAGS)
+	$(VPY) tools/install.py $(QMAILHOME) $(CURDIR) $(VPY) $$([ "$$(id -u)" = 0 ] && echo --production) \
+	  $(if $(ME),--me $(ME)) $(if $(POSTMASTER),--postmaster $(POSTMASTER)) $(INSTALLFLAGS)
 
+# A running demo is stopped first: its pid files are in run/.
 clean:
+	./tools/run.sh stop
 	rm -rf $(VENV) bin/qmail-* bin/setsrssecret bin/sendmail bin/maildirmake run mutants

@@ -55,20 +55,15 @@ def wait_until(predicate, what, timeout=15, log=lambda: ""):
         time.sleep(0.05)
 
 
-def share_queue_with_group_qmail(home):
-    """As an installed production queue: group qmail may write it (qmail-lspawn gives
-    qmail-local, running as the mailbox owner, group qmail so its forwards can queue)."""
+def ensure_group_qmail():
+    """As on an installed server: group qmail exists, so create_queue(production=True)
+    gives the queue to it (qmail-lspawn gives qmail-local, running as the mailbox owner,
+    group qmail so its forwards can queue)."""
     import grp
     try:
-        gid = grp.getgrnam("qmail").gr_gid
+        grp.getgrnam("qmail")
     except KeyError:
         subprocess.run(["groupadd", "-r", "qmail"], check=True)
-        gid = grp.getgrnam("qmail").gr_gid
-    for name in layout.QUEUE_WRITERS:
-        top = os.path.join(home, "queue", name)
-        for path in [top] + [os.path.join(top, d) for d in os.listdir(top)]:
-            os.chown(path, -1, gid)
-            os.chmod(path, layout.QUEUE_WRITERS_MODE)
 
 
 class Home:
@@ -80,9 +75,9 @@ class Home:
         self.fake = self.top                      # Send() keeps its log here
         self.home = os.path.join(self.top, "qmail")
         self.extra_env = extra_env
-        layout.create_queue(self.home, production=True)
         if os.getuid() == 0:
-            share_queue_with_group_qmail(self.home)
+            ensure_group_qmail()
+        layout.create_queue(self.home, production=True)
         os.chmod(self.home, 0o755)
         os.makedirs(os.path.join(self.home, "control"))
         # qmail-smtpd, forwards and bounces run $QMAILHOME/bin/qmail-queue, as in an installed home

@@ -1,10 +1,21 @@
-"""`make run`'s script end to end: swaks in, Maildir out, read back over POP3, then stop."""
+"""`make run`'s script end to end: swaks in, Maildir out, a forward, read back over POP3, then stop;
+and its refusals: a port in use, and `make clean` stopping a running demo first."""
 import os
+import socket
 import subprocess
 import time
 
 from conftest import ROOT
 from test_dialogues import free_port
+
+SCRIPT = os.path.join(ROOT, "tools", "run.sh")
+
+
+def wait_for_files(path, n, timeout=20):
+    deadline = time.time() + timeout
+    while len(os.listdir(path)) < n and time.time() < deadline:
+        time.sleep(0.1)
+    return sorted(os.listdir(path))
 
 
 def test_demo_instance():
@@ -16,7 +27,7 @@ def test_demo_instance():
     rundir = Path(top) / "run"
     port, pop3 = free_port(), free_port()
     env = dict(os.environ, RUNDIR=str(rundir), PORT=str(port), POP3PORT=str(pop3))
-    script = os.path.join(ROOT, "tools", "run.sh")
+    script = SCRIPT
     try:
         r = subprocess.run([script], env=env, capture_output=True, timeout=120)
         out = r.stdout.decode()
@@ -38,9 +49,57 @@ def test_demo_instance():
         got = subprocess.run(["curl", "-s", "--user", "demo@demo.example:demo", "pop3://127.0.0.1:%d/1" % pop3],
                              capture_output=True, timeout=30).stdout
         assert got.replace(b"\r\n", b"\n").rstrip(b"\n") == stored.rstrip(b"\n")
+
+        # a forward from the vpopmail mailbox: qmail-local (as root: vpopmail, group qmail) runs
+        # qmail-queue, which must be able to write the demo's queue (issue 13 item 5)
+        env_home = dict(os.environ, QMAILHOME=str(rundir), QMAILPY_SINGLEUSER="1")
+        subprocess.run([str(rundir / "bin" / "qmail-users"), "adduser", "fwd@demo.example", "-p", "x"],
+                       env=env_home, check=True, capture_output=True, timeout=30)
+        box = maildir.parent
+        (box / ".qmail").write_text("&fwd@demo.example\n")
+        if os.getuid() == 0:
+            for path in (box / ".qmail", box.parent / "fwd"):
+                subprocess.run(["chown", "-R", "vpopmail:vchkpw", str(path)], check=True)
+        s = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port, "--from", "you@example.com",
+                            "--to", "demo@demo.example", "--body", "forward me"], capture_output=True, timeout=60)
+        assert s.returncode == 0, s.stdout.decode()
+        fwd_new = box.parent / "fwd" / "Maildir" / "new"
+        names = wait_for_files(fwd_new, 1)
+        log = (rundir / "log" / "send").read_text()
+        assert len(names) == 1 and "unable to" not in log, log
+        forwarded = (fwd_new / names[0]).read_bytes()
+        assert b"Delivered-To: demo.example-demo@demo.example\n" in forwarded and b"forward me" in forwarded
     finally:
         subprocess.run([script, "stop"], env=env, capture_output=True, timeout=60)
         time.sleep(0.3)
         stopped = [name for name in ("qmail-send.pid", "tcpserver.pid") if not (rundir / name).exists()]
         shutil.rmtree(top, ignore_errors=True)
     assert stopped == ["qmail-send.pid", "tcpserver.pid"]
+
+
+def test_a_port_in_use_fails_with_the_reason_and_leaves_nothing_running(tmp_path):
+    """Another server on the POP3 (or SMTP) port: exit 1, the reason, no curl line, nothing started."""
+    rundir = tmp_path / "run"
+    for which in ("PORT", "POP3PORT"):
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        ports = {"PORT": str(free_port()), "POP3PORT": str(free_port()), which: str(taken.getsockname()[1])}
+        try:
+            r = subprocess.run([SCRIPT], env=dict(os.environ, RUNDIR=str(rundir), **ports), capture_output=True,
+                               text=True, timeout=120)
+        finally:
+            taken.close()
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "127.0.0.1:%s (%s) is in use" % (ports[which], "SMTP" if which == "PORT" else "POP3") in r.stderr
+        assert "curl" not in r.stdout
+        assert [p.name for p in rundir.glob("*.pid")] == [] if rundir.exists() else True
+
+
+def test_make_clean_stops_the_demo_first():
+    """`make clean` removes run/ with the pid files in it: it must stop the demo before (make -n)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    r = subprocess.run(["make", "--no-print-directory", "-n", "clean"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=30, env=env)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "./tools/run.sh stop" and lines[1].startswith("rm -rf ") and lines[1].endswith(" run")

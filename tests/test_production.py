@@ -367,3 +367,82 @@ def test_srs_keys_made_by_cron_are_readable_by_the_daemons(production_home):
             unreadable.append("%s as %s:%s (file %s:%s %o)" % (name, user, group, pwd.getpwuid(st.st_uid).pw_name,
                                                               grp.getgrgid(st.st_gid).gr_name, st.st_mode & 0o777))
     assert unreadable == []
+
+
+def test_fresh_install_is_no_open_relay_and_postmaster_has_a_mailbox(production_home, tmp_path):
+    """Issue 22 item 5 and issue 24 item 1: a fresh production install writes config-fast's files
+    from the host name, answers 5xx to RCPT for a foreign domain from a client that may not relay,
+    and makes ~alias/.qmail-postmaster, -mailer-daemon, -root with alias/Maildir/."""
+    top, _ = production_home
+    home = os.path.join(top, "qmail")
+    r = install(home)
+    assert r.returncode == 0, r.stdout + r.stderr
+    name = os.uname().nodename
+    control = os.path.join(home, "control")
+    for f in ("me", "locals", "rcpthosts"):
+        with open(os.path.join(control, f)) as fh:
+            assert fh.read() == name + "\n", f
+    assert "Putting %s into control/rcpthosts..." % name in r.stdout
+    alias = pwd.getpwnam("alias")
+    for f in ("postmaster", "mailer-daemon", "root"):
+        path = os.path.join(home, "alias", ".qmail-" + f)
+        st = os.stat(path)
+        assert (st.st_uid, st.st_mode & 0o7777) == (alias.pw_uid, 0o644), f
+        with open(path) as fh:
+            assert fh.read() == "./Maildir/\n"
+        assert "made %s: ./Maildir/" % path in r.stdout
+    assert os.stat(os.path.join(home, "alias", "Maildir", "new")).st_uid == alias.pw_uid
+    check = subprocess.run([os.path.join(home, "bin", "qmail-showctl"), "--check"], env=dict(ENV, QMAILHOME=home),
+                           capture_output=True, text=True, timeout=30)
+    elsewhere = accounts.alias_elsewhere(home)
+    if elsewhere is None:
+        assert "qmail-showctl --check: nothing to report" in r.stdout
+        assert (check.returncode, check.stdout) == (0, ""), check.stdout + check.stderr
+    else:       # this machine's alias user belongs to another qmail home: postmaster's mail goes there
+        assert "note: user alias has the home %s, not %s/alias" % (elsewhere, home) in r.stdout
+        assert check.returncode == 1 and "postmaster@%s reaches no mailbox" % name in check.stdout
+
+    # qmail-smtpd as tcpserver runs it for 192.0.2.1 (tcp.smtp: `:allow`, no RELAYCLIENT)
+    session = (b"HELO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<victim@elsewhere.example>\r\n"
+               b"RCPT TO:<postmaster@%s>\r\nQUIT\r\n" % name.encode())
+    r = subprocess.run([os.path.join(home, "bin", "qmail-smtpd")], input=session, capture_output=True, timeout=30,
+                       env=dict(ENV, QMAILHOME=home, **dict(TCP_ENV, TCPREMOTEIP="192.0.2.1")))
+    replies = r.stdout.decode().splitlines()
+    assert replies[3] == "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)", replies
+    assert replies[4] == "250 ok", replies
+
+    # a rerun keeps everything that is there, and says so
+    r = install(home, "--postmaster", "admin@example.net", "--me", "mx.example.com")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "control/rcpthosts is there already: left as it is" in r.stdout
+    assert "kept %s (there already)" % os.path.join(home, "alias", ".qmail-postmaster") in r.stdout
+    with open(os.path.join(home, "alias", ".qmail-root")) as fh:
+        assert fh.read() == "./Maildir/\n"
+
+    # without rcpthosts the qmail-smtpd service does not start: it says why and retries
+    os.unlink(os.path.join(control, "rcpthosts"))
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "sleep").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "sleep").chmod(0o755)
+    (fake / "tcpserver").write_text("#!/bin/sh\necho tcpserver started\n")
+    (fake / "tcpserver").chmod(0o755)
+    service = os.path.join(home, "service", "qmail-smtpd")
+    r = subprocess.run(["sh", "./run"], cwd=service, capture_output=True, text=True, timeout=30,
+                       env=dict(ENV, PATH="%s:%s" % (fake, ENV["PATH"])))
+    assert r.returncode == 111 and "tcpserver started" not in r.stdout
+    assert r.stdout.startswith("qmail-smtpd not started: control/rcpthosts is absent, so it would take mail for "
+                               "any domain (an open relay).")
+
+
+def test_postmaster_forwards_where_install_was_told(production_home):
+    top, _ = production_home
+    home = os.path.join(top, "qmail")
+    r = install(home, "--postmaster", "admin@example.net")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for f in ("postmaster", "mailer-daemon", "root"):
+        with open(os.path.join(home, "alias", ".qmail-" + f)) as fh:
+            assert fh.read() == "&admin@example.net\n"
+    assert not os.path.exists(os.path.join(home, "alias", "Maildir"))
+    r = install(home, "--postmaster", "postmaster")
+    assert r.returncode == 1 and "whole address" in r.stderr

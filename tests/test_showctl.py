@@ -10,6 +10,20 @@ from qmailpy.ctl import registry as R
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def postmaster_reachable(home):
+    """users/cdb's catch-all (qmail-newu's `+:...`, looked up before passwd, so the host's users
+    do not matter): every local address is the user `pm` with ext = the local part, whose
+    .qmail-postmaster delivers to pm/Maildir/. Returns pm's directory."""
+    from test_send_support import write_users_cdb
+    pm = os.path.join(home.root, "pm")
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(pm, "Maildir", sub), exist_ok=True)
+    with open(os.path.join(pm, ".qmail-postmaster"), "w") as f:
+        f.write("./Maildir/\n")
+    write_users_cdb(home.root, {b"!": (b"pm", os.getuid(), os.getgid(), pm.encode(), b"-", b"")})
+    return pm
+
+
 def lines_of(result):
     assert result.returncode == 0, result.stderr
     return result.stdout.decode().splitlines()
@@ -57,6 +71,7 @@ def test_output_is_a_valid_options_file(tmp_path):
     first = a.run("qmail-showctl").stdout
     b.control("options", first.decode())
     assert b.run("qmail-showctl").stdout == first
+    postmaster_reachable(b)
     assert b.run("qmail-showctl", "--check").stdout.decode().splitlines() == []
 
 
@@ -65,6 +80,7 @@ def test_check_flags_number_file_holding_text(home):
     home.control("databytes", "ten megabytes\n")
     home.control("mystery", "?\n")
     home.control("options", "frobnicate: 1\n")
+    postmaster_reachable(home)
     r = home.run("qmail-showctl", "--check")
     assert r.returncode == 1
     assert r.stdout.decode().splitlines() == [
@@ -75,6 +91,7 @@ def test_check_flags_number_file_holding_text(home):
 
 
 def test_check_clean_home_and_open_relay_warning(home):
+    postmaster_reachable(home)
     r = home.run("qmail-showctl", "--check")
     assert r.returncode == 1
     assert r.stdout.decode().splitlines() == [
@@ -82,6 +99,38 @@ def test_check_clean_home_and_open_relay_warning(home):
     home.control("rcpthosts", "example.org\n")
     r = home.run("qmail-showctl", "--check")
     assert (r.returncode, r.stdout) == (0, b"")
+
+
+def test_check_follows_postmaster_and_double_bounces_to_a_mailbox(home):
+    """Issue 24: postmaster@me, postmaster@ of each virtual domain and the double-bounce address
+    must reach a mailbox; --check follows them as qmail-send, qmail-lspawn and qmail-local would."""
+    home.control("me", "mx.example.org\n")
+    home.control("rcpthosts", "mx.example.org\nvirt.example\n")
+    home.control("virtualdomains", "virt.example:virt.example\n")
+    home.control("doublebounceto", "nobody-here\n")
+    pm = postmaster_reachable(home)
+    os.rename(os.path.join(pm, "Maildir"), os.path.join(pm, "gone"))
+
+    def check():
+        r = home.run("qmail-showctl", "--check")
+        return r.returncode, r.stdout.decode().splitlines()
+    no_box = "Sorry, no mailbox here by that name. (#5.1.1)"
+    assert check() == (1, [
+        "control/me: postmaster@mx.example.org reaches no mailbox: Maildir %s/Maildir does not exist" % pm,
+        "control/virtualdomains: postmaster@virt.example reaches no mailbox: " + no_box,
+        "control/doublebounceto: double bounces to nobody-here@mx.example.org reach no mailbox: " + no_box])
+    os.rename(os.path.join(pm, "gone"), os.path.join(pm, "Maildir"))
+    # qmail's way for a virtual domain's postmaster (what qmail-users adddomain writes): the
+    # address becomes pm-postmaster@virt.example, i.e. ext pm-postmaster, which forwards
+    home.control("virtualdomains", "virt.example:virt.example\npostmaster@virt.example:pm\n")
+    with open(os.path.join(pm, ".qmail-pm-postmaster"), "w") as f:
+        f.write("&postmaster@mx.example.org\n")
+    home.control("doublebounceto", "postmaster\n")
+    assert check() == (0, [])
+    with open(os.path.join(pm, ".qmail-pm-postmaster"), "w") as f:
+        f.write("&postmaster@virt.example\n")                 # a loop
+    assert check() == (1, ["control/virtualdomains: postmaster@virt.example reaches no mailbox: forwarded to "
+                           "postmaster@virt.example: forwarded more than 10 times"])
 
 
 def test_malformed_value_is_shown_as_trouble_not_as_the_default(home):
@@ -98,6 +147,7 @@ def test_malformed_value_is_shown_as_trouble_not_as_the_default(home):
 
 def test_check_reports_malformed_options_and_unreadable_files_once(home):
     home.control("rcpthosts", "example.org\n")
+    postmaster_reachable(home)
     home.control("options", "databytes: big\n")
     os.makedirs(os.path.join(home.root, "control", "badmailfrom"))
     r = home.run("qmail-showctl", "--check")
@@ -151,8 +201,10 @@ def write_cdb(path, keys):
 @pytest.mark.parametrize("damage", ["truncated", "text", "table", "directory"])
 def test_check_opens_every_cdb_and_reports_a_corrupt_one(home, name, damage):
     home.control("rcpthosts", "example.org\n")
+    postmaster_reachable(home)            # writes users/cdb: damaged below in its turn
     path = os.path.join(home.root, name)
-    write_cdb(path, [b"example.net", b"@example.com", b"bob@example.org"])
+    if name != "users/cdb":
+        write_cdb(path, [b"example.net", b"@example.com", b"bob@example.org"])
     assert home.run("qmail-showctl", "--check").stdout == b""
     data = open(path, "rb").read()
     if damage == "truncated":
@@ -169,7 +221,13 @@ def test_check_opens_every_cdb_and_reports_a_corrupt_one(home, name, damage):
             f.write(data)
     r = home.run("qmail-showctl", "--check")
     assert r.returncode == 1
-    [line] = r.stdout.decode().splitlines()
+    lines = r.stdout.decode().splitlines()
+    if name == "users/cdb":              # postmaster's way goes through users/cdb too
+        assert lines[1:] and all(x.startswith(("control/me: postmaster@", "control/doublebounceto: "))
+                                 and x.endswith("Trouble reading users/cdb in qmail-lspawn.")
+                                 for x in lines[1:]), lines
+        lines = lines[:1]
+    [line] = lines
     expected = {"truncated": "corrupt cdb: truncated: hash table", "text": "corrupt cdb: truncated: hash table",
                 "table": "corrupt cdb: hash table", "directory": "unable to read: Is a directory"}[damage]
     assert line.startswith("%s: %s" % (name, expected)), line

@@ -266,3 +266,57 @@ def test_domain_directory_dotqmail_files(scratch, monkeypatch, tmp_path):
     os.symlink(".qmail-default", os.path.join(ddir, ".qmail-default"))
     assert resolve(b"ann") == mailbox.DOMAIN_TROUBLE              # cannot look: defer, never bounce
     assert resolve(b"joe") == joe
+
+
+@pytest.mark.skipif(**ROOT_ONLY)
+def test_a_changed_virtualdomains_is_read_without_a_signal(scratch):
+    """qmail-send runs as qmails and cannot SIGHUP the root qmail-lspawn (issue 13 item 3): a domain
+    added to control/virtualdomains while qmail-lspawn runs must still find its mailboxes."""
+    import shutil
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.users import admin, open_users
+    os.unlink(os.path.join(scratch.home, "users", "cdb"))
+    users = open_users(scratch.home, Controls(scratch.home, {}), create=True)
+    try:
+        for domain, user in (("virt.example", "joe"), ("new.example", "ann")):
+            admin.add_domain(users, domain)
+            admin.add_user(users, "%s@%s" % (user, domain), "secret")
+        ann = users.lookup("ann", "new.example")
+    finally:
+        users.close()
+    for root, dirs, files in os.walk(os.path.join(scratch.home, "vpopmail")):
+        for name in [root] + [os.path.join(root, f) for f in dirs + files]:
+            shutil.chown(name, NOBODY, NOBODY)
+    client = SpawnClient("qmail-lspawn", scratch.env())
+    try:
+        messid = queue_message(scratch.home)
+        assert client.one(messid, b"a@b", b"virt.example-joe@virt.example") == b"Kdid 0+0+1\n"
+        scratch.control("virtualdomains", "virt.example:virt.example\nnew.example:new.example")
+        assert client.one(messid, b"a@b", b"new.example-ann@new.example") == b"Kdid 0+0+1\n"
+    finally:
+        client.close()
+    lines = open(os.path.join(scratch.fake, "local.log")).read().splitlines()
+    _, uid, rcpt, _, args = lines[-1].split(" ", 4)
+    assert (int(uid), rcpt) == (NOBODY, "new.example-ann@new.example")
+    assert args == "ann|%s|||./Maildir/|" % ann.dir
+
+
+def test_watched_controls_notice_a_changed_file(tmp_path):
+    from qmailpy.spawn.watch import WatchedControls
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    (home / "control" / "locals").write_text("a.example\n")
+    c = WatchedControls(str(home))
+    assert c.value("locals") == ("a.example",) and c.value("virtualdomains") == ()
+    assert not c.changed()
+    (home / "control" / "virtualdomains").write_text("v.example:v.example\n")      # made
+    assert c.changed()
+    c = WatchedControls(str(home))
+    c.value("virtualdomains")
+    (home / "control" / "options").write_text("concurrencylocal: 5\n")             # options may set it
+    assert c.changed()
+    c = WatchedControls(str(home))
+    c.value("locals")
+    with open(home / "control" / "locals", "a") as f:                               # edited in place
+        f.write("b.example\n")
+    assert c.changed()

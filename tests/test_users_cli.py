@@ -108,3 +108,84 @@ def test_clearopensmtp_with_a_malformed_window_exits_111_and_clears_nothing(home
     assert r.stderr == (b"qmail-users: unable to read controls: control/popbeforesmtptimeout:1: "
                         b"not a number: '30 minutes'\n")
     assert ok(home.run("qmail-users", "relays")).startswith("192.0.2.7\t")
+
+
+def test_adddomain_makes_the_domain_local_and_deldomain_undoes_it(home):
+    """Issue 13 item 9: as vadddomain, the domain goes into rcpthosts and virtualdomains (else its
+    mail goes remote), postmaster@ of it to where postmaster@me goes; the output says so."""
+    home.control("rcpthosts", "mx.example.com\n")
+    r = home.run("qmail-users", "adddomain", "example.org")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines()[1:] == [
+        "control/rcpthosts: added example.org",
+        "control/virtualdomains: added example.org:example.org",
+        "control/virtualdomains: added postmaster@example.org:alias (postmaster@example.org gets what "
+        "postmaster@ of control/me gets: ~alias/.qmail-postmaster)"]
+    # nothing runs qmail-send for this home: the exact command to run is printed
+    assert ("note: qmail-send reads control/virtualdomains at start and on SIGHUP: run svc -h %s/service/"
+            "qmail-send" % home.root) in r.stderr.decode()
+    vd = os.path.join(home.root, "control", "virtualdomains")
+    with open(vd) as f:
+        assert f.read() == "example.org:example.org\npostmaster@example.org:alias\n"
+    r = home.run("qmail-showctl")
+    assert "virtualdomains:\n  example.org:example.org\n  postmaster@example.org:alias\n" in r.stdout.decode()
+
+    # a postmaster mailbox of its own takes the alias line out; deleting it puts the line back
+    r = home.run("qmail-users", "adduser", "postmaster@example.org", "-p", "x")
+    assert "control/virtualdomains: removed postmaster@example.org:alias" in r.stdout.decode()
+    with open(vd) as f:
+        assert f.read() == "example.org:example.org\n"
+    r = home.run("qmail-users", "deluser", "postmaster@example.org")
+    assert "control/virtualdomains: added postmaster@example.org:alias" in r.stdout.decode()
+
+    r = home.run("qmail-users", "deldomain", "example.org")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines() == [
+        "deleted domain example.org", "control/rcpthosts: removed example.org",
+        "control/virtualdomains: removed example.org:example.org",
+        "control/virtualdomains: removed postmaster@example.org:alias"]
+    with open(vd) as f:
+        assert f.read() == ""
+    with open(os.path.join(home.root, "control", "rcpthosts")) as f:
+        assert f.read() == "mx.example.com\n"
+
+
+def test_adddomain_keeps_an_existing_line_and_leaves_options_alone(home):
+    home.control("virtualdomains", "example.org:someone\n")
+    r = home.run("qmail-users", "adddomain", "example.org")
+    assert r.returncode == 0
+    assert b"note: control/virtualdomains has example.org:someone: kept" in r.stderr
+    with open(os.path.join(home.root, "control", "virtualdomains")) as f:
+        assert f.read() == "example.org:someone\npostmaster@example.org:alias\n"
+    os.unlink(os.path.join(home.root, "control", "virtualdomains"))
+    home.control("options", "virtualdomains:\n  example.org:example.org\n")
+    r = home.run("qmail-users", "adddomain", "example.net", "--no-rcpthosts")
+    assert r.returncode == 0
+    assert b"control/virtualdomains is set in control/options: add example.net:example.net there" in r.stderr
+    assert not os.path.exists(os.path.join(home.root, "control", "virtualdomains"))
+
+
+def test_adddomain_tells_make_runs_qmail_send(home, tmp_path):
+    """The running qmail-send must learn the new virtualdomains (SIGHUP), as vadddomain does it."""
+    import signal
+    import subprocess
+    fake = tmp_path / "bin" / "qmail-send"
+    fake.parent.mkdir()
+    got = tmp_path / "got-hup"
+    fake.write_text("#!/bin/sh\ntrap 'echo hup >> %s' HUP\nwhile :; do sleep 0.05; done\n" % got)
+    fake.chmod(0o755)
+    proc = subprocess.Popen([str(fake)], start_new_session=True)
+    try:
+        with open(os.path.join(home.root, "qmail-send.pid"), "w") as f:       # as tools/run.sh writes it
+            f.write("%d\n" % proc.pid)
+        time.sleep(0.2)                                                          # the trap is set
+        r = home.run("qmail-users", "adddomain", "example.org")
+        assert r.returncode == 0, r.stderr
+        assert "qmail-send told to reread its controls (kill -HUP %d)" % proc.pid in r.stdout.decode()
+        deadline = time.monotonic() + 10
+        while not got.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert got.read_text() == "hup\n"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

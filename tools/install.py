@@ -1,14 +1,22 @@
 """Lay out a qmail home: bin/ launchers, control/ defaults, the queue.
 
-usage: python tools/install.py QMAILHOME ROOT PYTHON [--demo] [--production [options]]
-Existing control files are never overwritten. --demo adds what `make run`
-needs: a host name and a demo domain on 127.0.0.1.
+usage: python tools/install.py QMAILHOME ROOT PYTHON [--me FQDN] [--demo] [--production [options]]
+Existing control files are never overwritten. --me FQDN writes what qmail's
+config-fast writes (me, defaultdomain, plusdomain, locals, rcpthosts) where
+absent (qmailpy/install/config.py). --demo adds what `make run` needs: a host
+name and a demo domain on 127.0.0.1; as root, also group qmail and
+vpopmail:vchkpw and a queue group qmail may write (qmail-local's forwards).
+At the end it prints what `qmail-showctl --check` still finds.
 
 --production (as root) also runs it as qmail runs: qmail's users and groups
 (created where missing), the queue with qmail's owners and group-writable
 for qmail-queue, the vpopmail, alias, users and sessions directories, run
 scripts under QMAILHOME/service/ (qmail-send, qmail-smtpd, dovecot, clamd,
-spamd, each with log/run: multilog) and QMAILHOME/etc/crontab. Options:
+spamd, each with log/run: multilog) and QMAILHOME/etc/crontab; the config-fast
+files from --me, else control/me, else the host name (never an open relay);
+alias/.qmail-postmaster, -mailer-daemon, -root delivering to alias/Maildir/
+(or forwarding to --postmaster ADDRESS), as qmail's INSTALL.alias (every
+install makes these; --production gives them to the alias user). Options:
 --smtp-port (25), --smtp-listen (0: every address), --softlimit BYTES
 (qmail-smtpd's memory limit, none by default), --pop3-port (110),
 --pop3-listen (*), --tcpserver-flags ("-v -R"). See docs/operations.md.
@@ -40,7 +48,15 @@ def parse_args(argv):
     ap.add_argument("root", help="the qmailpy checkout")
     ap.add_argument("python", help="the venv's interpreter (the launchers run it)")
     ap.add_argument("--demo", action="store_true", help="controls for `make run`")
+    ap.add_argument("--me", metavar="FQDN", help="write me, defaultdomain, plusdomain, locals, rcpthosts where "
+                                                 "absent (qmail's config-fast)")
+    ap.add_argument("--postmaster", metavar="ADDRESS",
+                    help="--production: alias/.qmail-postmaster etc. forward here (default: alias/Maildir/)")
     ap.add_argument("--production", action="store_true", help="users, owners, services, crontab (root)")
+    ap.add_argument("--sendmail", choices=("link", "replace", "no"), default=None,
+                    help="with --production: /usr/sbin/sendmail and /usr/lib/sendmail become this home's "
+                         "(link: only where absent; replace: move another MTA's aside). Default: link "
+                         "for /var/qmail, no for any other home")
     ap.add_argument("--smtp-port", type=int, default=25)
     ap.add_argument("--smtp-listen", default="0", help="tcpserver's host argument (0: every address)")
     ap.add_argument("--softlimit", type=int, default=None, metavar="BYTES",
@@ -57,6 +73,14 @@ def main(argv):
     home, root, python = os.path.abspath(args.home), args.root, args.python
     if args.production and os.geteuid() != 0:
         raise SystemExit("install.py: --production creates users and sets owners: run it as root")
+    from qmailpy.install import alias, config
+    try:
+        if args.me:
+            config.check_name(args.me)
+        if args.postmaster:
+            alias.check_address(args.postmaster)
+    except (config.ConfigError, ValueError) as e:
+        raise SystemExit("install.py: %s" % e)
     subprocess.run([python, os.path.join(root, "tools", "mklaunchers.py"), root, python,
                     os.path.join(home, "bin")], check=True)
     control = os.path.join(home, "control")
@@ -70,6 +94,7 @@ def main(argv):
     if args.demo:
         for name, text in DEMO.items():
             write_if_absent(os.path.join(control, name), text + "\n")
+    configure(home, args.me or (host_name(home) if args.production else None))
     rules = os.path.join(control, "tcp.smtp")
     if shutil.which("tcprules") and os.path.exists(rules):
         with open(rules, "rb") as f:
@@ -77,8 +102,65 @@ def main(argv):
     if args.production:
         production(home, os.path.abspath(root), python, args)
     else:
-        create_queue(home)
+        postmaster(home, args.postmaster)
+        if args.demo and os.geteuid() == 0:
+            demo_as_root(home)
+        else:
+            create_queue(home)
     print("installed qmail home %s" % home)
+    still_missing(home)
+
+
+def host_name(home):
+    """The name for config-fast when --me is not given: control me (file or control/options),
+    else this host's name."""
+    from qmailpy.ctl.reader import Controls
+    setting = Controls(home, {}).setting("me")
+    if setting.is_default and "." not in setting.value:
+        print("note: the host name %r has no dot; if mail should use another name, run "
+              "qmail-config --force mx.example.com (or make install ME=mx.example.com)" % setting.value)
+    return setting.value
+
+
+def configure(home, fqdn):
+    """qmail's config-fast step for the files that are absent (qmailpy/install/config.py)."""
+    from qmailpy.install import config
+    if fqdn is None:
+        return
+    try:
+        lines = config.configure(home, fqdn, config.MISSING)
+    except config.ConfigError as e:          # a host name config-fast would not take
+        print("note: %s: write the control files with qmail-config FQDN" % e)
+        return
+    for line in lines:
+        print(line)
+
+
+def still_missing(home):
+    """What `qmail-showctl --check` would say about the new home, so nothing is left unsaid."""
+    from qmailpy.cli.showctl import checks
+    from qmailpy.ctl.reader import Controls
+    findings = checks(home, Controls(home))
+    if not findings:
+        print("qmail-showctl --check: nothing to report")
+        return
+    print("still missing or wrong (qmail-showctl --check):")
+    for f in findings:
+        print("  %s" % f)
+    if any(f.path == "control/rcpthosts" for f in findings):
+        print("  write the control files with: QMAILHOME=%s %s FQDN"
+              % (home, os.path.join(home, "bin", "qmail-config")))
+
+
+def demo_as_root(home):
+    """`make run` as root: qmail-local runs as vpopmail with group qmail, so the demo's queue
+    is laid out as the production one (group qmail may write where qmail-queue writes)."""
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.install import accounts
+    from qmailpy.users.base import vpopmail_dir
+    accounts.ensure(home, os.path.abspath(vpopmail_dir(home, Controls(home, {}))),
+                    groups=accounts.DEMO_GROUPS, users=accounts.DEMO_USERS)
+    create_queue(home, production=True)
 
 
 def _dir(path, mode, uid=-1, gid=-1):
@@ -99,6 +181,7 @@ def production(home, root, python, args):
     qmail, vchkpw = accounts.gid("qmail"), accounts.gid("vchkpw")
     os.chmod(home, 0o755)
     _dir(os.path.join(home, "alias"), 0o2755, accounts.ids("alias")[0], qmail)        # hier.c
+    postmaster(home, args.postmaster, accounts.ids("alias"))
     if not os.path.exists(vdir):
         # qmail-users gives new domains and mailboxes the owner of this directory
         _dir(vdir, 0o755, accounts.ids("vpopmail")[0], vchkpw)
@@ -125,6 +208,18 @@ def production(home, root, python, args):
     services.write(settings, controls, log_ids=accounts.ids(services.LOG_USER), clamav_user=clamav)
     print("services in %s (start: svscan %s, or link them into /etc/service); cron jobs in %s"
           % (settings.service(), settings.service(), os.path.join(home, "etc", "crontab")))
+    from qmailpy.install import sendmail
+    mode = args.sendmail or ("link" if os.path.abspath(home) == "/var/qmail" else "no")
+    for line in sendmail.install(home, mode):
+        print(line)
+
+
+def postmaster(home, address, alias_ids=None):
+    """qmail's INSTALL.alias: postmaster, mailer-daemon and root reach a person (qmailpy/install/alias.py);
+    alias_ids: the alias user's (production), else the files are the installer's."""
+    from qmailpy.install import alias
+    for line in alias.make(home, alias_ids, address):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 #!/bin/sh
-# `make run`: a demo qmail home under ./run/: tcpserver + qmail-smtpd on 127.0.0.1:2525,
+# `make run`: a demo qmail home under ./run/: tcpserver + qmail-smtpd on 127.0.0.1:$PORT (2525),
 # qmail-send, a virtual domain demo.example with the mailbox demo@demo.example
-# (password demo), and Dovecot POP3 on 127.0.0.1:1110. `make stop` stops it all.
+# (password demo), and Dovecot POP3 on 127.0.0.1:$POP3PORT (1110). `make stop` stops it all.
+# Environment: PORT, POP3PORT (the ports), RUNDIR (the home, default ./run), DNSCACHEIP.
+# It fails (exit 1, nothing left running) when a port is taken or a server does not start.
 set -e
 cd "$(dirname "$0")/.."
 TOP=$PWD
@@ -13,31 +15,73 @@ export QMAILHOME="$RUN"
 # The demo never asks an outside DNS server: remote mail waits in the queue (deferred).
 export DNSCACHEIP=${DNSCACHEIP:-127.0.0.1}
 
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
 stop() {
+    pids=""
     for f in "$RUN"/*.pid "$RUN/dovecot/run/master.pid"; do
         [ -f "$f" ] || continue
-        kill "$(cat "$f")" 2>/dev/null || true
+        pid=$(cat "$f")
+        kill "$pid" 2>/dev/null && pids="$pids $pid"
         rm -f "$f"
     done
+    # wait (10 s at most) until they are gone, so the ports are free for the next `make run`
+    for _ in $(seq 100); do
+        left=""
+        for pid in $pids; do kill -0 "$pid" 2>/dev/null && left="$left $pid"; done
+        [ -z "$left" ] && return 0
+        sleep 0.1
+    done
+    echo "still running after 10 s:$left" >&2
+}
+
+fail() {
+    echo "make run: $*" >&2
+    stop
+    exit 1
+}
+
+# port_free PORT: nobody listens on 127.0.0.1:PORT (bind test)
+port_free() {
+    "$PY" -c 'import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)' "$1"
+}
+
+# listening PORT: wait (10 s at most) until something accepts on 127.0.0.1:PORT
+listening() {
+    "$PY" -c 'import socket, sys, time
+end = time.time() + 10
+while True:
+    try:
+        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+        break
+    except OSError:
+        if time.time() > end:
+            sys.exit(1)
+        time.sleep(0.1)' "$1"
 }
 
 if [ "$1" = stop ]; then stop; echo "stopped"; exit 0; fi
 stop
-"$PY" tools/install.py "$RUN" "$TOP" "$PY" --demo
-mkdir -p "$RUN/log"
+[ "$PORT" != "$POP3PORT" ] || fail "PORT and POP3PORT are both $PORT"
+port_free "$PORT" || fail "127.0.0.1:$PORT (SMTP) is in use, by another make run or server; stop it, or choose another port: make run PORT=2526"
+port_free "$POP3PORT" || fail "127.0.0.1:$POP3PORT (POP3) is in use, by another make run or server; stop it, or choose another port: make run POP3PORT=1111"
 
-# The daemons run as you (even where qmail's users exist: the demo queue has qmail's
-# plain layout). Deliveries never run as root: as root the demo's mailbox belongs to
-# vpopmail (created here if missing), and qmail-local runs as vpopmail.
+# As root this also makes group qmail and vpopmail:vchkpw (tools/install.py --demo): the
+# daemons run as root (single-user mode), deliveries never do: the demo's mailbox belongs
+# to vpopmail, qmail-local runs as vpopmail with group qmail, which may write the queue.
+mkdir -p "$RUN/log"
+"$PY" tools/install.py "$RUN" "$TOP" "$PY" --demo >"$RUN/log/install" 2>&1 ||
+    fail "tools/install.py failed: $(tail -n 5 "$RUN/log/install")"
 export QMAILPY_SINGLEUSER=1
-if [ "$(id -u)" = 0 ]; then
-    getent group vchkpw >/dev/null || groupadd -r vchkpw
-    getent passwd vpopmail >/dev/null || useradd -r -g vchkpw -d "$RUN/vpopmail" -s /usr/sbin/nologin vpopmail
-fi
 
 "$RUN/bin/qmail-users" adddomain demo.example >/dev/null 2>&1 || true
 "$RUN/bin/qmail-users" adduser demo@demo.example --password demo --clear >/dev/null 2>&1 || true
-[ "$(id -u)" = 0 ] && chown -R vpopmail:vchkpw "$RUN/vpopmail"
+[ "$(id -u)" != 0 ] || chown -R vpopmail:vchkpw "$RUN/vpopmail"
 MAILDIR=$RUN/vpopmail/domains/demo.example/demo/Maildir
 
 nohup "$RUN/bin/qmail-send" ./Maildir/ >>"$RUN/log/send" 2>&1 &
@@ -49,16 +93,15 @@ nohup tcpserver -R -H -l localhost -c "$SESSIONS" -x "$RUN/control/tcp.smtp.cdb"
     127.0.0.1 "$PORT" "$RUN/bin/qmail-smtpd" >>"$RUN/log/smtpd" 2>&1 &
 echo $! > "$RUN/tcpserver.pid"
 
-POP3="not started (see $RUN/log/dovecot)"
-if command -v dovecot >/dev/null 2>&1 &&
-   "$PY" -m qmailpy.pop3.dovecot "$RUN" "$RUN/dovecot" --port "$POP3PORT" >"$RUN/log/dovecot" 2>&1 &&
-   dovecot -c "$RUN/dovecot/dovecot.conf" >>"$RUN/log/dovecot" 2>&1; then
-    POP3="127.0.0.1:$POP3PORT (user demo@demo.example, password demo)"
-fi
+command -v dovecot >/dev/null 2>&1 || fail "POP3 not started: no dovecot (apt-get install dovecot-pop3d)"
+"$PY" -m qmailpy.pop3.dovecot "$RUN" "$RUN/dovecot" --port "$POP3PORT" >"$RUN/log/dovecot" 2>&1 &&
+    dovecot -c "$RUN/dovecot/dovecot.conf" >>"$RUN/log/dovecot" 2>&1 ||
+    fail "POP3 not started: $(tail -n 3 "$RUN/log/dovecot")"
 
-sleep 0.5
+listening "$PORT" || fail "SMTP not started on 127.0.0.1:$PORT: $(tail -n 3 "$RUN/log/smtpd")"
+listening "$POP3PORT" || fail "POP3 not started on 127.0.0.1:$POP3PORT: $(tail -n 3 "$RUN/dovecot/dovecot.log" 2>/dev/null)"
 for p in qmail-send tcpserver; do
-    kill -0 "$(cat "$RUN/$p.pid")" 2>/dev/null || { echo "$p did not start; see $RUN/log/" >&2; exit 1; }
+    alive "$RUN/$p.pid" || fail "$p did not start; see $RUN/log/"
 done
 
 cat <<MSG
@@ -66,7 +109,7 @@ cat <<MSG
 qmailpy is running with its qmail home in $RUN
   SMTP  127.0.0.1:$PORT      (tcpserver + qmail-smtpd; log $RUN/log/smtpd)
   queue qmail-send          (log $RUN/log/send)
-  POP3  $POP3
+  POP3  127.0.0.1:$POP3PORT      (Dovecot; user demo@demo.example, password demo)
 
 Send a test message:
     swaks --server 127.0.0.1:$PORT --from you@example.com --to demo@demo.example
@@ -79,5 +122,5 @@ Read it over POP3:
 
 Also: QMAILHOME=$RUN $RUN/bin/qmail-showctl, qmail-qstat, qmail-users list.
 DNS goes to $DNSCACHEIP only: mail to other domains stays queued (deferred).
-Stop with: make stop
+Other ports: make run PORT=2526 POP3PORT=1111. Stop with: make stop
 MSG

@@ -15,7 +15,7 @@ import click
 
 from qmailpy import paths
 from qmailpy.ctl.reader import ControlError, Controls
-from qmailpy.users import admin, rcpthosts
+from qmailpy.users import admin, domaincontrols
 from qmailpy.users.base import UsersError, UsersUnavailable, open_users
 from qmailpy.users.passwords import DEFAULT_SCHEME, SCHEMES
 
@@ -84,48 +84,85 @@ def cli():
     """Manage the virtual domains and mailboxes of $QMAILHOME (default /var/qmail)."""
 
 
+no_rcpthosts_option = click.option("--no-rcpthosts", is_flag=True, help="Leave control/rcpthosts alone.")
+no_virtualdomains_option = click.option("--no-virtualdomains", is_flag=True,
+                                        help="Leave control/virtualdomains alone (and qmail-send).")
+
+
 @cli.command()
 @click.argument("domain")
-@click.option("--no-rcpthosts", is_flag=True, help="Leave control/rcpthosts alone.")
+@no_rcpthosts_option
+@no_virtualdomains_option
 @with_users
-def adddomain(users, domain, no_rcpthosts):
-    """Host DOMAIN: its dir_control row and <vpopmaildir>/domains/DOMAIN."""
+def adddomain(users, domain, no_rcpthosts, no_virtualdomains):
+    """Host DOMAIN: its dir_control row and <vpopmaildir>/domains/DOMAIN; DOMAIN in
+    control/rcpthosts and control/virtualdomains (with postmaster@DOMAIN going where
+    postmaster@ of control/me goes); the running qmail-send is told (SIGHUP)."""
     domain = admin.add_domain(users, domain)
     click.echo("added domain %s (%s)" % (domain, users.domain_dir(domain)))
     _let_smtpd_look(users, domain)
-    _rcpthosts(domain, no_rcpthosts, rcpthosts.add, "add")
+    _controls_follow(domain, no_rcpthosts, no_virtualdomains, domaincontrols.add_rcpthost,
+                     domaincontrols.add_virtual)
 
 
 @cli.command()
 @click.argument("real_domain")
 @click.argument("alias_domain")
-@click.option("--no-rcpthosts", is_flag=True, help="Leave control/rcpthosts alone.")
+@no_rcpthosts_option
+@no_virtualdomains_option
 @with_users
-def addaliasdomain(users, real_domain, alias_domain, no_rcpthosts):
+def addaliasdomain(users, real_domain, alias_domain, no_rcpthosts, no_virtualdomains):
     """Make ALIAS_DOMAIN another name of REAL_DOMAIN (either order, as vaddaliasdomain)."""
     alias, real = admin.add_alias_domain(users, real_domain, alias_domain)
     click.echo("added alias domain %s -> %s" % (alias, real))
-    _rcpthosts(alias, no_rcpthosts, rcpthosts.add, "add")
+    own = users.lookup(domaincontrols.POSTMASTER, real) is not None
+    _controls_follow(alias, no_rcpthosts, no_virtualdomains, domaincontrols.add_rcpthost,
+                     lambda home, d: domaincontrols.add_virtual(home, d, own_postmaster=own))
 
 
 @cli.command()
 @click.argument("domain")
 @click.option("--keep-files", is_flag=True, help="Keep the domain directory and its mailboxes.")
-@click.option("--no-rcpthosts", is_flag=True, help="Leave control/rcpthosts alone.")
+@no_rcpthosts_option
+@no_virtualdomains_option
 @with_users
-def deldomain(users, domain, keep_files, no_rcpthosts):
-    """Remove DOMAIN with all its users (or, for an alias domain, just the alias)."""
+def deldomain(users, domain, keep_files, no_rcpthosts, no_virtualdomains):
+    """Remove DOMAIN with all its users (or, for an alias domain, just the alias), and
+    its lines in control/rcpthosts and control/virtualdomains."""
     what = admin.del_domain(users, domain, keep_files)
-    click.echo("deleted %s %s" % ("alias domain" if what == "alias" else "domain", domain.lower()))
-    _rcpthosts(domain.lower(), no_rcpthosts, rcpthosts.remove, "remove")
+    domain = domain.strip().lower().rstrip(".")
+    click.echo("deleted %s %s" % ("alias domain" if what == "alias" else "domain", domain))
+    _controls_follow(domain, no_rcpthosts, no_virtualdomains, domaincontrols.remove_rcpthost,
+                     domaincontrols.remove_virtual)
 
 
-def _rcpthosts(domain, skip, change, verb):
-    if skip:
-        return
-    if not change(_home(), domain) and verb == "add":
-        click.echo("note: control/rcpthosts is not a file here; %s %s there (or in control/options) "
-                   "yourself" % (verb, domain), err=True)
+def _controls_follow(domain, no_rcpthosts, no_virtualdomains, rcpthosts, virtualdomains):
+    """Apply the control-file changes, say what changed, and HUP qmail-send after virtualdomains."""
+    home = _home()
+    try:
+        changes, notes = rcpthosts(home, domain) if not no_rcpthosts else ([], [])
+        if not no_virtualdomains:
+            more, more_notes = virtualdomains(home, domain)
+            changes, notes = changes + more, notes + more_notes
+    except OSError as e:
+        click.echo("qmail-users: the users database is changed, but not the control files: %s" % e, err=True)
+        sys.exit(EXIT_TEMPORARY)
+    _report(home, changes, notes)
+
+
+def _report(home, changes, notes):
+    for line in changes:
+        click.echo(line)
+    for line in notes:
+        click.echo("note: %s" % line, err=True)
+    if any(line.startswith("control/virtualdomains") for line in changes):
+        from qmailpy.install.running import reload_send
+        done, command = reload_send(home)
+        if done:
+            click.echo("qmail-send told to reread its controls (%s)" % command)
+        else:
+            click.echo("note: qmail-send reads control/virtualdomains at start and on SIGHUP: run %s"
+                       % command, err=True)
 
 
 @cli.command()
@@ -140,6 +177,8 @@ def adduser(users, address, password, quota, gecos, clear, scheme):
     """Add the mailbox ADDRESS (user@domain) and create its Maildir."""
     box = admin.add_user(users, address, _password(password), quota, clear, scheme, gecos)
     click.echo("added %s (%s)" % (box.address, box.maildir))
+    if box.name == domaincontrols.POSTMASTER:
+        _report(_home(), domaincontrols.postmaster_own(_home(), box.domain), [])
 
 
 @cli.command()
@@ -150,6 +189,8 @@ def deluser(users, address, keep_files):
     """Remove the mailbox ADDRESS and its directory."""
     box = admin.del_user(users, address, keep_files)
     click.echo("deleted %s" % box.address)
+    if box.name == domaincontrols.POSTMASTER and domaincontrols.is_virtual(_home(), box.domain):
+        _report(_home(), domaincontrols.postmaster_to_alias(_home(), box.domain), [])
 
 
 @cli.command()

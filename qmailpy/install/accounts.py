@@ -25,6 +25,12 @@ USERS = (
     ("vpopmail", "vchkpw", VPOPMAIL_HOME, ()),
 )
 NOLOGIN = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
+EXISTS = 9                      # useradd and groupadd: the name is taken already
+# `make run` as root (tools/install.py --demo): the daemons stay root (single-user mode),
+# but qmail-local runs as the demo mailbox's owner, vpopmail, with group qmail for its
+# forwards' qmail-queue, as on a production home.
+DEMO_GROUPS = ("qmail", "vchkpw")
+DEMO_USERS = tuple(u for u in USERS if u[0] == "vpopmail")
 
 
 def group_exists(name):
@@ -47,11 +53,12 @@ def nologin_shell():
     return next((s for s in NOLOGIN if os.path.exists(s)), NOLOGIN[-1])
 
 
-def commands(home, vpopmaildir, group_exists=group_exists, user_exists=user_exists, shell=None):
+def commands(home, vpopmaildir, group_exists=group_exists, user_exists=user_exists, shell=None,
+             groups=GROUPS, users=USERS):
     """The groupadd/useradd argv lists that create what is missing (pure given the lookups)."""
     shell = shell or nologin_shell()
-    out = [["groupadd", "-r", name] for name in GROUPS if not group_exists(name)]
-    for name, group, sub, extra in USERS:
+    out = [["groupadd", "-r", name] for name in groups if not group_exists(name)]
+    for name, group, sub, extra in users:
         if user_exists(name):
             continue
         where = vpopmaildir if sub is VPOPMAIL_HOME else os.path.join(home, sub) if sub else home
@@ -62,23 +69,41 @@ def commands(home, vpopmaildir, group_exists=group_exists, user_exists=user_exis
     return out
 
 
-def ensure(home, vpopmaildir, log=print):
+def ensure(home, vpopmaildir, log=print, groups=GROUPS, users=USERS):
     """Create the missing groups and users; the names created ("group NAME"/"user NAME")."""
     made = []
-    for argv in commands(home, vpopmaildir):
+    for argv in commands(home, vpopmaildir, groups=groups, users=users):
         r = subprocess.run(argv, capture_output=True, text=True)
+        if r.returncode == EXISTS:            # made meanwhile by someone else: it is there, as wanted
+            log("%s %s exists already" % ("group" if argv[0] == "groupadd" else "user", argv[-1]))
+            continue
         if r.returncode != 0:
             raise SystemExit("install.py: %s failed: %s" % (" ".join(argv), r.stderr.strip()))
         what = "%s %s" % ("group" if argv[0] == "groupadd" else "user", argv[-1])
         log("created %s" % what)
         made.append(what)
-    for name, _, _, extra in USERS:
+    for name, _, _, extra in users:
         members = [g for g in extra if name not in grp.getgrnam(g).gr_mem and pwd.getpwnam(name).pw_gid
                    != grp.getgrnam(g).gr_gid]
         if members:
             log("note: user %s is not in group(s) %s; qmail-smtpd started as root (not by tcpserver -u/-g) "
                 "needs it: usermod -a -G %s %s" % (name, ",".join(members), ",".join(members), name))
+    other = alias_elsewhere(home) if any(u[0] == "alias" for u in users) else None
+    if other:
+        log("note: user alias has the home %s, not %s: qmail-lspawn delivers postmaster's mail (and every "
+            "address that falls to alias) by that home's .qmail files; usermod -d %s alias if this home is "
+            "the one" % (other, os.path.join(home, "alias"), os.path.join(home, "alias")))
     return made
+
+
+def alias_elsewhere(home):
+    """The alias user's home when it is not HOME/alias (another qmail home on this machine), else None."""
+    try:
+        where = pwd.getpwnam("alias").pw_dir
+    except KeyError:
+        return None
+    mine = os.path.join(home, "alias")
+    return None if os.path.realpath(where) == os.path.realpath(mine) else where
 
 
 def ids(name):

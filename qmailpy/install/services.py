@@ -66,8 +66,13 @@ def render_send_run(s):
             "exec %s \\\n    %s ./Maildir/\n" % (_clean_env(s), q(s.bin("qmail-send"))))
 
 
+NO_RCPTHOSTS = ("qmail-smtpd not started: control/rcpthosts is absent, so it would take mail for any domain "
+                "(an open relay). Write it (qmail-config FQDN, or the domains one per line); retrying in 5 s.")
+
+
 def render_smtpd_run(s):
-    """tcpserver + qmail-smtpd; -c is control tcpsessioncount, read at each start."""
+    """tcpserver + qmail-smtpd; -c is control tcpsessioncount, read at each start.
+    Without rcpthosts (file or control/options) it does not start: it says why and retries."""
     ctlvalue = os.path.join(s.root, "qmailpy", "install", "ctlvalue.py")
     limit = "softlimit -m %d " % int(s.softlimit) if s.softlimit else ""
     return ("#!/bin/sh\n" + HEADER +
@@ -75,9 +80,11 @@ def render_smtpd_run(s):
             "# qmail-queue runs as qmail-smtpd's user and writes the queue through that group\n"
             "# (tcpserver -g replaces every supplementary group).\n"
             "exec 2>&1\n"
+            "%s -IS %s --present %s rcpthosts || { [ $? = 1 ] && echo %s; sleep 5; exit 111; }\n"
             "SESSIONS=$(%s -IS %s %s tcpsessioncount) || { sleep 5; exit 111; }\n"
             "exec %s \\\n    %stcpserver %s -x %s -c \"$SESSIONS\" -u %d -g %d %s %d \\\n    %s\n"
-            % (s.smtp_listen, s.smtp_port, q(s.python), q(ctlvalue), q(s.home), _clean_env(s), limit,
+            % (s.smtp_listen, s.smtp_port, q(s.python), q(ctlvalue), q(s.home), q(NO_RCPTHOSTS),
+               q(s.python), q(ctlvalue), q(s.home), _clean_env(s), limit,
                " ".join(q(f) for f in shlex.split(s.tcpserver_flags)),
                q(os.path.join(s.home, "control", "tcp.smtp.cdb")), s.smtpd_uid, s.smtpd_gid,
                q(s.smtp_listen), s.smtp_port, q(s.bin("qmail-smtpd"))))

@@ -110,16 +110,28 @@ def triggerpull(home):
 
 
 def _owners():
-    """{'q': (uid, gid), ...} when running as root and the qmail users exist, else None."""
+    """{'q': (uid, gid), ...} when running as root, else None (nothing is chowned).
+
+    Each directory gets its qmail user and group qmail where they exist; a missing
+    one leaves that part of the owner as created (-1 to chown). Group qmail alone is
+    enough for the production modes to work: qmail-lspawn gives qmail-local (the
+    mailbox owner) group qmail, and its forwards must enter queue/ and write pid/.
+    """
     if os.geteuid() != 0:
         return None
     import grp
     import pwd
     try:
         gid = grp.getgrnam(GROUP).gr_gid
-        return {k: (pwd.getpwnam(name).pw_uid, gid) for k, name in USERS.items()}
     except KeyError:
-        return None
+        gid = -1
+    owners = {}
+    for key, name in USERS.items():
+        try:
+            owners[key] = (pwd.getpwnam(name).pw_uid, gid)
+        except KeyError:
+            owners[key] = (-1, gid)
+    return owners
 
 
 def _fix(path, owner, mode, owners):

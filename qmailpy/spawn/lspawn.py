@@ -8,19 +8,21 @@ belongs to is qmailpy.spawn.mailbox's job. As root it runs qmail-local as
 the mailbox's uid/gid (never as root); otherwise as the invoking user
 (single-user mode). $MAILDIRQUOTA is set to a users-database mailbox's quota
 and removed otherwise. Reports follow qmail-lspawn.c exactly, cut at 3000 bytes.
-SIGHUP (sent by qmail-send on its own SIGHUP) rereads the controls.
+The controls are reread before the next batch of commands when a control
+file it read has changed (qmailpy.spawn.watch: qmail-send, running as
+qmails, cannot signal it), or after a SIGHUP.
 """
 import os
 import signal
 import sys
 
 from qmailpy import paths
-from qmailpy.ctl.reader import Controls
 from qmailpy.log import write_line
 from qmailpy.progstart import start
 from qmailpy.spawn import mailbox, passwd, server
 from qmailpy.spawn import programs
 from qmailpy.spawn.programs import program_path
+from qmailpy.spawn.watch import WatchedControls
 
 DEFAULT_DELIVERY = "./Maildir/"
 ROOT_REFUSED = b"ZNot allowed to perform deliveries as root.\n"
@@ -65,26 +67,28 @@ class Local:
         # qmail-local's forwards run qmail-queue as the mailbox owner: with group qmail
         # (when it exists) it can write the production queue, as setuid qmailq would.
         self.queue_groups = [g for g in (server.qmail_gid(),) if g is not None] if self.root else []
-        self.resolver = None
+        self.resolver = self.controls = None
         self.reload_wanted = True
         self.refresh()
 
     def refresh(self):
-        """Called before each batch of commands: reread the controls after a SIGHUP."""
-        if not self.reload_wanted:
+        """Called before each batch of commands: reread the controls when one changed, or after a SIGHUP."""
+        if not self.reload_wanted and not self.controls.changed():
             return
         self.reload_wanted = False
+        controls = WatchedControls(self.home, self.environ)
         try:
-            controls = Controls(self.home, self.environ).require("qmail-lspawn")
-            resolver = mailbox.Resolver(self.home, controls, not self.root, passwd.lookup(self.environ))
+            resolver = mailbox.Resolver(self.home, controls.require("qmail-lspawn"), not self.root,
+                                        passwd.lookup(self.environ))
         except OSError as e:              # ctl.reader.ControlError: at start, we cannot start
             if self.resolver is None:
                 raise
             write_line(2, "warning: qmail-lspawn: unable to reread controls: %s; keeping the old ones" % e)
+            self.controls = controls      # warn again only when a file changes again
             return
         if self.resolver is not None:
             self.resolver.close()
-        self.resolver = resolver
+        self.controls, self.resolver = controls, resolver
 
     def spawn(self, fdmess, fdout, sender, recip, at):
         local, domain = recip[:at], recip[at + 1:]

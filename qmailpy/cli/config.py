@@ -1,0 +1,41 @@
+"""qmail-config: qmail's config-fast step (docs/qmail-config.md)."""
+import os
+import sys
+
+import click
+
+from qmailpy import paths
+from qmailpy.install import config
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("fqdn")
+@click.option("--force", "mode", flag_value=config.FORCE,
+              help="Replace me, defaultdomain and plusdomain; add FQDN to locals and rcpthosts.")
+@click.option("--missing", "mode", flag_value=config.MISSING, help="Write only the files that are absent.")
+def cli(fqdn, mode):
+    """Write control/me, defaultdomain, plusdomain, locals and rcpthosts of $QMAILHOME
+    (default /var/qmail) for the host name FQDN, as qmail's config-fast does.
+
+    Refuses (exit 1, nothing written) when any of them is there already,
+    unless --force or --missing is given.
+    """
+    home = paths.qmailhome(os.environ)
+    if not os.path.isdir(paths.control_path(home, "")):
+        click.echo("qmail-config: no %s: install the qmail home first" % paths.control_path(home, ""), err=True)
+        sys.exit(111)
+    try:
+        click.echo("Your fully qualified host name is %s." % config.check_name(fqdn))
+        lines = config.configure(home, fqdn, mode or config.REFUSE)
+    except config.ConfigError as e:
+        click.echo("qmail-config: %s" % e, err=True)
+        sys.exit(1)
+    except OSError as e:
+        click.echo("qmail-config: %s" % e, err=True)
+        sys.exit(111)
+    for line in lines:
+        click.echo(line)
+
+
+def main():
+    return cli(prog_name="qmail-config")

@@ -1,0 +1,78 @@
+"""Writing control files, as the admin tools do (qmail-config, qmail-users).
+
+A file is replaced through a temp file in control/ and a rename, so a reader
+never sees half a file; it keeps the old file's mode and owner (0644, the
+caller's, for a new one). Lines are text (UTF-8, undecodable bytes kept).
+A control set in control/options (H-Sphere) and not by a file of its own is
+"set elsewhere": a new file would shadow that value, so the tools leave it
+and tell the admin instead (set_elsewhere()).
+"""
+import os
+
+from qmailpy import paths
+
+NEW_MODE = 0o644
+
+
+def _decode(data):
+    return data.decode("utf-8", "surrogateescape")
+
+
+def read_lines(home, name):
+    """The lines of control/NAME, or None when there is no such file."""
+    try:
+        with open(paths.control_path(home, name), "rb") as f:
+            return _decode(f.read()).splitlines()
+    except FileNotFoundError:
+        return None
+
+
+def write_lines(home, name, lines):
+    """Replace control/NAME with these lines (each ended by a newline)."""
+    path = paths.control_path(home, name)
+    tmp = os.path.join(os.path.dirname(path), ".%s.tmp%d" % (os.path.basename(path), os.getpid()))
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    with open(tmp, "wb") as f:
+        f.write("".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape"))
+        f.flush()
+        os.fsync(f.fileno())
+    if st is not None:
+        os.chmod(tmp, st.st_mode & 0o7777)
+        if os.geteuid() == 0:
+            os.chown(tmp, st.st_uid, st.st_gid)
+    else:
+        os.chmod(tmp, NEW_MODE)
+    os.replace(tmp, path)
+
+
+def set_elsewhere(home, name):
+    """True when control/NAME is absent but control/options sets NAME."""
+    if os.path.exists(paths.control_path(home, name)):
+        return False
+    from qmailpy.ctl.reader import Controls
+    return name in Controls(home, None).options()
+
+
+def add_line(home, name, line, same=None):
+    """Append `line` unless a line already matches (`same(existing)`, default: equal
+    ignoring case and blanks). True when the file was changed; makes a missing file."""
+    same = same or (lambda existing: existing.strip().lower() == line.strip().lower())
+    lines = read_lines(home, name) or []
+    if any(same(existing) for existing in lines):
+        return False
+    write_lines(home, name, lines + [line])
+    return True
+
+
+def remove_lines(home, name, drop):
+    """Remove the lines for which drop(line) is true; the removed lines ([] when none or no file)."""
+    lines = read_lines(home, name)
+    if lines is None:
+        return []
+    gone = [line for line in lines if drop(line)]
+    if gone:
+        write_lines(home, name, [line for line in lines if not drop(line)])
+    return gone

@@ -1,0 +1,44 @@
+"""Controls that notice when a file they read has changed (qmail-lspawn's reload).
+
+qmail-send drops to qmails after starting qmail-lspawn, which stays root, so
+the SIGHUP qmail-send passes on (svc -h) cannot reach it (EPERM). Instead
+qmail-lspawn asks changed() before each batch of commands: one stat per file
+it has read (control/NAME, its alias files and control/options), taken
+before the read, so a file replaced while it was read counts as changed.
+qmail's qmail-lspawn reads nothing that could go stale (qmail-getpw and
+users/cdb are read per delivery); this keeps ours as fresh.
+"""
+import os
+
+from qmailpy.ctl import registry as R
+from qmailpy.ctl.options import OPTIONS
+from qmailpy.ctl.reader import Controls
+
+
+def stamp(path):
+    """What changes when a file is edited, replaced, made or removed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+class WatchedControls(Controls):
+    def __init__(self, home, environ=None):
+        super().__init__(home, environ)
+        self.seen = {}
+
+    def _watch(self, name):
+        path = self.path(name)
+        if path not in self.seen:
+            self.seen[path] = stamp(path)
+
+    def setting(self, name):
+        control = R.BY_NAME[name]
+        for each in (control.name,) + control.aliases + (OPTIONS,):
+            self._watch(each)
+        return super().setting(name)
+
+    def changed(self):
+        return any(stamp(path) != was for path, was in self.seen.items())
