@@ -71,3 +71,13 @@ def mariadb():
         services.missing("mariadb", reason)
     yield (services.MYSQL_HOST, services.MYSQL_PORT)
     services.stop_started()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_accounts_left_as_found():
+    """qmail's accounts that tests made (production install, make run as root) go away
+    at the end, whatever test made them and however it ended (tests/hostaccounts.py)."""
+    from hostaccounts import accounts_present, remove_accounts
+    before = accounts_present()
+    yield
+    remove_accounts(accounts_present() - before)

@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+from hostaccounts import _exists, accounts_present, remove_accounts  # noqa: F401
+
 from conftest import ROOT
 from test_dialogues import TCP_ENV, free_port
 
@@ -38,25 +40,6 @@ PYTHON = os.path.join(ROOT, ".venv", "bin", "python3")
 ENV = {k: v for k, v in os.environ.items() if k != "QMAILPY_SINGLEUSER"}
 DOMAIN = "prod.example"
 SERVICES = ("qmail-send", "qmail-smtpd", "dovecot")
-
-
-def _exists(kind, name):
-    try:
-        (grp.getgrnam if kind == "group" else pwd.getpwnam)(name)
-    except KeyError:
-        return False
-    return True
-
-
-def accounts_present():
-    return ({("group", g) for g in accounts.GROUPS if _exists("group", g)}
-            | {("user", u[0]) for u in accounts.USERS if _exists("user", u[0])})
-
-
-def remove_accounts(made):
-    """userdel/groupdel what the test created (users first: a group may be someone's primary)."""
-    for kind, name in sorted(made, key=lambda x: x[0] != "user"):
-        subprocess.run(["userdel" if kind == "user" else "groupdel", name], capture_output=True)
 
 
 def proc_status(pid):

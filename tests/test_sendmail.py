@@ -162,6 +162,8 @@ def makes_sense_without_tcp(path):
     replies = [line for line in text.split("\n") if line.startswith("S: ")]
     if any(reply in line for line in replies for reply in LIFTED):
         return False
+    if "\n@control databytes " in text:         # DATABYTES=0 takes its place
+        return False
     return "@env PROTO=" not in text
 
 

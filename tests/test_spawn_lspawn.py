@@ -302,7 +302,7 @@ def test_a_changed_virtualdomains_is_read_without_a_signal(scratch):
 
 
 def test_watched_controls_notice_a_changed_file(tmp_path):
-    from qmailpy.spawn.watch import WatchedControls
+    from qmailpy.ctl.watch import WatchedControls
     home = tmp_path / "qmail"
     (home / "control").mkdir(parents=True)
     (home / "control" / "locals").write_text("a.example\n")

@@ -16,7 +16,8 @@ import signal
 
 from qmailpy import paths
 from qmailpy.clean.wire import CleanClient, CleanDied
-from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.ctl.reader import ControlError
+from qmailpy.ctl.watch import WatchedControls
 from qmailpy.log import write_line
 from qmailpy.progstart import start
 from qmailpy.queue import layout
@@ -52,7 +53,8 @@ class Todo:
 
     def read_controls(self):
         """The rewriting rules, every control qmail-todo reads read now (ControlError if one cannot be used)."""
-        return rewriter(Controls(self.home, self.environ).require("qmail-todo"))
+        self.controls = WatchedControls(self.home, self.environ)
+        return rewriter(self.controls.require("qmail-todo"))
 
     def do_reload(self):
         self.reload = False
@@ -60,6 +62,12 @@ class Todo:
             self.rewriter = self.read_controls()
         except OSError as e:
             self.log("warning: qmail-todo: unable to reread controls: %s; keeping the old ones" % e)
+
+    def fresh(self):
+        """Reread the controls after qmail-send's H, or when a file they came from has changed
+        (ctl.watch: a SIGHUP is asynchronous, a message queued right after an edit is not)."""
+        if self.reload or self.controls.changed():
+            self.do_reload()
 
     def commands(self, data):
         if not data:
@@ -89,8 +97,7 @@ class Todo:
         for msgid in sorted(int(n) for n in names if n.isdigit()):
             if self.stop:
                 return
-            if self.reload:
-                self.do_reload()
+            self.fresh()
             records, _ = preprocess(self.home, msgid, self.rewriter, self.cleaner, layout.SPLIT)
             self.send(b"".join(records))
             self.poll_send()

@@ -9,7 +9,7 @@ the mailbox's uid/gid (never as root); otherwise as the invoking user
 (single-user mode). $MAILDIRQUOTA is set to a users-database mailbox's quota
 and removed otherwise. Reports follow qmail-lspawn.c exactly, cut at 3000 bytes.
 The controls are reread before the next batch of commands when a control
-file it read has changed (qmailpy.spawn.watch: qmail-send, running as
+file it read has changed (qmailpy.ctl.watch: qmail-send, running as
 qmails, cannot signal it), or after a SIGHUP.
 """
 import os
@@ -22,7 +22,7 @@ from qmailpy.progstart import start
 from qmailpy.spawn import mailbox, passwd, server
 from qmailpy.spawn import programs
 from qmailpy.spawn.programs import program_path
-from qmailpy.spawn.watch import WatchedControls
+from qmailpy.ctl.watch import WatchedControls
 
 DEFAULT_DELIVERY = "./Maildir/"
 ROOT_REFUSED = b"ZNot allowed to perform deliveries as root.\n"

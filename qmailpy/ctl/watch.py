@@ -1,4 +1,4 @@
-"""Controls that notice when a file they read has changed (qmail-lspawn's reload).
+"""Controls that notice when a file they read has changed (qmail-lspawn's and qmail-todo's reload).
 
 qmail-send drops to qmails after starting qmail-lspawn, which stays root, so
 the SIGHUP qmail-send passes on (svc -h) cannot reach it (EPERM). Instead
@@ -6,7 +6,10 @@ qmail-lspawn asks changed() before each batch of commands: one stat per file
 it has read (control/NAME, its alias files and control/options), taken
 before the read, so a file replaced while it was read counts as changed.
 qmail's qmail-lspawn reads nothing that could go stale (qmail-getpw and
-users/cdb are read per delivery); this keeps ours as fresh.
+users/cdb are read per delivery); this keeps ours as fresh. qmail-todo asks
+before each message it routes, so a domain added to virtualdomains is local
+for the next message even before a SIGHUP (which arrives asynchronously) has
+reached it.
 """
 import os
 
