@@ -73,11 +73,26 @@ def mariadb():
     services.stop_started()
 
 
+@pytest.fixture
+def host_accounts():
+    """For a test that makes qmail's system accounts (install as root): made ones are removed
+    afterwards, under a machine-wide lock (tests/hostaccounts.py). Yields those present before."""
+    from hostaccounts import kept_as_found
+    with kept_as_found() as before:
+        yield before
+
+
 @pytest.fixture(scope="session", autouse=True)
 def host_accounts_left_as_found():
-    """qmail's accounts that tests made (production install, make run as root) go away
-    at the end, whatever test made them and however it ended (tests/hostaccounts.py)."""
-    from hostaccounts import accounts_present, remove_accounts
+    """A safety net for a test that made accounts without the fixture above: whatever this
+    session made is removed at its end (under the same lock)."""
+    import fcntl
+    from hostaccounts import LOCK, accounts_present, remove_accounts
     before = accounts_present()
     yield
-    remove_accounts(accounts_present() - before)
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        remove_accounts(accounts_present() - before)
+    finally:
+        os.close(fd)

@@ -36,6 +36,9 @@ from smtpsink import Sink
 from test_dialogues import free_port
 from test_send_support import BIN, NOBODY, ROOT_ONLY, Send
 
+# these tests may make qmail's system accounts (install as root): removed afterwards
+pytestmark = pytest.mark.usefixtures("host_accounts")
+
 SRS_DOMAIN = "srs.example.org"
 ALICE = "alice@sender.example"
 SRS0_RX = re.compile(r"SRS0=[A-Za-z0-9+/]{4}=[A-Z2-7]{2}=sender\.example=alice@srs\.example\.org")

@@ -4,7 +4,12 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
+
+# these tests may make qmail's system accounts (install as root): removed afterwards
+pytestmark = pytest.mark.usefixtures("host_accounts")
 
 
 def install(home, *extra):

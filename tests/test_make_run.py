@@ -5,8 +5,13 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from conftest import ROOT
 from test_dialogues import free_port
+
+# these tests may make qmail's system accounts (install as root): removed afterwards
+pytestmark = pytest.mark.usefixtures("host_accounts")
 
 SCRIPT = os.path.join(ROOT, "tools", "run.sh")
 

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from hostaccounts import _exists, accounts_present, remove_accounts  # noqa: F401
+from hostaccounts import _exists, accounts_present  # noqa: F401
 
 from conftest import ROOT
 from test_dialogues import TCP_ENV, free_port
@@ -146,16 +146,14 @@ class Supervised:
 
 
 @pytest.fixture
-def production_home():
-    before = accounts_present()
+def production_home(host_accounts):
+    """A temporary top directory; qmail's accounts the test makes are removed afterwards."""
     top = tempfile.mkdtemp(prefix="qmailpy-prod-")
     os.chmod(top, 0o755)
     try:
-        yield top, before
+        yield top, host_accounts
     finally:
-        made = accounts_present() - before
         shutil.rmtree(top, ignore_errors=True)
-        remove_accounts(made)
 
 
 def install(home, *extra):
