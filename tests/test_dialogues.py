@@ -85,9 +85,11 @@ class FakeServices:
         self._users = None
 
     def users(self):
+        """qmail-smtpd's own choice (qmailpy.usersd.client.open_answers): the users service where
+        the home has its socket, else the database itself."""
         if self._users is None:
-            from qmailpy.users import open_users
-            self._users = open_users(self.controls.home, self.controls)
+            from qmailpy.usersd.client import open_answers
+            self._users = open_answers(self.controls.home, self.controls)
         return self._users
 
     def log(self, event, **fields):
@@ -108,8 +110,7 @@ class FakeServices:
     def authenticate(self, mech, user, secret, challenge):
         if self.checkpassword:          # what tests/checkpassword.py accepts
             return user == "good@example.org" and secret == "secret"
-        from qmailpy.users.auth import authenticate
-        return authenticate(self.users(), mech, user, secret, challenge)
+        return self.users().authenticate(mech, user, secret, challenge)
 
 
 def log_line(event, fields):

@@ -62,11 +62,12 @@ def _password(given):
 
 
 def _let_smtpd_look(users, domain):
-    """As root in production: qmail-smtpd (chkuser) may search the new domain directory."""
+    """As root in production, where qmail-smtpd reads the database itself: it may search the new
+    domain directory for chkuser. Where the users service answers chkuser, nothing is granted."""
     from qmailpy.privs import drops_privileges
     from qmailpy.users import access
     uid = access.smtpd_uid() if drops_privileges(os.environ) else None
-    if uid is None:
+    if uid is None or access.answered_by_service(_home()):
         return
     for path, error in access.let_smtpd_look(users.vpopmaildir, uid, [domain]):
         click.echo("qmail-users: note: cannot let qmaild into %s (%s): chkuser answers 451 there"

@@ -6,7 +6,8 @@ $QMAILHOME/service/<name>/env/     envdir: one file per variable (DNSCACHEIP, ..
 $QMAILHOME/etc/crontab             root's cron jobs (crontab -u root), and
 $QMAILHOME/etc/cron.d/qmailpy      the same with the user column, for /etc/cron.d
 
-Services: qmail-send, qmail-smtpd (tcpserver), dovecot (POP3), clamd and
+Services: qmail-send, qmail-smtpd (tcpserver), qmail-usersd (the users
+service qmail-smtpd asks: AUTH, chkuser, POP-before-SMTP), dovecot (POP3), clamd and
 spamd (made with a `down` file: enable them with `svc -u` after removing it).
 render_*() are pure; write() puts the files in place: run scripts are
 always rewritten; env/ is made when missing and never emptied; down files
@@ -19,7 +20,7 @@ import shutil
 
 from qmailpy.filters import runscripts
 
-SERVICES = ("qmail-send", "qmail-smtpd", "dovecot", "clamd", "spamd")
+SERVICES = ("qmail-send", "qmail-smtpd", "qmail-usersd", "dovecot", "clamd", "spamd")
 OFF_BY_DEFAULT = ("clamd", "spamd")        # optional filters: clamd needs freshclam's databases first
 LOG_USER = "qmaill"
 PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -88,6 +89,20 @@ def render_smtpd_run(s):
                " ".join(q(f) for f in shlex.split(s.tcpserver_flags)),
                q(os.path.join(s.home, "control", "tcp.smtp.cdb")), s.smtpd_uid, s.smtpd_gid,
                q(s.smtp_listen), s.smtp_port, q(s.bin("qmail-smtpd"))))
+
+
+def render_usersd_run(s):
+    """The users service: started as root, it makes sock/users and becomes qmailu."""
+    return ("#!/bin/sh\n" + HEADER +
+            "# qmail-usersd: answers qmail-smtpd's questions about users (AUTH, chkuser, POP-before-SMTP,\n"
+            "# SRS recipients) on sock/users; started as root, it runs as qmailu, the database's owner.\n"
+            "exec 2>&1\n"
+            "exec %s \\\n    %s\n" % (_clean_env(s), q(s.bin("qmail-usersd"))))
+
+
+def users_service(s):
+    """{service name: run script} of the users service (kept apart from the others' table)."""
+    return {"qmail-usersd": render_usersd_run(s)}
 
 
 def render_dovecot_run(s):
@@ -171,6 +186,7 @@ def write(s, controls, log_ids=None, clamav_user=None):
     filters = render_filters(s, controls, clamav_user)
     scripts = {"qmail-send": render_send_run(s), "qmail-smtpd": render_smtpd_run(s),
                "dovecot": render_dovecot_run(s), "clamd": filters["clamd/run"], "spamd": filters["spamd/run"]}
+    scripts.update(users_service(s))
     written = []
     _mkdir(s.service())
     for name in SERVICES:
