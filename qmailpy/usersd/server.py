@@ -82,7 +82,7 @@ def answer(answers, word, fields):
 
 
 class Conn:
-    __slots__ = ("sock", "pid", "uid", "lines", "waiting", "out", "busy", "closing", "deadline")
+    __slots__ = ("sock", "pid", "uid", "lines", "waiting", "out", "busy", "closing", "draining", "deadline")
 
     def __init__(self, sock, pid, uid, deadline):
         self.sock, self.pid, self.uid = sock, pid, uid
@@ -91,6 +91,7 @@ class Conn:
         self.out = b""
         self.busy = False
         self.closing = False        # close once `out` is written
+        self.draining = False       # written and shut down: read (and drop) until the client closes
         self.deadline = deadline
 
 
@@ -206,6 +207,8 @@ class Server:
             return self._close(conn)
         if not data:
             return self._close(conn)
+        if conn.draining:
+            return
         try:
             conn.waiting += conn.lines.feed(data)
         except W.WireError as e:
@@ -245,6 +248,9 @@ class Server:
             conn.busy = False
             conn.deadline = self.clock() + self.idle
             conn.out += line
+            if line.startswith(b"BAD "):    # a question it cannot parse the arguments of
+                self.log("bad", uid=conn.uid, pid=conn.pid, reason=_text(W.decode_answer(line)[1][0]))
+                conn.waiting, conn.closing = [], True
             self._flush(conn)
             if conn.sock.fileno() >= 0:
                 self._next(conn)
@@ -265,8 +271,15 @@ class Server:
             pass
         except OSError:
             return self._close(conn)
-        if conn.closing and not conn.out:
-            return self._close(conn)
+        if conn.closing and not conn.out and not conn.draining:
+            # the last answer is out: shut our side, and read what the client still sends until
+            # it closes (or PARTIAL passes), so that closing never discards our answer with a reset
+            conn.draining = True
+            conn.deadline = self.clock() + self.partial
+            try:
+                conn.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                return self._close(conn)
         self._interest(conn)
 
     def _interest(self, conn):
@@ -275,7 +288,7 @@ class Server:
         if conn.sock.fileno() < 0:
             return
         events = selectors.EVENT_WRITE if conn.out else 0
-        if not (conn.busy or conn.closing or conn.waiting):
+        if conn.draining or not (conn.busy or conn.closing or conn.waiting):
             events |= selectors.EVENT_READ
         try:
             key = self.sel.get_key(conn.sock)
@@ -293,7 +306,7 @@ class Server:
         now = self.clock()
         for conn in list(self.conns.values()):
             if not conn.busy and now > conn.deadline:
-                if conn.lines.buf or conn.out:
+                if (conn.lines.buf or conn.out) and not conn.draining:
                     self.log("timeout", uid=conn.uid, pid=conn.pid)
                 self._close(conn)
 
