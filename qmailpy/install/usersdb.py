@@ -8,8 +8,9 @@
 
 qmail-smtpd (qmaild) asks the service instead of reading any of these, so the
 ACL that let qmaild into the vpopmail domain directories for chkuser
-(qmailpy.users.access) is taken back. Run again over an older install,
-secure() says what it changed. qmailu: qmailpy/install/accounts.py.
+(qmailpy.users.access) is taken back and given to qmailu, which answers chkuser
+now. Run again over an older install, secure() says what it changed. qmailu:
+qmailpy/install/accounts.py.
 """
 import os
 
@@ -58,6 +59,8 @@ def secure(home, vpopmaildir, log=print, said=True):
             if _set(path, 0 if ids[0] == -1 else ids[0], 0 if ids[1] == -1 else ids[1], keys.ROOT_MODES[name],
                     said, log):
                 changed.append(path)
+    for path, error in access.let_smtpd_look(vpopmaildir, uid):
+        log("note: cannot let qmailu into %s (%s): chkuser answers 451 for its domain" % (path, error))
     smtpd = access.smtpd_uid()
     if smtpd is not None:
         withdrawn, problems = access.withdraw(vpopmaildir, smtpd)

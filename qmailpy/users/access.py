@@ -10,8 +10,10 @@ directories, Maildirs and every other file get nothing.
 
 Where the users service runs (qmail-usersd, the production install since issue
 20), it answers chkuser and qmail-smtpd needs no way into these directories:
-answered_by_service() says so, and the install takes the grant back (withdraw).
-This ACL remains for a home that has qmail-smtpd read the users database itself.
+answered_by_service() says so, the grant goes to the service's user (qmailu)
+instead, and the install takes qmaild's back (withdraw). qmailu is not
+vpopmail, so that a vpopmail mailbox's `|program` cannot read the users
+database; this grant is all qmailu gets of vpopmail's files.
 
 The ACL is written as the `system.posix_acl_access` attribute in Linux's format
 (what setfacl writes), so no acl tools are needed; the existing entries stay.
@@ -104,6 +106,20 @@ def answered_by_service(home):
     from qmailpy import paths
     return (os.path.exists(paths.users_socket(home))
             or os.path.exists(os.path.join(home, "service", "qmail-usersd", "run")))
+
+
+def chkuser_uid(home):
+    """Who looks into the domain directories for chkuser: the users service's user where it
+    answers (qmailu), else qmail-smtpd's (qmaild); None without that account."""
+    import pwd
+    from qmailpy.privs import SMTPD_USER
+    try:
+        return pwd.getpwnam(SERVICE_USER if answered_by_service(home) else SMTPD_USER).pw_uid
+    except KeyError:
+        return None
+
+
+SERVICE_USER = "qmailu"      # qmailpy.usersd.main.USER
 
 
 def smtpd_uid():
