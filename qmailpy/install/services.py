@@ -59,12 +59,18 @@ def _clean_env(s):
     return "env - PATH=%s QMAILHOME=%s envdir ./env" % (q(os.path.join(s.home, "bin") + ":" + PATH), q(s.home))
 
 
-def render_send_run(s):
-    return ("#!/bin/sh\n" + HEADER +
-            "# qmail-send with qmail-todo, qmail-lspawn, qmail-rspawn and qmail-clean (qmail-start's job).\n"
-            "# Started as root: each helper gets its qmail user and qmail-send becomes qmails.\n"
+def render_daemon_run(s, comment, program, args=""):
+    """A run script that execs one long-running program of bin/ in the clean environment;
+    `comment`: the lines that say what it is, without their '# '."""
+    return ("#!/bin/sh\n" + HEADER + "".join("# %s\n" % line for line in comment.split("\n")) +
             "exec 2>&1\n"
-            "exec %s \\\n    %s ./Maildir/\n" % (_clean_env(s), q(s.bin("qmail-send"))))
+            "exec %s \\\n    %s%s\n" % (_clean_env(s), q(s.bin(program)), " " + args if args else ""))
+
+
+def render_send_run(s):
+    return render_daemon_run(s, "qmail-send with qmail-todo, qmail-lspawn, qmail-rspawn and qmail-clean "
+                                "(qmail-start's job).\nStarted as root: each helper gets its qmail user and "
+                                "qmail-send becomes qmails.", "qmail-send", "./Maildir/")
 
 
 NO_RCPTHOSTS = ("qmail-smtpd not started: control/rcpthosts is absent, so it would take mail for any domain "
@@ -93,11 +99,9 @@ def render_smtpd_run(s):
 
 def render_usersd_run(s):
     """The users service: started as root, it makes sock/users and becomes qmailu."""
-    return ("#!/bin/sh\n" + HEADER +
-            "# qmail-usersd: answers qmail-smtpd's questions about users (AUTH, chkuser, POP-before-SMTP,\n"
-            "# SRS recipients) on sock/users; started as root, it runs as qmailu, the database's owner.\n"
-            "exec 2>&1\n"
-            "exec %s \\\n    %s\n" % (_clean_env(s), q(s.bin("qmail-usersd"))))
+    return render_daemon_run(s, "qmail-usersd: answers qmail-smtpd's questions about users (AUTH, chkuser, "
+                                "POP-before-SMTP,\nSRS recipients) on sock/users; started as root, it runs as "
+                                "qmailu, the database's owner.", "qmail-usersd")
 
 
 def users_service(s):
