@@ -27,3 +27,8 @@ def bin_path(home, name):
 def sessions_path(home):
     """Where qmail-smtpd keeps its per-IP session slots (periplimit)."""
     return os.path.join(home, "sessions")
+
+
+def users_socket(home):
+    """The users service's socket (qmail-usersd): where qmail-smtpd asks about its users."""
+    return os.path.join(home, "sock", "users")

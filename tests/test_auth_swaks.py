@@ -11,8 +11,9 @@ from test_dialogues import free_port, queued_messages
 from test_smtpd import connect
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["direct", "usersd"])
+def server(tmp_path_factory, request):
+    """qmail-smtpd reading the users database itself, and asking qmail-usersd (as in production)."""
     from conftest import Home
     home = Home(tmp_path_factory.mktemp("auth") / "qmail")
     home.control("me", "test.example\n")
@@ -23,6 +24,10 @@ def server(tmp_path_factory):
     admin.add_domain(users, "example.org")
     admin.add_user(users, "joe@example.org", "s3cret", clear=True)
     users.close()
+    service = None
+    if request.param == "usersd":
+        from usersd import UsersService
+        service = UsersService(home.root, home.env()).start()
     port = free_port()
     proc = subprocess.Popen(["tcpserver", "-q", "-H", "-R", "-l", "localhost", "127.0.0.1", str(port),
                              program("qmail-smtpd")], env=home.env(QMAILQUEUE=program("qmail-queue"),
@@ -31,6 +36,8 @@ def server(tmp_path_factory):
     yield home, port
     proc.terminate()
     proc.wait()
+    if service is not None:
+        assert "s3cret" not in service.stop()
 
 
 def swaks(port, mech, password, to="friend@elsewhere.example"):

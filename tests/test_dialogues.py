@@ -85,9 +85,11 @@ class FakeServices:
         self._users = None
 
     def users(self):
+        """qmail-smtpd's own choice (qmailpy.usersd.client.open_answers): the users service where
+        the home has its socket, else the database itself."""
         if self._users is None:
-            from qmailpy.users import open_users
-            self._users = open_users(self.controls.home, self.controls)
+            from qmailpy.usersd.client import open_answers
+            self._users = open_answers(self.controls.home, self.controls)
         return self._users
 
     def log(self, event, **fields):
@@ -108,8 +110,7 @@ class FakeServices:
     def authenticate(self, mech, user, secret, challenge):
         if self.checkpassword:          # what tests/checkpassword.py accepts
             return user == "good@example.org" and secret == "secret"
-        from qmailpy.users.auth import authenticate
-        return authenticate(self.users(), mech, user, secret, challenge)
+        return self.users().authenticate(mech, user, secret, challenge)
 
 
 def log_line(event, fields):
@@ -227,8 +228,32 @@ def test_through_tcpserver(tmp_path, path):
             server.stop()
 
 
-def run_through_tcpserver(tmp_path, d, dns_env):
+USERS_FILES = [p for p in FILES if Dialogue(p).users]
+
+
+@pytest.mark.parametrize("path", USERS_FILES, ids=os.path.basename)
+def test_through_the_users_service(tmp_path, path):
+    """The dialogues that meet the users database (AUTH, chkuser, POP-before-SMTP), with
+    qmail-smtpd asking qmail-usersd as in production: the same replies, queue and log."""
+    d = Dialogue(path)
+    server, dns_env = dns_for(d)
+    try:
+        log = run_through_tcpserver(tmp_path, d, dns_env, usersd=True)
+    finally:
+        if server is not None:
+            server.stop()
+    passwords = [args[1] for cmd, args in d.users if cmd == "user"]
+    assert passwords == [] or not any(pw in log for pw in passwords), log     # none reaches the log
+
+
+def run_through_tcpserver(tmp_path, d, dns_env, usersd=False):
+    """The dialogue through tcpserver + bin/qmail-smtpd; with usersd, qmail-usersd answers about
+    the users (its log is returned)."""
     home, cdb = setup_home(tmp_path, d)
+    service = None
+    if usersd:
+        from usersd import UsersService
+        service = UsersService(home.root, home.env(**dns_env)).start()
     port = free_port()
     env = home.env(QMAILQUEUE=program("qmail-queue"), AUTHFAILDELAY="0", **dns_env)
     env.update(d.env)
@@ -266,7 +291,10 @@ def run_through_tcpserver(tmp_path, d, dns_env):
     finally:
         server.terminate()
         _, err = server.communicate()
+        if service is not None:
+            service.stop()
     check_queued(d, queued_messages(home))
     logged = [line.split(" ", 2)[2] for line in err.decode("utf-8", "replace").splitlines()
               if line.startswith("qmail-smtpd: ") and line.count(" ") >= 2]
     check_logs(logged, d.logs, d.name + " log")
+    return service.log() if service is not None else None

@@ -86,15 +86,16 @@ def test_accounts_commands():
     from qmailpy.install import accounts
     cmds = accounts.commands("/var/qmail", "/home/vpopmail", group_exists=lambda g: False,
                              user_exists=lambda u: False, shell="/usr/sbin/nologin")
-    assert cmds[:3] == [["groupadd", "-r", "qmail"], ["groupadd", "-r", "nofiles"], ["groupadd", "-r", "vchkpw"]]
-    users = {c[-1]: c for c in cmds[3:]}
+    assert cmds[:4] == [["groupadd", "-r", "qmail"], ["groupadd", "-r", "nofiles"], ["groupadd", "-r", "vchkpw"],
+                        ["groupadd", "-r", "qmailu"]]
+    users = {c[-1]: c for c in cmds[4:]}
     assert users["qmaild"] == ["useradd", "-r", "-M", "-g", "nofiles", "-d", "/var/qmail", "-s",
                                "/usr/sbin/nologin", "-G", "qmail", "qmaild"]
     assert users["alias"][4:7] == ["nofiles", "-d", "/var/qmail/alias"]
     assert users["vpopmail"][4:7] == ["vchkpw", "-d", "/home/vpopmail"]
     assert {u: c[4] for u, c in users.items()} == {
         "alias": "nofiles", "qmaild": "nofiles", "qmaill": "nofiles", "qmailp": "nofiles",
-        "qmailq": "qmail", "qmailr": "qmail", "qmails": "qmail", "vpopmail": "vchkpw"}
+        "qmailq": "qmail", "qmailr": "qmail", "qmails": "qmail", "vpopmail": "vchkpw", "qmailu": "qmailu"}
     assert accounts.commands("/var/qmail", "/v", group_exists=lambda g: True, user_exists=lambda u: True) == []
     some = accounts.commands("/var/qmail", "/v", group_exists=lambda g: g != "nofiles",
                              user_exists=lambda u: u != "qmailr", shell="/bin/false")
@@ -159,13 +160,16 @@ def test_write_services(tmp_path):
     s = Settings(str(home), ROOT, sys.executable, smtpd_uid=1, smtpd_gid=1)
     services.write(s, Controls(str(home), {}))
     svc = home / "service"
-    assert sorted(p.name for p in svc.iterdir()) == ["clamd", "dovecot", "qmail-send", "qmail-smtpd", "spamd"]
-    for name in ("clamd", "dovecot", "qmail-send", "qmail-smtpd", "spamd"):
+    assert sorted(p.name for p in svc.iterdir()) == ["clamd", "dovecot", "qmail-send", "qmail-smtpd", "qmail-usersd",
+                                                     "spamd"]
+    for name in ("clamd", "dovecot", "qmail-send", "qmail-smtpd", "qmail-usersd", "spamd"):
         for run in (svc / name / "run", svc / name / "log" / "run"):
             assert os.access(run, os.X_OK) and run.read_text().startswith("#!/bin/sh\n")
         assert (svc / name / "log" / "main").is_dir() and (svc / name / "env").is_dir()
         assert (svc / name / "down").exists() == (name in ("clamd", "spamd"))
     assert "--max-children=4 " in (svc / "spamd" / "run").read_text()
+    assert (svc / "qmail-usersd" / "run").read_text().endswith(" envdir ./env \\\n    %s\n"
+                                                               % (home / "bin" / "qmail-usersd"))
     assert "TCPSocket 3310\n" in (svc / "clamd" / "clamd.conf").read_text()
     assert "--config-file=%s" % (svc / "clamd" / "clamd.conf") in (svc / "clamd" / "run").read_text()
     assert (home / "etc" / "crontab").exists() and (home / "etc" / "cron.d" / "qmailpy").exists()

@@ -55,6 +55,16 @@ def test_demo_instance():
                              capture_output=True, timeout=30).stdout
         assert got.replace(b"\r\n", b"\n").rstrip(b"\n") == stored.rstrip(b"\n")
 
+        # qmail-smtpd asks the users service, as in production (127.0.0.1 relays anyway: AUTH's answer)
+        assert (rundir / "sock" / "users").exists() and (rundir / "qmail-usersd.pid").exists()
+        (rundir / "control" / "smtpauth").write_text("1\n")         # read per connection
+        s = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port, "--from", "demo@demo.example",
+                            "--to", "someone@elsewhere.example", "--auth", "CRAM-MD5", "--auth-user",
+                            "demo@demo.example", "--auth-password", "demo", "--quit-after", "RCPT"],
+                           capture_output=True, timeout=60)
+        assert "<-  235 " in s.stdout.decode() and "<-  250 ok" in s.stdout.decode(), s.stdout.decode()
+        (rundir / "control" / "smtpauth").unlink()
+
         # a forward from the vpopmail mailbox: qmail-local (as root: vpopmail, group qmail) runs
         # qmail-queue, which must be able to write the demo's queue (issue 13 item 5)
         env_home = dict(os.environ, QMAILHOME=str(rundir), QMAILPY_SINGLEUSER="1")
@@ -77,9 +87,10 @@ def test_demo_instance():
     finally:
         subprocess.run([script, "stop"], env=env, capture_output=True, timeout=60)
         time.sleep(0.3)
-        stopped = [name for name in ("qmail-send.pid", "tcpserver.pid") if not (rundir / name).exists()]
+        stopped = [name for name in ("qmail-usersd.pid", "qmail-send.pid", "tcpserver.pid")
+                   if not (rundir / name).exists()]
         shutil.rmtree(top, ignore_errors=True)
-    assert stopped == ["qmail-send.pid", "tcpserver.pid"]
+    assert stopped == ["qmail-usersd.pid", "qmail-send.pid", "tcpserver.pid"]
 
 
 def test_a_port_in_use_fails_with_the_reason_and_leaves_nothing_running(tmp_path):

@@ -39,7 +39,7 @@ PYTHON = os.path.join(ROOT, ".venv", "bin", "python3")
 # conftest.py sets QMAILPY_SINGLEUSER for the suite; here the programs must switch users
 ENV = {k: v for k, v in os.environ.items() if k != "QMAILPY_SINGLEUSER"}
 DOMAIN = "prod.example"
-SERVICES = ("qmail-send", "qmail-smtpd", "dovecot")
+SERVICES = ("qmail-send", "qmail-smtpd", "qmail-usersd", "dovecot")
 
 
 def proc_status(pid):
@@ -210,7 +210,10 @@ def test_production_install_runs_as_qmail_does(production_home):
         r = subprocess.run([os.path.join(home, "bin", "qmail-users"), *args], env=dict(ENV, QMAILHOME=home),
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stdout + r.stderr
-    assert os.stat(os.path.join(home, "users", "vpopmail.sqlite")).st_gid == qgid   # qmail-smtpd reads it
+    qmailu = pwd.getpwnam("qmailu")        # the users service's, alone (qmail-smtpd asks it)
+    for path, mode in (("users", 0o700), ("users/vpopmail.sqlite", 0o600)):
+        st = os.stat(os.path.join(home, path))
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (qmailu.pw_uid, qmailu.pw_gid, mode), path
     service = os.path.join(home, "service")
     for name in ("qmail-send", "qmail-smtpd"):      # DNS questions go to a dead local server only
         with open(os.path.join(service, name, "env", "DNSCACHEIP"), "w") as f:
@@ -327,7 +330,8 @@ def test_production_install_runs_as_qmail_does(production_home):
 
 
 def test_srs_keys_made_by_cron_are_readable_by_the_daemons(production_home):
-    """The weekly setsrssecret (etc/crontab) must leave keys qmail-smtpd and qmail-send can read."""
+    """The weekly setsrssecret (etc/crontab) must leave keys qmail-send and the users service can
+    read, and nobody else."""
     top, _ = production_home
     home = os.path.join(top, "qmail")
     r = install(home)
@@ -335,19 +339,19 @@ def test_srs_keys_made_by_cron_are_readable_by_the_daemons(production_home):
     r = subprocess.run([os.path.join(home, "bin", "setsrssecret")], env=dict(ENV, QMAILHOME=home),
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
-    unreadable = []
-    # qmail-smtpd (tcpserver -u qmaild -g qmail) checks SRS bounces with revers_srs_secrets;
-    # qmail-todo and qmail-send (qmails:qmail) read both files
-    for user, group, name in (("qmaild", "qmail", "revers_srs_secrets"), ("qmails", "qmail", "revers_srs_secrets"),
-                              ("qmails", "qmail", "srs_secrets")):
-        path = os.path.join(home, "control", "srs", name)
-        r = subprocess.run(["setpriv", "--reuid=" + user, "--regid=" + group, "--clear-groups", "cat", path],
-                           capture_output=True)
-        if r.returncode != 0:
-            st = os.stat(path)
-            unreadable.append("%s as %s:%s (file %s:%s %o)" % (name, user, group, pwd.getpwuid(st.st_uid).pw_name,
-                                                              grp.getgrgid(st.st_gid).gr_name, st.st_mode & 0o777))
-    assert unreadable == []
+    readable = {}
+    # qmail-todo and qmail-send (qmails:qmail) read both files, the users service (qmailu) the
+    # reverse keys for qmail-smtpd's RCPT; qmail-smtpd (tcpserver -u qmaild -g qmail) none
+    for user, group in (("qmails", "qmail"), ("qmailu", "qmailu"), ("qmaild", "qmail"), ("qmaild", "nofiles"),
+                        ("vpopmail", "vchkpw"), ("alias", "qmail")):
+        for name in ("revers_srs_secrets", "srs_secrets"):
+            path = os.path.join(home, "control", "srs", name)
+            r = subprocess.run(["setpriv", "--reuid=" + user, "--regid=" + group, "--clear-groups", "cat", path],
+                               capture_output=True)
+            readable[user, group, name] = r.returncode == 0
+    assert {k for k, v in readable.items() if v} == {
+        ("qmails", "qmail", "revers_srs_secrets"), ("qmails", "qmail", "srs_secrets"),
+        ("qmailu", "qmailu", "revers_srs_secrets"), ("qmailu", "qmailu", "srs_secrets")}, readable
 
 
 def test_fresh_install_is_no_open_relay_and_postmaster_has_a_mailbox(production_home, tmp_path):

@@ -1,10 +1,12 @@
 """chkuser on the production layout (`tools/install.py --production`), as an outside sender
-meets it: qmail-smtpd runs as qmaild:qmail (what tcpserver -u/-g gives it) while vpopmail
-keeps domains/ and the domain directories 0750 vpopmail:vchkpw and .qmail files 0600.
+meets it: qmail-smtpd runs as qmaild:qmail (what tcpserver -u/-g gives it) and asks the users
+service (qmail-usersd, as qmailu), while vpopmail keeps domains/ and the domain directories
+0750 vpopmail:vchkpw and .qmail files 0600.
 
-The install and `qmail-users adddomain` let qmaild search the domain directories and
-read their .qmail-default (qmailpy/users/access.py); a lookup qmail-smtpd cannot make
-is 451, never 550. Root only; users and groups the test creates are removed afterwards.
+The install and `qmail-users adddomain` let qmailu search the domain directories and read
+their .qmail-default (qmailpy/users/access.py); qmaild gets nothing; a lookup the service
+cannot make is 451, never 550. Root only; users and groups the test creates are removed
+afterwards.
 """
 import grp
 import os
@@ -13,6 +15,7 @@ import subprocess
 
 from test_production import ENV, install, pytestmark, production_home  # noqa: F401
 from qmailpy.users import access
+from usersd import UsersService
 
 VDM = "| /home/vpopmail/bin/vdelivermail '' %s\n"
 NORCPT = "550 sorry, no mailbox here by that name (#5.1.1 - chkusr)"
@@ -51,7 +54,14 @@ def rcpt(home, *addresses):
     return replies[3:3 + len(addresses)], r.stderr.decode()
 
 
-def test_chkuser_reads_the_domain_files_with_qmailds_rights(production_home):
+def has_acl_for(path, uid):
+    try:
+        return (access.USER, uid) in access._entries(path)
+    except OSError:
+        return False
+
+
+def test_chkuser_is_answered_by_the_users_service(production_home):
     top, _ = production_home
     home = os.path.join(top, "qmail")
     r = install(home)
@@ -64,32 +74,73 @@ def test_chkuser_reads_the_domain_files_with_qmailds_rights(production_home):
     users_cli(home, "adddomain", "w.test")
     domains = os.path.join(home, "vpopmail", "domains")
     vpopmail, vchkpw = pwd.getpwnam("vpopmail").pw_uid, grp.getgrnam("vchkpw").gr_gid
+    qmaild, qmailu = pwd.getpwnam("qmaild").pw_uid, pwd.getpwnam("qmailu").pw_uid
     for d in (domains, os.path.join(domains, "v.test")):
         st = os.stat(d)
         assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (vpopmail, vchkpw, 0o750), d
+        assert has_acl_for(d, qmailu) and not has_acl_for(d, qmaild), d     # adddomain: the service's user
     vpopmail_file(home, "v.test", ".qmail-info", "&joe@v.test\n")
     vpopmail_file(home, "v.test", ".qmail-default", VDM % "bounce-no-mailbox")
     vpopmail_file(home, "w.test", ".qmail-default", VDM % "joe@v.test")
 
-    # adddomain let qmaild search the directories: the alias is found; the .qmail-defaults
-    # written since are vpopmail's alone: unknown users get 451, never 550
-    got, log = rcpt(home, "info@v.test", "joe@v.test", "nobody@v.test", "anybody@w.test")
-    assert got == ["250 ok", "250 ok", RESOURCE, RESOURCE], got
-    default = os.path.join(domains, "v.test", ".qmail-default")
-    assert ('tempfail rule=userchk reason="cannot look into %s: Permission denied"' % default) in log, log
+    with UsersService(home, dict(ENV, QMAILHOME=home)) as svc:       # started as root: becomes qmailu
+        # the .qmail-defaults written since are vpopmail's alone: unknown users get 451, never 550
+        got, log = rcpt(home, "info@v.test", "joe@v.test", "nobody@v.test", "anybody@w.test")
+        assert got == ["250 ok", "250 ok", RESOURCE, RESOURCE], got
+        default = os.path.join(domains, "v.test", ".qmail-default")
+        assert 'tempfail rule=userchk reason="users service: TEMP cannot look into %s: Permission denied"' \
+            % default in log, log
 
-    # the install, run again, lets qmaild read every domain's .qmail-default
-    r = install(home)
-    assert r.returncode == 0 and "note: cannot let qmaild" not in r.stdout, r.stdout + r.stderr
-    got, _ = rcpt(home, "info@v.test", "joe@v.test", "nobody@v.test", "anybody@w.test", "INFO@V.TEST")
-    assert got == ["250 ok", "250 ok", NORCPT, "250 ok", "250 ok"], got
-    # ...and nothing more: no listing, no mailbox directory
-    for path in (domains, os.path.join(domains, "v.test"), os.path.join(domains, "v.test", "joe")):
-        r = subprocess.run(["setpriv", "--reuid=qmaild", "--regid=qmail", "--clear-groups", "ls", path],
+        # the install, run again, lets qmailu read every domain's .qmail-default
+        r = install(home)
+        assert r.returncode == 0 and "note: cannot let" not in r.stdout, r.stdout + r.stderr
+        got, _ = rcpt(home, "info@v.test", "joe@v.test", "nobody@v.test", "anybody@w.test", "INFO@V.TEST")
+        assert got == ["250 ok", "250 ok", NORCPT, "250 ok", "250 ok"], got
+        # ...and nothing more: no listing, no mailbox directory, for qmailu; nothing at all for qmaild
+        for user in ("qmailu", "qmaild"):
+            for path in (domains, os.path.join(domains, "v.test"), os.path.join(domains, "v.test", "joe")):
+                r = subprocess.run(["setpriv", "--reuid=" + user, "--regid=nofiles", "--clear-groups", "ls", path],
+                                   capture_output=True)
+                assert r.returncode != 0, (user, path)
+        r = subprocess.run(["setpriv", "--reuid=qmaild", "--regid=qmail", "--clear-groups", "cat", default],
                            capture_output=True)
-        assert r.returncode != 0, path
+        assert r.returncode != 0
 
-    # a lookup it cannot make: a directory qmaild may not search
-    os.removexattr(os.path.join(domains, "w.test"), access.XATTR)
-    got, log = rcpt(home, "anybody@w.test", "joe@v.test")
-    assert got == [RESOURCE, "250 ok"], got
+        # a lookup the service cannot make: a directory qmailu may not search
+        os.removexattr(os.path.join(domains, "w.test"), access.XATTR)
+        got, log = rcpt(home, "anybody@w.test", "joe@v.test")
+        assert got == [RESOURCE, "250 ok"], got
+    assert " start " in svc.log()
+
+
+def test_rerun_over_an_older_install_takes_qmailds_grant_back(production_home):
+    """An install from before the users service let qmaild into the domain directories and gave
+    it the database through group qmail: run again, it says what it changed."""
+    top, _ = production_home
+    home = os.path.join(top, "qmail")
+    assert install(home).returncode == 0
+    users_cli(home, "adddomain", "v.test")
+    users_cli(home, "adduser", "joe@v.test", "--password", "secret")
+    vdir = os.path.join(home, "vpopmail")
+    vpopmail_file(home, "v.test", ".qmail-default", VDM % "bounce-no-mailbox")
+    qmaild, qmail = pwd.getpwnam("qmaild").pw_uid, grp.getgrnam("qmail").gr_gid
+    assert access.let_smtpd_look(vdir, qmaild) == []           # what the older install did
+    db = os.path.join(home, "users", "vpopmail.sqlite")
+    os.chown(db, 0, qmail)
+    os.chmod(db, 0o640)
+    os.chmod(os.path.dirname(db), 0o2750)
+    os.chown(os.path.dirname(db), 0, qmail)
+    r = install(home)
+    assert r.returncode == 0, r.stdout + r.stderr
+    default = os.path.join(vdir, "domains", "v.test", ".qmail-default")
+    assert "users service: %s: qmaild's ACL entry removed (the users service answers chkuser)" % default in r.stdout
+    assert "users service: %s: was 0:%d 640, now " % (db, qmail) in r.stdout
+    for path, _ in access.domain_grants(vdir):
+        assert not has_acl_for(path, qmaild), path
+    qmailu = pwd.getpwnam("qmailu")
+    st = os.stat(db)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (qmailu.pw_uid, qmailu.pw_gid, 0o600)
+    st = os.stat(os.path.dirname(db))
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (qmailu.pw_uid, qmailu.pw_gid, 0o700)
+    r = install(home)                   # and a second rerun has nothing to say
+    assert "users service: " not in r.stdout, r.stdout

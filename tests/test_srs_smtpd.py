@@ -9,12 +9,19 @@ from test_smtpd import qhome, smtpd  # noqa: F401  (fixture)
 SECRETS = ["newest-key", "older-key"]
 
 
-@pytest.fixture
-def srshome(qhome):  # noqa: F811
+@pytest.fixture(params=["direct", "usersd"])
+def srshome(qhome, request):  # noqa: F811
+    """qmail-smtpd reading the keys itself, and asking the users service (which holds them in
+    production)."""
     qhome.control("rcpthosts", "example.org\nsrs.example.org\n")
     qhome.control("srs/srs_domain", "srs.example.org\n")
     qhome.control("srs/revers_srs_secrets", "".join(s + "\n" for s in SECRETS))
-    return qhome
+    if request.param == "direct":
+        yield qhome
+        return
+    from usersd import UsersService
+    with UsersService(qhome.root, qhome.env()):
+        yield qhome
 
 
 def rcpt(home, address, **env):

@@ -10,9 +10,10 @@ At the end it prints what `qmail-showctl --check` still finds.
 
 --production (as root) also runs it as qmail runs: qmail's users and groups
 (created where missing), the queue with qmail's owners and group-writable
-for qmail-queue, the vpopmail, alias, users and sessions directories, run
-scripts under QMAILHOME/service/ (qmail-send, qmail-smtpd, dovecot, clamd,
-spamd, each with log/run: multilog) and QMAILHOME/etc/crontab; the config-fast
+for qmail-queue, the vpopmail, alias and sessions directories, the users
+database and the SRS keys for the users service (qmailu) alone, run
+scripts under QMAILHOME/service/ (qmail-send, qmail-smtpd, qmail-usersd, dovecot,
+clamd, spamd, each with log/run: multilog) and QMAILHOME/etc/crontab; the config-fast
 files from --me, else control/me, else the host name (never an open relay);
 alias/.qmail-postmaster, -mailer-daemon, -root delivering to alias/Maildir/
 (or forwarding to --postmaster ADDRESS), as qmail's INSTALL.alias (every
@@ -173,8 +174,7 @@ def production(home, root, python, args):
     """Users, owners and modes (qmail's hier.c where it has them), service and cron files."""
     from qmailpy.ctl.reader import Controls
     from qmailpy.install import accounts, services
-    from qmailpy.users import access
-    from qmailpy.users.base import SQLITE_FILE, vpopmail_dir
+    from qmailpy.users.base import vpopmail_dir
     controls = Controls(home, {})
     vdir = os.path.abspath(vpopmail_dir(home, controls))
     accounts.ensure(home, vdir)
@@ -187,17 +187,8 @@ def production(home, root, python, args):
         _dir(vdir, 0o755, accounts.ids("vpopmail")[0], vchkpw)
     elif os.stat(vdir).st_uid == 0:
         print("note: %s belongs to root: mailboxes need an owner (chown -R vpopmail:vchkpw %s)" % (vdir, vdir))
-    # the SQLite users database (made later by qmail-users, as root) takes this directory's
-    # group: qmail-smtpd (group qmail under tcpserver) reads it for AUTH, chkuser, POP-before-SMTP
-    users = os.path.join(home, os.path.dirname(SQLITE_FILE))
-    _dir(users, 0o2750, 0, qmail)
-    db = os.path.join(home, SQLITE_FILE)
-    if os.path.exists(db) and os.stat(db).st_gid == 0:
-        os.chown(db, -1, qmail)
     smtpd_uid = accounts.ids("qmaild")[0]
-    # chkuser: qmail-smtpd may search the domain directories and read their .qmail-default
-    for path, error in access.let_smtpd_look(vdir, smtpd_uid):
-        print("note: cannot let qmaild into %s (%s): chkuser answers 451 for its domain" % (path, error))
+    users_service(home, vdir)
     _dir(os.path.join(home, "sessions"), 0o700, smtpd_uid, qmail)     # periplimit slots
     create_queue(home, production=True)
     clamav = "clamav" if accounts.user_exists("clamav") else None      # Debian's clamav-daemon user
@@ -212,6 +203,13 @@ def production(home, root, python, args):
     mode = args.sendmail or ("link" if os.path.abspath(home) == "/var/qmail" else "no")
     for line in sendmail.install(home, mode):
         print(line)
+
+
+def users_service(home, vdir):
+    """The users database and the SRS keys for qmailu and the readers of the keys alone; qmail-smtpd
+    asks qmail-usersd (qmailpy/install/usersdb.py). A rerun over an older install says what changed."""
+    from qmailpy.install import usersdb
+    usersdb.secure(home, vdir, log=lambda line: print("users service: %s" % line))
 
 
 def postmaster(home, address, alias_ids=None):

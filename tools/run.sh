@@ -1,6 +1,6 @@
 #!/bin/sh
 # `make run`: a demo qmail home under ./run/: tcpserver + qmail-smtpd on 127.0.0.1:$PORT (2525),
-# qmail-send, a virtual domain demo.example with the mailbox demo@demo.example
+# qmail-send, qmail-usersd (the users service qmail-smtpd asks, on run/sock/users), a virtual domain demo.example with the mailbox demo@demo.example
 # (password demo), and Dovecot POP3 on 127.0.0.1:$POP3PORT (1110). `make stop` stops it all.
 # Environment: PORT, POP3PORT (the ports), RUNDIR (the home, default ./run), DNSCACHEIP.
 # It fails (exit 1, nothing left running) when a port is taken or a server does not start.
@@ -65,6 +65,23 @@ while True:
         time.sleep(0.1)' "$1"
 }
 
+# answering PATH: wait (10 s at most) until something accepts on the Unix socket PATH
+answering() {
+    "$PY" -c 'import socket, sys, time
+end = time.time() + 10
+while True:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(sys.argv[1])
+        break
+    except OSError:
+        if time.time() > end:
+            sys.exit(1)
+        time.sleep(0.1)
+    finally:
+        s.close()' "$1"
+}
+
 if [ "$1" = stop ]; then stop; echo "stopped"; exit 0; fi
 stop
 [ "$PORT" != "$POP3PORT" ] || fail "PORT and POP3PORT are both $PORT"
@@ -84,6 +101,11 @@ export QMAILPY_SINGLEUSER=1
 [ "$(id -u)" != 0 ] || chown -R vpopmail:vchkpw "$RUN/vpopmail"
 MAILDIR=$RUN/vpopmail/domains/demo.example/demo/Maildir
 
+# the users service first: qmail-smtpd asks it (AUTH, chkuser, POP-before-SMTP) once sock/users is there
+nohup "$RUN/bin/qmail-usersd" >>"$RUN/log/usersd" 2>&1 &
+echo $! > "$RUN/qmail-usersd.pid"
+answering "$RUN/sock/users" || fail "qmail-usersd not answering on $RUN/sock/users: $(tail -n 3 "$RUN/log/usersd")"
+
 nohup "$RUN/bin/qmail-send" ./Maildir/ >>"$RUN/log/send" 2>&1 &
 echo $! > "$RUN/qmail-send.pid"
 
@@ -100,7 +122,7 @@ command -v dovecot >/dev/null 2>&1 || fail "POP3 not started: no dovecot (apt-ge
 
 listening "$PORT" || fail "SMTP not started on 127.0.0.1:$PORT: $(tail -n 3 "$RUN/log/smtpd")"
 listening "$POP3PORT" || fail "POP3 not started on 127.0.0.1:$POP3PORT: $(tail -n 3 "$RUN/dovecot/dovecot.log" 2>/dev/null)"
-for p in qmail-send tcpserver; do
+for p in qmail-usersd qmail-send tcpserver; do
     alive "$RUN/$p.pid" || fail "$p did not start; see $RUN/log/"
 done
 
@@ -109,6 +131,7 @@ cat <<MSG
 qmailpy is running with its qmail home in $RUN
   SMTP  127.0.0.1:$PORT      (tcpserver + qmail-smtpd; log $RUN/log/smtpd)
   queue qmail-send          (log $RUN/log/send)
+  users qmail-usersd        (socket $RUN/sock/users; log $RUN/log/usersd)
   POP3  127.0.0.1:$POP3PORT      (Dovecot; user demo@demo.example, password demo)
 
 Send a test message:

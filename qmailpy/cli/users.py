@@ -62,14 +62,15 @@ def _password(given):
 
 
 def _let_smtpd_look(users, domain):
-    """As root in production: qmail-smtpd (chkuser) may search the new domain directory."""
+    """As root in production: whoever answers chkuser (the users service's qmailu, or qmail-smtpd's
+    qmaild where it reads the database itself) may search the new domain directory."""
     from qmailpy.privs import drops_privileges
     from qmailpy.users import access
-    uid = access.smtpd_uid() if drops_privileges(os.environ) else None
+    uid = access.chkuser_uid(_home()) if drops_privileges(os.environ) else None
     if uid is None:
         return
     for path, error in access.let_smtpd_look(users.vpopmaildir, uid, [domain]):
-        click.echo("qmail-users: note: cannot let qmaild into %s (%s): chkuser answers 451 there"
+        click.echo("qmail-users: note: cannot let chkuser into %s (%s): chkuser answers 451 there"
                    % (path, error), err=True)
 
 

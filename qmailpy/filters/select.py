@@ -29,11 +29,13 @@ def _open(cdb_path, name):
 
 
 def recipient_keys(controls, log=say):
-    """qmailpy.addr.keys.RecipientKeys over the controls and the users database (opened on first
-    use; when it cannot answer, logged once and the keys come from the controls alone)."""
+    """qmailpy.addr.keys.RecipientKeys over the controls and the users database (asked on first
+    use, through the users service where it runs; when it cannot answer, logged once and the keys
+    come from the controls alone)."""
     from qmailpy.addr.keys import RecipientKeys
-    from qmailpy.users.base import AddressFinder, open_users
-    finder = AddressFinder(lambda: open_users(controls.home, controls), lambda e: log(
+    from qmailpy.users.base import AddressFinder
+    from qmailpy.usersd.client import open_answers
+    finder = AddressFinder(lambda: open_answers(controls.home, controls), lambda e: log(
         "users database unavailable (%s): recipient keys from the controls alone" % e))
     return RecipientKeys.from_controls(controls, finder), finder
 

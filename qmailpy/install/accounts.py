@@ -5,13 +5,17 @@ created) only where missing; existing accounts are never changed. qmaild is
 also made a member of group qmail: Python cannot be setuid qmailq, so
 qmail-queue runs as qmail-smtpd's user and writes the queue through that
 group (qmailpy.queue.layout, production=True; docs/operations.md).
+qmailu:qmailu (not in qmail's INSTALL.ids) is the users service's account: it
+alone reads the users database, and shares the SRS keys with qmails
+(qmailpy/install/usersdb.py). It is not vpopmail, so that a vpopmail mailbox's
+`|program`, which runs as vpopmail, reads neither.
 """
 import grp
 import os
 import pwd
 import subprocess
 
-GROUPS = ("qmail", "nofiles", "vchkpw")
+GROUPS = ("qmail", "nofiles", "vchkpw", "qmailu")
 VPOPMAIL_HOME = object()        # the user's home is the vpopmail directory
 # (user, primary group, home under $QMAILHOME ("" = the home itself), supplementary groups)
 USERS = (
@@ -23,6 +27,7 @@ USERS = (
     ("qmailr", "qmail", "", ()),
     ("qmails", "qmail", "", ()),
     ("vpopmail", "vchkpw", VPOPMAIL_HOME, ()),
+    ("qmailu", "qmailu", "", ()),
 )
 NOLOGIN = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
 EXISTS = 9                      # useradd and groupadd: the name is taken already

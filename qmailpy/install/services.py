@@ -6,7 +6,8 @@ $QMAILHOME/service/<name>/env/     envdir: one file per variable (DNSCACHEIP, ..
 $QMAILHOME/etc/crontab             root's cron jobs (crontab -u root), and
 $QMAILHOME/etc/cron.d/qmailpy      the same with the user column, for /etc/cron.d
 
-Services: qmail-send, qmail-smtpd (tcpserver), dovecot (POP3), clamd and
+Services: qmail-send, qmail-smtpd (tcpserver), qmail-usersd (the users
+service qmail-smtpd asks: AUTH, chkuser, POP-before-SMTP), dovecot (POP3), clamd and
 spamd (made with a `down` file: enable them with `svc -u` after removing it).
 render_*() are pure; write() puts the files in place: run scripts are
 always rewritten; env/ is made when missing and never emptied; down files
@@ -19,7 +20,7 @@ import shutil
 
 from qmailpy.filters import runscripts
 
-SERVICES = ("qmail-send", "qmail-smtpd", "dovecot", "clamd", "spamd")
+SERVICES = ("qmail-send", "qmail-smtpd", "qmail-usersd", "dovecot", "clamd", "spamd")
 OFF_BY_DEFAULT = ("clamd", "spamd")        # optional filters: clamd needs freshclam's databases first
 LOG_USER = "qmaill"
 PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -58,12 +59,18 @@ def _clean_env(s):
     return "env - PATH=%s QMAILHOME=%s envdir ./env" % (q(os.path.join(s.home, "bin") + ":" + PATH), q(s.home))
 
 
-def render_send_run(s):
-    return ("#!/bin/sh\n" + HEADER +
-            "# qmail-send with qmail-todo, qmail-lspawn, qmail-rspawn and qmail-clean (qmail-start's job).\n"
-            "# Started as root: each helper gets its qmail user and qmail-send becomes qmails.\n"
+def render_daemon_run(s, comment, program, args=""):
+    """A run script that execs one long-running program of bin/ in the clean environment;
+    `comment`: the lines that say what it is, without their '# '."""
+    return ("#!/bin/sh\n" + HEADER + "".join("# %s\n" % line for line in comment.split("\n")) +
             "exec 2>&1\n"
-            "exec %s \\\n    %s ./Maildir/\n" % (_clean_env(s), q(s.bin("qmail-send"))))
+            "exec %s \\\n    %s%s\n" % (_clean_env(s), q(s.bin(program)), " " + args if args else ""))
+
+
+def render_send_run(s):
+    return render_daemon_run(s, "qmail-send with qmail-todo, qmail-lspawn, qmail-rspawn and qmail-clean "
+                                "(qmail-start's job).\nStarted as root: each helper gets its qmail user and "
+                                "qmail-send becomes qmails.", "qmail-send", "./Maildir/")
 
 
 NO_RCPTHOSTS = ("qmail-smtpd not started: control/rcpthosts is absent, so it would take mail for any domain "
@@ -88,6 +95,18 @@ def render_smtpd_run(s):
                " ".join(q(f) for f in shlex.split(s.tcpserver_flags)),
                q(os.path.join(s.home, "control", "tcp.smtp.cdb")), s.smtpd_uid, s.smtpd_gid,
                q(s.smtp_listen), s.smtp_port, q(s.bin("qmail-smtpd"))))
+
+
+def render_usersd_run(s):
+    """The users service: started as root, it makes sock/users and becomes qmailu."""
+    return render_daemon_run(s, "qmail-usersd: answers qmail-smtpd's questions about users (AUTH, chkuser, "
+                                "POP-before-SMTP,\nSRS recipients) on sock/users; started as root, it runs as "
+                                "qmailu, the database's owner.", "qmail-usersd")
+
+
+def users_service(s):
+    """{service name: run script} of the users service (kept apart from the others' table)."""
+    return {"qmail-usersd": render_usersd_run(s)}
 
 
 def render_dovecot_run(s):
@@ -171,6 +190,7 @@ def write(s, controls, log_ids=None, clamav_user=None):
     filters = render_filters(s, controls, clamav_user)
     scripts = {"qmail-send": render_send_run(s), "qmail-smtpd": render_smtpd_run(s),
                "dovecot": render_dovecot_run(s), "clamd": filters["clamd/run"], "spamd": filters["spamd/run"]}
+    scripts.update(users_service(s))
     written = []
     _mkdir(s.service())
     for name in SERVICES:

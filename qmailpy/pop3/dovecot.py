@@ -156,6 +156,7 @@ def plan(home, outdir, port=DEFAULT_PORT, listen=DEFAULT_LISTEN, version=None, m
         p.mail_uid = p.mail_gid = None
         p.first_valid_uid = min(euid, 500)
         p.postlogin_user = None
+        p.auth_worker_user = None
     return p
 
 
@@ -193,6 +194,9 @@ def _plan_root(p, mail_user, postlogin_user, secret_file):
         if owner is None:
             raise ConfigError("the owner of %s has no name: pass --postlogin-user" % secret_file)
     p.postlogin_user = owner
+    # Dovecot's SQLite driver blocks, so the auth worker opens the file: run it as the file's
+    # owner (the users service's qmailu in production), not as root
+    p.auth_worker_user = owner if p.sqlite else None
 
 
 # -- rendering (pure)
@@ -310,6 +314,9 @@ def render_dovecot_conf(p):
     if p.postlogin_user:
         out.append("  user = %s" % p.postlogin_user)
     out += ["  unix_listener postlogin {", "  }", "}"]
+    if getattr(p, "auth_worker_user", None):
+        out += ["# the SQLite file is its owner's alone (docs/qmail-usersd.md)",
+                "service auth-worker {", "  user = %s" % p.auth_worker_user, "}"]
     if not p.root:
         out += ["service anvil {", "  chroot =", "}"]
     return "\n".join(out) + "\n"

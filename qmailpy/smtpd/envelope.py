@@ -150,6 +150,8 @@ def _rcpt(session, arg):
     srs = local and _srs_status(session, addr)
     if srs == "bad-hash":
         return R.SRS_INVALID
+    if srs == "temp":
+        return R.USERS_TEMPFAIL
     if reason == "RELAYCLIENT":
         addr += cfg.relayclient
     elif cfg.userchk and not srs:
@@ -164,10 +166,12 @@ def _rcpt(session, arg):
 
 
 def _srs_status(session, addr):
-    """For an SRS0=/SRS1= recipient at our srs_domain: 'ok', 'expired' or 'bad-hash'; else None.
+    """For an SRS0=/SRS1= recipient at our srs_domain: 'ok', 'expired', 'bad-hash', or 'temp' when
+    the users service cannot tell now; else None.
 
-    Only addresses that look like SRS pay for the import and the HMAC. An
-    expired address is accepted here and dropped by qmail-send without a bounce.
+    Only addresses that look like SRS pay for the question and the HMAC, asked of
+    services.users() (the users service holds the keys in production). An expired
+    address is accepted here and dropped by qmail-send without a bounce.
     """
     local, _, domain = addr.rpartition("@")
     if local[:4].upper() not in ("SRS0", "SRS1") or local[4:5] not in ("=", "-", "+"):
@@ -175,12 +179,17 @@ def _srs_status(session, addr):
     controls = session.cfg.controls
     if lower_ascii(domain) != lower_ascii(controls.value("srs/srs_domain")):
         return None
-    from qmailpy.srs.rewrite import NOT_SRS, reverse
-    got = reverse(addr, controls, session.services.now())
-    if got.status == NOT_SRS:
+    from qmailpy.srs.rewrite import NOT_SRS
+    from qmailpy.users import UsersUnavailable
+    try:
+        status, error = session.services.users().srs_reverse(addr, session.services.now())
+    except UsersUnavailable as e:
+        session.services.log("tempfail", rule="srs", reason=str(e))
+        return "temp"
+    if status == NOT_SRS:
         return None
-    session.services.log("srs", status=got.status, rcpt="<%s>" % addr, error=got.error or "")
-    return got.status
+    session.services.log("srs", status=status, rcpt="<%s>" % addr, error=error or "")
+    return status
 
 
 def _chkuser(session, addr):
@@ -188,7 +197,7 @@ def _chkuser(session, addr):
     from qmailpy.users import UsersUnavailable
     from qmailpy.users import chkuser
     try:
-        result = chkuser.check_recipient(session.services.users(), addr)
+        result = session.services.users().check_recipient(addr)
     except UsersUnavailable as e:
         session.services.log("tempfail", rule="userchk", reason=str(e))
         return chkuser.RESOURCE

@@ -35,10 +35,12 @@ class Services:
         self._users = None
 
     def users(self):
-        """The mailbox users database, opened on first use (never for a plain session)."""
+        """What the session asks about its users (qmailpy.users.answers: AUTH, chkuser,
+        POP-before-SMTP, recipient keys, SRS recipients), on first use: the users service
+        where the home runs one (sock/users), else the database read here."""
         if self._users is None:
-            from qmailpy.users import open_users
-            self._users = open_users(self.controls.home, self.controls)
+            from qmailpy.usersd.client import open_answers
+            self._users = open_answers(self.controls.home, self.controls)
         return self._users
 
     def start_queue(self):
@@ -48,8 +50,7 @@ class Services:
         if self.argv:
             from qmailpy.smtpd.checkpassword import checkpassword
             return checkpassword(self.argv, user, secret, challenge, self.environ)
-        from qmailpy.users.auth import authenticate
-        return authenticate(self.users(), mech, user, secret, challenge)
+        return self.users().authenticate(mech, user, secret, challenge)
 
     def auth_delay(self):
         self.sleep(env_seconds(self.environ, "AUTHFAILDELAY", AUTH_FAILURE_DELAY))

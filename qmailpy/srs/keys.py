@@ -32,10 +32,11 @@ DIR_MODE = 0o755
 FILES = (REVERSE, FORWARD, AGES)
 # Owner and mode of each file when run as root. H-Sphere made revers_srs_secrets
 # vpopmail:vchkpw and srs_secrets qmaill:qmail, 0400, for its readers (vdelivermail,
-# qmail-send). Here the readers are qmail-smtpd (qmaild) and qmail-todo and
-# qmail-send (qmails), all in group qmail: root:qmail 0440. The ages file holds
-# no secret.
-OWNERS = {REVERSE: (None, "qmail"), FORWARD: (None, "qmail"), AGES: (None, None)}
+# qmail-send). Here the readers are qmail-send and qmail-todo (qmails: forwards are signed,
+# bounces reversed) and the users service (qmailu: qmail-smtpd asks it about SRS
+# recipients, so qmaild reads no key): qmails:qmailu 0440, and no other user or group.
+# The ages file holds no secret; setsrssecret (root) alone reads it.
+OWNERS = {REVERSE: ("qmails", "qmailu"), FORWARD: ("qmails", "qmailu"), AGES: (None, None)}
 ROOT_MODES = {REVERSE: 0o440, FORWARD: 0o440, AGES: 0o400}
 
 
@@ -126,7 +127,7 @@ def render(keys):
     return {REVERSE: secrets, FORWARD: secrets, AGES: ages}
 
 
-def _ids(user, group):
+def owner_ids(user, group):
     import grp
     import pwd
     uid = gid = -1
@@ -166,7 +167,7 @@ def write_atomic(home, name, data, as_root=None):
             as_root = os.geteuid() == 0
         os.fchmod(fd, ROOT_MODES.get(name, MODE) if as_root else MODE)
         if as_root:
-            uid, gid = _ids(*OWNERS.get(name, (None, None)))
+            uid, gid = owner_ids(*OWNERS.get(name, (None, None)))
             if uid != -1 or gid != -1:
                 os.fchown(fd, uid, gid)
         os.fsync(fd)

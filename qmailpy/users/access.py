@@ -6,8 +6,14 @@ chkuser stats `.qmail-<user>` files and reads `.qmail-default` in the domain
 directories (qmailpy.users.domainfiles). The grant is one POSIX ACL entry for
 qmail-smtpd's user: search (x: no listing) on the vpopmail directory, `domains/`
 and every domain directory, read on every domain's `.qmail-default`. Mailbox
-directories, Maildirs and every other file get nothing. Until a users service
-answers these questions over a socket (issue 20), this is the production rule.
+directories, Maildirs and every other file get nothing.
+
+Where the users service runs (qmail-usersd, the production install since issue
+20), it answers chkuser and qmail-smtpd needs no way into these directories:
+answered_by_service() says so, the grant goes to the service's user (qmailu)
+instead, and the install takes qmaild's back (withdraw). qmailu is not
+vpopmail, so that a vpopmail mailbox's `|program` cannot read the users
+database; this grant is all qmailu gets of vpopmail's files.
 
 The ACL is written as the `system.posix_acl_access` attribute in Linux's format
 (what setfacl writes), so no acl tools are needed; the existing entries stay.
@@ -55,6 +61,65 @@ def grant(path, uid, perm):
                                            for tag, ident in sorted(entries))
     os.setxattr(path, XATTR, blob)
     return True
+
+
+def revoke(path, uid):
+    """Take user `uid`'s entry out of the file's ACL; True when there was one. The mask
+    shrinks back to the group class's remaining needs (the owning group, named groups)."""
+    entries = _entries(path)
+    if (USER, uid) not in entries:
+        return False
+    del entries[(USER, uid)]
+    named = [perm for (tag, _), perm in entries.items() if tag in (USER, GROUP)]
+    if named:
+        entries[(MASK, UNDEFINED)] = entries[(GROUP_OBJ, UNDEFINED)]
+        for perm in named:
+            entries[(MASK, UNDEFINED)] |= perm
+        blob = HEADER.pack(VERSION) + b"".join(ENTRY.pack(tag, entries[(tag, ident)], ident)
+                                               for tag, ident in sorted(entries))
+        os.setxattr(path, XATTR, blob)
+    else:                     # a minimal ACL again: the mode bits say it all (group = the old mask's group)
+        os.removexattr(path, XATTR)
+        mode = os.stat(path).st_mode & 0o7777 & ~0o070
+        os.chmod(path, mode | entries[(GROUP_OBJ, UNDEFINED)] << 3)
+    return True
+
+
+def withdraw(vpopmaildir, uid):
+    """Take qmail-smtpd's user (uid) back out of every domain_grants path: [changed paths],
+    [(path, error text)]."""
+    changed, problems = [], []
+    for path, _ in domain_grants(vpopmaildir):
+        try:
+            if revoke(path, uid):
+                changed.append(path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            problems.append((path, e.strerror or str(e)))
+    return changed, problems
+
+
+def answered_by_service(home):
+    """Does the users service answer chkuser for this home (its socket, or its run script)?
+    Then qmail-smtpd needs no grant."""
+    from qmailpy import paths
+    return (os.path.exists(paths.users_socket(home))
+            or os.path.exists(os.path.join(home, "service", "qmail-usersd", "run")))
+
+
+def chkuser_uid(home):
+    """Who looks into the domain directories for chkuser: the users service's user where it
+    answers (qmailu), else qmail-smtpd's (qmaild); None without that account."""
+    import pwd
+    from qmailpy.privs import SMTPD_USER
+    try:
+        return pwd.getpwnam(SERVICE_USER if answered_by_service(home) else SMTPD_USER).pw_uid
+    except KeyError:
+        return None
+
+
+SERVICE_USER = "qmailu"      # qmailpy.usersd.main.USER
 
 
 def smtpd_uid():

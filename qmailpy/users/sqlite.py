@@ -1,6 +1,8 @@
 """The default users backend: vpopmail's tables in $QMAILHOME/users/vpopmail.sqlite.
 
-Readers never create the file: a missing file is an empty database. A locked
+Readers never create the file: a missing file is an empty database. Made by
+root (qmail-users), the file takes the owner of its directory, users/, which
+the production install gives the users service's account alone. A locked
 or unreadable file is UsersUnavailable (after `timeout` seconds of waiting
 for a writer), never "no such user".
 """
@@ -9,7 +11,7 @@ import os
 from qmailpy.users.base import MissingTable, UsersError, UsersUnavailable
 from qmailpy.users.schema import create_statements
 
-FILE_MODE = 0o640   # secrets inside: readable by the group qmail-smtpd runs in, not by all
+FILE_MODE = 0o600   # secrets inside: the owner of users/ alone (the users service's qmailu in production)
 
 
 class SqliteDB:
@@ -26,7 +28,13 @@ class SqliteDB:
         try:
             if create and not os.path.exists(self.path):
                 os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+                try:
+                    if os.geteuid() == 0:       # made by root (qmail-users): the directory's owner's
+                        st = os.stat(os.path.dirname(self.path))
+                        os.fchown(fd, st.st_uid, st.st_gid)
+                finally:
+                    os.close(fd)
         except FileExistsError:
             pass                # made by someone else meanwhile
         except OSError as e:

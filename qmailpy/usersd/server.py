@@ -1,0 +1,322 @@
+"""The users service's loop: a selector for the connections, a few workers for the questions.
+
+One thread reads and writes every connection without blocking (a client that
+stalls, floods or sends garbage costs one file descriptor and is dropped at its
+time-out or first bad line); complete questions go to WORKERS threads, each with
+its own database handle (qmailpy.users.answers.Answers over controls that notice
+a changed file), so a slow database delays only the questions waiting for it.
+A connection has one question in flight at a time; questions sent ahead wait in
+order. The caller's uid comes from the kernel (SO_PEERCRED) and decides what it
+may ask (Peers); a refused caller gets REFUSED and is closed.
+"""
+import os
+import queue
+import selectors
+import socket
+import struct
+import threading
+import time
+
+from qmailpy.proto import userswire as W
+from qmailpy.users.base import UsersUnavailable
+
+WORKERS = 8
+MAX_CONNECTIONS = 512
+IDLE = 60.0             # seconds a connection may wait between questions
+PARTIAL = 10.0          # seconds to finish a question once begun
+READ_SIZE = 4096
+_PEERCRED = struct.Struct("3i")     # struct ucred: pid, uid, gid
+
+
+def peer_credentials(sock):
+    """(pid, uid, gid) of the process at the other end, from the kernel."""
+    return _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+
+
+class Peers:
+    """Which uids may ask what: `everything` may ask every question, `addresses` only ADDR
+    (qmail-queue's filter keys)."""
+
+    def __init__(self, everything, addresses=()):
+        self.everything, self.addresses = frozenset(everything), frozenset(addresses)
+
+    def allows(self, uid, word):
+        return uid in self.everything or (word == "ADDR" and uid in self.addresses)
+
+
+def _text(field):
+    return field.decode("utf-8", "surrogateescape")
+
+
+def answer(answers, word, fields):
+    """The answer line to one decoded question (answers: qmailpy.users.answers.Answers)."""
+    try:
+        if word == "AUTH":
+            verdict = answers.authenticate(*(_text(f) for f in fields))
+            if verdict is None:
+                return W.encode_answer("TEMP", "users database unavailable")
+            return W.encode_answer("YES" if verdict else "NO")
+        if word == "RCPT":
+            return W.encode_answer(answers.check_recipient(_text(fields[0])).upper())
+        if word == "RELAY":
+            try:
+                since, window = float(fields[1]), int(fields[2])
+            except ValueError:
+                return W.encode_answer("BAD", "RELAY wants a time and a number of seconds")
+            return W.encode_answer("YES" if answers.relay_allowed(_text(fields[0]), since, window) else "NO")
+        if word == "ADDR":
+            found = answers.find_address(fields[0], fields[1])
+            return W.encode_answer("FOUND", found) if found is not None else W.encode_answer("NONE")
+        if word == "SRS":
+            try:
+                now = float(fields[1])
+            except ValueError:
+                return W.encode_answer("BAD", "SRS wants a time")
+            status, error = answers.srs_reverse(_text(fields[0]), now)
+            return W.encode_answer("STATUS", status, error or "")
+    except UsersUnavailable as e:
+        return W.encode_answer("TEMP", str(e)[:1000])
+    except OSError as e:                # ctl.reader.ControlError: a control (the SRS keys) unreadable
+        return W.encode_answer("TEMP", ("unable to read controls: %s" % e)[:1000])
+    return W.encode_answer("BAD", "unknown question")
+
+
+class Conn:
+    __slots__ = ("sock", "pid", "uid", "lines", "waiting", "out", "busy", "closing", "draining", "deadline")
+
+    def __init__(self, sock, pid, uid, deadline):
+        self.sock, self.pid, self.uid = sock, pid, uid
+        self.lines = W.LineBuffer()
+        self.waiting = []           # questions read while one is in flight
+        self.out = b""
+        self.busy = False
+        self.closing = False        # close once `out` is written
+        self.draining = False       # written and shut down: read (and drop) until the client closes
+        self.deadline = deadline
+
+
+class Server:
+    """serve() until stop() (another thread, or a signal handler)."""
+
+    def __init__(self, listener, make_answers, peers, log, workers=WORKERS, idle=IDLE, partial=PARTIAL,
+                 clock=time.monotonic):
+        self.listener, self.make_answers, self.peers, self.log = listener, make_answers, peers, log
+        self.idle, self.partial, self.clock = idle, partial, clock
+        self.nworkers = workers
+        self.jobs = queue.Queue()
+        self.done = queue.Queue()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.sel = selectors.DefaultSelector()
+        self.conns = {}
+        self.running = True
+
+    def stop(self):
+        self.running = False
+        self._wake()
+
+    def _wake(self):
+        try:
+            os.write(self.wake_w, b"x")
+        except BlockingIOError:
+            pass                    # a wake-up is pending already
+
+    # -- workers
+    def _work(self):
+        answers = None
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                break
+            conn, word, fields = job
+            try:
+                if answers is None or answers.stale():
+                    if answers is not None:
+                        answers.close()
+                    answers = self.make_answers()
+                line = answer(answers, word, fields)
+            except Exception as e:      # never lose the connection's answer: say "not now"
+                self.log("error", question=word, reason="%s: %s" % (type(e).__name__, e))
+                line = W.encode_answer("TEMP", "internal error")
+                if answers is not None:
+                    answers.close()
+                    answers = None
+            if line.startswith(b"TEMP "):
+                self.log("tempfail", question=word, uid=conn.uid, reason=_text(W.decode_answer(line)[1][0]))
+            self.done.put((conn, line))
+            self._wake()
+        if answers is not None:
+            answers.close()
+
+    # -- the loop
+    def serve(self):
+        threads = [threading.Thread(target=self._work, daemon=True) for _ in range(self.nworkers)]
+        for t in threads:
+            t.start()
+        self.listener.setblocking(False)
+        self.sel.register(self.listener, selectors.EVENT_READ, None)
+        self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        try:
+            while self.running:
+                for key, events in self.sel.select(timeout=1.0):
+                    if key.data is None:
+                        self._accept()
+                    elif key.data == "wake":
+                        self._finished()
+                    else:
+                        if events & selectors.EVENT_READ:
+                            self._read(key.data)
+                        if events & selectors.EVENT_WRITE and key.data.sock.fileno() >= 0:
+                            self._flush(key.data)
+                self._expire()
+        finally:
+            for _ in threads:
+                self.jobs.put(None)
+            for conn in list(self.conns.values()):
+                self._close(conn)
+            self.sel.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+
+    def _accept(self):
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:        # EMFILE and the like: try again on the next round
+                self.log("error", reason="accept: %s" % (e.strerror or e))
+                return
+            pid, uid, _ = peer_credentials(sock)
+            if len(self.conns) >= MAX_CONNECTIONS:
+                self.log("refused", uid=uid, pid=pid, reason="too many connections")
+                sock.close()
+                continue
+            sock.setblocking(False)
+            conn = Conn(sock, pid, uid, self.clock() + self.idle)
+            self.conns[sock.fileno()] = conn
+            self.sel.register(sock, selectors.EVENT_READ, conn)
+
+    def _read(self, conn):
+        try:
+            data = conn.sock.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return self._close(conn)
+        if not data:
+            return self._close(conn)
+        if conn.draining:
+            return
+        try:
+            conn.waiting += conn.lines.feed(data)
+        except W.WireError as e:
+            return self._fail(conn, "BAD", str(e))
+        conn.deadline = self.clock() + (self.partial if conn.lines.buf else self.idle)
+        self._next(conn)
+
+    def _next(self, conn):
+        """Hand the connection's next question to a worker, unless one is in flight."""
+        if conn.busy or conn.closing or not conn.waiting:
+            return self._interest(conn)
+        line = conn.waiting.pop(0)
+        try:
+            word, fields = W.decode_question(line)
+        except W.WireError as e:
+            return self._fail(conn, "BAD", str(e))
+        if not self.peers.allows(conn.uid, word):
+            self.log("refused", uid=conn.uid, pid=conn.pid, question=word)
+            return self._fail(conn, "REFUSED", "uid %d may not ask %s" % (conn.uid, word))
+        conn.busy = True
+        self.jobs.put((conn, word, fields))
+        self._interest(conn)
+
+    def _finished(self):
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                conn, line = self.done.get_nowait()
+            except queue.Empty:
+                return
+            if conn.sock.fileno() < 0:
+                continue                # closed meanwhile
+            conn.busy = False
+            conn.deadline = self.clock() + self.idle
+            conn.out += line
+            if line.startswith(b"BAD "):    # a question it cannot parse the arguments of
+                self.log("bad", uid=conn.uid, pid=conn.pid, reason=_text(W.decode_answer(line)[1][0]))
+                conn.waiting, conn.closing = [], True
+            self._flush(conn)
+            if conn.sock.fileno() >= 0:
+                self._next(conn)
+
+    def _fail(self, conn, word, reason):
+        if word == "BAD":
+            self.log("bad", uid=conn.uid, pid=conn.pid, reason=reason)
+        conn.waiting = []
+        conn.closing = True
+        conn.out += W.encode_answer(word, reason)
+        self._flush(conn)
+
+    def _flush(self, conn):
+        try:
+            while conn.out:
+                conn.out = conn.out[conn.sock.send(conn.out):]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            return self._close(conn)
+        if conn.closing and not conn.out and not conn.draining:
+            # the last answer is out: shut our side, and read what the client still sends until
+            # it closes (or PARTIAL passes), so that closing never discards our answer with a reset
+            conn.draining = True
+            conn.deadline = self.clock() + self.partial
+            try:
+                conn.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                return self._close(conn)
+        self._interest(conn)
+
+    def _interest(self, conn):
+        """Watch for reads when the connection may send its next question, for writes while
+        its answer is not all out; nothing while a worker has its question."""
+        if conn.sock.fileno() < 0:
+            return
+        events = selectors.EVENT_WRITE if conn.out else 0
+        if conn.draining or not (conn.busy or conn.closing or conn.waiting):
+            events |= selectors.EVENT_READ
+        try:
+            key = self.sel.get_key(conn.sock)
+        except KeyError:
+            key = None
+        if not events:
+            if key is not None:
+                self.sel.unregister(conn.sock)
+        elif key is None:
+            self.sel.register(conn.sock, events, conn)
+        elif key.events != events:
+            self.sel.modify(conn.sock, events, conn)
+
+    def _expire(self):
+        now = self.clock()
+        for conn in list(self.conns.values()):
+            if not conn.busy and now > conn.deadline:
+                if (conn.lines.buf or conn.out) and not conn.draining:
+                    self.log("timeout", uid=conn.uid, pid=conn.pid)
+                self._close(conn)
+
+    def _close(self, conn):
+        fd = conn.sock.fileno()
+        if fd < 0:
+            return
+        try:
+            self.sel.unregister(conn.sock)
+        except KeyError:
+            pass
+        self.conns.pop(fd, None)
+        conn.sock.close()

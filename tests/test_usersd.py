@@ -1,0 +1,329 @@
+"""qmail-usersd alone: its answers, whom it answers, and clients that stall, flood or talk nonsense.
+
+The program (bin/qmail-usersd) in a scratch home, and the same Server in-process where a test
+needs short time-outs or a database that hangs. qmail-smtpd over it: a service that is down,
+refuses or cannot reach its database is 451/454, never 550/535.
+"""
+import hmac
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+from conftest import Home, program
+from qmailpy import paths
+from qmailpy.ctl.reader import Controls
+from qmailpy.proto import userswire as W
+from qmailpy.queue.layout import create_queue
+from qmailpy.srs import codec
+from qmailpy.users import UsersUnavailable, admin, open_users
+from qmailpy.users.chkuser import NOTOURS, NOUSER, OK
+from qmailpy.usersd.client import UsersClient, open_answers
+from qmailpy.usersd.server import Peers, Server
+from test_dialogues import TCP_ENV
+from usersd import UsersService
+
+SECRET = "newest-key"
+
+
+def make_home(root):
+    home = Home(root)
+    home.control("me", "test.example\n")
+    home.control("rcpthosts", "example.org\nsrs.example.org\n")
+    home.control("userchk", "1\n")
+    home.control("smtpauth", "1\n")
+    home.control("srs/srs_domain", "srs.example.org\n")
+    home.control("srs/revers_srs_secrets", SECRET + "\n")
+    create_queue(home.root)
+    users = open_users(home.root, Controls(home.root), create=True)
+    admin.add_domain(users, "example.org")
+    admin.add_alias_domain(users, "example.org", "example.net")
+    admin.add_user(users, "joe@example.org", "s3cret word", clear=True)
+    users.record_relay("192.0.2.9", time.time() - 60)
+    users.close()
+    return home
+
+
+@pytest.fixture
+def uhome(tmp_path):
+    return make_home(tmp_path / "qmail")
+
+
+@pytest.fixture
+def service(uhome):
+    with UsersService(uhome.root, uhome.env()) as svc:
+        yield uhome, svc
+
+
+def ask(path, *lines, timeout=10):
+    """Send raw lines on one connection; the answer lines until the service closes or stops."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    with s:
+        s.sendall(b"".join(lines))
+        buf = b""
+        want = len(lines)
+        while buf.count(b"\n") < want:
+            try:
+                data = s.recv(4096)
+            except socket.timeout:
+                break
+            if not data:
+                break
+            buf += data
+    return buf.splitlines()
+
+
+def test_every_question_answered_as_the_database_would(service):
+    home, svc = service
+    client = open_answers(home.root, Controls(home.root))
+    assert isinstance(client, UsersClient)
+    assert client.authenticate("PLAIN", "joe@example.org", "s3cret word", None) is True
+    assert client.authenticate("LOGIN", "joe@example.net", "s3cret word", None) is True
+    assert client.authenticate("LOGIN", "joe@example.org", "wrong", None) is False
+    assert client.authenticate("PLAIN", "nobody@example.org", "s3cret word", None) is False
+    challenge = "<1.2@test.example>"
+    digest = hmac.new(b"s3cret word", challenge.encode(), "md5").hexdigest()
+    assert client.authenticate("CRAM-MD5", "joe@example.org", digest, challenge) is True
+    assert client.authenticate("CRAM-MD5", "joe@example.org", digest, "<other@x>") is False
+    assert client.check_recipient("joe@example.org") == OK
+    assert client.check_recipient("JOE@example.net") == OK
+    assert client.check_recipient("ann@example.org") == NOUSER
+    assert client.check_recipient("joe@elsewhere.test") == NOTOURS
+    assert client.relay_allowed("192.0.2.9", time.time(), 1800) is True
+    assert client.relay_allowed("192.0.2.9", time.time(), 30) is False
+    assert client.relay_allowed("192.0.2.10", time.time(), 1800) is False
+    assert client.find_address(b"joe", b"example.net") == b"joe@example.org"
+    assert client.find_address(b"ann", b"example.org") is None
+    now = time.time()
+    good = codec.forward("alice@remote.example", "srs.example.org", [SECRET], now)
+    forged = codec.forward("alice@remote.example", "srs.example.org", ["another-key"], now)
+    assert client.srs_reverse(good, now) == ("ok", None)
+    assert client.srs_reverse(forged, now)[0] == "bad-hash"
+    client.close()
+    log = svc.stop()
+    assert "s3cret" not in log and digest not in log
+
+
+def test_questions_sent_ahead_are_answered_in_order(service):
+    home, _ = service
+    path = paths.users_socket(home.root)
+    got = ask(path, W.encode_question("RCPT", "ann@example.org"), W.encode_question("RCPT", "joe@example.org"),
+              W.encode_question("ADDR", "joe", "example.net"), W.encode_question("RELAY", "192.0.2.9", str(time.time() + 3600), "10"))
+    assert got == [b"NOUSER", b"OK", b"FOUND joe@example.org", b"NO"]
+
+
+@pytest.mark.parametrize("garbage, reason", [
+    (b"HELO there\n", b"BAD unknown%20word"),
+    (b"RCPT a b\n", b"BAD RCPT%20takes%201%20fields"),
+    (b"RELAY 1.2.3.4 soon 10\n", b"BAD RELAY%20wants%20a%20time%20and%20a%20number%20of%20seconds"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\n", b"BAD unknown%20word"),
+    (b"RCPT " + b"a" * W.MAX_LINE, b"BAD line%20too%20long"),
+])
+def test_garbage_gets_bad_and_the_connection_closed(service, garbage, reason):
+    home, svc = service
+    path = paths.users_socket(home.root)
+    assert ask(path, garbage, W.encode_question("RCPT", "joe@example.org")) == [reason]
+    assert ask(path, W.encode_question("RCPT", "joe@example.org")) == [b"OK"]      # the next caller is served
+    assert " bad uid=%d " % os.getuid() in svc.stop()
+
+
+def test_a_stalled_client_blocks_nobody(service):
+    home, _ = service
+    path = paths.users_socket(home.root)
+    stalled = []
+    for part in (b"", b"RCPT joe@exa"):            # connected and silent; half a question
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(part)
+        stalled.append(s)
+    try:
+        for _ in range(20):
+            assert ask(path, W.encode_question("RCPT", "joe@example.org"), timeout=10) == [b"OK"]
+    finally:
+        for s in stalled:
+            s.close()
+
+
+def _server(make_answers, peers, **kw):
+    """An in-process Server on a fresh socket: (server, thread, path, log lines)."""
+    top = tempfile.mkdtemp(prefix="usersd-")
+    path = os.path.join(top, "users")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    logged = []
+    server = Server(listener, make_answers, peers, lambda event, **f: logged.append((event, f)), **kw)
+    t = threading.Thread(target=server.serve, daemon=True)
+    t.start()
+    return server, t, path, logged, top
+
+
+class SlowAnswers:
+    """Answers whose check_recipient for slow@ waits for `release`; everything else at once."""
+
+    def __init__(self, release):
+        self.release = release
+
+    def stale(self):
+        return False
+
+    def check_recipient(self, address):
+        if address.startswith("slow@"):
+            self.release.wait(30)
+        return OK
+
+    def find_address(self, name, domain):
+        return None
+
+    def close(self):
+        pass
+
+
+def test_stalls_time_out_and_a_hanging_database_delays_only_its_own_question():
+    release = threading.Event()
+    server, t, path, logged, top = _server(lambda: SlowAnswers(release), Peers({os.getuid()}),
+                                           workers=2, idle=0.5, partial=0.5)
+    try:
+        half = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        half.connect(path)
+        half.sendall(b"RCPT jo")
+        slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        slow.connect(path)
+        slow.sendall(W.encode_question("RCPT", "slow@example.org"))
+        assert ask(path, W.encode_question("RCPT", "quick@example.org")) == [b"OK"]   # while slow@ hangs
+        half.settimeout(20)
+        assert half.recv(100) == b""                  # closed at its time-out, without an answer
+        assert ("timeout", {"uid": os.getuid(), "pid": os.getpid()}) in logged
+        release.set()
+        slow.settimeout(20)
+        assert slow.recv(100) == b"OK\n"              # a busy connection is never timed out
+        half.close()
+        slow.close()
+    finally:
+        release.set()
+        server.stop()
+        t.join(10)
+        shutil.rmtree(top)
+
+
+def test_kept_connection_closed_by_the_service_is_asked_again():
+    server, t, path, logged, top = _server(lambda: SlowAnswers(threading.Event()), Peers({os.getuid()}),
+                                           idle=0.2, partial=0.2)
+    try:
+        client = UsersClient(path, timeout=10)
+        assert client.check_recipient("a@example.org") == OK
+        deadline = time.monotonic() + 20
+        while server.conns and time.monotonic() < deadline:      # the service drops it as idle
+            time.sleep(0.05)
+        assert not server.conns
+        assert client.check_recipient("b@example.org") == OK
+        client.close()
+    finally:
+        server.stop()
+        t.join(10)
+        shutil.rmtree(top)
+
+
+def test_a_caller_it_does_not_answer_is_refused():
+    """The uid comes from SO_PEERCRED: here the test's own uid is not among the peers."""
+    server, t, path, logged, top = _server(lambda: SlowAnswers(threading.Event()),
+                                           Peers({os.getuid() + 1}, {os.getuid()}))
+    try:
+        got = ask(path, W.encode_question("RCPT", "joe@example.org"))
+        assert got == [b"REFUSED uid%%20%d%%20may%%20not%%20ask%%20RCPT" % os.getuid()]
+        assert ("refused", {"uid": os.getuid(), "pid": os.getpid(), "question": "RCPT"}) in logged
+        with pytest.raises(UsersUnavailable, match="REFUSED"):
+            UsersClient(path).check_recipient("joe@example.org")
+        assert UsersClient(path).authenticate("PLAIN", "joe@example.org", "pw", None) is None
+        # ADDR is what qmail-queue's users (qmailq, qmails) may ask
+        assert ask(path, W.encode_question("ADDR", "joe", "example.org")) == [b"NONE"]
+    finally:
+        server.stop()
+        t.join(10)
+        shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root: asks as another uid (setpriv)")
+def test_another_uid_is_refused_by_the_program():
+    """Another local user (here uid 54321, no account needed) gets REFUSED from bin/qmail-usersd."""
+    top = tempfile.mkdtemp(prefix="usersd-peer-")
+    os.chmod(top, 0o755)
+    try:
+        home = make_home(os.path.join(top, "qmail"))
+        with UsersService(home.root, home.env()) as svc:
+            code = ("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]);"
+                    "s.sendall(b'AUTH PLAIN joe@example.org s3cret%20word \\n'); print(s.recv(200))")
+            r = subprocess.run(["setpriv", "--reuid=54321", "--regid=54321", "--clear-groups", "/usr/bin/python3", "-c", code,
+                                svc.path], capture_output=True, text=True, timeout=30)
+            assert r.stdout.strip() == "b'REFUSED uid%2054321%20may%20not%20ask%20AUTH\\n'", r.stdout + r.stderr
+        assert "refused uid=54321 " in svc.log()
+    finally:
+        shutil.rmtree(top)
+
+
+def test_database_down_is_a_temporary_answer(uhome):
+    uhome.control("usersdb", "127.0.0.1|1|root||vpopmail\n")       # MySQL at a port nobody listens on
+    with UsersService(uhome.root, uhome.env()) as svc:
+        path = paths.users_socket(uhome.root)
+        got = ask(path, W.encode_question("RCPT", "joe@example.org"),
+                  W.encode_question("AUTH", "PLAIN", "joe@example.org", "s3cret word", ""))
+        assert [g.split(b" ")[0] for g in got] == [b"TEMP", b"TEMP"]
+        client = UsersClient(path)
+        with pytest.raises(UsersUnavailable):
+            client.check_recipient("joe@example.org")
+        with pytest.raises(UsersUnavailable):
+            client.relay_allowed("192.0.2.9", time.time(), 1800)
+        assert client.authenticate("PLAIN", "joe@example.org", "s3cret word", None) is None
+        client.close()
+    log = svc.log()
+    assert "tempfail question=RCPT" in log and "s3cret" not in log
+
+
+def test_the_service_sees_a_changed_control(service):
+    """usersdb written while it runs (the database moved, here to a dead server): the next
+    question goes there, without a restart."""
+    home, _ = service
+    path = paths.users_socket(home.root)
+    assert ask(path, W.encode_question("RCPT", "joe@example.org")) == [b"OK"]
+    home.control("usersdb", "127.0.0.1|1|root||vpopmail\n")
+    assert ask(path, W.encode_question("RCPT", "joe@example.org"))[0].startswith(b"TEMP ")
+
+
+def smtpd(home, session):
+    r = subprocess.run([program("qmail-smtpd")], input=session, capture_output=True, timeout=60,
+                       env=home.env(AUTHFAILDELAY="0", **TCP_ENV))
+    return r.stdout.decode().split("\r\n"), r.stderr.decode()
+
+
+SESSION = (b"EHLO c.example\r\nAUTH PLAIN %s\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<ann@example.org>\r\n"
+           b"RCPT TO:<SRS0=abcd=AA=remote.example=alice@srs.example.org>\r\nQUIT\r\n"
+           % __import__("base64").b64encode(b"\0joe@example.org\0s3cret word"))
+
+
+def test_smtpd_without_its_service_answers_451_and_454(uhome):
+    """The socket is there and nobody listens (the service died): temporary, never 550/535."""
+    with UsersService(uhome.root, uhome.env()):
+        lines, _ = smtpd(uhome, SESSION)
+    assert "235 ok, go ahead (#2.0.0)" in lines and "550 sorry, no mailbox here by that name (#5.1.1 - chkusr)" in lines
+    assert os.path.exists(paths.users_socket(uhome.root))          # left behind, as by a killed service
+    lines, err = smtpd(uhome, SESSION)
+    assert "454 temporary authentication failure (#4.3.0)" in lines
+    assert lines.count("451 system temporary unavailable, try again later (#4.3.0 - chkuser)") == 1
+    assert "451 temporary failure reading the users database (#4.3.0)" in lines      # the SRS recipient
+    assert not any(line[:3] in ("535", "550", "553") for line in lines), lines
+    assert "tempfail rule=userchk" in err and "tempfail rule=srs" in err and "s3cret" not in err
+
+
+def test_smtpd_with_the_database_down_behind_the_service(uhome):
+    uhome.control("usersdb", "127.0.0.1|1|root||vpopmail\n")
+    with UsersService(uhome.root, uhome.env()):
+        lines, _ = smtpd(uhome, SESSION)
+    assert "454 temporary authentication failure (#4.3.0)" in lines
+    assert "451 system temporary unavailable, try again later (#4.3.0 - chkuser)" in lines
