@@ -72,7 +72,7 @@ class TlsSink(Sink):
         self.tls, self.peers = [], set()
         super().__init__("127.0.0.1", free_port("127.0.0.1"))     # replaced below
         self.host, self.port = host, port
-        kwargs = {"enable_SMTPUTF8": True} if smtputf8 else {}
+        kwargs = {"enable_SMTPUTF8": smtputf8}       # aiosmtpd's Controller offers it by default
         if cert is not None:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(*cert)
