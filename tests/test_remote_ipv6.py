@@ -44,6 +44,13 @@ def test_ipv6_literal_relay_in_smtproutes(remote, tls_sinks):
     assert len(sink.messages) == 1
 
 
+def test_ipv4_outgoingip_does_not_cut_off_ipv6_peers(remote, tls_sinks):
+    sink = tls_sinks(host="::1")
+    remote.home.control("outgoingip", "127.0.0.2\n")
+    remote.home.control("smtproutes", "example.com:[IPv6:::1]:%d\n" % sink.port)
+    assert remote("example.com") == b"r\0K::1 accepted message.\nRemote host said: 250 ok queued\n\0"
+
+
 def test_ipv6_literal_host_of_mine_is_qmails_ambiguous_mx(remote):
     assert remote("[IPv6:::1]") == (b"DSorry. Although I'm listed as a best-preference MX or A for that host,\n"
                                     b"it isn't in my control/locals file, so I don't treat it as local. (#5.4.6)\n\0")
