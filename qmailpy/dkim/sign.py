@@ -32,7 +32,8 @@ def _include(controls):
 
 def signatures(message, keys, include=None, now=None):
     """The DKIM-Signature fields (bytes, LF line ends) for message, one per key."""
-    import dkim
+    from qmailpy.dkim.lib import dkimpy
+    dkim = dkimpy()
     out = []
     for key in keys:
         signer = dkim.DKIM(message, linesep=b"\n")
@@ -51,7 +52,8 @@ def signatures(message, keys, include=None, now=None):
 def sign(controls, message, keys):
     """The message (lf_lines) with one DKIM-Signature field per key on top; the message as it
     came when its header cannot be parsed."""
-    import dkim
+    from qmailpy.dkim.lib import dkimpy
+    dkim = dkimpy()
     message = lf_lines(message)
     try:
         fields = signatures(message, keys, _include(controls))

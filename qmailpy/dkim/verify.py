@@ -102,7 +102,8 @@ def key_record(resolver, name):
 
 def verify_signature(message, index, tags, resolver):
     """The Result of the DKIM-Signature at `index` (0: the topmost)."""
-    import dkim
+    from qmailpy.dkim.lib import dkimpy
+    dkim = dkimpy()
     from qmailpy.dns.resolver import OK, SOFT
     props = _props(tags)
     signer = dkim.DKIM(message)
