@@ -266,3 +266,22 @@ def test_plain_delivery_imports_neither_ssl_nor_dkimpy(home, tmp_path, sinks):
     p = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, env=home.env(), timeout=60)
     assert (p.returncode, p.stdout.decode().strip()) == (0, "email"), p.stderr
     assert len(sink.messages) == 2 and not sink.messages[1].data.startswith(b"DKIM-Signature")
+
+
+def test_queue_without_dkimverify_imports_no_dkim(home, tmp_path):
+    """qmail-queue for mail from qmail-smtpd, dkimverify 0 (the default): no qmailpy.dkim, no dkimpy."""
+    from qmailpy.proto import qq
+    home.control("me", "test.example\n")
+    create_queue(home.root)
+    (tmp_path / "m").write_bytes(MSG)
+    (tmp_path / "e").write_bytes(qq.encode(b"a@example.com", [b"b@example.org"]))
+    code = ("import sys, os; sys.path.insert(0, %r)\n"
+            "from qmailpy.ctl.reader import Controls\n"
+            "from qmailpy.queue.main import run\n"
+            "env = dict(os.environ, TCPREMOTEIP='127.0.0.9')\n"
+            "rc = run(os.open(%r, os.O_RDONLY), os.open(%r, os.O_RDONLY), env, Controls(%r, env))\n"
+            "print(rc, ','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'dkim' or "
+            "m.startswith('qmailpy.dkim') or m == 'qmailpy.filters.dkimstep')))\n"
+            ) % (ROOT, str(tmp_path / "m"), str(tmp_path / "e"), home.root)
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, env=home.env(), timeout=60)
+    assert p.stdout.decode().strip() == "0", p.stderr
