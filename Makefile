@@ -10,7 +10,7 @@ VPY       := $(CURDIR)/$(VENV)/bin/python3
 QMAILHOME ?= /var/qmail
 # Debian packages the test suite and `make run` use (real peers, not mocks).
 APT_PACKAGES := python3 python3-venv ucspi-tcp swaks srs daemontools curl dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql \
-	clamav-daemon spamd spamassassin libdbd-mysql-perl postfix
+	clamav-daemon spamd spamassassin libdbd-mysql-perl postfix opendkim-tools
 # System services these packages may start; the suite runs its own instances. While
 # installing, a policy-rc.d keeps them from starting at all (freshclam would go online).
 # postfix is there for smtp-sink and smtp-source only: installed as "No configuration",

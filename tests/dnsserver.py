@@ -37,7 +37,8 @@ order, udp_limit (largest UDP answer, default 512 or the EDNS payload offered;
 a bigger answer goes out with TC set and no records, the full one over TCP),
 tcp (False: TCP connections are closed at once). One thread serves UDP and
 accepts TCP; each TCP connection gets a short-lived thread. Without pytest:
-`with DNSServer(zones) as server: ...`.
+`with DNSServer(zones) as server: ...`; DNSServer(zones, port=53) serves a fixed port (as root,
+in a private network namespace: tests/netns.py, for programs that read /etc/resolv.conf).
 """
 import select
 import socket
@@ -49,10 +50,11 @@ BEHAVIOURS = ("SERVFAIL", "REFUSED", "NXDOMAIN", "DROP", "TIMEOUT")
 
 
 class DNSServer:
-    def __init__(self, zones=None, host="127.0.0.1"):
+    def __init__(self, zones=None, host="127.0.0.1", port=0):
         self.zones = zones or {}
         self.host = host
         self.port = None
+        self._want = port
         self.queries = []
         self.udp_limit = 512
         self.tcp = True
@@ -67,7 +69,7 @@ class DNSServer:
     def start(self):
         for _ in range(50):
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            udp.bind((self.host, 0))
+            udp.bind((self.host, self._want))
             port = udp.getsockname()[1]
             tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

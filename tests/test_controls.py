@@ -10,7 +10,7 @@ from qmailpy.ctl.parse import text_lines
 from qmailpy.ctl.reader import ControlError, Controls
 
 NUMERIC = [c for c in R.CONTROLS if c.kind in (R.NUMBER, R.BOOL)]
-SETTABLE = [c for c in R.CONTROLS if c.kind not in (R.CDB, R.SECRETS)]
+SETTABLE = [c for c in R.CONTROLS if c.kind not in (R.CDB, R.SECRETS, R.FILE)]
 
 # The documented defaults, spelled out again so that a registry edit must be deliberate.
 EXPECTED_DEFAULTS = {

@@ -62,7 +62,7 @@ def parse_options(lines, path="control/options"):
             findings.append(Finding(path, n, "unknown parameter %r" % name))
             continue
         value = value.strip()
-        if control.kind in (R.CDB, R.SECRETS):
+        if control.kind in (R.CDB, R.SECRETS, R.FILE):
             if value and not value.startswith("("):
                 findings.append(Finding(path, n, "%s can only be set in its own file" % name))
             continue

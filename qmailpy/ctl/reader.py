@@ -141,7 +141,7 @@ class Controls:
             got = self._try(control, [(0, env)], "$" + control.env)
             if got:
                 return got
-        if control.kind == R.CDB:
+        if control.kind in (R.CDB, R.FILE):
             path = self.path(control.name)
             present = os.path.exists(path)
             return Setting(control, path if present else None, not present, "control/" + control.name)

@@ -11,6 +11,8 @@ Kinds (how a file is read, see qmailpy.ctl.parse):
   bool     a number, 0 = off, anything else = on
   cdb      a constant database (tcprules/qmail-newmrh format)
   secrets  a list whose entries are never shown (SRS keys)
+  file     a file its programs use whole by its path (a PEM certificate or key): the value
+           is the path when the file is there, else None; never in control/options
 
 A default of ME means "the value of control/me"; LIST defaults are tuples and
 None means "absent changes behaviour" (rcpthosts: absent = accept any domain).
@@ -19,8 +21,8 @@ None means "absent changes behaviour" (rcpthosts: absent = accept any domain).
 ME = "<me>"        # default taken from control/me
 NUMBER_MAX = 2 ** 31 - 1
 
-LINE, TEXT, LIST, PATTERNS, NUMBER, BOOL, CDB, SECRETS = (
-    "line", "text", "list", "patterns", "number", "bool", "cdb", "secrets")
+LINE, TEXT, LIST, PATTERNS, NUMBER, BOOL, CDB, SECRETS, FILE = (
+    "line", "text", "list", "patterns", "number", "bool", "cdb", "secrets", "file")
 
 
 class Control:
@@ -70,6 +72,8 @@ GROUPS = {
     "filter": "Virus and spam filtering",
     "queue": "Queue and scheduling",
     "remote": "Remote delivery",
+    "tls": "TLS",
+    "dkim": "DKIM",
     "bounce": "Bounces",
     "srs": "SRS",
 }
@@ -194,6 +198,21 @@ CONTROLS = (
        keep_empty=True),
     _c("timeoutconnect", NUMBER, 60, "remote", REMOTE, "Seconds to wait for a remote connection."),
     _c("timeoutremote", NUMBER, 1200, "remote", REMOTE, "Seconds to wait for each remote reply."),
+    # -- tls (the qmail TLS patch's names)
+    _c("tlsdestinations", LIST, (), "tls", REMOTE,
+       "Destinations whose TLS is required: 'domain' (certificate verified, system CAs), "
+       "'domain:cafile', '-domain' (any certificate), '!domain' (never TLS), '.domain', '*'; "
+       "others get opportunistic STARTTLS."),
+    _c("tlsclientciphers", LINE, "", "tls", REMOTE, "OpenSSL cipher list for qmail-remote's TLS; empty = OpenSSL's.",
+       keep_empty=True),
+    _c("clientcert.pem", FILE, None, "tls", REMOTE,
+       "Certificate and key (PEM) qmail-remote shows to servers that ask for one."),
+    # -- dkim
+    _c("dkimverify", BOOL, 0, "dkim", QUEUE,
+       "1: qmail-queue verifies the DKIM signatures of mail from qmail-smtpd and adds "
+       "Authentication-Results (DKIM, and qmail-smtpd's SPF)."),
+    _c("dkimsignheaders", LIST, (), "dkim", REMOTE,
+       "Header fields qmail-remote signs (From always); empty = RFC 6376's list, those present."),
     # -- bounces
     _c("bouncefrom", LINE, "MAILER-DAEMON", "bounce", SEND, "User part of the bounce sender."),
     _c("bouncehost", LINE, ME, "bounce", SEND, "Host part of the bounce sender."),
@@ -225,6 +244,7 @@ BY_NAME.update({alias: c for c in CONTROLS for alias in c.aliases})
 
 # Files that live in control/ but are not parameters themselves.
 KNOWN_FILES = frozenset({"options", "clamavclients", "spamdclients", "srs", "tcp.smtp", "tcp.smtp.cdb",
+                         "domainkeys",      # DKIM keys, domainkeys/DOMAIN/SELECTOR (qmailpy.dkim.keys)
                          "srs/setsrssecret.lock"})
 
 

@@ -33,6 +33,8 @@ def summary(setting):
         except ControlError as e:
             return "(unreadable: %s)" % e.reason, ()
         return "(%d keys)" % n, ()
+    if c.kind == R.FILE:
+        return ("absent", ()) if v is None else ("(present)", ())
     if c.kind == R.SECRETS:
         if not v:
             return "none", ()
@@ -84,7 +86,7 @@ def as_json(controls):
             rows.append({"name": c.name, "kind": c.kind, "error": str(e)})
             continue
         head, items = summary(s)
-        value = s.value if c.kind not in (R.CDB, R.SECRETS) else head
+        value = s.value if c.kind not in (R.CDB, R.SECRETS, R.FILE) else head
         rows.append({"name": c.name, "kind": c.kind, "default": s.is_default,
                      "source": s.source, "value": list(value) if isinstance(value, tuple) else value})
     return rows

@@ -9,6 +9,9 @@ among equal preferences qmail's linear congruential generator picks
 shipped; on 64-bit builds stock qmail's comparison almost never fires and
 the order is simply the DNS answer order), seeded by the caller (qmail:
 now() + (pid << 16)). Each MX host expands to its A then AAAA records.
+With named=True each value also carries the host name the address came from
+(the MX exchange, the host itself, or the literal as written): qmail-remote
+checks a TLS certificate against it.
 """
 from qmailpy.dns.resolver import HARD, OK, SOFT, Answer
 
@@ -53,16 +56,22 @@ def order(mxs, seed):
     return out
 
 
-def host_ips(resolver, host, families=("A", "AAAA"), pref=0):
-    """dns_ip(): (pref, ip) pairs of one host; hard/soft as its address lookups."""
+def _name(host):
+    return host.decode("latin-1") if isinstance(host, bytes) else host
+
+
+def host_ips(resolver, host, families=("A", "AAAA"), pref=0, named=False):
+    """dns_ip(): (pref, ip) pairs of one host (named: (pref, ip, host)); hard/soft as its lookups."""
     literal = ip_literal(host)
-    if literal is not None:
-        return Answer(OK, [(0, literal)])    # qmail gives a literal preference 0, even as an MX
+    if literal is not None:                  # qmail gives a literal preference 0, even as an MX
+        return Answer(OK, [(0, literal, literal) if named else (0, literal)])
     got = resolver.addresses(host, families)
+    if named:
+        return Answer(got.status, [(pref, ip, _name(host)) for ip in got.values], got.reason)
     return Answer(got.status, [(pref, ip) for ip in got.values], got.reason)
 
 
-def mx_ips(resolver, host, seed, families=("A", "AAAA")):
+def mx_ips(resolver, host, seed, families=("A", "AAAA"), named=False):
     """dns_mxip(): (pref, ip) pairs to try, in order.
 
     hard: the host does not exist; soft with no values: try later; ok with
@@ -70,15 +79,15 @@ def mx_ips(resolver, host, seed, families=("A", "AAAA")):
     host failed softly, the others may be tried (qmail does).
     """
     if ip_literal(host) is not None:
-        return host_ips(resolver, host, families)
+        return host_ips(resolver, host, families, named=named)
     mx = resolver.mx(host)
     if mx.status == SOFT:
         return mx
     if mx.status == HARD or not mx.values:
-        return host_ips(resolver, host, families)
+        return host_ips(resolver, host, families, named=named)
     out, soft = [], None
     for pref, name in order(mx.values, seed):
-        got = host_ips(resolver, name, families, pref)
+        got = host_ips(resolver, name, families, pref, named)
         if got.status == SOFT:
             soft = got
         out.extend(got.values)

@@ -85,9 +85,18 @@ def select(controls, recipients, log=say):
 
 
 def content_filter(staged, controls):
-    """qmail-queue's filter step (enqueue.run_content_filters): None when nobody is filtered."""
+    """qmail-queue's filter step (enqueue.run_content_filters): None when nobody is filtered.
+    With control/dkimverify the DKIM step (filters.dkimstep) runs first, in place."""
     if not staged.recipients:
         return None
+    try:
+        dkim = controls.value("dkimverify")
+    except OSError as e:                 # ctl.reader.ControlError names the file
+        raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
+    if dkim:
+        from qmailpy.filters import dkimstep
+        if dkimstep.came_over_smtp(controls):
+            dkimstep.run(staged, controls, say)
     clam, spam, keys = select(controls, staged.recipients)
     if not clam and not spam:
         return None

@@ -15,13 +15,21 @@ raises ValueError; qmail-remote reports it as
 PARTIAL_LINE = "SMTP cannot transfer messages with partial final lines. (#5.6.2)"
 
 
+def lf_lines(message):
+    """The message with the line ends the wire will carry, as LF: CRLF and a bare CR each
+    become one line end (what stuff() sends; a DKIM signature is made over this)."""
+    message = bytes(message)
+    if b"\r" in message:
+        message = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return message
+
+
 def stuff(message):
     """Return the SMTP DATA bytes for message, terminator included."""
     message = bytes(message)
     if message and message[-1] != 10:
         raise ValueError(PARTIAL_LINE)
-    if b"\r" in message:
-        message = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    message = lf_lines(message)
     if message[:1] == b".":
         message = b"." + message
     return message.replace(b"\n.", b"\n..").replace(b"\n", b"\r\n") + b".\r\n"

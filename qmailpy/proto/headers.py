@@ -15,18 +15,17 @@ def _name_ok(name):
     return bool(name) and all(0x20 < c < 0x7f for c in name)
 
 
-def fields(message):
-    """(lower-cased name, unfolded value) of each field of the header block, in order (a generator)."""
+def spans(message):
+    """(lower-cased name, start, end) of each field of the header block, in order (a generator):
+    message[start:end] is the field as written, its continuation lines and line ends included."""
     message = bytes(message)
     size = len(message)
     pos = 0
-    name = value = None
+    name = start = None
     while pos < size:
         end = message.find(b"\n", pos)
-        if end < 0:
-            end = size
-        line = message[pos:end]
-        pos = end + 1
+        nxt = size if end < 0 else end + 1
+        line = message[pos:nxt].rstrip(b"\n")
         if line.endswith(b"\r"):
             line = line[:-1]
         if not line:
@@ -34,14 +33,28 @@ def fields(message):
         if line[0] in WSP:
             if name is None:
                 break
-            value += line
+            pos = nxt
             continue
-        key, colon, rest = line.partition(b":")
+        key, colon, _ = line.partition(b":")
         if not colon or not _name_ok(key):
             break
         if name is not None:
-            yield name, value.strip()
-        name, value = key.lower(), rest
+            yield name, start, pos
+        name, start, pos = key.lower(), pos, nxt
     if name is not None:
-        yield name, value.strip()
+        yield name, start, pos
 
+
+def unfold(raw):
+    """The value of one field as written (a span of spans()): its lines joined without their
+    line ends, the text after the first ':', stripped."""
+    lines = raw.split(b"\n")
+    joined = b"".join(line[:-1] if line.endswith(b"\r") else line for line in lines)
+    return joined.partition(b":")[2].strip()
+
+
+def fields(message):
+    """(lower-cased name, unfolded value) of each field of the header block, in order (a generator)."""
+    message = bytes(message)
+    for name, start, end in spans(message):
+        yield name, unfold(message[start:end])

@@ -11,6 +11,15 @@ order; with 8BITMIME and 8-bit bytes in the message, MAIL says BODY=8BITMIME.
 A connection that dies raises Dropped (the caller reports it); every other
 end raises Stop after QUIT. Partial final line: the D report, and the
 connection is closed mid-DATA so the server discards what it got.
+
+STARTTLS (remote.tls, when the plan uses TLS and the server offers it):
+after the EHLO, STARTTLS, 220, the handshake, then EHLO again, whose
+extensions count from then on. A TLS that did not work out raises
+tls.Trouble before any MAIL (the caller tries again, or the next address).
+SMTPUTF8 (RFC 6531): a sender or recipient with a byte above 127 needs the
+server's SMTPUTF8, and MAIL then says SMTPUTF8; without it the message
+bounces (D, #5.6.7), as Postfix does. Non-ASCII in the message only (not
+in the envelope) does not ask for it: 8BITMIME covers the bytes.
 """
 from qmailpy.proto.dotstuff import stuff
 from qmailpy.remote import report as R
@@ -28,25 +37,64 @@ def extensions(ehlo_text):
 
 def _end(conn, prepend, append):
     conn.quit()
-    raise R.Stop(R.finished(prepend, conn.partner, append, conn.take_text()))
+    raise R.Stop(R.finished(prepend, conn.partner, append, conn.take_text(), conn.tls))
 
 
-def smtp(conn, helohost, sender, recips, message, reports):
-    """Deliver message; appends recipient reports to `reports`; always raises Stop or Dropped."""
-    if conn.reply() != 220:
-        _end(conn, b"ZConnected to ", b" but greeting failed")
+def _hello(conn, helohost):
+    """EHLO (HELO when refused): the server's extensions."""
     conn.send(b"EHLO " + helohost + b"\r\n")
     if conn.reply() == 250:
-        ext = extensions(conn.text)
-    else:
-        conn.send(b"HELO " + helohost + b"\r\n")
-        if conn.reply() != 250:
-            _end(conn, b"ZConnected to ", b" but my name was rejected")
-        ext = set()
+        return extensions(conn.text)
+    conn.send(b"HELO " + helohost + b"\r\n")
+    if conn.reply() != 250:
+        _end(conn, b"ZConnected to ", b" but my name was rejected")
+    return set()
+
+
+def _starttls(conn, helohost, ext, plan, dest):
+    """The extensions after STARTTLS and a new EHLO; the same ones when TLS is not used."""
+    from qmailpy.remote import tls
+    if b"STARTTLS" not in ext:
+        if plan.required:
+            conn.quit()
+            raise tls.Trouble("policy", "STARTTLS not offered", R.tls_not_offered(conn.partner, dest))
+        return ext
+    conn.send(b"STARTTLS\r\n")
+    if conn.reply() != 220:
+        if plan.required:
+            conn.quit()
+            raise tls.Trouble("policy", "STARTTLS refused", R.tls_refused(conn.partner, dest, conn.take_text()))
+        conn.tls = b"TLS: STARTTLS refused, sent without TLS.\n"
+        return ext                      # RFC 3207: the session goes on as before
+    context = plan.context()
+    try:
+        conn.starttls(context, plan.hostname)
+    except (OSError, ValueError) as e:  # ssl.SSLError is an OSError; SSLCertVerificationError a ValueError too
+        raise tls.handshake_trouble(e, conn, plan) from None
+    conn.tls = tls.describe(conn.sock, plan)
+    return _hello(conn, helohost)
+
+
+def smtp(conn, helohost, sender, recips, message, reports, plan=None, dest=b""):
+    """Deliver message; appends recipient reports to `reports`; always raises Stop or Dropped
+    (or remote.tls.Trouble: plan is the connection's TLS plan, None for no TLS at all)."""
+    if conn.reply() != 220:
+        _end(conn, b"ZConnected to ", b" but greeting failed")
+    ext = _hello(conn, helohost)
+    if plan is not None:
+        if plan.use:
+            ext = _starttls(conn, helohost, ext, plan, dest)
+        elif plan.note:
+            conn.tls = b"TLS: " + plan.note + b".\n"
 
     mail = b"MAIL FROM:<" + sender + b">"
     if b"8BITMIME" in ext and not message.isascii():
         mail += b" BODY=8BITMIME"
+    if not (sender.isascii() and all(r.isascii() for r in recips)):
+        if b"SMTPUTF8" not in ext:
+            conn.quit()
+            raise R.Stop(R.smtputf8(conn.partner))
+        mail += b" SMTPUTF8"
     rcpts = [b"RCPT TO:<" + r + b">\r\n" for r in recips]
     pipelining = b"PIPELINING" in ext
     conn.send(mail + b"\r\n" + (b"".join(rcpts) if pipelining else b""))

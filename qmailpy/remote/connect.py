@@ -2,7 +2,10 @@
 
 The outgoingip patch binds the socket to control/outgoingip before
 connect(); a bind failure counts like a failed connection, so the next
-address is tried. timeoutconnect bounds the connect() itself.
+address is tried. outgoingip is one address of one family: a peer of the
+other family (an IPv4 outgoingip and an MX with AAAA records) is reached
+from any source address rather than not at all. timeoutconnect bounds the
+connect() itself.
 """
 import socket
 
@@ -25,7 +28,7 @@ def connect(ip, port, timeout, source=None):
     except OSError:
         return None, False
     try:
-        if source is not None:
+        if source is not None and (":" in source) == (":" in ip):
             sock.bind((source, 0))
         sock.settimeout(timeout)
         sock.connect((ip, port))

@@ -11,7 +11,12 @@ Order of work follows qmail-remote.c main(): arguments, home, controls,
 smtproutes, address quoting, the message, DNS (relay: its addresses only;
 else MX with the implicit-MX fallback), the best-preference-MX rule,
 then each address not marked down in queue/lock/tcpto, until one connection
-is made.
+is made. Before DNS the message is DKIM-signed when its domain has a key
+(qmailpy.dkim.sign; nothing is imported for a domain without one). Each
+connection follows the destination's TLS plan (remote.tls): a certificate
+that does not verify, or a failed handshake, of an opportunistic TLS means
+a new connection to the same address; a required TLS that fails moves on to
+the next address, and its report is the message report if none delivers.
 """
 import os
 import sys
@@ -43,7 +48,9 @@ def _settings(home, environ):
     controls = Controls(home, environ)
     try:
         got = {name: controls.value(name) for name in
-               ("timeoutremote", "timeoutconnect", "helohost", "smtproutes", "outgoingip")}
+               ("timeoutremote", "timeoutconnect", "helohost", "smtproutes", "outgoingip",
+                "tlsdestinations", "tlsclientciphers")}
+        got["clientcert"] = controls.value("clientcert.pem")
         try:
             got["moreipme"] = tuple(controls.value("moreipme") or ())
         except KeyError:                # not in the registry (yet): nothing more is me
@@ -58,15 +65,16 @@ def _settings(home, environ):
         raise R.Stop(R.NOIP) from None
     got["helohost"] = got["helohost"].encode("utf-8", "surrogateescape")
     got["smtproutes"] = parse_routes(got["smtproutes"] or ())
+    got["controls"] = controls
     return got
 
 
 def _addresses(host, relay, environ, seed):
-    """(pref, ip) pairs to try, or Stop with qmail's DNS texts."""
+    """(pref, ip, host name) triples to try, or Stop with qmail's DNS texts."""
     from qmailpy.dns.mxip import host_ips, mx_ips
     from qmailpy.dns.resolver import HARD, SOFT, Resolver
     resolver = Resolver(environ)
-    got = host_ips(resolver, host) if relay else mx_ips(resolver, host, seed)
+    got = host_ips(resolver, host, named=True) if relay else mx_ips(resolver, host, seed, named=True)
     if got.status == HARD:
         raise R.Stop(R.perm_dns(host))
     if got.status == SOFT and not got.values:
@@ -77,13 +85,14 @@ def _addresses(host, relay, environ, seed):
 
 
 def _candidates(ips, relay, more_ipme):
-    """qmail's prefme rule: drop every address at or above my own best preference."""
+    """qmail's prefme rule: drop every address at or above my own best preference.
+    The (ip, host name) pairs that remain."""
     prefme = PREF_RELAY
     if not relay:
         from qmailpy.remote.ipme import my_addresses, norm
         mine = my_addresses(more_ipme)
-        prefme = min([pref for pref, ip in ips if norm(ip) in mine], default=PREF_NONE)
-    keep = [ip for pref, ip in ips if pref < prefme]
+        prefme = min([pref for pref, ip, _ in ips if norm(ip) in mine], default=PREF_NONE)
+    keep = [(ip, name) for pref, ip, name in ips if pref < prefme]
     if not keep:
         raise R.Stop(R.AMBIGMX)
     return keep
@@ -96,6 +105,7 @@ def _deliver(argv, fd0, environ, reports):
     from qmailpy.remote.connect import connect
     from qmailpy.remote.routes import mangle, route
     from qmailpy.remote.tcpto import TcpTo
+    from qmailpy.remote.tls import Plan, Trouble
     from qmailpy.remote.wire import Conn, Dropped
 
     args = [os.fsencode(a) for a in argv[1:]]
@@ -111,25 +121,53 @@ def _deliver(argv, fd0, environ, reports):
     sender = mangle(args[1])
     recips = [mangle(r) for r in args[2:]]
     message = _read_message(fd0)
+    message = _dkim_sign(cfg["controls"], message, args[1])
 
     seed = int(time.time()) + (os.getpid() << 16)
     ips = _addresses(host, relay, environ, seed)
     down = TcpTo(paths.queue_path(home, "lock", "tcpto"))
-    for ip in _candidates(ips, relay, cfg["moreipme"]):
+    policy = _tls_policy(cfg, args[0])
+    failed_tls = None                       # the report of the last required TLS that failed
+    for ip, name in _candidates(ips, relay, cfg["moreipme"]):
         if down.is_down(ip):
             continue
-        sock, timed_out = connect(ip, port, cfg["timeoutconnect"], cfg["outgoingip"])
-        down.record(ip, timed_out)          # a success (timed_out False) clears the count
-        if sock is None:
-            continue
-        conn = Conn(sock, ip.encode("ascii"), cfg["timeoutremote"])
-        try:
-            smtp(conn, cfg["helohost"], sender, recips, message, reports)
-        except Dropped:
-            raise R.Stop(R.dropped(conn.partner, conn.critical)) from None
-        finally:
-            conn.close()
-    raise R.Stop(R.NOCONN)
+        plan = Plan(policy, name, cfg)
+        while plan is not None:
+            sock, timed_out = connect(ip, port, cfg["timeoutconnect"], cfg["outgoingip"])
+            down.record(ip, timed_out)      # a success (timed_out False) clears the count
+            if sock is None:
+                break
+            conn = Conn(sock, ip.encode("ascii"), cfg["timeoutremote"])
+            try:
+                smtp(conn, cfg["helohost"], sender, recips, message, reports, plan, args[0])
+            except Dropped:
+                raise R.Stop(R.dropped(conn.partner, conn.critical)) from None
+            except Trouble as trouble:
+                plan = plan.after(trouble)  # the same address again, or None: the next one
+                if plan is None:
+                    failed_tls = trouble.report
+            finally:
+                conn.close()
+    raise R.Stop(failed_tls or R.NOCONN)
+
+
+def _tls_policy(cfg, host):
+    from qmailpy.remote.tls import parse_destinations, policy_for
+    return policy_for(parse_destinations(cfg["tlsdestinations"] or ()), host)
+
+
+def _dkim_sign(controls, message, sender):
+    """The message with DKIM-Signature fields when its domain has a key (qmailpy.dkim.keys:
+    a directory listing when none has); a key that cannot be used is a control error."""
+    from qmailpy.dkim.keys import signing_keys
+    try:
+        keys = signing_keys(controls, message, sender)
+        if not keys:
+            return message
+        from qmailpy.dkim.sign import sign
+        return sign(controls, message, keys)
+    except OSError as e:                # ctl.reader.ControlError: a key or dkimsignheaders unusable
+        raise R.Stop(R.control(e)) from None
 
 
 def _write_all(fd, data):

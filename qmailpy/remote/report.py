@@ -60,9 +60,35 @@ def dropped(partner, critical):
     return b"ZConnected to " + partner + b" but connection died. " + dup + b"(#4.4.2)\n"
 
 
-def finished(prepend, partner, append, smtptext):
-    """qmail's quit(): e.g. K + "1.2.3.4" + " accepted message" + ".\\n" + the reply."""
-    return prepend + partner + append + b".\n" + said(smtptext)
+def finished(prepend, partner, append, smtptext, tls=b""):
+    """qmail's quit(): e.g. K + "1.2.3.4" + " accepted message" + ".\\n" + the reply; a
+    connection that used (or tried) TLS adds its "TLS: ..." line before the reply."""
+    return prepend + partner + append + b".\n" + tls + said(smtptext)
+
+
+# -- TLS (remote.tls): a required TLS that failed on one connection
+def tls_not_offered(partner, dest):
+    return (b"ZConnected to " + partner + b" but it does not offer STARTTLS, which control/tlsdestinations"
+            b" requires for " + safe(dest) + b". (#4.7.10)\n")
+
+
+def tls_refused(partner, dest, smtptext):
+    return (b"ZConnected to " + partner + b" but STARTTLS was refused, and control/tlsdestinations"
+            b" requires TLS for " + safe(dest) + b". (#4.7.10)\n" + said(smtptext))
+
+
+def tls_handshake(partner, reason):
+    return b"ZConnected to " + partner + b" but the TLS handshake failed: " + reason + b". (#4.7.5)\n"
+
+
+def tls_unverified(partner, reason):
+    return b"ZConnected to " + partner + b" but its TLS certificate did not verify: " + reason + b". (#4.7.5)\n"
+
+
+def smtputf8(partner):
+    """A non-ASCII envelope address and a peer without SMTPUTF8 (RFC 6531 3.4): a bounce."""
+    return (b"DConnected to " + partner + b" but it does not support SMTPUTF8, which a non-ASCII"
+            b" address needs. (#5.6.7)\n")
 
 
 def recipient(code, partner, smtptext):

@@ -6,7 +6,10 @@ the same key wins (constmap's chains put later entries first). Lines without
 a ':' are ignored. The lookup tries the whole host, then every suffix that
 starts with '.', then the empty key (a `:relay` default route); the first key
 found decides, so `example.com:` sends example.com to its MX even under a
-default route. Port: scan_ulong of what follows the relay's first ':'.
+default route. Port: scan_ulong of what follows the relay's first ':'; a relay
+written as an IPv6 literal (`[IPv6:::1]` or `[::1]`) ends at its ']', so
+`example.com:[IPv6:2001:db8::25]:2525` works. The same lookup order (whole
+host, '.'-suffixes, a default key) serves control/tlsdestinations (remote.tls).
 """
 from qmailpy.proto.quote import quote, quote_needed  # noqa: F401  (quote.c, shared)
 
@@ -25,19 +28,30 @@ def parse_routes(lines):
     return table
 
 
-def route(table, host):
-    """(relay host or None, port) for host; None means "look up the MX records of host"."""
+def lookup(table, host, default=b""):
+    """The value of the first key of table found for host: the whole host (any case), then
+    every suffix that starts with '.', then `default`; None when none is there."""
     low = host.lower()
-    for i in range(len(low) + 1):
-        if i == 0 or i == len(low) or low[i:i + 1] == b".":
+    for i in range(len(low)):
+        if i == 0 or low[i:i + 1] == b".":
             spec = table.get(low[i:])
             if spec is not None:
-                break
-    else:
-        spec = None
+                return spec
+    return table.get(default)
+
+
+def route(table, host):
+    """(relay host or None, port) for host; None means "look up the MX records of host"."""
+    spec = lookup(table, host)
     if not spec:
         return None, PORT_SMTP
-    relay, colon, port = spec.partition(b":")
+    if spec[:1] == b"[" and b"]" in spec:         # an IP literal: its colons are not the port's
+        end = spec.index(b"]") + 1
+        relay, colon, port = spec[:end], spec[end:end + 1], spec[end + 1:]
+        if colon not in (b"", b":"):
+            relay, colon, port = spec.partition(b":")
+    else:
+        relay, colon, port = spec.partition(b":")
     if not colon:
         return relay, PORT_SMTP
     digits = b""

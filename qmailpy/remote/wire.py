@@ -6,6 +6,7 @@ a slow link is fine); a time-out, EOF or error raises Dropped. reply()
 follows qmail's smtpcode() byte for byte: the code is the first three bytes,
 lines whose fourth byte is '-' continue the reply, and the text kept for
 "Remote host said:" is the whole reply without CRs, capped at 5000 bytes.
+starttls() turns the connection into a TLS one in place (remote.tls).
 """
 HUGESMTPTEXT = 5000
 CHUNK = 65536
@@ -23,6 +24,7 @@ class Conn:
         self.partner = partner          # bytes, as printed in reports
         self.text = b""                 # qmail's smtptext
         self.critical = False           # the final dot is out: a drop may duplicate
+        self.tls = b""                  # the report's "TLS: ..." line once TLS was used or tried
         self._buf = b""
         self._pos = 0
         sock.settimeout(timeout)
@@ -75,6 +77,19 @@ class Conn:
             ch = get()
         self.text = bytes(text)
         return code % (1 << 64)         # C's unsigned long
+
+    def starttls(self, context, hostname):
+        """Run the TLS handshake on this connection (after the server's 220 to STARTTLS).
+
+        Bytes the server sent after that 220 are dropped unread: nothing from
+        before the handshake may be taken as said under TLS (RFC 3207 4.2).
+        Raises what the handshake raises (ssl.SSLError, OSError, a time-out).
+        """
+        self._buf, self._pos = b"", 0
+        server_name = hostname.rstrip(".") if hostname and ":" not in hostname else hostname
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_name or None,
+                                        do_handshake_on_connect=False)
+        self.sock.do_handshake()
 
     def take_text(self):
         """The last reply's text, once: qmail prints it with one report only."""

@@ -1,0 +1,109 @@
+"""Which DKIM keys sign a message: control/domainkeys/DOMAIN/SELECTOR, as the qmail DKIM patches lay them out.
+
+The qmail DKIM patches (Kyle Wheeler's qmail-remote wrapper, Manvendra
+Bhangui's qmail-dkim as in sagredo's and indimail's qmail) sign with the key
+file DKIMSIGN=control/domainkeys/%/default, '%' being the domain and the
+file's name the selector. qmailpy reads the same directory: every file of
+control/domainkeys/DOMAIN/ whose name has no '.' is a key with that name as
+selector (dknewkey writes SELECTOR and SELECTOR.pub), and SELECTOR.private
+(what opendkim-genkey writes) is one too; other names (.pub, .txt) are not
+keys. A domain with several keys is signed with each, in name order (a new
+key next to the old one while DNS changes over).
+
+The domain: the From: field's address domain when it has keys (what DMARC
+aligns with), else the envelope sender's domain (bounces: From: is
+MAILER-DAEMON@ the bounce host). Without control/domainkeys/ this costs one
+failed listing and imports nothing.
+"""
+import os
+
+from qmailpy import paths
+from qmailpy.ctl.reader import ControlError
+
+DIR = "domainkeys"
+
+
+class Key:
+    """One signing key: domain and selector (bytes), the PEM text, the file it came from."""
+    __slots__ = ("domain", "selector", "pem", "where")
+
+    def __init__(self, domain, selector, pem, where):
+        self.domain, self.selector, self.pem, self.where = domain, selector, pem, where
+
+    def __repr__(self):
+        return "Key(%r, %r)" % (self.domain, self.selector)
+
+
+def selector_of(filename):
+    """The selector a file name gives, or None when the file is not a key."""
+    if filename.endswith(".private"):
+        filename = filename[:-len(".private")]
+    if not filename or "." in filename or filename.startswith("-"):
+        return None
+    return filename
+
+
+def domain_keys(home, domain):
+    """[Key] of one domain (str, any case); [] when it has none. An unreadable key or a
+    listing that fails other than by absence is a ControlError."""
+    domain = domain.lower().rstrip(".")
+    if not domain or "/" in domain or domain.startswith("."):
+        return []
+    base = paths.control_path(home, DIR + "/" + domain)
+    try:
+        names = sorted(os.listdir(base))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as e:
+        raise ControlError("control/%s/%s" % (DIR, domain), 0, "unable to list: %s" % (e.strerror or e)) from None
+    keys = []
+    for name in names:
+        selector = selector_of(name)
+        if selector is None:
+            continue
+        where = "control/%s/%s/%s" % (DIR, domain, name)
+        try:
+            with open(os.path.join(base, name), "rb") as f:
+                pem = f.read()
+        except IsADirectoryError:
+            continue
+        except OSError as e:
+            raise ControlError(where, 0, "unable to read: %s" % (e.strerror or e)) from None
+        if b"PRIVATE KEY-----" not in pem:
+            raise ControlError(where, 0, "not a private key in PEM form")
+        keys.append(Key(domain.encode("idna") if not domain.isascii() else domain.encode(), selector.encode(),
+                        pem, where))
+    return keys
+
+
+def _domain(address):
+    at = address.rfind("@")
+    return address[at + 1:].strip().strip("<>").strip() if at >= 0 else ""
+
+
+def from_domain(message):
+    """The domain of the first From: address of the header block, or ''."""
+    from qmailpy.proto.headers import fields
+    for name, value in fields(message):
+        if name == b"from":
+            from email.utils import getaddresses
+            got = getaddresses([value.decode("utf-8", "replace")])
+            return _domain(got[0][1]) if got else ""
+    return ""
+
+
+def signing_keys(controls, message, sender):
+    """[Key] that sign this message: the From: domain's, else the envelope sender's; []
+    (after one failed listing) when control/domainkeys/ is not there."""
+    home = controls.home
+    try:
+        if not os.listdir(paths.control_path(home, DIR)):
+            return []
+    except OSError:
+        return []
+    for domain in (from_domain(message), _domain(os.fsdecode(sender))):
+        if domain:
+            keys = domain_keys(home, domain)
+            if keys:
+                return keys
+    return []

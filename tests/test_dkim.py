@@ -1,0 +1,287 @@
+"""DKIM: qmail-remote signs with control/domainkeys/DOMAIN/SELECTOR (keys made by openssl now),
+the signature verifies with dkimpy's dkimverify and OpenDKIM's opendkim-testmsg, a tampered
+message fails; qmail-queue's dkimverify step writes Authentication-Results with the DKIM
+results and qmail-smtpd's SPF result, and removes forged ones of ours."""
+import base64
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, program
+from dnsserver import dns_server  # noqa: F401  (fixture)
+from netns import in_netns
+from qmailpy.queue.layout import create_queue
+from smtpsink import sinks  # noqa: F401  (fixture)
+from test_dialogues import TCP_ENV, queued_messages
+
+MSG = (b"From: Alice <alice@example.com>\nTo: bob@example.org\nSubject: signed\n"
+       b"Date: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <1@example.com>\n\nhello\n.leading dot\nbye\n")
+
+
+class Key:
+    def __init__(self, where, name):
+        self.path = os.path.join(where, name)
+        subprocess.run(["openssl", "genrsa", "-out", self.path, "2048"], check=True, capture_output=True)
+        der = subprocess.run(["openssl", "rsa", "-in", self.path, "-pubout", "-outform", "DER"],
+                             check=True, capture_output=True).stdout
+        self.txt = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+        with open(self.path, "rb") as f:
+            self.pem = f.read()
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory):
+    where = tmp_path_factory.mktemp("dkimkeys")
+    return Key(where, "one"), Key(where, "two")
+
+
+@pytest.fixture
+def remote(home, dns_server, sinks, keys):
+    """remote(message, sender) -> (report, data the peer got); example.com's key is 'sel'."""
+    home.control("me", "test.example\n")
+    home.control("domainkeys/example.com/sel", keys[0].pem.decode())
+    sink = sinks()
+    home.control("smtproutes", ":127.0.0.1:%d\n" % sink.port)
+    dns_server.zones = {"sel._domainkey.example.com": {"TXT": [keys[0].txt]},
+                        "new._domainkey.example.com": {"TXT": [keys[1].txt]}}
+
+    def go(message=MSG, sender="alice@example.com"):
+        p = subprocess.run([program("qmail-remote"), "example.org", sender, "bob@example.org"], input=message,
+                           capture_output=True, env=home.env(**dns_server.environ()), timeout=60)
+        assert (p.returncode, p.stderr) == (0, b"")
+        data = sink.messages[-1].data if sink.messages and p.stdout.startswith(b"r\0K") else None
+        return p.stdout, data
+    go.home, go.sink = home, sink
+    return go
+
+
+def dkimverify(message, dns_server):
+    """dkimpy's own dkimverify program (dkim.dkimverify.main), its resolver pointed at the test DNS."""
+    code = ("import sys, dns.resolver\n"
+            "r = dns.resolver.Resolver(configure=False)\n"
+            "r.nameservers = ['127.0.0.1']; r.port = %d\n"
+            "dns.resolver.default_resolver = r\n"
+            "from dkim.dkimverify import main\n"
+            "sys.argv = ['dkimverify']\n"
+            "main()\n") % dns_server.port
+    p = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-c", code], input=message,
+                       capture_output=True, timeout=60)
+    return p.returncode, (p.stdout + p.stderr).decode().strip()
+
+
+def test_signed_by_qmail_remote_and_verified_by_dkimpy(remote, dns_server):
+    report, data = remote()
+    assert report.startswith(b"r\0K127.0.0.1 accepted message.")
+    assert data.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com;\r\n"
+                           b" i=@example.com; q=dns/txt; s=sel; t=")
+    assert b"h=from : to : subject : date : message-id : from;" in data.replace(b"\r\n ", b" ")
+    assert data.endswith(b"\r\n\r\nhello\r\n.leading dot\r\nbye\r\n")
+    assert dkimverify(data, dns_server) == (0, "signature ok")
+    code, said = dkimverify(data.replace(b"hello", b"hellO"), dns_server)
+    assert code == 1 and said.endswith("dkim.ValidationError: body hash mismatch (got b'%s', expected b'%s')" % (
+        said.split("got b'")[1].split("'")[0], said.split("expected b'")[1].split("'")[0]))
+    code, said = dkimverify(data.replace(b"Subject: signed", b"Subject: changed"), dns_server)
+    assert (code, said) == (1, "signature verification failed")
+
+
+def test_opendkim_testmsg_verifies_it_and_refuses_the_tampered_one(remote, keys):
+    _, data = remote()
+    code = ("import subprocess, sys\n"
+            "from dnsserver import DNSServer\n"
+            "with DNSServer({'sel._domainkey.example.com': {'TXT': [%r]}}, port=53):\n"
+            "    for m in (%r, %r):\n"
+            "        p = subprocess.run(['opendkim-testmsg'], input=m, capture_output=True)\n"
+            "        print(p.returncode, p.stderr.decode().strip().replace(chr(10), ' '))\n"
+            ) % (keys[0].txt, data, data.replace(b"hello", b"hellO"))
+    out = in_netns(code, resolv_conf="nameserver 127.0.0.1\n").splitlines()
+    assert out[0] == "0 "
+    assert out[1] == "70 opendkim-testmsg: dkim_eom(): Bad signature"
+
+
+def test_domain_without_key_goes_unsigned_and_envelope_domain_is_the_fallback(remote):
+    report, data = remote(MSG.replace(b"alice@example.com", b"alice@other.example"), sender="x@other.example")
+    assert report.startswith(b"r\0K") and data.startswith(b"From: Alice")
+    # a bounce: From: is the bounce host's, the envelope sender is ours
+    report, data = remote(MSG.replace(b"alice@example.com", b"MAILER-DAEMON@other.example"), sender="x@example.com")
+    assert b"d=example.com;" in data.split(b"\r\n\r\n")[0]
+
+
+def test_every_key_of_the_domain_signs_in_name_order(remote, keys, dns_server):
+    remote.home.control("domainkeys/example.com/new.private", keys[1].pem.decode())   # opendkim-genkey's name
+    remote.home.control("domainkeys/example.com/new.txt", "the DNS record\n")         # not a key
+    remote.home.control("domainkeys/example.com/sel.pub", "dknewkey's public key\n")  # not a key
+    _, data = remote()
+    head = data.split(b"\r\n\r\n")[0].replace(b"\r\n ", b" ")
+    assert [line.split(b"s=")[1].split(b";")[0] for line in head.split(b"\r\n") if line.startswith(b"DKIM-")] \
+        == [b"new", b"sel"]
+    assert dkimverify(data, dns_server) == (0, "signature ok")       # the first, 'new', is checked
+
+
+def test_dkimsignheaders_chooses_the_fields(remote, dns_server):
+    remote.home.control("dkimsignheaders", "Subject\nX-Absent\n")
+    _, data = remote()
+    assert b"h=from : subject : x-absent;" in data.replace(b"\r\n ", b" ")
+    assert dkimverify(data, dns_server) == (0, "signature ok")
+    remote.home.control("dkimsignheaders", "Received\n")
+    report, _ = remote()
+    assert report == (b"ZUnable to read control files: control/dkimsignheaders: The b'received' header field "
+                      b"SHOULD NOT be signed (#4.3.0)\n\0")
+
+
+def test_a_key_that_is_not_a_key_defers(remote):
+    remote.home.control("domainkeys/example.com/sel", "hello\n")
+    report, _ = remote()
+    assert report == (b"ZUnable to read control files: control/domainkeys/example.com/sel: not a private key "
+                      b"in PEM form (#4.3.0)\n\0")
+    assert remote.sink.messages == []
+
+
+# -- qmail-queue's verification step, behind the real qmail-smtpd
+
+@pytest.fixture
+def smtpd(home, dns_server, keys):
+    home.control("me", "test.example\n")
+    home.control("rcpthosts", "example.org\n")
+    home.control("dkimverify", "1\n")
+    create_queue(home.root)
+    dns_server.zones = {"sel._domainkey.example.com": {"TXT": [keys[0].txt]},
+                        "example.com": {"TXT": ["v=spf1 ip4:127.0.0.9 -all"]},
+                        "bad.example": {"TXT": ["v=spf1 -all"]}}
+
+    def go(message, sender="alice@example.com", **env):
+        data = (b"EHLO client.example\r\nMAIL FROM:<" + sender.encode() + b">\r\nRCPT TO:<bob@example.org>\r\n"
+                b"DATA\r\n" + message.replace(b"\n", b"\r\n").replace(b"\r\n.", b"\r\n..") + b".\r\nQUIT\r\n")
+        environ = home.env(**dict(TCP_ENV, TCPREMOTEIP="127.0.0.9", QMAILQUEUE=program("qmail-queue"),
+                                  **dns_server.environ(), **env))
+        p = subprocess.run([program("qmail-smtpd")], input=data, capture_output=True, env=environ, timeout=60)
+        assert b"\r\n250 ok 1" in p.stdout, p.stdout
+        got = queued_messages(home)[-1][1]
+        return got, p.stderr.decode()
+    return go
+
+
+def signed(keys, message=MSG):
+    from qmailpy.dkim.keys import Key as K
+    from qmailpy.dkim.sign import signatures
+    return signatures(message, [K(b"example.com", b"sel", keys[0].pem, "test")])[0] + message
+
+
+def authres(got):
+    field = got.split(b"\nReceived: from ")[0]
+    assert field.startswith(b"Authentication-Results: ")
+    return field.decode()
+
+
+def test_authentication_results_with_dkim_pass_and_spf(smtpd, keys):
+    message = signed(keys)
+    b = message.split(b" b=")[1][:8].decode()
+    got, log = smtpd(message, SPFBEHAVIOR="1")
+    assert authres(got) == ("Authentication-Results: test.example;\n\tdkim=pass header.d=example.com header.s=sel "
+                            "header.b=%s;\n\tspf=pass smtp.mailfrom=alice@example.com" % b)
+    assert got[len(authres(got)) + 1:].startswith(b"Received: from ")   # then qmail-smtpd's lines, as they were
+    assert "qmail-queue: dkim: dkim=pass header.d=example.com" in log
+
+
+def test_tampered_message_fails_and_the_field_says_so(smtpd, keys):
+    message = signed(keys).replace(b"hello", b"hellO")
+    got, _ = smtpd(message, sender="x@bad.example", SPFBEHAVIOR="1")
+    assert authres(got).startswith('Authentication-Results: test.example;\n\tdkim=fail reason="body hash did not '
+                                   'verify" header.d=example.com header.s=sel header.b=')
+    assert authres(got).endswith(";\n\tspf=fail smtp.mailfrom=x@bad.example")
+
+
+def test_unsigned_no_key_and_dns_trouble(smtpd, keys, dns_server):
+    got, _ = smtpd(MSG, SPFBEHAVIOR="1")
+    assert authres(got) == ("Authentication-Results: test.example;\n\tdkim=none;\n\t"
+                            "spf=pass smtp.mailfrom=alice@example.com")
+    message = signed(keys)
+    del dns_server.zones["sel._domainkey.example.com"]
+    got, _ = smtpd(message)
+    assert 'dkim=permerror reason="no key for signature" header.d=example.com' in authres(got)
+    dns_server.zones["sel._domainkey.example.com"] = "SERVFAIL"
+    got, _ = smtpd(message)
+    assert 'dkim=temperror reason="key lookup failed: servfail" header.d=example.com' in authres(got)
+    dns_server.zones["sel._domainkey.example.com"] = {"TXT": ["v=DKIM1; k=rsa; p="]}      # revoked
+    got, _ = smtpd(message)
+    assert 'dkim=permerror reason="key unusable: ' in authres(got)
+
+
+def test_spf_is_taken_only_from_qmail_smtpd(smtpd):
+    forged = b"Received-SPF: pass (forged by the client)\n" + MSG
+    # SPF off: qmail-smtpd writes no Received-SPF, so the client's one sits where ours would be
+    got, _ = smtpd(forged)
+    assert authres(got) == "Authentication-Results: test.example;\n\tdkim=none"
+    got, _ = smtpd(forged, SPFBEHAVIOR="1", RELAYCLIENT="")
+    assert authres(got) == "Authentication-Results: test.example;\n\tdkim=none"
+    # SPF on: ours is the one right after our Received line; the client's is below it
+    got, _ = smtpd(forged, sender="x@bad.example", SPFBEHAVIOR="1")
+    assert authres(got).endswith("\n\tspf=fail smtp.mailfrom=x@bad.example")
+
+
+def test_forged_results_of_ours_are_removed_others_kept(smtpd):
+    message = (b"Authentication-Results: test.example; dkim=pass header.d=paypal.com\n"
+               b"Authentication-Results: (comment) TEST.example ; spf=pass\n"
+               b"Authentication-Results: mx.elsewhere.example; dkim=pass\n" + MSG)
+    got, _ = smtpd(message)
+    assert got.count(b"Authentication-Results:") == 2
+    assert b"Authentication-Results: mx.elsewhere.example; dkim=pass\n" in got
+    assert b"paypal" not in got
+
+
+def test_not_for_local_injection(home, tmp_path):
+    """qmail-queue run by qmail-inject, qmail-local (no $TCPREMOTEIP): nothing to verify against."""
+    from qmailpy.proto import qq
+    home.control("me", "test.example\n")
+    home.control("dkimverify", "1\n")
+    create_queue(home.root)
+    env = home.env()
+    env.pop("TCPREMOTEIP", None)
+    (tmp_path / "m").write_bytes(MSG)
+    (tmp_path / "e").write_bytes(qq.encode(b"a@example.com", [b"b@example.org"]))
+    with open(tmp_path / "m", "rb") as m, open(tmp_path / "e", "rb") as e:
+        r = subprocess.run([program("qmail-queue")], stdin=m, stdout=e, stderr=subprocess.PIPE, env=env, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert queued_messages(home)[-1][1] == MSG
+
+
+def test_plain_delivery_imports_neither_ssl_nor_dkimpy(home, tmp_path, sinks):
+    """A delivery to a peer without STARTTLS, for a domain without a key, imports no ssl, dkim or
+    email; a key directory for another domain adds the From: parsing only."""
+    sink = sinks()
+    code = ("import sys, os; sys.path.insert(0, %r)\n"
+            "from qmailpy.remote.main import run\n"
+            "r = os.open(%r, os.O_RDONLY); w = os.open(os.devnull, os.O_WRONLY)\n"
+            "run(['qmail-remote', 'example.org', 'a@example.com', 'b@example.org'], r, w, dict(os.environ))\n"
+            "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & {'dkim', 'ssl', '_ssl', 'email'})))\n"
+            ) % (ROOT, str(tmp_path / "msg"))
+    (tmp_path / "msg").write_bytes(MSG)
+    home.control("me", "test.example\n")
+    home.control("smtproutes", ":127.0.0.1:%d\n" % sink.port)
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, env=home.env(), timeout=60)
+    assert (p.returncode, p.stdout.decode().strip()) == (0, ""), p.stderr
+    home.control("domainkeys/other.example/sel", "x\n")
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, env=home.env(), timeout=60)
+    assert (p.returncode, p.stdout.decode().strip()) == (0, "email"), p.stderr
+    assert len(sink.messages) == 2 and not sink.messages[1].data.startswith(b"DKIM-Signature")
+
+
+def test_queue_without_dkimverify_imports_no_dkim(home, tmp_path):
+    """qmail-queue for mail from qmail-smtpd, dkimverify 0 (the default): no qmailpy.dkim, no dkimpy."""
+    from qmailpy.proto import qq
+    home.control("me", "test.example\n")
+    create_queue(home.root)
+    (tmp_path / "m").write_bytes(MSG)
+    (tmp_path / "e").write_bytes(qq.encode(b"a@example.com", [b"b@example.org"]))
+    code = ("import sys, os; sys.path.insert(0, %r)\n"
+            "from qmailpy.ctl.reader import Controls\n"
+            "from qmailpy.queue.main import run\n"
+            "env = dict(os.environ, TCPREMOTEIP='127.0.0.9')\n"
+            "rc = run(os.open(%r, os.O_RDONLY), os.open(%r, os.O_RDONLY), env, Controls(%r, env))\n"
+            "print(rc, ','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'dkim' or "
+            "m.startswith('qmailpy.dkim') or m == 'qmailpy.filters.dkimstep')))\n"
+            ) % (ROOT, str(tmp_path / "m"), str(tmp_path / "e"), home.root)
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, env=home.env(), timeout=60)
+    assert p.stdout.decode().strip() == "0", p.stderr
