@@ -42,7 +42,7 @@ class Services:
         return self._users
 
     def start_queue(self):
-        return start_job(self.environ)
+        return start_job(self.environ, self.controls)
 
     def authenticate(self, mech, user, secret, challenge):
         if self.argv:
