@@ -6,7 +6,8 @@ $QMAILHOME/service/<name>/env/     envdir: one file per variable (DNSCACHEIP, ..
 $QMAILHOME/etc/crontab             root's cron jobs (crontab -u root), and
 $QMAILHOME/etc/cron.d/qmailpy      the same with the user column, for /etc/cron.d
 
-Services: qmail-send, qmail-smtpd (tcpserver), dovecot (POP3), clamd and
+Services: qmail-queued (the queue service), qmail-send, qmail-smtpd
+(tcpserver), dovecot (POP3), clamd and
 spamd (made with a `down` file: enable them with `svc -u` after removing it).
 render_*() are pure; write() puts the files in place: run scripts are
 always rewritten; env/ is made when missing and never emptied; down files
@@ -19,7 +20,7 @@ import shutil
 
 from qmailpy.filters import runscripts
 
-SERVICES = ("qmail-send", "qmail-smtpd", "dovecot", "clamd", "spamd")
+SERVICES = ("qmail-queued", "qmail-send", "qmail-smtpd", "dovecot", "clamd", "spamd")
 OFF_BY_DEFAULT = ("clamd", "spamd")        # optional filters: clamd needs freshclam's databases first
 LOG_USER = "qmaill"
 PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -66,6 +67,14 @@ def render_send_run(s):
             "exec %s \\\n    %s ./Maildir/\n" % (_clean_env(s), q(s.bin("qmail-send"))))
 
 
+def render_queued_run(s):
+    return ("#!/bin/sh\n" + HEADER +
+            "# qmail-queued: the queue service on sock/qmail-queue (what setuid qmail-queue was).\n"
+            "# Started as root: it gives sock/ to qmailq and becomes qmailq:qmail, the queue's owner.\n"
+            "exec 2>&1\n"
+            "exec %s \\\n    %s\n" % (_clean_env(s), q(s.bin("qmail-queued"))))
+
+
 NO_RCPTHOSTS = ("qmail-smtpd not started: control/rcpthosts is absent, so it would take mail for any domain "
                 "(an open relay). Write it (qmail-config FQDN, or the domains one per line); retrying in 5 s.")
 
@@ -76,9 +85,8 @@ def render_smtpd_run(s):
     ctlvalue = os.path.join(s.root, "qmailpy", "install", "ctlvalue.py")
     limit = "softlimit -m %d " % int(s.softlimit) if s.softlimit else ""
     return ("#!/bin/sh\n" + HEADER +
-            "# qmail-smtpd under tcpserver on %s:%d. -u qmaild; -g is group qmail, not nofiles as in qmail:\n"
-            "# qmail-queue runs as qmail-smtpd's user and writes the queue through that group\n"
-            "# (tcpserver -g replaces every supplementary group).\n"
+            "# qmail-smtpd under tcpserver on %s:%d, as qmail runs it: -u qmaild -g nofiles, no other\n"
+            "# group (tcpserver -g replaces them all); messages go to qmail-queued's socket.\n"
             "exec 2>&1\n"
             "%s -IS %s --present %s rcpthosts || { [ $? = 1 ] && echo %s; sleep 5; exit 111; }\n"
             "SESSIONS=$(%s -IS %s %s tcpsessioncount) || { sleep 5; exit 111; }\n"
@@ -169,7 +177,7 @@ def _mkdir(path, mode=0o755):
 def write(s, controls, log_ids=None, clamav_user=None):
     """Create or update the service directories and cron files; the paths written."""
     filters = render_filters(s, controls, clamav_user)
-    scripts = {"qmail-send": render_send_run(s), "qmail-smtpd": render_smtpd_run(s),
+    scripts = {"qmail-queued": render_queued_run(s), "qmail-send": render_send_run(s), "qmail-smtpd": render_smtpd_run(s),
                "dovecot": render_dovecot_run(s), "clamd": filters["clamd/run"], "spamd": filters["spamd/run"]}
     written = []
     _mkdir(s.service())
