@@ -135,8 +135,8 @@ def test_run_scripts():
             "-c \"$SESSIONS\" -u 105 -g 107 127.0.0.1 2525 \\\n") in limited
     send = services.render_send_run(_settings())
     queued = services.render_queued_run(_settings())
-    assert queued.endswith("exec 2>&1\nexec env - PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin QMAILHOME=/var/qmail "
-                           "envdir ./env \\\n    /var/qmail/bin/qmail-queued\n")
+    assert queued.endswith("exec 2>&1\nexec env - PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin "
+                           "QMAILHOME=/var/qmail envdir ./env \\\n    /var/qmail/bin/qmail-queued\n")
     assert "exec 2>&1\n" in send
     assert send.endswith("envdir ./env \\\n    /var/qmail/bin/qmail-send ./Maildir/\n")
     assert services.render_log_run().endswith("exec setuidgid qmaill multilog t ./main\n")

@@ -144,9 +144,9 @@ def _probe(top, user):
     run(["gpasswd", "-a", "qmaild", "qmail"])
     for d in ["pid", "intd", "todo", "mess"] + ["mess/%d" % i for i in range(23)]:
         os.chmod(os.path.join(home, "queue", d), 0o2770)
+    script = "printf 'F\\0Tjoe@%s\\0\\0' | %s/qmail-queue 3<&0 1>&3 <<EOF\nSubject: old\n\nfrom before\nEOF"
     old = subprocess.run(["setpriv", "--reuid=qmaild", "--regid=qmail", "--clear-groups", "sh", "-c",
-                          "printf 'F\\0Tjoe@%s\\0\\0' | %s/qmail-queue 3<&0 1>&3 <<EOF\nSubject: old\n\nfrom before\nEOF"
-                          % (DOMAIN, bin_)], env=env, capture_output=True, text=True, timeout=30)
+                          script % (DOMAIN, bin_)], env=env, capture_output=True, text=True, timeout=30)
     got["old queued"] = (old.returncode, old.stderr)
     got["old owner"] = sorted({pwd.getpwuid(os.stat(os.path.join(root, n)).st_uid).pw_name
                                for root, _, names in os.walk(os.path.join(home, "queue", "mess")) for n in names})

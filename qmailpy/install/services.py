@@ -59,20 +59,23 @@ def _clean_env(s):
     return "env - PATH=%s QMAILHOME=%s envdir ./env" % (q(os.path.join(s.home, "bin") + ":" + PATH), q(s.home))
 
 
+def _daemon_run(s, comment, program, args=""):
+    """A run script that execs one of our daemons in the clean environment (stderr to the log)."""
+    return ("#!/bin/sh\n" + HEADER + comment + "exec 2>&1\n"
+            "exec %s \\\n    %s%s\n" % (_clean_env(s), q(s.bin(program)), args))
+
+
 def render_send_run(s):
-    return ("#!/bin/sh\n" + HEADER +
-            "# qmail-send with qmail-todo, qmail-lspawn, qmail-rspawn and qmail-clean (qmail-start's job).\n"
-            "# Started as root: each helper gets its qmail user and qmail-send becomes qmails.\n"
-            "exec 2>&1\n"
-            "exec %s \\\n    %s ./Maildir/\n" % (_clean_env(s), q(s.bin("qmail-send"))))
+    return _daemon_run(
+        s, "# qmail-send with qmail-todo, qmail-lspawn, qmail-rspawn and qmail-clean (qmail-start's job).\n"
+           "# Started as root: each helper gets its qmail user and qmail-send becomes qmails.\n",
+        "qmail-send", " ./Maildir/")
 
 
 def render_queued_run(s):
-    return ("#!/bin/sh\n" + HEADER +
-            "# qmail-queued: the queue service on sock/qmail-queue (what setuid qmail-queue was).\n"
-            "# Started as root: it gives sock/ to qmailq and becomes qmailq:qmail, the queue's owner.\n"
-            "exec 2>&1\n"
-            "exec %s \\\n    %s\n" % (_clean_env(s), q(s.bin("qmail-queued"))))
+    return _daemon_run(s, "# qmail-queued: the queue service on sock/qmail-queue (what setuid qmail-queue was).\n"
+                          "# Started as root: it gives sock/ to qmailq and becomes qmailq:qmail, the queue's owner.\n",
+                       "qmail-queued")
 
 
 NO_RCPTHOSTS = ("qmail-smtpd not started: control/rcpthosts is absent, so it would take mail for any domain "
@@ -177,7 +180,8 @@ def _mkdir(path, mode=0o755):
 def write(s, controls, log_ids=None, clamav_user=None):
     """Create or update the service directories and cron files; the paths written."""
     filters = render_filters(s, controls, clamav_user)
-    scripts = {"qmail-queued": render_queued_run(s), "qmail-send": render_send_run(s), "qmail-smtpd": render_smtpd_run(s),
+    scripts = {"qmail-queued": render_queued_run(s), "qmail-send": render_send_run(s),
+               "qmail-smtpd": render_smtpd_run(s),
                "dovecot": render_dovecot_run(s), "clamd": filters["clamd/run"], "spamd": filters["spamd/run"]}
     written = []
     _mkdir(s.service())
