@@ -71,7 +71,6 @@ def test_queue_modes_are_qmails_and_an_older_layout_is_put_back(tmp_path):
                     ("bounce", 0o700), ("lock", 0o750)):
         assert stat.S_IMODE((home / "queue" / d).stat().st_mode) == mode, d
     assert stat.S_IMODE((home / "queue" / "lock" / "trigger").stat().st_mode) == 0o622
-    assert stat.S_IMODE((home / "sock").stat().st_mode) == 0o755
     assert "queue/pid: mode 2770 -> 0700 (qmail's: only qmailq, i.e. qmail-queued, writes there)" in r.stdout
     assert "queue/mess: mode 2770 -> 0750 (qmail's: only qmailq, i.e. qmail-queued, writes there)" in r.stdout
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "install.py"), str(home), ROOT,

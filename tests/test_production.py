@@ -199,8 +199,7 @@ def test_production_install_runs_as_qmail_does(production_home):
     nofiles = grp.getgrnam("nofiles").gr_gid
     for name, owner, mode in (("", qmailq, 0o750), ("pid", qmailq, 0o700), ("intd", qmailq, 0o700),
                               ("todo", qmailq, 0o750), ("mess", qmailq, 0o750), ("mess/7", qmailq, 0o750),
-                              ("info/7", qmails, 0o700), ("bounce", qmails, 0o700), ("lock", qmailq, 0o750),
-                              ("../sock", qmailq, 0o755)):
+                              ("info/7", qmails, 0o700), ("bounce", qmails, 0o700), ("lock", qmailq, 0o750)):
         st = os.stat(os.path.join(q, name))
         assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (owner, qgid, mode), name
 
@@ -228,13 +227,15 @@ def test_production_install_runs_as_qmail_does(production_home):
             sup.start(name)
         wait_for(lambda: port_open(smtp), 20, "tcpserver on port %d" % smtp)
 
-        # qmail-queued: qmailq, group qmail and no other; its socket open to every caller
+        # qmail-queued: qmailq, group qmail and no other; its socket open to every caller, root's
         queued = wait_for(lambda: svstat_pid(os.path.join(service, "qmail-queued")), 20, "qmail-queued")
         wait_for(lambda: os.path.exists(os.path.join(home, "sock", "qmail-queue")), 20, "qmail-queued's socket")
         assert program_of(queued) == "qmail-queued" and user_of(queued) == ("qmailq", "qmailq")
         assert proc_status(queued)["Gid"][:2] == [str(qgid)] * 2 and proc_status(queued)["Groups"] == [str(qgid)]
-        st = os.stat(os.path.join(home, "sock", "qmail-queue"))
-        assert (st.st_uid, st.st_mode & 0o777) == (qmailq, 0o666)
+        st = os.stat(os.path.join(home, "sock", "qmail-queue"))      # bound as root, in root's sock/
+        assert (st.st_uid, st.st_mode & 0o777) == (0, 0o666)
+        st = os.stat(os.path.join(home, "sock"))
+        assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o755)
 
         # qmail-smtpd started as root (no tcpserver -u/-g) becomes qmaild itself, with no other
         # group; qmail-queued writes the message as qmailq and names qmaild from the kernel

@@ -65,6 +65,23 @@ while True:
         time.sleep(0.1)' "$1"
 }
 
+# answering PATH: wait (10 s at most) until something accepts on the Unix socket PATH
+answering() {
+    "$PY" -c 'import socket, sys, time
+end = time.time() + 10
+while True:
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(sys.argv[1])
+        break
+    except OSError:
+        if time.time() > end:
+            sys.exit(1)
+        time.sleep(0.1)
+    finally:
+        s.close()' "$1"
+}
+
 if [ "$1" = stop ]; then stop; echo "stopped"; exit 0; fi
 stop
 [ "$PORT" != "$POP3PORT" ] || fail "PORT and POP3PORT are both $PORT"
@@ -87,19 +104,7 @@ MAILDIR=$RUN/vpopmail/domains/demo.example/demo/Maildir
 # the queue service first: every message (SMTP, bounces, forwards) goes through its socket
 nohup "$RUN/bin/qmail-queued" >>"$RUN/log/queued" 2>&1 &
 echo $! > "$RUN/qmail-queued.pid"
-"$PY" -c 'import socket, sys, time
-end = time.time() + 10
-while True:
-    s = socket.socket(socket.AF_UNIX)
-    try:
-        s.connect(sys.argv[1])
-        break
-    except OSError:
-        if time.time() > end:
-            sys.exit(1)
-        time.sleep(0.05)
-    finally:
-        s.close()' "$RUN/sock/qmail-queue" || fail "qmail-queued did not start: $(tail -n 3 "$RUN/log/queued")"
+answering "$RUN/sock/qmail-queue" || fail "qmail-queued did not start: $(tail -n 3 "$RUN/log/queued")"
 
 nohup "$RUN/bin/qmail-send" ./Maildir/ >>"$RUN/log/send" 2>&1 &
 echo $! > "$RUN/qmail-send.pid"

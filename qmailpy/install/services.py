@@ -59,23 +59,24 @@ def _clean_env(s):
     return "env - PATH=%s QMAILHOME=%s envdir ./env" % (q(os.path.join(s.home, "bin") + ":" + PATH), q(s.home))
 
 
-def _daemon_run(s, comment, program, args=""):
-    """A run script that execs one of our daemons in the clean environment (stderr to the log)."""
-    return ("#!/bin/sh\n" + HEADER + comment + "exec 2>&1\n"
-            "exec %s \\\n    %s%s\n" % (_clean_env(s), q(s.bin(program)), args))
+def render_daemon_run(s, comment, program, args=""):
+    """A run script that execs one long-running program of bin/ in the clean environment;
+    `comment`: the lines that say what it is, without their '# '."""
+    return ("#!/bin/sh\n" + HEADER + "".join("# %s\n" % line for line in comment.split("\n")) +
+            "exec 2>&1\n"
+            "exec %s \\\n    %s%s\n" % (_clean_env(s), q(s.bin(program)), " " + args if args else ""))
 
 
 def render_send_run(s):
-    return _daemon_run(
-        s, "# qmail-send with qmail-todo, qmail-lspawn, qmail-rspawn and qmail-clean (qmail-start's job).\n"
-           "# Started as root: each helper gets its qmail user and qmail-send becomes qmails.\n",
-        "qmail-send", " ./Maildir/")
+    return render_daemon_run(s, "qmail-send with qmail-todo, qmail-lspawn, qmail-rspawn and qmail-clean "
+                                "(qmail-start's job).\nStarted as root: each helper gets its qmail user and "
+                                "qmail-send becomes qmails.", "qmail-send", "./Maildir/")
 
 
 def render_queued_run(s):
-    return _daemon_run(s, "# qmail-queued: the queue service on sock/qmail-queue (what setuid qmail-queue was).\n"
-                          "# Started as root: it gives sock/ to qmailq and becomes qmailq:qmail, the queue's owner.\n",
-                       "qmail-queued")
+    return render_daemon_run(s, "qmail-queued: the queue service on sock/qmail-queue (what setuid qmail-queue "
+                                "was).\nStarted as root: it binds its socket, then becomes qmailq:qmail, the "
+                                "queue's owner.", "qmail-queued")
 
 
 NO_RCPTHOSTS = ("qmail-smtpd not started: control/rcpthosts is absent, so it would take mail for any domain "

@@ -33,7 +33,6 @@ GROUP = "qmail"
 # Where qmail-queue creates files: only their owner, qmailq (qmail-queued, or qmail-queue
 # run in-process as root), may write there, as only setuid qmailq qmail-queue could in qmail.
 QUEUE_WRITTEN = ("pid", "intd", "todo", "mess")
-SOCK_MODE = 0o755              # $QMAILHOME/sock/, qmailq's: every caller reaches qmail-queued's socket
 
 
 def split_path(home, name, msgid, split=SPLIT):
@@ -146,11 +145,10 @@ def _mkdir(path, owner, mode, owners):
 
 
 def create_queue(home, split=SPLIT):
-    """Create (or repair) the queue under `home` with hier.c's owners and modes, and the
-    socket directory of qmail-queued; existing messages are left alone (adopt_messages)."""
+    """Create (or repair) the queue under `home` with hier.c's owners and modes; existing
+    messages are left alone (adopt_messages)."""
     owners = _owners()
     os.makedirs(home, 0o755, exist_ok=True)
-    _mkdir(os.path.dirname(paths.queue_socket(home)), "q", SOCK_MODE, owners)
     for name, owner, mode, is_split in DIRS:
         base = paths.queue_path(home, name) if name else paths.queue_path(home)
         _mkdir(base, owner, mode, owners)

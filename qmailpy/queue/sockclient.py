@@ -60,22 +60,25 @@ def service_present(home):
 
 
 def service_job(environ, controls=None):
-    """A SocketJob to qmail-queued, or None when the home has no qmail-queued socket."""
+    """A SocketJob to qmail-queued, or None when the home has no qmail-queued socket.
+
+    Its time limit is the service's (control timeoutqueue) and a minute, so the
+    service's own answer (52) comes first. Only what the client needs is
+    imported: qmail-smtpd calls this for every message.
+    """
     home = os.path.abspath(paths.qmailhome(environ))
     if not service_present(home):
         return None
-    from qmailpy.queue import layout
-    from qmailpy.queue.enqueue import QueueError
-    from qmailpy.queue.main import time_limit
+    from qmailpy.queue.layout import DEATH
     if controls is None:
         from qmailpy.ctl.reader import Controls
         controls = Controls(home, environ)
     try:
-        limit = time_limit(controls)
-    except QueueError:
-        limit = None                     # the service reads them too, and answers 55
+        limit = controls.value("timeoutqueue") or DEATH
+    except OSError:
+        limit = DEATH                    # the service reads it too, and answers 55
     try:
-        return SocketJob(home, (limit or layout.DEATH) + 60)     # the service times out first
+        return SocketJob(home, limit + 60)
     except NoService:
         return None
 

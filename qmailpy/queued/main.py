@@ -6,8 +6,9 @@ Listens on $QMAILHOME/sock/qmail-queue (mode 0666 in a directory 0755: any
 local process may queue a message, as anyone may run qmail-queue) and does
 qmail-queue's whole job for each connection (qmailpy.queued.conn), one thread
 per connection, at most MAX_CLIENTS at once (more are answered 71 at once).
-Started as root it makes sock/ qmailq's and becomes qmailq (group qmail,
-no other group), the queue's owner; in single-user mode (QMAILPY_SINGLEUSER,
+Started as root it binds the socket (sock/ stays root's: no service's user
+may replace another service's socket) and becomes qmailq (group qmail, no
+other group), the queue's owner; in single-user mode (QMAILPY_SINGLEUSER,
 `make run`, tests), or where no qmailq user exists, it stays who started it.
 The socket is bound under a temporary name and renamed into place, so a
 restarted service replaces it in one step; it is left in place when the
@@ -37,16 +38,21 @@ def log(text):
     write_line(2, "qmail-queued: %s" % text)
 
 
-def prepare_socket_dir(home, owner=None):
-    """sock/ 0755, made if missing; owned by `owner` (uid, gid) when given (root)."""
+def prepare_socket_dir(home):
+    """sock/, made 0755 if missing. As root it must be root's and writable by root alone:
+    the services' sockets there (sock/qmail-queue, sock/users) are bound by root, and
+    none of the services' users may replace another's socket."""
     d = os.path.dirname(paths.queue_socket(home))
     try:
         os.mkdir(d, 0o755)
     except FileExistsError:
         pass
-    if owner is not None:
-        os.chown(d, *owner)
-        os.chmod(d, 0o755)
+    if os.geteuid() == 0:
+        st = os.stat(d)
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            log("warning: %s was uid %d mode %04o: made root's, 0755" % (d, st.st_uid, st.st_mode & 0o7777))
+            os.chown(d, 0, 0)
+            os.chmod(d, 0o755)
     return d
 
 
@@ -79,21 +85,15 @@ def listen(home):
     return sock
 
 
-def become_queue_owner(home, environ):
-    """As root (not single-user): sock/ for qmailq, then qmailq:qmail. The user we end up as."""
+def become_queue_owner(environ):
+    """As root (not single-user): become qmailq:qmail, no other group. The user we end up as."""
     import pwd
     from qmailpy.privs import QUEUE_USER, become, drops_privileges
     if drops_privileges(environ):
-        try:
-            pw = pwd.getpwnam(QUEUE_USER)
-        except KeyError:
-            log("warning: no user %s: running as root" % QUEUE_USER)
-            prepare_socket_dir(home)
-            return "root"
-        prepare_socket_dir(home, (pw.pw_uid, pw.pw_gid))
-        become(QUEUE_USER)
-        return QUEUE_USER
-    prepare_socket_dir(home)
+        if become(QUEUE_USER):
+            return QUEUE_USER
+        log("warning: no user %s: running as root" % QUEUE_USER)
+        return "root"
     try:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
@@ -194,9 +194,10 @@ def main():
     signal.signal(signal.SIGHUP, signal.SIG_IGN)       # nothing to reread: controls are read per message
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
-        user = become_queue_owner(home, environ)
+        prepare_socket_dir(home)
+        listener = listen(home)          # as root: nobody but root may replace it
+        user = become_queue_owner(environ)
         os.umask(0o033)
-        listener = listen(home)
     except OSError as e:
         log("alert: cannot start: %s" % e)
         time.sleep(1)                    # supervise restarts us: not in a tight loop
