@@ -148,6 +148,27 @@ class Servers:
                 time.sleep(0.05)
         raise BenchFailure("%s did not listen on 127.0.0.1:%d" % (argv[0], port))
 
+    def start_queued(self, home, env, log, ids=None):
+        """bin/qmail-queued of `home` (as ids = (uid, gid) when given), once its socket accepts."""
+        path = os.path.join(home, "sock", "qmail-queue")
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([os.path.join(home, "bin", "qmail-queued")], env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=out, **(dict(user=ids[0], group=ids[1], extra_groups=[])
+                                                               if ids else {}))
+        self.procs.append(proc)
+        deadline = time.monotonic() + 15
+        while True:
+            if proc.poll() is not None:
+                raise BenchFailure("qmail-queued exited with %s; see %s" % (proc.returncode, log))
+            with socket.socket(socket.AF_UNIX) as s:
+                try:
+                    s.connect(path)
+                    return
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise BenchFailure("qmail-queued did not listen on %s" % path) from None
+            time.sleep(0.02)
+
     def stop_all(self):
         for proc in reversed(self.procs):
             if proc.poll() is None:
@@ -172,8 +193,8 @@ class Bench:
         self.writers = set()               # who wrote the queues qmail-smtpd and qmail-send worked on
         if os.geteuid() == 0:
             os.chmod(tmp, 0o755)           # qmail's users and the mailbox owner pass through it
-        # No QMAILQUEUE: qmail-smtpd then runs its own qmail-queue in a forked child
-        # (smtpd/queueclient.py), the way a production install runs.
+        # No QMAILQUEUE: qmail-smtpd then hands each message to the home's qmail-queued
+        # (smtpd/queueclient.py, started by smtpd_server()), the way a production install runs.
         self.env = {k: v for k, v in os.environ.items() if k not in qmailsend.ENV_DROP}
         self.home = self.new_home("qmail", {"me": DOMAIN, "rcpthosts": DOMAIN})
         self.env["QMAILHOME"] = self.home
@@ -210,12 +231,14 @@ class Bench:
         self.samples.setdefault(name, []).append(value)
 
     def smtpd_server(self, servers, home):
-        """tcpserver + qmail-smtpd of `home` on a free port, as the owner of its queue (qmailq:qmail
-        when install.py found qmail's users, as qmail's setuid qmail-queue), else as we are: then
-        QMAILPY_SINGLEUSER keeps a root qmail-smtpd from switching to a qmaild made meanwhile."""
+        """qmail-queued, then tcpserver + qmail-smtpd of `home` on a free port, as a production
+        install runs them: the service as the owner of its queue (qmailq:qmail when install.py
+        found qmail's users), else as we are; QMAILPY_SINGLEUSER keeps root processes from
+        switching to qmail's users made meanwhile."""
         env = dict(self.env, QMAILHOME=home)
         writer, ids = qmailsend.queue_writer(home), []
         self.writers.add(qmailsend.describe(writer))
+        servers.start_queued(home, dict(env, QMAILPY_SINGLEUSER="1"), self.log, writer)
         if writer:
             ids = ["-u", str(writer[0]), "-g", str(writer[1])]
         elif os.geteuid() == 0:

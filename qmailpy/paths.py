@@ -4,6 +4,7 @@ import os.path
 DEFAULT_HOME = "/var/qmail"   # qmail's compiled-in auto_qmail
 CONTROL = "control"
 QUEUE = "queue"
+SOCK = "sock"                 # qmail-queued's socket directory: 0755, every caller may reach it
 
 
 def qmailhome(environ):
@@ -22,6 +23,11 @@ def queue_path(home, *parts):
 
 def bin_path(home, name):
     return os.path.join(home, "bin", name)
+
+
+def queue_socket(home):
+    """qmail-queued's Unix socket: what setuid qmail-queue was, every caller connects here."""
+    return os.path.join(home, SOCK, "qmail-queue")
 
 
 def sessions_path(home):

@@ -10,6 +10,7 @@ qmail-local as the mailbox's owner and never as root, as qmail does.
 import os
 
 SMTPD_USER = "qmaild"        # qmail-smtpd's user (tcpserver -u; qmail-smtpd switches to it as root)
+QUEUE_USER = "qmailq"        # the queue's owner: qmail-queued, and qmail-queue run in-process as root
 
 
 def single_user(environ):
@@ -19,3 +20,17 @@ def single_user(environ):
 def drops_privileges(environ):
     """True when this process should switch to qmail's users (root, not single-user mode)."""
     return os.getuid() == 0 and not single_user(environ)
+
+
+def become(name):
+    """Switch to user `name` with its primary group and no other (qmail's prot_gid + prot_uid):
+    True, or False when there is no such user (the caller keeps running as it is)."""
+    import pwd
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        return False
+    os.setgroups([pw.pw_gid])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+    return True

@@ -15,10 +15,10 @@ and sender.example to the other.
 3. A forged SRS address gets 550 at RCPT. An expired one (signed with the current key
    40 days ago) is accepted, then dropped by qmail-send: a log line, no delivery, no bounce.
 
-The daemons run in single-user mode (QMAILPY_SINGLEUSER=1). As root, qmail-lspawn still
-runs qmail-local as the mailbox owner (nobody) with group qmail, whose forward queues
-into a queue group qmail may write (as `install --production` lays it out). That is why
-the qmail home is not under pytest's 0700 tmp_path.
+The daemons run in single-user mode (QMAILPY_SINGLEUSER=1), qmail-queued among them. As
+root, qmail-lspawn still runs qmail-local as the mailbox owner (nobody) with no other group,
+whose forward reaches the queue through qmail-queued's socket (as on an installed server).
+That is why the qmail home is not under pytest's 0700 tmp_path.
 """
 import os
 import re
@@ -32,6 +32,7 @@ import pytest
 
 from qmailpy.queue import layout
 from qmailpy.srs import codec
+from queuedsvc import Queued
 from smtpsink import Sink
 from test_dialogues import free_port
 from test_send_support import BIN, NOBODY, ROOT_ONLY, Send
@@ -58,17 +59,6 @@ def wait_until(predicate, what, timeout=15, log=lambda: ""):
         time.sleep(0.05)
 
 
-def ensure_group_qmail():
-    """As on an installed server: group qmail exists, so create_queue(production=True)
-    gives the queue to it (qmail-lspawn gives qmail-local, running as the mailbox owner,
-    group qmail so its forwards can queue)."""
-    import grp
-    try:
-        grp.getgrnam("qmail")
-    except KeyError:
-        subprocess.run(["groupadd", "-r", "qmail"], check=True)
-
-
 class Home:
     """A qmail home in a 0755 temp dir: a queue, bin/ -> the checkout's launchers, control/."""
 
@@ -78,9 +68,7 @@ class Home:
         self.fake = self.top                      # Send() keeps its log here
         self.home = os.path.join(self.top, "qmail")
         self.extra_env = extra_env
-        if os.getuid() == 0:
-            ensure_group_qmail()
-        layout.create_queue(self.home, production=True)
+        layout.create_queue(self.home)
         os.chmod(self.home, 0o755)
         os.makedirs(os.path.join(self.home, "control"))
         # qmail-smtpd, forwards and bounces run $QMAILHOME/bin/qmail-queue, as in an installed home
@@ -177,7 +165,7 @@ class World:
 
     def __init__(self, single_user=True):
         self.home = Home(**({"QMAILPY_SINGLEUSER": "1"} if single_user else {}))
-        self.remote = self.origin = self.smtpd = self.send = None
+        self.remote = self.origin = self.smtpd = self.send = self.queued = None
         try:
             self.remote = Sink().start()          # remote.example: where bob's mail is forwarded
             self.origin = Sink().start()          # sender.example: where alice's bounces go
@@ -210,6 +198,7 @@ class World:
                     os.chown(name, NOBODY, NOBODY)
 
     def start(self):
+        self.queued = Queued(self.home.home, self.home.env(), log=os.path.join(self.home.top, "queued.log")).start()
         self.smtpd = SmtpServer(self.home)
         self.send = Send(self.home)
         return self
@@ -242,6 +231,8 @@ class World:
         finally:
             if self.smtpd is not None:
                 self.smtpd.stop()
+            if self.queued is not None:
+                self.queued.stop()
             for sink in (self.remote, self.origin):
                 if sink is not None:
                     sink.stop()

@@ -72,9 +72,10 @@ def wait_until(predicate, timeout=30, what="condition", interval=0.02):
 
 
 class World:
-    """A qmail home laid out by tools/install.py (as `make install`), with the users database."""
+    """A qmail home laid out by tools/install.py (as `make install`), with the users database,
+    and its qmail-queued running (queued=False: none; then qmail-queue writes the queue itself)."""
 
-    def __init__(self, controls=None):
+    def __init__(self, controls=None, queued=True):
         self.top = tempfile.mkdtemp(prefix="qmailpy-e2e-")
         os.chmod(self.top, 0o755)
         self.home = os.path.join(self.top, "qmail")
@@ -90,6 +91,16 @@ class World:
         if IS_ROOT:                # qmail-users gives new directories the owner of vpopmaildir
             os.chown(vdir, MAIL_UID, MAIL_UID)
         self.users("adddomain", DOMAIN)
+        self.queued = None
+        if queued:
+            self.start_queued()
+
+    def start_queued(self):
+        """bin/qmail-queued for this home (stopped by cleanup())."""
+        from queuedsvc import Queued
+        self.queued = Queued(self.home, self.env(), log=os.path.join(self.top, "queued.log")).start()
+        self.procs.append(self.queued.proc)
+        return self.queued
 
     # -- set-up
     def control(self, name, value):

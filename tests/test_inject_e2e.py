@@ -1,13 +1,14 @@
 """End to end from a local user: sendmail and qmail-inject run as a non-root user.
 
-A temporary user is created (useradd) and removed by the test. Single-user mode: the qmail
-home belongs to that user and bin/qmail-send runs as them, so their bin/sendmail and
-bin/qmail-inject write the queue through bin/qmail-queue (the program: QMAILQUEUE would be
-honoured), qmail-lspawn delivers to their ~/Maildir (made with bin/maildirmake; the passwd
-lookup, as qmail-getpw) and qmail-remote to an SMTP sink. The messages arrive with the header
-qmail-inject writes (compared field by field) under qmail-queue's Received line, which names
-the user's uid whatever sender they claim. Against a home they do not own, the queue refuses
-them (qmail-queue's 62/65 family: exit 111), until the queue service of issue 20.
+A temporary user is created (useradd) and removed by the test. The qmail home is root's, as
+an installed one is (single-user mode: the daemons run as root); the user owns nothing of
+the queue and holds no group of qmail's: their bin/sendmail and bin/qmail-inject queue
+through the home's qmail-queued (issue 20), qmail-lspawn delivers to their ~/Maildir as
+them (made with bin/maildirmake; the passwd lookup, as qmail-getpw) and qmail-remote to an
+SMTP sink. The messages arrive with the header qmail-inject writes (compared field by
+field) under qmail-queued's Received line, which names the user's uid (from the kernel)
+whatever sender they claim. With qmail-queued down they get a temporary error (exit 111)
+and nothing is queued.
 """
 import calendar
 import os
@@ -73,12 +74,6 @@ def as_user(world, pw, args, stdin=b""):
                           user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
 
 
-def give_home_to(world, pw):
-    for top, dirs, files in os.walk(world.home):
-        for name in [top] + [os.path.join(top, n) for n in dirs + files]:
-            os.lchown(name, pw.pw_uid, pw.pw_gid)
-
-
 def split_received(message, uid):
     """(qmail-queue's Received line, the rest); the line must name `uid`."""
     line, rest = message.split(b"\n", 1)
@@ -102,11 +97,13 @@ def test_local_user_sends_with_sendmail_and_qmail_inject(world, local_user, dns_
     user, uid = pw.pw_name, pw.pw_uid
     local = "%s@%s" % (user, ME)
 
-    r = as_user(world, pw, ["sh", "-c", "echo body | sendmail -t"])
-    assert r.returncode == 111, "a home the user does not own: no queue for them"
-    assert r.stderr.endswith(b"\nqmail-inject: fatal: qq trouble creating files in queue (#4.3.0)\n"), r.stderr
+    world.queued.stop()
+    r = as_user(world, pw, ["sh", "-c", "printf 'To: %s\\n\\nbody\\n' | sendmail -t" % user])
+    assert r.returncode == 111, "qmail-queued down: a temporary error"
+    assert r.stderr.endswith(b"qmail-inject: fatal: connection to mail server rejected (#4.4.1)\n"), r.stderr
+    assert world.queue_files() == []
+    world.start_queued()
 
-    give_home_to(world, pw)
     sink = Routes(world, dns_server, sinks).sink(REMOTE, via="smtproutes")
     assert as_user(world, pw, ["maildirmake", os.path.join(pw.pw_dir, "Maildir")]).returncode == 0
 
@@ -119,7 +116,9 @@ def test_local_user_sends_with_sendmail_and_qmail_inject(world, local_user, dns_
     assert (r.returncode, r.stderr) == (0, b"")
     t1 = time.time()
 
-    send = world.send(user=(uid, pw.pw_gid))
+    for name in world.queue_files():
+        assert os.stat(os.path.join(world.home, "queue", name)).st_uid == os.getuid()   # the service's
+    send = world.send()
     new = os.path.join(pw.pw_dir, "Maildir", "new")
     send.wait_for(lambda: len(os.listdir(new)) == 2 and len(sink.messages) == 2, what="both deliveries")
     assert send.stop() == 0

@@ -55,18 +55,27 @@ def test_default_install_writes_no_services_and_keeps_qmail_modes(tmp_path):
         assert stat.S_IMODE((home / "queue" / d).stat().st_mode) == 0o750
 
 
-def test_production_queue_modes(tmp_path):
+def test_queue_modes_are_qmails_and_an_older_layout_is_put_back(tmp_path):
+    """Before qmail-queued, a production queue let group qmail write pid/, intd/, todo/, mess/
+    (02770) and its files belonged to qmail-queue's callers; a rerun of the install puts hier.c's
+    modes back, says so, and (as root, where qmailq exists) gives the waiting files to qmailq."""
     from qmailpy.queue.layout import create_queue
     home = tmp_path / "qmail"
-    create_queue(str(home), production=True)
+    create_queue(str(home))
     for d in ("pid", "intd", "todo", "mess", "mess/0", "mess/22"):
-        assert stat.S_IMODE((home / "queue" / d).stat().st_mode) == 0o2770, d
-    for d, mode in (("", 0o750), ("info/5", 0o700), ("local/5", 0o700), ("remote/5", 0o700),
+        os.chmod(home / "queue" / d, 0o2770)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "install.py"), str(home), ROOT,
+                        os.path.join(ROOT, ".venv", "bin", "python3")], check=True, capture_output=True, text=True)
+    for d, mode in (("pid", 0o700), ("intd", 0o700), ("todo", 0o750), ("mess", 0o750), ("mess/0", 0o750),
+                    ("mess/22", 0o750), ("", 0o750), ("info/5", 0o700), ("local/5", 0o700), ("remote/5", 0o700),
                     ("bounce", 0o700), ("lock", 0o750)):
         assert stat.S_IMODE((home / "queue" / d).stat().st_mode) == mode, d
     assert stat.S_IMODE((home / "queue" / "lock" / "trigger").stat().st_mode) == 0o622
-    create_queue(str(home))                                  # a plain install puts qmail's modes back
-    assert stat.S_IMODE((home / "queue" / "pid").stat().st_mode) == 0o700
+    assert "queue/pid: mode 2770 -> 0700 (qmail's: only qmailq, i.e. qmail-queued, writes there)" in r.stdout
+    assert "queue/mess: mode 2770 -> 0750 (qmail's: only qmailq, i.e. qmail-queued, writes there)" in r.stdout
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "install.py"), str(home), ROOT,
+                        os.path.join(ROOT, ".venv", "bin", "python3")], check=True, capture_output=True, text=True)
+    assert "queue/" not in r.stdout                       # nothing left to change
 
 
 def test_production_needs_root(tmp_path):
@@ -90,7 +99,8 @@ def test_accounts_commands():
                         ["groupadd", "-r", "qmailu"]]
     users = {c[-1]: c for c in cmds[4:]}
     assert users["qmaild"] == ["useradd", "-r", "-M", "-g", "nofiles", "-d", "/var/qmail", "-s",
-                               "/usr/sbin/nologin", "-G", "qmail", "qmaild"]
+                               "/usr/sbin/nologin", "qmaild"]          # in no other group, as in qmail
+    assert all("-G" not in c for c in users.values())
     assert users["alias"][4:7] == ["nofiles", "-d", "/var/qmail/alias"]
     assert users["vpopmail"][4:7] == ["vchkpw", "-d", "/home/vpopmail"]
     assert {u: c[4] for u, c in users.items()} == {
@@ -124,6 +134,9 @@ def test_run_scripts():
     assert ("    softlimit -m 300000000 tcpserver -v -R -H -l mx.example -x /var/qmail/control/tcp.smtp.cdb "
             "-c \"$SESSIONS\" -u 105 -g 107 127.0.0.1 2525 \\\n") in limited
     send = services.render_send_run(_settings())
+    queued = services.render_queued_run(_settings())
+    assert queued.endswith("exec 2>&1\nexec env - PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin "
+                           "QMAILHOME=/var/qmail envdir ./env \\\n    /var/qmail/bin/qmail-queued\n")
     assert "exec 2>&1\n" in send
     assert send.endswith("envdir ./env \\\n    /var/qmail/bin/qmail-send ./Maildir/\n")
     assert services.render_log_run().endswith("exec setuidgid qmaill multilog t ./main\n")
@@ -131,7 +144,7 @@ def test_run_scripts():
     assert ("/opt/qmailpy/.venv/bin/python3 -I -m qmailpy.pop3.dovecot /var/qmail /var/qmail/dovecot --port 1110 "
             "--listen 127.0.0.1 --python /opt/qmailpy/.venv/bin/python3") in dovecot
     assert dovecot.endswith("exec dovecot -F -c /var/qmail/dovecot/dovecot.conf\n")
-    for script in (smtpd, limited, send, dovecot, services.render_log_run()):
+    for script in (smtpd, limited, send, queued, dovecot, services.render_log_run()):
         assert subprocess.run(["sh", "-n"], input=script.encode()).returncode == 0
 
 
@@ -160,9 +173,9 @@ def test_write_services(tmp_path):
     s = Settings(str(home), ROOT, sys.executable, smtpd_uid=1, smtpd_gid=1)
     services.write(s, Controls(str(home), {}))
     svc = home / "service"
-    assert sorted(p.name for p in svc.iterdir()) == ["clamd", "dovecot", "qmail-send", "qmail-smtpd", "qmail-usersd",
-                                                     "spamd"]
-    for name in ("clamd", "dovecot", "qmail-send", "qmail-smtpd", "qmail-usersd", "spamd"):
+    assert sorted(p.name for p in svc.iterdir()) == ["clamd", "dovecot", "qmail-queued", "qmail-send",
+                                                     "qmail-smtpd", "qmail-usersd", "spamd"]
+    for name in ("clamd", "dovecot", "qmail-queued", "qmail-send", "qmail-smtpd", "qmail-usersd", "spamd"):
         for run in (svc / name / "run", svc / name / "log" / "run"):
             assert os.access(run, os.X_OK) and run.read_text().startswith("#!/bin/sh\n")
         assert (svc / name / "log" / "main").is_dir() and (svc / name / "env").is_dir()

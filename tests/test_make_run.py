@@ -65,8 +65,8 @@ def test_demo_instance():
         assert "<-  235 " in s.stdout.decode() and "<-  250 ok" in s.stdout.decode(), s.stdout.decode()
         (rundir / "control" / "smtpauth").unlink()
 
-        # a forward from the vpopmail mailbox: qmail-local (as root: vpopmail, group qmail) runs
-        # qmail-queue, which must be able to write the demo's queue (issue 13 item 5)
+        # a forward from the vpopmail mailbox: qmail-local (as root: vpopmail:vchkpw, no other
+        # group) hands it to the demo's qmail-queued, which names it (issue 13 item 5, issue 20)
         env_home = dict(os.environ, QMAILHOME=str(rundir), QMAILPY_SINGLEUSER="1")
         subprocess.run([str(rundir / "bin" / "qmail-users"), "adduser", "fwd@demo.example", "-p", "x"],
                        env=env_home, check=True, capture_output=True, timeout=30)
@@ -84,13 +84,19 @@ def test_demo_instance():
         assert len(names) == 1 and "unable to" not in log, log
         forwarded = (fwd_new / names[0]).read_bytes()
         assert b"Delivered-To: demo.example-demo@demo.example\n" in forwarded and b"forward me" in forwarded
+        import pwd
+        forwarder = pwd.getpwnam("vpopmail").pw_uid if os.getuid() == 0 else os.getuid()
+        assert forwarded.split(b"\n")[2].startswith(b"Received: (qmail ") and \
+            b" invoked by uid %d); " % forwarder in forwarded.split(b"\n")[2], forwarded[:300]
+        assert (rundir / "sock" / "qmail-queue").exists()
     finally:
         subprocess.run([script, "stop"], env=env, capture_output=True, timeout=60)
         time.sleep(0.3)
-        stopped = [name for name in ("qmail-usersd.pid", "qmail-send.pid", "tcpserver.pid")
+        stopped = [name for name in ("qmail-queued.pid", "qmail-usersd.pid", "qmail-send.pid",
+                                "tcpserver.pid")
                    if not (rundir / name).exists()]
         shutil.rmtree(top, ignore_errors=True)
-    assert stopped == ["qmail-usersd.pid", "qmail-send.pid", "tcpserver.pid"]
+    assert stopped == ["qmail-queued.pid", "qmail-usersd.pid", "qmail-send.pid", "tcpserver.pid"]
 
 
 def test_a_port_in_use_fails_with_the_reason_and_leaves_nothing_running(tmp_path):

@@ -11,6 +11,7 @@ the environment of everything started here.
 import grp
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -39,7 +40,7 @@ PYTHON = os.path.join(ROOT, ".venv", "bin", "python3")
 # conftest.py sets QMAILPY_SINGLEUSER for the suite; here the programs must switch users
 ENV = {k: v for k, v in os.environ.items() if k != "QMAILPY_SINGLEUSER"}
 DOMAIN = "prod.example"
-SERVICES = ("qmail-send", "qmail-smtpd", "qmail-usersd", "dovecot")
+SERVICES = ("qmail-queued", "qmail-send", "qmail-smtpd", "qmail-usersd", "dovecot")
 
 
 def proc_status(pid):
@@ -190,14 +191,14 @@ def test_production_install_runs_as_qmail_does(production_home):
     for kind, name in sorted(accounts_present() - before):
         assert "created %s %s" % (kind, name) in r.stdout
     assert {("group", g) for g in accounts.GROUPS} | {("user", u[0]) for u in accounts.USERS} <= accounts_present()
-    if ("user", "qmaild") not in before:
-        assert "qmaild" in grp.getgrnam("qmail").gr_mem
+    assert "qmaild" not in grp.getgrnam("qmail").gr_mem           # no group of qmail's, as in qmail
 
-    # the queue: qmail's owners, and the directories qmail-queue writes open to group qmail
+    # the queue: qmail's owners and modes (hier.c); only qmailq, i.e. qmail-queued, writes pid/ intd/ todo/ mess/
     q = os.path.join(home, "queue")
     qmailq, qmails, qgid = pwd.getpwnam("qmailq").pw_uid, pwd.getpwnam("qmails").pw_uid, grp.getgrnam("qmail").gr_gid
-    for name, owner, mode in (("", qmailq, 0o750), ("pid", qmailq, 0o2770), ("intd", qmailq, 0o2770),
-                              ("todo", qmailq, 0o2770), ("mess", qmailq, 0o2770), ("mess/7", qmailq, 0o2770),
+    nofiles = grp.getgrnam("nofiles").gr_gid
+    for name, owner, mode in (("", qmailq, 0o750), ("pid", qmailq, 0o700), ("intd", qmailq, 0o700),
+                              ("todo", qmailq, 0o750), ("mess", qmailq, 0o750), ("mess/7", qmailq, 0o750),
                               ("info/7", qmails, 0o700), ("bounce", qmails, 0o700), ("lock", qmailq, 0o750)):
         st = os.stat(os.path.join(q, name))
         assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (owner, qgid, mode), name
@@ -219,20 +220,8 @@ def test_production_install_runs_as_qmail_does(production_home):
         with open(os.path.join(service, name, "env", "DNSCACHEIP"), "w") as f:
             f.write("127.0.0.1:1\n")
     maildir = os.path.join(home, "vpopmail", "domains", DOMAIN, "joe", "Maildir")
-
-    # qmail-smtpd started as root (no tcpserver -u/-g) becomes qmaild itself, and its
-    # qmail-queue writes the queue through group qmail (nothing reads the queue yet)
     session = (b"HELO c.example\r\nMAIL FROM:<carol@example.com>\r\nRCPT TO:<joe@%s>\r\n"
                b"DATA\r\nSubject: as root\r\n\r\nstarted as root\r\n.\r\nQUIT\r\n" % DOMAIN.encode())
-    r = subprocess.run([os.path.join(home, "bin", "qmail-smtpd")], input=session, capture_output=True,
-                       env=dict(ENV, QMAILHOME=home, **TCP_ENV), timeout=30)
-    assert b"\r\n250 ok " in r.stdout, r.stdout + r.stderr
-    [todo] = os.listdir(os.path.join(q, "todo"))
-    mess = os.path.join(q, "mess", str(int(todo) % 23), todo)
-    st = os.stat(mess)
-    assert (st.st_uid, st.st_gid) == (pwd.getpwnam("qmaild").pw_uid, qgid)
-    with open(mess, "rb") as f:
-        assert b"invoked from network" in f.read()
 
     sup = Supervised(service)
     started = time.monotonic()
@@ -241,6 +230,22 @@ def test_production_install_runs_as_qmail_does(production_home):
         for name in SERVICES:
             sup.start(name)
         wait_for(lambda: port_open(smtp), 20, "tcpserver on port %d" % smtp)
+
+        # qmail-queued: qmailq, group qmail and no other; its socket open to every caller, root's
+        queued = wait_for(lambda: svstat_pid(os.path.join(service, "qmail-queued")), 20, "qmail-queued")
+        wait_for(lambda: os.path.exists(os.path.join(home, "sock", "qmail-queue")), 20, "qmail-queued's socket")
+        assert program_of(queued) == "qmail-queued" and user_of(queued) == ("qmailq", "qmailq")
+        assert proc_status(queued)["Gid"][:2] == [str(qgid)] * 2 and proc_status(queued)["Groups"] == [str(qgid)]
+        st = os.stat(os.path.join(home, "sock", "qmail-queue"))      # bound as root, in root's sock/
+        assert (st.st_uid, st.st_mode & 0o777) == (0, 0o666)
+        st = os.stat(os.path.join(home, "sock"))
+        assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o755)
+
+        # qmail-smtpd started as root (no tcpserver -u/-g) becomes qmaild itself, with no other
+        # group; qmail-queued writes the message as qmailq and names qmaild from the kernel
+        r = subprocess.run([os.path.join(home, "bin", "qmail-smtpd")], input=session, capture_output=True,
+                           env=dict(ENV, QMAILHOME=home, **TCP_ENV), timeout=30)
+        assert b"\r\n250 ok " in r.stdout, r.stdout + r.stderr
 
         # tcpserver -u/-g switches itself once it has bound the port; hold a session open
         # to look at its child, qmail-smtpd
@@ -252,7 +257,10 @@ def test_production_install_runs_as_qmail_does(production_home):
             [smtpd] = wait_for(lambda: [c for c in [children(tcpserver)] if len(c) == 1], 10, "qmail-smtpd")[0]
             assert program_of(smtpd) == "qmail-smtpd"
             assert user_of(smtpd) == ("qmaild", "qmaild")
-            assert proc_status(smtpd)["Gid"][:2] == [str(qgid)] * 2
+            # tcpserver -u qmaild -g nofiles: no group that can read the queue (issue 20)
+            status = proc_status(smtpd)
+            assert status["Gid"] == [str(nofiles)] * 4 and status["Groups"] in ([], [str(nofiles)]), status
+            assert str(qgid) not in status["Groups"]
             s.sendall(b"QUIT\r\n")
 
         # qmail-send and its helpers, each as qmail's user for its job
@@ -323,6 +331,12 @@ def test_production_install_runs_as_qmail_does(production_home):
                               % (DOMAIN.encode(), DOMAIN.encode()))
     assert body.encode() in mail[1]
     assert bounce[1].startswith(b"Return-Path: <>\n") and b"nosuch@" + DOMAIN.encode() in bounce[1]
+    # qmail-queued's Received line names each caller as the kernel knows it: qmaild (under
+    # tcpserver and started as root) is "from network", qmail-send's bounce (qmails) "for bounce"
+    for m, who in ((mail, b"from network"), (carol, b"from network"), (bounce, b"for bounce")):
+        assert re.match(rb"Received: \(qmail \d+ invoked %s\); " % who, m[1].split(b"\n", 2)[2]), m[1][:300]
+    owner, queued_log = read_log(service, "qmail-queued")
+    assert owner == "qmaill" and "qmail-queued: listening on %s/sock/qmail-queue as qmailq" % home in queued_log
     assert any(line.startswith("delivery ") and ": success: " in line for line in send_log), send_log
     assert any(line.startswith("bounce msg ") for line in send_log), send_log
     assert any(line.startswith("end msg ") for line in send_log), send_log

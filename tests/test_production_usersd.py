@@ -84,9 +84,10 @@ def test_users_service_in_production(production_home):
 
     sup = Supervised(service)
     try:
-        for name in ("qmail-usersd", "qmail-send", "qmail-smtpd", "dovecot"):
+        for name in ("qmail-queued", "qmail-usersd", "qmail-send", "qmail-smtpd", "dovecot"):
             sup.start(name)
         wait_for(lambda: os.path.exists(os.path.join(home, "sock", "users")), 20, "qmail-usersd's socket")
+        wait_for(lambda: os.path.exists(os.path.join(home, "sock", "qmail-queue")), 20, "qmail-queued's socket")
         wait_for(lambda: port_open(smtp), 20, "tcpserver on port %d" % smtp)
         usersd = svstat_pid(os.path.join(service, "qmail-usersd"))
         assert program_of(usersd) == "qmail-usersd"

@@ -4,15 +4,17 @@ usage: python tools/install.py QMAILHOME ROOT PYTHON [--me FQDN] [--demo] [--pro
 Existing control files are never overwritten. --me FQDN writes what qmail's
 config-fast writes (me, defaultdomain, plusdomain, locals, rcpthosts) where
 absent (qmailpy/install/config.py). --demo adds what `make run` needs: a host
-name and a demo domain on 127.0.0.1; as root, also group qmail and
-vpopmail:vchkpw and a queue group qmail may write (qmail-local's forwards).
+name and a demo domain on 127.0.0.1; as root, also vpopmail:vchkpw (the
+demo mailbox's owner). Rerun on a home an earlier version installed, it
+migrates it and says what it changed (migrate_queue).
 At the end it prints what `qmail-showctl --check` still finds.
 
 --production (as root) also runs it as qmail runs: qmail's users and groups
-(created where missing), the queue with qmail's owners and group-writable
-for qmail-queue, the vpopmail, alias and sessions directories, the users
+(created where missing; qmaild in no group of qmail's), the queue with qmail's
+owners and modes (only qmailq, i.e. qmail-queued, writes where qmail-queue
+writes), the vpopmail, alias and sessions directories, the users
 database and the SRS keys for the users service (qmailu) alone, run
-scripts under QMAILHOME/service/ (qmail-send, qmail-smtpd, qmail-usersd, dovecot,
+scripts under QMAILHOME/service/ (qmail-queued, qmail-send, qmail-smtpd, qmail-usersd, dovecot,
 clamd, spamd, each with log/run: multilog) and QMAILHOME/etc/crontab; the config-fast
 files from --me, else control/me, else the host name (never an open relay);
 alias/.qmail-postmaster, -mailer-daemon, -root delivering to alias/Maildir/
@@ -107,7 +109,7 @@ def main(argv):
         if args.demo and os.geteuid() == 0:
             demo_as_root(home)
         else:
-            create_queue(home)
+            migrate_queue(home)
     print("installed qmail home %s" % home)
     still_missing(home)
 
@@ -154,14 +156,36 @@ def still_missing(home):
 
 
 def demo_as_root(home):
-    """`make run` as root: qmail-local runs as vpopmail with group qmail, so the demo's queue
-    is laid out as the production one (group qmail may write where qmail-queue writes)."""
+    """`make run` as root: qmail-local runs as vpopmail:vchkpw (its forwards go through
+    qmail-queued, which `make run` starts)."""
     from qmailpy.ctl.reader import Controls
     from qmailpy.install import accounts
     from qmailpy.users.base import vpopmail_dir
     accounts.ensure(home, os.path.abspath(vpopmail_dir(home, Controls(home, {}))),
                     groups=accounts.DEMO_GROUPS, users=accounts.DEMO_USERS)
-    create_queue(home, production=True)
+    migrate_queue(home)
+
+
+def migrate_queue(home):
+    """The queue with hier.c's owners and modes; what an earlier install's layout had
+    different (group-writable, setgid directories; message files of qmail-queue's callers)
+    is put right and said."""
+    from qmailpy.queue import layout
+    before = {}
+    for name in layout.QUEUE_WRITTEN:
+        path = os.path.join(home, "queue", name)
+        if os.path.isdir(path):
+            before[name] = os.stat(path).st_mode & 0o7777
+    create_queue(home)
+    for name, mode in sorted(before.items()):
+        now = os.stat(os.path.join(home, "queue", name)).st_mode & 0o7777
+        if now != mode:
+            print("queue/%s: mode %04o -> %04o (qmail's: only qmailq, i.e. qmail-queued, writes there)"
+                  % (name, mode, now))
+    adopted = layout.adopt_messages(home)
+    if adopted:
+        print("queue: %d file(s) of queued messages given to qmailq (qmail-lspawn and qmail-rspawn "
+              "deliver only messages the queue's owner wrote)" % len(adopted))
 
 
 def _dir(path, mode, uid=-1, gid=-1):
@@ -178,7 +202,8 @@ def production(home, root, python, args):
     controls = Controls(home, {})
     vdir = os.path.abspath(vpopmail_dir(home, controls))
     accounts.ensure(home, vdir)
-    qmail, vchkpw = accounts.gid("qmail"), accounts.gid("vchkpw")
+    accounts.take_back_former()
+    qmail, vchkpw, nofiles = accounts.gid("qmail"), accounts.gid("vchkpw"), accounts.gid("nofiles")
     os.chmod(home, 0o755)
     _dir(os.path.join(home, "alias"), 0o2755, accounts.ids("alias")[0], qmail)        # hier.c
     postmaster(home, args.postmaster, accounts.ids("alias"))
@@ -190,11 +215,11 @@ def production(home, root, python, args):
     smtpd_uid = accounts.ids("qmaild")[0]
     users_service(home, vdir)
     _dir(os.path.join(home, "sessions"), 0o700, smtpd_uid, qmail)     # periplimit slots
-    create_queue(home, production=True)
+    migrate_queue(home)
     clamav = "clamav" if accounts.user_exists("clamav") else None      # Debian's clamav-daemon user
     settings = services.Settings(home, root, python, smtp_port=args.smtp_port, smtp_listen=args.smtp_listen,
                                  softlimit=args.softlimit, pop3_port=args.pop3_port,
-                                 pop3_listen=args.pop3_listen, smtpd_uid=smtpd_uid, smtpd_gid=qmail,
+                                 pop3_listen=args.pop3_listen, smtpd_uid=smtpd_uid, smtpd_gid=nofiles,
                                  tcpserver_flags=args.tcpserver_flags)
     services.write(settings, controls, log_ids=accounts.ids(services.LOG_USER), clamav_user=clamav)
     print("services in %s (start: svscan %s, or link them into /etc/service); cron jobs in %s"

@@ -88,9 +88,9 @@ stop
 port_free "$PORT" || fail "127.0.0.1:$PORT (SMTP) is in use, by another make run or server; stop it, or choose another port: make run PORT=2526"
 port_free "$POP3PORT" || fail "127.0.0.1:$POP3PORT (POP3) is in use, by another make run or server; stop it, or choose another port: make run POP3PORT=1111"
 
-# As root this also makes group qmail and vpopmail:vchkpw (tools/install.py --demo): the
-# daemons run as root (single-user mode), deliveries never do: the demo's mailbox belongs
-# to vpopmail, qmail-local runs as vpopmail with group qmail, which may write the queue.
+# As root this also makes vpopmail:vchkpw (tools/install.py --demo): the daemons run as
+# root (single-user mode), deliveries never do: the demo's mailbox belongs to vpopmail,
+# qmail-local runs as vpopmail:vchkpw, and its forwards go through qmail-queued.
 mkdir -p "$RUN/log"
 "$PY" tools/install.py "$RUN" "$TOP" "$PY" --demo >"$RUN/log/install" 2>&1 ||
     fail "tools/install.py failed: $(tail -n 5 "$RUN/log/install")"
@@ -105,6 +105,11 @@ MAILDIR=$RUN/vpopmail/domains/demo.example/demo/Maildir
 nohup "$RUN/bin/qmail-usersd" >>"$RUN/log/usersd" 2>&1 &
 echo $! > "$RUN/qmail-usersd.pid"
 answering "$RUN/sock/users" || fail "qmail-usersd not answering on $RUN/sock/users: $(tail -n 3 "$RUN/log/usersd")"
+
+# the queue service: every message (SMTP, bounces, forwards) goes through its socket
+nohup "$RUN/bin/qmail-queued" >>"$RUN/log/queued" 2>&1 &
+echo $! > "$RUN/qmail-queued.pid"
+answering "$RUN/sock/qmail-queue" || fail "qmail-queued did not start: $(tail -n 3 "$RUN/log/queued")"
 
 nohup "$RUN/bin/qmail-send" ./Maildir/ >>"$RUN/log/send" 2>&1 &
 echo $! > "$RUN/qmail-send.pid"
@@ -122,7 +127,7 @@ command -v dovecot >/dev/null 2>&1 || fail "POP3 not started: no dovecot (apt-ge
 
 listening "$PORT" || fail "SMTP not started on 127.0.0.1:$PORT: $(tail -n 3 "$RUN/log/smtpd")"
 listening "$POP3PORT" || fail "POP3 not started on 127.0.0.1:$POP3PORT: $(tail -n 3 "$RUN/dovecot/dovecot.log" 2>/dev/null)"
-for p in qmail-usersd qmail-send tcpserver; do
+for p in qmail-queued qmail-usersd qmail-send tcpserver; do
     alive "$RUN/$p.pid" || fail "$p did not start; see $RUN/log/"
 done
 
@@ -130,7 +135,8 @@ cat <<MSG
 
 qmailpy is running with its qmail home in $RUN
   SMTP  127.0.0.1:$PORT      (tcpserver + qmail-smtpd; log $RUN/log/smtpd)
-  queue qmail-send          (log $RUN/log/send)
+  queue qmail-queued        (the queue service: $RUN/sock/qmail-queue; log $RUN/log/queued)
+        qmail-send          (log $RUN/log/send)
   users qmail-usersd        (socket $RUN/sock/users; log $RUN/log/usersd)
   POP3  127.0.0.1:$POP3PORT      (Dovecot; user demo@demo.example, password demo)
 

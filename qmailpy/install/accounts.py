@@ -1,10 +1,10 @@
 """qmail's users and groups, as qmail's INSTALL.ids makes them, plus vpopmail:vchkpw.
 
 Created with groupadd/useradd (system accounts, no login shell, no home
-created) only where missing; existing accounts are never changed. qmaild is
-also made a member of group qmail: Python cannot be setuid qmailq, so
-qmail-queue runs as qmail-smtpd's user and writes the queue through that
-group (qmailpy.queue.layout, production=True; docs/operations.md).
+created) only where missing; existing accounts are never changed, except
+that membership earlier installs gave and qmail never had is taken back
+(FORMER: qmaild was in group qmail so that its qmail-queue could write the
+queue; qmail-queued writes it now). docs/operations.md, docs/security.md.
 qmailu:qmailu (not in qmail's INSTALL.ids) is the users service's account: it
 alone reads the users database, and shares the SRS keys with qmails
 (qmailpy/install/usersdb.py). It is not vpopmail, so that a vpopmail mailbox's
@@ -20,7 +20,7 @@ VPOPMAIL_HOME = object()        # the user's home is the vpopmail directory
 # (user, primary group, home under $QMAILHOME ("" = the home itself), supplementary groups)
 USERS = (
     ("alias", "nofiles", "alias", ()),
-    ("qmaild", "nofiles", "", ("qmail",)),
+    ("qmaild", "nofiles", "", ()),
     ("qmaill", "nofiles", "", ()),
     ("qmailp", "nofiles", "", ()),
     ("qmailq", "qmail", "", ()),
@@ -31,10 +31,11 @@ USERS = (
 )
 NOLOGIN = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
 EXISTS = 9                      # useradd and groupadd: the name is taken already
+# (user, group) memberships made by earlier installs, taken back by a rerun
+FORMER = (("qmaild", "qmail"),)
 # `make run` as root (tools/install.py --demo): the daemons stay root (single-user mode),
-# but qmail-local runs as the demo mailbox's owner, vpopmail, with group qmail for its
-# forwards' qmail-queue, as on a production home.
-DEMO_GROUPS = ("qmail", "vchkpw")
+# but qmail-local runs as the demo mailbox's owner, vpopmail:vchkpw, as on a production home.
+DEMO_GROUPS = ("vchkpw",)
 DEMO_USERS = tuple(u for u in USERS if u[0] == "vpopmail")
 
 
@@ -99,6 +100,25 @@ def ensure(home, vpopmaildir, log=print, groups=GROUPS, users=USERS):
             "address that falls to alias) by that home's .qmail files; usermod -d %s alias if this home is "
             "the one" % (other, os.path.join(home, "alias"), os.path.join(home, "alias")))
     return made
+
+
+def take_back_former(log=print, former=FORMER):
+    """Remove the memberships in FORMER that are still there (gpasswd -d); what was removed."""
+    done = []
+    for user, group in former:
+        try:
+            members = grp.getgrnam(group).gr_mem
+        except KeyError:
+            continue
+        if user not in members:
+            continue
+        r = subprocess.run(["gpasswd", "-d", user, group], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit("install.py: gpasswd -d %s %s failed: %s" % (user, group, r.stderr.strip()))
+        log("removed user %s from group %s (qmail-queued writes the queue now; %s needs no group of qmail's)"
+            % (user, group, user))
+        done.append((user, group))
+    return done
 
 
 def alias_elsewhere(home):

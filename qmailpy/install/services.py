@@ -6,8 +6,9 @@ $QMAILHOME/service/<name>/env/     envdir: one file per variable (DNSCACHEIP, ..
 $QMAILHOME/etc/crontab             root's cron jobs (crontab -u root), and
 $QMAILHOME/etc/cron.d/qmailpy      the same with the user column, for /etc/cron.d
 
-Services: qmail-send, qmail-smtpd (tcpserver), qmail-usersd (the users
-service qmail-smtpd asks: AUTH, chkuser, POP-before-SMTP), dovecot (POP3), clamd and
+Services: qmail-queued (the queue service), qmail-send, qmail-smtpd
+(tcpserver), qmail-usersd (the users service qmail-smtpd asks: AUTH, chkuser,
+POP-before-SMTP), dovecot (POP3), clamd and
 spamd (made with a `down` file: enable them with `svc -u` after removing it).
 render_*() are pure; write() puts the files in place: run scripts are
 always rewritten; env/ is made when missing and never emptied; down files
@@ -20,7 +21,7 @@ import shutil
 
 from qmailpy.filters import runscripts
 
-SERVICES = ("qmail-send", "qmail-smtpd", "qmail-usersd", "dovecot", "clamd", "spamd")
+SERVICES = ("qmail-queued", "qmail-send", "qmail-smtpd", "qmail-usersd", "dovecot", "clamd", "spamd")
 OFF_BY_DEFAULT = ("clamd", "spamd")        # optional filters: clamd needs freshclam's databases first
 LOG_USER = "qmaill"
 PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -73,6 +74,12 @@ def render_send_run(s):
                                 "qmail-send becomes qmails.", "qmail-send", "./Maildir/")
 
 
+def render_queued_run(s):
+    return render_daemon_run(s, "qmail-queued: the queue service on sock/qmail-queue (what setuid qmail-queue "
+                                "was).\nStarted as root: it binds its socket, then becomes qmailq:qmail, the "
+                                "queue's owner.", "qmail-queued")
+
+
 NO_RCPTHOSTS = ("qmail-smtpd not started: control/rcpthosts is absent, so it would take mail for any domain "
                 "(an open relay). Write it (qmail-config FQDN, or the domains one per line); retrying in 5 s.")
 
@@ -83,9 +90,8 @@ def render_smtpd_run(s):
     ctlvalue = os.path.join(s.root, "qmailpy", "install", "ctlvalue.py")
     limit = "softlimit -m %d " % int(s.softlimit) if s.softlimit else ""
     return ("#!/bin/sh\n" + HEADER +
-            "# qmail-smtpd under tcpserver on %s:%d. -u qmaild; -g is group qmail, not nofiles as in qmail:\n"
-            "# qmail-queue runs as qmail-smtpd's user and writes the queue through that group\n"
-            "# (tcpserver -g replaces every supplementary group).\n"
+            "# qmail-smtpd under tcpserver on %s:%d, as qmail runs it: -u qmaild -g nofiles, no other\n"
+            "# group (tcpserver -g replaces them all); messages go to qmail-queued's socket.\n"
             "exec 2>&1\n"
             "%s -IS %s --present %s rcpthosts || { [ $? = 1 ] && echo %s; sleep 5; exit 111; }\n"
             "SESSIONS=$(%s -IS %s %s tcpsessioncount) || { sleep 5; exit 111; }\n"
@@ -188,7 +194,8 @@ def _mkdir(path, mode=0o755):
 def write(s, controls, log_ids=None, clamav_user=None):
     """Create or update the service directories and cron files; the paths written."""
     filters = render_filters(s, controls, clamav_user)
-    scripts = {"qmail-send": render_send_run(s), "qmail-smtpd": render_smtpd_run(s),
+    scripts = {"qmail-queued": render_queued_run(s), "qmail-send": render_send_run(s),
+               "qmail-smtpd": render_smtpd_run(s),
                "dovecot": render_dovecot_run(s), "clamd": filters["clamd/run"], "spamd": filters["spamd/run"]}
     scripts.update(users_service(s))
     written = []

@@ -5,6 +5,10 @@ Message = our Delivered-To line + the message; envelope sender = NEWSENDER
 $QMAILQUEUE, else bin/qmail-queue, started in the qmail home like qmail.c's
 qmail_open(); its exit code is read with qmail_close()'s table and failures
 say "Unable to forward message: <qq text>." (D -> 100, Z -> 111).
+Where the home has qmail-queued's socket and $QMAILQUEUE is unset, the
+message goes to the service directly (no qmail-queue process; the `qp` is
+the service's number for the insertion): qmail-local holds only the mailbox
+owner's uid and gid, and the service is what may write the queue.
 """
 import os
 
@@ -47,9 +51,14 @@ def forward(recipients, fd0, dtline, sender, environ):
 
     # The SRS sender is not set here: qmail-send rewrites the sender of every remote
     # delivery whose sender is not ours (send/srsmap.py), forwards included.
-    envelope = qq.encode(os.fsencode(sender), [os.fsencode(r) for r in recipients])
     home = paths.qmailhome(environ)
     message.rewind(fd0)
+    if "QMAILQUEUE" not in environ:
+        from qmailpy.queue.sockclient import service_job
+        job = service_job(environ)
+        if job is not None:
+            return _through_service(job, recipients, fd0, dtline, sender)
+    envelope = qq.encode(os.fsencode(sender), [os.fsencode(r) for r in recipients])
     env_r, env_w = os.pipe()
     msg_r, msg_w = os.pipe()
     try:
@@ -68,13 +77,29 @@ def forward(recipients, fd0, dtline, sender, environ):
     finally:
         os.close(env_w)
     code = proc.wait()
-    if code < 0:
-        kind, text = exitcodes.QQ_CRASHED
-    elif code == 0 and not ok:
-        kind, text = exitcodes.qq_status(exitcodes.QQ_READ_ERROR)
-    elif code == 0:
-        return proc.pid
-    else:
-        kind, text = exitcodes.qq_status(code)
+    if code == 0 and not ok:
+        code = exitcodes.QQ_READ_ERROR
+    return _result(code, proc.pid)
+
+
+def _through_service(job, recipients, fd0, dtline, sender):
+    from qmailpy import exitcodes
+    try:
+        job.write(dtline)
+        for data in message.chunks(fd0):
+            job.write(data)
+    except OSError:
+        job.abort()                  # nothing is queued
+        return _result(exitcodes.QQ_READ_ERROR, None)
+    code = job.finish(os.fsencode(sender), [os.fsencode(r) for r in recipients])
+    return _result(code, job.qp)
+
+
+def _result(code, qp):
+    """qp for exit code 0, else the Die qmail_close()'s table gives (negative: killed)."""
+    from qmailpy import exitcodes
+    if code == 0:
+        return qp
+    kind, text = exitcodes.QQ_CRASHED if code < 0 else exitcodes.qq_status(code)
     raise errors.Die(errors.PERM if kind == exitcodes.PERMANENT else errors.TEMP,
                      "Unable to forward message: %s." % text)

@@ -30,12 +30,9 @@ DIRS = (
 SPLIT_DIRS = frozenset(name for name, _, _, is_split in DIRS if is_split)
 USERS = {"q": "qmailq", "s": "qmails", "r": "qmailr"}
 GROUP = "qmail"
-# production=True: Python programs cannot be setuid qmailq, so qmail-queue runs as its
-# caller (qmaild under tcpserver, qmails for bounces). These directories, where
-# qmail-queue creates and links files, become group-writable and setgid for group
-# qmail (docs/operations.md); every other owner and mode stays hier.c's.
-QUEUE_WRITERS_MODE = 0o2770
-QUEUE_WRITERS = ("pid", "intd", "todo", "mess")
+# Where qmail-queue creates files: only their owner, qmailq (qmail-queued, or qmail-queue
+# run in-process as root), may write there, as only setuid qmailq qmail-queue could in qmail.
+QUEUE_WRITTEN = ("pid", "intd", "todo", "mess")
 
 
 def split_path(home, name, msgid, split=SPLIT):
@@ -113,9 +110,7 @@ def _owners():
     """{'q': (uid, gid), ...} when running as root, else None (nothing is chowned).
 
     Each directory gets its qmail user and group qmail where they exist; a missing
-    one leaves that part of the owner as created (-1 to chown). Group qmail alone is
-    enough for the production modes to work: qmail-lspawn gives qmail-local (the
-    mailbox owner) group qmail, and its forwards must enter queue/ and write pid/.
+    one leaves that part of the owner as created (-1 to chown).
     """
     if os.geteuid() != 0:
         return None
@@ -149,17 +144,12 @@ def _mkdir(path, owner, mode, owners):
     _fix(path, owner, mode, owners)
 
 
-def create_queue(home, split=SPLIT, production=False):
-    """Create (or repair) the queue under `home`; existing messages are left alone.
-
-    production: pid/, intd/, todo/ and mess/ (with its split directories) get
-    QUEUE_WRITERS_MODE, for a qmail-queue that runs as a member of group qmail.
-    """
+def create_queue(home, split=SPLIT):
+    """Create (or repair) the queue under `home` with hier.c's owners and modes; existing
+    messages are left alone (adopt_messages)."""
     owners = _owners()
     os.makedirs(home, 0o755, exist_ok=True)
     for name, owner, mode, is_split in DIRS:
-        if production and name in QUEUE_WRITERS:
-            mode = QUEUE_WRITERS_MODE
         base = paths.queue_path(home, name) if name else paths.queue_path(home)
         _mkdir(base, owner, mode, owners)
         if is_split:
@@ -184,3 +174,36 @@ def create_queue(home, split=SPLIT, production=False):
     if not is_fifo:
         os.mkfifo(trigger, 0o622)
     _fix(trigger, "s", 0o622, owners)
+
+
+def adopt_messages(home, split=SPLIT):
+    """Give every file qmail-queue made (pid/, intd/, todo/, mess/) to qmailq:qmail; the paths changed.
+
+    Only as root where qmailq exists. Before qmail-queued, qmail-queue ran as its
+    caller and wrote these files as qmaild, qmails or a mailbox owner, through a
+    group-writable queue; qmail-lspawn and qmail-rspawn now take a message file
+    only from qmailq (qmail's rule), so an install that migrates the queue hands
+    the waiting messages over to it. todo/ entries are links of intd/ entries.
+    """
+    owners = _owners()
+    if owners is None or owners["q"][0] == -1:
+        return []
+    uid, gid = owners["q"]
+    changed = []
+    for name in QUEUE_WRITTEN:
+        base = paths.queue_path(home, name)
+        dirs = [os.path.join(base, str(i)) for i in range(split)] if name in SPLIT_DIRS else [base]
+        for d in dirs:
+            try:
+                entries = list(os.scandir(d))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode) and (st.st_uid, st.st_gid) != (uid, gid if gid != -1 else st.st_gid):
+                        os.chown(entry.path, uid, gid, follow_symlinks=False)
+                        changed.append(entry.path)
+                except FileNotFoundError:
+                    pass              # qmail-clean took it meanwhile
+    return changed

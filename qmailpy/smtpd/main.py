@@ -44,7 +44,7 @@ class Services:
         return self._users
 
     def start_queue(self):
-        return start_job(self.environ)
+        return start_job(self.environ, self.controls)
 
     def authenticate(self, mech, user, secret, challenge):
         if self.argv:
@@ -137,22 +137,15 @@ def _converse(session, fd_in, fd_out, cfg, log):
 def become_qmaild(environ):
     """Started as root (tcpserver without -u/-g): switch to qmaild now, as tcpserver -u/-g does.
 
-    qmaild's primary group and the groups it is a member of (group qmail after
-    `install.py --production`, for qmail-queue to write the queue). No qmaild
-    on the system (a development machine), or QMAILPY_SINGLEUSER: stay as we
-    are, the rule qmail-send follows for its helpers (docs/operations.md).
+    qmaild's uid and primary group (nofiles) and no other group: the process
+    that reads the Internet's input holds nothing that can read the queue
+    (messages go to qmail-queued's socket). No qmaild on the system (a
+    development machine), or QMAILPY_SINGLEUSER: stay as we are, the rule
+    qmail-send follows for its helpers (docs/operations.md).
     """
-    from qmailpy.privs import SMTPD_USER, drops_privileges
-    if not drops_privileges(environ):
-        return
-    import pwd
-    try:
-        pw = pwd.getpwnam(SMTPD_USER)
-    except KeyError:
-        return
-    os.initgroups(pw.pw_name, pw.pw_gid)
-    os.setgid(pw.pw_gid)
-    os.setuid(pw.pw_uid)
+    from qmailpy.privs import SMTPD_USER, become, drops_privileges
+    if drops_privileges(environ):
+        become(SMTPD_USER)
 
 
 USAGE = """usage: qmail-smtpd [checkpassword-program [args ...]]

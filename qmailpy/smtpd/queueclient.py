@@ -1,6 +1,9 @@
-"""Hand a message to the queue program, as qmail.c's qmail_open/qmail_close do.
+"""Hand a message to the queue, as qmail.c's qmail_open/qmail_close do.
 
-The queue program ($QMAILQUEUE, else $QMAILHOME/bin/qmail-queue) gets the
+Where the home has qmail-queued's socket and $QMAILQUEUE is unset, the job
+talks to the service directly (qmailpy.queue.sockclient.SocketJob: same
+write/finish/abort/qp, no process started; `qp` is the service's number for
+the insertion). Otherwise the queue program ($QMAILQUEUE, else $QMAILHOME/bin/qmail-queue) gets the
 message on fd 0 and then the envelope on fd 1. It is started before the 354
 reply (its pid is the `qp` of the 250 reply). posix_spawn keeps the start
 cheap and needs no subprocess module.
@@ -34,8 +37,14 @@ def is_own_queue(path):
         return False
 
 
-def start_job(environ):
-    """A running queue job for one message (see the module docstring)."""
+def start_job(environ, controls=None):
+    """A running queue job for one message (see the module docstring); `controls` (the
+    caller's, else read here) give the time limit of a job through qmail-queued."""
+    if "QMAILQUEUE" not in environ:
+        from qmailpy.queue.sockclient import service_job
+        job = service_job(environ, controls)
+        if job is not None:
+            return job
     program = queue_program(environ)
     if "QMAILQUEUE" not in environ and is_own_queue(program):
         return QueueJob(None, environ)

@@ -5,7 +5,7 @@ qmailpy.spawn.server. Runs `qmail-local -- user homedir local dash ext
 domain sender defaultdelivery` ($QMAILLOCAL, else qmail-local in our own
 bin/), message on fd 0, output collected from fd 1 and 2. Who the delivery
 belongs to is qmailpy.spawn.mailbox's job. As root it runs qmail-local as
-the mailbox's uid/gid (never as root); otherwise as the invoking user
+the mailbox's uid/gid and no other group (never as root); otherwise as the invoking user
 (single-user mode). $MAILDIRQUOTA is set to a users-database mailbox's quota
 and removed otherwise. Reports follow qmail-lspawn.c exactly, cut at 3000 bytes.
 The controls are reread before the next batch of commands when a control
@@ -64,9 +64,6 @@ class Local:
         self.home, self.environ, self.aliasempty = home, environ, aliasempty
         self.qmaillocal = program_path(environ, "qmail-local", "QMAILLOCAL")
         self.root = os.getuid() == 0       # never deliver as root (qmail's QLX_ROOT)
-        # qmail-local's forwards run qmail-queue as the mailbox owner: with group qmail
-        # (when it exists) it can write the production queue, as setuid qmailq would.
-        self.queue_groups = [g for g in (server.qmail_gid(),) if g is not None] if self.root else []
         self.resolver = self.controls = None
         self.reload_wanted = True
         self.refresh()
@@ -101,7 +98,9 @@ class Local:
             return ROOT_REFUSED
         args = [self.qmaillocal, "--", who.user, who.home, local, who.dash, who.ext,
                 domain, sender, self.aliasempty]
-        ids = dict(user=who.uid, group=who.gid, extra_groups=self.queue_groups) if self.root else {}
+        # the owner's uid and gid and no other group (qmail's prot_gid): forwards reach the
+        # queue through qmail-queued, nothing else of the system is theirs to read
+        ids = dict(user=who.uid, group=who.gid, extra_groups=[who.gid]) if self.root else {}
         env = dict(self.environ)
         env.pop("MAILDIRQUOTA", None)          # only a users-database mailbox has a quota
         if who.quota:

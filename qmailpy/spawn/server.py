@@ -90,22 +90,10 @@ def check_messid(messid):
     return None
 
 
-def qmail_gid():
-    """gid of group qmail, or None."""
-    import grp
-    try:
-        return grp.getgrnam("qmail").gr_gid
-    except KeyError:
-        return None
-
-
 class Server:
     def __init__(self, home, program, limit, qmailq_uid=None, fd_in=0, fd_out=1):
         self.home, self.program, self.limit = home, program, limit
-        self.qmailq_uid = qmailq_uid
-        # The production queue (install --production) lets group qmail write mess/
-        # (qmail-queue is not setuid here): a mess file of that group is as trusted.
-        self.qmail_gid = qmail_gid() if qmailq_uid is not None else None
+        self.qmailq_uid = qmailq_uid         # spawn.c: a message file must be qmailq's (qmail-queued wrote it)
         self.fd_in, self.fd_out = fd_in, fd_out
         self.sel = selectors.DefaultSelector()
         self.active = {}                     # delnum -> Delivery
@@ -159,7 +147,7 @@ class Server:
             return b"Zqmail-spawn unable to fstat message. (#4.3.0)\n"
         if not stat.S_ISREG(st.st_mode):
             return b"ZSorry, message has wrong type. (#4.3.5)\n"
-        if self.qmailq_uid is not None and st.st_uid != self.qmailq_uid and st.st_gid != self.qmail_gid:
+        if self.qmailq_uid is not None and st.st_uid != self.qmailq_uid:
             return b"ZSorry, message has wrong owner. (#4.3.5)\n"
         return None
 

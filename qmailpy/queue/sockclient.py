@@ -1,0 +1,177 @@
+"""The client side of qmail-queued: qmail-queue's fd 0 and fd 1 over the service's socket.
+
+A SocketJob has the interface of a running qmail-queue (qmailpy.smtpd.
+queueclient): write() the message, finish(sender, recipients) -> exit code,
+abort(), qp. The service learns who we are from the kernel, so nothing here
+is trusted. Trouble is a temporary exit code, as qmail-qmqpc reports it
+(qmail-queue(8) codes 72-74): the connection is refused or the socket cannot
+be used (73), the connect times out (72), the connection breaks or the
+service stops answering before its answer is complete (74). An answer the
+service did send is kept even when our writing failed (it may have refused
+the message early). Nothing is queued unless the service read the end of
+the message and a complete envelope (proto/qqsock.py).
+
+_socket, not socket: qmail-smtpd imports this for every message, and socket.py
+imports enum and selectors (milliseconds per start).
+"""
+import errno
+import os
+
+import _socket
+
+from qmailpy import exitcodes as X
+from qmailpy import paths
+from qmailpy.proto import qq, qqsock
+
+BUFFER = 65536                 # small writes are gathered into frames of about this size
+NO_SERVICE = (errno.ENOENT, errno.ENOTDIR)
+
+
+class NoService(OSError):
+    """No qmail-queued socket in this home: the queue is written in-process (development, bare homes)."""
+
+
+def socket_path(home):
+    return paths.queue_socket(home)
+
+
+SUN_PATH = 107                 # longest socket path connect() and bind() take (sun_path less its NUL)
+
+
+def address(path):
+    """(what to give connect()/bind(), fd to close afterwards or None) for a socket path.
+
+    A path longer than sun_path (a deep test directory, a long $QMAILHOME) is
+    reached through its directory, opened O_PATH: /proc/self/fd/N/NAME.
+    """
+    if len(os.fsencode(path)) <= SUN_PATH:
+        return path, None
+    fd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return "/proc/self/fd/%d/%s" % (fd, os.path.basename(path)), fd
+
+
+def service_present(home):
+    """Does this home have a qmail-queued socket (running or not)?"""
+    try:
+        os.lstat(socket_path(home))
+    except OSError:
+        return False
+    return True
+
+
+def service_job(environ, controls=None):
+    """A SocketJob to qmail-queued, or None when the home has no qmail-queued socket.
+
+    Its time limit is the service's (control timeoutqueue) and a minute, so the
+    service's own answer (52) comes first. Only what the client needs is
+    imported: qmail-smtpd calls this for every message.
+    """
+    home = os.path.abspath(paths.qmailhome(environ))
+    if not service_present(home):
+        return None
+    from qmailpy.queue.layout import DEATH
+    if controls is None:
+        from qmailpy.ctl.reader import Controls
+        controls = Controls(home, environ)
+    try:
+        limit = controls.value("timeoutqueue") or DEATH
+    except OSError:
+        limit = DEATH                    # the service reads it too, and answers 55
+    try:
+        return SocketJob(home, limit + 60)
+    except NoService:
+        return None
+
+
+class SocketJob:
+    """One message on its way into qmail-queued (see the module docstring)."""
+
+    def __init__(self, home, timeout):
+        """Connect; NoService when the socket is absent. Any other trouble is kept for finish()."""
+        self.qp = None
+        self.reason = ""
+        self.code = None             # set when the job has failed on our side (finish() returns it)
+        self.broken = False          # a write failed: an early answer may still be read
+        self._buf = bytearray()
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+        self.sock.settimeout(timeout)
+        fd = None
+        try:
+            where, fd = address(socket_path(home))
+            self.sock.connect(where)
+        except TimeoutError:
+            self._fail(X.QQ_CONN_TIMEOUT, "timeout connecting to qmail-queued")
+        except OSError as e:
+            self.sock.close()
+            self.sock = None
+            if e.errno in NO_SERVICE:
+                raise NoService(e.errno, e.strerror, socket_path(home)) from None
+            self.code, self.reason = X.QQ_CONN_REJECTED, "unable to connect to qmail-queued: %s" % e.strerror
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _fail(self, code, reason):
+        self.code, self.reason = code, reason
+        self.close()
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def _send(self, data):
+        if self.broken or self.sock is None:
+            return
+        try:
+            self.sock.sendall(data)
+        except OSError:              # TimeoutError too: the service stopped reading
+            self.broken = True
+
+    def write(self, data):
+        """Stream message bytes; a broken connection is noticed here and reported at finish()."""
+        self._buf += data
+        if len(self._buf) >= BUFFER:
+            self._flush()
+
+    def _flush(self):
+        if self._buf:
+            self._send(qqsock.encode_chunk(self._buf))
+            self._buf.clear()
+
+    def finish(self, sender, recipients):
+        """End the message, send the envelope, read the answer: the exit code."""
+        if self.code is not None:
+            return self.code
+        self._flush()
+        self._send(qqsock.END + qq.encode(sender, recipients))
+        try:
+            return self._answer()
+        finally:
+            self.close()
+
+    def _answer(self):
+        dec = qqsock.AnswerDecoder()
+        try:
+            while True:
+                data = self.sock.recv(1024)
+                if not data:
+                    self.reason = "qmail-queued closed the connection without an answer"
+                    return X.QQ_COMM_FAILED
+                got = dec.feed(data)
+                if got is not None:
+                    code, qp, self.reason = got
+                    self.qp = qp or None
+                    return code
+        except TimeoutError:
+            self.reason = "timeout waiting for qmail-queued's answer"
+        except qqsock.FrameError:
+            self.reason = "qmail-queued's answer is garbled"
+        except OSError as e:
+            self.reason = "lost the connection to qmail-queued: %s" % e.strerror
+        return X.QQ_COMM_FAILED
+
+    def abort(self):
+        """Close without the end of the message: the service queues nothing."""
+        self._buf.clear()
+        self.close()

@@ -1,0 +1,107 @@
+"""One client of qmail-queued: read its message and envelope, queue them, answer.
+
+The work is qmail-queue's, done by the same code (qmailpy.queue.enqueue,
+the controls and filters of qmailpy.queue.main), with three differences that
+the socket brings: the caller's uid is the kernel's (SO_PEERCRED), never
+anything the client says; the time limit (control timeoutqueue, qmail-queue's
+alarm) is a deadline on every read from the client, so a client that stalls
+ends with exit code 52 and holds only its own thread; and the number of the
+insertion (`qp`: the Received line's `qmail N`, intd's p record, qmail-smtpd's
+250 reply) is this thread's kernel id, unique among running tasks as
+qmail-queue's pid was.
+"""
+import struct
+import threading
+import time
+
+import socket
+
+from qmailpy import exitcodes as X
+from qmailpy.proto import qqsock
+from qmailpy.queue.enqueue import QueueError, enqueue_all
+from qmailpy.queue.main import attempt, content_filter, time_limit
+
+ANSWER_TIMEOUT = 30            # seconds to hand over the answer to a client that does not read it
+_CRED = struct.Struct("3i")
+
+
+def peer_credentials(conn):
+    """(pid, uid, gid) of the process that connected, from the kernel."""
+    return _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
+
+
+class ClientReader:
+    """The message (read) and then the envelope (read_envelope) of one client, each read
+    bounded by the deadline (time.monotonic())."""
+    __slots__ = ("conn", "deadline", "frames")
+
+    def __init__(self, conn, deadline):
+        self.conn, self.deadline = conn, deadline
+        self.frames = qqsock.MessageDecoder()
+
+    def _recv(self, n):
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise QueueError(X.QQ_TIMEOUT, "timeout")
+        self.conn.settimeout(left)
+        try:
+            return self.conn.recv(n)
+        except TimeoutError:
+            raise QueueError(X.QQ_TIMEOUT, "timeout") from None
+        # any other OSError: enqueue() reports it as a read error (54)
+
+    def read(self, n):
+        """Message bytes; b"" once the end of the message has been read."""
+        while not self.frames.done:
+            data = self._recv(n)
+            if not data:
+                raise QueueError(X.QQ_READ_ERROR, "unable to read message: the connection ended inside it")
+            try:
+                got = self.frames.feed(data)
+            except qqsock.FrameError as e:
+                raise QueueError(e.code, "bad message stream: %s" % e) from None
+            if got:
+                return got
+        return b""
+
+    def read_envelope(self, n):
+        if self.frames.rest:
+            data, self.frames.rest = self.frames.rest, b""
+            return data
+        return self._recv(n)
+
+
+class _Envelope:
+    __slots__ = ("read",)
+
+    def __init__(self, read):
+        self.read = read
+
+
+def serve_client(conn, home, controls_for, log):
+    """Queue what one connection sends and answer it; returns (code, qp, uid, pid) for the log."""
+    pid, uid, _ = peer_credentials(conn)
+    qp = threading.get_native_id()
+    got = {}
+
+    def work():
+        controls = controls_for()
+        reader = ClientReader(conn, time.monotonic() + time_limit(controls))
+        got["ids"] = enqueue_all(home, reader, _Envelope(reader.read_envelope), uid, qp, time.time(),
+                                 content_filter=content_filter(controls))
+
+    code, reason = attempt(work)
+    if code:
+        log("qp %d uid %d pid %d: code %d: %s" % (qp, uid, pid, code, reason))
+    answer(conn, code, qp if code == 0 else 0, reason)
+    return code, qp, uid, pid
+
+
+def answer(conn, code, qp=0, reason=""):
+    """Send the one answer; a client that went away gets nothing (its message is queued or not, as
+    the code says: qmail's at-least-once after the commit)."""
+    try:
+        conn.settimeout(ANSWER_TIMEOUT)
+        conn.sendall(qqsock.encode_answer(code, qp, reason))
+    except OSError:
+        pass

@@ -1,0 +1,213 @@
+"""qmail-queued: the queue service; what setuid qmail-queue was in qmail.
+
+usage: qmail-queued (run by supervise from $QMAILHOME/service/qmail-queued)
+
+Listens on $QMAILHOME/sock/qmail-queue (mode 0666 in a directory 0755: any
+local process may queue a message, as anyone may run qmail-queue) and does
+qmail-queue's whole job for each connection (qmailpy.queued.conn), one thread
+per connection, at most MAX_CLIENTS at once (more are answered 71 at once).
+Started as root it binds the socket (sock/ stays root's: no service's user
+may replace another service's socket) and becomes qmailq (group qmail, no
+other group), the queue's owner; in single-user mode (QMAILPY_SINGLEUSER,
+`make run`, tests), or where no qmailq user exists, it stays who started it.
+The socket is bound under a temporary name and renamed into place, so a
+restarted service replaces it in one step; it is left in place when the
+service stops (clients then get 73, "connection to mail server rejected",
+a temporary error) so that nobody falls back to writing the queue.
+SIGTERM: stop accepting, give the running insertions STOP_WAIT seconds, exit.
+Log lines on fd 2: start, stop, and each insertion that failed.
+"""
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+from qmailpy import exitcodes as X
+from qmailpy import paths
+from qmailpy.log import write_line
+
+MAX_CLIENTS = 500              # connections served at once; tcpsessioncount is 40 by default
+BACKLOG = 128
+STOP_WAIT = 10                 # seconds SIGTERM leaves to the insertions under way
+STACK = 1 << 20                # per thread: enqueue() and the filter clients are shallow
+
+
+def log(text):
+    write_line(2, "qmail-queued: %s" % text)
+
+
+def prepare_socket_dir(home):
+    """sock/, made 0755 if missing. As root it must be root's and writable by root alone:
+    the services' sockets there (sock/qmail-queue, sock/users) are bound by root, and
+    none of the services' users may replace another's socket."""
+    d = os.path.dirname(paths.queue_socket(home))
+    try:
+        os.mkdir(d, 0o755)
+    except FileExistsError:
+        pass
+    if os.geteuid() == 0:
+        st = os.stat(d)
+        if st.st_uid != 0 or st.st_mode & 0o022:
+            log("warning: %s was uid %d mode %04o: made root's, 0755" % (d, st.st_uid, st.st_mode & 0o7777))
+            os.chown(d, 0, 0)
+            os.chmod(d, 0o755)
+    return d
+
+
+def listen(home):
+    """The listening socket at sock/qmail-queue, 0666, put there by rename."""
+    path = paths.queue_socket(home)
+    tmp = "%s.%d" % (path, os.getpid())
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    from qmailpy.queue.sockclient import address
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    where, fd = address(tmp)
+    try:
+        sock.bind(where)
+        os.chmod(tmp, 0o666)
+        sock.listen(BACKLOG)
+        os.rename(tmp, path)
+    except BaseException:
+        sock.close()
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return sock
+
+
+def become_queue_owner(environ):
+    """As root (not single-user): become qmailq:qmail, no other group. The user we end up as."""
+    import pwd
+    from qmailpy.privs import QUEUE_USER, become, drops_privileges
+    if drops_privileges(environ):
+        if become(QUEUE_USER):
+            return QUEUE_USER
+        log("warning: no user %s: running as root" % QUEUE_USER)
+        return "root"
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return "uid %d" % os.getuid()
+
+
+class Service:
+    def __init__(self, home, environ, listener):
+        self.home, self.environ, self.listener = home, environ, listener
+        self.lock = threading.Lock()
+        self.active = 0
+        self.idle = threading.Condition(self.lock)
+        self.stopping = False
+
+    def stop(self, signum=None, frame=None):
+        """SIGTERM: no new connections (accept() fails at once); serve_forever() returns."""
+        self.stopping = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def controls(self):
+        """Fresh controls per message, as qmail-queue reads them per exec: a changed file counts at once."""
+        from qmailpy.ctl.reader import Controls
+        return Controls(self.home, self.environ)
+
+    def serve_forever(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError as e:
+                if self.stopping:
+                    return
+                log("warning: accept: %s" % e.strerror)      # EMFILE and the like: a moment, then on
+                time.sleep(0.1)
+                continue
+            with self.lock:
+                busy = self.active >= MAX_CLIENTS
+                if not busy:
+                    self.active += 1
+            if busy:
+                self.refuse(conn)
+                continue
+            try:
+                threading.Thread(target=self.client, args=(conn,), daemon=True).start()
+            except RuntimeError:         # no thread to be had: like a full house
+                self.done()
+                self.refuse(conn)
+
+    def refuse(self, conn):
+        from qmailpy.queued.conn import answer
+        log("too many clients (%d): one refused for now" % MAX_CLIENTS)
+        answer(conn, X.QQ_TEMP_REFUSED, 0, "qmail-queued is busy")
+        conn.close()
+
+    def client(self, conn):
+        from qmailpy.queued.conn import serve_client
+        try:
+            serve_client(conn, self.home, self.controls, log)
+        except Exception as e:           # a bug outside the insertion itself: the client gets 74
+            log("internal bug: %s: %s" % (type(e).__name__, e))
+        finally:
+            conn.close()
+            self.done()
+
+    def done(self):
+        with self.lock:
+            self.active -= 1
+            if not self.active:
+                self.idle.notify_all()
+
+    def wait_idle(self, seconds):
+        deadline = time.monotonic() + seconds
+        with self.lock:
+            while self.active:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return self.active
+                self.idle.wait(left)
+        return 0
+
+
+USAGE = """usage: qmail-queued
+The queue service: listens on $QMAILHOME/sock/qmail-queue and queues each
+connection's message as qmail-queue does, as the queue's owner, naming the
+caller's uid from the kernel. See docs/qmail-queued.md."""
+
+
+def main():
+    from qmailpy.progstart import start
+    start(USAGE)
+    if len(sys.argv) > 1:
+        write_line(2, USAGE.split("\n", 1)[0])
+        return 100
+    environ = os.environ
+    home = os.path.abspath(paths.qmailhome(environ))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)       # nothing to reread: controls are read per message
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        prepare_socket_dir(home)
+        listener = listen(home)          # as root: nobody but root may replace it
+        user = become_queue_owner(environ)
+        os.umask(0o033)
+    except OSError as e:
+        log("alert: cannot start: %s" % e)
+        time.sleep(1)                    # supervise restarts us: not in a tight loop
+        return 111
+    threading.stack_size(STACK)
+    service = Service(home, environ, listener)
+    signal.signal(signal.SIGTERM, service.stop)
+    log("listening on %s as %s" % (paths.queue_socket(home), user))
+    service.serve_forever()
+    listener.close()
+    left = service.wait_idle(STOP_WAIT)
+    log("exiting" + (" with %d insertions cut short" % left if left else ""))
+    return 0

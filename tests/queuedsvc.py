@@ -1,0 +1,75 @@
+"""qmail-queued for the tests: the real program started in a qmail home, stopped by pid.
+
+Tests whose homes are laid out as an installed server's (tests/test_e2e_support.World, the
+`queued` fixture of tests/conftest.py) queue through it, as `make run` and the production
+install do; unit tests of the queue code write the queue in-process (no socket in the home).
+"""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+from qmailpy import paths
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QUEUED = os.path.join(ROOT, "bin", "qmail-queued")
+
+
+def accepting(home):
+    """Does something accept connections on the home's qmail-queued socket?"""
+    from qmailpy.queue.sockclient import address
+    s = socket.socket(socket.AF_UNIX)
+    fd = None
+    try:
+        where, fd = address(paths.queue_socket(str(home)))
+        s.connect(where)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+        if fd is not None:
+            os.close(fd)
+
+
+class Queued:
+    """One bin/qmail-queued process for `home`; its stderr goes to `log` (a path) or is kept."""
+
+    def __init__(self, home, env, log=None, argv=None):
+        self.home, self.env, self.log = str(home), dict(env, QMAILHOME=str(home)), log
+        self.argv = argv or [QUEUED]
+        self.proc = None
+
+    def start(self, timeout=30):
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        finally:
+            if self.log:
+                out.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc.poll() is None, "qmail-queued exited with %s" % self.proc.returncode
+            if accepting(self.home):          # a killed one's socket refuses: this is ours
+                return self
+            assert time.monotonic() < deadline, "qmail-queued did not listen in %s" % self.home
+            time.sleep(0.01)
+
+    def stop(self, timeout=15):
+        """SIGTERM and wait; the exit code (SIGKILL after `timeout`)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait()

@@ -1,0 +1,311 @@
+"""qmail-queued, the queue service, and its clients (bin/qmail-queue, qmail-smtpd's queue client).
+
+The real bin/qmail-queued in a scratch home (single-user mode, as the suite runs everything),
+except where a test needs to change a limit: then the service runs in this process on its
+own listening socket (qmailpy.queued.main.Service). What must hold: the same bytes on disk
+and the same exit codes as qmail-queue in-process, the caller's uid from the kernel, a
+temporary code (never a half-written message) whenever the service is missing, busy, slow
+or killed, and no client able to hold up another.
+"""
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from qmailpy import exitcodes as X
+from qmailpy import paths
+from qmailpy.proto import qq, qqsock
+from qmailpy.queue import layout, sockclient
+from qmailpy.queued import main as Q
+from queuedsvc import Queued
+from test_queue import ENV, MSG, QMAIL_QUEUE, debris, only, qenv, run_qq
+
+ROOT = Path(__file__).resolve().parents[1]
+TCP_ENV = {"PROTO": "TCP", "TCPLOCALIP": "127.0.0.1", "TCPLOCALPORT": "25", "TCPREMOTEIP": "127.0.0.1",
+           "TCPLOCALHOST": "mx.example.org"}
+
+
+@pytest.fixture
+def home(tmp_path):
+    h = tmp_path / "qmail"
+    layout.create_queue(str(h))
+    (h / "control").mkdir()
+    return h
+
+
+@pytest.fixture
+def service(home, tmp_path):
+    q = Queued(home, os.environ, log=str(tmp_path / "queued.log")).start()
+    yield q
+    q.stop()
+
+
+class InProcess:
+    """A Service on its own thread in this process (for tests that change MAX_CLIENTS)."""
+
+    def __init__(self, home):
+        Q.prepare_socket_dir(str(home))
+        self.service = Q.Service(str(home), dict(os.environ, QMAILHOME=str(home)), Q.listen(str(home)))
+        self.thread = threading.Thread(target=self.service.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.service.stop()
+        self.thread.join(10)
+        self.service.listener.close()
+        assert self.service.wait_idle(10) == 0
+
+
+def mess_of(home, msgid):
+    return Path(layout.mess_path(str(home), msgid)).read_bytes()
+
+
+def received(data):
+    m = re.match(rb"Received: \(qmail (\d+) invoked (by uid (\d+)|from network|for bounce|by alias)\); [^\n]+\n",
+                 data)
+    assert m, data[:200]
+    return int(m.group(1)), m.group(2).decode(), data[m.end():]
+
+
+def raw_client(home):
+    s = socket.socket(socket.AF_UNIX)
+    where, fd = sockclient.address(paths.queue_socket(str(home)))
+    try:
+        s.connect(where)
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return s
+
+
+def read_answer(s, timeout=30):
+    s.settimeout(timeout)
+    dec = qqsock.AnswerDecoder()
+    while True:
+        data = s.recv(1000)
+        if not data:
+            return None
+        got = dec.feed(data)
+        if got:
+            return got
+
+
+# -- the same job as qmail-queue
+
+def test_qmail_queue_goes_through_the_service(home, service):
+    t0 = time.time()
+    rc, err, pid = run_qq(home)
+    assert (rc, err) == (0, "")
+    msgid = only(home / "queue" / "todo")
+    qp, who, rest = received(mess_of(home, msgid))
+    assert who == "by uid %d" % os.getuid() and rest == MSG
+    assert qp != pid                     # the service's number for the insertion, not the client's pid
+    intd = (home / "queue" / "intd" / str(msgid)).read_bytes()
+    assert intd == b"u%d\0p%d\0" % (os.getuid(), qp) + ENV[:-1]
+    st = os.stat(layout.mess_path(str(home), msgid))
+    assert (st.st_uid, st.st_mode & 0o777) == (os.getuid(), 0o644)     # umask 033, as qmail-queue
+    assert os.path.getmtime(home / "queue" / "todo" / str(msgid)) >= int(t0)
+    assert debris(home) == sorted(["intd/%d" % msgid, "mess/%d/%d" % (msgid % 23, msgid), "todo/%d" % msgid])
+
+
+@pytest.mark.parametrize("envelope, code", [
+    (b"Xa@b\0Tc@d\0\0", X.QQ_ENVELOPE_FORMAT),
+    (b"Fa@b\0Xc@d\0\0", X.QQ_ENVELOPE_FORMAT),
+    (b"Fa@b\0Tc@d\0", X.QQ_READ_ERROR),
+    (b"", X.QQ_READ_ERROR),
+    (b"F" + b"a" * qq.ADDR + b"\0\0", X.QQ_ADDR_TOO_LONG),
+])
+def test_envelope_errors_are_qmail_queues_and_leave_nothing(home, service, envelope, code):
+    rc, err, _ = run_qq(home, MSG, envelope)
+    assert rc == code
+    assert err.startswith("qmail-queue: ") and err.count("\n") == 1
+    assert debris(home) == []
+
+
+def test_queue_trouble_is_the_services_exit_code(home, service):
+    os.rmdir(home / "queue" / "intd")
+    rc, err, _ = run_qq(home)
+    assert rc == X.QQ_INTD and err.startswith("qmail-queue: unable to create ")
+    assert debris(home) == []
+
+
+def test_bad_control_is_55(home, service):
+    (home / "control" / "timeoutqueue").write_text("soon\n")
+    rc, err, _ = run_qq(home)
+    assert rc == X.QQ_CONFIG and "timeoutqueue" in err
+    assert debris(home) == []
+
+
+def test_smtpd_queues_through_the_service_with_its_qp(home, service):
+    (home / "control" / "rcpthosts").write_text("example.org\n")
+    session = (b"HELO c\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+               b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+    r = subprocess.run([str(ROOT / "bin" / "qmail-smtpd")], input=session, capture_output=True, timeout=30,
+                       env=dict(qenv(home), **TCP_ENV))
+    replies = r.stdout.decode().split("\r\n")
+    qp = int(re.match(r"250 ok \d+ qp (\d+)$", replies[5]).group(1))
+    msgid = only(home / "queue" / "todo")
+    got_qp, who, rest = received(mess_of(home, msgid))
+    assert got_qp == qp and who == "by uid %d" % os.getuid()
+    assert rest.startswith(b"Received: from unknown (HELO c) (127.0.0.1)\n  by mx.example.org with SMTP; ")
+    assert rest.endswith(b"\nSubject: x\n\nhello\n")
+
+
+def test_qmail_queue_does_not_wait_for_envelope_eof(home, service):
+    r0, w0 = os.pipe()
+    r1, w1 = os.pipe()
+    p = subprocess.Popen([QMAIL_QUEUE], stdin=r0, stdout=r1, env=qenv(home))
+    os.close(r0), os.close(r1)
+    os.write(w0, MSG), os.close(w0)
+    os.write(w1, ENV + b"trailing bytes are never read")
+    try:
+        assert p.wait(timeout=30) == 0
+    finally:
+        os.close(w1)
+    assert len(os.listdir(home / "queue" / "todo")) == 1
+
+
+def test_a_forged_received_line_stays_below_the_services_own(home, service):
+    forged = b"Received: (qmail 1 invoked by uid 0); 1 Jan 2000 00:00:00 -0000\n" + MSG
+    assert run_qq(home, forged)[0] == 0
+    _, who, rest = received(mess_of(home, only(home / "queue" / "todo")))
+    assert who == "by uid %d" % os.getuid() and rest == forged
+
+
+# -- the service missing, refusing, dying
+
+def test_service_down_is_73_and_queues_nothing(home, service):
+    service.stop()
+    assert os.path.exists(paths.queue_socket(str(home)))          # left in place: no fallback
+    rc, err, _ = run_qq(home)
+    assert rc == X.QQ_CONN_REJECTED
+    assert err == "qmail-queue: unable to connect to qmail-queued: Connection refused\n"
+    assert debris(home) == []
+    (home / "control" / "rcpthosts").write_text("example.org\n")
+    session = b"HELO c\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n"
+    r = subprocess.run([str(ROOT / "bin" / "qmail-smtpd")], input=session, capture_output=True, timeout=30,
+                       env=dict(qenv(home), **TCP_ENV))
+    assert r.stdout.decode().split("\r\n")[5] == "451 connection to mail server rejected (#4.4.1)"
+
+
+def test_without_a_socket_qmail_queue_writes_the_queue_itself(home):
+    assert not os.path.exists(paths.queue_socket(str(home)))
+    rc, _, pid = run_qq(home)
+    assert rc == 0
+    assert received(mess_of(home, only(home / "queue" / "todo")))[0] == pid
+
+
+def test_killed_mid_message_is_74_and_leaves_only_debris_clean_stale_removes(home, service):
+    job = sockclient.SocketJob(str(home), 30)
+    job.write(b"Subject: cut\n\n" + b"x" * 100000)
+    job._flush()
+    deadline = time.monotonic() + 10
+    while not any(os.listdir(home / "queue" / "mess" / d) for d in os.listdir(home / "queue" / "mess")):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    service.kill()
+    assert job.finish(b"a@b", [b"c@d"]) == X.QQ_COMM_FAILED
+    assert os.listdir(home / "queue" / "todo") == []
+    from qmailpy.queue import clean
+    clean.clean_stale(str(home), time.time() + 2 * layout.OSSIFIED)
+    assert debris(home) == []
+
+
+def test_restarted_service_replaces_the_socket_of_a_killed_one(home, service):
+    service.kill()
+    assert run_qq(home)[0] == X.QQ_CONN_REJECTED
+    service.start()
+    assert run_qq(home)[0] == 0
+
+
+# -- clients that misbehave hold up nobody
+
+def test_garbage_and_lies_get_their_code_and_the_next_client_is_served(home, service):
+    s = raw_client(home)
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    assert read_answer(s)[:2] == (X.QQ_ENVELOPE_FORMAT, 0)
+    s = raw_client(home)
+    s.sendall(b"9999:short")                  # says 9999 bytes, sends 5 and the end
+    s.shutdown(socket.SHUT_WR)
+    assert read_answer(s)[:2] == (X.QQ_READ_ERROR, 0)
+    s = raw_client(home)
+    s.sendall(b"%d:" % (qqsock.MAX_CHUNK + 1))
+    assert read_answer(s)[:2] == (X.QQ_ENVELOPE_FORMAT, 0)
+    s = raw_client(home)
+    s.sendall(b"3:abc,0:,Fa@b\0Tc@d\0")       # the envelope without its final NUL
+    s.shutdown(socket.SHUT_WR)
+    assert read_answer(s)[:2] == (X.QQ_READ_ERROR, 0)
+    assert debris(home) == []
+    assert run_qq(home)[0] == 0
+
+
+def test_a_stalled_client_times_out_alone(home, service):
+    (home / "control" / "timeoutqueue").write_text("2\n")
+    stalled = raw_client(home)
+    stalled.sendall(b"5:hello,")              # and nothing more
+    t0 = time.monotonic()
+    codes = [run_qq(home, MSG + b"%d\n" % i)[0] for i in range(3)]
+    assert codes == [0, 0, 0]
+    code, qp, reason = read_answer(stalled, timeout=30)
+    assert (code, qp, reason) == (X.QQ_TIMEOUT, 0, "timeout")
+    assert time.monotonic() - t0 >= 1.5
+    assert len(os.listdir(home / "queue" / "todo")) == 3
+    assert all(not os.listdir(home / "queue" / d) for d in ("pid",))
+
+
+def test_twenty_clients_at_once(home, service):
+    results = {}
+
+    def client(i):
+        job = sockclient.SocketJob(str(home), 60)
+        for k in range(20):
+            job.write(b"Subject: %d\n\n" % i if k == 0 else b"line %d of %d\n" % (k, i))
+        results[i] = (job.finish(b"s%d@example.org" % i, [b"r%d@example.net" % i]), job.qp)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(code for code, _ in results.values()) == [0] * 20
+    assert len({qp for _, qp in results.values()}) == 20
+    assert len(os.listdir(home / "queue" / "todo")) == 20
+
+
+def test_a_full_house_answers_71(home, monkeypatch):
+    monkeypatch.setattr(Q, "MAX_CLIENTS", 2)
+    svc = InProcess(home)
+    try:
+        holders = [raw_client(home) for _ in range(2)]
+        for h in holders:
+            h.sendall(b"1:x,")
+        deadline = time.monotonic() + 10
+        while svc.service.active < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        rc, err, _ = run_qq(home)
+        assert rc == X.QQ_TEMP_REFUSED and err == "qmail-queue: qmail-queued is busy\n"
+        for h in holders:
+            h.sendall(b"0:,Fa@b\0Tc@d\0\0")
+            assert read_answer(h)[0] == 0
+        assert run_qq(home)[0] == 0
+    finally:
+        svc.stop()
+
+
+def test_sigterm_lets_the_running_insertion_finish(home, service):
+    job = sockclient.SocketJob(str(home), 30)
+    job.write(b"Subject: slow\n\n")
+    job._flush()
+    time.sleep(0.2)
+    service.proc.terminate()
+    time.sleep(0.2)
+    assert run_qq(home)[0] == X.QQ_CONN_REJECTED          # no new clients
+    assert job.finish(b"a@b", [b"c@d"]) == 0             # the one under way is queued
+    assert service.proc.wait(timeout=15) == 0
+    assert len(os.listdir(home / "queue" / "todo")) == 1
