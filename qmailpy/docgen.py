@@ -137,10 +137,10 @@ def pages(docdir):
 
 
 def main(argv):
+    from qmailpy.fileio import atomic_write
     docdir = argv[0] if argv else "docs"
-    for path, text in pages(docdir).items():
-        with open(path, "w") as f:
-            f.write(text)
+    for path, text in pages(docdir).items():        # generated again by the next `make docs`
+        atomic_write(path, text.encode(), durable=False)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,17 @@ QQ_EXEC_FAILED = 120           # produced by the caller's child: exec of qmail-q
 
 PERMANENT, TEMPORARY = "D", "Z"
 
+
+class QueueError(Exception):
+    """Why a message was not queued; `code` is qmail-queue's exit code. Raised by qmail-queue
+    (qmailpy.queue.enqueue) and by the content filters it runs (qmailpy.filters), so it lives
+    below both."""
+
+    def __init__(self, code, reason):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
 # code -> (kind, text), as qmail_close() returns them (without the leading kind letter).
 QQ_TEXTS = {
     QQ_ADDR_TOO_LONG: (PERMANENT, "envelope address too long for qq (#5.1.3)"),
@@ -61,7 +72,6 @@ QQ_TEXTS = {
 QQ_OTHER_PERMANENT = (PERMANENT, "qq permanent problem (#5.3.0)")    # other 11..40
 QQ_OTHER_TEMPORARY = (TEMPORARY, "qq temporary problem (#4.3.0)")    # anything else
 QQ_CRASHED = (TEMPORARY, "qq crashed (#4.3.0)")                      # killed by a signal
-QQ_WAITPID_SURPRISE = (TEMPORARY, "qq waitpid surprise (#4.3.0)")
 
 SMTP_OK, SMTP_TEMPFAIL, SMTP_PERMFAIL = 250, 451, 554
 
@@ -97,6 +107,10 @@ def qq_crash_reply():
     """What qmail-smtpd answers when qmail-queue died from a signal."""
     return SMTP_TEMPFAIL, QQ_CRASHED[1]
 
+
+# -- every program: qmail's strerr_die() conventions
+EXIT_USAGE = 100               # called wrongly (qmail's usage errors)
+EXIT_TROUBLE = 111             # temporary trouble (controls, queue, a lost child): try again
 
 # -- delivery programs (qmail-local, qmail-remote, .qmail commands)
 DELIVERY_OK = 0

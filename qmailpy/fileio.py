@@ -2,8 +2,10 @@
 
 atomic_write() is the temp-file-and-rename rule: a new file beside the
 target (O_EXCL, so two writers never share it), every byte written, fsync,
-the mode set, rename over the target, fsync of the directory (durable=True:
-the rename survives a power loss, as qmail's tools fsync before renaming).
+the mode and owner set, rename over the target, fsync of the directory
+(durable=True: the rename survives a power loss, as qmail's tools fsync
+before renaming). Every program and tool that replaces a file calls it and
+says at the call how durable the file must be.
 write_cdb() builds a constant database (qmail's cdbmake format, djb hash,
 module cdblib) in memory and replaces the target with it the same way:
 qmail-newmrh, qmail-newu.
@@ -20,17 +22,27 @@ def fsync_dir(path):
         os.close(fd)
 
 
-def atomic_write(path, data, durable=True, mode=0o644):
-    """Replace `path` by `data` (bytes); on any error the old file is left as it was."""
+def atomic_write(path, data, durable=True, mode=0o644, owner=None, tmp=None):
+    """Replace `path` by `data` (bytes); on any error the old file is left as it was.
+
+    durable: fsync the file before the rename and the directory after it (False: a
+    crash may leave the old file, or on some file systems an empty one). mode: the
+    new file's mode (not narrowed by the umask). owner: (uid, gid) to give it, -1 for
+    either part to leave as created. tmp: where the temp file goes (default: beside
+    `path`, named .NAME.tmp.PID); it must be on the same file system.
+    """
     folder, base = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, ".%s.tmp.%d" % (base, os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    if tmp is None:
+        tmp = os.path.join(folder, ".%s.tmp.%d" % (base, os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             os.fchmod(fd, mode)
+            if owner is not None and owner != (-1, -1):
+                os.fchown(fd, *owner)
             if durable:
                 os.fsync(fd)
         finally:

@@ -1,5 +1,6 @@
-"""Where a qmail home keeps things. Pure: no I/O, no imports beyond os.path."""
-import os.path
+"""Where a qmail home keeps things, and where its programs are. No imports beyond os and sys."""
+import os
+import sys
 
 DEFAULT_HOME = "/var/qmail"   # qmail's compiled-in auto_qmail
 CONTROL = "control"
@@ -28,6 +29,21 @@ def bin_path(home, name):
 def queue_socket(home):
     """qmail-queued's Unix socket: what setuid qmail-queue was, every caller connects here."""
     return os.path.join(home, SOCK, "qmail-queue")
+
+
+def program_path(environ, name, env_name):
+    """$env_name if set, else NAME beside our launcher if executable, else bin/NAME of the home.
+
+    Looking beside sys.argv[0] first lets a checkout's bin/ run against any
+    $QMAILHOME (tests, `make run`) as qmail's programs find each other in bin/.
+    """
+    got = environ.get(env_name) if env_name else None
+    if got:
+        return got
+    mine = os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), name)
+    if os.access(mine, os.X_OK):
+        return mine
+    return bin_path(qmailhome(environ), name)
 
 
 def sessions_path(home):

@@ -8,7 +8,7 @@ from collections import namedtuple
 
 from qmailpy.proto.date822 import date822
 from qmailpy.proto.quote import quote, quote2
-from qmailpy.send import bounce, bouncecopy
+from qmailpy.send import bounce, mime
 
 STRIPPED = b"\n\n--- End of message stripped.\n"
 Skeleton = namedtuple("Skeleton", "copy boundary")
@@ -44,7 +44,7 @@ def header_value(lines, name):
 
 def multipart_boundary(content_type):
     """The boundary of a multipart Content-Type value, or None (unchecked, as before)."""
-    return bouncecopy.boundary_param(content_type)
+    return mime.boundary_param(content_type)
 
 
 def _delimiter(line, stack):

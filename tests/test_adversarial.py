@@ -20,7 +20,7 @@ from qmailpy.proto.lines import MAX_LINE
 from qmailpy.addr.rewrite import LOCAL, Rewriter
 from qmailpy.smtpd.config import SmtpdConfig
 from qmailpy.smtpd.main import READ_SIZE
-from qmailpy.smtpd.session import Session
+from qmailpy.smtpd.driver import Conversation
 
 HOSTS = "example.org\n.sub.example.org\n"
 SMTPLF = R.STRAY_LF
@@ -38,7 +38,7 @@ def session_for(tmp_path, controls=(), env=None, services=None, checkpassword=Fa
     environ = dict(TCP_ENV, **(env or {}))      # RELAYCLIENT only when a test sets it
     ctl = Controls(home.root, environ)
     services = (services or FakeServices)(ctl, checkpassword)
-    session = Session(SmtpdConfig(ctl, environ), services)
+    session = Conversation(SmtpdConfig(ctl, environ), services)
     return session, services, session.start()
 
 
@@ -414,7 +414,7 @@ class DelayServices(FakeServices):
         super().__init__(*args)
         self.delays = []
 
-    def auth_delay(self):
+    def sleep(self, seconds):                  # AUTH failures only: no tarpit here
         self.delays.append(len(self.session.out))
 
 

@@ -352,13 +352,25 @@ def test_auth_brute_force_real_delay_and_no_secrets(qhome):
     assert plain(b"good@example.org", b"secret") not in err
 
 
-def test_default_auth_failure_delay_goes_through_services():
-    from qmailpy.smtpd.main import AUTH_FAILURE_DELAY, Services
-    for env, want in (({}, AUTH_FAILURE_DELAY), ({"AUTHFAILDELAY": "2.5"}, 2.5)):
-        services = Services(env, [], None)
+def test_default_auth_failure_delay_goes_through_services(qhome):
+    """The session's Sleep after a failed AUTH: AUTHFAILDELAY, default 5 s, slept by Services."""
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.smtpd.config import AUTH_FAILURE_DELAY, SmtpdConfig
+    from qmailpy.smtpd.driver import Conversation
+    from qmailpy.smtpd.main import Services
+    qhome.control("smtpauth", "1\n")
+    checkpassword = [sys.executable, os.path.join(ROOT, "tests", "checkpassword.py")]
+    for extra, want in (({}, AUTH_FAILURE_DELAY), ({"AUTHFAILDELAY": "2.5"}, 2.5)):
+        env = qhome.env(**TCP_ENV)
+        env.pop("AUTHFAILDELAY", None)
+        env.update(extra)
+        services = Services(env, checkpassword, lambda *args, **fields: None)
         slept = []
         services.sleep = slept.append
-        services.auth_delay()
+        session = Conversation(SmtpdConfig(Controls(qhome.root, env), env), services)
+        session.start()
+        assert session.feed(b"EHLO x\r\nAUTH PLAIN " + plain(b"good@example.org", b"wrong") + b"\r\n"
+                            ).endswith(R.AUTH_FAILED.encode() + b"\r\n")
         assert slept == [want]
     assert AUTH_FAILURE_DELAY == 5.0
 

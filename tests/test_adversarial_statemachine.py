@@ -34,7 +34,7 @@ from qmailpy.ctl.reader import Controls
 from qmailpy.proto import replies as R
 from qmailpy.proto.grammar import apply_localiphost, parse_path
 from qmailpy.smtpd.config import SmtpdConfig
-from qmailpy.smtpd.session import Session
+from qmailpy.smtpd.driver import Conversation
 
 _ROOT = tempfile.mkdtemp(prefix="qmailpy-sm-")
 atexit.register(shutil.rmtree, _ROOT, True)
@@ -173,7 +173,7 @@ class DelayServices(FakeServices):
         super().__init__(*args)
         self.delays = 0
 
-    def auth_delay(self):
+    def sleep(self, seconds):                  # AUTH failures only: no tarpit here
         self.delays += 1
 
 
@@ -208,7 +208,7 @@ class SmtpMachine(RuleBasedStateMachine):
         env = dict(TCP_ENV)
         controls = Controls(home_for(newline, smtpauth), env)
         self.services = DelayServices(controls, True)         # AUTH: good@example.org / secret
-        self.session = Session(SmtpdConfig(controls, env), self.services)
+        self.session = Conversation(SmtpdConfig(controls, env), self.services)
         self.newline, self.smtpauth = newline, smtpauth
         self.esmtp = False
         self.sender = None          # bytes once MAIL was accepted

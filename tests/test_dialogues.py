@@ -17,7 +17,7 @@ from qmailpy.proto import replies as R
 from qmailpy.proto.qq import decode
 from qmailpy.queue.layout import create_queue
 from qmailpy.smtpd.config import SmtpdConfig
-from qmailpy.smtpd.session import Session, refuse_controls
+from qmailpy.smtpd.driver import Conversation, refuse_controls
 
 FILES = sorted(glob.glob(os.path.join(ROOT, "tests", "dialogues", "*.txt")))
 TCP_ENV = {"TCPREMOTEIP": "127.0.0.1", "TCPLOCALIP": "127.0.0.1", "TCPLOCALHOST": "localhost",
@@ -85,10 +85,10 @@ class FakeServices:
         self._users = None
 
     def users(self):
-        """qmail-smtpd's own choice (qmailpy.usersd.client.open_answers): the users service where
+        """qmail-smtpd's own choice (qmailpy.users.service.open_answers): the users service where
         the home has its socket, else the database itself."""
         if self._users is None:
-            from qmailpy.usersd.client import open_answers
+            from qmailpy.users.service import open_answers
             self._users = open_answers(self.controls.home, self.controls)
         return self._users
 
@@ -99,10 +99,7 @@ class FakeServices:
         return time.time()        # the relay table (POP-before-SMTP) is written with real times
 
     def sleep(self, seconds):
-        self.slept.append(seconds)     # the tarpit: recorded, never slept in-process
-
-    def auth_delay(self):
-        pass
+        self.slept.append(seconds)     # the tarpit and AUTH failures: recorded, never slept in-process
 
     def start_queue(self):
         return FakeJob(self.queued, 999)
@@ -151,7 +148,7 @@ def run_in_process(tmp_path, d, dns_env):
     controls = Controls(home.root, env)
     services = FakeServices(controls, d.checkpassword)
     try:
-        session = Session(SmtpdConfig(controls, env), services)
+        session = Conversation(SmtpdConfig(controls, env), services)
     except ControlError as e:           # what serve() answers instead of the greeting
         assert d.steps == [(b"", [R.NO_CONTROLS])] and d.expect_closed, d.name
         check_lines([refuse_controls(services.log, e).decode().rstrip("\r\n")], d.steps[0][1], d.name)

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from qmailpy.local import maildirsize, quota
+from qmailpy import maildirpp
+from qmailpy.local import quota
 from test_local_support import Box, maildirmake
 
 MSG = b"Subject: q\n\n" + b"x" * 1000 + b"\n"
@@ -151,7 +152,7 @@ def test_subfolder_counts_against_parent(box):
     ("1000", "1000S"), ("10K", "10240S"), ("2m", "2097152S"), ("5000S,10C", "5000S,10C"),
 ])
 def test_normalize(value, out):
-    assert quota.normalize(value) == out
+    assert maildirpp.normalize(value) == out
 
 
 @pytest.mark.parametrize("definition, size, count, over", [
@@ -160,15 +161,15 @@ def test_normalize(value, out):
     ("100", 101, 1, True), ("2C", 10 ** 9, 2, False),
 ])
 def test_over(definition, size, count, over):
-    assert quota.over(definition, size, count) is over
+    assert maildirpp.over(definition, size, count) is over
 
 
 def test_maildirsize_read_tolerates_junk(tmp_path):
     p = tmp_path / "maildirsize"
     p.write_bytes(b"100S\n10 1\n-5 -1\n7x 2y\nfoo\n\n")
-    st = maildirsize.read(str(p))
+    st = maildirpp.read(str(p))
     assert (st.definition, st.size, st.count, st.nlines, st.too_big) == ("100S", 12, 2, 5, False)
-    assert maildirsize.read(str(tmp_path / "none")) is None
+    assert maildirpp.read(str(tmp_path / "none")) is None
 
 
 @pytest.mark.parametrize("name, size", [
@@ -176,4 +177,4 @@ def test_maildirsize_read_tolerates_junk(tmp_path):
     ("1.2.h", None), ("1.2.h:2,S=5", None), ("1.2.a,S=1,S=2", 2),
 ])
 def test_parse_size(name, size):
-    assert maildirsize.parse_size(name) == size
+    assert maildirpp.parse_size(name) == size

@@ -12,7 +12,7 @@ from qmailpy.policy import ACCEPT, REFUSE, SKIP, TEMPFAIL, Verdict
 from qmailpy.policy.engine import MAIL_CHECKS, RCPT_CHECKS, Envelope, Policy
 from qmailpy.policy.lookup import StaticResolver
 from qmailpy.smtpd.config import Peer, SmtpdConfig
-from qmailpy.smtpd.session import Session
+from qmailpy.smtpd.driver import Conversation
 from test_dialogues import TCP_ENV, FakeServices
 
 
@@ -25,7 +25,7 @@ def make_session(tmp_path, controls=None, **env):
     environ = dict(TCP_ENV, **env)
     ctl = Controls(home.root, environ)
     services = FakeServices(ctl)
-    session = Session(SmtpdConfig(ctl, environ), services)
+    session = Conversation(SmtpdConfig(ctl, environ), services)
     session.start()
     return session, services
 

@@ -5,11 +5,11 @@ import pytest
 from conftest import Home
 from dnsserver import dns_server  # noqa: F401  (fixture)
 from qmailpy.ctl.reader import Controls
-from qmailpy.policy import spf
+from qmailpy.policy import spf, spfmacro
 from qmailpy.policy.engine import Envelope, Policy
 from qmailpy.policy.lookup import StaticResolver
 from qmailpy.smtpd.config import Peer, SmtpdConfig
-from qmailpy.smtpd.session import Session
+from qmailpy.smtpd.driver import Conversation
 from test_dialogues import TCP_ENV, FakeServices
 
 CLIENT = "192.0.2.7"
@@ -38,7 +38,7 @@ def session_for(tmp_path, dns, controls=None, **env):
     environ.update(env)
     ctl = Controls(home.root, environ)
     services = FakeServices(ctl)
-    session = Session(SmtpdConfig(ctl, environ), services)
+    session = Conversation(SmtpdConfig(ctl, environ), services)
     session.start()
     return session, services
 
@@ -92,7 +92,7 @@ def test_no_spf_for_authenticated_or_relayclient(tmp_path, dns_server):
     assert talk(session, "MAIL FROM:<joe@fail.example>", "RCPT TO:<b@elsewhere.example>") == ["250 ok", "250 ok"]
     assert dns_server.queries == []
     session, _ = session_for(tmp_path / "2", dns_server, {"spfbehavior": "6"})
-    session.auth_user = "good@example.org"
+    session.session.assume_auth("good@example.org")
     assert talk(session, "MAIL FROM:<joe@fail.example>") == ["250 ok"]
     assert session.mail.spf is None and dns_server.queries == []
 
@@ -132,7 +132,7 @@ def test_redirect_include_and_mx(tmp_path, dns_server):
 
 def ctx(sender="strong-bad@email.example.com", helo="mx.example.org", ip="192.0.2.3", receiver="mx.here",
         resolver=None):
-    return spf.attach_query(spf.Context(sender, helo, ip, receiver), resolver or StaticResolver())
+    return spf.attach_query(spfmacro.Context(sender, helo, ip, receiver), resolver or StaticResolver())
 
 
 @pytest.mark.parametrize("spec,want", [
@@ -164,51 +164,51 @@ def ctx(sender="strong-bad@email.example.com", helo="mx.example.org", ip="192.0.
 def test_macro_expansion_rfc_examples_and_qmail_spf_extensions(spec, want):
     c = ctx()
     c.expdomain = "email.example.com"
-    assert spf.expand(spec, c, "email.example.com") == want
+    assert spfmacro.expand(spec, c, "email.example.com") == want
 
 
 def test_upper_case_macros_escape_as_rfc_3986():
     c = ctx(sender="~jack&jill=up-a_b3.c/x y@e8.example.com")
-    assert spf.expand("%{L}|%{l}", c, "e8.example.com") == "~jack%26jill%3Dup-a_b3.c%2Fx%20y|~jack&jill=up-a_b3.c/x y"
+    assert spfmacro.expand("%{L}|%{l}", c, "e8.example.com") == "~jack%26jill%3Dup-a_b3.c%2Fx%20y|~jack&jill=up-a_b3.c/x y"
 
 
 def test_macros_of_the_null_sender_and_ipv6():
     c = ctx("", "mx.example.org", "2001:db8::cb01", "me")
-    assert spf.expand("%{l}|%{o}|%{s}|%{v}|%{h}|%{c}", c, "mx.example.org") == (
+    assert spfmacro.expand("%{l}|%{o}|%{s}|%{v}|%{h}|%{c}", c, "mx.example.org") == (
         "postmaster|mx.example.org|postmaster@mx.example.org|ip6|mx.example.org|2001:db8::cb01")
-    assert spf.expand("%{i}", c, "x") == "2.0.0.1.0.D.B.8.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.C.B.0.1"
-    assert spf.expand("%{ir}.%{v}.arpa", c, "x") == (
+    assert spfmacro.expand("%{i}", c, "x") == "2.0.0.1.0.D.B.8.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.C.B.0.1"
+    assert spfmacro.expand("%{ir}.%{v}.arpa", c, "x") == (
         "1.0.B.C.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.B.D.0.1.0.0.2.ip6.arpa")
 
 
 @pytest.mark.parametrize("spec", ["%", "a%b", "%{", "%{z}", "%{d0}", "%{d2x}", "%{dr;}", "%{c}", "a\rb",
                                   "%{xr}", "caf\u00e9"])
 def test_domain_specs_are_strict(spec):
-    with pytest.raises(spf.MacroError):
-        spf.parse(spec, spf.DOMAIN)
+    with pytest.raises(spfmacro.MacroError):
+        spfmacro.parse(spec, spfmacro.DOMAIN)
 
 
 def test_explanations_allow_c_r_t_spaces_and_qmail_spf_extensions_but_nothing_else():
-    assert [getattr(p, "letter", p) for p in spf.parse("%{c} at %{r}, %{t} %{xr}", spf.EXPLAIN)] == [
+    assert [getattr(p, "letter", p) for p in spfmacro.parse("%{c} at %{r}, %{t} %{xr}", spfmacro.EXPLAIN)] == [
         "c", " at ", "r", ", ", "t", " ", "R"]
     for bad in ("tab\there", "%{z}", "100%"):
-        with pytest.raises(spf.MacroError):
-            spf.parse(bad, spf.EXPLAIN)
+        with pytest.raises(spfmacro.MacroError):
+            spfmacro.parse(bad, spfmacro.EXPLAIN)
 
 
 def test_long_domain_specs_lose_their_leftmost_labels():
     labels = ".".join(["a" * 60] * 5) + ".example."
-    got = spf.render(spf.parse(labels, spf.DOMAIN), None, spf.DOMAIN)
+    got = spfmacro.render(spfmacro.parse(labels, spfmacro.DOMAIN), None, spfmacro.DOMAIN)
     assert got == ".".join(["a" * 60] * 4) + ".example"          # 251 characters
 
 
 def test_p_macro_validates_the_ptr_name():
     r = StaticResolver(["3.2.0.192.in-addr.arpa PTR bogus.example", "3.2.0.192.in-addr.arpa PTR mx.example.com",
                         "mx.example.com A 192.0.2.3", "bogus.example A 10.0.0.1"])
-    assert spf.expand("%{p}", ctx("a@example.com", "h", "192.0.2.3", "me", r), "example.com") == "mx.example.com"
-    assert spf.expand("%{p}", ctx("a@example.com", "h", "192.0.2.4", "me", r), "example.com") == "unknown"
+    assert spfmacro.expand("%{p}", ctx("a@example.com", "h", "192.0.2.3", "me", r), "example.com") == "mx.example.com"
+    assert spfmacro.expand("%{p}", ctx("a@example.com", "h", "192.0.2.4", "me", r), "example.com") == "unknown"
     r = StaticResolver(["4.2.0.192.in-addr.arpa SERVFAIL"])
-    assert spf.expand("%{p}", ctx("a@example.com", "h", "192.0.2.4", "me", r), "example.com") == "unknown"
+    assert spfmacro.expand("%{p}", ctx("a@example.com", "h", "192.0.2.4", "me", r), "example.com") == "unknown"
 
 
 @pytest.mark.parametrize("record,rules,want", [

@@ -116,3 +116,76 @@ def test_live_dns_as_a_program(phome, dns_server):
     r = subprocess.run([sys.executable, "-m", "qmailpy.cli.policytest", "--ip", "192.0.2.7", "--from",
                         "a@nx.example", "--rcpt", "b@example.org"], capture_output=True, env=env, timeout=60)
     assert r.returncode == 1 and b"553 sorry, your envelope sender must exist (#5.7.1)" in r.stdout
+
+
+def session_reply(home, env, *lines):
+    """What an in-process qmail-smtpd session answers to the last line, with this environment."""
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.smtpd.config import SmtpdConfig
+    from qmailpy.smtpd.driver import Conversation
+    from test_dialogues import TCP_ENV, FakeServices
+    environ = dict(TCP_ENV, **env)
+    controls = Controls(home.root, environ)
+    session = Conversation(SmtpdConfig(controls, environ), FakeServices(controls))
+    session.start()
+    return [session.feed(line.encode() + b"\r\n").decode().rstrip("\r\n") for line in lines][-1]
+
+
+def test_relayclients_and_smdcheck_decide_as_qmail_smtpd(phome):
+    """issue 13: the test tool said 250 where qmail-smtpd said 553; both now run one decision."""
+    phome.control("relayclients", "192.0.2.\n")
+    phome.control("smdcheck", "1\n")
+    phome.control("popbeforesmtp", "0\n")
+    code, out = run(phome, "--ip", "192.0.2.7", "--from", "a@elsewhere.example", "--rcpt", "b@far.example")
+    assert code == 1
+    relay = " ".join(lines_of(out, "relay")[0])
+    assert relay.startswith("relay refuse control/smdcheck:1 relaying (relayclients)")
+    assert "  => 553 sorry, invalid sender address specified (#5.7.1)" in out
+    assert session_reply(phome, {"TCPREMOTEIP": "192.0.2.7"}, "MAIL FROM:<a@elsewhere.example>",
+                         "RCPT TO:<b@far.example>") == "553 sorry, invalid sender address specified (#5.7.1)"
+    code, out = run(phome, "--ip", "192.0.2.7", "--from", "a@example.org", "--rcpt", "b@far.example")
+    assert code == 0 and "the client may relay (relayclients)" in out
+
+
+def tcprules(home, text):
+    cdb = home.root + "/control/tcp.smtp.cdb"
+    subprocess.run(["tcprules", cdb, cdb + ".tmp"], input=text.encode(), check=True)
+
+
+def test_tcprules_cdb_as_tcpserver_applies_it(phome):
+    phome.control("popbeforesmtp", "0\n")
+    tcprules(phome, '192.0.2.7:allow,RELAYCLIENT=""\n198.51.100.:deny\n:allow\n')
+    code, out = run(phome, "--ip", "192.0.2.7", "--from", "a@example.org", "--rcpt", "b@far.example")
+    assert code == 0, out
+    assert out.splitlines()[1] == "tcprules: control/tcp.smtp.cdb: rule '192.0.2.7' allows: RELAYCLIENT=''"
+    assert "the client may relay (RELAYCLIENT)" in out
+    code, out = run(phome, "--ip", "192.0.2.8", "--from", "a@example.org", "--rcpt", "b@far.example")
+    assert code == 1 and out.splitlines()[1] == "tcprules: control/tcp.smtp.cdb: rule '' allows: no variables"
+    assert "  => 553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)" in out
+    code, out = run(phome, "--ip", "198.51.100.9", "--from", "a@example.org", "--rcpt", "b@example.org")
+    assert (code, out) == (1, "tcprules: control/tcp.smtp.cdb: rule '198.51.100.' denies 198.51.100.9: "
+                              "tcpserver drops the connection\n")
+    code, out = run(phome, "--ip", "192.0.2.7", "--no-tcprules", "--from", "a@example.org", "--rcpt", "b@far.example")
+    assert code == 1 and "tcprules:" not in out
+    assert run(phome, "--ip", "192.0.2.7", "--tcprules", "/nonexistent.cdb", "--from", "a@b")[0] == 111
+
+
+def test_userchk_and_maxrecepients_are_decided_too(phome, tmp_path):
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.users import admin, open_users
+    users = open_users(phome.root, Controls(phome.root), create=True)
+    admin.add_domain(users, "example.org")
+    admin.add_user(users, "bob@example.org", "secret")
+    users.close()
+    phome.control("userchk", "1\n")
+    phome.control("maxrecepients", "1\n")
+    code, out = run(phome, "--ip", "192.0.2.7", "--from", "a@example.com", "--rcpt", "bob@example.org",
+                    "--rcpt", "nobody@example.org")
+    assert code == 1
+    assert [line[:2] for line in lines_of(out, "userchk")] == [["userchk", "accept"], ["userchk", "refuse"]]
+    assert "  => 550 sorry, no mailbox here by that name (#5.1.1 - chkusr)" in out
+    assert lines_of(out, "maxrecepients")[1][:2] == ["maxrecepients", "refuse"]    # not reached: chkuser decided
+
+
+def test_bad_characters_are_usage_errors(phome):
+    assert run(phome, "--ip", "192.0.2.7", "--from", "a@b\r\nRCPT TO:<x@y>")[0] == 2

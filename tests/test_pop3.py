@@ -25,7 +25,7 @@ from conftest import ROOT, Home, program
 from mysql_fixture import MysqlDatabase, mysql_admin, usersdb_line
 from test_dialogues import free_port, queued_messages, read_lines
 
-from qmailpy.pop3 import dovecot as dc
+from qmailpy.pop3 import dovecot as dc, dovecotconf as dconf
 
 PYTHON = sys.executable
 MAIL_UID = 40089            # the mailboxes' owner when the suite runs as root (vpopmail's 89, shifted)
@@ -390,7 +390,7 @@ def fake_plan(**kw):
 
 
 def test_rendered_conf_2_3():
-    conf = dc.render_dovecot_conf(fake_plan())
+    conf = dconf.render_dovecot_conf(fake_plan())
     for line in ("protocols = pop3", "listen = 127.0.0.1", "ssl = no", "disable_plaintext_auth = no",
                  "base_dir = /var/qmail/dovecot/run", "state_dir = /var/qmail/dovecot/state",
                  "log_path = /var/qmail/dovecot/dovecot.log", "mail_location = maildir:~/Maildir",
@@ -400,15 +400,15 @@ def test_rendered_conf_2_3():
                  "  args = /var/qmail/dovecot/dovecot-sql.conf.ext", "pop3_uidl_format = %f"):
         assert line in conf.splitlines(), line
     assert "chroot" not in conf and "include" not in conf
-    sql = dc.render_sql_conf(fake_plan())
+    sql = dconf.render_sql_conf(fake_plan())
     assert "driver = sqlite" in sql and "connect = /var/qmail/users/vpopmail.sqlite" in sql
     assert "default_pass_scheme = CRYPT" in sql
     assert "(COALESCE(pw_gid, 0) & 2) = 0" in sql and "aliasdomains" in sql
-    assert "aliasdomains" not in dc.render_sql_conf(fake_plan(aliasdomains=False))
+    assert "aliasdomains" not in dconf.render_sql_conf(fake_plan(aliasdomains=False))
 
 
 def test_single_user_mode_conf():
-    conf = dc.render_dovecot_conf(fake_plan(root=False, mail_uid=None, mail_gid=None, internal_user="joe",
+    conf = dconf.render_dovecot_conf(fake_plan(root=False, mail_uid=None, mail_gid=None, internal_user="joe",
                                             internal_group="joe", login_user="joe", postlogin_user=None))
     assert "mail_uid" not in conf and "  user = " not in conf
     assert conf.count("chroot =") == 2
@@ -422,19 +422,19 @@ def test_single_user_mode_conf():
 ])
 def test_mysql_connect_string(line, connect):
     p = fake_plan(sqlite=None, mysql=dc.mysql_params(line), outdir="/o")
-    assert dc.connect_string(p) == connect
-    sql = dc.render_sql_conf(p)
+    assert dconf.connect_string(p) == connect
+    sql = dconf.render_sql_conf(p)
     assert "driver = mysql" in sql
-    cnf = dc.render_mysql_cnf(p)
+    cnf = dconf.render_mysql_cnf(p)
     assert (cnf is not None) == ("option_file" in connect)
     if cnf:
         assert cnf == '[qmailpy]\npassword="p w"\n'
 
 
 def test_quoting():
-    assert dc.quote("/plain/path") == "/plain/path"
-    assert dc.quote("host=h password=a#b") == '"host=h password=a#b"'
-    assert dc.quote('a"b') == '"a\\"b"'
+    assert dconf.quote("/plain/path") == "/plain/path"
+    assert dconf.quote("host=h password=a#b") == '"host=h password=a#b"'
+    assert dconf.quote('a"b') == '"a\\"b"'
 
 
 @pytest.mark.usefixtures("needs_dovecot")

@@ -7,8 +7,8 @@ import tracemalloc
 from hypothesis import given, settings, strategies as st
 
 import bounce_oracle
-from qmailpy.send import bounce, bouncecopy
-from test_send_bouncetext import DEFAULTS, NOW
+from qmailpy.send import bounce, bouncecopy, mime
+from test_send_bouncetext import DEFAULTS, NOW, compose
 REPORT = b"<fail@x.example>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n"
 BCHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz'()+_,-./:=? "
 TSPECIALS = set(" ()<>@,;:\\\"/[]?=")
@@ -108,7 +108,7 @@ def test_oracle_cases_from_the_old_tests_still_hold():
     assert bouncecopy.skeleton(mess) == bounce_oracle.skeleton(mess)
     for block in (1, 2, 3, 7, 64):
         f = Trickle(mess, [block])
-        scan = bouncecopy.HeaderScan()
+        scan = mime.HeaderScan()
         list(bouncecopy.scan_chunks(f, scan))
         assert b"".join(bouncecopy.copy_chunks(f, scan, 0)) == bounce_oracle.skeleton(mess).copy
 
@@ -143,7 +143,7 @@ def test_injected_boundaries_give_the_plain_bounce():
     for param in INJECTED:
         mess = (b"Subject: x\nContent-Type: multipart/mixed; boundary=" + param + b"\n\n"
                 b"--zz\nContent-Type: text/html\n\n<h1>pay here</h1>\n--zz--\n")
-        got = bounce.compose(NOW, b"joe@far.example", REPORT, mess, DEFAULTS)
+        got = compose(NOW, b"joe@far.example", REPORT, mess, DEFAULTS)
         assert header_names(got) == FIXED_HEAD, param
         above = above_copy_line(got)
         assert b"\r" not in above and b"\0" not in above and b"invoice" not in above and b"Injected" not in above
@@ -154,21 +154,21 @@ def test_injected_boundaries_give_the_plain_bounce():
 
 def test_boundary_limits():
     for ok in (b"a", b"a" * 70, b"'()+_,-./:=? a", b"x y"):
-        assert bouncecopy.valid_boundary(ok), ok
+        assert mime.valid_boundary(ok), ok
     for bad in (b"", b"a" * 71, b"a ", b'a"b', b"a\\b", b"a\rb", b"a\nb", b"a\0b", b"a;b", b"a\xe9"):
-        assert not bouncecopy.valid_boundary(bad), bad
-    ok = bouncecopy.multipart_boundary(b'multipart/mixed; boundary="' + b"b" * 70 + b'"')
+        assert not mime.valid_boundary(bad), bad
+    ok = mime.multipart_boundary(b'multipart/mixed; boundary="' + b"b" * 70 + b'"')
     assert ok == b"b" * 70
 
 
 def test_the_original_sender_cannot_write_header_lines():
     for sender in (b"evil\rSubject: Your invoice@far.example", b"evil\0x@far.example", b"a\nSubject: x@y"):
-        got = bounce.compose(NOW, sender, REPORT, b"Subject: x\n\nbody\n", DEFAULTS)
+        got = compose(NOW, sender, REPORT, b"Subject: x\n\nbody\n", DEFAULTS)
         assert header_names(got) == FIXED_HEAD
         above = above_copy_line(got)
         assert b"\r" not in above and b"\0" not in above and b"\nSubject: Your" not in above
     assert b"To: evil_Subject:_Your_invoice@far.example\n" not in got
-    got = bounce.compose(NOW, b"evil\rx@far.example", REPORT, b"S: x\n\n", DEFAULTS)
+    got = compose(NOW, b"evil\rx@far.example", REPORT, b"S: x\n\n", DEFAULTS)
     assert b"\nTo: evil_x@far.example\n" in got
     assert bounce.addbounce(b"a\rb\0c@x", b"no.\n") == b"<a_b_c@x>:\nno.\n\n"
 
@@ -182,7 +182,7 @@ PARTS = [
     (b"--zz\npay here: now\n\n", b"--zz\n"),                                   # no field name has a space
     (b"--zz\nX-A: 1\n continued\r\n\n", b"--zz\nX-A: 1\n continued\r\n\n"),
     (b"--zz\nX-A : obsolete form\n\n", b"--zz\nX-A : obsolete form\n\n"),
-    (b"--zz\nX-A: b\n" + b"y" * (bouncecopy.LINE_MAX + 1) + b"\n\n", b"--zz\nX-A: b\n"),
+    (b"--zz\nX-A: b\n" + b"y" * (mime.LINE_MAX + 1) + b"\n\n", b"--zz\nX-A: b\n"),
 ]
 
 
@@ -192,7 +192,7 @@ def test_only_header_fields_are_kept_as_part_headers():
         mess = head + part + b"--zz--\nepilogue\n"
         got = bouncecopy.skeleton(mess)
         assert got == (head + kept + b"--zz--\n", b"zz"), part
-        assert b"pay here" not in bounce.compose(NOW, b"joe@far.example", REPORT, mess, DEFAULTS)
+        assert b"pay here" not in compose(NOW, b"joe@far.example", REPORT, mess, DEFAULTS)
 
 
 def test_long_lines_and_deep_nesting():
@@ -204,13 +204,13 @@ def test_long_lines_and_deep_nesting():
                     for i in range(bouncecopy.DEPTH_MAX))
     assert got.copy == head + kept + b"--b60\nX: 2\n\n--b0--\n"
     # a delimiter longer than LINE_MAX is none; a Content-Type too long is no multipart
-    pad = b" " * (bouncecopy.LINE_MAX + 1)
+    pad = b" " * (mime.LINE_MAX + 1)
     assert bouncecopy.skeleton(b"Content-Type: multipart/mixed; boundary=zz\n\n--zz" + pad + b"\nX: 1\n\n--zz--\n") \
         == (b"Content-Type: multipart/mixed; boundary=zz\n\n--zz--\n", b"zz")
-    long_ct = b"Content-Type: multipart/mixed; x=\"" + b"x" * bouncecopy.FIELD_MAX + b"\"; boundary=zz\n\n--zz--\n"
+    long_ct = b"Content-Type: multipart/mixed; x=\"" + b"x" * mime.FIELD_MAX + b"\"; boundary=zz\n\n--zz--\n"
     assert bouncecopy.skeleton(long_ct) == (long_ct.split(b"\n\n")[0] + b"\n\n", None)
     # a header of one long line of CRs ends like an empty line
-    crs = b"S: x\n" + b"\r" * (bouncecopy.LINE_MAX + 5) + b"\nbody\n"
+    crs = b"S: x\n" + b"\r" * (mime.LINE_MAX + 5) + b"\nbody\n"
     assert bouncecopy.skeleton(crs) == (crs[:-5], None)
 
 
@@ -278,12 +278,12 @@ def test_hostile_message_bounded_memory_and_chunks():
 
 def test_report_only_bounce():
     mess = b"Subject: X5O!P%@AP\nContent-Type: multipart/mixed; boundary=zz\n\n--zz\n\nbody\n--zz--\n"
-    got = bounce.compose(NOW, b"joe@far.example", REPORT, mess, DEFAULTS, copy=False)
+    got = compose(NOW, b"joe@far.example", REPORT, mess, DEFAULTS, copy=False)
     assert got == (b"Date: 26 Sep 1995 04:46:34 -0000\nFrom: MAILER-DAEMON@mx.example.org\n"
                    b"To: joe@far.example\nSubject: failure notice\n\n"
                    b"Hi. This is the qmail-send program at mx.example.org.\n"
                    b"I'm afraid I wasn't able to deliver your message to the following addresses.\n"
                    b"This is a permanent error; I've given up. Sorry it didn't work out.\n\n" + REPORT +
                    b"--- The copy of the message is left out: the mail server refused it.\n")
-    double = bounce.compose(NOW, b"", REPORT, mess, DEFAULTS, copy=False)
+    double = compose(NOW, b"", REPORT, mess, DEFAULTS, copy=False)
     assert double.endswith(REPORT + bounce.NOCOPY_SEP) and b"X5O" not in double

@@ -1,6 +1,13 @@
 """Bounce texts byte for byte: addbounce paragraphs, quoting, QSBMF layout, the header/MIME-skeleton copy."""
+import io
+
 from qmailpy.send import bounce, bouncecopy
 from qmailpy.send.bounce import Settings
+
+
+def compose(now, sender, bouncetext, mess, s, copy=True):
+    """The whole bounce as bytes (bouncetext: bounce/<id>, mess: the message), as qmail-send streams it."""
+    return b"".join(bounce.chunks(now, sender, io.BytesIO(bouncetext), io.BytesIO(mess), s, copy))
 
 DEFAULTS = Settings(b"MAILER-DAEMON", b"mx.example.org", b"failure notice",
                     (b"I'm afraid I wasn't able to deliver your message to the following addresses.",
@@ -37,7 +44,7 @@ def test_quote():
 
 def test_stock_layout_with_default_controls():
     mess = b"Received: (qmail 1 invoked by uid 0); 26 Sep 1995 04:46:00 -0000\nSubject: hi\n\nsecret body\n"
-    got = bounce.compose(NOW, b"joe@far.example", b"<x@y>:\nSorry.\n\n", mess, DEFAULTS)
+    got = compose(NOW, b"joe@far.example", b"<x@y>:\nSorry.\n\n", mess, DEFAULTS)
     assert got == (b"Date: 26 Sep 1995 04:46:34 -0000\n"
                    b"From: MAILER-DAEMON@mx.example.org\n"
                    b"To: joe@far.example\n"
@@ -57,7 +64,7 @@ def test_stock_layout_with_default_controls():
 
 def test_double_bounce_copies_the_whole_bounce():
     mess = b"Subject: failure notice\n\nHi. This is the qmail-send program\n"
-    got = bounce.compose(NOW, b"", b"<x@y>:\nSorry.\n\n", mess, DEFAULTS)
+    got = compose(NOW, b"", b"<x@y>:\nSorry.\n\n", mess, DEFAULTS)
     assert got.endswith(b"Hi. This is the qmail-send program at mx.example.org.\n"
                         b"I tried to deliver a bounce message to this address, but the bounce bounced!\n\n"
                         b"<x@y>:\nSorry.\n\n--- Below this line is the original bounce.\n\n"
@@ -107,7 +114,7 @@ def test_skeleton_nested_and_epilogue():
 
 def test_mime_bounce_declares_the_boundary_and_maxbytes_cuts():
     mess = b"Content-Type: multipart/mixed; boundary=\"zz\"\n\n--zz\nA: b\n\ntext\n--zz--\n"
-    got = bounce.compose(NOW, b"joe@far.example", b"", mess, DEFAULTS._replace(maxbytes=20))
+    got = compose(NOW, b"joe@far.example", b"", mess, DEFAULTS._replace(maxbytes=20))
     assert b'To: joe@far.example\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="zz"\n' \
            b"Subject: failure notice\n\n" in got
     assert got.endswith(b"Return-Path: <joe@far.example>\n" + mess[:20] + b"\n\n--- End of message stripped.\n")

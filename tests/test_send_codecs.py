@@ -1,10 +1,11 @@
-"""Pure pieces of qmail-send: the spawn and todo wires, rewrite(), nextretry(), log safety."""
+"""Pure pieces of qmail-send: the spawn, todo and clean wires, rewrite(), nextretry(), log safety."""
 import math
 
 from hypothesis import given, strategies as st
 
 from qmailpy.proto import spawnwire as sw
-from qmailpy.send import clock, todowire
+from qmailpy import clock
+from qmailpy.proto import cleanwire, todowire
 from qmailpy.log import qmail_safe as safe
 from qmailpy.addr.rewrite import LOCAL, REMOTE, Rewriter
 from qmailpy.send.rewrite import bounce_sender, verp_sender
@@ -59,6 +60,22 @@ def test_todo_records():
     got = [r for i in range(len(data)) for r in dec.feed(data[i:i + 1])]
     assert got == [todowire.LogLine(b"new msg 5"), todowire.Done(5, True, False), todowire.Done(6, False, True),
                    todowire.Exiting(), todowire.Unknown(b"Q?")]
+
+
+@given(st.lists(st.integers(1, 10 ** 6), min_size=1, max_size=50), st.lists(st.integers(0, 10000), max_size=8))
+def test_clean_requests_any_chunking(ids, cuts):
+    data = b"".join(cleanwire.encode(cleanwire.FOOP if i % 2 else cleanwire.TODO, i) for i in ids)
+    dec = cleanwire.RequestDecoder()
+    got = [r for c in chunks(data, cuts) for r in dec.feed(c)]
+    assert [cleanwire.parse(r) for r in got] == [(cleanwire.FOOP if i % 2 else cleanwire.TODO, i) for i in ids]
+
+
+def test_clean_request_too_long_is_refused_whole():
+    dec = cleanwire.RequestDecoder()
+    assert dec.feed(b"todo/" + b"1" * 5000) == []
+    [req] = dec.feed(b"2\0" + cleanwire.encode(cleanwire.TODO, 7))[:1]
+    assert req.startswith(b"todo/111") and cleanwire.parse(req) is None
+    assert cleanwire.parse(cleanwire.encode(cleanwire.TODO, 7)[:-1]) == (cleanwire.TODO, 7)
 
 
 REW = Rewriter(["localhost", "Mx.Example.Org"],

@@ -82,7 +82,7 @@ def test_sighup_with_a_bad_control_keeps_the_old_values(scratch):
 def test_qmail_todo_reload_failure_keeps_its_rules(scratch, monkeypatch):
     """qmail-todo rereads on qmail-send's H; a control it cannot use leaves its rules as they were.
     (Through qmail-send, its own reread fails first: qmail-send reads every control qmail-todo does.)"""
-    from qmailpy.send import clock
+    from qmailpy import clock
     from qmailpy.send.todo_main import Todo
     todo = Todo(scratch.home, scratch.env(), clock.Clock(1))
     logged = []

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from qmailpy.clean import wire
+from qmailpy.proto import cleanwire as wire
 from qmailpy.proto.date822 import date822
 from qmailpy.queue import layout
-from qmailpy.send import todowire
+from qmailpy.proto import todowire
 from qmailpy.addr.rewrite import Rewriter
 from qmailpy.send.todo import preprocess
 from test_send_support import BIN, Scratch, queue_message
@@ -116,7 +116,7 @@ def test_qstat_and_qread(scratch):
 
 
 def test_stale_mess_files_found_by_qmail_send(scratch):
-    from qmailpy.send.cleanup import stale_ids
+    from qmailpy.queue.clean import stale_mess_ids as stale_ids
     msgid = int(queue_message(scratch.home).split("/")[1])
     mess = layout.mess_path(scratch.home, msgid)
     old = time.time() - layout.OSSIFIED - 10

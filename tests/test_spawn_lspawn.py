@@ -153,19 +153,6 @@ def test_virtual_mailbox_from_users_database(scratch, monkeypatch):
     assert r.resolve(b"virt.example-joe", b"virt.example") == mailbox.USERS_DOWN
 
 
-def test_users_module_missing_falls_back_to_passwd(scratch, monkeypatch):
-    monkeypatch.setitem(sys.modules, "qmailpy.users", None)       # import fails
-    os.unlink(os.path.join(scratch.home, "users", "cdb"))
-    from qmailpy.ctl.reader import Controls
-    users = passwd.lookup({"QMAILPY_PASSWD": scratch.passwd})           # no users, no alias user
-    r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=True, getpwnam=users)
-    got = r.resolve(b"virt.example-nosuchuser", b"virt.example")
-    assert got == mailbox.Assignment(b"alias", os.getuid(), os.getgid(),
-                                     os.path.join(scratch.home, "alias").encode(), b"-", b"virt.example-nosuchuser")
-    r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=False, getpwnam=users)
-    assert r.resolve(b"virt.example-nosuchuser", b"virt.example") == mailbox.NOALIAS
-
-
 def test_passwd_file_users_and_the_alias_user(scratch, tmp_path):
     """qmail-getpw over $QMAILPY_PASSWD: the longest user-ext with an entry whose home it owns
     (uid 0 never), else the alias user with the whole local part as ext."""

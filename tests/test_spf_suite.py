@@ -28,7 +28,7 @@ from dnsserver import DNSServer, dns_server  # noqa: F401  (fixture)
 from qmailpy.ctl.reader import Controls
 from qmailpy.queue.layout import create_queue
 from qmailpy.smtpd.config import SmtpdConfig
-from qmailpy.smtpd.session import Session
+from qmailpy.smtpd.driver import Conversation
 from test_dialogues import TCP_ENV, FakeServices, free_port, queued_messages
 from test_e2e_support import wait_listening
 
@@ -161,7 +161,7 @@ def in_process(home, dns, test, behavior):
                DNSTIMEOUT=DNSTIMEOUT, **dns.environ())
     controls = Controls(home.root, env)
     services = FakeServices(controls)
-    session = Session(SmtpdConfig(controls, env), services)
+    session = Conversation(SmtpdConfig(controls, env), services)
     session.start()
     replies = [session.feed(line.encode() + b"\r\n").decode("utf-8", "replace") for line in commands(test)]
     if behavior == 1:
@@ -334,7 +334,7 @@ def test_check_ends_within_its_limit_in_process(qmail_home, dns_server, monkeypa
     env = dict(TCP_ENV, TCPREMOTEIP="192.0.2.1", SPFBEHAVIOR="2", DNSTIMEOUT=SLOW_DNS,
                DNSCACHEIP=" ".join([where] * 3))
     controls = Controls(qmail_home.root, env)
-    session = Session(SmtpdConfig(controls, env), FakeServices(controls))
+    session = Conversation(SmtpdConfig(controls, env), FakeServices(controls))
     session.start()
     assert session.feed(b"HELO c.example\r\n") == b"250 test.example\r\n"
     assert session.feed(b"MAIL FROM:<joe@never.example>\r\n") == b"451 SPF lookup failure (#4.3.0)\r\n"

@@ -118,8 +118,7 @@ def test_a_name_too_long_for_a_file_is_no_alias(users):
 
 
 def test_replies():
-    assert chkuser.reply_for(NOUSER) == "511 sorry, no mailbox here by that name (#5.1.1 - chkuser)"
-    assert chkuser.reply_for(OK) is None and chkuser.reply_for(NOTOURS) is None
+    assert chkuser.CHKUSR_06_NORCPT == "550 sorry, no mailbox here by that name (#5.1.1 - chkusr)"
     assert chkuser.RESOURCE.startswith("451 ")
 
 

@@ -7,7 +7,8 @@ import warnings
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from qmailpy.users import cryptpw, maildir, passwords
+from qmailpy import maildirpp
+from qmailpy.users import cryptpw, passwords
 
 # Vectors: Drepper's SHA-crypt specification and `openssl passwd -1/-5/-6 -salt`.
 VECTORS = [
@@ -91,16 +92,10 @@ def test_cram_md5_rfc2195():
     ("1000", "1000S"), ("10000000S", "10000000S"), ("10000000S,1000C", "10000000S,1000C"),
 ])
 def test_vpopmail_quota_strings(text, quota):
-    assert maildir.format_quota(text) == quota
-    assert maildir.valid_quota(text)
+    assert (maildirpp.normalize(text) or None) == quota
+    assert maildirpp.valid(text)
 
 
 @pytest.mark.parametrize("text", ["lots", "10G", "S", "10X,5C", "-5"])
 def test_bad_quota_strings(text):
-    assert not maildir.valid_quota(text)
-
-
-def test_quota_limits():
-    assert maildir.quota_limits("10000000S,1000C") == (10000000, 1000)
-    assert maildir.quota_limits("10000000S") == (10000000, None)
-    assert maildir.quota_limits(None) == (None, None)
+    assert not maildirpp.valid(text)

@@ -23,7 +23,7 @@ from qmailpy.queue.layout import create_queue
 from qmailpy.srs import codec
 from qmailpy.users import UsersUnavailable, admin, open_users
 from qmailpy.users.chkuser import NOTOURS, NOUSER, OK
-from qmailpy.usersd.client import UsersClient, open_answers
+from qmailpy.users.service import UsersClient, open_answers
 from qmailpy.usersd.server import Peers, Server
 from test_dialogues import TCP_ENV
 from usersd import UsersService

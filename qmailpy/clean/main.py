@@ -14,11 +14,10 @@ import select
 import signal
 import time
 
-from qmailpy import paths
-from qmailpy.clean import wire
+from qmailpy import clock, exitcodes as X, paths
 from qmailpy.progstart import start
+from qmailpy.proto import cleanwire as wire
 from qmailpy.queue import clean, layout
-from qmailpy.send import clock
 
 PID_EVERY = 30
 
@@ -46,20 +45,9 @@ def answer(home, request, split=layout.SPLIT):
 
 
 def clean_pids(home, now, ossified=layout.OSSIFIED):
-    """cleanuppid(): pid/ files not used for OSSIFIED seconds."""
-    piddir = paths.queue_path(home, "pid")
-    try:
-        names = os.listdir(piddir)
-    except OSError:
-        return
-    for name in names:
-        path = os.path.join(piddir, name)
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        if now >= max(st.st_atime, st.st_mtime) + ossified:
-            _unlink(path)
+    """cleanuppid(): pid/ files not used for OSSIFIED seconds (the rule: qmailpy.queue.clean)."""
+    for path in clean.stale_pids(home, now, ossified):
+        _unlink(path)
 
 
 def sees_info(home, split=layout.SPLIT):
@@ -73,7 +61,7 @@ class Server:
     def __init__(self, home, clk, fd_in=0, fd_out=1):
         self.home, self.clock = home, clk
         self.fd_in, self.fd_out = fd_in, fd_out
-        self.buf = bytearray()
+        self.requests = wire.RequestDecoder()
         self.until_pids = 0
         self.next_stale = 0.0
 
@@ -95,15 +83,7 @@ class Server:
             data = os.read(self.fd_in, 4096)
             if not data:
                 return 0
-            self.buf += data
-            while True:
-                nul = self.buf.find(b"\0")
-                if nul < 0:
-                    if len(self.buf) > 100:          # too long to be a request: keep only its start
-                        del self.buf[100:]
-                    break
-                request = bytes(self.buf[:nul])
-                del self.buf[:nul + 1]
+            for request in self.requests.feed(data):
                 if self.until_pids:
                     self.until_pids -= 1
                 else:
@@ -124,8 +104,8 @@ def main():
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     home = os.path.abspath(paths.qmailhome(os.environ))
     if not os.path.isdir(paths.queue_path(home)):
-        return 111
+        return X.EXIT_TROUBLE
     try:
         return Server(home, clock.Clock(clock.parse_scale(os.environ))).serve()
     except OSError:
-        return 111
+        return X.EXIT_TROUBLE

@@ -4,7 +4,7 @@ import sys
 
 import click
 
-from qmailpy import paths
+from qmailpy import exitcodes as X, paths
 from qmailpy.install import config
 
 
@@ -23,7 +23,7 @@ def cli(fqdn, mode):
     home = paths.qmailhome(os.environ)
     if not os.path.isdir(paths.control_path(home, "")):
         click.echo("qmail-config: no %s: install the qmail home first" % paths.control_path(home, ""), err=True)
-        sys.exit(111)
+        sys.exit(X.EXIT_TROUBLE)
     try:
         click.echo("Your fully qualified host name is %s." % config.check_name(fqdn))
         lines = config.configure(home, fqdn, mode or config.REFUSE)
@@ -32,7 +32,7 @@ def cli(fqdn, mode):
         sys.exit(1)
     except OSError as e:
         click.echo("qmail-config: %s" % e, err=True)
-        sys.exit(111)
+        sys.exit(X.EXIT_TROUBLE)
     for line in lines:
         click.echo(line)
 

@@ -57,21 +57,19 @@ def make_folder(maildir, folder):
 
 def quota_definition(text):
     """The Maildir++ definition for QUOTA ("" for NOQUOTA); Fatal(100) when it is not one."""
-    from qmailpy.local.quota import normalize
+    from qmailpy.maildirpp import normalize, valid
     value = normalize(text)
     if value == "":
         return ""
-    parts = (value or "").split(",")
-    if not all(p[:-1].isdigit() and p[:-1].isascii() and p[-1:] in ("S", "C") for p in parts):
+    if value is None or not valid(value):
         raise Fatal("invalid quota: %r (e.g. 10000000S, 1000C, 10000000S,1000C, 10M)" % text, 100)
     return value
 
 
 def set_quota(maildir, definition):
     """Write maildirsize: the definition and one line with the usage now (or remove it)."""
-    from qmailpy.local import maildirsize
-    from qmailpy.local.maildir import hostname
-    path = os.path.join(maildir, maildirsize.NAME)
+    from qmailpy import maildirpp
+    path = os.path.join(maildir, maildirpp.NAME)
     try:
         if not definition:
             try:
@@ -79,8 +77,8 @@ def set_quota(maildir, definition):
             except FileNotFoundError:
                 pass
             return
-        size, count = maildirsize.scan(maildir)
-        maildirsize.rewrite(maildir, definition, size, count, hostname())
+        size, count = maildirpp.scan(maildir)
+        maildirpp.rewrite(maildir, definition, size, count)
     except OSError as e:
         raise oserror(e, "write " + path) from None
 

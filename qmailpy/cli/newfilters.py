@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from qmailpy import paths
+from qmailpy import exitcodes as X, paths
 
 LISTS = ("clamavclients", "spamdclients")
 FATAL = "qmail-newfilters: fatal: "
@@ -70,10 +70,10 @@ def cli(names, verbose):
         done = build(home, names or LISTS)
     except ValueError as e:
         click.echo(FATAL + str(e), err=True)
-        sys.exit(111)
+        sys.exit(X.EXIT_TROUBLE)
     except OSError as e:
         click.echo(FATAL + ("%s: %s" % (e.filename, e.strerror) if e.filename else str(e)), err=True)
-        sys.exit(111)
+        sys.exit(X.EXIT_TROUBLE)
     if verbose:
         for name, count in done:
             click.echo("qmail-newfilters: control/%s.cdb: %d keys" % (name, count))

@@ -1,24 +1,31 @@
-"""qmail-policytest: what would qmail-smtpd's anti-spam policy say to this client?
+"""qmail-policytest: what would qmail-smtpd decide for this client and envelope, and why?
 
     qmail-policytest --ip 192.0.2.7 --helo mail.example.com --from a@example.com \\
         --rcpt b@example.org [--rcpt ...] [--host NAME] [--auth USER] [--env VAR=value ...] \\
-        [--dns 'NAME TYPE VALUE' ... | --answers FILE]
+        [--tcprules FILE | --no-tcprules] [--dns 'NAME TYPE VALUE' ... | --answers FILE]
 
-Runs the checks of qmailpy.policy -- the code qmail-smtpd runs -- against the
-controls of $QMAILHOME (default /var/qmail) and prints, for MAIL and each
-RCPT, every check in order with its verdict, the control line (or DNS zone,
-or SPF result) that decided, and the reply a session would give. DNS is live
-($DNSCACHEIP, $DNSTIMEOUT, else /etc/resolv.conf) unless answers are given
-with --dns / --answers (then every other name does not exist).
+It runs a qmail-smtpd session (qmailpy.smtpd.session, the object qmail-smtpd
+drives) against the controls of $QMAILHOME (default /var/qmail): HELO, MAIL
+and each RCPT, with the session's trace on, and prints for MAIL and each RCPT
+every check in order (anti-spam, SPF, relay control, SRS, chkuser,
+maxrecepients) with its verdict, the control line (or DNS zone, or SPF result)
+that decided, and the reply the session gives. DNS is live ($DNSCACHEIP,
+$DNSTIMEOUT, else /etc/resolv.conf) unless answers are given with --dns /
+--answers (then every other name does not exist); the users database is the
+home's.
 
-The client's environment is what tcpserver and tcprules would give qmail-smtpd:
-TCPREMOTEIP (--ip), TCPREMOTEHOST (--host), TCPLOCALIP/TCPLOCALHOST (--local-ip,
---local-host) and each --env VAR=value (RELAYCLIENT, WHITELIST, SPFBEHAVIOR,
-MFDNSCHECK, TARPITCOUNT, ...); nothing else of the caller's environment is used.
+The client's environment is what tcpserver would give qmail-smtpd: TCPREMOTEIP
+(--ip), TCPREMOTEHOST (--host), TCPLOCALIP/TCPLOCALHOST (--local-ip,
+--local-host), then the variables of the rule tcpserver -x applies to the
+client (control/tcp.smtp.cdb, as the installed run script has it, or
+--tcprules), then each --env VAR=value; nothing else of the caller's
+environment is used. A rule that denies the client ends the test: tcpserver
+would drop the connection.
 
-Exit status: 0 every recipient would be accepted, 1 something is refused,
-3 nothing refused but a temporary failure (4xx), 2 usage errors, 111 the
-controls cannot be read. See docs/qmail-policytest.md.
+Exit status: 0 every recipient would be accepted, 1 something is refused (or
+tcprules denies the client), 3 nothing refused but a temporary failure (4xx),
+2 usage errors, 111 the controls (or the tcprules cdb) cannot be read.
+See docs/qmail-policytest.md.
 """
 import os
 import sys
@@ -26,18 +33,18 @@ import time
 
 import click
 
-from qmailpy import paths
+from qmailpy import exitcodes as X, paths
 from qmailpy.ctl.reader import ControlError, Controls
-from qmailpy.policy import SKIP, Verdict, where
-from qmailpy.policy.engine import Envelope
-from qmailpy.proto import replies as R
+from qmailpy.smtpd import actions as A
 
 EXIT_OK, EXIT_REFUSED, EXIT_TEMPFAIL = 0, 1, 3
 PASSED_ON = ("DNSCACHEIP", "DNSTIMEOUT")
+TCPRULES = "control/tcp.smtp.cdb"
 
 
-def client_environ(ip, host, local_ip, local_host, pairs):
-    env = {"TCPREMOTEIP": ip, "TCPLOCALIP": local_ip, "PROTO": "TCP"}
+def client_environ(ip, host, local_ip, local_host, rule_env, pairs):
+    """qmail-smtpd's environment as tcpserver makes it, then the rule's variables, then --env."""
+    env = {"PROTO": "TCP", "TCPREMOTEIP": ip, "TCPLOCALIP": local_ip, "TCPLOCALPORT": "25"}
     if host:
         env["TCPREMOTEHOST"] = host
     if local_host:
@@ -45,6 +52,7 @@ def client_environ(ip, host, local_ip, local_host, pairs):
     for name in PASSED_ON:
         if name in os.environ:
             env[name] = os.environ[name]
+    env.update(rule_env)
     for pair in pairs:
         name, eq, value = pair.partition("=")
         if not eq or not name:
@@ -53,8 +61,63 @@ def client_environ(ip, host, local_ip, local_host, pairs):
     return env
 
 
+def tcprules(path, shown, ip, host):
+    """(key, 'allow'|'deny', variables) of the rule tcpserver -x `path` applies, None without
+    one; 'none' when there is no such file."""
+    from qmailpy.ctl.cdbmap import open_cdb, tcprules_lookup
+    db = open_cdb(path, shown)
+    if db is None:
+        return "none"
+    try:
+        return tcprules_lookup(db, ip, host)
+    finally:
+        db.close()
+
+
+class Driver:
+    """Performs a traced session's actions: DNS from `resolver` (made on first use by
+    `make_resolver`), questions to the home's users database; collects what one command
+    gave (its Verdicts, the tarpit's Sleep, the reply bytes)."""
+
+    def __init__(self, session, make_resolver, open_users):
+        self.session, self.make_resolver, self.open_users = session, make_resolver, open_users
+        self.resolver = self.users = None
+
+    def _users(self):
+        if self.users is None:
+            self.users = self.open_users()
+        return self.users
+
+    def command(self, line=None):
+        """Feed one command line (None: just start); (verdict events, tarpit seconds, reply text)."""
+        from qmailpy.smtpd.answers import answer_lookup, answer_users
+        session = self.session
+        if line is not None:
+            session.receive(line.encode("utf-8", "surrogateescape") + b"\r\n")
+        events, tarpit, replies = [], 0, []
+        while True:
+            action = session.next_action()
+            if action is A.NEED_DATA or action is A.CLOSED:
+                return events, tarpit, b"".join(replies).decode("utf-8", "surrogateescape").rstrip("\r\n")
+            kind = type(action)
+            if kind is A.Send:
+                replies.append(action.data)
+            elif kind is A.Verdicts:
+                events.append(action)
+            elif kind is A.Sleep:
+                tarpit += action.seconds
+            elif kind is A.Lookup:
+                if self.resolver is None:
+                    self.resolver = self.make_resolver()
+                session.answer(answer_lookup(self.resolver, action))
+            elif kind is A.AskUsers:
+                session.answer(answer_users(self._users, action))
+            elif action.question:
+                raise RuntimeError("qmail-policytest cannot answer %r" % action)
+
+
 class Report:
-    """Prints verdicts; remembers the worst outcome for the exit status."""
+    """Prints what each command gave; remembers the worst reply for the exit status."""
 
     def __init__(self, echo):
         self.echo = echo
@@ -64,23 +127,21 @@ class Report:
     def status(self):
         return EXIT_REFUSED if self.refused else EXIT_TEMPFAIL if self.deferred else EXIT_OK
 
-    def verdict(self, v, after=False):
-        note = v.note + (" [not reached in a session]" if after else "")
-        self.echo("  %-20s %-8s %-36s %s" % (v.check, v.status, v.rule or "-", note))
-
-    def trace(self, verdicts):
-        """Every verdict; the first one that stops the command decides. That one, or None."""
+    def command(self, got, tarpit_note=None):
+        """Print one command's verdicts, notes and reply; True when the session goes on."""
+        events, tarpit, reply = got
         decided = None
-        for v in verdicts:
-            if decided is None:
-                self.verdict(v)
-                if v.stops:
-                    decided = v
-            else:
-                self.verdict(v, after=True)
-        return decided
-
-    def answer(self, reply, decided=None):
+        for event in events:
+            after = False
+            for v in event.verdicts:
+                note = v.note + (" [not reached in a session]" if after else "")
+                self.echo("  %-20s %-8s %-36s %s" % (v.check, v.status, v.rule or "-", note))
+                after = after or v is event.decided
+            if event.spf is not None:
+                self.echo("  " + event.spf.header().rstrip("\n"))
+            decided = event.decided or decided
+        if tarpit and tarpit_note:
+            self.echo("  tarpit: this reply waits %d s (%s)" % (tarpit, tarpit_note))
         for line in reply.split("\r\n"):
             self.echo("  => " + line)
         if reply[:1] == "5":
@@ -90,101 +151,56 @@ class Report:
         if decided is not None and decided.quit:
             self.echo("  => the session ends here (%s)" % (
                 "blackholedsender" if decided.check == "blackholedsender" else "quitasap"))
+            return False
+        return reply[:1] == "2"
 
 
-def run(home, env, helo, sender, rcpts, auth_user, resolver, echo):
-    """The whole test; the exit status."""
+def run(home, env, helo, sender, rcpts, auth_user, resolver, echo, notes=()):
+    """The whole test; the exit status. `notes` are printed after the client line."""
     from qmailpy.smtpd.config import SmtpdConfig
-    from qmailpy.smtpd.relay import POP_UNKNOWN, rcpthosts_ok, relay_reason
+    from qmailpy.smtpd.session import Session
     controls = Controls(home, env)
     cfg = SmtpdConfig(controls, env)
-    policy = cfg.policy
-    if resolver is not None:
-        policy.use_resolver(resolver)
 
-    def users():
+    def make_resolver():
+        if resolver is not None:
+            return resolver
+        from qmailpy.policy.lookup import smtpd_resolver
+        return smtpd_resolver(env)
+
+    def open_users():
+        """The questions qmail-smtpd asks, answered from the database in this process (an
+        administrator's tool: the users service answers qmail-smtpd's user alone)."""
         from qmailpy.users import open_users
-        return open_users(home, controls)
-    policy.use_mailboxes(users)                 # badrcptto's recipient keys, as qmail-smtpd has them
-    report = Report(echo)
-    started = time.time()
-    pop_answer = []
+        from qmailpy.users.answers import Answers
+        return Answers(lambda: open_users(home, controls), controls)
 
-    def pop():
-        if not pop_answer:
-            from qmailpy.users import UsersUnavailable, open_users
-            try:
-                pop_answer.append(open_users(home, controls).relay_allowed(cfg.peer.ip, started, cfg.pop_window))
-            except UsersUnavailable:
-                pop_answer.append(None)
-        return pop_answer[0]
-
-    memo = []
-
-    def relaying():
-        if not memo:
-            reason = relay_reason(cfg, None, auth_user, pop)
-            memo.append(None if reason == POP_UNKNOWN else reason)
-        return memo[0]
-
+    session = Session(cfg, time.time, os.getpid(), trace=True)
+    driver, report = Driver(session, make_resolver, open_users), Report(echo)
     echo("client %s host=%s helo=%s%s home=%s" % (
         cfg.peer.ip, cfg.peer.host, helo if helo is not None else "(none)",
         " auth=%s" % auth_user if auth_user else "", home))
-    if policy.whitelisted:
+    for note in notes:
+        echo(note)
+    if cfg.policy.whitelisted:
         echo("WHITELIST is set: the anti-spam checks are skipped")
     for f in controls.findings:
         echo("warning: %s" % f)
-
-    # MAIL
+    driver.command()                        # the greeting
+    if auth_user:
+        session.assume_auth(auth_user)
+    if helo is not None:
+        driver.command("HELO " + helo)
     echo("MAIL FROM:<%s>" % sender)
-    env_mail = Envelope(helo, sender, None, auth_user, relaying)
-    trace = []
-    policy.mail(env_mail, trace)
-    spf_verdict, spf = policy.spf_mail(env_mail, cfg.relayclient)
-    trace.append(spf_verdict)
-    decided = report.trace(trace)
-    if spf is not None:
-        echo("  " + spf.header().rstrip("\n"))
-    if decided is not None:
-        report.answer(decided.reply, decided)
+    if not report.command(driver.command("MAIL FROM:<%s>" % sender)):
         return report.status
-    report.answer(R.OK)
-
-    # RCPT
+    tarpitcount = cfg.policy.value("tarpitcount")
     for count, rcpt in enumerate(rcpts, 1):
         echo("RCPT TO:<%s>" % rcpt)
-        trace = []
-        policy.rcpt(Envelope(helo, sender, rcpt, auth_user, relaying), trace)
-        trace.append(policy.spf_rcpt(spf) if spf is not None else Verdict(
-            "spf", SKIP, rule=where(policy.setting("spfbehavior")), note="no SPF result for this transaction"))
-        trace.append(relay_verdict(cfg, sender, rcpt, auth_user, pop, rcpthosts_ok, relay_reason, POP_UNKNOWN))
-        decided = report.trace(trace)
-        delay = policy.tarpit(count, Envelope(helo, sender, None, auth_user, relaying))
-        if delay:
-            echo("  tarpit: this reply waits %d s (RCPT %d > tarpitcount %d)" % (
-                delay, count, policy.value("tarpitcount")))
-        if decided is not None:
-            report.answer(decided.reply, decided)
-            if decided.quit:
-                return report.status
-        else:
-            report.answer(R.OK)
+        note = "RCPT %d > tarpitcount %d" % (count, tarpitcount or 0)
+        if not report.command(driver.command("RCPT TO:<%s>" % rcpt), note) and session.closed:
+            break
     return report.status
-
-
-def relay_verdict(cfg, sender, rcpt, auth_user, pop, rcpthosts_ok, relay_reason, pop_unknown):
-    """qmail-smtpd's relay control for one recipient, as a Verdict (after the policy's checks)."""
-    from qmailpy.policy import ACCEPT, REFUSE, TEMPFAIL
-    local = rcpthosts_ok(cfg, rcpt)
-    reason = None if local and cfg.relayclient is None else relay_reason(cfg, sender, auth_user, pop)
-    if reason == pop_unknown:
-        return Verdict("relay", TEMPFAIL, R.USERS_TEMPFAIL, "popbeforesmtp", "users database unavailable")
-    if reason is None and not local:
-        return Verdict("relay", REFUSE, R.NOT_RCPTHOSTS, "control/rcpthosts", "not one of our domains")
-    if local and reason is None:
-        return Verdict("relay", ACCEPT, rule="control/rcpthosts" if cfg.rcpthosts is not None else None,
-                       note="one of our domains" if cfg.rcpthosts is not None else "no rcpthosts: any domain")
-    return Verdict("relay", ACCEPT, note="the client may relay (%s)" % reason)
 
 
 def load_resolver(dns_lines, answers):
@@ -204,32 +220,61 @@ def load_resolver(dns_lines, answers):
     return resolver
 
 
+def one_line(value, hint):
+    """A value that goes into a command line: no CR, LF or NUL (usage error otherwise)."""
+    if value is not None and any(c in value for c in "\r\n\0"):
+        raise click.BadParameter("CR, LF or NUL in %r" % value, param_hint=hint)
+    return value
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--ip", required=True, help="The client's IP address (TCPREMOTEIP).")
 @click.option("--host", default=None, help="The client's host name as tcpserver found it (TCPREMOTEHOST).")
-@click.option("--helo", default=None, help="The HELO/EHLO name (none: the client never greets).")
+@click.option("--helo", default=None, help="The HELO name (none: the client never greets).")
 @click.option("--from", "sender", required=True, help="The MAIL FROM address ('' for the null sender).")
 @click.option("--rcpt", "rcpts", multiple=True, help="A RCPT TO address; repeat for more.")
 @click.option("--auth", "auth_user", default=None, help="Pretend the client authenticated as USER.")
 @click.option("--env", "pairs", multiple=True, help="VAR=value as tcprules would set it; repeat for more.")
 @click.option("--local-ip", default="127.0.0.1", show_default=True, help="TCPLOCALIP.")
 @click.option("--local-host", default=None, help="TCPLOCALHOST (the receiver in SPF texts); default: control/me.")
+@click.option("--tcprules", "rules", type=click.Path(dir_okay=False), default=None,
+              help="The tcprules cdb tcpserver -x reads (default: %s of the home, if there)." % TCPRULES)
+@click.option("--no-tcprules", is_flag=True, help="Apply no tcprules cdb.")
 @click.option("--dns", "dns_lines", multiple=True, metavar="'NAME TYPE VALUE'",
               help="A DNS answer to use instead of live DNS (NAME SERVFAIL/TIMEOUT for failures); repeat.")
 @click.option("--answers", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A file of 'NAME TYPE VALUE' lines, as --dns.")
-def cli(ip, host, helo, sender, rcpts, auth_user, pairs, local_ip, local_host, dns_lines, answers):
-    """Show what qmail-smtpd's anti-spam policy decides for one client and envelope."""
+def cli(ip, host, helo, sender, rcpts, auth_user, pairs, local_ip, local_host, rules, no_tcprules,
+        dns_lines, answers):
+    """Show what qmail-smtpd decides for one client and envelope, check by check."""
     home = paths.qmailhome(os.environ)
+    one_line(helo, "--helo")
+    one_line(sender, "--from")
+    for rcpt in rcpts:
+        one_line(rcpt, "--rcpt")
     try:
         if local_host is None:
             local_host = Controls(home).value("me")
-        env = client_environ(ip, host, local_ip, local_host, pairs)
+        rule, shown = "none", rules or TCPRULES
+        if not no_tcprules:
+            rule = tcprules(rules or os.path.join(home, TCPRULES), shown, ip, host)
+            if rule == "none" and rules:
+                raise ControlError(shown, 0, "no such file")
+        env = client_environ(ip, host, local_ip, local_host, rule[2] if isinstance(rule, tuple) else {}, pairs)
         resolver = load_resolver(dns_lines, answers)
-        status = run(home, env, helo, sender, rcpts, auth_user, resolver, click.echo)
+        if isinstance(rule, tuple) and rule[1] == "deny":
+            click.echo("tcprules: %s: rule %r denies %s: tcpserver drops the connection" % (shown, rule[0], ip))
+            sys.exit(EXIT_REFUSED)
+        notes = []
+        if isinstance(rule, tuple):
+            notes.append("tcprules: %s: rule %r allows: %s" % (shown, rule[0], " ".join(
+                "%s=%r" % kv for kv in sorted(rule[2].items())) or "no variables"))
+        elif rule is None:
+            notes.append("tcprules: %s: no rule for %s (allowed, no variables)" % (shown, ip))
+        status = run(home, env, helo, sender, rcpts, auth_user, resolver, click.echo, notes)
     except ControlError as e:
         click.echo("qmail-policytest: %s" % e, err=True)
-        sys.exit(111)
+        sys.exit(X.EXIT_TROUBLE)
     sys.exit(status)
 
 

@@ -8,7 +8,7 @@ exits 111, as qmail's strerr_die does.
 import os
 import sys
 
-USAGE_ERROR, TROUBLE = 100, 111
+from qmailpy.exitcodes import EXIT_TROUBLE as TROUBLE, EXIT_USAGE as USAGE_ERROR
 
 
 class Fatal(Exception):

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from qmailpy import paths
+from qmailpy import exitcodes as X, paths
 
 
 def count_files(directory, nested):
@@ -33,7 +33,7 @@ def cli(as_json):
         got = stats(paths.qmailhome(os.environ))
     except OSError as e:
         click.echo("qmail-qstat: fatal: unable to read the queue: %s" % e, err=True)
-        sys.exit(111)
+        sys.exit(X.EXIT_TROUBLE)
     if as_json:
         click.echo(json.dumps(got))
         return

@@ -5,7 +5,7 @@ import time
 
 import click
 
-from qmailpy import paths
+from qmailpy import exitcodes as X, paths
 from qmailpy.ctl.reader import ControlError, Controls
 from qmailpy.srs import keys as K
 
@@ -32,7 +32,7 @@ def _max_age(home):
 
 def _die(text):
     click.echo(FATAL + text, err=True)
-    sys.exit(111)
+    sys.exit(X.EXIT_TROUBLE)
 
 
 def show_lines(home, now, max_age):

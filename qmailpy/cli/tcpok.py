@@ -4,7 +4,6 @@ As qmail's qmail-tcpok: the table is zeroed in place under its lock, so the
 next delivery tries every address again. Run it after the network comes
 back, before `svc -a` (qmail-send's ALRM: retry the queue now).
 """
-from qmailpy import paths
 from qmailpy.cli.qmailtool import oserror, on_home, run_tool
 
 PROG = "qmail-tcpok"
@@ -16,7 +15,8 @@ so that the next deliveries try them again. Exit 0 done, 111 trouble.
 
 def clear(home):
     from qmailpy.remote.tcpto import clear as zero
-    path = paths.queue_path(home, "lock", "tcpto")
+    from qmailpy.queue.layout import tcpto_path
+    path = tcpto_path(home)
     try:
         zero(path)
     except OSError as e:

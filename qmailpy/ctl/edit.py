@@ -1,7 +1,7 @@
 """Writing control files, as the admin tools do (qmail-config, qmail-users).
 
-A file is replaced through a temp file in control/ and a rename, so a reader
-never sees half a file; it keeps the old file's mode and owner (0644, the
+A file is replaced through a temp file in control/ and a rename (fileio.atomic_write,
+durable), so a reader never sees half a file; it keeps the old file's mode and owner (0644, the
 caller's, for a new one). Lines are text (UTF-8, undecodable bytes kept).
 A control set in control/options (H-Sphere) and not by a file of its own is
 "set elsewhere": a new file would shadow that value, so the tools leave it
@@ -29,23 +29,19 @@ def read_lines(home, name):
 
 def write_lines(home, name, lines):
     """Replace control/NAME with these lines (each ended by a newline)."""
+    from qmailpy.fileio import atomic_write
     path = paths.control_path(home, name)
-    tmp = os.path.join(os.path.dirname(path), ".%s.tmp%d" % (os.path.basename(path), os.getpid()))
     try:
         st = os.stat(path)
     except FileNotFoundError:
         st = None
-    with open(tmp, "wb") as f:
-        f.write("".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape"))
-        f.flush()
-        os.fsync(f.fileno())
+    mode, owner = NEW_MODE, None
     if st is not None:
-        os.chmod(tmp, st.st_mode & 0o7777)
+        mode = st.st_mode & 0o7777
         if os.geteuid() == 0:
-            os.chown(tmp, st.st_uid, st.st_gid)
-    else:
-        os.chmod(tmp, NEW_MODE)
-    os.replace(tmp, path)
+            owner = (st.st_uid, st.st_gid)
+    data = "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
+    atomic_write(path, data, durable=True, mode=mode, owner=owner)
 
 
 def set_elsewhere(home, name):

@@ -13,7 +13,7 @@ import os
 import time
 
 from qmailpy import exitcodes as X
-from qmailpy.queue.enqueue import QueueError
+from qmailpy.exitcodes import QueueError
 
 
 def _read(staged):

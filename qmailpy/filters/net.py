@@ -17,7 +17,7 @@ import socket
 import time
 
 from qmailpy import exitcodes as X
-from qmailpy.queue.enqueue import QueueError
+from qmailpy.exitcodes import QueueError
 
 
 class ServiceError(QueueError):

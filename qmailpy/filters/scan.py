@@ -22,7 +22,7 @@ import os
 from qmailpy import exitcodes as X
 from qmailpy.filters.log import say
 from qmailpy.filters.net import ServiceError, parse_address
-from qmailpy.queue.enqueue import QueueError
+from qmailpy.exitcodes import QueueError
 
 
 def _show(addresses):

@@ -14,7 +14,7 @@ virtual domain.
 """
 from qmailpy import exitcodes as X
 from qmailpy.filters.log import say
-from qmailpy.queue.enqueue import QueueError
+from qmailpy.exitcodes import QueueError
 
 
 def _open(cdb_path, name):
@@ -34,7 +34,7 @@ def recipient_keys(controls, log=say):
     come from the controls alone)."""
     from qmailpy.addr.keys import RecipientKeys
     from qmailpy.users.base import AddressFinder
-    from qmailpy.usersd.client import open_answers
+    from qmailpy.users.service import open_answers
     finder = AddressFinder(lambda: open_answers(controls.home, controls), lambda e: log(
         "users database unavailable (%s): recipient keys from the controls alone" % e))
     return RecipientKeys.from_controls(controls, finder), finder

@@ -21,6 +21,7 @@ the exit codes and messages are theirs.
 import os
 import sys
 
+from qmailpy import exitcodes as X
 from qmailpy.inject.sgetopt import GetOpt
 
 PROG = "sendmail"
@@ -43,7 +44,7 @@ def _say(text):
 
 def usage():
     _say(USAGE)
-    return 100
+    return X.EXIT_USAGE
 
 
 def smtpd(environ):
@@ -56,13 +57,13 @@ def smtpd(environ):
 
 
 def mailq(env):
-    """qmail-qread (it reads its home from os.environ)."""
-    from qmailpy.cli.qread import cli
-    os.environ["QMAILHOME"] = env["QMAILHOME"]
-    try:
-        return cli.main(args=[], prog_name="qmail-qread")
-    except SystemExit as e:
-        return e.code or 0
+    """qmail-qread's listing (qmailpy.queue.read)."""
+    from qmailpy.queue.read import listing
+
+    def echo(text, out=sys.stdout):
+        out.write(text + "\n")
+        out.flush()
+    return listing(env["QMAILHOME"], echo, lambda text: echo(text, sys.stderr))
 
 
 def run(argv, environ):
@@ -73,7 +74,7 @@ def run(argv, environ):
         os.chdir(home)
     except OSError:
         _say("sendmail: fatal: unable to switch to qmail home directory\n")
-        return 111
+        return X.EXIT_TROUBLE
     header, sender = False, None
     env = dict(environ, QMAILHOME=home)         # a relative $QMAILHOME no longer applies here
     opts = GetOpt(PROG, argv[1:], "vimte:f:p:o:B:F:EJxb:")
@@ -101,7 +102,7 @@ def run(argv, environ):
         return mailq(env)
     if name == "newaliases":
         _say("sendmail: fatal: please use fastforward/newaliases instead\n")
-        return 100
+        return X.EXIT_USAGE
     args = ["-H" if header else "-a"] + (["-f", sender] if sender is not None else []) + ["--"] + opts.rest()
     from qmailpy.inject.main import run as inject
     return inject(args, env, sys.stdin.buffer, sys.stdout.buffer)

@@ -11,6 +11,7 @@ qmail-users adddomain sends postmaster@ of each virtual domain here too
 """
 import os
 
+from qmailpy.fileio import atomic_write
 from qmailpy.users import maildir
 
 NAMES = ("postmaster", "mailer-daemon", "root")
@@ -50,12 +51,6 @@ def make(home, owner=None, postmaster=None):
         if os.path.lexists(path):
             out.append("kept %s (there already)" % path)
             continue
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.chmod(tmp, MODE)
-        if owner is not None:
-            os.chown(tmp, *owner)
-        os.rename(tmp, path)
+        atomic_write(path, text.encode(), durable=True, mode=MODE, owner=owner)
         out.append("made %s: %s" % (path, text.strip()))
     return out

@@ -19,6 +19,7 @@ if __name__ == "__main__":
 
 
 def main(argv):
+    from qmailpy import exitcodes as X
     from qmailpy.ctl.reader import ControlError, Controls
     present = argv[:1] == ["--present"]
     if present:
@@ -40,7 +41,7 @@ def main(argv):
         return 2
     except ControlError as e:
         print("ctlvalue: %s" % e, file=sys.stderr)
-        return 111
+        return X.EXIT_TROUBLE
     return 0
 
 

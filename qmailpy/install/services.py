@@ -179,11 +179,8 @@ def render_crontab(s, user=None):
 # -- writing
 
 def _write(path, text, mode):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    from qmailpy.fileio import atomic_write
+    atomic_write(path, text.encode(), durable=True, mode=mode)
 
 
 def _mkdir(path, mode=0o755):

@@ -6,7 +6,9 @@ errno wording and its temporary-errno list, so reports read like qmail's.
 """
 import errno as E
 
-OK, PERM, TEMP = 0, 100, 111
+from qmailpy import exitcodes as X
+
+OK, PERM, TEMP = X.DELIVERY_OK, X.DELIVERY_PERMANENT, X.DELIVERY_TEMPORARY
 
 USAGE = "qmail-local: usage: qmail-local [ -nN ] user homedir local dash ext domain sender aliasempty"
 REWIND = "Unable to rewind message. (#4.3.0)"

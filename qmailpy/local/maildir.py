@@ -13,15 +13,10 @@ import stat
 import time
 
 from qmailpy.local import errors, message, quota
+from qmailpy.maildirpp import hostname
 
 DEADLINE = 86400               # qmail's alarm(86400) around the copy
 _deliveries = [0]
-
-
-def hostname():
-    """gethostname() cut to 64 bytes, made safe for a file name."""
-    host = os.uname().nodename[:64]
-    return host.replace("/", "\\057").replace(":", "\\072")
 
 
 def unique_name(size, host, now_ns=None, pid=None):

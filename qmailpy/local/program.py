@@ -5,11 +5,12 @@ qmail they share qmail-lspawn's pipe). Exit codes: 0 ok; 99 ok and stop
 reading the .qmail; 100, 64, 65, 70, 76, 77, 78, 112 permanent; killed by a
 signal "Aack, child crashed."; anything else temporary.
 """
+from qmailpy import exitcodes as X
 from qmailpy.local import errors, message
 
 SHELL = "/bin/sh"
-PERMANENT = frozenset((100, 64, 65, 70, 76, 77, 78, 112))
-STOP = 99
+PERMANENT = frozenset((X.DELIVERY_PERMANENT, 64, 65, 70, 76, 77, 78, 112))   # and sysexits.h's
+STOP = X.DELIVERY_OK_STOP
 
 
 def run(command, fd0, env, cwd):

@@ -10,55 +10,17 @@ The decision copies Courier's docheckquota()/qcalc(): usage + this message
 must not exceed any limit; when the file says "over", it is recounted unless
 it is fresh (one total line and younger than 15 minutes). A definition from
 $MAILDIRQUOTA that differs from the file's first line also forces a recount,
-which writes the new definition.
+which writes the new definition. Reading a definition and the maildirsize file
+is qmailpy.maildirpp's.
 """
 import os
 import time
 
-from qmailpy.local import errors, maildirsize
+from qmailpy import maildirpp
+from qmailpy.local import errors
 
 ENV = "MAILDIRQUOTA"
 FRESH = 15 * 60                 # seconds a one-line maildirsize is trusted when it says "over"
-_UNITS = {"K": 1024, "M": 1048576}
-
-
-def normalize(value):
-    """$MAILDIRQUOTA -> None (not given), "" (no limit) or a Maildir++ definition."""
-    v = (value or "").strip()
-    if not v:
-        return None
-    if v.upper() == "NOQUOTA":
-        return ""
-    if v.isdigit() and v.isascii():
-        return v + "S"
-    unit = _UNITS.get(v[-1:].upper())
-    if unit and v[:-1].isdigit() and v[:-1].isascii():
-        return "%dS" % (int(v[:-1]) * unit)
-    return v
-
-
-def limits(definition):
-    """qcalc()'s reading: each number is a limit, 'C' after it = messages, else bytes."""
-    out = []
-    i, n = 0, len(definition)
-    while i < n:
-        if not ("0" <= definition[i] <= "9"):
-            i += 1
-            continue
-        j = i
-        while j < n and "0" <= definition[j] <= "9":
-            j += 1
-        out.append(("C" if definition[j:j + 1] == "C" else "S", int(definition[i:j])))
-        i = j
-    return out
-
-
-def over(definition, size, count):
-    """True when `size` bytes or `count` messages break a limit of `definition`."""
-    for kind, limit in limits(definition):
-        if limit < (count if kind == "C" else size):
-            return True
-    return False
 
 
 def quota_root(maildir):
@@ -78,9 +40,9 @@ def check(maildir, environ, size, host, now=None):
     propagates: the caller makes it a temporary failure, not a bounce.
     """
     root = quota_root(maildir)
-    path = os.path.join(root, maildirsize.NAME)
-    state = maildirsize.read(path)
-    given = normalize(environ.get(ENV))
+    path = os.path.join(root, maildirpp.NAME)
+    state = maildirpp.read(path)
+    given = maildirpp.normalize(environ.get(ENV))
     if given is not None:
         definition = given
     else:
@@ -89,14 +51,14 @@ def check(maildir, environ, size, host, now=None):
         return path if state is not None else None
     recount = state is None or state.too_big or (given is not None and given != state.definition)
     if not recount:
-        if not over(definition, state.size + size, state.count + 1):
+        if not maildirpp.over(definition, state.size + size, state.count + 1):
             return path
         now = time.time() if now is None else now
         if state.nlines == 1 and now < state.mtime + FRESH:
             raise errors.perm(errors.OVER_QUOTA)
-    total, count = maildirsize.scan(root)
-    maildirsize.rewrite(root, definition, total, count, host)
-    if over(definition, total + size, count + 1):
+    total, count = maildirpp.scan(root)
+    maildirpp.rewrite(root, definition, total, count, host)
+    if maildirpp.over(definition, total + size, count + 1):
         raise errors.perm(errors.OVER_QUOTA)
     return path
 
@@ -106,6 +68,6 @@ def add(path, size):
     if path is None:
         return
     try:
-        maildirsize.append(path, size, 1)
+        maildirpp.append(path, size, 1)
     except OSError:
         pass

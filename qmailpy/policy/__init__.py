@@ -2,9 +2,10 @@
 
 The policy reads nothing but the controls and the environment it is given
 (qmailpy.ctl.reader.Controls, tcpserver's variables) and asks nothing but the
-resolver it is given (qmailpy.dns.resolver.Resolver, or a StaticResolver).
-qmail-smtpd (smtpd/envelope.py) and qmail-policytest (cli/policytest.py) run
-the same checks, so what the test tool prints is what a session does.
+resolver it is given (qmailpy.dns.resolver.Resolver, a StaticResolver, or in a
+session the answers its driver gave: qmailpy.smtpd.answers). qmail-policytest
+drives a qmail-smtpd session (qmailpy.smtpd.session), so what the test tool
+prints is what a session does.
 
 Modules:
   engine    Policy: the checks of each SMTP stage in order, WHITELIST, quitasap,
@@ -14,9 +15,11 @@ Modules:
             qmailpy.ctl.patterns)
   dnscheck  mfdnscheck (+ nomfdnscheck), helodnscheck, badmailfrom-unknown, rblhosts
   spf       the qmail-spf patch (rc5) on top of pyspf: spfbehavior, spfrules,
-            spfguess, spfexp, Received-SPF
+            spfguess, spfexp; spfmacro (the macro expander), spfresult
+            (Received-SPF, explanations)
   lookup    the resolver qmail-smtpd uses (bounded time-outs), existence tests,
             and StaticResolver (answers given as text, for qmail-policytest)
+  relay     relay control: who may relay, rcpthosts, the relay verdict of a RCPT
 
 Each check returns a Verdict. A session stops at the first REFUSE or
 TEMPFAIL; qmail-policytest shows them all. Every module here is cheap to
@@ -46,12 +49,14 @@ class Verdict:
     note    a few words for people (qmail-policytest, logs)
     quit    the session ends after the reply (blackholedsender, quitasap)
     fields  extra key=value pairs for the log line (zone=, dns=, spf=, ...)
+    logged  (event, fields): the log line of a refusal when it is not the anti-spam
+            checks' `refused check=... rule=...` (relay control, chkuser); () for none
     """
-    __slots__ = ("check", "status", "reply", "rule", "note", "quit", "fields")
+    __slots__ = ("check", "status", "reply", "rule", "note", "quit", "fields", "logged")
 
-    def __init__(self, check, status, reply=None, rule=None, note="", quit=False, fields=None):
+    def __init__(self, check, status, reply=None, rule=None, note="", quit=False, fields=None, logged=None):
         self.check, self.status, self.reply, self.rule = check, status, reply, rule
-        self.note, self.quit, self.fields = note, quit, fields or {}
+        self.note, self.quit, self.fields, self.logged = note, quit, fields or {}, logged
 
     @property
     def stops(self):

@@ -6,8 +6,8 @@ Stages and order (docs/antispam.md explains the choices):
         a temporary error is answered here when spfbehavior >= 2)
   RCPT  rblhosts, badhelo, helodnscheck, badmailfrom, badmailpatterns,
         badmailfrom-unknown, mfdnscheck, badrcptto, badrcptpatterns, then the
-        SPF rejection decided at MAIL; relay control (rcpthosts, ...) follows
-        in smtpd/envelope.py
+        SPF rejection decided at MAIL; relay control (qmailpy.policy.relay),
+        SRS, chkuser and maxrecepients follow (smtpd/envelope.py: rcpt_verdict)
   tarpit: after `tarpitcount` RCPT commands in a transaction, every further
         RCPT reply waits `tarpitdelay` seconds
 
@@ -24,7 +24,6 @@ Run-time switches, per client from tcprules (no restart: tcprules rebuilds the c
 """
 from qmailpy.ctl.patterns import AddressList, PatternList
 from qmailpy.policy import ACCEPT, REFUSE, SKIP, TEMPFAIL, Verdict, where
-from qmailpy.policy import dnscheck, lists
 from qmailpy.proto import replies as R
 
 
@@ -41,18 +40,35 @@ class Envelope:
         self.relaying = relaying or (lambda: None)
 
 
-MAIL_CHECKS = (("blackholedsender", lists.blackholedsender),)
-RCPT_CHECKS = (
-    ("rblhosts", dnscheck.rblhosts),
-    ("badhelo", lists.badhelo),
-    ("helodnscheck", dnscheck.helodnscheck),
-    ("badmailfrom", lists.badmailfrom),
-    ("badmailpatterns", lists.badmailpatterns),
-    ("badmailfrom-unknown", dnscheck.badmailfrom_unknown),
-    ("mfdnscheck", dnscheck.mfdnscheck),
-    ("badrcptto", lists.badrcptto),
-    ("badrcptpatterns", lists.badrcptpatterns),
-)
+def _checks():
+    """{"MAIL_CHECKS": ..., "RCPT_CHECKS": ...}: (name, check) in order. Made on first use, so a
+    session that never gets to MAIL does not import the checks (and the resolver they use)."""
+    global _CHECKS
+    if _CHECKS is None:
+        from qmailpy.policy import dnscheck, lists
+        _CHECKS = {
+            "MAIL_CHECKS": (("blackholedsender", lists.blackholedsender),),
+            "RCPT_CHECKS": (
+                ("rblhosts", dnscheck.rblhosts),
+                ("badhelo", lists.badhelo),
+                ("helodnscheck", dnscheck.helodnscheck),
+                ("badmailfrom", lists.badmailfrom),
+                ("badmailpatterns", lists.badmailpatterns),
+                ("badmailfrom-unknown", dnscheck.badmailfrom_unknown),
+                ("mfdnscheck", dnscheck.mfdnscheck),
+                ("badrcptto", lists.badrcptto),
+                ("badrcptpatterns", lists.badrcptpatterns),
+            )}
+    return _CHECKS
+
+
+_CHECKS = None
+
+
+def __getattr__(name):          # MAIL_CHECKS and RCPT_CHECKS, as module attributes
+    if name in ("MAIL_CHECKS", "RCPT_CHECKS"):
+        return _checks()[name]
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 SPF_REJECTS = {"fail": 3, "softfail": 4, "neutral": 5, "none": 6, "unknown": 6}   # lowest spfbehavior
 
 
@@ -132,7 +148,8 @@ class Policy:
                        note="splithorizon: client may relay (%s)" % why)
 
     def relaymailfrom(self, sender):
-        return lists.relaymailfrom(self, sender)
+        from qmailpy.policy.lists import relaymailfrom
+        return relaymailfrom(self, sender)
 
     # -- stages
     def run(self, checks, env, trace=None):
@@ -159,10 +176,10 @@ class Policy:
         return first
 
     def mail(self, env, trace=None):
-        return self.run(MAIL_CHECKS, env, trace)
+        return self.run(_checks()["MAIL_CHECKS"], env, trace)
 
     def rcpt(self, env, trace=None):
-        return self.run(RCPT_CHECKS, env, trace)
+        return self.run(_checks()["RCPT_CHECKS"], env, trace)
 
     def tarpit(self, count, env):
         """Seconds to wait before answering the `count`-th RCPT of a transaction (0: none)."""
@@ -178,13 +195,13 @@ class Policy:
     def spf_behavior(self):
         return self.value("spfbehavior") or 0
 
-    def spf_mail(self, env, relayclient=None):
+    def spf_mail(self, env):
         """(Verdict, SpfResult or None) at MAIL: SKIP when off or for clients that may relay."""
         behavior = self.spf_behavior()
         rule = where(self.setting("spfbehavior"))
         if not behavior:
             return Verdict("spf", SKIP, rule=rule, note="spfbehavior 0"), None
-        why = "RELAYCLIENT" if relayclient is not None else ("auth" if env.auth_user else env.relaying())
+        why = env.relaying()
         if why is not None:
             return Verdict("spf", SKIP, rule=rule, note="client may relay (%s)" % why), None
         from qmailpy.policy import spf

@@ -70,26 +70,6 @@ def reverse_ip(ip):
     return ".".join(reversed(addr.exploded.replace(":", "")))
 
 
-def validated_name(resolver, ip, domain=""):
-    """SPF's %{p}: a PTR name of `ip` whose addresses include `ip`, preferring
-    `domain` or one of its subdomains; "unknown" when there is none (soft failures too)."""
-    ptr = resolver.ptr(ip)
-    if ptr.status != OK:
-        return "unknown"
-    want = ip.lower()
-    names = []
-    for name in ptr.values[:10]:
-        got = resolver.aaaa(name) if ":" in ip else resolver.a(name)
-        if got.status == OK and any(a.lower() == want for a in got.values):
-            names.append(name)
-    d = domain.lower().rstrip(".")
-    for name in names:
-        n = name.lower()
-        if d and (n == d or n.endswith("." + d)):
-            return name
-    return names[0] if names else "unknown"
-
-
 BEHAVIOURS = ("SERVFAIL", "TIMEOUT", "NXDOMAIN")
 
 

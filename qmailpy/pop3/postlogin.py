@@ -15,6 +15,8 @@ import os
 import sys
 import time
 
+from qmailpy import exitcodes as X
+
 
 def record(home, ip, user, now=None):
     """Write the relay row (vpopmail's open_smtp_relay) and lastauth; an error text or None."""
@@ -35,7 +37,7 @@ def main(home, argv, environ=None):
     environ = os.environ if environ is None else environ
     if not argv:
         sys.stderr.write("postlogin: no program to exec (run me from Dovecot's script-login)\n")
-        return 111
+        return X.EXIT_TROUBLE
     ip = environ.get("IP", "")
     if ip:
         try:
@@ -49,7 +51,7 @@ def main(home, argv, environ=None):
         os.execv(argv[0], argv)
     except OSError as e:
         sys.stderr.write("postlogin: cannot exec %s: %s\n" % (argv[0], e))
-    return 111
+    return X.EXIT_TROUBLE
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import os
 import _signal as signal   # signal.py would import enum (~3 ms per exec)
 
 from qmailpy import exitcodes as X
+from qmailpy.exitcodes import QueueError  # noqa: F401  (the filters raise it too; queue.main imports it from here)
 from qmailpy.proto import qq
 from qmailpy.proto.date822 import date822
 from qmailpy.queue import layout
@@ -38,15 +39,6 @@ EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC     # qmail's open_ex
 DISK_FULL = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
 # qmail's auto_usera/auto_userd/auto_users: who is named in the Received line
 NAMED_USERS = {"alias": "by alias", "qmaild": "from network", "qmails": "for bounce"}
-
-
-class QueueError(Exception):
-    """Why the message was not queued; `code` is qmail-queue's exit code."""
-
-    def __init__(self, code, reason):
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 def _oserror(e, code, what):

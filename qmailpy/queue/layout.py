@@ -88,6 +88,16 @@ def pid_path(home, pid, starttime, seq):
     return paths.queue_path(home, "pid", "%d.%d.%d" % (pid, starttime, seq))
 
 
+def messid_path(home, messid):
+    """The mess file qmail-send names to a spawn as `<split>/<id>` (relative to queue/mess)."""
+    return paths.queue_path(home, "mess", messid)
+
+
+def tcpto_path(home):
+    """qmail-remote's table of hosts that timed out (qmail-tcpok clears it)."""
+    return paths.queue_path(home, "lock", "tcpto")
+
+
 def trigger_path(home):
     return paths.queue_path(home, "lock", "trigger")
 
@@ -156,7 +166,7 @@ def create_queue(home, split=SPLIT):
             for i in range(split):
                 _mkdir(os.path.join(base, str(i)), owner, mode, owners)
     lock = paths.queue_path(home, "lock")
-    tcpto = os.path.join(lock, "tcpto")
+    tcpto = tcpto_path(home)
     if not os.path.exists(tcpto):
         with open(tcpto, "wb") as f:
             f.write(b"\0" * TCPTO_SIZE)

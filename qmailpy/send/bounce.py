@@ -11,12 +11,12 @@ chunks, so a bounce of any size costs bounded memory and bounded work per
 chunk. The bounce's own header is fixed text: the controls, the date, the
 original sender (CR, LF and NUL made '_') and a boundary only when valid.
 """
-import io
 from collections import namedtuple
 
 from qmailpy.proto.date822 import date822
 from qmailpy.proto.quote import quote, quote2
 from qmailpy.send import bouncecopy
+from qmailpy.send.mime import HeaderScan
 
 COPY_SEP = b"--- Below this line is a copy of the message.\n\n"
 ORIGINAL_SEP = b"--- Below this line is the original bounce.\n\n"
@@ -75,11 +75,6 @@ def envelope(sender, s):
     return TRIPLE, s.doublebounceto + b"@" + s.doublebouncehost
 
 
-def compose(now, sender, bouncetext, mess, s, copy=True):
-    """The whole bounce as bytes (bouncetext: bounce/<id>, mess: the message)."""
-    return b"".join(chunks(now, sender, io.BytesIO(bouncetext), io.BytesIO(mess), s, copy))
-
-
 def chunks(now, sender, report, mess, s, copy=True):
     """The bounce (qmail-queue adds its Received line on top) in chunks of about a block,
     some empty (a block of the message read). report, mess: binary files, mess seekable.
@@ -88,7 +83,7 @@ def chunks(now, sender, report, mess, s, copy=True):
     _, recip = envelope(sender, s)
     scan = None
     if copy and not double:
-        scan = bouncecopy.HeaderScan()
+        scan = HeaderScan()
         yield from bouncecopy.scan_chunks(mess, scan)
     boundary = scan.boundary if scan is not None else None
     head = [b"Date: ", date822(now).encode(), b"\nFrom: ", quote(s.bouncefrom), b"@", s.bouncehost,

@@ -17,9 +17,9 @@ import os
 import time
 
 from qmailpy import exitcodes
-from qmailpy.clean import wire as clean_wire
-from qmailpy.queue import layout
-from qmailpy.send import bounce, queuefiles as qf
+from qmailpy.proto import cleanwire as clean_wire
+from qmailpy.queue import files as qf, layout
+from qmailpy.send import bounce
 from qmailpy.send.inject import permanent
 from qmailpy.send.rewrite import bounce_sender
 from qmailpy.send.todo import rel

@@ -16,7 +16,7 @@ import subprocess
 
 from qmailpy import exitcodes
 from qmailpy.proto import qq
-from qmailpy.spawn.programs import program_path
+from qmailpy.paths import program_path
 
 STEPS = 4            # chunks pulled per step(): bounds the work of one turn of the loop
 

@@ -13,9 +13,11 @@ import os
 import selectors
 import signal
 
-from qmailpy.clean.wire import CleanDied
+from qmailpy import clock
 from qmailpy.ctl.reader import ControlError, Controls
-from qmailpy.send import clock, finish, todowire
+from qmailpy.proto import todowire
+from qmailpy.send import finish
+from qmailpy.send.cleanclient import CleanDied
 from qmailpy.send.config import SendConfig
 
 

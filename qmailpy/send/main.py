@@ -12,10 +12,10 @@ import os
 import sys
 import time
 
-from qmailpy import paths
-from qmailpy.clean.wire import CleanClient
+from qmailpy import clock, exitcodes as X, paths
 from qmailpy.ctl.reader import Controls
-from qmailpy.send import clock, loop, start
+from qmailpy.send import loop, start
+from qmailpy.send.cleanclient import CleanClient
 from qmailpy.send.channel import Channel
 from qmailpy.send.config import SendConfig
 from qmailpy.send.inject import Injector
@@ -76,20 +76,20 @@ def main():
         config = SendConfig(Controls(home, environ))
     except OSError as e:
         log.line("alert: cannot start: unable to read controls: %s" % e)
-        return 111
+        return X.EXIT_TROUBLE
     if not os.path.isdir(paths.queue_path(home)):
         log.line("alert: cannot start: unable to switch to queue directory")
-        return 111
+        return X.EXIT_TROUBLE
     os.umask(0o077)
     injector = Injector(home, environ)            # finds qmail-queue beside us: before any chdir
     try:
         lock_fd = take_lock(home)
     except OSError:
         log.line("alert: cannot start: unable to open mutex")
-        return 111
+        return X.EXIT_TROUBLE
     if lock_fd is None:
         log.line("alert: cannot start: qmail-send is already running")
-        return 111
+        return X.EXIT_TROUBLE
     ids = start.qmail_ids(environ)
     children = start.start_children(environ, aliasempty, lock_fd, ids)
     start.drop_privileges(ids)
@@ -100,7 +100,7 @@ def main():
         if limit is None:
             log.line("alert: cannot start: hath the daemon spawn no fire?")
             start.reap(children, REAP_WAIT)
-            return 111
+            return X.EXIT_TROUBLE
         channels.append(Channel(c, children[name].to, children[name].frm, limit))
         channels[-1].set_concurrency(config.concurrency[c])
     clk = clock.Clock(clock.parse_scale(environ))

@@ -12,11 +12,13 @@ and removes it.
 import heapq
 import os
 
+from qmailpy import clock
 from qmailpy.addr.rewrite import REMOTE as REMOTE_CHANNEL
 from qmailpy.ctl.reader import ControlError
 from qmailpy.log import qmail_safe as safe
-from qmailpy.queue import layout
-from qmailpy.send import cleanup, clock, finish, queuefiles as qf
+from qmailpy.proto.spawnwire import DEFERRAL, FAILURE, SUCCESS
+from qmailpy.queue import files as qf, layout
+from qmailpy.send import cleanup, finish
 from qmailpy.send.channel import Delivery
 from qmailpy.send.rewrite import verp_sender
 from qmailpy.send.todo import rel
@@ -220,16 +222,16 @@ class Scheduler:
             self.log.line("warning: internal error: delivery report out of range")
             return
         kind, text, job = report.kind, report.text, d.job
-        if kind == b"Z" and job.dying:
-            kind, text = b"D", text + LIFETIME_TEXT
-        what = {b"K": "success", b"Z": "deferral", b"D": "failure"}.get(kind)
+        if kind == DEFERRAL and job.dying:
+            kind, text = FAILURE, text + LIFETIME_TEXT
+        what = {SUCCESS: "success", DEFERRAL: "deferral", FAILURE: "failure"}.get(kind)
         if what is None:
             self.log.line("delivery %d: report mangled, will defer" % d.delid)
         else:
             self.log.line("delivery %d: %s: %s" % (d.delid, what, safe(text)))
-        if kind == b"D":
+        if kind == FAILURE:
             finish.addbounce(self, job.msgid, d.recip, text)
-        if kind in (b"K", b"D"):
+        if kind in (SUCCESS, FAILURE):
             if not qf.markdone(self.path(job.msgid, ch.index), d.offset):
                 self.log.line("warning: trouble marking %s; message will be delivered twice!"
                               % rel(ch.name, job.msgid, self.split))

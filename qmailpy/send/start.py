@@ -15,7 +15,7 @@ import fcntl
 import os
 import time
 
-from qmailpy.spawn.programs import program_path
+from qmailpy.paths import program_path
 
 QMAIL_USERS = {"send": "qmails", "todo": "qmails", "clean": "qmailq", "rspawn": "qmailr", "lspawn": None}
 

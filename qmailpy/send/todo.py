@@ -10,9 +10,9 @@ the message from scratch. The result is the records for qmail-send.
 import os
 
 from qmailpy.addr.rewrite import LOCAL, REMOTE
-from qmailpy.clean import wire as clean_wire
+from qmailpy.proto import cleanwire as clean_wire
 from qmailpy.queue import layout
-from qmailpy.send import todowire
+from qmailpy.proto import todowire
 from qmailpy.log import qmail_safe as safe
 
 EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC

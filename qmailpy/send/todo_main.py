@@ -1,7 +1,7 @@
 """qmail-todo (ext-todo): preprocesses todo/ so qmail-send only schedules.
 
 fds (set up by qmail-send): 0 = bytes from qmail-send (H reread controls,
-X stop), 1 = records to qmail-send (qmailpy.send.todowire), 2 = stderr,
+X stop), 1 = records to qmail-send (qmailpy.proto.todowire), 2 = stderr,
 3 = requests to its own qmail-clean, 4 = qmail-clean's answers, 5 = the
 held lock/sendmutex (never touched: a new qmail-send waits for it). Woken by
 one byte in lock/trigger (qmail-queue's triggerpull), and scans todo/ at
@@ -14,14 +14,14 @@ import select
 import selectors
 import signal
 
-from qmailpy import paths
-from qmailpy.clean.wire import CleanClient, CleanDied
+from qmailpy import clock, exitcodes as X, paths
 from qmailpy.ctl.reader import ControlError
 from qmailpy.ctl.watch import WatchedControls
 from qmailpy.log import write_line
 from qmailpy.progstart import start
+from qmailpy.proto import todowire
 from qmailpy.queue import layout
-from qmailpy.send import clock, todowire
+from qmailpy.send.cleanclient import CleanClient, CleanDied
 from qmailpy.send.rewrite import rewriter
 from qmailpy.send.todo import preprocess
 
@@ -158,7 +158,7 @@ def main():
     except OSError as e:
         what = "unable to read controls: " if isinstance(e, ControlError) else ""
         write_line(2, "alert: qmail-todo: cannot start: %s%s" % (what, e))
-        return 111
+        return X.EXIT_TROUBLE
 
     def on_term(signum, frame):
         if not todo.stop:
@@ -177,4 +177,4 @@ def main():
     except CleanDied:
         todo.log("alert: qmail-todo: oh no! lost qmail-clean connection! dying...")
         todo.send(todowire.encode_exit())
-        return 111
+        return X.EXIT_TROUBLE

@@ -1,13 +1,15 @@
 """SMTP AUTH exchanges (LOGIN, PLAIN, CRAM-MD5) as a small state machine.
 
-The exchange only collects credentials; `services.authenticate(mech, user,
-secret, challenge)` decides (True, False, or None for "cannot tell now"), so
-the same code serves the users database and a checkpassword program. A
-failure is answered after `services.auth_delay()` and never logs the secret.
+The exchange only collects credentials; the driver decides them (the action
+Authenticate: True, False, or None for "cannot tell now"), so the same code
+serves the users database and a checkpassword program. A failure is answered
+after a Sleep (AUTHFAILDELAY) and never logs the secret. start() and step()
+are generators: they yield actions and return the reply.
 """
 import binascii
 
 from qmailpy.proto import replies as R
+from qmailpy.smtpd.actions import Authenticate, Log, Sleep
 
 MECHANISMS = ("LOGIN", "PLAIN", "CRAM-MD5")
 
@@ -25,11 +27,11 @@ def b64encode(data):
 
 
 class AuthExchange:
-    def __init__(self, arg, cfg, services):
+    def __init__(self, arg, cfg, pid, now):
         mech, _, initial = arg.strip().partition(" ")
         self.mech = mech.upper()
         self.initial = initial.strip() or None
-        self.cfg, self.services = cfg, services
+        self.cfg, self.pid, self.now = cfg, pid, now
         self.done = False
         self.user = None          # set on success
         self.login_user = None
@@ -39,11 +41,10 @@ class AuthExchange:
         if self.mech not in MECHANISMS:
             return self._end(R.AUTH_TYPE)
         if self.mech == "CRAM-MD5":
-            self.challenge = "<%d.%d@%s>" % (self.services.pid, int(self.services.now()),
-                                             self.cfg.peer.local_host)
+            self.challenge = "<%d.%d@%s>" % (self.pid, int(self.now()), self.cfg.peer.local_host)
             return R.AUTH_CHALLENGE.format(challenge=b64encode(self.challenge.encode()))
         if self.initial is not None:
-            return self.step(self.initial)
+            return (yield from self.step(self.initial))
         return R.AUTH_USERNAME if self.mech == "LOGIN" else R.AUTH_EMPTY
 
     def step(self, text):
@@ -59,28 +60,28 @@ class AuthExchange:
                     return self._end(R.AUTH_MALFORMED)
                 self.login_user = value
                 return R.AUTH_PASSWORD
-            return self._check(self.login_user, value)
+            return (yield from self._check(self.login_user, value))
         if self.mech == "PLAIN":
             parts = value.split("\0")
             if len(parts) != 3 or not parts[1]:
                 return self._end(R.AUTH_MALFORMED)
-            return self._check(parts[1], parts[2])
+            return (yield from self._check(parts[1], parts[2]))
         user, _, digest = value.rpartition(" ")
         if not user or not digest:
             return self._end(R.AUTH_MALFORMED)
-        return self._check(user, digest)
+        return (yield from self._check(user, digest))
 
     def _check(self, user, secret):
-        verdict = self.services.authenticate(self.mech, user, secret, self.challenge)
+        verdict = yield Authenticate(self.mech, user, secret, self.challenge)
         if verdict is None:
-            self.services.log("auth-tempfail", mech=self.mech, user=user)
+            yield Log("auth-tempfail", {"mech": self.mech, "user": user})
             return self._end(R.AUTH_TEMPFAIL)
         if not verdict:
-            self.services.log("auth-failed", mech=self.mech, user=user)
-            self.services.auth_delay()
+            yield Log("auth-failed", {"mech": self.mech, "user": user})
+            yield Sleep(self.cfg.auth_delay, "auth")
             return self._end(R.AUTH_FAILED)
         self.user = user
-        self.services.log("auth", mech=self.mech, user=user)
+        yield Log("auth", {"mech": self.mech, "user": user})
         return self._end(R.AUTH_OK)
 
     def _end(self, reply):

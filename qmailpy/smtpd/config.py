@@ -11,6 +11,7 @@ from qmailpy.policy.engine import Policy
 
 
 ENV_SECONDS = ("AUTHFAILDELAY", "DNSTIMEOUT")
+AUTH_FAILURE_DELAY = 5.0     # seconds before "535 authentication failed" (spamcontrol's AUTHSLEEP)
 
 
 class Peer:
@@ -59,6 +60,7 @@ class SmtpdConfig:
         self.popbeforesmtp = v("popbeforesmtp")
         self.pop_window = v("popbeforesmtptimeout")
         self.relayclient = environ.get("RELAYCLIENT")      # None: not set
+        self.auth_delay = env_seconds(environ, "AUTHFAILDELAY", AUTH_FAILURE_DELAY)
         rcpthosts = controls.value("rcpthosts")
         self.rcpthosts = None if rcpthosts is None else HostList(rcpthosts)
         self.morercpthosts_path = controls.value("morercpthosts.cdb")

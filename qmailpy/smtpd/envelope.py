@@ -1,17 +1,25 @@
-"""MAIL and RCPT: address rules, the anti-spam policy, relay control and the envelope.
+"""MAIL and RCPT as decisions: address rules, the anti-spam policy, relay control, the envelope.
 
 qmail's order is kept: the sender lists (badmailfrom, ...) are judged for the
 transaction and reported at each RCPT; RELAYCLIENT's value is appended to
 recipients; a recipient domain must be in rcpthosts/morercpthosts.cdb unless
-the client may relay. The anti-spam checks themselves live in qmailpy.policy
-(the order of the checks: qmailpy/policy/engine.py); this module asks it at
-MAIL and RCPT, logs what decided, and applies quitasap and the tarpit.
+the client may relay (qmailpy.policy.relay). The anti-spam checks live in
+qmailpy.policy (their order: qmailpy/policy/engine.py).
+
+mail_from() and rcpt_to() are pure: they read the session and return what to
+answer and what to change (MailResult, RcptResult), putting their log lines
+and the tarpit's Sleep into `effects`; the DNS and users questions they ask go
+through the session's answers (qmailpy.smtpd.answers), so the session may run
+them again. Each recipient passes one pipeline of verdicts (rcpt_verdict):
+anti-spam checks, SPF, relay, SRS, chkuser, maxrecepients. A session stops at
+the first that refuses or fails; with a trace (qmail-policytest) all are run
+and listed, and the decision is the same.
 """
-from qmailpy.policy import REFUSE, where
+from qmailpy.policy import ACCEPT, REFUSE, SKIP, TEMPFAIL, Verdict, where
 from qmailpy.policy.engine import Envelope
 from qmailpy.proto import replies as R
 from qmailpy.proto.grammar import apply_localiphost, lower_ascii, parse_path, split_address
-from qmailpy.smtpd.relay import POP_UNKNOWN, rcpthosts_ok, relay_reason
+from qmailpy.smtpd.actions import Log, Sleep
 
 
 class Transaction:
@@ -24,6 +32,23 @@ class Transaction:
         self.tarpitting = False
 
 
+class MailResult:
+    __slots__ = ("reply", "transaction", "quitting", "trace", "decided", "spf")
+
+    def __init__(self, reply, transaction=None, quitting=None, trace=None, decided=None, spf=None):
+        self.reply, self.transaction, self.quitting = reply, transaction, quitting
+        self.trace, self.decided, self.spf = trace, decided, spf
+
+
+class RcptResult:
+    __slots__ = ("reply", "recipient", "quitting", "trace", "decided", "count", "tarpitting")
+
+    def __init__(self, reply, recipient=None, quitting=None, trace=None, decided=None):
+        self.reply, self.recipient, self.quitting = reply, recipient, quitting
+        self.trace, self.decided = trace, decided
+        self.count, self.tarpitting = 0, False
+
+
 def normalize(cfg, addr):
     """stripsinglequotes, lowercase and localiphost, in that order."""
     if cfg.stripsinglequotes:
@@ -33,144 +58,145 @@ def normalize(cfg, addr):
     return apply_localiphost(addr, cfg.my_ips(), cfg.localiphost)
 
 
-def _address(session, arg):
+def _address(cfg, arg):
     parsed = parse_path(arg)
     if parsed is None:
         return None, None
     addr, params = parsed
-    return normalize(session.cfg, addr), params
-
-
-def mail_from(session, arg):
-    """(reply, Transaction or None)."""
-    cfg, log = session.cfg, session.services.log
-    addr, params = _address(session, arg)
-    if addr is None:
-        return R.SYNTAX, None
-    if cfg.noathost and addr and "@" not in addr:
-        log("refused", rule="noathost", sender="<%s>" % addr)
-        return R.NOT_FQDN, None
-    size = params.get("SIZE", "")
-    if size and not size.isdigit():
-        return R.PARAM_UNKNOWN, None
-    if size and cfg.databytes and int(size) > cfg.databytes:
-        log("refused", rule="databytes", size=size)
-        return R.TOO_BIG, None
-    if session.auth_user and cfg.authsender:
-        if lower_ascii(split_address(addr)[1]) != lower_ascii(split_address(session.auth_user)[1]):
-            log("refused", rule="authsender", sender="<%s>" % addr, user=session.auth_user)
-            return R.AUTH_SENDER, None
-    env = policy_envelope(session, addr)
-    verdict = cfg.policy.mail(env)
-    if verdict is not None:
-        return refuse(session, verdict, sender=addr), None
-    verdict, spf = cfg.policy.spf_mail(env, cfg.relayclient)
-    if verdict.stops:
-        return refuse(session, verdict, sender=addr), None
-    if spf is not None:
-        log("spf", result=spf.result, identity=spf.identity, domain=spf.domain or "-", **(
-            {"error": spf.error} if spf.error else {}))
-    return R.OK, Transaction(addr, int(size) if size else 0, spf)
-
-
-def client_relay(session):
-    """Why the client may relay whatever its sender (RELAYCLIENT, POP-before-SMTP, AUTH,
-    relayclients, relaydomains), or None; relaymailfrom does not count, and a users
-    database that cannot answer counts as "no". Asked only by checks that skip relaying
-    clients, once per authentication state."""
-    memo = session.relay_memo
-    if memo is None or memo[0] != session.auth_user:
-        reason = relay_reason(session.cfg, None, session.auth_user, session.pop_relay)
-        memo = session.relay_memo = (session.auth_user, None if reason == POP_UNKNOWN else reason)
-    return memo[1]
+    return normalize(cfg, addr), params
 
 
 def policy_envelope(session, sender, rcpt=None):
-    return Envelope(session.helo, sender, rcpt, session.auth_user, lambda: client_relay(session))
+    return Envelope(session.helo, sender, rcpt, session.auth_user, session.relaying)
 
 
-def refuse(session, verdict, **fields):
-    """Log what decided and answer its reply; quitasap/blackholedsender end the session after it."""
-    for k, v in fields.items():
-        if v is not None:
-            verdict.fields.setdefault(k, "<%s>" % v)
-    session.services.log("refused" if verdict.status == REFUSE else "tempfail", **verdict.log_fields())
-    if verdict.quit:
-        session.quitting = verdict.check
-    return verdict.reply
+def refuse(effects, verdict, **fields):
+    """Log what decided; (its reply, the check that ends the session after it or None)."""
+    if verdict.logged is None:
+        for k, v in fields.items():
+            if v is not None:
+                verdict.fields.setdefault(k, "<%s>" % v)
+        effects.append(Log("refused" if verdict.status == REFUSE else "tempfail", verdict.log_fields()))
+    elif verdict.logged:
+        event, logged = verdict.logged
+        effects.append(Log(event, dict(logged)))
+    return verdict.reply, (verdict.check if verdict.quit else None)
 
 
-def rcpt_to(session, arg):
-    """The reply to one RCPT; adds the recipient when it is accepted. The tarpit waits here."""
+def mail_from(session, effects, arg, trace=False):
+    """MAIL FROM: a MailResult (its transaction None when refused); `trace`: with every verdict."""
+    cfg = session.cfg
+    trace = [] if trace else None
+    addr, params = _address(cfg, arg)
+    if addr is None:
+        return MailResult(R.SYNTAX)
+    if cfg.noathost and addr and "@" not in addr:
+        effects.append(Log("refused", {"rule": "noathost", "sender": "<%s>" % addr}))
+        return MailResult(R.NOT_FQDN)
+    size = params.get("SIZE", "")
+    if size and not size.isdigit():
+        return MailResult(R.PARAM_UNKNOWN)
+    if size and cfg.databytes and int(size) > cfg.databytes:
+        effects.append(Log("refused", {"rule": "databytes", "size": size}))
+        return MailResult(R.TOO_BIG)
+    user = session.auth_user
+    if user and cfg.authsender and lower_ascii(split_address(addr)[1]) != lower_ascii(split_address(user)[1]):
+        effects.append(Log("refused", {"rule": "authsender", "sender": "<%s>" % addr, "user": user}))
+        return MailResult(R.AUTH_SENDER)
+    env = policy_envelope(session, addr)
+    decided = cfg.policy.mail(env, trace)
+    spf = None
+    if decided is None or trace is not None:
+        verdict, spf = cfg.policy.spf_mail(env)
+        decided = _first(decided, verdict, trace)
+    if decided is not None:
+        reply, quitting = refuse(effects, decided, sender=addr)
+        return MailResult(reply, None, quitting, trace, decided, spf)
+    if spf is not None:
+        effects.append(Log("spf", dict({"result": spf.result, "identity": spf.identity, "domain": spf.domain or "-"},
+                                       **({"error": spf.error} if spf.error else {}))))
+    return MailResult(R.OK, Transaction(addr, int(size) if size else 0, spf), None, trace, None, spf)
+
+
+def _first(decided, verdict, trace):
+    """The verdict that decides so far: `decided`, else `verdict` when it stops; traced."""
+    if trace is not None:
+        trace.append(verdict)
+    return decided if decided is not None or not verdict.stops else verdict
+
+
+def rcpt_to(session, effects, arg, trace=False):
+    """RCPT TO: an RcptResult (its recipient None when refused); `trace`: with every verdict.
+    The tarpit's Sleep comes after the decision, before the reply."""
     mail = session.mail
-    mail.rcpts += 1
-    answer = _rcpt(session, arg)
-    delay = session.cfg.policy.tarpit(mail.rcpts, policy_envelope(session, mail.sender))
+    got = _rcpt(session, effects, arg, [] if trace else None)
+    got.count = mail.rcpts + 1
+    policy = session.cfg.policy
+    delay = policy.tarpit(got.count, policy_envelope(session, mail.sender))
+    got.tarpitting = mail.tarpitting or bool(delay)
     if delay:
         if not mail.tarpitting:
-            mail.tarpitting = True
-            session.services.log("tarpit", rule=where(session.cfg.policy.setting("tarpitcount")),
-                                 rcpts=mail.rcpts, delay=delay)
-        session.services.sleep(delay)
-    return answer
+            effects.append(Log("tarpit", {"rule": where(policy.setting("tarpitcount")), "rcpts": got.count,
+                                          "delay": delay}))
+        effects.append(Sleep(delay, "tarpit"))
+    return got
 
 
-def _rcpt(session, arg):
-    cfg, mail, log = session.cfg, session.mail, session.services.log
-    addr, _ = _address(session, arg)
+def _rcpt(session, effects, arg, trace):
+    cfg = session.cfg
+    addr, _ = _address(cfg, arg)
     if addr is None:
-        return R.SYNTAX
+        return RcptResult(R.SYNTAX)
     if not addr:
-        return R.NULL_RCPT
+        return RcptResult(R.NULL_RCPT)
     if cfg.noathost and "@" not in addr:
-        log("refused", rule="noathost", rcpt="<%s>" % addr)
-        return R.NOT_FQDN
+        effects.append(Log("refused", {"rule": "noathost", "rcpt": "<%s>" % addr}))
+        return RcptResult(R.NOT_FQDN)
+    decided, recipient = rcpt_verdict(session, effects, addr, trace)
+    if decided is None:
+        return RcptResult(R.OK, recipient, None, trace)
+    reply, quitting = refuse(effects, decided, sender=session.mail.sender, rcpt=addr)
+    return RcptResult(reply, None, quitting, trace, decided)
+
+
+def rcpt_verdict(session, effects, addr, trace=None):
+    """(the verdict that refuses `addr` or None, the recipient as it is added): the pipeline."""
+    cfg, mail = session.cfg, session.mail
     policy = cfg.policy
-    verdict = policy.rcpt(policy_envelope(session, mail.sender, addr))
-    if verdict is None and mail.spf is not None:
-        verdict = policy.spf_rcpt(mail.spf)
-        if not verdict.stops:
-            verdict = None
-    if verdict is not None:
-        return refuse(session, verdict, sender=mail.sender, rcpt=addr)
-    local = rcpthosts_ok(cfg, addr)
-    reason = None if local and cfg.relayclient is None else relay_reason(
-        cfg, mail.sender, session.auth_user, session.pop_relay)
-    if reason == POP_UNKNOWN:
-        log("tempfail", rule="popbeforesmtp", reason="users database unavailable")
-        return R.USERS_TEMPFAIL
-    if reason is None and not local:
-        log("refused", rule="rcpthosts", rcpt="<%s>" % addr)
-        return R.NOT_RCPTHOSTS
-    if not local and mail.sender and not rcpthosts_ok(cfg, mail.sender):
-        if cfg.smdcheck or reason == "pop":      # pop: H-Sphere's "local sender, remote recipient"
-            log("refused", rule="smdcheck" if cfg.smdcheck else "popbeforesmtp", relay=reason,
-                sender="<%s>" % mail.sender)
-            return R.INVALID_SENDER
-    srs = local and _srs_status(session, addr)
-    if srs == "bad-hash":
-        return R.SRS_INVALID
-    if srs == "temp":
-        return R.USERS_TEMPFAIL
+    decided = policy.rcpt(policy_envelope(session, mail.sender, addr), trace)
+    if decided is None or trace is not None:
+        decided = _first(decided, policy.spf_rcpt(mail.spf), trace)
+    if decided is not None and trace is None:
+        return decided, None
+    from qmailpy.policy.relay import relay_verdict
+    verdict, reason, local = relay_verdict(cfg, mail.sender, addr, session.auth_user, session.pop_relay)
+    decided = _first(decided, verdict, trace)
+    if decided is not None and trace is None:
+        return decided, None
+    srs = local and _srs_status(session, effects, addr)
+    decided = _first(decided, _srs_verdict(srs), trace)
+    if decided is not None and trace is None:
+        return decided, None
     if reason == "RELAYCLIENT":
         addr += cfg.relayclient
+        verdict = Verdict("userchk", SKIP, note="RELAYCLIENT: %r appended" % cfg.relayclient)
     elif cfg.userchk and not srs:
-        refusal = _chkuser(session, addr)
-        if refusal:
-            return refusal
-    if cfg.maxrcpt and len(mail.recipients) >= cfg.maxrcpt:
-        log("refused", rule="maxrecepients", rcpt="<%s>" % addr)
-        return R.TOO_MANY_RCPTS
-    mail.recipients.append(addr)
-    return R.OK
+        verdict = _chkuser(session, addr)
+    else:
+        verdict = Verdict("userchk", SKIP, note="an SRS address" if srs else "off")
+    decided = _first(decided, verdict, trace)
+    if decided is not None and trace is None:
+        return decided, None
+    decided = _first(decided, _maxrcpt(cfg, mail, addr), trace)
+    return decided, (addr if decided is None else None)
 
 
-def _srs_status(session, addr):
+def _srs_status(session, effects, addr):
     """For an SRS0=/SRS1= recipient at our srs_domain: 'ok', 'expired', 'bad-hash', or 'temp' when
     the users service cannot tell now; else None.
 
-    Only addresses that look like SRS pay for the question and the HMAC, asked of
-    services.users() (the users service holds the keys in production). An expired
+    Only addresses that look like SRS pay for the question and the HMAC, asked of the
+    users database port (the users service holds the keys in production). An expired
     address is accepted here and dropped by qmail-send without a bounce.
     """
     local, _, domain = addr.rpartition("@")
@@ -180,28 +206,51 @@ def _srs_status(session, addr):
     if lower_ascii(domain) != lower_ascii(controls.value("srs/srs_domain")):
         return None
     from qmailpy.srs.rewrite import NOT_SRS
-    from qmailpy.users import UsersUnavailable
+    from qmailpy.users.errors import UsersUnavailable
     try:
-        status, error = session.services.users().srs_reverse(addr, session.services.now())
+        status, error = session.answers.users.srs_reverse(addr, session.now())
     except UsersUnavailable as e:
-        session.services.log("tempfail", rule="srs", reason=str(e))
+        effects.append(Log("tempfail", {"rule": "srs", "reason": str(e)}))
         return "temp"
     if status == NOT_SRS:
         return None
-    session.services.log("srs", status=status, rcpt="<%s>" % addr, error=error or "")
+    effects.append(Log("srs", {"status": status, "rcpt": "<%s>" % addr, "error": error or ""}))
     return status
 
 
+def _srs_verdict(srs):
+    if srs == "bad-hash":
+        return Verdict("srs", REFUSE, R.SRS_INVALID, "control/srs", "SRS address with a bad hash", logged=())
+    if srs == "temp":
+        return Verdict("srs", TEMPFAIL, R.USERS_TEMPFAIL, "control/srs", "the users service cannot check it now",
+                       logged=())
+    if srs:
+        return Verdict("srs", ACCEPT, note="SRS address: %s" % srs)
+    return Verdict("srs", SKIP, note="not an SRS address of ours")
+
+
 def _chkuser(session, addr):
-    """userchk: the refusal for a missing mailbox of a hosted domain, or None."""
-    from qmailpy.users import UsersUnavailable
+    """userchk: does the mailbox of a hosted domain exist (the users database answers)?"""
     from qmailpy.users import chkuser
+    from qmailpy.users.errors import UsersUnavailable
+    rule = where(session.cfg.controls.setting("userchk"))
     try:
-        result = session.services.users().check_recipient(addr)
+        result = session.answers.users.check_recipient(addr)
     except UsersUnavailable as e:
-        session.services.log("tempfail", rule="userchk", reason=str(e))
-        return chkuser.RESOURCE
+        return Verdict("userchk", TEMPFAIL, chkuser.RESOURCE, rule, "users database: %s" % e,
+                       logged=("tempfail", {"rule": "userchk", "reason": str(e)}))
     if result == chkuser.NOUSER:
-        session.services.log("refused", rule="userchk", rcpt="<%s>" % addr)
-        return chkuser.CHKUSR_06_NORCPT
-    return None
+        return Verdict("userchk", REFUSE, chkuser.CHKUSR_06_NORCPT, rule, "no such mailbox",
+                       logged=("refused", {"rule": "userchk", "rcpt": "<%s>" % addr}))
+    return Verdict("userchk", ACCEPT, rule=rule, note="a mailbox" if result == chkuser.OK else "not a hosted domain")
+
+
+def _maxrcpt(cfg, mail, addr):
+    if not cfg.maxrcpt:
+        return Verdict("maxrecepients", SKIP, note="no limit")
+    rule = where(cfg.controls.setting("maxrecepients"))
+    if len(mail.recipients) >= cfg.maxrcpt:
+        return Verdict("maxrecepients", REFUSE, R.TOO_MANY_RCPTS, rule, "%d recipients already" % cfg.maxrcpt,
+                       logged=("refused", {"rule": "maxrecepients", "rcpt": "<%s>" % addr}))
+    return Verdict("maxrecepients", ACCEPT, rule=rule, note="recipient %d of %d" % (len(mail.recipients) + 1,
+                                                                                    cfg.maxrcpt))

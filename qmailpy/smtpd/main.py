@@ -1,7 +1,9 @@
 """qmail-smtpd: the driver around Session, exec'd by tcpserver per connection.
 
 SMTP on fd 0/1, log lines on fd 2. `serve(fd_in, fd_out, environ, argv)` is
-the whole program, so a pre-forking launcher can call it without an exec.
+the whole program, so a pre-forking launcher can call it without an exec: it
+reads and writes the fds, and a Conversation (qmailpy.smtpd.driver) performs
+the session's actions through Services.
 argv, as for qmail's SMTP AUTH patches, may name a checkpassword program
 (`qmail-smtpd /bin/checkpassword /bin/true`) that verifies AUTH.
 Imports are kept to what a plain session needs: start-up time is per connection.
@@ -12,15 +14,14 @@ import sys
 import time
 
 from qmailpy import paths
-from qmailpy.ctl.reader import ControlError, Controls, env_seconds
+from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.log import Logger
 from qmailpy.proto import replies as R
 from qmailpy.smtpd.config import SmtpdConfig
-from qmailpy.log import Logger
+from qmailpy.smtpd.driver import Conversation, refuse_controls
 from qmailpy.smtpd.queueclient import start_job
-from qmailpy.smtpd.session import Session, refuse_controls
 
 READ_SIZE = 65536
-AUTH_FAILURE_DELAY = 5.0     # seconds before "535 authentication failed" (spamcontrol's AUTHSLEEP)
 
 
 class Services:
@@ -39,7 +40,7 @@ class Services:
         POP-before-SMTP, recipient keys, SRS recipients), on first use: the users service
         where the home runs one (sock/users), else the database read here."""
         if self._users is None:
-            from qmailpy.usersd.client import open_answers
+            from qmailpy.users.service import open_answers
             self._users = open_answers(self.controls.home, self.controls)
         return self._users
 
@@ -51,9 +52,6 @@ class Services:
             from qmailpy.smtpd.checkpassword import checkpassword
             return checkpassword(self.argv, user, secret, challenge, self.environ)
         return self.users().authenticate(mech, user, secret, challenge)
-
-    def auth_delay(self):
-        self.sleep(env_seconds(self.environ, "AUTHFAILDELAY", AUTH_FAILURE_DELAY))
 
 
 def write_all(fd, data, timeout=None):
@@ -85,7 +83,6 @@ def serve(fd_in, fd_out, environ, argv=()):
         controls = Controls(paths.qmailhome(environ), environ)
         cfg = SmtpdConfig(controls, environ)
         services.controls = controls
-        cfg.policy.use_mailboxes(services.users)
     except ControlError as e:
         write_all(fd_out, refuse_controls(log, e))
         return 1
@@ -100,7 +97,7 @@ def serve(fd_in, fd_out, environ, argv=()):
             write_all(fd_out, (R.TOO_MANY_SESSIONS + "\r\n").encode())
             return 1
     try:
-        return _converse(Session(cfg, services), fd_in, fd_out, cfg, log)
+        return _converse(Conversation(cfg, services), fd_in, fd_out, cfg, log)
     finally:
         if slot is not None:
             slot.release()

@@ -1,90 +1,96 @@
-"""One SMTP session: bytes in, reply bytes out, through a table of verb handlers.
+"""One SMTP session as a pure protocol object, in the manner of h11: bytes in, actions out.
 
-Sans-IO: the driver (qmailpy.smtpd.main) reads fd 0 and writes what feed()
-returns to fd 1 before reading again (qmail flushes before every read, which
-is what makes PIPELINING safe). Everything with side effects -- starting
-qmail-queue, the clock, sleeping, logging, password checks -- comes in through
-`services`, so tests run whole dialogues in-process.
+The driver gives it what the client sent (receive(), b"" at end of input,
+timed_out() when the client was silent too long) and performs, in order, what
+next_action() returns (qmailpy.smtpd.actions): Send the replies, Log, Sleep,
+Lookup a DNS name, AskUsers, Authenticate, OpenQueue / QueueWrite /
+QueueFinish / QueueAbort. A question waits for answer(value). NEED_DATA:
+read the client again; CLOSED: the session is over. Replies are sent only
+before the session reads again (qmail flushes before every read, which keeps
+PIPELINING ordered). The session reads nothing itself but its controls, which
+are given (qmailpy.ctl.reader.Controls reads a file on first use); the clock
+is given too. Drivers: qmailpy.smtpd.driver (qmail-smtpd) and
+qmailpy.cli.policytest, which makes the session with trace=True to hear every
+check's verdict (the Verdicts action).
+
+The state is explicit (READY, MAIL, AUTH, DATA, CLOSED) and commands go
+through one table, TRANSITIONS: state -> verb -> handler; a handler answers
+and moves to the next state. docs/architecture.md draws the table. MAIL and
+RCPT decisions live in qmailpy.smtpd.envelope, DATA in qmailpy.smtpd.message.
 """
 from qmailpy.ctl.reader import ControlError
 from qmailpy.proto import replies as R
-from qmailpy.proto.dotdata import DataReader
 from qmailpy.proto.lines import LineReader
-from qmailpy.exitcodes import qq_reply
-from qmailpy.smtpd import envelope
-from qmailpy.smtpd.auth import AuthExchange
-from qmailpy.smtpd.received import received_line
+from qmailpy.smtpd.actions import CLOSED, NEED_DATA, Action, Log, QueueAbort, Send, Verdicts
+from qmailpy.smtpd.answers import Answers, Unanswered
+
+READY, MAIL, AUTH, DATA, DONE = "READY", "MAIL", "AUTH", "DATA", "CLOSED"
 
 
 class Session:
-    def __init__(self, cfg, services):
-        self.cfg = cfg
-        self.services = services
+    def __init__(self, cfg, now, pid, trace=False):
+        self.cfg, self.now, self.pid, self.trace = cfg, now, pid, trace
+        self.state = READY
         self.lines = LineReader(allow_bare_lf=bool(cfg.newline))
-        self.out = []
-        self.closed = False
+        self.out = []               # reply texts not sent yet
         self.helo = None            # HELO/EHLO argument, once given
         self.esmtp = False
-        self.mail = None            # envelope.Transaction once MAIL was accepted
+        self.mail = None            # envelope.Transaction in MAIL and DATA
         self.auth_user = None       # set by a successful AUTH
-        self.exchange = None        # AuthExchange while AUTH is in progress
-        self.data = None            # DataReader while in DATA
-        self.job = None             # queue job while in DATA
-        self.pending = b""
+        self.exchange = None        # AuthExchange in AUTH
+        self.data = None            # DataReader in DATA
         self.started = None         # connection time: when POP-before-SMTP is judged
-        self._pop = None            # cached relay-table answer
-        self.relay_memo = None      # (auth user, why the client may relay), see envelope.client_relay
-        self.quitting = None        # the check whose refusal ends the session (quitasap, blackholedsender)
+        self._pop = None            # the relay table's answer
+        self._relaying = None       # (auth user, why the client may relay), see relaying()
         self.findings_logged = len(cfg.controls.findings)    # the driver logged these already
+        self.answers = Answers()
+        cfg.policy.use_resolver(self.answers.resolver)
+        cfg.policy.use_mailboxes(lambda: self.answers.users)
+        self.pending = b""          # bytes received and not yet used
+        self._eof = self._timed_out = False
+        self._run = self._session()
+        self._question = False
+        self._answer = None
 
-    def pop_relay(self):
-        """Did this client IP log in over POP3 within the window before connecting?
+    # -- the driver's side
+    @property
+    def closed(self):
+        return self.state is DONE
 
-        True/False, or None when the users database cannot answer (asked once).
-        """
-        if self._pop is None:
-            from qmailpy.users import UsersUnavailable
-            try:
-                self._pop = self.services.users().relay_allowed(
-                    self.cfg.peer.ip, self.started, self.cfg.pop_window)
-            except UsersUnavailable:
-                return None
-        return self._pop
+    def receive(self, data):
+        """What the client sent; b"" when it went away."""
+        if not data:
+            self._eof = True
+        elif not self.closed:
+            self.pending += data
 
-    # -- driver interface
-    def start(self):
-        self.started = self.services.now()
-        self.services.log("connect", ip=self.cfg.peer.ip, host=self.cfg.peer.host)
-        self.reply(R.GREETING.format(greeting=self.cfg.greeting))
-        return self.flush()
+    def timed_out(self):
+        """The client sent nothing for the time-out: the session answers 451 and ends."""
+        self._timed_out = True
 
-    def feed(self, data):
-        """Consume client bytes; return the reply bytes to send before the next read."""
-        buf = self.pending + data
-        while buf and not self.closed:
-            if self.data is not None:
-                buf = self._feed_data(buf)
-                continue
-            event, buf = self.lines.next_line(buf)
-            if event is None:
-                break
-            self._line(event)
-        self.pending = buf if not self.closed else b""
-        return self.flush()
+    def next_action(self):
+        """The next action for the driver, NEED_DATA, or CLOSED."""
+        if self._question:
+            raise RuntimeError("answer() the question first")
+        try:
+            action = self._run.send(self._answer)
+        except StopIteration:
+            return CLOSED
+        self._answer = None
+        self._question = isinstance(action, Action) and action.question
+        return action
 
-    def eof(self):
-        """The client went away: abandon a message in progress (qmail just exits)."""
-        if self.job is not None:
-            self.job.abort()
-            self.job = None
-        self.closed = True
-        self.services.log("eof")
+    def answer(self, value):
+        """The answer to the question next_action() returned last."""
+        if not self._question:
+            raise RuntimeError("no question is waiting for an answer")
+        self._question, self._answer = False, value
 
-    def timeout(self):
-        self.eof()
-        self.reply(R.TIMEOUT)
-        return self.flush()
+    def assume_auth(self, user):
+        """Go on as if AUTH had succeeded for `user` (qmail-policytest's --auth)."""
+        self.auth_user = user
 
+    # -- replies
     def reply(self, text):
         self.out.append(text)
 
@@ -94,30 +100,112 @@ class Session:
 
     def close(self, text):
         self.reply(text)
-        self.closed = True
+        self.state = DONE
 
-    # -- commands
+    # -- the session, as one generator of actions
+    def _session(self):
+        self.started = self.now()
+        yield Log("connect", {"ip": self.cfg.peer.ip, "host": self.cfg.peer.host})
+        self.reply(R.GREETING.format(greeting=self.cfg.greeting))
+        while not self.closed:
+            if self.state is DATA and self.pending:
+                from qmailpy.smtpd import message
+                if (yield from message.feed(self)) and not self.closed:
+                    self.state = READY
+                continue
+            line = None
+            if self.state is not DATA:
+                line, self.pending = self.lines.next_line(self.pending)
+            if line is not None:
+                yield from self._line(line)
+                continue
+            if self.out:
+                yield Send(self.flush())
+            if not self._eof and not self._timed_out:
+                yield NEED_DATA
+                continue
+            yield from self._lost()
+        self.pending = b""
+        if self.out:
+            yield Send(self.flush())
+
+    def _lost(self):
+        """End of input, or the time-out: abandon a message in progress (qmail just exits)."""
+        if self.state is DATA:
+            yield QueueAbort()
+        self.state = DONE
+        yield Log("eof", {})
+        if self._timed_out:
+            self.reply(R.TIMEOUT)
+
     def _line(self, line):
         if line.error:
-            self.services.log("refused", reason=line.error)
+            yield Log("refused", {"reason": line.error})
             if line.error == "straylf":
                 return self.close(R.STRAY_LF)
             return self.reply(R.LINE_TOO_LONG if line.error == "toolong" else R.NUL_IN_COMMAND)
-        if self.exchange is not None:
-            return self._auth_step(line.text)
+        if self.state is AUTH:
+            return (yield from self._auth_answer(self.exchange.step(line.text)))
         verb, _, arg = line.text.partition(" ")
-        handler = VERBS.get(verb.lower(), Session.cmd_unknown)
+        handler = TRANSITIONS[self.state].get(verb.lower(), Session.cmd_unknown)
+        self.answers.new_command()
         try:
-            handler(self, arg.lstrip(" "), line)
+            steps = handler(self, arg.lstrip(" "), line)
+            if steps is not None:
+                yield from steps
         except ControlError as e:           # a list or cdb read on first use (badmailfrom, morercpthosts.cdb)
-            log_control_error(self.services.log, e)
+            yield control_error(e)
             self.close(R.NO_CONTROLS)
         findings = self.cfg.controls.findings
         if len(findings) > self.findings_logged:     # controls the policy read on first use
             for finding in findings[self.findings_logged:]:
-                self.services.log("warning", finding=str(finding))
+                yield Log("warning", {"finding": str(finding)})
             self.findings_logged = len(findings)
 
+    def _decide(self, decision, *args):
+        """decision(self, effects, *args) run until every question it asks has its answer
+        (qmailpy.smtpd.answers): the questions go to the driver, then its log lines and
+        sleeps; its result is returned."""
+        answers = self.answers
+        while True:
+            answers.new_run()
+            effects = []
+            try:
+                result = decision(self, effects, *args)
+            except Unanswered:
+                pass
+            except Exception:
+                yield from effects
+                raise
+            if answers.missing is None:
+                yield from effects
+                return result
+            key, question = answers.missing
+            answers.store(key, (yield question))
+
+    # -- what the policy asks about the client (through the answers)
+    def pop_relay(self):
+        """Did this client IP log in over POP3 within the window before connecting?
+        True/False, or None when the users database cannot answer (asked again then)."""
+        if self._pop is None:
+            from qmailpy.users.errors import UsersUnavailable
+            try:
+                self._pop = self.answers.users.relay_allowed(self.cfg.peer.ip, self.started, self.cfg.pop_window)
+            except UsersUnavailable:
+                return None
+        return self._pop
+
+    def relaying(self):
+        """Why the client may relay whatever its sender (qmailpy.policy.relay), or None; a
+        users database that cannot answer counts as "no". Once per authentication state."""
+        memo = self._relaying
+        if memo is None or memo[0] != self.auth_user:
+            from qmailpy.policy.relay import POP_UNKNOWN, relay_reason
+            reason = relay_reason(self.cfg, None, self.auth_user, self.pop_relay)
+            memo = self._relaying = (self.auth_user, None if reason == POP_UNKNOWN else reason)
+        return memo[1]
+
+    # -- commands (TRANSITIONS)
     def cmd_unknown(self, arg, line):
         self.reply(R.UNIMPLEMENTED)
 
@@ -134,10 +222,10 @@ class Session:
         self.reply("\r\n".join("250-" + x for x in lines[:-1]) + "\r\n250 " + lines[-1])
 
     def _set_helo(self, arg, esmtp):
-        self.helo, self.esmtp, self.mail = arg, esmtp, None
+        self.helo, self.esmtp, self.mail, self.state = arg, esmtp, None, READY
 
     def cmd_rset(self, arg, line):
-        self.mail = None
+        self.mail, self.state = None, READY
         self.reply(R.FLUSHED)
 
     def cmd_noop(self, arg, line):
@@ -152,24 +240,37 @@ class Session:
     def cmd_quit(self, arg, line):
         self.close(R.QUIT.format(greeting=self.cfg.greeting))
 
+    def need_mail(self, arg, line):
+        self.reply(R.MAIL_FIRST)
+
     def cmd_mail(self, arg, line):
-        answer, mail = envelope.mail_from(self, arg)
-        if mail is not None:
-            self.mail = mail
-        self._answer(answer)
+        from qmailpy.smtpd import envelope
+        got = yield from self._decide(envelope.mail_from, arg, self.trace)
+        if self.trace and got.trace is not None:
+            yield Verdicts("MAIL", got.trace, got.decided, got.spf)
+        if got.transaction is not None:
+            self.mail, self.state = got.transaction, MAIL
+        yield from self._answer_ending(got.reply, got.quitting)
 
     def cmd_rcpt(self, arg, line):
-        if self.mail is None:
-            return self.reply(R.MAIL_FIRST)
-        self._answer(envelope.rcpt_to(self, arg))
+        from qmailpy.smtpd import envelope
+        got = yield from self._decide(envelope.rcpt_to, arg, self.trace)
+        if self.trace and got.trace is not None:
+            yield Verdicts("RCPT", got.trace, got.decided)
+        mail = self.mail
+        mail.rcpts = got.count
+        mail.tarpitting = got.tarpitting
+        if got.recipient is not None:
+            mail.recipients.append(got.recipient)
+        yield from self._answer_ending(got.reply, got.quitting)
 
-    def _answer(self, answer):
+    def _answer_ending(self, reply, quitting):
         """Reply; after a refusal that ends the session (quitasap, blackholedsender), close."""
-        if self.quitting is None:
-            return self.reply(answer)
-        self.services.log("quit", reason="blackholedsender" if self.quitting == "blackholedsender"
-                          else "quitasap", check=self.quitting)
-        self.close(answer)
+        if quitting is None:
+            return self.reply(reply)
+        yield Log("quit", {"reason": "blackholedsender" if quitting == "blackholedsender" else "quitasap",
+                           "check": quitting})
+        self.close(reply)
 
     def cmd_auth(self, arg, line):
         if not self.cfg.smtpauth:
@@ -178,91 +279,40 @@ class Session:
             return self.reply(R.AUTH_EHLO_FIRST)
         if self.auth_user is not None:
             return self.reply(R.AUTH_ALREADY)
-        if self.mail is not None:
+        if self.state is MAIL:
             return self.reply(R.AUTH_IN_MAIL)
-        self.exchange = AuthExchange(arg, self.cfg, self.services)
-        self._auth_answer(self.exchange.start())
+        from qmailpy.smtpd.auth import AuthExchange
+        self.exchange, self.state = AuthExchange(arg, self.cfg, self.pid, self.now), AUTH
+        return self._auth_answer(self.exchange.start())
 
-    def _auth_step(self, text):
-        self._auth_answer(self.exchange.step(text))
-
-    def _auth_answer(self, answer):
-        self.reply(answer)
+    def _auth_answer(self, steps):
+        self.reply((yield from steps))
         if self.exchange.done:
             if self.exchange.user is not None:
                 self.auth_user = self.exchange.user
-            self.exchange = None
+            self.exchange, self.state = None, READY
 
     def cmd_data(self, arg, line):
-        if self.mail is None:
-            return self.reply(R.MAIL_FIRST)
         if not self.mail.recipients:
             return self.reply(R.RCPT_FIRST)
-        try:
-            self.job = self.services.start_queue()
-        except OSError:
-            return self.reply(R.QQT_FAILURE)
-        self.job.write(received_line(self.cfg.peer, self.helo, self.services.now(),
-                                     protocol=self._protocol()))
-        if self.mail.spf is not None:          # the qmail-spf patch's line, after ours
-            self.job.write(self.mail.spf.header().encode("ascii", "replace"))
-        lf_client = bool(self.cfg.newline) and line.bare_lf
-        self.data = DataReader(lf_mode=lf_client, bare_lf_ok=bool(self.cfg.newline),
-                               databytes=self.cfg.databytes)
-        self.reply(R.GO_AHEAD)
+        return self._message(line)
 
-    def _protocol(self):
-        return ("ESMTPA" if self.auth_user else "ESMTP") if self.esmtp else "SMTP"
+    def _message(self, line):
+        from qmailpy.smtpd import message
+        if (yield from message.start(self, line)):
+            self.state = DATA
 
-    def _feed_data(self, buf):
-        data = self.data
-        used = data.feed(buf)
-        chunk = data.take()
-        if chunk and not data.toobig:
-            self.job.write(chunk)
-        if data.error:
-            self.job.abort()
-            self.job, self.data = None, None
-            self.services.log("refused", reason="bare LF in DATA")
-            self.close(R.STRAY_LF)
-            return b""
-        if data.done:
-            self._finish_data()
-        return buf[used:]
-
-    def _finish_data(self):
-        data, job, mail = self.data, self.job, self.mail
-        self.data = self.job = self.mail = None
-        if data.toomanyhops or data.toobig:
-            job.abort()
-            reason = R.LOOPING if data.toomanyhops else R.TOO_BIG
-            self.services.log("refused", reason=reason[:3], bytes=data.size)
-            return self.reply(reason)
-        code = job.finish(mail.sender, mail.recipients)
-        if code == 0:
-            self.services.log("accept", sender="<%s>" % mail.sender, rcpts=len(mail.recipients),
-                              bytes=data.size, qp=job.qp)
-            return self.reply(R.QUEUED.format(time=int(self.services.now()), qp=job.qp))
-        smtp, text = qq_reply(code)
-        self.services.log("queue-failed", code=code)
-        self.reply("%d %s" % (smtp, text))
-
-
-def log_control_error(log, e):
-    """The log line of qmail's "421 unable to read controls": which file, which line, what is wrong."""
-    log("error", reason="unable to read controls", file=e.where + (":%d" % e.lineno if e.lineno else ""),
-        problem=e.reason)
-
-
-def refuse_controls(log, e):
-    """What qmail-smtpd says, instead of its greeting, when a control it needs cannot be used."""
-    log_control_error(log, e)
-    return (R.NO_CONTROLS + "\r\n").encode()
-
-
-VERBS = {
-    "helo": Session.cmd_helo, "ehlo": Session.cmd_ehlo, "mail": Session.cmd_mail,
-    "rcpt": Session.cmd_rcpt, "data": Session.cmd_data, "rset": Session.cmd_rset,
-    "noop": Session.cmd_noop, "vrfy": Session.cmd_vrfy, "help": Session.cmd_help,
-    "quit": Session.cmd_quit, "auth": Session.cmd_auth,
+COMMON = {"helo": Session.cmd_helo, "ehlo": Session.cmd_ehlo, "mail": Session.cmd_mail,
+          "rset": Session.cmd_rset, "noop": Session.cmd_noop, "vrfy": Session.cmd_vrfy,
+          "help": Session.cmd_help, "quit": Session.cmd_quit, "auth": Session.cmd_auth}
+# state -> verb -> handler (AUTH and DATA read responses and message lines, not commands)
+TRANSITIONS = {
+    READY: dict(COMMON, rcpt=Session.need_mail, data=Session.need_mail),
+    MAIL: dict(COMMON, rcpt=Session.cmd_rcpt, data=Session.cmd_data),
 }
+
+
+def control_error(e):
+    """The log line of qmail's "421 unable to read controls": which file, which line, what is wrong."""
+    return Log("error", {"reason": "unable to read controls",
+                         "file": e.where + (":%d" % e.lineno if e.lineno else ""), "problem": e.reason})

@@ -16,12 +16,13 @@ import os
 import signal
 import sys
 
-from qmailpy import paths
+from qmailpy import exitcodes as X, paths
 from qmailpy.log import write_line
 from qmailpy.progstart import start
+from qmailpy.proto.spawnwire import DEFERRAL, FAILURE, SUCCESS
 from qmailpy.spawn import mailbox, passwd, server
 from qmailpy.spawn import programs
-from qmailpy.spawn.programs import program_path
+from qmailpy.paths import program_path
 from qmailpy.ctl.watch import WatchedControls
 
 DEFAULT_DELIVERY = "./Maildir/"
@@ -52,7 +53,7 @@ def report(status, output):
     fixed = QLX_TEXTS.get(status)
     if fixed is not None:
         return fixed
-    kind = b"K" if status == 0 else b"Z" if status in TEMPORARY else b"D"
+    kind = SUCCESS if status == 0 else DEFERRAL if status in TEMPORARY else FAILURE
     return kind + output.split(b"\0", 1)[0]
 
 
@@ -90,7 +91,7 @@ class Local:
     def spawn(self, fdmess, fdout, sender, recip, at):
         local, domain = recip[:at], recip[at + 1:]
         if not local:                      # <>@host: nothing to deliver to
-            return b"K"
+            return SUCCESS
         who = self.resolver.resolve(local, domain)
         if isinstance(who, bytes):
             return who
@@ -126,7 +127,7 @@ def main():
         local = Local(home, environ, aliasempty)
     except OSError as e:
         write_line(2, "alert: qmail-lspawn: cannot start: unable to read controls: %s" % e)
-        return 111
+        return X.EXIT_TROUBLE
 
     def on_hup(signum, frame):
         local.reload_wanted = True

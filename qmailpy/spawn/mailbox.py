@@ -36,38 +36,6 @@ TEMP_ERRORS = frozenset((errno.EINTR, errno.ENOMEM, errno.ETXTBSY, errno.EIO, er
                          errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED, errno.ESTALE))
 
 
-class UsersMissing(Exception):
-    """qmailpy.users is not installed: fall through to the passwd lookup."""
-
-
-def find_mailbox(home, controls, local, domain, users=None):
-    """The users-database Mailbox for `local`@`domain` (str), or None if unknown.
-
-    Raises UsersMissing when qmailpy.users cannot be imported, and the users
-    module's UsersUnavailable when its database is down. `users`: an already
-    opened handle (qmail-lspawn keeps one between deliveries).
-    """
-    if users is None:
-        users = open_users(home, controls)
-    return users.lookup(local, domain)
-
-
-def open_users(home, controls):
-    try:
-        from qmailpy.users import open_users as opener
-    except ImportError:
-        raise UsersMissing() from None
-    return opener(home, controls)
-
-
-def users_unavailable():
-    """The users module's 'database down' exception class (a dummy when absent)."""
-    try:
-        from qmailpy.users import UsersUnavailable
-    except ImportError:
-        return UsersMissing
-    return UsersUnavailable
-
 
 def _fields(value):
     parts = value.split(b"\0")
@@ -165,9 +133,7 @@ class Resolver:
             return got
         prefix = self.rewriter.vdom_prefix(local + b"@" + domain)
         if prefix and local.startswith(prefix + b"-"):
-            got = self.virtual(local, local[len(prefix) + 1:], domain)
-            if got is not None:
-                return got
+            return self.virtual(local, local[len(prefix) + 1:], domain)
         return getpw(local, os.path.join(self.home, "alias") if self.single_user else None, self.getpwnam)
 
     def virtual(self, local, user, domain):
@@ -183,9 +149,9 @@ class Resolver:
         5. any other .qmail-default (vpopmail's `| vdelivermail '' bounce-no-mailbox`);
         else NO_MAILBOX. 2, 3 and 5 run qmail-local in the domain directory as its
         owner with ext = user, as vpopmail's users/assign line `+dom-:dom:uid:gid:dir:-::`.
-        None: qmailpy.users is missing (fall through to the passwd file).
+        The database is opened on first use and kept between deliveries.
         """
-        down = users_unavailable()
+        from qmailpy.users import UsersUnavailable, open_users
         dom = domain.lower().decode("utf-8", "surrogateescape")
         name = user.lower().decode("utf-8", "surrogateescape")
         try:
@@ -194,7 +160,7 @@ class Resolver:
             files = self.domain_files(dom, name)
             if files is not None and files.alias:
                 return files.assignment(user)
-            box = find_mailbox(self.home, self.controls, name, dom, self.users)
+            box = self.users.lookup(name, dom)
             if box is not None:
                 return self.mailbox(box, b"", b"")
             if files is not None and files.catchall:
@@ -202,16 +168,13 @@ class Resolver:
             for short, ext in mailbox_names(user):
                 if ext is None:
                     continue                  # the whole name: asked above
-                box = find_mailbox(self.home, self.controls, short.lower().decode("utf-8", "surrogateescape"),
-                                   dom, self.users)
+                box = self.users.lookup(short.lower().decode("utf-8", "surrogateescape"), dom)
                 if box is not None:
                     return self.mailbox(box, b"-", ext)
             if files is not None and files.default:
                 return files.assignment(user)
             return NO_MAILBOX
-        except UsersMissing:
-            return None
-        except down:
+        except UsersUnavailable:
             self.close()
             return USERS_DOWN
         except OSError:

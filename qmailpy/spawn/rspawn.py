@@ -7,11 +7,12 @@ message on fd 0, its \\0-terminated r/h/s + K/Z/D reports read from fd 1
 """
 import os
 
-from qmailpy import paths
+from qmailpy import exitcodes as X, paths
 from qmailpy.progstart import start
+from qmailpy.proto.spawnwire import DEFERRAL, FAILURE, SUCCESS
 from qmailpy.spawn import server
 from qmailpy.spawn import programs
-from qmailpy.spawn.programs import program_path
+from qmailpy.paths import program_path
 
 CRASHED = b"Zqmail-remote crashed.\n"
 EXEC_SOFT = b"ZUnable to run qmail-remote.\n"
@@ -24,7 +25,7 @@ def report(status, s):
     """qmail-rspawn.c report(): one K/Z/D line from qmail-remote's output."""
     if status < 0:
         return CRASHED
-    if status == 111:
+    if status == X.DELIVERY_TEMPORARY:
         return EXEC_SOFT
     if status != 0:
         return EXEC_HARD
@@ -42,7 +43,7 @@ def report(status, s):
             j = k + 1
     first = s[:1]
     orr = 0 if first == b"s" else -1 if first == b"h" else result
-    out = [b"K" if orr == 1 else b"Z" if orr == 0 else b"D"]
+    out = [SUCCESS if orr == 1 else DEFERRAL if orr == 0 else FAILURE]
     nul = s.find(b"\0", 1)
     if nul >= 0:                       # the recipient line's text, then maybe the message's
         out.append(s[1:nul])

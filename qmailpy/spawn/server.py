@@ -14,8 +14,8 @@ import resource
 import selectors
 import stat
 
-from qmailpy import paths
 from qmailpy.proto import spawnwire
+from qmailpy.queue import layout
 
 SPAWN_MAX = 500                 # our conf-spawn: concurrencylocal/remote stop at 500
 TRUNCMESS = b"\nError report too long, sorry.\n"
@@ -113,7 +113,8 @@ class Server:
             self.writing = False
 
     def err(self, delnum, report):
-        self.write(spawnwire.encode_delnum(delnum) + report + b"\0")
+        """Write one report: `report` is its kind byte (K, Z, D) and text."""
+        self.write(spawnwire.encode_report(delnum, report[:1], report[1:]))
 
     def docmd(self, cmd):
         delnum = cmd.delnum
@@ -128,8 +129,7 @@ class Server:
         if at < 0:
             return self.err(delnum, b"DSorry, address must include host name. (#5.1.3)\n")
         try:
-            fdmess = os.open(paths.queue_path(self.home, "mess", os.fsdecode(cmd.messid)),
-                             os.O_RDONLY | os.O_CLOEXEC)
+            fdmess = os.open(layout.messid_path(self.home, os.fsdecode(cmd.messid)), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return self.err(delnum, b"Zqmail-spawn unable to open message. (#4.3.0)\n")
         try:

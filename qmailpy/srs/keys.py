@@ -144,40 +144,15 @@ def owner_ids(user, group):
     return uid, gid
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(home, name, data, as_root=None):
     """Replace control/NAME with `data`: temp file, fsync, mode 0400 (as root: owner
     and mode of OWNERS/ROOT_MODES), rename, fsync of the directory."""
-    final = paths.control_path(home, name)
-    folder, base = os.path.split(final)
-    tmp = os.path.join(folder, ".%s.tmp.%d" % (base, os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if as_root is None:
-            as_root = os.geteuid() == 0
-        os.fchmod(fd, ROOT_MODES.get(name, MODE) if as_root else MODE)
-        if as_root:
-            uid, gid = owner_ids(*OWNERS.get(name, (None, None)))
-            if uid != -1 or gid != -1:
-                os.fchown(fd, uid, gid)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, final)
-    _fsync_dir(folder)
+    from qmailpy.fileio import atomic_write
+    if as_root is None:
+        as_root = os.geteuid() == 0
+    owner = owner_ids(*OWNERS.get(name, (None, None))) if as_root else None
+    atomic_write(paths.control_path(home, name), data, durable=True,
+                 mode=ROOT_MODES.get(name, MODE) if as_root else MODE, owner=owner)
 
 
 def srs_dir(home, create=False):
@@ -190,7 +165,8 @@ def srs_dir(home, create=False):
             if not os.path.isdir(path):
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path) from None
         os.chmod(path, DIR_MODE)              # not narrowed by the umask
-        _fsync_dir(os.path.dirname(path))
+        from qmailpy.fileio import fsync_dir
+        fsync_dir(os.path.dirname(path))
     return path
 
 

@@ -8,6 +8,7 @@ and deldomain remove rows and directories. Errors are UsersError.
 import contextlib
 import os
 
+from qmailpy import maildirpp
 from qmailpy.users import maildir, schema
 from qmailpy.users.base import MissingTable, UsersError
 from qmailpy.users.names import lower, split_login, valid_domain, valid_user
@@ -119,7 +120,7 @@ def add_user(users, address, password, quota=None, clear=False, scheme=DEFAULT_S
     maildir.make_domain_dir(users.domain_dir(domain), owner)
     box = maildir.make_maildir(user_dir, owner)
     if shell != schema.NOQUOTA:
-        maildir.write_maildirsize(box, shell, owner)
+        maildirpp.rewrite(box, shell, *maildirpp.scan(box), owner=owner)
     return users.lookup(user, domain)
 
 
@@ -161,16 +162,16 @@ def set_quota(users, address, quota):
     if shell == schema.NOQUOTA:
         maildir.remove_maildirsize(box.maildir)
     elif os.path.isdir(box.maildir):
-        maildir.write_maildirsize(box.maildir, shell, maildir.owner_of(users.vpopmaildir))
+        maildirpp.rewrite(box.maildir, shell, *maildirpp.scan(box.maildir), owner=maildir.owner_of(users.vpopmaildir))
     return users.lookup(user, domain)
 
 
 def _shell(quota):
     if quota is None or str(quota).strip().upper() in ("", schema.NOQUOTA):
         return schema.NOQUOTA
-    if not maildir.valid_quota(str(quota)):
+    if not maildirpp.valid(str(quota)):
         raise UsersError("invalid quota %r (NOQUOTA, bytes, 10M, 512k, or Maildir++ 10000000S,1000C)" % quota)
-    shell = maildir.format_quota(str(quota))
+    shell = maildirpp.normalize(str(quota))
     if len(shell) > schema.MAX_QUOTA:
         raise UsersError("quota longer than %d characters: %s" % (schema.MAX_QUOTA, shell))
     return shell
@@ -195,7 +196,7 @@ def info(users, address):
     if acct is None:
         return None
     box = acct.mailbox
-    used = maildir.usage(box.maildir)
+    used = maildirpp.scan(box.maildir)
     return [("name", box.name), ("domain", box.domain), ("passwd", acct.passwd),
             ("clear passwd", "yes" if acct.clear else "no"), ("gecos", box.gecos),
             ("flags", "0x%x" % box.flags), ("dir", box.dir), ("quota", box.quota or schema.NOQUOTA),

@@ -2,7 +2,7 @@
 
 qmail-smtpd's `services.users()` is an object with these methods. Where the
 qmail home runs the users service (qmail-usersd: a socket at sock/users), it is
-the service's client (qmailpy.usersd.client), and the service answers with
+the service's client (qmailpy.users.service), and the service answers with
 this class; elsewhere (a development home, the tests' bare homes) it is this
 class in qmail-smtpd's own process. Either way the same code decides:
 

@@ -9,23 +9,12 @@ the backends (sqlite3, pymysql) and the crypt code load on first use.
 """
 import os
 
+from qmailpy.users.errors import MissingTable, UsersError, UsersUnavailable  # noqa: F401
 from qmailpy.users.names import lower, split_login, split_address, valid_domain, valid_user  # noqa: F401
 from qmailpy.users.relay import RelayTable
 
 SQLITE_FILE = os.path.join("users", "vpopmail.sqlite")
 TIMEOUT = 5.0            # seconds for connect, read and write
-
-
-class UsersUnavailable(Exception):
-    """The database cannot answer now (down, locked, misconfigured): a temporary failure."""
-
-
-class UsersError(Exception):
-    """An admin operation that cannot be done: it exists already, no such domain, too long."""
-
-
-class MissingTable(Exception):
-    """A table vpopmail creates on demand is not there (yet): an empty answer for readers."""
 
 
 class Mailbox:
@@ -158,11 +147,11 @@ class Users(RelayTable):
 
     # -- mailboxes
     def _mailbox(self, row, domain):
-        from qmailpy.users.maildir import format_quota
+        from qmailpy.maildirpp import normalize
         name, passwd, _uid, flags, gecos, pw_dir, shell, clear = row
         pw_dir = pw_dir or os.path.join(self.domain_dir(domain), name)
         uid, gid = _owner(pw_dir, self.domain_dir(domain), self.vpopmaildir)
-        box = Mailbox(name, domain, pw_dir, format_quota(shell or ""), uid, gid, int(flags or 0), gecos or "")
+        box = Mailbox(name, domain, pw_dir, normalize(shell) or None, uid, gid, int(flags or 0), gecos or "")
         return Account(box, passwd or "", clear or "")
 
     def account(self, user, domain):

@@ -10,10 +10,12 @@ delivers. chkuser's ezmlm list-directory test is left out: without a
 answer, or a domain directory we cannot look into, raises UsersUnavailable:
 answer RESOURCE (451), never "no mailbox".
 
-The replies are chkuser 2.0.8's (chkuser_settings.h, same repository), but
-RESOURCE answers 451 where chkuser says 430, which is no SMTP reply code.
-H-Sphere 2.4 shipped a modified chkuser 0.6 whose refusal read
-CHKUSR_06_NORCPT (as quoted in bounces, e.g. Sisimai's qmail samples).
+The two replies qmail-smtpd gives: RESOURCE is chkuser 2.0.8's
+(chkuser_settings.h, same repository), but 451 where chkuser says 430, which
+is no SMTP reply code; a missing mailbox gets CHKUSR_06_NORCPT, the refusal of
+the modified chkuser 0.6 H-Sphere 2.4 shipped (as quoted in bounces, e.g.
+Sisimai's qmail samples). chkuser's other checks (formats, MX, intrusion
+thresholds) are qmail-smtpd's own rules here, with qmail's replies.
 """
 from qmailpy.users import domainfiles
 from qmailpy.users.base import UsersUnavailable
@@ -21,19 +23,7 @@ from qmailpy.users.names import split_address
 
 OK, NOUSER, NOTOURS = "ok", "nouser", "notours"
 
-NORCPT = "511 sorry, no mailbox here by that name (#5.1.1 - chkuser)"
 RESOURCE = "451 system temporary unavailable, try again later (#4.3.0 - chkuser)"
-MBXFULL = "522 sorry, recipient mailbox is full (#5.2.2 - chkuser)"
-MAXRCPT = "571 sorry, reached maximum number of recipients for one session (#5.7.1 - chkuser)"
-MAXWRONGRCPT = "571 sorry, you are violating our security policies (#5.1.1 - chkuser)"
-DOMAINMISSING = "511 sorry, you must specify a domain (#5.1.1 - chkuser)"
-RCPTFORMAT = "511 sorry, recipient address has invalid format (#5.1.1 - chkuser)"
-RCPTMX = "511 sorry, can't find a valid MX for rcpt domain (#5.1.1 - chkuser)"
-SENDERFORMAT = "571 sorry, sender address has invalid format (#5.7.1 - chkuser)"
-SENDERMX = "511 sorry, can't find a valid MX for sender domain (#5.1.1 - chkuser)"
-INTRUSIONTHRESHOLD = "571 sorry, you are violating our security policies (#5.7.1 - chkuser)"
-NORELAY = "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.5.3 - chkuser)"
-DNS_TEMPFAIL = "451 DNS temporary failure (#4.5.1 - chkuser)"
 CHKUSR_06_NORCPT = "550 sorry, no mailbox here by that name (#5.1.1 - chkusr)"
 
 
@@ -63,7 +53,3 @@ def check_recipient(users, addr):
         raise UsersUnavailable("cannot look into %s: %s" % (e.filename or domain_dir, e.strerror or e)) from None
     return NOUSER
 
-
-def reply_for(result):
-    """The RCPT reply for a refused result, or None when the recipient is accepted."""
-    return NORCPT if result == NOUSER else None

@@ -16,7 +16,7 @@ index is still used.
 """
 import time
 
-from qmailpy.users.base import MissingTable, UsersError, UsersUnavailable
+from qmailpy.users.errors import MissingTable, UsersError, UsersUnavailable
 from qmailpy.users.schema import create_statements
 
 DEFAULT_PORT = 3306

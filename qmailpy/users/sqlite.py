@@ -8,7 +8,7 @@ for a writer), never "no such user".
 """
 import os
 
-from qmailpy.users.base import MissingTable, UsersError, UsersUnavailable
+from qmailpy.users.errors import MissingTable, UsersError, UsersUnavailable
 from qmailpy.users.schema import create_statements
 
 FILE_MODE = 0o600   # secrets inside: the owner of users/ alone (the users service's qmailu in production)

@@ -12,7 +12,7 @@ from fuzz.profile import fuzz_settings
 from qmailpy.ctl.patterns import HostList
 from qmailpy.proto.grammar import ADDR_MAX, apply_localiphost, lower_ascii, parse_path, split_address
 from qmailpy.proto.qq import Decoder, encode
-from qmailpy.smtpd.relay import rcpthosts_ok
+from qmailpy.policy.relay import rcpthosts_ok
 
 SPECIAL = '<>"\\@:, %!.[]=\t'
 soup_text = st.text(st.sampled_from(SPECIAL + "abzAZ019\u00e9\udcff\0"), max_size=60)

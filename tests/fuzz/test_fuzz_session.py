@@ -16,7 +16,7 @@ from test_dialogues import TCP_ENV, FakeServices
 from qmailpy.ctl.reader import Controls
 from qmailpy.proto.lines import MAX_LINE, LineReader
 from qmailpy.smtpd.config import SmtpdConfig
-from qmailpy.smtpd.session import Session
+from qmailpy.smtpd.driver import Conversation
 
 PIECES = [b"\r\n", b"\n", b"\r", b"\0", b" ", b"x", b"\xff", b"NOOP", b"HELO h", b"EHLO e", b"RSET", b"QUIT",
           b"MAIL FROM:<a@example.com>", b"RCPT TO:<b@example.org>", b"RCPT TO:<v@evil.example>", b"DATA",
@@ -80,7 +80,7 @@ def session(newline):
     env = dict(TCP_ENV)
     controls = Controls(_CONTROLS[newline], env)
     services = FakeServices(controls, True)
-    return Session(SmtpdConfig(controls, env), services), services
+    return Conversation(SmtpdConfig(controls, env), services), services
 
 
 REPLY = re.compile(rb"[2-5][0-9][0-9][ -][^\r\n]*\r\n")

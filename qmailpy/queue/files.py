@@ -1,4 +1,4 @@
-"""The queue files qmail-send reads and marks: info/, local/, remote/, bounce/.
+"""The queue files qmail-send reads and marks (and qmail-qread shows): info/, local/, remote/, bounce/.
 
 info/<n>/<id> = F<sender>\\0, its mtime the message's birth; a channel file is
 T<rcpt>\\0 records whose T becomes D in place when that recipient is done
@@ -75,16 +75,21 @@ def exists(path):
         return None
 
 
-def info_ids(home, split=layout.SPLIT):
-    """Every message id under info/ (qmail-send's pqstart order: subdirectory by subdirectory)."""
+def info_ids(home, split=layout.SPLIT, ordered=False):
+    """Every message id under info/ (qmail-send's pqstart order: subdirectory by subdirectory,
+    one it cannot read skipped). `ordered`, as qmail-qread lists them: by id within each
+    subdirectory, and a subdirectory that exists but cannot be read raises OSError."""
     for n in range(split):
         try:
             names = os.listdir(paths.queue_path(home, "info", str(n)))
-        except OSError:
+        except FileNotFoundError:
             continue
-        for name in names:
-            if name.isdigit():
-                yield int(name)
+        except OSError:
+            if ordered:
+                raise
+            continue
+        ids = [int(name) for name in names if name.isdigit()]
+        yield from sorted(ids) if ordered else ids
 
 
 def mtime(path):

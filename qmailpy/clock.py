@@ -1,4 +1,7 @@
-"""qmail-send's timing: constants, the retry formula, and an optional time scale.
+"""qmail's queue timing: constants, the retry formula, and an optional time scale.
+
+Shared by qmail-send (schedule, retries, cleanups) and qmail-clean (its cleanup
+interval), so it lives below both.
 
 qmail's schedule is in whole seconds over days. QMAILPY_TIMESCALE=N (N > 0,
 default 1) makes every interval N times shorter, so tests can watch a week of

@@ -1,29 +1,10 @@
-"""The qmail-clean pipe: requests `todo/<id>\\0` or `foop/<id>\\0`, one answer byte each.
+"""qmail-send's and qmail-todo's end of the qmail-clean pipe (codec: qmailpy.proto.cleanwire).
 
-todo/<id>: remove intd/<id> then todo/<id> (qmail-todo has made info/local/remote).
-foop/<id>: remove intd/<id> then mess/<split>/<id> (qmail-send has finished the message).
-Answers: '+' done, '!' an unlink failed (try again later), 'x' bad request.
-The client side is used by qmail-send and qmail-todo: a blocking round trip,
-as in qmail (qmail-clean answers from the disk at once).
+A blocking round trip, as in qmail (qmail-clean answers from the disk at once).
 """
 import os
 
-OK, TROUBLE, BAD = b"+", b"!", b"x"
-TODO, FOOP = b"todo/", b"foop/"
-
-
-def encode(kind, msgid):
-    return kind + b"%d\0" % msgid
-
-
-def parse(request):
-    """(kind, id) for a request without its \\0, or None when malformed (qmail's checks)."""
-    if not 7 <= len(request) + 1 <= 100:
-        return None
-    kind, digits = request[:5], request[5:]
-    if kind not in (TODO, FOOP) or not digits.isdigit():
-        return None
-    return kind, int(digits)
+from qmailpy.proto.cleanwire import encode
 
 
 class CleanDied(Exception):

@@ -10,6 +10,8 @@ Pure: no I/O.
 """
 from collections import namedtuple
 
+from qmailpy.proto.nulrecords import NulRecords
+
 RELOAD, EXIT = b"H", b"X"
 Done = namedtuple("Done", "msgid local remote")
 LogLine = namedtuple("LogLine", "text")
@@ -45,20 +47,10 @@ def parse_record(rec):
 
 class RecordDecoder:
     """Incremental decoder of qmail-todo's records; a record is cut at `limit` bytes."""
-    __slots__ = ("_buf", "limit")
+    __slots__ = ("_records",)
 
     def __init__(self, limit=10000):
-        self._buf = bytearray()
-        self.limit = limit
+        self._records = NulRecords(limit)
 
     def feed(self, data):
-        self._buf += data
-        out = []
-        while True:
-            nul = self._buf.find(b"\0")
-            if nul < 0:
-                if len(self._buf) > self.limit:
-                    del self._buf[self.limit:]
-                return out
-            out.append(parse_record(bytes(self._buf[:min(nul, self.limit)])))
-            del self._buf[:nul + 1]
+        return [parse_record(r) for r in self._records.feed(data)]

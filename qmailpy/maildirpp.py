@@ -1,6 +1,14 @@
-"""The Maildir++ `maildirsize` file: read, recount from the folders, rewrite, append.
+"""Maildir++ (Courier's maildirquota): quota definitions, and the `maildirsize` file.
 
-Format (Courier maildirquota / netqmail-maildir++): first line the quota
+One home for both readers of a quota: qmail-local (qmailpy.local.quota, which
+decides a delivery) and the admin side (qmail-users' quotas, maildirmake -q).
+
+A definition is what pw_shell or $MAILDIRQUOTA holds after normalize():
+`10000000S`, `1000C`, `10000000S,1000C`; a plain number means bytes, a K or M
+suffix multiplies (vpopmail's format_maildirquota), NOQUOTA means no limit.
+limits() reads it as Courier's qcalc() does.
+
+The file's format (Courier maildirquota / netqmail-maildir++): first line the quota
 definition (e.g. `10000000S,1000C`), then `<bytes> <count>` lines whose sums
 are the mailbox usage. Rules copied from maildirquota.c: a file of 5120
 bytes or more is not trusted; a recount covers new/ and cur/ of the main
@@ -15,6 +23,68 @@ MAX_BYTES = 5120
 NAME = "maildirsize"
 TRASH = ".Trash"
 
+
+UNITS = {"K": 1024, "M": 1048576}
+
+
+def hostname():
+    """gethostname() cut to 64 bytes, made safe for a file name (Maildir names, tmp files)."""
+    host = os.uname().nodename[:64]
+    return host.replace("/", "\\057").replace(":", "\\072")
+
+
+# -- quota definitions
+
+def normalize(value):
+    """A quota as given ($MAILDIRQUOTA, pw_shell, maildirmake -q) -> None (not given),
+    "" (NOQUOTA: no limit) or a Maildir++ definition."""
+    v = (value or "").strip()
+    if not v:
+        return None
+    if v.upper() == "NOQUOTA":
+        return ""
+    if v.isdigit() and v.isascii():
+        return v + "S"
+    unit = UNITS.get(v[-1:].upper())
+    if unit and v[:-1].isdigit() and v[:-1].isascii():
+        return "%dS" % (int(v[:-1]) * unit)
+    return v
+
+
+def valid(value):
+    """True for a quota an admin may set: nothing, NOQUOTA, or what normalizes to comma-separated
+    <digits>S / <digits>C (1234, 10M, 512k, 10000000S, 10000000S,1000C)."""
+    definition = normalize(value)
+    if not definition:
+        return True
+    return all(p[:-1].isdigit() and p[:-1].isascii() and p[-1:] in ("S", "C") for p in definition.split(","))
+
+
+def limits(definition):
+    """qcalc()'s reading: each number is a limit, 'C' after it = messages, else bytes."""
+    out = []
+    i, n = 0, len(definition)
+    while i < n:
+        if not ("0" <= definition[i] <= "9"):
+            i += 1
+            continue
+        j = i
+        while j < n and "0" <= definition[j] <= "9":
+            j += 1
+        out.append(("C" if definition[j:j + 1] == "C" else "S", int(definition[i:j])))
+        i = j
+    return out
+
+
+def over(definition, size, count):
+    """True when `size` bytes or `count` messages break a limit of `definition`."""
+    for kind, limit in limits(definition):
+        if limit < (count if kind == "C" else size):
+            return True
+    return False
+
+
+# -- the maildirsize file
 
 class State:
     """What a maildirsize file says."""
@@ -127,25 +197,13 @@ def scan(root):
     return size, count
 
 
-def rewrite(root, definition, size, count, host):
-    """Replace root/maildirsize by `definition` + one total line, atomically."""
-    tmp = os.path.join(root, "tmp", "%d.%d_NeWmAiLdIrSiZe.%s" % (time.time(), os.getpid(), host))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        body = os.fsencode(definition) + b"\n" + b"%d %d\n" % (size, count)
-        if os.write(fd, body) != len(body):
-            raise OSError(28, "short write")                        # ENOSPC
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    try:
-        os.rename(tmp, os.path.join(root, NAME))
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def rewrite(root, definition, size, count, host=None, owner=None):
+    """Replace root/maildirsize by `definition` + one total line, atomically and durably
+    (a lost definition would lift the quota), mode 0600, `owner` (uid, gid) when given."""
+    from qmailpy.fileio import atomic_write
+    tmp = os.path.join(root, "tmp", "%d.%d_NeWmAiLdIrSiZe.%s" % (time.time(), os.getpid(), host or hostname()))
+    body = os.fsencode(definition) + b"\n" + b"%d %d\n" % (size, count)
+    atomic_write(os.path.join(root, NAME), body, durable=True, mode=0o600, owner=owner, tmp=tmp)
 
 
 def append(path, size, count):

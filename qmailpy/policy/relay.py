@@ -1,0 +1,106 @@
+"""Relay control: may this client relay, is a recipient domain one of ours, and the one
+verdict qmail-smtpd gives a recipient on those grounds (after the anti-spam checks).
+
+Pure decisions over the session's configuration (qmailpy.smtpd.config) and the
+POP-before-SMTP answer `pop()`. qmail-smtpd's RCPT (qmailpy.smtpd.envelope), the
+checks that skip relaying clients (splithorizon, the DNS checks, SPF, tarpit:
+Envelope.relaying) and so qmail-policytest, which drives a session, all decide here.
+"""
+from qmailpy.policy import ACCEPT, REFUSE, TEMPFAIL, Verdict, where
+from qmailpy.proto import replies as R
+from qmailpy.proto.grammar import lower_ascii, split_address
+
+
+POP_UNKNOWN = "pop?"     # the relay table could not be read: no decision
+
+
+def relay_reason(cfg, sender, auth_user, pop=None):
+    """Why the client may send to any domain, or None. The names go to the log.
+
+    `pop()` asks the POP-before-SMTP relay table (True, False, or None when
+    the database is down). A POP3 login happened before this connection, so
+    when both apply it was established before SMTP AUTH and wins, as the
+    H-Sphere spec asks ("uses the one that was established first").
+    """
+    if cfg.relayclient is not None:
+        return "RELAYCLIENT"
+    if pop is not None and cfg.popbeforesmtp:
+        recorded = pop()
+        if recorded:
+            return "pop"
+        if recorded is None and auth_user is None:
+            return POP_UNKNOWN
+    if auth_user is not None:
+        return "auth"
+    if cfg.relayclients and cfg.relayclients.matches(cfg.peer.ip):
+        return "relayclients"
+    if cfg.relaydomains and cfg.peer.host != "unknown" and cfg.relaydomains.matches(cfg.peer.host):
+        return "relaydomains"
+    if sender and cfg.policy.relaymailfrom(sender):
+        return "relaymailfrom"
+    return None
+
+
+def relay_verdict(cfg, sender, rcpt, auth_user, pop):
+    """qmail-smtpd's relay control for one recipient: (Verdict, why the client may relay or
+    None, is the recipient's domain one of ours).
+
+    A recipient of ours (rcpthosts, morercpthosts.cdb) needs no reason unless
+    RELAYCLIENT is set (its value is then appended); any other needs one; a relaying
+    client's sender must be of ours with smdcheck, and always for POP-before-SMTP
+    (H-Sphere's "local sender, remote recipient").
+    """
+    local = rcpthosts_ok(cfg, rcpt)
+    reason = None if local and cfg.relayclient is None else relay_reason(cfg, sender, auth_user, pop)
+    if reason == POP_UNKNOWN:
+        why = "users database unavailable"
+        return Verdict("relay", TEMPFAIL, R.USERS_TEMPFAIL, "popbeforesmtp", why,
+                       logged=("tempfail", {"rule": "popbeforesmtp", "reason": why})), None, local
+    if reason is None and not local:
+        return Verdict("relay", REFUSE, R.NOT_RCPTHOSTS, "control/rcpthosts", "not one of our domains",
+                       logged=("refused", {"rule": "rcpthosts", "rcpt": "<%s>" % rcpt})), None, local
+    if not local and sender and not rcpthosts_ok(cfg, sender) and (cfg.smdcheck or reason == "pop"):
+        rule = "smdcheck" if cfg.smdcheck else "popbeforesmtp"
+        return Verdict("relay", REFUSE, R.INVALID_SENDER,
+                       where(cfg.controls.setting("smdcheck")) if cfg.smdcheck else rule,
+                       "relaying (%s) for a sender not of our domains" % reason,
+                       logged=("refused", {"rule": rule, "relay": reason, "sender": "<%s>" % sender})), reason, local
+    if reason is None:
+        listed = cfg.rcpthosts is not None
+        return Verdict("relay", ACCEPT, rule="control/rcpthosts" if listed else None,
+                       note="one of our domains" if listed else "no rcpthosts: any domain"), None, local
+    return Verdict("relay", ACCEPT, note="the client may relay (%s)" % reason), reason, local
+
+
+def domain_keys(domain):
+    """The domain and each suffix starting at a dot, as rcpthosts.c tries them."""
+    yield domain
+    for i, ch in enumerate(domain):
+        if ch == ".":
+            yield domain[i:]
+
+
+def rcpthosts_ok(cfg, addr):
+    """qmail's rcpthosts(): no rcpthosts file accepts all; no '@' is accepted too."""
+    if cfg.rcpthosts is None:
+        return True
+    local, domain = split_address(addr)
+    if "@" not in addr:
+        return True
+    domain = lower_ascii(domain)
+    if cfg.rcpthosts.matches(domain):
+        return True
+    return _in_morercpthosts(cfg, domain)
+
+
+def _in_morercpthosts(cfg, domain):
+    if not cfg.morercpthosts_path:
+        return False
+    from qmailpy.ctl.cdbmap import open_cdb
+    db = open_cdb(cfg.morercpthosts_path, "control/morercpthosts.cdb")
+    if db is None:
+        return False
+    try:
+        return any(key.encode("utf-8", "surrogateescape") in db for key in domain_keys(domain))
+    finally:
+        db.close()

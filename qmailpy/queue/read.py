@@ -1,0 +1,68 @@
+"""qmail-qread's listing of the queue, as qmail's qmail-qread shows it.
+
+One line per message (`26 Sep 1995 04:46:54 GMT  #<id>  <size>  <sender> `,
+plus ` bouncing` when bounce/<id> exists), then one line per recipient:
+`\\tlocal\\t<addr>` or `\\tremote\\t<addr>`, prefixed `  done` once delivered.
+Bytes outside printable ASCII are shown as `_`. Only preprocessed messages
+(with an info/ file) are listed, as qmail does. Used by qmail-qread
+(qmailpy.cli.qread) and by sendmail -bp / mailq.
+"""
+import json
+import os
+
+from qmailpy import exitcodes as X
+from qmailpy.proto.date822 import date822
+from qmailpy.queue import files, layout
+
+_PRINTABLE = bytes(b if 32 <= b <= 126 else 0x5F for b in range(256))
+
+
+def printable(b):
+    return bytes(b).translate(_PRINTABLE).decode("ascii")
+
+
+def message(home, msgid, split=layout.SPLIT):
+    """What qmail-qread shows about one message; raises OSError."""
+    size = os.stat(layout.mess_path(home, msgid, split)).st_size
+    with open(layout.info_path(home, msgid, split), "rb") as f:
+        sender = f.read().split(b"\0", 1)[0][1:]
+        qtime = os.fstat(f.fileno()).st_mtime
+    recips = []
+    for c, channel in enumerate(files.CHANNEL_DIRS):
+        try:
+            records = files.read_records(files.channel_path(home, msgid, c, split))
+        except FileNotFoundError:
+            continue
+        recips += [{"channel": channel, "address": printable(r[1:]), "done": r[:1] == b"D"}
+                   for _, r in records if r[:1] in (b"T", b"D")]
+    return {"id": msgid, "time": int(qtime), "date": date822(qtime)[:-len(" -0000")] + " GMT", "size": size,
+            "sender": printable(sender), "bouncing": os.path.exists(layout.bounce_path(home, msgid)),
+            "recipients": recips}
+
+
+def render(m):
+    lines = ["%s  #%d  %d  <%s> %s" % (m["date"], m["id"], m["size"], m["sender"], " bouncing" if m["bouncing"] else "")]
+    lines += ["%s\t%s\t%s" % ("  done" if r["done"] else "", r["channel"], r["address"]) for r in m["recipients"]]
+    return lines
+
+
+def listing(home, echo, warn, as_json=False):
+    """Show the queue of `home` through echo(text) (warnings: warn(text)); the exit code
+    (EXIT_TROUBLE when the queue cannot be read)."""
+    out, code = [], 0
+    try:
+        for msgid in files.info_ids(home, ordered=True):
+            try:
+                m = message(home, msgid)
+            except OSError as e:
+                (warn if as_json else echo)("warning: trouble with #%d: %s" % (msgid, e.strerror or e))
+                continue
+            out.append(m)
+            if not as_json:
+                echo("\n".join(render(m)))
+    except OSError as e:
+        warn("fatal: unable to read the queue: %s" % e)
+        code = X.EXIT_TROUBLE
+    if as_json:
+        echo(json.dumps(out, indent=1))
+    return code

@@ -1,0 +1,117 @@
+"""Drive a qmail-smtpd Session with a services object: bytes read in, bytes to write out.
+
+Conversation performs the session's actions (qmailpy.smtpd.actions) through
+`services`, the one object with side effects: log(event, **fields), sleep(s),
+now(), pid, users() (the users database, opened on first use), authenticate(),
+start_queue() (a job with write(), finish(), abort() and qp). The real one is
+qmailpy.smtpd.main.Services; tests give fakes. DNS questions go to `resolver`
+($DNSCACHEIP's, made on first use, unless one is given). serve() in
+qmailpy.smtpd.main puts fds and time-outs around it.
+"""
+from qmailpy.proto import replies as R
+from qmailpy.smtpd import actions as A
+from qmailpy.smtpd.session import Session, control_error
+
+
+class Conversation:
+    def __init__(self, cfg, services, resolver=None):
+        self.cfg, self.services = cfg, services
+        self.session = Session(cfg, services.now, services.pid)
+        self._resolver = resolver
+        self._job = None
+
+    def __getattr__(self, name):          # the session's state, for those who look (tests)
+        if name == "session":
+            raise AttributeError(name)
+        return getattr(self.session, name)
+
+    def start(self):
+        """The greeting (and what the session logs first)."""
+        return self._run()
+
+    def feed(self, data):
+        """Client bytes in; the replies to write before the next read."""
+        if data:
+            self.session.receive(data)
+        return self._run()
+
+    def eof(self):
+        """The client went away."""
+        self.session.receive(b"")
+        self._run()
+
+    def timeout(self):
+        """The client sent nothing for too long: the 451 to write."""
+        self.session.timed_out()
+        return self._run()
+
+    def _run(self):
+        out, session = [], self.session
+        while True:
+            action = session.next_action()
+            if action is A.NEED_DATA or action is A.CLOSED:
+                return b"".join(out)
+            if type(action) is A.Send:
+                out.append(action.data)
+                continue
+            got = PERFORM[type(action)](self, action)
+            if action.question:
+                session.answer(got)
+
+    # -- the actions
+    def log(self, action):
+        self.services.log(action.event, **action.fields)
+
+    def sleep(self, action):
+        self.services.sleep(action.seconds)
+
+    def ignore(self, action):
+        pass
+
+    def lookup(self, action):
+        from qmailpy.smtpd.answers import answer_lookup
+        if self._resolver is None:
+            from qmailpy.policy.lookup import smtpd_resolver
+            self._resolver = smtpd_resolver(self.cfg.environ)      # $DNSTIMEOUT: checked by SmtpdConfig
+        return answer_lookup(self._resolver, action)
+
+    def ask_users(self, action):
+        from qmailpy.smtpd.answers import answer_users
+        return answer_users(self.services.users, action)
+
+    def authenticate(self, action):
+        return self.services.authenticate(action.mech, action.user, action.secret, action.challenge)
+
+    def open_queue(self, action):
+        try:
+            self._job = self.services.start_queue()
+        except OSError as e:
+            return e
+        return True
+
+    def queue_write(self, action):
+        self._job.write(action.data)
+
+    def queue_finish(self, action):
+        job, self._job = self._job, None
+        return job.finish(action.sender, action.recipients), job.qp
+
+    def queue_abort(self, action):
+        job, self._job = self._job, None
+        job.abort()
+
+
+PERFORM = {
+    A.Log: Conversation.log, A.Sleep: Conversation.sleep, A.Verdicts: Conversation.ignore,
+    A.Lookup: Conversation.lookup, A.AskUsers: Conversation.ask_users,
+    A.Authenticate: Conversation.authenticate, A.OpenQueue: Conversation.open_queue,
+    A.QueueWrite: Conversation.queue_write, A.QueueFinish: Conversation.queue_finish,
+    A.QueueAbort: Conversation.queue_abort,
+}
+
+
+def refuse_controls(log, e):
+    """What qmail-smtpd says, instead of its greeting, when a control it needs cannot be used."""
+    line = control_error(e)
+    log(line.event, **line.fields)
+    return (R.NO_CONTROLS + "\r\n").encode()

@@ -1,0 +1,76 @@
+"""DATA: the message from the client to qmail-queue (a part of qmailpy.smtpd.session).
+
+start() opens the queue (OpenQueue), writes qmail-smtpd's Received line (and
+the qmail-spf patch's Received-SPF after it) and answers 354; feed() streams
+what the client sends through the DataReader (qmail's blast(): dot-unstuffing,
+CRLF, hops, databytes) into QueueWrite actions; end() gives qmail-queue the
+envelope (QueueFinish) and answers with its exit code, or drops the message
+(QueueAbort) when it loops or is too big.
+"""
+from qmailpy.proto import replies as R
+from qmailpy.smtpd.actions import Log, OpenQueue, QueueAbort, QueueFinish, QueueWrite
+
+
+def start(session, line):
+    """DATA with recipients: open the queue, write the Received lines, 354; False when the
+    queue cannot be opened (451)."""
+    if (yield OpenQueue()) is not True:
+        session.reply(R.QQT_FAILURE)
+        return False
+    from qmailpy.proto.dotdata import DataReader
+    from qmailpy.smtpd.received import received_line
+    yield QueueWrite(received_line(session.cfg.peer, session.helo, session.now(), protocol=protocol(session)))
+    if session.mail.spf is not None:          # the qmail-spf patch's line, after ours
+        yield QueueWrite(session.mail.spf.header().encode("ascii", "replace"))
+    lf_client = bool(session.cfg.newline) and line.bare_lf
+    session.data = DataReader(lf_mode=lf_client, bare_lf_ok=bool(session.cfg.newline),
+                              databytes=session.cfg.databytes)
+    session.reply(R.GO_AHEAD)
+    return True
+
+
+
+def protocol(session):
+    """The word of the Received line: SMTP, ESMTP or ESMTPA."""
+    return ("ESMTPA" if session.auth_user else "ESMTP") if session.esmtp else "SMTP"
+
+
+def feed(session):
+    """Message bytes from session.pending into the queue; True when the message is over
+    (queued, refused, or a bare LF that ends the session)."""
+    data, buf = session.data, session.pending
+    used = data.feed(buf)
+    session.pending = buf[used:]
+    chunk = data.take()
+    if chunk and not data.toobig:
+        yield QueueWrite(chunk)
+    if data.error:
+        yield QueueAbort()
+        session.data = session.mail = None
+        yield Log("refused", {"reason": "bare LF in DATA"})
+        session.close(R.STRAY_LF)
+        return True
+    if data.done:
+        yield from end(session)
+        return True
+    return False
+
+
+def end(session):
+    """The message is complete: to the queue with its envelope, or dropped; the reply."""
+    data, mail = session.data, session.mail
+    session.data = session.mail = None
+    if data.toomanyhops or data.toobig:
+        yield QueueAbort()
+        reason = R.LOOPING if data.toomanyhops else R.TOO_BIG
+        yield Log("refused", {"reason": reason[:3], "bytes": data.size})
+        return session.reply(reason)
+    code, qp = yield QueueFinish(mail.sender, mail.recipients)
+    if code == 0:
+        yield Log("accept", {"sender": "<%s>" % mail.sender, "rcpts": len(mail.recipients),
+                             "bytes": data.size, "qp": qp})
+        return session.reply(R.QUEUED.format(time=int(session.now()), qp=qp))
+    from qmailpy.exitcodes import qq_reply
+    smtp, text = qq_reply(code)
+    yield Log("queue-failed", {"code": code})
+    session.reply("%d %s" % (smtp, text))
