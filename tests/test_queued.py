@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from qmailpy import exitcodes as X
-from qmailpy import paths
+from qmailpy import paths, unixsock
 from qmailpy.proto import qq, qqsock
 from qmailpy.queue import layout, sockclient
 from qmailpy.queued import main as Q
@@ -74,12 +74,7 @@ def received(data):
 
 def raw_client(home):
     s = socket.socket(socket.AF_UNIX)
-    where, fd = sockclient.address(paths.queue_socket(str(home)))
-    try:
-        s.connect(where)
-    finally:
-        if fd is not None:
-            os.close(fd)
+    unixsock.connect(s, paths.queue_socket(str(home)))
     return s
 
 

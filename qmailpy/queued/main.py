@@ -58,31 +58,8 @@ def prepare_socket_dir(home):
 
 def listen(home):
     """The listening socket at sock/qmail-queue, 0666, put there by rename."""
-    path = paths.queue_socket(home)
-    tmp = "%s.%d" % (path, os.getpid())
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    from qmailpy.queue.sockclient import address
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    where, fd = address(tmp)
-    try:
-        sock.bind(where)
-        os.chmod(tmp, 0o666)
-        sock.listen(BACKLOG)
-        os.rename(tmp, path)
-    except BaseException:
-        sock.close()
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    finally:
-        if fd is not None:
-            os.close(fd)
-    return sock
+    from qmailpy.unixsock import listen_at
+    return listen_at(paths.queue_socket(home), BACKLOG)
 
 
 def become_queue_owner(environ):
