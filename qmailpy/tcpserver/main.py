@@ -37,6 +37,8 @@ def main(argv=None):
     except server.Fatal as e:
         say(server.FATAL + str(e))
         return 111
+    front = server.Server(opts, runner, listener, base_env)
+    front.catch_signals()
     if opts.print_port:
         os.write(1, b"%d\n" % listener.getsockname()[1])
     devnull = os.open(os.devnull, os.O_RDWR)   # tcpserver closes 0 and 1; keep the numbers taken
@@ -45,4 +47,4 @@ def main(argv=None):
     if devnull > 2:
         os.close(devnull)
     sys.stdout.flush()
-    return server.Server(opts, runner, listener, base_env).run()
+    return front.run()

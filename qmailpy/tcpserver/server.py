@@ -97,17 +97,21 @@ class Server:
     def _term(self, signum, frame):
         self.stopping = True
 
-    def run(self):
-        """Serve until SIGTERM and the last session's end: the exit code."""
-        wake_r, wake_w = os.pipe()
-        for fd in (wake_r, wake_w):
+    def catch_signals(self):
+        """Signals reach the loop through a pipe; call before announcing the port (-1)."""
+        self.wake_r, self.wake_w = os.pipe()
+        for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
             os.set_inheritable(fd, False)
-        signal.set_wakeup_fd(wake_w)
+        signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.signal(signal.SIGTERM, self._term)
         signal.signal(signal.SIGHUP, lambda signum, frame: None)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def run(self):
+        """Serve until SIGTERM and the last session's end: the exit code."""
+        wake_r, wake_w = self.wake_r, self.wake_w
         self.listener.setblocking(False)
         gc.collect()
         gc.freeze()             # the loaded code stays shared with every child (no copy-on-write by gc)
