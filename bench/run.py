@@ -42,6 +42,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import daemons  # noqa: E402  (bench/, beside this file)
 import qmailsend  # noqa: E402
+import tcpserver_rows  # noqa: E402  (qmail-tcpserver's rows)
 
 VPY = os.path.join(ROOT, ".venv", "bin", "python3")
 DOC = os.path.join(ROOT, "docs", "performance.md")
@@ -445,6 +446,7 @@ class Bench:
             "sink": (servers.start([tool("smtp-sink")] + (["-u", "nobody"] if os.geteuid() == 0 else [])
                                    + ["-m", "1024", "127.0.0.1:PORT", "1024"], os.environ, self.log), None),
             "qmail": (self.smtpd_server(servers, self.home), self.todo),
+            "fork": (tcpserver_rows.start(self, servers, tool), self.todo),
             "aio": (servers.start([VPY, os.path.join(ROOT, "bench", "aiosmtpd_sink.py"), "PORT",
                                    aio_dir], os.environ, self.log), aio_dir),
         }
@@ -658,7 +660,7 @@ ROWS = [
      "the same helpers, empty queue", "helpers_rss_idle_mib"),
     ("qmail-remote VmRSS, 1 delivery waiting for a greeting, MiB ↓", "remote_rss_held_mib", PY_IS,
      "python_rss_mib"),
-]
+] + tcpserver_rows.ROWS
 
 
 def fmt(x):
@@ -767,6 +769,8 @@ def measure(args):
                 ("queue", lambda run: bench.queue(SIZES["queue_inserts"])),
                 ("filters", lambda run: bench.filters(SIZES["filter_inserts"])),
                 ("SMTP", lambda run: bench.smtp()),
+                ("%d idle sessions" % tcpserver_rows.IDLE_SESSIONS,
+                 lambda run: tcpserver_rows.memory_phase(bench, servers, BenchFailure)),
                 ("SMTP -> Maildir", lambda run: bench.e2e()),
                 ("remote deliveries", bench.remote),
                 ("qmail-send holding %d messages" % SIZES["held_messages"], bench.held),

@@ -22,7 +22,7 @@ def main(argv=None):
     try:
         opts = options.parse(argv, os.environ)
     except options.UsageError:
-        write_line(2, options.USAGE)
+        write_line(2, "qmail-tcpserver: " + options.USAGE_LINE)
         return 100
     say = (lambda line: write_line(2, line)) if opts.verbosity else (lambda line: None)
     try:

@@ -7,9 +7,12 @@ a missing host, port or program is a usage error (exit 100), as in tcpserver.
 import getopt
 
 LETTERS = "dDvqQhHrR1UXx:t:u:g:l:b:B:c:pPoO"
-USAGE = ("qmail-tcpserver: usage: qmail-tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] "
-         "[ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] "
-         "host port program [ arg ... ]")
+USAGE_LINE = ("usage: qmail-tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] "
+              "[ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] "
+              "host port qmail-smtpd [ arg ... ]")
+USAGE = USAGE_LINE + """
+tcpserver's options and environment; qmail-smtpd loaded once and forked per connection.
+See docs/qmail-tcpserver.md."""
 
 
 class UsageError(Exception):
