@@ -397,3 +397,65 @@ def test_ipv6_listener(tmp_path, qhome):
     assert "PROTO=TCP6" in seen and "TCPREMOTEIP=::1" in seen and "TCPLOCALIP=::1" in seen
     assert "tcpserver: ok %s h:??1:%d :??1::" % (re.search(r"pid (\d+)", front.log()).group(1), front.port) \
         in front.log()
+
+
+def test_pathexec_order():
+    """ucspi-tcp's pathexec: a replaced entry's place goes to the last entry, new ones at the end."""
+    from qmailpy.tcpserver.tcpenv import pathexec_apply
+    base = ["A=1", "B=2", "C=3", "D=4"]
+    assert pathexec_apply(base, [("B", "x")]) == ["A=1", "D=4", "C=3", "B=x"]
+    assert pathexec_apply(base, [("D", None)]) == ["A=1", "B=2", "C=3"]
+    assert pathexec_apply(base, [("E", None), ("A", "y"), ("AB", "z")]) == ["D=4", "B=2", "C=3", "A=y", "AB=z"]
+    assert pathexec_apply(["AB=1", "A=2"], [("A", None)]) == ["AB=1"]      # the whole name, not a prefix
+
+
+def test_safecats():
+    from qmailpy.log import ucspi_safe
+    assert ucspi_safe("mx.example.org") == "mx.example.org"
+    assert ucspi_safe("a b:c%d\x7f\xe9") == "a?b?c?d???"      # é is two bytes, as in C
+    assert ucspi_safe(b"\xc3\xa9") == "??"
+    assert ucspi_safe("x" * 99) == "x" * 99
+    assert ucspi_safe("x" * 100) == "x" * 100 + "..."
+    assert ucspi_safe("x" * 150) == "x" * 100 + "..."
+
+
+def test_options_as_tcpserver_reads_them():
+    from qmailpy.tcpserver.options import UsageError, parse
+    o = parse(["-vRHc", "12x", "-l0", "-x", "r.cdb", "0", "smtp", "qmail-smtpd", "-v", "/bin/true"], {})
+    assert (o.verbosity, o.remoteinfo, o.remotehost, o.limit, o.localhost, o.rules) == (2, False, False, 12, "0",
+                                                                                       "r.cdb")
+    assert (o.host, o.port, o.program, o.args) == ("0.0.0.0", "smtp", "qmail-smtpd", ["-v", "/bin/true"])
+    o = parse(["-U", "::1", "25", "qmail-smtpd"], {"UID": "105", "GID": "107"})
+    assert (o.uid, o.gid, o.limit, o.backlog, o.host) == (105, 107, 40, 20, "::1")
+    for bad in (["-Z", "0", "25", "qmail-smtpd"], ["0", "25"], ["-c"]):
+        with pytest.raises(UsageError):
+            parse(bad, {})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_drops_privileges_as_tcpserver_u_g(tmp_path):
+    """-u/-g after binding: the server and every session run as that uid with that gid only."""
+    import shutil
+    import tempfile
+    from conftest import Home
+    top = tempfile.mkdtemp(prefix="qmailpy-tcpserver-")      # a home the switched user can read
+    os.chmod(top, 0o755)
+    qhome = Home(os.path.join(top, "qmail"))
+    qhome.control("me", "test.example\n")
+    front = Front(program("qmail-tcpserver"), ["-v", "-HR", "-l", "h", "-u", "65534", "-g", "65533"],
+                  qhome.env(), tmp_path)
+    try:
+        with front.connect() as s:
+            assert recv_until(s, b"\r\n") == GREETING
+            [pid] = child_pids(front, 1)
+            for who in (front.proc.pid, pid):
+                with open("/proc/%d/status" % who) as f:
+                    status = dict(line.split(":", 1) for line in f)
+                assert status["Uid"].split() == ["65534"] * 4
+                assert status["Gid"].split() == ["65533"] * 4
+                assert status["Groups"].split() == ["65533"]
+            s.sendall(b"QUIT\r\n")
+            assert recv_until(s, b"\r\n") == b"221 test.example\r\n"
+    finally:
+        assert front.stop() == 0
+        shutil.rmtree(top)

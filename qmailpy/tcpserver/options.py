@@ -53,6 +53,16 @@ class Options:
         self.args = []
 
 
+# letter -> (attribute, value) for the options without an argument
+SWITCHES = {"X": ("allow_no_rules", True), "v": ("verbosity", 2), "q": ("verbosity", 0), "Q": ("verbosity", 1),
+            "h": ("remotehost", True), "H": ("remotehost", False), "p": ("paranoid", True),
+            "P": ("paranoid", False), "r": ("remoteinfo", True), "R": ("remoteinfo", False),
+            "1": ("print_port", True), "d": ("delay", True), "D": ("delay", False),
+            "O": ("kill_ip_options", True), "o": ("kill_ip_options", False)}
+NUMBERS = {"c": "limit", "b": "backlog", "u": "uid", "g": "gid", "t": "timeout"}
+TEXTS = {"x": "rules", "B": "banner", "l": "localhost"}
+
+
 def parse(argv, environ):
     """Options from argv (without the program's own name); UsageError when malformed."""
     try:
@@ -62,43 +72,17 @@ def parse(argv, environ):
     o = Options()
     for flag, value in pairs:
         letter = flag[1]
-        if letter == "c":
-            o.limit = scan_ulong(value)
-        elif letter == "b":
-            o.backlog = scan_ulong(value)
-        elif letter == "x":
-            o.rules = value
-        elif letter == "X":
-            o.allow_no_rules = True
-        elif letter == "B":
-            o.banner = value
-        elif letter == "u":
-            o.uid = scan_ulong(value)
-        elif letter == "g":
-            o.gid = scan_ulong(value)
+        if letter in SWITCHES:
+            setattr(o, *SWITCHES[letter])
+        elif letter in NUMBERS:
+            setattr(o, NUMBERS[letter], scan_ulong(value))
+        elif letter in TEXTS:
+            setattr(o, TEXTS[letter], value)
         elif letter == "U":
             if "UID" in environ:
                 o.uid = scan_ulong(environ["UID"])
             if "GID" in environ:
                 o.gid = scan_ulong(environ["GID"])
-        elif letter in "vqQ":
-            o.verbosity = {"v": 2, "q": 0, "Q": 1}[letter]
-        elif letter in "hH":
-            o.remotehost = letter == "h"
-        elif letter in "pP":
-            o.paranoid = letter == "p"
-        elif letter in "rR":
-            o.remoteinfo = letter == "r"
-        elif letter == "t":
-            o.timeout = scan_ulong(value)
-        elif letter == "l":
-            o.localhost = value
-        elif letter == "1":
-            o.print_port = True
-        elif letter in "dD":
-            o.delay = letter == "d"
-        elif letter in "oO":
-            o.kill_ip_options = letter == "O"
     if len(rest) < 3:
         raise UsageError("host, port and program are needed")
     o.host, o.port, o.program, o.args = rest[0], rest[1], rest[2], rest[3:]

@@ -103,7 +103,7 @@ class Server:
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
             os.set_inheritable(fd, False)
-        signal.set_wakeup_fd(self.wake_w)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.signal(signal.SIGTERM, self._term)
         signal.signal(signal.SIGHUP, lambda signum, frame: None)
