@@ -459,3 +459,50 @@ def test_drops_privileges_as_tcpserver_u_g(tmp_path):
     finally:
         assert front.stop() == 0
         shutil.rmtree(top)
+
+
+class FakeIdentd:
+    """An RFC 1413 server on 127.0.0.1:113 that names every connection's user `answer`."""
+
+    def __init__(self, answer):
+        import threading
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 113))
+        self.sock.listen(5)
+        self.answer, self.asked = answer, []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                request = conn.recv(100)
+                self.asked.append(request)
+                conn.sendall(request.rstrip(b"\r\n") + b" : USERID : UNIX :  " + self.answer + b"\r\n")
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for port 113")
+def test_ident_as_tcpserver(tmp_path, qhome):
+    """Without -R: the client's identd is asked, TCPREMOTEINFO set, and rules keyed
+    `user@ip` apply, in both."""
+    cdb = tcprules(tmp_path, '127.0.0.1:allow,WHO="ip"\nalice@127.0.0.1:allow,WHO="info"\n')
+    identd = FakeIdentd(b"al ice")          # remoteinfo.c drops the spaces
+    try:
+        results = {}
+        for name in ("tcpserver", "qmail-tcpserver"):
+            env, log, port, client = run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-l", "h"))
+            ports = {port: "SERVERPORT", client: "CLIENTPORT"}
+            results[name] = (normalized(env, ports), normalized(log, ports))
+    finally:
+        identd.close()
+    assert results["qmail-tcpserver"] == results["tcpserver"]
+    assert "TCPREMOTEINFO=alice\n" in results["tcpserver"][0] and "WHO=info\n" in results["tcpserver"][0]
+    assert ":127.0.0.1:alice:CLIENTPORT\n" in results["tcpserver"][1]
+    assert len(identd.asked) == 2 and all(re.match(rb"\d+ , \d+\r\n$", r) for r in identd.asked)

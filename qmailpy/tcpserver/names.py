@@ -22,7 +22,12 @@ def host_name(resolver, ip, paranoid=False):
 
 
 def remote_info(local_ip, local_port, remote_ip, remote_port, timeout):
-    """The user name the client's identd gives for this connection, or None."""
+    """The user name the client's identd gives for this connection, or None.
+
+    Read as remoteinfo.c reads it: spaces, tabs and CRs anywhere are dropped, the
+    answer is what follows the third colon up to the newline (257 bytes at most); an
+    answer with fewer colons (an ERROR), an empty one or none by the deadline is None.
+    """
     import socket
     import time
     family = socket.AF_INET6 if ":" in remote_ip else socket.AF_INET
@@ -34,15 +39,16 @@ def remote_info(local_ip, local_port, remote_ip, remote_port, timeout):
             s.connect((remote_ip, 113))
             s.sendall(b"%d , %d\r\n" % (remote_port, local_port))
             data = b""
-            while b"\n" not in data and len(data) < 1024:
+            while b"\n" not in data:
                 s.settimeout(max(0.001, deadline - time.monotonic()))
                 chunk = s.recv(1024)
                 if not chunk:
-                    break
+                    return None
                 data += chunk
     except OSError:
         return None
-    parts = data.split(b"\n", 1)[0].rstrip(b"\r").split(b":", 3)
-    if len(parts) != 4 or parts[1].strip() != b"USERID":
+    line = data.split(b"\n", 1)[0].translate(None, b" \t\r")
+    parts = line.split(b":", 3)
+    if len(parts) < 4 or not parts[3]:
         return None
-    return parts[3].lstrip(b" ").decode("latin-1")
+    return parts[3][:257].decode("latin-1")
