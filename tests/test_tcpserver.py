@@ -506,3 +506,21 @@ def test_ident_as_tcpserver(tmp_path, qhome):
     assert "TCPREMOTEINFO=alice\n" in results["tcpserver"][0] and "WHO=info\n" in results["tcpserver"][0]
     assert ":127.0.0.1:alice:CLIENTPORT\n" in results["tcpserver"][1]
     assert len(identd.asked) == 2 and all(re.match(rb"\d+ , \d+\r\n$", r) for r in identd.asked)
+
+
+def test_started_with_sigchld_ignored(tmp_path, qhome):
+    """A parent that ignores SIGCHLD (inherited across exec) must not make children vanish
+    unreported: qmail-tcpserver still sees every end and its status."""
+    import signal as sig
+    front_env = qhome.env()
+    old = sig.signal(sig.SIGCHLD, sig.SIG_IGN)
+    try:
+        front = Front(program("qmail-tcpserver"), ["-v", "-HR", "-l", "h"], front_env, tmp_path)
+    finally:
+        sig.signal(sig.SIGCHLD, old)
+    try:
+        assert b"250 ok" in one_message(front)
+        wait_for(ended(front, 1))
+    finally:
+        assert front.stop() == 0
+    assert re.search(r"tcpserver: end \d+ status 0\ntcpserver: status: 0/40\n", front.log())
