@@ -16,7 +16,9 @@ clamd and with spamd filtering) against the raw fsync rate of the same disk;
 SMTP -> Maildir end to end (tcpserver, qmail-smtpd, qmail-send, the real
 qmail-local); remote deliveries to smtp-sink at concurrency 1, 20, 100, 500
 against smtp-source at the same concurrency; memory of a session and of
-qmail-send holding 10,000 queued messages.
+qmail-send holding 10,000 queued messages. qmail-tcpserver's rows (the same
+SMTP runs with qmail-smtpd forked instead of exec'd, and 100 idle sessions
+under each front end) live in bench/tcpserver_rows.py.
 
 It fails (exit 1) when a plain qmail-smtpd session imports click, dns, spf or
 pymysql, when a server loses a message, when a delivery is deferred or fails,

@@ -16,6 +16,7 @@ import os
 import select
 import signal
 import socket
+import time
 
 from qmailpy.log import write_line
 from qmailpy.tcpserver import child
@@ -144,8 +145,8 @@ class Server:
             sock, peer = self.listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
-        except OSError as e:        # out of fds and the like: tcpserver goes on too
-            self.log("tcpserver: warning: unable to accept: " + (e.strerror or str(e)))
+        except OSError:             # out of fds and the like: tcpserver goes on, silently;
+            time.sleep(0.05)        # a pause so that a lasting EMFILE does not spin
             return
         sock.setblocking(True)
         self.status(len(self.children) + 1)     # counted before the fork, as tcpserver does
