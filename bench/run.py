@@ -16,7 +16,9 @@ clamd and with spamd filtering) against the raw fsync rate of the same disk;
 SMTP -> Maildir end to end (tcpserver, qmail-smtpd, qmail-send, the real
 qmail-local); remote deliveries to smtp-sink at concurrency 1, 20, 100, 500
 against smtp-source at the same concurrency; memory of a session and of
-qmail-send holding 10,000 queued messages.
+qmail-send holding 10,000 queued messages. qmail-tcpserver's rows (the same
+SMTP runs with qmail-smtpd forked instead of exec'd, and 100 idle sessions
+under each front end) live in bench/tcpserver_rows.py.
 
 It fails (exit 1) when a plain qmail-smtpd session imports click, dns, spf or
 pymysql, when a server loses a message, when a delivery is deferred or fails,
@@ -42,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import daemons  # noqa: E402  (bench/, beside this file)
 import qmailsend  # noqa: E402
+import tcpserver_rows  # noqa: E402  (qmail-tcpserver's rows)
 
 VPY = os.path.join(ROOT, ".venv", "bin", "python3")
 DOC = os.path.join(ROOT, "docs", "performance.md")
@@ -445,6 +448,7 @@ class Bench:
             "sink": (servers.start([tool("smtp-sink")] + (["-u", "nobody"] if os.geteuid() == 0 else [])
                                    + ["-m", "1024", "127.0.0.1:PORT", "1024"], os.environ, self.log), None),
             "qmail": (self.smtpd_server(servers, self.home), self.todo),
+            "fork": (tcpserver_rows.start(self, servers, tool), self.todo),
             "aio": (servers.start([VPY, os.path.join(ROOT, "bench", "aiosmtpd_sink.py"), "PORT",
                                    aio_dir], os.environ, self.log), aio_dir),
         }
@@ -658,7 +662,7 @@ ROWS = [
      "the same helpers, empty queue", "helpers_rss_idle_mib"),
     ("qmail-remote VmRSS, 1 delivery waiting for a greeting, MiB ↓", "remote_rss_held_mib", PY_IS,
      "python_rss_mib"),
-]
+] + tcpserver_rows.ROWS
 
 
 def fmt(x):
@@ -767,6 +771,8 @@ def measure(args):
                 ("queue", lambda run: bench.queue(SIZES["queue_inserts"])),
                 ("filters", lambda run: bench.filters(SIZES["filter_inserts"])),
                 ("SMTP", lambda run: bench.smtp()),
+                ("%d idle sessions" % tcpserver_rows.IDLE_SESSIONS,
+                 lambda run: tcpserver_rows.memory_phase(bench, servers, BenchFailure)),
                 ("SMTP -> Maildir", lambda run: bench.e2e()),
                 ("remote deliveries", bench.remote),
                 ("qmail-send holding %d messages" % SIZES["held_messages"], bench.held),

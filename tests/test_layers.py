@@ -16,7 +16,7 @@ from conftest import ROOT
 LAYERS = (
     ("tools", ("cli",)),
     ("installer and generators", ("install", "docgen")),
-    ("programs that run other programs' code", ("inject",)),
+    ("programs that run other programs' code", ("inject", "tcpserver")),
     ("programs", ("smtpd", "send", "spawn", "clean", "remote", "pop3", "queued", "usersd")),
     ("programs run by programs", ("local",)),
     ("the queue", ("queue",)),
