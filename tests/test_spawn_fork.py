@@ -42,7 +42,7 @@ def main():
     seen = dict(argv=sys.argv[1:], fds=fds, status=status, uid=os.getresuid(), gid=os.getresgid(),
                 groups=sorted(os.getgroups()), cwd=os.getcwd(), umask=umask, env=sorted(env.items()),
                 mess=os.read(0, 100).decode(), fd1=os.readlink("/proc/self/fd/1").split(":")[0],
-                same12=os.path.sameopenfile(1, 2))
+                same12=os.path.sameopenfile(1, 2), comm=open("/proc/self/comm").read().strip())
     text = repr(seen) + "\n"
     os.write(1, (text if len(sys.argv) > 8 else "r\0K" + text + "\0").encode())   # qmail-remote: r + K
     return 0
@@ -111,7 +111,8 @@ def test_a_forked_child_sees_what_an_execd_program_sees(scratch, which, recipien
             assert seen["gid"] == (NOBODY,) * 3 and seen["groups"] == [NOBODY]
             assert seen["status"]["CapEff"] == "0000000000000000"
         assert seen["cwd"] == scratch.home and seen["umask"] == 0o022
-    assert execd == forked
+    assert seen["comm"] == "qmail-" + which           # as ps shows an exec'd qmail-local/-remote
+    assert execd.replace(b"'comm': 'probe'", b"'comm': 'qmail-%s'" % which.encode()) == forked
 
 
 CRASHED = {"local": b"Zqmail-local crashed.\n", "remote": b"Zqmail-remote crashed.\n"}

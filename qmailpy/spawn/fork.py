@@ -9,7 +9,7 @@ would see, so qmail-send cannot tell the two apart:
 - the same fds: the message on 0, the report pipe on 1 and 2, every other fd
   the spawner holds (its command and report pipes, other deliveries' pipes,
   users/cdb) closed;
-- the same signals (progstart.fresh_signals), cwd, environment, argv and ids
+- the same signals (progstart.fresh_signals), process name, cwd, environment, argv and ids
   (the supplementary groups, then gid, then uid: setresgid/setresuid, so no
   saved id is left to go back to root with);
 - the same exit statuses: main()'s return or SystemExit code as sys.exit()
@@ -87,6 +87,7 @@ def _child(main, args, fdmess, fdout, cwd, env, unable, ids):
     os.dup2(fdout, 1)
     os.dup2(fdout, 2)
     os.closerange(3, _fd_limit())
+    _name(os.path.basename(os.fsdecode(args[0])))
     os.chdir(cwd)
     if ids:
         from qmailpy.spawn.mailbox import TEMP_ERRORS
@@ -123,6 +124,15 @@ def _crash():
     finally:
         import signal
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _name(name):
+    """The process name ps and /proc/PID/status show, as exec would set it (else the spawner's)."""
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(name[:15])
+    except OSError:
+        pass
 
 
 def _flush():
