@@ -35,6 +35,8 @@ def main():
             key, _, value = line.partition(":")
             if key in ("SigBlk", "SigIgn", "SigCgt", "NoNewPrivs", "CapEff", "CapPrm"):
                 status[key] = value.strip()
+    import json                                         # a module's state: never the last child's
+    mark, json.probe_mark = getattr(json, "probe_mark", None), sys.argv
     umask = os.umask(0)
     os.umask(umask)
     env = {k: v for k, v in os.environ.items() if k not in ("QMAILLOCAL", "QMAILREMOTE")}
@@ -42,7 +44,7 @@ def main():
     seen = dict(argv=sys.argv[1:], fds=fds, status=status, uid=os.getresuid(), gid=os.getresgid(),
                 groups=sorted(os.getgroups()), cwd=os.getcwd(), umask=umask, env=sorted(env.items()),
                 mess=os.read(0, 100).decode(), fd1=os.readlink("/proc/self/fd/1").split(":")[0],
-                same12=os.path.sameopenfile(1, 2), comm=open("/proc/self/comm").read().strip())
+                same12=os.path.sameopenfile(1, 2), mark=mark, comm=open("/proc/self/comm").read().strip())
     text = repr(seen) + "\n"
     os.write(1, (text if len(sys.argv) > 8 else "r\0K" + text + "\0").encode())   # qmail-remote: r + K
     return 0
@@ -138,18 +140,20 @@ def test_a_crashed_child_is_a_deferral_and_the_spawn_goes_on(scratch, which, mod
 
 
 def test_the_spawner_closes_what_it_holds_and_children_die_with_signals_default(scratch):
-    """Several deliveries at once: no child sees another's pipe or the spawner's pipes."""
+    """Several deliveries at once, then one after another: no child sees another's pipe or
+    the spawner's pipes, nor what an earlier child left in a module."""
     spawn = client(scratch, "local", "fork")
     try:
         messid = queue_message(scratch.home, b"Subject: probe\n\nbody\n")
         for n in range(5):
             spawn.send(n, messid, b"alice@localhost", b"joe%d@localhost" % n)
         got = spawn.reports(5)
+        got.update({5 + n: spawn.one(messid, b"alice@localhost", b"joe@localhost") for n in range(2)})
     finally:
         spawn.close()
-    for n in range(5):
+    for n in range(7):
         seen = eval(got[n][1:].decode().splitlines()[0])
-        assert seen["fds"] == [0, 1, 2, 3]
+        assert seen["fds"] == [0, 1, 2, 3] and seen["mark"] is None
         caught = int(seen["status"]["SigCgt"], 16)
         assert caught == 1 << (signal.SIGINT - 1)      # only Python's own SIGINT handler, as exec'd
         assert int(seen["status"]["SigBlk"], 16) == 0

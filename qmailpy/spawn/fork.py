@@ -43,13 +43,24 @@ class Child:
         return self.returncode
 
 
+def beside_me(name):
+    """argv[0] for a forked program: the launcher exec would have run (bin/NAME beside ours),
+    so that what the program finds beside itself (paths.program_path) is the same."""
+    return os.path.join(os.path.dirname(os.path.abspath(sys.argv[0])), name)
+
+
 def preload(modules):
     """Import what the children will run, then freeze the spawner's objects out of the
-    collector: fewer pages copied on write in each child."""
+    collector: fewer pages copied on write in each child. A module that cannot be imported
+    is logged and left to the child (which then fails as the exec'd program would)."""
     import gc
     import importlib
     for name in modules:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except Exception as e:          # noqa: BLE001 - any import trouble: the child meets it again
+            from qmailpy.log import write_line
+            write_line(2, "warning: cannot preload %s: %s: %s" % (name, type(e).__name__, e))
     gc.collect()
     gc.freeze()
 

@@ -118,7 +118,7 @@ class Local:
             env["MAILDIRQUOTA"] = who.quota
         if self.qmaillocal is None:
             from qmailpy.local.main import main
-            args[0] = "qmail-local"
+            args[0] = fork.beside_me("qmail-local")
             return fork.start(main, args, fdmess, fdout, self.home, env, UNABLE, ids)
         return programs.start(args, fdmess, fdout, self.home, env, (EXEC_SOFT, EXEC_HARD), ids)
 

@@ -78,7 +78,7 @@ class Remote:
     def spawn(self, fdmess, fdout, sender, recip, at):
         if self.qmailremote is None:
             from qmailpy.remote.main import main
-            args = ["qmail-remote", recip[at + 1:], sender, recip]
+            args = [fork.beside_me("qmail-remote"), recip[at + 1:], sender, recip]
             return fork.start(main, args, fdmess, fdout, self.home, self.environ, UNABLE)
         args = [self.qmailremote, recip[at + 1:], sender, recip]
         return programs.start(args, fdmess, fdout, self.home, self.environ, (EXEC_SOFT, EXEC_HARD))
