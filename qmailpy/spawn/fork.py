@@ -65,8 +65,10 @@ def preload(modules):
     gc.freeze()
 
 
-def start(main, args, fdmess, fdout, cwd, env, unable, ids=None):
-    """Fork a child that runs main() as `args` would be run by exec; a Child.
+def start(target, args, fdmess, fdout, cwd, env, unable, ids=None):
+    """Fork a child that runs `target` ("module:function", the program's main; imported in
+    the child, so a module that cannot be imported crashes the child, never the spawner)
+    as `args` would be run by exec; a Child.
 
     unable: (soft, hard) exit codes that give the report of a failed exec, used
     when the id switch fails. ids: as Popen's user=, group=, extra_groups= (as root).
@@ -82,14 +84,14 @@ def start(main, args, fdmess, fdout, cwd, env, unable, ids=None):
         return Child(pid)
     code = 111
     try:
-        code = _child(main, args, fdmess, fdout, cwd, env, unable, ids)
+        code = _child(target, args, fdmess, fdout, cwd, env, unable, ids)
     except BaseException:
         _crash()
     finally:
         os._exit(code)
 
 
-def _child(main, args, fdmess, fdout, cwd, env, unable, ids):
+def _child(target, args, fdmess, fdout, cwd, env, unable, ids):
     import gc
     from qmailpy.progstart import fresh_signals
     gc.freeze()                                   # the spawner's objects are never finalised here
@@ -113,6 +115,9 @@ def _child(main, args, fdmess, fdout, cwd, env, unable, ids):
     os.environ.clear()
     os.environ.update(env)
     sys.argv = [os.fsdecode(a) for a in args]
+    import importlib
+    module, function = target.split(":")
+    main = getattr(importlib.import_module(module), function)
     try:
         got = main()
     except SystemExit as e:

@@ -46,7 +46,8 @@ QLX_TEXTS = {
 }
 TEMPORARY = frozenset((111, 71, 74, 75))
 UNABLE = (120, 126)            # a forked child's exit codes for EXEC_SOFT, EXEC_HARD (qlx.h)
-# What a qmail-local child runs: imported once, before the first delivery
+MAIN = "qmailpy.local.main:main"            # what a forked child runs
+# Its modules: imported once, before the first delivery
 PRELOAD = ("qmailpy.local.main", "qmailpy.local.deliver", "qmailpy.local.forward", "qmailpy.local.program",
            "qmailpy.local.quota", "qmailpy.local.vdelivermail", "subprocess")
 
@@ -117,9 +118,8 @@ class Local:
         if who.quota:
             env["MAILDIRQUOTA"] = who.quota
         if self.qmaillocal is None:
-            from qmailpy.local.main import main
             args[0] = fork.beside_me("qmail-local")
-            return fork.start(main, args, fdmess, fdout, self.home, env, UNABLE, ids)
+            return fork.start(MAIN, args, fdmess, fdout, self.home, env, UNABLE, ids)
         return programs.start(args, fdmess, fdout, self.home, env, (EXEC_SOFT, EXEC_HARD), ids)
 
     def report(self, status, output):

@@ -20,7 +20,8 @@ EXEC_HARD = b"DUnable to run qmail-remote.\n"
 NO_OUTPUT = b"Zqmail-remote produced no output.\n"
 RANK = {b"K": 1, b"Z": 0, b"D": -1}
 UNABLE = (X.DELIVERY_TEMPORARY, 100)    # a forked child's exit codes for EXEC_SOFT, EXEC_HARD
-# What a qmail-remote child runs: imported once, before the first delivery (ssl: STARTTLS is
+MAIN = "qmailpy.remote.main:main"            # what a forked child runs
+# Its modules: imported once, before the first delivery (ssl: STARTTLS is
 # tried whenever the peer offers it; dkim's signer stays lazy: only a domain with a key needs it)
 PRELOAD = ("qmailpy.remote.main", "qmailpy.remote.client", "qmailpy.remote.connect", "qmailpy.remote.routes",
            "qmailpy.remote.tcpto", "qmailpy.remote.tls", "qmailpy.remote.wire", "qmailpy.remote.ipme",
@@ -77,9 +78,8 @@ class Remote:
 
     def spawn(self, fdmess, fdout, sender, recip, at):
         if self.qmailremote is None:
-            from qmailpy.remote.main import main
             args = [fork.beside_me("qmail-remote"), recip[at + 1:], sender, recip]
-            return fork.start(main, args, fdmess, fdout, self.home, self.environ, UNABLE)
+            return fork.start(MAIN, args, fdmess, fdout, self.home, self.environ, UNABLE)
         args = [self.qmailremote, recip[at + 1:], sender, recip]
         return programs.start(args, fdmess, fdout, self.home, self.environ, (EXEC_SOFT, EXEC_HARD))
 
