@@ -10,7 +10,9 @@ medians. Output: a Markdown table on stdout, raw samples and medians in
 DIR/latest.json (default bench/results), and the table in docs/performance.md.
 
 What it measures, per run: start-up of one qmail-smtpd session; SMTP with
-smtp-source against qmail-smtpd under tcpserver, smtp-sink and aiosmtpd;
+smtp-source against qmail-smtpd under tcpserver, smtp-sink, aiosmtpd and a
+private Postfix (bench/postfix.py: its own config, queue and data directories
+in the temporary tree, as root; SMTP -> Maildir and remote rows too);
 queue insertions (qmail-queue exec'd, enqueue() in-process, qmail-queue with
 clamd and with spamd filtering) against the raw fsync rate of the same disk;
 SMTP -> Maildir end to end (tcpserver, qmail-smtpd, qmail-send, the real
@@ -43,6 +45,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import daemons  # noqa: E402  (bench/, beside this file)
+import postfix  # noqa: E402
 import qmailsend  # noqa: E402
 import tcpserver_rows  # noqa: E402  (qmail-tcpserver's rows)
 
@@ -71,6 +74,7 @@ SIZES = {                      # per run; kept small so 3 runs stay well under 1
     "e2e_parallel": 20,        # smtp-source -s
     "remote": [[1, 100], [20, 200], [100, 300], [500, 1000]],   # [concurrencyremote, deliveries]
     "remote_peer_messages": 2000,   # smtp-source -s N into the sink: at least this many (too fast otherwise)
+    "postfix_remote": [[20, 1000], [100, 1000]],   # [concurrency, deliveries] of the private Postfix
     "held_messages": 10000,    # queued while qmail-send holds its remote deliveries
     "held_concurrency": 20,    # concurrencyremote then: deliveries waiting for a greeting
 }
@@ -241,7 +245,9 @@ class Bench:
         env = dict(self.env, QMAILHOME=home)
         writer, ids = qmailsend.queue_writer(home), []
         self.writers.add(qmailsend.describe(writer))
-        servers.start_queued(home, dict(env, QMAILPY_SINGLEUSER="1"), self.log, writer)
+        # qmail-queued binds its socket in root's sock/ as root, then becomes qmailq itself
+        # (queued/main.py); started as qmailq it could not reach sock/
+        servers.start_queued(home, env if writer else dict(env, QMAILPY_SINGLEUSER="1"), self.log)
         if writer:
             ids = ["-u", str(writer[0]), "-g", str(writer[1])]
         elif os.geteuid() == 0:
@@ -452,7 +458,57 @@ class Bench:
             "aio": (servers.start([VPY, os.path.join(ROOT, "bench", "aiosmtpd_sink.py"), "PORT",
                                    aio_dir], os.environ, self.log), aio_dir),
         }
+        self.start_postfix()
         return self.ports
+
+    # -- the private Postfix (bench/postfix.py) ------------------------------------------
+    PF_QUANTITIES = ["pf_1_msgs_per_s", "pf_d_msgs_per_s", "pf_e2e_per_s"] + [
+        "pf_remote_c%d_per_s" % c for c, _ in SIZES["postfix_remote"]]
+
+    def start_postfix(self):
+        """The "accept" instance joins the SMTP rows (its queue/incoming counted); "mta" is for the
+        end-to-end and remote rows. Rows say n/a (reason) when Postfix cannot run here."""
+        self.postfix = None
+        try:
+            accept, mta = postfix.start_pair(os.path.join(self.tmp, "postfix"), DOMAIN,
+                                             self.mailbox[1:] if self.mailbox else None, self.ports["sink"][0])
+        except postfix.PostfixUnavailable as e:
+            progress("private Postfix: n/a (%s)" % e)
+            self.postfix_na(str(e))
+            return
+        self.postfix = (accept, mta)
+        self.ports["pf"] = (accept.port, accept.incoming())
+        progress("private Postfix: accept on 127.0.0.1:%d, mta on 127.0.0.1:%d" % (accept.port, mta.port))
+
+    def postfix_na(self, reason):
+        for q in self.PF_QUANTITIES:
+            self.na[q] = reason[:300]
+
+    def postfix_e2e(self):
+        if not self.postfix:
+            return
+        mta = self.postfix[1]
+        m = SIZES["e2e_messages"]
+        argv = self.smtp_source(["-s", str(SIZES["e2e_parallel"])], mta.port, m)
+        try:
+            self.record("pf_e2e_per_s", postfix.end_to_end(mta, argv, m))
+        except postfix.PostfixUnavailable as e:
+            raise BenchFailure(str(e)) from None
+
+    def postfix_remote(self, run):
+        if not self.postfix:
+            return
+        mta = self.postfix[1]
+        for conc, m in SIZES["postfix_remote"]:
+            argv = self.smtp_source(["-s", "20"], mta.port, m, rcpt="r@remote.example")
+            try:
+                self.record("pf_remote_c%d_per_s" % conc, postfix.remote(mta, argv, m, conc))
+            except postfix.PostfixUnavailable as e:
+                raise BenchFailure(str(e)) from None
+
+    def stop_postfix(self):
+        for pf in getattr(self, "postfix", None) or ():
+            pf.stop()
 
     def smtp_source(self, opts, port, m, rcpt="rcpt@" + DOMAIN):
         return [tool("smtp-source")] + opts + [
@@ -633,6 +689,8 @@ DISK, PY_IS = "create+write 4 KiB+fsync+rename", "venv python `-I -S -c pass`"
 SMTP_1, SMTP_D = "SMTP 1 msg/conn, 20 parallel, sessions/s ↑", "SMTP ~100 msgs/conn (-d, 5 conns), msgs/s ↑"
 CLAMD, SPAMD = "qmail-queue exec'd + clamd INSTREAM, inserts/s ↑", "qmail-queue exec'd + spamd, inserts/s ↑"
 E2E = "SMTP → Maildir end to end, 1 msg/conn, 20 parallel, msgs/s ↑"
+PF_SMTP = "private Postfix smtpd (C, fsync'd queue, no qmgr)"
+PF_E2E = "private Postfix, smtpd → virtual(8) → Maildir"
 # measure, qmailpy quantity, peer, peer quantity
 ROWS = [
     ("session wall time, ms ↓", "smtpd_session_ms", "`python3 -c pass` via PATH", "python_path_ms"),
@@ -640,8 +698,10 @@ ROWS = [
     ("session wall time, ms ↓", "smtpd_session_ms", PY_IS, "python_venv_IS_ms"),
     (SMTP_1, "qmail_1_msgs_per_s", SINK, "sink_1_msgs_per_s"),
     (SMTP_1, "qmail_1_msgs_per_s", AIO, "aio_1_msgs_per_s"),
+    (SMTP_1, "qmail_1_msgs_per_s", PF_SMTP, "pf_1_msgs_per_s"),
     (SMTP_D, "qmail_d_msgs_per_s", SINK, "sink_d_msgs_per_s"),
     (SMTP_D, "qmail_d_msgs_per_s", AIO, "aio_d_msgs_per_s"),
+    (SMTP_D, "qmail_d_msgs_per_s", PF_SMTP, "pf_d_msgs_per_s"),
     ("qmail-queue exec'd per message, inserts/s ↑", "qq_exec_per_s", DISK, "disk_raw_per_s"),
     ("enqueue() in-process, inserts/s ↑", "qq_enqueue_per_s", DISK, "disk_raw_per_s"),
     (CLAMD, "qq_clamd_per_s", DISK, "disk_raw_filters_per_s"),
@@ -649,9 +709,14 @@ ROWS = [
     (SPAMD, "qq_spamd_per_s", DISK, "disk_raw_filters_per_s"),
     (SPAMD, "qq_spamd_per_s", "spamc (C) exec'd, no queue", "spamd_client_per_s"),
     (E2E, "e2e_msgs_per_s", DISK, "disk_raw_e2e_per_s"),
+    (E2E, "e2e_msgs_per_s", PF_E2E, "pf_e2e_per_s"),
 ] + [
     ("remote deliveries, concurrency %d, msgs/s ↑" % c, "remote_c%d_per_s" % c,
      "smtp-source -s %d into the same smtp-sink" % c, "source_c%d_per_s" % c) for c, _ in SIZES["remote"]
+] + [
+    ("remote deliveries, concurrency %d, msgs/s ↑" % c, "remote_c%d_per_s" % c,
+     "private Postfix smtp(8) → the same smtp-sink, concurrency %d" % c, "pf_remote_c%d_per_s" % c)
+    for c, _ in SIZES["postfix_remote"]
 ] + [
     ("max RSS, QUIT session, MiB ↓", "smtpd_rss_quit_mib", PY_IS, "python_rss_mib"),
     ("max RSS, session queueing 1 message, MiB ↓", "smtpd_rss_mail_mib", PY_IS, "python_rss_mib"),
@@ -773,8 +838,8 @@ def measure(args):
                 ("SMTP", lambda run: bench.smtp()),
                 ("%d idle sessions" % tcpserver_rows.IDLE_SESSIONS,
                  lambda run: tcpserver_rows.memory_phase(bench, servers, BenchFailure)),
-                ("SMTP -> Maildir", lambda run: bench.e2e()),
-                ("remote deliveries", bench.remote),
+                ("SMTP -> Maildir", lambda run: (bench.e2e(), bench.postfix_e2e())),
+                ("remote deliveries", lambda run: (bench.remote(run), bench.postfix_remote(run))),
                 ("qmail-send holding %d messages" % SIZES["held_messages"], bench.held),
             ]
             for run_no in range(args.runs):
@@ -795,6 +860,7 @@ def measure(args):
             raise BenchFailure("%s (logs: %s)" % (e, args.out)) from None
         finally:
             bench.stop_sends()
+            bench.stop_postfix()
             servers.stop_all()
             for d in bench.daemons.values():
                 if isinstance(d, daemons.Daemon):

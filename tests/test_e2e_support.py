@@ -71,11 +71,24 @@ def wait_until(predicate, timeout=30, what="condition", interval=0.02):
         time.sleep(interval)
 
 
+# How qmail-lspawn/-rspawn run qmail-local/-remote: "fork" (their preloaded main() in a forked
+# child, the default) or "exec" ($QMAILLOCAL/$QMAILREMOTE name bin/'s programs, exec'd per delivery)
+SPAWN_MODES = ("fork", "exec")
+
+
+def spawn_env(mode):
+    """The environment that selects a spawn mode."""
+    assert mode in SPAWN_MODES, mode
+    return {} if mode == "fork" else {"QMAILLOCAL": str(BIN / "qmail-local"), "QMAILREMOTE": str(BIN / "qmail-remote")}
+
+
 class World:
     """A qmail home laid out by tools/install.py (as `make install`), with the users database,
-    and its qmail-queued running (queued=False: none; then qmail-queue writes the queue itself)."""
+    and its qmail-queued running (queued=False: none; then qmail-queue writes the queue itself).
+    spawn: how deliveries run (SPAWN_MODES)."""
 
-    def __init__(self, controls=None, queued=True):
+    def __init__(self, controls=None, queued=True, spawn="fork"):
+        self.spawn_env = spawn_env(spawn)
         self.top = tempfile.mkdtemp(prefix="qmailpy-e2e-")
         os.chmod(self.top, 0o755)
         self.home = os.path.join(self.top, "qmail")
@@ -115,6 +128,7 @@ class World:
     def env(self, **extra):
         env = {k: v for k, v in os.environ.items() if k not in ("QMAILLOCAL", "QMAILREMOTE", "QMAILQUEUE")}
         env.update(QMAILHOME=self.home, **self.dns_env)
+        env.update(self.spawn_env)
         env.update(extra)
         return env
 
@@ -346,8 +360,10 @@ class Routes:
 
 
 @pytest.fixture
-def world():
-    w = World()
+def world(request):
+    """A World; a module runs its tests in both spawn modes with
+    `pytestmark = pytest.mark.parametrize("world", SPAWN_MODES, indirect=True)`."""
+    w = World(spawn=getattr(request, "param", "fork"))
     try:
         yield w
     finally:
