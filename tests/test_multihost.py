@@ -255,6 +255,42 @@ def test_mailbox_added_on_a_is_accepted_and_delivered_by_b_and_removed(cluster):
         s.close()
 
 
+
+def test_domain_added_on_a_follows_on_b_with_syncdomains(cluster):
+    """adddomain edits the controls of the host it runs on; `qmail-users syncdomains` on the
+    others makes theirs follow the shared database (docs/operations.md)."""
+    other = "other.example"
+    a, b = cluster.hosts["a"], cluster.hosts["b"]
+    out = cluster.users("adddomain", other)
+    assert "control/rcpthosts: added %s" % other in out
+    cluster.users("adduser", "ann@" + other, "-p", "x")
+    s = cluster.smtp("b")
+    assert s.send("alice@" + REMOTE, "ann@" + other, "not yet")[0] == R.NOT_RCPTHOSTS
+    s.close()
+    pm = ("control/virtualdomains: added postmaster@%s:alias (postmaster@%s gets what postmaster@ of "
+          "control/me gets: ~alias/.qmail-postmaster)")
+    # B's e2e.example line was written by hand (the fixture), without adddomain's postmaster line
+    assert b.users("syncdomains").splitlines() == [pm % (DOMAIN, DOMAIN),
+                                                   "control/rcpthosts: added %s" % other,
+                                                   "control/virtualdomains: added %s:%s" % (other, other),
+                                                   pm % (other, other)]
+    assert b.users("syncdomains").splitlines() == []          # nothing more to do
+    for h in ("a", "b"):
+        assert open(os.path.join(cluster.hosts[h].home, "control", "virtualdomains")).read() == \
+            open(os.path.join(a.home, "control", "virtualdomains")).read()
+    cluster.sends["b"].proc.send_signal(signal.SIGHUP)          # what svc -h does under supervise
+    s = cluster.smtp("b")
+    got, end = s.send("alice@" + REMOTE, "ann@" + other, "to the new domain")
+    assert got == "250 ok" and end.startswith("250 ok "), (got, end)
+    s.close()
+    box = cluster.shared / "domains" / other / "ann" / "Maildir"
+    cluster.wait(lambda: len(delivered(box)) == 1, "B's delivery to the new domain")
+    cluster.users("deldomain", other)
+    assert "control/rcpthosts: removed %s" % other in b.users("syncdomains", other)
+    s = cluster.smtp("b")
+    assert s.send("alice@" + REMOTE, "ann@" + other, "gone")[0] == R.NOT_RCPTHOSTS
+    s.close()
+
 def test_database_stopped_both_hosts_defer_then_recover(cluster):
     cluster.users("adduser", "dora@" + DOMAIN, "-p", "x")
     box = cluster.maildir("dora")
