@@ -227,6 +227,9 @@ def test_pop3_login_on_a_opens_relay_on_b_until_it_expires(cluster):
         s = cluster.smtp(h)
         assert s.send("joe@" + DOMAIN, "friend@" + REMOTE, "late")[0] == R.NOT_RCPTHOSTS
         s.close()
+    # and clearopensmtp on B forgets the login A recorded
+    assert cluster.hosts["b"].users("clearopensmtp") == "cleared 1 relay entry\n"
+    assert cluster.sql("SELECT ip_addr FROM relay") == ()
 
 
 def test_mailbox_added_on_a_is_accepted_and_delivered_by_b_and_removed(cluster):
@@ -299,6 +302,8 @@ def test_database_stopped_both_hosts_defer_then_recover(cluster):
         for h in ("a", "b"):
             s = cluster.smtp(h)
             assert s.send("alice@" + REMOTE, "dora@" + DOMAIN, "down")[0] == chkuser.RESOURCE
+            # whether the client logged in over POP3 cannot be told either: try later
+            assert s.send("dora@" + DOMAIN, "friend@" + REMOTE, "relay")[0] == R.USERS_TEMPFAIL
             s.close()
         # mail that reaches the queue anyway (a local program's) waits there on both hosts
         for h in ("a", "b"):
