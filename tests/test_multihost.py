@@ -330,16 +330,17 @@ def test_database_stopped_both_hosts_defer_then_recover(cluster):
 
 
 def test_both_hosts_deliver_into_one_mailbox_at_once_within_its_quota(cluster):
-    """Each host's qmail-send (qmail-lspawn, qmail-local) delivers PER_HOST copies into the same
-    Maildir at the same time; the count quota holds across both, maildirsize equals a recount."""
-    per_host, quota = 150, 250
+    """Each host's qmail-send (qmail-lspawn, qmail-local) delivers 550 copies into the same Maildir
+    at the same time: 1,000 files (the count quota holds across both), 100 bounced as over quota,
+    maildirsize equal to a recount."""
+    per_host, quota = 550, 1000
     cluster.users("adduser", "busy@" + DOMAIN, "-p", "x", "-q", "%dC" % quota)
     box = cluster.maildir("busy")
     before = len(cluster.sink.messages)
     for h in ("a", "b"):
         assert inject(cluster.hosts[h], b"Subject: busy from %s\n\nx\n" % h.encode(), "alice@" + REMOTE,
                       ["busy@" + DOMAIN] * per_host) == 0
-    cluster.wait(lambda: all(cluster.hosts[h].queue_files() == [] for h in ("a", "b")), "both queues to empty", 60)
+    cluster.wait(lambda: all(cluster.hosts[h].queue_files() == [] for h in ("a", "b")), "both queues to empty", 120)
     names = delivered(box)
     assert len(names) == quota
     hosts = {n.split(".", 2)[2].split(",")[0] for n in names}
