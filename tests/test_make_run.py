@@ -58,12 +58,14 @@ def test_demo_instance():
         # qmail-smtpd asks the users service, as in production (127.0.0.1 relays anyway: AUTH's answer)
         assert (rundir / "sock" / "users").exists() and (rundir / "qmail-usersd.pid").exists()
         (rundir / "control" / "smtpauth").write_text("1\n")         # read per connection
+        (rundir / "control" / "smtpauthplaintext").write_text("1\n")
         s = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port, "--from", "demo@demo.example",
                             "--to", "someone@elsewhere.example", "--auth", "CRAM-MD5", "--auth-user",
                             "demo@demo.example", "--auth-password", "demo", "--quit-after", "RCPT"],
                            capture_output=True, timeout=60)
         assert "<-  235 " in s.stdout.decode() and "<-  250 ok" in s.stdout.decode(), s.stdout.decode()
         (rundir / "control" / "smtpauth").unlink()
+        (rundir / "control" / "smtpauthplaintext").unlink()
 
         # a forward from the vpopmail mailbox: qmail-local (as root: vpopmail:vchkpw, no other
         # group) hands it to the demo's qmail-queued, which names it (issue 13 item 5, issue 20)

@@ -149,7 +149,7 @@ def test_tarpit_sleeps_before_the_reply(tmp_path):
 
 
 def test_auth_as_actions(tmp_path):
-    s = session_for(tmp_path, [("smtpauth", "1\n")], AUTHFAILDELAY="2")
+    s = session_for(tmp_path, [("smtpauth", "1\n"), ("smtpauthplaintext", "1\n")], AUTHFAILDELAY="2")
     actions(s)
     actions(s, b"EHLO c\r\n")
     assert shape(actions(s, b"AUTH LOGIN\r\n")) == [("send", "334 VXNlcm5hbWU6\r\n"), A.NEED_DATA]

@@ -126,6 +126,9 @@ CONTROLS = (
     _c("userchk", BOOL, 0, "relay", SMTPD, "1: refuse unknown mailbox users of hosted domains at RCPT (chkuser)."),
     # -- auth
     _c("smtpauth", BOOL, 0, "auth", SMTPD, "1: offer SMTP AUTH LOGIN PLAIN CRAM-MD5."),
+    _c("smtpauthplaintext", BOOL, 0, "auth", SMTPD,
+       "1: offer and accept AUTH on connections without TLS (legacy clients); 0: AUTH only after "
+       "STARTTLS or on SMTPS (538 before)."),
     _c("authsender", BOOL, 0, "auth", SMTPD, "1: the MAIL FROM domain must be the authenticated user's domain."),
     _c("popbeforesmtp", BOOL, 1, "auth", SMTPD, "1: clients that logged in over POP3 recently may relay."),
     _c("smdcheck", BOOL, 0, "auth", SMTPD, "1: relaying clients must use one of our domains as sender."),
@@ -205,6 +208,16 @@ CONTROLS = (
        "others get opportunistic STARTTLS."),
     _c("tlsclientciphers", LINE, "", "tls", REMOTE, "OpenSSL cipher list for qmail-remote's TLS; empty = OpenSSL's.",
        keep_empty=True),
+    _c("servercert.pem", FILE, None, "tls", SMTPD,
+       "Certificate chain and private key (PEM, one file) qmail-smtpd shows for STARTTLS and SMTPS; "
+       "absent or unusable: STARTTLS is not offered."),
+    _c("clientca.pem", FILE, None, "tls", SMTPD,
+       "CAs (PEM) whose client certificates qmail-smtpd asks for and logs as verified; absent: none asked."),
+    _c("tlsserverciphers", LINE, "", "tls", SMTPD,
+       "OpenSSL cipher list for qmail-smtpd's TLS 1.2 and below; empty = OpenSSL's.", env="TLSCIPHERS",
+       keep_empty=True),
+    _c("dh2048.pem", FILE, None, "tls", SMTPD,
+       "DH parameters (PEM) for DHE ciphers; absent: ECDHE and TLS 1.3 key exchange only."),
     _c("clientcert.pem", FILE, None, "tls", REMOTE,
        "Certificate and key (PEM) qmail-remote shows to servers that ask for one."),
     # -- dkim

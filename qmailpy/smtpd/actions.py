@@ -9,9 +9,10 @@ the session more bytes (receive()); CLOSED: the session is over.
 
 Drivers: qmailpy.smtpd.driver (qmail-smtpd, qmail-tcpserver's workers) and
 qmailpy.cli.policytest (qmail-policytest, with the resolver and database it is
-told to use). A future STARTTLS adds one action, StartTls: the driver wraps
-the connection, then the session forgets what RFC 3207 says it must (HELO,
-AUTH, the transaction) and goes on reading commands.
+told to use). StartTls: the driver writes the replies so far in clear and
+wraps the connection (qmailpy.smtpd.tls); the session has dropped whatever
+the client pipelined after STARTTLS (CVE-2011-0411) and forgets what RFC 3207
+says it must (HELO, AUTH, the transaction).
 """
 
 
@@ -129,3 +130,11 @@ class QueueFinish(Action):
 class QueueAbort(Action):
     """Drop the open queue job: the queue program exits without queueing anything."""
     __slots__ = ()
+
+
+class StartTls(Action):
+    """Write the replies so far in clear, then run the TLS handshake on the connection (SMTPS:
+    before the greeting). Answer the cipher's qmailpy.smtpd.tls.Info, or a text saying why TLS
+    did not start (the session then ends without another reply)."""
+    __slots__ = ()
+    question = True

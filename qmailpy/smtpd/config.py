@@ -53,6 +53,9 @@ class SmtpdConfig:
         self.lowercase = v("lowercase")
         self.noathost = v("noathost")
         self.smtpauth = v("smtpauth")
+        self.auth_plaintext = v("smtpauthplaintext")
+        self.smtps = bool(environ.get("SMTPS"))          # implicit TLS from the first byte (port 465)
+        self.tls_offer = self._cert_looks_usable(v("servercert.pem"))     # STARTTLS offered
         self.authsender = v("authsender")
         self.smdcheck = v("smdcheck")
         self.periplimit = v("periplimit")
@@ -68,6 +71,14 @@ class SmtpdConfig:
         self.relaydomains = _list(controls, "relaydomains", HostList)
         # the anti-spam lists, DNS checks, SPF and relaymailfrom: read on first use
         self.policy = Policy(controls, environ, self.peer, self.my_ips())
+
+    @staticmethod
+    def _cert_looks_usable(path):
+        """servercert.pem there with a certificate and a key (no ssl import: qmailpy.ctl.pem)."""
+        if path is None:
+            return False
+        from qmailpy.ctl.pem import looks_usable
+        return looks_usable(path)
 
     def my_ips(self):
         """IPs whose [literal] means "this host" (qmail asks the interfaces; we know these)."""

@@ -3,7 +3,8 @@
 Conversation performs the session's actions (qmailpy.smtpd.actions) through
 `services`, the one object with side effects: log(event, **fields), sleep(s),
 now(), pid, users() (the users database, opened on first use), authenticate(),
-start_queue() (a job with write(), finish(), abort() and qp). The real one is
+start_queue() (a job with write(), finish(), abort() and qp), start_tls(cleartext)
+(write it, run the handshake: the TLS Info, or a text saying why not). The real one is
 qmailpy.smtpd.main.Services; tests give fakes. DNS questions go to `resolver`
 ($DNSCACHEIP's, made on first use, unless one is given). serve() in
 qmailpy.smtpd.main puts fds and time-outs around it.
@@ -53,6 +54,10 @@ class Conversation:
                 return b"".join(out)
             if type(action) is A.Send:
                 out.append(action.data)
+                continue
+            if type(action) is A.StartTls:         # the replies so far go out in clear first
+                session.answer(self.services.start_tls(b"".join(out)))
+                out = []
                 continue
             got = PERFORM[type(action)](self, action)
             if action.question:

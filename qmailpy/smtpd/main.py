@@ -33,6 +33,7 @@ class Services:
         self.now = time.time
         self.sleep = time.sleep
         self.controls = None
+        self.channel = None         # PlainChannel, then a TlsChannel after STARTTLS (or for SMTPS)
         self._users = None
 
     def users(self):
@@ -46,6 +47,24 @@ class Services:
 
     def start_queue(self):
         return start_job(self.environ, self.controls)
+
+    def start_tls(self, cleartext):
+        """Write `cleartext` (the 220), then the handshake on the connection: the TLS Info, or
+        why it failed (a text)."""
+        self.channel.write(cleartext)
+        from qmailpy.smtpd.tls import TlsChannel, TlsUnavailable, server_context
+        import ssl
+        try:
+            channel = TlsChannel(server_context(self.controls), self.channel)
+            info = channel.handshake()
+        except TlsUnavailable as e:
+            return str(e)
+        except ssl.SSLError as e:
+            return "handshake: %s" % (e.reason or e)
+        except EOFError as e:
+            return str(e)
+        self.channel = channel
+        return info
 
     def authenticate(self, mech, user, secret, challenge):
         if self.argv:
@@ -76,6 +95,27 @@ def write_all(fd, data, timeout=None):
         os.set_blocking(fd, True)
 
 
+class Silent(Exception):
+    """The client sent nothing for timeoutsmtpd seconds."""
+
+
+class PlainChannel:
+    """The connection as fds: read() waits up to `timeout` (Silent after), b"" at the end;
+    write() gives up when the client stops reading (TimeoutError)."""
+
+    def __init__(self, fd_in, fd_out, timeout):
+        self.fd_in, self.fd_out, self.timeout = fd_in, fd_out, timeout
+
+    def read(self):
+        if not select.select([self.fd_in], [], [], self.timeout)[0]:
+            raise Silent()
+        return os.read(self.fd_in, READ_SIZE)
+
+    def write(self, data):
+        if data:
+            write_all(self.fd_out, data, self.timeout)
+
+
 def serve(fd_in, fd_out, environ, argv=()):
     log = Logger("qmail-smtpd", os.getpid())
     services = Services(environ, list(argv), log)
@@ -96,30 +136,32 @@ def serve(fd_in, fd_out, environ, argv=()):
             log("refused", rule="periplimit", ip=cfg.peer.ip, limit=cfg.periplimit)
             write_all(fd_out, (R.TOO_MANY_SESSIONS + "\r\n").encode())
             return 1
+    services.channel = PlainChannel(fd_in, fd_out, cfg.timeout)
     try:
-        return _converse(Conversation(cfg, services), fd_in, fd_out, cfg, log)
+        return _converse(Conversation(cfg, services), services, log)
     finally:
         if slot is not None:
             slot.release()
 
 
-def _converse(session, fd_in, fd_out, cfg, log):
-    """Greeting, then read/feed/write until the session closes; the exit code."""
+def _converse(session, services, log):
+    """Greeting, then read/feed/write until the session closes; the exit code. The channel
+    changes under us when the session starts TLS (services.start_tls)."""
     try:
-        write_all(fd_out, session.start(), cfg.timeout)
+        out = session.start()               # first: it may change the channel (SMTPS)
+        services.channel.write(out)
         while not session.closed:
-            ready, _, _ = select.select([fd_in], [], [], cfg.timeout)
-            if not ready:
-                write_all(fd_out, session.timeout(), cfg.timeout)
+            try:
+                data = services.channel.read()
+            except Silent:
+                services.channel.write(session.timeout())
                 log("timeout")
                 return 1
-            data = os.read(fd_in, READ_SIZE)
             if not data:
                 session.eof()
                 return 1
-            out = session.feed(data)
-            if out:
-                write_all(fd_out, out, cfg.timeout)
+            out = session.feed(data)        # first: STARTTLS changes the channel
+            services.channel.write(out)
     except TimeoutError:           # the client stopped reading our replies
         session.eof()
         log("timeout", reason="client does not read")

@@ -31,7 +31,12 @@ def start(session, line):
 
 
 def protocol(session):
-    """The word of the Received line: SMTP, ESMTP or ESMTPA."""
+    """The protocol of the Received line: SMTP, ESMTP or ESMTPA; over TLS the qmail TLS patch's
+    "ESMTPS (<cipher> encrypted)" and, after AUTH, "ESMTPSA (<cipher> encrypted, authenticated)"."""
+    if session.tls is not None:
+        if session.auth_user:
+            return "ESMTPSA (%s encrypted, authenticated)" % session.tls.cipher
+        return "ESMTPS (%s encrypted)" % session.tls.cipher
     return ("ESMTPA" if session.auth_user else "ESMTP") if session.esmtp else "SMTP"
 
 
