@@ -40,6 +40,9 @@ def test_demo_instance():
         assert "swaks --server 127.0.0.1:%d --from you@example.com --to demo@demo.example" % port in out
         maildir = rundir / "vpopmail" / "domains" / "demo.example" / "demo" / "Maildir"
         assert str(maildir / "new") in out
+        # STARTTLS with the certificate make run made now (AUTH below goes over it)
+        assert "swaks --server 127.0.0.1:%d --tls --from you@example.com --to demo@demo.example" % port in out
+        assert (rundir / "control" / "servercert.pem").stat().st_mode & 0o077 == 0
         s = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port, "--from", "you@example.com",
                             "--to", "demo@demo.example", "--body", "hello from the demo"],
                            capture_output=True, timeout=60)
@@ -58,14 +61,12 @@ def test_demo_instance():
         # qmail-smtpd asks the users service, as in production (127.0.0.1 relays anyway: AUTH's answer)
         assert (rundir / "sock" / "users").exists() and (rundir / "qmail-usersd.pid").exists()
         (rundir / "control" / "smtpauth").write_text("1\n")         # read per connection
-        (rundir / "control" / "smtpauthplaintext").write_text("1\n")
         s = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port, "--from", "demo@demo.example",
-                            "--to", "someone@elsewhere.example", "--auth", "CRAM-MD5", "--auth-user",
+                            "--to", "someone@elsewhere.example", "--tls", "--auth", "CRAM-MD5", "--auth-user",
                             "demo@demo.example", "--auth-password", "demo", "--quit-after", "RCPT"],
                            capture_output=True, timeout=60)
-        assert "<-  235 " in s.stdout.decode() and "<-  250 ok" in s.stdout.decode(), s.stdout.decode()
+        assert "<~  235 " in s.stdout.decode() and "<~  250 ok" in s.stdout.decode(), s.stdout.decode()  # <~: in TLS
         (rundir / "control" / "smtpauth").unlink()
-        (rundir / "control" / "smtpauthplaintext").unlink()
 
         # a forward from the vpopmail mailbox: qmail-local (as root: vpopmail:vchkpw, no other
         # group) hands it to the demo's qmail-queued, which names it (issue 13 item 5, issue 20)
