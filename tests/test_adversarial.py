@@ -423,7 +423,9 @@ def plain(user, password):
 
 
 def test_auth_brute_force_every_failure_delayed_no_secrets(tmp_path):
-    session, services, _ = session_for(tmp_path, [("smtpauth", "1\n"), ("smtpauthplaintext", "1\n"), ("rcpthosts", HOSTS)],
+    # authfaillimit 0: the per-connection delay alone (the limit: tests/test_smtpd_authlimit.py)
+    session, services, _ = session_for(tmp_path, [("smtpauth", "1\n"), ("smtpauthplaintext", "1\n"),
+                                                  ("authfaillimit", "0\n"), ("rcpthosts", HOSTS)],
                                        services=DelayServices, checkpassword=True)
     services.session = session
     secrets = [b"hunter2-%04d" % i for i in range(300)]

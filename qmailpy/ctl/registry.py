@@ -129,6 +129,12 @@ CONTROLS = (
     _c("smtpauthplaintext", BOOL, 0, "auth", SMTPD,
        "1: offer and accept AUTH on connections without TLS (legacy clients); 0: AUTH only after "
        "STARTTLS or on SMTPS (538 before)."),
+    _c("authfaillimit", NUMBER, 10, "auth", SMTPD,
+       "Password checks one client IP may fail within authfailwindow, over all its connections; the "
+       "next AUTH (even with the right password) gets 421 and the connection ends; 0 = no limit (qmail)."),
+    _c("authfailwindow", NUMBER, 900, "auth", SMTPD,
+       "Seconds a failed AUTH counts against its client IP (authfaillimit): the lockout ends when "
+       "the oldest failure is that old."),
     _c("authsender", BOOL, 0, "auth", SMTPD, "1: the MAIL FROM domain must be the authenticated user's domain."),
     _c("popbeforesmtp", BOOL, 1, "auth", SMTPD, "1: clients that logged in over POP3 recently may relay."),
     _c("smdcheck", BOOL, 0, "auth", SMTPD, "1: relaying clients must use one of our domains as sender."),

@@ -104,6 +104,18 @@ class Authenticate(Action):
         return "Authenticate(mech=%r, user=%r)" % (self.mech, self.user)
 
 
+class AuthAttempt(Action):
+    """AUTH attempts of this client IP across connections (authfaillimit): op "begin" records a
+    password check about to be made and answers how many were made in the window with it, or
+    None when `limit` were made already (locked out); op "forget" takes the last one back (it
+    succeeded or could not be decided; answer None)."""
+    __slots__ = ("op", "ip", "limit", "window")
+    question = True
+
+    def __init__(self, op, ip, limit, window):
+        self.op, self.ip, self.limit, self.window = op, ip, limit, window
+
+
 class OpenQueue(Action):
     """Start qmail-queue for one message: answer True, or the OSError that stopped it."""
     __slots__ = ()

@@ -3,7 +3,8 @@
 Conversation performs the session's actions (qmailpy.smtpd.actions) through
 `services`, the one object with side effects: log(event, **fields), sleep(s),
 now(), pid, users() (the users database, opened on first use), authenticate(),
-start_queue() (a job with write(), finish(), abort() and qp), start_tls(cleartext)
+start_queue() (a job with write(), finish(), abort() and qp), auth_attempt(op, ip, limit,
+window) (qmailpy.smtpd.authlimit), start_tls(cleartext)
 (write it, run the handshake: the TLS Info, or a text saying why not). The real one is
 qmailpy.smtpd.main.Services; tests give fakes. DNS questions go to `resolver`
 ($DNSCACHEIP's, made on first use, unless one is given). serve() in
@@ -87,6 +88,9 @@ class Conversation:
     def authenticate(self, action):
         return self.services.authenticate(action.mech, action.user, action.secret, action.challenge)
 
+    def auth_attempt(self, action):
+        return self.services.auth_attempt(action.op, action.ip, action.limit, action.window)
+
     def open_queue(self, action):
         try:
             self._job = self.services.start_queue()
@@ -109,7 +113,7 @@ class Conversation:
 PERFORM = {
     A.Log: Conversation.log, A.Sleep: Conversation.sleep, A.Verdicts: Conversation.ignore,
     A.Lookup: Conversation.lookup, A.AskUsers: Conversation.ask_users,
-    A.Authenticate: Conversation.authenticate, A.OpenQueue: Conversation.open_queue,
+    A.Authenticate: Conversation.authenticate, A.AuthAttempt: Conversation.auth_attempt, A.OpenQueue: Conversation.open_queue,
     A.QueueWrite: Conversation.queue_write, A.QueueFinish: Conversation.queue_finish,
     A.QueueAbort: Conversation.queue_abort,
 }

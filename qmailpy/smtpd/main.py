@@ -33,6 +33,7 @@ class Services:
         self.now = time.time
         self.sleep = time.sleep
         self.controls = None
+        self._attempts = None       # authlimit.Attempts, on the first AUTH password check
         self.channel = None         # PlainChannel, then a TlsChannel after STARTTLS (or for SMTPS)
         self._users = None
 
@@ -47,6 +48,16 @@ class Services:
 
     def start_queue(self):
         return start_job(self.environ, self.controls)
+
+    def auth_attempt(self, op, ip, limit, window):
+        """AUTH attempts of `ip` over every connection (qmailpy.smtpd.authlimit)."""
+        if self._attempts is None:
+            from qmailpy.smtpd.authlimit import Attempts
+            self._attempts = Attempts(paths.authfail_path(paths.qmailhome(self.environ)), ip, limit, window, self.pid)
+        if op == "begin":
+            return self._attempts.begin(self.now())
+        self._attempts.forget(self.now())
+        return None
 
     def start_tls(self, cleartext):
         """Write `cleartext` (the 220), then the handshake on the connection: the TLS Info, or

@@ -333,6 +333,10 @@ class Session:
         if self.exchange.done:
             if self.exchange.user is not None:
                 self.auth_user = self.exchange.user
+            if self.exchange.lockout:        # authfaillimit: 421, the connection ends
+                self.state = DONE
+                self.exchange = None
+                return
             self.exchange, self.state = None, READY
 
     def cmd_data(self, arg, line):
