@@ -22,12 +22,12 @@ EHLO_TLS = ["250-test.example", "250-PIPELINING", "250-8BITMIME", "250-STARTTLS"
 class Smtpd:
     """qmail-smtpd under real tcpserver on a scratch home, with the environment given."""
 
-    def __init__(self, home, **env):
+    def __init__(self, home, tcpserver_args=(), **env):
         self.home, self.port = home, free_port()
         self.log = os.path.join(home.root, "smtpd-%d.log" % self.port)
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                ["tcpserver", "-q", "-H", "-R", "-l", "localhost", "127.0.0.1", str(self.port),
+                ["tcpserver", "-q", "-H", "-R", "-l", "localhost", *tcpserver_args, "127.0.0.1", str(self.port),
                  program("qmail-smtpd")],
                 env=home.env(QMAILQUEUE=program("qmail-queue"), AUTHFAILDELAY="0", **env), stderr=log)
         connect(self.port).close()

@@ -97,6 +97,13 @@ CONTROLS = (
     _c("databytes", NUMBER, 0, "smtp", SMTPD, "Largest message accepted, in bytes; 0 = unlimited.",
        env="DATABYTES"),
     _c("timeoutsmtpd", NUMBER, 1200, "smtp", SMTPD, "Seconds to wait for the client on every read."),
+    _c("timeoutsession", NUMBER, 0, "smtp", SMTPD,
+       "Seconds a whole SMTP session may last; then 421 and the connection ends; 0 = no limit (qmail)."),
+    _c("smtpminrate", NUMBER, 0, "smtp", SMTPD,
+       "Bytes per second a client must send, on average, over the time qmail-smtpd waits for it "
+       "(judged once it waited smtpminratewindow seconds); slower: 421; 0 = no minimum (qmail)."),
+    _c("smtpminratewindow", NUMBER, 60, "smtp", SMTPD,
+       "Seconds of waiting for the client after which smtpminrate is judged."),
     _c("maxrecepients", NUMBER, 0, "smtp", SMTPD, "Most recipients per message; 0 = unlimited.",
        aliases=("maxrcpt",), env="MAXRECIPIENTS"),
     _c("newline", BOOL, 0, "smtp", SMTPD, "1: accept clients that end lines with a bare LF."),

@@ -47,6 +47,8 @@ class SmtpdConfig:
         self.localiphost = v("localiphost")
         self.databytes = v("databytes")
         self.timeout = v("timeoutsmtpd") or 1200
+        self.session_limit = v("timeoutsession")          # 0: none
+        self.minrate, self.minrate_window = v("smtpminrate"), v("smtpminratewindow")
         self.maxrcpt = v("maxrecepients")
         self.newline = v("newline")
         self.stripsinglequotes = v("stripsinglequotes")

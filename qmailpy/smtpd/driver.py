@@ -47,6 +47,12 @@ class Conversation:
         self.session.timed_out()
         return self._run()
 
+    def cut_off(self, reason):
+        """The session lasted longer than timeoutsession ("deadline"), or the client sends
+        slower than smtpminrate ("rate"): the 421 to write."""
+        self.session.timed_out(R.SESSION_DEADLINE if reason == "deadline" else R.TOO_SLOW)
+        return self._run()
+
     def _run(self):
         out, session = [], self.session
         while True:

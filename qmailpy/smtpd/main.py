@@ -35,6 +35,7 @@ class Services:
         self.controls = None
         self._attempts = None       # authlimit.Attempts, on the first AUTH password check
         self.channel = None         # PlainChannel, then a TlsChannel after STARTTLS (or for SMTPS)
+        self.plain = None           # the PlainChannel (what the client sent, how long we waited)
         self._users = None
 
     def users(self):
@@ -110,17 +111,47 @@ class Silent(Exception):
     """The client sent nothing for timeoutsmtpd seconds."""
 
 
+class CutOff(Exception):
+    """The session passed timeoutsession ("deadline"), or the client sends slower than
+    smtpminrate ("rate")."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
 class PlainChannel:
     """The connection as fds: read() waits up to `timeout` (Silent after), b"" at the end;
-    write() gives up when the client stops reading (TimeoutError)."""
+    write() gives up when the client stops reading (TimeoutError). With a `deadline` (a
+    time.monotonic() value: timeoutsession) a read never waits past it (CutOff "deadline");
+    with a `minrate` the bytes read over the time spent waiting for them are judged once
+    that time reaches `window` (CutOff "rate"). Time we spend answering is not counted."""
 
-    def __init__(self, fd_in, fd_out, timeout):
+    def __init__(self, fd_in, fd_out, timeout, deadline=None, minrate=0, window=60):
         self.fd_in, self.fd_out, self.timeout = fd_in, fd_out, timeout
+        self.deadline, self.minrate, self.window = deadline, minrate, window
+        self.waited, self.got = 0.0, 0
 
     def read(self):
-        if not select.select([self.fd_in], [], [], self.timeout)[0]:
+        wait, cut = self.timeout, None
+        start = time.monotonic()
+        if self.deadline is not None:
+            left = self.deadline - start
+            if left <= 0:
+                raise CutOff("deadline")
+            if left < wait:
+                wait, cut = left, "deadline"
+        ready = select.select([self.fd_in], [], [], wait)[0]
+        self.waited += time.monotonic() - start
+        if not ready:
+            if cut is not None:
+                raise CutOff(cut)
             raise Silent()
-        return os.read(self.fd_in, READ_SIZE)
+        data = os.read(self.fd_in, READ_SIZE)
+        self.got += len(data)
+        if data and self.minrate and self.waited >= self.window and self.got < self.minrate * self.waited:
+            raise CutOff("rate")
+        return data
 
     def write(self, data):
         if data:
@@ -147,7 +178,9 @@ def serve(fd_in, fd_out, environ, argv=()):
             log("refused", rule="periplimit", ip=cfg.peer.ip, limit=cfg.periplimit)
             write_all(fd_out, (R.TOO_MANY_SESSIONS + "\r\n").encode())
             return 1
-    services.channel = PlainChannel(fd_in, fd_out, cfg.timeout)
+    deadline = time.monotonic() + cfg.session_limit if cfg.session_limit else None
+    services.plain = services.channel = PlainChannel(fd_in, fd_out, cfg.timeout, deadline, cfg.minrate,
+                                                     cfg.minrate_window)
     try:
         return _converse(Conversation(cfg, services), services, log)
     finally:
@@ -167,6 +200,12 @@ def _converse(session, services, log):
             except Silent:
                 services.channel.write(session.timeout())
                 log("timeout")
+                return 1
+            except CutOff as e:
+                out = session.cut_off(e.reason)
+                log("cutoff", reason=e.reason, ip=session.cfg.peer.ip, waited="%.0f" % services.plain.waited,
+                    bytes=services.plain.got)
+                services.channel.write(out)
                 return 1
             if not data:
                 session.eof()

@@ -48,7 +48,8 @@ class Session:
         cfg.policy.use_resolver(self.answers.resolver)
         cfg.policy.use_mailboxes(lambda: self.answers.users)
         self.pending = b""          # bytes received and not yet used
-        self._eof = self._timed_out = False
+        self._eof = False
+        self._timed_out = None      # the reply that ends a session the client kept too long
         self._run = self._session()
         self._question = False
         self._answer = None
@@ -65,9 +66,10 @@ class Session:
         elif not self.closed:
             self.pending += data
 
-    def timed_out(self):
-        """The client sent nothing for the time-out: the session answers 451 and ends."""
-        self._timed_out = True
+    def timed_out(self, reply=R.TIMEOUT):
+        """The client sent nothing for the time-out: the session answers 451 and ends (or, for
+        timeoutsession and smtpminrate, the 421 the driver gives)."""
+        self._timed_out = reply
 
     def next_action(self):
         """The next action for the driver, NEED_DATA, or CLOSED."""
@@ -124,7 +126,7 @@ class Session:
                 continue
             if self.out:
                 yield Send(self.flush())
-            if not self._eof and not self._timed_out:
+            if not self._eof and self._timed_out is None:
                 yield NEED_DATA
                 continue
             yield from self._lost()
@@ -138,8 +140,8 @@ class Session:
             yield QueueAbort()
         self.state = DONE
         yield Log("eof", {})
-        if self._timed_out:
-            self.reply(R.TIMEOUT)
+        if self._timed_out is not None:
+            self.reply(self._timed_out)
 
     def _line(self, line):
         if line.error:
