@@ -84,5 +84,10 @@ class SmtpdConfig:
         return looks_usable(path)
 
     def my_ips(self):
-        """IPs whose [literal] means "this host" (qmail asks the interfaces; we know these)."""
-        return {"127.0.0.1", self.peer.local_ip}
+        """IPs whose [literal] means "this host" (qmail asks the interfaces; we know these):
+        the loopback addresses and TCPLOCALIP (an IPv6 one in RFC 5952 text, as literals are)."""
+        local = self.peer.local_ip
+        if ":" in local:
+            from qmailpy.proto.grammar import ipv6_text
+            local = ipv6_text(local) or local
+        return {"127.0.0.1", "::1", local}
