@@ -117,9 +117,15 @@ class AuthAttempt(Action):
 
 
 class OpenQueue(Action):
-    """Start qmail-queue for one message: answer True, or the OSError that stopped it."""
-    __slots__ = ()
+    """Start qmail-queue for one message: answer True, or the OSError that stopped it. spf: the
+    result word of the SPF check qmail-smtpd made for it (its Received-SPF), None when it made
+    none; the queue program gets it as $SPFRESULT, so qmail-queue's DKIM step never takes a
+    Received-SPF the client wrote for ours."""
+    __slots__ = ("spf",)
     question = True
+
+    def __init__(self, spf=None):
+        self.spf = spf
 
 
 class QueueWrite(Action):

@@ -47,8 +47,13 @@ class Services:
             self._users = open_answers(self.controls.home, self.controls)
         return self._users
 
-    def start_queue(self):
-        return start_job(self.environ, self.controls)
+    def start_queue(self, spf=None):
+        """A queue job; its program's $SPFRESULT is the SPF result of this message, set only
+        when qmail-smtpd checked SPF (never one inherited from tcprules or the caller)."""
+        environ = {k: v for k, v in self.environ.items() if k != "SPFRESULT"}
+        if spf is not None:
+            environ["SPFRESULT"] = spf
+        return start_job(environ, self.controls)
 
     def auth_attempt(self, op, ip, limit, window):
         """AUTH attempts of `ip` over every connection (qmailpy.smtpd.authlimit)."""

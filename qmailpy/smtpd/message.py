@@ -14,7 +14,8 @@ from qmailpy.smtpd.actions import Log, OpenQueue, QueueAbort, QueueFinish, Queue
 def start(session, line):
     """DATA with recipients: open the queue, write the Received lines, 354; False when the
     queue cannot be opened (451)."""
-    if (yield OpenQueue()) is not True:
+    spf = session.mail.spf
+    if (yield OpenQueue(spf.result if spf is not None else None)) is not True:
         session.reply(R.QQT_FAILURE)
         return False
     from qmailpy.proto.dotdata import DataReader
