@@ -5,6 +5,7 @@ import os
 import socket
 import ssl
 import subprocess
+import time
 
 import pytest
 
@@ -287,3 +288,22 @@ def test_certificate_with_wrong_key_is_a_finding(tmp_path, tls_certs):  # noqa: 
     r = home.run("qmail-showctl", "--check")
     out = r.stdout.decode() + r.stderr.decode()
     assert "control/servercert.pem: unusable: KEY_VALUES_MISMATCH: qmail-smtpd offers no STARTTLS" in out, out
+
+
+def test_client_gone_during_the_handshake_is_logged_not_a_crash(tmp_path, tls_certs):  # noqa: F811
+    import struct
+    home = make_home(tmp_path / "qmail", tls_certs, auth=False)
+    server = Smtpd(home, SMTPS="1")
+    try:
+        for garbage in (b"EHLO x\r\n", b"\x16\x03\x01"):      # not TLS; a ClientHello cut short
+            s = connect(server.port)
+            s.sendall(garbage)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()                                           # RST
+        deadline = time.time() + 10
+        while server.logged().count("tls-failed") < 2 and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        log = server.stop()
+    assert log.count(" tls-failed reason=") == 2, log
+    assert "Traceback" not in log

@@ -68,18 +68,22 @@ class Services:
     def start_tls(self, cleartext):
         """Write `cleartext` (the 220), then the handshake on the connection: the TLS Info, or
         why it failed (a text)."""
-        self.channel.write(cleartext)
         from qmailpy.smtpd.tls import TlsChannel, TlsUnavailable, server_context
         import ssl
         try:
+            self.channel.write(cleartext)
             channel = TlsChannel(server_context(self.controls), self.channel)
             info = channel.handshake()
-        except TlsUnavailable as e:
+        except (TlsUnavailable, EOFError) as e:
             return str(e)
         except ssl.SSLError as e:
             return "handshake: %s" % (e.reason or e)
-        except EOFError as e:
-            return str(e)
+        except Silent:
+            return "handshake: the client was silent for timeoutsmtpd"
+        except CutOff as e:
+            return "handshake: cut off (%s)" % e.reason
+        except OSError as e:        # the client went away, or stopped reading (TimeoutError)
+            return "handshake: %s" % (e.strerror or e or type(e).__name__)
         self.channel = channel
         return info
 
