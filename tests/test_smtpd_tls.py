@@ -301,9 +301,42 @@ def test_client_gone_during_the_handshake_is_logged_not_a_crash(tmp_path, tls_ce
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             s.close()                                           # RST
         deadline = time.time() + 10
-        while server.logged().count("tls-failed") < 2 and time.time() < deadline:
+        while server.logged().count("tls-failed") < 3 and time.time() < deadline:
             time.sleep(0.05)
     finally:
         log = server.stop()
-    assert log.count(" tls-failed reason=") == 2, log
+    # three: Smtpd's own probe (connect, close), the cleartext EHLO, the reset
+    assert log.count(" tls-failed reason=") == 3, log
+    assert ' tls-failed reason="handshake: WRONG_VERSION_NUMBER"' in log
     assert "Traceback" not in log
+
+
+def test_client_certificate_signed_by_clientca_is_logged_verified(tmp_path, tls_certs):  # noqa: F811
+    home = make_home(tmp_path / "qmail", tls_certs, auth=False)
+    with open(tls_certs.ca) as f:
+        home.control("clientca.pem", f.read())
+    server = Smtpd(home)
+    try:
+        for cert in (tls_certs.server("client.example"), None):
+            s = connect(server.port)
+            read_lines(s, 1)
+            s.sendall(b"STARTTLS\r\n")
+            assert read_lines(s, 1) == ["220 ready for tls"]
+            ctx = client_context()
+            if cert is not None:
+                ctx.load_cert_chain(*cert)
+            t = ctx.wrap_socket(s, server_hostname="localhost")
+            t.sendall(b"QUIT\r\n")
+            assert read_lines(t, 1) == ["221 test.example"]
+            t.close()
+    finally:
+        log = server.stop()
+    assert log.count(" verified=yes") == 1 and log.count(" verified=no") == 1, log
+
+
+def test_unusable_dh_parameters_are_a_finding(tmp_path, tls_certs):  # noqa: F811
+    home = make_home(tmp_path / "qmail", tls_certs, auth=False)
+    home.control("dh2048.pem", "-----BEGIN DH PARAMETERS-----\nnonsense\n-----END DH PARAMETERS-----\n")
+    r = home.run("qmail-showctl", "--check")
+    out = r.stdout.decode() + r.stderr.decode()
+    assert "control/dh2048.pem: unusable: " in out, out
