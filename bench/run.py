@@ -32,9 +32,7 @@ resolver (DNSCACHEIP=127.0.0.1).
 import argparse
 import json
 import os
-import platform
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -48,10 +46,10 @@ import daemons  # noqa: E402  (bench/, beside this file)
 import postfix  # noqa: E402
 import qmailsend  # noqa: E402
 import tcpserver_rows  # noqa: E402  (qmail-tcpserver's rows)
+from procs import BenchFailure, Servers, count_files, spawn, tool  # noqa: E402
+from report import DOC, build_rows, machine, table, write_doc  # noqa: E402
 
 VPY = os.path.join(ROOT, ".venv", "bin", "python3")
-DOC = os.path.join(ROOT, "docs", "performance.md")
-DOC_START, DOC_END = "<!-- bench:start -->", "<!-- bench:end -->"
 DOMAIN = "bench.example"
 HEAVY = ("click", "dns", "spf", "pymysql")
 # what tcpserver puts in qmail-smtpd's environment, for sessions run without it
@@ -78,114 +76,6 @@ SIZES = {                      # per run; kept small so 3 runs stay well under 1
     "held_messages": 10000,    # queued while qmail-send holds its remote deliveries
     "held_concurrency": 20,    # concurrencyremote then: deliveries waiting for a greeting
 }
-
-
-class BenchFailure(Exception):
-    """Why the bench fails: printed, exit status 1."""
-
-
-def tool(name):
-    """Absolute path of a required program (Postfix keeps its tools in /usr/sbin)."""
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-    if not path:
-        hint = {"smtp-source": "postfix", "smtp-sink": "postfix", "time": "time"}.get(name, "ucspi-tcp")
-        raise BenchFailure("%s not found (apt-get install %s)" % (name, hint))
-    return path
-
-
-def spawn(argv, env, inputs=None):
-    """Exec argv once; fd -> bytes in `inputs` arrive on pipes, the rest of 0-2 is /dev/null.
-
-    posix_spawn keeps the driver's own cost per exec small. Returns wall seconds.
-    """
-    null = os.open(os.devnull, os.O_RDWR)
-    actions, readers = [], []
-    for fd in (0, 1, 2):
-        if inputs and fd in inputs:
-            r, w = os.pipe()      # inputs are small: they fit in the pipe buffer before the exec
-            os.write(w, inputs[fd])
-            os.close(w)
-            readers.append(r)
-            actions.append((os.POSIX_SPAWN_DUP2, r, fd))
-        else:
-            actions.append((os.POSIX_SPAWN_DUP2, null, fd))
-    start = time.perf_counter()
-    pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
-    status = os.waitpid(pid, 0)[1]
-    elapsed = time.perf_counter() - start
-    for fd in readers + [null]:
-        os.close(fd)
-    if status:
-        raise BenchFailure("%s exited with status %#x" % (" ".join(argv), status))
-    return elapsed
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def count_files(directory):
-    with os.scandir(directory) as it:
-        return sum(1 for _ in it)
-
-
-class Servers:
-    """Every server the bench starts, so each one is stopped by its pid."""
-
-    def __init__(self):
-        self.procs = []
-
-    def start(self, argv, env, log):
-        """Start argv with output to `log`; return its port once it accepts connections."""
-        port = free_port()
-        argv = [a.replace("PORT", str(port)) for a in argv]
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        self.procs.append(proc)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise BenchFailure("%s exited with %s; see %s" % (argv[0], proc.returncode, log))
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return port
-            except OSError:
-                time.sleep(0.05)
-        raise BenchFailure("%s did not listen on 127.0.0.1:%d" % (argv[0], port))
-
-    def start_queued(self, home, env, log, ids=None):
-        """bin/qmail-queued of `home` (as ids = (uid, gid) when given), once its socket accepts."""
-        path = os.path.join(home, "sock", "qmail-queue")
-        with open(log, "ab") as out:
-            proc = subprocess.Popen([os.path.join(home, "bin", "qmail-queued")], env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=out, **(dict(user=ids[0], group=ids[1], extra_groups=[])
-                                                               if ids else {}))
-        self.procs.append(proc)
-        deadline = time.monotonic() + 15
-        while True:
-            if proc.poll() is not None:
-                raise BenchFailure("qmail-queued exited with %s; see %s" % (proc.returncode, log))
-            with socket.socket(socket.AF_UNIX) as s:
-                try:
-                    s.connect(path)
-                    return
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise BenchFailure("qmail-queued did not listen on %s" % path) from None
-            time.sleep(0.02)
-
-    def stop_all(self):
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
-        self.procs = []
 
 
 class Bench:
@@ -730,83 +620,6 @@ ROWS = [
 ] + tcpserver_rows.ROWS
 
 
-def fmt(x):
-    """3 significant digits at most, whole numbers from 100 up."""
-    return "%.0f" % x if x >= 100 else "%.3g" % x
-
-
-def build_rows(samples, na):
-    """Medians of each side, and the median of the per-run ratios (pairs measured together)."""
-    rows = []
-    for measure, q, peer, p in ROWS:
-        row = {"measure": measure, "peer": peer, "qmailpy_quantity": q, "peer_quantity": p}
-        if q in na or p in na or q not in samples or p not in samples:
-            row["na"] = na.get(q) or na.get(p) or "not measured"
-            row.update(qmailpy=None, peer_value=statistics.median(samples[p]) if p in samples else None,
-                       ratio=None, ratios=[])
-        else:
-            ratios = [a / b for a, b in zip(samples[q], samples[p])]
-            row.update(qmailpy=statistics.median(samples[q]), peer_value=statistics.median(samples[p]),
-                       ratio=statistics.median(ratios), ratios=ratios)
-        rows.append(row)
-    return rows
-
-
-def table(rows):
-    lines = ["| measure | qmailpy | peer | peer value | ratio |", "|---|---:|---|---:|---:|"]
-    for r in rows:
-        if r["ratio"] is None:
-            lines.append("| %s | n/a (%s) | %s | %s | n/a |" % (
-                r["measure"], r["na"].replace("|", "/"), r["peer"],
-                fmt(r["peer_value"]) if r["peer_value"] is not None else "n/a"))
-        else:
-            lines.append("| %s | %s | %s | %s | %s× |" % (r["measure"], fmt(r["qmailpy"]), r["peer"],
-                                                         fmt(r["peer_value"]), fmt(r["ratio"])))
-    return "\n".join(lines) + "\n"
-
-
-def machine(tmp):
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem = int(f.readline().split()[1]) // 1024
-    fs = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
-    postfix = subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True, text=True)
-    aio = subprocess.run([VPY, "-c", "import aiosmtpd; print(aiosmtpd.__version__)"],
-                         capture_output=True, text=True)
-    versions = {}
-    for name, argv in (("clamd", ["clamd", "--version"]), ("spamd", ["spamd", "--version"])):
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.splitlines()
-            versions[name] = out[0].strip() if out else "?"
-        except (OSError, subprocess.TimeoutExpired):
-            versions[name] = "not installed"
-    return {"nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-            "cpu": cpu, "mem_mib": mem, "tmp_fs": fs or "?",
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "kernel": platform.release(), "python": platform.python_version(),
-            "postfix": postfix.stdout.strip() or "?", "aiosmtpd": aio.stdout.strip() or "?",
-            "clamd": versions["clamd"], "spamd": versions["spamd"],
-            "loadavg_at_end": open("/proc/loadavg").read().split()[:3],
-            "python3_on_path": shutil.which("python3"), "venv_python": os.path.realpath(VPY)}
-
-
-def write_doc(block):
-    """Replace the bench block of docs/performance.md, keeping the prose around it."""
-    text = open(DOC).read() if os.path.exists(DOC) else "# Performance\n\n"
-    if DOC_START not in text:
-        text = text.rstrip("\n") + "\n\n%s\n%s\n" % (DOC_START, DOC_END)
-    head, rest = text.split(DOC_START, 1)
-    tail = rest.split(DOC_END, 1)[1]
-    with open(DOC + ".tmp", "w") as f:
-        f.write(head + DOC_START + "\n" + block + DOC_END + tail)
-    os.rename(DOC + ".tmp", DOC)
-
-
 def progress(msg):
     print("bench: %s" % msg, file=sys.stderr, flush=True)
 
@@ -837,7 +650,7 @@ def measure(args):
                 ("filters", lambda run: bench.filters(SIZES["filter_inserts"])),
                 ("SMTP", lambda run: bench.smtp()),
                 ("%d idle sessions" % tcpserver_rows.IDLE_SESSIONS,
-                 lambda run: tcpserver_rows.memory_phase(bench, servers, BenchFailure)),
+                 lambda run: tcpserver_rows.memory_phase(bench, servers)),
                 ("SMTP -> Maildir", lambda run: (bench.e2e(), bench.postfix_e2e())),
                 ("remote deliveries", lambda run: (bench.remote(run), bench.postfix_remote(run))),
                 ("qmail-send holding %d messages" % SIZES["held_messages"], bench.held),
@@ -865,13 +678,13 @@ def measure(args):
             for d in bench.daemons.values():
                 if isinstance(d, daemons.Daemon):
                     d.stop()
-        info = machine(tmp)
+        info = machine(tmp, VPY)
     return bench, modules, info
 
 
 def report(args, bench, modules, info, elapsed):
     """The table on stdout, latest.json, and the block of docs/performance.md."""
-    rows = build_rows(bench.samples, bench.na)
+    rows = build_rows(ROWS, bench.samples, bench.na)
     head = ("Measured %s on %s CPU(s), %s, %d MiB RAM, %s temporary file system, Linux %s, "
             "Python %s; %s. %d run(s)%s, medians; ratio = qmailpy ÷ peer (↑ higher is better, "
             "↓ lower is better); bench took %.0f s. `python3` on PATH: %s.\n\n"
