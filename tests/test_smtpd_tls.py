@@ -23,12 +23,12 @@ EHLO_TLS = ["250-test.example", "250-PIPELINING", "250-8BITMIME", "250-STARTTLS"
 class Smtpd:
     """qmail-smtpd under real tcpserver on a scratch home, with the environment given."""
 
-    def __init__(self, home, tcpserver_args=(), **env):
+    def __init__(self, home, tcpserver_args=(), server="tcpserver", **env):
         self.home, self.port = home, free_port()
         self.log = os.path.join(home.root, "smtpd-%d.log" % self.port)
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                ["tcpserver", "-q", "-H", "-R", "-l", "localhost", *tcpserver_args, "127.0.0.1", str(self.port),
+                [server, "-q", "-H", "-R", "-l", "localhost", *tcpserver_args, "127.0.0.1", str(self.port),
                  program("qmail-smtpd")],
                 env=home.env(QMAILQUEUE=program("qmail-queue"), AUTHFAILDELAY="0", **env), stderr=log)
         connect(self.port).close()
@@ -340,3 +340,31 @@ def test_unusable_dh_parameters_are_a_finding(tmp_path, tls_certs):  # noqa: F81
     r = home.run("qmail-showctl", "--check")
     out = r.stdout.decode() + r.stderr.decode()
     assert "control/dh2048.pem: unusable: " in out, out
+
+
+def test_under_qmail_tcpserver_starttls_smtps_and_the_cve_bytes(tmp_path, tls_certs):  # noqa: F811
+    """The same program under qmail-tcpserver (forked, not exec'd): STARTTLS, SMTPS=1, and the
+    pipelined RSET after STARTTLS dropped."""
+    home = make_home(tmp_path / "qmail", tls_certs, auth=False)
+    plain, smtps = Smtpd(home, server=program("qmail-tcpserver")), Smtpd(home, server=program("qmail-tcpserver"),
+                                                                        SMTPS="1")
+    try:
+        for port, flag in ((plain.port, "--tls"), (smtps.port, "--tlsc")):
+            r = swaks(port, flag, "--header", "Subject: qmail-tcpserver " + flag)
+            assert r.returncode == 0, r.stdout.decode()
+            env, (first, second, rest) = received_of_last(home)
+            assert second.startswith(b"  by localhost with ESMTPS (TLS_")
+        s = connect(plain.port)
+        read_lines(s, 1)
+        s.sendall(b"STARTTLS\r\nRSET\r\n")
+        clear = b""
+        while not clear.endswith(b"\r\n"):
+            clear += s.recv(1)
+        assert clear == b"220 ready for tls\r\n"
+        t = client_context().wrap_socket(s, server_hostname="localhost")
+        t.sendall(b"NOOP\r\n")
+        assert read_lines(t, 1) == ["250 ok"]
+        t.close()
+    finally:
+        plain.stop()
+        smtps.stop()
