@@ -32,6 +32,7 @@ resolver (DNSCACHEIP=127.0.0.1).
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -75,6 +76,7 @@ SIZES = {                      # per run; kept small so 3 runs stay well under 1
     "postfix_remote": [[20, 1000], [100, 1000]],   # [concurrency, deliveries] of the private Postfix
     "held_messages": 10000,    # queued while qmail-send holds its remote deliveries
     "held_concurrency": 20,    # concurrencyremote then: deliveries waiting for a greeting
+    "tls_seconds": 3,          # openssl s_time -new -time N against each TLS server
 }
 
 
@@ -334,6 +336,50 @@ class Bench:
             self.record(ours, n / elapsed)
             self.record(peer, n / peer_elapsed)
 
+    # -- TLS handshakes -------------------------------------------------------
+    def start_tls(self, servers):
+        """A certificate made now (openssl req -x509), qmail-smtpd with SMTPS=1 under tcpserver
+        and under qmail-tcpserver using it as control/servercert.pem, and `openssl s_server`
+        with the same one."""
+        d = os.path.join(self.tmp, "tlscert")
+        os.makedirs(d)
+        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
+        home = self.new_home("tls", {"me": DOMAIN, "rcpthosts": DOMAIN})
+        with open(cert) as a, open(key) as b:
+            self.control(home, "servercert.pem", a.read() + b.read().rstrip("\n"))
+        env = dict(self.env, QMAILHOME=home, SMTPS="1", QMAILPY_SINGLEUSER="1")
+        smtpd = ["-R", "-H", "-l", "localhost", "-c", "100", "127.0.0.1", "PORT", os.path.join(home, "bin", "qmail-smtpd")]
+        self.tls_ports = {
+            "qmail": servers.start([tool("tcpserver")] + smtpd, env, self.log),
+            "qmail_fork": servers.start([os.path.join(home, "bin", "qmail-tcpserver")] + smtpd, env, self.log),
+            "s_server": servers.start(["openssl", "s_server", "-quiet", "-accept", "127.0.0.1:PORT", "-cert", cert,
+                                       "-key", key, "-naccept", "100000000"], os.environ, self.log),
+        }
+        self.postfix_tls = None
+        try:
+            self.postfix_tls = postfix.start_tls(os.path.join(self.tmp, "postfix"), DOMAIN, cert, key)
+            self.tls_ports["postfix"] = self.postfix_tls.port
+        except postfix.PostfixUnavailable as e:
+            progress("private Postfix (TLS): n/a (%s)" % e)
+            self.na["pf_tls_handshakes_per_s"] = str(e)[:300]
+
+    def tls(self):
+        """Full handshakes per second (openssl s_time -new) against each, one after the other."""
+        for name, quantity in (("qmail", "tls_handshakes_per_s"), ("qmail_fork", "tls_handshakes_fork_per_s"),
+                               ("s_server", "s_server_handshakes_per_s"), ("postfix", "pf_tls_handshakes_per_s")):
+            if name not in self.tls_ports:
+                continue
+            start = time.perf_counter()
+            r = subprocess.run(["openssl", "s_time", "-connect", "127.0.0.1:%d" % self.tls_ports[name], "-new",
+                                "-time", str(SIZES["tls_seconds"])], capture_output=True, text=True, timeout=120)
+            elapsed = time.perf_counter() - start
+            got = re.search(r"(\d+) connections in [\d.]+ real seconds", r.stdout)
+            if r.returncode != 0 or got is None or int(got.group(1)) == 0:
+                raise BenchFailure("openssl s_time against %s: %s" % (name, (r.stdout + r.stderr)[-300:]))
+            self.record(quantity, int(got.group(1)) / elapsed)
+
     # -- 4. SMTP ----------------------------------------------------------------
     def start_servers(self, servers):
         """smtp-sink, qmail-smtpd under tcpserver, aiosmtpd: name -> (port, directory to count or None)."""
@@ -399,6 +445,8 @@ class Bench:
     def stop_postfix(self):
         for pf in getattr(self, "postfix", None) or ():
             pf.stop()
+        if getattr(self, "postfix_tls", None) is not None:
+            self.postfix_tls.stop()
 
     def smtp_source(self, opts, port, m, rcpt="rcpt@" + DOMAIN):
         return [tool("smtp-source")] + opts + [
@@ -579,6 +627,7 @@ DISK, PY_IS = "create+write 4 KiB+fsync+rename", "venv python `-I -S -c pass`"
 SMTP_1, SMTP_D = "SMTP 1 msg/conn, 20 parallel, sessions/s ↑", "SMTP ~100 msgs/conn (-d, 5 conns), msgs/s ↑"
 CLAMD, SPAMD = "qmail-queue exec'd + clamd INSTREAM, inserts/s ↑", "qmail-queue exec'd + spamd, inserts/s ↑"
 E2E = "SMTP → Maildir end to end, 1 msg/conn, 20 parallel, msgs/s ↑"
+TLS_HS = "TLS handshakes (SMTPS, `openssl s_time -new`, one at a time), /s ↑"
 PF_SMTP = "private Postfix smtpd (C, fsync'd queue, no qmgr)"
 PF_E2E = "private Postfix, smtpd → virtual(8) → Maildir"
 # measure, qmailpy quantity, peer, peer quantity
@@ -600,6 +649,13 @@ ROWS = [
     (SPAMD, "qq_spamd_per_s", "spamc (C) exec'd, no queue", "spamd_client_per_s"),
     (E2E, "e2e_msgs_per_s", DISK, "disk_raw_e2e_per_s"),
     (E2E, "e2e_msgs_per_s", PF_E2E, "pf_e2e_per_s"),
+    (TLS_HS, "tls_handshakes_per_s", "`openssl s_server` (C), the same certificate", "s_server_handshakes_per_s"),
+    (TLS_HS.replace("SMTPS", "SMTPS under qmail-tcpserver"), "tls_handshakes_fork_per_s",
+     "`openssl s_server` (C), the same certificate", "s_server_handshakes_per_s"),
+    (TLS_HS, "tls_handshakes_per_s", "private Postfix smtpd (C), SMTPS, the same certificate",
+     "pf_tls_handshakes_per_s"),
+    (TLS_HS.replace("SMTPS", "SMTPS under qmail-tcpserver"), "tls_handshakes_fork_per_s",
+     "private Postfix smtpd (C), SMTPS, the same certificate", "pf_tls_handshakes_per_s"),
 ] + [
     ("remote deliveries, concurrency %d, msgs/s ↑" % c, "remote_c%d_per_s" % c,
      "smtp-source -s %d into the same smtp-sink" % c, "source_c%d_per_s" % c) for c, _ in SIZES["remote"]
@@ -644,6 +700,7 @@ def measure(args):
             bench.start_servers(servers)
             bench.start_filters()
             bench.start_e2e(servers)
+            bench.start_tls(servers)
             phases = [
                 ("start-up", lambda run: (bench.startup(SIZES["execs"]), bench.memory(SIZES["rss_execs"]))),
                 ("queue", lambda run: bench.queue(SIZES["queue_inserts"])),
@@ -652,6 +709,7 @@ def measure(args):
                 ("%d idle sessions" % tcpserver_rows.IDLE_SESSIONS,
                  lambda run: tcpserver_rows.memory_phase(bench, servers)),
                 ("SMTP -> Maildir", lambda run: (bench.e2e(), bench.postfix_e2e())),
+                ("TLS handshakes", lambda run: bench.tls()),
                 ("remote deliveries", lambda run: (bench.remote(run), bench.postfix_remote(run))),
                 ("qmail-send holding %d messages" % SIZES["held_messages"], bench.held),
             ]

@@ -221,6 +221,19 @@ def test_spf_is_taken_only_from_qmail_smtpd(smtpd):
     assert authres(got).endswith("\n\tspf=fail smtp.mailfrom=x@bad.example")
 
 
+def test_spf_of_a_relay_client_qmail_queue_cannot_see_is_never_taken(smtpd, home):
+    """A client that may relay by control/relayclients: qmail-smtpd skips SPF and says so to
+    qmail-queue ($SPFRESULT unset), so the client's Received-SPF is not read as ours; nor is a
+    $SPFRESULT qmail-smtpd inherited (tcprules)."""
+    forged = b"Received-SPF: pass (forged by the client)\n" + MSG
+    home.control("relayclients", "127.0.0.9:\n")
+    got, _ = smtpd(forged, SPFBEHAVIOR="1")
+    assert authres(got) == "Authentication-Results: test.example;\n\tdkim=none"
+    os.unlink(os.path.join(home.root, "control", "relayclients"))
+    got, _ = smtpd(forged, SPFRESULT="pass")
+    assert authres(got) == "Authentication-Results: test.example;\n\tdkim=none"
+
+
 def test_forged_results_of_ours_are_removed_others_kept(smtpd):
     message = (b"Authentication-Results: test.example; dkim=pass header.d=paypal.com\n"
                b"Authentication-Results: (comment) TEST.example ; spf=pass\n"

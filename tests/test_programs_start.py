@@ -113,6 +113,7 @@ def test_smtpd_checkpassword_refusal_stays_a_refusal(tmp_path):
     """With SIGCHLD ignored, a checkpassword that says no (exit 1) looked like exit 0: AUTH accepted."""
     home = smtpd_home(tmp_path)
     home.control("smtpauth", "1\n")
+    home.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
     session = b"EHLO c.example\r\nAUTH PLAIN AGdvb2RAZXhhbXBsZS5vcmcAd3Jvbmc=\r\nQUIT\r\n"   # wrong password
     r = subprocess.run([program("qmail-smtpd"), sys.executable, os.path.join(ROOT, "tests", "checkpassword.py")],
                        input=session, capture_output=True, env=home.env(AUTHFAILDELAY="0", **TCP_ENV),

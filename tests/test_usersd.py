@@ -37,6 +37,7 @@ def make_home(root):
     home.control("rcpthosts", "example.org\nsrs.example.org\n")
     home.control("userchk", "1\n")
     home.control("smtpauth", "1\n")
+    home.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
     home.control("srs/srs_domain", "srs.example.org\n")
     home.control("srs/revers_srs_secrets", SECRET + "\n")
     create_queue(home.root)
