@@ -4,6 +4,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 
@@ -113,3 +114,7 @@ class Servers:
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait()
         self.procs = []
+
+
+def progress(msg):
+    print("bench: %s" % msg, file=sys.stderr, flush=True)
