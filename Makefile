@@ -8,9 +8,10 @@ PYTHON    ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || 
 VENV      := .venv
 VPY       := $(CURDIR)/$(VENV)/bin/python3
 QMAILHOME ?= /var/qmail
-# Debian packages the test suite and `make run` use (real peers, not mocks).
+# Debian packages the test suite, `make run` and `make bench` use (real peers, not mocks).
 APT_PACKAGES := python3 python3-venv ucspi-tcp swaks srs daemontools curl dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql \
-	clamav-daemon spamd spamassassin libdbd-mysql-perl postfix opendkim-tools
+	clamav-daemon spamd spamassassin libdbd-mysql-perl postfix opendkim-tools \
+	time clamdscan spamc
 # System services these packages may start; the suite runs its own instances. While
 # installing, a policy-rc.d keeps them from starting at all (freshclam would go online).
 # postfix is there for smtp-sink and smtp-source only: installed as "No configuration",
@@ -51,9 +52,10 @@ launchers: $(VENV)/.stamp tools/mklaunchers.py
 test: deps all
 	$(VPY) -m pytest -q -p no:cacheprovider
 
-# make bench BENCHFLAGS=--quick for one run. Uses Postfix's smtp-source and smtp-sink
-# (make deps) and time.
-bench: all
+# make bench BENCHFLAGS=--quick for one run. Uses Postfix's smtp-source and smtp-sink and a
+# private Postfix instance (bench/postfix.py; postfix comes with make deps, services kept
+# from starting), ucspi-tcp and time: deps installs what is missing.
+bench: deps all
 	$(VPY) bench/run.py $(BENCHFLAGS)
 
 # make fuzz: the fuzz targets and the SMTP state machine at length (docs/security.md);

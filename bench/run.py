@@ -10,13 +10,17 @@ medians. Output: a Markdown table on stdout, raw samples and medians in
 DIR/latest.json (default bench/results), and the table in docs/performance.md.
 
 What it measures, per run: start-up of one qmail-smtpd session; SMTP with
-smtp-source against qmail-smtpd under tcpserver, smtp-sink and aiosmtpd;
+smtp-source against qmail-smtpd under tcpserver, smtp-sink, aiosmtpd and a
+private Postfix (bench/postfix.py: its own config, queue and data directories
+in the temporary tree, as root; SMTP -> Maildir and remote rows too);
 queue insertions (qmail-queue exec'd, enqueue() in-process, qmail-queue with
 clamd and with spamd filtering) against the raw fsync rate of the same disk;
 SMTP -> Maildir end to end (tcpserver, qmail-smtpd, qmail-send, the real
 qmail-local); remote deliveries to smtp-sink at concurrency 1, 20, 100, 500
 against smtp-source at the same concurrency; memory of a session and of
-qmail-send holding 10,000 queued messages.
+qmail-send holding 10,000 queued messages. qmail-tcpserver's rows (the same
+SMTP runs with qmail-smtpd forked instead of exec'd, and 100 idle sessions
+under each front end) live in bench/tcpserver_rows.py.
 
 It fails (exit 1) when a plain qmail-smtpd session imports click, dns, spf or
 pymysql, when a server loses a message, when a delivery is deferred or fails,
@@ -28,10 +32,8 @@ resolver (DNSCACHEIP=127.0.0.1).
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -42,11 +44,13 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import daemons  # noqa: E402  (bench/, beside this file)
+import postfix  # noqa: E402
 import qmailsend  # noqa: E402
+import tcpserver_rows  # noqa: E402  (qmail-tcpserver's rows)
+from procs import BenchFailure, Servers, count_files, spawn, tool  # noqa: E402
+from report import DOC, build_rows, machine, table, write_doc  # noqa: E402
 
 VPY = os.path.join(ROOT, ".venv", "bin", "python3")
-DOC = os.path.join(ROOT, "docs", "performance.md")
-DOC_START, DOC_END = "<!-- bench:start -->", "<!-- bench:end -->"
 DOMAIN = "bench.example"
 HEAVY = ("click", "dns", "spf", "pymysql")
 # what tcpserver puts in qmail-smtpd's environment, for sessions run without it
@@ -69,118 +73,11 @@ SIZES = {                      # per run; kept small so 3 runs stay well under 1
     "e2e_parallel": 20,        # smtp-source -s
     "remote": [[1, 100], [20, 200], [100, 300], [500, 1000]],   # [concurrencyremote, deliveries]
     "remote_peer_messages": 2000,   # smtp-source -s N into the sink: at least this many (too fast otherwise)
+    "postfix_remote": [[20, 1000], [100, 1000]],   # [concurrency, deliveries] of the private Postfix
     "held_messages": 10000,    # queued while qmail-send holds its remote deliveries
     "held_concurrency": 20,    # concurrencyremote then: deliveries waiting for a greeting
     "tls_seconds": 3,          # openssl s_time -new -time N against each TLS server
 }
-
-
-class BenchFailure(Exception):
-    """Why the bench fails: printed, exit status 1."""
-
-
-def tool(name):
-    """Absolute path of a required program (Postfix keeps its tools in /usr/sbin)."""
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-    if not path:
-        hint = {"smtp-source": "postfix", "smtp-sink": "postfix", "time": "time"}.get(name, "ucspi-tcp")
-        raise BenchFailure("%s not found (apt-get install %s)" % (name, hint))
-    return path
-
-
-def spawn(argv, env, inputs=None):
-    """Exec argv once; fd -> bytes in `inputs` arrive on pipes, the rest of 0-2 is /dev/null.
-
-    posix_spawn keeps the driver's own cost per exec small. Returns wall seconds.
-    """
-    null = os.open(os.devnull, os.O_RDWR)
-    actions, readers = [], []
-    for fd in (0, 1, 2):
-        if inputs and fd in inputs:
-            r, w = os.pipe()      # inputs are small: they fit in the pipe buffer before the exec
-            os.write(w, inputs[fd])
-            os.close(w)
-            readers.append(r)
-            actions.append((os.POSIX_SPAWN_DUP2, r, fd))
-        else:
-            actions.append((os.POSIX_SPAWN_DUP2, null, fd))
-    start = time.perf_counter()
-    pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
-    status = os.waitpid(pid, 0)[1]
-    elapsed = time.perf_counter() - start
-    for fd in readers + [null]:
-        os.close(fd)
-    if status:
-        raise BenchFailure("%s exited with status %#x" % (" ".join(argv), status))
-    return elapsed
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def count_files(directory):
-    with os.scandir(directory) as it:
-        return sum(1 for _ in it)
-
-
-class Servers:
-    """Every server the bench starts, so each one is stopped by its pid."""
-
-    def __init__(self):
-        self.procs = []
-
-    def start(self, argv, env, log):
-        """Start argv with output to `log`; return its port once it accepts connections."""
-        port = free_port()
-        argv = [a.replace("PORT", str(port)) for a in argv]
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        self.procs.append(proc)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise BenchFailure("%s exited with %s; see %s" % (argv[0], proc.returncode, log))
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return port
-            except OSError:
-                time.sleep(0.05)
-        raise BenchFailure("%s did not listen on 127.0.0.1:%d" % (argv[0], port))
-
-    def start_queued(self, home, env, log, ids=None):
-        """bin/qmail-queued of `home` (as ids = (uid, gid) when given), once its socket accepts."""
-        path = os.path.join(home, "sock", "qmail-queue")
-        with open(log, "ab") as out:
-            proc = subprocess.Popen([os.path.join(home, "bin", "qmail-queued")], env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=out, **(dict(user=ids[0], group=ids[1], extra_groups=[])
-                                                               if ids else {}))
-        self.procs.append(proc)
-        deadline = time.monotonic() + 15
-        while True:
-            if proc.poll() is not None:
-                raise BenchFailure("qmail-queued exited with %s; see %s" % (proc.returncode, log))
-            with socket.socket(socket.AF_UNIX) as s:
-                try:
-                    s.connect(path)
-                    return
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise BenchFailure("qmail-queued did not listen on %s" % path) from None
-            time.sleep(0.02)
-
-    def stop_all(self):
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
-        self.procs = []
 
 
 class Bench:
@@ -240,7 +137,9 @@ class Bench:
         env = dict(self.env, QMAILHOME=home)
         writer, ids = qmailsend.queue_writer(home), []
         self.writers.add(qmailsend.describe(writer))
-        servers.start_queued(home, dict(env, QMAILPY_SINGLEUSER="1"), self.log, writer)
+        # qmail-queued binds its socket in root's sock/ as root, then becomes qmailq itself
+        # (queued/main.py); started as qmailq it could not reach sock/
+        servers.start_queued(home, env if writer else dict(env, QMAILPY_SINGLEUSER="1"), self.log)
         if writer:
             ids = ["-u", str(writer[0]), "-g", str(writer[1])]
         elif os.geteuid() == 0:
@@ -479,10 +378,61 @@ class Bench:
             "sink": (servers.start([tool("smtp-sink")] + (["-u", "nobody"] if os.geteuid() == 0 else [])
                                    + ["-m", "1024", "127.0.0.1:PORT", "1024"], os.environ, self.log), None),
             "qmail": (self.smtpd_server(servers, self.home), self.todo),
+            "fork": (tcpserver_rows.start(self, servers, tool), self.todo),
             "aio": (servers.start([VPY, os.path.join(ROOT, "bench", "aiosmtpd_sink.py"), "PORT",
                                    aio_dir], os.environ, self.log), aio_dir),
         }
+        self.start_postfix()
         return self.ports
+
+    # -- the private Postfix (bench/postfix.py) ------------------------------------------
+    PF_QUANTITIES = ["pf_1_msgs_per_s", "pf_d_msgs_per_s", "pf_e2e_per_s"] + [
+        "pf_remote_c%d_per_s" % c for c, _ in SIZES["postfix_remote"]]
+
+    def start_postfix(self):
+        """The "accept" instance joins the SMTP rows (its queue/incoming counted); "mta" is for the
+        end-to-end and remote rows. Rows say n/a (reason) when Postfix cannot run here."""
+        self.postfix = None
+        try:
+            accept, mta = postfix.start_pair(os.path.join(self.tmp, "postfix"), DOMAIN,
+                                             self.mailbox[1:] if self.mailbox else None, self.ports["sink"][0])
+        except postfix.PostfixUnavailable as e:
+            progress("private Postfix: n/a (%s)" % e)
+            self.postfix_na(str(e))
+            return
+        self.postfix = (accept, mta)
+        self.ports["pf"] = (accept.port, accept.incoming())
+        progress("private Postfix: accept on 127.0.0.1:%d, mta on 127.0.0.1:%d" % (accept.port, mta.port))
+
+    def postfix_na(self, reason):
+        for q in self.PF_QUANTITIES:
+            self.na[q] = reason[:300]
+
+    def postfix_e2e(self):
+        if not self.postfix:
+            return
+        mta = self.postfix[1]
+        m = SIZES["e2e_messages"]
+        argv = self.smtp_source(["-s", str(SIZES["e2e_parallel"])], mta.port, m)
+        try:
+            self.record("pf_e2e_per_s", postfix.end_to_end(mta, argv, m))
+        except postfix.PostfixUnavailable as e:
+            raise BenchFailure(str(e)) from None
+
+    def postfix_remote(self, run):
+        if not self.postfix:
+            return
+        mta = self.postfix[1]
+        for conc, m in SIZES["postfix_remote"]:
+            argv = self.smtp_source(["-s", "20"], mta.port, m, rcpt="r@remote.example")
+            try:
+                self.record("pf_remote_c%d_per_s" % conc, postfix.remote(mta, argv, m, conc))
+            except postfix.PostfixUnavailable as e:
+                raise BenchFailure(str(e)) from None
+
+    def stop_postfix(self):
+        for pf in getattr(self, "postfix", None) or ():
+            pf.stop()
 
     def smtp_source(self, opts, port, m, rcpt="rcpt@" + DOMAIN):
         return [tool("smtp-source")] + opts + [
@@ -664,6 +614,8 @@ SMTP_1, SMTP_D = "SMTP 1 msg/conn, 20 parallel, sessions/s ↑", "SMTP ~100 msgs
 CLAMD, SPAMD = "qmail-queue exec'd + clamd INSTREAM, inserts/s ↑", "qmail-queue exec'd + spamd, inserts/s ↑"
 E2E = "SMTP → Maildir end to end, 1 msg/conn, 20 parallel, msgs/s ↑"
 TLS_HS = "TLS handshakes (SMTPS, `openssl s_time -new`, one at a time), /s ↑"
+PF_SMTP = "private Postfix smtpd (C, fsync'd queue, no qmgr)"
+PF_E2E = "private Postfix, smtpd → virtual(8) → Maildir"
 # measure, qmailpy quantity, peer, peer quantity
 ROWS = [
     ("session wall time, ms ↓", "smtpd_session_ms", "`python3 -c pass` via PATH", "python_path_ms"),
@@ -671,8 +623,10 @@ ROWS = [
     ("session wall time, ms ↓", "smtpd_session_ms", PY_IS, "python_venv_IS_ms"),
     (SMTP_1, "qmail_1_msgs_per_s", SINK, "sink_1_msgs_per_s"),
     (SMTP_1, "qmail_1_msgs_per_s", AIO, "aio_1_msgs_per_s"),
+    (SMTP_1, "qmail_1_msgs_per_s", PF_SMTP, "pf_1_msgs_per_s"),
     (SMTP_D, "qmail_d_msgs_per_s", SINK, "sink_d_msgs_per_s"),
     (SMTP_D, "qmail_d_msgs_per_s", AIO, "aio_d_msgs_per_s"),
+    (SMTP_D, "qmail_d_msgs_per_s", PF_SMTP, "pf_d_msgs_per_s"),
     ("qmail-queue exec'd per message, inserts/s ↑", "qq_exec_per_s", DISK, "disk_raw_per_s"),
     ("enqueue() in-process, inserts/s ↑", "qq_enqueue_per_s", DISK, "disk_raw_per_s"),
     (CLAMD, "qq_clamd_per_s", DISK, "disk_raw_filters_per_s"),
@@ -680,10 +634,15 @@ ROWS = [
     (SPAMD, "qq_spamd_per_s", DISK, "disk_raw_filters_per_s"),
     (SPAMD, "qq_spamd_per_s", "spamc (C) exec'd, no queue", "spamd_client_per_s"),
     (E2E, "e2e_msgs_per_s", DISK, "disk_raw_e2e_per_s"),
+    (E2E, "e2e_msgs_per_s", PF_E2E, "pf_e2e_per_s"),
     (TLS_HS, "tls_handshakes_per_s", "`openssl s_server` (C), the same certificate", "s_server_handshakes_per_s"),
 ] + [
     ("remote deliveries, concurrency %d, msgs/s ↑" % c, "remote_c%d_per_s" % c,
      "smtp-source -s %d into the same smtp-sink" % c, "source_c%d_per_s" % c) for c, _ in SIZES["remote"]
+] + [
+    ("remote deliveries, concurrency %d, msgs/s ↑" % c, "remote_c%d_per_s" % c,
+     "private Postfix smtp(8) → the same smtp-sink, concurrency %d" % c, "pf_remote_c%d_per_s" % c)
+    for c, _ in SIZES["postfix_remote"]
 ] + [
     ("max RSS, QUIT session, MiB ↓", "smtpd_rss_quit_mib", PY_IS, "python_rss_mib"),
     ("max RSS, session queueing 1 message, MiB ↓", "smtpd_rss_mail_mib", PY_IS, "python_rss_mib"),
@@ -694,84 +653,7 @@ ROWS = [
      "the same helpers, empty queue", "helpers_rss_idle_mib"),
     ("qmail-remote VmRSS, 1 delivery waiting for a greeting, MiB ↓", "remote_rss_held_mib", PY_IS,
      "python_rss_mib"),
-]
-
-
-def fmt(x):
-    """3 significant digits at most, whole numbers from 100 up."""
-    return "%.0f" % x if x >= 100 else "%.3g" % x
-
-
-def build_rows(samples, na):
-    """Medians of each side, and the median of the per-run ratios (pairs measured together)."""
-    rows = []
-    for measure, q, peer, p in ROWS:
-        row = {"measure": measure, "peer": peer, "qmailpy_quantity": q, "peer_quantity": p}
-        if q in na or p in na or q not in samples or p not in samples:
-            row["na"] = na.get(q) or na.get(p) or "not measured"
-            row.update(qmailpy=None, peer_value=statistics.median(samples[p]) if p in samples else None,
-                       ratio=None, ratios=[])
-        else:
-            ratios = [a / b for a, b in zip(samples[q], samples[p])]
-            row.update(qmailpy=statistics.median(samples[q]), peer_value=statistics.median(samples[p]),
-                       ratio=statistics.median(ratios), ratios=ratios)
-        rows.append(row)
-    return rows
-
-
-def table(rows):
-    lines = ["| measure | qmailpy | peer | peer value | ratio |", "|---|---:|---|---:|---:|"]
-    for r in rows:
-        if r["ratio"] is None:
-            lines.append("| %s | n/a (%s) | %s | %s | n/a |" % (
-                r["measure"], r["na"].replace("|", "/"), r["peer"],
-                fmt(r["peer_value"]) if r["peer_value"] is not None else "n/a"))
-        else:
-            lines.append("| %s | %s | %s | %s | %s× |" % (r["measure"], fmt(r["qmailpy"]), r["peer"],
-                                                         fmt(r["peer_value"]), fmt(r["ratio"])))
-    return "\n".join(lines) + "\n"
-
-
-def machine(tmp):
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem = int(f.readline().split()[1]) // 1024
-    fs = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
-    postfix = subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True, text=True)
-    aio = subprocess.run([VPY, "-c", "import aiosmtpd; print(aiosmtpd.__version__)"],
-                         capture_output=True, text=True)
-    versions = {}
-    for name, argv in (("clamd", ["clamd", "--version"]), ("spamd", ["spamd", "--version"])):
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.splitlines()
-            versions[name] = out[0].strip() if out else "?"
-        except (OSError, subprocess.TimeoutExpired):
-            versions[name] = "not installed"
-    return {"nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-            "cpu": cpu, "mem_mib": mem, "tmp_fs": fs or "?",
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "kernel": platform.release(), "python": platform.python_version(),
-            "postfix": postfix.stdout.strip() or "?", "aiosmtpd": aio.stdout.strip() or "?",
-            "clamd": versions["clamd"], "spamd": versions["spamd"],
-            "loadavg_at_end": open("/proc/loadavg").read().split()[:3],
-            "python3_on_path": shutil.which("python3"), "venv_python": os.path.realpath(VPY)}
-
-
-def write_doc(block):
-    """Replace the bench block of docs/performance.md, keeping the prose around it."""
-    text = open(DOC).read() if os.path.exists(DOC) else "# Performance\n\n"
-    if DOC_START not in text:
-        text = text.rstrip("\n") + "\n\n%s\n%s\n" % (DOC_START, DOC_END)
-    head, rest = text.split(DOC_START, 1)
-    tail = rest.split(DOC_END, 1)[1]
-    with open(DOC + ".tmp", "w") as f:
-        f.write(head + DOC_START + "\n" + block + DOC_END + tail)
-    os.rename(DOC + ".tmp", DOC)
+] + tcpserver_rows.ROWS
 
 
 def progress(msg):
@@ -804,9 +686,11 @@ def measure(args):
                 ("queue", lambda run: bench.queue(SIZES["queue_inserts"])),
                 ("filters", lambda run: bench.filters(SIZES["filter_inserts"])),
                 ("SMTP", lambda run: bench.smtp()),
-                ("SMTP -> Maildir", lambda run: bench.e2e()),
+                ("%d idle sessions" % tcpserver_rows.IDLE_SESSIONS,
+                 lambda run: tcpserver_rows.memory_phase(bench, servers)),
+                ("SMTP -> Maildir", lambda run: (bench.e2e(), bench.postfix_e2e())),
                 ("TLS handshakes", lambda run: bench.tls()),
-                ("remote deliveries", bench.remote),
+                ("remote deliveries", lambda run: (bench.remote(run), bench.postfix_remote(run))),
                 ("qmail-send holding %d messages" % SIZES["held_messages"], bench.held),
             ]
             for run_no in range(args.runs):
@@ -827,17 +711,18 @@ def measure(args):
             raise BenchFailure("%s (logs: %s)" % (e, args.out)) from None
         finally:
             bench.stop_sends()
+            bench.stop_postfix()
             servers.stop_all()
             for d in bench.daemons.values():
                 if isinstance(d, daemons.Daemon):
                     d.stop()
-        info = machine(tmp)
+        info = machine(tmp, VPY)
     return bench, modules, info
 
 
 def report(args, bench, modules, info, elapsed):
     """The table on stdout, latest.json, and the block of docs/performance.md."""
-    rows = build_rows(bench.samples, bench.na)
+    rows = build_rows(ROWS, bench.samples, bench.na)
     head = ("Measured %s on %s CPU(s), %s, %d MiB RAM, %s temporary file system, Linux %s, "
             "Python %s; %s. %d run(s)%s, medians; ratio = qmailpy ÷ peer (↑ higher is better, "
             "↓ lower is better); bench took %.0f s. `python3` on PATH: %s.\n\n"

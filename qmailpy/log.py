@@ -17,6 +17,8 @@ Shapes of line:
   Log           qmail-send's log (its lines, and qmail-todo's L records).
   qmail_safe    qsutil.c logsafe(), for the parts of qmail-send's lines that
                 qmail writes that way (`did_0+0+1/`), byte for byte as qmail.
+  ucspi_safe    tcpserver.c safecats(), for the fields of qmail-tcpserver's
+                `tcpserver: ok ...` lines, byte for byte as tcpserver.
 """
 import os
 
@@ -82,6 +84,16 @@ def qmail_safe(text):
     if isinstance(text, str):
         text = text.encode("utf-8", "surrogateescape")
     return bytes(text).translate(_QSUTIL).decode("ascii")
+
+
+def ucspi_safe(text):
+    """tcpserver.c safecats(): at most 100 bytes, each outside 33..126 or '%' or ':' as '?';
+    a longer text ends in "..." (tcpserver adds it after 100 bytes even when nothing follows)."""
+    if isinstance(text, str):
+        text = text.encode("utf-8", "surrogateescape")
+    text = bytes(text)
+    out = "".join("?" if b < 33 or b > 126 or b in (0x25, 0x3A) else chr(b) for b in text[:100])
+    return out + "..." if len(text) >= 100 else out
 
 
 class Logger:

@@ -15,12 +15,26 @@ bytes or more is not trusted; a recount covers new/ and cur/ of the main
 folder and of every `.Folder` except `.Trash`, skips messages flagged T
 (trashed), takes sizes from `,S=<n>` in names (else stat), and replaces the
 file atomically through tmp/<time>.<pid>_NeWmAiLdIrSiZe.<host>.
+
+Several hosts may deliver into one Maildir over NFS (docs/operations.md,
+"Running several MX hosts"), where flock() and O_APPEND are not to be
+trusted. size_lock() is the lock that stays correct there: a dot-lock file
+`maildirsize.lock` in the Maildir made by link() from a unique file in tmp/,
+held by whoever sees that file's link count become 2 (what liblockfile does,
+since NFS can report a link() that succeeded as failed). qmail-local holds it
+around the quota decision, the link into new/ and the appended line, and
+every recount holds it, so lines are never lost to a concurrent rewrite nor
+counted twice, and two hosts cannot both take the last bytes of a quota.
 """
 import os
+import random
 import time
 
 MAX_BYTES = 5120
 NAME = "maildirsize"
+LOCK = "maildirsize.lock"
+LOCK_WAIT = 30                  # seconds to wait for the lock before giving up (a temporary failure)
+LOCK_STALE = 120                # seconds after which a lock left by a crashed holder is broken
 TRASH = ".Trash"
 
 
@@ -206,6 +220,12 @@ def rewrite(root, definition, size, count, host=None, owner=None):
     atomic_write(os.path.join(root, NAME), body, durable=True, mode=0o600, owner=owner, tmp=tmp)
 
 
+def recount(root, definition, host=None, owner=None):
+    """scan() and rewrite() under size_lock: what an admin tool runs while mail may arrive."""
+    with size_lock(root, host):
+        rewrite(root, definition, *scan(root), host=host, owner=owner)
+
+
 def append(path, size, count):
     """Add one `<bytes> <count>` line with a single O_APPEND write (never creates the file)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
@@ -213,3 +233,67 @@ def append(path, size, count):
         os.write(fd, b"%d %d\n" % (size, count))
     finally:
         os.close(fd)
+
+
+class LockTimeout(OSError):
+    """maildirsize.lock stayed taken for LOCK_WAIT seconds."""
+
+
+class size_lock:
+    """`with size_lock(root):` holds root/maildirsize.lock (NFS-safe; see the module docstring).
+
+    The lock's mtime is the holder's clock through the file server's; a lock
+    older than LOCK_STALE seconds (a holder killed between link and unlink)
+    is removed. LockTimeout after LOCK_WAIT seconds; other OSErrors (no tmp/,
+    a read-only file system) propagate.
+    """
+
+    def __init__(self, root, host=None, wait=LOCK_WAIT, stale=LOCK_STALE):
+        self.path = os.path.join(root, LOCK)
+        self.tmp = os.path.join(root, "tmp", "%d.%d_%s.LoCk.%s" % (
+            time.time(), os.getpid(), os.urandom(4).hex(), host or hostname()))
+        self.wait, self.stale = wait, stale
+
+    def __enter__(self):
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, b"%d\n" % os.getpid())
+            deadline = time.monotonic() + self.wait
+            pause = 0.001
+            while not self._linked(fd):
+                if time.monotonic() > deadline:
+                    raise LockTimeout(11, "%s locked for %d seconds" % (self.path, self.wait))
+                self._break_stale()
+                time.sleep(random.uniform(pause / 2, pause))
+                pause = min(pause * 2, 0.05)
+        finally:
+            os.close(fd)
+            _unlink(self.tmp)
+        return self
+
+    def _linked(self, fd):
+        try:
+            os.link(self.tmp, self.path)
+        except FileExistsError:
+            return False
+        except OSError:
+            pass                        # NFS: the link may have happened anyway; the count says
+        return os.fstat(fd).st_nlink == 2
+
+    def _break_stale(self):
+        try:
+            age = time.time() - os.stat(self.path).st_mtime
+        except FileNotFoundError:
+            return
+        if age > self.stale:
+            _unlink(self.path)
+
+    def __exit__(self, *exc):
+        _unlink(self.path)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -32,3 +32,23 @@ def start(usage=None, argv=None):
         except OSError:
             pass
         raise SystemExit(0)
+
+
+def fresh_signals():
+    """Signals as a newly exec'd interpreter has them, for a forked child that runs a
+    program's main() in place of exec'ing it: every handler back to default, then
+    Python's own start-up settings (SIGPIPE and SIGXFSZ ignored, SIGINT raising
+    KeyboardInterrupt), and nothing blocked."""
+    for signum in _signal.valid_signals():
+        if signum in (_signal.SIGKILL, _signal.SIGSTOP):
+            continue
+        try:
+            if _signal.getsignal(signum) is not _signal.SIG_DFL:
+                _signal.signal(signum, _signal.SIG_DFL)
+        except (OSError, ValueError):        # RT signals Python may not set
+            pass
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+    _signal.set_wakeup_fd(-1)

@@ -6,7 +6,6 @@ install do; unit tests of the queue code write the queue in-process (no socket i
 """
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -18,19 +17,12 @@ QUEUED = os.path.join(ROOT, "bin", "qmail-queued")
 
 def accepting(home):
     """Does something accept connections on the home's qmail-queued socket?"""
-    from qmailpy.queue.sockclient import address
-    s = socket.socket(socket.AF_UNIX)
-    fd = None
+    from qmailpy.unixsock import client
     try:
-        where, fd = address(paths.queue_socket(str(home)))
-        s.connect(where)
+        client(paths.queue_socket(str(home)), 5).close()
         return True
     except OSError:
         return False
-    finally:
-        s.close()
-        if fd is not None:
-            os.close(fd)
 
 
 class Queued:

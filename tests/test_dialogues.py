@@ -1,4 +1,5 @@
-"""Every recorded dialogue, in-process against Session and through tcpserver + bin/qmail-smtpd."""
+"""Every recorded dialogue, in-process against Session, through tcpserver + bin/qmail-smtpd, and
+through qmail-tcpserver (qmail-smtpd preloaded and forked per connection)."""
 import glob
 import os
 import socket
@@ -236,6 +237,18 @@ def test_through_tcpserver(tmp_path, path):
             server.stop()
 
 
+@pytest.mark.parametrize("path", FILES, ids=os.path.basename)
+def test_through_qmail_tcpserver(tmp_path, path):
+    """The same dialogue, the same queue and the same log lines with qmail-tcpserver in front."""
+    d = Dialogue(path)
+    server, dns_env = dns_for(d)
+    try:
+        run_through_tcpserver(tmp_path, d, dns_env, front=program("qmail-tcpserver"))
+    finally:
+        if server is not None:
+            server.stop()
+
+
 USERS_FILES = [p for p in FILES if Dialogue(p).users]
 
 
@@ -254,9 +267,9 @@ def test_through_the_users_service(tmp_path, path):
     assert passwords == [] or not any(pw in log for pw in passwords), log     # none reaches the log
 
 
-def run_through_tcpserver(tmp_path, d, dns_env, usersd=False):
-    """The dialogue through tcpserver + bin/qmail-smtpd; with usersd, qmail-usersd answers about
-    the users (its log is returned)."""
+def run_through_tcpserver(tmp_path, d, dns_env, usersd=False, front="tcpserver"):
+    """The dialogue through tcpserver (or `front`, qmail-tcpserver) + bin/qmail-smtpd; with
+    usersd, qmail-usersd answers about the users (its log is returned)."""
     home, cdb = setup_home(tmp_path, d)
     service = None
     if usersd:
@@ -265,7 +278,7 @@ def run_through_tcpserver(tmp_path, d, dns_env, usersd=False):
     port = free_port()
     env = home.env(QMAILQUEUE=program("qmail-queue"), AUTHFAILDELAY="0", **dns_env)
     env.update(d.env)
-    cmd = ["tcpserver", "-q", "-H", "-R", "-l", "localhost"]
+    cmd = [front, "-q", "-H", "-R", "-l", "localhost"]
     if cdb:
         cmd += ["-x", cdb]
     cmd += ["127.0.0.1", str(port), program("qmail-smtpd")]

@@ -11,8 +11,11 @@ import time
 
 import pytest
 
-from test_e2e_support import DOMAIN, IS_ROOT, MAIL_UID, PYTHON, ROOT, dates, free_port, wait_listening, world  # noqa: F401
+from test_e2e_support import DOMAIN, IS_ROOT, MAIL_UID, PYTHON, ROOT, SPAWN_MODES, dates, free_port, wait_listening, world  # noqa: F401
 from test_pop3 import DOVECOT, Pop3, needs_dovecot, unstuff  # noqa: F401 (fixture)
+
+# every test here runs with forked and with exec'd qmail-local/qmail-remote
+pytestmark = pytest.mark.parametrize("world", SPAWN_MODES, indirect=True)
 
 # LF line ends (swaks sends CRLF), a leading dot and dot-only line (dot-stuffed on the wire),
 # 8-bit bytes, trailing blanks, an empty line in the body, a tab-folded header.

@@ -16,7 +16,10 @@ import pytest
 
 from dnsserver import dns_server  # noqa: F401  (fixture)
 from smtpsink import sinks  # noqa: F401  (fixture)
-from test_e2e_support import DOMAIN, ME, Routes, dates, inject, queued_ids, world  # noqa: F401
+from test_e2e_support import DOMAIN, ME, SPAWN_MODES, Routes, dates, inject, queued_ids, world  # noqa: F401
+
+# every test here runs with forked and with exec'd qmail-local/qmail-remote
+pytestmark = pytest.mark.parametrize("world", SPAWN_MODES, indirect=True)
 
 SENDER = "alice@" + DOMAIN
 # LF line ends, leading dots, a dot-only line, 8-bit bytes, trailing blanks, a line already

@@ -71,15 +71,31 @@ def wait_until(predicate, timeout=30, what="condition", interval=0.02):
         time.sleep(interval)
 
 
+# How qmail-lspawn/-rspawn run qmail-local/-remote: "fork" (their preloaded main() in a forked
+# child, the default) or "exec" ($QMAILLOCAL/$QMAILREMOTE name bin/'s programs, exec'd per delivery)
+SPAWN_MODES = ("fork", "exec")
+
+
+def spawn_env(mode):
+    """The environment that selects a spawn mode."""
+    assert mode in SPAWN_MODES, mode
+    return {} if mode == "fork" else {"QMAILLOCAL": str(BIN / "qmail-local"), "QMAILREMOTE": str(BIN / "qmail-remote")}
+
+
 class World:
     """A qmail home laid out by tools/install.py (as `make install`), with the users database,
-    and its qmail-queued running (queued=False: none; then qmail-queue writes the queue itself)."""
+    and its qmail-queued running (queued=False: none; then qmail-queue writes the queue itself).
+    spawn: how deliveries run (SPAWN_MODES).
+    adddomain=False: the users database has the domain already (another host made it);
+    `wrap` is put before the daemons' command lines (e.g. a UTS namespace of their own)."""
 
-    def __init__(self, controls=None, queued=True):
+    def __init__(self, controls=None, queued=True, spawn="fork", adddomain=True, wrap=(), dns_env=None):
+        self.spawn_env = spawn_env(spawn)
         self.top = tempfile.mkdtemp(prefix="qmailpy-e2e-")
         os.chmod(self.top, 0o755)
         self.home = os.path.join(self.top, "qmail")
-        self.dns_env = {}
+        self.dns_env = dict(dns_env or {})
+        self.wrap = list(wrap)
         self.procs = []            # everything started for this world, stopped by cleanup()
         r = subprocess.run([PYTHON, str(ROOT / "tools" / "install.py"), self.home, str(ROOT), PYTHON],
                            capture_output=True, timeout=60)
@@ -90,7 +106,8 @@ class World:
         os.makedirs(vdir)
         if IS_ROOT:                # qmail-users gives new directories the owner of vpopmaildir
             os.chown(vdir, MAIL_UID, MAIL_UID)
-        self.users("adddomain", DOMAIN)
+        if adddomain:
+            self.users("adddomain", DOMAIN)
         self.queued = None
         if queued:
             self.start_queued()
@@ -115,6 +132,7 @@ class World:
     def env(self, **extra):
         env = {k: v for k, v in os.environ.items() if k not in ("QMAILLOCAL", "QMAILREMOTE", "QMAILQUEUE")}
         env.update(QMAILHOME=self.home, **self.dns_env)
+        env.update(self.spawn_env)
         env.update(extra)
         return env
 
@@ -128,7 +146,9 @@ class World:
         return self.maildir(local)
 
     def maildir(self, local):
-        return Path(self.home, "vpopmail", "domains", DOMAIN, local, "Maildir")
+        vdir = os.path.join(self.home, "control", "vpopmaildir")
+        top = Path(self.home, open(vdir).read().strip()) if os.path.exists(vdir) else Path(self.home, "vpopmail")
+        return top / "domains" / DOMAIN / local / "Maildir"
 
     def delivered(self, local):
         """{file name: bytes} of what qmail-local put into the mailbox's new/."""
@@ -154,13 +174,13 @@ class World:
         """bin/qmail-send; user=(uid, gid) runs it (and so every helper) as that user."""
         return Send(self, user=user, **env)
 
-    def smtpd(self):
-        """tcpserver + bin/qmail-smtpd on 127.0.0.1:<free port>; the port."""
-        port = free_port()
-        proc = subprocess.Popen(["tcpserver", "-q", "-H", "-R", "-l", "localhost", "127.0.0.1", str(port),
-                                 str(BIN / "qmail-smtpd")], env=self.env(), stdin=subprocess.DEVNULL)
+    def smtpd(self, host="127.0.0.1", port=None, local="localhost"):
+        """tcpserver + bin/qmail-smtpd on host:port (default a free port); the port."""
+        port = port or free_port(host)
+        proc = subprocess.Popen(self.wrap + ["tcpserver", "-q", "-H", "-R", "-l", local, host, str(port),
+                                             str(BIN / "qmail-smtpd")], env=self.env(), stdin=subprocess.DEVNULL)
         self.procs.append(proc)
-        wait_listening("127.0.0.1", port, proc, what="tcpserver")
+        wait_listening(host, port, proc, what="tcpserver")
         return port
 
     def cleanup(self):
@@ -186,7 +206,7 @@ class Send:
         self.world = world
         self.log = []                      # [(time.time(), line)]
         ids = dict(user=user[0], group=user[1], extra_groups=[]) if user else {}
-        self.proc = subprocess.Popen([str(BIN / "qmail-send"), "./Maildir/"], stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(world.wrap + [str(BIN / "qmail-send"), "./Maildir/"], stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=world.env(**env), **ids)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -346,8 +366,10 @@ class Routes:
 
 
 @pytest.fixture
-def world():
-    w = World()
+def world(request):
+    """A World; a module runs its tests in both spawn modes with
+    `pytestmark = pytest.mark.parametrize("world", SPAWN_MODES, indirect=True)`."""
+    w = World(spawn=getattr(request, "param", "fork"))
     try:
         yield w
     finally:

@@ -156,6 +156,16 @@ def test_run_scripts():
                                                   tcpserver_flags="-v -R -H -l mx.example"))
     assert ("    softlimit -m 300000000 tcpserver -v -R -H -l mx.example -x /var/qmail/control/tcp.smtp.cdb "
             "-c \"$SESSIONS\" -u 105 -g 107 127.0.0.1 2525 \\\n") in limited
+    forked = services.render_smtpd_run(_settings(smtp_server="qmail-tcpserver"))
+    assert forked.endswith(
+        "exec env - PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin QMAILHOME=/var/qmail envdir ./env \\\n"
+        "    /var/qmail/bin/qmail-tcpserver -v -R -x /var/qmail/control/tcp.smtp.cdb -c \"$SESSIONS\" "
+        "-u 105 -g 107 0 25 \\\n"
+        "    /var/qmail/bin/qmail-smtpd\n")
+    assert "# qmail-smtpd under qmail-tcpserver on 0:25" in forked
+    assert "# qmail-smtpd under tcpserver on 0:25" in smtpd
+    with pytest.raises(ValueError):
+        _settings(smtp_server="inetd")
     send = services.render_send_run(_settings())
     queued = services.render_queued_run(_settings())
     assert queued.endswith("exec 2>&1\nexec env - PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin "

@@ -16,15 +16,15 @@ from conftest import ROOT
 LAYERS = (
     ("tools", ("cli",)),
     ("installer and generators", ("install", "docgen")),
-    ("programs that run other programs' code", ("inject",)),
-    ("programs", ("smtpd", "send", "spawn", "clean", "remote", "pop3", "queued", "usersd")),
-    ("programs run by programs", ("local",)),
+    ("programs that run other programs' code", ("inject", "tcpserver")),
+    ("programs", ("smtpd", "send", "spawn", "clean", "pop3", "queued", "usersd")),
+    ("programs run by programs", ("local", "remote")),
     ("the queue", ("queue",)),
     ("decisions", ("policy", "filters")),
     ("shared data", ("users", "addr", "dkim")),
     ("SRS", ("srs",)),
     ("codecs and configuration", ("ctl", "proto", "dns", "maildirpp")),
-    ("foundation", ("paths", "exitcodes", "clock", "fileio", "log", "privs", "progstart")),
+    ("foundation", ("paths", "exitcodes", "clock", "fileio", "log", "privs", "progstart", "unixsock")),
 )
 LAYER = {name: depth for depth, (_, names) in enumerate(LAYERS) for name in names}
 PACKAGE = os.path.join(ROOT, "qmailpy")

@@ -21,7 +21,9 @@ class Box:
         os.makedirs(self.home)
         os.chmod(self.home, 0o755)
         self.maildir = maildirmake(os.path.join(self.home, "Maildir"))
-        self.env = {"PATH": "/usr/bin:/bin", "QMAILHOME": str(tmp_path / "qmail")}
+        # single-user: a forward's qmail-queue stays who runs the test, also on a host that
+        # has qmail's users (it would become qmailq, who cannot enter the test's directories)
+        self.env = {"PATH": "/usr/bin:/bin", "QMAILHOME": str(tmp_path / "qmail"), "QMAILPY_SINGLEUSER": "1"}
         self._n = 0
 
     def message_fd(self, data):

@@ -180,13 +180,16 @@ def swaks(port, sender, rcpt, body):
     assert r.returncode == 0 and "<-  250 ok " in r.stdout, r.stdout
 
 
-def test_production_install_runs_as_qmail_does(production_home):
+@pytest.mark.parametrize("smtp_server", ["tcpserver", "qmail-tcpserver"])
+def test_production_install_runs_as_qmail_does(production_home, smtp_server):
+    """With either front end for qmail-smtpd (--smtp-server): the same users, the same mail."""
     top, before = production_home
     home = os.path.join(top, "qmail")
     smtp, pop3 = free_port(), free_port()
     r = install(home, "--smtp-port", str(smtp), "--smtp-listen", "127.0.0.1", "--pop3-port", str(pop3),
                 "--pop3-listen", "127.0.0.1", "--softlimit", "400000000",
-                "--tcpserver-flags=-v -R -H -l mx.%s" % DOMAIN)     # no DNS lookups from tcpserver
+                "--tcpserver-flags=-v -R -H -l mx.%s" % DOMAIN,     # no DNS lookups from tcpserver
+                "--smtp-server", smtp_server)
     assert r.returncode == 0, r.stdout + r.stderr
     for kind, name in sorted(accounts_present() - before):
         assert "created %s %s" % (kind, name) in r.stdout
@@ -248,14 +251,14 @@ def test_production_install_runs_as_qmail_does(production_home):
         assert b"\r\n250 ok " in r.stdout, r.stdout + r.stderr
 
         # tcpserver -u/-g switches itself once it has bound the port; hold a session open
-        # to look at its child, qmail-smtpd
+        # to look at its child, qmail-smtpd (exec'd by tcpserver, forked by qmail-tcpserver)
         tcpserver = svstat_pid(os.path.join(service, "qmail-smtpd"))
-        assert program_of(tcpserver) == "tcpserver" and user_of(tcpserver) == ("qmaild", "qmaild")
+        assert program_of(tcpserver) == smtp_server and user_of(tcpserver) == ("qmaild", "qmaild")
         with socket.create_connection(("127.0.0.1", smtp), timeout=10) as s:
             assert s.recv(1000).startswith(b"220 ")
             # (the port probe's session may still be ending)
             [smtpd] = wait_for(lambda: [c for c in [children(tcpserver)] if len(c) == 1], 10, "qmail-smtpd")[0]
-            assert program_of(smtpd) == "qmail-smtpd"
+            assert program_of(smtpd) == ("qmail-smtpd" if smtp_server == "tcpserver" else smtp_server)
             assert user_of(smtpd) == ("qmaild", "qmaild")
             # tcpserver -u qmaild -g nofiles: no group that can read the queue (issue 20)
             status = proc_status(smtpd)

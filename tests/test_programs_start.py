@@ -215,3 +215,14 @@ def test_inject_reports_qmail_queues_refusal(argv, tmp_path):
                        env=env, preexec_fn=ignore_sigchld, timeout=60)
     assert r.returncode == 100, r
     assert b"permanently rejected" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("name", CONSOLE_SCRIPTS)
+def test_every_program_has_its_page_and_a_line_in_the_readme(name):
+    """A program declared in setup.cfg is documented: docs/NAME.md, and the README's program
+    table names it (qmail-usersd and qmail-tcpserver were missing from it)."""
+    assert os.path.exists(os.path.join(ROOT, "docs", name + ".md")), name
+    with open(os.path.join(ROOT, "README.md")) as f:
+        rows = [line for line in f if line.startswith("| `")]
+    named = {part.strip(" `") for row in rows for part in row.split("|")[1].split(",")}
+    assert name in named, name

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from qmailpy import exitcodes as X
-from qmailpy import paths
+from qmailpy import paths, unixsock
 from qmailpy.proto import qq, qqsock
 from qmailpy.queue import layout, sockclient
 from qmailpy.queued import main as Q
@@ -74,12 +74,7 @@ def received(data):
 
 def raw_client(home):
     s = socket.socket(socket.AF_UNIX)
-    where, fd = sockclient.address(paths.queue_socket(str(home)))
-    try:
-        s.connect(where)
-    finally:
-        if fd is not None:
-            os.close(fd)
+    unixsock.connect(s, paths.queue_socket(str(home)))
     return s
 
 
@@ -121,10 +116,21 @@ def test_qmail_queue_goes_through_the_service(home, service):
     (b"F" + b"a" * qq.ADDR + b"\0\0", X.QQ_ADDR_TOO_LONG),
 ])
 def test_envelope_errors_are_qmail_queues_and_leave_nothing(home, service, envelope, code):
-    rc, err, _ = run_qq(home, MSG, envelope)
+    rc, err, pid = run_qq(home, MSG, envelope)
     assert rc == code
     assert err.startswith("qmail-queue: ") and err.count("\n") == 1
+    service_finished(service, pid)
     assert debris(home) == []
+
+
+def service_finished(service, pid, wait=20):
+    """Wait for the service's log line of client `pid`'s failed insertion: a client that finds
+    its envelope bad itself (e.g. empty) exits at once, and the service may not even have
+    begun reading the message then; what it makes meanwhile it takes back before it logs."""
+    deadline = time.monotonic() + wait
+    while (" pid %d: code " % pid).encode() not in Path(service.log).read_bytes():
+        assert time.monotonic() < deadline, Path(service.log).read_bytes()
+        time.sleep(0.02)
 
 
 def test_queue_trouble_is_the_services_exit_code(home, service):

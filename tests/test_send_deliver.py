@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from test_send_support import DELIVERY_UID, NOBODY, ROOT_ONLY, Scratch, Send, dates, inject
+from test_send_support import BIN, DELIVERY_UID, NOBODY, ROOT_ONLY, Scratch, Send, dates, inject
 
 MSG = b"From: alice@localhost\nTo: joe@localhost\nSubject: hello\n\nbody line\n"
 
@@ -132,8 +132,10 @@ def nobody_can_run_python():
 @pytest.mark.skipif(**ROOT_ONLY)
 @pytest.mark.skipif(os.getuid() == 0 and not nobody_can_run_python(),
                     reason="the Python interpreter is not executable by other users here")
-def test_real_qmail_local_into_a_vpopmail_maildir(scratch):
-    """The real bin/qmail-local (no $QMAILLOCAL) delivers a virtual-domain message into its Maildir."""
+@pytest.mark.parametrize("qmaillocal", ["", str(BIN / "qmail-local")], ids=["fork", "exec"])
+def test_real_qmail_local_into_a_vpopmail_maildir(scratch, qmaillocal):
+    """The real qmail-local delivers a virtual-domain message into its Maildir: forked from
+    qmail-lspawn (no $QMAILLOCAL) and exec'd ($QMAILLOCAL=bin/qmail-local)."""
     import shutil
     from qmailpy.ctl.reader import Controls
     from qmailpy.users import admin, open_users
@@ -150,7 +152,7 @@ def test_real_qmail_local_into_a_vpopmail_maildir(scratch):
         for name in [root] + [os.path.join(root, f) for f in dirs + files]:
             shutil.chown(name, NOBODY, NOBODY)
     msgid = inject(scratch.home, MSG, "alice@remote.example", ["Joe@Virt.Example"])
-    send = Send(scratch, QMAILLOCAL="")
+    send = Send(scratch, QMAILLOCAL=qmaillocal)
     send.wait_line(r"^end msg %d$" % msgid)
     assert send.stop() == 0
     assert any(re.fullmatch(r"delivery 1: success: did_1\+0\+0/", ln) for ln in send.lines()), send.lines()

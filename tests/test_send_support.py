@@ -186,11 +186,12 @@ def dates(t0, t1):
 class SpawnClient:
     """Talks to a bin/qmail-lspawn or bin/qmail-rspawn as qmail-send does."""
 
-    def __init__(self, name, env, args=(), preexec_fn=None):
+    def __init__(self, name, env, args=(), preexec_fn=None, argv=None, stderr=None):
+        """argv: the whole command line, in place of bin/NAME ARGS...; stderr: a file for its log."""
         from qmailpy.proto import spawnwire
         self.wire = spawnwire
-        self.proc = subprocess.Popen([str(BIN / name), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env=env, preexec_fn=preexec_fn)
+        self.proc = subprocess.Popen(argv or [str(BIN / name), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=env, preexec_fn=preexec_fn, stderr=stderr)
         self.decoder = spawnwire.ReportDecoder()
         self.pending = []
 

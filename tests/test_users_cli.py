@@ -2,7 +2,7 @@
 import os
 import time
 
-from mysql_fixture import backend  # noqa: F401 (fixture)
+from mysql_fixture import backend, mysql_backend  # noqa: F401 (fixtures)
 
 
 def ok(result):
@@ -189,3 +189,33 @@ def test_adddomain_tells_make_runs_qmail_send(home, tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_syncdomains_makes_another_hosts_controls_follow(mysql_backend, tmp_path):  # noqa: F811
+    """Two hosts, one database: adddomain edits the controls where it runs; syncdomains on the
+    other host adds what the database hosts, and takes out a named domain it no longer hosts."""
+    from conftest import Home
+    from mysql_fixture import usersdb_line
+    a = mysql_backend.home
+    b = Home(tmp_path / "other-host")
+    for h in (a, b):
+        h.control("rcpthosts", "mx.example.com\n")
+        h.control("virtualdomains", "")
+    b.control("usersdb", usersdb_line(mysql_backend.mysql.name) + "\n")
+    ok(a.run("qmail-users", "adddomain", "example.org"))
+    ok(a.run("qmail-users", "adduser", "postmaster@example.org", "-p", "x"))
+    ok(a.run("qmail-users", "addaliasdomain", "example.org", "example.net"))
+    # example.org has a postmaster mailbox of its own: no postmaster line for it or its alias
+    assert ok(b.run("qmail-users", "syncdomains")).splitlines() == [
+        "control/rcpthosts: added example.net", "control/virtualdomains: added example.net:example.net",
+        "control/rcpthosts: added example.org", "control/virtualdomains: added example.org:example.org"]
+    assert ok(b.run("qmail-users", "syncdomains")) == ""
+    ctl = lambda h, name: sorted(open(os.path.join(h.root, "control", name)).read().splitlines())  # noqa: E731
+    assert ctl(b, "rcpthosts") == ctl(a, "rcpthosts") == ["example.net", "example.org", "mx.example.com"]
+    assert ctl(b, "virtualdomains") == ctl(a, "virtualdomains") == ["example.net:example.net",
+                                                                    "example.org:example.org"]
+    ok(a.run("qmail-users", "deldomain", "example.net"))
+    assert ok(b.run("qmail-users", "syncdomains")) == ""             # without names: never removes
+    assert ok(b.run("qmail-users", "syncdomains", "Example.NET")).splitlines() == [
+        "control/rcpthosts: removed example.net", "control/virtualdomains: removed example.net:example.net"]
+    assert ctl(b, "rcpthosts") == ["example.org", "mx.example.com"]

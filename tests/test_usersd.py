@@ -328,3 +328,14 @@ def test_smtpd_with_the_database_down_behind_the_service(uhome):
         lines, _ = smtpd(uhome, SESSION)
     assert "454 temporary authentication failure (#4.3.0)" in lines
     assert "451 system temporary unavailable, try again later (#4.3.0 - chkuser)" in lines
+
+
+def test_a_home_deeper_than_sun_path_is_served(tmp_path):
+    """A socket path longer than sun_path (108 bytes) used to stop qmail-usersd at bind():
+    it is reached through its directory, as qmail-queued's (qmailpy/unixsock.py)."""
+    home = make_home(tmp_path / ("d" * 15) / ("e" * 15) / "qmail")    # mailboxes stay under 160
+    assert len(paths.users_socket(home.root)) > 108
+    with UsersService(home.root, home.env()):
+        lines, err = smtpd(home, SESSION)
+    assert "235 ok, go ahead (#2.0.0)" in lines, err
+    assert "550 sorry, no mailbox here by that name (#5.1.1 - chkusr)" in lines, err

@@ -1,6 +1,5 @@
 """qmail-usersd for a test's qmail home: started as the program (bin/qmail-usersd), stopped by pid."""
 import os
-import socket
 import subprocess
 import time
 
@@ -9,14 +8,12 @@ from qmailpy import paths
 
 
 def ready(path):
-    """Does something accept on the Unix socket at `path`?"""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    """Does something accept on the Unix socket at `path` (however long the path)?"""
+    from qmailpy.unixsock import client
     try:
-        s.connect(path)
+        client(path, 5).close()
     except OSError:
         return False
-    finally:
-        s.close()
     return True
 
 

@@ -77,8 +77,7 @@ def set_quota(maildir, definition):
             except FileNotFoundError:
                 pass
             return
-        size, count = maildirpp.scan(maildir)
-        maildirpp.rewrite(maildir, definition, size, count)
+        maildirpp.recount(maildir, definition)
     except OSError as e:
         raise oserror(e, "write " + path) from None
 

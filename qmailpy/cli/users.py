@@ -137,6 +137,39 @@ def deldomain(users, domain, keep_files, no_rcpthosts, no_virtualdomains):
                      domaincontrols.remove_virtual)
 
 
+@cli.command()
+@click.argument("domains", nargs=-1)
+@with_users
+def syncdomains(users, domains):
+    """On another host sharing the users database: make this host's control/rcpthosts and
+    control/virtualdomains follow the database, as adddomain/deldomain did where they ran.
+    Without DOMAINS every hosted and alias domain is added (nothing is removed); each DOMAIN
+    named is added when the database hosts it and removed when it does not."""
+    names, aliases = users.domains()
+    if domains:
+        wanted = [d.strip().lower().rstrip(".") for d in domains]
+    else:
+        wanted = sorted(set(names) | set(aliases))
+    home = _home()
+    changes, notes = [], []
+    try:
+        for domain in wanted:
+            real = users.domain_of(domain)
+            if real is None:
+                more = [domaincontrols.remove_rcpthost(home, domain), domaincontrols.remove_virtual(home, domain)]
+            else:
+                own = users.lookup(domaincontrols.POSTMASTER, real) is not None
+                more = [domaincontrols.add_rcpthost(home, domain),
+                        domaincontrols.add_virtual(home, domain, own_postmaster=own),
+                        (domaincontrols.postmaster_own(home, domain) if own else [], [])]
+            for c, n in more:
+                changes, notes = changes + c, notes + n
+    except OSError as e:
+        click.echo("qmail-users: cannot change the control files: %s" % e, err=True)
+        sys.exit(EXIT_TEMPORARY)
+    _report(home, changes, notes)
+
+
 def _controls_follow(domain, no_rcpthosts, no_virtualdomains, rcpthosts, virtualdomains):
     """Apply the control-file changes, say what changed, and HUP qmail-send after virtualdomains."""
     home = _home()

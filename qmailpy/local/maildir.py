@@ -7,6 +7,12 @@ which a pre-forked or in-process caller of deliver() does; Q<n> counts the
 deliveries of this process. '/' and ':' in the host name become \\057 and
 \\072. Failures use qmail-local's child exit texts; all are temporary except
 a full Maildir++ quota.
+
+With a quota (a maildirsize file or $MAILDIRQUOTA) the final quota check,
+the link into new/ and the line appended to maildirsize happen under
+maildirpp.size_lock, a dot-lock that holds over NFS, so several hosts can
+deliver into one mailbox at once (docs/maildir.md, "Shared over NFS"). The
+host name in every name keeps two hosts' files apart.
 """
 import os
 import stat
@@ -78,16 +84,26 @@ def _copy(fd, fd0, head, deadline):
 
 
 def _publish(tmp, new):
-    """link() as qmail does (never overwrites); rename() where links are unsupported."""
+    """link() as qmail does (never overwrites); rename() where links are unsupported.
+    A link NFS reports as failed (a retransmitted request) but made is a success."""
     try:
         os.link(tmp, new)
         return
     except OSError as e:
+        if _same_file(tmp, new):
+            return
         if e.errno not in (1, 18, 31, 95):          # EPERM, EXDEV, EMLINK, EOPNOTSUPP
             raise
     if os.path.lexists(new):
         raise FileExistsError(17, "exists", new)
     os.rename(tmp, new)
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _sync_dir(path):
@@ -110,7 +126,9 @@ def deliver(path, fd0, head, environ):
         raise errors.temp(errors.MAILDIR_READ) from None
     host = hostname()
     try:
-        counter = quota.check(path, environ, size, host)
+        root = quota.needs_lock(path, environ)
+        if root is not None:
+            quota.check(path, environ, size, host, decide=False)
     except OSError:
         raise errors.temp(errors.MAILDIR_TEMP) from None
     name, tmp, fd = _create(path, size, host)
@@ -122,8 +140,11 @@ def deliver(path, fd0, head, environ):
             os.fsync(fd)
         finally:
             os.close(fd)
-        _publish(tmp, new)
-        linked = True
+        if root is None:
+            _publish(tmp, new)
+            linked = True
+        else:
+            linked = _publish_counted(path, environ, size, host, tmp, new)
         _sync_dir(os.path.join(path, "new"))
     except errors.Die:
         _unlink(tmp)
@@ -134,8 +155,20 @@ def deliver(path, fd0, head, environ):
         _unlink(tmp)
         raise errors.temp(errors.MAILDIR_TEMP) from None
     _unlink(tmp)
-    quota.add(counter, size)
     return new
+
+
+def _publish_counted(path, environ, size, host, tmp, new):
+    """Under the maildirsize lock: the final quota decision, the link, the appended line. True."""
+    from qmailpy.maildirpp import LockTimeout, size_lock
+    try:
+        with size_lock(quota.quota_root(path), host):
+            counter = quota.check(path, environ, size, host)
+            _publish(tmp, new)
+            quota.add(counter, size)
+    except LockTimeout:
+        raise errors.temp(errors.SLOW_LOCK) from None
+    return True
 
 
 def _unlink(path):

@@ -12,6 +12,11 @@ it is fresh (one total line and younger than 15 minutes). A definition from
 $MAILDIRQUOTA that differs from the file's first line also forces a recount,
 which writes the new definition. Reading a definition and the maildirsize file
 is qmailpy.maildirpp's.
+
+qmail-local asks twice (qmailpy.local.maildir): first without the lock and
+without recounting (`decide=False`: refuse early only what is surely over),
+then under maildirpp.size_lock, where the answer is final and a recount may
+rewrite the file. needs_lock() says whether a delivery has a quota to keep.
 """
 import os
 import time
@@ -32,12 +37,23 @@ def quota_root(maildir):
     return maildir
 
 
-def check(maildir, environ, size, host, now=None):
+def needs_lock(maildir, environ):
+    """The Maildir++ root whose maildirsize a delivery must update (under the lock), or None
+    when there is neither a maildirsize file nor a quota in $MAILDIRQUOTA."""
+    root = quota_root(maildir)
+    if maildirpp.normalize(environ.get(ENV)) or os.path.exists(os.path.join(root, maildirpp.NAME)):
+        return root
+    return None
+
+
+def check(maildir, environ, size, host, now=None, decide=True):
     """Raise Die(100, 'User over quota.') if `size` more bytes do not fit.
 
     Returns the maildirsize path to append the delta to after delivery, or
     None when there is no such file. OSError (unreadable folders, full disk)
     propagates: the caller makes it a temporary failure, not a bounce.
+    With decide=False nothing is rewritten and only a fresh "over" refuses:
+    a recount is left to the check under the lock.
     """
     root = quota_root(maildir)
     path = os.path.join(root, maildirpp.NAME)
@@ -50,12 +66,16 @@ def check(maildir, environ, size, host, now=None):
     if not definition:
         return path if state is not None else None
     recount = state is None or state.too_big or (given is not None and given != state.definition)
+    if recount and not decide:
+        return path
     if not recount:
         if not maildirpp.over(definition, state.size + size, state.count + 1):
             return path
         now = time.time() if now is None else now
         if state.nlines == 1 and now < state.mtime + FRESH:
             raise errors.perm(errors.OVER_QUOTA)
+        if not decide:
+            return path
     total, count = maildirpp.scan(root)
     maildirpp.rewrite(root, definition, total, count, host)
     if maildirpp.over(definition, total + size, count + 1):

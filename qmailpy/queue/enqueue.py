@@ -258,7 +258,7 @@ def _new_mess(home, pid, now, split, made):
     made.pid = None
 
 
-def _stage(home, message, envelope, uid, pid, now, split, content_filter, made, copies):
+def _stage(home, message, envelope, uid, pid, now, split, content_filter, made, copies, dir_sync=None):
     """Everything up to the commit, then the commit; the ids of the queued entries."""
     head = received_line(pid, uid, now)
     _new_mess(home, pid, now, split, made)
@@ -287,37 +287,35 @@ def _stage(home, message, envelope, uid, pid, now, split, content_filter, made, 
     for entry, _ in entries:
         entry.todo = layout.todo_path(home, entry.msgid)
         entry.commit()
-    _sync_dir(os.path.dirname(entries[0][0].todo))
+    _sync_dir(os.path.dirname(entries[0][0].todo), dir_sync)
     made.synced = True
     if not made.entry:
         made.rollback()              # split into copies only: the staged file is nobody's
     return [entry.msgid for entry, _ in entries]
 
 
-def _sync_dir(path):
+def _sync_dir(path, dir_sync=None):
     """fsync todo/ so the commit links survive a power loss, not only a crash.
 
     qmail relies on the file system for this; we add this one fsync (on ext4 it
     commits the journal holding the mess and intd links too). If it fails the
     message is not reported as queued, but it stays queued: qmail-todo may
-    have taken it already (enqueue_all).
+    have taken it already (enqueue_all). dir_sync: qmail-queued's GroupSync.sync,
+    one fsync for the commits of every session that committed before it began.
     """
+    from qmailpy.fileio import fsync_dir
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        (dir_sync or fsync_dir)(path)
     except OSError as e:
         raise _oserror(e, X.QQ_WRITE_ERROR, "unable to fsync todo/") from None
 
 
-def enqueue(home, message, envelope, uid, pid, now, split=layout.SPLIT, content_filter=None):
+def enqueue(home, message, envelope, uid, pid, now, split=layout.SPLIT, content_filter=None, dir_sync=None):
     """Queue one message; return its id (the first one if a filter made copies) or raise QueueError."""
-    return enqueue_all(home, message, envelope, uid, pid, now, split, content_filter)[0]
+    return enqueue_all(home, message, envelope, uid, pid, now, split, content_filter, dir_sync)[0]
 
 
-def enqueue_all(home, message, envelope, uid, pid, now, split=layout.SPLIT, content_filter=None):
+def enqueue_all(home, message, envelope, uid, pid, now, split=layout.SPLIT, content_filter=None, dir_sync=None):
     """Queue one message; return the ids of its queue entries or raise QueueError (everything undone).
 
     message, envelope: an fd, a file-like object or bytes; the envelope is read
@@ -335,7 +333,7 @@ def enqueue_all(home, message, envelope, uid, pid, now, split=layout.SPLIT, cont
     made, copies = _Made(), []
     try:
         try:
-            ids = _stage(home, message, envelope, uid, pid, now, split, content_filter, made, copies)
+            ids = _stage(home, message, envelope, uid, pid, now, split, content_filter, made, copies, dir_sync)
         except BaseException:
             everything = [made] + copies
             entries = [m for m in everything if m.entry]

@@ -22,6 +22,7 @@ import _socket
 from qmailpy import exitcodes as X
 from qmailpy import paths
 from qmailpy.proto import qq, qqsock
+from qmailpy.unixsock import connect
 
 BUFFER = 65536                 # small writes are gathered into frames of about this size
 NO_SERVICE = (errno.ENOENT, errno.ENOTDIR)
@@ -33,21 +34,6 @@ class NoService(OSError):
 
 def socket_path(home):
     return paths.queue_socket(home)
-
-
-SUN_PATH = 107                 # longest socket path connect() and bind() take (sun_path less its NUL)
-
-
-def address(path):
-    """(what to give connect()/bind(), fd to close afterwards or None) for a socket path.
-
-    A path longer than sun_path (a deep test directory, a long $QMAILHOME) is
-    reached through its directory, opened O_PATH: /proc/self/fd/N/NAME.
-    """
-    if len(os.fsencode(path)) <= SUN_PATH:
-        return path, None
-    fd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    return "/proc/self/fd/%d/%s" % (fd, os.path.basename(path)), fd
 
 
 def service_present(home):
@@ -95,10 +81,8 @@ class SocketJob:
         self._buf = bytearray()
         self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         self.sock.settimeout(timeout)
-        fd = None
         try:
-            where, fd = address(socket_path(home))
-            self.sock.connect(where)
+            connect(self.sock, socket_path(home))
         except TimeoutError:
             self._fail(X.QQ_CONN_TIMEOUT, "timeout connecting to qmail-queued")
         except OSError as e:
@@ -107,9 +91,6 @@ class SocketJob:
             if e.errno in NO_SERVICE:
                 raise NoService(e.errno, e.strerror, socket_path(home)) from None
             self.code, self.reason = X.QQ_CONN_REJECTED, "unable to connect to qmail-queued: %s" % e.strerror
-        finally:
-            if fd is not None:
-                os.close(fd)
 
     def _fail(self, code, reason):
         self.code, self.reason = code, reason

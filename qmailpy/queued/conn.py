@@ -78,8 +78,9 @@ class _Envelope:
         self.read = read
 
 
-def serve_client(conn, home, controls_for, log):
-    """Queue what one connection sends and answer it; returns (code, qp, uid, pid) for the log."""
+def serve_client(conn, home, controls_for, log, dir_sync=None):
+    """Queue what one connection sends and answer it; returns (code, qp, uid, pid) for the log.
+    dir_sync: the service's GroupSync.sync (one fsync of todo/ shared by concurrent commits)."""
     pid, uid, _ = peer_credentials(conn)
     qp = threading.get_native_id()
     got = {}
@@ -88,7 +89,7 @@ def serve_client(conn, home, controls_for, log):
         controls = controls_for()
         reader = ClientReader(conn, time.monotonic() + time_limit(controls))
         got["ids"] = enqueue_all(home, reader, _Envelope(reader.read_envelope), uid, qp, time.time(),
-                                 content_filter=content_filter(controls))
+                                 content_filter=content_filter(controls), dir_sync=dir_sync)
 
     code, reason = attempt(work)
     if code:

@@ -26,7 +26,9 @@ import time
 
 from qmailpy import exitcodes as X
 from qmailpy import paths
+from qmailpy.fileio import fsync_dir
 from qmailpy.log import write_line
+from qmailpy.queue.groupsync import GroupSync
 
 MAX_CLIENTS = 500              # connections served at once; tcpsessioncount is 40 by default
 BACKLOG = 128
@@ -58,31 +60,8 @@ def prepare_socket_dir(home):
 
 def listen(home):
     """The listening socket at sock/qmail-queue, 0666, put there by rename."""
-    path = paths.queue_socket(home)
-    tmp = "%s.%d" % (path, os.getpid())
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    from qmailpy.queue.sockclient import address
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    where, fd = address(tmp)
-    try:
-        sock.bind(where)
-        os.chmod(tmp, 0o666)
-        sock.listen(BACKLOG)
-        os.rename(tmp, path)
-    except BaseException:
-        sock.close()
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    finally:
-        if fd is not None:
-            os.close(fd)
-    return sock
+    from qmailpy.unixsock import listen_at
+    return listen_at(paths.queue_socket(home), BACKLOG)
 
 
 def become_queue_owner(environ):
@@ -104,6 +83,7 @@ class Service:
     def __init__(self, home, environ, listener):
         self.home, self.environ, self.listener = home, environ, listener
         self.lock = threading.Lock()
+        self.todo_sync = GroupSync(fsync_dir)    # one fsync of todo/ for the commits made meanwhile
         self.active = 0
         self.idle = threading.Condition(self.lock)
         self.stopping = False
@@ -153,7 +133,7 @@ class Service:
     def client(self, conn):
         from qmailpy.queued.conn import serve_client
         try:
-            serve_client(conn, self.home, self.controls, log)
+            serve_client(conn, self.home, self.controls, log, self.todo_sync.sync)
         except Exception as e:           # a bug outside the insertion itself: the client gets 74
             log("internal bug: %s: %s" % (type(e).__name__, e))
         finally:

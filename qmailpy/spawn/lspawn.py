@@ -2,8 +2,10 @@
 
 usage (qmail-send starts it): qmail-lspawn [defaultdelivery]; fds 0/1 as in
 qmailpy.spawn.server. Runs `qmail-local -- user homedir local dash ext
-domain sender defaultdelivery` ($QMAILLOCAL, else qmail-local in our own
-bin/), message on fd 0, output collected from fd 1 and 2. Who the delivery
+domain sender defaultdelivery`, message on fd 0, output collected from fd 1
+and 2: by default in a forked child running qmail-local's main(), preloaded
+here (qmailpy.spawn.fork); when $QMAILLOCAL names a program (a replaced
+qmail-local, as qmail allows), by exec'ing that program. Who the delivery
 belongs to is qmailpy.spawn.mailbox's job. As root it runs qmail-local as
 the mailbox's uid/gid and no other group (never as root); otherwise as the invoking user
 (single-user mode). $MAILDIRQUOTA is set to a users-database mailbox's quota
@@ -21,8 +23,7 @@ from qmailpy.log import write_line
 from qmailpy.progstart import start
 from qmailpy.proto.spawnwire import DEFERRAL, FAILURE, SUCCESS
 from qmailpy.spawn import mailbox, passwd, server
-from qmailpy.spawn import programs
-from qmailpy.paths import program_path
+from qmailpy.spawn import fork, programs
 from qmailpy.ctl.watch import WatchedControls
 
 DEFAULT_DELIVERY = "./Maildir/"
@@ -44,6 +45,11 @@ QLX_TEXTS = {
     121: b"ZUnable to run qmail-getpw.\n",
 }
 TEMPORARY = frozenset((111, 71, 74, 75))
+UNABLE = (120, 126)            # a forked child's exit codes for EXEC_SOFT, EXEC_HARD (qlx.h)
+MAIN = "qmailpy.local.main:main"            # what a forked child runs
+# Its modules: imported once, before the first delivery
+PRELOAD = ("qmailpy.local.main", "qmailpy.local.deliver", "qmailpy.local.forward", "qmailpy.local.program",
+           "qmailpy.local.quota", "qmailpy.local.vdelivermail", "subprocess")
 
 
 def report(status, output):
@@ -63,11 +69,16 @@ class Local:
 
     def __init__(self, home, environ, aliasempty):
         self.home, self.environ, self.aliasempty = home, environ, aliasempty
-        self.qmaillocal = program_path(environ, "qmail-local", "QMAILLOCAL")
+        self.qmaillocal = environ.get("QMAILLOCAL") or None    # None: fork, not exec
         self.root = os.getuid() == 0       # never deliver as root (qmail's QLX_ROOT)
         self.resolver = self.controls = None
         self.reload_wanted = True
         self.refresh()
+
+    def preload(self):
+        """Import qmail-local's modules for the forked children (nothing when exec'ing)."""
+        if self.qmaillocal is None:
+            fork.preload(PRELOAD)
 
     def refresh(self):
         """Called before each batch of commands: reread the controls when one changed, or after a SIGHUP."""
@@ -106,6 +117,9 @@ class Local:
         env.pop("MAILDIRQUOTA", None)          # only a users-database mailbox has a quota
         if who.quota:
             env["MAILDIRQUOTA"] = who.quota
+        if self.qmaillocal is None:
+            args[0] = fork.beside_me("qmail-local")
+            return fork.start(MAIN, args, fdmess, fdout, self.home, env, UNABLE, ids)
         return programs.start(args, fdmess, fdout, self.home, env, (EXEC_SOFT, EXEC_HARD), ids)
 
     def report(self, status, output):

@@ -1,8 +1,9 @@
 """qmail-rspawn: runs `qmail-remote host sender recipient` per remote delivery.
 
-fds 0/1 as in qmailpy.spawn.server. The program is $QMAILREMOTE, else
-qmail-remote beside our own launcher, else bin/qmail-remote of the home;
-message on fd 0, its \\0-terminated r/h/s + K/Z/D reports read from fd 1
+fds 0/1 as in qmailpy.spawn.server. By default qmail-remote's main() runs
+in a forked child, its modules preloaded here (qmailpy.spawn.fork), as the
+user qmail-rspawn runs as (qmailr); when $QMAILREMOTE names a program (a
+replaced qmail-remote), that program is exec'd instead. Message on fd 0, its \\0-terminated r/h/s + K/Z/D reports read from fd 1
 (and 2) and folded into one K/Z/D report exactly as qmail-rspawn.c does.
 """
 import os
@@ -11,14 +12,20 @@ from qmailpy import exitcodes as X, paths
 from qmailpy.progstart import start
 from qmailpy.proto.spawnwire import DEFERRAL, FAILURE, SUCCESS
 from qmailpy.spawn import server
-from qmailpy.spawn import programs
-from qmailpy.paths import program_path
+from qmailpy.spawn import fork, programs
 
 CRASHED = b"Zqmail-remote crashed.\n"
 EXEC_SOFT = b"ZUnable to run qmail-remote.\n"
 EXEC_HARD = b"DUnable to run qmail-remote.\n"
 NO_OUTPUT = b"Zqmail-remote produced no output.\n"
 RANK = {b"K": 1, b"Z": 0, b"D": -1}
+UNABLE = (X.DELIVERY_TEMPORARY, 100)    # a forked child's exit codes for EXEC_SOFT, EXEC_HARD
+MAIN = "qmailpy.remote.main:main"            # what a forked child runs
+# Its modules: imported once, before the first delivery (ssl: STARTTLS is
+# tried whenever the peer offers it; dkim's signer stays lazy: only a domain with a key needs it)
+PRELOAD = ("qmailpy.remote.main", "qmailpy.remote.client", "qmailpy.remote.connect", "qmailpy.remote.routes",
+           "qmailpy.remote.tcpto", "qmailpy.remote.tls", "qmailpy.remote.wire", "qmailpy.remote.ipme",
+           "qmailpy.dns.mxip", "qmailpy.dns.resolver", "qmailpy.dkim.keys", "qmailpy.ctl.reader", "ssl")
 
 
 def report(status, s):
@@ -59,12 +66,20 @@ class Remote:
 
     def __init__(self, home, environ):
         self.home, self.environ = home, environ
-        self.qmailremote = program_path(environ, "qmail-remote", "QMAILREMOTE")
+        self.qmailremote = environ.get("QMAILREMOTE") or None   # None: fork, not exec
+
+    def preload(self):
+        """Import qmail-remote's modules for the forked children (nothing when exec'ing)."""
+        if self.qmailremote is None:
+            fork.preload(PRELOAD)
 
     def refresh(self):
         pass
 
     def spawn(self, fdmess, fdout, sender, recip, at):
+        if self.qmailremote is None:
+            args = [fork.beside_me("qmail-remote"), recip[at + 1:], sender, recip]
+            return fork.start(MAIN, args, fdmess, fdout, self.home, self.environ, UNABLE)
         args = [self.qmailremote, recip[at + 1:], sender, recip]
         return programs.start(args, fdmess, fdout, self.home, self.environ, (EXEC_SOFT, EXEC_HARD))
 

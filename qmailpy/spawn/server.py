@@ -5,8 +5,9 @@ For each command it opens the message, starts the delivery program with the
 message on fd 0 and a pipe on fd 1 and 2, collects that output, and once
 the pipe is at end of file AND the program has exited (a pidfd tells), it
 writes one report. A `Program` (lspawn.Local, rspawn.Remote) supplies
-spawn() (a Popen, or a report when nothing is run), report(status, output),
-refresh() (before each batch of commands) and truncreport. Exits 0 when qmail-send closes fd 0 and no delivery
+spawn() (a Popen or a fork.Child, or a report when nothing is run),
+report(status, output), refresh() (before each batch of commands), preload()
+(once, after the limit is written: qmail-send need not wait for it) and truncreport. Exits 0 when qmail-send closes fd 0 and no delivery
 is left; reports that can no longer be written are dropped, as in qmail.
 """
 import os
@@ -199,7 +200,16 @@ class Server:
 
     def finish(self, d):
         del self.active[d.delnum]
+        if d.status < 0 and d.output.strip():
+            self.log_crash(d)
         self.err(d.delnum, self.program.report(d.status, bytes(d.output)))
+
+    def log_crash(self, d):
+        """The report of a crashed child is fixed text: its last words (a forked child's
+        traceback) go to the log, one line."""
+        from qmailpy.log import write_line
+        last = bytes(d.output).strip().splitlines()[-1][:300].decode("utf-8", "replace")
+        write_line(2, "alert: delivery %d crashed (signal %d): %s" % (d.delnum, -d.status, last))
 
     def commands(self):
         try:
@@ -218,6 +228,7 @@ class Server:
 
     def serve(self):
         self.write(spawnwire.encode_limit(self.limit))
+        self.program.preload()
         os.set_blocking(self.fd_in, False)
         self.sel.register(self.fd_in, selectors.EVENT_READ, None)
         while self.reading or self.active:

@@ -120,7 +120,7 @@ def add_user(users, address, password, quota=None, clear=False, scheme=DEFAULT_S
     maildir.make_domain_dir(users.domain_dir(domain), owner)
     box = maildir.make_maildir(user_dir, owner)
     if shell != schema.NOQUOTA:
-        maildirpp.rewrite(box, shell, *maildirpp.scan(box), owner=owner)
+        maildirpp.recount(box, shell, owner=owner)
     return users.lookup(user, domain)
 
 
@@ -162,7 +162,7 @@ def set_quota(users, address, quota):
     if shell == schema.NOQUOTA:
         maildir.remove_maildirsize(box.maildir)
     elif os.path.isdir(box.maildir):
-        maildirpp.rewrite(box.maildir, shell, *maildirpp.scan(box.maildir), owner=maildir.owner_of(users.vpopmaildir))
+        maildirpp.recount(box.maildir, shell, owner=maildir.owner_of(users.vpopmaildir))
     return users.lookup(user, domain)
 
 

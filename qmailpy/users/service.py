@@ -37,16 +37,9 @@ class UsersClient:
         self._lines = None
 
     def _connect(self):
-        import socket
         from qmailpy.proto.userswire import LineBuffer
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self.path)
-        except BaseException:
-            s.close()
-            raise
-        self._sock, self._lines = s, LineBuffer()
+        from qmailpy.unixsock import client
+        self._sock, self._lines = client(self.path, self.timeout), LineBuffer()
 
     def _exchange(self, line, deadline):
         import time

@@ -10,7 +10,6 @@ Log lines on fd 2; exit 111 when the socket cannot be made; SIGTERM ends it.
 """
 import os
 import signal
-import socket
 import sys
 
 from qmailpy import paths
@@ -37,24 +36,10 @@ def _uids(names):
 
 
 def bind(path):
-    """A listening socket at `path`, made beside it and renamed over any old one, so that
-    a client never finds no socket while the service restarts."""
+    """The listening socket at `path` (qmailpy.unixsock: renamed into place)."""
+    from qmailpy.unixsock import listen_at
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = "%s.%d" % (path, os.getpid())
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(tmp)
-        os.chmod(tmp, 0o666)
-        os.rename(tmp, path)
-        sock.listen(128)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return listen_at(path, 128)
 
 
 def become(user):

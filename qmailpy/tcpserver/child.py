@@ -1,0 +1,157 @@
+"""One connection in its forked child: what tcpserver's doit() does, then the program.
+
+In tcpserver's order: `pid N from IP`, IP options and TCP_NODELAY, the banner,
+the local and remote names, ident, the rules (the cdb opened now, for this
+connection: a new tcprules run counts from the next client), the `ok`/`deny`
+line; a denied client is dropped with exit 100 and never sees the program.
+Then fds 0 and 1 become the socket, the signals are what a freshly exec'd
+program has, os.environ is the connection's environment, and the preloaded
+program runs; its exit code is the child's.
+"""
+import os
+import signal
+import sys
+
+from qmailpy.log import write_line
+from qmailpy.tcpserver import names
+from qmailpy.tcpserver.tcpenv import environ_of, verdict_line
+
+DROP = "tcpserver: warning: dropping connection, "
+
+
+class Connection:
+    """The two ends of an accepted connection, as tcpserver names them."""
+
+    def __init__(self, sock, peer):
+        local = sock.getsockname()
+        self.local_ip, self.local_port = _unmapped(local[0]), local[1]
+        self.remote_ip, self.remote_port = _unmapped(peer[0]), peer[1]
+        self.proto = "TCP6" if ":" in self.remote_ip else "TCP"
+        self.local_host = self.remote_host = self.remote_info = None
+
+
+def _unmapped(ip):
+    """::ffff:1.2.3.4 (an IPv4 client of a dual-stack listener) as 1.2.3.4."""
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
+
+
+class Dropped(Exception):
+    """The connection is dropped before the program runs (exit code in args[1])."""
+
+
+def reset_signals():
+    """The dispositions a program exec'd by tcpserver starts with (Python's own: SIGPIPE
+    ignored, SIGINT raises), not the parent's handlers; SIGCHLD as progstart sets it."""
+    from qmailpy.progstart import start
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    start(None, [])
+
+
+def prepare(sock, conn, opts, base_env, log):
+    """tcpserver's doit(): the connection's environment, or Dropped."""
+    import socket
+    pid = os.getpid()
+    if opts.verbosity >= 2:
+        log("tcpserver: pid %d from %s" % (pid, conn.remote_ip))
+    if opts.kill_ip_options and conn.proto == "TCP":
+        try:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+        except OSError:
+            pass
+    if not opts.delay:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if opts.banner:
+        try:
+            sock.sendall(opts.banner.encode("latin-1", "replace"))
+        except OSError as e:
+            raise Dropped("unable to print banner: " + (e.strerror or str(e)), 111) from None
+    resolver = None
+    if opts.localhost is not None:
+        conn.local_host = opts.localhost
+    else:
+        resolver = _resolver(base_env)
+        conn.local_host = names.host_name(resolver, conn.local_ip)
+    if opts.remotehost:
+        conn.remote_host = names.host_name(resolver or _resolver(base_env), conn.remote_ip, opts.paranoid)
+    if opts.remoteinfo:
+        conn.remote_info = names.remote_info(conn.local_ip, conn.local_port, conn.remote_ip,
+                                             conn.remote_port, opts.timeout)
+    verdict, rule_env = "ok", {}
+    if opts.rules:
+        verdict, rule_env = rule_for(opts, conn)
+    if opts.verbosity >= 2:
+        log(verdict_line(verdict, pid, conn))
+    if verdict == "deny":
+        raise Dropped(None, 100)
+    return environ_of(base_env, conn, rule_env)
+
+
+def _resolver(base_env):
+    from qmailpy.dns.resolver import Resolver
+    return Resolver(dict(e.split("=", 1) for e in base_env))
+
+
+def rule_for(opts, conn):
+    """('ok'|'deny', {VAR: value}) from the rules cdb, opened for this connection."""
+    from qmailpy.ctl.cdbmap import open_cdb, tcprules_lookup
+    from qmailpy.ctl.reader import ControlError
+    try:
+        cdb = open_cdb(opts.rules)
+        if cdb is None:
+            if not opts.allow_no_rules:
+                raise Dropped("unable to read %s: file does not exist" % opts.rules, 111)
+            return "ok", {}
+        try:
+            found = tcprules_lookup(cdb, conn.remote_ip, conn.remote_host, conn.remote_info)
+        finally:
+            cdb.close()
+    except ControlError as e:
+        raise Dropped("unable to read %s: %s" % (opts.rules, e.reason), 111) from None
+    if found is None:
+        return "ok", {}
+    _, verdict, env = found
+    return ("deny" if verdict == "deny" else "ok"), env
+
+
+def run(sock, peer, opts, runner, base_env, close_fds):
+    """The whole child: never returns (os._exit with the program's code)."""
+    code = 111
+    try:
+        for fd in close_fds:
+            os.close(fd)
+        reset_signals()
+        log = (lambda line: write_line(2, line)) if opts.verbosity else (lambda line: None)
+        conn = Connection(sock, peer)
+        try:
+            environ = prepare(sock, conn, opts, base_env, log)
+        except Dropped as d:
+            if d.args[0]:
+                log(DROP + d.args[0])
+            code = d.args[1]
+            return
+        fd = sock.detach()
+        if fd != 0:
+            os.dup2(fd, 0)
+        if fd != 1:
+            os.dup2(0, 1)
+        if fd > 1:
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(environ)
+        code = runner(opts.args, environ)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+        os._exit(code if isinstance(code, int) else 1)

@@ -1,0 +1,59 @@
+"""The programs qmail-tcpserver can preload, and how a forked child runs one.
+
+Only qmail-smtpd: its whole run is `serve(fd_in, fd_out, environ, argv)`
+(qmailpy.smtpd.main), so a child forked from a loaded interpreter does in
+1-2 ms what an exec does in 10. The program is named as under tcpserver
+(`qmail-smtpd` or a path to it); a path must be qmailpy's own launcher,
+since a C qmail-smtpd or anything else would need an exec, which is
+tcpserver's job, not this one's.
+"""
+import os
+
+LAUNCHER_MARK = b"qmailpy.smtpd.main import main"
+# Modules a session uses that qmail-smtpd imports on first use: loaded once in
+# the parent so that no child pays for them.
+# (The list is what a session that queues one message imports beyond smtpd.main.)
+WARM = ("qmailpy.smtpd.envelope", "qmailpy.smtpd.message", "qmailpy.smtpd.received",
+        "qmailpy.proto.grammar", "qmailpy.proto.dotdata", "qmailpy.proto.date822",
+        "qmailpy.policy.relay", "qmailpy.policy.lists", "qmailpy.policy.lookup", "qmailpy.policy.dnscheck",
+        "qmailpy.dns.resolver", "qmailpy.queue.sockclient", "qmailpy.queue.main", "qmailpy.proto.qqsock",
+        "qmailpy.ctl.cdbmap", "cdblib.djb_hash")
+
+
+class Refused(Exception):
+    """The program is not one qmail-tcpserver can preload."""
+
+
+def smtpd(args, environ):
+    """qmail-smtpd's main() after the exec it does not need: the exit code."""
+    from qmailpy.smtpd.main import become_qmaild, serve
+    if os.getuid() == 0:
+        become_qmaild(environ)
+    return serve(0, 1, environ, args)
+
+
+PROGRAMS = {"qmail-smtpd": smtpd}
+
+
+def load(program):
+    """The runner for `program` (its modules imported now), or Refused."""
+    name = os.path.basename(program)
+    runner = PROGRAMS.get(name)
+    if runner is None:
+        raise Refused("qmail-tcpserver runs qmail-smtpd only, not %s: run %s under tcpserver" % (program, program))
+    if "/" in program:
+        try:
+            with open(program, "rb") as f:
+                head = f.read(512)
+        except OSError as e:
+            raise Refused("unable to read %s: %s" % (program, e.strerror)) from None
+        if LAUNCHER_MARK not in head:
+            raise Refused("%s is not qmailpy's qmail-smtpd: run it under tcpserver" % program)
+    import importlib
+    import qmailpy.smtpd.main  # noqa: F401  the program itself, loaded once
+    for module in WARM:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    return runner

@@ -1,0 +1,178 @@
+"""The listening parent: bind, drop privileges, accept within -c, fork a child per connection.
+
+As tcpserver: while -c children run it accepts nothing (the kernel's backlog
+holds new clients) until one ends; each child's end is logged with its raw
+wait status. Signals reach the loop through a wake-up pipe, so a child that
+dies however it dies (kill -9 included) is only an `end` line here: the
+listener is never in a child's hands after the fork. SIGTERM stops
+accepting (the listener is closed: new clients are refused by the kernel),
+lets the running sessions finish, then exits 0. SIGHUP does nothing: every
+setting a session uses (controls, the rules cdb) is read per connection.
+The parent holds nothing per connection after the fork, so its memory and
+fds stay flat however many connections come and go.
+"""
+import gc
+import os
+import select
+import signal
+import socket
+import time
+
+from qmailpy.log import write_line
+from qmailpy.tcpserver import child
+
+FATAL = "tcpserver: fatal: "
+
+
+class Fatal(Exception):
+    """Start-up failed: message for `tcpserver: fatal: `, exit 111."""
+
+
+def listen(opts):
+    """The bound, listening socket for host and port (an IPv6 host: an IPv6 socket)."""
+    port = _port(opts.port)
+    host = opts.host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if family == socket.AF_INET and not _is_ipv4(host):
+        try:
+            host = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
+        except OSError:
+            raise Fatal("no IP address for " + opts.host) from None
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise Fatal("unable to bind: " + (e.strerror or str(e))) from None
+        s.listen(opts.backlog)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _is_ipv4(host):
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() and len(p) <= 3 for p in parts)
+
+
+def _port(text):
+    if text.isdigit():
+        return int(text)
+    try:
+        return socket.getservbyname(text, "tcp")
+    except OSError:
+        raise Fatal("unable to figure out port number for " + text) from None
+
+
+def drop_privileges(opts):
+    """-g then -u, as tcpserver's prot_gid (the only group) and prot_uid; 0 keeps what we are."""
+    try:
+        if opts.gid:
+            os.setgroups([opts.gid])
+            os.setgid(opts.gid)
+    except OSError as e:
+        raise Fatal("unable to set gid: " + (e.strerror or str(e))) from None
+    try:
+        if opts.uid:
+            os.setuid(opts.uid)
+    except OSError as e:
+        raise Fatal("unable to set uid: " + (e.strerror or str(e))) from None
+
+
+class Server:
+    """The accept loop over one listener."""
+
+    def __init__(self, opts, runner, listener, base_env):
+        self.opts, self.runner, self.listener, self.base_env = opts, runner, listener, base_env
+        self.children = set()
+        self.stopping = False
+        self.log = (lambda line: write_line(2, line)) if opts.verbosity else (lambda line: None)
+
+    def status(self, running=None):
+        if self.opts.verbosity >= 2:
+            count = len(self.children) if running is None else running
+            self.log("tcpserver: status: %d/%d" % (count, self.opts.limit))
+
+    def _term(self, signum, frame):
+        self.stopping = True
+
+    def catch_signals(self):
+        """Signals reach the loop through a pipe; call before announcing the port (-1)."""
+        self.wake_r, self.wake_w = os.pipe()
+        for fd in (self.wake_r, self.wake_w):
+            os.set_blocking(fd, False)
+            os.set_inheritable(fd, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.signal(signal.SIGTERM, self._term)
+        signal.signal(signal.SIGHUP, lambda signum, frame: None)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def run(self):
+        """Serve until SIGTERM and the last session's end: the exit code."""
+        wake_r, wake_w = self.wake_r, self.wake_w
+        self.listener.setblocking(False)
+        gc.collect()
+        gc.freeze()             # the loaded code stays shared with every child (no copy-on-write by gc)
+        self.status()
+        while True:
+            self.reap()
+            if self.stopping and self.listener is not None:
+                self.listener.close()
+                self.listener = None
+            if self.listener is None and not self.children:
+                return 0
+            watch = [wake_r]
+            if self.listener is not None and len(self.children) < self.opts.limit:
+                watch.append(self.listener)
+            try:
+                ready = select.select(watch, [], [])[0]
+            except InterruptedError:
+                continue
+            if wake_r in ready:
+                try:
+                    while os.read(wake_r, 256):
+                        pass
+                except BlockingIOError:
+                    pass
+            if self.listener is not None and self.listener in ready and not self.stopping:
+                self.accept(wake_r, wake_w)
+
+    def accept(self, wake_r, wake_w):
+        try:
+            sock, peer = self.listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError:             # out of fds and the like: tcpserver goes on, silently;
+            time.sleep(0.05)        # a pause so that a lasting EMFILE does not spin
+            return
+        sock.setblocking(True)
+        self.status(len(self.children) + 1)     # counted before the fork, as tcpserver does
+        try:
+            pid = os.fork()
+        except OSError as e:
+            self.log(child.DROP + "unable to fork: " + (e.strerror or str(e)))
+            sock.close()
+            self.status()
+            return
+        if pid == 0:
+            child.run(sock, peer, self.opts, self.runner, self.base_env,
+                      (self.listener.detach(), wake_r, wake_w))
+        self.children.add(pid)
+        sock.close()
+
+    def reap(self):
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            if self.opts.verbosity >= 2:
+                self.log("tcpserver: end %d status %d" % (pid, status))
+            self.children.discard(pid)
+            self.status()

@@ -1,0 +1,56 @@
+"""The environment tcpserver gives a program, entry for entry and in tcpserver's order.
+
+tcpserver notes each change with pathexec_env() (name and value, or name alone
+to remove it) and pathexec() applies them over its own environment in turn:
+an existing entry of that name is removed by moving the last entry into its
+place, then a set one is appended. Doing the same here makes `env` under
+qmail-tcpserver print byte for byte what it prints under tcpserver.
+Also the `tcpserver: ok|deny ...` line, whose fields go through safecats().
+"""
+from qmailpy.log import ucspi_safe
+
+
+def pathexec_apply(base, changes):
+    """base: the parent's entries ("NAME=value", in order); changes: (name, value or None),
+    in order. The entries the program gets, as ucspi-tcp's pathexec() builds them."""
+    e = list(base)
+    for name, value in changes:
+        prefix = name + "="
+        for t, entry in enumerate(e):
+            if entry.startswith(prefix):
+                last = e.pop()
+                if t < len(e):
+                    e[t] = last
+                break
+        if value is not None:
+            e.append(prefix + value)
+    return e
+
+
+def tcp_changes(conn):
+    """tcpserver's own variables for a connection (a Connection), in doit()'s order.
+    An IPv6 connection has PROTO=TCP6 and its addresses in the same TCP* names,
+    which is what qmail-smtpd reads."""
+    return [("PROTO", conn.proto),
+            ("TCPLOCALIP", conn.local_ip), ("TCPLOCALPORT", str(conn.local_port)),
+            ("TCPLOCALHOST", conn.local_host),
+            ("TCPREMOTEIP", conn.remote_ip), ("TCPREMOTEPORT", str(conn.remote_port)),
+            ("TCPREMOTEHOST", conn.remote_host),
+            ("TCPREMOTEINFO", conn.remote_info)]
+
+
+def environ_of(base, conn, rule_env):
+    """{name: value} in pathexec's order: the parent's environment, tcpserver's variables,
+    then the matching rule's VAR="value" instructions."""
+    entries = pathexec_apply(base, tcp_changes(conn) + list(rule_env.items()))
+    return dict(entry.split("=", 1) for entry in entries)
+
+
+def verdict_line(verdict, pid, conn):
+    """`tcpserver: ok PID localhost:localip:localport remotehost:remoteip:info:remoteport`."""
+    s = ucspi_safe
+    return "tcpserver: %s %s %s:%s:%s %s:%s:%s:%s" % (
+        s(verdict), s(str(pid)),
+        s(conn.local_host) if conn.local_host is not None else "", s(conn.local_ip), s(str(conn.local_port)),
+        s(conn.remote_host) if conn.remote_host is not None else "", s(conn.remote_ip),
+        s(conn.remote_info) if conn.remote_info is not None else "", s(str(conn.remote_port)))

@@ -1,0 +1,74 @@
+"""Unix-domain sockets of the services (qmail-queued, qmail-usersd): one rule for
+long paths and one for putting a listening socket in place.
+
+A path longer than sun_path (a deep test directory, a long $QMAILHOME) is
+reached through its directory opened O_PATH: /proc/self/fd/N/NAME. A listening
+socket is bound beside its path and renamed over it, so that a client never
+finds no socket while a service restarts. _socket, not socket, for clients:
+qmail-smtpd connects for every message, and socket.py imports enum and
+selectors (milliseconds per start).
+"""
+import os
+
+import _socket
+
+SUN_PATH = 107                 # longest socket path connect() and bind() take (sun_path less its NUL)
+
+
+def address(path):
+    """(what to give connect()/bind(), fd to close afterwards or None) for a socket path."""
+    if len(os.fsencode(path)) <= SUN_PATH:
+        return path, None
+    fd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return "/proc/self/fd/%d/%s" % (fd, os.path.basename(path)), fd
+
+
+def connect(sock, path):
+    """sock.connect() to the socket at `path`, however long the path."""
+    where, fd = address(path)
+    try:
+        sock.connect(where)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def client(path, timeout):
+    """A connected stream socket (_socket.socket) to `path`; OSError as connect() raises it."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+    sock.settimeout(timeout)
+    try:
+        connect(sock, path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def listen_at(path, backlog):
+    """A listening socket.socket at `path`, mode 0666 (the service checks its callers
+    with SO_PEERCRED), bound beside it and renamed over any old one."""
+    import socket
+    tmp = "%s.%d" % (path, os.getpid())
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    where, fd = address(tmp)
+    try:
+        sock.bind(where)
+        os.chmod(tmp, 0o666)
+        sock.listen(backlog)
+        os.rename(tmp, path)
+    except BaseException:
+        sock.close()
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return sock

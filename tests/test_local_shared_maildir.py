@@ -1,0 +1,136 @@
+"""One Maildir++ mailbox, two delivering hosts at once (as over NFS): docs/maildir.md, "Shared over NFS".
+
+Each "host" is a process with its own host name (a UTS namespace of its own as root,
+else qmailpy.maildirpp.hostname replaced) calling qmail-local's maildir delivery in a
+loop; both start together on the same mailbox with a count quota. Nothing relies on
+flock(): the maildirsize lock is maildirpp.size_lock, a link()-made dot-lock.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from qmailpy import maildirpp
+from qmailpy.local import errors, maildir as maildir_delivery
+from conftest import ROOT
+from test_local_support import maildirmake
+
+PER_HOST = 550
+QUOTA = "1000000000S,1000C"
+
+CHILD = r"""
+import json, os, sys, tempfile
+host, box, n, quota = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+from qmailpy import maildirpp
+if maildirpp.hostname() != host:            # not in a UTS namespace of its own
+    maildirpp.hostname = lambda: host
+    import qmailpy.local.maildir as m
+    m.hostname = maildirpp.hostname
+from qmailpy.local import errors, maildir
+sys.stdin.readline()                        # start together
+done, refused = [], []
+with tempfile.TemporaryFile() as f:
+    for i in range(n):
+        mid = "%s-%d" % (host, i)
+        f.seek(0)
+        f.truncate()
+        f.write(b"Message-ID: <%s>\n\n" % mid.encode() + b"x" * (i % 97) + b"\n")
+        f.flush()
+        f.seek(0)
+        try:
+            maildir.deliver(box, f.fileno(), b"Delivered-To: joe@shared.example\n", {"MAILDIRQUOTA": quota})
+            done.append(mid)
+        except errors.Die as e:
+            refused.append([mid, e.code, e.text])
+print(json.dumps({"host": maildirpp.hostname(), "done": done, "refused": refused}))
+"""
+
+
+def host_process(name, box):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    argv = [sys.executable, "-c", CHILD, name, box, str(PER_HOST), QUOTA]
+    if os.geteuid() == 0:
+        argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', name] + argv
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def test_two_hosts_deliver_into_one_mailbox(tmp_path):
+    box = maildirmake(str(tmp_path / "Maildir"))
+    maildirpp.recount(box, QUOTA)
+    procs = [host_process(name, box) for name in ("mx-a.shared.example", "mx-b.shared.example")]
+    time.sleep(0.3)                          # both interpreters up, then go
+    for p in procs:
+        p.stdin.write(b"go\n")
+        p.stdin.flush()
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+        results.append(json.loads(out))
+    assert [r["host"] for r in results] == ["mx-a.shared.example", "mx-b.shared.example"]
+    done = [m for r in results for m in r["done"]]
+    refused = [m for r in results for m in r["refused"]]
+    # the count quota is exact across both hosts: 1,000 in, every other one refused for good
+    assert len(done) == 1000 and len(refused) == 2 * PER_HOST - 1000
+    assert {(code, text) for _, code, text in refused} == {(100, errors.OVER_QUOTA)}
+    assert all(r["done"] for r in results), "one host did all the work: no concurrency shown"
+    names = os.listdir(os.path.join(box, "new"))
+    assert len(names) == 1000 and os.listdir(os.path.join(box, "tmp")) == []
+    # each host's files carry its name; each file holds one message, none overwritten
+    ids = []
+    for name in names:
+        host = name.split(".", 2)[2].split(",")[0]
+        with open(os.path.join(box, "new", name), "rb") as f:
+            mid = f.read().split(b"Message-ID: <", 1)[1].split(b">", 1)[0].decode()
+        assert mid.startswith(host + "-"), (name, mid)
+        assert name.endswith(",S=%d" % os.path.getsize(os.path.join(box, "new", name)))
+        ids.append(mid)
+    assert sorted(ids) == sorted(done)
+    # maildirsize sums to a recount: no line lost to a rewrite, none counted twice
+    state = maildirpp.read(os.path.join(box, maildirpp.NAME))
+    assert state.definition == QUOTA
+    assert (state.size, state.count) == maildirpp.scan(box)
+    assert not os.path.exists(os.path.join(box, maildirpp.LOCK))
+
+
+def test_size_lock_is_a_link_made_dot_lock(tmp_path):
+    box = maildirmake(str(tmp_path / "Maildir"))
+    lock = os.path.join(box, maildirpp.LOCK)
+    with maildirpp.size_lock(box, "mx-a"):
+        assert os.path.exists(lock) and os.stat(lock).st_nlink == 1   # its tmp/ name is gone
+        assert os.listdir(os.path.join(box, "tmp")) == []
+        with pytest.raises(maildirpp.LockTimeout):
+            with maildirpp.size_lock(box, "mx-b", wait=0.2):
+                pass
+    assert not os.path.exists(lock) and os.listdir(os.path.join(box, "tmp")) == []
+
+
+def test_stale_lock_is_broken(tmp_path):
+    box = maildirmake(str(tmp_path / "Maildir"))
+    lock = os.path.join(box, maildirpp.LOCK)
+    with open(lock, "w") as f:
+        f.write("12345\n")
+    old = time.time() - maildirpp.LOCK_STALE - 5
+    os.utime(lock, (old, old))
+    with maildirpp.size_lock(box, "mx-a", wait=2):
+        assert os.stat(lock).st_mtime > old
+    assert not os.path.exists(lock)
+
+
+def test_held_lock_is_a_temporary_failure(tmp_path, monkeypatch):
+    box = maildirmake(str(tmp_path / "Maildir"))
+    maildirpp.recount(box, "100000S")
+    monkeypatch.setattr(maildirpp, "LOCK_WAIT", 0.2)
+    monkeypatch.setattr(maildirpp.size_lock.__init__, "__defaults__", (None, 0.2, maildirpp.LOCK_STALE))
+    msg = tmp_path / "msg"
+    msg.write_bytes(b"Subject: x\n\nbody\n")
+    with maildirpp.size_lock(box, "other-host"):
+        with open(msg, "rb") as f:
+            with pytest.raises(errors.Die) as e:
+                maildir_delivery.deliver(box, f.fileno(), b"", {})
+    assert (e.value.code, e.value.text) == (errors.TEMP, errors.SLOW_LOCK)
+    assert os.listdir(os.path.join(box, "new")) == [] and os.listdir(os.path.join(box, "tmp")) == []
+    assert maildirpp.read(os.path.join(box, maildirpp.NAME)).count == 0

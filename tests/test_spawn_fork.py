@@ -1,0 +1,160 @@
+"""Forked qmail-local / qmail-remote (qmailpy.spawn.fork) against exec'd ones.
+
+A probe program stands in for qmail-local and qmail-remote: exec'd, it is a
+script named by $QMAILLOCAL/$QMAILREMOTE; forked, the spawn runs with the
+probe patched in as qmail-local's/qmail-remote's main() (a driver that imports
+qmail-lspawn/-rspawn with the patch, then runs its main()). The probe reports
+what a delivery program sees: argv, open fds, signal masks, ids, cwd, umask,
+environment. Both modes must report the same; a child that segfaults, or a
+forked one whose main() raises, gives the report of a crashed program.
+"""
+import os
+import signal
+import sys
+import sysconfig
+
+import pytest
+
+from test_send_support import DELIVERY_UID, NOBODY, ROOT, Scratch, SpawnClient, queue_message
+
+PROBE = r'''
+import os, sys
+
+def main():
+    how = os.fsencode(sys.argv[4 if len(sys.argv) > 8 else 3]).split(b"@")[0]   # local part / recipient
+    if how == b"segv":
+        import ctypes
+        ctypes.string_at(0)
+    if how == b"raise":
+        raise RuntimeError("a bug in the delivery program")
+    if how == b"exit":
+        sys.exit(75)
+    status = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("SigBlk", "SigIgn", "SigCgt", "NoNewPrivs", "CapEff", "CapPrm"):
+                status[key] = value.strip()
+    import json                                         # a module's state: never the last child's
+    mark, json.probe_mark = getattr(json, "probe_mark", None), sys.argv
+    umask = os.umask(0)
+    os.umask(umask)
+    env = {k: v for k, v in os.environ.items() if k not in ("QMAILLOCAL", "QMAILREMOTE")}
+    fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+    seen = dict(argv=sys.argv[1:], fds=fds, status=status, uid=os.getresuid(), gid=os.getresgid(),
+                groups=sorted(os.getgroups()), cwd=os.getcwd(), umask=umask, env=sorted(env.items()),
+                mess=os.read(0, 100).decode(), fd1=os.readlink("/proc/self/fd/1").split(":")[0],
+                same12=os.path.sameopenfile(1, 2), mark=mark, comm=open("/proc/self/comm").read().strip())
+    text = repr(seen) + "\n"
+    os.write(1, (text if len(sys.argv) > 8 else "r\0K" + text + "\0").encode())   # qmail-remote: r + K
+    return 0
+'''
+
+DRIVER = r'''
+import sys
+sys.path[:0] = %(paths)r
+exec(%(probe)r)
+import qmailpy.%(target)s as target
+target.main = main
+from qmailpy.spawn.%(spawn)s import main as spawn_main
+sys.exit(spawn_main())
+'''
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    s = Scratch(tmp_path)
+    yield s
+    s.cleanup()
+
+
+def probe_script(scratch):
+    path = os.path.join(scratch.fake, "probe")
+    with open(path, "w") as f:
+        f.write("#!%s -IS\n%s\nsys.exit(main())\n" % (sys.executable, PROBE))
+    os.chmod(path, 0o755)
+    return path
+
+
+def client(scratch, which, mode, log=None):
+    """A qmail-lspawn ("local") or qmail-rspawn ("remote") whose deliveries run the probe."""
+    var = "QMAILLOCAL" if which == "local" else "QMAILREMOTE"
+    if mode == "exec":
+        return SpawnClient("qmail-%sspawn" % which[0], scratch.env(**{var: probe_script(scratch)}), stderr=log)
+    env = scratch.env()
+    del env["QMAILLOCAL"], env["QMAILREMOTE"]
+    driver = DRIVER % dict(paths=[str(ROOT), sysconfig.get_paths()["purelib"]], probe=PROBE, target="%s.main" % which, spawn="%sspawn" % which[0])
+    return SpawnClient(None, env, argv=[sys.executable, "-IS", "-c", driver, "./Maildir/"], stderr=log)
+
+
+def deliver(scratch, which, mode, recipients, log=None, messid=None):
+    spawn = client(scratch, which, mode, log)
+    try:
+        messid = messid or queue_message(scratch.home, b"Subject: probe\n\nbody\n")
+        got = [spawn.one(messid, b"alice@localhost", r) for r in recipients]
+    finally:
+        code, rest = spawn.close()
+    assert (code, rest) == (0, b"")
+    return got
+
+
+@pytest.mark.parametrize("which,recipient", [("local", b"joe@localhost"), ("remote", b"bob@far.example")])
+def test_a_forked_child_sees_what_an_execd_program_sees(scratch, which, recipient):
+    messid = queue_message(scratch.home, b"Subject: probe\n\nbody\n")     # one message: the same Received line
+    [execd] = deliver(scratch, which, "exec", [recipient], messid=messid)
+    [forked] = deliver(scratch, which, "fork", [recipient], messid=messid)
+    assert forked[:1] == b"K", forked
+    seen = eval(forked[1:].decode().splitlines()[0])
+    assert seen["fds"] == [0, 1, 2, 3]                 # 3: the listing's own directory
+    assert seen["mess"].endswith("Subject: probe\n\nbody\n") and seen["same12"]
+    assert seen["fd1"] == "pipe"
+    if which == "local":
+        assert seen["uid"] == (DELIVERY_UID,) * 3
+        if os.getuid() == 0:
+            assert seen["gid"] == (NOBODY,) * 3 and seen["groups"] == [NOBODY]
+            assert seen["status"]["CapEff"] == "0000000000000000"
+        assert seen["cwd"] == scratch.home and seen["umask"] == 0o022
+    assert seen["comm"] == "qmail-" + which           # as ps shows an exec'd qmail-local/-remote
+    assert execd.replace(b"'comm': 'probe'", b"'comm': 'qmail-%s'" % which.encode()) == forked
+
+
+CRASHED = {"local": b"Zqmail-local crashed.\n", "remote": b"Zqmail-remote crashed.\n"}
+
+
+@pytest.mark.parametrize("which", ["local", "remote"])
+@pytest.mark.parametrize("mode,how", [("exec", "segv"), ("fork", "segv"), ("fork", "raise")])
+def test_a_crashed_child_is_a_deferral_and_the_spawn_goes_on(scratch, which, mode, how):
+    host = b"localhost" if which == "local" else b"far.example"
+    recipients = [b"%s@%s" % (local, host) for local in (how.encode(), b"exit", b"joe")]
+    logpath = os.path.join(scratch.fake, "spawn.log")
+    with open(logpath, "wb") as log:
+        crashed, exited, fine = deliver(scratch, which, mode, recipients, log)
+    assert crashed == CRASHED[which]
+    # a forked child's traceback is the log's; the report stays the fixed text
+    with open(logpath, "rb") as log:
+        lines = log.read().decode().splitlines()
+    assert lines == (["alert: delivery 0 crashed (signal 9): RuntimeError: a bug in the delivery program"]
+                     if how == "raise" else []), lines
+    # sys.exit(75): qmail-local's temporary code; qmail-remote: any code but 0/111 is "Unable to run"
+    assert exited == (b"Z" if which == "local" else b"DUnable to run qmail-remote.\n")
+    assert fine[:1] == b"K"
+
+
+def test_the_spawner_closes_what_it_holds_and_children_die_with_signals_default(scratch):
+    """Several deliveries at once, then one after another: no child sees another's pipe or
+    the spawner's pipes, nor what an earlier child left in a module."""
+    spawn = client(scratch, "local", "fork")
+    try:
+        messid = queue_message(scratch.home, b"Subject: probe\n\nbody\n")
+        for n in range(5):
+            spawn.send(n, messid, b"alice@localhost", b"joe%d@localhost" % n)
+        got = spawn.reports(5)
+        got.update({5 + n: spawn.one(messid, b"alice@localhost", b"joe@localhost") for n in range(2)})
+    finally:
+        spawn.close()
+    for n in range(7):
+        seen = eval(got[n][1:].decode().splitlines()[0])
+        assert seen["fds"] == [0, 1, 2, 3] and seen["mark"] is None
+        caught = int(seen["status"]["SigCgt"], 16)
+        assert caught == 1 << (signal.SIGINT - 1)      # only Python's own SIGINT handler, as exec'd
+        assert int(seen["status"]["SigBlk"], 16) == 0

@@ -1,0 +1,526 @@
+"""qmail-tcpserver against the real tcpserver (ucspi-tcp): the same environment byte for byte,
+the same log lines, the same refusals; and what a long-running front end must survive."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, program
+from qmailpy.queue.layout import create_queue
+
+sys.path.insert(0, ROOT)
+
+GREETING = b"220 test.example ESMTP\r\n"
+# The queue program qmail-smtpd starts ($QMAILQUEUE) writes the environment it was given,
+# as `env` prints it: what qmail-smtpd's child sees is what the front end gave qmail-smtpd.
+DUMP_QUEUE = """#!/bin/sh
+env > "$DUMPDIR/env.$$"
+cat >/dev/null
+cat <&1 >/dev/null
+exit 0
+"""
+
+
+@pytest.fixture
+def qhome(home):
+    home.control("me", "test.example\n")
+    home.control("rcpthosts", "example.org\n")
+    create_queue(home.root)
+    real_env = home.env
+    home.env = lambda **extra: real_env(**{"QMAILQUEUE": program("qmail-queue"), **extra})
+    return home
+
+
+def tcprules(tmp_path, text):
+    rules = tmp_path / "tcp.smtp"
+    rules.write_text(text)
+    cdb = str(tmp_path / "tcp.smtp.cdb")
+    subprocess.run(["tcprules", cdb, cdb + ".tmp"], input=text.encode(), check=True)
+    return cdb
+
+
+class Front:
+    """tcpserver or qmail-tcpserver on 127.0.0.1, a free port (-1 tells which); stderr kept."""
+
+    def __init__(self, front, opts, env, tmp_path, host="127.0.0.1", args=()):
+        self.errpath = tmp_path / ("%s.%d.err" % (os.path.basename(front), time.monotonic_ns()))
+        self.err = open(self.errpath, "wb")
+        cmd = [front, "-1", *opts, host, "0", program("qmail-smtpd"), *args]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=self.err)
+        line = self.proc.stdout.readline()
+        assert line.strip().isdigit(), "%s did not start: %s" % (front, self.errpath.read_text())
+        self.port, self.host = int(line), host
+
+    def connect(self):
+        return socket.create_connection((self.host, self.port), timeout=10)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        code = self.proc.wait(timeout=30)
+        self.err.close()
+        return code
+
+    def log(self):
+        return self.errpath.read_text()
+
+
+def fronts():
+    return [pytest.param("tcpserver", id="tcpserver"), pytest.param("qmail-tcpserver", id="qmail-tcpserver")]
+
+
+def front_path(name):
+    return name if name == "tcpserver" else program(name)
+
+
+def recv_until(sock, ending, timeout=10):
+    sock.settimeout(timeout)
+    data = b""
+    while not data.endswith(ending):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def one_message(front):
+    """A whole SMTP transaction with a message: the replies."""
+    with front.connect() as s:
+        assert recv_until(s, b"\r\n") == GREETING
+        s.sendall(b"HELO client\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        got = recv_until(s, b"354 go ahead\r\n")
+        s.sendall(b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+        got += recv_until(s, b"221 test.example\r\n")
+    return got
+
+
+def wait_for(predicate, timeout=10, what="condition"):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out waiting for " + what
+        time.sleep(0.02)
+
+
+def ended(front, count):
+    return lambda: front.log().count("tcpserver: end ") >= count
+
+
+def normalized(log, ports):
+    """The log with pids, qp numbers and the given port numbers as tokens."""
+    for port, name in ports.items():
+        log = re.sub(r"(?<=[:=])%d\b" % port, name, log)
+    log = re.sub(r"\b(pid|ok|deny|end|qmail-smtpd:) \d+", r"\1 PID", log)
+    return re.sub(r"\bqp=\d+", "qp=N", log)
+
+
+def run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-R", "-l", "localhost")):
+    """(env lines of the one message's queue program, the log, server port, client port)."""
+    dumpdir = tmp_path / ("dump-" + name)
+    dumpdir.mkdir()
+    queue = tmp_path / "dumpqueue"
+    queue.write_text(DUMP_QUEUE)
+    queue.chmod(0o755)
+    # a variable the rule replaces, one it adds, and the order pathexec gives them
+    env = qhome.env(QMAILQUEUE=str(queue), DUMPDIR=str(dumpdir), OVERRIDDEN="parent", LAST="last")
+    front = Front(front_path(name), [*opts, "-x", cdb], env, tmp_path)
+    try:
+        with front.connect() as s:
+            client_port = s.getsockname()[1]
+            assert recv_until(s, b"\r\n") == GREETING
+            s.sendall(b"HELO client\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+            assert recv_until(s, b"354 go ahead\r\n").endswith(b"354 go ahead\r\n")
+            s.sendall(b"hello\r\n.\r\nQUIT\r\n")
+            assert recv_until(s, b"221 test.example\r\n").endswith(b"221 test.example\r\n")
+        if "-q" in opts:
+            wait_for(lambda: os.listdir(dumpdir), what="the dump")
+        else:
+            wait_for(ended(front, 1), what="the session's end")
+    finally:
+        assert front.stop() == 0
+    dumps = os.listdir(dumpdir)
+    assert len(dumps) == 1, dumps
+    text = (dumpdir / dumps[0]).read_text()
+    text = text.replace(str(dumpdir), "DUMPDIR")
+    return text, front.log(), front.port, client_port
+
+
+def test_same_environment_and_log_lines_as_tcpserver(tmp_path, qhome):
+    """The program sees, entry for entry and in the same order, what tcpserver gives it:
+    PROTO, TCPLOCAL*, TCPREMOTE*, the rule's assignments (one replacing a variable of the
+    parent, one replacing tcpserver's own TCPLOCALHOST); and both log the same lines."""
+    cdb = tcprules(tmp_path, '127.0.0.1:allow,RELAYCLIENT="",OVERRIDDEN="rule",TCPLOCALHOST="ruled",'
+                             'GREET="a b"\n:deny\n')
+    results = {}
+    for name in ("tcpserver", "qmail-tcpserver"):
+        env, log, port, client = run_env_dump(tmp_path, qhome, name, cdb)
+        ports = {port: "SERVERPORT", client: "CLIENTPORT"}
+        results[name] = (normalized(env, ports), normalized(log, ports))
+    assert results["qmail-tcpserver"][0] == results["tcpserver"][0]
+    assert "\nRELAYCLIENT=\n" in results["tcpserver"][0]
+    assert "\nOVERRIDDEN=rule\n" in results["tcpserver"][0]
+    assert "TCPLOCALHOST=ruled\n" in results["tcpserver"][0]
+    assert "TCPREMOTEHOST" not in results["tcpserver"][0]      # -H: removed, not empty
+    assert results["qmail-tcpserver"][1] == results["tcpserver"][1]
+    assert "tcpserver: ok PID localhost:127.0.0.1:SERVERPORT :127.0.0.1::CLIENTPORT\n" in results["tcpserver"][1]
+
+
+def test_environment_without_rules_and_with_remote_lookups_off(tmp_path, qhome):
+    """No -x, -l given: TCPLOCALHOST is the name given; nothing else differs from tcpserver."""
+    cdb = tcprules(tmp_path, ":allow\n")
+    results = {}
+    for name in ("tcpserver", "qmail-tcpserver"):
+        env, log, port, client = run_env_dump(tmp_path, qhome, name, cdb, opts=("-q", "-HR", "-l0"))
+        results[name] = normalized(env, {port: "SERVERPORT", client: "CLIENTPORT"})
+        assert "tcpserver:" not in log                          # -q: no line of its own
+    assert results["qmail-tcpserver"] == results["tcpserver"]
+    assert "TCPLOCALHOST=0\n" in results["tcpserver"]
+
+
+@pytest.mark.parametrize("name", ["tcpserver", "qmail-tcpserver"])
+def test_denied_client_is_dropped_as_tcpserver_does(tmp_path, qhome, name):
+    """A deny rule: the connection closes without a byte, `deny` is logged, the child exits 100;
+    the cdb is read per connection, so a new tcprules run counts from the next client."""
+    cdb = tcprules(tmp_path, "127.0.0.1:deny\n")
+    front = Front(front_path(name), ["-v", "-HR", "-l", "localhost", "-x", cdb], qhome.env(), tmp_path)
+    try:
+        with front.connect() as s:
+            client = s.getsockname()[1]
+            assert recv_until(s, b"\n") == b""
+        wait_for(ended(front, 1))
+        tcprules(tmp_path, "127.0.0.1:allow\n")
+        with front.connect() as s:
+            assert recv_until(s, b"\r\n") == GREETING
+            s.sendall(b"QUIT\r\n")
+            recv_until(s, b"\r\n")
+        wait_for(ended(front, 2))
+    finally:
+        front.stop()
+    log = normalized(front.log(), {front.port: "P", client: "C"})
+    assert "tcpserver: deny PID localhost:127.0.0.1:P :127.0.0.1::C\ntcpserver: end PID status 25600\n" in log
+
+
+def test_missing_rules_drop_the_connection(tmp_path, qhome):
+    """-x naming no file: tcpserver's warning and exit 111 per connection (unless -X)."""
+    missing = str(tmp_path / "none.cdb")
+    for name in ("tcpserver", "qmail-tcpserver"):
+        front = Front(front_path(name), ["-v", "-HR", "-l", "h", "-x", missing], qhome.env(), tmp_path)
+        try:
+            with front.connect() as s:
+                assert recv_until(s, b"\n") == b""
+            wait_for(ended(front, 1))
+        finally:
+            front.stop()
+        assert ("tcpserver: warning: dropping connection, unable to read %s: file does not exist\n"
+                "tcpserver: end" % missing) in front.log()
+        assert re.search(r"tcpserver: end \d+ status 28416\n", front.log())
+
+
+def test_refuses_a_program_it_cannot_preload(tmp_path):
+    got = subprocess.run([program("qmail-tcpserver"), "127.0.0.1", "0", "/bin/cat"], capture_output=True,
+                         timeout=30)
+    assert got.returncode == 111
+    assert got.stderr == (b"tcpserver: fatal: qmail-tcpserver runs qmail-smtpd only, not /bin/cat: "
+                          b"run /bin/cat under tcpserver\n")
+    fake = tmp_path / "qmail-smtpd"
+    fake.write_text("#!/bin/sh\necho hi\n")
+    fake.chmod(0o755)
+    got = subprocess.run([program("qmail-tcpserver"), "127.0.0.1", "0", str(fake)], capture_output=True,
+                         timeout=30)
+    assert got.returncode == 111
+    assert b"is not qmailpy's qmail-smtpd: run it under tcpserver" in got.stderr
+    got = subprocess.run([program("qmail-tcpserver"), "-Z", "127.0.0.1"], capture_output=True, timeout=30)
+    assert got.returncode == 100 and got.stderr.startswith(b"qmail-tcpserver: usage: ")
+
+
+def child_pids(front, count):
+    wait_for(lambda: len(re.findall(r"tcpserver: pid (\d+) from", front.log())) >= count)
+    return [int(p) for p in re.findall(r"tcpserver: pid (\d+) from", front.log())]
+
+
+def test_kill_9_of_a_child_leaves_the_listener_serving(tmp_path, qhome):
+    front = Front(program("qmail-tcpserver"), ["-v", "-HR", "-l", "h"], qhome.env(), tmp_path)
+    try:
+        victim = front.connect()
+        assert recv_until(victim, b"\r\n") == GREETING
+        other = front.connect()
+        assert recv_until(other, b"\r\n") == GREETING
+        pid = child_pids(front, 2)[0]
+        os.kill(pid, signal.SIGKILL)
+        assert recv_until(victim, b"\n") == b""
+        wait_for(lambda: "tcpserver: end %d status 9\n" % pid in front.log())
+        assert b"250 ok" in one_message(front)             # a new session: the listener is fine
+        other.sendall(b"QUIT\r\n")                         # and the other session never noticed
+        assert recv_until(other, b"\r\n") == b"221 test.example\r\n"
+        other.close()
+        victim.close()
+        assert front.proc.poll() is None
+    finally:
+        assert front.stop() == 0
+
+
+def fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_thousand_connections_leave_no_fd_or_memory_behind(tmp_path, qhome):
+    front = Front(program("qmail-tcpserver"), ["-q", "-HR", "-l", "h", "-c", "20"], qhome.env(), tmp_path)
+    pid = front.proc.pid
+
+    def churn(n):
+        for i in range(n):
+            with front.connect() as s:
+                assert recv_until(s, b"\r\n") == GREETING
+                if i % 2:
+                    s.sendall(b"QUIT\r\n")            # half end with QUIT, half just go away
+                    assert recv_until(s, b"\r\n") == b"221 test.example\r\n"
+    try:
+        churn(50)
+        before_fds, before_rss = fds(pid), rss_kb(pid)
+        churn(1000)
+        wait_for(lambda: fds(pid) <= before_fds, what="fds back to %d" % before_fds)
+        assert fds(pid) == before_fds
+        assert rss_kb(pid) - before_rss < 1024, (before_rss, rss_kb(pid))
+        assert front.proc.poll() is None
+    finally:
+        assert front.stop() == 0
+    assert "tcpserver:" not in front.log()
+
+
+def test_sigterm_stops_accepting_and_lets_sessions_finish(tmp_path, qhome):
+    front = Front(program("qmail-tcpserver"), ["-v", "-HR", "-l", "h"], qhome.env(), tmp_path)
+    try:
+        s = front.connect()
+        assert recv_until(s, b"\r\n") == GREETING
+        s.sendall(b"HELO client\r\nMAIL FROM:<a@example.org>\r\n")
+        assert recv_until(s, b"250 ok\r\n").endswith(b"250 ok\r\n")
+        front.proc.send_signal(signal.SIGTERM)
+
+        def refused():
+            try:
+                socket.create_connection(("127.0.0.1", front.port), timeout=2).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+        wait_for(refused, what="the listener to close")
+        assert front.proc.poll() is None                   # still waiting for the session
+        s.sendall(b"RCPT TO:<b@example.org>\r\nDATA\r\n")
+        assert recv_until(s, b"354 go ahead\r\n").endswith(b"354 go ahead\r\n")
+        s.sendall(b"hello\r\n.\r\nQUIT\r\n")
+        got = recv_until(s, b"221 test.example\r\n")
+        assert re.match(rb"250 ok \d+ qp \d+\r\n221 test.example\r\n$", got), got
+        s.close()
+        assert front.proc.wait(timeout=10) == 0
+    finally:
+        front.stop()
+    assert front.log().endswith("status 0\ntcpserver: status: 0/40\n")
+
+
+def test_sighup_changes_nothing(tmp_path, qhome):
+    front = Front(program("qmail-tcpserver"), ["-q", "-HR", "-l", "h"], qhome.env(), tmp_path)
+    try:
+        front.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.2)
+        assert front.proc.poll() is None
+        assert b"250 ok" in one_message(front)
+    finally:
+        assert front.stop() == 0
+
+
+@pytest.mark.parametrize("name", ["tcpserver", "qmail-tcpserver"])
+def test_concurrency_limit_defers_accepting(tmp_path, qhome, name):
+    """-c 1: a second client waits in the backlog, unanswered, until the first session ends."""
+    front = Front(front_path(name), ["-v", "-HR", "-l", "h", "-c", "1"], qhome.env(), tmp_path)
+    try:
+        first = front.connect()
+        assert recv_until(first, b"\r\n") == GREETING
+        second = front.connect()
+        second.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            second.recv(100)
+        first.sendall(b"QUIT\r\n")
+        recv_until(first, b"\r\n")
+        first.close()
+        assert recv_until(second, b"\r\n") == GREETING
+        second.close()
+        wait_for(ended(front, 2))
+    finally:
+        front.stop()
+    statuses = re.findall(r"tcpserver: status: (\d+/\d+)", front.log())
+    assert statuses == ["0/1", "1/1", "0/1", "1/1", "0/1"]
+
+
+@pytest.mark.parametrize("name", ["tcpserver", "qmail-tcpserver"])
+def test_periplimit_counts_sessions_under_either_front_end(tmp_path, qhome, name):
+    qhome.control("periplimit", "1\n")
+    front = Front(front_path(name), ["-q", "-HR", "-l", "h"], qhome.env(), tmp_path)
+    try:
+        first = front.connect()
+        assert recv_until(first, b"\r\n") == GREETING
+        with front.connect() as second:
+            assert recv_until(second, b"\r\n") == (
+                b"421 too many connections from your IP address, try again later (#4.3.2)\r\n")
+        first.close()
+    finally:
+        front.stop()
+
+
+def test_ipv6_listener(tmp_path, qhome):
+    """An IPv6 host: an IPv6 socket; PROTO=TCP6 and the addresses in the TCP* names qmail-smtpd reads."""
+    dumpdir = tmp_path / "dump"
+    dumpdir.mkdir()
+    queue = tmp_path / "dumpqueue"
+    queue.write_text(DUMP_QUEUE)
+    queue.chmod(0o755)
+    env = qhome.env(QMAILQUEUE=str(queue), DUMPDIR=str(dumpdir))
+    front = Front(program("qmail-tcpserver"), ["-v", "-HR", "-l", "h"], env, tmp_path, host="::1")
+    try:
+        assert b"250 ok" in one_message(front)
+        wait_for(ended(front, 1))
+    finally:
+        assert front.stop() == 0
+    [dump] = os.listdir(dumpdir)
+    seen = (dumpdir / dump).read_text().splitlines()
+    assert "PROTO=TCP6" in seen and "TCPREMOTEIP=::1" in seen and "TCPLOCALIP=::1" in seen
+    assert "tcpserver: ok %s h:??1:%d :??1::" % (re.search(r"pid (\d+)", front.log()).group(1), front.port) \
+        in front.log()
+
+
+def test_pathexec_order():
+    """ucspi-tcp's pathexec: a replaced entry's place goes to the last entry, new ones at the end."""
+    from qmailpy.tcpserver.tcpenv import pathexec_apply
+    base = ["A=1", "B=2", "C=3", "D=4"]
+    assert pathexec_apply(base, [("B", "x")]) == ["A=1", "D=4", "C=3", "B=x"]
+    assert pathexec_apply(base, [("D", None)]) == ["A=1", "B=2", "C=3"]
+    assert pathexec_apply(base, [("E", None), ("A", "y"), ("AB", "z")]) == ["D=4", "B=2", "C=3", "A=y", "AB=z"]
+    assert pathexec_apply(["AB=1", "A=2"], [("A", None)]) == ["AB=1"]      # the whole name, not a prefix
+
+
+def test_safecats():
+    from qmailpy.log import ucspi_safe
+    assert ucspi_safe("mx.example.org") == "mx.example.org"
+    assert ucspi_safe("a b:c%d\x7f\xe9") == "a?b?c?d???"      # é is two bytes, as in C
+    assert ucspi_safe(b"\xc3\xa9") == "??"
+    assert ucspi_safe("x" * 99) == "x" * 99
+    assert ucspi_safe("x" * 100) == "x" * 100 + "..."
+    assert ucspi_safe("x" * 150) == "x" * 100 + "..."
+
+
+def test_options_as_tcpserver_reads_them():
+    from qmailpy.tcpserver.options import UsageError, parse
+    o = parse(["-vRHc", "12x", "-l0", "-x", "r.cdb", "0", "smtp", "qmail-smtpd", "-v", "/bin/true"], {})
+    assert (o.verbosity, o.remoteinfo, o.remotehost, o.limit, o.localhost, o.rules) == (2, False, False, 12, "0",
+                                                                                       "r.cdb")
+    assert (o.host, o.port, o.program, o.args) == ("0.0.0.0", "smtp", "qmail-smtpd", ["-v", "/bin/true"])
+    o = parse(["-U", "::1", "25", "qmail-smtpd"], {"UID": "105", "GID": "107"})
+    assert (o.uid, o.gid, o.limit, o.backlog, o.host) == (105, 107, 40, 20, "::1")
+    for bad in (["-Z", "0", "25", "qmail-smtpd"], ["0", "25"], ["-c"]):
+        with pytest.raises(UsageError):
+            parse(bad, {})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
+def test_drops_privileges_as_tcpserver_u_g(tmp_path):
+    """-u/-g after binding: the server and every session run as that uid with that gid only."""
+    import shutil
+    import tempfile
+    from conftest import Home
+    top = tempfile.mkdtemp(prefix="qmailpy-tcpserver-")      # a home the switched user can read
+    os.chmod(top, 0o755)
+    qhome = Home(os.path.join(top, "qmail"))
+    qhome.control("me", "test.example\n")
+    front = Front(program("qmail-tcpserver"), ["-v", "-HR", "-l", "h", "-u", "65534", "-g", "65533"],
+                  qhome.env(), tmp_path)
+    try:
+        with front.connect() as s:
+            assert recv_until(s, b"\r\n") == GREETING
+            [pid] = child_pids(front, 1)
+            for who in (front.proc.pid, pid):
+                with open("/proc/%d/status" % who) as f:
+                    status = dict(line.split(":", 1) for line in f)
+                assert status["Uid"].split() == ["65534"] * 4
+                assert status["Gid"].split() == ["65533"] * 4
+                assert status["Groups"].split() == ["65533"]
+            s.sendall(b"QUIT\r\n")
+            assert recv_until(s, b"\r\n") == b"221 test.example\r\n"
+    finally:
+        assert front.stop() == 0
+        shutil.rmtree(top)
+
+
+class FakeIdentd:
+    """An RFC 1413 server on 127.0.0.1:113 that names every connection's user `answer`."""
+
+    def __init__(self, answer):
+        import threading
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 113))
+        self.sock.listen(5)
+        self.answer, self.asked = answer, []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                request = conn.recv(100)
+                self.asked.append(request)
+                conn.sendall(request.rstrip(b"\r\n") + b" : USERID : UNIX :  " + self.answer + b"\r\n")
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for port 113")
+def test_ident_as_tcpserver(tmp_path, qhome):
+    """Without -R: the client's identd is asked, TCPREMOTEINFO set, and rules keyed
+    `user@ip` apply, in both."""
+    cdb = tcprules(tmp_path, '127.0.0.1:allow,WHO="ip"\nalice@127.0.0.1:allow,WHO="info"\n')
+    identd = FakeIdentd(b"al ice")          # remoteinfo.c drops the spaces
+    try:
+        results = {}
+        for name in ("tcpserver", "qmail-tcpserver"):
+            env, log, port, client = run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-l", "h"))
+            ports = {port: "SERVERPORT", client: "CLIENTPORT"}
+            results[name] = (normalized(env, ports), normalized(log, ports))
+    finally:
+        identd.close()
+    assert results["qmail-tcpserver"] == results["tcpserver"]
+    assert "TCPREMOTEINFO=alice\n" in results["tcpserver"][0] and "WHO=info\n" in results["tcpserver"][0]
+    assert ":127.0.0.1:alice:CLIENTPORT\n" in results["tcpserver"][1]
+    assert len(identd.asked) == 2 and all(re.match(rb"\d+ , \d+\r\n$", r) for r in identd.asked)
+
+
+def test_started_with_sigchld_ignored(tmp_path, qhome):
+    """A parent that ignores SIGCHLD (inherited across exec) must not make children vanish
+    unreported: qmail-tcpserver still sees every end and its status."""
+    import signal as sig
+    front_env = qhome.env()
+    old = sig.signal(sig.SIGCHLD, sig.SIG_IGN)
+    try:
+        front = Front(program("qmail-tcpserver"), ["-v", "-HR", "-l", "h"], front_env, tmp_path)
+    finally:
+        sig.signal(sig.SIGCHLD, old)
+    try:
+        assert b"250 ok" in one_message(front)
+        wait_for(ended(front, 1))
+    finally:
+        assert front.stop() == 0
+    assert re.search(r"tcpserver: end \d+ status 0\ntcpserver: status: 0/40\n", front.log())
