@@ -248,3 +248,12 @@ def test_checkpassword_reads_fd3_while_another_fd3_is_open():
         for fd in held:
             os.close(fd)
     assert checkpassword(argv, "good@example.org", "secret", None, os.environ) is True
+
+
+def test_showctl_check_says_an_sqlite_users_database_is_not_shared(tmp_path, usersdb):
+    finding = ("control/authfailshared: the users database is SQLite (control/usersdb is empty): "
+               "the AUTH-failure count is kept on this host only")
+    home = make_home(tmp_path / "qmail")
+    assert finding in home.run("qmail-showctl", "--check").stdout.decode().splitlines()
+    home.control("usersdb", usersdb + "\n")
+    assert finding not in home.run("qmail-showctl", "--check").stdout.decode()

@@ -63,10 +63,10 @@ class Services:
         if op == "begin":
             self._shared_check = None
             if shared:
-                from qmailpy.users.errors import NotShared, UsersUnavailable
+                from qmailpy.users.errors import NotShared, UsersError, UsersUnavailable
                 try:
                     got = self.users().auth_begin(ip, limit, window, self.now())
-                except (NotShared, UsersUnavailable) as e:
+                except (NotShared, UsersUnavailable, UsersError) as e:
                     self.log("authfail-local", ip=ip, reason=str(e))
                 else:
                     if got is None:
@@ -75,11 +75,11 @@ class Services:
                     return got[0]
             return self._local_attempts(ip, limit, window).begin(self.now())
         if self._shared_check is not None:
-            from qmailpy.users.errors import NotShared, UsersUnavailable
+            from qmailpy.users.errors import NotShared, UsersError, UsersUnavailable
             check, self._shared_check = self._shared_check, None
             try:
                 self.users().auth_forget(ip, check)
-            except (NotShared, UsersUnavailable) as e:
+            except (NotShared, UsersUnavailable, UsersError) as e:
                 self.log("authfail-kept", ip=ip, check=check, reason=str(e))
             return None
         self._local_attempts(ip, limit, window).forget(self.now())
