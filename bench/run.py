@@ -339,7 +339,8 @@ class Bench:
     # -- TLS handshakes -------------------------------------------------------
     def start_tls(self, servers):
         """A certificate made now (openssl req -x509), qmail-smtpd with SMTPS=1 under tcpserver
-        using it as control/servercert.pem, and `openssl s_server` with the same one."""
+        and under qmail-tcpserver using it as control/servercert.pem, and `openssl s_server`
+        with the same one."""
         d = os.path.join(self.tmp, "tlscert")
         os.makedirs(d)
         cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
@@ -349,16 +350,27 @@ class Bench:
         with open(cert) as a, open(key) as b:
             self.control(home, "servercert.pem", a.read() + b.read().rstrip("\n"))
         env = dict(self.env, QMAILHOME=home, SMTPS="1", QMAILPY_SINGLEUSER="1")
+        smtpd = ["-R", "-H", "-l", "localhost", "-c", "100", "127.0.0.1", "PORT", os.path.join(home, "bin", "qmail-smtpd")]
         self.tls_ports = {
-            "qmail": servers.start([tool("tcpserver"), "-R", "-H", "-l", "localhost", "-c", "100", "127.0.0.1",
-                                    "PORT", os.path.join(home, "bin", "qmail-smtpd")], env, self.log),
+            "qmail": servers.start([tool("tcpserver")] + smtpd, env, self.log),
+            "qmail_fork": servers.start([os.path.join(home, "bin", "qmail-tcpserver")] + smtpd, env, self.log),
             "s_server": servers.start(["openssl", "s_server", "-quiet", "-accept", "127.0.0.1:PORT", "-cert", cert,
                                        "-key", key, "-naccept", "100000000"], os.environ, self.log),
         }
+        self.postfix_tls = None
+        try:
+            self.postfix_tls = postfix.start_tls(os.path.join(self.tmp, "postfix"), DOMAIN, cert, key)
+            self.tls_ports["postfix"] = self.postfix_tls.port
+        except postfix.PostfixUnavailable as e:
+            progress("private Postfix (TLS): n/a (%s)" % e)
+            self.na["pf_tls_handshakes_per_s"] = str(e)[:300]
 
     def tls(self):
         """Full handshakes per second (openssl s_time -new) against each, one after the other."""
-        for name, quantity in (("qmail", "tls_handshakes_per_s"), ("s_server", "s_server_handshakes_per_s")):
+        for name, quantity in (("qmail", "tls_handshakes_per_s"), ("qmail_fork", "tls_handshakes_fork_per_s"),
+                               ("s_server", "s_server_handshakes_per_s"), ("postfix", "pf_tls_handshakes_per_s")):
+            if name not in self.tls_ports:
+                continue
             start = time.perf_counter()
             r = subprocess.run(["openssl", "s_time", "-connect", "127.0.0.1:%d" % self.tls_ports[name], "-new",
                                 "-time", str(SIZES["tls_seconds"])], capture_output=True, text=True, timeout=120)
@@ -433,6 +445,8 @@ class Bench:
     def stop_postfix(self):
         for pf in getattr(self, "postfix", None) or ():
             pf.stop()
+        if getattr(self, "postfix_tls", None) is not None:
+            self.postfix_tls.stop()
 
     def smtp_source(self, opts, port, m, rcpt="rcpt@" + DOMAIN):
         return [tool("smtp-source")] + opts + [
@@ -636,6 +650,12 @@ ROWS = [
     (E2E, "e2e_msgs_per_s", DISK, "disk_raw_e2e_per_s"),
     (E2E, "e2e_msgs_per_s", PF_E2E, "pf_e2e_per_s"),
     (TLS_HS, "tls_handshakes_per_s", "`openssl s_server` (C), the same certificate", "s_server_handshakes_per_s"),
+    (TLS_HS.replace("SMTPS", "SMTPS under qmail-tcpserver"), "tls_handshakes_fork_per_s",
+     "`openssl s_server` (C), the same certificate", "s_server_handshakes_per_s"),
+    (TLS_HS, "tls_handshakes_per_s", "private Postfix smtpd (C), SMTPS, the same certificate",
+     "pf_tls_handshakes_per_s"),
+    (TLS_HS.replace("SMTPS", "SMTPS under qmail-tcpserver"), "tls_handshakes_fork_per_s",
+     "private Postfix smtpd (C), SMTPS, the same certificate", "pf_tls_handshakes_per_s"),
 ] + [
     ("remote deliveries, concurrency %d, msgs/s ↑" % c, "remote_c%d_per_s" % c,
      "smtp-source -s %d into the same smtp-sink" % c, "source_c%d_per_s" % c) for c, _ in SIZES["remote"]

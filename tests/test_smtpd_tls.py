@@ -23,12 +23,12 @@ EHLO_TLS = ["250-test.example", "250-PIPELINING", "250-8BITMIME", "250-STARTTLS"
 class Smtpd:
     """qmail-smtpd under real tcpserver on a scratch home, with the environment given."""
 
-    def __init__(self, home, tcpserver_args=(), **env):
+    def __init__(self, home, tcpserver_args=(), server="tcpserver", **env):
         self.home, self.port = home, free_port()
         self.log = os.path.join(home.root, "smtpd-%d.log" % self.port)
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                ["tcpserver", "-q", "-H", "-R", "-l", "localhost", *tcpserver_args, "127.0.0.1", str(self.port),
+                [server, "-q", "-H", "-R", "-l", "localhost", *tcpserver_args, "127.0.0.1", str(self.port),
                  program("qmail-smtpd")],
                 env=home.env(QMAILQUEUE=program("qmail-queue"), AUTHFAILDELAY="0", **env), stderr=log)
         connect(self.port).close()
@@ -130,10 +130,9 @@ def test_starttls_replies(tls_server):
     t.close()
 
 
-def test_pipelined_after_starttls_is_discarded(tls_server):
+def assert_pipelined_dropped(port):
     """CVE-2011-0411: "STARTTLS\\r\\nRSET\\r\\n" in one write; RSET is answered neither in clear
     nor inside TLS (the first reply inside TLS is the NOOP's)."""
-    home, port = tls_server
     s = connect(port)
     read_lines(s, 1)
     s.sendall(b"EHLO client.example\r\n")
@@ -148,6 +147,11 @@ def test_pipelined_after_starttls_is_discarded(tls_server):
     t.sendall(b"NOOP\r\n")
     assert read_lines(t, 1) == ["250 ok"]
     t.close()
+
+
+def test_pipelined_after_starttls_is_discarded(tls_server):
+    home, port = tls_server
+    assert_pipelined_dropped(port)
 
 
 def test_tls_session_forgets_helo_and_transaction(tls_server):
@@ -301,9 +305,60 @@ def test_client_gone_during_the_handshake_is_logged_not_a_crash(tmp_path, tls_ce
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             s.close()                                           # RST
         deadline = time.time() + 10
-        while server.logged().count("tls-failed") < 2 and time.time() < deadline:
+        while server.logged().count("tls-failed") < 3 and time.time() < deadline:
             time.sleep(0.05)
     finally:
         log = server.stop()
-    assert log.count(" tls-failed reason=") == 2, log
+    # three: Smtpd's own probe (connect, close), the cleartext EHLO, the reset
+    assert log.count(" tls-failed reason=") == 3, log
+    assert ' tls-failed reason="handshake: WRONG_VERSION_NUMBER"' in log
     assert "Traceback" not in log
+
+
+def test_client_certificate_signed_by_clientca_is_logged_verified(tmp_path, tls_certs):  # noqa: F811
+    home = make_home(tmp_path / "qmail", tls_certs, auth=False)
+    with open(tls_certs.ca) as f:
+        home.control("clientca.pem", f.read())
+    server = Smtpd(home)
+    try:
+        for cert in (tls_certs.server("client.example"), None):
+            s = connect(server.port)
+            read_lines(s, 1)
+            s.sendall(b"STARTTLS\r\n")
+            assert read_lines(s, 1) == ["220 ready for tls"]
+            ctx = client_context()
+            if cert is not None:
+                ctx.load_cert_chain(*cert)
+            t = ctx.wrap_socket(s, server_hostname="localhost")
+            t.sendall(b"QUIT\r\n")
+            assert read_lines(t, 1) == ["221 test.example"]
+            t.close()
+    finally:
+        log = server.stop()
+    assert log.count(" verified=yes") == 1 and log.count(" verified=no") == 1, log
+
+
+def test_unusable_dh_parameters_are_a_finding(tmp_path, tls_certs):  # noqa: F811
+    home = make_home(tmp_path / "qmail", tls_certs, auth=False)
+    home.control("dh2048.pem", "-----BEGIN DH PARAMETERS-----\nnonsense\n-----END DH PARAMETERS-----\n")
+    r = home.run("qmail-showctl", "--check")
+    out = r.stdout.decode() + r.stderr.decode()
+    assert "control/dh2048.pem: unusable: " in out, out
+
+
+def test_under_qmail_tcpserver_starttls_smtps_and_the_cve_bytes(tmp_path, tls_certs):  # noqa: F811
+    """The same program under qmail-tcpserver (forked, not exec'd): STARTTLS, SMTPS=1, and the
+    pipelined RSET after STARTTLS dropped."""
+    home = make_home(tmp_path / "qmail", tls_certs, auth=False)
+    plain, smtps = Smtpd(home, server=program("qmail-tcpserver")), Smtpd(home, server=program("qmail-tcpserver"),
+                                                                        SMTPS="1")
+    try:
+        for port, flag in ((plain.port, "--tls"), (smtps.port, "--tlsc")):
+            r = swaks(port, flag, "--header", "Subject: qmail-tcpserver " + flag)
+            assert r.returncode == 0, r.stdout.decode()
+            env, (first, second, rest) = received_of_last(home)
+            assert second.startswith(b"  by localhost with ESMTPS (TLS_")
+        assert_pipelined_dropped(plain.port)
+    finally:
+        plain.stop()
+        smtps.stop()

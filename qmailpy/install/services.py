@@ -9,8 +9,8 @@ $QMAILHOME/etc/cron.d/qmailpy      the same with the user column, for /etc/cron.
 Services: qmail-queued (the queue service), qmail-send, qmail-smtpd
 (under tcpserver, or qmail-tcpserver with --smtp-server), qmail-smtpsd (the
 same program with SMTPS=1 on port 465: TLS from the first byte; made with a
-`down` file when control/servercert.pem is not there yet), qmail-usersd (the
-users service qmail-smtpd asks: AUTH, chkuser, POP-before-SMTP),
+`down` file when control/servercert.pem is not there yet), qmail-usersd
+(the users service qmail-smtpd asks: AUTH, chkuser, POP-before-SMTP),
 dovecot (POP3), clamd and
 spamd (made with a `down` file: enable them with `svc -u` after removing it).
 render_*() are pure; write() puts the files in place: run scripts are
@@ -95,8 +95,6 @@ NO_RCPTHOSTS = ("qmail-smtpd not started: control/rcpthosts is absent, so it wou
 
 NO_SERVERCERT = ("qmail-smtpsd not started: control/servercert.pem (certificate and key) is absent; "
                  "retrying in 5 s.")
-
-
 SERVER_COMMENT = {
     "tcpserver": "",
     "qmail-tcpserver": "# qmail-tcpserver: tcpserver's options, environment and log lines, with qmail-smtpd loaded\n"
@@ -125,8 +123,8 @@ def render_smtpd_run(s, smtps=False):
             "%s"
             "SESSIONS=$(%s -IS %s %s tcpsessioncount) || { sleep 5; exit 111; }\n"
             "exec %s \\\n    %s%s %s -x %s -c \"$SESSIONS\" -u %d -g %d %s %d \\\n    %s\n"
-            % (what, s.smtp_server, s.smtp_listen, port, SERVER_COMMENT[s.smtp_server],
-               q(s.python), q(ctlvalue), q(s.home), q(NO_RCPTHOSTS), cert,
+            % (what, s.smtp_server, s.smtp_listen, port, SERVER_COMMENT[s.smtp_server], q(s.python), q(ctlvalue),
+               q(s.home), q(NO_RCPTHOSTS), cert,
                q(s.python), q(ctlvalue), q(s.home), _clean_env(s, "SMTPS=1" if smtps else ""), limit, server,
                " ".join(q(f) for f in shlex.split(s.tcpserver_flags)),
                q(os.path.join(s.home, "control", "tcp.smtp.cdb")), s.smtpd_uid, s.smtpd_gid,
