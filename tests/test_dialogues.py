@@ -106,7 +106,7 @@ class FakeServices:
     def start_queue(self, spf=None):
         return FakeJob(self.queued, 999)
 
-    def auth_attempt(self, op, ip, limit, window):
+    def auth_attempt(self, op, ip, limit, window, shared=False):
         """authfaillimit as qmailpy.smtpd.authlimit counts, for this one session (no clock)."""
         if op == "begin":
             if self.attempts >= limit:

@@ -142,6 +142,10 @@ CONTROLS = (
     _c("authfailwindow", NUMBER, 900, "auth", SMTPD,
        "Seconds a failed AUTH counts against its client IP (authfaillimit): the lockout ends when "
        "the oldest failure is that old."),
+    _c("authfailshared", BOOL, 0, "auth", SMTPD,
+       "1: the authfaillimit count is kept in the MySQL/MariaDB users database (table qmailpy_authfail, "
+       "through qmail-usersd), shared by every MX host using it; per host when the database is SQLite, "
+       "and while it cannot answer (logged as authfail-local); 0: per host (sessions/authfail/)."),
     _c("authsender", BOOL, 0, "auth", SMTPD, "1: the MAIL FROM domain must be the authenticated user's domain."),
     _c("popbeforesmtp", BOOL, 1, "auth", SMTPD, "1: clients that logged in over POP3 recently may relay."),
     _c("smdcheck", BOOL, 0, "auth", SMTPD, "1: relaying clients must use one of our domains as sender."),

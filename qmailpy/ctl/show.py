@@ -147,6 +147,17 @@ def tls_findings(controls):
     return found
 
 
+def authfail_findings(controls):
+    """authfailshared 1 where the users database is SQLite (no usersdb): the count stays per host."""
+    try:
+        if controls.value("authfailshared") and not (controls.value("usersdb") or "").strip():
+            return [Finding("control/authfailshared", 0, "the users database is SQLite (control/usersdb is "
+                            "empty): the AUTH-failure count is kept on this host only")]
+    except ControlError:
+        pass
+    return []
+
+
 def check(controls):
     """Every finding: malformed values, unreadable files, corrupt cdbs, unknown files and options lines."""
     findings = []
@@ -163,6 +174,7 @@ def check(controls):
     findings.extend(cdb_findings(controls))
     findings.extend(unknown_files(controls.home))
     findings.extend(tls_findings(controls))
+    findings.extend(authfail_findings(controls))
     try:
         if controls.value("rcpthosts") is None:
             findings.append(Finding("control/rcpthosts", 0,

@@ -108,12 +108,13 @@ class AuthAttempt(Action):
     """AUTH attempts of this client IP across connections (authfaillimit): op "begin" records a
     password check about to be made and answers how many were made in the window with it, or
     None when `limit` were made already (locked out); op "forget" takes the last one back (it
-    succeeded or could not be decided; answer None)."""
-    __slots__ = ("op", "ip", "limit", "window")
+    succeeded or could not be decided; answer None). shared (authfailshared): counted in the
+    users database for every MX host, per host when it cannot be."""
+    __slots__ = ("op", "ip", "limit", "window", "shared")
     question = True
 
-    def __init__(self, op, ip, limit, window):
-        self.op, self.ip, self.limit, self.window = op, ip, limit, window
+    def __init__(self, op, ip, limit, window, shared=False):
+        self.op, self.ip, self.limit, self.window, self.shared = op, ip, limit, window, shared
 
 
 class OpenQueue(Action):

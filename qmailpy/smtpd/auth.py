@@ -77,7 +77,7 @@ class AuthExchange:
 
     def _attempt(self, op):
         cfg = self.cfg
-        return AuthAttempt(op, cfg.peer.ip, cfg.authfail_limit, cfg.authfail_window)
+        return AuthAttempt(op, cfg.peer.ip, cfg.authfail_limit, cfg.authfail_window, bool(cfg.authfail_shared))
 
     def _locked_out(self, user, attempts):
         self.lockout = True

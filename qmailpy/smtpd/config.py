@@ -57,6 +57,7 @@ class SmtpdConfig:
         self.smtpauth = v("smtpauth")
         self.auth_plaintext = v("smtpauthplaintext")
         self.authfail_limit, self.authfail_window = v("authfaillimit"), v("authfailwindow")
+        self.authfail_shared = v("authfailshared")
         self.smtps = bool(environ.get("SMTPS"))          # implicit TLS from the first byte (port 465)
         self.tls_offer = self._cert_looks_usable(v("servercert.pem"))     # STARTTLS offered
         self.authsender = v("authsender")

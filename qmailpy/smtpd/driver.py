@@ -4,7 +4,7 @@ Conversation performs the session's actions (qmailpy.smtpd.actions) through
 `services`, the one object with side effects: log(event, **fields), sleep(s),
 now(), pid, users() (the users database, opened on first use), authenticate(),
 start_queue(spf) (a job with write(), finish(), abort() and qp), auth_attempt(op, ip, limit,
-window) (qmailpy.smtpd.authlimit), start_tls(cleartext)
+window, shared) (qmailpy.smtpd.authlimit; shared: the users database's count), start_tls(cleartext)
 (write it, run the handshake: the TLS Info, or a text saying why not). The real one is
 qmailpy.smtpd.main.Services; tests give fakes. DNS questions go to `resolver`
 ($DNSCACHEIP's, made on first use, unless one is given). serve() in
@@ -95,7 +95,7 @@ class Conversation:
         return self.services.authenticate(action.mech, action.user, action.secret, action.challenge)
 
     def auth_attempt(self, action):
-        return self.services.auth_attempt(action.op, action.ip, action.limit, action.window)
+        return self.services.auth_attempt(action.op, action.ip, action.limit, action.window, action.shared)
 
     def open_queue(self, action):
         try:

@@ -34,6 +34,7 @@ class Services:
         self.sleep = time.sleep
         self.controls = None
         self._attempts = None       # authlimit.Attempts, on the first AUTH password check
+        self._shared_check = None   # the users database's id of the check in progress (authfailshared)
         self.channel = None         # PlainChannel, then a TlsChannel after STARTTLS (or for SMTPS)
         self.plain = None           # the PlainChannel (what the client sent, how long we waited)
         self._users = None
@@ -55,15 +56,40 @@ class Services:
             environ["SPFRESULT"] = spf
         return start_job(environ, self.controls)
 
-    def auth_attempt(self, op, ip, limit, window):
-        """AUTH attempts of `ip` over every connection (qmailpy.smtpd.authlimit)."""
+    def auth_attempt(self, op, ip, limit, window, shared=False):
+        """AUTH attempts of `ip` over every connection: this host's files (qmailpy.smtpd.authlimit),
+        or with `shared` (authfailshared) the users database's count of every host
+        (qmailpy.users.authfail), this host's again, logged, when that cannot be had."""
+        if op == "begin":
+            self._shared_check = None
+            if shared:
+                from qmailpy.users.errors import NotShared, UsersError, UsersUnavailable
+                try:
+                    got = self.users().auth_begin(ip, limit, window, self.now())
+                except (NotShared, UsersUnavailable, UsersError) as e:
+                    self.log("authfail-local", ip=ip, reason=str(e))
+                else:
+                    if got is None:
+                        return None
+                    self._shared_check = got[1]
+                    return got[0]
+            return self._local_attempts(ip, limit, window).begin(self.now())
+        if self._shared_check is not None:
+            from qmailpy.users.errors import NotShared, UsersError, UsersUnavailable
+            check, self._shared_check = self._shared_check, None
+            try:
+                self.users().auth_forget(ip, check)
+            except (NotShared, UsersUnavailable, UsersError) as e:
+                self.log("authfail-kept", ip=ip, check=check, reason=str(e))
+            return None
+        self._local_attempts(ip, limit, window).forget(self.now())
+        return None
+
+    def _local_attempts(self, ip, limit, window):
         if self._attempts is None:
             from qmailpy.smtpd.authlimit import Attempts
             self._attempts = Attempts(paths.authfail_path(paths.qmailhome(self.environ)), ip, limit, window, self.pid)
-        if op == "begin":
-            return self._attempts.begin(self.now())
-        self._attempts.forget(self.now())
-        return None
+        return self._attempts
 
     def start_tls(self, cleartext):
         """Write `cleartext` (the 220), then the handshake on the connection: the TLS Info, or

@@ -18,7 +18,7 @@ import threading
 import time
 
 from qmailpy.proto import userswire as W
-from qmailpy.users.base import UsersUnavailable
+from qmailpy.users.errors import NotShared, UsersUnavailable
 
 WORKERS = 8
 MAX_CONNECTIONS = 512
@@ -74,6 +74,22 @@ def answer(answers, word, fields):
                 return W.encode_answer("BAD", "SRS wants a time")
             status, error = answers.srs_reverse(_text(fields[0]), now)
             return W.encode_answer("STATUS", status, error or "")
+        if word == "AUTHBEGIN":
+            try:
+                limit, window, now = int(fields[1]), int(fields[2]), float(fields[3])
+            except ValueError:
+                return W.encode_answer("BAD", "AUTHBEGIN wants a limit, a number of seconds and a time")
+            got = answers.auth_begin(_text(fields[0]), limit, window, now)
+            return W.encode_answer("LOCKED") if got is None else W.encode_answer("COUNTED", str(got[0]), str(got[1]))
+        if word == "AUTHFORGET":
+            try:
+                check = int(fields[1])
+            except ValueError:
+                return W.encode_answer("BAD", "AUTHFORGET wants a check number")
+            answers.auth_forget(_text(fields[0]), check)
+            return W.encode_answer("OK")
+    except NotShared as e:
+        return W.encode_answer("LOCAL", str(e))
     except UsersUnavailable as e:
         return W.encode_answer("TEMP", str(e)[:1000])
     except OSError as e:                # ctl.reader.ControlError: a control (the SRS keys) unreadable
