@@ -24,7 +24,8 @@ from qmailpy.srs import codec
 from qmailpy.users import UsersUnavailable, admin, open_users
 from qmailpy.users.chkuser import NOTOURS, NOUSER, OK
 from qmailpy.users.service import UsersClient, open_answers
-from qmailpy.usersd.server import Peers, Server
+from qmailpy.usersd.questions import Peers
+from qmailpy.usersd.server import Server
 from test_dialogues import TCP_ENV
 from usersd import UsersService
 

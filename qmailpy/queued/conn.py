@@ -11,24 +11,16 @@ insertion (`qp`: the Received line's `qmail N`, intd's p record, qmail-smtpd's
 qmail-queue's pid was.
 """
 import os
-import struct
 import threading
 import time
 
-import socket
-
 from qmailpy import exitcodes as X
 from qmailpy.proto import qqsock
+from qmailpy.unixsock import peer_credentials
 from qmailpy.queue.enqueue import QueueError, enqueue_all
 from qmailpy.queue.main import attempt, content_filter, time_limit
 
 ANSWER_TIMEOUT = 30            # seconds to hand over the answer to a client that does not read it
-_CRED = struct.Struct("3i")
-
-
-def peer_credentials(conn):
-    """(pid, uid, gid) of the process that connected, from the kernel."""
-    return _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
 
 
 class ClientReader:
