@@ -23,6 +23,10 @@ Two instances, each with smtpd on a free 127.0.0.1 port:
   the destination concurrency starts at the row's concurrency, as
   concurrencyremote does, instead of slow-starting from 5.
 
+A third, "tls" (start_tls()), is the peer of the TLS handshake rows: the "accept"
+instance with smtpd in wrapper mode (SMTPS: TLS from the first byte) and the
+certificate qmail-smtpd uses, plus tlsmgr.
+
 Postfix needs its `postfix` user and `postdrop` group (the Debian package
 made them) and must be started as root.
 """
@@ -104,8 +108,8 @@ scache    unix - - n - 1 scache
 class Postfix:
     """One private instance under root/: root/etc (config), root/queue, root/data, root/mail."""
 
-    def __init__(self, root, name, domain, mailbox_ids=None, relay_port=None, full=True):
-        self.root, self.name, self.domain, self.full = root, name, domain, full
+    def __init__(self, root, name, domain, mailbox_ids=None, relay_port=None, full=True, tls=None):
+        self.root, self.name, self.domain, self.full, self.tls = root, name, domain, full, tls
         self.config = os.path.join(root, "etc")
         self.queue = os.path.join(root, "queue")
         self.mail = os.path.join(root, "mail")
@@ -160,11 +164,15 @@ class Postfix:
             # in_flow_delay: smtpd waits up to 1 s for a token from the queue manager, which gives
             # them as it delivers; with none running every message would wait the whole second
             settings["in_flow_delay"] = "0"
+        if tls is not None:                 # (certificate, key): SMTPS, as qmail-smtpd with SMTPS=1
+            settings.update(smtpd_tls_cert_file=tls[0], smtpd_tls_key_file=tls[1], smtpd_tls_wrappermode="yes",
+                            smtpd_tls_security_level="encrypt")
         with open(os.path.join(self.config, "main.cf"), "w") as f:
             for key, value in settings.items():
                 f.write("%s = %s\n" % (key, value))
         with open(os.path.join(self.config, "master.cf"), "w") as f:
-            f.write((MASTER_MTA if full else MASTER_ACCEPT).format(port=self.port))
+            f.write((MASTER_MTA if full else MASTER_ACCEPT + ("tlsmgr    unix - - n 1000? 1 tlsmgr\n" if tls else ""))
+                    .format(port=self.port))
 
     def postfix(self, *args, check=True):
         r = subprocess.run([_tool("postfix"), "-c", self.config, *args], capture_output=True, text=True,
@@ -189,6 +197,11 @@ class Postfix:
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+                    if self.tls is not None:
+                        import ssl
+                        ctx = ssl.create_default_context()
+                        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+                        s = ctx.wrap_socket(s)
                     if s.recv(100).startswith(b"220"):
                         return self
             except OSError:
@@ -273,6 +286,20 @@ def start_pair(root, domain, mailbox_ids, sink_port):
             pf.stop()
         raise PostfixUnavailable(str(e)) from None
     return started
+
+
+def start_tls(root, domain, cert, key):
+    """The "tls" instance (SMTPS with this certificate and key), started; PostfixUnavailable when
+    Postfix cannot run here."""
+    reason = check_host()
+    if reason:
+        raise PostfixUnavailable(reason)
+    pf = Postfix(os.path.join(root, "tls"), "tls", domain, full=False, tls=(cert, key))
+    try:
+        return pf.start()
+    except (PostfixUnavailable, OSError, subprocess.SubprocessError) as e:
+        pf.stop()
+        raise PostfixUnavailable(str(e)) from None
 
 
 def _wait(predicate, timeout, what, pf):

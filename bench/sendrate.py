@@ -31,7 +31,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 import qmailsend  # noqa: E402
-from run import Servers, tool  # noqa: E402
+from procs import Servers, tool  # noqa: E402
 
 VPY = os.path.join(ROOT, ".venv", "bin", "python3")
 PROFILED = {"qmail-send": "qmailpy.send.main", "qmail-todo": "qmailpy.send.todo_main",

@@ -28,7 +28,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 import qmailsend  # noqa: E402
 import tcpserver_rows  # noqa: E402
-from run import Servers, count_files, tool  # noqa: E402
+from procs import Servers, count_files, tool  # noqa: E402
 
 VPY = os.path.join(ROOT, ".venv", "bin", "python3")
 DOMAIN = "bench.example"

@@ -12,6 +12,8 @@ import os
 import socket
 import time
 
+from procs import BenchFailure
+
 IDLE_SESSIONS = 100
 SMTP_1 = "SMTP, 1 msg/conn, 20 parallel, msgs/s ↑"
 SMTP_D = "SMTP, ~100 msgs/conn, 5 sessions, msgs/s ↑"
@@ -82,7 +84,7 @@ def _read_line(sock):
     return data
 
 
-def idle_memory(bench, name, port, server_pid, BenchFailure):
+def idle_memory(bench, name, port, server_pid):
     """Open IDLE_SESSIONS sessions, wait for every greeting, sum the memory of the front end and
     its session processes: records NAME_idle_pss_mib and NAME_idle_rss_mib."""
     socks = []
@@ -118,9 +120,9 @@ def idle_memory(bench, name, port, server_pid, BenchFailure):
         time.sleep(0.05)
 
 
-def memory_phase(bench, servers, BenchFailure):
+def memory_phase(bench, servers):
     """Both front ends of bench.home with IDLE_SESSIONS idle sessions each."""
     port = str(bench.ports["qmail"][0])
     exec_pid = next(p.pid for p in servers.procs if os.path.basename(p.args[0]) == "tcpserver" and port in p.args)
-    idle_memory(bench, "exec", bench.ports["qmail"][0], exec_pid, BenchFailure)
-    idle_memory(bench, "fork", bench.ports["fork"][0], bench.front_pids["fork"], BenchFailure)
+    idle_memory(bench, "exec", bench.ports["qmail"][0], exec_pid)
+    idle_memory(bench, "fork", bench.ports["fork"][0], bench.front_pids["fork"])

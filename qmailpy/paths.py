@@ -46,6 +46,11 @@ def program_path(environ, name, env_name):
     return bin_path(qmailhome(environ), name)
 
 
+def authfail_path(home):
+    """Where qmail-smtpd counts AUTH attempts per client IP (authfaillimit): below its sessions/."""
+    return os.path.join(home, "sessions", "authfail")
+
+
 def sessions_path(home):
     """Where qmail-smtpd keeps its per-IP session slots (periplimit)."""
     return os.path.join(home, "sessions")

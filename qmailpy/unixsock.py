@@ -9,10 +9,12 @@ qmail-smtpd connects for every message, and socket.py imports enum and
 selectors (milliseconds per start).
 """
 import os
+import struct
 
 import _socket
 
 SUN_PATH = 107                 # longest socket path connect() and bind() take (sun_path less its NUL)
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 def address(path):
@@ -72,3 +74,9 @@ def listen_at(path, backlog):
         if fd is not None:
             os.close(fd)
     return sock
+
+
+def peer_credentials(sock):
+    """(pid, uid, gid) of the process at the other end of a Unix socket, from the kernel
+    (SO_PEERCRED, as it was when that process connected): never what the client says."""
+    return _PEERCRED.unpack(sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _PEERCRED.size))

@@ -293,7 +293,7 @@ def test_transaction_without_helo_is_accepted_as_qmail_does(tmp_path):
 
 
 def test_auth_before_ehlo(tmp_path):
-    session, services, _ = session_for(tmp_path, [("smtpauth", "1\n")], checkpassword=True)
+    session, services, _ = session_for(tmp_path, [("smtpauth", "1\n"), ("smtpauthplaintext", "1\n")], checkpassword=True)
     plain = base64.b64encode(b"\0good@example.org\0secret")
     assert talk(session, b"AUTH PLAIN " + plain + b"\r\nHELO x\r\nAUTH PLAIN " + plain + b"\r\n") == [
         R.AUTH_EHLO_FIRST, "250 test.example", R.AUTH_EHLO_FIRST]
@@ -423,7 +423,9 @@ def plain(user, password):
 
 
 def test_auth_brute_force_every_failure_delayed_no_secrets(tmp_path):
-    session, services, _ = session_for(tmp_path, [("smtpauth", "1\n"), ("rcpthosts", HOSTS)],
+    # authfaillimit 0: the per-connection delay alone (the limit: tests/test_smtpd_authlimit.py)
+    session, services, _ = session_for(tmp_path, [("smtpauth", "1\n"), ("smtpauthplaintext", "1\n"),
+                                                  ("authfaillimit", "0\n"), ("rcpthosts", HOSTS)],
                                        services=DelayServices, checkpassword=True)
     services.session = session
     secrets = [b"hunter2-%04d" % i for i in range(300)]
@@ -462,7 +464,7 @@ def test_auth_brute_force_every_failure_delayed_no_secrets(tmp_path):
 
 
 def test_auth_malformed_input_is_not_delayed_nor_logged(tmp_path):
-    session, services, _ = session_for(tmp_path, [("smtpauth", "1\n")], services=DelayServices,
+    session, services, _ = session_for(tmp_path, [("smtpauth", "1\n"), ("smtpauthplaintext", "1\n")], services=DelayServices,
                                        checkpassword=True)
     services.session = session
     data = (b"EHLO x\r\nAUTH PLAIN not-base64!hunter2\r\nAUTH PLAIN " + base64.b64encode(b"hunter2") +
@@ -558,7 +560,7 @@ def test_rcpthosts_present_but_empty_relays_nothing(tmp_path):
 
 
 def test_failed_auth_does_not_open_the_relay(tmp_path):
-    session, services, _ = session_for(tmp_path, [("smtpauth", "1\n"), ("rcpthosts", HOSTS)],
+    session, services, _ = session_for(tmp_path, [("smtpauth", "1\n"), ("smtpauthplaintext", "1\n"), ("rcpthosts", HOSTS)],
                                        checkpassword=True)
     data = (b"EHLO x\r\nAUTH PLAIN " + plain(b"good@example.org", b"wrong") + b"\r\n"
             b"MAIL FROM:<good@example.org>\r\nRCPT TO:<v@evil.example>\r\n")

@@ -228,6 +228,7 @@ SLOW = {
 def test_slow_client_gets_451_timeout(qhome, name):
     qhome.control("timeoutsmtpd", "1\n")
     qhome.control("smtpauth", "1\n")
+    qhome.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
     data, replies = SLOW[name]
     with TcpServer(qhome, environ(qhome), [sys.executable, os.path.join(ROOT, "tests", "checkpassword.py")]) as server:
         sock = server.connect()
@@ -332,6 +333,7 @@ def test_flood_memory_of_the_real_process_is_bounded(qhome):
 
 def test_auth_brute_force_real_delay_and_no_secrets(qhome):
     qhome.control("smtpauth", "1\n")
+    qhome.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
     secrets = [b"hunter2-%d" % i for i in range(5)]
     data = b"EHLO x\r\n" + b"".join(b"AUTH PLAIN " + plain(b"good@example.org", s) + b"\r\n" for s in secrets)
     data += b"AUTH LOGIN " + base64.b64encode(b"good@example.org") + b"\r\n" + base64.b64encode(b"hunter2-L")
@@ -359,6 +361,7 @@ def test_default_auth_failure_delay_goes_through_services(qhome):
     from qmailpy.smtpd.driver import Conversation
     from qmailpy.smtpd.main import Services
     qhome.control("smtpauth", "1\n")
+    qhome.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
     checkpassword = [sys.executable, os.path.join(ROOT, "tests", "checkpassword.py")]
     for extra, want in (({}, AUTH_FAILURE_DELAY), ({"AUTHFAILDELAY": "2.5"}, 2.5)):
         env = qhome.env(**TCP_ENV)

@@ -49,6 +49,7 @@ def home_for(newline, smtpauth):
         home.control("rcpthosts", "example.org\n.sub.example.org\n")
         home.control("newline", "%d\n" % newline)
         home.control("smtpauth", "%d\n" % smtpauth)
+        home.control("smtpauthplaintext", "1\n")      # AUTH in clear (legacy clients): no TLS here
         _HOMES[key] = home.root
     return _HOMES[key]
 

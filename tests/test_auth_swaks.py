@@ -19,6 +19,7 @@ def server(tmp_path_factory, request):
     home.control("me", "test.example\n")
     home.control("rcpthosts", "example.org\n")
     home.control("smtpauth", "1\n")
+    home.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
     create_queue(home.root)
     users = open_users(home.root, Controls(home.root), create=True)
     admin.add_domain(users, "example.org")

@@ -84,6 +84,7 @@ class FakeServices:
         self.queued, self.logged, self.slept = [], [], []
         self.controls, self.checkpassword = controls, checkpassword
         self._users = None
+        self.attempts = 0           # AUTH password checks counted (authfaillimit), this fake's own
 
     def users(self):
         """qmail-smtpd's own choice (qmailpy.users.service.open_answers): the users service where
@@ -102,8 +103,18 @@ class FakeServices:
     def sleep(self, seconds):
         self.slept.append(seconds)     # the tarpit and AUTH failures: recorded, never slept in-process
 
-    def start_queue(self):
+    def start_queue(self, spf=None):
         return FakeJob(self.queued, 999)
+
+    def auth_attempt(self, op, ip, limit, window, shared=False):
+        """authfaillimit as qmailpy.smtpd.authlimit counts, for this one session (no clock)."""
+        if op == "begin":
+            if self.attempts >= limit:
+                return None
+            self.attempts += 1
+            return self.attempts
+        self.attempts -= 1
+        return None
 
     def authenticate(self, mech, user, secret, challenge):
         if self.checkpassword:          # what tests/checkpassword.py accepts

@@ -141,12 +141,20 @@ def test_a_key_that_is_not_a_key_defers(remote):
 
 # -- qmail-queue's verification step, behind the real qmail-smtpd
 
-@pytest.fixture
-def smtpd(home, dns_server, keys):
+@pytest.fixture(params=["exec", "service"])
+def smtpd(request, home, dns_server, keys, tmp_path):
+    """qmail-smtpd handing its messages to qmail-queue exec'd ($QMAILQUEUE), or to qmail-queued
+    over its socket (production): the origin frame carries $TCPREMOTEIP and $SPFRESULT there."""
     home.control("me", "test.example\n")
     home.control("rcpthosts", "example.org\n")
     home.control("dkimverify", "1\n")
     create_queue(home.root)
+    queue_env = {"QMAILQUEUE": program("qmail-queue")}
+    if request.param == "service":
+        from queuedsvc import Queued
+        service = Queued(home.root, home.env(**dns_server.environ()), log=str(tmp_path / "queued.log")).start()
+        request.addfinalizer(service.stop)
+        queue_env = {}
     dns_server.zones = {"sel._domainkey.example.com": {"TXT": [keys[0].txt]},
                         "example.com": {"TXT": ["v=spf1 ip4:127.0.0.9 -all"]},
                         "bad.example": {"TXT": ["v=spf1 -all"]}}
@@ -154,12 +162,16 @@ def smtpd(home, dns_server, keys):
     def go(message, sender="alice@example.com", **env):
         data = (b"EHLO client.example\r\nMAIL FROM:<" + sender.encode() + b">\r\nRCPT TO:<bob@example.org>\r\n"
                 b"DATA\r\n" + message.replace(b"\n", b"\r\n").replace(b"\r\n.", b"\r\n..") + b".\r\nQUIT\r\n")
-        environ = home.env(**dict(TCP_ENV, TCPREMOTEIP="127.0.0.9", QMAILQUEUE=program("qmail-queue"),
-                                  **dns_server.environ(), **env))
+        environ = home.env(**dict(TCP_ENV, TCPREMOTEIP="127.0.0.9", **queue_env, **dns_server.environ(), **env))
+        if not queue_env:
+            environ.pop("QMAILQUEUE", None)
         p = subprocess.run([program("qmail-smtpd")], input=data, capture_output=True, env=environ, timeout=60)
         assert b"\r\n250 ok 1" in p.stdout, p.stdout
         got = queued_messages(home)[-1][1]
-        return got, p.stderr.decode()
+        log = p.stderr.decode()
+        if not queue_env:
+            log += (tmp_path / "queued.log").read_text()
+        return got, log
     return go
 
 
@@ -219,6 +231,19 @@ def test_spf_is_taken_only_from_qmail_smtpd(smtpd):
     # SPF on: ours is the one right after our Received line; the client's is below it
     got, _ = smtpd(forged, sender="x@bad.example", SPFBEHAVIOR="1")
     assert authres(got).endswith("\n\tspf=fail smtp.mailfrom=x@bad.example")
+
+
+def test_spf_of_a_relay_client_qmail_queue_cannot_see_is_never_taken(smtpd, home):
+    """A client that may relay by control/relayclients: qmail-smtpd skips SPF and says so to
+    qmail-queue ($SPFRESULT unset), so the client's Received-SPF is not read as ours; nor is a
+    $SPFRESULT qmail-smtpd inherited (tcprules)."""
+    forged = b"Received-SPF: pass (forged by the client)\n" + MSG
+    home.control("relayclients", "127.0.0.9:\n")
+    got, _ = smtpd(forged, SPFBEHAVIOR="1")
+    assert authres(got) == "Authentication-Results: test.example;\n\tdkim=none"
+    os.unlink(os.path.join(home.root, "control", "relayclients"))
+    got, _ = smtpd(forged, SPFRESULT="pass")
+    assert authres(got) == "Authentication-Results: test.example;\n\tdkim=none"
 
 
 def test_forged_results_of_ours_are_removed_others_kept(smtpd):

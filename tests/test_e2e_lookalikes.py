@@ -106,6 +106,7 @@ def auth_plain(port, login, password):
 def test_lookalike_mailboxes_on_mariadb(mworld, clamd):  # noqa: F811
     w = mworld
     w.control("smtpauth", "1")
+    w.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
     w.control("userchk", "1")
     w.control("clamdsocket", clamd.sock)
     w.control("clamavclients", "joe@" + DOMAIN)

@@ -167,3 +167,13 @@ def test_plain_address_round_trips(addr, prefix, params):
     assert parse_path("%s<%s>%s" % (prefix, addr, tail)) == (addr, params)
     assert parse_path("%s%s%s" % (prefix, addr, tail)) == (addr, params)
     assert split_address(addr)[1] == (addr.rpartition("@")[2] if "@" in addr else "")
+
+
+def test_ipv6_literals_of_this_host_become_localiphost():
+    from qmailpy.proto.grammar import apply_localiphost
+    mine = {"127.0.0.1", "::1", "2001:db8::25"}
+    assert apply_localiphost("pm@[IPv6:::1]", mine, "me.example") == "pm@me.example"
+    assert apply_localiphost("pm@[IPV6:2001:DB8:0:0:0:0:0:25]", mine, "me.example") == "pm@me.example"
+    assert apply_localiphost("pm@[IPv6:::ffff:127.0.0.1]", mine, "me.example") == "pm@me.example"
+    assert apply_localiphost("pm@[IPv6:2001:db8::26]", mine, "me.example") == "pm@[IPv6:2001:db8::26]"
+    assert apply_localiphost("pm@[IPv6:zz]", mine, "me.example") == "pm@[IPv6:zz]"

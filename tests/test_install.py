@@ -119,6 +119,29 @@ def _settings(**kw):
                     freshclam="/usr/bin/freshclam", **kw)
 
 
+def test_smtps_service_is_up_when_a_certificate_is_there(tmp_path):
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.install import services
+    from qmailpy.install.services import Settings
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    (home / "control" / "servercert.pem").write_text("cert and key\n")
+    services.write(Settings(str(home), ROOT, sys.executable, smtpd_uid=1, smtpd_gid=1), Controls(str(home), {}))
+    assert not (home / "service" / "qmail-smtpsd" / "down").exists()
+
+
+def test_smtps_run_script():
+    from qmailpy.install import services
+    smtps = services.render_smtpd_run(_settings(), smtps=True)
+    assert ("/opt/qmailpy/.venv/bin/python3 -IS /opt/qmailpy/qmailpy/install/ctlvalue.py --present /var/qmail "
+            "servercert.pem || { [ $? = 1 ] && echo 'qmail-smtpsd not started: control/servercert.pem "
+            "(certificate and key) is absent; retrying in 5 s.'; sleep 5; exit 111; }\n") in smtps
+    assert smtps.endswith(
+        "exec env - PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin QMAILHOME=/var/qmail SMTPS=1 envdir ./env \\\n"
+        "    tcpserver -v -R -x /var/qmail/control/tcp.smtp.cdb -c \"$SESSIONS\" -u 105 -g 107 0 465 \\\n"
+        "    /var/qmail/bin/qmail-smtpd\n")
+
+
 def test_run_scripts():
     from qmailpy.install import services
     smtpd = services.render_smtpd_run(_settings())
@@ -184,12 +207,14 @@ def test_write_services(tmp_path):
     services.write(s, Controls(str(home), {}))
     svc = home / "service"
     assert sorted(p.name for p in svc.iterdir()) == ["clamd", "dovecot", "qmail-queued", "qmail-send",
-                                                     "qmail-smtpd", "qmail-usersd", "spamd"]
-    for name in ("clamd", "dovecot", "qmail-queued", "qmail-send", "qmail-smtpd", "qmail-usersd", "spamd"):
+                                                     "qmail-smtpd", "qmail-smtpsd", "qmail-usersd", "spamd"]
+    for name in ("clamd", "dovecot", "qmail-queued", "qmail-send", "qmail-smtpd", "qmail-smtpsd", "qmail-usersd",
+                 "spamd"):
         for run in (svc / name / "run", svc / name / "log" / "run"):
             assert os.access(run, os.X_OK) and run.read_text().startswith("#!/bin/sh\n")
         assert (svc / name / "log" / "main").is_dir() and (svc / name / "env").is_dir()
-        assert (svc / name / "down").exists() == (name in ("clamd", "spamd"))
+        # qmail-smtpsd waits for a certificate: down while control/servercert.pem is not there
+        assert (svc / name / "down").exists() == (name in ("clamd", "spamd", "qmail-smtpsd"))
     assert "--max-children=4 " in (svc / "spamd" / "run").read_text()
     assert (svc / "qmail-usersd" / "run").read_text().endswith(" envdir ./env \\\n    %s\n"
                                                                % (home / "bin" / "qmail-usersd"))

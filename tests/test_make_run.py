@@ -40,6 +40,9 @@ def test_demo_instance():
         assert "swaks --server 127.0.0.1:%d --from you@example.com --to demo@demo.example" % port in out
         maildir = rundir / "vpopmail" / "domains" / "demo.example" / "demo" / "Maildir"
         assert str(maildir / "new") in out
+        # STARTTLS with the certificate make run made now (AUTH below goes over it)
+        assert "swaks --server 127.0.0.1:%d --tls --from you@example.com --to demo@demo.example" % port in out
+        assert (rundir / "control" / "servercert.pem").stat().st_mode & 0o077 == 0
         s = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port, "--from", "you@example.com",
                             "--to", "demo@demo.example", "--body", "hello from the demo"],
                            capture_output=True, timeout=60)
@@ -59,10 +62,10 @@ def test_demo_instance():
         assert (rundir / "sock" / "users").exists() and (rundir / "qmail-usersd.pid").exists()
         (rundir / "control" / "smtpauth").write_text("1\n")         # read per connection
         s = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port, "--from", "demo@demo.example",
-                            "--to", "someone@elsewhere.example", "--auth", "CRAM-MD5", "--auth-user",
+                            "--to", "someone@elsewhere.example", "--tls", "--auth", "CRAM-MD5", "--auth-user",
                             "demo@demo.example", "--auth-password", "demo", "--quit-after", "RCPT"],
                            capture_output=True, timeout=60)
-        assert "<-  235 " in s.stdout.decode() and "<-  250 ok" in s.stdout.decode(), s.stdout.decode()
+        assert "<~  235 " in s.stdout.decode() and "<~  250 ok" in s.stdout.decode(), s.stdout.decode()  # <~: in TLS
         (rundir / "control" / "smtpauth").unlink()
 
         # a forward from the vpopmail mailbox: qmail-local (as root: vpopmail:vchkpw, no other

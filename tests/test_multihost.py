@@ -16,8 +16,10 @@ DNS), and each host still has an address, a port 25, a host name and a home of i
 """
 import os
 import shutil
+import base64
 import signal
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,8 +44,8 @@ PASSWORD = "pop pass"
 class Smtp:
     """A client from `source`: each command's whole reply, exactly as the server wrote it."""
 
-    def __init__(self, ip, source):
-        self.sock = socket.create_connection((ip, 25), timeout=20, source_address=(source, 0))
+    def __init__(self, ip, source, port=25):
+        self.sock = socket.create_connection((ip, port), timeout=20, source_address=(source, 0))
         self.file = self.sock.makefile("rb")
         self.greeting = self.reply()
 
@@ -327,6 +329,72 @@ def test_database_stopped_both_hosts_defer_then_recover(cluster):
     subjects = sorted((box / "new" / n).read_bytes().split(b"Subject: ", 1)[1].split(b"\n", 1)[0]
                       for n in delivered(box))
     assert subjects == [b"back on a", b"back on b", b"queued on a", b"queued on b"]
+
+
+LOCKOUT = "421 too many failed authentications from your IP address, try again later (#4.7.0)"
+FAILED, ACCEPTED = "535 authentication failed (#5.7.1)", "235 ok, go ahead (#2.0.0)"
+
+
+def auth(cluster, h, port, source, user, password):
+    """One connection from `source` to host h's `port`: EHLO, AUTH PLAIN; the AUTH reply."""
+    s = Smtp(cluster.ip[h], source, port)
+    try:
+        assert s.cmd("EHLO client.example").startswith("250-")
+        got = s.cmd("AUTH PLAIN " + base64.b64encode(b"\0%s\0%s" % (user.encode(), password.encode())).decode())
+        if not got.startswith("421"):
+            s.cmd("QUIT")
+    finally:
+        s.sock.close()
+    return got
+
+
+def test_auth_failures_counted_once_for_both_hosts_and_per_host_while_the_database_is_down(cluster):
+    """authfailshared 1 (docs/operations.md): A's and B's failures from one IP are one count in
+    the users database, so B locks out (421, even the right password) a client that failed on A;
+    with the database stopped each host counts its own again (sessions/authfail/), and the
+    shared count is back without a restart."""
+    from test_e2e_support import ROOT
+    cluster.users("adduser", "sam@" + DOMAIN, "-p", "right pass")
+    checkpw = [sys.executable, str(ROOT / "tests" / "checkpassword.py")]    # good@example.org / secret
+    controls = {"smtpauth": "1", "smtpauthplaintext": "1", "authfaillimit": "3", "authfailshared": "1"}
+    port, cport = {}, {}
+    try:
+        for h in ("a", "b"):
+            world = cluster.hosts[h]
+            for name, value in controls.items():
+                world.control(name, value)
+            port[h] = world.smtpd(cluster.ip[h], local=NAMES[h], AUTHFAILDELAY="0")
+            cport[h] = world.smtpd(cluster.ip[h], local=NAMES[h], argv=checkpw, AUTHFAILDELAY="0")
+        ip = loopback_address()
+        sam = "sam@" + DOMAIN
+        assert auth(cluster, "a", port["a"], ip, sam, "guess 1") == FAILED
+        assert auth(cluster, "b", port["b"], ip, sam, "right pass") == ACCEPTED    # does not count
+        assert auth(cluster, "a", port["a"], ip, sam, "guess 2") == FAILED
+        assert auth(cluster, "b", port["b"], ip, sam, "guess 3") == LOCKOUT       # the third, on B
+        assert auth(cluster, "b", port["b"], ip, sam, "right pass") == LOCKOUT
+        assert auth(cluster, "a", port["a"], ip, sam, "right pass") == LOCKOUT
+        assert [r[0] for r in cluster.sql("SELECT ip_addr FROM qmailpy_authfail")] == [ip] * 3
+        for h in ("a", "b"):
+            assert not os.path.exists(os.path.join(cluster.hosts[h].home, "sessions", "authfail", ip))
+        # the database stopped: passwords still checked (checkpassword), each host counts its own
+        other = loopback_address()
+        cluster.db.stop()
+        try:
+            assert [auth(cluster, "a", cport["a"], other, "good@example.org", "wrong %d" % i)
+                    for i in range(3)] == [FAILED, FAILED, LOCKOUT]
+            assert auth(cluster, "a", cport["a"], other, "good@example.org", "secret") == LOCKOUT
+            assert auth(cluster, "b", cport["b"], other, "good@example.org", "secret") == ACCEPTED
+            with open(os.path.join(cluster.hosts["a"].home, "sessions", "authfail", other)) as f:
+                assert len(f.read().splitlines()) == 3
+        finally:
+            cluster.db.start()
+        # back: B counts in the database again, no restart
+        assert auth(cluster, "b", cport["b"], other, "good@example.org", "wrong") == FAILED
+        assert [r[0] for r in cluster.sql("SELECT ip_addr FROM qmailpy_authfail WHERE ip_addr = %s", (other,))] == [other]
+    finally:
+        for h in ("a", "b"):
+            for name in controls:
+                cluster.hosts[h].control(name, None)
 
 
 def test_both_hosts_deliver_into_one_mailbox_at_once_within_its_quota(cluster):

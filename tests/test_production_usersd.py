@@ -50,7 +50,7 @@ def test_users_service_in_production(production_home):
     with open(os.path.join(control, "locals")) as f:
         local = f.read().split()[0]
     for name, text in (("rcpthosts", "%s\n%s" % (DOMAIN, local)), ("virtualdomains", "%s:%s" % (DOMAIN, DOMAIN)),
-                       ("me", "mx." + DOMAIN), ("smtpauth", "1"), ("tcp.smtp", ":allow")):
+                       ("me", "mx." + DOMAIN), ("smtpauth", "1"), ("smtpauthplaintext", "1"), ("tcp.smtp", ":allow")):
         with open(os.path.join(control, name), "w") as f:
             f.write(text + "\n")
     subprocess.run(["tcprules", os.path.join(control, "tcp.smtp.cdb"), os.path.join(control, "tcp.tmp")],

@@ -113,6 +113,7 @@ def test_smtpd_checkpassword_refusal_stays_a_refusal(tmp_path):
     """With SIGCHLD ignored, a checkpassword that says no (exit 1) looked like exit 0: AUTH accepted."""
     home = smtpd_home(tmp_path)
     home.control("smtpauth", "1\n")
+    home.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
     session = b"EHLO c.example\r\nAUTH PLAIN AGdvb2RAZXhhbXBsZS5vcmcAd3Jvbmc=\r\nQUIT\r\n"   # wrong password
     r = subprocess.run([program("qmail-smtpd"), sys.executable, os.path.join(ROOT, "tests", "checkpassword.py")],
                        input=session, capture_output=True, env=home.env(AUTHFAILDELAY="0", **TCP_ENV),
@@ -214,3 +215,14 @@ def test_inject_reports_qmail_queues_refusal(argv, tmp_path):
                        env=env, preexec_fn=ignore_sigchld, timeout=60)
     assert r.returncode == 100, r
     assert b"permanently rejected" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("name", CONSOLE_SCRIPTS)
+def test_every_program_has_its_page_and_a_line_in_the_readme(name):
+    """A program declared in setup.cfg is documented: docs/NAME.md, and the README's program
+    table names it (qmail-usersd and qmail-tcpserver were missing from it)."""
+    assert os.path.exists(os.path.join(ROOT, "docs", name + ".md")), name
+    with open(os.path.join(ROOT, "README.md")) as f:
+        rows = [line for line in f if line.startswith("| `")]
+    named = {part.strip(" `") for row in rows for part in row.split("|")[1].split(",")}
+    assert name in named, name

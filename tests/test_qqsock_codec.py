@@ -128,3 +128,41 @@ def test_bad_answers(data):
     with pytest.raises(qqsock.FrameError):
         got = qqsock.AnswerDecoder().feed(data)
         assert got is not None
+
+
+origin_values = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), min_size=1,
+                        max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.fixed_dictionaries({}, optional={"TCPREMOTEIP": origin_values, "SPFRESULT": origin_values}),
+       st.binary(max_size=300), st.lists(st.integers(0, 1000), max_size=10))
+def test_an_origin_frame_and_the_message_round_trip_for_any_chunking(origin, message, cuts):
+    """qmail-smtpd's origin ($TCPREMOTEIP, $SPFRESULT) before the message: the service reads both,
+    however the stream is cut; without one the request is as before and origin is {}."""
+    frame = qqsock.encode_origin(dict(origin, PATH="/bin", TCPLOCALIP="127.0.0.1"))   # others are not sent
+    stream = qqsock.encode_request(message, qq.encode(b"a", [b"b"]), frame)
+    dec, got, rest = qqsock.MessageDecoder(), [], []
+    for chunk in split(stream, cuts):
+        if dec.done:
+            rest.append(chunk)
+            continue
+        got.append(dec.feed(chunk))
+        if dec.done:
+            rest.append(dec.rest)
+    assert dec.done and b"".join(got) == message and b"".join(rest) == qq.encode(b"a", [b"b"])
+    assert dec.origin == origin
+
+
+@pytest.mark.parametrize("stream", [
+    b"o0:,0:,",                               # an empty origin
+    b"o9:PATH=/bin,0:,",                      # a name that is not an origin name
+    b"o11:TCPREMOTEIP,0:,",                   # no value
+    b"o12:TCPREMOTEIP=,0:,",                  # an empty value
+    b"o9999:" + b"x" * 10,                    # longer than MAX_ORIGIN
+    b"5:hello,o3:a=b,0:,",                    # an origin after the message began
+    b"o29:SPFRESULT=pass\0SPFRESULT=fail,0:,",  # a name twice
+])
+def test_a_bad_origin_is_a_frame_error(stream):
+    with pytest.raises(qqsock.FrameError):
+        qqsock.MessageDecoder().feed(stream)

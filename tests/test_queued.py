@@ -317,6 +317,57 @@ def test_sigterm_lets_the_running_insertion_finish(home, service):
     assert len(os.listdir(home / "queue" / "todo")) == 1
 
 
+def _request_as(home, uid, request):
+    """Send `request` on a connection made by a child that is `uid` when it connects (the
+    kernel's SO_PEERCRED is taken then; as root, as the suite runs); the answer (code, qp)."""
+    dirfd = os.open(os.path.dirname(paths.queue_socket(str(home))), os.O_PATH | os.O_DIRECTORY)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            s = socket.socket(socket.AF_UNIX)
+            s.connect("/proc/self/fd/%d/%s" % (dirfd, os.path.basename(paths.queue_socket(str(home)))))
+            s.sendall(request)
+            code_, qp, _ = read_answer(s)
+            os.write(w, b"%d %d" % (code_, qp))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.close(dirfd)
+    with os.fdopen(r, "rb") as f:
+        got = f.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    code, qp = map(int, got.split())
+    return code, qp
+
+
+def test_an_origin_from_anyone_but_qmail_smtpds_user_is_ignored(home, service):
+    """Only qmail-smtpd may say the mail came in over SMTP (and what SPF said): the origin frame of
+    another user (here nobody) is dropped and logged, so the DKIM step does not run for it."""
+    (home / "control" / "dkimverify").write_text("1\n")
+    (home / "control" / "me").write_text("test.example\n")
+    request = qqsock.encode_request(MSG, qq.encode(b"a@b.example", [b"c@d.example"]),
+                                    qqsock.encode_origin({"TCPREMOTEIP": "192.0.2.1", "SPFRESULT": "pass"}))
+    code, qp = _request_as(home, 65534, request)
+    assert code == 0
+    log = Path(service.log).read_text()
+    assert "qp %d uid 65534 pid " % qp in log and "origin ignored: not qmail-smtpd's user" in log
+    mess = (home / "queue" / "mess").rglob("*")
+    data = [p.read_bytes() for p in mess if p.is_file()]
+    assert len(data) == 1 and b"Authentication-Results:" not in data[0]
+    # the same frame from the service's own user (single-user mode: qmail-smtpd's) is taken
+    code, _ = _request_as(home, os.geteuid(), request)
+    assert code == 0
+    data = [p.read_bytes() for p in (home / "queue" / "mess").rglob("*") if p.is_file()]
+    assert sum(b"Authentication-Results: test.example;\n\tdkim=none" in d for d in data) == 1
+
+
 PRELOADED_SESSION = r"""
 import os, sys
 from qmailpy.tcpserver import programs

@@ -9,6 +9,7 @@ import pytest
 from conftest import Home
 from qmailpy.ctl.reader import Controls
 from qmailpy.dns.resolver import HARD, OK, Answer
+from qmailpy.proto import replies as R
 from qmailpy.smtpd import actions as A
 from qmailpy.smtpd.config import SmtpdConfig
 from qmailpy.smtpd.session import AUTH, DATA, DONE, MAIL, READY, Session
@@ -149,7 +150,8 @@ def test_tarpit_sleeps_before_the_reply(tmp_path):
 
 
 def test_auth_as_actions(tmp_path):
-    s = session_for(tmp_path, [("smtpauth", "1\n")], AUTHFAILDELAY="2")
+    s = session_for(tmp_path, [("smtpauth", "1\n"), ("smtpauthplaintext", "1\n"), ("authfaillimit", "0\n")],
+                    AUTHFAILDELAY="2")
     actions(s)
     actions(s, b"EHLO c\r\n")
     assert shape(actions(s, b"AUTH LOGIN\r\n")) == [("send", "334 VXNlcm5hbWU6\r\n"), A.NEED_DATA]
@@ -190,3 +192,15 @@ def test_spf_questions_each_asked_once_per_command(tmp_path):
             s.answer(Answer(OK, values) if values else Answer(HARD, (), "nodata"))
     assert len(asked) == len(set(asked)) and ("txt", "r.example") in asked and ("a", "mx.r.example") in asked
     assert s.mail.spf.result == "pass"
+
+
+def test_auth_limit_as_actions(tmp_path):
+    """authfaillimit: the attempt is counted before the password is checked; locked out: 421,
+    the password unchecked, the session over."""
+    s = session_for(tmp_path, [("smtpauth", "1\n"), ("smtpauthplaintext", "1\n"), ("authfaillimit", "3\n")],
+                    AUTHFAILDELAY="0")
+    actions(s)
+    actions(s, b"EHLO c\r\n")
+    got = actions(s, b"AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n", [None])
+    assert isinstance(got[0], A.AuthAttempt) and (got[0].op, got[0].limit, got[0].window) == ("begin", 3, 900)
+    assert shape(got[1:]) == [("log", "auth-lockout"), ("send", R.AUTH_LOCKOUT + "\r\n"), A.CLOSED]

@@ -209,6 +209,7 @@ def cram_response(challenge_line, user=b"good@example.org", secret=b"secret"):
 def test_cram_md5_in_process(qhome):
     env = dict(TCP_ENV)
     qhome.control("smtpauth", "1\n")
+    qhome.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
     session = Conversation(SmtpdConfig(Controls(qhome.root, env), env), FakeServices(checkpassword=True))
     session.start()
     session.feed(b"EHLO c\r\n")
@@ -223,6 +224,7 @@ def test_cram_md5_in_process(qhome):
 
 def test_cram_md5_through_tcpserver(qhome):
     qhome.control("smtpauth", "1\n")
+    qhome.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
     port = free_port()
     cmd = ["tcpserver", "-q", "-H", "-R", "-l", "localhost", "127.0.0.1", str(port), program("qmail-smtpd"),
            sys.executable, os.path.join(ROOT, "tests", "checkpassword.py")]
@@ -383,6 +385,7 @@ def test_users_database_down_gives_temporary_replies(qhome):
     qhome.control("usersdb", "127.0.0.1|1|root||nodb\n")
     qhome.control("userchk", "1\n")
     qhome.control("smtpauth", "1\n")
+    qhome.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
     plain = base64.b64encode(b"\0joe@example.org\0pw").decode()
     data = ("EHLO c\r\nAUTH PLAIN %s\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<joe@example.org>\r\n"
             "RCPT TO:<x@elsewhere.example>\r\nQUIT\r\n" % plain).encode()

@@ -524,3 +524,12 @@ def test_started_with_sigchld_ignored(tmp_path, qhome):
     finally:
         assert front.stop() == 0
     assert re.search(r"tcpserver: end \d+ status 0\ntcpserver: status: 0/40\n", front.log())
+
+
+def test_ssl_is_preloaded_only_for_a_home_with_a_certificate(tmp_path):
+    from qmailpy.tcpserver.programs import tls_wanted
+    (tmp_path / "control").mkdir()
+    assert not tls_wanted({"QMAILHOME": str(tmp_path)})
+    assert tls_wanted({"QMAILHOME": str(tmp_path), "SMTPS": "1"})
+    (tmp_path / "control" / "servercert.pem").write_text("cert and key\n")
+    assert tls_wanted({"QMAILHOME": str(tmp_path)})

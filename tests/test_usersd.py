@@ -24,7 +24,8 @@ from qmailpy.srs import codec
 from qmailpy.users import UsersUnavailable, admin, open_users
 from qmailpy.users.chkuser import NOTOURS, NOUSER, OK
 from qmailpy.users.service import UsersClient, open_answers
-from qmailpy.usersd.server import Peers, Server
+from qmailpy.usersd.questions import Peers
+from qmailpy.usersd.server import Server
 from test_dialogues import TCP_ENV
 from usersd import UsersService
 
@@ -37,6 +38,7 @@ def make_home(root):
     home.control("rcpthosts", "example.org\nsrs.example.org\n")
     home.control("userchk", "1\n")
     home.control("smtpauth", "1\n")
+    home.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
     home.control("srs/srs_domain", "srs.example.org\n")
     home.control("srs/revers_srs_secrets", SECRET + "\n")
     create_queue(home.root)

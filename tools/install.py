@@ -20,7 +20,7 @@ files from --me, else control/me, else the host name (never an open relay);
 alias/.qmail-postmaster, -mailer-daemon, -root delivering to alias/Maildir/
 (or forwarding to --postmaster ADDRESS), as qmail's INSTALL.alias (every
 install makes these; --production gives them to the alias user). Options:
---smtp-port (25), --smtp-listen (0: every address), --softlimit BYTES
+--smtp-port (25), --smtps-port (465: qmail-smtpsd, SMTPS), --smtp-listen (0: every address), --softlimit BYTES
 (qmail-smtpd's memory limit, none by default), --pop3-port (110),
 --pop3-listen (*), --tcpserver-flags ("-v -R"). See docs/operations.md.
 """
@@ -61,6 +61,7 @@ def parse_args(argv):
                          "(link: only where absent; replace: move another MTA's aside). Default: link "
                          "for /var/qmail, no for any other home")
     ap.add_argument("--smtp-port", type=int, default=25)
+    ap.add_argument("--smtps-port", type=int, default=465, help="qmail-smtpsd's port (SMTPS: TLS from the first byte)")
     ap.add_argument("--smtp-listen", default="0", help="tcpserver's host argument (0: every address)")
     ap.add_argument("--softlimit", type=int, default=None, metavar="BYTES",
                     help="run tcpserver + qmail-smtpd under softlimit -m BYTES")
@@ -222,6 +223,7 @@ def production(home, root, python, args):
     migrate_queue(home)
     clamav = "clamav" if accounts.user_exists("clamav") else None      # Debian's clamav-daemon user
     settings = services.Settings(home, root, python, smtp_port=args.smtp_port, smtp_listen=args.smtp_listen,
+                                 smtps_port=args.smtps_port,
                                  softlimit=args.softlimit, pop3_port=args.pop3_port,
                                  pop3_listen=args.pop3_listen, smtpd_uid=smtpd_uid, smtpd_gid=nofiles,
                                  tcpserver_flags=args.tcpserver_flags, smtp_server=args.smtp_server)

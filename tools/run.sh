@@ -101,6 +101,15 @@ export QMAILPY_SINGLEUSER=1
 [ "$(id -u)" != 0 ] || chown -R vpopmail:vchkpw "$RUN/vpopmail"
 MAILDIR=$RUN/vpopmail/domains/demo.example/demo/Maildir
 
+# STARTTLS: a certificate made now (never committed), as control/servercert.pem (cert + key)
+if [ ! -s "$RUN/control/servercert.pem" ] && command -v openssl >/dev/null 2>&1; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+        -keyout "$RUN/control/servercert.key" -out "$RUN/control/servercert.crt" >>"$RUN/log/install" 2>&1 &&
+        (umask 077; cat "$RUN/control/servercert.crt" "$RUN/control/servercert.key" >"$RUN/control/servercert.pem")
+    rm -f "$RUN/control/servercert.crt" "$RUN/control/servercert.key"
+fi
+
 # the users service first: qmail-smtpd asks it (AUTH, chkuser, POP-before-SMTP) once sock/users is there
 nohup "$RUN/bin/qmail-usersd" >>"$RUN/log/usersd" 2>&1 &
 echo $! > "$RUN/qmail-usersd.pid"
@@ -145,6 +154,14 @@ Send a test message:
 
 It lands, within a second, in
     $MAILDIR/new/
+
+Try STARTTLS (certificate made now by openssl req -x509: $RUN/control/servercert.pem):
+    swaks --server 127.0.0.1:$PORT --tls --from you@example.com --to demo@demo.example
+    openssl s_client -connect 127.0.0.1:$PORT -starttls smtp -quiet
+AUTH is offered only after STARTTLS (control/smtpauth; control/smtpauthplaintext allows it in clear):
+    echo 1 > $RUN/control/smtpauth
+    swaks --server 127.0.0.1:$PORT --tls --auth PLAIN --auth-user demo@demo.example --auth-password demo \
+        --from demo@demo.example --to someone@elsewhere.example
 
 Read it over POP3:
     curl -s --user demo@demo.example:demo pop3://127.0.0.1:$POP3PORT/1

@@ -97,6 +97,13 @@ CONTROLS = (
     _c("databytes", NUMBER, 0, "smtp", SMTPD, "Largest message accepted, in bytes; 0 = unlimited.",
        env="DATABYTES"),
     _c("timeoutsmtpd", NUMBER, 1200, "smtp", SMTPD, "Seconds to wait for the client on every read."),
+    _c("timeoutsession", NUMBER, 0, "smtp", SMTPD,
+       "Seconds a whole SMTP session may last; then 421 and the connection ends; 0 = no limit (qmail)."),
+    _c("smtpminrate", NUMBER, 0, "smtp", SMTPD,
+       "Bytes per second a client must send, on average, over the time qmail-smtpd waits for it "
+       "(judged once it waited smtpminratewindow seconds); slower: 421; 0 = no minimum (qmail)."),
+    _c("smtpminratewindow", NUMBER, 60, "smtp", SMTPD,
+       "Seconds of waiting for the client after which smtpminrate is judged."),
     _c("maxrecepients", NUMBER, 0, "smtp", SMTPD, "Most recipients per message; 0 = unlimited.",
        aliases=("maxrcpt",), env="MAXRECIPIENTS"),
     _c("newline", BOOL, 0, "smtp", SMTPD, "1: accept clients that end lines with a bare LF."),
@@ -126,6 +133,19 @@ CONTROLS = (
     _c("userchk", BOOL, 0, "relay", SMTPD, "1: refuse unknown mailbox users of hosted domains at RCPT (chkuser)."),
     # -- auth
     _c("smtpauth", BOOL, 0, "auth", SMTPD, "1: offer SMTP AUTH LOGIN PLAIN CRAM-MD5."),
+    _c("smtpauthplaintext", BOOL, 0, "auth", SMTPD,
+       "1: offer and accept AUTH on connections without TLS (legacy clients); 0: AUTH only after "
+       "STARTTLS or on SMTPS (538 before)."),
+    _c("authfaillimit", NUMBER, 10, "auth", SMTPD,
+       "Password checks one client IP may fail within authfailwindow, over all its connections; the "
+       "next AUTH (even with the right password) gets 421 and the connection ends; 0 = no limit (qmail)."),
+    _c("authfailwindow", NUMBER, 900, "auth", SMTPD,
+       "Seconds a failed AUTH counts against its client IP (authfaillimit): the lockout ends when "
+       "the oldest failure is that old."),
+    _c("authfailshared", BOOL, 0, "auth", SMTPD,
+       "1: the authfaillimit count is kept in the MySQL/MariaDB users database (table qmailpy_authfail, "
+       "through qmail-usersd), shared by every MX host using it; per host when the database is SQLite, "
+       "and while it cannot answer (logged as authfail-local); 0: per host (sessions/authfail/)."),
     _c("authsender", BOOL, 0, "auth", SMTPD, "1: the MAIL FROM domain must be the authenticated user's domain."),
     _c("popbeforesmtp", BOOL, 1, "auth", SMTPD, "1: clients that logged in over POP3 recently may relay."),
     _c("smdcheck", BOOL, 0, "auth", SMTPD, "1: relaying clients must use one of our domains as sender."),
@@ -205,6 +225,16 @@ CONTROLS = (
        "others get opportunistic STARTTLS."),
     _c("tlsclientciphers", LINE, "", "tls", REMOTE, "OpenSSL cipher list for qmail-remote's TLS; empty = OpenSSL's.",
        keep_empty=True),
+    _c("servercert.pem", FILE, None, "tls", SMTPD,
+       "Certificate chain and private key (PEM, one file) qmail-smtpd shows for STARTTLS and SMTPS; "
+       "absent or unusable: STARTTLS is not offered."),
+    _c("clientca.pem", FILE, None, "tls", SMTPD,
+       "CAs (PEM) whose client certificates qmail-smtpd asks for and logs as verified; absent: none asked."),
+    _c("tlsserverciphers", LINE, "", "tls", SMTPD,
+       "OpenSSL cipher list for qmail-smtpd's TLS 1.2 and below; empty = OpenSSL's.", env="TLSCIPHERS",
+       keep_empty=True),
+    _c("dh2048.pem", FILE, None, "tls", SMTPD,
+       "DH parameters (PEM) for DHE ciphers; absent: ECDHE and TLS 1.3 key exchange only."),
     _c("clientcert.pem", FILE, None, "tls", REMOTE,
        "Certificate and key (PEM) qmail-remote shows to servers that ask for one."),
     # -- dkim

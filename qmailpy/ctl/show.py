@@ -123,6 +123,41 @@ def cdb_findings(controls):
     return found
 
 
+def tls_findings(controls):
+    """A servercert.pem that is there but cannot be used (qmail-smtpd then offers no STARTTLS),
+    a dh2048.pem that does not load, and AUTH that no client can reach."""
+    from qmailpy.ctl import pem
+    found = []
+    cert = controls.value("servercert.pem")
+    if cert is not None:
+        why = pem.problem(cert)
+        if why is not None:
+            found.append(Finding("control/servercert.pem", 0, why + ": qmail-smtpd offers no STARTTLS"))
+        dh = controls.value("dh2048.pem")
+        if why is None and dh is not None:
+            why = pem.problem(cert, dh)
+            if why is not None:
+                found.append(Finding("control/dh2048.pem", 0, why))
+    try:
+        if controls.value("smtpauth") and not controls.value("smtpauthplaintext") and cert is None:
+            found.append(Finding("control/smtpauth", 0, "AUTH is offered only over TLS and there is no "
+                                 "control/servercert.pem (set control/smtpauthplaintext for clients without TLS)"))
+    except ControlError:
+        pass
+    return found
+
+
+def authfail_findings(controls):
+    """authfailshared 1 where the users database is SQLite (no usersdb): the count stays per host."""
+    try:
+        if controls.value("authfailshared") and not (controls.value("usersdb") or "").strip():
+            return [Finding("control/authfailshared", 0, "the users database is SQLite (control/usersdb is "
+                            "empty): the AUTH-failure count is kept on this host only")]
+    except ControlError:
+        pass
+    return []
+
+
 def check(controls):
     """Every finding: malformed values, unreadable files, corrupt cdbs, unknown files and options lines."""
     findings = []
@@ -138,6 +173,8 @@ def check(controls):
     findings.extend(controls.findings)
     findings.extend(cdb_findings(controls))
     findings.extend(unknown_files(controls.home))
+    findings.extend(tls_findings(controls))
+    findings.extend(authfail_findings(controls))
     try:
         if controls.value("rcpthosts") is None:
             findings.append(Finding("control/rcpthosts", 0,

@@ -14,12 +14,12 @@ LOOKUP_TIME seconds.
 SPF: qmail-smtpd writes the qmail-spf patch's `Received-SPF:` right after
 its own `Received:` line, and qmail-queue puts its Received line above
 both. Only a Received-SPF in that place is ours, and only when qmail-smtpd
-checked SPF at all: spfbehavior (with $SPFBEHAVIOR, which qmail-queue
-inherits from qmail-smtpd) not 0, no $RELAYCLIENT, no AUTH (`with ESMTPA` in
-our Received line). Otherwise the field has no spf= part: a Received-SPF the
+says it checked SPF for this message: it sets $SPFRESULT (the result word)
+for the queue program then, and only then (not for clients that may relay:
+RELAYCLIENT, AUTH, relayclients, relaydomains, POP-before-SMTP; not with
+spfbehavior 0). Otherwise the field has no spf= part: a Received-SPF the
 client wrote itself (one where ours would be, when we wrote none) is never
-taken. Clients that may relay by control/relayclients or POP-before-SMTP
-are not seen from here (see docs/dkim.md).
+taken.
 
 The field, with authserv-id = control/me, goes on top of the message
 (under qmail-queue's own Received line); Authentication-Results fields that
@@ -142,12 +142,9 @@ def dkim_results(message, resolver):
 
 # -- SPF
 def smtpd_checked_spf(environ, controls, received):
-    """Did qmail-smtpd check SPF for this message? (see the module docstring)"""
-    if environ.get("RELAYCLIENT") is not None:
-        return False
-    if b" with ESMTPA" in received:
-        return False
-    return bool(controls.value("spfbehavior"))
+    """Did qmail-smtpd check SPF for this message? Its mark says so: $SPFRESULT, which it sets
+    for the queue program only when it wrote a Received-SPF (see the module docstring)."""
+    return bool(environ.get("SPFRESULT"))
 
 
 def spf_result(message, sender, checked):

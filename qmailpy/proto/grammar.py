@@ -45,11 +45,25 @@ def split_address(addr):
     return (local, domain) if at else (addr, "")
 
 
+def ipv6_text(text):
+    """RFC 5952 text of an IPv6 address (a.b.c.d when IPv4-mapped), or None; ipaddress is
+    imported only once an IPv6 address shows up."""
+    import ipaddress
+    try:
+        a = ipaddress.IPv6Address(text)
+    except ValueError:
+        return None
+    return str(a.ipv4_mapped) if a.ipv4_mapped is not None else str(a)
+
+
 def _bracket_ip(domain):
     """Dotted quad of an "[a.b.c.d]" literal, or None; like ip_scanbracket().
 
-    Each number is taken modulo 256, as ip_scan() stores it in a char.
+    Each number is taken modulo 256, as ip_scan() stores it in a char. An
+    "[IPv6:...]" literal (RFC 5321 4.1.3) gives the address's RFC 5952 text.
     """
+    if domain[:6].lower() == "[ipv6:" and domain[-1:] == "]":
+        return ipv6_text(domain[6:-1])
     if len(domain) < 9 or domain[0] != "[" or domain[-1] != "]":
         return None
     parts = domain[1:-1].split(".")
@@ -63,7 +77,8 @@ def _bracket_ip(domain):
 
 
 def apply_localiphost(addr, my_ips, localiphost):
-    """Step 4: u@[ip] with ip one of my_ips (dotted quads) -> u@localiphost.
+    """Step 4: u@[ip] or u@[IPv6:ip] with ip one of my_ips (dotted quads, RFC 5952 IPv6
+    text) -> u@localiphost.
 
     localiphost None means control/localiphost is absent: no rewrite.
     """

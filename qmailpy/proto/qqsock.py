@@ -14,6 +14,12 @@ the service in qmailpy.queued). Pure: no I/O.
                       nothing was queued) and, on failure, the text qmail-queue
                       would have written to fd 2.
 
+A request may begin with one origin frame,  o<len>:NAME=value\0NAME=value,  : the
+facts qmail-smtpd gives an exec'd qmail-queue in its environment and the filter
+step reads (ORIGIN_NAMES: $TCPREMOTEIP, the mail came in over SMTP; $SPFRESULT,
+qmail-smtpd checked SPF). The service takes them only from qmail-smtpd's user
+(qmailpy.queued.conn): anyone else's are dropped, as any local user may connect.
+
 The message is framed because its length is not known when it starts (qmail-
 smtpd streams DATA as it arrives) and because a connection that breaks before
 `0:,` must be told from a complete message: nothing is queued then. The
@@ -23,6 +29,8 @@ in the protocol: the service takes it from the kernel (SO_PEERCRED).
 from qmailpy import exitcodes as X
 
 MAX_CHUNK = 1 << 20            # longest netstring of the message a service accepts
+MAX_ORIGIN = 1024              # longest origin frame
+ORIGIN_NAMES = ("TCPREMOTEIP", "SPFRESULT")
 MAX_ANSWER = 1000              # longest answer a client accepts
 END = b"0:,"                   # the end of the message
 _DIGITS = len(str(MAX_CHUNK))
@@ -43,9 +51,29 @@ def encode_chunk(data):
     return b"%d:%s," % (len(data), data)
 
 
-def encode_request(message, envelope):
-    """A whole request: the message bytes, then END, then the envelope bytes (qq.encode())."""
-    return encode_chunk(message) + END + bytes(envelope)
+def encode_origin(environ):
+    """The origin frame of the ORIGIN_NAMES set (non-empty) in `environ`; b"" when none is."""
+    fields = ["%s=%s" % (name, environ[name]) for name in ORIGIN_NAMES
+              if environ.get(name) and "\0" not in environ[name]]
+    data = "\0".join(fields).encode("utf-8", "surrogateescape")[:MAX_ORIGIN]
+    return b"o%d:%s," % (len(data), data) if data else b""
+
+
+def decode_origin(data):
+    """{NAME: value} of an origin frame's payload; FrameError for anything else."""
+    origin = {}
+    for field in bytes(data).split(b"\0"):
+        name, eq, value = field.decode("utf-8", "surrogateescape").partition("=")
+        if not eq or name not in ORIGIN_NAMES or name in origin or not value:
+            raise FrameError("bad origin field")
+        origin[name] = value
+    return origin
+
+
+def encode_request(message, envelope, origin=b""):
+    """A whole request: the origin frame (encode_origin()), the message bytes, then END, then
+    the envelope bytes (qq.encode())."""
+    return origin + encode_chunk(message) + END + bytes(envelope)
 
 
 class MessageDecoder:
@@ -55,17 +83,23 @@ class MessageDecoder:
     `done` is True and `rest` holds the bytes that followed it (the start of
     the envelope); feeding more after that is an error. Raises FrameError on
     anything that is not a netstring of 1..MAX_CHUNK bytes or END (leading
-    zeros, no length, a missing comma).
+    zeros, no length, a missing comma). `origin` is the {NAME: value} of the
+    origin frame once read ({} without one).
     """
-    __slots__ = ("done", "rest", "_head", "_left", "_comma", "_last")
+    __slots__ = ("done", "rest", "origin", "_head", "_left", "_comma", "_last", "_started", "_in_origin",
+                 "_origin_bytes")
 
     def __init__(self):
         self.done = False
         self.rest = b""
+        self.origin = {}
         self._head = bytearray()     # digits of the length being read
         self._left = 0               # payload bytes still to come in this frame
         self._comma = False          # the frame's closing comma is next
         self._last = False           # ... and that frame was END
+        self._started = False        # a byte has been read (the origin frame may come first only)
+        self._in_origin = False      # the frame being read is the origin frame
+        self._origin_bytes = bytearray()
 
     def feed(self, data):
         if self.done:
@@ -75,18 +109,26 @@ class MessageDecoder:
         while pos < end:
             if self._left:
                 take = min(self._left, end - pos)
-                out.append(data[pos:pos + take])
+                (self._origin_bytes.extend if self._in_origin else out.append)(data[pos:pos + take])
                 pos += take
                 self._left -= take
                 self._comma = not self._left
                 continue
             ch = data[pos]
             pos += 1
+            if not self._started:
+                self._started = True
+                if ch == 0x6F:                            # 'o': the origin frame
+                    self._in_origin = True
+                    continue
             if self._comma:
                 if ch != 0x2C:                            # ','
                     raise FrameError("netstring without its comma")
                 self._comma = False
-                if self._last:
+                if self._in_origin:
+                    self._in_origin = False
+                    self.origin = decode_origin(self._origin_bytes)
+                elif self._last:
                     self.done = True
                     self.rest = bytes(data[pos:])
                     break
@@ -97,6 +139,11 @@ class MessageDecoder:
             elif ch == 0x3A and self._head:               # ':'
                 length = int(self._head)
                 self._head.clear()
+                if self._in_origin:
+                    if not 0 < length <= MAX_ORIGIN:
+                        raise FrameError("bad origin length")
+                    self._left = length
+                    continue
                 if length > MAX_CHUNK:
                     raise FrameError("message chunk longer than %d bytes" % MAX_CHUNK)
                 self._left = length

@@ -7,10 +7,15 @@ A line is a word and its fields, separated by single spaces, ended by LF:
                       RELAY <ip> <since> <window>                 (POP-before-SMTP)
                       ADDR <name> <domain>                        (the mailbox an address goes to)
                       SRS <address> <now>                         (an SRS recipient's status)
+                      AUTHBEGIN <ip> <limit> <window> <now>       (authfailshared: count a password check)
+                      AUTHFORGET <ip> <check>                     (authfailshared: it does not count)
   service -> client   YES | NO                                    (AUTH, RELAY)
                       OK | NOUSER | NOTOURS                       (RCPT)
                       FOUND <address> | NONE                      (ADDR)
                       STATUS <status> <error>                     (SRS)
+                      COUNTED <checks> <check> | LOCKED           (AUTHBEGIN: counted, or limit reached)
+                      LOCAL <reason>                              (AUTHBEGIN/AUTHFORGET: count per host)
+                      OK                                          (AUTHFORGET)
                       TEMP <reason>                               (cannot tell now: 451/454)
                       REFUSED <reason>                            (not a caller it answers; then closed)
                       BAD <reason>                                (not a question; then closed)
@@ -22,9 +27,10 @@ LF: longer is a protocol error at both ends, and the reader never keeps more
 than that. Pure: no I/O.
 """
 MAX_LINE = 8192
-QUESTIONS = {"AUTH": 4, "RCPT": 1, "RELAY": 3, "ADDR": 2, "SRS": 2}    # word -> number of fields
+QUESTIONS = {"AUTH": 4, "RCPT": 1, "RELAY": 3, "ADDR": 2, "SRS": 2,     # word -> number of fields
+             "AUTHBEGIN": 4, "AUTHFORGET": 2}
 ANSWERS = {"YES": 0, "NO": 0, "OK": 0, "NOUSER": 0, "NOTOURS": 0, "FOUND": 1, "NONE": 0, "STATUS": 2,
-           "TEMP": 1, "REFUSED": 1, "BAD": 1}
+           "COUNTED": 2, "LOCKED": 0, "LOCAL": 1, "TEMP": 1, "REFUSED": 1, "BAD": 1}
 _PLAIN = frozenset(range(0x21, 0x7F)) - {0x25}
 _HEX = b"0123456789ABCDEF"
 

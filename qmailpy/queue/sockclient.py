@@ -64,7 +64,7 @@ def service_job(environ, controls=None):
     except OSError:
         limit = DEATH                    # the service reads it too, and answers 55
     try:
-        return SocketJob(home, limit + 60)
+        return SocketJob(home, limit + 60, qqsock.encode_origin(environ))
     except NoService:
         return None
 
@@ -72,13 +72,15 @@ def service_job(environ, controls=None):
 class SocketJob:
     """One message on its way into qmail-queued (see the module docstring)."""
 
-    def __init__(self, home, timeout):
-        """Connect; NoService when the socket is absent. Any other trouble is kept for finish()."""
+    def __init__(self, home, timeout, origin=b""):
+        """Connect; NoService when the socket is absent. Any other trouble is kept for finish().
+        origin: the request's origin frame (qqsock.encode_origin), sent first."""
         self.qp = None
         self.reason = ""
         self.code = None             # set when the job has failed on our side (finish() returns it)
         self.broken = False          # a write failed: an early answer may still be read
         self._buf = bytearray()
+        self._origin = origin
         self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         self.sock.settimeout(timeout)
         try:
@@ -116,6 +118,9 @@ class SocketJob:
             self._flush()
 
     def _flush(self):
+        if self._origin:
+            self._send(self._origin)
+            self._origin = b""
         if self._buf:
             self._send(qqsock.encode_chunk(self._buf))
             self._buf.clear()

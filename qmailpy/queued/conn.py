@@ -10,24 +10,17 @@ insertion (`qp`: the Received line's `qmail N`, intd's p record, qmail-smtpd's
 250 reply) is this thread's kernel id, unique among running tasks as
 qmail-queue's pid was.
 """
-import struct
+import os
 import threading
 import time
 
-import socket
-
 from qmailpy import exitcodes as X
 from qmailpy.proto import qqsock
+from qmailpy.unixsock import peer_credentials
 from qmailpy.queue.enqueue import QueueError, enqueue_all
 from qmailpy.queue.main import attempt, content_filter, time_limit
 
 ANSWER_TIMEOUT = 30            # seconds to hand over the answer to a client that does not read it
-_CRED = struct.Struct("3i")
-
-
-def peer_credentials(conn):
-    """(pid, uid, gid) of the process that connected, from the kernel."""
-    return _CRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size))
 
 
 class ClientReader:
@@ -78,6 +71,20 @@ class _Envelope:
         self.read = read
 
 
+def trusted_origin(origin, uid):
+    """The client's origin frame ({} without one) when it comes from qmail-smtpd's user (qmaild, or
+    in single-user mode the service's own user); None when someone else sent one. Any local user
+    may connect: only qmail-smtpd may say that mail came in over SMTP and what SPF said."""
+    if not origin or uid == os.geteuid():
+        return origin
+    import pwd
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+    return origin if name == "qmaild" else None
+
+
 def serve_client(conn, home, controls_for, log, dir_sync=None):
     """Queue what one connection sends and answer it; returns (code, qp, uid, pid) for the log.
     dir_sync: the service's GroupSync.sync (one fsync of todo/ shared by concurrent commits)."""
@@ -88,8 +95,17 @@ def serve_client(conn, home, controls_for, log, dir_sync=None):
     def work():
         controls = controls_for()
         reader = ClientReader(conn, time.monotonic() + time_limit(controls))
+        step = content_filter(controls)
+
+        def filter_step(staged):
+            """The filters with the origin the client gave (read before the message by now)."""
+            origin = trusted_origin(reader.frames.origin, uid)
+            if origin is None:
+                log("qp %d uid %d pid %d: origin ignored: not qmail-smtpd's user" % (qp, uid, pid))
+            chosen = content_filter(controls_for(origin)) if origin else step
+            return None if chosen is None else chosen(staged)
         got["ids"] = enqueue_all(home, reader, _Envelope(reader.read_envelope), uid, qp, time.time(),
-                                 content_filter=content_filter(controls), dir_sync=dir_sync)
+                                 content_filter=filter_step, dir_sync=dir_sync)
 
     code, reason = attempt(work)
     if code:

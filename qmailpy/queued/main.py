@@ -96,10 +96,15 @@ class Service:
         except OSError:
             pass
 
-    def controls(self):
-        """Fresh controls per message, as qmail-queue reads them per exec: a changed file counts at once."""
+    def controls(self, origin=None):
+        """Fresh controls per message, as qmail-queue reads them per exec: a changed file counts at
+        once. Their environment is the service's without the origin names, plus the origin qmail-smtpd
+        gave (qmailpy.proto.qqsock ORIGIN_NAMES: what an exec'd qmail-queue has in its environment)."""
         from qmailpy.ctl.reader import Controls
-        return Controls(self.home, self.environ)
+        from qmailpy.proto.qqsock import ORIGIN_NAMES
+        environ = {k: v for k, v in self.environ.items() if k not in ORIGIN_NAMES}
+        environ.update(origin or {})
+        return Controls(self.home, environ)
 
     def serve_forever(self):
         while not self.stopping:

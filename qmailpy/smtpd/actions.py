@@ -9,9 +9,10 @@ the session more bytes (receive()); CLOSED: the session is over.
 
 Drivers: qmailpy.smtpd.driver (qmail-smtpd, qmail-tcpserver's workers) and
 qmailpy.cli.policytest (qmail-policytest, with the resolver and database it is
-told to use). A future STARTTLS adds one action, StartTls: the driver wraps
-the connection, then the session forgets what RFC 3207 says it must (HELO,
-AUTH, the transaction) and goes on reading commands.
+told to use). StartTls: the driver writes the replies so far in clear and
+wraps the connection (qmailpy.smtpd.tls); the session has dropped whatever
+the client pipelined after STARTTLS (CVE-2011-0411) and forgets what RFC 3207
+says it must (HELO, AUTH, the transaction).
 """
 
 
@@ -103,10 +104,29 @@ class Authenticate(Action):
         return "Authenticate(mech=%r, user=%r)" % (self.mech, self.user)
 
 
-class OpenQueue(Action):
-    """Start qmail-queue for one message: answer True, or the OSError that stopped it."""
-    __slots__ = ()
+class AuthAttempt(Action):
+    """AUTH attempts of this client IP across connections (authfaillimit): op "begin" records a
+    password check about to be made and answers how many were made in the window with it, or
+    None when `limit` were made already (locked out); op "forget" takes the last one back (it
+    succeeded or could not be decided; answer None). shared (authfailshared): counted in the
+    users database for every MX host, per host when it cannot be."""
+    __slots__ = ("op", "ip", "limit", "window", "shared")
     question = True
+
+    def __init__(self, op, ip, limit, window, shared=False):
+        self.op, self.ip, self.limit, self.window, self.shared = op, ip, limit, window, shared
+
+
+class OpenQueue(Action):
+    """Start qmail-queue for one message: answer True, or the OSError that stopped it. spf: the
+    result word of the SPF check qmail-smtpd made for it (its Received-SPF), None when it made
+    none; the queue program gets it as $SPFRESULT, so qmail-queue's DKIM step never takes a
+    Received-SPF the client wrote for ours."""
+    __slots__ = ("spf",)
+    question = True
+
+    def __init__(self, spf=None):
+        self.spf = spf
 
 
 class QueueWrite(Action):
@@ -129,3 +149,11 @@ class QueueFinish(Action):
 class QueueAbort(Action):
     """Drop the open queue job: the queue program exits without queueing anything."""
     __slots__ = ()
+
+
+class StartTls(Action):
+    """Write the replies so far in clear, then run the TLS handshake on the connection (SMTPS:
+    before the greeting). Answer the cipher's qmailpy.smtpd.tls.Info, or a text saying why TLS
+    did not start (the session then ends without another reply)."""
+    __slots__ = ()
+    question = True

@@ -3,13 +3,16 @@
 The exchange only collects credentials; the driver decides them (the action
 Authenticate: True, False, or None for "cannot tell now"), so the same code
 serves the users database and a checkpassword program. A failure is answered
-after a Sleep (AUTHFAILDELAY) and never logs the secret. start() and step()
+after a Sleep (AUTHFAILDELAY) and never logs the secret. With authfaillimit, each
+password check is first counted against the client IP over all its connections
+(AuthAttempt, qmailpy.smtpd.authlimit): past the limit, 421 and the session
+ends (`lockout`), the password unchecked. start() and step()
 are generators: they yield actions and return the reply.
 """
 import binascii
 
 from qmailpy.proto import replies as R
-from qmailpy.smtpd.actions import Authenticate, Log, Sleep
+from qmailpy.smtpd.actions import AuthAttempt, Authenticate, Log, Sleep
 
 MECHANISMS = ("LOGIN", "PLAIN", "CRAM-MD5")
 
@@ -36,6 +39,7 @@ class AuthExchange:
         self.user = None          # set on success
         self.login_user = None
         self.challenge = None
+        self.lockout = False      # 421: the session ends
 
     def start(self):
         if self.mech not in MECHANISMS:
@@ -71,14 +75,34 @@ class AuthExchange:
             return self._end(R.AUTH_MALFORMED)
         return (yield from self._check(user, digest))
 
+    def _attempt(self, op):
+        cfg = self.cfg
+        return AuthAttempt(op, cfg.peer.ip, cfg.authfail_limit, cfg.authfail_window, bool(cfg.authfail_shared))
+
+    def _locked_out(self, user, attempts):
+        self.lockout = True
+        yield Log("auth-lockout", {"ip": self.cfg.peer.ip, "user": user, "failures": attempts,
+                                   "limit": self.cfg.authfail_limit, "window": self.cfg.authfail_window})
+        return self._end(R.AUTH_LOCKOUT)
+
     def _check(self, user, secret):
+        limited = bool(self.cfg.authfail_limit)
+        attempts = None
+        if limited:
+            attempts = yield self._attempt("begin")
+            if attempts is None:
+                return (yield from self._locked_out(user, self.cfg.authfail_limit))
         verdict = yield Authenticate(self.mech, user, secret, self.challenge)
+        if limited and verdict is not False:
+            yield self._attempt("forget")
         if verdict is None:
             yield Log("auth-tempfail", {"mech": self.mech, "user": user})
             return self._end(R.AUTH_TEMPFAIL)
         if not verdict:
             yield Log("auth-failed", {"mech": self.mech, "user": user})
             yield Sleep(self.cfg.auth_delay, "auth")
+            if limited and attempts >= self.cfg.authfail_limit:
+                return (yield from self._locked_out(user, attempts))
             return self._end(R.AUTH_FAILED)
         self.user = user
         yield Log("auth", {"mech": self.mech, "user": user})

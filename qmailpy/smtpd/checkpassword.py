@@ -9,15 +9,26 @@ import os
 TIMEOUT = 30
 
 
+def _onto_fd3(r):
+    """In the child: the pipe's read end as fd 3, and only there."""
+    if r != 3:
+        os.dup2(r, 3)
+        os.close(r)
+
+
 def checkpassword(argv, user, secret, challenge, environ):
     """True, False, or None (temporary failure)."""
     import subprocess
     data = b"\0".join(x.encode("utf-8", "surrogateescape") for x in (user, secret, challenge or "")) + b"\0"
     r, w = os.pipe()
+    # r is fd 3 unless 3 is open already (the users service's socket, a database connection):
+    # then 3 is kept too, or Popen's closing of other fds (after preexec_fn) would close the
+    # pipe we dup2'd onto it, and the program would read nothing
+    keep = (r,) if r == 3 else (r, 3)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, pass_fds=(r,), env=dict(environ),
-                                preexec_fn=lambda: os.dup2(r, 3))
+                                stderr=subprocess.DEVNULL, pass_fds=keep, env=dict(environ),
+                                preexec_fn=lambda: _onto_fd3(r))
     except OSError:
         os.close(r)
         os.close(w)

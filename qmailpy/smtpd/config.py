@@ -47,12 +47,19 @@ class SmtpdConfig:
         self.localiphost = v("localiphost")
         self.databytes = v("databytes")
         self.timeout = v("timeoutsmtpd") or 1200
+        self.session_limit = v("timeoutsession")          # 0: none
+        self.minrate, self.minrate_window = v("smtpminrate"), v("smtpminratewindow")
         self.maxrcpt = v("maxrecepients")
         self.newline = v("newline")
         self.stripsinglequotes = v("stripsinglequotes")
         self.lowercase = v("lowercase")
         self.noathost = v("noathost")
         self.smtpauth = v("smtpauth")
+        self.auth_plaintext = v("smtpauthplaintext")
+        self.authfail_limit, self.authfail_window = v("authfaillimit"), v("authfailwindow")
+        self.authfail_shared = v("authfailshared")
+        self.smtps = bool(environ.get("SMTPS"))          # implicit TLS from the first byte (port 465)
+        self.tls_offer = self._cert_looks_usable(v("servercert.pem"))     # STARTTLS offered
         self.authsender = v("authsender")
         self.smdcheck = v("smdcheck")
         self.periplimit = v("periplimit")
@@ -69,6 +76,19 @@ class SmtpdConfig:
         # the anti-spam lists, DNS checks, SPF and relaymailfrom: read on first use
         self.policy = Policy(controls, environ, self.peer, self.my_ips())
 
+    @staticmethod
+    def _cert_looks_usable(path):
+        """servercert.pem there with a certificate and a key (no ssl import: qmailpy.ctl.pem)."""
+        if path is None:
+            return False
+        from qmailpy.ctl.pem import looks_usable
+        return looks_usable(path)
+
     def my_ips(self):
-        """IPs whose [literal] means "this host" (qmail asks the interfaces; we know these)."""
-        return {"127.0.0.1", self.peer.local_ip}
+        """IPs whose [literal] means "this host" (qmail asks the interfaces; we know these):
+        the loopback addresses and TCPLOCALIP (an IPv6 one in RFC 5952 text, as literals are)."""
+        local = self.peer.local_ip
+        if ":" in local:
+            from qmailpy.proto.grammar import ipv6_text
+            local = ipv6_text(local) or local
+        return {"127.0.0.1", "::1", local}

@@ -3,7 +3,9 @@
 Conversation performs the session's actions (qmailpy.smtpd.actions) through
 `services`, the one object with side effects: log(event, **fields), sleep(s),
 now(), pid, users() (the users database, opened on first use), authenticate(),
-start_queue() (a job with write(), finish(), abort() and qp). The real one is
+start_queue(spf) (a job with write(), finish(), abort() and qp), auth_attempt(op, ip, limit,
+window, shared) (qmailpy.smtpd.authlimit; shared: the users database's count), start_tls(cleartext)
+(write it, run the handshake: the TLS Info, or a text saying why not). The real one is
 qmailpy.smtpd.main.Services; tests give fakes. DNS questions go to `resolver`
 ($DNSCACHEIP's, made on first use, unless one is given). serve() in
 qmailpy.smtpd.main puts fds and time-outs around it.
@@ -45,6 +47,12 @@ class Conversation:
         self.session.timed_out()
         return self._run()
 
+    def cut_off(self, reason):
+        """The session lasted longer than timeoutsession ("deadline"), or the client sends
+        slower than smtpminrate ("rate"): the 421 to write."""
+        self.session.timed_out(R.SESSION_DEADLINE if reason == "deadline" else R.TOO_SLOW)
+        return self._run()
+
     def _run(self):
         out, session = [], self.session
         while True:
@@ -53,6 +61,10 @@ class Conversation:
                 return b"".join(out)
             if type(action) is A.Send:
                 out.append(action.data)
+                continue
+            if type(action) is A.StartTls:         # the replies so far go out in clear first
+                session.answer(self.services.start_tls(b"".join(out)))
+                out = []
                 continue
             got = PERFORM[type(action)](self, action)
             if action.question:
@@ -82,9 +94,12 @@ class Conversation:
     def authenticate(self, action):
         return self.services.authenticate(action.mech, action.user, action.secret, action.challenge)
 
+    def auth_attempt(self, action):
+        return self.services.auth_attempt(action.op, action.ip, action.limit, action.window, action.shared)
+
     def open_queue(self, action):
         try:
-            self._job = self.services.start_queue()
+            self._job = self.services.start_queue(action.spf)
         except OSError as e:
             return e
         return True
@@ -104,7 +119,7 @@ class Conversation:
 PERFORM = {
     A.Log: Conversation.log, A.Sleep: Conversation.sleep, A.Verdicts: Conversation.ignore,
     A.Lookup: Conversation.lookup, A.AskUsers: Conversation.ask_users,
-    A.Authenticate: Conversation.authenticate, A.OpenQueue: Conversation.open_queue,
+    A.Authenticate: Conversation.authenticate, A.AuthAttempt: Conversation.auth_attempt, A.OpenQueue: Conversation.open_queue,
     A.QueueWrite: Conversation.queue_write, A.QueueFinish: Conversation.queue_finish,
     A.QueueAbort: Conversation.queue_abort,
 }

@@ -93,6 +93,9 @@ def mail_from(session, effects, arg, trace=False):
     if cfg.noathost and addr and "@" not in addr:
         effects.append(Log("refused", {"rule": "noathost", "sender": "<%s>" % addr}))
         return MailResult(R.NOT_FQDN)
+    if "SMTPUTF8" in params:            # RFC 6531: not offered, so an unknown parameter to refuse
+        effects.append(Log("refused", {"rule": "smtputf8", "sender": "<%s>" % addr}))
+        return MailResult(R.SMTPUTF8_REFUSED)
     size = params.get("SIZE", "")
     if size and not size.isdigit():
         return MailResult(R.PARAM_UNKNOWN)

@@ -33,6 +33,10 @@ class Services:
         self.now = time.time
         self.sleep = time.sleep
         self.controls = None
+        self._attempts = None       # authlimit.Attempts, on the first AUTH password check
+        self._shared_check = None   # the users database's id of the check in progress (authfailshared)
+        self.channel = None         # PlainChannel, then a TlsChannel after STARTTLS (or for SMTPS)
+        self.plain = None           # the PlainChannel (what the client sent, how long we waited)
         self._users = None
 
     def users(self):
@@ -44,8 +48,70 @@ class Services:
             self._users = open_answers(self.controls.home, self.controls)
         return self._users
 
-    def start_queue(self):
-        return start_job(self.environ, self.controls)
+    def start_queue(self, spf=None):
+        """A queue job; its program's $SPFRESULT is the SPF result of this message, set only
+        when qmail-smtpd checked SPF (never one inherited from tcprules or the caller)."""
+        environ = {k: v for k, v in self.environ.items() if k != "SPFRESULT"}
+        if spf is not None:
+            environ["SPFRESULT"] = spf
+        return start_job(environ, self.controls)
+
+    def auth_attempt(self, op, ip, limit, window, shared=False):
+        """AUTH attempts of `ip` over every connection: this host's files (qmailpy.smtpd.authlimit),
+        or with `shared` (authfailshared) the users database's count of every host
+        (qmailpy.users.authfail), this host's again, logged, when that cannot be had."""
+        if op == "begin":
+            self._shared_check = None
+            if shared:
+                from qmailpy.users.errors import NotShared, UsersError, UsersUnavailable
+                try:
+                    got = self.users().auth_begin(ip, limit, window, self.now())
+                except (NotShared, UsersUnavailable, UsersError) as e:
+                    self.log("authfail-local", ip=ip, reason=str(e))
+                else:
+                    if got is None:
+                        return None
+                    self._shared_check = got[1]
+                    return got[0]
+            return self._local_attempts(ip, limit, window).begin(self.now())
+        if self._shared_check is not None:
+            from qmailpy.users.errors import NotShared, UsersError, UsersUnavailable
+            check, self._shared_check = self._shared_check, None
+            try:
+                self.users().auth_forget(ip, check)
+            except (NotShared, UsersUnavailable, UsersError) as e:
+                self.log("authfail-kept", ip=ip, check=check, reason=str(e))
+            return None
+        self._local_attempts(ip, limit, window).forget(self.now())
+        return None
+
+    def _local_attempts(self, ip, limit, window):
+        if self._attempts is None:
+            from qmailpy.smtpd.authlimit import Attempts
+            self._attempts = Attempts(paths.authfail_path(paths.qmailhome(self.environ)), ip, limit, window, self.pid)
+        return self._attempts
+
+    def start_tls(self, cleartext):
+        """Write `cleartext` (the 220), then the handshake on the connection: the TLS Info, or
+        why it failed (a text)."""
+        from qmailpy.smtpd.tls import TlsChannel, TlsUnavailable, server_context
+        import ssl
+        try:
+            self.channel.write(cleartext)
+            channel = TlsChannel(server_context(self.controls), self.channel)
+            info = channel.handshake()
+        except (TlsUnavailable, EOFError) as e:
+            return str(e)
+        except ssl.SSLError as e:
+            return "handshake: %s" % (e.reason or e)
+        except Silent:
+            return "handshake: the client was silent for timeoutsmtpd"
+        except CutOff as e:
+            return "handshake: cut off (%s)" % e.reason
+        except OSError as e:        # the client went away, or stopped reading (TimeoutError)
+            return "handshake: %s" % (e.strerror or e or type(e).__name__)
+        self.channel = channel
+        return info
 
     def authenticate(self, mech, user, secret, challenge):
         if self.argv:
@@ -76,6 +142,57 @@ def write_all(fd, data, timeout=None):
         os.set_blocking(fd, True)
 
 
+class Silent(Exception):
+    """The client sent nothing for timeoutsmtpd seconds."""
+
+
+class CutOff(Exception):
+    """The session passed timeoutsession ("deadline"), or the client sends slower than
+    smtpminrate ("rate")."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PlainChannel:
+    """The connection as fds: read() waits up to `timeout` (Silent after), b"" at the end;
+    write() gives up when the client stops reading (TimeoutError). With a `deadline` (a
+    time.monotonic() value: timeoutsession) a read never waits past it (CutOff "deadline");
+    with a `minrate` the bytes read over the time spent waiting for them are judged once
+    that time reaches `window` (CutOff "rate"). Time we spend answering is not counted."""
+
+    def __init__(self, fd_in, fd_out, timeout, deadline=None, minrate=0, window=60):
+        self.fd_in, self.fd_out, self.timeout = fd_in, fd_out, timeout
+        self.deadline, self.minrate, self.window = deadline, minrate, window
+        self.waited, self.got = 0.0, 0
+
+    def read(self):
+        wait, cut = self.timeout, None
+        start = time.monotonic()
+        if self.deadline is not None:
+            left = self.deadline - start
+            if left <= 0:
+                raise CutOff("deadline")
+            if left < wait:
+                wait, cut = left, "deadline"
+        ready = select.select([self.fd_in], [], [], wait)[0]
+        self.waited += time.monotonic() - start
+        if not ready:
+            if cut is not None:
+                raise CutOff(cut)
+            raise Silent()
+        data = os.read(self.fd_in, READ_SIZE)
+        self.got += len(data)
+        if data and self.minrate and self.waited >= self.window and self.got < self.minrate * self.waited:
+            raise CutOff("rate")
+        return data
+
+    def write(self, data):
+        if data:
+            write_all(self.fd_out, data, self.timeout)
+
+
 def serve(fd_in, fd_out, environ, argv=()):
     log = Logger("qmail-smtpd", os.getpid())
     services = Services(environ, list(argv), log)
@@ -96,30 +213,40 @@ def serve(fd_in, fd_out, environ, argv=()):
             log("refused", rule="periplimit", ip=cfg.peer.ip, limit=cfg.periplimit)
             write_all(fd_out, (R.TOO_MANY_SESSIONS + "\r\n").encode())
             return 1
+    deadline = time.monotonic() + cfg.session_limit if cfg.session_limit else None
+    services.plain = services.channel = PlainChannel(fd_in, fd_out, cfg.timeout, deadline, cfg.minrate,
+                                                     cfg.minrate_window)
     try:
-        return _converse(Conversation(cfg, services), fd_in, fd_out, cfg, log)
+        return _converse(Conversation(cfg, services), services, log)
     finally:
         if slot is not None:
             slot.release()
 
 
-def _converse(session, fd_in, fd_out, cfg, log):
-    """Greeting, then read/feed/write until the session closes; the exit code."""
+def _converse(session, services, log):
+    """Greeting, then read/feed/write until the session closes; the exit code. The channel
+    changes under us when the session starts TLS (services.start_tls)."""
     try:
-        write_all(fd_out, session.start(), cfg.timeout)
+        out = session.start()               # first: it may change the channel (SMTPS)
+        services.channel.write(out)
         while not session.closed:
-            ready, _, _ = select.select([fd_in], [], [], cfg.timeout)
-            if not ready:
-                write_all(fd_out, session.timeout(), cfg.timeout)
+            try:
+                data = services.channel.read()
+            except Silent:
+                services.channel.write(session.timeout())
                 log("timeout")
                 return 1
-            data = os.read(fd_in, READ_SIZE)
+            except CutOff as e:
+                out = session.cut_off(e.reason)
+                log("cutoff", reason=e.reason, ip=session.cfg.peer.ip, waited="%.0f" % services.plain.waited,
+                    bytes=services.plain.got)
+                services.channel.write(out)
+                return 1
             if not data:
                 session.eof()
                 return 1
-            out = session.feed(data)
-            if out:
-                write_all(fd_out, out, cfg.timeout)
+            out = session.feed(data)        # first: STARTTLS changes the channel
+            services.channel.write(out)
     except TimeoutError:           # the client stopped reading our replies
         session.eof()
         log("timeout", reason="client does not read")

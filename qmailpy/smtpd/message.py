@@ -14,7 +14,8 @@ from qmailpy.smtpd.actions import Log, OpenQueue, QueueAbort, QueueFinish, Queue
 def start(session, line):
     """DATA with recipients: open the queue, write the Received lines, 354; False when the
     queue cannot be opened (451)."""
-    if (yield OpenQueue()) is not True:
+    spf = session.mail.spf
+    if (yield OpenQueue(spf.result if spf is not None else None)) is not True:
         session.reply(R.QQT_FAILURE)
         return False
     from qmailpy.proto.dotdata import DataReader
@@ -31,7 +32,12 @@ def start(session, line):
 
 
 def protocol(session):
-    """The word of the Received line: SMTP, ESMTP or ESMTPA."""
+    """The protocol of the Received line: SMTP, ESMTP or ESMTPA; over TLS the qmail TLS patch's
+    "ESMTPS (<cipher> encrypted)" and, after AUTH, "ESMTPSA (<cipher> encrypted, authenticated)"."""
+    if session.tls is not None:
+        if session.auth_user:
+            return "ESMTPSA (%s encrypted, authenticated)" % session.tls.cipher
+        return "ESMTPS (%s encrypted)" % session.tls.cipher
     return ("ESMTPA" if session.auth_user else "ESMTP") if session.esmtp else "SMTP"
 
 

@@ -4,7 +4,7 @@ The driver gives it what the client sent (receive(), b"" at end of input,
 timed_out() when the client was silent too long) and performs, in order, what
 next_action() returns (qmailpy.smtpd.actions): Send the replies, Log, Sleep,
 Lookup a DNS name, AskUsers, Authenticate, OpenQueue / QueueWrite /
-QueueFinish / QueueAbort. A question waits for answer(value). NEED_DATA:
+QueueFinish / QueueAbort, StartTls. A question waits for answer(value). NEED_DATA:
 read the client again; CLOSED: the session is over. Replies are sent only
 before the session reads again (qmail flushes before every read, which keeps
 PIPELINING ordered). The session reads nothing itself but its controls, which
@@ -21,7 +21,7 @@ RCPT decisions live in qmailpy.smtpd.envelope, DATA in qmailpy.smtpd.message.
 from qmailpy.ctl.reader import ControlError
 from qmailpy.proto import replies as R
 from qmailpy.proto.lines import LineReader
-from qmailpy.smtpd.actions import CLOSED, NEED_DATA, Action, Log, QueueAbort, Send, Verdicts
+from qmailpy.smtpd.actions import CLOSED, NEED_DATA, Action, Log, QueueAbort, Send, StartTls, Verdicts
 from qmailpy.smtpd.answers import Answers, Unanswered
 
 READY, MAIL, AUTH, DATA, DONE = "READY", "MAIL", "AUTH", "DATA", "CLOSED"
@@ -37,6 +37,7 @@ class Session:
         self.esmtp = False
         self.mail = None            # envelope.Transaction in MAIL and DATA
         self.auth_user = None       # set by a successful AUTH
+        self.tls = None             # the TLS Info (cipher, version) once STARTTLS or SMTPS began it
         self.exchange = None        # AuthExchange in AUTH
         self.data = None            # DataReader in DATA
         self.started = None         # connection time: when POP-before-SMTP is judged
@@ -47,7 +48,8 @@ class Session:
         cfg.policy.use_resolver(self.answers.resolver)
         cfg.policy.use_mailboxes(lambda: self.answers.users)
         self.pending = b""          # bytes received and not yet used
-        self._eof = self._timed_out = False
+        self._eof = False
+        self._timed_out = None      # the reply that ends a session the client kept too long
         self._run = self._session()
         self._question = False
         self._answer = None
@@ -64,9 +66,10 @@ class Session:
         elif not self.closed:
             self.pending += data
 
-    def timed_out(self):
-        """The client sent nothing for the time-out: the session answers 451 and ends."""
-        self._timed_out = True
+    def timed_out(self, reply=R.TIMEOUT):
+        """The client sent nothing for the time-out: the session answers 451 and ends (or, for
+        timeoutsession and smtpminrate, the 421 the driver gives)."""
+        self._timed_out = reply
 
     def next_action(self):
         """The next action for the driver, NEED_DATA, or CLOSED."""
@@ -106,6 +109,8 @@ class Session:
     def _session(self):
         self.started = self.now()
         yield Log("connect", {"ip": self.cfg.peer.ip, "host": self.cfg.peer.host})
+        if self.cfg.smtps and not (yield from self._start_tls()):     # SMTPS: TLS from the first byte
+            return
         self.reply(R.GREETING.format(greeting=self.cfg.greeting))
         while not self.closed:
             if self.state is DATA and self.pending:
@@ -121,7 +126,7 @@ class Session:
                 continue
             if self.out:
                 yield Send(self.flush())
-            if not self._eof and not self._timed_out:
+            if not self._eof and self._timed_out is None:
                 yield NEED_DATA
                 continue
             yield from self._lost()
@@ -135,8 +140,8 @@ class Session:
             yield QueueAbort()
         self.state = DONE
         yield Log("eof", {})
-        if self._timed_out:
-            self.reply(R.TIMEOUT)
+        if self._timed_out is not None:
+            self.reply(self._timed_out)
 
     def _line(self, line):
         if line.error:
@@ -216,7 +221,9 @@ class Session:
     def cmd_ehlo(self, arg, line):
         self._set_helo(arg, esmtp=True)
         lines = [self.cfg.greeting, "PIPELINING", "8BITMIME"]
-        if self.cfg.smtpauth:
+        if self.cfg.tls_offer and self.tls is None:
+            lines.append("STARTTLS")
+        if self.cfg.smtpauth and self.auth_offered():
             lines.append("AUTH LOGIN PLAIN CRAM-MD5")
         lines.append("SIZE %d" % self.cfg.databytes if self.cfg.databytes else "SIZE")
         self.reply("\r\n".join("250-" + x for x in lines[:-1]) + "\r\n250 " + lines[-1])
@@ -272,9 +279,47 @@ class Session:
                            "check": quitting})
         self.close(reply)
 
+    def auth_offered(self):
+        """AUTH is for TLS sessions, and for any with control/smtpauthplaintext (legacy clients)."""
+        return self.tls is not None or bool(self.cfg.auth_plaintext)
+
+    def cmd_starttls(self, arg, line):
+        if self.tls is not None:
+            return self.reply(R.TLS_ACTIVE)
+        if arg:
+            return self.reply(R.TLS_SYNTAX)
+        if not self.cfg.tls_offer:
+            return self.reply(R.TLS_UNAVAILABLE)
+        self.reply(R.TLS_READY)
+        yield Send(self.flush())
+        if (yield from self._start_tls()):
+            # RFC 3207: forget HELO, AUTH and the transaction; the client starts again with EHLO
+            self.helo, self.esmtp, self.mail, self.auth_user, self.state = None, False, None, None, READY
+
+    def _start_tls(self):
+        """The handshake (StartTls), everything the client sent before it dropped unread
+        (CVE-2011-0411); True when TLS is on, else the session is over (nothing more is said:
+        the client expects TLS, not a cleartext reply)."""
+        dropped = len(self.pending)
+        self.pending = b""
+        self.lines = LineReader(allow_bare_lf=bool(self.cfg.newline))
+        got = yield StartTls()
+        if isinstance(got, str):
+            yield Log("tls-failed", {"reason": got})
+            self.state = DONE
+            return False
+        self.tls = got
+        fields = {"version": got.version, "cipher": got.cipher, "verified": "yes" if got.verified else "no"}
+        if dropped:
+            fields["dropped"] = dropped
+        yield Log("tls", fields)
+        return True
+
     def cmd_auth(self, arg, line):
         if not self.cfg.smtpauth:
             return self.reply(R.UNIMPLEMENTED)
+        if not self.auth_offered():
+            return self.reply(R.AUTH_NEEDS_TLS)
         if not self.esmtp:
             return self.reply(R.AUTH_EHLO_FIRST)
         if self.auth_user is not None:
@@ -290,6 +335,10 @@ class Session:
         if self.exchange.done:
             if self.exchange.user is not None:
                 self.auth_user = self.exchange.user
+            if self.exchange.lockout:        # authfaillimit: 421, the connection ends
+                self.state = DONE
+                self.exchange = None
+                return
             self.exchange, self.state = None, READY
 
     def cmd_data(self, arg, line):
@@ -304,7 +353,8 @@ class Session:
 
 COMMON = {"helo": Session.cmd_helo, "ehlo": Session.cmd_ehlo, "mail": Session.cmd_mail,
           "rset": Session.cmd_rset, "noop": Session.cmd_noop, "vrfy": Session.cmd_vrfy,
-          "help": Session.cmd_help, "quit": Session.cmd_quit, "auth": Session.cmd_auth}
+          "help": Session.cmd_help, "quit": Session.cmd_quit, "auth": Session.cmd_auth,
+          "starttls": Session.cmd_starttls}
 # state -> verb -> handler (AUTH and DATA read responses and message lines, not commands)
 TRANSITIONS = {
     READY: dict(COMMON, rcpt=Session.need_mail, data=Session.need_mail),

@@ -20,6 +20,16 @@ WARM = ("qmailpy.smtpd.envelope", "qmailpy.smtpd.message", "qmailpy.smtpd.receiv
         "qmailpy.dns.resolver", "qmailpy.queue.sockclient", "qmailpy.queue.layout", "qmailpy.queue.main",
         "qmailpy.proto.qqsock",
         "qmailpy.ctl.cdbmap", "cdblib.djb_hash")
+# What STARTTLS and SMTPS import (ssl): loaded in the parent too when the home has a
+# control/servercert.pem (or $SMTPS is set), so a TLS child pays for the handshake only.
+WARM_TLS = ("qmailpy.smtpd.tls",)
+
+
+def tls_wanted(environ):
+    """Will sessions use TLS? ($SMTPS, or a control/servercert.pem in the home.)"""
+    from qmailpy import paths
+    return bool(environ.get("SMTPS")) or os.path.exists(
+        os.path.join(paths.qmailhome(environ), "control", "servercert.pem"))
 
 
 class Refused(Exception):
@@ -53,7 +63,7 @@ def load(program):
             raise Refused("%s is not qmailpy's qmail-smtpd: run it under tcpserver" % program)
     import importlib
     import qmailpy.smtpd.main  # noqa: F401  the program itself, loaded once
-    for module in WARM:
+    for module in WARM + (WARM_TLS if tls_wanted(os.environ) else ()):
         try:
             importlib.import_module(module)
         except ImportError:

@@ -11,11 +11,15 @@ class in qmail-smtpd's own process. Either way the same code decides:
   relay_allowed(ip, since, window)              POP-before-SMTP: True or False
   find_address(name, domain)                    b"name@realdomain" of the mailbox, or None (bytes)
   srs_reverse(address, now)                     (status, error) of an SRS recipient (qmailpy.srs.rewrite)
+  auth_begin(ip, limit, window, now)            authfailshared: (checks, id) or None (locked out)
+  auth_forget(ip, check)                        authfailshared: that check does not count
 
 Every question but authenticate raises UsersUnavailable when it cannot be
 answered now (the database is down, a domain directory cannot be looked
 into, the service does not answer): the caller answers 451, never "no such
 user". SRS keys that cannot be read are ControlError here, as for any control.
+auth_begin and auth_forget raise NotShared where the database is not MySQL/MariaDB
+(qmailpy.users.authfail): qmail-smtpd then counts on its own host.
 """
 from qmailpy.users.base import UsersUnavailable
 
@@ -55,6 +59,14 @@ class Answers:
         from qmailpy.srs.rewrite import reverse
         got = reverse(address, self.controls, now)
         return got.status, got.error
+
+    def auth_begin(self, ip, limit, window, now):
+        from qmailpy.users.authfail import shared_failures
+        return shared_failures(self.users().db).begin(ip, limit, window, now)
+
+    def auth_forget(self, ip, check):
+        from qmailpy.users.authfail import shared_failures
+        shared_failures(self.users().db).forget(ip, check)
 
     def close(self):
         if self._users is not None:

@@ -12,3 +12,8 @@ class UsersError(Exception):
 
 class MissingTable(Exception):
     """A table vpopmail creates on demand is not there (yet): an empty answer for readers."""
+
+
+class NotShared(Exception):
+    """The AUTH-failure count cannot be shared here (the users database is not MySQL/MariaDB):
+    qmail-smtpd counts on this host (qmailpy.smtpd.authlimit)."""

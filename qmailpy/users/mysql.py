@@ -124,6 +124,11 @@ class MysqlDB:
             return cur.execute(sql, args)
         return self._run(work)
 
+    def run(self, work):
+        """work(cursor) on one connection, for statements that must share it (GET_LOCK and
+        what it guards: qmailpy.users.authfail); pymysql's %s placeholders, sent as written."""
+        return self._run(work)
+
     def ensure_schema(self):
         self._run(self._schema)
 

@@ -118,6 +118,26 @@ class UsersClient:
         status, error = (_text(f) for f in got[1])
         return status, error or None
 
+    def auth_begin(self, ip, limit, window, now):
+        got = self._expect(self.ask("AUTHBEGIN", ip, str(int(limit)), str(int(window)), repr(float(now))),
+                           "COUNTED", "LOCKED", "LOCAL")
+        if got[0] == "LOCAL":
+            from qmailpy.users.errors import NotShared
+            raise NotShared(_text(got[1][0]))
+        if got[0] == "LOCKED":
+            return None
+        try:
+            return int(got[1][0]), int(got[1][1])
+        except ValueError:
+            self.close()
+            raise UsersUnavailable("users service: COUNTED without numbers") from None
+
+    def auth_forget(self, ip, check):
+        got = self._expect(self.ask("AUTHFORGET", ip, str(int(check))), "OK", "LOCAL")
+        if got[0] == "LOCAL":
+            from qmailpy.users.errors import NotShared
+            raise NotShared(_text(got[1][0]))
+
     def close(self):
         if self._sock is not None:
             self._sock.close()

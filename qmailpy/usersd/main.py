@@ -74,7 +74,8 @@ def make_answers(home, environ):
 
 def run(environ, log):
     from qmailpy.privs import drops_privileges
-    from qmailpy.usersd.server import Peers, Server
+    from qmailpy.usersd.questions import Peers
+    from qmailpy.usersd.server import Server
     home = paths.qmailhome(environ)
     path = paths.users_socket(home)
     try:

@@ -13,72 +13,18 @@ import os
 import queue
 import selectors
 import socket
-import struct
 import threading
 import time
 
 from qmailpy.proto import userswire as W
-from qmailpy.users.base import UsersUnavailable
+from qmailpy.unixsock import peer_credentials
+from qmailpy.usersd.questions import answer, text
 
 WORKERS = 8
 MAX_CONNECTIONS = 512
 IDLE = 60.0             # seconds a connection may wait between questions
 PARTIAL = 10.0          # seconds to finish a question once begun
 READ_SIZE = 4096
-_PEERCRED = struct.Struct("3i")     # struct ucred: pid, uid, gid
-
-
-def peer_credentials(sock):
-    """(pid, uid, gid) of the process at the other end, from the kernel."""
-    return _PEERCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
-
-
-class Peers:
-    """Which uids may ask what: `everything` may ask every question, `addresses` only ADDR
-    (qmail-queue's filter keys)."""
-
-    def __init__(self, everything, addresses=()):
-        self.everything, self.addresses = frozenset(everything), frozenset(addresses)
-
-    def allows(self, uid, word):
-        return uid in self.everything or (word == "ADDR" and uid in self.addresses)
-
-
-def _text(field):
-    return field.decode("utf-8", "surrogateescape")
-
-
-def answer(answers, word, fields):
-    """The answer line to one decoded question (answers: qmailpy.users.answers.Answers)."""
-    try:
-        if word == "AUTH":
-            verdict = answers.authenticate(*(_text(f) for f in fields))
-            if verdict is None:
-                return W.encode_answer("TEMP", "users database unavailable")
-            return W.encode_answer("YES" if verdict else "NO")
-        if word == "RCPT":
-            return W.encode_answer(answers.check_recipient(_text(fields[0])).upper())
-        if word == "RELAY":
-            try:
-                since, window = float(fields[1]), int(fields[2])
-            except ValueError:
-                return W.encode_answer("BAD", "RELAY wants a time and a number of seconds")
-            return W.encode_answer("YES" if answers.relay_allowed(_text(fields[0]), since, window) else "NO")
-        if word == "ADDR":
-            found = answers.find_address(fields[0], fields[1])
-            return W.encode_answer("FOUND", found) if found is not None else W.encode_answer("NONE")
-        if word == "SRS":
-            try:
-                now = float(fields[1])
-            except ValueError:
-                return W.encode_answer("BAD", "SRS wants a time")
-            status, error = answers.srs_reverse(_text(fields[0]), now)
-            return W.encode_answer("STATUS", status, error or "")
-    except UsersUnavailable as e:
-        return W.encode_answer("TEMP", str(e)[:1000])
-    except OSError as e:                # ctl.reader.ControlError: a control (the SRS keys) unreadable
-        return W.encode_answer("TEMP", ("unable to read controls: %s" % e)[:1000])
-    return W.encode_answer("BAD", "unknown question")
 
 
 class Conn:
@@ -143,7 +89,7 @@ class Server:
                     answers.close()
                     answers = None
             if line.startswith(b"TEMP "):
-                self.log("tempfail", question=word, uid=conn.uid, reason=_text(W.decode_answer(line)[1][0]))
+                self.log("tempfail", question=word, uid=conn.uid, reason=text(W.decode_answer(line)[1][0]))
             self.done.put((conn, line))
             self._wake()
         if answers is not None:
@@ -249,7 +195,7 @@ class Server:
             conn.deadline = self.clock() + self.idle
             conn.out += line
             if line.startswith(b"BAD "):    # a question it cannot parse the arguments of
-                self.log("bad", uid=conn.uid, pid=conn.pid, reason=_text(W.decode_answer(line)[1][0]))
+                self.log("bad", uid=conn.uid, pid=conn.pid, reason=text(W.decode_answer(line)[1][0]))
                 conn.waiting, conn.closing = [], True
             self._flush(conn)
             if conn.sock.fileno() >= 0:

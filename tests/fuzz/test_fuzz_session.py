@@ -76,6 +76,7 @@ def session(newline):
         home.control("rcpthosts", "example.org\n")
         home.control("newline", "%d\n" % newline)
         home.control("smtpauth", "1\n")
+        home.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
         _CONTROLS[newline] = home.root
     env = dict(TCP_ENV)
     controls = Controls(_CONTROLS[newline], env)

@@ -1,0 +1,88 @@
+"""The bench's report: medians and ratios, the Markdown table, the machine, docs/performance.md."""
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = os.path.join(ROOT, "docs", "performance.md")
+DOC_START, DOC_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def fmt(x):
+    """3 significant digits at most, whole numbers from 100 up."""
+    return "%.0f" % x if x >= 100 else "%.3g" % x
+
+
+def build_rows(rows_wanted, samples, na):
+    """Medians of each side, and the median of the per-run ratios (pairs measured together)."""
+    rows = []
+    for measure, q, peer, p in rows_wanted:
+        row = {"measure": measure, "peer": peer, "qmailpy_quantity": q, "peer_quantity": p}
+        if q in na or p in na or q not in samples or p not in samples:
+            row["na"] = na.get(q) or na.get(p) or "not measured"
+            row.update(qmailpy=None, peer_value=statistics.median(samples[p]) if p in samples else None,
+                       ratio=None, ratios=[])
+        else:
+            ratios = [a / b for a, b in zip(samples[q], samples[p])]
+            row.update(qmailpy=statistics.median(samples[q]), peer_value=statistics.median(samples[p]),
+                       ratio=statistics.median(ratios), ratios=ratios)
+        rows.append(row)
+    return rows
+
+
+def table(rows):
+    lines = ["| measure | qmailpy | peer | peer value | ratio |", "|---|---:|---|---:|---:|"]
+    for r in rows:
+        if r["ratio"] is None:
+            lines.append("| %s | n/a (%s) | %s | %s | n/a |" % (
+                r["measure"], r["na"].replace("|", "/"), r["peer"],
+                fmt(r["peer_value"]) if r["peer_value"] is not None else "n/a"))
+        else:
+            lines.append("| %s | %s | %s | %s | %s× |" % (r["measure"], fmt(r["qmailpy"]), r["peer"],
+                                                         fmt(r["peer_value"]), fmt(r["ratio"])))
+    return "\n".join(lines) + "\n"
+
+
+def machine(tmp, vpy):
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem = int(f.readline().split()[1]) // 1024
+    fs = subprocess.run(["stat", "-f", "-c", "%T", tmp], capture_output=True, text=True).stdout.strip()
+    postfix = subprocess.run(["postconf", "-d", "-h", "mail_version"], capture_output=True, text=True)
+    aio = subprocess.run([vpy, "-c", "import aiosmtpd; print(aiosmtpd.__version__)"],
+                         capture_output=True, text=True)
+    versions = {}
+    for name, argv in (("clamd", ["clamd", "--version"]), ("spamd", ["spamd", "--version"])):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.splitlines()
+            versions[name] = out[0].strip() if out else "?"
+        except (OSError, subprocess.TimeoutExpired):
+            versions[name] = "not installed"
+    return {"nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+            "cpu": cpu, "mem_mib": mem, "tmp_fs": fs or "?",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "kernel": platform.release(), "python": platform.python_version(),
+            "postfix": postfix.stdout.strip() or "?", "aiosmtpd": aio.stdout.strip() or "?",
+            "clamd": versions["clamd"], "spamd": versions["spamd"],
+            "loadavg_at_end": open("/proc/loadavg").read().split()[:3],
+            "python3_on_path": shutil.which("python3"), "venv_python": os.path.realpath(vpy)}
+
+
+def write_doc(block):
+    """Replace the bench block of docs/performance.md, keeping the prose around it."""
+    text = open(DOC).read() if os.path.exists(DOC) else "# Performance\n\n"
+    if DOC_START not in text:
+        text = text.rstrip("\n") + "\n\n%s\n%s\n" % (DOC_START, DOC_END)
+    head, rest = text.split(DOC_START, 1)
+    tail = rest.split(DOC_END, 1)[1]
+    with open(DOC + ".tmp", "w") as f:
+        f.write(head + DOC_START + "\n" + block + DOC_END + tail)
+    os.rename(DOC + ".tmp", DOC)

@@ -1,0 +1,88 @@
+"""authfaillimit under real tcpserver: 40 parallel connections from one IP try wrong passwords;
+the limit holds over all of them, the right password is refused during the lockout, every
+lockout is logged (issue 16)."""
+import base64
+import os
+import threading
+
+from test_smtpd_tls import Smtpd, make_home, read_lines
+from test_smtpd import connect
+from tlspeer import tls_certs  # noqa: F401  (fixture)
+
+CONNECTIONS, TRIES = 40, 12         # more tries than the limit: each connection must meet the 421
+
+
+def plain(user, password):
+    return b"AUTH PLAIN " + base64.b64encode(b"\0" + user + b"\0" + password) + b"\r\n"
+
+
+def attack(port, results):
+    """One connection: up to TRIES wrong passwords, until 421; the replies."""
+    got = []
+    s = connect(port)
+    try:
+        read_lines(s, 1)
+        s.sendall(b"EHLO brute.example\r\n")
+        read_lines(s, 5)
+        for i in range(TRIES):
+            s.sendall(plain(b"joe@example.org", b"guess%d" % i))
+            reply = read_lines(s, 1)
+            got += reply
+            if not reply or reply[0].startswith("421"):
+                break
+    finally:
+        s.close()
+    results.append(got)
+
+
+def test_forty_parallel_connections_share_the_limit(tmp_path, tls_certs):  # noqa: F811
+    home = make_home(tmp_path / "qmail", tls_certs, cert=False)
+    home.control("smtpauthplaintext", "1\n")
+    home.control("authfaillimit", "10\n")
+    home.control("authfailwindow", "600\n")
+    server = Smtpd(home)
+    try:
+        results = []
+        threads = [threading.Thread(target=attack, args=(server.port, results)) for _ in range(CONNECTIONS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        replies = [r for got in results for r in got]
+        failed = replies.count("535 authentication failed (#5.7.1)")
+        locked = replies.count("421 too many failed authentications from your IP address, try again later (#4.7.0)")
+        # the right password now: refused, unchecked
+        s = connect(server.port)
+        read_lines(s, 1)
+        s.sendall(b"EHLO joe.example\r\n")
+        read_lines(s, 5)
+        s.sendall(plain(b"joe@example.org", b"s3cret"))
+        right = read_lines(s, 1)
+        s.close()
+    finally:
+        log = server.stop()
+    print("authfaillimit 10: %d connections, %d replies: %d x 535, %d x 421 (password checks made: %d)"
+          % (len(results), len(replies), failed, locked, log.count(" auth-failed ")))
+    assert len(results) == CONNECTIONS
+    assert right == ["421 too many failed authentications from your IP address, try again later (#4.7.0)"]
+    # ten password checks in all, over 40 connections: nine 535s, the tenth failure a 421
+    assert log.count(" auth-failed ") == 10
+    assert failed == 9
+    assert locked == CONNECTIONS == len(replies) - failed, [g for g in results if not g or not g[-1].startswith("421")]
+    assert log.count(" auth-lockout ") == locked + 1         # each connection's, and the right password's
+    assert " auth mech=" not in log                         # the right password never checked
+    with open(os.path.join(home.root, "sessions", "authfail", "127.0.0.1")) as f:
+        assert len(f.read().splitlines()) == 10
+
+
+def test_attempts_expire_and_successes_do_not_count(tmp_path):
+    from qmailpy.smtpd.authlimit import Attempts
+    a = Attempts(str(tmp_path / "authfail"), "192.0.2.7", 2, 100, 4242)
+    assert a.begin(1000) == 1
+    a.forget(1000)                          # it succeeded: not counted
+    assert a.begin(1001) == 1 and a.begin(1002) == 2
+    assert a.begin(1050) is None            # locked out: nothing recorded
+    assert a.begin(1101) == 2               # the first failure expired, the second still counts
+    assert a.begin(1300) == 1 and os.path.exists(tmp_path / "authfail" / "192.0.2.7")
+    a.forget(1300)                          # nothing left: the file goes
+    assert not os.path.exists(tmp_path / "authfail" / "192.0.2.7")
