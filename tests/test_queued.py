@@ -366,3 +366,34 @@ def test_an_origin_from_anyone_but_qmail_smtpds_user_is_ignored(home, service):
     assert code == 0
     data = [p.read_bytes() for p in (home / "queue" / "mess").rglob("*") if p.is_file()]
     assert sum(b"Authentication-Results: test.example;\n\tdkim=none" in d for d in data) == 1
+
+
+PRELOADED_SESSION = r"""
+import os, sys
+from qmailpy.tcpserver import programs
+runner = programs.load("qmail-smtpd")
+before = set(sys.modules)
+fd = os.open(sys.argv[1], os.O_RDONLY)
+out = os.open(os.devnull, os.O_WRONLY)
+from qmailpy.smtpd.main import serve
+code = serve(fd, out, dict(os.environ), [])
+print(code, " ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_qmail_tcpserver_preloads_what_a_queued_session_imports(home, service, tmp_path):
+    """A session that queues one message through qmail-queued imports nothing that
+    qmail-tcpserver did not load before forking (each child would import it again)."""
+    (home / "control" / "me").write_text("mx.example.org\n")
+    (home / "control" / "rcpthosts").write_text("example.org\n")
+    session = tmp_path / "session"
+    session.write_bytes(b"HELO client\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+                        b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+    env = dict(os.environ, QMAILHOME=str(home), QMAILPY_SINGLEUSER="1", PYTHONPATH=str(ROOT), **TCP_ENV)
+    env.pop("QMAILQUEUE", None)
+    r = subprocess.run([str(ROOT / ".venv" / "bin" / "python3"), "-c", PRELOADED_SESSION, str(session)],
+                       capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    code, _, imported = r.stdout.decode().strip().partition(" ")
+    assert (code, imported) == ("0", "")
+    assert len(os.listdir(home / "queue" / "todo")) == 1

@@ -4,6 +4,7 @@ Every report is compared byte for byte with qmail's texts (reference section 5).
 DNSCACHEIP always points at the local test DNS server, so nothing leaves 127.0.0.1.
 """
 import os
+from pathlib import Path
 import socket
 import subprocess
 import time
@@ -13,7 +14,7 @@ import pytest
 from conftest import program
 from dnsserver import dns_server  # noqa: F401  (fixture)
 from qmailpy.remote.main import run
-from smtpsink import sinks  # noqa: F401  (fixture)
+from smtpsink import scripted, sinks, smtp_script  # noqa: F401  (fixtures)
 
 MSG = b"Subject: test\n\nhello\n"
 OK_REPORT = b"r\0K127.0.0.1 accepted message.\nRemote host said: 250 ok queued\n\0"
@@ -235,3 +236,32 @@ def test_control_it_cannot_use_defers_naming_the_file(home, name, text, problem)
     p = subprocess.run([program("qmail-remote"), "example.com", "a@b", "c@example.com"], input=MSG,
                        capture_output=True, env=home.env(), timeout=30)
     assert (p.returncode, p.stdout) == (0, b"ZUnable to read control files: %s (#4.3.0)\n\0" % problem.encode())
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PRELOADED_DELIVERY = r"""
+import os, sys
+from qmailpy.spawn import fork, rspawn
+fork.preload(rspawn.PRELOAD)
+before = set(sys.modules)
+from qmailpy.remote.main import run
+r, w = os.pipe()
+code = run(["qmail-remote", "example.com", "a@b.example", "c@example.com"], 0, w, os.environ)
+os.close(w)
+print(code, os.read(r, 4096).decode(), "|", " ".join(sorted(m for m in set(sys.modules) - before
+                                                              if m.startswith("qmailpy"))))
+"""
+
+
+def test_rspawn_preloads_what_a_delivery_imports(remote, scripted):
+    """A forked qmail-remote delivering one message imports no qmailpy module that
+    qmail-rspawn did not load before forking (each child would import it again)."""
+    server = scripted(smtp_script())
+    route_to(remote, server.port)
+    env = remote.home.env(PYTHONPATH=str(ROOT))
+    r = subprocess.run([str(ROOT / ".venv" / "bin" / "python3"), "-c", PRELOADED_DELIVERY], input=MSG,
+                       capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    out, _, imported = r.stdout.decode().partition("|")
+    assert "K127.0.0.1 accepted message." in out
+    assert imported.strip() == ""

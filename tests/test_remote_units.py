@@ -189,3 +189,44 @@ def test_tcpto_evicts_oldest_and_ignores_ipv6_and_missing_file(tmp_path):
     missing = TcpTo(str(tmp_path / "none"))
     missing.record("192.0.2.1", True)
     assert not missing.is_down("192.0.2.1") and not (tmp_path / "none").exists()
+
+
+class CorkSocket:
+    """A socket that answers every command with a scripted reply and records what is done to it."""
+
+    def __init__(self, replies):
+        self.replies, self.events = list(replies), []
+
+    def settimeout(self, t):
+        pass
+
+    def setsockopt(self, level, option, value):
+        if (level, option) == (socket.IPPROTO_TCP, socket.TCP_CORK):
+            self.events.append(("cork", value))
+
+    def send(self, data):
+        self.events.append(("send", bytes(data)))
+        return len(data)
+
+    def recv(self, n):
+        return self.replies.pop(0) if self.replies else b""
+
+    def close(self):
+        pass
+
+
+def test_message_and_dot_leave_corked():
+    """The message and its final dot are written under TCP_CORK (no Nagle wait for the dot),
+    the connection is critical from the dot on, and the cork comes off once the dot is out."""
+    from qmailpy.remote.client import smtp
+    sock = CorkSocket([b"220 hi\r\n", b"250 hello\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n",
+                       b"250 queued\r\n", b"221 bye\r\n"])
+    conn = Conn(sock, b"127.0.0.1", 10)
+    with pytest.raises(R.Stop) as stop:
+        smtp(conn, b"me.example", b"a@b", [b"c@d"], b"Subject: x\n\nbody\n", [])
+    assert stop.value.text.startswith(b"K127.0.0.1 accepted message.")
+    ev = sock.events
+    start = ev.index(("cork", 1))
+    assert ev[start - 1] == ("send", b"DATA\r\n")
+    assert ev[start + 1:start + 4] == [("send", b"Subject: x\r\n\r\nbody\r\n"), ("send", b".\r\n"), ("cork", 0)]
+    assert ev.count(("cork", 1)) == 1 and ev.count(("cork", 0)) == 1

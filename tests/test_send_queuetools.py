@@ -11,7 +11,9 @@ from qmailpy.proto.date822 import date822
 from qmailpy.queue import layout
 from qmailpy.proto import todowire
 from qmailpy.addr.rewrite import Rewriter
-from qmailpy.send.todo import preprocess
+from qmailpy.send.cleanclient import CleanClient
+from qmailpy.send.todo import preprocess, preprocess_many
+from qmailpy.send.todo_main import ParallelFsync
 from test_send_support import BIN, Scratch, queue_message
 
 
@@ -29,6 +31,9 @@ class Cleaner:
     def request(self, kind, msgid):
         self.asked.append((kind, msgid))
         return self.answer
+
+    def request_many(self, kind, msgids):
+        return [self.request(kind, msgid) for msgid in msgids]
 
 
 def read(path):
@@ -62,6 +67,51 @@ def test_preprocess_keeps_todo_when_clean_refuses(scratch):
     records, done = preprocess(scratch.home, msgid, Rewriter([], [], [], "x"), Cleaner(wire.TROUBLE))
     assert not done
     assert records[-1] == todowire.encode_log("warning: qmail-clean unable to clean up todo/%d" % msgid)
+
+
+def test_preprocess_many_fsyncs_every_file_before_clean(scratch):
+    """A batch: every info/local/remote file is fsynced (by fsync_many, before qmail-clean hears
+    of the message); the message whose fsync failed keeps todo/ and says why; the others go on."""
+    ids = [int(queue_message(scratch.home, recips=(b"x@localhost", b"y@far")).split("/")[1]) for _ in range(3)]
+    rw = Rewriter(["localhost"], [], [], "x")
+    asked, cleaner = [], Cleaner()
+    failing = {}
+
+    def fsync_many(fds):
+        asked.append(len(cleaner.asked))          # qmail-clean not asked yet
+        names = [os.readlink("/proc/self/fd/%d" % fd) for fd in fds]
+        failing["fd"] = names.index(layout.remote_path(scratch.home, ids[1]))
+        return [i != failing["fd"] for i in range(len(fds))]
+
+    got = preprocess_many(scratch.home, ids, rw, cleaner, fsync_many=fsync_many)
+    assert asked == [0]
+    assert [(msgid, done) for msgid, _, done in got] == [(ids[0], True), (ids[1], False), (ids[2], True)]
+    assert cleaner.asked == [(wire.TODO, ids[0]), (wire.TODO, ids[2])]
+    assert got[1][1][-1] == todowire.encode_log("warning: qmail-todo: trouble fsyncing remote/%d/%d"
+                                                % (ids[1] % 23, ids[1]))
+    for msgid, records, done in got:
+        if done:
+            assert records[-1] == todowire.encode_done(msgid, True, True)
+            assert read(layout.remote_path(scratch.home, msgid)) == b"Ty@far\0"
+
+
+def test_preprocess_many_with_parallel_fsync_and_qmail_clean(scratch):
+    """qmail-todo's own pieces: ParallelFsync and a real qmail-clean answering pipelined requests."""
+    ids = [int(queue_message(scratch.home, recips=(b"x@localhost",)).split("/")[1]) for _ in range(5)]
+    proc = subprocess.Popen([str(BIN / "qmail-clean")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=scratch.env())
+    try:
+        cleaner = CleanClient(proc.stdin.fileno(), proc.stdout.fileno())
+        got = preprocess_many(scratch.home, ids, Rewriter(["localhost"], [], [], "x"), cleaner,
+                              fsync_many=ParallelFsync(4))
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=20)
+    assert [done for _, _, done in got] == [True] * 5
+    for msgid in ids:
+        assert not os.path.exists(layout.todo_path(scratch.home, msgid))
+        assert read(layout.info_path(scratch.home, msgid)) == b"Falice@localhost\0"
+        assert read(layout.local_path(scratch.home, msgid)) == b"Tx@localhost\0"
 
 
 def test_qmail_clean_pipe(scratch):

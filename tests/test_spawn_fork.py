@@ -9,6 +9,7 @@ environment. Both modes must report the same; a child that segfaults, or a
 forked one whose main() raises, gives the report of a crashed program.
 """
 import os
+import subprocess
 import signal
 import sys
 import sysconfig
@@ -158,3 +159,31 @@ def test_the_spawner_closes_what_it_holds_and_children_die_with_signals_default(
         caught = int(seen["status"]["SigCgt"], 16)
         assert caught == 1 << (signal.SIGINT - 1)      # only Python's own SIGINT handler, as exec'd
         assert int(seen["status"]["SigBlk"], 16) == 0
+
+
+PRELOADED_LOCAL = r"""
+import os, sys
+from qmailpy.spawn import fork, lspawn
+fork.preload(lspawn.PRELOAD)
+before = set(sys.modules)
+from qmailpy.local.deliver import deliver
+home = sys.argv[1]
+os.chdir(home)
+code, report = deliver(["--", "joe", home, "joe", "", "", "example.com", "a@b.example", "./Maildir/"], 0,
+                       dict(os.environ, QMAILHOME=home))
+print(code, report.strip(), "|", " ".join(sorted(m for m in set(sys.modules) - before if m.startswith("qmailpy"))))
+"""
+
+
+def test_lspawn_preloads_what_a_maildir_delivery_imports(tmp_path):
+    """A forked qmail-local delivering into a Maildir imports no qmailpy module that
+    qmail-lspawn did not load before forking (each child would import it again)."""
+    for sub in ("new", "cur", "tmp"):
+        (tmp_path / "Maildir" / sub).mkdir(parents=True)
+    (tmp_path / "mess").write_bytes(b"Subject: x\n\nhi\n")      # seekable, as a mess file is
+    with open(tmp_path / "mess", "rb") as mess:
+        r = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python3"), "-c", PRELOADED_LOCAL, str(tmp_path)],
+                           stdin=mess, capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode() == "0 did 1+0+0 | \n"
+    assert len(os.listdir(tmp_path / "Maildir" / "new")) == 1

@@ -125,9 +125,13 @@ def smtp(conn, helohost, sender, recips, message, reports, plan=None, dest=b""):
     except ValueError:
         conn.close()
         raise R.Stop(R.PARTIAL) from None
-    conn.send(memoryview(data)[:-3])
-    conn.critical = True
-    conn.send(b".\r\n")
+    conn.cork(True)                     # the message and its dot leave together (wire.Conn.cork)
+    try:
+        conn.send(memoryview(data)[:-3])
+        conn.critical = True
+        conn.send(b".\r\n")
+    finally:
+        conn.cork(False)
     code = conn.reply()
     conn.critical = False
     if code >= 500:

@@ -1,6 +1,8 @@
 """qmail-send's and qmail-todo's end of the qmail-clean pipe (codec: qmailpy.proto.cleanwire).
 
-A blocking round trip, as in qmail (qmail-clean answers from the disk at once).
+A blocking round trip, as in qmail (qmail-clean answers from the disk at once);
+request_many() pipelines several (qmail-clean answers them in order, one byte
+each, so the answers never fill the pipe while the requests go out).
 """
 import os
 
@@ -21,18 +23,27 @@ class CleanClient:
 
     def request(self, kind, msgid):
         """Send one request and return the answer byte; raise CleanDied (then on every call)."""
+        return self.request_many(kind, [msgid])[0]
+
+    def request_many(self, kind, msgids):
+        """Send one request per id, then read their answers: [answer byte per id]; CleanDied as request()."""
         if self.dead:
             raise CleanDied("qmail-clean is gone")
-        data = encode(kind, msgid)
+        if not msgids:
+            return []
+        data = b"".join(encode(kind, msgid) for msgid in msgids)
+        answers, why = b"", "end of file"
         try:
             while data:
                 data = data[os.write(self.fd_out, data):]
-            answer = os.read(self.fd_in, 1)
+            while len(answers) < len(msgids):
+                got = os.read(self.fd_in, len(msgids) - len(answers))
+                if not got:
+                    break
+                answers += got
         except OSError as e:
-            answer, why = b"", str(e)
-        else:
-            why = "end of file"
-        if not answer:
+            why = str(e)
+        if len(answers) < len(msgids):
             self.dead = True
             raise CleanDied(why)
-        return answer
+        return [answers[i:i + 1] for i in range(len(answers))]

@@ -5,9 +5,11 @@ X stop), 1 = records to qmail-send (qmailpy.proto.todowire), 2 = stderr,
 3 = requests to its own qmail-clean, 4 = qmail-clean's answers, 5 = the
 held lock/sendmutex (never touched: a new qmail-send waits for it). Woken by
 one byte in lock/trigger (qmail-queue's triggerpull), and scans todo/ at
-least every SLEEP_TODO seconds anyway. End of input on fd 0 (qmail-send
-died) stops it at once; X or SIGTERM stop it after the current message,
-with a final X record. Exit 0, or 111 when it cannot start.
+least every SLEEP_TODO seconds anyway. Messages go in batches of up to
+BATCH (todo.preprocess_many: their files fsynced together by FSYNC_THREADS
+threads, so one journal commit covers many). End of input on fd 0
+(qmail-send died) stops it at once; X or SIGTERM stop it after the current
+batch, with a final X record. Exit 0, or 111 when it cannot start.
 """
 import os
 import select
@@ -23,9 +25,27 @@ from qmailpy.proto import todowire
 from qmailpy.queue import layout
 from qmailpy.send.cleanclient import CleanClient, CleanDied
 from qmailpy.send.rewrite import rewriter
-from qmailpy.send.todo import preprocess
+from qmailpy.send.todo import fsync_each, fsync_ok, preprocess_many
 
 FROM_SEND, TO_SEND, TO_CLEAN, FROM_CLEAN = 0, 1, 3, 4
+BATCH = 64             # messages preprocessed at once
+FSYNC_THREADS = 16     # fsyncs in flight at once
+
+
+class ParallelFsync:
+    """fsync_many for preprocess_many(): the fsyncs of a batch in parallel threads (the GIL is
+    released in fsync), so the file system's journal commits them together."""
+
+    def __init__(self, threads=FSYNC_THREADS):
+        self.threads, self.pool = threads, None
+
+    def __call__(self, fds):
+        if len(fds) < 2:
+            return fsync_each(fds)
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fsync")
+        return list(self.pool.map(fsync_ok, fds))
 
 
 class Todo:
@@ -38,6 +58,7 @@ class Todo:
         self.stop = self.reload = False
         self.send_alive = True
         self.next_scan = 0.0
+        self.fsync_many = ParallelFsync()
 
     def send(self, data):
         if not self.send_alive:
@@ -94,12 +115,14 @@ class Todo:
         except OSError:
             self.log("alert: qmail-todo: unable to opendir todo")
             return
-        for msgid in sorted(int(n) for n in names if n.isdigit()):
+        ids = sorted(int(n) for n in names if n.isdigit())
+        for at in range(0, len(ids), BATCH):
             if self.stop:
                 return
             self.fresh()
-            records, _ = preprocess(self.home, msgid, self.rewriter, self.cleaner, layout.SPLIT)
-            self.send(b"".join(records))
+            for _, records, _ in preprocess_many(self.home, ids[at:at + BATCH], self.rewriter, self.cleaner,
+                                                 layout.SPLIT, self.fsync_many):
+                self.send(b"".join(records))
             self.poll_send()
 
     def run(self, trigger_fd, wakeup_fd):

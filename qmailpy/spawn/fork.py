@@ -111,9 +111,10 @@ def _child(target, args, fdmess, fdout, cwd, env, unable, ids):
         except OSError as e:
             soft, hard = unable
             return soft if e.errno in TEMP_ERRORS else hard
-    env = dict(env)                               # it may be os.environ itself
-    os.environ.clear()
-    os.environ.update(env)
+    if env is not os.environ:                     # qmail-rspawn's children keep the spawner's as it is:
+        env = dict(env)                           # rebuilding it would copy-on-write ~200 pages (0.5 ms)
+        os.environ.clear()
+        os.environ.update(env)
     sys.argv = [os.fsdecode(a) for a in args]
     import importlib
     module, function = target.split(":")
@@ -143,12 +144,18 @@ def _crash():
 
 
 def _name(name):
-    """The process name ps and /proc/PID/status show, as exec would set it (else the spawner's)."""
+    """The process name ps and /proc/PID/status show, as exec would set it (else the spawner's).
+    Raw os calls: a text file object would allocate (and copy on write) about 100 pages."""
     try:
-        with open("/proc/self/comm", "w") as f:
-            f.write(name[:15])
+        fd = os.open("/proc/self/comm", os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, os.fsencode(name)[:15])
     except OSError:
         pass
+    finally:
+        os.close(fd)
 
 
 def _flush():

@@ -49,7 +49,8 @@ UNABLE = (120, 126)            # a forked child's exit codes for EXEC_SOFT, EXEC
 MAIN = "qmailpy.local.main:main"            # what a forked child runs
 # Its modules: imported once, before the first delivery
 PRELOAD = ("qmailpy.local.main", "qmailpy.local.deliver", "qmailpy.local.forward", "qmailpy.local.program",
-           "qmailpy.local.quota", "qmailpy.local.vdelivermail", "subprocess")
+           "qmailpy.local.quota", "qmailpy.local.vdelivermail", "qmailpy.local.maildir", "qmailpy.local.mbox",
+           "subprocess")
 
 
 def report(status, output):

@@ -25,7 +25,8 @@ MAIN = "qmailpy.remote.main:main"            # what a forked child runs
 # tried whenever the peer offers it; dkim's signer stays lazy: only a domain with a key needs it)
 PRELOAD = ("qmailpy.remote.main", "qmailpy.remote.client", "qmailpy.remote.connect", "qmailpy.remote.routes",
            "qmailpy.remote.tcpto", "qmailpy.remote.tls", "qmailpy.remote.wire", "qmailpy.remote.ipme",
-           "qmailpy.dns.mxip", "qmailpy.dns.resolver", "qmailpy.dkim.keys", "qmailpy.ctl.reader", "ssl")
+           "qmailpy.dns.mxip", "qmailpy.dns.resolver", "qmailpy.dns.servers", "qmailpy.dkim.keys",
+           "qmailpy.ctl.reader", "ssl")
 
 
 def report(status, s):

@@ -12,11 +12,13 @@ import os
 LAUNCHER_MARK = b"qmailpy.smtpd.main import main"
 # Modules a session uses that qmail-smtpd imports on first use: loaded once in
 # the parent so that no child pays for them.
-# (The list is what a session that queues one message imports beyond smtpd.main.)
+# (The list is what a session that queues one message imports beyond smtpd.main;
+# tests/test_queued.py checks that such a session imports nothing more.)
 WARM = ("qmailpy.smtpd.envelope", "qmailpy.smtpd.message", "qmailpy.smtpd.received",
         "qmailpy.proto.grammar", "qmailpy.proto.dotdata", "qmailpy.proto.date822",
         "qmailpy.policy.relay", "qmailpy.policy.lists", "qmailpy.policy.lookup", "qmailpy.policy.dnscheck",
-        "qmailpy.dns.resolver", "qmailpy.queue.sockclient", "qmailpy.queue.main", "qmailpy.proto.qqsock",
+        "qmailpy.dns.resolver", "qmailpy.queue.sockclient", "qmailpy.queue.layout", "qmailpy.queue.main",
+        "qmailpy.proto.qqsock",
         "qmailpy.ctl.cdbmap", "cdblib.djb_hash")
 # What STARTTLS and SMTPS import (ssl): loaded in the parent too when the home has a
 # control/servercert.pem (or $SMTPS is set), so a TLS child pays for the handshake only.
