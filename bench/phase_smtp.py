@@ -169,13 +169,19 @@ class SmtpRows:
         self.sends.append(self.e2e_send)
         self.e2e_send.ready()
         self.e2e_port = self.smtpd_server(servers, home)
+        self.e2e_fork_port = tcpserver_rows.start(self, servers, tool, home, "e2e-fork")
 
     def e2e(self):
-        """smtp-source into qmail-smtpd; done when every message is a file in the mailbox's Maildir/new."""
-        m, send = SIZES["e2e_messages"], self.e2e_send
+        """smtp-source into qmail-smtpd, under tcpserver and under qmail-tcpserver; each done when
+        every message is a file in the mailbox's Maildir/new."""
         self.disk("disk_raw_e2e_per_s")
+        self.e2e_run(self.e2e_port, "e2e_msgs_per_s")
+        self.e2e_run(self.e2e_fork_port, "e2e_fork_msgs_per_s")
+
+    def e2e_run(self, port, quantity):
+        m, send = SIZES["e2e_messages"], self.e2e_send
         before = count_files(self.maildir_new)
-        argv = self.smtp_source(["-s", str(SIZES["e2e_parallel"])], self.e2e_port, m)
+        argv = self.smtp_source(["-s", str(SIZES["e2e_parallel"])], port, m)
         start = time.perf_counter()
         source = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE)
@@ -187,7 +193,7 @@ class SmtpRows:
             err = source.communicate(timeout=120)[1]
         if source.returncode:
             raise BenchFailure("smtp-source into the e2e home: %s" % err.decode()[-500:])
-        self.record("e2e_msgs_per_s", m / (end - start))
+        self.record(quantity, m / (end - start))
         if "maildir_file_owner" not in self.details:       # who qmail-local ran as
             with os.scandir(self.maildir_new) as it:
                 uid = next(it).stat().st_uid

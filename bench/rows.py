@@ -29,6 +29,7 @@ ROWS = [
     (SPAMD, "qq_spamd_per_s", "spamc (C) exec'd, no queue", "spamd_client_per_s"),
     (E2E, "e2e_msgs_per_s", DISK, "disk_raw_e2e_per_s"),
     (E2E, "e2e_msgs_per_s", PF_E2E, "pf_e2e_per_s"),
+    (E2E.replace("end to end", "end to end under qmail-tcpserver"), "e2e_fork_msgs_per_s", PF_E2E, "pf_e2e_per_s"),
     (TLS_HS, "tls_handshakes_per_s", "`openssl s_server` (C), the same certificate", "s_server_handshakes_per_s"),
     (TLS_HS.replace("SMTPS", "SMTPS under qmail-tcpserver"), "tls_handshakes_fork_per_s",
      "`openssl s_server` (C), the same certificate", "s_server_handshakes_per_s"),

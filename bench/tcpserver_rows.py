@@ -32,10 +32,11 @@ ROWS = [
 ]
 
 
-def start(bench, servers, tool):
-    """qmail-tcpserver + qmail-smtpd of bench.home (whose qmail-queued already runs); its port."""
+def start(bench, servers, tool, home=None, name="fork"):
+    """qmail-tcpserver + qmail-smtpd of `home` (bench.home by default; its qmail-queued already
+    runs); its port. Its pid is bench.front_pids[name]."""
     from qmailsend import queue_writer
-    home = bench.home
+    home = home or bench.home
     env = dict(bench.env, QMAILHOME=home)
     writer, ids = queue_writer(home), []
     if writer:
@@ -46,7 +47,7 @@ def start(bench, servers, tool):
                           "-c", "100"] + ids + ["127.0.0.1", "PORT", os.path.join(home, "bin", "qmail-smtpd")],
                          env, bench.log)
     bench.front_pids = getattr(bench, "front_pids", {})
-    bench.front_pids["fork"] = servers.procs[-1].pid
+    bench.front_pids[name] = servers.procs[-1].pid
     return port
 
 
