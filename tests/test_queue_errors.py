@@ -227,3 +227,96 @@ def test_intd_create_failure_is_65(home, monkeypatch):
     assert code == X.QQ_INTD == 65
     assert reason.startswith("unable to create %s/queue/intd/" % home) and reason.endswith(": " + EIO)
     assert debris(home) == []
+
+
+def test_split_is_used_for_mess_and_in_use_checks(home, monkeypatch):
+    """A queue of split 7: mess/<id % 7>/<id>, and an id whose info/<id % 7>/<id> exists is skipped."""
+    h = str(home)
+    msgid = E.enqueue(h, MSG, ENV, 7, 1234, 0, split=7)
+    assert os.path.exists(layout.mess_path(h, msgid, 7))
+    real, seen = layout.referenced, []
+
+    def referenced(home_, msgid_, where=layout.IN_USE, split=layout.SPLIT):
+        if not seen and where == layout.IN_USE:
+            seen.append((msgid_, split))
+            open(layout.split_path(h, "info", msgid_, 7), "wb").close()
+        return real(home_, msgid_, where, split)
+    monkeypatch.setattr(layout, "referenced", referenced)
+    second = E.enqueue(h, MSG, ENV, 7, 1235, 0, split=7)
+    assert seen[0][1] == 7 and second != seen[0][0]
+
+
+def test_filter_sees_the_staged_message(home):
+    got = []
+
+    def look(staged):
+        got.append((staged.home, staged.msgid, staged.mess_path, os.fstat(staged.mess_fd).st_ino, staged.sender,
+                    staged.recipients, staged.head))
+        return None
+    msgid = E.enqueue(str(home), MSG, ENV, 7, 1234, 0, content_filter=look)
+    h, mid, path, ino, sender, rcpts, head = got[0]
+    assert (h, mid, path, ino, sender, rcpts) == (str(home), msgid, layout.mess_path(str(home), msgid), msgid,
+                                                  b"a@example.org", [b"b@example.net", b"c@example.com"])
+    assert head.startswith(b"Received: (qmail 1234 invoked by uid 7); ")
+
+
+def test_a_timeout_after_the_fsync_of_todo_counts_as_queued(home, monkeypatch):
+    """The filter made copies only, so the staged file is removed after the commit; a timeout
+    striking there finds every entry committed and fsynced: the message is queued."""
+    real, calls = E._Made.rollback, []
+
+    def rollback(self):
+        calls.append(self)
+        if len(calls) == 1:
+            raise E.QueueError(X.QQ_TIMEOUT, "timeout")
+        return real(self)
+    monkeypatch.setattr(E._Made, "rollback", rollback)
+
+    def copies(staged):
+        return [([b"b@example.net"], staged.head + b"one\n"), ([b"c@example.com"], staged.head + b"two\n")]
+    ids = E.enqueue_all(str(home), MSG, ENV, 7, 1234, 0, content_filter=copies)
+    assert len(ids) == 2 and all(isinstance(i, int) for i in ids)
+    assert sorted(os.listdir(home / "queue" / "todo")) == sorted(str(i) for i in ids)
+
+
+def test_pid_file_trouble_after_a_held_id(home, monkeypatch):
+    """An id still named is held while the next pid/ file is tried; if that fails, 62, no traceback."""
+    real_ref, real_open = layout.referenced, os.open
+    monkeypatch.setattr(layout, "referenced", lambda h, m, where=layout.IN_USE, split=layout.SPLIT:
+                        where == layout.IN_USE or real_ref(h, m, where, split))
+    opened = []
+
+    def open_(path, *a, **kw):
+        if "/queue/pid/" in str(path):
+            opened.append(path)
+            if len(opened) == 2:
+                raise OSError(errno.EIO, EIO)
+        return real_open(path, *a, **kw)
+    monkeypatch.setattr(os, "open", open_)
+    assert queue_error(home) == (X.QQ_PID, "unable to create %s: %s" % (opened[1], EIO))
+    assert debris(home) == []
+
+
+def test_intd_mode(home):
+    old = os.umask(0)
+    try:
+        msgid = E.enqueue(str(home), MSG, ENV, 7, 1234, 0)
+    finally:
+        os.umask(old)
+    assert os.stat(layout.intd_path(str(home), msgid)).st_mode & 0o777 == 0o644
+
+
+def test_fsync_of_a_copy_failing(home, monkeypatch):
+    real, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) == 2:                         # the staged mess, then the first copy's
+            raise OSError(errno.EIO, EIO)
+        return real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    def copies(staged):
+        return [([b"b@example.net"], staged.head + b"one\n")]
+    assert queue_error(home, content_filter=copies) == (53, "unable to fsync mess: " + EIO)
+    assert debris(home) == []
