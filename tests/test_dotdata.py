@@ -444,6 +444,16 @@ def test_only_dot_lines_and_chunk_end_crs_reach_the_byte_machine(monkeypatch):
     r = DataReader(bare_lf_ok=True)
     r.feed(b"a\nb\r\n")
     assert seen == [] and r.take() == b"a\nb\n"
+    r = DataReader()
+    r.feed(b"x\r\n..y\r\n")                      # a stuffed dot on the second line: still C
+    assert seen == [] and r.take() == b"x\n.y\n"
+    r = DataReader()
+    r.feed(b"a\r\n.\rb\r\n..x\r\n")              # after ".\r" the bulk path takes over again
+    assert seen == [46, 13, 98] and r.take() == b"a\n.\rb\n.x\n"
+    seen.clear()
+    r = DataReader()
+    assert r.feed(b"x\r\ny\nz") == 5 and r.error == "straylf"       # strict: only the bare LF steps
+    assert seen == [10]
 
 
 def test_bytes_like_input_gives_bytes():

@@ -1,6 +1,6 @@
 """make mutate: mutmut over the modules where one wrong comparison loses or leaks mail.
 
-usage: python3 tools/mutate.py [--keep] [--jobs N] [MODULE ...]
+usage: python3 tools/mutate.py [--keep | --compare-only] [--jobs N] [MODULE ...]
 
 MODULES below names each mutated module and the test files that cover it in-process
 (mutmut can only see a test call a function in its own process: a program a test
@@ -71,7 +71,7 @@ def prepare(path):
     work = workdir(dotted(path))
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(os.path.join(work, "mutants"))
-    for name in ("qmailpy", "tests", "tools", "control"):
+    for name in ("qmailpy", "tests", "tools", "control", "docs"):
         os.symlink(os.path.join(ROOT, name), os.path.join(work, name))
     cfg = configparser.ConfigParser(interpolation=None)
     cfg.read(os.path.join(ROOT, "setup.cfg"))
@@ -158,14 +158,19 @@ def key(function, change):
     return function, tuple(change[0]), tuple(change[1])
 
 
-def run_module(path, jobs, keep, accepted):
+def run_module(path, jobs, keep, accepted, compare_only=False):
     """One module's run: (generated, caught, accepted used, [(mutant, status)] surviving, [stale entries])."""
     module = dotted(path)
-    if not keep or not os.path.isdir(os.path.join(workdir(module), "mutants", "qmailpy")):
-        prepare(path)
-    log = os.path.join(workdir(module), "mutmut.log")
     started = time.monotonic()
-    rc = run_mutmut(module, jobs, log)
+    if compare_only:
+        if not os.path.isdir(os.path.join(workdir(module), "mutants", "qmailpy")):
+            raise SystemExit("%s has no last run in %s" % (module, workdir(module)))
+        rc = 0
+    else:
+        if not keep or not os.path.isdir(os.path.join(workdir(module), "mutants", "qmailpy")):
+            prepare(path)
+        rc = run_mutmut(module, jobs, os.path.join(workdir(module), "mutmut.log"))
+    log = os.path.join(workdir(module), "mutmut.log")
     if rc != 0:
         sys.stdout.write(open(log, errors="replace").read()[-4000:])
         raise SystemExit("mutmut failed on %s (exit %d): %s" % (module, rc, log))
@@ -201,6 +206,8 @@ def main(argv):
     ap.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATE_JOBS", "1")),
                     help="mutants tested at once (default: $MUTATE_JOBS or 1)")
     ap.add_argument("--keep", action="store_true", help="reuse mutants/<module>/ from the last run (mutmut's cache)")
+    ap.add_argument("--compare-only", action="store_true",
+                    help="no mutmut run: compare the last run's results with tests/accepted-mutants.txt")
     args = ap.parse_args(argv)
 
     paths = list(MODULES)
@@ -217,7 +224,7 @@ def main(argv):
     started = time.monotonic()
     generated = caught = used = surviving = stale = 0
     for path in paths:
-        g, c, u, s, st = run_module(path, args.jobs, args.keep, accepted)
+        g, c, u, s, st = run_module(path, args.jobs, args.keep, accepted, args.compare_only)
         generated, caught, used = generated + g, caught + c, used + u
         surviving, stale = surviving + len(s), stale + len(st)
     print("\nmake mutate: %d modules, %d mutants generated, %d killed, %d accepted survivors, %d surviving, "
