@@ -234,3 +234,28 @@ def test_unreadable_mess_for_spamd_is_54(tmp_path, calls):
     with pytest.raises(QueueError) as e:
         scan.Filter(Controls(), [], [b"a@x"]).run(st)
     assert (e.value.code, e.value.reason) == (X.QQ_READ_ERROR, "unable to read mess: No such file or directory")
+
+
+def test_bad_socket_controls_are_55_naming_the_control(tmp_path, calls):
+    st = staged(tmp_path, [b"a@x"])
+    with pytest.raises(QueueError) as e:
+        scan.Filter(Controls(clamdsocket="nowhere"), [b"a@x"], []).run(st)
+    assert (e.value.code, e.value.reason) == (55, "control/clamdsocket: not a socket path or host:port: 'nowhere'")
+    with pytest.raises(QueueError) as e:
+        scan.Filter(Controls(spamdsocket="nowhere"), [], [b"a@x"]).run(st)
+    assert (e.value.code, e.value.reason) == (55, "control/spamdsocket: not a socket path or host:port: 'nowhere'")
+
+
+def test_spamd_not_asked_when_nobody_is_left(tmp_path, calls):
+    """Only the virus-checked recipient was spam-checked too, and a virus took him: spamd's
+    controls are not even read (a broken spamdsocket or a size limit change nothing)."""
+    calls.virus = "Eicar-Signature"
+    log = []
+    st = staged(tmp_path, [b"a@x", b"b@x"])
+    f = scan.Filter(Controls(spamdsocket="nowhere", spamdmaxsize=1), [b"a@x"], [b"a@x"], log.append)
+    assert f.run(st) == [([b"b@x"], None)]
+    assert log == ["refused for a@x: virus Eicar-Signature found"] and calls.spamd == []
+
+
+def test_num_of_an_infinite_score():
+    assert scan._num(float("inf")) == "inf"
