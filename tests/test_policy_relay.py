@@ -4,6 +4,7 @@ through qmail-smtpd. make mutate runs the relay module against these."""
 import os
 
 import cdblib
+import pytest
 
 from conftest import Home
 from qmailpy.ctl.reader import Controls
@@ -205,3 +206,30 @@ def test_verdict_smdcheck(tmp_path):
     nosmd = config(tmp_path, [("rcpthosts", "example.org\n"), ("popbeforesmtp", "0\n")])
     v, _, _ = relay.relay_verdict(nosmd, "a@far.example", "b@else.example", "joe", None)
     assert fields(v) == expect(note="the client may relay (auth)")
+
+
+def test_verdict_relaymailfrom_uses_the_sender(tmp_path):
+    cfg = config(tmp_path, [("rcpthosts", "example.org\n"), ("relaymailfrom", "boss@example.org\n"),
+                            ("popbeforesmtp", "0\n")])
+    v, reason, local = relay.relay_verdict(cfg, "boss@example.org", "b@else.example", None, None)
+    assert fields(v) == expect(note="the client may relay (relaymailfrom)")
+    assert (reason, local) == ("relaymailfrom", False)
+
+
+def test_morercpthosts_key_from_a_non_utf8_domain(tmp_path):
+    """An address byte that was not UTF-8 (a surrogate escape in the session) is looked up as that byte."""
+    cfg = config(tmp_path, [("rcpthosts", "example.org\n")], more=[])
+    with open(cfg.morercpthosts_path, "wb") as f, cdblib.Writer(f) as w:
+        w.put(b"b\xfccher.example", b"")
+    assert relay.rcpthosts_ok(cfg, "a@b\udcfccher.example") is True
+    assert relay.rcpthosts_ok(cfg, "a@b\u00fccher.example") is False
+
+
+def test_a_broken_morercpthosts_names_itself(tmp_path):
+    from qmailpy.ctl.reader import ControlError
+    cfg = config(tmp_path, [("rcpthosts", "example.org\n")], more=[])
+    with open(cfg.morercpthosts_path, "wb") as f:
+        f.write(b"not a cdb")
+    with pytest.raises(ControlError) as e:
+        relay.rcpthosts_ok(cfg, "a@else.example")
+    assert str(e.value).startswith("control/morercpthosts.cdb")
