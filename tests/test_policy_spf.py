@@ -12,6 +12,15 @@ from qmailpy.smtpd.config import Peer, SmtpdConfig
 from qmailpy.smtpd.driver import Conversation
 from test_dialogues import TCP_ENV, FakeServices
 
+
+@pytest.fixture(autouse=True)
+def fresh_query_class(monkeypatch):
+    """Each test builds qmailpy.policy.spf's pyspf Query class anew: a class cached by an earlier
+    test would hide a change to its methods (make mutate runs each mutant in a fork of a
+    process that already built it)."""
+    from qmailpy.policy import spf as spf_module
+    monkeypatch.setattr(spf_module, "_Query", None)
+
 CLIENT = "192.0.2.7"
 ZONES = {
     "pass.example": {"TXT": ["v=spf1 ip4:192.0.2.0/24 -all"]},
