@@ -299,3 +299,38 @@ def test_helo_identity_for_the_null_sender_and_no_helo_at_all():
     assert result.header().endswith(" client-ip=192.0.2.7; helo=h.example;\n")
     _, result = p.spf_mail(Envelope(None, ""))
     assert result.result == "none" and r.queries == [("h.example", "TXT")]
+
+
+def test_local_rules_report_only_what_the_record_lacks():
+    """with_local's second value: the inserted terms the record did not have already (the ones
+    a result may then be blamed on)."""
+    assert spf.with_local("v=spf1 mx a -all", ["a", "include:spf.trusted.example"]) == (
+        "v=spf1 mx a a include:spf.trusted.example -all", ["include:spf.trusted.example"])
+    assert spf.with_local("v=spf1 mx -all", []) == ("v=spf1 mx -all", ())
+    assert spf.with_local("v=spf1 -all", ["a"]) == ("v=spf1 -all", ())
+
+
+def test_arpa_names_to_addresses():
+    assert spf._arpa_to_ip("4.3.2.1.IN-ADDR.arpa") == "1.2.3.4"
+    assert spf._arpa_to_ip("3.2.1.in-addr.arpa") is None
+    assert spf._arpa_to_ip("a.b.c.d.e.f") is None                           # six labels, not in-addr.arpa
+    nibbles = list("1" + "0" * 30 + "2")
+    assert spf._arpa_to_ip(".".join(nibbles + ["ip6", "arpa"])) == "2000::1"
+    assert spf._arpa_to_ip(".".join(nibbles + ["x", "example"])) is None   # 34 labels, not ip6.arpa
+    assert spf._arpa_to_ip(".".join(["g"] * 32 + ["ip6", "arpa"])) is None
+    assert spf._arpa_to_ip(".".join(nibbles[:31] + ["ip6", "arpa"])) is None
+
+
+def test_lookup_answers_as_pyspf_wants():
+    r = StaticResolver(["example.com A 192.0.2.1", "example.com TXT v=spf1 -all",
+                        "1.2.0.192.in-addr.arpa PTR mx.example.com"])
+    token = spf._resolver.set(r)
+    try:
+        assert spf._lookup("example.com.", "A") == [(("example.com", "A"), "192.0.2.1")]
+        assert spf._lookup("example.com", "TXT") == [(("example.com", "TXT"), [b"v=spf1 -all"])]
+        assert spf._lookup("1.2.0.192.in-addr.arpa", "PTR") == [(("1.2.0.192.in-addr.arpa", "PTR"),
+                                                                 "mx.example.com")]
+        assert spf._lookup("example.com", "SPF") == []
+        assert spf._lookup("none.example", "A") == []
+    finally:
+        spf._resolver.reset(token)

@@ -7,10 +7,11 @@ MODULES below names each mutated module and the test files that cover it in-proc
 starts does not count). Each module gets a run of its own in mutants/<module>/, whose
 setup.cfg is the checkout's with [mutmut] only_mutate and the test selection set for
 that module: mutmut runs those tests once to learn which test calls which function,
-then runs each mutant against the tests that call its function only. MODULE (a part
-of a dotted name, e.g. `relay` or `send.bounce`) narrows the run. Every mutant that no
-test kills must be listed in tests/accepted-mutants.txt with one line of why; anything
-else surviving (`no tests` included) is printed with its diff and the run fails.
+then runs each mutant against the tests that call its function only. MODULE (the end
+of a dotted name, e.g. `relay` or `policy.spf`, or a part of names, e.g. `filters`)
+narrows the run. Every mutant that no test kills must be listed in
+tests/accepted-mutants.txt with one line of why; anything else surviving (`no tests`
+included) is printed with its diff and the run fails.
 docs/development.md says how to read the output.
 """
 import argparse
@@ -49,6 +50,14 @@ MODULES = {
     "qmailpy/clock.py": ["tests/test_send_codecs.py", "tests/test_clock.py"],
     "qmailpy/remote/report.py": ["tests/test_remote_units.py"],
 }
+
+
+def selects(part, module, modules):
+    """MODULE on the command line: the modules whose name ends with it (`policy.spf` is spf.py
+    only), else those whose name contains it (`policy`: relay and the three SPF modules)."""
+    if any(dotted(p).endswith(part) for p in modules):
+        return module.endswith(part)
+    return part in module
 
 
 def venv_bin(name):
@@ -212,7 +221,7 @@ def main(argv):
 
     paths = list(MODULES)
     if args.modules:
-        paths = [p for p in paths if any(part in dotted(p) for part in args.modules)]
+        paths = [p for p in paths if any(selects(part, dotted(p), MODULES) for part in args.modules)]
         if not paths:
             raise SystemExit("no module of tools/mutate.py's MODULES matches %s" % " ".join(args.modules))
     accepted = load_accepted()
