@@ -17,9 +17,10 @@ class FakeClamd:
     """Accepts one connection; reads INSTREAM until the zero-length chunk (or `stop_after`
     bytes), records what came, answers `answer` and closes."""
 
-    def __init__(self, tmp_path, answer, stop_after=None):
+    def __init__(self, tmp_path, answer, stop_after=None, keep_open=False):
         self.path = str(tmp_path / "clamd.sock")
         self.answer, self.stop_after, self.got = answer, stop_after, b""
+        self.keep_open = keep_open
         self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.srv.bind(self.path)
         self.srv.listen(1)
@@ -41,6 +42,10 @@ class FakeClamd:
                 data += more
             self.got = data
             conn.sendall(self.answer)
+            if self.keep_open:                  # until the client closes: it must stop at the \0
+                conn.settimeout(10)
+                while conn.recv(65536):
+                    pass
         self.srv.close()
 
     @staticmethod
@@ -125,3 +130,21 @@ def test_answer_texts():
     assert clamd.parse_answer(b"stream: OK") is None
     with pytest.raises(ServiceError):
         clamd.parse_answer(b"stream: OKXX\0")
+
+
+def test_the_answer_ends_at_its_nul(tmp_path):
+    """clamd may keep the connection open after the answer: its \\0 ends the read, not EOF."""
+    fake = FakeClamd(tmp_path, b"stream: OK\0", keep_open=True)
+    assert clamd.scan_file(message(tmp_path, b"abc"), fake.address(), 2) is None
+
+
+def test_the_message_is_opened_close_on_exec(tmp_path, monkeypatch):
+    real, flags = os.open, []
+
+    def recording(path, f, *a, **kw):
+        flags.append(f)
+        return real(path, f, *a, **kw)
+    monkeypatch.setattr(os, "open", recording)
+    fake = FakeClamd(tmp_path, b"stream: OK\0")
+    assert clamd.scan_file(message(tmp_path, b"abc"), fake.address(), 5) is None
+    assert flags == [os.O_RDONLY | os.O_CLOEXEC]

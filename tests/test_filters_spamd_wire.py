@@ -32,6 +32,8 @@ G = X.QQ_COMM_FAILED
     (b"SPAMD/1.1 x EX_OK\r\n\r\n", (G, "spamd: bad status line b'SPAMD/1.1 x EX_OK'")),
     (b"SPAMD/1.1 " + b"9" * 100 + b"\r\n", (X.QQ_TEMP_REFUSED, "spamd: error " + "9" * 100)),
     (b"SPAMD/1.0 76 Bad header line: \xff\r\n", (X.QQ_TEMP_REFUSED, "spamd: error 76 Bad header line: \ufffd")),
+    (b"SPAMD/1.0 76 Bad  header\tline\r\n", (X.QQ_TEMP_REFUSED, "spamd: error 76 Bad  header\tline")),
+    (answer(spam=b"True ; 1 / 5 :x"), (G, "spamd: not a score: '5 :x'")),
     (b"S" * 100 + b" 0\r\n", (G, "spamd: bad status line %r" % (b"S" * 80))),
     (b"SPAMD/1.1 0 EX_OK\r\nContent-length: 0\r\n", (G, "spamd: answer without a header block (38 bytes)")),
     (b"SPAMD/1.1 0 EX_OK\r\n" + b"h" * 90 + b"\r\n\r\n", (G, "spamd: bad header line %r" % (b"h" * 80))),
@@ -116,3 +118,11 @@ def test_process_without_answer_and_too_long(tmp_path):
         spamd.process(b"m", None, (socket.AF_UNIX, fake.path), 5)
     assert (e.value.code, e.value.reason) == (G, "spamd: answer from %s longer than %d bytes"
                                               % (fake.path, (1 << 20) + 2))
+
+
+def test_process_answer_limit_grows_with_the_message(tmp_path):
+    """spamd may return the message with its report: up to twice the message plus 1 MiB."""
+    fake = FakeSpamd(tmp_path, b"x" * ((1 << 20) + 1500))
+    with pytest.raises(ServiceError) as e:
+        spamd.process(b"m" * 1000, None, (socket.AF_UNIX, fake.path), 5)
+    assert e.value.reason == "spamd: bad status line %r" % (b"x" * 80)
