@@ -334,3 +334,29 @@ def test_lookup_answers_as_pyspf_wants():
         assert spf._lookup("none.example", "A") == []
     finally:
         spf._resolver.reset(token)
+
+
+# --- qmailpy.policy.spfresult in-process: the texts of one result, exactly (make mutate) ----
+
+def test_printable_keeps_ascii_and_newlines():
+    from qmailpy.policy.spfresult import printable
+    assert printable("a\x01b\nc\x7f\td~ \u00e9") == "a?b\nc??d~ ?"
+
+
+def test_result_texts():
+    from qmailpy.policy.spfresult import Explanation, SpfResult
+    r = SpfResult("error", "example.com", "mailfrom", ctx(), error="DNS timeout")
+    assert r.comment() == "mx.here: error in processing during lookup of example.com: DNS timeout"
+    assert r.summary() == "error (mailfrom, example.com: DNS timeout)"
+    r = SpfResult("unknown", "example.com", "helo", ctx(), error="bad\nrecord")
+    assert r.header() == ("Received-SPF: unknown (mx.here: bad record) client-ip=192.0.2.3; "
+                          "helo=mx.example.org;\n")
+    r = SpfResult("fail", "example.com", "mailfrom", ctx(sender="caf\u00e9@example.com"), error="E",
+                  exp=Explanation(["%{l} %{d}"], "example.com"), spfexp="Go away %{d} %{xe}")
+    assert r.explanation() == "Go away example.com E"
+    assert r.reject_reply() == "550 Go away example.com E (#5.7.1)"
+    r = SpfResult("fail", None, "mailfrom", ctx())
+    assert r.summary() == "fail (mailfrom, -)"
+    c = ctx()
+    c.expdomain = ""
+    assert SpfResult("pass", "example.com", "mailfrom", c).summary() == "pass (mailfrom, local policy)"
