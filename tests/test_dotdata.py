@@ -454,6 +454,14 @@ def test_only_dot_lines_and_chunk_end_crs_reach_the_byte_machine(monkeypatch):
     r = DataReader()
     assert r.feed(b"x\r\ny\nz") == 5 and r.error == "straylf"       # strict: only the bare LF steps
     assert seen == [10]
+    seen.clear()
+    r = DataReader()
+    r.feed(b"a\r\n..b\r\n.\rc\r\n")               # a ".\r" ahead: the lines before it still in C
+    assert seen == [46, 13, 99] and r.take() == b"a\n.b\n.\rc\n"
+    seen.clear()
+    r = DataReader(bare_lf_ok=True)
+    r.feed(b"a\r\n.\nb\r\n..x\r\n")              # after ".\n" the bulk path takes over again
+    assert seen == [46, 10] and r.take() == b"a\n.\nb\n.x\n"
 
 
 def test_bytes_like_input_gives_bytes():
