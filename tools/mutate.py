@@ -1,6 +1,6 @@
 """make mutate: mutmut over the modules where one wrong comparison loses or leaks mail.
 
-usage: python3 tools/mutate.py [--keep | --compare-only] [--jobs N] [MODULE ...]
+usage: python3 tools/mutate.py [--keep | --compare-only | --retry-survivors] [--jobs N] [MODULE ...]
 
 MODULES below names each mutated module and the test files that cover it in-process
 (mutmut can only see a test call a function in its own process: a program a test
@@ -97,9 +97,9 @@ def prepare(path):
                     sys.executable, os.path.join(inner, "bin")], check=True)
 
 
-def run_mutmut(module, jobs, log):
-    with open(log, "w") as out:
-        return subprocess.run(["nice", "-n", "19", venv_bin("mutmut"), "run", "--max-children", str(jobs)],
+def run_mutmut(module, jobs, log, names=()):
+    with open(log, "a" if names else "w") as out:
+        return subprocess.run(["nice", "-n", "19", venv_bin("mutmut"), "run", "--max-children", str(jobs), *names],
                               cwd=workdir(module), stdout=out, stderr=subprocess.STDOUT).returncode
 
 
@@ -169,14 +169,18 @@ def key(function, change):
     return function, tuple(change[0]), tuple(change[1])
 
 
-def run_module(path, jobs, keep, accepted, compare_only=False):
+def run_module(path, jobs, keep, accepted, compare_only=False, retry=False):
     """One module's run: (generated, caught, accepted used, [(mutant, status)] surviving, [stale entries])."""
     module = dotted(path)
     started = time.monotonic()
-    if compare_only:
+    if compare_only or retry:
         if not os.path.isdir(os.path.join(workdir(module), "mutants", "qmailpy")):
             raise SystemExit("%s has no last run in %s" % (module, workdir(module)))
         rc = 0
+        if retry:
+            names = sorted(m for m, status in results(module).items() if status not in CAUGHT)
+            if names:
+                rc = run_mutmut(module, jobs, os.path.join(workdir(module), "mutmut.log"), names)
     else:
         if not keep or not os.path.isdir(os.path.join(workdir(module), "mutants", "qmailpy")):
             prepare(path)
@@ -219,6 +223,9 @@ def main(argv):
     ap.add_argument("--keep", action="store_true", help="reuse mutants/<module>/ from the last run (mutmut's cache)")
     ap.add_argument("--compare-only", action="store_true",
                     help="no mutmut run: compare the last run's results with tests/accepted-mutants.txt")
+    ap.add_argument("--retry-survivors", action="store_true",
+                    help="run the last run's surviving mutants again, against the test files as they are now "
+                         "(the module's list in MODULES must be the one of that run)")
     args = ap.parse_args(argv)
 
     paths = list(MODULES)
@@ -235,7 +242,7 @@ def main(argv):
     started = time.monotonic()
     generated = caught = used = surviving = stale = 0
     for path in paths:
-        g, c, u, s, st = run_module(path, args.jobs, args.keep, accepted, args.compare_only)
+        g, c, u, s, st = run_module(path, args.jobs, args.keep, accepted, args.compare_only, args.retry_survivors)
         generated, caught, used = generated + g, caught + c, used + u
         surviving, stale = surviving + len(s), stale + len(st)
     print("\nmake mutate: %d modules, %d mutants generated, %d killed, %d accepted survivors, %d surviving, "
