@@ -489,3 +489,14 @@ def test_hops_stop_at_the_first_empty_line():
     assert r.done and r.hops == 1
     msg, used, r = whole(b"Received: a\n\nReceived: b\r\n\r\nReceived: c\r\n.\r\n", bare_lf_ok=True)
     assert r.done and r.hops == 1
+
+
+def test_maxhops_zero_or_less_refuses_at_once_one_allows_none_over():
+    assert DataReader(maxhops=0).toomanyhops is True
+    assert DataReader(maxhops=-1).toomanyhops is True
+    r = DataReader(maxhops=1)
+    assert r.toomanyhops is False
+    r.feed(b"Subject: x\r\n")
+    assert r.toomanyhops is False
+    r.feed(b"Received: y\r\n")
+    assert r.toomanyhops is True
