@@ -355,6 +355,9 @@ def test_result_texts():
                   exp=Explanation(["%{l} %{d}"], "example.com"), spfexp="Go away %{d} %{xe}")
     assert r.explanation() == "Go away example.com E"
     assert r.reject_reply() == "550 Go away example.com E (#5.7.1)"
+    r = SpfResult("fail", "example.com", "mailfrom", ctx(sender="caf\u00e9@example.com"),
+                  exp=Explanation(["%{l}"], "example.com"))
+    assert r.explanation() == ""                    # no control/spfexp given: nothing to fall back on
     r = SpfResult("fail", None, "mailfrom", ctx())
     assert r.summary() == "fail (mailfrom, -)"
     c = ctx()

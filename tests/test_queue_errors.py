@@ -320,3 +320,19 @@ def test_fsync_of_a_copy_failing(home, monkeypatch):
         return [([b"b@example.net"], staged.head + b"one\n")]
     assert queue_error(home, content_filter=copies) == (53, "unable to fsync mess: " + EIO)
     assert debris(home) == []
+
+
+def test_write_error_of_a_copy(home, monkeypatch):
+    real, calls = os.write, []
+
+    def write(fd, data):
+        calls.append(fd)
+        if len(calls) == 2:                         # the staged mess, then the first copy's
+            raise OSError(errno.EIO, EIO)
+        return real(fd, data)
+    monkeypatch.setattr(os, "write", write)
+
+    def copies(staged):
+        return [([b"b@example.net"], staged.head + b"one\n")]
+    assert queue_error(home, content_filter=copies) == (53, "unable to write mess: " + EIO)
+    assert debris(home) == []
