@@ -363,3 +363,58 @@ def test_result_texts():
     c = ctx()
     c.expdomain = ""
     assert SpfResult("pass", "example.com", "mailfrom", c).summary() == "pass (mailfrom, local policy)"
+
+
+# --- qmailpy.policy.spfmacro without a check (local policy) and its extensions (make mutate) ---
+
+def test_context_values_without_a_query():
+    c = spfmacro.Context("a@b.example", "helo.example", "192.0.2.9", "mx.here")
+    got = {letter: c.value(letter, "dom.example") for letter in "dsichprltvRSEz"}
+    assert got == {"d": "dom.example", "s": "a@b.example", "i": "192.0.2.9", "c": "192.0.2.9",
+                   "h": "helo.example", "p": "unknown", "r": "mx.here", "l": "", "t": "", "v": "",
+                   "R": "mx.here", "S": "local policy", "E": "", "z": ""}
+    c.expdomain, c.error = "b.example", "oops"
+    assert (c.value("S", "x"), c.value("E", "x")) == ("SPF record at b.example", "oops")
+    assert spfmacro.expand("%{d} %{xr} %{XS} %{xe}", c, "dom.example") == (
+        "dom.example mx.here SPF%20record%20at%20b.example oops")
+    assert spfmacro.expand("%{d}.", c, "dom.example", spfmacro.DOMAIN) == "dom.example"
+    assert spfmacro.expand("%{d}.", c, "dom.example") == "dom.example."
+
+
+def test_extension_and_letter_parsing():
+    c = spfmacro.Context("a@b.example", "h.example", "192.0.2.9", "mx.here")
+    assert spfmacro.expand("%{Xr}", c, "d") == "mx.here"
+    assert spfmacro.expand("%{xrs}", c, "d") == "mx.here"            # one extension letter, then the rest
+    assert spfmacro.expand("%{xq}", c, "d") == ""                      # no such extension: nothing (LOCAL)
+    with pytest.raises(spfmacro.MacroError) as e:
+        spfmacro.parse("%{xq}", spfmacro.EXPLAIN)
+    assert str(e.value) == "unknown macro letter in %{xq}"
+    with pytest.raises(spfmacro.MacroError):
+        spfmacro.parse("%{xr}", spfmacro.DOMAIN)                       # extensions are not for domains
+    with pytest.raises(spfmacro.MacroError) as e:
+        spfmacro.parse("%{\u00e9}", spfmacro.EXPLAIN)
+    assert str(e.value) == "unknown macro letter in %{\u00e9}"
+    with pytest.raises(spfmacro.MacroError):
+        spfmacro.parse("%{}", spfmacro.EXPLAIN)
+    with pytest.raises(spfmacro.MacroError):
+        spfmacro.parse("%{1}", spfmacro.EXPLAIN)
+    assert spfmacro.expand("%{d2}", c, "a.b.c.example") == "c.example"
+    assert spfmacro.expand("%{dX}", c, "a.b") == "a.b"
+
+
+def test_url_escapes_bytes_of_non_ascii():
+    c = spfmacro.Context("caf\u00e9 x@b.example", "h", "192.0.2.9", "mx.here")
+    assert spfmacro.expand("%{S}", c, "d") == "caf%C3%A9%20x%40b.example"
+    c = spfmacro.Context("a\udcffb@b.example", "h", "192.0.2.9", "mx.here")
+    assert spfmacro.expand("%{S}", c, "d") == "a%FFb%40b.example"
+
+
+def test_query_value_letters():
+    class Q:
+        s, l, o, i, c, v, h, r, t = "a@b", "a", "b", "192.0.2.1", "192.0.2.1", "in-addr", "h", "", None
+
+        def getp(self):
+            return "p.example"
+    q = Q()
+    assert [spfmacro.query_value(q, x, "dom") for x in "dpslortz"] == ["dom", "p.example", "a@b", "a", "b", "",
+                                                                          "", ""]
