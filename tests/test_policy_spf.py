@@ -385,6 +385,7 @@ def test_extension_and_letter_parsing():
     c = spfmacro.Context("a@b.example", "h.example", "192.0.2.9", "mx.here")
     assert spfmacro.expand("%{Xr}", c, "d") == "mx.here"
     assert spfmacro.expand("%{xrs}", c, "d") == "mx.here"            # one extension letter, then the rest
+    assert spfmacro.expand("%{xre}", c, "d") == "mx.here"
     assert spfmacro.expand("%{xq}", c, "d") == ""                      # no such extension: nothing (LOCAL)
     with pytest.raises(spfmacro.MacroError) as e:
         spfmacro.parse("%{xq}", spfmacro.EXPLAIN)
