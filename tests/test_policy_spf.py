@@ -419,3 +419,37 @@ def test_query_value_letters():
     q = Q()
     assert [spfmacro.query_value(q, x, "dom") for x in "dpslortz"] == ["dom", "p.example", "a@b", "a", "b", "",
                                                                           "", ""]
+
+
+def test_macro_transformers_and_errors_exactly():
+    c = spfmacro.Context("a@b.example", "h.example", "192.0.2.9", "mx.here")
+    d = "a.b.c.example"
+    assert spfmacro.expand("%{dr}", c, d, spfmacro.EXPLAIN) == "example.c.b.a"
+    assert spfmacro.expand("%{dR}", c, d, spfmacro.EXPLAIN) == "example.c.b.a"
+    assert spfmacro.expand("%{d2r}", c, d, spfmacro.EXPLAIN) == "b.a"
+    assert spfmacro.expand("%{d}", c, d, spfmacro.EXPLAIN) == d
+    assert spfmacro.expand("%{d1}", c, d, spfmacro.EXPLAIN) == "example"
+    assert spfmacro.expand("%{dr-}", c, "a-b.c", spfmacro.EXPLAIN) == "b.c.a"
+    assert spfmacro.expand("%{dX.}", c, "a.b", spfmacro.LOCAL) == "a.b"
+    for spec, why in (("%{d0}", "zero parts in %{d0}"), ("%{d!}", "invalid delimiter in %{d!}"),
+                      ("a\x7fb", "invalid character '\\x7f'"), ("a b", "invalid character ' '"),
+                      ("%x123456789", "invalid macro at '%x123456'"), ("%{dxxxxxxxx", "invalid macro at '%{dxxxxx'")):
+        with pytest.raises(spfmacro.MacroError) as e:
+            spfmacro.parse(spec, spfmacro.DOMAIN)
+        assert str(e.value) == why, spec
+    assert spfmacro.expand("a!~b %%", c, d, spfmacro.DOMAIN) == "a!~b %"
+    assert spfmacro.expand("a b", c, d, spfmacro.EXPLAIN) == "a b"
+    assert spfmacro.expand("x}%{d}", c, d, spfmacro.DOMAIN) == "x}" + d
+
+
+def test_domain_results_keep_at_most_253_characters():
+    c = spfmacro.Context("a@b.example", "h", "192.0.2.9", "mx.here")
+    d253 = "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61
+    assert len(d253) == 253
+    assert spfmacro.expand("%{d}", c, d253, spfmacro.DOMAIN) == d253
+    assert spfmacro.expand("%{d}", c, "x" + d253, spfmacro.DOMAIN) == "b" * 63 + "." + "c" * 63 + "." + "d" * 61
+
+
+def test_context_defaults():
+    c = spfmacro.Context(None, None, "192.0.2.9", "mx.here", query="Q")
+    assert (c.sender, c.helo, c.query, c.expdomain, c.error) == ("", "", "Q", None, "")
