@@ -437,7 +437,7 @@ def test_macro_transformers_and_errors_exactly():
         with pytest.raises(spfmacro.MacroError) as e:
             spfmacro.parse(spec, spfmacro.DOMAIN)
         assert str(e.value) == why, spec
-    assert spfmacro.expand("a!~b %%", c, d, spfmacro.DOMAIN) == "a!~b %"
+    assert spfmacro.expand("a!~b%%", c, d, spfmacro.DOMAIN) == "a!~b%"
     assert spfmacro.expand("a b", c, d, spfmacro.EXPLAIN) == "a b"
     assert spfmacro.expand("x}%{d}", c, d, spfmacro.DOMAIN) == "x}" + d
 
