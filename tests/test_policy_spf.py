@@ -453,3 +453,11 @@ def test_domain_results_keep_at_most_253_characters():
 def test_context_defaults():
     c = spfmacro.Context(None, None, "192.0.2.9", "mx.here", query="Q")
     assert (c.sender, c.helo, c.query, c.expdomain, c.error) == ("", "", "Q", None, "")
+
+
+def test_empty_macro_and_default_split():
+    with pytest.raises(spfmacro.MacroError) as e:
+        spfmacro.parse("%{}", spfmacro.EXPLAIN)
+    assert str(e.value) == "unknown macro letter in %{}"
+    c = spfmacro.Context("a@b.example", "h", "192.0.2.9", "mx.here")
+    assert spfmacro.expand("%{d2}", c, "aXb.c", spfmacro.EXPLAIN) == "aXb.c"
