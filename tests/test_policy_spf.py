@@ -461,3 +461,13 @@ def test_empty_macro_and_default_split():
     assert str(e.value) == "unknown macro letter in %{}"
     c = spfmacro.Context("a@b.example", "h", "192.0.2.9", "mx.here")
     assert spfmacro.expand("%{d2}", c, "aXb.c", spfmacro.EXPLAIN) == "aXb.c"
+
+
+def test_local_reading_letters_and_stray_percent():
+    """LOCAL (control/spfrules, spfexp): letters after the digits are skipped, an r or R among
+    them reverses; a '%' not starting a macro stays, even with a '}' further on."""
+    c = spfmacro.Context("a@b.example", "h", "192.0.2.9", "mx.here")
+    assert spfmacro.expand("%{dR}", c, "a.b.c") == "c.b.a"
+    assert spfmacro.expand("%{d2xr}", c, "a.b.c") == "b.a"
+    assert spfmacro.expand("%{d2x}", c, "a.b.c") == "b.c"
+    assert spfmacro.expand("%a}b", c, "a.b.c") == "%a}b"
