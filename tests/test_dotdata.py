@@ -377,3 +377,126 @@ def test_stuff_partial_final_line(message):
     with pytest.raises(ValueError, match="partial final lines"):
         stuff(message)
     assert "#5.6.2" in PARTIAL_LINE
+
+
+# --- exhaustive small inputs (make mutate: the fast paths must agree with blast()) ------
+
+def _all_strings(alphabet, longest):
+    level = [b""]
+    for _ in range(longest + 1):
+        yield from level
+        level = [s + c for s in level for c in alphabet]
+
+
+SMALL = list(_all_strings([b"\r", b"\n", b".", b"a"], 5))
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_short_input_matches_blast_whole_and_byte_by_byte(mode):
+    """Every string of CR, LF, '.', 'a' up to 5 bytes, alone and after a CRLF line and
+    before a terminator: the decoder fed whole and fed byte by byte gives blast()'s message,
+    consumed length, end and error."""
+    for body in SMALL:
+        for data in (body, b"ab\r\n" + body + b"\r\n.\r\n"):
+            msg, used, done, error, hops, size = ref_blast(data, mode)
+            want = (msg, used, done, error, size)
+            got, n, r = whole(data, **MODES[mode])
+            assert (got, n, r.done, r.error, r.size) == want, (mode, data)
+            got, n, r = run([data[i:i + 1] for i in range(len(data))], **MODES[mode])
+            assert (got, n, r.done, r.error, r.size) == want, (mode, data, "byte by byte")
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_short_input_split_in_two(mode):
+    for body in SMALL[:341]:                            # up to 4 bytes
+        data = b"x\r\n" + body + b"y\r\n.\r\n"
+        want = ref_blast(data, mode)
+        want = (want[0], want[1], want[2], want[3], want[5])
+        for cut in range(len(data) + 1):
+            got, n, r = run([data[:cut], data[cut:]], **MODES[mode])
+            assert (got, n, r.done, r.error, r.size) == want, (mode, data, cut)
+
+
+def test_only_dot_lines_and_chunk_end_crs_reach_the_byte_machine(monkeypatch):
+    """The module's speed promise: whole lines go through bytes methods in C; a line-start
+    "." followed by CR or LF, a CR at a chunk end and (strict) a bare LF take _step()."""
+    from qmailpy.proto import dotdata
+    seen = []
+    real = dotdata._step
+
+    def counting(mode, st, c, put):
+        seen.append(c)
+        return real(mode, st, c, put)
+
+    monkeypatch.setattr(dotdata, "_step", counting)
+    r = DataReader()
+    assert r.feed(b"Subject: x\r\n\r\n..stuffed\r\n.x\r\nbody\rcr\r\n") == 38
+    assert seen == [] and r.take() == b"Subject: x\n\n.stuffed\nx\nbody\rcr\n"
+    r.feed(b"end\r")
+    assert seen == [13]
+    r.feed(b"\n.\r\n")
+    assert seen == [13, 10, 46, 13, 10] and r.done and r.take() == b"end\n"
+    seen.clear()
+    r = DataReader(lf_mode=True)
+    assert r.feed(b"a\nb\r\nc\n.\n") == 9 and r.done and r.take() == b"a\nb\nc\n"
+    assert seen == [46, 10]
+    seen.clear()
+    r = DataReader(bare_lf_ok=True)
+    r.feed(b"a\nb\r\n")
+    assert seen == [] and r.take() == b"a\nb\n"
+    r = DataReader()
+    r.feed(b"x\r\n..y\r\n")                      # a stuffed dot on the second line: still C
+    assert seen == [] and r.take() == b"x\n.y\n"
+    r = DataReader()
+    r.feed(b"a\r\n.\rb\r\n..x\r\n")              # after ".\r" the bulk path takes over again
+    assert seen == [46, 13, 98] and r.take() == b"a\n.\rb\n.x\n"
+    seen.clear()
+    r = DataReader()
+    assert r.feed(b"x\r\ny\nz") == 5 and r.error == "straylf"       # strict: only the bare LF steps
+    assert seen == [10]
+    seen.clear()
+    r = DataReader()
+    r.feed(b"a\r\n..b\r\n.\rc\r\n")               # a ".\r" ahead: the lines before it still in C
+    assert seen == [46, 13, 99] and r.take() == b"a\n.b\n.\rc\n"
+    seen.clear()
+    r = DataReader(bare_lf_ok=True)
+    r.feed(b"a\r\n.\nb\r\n..x\r\n")              # after ".\n" the bulk path takes over again
+    assert seen == [46, 10] and r.take() == b"a\n.\nb\n.x\n"
+
+
+def test_bytes_like_input_gives_bytes():
+    r = DataReader()
+    assert r.feed(memoryview(b"ab\r\n")) == 4
+    data = r.take()
+    assert data == b"ab\n" and type(data) is bytes
+
+
+def test_databytes_one():
+    msg, used, r = whole(b"a\r\n.\r\n", databytes=1)
+    assert r.toobig and r.done and r.size == 2 and msg == b""
+    msg, used, r = whole(b"\r\n.\r\n", databytes=1)
+    assert not r.toobig and msg == b"\n"
+
+
+def test_hops_stop_at_the_first_empty_line():
+    """The header ends at the first empty line, CRLF or (outside strict) LF-only, wherever
+    the other kind of empty line comes later in the same chunk."""
+    msg, used, r = whole(b"Received: a\n\nReceived: b\n\nReceived: c\n.\n", lf_mode=True)
+    assert r.done and r.hops == 1
+    msg, used, r = whole(b"\r\nReceived: x\r\n\n\r\n.\r\n", bare_lf_ok=True)
+    assert r.done and r.hops == 0
+    msg, used, r = whole(b"Received: a\r\n\r\nReceived: b\n\nReceived: c\r\n.\r\n", bare_lf_ok=True)
+    assert r.done and r.hops == 1
+    msg, used, r = whole(b"Received: a\n\nReceived: b\r\n\r\nReceived: c\r\n.\r\n", bare_lf_ok=True)
+    assert r.done and r.hops == 1
+
+
+def test_maxhops_zero_or_less_refuses_at_once_one_allows_none_over():
+    assert DataReader(maxhops=0).toomanyhops is True
+    assert DataReader(maxhops=-1).toomanyhops is True
+    r = DataReader(maxhops=1)
+    assert r.toomanyhops is False
+    r.feed(b"Subject: x\r\n")
+    assert r.toomanyhops is False
+    r.feed(b"Received: y\r\n")
+    assert r.toomanyhops is True

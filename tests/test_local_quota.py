@@ -178,3 +178,59 @@ def test_maildirsize_read_tolerates_junk(tmp_path):
 ])
 def test_parse_size(name, size):
     assert maildirpp.parse_size(name) == size
+
+
+# --- quota.check() in-process, at its edges (make mutate) ------------------------------
+
+def test_check_without_quota_or_file(tmp_path):
+    md = maildirmake(str(tmp_path / "Maildir"))
+    assert quota.check(md, {}, 10, "mx.test") is None
+    path = os.path.join(md, "maildirsize")
+    with open(path, "w") as f:
+        f.write("\n0 0\n")                              # a file without a definition
+    assert quota.check(md, {}, 10, "mx.test") == path
+
+
+def test_check_uses_the_given_now_for_freshness(tmp_path):
+    """A one-line file that says "over" is trusted for 15 minutes of the caller's clock,
+    up to but not at mtime + FRESH; after that it is recounted."""
+    md = maildirmake(str(tmp_path / "Maildir"))
+    path = os.path.join(md, "maildirsize")
+    with open(path, "w") as f:
+        f.write("1000S\n5000 1\n")                     # says over; the maildir is empty
+    mtime = os.stat(path).st_mtime
+    with pytest.raises(Exception) as e:
+        quota.check(md, {}, 10, "mx.test", now=mtime + quota.FRESH - 1)
+    assert (e.value.code, e.value.text) == (100, "User over quota. (#5.1.1)")
+    with open(path, "w") as f:
+        f.write("1000S\n5000 1\n")
+    os.utime(path, (mtime, mtime))
+    assert quota.check(md, {}, 10, "mx.test", now=mtime + quota.FRESH) == path      # recounted: fits
+    assert read_size(Box(tmp_path), md) == "1000S\n0 0\n"
+
+
+def test_recount_counts_this_message(tmp_path, monkeypatch):
+    """After a recount, usage + this message (one more file) must fit; the recount names the host."""
+    md = maildirmake(str(tmp_path / "Maildir"))
+    put(md, "cur", "1", 100)
+    hosts, real = [], maildirpp.rewrite
+    monkeypatch.setattr(maildirpp, "rewrite", lambda root, d, s, c, host=None, owner=None:
+                        hosts.append(host) or real(root, d, s, c, host, owner))
+    path = os.path.join(md, "maildirsize")
+    assert quota.check(md, {"MAILDIRQUOTA": "1000S,2C"}, 10, "mx.test") == path
+    assert hosts == ["mx.test"]
+
+
+def test_quota_root_walks_up_at_most_eight_folders(tmp_path):
+    d = str(tmp_path / "Maildir")
+    chain = [d]
+    for i in range(10):
+        d = os.path.join(d, ".f%d" % i)
+        chain.append(d)
+    for folder in chain:
+        os.makedirs(folder, exist_ok=True)
+    for folder in chain[1:]:
+        open(os.path.join(folder, "maildirfolder"), "w").close()
+    assert quota.quota_root(chain[3]) == chain[0]
+    assert quota.quota_root(chain[8]) == chain[0]
+    assert quota.quota_root(chain[9]) == chain[1]

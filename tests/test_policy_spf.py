@@ -12,6 +12,15 @@ from qmailpy.smtpd.config import Peer, SmtpdConfig
 from qmailpy.smtpd.driver import Conversation
 from test_dialogues import TCP_ENV, FakeServices
 
+
+@pytest.fixture(autouse=True)
+def fresh_query_class(monkeypatch):
+    """Each test builds qmailpy.policy.spf's pyspf Query class anew: a class cached by an earlier
+    test would hide a change to its methods (make mutate runs each mutant in a fork of a
+    process that already built it)."""
+    from qmailpy.policy import spf as spf_module
+    monkeypatch.setattr(spf_module, "_Query", None)
+
 CLIENT = "192.0.2.7"
 ZONES = {
     "pass.example": {"TXT": ["v=spf1 ip4:192.0.2.0/24 -all"]},
@@ -290,3 +299,175 @@ def test_helo_identity_for_the_null_sender_and_no_helo_at_all():
     assert result.header().endswith(" client-ip=192.0.2.7; helo=h.example;\n")
     _, result = p.spf_mail(Envelope(None, ""))
     assert result.result == "none" and r.queries == [("h.example", "TXT")]
+
+
+def test_local_rules_report_only_what_the_record_lacks():
+    """with_local's second value: the inserted terms the record did not have already (the ones
+    a result may then be blamed on)."""
+    assert spf.with_local("v=spf1 mx a -all", ["a", "include:spf.trusted.example"]) == (
+        "v=spf1 mx a a include:spf.trusted.example -all", ["include:spf.trusted.example"])
+    assert spf.with_local("v=spf1 mx -all", []) == ("v=spf1 mx -all", ())
+    assert spf.with_local("v=spf1 -all", ["a"]) == ("v=spf1 -all", ())
+
+
+def test_arpa_names_to_addresses():
+    assert spf._arpa_to_ip("4.3.2.1.IN-ADDR.arpa") == "1.2.3.4"
+    assert spf._arpa_to_ip("3.2.1.in-addr.arpa") is None
+    assert spf._arpa_to_ip("a.b.c.d.e.f") is None                           # six labels, not in-addr.arpa
+    nibbles = list("1" + "0" * 30 + "2")
+    assert spf._arpa_to_ip(".".join(nibbles + ["ip6", "arpa"])) == "2000::1"
+    assert spf._arpa_to_ip(".".join(nibbles + ["x", "example"])) is None   # 34 labels, not ip6.arpa
+    assert spf._arpa_to_ip(".".join(["g"] * 32 + ["ip6", "arpa"])) is None
+    assert spf._arpa_to_ip(".".join(nibbles[:31] + ["ip6", "arpa"])) is None
+
+
+def test_lookup_answers_as_pyspf_wants():
+    r = StaticResolver(["example.com A 192.0.2.1", "example.com TXT v=spf1 -all",
+                        "1.2.0.192.in-addr.arpa PTR mx.example.com"])
+    token = spf._resolver.set(r)
+    try:
+        assert spf._lookup("example.com.", "A") == [(("example.com", "A"), "192.0.2.1")]
+        assert spf._lookup("example.com", "TXT") == [(("example.com", "TXT"), [b"v=spf1 -all"])]
+        assert spf._lookup("1.2.0.192.in-addr.arpa", "PTR") == [(("1.2.0.192.in-addr.arpa", "PTR"),
+                                                                 "mx.example.com")]
+        assert spf._lookup("example.com", "SPF") == []
+        assert spf._lookup("none.example", "A") == []
+    finally:
+        spf._resolver.reset(token)
+
+
+# --- qmailpy.policy.spfresult in-process: the texts of one result, exactly (make mutate) ----
+
+def test_printable_keeps_ascii_and_newlines():
+    from qmailpy.policy.spfresult import printable
+    assert printable("a\x01b\nc\x7f\td~ \u00e9") == "a?b\nc??d~ ?"
+
+
+def test_result_texts():
+    from qmailpy.policy.spfresult import Explanation, SpfResult
+    r = SpfResult("error", "example.com", "mailfrom", ctx(), error="DNS timeout")
+    assert r.comment() == "mx.here: error in processing during lookup of example.com: DNS timeout"
+    assert r.summary() == "error (mailfrom, example.com: DNS timeout)"
+    r = SpfResult("unknown", "example.com", "helo", ctx(), error="bad\nrecord")
+    assert r.header() == ("Received-SPF: unknown (mx.here: bad record) client-ip=192.0.2.3; "
+                          "helo=mx.example.org;\n")
+    r = SpfResult("fail", "example.com", "mailfrom", ctx(sender="caf\u00e9@example.com"), error="E",
+                  exp=Explanation(["%{l} %{d}"], "example.com"), spfexp="Go away %{d} %{xe}")
+    assert r.explanation() == "Go away example.com E"
+    assert r.reject_reply() == "550 Go away example.com E (#5.7.1)"
+    r = SpfResult("fail", "example.com", "mailfrom", ctx(sender="caf\u00e9@example.com"),
+                  exp=Explanation(["%{l}"], "example.com"))
+    assert r.explanation() == ""                    # no control/spfexp given: nothing to fall back on
+    r = SpfResult("fail", None, "mailfrom", ctx())
+    assert r.summary() == "fail (mailfrom, -)"
+    c = ctx()
+    c.expdomain = ""
+    assert SpfResult("pass", "example.com", "mailfrom", c).summary() == "pass (mailfrom, local policy)"
+
+
+# --- qmailpy.policy.spfmacro without a check (local policy) and its extensions (make mutate) ---
+
+def test_context_values_without_a_query():
+    c = spfmacro.Context("a@b.example", "helo.example", "192.0.2.9", "mx.here")
+    got = {letter: c.value(letter, "dom.example") for letter in "dsichprltvRSEz"}
+    assert got == {"d": "dom.example", "s": "a@b.example", "i": "192.0.2.9", "c": "192.0.2.9",
+                   "h": "helo.example", "p": "unknown", "r": "mx.here", "l": "", "t": "", "v": "",
+                   "R": "mx.here", "S": "local policy", "E": "", "z": ""}
+    c.expdomain, c.error = "b.example", "oops"
+    assert (c.value("S", "x"), c.value("E", "x")) == ("SPF record at b.example", "oops")
+    assert spfmacro.expand("%{d} %{xr} %{XS} %{xe}", c, "dom.example") == (
+        "dom.example mx.here SPF%20record%20at%20b.example oops")
+    assert spfmacro.expand("%{d}.", c, "dom.example", spfmacro.DOMAIN) == "dom.example"
+    assert spfmacro.expand("%{d}.", c, "dom.example") == "dom.example."
+
+
+def test_extension_and_letter_parsing():
+    c = spfmacro.Context("a@b.example", "h.example", "192.0.2.9", "mx.here")
+    assert spfmacro.expand("%{Xr}", c, "d") == "mx.here"
+    assert spfmacro.expand("%{xrs}", c, "d") == "mx.here"            # one extension letter, then the rest
+    assert spfmacro.expand("%{xre}", c, "d") == "mx.here"
+    assert spfmacro.expand("%{xq}", c, "d") == ""                      # no such extension: nothing (LOCAL)
+    with pytest.raises(spfmacro.MacroError) as e:
+        spfmacro.parse("%{xq}", spfmacro.EXPLAIN)
+    assert str(e.value) == "unknown macro letter in %{xq}"
+    with pytest.raises(spfmacro.MacroError):
+        spfmacro.parse("%{xr}", spfmacro.DOMAIN)                       # extensions are not for domains
+    with pytest.raises(spfmacro.MacroError) as e:
+        spfmacro.parse("%{\u00e9}", spfmacro.EXPLAIN)
+    assert str(e.value) == "unknown macro letter in %{\u00e9}"
+    with pytest.raises(spfmacro.MacroError):
+        spfmacro.parse("%{}", spfmacro.EXPLAIN)
+    with pytest.raises(spfmacro.MacroError):
+        spfmacro.parse("%{1}", spfmacro.EXPLAIN)
+    assert spfmacro.expand("%{d2}", c, "a.b.c.example") == "c.example"
+    assert spfmacro.expand("%{dX}", c, "a.b") == "a.b"
+
+
+def test_url_escapes_bytes_of_non_ascii():
+    c = spfmacro.Context("caf\u00e9 x@b.example", "h", "192.0.2.9", "mx.here")
+    assert spfmacro.expand("%{S}", c, "d") == "caf%C3%A9%20x%40b.example"
+    c = spfmacro.Context("a\udcffb@b.example", "h", "192.0.2.9", "mx.here")
+    assert spfmacro.expand("%{S}", c, "d") == "a%FFb%40b.example"
+
+
+def test_query_value_letters():
+    class Q:
+        s, l, o, i, c, v, h, r, t = "a@b", "a", "b", "192.0.2.1", "192.0.2.1", "in-addr", "h", "", None
+
+        def getp(self):
+            return "p.example"
+    q = Q()
+    assert [spfmacro.query_value(q, x, "dom") for x in "dpslortz"] == ["dom", "p.example", "a@b", "a", "b", "",
+                                                                          "", ""]
+
+
+def test_macro_transformers_and_errors_exactly():
+    c = spfmacro.Context("a@b.example", "h.example", "192.0.2.9", "mx.here")
+    d = "a.b.c.example"
+    assert spfmacro.expand("%{dr}", c, d, spfmacro.EXPLAIN) == "example.c.b.a"
+    assert spfmacro.expand("%{dR}", c, d, spfmacro.EXPLAIN) == "example.c.b.a"
+    assert spfmacro.expand("%{d2r}", c, d, spfmacro.EXPLAIN) == "b.a"
+    assert spfmacro.expand("%{d}", c, d, spfmacro.EXPLAIN) == d
+    assert spfmacro.expand("%{d1}", c, d, spfmacro.EXPLAIN) == "example"
+    assert spfmacro.expand("%{dr-}", c, "a-b.c", spfmacro.EXPLAIN) == "b.c.a"
+    assert spfmacro.expand("%{dX.}", c, "a.b", spfmacro.LOCAL) == "a.b"
+    for spec, why in (("%{d0}", "zero parts in %{d0}"), ("%{d!}", "invalid delimiter in %{d!}"),
+                      ("a\x7fb", "invalid character '\\x7f'"), ("a b", "invalid character ' '"),
+                      ("%x123456789", "invalid macro at '%x123456'"), ("%{dxxxxxxxx", "invalid macro at '%{dxxxxx'")):
+        with pytest.raises(spfmacro.MacroError) as e:
+            spfmacro.parse(spec, spfmacro.DOMAIN)
+        assert str(e.value) == why, spec
+    assert spfmacro.expand("a!~b%%", c, d, spfmacro.DOMAIN) == "a!~b%"
+    assert spfmacro.expand("a b", c, d, spfmacro.EXPLAIN) == "a b"
+    assert spfmacro.expand("x}%{d}", c, d, spfmacro.DOMAIN) == "x}" + d
+
+
+def test_domain_results_keep_at_most_253_characters():
+    c = spfmacro.Context("a@b.example", "h", "192.0.2.9", "mx.here")
+    d253 = "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61
+    assert len(d253) == 253
+    assert spfmacro.expand("%{d}", c, d253, spfmacro.DOMAIN) == d253
+    assert spfmacro.expand("%{d}", c, "x" + d253, spfmacro.DOMAIN) == "b" * 63 + "." + "c" * 63 + "." + "d" * 61
+
+
+def test_context_defaults():
+    c = spfmacro.Context(None, None, "192.0.2.9", "mx.here", query="Q")
+    assert (c.sender, c.helo, c.query, c.expdomain, c.error) == ("", "", "Q", None, "")
+
+
+def test_empty_macro_and_default_split():
+    with pytest.raises(spfmacro.MacroError) as e:
+        spfmacro.parse("%{}", spfmacro.EXPLAIN)
+    assert str(e.value) == "unknown macro letter in %{}"
+    c = spfmacro.Context("a@b.example", "h", "192.0.2.9", "mx.here")
+    assert spfmacro.expand("%{d2}", c, "aXb.c", spfmacro.EXPLAIN) == "aXb.c"
+
+
+def test_local_reading_letters_and_stray_percent():
+    """LOCAL (control/spfrules, spfexp): letters after the digits are skipped, an r or R among
+    them reverses; a '%' not starting a macro stays, even with a '}' further on."""
+    c = spfmacro.Context("a@b.example", "h", "192.0.2.9", "mx.here")
+    assert spfmacro.expand("%{dR}", c, "a.b.c") == "c.b.a"
+    assert spfmacro.expand("%{d2xr}", c, "a.b.c") == "b.a"
+    assert spfmacro.expand("%{d2x}", c, "a.b.c") == "b.c"
+    assert spfmacro.expand("%a}b", c, "a.b.c") == "%a}b"

@@ -153,3 +153,18 @@ def test_named_codes():
              X.QQ_COMM_FAILED, X.QQ_BUG, X.QQ_CUSTOM, X.QQ_ENVELOPE_FORMAT, X.QQ_EXEC_FAILED]
     assert codes == [0, 11, 31, 51, 52, 53, 54, 55, 56, 61, 62, 63, 64, 65, 66, 71, 72, 73, 74, 81, 82, 91, 120]
     assert (X.DELIVERY_OK, X.DELIVERY_OK_STOP, X.DELIVERY_PERMANENT, X.DELIVERY_TEMPORARY) == (0, 99, 100, 111)
+
+
+def test_custom_reply_edges():
+    """Code 82's fd 6 text counts only as D/Z + at least one character, and only for 82."""
+    other = (451, "qq temporary problem (#4.3.0)")
+    assert X.qq_reply(X.QQ_CUSTOM, "D") == other
+    assert X.qq_reply(X.QQ_CUSTOM, "Xnope") == other
+    assert X.qq_reply(X.QQ_CUSTOM, "") == other and X.qq_reply(X.QQ_CUSTOM, None) == other
+    assert X.qq_reply(X.QQ_CUSTOM, "Dx") == (554, "x")
+    assert X.qq_reply(X.QQ_CUSTOM, b"Dbad \xff byte") == (554, "bad \ufffd byte")
+    assert X.qq_reply(X.QQ_WRITE_ERROR, "Dignored") == (451, "qq write error or disk full (#4.3.0)")
+    assert X.qq_status(10) == ("Z", "qq temporary problem (#4.3.0)")
+    e = X.QueueError(53, "unable to write mess: No space left on device")
+    assert (e.code, e.reason, e.args) == (53, "unable to write mess: No space left on device",
+                                          ("unable to write mess: No space left on device",))

@@ -73,6 +73,38 @@ def test_report_texts():
     assert R.PARTIAL == b"DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n"
 
 
+def test_report_texts_tls_smtputf8_control():
+    """Every report function's exact text (make mutate: a changed word is a changed report)."""
+    assert R.tls_not_offered(b"1.2.3.4", b"mx .example") == (
+        b"ZConnected to 1.2.3.4 but it does not offer STARTTLS, which control/tlsdestinations"
+        b" requires for mx?.example. (#4.7.10)\n")
+    assert R.tls_refused(b"1.2.3.4", b"mx\x80.example", b"454 no\n") == (
+        b"ZConnected to 1.2.3.4 but STARTTLS was refused, and control/tlsdestinations"
+        b" requires TLS for mx?.example. (#4.7.10)\nRemote host said: 454 no\n")
+    assert R.tls_handshake(b"1.2.3.4", b"bad mac") == (
+        b"ZConnected to 1.2.3.4 but the TLS handshake failed: bad mac. (#4.7.5)\n")
+    assert R.tls_unverified(b"1.2.3.4", b"expired") == (
+        b"ZConnected to 1.2.3.4 but its TLS certificate did not verify: expired. (#4.7.5)\n")
+    assert R.smtputf8(b"1.2.3.4") == (
+        b"DConnected to 1.2.3.4 but it does not support SMTPUTF8, which a non-ASCII address needs. (#5.6.7)\n")
+    assert R.control("control/me: line 1\tbad\\") == (
+        b"ZUnable to read control files: control/me: line 1\\tbad\\\\ (#4.3.0)\n")
+    assert R.control("caf\u00e9") == "ZUnable to read control files: caf\u00e9 (#4.3.0)\n".encode("utf-8")
+    assert R.finished(b"K", b"1.2.3.4", b" accepted message", b"250 ok\n", tls=b"TLS: x\n") == (
+        b"K1.2.3.4 accepted message.\nTLS: x\nRemote host said: 250 ok\n")
+    stop = R.Stop(b"Zgone\n")
+    assert stop.text == b"Zgone\n" and stop.args == (b"Zgone\n",)
+
+
+def test_report_boundaries():
+    """outsafe keeps 33..126 only; RCPT codes: <400 r, 400..499 s, >=500 h."""
+    assert R.safe(bytes([0, 32, 33, 64, 126, 127, 255])) == b"??!@~??"
+    assert R.recipient(399, b"p", b"") == b"r"
+    assert R.recipient(400, b"p", b"") == b"sp does not like recipient.\n"
+    assert R.recipient(499, b"p", b"") == b"sp does not like recipient.\n"
+    assert R.recipient(500, b"p", b"") == b"hp does not like recipient.\n"
+
+
 def conn_with(data, timeout=2):
     a, b = socket.socketpair()
     b.sendall(data)

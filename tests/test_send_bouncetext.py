@@ -119,3 +119,32 @@ def test_mime_bounce_declares_the_boundary_and_maxbytes_cuts():
            b"Subject: failure notice\n\n" in got
     assert got.endswith(b"Return-Path: <joe@far.example>\n" + mess[:20] + b"\n\n--- End of message stripped.\n")
     assert bouncecopy.limit(b"short", 20) == b"short" and bouncecopy.limit(b"x" * 30, 0) == b"x" * 30
+
+
+class FakeControls:
+    def __init__(self, **values):
+        self.values = values
+
+    def value(self, name):
+        return self.values[name]
+
+
+def test_settings_from_controls():
+    """Every bounce control lands in its own field, as bytes (str with surrogate escapes
+    given back byte for byte); no bouncemaxbytes is 0."""
+    c = FakeControls(bouncefrom="MAILER-DAEMON", bouncehost="b\udcffhost", bouncesubject=b"subj",
+                     bouncemessage=["line one", b"line two"], bouncemaxbytes=None,
+                     doublebounceto="pm", doublebouncehost="dbhost", doublebouncesubject="dbsubj",
+                     doublebouncemessage=("db \u00e9",))
+    assert bounce.settings(c) == Settings(b"MAILER-DAEMON", b"b\xffhost", b"subj", (b"line one", b"line two"), 0,
+                                          b"pm", b"dbhost", b"dbsubj", ("db \u00e9".encode(),))
+    c.values["bouncemaxbytes"] = 5000
+    assert bounce.settings(c).maxbytes == 5000
+    assert type(bounce.settings(c).bouncesubject) is bytes
+    assert bounce._b(bytearray(b"x")) == b"x" and type(bounce._b(bytearray(b"x"))) is bytes
+
+
+def test_double_bounce_has_its_own_subject():
+    s = DEFAULTS._replace(bouncesubject=b"single", doublebouncesubject=b"double")
+    assert b"\nSubject: double\n" in compose(NOW, b"", b"<x@y>:\nSorry.\n\n", b"Subject: a\n\nb\n", s)
+    assert b"\nSubject: single\n" in compose(NOW, b"joe@far.example", b"<x@y>:\nSorry.\n\n", b"Subject: a\n\nb\n", s)

@@ -32,6 +32,15 @@ from qmailpy.smtpd.driver import Conversation
 from test_dialogues import TCP_ENV, FakeServices, free_port, queued_messages
 from test_e2e_support import wait_listening
 
+
+@pytest.fixture(autouse=True)
+def fresh_query_class(monkeypatch):
+    """Each test builds qmailpy.policy.spf's pyspf Query class anew: a class cached by an earlier
+    test would hide a change to its methods (make mutate runs each mutant in a fork of a
+    process that already built it)."""
+    from qmailpy.policy import spf as spf_module
+    monkeypatch.setattr(spf_module, "_Query", None)
+
 DATA = os.path.join(ROOT, "tests", "data", "spf")
 SUITES = ("rfc7208", "rfc4408")
 WORDS = {"pass": "pass", "fail": "fail", "softfail": "softfail", "neutral": "neutral", "none": "none",

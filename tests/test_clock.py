@@ -1,0 +1,40 @@
+"""qmail's retry schedule and the test time scale at their edges (qmailpy/clock.py, make mutate)."""
+import time
+
+from qmailpy import clock
+
+
+def test_parse_scale_takes_only_finite_positive_numbers():
+    assert clock.parse_scale({"QMAILPY_TIMESCALE": "0.5"}) == 0.5
+    assert clock.parse_scale({"QMAILPY_TIMESCALE": "0"}) == 1.0
+    assert clock.parse_scale({"QMAILPY_TIMESCALE": ""}) == 1.0
+    assert clock.parse_scale({"QMAILPY_TIMESCALE": "inf"}) == 1.0
+    assert clock.parse_scale({"QMAILPY_TIMESCALE": "nan"}) == 1.0
+    assert clock.parse_scale({"OTHER": "50"}) == 1.0
+    assert type(clock.parse_scale({"QMAILPY_TIMESCALE": "7"})) is float
+
+
+def test_clock_conversions():
+    c = clock.Clock(4)
+    assert c.scale == 4.0 and type(c.scale) is float
+    assert clock.Clock().scale == 1.0
+    assert c.delay(100) == 25.0
+    assert c.age(1000, 1010.9) == 43                    # 43.6 virtual seconds, whole ones counted
+    before = time.time()
+    assert before <= c.now() <= time.time()
+
+
+def test_nextretry_at_age_zero_and_one():
+    """age 0 adds nothing, age 1 adds isqrt(1) = 1: remote (20+1)^2, local (10+1)^2."""
+    c = clock.Clock()
+    assert c.nextretry(1000, 1000, 1) == 1000 + 400
+    assert c.nextretry(1000, 1001, 1) == 1000 + 441
+    assert c.nextretry(1000, 1001, 0) == 1000 + 121
+    assert c.nextretry(1000, 1000.5, 0) == 1000 + 100
+    assert clock.Clock(2).nextretry(1000, 1000, 0) == 1000 + 50.0
+
+
+def test_dying_only_past_the_lifetime():
+    c = clock.Clock()
+    assert c.dying(1000, 1000 + 604800, 604800) is False
+    assert c.dying(1000, 1000 + 604801, 604800) is True
