@@ -4,49 +4,41 @@ runs the real clamd through qmail-queue."""
 import os
 import socket
 import struct
-import threading
 
 import pytest
 
+from oneshotunix import OneShotUnixServer
 from qmailpy import exitcodes as X
 from qmailpy.filters import clamd
 from qmailpy.filters.net import ServiceError
 
 
-class FakeClamd:
+class FakeClamd(OneShotUnixServer):
     """Accepts one connection; reads INSTREAM until the zero-length chunk (or `stop_after`
     bytes), records what came, answers `answer` and closes."""
 
     def __init__(self, tmp_path, answer, stop_after=None, keep_open=False):
-        self.path = str(tmp_path / "clamd.sock")
         self.answer, self.stop_after, self.got = answer, stop_after, b""
         self.keep_open = keep_open
-        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.srv.bind(self.path)
-        self.srv.listen(1)
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
+        super().__init__(tmp_path / "clamd.sock")
 
-    def serve(self):
-        conn, _ = self.srv.accept()
-        with conn:
-            data = b""
-            while True:
-                if self.stop_after is not None and len(data) >= self.stop_after:
-                    break
-                if data.startswith(b"zINSTREAM\0") and self._complete(data[10:]):
-                    break
-                more = conn.recv(65536)
-                if not more:
-                    break
-                data += more
-            self.got = data
-            conn.sendall(self.answer)
-            if self.keep_open:                  # until the client closes: it must stop at the \0
-                conn.settimeout(10)
-                while conn.recv(65536):
-                    pass
-        self.srv.close()
+    def serve_conn(self, conn):
+        data = b""
+        while True:
+            if self.stop_after is not None and len(data) >= self.stop_after:
+                break
+            if data.startswith(b"zINSTREAM\0") and self._complete(data[10:]):
+                break
+            more = conn.recv(65536)
+            if not more:
+                break
+            data += more
+        self.got = data
+        conn.sendall(self.answer)
+        if self.keep_open:                  # until the client closes: it must stop at the \0
+            conn.settimeout(10)
+            while conn.recv(65536):
+                pass
 
     @staticmethod
     def _complete(stream):

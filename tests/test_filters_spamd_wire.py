@@ -2,10 +2,10 @@
 with its exact code and reason, and the exact request against a fake spamd on a Unix socket.
 tests/test_filters.py runs the real spamd through qmail-queue."""
 import socket
-import threading
 
 import pytest
 
+from oneshotunix import OneShotUnixServer
 from qmailpy import exitcodes as X
 from qmailpy.filters import spamd
 from qmailpy.filters.net import ServiceError
@@ -74,28 +74,20 @@ def test_spamd_fields_start_at_the_first_x_spam_field():
     assert [n for n, _ in spamd.spamd_fields(msg)] == [b"x-spam-flag", b"x-spam-level"]
 
 
-class FakeSpamd:
+class FakeSpamd(OneShotUnixServer):
     def __init__(self, tmp_path, reply):
-        self.path = str(tmp_path / "spamd.sock")
         self.reply, self.got = reply, None
-        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.srv.bind(self.path)
-        self.srv.listen(1)
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
+        super().__init__(tmp_path / "spamd.sock")
 
-    def serve(self):
-        conn, _ = self.srv.accept()
-        with conn:
-            data = b""
-            while True:                         # until the client's shutdown(SHUT_WR)
-                more = conn.recv(65536)
-                if not more:
-                    break
-                data += more
-            self.got = data
-            conn.sendall(self.reply)
-        self.srv.close()
+    def serve_conn(self, conn):
+        data = b""
+        while True:                         # until the client's shutdown(SHUT_WR)
+            more = conn.recv(65536)
+            if not more:
+                break
+            data += more
+        self.got = data
+        conn.sendall(self.reply)
 
 
 def test_process_sends_one_request_and_reads_the_answer(tmp_path):

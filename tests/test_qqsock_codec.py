@@ -13,9 +13,9 @@ def split(data, cuts):
     return [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
 
 
-def decode_request(chunks):
-    """(message, envelope bytes after END) as the service reads them."""
-    dec, message, rest = qqsock.MessageDecoder(), [], []
+def decode_request(chunks, dec=None):
+    """(message, envelope bytes after END) as the service reads them (with `dec`, given to see its origin)."""
+    dec, message, rest = dec or qqsock.MessageDecoder(), [], []
     for chunk in chunks:
         if dec.done:
             rest.append(chunk)
@@ -142,15 +142,8 @@ def test_an_origin_frame_and_the_message_round_trip_for_any_chunking(origin, mes
     however the stream is cut; without one the request is as before and origin is {}."""
     frame = qqsock.encode_origin(dict(origin, PATH="/bin", TCPLOCALIP="127.0.0.1"))   # others are not sent
     stream = qqsock.encode_request(message, qq.encode(b"a", [b"b"]), frame)
-    dec, got, rest = qqsock.MessageDecoder(), [], []
-    for chunk in split(stream, cuts):
-        if dec.done:
-            rest.append(chunk)
-            continue
-        got.append(dec.feed(chunk))
-        if dec.done:
-            rest.append(dec.rest)
-    assert dec.done and b"".join(got) == message and b"".join(rest) == qq.encode(b"a", [b"b"])
+    dec = qqsock.MessageDecoder()
+    assert decode_request(split(stream, cuts), dec) == (message, qq.encode(b"a", [b"b"]))
     assert dec.origin == origin
 
 
