@@ -114,3 +114,39 @@ def test_callers_of_a_failed_round_all_get_its_error(failing):
             assert any(c >= ticket for n, c in enumerate(covered) if n >= rounds_before and n != failing)
     if len(covered) > failing:
         assert failed, (covered, results)
+
+
+def test_an_fsync_stopped_by_anything_else_tells_nobody_of_its_round_it_is_on_disk():
+    """A leader's fsync stopped by something that is not an OSError (MemoryError, a signal's
+    exception): the leader gets its exception, the others of the round EIO, never success."""
+    calls = []
+
+    def fsync(path):
+        calls.append(path)
+        time.sleep(0.3)                 # the three others gather meanwhile
+        if len(calls) == 2:
+            raise MemoryError()
+
+    group = GroupSync(fsync)
+    results = []
+
+    def caller():
+        try:
+            group.sync("todo")
+            results.append("ok")
+        except MemoryError:
+            results.append("leader's own")
+        except OSError as e:
+            results.append("error %d" % e.errno)
+
+    first = threading.Thread(target=caller)
+    first.start()
+    while not calls:
+        time.sleep(0.001)
+    others = [threading.Thread(target=caller) for _ in range(3)]     # one round, after the first
+    for t in others:
+        t.start()
+    for t in [first] + others:
+        t.join(10)
+    assert len(calls) == 2
+    assert sorted(results) == ["error 5", "error 5", "leader's own", "ok"]

@@ -10,6 +10,7 @@ fails fails every caller of its round, and is never retried for them: after a
 failed fsync, a second one may succeed although the names were lost (Linux
 forgets the error), so "queued" is never said on a retry.
 """
+import errno
 import threading
 
 
@@ -49,13 +50,16 @@ class GroupSync:
                 self._cond.release()
                 try:
                     self._fsync_dir(path)
-                except OSError as e:
+                except BaseException as e:      # whatever stopped it, nobody of this round is on disk
                     mine.error = e
+                    raise
                 finally:
                     self._cond.acquire()
                     mine.finished, self._flying = True, None
                     self._cond.notify_all()
             while not mine.finished:
                 self._cond.wait()
-            if mine.error is not None:
+            if isinstance(mine.error, OSError):
                 raise mine.error
+            if mine.error is not None:          # the leader's own exception stays the leader's
+                raise OSError(errno.EIO, "the shared fsync of todo/ did not finish: %r" % (mine.error,))
