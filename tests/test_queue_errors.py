@@ -263,14 +263,14 @@ def test_filter_sees_the_staged_message(home):
 def test_a_timeout_after_the_fsync_of_todo_counts_as_queued(home, monkeypatch):
     """The filter made copies only, so the staged file is removed after the commit; a timeout
     striking there finds every entry committed and fsynced: the message is queued."""
-    real, calls = E._Made.rollback, []
+    real, calls = E.Entry.rollback, []
 
     def rollback(self):
         calls.append(self)
         if len(calls) == 1:
             raise E.QueueError(X.QQ_TIMEOUT, "timeout")
         return real(self)
-    monkeypatch.setattr(E._Made, "rollback", rollback)
+    monkeypatch.setattr(E.Entry, "rollback", rollback)
 
     def copies(staged):
         return [([b"b@example.net"], staged.head + b"one\n"), ([b"c@example.com"], staged.head + b"two\n")]

@@ -36,6 +36,7 @@ MODULES = {
                                 "tests/test_policytest.py", "tests/test_policy_dns.py"],
     "qmailpy/proto/dotdata.py": ["tests/test_dotdata.py", "tests/test_session.py"],
     "qmailpy/queue/enqueue.py": ["tests/test_queue_errors.py", "tests/test_queue.py", "tests/test_queued.py"],
+    "qmailpy/queue/entry.py": ["tests/test_queue_errors.py", "tests/test_queue.py", "tests/test_queued.py"],
     "qmailpy/exitcodes.py": ["tests/test_queue_codec.py", "tests/test_filters_units.py", "tests/test_queue.py"],
     "qmailpy/send/bounce.py": ["tests/test_send_bouncetext.py", "tests/test_send_bouncestream.py"],
     "qmailpy/users/chkuser.py": ["tests/test_users_chkuser.py", "tests/test_users_down.py",

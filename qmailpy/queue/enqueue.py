@@ -22,30 +22,20 @@ the message and intd/. It may split one message into copies (one per group
 of recipients, e.g. each with its own X-Spam headers): every copy gets its
 own mess/ (fsynced) and intd/ (fsynced) before the first commit link, so the
 only step that can fail between the first and the last commit is a link.
+One entry's files, and taking them back, are qmailpy.queue.entry's.
 """
-import errno
 import os
-
-import _signal as signal   # signal.py would import enum (~3 ms per exec)
 
 from qmailpy import exitcodes as X
 from qmailpy.exitcodes import QueueError  # noqa: F401  (the filters raise it too; queue.main imports it from here)
 from qmailpy.proto import qq
 from qmailpy.proto.date822 import date822
 from qmailpy.queue import layout
+from qmailpy.queue.entry import EXCL, Entry, new_mess, os_step, queue_error
 
 CHUNK = 65536
-EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC     # qmail's open_excl()
-DISK_FULL = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
 # qmail's auto_usera/auto_userd/auto_users: who is named in the Received line
 NAMED_USERS = {"alias": "by alias", "qmaild": "from network", "qmails": "for bounce"}
-
-
-def _oserror(e, code, what):
-    """An OSError as a QueueError: a full disk is 53 wherever it happens."""
-    if e.errno in DISK_FULL:
-        code = X.QQ_WRITE_ERROR
-    return QueueError(code, "%s: %s" % (what, e.strerror or e))
 
 
 def invoker(uid):
@@ -116,7 +106,7 @@ def _write_all(fd, data, what):
         while view:
             view = view[os.write(fd, view):]
     except OSError as e:
-        raise _oserror(e, X.QQ_WRITE_ERROR, "unable to write " + what) from None
+        raise queue_error(e, X.QQ_WRITE_ERROR, "unable to write " + what) from None
 
 
 def _read(read, what):
@@ -150,120 +140,12 @@ def read_envelope(src):
         raise QueueError(e.code, str(e)) from None
 
 
-class _Made:
-    """The names and fds made so far for one queue entry, so an error can take them all back.
-
-    `entry` is True once the file carries a group of recipients (it gets an
-    intd/ and a todo/ link); the staged file of a message split into copies
-    only is not an entry and is removed once the copies are committed.
-    """
-    __slots__ = ("pid", "mess", "mess_fd", "intd", "intd_fd", "todo", "msgid", "entry", "linked", "synced")
-
-    def __init__(self):
-        self.pid = self.mess = self.mess_fd = self.intd = self.intd_fd = self.todo = self.msgid = None
-        self.entry = self.linked = self.synced = False
-
-    def commit(self):
-        """Link intd -> todo/<id>: the commit point. `linked` is set before a timeout can strike."""
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGALRM,))
-        try:
-            _os(X.QQ_TODO, "unable to link " + self.todo, os.link, self.intd, self.todo)
-            self.linked = True
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-    def committed(self, home, split):
-        """May qmail-send know this entry? Then nothing of it may be taken back.
-
-        True once our commit link was made, and also when todo/<id> or what
-        qmail-todo makes of it exists although the link reported an error.
-        """
-        if self.linked:
-            return True
-        if self.todo is None or self.msgid is None:
-            return False
-        return layout.referenced(home, self.msgid, layout.KNOWN_TO_SEND, split)
-
-    def rollback(self):
-        """Truncate and unlink intd and mess, unlink pid (qmail-queue's cleanup()), timeout held off."""
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGALRM,))
-        try:
-            for fd, name in ((self.intd_fd, self.intd), (self.mess_fd, self.mess), (None, self.pid)):
-                if name is None:
-                    continue
-                try:
-                    if fd is not None:
-                        os.ftruncate(fd, 0)
-                    os.unlink(name)
-                except OSError:
-                    pass          # left for clean_stale(), as qmail leaves it for qmail-send
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-    def close(self):
-        for fd in (self.mess_fd, self.intd_fd):
-            if fd is not None:
-                os.close(fd)
-
-
-def _os(code, what, fn, *args):
-    """fn(*args), an OSError becoming QueueError(code) (53 when the disk is full)."""
-    try:
-        return fn(*args)
-    except OSError as e:
-        raise _oserror(e, code, what) from None
-
-
-def _create_pid_file(home, pid, now, made):
-    for seq in range(1, 10):
-        name = layout.pid_path(home, pid, int(now), seq)
-        try:
-            made.mess_fd = os.open(name, EXCL, 0o644)
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise _oserror(e, X.QQ_PID, "unable to create " + name) from None
-        made.pid = name
-        return
-    raise QueueError(X.QQ_PID, "unable to create a pid/ file: names in use")
-
-
-def _new_mess(home, pid, now, split, made):
-    """pid/ file -> mess/<id>, pid name unlinked: qmail-queue's steps 2-3 for one mess file.
-
-    An inode number that the queue still names (a todo/, info/, local/... of
-    an older message) is kept open, so that it cannot come back, while the
-    next pid/ file is tried.
-    """
-    held = []
-    try:
-        while True:
-            _create_pid_file(home, pid, now, made)
-            made.msgid = _os(X.QQ_PID, "unable to stat pid file", os.fstat, made.mess_fd).st_ino
-            if not layout.referenced(home, made.msgid, layout.IN_USE, split):
-                break
-            held.append((made.mess_fd, made.pid))
-            made.mess_fd = made.pid = made.msgid = None
-    finally:
-        for fd, name in held:
-            os.close(fd)
-            try:
-                os.unlink(name)
-            except OSError:
-                pass              # left for clean_stale()
-    mess = layout.mess_path(home, made.msgid, split)
-    _os(X.QQ_MESS, "unable to link " + mess, os.link, made.pid, mess)
-    made.mess = mess
-    _os(X.QQ_PID, "unable to unlink " + made.pid, os.unlink, made.pid)
-    made.pid = None
-
-
 def _stage(home, message, envelope, uid, pid, now, split, content_filter, made, copies, dir_sync=None):
     """Everything up to the commit, then the commit; the ids of the queued entries."""
     head = received_line(pid, uid, now)
-    _new_mess(home, pid, now, split, made)
+    new_mess(home, pid, now, split, made)
     _copy_message(_reader(message), made.mess_fd, head)
-    _os(X.QQ_WRITE_ERROR, "unable to fsync mess", os.fsync, made.mess_fd)
+    os_step(X.QQ_WRITE_ERROR, "unable to fsync mess", os.fsync, made.mess_fd)
     sender, recipients = read_envelope(envelope)
     staged = Staged(home, made.msgid, made.mess, made.mess_fd, sender, recipients, head)
     entries = []
@@ -271,19 +153,19 @@ def _stage(home, message, envelope, uid, pid, now, split, content_filter, made, 
         if data is None:
             entry = made
         else:                        # a copy the filter made: its own mess file, fsynced
-            entry = _Made()
+            entry = Entry()
             copies.append(entry)
-            _new_mess(home, pid, now, split, entry)
+            new_mess(home, pid, now, split, entry)
             _write_all(entry.mess_fd, data, "mess")
-            _os(X.QQ_WRITE_ERROR, "unable to fsync mess", os.fsync, entry.mess_fd)
+            os_step(X.QQ_WRITE_ERROR, "unable to fsync mess", os.fsync, entry.mess_fd)
         entry.entry = True
         entries.append((entry, group))
     for entry, group in entries:
         intd = layout.intd_path(home, entry.msgid)
-        entry.intd_fd = _os(X.QQ_INTD, "unable to create " + intd, os.open, intd, EXCL, 0o644)
+        entry.intd_fd = os_step(X.QQ_INTD, "unable to create " + intd, os.open, intd, EXCL, 0o644)
         entry.intd = intd
         _write_all(entry.intd_fd, b"u%d\0p%d\0" % (uid, pid) + qq.encode_records(sender, group), "intd")
-        _os(X.QQ_WRITE_ERROR, "unable to fsync intd", os.fsync, entry.intd_fd)
+        os_step(X.QQ_WRITE_ERROR, "unable to fsync intd", os.fsync, entry.intd_fd)
     for entry, _ in entries:
         entry.todo = layout.todo_path(home, entry.msgid)
         entry.commit()
@@ -307,7 +189,7 @@ def _sync_dir(path, dir_sync=None):
     try:
         (dir_sync or fsync_dir)(path)
     except OSError as e:
-        raise _oserror(e, X.QQ_WRITE_ERROR, "unable to fsync todo/") from None
+        raise queue_error(e, X.QQ_WRITE_ERROR, "unable to fsync todo/") from None
 
 
 def enqueue(home, message, envelope, uid, pid, now, split=layout.SPLIT, content_filter=None, dir_sync=None):
@@ -330,7 +212,7 @@ def enqueue_all(home, message, envelope, uid, pid, now, split=layout.SPLIT, cont
     message twice, and nobody loses it. Only a timeout after the fsync
     counts as queued.
     """
-    made, copies = _Made(), []
+    made, copies = Entry(), []
     try:
         try:
             ids = _stage(home, message, envelope, uid, pid, now, split, content_filter, made, copies, dir_sync)
