@@ -16,9 +16,9 @@ import time
 
 from qmailpy import exitcodes as X
 from qmailpy.proto import qqsock
-from qmailpy.unixsock import peer_credentials
 from qmailpy.queue.enqueue import QueueError, enqueue_all
 from qmailpy.queue.main import attempt, content_filter, time_limit
+from qmailpy.unixsock import peer_credentials
 
 ANSWER_TIMEOUT = 30            # seconds to hand over the answer to a client that does not read it
 
