@@ -102,7 +102,10 @@ def serve_client(conn, home, controls_for, log, dir_sync=None):
             origin = trusted_origin(reader.frames.origin, uid)
             if origin is None:
                 log("qp %d uid %d pid %d: origin ignored: not qmail-smtpd's user" % (qp, uid, pid))
-            chosen = content_filter(controls_for(origin)) if origin else step
+            chosen = step
+            if origin:              # this message's own environment: the files read stay cached
+                controls.environ.update(origin)
+                chosen = content_filter(controls)
             return None if chosen is None else chosen(staged)
         got["ids"] = enqueue_all(home, reader, _Envelope(reader.read_envelope), uid, qp, time.time(),
                                  content_filter=filter_step, dir_sync=dir_sync)

@@ -96,15 +96,13 @@ class Service:
         except OSError:
             pass
 
-    def controls(self, origin=None):
+    def controls(self):
         """Fresh controls per message, as qmail-queue reads them per exec: a changed file counts at
-        once. Their environment is the service's without the origin names, plus the origin qmail-smtpd
-        gave (qmailpy.proto.qqsock ORIGIN_NAMES: what an exec'd qmail-queue has in its environment)."""
+        once. Their environment is a copy of the service's without the origin names
+        (qmailpy.proto.qqsock ORIGIN_NAMES), which the message's own origin frame adds to."""
         from qmailpy.ctl.reader import Controls
         from qmailpy.proto.qqsock import ORIGIN_NAMES
-        environ = {k: v for k, v in self.environ.items() if k not in ORIGIN_NAMES}
-        environ.update(origin or {})
-        return Controls(self.home, environ)
+        return Controls(self.home, {k: v for k, v in self.environ.items() if k not in ORIGIN_NAMES})
 
     def serve_forever(self):
         while not self.stopping:
