@@ -276,8 +276,17 @@ def rss_kb(pid):
     raise AssertionError("no VmRSS")
 
 
+def workers(pid):
+    """The pids of a front end's living children (its workers)."""
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(p) for p in f.read().split()]
+
+
 def test_a_thousand_connections_leave_no_fd_or_memory_behind(tmp_path, qhome):
-    front = Front(program("qmail-tcpserver"), ["-q", "-HR", "-l", "h", "-c", "20"], qhome.env(), tmp_path)
+    """1,000 connections, half ended by QUIT, half dropped: once the workers are retired
+    (idle 1 s), the parent has the fds and the memory it had before them."""
+    front = Front(program("qmail-tcpserver"), ["-q", "-HR", "-l", "h", "-c", "20"],
+                  qhome.env(QMAILPY_MAXIDLE="1"), tmp_path)
     pid = front.proc.pid
 
     def churn(n):
@@ -289,15 +298,66 @@ def test_a_thousand_connections_leave_no_fd_or_memory_behind(tmp_path, qhome):
                     assert recv_until(s, b"\r\n") == b"221 test.example\r\n"
     try:
         churn(50)
+        wait_for(lambda: not workers(pid), what="the workers retired")
         before_fds, before_rss = fds(pid), rss_kb(pid)
         churn(1000)
-        wait_for(lambda: fds(pid) <= before_fds, what="fds back to %d" % before_fds)
+        assert 1 <= len(workers(pid)) <= 20
+        wait_for(lambda: not workers(pid), what="the workers retired")
         assert fds(pid) == before_fds
         assert rss_kb(pid) - before_rss < 1024, (before_rss, rss_kb(pid))
         assert front.proc.poll() is None
     finally:
         assert front.stop() == 0
     assert "tcpserver:" not in front.log()
+
+
+def session_pids(front):
+    return [int(p) for p in re.findall(r"tcpserver: pid (\d+) from", front.log())]
+
+
+@pytest.mark.parametrize("max_use, distinct", [("", 1), ("3", 4), ("1", 10)])
+def test_a_worker_serves_sessions_one_after_another_up_to_maxuse(tmp_path, qhome, max_use, distinct):
+    """-c 1: ten sessions in turn go to one worker (a fresh session each); $QMAILPY_MAXUSE
+    sessions later it is retired and a new one forked; 1 is a process per connection."""
+    front = Front(program("qmail-tcpserver"), ["-v", "-HR", "-l", "h", "-c", "1"],
+                  qhome.env(QMAILPY_MAXUSE=max_use), tmp_path)
+    try:
+        for _ in range(10):
+            assert b"250 ok" in one_message(front)
+        wait_for(ended(front, 10))
+    finally:
+        assert front.stop() == 0
+    assert len(set(session_pids(front))) == distinct
+    ends = re.findall(r"tcpserver: end (\d+) status (\d+)", front.log())
+    assert [int(p) for p, _ in ends] == session_pids(front) and {s for _, s in ends} == {"0"}
+
+
+def test_a_session_state_never_reaches_the_next_session_of_its_worker(tmp_path, qhome):
+    """One worker (-c 1), two clients in turn: RELAYCLIENT from 127.0.0.2's rule lets the
+    first relay; the second, from 127.0.0.1 (no rule), is refused, and its environment
+    has none of the first's variables."""
+    cdb = tcprules(tmp_path, '127.0.0.2:allow,RELAYCLIENT="",FIRST="yes"\n:allow\n')
+    front = Front(program("qmail-tcpserver"), ["-v", "-HR", "-l", "h", "-c", "1", "-x", cdb], qhome.env(),
+                  tmp_path)
+    replies = []
+    try:
+        for source in ("127.0.0.2", "127.0.0.1", "127.0.0.2"):
+            with socket.create_connection(("127.0.0.1", front.port), timeout=10,
+                                          source_address=(source, 0)) as s:
+                assert recv_until(s, b"\r\n") == GREETING
+                got = b""
+                for command in (b"HELO client", b"MAIL FROM:<a@example.org>", b"RCPT TO:<x@elsewhere.example>"):
+                    s.sendall(command + b"\r\n")
+                    got += recv_until(s, b"\r\n")
+                replies.append(got)
+                s.sendall(b"QUIT\r\n")
+                recv_until(s, b"221 test.example\r\n")
+        wait_for(ended(front, 3))
+    finally:
+        assert front.stop() == 0
+    assert len(set(session_pids(front))) == 1
+    assert replies[0].endswith(b"250 ok\r\n") and replies[2] == replies[0]
+    assert replies[1].endswith(b"553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)\r\n")
 
 
 def test_sigterm_stops_accepting_and_lets_sessions_finish(tmp_path, qhome):

@@ -1,12 +1,13 @@
-"""One connection in its forked child: what tcpserver's doit() does, then the program.
+"""One connection in a worker: what tcpserver's doit() does, then the program.
 
 In tcpserver's order: `pid N from IP`, IP options and TCP_NODELAY, the banner,
 the local and remote names, ident, the rules (the cdb opened now, for this
 connection: a new tcprules run counts from the next client), the `ok`/`deny`
 line; a denied client is dropped with exit 100 and never sees the program.
-Then fds 0 and 1 become the socket, the signals are what a freshly exec'd
-program has, os.environ is the connection's environment, and the preloaded
-program runs; its exit code is the child's.
+Then fds 0 and 1 become the socket, os.environ is the connection's
+environment (and only it), and the preloaded program runs with a fresh
+session; its exit code is the session's, reported by the worker
+(qmailpy.tcpserver.worker) as tcpserver reports a child's.
 """
 import os
 import signal
@@ -117,22 +118,20 @@ def rule_for(opts, conn):
     return ("deny" if verdict == "deny" else "ok"), env
 
 
-def run(sock, peer, opts, runner, base_env, close_fds):
-    """The whole child: never returns (os._exit with the program's code)."""
+def session(sock, peer, opts, runner, base_env, log):
+    """One connection: tcpserver's doit(), then the program on fds 0 and 1 with the
+    connection's environment; the exit code. Afterwards fds 0 and 1 are /dev/null again and
+    the socket is closed, so the client sees the end when the session ends, whatever the
+    worker that ran it does next."""
     code = 111
     try:
-        for fd in close_fds:
-            os.close(fd)
-        reset_signals()
-        log = (lambda line: write_line(2, line)) if opts.verbosity else (lambda line: None)
         conn = Connection(sock, peer)
         try:
             environ = prepare(sock, conn, opts, base_env, log)
         except Dropped as d:
             if d.args[0]:
                 log(DROP + d.args[0])
-            code = d.args[1]
-            return
+            return d.args[1]
         fd = sock.detach()
         if fd != 0:
             os.dup2(fd, 0)
@@ -154,4 +153,9 @@ def run(sock, peer, opts, runner, base_env, close_fds):
             sys.stdout.flush()
         except Exception:
             pass
-        os._exit(code if isinstance(code, int) else 1)
+        sock.close()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    return code if isinstance(code, int) else 1

@@ -48,6 +48,8 @@ class Options:
         self.print_port = False     # -1
         self.delay = True           # -d / -D (TCP_NODELAY)
         self.kill_ip_options = True  # -O / -o
+        self.max_use = 0            # $QMAILPY_MAXUSE: sessions per worker (0: pool.MAX_USE)
+        self.max_idle = 0           # $QMAILPY_MAXIDLE: seconds an idle worker waits (0: pool.MAX_IDLE)
         self.host = self.port = None
         self.program = None
         self.args = []
@@ -70,6 +72,8 @@ def parse(argv, environ):
     except getopt.GetoptError as e:
         raise UsageError(str(e)) from None
     o = Options()
+    o.max_use = scan_ulong(environ.get("QMAILPY_MAXUSE", ""))
+    o.max_idle = scan_ulong(environ.get("QMAILPY_MAXIDLE", ""))
     for flag, value in pairs:
         letter = flag[1]
         if letter in SWITCHES:

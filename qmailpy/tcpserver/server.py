@@ -1,25 +1,23 @@
-"""The listening parent: bind, drop privileges, accept within -c, fork a child per connection.
+"""The listening parent: bind, drop privileges, accept within -c, hand each connection to a worker.
 
-As tcpserver: while -c children run it accepts nothing (the kernel's backlog
-holds new clients) until one ends; each child's end is logged with its raw
-wait status. Signals reach the loop through a wake-up pipe, so a child that
-dies however it dies (kill -9 included) is only an `end` line here: the
-listener is never in a child's hands after the fork. SIGTERM stops
+As tcpserver: while -c sessions run it accepts nothing (the kernel's backlog
+holds new clients) until one ends; each session's end is logged as a
+child's, with its wait status. Signals reach the loop through a wake-up
+pipe, so a worker that dies however it dies (kill -9 included) is only an
+`end` line here: the listener is never in a worker's hands. SIGTERM stops
 accepting (the listener is closed: new clients are refused by the kernel),
-lets the running sessions finish, then exits 0. SIGHUP does nothing: every
-setting a session uses (controls, the rules cdb) is read per connection.
-The parent holds nothing per connection after the fork, so its memory and
-fds stay flat however many connections come and go.
+lets the running sessions finish, retires the workers, then exits 0. SIGHUP
+does nothing: every setting a session uses (controls, the rules cdb) is read
+per connection. The workers are qmailpy.tcpserver.pool's.
 """
 import gc
 import os
-import select
 import signal
 import socket
 import time
 
 from qmailpy.log import write_line
-from qmailpy.tcpserver import child
+from qmailpy.tcpserver.pool import Pool
 
 FATAL = "tcpserver: fatal: "
 
@@ -82,17 +80,17 @@ def drop_privileges(opts):
 
 
 class Server:
-    """The accept loop over one listener."""
+    """The accept loop over one listener, its connections run by a Pool of workers."""
 
     def __init__(self, opts, runner, listener, base_env):
-        self.opts, self.runner, self.listener, self.base_env = opts, runner, listener, base_env
-        self.children = set()
+        self.opts, self.listener = opts, listener
         self.stopping = False
         self.log = (lambda line: write_line(2, line)) if opts.verbosity else (lambda line: None)
+        self.pool = Pool(opts, runner, base_env, self.log, self.status)
 
     def status(self, running=None):
         if self.opts.verbosity >= 2:
-            count = len(self.children) if running is None else running
+            count = self.pool.busy if running is None else running
             self.log("tcpserver: status: %d/%d" % (count, self.opts.limit))
 
     def _term(self, signum, frame):
@@ -111,36 +109,36 @@ class Server:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     def run(self):
-        """Serve until SIGTERM and the last session's end: the exit code."""
-        wake_r, wake_w = self.wake_r, self.wake_w
+        """Serve until SIGTERM, the last session's end and the last worker's exit: the exit code."""
+        pool, wake_r = self.pool, self.wake_r
         self.listener.setblocking(False)
         gc.collect()
-        gc.freeze()             # the loaded code stays shared with every child (no copy-on-write by gc)
+        gc.freeze()             # the loaded code stays shared with every worker (no copy-on-write by gc)
         self.status()
         while True:
-            self.reap()
+            pool.reap()
             if self.stopping and self.listener is not None:
                 self.listener.close()
                 self.listener = None
-            if self.listener is None and not self.children:
-                return 0
+            if self.listener is None:
+                pool.retire_idle()
+                if not pool.workers:
+                    return 0
+            timeout = pool.retire_idle(time.monotonic())
             watch = [wake_r]
-            if self.listener is not None and len(self.children) < self.opts.limit:
-                watch.append(self.listener)
-            try:
-                ready = select.select(watch, [], [])[0]
-            except InterruptedError:
-                continue
+            if self.listener is not None and pool.busy < self.opts.limit:
+                watch.append(self.listener.fileno())
+            ready = pool.wait(watch, timeout)
             if wake_r in ready:
                 try:
                     while os.read(wake_r, 256):
                         pass
                 except BlockingIOError:
                     pass
-            if self.listener is not None and self.listener in ready and not self.stopping:
-                self.accept(wake_r, wake_w)
+            if self.listener is not None and self.listener.fileno() in ready and not self.stopping:
+                self.accept()
 
-    def accept(self, wake_r, wake_w):
+    def accept(self):
         try:
             sock, peer = self.listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
@@ -148,31 +146,10 @@ class Server:
         except OSError:             # out of fds and the like: tcpserver goes on, silently;
             time.sleep(0.05)        # a pause so that a lasting EMFILE does not spin
             return
-        sock.setblocking(True)
-        self.status(len(self.children) + 1)     # counted before the fork, as tcpserver does
         try:
-            pid = os.fork()
-        except OSError as e:
-            self.log(child.DROP + "unable to fork: " + (e.strerror or str(e)))
+            sock.setblocking(True)
+            self.status(self.pool.busy + 1)     # counted before the hand-off, as tcpserver counts before its fork
+            if not self.pool.hand(sock, peer, [self.listener], [self.wake_r, self.wake_w]):
+                self.status()
+        finally:
             sock.close()
-            self.status()
-            return
-        if pid == 0:
-            child.run(sock, peer, self.opts, self.runner, self.base_env,
-                      (self.listener.detach(), wake_r, wake_w))
-        self.children.add(pid)
-        sock.close()
-
-    def reap(self):
-        while self.children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                self.children.clear()
-                return
-            if pid == 0:
-                return
-            if self.opts.verbosity >= 2:
-                self.log("tcpserver: end %d status %d" % (pid, status))
-            self.children.discard(pid)
-            self.status()

@@ -1,0 +1,175 @@
+"""The parent's workers: forked on demand, one connection at a time each, retired by use and idleness.
+
+A connection goes to the most recently idle worker (its pages are the
+warmest), else to a new one. A worker's `end CODE` is logged as tcpserver
+logs a child's end (`end PID status CODE*256`); a worker that dies in a
+session (kill -9, a crash) is logged with its raw wait status, as a child
+would be. Retiring a worker is closing its channel: it sees the end and
+exits 0, unlogged. The parent holds one channel per living worker and
+nothing per connection, so its fds and memory follow the number of workers,
+never the number of connections.
+"""
+import os
+import select
+import socket
+import time
+
+from qmailpy.tcpserver import worker
+
+MAX_USE = 100       # sessions per worker, as Postfix's max_use
+MAX_IDLE = 60       # seconds a worker waits for a connection before it is retired
+
+
+class Worker:
+    __slots__ = ("pid", "chan", "busy", "uses", "idle_since")
+
+    def __init__(self, pid, chan):
+        self.pid, self.chan = pid, chan
+        self.busy, self.uses, self.idle_since = False, 0, 0.0
+
+
+class Pool:
+    """Workers of one server; `log` writes a log line, `status` logs the running count."""
+
+    def __init__(self, opts, runner, base_env, log, status):
+        self.opts, self.runner, self.base_env = opts, runner, base_env
+        self.log, self.status = log, status
+        self.max_use = opts.max_use or MAX_USE
+        self.max_idle = opts.max_idle or MAX_IDLE
+        self.workers = {}       # pid -> Worker, until reaped (retired ones included)
+        self.by_fd = {}         # channel fd -> Worker, for the workers that may still report
+        self.idle = []          # idle Workers, the most recently idle last
+        self.busy = 0
+        self.poller = select.poll()
+
+    def hand(self, sock, peer, parent_socks, parent_fds):
+        """Give the accepted `sock` to a worker; False when no worker could be had (fork
+        failed: logged as tcpserver logs it)."""
+        message = worker.connection_message(peer)
+        while True:
+            w = self.idle.pop() if self.idle else self._fork(parent_socks + [sock], parent_fds)
+            if w is None:
+                return False
+            try:
+                socket.send_fds(w.chan, [message], [sock.fileno()])
+            except OSError:             # an idle worker that died: the next one
+                self.retire(w)
+                continue
+            w.busy = True
+            self.busy += 1
+            return True
+
+    def _fork(self, parent_socks, parent_fds):
+        from qmailpy.tcpserver.child import DROP
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+        except OSError as e:
+            mine.close()
+            theirs.close()
+            self.log(DROP + "unable to fork: " + (e.strerror or str(e)))
+            return None
+        if pid == 0:
+            for s in parent_socks + [mine] + [w.chan for w in self.workers.values()]:
+                if s.fileno() != -1:
+                    os.close(s.detach())
+            for fd in parent_fds:
+                os.close(fd)
+            worker.serve(theirs, self.opts, self.runner, self.base_env)
+        theirs.close()
+        w = Worker(pid, mine)
+        mine.setblocking(False)
+        self.workers[pid] = w
+        self.by_fd[mine.fileno()] = w
+        self.poller.register(mine.fileno(), select.POLLIN)
+        return w
+
+    def retire(self, w):
+        """Close the worker's channel: it exits when it sees the end (a busy one after its session)."""
+        if w in self.idle:
+            self.idle.remove(w)
+        fd = w.chan.fileno()
+        if self.by_fd.pop(fd, None) is not None:
+            self.poller.unregister(fd)
+            w.chan.close()
+
+    def retire_idle(self, now=None):
+        """Retire the workers idle for max_idle (all idle ones with now=None); the seconds
+        until the next one is due (None: no idle worker)."""
+        for w in list(self.idle):
+            if now is None or now - w.idle_since >= self.max_idle:
+                self.retire(w)
+        if not self.idle:
+            return None
+        return max(0.0, min(w.idle_since for w in self.idle) + self.max_idle - time.monotonic())
+
+    def wait(self, extra_fds, timeout):
+        """Poll the channels and `extra_fds`; the ready extra fds (channels' news is handled)."""
+        for fd in extra_fds:
+            self.poller.register(fd, select.POLLIN)
+        try:
+            ready = self.poller.poll(None if timeout is None else timeout * 1000)
+        except InterruptedError:
+            ready = []
+        finally:
+            for fd in extra_fds:
+                self.poller.unregister(fd)
+        got = []
+        for fd, _ in ready:
+            w = self.by_fd.get(fd)
+            if w is None:
+                got.append(fd)
+            else:
+                self._news(w)
+        return got
+
+    def _news(self, w):
+        """What a worker's channel says: a session's end, or the worker's own end (EOF)."""
+        try:
+            data = w.chan.recv(worker.MESSAGE_MAX)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:                        # it died: reap() logs it
+            fd = w.chan.fileno()
+            self.by_fd.pop(fd, None)
+            self.poller.unregister(fd)
+            return
+        code = worker.parse_end(data)
+        if code is None or not w.busy:
+            return
+        self._ended(w, code << 8)
+        w.uses += 1
+        if w.uses >= self.max_use:
+            self.retire(w)
+        elif w.chan.fileno() in self.by_fd:
+            w.idle_since = time.monotonic()
+            self.idle.append(w)
+
+    def _ended(self, w, status):
+        w.busy = False
+        self.busy -= 1
+        if self.opts.verbosity >= 2:
+            self.log("tcpserver: end %d status %d" % (w.pid, status))
+        self.status()
+
+    def reap(self):
+        """Collect dead workers; one that died in a session logs that session's end."""
+        while self.workers:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            w = self.workers.pop(pid, None)
+            if w is None:
+                continue
+            if w.busy and w.chan.fileno() in self.by_fd:
+                self._news(w)              # an end it sent before dying
+            if w.busy:
+                self._ended(w, status)
+            self.retire(w)
+            if w.chan.fileno() != -1:
+                w.chan.close()

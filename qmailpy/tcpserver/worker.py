@@ -1,0 +1,74 @@
+"""A worker: a forked copy of the loaded server that runs sessions one after another.
+
+The parent accepts each connection and hands it to an idle worker over the
+worker's channel (a SOCK_SEQPACKET pair: the socket travels as SCM_RIGHTS
+with the client's address, `IP PORT`); the worker runs the session
+(qmailpy.tcpserver.child.session) and answers `end CODE`, the session's exit
+code, which the parent logs as tcpserver logs a child's end. Forking a
+worker costs what forking a child per connection cost (1-2 ms of pages
+copied as the session touches them); a worker pays it once for up to
+$QMAILPY_MAXUSE sessions, as Postfix's smtpd does with max_use. The channel's
+end (the parent closes it: max use reached, idle too long, SIGTERM, or the
+parent died) is the worker's exit. The two messages' codec lives here, for
+both ends.
+"""
+import os
+import socket
+
+from qmailpy.log import write_line
+from qmailpy.tcpserver import child
+
+MESSAGE_MAX = 128
+
+
+def connection_message(peer):
+    """What the parent sends with a connection's socket: the client's address."""
+    return ("%s %d" % (peer[0], peer[1])).encode()
+
+
+def parse_connection(data):
+    ip, port = data.decode().rsplit(" ", 1)
+    return ip, int(port)
+
+
+def end_message(code):
+    """What a worker answers when a session ends: its exit code."""
+    return b"end %d" % code
+
+
+def parse_end(data):
+    """The exit code of an `end` message (None for anything else)."""
+    word, _, code = data.partition(b" ")
+    if word != b"end" or not code.isdigit():
+        return None
+    return int(code)
+
+
+def serve(chan, opts, runner, base_env):
+    """The worker's life (never returns): sessions until the channel ends, then exit 0."""
+    try:
+        child.reset_signals()
+        log = (lambda line: write_line(2, line)) if opts.verbosity else (lambda line: None)
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(chan, MESSAGE_MAX, 1)
+            except InterruptedError:
+                continue
+            if not data:
+                break
+            if len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                chan.send(end_message(111))
+                continue
+            sock = socket.socket(fileno=fds[0])
+            code = child.session(sock, parse_connection(data), opts, runner, base_env, log)
+            try:
+                chan.send(end_message(code & 0xff))
+            except OSError:         # the parent is gone: nothing to report to
+                break
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        os._exit(111)
+    os._exit(0)
