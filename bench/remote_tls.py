@@ -26,6 +26,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from settings import TREE_PARENT  # noqa: E402
 VPY = os.path.join(ROOT, ".venv", "bin", "python3")
 REMOTE = os.path.join(ROOT, "bin", "qmail-remote")
 MSG = b"From: bench@example.com\nTo: r@example.org\nSubject: bench\n\n" + (b"x" * 70 + b"\n") * 28
@@ -130,7 +132,7 @@ def parts(tmp, port_tls, n):
 
 def main(argv):
     n = int(argv[0]) if argv else 60
-    with tempfile.TemporaryDirectory(prefix="qmailpy-bench-tls.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="qmailpy-bench-tls.", dir=TREE_PARENT) as tmp:
         material(tmp)
         plain_port, tls_port = free_port(), free_port()
         peer = subprocess.Popen([VPY, "-c", PEER, str(plain_port), str(tls_port), os.path.join(tmp, "mx.pem"),

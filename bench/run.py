@@ -50,7 +50,7 @@ from phase_remote import RemoteRows  # noqa: E402
 from phase_smtp import SmtpRows  # noqa: E402
 from phase_startup import StartupRows  # noqa: E402
 from rows import ROWS  # noqa: E402
-from settings import DOMAIN, HEAVY, SIZES, TCP_ENV, VPY  # noqa: E402
+from settings import DOMAIN, HEAVY, SIZES, TCP_ENV, TREE_PARENT, VPY  # noqa: E402
 
 
 
@@ -162,7 +162,7 @@ def measure(args):
     for name in ("smtp-source", "smtp-sink", "tcpserver", "time"):
         tool(name)
     servers = Servers()
-    with tempfile.TemporaryDirectory(prefix="qmailpy-bench.") as tmp:
+    with tempfile.TemporaryDirectory(prefix="qmailpy-bench.", dir=TREE_PARENT) as tmp:
         bench = Bench(tmp)
         modules = bench.imports()
         print("A plain qmail-smtpd session (HELO, QUIT) imports %d modules:\n%s\n"

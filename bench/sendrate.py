@@ -23,7 +23,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -31,6 +30,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 import qmailsend  # noqa: E402
 from procs import Servers, tool  # noqa: E402
+from settings import temp_tree  # noqa: E402
 
 VPY = os.path.join(ROOT, ".venv", "bin", "python3")
 PROFILED = {"qmail-send": "qmailpy.send.main", "qmail-todo": "qmailpy.send.todo_main",
@@ -112,7 +112,7 @@ def main(argv):
     ap.add_argument("roots", nargs="+")
     args = ap.parse_args(argv)
     servers = Servers()
-    tmp = tempfile.mkdtemp(prefix="sendrate.")
+    tmp = temp_tree("sendrate.")
     if os.geteuid() == 0:
         os.chmod(tmp, 0o755)
     got = {r: [] for r in args.roots}

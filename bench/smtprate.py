@@ -19,7 +19,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -29,6 +28,7 @@ sys.path.insert(0, HERE)
 import qmailsend  # noqa: E402
 import tcpserver_rows  # noqa: E402
 from procs import Servers, count_files, tool  # noqa: E402
+from settings import temp_tree  # noqa: E402
 
 VPY = os.path.join(ROOT, ".venv", "bin", "python3")
 DOMAIN = "bench.example"
@@ -130,7 +130,7 @@ def main(argv):
     ap.add_argument("--strace", help="strace -c -f qmail-queued and qmail-tcpserver into STRACE.queued/.tcpserver")
     ap.add_argument("roots", nargs="+")
     args = ap.parse_args(argv)
-    tmp = tempfile.mkdtemp(prefix="smtprate.")
+    tmp = temp_tree("smtprate.")
     if os.geteuid() == 0:
         os.chmod(tmp, 0o755)
     got = {r: [] for r in args.roots}

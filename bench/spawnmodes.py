@@ -18,11 +18,12 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from settings import temp_tree  # noqa: E402
 BIN = os.path.join(ROOT, "bin")
 NOBODY = 65534
 
@@ -143,7 +144,7 @@ def main(argv):
         raise SystemExit("run as root: qmail-lspawn delivers as the mailbox owner")
     n = int(argv[0]) if argv else 300
     rounds = int(argv[1]) if len(argv) > 1 else 2
-    top = tempfile.mkdtemp(prefix="qmailpy-spawnmodes.")
+    top = temp_tree("qmailpy-spawnmodes.")
     os.chmod(top, 0o755)
     try:
         for name, fn, conc in (("qmail-lspawn + qmail-local", local, 10), ("qmail-rspawn + qmail-remote", remote, 20)):
