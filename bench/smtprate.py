@@ -1,6 +1,6 @@
 """SMTP 1 msg/conn into qmail-tcpserver + qmail-smtpd + qmail-queued, A/B between code trees, interleaved.
 
-usage: .venv/bin/python bench/smtprate.py [--m M] [--s S] [--rounds R] [--steps] ROOT [ROOT...]
+usage: .venv/bin/python bench/smtprate.py [--m M] [--s S] [--rounds R] [--steps] [--strace P] [--profile DIR] ROOT [ROOT...]
 
 Not part of `make bench` (its qmail-tcpserver rows measure this once per
 run): a narrow driver for tuning. Per round and per ROOT: a fresh home from
@@ -8,7 +8,9 @@ that tree's tools/install.py, its qmail-queued and qmail-tcpserver
 (-R -H -l localhost -c 100, -u/-g as the queue's writer, as bench/run.py
 starts them), `smtp-source -s S -m M -l 2000` (1 message per connection),
 every message counted in queue/todo; with the CPU time qmail-queued and
-qmail-tcpserver (with its reaped sessions) spent per message. --strace PREFIX counts the system
+qmail-tcpserver (with its workers) spent per message. --profile DIR runs each
+worker's sessions under cProfile (the home's qmail-tcpserver launcher
+rewritten) and writes DIR/session.<pid>.prof after every session. --strace PREFIX counts the system
 calls of qmail-queued and of qmail-tcpserver with its children. --steps also times one session's
 steps (greeting, EHLO, MAIL, RCPT, DATA, the dot, QUIT) with a Python client.
 """
@@ -83,10 +85,33 @@ def _cpu(pid):
     return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK") + sum(_cpu(k) for k in kids)
 
 
-def one(tmp, root, tag, m, par, do_steps, trace=None):
+PROFILED_FRONT = """#!%s -IS
+import sys, os, cProfile
+sys.path[:0] = [%r, %r]
+from qmailpy.tcpserver import child
+session, profile = child.session, cProfile.Profile()
+
+def profiled(*args):
+    profile.enable()
+    try:
+        return session(*args)
+    finally:
+        profile.disable()
+        profile.dump_stats(os.path.join(%r, "session.%%d.prof" %% os.getpid()))
+child.session = profiled
+from qmailpy.tcpserver.main import main
+sys.exit(main())
+"""
+
+
+def one(tmp, root, tag, m, par, do_steps, trace=None, profile=None):
     home = os.path.join(tmp, tag)
     subprocess.run([VPY, os.path.join(root, "tools", "install.py"), home, root, VPY], check=True,
                    stdout=subprocess.DEVNULL)
+    if profile:
+        with open(os.path.join(home, "bin", "qmail-tcpserver"), "w") as f:
+            f.write(PROFILED_FRONT % (VPY, root, os.path.join(ROOT, ".venv/lib/python3.11/site-packages"),
+                                      os.path.abspath(profile)))
     for key, value in {"me": DOMAIN, "rcpthosts": DOMAIN}.items():
         with open(os.path.join(home, "control", key), "w") as f:
             f.write(value + "\n")
@@ -128,6 +153,7 @@ def main(argv):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", action="store_true")
     ap.add_argument("--strace", help="strace -c -f qmail-queued and qmail-tcpserver into STRACE.queued/.tcpserver")
+    ap.add_argument("--profile", help="cProfile the workers' sessions into PROFILE/session.<pid>.prof")
     ap.add_argument("roots", nargs="+")
     args = ap.parse_args(argv)
     tmp = temp_tree("smtprate.")
@@ -137,7 +163,8 @@ def main(argv):
     try:
         for rnd in range(args.rounds):
             for i, root in enumerate(args.roots):
-                rate, detail = one(tmp, os.path.abspath(root), "r%d-%d" % (rnd, i), args.m, args.s, args.steps, args.strace)
+                rate, detail = one(tmp, os.path.abspath(root), "r%d-%d" % (rnd, i), args.m, args.s, args.steps, args.strace,
+                                   args.profile)
                 got[root].append(rate)
                 print("round %d %s: %.1f/s %s" % (rnd, root, rate, detail), flush=True)
     finally:
