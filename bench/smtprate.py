@@ -1,12 +1,13 @@
 """SMTP 1 msg/conn into qmail-tcpserver + qmail-smtpd + qmail-queued, A/B between code trees, interleaved.
 
-usage: .venv/bin/python bench/smtprate.py [--m M] [--s S] [--rounds R] [--steps] [--strace P] [--profile DIR] ROOT [ROOT...]
+usage: .venv/bin/python bench/smtprate.py [--m M] [--s S] [--rounds R] [--steps] [--strace P] [--profile DIR] [-d] ROOT [ROOT...]
 
 Not part of `make bench` (its qmail-tcpserver rows measure this once per
 run): a narrow driver for tuning. Per round and per ROOT: a fresh home from
 that tree's tools/install.py, its qmail-queued and qmail-tcpserver
 (-R -H -l localhost -c 100, -u/-g as the queue's writer, as bench/run.py
-starts them), `smtp-source -s S -m M -l 2000` (1 message per connection),
+starts them), `smtp-source -s S -m M -l 2000` (1 message per connection; with -d,
+the S connections share the messages),
 every message counted in queue/todo; with the CPU time qmail-queued and
 qmail-tcpserver (with its workers) spent per message. --profile DIR runs each
 worker's sessions under cProfile (the home's qmail-tcpserver launcher
@@ -104,7 +105,7 @@ sys.exit(main())
 """
 
 
-def one(tmp, root, tag, m, par, do_steps, trace=None, profile=None):
+def one(tmp, root, tag, m, par, do_steps, trace=None, profile=None, reuse=False):
     home = os.path.join(tmp, tag)
     subprocess.run([VPY, os.path.join(root, "tools", "install.py"), home, root, VPY], check=True,
                    stdout=subprocess.DEVNULL)
@@ -124,12 +125,12 @@ def one(tmp, root, tag, m, par, do_steps, trace=None, profile=None):
         detail = steps(port) if do_steps else ""
         todo = os.path.join(home, "queue", "todo")
         before = count_files(todo)
-        tracers = [subprocess.Popen(["strace", "-c", "-f", "-o", "%s.%s" % (trace, name), "-p", str(proc.pid)])
+        tracers = [subprocess.Popen(["strace", "-c", "-w", "-f", "-o", "%s.%s" % (trace, name), "-p", str(proc.pid)])
                    for name, proc in (("queued", servers.procs[0]), ("tcpserver", servers.procs[1]))] if trace else []
         time.sleep(0.5 if trace else 0)
         cpu0 = [_cpu(p.pid) for p in servers.procs]
         start = time.perf_counter()
-        subprocess.run([tool("smtp-source"), "-s", str(par), "-m", str(m), "-l", "2000", "-f", "a@" + DOMAIN,
+        subprocess.run([tool("smtp-source")] + (["-d"] if reuse else []) + ["-s", str(par), "-m", str(m), "-l", "2000", "-f", "a@" + DOMAIN,
                         "-t", "b@" + DOMAIN, "127.0.0.1:%d" % port], check=True, capture_output=True, timeout=300)
         rate = m / (time.perf_counter() - start)
         time.sleep(0.2)                  # the last children reaped
@@ -153,6 +154,7 @@ def main(argv):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", action="store_true")
     ap.add_argument("--strace", help="strace -c -f qmail-queued and qmail-tcpserver into STRACE.queued/.tcpserver")
+    ap.add_argument("-d", dest="reuse", action="store_true", help="smtp-source -d: messages share connections")
     ap.add_argument("--profile", help="cProfile the workers' sessions into PROFILE/session.<pid>.prof")
     ap.add_argument("roots", nargs="+")
     args = ap.parse_args(argv)
@@ -164,7 +166,7 @@ def main(argv):
         for rnd in range(args.rounds):
             for i, root in enumerate(args.roots):
                 rate, detail = one(tmp, os.path.abspath(root), "r%d-%d" % (rnd, i), args.m, args.s, args.steps, args.strace,
-                                   args.profile)
+                                   args.profile, args.reuse)
                 got[root].append(rate)
                 print("round %d %s: %.1f/s %s" % (rnd, root, rate, detail), flush=True)
     finally:

@@ -593,3 +593,23 @@ def test_ssl_is_preloaded_only_for_a_home_with_a_certificate(tmp_path):
     assert tls_wanted({"QMAILHOME": str(tmp_path), "SMTPS": "1"})
     (tmp_path / "control" / "servercert.pem").write_text("cert and key\n")
     assert tls_wanted({"QMAILHOME": str(tmp_path)})
+
+
+def test_a_worker_environment_is_the_new_session_s_alone():
+    """Between sessions a worker's os.environ (what C code and exec'd programs see) becomes
+    the new connection's: the last one's extra variables removed, changed ones set."""
+    import ctypes
+    from qmailpy.tcpserver.child import replace_environ
+    saved = dict(os.environ)
+    libc = ctypes.CDLL(None)
+    libc.getenv.restype = ctypes.c_char_p
+    try:
+        os.environ.update(QP_LAST="last session", QP_SAME="same", QP_CHANGED="old")
+        wanted = dict(saved, QP_SAME="same", QP_CHANGED="new", QP_NEW="new")
+        replace_environ(wanted)
+        assert dict(os.environ) == wanted
+        assert libc.getenv(b"QP_LAST") is None and libc.getenv(b"QP_CHANGED") == b"new"
+        assert libc.getenv(b"QP_NEW") == b"new"
+    finally:
+        replace_environ(saved)
+    assert dict(os.environ) == saved

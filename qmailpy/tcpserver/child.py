@@ -118,6 +118,18 @@ def rule_for(opts, conn):
     return ("deny" if verdict == "deny" else "ok"), env
 
 
+def replace_environ(environ):
+    """os.environ becomes `environ` exactly: what the last session had and this one has not is
+    removed, what differs is set. A worker's sessions share most of their variables (the
+    parent's), so this is a handful of putenv calls, not an unsetenv and a putenv of each."""
+    current = os.environ
+    for name in [n for n in current if n not in environ]:
+        del current[name]
+    for name, value in environ.items():
+        if current.get(name) != value:
+            current[name] = value
+
+
 def session(sock, peer, opts, runner, base_env, log):
     """One connection: tcpserver's doit(), then the program on fds 0 and 1 with the
     connection's environment; the exit code. Afterwards fds 0 and 1 are /dev/null again and
@@ -139,8 +151,7 @@ def session(sock, peer, opts, runner, base_env, log):
             os.dup2(0, 1)
         if fd > 1:
             os.close(fd)
-        os.environ.clear()
-        os.environ.update(environ)
+        replace_environ(environ)
         code = runner(opts.args, environ)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
