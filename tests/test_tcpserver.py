@@ -613,3 +613,40 @@ def test_a_worker_environment_is_the_new_session_s_alone():
     finally:
         replace_environ(saved)
     assert dict(os.environ) == saved
+
+
+def test_each_session_of_a_worker_starts_with_fresh_signal_dispositions(tmp_path):
+    """A session that ignores a signal does not hand that to the next session of its worker
+    (an exec'd qmail-smtpd starts with the dispositions of a new program)."""
+    from qmailpy.tcpserver import options, server
+    opts = options.parse(["-q", "-HR", "-l", "h", "-c", "1", "127.0.0.1", "0", "qmail-smtpd"], {})
+
+    def runner(args, environ):
+        ignored = signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
+        os.write(1, b"pid %d ignored %d\n" % (os.getpid(), ignored))
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        return 0
+    listener = server.listen(opts)
+    port = listener.getsockname()[1]
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            front = server.Server(opts, runner, listener, [])
+            front.catch_signals()
+            code = front.run()
+        finally:
+            os._exit(code)
+    listener.close()
+    try:
+        seen = []
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                seen.append(recv_until(s, b"\n"))
+        pids = {line.split()[1] for line in seen}
+        assert len(pids) == 1, seen                         # one worker ran both sessions
+        assert [line.split()[3] for line in seen] == [b"0", b"0"]
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -10,7 +10,6 @@ session; its exit code is the session's, reported by the worker
 (qmailpy.tcpserver.worker) as tcpserver reports a child's.
 """
 import os
-import signal
 import sys
 
 from qmailpy.log import write_line
@@ -41,15 +40,11 @@ class Dropped(Exception):
 
 
 def reset_signals():
-    """The dispositions a program exec'd by tcpserver starts with (Python's own: SIGPIPE
-    ignored, SIGINT raises), not the parent's handlers; SIGCHLD as progstart sets it."""
-    from qmailpy.progstart import start
-    signal.set_wakeup_fd(-1)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    start(None, [])
+    """The dispositions a program exec'd by tcpserver starts with: every handler back to
+    its default, then Python's own start-up settings (SIGPIPE ignored, SIGINT raising),
+    nothing blocked; not the parent's handlers, nor what the worker's last session set."""
+    from qmailpy.progstart import fresh_signals
+    fresh_signals()
 
 
 def prepare(sock, conn, opts, base_env, log):

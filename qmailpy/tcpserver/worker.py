@@ -47,9 +47,9 @@ def parse_end(data):
 def serve(chan, opts, runner, base_env):
     """The worker's life (never returns): sessions until the channel ends, then exit 0."""
     try:
-        child.reset_signals()
         log = (lambda line: write_line(2, line)) if opts.verbosity else (lambda line: None)
         while True:
+            child.reset_signals()           # each session starts as an exec'd one: nothing the last one set
             try:
                 data, fds, _, _ = socket.recv_fds(chan, MESSAGE_MAX, 1)
             except InterruptedError:
@@ -67,6 +67,8 @@ def serve(chan, opts, runner, base_env):
                 chan.send(end_message(code & 0xff))
             except OSError:         # the parent is gone: nothing to report to
                 break
+    except KeyboardInterrupt:               # SIGINT between sessions: as a fresh program, no traceback
+        os._exit(130)
     except BaseException:
         import traceback
         traceback.print_exc()
