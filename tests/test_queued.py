@@ -54,6 +54,18 @@ class InProcess:
         self.thread = threading.Thread(target=self.service.serve_forever, daemon=True)
         self.thread.start()
 
+    def hold(self, home, count):
+        """`count` clients that have sent part of a message, each being served (the service's
+        threads busy with them); their sockets."""
+        holders = [raw_client(home) for _ in range(count)]
+        for h in holders:
+            h.sendall(b"1:x,")
+        deadline = time.monotonic() + 10
+        while self.service.active < count:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        return holders
+
     def stop(self):
         self.service.stop()
         self.thread.join(10)
@@ -298,13 +310,8 @@ def test_a_thread_serves_the_next_client_and_few_threads_wait(home, monkeypatch)
             qps.append(qp)
             s.close()
         assert len(set(qps)) == 1
-        holders = [raw_client(home) for _ in range(3)]      # three at once: three threads
-        for h in holders:
-            h.sendall(b"1:x,")
+        holders = svc.hold(home, 3)                         # three at once: three threads
         deadline = time.monotonic() + 10
-        while svc.service.active < 3:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
         held = []
         for h in holders:
             h.sendall(b"0:,Fa@b\0Tc@d\0\0")
@@ -327,13 +334,7 @@ def test_a_full_house_answers_71(home, monkeypatch):
     monkeypatch.setattr(Q, "MAX_CLIENTS", 2)
     svc = InProcess(home)
     try:
-        holders = [raw_client(home) for _ in range(2)]
-        for h in holders:
-            h.sendall(b"1:x,")
-        deadline = time.monotonic() + 10
-        while svc.service.active < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        holders = svc.hold(home, 2)
         rc, err, _ = run_qq(home)
         assert rc == X.QQ_TEMP_REFUSED and err == "qmail-queue: qmail-queued is busy\n"
         for h in holders:
