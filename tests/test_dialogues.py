@@ -1,5 +1,5 @@
 """Every recorded dialogue, in-process against Session, through tcpserver + bin/qmail-smtpd, and
-through qmail-tcpserver (qmail-smtpd preloaded and forked per connection)."""
+through qmail-tcpserver (qmail-smtpd preloaded, its sessions run by pre-forked workers)."""
 import glob
 import os
 import socket

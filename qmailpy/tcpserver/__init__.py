@@ -1,1 +1,1 @@
-"""qmail-tcpserver: tcpserver's command line and environment, with qmail-smtpd preloaded and forked per connection."""
+"""qmail-tcpserver: tcpserver's command line and environment, with qmail-smtpd preloaded and its sessions run by pre-forked workers."""

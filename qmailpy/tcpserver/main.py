@@ -1,4 +1,4 @@
-"""qmail-tcpserver: tcpserver's command line, with qmail-smtpd loaded once and forked per connection.
+"""qmail-tcpserver: tcpserver's command line, with qmail-smtpd loaded once and run by pre-forked workers.
 
     qmail-tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ]
         [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ]

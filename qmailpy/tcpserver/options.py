@@ -11,7 +11,7 @@ USAGE_LINE = ("usage: qmail-tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x ru
               "[ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] "
               "host port qmail-smtpd [ arg ... ]")
 USAGE = USAGE_LINE + """
-tcpserver's options and environment; qmail-smtpd loaded once and forked per connection.
+tcpserver's options and environment; qmail-smtpd loaded once, run by pre-forked workers.
 See docs/qmail-tcpserver.md."""
 
 
