@@ -650,3 +650,42 @@ def test_each_session_of_a_worker_starts_with_fresh_signal_dispositions(tmp_path
         os.kill(pid, signal.SIGTERM)
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_an_idle_worker_killed_is_replaced_and_logs_no_end(tmp_path, qhome):
+    """kill -9 of a worker between sessions: no session ended, so no `end` line; the next
+    client is served by a new worker."""
+    front = Front(program("qmail-tcpserver"), ["-v", "-HR", "-l", "h", "-c", "1"], qhome.env(), tmp_path)
+    try:
+        assert b"250 ok" in one_message(front)
+        wait_for(ended(front, 1))
+        [idle] = workers(front.proc.pid)
+        os.kill(idle, signal.SIGKILL)
+        wait_for(lambda: idle not in workers(front.proc.pid), what="the killed worker reaped")
+        assert b"250 ok" in one_message(front)
+        wait_for(ended(front, 2))
+    finally:
+        assert front.stop() == 0
+    ends = re.findall(r"tcpserver: end (\d+) status (\d+)", front.log())
+    assert [s for _, s in ends] == ["0", "0"] and int(ends[1][0]) != idle
+
+
+def test_no_fd_for_a_worker_drops_the_connection_and_the_server_goes_on(monkeypatch):
+    """Out of fds (no socket pair for a new worker): the connection is dropped with
+    tcpserver's `unable to fork` warning; nothing is raised into the accept loop."""
+    from qmailpy.tcpserver import options, pool
+    opts = options.parse(["-v", "127.0.0.1", "0", "qmail-smtpd"], {})
+    lines = []
+    p = pool.Pool(opts, None, [], lines.append, lambda: None)
+
+    def no_fds(*args):
+        raise OSError(24, "Too many open files")
+    a, b = socket.socketpair()
+    monkeypatch.setattr(pool.socket, "socketpair", no_fds)
+    try:
+        assert p.hand(a, ("127.0.0.1", 4000), [], []) is False
+    finally:
+        a.close()
+        b.close()
+    assert lines == ["tcpserver: warning: dropping connection, unable to fork: Too many open files"]
+    assert p.busy == 0 and not p.workers

@@ -47,21 +47,30 @@ class Pool:
         failed: logged as tcpserver logs it)."""
         message = worker.connection_message(peer)
         while True:
-            w = self.idle.pop() if self.idle else self._fork(parent_socks + [sock], parent_fds)
+            fresh = not self.idle
+            w = self._fork(parent_socks + [sock], parent_fds) if fresh else self.idle.pop()
             if w is None:
                 return False
             try:
                 socket.send_fds(w.chan, [message], [sock.fileno()])
-            except OSError:             # an idle worker that died: the next one
+            except OSError as e:        # an idle worker that died: the next one; a new one: give up
                 self.retire(w)
-                continue
+                if not fresh:
+                    continue
+                from qmailpy.tcpserver.child import DROP
+                self.log(DROP + "unable to hand over: " + (e.strerror or str(e)))
+                return False
             w.busy = True
             self.busy += 1
             return True
 
     def _fork(self, parent_socks, parent_fds):
         from qmailpy.tcpserver.child import DROP
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError as e:            # out of fds: as a failed fork
+            self.log(DROP + "unable to fork: " + (e.strerror or str(e)))
+            return None
         try:
             pid = os.fork()
         except OSError as e:
