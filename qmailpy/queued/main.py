@@ -5,8 +5,7 @@ usage: qmail-queued (run by supervise from $QMAILHOME/service/qmail-queued)
 Listens on $QMAILHOME/sock/qmail-queue (mode 0666 in a directory 0755: any
 local process may queue a message, as anyone may run qmail-queue) and does
 qmail-queue's whole job for each connection (qmailpy.queued.conn), one thread
-per connection, at most MAX_CLIENTS at once (more are answered 71 at once); a thread
-whose client is done waits for the next one (up to KEEP_THREADS wait).
+per connection, at most MAX_CLIENTS at once (more are answered 71 at once).
 Started as root it binds the socket (sock/ stays root's: no service's user
 may replace another service's socket) and becomes qmailq (group qmail, no
 other group), the queue's owner; in single-user mode (QMAILPY_SINGLEUSER,
@@ -19,7 +18,6 @@ SIGTERM: stop accepting, give the running insertions STOP_WAIT seconds, exit.
 Log lines on fd 2: start, stop, and each insertion that failed.
 """
 import os
-import queue
 import signal
 import socket
 import sys
@@ -36,7 +34,6 @@ MAX_CLIENTS = 500              # connections served at once; tcpsessioncount is 
 BACKLOG = 128
 STOP_WAIT = 10                 # seconds SIGTERM leaves to the insertions under way
 STACK = 1 << 20                # per thread: enqueue() and the filter clients are shallow
-KEEP_THREADS = 64              # threads kept waiting for the next client (a new thread costs ~0.15 ms)
 
 
 def log(text):
@@ -88,8 +85,6 @@ class Service:
         self.lock = threading.Lock()
         self.todo_sync = GroupSync(fsync_dir)    # one fsync of todo/ for the commits made meanwhile
         self.active = 0
-        self.waiting = 0                         # threads idle in handoff.get(): each takes one connection
-        self.handoff = queue.SimpleQueue()
         self.idle = threading.Condition(self.lock)
         self.stopping = False
 
@@ -126,29 +121,11 @@ class Service:
             if busy:
                 self.refuse(conn)
                 continue
-            with self.lock:
-                waiting = self.waiting > 0
-                if waiting:
-                    self.waiting -= 1
-            if waiting:
-                self.handoff.put(conn)
-                continue
             try:
-                threading.Thread(target=self.serve_clients, args=(conn,), daemon=True).start()
+                threading.Thread(target=self.client, args=(conn,), daemon=True).start()
             except RuntimeError:         # no thread to be had: like a full house
                 self.done()
                 self.refuse(conn)
-
-    def serve_clients(self, conn):
-        """A connection's thread: this client, then (while at most KEEP_THREADS wait) the next
-        ones handed over, so that a busy service does not start a thread per message."""
-        while conn is not None:
-            self.client(conn)
-            with self.lock:
-                if self.stopping or self.waiting >= KEEP_THREADS:
-                    return
-                self.waiting += 1
-            conn = self.handoff.get()
 
     def refuse(self, conn):
         from qmailpy.queued.conn import answer
