@@ -167,6 +167,18 @@ def test_macros_in_a_record():
     assert result.result == "fail"
 
 
+def test_long_expansions_in_a_record_lose_their_leftmost_labels():
+    """RFC 7208 7.3: a domain name longer than 253 characters after expansion is cut from the
+    left, a whole label at a time."""
+    local = "a" * 60
+    lines = ["x.example TXT v=spf1 exists:%{l}.%{l}.%{l}.%{l}.%{l}.x.example -all"]
+    result, queries = check(lines, local + "@x.example")
+    name = ".".join([local] * 4) + ".x.example"
+    assert len(name) == 253
+    assert queries == [("x.example", "TXT"), (name, "A")]
+    assert result.result == "fail"
+
+
 def test_explanation_letters_in_a_record_are_a_permerror():
     """%{c} %{r} %{t} belong to exp= texts only (RFC 7208 7.1): in a domain-spec they are a permerror."""
     result, queries = check(["x.example TXT v=spf1 a:%{c}.x.example -all"], "joe@x.example")
