@@ -234,3 +234,20 @@ def test_quota_root_walks_up_at_most_eight_folders(tmp_path):
     assert quota.quota_root(chain[3]) == chain[0]
     assert quota.quota_root(chain[8]) == chain[0]
     assert quota.quota_root(chain[9]) == chain[1]
+
+
+def test_needs_lock_only_with_a_quota_or_a_maildirsize(tmp_path):
+    """needs_lock(): the Maildir++ root when $MAILDIRQUOTA gives a quota or the root has a
+    maildirsize file, else None (no lock for a mailbox without a quota)."""
+    md = maildirmake(str(tmp_path / "Maildir"))
+    folder = maildirmake(os.path.join(md, ".Sub"))
+    open(os.path.join(folder, "maildirfolder"), "w").close()
+    assert quota.needs_lock(md, {}) is None
+    assert quota.needs_lock(folder, {}) is None
+    assert quota.needs_lock(md, {quota.ENV: "   "}) is None
+    assert quota.needs_lock(md, {quota.ENV: "1000S"}) == md
+    assert quota.needs_lock(folder, {quota.ENV: "NOQUOTA"}) is None       # normalize(): "" is no quota
+    with open(os.path.join(md, maildirpp.NAME), "w") as f:
+        f.write("1000S\n")
+    assert quota.needs_lock(md, {}) == md
+    assert quota.needs_lock(folder, {}) == md

@@ -336,3 +336,18 @@ def test_write_error_of_a_copy(home, monkeypatch):
         return [([b"b@example.net"], staged.head + b"one\n")]
     assert queue_error(home, content_filter=copies) == (53, "unable to write mess: " + EIO)
     assert debris(home) == []
+
+
+def test_dir_sync_is_the_fsync_of_todo(home):
+    """qmail-queued's GroupSync.sync, given as dir_sync, fsyncs todo/ in place of fsync_dir:
+    once per insertion, through enqueue() and enqueue_all() alike, copies included."""
+    todo_dir = str(home / "queue" / "todo")
+    calls = []
+    msgid = E.enqueue(str(home), MSG, ENV, 7, 1234, 0, dir_sync=calls.append)
+    assert calls == [todo_dir] and os.path.exists(layout.todo_path(str(home), msgid))
+
+    def copies(staged):
+        return [([b"b@example.net"], staged.head + b"one\n"), ([b"c@example.com"], staged.head + b"two\n")]
+    calls.clear()
+    ids = E.enqueue_all(str(home), MSG, ENV, 7, 1234, 0, content_filter=copies, dir_sync=calls.append)
+    assert calls == [todo_dir] and len(ids) == 2

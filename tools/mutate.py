@@ -44,7 +44,7 @@ MODULES = {
     "qmailpy/local/quota.py": ["tests/test_local_quota.py", "tests/test_local_maildir.py"],
     # the OpenSPF suite (tests/test_spf_suite.py, ~50 s) would run in full for every surviving
     # mutant: these decisions have in-process tests of their own
-    "qmailpy/policy/spf.py": ["tests/test_policy_spf.py"],
+    "qmailpy/policy/spf.py": ["tests/test_policy_spf.py", "tests/test_policy_spf_evaluate.py"],
     "qmailpy/policy/spfmacro.py": ["tests/test_policy_spf.py"],
     "qmailpy/policy/spfresult.py": ["tests/test_policy_spf.py"],
     "qmailpy/filters/clamd.py": ["tests/test_filters_clamd_wire.py", "tests/test_filters_units.py"],

@@ -107,23 +107,24 @@ def _query_class():
 
     class Query(pyspf.query):
         """pyspf's query asking our resolver, expanding macros with our expander, and keeping
-        the domain's exp= text for later (every TXT record a line, as rc5)."""
-        resolver = None
+        the domain's exp= text for later (every TXT record a line, as rc5). attach_query()
+        sets `resolver`."""
 
-        def dns(self, name, qtype, cnames=None, ignore_void=False):
+        def dns(self, *args, **kwargs):
             token = _resolver.set(self.resolver)
             try:
-                return super().dns(name, qtype, cnames=cnames, ignore_void=ignore_void)
+                return super().dns(*args, **kwargs)
             finally:
                 _resolver.reset(token)
 
-        def expand(self, s, stripdot=True):
-            mode = DOMAIN if stripdot else EXPLAIN
+        def expand(self, s):
+            """A record's domain-spec or modifier (RFC 7208 7.1). pyspf asks for an explanation's
+            reading (stripdot=False) only in its get_explanation(), which ours replaces."""
             try:
-                parts = parse(s, mode)
+                parts = parse(s, DOMAIN)
             except MacroError as e:
                 raise pyspf.PermError(str(e))
-            return render(parts, lambda letter: query_value(self, letter, self.d), mode)
+            return render(parts, lambda letter: query_value(self, letter, self.d), DOMAIN)
 
         def get_explanation(self, spec):
             try:
@@ -139,7 +140,6 @@ def _query_class():
 
 
 _Query = None
-SENTINEL = "\0spfexp\0"
 
 
 def insert_local(tokens, local):
@@ -178,7 +178,8 @@ def attach_query(ctx, resolver):
     if _Query is None:
         _Query = _query_class()
     sender = ctx.sender if "@" in ctx.sender else ""
-    q = _Query(i=ctx.ip, s=sender, h=ctx.helo, receiver=ctx.receiver or None, strict=True, querytime=QUERYTIME)
+    # pyspf's default strict=True: RFC 7208's limits and syntax errors are permerrors
+    q = _Query(i=ctx.ip, s=sender, h=ctx.helo, receiver=ctx.receiver or None, querytime=QUERYTIME)
     q.resolver = resolver.until(time.monotonic() + QUERYTIME)     # %{p} of the explanation too
     ctx.query = q
     return ctx
@@ -193,7 +194,7 @@ def evaluate(policy, env):
     if "@" in sender:
         domain, identity = sender[sender.rfind("@") + 1:], "mailfrom"
     else:
-        domain, identity = helo[helo.rfind("@") + 1:], "helo"
+        domain, identity = helo, "helo"          # RFC 7208 2.3: the HELO name as given
     spfexp = policy.value("spfexp") or ""
     ctx = Context(sender, helo, ip, receiver)
     if ip == "127.0.0.1" or ip in policy.my_ips:
@@ -209,7 +210,6 @@ def evaluate(policy, env):
     q = ctx.query
     rules = (policy.value("spfrules") or "").split()
     guess = [t for t in (policy.value("spfguess") or "").split() if t.lower() != "v=spf1"]
-    q.set_default_explanation(SENTINEL)
     try:
         record = q.dns_spf(domain)
     except pyspf.TempError:
@@ -220,7 +220,6 @@ def evaluate(policy, env):
     if guessing:
         if not guess and not rules:
             return SpfResult("none", domain, identity, ctx, exp=spfexp)
-        local = set(guess + rules)
         record = " ".join(["v=spf1"] + guess + rules)
     else:
         record, local = with_local(record, rules)
@@ -243,9 +242,9 @@ def evaluate(policy, env):
     if word == "error":
         error = "DNS problem"
     elif word == "unknown":
-        error = getattr(q, "prob", "") or "permanent error"
-        if getattr(q, "mech", None):
+        error = getattr(q, "prob", None) or "permanent error"
+        if q.mech:                      # pyspf's check() starts it as []
             error = "%s: %s" % (error, q.mech[-1])
     raw = q.exps.get("fail")
     exp = raw if isinstance(raw, Explanation) else spfexp
-    return SpfResult(word, domain, identity, ctx, error=error, exp=exp, mechanism=q.mechanism, spfexp=spfexp)
+    return SpfResult(word, domain, identity, ctx, error=error, exp=exp, spfexp=spfexp)

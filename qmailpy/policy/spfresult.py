@@ -35,11 +35,11 @@ class Explanation:
 
 class SpfResult:
     """One SPF check: the result word, where it came from, and the texts derived from it."""
-    __slots__ = ("result", "domain", "identity", "error", "ctx", "exp", "spfexp", "mechanism")
+    __slots__ = ("result", "domain", "identity", "error", "ctx", "exp", "spfexp")
 
-    def __init__(self, result, domain, identity, ctx, error="", exp=None, mechanism=None, spfexp=""):
+    def __init__(self, result, domain, identity, ctx, error="", exp=None, spfexp=""):
         self.result, self.domain, self.identity, self.ctx = result, domain, identity, ctx
-        self.error, self.exp, self.mechanism = error, exp, mechanism
+        self.error, self.exp = error, exp
         self.spfexp = spfexp if isinstance(exp, Explanation) else exp     # the fallback of a domain's text
         if ctx.expdomain is None:
             ctx.expdomain = domain
