@@ -3,7 +3,8 @@ the memory of 100 idle sessions under each front end.
 
 qmail-tcpserver serves the same home as the tcpserver rows (the same qmail-queued, the same
 queue counted on disk) with the same options (-R -H -l localhost -c 100, -u/-g as the queue's
-writer), so the two rows differ only in exec versus fork. Memory: 100 sessions that have
+writer), so the two rows differ only in exec versus workers; and against aiosmtpd and the private
+Postfix's smtpd measured in the same run. Memory: 100 sessions that have
 had their greeting and then wait; the front end and its children summed, as PSS (each
 shared page divided among the processes that share it: what the machine really spends)
 and as the plain RSS sum (shared pages counted in every process).
@@ -18,13 +19,16 @@ IDLE_SESSIONS = 100
 SMTP_1 = "SMTP, 1 msg/conn, 20 parallel, msgs/s ↑"
 SMTP_D = "SMTP, ~100 msgs/conn, 5 sessions, msgs/s ↑"
 EXEC = "tcpserver + qmail-smtpd exec'd (same home, same run)"
+PF_SMTP = "private Postfix smtpd (C, fsync'd queue, no qmgr)"
 ROWS = [
     (SMTP_1 + " (qmail-tcpserver)", "fork_1_msgs_per_s", EXEC, "qmail_1_msgs_per_s"),
     (SMTP_1 + " (qmail-tcpserver)", "fork_1_msgs_per_s", "aiosmtpd (long-running, fsync per message)",
      "aio_1_msgs_per_s"),
+    (SMTP_1 + " (qmail-tcpserver)", "fork_1_msgs_per_s", PF_SMTP, "pf_1_msgs_per_s"),
     (SMTP_D + " (qmail-tcpserver)", "fork_d_msgs_per_s", EXEC, "qmail_d_msgs_per_s"),
     (SMTP_D + " (qmail-tcpserver)", "fork_d_msgs_per_s", "aiosmtpd (long-running, fsync per message)",
      "aio_d_msgs_per_s"),
+    (SMTP_D + " (qmail-tcpserver)", "fork_d_msgs_per_s", PF_SMTP, "pf_d_msgs_per_s"),
     ("qmail-tcpserver + %d idle sessions, PSS total, MiB ↓" % IDLE_SESSIONS, "fork_idle_pss_mib",
      "tcpserver + %d exec'd qmail-smtpd, PSS total" % IDLE_SESSIONS, "exec_idle_pss_mib"),
     ("qmail-tcpserver + %d idle sessions, VmRSS sum, MiB ↓" % IDLE_SESSIONS, "fork_idle_rss_mib",
