@@ -15,6 +15,7 @@ import socket
 import time
 
 from qmailpy.tcpserver import worker
+from qmailpy.tcpserver.child import DROP
 
 MAX_USE = 100       # sessions per worker, as Postfix's max_use
 MAX_IDLE = 60       # seconds a worker waits for a connection before it is retired
@@ -57,26 +58,29 @@ class Pool:
                 self.retire(w)
                 if not fresh:
                     continue
-                from qmailpy.tcpserver.child import DROP
-                self.log(DROP + "unable to hand over: " + (e.strerror or str(e)))
+                self._dropping("unable to hand over", e)
                 return False
             w.busy = True
             self.busy += 1
             return True
 
+    def _dropping(self, what, e):
+        """tcpserver's warning for a connection no worker got."""
+        self.log(DROP + what + ": " + (e.strerror or str(e)))
+
     def _fork(self, parent_socks, parent_fds):
-        from qmailpy.tcpserver.child import DROP
+        """A new Worker, or None (logged) when there is no socket pair or no fork to be had."""
         try:
             mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         except OSError as e:            # out of fds: as a failed fork
-            self.log(DROP + "unable to fork: " + (e.strerror or str(e)))
+            self._dropping("unable to fork", e)
             return None
         try:
             pid = os.fork()
         except OSError as e:
             mine.close()
             theirs.close()
-            self.log(DROP + "unable to fork: " + (e.strerror or str(e)))
+            self._dropping("unable to fork", e)
             return None
         if pid == 0:
             for s in parent_socks + [mine] + [w.chan for w in self.workers.values()]:
@@ -180,5 +184,4 @@ class Pool:
             if w.busy:
                 self._ended(w, status)
             self.retire(w)
-            if w.chan.fileno() != -1:
-                w.chan.close()
+            w.chan.close()                  # retire() leaves it open when the worker's end was seen first
