@@ -1,6 +1,5 @@
 """Rows 6-7: remote deliveries against smtp-source and Postfix, and qmail-send holding 10,000 messages."""
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -40,7 +39,8 @@ class RemoteRows:
                         raise qmailsend.SendFailure("exited with %s after SIGTERM" % send.proc.returncode)
                 finally:
                     send.stop()                     # no-op when stopped above
-                shutil.rmtree(home, ignore_errors=True)
+                # the home stays until the bench's tree goes: deleting its files now would slow
+                # every file created in the next minutes (bench/settings.py)
                 return m / (end - send.first["start"])
             self.record("remote_c%d_per_s" % conc, self.retrying("remote, concurrency %d" % conc, attempt))
             peer_m = max(m, SIZES["remote_peer_messages"])
@@ -84,8 +84,7 @@ class RemoteRows:
                 return idle, full, send.counts["start"]
             finally:
                 send.stop(after_term=hold.close)   # held qmail-remotes get a reset, qmail-send exits
-                hold.close()
-                shutil.rmtree(home, ignore_errors=True)
+                hold.close()                        # its home stays, as the remote rows' homes do
 
         idle, full, held = self.retrying("holding %d messages" % n, attempt)
 

@@ -233,7 +233,7 @@ class Saved:
 def report(args, bench, modules, info, elapsed):
     """The table on stdout, latest.json, and the block of docs/performance.md."""
     rows = build_rows(ROWS, bench.samples, bench.na)
-    head = ("Measured %s on %s CPU(s), %s, %d MiB RAM, %s temporary file system, Linux %s, "
+    head = ("Measured %s on %s CPU(s), %s, %d MiB RAM, the bench's tree on %s, Linux %s, "
             "Python %s; %s. %d run(s)%s, medians; ratio = qmailpy ÷ peer (↑ higher is better, "
             "↓ lower is better); bench took %.0f s. `python3` on PATH: %s. Creating a file in a new "
             "directory of the bench's tree cost %.3f ms of CPU at the start, %.3f ms at the end "

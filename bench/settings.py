@@ -11,12 +11,18 @@ TCP_ENV = {"PROTO": "TCP", "TCPLOCALIP": "127.0.0.1", "TCPLOCALPORT": "25",
 MAIL_SESSION = ("HELO bench\r\nMAIL FROM:<bench@%s>\r\nRCPT TO:<rcpt@%s>\r\nDATA\r\n"
                 "Subject: bench\r\n\r\n%s\r\n.\r\nQUIT\r\n" % (DOMAIN, DOMAIN, "x" * 70)).encode()
 # Where the bench's temporary homes, queues and mailboxes go: $BENCH_TMPDIR, else the
-# system's temporary directory. On the ext4 of this project's machines the CPU cost of
-# creating a file depends on where its directory landed: 0.03 ms in one fresh directory,
-# 0.5-1 ms in the next (unlinking and creating again does not change it), and which
-# directory is slow changes from hour to hour. A queue that creates two inodes per
-# message pays that twice where Postfix pays it once: run the bench twice before
-# trusting a ratio that moved, or point BENCH_TMPDIR at a directory measured fast.
+# system's temporary directory. The CPU cost of creating a file there depends on the file
+# system, and on this project's machines it moves between 0.03 and 1 ms: their ext4 runs
+# without a journal, and ext4 without a journal will not hand out an inode freed in the
+# last 60 s (360 s while its inode table block is dirty) if it can help it, so each new
+# inode first passes over every such one in its block group (perf: find_inode_bit,
+# recently_deleted, find_get_block_common; 30-50% of qmail-queued's CPU right after a run
+# deleted its tree). What every run and the test suite delete therefore slows the next
+# minutes' creates, for qmailpy and its peers alike; qmail's queue creates two inodes per
+# message and qmail-todo two more per delivery where Postfix's queue creates one, so it
+# pays more. The header says which file system the tree was on (report.file_system) and
+# what a create cost at the start and at the end: run the bench twice before trusting a
+# ratio that moved.
 TREE_PARENT = os.environ.get("BENCH_TMPDIR") or None
 
 
