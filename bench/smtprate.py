@@ -12,7 +12,8 @@ every message counted in queue/todo; with the CPU time qmail-queued and
 qmail-tcpserver (with its workers) spent per message. --profile DIR runs each
 worker's sessions under cProfile (the home's qmail-tcpserver launcher
 rewritten) and writes DIR/session.<pid>.prof after every session. --strace PREFIX counts the system
-calls of qmail-queued and of qmail-tcpserver with its children. --steps also times one session's
+calls of qmail-queued and of qmail-tcpserver with its children ($SMTPRATE_STRACE replaces strace's
+`-c -w`: `SMTPRATE_STRACE=-tt` writes every call with its time instead). --steps also times one session's
 steps (greeting, EHLO, MAIL, RCPT, DATA, the dot, QUIT) with a Python client.
 """
 import argparse
@@ -125,7 +126,8 @@ def one(tmp, root, tag, m, par, do_steps, trace=None, profile=None, reuse=False)
         detail = steps(port) if do_steps else ""
         todo = os.path.join(home, "queue", "todo")
         before = count_files(todo)
-        tracers = [subprocess.Popen(["strace", "-c", "-w", "-f", "-o", "%s.%s" % (trace, name), "-p", str(proc.pid)])
+        how = (os.environ.get("SMTPRATE_STRACE") or "-c -w").split()
+        tracers = [subprocess.Popen(["strace"] + how + ["-f", "-o", "%s.%s" % (trace, name), "-p", str(proc.pid)])
                    for name, proc in (("queued", servers.procs[0]), ("tcpserver", servers.procs[1]))] if trace else []
         time.sleep(0.5 if trace else 0)
         cpu0 = [_cpu(p.pid) for p in servers.procs]
