@@ -81,6 +81,8 @@ def file_system(path):
                     break
     except OSError:
         return "?"
+    if fstype == "?":               # no mount with that device number (a btrfs subvolume, say)
+        return "?"
     if fstype != "ext4":
         return "%s on %s" % (fstype, source)
     try:
