@@ -200,6 +200,18 @@ def test_unreadable_control_is_an_error_naming_the_file(home, name):
     assert str(e.value) == "control/%s: unable to read: Is a directory" % name
 
 
+def test_a_control_longer_than_one_read_is_read_whole(home):
+    """read_bytes reads with plain os calls, a chunk at a time: a long list comes back whole."""
+    from qmailpy.ctl.reader import READ_SIZE, read_bytes
+    lines = b"".join(b"host%06d.example\n" % i for i in range(READ_SIZE // 8))
+    assert len(lines) > 2 * READ_SIZE
+    home.control("rcpthosts", lines.decode())
+    assert read_bytes(os.path.join(home.root, "control", "rcpthosts")) == lines
+    got = Controls(home.root).value("rcpthosts")
+    assert len(got) == READ_SIZE // 8 and got[-1] == "host%06d.example" % (READ_SIZE // 8 - 1)
+    assert read_bytes(os.path.join(home.root, "control", "absent")) is None
+
+
 # -- control/options
 
 SAMPLE = {R.NUMBER: ("7", 7), R.BOOL: ("1", 1), R.LINE: ("mx.example.net", "mx.example.net")}

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from conftest import ROOT, program
 from qmailpy.queue.layout import create_queue
@@ -467,6 +468,19 @@ def test_pathexec_order():
     assert pathexec_apply(base, [("D", None)]) == ["A=1", "B=2", "C=3"]
     assert pathexec_apply(base, [("E", None), ("A", "y"), ("AB", "z")]) == ["D=4", "B=2", "C=3", "A=y", "AB=z"]
     assert pathexec_apply(["AB=1", "A=2"], [("A", None)]) == ["AB=1"]      # the whole name, not a prefix
+
+
+ENV_NAMES = st.sampled_from(["A", "B", "AB", "A=B", "", "PATH"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.builds("{}={}".format, ENV_NAMES, st.sampled_from(["", "1", "=2"])), ENV_NAMES)),
+       st.lists(st.tuples(ENV_NAMES, st.one_of(st.none(), st.sampled_from(["", "x", "y=z"])))))
+def test_pathexec_with_its_index_is_pathexec(base, changes):
+    """The indexed pathexec_apply gives what pathexec's own scan gives, for any base (repeated
+    names, entries without "=") and any changes (names holding "=")."""
+    from qmailpy.tcpserver.tcpenv import _scan, pathexec_apply
+    assert pathexec_apply(base, changes) == _scan(list(base), changes)
 
 
 def test_safecats():
