@@ -70,7 +70,7 @@ def parse_args(argv):
     ap.add_argument("--smtp-server", choices=("tcpserver", "qmail-tcpserver"), default="tcpserver",
                     help="what runs qmail-smtpd: tcpserver (exec per connection, the qmail way; default) or "
                          "qmail-tcpserver (the same options and tcp.smtp.cdb, qmail-smtpd preloaded and "
-                         "forked: 2-5 times the sessions per second; docs/qmail-tcpserver.md)")
+                         "forked into workers: about 6 times the sessions per second; docs/qmail-tcpserver.md)")
     ap.add_argument("--pop3-port", type=int, default=110)
     ap.add_argument("--pop3-listen", default="*", help="Dovecot's listen (default every IPv4 address)")
     return ap.parse_args(argv)
