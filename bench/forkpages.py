@@ -18,19 +18,14 @@ import collections
 import gc
 import os
 import resource
-import shutil
-import signal
 import struct
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, HERE)
 import spawnmodes  # noqa: E402
-from settings import temp_tree  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PRESENT, EXCLUSIVE = 1 << 63, 1 << 56
@@ -124,25 +119,10 @@ def deliver(home, mess, last):
 
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    port = spawnmodes.free_port()
-    sink = subprocess.Popen([shutil.which("smtp-sink") or "/usr/sbin/smtp-sink", "-u", "nobody", "-m", "1024",
-                             "127.0.0.1:%d" % port, "1024"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    top = temp_tree("qmailpy-forkpages.")
-    try:
-        time.sleep(0.5)
-        home, messid = spawnmodes.make_home(top, {"me": "mx.spawn.example", "helohost": "mx.spawn.example",
-                                                 "smtproutes": ":127.0.0.1:%d" % port})
-        os.environ.update(QMAILHOME=home, QMAILPY_SINGLEUSER="1", DNSCACHEIP="127.0.0.1:1")
-        from qmailpy.spawn import fork, rspawn
-        fork.preload(rspawn.PRELOAD)
-        mess = os.path.join(home, "queue", "mess", messid.decode())
+    with spawnmodes.preloaded_remote("qmailpy-forkpages.") as (home, mess):
         for i in range(n):
             described = deliver(home, mess, i == n - 1)
         print(described, end="")
-    finally:
-        os.kill(sink.pid, signal.SIGTERM)
-        sink.wait()
-        shutil.rmtree(top, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -84,13 +84,25 @@ def file_system(path):
     if fstype == "?":               # no mount with that device number (a btrfs subvolume, say)
         return "?"
     if fstype != "ext4":
-        return "%s on %s" % (fstype, source)
+        return "%s on %s%s" % (fstype, source, _backing(source))
     try:
         name = os.path.basename(os.readlink("/sys/dev/block/" + wanted))
         journal = any(j.rsplit("-", 1)[0] == name for j in os.listdir("/proc/fs/jbd2"))
     except OSError:
         journal = False         # no /proc/fs/jbd2 at all: no ext4 journal is running
-    return "ext4 %s on %s" % ("with a journal" if journal else "without a journal", source)
+    return "ext4 %s on %s%s" % ("with a journal" if journal else "without a journal", source, _backing(source))
+
+
+def _backing(source):
+    """For a loop device (bench/run.py --journal): what its image file is on."""
+    if not source.startswith("/dev/loop"):
+        return ""
+    try:
+        with open("/sys/block/%s/loop/backing_file" % os.path.basename(source)) as f:
+            image = f.read().strip()
+        return ", an image file on %s" % file_system(os.path.dirname(image))
+    except OSError:
+        return ""
 
 
 def machine(tmp, vpy):

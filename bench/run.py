@@ -161,8 +161,20 @@ def measure(args):
     """Every sample of every run: (bench, modules a plain session imports, machine facts)."""
     for name in ("smtp-source", "smtp-sink", "tcpserver", "time"):
         tool(name)
+    if not args.journal:
+        return measure_in(args, TREE_PARENT)
+    from journalfs import JournalError, journaled_tree
+    try:
+        with journaled_tree(TREE_PARENT) as parent:
+            return measure_in(args, parent)
+    except JournalError as e:
+        raise BenchFailure(str(e)) from None
+
+
+def measure_in(args, parent):
+    """measure() with the bench's tree in `parent` (None: the system's temporary directory)."""
     servers = Servers()
-    with tempfile.TemporaryDirectory(prefix="qmailpy-bench.", dir=TREE_PARENT) as tmp:
+    with tempfile.TemporaryDirectory(prefix="qmailpy-bench.", dir=parent) as tmp:
         create_ms = create_cost(tmp)
         bench = Bench(tmp)
         modules = bench.imports()
@@ -261,6 +273,9 @@ def main(argv):
     ap.add_argument("--from-json", metavar="LATEST",
                     help="measure nothing: the table and docs/performance.md again from a saved "
                          "latest.json (after a change to the rows)")
+    ap.add_argument("--journal", action="store_true",
+                    help="put the bench's tree on a new loop-mounted ext4 with a journal (root; "
+                         "bench/journalfs.py), for machines whose own file system has none")
     args = ap.parse_args(argv)
     args.runs = args.runs or (1 if args.quick else 3)
     os.makedirs(args.out, exist_ok=True)

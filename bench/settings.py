@@ -22,7 +22,8 @@ MAIL_SESSION = ("HELO bench\r\nMAIL FROM:<bench@%s>\r\nRCPT TO:<rcpt@%s>\r\nDATA
 # message and qmail-todo two more per delivery where Postfix's queue creates one, so it
 # pays more. The header says which file system the tree was on (report.file_system) and
 # what a create cost at the start and at the end: run the bench twice before trusting a
-# ratio that moved.
+# ratio that moved. `bench/run.py --journal` (bench/journalfs.py) puts the tree on a
+# loop-mounted ext4 with a journal instead, where none of this applies.
 TREE_PARENT = os.environ.get("BENCH_TMPDIR") or None
 
 

@@ -11,6 +11,7 @@ qmail-remote into Postfix's smtp-sink on a free 127.0.0.1 port), the two
 modes taking turns ROUNDS times (default 2). Every report must be K and
 every local delivery a file in Maildir/new.
 """
+import contextlib
 import os
 import pwd
 import shutil
@@ -52,6 +53,30 @@ def make_home(top, controls):
     except KeyError:
         pass
     return home, messid.encode()
+
+
+@contextlib.contextmanager
+def preloaded_remote(prefix):
+    """This process as qmail-rspawn: a home routing everything to Postfix's smtp-sink on a free
+    127.0.0.1 port, one 2 KB message queued, qmail-remote's modules preloaded and frozen
+    (qmailpy.spawn.fork.preload); yields (home, path of the mess file). For bench/forkpages.py
+    and bench/forkcost.py, which fork or call qmail-remote's main() themselves."""
+    port = free_port()
+    sink = subprocess.Popen([shutil.which("smtp-sink") or "/usr/sbin/smtp-sink", "-u", "nobody", "-m", "1024",
+                             "127.0.0.1:%d" % port, "1024"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    top = temp_tree(prefix)
+    try:
+        time.sleep(0.5)
+        home, messid = make_home(top, {"me": "mx.spawn.example", "helohost": "mx.spawn.example",
+                                       "smtproutes": ":127.0.0.1:%d" % port})
+        os.environ.update(QMAILHOME=home, QMAILPY_SINGLEUSER="1", DNSCACHEIP="127.0.0.1:1")
+        from qmailpy.spawn import fork, rspawn
+        fork.preload(rspawn.PRELOAD)
+        yield home, os.path.join(home, "queue", "mess", messid.decode())
+    finally:
+        os.kill(sink.pid, signal.SIGTERM)
+        sink.wait()
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def drive(program, args, env, messid, recipient, n, conc):
