@@ -52,10 +52,10 @@ launchers: $(VENV)/.stamp tools/mklaunchers.py
 test: deps all
 	$(VPY) -m pytest -q -p no:cacheprovider
 
-# make bench BENCHFLAGS=--quick for one run; BENCHFLAGS=--journal puts the bench's tree on a
-# loop-mounted ext4 with a journal (root; bench/journalfs.py). Uses Postfix's smtp-source and smtp-sink and a
-# private Postfix instance (bench/postfix.py; postfix comes with make deps, services kept
-# from starting), ucspi-tcp and time: deps installs what is missing.
+# make bench BENCHFLAGS=--quick for one run; BENCHFLAGS=--journal puts the bench's tree on
+# a loop-mounted ext4 with a journal (root; bench/journalfs.py). Uses Postfix's smtp-source
+# and smtp-sink and a private Postfix instance (bench/postfix.py; postfix comes with make
+# deps, services kept from starting), ucspi-tcp and time: deps installs what is missing.
 bench: deps all
 	$(VPY) bench/run.py $(BENCHFLAGS)
 
