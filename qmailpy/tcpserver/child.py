@@ -12,7 +12,6 @@ session; its exit code is the session's, reported by the worker
 import os
 import sys
 
-from qmailpy.log import write_line
 from qmailpy.tcpserver import names
 from qmailpy.tcpserver.tcpenv import environ_of, verdict_line
 
@@ -37,14 +36,6 @@ def _unmapped(ip):
 
 class Dropped(Exception):
     """The connection is dropped before the program runs (exit code in args[1])."""
-
-
-def reset_signals():
-    """The dispositions a program exec'd by tcpserver starts with: every handler back to
-    its default, then Python's own start-up settings (SIGPIPE ignored, SIGINT raising),
-    nothing blocked; not the parent's handlers, nor what the worker's last session set."""
-    from qmailpy.progstart import fresh_signals
-    fresh_signals()
 
 
 def prepare(sock, conn, opts, base_env, log):

@@ -114,7 +114,7 @@ class Pool:
                 self.retire(w)
         if not self.idle:
             return None
-        return max(0.0, min(w.idle_since for w in self.idle) + self.max_idle - time.monotonic())
+        return max(0.0, min(w.idle_since for w in self.idle) + self.max_idle - now)
 
     def wait(self, extra_fds, timeout):
         """Poll the channels and `extra_fds`; the ready extra fds (channels' news is handled)."""

@@ -16,6 +16,7 @@ import os
 import socket
 
 from qmailpy.log import write_line
+from qmailpy.progstart import fresh_signals
 from qmailpy.tcpserver import child
 
 MESSAGE_MAX = 128
@@ -49,7 +50,7 @@ def serve(chan, opts, runner, base_env):
     try:
         log = (lambda line: write_line(2, line)) if opts.verbosity else (lambda line: None)
         while True:
-            child.reset_signals()           # each session starts as an exec'd one: nothing the last one set
+            fresh_signals()                 # as an exec'd session: not the parent's handlers, nor the last session's
             try:
                 data, fds, _, _ = socket.recv_fds(chan, MESSAGE_MAX, 1)
             except InterruptedError:
