@@ -27,7 +27,6 @@ every recount holds it, so lines are never lost to a concurrent rewrite nor
 counted twice, and two hosts cannot both take the last bytes of a quota.
 """
 import os
-import random
 import time
 
 MAX_BYTES = 5120
@@ -235,6 +234,13 @@ def append(path, size, count):
         os.close(fd)
 
 
+def _jitter(pause):
+    """A pause between pause/2 and pause. random is imported here, not at the top: it
+    registers an at-fork handler, and qmail-lspawn forks a delivery from this code."""
+    import random
+    return random.uniform(pause / 2, pause)
+
+
 class LockTimeout(OSError):
     """maildirsize.lock stayed taken for LOCK_WAIT seconds."""
 
@@ -264,7 +270,7 @@ class size_lock:
                 if time.monotonic() > deadline:
                     raise LockTimeout(11, "%s locked for %d seconds" % (self.path, self.wait))
                 self._break_stale()
-                time.sleep(random.uniform(pause / 2, pause))
+                time.sleep(_jitter(pause))
                 pause = min(pause * 2, 0.05)
         finally:
             os.close(fd)

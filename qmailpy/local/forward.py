@@ -45,8 +45,7 @@ def _feed(proc_stdin, env_w, fd0, dtline, envelope):
 
 def forward(recipients, fd0, dtline, sender, environ):
     """Queue the message for `recipients`; return qmail-queue's pid (the 'qp')."""
-    import subprocess
-    from qmailpy import exitcodes, paths
+    from qmailpy import exitcodes, forkexec, paths
     from qmailpy.proto import qq
 
     # The SRS sender is not set here: qmail-send rewrites the sender of every remote
@@ -62,8 +61,7 @@ def forward(recipients, fd0, dtline, sender, environ):
     env_r, env_w = os.pipe()
     msg_r, msg_w = os.pipe()
     try:
-        proc = subprocess.Popen([_program(environ)], stdin=msg_r, stdout=env_r,
-                                cwd=home, env=environ)
+        pid = forkexec.start([_program(environ)], {0: msg_r, 1: env_r}, environ, home)
     except OSError as e:
         for fd in (env_r, env_w, msg_r, msg_w):
             os.close(fd)
@@ -76,10 +74,10 @@ def forward(recipients, fd0, dtline, sender, environ):
         ok = _feed(msg_w, env_w, fd0, dtline, envelope)
     finally:
         os.close(env_w)
-    code = proc.wait()
+    code = forkexec.wait(pid)
     if code == 0 and not ok:
         code = exitcodes.QQ_READ_ERROR
-    return _result(code, proc.pid)
+    return _result(code, pid)
 
 
 def _through_service(job, recipients, fd0, dtline, sender):

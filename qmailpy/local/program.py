@@ -5,6 +5,8 @@ qmail they share qmail-lspawn's pipe). Exit codes: 0 ok; 99 ok and stop
 reading the .qmail; 100, 64, 65, 70, 76, 77, 78, 112 permanent; killed by a
 signal "Aack, child crashed."; anything else temporary.
 """
+import os
+
 from qmailpy import exitcodes as X
 from qmailpy.local import errors, message
 
@@ -15,19 +17,26 @@ STOP = X.DELIVERY_OK_STOP
 
 def run(command, fd0, env, cwd):
     """Run `command`; return (stop, output bytes). Raises Die for failures."""
-    import subprocess
+    from qmailpy import forkexec
     message.rewind(fd0)
+    out_r, out_w = os.pipe()
     try:
-        proc = subprocess.run([SHELL, "-c", command], stdin=fd0, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        pid = forkexec.start([SHELL, "-c", command], {0: fd0, 1: out_w, 2: out_w}, env, cwd)
     except OSError as e:
+        os.close(out_r)
         raise errors.temp("Unable to run /bin/sh: %s. (#4.3.0)" % errors.error_str(e)) from None
-    code = proc.returncode
+    finally:
+        os.close(out_w)
+    try:
+        output = forkexec.read_all(out_r)
+    finally:
+        os.close(out_r)
+    code = forkexec.wait(pid)
     if code < 0:
-        raise errors.Die(errors.TEMP, errors.CHILD_CRASHED, proc.stdout)
+        raise errors.Die(errors.TEMP, errors.CHILD_CRASHED, output)
     if code == 0:
-        return False, proc.stdout
+        return False, output
     if code == STOP:
-        return True, proc.stdout
-    raise errors.Die(errors.PERM if code in PERMANENT else errors.TEMP, None, proc.stdout)
+        return True, output
+    raise errors.Die(errors.PERM if code in PERMANENT else errors.TEMP, None, output)
 

@@ -11,10 +11,10 @@ qmailr, clean qmailq, todo qmails) and qmail-send then becomes qmails;
 otherwise everything runs as the invoking user. qmail-todo holds the lock
 so a restarted qmail-send cannot start until the old qmail-todo is gone.
 """
-import fcntl
 import os
 import time
 
+from qmailpy.forkexec import become
 from qmailpy.paths import program_path
 
 QMAIL_USERS = {"send": "qmails", "todo": "qmails", "clean": "qmailq", "rspawn": "qmailr", "lspawn": None}
@@ -35,23 +35,12 @@ def qmail_ids(environ):
 
 
 def spawn_child(argv, fdmap, environ, ids=None):
-    """fork + exec with child fd N = parent fd fdmap[N] and nothing else open; the pid."""
+    """fork + exec with child fd N = parent fd fdmap[N] and nothing else open; the pid.
+    A helper that cannot be exec'd exits 127: qmail-send sees its pipes close."""
     pid = os.fork()
     if pid:
         return pid
-    try:
-        moved = {target: fcntl.fcntl(src, fcntl.F_DUPFD, 256) for target, src in fdmap.items()}
-        for target, src in moved.items():
-            os.dup2(src, target, inheritable=True)
-        os.closerange(max(fdmap) + 1, 1 << 20)
-        if ids:
-            os.setgroups([])
-            os.setgid(ids[1])
-            os.setuid(ids[0])
-        os.execve(argv[0], argv, environ)
-    except BaseException:
-        pass
-    os._exit(127)
+    become(argv, fdmap, environ, ids=(ids[0], ids[1], ()) if ids else None)
 
 
 class Child:

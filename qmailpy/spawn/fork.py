@@ -28,6 +28,8 @@ changes: nothing one delivery caches reaches the next.
 import os
 import sys
 
+from qmailpy.forkexec import fd_limit
+
 
 class Child:
     """What the spawn server needs of a Popen: pid, wait(), returncode."""
@@ -99,7 +101,7 @@ def _child(target, args, fdmess, fdout, cwd, env, unable, ids):
     os.dup2(fdmess, 0)
     os.dup2(fdout, 1)
     os.dup2(fdout, 2)
-    os.closerange(3, _fd_limit())
+    os.closerange(3, fd_limit())
     _name(os.path.basename(os.fsdecode(args[0])))
     os.chdir(cwd)
     if ids:
@@ -111,10 +113,8 @@ def _child(target, args, fdmess, fdout, cwd, env, unable, ids):
         except OSError as e:
             soft, hard = unable
             return soft if e.errno in TEMP_ERRORS else hard
-    if env is not os.environ:                     # qmail-rspawn's children keep the spawner's as it is:
-        env = dict(env)                           # rebuilding it would copy-on-write ~200 pages (0.5 ms)
-        os.environ.clear()
-        os.environ.update(env)
+    if env is not os.environ:                     # qmail-rspawn's children keep the spawner's as it is
+        _become_environment(env)
     sys.argv = [os.fsdecode(a) for a in args]
     import importlib
     module, function = target.split(":")
@@ -130,6 +130,18 @@ def _child(target, args, fdmess, fdout, cwd, env, unable, ids):
         return got & 0xFF
     _write(2, ("%s\n" % (got,)).encode("utf-8", "surrogateescape"))   # as sys.exit("text") does
     return 1
+
+
+def _become_environment(env):
+    """os.environ (and the C environment) made equal to env by changing only what differs:
+    qmail-lspawn's env is its own plus at most MAILDIRQUOTA, and clearing and rebuilding
+    the whole of it would copy on write about 200 pages (0.5 ms) in every child."""
+    env = dict(env)
+    for key in [key for key in os.environ if key not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def _crash():
@@ -173,9 +185,3 @@ def _write(fd, data):
             data = data[os.write(fd, data):]
     except OSError:
         pass
-
-
-def _fd_limit():
-    import resource
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return soft if soft != resource.RLIM_INFINITY and soft < (1 << 20) else (1 << 20)

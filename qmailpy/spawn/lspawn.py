@@ -47,10 +47,11 @@ QLX_TEXTS = {
 TEMPORARY = frozenset((111, 71, 74, 75))
 UNABLE = (120, 126)            # a forked child's exit codes for EXEC_SOFT, EXEC_HARD (qlx.h)
 MAIN = "qmailpy.local.main:main"            # what a forked child runs
-# Its modules: imported once, before the first delivery
+# Its modules: imported once, before the first delivery. Never subprocess, threading or
+# random: their at-fork handlers would run in every child (qmailpy.forkexec starts programs)
 PRELOAD = ("qmailpy.local.main", "qmailpy.local.deliver", "qmailpy.local.forward", "qmailpy.local.program",
            "qmailpy.local.quota", "qmailpy.local.vdelivermail", "qmailpy.local.maildir", "qmailpy.local.mbox",
-           "subprocess")
+           "qmailpy.forkexec", "fcntl", "resource")
 
 
 def report(status, output):
@@ -114,10 +115,12 @@ class Local:
         # the owner's uid and gid and no other group (qmail's prot_gid): forwards reach the
         # queue through qmail-queued, nothing else of the system is theirs to read
         ids = dict(user=who.uid, group=who.gid, extra_groups=[who.gid]) if self.root else {}
-        env = dict(self.environ)
-        env.pop("MAILDIRQUOTA", None)          # only a users-database mailbox has a quota
-        if who.quota:
-            env["MAILDIRQUOTA"] = who.quota
+        env = self.environ                     # the same object: the child changes nothing
+        if who.quota or "MAILDIRQUOTA" in env:
+            env = dict(env)
+            env.pop("MAILDIRQUOTA", None)      # only a users-database mailbox has a quota
+            if who.quota:
+                env["MAILDIRQUOTA"] = who.quota
         if self.qmaillocal is None:
             args[0] = fork.beside_me("qmail-local")
             return fork.start(MAIN, args, fdmess, fdout, self.home, env, UNABLE, ids)

@@ -1,0 +1,132 @@
+"""qmailpy.forkexec: fork + exec as qmail does, what the child holds, how failures come back.
+
+Each case runs in a fresh interpreter (a driver script), so fd numbers, signal
+dispositions and the modules loaded are the driver's own and not pytest's.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def driver(body, tmp_path, check=True):
+    """Run `body` after `from qmailpy import forkexec`; its stdout, decoded."""
+    script = "import os, sys\nsys.path.insert(0, %r)\nfrom qmailpy import forkexec\n%s" % (ROOT, body)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=str(tmp_path), timeout=60)
+    if check:
+        assert r.returncode == 0, r.stderr.decode()
+    return r.stdout.decode()
+
+
+def test_the_map_sets_the_childs_fds_and_every_other_fd_is_closed(tmp_path):
+    """Targets 7 and 8 from sources 8 and 7 (each source is the other's target); fd 2 is
+    inherited as it is; fd 9, inheritable in the parent, and the driver's pipes (3-6)
+    are not open in the child."""
+    out = driver(r'''
+a_r, a_w = os.pipe(); b_r, b_w = os.pipe()
+os.dup2(a_w, 8); os.dup2(b_w, 7); os.dup2(a_w, 9)
+os.close(a_w); os.close(b_w)
+pid = forkexec.start(["/bin/bash", "-c", "echo to-7 >&7; echo to-8 >&8; for n in 0 1 2 3 4 5 6 7 8 9; do [ -e /proc/$$/fd/$n ] && printf '%s ' $n; done; echo"],
+                     {7: 8, 8: 7}, {"PATH": "/usr/bin:/bin"})
+for fd in (7, 8, 9):
+    os.close(fd)
+code = forkexec.wait(pid)
+print(code, repr(forkexec.read_all(a_r)), repr(forkexec.read_all(b_r)))
+''', tmp_path)
+    # the child's fd 1 is the driver's stdout; fd 7 was a copy of our fd 8 (pipe a), 8 of 7 (b)
+    assert out == "0 1 2 7 8 \n0 b'to-7\\n' b'to-8\\n'\n"
+
+
+def test_the_environment_is_exactly_the_one_given(tmp_path):
+    out = driver(r'''
+pid = forkexec.start(["/usr/bin/env"], {}, {"ONE": "1", "TWO": "two words"})
+print(forkexec.wait(pid))
+''', tmp_path)
+    assert out == "ONE=1\nTWO=two words\n0\n"
+
+
+def test_sigpipe_and_sigxfsz_are_back_to_default_in_the_child(tmp_path):
+    """Python ignores both; the program must start as under qmail (mailprogram's sig_pipedefault)."""
+    out = driver(r'''
+import signal
+assert signal.getsignal(signal.SIGPIPE) is signal.SIG_IGN
+pid = forkexec.start(["/bin/sh", "-c", "grep SigIgn /proc/$$/status"], {}, {})
+print(forkexec.wait(pid))
+''', tmp_path)
+    ignored = int(out.split()[1], 16)
+    assert ignored & (1 << (13 - 1)) == 0         # SIGPIPE
+    assert ignored & (1 << (25 - 1)) == 0         # SIGXFSZ
+    assert out.split()[2] == "0"
+
+
+def test_cwd_is_where_the_program_runs(tmp_path):
+    (tmp_path / "there").mkdir()
+    out = driver(r'''
+pid = forkexec.start(["/bin/pwd"], {}, {}, cwd=%r)
+print(forkexec.wait(pid))
+''' % str(tmp_path / "there"), tmp_path)
+    assert out == "%s\n0\n" % (tmp_path / "there")
+
+
+def test_exit_codes_and_signals_come_back_as_popen_gives_them(tmp_path):
+    out = driver(r'''
+for cmd in ("exit 0", "exit 99", "exit 111", "kill -9 $$", "kill -SEGV $$"):
+    print(forkexec.wait(forkexec.start(["/bin/sh", "-c", cmd], {}, {})))
+''', tmp_path)
+    assert out.split() == ["0", "99", "111", "-9", "-11"]
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("missing program", "OSError 2 {tmp}/nonexistent-program"),
+    ("not executable", "OSError 13 {tmp}/plain-file"),
+    ("missing cwd", "OSError 2 {tmp}/no-such-dir"),
+])
+def test_a_child_that_cannot_get_to_exec_raises_oserror_with_the_file_and_is_reaped(tmp_path, case, expect):
+    """As Popen: errno, and the file (cwd for a failed chdir, the program for a failed
+    exec); the child is already reaped (no zombie, no child left to wait for); the
+    program is never run from the wrong directory."""
+    (tmp_path / "plain-file").write_text("echo ran > %s/ran\n" % tmp_path)
+    argv, cwd = {"missing program": ([str(tmp_path / "nonexistent-program")], None),
+                 "not executable": ([str(tmp_path / "plain-file")], None),
+                 "missing cwd": (["/bin/sh", "-c", "echo ran > %s/ran" % tmp_path], str(tmp_path / "no-such-dir")),
+                 }[case]
+    out = driver(r'''
+try:
+    forkexec.start(%r, {}, {}, cwd=%r)
+    print("started")
+except OSError as e:
+    print(isinstance(e, OSError) and "OSError", e.errno, e.filename)
+try:
+    os.waitpid(-1, 0)
+    print("a child was left")
+except ChildProcessError:
+    pass
+''' % (argv, cwd), tmp_path)
+    assert out == expect.format(tmp=tmp_path) + "\n"
+    assert not (tmp_path / "ran").exists()
+
+
+def test_ids_are_switched_with_no_saved_id_left(tmp_path):
+    """As root: supplementary groups, then gid, then uid, all three of each (setres*id)."""
+    assert os.geteuid() == 0, "the id switch needs root (make test runs as root)"
+    out = driver(r'''
+pid = forkexec.start(["/bin/sh", "-c", "grep -E '^(Uid|Gid|Groups):' /proc/$$/status"], {}, {},
+                     ids=(54321, 54322, (54323,)))
+print(forkexec.wait(pid))
+''', tmp_path)
+    lines = [line.split() for line in out.splitlines()]
+    assert lines == [["Uid:", "54321", "54321", "54321", "54321"], ["Gid:", "54322", "54322", "54322", "54322"],
+                     ["Groups:", "54323"], ["0"]]
+
+
+def test_starting_a_program_loads_no_module_with_an_at_fork_handler(tmp_path):
+    """threading and random register handlers that run in every later fork (and subprocess
+    imports threading): a forked qmail-local that starts programs must not load them."""
+    out = driver(r'''
+pid = forkexec.start(["/bin/true"], {}, {})
+print(forkexec.wait(pid), sorted(m for m in ("threading", "subprocess", "random", "logging") if m in sys.modules))
+''', tmp_path)
+    assert out == "0 []\n"
