@@ -20,7 +20,6 @@ qmail-send's path (qmail-send, qmail-todo, qmail-clean) it does not touch.
 """
 import os
 import resource
-import statistics
 import sys
 import time
 
@@ -107,6 +106,7 @@ def main():
                 got[name].append(measure(fn, n))
                 print("round %d %-10s wall %.2f ms, CPU %.2f ms here + %.2f ms in children "
                       "(%.0f faults) per delivery" % ((r, name) + got[name][-1]), flush=True)
+        import statistics            # not before the forks: it imports random, whose at-fork handler would run in each
         for name, samples in got.items():
             wall, own, kids, faults = (statistics.median(s[i] for s in samples) for i in range(4))
             print("%-10s median: wall %.2f ms, CPU %.2f ms per delivery (%.0f faults in children)"

@@ -17,7 +17,6 @@ import pwd
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 
@@ -33,6 +32,24 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_sink(port):
+    """Postfix's smtp-sink on 127.0.0.1:port; its pid. Started with posix_spawn, not
+    subprocess: subprocess imports threading, whose at-fork handler would then run in
+    every child forkcost.py and forkpages.py fork (qmail-rspawn loads no threading)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        return os.posix_spawn(shutil.which("smtp-sink") or "/usr/sbin/smtp-sink",
+                              ["smtp-sink", "-u", "nobody", "-m", "1024", "127.0.0.1:%d" % port, "1024"],
+                              os.environ, file_actions=[(os.POSIX_SPAWN_DUP2, null, 1), (os.POSIX_SPAWN_DUP2, null, 2)])
+    finally:
+        os.close(null)
+
+
+def stop_sink(pid):
+    os.kill(pid, signal.SIGTERM)
+    os.waitpid(pid, 0)
 
 
 def make_home(top, controls):
@@ -62,8 +79,7 @@ def preloaded_remote(prefix):
     (qmailpy.spawn.fork.preload); yields (home, path of the mess file). For bench/forkpages.py
     and bench/forkcost.py, which fork or call qmail-remote's main() themselves."""
     port = free_port()
-    sink = subprocess.Popen([shutil.which("smtp-sink") or "/usr/sbin/smtp-sink", "-u", "nobody", "-m", "1024",
-                             "127.0.0.1:%d" % port, "1024"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = start_sink(port)
     top = temp_tree(prefix)
     try:
         time.sleep(0.5)
@@ -72,15 +88,18 @@ def preloaded_remote(prefix):
         os.environ.update(QMAILHOME=home, QMAILPY_SINGLEUSER="1", DNSCACHEIP="127.0.0.1:1")
         from qmailpy.spawn import fork, rspawn
         fork.preload(rspawn.PRELOAD)
+        loaded = [m for m in ("threading", "random", "logging") if m in sys.modules]
+        if loaded:                           # each fork would run their at-fork handlers, as qmail-rspawn's do not
+            raise SystemExit("this driver is not qmail-rspawn: it has loaded %s" % ", ".join(loaded))
         yield home, os.path.join(home, "queue", "mess", messid.decode())
     finally:
-        os.kill(sink.pid, signal.SIGTERM)
-        sink.wait()
+        stop_sink(sink)
         shutil.rmtree(top, ignore_errors=True)
 
 
 def drive(program, args, env, messid, recipient, n, conc):
     """n deliveries, conc at a time; deliveries per second and the reports that were not K."""
+    import subprocess
     from qmailpy.proto import spawnwire
     p = subprocess.Popen([os.path.join(BIN, program)] + args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          env=env)
@@ -141,8 +160,7 @@ def local(top, n, rounds):
 
 def remote(top, n, rounds):
     port = free_port()
-    sink = subprocess.Popen([shutil.which("smtp-sink") or "/usr/sbin/smtp-sink", "-u", "nobody", "-m", "1024",
-                             "127.0.0.1:%d" % port, "1024"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = start_sink(port)
     try:
         time.sleep(0.5)
         home, messid = make_home(top, {"me": "mx.spawn.example", "helohost": "mx.spawn.example",
@@ -160,8 +178,7 @@ def remote(top, n, rounds):
                 results[mode].append(rate)
         return results
     finally:
-        os.kill(sink.pid, signal.SIGTERM)
-        sink.wait()
+        stop_sink(sink)
 
 
 def main(argv):
