@@ -4,10 +4,11 @@ subprocess imports threading, and threading (as random does) registers a
 handler that runs in every child the process forks from then on. qmail-lspawn
 forks a qmail-local from preloaded code for each delivery: with subprocess
 loaded there for the few deliveries that start a program, every child ran
-those handlers and copied about 140 more pages, 0.3 ms of CPU each
-(docs/performance.md, "At-fork handlers"). So the programs a forked delivery
-starts (qmail-local's |program lines and its qmail-queue for forwards) and
-qmail-send's helpers start here.
+those handlers (150 more copied pages and 0.4 ms of CPU in a child that does
+nothing else, about 90 pages more per delivery; docs/performance.md,
+"At-fork handlers"). So the programs a forked delivery starts (qmail-local's
+|program lines and its qmail-queue for forwards) and qmail-send's helpers
+start here.
 
 What the child does between fork and exec, and no more: SIGPIPE and SIGXFSZ
 back to default (Python ignores both; qmail's programs start with them

@@ -188,8 +188,8 @@ print(sorted(m for m in ("threading", "subprocess", "random", "logging", "concur
 @pytest.mark.parametrize("spawn", ["lspawn", "rspawn"])
 def test_spawners_load_no_module_whose_at_fork_handler_would_run_in_every_child(spawn):
     """threading (which subprocess imports) and random register handlers that run in every
-    child forked after they are imported: in qmail-lspawn that was 140 more copied pages
-    and 0.3 ms of CPU per delivery. What the spawner and its preload import must not load them."""
+    child forked after they are imported: in qmail-lspawn that was about 90 more copied
+    pages per delivery. What the spawner and its preload import must not load them."""
     script = AT_FORK % (str(ROOT), sysconfig.get_paths()["purelib"], spawn)
     r = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python3"), "-IS", "-c", script],
                        capture_output=True, timeout=60)
