@@ -34,10 +34,14 @@ def start(argv, fdmap, environ, cwd=None, ids=None):
     OSError (errno, and the file: cwd for a failed chdir, argv[0] for a failed exec)
     when it could not get to exec, the child reaped, as Popen raises it."""
     r, w = os.pipe()                            # close-on-exec: EOF here means exec'd
-    pid = os.fork()
-    if pid == 0:
+    try:
+        pid = os.fork()
+    except OSError:
         os.close(r)
-        become(argv, fdmap, environ, cwd, ids, w)
+        os.close(w)
+        raise
+    if pid == 0:
+        become(argv, fdmap, environ, cwd, ids, w)     # never returns; r closes with the rest
     os.close(w)
     try:
         said = read_all(r)
@@ -45,7 +49,10 @@ def start(argv, fdmap, environ, cwd=None, ids=None):
         os.close(r)
     if not said:
         return pid
-    os.waitpid(pid, 0)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:                   # SIGCHLD ignored: the kernel reaped it
+        pass
     stage, _, number = said.partition(b":")
     code = int(number)
     raise OSError(code, os.strerror(code), cwd if stage == b"chdir" else argv[0])
