@@ -3,11 +3,13 @@
 Each case runs in a fresh interpreter (a driver script), so fd numbers, signal
 dispositions and the modules loaded are the driver's own and not pytest's.
 """
+import json
 import os
 import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -130,3 +132,42 @@ pid = forkexec.start(["/bin/true"], {}, {})
 print(forkexec.wait(pid), sorted(m for m in ("threading", "subprocess", "random", "logging") if m in sys.modules))
 ''', tmp_path)
     assert out == "0 []\n"
+
+
+FD_MAP_DRIVER = r'''
+import json
+mapping = {int(k): v for k, v in json.loads(sys.argv[1]).items()}   # target -> source number
+sources = sorted(set(mapping.values()))
+import fcntl
+pipes, writers = {}, {}
+for number in sources:                    # every pipe first well above the numbers in play
+    r, w = os.pipe()
+    pipes[number] = fcntl.fcntl(r, fcntl.F_DUPFD_CLOEXEC, 20)
+    writers[number] = fcntl.fcntl(w, fcntl.F_DUPFD_CLOEXEC, 20)
+    os.close(r)
+    os.close(w)
+for number, w in writers.items():          # then each write end at its source number
+    os.dup2(w, number)
+    os.close(w)
+script = "; ".join("echo %d >&%d" % (t, t) for t in sorted(mapping))
+pid = forkexec.start(["/bin/bash", "-c", script], mapping, {})
+for number in sources:
+    os.close(number)
+code = forkexec.wait(pid)
+print(json.dumps({"code": code, "got": {str(n): forkexec.read_all(pipes[n]).decode() for n in sources}}))
+'''
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.dictionaries(st.integers(min_value=3, max_value=9), st.integers(min_value=3, max_value=9),
+                       min_size=1, max_size=5))
+def test_any_fd_map_gives_each_target_a_copy_of_its_source(tmp_path_factory, mapping):
+    """Targets that are other targets' sources, sources used twice, a target that is its
+    own source: each target fd of the child writes into the pipe its source was."""
+    tmp = tmp_path_factory.mktemp("fdmap")
+    out = driver(FD_MAP_DRIVER.replace("sys.argv[1]", repr(json.dumps(mapping))), tmp)
+    got = json.loads(out)
+    assert got["code"] == 0
+    want = {str(s): "".join("%d\n" % t for t in sorted(mapping) if mapping[t] == s)
+            for s in set(mapping.values())}
+    assert got["got"] == want
