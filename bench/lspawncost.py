@@ -21,7 +21,6 @@ import os
 import resource
 import shutil
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -29,15 +28,8 @@ sys.path.insert(0, HERE)
 import spawnmodes  # noqa: E402
 
 DOMAIN = "bench.example"
-NOBODY = 65534
+NOBODY = spawnmodes.NOBODY
 CONCURRENCY = 10
-
-
-def own_stat(pid):
-    """(minor faults, CPU seconds) of a running process."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[7]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def mailbox(tree, top, virtual):
@@ -58,52 +50,18 @@ def mailbox(tree, top, virtual):
                            capture_output=True, timeout=60)
         new = os.path.join(vdir, "domains", DOMAIN, "rcpt", "Maildir", "new")
         return home, messid, ("%s-rcpt@%s" % (DOMAIN, DOMAIN)).encode(), new, env
-    import cdblib
-    box = os.path.join(top, "box")
-    for d in ("", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"):
-        os.makedirs(os.path.join(box, d), exist_ok=True)
-        os.chown(os.path.join(box, d), NOBODY, NOBODY)
-    os.makedirs(os.path.join(home, "users"))
-    with open(os.path.join(home, "users", "cdb"), "wb") as f:
-        w = cdblib.Writer(f)
-        w.put(b"!joe\0", b"\0".join([b"nobody", b"%d" % NOBODY, b"%d" % NOBODY, box.encode(), b"", b""]))
-        w.put(b"", b"")
-        w.finalize()
-    env["QMAILPY_PASSWD"] = os.path.join(home, "passwd")
-    open(env["QMAILPY_PASSWD"], "w").close()
-    return home, messid, b"joe@localhost", os.path.join(box, "Maildir", "new"), env
+    new, env["QMAILPY_PASSWD"] = spawnmodes.cdb_mailbox(top, home)
+    return home, messid, b"joe@localhost", new, env
 
 
 def drive(tree, env, messid, recipient, n):
     """n deliveries at CONCURRENCY: (per second, qmail-lspawn's own (faults, CPU s)); all K."""
-    import subprocess
-    from qmailpy.proto import spawnwire
-    p = subprocess.Popen([os.path.join(tree, "bin", "qmail-lspawn"), "./Maildir/"], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, env=env)
-    decoder, fd = spawnwire.ReportDecoder(), p.stdout.fileno()
-    while decoder.limit is None:
-        decoder.feed(os.read(fd, 2))
-    time.sleep(0.5)                          # the preload after the limit: not part of a delivery
-    free, sent, done, bad = list(range(CONCURRENCY)), 0, 0, []
-    before = own_stat(p.pid)
-    start = time.perf_counter()
-    while done < n:
-        while free and sent < n:
-            p.stdin.write(spawnwire.encode_command(free.pop(), messid, b"a@spawn.example", recipient))
-            sent += 1
-        p.stdin.flush()
-        for r in decoder.feed(os.read(fd, 65536)):
-            done += 1
-            free.append(r.delnum)
-            if r.kind != b"K":
-                bad.append(r.kind + r.text)
-    elapsed = time.perf_counter() - start
-    after = own_stat(p.pid)
-    p.stdin.close()
-    p.wait()
+    own = []
+    rate, bad = spawnmodes.drive("qmail-lspawn", ["./Maildir/"], env, messid, recipient, n, CONCURRENCY,
+                                 bindir=os.path.join(tree, "bin"), own=own)
     if bad:
         raise SystemExit("qmail-lspawn: %d reports not K: %r" % (len(bad), bad[0]))
-    return n / elapsed, (after[0] - before[0], after[1] - before[1])
+    return rate, own
 
 
 def one(tree, n, virtual):

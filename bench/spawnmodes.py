@@ -97,17 +97,20 @@ def preloaded_remote(prefix):
         shutil.rmtree(top, ignore_errors=True)
 
 
-def drive(program, args, env, messid, recipient, n, conc):
-    """n deliveries, conc at a time; deliveries per second and the reports that were not K."""
+def drive(program, args, env, messid, recipient, n, conc, bindir=BIN, own=None):
+    """n deliveries, conc at a time; deliveries per second and the reports that were not K.
+    bindir: whose bin/ to run; own: a list that gets the spawner's own (page faults, CPU
+    seconds) over the deliveries (/proc/PID/stat, read before its input closes)."""
     import subprocess
     from qmailpy.proto import spawnwire
-    p = subprocess.Popen([os.path.join(BIN, program)] + args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    p = subprocess.Popen([os.path.join(bindir, program)] + args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          env=env)
     decoder, fd = spawnwire.ReportDecoder(), p.stdout.fileno()
     while decoder.limit is None:
         decoder.feed(os.read(fd, 2))
     time.sleep(0.5)                          # the preload after the limit: not part of a delivery
     free, sent, done, bad = list(range(conc)), 0, 0, []
+    before = _own_stat(p.pid)
     start = time.perf_counter()
     while done < n:
         while free and sent < n:
@@ -121,14 +124,25 @@ def drive(program, args, env, messid, recipient, n, conc):
             if r.kind != b"K":
                 bad.append(r.kind + r.text)
     elapsed = time.perf_counter() - start
+    if own is not None:
+        after = _own_stat(p.pid)
+        own[:] = [after[0] - before[0], after[1] - before[1]]
     p.stdin.close()
     p.wait()
     return n / elapsed, bad
 
 
-def local(top, n, rounds):
+def _own_stat(pid):
+    """(minor faults, CPU seconds) of a running process."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[7]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cdb_mailbox(top, home):
+    """A Maildir under top/box owned by nobody, users/cdb sending joe@ there, and an empty
+    passwd file for qmail-lspawn's other lookups; (Maildir/new, the passwd file)."""
     import cdblib
-    home, messid = make_home(top, {"me": "mx.spawn.example", "locals": "localhost"})
     box = os.path.join(top, "box")
     for d in ("", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"):
         os.makedirs(os.path.join(box, d), exist_ok=True)
@@ -141,6 +155,12 @@ def local(top, n, rounds):
         w.finalize()
     passwd = os.path.join(home, "passwd")
     open(passwd, "w").close()
+    return os.path.join(box, "Maildir", "new"), passwd
+
+
+def local(top, n, rounds):
+    home, messid = make_home(top, {"me": "mx.spawn.example", "locals": "localhost"})
+    new, passwd = cdb_mailbox(top, home)
     results = {"fork": [], "exec": []}
     for _ in range(rounds):
         for mode in ("fork", "exec"):
@@ -152,7 +172,7 @@ def local(top, n, rounds):
             if bad:
                 raise SystemExit("qmail-lspawn %s: %d reports not K: %r" % (mode, len(bad), bad[0]))
             results[mode].append(rate)
-    delivered = len(os.listdir(os.path.join(box, "Maildir", "new")))
+    delivered = len(os.listdir(new))
     if delivered != 2 * rounds * n:
         raise SystemExit("qmail-local delivered %d of %d" % (delivered, 2 * rounds * n))
     return results
