@@ -215,6 +215,29 @@ def test_stalls_time_out_and_a_hanging_database_delays_only_its_own_question():
         shutil.rmtree(top)
 
 
+def test_a_wake_after_the_loop_ended_is_nothing():
+    """stop() sets running and then wakes the loop; the loop may see running first, end and
+    close its wake pipe before the wake is written (a worker can also finish after it). The
+    late wake must neither fail (EBADF) nor write into a file that took the pipe's number."""
+    server, t, path, logged, top = _server(lambda: SlowAnswers(threading.Event()), Peers({os.getuid()}))
+    try:
+        server.stop()
+        t.join(10)
+        assert not t.is_alive()
+        r, w = os.pipe()                   # the lowest free numbers: the wake pipe's old ones
+        try:
+            server.stop()
+            server._wake()
+            os.set_blocking(r, False)
+            with pytest.raises(BlockingIOError):
+                os.read(r, 1)              # nothing was written into the pipe that took the number
+        finally:
+            os.close(r)
+            os.close(w)
+    finally:
+        shutil.rmtree(top)
+
+
 def test_kept_connection_closed_by_the_service_is_asked_again():
     server, t, path, logged, top = _server(lambda: SlowAnswers(threading.Event()), Peers({os.getuid()}),
                                            idle=0.2, partial=0.2)

@@ -54,6 +54,7 @@ class Server:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
+        self.wake_lock = threading.Lock()  # serve() closes the pipe while stop() or a worker may wake
         self.sel = selectors.DefaultSelector()
         self.conns = {}
         self.running = True
@@ -63,10 +64,16 @@ class Server:
         self._wake()
 
     def _wake(self):
-        try:
-            os.write(self.wake_w, b"x")
-        except BlockingIOError:
-            pass                    # a wake-up is pending already
+        """Wake the loop; nothing once serve() has ended and closed the pipe (stop() racing
+        the loop's own exit, a worker finishing after it): never a write to a closed fd,
+        nor to whatever file took its number since."""
+        with self.wake_lock:
+            if self.wake_w is None:
+                return
+            try:
+                os.write(self.wake_w, b"x")
+            except BlockingIOError:
+                pass                # a wake-up is pending already
 
     # -- workers
     def _work(self):
@@ -122,8 +129,10 @@ class Server:
             for conn in list(self.conns.values()):
                 self._close(conn)
             self.sel.close()
-            os.close(self.wake_r)
-            os.close(self.wake_w)
+            with self.wake_lock:
+                os.close(self.wake_r)
+                os.close(self.wake_w)
+                self.wake_w = None
 
     def _accept(self):
         while True:
