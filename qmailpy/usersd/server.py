@@ -54,7 +54,9 @@ class Server:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
-        self.wake_lock = threading.Lock()  # serve() closes the pipe while stop() or a worker may wake
+        # serve() closes the pipe while stop() or a worker may wake; reentrant, because stop()
+        # also runs from a signal handler, which may interrupt this thread holding it
+        self.wake_lock = threading.RLock()
         self.sel = selectors.DefaultSelector()
         self.conns = {}
         self.running = True
@@ -130,9 +132,9 @@ class Server:
                 self._close(conn)
             self.sel.close()
             with self.wake_lock:
+                wake_w, self.wake_w = self.wake_w, None     # first: a handler run here finds None
                 os.close(self.wake_r)
-                os.close(self.wake_w)
-                self.wake_w = None
+                os.close(wake_w)
 
     def _accept(self):
         while True:
