@@ -9,8 +9,23 @@ says at the call how durable the file must be.
 write_cdb() builds a constant database (qmail's cdbmake format, djb hash,
 module cdblib) in memory and replaces the target with it the same way:
 qmail-newmrh, qmail-newu.
+read_all() is the reading side: an fd read to its end (a child's output
+pipe, qmail-remote's message, the AUTH-failure file), one loop for the
+programs that need it (ctl.reader keeps its own copy: see read_bytes).
 """
 import os
+
+READ_SIZE = 65536
+
+
+def read_all(fd):
+    """Everything until end of file on fd; OSError from read propagates."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, READ_SIZE)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def fsync_dir(path):

@@ -44,7 +44,7 @@ def start(argv, fdmap, environ, cwd=None, ids=None):
         become(argv, fdmap, environ, cwd, ids, w)     # never returns; r closes with the rest
     os.close(w)
     try:
-        said = read_all(r)
+        said = os.read(r, 64)       # b"" once exec closed the pipe; else the child's one short write
     finally:
         os.close(r)
     if not said:
@@ -105,13 +105,3 @@ def become(argv, fdmap, environ, cwd=None, ids=None, errpipe=None):
             os.write(errpipe, b"%s:%d" % (stage, code or 5))     # 5: EIO, for a failure without errno
     finally:
         os._exit(127)
-
-
-def read_all(fd):
-    """Everything until EOF on fd (a child's output pipe)."""
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)

@@ -16,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def driver(body, tmp_path, check=True):
     """Run `body` after `from qmailpy import forkexec`; its stdout, decoded."""
-    script = "import os, sys\nsys.path.insert(0, %r)\nfrom qmailpy import forkexec\n%s" % (ROOT, body)
+    script = ("import os, sys\nsys.path.insert(0, %r)\nfrom qmailpy import forkexec\n"
+              "from qmailpy.fileio import read_all\n%s" % (ROOT, body))
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=str(tmp_path), timeout=60)
     if check:
         assert r.returncode == 0, r.stderr.decode()
@@ -36,7 +37,7 @@ pid = forkexec.start(["/bin/bash", "-c", "echo to-7 >&7; echo to-8 >&8; for n in
 for fd in (7, 8, 9):
     os.close(fd)
 code = forkexec.wait(pid)
-print(code, repr(forkexec.read_all(a_r)), repr(forkexec.read_all(b_r)))
+print(code, repr(read_all(a_r)), repr(read_all(b_r)))
 ''', tmp_path)
     # the child's fd 1 is the driver's stdout; fd 7 was a copy of our fd 8 (pipe a), 8 of 7 (b)
     assert out == "0 1 2 7 8 \n0 b'to-7\\n' b'to-8\\n'\n"
@@ -154,7 +155,7 @@ pid = forkexec.start(["/bin/bash", "-c", script], mapping, {})
 for number in sources:
     os.close(number)
 code = forkexec.wait(pid)
-print(json.dumps({"code": code, "got": {str(n): forkexec.read_all(pipes[n]).decode() for n in sources}}))
+print(json.dumps({"code": code, "got": {str(n): read_all(pipes[n]).decode() for n in sources}}))
 '''
 
 

@@ -214,7 +214,7 @@ def test_lspawn_preloads_what_a_maildir_delivery_imports(tmp_path):
 ENV_PROBE = r"""
 import os, sys
 sys.path.insert(0, sys.argv[1])
-from qmailpy import forkexec
+from qmailpy.fileio import read_all
 from qmailpy.spawn import fork
 os.environ.update(KEEP="same", CHANGE="old", DROP="gone")
 env = dict(os.environ, CHANGE="new", ADD="added")
@@ -223,7 +223,7 @@ for given in (env, os.environ):
     r, w = os.pipe()
     child = fork.start("envprobe:main", [b"probe"], 0, w, "/", given, (111, 100))
     os.close(w)
-    got = forkexec.read_all(r)
+    got = read_all(r)
     want = sorted("%s=%s" % kv for kv in given.items())
     python, _, c = got.decode().partition("|")
     print(child.wait(), sorted(python.split("\0")[:-1]) == want, sorted(c.split("\0")[:-1]) == want)

@@ -54,7 +54,9 @@ def read_bytes(path, name=None):
     """File contents, or None when absent; other errors raise ControlError naming `name` (or path).
 
     Plain os calls: open, read, read, close. A file object adds an fstat, a tty check and
-    two seeks to each file, and qmail-smtpd reads every present control per connection."""
+    two seeks to each file, and qmail-smtpd reads every present control per connection.
+    The loop is fileio.read_all's, written here: importing fileio would be one more
+    module for every exec'd qmail-smtpd (tests/test_smtpd.py holds that budget)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):

@@ -18,6 +18,7 @@ STOP = X.DELIVERY_OK_STOP
 def run(command, fd0, env, cwd):
     """Run `command`; return (stop, output bytes). Raises Die for failures."""
     from qmailpy import forkexec
+    from qmailpy.fileio import read_all
     message.rewind(fd0)
     out_r, out_w = os.pipe()
     try:
@@ -28,7 +29,7 @@ def run(command, fd0, env, cwd):
     finally:
         os.close(out_w)
     try:
-        output = forkexec.read_all(out_r)
+        output = read_all(out_r)
     finally:
         os.close(out_r)
     code = forkexec.wait(pid)

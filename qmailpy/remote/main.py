@@ -22,6 +22,7 @@ import os
 import sys
 import time
 
+from qmailpy.fileio import read_all
 from qmailpy.remote import report as R
 
 PREF_NONE = 100000      # qmail's prefme when none of the addresses is mine
@@ -29,13 +30,8 @@ PREF_RELAY = 300000     # a relay from smtproutes is never "me"
 
 
 def _read_message(fd):
-    chunks = []
     try:
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+        return read_all(fd)
     except OSError:
         raise R.Stop(R.READ) from None
 

@@ -12,6 +12,8 @@ the removal sees st_nlink == 0 under the lock and opens the path again.
 import fcntl
 import os
 
+from qmailpy.fileio import read_all
+
 
 def _line_time(line):
     try:
@@ -39,12 +41,7 @@ class Attempts:
         """change(live lines) -> (new lines, result), under the lock; the result."""
         fd = self._open_locked()
         try:
-            data = b""
-            while True:
-                chunk = os.read(fd, 65536)
-                if not chunk:
-                    break
-                data += chunk
+            data = read_all(fd)
             live = [line for line in data.split(b"\n") if line and _line_time(line) > now - self.window]
             lines, result = change(live)
             if lines:
