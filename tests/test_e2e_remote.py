@@ -16,7 +16,7 @@ import pytest
 
 from dnsserver import dns_server  # noqa: F401  (fixture)
 from smtpsink import sinks  # noqa: F401  (fixture)
-from test_e2e_support import DOMAIN, ME, SPAWN_MODES, Routes, dates, inject, queued_ids, world  # noqa: F401
+from test_e2e_support import DOMAIN, ME, SPAWN_MODES, Routes, dates, inject, queue_report, queued_ids, world  # noqa: F401
 
 # every test here runs with forked and with exec'd qmail-local/qmail-remote
 pytestmark = pytest.mark.parametrize("world", SPAWN_MODES, indirect=True)
@@ -53,7 +53,9 @@ def queue_one(world, message, recipients, sender=SENDER):
     """Queue with the real qmail-queue while qmail-send is not running; (msgid, mess bytes)."""
     before = set(queued_ids(world))
     assert inject(world, message, sender, recipients) == 0
-    [msgid] = set(queued_ids(world)) - before
+    new = set(queued_ids(world)) - before
+    assert len(new) == 1, queue_report(world)
+    [msgid] = new
     return msgid, world.mess(msgid)
 
 

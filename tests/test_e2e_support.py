@@ -301,7 +301,30 @@ def inject(world, message, sender, recipients):
         f.write(message)
     with open(e_w, "wb") as f:
         f.write(qq.encode(sender, recipients))
-    return p.wait(timeout=60)
+    return exit_code(p)
+
+
+def exit_code(proc, timeout=60):
+    """proc's exit code from waitpid itself: Popen.wait() reports a child whose status someone
+    else took (ECHILD) as exit 0, and a test must not take that for 'queued'."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            raise AssertionError("pid %d's exit status was taken by another waiter" % proc.pid) from None
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode
+        assert time.monotonic() < deadline, "pid %d still running after %s s" % (proc.pid, timeout)
+        time.sleep(0.005)
+
+
+def queue_report(world):
+    """What to show when a message is not where a test expects it: the queue's files and
+    qmail-queued's log."""
+    log = Path(world.top, "queued.log")
+    return "queue: %s\nqmail-queued: %s" % (world.queue_files(), log.read_text(errors="replace") if log.exists() else "-")
 
 
 def queued_ids(world):
