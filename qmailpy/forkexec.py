@@ -80,6 +80,12 @@ def become(argv, fdmap, environ, cwd=None, ids=None, errpipe=None):
         moved = {target: fcntl.fcntl(src, fcntl.F_DUPFD_CLOEXEC, top) for target, src in fdmap.items()}
         for target, src in moved.items():
             os.dup2(src, target, inheritable=True)
+        for fd in range(3, top):                   # below the targets' top: what no target took
+            if fd not in fdmap:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
         if errpipe is None:
             os.closerange(top, fd_limit())
         else:

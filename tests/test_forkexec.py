@@ -43,6 +43,24 @@ print(code, repr(read_all(a_r)), repr(read_all(b_r)))
     assert out == "0 1 2 7 8 \n0 b'to-7\\n' b'to-8\\n'\n"
 
 
+def test_an_fd_below_the_highest_target_that_no_target_took_is_closed(tmp_path):
+    """Targets 0 and 8: the parent's inheritable fds 5 and 7, below 8, are not open in the child,
+    nor are the pipe's own fds (3 and 4, one of them a source)."""
+    out = driver(r'''
+r, w = os.pipe()
+assert (r, w) == (3, 4), (r, w)
+os.dup2(w, 5); os.dup2(w, 7); os.dup2(w, 8)
+os.close(w)
+pid = forkexec.start(["/bin/bash", "-c", "echo to-8 >&8; for n in 3 4 5 6 7 8 9; do [ -e /proc/$$/fd/$n ] && printf '%s ' $n; done; echo"],
+                     {0: r, 8: 8}, {"PATH": "/usr/bin:/bin"})
+for fd in (5, 7, 8):
+    os.close(fd)
+code = forkexec.wait(pid)
+print(code, repr(read_all(r)))
+''', tmp_path)
+    assert out == "8 \n0 b'to-8\\n'\n"
+
+
 def test_the_environment_is_exactly_the_one_given(tmp_path):
     out = driver(r'''
 pid = forkexec.start(["/usr/bin/env"], {}, {"ONE": "1", "TWO": "two words"})
