@@ -50,7 +50,8 @@ def routes(world, dns_server, sinks):  # noqa: F811
 
 
 def queue_one(world, message, recipients, sender=SENDER):
-    """Queue with the real qmail-queue while qmail-send is not running; (msgid, mess bytes)."""
+    """Queue with the real qmail-queue while qmail-send is not running (so the new message
+    stays in todo/); (msgid, mess bytes)."""
     before = set(queued_ids(world))
     assert inject(world, message, sender, recipients) == 0
     new = set(queued_ids(world)) - before
