@@ -221,7 +221,7 @@ class SmtpMachine(RuleBasedStateMachine):
         self.sender = None          # bytes once MAIL was accepted
         self.rcpts = []
         self.authed = False
-        self.closed = None          # why the session closed: "221", "smtplf", "timeout", "eof"
+        self.closed = None          # why the session closed: "221", "smtplf", "lockout", "timeout", "eof"
         self.queued = []            # what the queue must hold
         self.delays = 0
         self.failures = 0           # failed password checks (authfaillimit counts them)
@@ -428,7 +428,8 @@ class SmtpMachine(RuleBasedStateMachine):
         (the services' count is this session's): once `limit` checks have failed, the next
         check is not made and the reply is 421; the check that makes `limit` failures is
         made (and slept on), then answered 421. Either way the connection ends."""
-        if self.failures >= self.authfail_limit:
+        limited = bool(self.authfail_limit)          # 0: no limit
+        if limited and self.failures >= self.authfail_limit:
             self.close("lockout")
             return R.AUTH_LOCKOUT
         if good:
@@ -436,7 +437,7 @@ class SmtpMachine(RuleBasedStateMachine):
             return R.AUTH_OK
         self.failures += 1
         self.delays += 1
-        if self.failures >= self.authfail_limit:
+        if limited and self.failures >= self.authfail_limit:
             self.close("lockout")
             event("auth lockout")
             return R.AUTH_LOCKOUT
