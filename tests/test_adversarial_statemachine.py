@@ -412,15 +412,15 @@ class SmtpMachine(RuleBasedStateMachine):
                    else R.AUTH_ALREADY if self.authed else R.AUTH_IN_MAIL if self.sender is not None else None)
         if refusal is not None:                     # the rest of the exchange is read as commands
             expected += [refusal] + [R.UNIMPLEMENTED] * (len(lines) - 1)
-        elif kind in PASSWORD_CHECKS:
-            expected += PASSWORD_CHECKS[kind] + [self.password_check(kind == "plain-good")]
-            event("auth " + kind)
         else:
-            expected += {
-                "malformed": [R.AUTH_MALFORMED], "cancel": [R.AUTH_USERNAME, R.AUTH_CANCELED],
-                "unknown": [R.AUTH_TYPE],
-            }[kind]
             event("auth " + kind)
+            if kind in PASSWORD_CHECKS:
+                expected += PASSWORD_CHECKS[kind] + [self.password_check(kind == "plain-good")]
+            else:
+                expected += {
+                    "malformed": [R.AUTH_MALFORMED], "cancel": [R.AUTH_USERNAME, R.AUTH_CANCELED],
+                    "unknown": [R.AUTH_TYPE],
+                }[kind]
         self.send(first + b"".join(l + CRLF for l in lines), expected, cuts)
 
     def password_check(self, good):
