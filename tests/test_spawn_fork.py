@@ -243,3 +243,45 @@ def test_a_forked_child_has_exactly_the_environment_it_was_given(tmp_path):
                        capture_output=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
     assert r.returncode == 0, r.stderr.decode()
     assert r.stdout.decode() == "0 True True\n0 True True\n"
+
+
+NO_FORK_DRIVER = r'''
+import errno, os, sys
+sys.path[:0] = %(paths)r
+exec(%(probe)r)
+import qmailpy.%(target)s as target
+target.main = main
+real_fork, refused = os.fork, []
+
+def fork():                       # the kernel refuses the first fork (EAGAIN: RLIMIT_NPROC, memory)
+    if not refused:
+        refused.append(1)
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+    return real_fork()
+
+os.fork = fork
+from qmailpy.spawn.%(spawn)s import main as spawn_main
+sys.exit(spawn_main())
+'''
+
+
+@pytest.mark.parametrize("which", ["local", "remote"])
+def test_a_fork_the_kernel_refuses_is_a_deferral_and_the_spawn_goes_on(scratch, which):
+    """spawn.c: a delivery that cannot be forked is "Zqmail-spawn unable to fork." and the
+    spawn serves the next command; a spawn that died instead took qmail-send down with it
+    ("lost spawn connection"), and every delivery it was running got its report lost."""
+    env = scratch.env()
+    del env["QMAILLOCAL"], env["QMAILREMOTE"]
+    driver = NO_FORK_DRIVER % dict(paths=[str(ROOT), sysconfig.get_paths()["purelib"]], probe=PROBE,
+                                   target="%s.main" % which, spawn="%sspawn" % which[0])
+    spawn = SpawnClient(None, env, argv=[sys.executable, "-IS", "-c", driver, "./Maildir/"])
+    host = b"localhost" if which == "local" else b"far.example"
+    try:
+        messid = queue_message(scratch.home, b"Subject: probe\n\nbody\n")
+        refused = spawn.one(messid, b"alice@localhost", b"joe@" + host)
+        fine = spawn.one(messid, b"alice@localhost", b"joe@" + host)
+    finally:
+        code, rest = spawn.close()
+    assert refused == b"Zqmail-spawn unable to fork. (#4.3.0)\n"
+    assert fine[:1] == b"K", fine
+    assert (code, rest) == (0, b"")

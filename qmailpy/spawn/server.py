@@ -20,6 +20,7 @@ from qmailpy.queue import layout
 
 SPAWN_MAX = 500                 # our conf-spawn: concurrencylocal/remote stop at 500
 TRUNCMESS = b"\nError report too long, sorry.\n"
+NO_FORK = b"Zqmail-spawn unable to fork. (#4.3.0)\n"
 READ = 4096
 
 
@@ -159,6 +160,8 @@ class Server:
             return self.err(delnum, b"Zqmail-spawn unable to create pipe. (#4.3.0)\n")
         try:
             got = self.program.spawn(fdmess, w, sender, recip, at)
+        except OSError:                      # fork() refused (EAGAIN, ENOMEM): spawn.c's deferral
+            got = NO_FORK
         finally:
             os.close(w)
         if isinstance(got, bytes):           # decided without running anything
