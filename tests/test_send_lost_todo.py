@@ -27,15 +27,18 @@ def assert_died_cleanly(send):
     assert not any("Traceback" in line for line in lines), lines
 
 
-def test_qmail_send_exits_when_qmail_todo_dies(scratch):
-    send = Send(scratch)
-    send.wait_line(r"^status: local 0/")
-
+def kill_todo(send, signum):
     def todo_pids():
         return [pid for pid in send.children()
                 if open("/proc/%d/cmdline" % pid, "rb").read().split(b"\0")[2].endswith(b"qmail-todo")]
     [todo] = send.wait_for(todo_pids, what="qmail-todo")
-    os.kill(todo, signal.SIGKILL)
+    os.kill(todo, signum)
+
+
+def test_qmail_send_exits_when_qmail_todo_dies(scratch):
+    send = Send(scratch)
+    send.wait_line(r"^status: local 0/")
+    kill_todo(send, signal.SIGKILL)
     deadline = time.time() + 15
     while send.proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -53,4 +56,20 @@ def test_qmail_send_exits_when_qmail_todo_cannot_start(scratch):
     lines = send.lines()
     assert any(line.startswith("alert: qmail-todo: cannot start: ") and "lock/trigger" in line
                for line in lines), lines
+    assert_died_cleanly(send)
+
+
+def test_qmail_send_exits_when_qmail_todo_says_it_is_exiting(scratch):
+    """qmail-todo stopping on its own (a SIGTERM of its own, its qmail-clean lost) says X and
+    exits; ext-todo's qmail-send takes an X it did not ask for as tododied(). One that only
+    noted it ran on without anybody reading todo/: every message queued after that stayed
+    there, undelivered, until qmail-send was restarted by hand."""
+    send = Send(scratch)
+    send.wait_line(r"^status: local 0/")
+    kill_todo(send, signal.SIGTERM)
+    send.wait_line(r"^status: qmail-todo stop processing asap$")
+    deadline = time.time() + 15
+    while send.proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert send.proc.poll() is not None, "\n".join(send.lines())
     assert_died_cleanly(send)

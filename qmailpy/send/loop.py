@@ -86,22 +86,24 @@ class Loop:
         except OSError:
             data = b""
         if not data:
-            if not self.told_todo:
-                self.log("alert: oh no! lost qmail-todo connection! dying...")
-            self.todo_alive, self.flags.exit = False, True
-            self.sel.unregister(self.todo.frm)
-            return
+            return self.todo_gone()
         for rec in self.todo_decoder.feed(data):
             if isinstance(rec, todowire.Done):
                 self.sched.todo_done(rec.msgid, (rec.local, rec.remote), now)
             elif isinstance(rec, todowire.LogLine):
                 self.sched.log.raw(rec.text)
             elif isinstance(rec, todowire.Exiting):
-                self.todo_alive = False
-                self.sel.unregister(self.todo.frm)
-                return
+                return self.todo_gone()
             else:
                 self.log("warning: qmail-todo speaks an obscure dialect")
+
+    def todo_gone(self):
+        """qmail-todo's X or end of file: expected after our X; else ext-todo's tododied(),
+        since nobody would take new messages out of todo/ any more."""
+        if not self.told_todo:
+            self.log("alert: oh no! lost qmail-todo connection! dying...")
+        self.todo_alive, self.flags.exit = False, True
+        self.sel.unregister(self.todo.frm)
 
     def update_writers(self):
         for ch in self.sched.channels:
