@@ -251,7 +251,9 @@ class size_lock:
     The lock's mtime is the holder's clock through the file server's; a lock
     older than LOCK_STALE seconds (a holder killed between link and unlink)
     is removed. LockTimeout after LOCK_WAIT seconds; other OSErrors (no tmp/,
-    a read-only file system) propagate.
+    a read-only file system) propagate from taking the lock, never from leaving
+    it: by then qmail-local's message is in new/, and a temporary failure would
+    have qmail-send deliver it again.
     """
 
     def __init__(self, root, host=None, wait=LOCK_WAIT, stale=LOCK_STALE):
@@ -295,7 +297,10 @@ class size_lock:
             _unlink(self.path)
 
     def __exit__(self, *exc):
-        _unlink(self.path)
+        try:
+            _unlink(self.path)
+        except OSError:         # what the lock guarded is done: a lock left here goes stale
+            pass                # and is broken after `stale` seconds, as a crashed holder's
 
 
 def _unlink(path):

@@ -251,3 +251,22 @@ def test_needs_lock_only_with_a_quota_or_a_maildirsize(tmp_path):
         f.write("1000S\n")
     assert quota.needs_lock(md, {}) == md
     assert quota.needs_lock(folder, {}) == md
+
+
+def test_a_lock_that_cannot_be_removed_after_the_link_is_still_one_delivery(box, monkeypatch):
+    """The message is in new/ once the link is made; failing to remove maildirsize.lock
+    after it (EIO, ESTALE over NFS) left it there and reported a temporary failure, so
+    qmail-send's retry delivered a second copy. The lock left behind goes stale and is
+    broken after LOCK_STALE seconds, as a crashed holder's is."""
+    write_size(box, "100000S\n5000 3\n")
+    real_unlink = os.unlink
+
+    def unlink(path, *a, **kw):
+        if str(path).endswith(maildirpp.LOCK):
+            raise OSError(5, "Input/output error", path)
+        return real_unlink(path, *a, **kw)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    assert box.deliver(MSG) == (0, "did 1+0+0\n")
+    assert len(box.files()) == 1 and box.files("tmp") == []
+    assert read_size(box) == "100000S\n5000 3\n%d 1\n" % SIZE
