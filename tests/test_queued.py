@@ -323,6 +323,65 @@ def test_a_full_house_answers_71(home, monkeypatch):
         svc.stop()
 
 
+def _hold_as(home, uid, count):
+    """A child that is `uid` opens `count` connections, sends part of a message on each and keeps
+    them; (pid, the pipe that gets each connection's answer as "code reason\\n", the pipe that
+    ends the child when closed)."""
+    dirfd = os.open(os.path.dirname(paths.queue_socket(str(home))), os.O_PATH | os.O_DIRECTORY)
+    r, w = os.pipe()
+    stop_r, stop_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.close(stop_w)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            held = []
+            for _ in range(count):
+                s = socket.socket(socket.AF_UNIX)
+                s.connect("/proc/self/fd/%d/%s" % (dirfd, os.path.basename(paths.queue_socket(str(home)))))
+                s.sendall(b"1:x,")
+                held.append(s)
+            for s in held:
+                s.settimeout(1)
+                try:
+                    got = read_answer(s, 1)
+                except OSError:
+                    got = None
+                os.write(w, b"-\n" if got is None else b"%d %s\n" % (got[0], got[2].encode()))
+            os.read(stop_r, 1)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(stop_r)
+    os.close(dirfd)
+    return pid, r, stop_w
+
+
+def test_one_local_user_cannot_take_every_connection(home, monkeypatch):
+    """Any local user may connect (sock/qmail-queue is 0666), as anyone may run qmail-queue; in
+    qmail each stalled qmail-queue is its caller's own process and blocks nobody else. One uid
+    that opens connections and sends nothing holds at most MAX_PER_UID of them: the next is
+    answered 71 at once, and everybody else is still served."""
+    monkeypatch.setattr(Q, "MAX_CLIENTS", 4)
+    monkeypatch.setattr(Q, "MAX_PER_UID", 2)
+    svc = InProcess(home)
+    pid, answers, stop = _hold_as(home, 65534, 4)
+    try:
+        with os.fdopen(answers, "rb") as f:
+            got = [f.readline() for _ in range(4)]
+        assert got == [b"-\n", b"-\n", b"71 too many connections from uid 65534\n",
+                       b"71 too many connections from uid 65534\n"]
+        assert svc.service.active == 2
+        assert run_qq(home)[0] == 0                    # root (qmail's own users too) is served
+    finally:
+        os.close(stop)
+        assert os.waitpid(pid, 0)[1] == 0
+        svc.stop()
+
+
 def test_sigterm_lets_the_running_insertion_finish(home, service):
     job = sockclient.SocketJob(str(home), 30)
     job.write(b"Subject: slow\n\n")

@@ -5,7 +5,11 @@ usage: qmail-queued (run by supervise from $QMAILHOME/service/qmail-queued)
 Listens on $QMAILHOME/sock/qmail-queue (mode 0666 in a directory 0755: any
 local process may queue a message, as anyone may run qmail-queue) and does
 qmail-queue's whole job for each connection (qmailpy.queued.conn), one thread
-per connection, at most MAX_CLIENTS at once (more are answered 71 at once).
+per connection, at most MAX_CLIENTS at once (more are answered 71 at once), of
+which one uid holds at most MAX_PER_UID unless it is root, the service's own
+or one of qmail's (qmaild, qmails, alias): in qmail a stalled qmail-queue is
+its caller's own process, so a local user who connects and sends nothing
+must not keep everybody else from queueing until timeoutqueue.
 Started as root it binds the socket (sock/ stays root's: no service's user
 may replace another service's socket) and becomes qmailq (group qmail, no
 other group), the queue's owner; in single-user mode (QMAILPY_SINGLEUSER,
@@ -29,8 +33,10 @@ from qmailpy import paths
 from qmailpy.fileio import fsync_dir
 from qmailpy.log import write_line
 from qmailpy.queue.groupsync import GroupSync
+from qmailpy.unixsock import peer_credentials
 
 MAX_CLIENTS = 500              # connections served at once; tcpsessioncount is 40 by default
+MAX_PER_UID = 100              # ... of them one ordinary uid may hold (an insertion takes milliseconds)
 BACKLOG = 128
 STOP_WAIT = 10                 # seconds SIGTERM leaves to the insertions under way
 STACK = 1 << 20                # per thread: enqueue() and the filter clients are shallow
@@ -79,12 +85,28 @@ def become_queue_owner(environ):
         return "uid %d" % os.getuid()
 
 
+def unlimited_uids():
+    """The uids MAX_PER_UID does not apply to: root, ours, and the qmail users that qmail-queue
+    names in its Received line (qmail-smtpd's sessions, qmail-send's bounces, alias's deliveries)."""
+    import pwd
+    from qmailpy.queue.enqueue import NAMED_USERS
+    uids = {0, os.geteuid()}
+    for name in NAMED_USERS:
+        try:
+            uids.add(pwd.getpwnam(name).pw_uid)
+        except KeyError:
+            pass
+    return frozenset(uids)
+
+
 class Service:
     def __init__(self, home, environ, listener):
         self.home, self.environ, self.listener = home, environ, listener
         self.lock = threading.Lock()
         self.todo_sync = GroupSync(fsync_dir)    # one fsync of todo/ for the commits made meanwhile
         self.active = 0
+        self.per_uid = {}                        # uid -> connections it holds (limited uids only)
+        self.unlimited = unlimited_uids()
         self.idle = threading.Condition(self.lock)
         self.stopping = False
 
@@ -114,26 +136,42 @@ class Service:
                 log("warning: accept: %s" % e.strerror)      # EMFILE and the like: a moment, then on
                 time.sleep(0.1)
                 continue
+            try:
+                uid = peer_credentials(conn)[1]
+            except OSError:
+                conn.close()
+                continue
+            limited = uid not in self.unlimited
             with self.lock:
                 busy = self.active >= MAX_CLIENTS
-                if not busy:
+                crowded = not busy and limited and self.per_uid.get(uid, 0) >= MAX_PER_UID
+                if not (busy or crowded):
                     self.active += 1
+                    if limited:
+                        self.per_uid[uid] = self.per_uid.get(uid, 0) + 1
             if busy:
-                self.refuse(conn)
+                self.refuse_busy(conn)
+                continue
+            if crowded:
+                self.refuse(conn, "uid %d holds %d connections: one refused for now" % (uid, MAX_PER_UID),
+                            "too many connections from uid %d" % uid)
                 continue
             try:
-                threading.Thread(target=self.client, args=(conn,), daemon=True).start()
+                threading.Thread(target=self.client, args=(conn, uid), daemon=True).start()
             except RuntimeError:         # no thread to be had: like a full house
-                self.done()
-                self.refuse(conn)
+                self.done(uid)
+                self.refuse_busy(conn)
 
-    def refuse(self, conn):
+    def refuse_busy(self, conn):
+        self.refuse(conn, "too many clients (%d): one refused for now" % MAX_CLIENTS, "qmail-queued is busy")
+
+    def refuse(self, conn, logged, reason):
         from qmailpy.queued.conn import answer
-        log("too many clients (%d): one refused for now" % MAX_CLIENTS)
-        answer(conn, X.QQ_TEMP_REFUSED, 0, "qmail-queued is busy")
+        log(logged)
+        answer(conn, X.QQ_TEMP_REFUSED, 0, reason)
         conn.close()
 
-    def client(self, conn):
+    def client(self, conn, uid):
         from qmailpy.queued.conn import serve_client
         try:
             serve_client(conn, self.home, self.controls, log, self.todo_sync.sync)
@@ -141,10 +179,16 @@ class Service:
             log("internal bug: %s: %s" % (type(e).__name__, e))
         finally:
             conn.close()
-            self.done()
+            self.done(uid)
 
-    def done(self):
+    def done(self, uid):
         with self.lock:
+            held = self.per_uid.get(uid)
+            if held is not None:
+                if held > 1:
+                    self.per_uid[uid] = held - 1
+                else:
+                    del self.per_uid[uid]
             self.active -= 1
             if not self.active:
                 self.idle.notify_all()
