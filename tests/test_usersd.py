@@ -275,6 +275,61 @@ def test_a_caller_it_does_not_answer_is_refused():
         shutil.rmtree(top)
 
 
+def _silent_connections_as(path, uid, count):
+    """A child that is `uid` opens `count` connections to `path` and sends nothing; how many of
+    them the service closed at once (the others it keeps until its idle time-out)."""
+    dirfd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            held = []
+            for _ in range(count):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect("/proc/self/fd/%d/%s" % (dirfd, os.path.basename(path)))
+                held.append(s)
+            closed = 0
+            for s in held:
+                s.settimeout(1)
+                try:
+                    closed += s.recv(100) == b""
+                except socket.timeout:
+                    pass
+            os.write(w, b"%d" % closed)
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(dirfd)
+    with os.fdopen(r, "rb") as f:
+        closed = int(f.read())
+    assert os.waitpid(pid, 0)[1] == 0
+    return closed
+
+
+def test_a_caller_it_does_not_answer_cannot_take_every_connection(monkeypatch):
+    """sock/users is 0666: any local user may connect, and is refused only at its first question.
+    Its silent connections must not fill MAX_CONNECTIONS (qmail-smtpd's AUTH and chkuser would get
+    nothing but 454/451): a uid the service answers nothing holds at most MAX_STRANGERS of them."""
+    from qmailpy.usersd import server as S
+    monkeypatch.setattr(S, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(S, "MAX_STRANGERS", 2)
+    server, t, path, logged, top = _server(lambda: SlowAnswers(threading.Event()), Peers({os.getuid()}))
+    os.chmod(top, 0o755)                           # as sock/ is
+    os.chmod(path, 0o666)                          # as qmailpy.unixsock.listen_at makes it
+    try:
+        assert _silent_connections_as(path, 65534, 6) == 4
+        assert [f["uid"] for e, f in logged if e == "refused" and f["reason"] == "too many connections"] == [65534] * 4
+        assert ask(path, W.encode_question("RCPT", "joe@example.org")) == [b"OK"]
+    finally:
+        server.stop()
+        t.join(10)
+        shutil.rmtree(top)
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root: asks as another uid (setpriv)")
 def test_another_uid_is_refused_by_the_program():
     """Another local user (here uid 54321, no account needed) gets REFUSED from bin/qmail-usersd."""

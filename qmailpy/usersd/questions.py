@@ -19,6 +19,10 @@ class Peers:
     def allows(self, uid, word):
         return uid in self.everything or (word == "ADDR" and uid in self.addresses)
 
+    def knows(self, uid):
+        """May `uid` ask anything at all?"""
+        return uid in self.everything or uid in self.addresses
+
 
 class Bad(ValueError):
     """A question whose fields do not parse: answered BAD with this text."""

@@ -7,7 +7,9 @@ its own database handle (qmailpy.users.answers.Answers over controls that notice
 a changed file), so a slow database delays only the questions waiting for it.
 A connection has one question in flight at a time; questions sent ahead wait in
 order. The caller's uid comes from the kernel (SO_PEERCRED) and decides what it
-may ask (Peers); a refused caller gets REFUSED and is closed.
+may ask (Peers); a refused caller gets REFUSED and is closed. The socket is 0666,
+so the connections of callers that may ask nothing (strangers) are counted apart:
+at most MAX_STRANGERS of them at once, never taking the places of MAX_CONNECTIONS.
 """
 import os
 import queue
@@ -21,17 +23,20 @@ from qmailpy.unixsock import peer_credentials
 from qmailpy.usersd.questions import answer, text
 
 WORKERS = 8
-MAX_CONNECTIONS = 512
+MAX_CONNECTIONS = 512          # of the callers it answers
+MAX_STRANGERS = 16             # of the uids that may ask nothing (they are only told REFUSED)
 IDLE = 60.0             # seconds a connection may wait between questions
 PARTIAL = 10.0          # seconds to finish a question once begun
 READ_SIZE = 4096
 
 
 class Conn:
-    __slots__ = ("sock", "pid", "uid", "lines", "waiting", "out", "busy", "closing", "draining", "deadline")
+    __slots__ = ("sock", "pid", "uid", "lines", "waiting", "out", "busy", "closing", "draining", "deadline",
+                 "stranger")
 
-    def __init__(self, sock, pid, uid, deadline):
+    def __init__(self, sock, pid, uid, deadline, stranger=False):
         self.sock, self.pid, self.uid = sock, pid, uid
+        self.stranger = stranger    # a uid that may ask nothing
         self.lines = W.LineBuffer()
         self.waiting = []           # questions read while one is in flight
         self.out = b""
@@ -59,6 +64,7 @@ class Server:
         self.wake_lock = threading.RLock()
         self.sel = selectors.DefaultSelector()
         self.conns = {}
+        self.strangers = 0          # how many of conns are strangers'
         self.running = True
 
     def stop(self):
@@ -146,13 +152,16 @@ class Server:
                 self.log("error", reason="accept: %s" % (e.strerror or e))
                 return
             pid, uid, _ = peer_credentials(sock)
-            if len(self.conns) >= MAX_CONNECTIONS:
+            stranger = not self.peers.knows(uid)
+            if (self.strangers >= MAX_STRANGERS if stranger
+                    else len(self.conns) - self.strangers >= MAX_CONNECTIONS):
                 self.log("refused", uid=uid, pid=pid, reason="too many connections")
                 sock.close()
                 continue
             sock.setblocking(False)
-            conn = Conn(sock, pid, uid, self.clock() + self.idle)
+            conn = Conn(sock, pid, uid, self.clock() + self.idle, stranger)
             self.conns[sock.fileno()] = conn
+            self.strangers += stranger
             self.sel.register(sock, selectors.EVENT_READ, conn)
 
     def _read(self, conn):
@@ -275,5 +284,6 @@ class Server:
             self.sel.unregister(conn.sock)
         except KeyError:
             pass
-        self.conns.pop(fd, None)
+        if self.conns.pop(fd, None) is not None:
+            self.strangers -= conn.stranger
         conn.sock.close()
