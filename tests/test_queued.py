@@ -22,6 +22,7 @@ from qmailpy import paths, unixsock
 from qmailpy.proto import qq, qqsock
 from qmailpy.queue import layout, sockclient
 from qmailpy.queued import main as Q
+from asuid import AsUid
 from queuedsvc import Queued
 from test_queue import ENV, MSG, QMAIL_QUEUE, debris, only, qenv, run_qq
 
@@ -323,41 +324,24 @@ def test_a_full_house_answers_71(home, monkeypatch):
         svc.stop()
 
 
-def _hold_as(home, uid, count):
-    """A child that is `uid` opens `count` connections, sends part of a message on each and keeps
-    them; (pid, the pipe that gets each connection's answer as "code reason\\n", the pipe that
-    ends the child when closed)."""
-    dirfd = os.open(os.path.dirname(paths.queue_socket(str(home))), os.O_PATH | os.O_DIRECTORY)
-    r, w = os.pipe()
-    stop_r, stop_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            os.close(stop_w)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            held = []
-            for _ in range(count):
-                s = socket.socket(socket.AF_UNIX)
-                s.connect("/proc/self/fd/%d/%s" % (dirfd, os.path.basename(paths.queue_socket(str(home)))))
-                s.sendall(b"1:x,")
-                held.append(s)
-            for s in held:
-                s.settimeout(1)
-                try:
-                    got = read_answer(s, 1)
-                except OSError:
-                    got = None
-                os.write(w, b"-\n" if got is None else b"%d %s\n" % (got[0], got[2].encode()))
-            os.read(stop_r, 1)
-        finally:
-            os._exit(0)
-    os.close(w)
-    os.close(stop_r)
-    os.close(dirfd)
-    return pid, r, stop_w
+def _hold(count):
+    """work for AsUid: `count` connections, each with part of a message sent; each one's answer
+    as "code reason" (or "-" when it has none within a second), one a line."""
+    def work(connect):
+        held = []
+        for _ in range(count):
+            s = connect()
+            s.sendall(b"1:x,")
+            held.append(s)
+        out = b""
+        for s in held:
+            try:
+                got = read_answer(s, 1)
+            except OSError:
+                got = None
+            out += b"-\n" if got is None else b"%d %s\n" % (got[0], got[2].encode())
+        return out
+    return work
 
 
 def test_one_local_user_cannot_take_every_connection(home, monkeypatch):
@@ -368,17 +352,12 @@ def test_one_local_user_cannot_take_every_connection(home, monkeypatch):
     monkeypatch.setattr(Q, "MAX_CLIENTS", 4)
     monkeypatch.setattr(Q, "MAX_PER_UID", 2)
     svc = InProcess(home)
-    pid, answers, stop = _hold_as(home, 65534, 4)
     try:
-        with os.fdopen(answers, "rb") as f:
-            got = [f.readline() for _ in range(4)]
-        assert got == [b"-\n", b"-\n", b"71 too many connections from uid 65534\n",
-                       b"71 too many connections from uid 65534\n"]
-        assert svc.service.active == 2
-        assert run_qq(home)[0] == 0                    # root (qmail's own users too) is served
+        with AsUid(65534, paths.queue_socket(str(home)), _hold(4)) as child:
+            assert child.result == (b"-\n-\n" + b"71 too many connections from uid 65534\n" * 2)
+            assert svc.service.active == 2
+            assert run_qq(home)[0] == 0                # root (qmail's own users too) is served
     finally:
-        os.close(stop)
-        assert os.waitpid(pid, 0)[1] == 0
         svc.stop()
 
 
@@ -398,30 +377,13 @@ def test_sigterm_lets_the_running_insertion_finish(home, service):
 def _request_as(home, uid, request):
     """Send `request` on a connection made by a child that is `uid` when it connects (the
     kernel's SO_PEERCRED is taken then; as root, as the suite runs); the answer (code, qp)."""
-    dirfd = os.open(os.path.dirname(paths.queue_socket(str(home))), os.O_PATH | os.O_DIRECTORY)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            s = socket.socket(socket.AF_UNIX)
-            s.connect("/proc/self/fd/%d/%s" % (dirfd, os.path.basename(paths.queue_socket(str(home)))))
-            s.sendall(request)
-            code_, qp, _ = read_answer(s)
-            os.write(w, b"%d %d" % (code_, qp))
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    os.close(dirfd)
-    with os.fdopen(r, "rb") as f:
-        got = f.read()
-    assert os.waitpid(pid, 0)[1] == 0
-    code, qp = map(int, got.split())
+    def work(connect):
+        s = connect()
+        s.sendall(request)
+        code, qp, _ = read_answer(s)
+        return b"%d %d" % (code, qp)
+    with AsUid(uid, paths.queue_socket(str(home)), work) as child:
+        code, qp = map(int, child.result.split())
     return code, qp
 
 

@@ -26,6 +26,7 @@ from qmailpy.users.chkuser import NOTOURS, NOUSER, OK
 from qmailpy.users.service import UsersClient, open_answers
 from qmailpy.usersd.questions import Peers
 from qmailpy.usersd.server import Server
+from asuid import AsUid
 from test_dialogues import TCP_ENV
 from usersd import UsersService
 
@@ -275,39 +276,20 @@ def test_a_caller_it_does_not_answer_is_refused():
         shutil.rmtree(top)
 
 
-def _silent_connections_as(path, uid, count):
-    """A child that is `uid` opens `count` connections to `path` and sends nothing; how many of
-    them the service closed at once (the others it keeps until its idle time-out)."""
-    dirfd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(r)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            held = []
-            for _ in range(count):
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                s.connect("/proc/self/fd/%d/%s" % (dirfd, os.path.basename(path)))
-                held.append(s)
-            closed = 0
-            for s in held:
-                s.settimeout(1)
-                try:
-                    closed += s.recv(100) == b""
-                except socket.timeout:
-                    pass
-            os.write(w, b"%d" % closed)
-        finally:
-            os._exit(0)
-    os.close(w)
-    os.close(dirfd)
-    with os.fdopen(r, "rb") as f:
-        closed = int(f.read())
-    assert os.waitpid(pid, 0)[1] == 0
-    return closed
+def _silent(count):
+    """work for AsUid: `count` connections that send nothing; how many of them the service
+    closed at once (it keeps the others until its idle time-out)."""
+    def work(connect):
+        held = [connect() for _ in range(count)]
+        closed = 0
+        for s in held:
+            s.settimeout(1)
+            try:
+                closed += s.recv(100) == b""
+            except socket.timeout:
+                pass
+        return b"%d" % closed
+    return work
 
 
 def test_a_caller_it_does_not_answer_cannot_take_every_connection(monkeypatch):
@@ -321,9 +303,11 @@ def test_a_caller_it_does_not_answer_cannot_take_every_connection(monkeypatch):
     os.chmod(top, 0o755)                           # as sock/ is
     os.chmod(path, 0o666)                          # as qmailpy.unixsock.listen_at makes it
     try:
-        assert _silent_connections_as(path, 65534, 6) == 4
-        assert [f["uid"] for e, f in logged if e == "refused" and f["reason"] == "too many connections"] == [65534] * 4
-        assert ask(path, W.encode_question("RCPT", "joe@example.org")) == [b"OK"]
+        with AsUid(65534, path, _silent(6)) as child:
+            assert child.result == b"4"
+            refused = [f["uid"] for e, f in logged if e == "refused" and f["reason"] == "too many connections"]
+            assert refused == [65534] * 4
+            assert ask(path, W.encode_question("RCPT", "joe@example.org")) == [b"OK"]
     finally:
         server.stop()
         t.join(10)
