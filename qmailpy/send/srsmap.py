@@ -10,12 +10,17 @@ SrsReverser (qmail-todo):
 A recipient SRS0=/SRS1=...@srs_domain that reverses with a key of
 revers_srs_secrets is replaced by the original address (qmail-smtpd already
 refused forged ones at RCPT). An expired one is dropped without a bounce, as
-the H-Sphere spec says ("dropped without ceremony"), and logged. Anything
-else is left alone.
+the H-Sphere spec says ("dropped without ceremony"), and logged. So is one
+that comes with a sender (NOT_BOUNCE): an SRS address is a bounce path, and
+qmail-srs's srsfilter drops such mail ("SENDER must be empty", exit 0), or
+anyone holding one of our SRS addresses could relay through us to the
+original sender with any sender. Anything else is left alone.
 """
 import time
 
 from qmailpy.srs.rewrite import EXPIRED, OK, forward, reverse
+
+NOT_BOUNCE = "not-bounce"          # ours, but the message has a sender: dropped as srsfilter does
 
 
 class SrsForwarder:
@@ -33,12 +38,15 @@ class SrsReverser:
         self.controls, self.clock = controls, clock
         self.domain = controls.value("srs/srs_domain").lower().encode("utf-8", "surrogateescape")
 
-    def __call__(self, recip):
-        """(OK, original bytes), (EXPIRED, None) or (None, None) for one recipient (bytes)."""
+    def __call__(self, recip, sender):
+        """(OK, original bytes), (EXPIRED, None), (NOT_BOUNCE, None) or (None, None) for one
+        recipient of a message from `sender` (bytes)."""
         local, at, domain = recip.rpartition(b"@")
         if not at or domain.lower() != self.domain or local[:4].upper() not in (b"SRS0", b"SRS1"):
             return None, None
         got = reverse(recip.decode("utf-8", "surrogateescape"), self.controls, self.clock())
+        if sender and got.status in (OK, EXPIRED):
+            return NOT_BOUNCE, None
         if got.status == OK:
             return OK, got.address.encode("utf-8", "surrogateescape")
         if got.status == EXPIRED:

@@ -184,11 +184,16 @@ def _build(home, msgid, data, rewriter, split, p):
     out.append(todowire.encode_log("new msg %d" % msgid))
     uid, pid, frec, recips = _parse(data, msgid)
     chans = ([], [])
+    sender = frec[1:] if frec is not None else b""
     for r in recips:
         if rewriter.srs is not None:
-            status, original = rewriter.srs(r)
+            status, original = rewriter.srs(r, sender)
             if status == "expired":
                 out.append(todowire.encode_log("srs msg %d: expired bounce address <%s> dropped"
+                                               % (msgid, r.decode("utf-8", "replace"))))
+                continue
+            if status == "not-bounce":
+                out.append(todowire.encode_log("srs msg %d: <%s> dropped: the sender is not empty"
                                                % (msgid, r.decode("utf-8", "replace"))))
                 continue
             if status == "ok":
