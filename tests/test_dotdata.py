@@ -292,6 +292,23 @@ def test_databytes_toobig_keeps_reading_and_discards():
     assert r.feed(b"more\r\n.\r\nX") == 9 and r.done and r.size == 19 and r.take() == b""
 
 
+def test_databytes_counts_bytes_written_before_the_message():
+    """qmail-spf: bytestooverflow = databytes + 1 - len(Received-SPF); 0 left is still room for nothing."""
+    r = DataReader(databytes=10, counted=4)
+    assert r.feed(b"01234\r\n.\r\n") and r.done and not r.toobig
+    r = DataReader(databytes=10, counted=4)
+    r.feed(b"012345\r\n.\r\n")
+    assert r.done and r.toobig
+    r = DataReader(databytes=10, counted=10)
+    r.feed(b".\r\n")
+    assert r.done and not r.toobig
+    r = DataReader(databytes=10, counted=10)
+    r.feed(b"a\r\n.\r\n")
+    assert r.toobig
+    assert DataReader(databytes=10, counted=11).toobig
+    assert not DataReader(databytes=0, counted=500).toobig
+
+
 # --- properties ------------------------------------------------------------------
 
 PIECES = [b"\r", b"\n", b".", b"a", b"\x00", b"\r\n", b"\r\n.", b".\r\n", b"\r\n.\r\n", b"\n.\n",

@@ -97,15 +97,21 @@ class DataReader:
 
     Attributes: done, error (None or 'straylf'), toobig, toomanyhops, hops,
     size (stored bytes, counted even when toobig).
+
+    counted: bytes written before the message that count against databytes
+    too (the qmail-spf patch's Received-SPF line; qmail-smtpd's own Received
+    line does not count). Counted larger than databytes is too big at once
+    (qmail-spf's `bytestooverflow <= 0`).
     """
 
-    def __init__(self, lf_mode=False, bare_lf_ok=False, databytes=0, maxhops=100):
+    def __init__(self, lf_mode=False, bare_lf_ok=False, databytes=0, maxhops=100, counted=0):
         self.mode = LF_MODE if lf_mode else BARE_LF_OK if bare_lf_ok else STRICT
         self.databytes = databytes
+        self._room = databytes - counted if databytes > 0 else None    # None: no limit
         self.maxhops = maxhops
         self.done = False
         self.error = None
-        self.toobig = False
+        self.toobig = self._room is not None and self._room < 0
         self.hops = 0
         self.toomanyhops = maxhops <= 0
         self.size = 0
@@ -127,7 +133,7 @@ class DataReader:
             self.size += sum(map(len, out))
             if self.toobig:
                 pass
-            elif self.databytes > 0 and self.size > self.databytes:
+            elif self._room is not None and self.size > self._room:
                 self.toobig = True          # qmail_fail(): read on, store nothing
                 self._out.clear()
             else:

@@ -1,7 +1,8 @@
 """DATA: the message from the client to qmail-queue (a part of qmailpy.smtpd.session).
 
 start() opens the queue (OpenQueue), writes qmail-smtpd's Received line (and
-the qmail-spf patch's Received-SPF after it) and answers 354; feed() streams
+the qmail-spf patch's Received-SPF after it, which counts against databytes as
+in that patch) and answers 354; feed() streams
 what the client sends through the DataReader (qmail's blast(): dot-unstuffing,
 CRLF, hops, databytes) into QueueWrite actions; end() gives qmail-queue the
 envelope (QueueFinish) and answers with its exit code, or drops the message
@@ -21,11 +22,15 @@ def start(session, line):
     from qmailpy.proto.dotdata import DataReader
     from qmailpy.smtpd.received import received_line
     yield QueueWrite(received_line(session.cfg.peer, session.helo, session.now(), protocol=protocol(session)))
+    spf_line = b""
     if session.mail.spf is not None:          # the qmail-spf patch's line, after ours
-        yield QueueWrite(session.mail.spf.header().encode("ascii", "replace"))
+        spf_line = session.mail.spf.header().encode("ascii", "replace")
+        yield QueueWrite(spf_line)
     lf_client = bool(session.cfg.newline) and line.bare_lf
+    # qmail-spf's spfreceived() takes its line off databytes ("bytestooverflow -= rcvd_spf.len");
+    # a databytes smaller than the line itself is 552 here, where qmail answers qmail-queue's 451
     session.data = DataReader(lf_mode=lf_client, bare_lf_ok=bool(session.cfg.newline),
-                              databytes=session.cfg.databytes)
+                              databytes=session.cfg.databytes, counted=len(spf_line))
     session.reply(R.GO_AHEAD)
     return True
 
