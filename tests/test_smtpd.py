@@ -14,6 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import ROOT, Home, program
 from qmailpy.ctl import registry as R
+from qmailpy.proto import replies as R_
 from qmailpy.ctl.reader import Controls
 from qmailpy.queue.layout import create_queue
 from qmailpy.smtpd.config import SmtpdConfig
@@ -165,6 +166,28 @@ def test_unreadable_controls(home):
     assert lines == ["421 unable to read controls (#4.3.0)"] and rc == 1
     assert err.endswith(' error reason="unable to read controls" file=control/databytes '
                         'problem="unable to read: Is a directory"\n')
+
+
+@pytest.mark.parametrize("data,last", [
+    (b"QUIT\r\n", "221 test.example"),
+    (b"HELO c.example\n", R_.STRAY_LF),
+    (b"HELO a\rb\r\n", R_.STRAY_LF),
+    (b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nbare\nLF\r\n.\r\n", R_.STRAY_LF),
+], ids=["quit", "lf-command", "cr-command", "lf-data"])
+def test_exit_code_is_qmails(qhome, capfd, data, last):
+    """qmail-smtpd exits 0 only after QUIT (smtp_quit); straynewline() is `_exit(1)`
+    (reference 1.1: "then _exit(1)"), which tcpserver logs as "status 256"."""
+    replies, rc, _ = serve_in_process(qhome, data, capfd)
+    assert replies.decode().split("\r\n")[-2] == last
+    assert rc == (0 if last.startswith("221") else 1)
+
+
+def test_control_unreadable_mid_session_exits_1(qhome, capfd):
+    """die_control(): 421 and `_exit(1)`, also when a list is read at its first use."""
+    os.makedirs(os.path.join(qhome.root, "control", "badmailfrom"))
+    data = b"HELO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nNOOP\r\n"
+    replies, rc, _ = serve_in_process(qhome, data, capfd)
+    assert (replies.decode().split("\r\n")[-2], rc) == ("421 unable to read controls (#4.3.0)", 1)
 
 
 # Every list or cdb qmail-smtpd reads on first use, and a transaction that makes it read it.

@@ -255,7 +255,7 @@ def _converse(session, services, log):
         session.eof()
         log("error", reason=e.strerror or str(e))
         return 1
-    return 0
+    return session.status             # 0 after QUIT; 1 where qmail-smtpd does _exit(1)
 
 
 def become_qmaild(environ):

@@ -59,7 +59,7 @@ def feed(session):
         yield QueueAbort()
         session.data = session.mail = None
         yield Log("refused", {"reason": "bare LF in DATA"})
-        session.close(R.STRAY_LF)
+        session.close(R.STRAY_LF, 1)
         return True
     if data.done:
         yield from end(session)

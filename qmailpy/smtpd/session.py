@@ -31,6 +31,7 @@ class Session:
     def __init__(self, cfg, now, pid, trace=False):
         self.cfg, self.now, self.pid, self.trace = cfg, now, pid, trace
         self.state = READY
+        self.status = 0             # qmail-smtpd's exit code once closed: 1 where qmail does _exit(1)
         self.lines = LineReader(allow_bare_lf=bool(cfg.newline))
         self.out = []               # reply texts not sent yet
         self.helo = None            # HELO/EHLO argument, once given
@@ -101,9 +102,11 @@ class Session:
         out, self.out = self.out, []
         return "".join(line + "\r\n" for line in out).encode("utf-8", "surrogateescape")
 
-    def close(self, text):
+    def close(self, text, status=0):
+        """The last reply; status 1 where qmail ends with _exit(1) (straynewline(), die_control())."""
         self.reply(text)
         self.state = DONE
+        self.status = status
 
     # -- the session, as one generator of actions
     def _session(self):
@@ -147,7 +150,7 @@ class Session:
         if line.error:
             yield Log("refused", {"reason": line.error})
             if line.error == "straylf":
-                return self.close(R.STRAY_LF)
+                return self.close(R.STRAY_LF, 1)
             return self.reply(R.LINE_TOO_LONG if line.error == "toolong" else R.NUL_IN_COMMAND)
         if self.state is AUTH:
             return (yield from self._auth_answer(self.exchange.step(line.text)))
@@ -160,7 +163,7 @@ class Session:
                 yield from steps
         except ControlError as e:           # a list or cdb read on first use (badmailfrom, morercpthosts.cdb)
             yield control_error(e)
-            self.close(R.NO_CONTROLS)
+            self.close(R.NO_CONTROLS, 1)
         findings = self.cfg.controls.findings
         if len(findings) > self.findings_logged:     # controls the policy read on first use
             for finding in findings[self.findings_logged:]:
@@ -306,7 +309,7 @@ class Session:
         got = yield StartTls()
         if isinstance(got, str):
             yield Log("tls-failed", {"reason": got})
-            self.state = DONE
+            self.state, self.status = DONE, 1       # the TLS patch's die_read()
             return False
         self.tls = got
         fields = {"version": got.version, "cipher": got.cipher, "verified": "yes" if got.verified else "no"}
