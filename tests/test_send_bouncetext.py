@@ -148,3 +148,39 @@ def test_double_bounce_has_its_own_subject():
     s = DEFAULTS._replace(bouncesubject=b"single", doublebouncesubject=b"double")
     assert b"\nSubject: double\n" in compose(NOW, b"", b"<x@y>:\nSorry.\n\n", b"Subject: a\n\nb\n", s)
     assert b"\nSubject: single\n" in compose(NOW, b"joe@far.example", b"<x@y>:\nSorry.\n\n", b"Subject: a\n\nb\n", s)
+
+
+
+def test_a_failed_write_of_a_paragraph_goes_on_from_where_it_stopped(tmp_path, monkeypatch):
+    """qmail-send's addbounce(): a write that fails is tried again with what is not yet
+    written. Tried again whole (the paragraph once more from its start), the part that had
+    gone out before the failure (ENOSPC, EIO) was in the bounce twice."""
+    import os
+    import time
+    from types import SimpleNamespace
+    from qmailpy.queue import layout
+    from qmailpy.send import finish
+    os.makedirs(os.path.dirname(layout.bounce_path(str(tmp_path), 7)))
+    logged = []
+    sched = SimpleNamespace(home=str(tmp_path), log=SimpleNamespace(line=logged.append),
+                            config=SimpleNamespace(rewriter=SimpleNamespace(strip_prefix=lambda r: r)))
+    report = b"Sorry, no mailbox here by that name. (#5.1.1)\n"
+    real_write, calls = os.write, []
+
+    def write(fd, data):            # the first write gets 10 bytes out, the second fails
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real_write(fd, bytes(data[:10]))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+    finish.addbounce(sched, 7, b"joe@x", report)
+    monkeypatch.undo()
+    text = bounce.addbounce(b"joe@x", report)
+    with open(layout.bounce_path(str(tmp_path), 7), "rb") as f:
+        assert f.read() == text
+    assert logged == ["alert: unable to append to bounce message; HELP! sleeping..."]
+    assert calls == [len(text), len(text) - 10, len(text) - 10]

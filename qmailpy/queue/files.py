@@ -109,12 +109,24 @@ def set_retry(path, when):
         return False
 
 
-def append_bounce(home, msgid, text):
-    """Append a recipient paragraph to bounce/<id> (created when missing)."""
-    fd = os.open(layout.bounce_path(home, msgid), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def append_bounce(home, msgid, text, trouble):
+    """Append a recipient paragraph to bounce/<id> (created when missing) as qmail-send's
+    addbounce() does: the open, and then each write, tried again after trouble() (which logs
+    and sleeps) until the whole paragraph is there. A failed write goes on from where the
+    written part ends: tried again from the start, the part before would be there twice."""
+    while True:
+        try:
+            fd = os.open(layout.bounce_path(home, msgid), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                         0o600)
+            break
+        except OSError:
+            trouble()
     try:
         view = memoryview(text)
         while view:
-            view = view[os.write(fd, view):]
+            try:
+                view = view[os.write(fd, view):]
+            except OSError:
+                trouble()
     finally:
         os.close(fd)

@@ -45,13 +45,10 @@ class Bouncing:
 def addbounce(sched, msgid, recip, report):
     """Append the paragraph for a failed recipient (without its virtualdomains prefix)."""
     text = bounce.addbounce(sched.config.rewriter.strip_prefix(recip), report)
-    while True:                     # as qmail: never drop a failure report
-        try:
-            qf.append_bounce(sched.home, msgid, text)
-            return
-        except OSError:
-            sched.log.line("alert: unable to append to bounce message; HELP! sleeping...")
-            time.sleep(10)
+    def trouble():                  # as qmail: never drop a failure report
+        sched.log.line("alert: unable to append to bounce message; HELP! sleeping...")
+        time.sleep(10)
+    qf.append_bounce(sched.home, msgid, text, trouble)
 
 
 def messdone(sched, msgid, now):
