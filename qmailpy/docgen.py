@@ -31,6 +31,8 @@ def default_text(c):
 
 def row(c):
     extra = []
+    if c.minimum:
+        extra.append("min %d" % c.minimum)
     if c.maximum is not None:
         extra.append("max %d" % c.maximum)
     if c.env:
@@ -90,9 +92,10 @@ def index_page():
            "entry a line, blank and `#` lines skipped, literal (`@host` matches a whole domain);",
            "**patterns** a list in the spamcontrol pattern language (`!` exception, `*`, `?`, `[...]`,",
            "`\\`); **number** a non-negative integer (above its maximum, %d unless stated, it is" % R.NUMBER_MAX,
-           "clamped); **bool** a number, 0 off and anything else on (absent = the default, 0 unless",
-           "stated); **cdb** a constant database; **secrets** a list that is never printed; **file** a",
-           "file used whole by its path (a PEM certificate and key), only in its own file.",
+           "clamped; below its minimum, where one is stated, it does not parse); **bool** a number,",
+           "0 off and anything else on (absent = the default, 0 unless stated); **cdb** a constant",
+           "database; **secrets** a list that is never printed; **file** a file used whole by its path",
+           "(a PEM certificate and key), only in its own file.",
            "",
            "A missing or empty file gives the default. A value that is there but cannot be used -- a",
            "number that does not parse (in its file, in `control/options` or in its environment",

@@ -135,6 +135,31 @@ def test_require_reads_every_single_value_of_a_program_at_once(home, kind):
     Controls(home.root).require("qmail-smtpd")
 
 
+# Numbers where 0 cannot work: qmailpy read timeoutsmtpd 0 as 1200, filtertimeout 0 as 60 and
+# timeoutqueue 0 as 86400 (guesses); timeoutconnect or timeoutremote 0 made qmail-remote's sockets
+# non-blocking, so every delivery failed without naming the file; tcpsessioncount 0 (tcpserver -c 0)
+# and spamdchildren 0 serve nobody.
+AT_LEAST_ONE = ["timeoutsmtpd", "timeoutconnect", "timeoutremote", "timeoutqueue", "filtertimeout",
+                "tcpsessioncount", "spamdchildren"]
+
+
+@pytest.mark.parametrize("name", AT_LEAST_ONE)
+def test_number_below_its_minimum_is_an_error_naming_the_file(home, name):
+    from qmailpy.ctl import show
+    home.control(name, "0\n")
+    with pytest.raises(ControlError) as e:
+        Controls(home.root).setting(name)
+    assert str(e.value) == "control/%s:1: below the minimum 1: '0'" % name
+    assert "control/%s:1: below the minimum 1: '0'" % name in [str(f) for f in show.check(Controls(home.root))]
+    home.control(name, "")
+    home.control("options", "%s: 00\n" % name)
+    with pytest.raises(ControlError) as e:
+        Controls(home.root).setting(name)
+    assert str(e.value) == "control/options:1: %s: below the minimum 1: '00'" % name
+    home.control(name, "1\n")
+    assert Controls(home.root).value(name) == 1
+
+
 @pytest.mark.parametrize("text", ["", "\n", "   \n"])
 @pytest.mark.parametrize("control", NUMERIC, ids=lambda c: c.name)
 def test_empty_number_file_gives_default(home, control, text):

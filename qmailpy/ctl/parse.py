@@ -37,12 +37,15 @@ def entries(pairs):
 
 
 def parse_number(control, text):
-    """A non-negative decimal, clamped to the maximum (R.NUMBER_MAX when none); anything else is Malformed."""
+    """A non-negative decimal, clamped to the maximum (R.NUMBER_MAX when none); below the
+    control's minimum, or anything else, is Malformed."""
     if not text.isdigit() or not text.isascii():
         raise Malformed("not a number: %r" % text)
     value = int(text)
     if control.kind == R.BOOL:
         return 1 if value else 0
+    if value < control.minimum:
+        raise Malformed("below the minimum %d: %r" % (control.minimum, text))
     limit = R.NUMBER_MAX if control.maximum is None else control.maximum
     return min(value, limit)
 

@@ -6,8 +6,9 @@ Kinds (how a file is read, see qmailpy.ctl.parse):
   list     one entry a line; blank and '#' lines skipped; literal entries
   patterns like list, entries in the spamcontrol pattern language
   number   a non-negative integer on the first line; above `maximum` (NUMBER_MAX when
-           none is given: qmail reads numbers into an int) is clamped; anything
-           else stops the programs that read it (ctl.reader.ControlError)
+           none is given: qmail reads numbers into an int) is clamped; below `minimum`
+           (where 0 cannot work: a time-out, a count of servers) and anything else
+           stops the programs that read it (ctl.reader.ControlError)
   bool     a number, 0 = off, anything else = on
   cdb      a constant database (tcprules/qmail-newmrh format)
   secrets  a list whose entries are never shown (SRS keys)
@@ -34,13 +35,13 @@ class Control:
     typing (and re) into every qmail-smtpd start.
     """
     __slots__ = ("name", "kind", "default", "group", "readers", "doc", "maximum", "env", "aliases",
-                 "keep_empty")
+                 "keep_empty", "minimum")
 
     def __init__(self, name, kind, default, group, readers, doc, maximum=None, env=None, aliases=(),
-                 keep_empty=False):
+                 keep_empty=False, minimum=0):
         self.name, self.kind, self.default, self.group = name, kind, default, group
         self.readers, self.doc, self.maximum, self.env = readers, doc, maximum, env
-        self.aliases, self.keep_empty = aliases, keep_empty
+        self.aliases, self.keep_empty, self.minimum = aliases, keep_empty, minimum
 
     def __repr__(self):
         return "Control(%r, %r)" % (self.name, self.kind)
@@ -96,7 +97,7 @@ CONTROLS = (
     _c("smtpgreeting", LINE, ME, "smtp", SMTPD, "Text of the 220 greeting and the HELO/EHLO reply."),
     _c("databytes", NUMBER, 0, "smtp", SMTPD, "Largest message accepted, in bytes; 0 = unlimited.",
        env="DATABYTES"),
-    _c("timeoutsmtpd", NUMBER, 1200, "smtp", SMTPD, "Seconds to wait for the client on every read."),
+    _c("timeoutsmtpd", NUMBER, 1200, "smtp", SMTPD, "Seconds to wait for the client on every read.", minimum=1),
     _c("timeoutsession", NUMBER, 0, "smtp", SMTPD,
        "Seconds a whole SMTP session may last; then 421 and the connection ends; 0 = no limit (qmail)."),
     _c("smtpminrate", NUMBER, 0, "smtp", SMTPD,
@@ -110,7 +111,7 @@ CONTROLS = (
     _c("stripsinglequotes", BOOL, 0, "smtp", SMTPD, "1: remove single quotes from envelope addresses."),
     _c("lowercase", BOOL, 0, "smtp", SMTPD, "1: lower-case envelope addresses before any check."),
     _c("noathost", BOOL, 0, "smtp", SMTPD, "1: MAIL FROM and RCPT TO must be fully qualified (user@domain)."),
-    _c("tcpsessioncount", NUMBER, 40, "smtp", "run-scripts", "Concurrent SMTP sessions (tcpserver -c); restart to apply."),
+    _c("tcpsessioncount", NUMBER, 40, "smtp", "run-scripts", "Concurrent SMTP sessions (tcpserver -c); restart to apply.", minimum=1),
     _c("periplimit", NUMBER, 0, "smtp", SMTPD, "Most simultaneous sessions from one client IP; 0 = unlimited."),
     _c("quitasap", BOOL, 0, "smtp", SMTPD, "1: end the session after the first refusal by a list or check."),
     _c("tarpitcount", NUMBER, 0, "smtp", SMTPD, "Recipients after which each RCPT reply is delayed; 0 = off.",
@@ -188,7 +189,7 @@ CONTROLS = (
     _c("clamavclients.cdb", CDB, None, "filter", QUEUE, "Recipients (address or @domain) checked by clamd."),
     _c("spamdclients.cdb", CDB, None, "filter", QUEUE, "Recipients (address or @domain) checked by spamd."),
     _c("sanetcheck", BOOL, 0, "filter", "spamd-run", "1: let spamd run network tests (0: spamd -L)."),
-    _c("spamdchildren", NUMBER, 10, "filter", "spamd-run", "spamd --max-children."),
+    _c("spamdchildren", NUMBER, 10, "filter", "spamd-run", "spamd --max-children.", minimum=1),
     _c("clamdsocket", LINE, "/var/run/clamav/clamd.ctl", "filter", f"{QUEUE} clamd-conf",
        "clamd's LocalSocket path, or host:port of its TCPSocket."),
     _c("clamdalertencrypted", BOOL, 1, "filter", "clamd-conf",
@@ -196,7 +197,7 @@ CONTROLS = (
        "Heuristics.Encrypted.*; 0: they pass unscanned (for sites that must accept them)."),
     _c("spamdsocket", LINE, "127.0.0.1:783", "filter", QUEUE,
        "spamd's host:port ([v6]:port), or the path of its UNIX socket."),
-    _c("filtertimeout", NUMBER, 60, "filter", QUEUE, "Seconds one clamd or spamd conversation may take."),
+    _c("filtertimeout", NUMBER, 60, "filter", QUEUE, "Seconds one clamd or spamd conversation may take.", minimum=1),
     _c("filterfailopen", BOOL, 0, "filter", QUEUE,
        "1: on clamd/spamd trouble, queue unfiltered instead of refusing for now (451)."),
     _c("spamdmaxsize", NUMBER, 512000, "filter", QUEUE, "Larger messages are not spam-checked (as spamc); 0: no limit."),
@@ -208,7 +209,7 @@ CONTROLS = (
     _c("concurrencylocal", NUMBER, 50, "queue", SEND, "Simultaneous local deliveries.", maximum=500),
     _c("concurrencyremote", NUMBER, 100, "queue", SEND, "Simultaneous remote deliveries.", maximum=500),
     _c("queuelifetime", NUMBER, 604800, "queue", SEND, "Seconds a message may stay in the queue."),
-    _c("timeoutqueue", NUMBER, 86400, "queue", QUEUE, "Seconds qmail-queue may take for one message."),
+    _c("timeoutqueue", NUMBER, 86400, "queue", QUEUE, "Seconds qmail-queue may take for one message.", minimum=1),
     # -- remote
     _c("helohost", LINE, ME, "remote", REMOTE, "Name qmail-remote gives in HELO/EHLO."),
     _c("moreipme", LIST, (), "remote", REMOTE,
@@ -216,8 +217,8 @@ CONTROLS = (
     _c("smtproutes", LIST, (), "remote", REMOTE, "'domain:relay[:port]' lines; ':relay' routes everything."),
     _c("outgoingip", LINE, "", "remote", REMOTE, "Source IP for outgoing connections; empty = any.",
        keep_empty=True),
-    _c("timeoutconnect", NUMBER, 60, "remote", REMOTE, "Seconds to wait for a remote connection."),
-    _c("timeoutremote", NUMBER, 1200, "remote", REMOTE, "Seconds to wait for each remote reply."),
+    _c("timeoutconnect", NUMBER, 60, "remote", REMOTE, "Seconds to wait for a remote connection.", minimum=1),
+    _c("timeoutremote", NUMBER, 1200, "remote", REMOTE, "Seconds to wait for each remote reply.", minimum=1),
     # -- tls (the qmail TLS patch's names)
     _c("tlsdestinations", LIST, (), "tls", REMOTE,
        "Destinations whose TLS is required: 'domain' (certificate verified, system CAs), "
