@@ -101,6 +101,28 @@ def test_check_clean_home_and_open_relay_warning(home):
     assert (r.returncode, r.stdout) == (0, b"")
 
 
+@pytest.mark.parametrize("name,text,finding", [
+    ("outgoingip", "mx.example.org\n", "control/outgoingip:1: 'mx.example.org' does not appear to be an IPv4 "
+                                        "or IPv6 address: qmail-remote defers every delivery"),
+    ("clamdsocket", "clamd:port\n", "control/clamdsocket:1: not a socket path or host:port: 'clamd:port': "
+                                     "qmail-queue refuses the mail it would filter (exit 55)"),
+    ("options", "# sockets\nspamdsocket: ::1:783\n", "control/options:2: spamdsocket: write an IPv6 address as "
+     "[address]:port: '::1:783': qmail-queue refuses the mail it would filter (exit 55)"),
+])
+def test_check_reports_addresses_the_programs_refuse(home, name, text, finding):
+    """qmail-remote (outgoingip) and qmail-queue's filters (clamdsocket, spamdsocket) parse these
+    with their own rule and stop; --check asks the same rule."""
+    postmaster_reachable(home)
+    home.control("rcpthosts", "example.org\n")
+    home.control(name, text)
+    r = home.run("qmail-showctl", "--check")
+    assert (r.returncode, r.stdout.decode().splitlines()) == (1, [finding])
+    home.control(name, "# sockets\nspamdsocket: [::1]:783\n" if name == "options" else
+                 {"outgoingip": "127.0.0.1\n", "clamdsocket": "/run/clamd.ctl\n"}[name])
+    r = home.run("qmail-showctl", "--check")
+    assert (r.returncode, r.stdout) == (0, b"")
+
+
 def test_check_follows_postmaster_and_double_bounces_to_a_mailbox(home):
     """Issue 24: postmaster@me, postmaster@ of each virtual domain and the double-bounce address
     must reach a mailbox; --check follows them as qmail-send, qmail-lspawn and qmail-local would."""

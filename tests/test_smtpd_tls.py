@@ -346,6 +346,49 @@ def test_unusable_dh_parameters_are_a_finding(tmp_path, tls_certs):  # noqa: F81
     assert "control/dh2048.pem: unusable: " in out, out
 
 
+@pytest.mark.parametrize("name,text,finding", [
+    ("tlsserverciphers", "NOSUCHCIPHER\n",
+     "control/tlsserverciphers: ('No cipher can be selected.',): qmail-smtpd's STARTTLS fails after its 220"),
+    ("clientca.pem", "not a certificate\n", "control/clientca.pem: "),
+])
+def test_tls_controls_smtpd_refuses_are_findings(tmp_path, tls_certs, name, text, finding):  # noqa: F811
+    """qmail-smtpd offers STARTTLS, answers 220 and then cannot make its context: the session ends
+    with a log line naming the file. qmail-showctl --check said nothing about it."""
+    home = make_home(tmp_path / "qmail", tls_certs, auth=False)
+    home.control(name, text)
+    server = Smtpd(home)
+    try:
+        s = connect(server.port)
+        read_lines(s, 1)
+        s.sendall(b"STARTTLS\r\n")
+        assert read_lines(s, 1) == ["220 ready for tls"]
+        assert s.recv(100) == b""
+        s.close()
+    finally:
+        log = server.stop()
+    assert ' tls-failed reason="control/%s: ' % name in log, log
+    r = home.run("qmail-showctl", "--check")
+    assert r.returncode == 1
+    assert [line for line in r.stdout.decode().splitlines() if line.startswith(finding)], r.stdout
+
+
+def test_tls_controls_remote_refuses_are_findings(tmp_path, tls_certs):  # noqa: F811
+    """qmail-remote defers with 'Unable to read control files' naming these (remote.tls.client_context);
+    qmail-showctl --check said nothing about them."""
+    home = make_home(tmp_path / "qmail", tls_certs, cert=False, auth=False)
+    home.control("rcpthosts", "example.org\n")
+    home.control("tlsclientciphers", "NOSUCHCIPHER\n")
+    home.control("clientcert.pem", "not a certificate\n")
+    home.control("tlsdestinations", "example.net\nexample.com:/nonexistent/ca.pem\n")
+    out = home.run("qmail-showctl", "--check").stdout.decode().splitlines()
+    assert "control/tlsclientciphers: unusable: ('No cipher can be selected.',)" in out, out
+    assert [x for x in out if x.startswith("control/tlsdestinations: unusable: /nonexistent/ca.pem: ")], out
+    home.control("tlsclientciphers", "HIGH\n")
+    out = home.run("qmail-showctl", "--check").stdout.decode().splitlines()
+    assert [x for x in out if x.startswith("control/clientcert.pem: unusable: ")], out
+    assert not [x for x in out if x.startswith("control/tlsclientciphers")], out
+
+
 def test_under_qmail_tcpserver_starttls_smtps_and_the_cve_bytes(tmp_path, tls_certs):  # noqa: F811
     """The same program under qmail-tcpserver (forked, not exec'd): STARTTLS, SMTPS=1, and the
     pipelined RSET after STARTTLS dropped."""

@@ -44,14 +44,87 @@ def cli(check, as_json):
 
 
 def checks(home, controls):
-    """show.check()'s findings about the control files, then where postmaster's mail goes."""
+    """show.check()'s findings about the control files, what the programs' own rules refuse,
+    then where postmaster's mail goes."""
     from qmailpy.spawn import reach
     findings = show.check(controls)
+    findings += program_findings(controls)
     try:
         findings += reach.findings(home, controls)
     except ControlError as e:        # a control the route needs cannot be read: show.check named it
         findings.append(Finding("control", 0, "cannot follow postmaster's route: %s" % e))
     return findings
+
+
+FILTERED = "qmail-queue refuses the mail it would filter (exit 55)"
+
+
+def program_findings(controls):
+    """Controls a program parses with a rule of its own before it uses them, asked with that rule
+    (its one home is the program's module), so that --check refuses what the programs refuse:
+    outgoingip (qmail-remote: Z, every delivery), clamdsocket and spamdsocket (qmail-queue's
+    filters: exit 55), the cipher lists and PEM files of qmail-remote (Z) and of qmail-smtpd
+    (STARTTLS fails after its 220; a servercert.pem or dh2048.pem show.check finds unusable is
+    reported there). A control that cannot be read at all is show.check's finding already."""
+    found = []
+    for ask in (_outgoingip, _filter_socket("clamdsocket"), _filter_socket("spamdsocket"), _remote_tls,
+                _smtpd_tls):
+        try:
+            found += ask(controls)
+        except ControlError:
+            pass                    # unreadable: show.check named it
+    return found
+
+
+def _outgoingip(controls):
+    from qmailpy.remote.connect import source_address
+    s = controls.setting("outgoingip")
+    try:
+        source_address(s.value or "")
+    except ValueError as e:
+        return [s.finding("%s: qmail-remote defers every delivery" % e)]
+    return []
+
+
+def _filter_socket(name):
+    def ask(controls):
+        from qmailpy.exitcodes import QueueError
+        from qmailpy.filters.net import parse_address
+        s = controls.setting(name)
+        try:
+            parse_address(s.value, name)
+        except QueueError as e:         # its reason is "NAME: why"
+            return [s.finding("%s: %s" % (e.reason[len(name) + 2:], FILTERED))]
+        return []
+    return ask
+
+
+def _remote_tls(controls):
+    from qmailpy.remote.tls import client_context, parse_destinations
+    tries = [({"tlsclientciphers": controls.value("tlsclientciphers"),
+               "clientcert": controls.value("clientcert.pem")}, False, None)]
+    tries += [({}, True, p.cafile) for p in parse_destinations(controls.value("tlsdestinations")).values()
+              if p.cafile]
+    found = []
+    for settings, verify, cafile in tries:
+        try:
+            client_context(settings, verify, cafile)
+        except ControlError as e:
+            found.append(e.finding())
+    return found
+
+
+def _smtpd_tls(controls):
+    from qmailpy.ctl import pem
+    from qmailpy.smtpd.tls import TlsUnavailable, server_context
+    cert = controls.value("servercert.pem")
+    if cert is None or pem.problem(cert, controls.value("dh2048.pem")) is not None:
+        return []
+    try:
+        server_context(controls)
+    except TlsUnavailable as e:
+        return [Finding(e.where, e.lineno, e.reason + ": qmail-smtpd's STARTTLS fails after its 220")]
+    return []
 
 
 def main():

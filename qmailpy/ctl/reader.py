@@ -49,6 +49,11 @@ class Setting:
             return "%s:%d" % (self.source, self.linenos[index])
         return self.source
 
+    def finding(self, reason):
+        """A Finding about this value where it was set (control/NAME, or control/options naming it)."""
+        named = self.control.name + ": " if self.source == "control/" + OPTIONS else ""
+        return Finding(self.source, self.linenos[0] if self.linenos else 0, named + reason)
+
 
 def read_bytes(path, name=None):
     """File contents, or None when absent; other errors raise ControlError naming `name` (or path).

@@ -118,7 +118,11 @@ class Plan:
 
     def context(self):
         """The ssl.SSLContext for this connection (R.Stop on a control that cannot be used)."""
-        return client_context(self.settings, self.verify, self.policy.cafile if self.verify else None)
+        from qmailpy.ctl.reader import ControlError
+        try:
+            return client_context(self.settings, self.verify, self.policy.cafile if self.verify else None)
+        except ControlError as e:
+            raise R.Stop(R.control(e)) from None
 
 
 def text(reason):
@@ -131,8 +135,10 @@ def text(reason):
 
 def client_context(settings, verify, cafile):
     """An SSLContext: the CAs (cafile, else the system's) and host name checked when verify;
-    control/tlsclientciphers and control/clientcert.pem applied."""
+    control/tlsclientciphers and control/clientcert.pem applied. A control that cannot be used is a
+    ControlError naming it (qmail-remote's Z report; qmail-showctl --check asks the same)."""
     import ssl
+    from qmailpy.ctl.reader import ControlError
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     where = "control/tlsdestinations"
     try:
@@ -152,7 +158,7 @@ def client_context(settings, verify, cafile):
             ctx.load_cert_chain(settings["clientcert"])
     except (OSError, ssl.SSLError, ValueError) as e:
         detail = "%s: %s" % (cafile, e) if where == "control/tlsdestinations" else e
-        raise R.Stop(R.control("%s: unusable: %s" % (where, detail))) from None
+        raise ControlError(where, 0, "unusable: %s" % detail) from None
     return ctx
 
 

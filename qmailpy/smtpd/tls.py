@@ -17,11 +17,13 @@ does not verify against those CAs fails the handshake (Python's ssl has no
 """
 import ssl
 
+from qmailpy.ctl.reader import ControlError
+
 READ_SIZE = 65536
 
 
-class TlsUnavailable(Exception):
-    """The controls give no usable server context (the text says why)."""
+class TlsUnavailable(ControlError):
+    """The controls give no usable server context: the file and why (qmail-showctl --check asks too)."""
 
 
 class Info:
@@ -41,14 +43,14 @@ def _load(name, load, *args):
     try:
         load(*args)
     except (ssl.SSLError, OSError) as e:
-        raise TlsUnavailable("control/%s: %s" % (name, getattr(e, "reason", None) or e.strerror or e)) from None
+        raise TlsUnavailable("control/" + name, 0, str(getattr(e, "reason", None) or e.strerror or e)) from None
 
 
 def server_context(controls):
     """The ssl.SSLContext for qmail-smtpd (TlsUnavailable when servercert.pem cannot be used)."""
     cert = controls.value("servercert.pem")
     if cert is None:
-        raise TlsUnavailable("control/servercert.pem: missing")
+        raise TlsUnavailable("control/servercert.pem", 0, "missing")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     _load("servercert.pem", ctx.load_cert_chain, cert)
