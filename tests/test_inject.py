@@ -167,7 +167,8 @@ def test_split():
     lines = [b"From alice Tue\n", b"A: 1\n", b"  more\n", b"B: 2\n", b"not a field\n"]
     assert list(H.split(iter(lines))) == [
         ("field", b"MBOX-Line: From alice Tue\n"), ("field", b"A: 1\n  more\n"), ("field", b"B: 2\n"),
-        ("end", None), ("body", b"not a field\n")]
+        ("end", None), ("body", b"\nnot a field\n")]
+    assert list(H.split(iter([b"A: 1\n", b"\r\n", b"x\n"]))) == [("field", b"A: 1\n"), ("end", None), ("body", b"\n\r\n")]
     assert list(H.split(iter([b"A: 1\n", b"\n", b"x"]))) == [("field", b"A: 1\n"), ("end", None), ("body", b"\n")]
     assert list(H.split(iter([b"A: 1"]))) == [("field", b"A: 1\n"), ("end", None)]
 

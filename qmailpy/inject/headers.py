@@ -6,8 +6,9 @@ field is valid when it has a colon after a non-empty name of printable
 non-space ASCII. The header ends at the first empty line (which belongs to
 the body) or at the first line that is neither a valid field, a
 continuation line (starting with a space or tab) nor an mbox `From ` line
-(kept as `MBOX-Line: From ...`); such a line starts the body as it is. A
-last line without a newline gets one.
+(kept as `MBOX-Line: From ...`); such a line starts the body, after an
+empty line put before it (headerbody.c: hdone(), dobl("\n"), dobl(line)).
+A last line without a newline gets one.
 """
 
 NAMES = ("sender", "from", "reply-to", "to", "cc", "bcc", "date", "message-id", "subject",
@@ -66,8 +67,9 @@ def split(lines):
     """Read the header from an iterator of lines (bytes, each ending with a newline but
     perhaps the last): yields ("field", bytes) for each header field (continuation
     lines included), ("end", None) once, then ("body", line) for the line that
-    started the body, if any. The rest of the body is the caller's to copy (a
-    last line without a newline gets one there too)."""
+    started the body, if any (after the empty line qmail puts before a line
+    that is not one). The rest of the body is the caller's to copy (a last
+    line without a newline gets one there too)."""
     field = None
     for line in lines:
         if not line.endswith(b"\n"):
@@ -92,4 +94,4 @@ def split(lines):
         yield "end", None
         return
     yield "end", None
-    yield "body", line
+    yield "body", line if line == b"\n" else b"\n" + line
