@@ -119,8 +119,9 @@ def test_no_home(tmp_path):
 
 
 def test_no_queue_program(qhome):
+    """qmail_open() forks; the child's failed exec is its exit 120, which qmail_close() reports."""
     r = sendmail(qhome, "joe", input=b"\nbody\n", QMAILQUEUE="/nonexistent/qmail-queue")
-    assert (r.returncode, r.stderr) == (111, b"qmail-inject: fatal: unable to run qmail-queue\n")
+    assert (r.returncode, r.stderr) == (111, b"qmail-inject: fatal: unable to exec qq (#4.3.0)\n")
 
 
 def test_bp_and_mailq_list_the_queue(qhome):
