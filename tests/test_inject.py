@@ -51,8 +51,10 @@ def test_parse_token_kinds():
 
 
 def test_parse_atoms_take_brackets_and_escapes():
-    assert [(t.type, t.text) for t in T.parse(b"a)b c]d e\\ f")] == [
-        (T.ATOM, b"a)b"), (T.ATOM, b"c]d"), (T.ATOM, b"e f")]
+    """An atom with ')', ']', '\\' or a byte outside 32..126 is a quoted string (atomcheck())."""
+    assert [(t.type, t.text) for t in T.parse(b"a)b c]d e\\ f g\\\\h caf\xc3\xa9 x\x01y plain")] == [
+        (T.QUOTE, b"a)b"), (T.QUOTE, b"c]d"), (T.ATOM, b"e f"), (T.QUOTE, b"g\\h"), (T.QUOTE, b"caf\xc3\xa9"),
+        (T.QUOTE, b"x\x01y"), (T.ATOM, b"plain")]
 
 
 @pytest.mark.parametrize("bad", [b"(open", b'"open', b"[open", b")x", b"]x", b'"a\\'])

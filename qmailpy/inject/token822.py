@@ -5,8 +5,10 @@ the email package's:
 - parse(): white space (space, tab, CR, LF) separates tokens; `.,@<>:;` are
   one-character tokens; `(...)` a comment (nested parentheses are dropped,
   `\\x` is x), `"..."` a quoted string, `[...]` a domain literal, anything
-  else an atom (`\\x` inside is x). An unclosed comment, quote or literal,
-  or a `)` or `]` where a token starts, does not parse.
+  else an atom (`\\x` inside is x); an atom with a byte outside 32..126 or a
+  `)`, `]` or `\\` in it is taken as a quoted string (atomcheck()), so it is
+  written back in quotes. An unclosed comment, quote or literal, or a `)` or
+  `]` where a token starts, does not parse.
 - addrlist(): an address list read from right to left, as qmail does:
   `phrase <addr>`, `group: a, b;`, bare addresses; comments stay where they
   are (a comment inside a bare address ends up after it); two words in a row
@@ -30,6 +32,7 @@ NOT_ATOM = frozenset(b' \t\r\n(["<>;:@,.')
 WORDS = (ATOM, QUOTE, LITERAL)
 PHRASE = (COMMENT, ATOM, QUOTE, AT, DOT)     # what may stand before '<' or ':'
 ESCAPED = frozenset(b'"[]()\\\r\n')
+NOT_IN_ATOM = frozenset(b")]\\").union(range(32), range(127, 256))     # atomcheck()
 LINELEN = 80
 
 
@@ -108,7 +111,7 @@ def parse(data):
                 i += 1
                 if i >= n or data[i] in NOT_ATOM:
                     break
-            tokens.append(Token(ATOM, bytes(out)))
+            tokens.append(Token(QUOTE if NOT_IN_ATOM.intersection(out) else ATOM, bytes(out)))
     return tokens
 
 
