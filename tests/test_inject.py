@@ -117,9 +117,25 @@ def test_addrlist_reads_right_to_left_and_adds_missing_commas():
     assert T.unparse(out) == b"To: a, b, <c>, d, g: e;, f\n"
 
 
-def test_addrlist_refuses_an_unclosed_angle():
+@pytest.mark.parametrize("field", [
+    b"To: joe@x>",                  # a '>' without '<'
+    b"To: list: a, b",              # a ':' outside a group (no ';' after it)
+    b"To: a;;",                     # a group inside a group
+])
+def test_addrlist_refuses_what_qmail_refuses(field):
     with pytest.raises(T.ParseError):
-        T.addrlist(T.parse(b"To: <joe"), lambda a: None)
+        T.addrlist(T.parse(field), lambda a: None)
+
+
+@pytest.mark.parametrize("field, addresses, text", [
+    (b"To: joe <joe@x", [b"joe<joe@x"], b"To: joe <joe@x\n"),     # a '<' without '>' is in the address
+    (b"To: <a@x> g: b;", [b"b"], b"To: <a@x>g: b;\n"),            # a group's name runs back to a comma
+    (b"To: g: a, b;, c", [b"c", b"b", b"a"], b"To: g: a, b;, c\n"),
+])
+def test_addrlist_as_qmails_token822_addrlist(field, addresses, text):
+    seen = []
+    out = T.addrlist(T.parse(field), lambda addr: seen.append(T.unquote(reversed(addr))))
+    assert (seen, T.unparse(out)) == (addresses, text)
 
 
 # -- rewriting

@@ -13,7 +13,9 @@ the email package's:
   `phrase <addr>`, `group: a, b;`, bare addresses; comments stay where they
   are (a comment inside a bare address ends up after it); two words in a row
   outside angle brackets are two addresses (a comma is put between them),
-  and so are `<a> b` and `g: a; b`. Each address is given to a callback in
+  and so are `<a> b` and `g: a; b`. A `>` without `<`, a `:` outside a group
+  and a group inside a group do not parse; a `<` without `>` is part of an
+  address. Each address is given to a callback in
   reverse token order (qmail's rewriting rules are written for that order);
   `<>` is given too, empty.
 - unparse(): tokens back to text with qmail's spacing, folded after commas
@@ -117,59 +119,83 @@ def parse(data):
 
 def addrlist(tokens, callback):
     """The tokens of a whole header field (name, ':', list) with each address replaced
-    by what callback(address tokens, reversed, edited in place) leaves of it."""
+    by what callback(address tokens, reversed, edited in place) leaves of it.
+
+    token822_addrlist(), right to left: a ';' opens a group (ParseError inside one),
+    its ':' closes it (ParseError outside one) and takes everything back to a comma
+    as the group's name; a '>' takes the address back to its '<' (ParseError without
+    one) and the phrase before it; a '<' anywhere else is part of an address; a word
+    after a word (or after `<...>`) starts another address, with a comma put between."""
     out, addr = [], []
+
+    def got():
+        callback(addr)
+        out.extend(addr)
+        del addr[:]
 
     def flush(comma=False):
         if addr:
-            callback(addr)
-            out.extend(addr)
-            del addr[:]
+            got()
             if comma:
                 out.append(Token(COMMA))
 
+    ingroup, wordok = False, True
     beginning = 2
     t = len(tokens) - 1
     while t >= beginning:
         tok = tokens[t]
         if tok.type == SEMI:
             flush(comma=True)
-            out.append(tok)
-            t -= 1
-        elif tok.type == COMMA:
+            if ingroup:
+                raise ParseError("';' inside a group")
+            ingroup = wordok = True
+        elif tok.type == COLON:
             flush()
+            if not ingroup:
+                raise ParseError("':' outside a group")
+            ingroup = False
+            while t >= beginning and tokens[t].type != COMMA:
+                out.append(tokens[t])
+                t -= 1
+            if t >= beginning:
+                out.append(tokens[t])
+                t -= 1
+            wordok = True
+            continue
+        elif tok.type == RIGHT:
+            flush(comma=True)
             out.append(tok)
             t -= 1
-        elif tok.type in (COLON, RIGHT):
-            if tok.type == COLON:
-                flush()
-            else:
-                flush(comma=True)
-            out.append(tok)
+            while t >= beginning and tokens[t].type != LEFT:
+                addr.append(tokens[t])
+                t -= 1
+            got()                           # even for <>: Return-Path: <> is the null sender
+            if t < beginning:
+                raise ParseError("'>' without '<'")
+            out.append(tokens[t])           # the '<'
             t -= 1
-            if tok.type == RIGHT:
-                while t >= beginning and tokens[t].type != LEFT:
-                    addr.append(tokens[t])
-                    t -= 1
-                callback(addr)              # even for <>: Return-Path: <> is the null sender
-                out.extend(addr)
-                del addr[:]
-                if t >= beginning:
-                    out.append(tokens[t])   # the '<'
-                    t -= 1
             while t >= beginning and tokens[t].type in PHRASE:
                 out.append(tokens[t])
                 t -= 1
-        elif tok.type == COMMENT:           # lexically a space: does not separate addresses
-            out.append(tok)
-            t -= 1
-        elif tok.type == LEFT:
-            raise ParseError("'<' without '>'")
-        else:
-            if addr and addr[-1].type in WORDS and tok.type in WORDS:
+            wordok = False
+            continue
+        elif tok.type in WORDS:
+            if not wordok:
                 flush(comma=True)
+            wordok = False
             addr.append(tok)
             t -= 1
+            continue
+        elif tok.type == COMMA:
+            flush()
+            wordok = True
+        elif tok.type != COMMENT:           # '@', '.', a '<' without '>': part of the address
+            wordok = True
+            addr.append(tok)
+            t -= 1
+            continue
+        out.append(tok)                     # ';', ',', a comment (lexically a space)
+        t -= 1
     flush()
     out.extend(reversed(tokens[:beginning]))
     out.reverse()
