@@ -100,6 +100,15 @@ def test_usage_errors(qhome, args, first):
     assert queued_messages(qhome) == []
 
 
+@pytest.mark.parametrize("argv0", ["mailq", "newaliases"])
+def test_usage_errors_name_the_program_as_run(qhome, argv0):
+    """sgetopt.c names the program by the last part of argv[0]; die_usage() always says sendmail."""
+    r = sendmail(qhome, "-q", argv0=argv0)
+    assert (r.returncode, r.stdout) == (100, b"")
+    assert r.stderr == (b"%s: illegal option -- q\n" % argv0.encode() +
+                        b"sendmail: usage: sendmail [ -t ] [ -fsender ] [ -Fname ] [ -bp ] [ -bs ] [ arg ... ]\n")
+
+
 def test_relative_qmailhome(qhome):
     """sendmail enters its home as qmail's does; a relative $QMAILHOME still means the same home."""
     top = os.path.dirname(qhome.root)

@@ -77,7 +77,8 @@ def run(argv, environ):
         return X.EXIT_TROUBLE
     header, sender = False, None
     env = dict(environ, QMAILHOME=home)         # a relative $QMAILHOME no longer applies here
-    opts = GetOpt(PROG, argv[1:], "vimte:f:p:o:B:F:EJxb:")
+    name = os.path.basename(argv[0]) if argv else PROG      # sgetopt's optprogname: mailq, newaliases
+    opts = GetOpt(name, argv[1:], "vimte:f:p:o:B:F:EJxb:")
     for c, arg in opts:
         if c == "t":
             header = True
@@ -97,7 +98,6 @@ def run(argv, environ):
         elif c == "?":
             return usage()
         # B e i m o p v x: nothing to do, as in qmail
-    name = os.path.basename(argv[0]) if argv else PROG
     if name == "mailq":
         return mailq(env)
     if name == "newaliases":
