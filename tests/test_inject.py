@@ -274,3 +274,21 @@ def test_case(tmp_path, capfd, path):
     got = stdout.getvalue() or bytes(queue.message)
     assert got.decode("utf-8").split("\n") == (case.out + [""] if case.out else [""])
     assert (queue.envelope or []) == case.envelope
+
+
+def test_n_ignores_a_closed_stdout(tmp_path):
+    """-n: qmail-inject's put() drops substdio_put()'s -1, so a reader that goes away early
+    (qmail-inject -n | head -1) costs nothing: the message is read to its end, exit 0."""
+    import subprocess
+    from conftest import program
+    (tmp_path / "control").mkdir()
+    (tmp_path / "control" / "me").write_text("host.example\n")
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([program("qmail-inject"), "-n", "joe"], stdout=w, stderr=subprocess.PIPE,
+                           input=b"Subject: big\n\n" + b"x" * 200 + b"\n" * 100000, timeout=60,
+                           env={"QMAILHOME": str(tmp_path), "USER": "bob", "PATH": os.environ["PATH"]})
+    finally:
+        os.close(w)
+    assert (p.returncode, p.stderr) == (0, b"")

@@ -64,6 +64,35 @@ def _copy_body(first, stream, put):
         put(b"\n")
 
 
+class _Printer:
+    """-n's output. qmail-inject's put() does not look at substdio_put()'s -1: once
+    stdout cannot be written (qmail-inject -n | head -1) the rest is dropped, the
+    message is still read to its end, and the exit code is 0."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, data):
+        if self.stream is None:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                n = self.stream.write(view)
+                if n is None:                   # a non-blocking stdout that is full
+                    raise BlockingIOError
+                view = view[n:]
+        except OSError:
+            self.stream = None
+
+    def flush(self):
+        if self.stream is not None:
+            try:
+                self.stream.flush()
+            except OSError:
+                self.stream = None
+
+
 def parse_args(args, environ):
     """(recipient strategy, queue?, sender or None, recipient arguments); Fatal on a bad option."""
     strategy, queue, sender = "default", True, None
@@ -140,6 +169,7 @@ def _inject(inj, stdin, stdout, queue, from_header, environ, open_queue):
                     job = open_queue(environ)
                     put = job.write
                 else:
+                    stdout = _Printer(stdout)
                     put = stdout.write
                 put(head)
             else:
@@ -194,4 +224,5 @@ def main(argv=None):
     argv = sys.argv if argv is None else argv
     from qmailpy.progstart import start
     start(HELP, argv)           # SIGCHLD back to default (qmail-queue's answer), --help
-    return run(argv[1:], os.environ, sys.stdin.buffer, sys.stdout.buffer)
+    # unbuffered: a write that fails leaves nothing behind for the exit-time flush to fail on
+    return run(argv[1:], os.environ, sys.stdin.buffer, sys.stdout.buffer.raw)
