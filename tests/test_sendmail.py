@@ -7,6 +7,7 @@ pipes), with the environment sendmail gives qmail-smtpd (RELAYCLIENT, TCPREMOTEI
 import os
 import re
 import select
+import signal
 import subprocess
 
 import pytest
@@ -133,18 +134,38 @@ def test_no_queue_program(qhome):
     assert (r.returncode, r.stderr) == (111, b"qmail-inject: fatal: unable to exec qq (#4.3.0)\n")
 
 
-def test_bp_and_mailq_list_the_queue(qhome):
-    assert sendmail(qhome, "joe", input=b"\nbody\n").returncode == 0
-    [msgid] = [int(n) for n in os.listdir(os.path.join(qhome.root, "queue", "todo"))]
+def queue_one(home):
+    """A message for joe, its info/ and local/ files as qmail-send's preprocessing leaves them; its number."""
+    assert sendmail(home, "joe", input=b"\nbody\n").returncode == 0
+    [msgid] = [int(n) for n in os.listdir(os.path.join(home.root, "queue", "todo"))]
     for channel, record in (("info", b"Fcron@host.example\0"), ("local", b"Tjoe@host.example\0")):
-        with open(os.path.join(qhome.root, "queue", channel, str(msgid % 23), str(msgid)), "wb") as f:
-            f.write(record)           # as qmail-send's preprocessing leaves them
+        with open(os.path.join(home.root, "queue", channel, str(msgid % 23), str(msgid)), "wb") as f:
+            f.write(record)
+    return msgid
+
+
+def test_bp_and_mailq_list_the_queue(qhome):
+    msgid = queue_one(qhome)
     qread = subprocess.run([program("qmail-qread")], capture_output=True, env=env_of(qhome), timeout=60)
     assert b"#%d" % msgid in qread.stdout and b"\tlocal\tjoe@host.example" in qread.stdout
     for r in (sendmail(qhome, "-bp"), sendmail(qhome, argv0="mailq")):
         assert (r.returncode, r.stdout, r.stderr) == (0, qread.stdout, b"")
     r = sendmail(qhome, argv0="newaliases")
     assert (r.returncode, r.stderr) == (100, b"sendmail: fatal: please use fastforward/newaliases instead\n")
+
+
+def test_bp_and_qread_end_quietly_when_the_reader_goes(qhome):
+    """qmail-qread leaves SIGPIPE at its default: mailq | head -1, mailq | grep -q x end it at
+    once, killed by SIGPIPE, with nothing on stderr (cron would mail a Python error)."""
+    queue_one(qhome)
+    for argv in ([program("sendmail"), "-bp"], [program("qmail-qread")]):
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            p = subprocess.run(argv, stdout=w, stderr=subprocess.PIPE, env=env_of(qhome), timeout=60)
+        finally:
+            os.close(w)
+        assert (p.returncode, p.stderr) == (-signal.SIGPIPE, b"")
 
 
 def test_help():

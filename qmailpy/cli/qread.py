@@ -8,7 +8,7 @@ import sys
 import click
 
 from qmailpy import paths
-from qmailpy.queue.read import listing
+from qmailpy.queue.read import die_on_closed_pipe, listing
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +16,7 @@ from qmailpy.queue.read import listing
 def cli(as_json):
     """List the messages in the queue of $QMAILHOME (default /var/qmail)."""
     home = paths.qmailhome(os.environ)
+    die_on_closed_pipe()
     sys.exit(listing(home, click.echo, lambda text: click.echo(text, err=True), as_json))
 
 

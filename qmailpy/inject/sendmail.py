@@ -58,7 +58,8 @@ def smtpd(environ):
 
 def mailq(env):
     """qmail-qread's listing (qmailpy.queue.read)."""
-    from qmailpy.queue.read import listing
+    from qmailpy.queue.read import die_on_closed_pipe, listing
+    die_on_closed_pipe()
 
     def echo(text, out=sys.stdout):
         out.write(text + "\n")

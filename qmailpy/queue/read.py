@@ -46,6 +46,15 @@ def render(m):
     return lines
 
 
+def die_on_closed_pipe():
+    """qmail-qread leaves SIGPIPE at its default: when its reader goes away (mailq | head -1,
+    mailq | grep -q x) the signal ends it at once, with no message. Python starts with
+    SIGPIPE ignored; the programs that print the listing (qmail-qread, sendmail -bp and
+    mailq) call this first."""
+    import signal
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
 def listing(home, echo, warn, as_json=False):
     """Show the queue of `home` through echo(text) (warnings: warn(text)); the exit code
     (EXIT_TROUBLE when the queue cannot be read)."""
