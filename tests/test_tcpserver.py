@@ -705,3 +705,60 @@ def test_no_fd_for_a_worker_drops_the_connection_and_the_server_goes_on(monkeypa
         b.close()
     assert lines == ["tcpserver: warning: dropping connection, unable to fork: Too many open files"]
     assert p.busy == 0 and not p.workers
+
+
+# Both front ends in a private network namespace with a DNS server on 127.0.0.1:53 (tcpserver's
+# djbdns client asks $DNSCACHEIP's port 53): PTR names, -p, and rules by =host.
+NETNS_NAMES = r"""
+import json, os, pathlib
+from dnsserver import DNSServer
+import test_tcpserver as t
+cfg = json.loads(os.environ["NETNS_CFG"])
+
+class Home:
+    def env(self, **extra):
+        return {**os.environ, "DNSCACHEIP": "127.0.0.1", **extra}
+
+out = {}
+with DNSServer(cfg["zones"], port=53):
+    for run, opts in enumerate(cfg["runs"]):
+        top = pathlib.Path(cfg["tmp"]) / ("run%d" % run)
+        top.mkdir()
+        for name in ("tcpserver", "qmail-tcpserver"):
+            env, log, port, client = t.run_env_dump(top, Home(), name, cfg["cdb"], opts=opts)
+            ports = {port: "SERVERPORT", client: "CLIENTPORT"}
+            env = env.replace(str(top), "TOP")
+            out.setdefault(name, []).append([t.normalized(env, ports), t.normalized(log, ports)])
+print(json.dumps(out))
+"""
+
+
+def names_in_netns(tmp_path, qhome, zones, rules, runs):
+    """{front: [(env dump, log) per run]} for both front ends, with `zones` served on 127.0.0.1:53."""
+    import json
+    from netns import in_netns
+    cdb = tcprules(tmp_path, rules)
+    cfg = {"zones": zones, "cdb": cdb, "tmp": str(tmp_path), "runs": [list(r) for r in runs]}
+    env = qhome.env(QMAILQUEUE=program("qmail-queue"), NETNS_CFG=json.dumps(cfg))
+    return json.loads(in_netns(NETNS_NAMES, env=env, timeout=240))
+
+
+HOST_RULES = ('=mx.example.org:allow,RELAYCLIENT="",RULE="host"\n'
+              '=.example.net:allow,RULE="domain"\n'
+              ':allow,RULE="default"\n')
+
+
+def test_host_names_and_host_rules_as_tcpserver(tmp_path, qhome):
+    """A PTR name is written as tcpserver's djbdns client writes it (lower case), for
+    TCPREMOTEHOST, TCPLOCALHOST, the log and the `=host` rules: a PTR of MX.Example.ORG
+    matches `=mx.example.org`, as under tcpserver; -p keeps a name that resolves back."""
+    zones = {"1.0.0.127.in-addr.arpa": {"PTR": ["MX.Example.ORG"]}, "mx.example.org": {"A": ["127.0.0.1"]}}
+    got = names_in_netns(tmp_path, qhome, zones, HOST_RULES, [("-v", "-R"), ("-v", "-R", "-p")])
+    assert got["qmail-tcpserver"] == got["tcpserver"]
+    plain, paranoid = got["tcpserver"]
+    assert "TCPREMOTEHOST=mx.example.org\n" in plain[0] and "RULE=host\n" in plain[0]
+    assert "\nRELAYCLIENT=\n" in plain[0] and "TCPLOCALHOST=mx.example.org\n" in plain[0]
+    assert "tcpserver: ok PID mx.example.org:127.0.0.1:SERVERPORT mx.example.org:127.0.0.1::CLIENTPORT\n" \
+        in plain[1]
+    assert paranoid == plain
+

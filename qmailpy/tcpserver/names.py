@@ -1,6 +1,9 @@
 """What tcpserver asks about a client before it runs the program: host names and ident.
 
-Host names (unless -l / -H): the first PTR name of the address, as dns_name4();
+Host names (unless -l / -H): the first PTR name of the address, as dns_name4(),
+written as djbdns writes a name (dns_domain_todot_cat: A-Z lower-cased, every byte
+but a-z, 0-9, '-' and '_' as \\ooo in octal), so TCPREMOTEHOST and the `=host` rules
+see `mx.example.org` for a PTR of `MX.Example.ORG`, as under tcpserver;
 with -p the name stays only when one of its A (AAAA) records is the address.
 Any failure leaves the name unset, as in tcpserver. Ident (unless -R): RFC 1413
 from the local address to the client's port 113 within -t seconds, as
@@ -18,7 +21,20 @@ def host_name(resolver, ip, paranoid=False):
         forward = resolver.aaaa(name) if ":" in ip else resolver.a(name)
         if not forward.ok or ip not in forward.values:
             return None
-    return name
+    return djb_text(name)
+
+
+DJB_KEPT = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def djb_text(name):
+    """A name (the resolver's text form) as djbdns's dns_domain_todot_cat() writes it."""
+    import dns.name
+    labels = [label for label in dns.name.from_text(name).labels if label]
+    if not labels:
+        return "."
+    return ".".join("".join(chr(b) if b in DJB_KEPT else "\\%03o" % b for b in label.lower())
+                    for label in labels)
 
 
 def remote_info(local_ip, local_port, remote_ip, remote_port, timeout):
