@@ -79,6 +79,12 @@ def write_line(fd, text):
     _write(fd, escape(text))
 
 
+def write_safe_line(fd, text):
+    """Write a line that is safe as it is (tcpserver's `ok`/`deny` line, its fields through
+    ucspi_safe: bytes 33..126 only), newline added; a '\\' stays one, as tcpserver writes it."""
+    _write(fd, text)
+
+
 def qmail_safe(text):
     """qsutil.c logsafe(): newline -> '/', '%' and bytes outside 33..126 (space too) -> '_'."""
     if isinstance(text, str):

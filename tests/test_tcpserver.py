@@ -762,3 +762,16 @@ def test_host_names_and_host_rules_as_tcpserver(tmp_path, qhome):
         in plain[1]
     assert paranoid == plain
 
+
+
+def test_odd_and_unverified_host_names_as_tcpserver(tmp_path, qhome):
+    """A PTR name with a byte djbdns escapes (`*` as \\052) matches `=.example.net` as under
+    tcpserver; with -p a name whose A record is not the client's address is dropped (no
+    TCPREMOTEHOST, no `=host` rule), in both."""
+    zones = {"1.0.0.127.in-addr.arpa": {"PTR": ["Odd*Name.Example.NET"]},
+             "odd*name.example.net": {"A": ["192.0.2.1"]}}
+    got = names_in_netns(tmp_path, qhome, zones, HOST_RULES, [("-v", "-R"), ("-v", "-R", "-p")])
+    assert got["qmail-tcpserver"] == got["tcpserver"]
+    plain, paranoid = got["tcpserver"]
+    assert "TCPREMOTEHOST=odd\\052name.example.net\n" in plain[0] and "RULE=domain\n" in plain[0]
+    assert "TCPREMOTEHOST" not in paranoid[0] and "RULE=default\n" in paranoid[0]

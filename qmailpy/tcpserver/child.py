@@ -12,6 +12,7 @@ session; its exit code is the session's, reported by the worker
 import os
 import sys
 
+from qmailpy.log import write_safe_line
 from qmailpy.tcpserver import names
 from qmailpy.tcpserver.tcpenv import environ_of, verdict_line
 
@@ -71,7 +72,7 @@ def prepare(sock, conn, opts, base_env, log):
     if opts.rules:
         verdict, rule_env = rule_for(opts, conn)
     if opts.verbosity >= 2:
-        log(verdict_line(verdict, pid, conn))
+        write_safe_line(2, verdict_line(verdict, pid, conn))
     if verdict == "deny":
         raise Dropped(None, 100)
     return environ_of(base_env, conn, rule_env)
