@@ -5,7 +5,7 @@ warmest), else to a new one. A worker's `end CODE` is logged as tcpserver
 logs a child's end (`end PID status CODE*256`); a worker that dies in a
 session (kill -9, a crash) is logged with its raw wait status, as a child
 would be. Retiring a worker is closing its channel: it sees the end and
-exits 0, unlogged. The parent holds one channel per living worker and
+exits 0, unlogged (a busy one after its session). The parent holds one channel per living worker and
 nothing per connection, so its fds and memory follow the number of workers,
 never the number of connections.
 """
@@ -106,11 +106,16 @@ class Pool:
             self.poller.unregister(fd)
             w.chan.close()
 
-    def retire_idle(self, now=None):
-        """Retire the workers idle for max_idle (all idle ones with now=None); the seconds
-        until the next one is due (None: no idle worker)."""
+    def retire_all(self):
+        """Retire every worker, busy or not (SIGTERM): a busy one ends its session first."""
+        for w in list(self.workers.values()):
+            self.retire(w)
+
+    def retire_idle(self, now):
+        """Retire the workers idle for max_idle; the seconds until the next one is due (None: no
+        idle worker)."""
         for w in list(self.idle):
-            if now is None or now - w.idle_since >= self.max_idle:
+            if now - w.idle_since >= self.max_idle:
                 self.retire(w)
         if not self.idle:
             return None

@@ -4,10 +4,11 @@ As tcpserver: while -c sessions run it accepts nothing (the kernel's backlog
 holds new clients) until one ends; each session's end is logged as a
 child's, with its wait status. Signals reach the loop through a wake-up
 pipe, so a worker that dies however it dies (kill -9 included) is only an
-`end` line here: the listener is never in a worker's hands. SIGTERM stops
-accepting (the listener is closed: new clients are refused by the kernel),
-lets the running sessions finish, retires the workers, then exits 0. SIGHUP
-does nothing: every setting a session uses (controls, the rules cdb) is read
+`end` line here: the listener is never in a worker's hands. SIGTERM exits 0
+at once, as tcpserver's: the listener is closed (new clients are refused
+until supervise has started the next server, which binds at once) and every
+worker is retired; a running session goes on in its worker to its end,
+unlogged, as a child of tcpserver goes on alone. SIGHUP does nothing: every setting a session uses (controls, the rules cdb) is read
 per connection. The workers are qmailpy.tcpserver.pool's.
 """
 import gc
@@ -117,16 +118,13 @@ class Server:
         self.status()
         while True:
             pool.reap()
-            if self.stopping and self.listener is not None:
+            if self.stopping:
                 self.listener.close()
-                self.listener = None
-            if self.listener is None:
-                pool.retire_idle()
-                if not pool.workers:
-                    return 0
+                pool.retire_all()
+                return 0
             timeout = pool.retire_idle(time.monotonic())
             watch = [wake_r]
-            if self.listener is not None and pool.busy < self.opts.limit:
+            if pool.busy < self.opts.limit:
                 watch.append(self.listener.fileno())
             ready = pool.wait(watch, timeout)
             if wake_r in ready:
@@ -135,7 +133,7 @@ class Server:
                         pass
                 except BlockingIOError:
                     pass
-            if self.listener is not None and self.listener.fileno() in ready and not self.stopping:
+            if self.listener.fileno() in ready and not self.stopping:
                 self.accept()
 
     def accept(self):
