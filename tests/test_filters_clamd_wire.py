@@ -140,3 +140,18 @@ def test_the_message_is_opened_close_on_exec(tmp_path, monkeypatch):
     fake = FakeClamd(tmp_path, b"stream: OK\0")
     assert clamd.scan_file(message(tmp_path, b"abc"), fake.address(), 5) is None
     assert flags == [os.O_RDONLY | os.O_CLOEXEC]
+
+
+def test_clean_answer_before_the_end_of_the_message_is_74(tmp_path):
+    """A clamd (or anything in its place) that stops reading, answers OK and closes has not
+    scanned the rest: trouble (74, the client retries), never a clean message queued half
+    scanned. A finding in the part it read still counts."""
+    body = os.urandom(clamd.CHUNK * 40)
+    fake = FakeClamd(tmp_path, b"stream: OK\0", stop_after=100)
+    with pytest.raises(ServiceError) as e:
+        clamd.scan_file(message(tmp_path, body), fake.address(), 10)
+    assert (e.value.code, e.value.reason) == (
+        X.QQ_COMM_FAILED, "clamd: answered OK before the end of the message (%d bytes)" % len(body))
+    (tmp_path / "found").mkdir()
+    fake = FakeClamd(tmp_path / "found", b"stream: Eicar-Signature FOUND\0", stop_after=100)
+    assert clamd.scan_file(message(tmp_path, body), fake.address(), 10) == "Eicar-Signature"

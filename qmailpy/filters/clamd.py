@@ -9,7 +9,9 @@ runscripts (AlertExceedsMax, AlertEncrypted) clamd names it
 `Heuristics.Limits.Exceeded.<limit>` or `Heuristics.Encrypted.<kind>`, and
 the one limit clamd answers with an error, StreamMaxLength ("INSTREAM size
 limit exceeded"), is given the name TOO_LONG here. Either is a finding like
-a virus: a refusal, which control/filterfailopen does not waive.
+a virus: a refusal, which control/filterfailopen does not waive. An OK from a
+clamd that stopped reading before the zero-length chunk is not a verdict on
+the message: trouble (74), as a cut-short answer.
 """
 import os
 import struct
@@ -59,7 +61,11 @@ def scan_fd(fd, address, timeout):
         answer = conn.read(ANSWER_LIMIT, stop=b"\0")
     if not answer:
         raise ServiceError(X.QQ_COMM_FAILED, "clamd: connection closed without an answer")
-    return parse_answer(answer)
+    verdict = parse_answer(answer)
+    if verdict is None and not complete:        # it stopped reading: the rest was never scanned
+        raise ServiceError(X.QQ_COMM_FAILED, "clamd: answered OK before the end of the message (%d bytes)" % (
+            os.fstat(fd).st_size))
+    return verdict
 
 
 def scan_file(path, address, timeout):
