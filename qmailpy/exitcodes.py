@@ -76,6 +76,12 @@ QQ_CRASHED = (TEMPORARY, "qq crashed (#4.3.0)")                      # killed by
 SMTP_OK, SMTP_TEMPFAIL, SMTP_PERMFAIL = 250, 451, 554
 
 
+def qq_not_started(error, home):
+    """The exit code of qmail_open()'s child that could not start the queue program: 61 when
+    its chdir to the qmail home failed (the OSError names `home`), else 120 (the exec)."""
+    return QQ_HOME if error.filename == home else QQ_EXEC_FAILED
+
+
 def qq_status(code, custom=None):
     """(kind, text) for a qmail-queue exit code; `custom` is what code 82 left on fd 6."""
     if code == QQ_CUSTOM and custom:

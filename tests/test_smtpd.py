@@ -70,9 +70,25 @@ def test_queue_killed_by_signal(qhome, tmp_path):
 
 
 def test_queue_program_missing_exact(qhome):
-    data = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
-    lines, _, _ = smtpd(qhome, data, QMAILQUEUE="/nonexistent/qmail-queue")
-    assert lines == ["220 test.example ESMTP", "250 ok", "250 ok", "451 qqt failure (#4.3.0)"]
+    """qmail_open() forks: the child's failed exec is its exit 120 after 354, which
+    qmail_close() reports once the message is in; not qmail-smtpd's qqt failure, which is
+    for a pipe or fork that fails."""
+    lines, _, _ = smtpd(qhome, TRANSACTION, QMAILQUEUE="/nonexistent/qmail-queue")
+    assert lines == ["220 test.example ESMTP", "250 test.example", "250 ok", "250 ok", "354 go ahead",
+                     "451 unable to exec qq (#4.3.0)", "221 test.example"]
+
+
+def test_queue_program_runs_in_the_qmail_home(qhome, tmp_path):
+    """qmail_open()'s child changes to the qmail home before the exec, so a $QMAILQUEUE
+    wrapper may name its files relative to it; one that cannot get there is exit 61."""
+    path = tmp_path / "pwdqq"
+    path.write_text("#!/bin/sh\ncat >/dev/null\npwd > %s/cwd\nexit 31\n" % tmp_path)
+    path.chmod(0o755)
+    lines, _, _ = smtpd(qhome, TRANSACTION, QMAILQUEUE=str(path))
+    assert lines[-2] == "554 mail server permanently rejected message (#5.3.0)"
+    assert (tmp_path / "cwd").read_text() == os.path.realpath(qhome.root) + "\n"
+    lines, _, _ = smtpd(qhome, TRANSACTION, QMAILQUEUE=str(path), QMAILHOME=str(tmp_path / "gone"))
+    assert lines[-2] == "451 qq trouble in home directory (#4.3.0)"
 
 
 def test_real_queue_and_log_line(qhome):

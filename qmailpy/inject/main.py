@@ -195,29 +195,12 @@ def _inject(inj, stdin, stdout, queue, from_header, environ, open_queue):
     raise Fatal(PERM if kind == X.PERMANENT else TEMP, text)
 
 
-class _ExecFailed:
-    """A queue program that could not be exec'd. qmail's qmail_open() forks, so only
-    the child sees the failed exec: it exits 120, qmail-inject writes the message
-    into the closed pipe and qmail_close() reports "unable to exec qq" (qmail.c)."""
-
-    def write(self, data):
-        pass
-
-    def abort(self):
-        pass
-
-    def finish(self, sender, recipients):
-        return X.QQ_EXEC_FAILED
-
-
 def _open_queue(environ):
     from qmailpy.smtpd.queueclient import start_job
     try:
         return start_job(environ)
-    except OSError as e:
-        if e.filename is not None:              # the exec (posix_spawn names the program)
-            return _ExecFailed()
-        raise Fatal(TEMP, "unable to run qmail-queue") from None    # pipe() or fork(): die_qqt
+    except OSError:                             # pipe() or fork(): die_qqt
+        raise Fatal(TEMP, "unable to run qmail-queue") from None
 
 
 def main(argv=None):

@@ -65,8 +65,7 @@ def forward(recipients, fd0, dtline, sender, environ):
     except OSError as e:
         for fd in (env_r, env_w, msg_r, msg_w):
             os.close(fd)
-        code = exitcodes.QQ_HOME if e.filename == home else exitcodes.QQ_EXEC_FAILED
-        kind, text = exitcodes.qq_status(code)
+        kind, text = exitcodes.qq_status(exitcodes.qq_not_started(e, home))
         raise errors.temp("Unable to forward message: %s." % text) from None
     os.close(env_r)
     os.close(msg_r)

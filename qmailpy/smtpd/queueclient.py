@@ -5,8 +5,12 @@ talks to the service directly (qmailpy.queue.sockclient.SocketJob: same
 write/finish/abort/qp, no process started; `qp` is the service's number for
 the insertion). Otherwise the queue program ($QMAILQUEUE, else $QMAILHOME/bin/qmail-queue) gets the
 message on fd 0 and then the envelope on fd 1. It is started before the 354
-reply (its pid is the `qp` of the 250 reply). posix_spawn keeps the start
-cheap and needs no subprocess module.
+reply (its pid is the `qp` of the 250 reply), as qmail.c's qmail_open()
+starts it: forked, in the qmail home (qmailpy.forkexec). A child that cannot
+get there or exec the program is qmail's child exiting 61 or 120: the job
+is still opened (354), takes the message and finishes with that code ("qq
+trouble in home directory", "unable to exec qq"), as qmail_close() reports
+it. Only a pipe or fork that fails stops the job from opening.
 
 When $QMAILQUEUE is unset and bin/qmail-queue is qmailpy's own launcher, the
 queue program is not exec'd: a forked child runs qmailpy.queue.main.run() on
@@ -17,7 +21,7 @@ no second interpreter start (~10 ms per message). Any other program
 import os
 
 from qmailpy import paths
-from qmailpy.exitcodes import QQ_READ_ERROR
+from qmailpy.exitcodes import QQ_READ_ERROR, qq_not_started
 from qmailpy.proto.qq import encode
 
 
@@ -39,7 +43,8 @@ def is_own_queue(path):
 
 def start_job(environ, controls=None):
     """A running queue job for one message (see the module docstring); `controls` (the
-    caller's, else read here) give the time limit of a job through qmail-queued."""
+    caller's, else read here) give the time limit of a job through qmail-queued.
+    OSError when no pipe or process can be had."""
     if "QMAILQUEUE" not in environ:
         from qmailpy.queue.sockclient import service_job
         job = service_job(environ, controls)
@@ -48,7 +53,29 @@ def start_job(environ, controls=None):
     program = queue_program(environ)
     if "QMAILQUEUE" not in environ and is_own_queue(program):
         return QueueJob(None, environ)
-    return QueueJob(program, environ)
+    try:
+        return QueueJob(program, environ)
+    except OSError as e:
+        if e.filename is None:                  # pipe() or fork()
+            raise
+        return NotStarted(qq_not_started(e, paths.qmailhome(environ)))
+
+
+class NotStarted:
+    """The job of a queue program whose child could not chdir to the home or exec it: qmail's
+    child exits 61 or 120, and qmail_close() reports that once the message is written."""
+
+    def __init__(self, code):
+        self.code, self.qp = code, 0
+
+    def write(self, data):
+        pass
+
+    def finish(self, sender, recipients):
+        return self.code
+
+    def abort(self):
+        pass
 
 
 def _fork_queue(msg_r, env_r, closing, environ):
@@ -80,8 +107,8 @@ class QueueJob:
             if program is None:
                 self.qp = _fork_queue(msg_r, env_r, (msg_r, env_r, self.msg_w, self.env_w), environ)
             else:
-                self.qp = os.posix_spawn(program, [program], environ, file_actions=[
-                    (os.POSIX_SPAWN_DUP2, msg_r, 0), (os.POSIX_SPAWN_DUP2, env_r, 1)])
+                from qmailpy import forkexec
+                self.qp = forkexec.start([program], {0: msg_r, 1: env_r}, environ, paths.qmailhome(environ))
         except OSError:
             for fd in (msg_r, env_r, self.msg_w, self.env_w):
                 os.close(fd)
