@@ -365,6 +365,29 @@ def test_postlogin_records_then_execs(world_dir):
 
 
 @pytest.mark.usefixtures("needs_dovecot")
+def test_postlogin_leaves_the_relay_shut_for_no_relay(world_dir):
+    """vchkpw opens the relay only for accounts without vpopmail's NO_RELAY flag (pw_gid 0x20);
+    the login itself goes on, and lastauth is written as for anybody."""
+    w = World(world_dir)
+    subprocess.run([PYTHON, "-m", "qmailpy.pop3.dovecot", w.root, w.outdir, "--dovecot-version", "2.3"],
+                   check=True, capture_output=True, cwd=ROOT)
+    conn = sqlite3.connect(os.path.join(w.root, "users", "vpopmail.sqlite"))
+    conn.execute("UPDATE vpopmail SET pw_gid = pw_gid | 32 WHERE pw_name = 'nopop'")
+    conn.commit()
+    hook = os.path.join(w.outdir, "postlogin")
+    for ip, user in (("127.0.0.21", "nopop@example.org"), ("127.0.0.22", "joe@example.org")):
+        r = subprocess.run([hook, "/bin/echo", "pop3"], env={"IP": ip, "USER": user}, capture_output=True,
+                           timeout=30)
+        assert (r.returncode, r.stdout, r.stderr) == (0, b"pop3\n", b"")
+    assert list(w.relays()) == ["127.0.0.22"]
+    assert conn.execute("SELECT user, remote_ip FROM lastauth ORDER BY user").fetchall() == [
+        ("joe", "127.0.0.22"), ("nopop", "127.0.0.21")]
+    conn.close()
+    replies = smtp_relay_attempt(w, "127.0.0.21", sender="nopop@example.org")
+    assert replies[3] == REFUSED_RCPT, replies
+
+
+@pytest.mark.usefixtures("needs_dovecot")
 def test_postlogin_execs_even_when_the_database_is_down(world_dir):
     w = World(world_dir)
     subprocess.run([PYTHON, "-m", "qmailpy.pop3.dovecot", w.root, w.outdir, "--dovecot-version", "2.3"],

@@ -9,7 +9,7 @@ from qmailpy.users import admin, schema
 from qmailpy.users.auth import authenticate
 from qmailpy.users.base import Mailbox, UsersError
 from qmailpy.users.passwords import hash_password
-from qmailpy.users.schema import NO_SMTP
+from qmailpy.users.schema import NO_RELAY, NO_SMTP
 
 # vpopmail's tables, column by column, as vmysql.h defines them (MANY_DOMAINS +
 # CLEAR_PASS layout; sagredo-dev/vpopmail vmysql.h; brunonymous/vpopmail for 5.4).
@@ -211,6 +211,22 @@ def test_record_login_fills_lastauth(users, backend):  # noqa: F811
     users.record_login("joe@example.org", "192.0.2.9", 1234)
     rows = backend.sql("SELECT user, domain, remote_ip, timestamp FROM lastauth")
     assert [tuple(r) for r in rows] == [("joe", "example.org", "192.0.2.9", 1234)]
+
+
+def test_pop_login_opens_the_relay_unless_no_relay(users, backend):  # noqa: F811
+    """vchkpw after a POP3 login: lastauth always, the relay row only without NO_RELAY (0x20)."""
+    admin.add_user(users, "joe@example.org", "pw")
+    admin.add_user(users, "ann@example.org", "pw")
+    admin.add_alias_domain(users, "example.net", "example.org")
+    backend.sql("UPDATE vpopmail SET pw_gid = ? WHERE pw_name = 'ann'", (NO_RELAY | NO_SMTP,))
+    assert users.record_pop_login("joe@example.org", "192.0.2.1", 100) is True
+    assert users.record_pop_login("ANN@example.org", "192.0.2.2", 101) is False
+    assert users.record_pop_login("ann@example.net", "::ffff:192.0.2.3", 102) is False
+    assert users.relays() == [("192.0.2.1", 100)]
+    assert not users.relay_allowed("192.0.2.2", 101, 1800)
+    rows = backend.sql("SELECT user, domain, remote_ip, timestamp FROM lastauth ORDER BY timestamp")
+    assert [tuple(r) for r in rows] == [("joe", "example.org", "192.0.2.1", 100),
+                                        ("ann", "example.org", "192.0.2.3", 102)]
 
 
 def test_database_written_by_vpopmail(backend):  # noqa: F811

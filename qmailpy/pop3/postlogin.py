@@ -19,15 +19,14 @@ from qmailpy import exitcodes as X
 
 
 def record(home, ip, user, now=None):
-    """Write the relay row (vpopmail's open_smtp_relay) and lastauth; an error text or None."""
+    """Write lastauth and the relay row (vpopmail's open_smtp_relay), as vchkpw does after a
+    login: not for an account with NO_RELAY (Users.record_pop_login); an error text or None."""
     from qmailpy.ctl.reader import Controls
     from qmailpy.users.base import UsersError, UsersUnavailable, open_users
     now = time.time() if now is None else now
     try:
         with open_users(home, Controls(home, {})) as users:
-            users.record_relay(ip, now)
-            if "@" in user:
-                users.record_login(user, ip, now)
+            users.record_pop_login(user, ip, now)
     except (UsersUnavailable, UsersError, OSError) as e:
         return str(e)
     return None

@@ -1,17 +1,34 @@
 """POP-before-SMTP: vpopmail's relay table (ip_addr, timestamp), and lastauth.
 
-A POP3 (or IMAP) login records the client IP with the time; qmail-smtpd lets
+A POP3 (or IMAP) login records the client IP with the time, unless the
+account has vpopmail's NO_RELAY flag (record_pop_login, as vchkpw); qmail-smtpd lets
 that IP relay for `popbeforesmtptimeout` seconds; a cron job (or
 `qmail-users clearopensmtp`) purges old rows, as vpopmail's clearopensmtp.
 Mixed into Users, whose rows()/write() run the SQL.
 """
 from qmailpy.users.names import plain_ip, split_login
+from qmailpy.users.schema import NO_RELAY
 
 
 class RelayTable:
     def record_relay(self, ip, now):
         """Open relaying for `ip` from time `now` (vpopmail's vopen_smtp_relay)."""
         self.write("REPLACE INTO relay (ip_addr, timestamp) VALUES (?, ?)", plain_ip(ip), int(now))
+
+    def record_pop_login(self, login, ip, now):
+        """What vchkpw does after a POP3 login (login_virtual_user): the relay row unless the
+        account has NO_RELAY (0x20), and lastauth for user@domain. True when the relay was opened.
+
+        A login the database does not know (no domain in it) still opens the relay: Dovecot
+        has let it in."""
+        user, domain = split_login(login)
+        acct = self.account(user, domain) if domain else None
+        opened = acct is None or not acct.mailbox.flags & NO_RELAY
+        if opened:
+            self.record_relay(ip, now)
+        if domain:
+            self.record_login(login, ip, now)
+        return opened
 
     def relay_allowed(self, ip, now, window):
         """True when `ip` logged in less than `window` seconds before `now`."""
