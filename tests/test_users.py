@@ -141,6 +141,15 @@ def test_hashes_written_by_others_verify(users, backend):  # noqa: F811
                     "pw_shell) VALUES (?, 'example.org', ?, 0, 0, '', '', 'NOQUOTA')", (name, crypted))
     assert users.verify_password("md5@example.org", "Hello world!")
     assert users.verify_password("sha@example.org", "Hello world!")
+    # vpopmail 5.6's vauth_crypt() drops a Dovecot-style scheme prefix ("remove {XXX-CRYPT}")
+    for name, crypted in [("pmd5", "{MD5-CRYPT}$1$saltstri$YMyguxXMBpd2TEZ.vS/3q1"),
+                          ("psha", "{SHA512-CRYPT}$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnI"
+                                   "FNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1")]:
+        backend.sql("INSERT INTO vpopmail (pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, "
+                    "pw_shell) VALUES (?, 'example.org', ?, 0, 0, '', '', 'NOQUOTA')", (name, crypted))
+        assert users.verify_password(name + "@example.org", "Hello world!"), crypted
+        assert not users.verify_password(name + "@example.org", "Hello world?"), crypted
+        assert authenticate(users, "PLAIN", name + "@example.org", "Hello world!", None) is True
     from qmailpy.users.passwords import _system_crypt
     if _system_crypt(b"x", b"ab") is not None:
         assert users.verify_password("des@example.org", "secret")

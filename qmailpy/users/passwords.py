@@ -3,7 +3,9 @@
 vpopmail 5.4 writes MD5-crypt (`$1$`, its default), 5.6 SHA-512 (`$6$`).
 Checking accepts `$1$`, `$5$`, `$6$` (computed here) and anything else
 crypt(3) knows, traditional DES included, through the deprecated `crypt`
-module while Python still has it. Comparisons are constant-time.
+module while Python still has it. A leading `{SCHEME}` (Dovecot's spelling,
+`{SHA512-CRYPT}$6$...`) is dropped first, as vpopmail 5.6's vauth_crypt()
+does. Comparisons are constant-time.
 """
 import hmac
 import os
@@ -59,8 +61,17 @@ def _system_crypt(pw, setting):
     return out.encode("ascii", "replace") if out else None
 
 
+def scheme_stripped(hashed):
+    """`hashed` without a leading Dovecot-style scheme name ('{SHA512-CRYPT}$6$...'), which
+    vpopmail 5.6's vauth_crypt() drops before crypt(3) ("remove {XXX-CRYPT}")."""
+    end = hashed.find("}") if hashed.startswith("{") else -1
+    return hashed[end + 1:] if end > 0 else hashed
+
+
 def verify(hashed, password):
-    """True when `password` matches the crypt string `hashed`; False for empty ones."""
+    """True when `password` matches the crypt string `hashed` (a {SCHEME} prefix dropped, as
+    vpopmail does); False for empty ones."""
+    hashed = scheme_stripped(hashed or "")
     if not hashed or not password:
         crypt_with(password or "x", DUMMY_HASH)
         return False
