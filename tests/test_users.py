@@ -184,8 +184,16 @@ def test_authenticate(users, backend):  # noqa: F811
     assert authenticate(users, "CRAM-MD5", "joe@example.org", digest, challenge) is True
     assert authenticate(users, "CRAM-MD5", "joe@example.org", "0" * 32, challenge) is False
     assert authenticate(users, "DIGEST-MD5", "joe@example.org", "pw", None) is False
+    # an account without pw_passwd has no login (vchkpw: "user has no password"), CRAM-MD5 neither
+    backend.sql("UPDATE vpopmail SET pw_passwd = '' WHERE pw_name = 'joe'")
+    assert authenticate(users, "CRAM-MD5", "joe@example.org", digest, challenge) is False
+    assert authenticate(users, "PLAIN", "joe@example.org", "pw", None) is False
+    assert not users.verify_cram_md5("joe@example.org", challenge, digest)
+    backend.sql("UPDATE vpopmail SET pw_passwd = ? WHERE pw_name = 'joe'", (hash_password("pw"),))
+    assert authenticate(users, "CRAM-MD5", "joe@example.org", digest, challenge) is True
     backend.sql("UPDATE vpopmail SET pw_gid = ? WHERE pw_name = 'joe'", (NO_SMTP,))
     assert authenticate(users, "LOGIN", "joe@example.org", "pw", None) is False
+    assert authenticate(users, "CRAM-MD5", "joe@example.org", digest, challenge) is False
 
 
 def test_relay_window(users):

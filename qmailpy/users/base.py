@@ -55,6 +55,12 @@ class Account:
     def __init__(self, mailbox, passwd, clear):
         self.mailbox, self.passwd, self.clear = mailbox, passwd, clear
 
+    @property
+    def cram_key(self):
+        """The clear password CRAM-MD5 is keyed with, or "": none for an account without
+        pw_passwd, which vchkpw refuses whatever the mechanism ("user has no password")."""
+        return self.clear if self.passwd else ""
+
 
 def vpopmail_dir(home, controls):
     """The home of the virtual domains: control vpopmaildir, else vpopmail/ in the qmail home."""
@@ -210,7 +216,7 @@ class Users(RelayTable):
         """True when hexdigest is HMAC-MD5(challenge) keyed with the user's pw_clear_passwd."""
         from qmailpy.users import passwords
         acct = self.account(*split_login(login))
-        return passwords.cram_md5_ok(acct.clear if acct else "", challenge, hexdigest)
+        return passwords.cram_md5_ok(acct.cram_key if acct else "", challenge, hexdigest)
 
 
 class AddressFinder:
