@@ -213,6 +213,23 @@ def test_relay_window(users):
     assert users.relays() == [("192.0.2.1", t + 1000)]
 
 
+def test_relay_ipv6_spellings_are_one_address(users):
+    """Dovecot's $IP is inet_ntop's spelling; ucspi-tcp6's tcpserver puts ip6_fmt's in
+    TCPREMOTEIP (a lone zero group compressed to '::'; older ones no '::' at all)."""
+    t = 1_700_000_000
+    users.record_relay("2001:db8:0:1:1:1:1:1", t)                         # Dovecot (inet_ntop)
+    for spelling in ("2001:db8::1:1:1:1:1", "2001:db8:0:1:1:1:1:1", "2001:DB8:0:1:1:1:1:1",
+                     "2001:0db8:0000:0001:0001:0001:0001:0001"):
+        assert users.relay_allowed(spelling, t + 1, 1800), spelling
+    users.record_relay("2001:DB8:0:0:0:0:0:25", t + 5)                    # another spelling, same row
+    assert users.relay_allowed("2001:db8::25", t + 6, 1800)
+    assert not users.relay_allowed("2001:db8::26", t + 6, 1800)
+    users.record_relay("::FFFF:192.0.2.1", t)
+    assert users.relay_allowed("192.0.2.1", t, 1800)
+    assert users.relays() == [("192.0.2.1", t), ("2001:db8:0:1:1:1:1:1", t), ("2001:db8::25", t + 5)]
+    assert users.purge_relay(t + 5) == 3
+
+
 def test_relay_table_made_on_demand(backend):  # noqa: F811
     """A vpopmail database without a relay table: no relaying, and the first login creates it."""
     users = backend.open(create=True)

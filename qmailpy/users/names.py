@@ -48,8 +48,16 @@ def split_address(addr):
 
 
 def plain_ip(ip):
-    """An IPv4-mapped IPv6 address as plain IPv4, so tcpserver's and Dovecot's forms match."""
+    """One spelling per client address, so tcpserver's and Dovecot's forms match: an IPv4-mapped
+    IPv6 address as plain IPv4, any other IPv6 address as inet_ntop spells it (RFC 5952:
+    lower case, the longest run of two or more zero groups as '::'). Dovecot's $IP is that
+    spelling; ucspi-tcp6's ip6_fmt() compresses a lone zero group too, older ones not at all."""
     ip = (ip or "").strip()
-    if ip.lower().startswith("::ffff:") and "." in ip:
-        return ip[7:]
-    return ip
+    if ":" not in ip:
+        return ip
+    import ipaddress
+    try:
+        addr = ipaddress.IPv6Address(ip)
+    except ValueError:
+        return ip
+    return str(addr.ipv4_mapped or addr)
