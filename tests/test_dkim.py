@@ -109,6 +109,17 @@ def test_domain_without_key_goes_unsigned_and_envelope_domain_is_the_fallback(re
     assert b"d=example.com;" in data.split(b"\r\n\r\n")[0]
 
 
+def test_a_partial_final_line_bounces_signed_or_not(remote):
+    """A last line without LF (a bare CR is no line end) is qmail-remote's D (#5.6.2): signing must
+    not turn the final CR into a line end and send a message that unsigned would bounce."""
+    unsigned = MSG.replace(b"alice@example.com", b"alice@other.example")
+    for message, sender in ((MSG, "alice@example.com"), (unsigned, "x@other.example")):
+        for tail in (b"bare cr\r", b"no line end", b"two\r\r"):
+            assert remote(message + tail, sender=sender) == (
+                b"r\0DSMTP cannot transfer messages with partial final lines. (#5.6.2)\n\0", None)
+    assert remote.sink.messages == []
+
+
 def test_every_key_of_the_domain_signs_in_name_order(remote, keys, dns_server):
     remote.home.control("domainkeys/example.com/new.private", keys[1].pem.decode())   # opendkim-genkey's name
     remote.home.control("domainkeys/example.com/new.txt", "the DNS record\n")         # not a key

@@ -17,10 +17,12 @@ PARTIAL_LINE = "SMTP cannot transfer messages with partial final lines. (#5.6.2)
 
 def lf_lines(message):
     """The message with the line ends the wire will carry, as LF: CRLF and a bare CR each
-    become one line end (what stuff() sends; a DKIM signature is made over this)."""
+    become one line end (what stuff() sends; a DKIM signature is made over this). A CR that
+    ends the message stays: it ends no line, the message has a partial final line."""
     message = bytes(message)
     if b"\r" in message:
-        message = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        end = len(message) - message.endswith(b"\r")
+        message = message[:end].replace(b"\r\n", b"\n").replace(b"\r", b"\n") + message[end:]
     return message
 
 
