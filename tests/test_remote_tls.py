@@ -264,3 +264,8 @@ def test_destinations_table():
     assert policy_for(table, b"bad") == Policy(VERIFY)
     assert policy_for({}, b"anything") == Policy(MAY)
     assert policy_for(parse_destinations(["a.example"]), b"b.example") == Policy(MAY)
+    # an IPv6-literal destination: its colons are the address's, not the CA file's (was: key '[ipv6', so 'may')
+    table = parse_destinations(["-[IPv6:2001:db8::25]", "[IPv6:::1]:/ca.pem", "[192.0.2.1]"])
+    assert policy_for(table, b"[IPv6:2001:DB8::25]") == Policy(ENCRYPT)
+    assert policy_for(table, b"[IPv6:::1]") == Policy(VERIFY, "/ca.pem")
+    assert policy_for(table, b"[192.0.2.1]") == Policy(VERIFY)

@@ -40,18 +40,21 @@ def lookup(table, host, default=b""):
     return table.get(default)
 
 
+def split_colon(spec):
+    """spec.partition(b":"), but a leading IP literal (`[IPv6:2001:db8::25]`) keeps its colons."""
+    if spec[:1] == b"[" and b"]" in spec:
+        end = spec.index(b"]") + 1
+        if spec[end:end + 1] in (b"", b":"):
+            return spec[:end], spec[end:end + 1], spec[end + 1:]
+    return spec.partition(b":")
+
+
 def route(table, host):
     """(relay host or None, port) for host; None means "look up the MX records of host"."""
     spec = lookup(table, host)
     if not spec:
         return None, PORT_SMTP
-    if spec[:1] == b"[" and b"]" in spec:         # an IP literal: its colons are not the port's
-        end = spec.index(b"]") + 1
-        relay, colon, port = spec[:end], spec[end:end + 1], spec[end + 1:]
-        if colon not in (b"", b":"):
-            relay, colon, port = spec.partition(b":")
-    else:
-        relay, colon, port = spec.partition(b":")
+    relay, colon, port = split_colon(spec)
     if not colon:
         return relay, PORT_SMTP
     digits = b""

@@ -24,6 +24,7 @@ control/tlsdestinations, one destination a line ('#' comments as lists):
   -example.com                 encrypt
   !example.com                 none
   .example.com                 every host below example.com (prefixes as above)
+  [IPv6:2001:db8::25]          an IP-literal destination (its colons are not the CA file's)
   *                            every destination not listed otherwise
 Lookup as smtproutes' (routes.lookup): the whole host, then each '.'-suffix,
 then '*'; the first key found decides. The qmail TLS patch's other controls:
@@ -32,7 +33,7 @@ control/tlsclientciphers (an OpenSSL cipher string) and control/clientcert.pem
 peer offers STARTTLS or a destination requires TLS.
 """
 from qmailpy.remote import report as R
-from qmailpy.remote.routes import lookup
+from qmailpy.remote.routes import lookup, split_colon
 
 MAY, VERIFY, ENCRYPT, NONE = "may", "verify", "encrypt", "none"
 REQUIRED = (VERIFY, ENCRYPT)
@@ -65,7 +66,7 @@ def parse_destinations(lines):
         level = {b"!": NONE, b"-": ENCRYPT}.get(line[:1])
         if level is not None:
             line = line[1:]
-        dest, colon, cafile = line.partition(b":")
+        dest, colon, cafile = split_colon(line)          # [IPv6:...]: its colons are the address's
         if not dest:
             continue
         if level is None:
