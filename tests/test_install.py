@@ -45,6 +45,27 @@ def test_install_never_overwrites_controls(tmp_path):
     assert (home / "control" / "me").read_text() == "mine.example\n"
 
 
+def test_install_keeps_the_admins_tcp_smtp_cdb(tmp_path):
+    """Migrating (docs/operations.md): H-Sphere kept the tcprules source in /etc/tcp.smtp, and
+    `cp -p` of its control/ brings tcp.smtp.cdb (older than the tcp.smtp this install put
+    there). A rerun of the install keeps that cdb: it must not rebuild it from qmailpy's
+    default rules, which would take the admin's relay networks away."""
+    home = tmp_path / "qmail"
+    install(home)
+    cdb = home / "control" / "tcp.smtp.cdb"
+    subprocess.run(["tcprules", str(cdb), str(tmp_path / "tcp.tmp")], check=True,
+                   input=b'10.1.:allow,RELAYCLIENT=""\n192.0.2.66:deny\n:allow\n')
+    os.utime(cdb, (1000000000, 1000000000))          # cp -p: the old host's time
+    admins = cdb.read_bytes()
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "install.py"), str(home), ROOT,
+                        os.path.join(ROOT, ".venv", "bin", "python3")], check=True, capture_output=True, text=True)
+    assert cdb.read_bytes() == admins
+    rules, made = home / "control" / "tcp.smtp", home / "control" / "tcp.smtp.tmp"
+    assert ("note: control/tcp.smtp.cdb is kept as it is (tcpserver reads it), though control/tcp.smtp is "
+            "newer; to use the rules of control/tcp.smtp: tcprules %s %s < %s" % (cdb, made, rules)
+            ) in r.stdout.splitlines()
+
+
 def test_default_install_writes_no_services_and_keeps_qmail_modes(tmp_path):
     home = tmp_path / "qmail"
     install(home)

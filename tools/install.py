@@ -103,10 +103,7 @@ def main(argv):
         for name, text in DEMO.items():
             write_if_absent(os.path.join(control, name), text + "\n")
     configure(home, args.me or (host_name(home) if args.production else None))
-    rules = os.path.join(control, "tcp.smtp")
-    if shutil.which("tcprules") and os.path.exists(rules):
-        with open(rules, "rb") as f:
-            subprocess.run(["tcprules", rules + ".cdb", rules + ".tmp"], stdin=f, check=True)
+    tcprules_cdb(control)
     if args.production:
         production(home, os.path.abspath(root), python, args)
     else:
@@ -117,6 +114,24 @@ def main(argv):
             migrate_queue(home)
     print("installed qmail home %s" % home)
     still_missing(home)
+
+
+def tcprules_cdb(control):
+    """control/tcp.smtp.cdb from control/tcp.smtp with tcprules, where the cdb is absent. An
+    existing cdb is the admin's (built by hand, or copied from H-Sphere, whose source was
+    /etc/tcp.smtp) and is never rebuilt: said when control/tcp.smtp is newer."""
+    rules = os.path.join(control, "tcp.smtp")
+    cdb, tmp = rules + ".cdb", rules + ".tmp"
+    if not os.path.exists(rules):
+        return
+    if os.path.exists(cdb):
+        if os.stat(rules).st_mtime > os.stat(cdb).st_mtime:
+            print("note: control/tcp.smtp.cdb is kept as it is (tcpserver reads it), though control/tcp.smtp "
+                  "is newer; to use the rules of control/tcp.smtp: tcprules %s %s < %s" % (cdb, tmp, rules))
+        return
+    if shutil.which("tcprules"):
+        with open(rules, "rb") as f:
+            subprocess.run(["tcprules", cdb, tmp], stdin=f, check=True)
 
 
 def host_name(home):
