@@ -515,3 +515,16 @@ def test_malformed_environment_seconds_are_421_at_connect(qhome, capfd, name, va
     assert (replies, rc) == (b"421 unable to read controls (#4.3.0)\r\n", 1)
     assert log == ['error reason="unable to read controls" file=$%s problem="not a number of seconds: %r"'
                    % (name, value)]
+
+
+def test_a_bug_in_a_session_is_one_log_line_and_a_421(qhome, capfd, monkeypatch):
+    """An exception the session did not expect (a bug) ends the session with 421 and one log
+    line, never a traceback: qmail-smtpd's stderr is multilog's input (the run script's
+    exec 2>&1, qmail-tcpserver's too), which would split a traceback into many lines."""
+    def bug(self, data):
+        raise KeyError("oops\nsecond line")
+    monkeypatch.setattr(Conversation, "feed", bug)
+    replies, rc, log = serve_in_process(qhome, b"HELO c.example\r\n", capfd)
+    assert (replies, rc) == (b"220 test.example ESMTP\r\n421 internal error, closing connection (#4.3.0)\r\n", 1)
+    assert log == ["connect ip=127.0.0.1 host=unknown",
+                   "error reason=\"internal bug: KeyError: 'oops\\\\nsecond line'\""]

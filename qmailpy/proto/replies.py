@@ -27,6 +27,7 @@ LINE_TOO_LONG = "500 line too long (#5.5.2)"
 NUL_IN_COMMAND = "500 NUL character in command (#5.5.2)"
 SESSION_DEADLINE = "421 session time limit exceeded, closing connection (#4.4.2)"
 TOO_SLOW = "421 you are sending too slowly, closing connection (#4.4.2)"
+INTERNAL_ERROR = "421 internal error, closing connection (#4.3.0)"
 TOO_MANY_SESSIONS = "421 too many connections from your IP address, try again later (#4.3.2)"
 
 # relay and envelope

@@ -255,6 +255,13 @@ def _converse(session, services, log):
         session.eof()
         log("error", reason=e.strerror or str(e))
         return 1
+    except Exception as e:         # a bug: one log line (multilog would split a traceback) and a 421
+        log("error", reason="internal bug: %s: %s" % (type(e).__name__, e))
+        try:
+            services.channel.write((R.INTERNAL_ERROR + "\r\n").encode())
+        except Exception:          # the channel itself (TLS) may be what failed
+            pass
+        return 1
     return session.status             # 0 after QUIT; 1 where qmail-smtpd does _exit(1)
 
 
