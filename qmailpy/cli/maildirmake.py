@@ -83,7 +83,7 @@ def set_quota(maildir, definition):
 
 
 def body(args):
-    from qmailpy.inject.sgetopt import GetOpt
+    from qmailpy.sgetopt import GetOpt
     quota = folder = None
     opts = GetOpt(PROG, args, "q:f:")
     for c, arg in opts:

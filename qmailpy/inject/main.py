@@ -27,7 +27,7 @@ from qmailpy.inject import headers as H
 from qmailpy.inject import rewrite as RW
 from qmailpy.inject import token822 as T
 from qmailpy.inject.prepare import PERM, TEMP, Fatal, Identity, Injector, read_controls
-from qmailpy.inject.sgetopt import GetOpt
+from qmailpy.sgetopt import GetOpt
 
 PROG = "qmail-inject"
 USAGE = "usage: qmail-inject [ -nNaAhH ] [ -fsender ] [ recip ... ]"

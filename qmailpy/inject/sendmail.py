@@ -22,7 +22,7 @@ import os
 import sys
 
 from qmailpy import exitcodes as X
-from qmailpy.inject.sgetopt import GetOpt
+from qmailpy.sgetopt import GetOpt
 
 PROG = "sendmail"
 USAGE = "sendmail: usage: sendmail [ -t ] [ -fsender ] [ -Fname ] [ -bp ] [ -bs ] [ arg ... ]\n"

@@ -1,4 +1,4 @@
-"""djb's getopt (sgetopt.c/subgetopt.c), which qmail-inject and sendmail parse options with.
+"""djb's getopt (sgetopt.c/subgetopt.c): qmail-inject, sendmail, maildirmake and preline parse options with it.
 
 Differs from POSIX getopt where qmail's callers can tell: `--` and any
 argument starting with `--` (such as `--foo`) end the options and are
