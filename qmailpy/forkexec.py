@@ -15,7 +15,9 @@ back to default (Python ignores both; qmail's programs start with them
 default, and qmail-local's mailprogram() sets SIGPIPE so for |program),
 its fds 0, 1, 2... set from the map, every other fd closed, the ids switched
 (supplementary groups, then gid, then uid, so no saved id is left), the
-directory changed, then execve with no $PATH search (qmail's execv).
+directory changed, then execve with no $PATH search (qmail's execv), or with
+`search` the $PATH search of execvp (the programs .qmail lines call: bouncesaying,
+condredirect, except and preline start theirs so).
 """
 import os
 
@@ -27,10 +29,11 @@ def fd_limit():
     return soft if soft != resource.RLIM_INFINITY and soft < (1 << 20) else (1 << 20)
 
 
-def start(argv, fdmap, environ, cwd=None, ids=None):
+def start(argv, fdmap, environ, cwd=None, ids=None, search=False):
     """Fork and exec argv (argv[0] a path) with the child's fd N a copy of our fd
     fdmap[N]; fds 0-2 left out of the map are inherited as they are, every other fd
-    is closed. ids: (uid, gid, supplementary groups) to switch to. The child's pid;
+    is closed. ids: (uid, gid, supplementary groups) to switch to; search: look argv[0]
+    up in environ's $PATH (execvp). The child's pid;
     OSError (errno, and the file: cwd for a failed chdir, argv[0] for a failed exec)
     when it could not get to exec, the child reaped, as Popen raises it."""
     r, w = os.pipe()                            # close-on-exec: EOF here means exec'd
@@ -41,7 +44,7 @@ def start(argv, fdmap, environ, cwd=None, ids=None):
         os.close(w)
         raise
     if pid == 0:
-        become(argv, fdmap, environ, cwd, ids, w)     # never returns; r closes with the rest
+        become(argv, fdmap, environ, cwd, ids, w, search)     # never returns; r closes with the rest
     os.close(w)
     try:
         said = os.read(r, 64)       # b"" once exec closed the pipe; else the child's one short write
@@ -64,7 +67,7 @@ def wait(pid):
     return os.waitstatus_to_exitcode(status)
 
 
-def become(argv, fdmap, environ, cwd=None, ids=None, errpipe=None):
+def become(argv, fdmap, environ, cwd=None, ids=None, errpipe=None, search=False):
     """In a freshly forked child: set up and exec argv; never returns. A failure is
     written to errpipe as b"stage:errno" (when there is one) and the child exits 127."""
     stage = b"fds"
@@ -101,7 +104,7 @@ def become(argv, fdmap, environ, cwd=None, ids=None, errpipe=None):
             stage = b"chdir"
             os.chdir(cwd)
         stage = b"exec"
-        os.execve(argv[0], argv, environ)
+        (os.execvpe if search else os.execve)(argv[0], argv, environ)
     except OSError as e:
         code = e.errno or 0
     except BaseException:                       # noqa: BLE001 - nothing may return into the parent's code

@@ -9,13 +9,26 @@ Where the home has qmail-queued's socket and $QMAILQUEUE is unset, the
 message goes to the service directly (no qmail-queue process; the `qp` is
 the service's number for the insertion): qmail-local holds only the mailbox
 owner's uid and gid, and the service is what may write the queue.
+
+queue() is the part without qmail-local's words: the forward and condredirect
+programs (local/helpers/) put their messages into the queue with it and say
+qmail_close()'s text their own way.
 """
 import os
 
+from qmailpy.exitcodes import PERMANENT
 from qmailpy.local import errors, message
 
 
-def _write_all(fd, data):
+class Refused(Exception):
+    """The queue did not take the message: qmail_close()'s kind ('D' or 'Z') and text."""
+
+    def __init__(self, kind, text):
+        super().__init__(kind, text)
+        self.kind, self.text = kind, text
+
+
+def write_all(fd, data):
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -26,18 +39,18 @@ def _program(environ):
     return prog if "/" in prog else "./" + prog       # execv(), never a $PATH search
 
 
-def _feed(proc_stdin, env_w, fd0, dtline, envelope):
+def _feed(proc_stdin, env_w, chunks, dtline, envelope):
     """Message then envelope; False if anything went wrong (qmail's flagerr)."""
     try:
-        _write_all(proc_stdin, dtline)
-        for data in message.chunks(fd0):
-            _write_all(proc_stdin, data)
+        write_all(proc_stdin, dtline)
+        for data in chunks:
+            write_all(proc_stdin, data)
     except OSError:
         return False                 # no envelope: qmail-queue fails, nothing is queued
     finally:
         os.close(proc_stdin)
     try:
-        _write_all(env_w, envelope)
+        write_all(env_w, envelope)
     except OSError:
         return False
     return True
@@ -45,18 +58,28 @@ def _feed(proc_stdin, env_w, fd0, dtline, envelope):
 
 def forward(recipients, fd0, dtline, sender, environ):
     """Queue the message for `recipients`; return qmail-queue's pid (the 'qp')."""
+    message.rewind(fd0)
+    try:
+        return queue(recipients, message.chunks(fd0), dtline, sender, environ)
+    except Refused as r:
+        raise errors.Die(errors.PERM if r.kind == PERMANENT else errors.TEMP,
+                         "Unable to forward message: %s." % r.text) from None
+
+
+def queue(recipients, chunks, dtline, sender, environ):
+    """Queue dtline + chunks (the message) from `sender` for `recipients`; return the 'qp'
+    (qmail-queue's pid, or the service's number). Refused: what qmail_close() says."""
     from qmailpy import exitcodes, forkexec, paths
     from qmailpy.proto import qq
 
     # The SRS sender is not set here: qmail-send rewrites the sender of every remote
     # delivery whose sender is not ours (send/srsmap.py), forwards included.
     home = paths.qmailhome(environ)
-    message.rewind(fd0)
     if "QMAILQUEUE" not in environ:
         from qmailpy.queue.sockclient import service_job
         job = service_job(environ)
         if job is not None:
-            return _through_service(job, recipients, fd0, dtline, sender)
+            return _through_service(job, recipients, chunks, dtline, sender)
     envelope = qq.encode(os.fsencode(sender), [os.fsencode(r) for r in recipients])
     env_r, env_w = os.pipe()
     msg_r, msg_w = os.pipe()
@@ -65,12 +88,11 @@ def forward(recipients, fd0, dtline, sender, environ):
     except OSError as e:
         for fd in (env_r, env_w, msg_r, msg_w):
             os.close(fd)
-        kind, text = exitcodes.qq_status(exitcodes.qq_not_started(e, home))
-        raise errors.temp("Unable to forward message: %s." % text) from None
+        raise Refused(*exitcodes.qq_status(exitcodes.qq_not_started(e, home))) from None
     os.close(env_r)
     os.close(msg_r)
     try:
-        ok = _feed(msg_w, env_w, fd0, dtline, envelope)
+        ok = _feed(msg_w, env_w, chunks, dtline, envelope)
     finally:
         os.close(env_w)
     code = forkexec.wait(pid)
@@ -79,11 +101,11 @@ def forward(recipients, fd0, dtline, sender, environ):
     return _result(code, pid)
 
 
-def _through_service(job, recipients, fd0, dtline, sender):
+def _through_service(job, recipients, chunks, dtline, sender):
     from qmailpy import exitcodes
     try:
         job.write(dtline)
-        for data in message.chunks(fd0):
+        for data in chunks:
             job.write(data)
     except OSError:
         job.abort()                  # nothing is queued
@@ -93,10 +115,8 @@ def _through_service(job, recipients, fd0, dtline, sender):
 
 
 def _result(code, qp):
-    """qp for exit code 0, else the Die qmail_close()'s table gives (negative: killed)."""
+    """qp for exit code 0, else Refused as qmail_close()'s table says (negative: killed)."""
     from qmailpy import exitcodes
     if code == 0:
         return qp
-    kind, text = exitcodes.QQ_CRASHED if code < 0 else exitcodes.qq_status(code)
-    raise errors.Die(errors.PERM if kind == exitcodes.PERMANENT else errors.TEMP,
-                     "Unable to forward message: %s." % text)
+    raise Refused(*(exitcodes.QQ_CRASHED if code < 0 else exitcodes.qq_status(code)))

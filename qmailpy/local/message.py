@@ -21,6 +21,11 @@ def rewind(fd):
 def chunks(fd):
     """The message from the start, in chunks; OSError from read propagates."""
     rewind(fd)
+    yield from read_chunks(fd)
+
+
+def read_chunks(fd):
+    """What is left to read on fd, in chunks (a pipe too); OSError from read propagates."""
     while True:
         data = os.read(fd, CHUNK)
         if not data:
