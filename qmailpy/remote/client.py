@@ -16,9 +16,11 @@ STARTTLS (remote.tls, when the plan uses TLS and the server offers it):
 after the EHLO, STARTTLS, 220, the handshake, then EHLO again, whose
 extensions count from then on. A TLS that did not work out raises
 tls.Trouble before any MAIL (the caller tries again, or the next address).
-SMTPUTF8 (RFC 6531): a sender or recipient with a byte above 127 needs the
-server's SMTPUTF8, and MAIL then says SMTPUTF8; without it the message
-bounces (D, #5.6.7), as Postfix does. Non-ASCII in the message only (not
+SMTPUTF8 (RFC 6531): a sender or recipient with a byte above 127 goes as it is
+to a server that offers SMTPUTF8, and MAIL then says SMTPUTF8; to one that does
+not, a non-ASCII domain goes as its A-labels (RFC 6531 3.2, qmailpy.dns.idn)
+and a non-ASCII local part, which nothing may convert, bounces the message
+(D, #5.6.7), as Postfix does. Non-ASCII in the message only (not
 in the envelope) does not ask for it: 8BITMIME covers the bytes.
 """
 from qmailpy.proto.dotstuff import stuff
@@ -75,6 +77,17 @@ def _starttls(conn, helohost, ext, plan, dest):
     return _hello(conn, helohost)
 
 
+def _downgraded(conn, sender, recips):
+    """The addresses with their domains as A-labels for a peer without SMTPUTF8 (RFC 6531
+    3.2); a non-ASCII local part cannot be converted: the message bounces (#5.6.7)."""
+    from qmailpy.dns.idn import address_to_ascii
+    sender, recips = address_to_ascii(sender), [address_to_ascii(r) for r in recips]
+    if sender is None or None in recips:
+        conn.quit()
+        raise R.Stop(R.smtputf8(conn.partner))
+    return sender, recips
+
+
 def smtp(conn, helohost, sender, recips, message, reports, plan=None, dest=b""):
     """Deliver message; appends recipient reports to `reports`; always raises Stop or Dropped
     (or remote.tls.Trouble: plan is the connection's TLS plan, None for no TLS at all)."""
@@ -87,14 +100,16 @@ def smtp(conn, helohost, sender, recips, message, reports, plan=None, dest=b""):
         elif plan.note:
             conn.tls = b"TLS: " + plan.note + b".\n"
 
+    utf8 = b""
+    if not (sender.isascii() and all(r.isascii() for r in recips)):
+        if b"SMTPUTF8" in ext:
+            utf8 = b" SMTPUTF8"
+        else:
+            sender, recips = _downgraded(conn, sender, recips)
     mail = b"MAIL FROM:<" + sender + b">"
     if b"8BITMIME" in ext and not message.isascii():
         mail += b" BODY=8BITMIME"
-    if not (sender.isascii() and all(r.isascii() for r in recips)):
-        if b"SMTPUTF8" not in ext:
-            conn.quit()
-            raise R.Stop(R.smtputf8(conn.partner))
-        mail += b" SMTPUTF8"
+    mail += utf8
     rcpts = [b"RCPT TO:<" + r + b">\r\n" for r in recips]
     pipelining = b"PIPELINING" in ext
     conn.send(mail + b"\r\n" + (b"".join(rcpts) if pipelining else b""))

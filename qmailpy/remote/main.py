@@ -11,7 +11,9 @@ Order of work follows qmail-remote.c main(): arguments, home, controls,
 smtproutes, address quoting, the message, DNS (relay: its addresses only;
 else MX with the implicit-MX fallback), the best-preference-MX rule,
 then each address not marked down in queue/lock/tcpto, until one connection
-is made. Before DNS the message is DKIM-signed when its domain has a key
+is made. A non-ASCII host (or relay) is looked up in DNS, smtproutes and
+tlsdestinations as its A-labels (qmailpy.dns.idn); one that is not a valid IDN
+bounces first (qmail would ask DNS for the raw UTF-8). Before DNS the message is DKIM-signed when its domain has a key
 (qmailpy.dkim.sign; nothing is imported for a domain without one). Each
 connection follows the destination's TLS plan (remote.tls): a certificate
 that does not verify, or a failed handshake, of an opportunistic TLS means
@@ -65,14 +67,28 @@ def _settings(home, environ):
     return got
 
 
+def _alabels(host):
+    """host with its non-ASCII labels as A-labels (qmailpy.dns.idn), the name DNS and the
+    control tables know; an all-ASCII host as it is. Not a valid IDN: Stop (D, #5.1.3)."""
+    if host.isascii():
+        return host
+    from qmailpy.dns.idn import to_ascii
+    try:
+        return to_ascii(host)
+    except ValueError:
+        raise R.Stop(R.bad_idn(host)) from None
+
+
 def _addresses(host, relay, environ, seed):
-    """(pref, ip, host name) triples to try, or Stop with qmail's DNS texts."""
+    """(pref, ip, host name) triples to try, or Stop with qmail's DNS texts. host (the
+    relay, else the recipients' domain) as given: DNS is asked for its A-labels."""
     from qmailpy.dns.mxip import host_ips, mx_ips
     from qmailpy.dns.resolver import HARD, SOFT, Resolver
     resolver = Resolver(environ)
-    got = host_ips(resolver, host, named=True) if relay else mx_ips(resolver, host, seed, named=True)
+    name = _alabels(host)
+    got = host_ips(resolver, name, named=True) if relay else mx_ips(resolver, name, seed, named=True)
     if got.status == HARD:
-        raise R.Stop(R.perm_dns(host))
+        raise R.Stop(R.perm_dns(host, name))
     if got.status == SOFT and not got.values:
         raise R.Stop(R.DNS_SOFT)
     if not got.values:
@@ -112,7 +128,8 @@ def _deliver(argv, fd0, environ, reports):
         raise R.Stop(R.CHDIR)
     cfg = _settings(home, environ)
 
-    relay, port = route(cfg["smtproutes"], args[0])
+    dest = _alabels(args[0])                # the recipients' domain as DNS and the tables know it
+    relay, port = route(cfg["smtproutes"], dest)
     host = relay or args[0]
     sender = mangle(args[1])
     recips = [mangle(r) for r in args[2:]]
@@ -122,7 +139,7 @@ def _deliver(argv, fd0, environ, reports):
     seed = int(time.time()) + (os.getpid() << 16)
     ips = _addresses(host, relay, environ, seed)
     down = TcpTo(paths.queue_path(home, "lock", "tcpto"))
-    policy = _tls_policy(cfg, args[0])
+    policy = _tls_policy(cfg, dest)
     failed_tls = None                       # the report of the last required TLS that failed
     for ip, name in _candidates(ips, relay, cfg["moreipme"]):
         if down.is_down(ip):

@@ -43,8 +43,16 @@ def safe(text):
     return bytes(c if 33 <= c <= 126 else 63 for c in text)
 
 
-def perm_dns(host):
-    return b"DSorry, I couldn't find any host named " + safe(host) + b". (#5.1.2)\n"
+def perm_dns(host, looked_up=None):
+    """NXDOMAIN/NODATA for host; an IDN adds the A-labels that were looked up (qmailpy.dns.idn)."""
+    alabels = b" (" + looked_up + b")" if looked_up not in (None, host) else b""
+    return b"DSorry, I couldn't find any host named " + safe(host) + alabels + b". (#5.1.2)\n"
+
+
+def bad_idn(host):
+    """A host name that IDNA 2008 refuses (RFC 5891): it can be neither looked up nor sent."""
+    return (b"DSorry, the host name " + safe(host) + b" is not a valid internationalized domain name"
+            b" (RFC 5891). (#5.1.3)\n")
 
 
 def said(smtptext):

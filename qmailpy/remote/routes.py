@@ -10,6 +10,9 @@ default route. Port: scan_ulong of what follows the relay's first ':'; a relay
 written as an IPv6 literal (`[IPv6:::1]` or `[::1]`) ends at its ']', so
 `example.com:[IPv6:2001:db8::25]:2525` works. The same lookup order (whole
 host, '.'-suffixes, a default key) serves control/tlsdestinations (remote.tls).
+A key with non-ASCII labels is kept as its A-labels (table_key), and qmail-remote
+looks up the host's A-labels, so `bücher.example` and `xn--bcher-kva.example`
+are the same key; a key that is not a valid IDN stays as written and matches nothing.
 """
 from qmailpy.proto.quote import quote, quote_needed  # noqa: F401  (quote.c, shared)
 
@@ -24,12 +27,25 @@ def parse_routes(lines):
             line = line.encode("utf-8", "surrogateescape")
         key, colon, relay = line.partition(b":")
         if colon:
-            table[key.lower()] = relay
+            table[table_key(key)] = relay
     return table
 
 
+def table_key(key):
+    """A key of smtproutes or tlsdestinations as lookup() compares it: lower case, and
+    non-ASCII labels as their A-labels (qmailpy.dns.idn, imported only for such a key)."""
+    if not key.isascii():
+        from qmailpy.dns.idn import to_ascii
+        try:
+            key = to_ascii(key)
+        except ValueError:
+            pass
+    return key.lower()
+
+
 def lookup(table, host, default=b""):
-    """The value of the first key of table found for host: the whole host (any case), then
+    """The value of the first key of table found for host (ASCII: its A-labels, as
+    qmail-remote gives it): the whole host (any case), then
     every suffix that starts with '.', then `default`; None when none is there."""
     low = host.lower()
     for i in range(len(low)):

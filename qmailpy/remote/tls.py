@@ -27,13 +27,14 @@ control/tlsdestinations, one destination a line ('#' comments as lists):
   [IPv6:2001:db8::25]          an IP-literal destination (its colons are not the CA file's)
   *                            every destination not listed otherwise
 Lookup as smtproutes' (routes.lookup): the whole host, then each '.'-suffix,
-then '*'; the first key found decides. The qmail TLS patch's other controls:
+then '*'; the first key found decides; an IDN key may be written with U-labels
+or A-labels (routes.table_key). The qmail TLS patch's other controls:
 control/tlsclientciphers (an OpenSSL cipher string) and control/clientcert.pem
 (certificate and key shown to servers that ask). ssl is imported only when a
 peer offers STARTTLS or a destination requires TLS.
 """
 from qmailpy.remote import report as R
-from qmailpy.remote.routes import lookup, split_colon
+from qmailpy.remote.routes import lookup, split_colon, table_key
 
 MAY, VERIFY, ENCRYPT, NONE = "may", "verify", "encrypt", "none"
 REQUIRED = (VERIFY, ENCRYPT)
@@ -72,7 +73,7 @@ def parse_destinations(lines):
         if level is None:
             level = VERIFY
         cafile = cafile.strip() if level == VERIFY else b""
-        table[b"" if dest == b"*" else dest.lower()] = Policy(level, cafile.decode("utf-8", "surrogateescape") or None)
+        table[b"" if dest == b"*" else table_key(dest)] = Policy(level, cafile.decode("utf-8", "surrogateescape") or None)
     return table
 
 
