@@ -39,6 +39,18 @@ def test_exists_follows_qmails_mx_then_address_rule():
     assert ("nx.example", "A") not in r.queries          # NXDOMAIN on MX ends the test
 
 
+def test_exists_asks_an_idn_by_its_a_labels():
+    """An SMTPUTF8 sender's domain (bücher.example) is in DNS as xn--bcher-kva.example;
+    asked as raw UTF-8 it was NXDOMAIN, and mfdnscheck refused a sender that exists.
+    A name that is no valid IDN is hard without a question."""
+    r = StaticResolver(["xn--bcher-kva.example MX 10 mx.example"])
+    assert exists(r, "bücher.example").status == OK
+    assert exists(r, "Bücher.example").status == OK
+    assert r.queries == [("xn--bcher-kva.example", "MX")] * 2
+    assert (exists(r, "bü-.example").status, exists(r, "bü-.example").reason) == (HARD, "badname")
+    assert len(r.queries) == 2
+
+
 def test_dnstimeout_sets_the_per_try_time_out():
     env = {"DNSCACHEIP": "127.0.0.1:5353"}
     assert smtpd_resolver(env).config.timeout == 5.0

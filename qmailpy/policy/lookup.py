@@ -36,8 +36,16 @@ def exists(resolver, name):
     ok (values name what was found), hard (NXDOMAIN, or neither MX nor address)
     or soft (a lookup failed softly: try later). Like qmail's dns_mxip(), a
     name whose MX lookup ends in NODATA (or only a CNAME) falls back to its
-    addresses; NXDOMAIN ends the test at once.
+    addresses; NXDOMAIN ends the test at once. A non-ASCII name (an SMTPUTF8
+    sender's domain) is asked as its A-labels (qmailpy.dns.idn, as qmail-remote
+    asks them); one that is not a valid IDN is hard (badname) without a lookup.
     """
+    if not name.isascii():
+        from qmailpy.dns.idn import to_ascii
+        try:
+            name = to_ascii(name.encode("utf-8", "surrogateescape")).decode("ascii")
+        except ValueError:
+            return Answer(HARD, (), "badname")
     mx = resolver.mx(name)
     if mx.status == SOFT:
         return mx
