@@ -19,6 +19,13 @@ Shapes of line:
                 qmail writes that way (`did_0+0+1/`), byte for byte as qmail.
   ucspi_safe    tcpserver.c safecats(), for the fields of qmail-tcpserver's
                 `tcpserver: ok ...` lines, byte for byte as tcpserver.
+  bug_text      an exception nobody expected (a bug), never a multi-line traceback
+                (multilog would make each of its lines an event of its own):
+                `TYPE: TEXT at FILE:LINE:FUNCTION < FILE:LINE:FUNCTION ...`, the
+                innermost frames first, each called from the next.
+  guard         the one rule for every program's main(): a bug is the line
+                `PROGRAM: internal bug: <bug_text>` on fd 2 and the program's
+                exit code for trouble (exitcodes.EXIT_TROUBLE, 111, for most).
 """
 import os
 
@@ -127,3 +134,62 @@ class Log:
     def raw(self, data):
         """A line made by someone else (qmail-todo's L records)."""
         self.line(bytes(data).decode("utf-8", "surrogateescape"))
+
+
+BUG_FRAMES = 4                  # the innermost frames a bug line names
+
+
+def _where(tb):
+    """FILE:LINE:FUNCTION of the innermost BUG_FRAMES frames of a traceback, innermost first;
+    a file of qmailpy as qmailpy/..., any other by its base name. Read from the frames
+    themselves: no `traceback` module (qmail-smtpd's session imports nothing heavy)."""
+    frames = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append((code.co_filename, tb.tb_lineno, code.co_name))
+        tb = tb.tb_next
+    out = []
+    for filename, line, function in reversed(frames[-BUG_FRAMES:]):
+        cut = filename.rfind(os.sep + "qmailpy" + os.sep)
+        out.append("%s:%s:%s" % (filename[cut + 1:] if cut >= 0 else os.path.basename(filename), line, function))
+    return out
+
+
+def bug_text(exc):
+    """`TYPE: TEXT at FILE:LINE:FUNCTION < ...` for an exception nobody expected (one line
+    once escaped); never raises."""
+    try:
+        text = str(exc)
+    except Exception:               # noqa: BLE001 - a __str__ that fails is one more bug
+        text = "(unprintable)"
+    try:
+        where = _where(exc.__traceback__)
+    except Exception:               # noqa: BLE001 - the type and text are worth writing anyway
+        where = []
+    return "%s: %s%s" % (type(exc).__name__, text, " at " + " < ".join(where) if where else "")
+
+
+def write_bug(program, exc, fd=2):
+    """Write `PROGRAM: internal bug: <bug_text>` as one line; never raises."""
+    try:
+        write_line(fd, "%s: internal bug: %s" % (program, bug_text(exc)))
+    except BaseException:           # noqa: BLE001 - the caller's exit code must still be reached
+        pass
+
+
+def guard(program, code):
+    """Decorate a program's main(): an Exception that escapes it (a bug) is one line on fd 2
+    (write_bug) and `code` returned, the program's exit code for trouble. SystemExit and
+    KeyboardInterrupt pass through with their meaning."""
+    def wrap(main):
+        def guarded(*args, **kwargs):
+            try:
+                return main(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - a bug: one log line, the trouble exit code
+                write_bug(program, e.with_traceback(e.__traceback__.tb_next))     # from main() in
+                return code
+        guarded.__name__, guarded.__qualname__ = main.__name__, main.__qualname__
+        guarded.__doc__, guarded.__module__, guarded.__wrapped__ = main.__doc__, main.__module__, main
+        guarded.trouble = code
+        return guarded
+    return wrap

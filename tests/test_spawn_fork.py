@@ -9,6 +9,7 @@ environment. Both modes must report the same; a child that segfaults, or a
 forked one whose main() raises, gives the report of a crashed program.
 """
 import os
+import re
 import subprocess
 import signal
 import sys
@@ -131,14 +132,52 @@ def test_a_crashed_child_is_a_deferral_and_the_spawn_goes_on(scratch, which, mod
     with open(logpath, "wb") as log:
         crashed, exited, fine = deliver(scratch, which, mode, recipients, log)
     assert crashed == CRASHED[which]
-    # a forked child's traceback is the log's; the report stays the fixed text
+    # a forked child's last words (one line: log.write_bug, never a traceback) are the log's;
+    # the report stays the fixed text
     with open(logpath, "rb") as log:
         lines = log.read().decode().splitlines()
-    assert lines == (["alert: delivery 0 crashed (signal 9): RuntimeError: a bug in the delivery program"]
-                     if how == "raise" else []), lines
+    if how == "raise":
+        assert len(lines) == 1 and re.fullmatch(
+            r"alert: delivery 0 crashed \(signal 9\): qmail-%s: internal bug: RuntimeError: a bug in the "
+            r"delivery program at <string>:\d+:main < qmailpy/spawn/fork\.py:\d+:_child < .*" % which, lines[0]), lines
+    else:
+        assert lines == [], lines
     # sys.exit(75): qmail-local's temporary code; qmail-remote: any code but 0/111 is "Unable to run"
     assert exited == (b"Z" if which == "local" else b"DUnable to run qmail-remote.\n")
     assert fine[:1] == b"K"
+
+
+BUG_DRIVER = r'''
+import sys
+sys.path[:0] = %(paths)r
+import qmailpy.local.deliver
+def deliver(*args):
+    raise KeyError("a bug\nsecond line")
+qmailpy.local.deliver.deliver = deliver
+from qmailpy.spawn.lspawn import main as spawn_main
+sys.exit(spawn_main())
+'''
+
+
+def test_a_bug_in_forked_qmail_locals_main_is_one_line_and_a_deferral(scratch):
+    """qmail-local's main() is log.guard's in a forked child too: a bug there (here: deliver()
+    itself) is the one line `qmail-local: internal bug: ...` on the report pipe and exit 111,
+    which qmail-lspawn reports as a deferral with that line; nothing in qmail-lspawn's log."""
+    env = scratch.env()
+    del env["QMAILLOCAL"], env["QMAILREMOTE"]
+    driver = BUG_DRIVER % dict(paths=[str(ROOT), sysconfig.get_paths()["purelib"]])
+    logpath = os.path.join(scratch.fake, "spawn.log")
+    with open(logpath, "wb") as log:
+        spawn = SpawnClient(None, env, argv=[sys.executable, "-IS", "-c", driver, "./Maildir/"], stderr=log)
+        try:
+            got = spawn.one(queue_message(scratch.home, b"Subject: probe\n\nbody\n"), b"alice@localhost",
+                            b"joe@localhost")
+        finally:
+            assert spawn.close() == (0, b"")
+    assert re.fullmatch(rb"Zqmail-local: internal bug: KeyError: 'a bug\\\\nsecond line' at <string>:6:deliver"
+                        rb" < qmailpy/local/main\.py:\d+:main\n", got), got
+    with open(logpath, "rb") as log:
+        assert log.read() == b""
 
 
 def test_the_spawner_closes_what_it_holds_and_children_die_with_signals_default(scratch):

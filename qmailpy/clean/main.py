@@ -15,6 +15,7 @@ import signal
 import time
 
 from qmailpy import clock, exitcodes as X, paths
+from qmailpy.log import guard
 from qmailpy.progstart import start
 from qmailpy.proto import cleanwire as wire
 from qmailpy.queue import clean, layout
@@ -97,6 +98,7 @@ Started by qmail-send: requests on fd 0, one answer byte each on fd 1.
 See docs/qmail-clean.md."""
 
 
+@guard("qmail-clean", X.EXIT_TROUBLE)
 def main():
     start(USAGE)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)

@@ -6,6 +6,7 @@ import click
 
 from qmailpy import exitcodes as X, paths
 from qmailpy.install import config
+from qmailpy.log import guard
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,5 +38,6 @@ def cli(fqdn, mode):
         click.echo(line)
 
 
+@guard("qmail-config", X.EXIT_TROUBLE)
 def main():
     return cli(prog_name="qmail-config")

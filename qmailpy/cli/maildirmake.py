@@ -14,6 +14,8 @@ Exit 0, 100 usage, 111 trouble (qmail's codes).
 import os
 
 from qmailpy.cli.qmailtool import Fatal, Usage, oserror, run_tool
+from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.log import guard
 
 PROG = "maildirmake"
 USAGE = "maildirmake [ -q quota ] [ -f folder ] dir"
@@ -110,5 +112,6 @@ def body(args):
     return 0
 
 
+@guard("maildirmake", EXIT_TROUBLE)
 def main(argv=None):
     return run_tool(PROG, USAGE, HELP, body, argv)

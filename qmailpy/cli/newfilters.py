@@ -14,6 +14,7 @@ import sys
 import click
 
 from qmailpy import exitcodes as X, paths
+from qmailpy.log import guard
 
 LISTS = ("clamavclients", "spamdclients")
 FATAL = "qmail-newfilters: fatal: "
@@ -82,6 +83,7 @@ def cli(names, verbose):
     return 0
 
 
+@guard("qmail-newfilters", X.EXIT_TROUBLE)
 def main():
     return cli()
 

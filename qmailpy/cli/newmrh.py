@@ -10,6 +10,8 @@ number, and the old cdb stays as it was. The cdb is replaced atomically
 """
 from qmailpy import paths
 from qmailpy.cli.qmailtool import Fatal, on_home, read, run_tool, write_cdb
+from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.log import guard
 
 PROG = "qmail-newmrh"
 USAGE = "qmail-newmrh"
@@ -62,5 +64,6 @@ def build(home):
     return len(entries)
 
 
+@guard("qmail-newmrh", EXIT_TROUBLE)
 def main(argv=None):
     return run_tool(PROG, USAGE, HELP, on_home(build), argv)

@@ -18,6 +18,8 @@ empty or '-'. On any error the old users/cdb stays. Exit 0, 100 usage, 111.
 import os
 
 from qmailpy.cli.qmailtool import Fatal, on_home, read, run_tool, write_cdb
+from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.log import guard
 
 PROG = "qmail-newu"
 USAGE = "qmail-newu"
@@ -97,5 +99,6 @@ def build(home):
     return len(pairs) - 1
 
 
+@guard("qmail-newu", EXIT_TROUBLE)
 def main(argv=None):
     return run_tool(PROG, USAGE, HELP, on_home(build), argv)

@@ -35,6 +35,7 @@ import click
 
 from qmailpy import exitcodes as X, paths
 from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.log import guard
 from qmailpy.smtpd import actions as A
 
 EXIT_OK, EXIT_REFUSED, EXIT_TEMPFAIL = 0, 1, 3
@@ -278,6 +279,7 @@ def cli(ip, host, helo, sender, rcpts, auth_user, pairs, local_ip, local_host, r
     sys.exit(status)
 
 
+@guard("qmail-policytest", X.EXIT_TROUBLE)
 def main():
     return cli()
 

@@ -8,6 +8,8 @@ import sys
 import click
 
 from qmailpy import paths
+from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.log import guard
 from qmailpy.queue.read import die_on_closed_pipe, listing
 
 
@@ -20,5 +22,6 @@ def cli(as_json):
     sys.exit(listing(home, click.echo, lambda text: click.echo(text, err=True), as_json))
 
 
+@guard("qmail-qread", EXIT_TROUBLE)
 def main():
     return cli()

@@ -10,6 +10,7 @@ import sys
 import click
 
 from qmailpy import exitcodes as X, paths
+from qmailpy.log import guard
 
 
 def count_files(directory, nested):
@@ -41,5 +42,6 @@ def cli(as_json):
     click.echo("messages in queue but not yet preprocessed: %d" % got["unprocessed"])
 
 
+@guard("qmail-qstat", X.EXIT_TROUBLE)
 def main():
     return cli()

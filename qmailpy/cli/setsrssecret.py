@@ -7,6 +7,7 @@ import click
 
 from qmailpy import exitcodes as X, paths
 from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.log import guard
 from qmailpy.srs import keys as K
 
 FATAL = "setsrssecret: fatal: "
@@ -111,6 +112,7 @@ def cli(show, verbose):
     return 0
 
 
+@guard("setsrssecret", X.EXIT_TROUBLE)
 def main():
     return cli()
 

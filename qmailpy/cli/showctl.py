@@ -10,6 +10,8 @@ from qmailpy.ctl import registry as R
 from qmailpy.ctl import show
 from qmailpy.ctl.options import Finding
 from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.log import guard
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -127,5 +129,6 @@ def _smtpd_tls(controls):
     return []
 
 
+@guard("qmail-showctl", EXIT_TROUBLE)
 def main():
     return cli()

@@ -5,6 +5,8 @@ next delivery tries every address again. Run it after the network comes
 back, before `svc -a` (qmail-send's ALRM: retry the queue now).
 """
 from qmailpy.cli.qmailtool import oserror, on_home, run_tool
+from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.log import guard
 
 PROG = "qmail-tcpok"
 USAGE = "qmail-tcpok"
@@ -23,5 +25,6 @@ def clear(home):
         raise oserror(e, "clear " + path) from None
 
 
+@guard("qmail-tcpok", EXIT_TROUBLE)
 def main(argv=None):
     return run_tool(PROG, USAGE, HELP, on_home(clear), argv)

@@ -15,6 +15,8 @@ import click
 
 from qmailpy import paths
 from qmailpy.ctl.reader import ControlError, Controls
+from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.log import guard
 from qmailpy.users import admin, domaincontrols
 from qmailpy.users.base import UsersError, UsersUnavailable, open_users
 from qmailpy.users.passwords import DEFAULT_SCHEME, SCHEMES
@@ -306,5 +308,6 @@ def relays(users):
         click.echo("%s\t%d" % (ip, stamp))
 
 
+@guard("qmail-users", EXIT_TROUBLE)
 def main():
     return cli(prog_name="qmail-users")

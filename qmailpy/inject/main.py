@@ -27,6 +27,7 @@ from qmailpy.inject import headers as H
 from qmailpy.inject import rewrite as RW
 from qmailpy.inject import token822 as T
 from qmailpy.inject.prepare import PERM, TEMP, Fatal, Identity, Injector, read_controls
+from qmailpy.log import guard
 from qmailpy.sgetopt import GetOpt
 
 PROG = "qmail-inject"
@@ -203,6 +204,7 @@ def _open_queue(environ):
         raise Fatal(TEMP, "unable to run qmail-queue") from None
 
 
+@guard("qmail-inject", X.EXIT_TROUBLE)
 def main(argv=None):
     argv = sys.argv if argv is None else argv
     from qmailpy.progstart import start

@@ -22,6 +22,7 @@ import os
 import sys
 
 from qmailpy import exitcodes as X
+from qmailpy.log import guard
 from qmailpy.sgetopt import GetOpt
 
 PROG = "sendmail"
@@ -109,6 +110,7 @@ def run(argv, environ):
     return inject(args, env, sys.stdin.buffer, sys.stdout.buffer)
 
 
+@guard("sendmail", X.EXIT_TROUBLE)
 def main(argv=None):
     argv = sys.argv if argv is None else argv
     from qmailpy.progstart import start

@@ -9,6 +9,7 @@ line or `did <files>+<forwards>+<programs>` and `qp <pid>` after a forward.
 import os
 
 from qmailpy.local import dotqmail, errors, headers, message
+from qmailpy.log import bug_text
 
 
 class Args:
@@ -60,7 +61,7 @@ def deliver(argv, fd0, environ):
             out += e.text.encode("utf-8", "surrogateescape") + b"\n"
         code = e.code
     except Exception as e:             # a bug here must not lose the message: retry later
-        out += ("qmail-local: unexpected %s: %s (#4.3.0)\n" % (type(e).__name__, e)).encode(
+        out += ("qmail-local: unexpected %s (#4.3.0)\n" % bug_text(e)).encode(
             "utf-8", "surrogateescape")
         code = errors.TEMP
     return code, out.decode("utf-8", "surrogateescape")

@@ -7,7 +7,11 @@ umask 077 and writes the report.
 import os
 import sys
 
+from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.log import guard
 
+
+@guard("qmail-local", EXIT_TROUBLE)
 def main():
     from qmailpy.local.deliver import deliver
     from qmailpy.progstart import start

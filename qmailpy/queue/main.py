@@ -19,7 +19,8 @@ import time
 
 import _signal as signal   # the C module itself: signal.py imports enum, ~3 ms per message
 
-from qmailpy.log import write_line
+from qmailpy.exitcodes import QQ_BUG
+from qmailpy.log import bug_text, guard, write_line
 
 # qmail-queue's sig_pipeignore() + sig_miscignore(): none of these may stop an insertion
 IGNORED = ("SIGPIPE", "SIGVTALRM", "SIGPROF", "SIGQUIT", "SIGINT", "SIGHUP", "SIGXCPU", "SIGXFSZ")
@@ -74,7 +75,7 @@ def attempt(work):
     except MemoryError:
         return X.QQ_NO_MEMORY, "out of memory"
     except Exception as e:            # an internal bug: qmail's sigbug() exit
-        return X.QQ_BUG, "internal bug: %s: %s" % (type(e).__name__, e)
+        return X.QQ_BUG, "internal bug: " + bug_text(e)
 
 
 def run(fd0, fd1, environ, controls):
@@ -165,15 +166,12 @@ the exit code is the only answer (0: queued). Through qmail-queued when the home
 has its socket. See docs/qmail-queue.md."""
 
 
+@guard("qmail-queue", QQ_BUG)
 def main():
     from qmailpy.progstart import start
     start(USAGE)
     environ = os.environ
-    try:
-        from qmailpy import paths
-        from qmailpy.ctl.reader import Controls
-        controls = Controls(os.path.abspath(paths.qmailhome(environ)), environ)
-    except Exception as e:
-        _say("internal bug: %s: %s" % (type(e).__name__, e))
-        return 81
+    from qmailpy import paths
+    from qmailpy.ctl.reader import Controls
+    controls = Controls(os.path.abspath(paths.qmailhome(environ)), environ)
     return run(0, 1, environ, controls)

@@ -31,7 +31,7 @@ import time
 from qmailpy import exitcodes as X
 from qmailpy import paths
 from qmailpy.fileio import fsync_dir
-from qmailpy.log import write_line
+from qmailpy.log import bug_text, guard, write_line
 from qmailpy.queue.groupsync import GroupSync
 from qmailpy.unixsock import peer_credentials
 
@@ -176,7 +176,7 @@ class Service:
         try:
             serve_client(conn, self.home, self.controls, log, self.todo_sync.sync)
         except Exception as e:           # a bug outside the insertion itself: the client gets 74
-            log("internal bug: %s: %s" % (type(e).__name__, e))
+            log("internal bug: " + bug_text(e))
         finally:
             conn.close()
             self.done(uid)
@@ -210,6 +210,7 @@ connection's message as qmail-queue does, as the queue's owner, naming the
 caller's uid from the kernel. See docs/qmail-queued.md."""
 
 
+@guard("qmail-queued", X.EXIT_TROUBLE)
 def main():
     from qmailpy.progstart import start
     start(USAGE)

@@ -24,7 +24,9 @@ import os
 import sys
 import time
 
+from qmailpy.exitcodes import EXIT_TROUBLE
 from qmailpy.fileio import read_all
+from qmailpy.log import guard, write_bug
 from qmailpy.remote import report as R
 
 PREF_NONE = 100000      # qmail's prefme when none of the addresses is mine
@@ -201,8 +203,7 @@ def run(argv, fd0, fd1, environ):
         except R.Stop as stop:
             reports.append(stop.text + b"\0")
     except Exception as e:              # a bug: let qmail-rspawn defer instead of bouncing
-        from qmailpy.log import write_line
-        write_line(2, "qmail-remote: internal bug: %s: %s" % (type(e).__name__, e))
+        write_bug("qmail-remote", e)
         return 111
     _write_all(fd1, b"".join(reports))
     return 0
@@ -213,6 +214,7 @@ Started by qmail-rspawn: delivers the message on fd 0 to host, reports on fd 1.
 See docs/qmail-remote.md."""
 
 
+@guard("qmail-remote", EXIT_TROUBLE)
 def main():
     from qmailpy.progstart import start
     start(USAGE)

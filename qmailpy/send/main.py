@@ -19,7 +19,7 @@ from qmailpy.send.cleanclient import CleanClient
 from qmailpy.send.channel import Channel
 from qmailpy.send.config import SendConfig
 from qmailpy.send.inject import Injector
-from qmailpy.log import Log
+from qmailpy.log import Log, guard
 from qmailpy.send.scheduler import Scheduler
 from qmailpy.progstart import start as start_program
 from qmailpy.proto import spawnwire
@@ -66,6 +66,7 @@ qmail-rspawn, qmail-clean and qmail-todo, and runs until SIGTERM.
 See docs/qmail-send.md."""
 
 
+@guard("qmail-send", X.EXIT_TROUBLE)
 def main():
     start_program(USAGE)
     log = Log(2)

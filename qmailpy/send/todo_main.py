@@ -19,7 +19,7 @@ import signal
 from qmailpy import clock, exitcodes as X, paths
 from qmailpy.ctl.reader import ControlError
 from qmailpy.ctl.watch import WatchedControls
-from qmailpy.log import write_line
+from qmailpy.log import guard, write_line
 from qmailpy.progstart import start
 from qmailpy.proto import todowire
 from qmailpy.queue import layout
@@ -168,6 +168,7 @@ USAGE = """usage: qmail-todo
 Started by qmail-send on its pipes (fds 0 to 5), not by hand. See docs/qmail-todo.md."""
 
 
+@guard("qmail-todo", X.EXIT_TROUBLE)
 def main():
     start(USAGE)
     environ = os.environ

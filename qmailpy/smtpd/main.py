@@ -15,7 +15,7 @@ import time
 
 from qmailpy import paths
 from qmailpy.ctl.reader import ControlError, Controls
-from qmailpy.log import Logger
+from qmailpy.log import Logger, bug_text, guard
 from qmailpy.proto import replies as R
 from qmailpy.smtpd.config import SmtpdConfig
 from qmailpy.smtpd.driver import Conversation, refuse_controls
@@ -256,7 +256,7 @@ def _converse(session, services, log):
         log("error", reason=e.strerror or str(e))
         return 1
     except Exception as e:         # a bug: one log line (multilog would split a traceback) and a 421
-        log("error", reason="internal bug: %s: %s" % (type(e).__name__, e))
+        log("error", reason="internal bug: " + bug_text(e))
         try:
             services.channel.write((R.INTERNAL_ERROR + "\r\n").encode())
         except Exception:          # the channel itself (TLS) may be what failed
@@ -284,6 +284,7 @@ Started by tcpserver for each connection: SMTP on fd 0/1, log lines on fd 2.
 See docs/qmail-smtpd.md."""
 
 
+@guard("qmail-smtpd", 1)
 def main():
     from qmailpy.progstart import start
     start(USAGE)

@@ -13,10 +13,13 @@ would see, so qmail-send cannot tell the two apart:
   (the supplementary groups, then gid, then uid: setresgid/setresuid, so no
   saved id is left to go back to root with);
 - the same exit statuses: main()'s return or SystemExit code as sys.exit()
-  gives it; an exception that escapes main() kills the child with SIGKILL, so
-  the report is "crashed" (a deferral) as for an exec'd program killed by a
-  signal; a failed id switch exits with the code that gives the report of a
-  failed exec (`unable`: soft, hard by errno).
+  gives it (a bug inside qmail-local's or qmail-remote's main() is its
+  log.guard's one line and exit 111, exec'd or forked); an exception that escapes
+  the child's work (main() unguarded, the import, the fds) is one line on the
+  report pipe (log.write_bug), then SIGKILL, so the report is "crashed" (a
+  deferral) as for an exec'd program killed by a signal; a failed id switch
+  exits with the code that gives the report of a failed exec (`unable`: soft,
+  hard by errno).
 
 The child ends with os._exit: no atexit handlers, no flushing of buffers the
 spawner wrote, nothing of the spawner run twice. Objects inherited from the
@@ -87,8 +90,8 @@ def start(target, args, fdmess, fdout, cwd, env, unable, ids=None):
     code = 111
     try:
         code = _child(target, args, fdmess, fdout, cwd, env, unable, ids)
-    except BaseException:
-        _crash()
+    except BaseException as e:
+        _crash(args, e)
     finally:
         os._exit(code)
 
@@ -144,12 +147,13 @@ def _become_environment(env):
             os.environ[key] = value
 
 
-def _crash():
-    """An exception escaped main(): the traceback on fd 2 (the report pipe, as an exec'd
-    interpreter prints it), then die by a signal, as an exec'd program that crashed."""
+def _crash(args, exc):
+    """An exception escaped the child's work (a bug outside the program's guarded main(): its
+    import, the fds, the environment): one line on fd 2, the report pipe (log.write_bug,
+    never raises), then die by a signal, as an exec'd program that crashed."""
     try:
-        import traceback
-        _write(2, traceback.format_exc().encode("utf-8", "replace"))
+        from qmailpy.log import write_bug
+        write_bug(os.path.basename(os.fsdecode(args[0])), exc)
     finally:
         import signal
         os.kill(os.getpid(), signal.SIGKILL)

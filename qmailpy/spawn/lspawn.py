@@ -19,7 +19,7 @@ import signal
 import sys
 
 from qmailpy import exitcodes as X, paths
-from qmailpy.log import write_line
+from qmailpy.log import guard, write_line
 from qmailpy.progstart import start
 from qmailpy.proto.spawnwire import DEFERRAL, FAILURE, SUCCESS
 from qmailpy.spawn import mailbox, passwd, server
@@ -135,6 +135,7 @@ Started by qmail-send: delivery commands on fd 0, reports on fd 1; runs
 qmail-local for each. See docs/qmail-lspawn.md."""
 
 
+@guard("qmail-lspawn", X.EXIT_TROUBLE)
 def main():
     start(USAGE)
     environ = os.environ

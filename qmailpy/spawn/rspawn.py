@@ -9,6 +9,7 @@ replaced qmail-remote), that program is exec'd instead. Message on fd 0, its \\0
 import os
 
 from qmailpy import exitcodes as X, paths
+from qmailpy.log import guard
 from qmailpy.progstart import start
 from qmailpy.proto.spawnwire import DEFERRAL, FAILURE, SUCCESS
 from qmailpy.spawn import server
@@ -93,6 +94,7 @@ Started by qmail-send: delivery commands on fd 0, reports on fd 1; runs
 qmail-remote for each. See docs/qmail-rspawn.md."""
 
 
+@guard("qmail-rspawn", X.EXIT_TROUBLE)
 def main():
     start(USAGE)
     environ = os.environ

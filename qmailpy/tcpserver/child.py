@@ -12,11 +12,12 @@ session; its exit code is the session's, reported by the worker
 import os
 import sys
 
-from qmailpy.log import write_safe_line
+from qmailpy.log import write_bug, write_safe_line
 from qmailpy.tcpserver import names
 from qmailpy.tcpserver.tcpenv import environ_of, verdict_line
 
 DROP = "tcpserver: warning: dropping connection, "
+PROGRAM = "qmail-tcpserver"                 # the name its bug lines start with
 
 
 class Connection:
@@ -142,9 +143,8 @@ def session(sock, peer, opts, runner, base_env, log):
         code = runner(opts.args, environ)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except BaseException:
-        import traceback
-        traceback.print_exc()
+    except Exception as e:                  # a bug: one log line, the session's exit as qmail-smtpd's bug exit
+        write_bug(PROGRAM, e)
         code = 1
     finally:
         try:

@@ -11,10 +11,12 @@ the same environment and log lines. See docs/qmail-tcpserver.md.
 import os
 import sys
 
-from qmailpy.log import write_line
+from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.log import guard, write_line
 from qmailpy.tcpserver import options, programs, server
 
 
+@guard("qmail-tcpserver", EXIT_TROUBLE)
 def main(argv=None):
     from qmailpy.progstart import start
     start(options.USAGE)

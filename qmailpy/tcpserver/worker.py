@@ -15,7 +15,8 @@ both ends.
 import os
 import socket
 
-from qmailpy.log import write_line
+from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.log import write_bug, write_line
 from qmailpy.progstart import fresh_signals
 from qmailpy.tcpserver import child
 
@@ -70,8 +71,9 @@ def serve(chan, opts, runner, base_env):
                 break
     except KeyboardInterrupt:               # SIGINT between sessions: as a fresh program, no traceback
         os._exit(130)
-    except BaseException:
-        import traceback
-        traceback.print_exc()
-        os._exit(111)
+    except Exception as e:                  # a bug: one log line (never raises), qmail's trouble exit
+        write_bug(child.PROGRAM, e)
+        os._exit(EXIT_TROUBLE)
+    except BaseException:                   # SystemExit...: never back into the parent's code
+        os._exit(EXIT_TROUBLE)
     os._exit(0)

@@ -13,7 +13,8 @@ import signal
 import sys
 
 from qmailpy import paths
-from qmailpy.log import Logger
+from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.log import Logger, guard
 
 USER = "qmailu"                              # the users service's account (qmailpy/install/accounts.py)
 ASKERS = ("qmaild",)                         # may ask every question, besides root and USER
@@ -98,6 +99,7 @@ def run(environ, log):
     return 0
 
 
+@guard("qmail-usersd", EXIT_TROUBLE)
 def main():
     from qmailpy.progstart import start
     start(USAGE)

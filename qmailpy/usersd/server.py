@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 
+from qmailpy.log import bug_text
 from qmailpy.proto import userswire as W
 from qmailpy.unixsock import peer_credentials
 from qmailpy.usersd.questions import answer, text
@@ -98,7 +99,7 @@ class Server:
                     answers = self.make_answers()
                 line = answer(answers, word, fields)
             except Exception as e:      # never lose the connection's answer: say "not now"
-                self.log("error", question=word, reason="%s: %s" % (type(e).__name__, e))
+                self.log("error", question=word, reason="internal bug: " + bug_text(e))
                 line = W.encode_answer("TEMP", "internal error")
                 if answers is not None:
                     answers.close()
