@@ -56,6 +56,8 @@ def serve(chan, opts, runner, base_env):
                 data, fds, _, _ = socket.recv_fds(chan, MESSAGE_MAX, 1)
             except InterruptedError:
                 continue
+            except ConnectionResetError:    # the parent closed the channel with our last `end` unread
+                break
             if not data:
                 break
             if len(fds) != 1:
