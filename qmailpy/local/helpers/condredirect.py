@@ -7,12 +7,16 @@ NEWSENDER: condredirect.c) to newaddress, `condredirect: qp N` on fd 2 and exit
 exit 111 or a crash -> 111 (child.py). Then: `unable to rewind: <error>` 111;
 `SENDER not set` / `DTLINE not set` 100; the queue's refusal (resend.py).
 """
+from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.log import guard
+
 FATAL = "condredirect: fatal: "
 USAGE = """usage: condredirect newaddress program [ arg ... ]
 A .qmail line: when program exits 0, forwards the message to newaddress and exits 99.
 See docs/condredirect.md."""
 
 
+@guard("condredirect", EXIT_TROUBLE)
 def main(argv=None):
     import os
     from qmailpy.local.helpers.begin import begin

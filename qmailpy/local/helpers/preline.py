@@ -10,6 +10,9 @@ Exit: command's exit code; a crash `child crashed` 111; command not run
 Any of the three variables missing, an unknown option or no command: the usage
 line, exit 100.
 """
+from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.log import guard
+
 FATAL = "preline: fatal: "
 USAGE_LINE = "preline: usage: preline cmd [ arg ... ]"
 LINES = ("UFLINE", "RPLINE", "DTLINE")          # -f, -r, -d
@@ -18,6 +21,7 @@ A .qmail line: runs cmd with the message behind $UFLINE, $RPLINE and $DTLINE.
 See docs/preline.md."""
 
 
+@guard("preline", EXIT_TROUBLE)
 def main(argv=None):
     import os
     from qmailpy.local.helpers.begin import begin
