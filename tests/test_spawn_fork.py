@@ -180,6 +180,40 @@ def test_a_bug_in_forked_qmail_locals_main_is_one_line_and_a_deferral(scratch):
         assert log.read() == b""
 
 
+REMOTE_BUG_DRIVER = r'''
+import sys
+sys.path[:0] = %(paths)r
+import qmailpy.remote.main
+def _read_message(fd):
+    raise KeyError("a bug")
+qmailpy.remote.main._read_message = _read_message
+from qmailpy.spawn.rspawn import main as spawn_main
+sys.exit(spawn_main())
+'''
+
+
+def test_a_bug_in_forked_qmail_remotes_main_is_logged_by_qmail_rspawn(scratch):
+    """qmail-rspawn's report for qmail-remote's exit 111 is qmail's fixed "Unable to run
+    qmail-remote." (a deferral), which drops what the child wrote: the bug's one line goes to
+    qmail-rspawn's log instead, or no admin would ever see it."""
+    env = scratch.env()
+    del env["QMAILLOCAL"], env["QMAILREMOTE"]
+    driver = REMOTE_BUG_DRIVER % dict(paths=[str(ROOT), sysconfig.get_paths()["purelib"]])
+    logpath = os.path.join(scratch.fake, "spawn.log")
+    with open(logpath, "wb") as log:
+        spawn = SpawnClient(None, env, argv=[sys.executable, "-IS", "-c", driver], stderr=log)
+        try:
+            got = spawn.one(queue_message(scratch.home, b"Subject: probe\n\nbody\n"), b"alice@localhost",
+                            b"joe@far.example")
+        finally:
+            assert spawn.close() == (0, b"")
+    assert got == b"ZUnable to run qmail-remote.\n"
+    with open(logpath, "rb") as log:
+        assert re.fullmatch(rb"alert: delivery 0 exited 111: qmail-remote: internal bug: KeyError: 'a bug'"
+                            rb" at <string>:6:_read_message < qmailpy/remote/main\.py:\d+:_deliver"
+                            rb" < qmailpy/remote/main\.py:\d+:run\n", log.read())
+
+
 def test_the_spawner_closes_what_it_holds_and_children_die_with_signals_default(scratch):
     """Several deliveries at once, then one after another: no child sees another's pipe or
     the spawner's pipes, nor what an earlier child left in a module."""

@@ -129,6 +129,10 @@ class Local:
     def report(self, status, output):
         return report(status, output)
 
+    def drops_output(self, status):
+        """Does report() leave qmail-local's output out? For a crash and qmail's fixed QLX texts."""
+        return status < 0 or status in QLX_TEXTS
+
 
 USAGE = """usage: qmail-lspawn [defaultdelivery]
 Started by qmail-send: delivery commands on fd 0, reports on fd 1; runs

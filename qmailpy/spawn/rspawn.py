@@ -88,6 +88,10 @@ class Remote:
     def report(self, status, output):
         return report(status, output)
 
+    def drops_output(self, status):
+        """Does report() leave qmail-remote's output out? For any exit but 0 (and a crash)."""
+        return status != 0
+
 
 USAGE = """usage: qmail-rspawn
 Started by qmail-send: delivery commands on fd 0, reports on fd 1; runs

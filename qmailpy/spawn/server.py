@@ -203,16 +203,18 @@ class Server:
 
     def finish(self, d):
         del self.active[d.delnum]
-        if d.status < 0 and d.output.strip():
-            self.log_crash(d)
+        if d.output.strip() and self.program.drops_output(d.status):
+            self.log_lost(d)
         self.err(d.delnum, self.program.report(d.status, bytes(d.output)))
 
-    def log_crash(self, d):
-        """The report of a crashed child is fixed text: its last words (a forked child's
-        traceback) go to the log, one line."""
+    def log_lost(self, d):
+        """A report that is fixed text for this exit (a crash; qmail-remote's 111, "Unable to
+        run qmail-remote.") drops what the child wrote: its last words (a bug's one line) go
+        to the log, one line, or nobody would ever read them."""
         from qmailpy.log import write_line
         last = bytes(d.output).strip().splitlines()[-1][:300].decode("utf-8", "replace")
-        write_line(2, "alert: delivery %d crashed (signal %d): %s" % (d.delnum, -d.status, last))
+        how = "crashed (signal %d)" % -d.status if d.status < 0 else "exited %d" % d.status
+        write_line(2, "alert: delivery %d %s: %s" % (d.delnum, how, last))
 
     def commands(self):
         try:
