@@ -123,6 +123,24 @@ def test_check_reports_addresses_the_programs_refuse(home, name, text, finding):
     assert (r.returncode, r.stdout) == (0, b"")
 
 
+def test_check_reports_smtproutes_ports_read_otherwise_than_written(home):
+    """qmail-remote takes an smtproutes port as qmail-remote.c does (scan_ulong, 16 bits): it
+    runs on `:smtp` as port 0 and on `:99999` as 34463. The programs keep qmail's reading;
+    --check names each such line."""
+    postmaster_reachable(home)
+    home.control("rcpthosts", "example.org\n")
+    home.control("smtproutes", "a.example:relay.example:smtp\n# fine:\nb.example:relay.example:2525\n"
+                 ":[IPv6:2001:db8::25]:99999\nc.example:relay.example:25x\nd.example:\n")
+    r = home.run("qmail-showctl", "--check")
+    assert (r.returncode, r.stdout.decode().splitlines()) == (1, [
+        "control/smtproutes:1: a.example:relay.example:smtp: port 'smtp' is read as 0: qmail-remote connects there",
+        "control/smtproutes:4: :[IPv6:2001:db8::25]:99999: port '99999' is read as 34463: qmail-remote connects there",
+        "control/smtproutes:5: c.example:relay.example:25x: port '25x' is read as 25: qmail-remote connects there"])
+    home.control("smtproutes", "b.example:relay.example:2525\n:[IPv6:2001:db8::25]\n")
+    r = home.run("qmail-showctl", "--check")
+    assert (r.returncode, r.stdout) == (0, b"")
+
+
 def test_check_follows_postmaster_and_double_bounces_to_a_mailbox(home):
     """Issue 24: postmaster@me, postmaster@ of each virtual domain and the double-bounce address
     must reach a mailbox; --check follows them as qmail-send, qmail-lspawn and qmail-local would."""

@@ -64,13 +64,14 @@ FILTERED = "qmail-queue refuses the mail it would filter (exit 55)"
 def program_findings(controls):
     """Controls a program parses with a rule of its own before it uses them, asked with that rule
     (its one home is the program's module), so that --check refuses what the programs refuse:
-    outgoingip (qmail-remote: Z, every delivery), clamdsocket and spamdsocket (qmail-queue's
+    outgoingip (qmail-remote: Z, every delivery), an smtproutes port qmail-remote reads otherwise
+    than written (qmail's scan_ulong: it connects there), clamdsocket and spamdsocket (qmail-queue's
     filters: exit 55), the cipher lists and PEM files of qmail-remote (Z) and of qmail-smtpd
     (STARTTLS fails after its 220; a servercert.pem or dh2048.pem show.check finds unusable is
     reported there). A control that cannot be read at all is show.check's finding already."""
     found = []
-    for ask in (_outgoingip, _filter_socket("clamdsocket"), _filter_socket("spamdsocket"), _remote_tls,
-                _smtpd_tls):
+    for ask in (_outgoingip, _smtproutes, _filter_socket("clamdsocket"), _filter_socket("spamdsocket"),
+                _remote_tls, _smtpd_tls):
         try:
             found += ask(controls)
         except ControlError:
@@ -86,6 +87,19 @@ def _outgoingip(controls):
     except ValueError as e:
         return [s.finding("%s: qmail-remote defers every delivery" % e)]
     return []
+
+
+def _smtproutes(controls):
+    from qmailpy.remote.routes import port_problem
+    s = controls.setting("smtproutes")
+    found = []
+    for i, line in enumerate(s.value or ()):
+        key, colon, spec = line.partition(":")
+        why = port_problem(spec.encode("utf-8", "surrogateescape")) if colon else None
+        if why is not None:
+            lineno = s.linenos[i] if i < len(s.linenos) else 0
+            found.append(Finding(s.source, lineno, "%s: %s: qmail-remote connects there" % (line, why)))
+    return found
 
 
 def _filter_socket(name):

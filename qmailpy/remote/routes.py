@@ -73,12 +73,30 @@ def route(table, host):
     relay, colon, port = split_colon(spec)
     if not colon:
         return relay, PORT_SMTP
+    return relay, _scan_port(port)
+
+
+def _scan_port(port):
+    """qmail-remote.c's port: scan_ulong's leading digits (none: 0), cut to 16 bits."""
     digits = b""
     for c in port:
         if not 48 <= c <= 57:
             break
         digits += bytes((c,))
-    return relay, int(digits or b"0") & 0xFFFF
+    return int(digits or b"0") & 0xFFFF
+
+
+def port_problem(spec):
+    """Why the port of a route spec (`relay:port`) is not the one written, or None. qmail-remote
+    reads it as qmail does (_scan_port: `:25x` is 25, `:smtp` 0, `:99999` 34463) and so runs on
+    what the admin may not have meant; qmail-showctl --check says so."""
+    _, colon, port = split_colon(spec)
+    if not colon or not port:
+        return None
+    got = _scan_port(port)
+    if port.isdigit() and 0 < int(port) == got:
+        return None
+    return "port %r is read as %d" % (port.decode("utf-8", "replace"), got)
 
 
 def mangle(address):
