@@ -405,3 +405,34 @@ def test_eight_bit_envelope_is_queued_byte_exact(qhome):
     [(env, body)] = queued_messages(qhome)
     assert body.startswith(b"Received: from unknown (HELO h?) (127.0.0.1)\n")
     assert body.split(b"\n", 2)[2] == b"Subject: \xff\x00\n\n\x00\n"
+
+
+def test_a_nul_in_an_auth_response_never_reaches_checkpassword_as_a_field(qhome):
+    """checkpassword's fd 3 is user\\0secret\\0challenge\\0: a NUL inside a LOGIN or CRAM-MD5
+    user name would shift the fields, so that the client writes the challenge itself and a
+    CRAM-MD5 exchange sniffed once (challenge, digest) can be replayed for ever. Such a
+    response is malformed (501), and checkpassword is not run."""
+    import hashlib
+    import hmac
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.smtpd.config import SmtpdConfig
+    from qmailpy.smtpd.driver import Conversation
+    from qmailpy.smtpd.main import Services
+    qhome.control("smtpauth", "1\n")
+    qhome.control("smtpauthplaintext", "1\n")
+    checkpassword = [sys.executable, os.path.join(ROOT, "tests", "checkpassword.py")]
+    sniffed = b"<1234.1700000000@test.example>"
+    digest = hmac.new(b"secret", sniffed, hashlib.md5).hexdigest().encode()
+    env = qhome.env(**TCP_ENV)
+    env["AUTHFAILDELAY"] = "0"
+    attempts = [b"AUTH CRAM-MD5\r\n" + base64.b64encode(b"good@example.org\0" + digest + b" " + sniffed),
+                b"AUTH LOGIN " + base64.b64encode(b"good@example.org\0secret") + b"\r\n" + base64.b64encode(b"x"),
+                b"AUTH LOGIN " + base64.b64encode(b"good@example.org") + b"\r\n"
+                + base64.b64encode(b"secret\0" + sniffed)]
+    for attempt in attempts:
+        session = Conversation(SmtpdConfig(Controls(qhome.root, env), env),
+                               Services(env, checkpassword, lambda *args, **fields: None))
+        session.start()
+        got = session.feed(b"EHLO x\r\n" + attempt + b"\r\n").decode()
+        assert R.AUTH_MALFORMED + "\r\n" in got and R.AUTH_OK not in got, (attempt, got)
+        assert session.auth_user is None

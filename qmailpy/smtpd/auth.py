@@ -58,6 +58,11 @@ class AuthExchange:
         if raw is None:
             return self._end(R.AUTH_MALFORMED)
         value = raw.decode("utf-8", "surrogateescape")
+        if self.mech != "PLAIN" and "\0" in value:
+            # checkpassword reads user\0secret\0challenge\0 on fd 3: a NUL in a LOGIN or
+            # CRAM-MD5 field would let the client write the fields, the challenge included
+            # (a sniffed CRAM-MD5 exchange replayed). PLAIN's fields are split at NUL.
+            return self._end(R.AUTH_MALFORMED)
         if self.mech == "LOGIN":
             if self.login_user is None:
                 if not value:
