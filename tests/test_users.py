@@ -359,3 +359,30 @@ def test_tables_compare_bytes(backend):  # noqa: F811
         assert [tuple(r) for r in rows] == [(t, "utf8mb4_bin") for t in sorted(schema.TABLES)]
     for name in ("JOE", "jóe"):
         assert list(backend.sql("SELECT pw_name FROM vpopmail WHERE pw_name = ?", (name,))) == []
+
+
+def test_a_new_mailbox_directory_swapped_for_a_symlink_does_not_lend_its_owner_to_the_target(tmp_path, monkeypatch):
+    """Run as root, qmail-users makes a mailbox's directories in vpopmail's domain directory
+    and chowns them to vpopmail. The domain directory is vpopmail's: between the mkdir and the
+    chown it can put a symlink where the new directory was, and a chown that follows it hands
+    the target (/etc/shadow) to vpopmail. The chown is of the name itself, never a link's
+    target."""
+    from qmailpy.users import maildir
+    target = tmp_path / "shadow"
+    target.write_text("root's\n")
+    box = tmp_path / "domains" / "example.org" / "u"
+    real_mkdir, reached = os.mkdir, []
+
+    def racing_mkdir(path, mode=0o777):
+        real_mkdir(path, mode)
+        if path == str(box):        # vpopmail swaps the new directory for a symlink
+            os.rmdir(path)
+            os.symlink(target, path)
+
+    def chown(path, uid, gid, follow_symlinks=True):
+        reached.append(os.path.realpath(path) if follow_symlinks else path)
+
+    monkeypatch.setattr(maildir.os, "mkdir", racing_mkdir)
+    monkeypatch.setattr(maildir.os, "chown", chown)
+    maildir.make_dir(str(box), maildir.DIR_MODE, (os.getuid(), os.getgid()))
+    assert str(box) in reached and str(target) not in reached

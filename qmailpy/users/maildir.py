@@ -33,8 +33,8 @@ def make_dir(path, mode, owner):
         os.mkdir(path, mode)
     except FileExistsError:
         return
-    if owner is not None:
-        os.chown(path, *owner)
+    if owner is not None:       # never through a symlink the owner of the parent put there since
+        os.chown(path, *owner, follow_symlinks=False)
 
 
 def make_domain_dir(path, owner):
