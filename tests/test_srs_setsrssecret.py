@@ -135,6 +135,39 @@ def test_hand_made_keys_are_kept_and_dated(home):
     assert "legacy2" not in ages and K.fingerprint("legacy2") in ages   # rewritten as a fingerprint
 
 
+
+
+def test_show_reads_age_lines_that_name_the_secret(home):
+    # H-Sphere's srs_secrets_age, copied over at a migration, names each key by the
+    # secret itself; a run reads that (above), and so does --show, before any run.
+    now = int(time.time())
+    home.control(K.FORWARD, "hsphere2\nhsphere1\n")
+    home.control(K.REVERSE, "hsphere2\nhsphere1\n")
+    home.control(K.AGES, "hsphere2 %d\nhsphere1 %d\n" % (now - 3 * DAY, now - 10 * DAY))
+    p = home.run("setsrssecret", "--show")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout.decode()
+    assert "unknown" not in out and "hsphere" not in out
+    assert "(3d 0h ago), signs new addresses" in out
+    assert "(10d 0h ago), replaced 3d 0h ago, accepted on bounces 2" in out      # 28d less the seconds gone
+
+
+def test_show_without_the_key_files_names_an_old_age_line_by_fingerprint(home, monkeypatch):
+    # A user who cannot read the key files gets srs_secrets_age's names: an older line's
+    # name is the secret, so it is shown as its fingerprint, never as it stands.
+    from qmailpy.cli import setsrssecret as S
+    now = int(time.time())
+    home.control(K.AGES, "hsphere2 %d\n%s %d\n" % (now - 3 * DAY, K.fingerprint("new1"), now - 10 * DAY))
+    real = K.read_lines
+
+    def read_lines(path):
+        if not path.endswith("_age"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+    monkeypatch.setattr(K, "read_lines", read_lines)
+    out = "\n".join(S.show_lines(home.root, now, 2592000))
+    assert "hsphere2" not in out and "unknown" not in out
+    assert "key 1 %s made" % K.fingerprint("hsphere2") in out and "key 2 %s made" % K.fingerprint("new1") in out
 def test_addresses_signed_before_a_rotation_still_reverse(home):
     from qmailpy.srs import codec as C
     home.run("setsrssecret")

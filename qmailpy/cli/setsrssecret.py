@@ -1,5 +1,6 @@
 """setsrssecret: put a new SRS key on top of control/srs/, drop expired ones (docs/setsrssecret.md)."""
 import os
+import re
 import sys
 import time
 
@@ -44,21 +45,24 @@ def show_lines(home, now, max_age):
     try:
         rev = K.read_lines(paths.control_path(home, K.REVERSE))
         fwd = K.read_lines(paths.control_path(home, K.FORWARD))
-        prints = [K.fingerprint(s) for s in rev] or [K.fingerprint(s) for s in fwd]
+        secrets = rev or fwd
         if rev != fwd:
             problems.append("srs_secrets and revers_srs_secrets differ: run setsrssecret")
     except PermissionError:
-        prints = None
+        secrets = None
         problems.append("cannot read the key files; fingerprints from srs_secrets_age only")
     ages = K.read_lines(paths.control_path(home, K.AGES))
     stamps = K.parse_ages(ages)
-    if prints is None:
-        prints = [line.split()[0] for line in ages if line.split()]
-    if not prints:
+    if secrets is None:
+        # an older file (H-Sphere's) names a key by the secret itself: shown by its fingerprint
+        names = [line.split()[0] for line in ages if line.split()]
+        keys = [(n if re.fullmatch("[0-9a-f]{16}", n) else K.fingerprint(n), stamps.get(n)) for n in names]
+    else:
+        keys = [(K.fingerprint(s), K.made_at(stamps, s)) for s in secrets]
+    if not keys:
         out.append("no SRS keys: forwards keep their sender; run setsrssecret to start SRS")
     replaced = None
-    for i, fp in enumerate(prints, 1):
-        made = stamps.get(fp)
+    for i, (fp, made) in enumerate(keys, 1):
         if made is None:
             text = "made: unknown (no srs_secrets_age line)"
         else:

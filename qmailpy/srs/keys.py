@@ -87,6 +87,12 @@ def parse_ages(lines):
     return out
 
 
+def made_at(ages, secret):
+    """When `secret` was made, from parse_ages(): its line names it by fingerprint or, as
+    older files (H-Sphere's) do, by the secret itself; None without a line."""
+    return ages.get(fingerprint(secret), ages.get(secret))
+
+
 def load(home, now):
     """The keys, newest first: revers_srs_secrets, then any srs_secrets entry it lacks.
 
@@ -102,7 +108,7 @@ def load(home, now):
     ages = parse_ages(read_lines(paths.control_path(home, AGES)))
     keys = []
     for s in order:
-        made = ages.get(fingerprint(s), ages.get(s))
+        made = made_at(ages, s)
         keys.append(Key(s, now if made is None else made))
     return keys
 
