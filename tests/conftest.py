@@ -96,3 +96,16 @@ def host_accounts_left_as_found():
         remove_accounts(accounts_present() - before)
     finally:
         os.close(fd)
+
+
+@pytest.fixture(autouse=True)
+def environment_as_the_suite_set_it():
+    """Each test leaves os.environ as the suite set it (above). Code run in-process that
+    replaces its process's environment, as a tcpserver session does in its worker, once
+    left the next tests without PATH and QMAILPY_SINGLEUSER: programs they started dropped
+    to qmail's users, and sendmail -bs, seeing PROTO, skipped its own environment."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
