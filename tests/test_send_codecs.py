@@ -1,11 +1,12 @@
 """Pure pieces of qmail-send: the spawn, todo and clean wires, rewrite(), nextretry(), log safety."""
 import math
 
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from qmailpy.proto import spawnwire as sw
 from qmailpy import clock
 from qmailpy.proto import cleanwire, todowire
+from qmailpy.proto.nulrecords import NulRecords
 from qmailpy.log import qmail_safe as safe
 from qmailpy.addr.rewrite import LOCAL, REMOTE, Rewriter
 from qmailpy.send.rewrite import bounce_sender, verp_sender
@@ -129,3 +130,67 @@ def test_nextretry_is_qmails():
 def test_log_safe():
     assert safe(b"did 0+0+1\n") == "did_0+0+1/"
     assert safe("100%\tb\xe9") == "100__b__"
+
+
+# -- any bytes, any split: the decoders raise nothing and give what one feed of the whole gives
+
+junk = st.binary(max_size=300) | st.lists(st.sampled_from([b"\0", b"D", b"L", b"X", b"0", b"1", b"9", b"todo/",
+                                                          b"foop/", b"K", b"x" * 60]), max_size=40).map(b"".join)
+
+
+def fed(dec, data, cuts):
+    return [r for piece in chunks(data, cuts) for r in dec.feed(piece)]
+
+
+@given(junk, st.lists(st.integers(0, 10**6), max_size=8), st.integers(1, 20))
+def test_nul_records_any_bytes_any_split(data, cuts, limit):
+    recs = NulRecords(limit)
+    got = fed(recs, data, cuts)
+    assert got == [r[:limit] for r in data.split(b"\0")[:-1]]       # the model: split, cut
+    assert len(recs._buf) <= limit
+
+
+@given(junk, st.lists(st.integers(0, 10**6), max_size=8))
+def test_todo_and_clean_decoders_any_bytes_any_split(data, cuts):
+    assert fed(todowire.RecordDecoder(), data, cuts) == todowire.RecordDecoder().feed(data)
+    got = fed(cleanwire.RequestDecoder(), data, cuts)
+    assert got == cleanwire.RequestDecoder().feed(data)
+    for req in got:
+        parsed = cleanwire.parse(req)
+        assert parsed is None or cleanwire.encode(*parsed) == req + b"\0" or req[5:6] == b"0"
+
+
+@given(junk, st.lists(st.integers(0, 10**6), max_size=8), st.booleans())
+def test_spawn_decoders_any_bytes_any_split(data, cuts, expect_limit):
+    cmds = sw.CommandDecoder()
+    assert fed(cmds, data, cuts) == sw.CommandDecoder().feed(data)
+    whole = sw.ReportDecoder(expect_limit)
+    reps = sw.ReportDecoder(expect_limit)
+    assert fed(reps, data, cuts) == whole.feed(data) and reps.limit == whole.limit
+
+
+@given(st.lists(st.one_of(
+    st.tuples(st.just("done"), st.integers(0, 2**64), st.booleans(), st.booleans()),
+    st.tuples(st.just("log"), st.binary(max_size=50)),
+    st.tuples(st.just("exit"))), max_size=8), st.lists(st.integers(0, 10**6), max_size=8))
+def test_todo_records_round_trip(records, cuts):
+    data, want = b"", []
+    for rec in records:
+        if rec[0] == "done":
+            data += todowire.encode_done(*rec[1:])
+            want.append(todowire.Done(*rec[1:]))
+        elif rec[0] == "log":
+            data += todowire.encode_log(rec[1])
+            want.append(todowire.LogLine(rec[1].replace(b"\0", b"_")))
+        else:
+            data += todowire.encode_exit()
+            want.append(todowire.Exiting())
+    assert fed(todowire.RecordDecoder(), data, cuts) == want
+
+
+@example(b"D11" + b"1" * 5000)         # int() refuses more than 4300 digits: the decoder raised ValueError
+@given(st.binary(max_size=40) | st.builds(lambda n, lr: b"D" + lr + b"7" * n, st.integers(0, 6000),
+                                          st.sampled_from([b"00", b"01", b"10", b"11"])))
+def test_any_todo_record_parses(rec):
+    got = todowire.parse_record(rec)
+    assert isinstance(got, (todowire.Done, todowire.LogLine, todowire.Exiting, todowire.Unknown))

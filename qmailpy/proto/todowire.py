@@ -33,10 +33,14 @@ def encode_exit():
     return b"X\0"
 
 
+ID_DIGITS = 20          # a message id is an inode number: 64 bits, at most 20 digits
+
+
 def parse_record(rec):
-    """One record (without its \\0) as Done, LogLine, Exiting or Unknown."""
+    """One record (without its \\0) as Done, LogLine, Exiting or Unknown (a Done whose id has
+    more digits than a 64-bit number, which no qmail-todo writes, too: int() refuses 4301)."""
     kind = rec[:1]
-    if kind == b"D" and len(rec) > 3 and rec[1:2] in b"01" and rec[2:3] in b"01" and rec[3:].isdigit():
+    if kind == b"D" and 3 < len(rec) <= 3 + ID_DIGITS and rec[1:2] in b"01" and rec[2:3] in b"01" and rec[3:].isdigit():
         return Done(int(rec[3:]), rec[1:2] == b"1", rec[2:3] == b"1")
     if kind == b"L":
         return LogLine(rec[1:])
