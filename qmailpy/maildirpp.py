@@ -38,6 +38,13 @@ TRASH = ".Trash"
 
 
 UNITS = {"K": 1024, "M": 1048576}
+OFF_MAX = (1 << 63) - 1         # the largest off_t/long: where C's sizes and counts stop
+
+
+def _number(digits):
+    """An ASCII digit string's value, no more than OFF_MAX (int() would refuse 4301 digits)."""
+    digits = digits.lstrip("0" if isinstance(digits, str) else b"0")
+    return OFF_MAX if len(digits) > 19 else min(int(digits or 0), OFF_MAX)
 
 
 def hostname():
@@ -60,7 +67,7 @@ def normalize(value):
         return v + "S"
     unit = UNITS.get(v[-1:].upper())
     if unit and v[:-1].isdigit() and v[:-1].isascii():
-        return "%dS" % (int(v[:-1]) * unit)
+        return "%dS" % min(_number(v[:-1]) * unit, OFF_MAX)
     return v
 
 
@@ -84,7 +91,7 @@ def limits(definition):
         j = i
         while j < n and "0" <= definition[j] <= "9":
             j += 1
-        out.append(("C" if definition[j:j + 1] == "C" else "S", int(definition[i:j])))
+        out.append(("C" if definition[j:j + 1] == "C" else "S", _number(definition[i:j])))
         i = j
     return out
 
@@ -109,12 +116,13 @@ class State:
 
 
 def _leading_int(word):
-    """sscanf %ld: optional sign and leading digits, else 0."""
+    """sscanf %ld: optional sign and leading digits, else 0; beyond a long, +-LONG_MAX."""
     i = 1 if word[:1] in (b"-", b"+") else 0
     j = i
     while j < len(word) and 48 <= word[j] <= 57:
         j += 1
-    return int(word[:j]) if j > i else 0
+    value = _number(word[i:j])
+    return -value if word[:1] == b"-" else value
 
 
 def read(path):

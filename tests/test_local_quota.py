@@ -3,6 +3,7 @@ import os
 import time
 
 import pytest
+from hypothesis import example, given, settings, strategies as st
 
 from qmailpy import maildirpp
 from qmailpy.local import quota
@@ -270,3 +271,37 @@ def test_a_lock_that_cannot_be_removed_after_the_link_is_still_one_delivery(box,
     assert box.deliver(MSG) == (0, "did 1+0+0\n")
     assert len(box.files()) == 1 and box.files("tmp") == []
     assert read_size(box) == "100000S\n5000 3\n%d 1\n" % SIZE
+
+
+# --- properties: any quota text, any maildirsize --------------------------------------
+
+LONG = "9" * 4400                       # more digits than int() takes (4300)
+
+
+@example(LONG + "K")                    # int() refused the digits: ValueError out of qmail-local
+@example(LONG + "S")
+@given(st.text(max_size=30) | st.builds("".join, st.lists(st.sampled_from(
+    ["1", "0", "9" * 30, "K", "m", "S", "C", ",", " ", "NOQUOTA", "x"]), max_size=8)))
+def test_quota_definitions_normalize_idempotently(value):
+    definition = maildirpp.normalize(value)
+    assert definition is None or maildirpp.normalize(definition) in (definition, None)
+    if definition:
+        assert maildirpp.normalize(definition) == definition
+    limits = maildirpp.limits(definition or "")
+    assert all(kind in "SC" and limit >= 0 for kind, limit in limits)
+    if maildirpp.valid(value) and definition and len(definition) < 4000:
+        assert limits == [(p[-1], min(int(p[:-1]), maildirpp.OFF_MAX)) for p in definition.split(",")]
+    maildirpp.over(definition or "", 10, 1)
+
+
+@example(b"1S\n" + LONG.encode() + b" 1\n")
+@settings(max_examples=50)
+@given(st.binary(max_size=6000) | st.lists(st.sampled_from(
+    [b"\n", b" ", b"-", b"+", b"12", b"7x", b"S", b"\t", b"9" * 100]), max_size=60).map(b"".join))
+def test_maildirsize_read_never_raises_on_junk(tmp_path_factory, data):
+    path = tmp_path_factory.mktemp("q") / "maildirsize"
+    path.write_bytes(data)
+    state = maildirpp.read(str(path))
+    assert state.too_big == (len(data) >= maildirpp.MAX_BYTES)
+    kept = data[:maildirpp.MAX_BYTES].split(b"\n")
+    assert state.nlines == max(len(kept) - (kept[-1] == b"") - 1, 0)
