@@ -2,12 +2,13 @@
 import socket
 
 import pytest
+from hypothesis import example, given, strategies as st
 
 from qmailpy.dns.mxip import ip_literal, order
 from qmailpy.remote import report as R
 from qmailpy.remote.client import extensions
 from qmailpy.remote.connect import source_address
-from qmailpy.remote.routes import mangle, parse_routes, quote, route
+from qmailpy.remote.routes import mangle, parse_routes, port_problem, quote, route, split_colon
 from qmailpy.remote.wire import Conn, Dropped
 
 ROUTES = parse_routes([
@@ -262,3 +263,25 @@ def test_message_and_dot_leave_corked():
     assert ev[start - 1] == ("send", b"DATA\r\n")
     assert ev[start + 1:start + 4] == [("send", b"Subject: x\r\n\r\nbody\r\n"), ("send", b".\r\n"), ("cork", 0)]
     assert ev.count(("cork", 1)) == 1 and ev.count(("cork", 0)) == 1
+
+
+# -- smtproutes: any line, any host ---------------------------------------------------------
+
+SPEC = st.binary(max_size=30) | st.lists(st.sampled_from(
+    [b"[", b"]", b":", b"IPv6", b"::1", b"25", b"99999", b"0" * 20, b"x", b"."]), max_size=8).map(b"".join)
+
+
+@example([b":relay:" + b"7" * 5000], b"x")         # int() refused the port's 5000 digits: ValueError
+@given(st.lists(SPEC, max_size=4), SPEC)
+def test_route_never_raises_and_ports_are_16_bits(lines, host):
+    relay, port = route(parse_routes(lines), host)
+    assert 0 <= port <= 65535 and (relay is None or b":" not in relay or relay.startswith(b"["))
+    for line in lines:
+        head, colon, tail = split_colon(line)
+        assert head + colon + tail == line
+        port_problem(line)
+
+
+@given(st.integers(0, 10 ** 40), st.binary(max_size=3).filter(lambda b: not b[:1].isdigit()))
+def test_the_port_is_scan_ulong_cut_to_16_bits(n, after):
+    assert route({b"": b"relay:%d" % n + after}, b"x") == (b"relay", n % (1 << 64) & 0xFFFF)

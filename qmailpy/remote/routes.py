@@ -83,7 +83,9 @@ def _scan_port(port):
         if not 48 <= c <= 57:
             break
         digits += bytes((c,))
-    return int(digits or b"0") & 0xFFFF
+    # scan_ulong wraps at 2**64 and 10**16 is a multiple of 2**16: the last 16 digits decide
+    # (int() would refuse more than 4300)
+    return int(digits[-16:] or b"0") & 0xFFFF
 
 
 def port_problem(spec):
