@@ -2,11 +2,11 @@
 import os
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from qmailpy.ctl import registry as R
 from qmailpy.ctl.options import parse_options
-from qmailpy.ctl.parse import text_lines
+from qmailpy.ctl.parse import LIST_KINDS, Malformed, numbered, parse, parse_seconds, text_lines
 from qmailpy.ctl.reader import ControlError, Controls
 
 NUMERIC = [c for c in R.CONTROLS if c.kind in (R.NUMBER, R.BOOL)]
@@ -310,3 +310,28 @@ def test_options_parser_never_raises(lines):
         if line and not line.startswith("#") and line[0] not in " \t" and not line.split(":", 1)[-1].strip(
                 ).startswith("(Default.)"):
             assert n in used or (emptied and ":" in line and not line.partition(":")[2].strip()), (n, line)
+
+
+NUMBERS = [c for c in R.CONTROLS if c.kind in (R.NUMBER, R.BOOL)]
+
+
+@example(b"9" * 5000)          # int() refused the 5000 digits: ValueError, not Malformed (a ControlError)
+@given(st.binary(max_size=40) | st.lists(st.sampled_from([b"0", b"7", b"9" * 30, b" ", b"\n", b"\r", b"#", b"-",
+                                                         b".", b"\xd9\xa3", b"\xff"]), max_size=10).map(b"".join))
+def test_any_file_gives_a_value_or_malformed(data):
+    """Every control's parse of any file: a value of its kind, or Malformed (the reader's ControlError)."""
+    pairs = numbered(text_lines(data))
+    for control in R.CONTROLS:
+        try:
+            parsed = parse(control, pairs)
+        except Malformed:
+            assert control.kind not in LIST_KINDS + (R.TEXT, R.LINE)
+            continue
+        if control in NUMBERS and not parsed.empty:
+            top = 1 if control.kind == R.BOOL else (R.NUMBER_MAX if control.maximum is None else control.maximum)
+            assert 0 <= parsed.value <= top
+    for text in text_lines(data):
+        try:
+            assert parse_seconds(text) >= 0
+        except Malformed:
+            pass

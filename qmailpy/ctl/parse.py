@@ -41,7 +41,8 @@ def parse_number(control, text):
     control's minimum, or anything else, is Malformed."""
     if not text.isdigit() or not text.isascii():
         raise Malformed("not a number: %r" % text)
-    value = int(text)
+    digits = text.lstrip("0")
+    value = int(digits or "0") if len(digits) <= 20 else 10 ** 20     # int() refuses 4301 digits
     if control.kind == R.BOOL:
         return 1 if value else 0
     if value < control.minimum:
