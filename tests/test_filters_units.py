@@ -177,6 +177,22 @@ def test_header_fields_property(block, nl, body):
     assert [(k, v.strip(b" \t")) for k, v in got] == want
 
 
+@given(st.binary(max_size=200) | st.lists(st.sampled_from(
+    [b"A", b"b-c", b":", b" ", b"\t", b"\n", b"\r", b"\r\n", b"\x7f", b"\xe9", b"x"]), max_size=30).map(b"".join))
+def test_header_spans_of_any_bytes(message):
+    """spans() of any bytes: fields one after another from the start, each a name, a colon, and
+    its lines; fields() is the same fields unfolded."""
+    from qmailpy.proto.headers import fields, spans, unfold
+    got, pos = list(spans(message)), 0
+    for name, start, end in got:
+        assert start == pos < end <= len(message)
+        raw = message[start:end]
+        assert raw.lower().startswith(name + b":") and 0x20 < min(name) and max(name) < 0x7f
+        assert b"\n" not in raw[:-1] or all(line[:1] in (b" ", b"\t") for line in raw[:-1].split(b"\n")[1:])
+        pos = end
+    assert list(fields(message)) == [(name, unfold(message[s:e])) for name, s, e in got]
+
+
 def test_find_urls():
     msg = (b"Subject: x\n\nsee <http://a.example/x>, and (https://b.example/y?z=1).\n"
            b"again http://a.example/x\nqp: http://c.exa=\nmple/p=3Dq\n"
