@@ -272,6 +272,7 @@ SPEC = st.binary(max_size=30) | st.lists(st.sampled_from(
 
 
 @example([b":relay:" + b"7" * 5000], b"x")         # int() refused the port's 5000 digits: ValueError
+@example([b"relay:" + b"7" * 5000], b"x")          # and port_problem()'s int() of them
 @given(st.lists(SPEC, max_size=4), SPEC)
 def test_route_never_raises_and_ports_are_16_bits(lines, host):
     relay, port = route(parse_routes(lines), host)

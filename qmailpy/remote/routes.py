@@ -96,7 +96,7 @@ def port_problem(spec):
     if not colon or not port:
         return None
     got = _scan_port(port)
-    if port.isdigit() and 0 < int(port) == got:
+    if port.isdigit() and len(port.lstrip(b"0")) <= 5 and 0 < int(port) == got:
         return None
     return "port %r is read as %d" % (port.decode("utf-8", "replace"), got)
 
