@@ -1,6 +1,6 @@
 """The qmail-queued socket codec (proto/qqsock.py): both ends agree, for any chunking; garbage is refused."""
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from qmailpy import exitcodes as X
 from qmailpy.proto import qq, qqsock
@@ -115,6 +115,17 @@ def test_answers_round_trip(code, qp, reason, cuts):
         else:
             assert chunk == b""
     assert got == (code, qp, reason.encode("utf-8", "replace").decode("utf-8"))
+
+
+@example(b"9" * 5000 + b":")             # int() refused the 5000 digits: ValueError, not FrameError
+@settings(max_examples=200)
+@given(st.binary(max_size=40) | st.lists(st.sampled_from([b"1", b"0", b"9" * 20, b":", b",", b" ", b"x"]),
+                                         max_size=10).map(b"".join))
+def test_any_bytes_are_an_answer_or_a_frame_error(data):
+    try:
+        qqsock.AnswerDecoder().feed(data)
+    except qqsock.FrameError:
+        pass
 
 
 def test_answer_exact_bytes():

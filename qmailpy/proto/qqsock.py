@@ -178,7 +178,8 @@ class AnswerDecoder:
                 raise FrameError("bad answer")
             return None
         head = bytes(self._buf[:colon])
-        if not head.isdigit() or (head[:1] == b"0" and head != b"0") or int(head) > MAX_ANSWER:
+        if (not head.isdigit() or (head[:1] == b"0" and head != b"0") or len(head) > len(b"%d" % MAX_ANSWER)
+                or int(head) > MAX_ANSWER):
             raise FrameError("bad answer")
         stop = colon + 1 + int(head)
         if len(self._buf) <= stop:
