@@ -200,6 +200,15 @@ class PatternList(_Lines):
         self._rules = [(x[:1] == "!", compile_wildmat(x[1:] if x[:1] == "!" else x))
                        for x in self.lines]
         self.malformed = tuple(n for n, (_, p) in zip(self.linenos, self._rules) if p is None)
+        self._literals = None
+
+    def literal(self, s):
+        """The first line equal to `s` as a whole, ASCII case folded (constmap), or None: how
+        spamcontrol's bhelocheck asks its badhelo lines before wildmat (a hit is bad whatever
+        the '!' lines say)."""
+        if self._literals is None:
+            self._literals = self._index(map(fold, self.lines))
+        return self._hit(self._literals.get(fold(s)))
 
     def matches(self, s):
         listed, who = False, None

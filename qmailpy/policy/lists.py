@@ -4,7 +4,8 @@ Literal lists (badmailfrom, badrcptto, relaymailfrom, nomfdnscheck,
 badmailfrom-unknown) use qmail's constmap rules (whole address or '@domain',
 ASCII case folded); pattern lists (badmailpatterns, badrcptpatterns, badhelo,
 blackholedsender) the spamcontrol wildmat language with '!' exceptions
-(qmailpy.ctl.patterns). A hit names the deciding line as SOURCE:LINE, where
+(qmailpy.ctl.patterns). badhelo asks its lines as whole names first, case
+folded, as spamcontrol's bhelocheck (constmap, then wildmat) does. A hit names the deciding line as SOURCE:LINE, where
 SOURCE is the control file or control/options the list came from.
 
 The null sender <> is never matched by a sender list: bounces must flow,
@@ -19,12 +20,13 @@ def origin(setting, match):
     return "%s:%d" % (setting.source, match.line_number)
 
 
-def list_check(policy, name, value, reply, quit=False, what="address"):
-    """The verdict of list control `name` on `value`."""
+def list_check(policy, name, value, reply, quit=False, what="address", literal=False):
+    """The verdict of list control `name` on `value`; `literal`: a pattern list's lines are
+    first asked as names, case folded (PatternList.literal), as spamcontrol's badhelo."""
     matcher, setting = policy.compiled(name)
     if matcher is None:
         return Verdict(name, SKIP, note="no entries")
-    m = matcher.matches(value)
+    m = (literal and matcher.literal(value)) or matcher.matches(value)
     if m is None:
         return Verdict(name, ACCEPT, rule=setting.source, note="%s not listed" % what)
     rule = origin(setting, m)
@@ -75,7 +77,7 @@ def badhelo(policy, env):
     skip = policy.splithorizon_skip(env, "badhelo")
     if skip is not None:
         return skip
-    return list_check(policy, "badhelo", env.helo, R.BADHELO, what="HELO name")
+    return list_check(policy, "badhelo", env.helo, R.BADHELO, what="HELO name", literal=True)
 
 
 def relaymailfrom(policy, sender):
