@@ -167,6 +167,17 @@ def test_macros_in_a_record():
     assert result.result == "fail"
 
 
+def test_a_transformer_of_any_length_keeps_that_many_labels():
+    """%{d2} keeps the two rightmost labels; a number of 128 or more keeps them all. A record
+    whose number had 5000 digits made int() raise in the middle of the session."""
+    for number, name in (("2", "x.example"), ("0002", "x.example"), ("9" * 5000, "a.b.x.example"),
+                         ("128", "a.b.x.example")):
+        lines = ["a.b.x.example TXT v=spf1 exists:%%{d%s}._spf.x.example -all" % number]
+        result, queries = check(lines, "joe@a.b.x.example")
+        assert queries == [("a.b.x.example", "TXT"), (name + "._spf.x.example", "A")], number[:8]
+        assert result.result == "fail"
+
+
 def test_long_expansions_in_a_record_lose_their_leftmost_labels():
     """RFC 7208 7.3: a domain name longer than 253 characters after expansion is cut from the
     left, a whole label at a time."""

@@ -87,7 +87,10 @@ def _macro(body, mode):
     i, n = 1, len(body)
     while i < n and body[i] in "0123456789":
         i += 1
-    digits = int(body[1:i]) if i > 1 else None
+    # a transformer's number keeps that many parts; 128 or more (a name has fewer) keep them
+    # all, so any larger number reads as 128: a record's 5000 digits made int() raise
+    number = body[1:i].lstrip("0") or "0"
+    digits = (min(int(number), 128) if len(number) <= 3 else 128) if i > 1 else None
     if strict and digits == 0:
         raise MacroError("zero parts in %%{%s}" % body)
     reverse = False
