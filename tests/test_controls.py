@@ -332,6 +332,15 @@ def test_any_file_gives_a_value_or_malformed(data):
             assert 0 <= parsed.value <= top
     for text in text_lines(data):
         try:
-            assert parse_seconds(text) >= 0
+            assert 0 <= parse_seconds(text) <= 1e9
         except Malformed:
             pass
+
+
+def test_seconds_beyond_any_sleep_are_malformed():
+    """A number of seconds no sleep can take (400 digits: float inf) is malformed, where it
+    reached AUTHFAILDELAY's sleep and ended the session with a bug."""
+    assert parse_seconds("1000000000") == 1e9 and parse_seconds("0.25") == 0.25
+    for text in ("1000000001", "9" * 400, "9" * 5000 + ".5"):
+        with pytest.raises(Malformed):
+            parse_seconds(text)
