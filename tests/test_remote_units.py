@@ -273,6 +273,7 @@ SPEC = st.binary(max_size=30) | st.lists(st.sampled_from(
 
 @example([b":relay:" + b"7" * 5000], b"x")         # int() refused the port's 5000 digits: ValueError
 @example([b"relay:" + b"7" * 5000], b"x")          # and port_problem()'s int() of them
+@example([b"relay:" + b"0" * 5000 + b"25"], b"x")  # and its int() of the zeros before 25
 @given(st.lists(SPEC, max_size=4), SPEC)
 def test_route_never_raises_and_ports_are_16_bits(lines, host):
     relay, port = route(parse_routes(lines), host)

@@ -15,6 +15,7 @@ looks up the host's A-labels, so `bücher.example` and `xn--bcher-kva.example`
 are the same key; a key that is not a valid IDN stays as written and matches nothing.
 """
 from qmailpy.proto.quote import quote, quote_needed  # noqa: F401  (quote.c, shared)
+from qmailpy.scan import scan_ulong
 
 PORT_SMTP = 25
 
@@ -77,15 +78,8 @@ def route(table, host):
 
 
 def _scan_port(port):
-    """qmail-remote.c's port: scan_ulong's leading digits (none: 0), cut to 16 bits."""
-    digits = b""
-    for c in port:
-        if not 48 <= c <= 57:
-            break
-        digits += bytes((c,))
-    # scan_ulong wraps at 2**64 and 10**16 is a multiple of 2**16: the last 16 digits decide
-    # (int() would refuse more than 4300)
-    return int(digits[-16:] or b"0") & 0xFFFF
+    """qmail-remote.c's port: scan_ulong's number, cut to 16 bits."""
+    return scan_ulong(port) & 0xFFFF
 
 
 def port_problem(spec):
@@ -96,7 +90,8 @@ def port_problem(spec):
     if not colon or not port:
         return None
     got = _scan_port(port)
-    if port.isdigit() and len(port.lstrip(b"0")) <= 5 and 0 < int(port) == got:
+    written = port.lstrip(b"0")
+    if port.isdigit() and len(written) <= 5 and 0 < int(written or b"0") == got:
         return None
     return "port %r is read as %d" % (port.decode("utf-8", "replace"), got)
 

@@ -22,6 +22,7 @@ from qmailpy.proto import cleanwire as clean_wire
 from qmailpy.queue import layout
 from qmailpy.proto import todowire
 from qmailpy.log import qmail_safe as safe
+from qmailpy.scan import scan_ulong
 
 EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 CHANNEL_DIRS = ("local", "remote")
@@ -82,9 +83,9 @@ def _parse(data, msgid):
     for rec in records:
         kind = rec[:1]
         if kind == b"u":
-            uid = _number(rec[1:])
+            uid = scan_ulong(rec[1:])
         elif kind == b"p":
-            pid = _number(rec[1:])
+            pid = scan_ulong(rec[1:])
         elif kind == b"F":
             frec = rec
         elif kind == b"T":
@@ -92,15 +93,6 @@ def _parse(data, msgid):
         else:
             raise Trouble("unknown record type in " + rel("todo", msgid))
     return uid, pid, frec, recips
-
-
-def _number(b):
-    digits = bytearray()
-    for ch in b:
-        if not 48 <= ch <= 57:
-            break
-        digits.append(ch)
-    return int(digits) if digits else 0
 
 
 class _Prepared:

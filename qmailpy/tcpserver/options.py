@@ -6,6 +6,8 @@ a missing host, port or program is a usage error (exit 100), as in tcpserver.
 """
 import getopt
 
+from qmailpy.scan import scan_ulong
+
 LETTERS = "dDvqQhHrR1UXx:t:u:g:l:b:B:c:pPoO"
 USAGE_LINE = ("usage: qmail-tcpserver [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] "
               "[ -B banner ] [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] "
@@ -17,16 +19,6 @@ See docs/qmail-tcpserver.md."""
 
 class UsageError(Exception):
     """Bad command line: tcpserver prints its usage and exits 100."""
-
-
-def scan_ulong(text):
-    """The leading decimal digits of text as a number (0 when there are none), as scan_ulong."""
-    digits = ""
-    for ch in text:
-        if not "0" <= ch <= "9":
-            break
-        digits += ch
-    return int(digits) if digits else 0
 
 
 class Options:
