@@ -321,3 +321,19 @@ def test_queue_without_dkimverify_imports_no_dkim(home, tmp_path):
             ) % (ROOT, str(tmp_path / "m"), str(tmp_path / "e"), home.root)
     p = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, env=home.env(), timeout=60)
     assert p.stdout.decode().strip() == "0", p.stderr
+
+
+def test_an_idn_domain_signs_as_its_idna_2008_a_labels(tmp_path):
+    """d= is the key domain's A-labels by IDNA 2008, as DNS holds it and qmail-remote looks it
+    up: Python's idna codec (IDNA 2003) made faß.example fass.example, another domain."""
+    from qmailpy.ctl.reader import ControlError
+    from qmailpy.dkim.keys import domain_keys
+    home = str(tmp_path)
+    for domain in ("bücher.example", "faß.example", "bü-.example"):
+        os.makedirs(os.path.join(home, "control", "domainkeys", domain))
+        with open(os.path.join(home, "control", "domainkeys", domain, "sel"), "wb") as f:
+            f.write(b"-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n")
+    assert [(k.domain, k.selector) for k in domain_keys(home, "Bücher.example")] == [(b"xn--bcher-kva.example", b"sel")]
+    assert [k.domain for k in domain_keys(home, "faß.example")] == [b"xn--fa-hia.example"]
+    with pytest.raises(ControlError, match="not a valid internationalized name"):
+        domain_keys(home, "bü-.example")

@@ -71,9 +71,21 @@ def domain_keys(home, domain):
             raise ControlError(where, 0, "unable to read: %s" % (e.strerror or e)) from None
         if b"PRIVATE KEY-----" not in pem:
             raise ControlError(where, 0, "not a private key in PEM form")
-        keys.append(Key(domain.encode("idna") if not domain.isascii() else domain.encode(), selector.encode(),
-                        pem, where))
+        keys.append(Key(signing_domain(domain, where), selector.encode(), pem, where))
     return keys
+
+
+def signing_domain(domain, where):
+    """d= of a key's domain (str): its A-labels, as DNS knows it and as qmail-remote looks it up
+    (qmailpy.dns.idn, IDNA 2008: Python's "idna" codec is IDNA 2003 and turned faß.example into
+    fass.example, another domain's name); a domain that is no valid IDN is a ControlError."""
+    if domain.isascii():
+        return domain.encode()
+    from qmailpy.dns.idn import to_ascii
+    try:
+        return to_ascii(domain.encode("utf-8", "surrogateescape"))
+    except ValueError as e:
+        raise ControlError(where, 0, "the domain is not a valid internationalized name: %s" % e) from None
 
 
 def _domain(address):
