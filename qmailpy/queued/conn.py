@@ -18,7 +18,6 @@ from qmailpy import exitcodes as X
 from qmailpy.proto import qqsock
 from qmailpy.queue.enqueue import QueueError, enqueue_all
 from qmailpy.queue.main import attempt, content_filter, time_limit
-from qmailpy.unixsock import peer_credentials
 
 ANSWER_TIMEOUT = 30            # seconds to hand over the answer to a client that does not read it
 
@@ -85,10 +84,11 @@ def trusted_origin(origin, uid):
     return origin if name == "qmaild" else None
 
 
-def serve_client(conn, home, controls_for, log, dir_sync=None):
+def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None):
     """Queue what one connection sends and answer it; returns (code, qp, uid, pid) for the log.
-    dir_sync: the service's GroupSync.sync (one fsync of todo/ shared by concurrent commits)."""
-    pid, uid, _ = peer_credentials(conn)
+    pid, uid: the client's, from the kernel (SO_PEERCRED, read once, where the service
+    accepted it). dir_sync: the service's GroupSync.sync (one fsync of todo/ shared by
+    concurrent commits)."""
     qp = threading.get_native_id()
     got = {}
 

@@ -137,7 +137,7 @@ class Service:
                 time.sleep(0.1)
                 continue
             try:
-                uid = peer_credentials(conn)[1]
+                pid, uid, _ = peer_credentials(conn)
             except OSError:
                 conn.close()
                 continue
@@ -157,7 +157,7 @@ class Service:
                             "too many connections from uid %d" % uid)
                 continue
             try:
-                threading.Thread(target=self.client, args=(conn, uid), daemon=True).start()
+                threading.Thread(target=self.client, args=(conn, pid, uid), daemon=True).start()
             except RuntimeError:         # no thread to be had: like a full house
                 self.done(uid)
                 self.refuse_busy(conn)
@@ -171,10 +171,10 @@ class Service:
         answer(conn, X.QQ_TEMP_REFUSED, 0, reason)
         conn.close()
 
-    def client(self, conn, uid):
+    def client(self, conn, pid, uid):
         from qmailpy.queued.conn import serve_client
         try:
-            serve_client(conn, self.home, self.controls, log, self.todo_sync.sync)
+            serve_client(conn, pid, uid, self.home, self.controls, log, self.todo_sync.sync)
         except Exception as e:           # a bug outside the insertion itself: the client gets 74
             log("internal bug: " + bug_text(e))
         finally:
