@@ -112,12 +112,10 @@ def test_a_bug_in_a_tcpserver_session_is_one_line_and_exit_1(capfd):
     listener = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(listener.getsockname())
     sock, peer = listener.accept()
-    saved, saved_env = (os.dup(0), os.dup(1)), dict(os.environ)
-    try:
+    saved = os.dup(0), os.dup(1)
+    try:                            # the session replaces os.environ: conftest gives pytest's back
         code = child.session(sock, peer, opts, runner, [], lambda line: None)
     finally:
-        os.environ.clear()          # a session replaces its process's environment: this one is pytest's
-        os.environ.update(saved_env)
         os.dup2(saved[0], 0)
         os.dup2(saved[1], 1)
         for fd in saved:

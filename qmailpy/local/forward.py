@@ -60,7 +60,7 @@ def forward(recipients, fd0, dtline, sender, environ):
     """Queue the message for `recipients`; return qmail-queue's pid (the 'qp')."""
     message.rewind(fd0)
     try:
-        return queue(recipients, message.chunks(fd0), dtline, sender, environ)
+        return queue(recipients, message.read_chunks(fd0), dtline, sender, environ)
     except Refused as r:
         raise errors.Die(errors.PERM if r.kind == PERMANENT else errors.TEMP,
                          "Unable to forward message: %s." % r.text) from None
