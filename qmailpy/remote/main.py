@@ -81,13 +81,13 @@ def _alabels(host):
         raise R.Stop(R.bad_idn(host)) from None
 
 
-def _addresses(host, relay, environ, seed):
+def _addresses(host, name, relay, environ, seed):
     """(pref, ip, host name) triples to try, or Stop with qmail's DNS texts. host (the
-    relay, else the recipients' domain) as given: DNS is asked for its A-labels."""
+    relay, else the recipients' domain) as given, for the reports; name, its A-labels
+    (_alabels), what DNS is asked."""
     from qmailpy.dns.mxip import host_ips, mx_ips
     from qmailpy.dns.resolver import HARD, SOFT, Resolver
     resolver = Resolver(environ)
-    name = _alabels(host)
     got = host_ips(resolver, name, named=True) if relay else mx_ips(resolver, name, seed, named=True)
     if got.status == HARD:
         raise R.Stop(R.perm_dns(host, name))
@@ -139,7 +139,7 @@ def _deliver(argv, fd0, environ, reports):
     message = _dkim_sign(cfg["controls"], message, args[1])
 
     seed = int(time.time()) + (os.getpid() << 16)
-    ips = _addresses(host, relay, environ, seed)
+    ips = _addresses(host, _alabels(relay) if relay else dest, relay, environ, seed)
     down = TcpTo(paths.queue_path(home, "lock", "tcpto"))
     policy = _tls_policy(cfg, dest)
     failed_tls = None                       # the report of the last required TLS that failed
