@@ -9,6 +9,8 @@ says at the call how durable the file must be.
 write_cdb() builds a constant database (qmail's cdbmake format, djb hash,
 module cdblib) in memory and replaces the target with it the same way:
 qmail-newmrh, qmail-newu.
+write_all() is the one write-until-done loop for an fd (os.write may write
+less than asked on a pipe or socket); callers say what an error means.
 read_all() is the reading side: an fd read to its end (a child's output
 pipe, qmail-remote's message, the AUTH-failure file), one loop for the
 programs that need it (ctl.reader keeps its own copy: see read_bytes).
@@ -26,6 +28,13 @@ def read_all(fd):
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
+
+
+def write_all(fd, data):
+    """Every byte of data (bytes or a buffer) to fd; OSError from write propagates."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def fsync_dir(path):
@@ -52,9 +61,7 @@ def atomic_write(path, data, durable=True, mode=0o644, owner=None, tmp=None):
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fchmod(fd, mode)
             if owner is not None and owner != (-1, -1):
                 os.fchown(fd, *owner)

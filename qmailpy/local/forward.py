@@ -17,6 +17,7 @@ qmail_close()'s text their own way.
 import os
 
 from qmailpy.exitcodes import PERMANENT
+from qmailpy.fileio import write_all
 from qmailpy.local import errors, message
 
 
@@ -26,12 +27,6 @@ class Refused(Exception):
     def __init__(self, kind, text):
         super().__init__(kind, text)
         self.kind, self.text = kind, text
-
-
-def write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _program(environ):

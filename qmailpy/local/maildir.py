@@ -18,6 +18,7 @@ import os
 import stat
 import time
 
+from qmailpy.fileio import write_all
 from qmailpy.local import errors, message, quota
 from qmailpy.maildirpp import hostname
 
@@ -61,15 +62,9 @@ def _create(path, size, host):
     raise errors.temp(errors.MAILDIR_TEMP)
 
 
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def _copy(fd, fd0, head, deadline):
     """Write head + message; read trouble and the deadline get their own texts."""
-    _write_all(fd, head)
+    write_all(fd, head)
     it = message.chunks(fd0)
     while True:
         try:
@@ -80,7 +75,7 @@ def _copy(fd, fd0, head, deadline):
             return
         if time.monotonic() > deadline:
             raise errors.temp(errors.MAILDIR_TIMEOUT)
-        _write_all(fd, data)
+        write_all(fd, data)
 
 
 def _publish(tmp, new):

@@ -9,6 +9,7 @@ back to its old end (when the lock was held), so no half message stays.
 import os
 import time
 
+from qmailpy.fileio import write_all
 from qmailpy.local import errors, message
 
 LOCK_WAIT = 30
@@ -34,12 +35,6 @@ def _lock(fd):
             time.sleep(0.05)
         except OSError:
             return False
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def deliver(path, name, fd0, ufline, head):
@@ -69,10 +64,10 @@ def deliver(path, name, fd0, ufline, head):
             if not line.endswith(b"\n"):
                 out += b"\n"
             if len(out) >= FLUSH:
-                _write_all(fd, out)
+                write_all(fd, out)
                 out.clear()
         out += b"\n"
-        _write_all(fd, out)
+        write_all(fd, out)
         os.fsync(fd)
     except (errors.Die, OSError) as e:
         if locked and pos is not None:

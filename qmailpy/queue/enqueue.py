@@ -28,6 +28,7 @@ import os
 
 from qmailpy import exitcodes as X
 from qmailpy.exitcodes import QueueError  # noqa: F401  (the filters raise it too; queue.main imports it from here)
+from qmailpy.fileio import write_all
 from qmailpy.proto import qq
 from qmailpy.proto.date822 import date822
 from qmailpy.queue import layout
@@ -101,10 +102,8 @@ def _reader(src):
 
 
 def _write_all(fd, data, what):
-    view = memoryview(data)
     try:
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
     except OSError as e:
         raise queue_error(e, X.QQ_WRITE_ERROR, "unable to write " + what) from None
 

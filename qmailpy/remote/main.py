@@ -25,7 +25,7 @@ import sys
 import time
 
 from qmailpy.exitcodes import EXIT_TROUBLE
-from qmailpy.fileio import read_all
+from qmailpy.fileio import read_all, write_all
 from qmailpy.log import guard, write_bug
 from qmailpy.remote import report as R
 
@@ -186,10 +186,8 @@ def _dkim_sign(controls, message, sender):
 
 
 def _write_all(fd, data):
-    view = memoryview(data)
     try:
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
     except OSError:
         pass                            # qmail: _exit(0); qmail-rspawn sees what got through
 

@@ -15,6 +15,7 @@ import resource
 import selectors
 import stat
 
+from qmailpy.fileio import write_all
 from qmailpy.proto import spawnwire
 from qmailpy.queue import layout
 
@@ -106,9 +107,7 @@ class Server:
         if not self.writing:
             return
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd_out, view):]
+            write_all(self.fd_out, data)
         except InterruptedError:
             pass
         except OSError:

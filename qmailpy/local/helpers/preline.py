@@ -48,7 +48,7 @@ def run(command, head):
     import os
     from qmailpy import forkexec
     from qmailpy.local.errors import error_temp
-    from qmailpy.local.forward import write_all
+    from qmailpy.fileio import write_all
     from qmailpy.local.helpers.strerr import die, die_sys
     from qmailpy.local.message import read_chunks
     r, w = os.pipe()

@@ -1,6 +1,6 @@
 """qmail's strerr_die*(): a program's last words as one line on fd 2, then its exit code."""
 from qmailpy.local.errors import error_str
-from qmailpy.local.forward import write_all
+from qmailpy.fileio import write_all
 
 
 def die(code, *parts):
