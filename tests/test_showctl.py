@@ -271,3 +271,31 @@ def test_check_opens_every_cdb_and_reports_a_corrupt_one(home, name, damage):
     expected = {"truncated": "corrupt cdb: truncated: hash table", "text": "corrupt cdb: truncated: hash table",
                 "table": "corrupt cdb: hash table", "directory": "unable to read: Is a directory"}[damage]
     assert line.startswith("%s: %s" % (name, expected)), line
+
+
+def test_check_reports_route_and_tls_keys_that_are_no_valid_idn(home):
+    """qmail-remote looks smtproutes and tlsdestinations up by a host's A-labels; a non-ASCII key
+    that is no valid IDN (here a label starting with a hyphen, and a Latin-1 byte that is not
+    UTF-8) is kept as written and so matches no host. The programs run on; --check names the line."""
+    postmaster_reachable(home)
+    home.control("rcpthosts", "example.org\n")
+    with open(os.path.join(home.root, "control", "smtproutes"), "wb") as f:
+        f.write("bücher.example:relay.example\n-bücher.example:relay.example\n".encode()
+                + b"caf\xe9.example:relay.example:smtp\n")
+    with open(os.path.join(home.root, "control", "tlsdestinations"), "wb") as f:
+        f.write("-bücher.example\n!-bücher.example\n.bücher.example\n".encode())
+    r = home.run("qmail-showctl", "--check")
+    assert (r.returncode, r.stdout.decode("utf-8", "surrogateescape").splitlines()) == (1, [
+        "control/smtproutes:2: -bücher.example:relay.example: not a valid internationalized domain name "
+        "(Label must not start or end with a hyphen): qmail-remote routes no host by it",
+        "control/smtproutes:3: caf\udce9.example:relay.example:smtp: port 'smtp' is read as 0: "
+        "qmail-remote connects there",
+        "control/smtproutes:3: caf\udce9.example:relay.example:smtp: not a valid internationalized domain name "
+        "('utf-8' codec can't decode byte 0xe9 in position 3: invalid continuation byte): "
+        "qmail-remote routes no host by it",
+        "control/tlsdestinations:2: !-bücher.example: not a valid internationalized domain name "
+        "(Label must not start or end with a hyphen): qmail-remote applies it to no host"])
+    home.control("smtproutes", "bücher.example:relay.example\n")
+    home.control("tlsdestinations", "-bücher.example\n")
+    r = home.run("qmail-showctl", "--check")
+    assert (r.returncode, r.stdout) == (0, b"")

@@ -65,12 +65,13 @@ def program_findings(controls):
     """Controls a program parses with a rule of its own before it uses them, asked with that rule
     (its one home is the program's module), so that --check refuses what the programs refuse:
     outgoingip (qmail-remote: Z, every delivery), an smtproutes port qmail-remote reads otherwise
-    than written (qmail's scan_ulong: it connects there), clamdsocket and spamdsocket (qmail-queue's
+    than written (qmail's scan_ulong: it connects there), an smtproutes or tlsdestinations key that is
+no valid IDN (it matches no host), clamdsocket and spamdsocket (qmail-queue's
     filters: exit 55), the cipher lists and PEM files of qmail-remote (Z) and of qmail-smtpd
     (STARTTLS fails after its 220; a servercert.pem or dh2048.pem show.check finds unusable is
     reported there). A control that cannot be read at all is show.check's finding already."""
     found = []
-    for ask in (_outgoingip, _smtproutes, _filter_socket("clamdsocket"), _filter_socket("spamdsocket"),
+    for ask in (_outgoingip, _smtproutes, _tlsdestinations, _filter_socket("clamdsocket"), _filter_socket("spamdsocket"),
                 _remote_tls, _smtpd_tls):
         try:
             found += ask(controls)
@@ -90,16 +91,39 @@ def _outgoingip(controls):
 
 
 def _smtproutes(controls):
-    from qmailpy.remote.routes import port_problem
+    from qmailpy.remote.routes import key_problem, port_problem
     s = controls.setting("smtproutes")
     found = []
     for i, line in enumerate(s.value or ()):
-        key, colon, spec = line.partition(":")
-        why = port_problem(spec.encode("utf-8", "surrogateescape")) if colon else None
+        key, colon, spec = line.encode("utf-8", "surrogateescape").partition(b":")
+        if not colon:
+            continue
+        why = port_problem(spec)
         if why is not None:
-            lineno = s.linenos[i] if i < len(s.linenos) else 0
-            found.append(Finding(s.source, lineno, "%s: %s: qmail-remote connects there" % (line, why)))
+            found.append(_line_finding(s, i, "%s: qmail-remote connects there" % why))
+        why = key_problem(key)
+        if why is not None:
+            found.append(_line_finding(s, i, "%s: qmail-remote routes no host by it" % why))
     return found
+
+
+def _tlsdestinations(controls):
+    from qmailpy.remote.routes import key_problem, split_colon
+    s = controls.setting("tlsdestinations")
+    found = []
+    for i, line in enumerate(s.value or ()):
+        entry = line.encode("utf-8", "surrogateescape").strip()
+        dest = split_colon(entry[1:] if entry[:1] in (b"!", b"-") else entry)[0]    # as parse_destinations
+        why = key_problem(dest)
+        if why is not None:
+            found.append(_line_finding(s, i, "%s: qmail-remote applies it to no host" % why))
+    return found
+
+
+def _line_finding(s, i, why):
+    """A Finding about entry i of setting s, with its line number and the line itself."""
+    lineno = s.linenos[i] if i < len(s.linenos) else 0
+    return Finding(s.source, lineno, "%s: %s" % (s.value[i], why))
 
 
 def _filter_socket(name):

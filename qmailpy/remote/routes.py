@@ -44,6 +44,20 @@ def table_key(key):
     return key.lower()
 
 
+def key_problem(key):
+    """Why a key of smtproutes or tlsdestinations can match no host, or None: a non-ASCII key that
+    is no valid IDN (not UTF-8, a disallowed code point, ...) stays as written, and qmail-remote
+    looks hosts up by their A-labels. qmail-showctl --check says so."""
+    if key.isascii():
+        return None
+    from qmailpy.dns.idn import to_ascii
+    try:
+        to_ascii(key)
+    except ValueError as e:
+        return "not a valid internationalized domain name (%s)" % e
+    return None
+
+
 def lookup(table, host, default=b""):
     """The value of the first key of table found for host (ASCII: its A-labels, as
     qmail-remote gives it): the whole host (any case), then
