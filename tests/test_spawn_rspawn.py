@@ -70,3 +70,20 @@ def test_missing_qmail_remote(scratch):
         assert client.one(queue_message(scratch.home), b"a@b", b"bob@far.example") == b"DUnable to run qmail-remote.\n"
     finally:
         client.close()
+
+
+def test_start_forgets_the_hosts_qmail_remote_marked_down(scratch):
+    """qmail-rspawn.c initialize() calls tcpto_clean(): every start zeroes queue/lock/tcpto
+    (1024 NUL bytes), so the hosts a stopped qmail had marked down are tried again."""
+    from qmailpy.queue.layout import tcpto_path
+    path = tcpto_path(scratch.home)
+    down = bytes([192, 0, 2, 25, 2, 0, 0, 0]) + (2 ** 31).to_bytes(4, "little") + bytes(4)
+    with open(path, "wb") as f:
+        f.write(down + bytes(1024 - 16))
+    client = SpawnClient("qmail-rspawn", scratch.env(QMAILREMOTE=script(scratch, "remote", "cat >/dev/null; printf 'r\\0Kok\\n\\0'")))
+    try:
+        assert client.one(queue_message(scratch.home), b"a@b", b"bob@far.example") == b"Kok\n"
+    finally:
+        assert client.close()[0] == 0
+    with open(path, "rb") as f:
+        assert f.read() == bytes(1024)

@@ -62,6 +62,17 @@ def report(status, s):
     return b"".join(out)
 
 
+def forget_down_hosts(home):
+    """qmail-rspawn.c initialize(): tcpto_clean() zeroes queue/lock/tcpto at every start, so a
+    restarted qmail tries every host again; a missing or unwritable file is left as it is."""
+    from qmailpy.queue.layout import tcpto_path
+    from qmailpy.remote.tcpto import clear
+    try:
+        clear(tcpto_path(home))
+    except OSError:
+        pass
+
+
 class Remote:
     """The spawn.c `Program` for remote deliveries."""
     truncreport = 0
@@ -104,4 +115,5 @@ def main():
     environ = os.environ
     home = os.path.abspath(paths.qmailhome(environ))
     server.shrug_off_signals("SIGINT", "SIGALRM", "SIGTERM", "SIGHUP")
+    forget_down_hosts(home)
     return server.Server(home, Remote(home, environ), server.spawn_limit(), server.qmailq_uid()).serve()
