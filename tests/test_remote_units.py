@@ -287,3 +287,23 @@ def test_route_never_raises_and_ports_are_16_bits(lines, host):
 @given(st.integers(0, 10 ** 40), st.binary(max_size=3).filter(lambda b: not b[:1].isdigit()))
 def test_the_port_is_scan_ulong_cut_to_16_bits(n, after):
     assert route({b"": b"relay:%d" % n + after}, b"x") == (b"relay", n % (1 << 64) & 0xFFFF)
+
+
+def test_every_interface_address_is_mine_however_many(home):
+    """ipme.c asks SIOCGIFCONF again with a bigger buffer until the answer fits; a fixed room
+    for 128 addresses missed the rest, and an MX on the 200th address of this host was
+    connected to instead of being qmail's #5.4.6 (a mail loop through our own qmail-smtpd)."""
+    from netns import in_netns
+    home.control("me", "test.example\n")
+    setup = ["for i in $(seq 1 200); do ip addr add 10.9.0.$i/32 dev lo; done"]
+    code = ("import io, os, sys\n"
+            "from qmailpy.remote.main import run\n"
+            "from qmailpy.remote.ipme import interface_ipv4\n"
+            "print(len([a for a in interface_ipv4() if a.startswith('10.9.0.')]))\n"
+            "r, w = os.pipe(); os.write(w, b'Subject: x\\n\\nbody\\n'); os.close(w)\n"
+            "out, inn = os.pipe()\n"
+            "run(['qmail-remote', '[10.9.0.200]', 'a@b.example', 'c@example.com'], r, inn, %r)\n"
+            "os.close(inn); sys.stdout.write(repr(os.read(out, 4096)))\n" % (home.env(),))
+    count, report = in_netns(code, setup=setup).splitlines()
+    assert int(count) == 200
+    assert report == repr(R.AMBIGMX + b"\0")

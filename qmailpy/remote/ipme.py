@@ -1,8 +1,8 @@
 """This host's addresses, for qmail's "I'm listed as a best-preference MX" rule (ipme.c).
 
-Like qmail: the IPv4 addresses of the configured interfaces (one
-SIOCGIFCONF ioctl, no DNS), plus 127.0.0.1 and 0.0.0.0 (netqmail adds
-it), plus the IPv6 addresses from /proc/net/if_inet6 and ::1, plus the
+Like qmail: the IPv4 addresses of the configured interfaces (SIOCGIFCONF,
+asked again with a bigger buffer while the answer fills it, as ipme.c does;
+no DNS), plus 127.0.0.1 and 0.0.0.0 (netqmail adds it), plus the IPv6 addresses from /proc/net/if_inet6 and ::1, plus the
 entries of control/moreipme when the registry knows that control. Cheap:
 no name lookups, computed only when a delivery goes by MX.
 """
@@ -12,6 +12,7 @@ import struct
 
 SIOCGIFCONF = 0x8912
 ALWAYS = ("127.0.0.1", "0.0.0.0", "::1", "::")
+MAX_IFCONF = 200000             # ipme.c gives up on a buffer larger than this
 
 
 def norm(ip):
@@ -30,14 +31,18 @@ def interface_ipv4():
     except ImportError:
         return []
     size = 40 if struct.calcsize("P") == 8 else 32      # struct ifreq
-    buf = array.array("B", bytes(size * 128))
+    room = size * 128
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            req = struct.pack("iP", len(buf), buf.buffer_info()[0])
-            got = fcntl.ioctl(s.fileno(), SIOCGIFCONF, req)
+            while True:                 # ipme.c: grow the buffer until the answer leaves room
+                buf = array.array("B", bytes(room))
+                req = struct.pack("iP", len(buf), buf.buffer_info()[0])
+                length = struct.unpack("iP", fcntl.ioctl(s.fileno(), SIOCGIFCONF, req))[0]
+                if length + size + 64 < room or room > MAX_IFCONF:
+                    break
+                room += 100 + (room >> 2)
     except OSError:
         return []
-    length = struct.unpack("iP", got)[0]
     data = buf.tobytes()[:length]
     return [socket.inet_ntoa(data[i + 20:i + 24]) for i in range(0, length - size + 1, size)]
 
