@@ -134,9 +134,32 @@ def test_qmail_send_forwarder(srs_home):
     assert forward(b"joe@hosted.example") == b"joe@hosted.example"
 
 
-def test_no_keys_no_forwarder(home):
+def test_qmail_send_signs_with_the_key_setsrssecret_made_since_it_started(srs_home):
+    """setsrssecret runs from cron and sends qmail-send no SIGHUP. qmail-send kept signing
+    with the key it read at start: once setsrssecret dropped that key (srs_max_age after it
+    was replaced), every bounce to a forward was refused as forged. qmail-srs signed in
+    qmail-local, a new process per forward, which read the keys each time."""
     from qmailpy.send import srsmap
-    assert srsmap.forwarder(ctl(home)) is None
+    forward = srsmap.forwarder(ctl(srs_home))
+    forward.clock = lambda: NOW
+    assert forward(b"joe@remote.example") == C.forward("joe@remote.example", "srs.host.example", ["k1"], NOW).encode()
+    srs_home.control("srs/revers_srs_secrets", "k9\n")    # weeks later: k1..k3 are gone
+    srs_home.control("srs/srs_secrets", "k9\n")
+    address = forward(b"joe@remote.example").decode()
+    assert address == C.forward("joe@remote.example", "srs.host.example", ["k9"], NOW)
+    assert W.reverse(address, ctl(srs_home), NOW) == (W.OK, "joe@remote.example")
+
+
+def test_no_keys_no_srs_until_setsrssecret_makes_one(home):
+    """No keys: senders are left alone; the first setsrssecret starts SRS (docs/srs.md), in a
+    qmail-send that is already running too."""
+    from qmailpy.send import srsmap
+    home.control("srs/srs_domain", "srs.host.example\n")
+    forward = srsmap.forwarder(ctl(home))
+    forward.clock = lambda: NOW
+    assert forward(b"joe@remote.example") == b"joe@remote.example"
+    home.control("srs/srs_secrets", "k1\n")
+    assert forward(b"joe@remote.example") == C.forward("joe@remote.example", "srs.host.example", ["k1"], NOW).encode()
 
 
 def test_unreadable_controls_raise(srs_home):

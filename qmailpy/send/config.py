@@ -13,4 +13,4 @@ class SendConfig:
         self.concurrency = (controls.value("concurrencylocal"), controls.value("concurrencyremote"))
         self.rewriter = rewriter(controls)
         self.bounce = bounce.settings(controls)
-        self.srs_forward = srsmap.forwarder(controls)     # None: SRS is off
+        self.srs_forward = srsmap.forwarder(controls)     # no keys: senders left alone

@@ -4,7 +4,11 @@ SrsForwarder (qmail-send, remote deliveries): a sender that is not one of
 ours (rcpthosts, locals, virtualdomains) and not null is rewritten to
 SRS0/SRS1 under srs_domain with the newest srs_secrets key, for the remote
 delivery only: local deliveries and the bounce keep the original sender.
-That covers .qmail forwards and aliases to remote addresses.
+That covers .qmail forwards and aliases to remote addresses. setsrssecret
+replaces srs/srs_secrets from cron, with no SIGHUP: when that file has changed
+(one stat per remote delivery) the controls are read again, so the newest key
+signs, as in qmail-srs, whose qmail-local (a new process per forward) read the
+keys each time; a key setsrssecret has since dropped never signs.
 
 SrsReverser (qmail-todo):
 A recipient SRS0=/SRS1=...@srs_domain that reverses with a key of
@@ -18,17 +22,24 @@ original sender with any sender. Anything else is left alone.
 """
 import time
 
+from qmailpy.ctl.reader import Controls
+from qmailpy.ctl.watch import stamp
 from qmailpy.srs.rewrite import EXPIRED, OK, forward, reverse
 
 NOT_BOUNCE = "not-bounce"          # ours, but the message has a sender: dropped as srsfilter does
+KEYS = "srs/srs_secrets"
 
 
 class SrsForwarder:
     def __init__(self, controls, clock=time.time):
         self.controls, self.clock = controls, clock
+        self.keys = stamp(controls.path(KEYS))
 
     def __call__(self, sender):
         """The envelope sender (bytes) for a remote delivery."""
+        keys = stamp(self.controls.path(KEYS))
+        if keys != self.keys:           # setsrssecret made a new key: read the controls again
+            self.keys, self.controls = keys, Controls(self.controls.home, self.controls.environ)
         text = sender.decode("utf-8", "surrogateescape")
         return forward(text, self.controls, self.clock()).encode("utf-8", "surrogateescape")
 
@@ -60,5 +71,7 @@ def from_controls(controls):
 
 
 def forwarder(controls):
-    """An SrsForwarder when srs_secrets has keys, else None."""
-    return SrsForwarder(controls) if controls.value("srs/srs_secrets") else None
+    """The SrsForwarder; srs_secrets is read now, so a key file qmail-send cannot read stops
+    it at start. Without keys it leaves every sender alone until setsrssecret makes one."""
+    controls.value(KEYS)
+    return SrsForwarder(controls)
