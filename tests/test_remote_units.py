@@ -289,21 +289,44 @@ def test_the_port_is_scan_ulong_cut_to_16_bits(n, after):
     assert route({b"": b"relay:%d" % n + after}, b"x") == (b"relay", n % (1 << 64) & 0xFFFF)
 
 
+def remote_in_netns(home, host, setup):
+    """In a private netns after `setup`: (this host's IPv4 addresses as ipme sees them,
+    qmail-remote's output for `host`)."""
+    from netns import in_netns
+    home.control("me", "test.example\n")
+    home.control("timeoutconnect", "2\n")
+    code = ("import os, sys\n"
+            "from qmailpy.remote.main import run\n"
+            "from qmailpy.remote.ipme import interface_ipv4\n"
+            "print(repr(interface_ipv4()))\n"
+            "r, w = os.pipe(); os.write(w, b'Subject: x\\n\\nbody\\n'); os.close(w)\n"
+            "out, inn = os.pipe()\n"
+            "run(['qmail-remote', %r, 'a@b.example', 'c@example.com'], r, inn, %r)\n"
+            "os.close(inn); sys.stdout.write(repr(os.read(out, 4096)))\n" % (host, home.env()))
+    from ast import literal_eval
+    mine, report = in_netns(code, setup=setup).splitlines()
+    return literal_eval(mine), literal_eval(report)
+
+
 def test_every_interface_address_is_mine_however_many(home):
     """ipme.c asks SIOCGIFCONF again with a bigger buffer until the answer fits; a fixed room
     for 128 addresses missed the rest, and an MX on the 200th address of this host was
     connected to instead of being qmail's #5.4.6 (a mail loop through our own qmail-smtpd)."""
-    from netns import in_netns
-    home.control("me", "test.example\n")
     setup = ["for i in $(seq 1 200); do ip addr add 10.9.0.$i/32 dev lo; done"]
-    code = ("import io, os, sys\n"
-            "from qmailpy.remote.main import run\n"
-            "from qmailpy.remote.ipme import interface_ipv4\n"
-            "print(len([a for a in interface_ipv4() if a.startswith('10.9.0.')]))\n"
-            "r, w = os.pipe(); os.write(w, b'Subject: x\\n\\nbody\\n'); os.close(w)\n"
-            "out, inn = os.pipe()\n"
-            "run(['qmail-remote', '[10.9.0.200]', 'a@b.example', 'c@example.com'], r, inn, %r)\n"
-            "os.close(inn); sys.stdout.write(repr(os.read(out, 4096)))\n" % (home.env(),))
-    count, report = in_netns(code, setup=setup).splitlines()
-    assert int(count) == 200
-    assert report == repr(R.AMBIGMX + b"\0")
+    mine, report = remote_in_netns(home, "[10.9.0.200]", setup)
+    assert len([a for a in mine if a.startswith("10.9.0.")]) == 200
+    assert report == R.AMBIGMX + b"\0"
+
+
+def test_an_address_of_an_interface_that_is_down_is_not_mine(home):
+    """ipme.c keeps an address only when SIOCGIFFLAGS says its interface is up (IFF_UP);
+    SIOCGIFCONF lists the addresses of down interfaces too, and a literal (or an MX) on one
+    of them bounced with #5.4.6 where qmail tries to connect."""
+    setup = ["ip link add qp0 type bridge", "ip addr add 10.7.0.1/32 dev qp0"]
+    mine, report = remote_in_netns(home, "[10.7.0.1]", setup)
+    assert "10.7.0.1" not in mine and "127.0.0.1" in mine
+    assert report == R.NOCONN + b"\0"
+    setup.append("ip link set qp0 up")
+    mine, report = remote_in_netns(home, "[10.7.0.1]", setup)
+    assert "10.7.0.1" in mine
+    assert report == R.AMBIGMX + b"\0"

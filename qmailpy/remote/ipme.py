@@ -2,7 +2,7 @@
 
 Like qmail: the IPv4 addresses of the configured interfaces (SIOCGIFCONF,
 asked again with a bigger buffer while the answer fills it, as ipme.c does;
-no DNS), plus 127.0.0.1 and 0.0.0.0 (netqmail adds it), plus the IPv6 addresses from /proc/net/if_inet6 and ::1, plus the
+only interfaces that are up; no DNS), plus 127.0.0.1 and 0.0.0.0 (netqmail adds it), plus the IPv6 addresses from /proc/net/if_inet6 and ::1, plus the
 entries of control/moreipme when the registry knows that control. Cheap:
 no name lookups, computed only when a delivery goes by MX.
 """
@@ -11,6 +11,8 @@ import socket
 import struct
 
 SIOCGIFCONF = 0x8912
+SIOCGIFFLAGS = 0x8913
+IFF_UP = 0x1
 ALWAYS = ("127.0.0.1", "0.0.0.0", "::1", "::")
 MAX_IFCONF = 200000             # ipme.c gives up on a buffer larger than this
 
@@ -41,10 +43,20 @@ def interface_ipv4():
                 if length + size + 64 < room or room > MAX_IFCONF:
                     break
                 room += 100 + (room >> 2)
+            data = buf.tobytes()[:length]
+            return [socket.inet_ntoa(data[i + 20:i + 24]) for i in range(0, length - size + 1, size)
+                    if _up(fcntl, s, data[i:i + size])]
     except OSError:
         return []
-    data = buf.tobytes()[:length]
-    return [socket.inet_ntoa(data[i + 20:i + 24]) for i in range(0, length - size + 1, size)]
+
+
+def _up(fcntl, s, ifreq):
+    """ipme.c: an address counts only while its interface is up (SIOCGIFFLAGS, IFF_UP)."""
+    try:
+        flags = struct.unpack_from("H", fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, ifreq), 16)[0]
+    except OSError:
+        return False
+    return bool(flags & IFF_UP)
 
 
 def interface_ipv6(path="/proc/net/if_inet6"):
