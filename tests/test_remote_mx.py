@@ -1,6 +1,6 @@
 """bin/qmail-remote finding its peer through DNS: MX order, implicit MX, DNS failures, ipme.
 
-MX hosts are always reached on port 25 (as qmail does; no test hook), so the
+MX hosts are reached on port 25 (as qmail does) unless smtproutes says `host::port`, so the
 sinks listen on 127.x.y.z:25 at random loopback addresses: these tests need
 root and are skipped otherwise. DNS comes from tests/dnsserver.py on 127.0.0.1.
 """
@@ -123,3 +123,16 @@ def test_big_mx_answer_comes_over_tcp(remote, dns_server, sinks):
     assert ("big.example", "MX", "udp") in dns_server.queries
     assert ("big.example", "MX", "tcp") in dns_server.queries
     assert len(sink.messages) == 1
+
+
+def test_empty_relay_with_a_port_is_mx_delivery_to_that_port(remote, home, dns_server, sinks):
+    """smtproutes `example.com::PORT`: no relay, so the MX records are used as for an empty
+    relay, but on PORT (qmail 1.03 takes the empty string as the relay's name and bounces;
+    docs/qmail-remote.md)."""
+    ip = loopback_address()
+    sink = sinks(ip)
+    home.control("smtproutes", "example.com::%d\n" % sink.port)
+    dns_server.zones = {"example.com": {"MX": [(10, "mx.example.com")]}, "mx.example.com": {"A": [ip]}}
+    assert remote("example.com") == accepted(ip)
+    assert len(sink.messages) == 1
+    assert [name for name, qtype, _ in dns_server.queries if qtype == "MX"] == ["example.com"]

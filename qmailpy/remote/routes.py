@@ -81,7 +81,8 @@ def split_colon(spec):
 
 
 def route(table, host):
-    """(relay host or None, port) for host; None means "look up the MX records of host"."""
+    """(relay host or None, port) for host; None or b"" means "look up the MX records of host"
+    (b"" with a port: `host::2525` reaches the MX hosts there, where qmail bounces)."""
     spec = lookup(table, host)
     if not spec:
         return None, PORT_SMTP
