@@ -7,8 +7,9 @@ a ':' are ignored. The lookup tries the whole host, then every suffix that
 starts with '.', then the empty key (a `:relay` default route); the first key
 found decides, so `example.com:` sends example.com to its MX even under a
 default route. Port: scan_ulong of what follows the relay's first ':'; a relay
-written as an IPv6 literal (`[IPv6:::1]` or `[::1]`) ends at its ']', so
-`example.com:[IPv6:2001:db8::25]:2525` works. The same lookup order (whole
+written as an IPv6 literal (`[IPv6:::1]`, RFC 5321's form) ends at its ']', so
+`example.com:[IPv6:2001:db8::25]:2525` works. (A bare `[::1]` is split the same
+way but is no address literal: it is looked up as a name, and fails.) The same lookup order (whole
 host, '.'-suffixes, a default key) serves control/tlsdestinations (remote.tls).
 A key with non-ASCII labels is kept as its A-labels (table_key), and qmail-remote
 looks up the host's A-labels, so `bücher.example` and `xn--bcher-kva.example`
