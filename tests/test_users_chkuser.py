@@ -139,3 +139,15 @@ def test_a_slash_never_reaches_another_domains_files(users):
         f.write("&list@example.net\n")
     assert check_recipient(users, "joe/x-y@example.org") == NOUSER
     assert check_recipient(users, "joe/..@example.org") == NOUSER
+
+
+def test_alias_file_names_fold_ascii_only_as_qmail_local_does(users):
+    """qmail-local finds .qmail-<ext> after case_lowerb(): A-Z only. A file it reads is an alias
+    (.qmail-Ärger for Ärger@); one it never reads is none (.qmail-kate for the Kelvin sign's
+    \\u212aate@, which Unicode lower-casing turns into kate)."""
+    put(users, ".qmail-\u00c4rger", "&joe@example.org\n")
+    put(users, ".qmail-kate", "&joe@example.org\n")
+    assert check_recipient(users, "\u00c4rger@example.org") == OK
+    assert check_recipient(users, "\u00c4RGER@example.org") == OK
+    assert check_recipient(users, "kate@example.org") == OK
+    assert check_recipient(users, "\u212aate@example.org") == NOUSER

@@ -10,10 +10,13 @@ chooses among the files the same way (qmailpy.local.dotqmail.search).
 chkuser (RCPT) and qmail-lspawn (delivery) ask these questions here, so that
 RCPT accepts what delivery delivers. A question that cannot be answered (no
 search permission, an I/O error) raises OSError: never "there is no such file".
-Only os is imported: qmail-smtpd loads this per connection.
+Only os and users.names (which chkuser loads anyway) are imported: qmail-smtpd loads this
+per connection.
 """
 import errno
 import os
+
+from qmailpy.users.names import lower
 
 BOUNCE_ALL = "bounce-no-mailbox"   # vdelivermail's BOUNCE_ALL, chkuser's CHKUSER_BOUNCE_STRING
 DELETE_ALL = "delete"              # vdelivermail's DELETE_ALL: accept and drop
@@ -24,8 +27,9 @@ ABSENT = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG)     # no such file ca
 
 
 def dotqmail(name):
-    """qmail's .qmail file name for an extension: lower case, dots become colons."""
-    return ".qmail-" + name.lower().replace(".", ":")
+    """qmail's .qmail file name for an extension: A-Z lower-cased (qmail-local's case_lowerb(),
+    never Unicode's lower(), which makes the Kelvin sign a 'k'), dots become colons."""
+    return ".qmail-" + lower(name).replace(".", ":")
 
 
 def usable(user):
