@@ -228,6 +228,27 @@ def test_preline_child_crashed():
         111, b"", b"preline: fatal: child crashed\n")
 
 
+@pytest.mark.parametrize("size, code, err", [
+    (len(MSG), 0, b""),                            # all in substdio's last buffer: its flush is not checked
+    (100000, 111, b"preline: fatal: unable to copy input: broken pipe\n"),   # a full buffer's write fails
+])
+def test_preline_a_command_that_stops_reading(tmp_path, size, code, err):
+    """preline.c copies through an 8192-byte substdio buffer and ignores what its final
+    substdio_flush() returns: a command that closes its input early fails preline only
+    when a full buffer could not be written. The message arrives once the command has
+    closed its fd 0, so nothing can be read before."""
+    import time
+    closed = tmp_path / "closed"
+    p = subprocess.Popen([program("preline"), "sh", "-c", 'exec 0<&-; : > "$0"', str(closed)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=dict(PL_ENV, PATH="/usr/bin:/bin"))
+    deadline = time.monotonic() + 30
+    while not closed.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    out, got = p.communicate((MSG * (size // len(MSG) + 1))[:size], timeout=60)
+    assert (p.returncode, out, got) == (code, b"", err)
+
+
 # -- through qmail-local
 
 @pytest.fixture

@@ -6,7 +6,9 @@ a pipe that is command's fd 0 (command found by execvp's $PATH search). -f,
 -r, -d leave out one each; -F, -R, -D put it back (djb's getopt, qmailpy.sgetopt).
 Exit: command's exit code; a crash `child crashed` 111; command not run
 `unable to run <command>: <error>` (111 for a temporary error, else 100);
-`unable to copy input: <error>` 111 (a command that stops reading early, too).
+`unable to copy input: <error>` 111: a read error, or a full 8192-byte buffer the command
+did not take (it stopped reading early); what is left for the final flush is written
+without a check, as preline.c ignores substdio_flush()'s result.
 Any of the three variables missing, an unknown option or no command: the usage
 line, exit 100.
 """
@@ -16,6 +18,7 @@ from qmailpy.log import guard
 FATAL = "preline: fatal: "
 USAGE_LINE = "preline: usage: preline cmd [ arg ... ]"
 LINES = ("UFLINE", "RPLINE", "DTLINE")          # -f, -r, -d
+OUTSIZE = 8192                                  # SUBSTDIO_OUTSIZE, preline's output buffer
 USAGE = """usage: preline [ -frdFRD ] cmd [ arg ... ]
 A .qmail line: runs cmd with the message behind $UFLINE, $RPLINE and $DTLINE.
 See docs/preline.md."""
@@ -60,12 +63,20 @@ def run(command, head):
         die_sys(111 if error_temp(e) else 100, FATAL, "unable to run ", command[0], ": ", error=e)
     finally:
         os.close(r)
+    pending = bytearray(head)
     try:
-        write_all(w, head)
         for data in read_chunks(0):
-            write_all(w, data)
+            pending += data
+            while len(pending) > OUTSIZE:             # substdio writes a full buffer
+                write_all(w, pending[:OUTSIZE])
+                del pending[:OUTSIZE]
     except OSError as e:
+        os.close(w)
         die_sys(111, FATAL, "unable to copy input: ", error=e)
+    try:
+        write_all(w, pending)                         # substdio_flush(): its result is not checked
+    except OSError:
+        pass
     finally:
         os.close(w)
     try:
