@@ -4,8 +4,9 @@ One home for both readers of a quota: qmail-local (qmailpy.local.quota, which
 decides a delivery) and the admin side (qmail-users' quotas, maildirmake -q).
 
 A definition is what pw_shell or $MAILDIRQUOTA holds after normalize():
-`10000000S`, `1000C`, `10000000S,1000C`; a plain number means bytes, a K or M
-suffix multiplies (vpopmail's format_maildirquota), NOQUOTA means no limit.
+`10000000S`, `1000C`, `10000000S,1000C`; a plain number means bytes; without a comma
+or a final S, a K or M anywhere multiplies the leading number (vpopmail's
+format_maildirquota: `10M`, `10MB`, `5 mb`); NOQUOTA means no limit.
 limits() reads it as Courier's qcalc() does.
 
 The file's format (Courier maildirquota / netqmail-maildir++): first line the quota
@@ -65,9 +66,15 @@ def normalize(value):
         return ""
     if v.isdigit() and v.isascii():
         return v + "S"
-    unit = UNITS.get(v[-1:].upper())
-    if unit and v[:-1].isdigit() and v[:-1].isascii():
-        return "%dS" % min(_number(v[:-1]) * unit, OFF_MAX)
+    if "," not in v and not v.endswith("S"):
+        # vpopmail's format_maildirquota(): the leading number (atol), times the unit of
+        # the first k/K or m/M anywhere in the string ("10MB", "5 mb")
+        unit = next((UNITS[ch.upper()] for ch in v if ch in "kKmM"), None)
+        start = end = 1 if v[:1] == "+" else 0
+        while end < len(v) and "0" <= v[end] <= "9":
+            end += 1
+        if unit and end > start:
+            return "%dS" % min(_number(v[start:end]) * unit, OFF_MAX)
     return v
 
 

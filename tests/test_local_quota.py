@@ -130,6 +130,14 @@ def test_env_quota_replaces_other_definition(box):
     assert read_size(box).startswith("5242880S\n0 0\n")
 
 
+@pytest.mark.parametrize("given, definition", [("1MB", "1048576S"), ("2 mb", "2097152S"), ("1Mbytes", "1048576S")])
+def test_env_quota_units_as_vpopmail_formats_them(box, given, definition):
+    """vdelivermail hands pw_shell through format_maildirquota() (vpopmail.c): no comma and no
+    final S: the leading number, times 1024 or 1048576 for the first k/K or m/M anywhere."""
+    assert box.deliver(MSG, env={"MAILDIRQUOTA": given}) == (0, "did 1+0+0\n")
+    assert read_size(box) == "%s\n0 0\n%d 1\n" % (definition, SIZE)
+
+
 def test_noquota_ignores_file_limit_but_keeps_counting(box):
     write_size(box, "100S\n0 0\n")
     assert box.deliver(MSG, env={"MAILDIRQUOTA": "NOQUOTA"})[0] == 0
@@ -151,6 +159,7 @@ def test_subfolder_counts_against_parent(box):
 @pytest.mark.parametrize("value, out", [
     (None, None), ("", None), ("  ", None), ("NOQUOTA", ""), ("noquota", ""),
     ("1000", "1000S"), ("10K", "10240S"), ("2m", "2097152S"), ("5000S,10C", "5000S,10C"),
+    ("10MB", "10485760S"), ("3 kb", "3072S"), ("7KM", "7168S"), ("1000C", "1000C"), ("5M,10C", "5M,10C"),
 ])
 def test_normalize(value, out):
     assert maildirpp.normalize(value) == out

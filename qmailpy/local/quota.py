@@ -3,8 +3,8 @@
 Where the limit comes from (docs/maildir.md):
 - $MAILDIRQUOTA, set per delivery by qmail-lspawn from the users DB (vpopmail's
   pw_shell): a Maildir++ definition such as `10000000S` or `10000000S,1000C`;
-  a plain number means bytes; a K or M suffix multiplies (vpopmail's
-  format_maildirquota); `NOQUOTA` means no limit; unset or empty: fall back to
+  a plain number means bytes; a K or M multiplies the leading number (vpopmail's
+  format_maildirquota: `10M`, `10MB`); `NOQUOTA` means no limit; unset or empty: fall back to
 - the first line of the maildirsize file (the netqmail-maildir++ patch).
 The decision copies Courier's docheckquota()/qcalc(): usage + this message
 must not exceed any limit; when the file says "over", it is recounted unless
