@@ -255,6 +255,35 @@ def test_domain_directory_dotqmail_files(scratch, monkeypatch, tmp_path):
     assert resolve(b"joe") == joe
 
 
+def test_vpopmails_users_assign_line_still_reaches_the_mailboxes(scratch, monkeypatch, tmp_path):
+    """A vpopmail host's users/assign has `+virt.example-:virt.example:89:89:<domain dir>:-::`
+    for each domain (vadddomain), copied over as docs/operations.md says. In vpopmail that
+    line runs vdelivermail for every user, mailboxes too; here the mailbox is found as for a
+    recipient without the line, and the domain directory keeps what has no mailbox. Another
+    users/assign line for a virtual domain is left as qmail-lspawn reads it."""
+    ddir = str(tmp_path / "domains" / "virt.example")
+    os.makedirs(ddir)
+    with open(os.path.join(ddir, ".qmail-default"), "w") as f:
+        f.write("| /home/vpopmail/bin/vdelivermail '' bounce-no-mailbox\n")
+    st = os.stat(ddir)
+    box = types.SimpleNamespace(name="joe", domain="virt.example", dir="/vp/joe", quota=None, uid=89, gid=89)
+    users = FakeUsers({("joe", "virt.example"): box}, domains={"virt.example": ddir})
+    monkeypatch.setitem(sys.modules, "qmailpy.users", users.module)
+    entry = (b"virt.example", st.st_uid, st.st_gid, ddir.encode(), b"-", b"")
+    other = (b"lists", 7, 7, b"/home/lists", b"-", b"")
+    write_users_cdb(scratch.home, {b"!virt.example-": entry, b"!other.example-": other}, wild=b"-")
+    scratch.control("virtualdomains", "virt.example:virt.example\nother.example:other.example")
+    from qmailpy.ctl.reader import Controls
+    r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=False)
+    assert r.resolve(b"virt.example-Joe", b"virt.example") == mailbox.Assignment(
+        b"joe", 89, 89, b"/vp/joe", b"", b"", None)
+    assert r.resolve(b"virt.example-ann", b"virt.example") == mailbox.Assignment(
+        b"virt.example", st.st_uid, st.st_gid, ddir.encode(), b"-", b"ann")
+    assert r.resolve(b"other.example-joe", b"other.example") == mailbox.Assignment(*other[:5], b"joe")
+    users.down = True
+    assert r.resolve(b"virt.example-joe", b"virt.example") == mailbox.USERS_DOWN
+
+
 @pytest.mark.skipif(**ROOT_ONLY)
 def test_a_changed_virtualdomains_is_read_without_a_signal(scratch):
     """qmail-send runs as qmails and cannot SIGHUP the root qmail-lspawn (issue 13 item 3): a domain

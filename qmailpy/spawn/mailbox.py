@@ -1,7 +1,8 @@
 """Whose delivery is it: the qmail-local arguments and uid for a local recipient.
 
 Order (qmail-lspawn's nughde_get, then H-Sphere's vpopmail mailboxes):
-1. users/cdb (qmail-users, built by qmail-newu from users/assign), as qmail;
+1. users/cdb (qmail-users, built by qmail-newu from users/assign), as qmail, but for
+   vadddomain's line of a virtual domain (Resolver.vpopmail_line), which goes to 2;
 2. a virtual-domain recipient `prefix-user@domain` (virtualdomains
    `domain:prefix`): the mailbox from the users database (qmailpy.users,
    imported lazily), else the domain directory's .qmail files
@@ -129,12 +130,36 @@ class Resolver:
     def resolve(self, local, domain):
         """Assignment for local@domain (bytes, as rewritten by qmail-todo) or a report."""
         got = users_cdb(self.home, local)
-        if got is not None:
-            return got
         prefix = self.rewriter.vdom_prefix(local + b"@" + domain)
-        if prefix and local.startswith(prefix + b"-"):
-            return self.virtual(local, local[len(prefix) + 1:], domain)
-        return getpw(local, os.path.join(self.home, "alias") if self.single_user else None, self.getpwnam)
+        if not (prefix and local.startswith(prefix + b"-")):
+            if got is not None:
+                return got
+            return getpw(local, os.path.join(self.home, "alias") if self.single_user else None, self.getpwnam)
+        user = local[len(prefix) + 1:]
+        if got is not None:
+            mine = self.vpopmail_line(got, user, domain)
+            if mine is not True:
+                return got if mine is False else mine
+        return self.virtual(local, user, domain)
+
+    def vpopmail_line(self, got, user, domain):
+        """Is this users/cdb answer vadddomain's `+prefix-:domain:uid:gid:<domain dir>:-::`?
+        vpopmail runs vdelivermail in the domain directory for every user, mailboxes too;
+        here virtual() answers for it (qmail-local is handed a domain directory only for a
+        recipient without a mailbox). USERS_DOWN when the database cannot tell."""
+        if not isinstance(got, Assignment) or (got.dash, got.ext) != (b"-", user):
+            return False
+        from qmailpy.users import UsersUnavailable, open_users
+        try:
+            if self.users is None:
+                self.users = open_users(self.home, self.controls)
+            real = self.users.domain_of(domain.lower().decode("utf-8", "surrogateescape"))
+        except UsersUnavailable:
+            self.close()
+            return USERS_DOWN
+        if real is None:
+            return False
+        return os.path.realpath(os.fsdecode(got.home)) == os.path.realpath(self.users.domain_dir(real))
 
     def virtual(self, local, user, domain):
         """Where a virtual-domain recipient's mail goes, in chkuser's order (qmailpy.users.chkuser).
