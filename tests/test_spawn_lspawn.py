@@ -336,3 +336,25 @@ def test_watched_controls_notice_a_changed_file(tmp_path):
     with open(home / "control" / "locals", "a") as f:                               # edited in place
         f.write("b.example\n")
     assert c.changed()
+
+
+def test_home_stat_errors_are_qmail_getpw_temporary_ones(scratch, tmp_path, monkeypatch):
+    """qmail-getpw.c: a stat of the user's home that fails with error_temp()'s errno (qmail's whole
+    list: an NFS home's ECONNRESET or EHOSTDOWN too) is QLX_NFS, a deferral; another errno means
+    no such user here (the alias user)."""
+    import errno
+    uid, gid = os.getuid() or 1, os.getgid()
+    with open(scratch.passwd, "w") as f:
+        f.write("joe:x:%d:%d::/nfs/joe:/bin/sh\n" % (uid, gid))
+        f.write("alias:x:7790:7790::/var/qmail/alias:/bin/false\n")
+    users = passwd.lookup({"QMAILPY_PASSWD": scratch.passwd})
+    real_stat = os.stat
+    for err, want in ((errno.ECONNRESET, mailbox.NFS), (errno.EHOSTDOWN, mailbox.NFS), (errno.ESTALE, mailbox.NFS),
+                      (errno.ENOENT, mailbox.Assignment(b"alias", 7790, 7790, b"/var/qmail/alias", b"-", b"joe"))):
+        def failing_stat(path, *a, err=err, **k):
+            if path == "/nfs/joe":
+                raise OSError(err, os.strerror(err), path)
+            return real_stat(path, *a, **k)
+        monkeypatch.setattr(os, "stat", failing_stat)
+        assert mailbox.getpw(b"joe", getpwnam=users) == want, errno.errorcode[err]
+        monkeypatch.setattr(os, "stat", real_stat)

@@ -108,14 +108,14 @@ def _child(target, args, fdmess, fdout, cwd, env, unable, ids):
     _name(os.path.basename(os.fsdecode(args[0])))
     os.chdir(cwd)
     if ids:
-        from qmailpy.spawn.mailbox import TEMP_ERRORS
+        from qmailpy.local.errors import error_temp
         try:
             os.setgroups(ids["extra_groups"])
             os.setresgid(ids["group"], ids["group"], ids["group"])
             os.setresuid(ids["user"], ids["user"], ids["user"])
         except OSError as e:
             soft, hard = unable
-            return soft if e.errno in TEMP_ERRORS else hard
+            return soft if error_temp(e) else hard
     if env is not os.environ:                     # qmail-rspawn's children keep the spawner's as it is
         _become_environment(env)
     sys.argv = [os.fsdecode(a) for a in args]

@@ -10,12 +10,12 @@ Order (qmail-lspawn's nughde_get, then H-Sphere's vpopmail mailboxes):
 3. the passwd file as qmail-getpw does it, then the `alias` user.
 An Assignment is the answer; a bytes report (Z.../D...) means "no delivery".
 """
-import errno
 import os
 from collections import namedtuple
 
 from qmailpy.addr.keys import BREAK, mailbox_names
 from qmailpy.addr.rewrite import Rewriter
+from qmailpy.local.errors import error_temp
 
 Assignment = namedtuple("Assignment", "user uid gid home dash ext quota", defaults=(None,))
 Assignment.__doc__ = """qmail-local's user/homedir/dash/ext, the uid/gid to run it as, and the
@@ -32,9 +32,6 @@ LOCKED = b"Dvdelivermail: account is locked email bounced %s@%s\n"     # vpopmai
 ALIAS_USER = "alias"
 USERLEN = 32                   # qmail-getpw's username buffer
 # qmail's error_temp(): errors worth a retry
-TEMP_ERRORS = frozenset((errno.EINTR, errno.ENOMEM, errno.ETXTBSY, errno.EIO, errno.ETIMEDOUT,
-                         errno.EAGAIN, errno.ENFILE, errno.EMFILE, errno.ENOSPC, errno.EDQUOT,
-                         errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED, errno.ESTALE))
 
 
 
@@ -96,7 +93,7 @@ def getpw(local, alias_home=None, getpwnam=None):
                 try:
                     owner = os.stat(pw.pw_dir).st_uid
                 except OSError as e:
-                    if e.errno in TEMP_ERRORS:
+                    if error_temp(e):       # qmail-getpw.c: error_temp(errno) -> QLX_NFS
                         return NFS
                     owner = None
                 if owner == pw.pw_uid:
