@@ -79,7 +79,7 @@ def test_newmrh_refuses_lines_smtpd_cannot_match(qhome, line, why):
 def test_newmrh_needs_its_text_and_no_arguments(qhome):
     r = run(qhome, "qmail-newmrh")
     assert (r.returncode, r.stderr) == (
-        111, b"qmail-newmrh: fatal: unable to read control/morercpthosts: No such file or directory\n")
+        111, b"qmail-newmrh: fatal: unable to read control/morercpthosts: file does not exist\n")
     r = run(qhome, "qmail-newmrh", "extra")
     assert (r.returncode, r.stderr) == (100, b"qmail-newmrh: usage: qmail-newmrh\n")
 
@@ -179,7 +179,7 @@ def test_tcpok_without_a_table(qhome):
     os.unlink(os.path.join(qhome.root, "queue", "lock", "tcpto"))
     r = run(qhome, "qmail-tcpok")
     assert (r.returncode, r.stderr.decode()) == (
-        111, "qmail-tcpok: fatal: unable to clear %s/queue/lock/tcpto: No such file or directory\n" % qhome.root)
+        111, "qmail-tcpok: fatal: unable to clear %s/queue/lock/tcpto: file does not exist\n" % qhome.root)
     assert not os.path.exists(os.path.join(qhome.root, "queue", "lock", "tcpto"))
 
 
@@ -204,7 +204,7 @@ def test_maildirmake_as_qmail(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "Maildir").st_mode) == 0o700
     assert tree(tmp_path / "Maildir") == [("cur", 0o700), ("new", 0o700), ("tmp", 0o700)]
     r = mdm(tmp_path, "Maildir")
-    assert (r.returncode, r.stderr) == (111, b"maildirmake: fatal: unable to mkdir Maildir: File exists\n")
+    assert (r.returncode, r.stderr) == (111, b"maildirmake: fatal: unable to mkdir Maildir: file already exists\n")
     for args in ((), ("a", "b"), ("-z", "x")):
         r = mdm(tmp_path, *args)
         assert r.returncode == 100 and r.stderr.endswith(
