@@ -64,15 +64,15 @@ class AuthExchange:
             # (a sniffed CRAM-MD5 exchange replayed). PLAIN's fields are split at NUL.
             return self._end(R.AUTH_MALFORMED)
         if self.mech == "LOGIN":
-            if self.login_user is None:
-                if not value:
-                    return self._end(R.AUTH_MALFORMED)
+            if self.login_user is None:         # an empty one too: the patch asks for the password
                 self.login_user = value
                 return R.AUTH_PASSWORD
+            if not self.login_user or not value:
+                return self._end(R.AUTH_MALFORMED)
             return (yield from self._check(self.login_user, value))
         if self.mech == "PLAIN":
             parts = value.split("\0")
-            if len(parts) != 3 or not parts[1]:
+            if len(parts) != 3 or not parts[1] or not parts[2]:
                 return self._end(R.AUTH_MALFORMED)
             return (yield from self._check(parts[1], parts[2]))
         user, _, digest = value.rpartition(" ")
