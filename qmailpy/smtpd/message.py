@@ -21,7 +21,8 @@ def start(session, line):
         return False
     from qmailpy.proto.dotdata import DataReader
     from qmailpy.smtpd.received import received_line
-    yield QueueWrite(received_line(session.cfg.peer, session.helo, session.now(), protocol=protocol(session)))
+    yield QueueWrite(received_line(session.cfg.peer, session.helo, session.now(), protocol=protocol(session),
+                                   info=remoteinfo(session)))
     spf_line = b""
     if session.mail.spf is not None:          # the qmail-spf patch's line, after ours
         spf_line = session.mail.spf.header().encode("ascii", "replace")
@@ -34,6 +35,12 @@ def start(session, line):
     session.reply(R.GO_AHEAD)
     return True
 
+
+
+def remoteinfo(session):
+    """qmail's remoteinfo: TCPREMOTEINFO, replaced by the user once AUTH succeeded (the AUTH
+    patches' "remoteinfo = user.s"), so the Received line reads (user@ip)."""
+    return session.auth_user or session.cfg.peer.info
 
 
 def protocol(session):

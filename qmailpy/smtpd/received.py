@@ -9,17 +9,18 @@ def safe(text):
     return "".join(c if c in SAFE else "?" for c in text)
 
 
-def received_line(peer, helo, now, protocol="SMTP"):
+def received_line(peer, helo, now, protocol="SMTP", info=None):
     """Bytes of the Received line, LF-terminated like the stored message.
 
     The HELO part appears only when the HELO name differs (ignoring case) from
-    TCPREMOTEHOST, as in qmail.
+    TCPREMOTEHOST, as in qmail. `info`: qmail's remoteinfo, `info@` before the IP
+    (TCPREMOTEINFO, or the AUTH user: qmailpy.smtpd.message.remoteinfo).
     """
     parts = ["Received: from ", safe(peer.host)]
     if helo is not None and helo.lower() != peer.host.lower():
         parts += [" (HELO ", safe(helo), ")"]
     parts.append(" (")
-    if peer.info:
-        parts += [safe(peer.info), "@"]
+    if info:
+        parts += [safe(info), "@"]
     parts += [safe(peer.ip), ")\n  by ", safe(peer.local_host), " with ", protocol, "; ", date822(now), "\n"]
     return "".join(parts).encode("ascii")
