@@ -103,7 +103,7 @@ class FakeServices:
     def sleep(self, seconds):
         self.slept.append(seconds)     # the tarpit and AUTH failures: recorded, never slept in-process
 
-    def start_queue(self, spf=None):
+    def start_queue(self, spf=None, auth=None):
         return FakeJob(self.queued, 999)
 
     def auth_attempt(self, op, ip, limit, window, shared=False):

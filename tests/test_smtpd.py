@@ -92,6 +92,27 @@ def test_queue_program_runs_in_the_qmail_home(qhome, tmp_path):
     assert lines[-2] == "451 qq trouble in home directory (#4.3.0)"
 
 
+def test_queue_program_environment_after_auth(qhome, tmp_path):
+    """qmail's AUTH patches set TCPREMOTEINFO to the user and RELAYCLIENT to "" in qmail-smtpd's
+    environment when AUTH succeeds (smtp_auth(): env_put2), so the queue program (a scanner
+    wrapper) sees the client as authenticated; before AUTH it sees tcpserver's."""
+    path = tmp_path / "envqq"
+    path.write_text("#!/bin/sh\ncat >/dev/null\necho \"${TCPREMOTEINFO-unset}|${RELAYCLIENT-unset}\" >>%s/env\n"
+                    "exit 0\n" % tmp_path)
+    path.chmod(0o755)
+    qhome.control("smtpauth", "1\n")
+    qhome.control("smtpauthplaintext", "1\n")
+    data = (b"EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nx\r\n.\r\n"
+            b"AUTH PLAIN AGdvb2RAZXhhbXBsZS5vcmcAc2VjcmV0\r\n"
+            b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n")
+    environ = qhome.env(**dict(TCP_ENV, QMAILQUEUE=str(path), TCPREMOTEINFO="ident"))
+    r = subprocess.run([program("qmail-smtpd"), sys.executable, os.path.join(ROOT, "tests", "checkpassword.py")],
+                       input=data, capture_output=True, env=environ, timeout=30)
+    lines = r.stdout.decode().split("\r\n")
+    assert [x[:6] for x in lines[-8:-2]] == ["250 ok", "235 ok", "250 ok", "250 ok", "354 go", "250 ok"]
+    assert (tmp_path / "env").read_text() == "ident|unset\ngood@example.org|\n"
+
+
 def test_real_queue_and_log_line(qhome):
     lines, err, rc = smtpd(qhome, TRANSACTION, QMAILQUEUE=program("qmail-queue"))
     assert lines[-2].startswith("250 ok ") and rc == 0

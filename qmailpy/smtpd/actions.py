@@ -121,12 +121,14 @@ class OpenQueue(Action):
     """Start qmail-queue for one message: answer True, or the OSError that stopped it. spf: the
     result word of the SPF check qmail-smtpd made for it (its Received-SPF), None when it made
     none; the queue program gets it as $SPFRESULT, so qmail-queue's DKIM step never takes a
-    Received-SPF the client wrote for ours."""
-    __slots__ = ("spf",)
+    Received-SPF the client wrote for ours. auth: the user AUTH accepted, or None; the queue
+    program gets $TCPREMOTEINFO=<user> and $RELAYCLIENT="", as qmail's AUTH patches put them
+    in qmail-smtpd's environment."""
+    __slots__ = ("spf", "auth")
     question = True
 
-    def __init__(self, spf=None):
-        self.spf = spf
+    def __init__(self, spf=None, auth=None):
+        self.spf, self.auth = spf, auth
 
 
 class QueueWrite(Action):

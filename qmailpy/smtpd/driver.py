@@ -3,7 +3,7 @@
 Conversation performs the session's actions (qmailpy.smtpd.actions) through
 `services`, the one object with side effects: log(event, **fields), sleep(s),
 now(), pid, users() (the users database, opened on first use), authenticate(),
-start_queue(spf) (a job with write(), finish(), abort() and qp), auth_attempt(op, ip, limit,
+start_queue(spf, auth) (a job with write(), finish(), abort() and qp), auth_attempt(op, ip, limit,
 window, shared) (qmailpy.smtpd.authlimit; shared: the users database's count), start_tls(cleartext)
 (write it, run the handshake: the TLS Info, or a text saying why not). The real one is
 qmailpy.smtpd.main.Services; tests give fakes. DNS questions go to `resolver`
@@ -99,7 +99,7 @@ class Conversation:
 
     def open_queue(self, action):
         try:
-            self._job = self.services.start_queue(action.spf)
+            self._job = self.services.start_queue(action.spf, action.auth)
         except OSError as e:
             return e
         return True

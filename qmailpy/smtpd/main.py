@@ -48,12 +48,16 @@ class Services:
             self._users = open_answers(self.controls.home, self.controls)
         return self._users
 
-    def start_queue(self, spf=None):
+    def start_queue(self, spf=None, auth=None):
         """A queue job; its program's $SPFRESULT is the SPF result of this message, set only
-        when qmail-smtpd checked SPF (never one inherited from tcprules or the caller)."""
+        when qmail-smtpd checked SPF (never one inherited from tcprules or the caller); after
+        AUTH as `auth`, $TCPREMOTEINFO=auth and $RELAYCLIENT="", as qmail's AUTH patches set
+        them (env_put2 in smtp_auth())."""
         environ = {k: v for k, v in self.environ.items() if k != "SPFRESULT"}
         if spf is not None:
             environ["SPFRESULT"] = spf
+        if auth is not None:
+            environ["TCPREMOTEINFO"], environ["RELAYCLIENT"] = auth, ""
         return start_job(environ, self.controls)
 
     def auth_attempt(self, op, ip, limit, window, shared=False):

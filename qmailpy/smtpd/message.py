@@ -16,7 +16,7 @@ def start(session, line):
     """DATA with recipients: open the queue, write the Received lines, 354; False when the
     queue cannot be opened (451)."""
     spf = session.mail.spf
-    if (yield OpenQueue(spf.result if spf is not None else None)) is not True:
+    if (yield OpenQueue(spf.result if spf is not None else None, session.auth_user)) is not True:
         session.reply(R.QQT_FAILURE)
         return False
     from qmailpy.proto.dotdata import DataReader
