@@ -71,12 +71,14 @@ def policy_envelope(session, sender, rcpt=None):
 
 
 def refuse(effects, verdict, **fields):
-    """Log what decided; (its reply, the check that ends the session after it or None)."""
+    """Log what decided; (its reply, the check that ends the session after it or None). The
+    verdict is not changed: a check may give the same one again (rblhosts, once a session)."""
     if verdict.logged is None:
+        logged = verdict.log_fields()
         for k, v in fields.items():
             if v is not None:
-                verdict.fields.setdefault(k, "<%s>" % v)
-        effects.append(Log("refused" if verdict.status == REFUSE else "tempfail", verdict.log_fields()))
+                logged.setdefault(k, "<%s>" % v)
+        effects.append(Log("refused" if verdict.status == REFUSE else "tempfail", logged))
     elif verdict.logged:
         event, logged = verdict.logged
         effects.append(Log(event, dict(logged)))
