@@ -74,6 +74,17 @@ def test_alias_files(users):
     assert check_recipient(users, "../.qmail-info@example.org") == NOUSER
 
 
+def test_a_leading_dash_finds_dash_default(users):
+    """qmail-local tries .qmail--default for ext "-x" (qmesearch: every i with ext[i-1] == '-',
+    i = 1 included), so chkuser must find it too; delivery delivers "-x@" through it."""
+    put(users, ".qmail-default", "| /home/vpopmail/bin/vdelivermail '' bounce-no-mailbox\n")
+    assert check_recipient(users, "-x@example.org") == NOUSER
+    put(users, ".qmail--default", "&joe@example.org\n")
+    assert check_recipient(users, "-x@example.org") == OK
+    assert check_recipient(users, "-@example.org") == OK
+    assert check_recipient(users, "x@example.org") == NOUSER
+
+
 def test_ezmlm_list_needs_its_dotqmail_files(users):
     """A list directory alone delivers nothing: ezmlm-make's .qmail-<list>-default does."""
     put(users, "news/mailinglist", "")

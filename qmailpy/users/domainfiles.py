@@ -58,7 +58,7 @@ def alias_file(domain_dir, user):
     if name != DEFAULT and _exists(os.path.join(domain_dir, name)):
         return name
     i = user.rfind(DASH)
-    while i > 0:
+    while i >= 0:                   # a leading dash too: "-x" -> .qmail--default, as qmail-local
         name = dotqmail(user[:i] + DASH + "default")
         if _exists(os.path.join(domain_dir, name)):
             return name
