@@ -50,7 +50,9 @@ def protocol(session):
         if session.auth_user:
             return "ESMTPSA (%s encrypted, authenticated)" % session.tls.cipher
         return "ESMTPS (%s encrypted)" % session.tls.cipher
-    return ("ESMTPA" if session.auth_user else "ESMTP") if session.esmtp else "SMTP"
+    if session.auth_user:       # the AUTH patches' protocol = "ESMTPA" outlives a later HELO
+        return "ESMTPA"
+    return "ESMTP" if session.esmtp else "SMTP"
 
 
 def feed(session):
