@@ -159,7 +159,7 @@ def test_smtps_run_script():
             "(certificate and key) is absent; retrying in 5 s.'; sleep 5; exit 111; }\n") in smtps
     assert smtps.endswith(
         "exec env - PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin QMAILHOME=/var/qmail SMTPS=1 envdir ./env \\\n"
-        "    tcpserver -v -R -x /var/qmail/control/tcp.smtp.cdb -c \"$SESSIONS\" -u 105 -g 107 0 465 \\\n"
+        "    tcpserver -v -R -p -x /var/qmail/control/tcp.smtp.cdb -c \"$SESSIONS\" -u 105 -g 107 0 465 \\\n"
         "    /var/qmail/bin/qmail-smtpd\n")
 
 
@@ -171,7 +171,7 @@ def test_run_scripts():
             "tcpsessioncount) || { sleep 5; exit 111; }\n") in smtpd
     assert smtpd.endswith(
         "exec env - PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin QMAILHOME=/var/qmail envdir ./env \\\n"
-        "    tcpserver -v -R -x /var/qmail/control/tcp.smtp.cdb -c \"$SESSIONS\" -u 105 -g 107 0 25 \\\n"
+        "    tcpserver -v -R -p -x /var/qmail/control/tcp.smtp.cdb -c \"$SESSIONS\" -u 105 -g 107 0 25 \\\n"
         "    /var/qmail/bin/qmail-smtpd\n")
     limited = services.render_smtpd_run(_settings(softlimit=300000000, smtp_port=2525, smtp_listen="127.0.0.1",
                                                   tcpserver_flags="-v -R -H -l mx.example"))
@@ -180,7 +180,7 @@ def test_run_scripts():
     forked = services.render_smtpd_run(_settings(smtp_server="qmail-tcpserver"))
     assert forked.endswith(
         "exec env - PATH=/var/qmail/bin:/usr/local/bin:/usr/bin:/bin QMAILHOME=/var/qmail envdir ./env \\\n"
-        "    /var/qmail/bin/qmail-tcpserver -v -R -x /var/qmail/control/tcp.smtp.cdb -c \"$SESSIONS\" "
+        "    /var/qmail/bin/qmail-tcpserver -v -R -p -x /var/qmail/control/tcp.smtp.cdb -c \"$SESSIONS\" "
         "-u 105 -g 107 0 25 \\\n"
         "    /var/qmail/bin/qmail-smtpd\n")
     assert "# qmail-smtpd under qmail-tcpserver on 0:25" in forked

@@ -123,7 +123,7 @@ CONTROLS = (
     _c("morercpthosts", LIST, (), "relay", "qmail-newmrh", "Source text of morercpthosts.cdb."),
     _c("morercpthosts.cdb", CDB, None, "relay", SMTPD, "More rcpthosts, as a cdb of the domains (qmail-newmrh's format)."),
     _c("relayclients", LIST, (), "relay", SMTPD, "Client IPs ('1.2.3.4:' or prefix '192.168.1.:') that may relay."),
-    _c("relaydomains", LIST, (), "relay", SMTPD, "Client host names ('host:' or '.domain:') that may relay."),
+    _c("relaydomains", LIST, (), "relay", SMTPD, "Client host names ('host:' or '.domain:') that may relay: TCPREMOTEHOST, which only tcpserver -p confirms."),
     _c("relaymailfrom", LIST, (), "relay", SMTPD, "Senders (address or @domain) that may relay; not recommended."),
     _c("locals", LIST, (ME,), "relay", f"{SEND} {TODO} {LSPAWN} {QUEUE} {SMTPD}",
        "Domains delivered locally."),

@@ -28,7 +28,8 @@ SERVICES = ("qmail-queued", "qmail-send", "qmail-smtpd", "qmail-smtpsd", "qmail-
 OFF_BY_DEFAULT = ("clamd", "spamd")        # optional filters: clamd needs freshclam's databases first
 LOG_USER = "qmaill"
 PATH = "/usr/local/bin:/usr/bin:/bin"
-TCPSERVER_FLAGS = "-v -R"                  # -H -l NAME: no DNS lookups of the client and of us
+TCPSERVER_FLAGS = "-v -R -p"               # -p: TCPREMOTEHOST only when its A records give the client's IP
+                                           # (relaydomains trusts it); -H -l NAME: no DNS lookups at all
 SMTP_SERVERS = ("tcpserver", "qmail-tcpserver")   # what runs qmail-smtpd: exec per connection, or preloaded workers
 SRS_CRON = "17 4 * * 0"
 CLEAROPENSMTP_CRON = "*/15 * * * *"
