@@ -40,7 +40,6 @@ USERS_TEMPFAIL = "451 temporary failure reading the users database (#4.3.0)"
 SRS_INVALID = "550 sorry, this SRS bounce address is invalid or forged (#5.1.1)"
 INVALID_SENDER = "553 sorry, invalid sender address specified (#5.7.1)"
 SMTPUTF8_REFUSED = "555 SMTPUTF8 not offered (#5.5.4)"
-PARAM_UNKNOWN = "555 syntax error in parameters (#5.5.4)"
 
 # anti-spam policy (qmailpy/policy; sources and the wording decisions: docs/antispam.md,
 # docs/dnschecks.md, docs/spf.md). spamcontrol 2.6+ writes "list " + $REPLY_x + " (#...)",

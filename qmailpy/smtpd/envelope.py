@@ -99,11 +99,12 @@ def mail_from(session, effects, arg, trace=False):
         effects.append(Log("refused", {"rule": "smtputf8", "sender": "<%s>" % addr}))
         return MailResult(R.SMTPUTF8_REFUSED)
     size = params.get("SIZE", "")
-    if size and not size.isdigit():
-        return MailResult(R.PARAM_UNKNOWN)
-    if size and cfg.databytes and int(size) > cfg.databytes:
-        effects.append(Log("refused", {"rule": "databytes", "size": size}))
-        return MailResult(R.TOO_BIG)
+    if size:
+        from qmailpy.scan import scan_ulong        # spamcontrol's mailfrom_parms(): `SIZE=bogus` is 0
+        size = scan_ulong(size)
+        if cfg.databytes and size > cfg.databytes:
+            effects.append(Log("refused", {"rule": "databytes", "size": params["SIZE"]}))
+            return MailResult(R.TOO_BIG)
     user = session.auth_user
     if user and cfg.authsender and lower_ascii(split_address(addr)[1]) != lower_ascii(split_address(user)[1]):
         effects.append(Log("refused", {"rule": "authsender", "sender": "<%s>" % addr, "user": user}))
@@ -120,7 +121,7 @@ def mail_from(session, effects, arg, trace=False):
     if spf is not None:
         effects.append(Log("spf", dict({"result": spf.result, "identity": spf.identity, "domain": spf.domain or "-"},
                                        **({"error": spf.error} if spf.error else {}))))
-    return MailResult(R.OK, Transaction(addr, int(size) if size else 0, spf), None, trace, None, spf)
+    return MailResult(R.OK, Transaction(addr, size or 0, spf), None, trace, None, spf)
 
 
 def _first(decided, verdict, trace):
