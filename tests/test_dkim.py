@@ -337,3 +337,19 @@ def test_an_idn_domain_signs_as_its_idna_2008_a_labels(tmp_path):
     assert [k.domain for k in domain_keys(home, "faß.example")] == [b"xn--fa-hia.example"]
     with pytest.raises(ControlError, match="not a valid internationalized name"):
         domain_keys(home, "bü-.example")
+
+
+def test_a_header_dkimpy_cannot_parse_is_permerror_and_the_mail_is_taken(smtpd, keys):
+    """A signed message whose header block has a line dkimpy's parser refuses (no colon, a
+    field name with a space before the colon) is taken with dkim=permerror: the step never
+    refuses mail (it was qmail-queue's internal bug, 451 to the client, for as long as it
+    retried)."""
+    message = signed(keys)
+    b = message.split(b" b=")[1][:8].decode()
+    for line in (b"bad header line\n", b"Subject : spaced\n"):
+        at = message.index(b"From: ")
+        got, log = smtpd(message[:at] + line + message[at:])
+        assert authres(got) == ('Authentication-Results: test.example;\n\tdkim=permerror reason="signature '
+                                "unusable: Unexpected characters in RFC822 header: b'%s'\" header.d=example.com "
+                                "header.s=sel header.b=%s" % (line.decode().strip(), b))
+        assert got.endswith(message[at:])

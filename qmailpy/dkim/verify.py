@@ -3,7 +3,7 @@
 Each DKIM-Signature (the first MAX_SIGNATURES) gets one result:
   pass       the signature verifies
   fail       it does not: the body hash or the signature does not match
-  permerror  the signature cannot be used (a missing or bad tag, expired,
+  permerror  the signature cannot be used (a header line dkimpy cannot parse, a missing or bad tag, expired,
              i= outside d=), the selector has no key, or the key is unusable
              (revoked, malformed, under 1024 bits)
   temperror  the key lookup failed softly (SERVFAIL, time-out): try later
@@ -106,8 +106,8 @@ def verify_signature(message, index, tags, resolver):
     dkim = dkimpy()
     from qmailpy.dns.resolver import OK, SOFT
     props = _props(tags)
-    signer = dkim.DKIM(message)
     try:
+        signer = dkim.DKIM(message)          # MessageFormatError: a header line it cannot parse
         sig = signer.verify_headerprep(index)[0]
     except (dkim.DKIMException, KeyError, ValueError) as e:
         return Result("dkim", "permerror", "signature unusable: %s" % e, props)
