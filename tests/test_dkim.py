@@ -353,3 +353,14 @@ def test_a_header_dkimpy_cannot_parse_is_permerror_and_the_mail_is_taken(smtpd, 
                                 "unusable: Unexpected characters in RFC822 header: b'%s'\" header.d=example.com "
                                 "header.s=sel header.b=%s" % (line.decode().strip(), b))
         assert got.endswith(message[at:])
+
+
+def test_a_from_domain_that_names_no_directory_has_no_key(remote, dns_server):
+    """A From: domain too long for a file name (ENAMETOOLONG) or holding a NUL has no key: the
+    envelope sender's domain signs, as for any From: domain without keys. The first deferred the
+    message ('Unable to read control files') at every attempt, the second crashed qmail-remote."""
+    for domain in (b"a" * 300 + b".example", b"exa\0mple.com"):
+        report, data = remote(MSG.replace(b"alice@example.com", b"alice@" + domain))
+        assert report.startswith(b"r\0K127.0.0.1 accepted message.")
+        assert data.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com;\r\n")
+        assert dkimverify(data, dns_server) == (0, "signature ok")

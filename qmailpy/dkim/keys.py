@@ -15,6 +15,7 @@ aligns with), else the envelope sender's domain (bounces: From: is
 MAILER-DAEMON@ the bounce host). Without control/domainkeys/ this costs one
 failed listing and imports nothing.
 """
+import errno
 import os
 
 from qmailpy import paths
@@ -47,7 +48,7 @@ def domain_keys(home, domain):
     """[Key] of one domain (str, any case); [] when it has none. An unreadable key or a
     listing that fails other than by absence is a ControlError."""
     domain = domain.lower().rstrip(".")
-    if not domain or "/" in domain or domain.startswith("."):
+    if not domain or "/" in domain or "\0" in domain or domain.startswith("."):
         return []
     base = paths.control_path(home, DIR + "/" + domain)
     try:
@@ -55,6 +56,8 @@ def domain_keys(home, domain):
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:   # a From: domain too long to name a directory
+            return []
         raise ControlError("control/%s/%s" % (DIR, domain), 0, "unable to list: %s" % (e.strerror or e)) from None
     keys = []
     for name in names:
