@@ -364,3 +364,12 @@ def test_a_from_domain_that_names_no_directory_has_no_key(remote, dns_server):
         assert report.startswith(b"r\0K127.0.0.1 accepted message.")
         assert data.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=example.com;\r\n")
         assert dkimverify(data, dns_server) == (0, "signature ok")
+
+
+def test_a_message_starting_with_a_continuation_line_goes_unsigned(remote):
+    """A first line starting with white space (a message put into the queue by a program of its
+    own; qmail-inject makes it body) continues no field: dkimpy's parser raised IndexError there
+    and qmail-remote died (111). It is a header dkimpy cannot parse: sent unsigned, as qmail would."""
+    report, data = remote(b" x\n" + MSG)
+    assert report.startswith(b"r\0K127.0.0.1 accepted message.")
+    assert data == (b" x\n" + MSG).replace(b"\n", b"\r\n")

@@ -36,7 +36,10 @@ def signatures(message, keys, include=None, now=None):
     dkim = dkimpy()
     out = []
     for key in keys:
-        signer = dkim.DKIM(message, linesep=b"\n")
+        try:
+            signer = dkim.DKIM(message, linesep=b"\n")
+        except IndexError:              # its parser, when the first line is a continuation line
+            raise dkim.MessageFormatError("the first line continues no header field") from None
         try:
             out.append(signer.sign(key.selector, key.domain, key.pem, canonicalize=CANON,
                                    include_headers=include))
