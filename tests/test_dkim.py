@@ -258,8 +258,11 @@ def test_spf_of_a_relay_client_qmail_queue_cannot_see_is_never_taken(smtpd, home
 
 
 def test_forged_results_of_ours_are_removed_others_kept(smtpd):
+    """Ours however spelled: authserv-id is an RFC 2045 value (RFC 8601 2.2), a quoted-string too."""
     message = (b"Authentication-Results: test.example; dkim=pass header.d=paypal.com\n"
                b"Authentication-Results: (comment) TEST.example ; spf=pass\n"
+               b'Authentication-Results: "test.example"; dkim=pass header.d=paypal.com\n'
+               b'Authentication-Results: (c) "TEST.\\example" (c) 1; spf=pass smtp.mailfrom=paypal.com\n'
                b"Authentication-Results: mx.elsewhere.example; dkim=pass\n" + MSG)
     got, _ = smtpd(message)
     assert got.count(b"Authentication-Results:") == 2

@@ -183,12 +183,18 @@ def header_field(authserv_id, results):
 
 
 def authserv_of(value):
-    """The authserv-id of an Authentication-Results value (bytes), lower-cased."""
+    """The authserv-id of an Authentication-Results value (bytes), lower-cased, a quoted-string
+    unquoted (RFC 8601 2.2)."""
     head = value.split(b";", 1)[0]
     while b"(" in head:                   # drop comments: (...) anywhere in the authserv-id part
         i = head.index(b"(")
         j = head.find(b")", i)
         head = head[:i] + b" " + (head[j + 1:] if j >= 0 else b"")
+    head = head.strip()
+    if head.startswith(b'"'):             # a quoted-string: authserv-id is an RFC 2045 value
+        import re
+        quoted = re.match(rb'"((?:[^"\\]|\\.)*)', head).group(1)
+        return re.sub(rb"\\(.)", rb"\1", quoted).strip().lower()
     words = head.split()
     return words[0].lower() if words else b""
 
