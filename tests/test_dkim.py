@@ -376,3 +376,16 @@ def test_a_message_starting_with_a_continuation_line_goes_unsigned(remote):
     report, data = remote(b" x\n" + MSG)
     assert report.startswith(b"r\0K127.0.0.1 accepted message.")
     assert data == (b" x\n" + MSG).replace(b"\n", b"\r\n")
+
+
+def test_a_key_directory_that_cannot_be_listed_defers(remote):
+    """control/domainkeys there but not listable (here a symlink loop; in production a mode
+    qmailr cannot read) defers, as an unlistable control/domainkeys/DOMAIN does: the mail
+    never leaves unsigned because of the keys' trouble. It went out unsigned, silently."""
+    where = os.path.join(remote.home.root, "control", "domainkeys")
+    os.rename(where, where + ".real")
+    os.symlink("domainkeys", where)
+    report, _ = remote()
+    assert report == (b"ZUnable to read control files: control/domainkeys: unable to list: Too many levels of "
+                      b"symbolic links (#4.3.0)\n\0")
+    assert remote.sink.messages == []

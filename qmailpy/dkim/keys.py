@@ -44,6 +44,19 @@ def selector_of(filename):
     return filename
 
 
+def _listing(home, sub):
+    """The sorted names in control/SUB, None when it is not there; a listing that fails
+    otherwise (a mode qmailr cannot read) is a ControlError."""
+    try:
+        return sorted(os.listdir(paths.control_path(home, sub)))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:   # a From: domain too long to name a directory
+            return None
+        raise ControlError("control/" + sub, 0, "unable to list: %s" % (e.strerror or e)) from None
+
+
 def domain_keys(home, domain):
     """[Key] of one domain (str, any case); [] when it has none. An unreadable key or a
     listing that fails other than by absence is a ControlError."""
@@ -51,14 +64,9 @@ def domain_keys(home, domain):
     if not domain or "/" in domain or "\0" in domain or domain.startswith("."):
         return []
     base = paths.control_path(home, DIR + "/" + domain)
-    try:
-        names = sorted(os.listdir(base))
-    except (FileNotFoundError, NotADirectoryError):
+    names = _listing(home, DIR + "/" + domain)
+    if names is None:
         return []
-    except OSError as e:
-        if e.errno == errno.ENAMETOOLONG:   # a From: domain too long to name a directory
-            return []
-        raise ControlError("control/%s/%s" % (DIR, domain), 0, "unable to list: %s" % (e.strerror or e)) from None
     keys = []
     for name in names:
         selector = selector_of(name)
@@ -109,12 +117,10 @@ def from_domain(message):
 
 def signing_keys(controls, message, sender):
     """[Key] that sign this message: the From: domain's, else the envelope sender's; []
-    (after one failed listing) when control/domainkeys/ is not there."""
+    (after one failed listing) when control/domainkeys/ is not there; a ControlError when it
+    cannot be listed."""
     home = controls.home
-    try:
-        if not os.listdir(paths.control_path(home, DIR)):
-            return []
-    except OSError:
+    if not _listing(home, DIR):
         return []
     for domain in (from_domain(message), _domain(os.fsdecode(sender))):
         if domain:
