@@ -192,6 +192,12 @@ def signed(keys, message=MSG):
     return signatures(message, [K(b"example.com", b"sel", keys[0].pem, "test")])[0] + message
 
 
+def header_b(message):
+    """header.b of the message's first signature as the field writes it: quoted when it holds a '/'."""
+    b = message.split(b" b=")[1][:8].decode()
+    return '"%s"' % b if "/" in b else b
+
+
 def authres(got):
     field = got.split(b"\nReceived: from ")[0]
     assert field.startswith(b"Authentication-Results: ")
@@ -200,7 +206,7 @@ def authres(got):
 
 def test_authentication_results_with_dkim_pass_and_spf(smtpd, keys):
     message = signed(keys)
-    b = message.split(b" b=")[1][:8].decode()
+    b = header_b(message)
     got, log = smtpd(message, SPFBEHAVIOR="1")
     assert authres(got) == ("Authentication-Results: test.example;\n\tdkim=pass header.d=example.com header.s=sel "
                             "header.b=%s;\n\tspf=pass smtp.mailfrom=alice@example.com" % b)
@@ -348,7 +354,7 @@ def test_a_header_dkimpy_cannot_parse_is_permerror_and_the_mail_is_taken(smtpd, 
     refuses mail (it was qmail-queue's internal bug, 451 to the client, for as long as it
     retried)."""
     message = signed(keys)
-    b = message.split(b" b=")[1][:8].decode()
+    b = header_b(message)
     for line in (b"bad header line\n", b"Subject : spaced\n"):
         at = message.index(b"From: ")
         got, log = smtpd(message[:at] + line + message[at:])
@@ -389,3 +395,13 @@ def test_a_key_directory_that_cannot_be_listed_defers(remote):
     assert report == (b"ZUnable to read control files: control/domainkeys: unable to list: Too many levels of "
                       b"symbolic links (#4.3.0)\n\0")
     assert remote.sink.messages == []
+
+
+def test_a_header_b_with_a_slash_is_quoted(smtpd, keys):
+    """RFC 8601 pvalue: a token (RFC 2045: no tspecials, '/' and '?' among them) or an address;
+    a b= prefix holding '/' (one signature in eight) is a quoted-string, as OpenDKIM writes it."""
+    message = signed(keys)
+    b = message.split(b" b=")[1][:8]
+    got, _ = smtpd(message.replace(b" b=" + b, b" b=ab/cd+EF", 1))
+    assert authres(got) == ('Authentication-Results: test.example;\n\tdkim=fail reason="signature did not verify" '
+                            'header.d=example.com header.s=sel header.b="ab/cd+EF"')

@@ -32,7 +32,8 @@ LOOKUP_TIME = 20
 SPF_RESULTS = {"pass": "pass", "fail": "fail", "softfail": "softfail", "neutral": "neutral", "none": "none",
                "unknown": "permerror", "error": "temperror",        # qmail-spf rc5's words
                "permerror": "permerror", "temperror": "temperror"}
-SPECIALS = frozenset(b'()<>,;:\\"[] \t=')
+SPECIALS = frozenset(b'()<>,;:\\"[] \t=')      # quoted in any property value
+TSPECIALS = SPECIALS | frozenset(b"/?@")         # RFC 2045's, quoted in a value that is no address
 
 
 class Result:
@@ -61,9 +62,11 @@ def quoted(text):
 
 
 def pvalue(text):
-    """A property value: as it is when it has no specials (an address, a domain), else quoted."""
+    """A property value (RFC 8601 pvalue): as it is when it is an RFC 2045 token or an address
+    without specials, else quoted ('/' is a tspecial: a header.b prefix may hold one)."""
     data = text.encode("utf-8", "replace")
-    if data and all(0x20 < c < 0x7f and c not in SPECIALS for c in data):
+    specials = SPECIALS if b"@" in data else TSPECIALS
+    if data and all(0x20 < c < 0x7f and c not in specials for c in data):
         return text
     return quoted(text)
 
