@@ -405,3 +405,19 @@ def test_a_header_b_with_a_slash_is_quoted(smtpd, keys):
     got, _ = smtpd(message.replace(b" b=" + b, b" b=ab/cd+EF", 1))
     assert authres(got) == ('Authentication-Results: test.example;\n\tdkim=fail reason="signature did not verify" '
                             'header.d=example.com header.s=sel header.b="ab/cd+EF"')
+
+
+def test_a_message_without_from_is_signed_with_from_absent(remote, dns_server):
+    """No From: field (a script's mail over SMTP; RFC 5322 wants one, qmail sends it anyway): the
+    envelope sender's key signs it with From in h= as an absent field (RFC 6376 5.4: From MUST
+    be signed; 5.4.2: a field not there may be), so none can be added. dkimpy refused the
+    default list without From, and the message was deferred at every attempt ('Unable to read
+    control files: ... The From header field MUST be signed') until it bounced."""
+    report, data = remote(MSG.replace(b"From: Alice <alice@example.com>\n", b""))
+    assert report.startswith(b"r\0K127.0.0.1 accepted message.")
+    assert b"h=to : subject : date : message-id : from;" in data.replace(b"\r\n ", b" ")
+    assert dkimverify(data, dns_server) == (0, "signature ok")
+    assert dkimverify(data.replace(b"\r\n\r\n", b"\r\nFrom: boss@example.com\r\n\r\n", 1), dns_server) == (
+        1, "signature verification failed")
+    report, data = remote(b"")                                  # nothing at all: sent as it is
+    assert report.startswith(b"r\0K127.0.0.1 accepted message.") and data == b""

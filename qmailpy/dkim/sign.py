@@ -7,10 +7,10 @@ the signing time, no l= (nothing appended to the body stays covered). The
 header fields signed are control/dkimsignheaders as listed (From is always
 added; a listed field that is absent is signed as absent, so it cannot be
 added later); without it, the fields of RFC 6376 5.4.1 that the message has,
-and From once more (oversigned: a second From cannot be added). The
-signature is made over the message with the line ends it is sent with
-(proto.dotstuff.lf_lines). A message whose header dkimpy cannot parse is
-sent unsigned; a key or dkimsignheaders entry dkimpy refuses is a
+and From once more (oversigned: a second From cannot be added; a message
+without From has it once, as absent). The signature is made over the message
+with the line ends it is sent with (proto.dotstuff.lf_lines). A message whose
+header dkimpy cannot parse, and an empty one, are sent unsigned; a key or dkimsignheaders entry dkimpy refuses is a
 ControlError (qmail-remote defers: "Unable to read control files").
 """
 from qmailpy.ctl.reader import ControlError
@@ -30,6 +30,13 @@ def _include(controls):
     return names
 
 
+def _default(signer):
+    """dkimpy's default list (the RFC 6376 5.4.1 fields the message has, From once more); for a
+    message without From, From once, signed as absent (RFC 6376 5.4: h= MUST hold From)."""
+    names = signer.default_sign_headers()
+    return names if any(name.lower() == b"from" for name in names) else names + [b"from"]
+
+
 def signatures(message, keys, include=None, now=None):
     """The DKIM-Signature fields (bytes, LF line ends) for message, one per key."""
     from qmailpy.dkim.lib import dkimpy
@@ -42,7 +49,7 @@ def signatures(message, keys, include=None, now=None):
             raise dkim.MessageFormatError("the first line continues no header field") from None
         try:
             out.append(signer.sign(key.selector, key.domain, key.pem, canonicalize=CANON,
-                                   include_headers=include))
+                                   include_headers=include or _default(signer)))
         except dkim.KeyFormatError as e:
             raise ControlError(key.where, 0, "unusable key: %s" % e) from None
         except dkim.ParameterError as e:
@@ -58,6 +65,8 @@ def sign(controls, message, keys):
     from qmailpy.dkim.lib import dkimpy
     dkim = dkimpy()
     message = lf_lines(message)
+    if not message:                         # nothing dkimpy can parse: it fails on an empty one
+        return message
     try:
         fields = signatures(message, keys, _include(controls))
     except dkim.MessageFormatError:
