@@ -421,3 +421,18 @@ def test_a_message_without_from_is_signed_with_from_absent(remote, dns_server):
         1, "signature verification failed")
     report, data = remote(b"")                                  # nothing at all: sent as it is
     assert report.startswith(b"r\0K127.0.0.1 accepted message.") and data == b""
+
+
+def test_an_ed25519_signature_verifies(smtpd, dns_server):
+    """RFC 8463: an Ed25519-SHA256 signature (dkimpy's, with PyNaCl, a dependency for this) is
+    dkim=pass; without PyNaCl it was 'key unusable: pynacl module required'."""
+    import dkim
+    import nacl.signing
+    key = nacl.signing.SigningKey.generate()
+    dns_server.zones["ed._domainkey.example.com"] = {
+        "TXT": ["v=DKIM1; k=ed25519; p=" + base64.b64encode(bytes(key.verify_key)).decode()]}
+    message = dkim.sign(MSG, b"ed", b"example.com", base64.b64encode(bytes(key)),
+                        signature_algorithm=b"ed25519-sha256", linesep=b"\n") + MSG
+    got, _ = smtpd(message)
+    assert authres(got) == ("Authentication-Results: test.example;\n\tdkim=pass header.d=example.com header.s=ed "
+                            "header.b=%s" % header_b(message))
