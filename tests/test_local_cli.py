@@ -82,3 +82,30 @@ def test_forward_into_real_queue(tmp_path):
     assert len(todo) == 1
     with open(todo[0], "rb") as f:
         assert f.read().endswith(b"\0Fbob@ex.org\0Ta@x.org\0Tb@y.org\0")
+
+
+def _address_space(limit):
+    import resource
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def test_a_program_that_prints_without_end_does_not_grow_qmail_local(tmp_path):
+    # in qmail a |program's output goes straight to qmail-lspawn's pipe, which keeps 3000 bytes
+    # (spawn.c truncreport): 400 MB of output must not be held by qmail-local (256 MB here)
+    box = Box(tmp_path)
+    box.dotqmail(".qmail", "|yes | head -c 400000000\n")
+    path = os.path.join(str(box.root), "cli-msg")
+    with open(path, "wb") as f:
+        f.write(MSG)
+    with open(path, "rb") as m:
+        p = subprocess.run([program("qmail-local"), *args(box)], stdin=m, capture_output=True,
+                           env=box.env, timeout=60, preexec_fn=_address_space(256 << 20))
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"y\n" * 32768 + b"did 0+0+1\n", b"")
+    assert box.files() == []
+
+
+def test_programs_output_is_kept_to_65536_bytes_all_together(tmp_path):
+    box = Box(tmp_path)
+    box.dotqmail(".qmail", "|yes a | head -c 40000\n|yes b | head -c 40000\n|echo c; exit 100\n")
+    code, report = box.deliver(MSG)
+    assert (code, report.encode()) == (100, b"a\n" * 20000 + b"b\n" * 12768)

@@ -11,6 +11,11 @@ import os
 from qmailpy.local import dotqmail, errors, headers, message
 from qmailpy.log import bug_text
 
+# What qmail-local keeps of its programs' output, all of them together: qmail-lspawn keeps 3000
+# bytes of a report (spawn.c's truncreport), so a program that prints without end (its output
+# in qmail goes straight to qmail-lspawn's pipe) must not grow qmail-local without end either.
+REPORT_MAX = 65536
+
 
 class Args:
     """The eight positional arguments and the -n/-N flag."""
@@ -132,7 +137,7 @@ def _run(a, content, forwardonly, fd0, lines, env, newsender, out):
             if not a.flagdoit:
                 out += os.fsencode("program %s\n" % arg)
                 continue
-            stop, said = program.run(arg, fd0, env, a.homedir)
+            stop, said = program.run(arg, fd0, env, a.homedir, max(0, REPORT_MAX - len(out)))
             out += said
             if stop:
                 break

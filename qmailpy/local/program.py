@@ -15,8 +15,8 @@ PERMANENT = frozenset((X.DELIVERY_PERMANENT, 64, 65, 70, 76, 77, 78, 112))   # a
 STOP = X.DELIVERY_OK_STOP
 
 
-def run(command, fd0, env, cwd):
-    """Run `command`; return (stop, output bytes). Raises Die for failures."""
+def run(command, fd0, env, cwd, keep=None):
+    """Run `command`; return (stop, output bytes: the first `keep` of them). Raises Die for failures."""
     from qmailpy import forkexec
     from qmailpy.fileio import read_all
     message.rewind(fd0)
@@ -29,7 +29,7 @@ def run(command, fd0, env, cwd):
     finally:
         os.close(out_w)
     try:
-        output = read_all(out_r)
+        output = read_all(out_r, keep)
     finally:
         os.close(out_r)
     code = forkexec.wait(pid)
