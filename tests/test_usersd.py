@@ -402,3 +402,36 @@ def test_a_home_deeper_than_sun_path_is_served(tmp_path):
         lines, err = smtpd(home, SESSION)
     assert "235 ok, go ahead (#2.0.0)" in lines, err
     assert "550 sorry, no mailbox here by that name (#5.1.1 - chkusr)" in lines, err
+
+
+class LongAnswers(SlowAnswers):
+    """ADDR is answered with a 4000-byte field: the answers outweigh the questions."""
+
+    def find_address(self, name, domain):
+        return b"k" * 4000
+
+
+def test_a_client_that_asks_and_never_reads_its_answers_grows_nothing():
+    # answers wait in the connection's buffer only while the client takes them: with one not yet
+    # written the service reads no more questions, so a client that asks on and never reads is
+    # held by its socket's buffers (and dropped at its time-out), never by the service's memory
+    server, t, path, logged, top = _server(lambda: LongAnswers(threading.Event()), Peers({os.getuid()}))
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(path)
+        client.setblocking(False)
+        question, sent = W.encode_question("ADDR", "a", "b"), 0
+        deadline = time.monotonic() + 3
+        while sent < 5000 * len(question) and time.monotonic() < deadline:
+            try:
+                sent += client.send(question * 100)
+            except BlockingIOError:
+                time.sleep(0.01)
+        time.sleep(0.5)                   # the workers answer what was read
+        held = max(len(c.out) + sum(map(len, c.waiting)) for c in list(server.conns.values()))
+        assert held <= 4096 // len(question) * 4010, (held, sent)     # one read's answers at most
+    finally:
+        client.close()
+        server.stop()
+        t.join(10)
+        shutil.rmtree(top)

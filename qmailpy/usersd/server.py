@@ -250,12 +250,13 @@ class Server:
         self._interest(conn)
 
     def _interest(self, conn):
-        """Watch for reads when the connection may send its next question, for writes while
-        its answer is not all out; nothing while a worker has its question."""
+        """Watch for reads when the connection may send its next question (its answers so far
+        written: a client that never reads them must not grow `out`), for writes while its
+        answer is not all out; nothing while a worker has its question."""
         if conn.sock.fileno() < 0:
             return
         events = selectors.EVENT_WRITE if conn.out else 0
-        if conn.draining or not (conn.busy or conn.closing or conn.waiting):
+        if conn.draining or not (conn.busy or conn.closing or conn.waiting or conn.out):
             events |= selectors.EVENT_READ
         try:
             key = self.sel.get_key(conn.sock)
