@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from qmailpy.proto.dotdata import DataReader
-from qmailpy.proto.dotstuff import PARTIAL_LINE, stuff
+from qmailpy.proto.dotstuff import PARTIAL_LINE, Stuffer, stuff
 
 MODES = {"strict": {}, "bare_lf_ok": {"bare_lf_ok": True}, "lf_mode": {"lf_mode": True}}
 
@@ -387,6 +387,31 @@ def test_stuff_with_cr_never_smuggles(body):
 ])
 def test_stuff_examples(message, wire):
     assert stuff(message) == wire
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b".", b"a", b"\r\n"]), max_size=30).map(b"".join),
+       st.lists(st.integers(0, 31), max_size=6))
+def test_stuffer_in_blocks_is_stuff_of_the_whole(body, cuts):
+    """qmail-remote stuffs the mess file block by block: a CRLF, a bare CR or a line-start dot cut
+    by a block boundary comes out as stuff() makes it of the whole message."""
+    message = body + b"\n"
+    stuffer, out, prev = Stuffer(), b"", 0
+    for cut in sorted(min(c, len(message)) for c in cuts) + [len(message)]:
+        out += stuffer.feed(message[prev:cut])
+        prev = cut
+    assert out + b".\r\n" == stuff(message)
+
+
+@pytest.mark.parametrize("blocks,wire", [
+    ([b".\n\r", b".\r", b"\r\r", b"\ra\n"], b"..\r\n\r\n..\r\n\r\n\r\n\r\na\r\n"),   # CRs held over blocks
+    ([b"a\r", b"\nb\n"], b"a\r\nb\r\n"),
+    ([b"a\n", b".b\n"], b"a\r\n..b\r\n"),
+    ([b"a", b".b\n"], b"a.b\r\n"),
+])
+def test_stuffer_examples(blocks, wire):
+    stuffer = Stuffer()
+    assert b"".join(stuffer.feed(b) for b in blocks) == wire
 
 
 @pytest.mark.parametrize("message", [b"a", b"a\nb", b"a\r", b"."])

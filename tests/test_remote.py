@@ -265,3 +265,79 @@ def test_rspawn_preloads_what_a_delivery_imports(remote, scripted):
     out, _, imported = r.stdout.decode().partition("|")
     assert "K127.0.0.1 accepted message." in out
     assert imported.strip() == ""
+
+
+def _counting_sink():
+    """One SMTP session on 127.0.0.1 that keeps only the sha256 and length of the DATA bytes:
+    (port, thread, result)."""
+    import hashlib
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    got = {}
+
+    def run():
+        conn, _ = srv.accept()
+        srv.close()
+        with conn, conn.makefile("rb") as f:
+            conn.sendall(b"220 sink\r\n")
+            for _ in range(4):                                  # EHLO, MAIL, RCPT, DATA
+                got.setdefault("commands", []).append(f.readline())
+                conn.sendall(b"354 go\r\n" if got["commands"][-1] == b"DATA\r\n" else b"250 ok\r\n")
+            digest, size, tail = hashlib.sha256(), 0, b""
+            while not tail.endswith(b"\r\n.\r\n"):
+                data = f.read1(65536)
+                if not data:
+                    return
+                digest.update(data)
+                size += len(data)
+                tail = (tail + data)[-5:]
+            got["data"] = (size, digest.hexdigest())
+            conn.sendall(b"250 ok queued\r\n")
+            f.readline()
+            conn.sendall(b"221 bye\r\n")
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return srv.getsockname()[1], t, got
+
+
+def test_a_message_bigger_than_memory_is_sent_from_the_file(remote, tmp_path):
+    # qmail-remote.c's blast() streams the mess file qmail-rspawn gives it on fd 0; a 160 MB
+    # message under a 128 MB RLIMIT_AS must go out whole, dot-stuffed (it read it all: exit 111)
+    import hashlib
+    import resource
+    line, count = b"." + b"x" * 98 + b"\n", 1600000
+    path = tmp_path / "mess"
+    with open(path, "wb") as f:
+        for _ in range(count // 10000):
+            f.write(line * 10000)
+    wire = hashlib.sha256()
+    for _ in range(count // 10000):
+        wire.update((b"." + line[:-1] + b"\r\n") * 10000)
+    wire.update(b".\r\n")
+    port, t, got = _counting_sink()
+    route_to(remote, port)
+    with open(path, "rb") as m:
+        p = subprocess.run([program("qmail-remote"), "example.com", "a@b.example", "c@example.com"], stdin=m,
+                           capture_output=True, env=remote.home.env(), timeout=60,
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (128 << 20, 128 << 20)))
+    t.join(30)
+    assert (p.returncode, p.stdout, p.stderr) == (0, OK_REPORT, b"")
+    assert got["commands"][1:] == [b"MAIL FROM:<a@b.example>\r\n", b"RCPT TO:<c@example.com>\r\n", b"DATA\r\n"]
+    assert got["data"] == (count * 102 + 3, wire.hexdigest())
+
+
+def test_a_message_on_a_file_not_at_its_start_is_sent_from_where_it_stands(remote, tmp_path):
+    port, t, got = _counting_sink()
+    route_to(remote, port)
+    path = tmp_path / "mess"
+    path.write_bytes(b"skipped\n" + MSG)
+    with open(path, "rb") as m:
+        m.seek(8)
+        p = subprocess.run([program("qmail-remote"), "example.com", "a@b.example", "c@example.com"], stdin=m,
+                           capture_output=True, env=remote.home.env(), timeout=60)
+    t.join(30)
+    import hashlib
+    assert (p.returncode, p.stdout, p.stderr) == (0, OK_REPORT, b"")
+    assert got["data"] == (len(MSG) + 6, hashlib.sha256(b"Subject: test\r\n\r\nhello\r\n.\r\n").hexdigest())

@@ -252,11 +252,12 @@ def test_message_and_dot_leave_corked():
     """The message and its final dot are written under TCP_CORK (no Nagle wait for the dot),
     the connection is critical from the dot on, and the cork comes off once the dot is out."""
     from qmailpy.remote.client import smtp
+    from qmailpy.remote.message import Message
     sock = CorkSocket([b"220 hi\r\n", b"250 hello\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n",
                        b"250 queued\r\n", b"221 bye\r\n"])
     conn = Conn(sock, b"127.0.0.1", 10)
     with pytest.raises(R.Stop) as stop:
-        smtp(conn, b"me.example", b"a@b", [b"c@d"], b"Subject: x\n\nbody\n", [])
+        smtp(conn, b"me.example", b"a@b", [b"c@d"], Message(data=b"Subject: x\n\nbody\n"), [])
     assert stop.value.text.startswith(b"K127.0.0.1 accepted message.")
     ev = sock.events
     start = ev.index(("cork", 1))

@@ -184,9 +184,9 @@ REMOTE_BUG_DRIVER = r'''
 import sys
 sys.path[:0] = %(paths)r
 import qmailpy.remote.main
-def _read_message(fd):
+def _dkim_sign(controls, message, sender):
     raise KeyError("a bug")
-qmailpy.remote.main._read_message = _read_message
+qmailpy.remote.main._dkim_sign = _dkim_sign
 from qmailpy.spawn.rspawn import main as spawn_main
 sys.exit(spawn_main())
 '''
@@ -210,7 +210,7 @@ def test_a_bug_in_forked_qmail_remotes_main_is_logged_by_qmail_rspawn(scratch):
     assert got == b"ZUnable to run qmail-remote.\n"
     with open(logpath, "rb") as log:
         assert re.fullmatch(rb"alert: delivery 0 exited 111: qmail-remote: internal bug: KeyError: 'a bug'"
-                            rb" at <string>:6:_read_message < qmailpy/remote/main\.py:\d+:_deliver"
+                            rb" at <string>:6:_dkim_sign < qmailpy/remote/main\.py:\d+:_deliver"
                             rb" < qmailpy/remote/main\.py:\d+:run\n", log.read())
 
 

@@ -115,12 +115,18 @@ def from_domain(message):
     return ""
 
 
+def keys_present(home):
+    """Is there anything in control/domainkeys/ (one listing)? A ControlError when it is there
+    but cannot be listed."""
+    return bool(_listing(home, DIR))
+
+
 def signing_keys(controls, message, sender):
     """[Key] that sign this message: the From: domain's, else the envelope sender's; []
     (after one failed listing) when control/domainkeys/ is not there; a ControlError when it
     cannot be listed."""
     home = controls.home
-    if not _listing(home, DIR):
+    if not keys_present(home):
         return []
     for domain in (from_domain(message), _domain(os.fsdecode(sender))):
         if domain:

@@ -23,7 +23,7 @@ and a non-ASCII local part, which nothing may convert, bounces the message
 (D, #5.6.7), as Postfix does. Non-ASCII in the message only (not
 in the envelope) does not ask for it: 8BITMIME covers the bytes.
 """
-from qmailpy.proto.dotstuff import stuff
+from qmailpy.proto.dotstuff import Stuffer
 from qmailpy.remote import report as R
 
 
@@ -135,14 +135,16 @@ def smtp(conn, helohost, sender, recips, message, reports, plan=None, dest=b""):
         _end(conn, b"D", b" failed on DATA command")
     if code >= 400:
         _end(conn, b"Z", b" failed on DATA command")
-    try:
-        data = stuff(message)
-    except ValueError:
+    if message.partial():
         conn.close()
-        raise R.Stop(R.PARTIAL) from None
+        raise R.Stop(R.PARTIAL)
     conn.cork(True)                     # the message and its dot leave together (wire.Conn.cork)
     try:
-        conn.send(memoryview(data)[:-3])
+        stuffer = Stuffer()
+        for block in message.blocks():  # a read error: Stop(Z), closed without the dot
+            data = stuffer.feed(block)
+            if data:
+                conn.send(data)
         conn.critical = True
         conn.send(b".\r\n")
     finally:

@@ -25,19 +25,12 @@ import sys
 import time
 
 from qmailpy.exitcodes import EXIT_TROUBLE
-from qmailpy.fileio import read_all, write_all
+from qmailpy.fileio import write_all
 from qmailpy.log import guard, write_bug
 from qmailpy.remote import report as R
 
 PREF_NONE = 100000      # qmail's prefme when none of the addresses is mine
 PREF_RELAY = 300000     # a relay from smtproutes is never "me"
-
-
-def _read_message(fd):
-    try:
-        return read_all(fd)
-    except OSError:
-        raise R.Stop(R.READ) from None
 
 
 def _settings(home, environ):
@@ -117,6 +110,7 @@ def _deliver(argv, fd0, environ, reports):
     from qmailpy import paths
     from qmailpy.remote.client import smtp
     from qmailpy.remote.connect import connect
+    from qmailpy.remote.message import from_fd
     from qmailpy.remote.routes import mangle, route
     from qmailpy.remote.tcpto import TcpTo
     from qmailpy.remote.tls import Plan, Trouble
@@ -135,8 +129,7 @@ def _deliver(argv, fd0, environ, reports):
     host = relay or args[0]
     sender = mangle(args[1])
     recips = [mangle(r) for r in args[2:]]
-    message = _read_message(fd0)
-    message = _dkim_sign(cfg["controls"], message, args[1])
+    message = _dkim_sign(cfg["controls"], from_fd(fd0), args[1])
 
     seed = int(time.time()) + (os.getpid() << 16)
     ips = _addresses(host, _alabels(relay) if relay else dest, relay, environ, seed)
@@ -172,15 +165,20 @@ def _tls_policy(cfg, host):
 
 
 def _dkim_sign(controls, message, sender):
-    """The message with DKIM-Signature fields when its domain has a key (qmailpy.dkim.keys:
-    a directory listing when none has); a key that cannot be used is a control error."""
-    from qmailpy.dkim.keys import signing_keys
+    """The message (remote.message) with DKIM-Signature fields, in memory, when its domain has a
+    key (qmailpy.dkim.keys: a directory listing when none has, and the message is not read);
+    a key that cannot be used is a control error."""
+    from qmailpy.dkim.keys import keys_present, signing_keys
     try:
-        keys = signing_keys(controls, message, sender)
+        if not keys_present(controls.home):
+            return message
+        data = message.read()
+        keys = signing_keys(controls, data, sender)
         if not keys:
             return message
         from qmailpy.dkim.sign import sign
-        return sign(controls, message, keys)
+        from qmailpy.remote.message import Message
+        return Message(data=sign(controls, data, keys))
     except OSError as e:                # ctl.reader.ControlError: a key or dkimsignheaders unusable
         raise R.Stop(R.control(e)) from None
 

@@ -24,7 +24,8 @@ UNABLE = (X.DELIVERY_TEMPORARY, 100)    # a forked child's exit codes for EXEC_S
 MAIN = "qmailpy.remote.main:main"            # what a forked child runs
 # Its modules: imported once, before the first delivery (ssl: STARTTLS is
 # tried whenever the peer offers it; dkim's signer stays lazy: only a domain with a key needs it)
-PRELOAD = ("qmailpy.remote.main", "qmailpy.remote.client", "qmailpy.remote.connect", "qmailpy.remote.routes",
+PRELOAD = ("qmailpy.remote.main", "qmailpy.remote.client", "qmailpy.remote.connect", "qmailpy.remote.message",
+           "qmailpy.remote.routes",
            "qmailpy.remote.tcpto", "qmailpy.remote.tls", "qmailpy.remote.wire", "qmailpy.remote.ipme",
            "qmailpy.dns.mxip", "qmailpy.dns.resolver", "qmailpy.dns.servers", "qmailpy.dkim.keys",
            "qmailpy.ctl.reader", "ssl")
