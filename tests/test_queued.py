@@ -437,3 +437,47 @@ def test_qmail_tcpserver_preloads_what_a_queued_session_imports(home, service, t
     code, _, imported = r.stdout.decode().strip().partition(" ")
     assert (code, imported) == ("0", "")
     assert len(os.listdir(home / "queue" / "todo")) == 1
+
+
+# -- envelopes: qmail-queue writes them into intd/ as it reads; the service holds them in memory
+
+def test_an_envelope_bigger_than_the_service_keeps_is_51_and_leaves_nothing(home, service):
+    # 600,000 recipients cost about 40 MB in memory (conn.ENVELOPE_MAX is 32 MiB): qq out of memory,
+    # where the service grew by 18 MB for each megabyte of "Ta\0" records, any local user's
+    rc, err, pid = run_qq(home, MSG, b"Fa@b\0" + b"Ta\0" * 600000 + b"\0")
+    assert (rc, err) == (X.QQ_NO_MEMORY, "qmail-queue: out of memory: an envelope takes more than 33554432 bytes\n")
+    service_finished(service, pid)
+    assert debris(home) == []
+
+
+def test_a_hundred_thousand_recipients_are_queued(home, service):
+    recips = [b"user%06d@example.com" % i for i in range(100000)]
+    rc, err, _ = run_qq(home, MSG, qq.encode(b"a@b", recips))
+    assert (rc, err) == (0, "")
+    msgid = only(home / "queue" / "todo")
+    intd = (home / "queue" / "intd" / str(msgid)).read_bytes()
+    assert intd.split(b"\0", 2)[2] == qq.encode_records(b"a@b", recips)
+
+
+def test_the_envelopes_of_all_clients_share_one_budget(home, monkeypatch):
+    """A client whose envelope is being read holds what it takes; one that would go past what all
+    may take gets 51 at once, and what the first held is given back when it is done."""
+    monkeypatch.setattr(Q, "ENVELOPES_MAX", 1 << 20)
+    svc = InProcess(home)
+    try:
+        big = b"Ta\0" * 10000                         # 670,000 bytes of the budget
+        first = raw_client(home)
+        first.sendall(b"1:x,0:,Fa@b\0" + big)
+        deadline = time.monotonic() + 10
+        while svc.service.envelopes.left > (1 << 20) - 10000 * 67:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        rc, err, _ = run_qq(home, MSG, b"Fa@b\0" + big + b"\0")
+        assert (rc, err) == (X.QQ_NO_MEMORY, "qmail-queue: out of memory: the envelopes being read take all there is\n")
+        first.sendall(b"\0")
+        assert read_answer(first)[0] == 0
+        first.close()
+        assert svc.service.envelopes.left == 1 << 20
+        assert run_qq(home, MSG, b"Fa@b\0" + big + b"\0")[:2] == (0, "")
+    finally:
+        svc.stop()

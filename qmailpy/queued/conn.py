@@ -20,16 +20,43 @@ from qmailpy.queue.enqueue import QueueError, enqueue_all
 from qmailpy.queue.main import attempt, content_filter, time_limit
 
 ANSWER_TIMEOUT = 30            # seconds to hand over the answer to a client that does not read it
+# qmail-queue writes the envelope into intd/ as it reads it; the service holds it in memory until
+# the filters have run, so what envelopes may take is bounded: one message's (ENVELOPE_MAX) and
+# all the clients' at once (the Service's Budget). Past either the client gets 51, qmail-queue's
+# code for memory ("qq out of memory", temporary), and nothing is queued.
+RECORD_COST = 64               # what an address costs in memory beyond its bytes (a bytes object, its slot)
+ENVELOPE_MAX = 32 << 20        # about 390,000 recipients of 20 bytes
+
+
+class Budget:
+    """Memory that the envelopes being read may take, all clients together (thread-safe)."""
+    __slots__ = ("left", "lock")
+
+    def __init__(self, total):
+        self.left, self.lock = total, threading.Lock()
+
+    def take(self, n):
+        with self.lock:
+            if n > self.left:
+                return False
+            self.left -= n
+            return True
+
+    def give(self, n):
+        with self.lock:
+            self.left += n
 
 
 class ClientReader:
     """The message (read) and then the envelope (read_envelope) of one client, each read
-    bounded by the deadline (time.monotonic())."""
-    __slots__ = ("conn", "deadline", "frames")
+    bounded by the deadline (time.monotonic()); the envelope's memory is taken from `budget`
+    (a Budget, or None) as it comes and given back by release()."""
+    __slots__ = ("conn", "deadline", "frames", "budget", "taken")
 
-    def __init__(self, conn, deadline):
+    def __init__(self, conn, deadline, budget=None):
         self.conn, self.deadline = conn, deadline
         self.frames = qqsock.MessageDecoder()
+        self.budget, self.taken = budget, 0
 
     def _recv(self, n):
         left = self.deadline - time.monotonic()
@@ -59,8 +86,20 @@ class ClientReader:
     def read_envelope(self, n):
         if self.frames.rest:
             data, self.frames.rest = self.frames.rest, b""
-            return data
-        return self._recv(n)
+        else:
+            data = self._recv(n)
+        cost = len(data) + RECORD_COST * data.count(b"\0")
+        if self.taken + cost > ENVELOPE_MAX:
+            raise QueueError(X.QQ_NO_MEMORY, "out of memory: an envelope takes more than %d bytes" % ENVELOPE_MAX)
+        if self.budget is not None and not self.budget.take(cost):
+            raise QueueError(X.QQ_NO_MEMORY, "out of memory: the envelopes being read take all there is")
+        self.taken += cost
+        return data
+
+    def release(self):
+        if self.budget is not None:
+            self.budget.give(self.taken)
+        self.taken = 0
 
 
 class _Envelope:
@@ -84,17 +123,17 @@ def trusted_origin(origin, uid):
     return origin if name == "qmaild" else None
 
 
-def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None):
+def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None, budget=None):
     """Queue what one connection sends and answer it; returns (code, qp, uid, pid) for the log.
     pid, uid: the client's, from the kernel (SO_PEERCRED, read once, where the service
     accepted it). dir_sync: the service's GroupSync.sync (one fsync of todo/ shared by
-    concurrent commits)."""
+    concurrent commits). budget: the service's Budget for envelopes."""
     qp = threading.get_native_id()
     got = {}
 
     def work():
         controls = controls_for()
-        reader = ClientReader(conn, time.monotonic() + time_limit(controls))
+        reader = ClientReader(conn, time.monotonic() + time_limit(controls), budget)
         step = content_filter(controls)
 
         def filter_step(staged):
@@ -107,8 +146,11 @@ def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None):
                 controls.environ.update(origin)
                 chosen = content_filter(controls)
             return None if chosen is None else chosen(staged)
-        got["ids"] = enqueue_all(home, reader, _Envelope(reader.read_envelope), uid, qp, time.time(),
-                                 content_filter=filter_step, dir_sync=dir_sync)
+        try:
+            got["ids"] = enqueue_all(home, reader, _Envelope(reader.read_envelope), uid, qp, time.time(),
+                                     content_filter=filter_step, dir_sync=dir_sync)
+        finally:
+            reader.release()
 
     code, reason = attempt(work)
     if code:
