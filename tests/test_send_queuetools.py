@@ -12,6 +12,7 @@ from qmailpy.queue import layout
 from qmailpy.proto import todowire
 from qmailpy.addr.rewrite import Rewriter
 from qmailpy.send.cleanclient import CleanClient
+from qmailpy.send.start import spawn_child
 from qmailpy.send.todo import preprocess, preprocess_many
 from qmailpy.send.todo_main import ParallelFsync
 from test_send_support import BIN, Scratch, queue_message
@@ -195,3 +196,46 @@ def test_sendmutex_keeps_a_second_qmail_send_out(scratch, monkeypatch):
     assert fd is not None
     fcntl.flock(fd, fcntl.LOCK_UN)
     os.close(fd)
+
+
+def test_qmail_todo_takes_nothing_out_of_todo_before_qmail_sends_s(scratch):
+    """ext-todo's start: qmail-send rebuilds its queues from info/ and only then writes S
+    (qmail-send.c todo_init()); qmail-todo.c waits for that byte before its first scan. One
+    that went ahead could report a message qmail-send had already found in info/ and finished:
+    the late D record queued a message that was gone (a 'trouble opening' warning every 123 s,
+    and a later message given the same inode read half-written)."""
+    import select
+    msgid = int(queue_message(scratch.home).split("/")[1])
+    (cmd_r, cmd_w), (out_r, out_w) = os.pipe(), os.pipe()
+    (req_r, req_w), (ans_r, ans_w) = os.pipe(), os.pipe()
+    clean = subprocess.Popen([str(BIN / "qmail-clean")], stdin=req_r, stdout=ans_w, env=scratch.env())
+    lock = os.open(os.path.join(scratch.home, "queue", "lock", "sendmutex"), os.O_WRONLY)
+    todo = spawn_child([str(BIN / "qmail-todo")], {0: cmd_r, 1: out_w, 2: 2, 3: req_w, 4: ans_r, 5: lock},
+                       scratch.env())
+    for fd in (cmd_r, out_w, req_r, req_w, ans_r, ans_w, lock):
+        os.close(fd)
+    try:
+        assert select.select([out_r], [], [], 3)[0] == []             # started, and waiting for S
+        assert os.path.exists(layout.todo_path(scratch.home, msgid))
+        assert not os.path.exists(layout.info_path(scratch.home, msgid))
+        os.write(cmd_w, todowire.START)
+        got = b""
+        while not got.endswith(todowire.encode_done(msgid, True, False)):
+            assert select.select([out_r], [], [], 30)[0], got
+            more = os.read(out_r, 4096)
+            assert more, got
+            got += more
+        assert got.startswith(todowire.encode_log("new msg %d" % msgid))
+        assert not os.path.exists(layout.todo_path(scratch.home, msgid))
+        os.write(cmd_w, todowire.EXIT)
+        assert select.select([out_r], [], [], 30)[0]
+        assert os.read(out_r, 4096) == todowire.encode_exit()
+        assert os.waitpid(todo, 0)[1] == 0
+        todo = None
+    finally:
+        os.close(cmd_w)
+        os.close(out_r)
+        if todo is not None:
+            os.kill(todo, 9)
+            os.waitpid(todo, 0)
+        clean.wait(timeout=30)

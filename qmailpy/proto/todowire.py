@@ -5,14 +5,15 @@ qmail-todo -> qmail-send, each record ended by \\0:
                 local/ and/or remote/ recipients (`D10123` = local only)
   L<text>       a log line for qmail-send to print
   X             qmail-todo is exiting
-qmail-send -> qmail-todo, single bytes: H (reread controls), X (stop asap).
+qmail-send -> qmail-todo, single bytes: S (start: qmail-send has rebuilt its queues from
+info/, so qmail-todo may now take messages out of todo/), H (reread controls), X (stop asap).
 Pure: no I/O.
 """
 from collections import namedtuple
 
 from qmailpy.proto.nulrecords import NulRecords
 
-RELOAD, EXIT = b"H", b"X"
+START, RELOAD, EXIT = b"S", b"H", b"X"
 Done = namedtuple("Done", "msgid local remote")
 LogLine = namedtuple("LogLine", "text")
 Exiting = namedtuple("Exiting", "")

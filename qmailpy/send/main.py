@@ -22,7 +22,7 @@ from qmailpy.send.inject import Injector
 from qmailpy.log import Log, guard
 from qmailpy.send.scheduler import Scheduler
 from qmailpy.progstart import start as start_program
-from qmailpy.proto import spawnwire
+from qmailpy.proto import spawnwire, todowire
 
 DEFAULT_DELIVERY = "./Maildir/"
 LOCK_WAIT = 10.0        # seconds to wait for a previous qmail-send's helpers to let go of the lock
@@ -111,6 +111,8 @@ def main():
     wake_fd = loop.install_signals(flags)
     sched.pqstart(clk.now())
     sched.status()
-    rc = loop.Loop(sched, children["todo"], children["lspawn"].pid, wake_fd, flags, environ).run()
+    the_loop = loop.Loop(sched, children["todo"], children["lspawn"].pid, wake_fd, flags, environ)
+    the_loop.tell_todo(todowire.START)      # ext-todo's todo_init(): our queues are built, go ahead
+    rc = the_loop.run()
     start.reap(children, REAP_WAIT)
     return rc

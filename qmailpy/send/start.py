@@ -3,7 +3,7 @@
 qmail-send     <-> qmail-lspawn  (fd 0 commands, fd 1 reports)
                <-> qmail-rspawn  (same)
                <-> qmail-clean   (fd 0 requests, fd 1 answers)
-               <-> qmail-todo    (fd 0 H/X, fd 1 records; fds 3/4 to and from a
+               <-> qmail-todo    (fd 0 S/H/X, fd 1 records; fds 3/4 to and from a
                                   second qmail-clean; fd 5 keeps lock/sendmutex)
 Every child keeps qmail-send's stderr as fd 2 (the log). Run as root with
 the qmail users present, each child gets qmail's user (lspawn root, rspawn

@@ -1,11 +1,14 @@
 """qmail-todo (ext-todo): preprocesses todo/ so qmail-send only schedules.
 
-fds (set up by qmail-send): 0 = bytes from qmail-send (H reread controls,
-X stop), 1 = records to qmail-send (qmailpy.proto.todowire), 2 = stderr,
+fds (set up by qmail-send): 0 = bytes from qmail-send (S start, H reread
+controls, X stop), 1 = records to qmail-send (qmailpy.proto.todowire), 2 = stderr,
 3 = requests to its own qmail-clean, 4 = qmail-clean's answers, 5 = the
 held lock/sendmutex (never touched: a new qmail-send waits for it). Woken by
 one byte in lock/trigger (qmail-queue's triggerpull), and scans todo/ at
-least every SLEEP_TODO seconds anyway. Messages go in batches of up to
+least every SLEEP_TODO seconds anyway, but not before qmail-send's S: it
+rebuilds its queues from info/ first, and a message both found there and
+reported by us later could be finished before our report, which would then
+queue a message that is gone (qmail-todo.c waits for that byte too). Messages go in batches of up to
 BATCH (todo.preprocess_many: their files fsynced together by FSYNC_THREADS
 threads, so one journal commit covers many). End of input on fd 0
 (qmail-send died) stops it at once; X or SIGTERM stop it after the current
@@ -55,7 +58,7 @@ class Todo:
         self.home, self.environ, self.clock = home, environ, clk
         self.rewriter = self.read_controls()
         self.cleaner = CleanClient(TO_CLEAN, FROM_CLEAN)
-        self.stop = self.reload = False
+        self.stop = self.reload = self.started = False
         self.send_alive = True
         self.next_scan = 0.0
         self.fsync_many = ParallelFsync()
@@ -96,7 +99,9 @@ class Todo:
             self.stop = True
             return
         for ch in data:
-            if ch == todowire.RELOAD[0]:
+            if ch == todowire.START[0]:
+                self.started = True
+            elif ch == todowire.RELOAD[0]:
                 self.reload = True
             elif ch == todowire.EXIT[0]:
                 self.stop = True
@@ -125,7 +130,17 @@ class Todo:
                 self.send(b"".join(records))
             self.poll_send()
 
+    def wait_start(self, wakeup_fd):
+        """Touch nothing in todo/ before qmail-send's S (or stop: X, SIGTERM, qmail-send gone)."""
+        while not (self.started or self.stop):
+            for fd in select.select([FROM_SEND, wakeup_fd], [], [])[0]:
+                if fd == FROM_SEND:
+                    self.commands(os.read(FROM_SEND, 64))
+                else:
+                    _drain(wakeup_fd)
+
     def run(self, trigger_fd, wakeup_fd):
+        self.wait_start(wakeup_fd)
         sel = selectors.DefaultSelector()
         sel.register(FROM_SEND, selectors.EVENT_READ, "send")
         sel.register(trigger_fd, selectors.EVENT_READ, "trigger")
