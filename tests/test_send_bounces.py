@@ -359,6 +359,22 @@ def test_injection_into_a_qmail_queue_that_stops_reading(scratch):
     assert inj.fileno() is None
 
 
+def test_bounce_qmail_queue_exits_0_without_reading_is_tried_again(scratch):
+    """qmail.c qmail_close(): exit 0 after a write to qmail-queue failed is 'Zqq read error',
+    a temporary failure. A QMAILQUEUE that exits 0 without reading the bounce (here bigger
+    than a pipe holds) has not queued it: bounce/<id> must stay for the next try."""
+    msgid = inject(scratch.home, b"X-Big: " + b"x" * 300000 + b"\nSubject: big\n\nbody\n", "alice@localhost",
+                   ["fail@localhost"])
+    bounce = os.path.join(scratch.home, "queue", "bounce", str(msgid))
+    send = Send(scratch, QMAILQUEUE="/bin/true")
+    send.wait_line(r"^warning: trouble injecting bounce message, will try later$")
+    assert send.stop() == 0
+    lines = send.lines()
+    assert not [ln for ln in lines if ln.startswith(("bounce msg", "end msg"))], lines
+    with open(bounce, "rb") as f:
+        assert f.read().startswith(b"<fail@localhost>:\n")
+
+
 # -- bounces qmail-queue refuses (issue 23): without the copy, then dropped
 
 @pytest.mark.parametrize("code", ["31", "11"])

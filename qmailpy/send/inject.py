@@ -52,12 +52,12 @@ class Injector:
 
 class Injection:
     """One message on its way into qmail-queue."""
-    __slots__ = ("proc", "pidfd", "msg_w", "env_w", "chunks", "pending", "envelope", "trouble")
+    __slots__ = ("proc", "pidfd", "msg_w", "env_w", "chunks", "pending", "envelope", "trouble", "broken")
 
     def __init__(self, proc, msg_w, env_w, chunks, envelope):
         self.proc, self.msg_w, self.env_w = proc, msg_w, env_w
         self.chunks, self.envelope = iter(chunks), envelope
-        self.pending, self.trouble = b"", False
+        self.pending, self.trouble, self.broken = b"", False, False
         os.set_blocking(msg_w, False)
         os.set_blocking(env_w, False)
         self.pidfd = os.pidfd_open(proc.pid)
@@ -74,7 +74,7 @@ class Injection:
         """Write what the pipes take now, pulling at most STEPS chunks of the message.
 
         A closed pipe (qmail-queue gave up) ends the writing: its exit code
-        says why. A message that cannot be read (OSError from the chunks)
+        says why (finish()). A message that cannot be read (OSError from the chunks)
         closes both pipes without an envelope, so qmail-queue queues nothing.
         """
         pulled = 0
@@ -103,6 +103,7 @@ class Injection:
         except BlockingIOError:
             return
         except OSError:
+            self.broken = True
             self._close_pipes()
 
     def _close(self, name):
@@ -116,9 +117,15 @@ class Injection:
         self._close("env_w")
 
     def finish(self):
-        """qmail-queue's exit code once it has exited (negative: killed by that signal); closes all."""
+        """qmail-queue's exit code once it has exited (negative: killed by that signal); closes all.
+        Exit 0 before it was given the whole message and envelope (a write failed, or it exited
+        while some was still to write) counts as 54, as qmail_close() says 'qq read error' when a
+        write failed: it did not read everything, so it has not queued it."""
+        unfinished = self.broken or self.fileno() is not None
         self._close_pipes()
         code = self.proc.wait()
+        if code == 0 and unfinished:
+            code = exitcodes.QQ_READ_ERROR
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
