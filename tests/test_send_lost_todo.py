@@ -73,3 +73,46 @@ def test_qmail_send_exits_when_qmail_todo_says_it_is_exiting(scratch):
         time.sleep(0.05)
     assert send.proc.poll() is not None, "\n".join(send.lines())
     assert_died_cleanly(send)
+
+
+def test_records_qmail_send_cannot_understand_are_logged_as_ext_todo_does():
+    """ext-todo's qmail-send.c: a D record it cannot parse is 'warning: qmail-send unable to
+    understand qmail-todo' (todo_del()), another unknown record '...: report mangled' (todo_do()),
+    an empty one is skipped; the good records around them still count."""
+    from qmailpy.proto import todowire
+    from qmailpy.send import loop
+
+    class Log:
+        def __init__(self):
+            self.lines = []
+
+        def line(self, text):
+            self.lines.append(text)
+
+        def raw(self, data):
+            self.lines.append(bytes(data).decode())
+
+    class Sched:
+        def __init__(self):
+            self.channels, self.log, self.done = [], Log(), []
+
+        def todo_done(self, msgid, flags, now):
+            self.done.append((msgid, flags))
+
+    class Todo:
+        def __init__(self, to, frm):
+            self.to, self.frm = to, frm
+
+    frm, to = os.pipe()
+    cmd_r, cmd_w = os.pipe()
+    wake_r, wake_w = os.pipe()
+    todo, sched = Todo(cmd_w, frm), Sched()
+    lp = loop.Loop(sched, todo, 0, wake_r, loop.Flags(), {})
+    os.write(to, b"D2x5\0" + b"Q?\0" + b"\0" + todowire.encode_log("new msg 5") + todowire.encode_done(5, True, False))
+    lp.on_todo(0)
+    assert sched.log.lines == ["warning: qmail-send unable to understand qmail-todo",
+                               "warning: qmail-send unable to understand qmail-todo: report mangled",
+                               "new msg 5"]
+    assert sched.done == [(5, (True, False))]
+    for fd in (frm, to, cmd_r, cmd_w, wake_r, wake_w):
+        os.close(fd)

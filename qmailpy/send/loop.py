@@ -94,8 +94,10 @@ class Loop:
                 self.sched.log.raw(rec.text)
             elif isinstance(rec, todowire.Exiting):
                 return self.todo_gone()
-            else:
-                self.log("warning: qmail-todo speaks an obscure dialect")
+            elif rec.record[:1] == b"D":       # ext-todo qmail-send.c todo_del()'s wording
+                self.log("warning: qmail-send unable to understand qmail-todo")
+            elif rec.record:                   # todo_do(): an empty record is skipped
+                self.log("warning: qmail-send unable to understand qmail-todo: report mangled")
 
     def todo_gone(self):
         """qmail-todo's X or end of file: expected after our X; else ext-todo's tododied(),
