@@ -74,3 +74,42 @@ def test_sigterm_persists_retry_time_and_sigalrm_retries_now(scratch):
     send.wait_line(r"^delivery 1: deferral")
     assert send.stop() == 0
     assert len(scratch.local_log()) == 2
+
+
+def test_a_stat_that_fails_names_its_file_and_is_tried_again(scratch):
+    """qmail-send.c pqadd(): info/, then todo/, then each channel file is stat()ed, and a
+    failure other than 'no such file' logs that file's name ('warning: unable to stat
+    remote/15/1234; will try again later') and puts the message in pqfail for SLEEP_SYSFAIL."""
+    import shutil
+    from qmailpy import clock
+    from qmailpy.queue import layout
+    from qmailpy.send.channel import Channel
+    from qmailpy.send.scheduler import Scheduler
+
+    class Log:
+        def __init__(self):
+            self.lines = []
+
+        def line(self, text):
+            self.lines.append(text)
+
+    msgid = 1234
+    for path, data in ((layout.info_path(scratch.home, msgid), b"Falice@localhost\0"),
+                       (layout.local_path(scratch.home, msgid), b"Tjoe@localhost\0")):
+        with open(path, "wb") as f:
+            f.write(data)
+    remote = os.path.dirname(layout.remote_path(scratch.home, msgid))
+    shutil.rmtree(remote)
+    open(remote, "w").close()                      # remote/15/1234: ENOTDIR, not ENOENT
+    log = Log()
+    sched = Scheduler(scratch.home, clock.Clock(1), log, None, [Channel(0, -1, -1, 10), Channel(1, -1, -1, 20)],
+                      None, None)
+    sched.pqadd(msgid, 1000.0)
+    todo = os.path.join(scratch.home, "queue", "todo")
+    os.rmdir(todo)
+    open(todo, "w").close()                        # todo/1234: ENOTDIR too
+    sched.pqadd(msgid, 1000.0)
+    assert log.lines == ["warning: unable to stat remote/15/1234; will try again later",
+                         "warning: unable to stat todo/1234; will try again later"]
+    assert sched.pqfail == [(1123.0, msgid), (1123.0, msgid)]
+    assert not sched.channels[0].pq and not sched.pqdone

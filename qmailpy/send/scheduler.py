@@ -70,20 +70,26 @@ class Scheduler:
             heapq.heappush(self.pqdone, (when, msgid))
 
     def pqadd(self, msgid, now):
-        """A message found on disk (start-up or retry after trouble): queue what it has."""
+        """A message found on disk (start-up or retry after trouble): queue what it has.
+        qmail-send.c's order: info/ (gone: nothing to do), todo/ (there: qmail-todo has not
+        finished it), the channel files; a stat that fails otherwise names its file."""
         info = qf.exists(layout.info_path(self.home, msgid, self.split))
-        todo = qf.exists(layout.todo_path(self.home, msgid))
-        if info is False or todo is True:    # gone, or qmail-todo has not finished it yet
+        todo = qf.exists(layout.todo_path(self.home, msgid)) if info else False
+        if info is False or todo is True:
             return
-        found = False
-        try:
-            if info is None or todo is None:
-                raise OSError
-            times = [qf.mtime(self.path(msgid, c)) for c in range(len(self.channels))]
-        except OSError:
-            self.log.line("warning: unable to stat %s; will try again later" % rel("info", msgid, self.split))
+        failed = "info" if info is None else "todo" if todo is None else None
+        times = []
+        for ch in self.channels if failed is None else ():
+            try:
+                times.append(qf.mtime(self.path(msgid, ch.index)))
+            except OSError:
+                failed = ch.name
+                break
+        if failed is not None:
+            self.log.line("warning: unable to stat %s; will try again later" % rel(failed, msgid, self.split))
             heapq.heappush(self.pqfail, (self.sysfail(now), msgid))
             return
+        found = False
         for ch, when in zip(self.channels, times):
             if when is not None:
                 found = True
