@@ -16,6 +16,7 @@ SLEEP_FUZZ = 1             # added to select() timeouts against Zeno loops
 SLEEP_FOREVER = 86400      # longest select() wait
 SLEEP_CLEANUP = 76431      # between stale-file cleanups
 SLEEP_SYSFAIL = 123        # retry after stat/unlink trouble
+SLEEP_PAUSEDIR = 10        # qmail-send's pausedir(): read a queue subdirectory again after this
 CHANSKIP = (10, 20)        # local, remote: attempts at birth + (skip * k)^2
 ENV = "QMAILPY_TIMESCALE"
 

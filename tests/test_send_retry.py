@@ -113,3 +113,34 @@ def test_a_stat_that_fails_names_its_file_and_is_tried_again(scratch):
                          "warning: unable to stat todo/1234; will try again later"]
     assert sched.pqfail == [(1123.0, msgid), (1123.0, msgid)]
     assert not sched.channels[0].pq and not sched.pqdone
+
+
+def test_an_info_subdirectory_it_cannot_read_is_read_again_not_skipped(scratch):
+    """qmail-send.c pqstart() reads info/ with readsubdir and pausedir(): a subdirectory that
+    cannot be opened is logged ('alert: unable to opendir info/5, sleeping...') and opened again
+    10 s later. Skipping it left its messages unscheduled, without a word, until a restart."""
+    from qmailpy.addr.rewrite import Rewriter
+    from qmailpy.proto import cleanwire
+    from qmailpy.queue import layout
+    from qmailpy.send.todo import preprocess
+    from test_send_support import queue_message
+
+    class Cleaner:
+        def request_many(self, kind, msgids):
+            return [cleanwire.OK for _ in msgids]
+
+    msgid = int(queue_message(scratch.home).split("/")[1])
+    _, done = preprocess(scratch.home, msgid, Rewriter([b"localhost"], [], [], b"localhost"), Cleaner())
+    assert done
+    for path in (layout.todo_path(scratch.home, msgid), layout.intd_path(scratch.home, msgid)):
+        os.unlink(path)                            # what qmail-clean does after qmail-todo's work
+    subdir = os.path.dirname(layout.info_path(scratch.home, msgid))
+    os.rename(subdir, subdir + ".aside")
+    open(subdir, "w").close()                      # info/<n>: ENOTDIR for now
+    send = Send(scratch, QMAILPY_TIMESCALE="20")  # pausedir's 10 s: 0.5 s
+    send.wait_line(r"^alert: unable to opendir info/%d, sleeping\.\.\.$" % (msgid % 23))
+    os.unlink(subdir)
+    os.rename(subdir + ".aside", subdir)
+    send.wait_line(r"^end msg %d$" % msgid)
+    assert send.stop() == 0
+    assert [rcpt for _, _, rcpt, _ in scratch.local_log()] == ["joe@localhost"]

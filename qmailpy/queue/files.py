@@ -75,19 +75,23 @@ def exists(path):
         return None
 
 
-def info_ids(home, split=layout.SPLIT, ordered=False):
-    """Every message id under info/ (qmail-send's pqstart order: subdirectory by subdirectory,
-    one it cannot read skipped). `ordered`, as qmail-qread lists them: by id within each
-    subdirectory, and a subdirectory that exists but cannot be read raises OSError."""
+def info_ids(home, split=layout.SPLIT, ordered=False, pause=None):
+    """Every message id under info/, subdirectory by subdirectory (`ordered`, as qmail-qread
+    lists them: by id within each). A subdirectory that exists but cannot be read raises
+    OSError, or with `pause` (qmail-send's pausedir()) is handed to it and read again, as
+    qmail's readsubdir does: skipping it would leave its messages unscheduled until a restart."""
     for n in range(split):
-        try:
-            names = os.listdir(paths.queue_path(home, "info", str(n)))
-        except FileNotFoundError:
-            continue
-        except OSError:
-            if ordered:
-                raise
-            continue
+        while True:
+            try:
+                names = os.listdir(paths.queue_path(home, "info", str(n)))
+                break
+            except FileNotFoundError:
+                names = []
+                break
+            except OSError:
+                if pause is None:
+                    raise
+                pause("info/%d" % n)
         ids = [int(name) for name in names if name.isdigit()]
         yield from sorted(ids) if ordered else ids
 

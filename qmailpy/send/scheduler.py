@@ -11,6 +11,7 @@ and removes it.
 """
 import heapq
 import os
+import time
 
 from qmailpy import clock
 from qmailpy.addr.rewrite import REMOTE as REMOTE_CHANNEL
@@ -107,8 +108,13 @@ class Scheduler:
             self.done_add(msgid, now)
 
     def pqstart(self, now):
-        for msgid in qf.info_ids(self.home, self.split):
+        for msgid in qf.info_ids(self.home, self.split, pause=self.pausedir):
             self.pqadd(msgid, now)
+
+    def pausedir(self, name):
+        """qmail-send.c pausedir(): a queue subdirectory it cannot read is read again, not skipped."""
+        self.log.line("alert: unable to opendir %s, sleeping..." % name)
+        time.sleep(self.clock.delay(clock.SLEEP_PAUSEDIR))
 
     def pqrun(self, now):
         for ch in self.channels:
