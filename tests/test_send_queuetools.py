@@ -239,3 +239,20 @@ def test_qmail_todo_takes_nothing_out_of_todo_before_qmail_sends_s(scratch):
             os.kill(todo, 9)
             os.waitpid(todo, 0)
         clean.wait(timeout=30)
+
+
+def test_qmail_todo_opens_todo_again_10_s_after_it_could_not(scratch):
+    """qmail-todo.c reads todo/ with readsubdir and pausedir(): 'alert: unable to opendir todo,
+    sleeping...' and todo/ is opened again 10 s later, not at the next trigger or SLEEP_TODO
+    (25 minutes) later."""
+    from test_send_support import Send
+    msgid = int(queue_message(scratch.home).split("/")[1])
+    todo = os.path.join(scratch.home, "queue", "todo")
+    os.rename(todo, todo + ".aside")
+    open(todo, "w").close()                        # todo: ENOTDIR for now
+    send = Send(scratch, QMAILPY_TIMESCALE="20")  # 10 s: 0.5 s; SLEEP_TODO: 75 s
+    send.wait_line(r"^alert: unable to opendir todo, sleeping\.\.\.$")
+    os.unlink(todo)
+    os.rename(todo + ".aside", todo)               # no trigger: only the pause brings it back
+    send.wait_line(r"^end msg %d$" % msgid)
+    assert send.stop() == 0

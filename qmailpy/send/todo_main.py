@@ -117,8 +117,9 @@ class Todo:
         self.next_scan = self.clock.now() + self.clock.delay(clock.SLEEP_TODO)
         try:
             names = os.listdir(paths.queue_path(self.home, "todo"))
-        except OSError:
-            self.log("alert: qmail-todo: unable to opendir todo")
+        except OSError:            # qmail-todo.c's pausedir(): say so, try again in 10 s
+            self.log("alert: unable to opendir todo, sleeping...")
+            self.next_scan = self.clock.now() + self.clock.delay(clock.SLEEP_PAUSEDIR)
             return
         ids = sorted(int(n) for n in names if n.isdigit())
         for at in range(0, len(ids), BATCH):
