@@ -24,7 +24,7 @@ LAYERS = (
     ("shared data", ("users", "addr", "dkim")),
     ("SRS", ("srs",)),
     ("codecs and configuration", ("ctl", "proto", "dns", "maildirpp")),
-    ("foundation", ("paths", "exitcodes", "clock", "fileio", "forkexec", "log", "privs", "progstart", "scan", "sgetopt", "unixsock")),
+    ("foundation", ("paths", "exitcodes", "errstr", "clock", "fileio", "forkexec", "log", "privs", "progstart", "scan", "sgetopt", "unixsock")),
 )
 LAYER = {name: depth for depth, (_, names) in enumerate(LAYERS) for name in names}
 PACKAGE = os.path.join(ROOT, "qmailpy")

@@ -166,6 +166,17 @@ def test_qstat_and_qread(scratch):
         b: [{"channel": "remote", "address": "e@far", "done": False}]}
 
 
+def test_qread_says_trouble_in_qmail_words(scratch):
+    """qmail-qread.c err(): a message it cannot read is `warning: trouble with #N: ` and qmail's
+    error_str() (`file does not exist`, not strerror's text), and the listing goes on."""
+    msgid = int(queue_message(scratch.home).split("/")[1])
+    rw = Rewriter(["localhost"], [], [], "x")
+    assert preprocess(scratch.home, msgid, rw, Cleaner())[1]
+    os.unlink(layout.mess_path(scratch.home, msgid))
+    out = subprocess.run([str(BIN / "qmail-qread")], capture_output=True, env=scratch.env(), timeout=20)
+    assert (out.returncode, out.stdout) == (0, b"warning: trouble with #%d: file does not exist\n" % msgid)
+
+
 def test_stale_mess_files_found_by_qmail_send(scratch):
     from qmailpy.queue.clean import stale_mess_ids as stale_ids
     msgid = int(queue_message(scratch.home).split("/")[1])

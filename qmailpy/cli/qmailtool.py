@@ -27,7 +27,7 @@ def oserror(e, what):
     """A Fatal for an OSError: 'unable to <what>: <reason>', the reason in qmail's words
     (error_str: `file does not exist`, `file already exists`), as strerr_die*sys prints it;
     an errno qmail's table lacks keeps the system's text."""
-    from qmailpy.local.errors import error_str
+    from qmailpy.errstr import error_str
     reason = error_str(e)
     return Fatal("unable to %s: %s" % (what, e.strerror or e if reason == "unknown error" else reason))
 

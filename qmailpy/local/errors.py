@@ -1,12 +1,11 @@
 """qmail-local's way to fail: one exception carrying the exit code and qmail's text.
 
 qmail-local dies with strerr_die*(code, text); the text, plus a newline,
-becomes qmail-lspawn's report. error_str()/error_temp() copy qmail's own
-errno wording and its temporary-errno list, so reports read like qmail's.
+becomes qmail-lspawn's report, in qmail's errno wording (qmailpy.errstr).
 """
-import errno as E
 
 from qmailpy import exitcodes as X
+from qmailpy.errstr import error_str, error_temp  # noqa: F401  (qmail-local's modules say errors.error_str)
 
 OK, PERM, TEMP = X.DELIVERY_OK, X.DELIVERY_PERMANENT, X.DELIVERY_TEMPORARY
 
@@ -50,47 +49,3 @@ def perm(text):
     return Die(PERM, text)
 
 
-_STR = {
-    0: "no error", E.EINTR: "interrupted system call", E.ENOMEM: "out of memory",
-    E.ENOENT: "file does not exist", E.ETXTBSY: "text busy", E.EIO: "input/output error",
-    E.EEXIST: "file already exists", E.ETIMEDOUT: "timed out",
-    E.EINPROGRESS: "operation in progress", E.EAGAIN: "temporary failure",
-    E.EPIPE: "broken pipe", E.EPERM: "permission denied", E.EACCES: "access denied",
-    E.ESRCH: "no such process", E.ENXIO: "device not configured",
-    E.E2BIG: "argument list too long", E.ENOEXEC: "exec format error",
-    E.EBADF: "file descriptor not open", E.ECHILD: "no child processes",
-    E.EDEADLK: "operation would cause deadlock", E.EFAULT: "bad address",
-    E.EBUSY: "device busy", E.EXDEV: "cross-device link",
-    E.ENODEV: "device does not support operation", E.ENOTDIR: "not a directory",
-    E.EISDIR: "is a directory", E.EINVAL: "invalid argument",
-    E.ENFILE: "system cannot open more files", E.EMFILE: "process cannot open more files",
-    E.ENOTTY: "not a tty", E.EFBIG: "file too big", E.ENOSPC: "out of disk space",
-    E.ESPIPE: "unseekable descriptor", E.EROFS: "read-only file system",
-    E.EMLINK: "too many links", E.ELOOP: "symbolic link loop",
-    E.ENAMETOOLONG: "file name too long", E.ENOTEMPTY: "directory not empty",
-    E.EDQUOT: "disk quota exceeded", E.ESTALE: "stale NFS file handle",
-    E.ENOLCK: "no locks available", E.ENOSYS: "system call not available",
-    E.EOPNOTSUPP: "operation not supported",
-}
-
-_TEMPORARY = frozenset((
-    E.EINTR, E.ENOMEM, E.ETXTBSY, E.EIO, E.ETIMEDOUT, E.EWOULDBLOCK, E.EAGAIN,
-    E.EDEADLK, E.EBUSY, E.ENFILE, E.EMFILE, E.EFBIG, E.ENOSPC, E.ENETDOWN,
-    E.ENETUNREACH, E.ENETRESET, E.ECONNABORTED, E.ECONNRESET, E.ENOBUFS,
-    E.ETOOMANYREFS, E.ECONNREFUSED, E.EHOSTDOWN, E.EHOSTUNREACH, E.EUSERS,
-    E.EDQUOT, E.ESTALE, E.ENOLCK,
-))
-
-
-def error_str(err):
-    """qmail's error_str(): its own short wording, not strerror()."""
-    if isinstance(err, OSError):
-        err = err.errno
-    return _STR.get(err, "unknown error")
-
-
-def error_temp(err):
-    """qmail's error_temp(): is this errno worth a retry?"""
-    if isinstance(err, OSError):
-        err = err.errno
-    return err in _TEMPORARY

@@ -11,6 +11,7 @@ import json
 import os
 
 from qmailpy import exitcodes as X
+from qmailpy.errstr import error_str
 from qmailpy.proto.date822 import date822
 from qmailpy.queue import files, layout
 
@@ -64,7 +65,7 @@ def listing(home, echo, warn, as_json=False):
             try:
                 m = message(home, msgid)
             except OSError as e:
-                (warn if as_json else echo)("warning: trouble with #%d: %s" % (msgid, e.strerror or e))
+                (warn if as_json else echo)("warning: trouble with #%d: %s" % (msgid, error_str(e)))
                 continue
             out.append(m)
             if not as_json:

@@ -108,7 +108,7 @@ def _child(target, args, fdmess, fdout, cwd, env, unable, ids):
     _name(os.path.basename(os.fsdecode(args[0])))
     os.chdir(cwd)
     if ids:
-        from qmailpy.local.errors import error_temp
+        from qmailpy.errstr import error_temp
         try:
             os.setgroups(ids["extra_groups"])
             os.setresgid(ids["group"], ids["group"], ids["group"])

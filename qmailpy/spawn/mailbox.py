@@ -15,7 +15,7 @@ from collections import namedtuple
 
 from qmailpy.addr.keys import BREAK, mailbox_names
 from qmailpy.addr.rewrite import Rewriter
-from qmailpy.local.errors import error_temp
+from qmailpy.errstr import error_temp
 
 Assignment = namedtuple("Assignment", "user uid gid home dash ext quota", defaults=(None,))
 Assignment.__doc__ = """qmail-local's user/homedir/dash/ext, the uid/gid to run it as, and the

@@ -6,7 +6,7 @@ def start(args, fdmess, fdout, cwd, env, unable, ids=None):
     """Popen a delivery program (message on fd 0, output and errors on fdout), or the
     report `unable` gives for a failed exec: (soft, hard) by errno, as qmail's spawn does."""
     import subprocess
-    from qmailpy.local.errors import error_temp
+    from qmailpy.errstr import error_temp
     try:
         return subprocess.Popen(args, stdin=fdmess, stdout=fdout, stderr=subprocess.STDOUT,
                                 cwd=cwd, env=env, **(ids or {}))

@@ -15,7 +15,7 @@ def status(fatal, argv):
     """Run argv; its exit code, never 111 (that dies, as every trouble above, with `fatal`)."""
     import os
     from qmailpy import forkexec
-    from qmailpy.local.errors import error_temp
+    from qmailpy.errstr import error_temp
     try:
         pid = forkexec.start(argv, {}, os.environ, search=True)
     except OSError as e:

@@ -50,7 +50,7 @@ def run(command, head):
     """command with head + fd 0 on its fd 0; its exit code, or die as preline.c does."""
     import os
     from qmailpy import forkexec
-    from qmailpy.local.errors import error_temp
+    from qmailpy.errstr import error_temp
     from qmailpy.fileio import write_all
     from qmailpy.local.helpers.strerr import die, die_sys
     from qmailpy.local.message import read_chunks

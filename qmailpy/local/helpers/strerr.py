@@ -1,5 +1,5 @@
 """qmail's strerr_die*(): a program's last words as one line on fd 2, then its exit code."""
-from qmailpy.local.errors import error_str
+from qmailpy.errstr import error_str
 from qmailpy.fileio import write_all
 
 
