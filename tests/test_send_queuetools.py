@@ -177,6 +177,19 @@ def test_qread_says_trouble_in_qmail_words(scratch):
     assert (out.returncode, out.stdout) == (0, b"warning: trouble with #%d: file does not exist\n" % msgid)
 
 
+@pytest.mark.parametrize("missing", ["queue", "queue/info/7"])
+def test_qread_exits_111_when_the_queue_is_missing(scratch, missing):
+    """As qmail's qmail-qread (die_chdir, die_opendir): a queue/ or an info/ subdirectory
+    that cannot be opened, even one that does not exist, is fatal; exit 111, not an empty
+    listing with exit 0 (docs/qmail-qread.md)."""
+    import shutil
+    shutil.rmtree(os.path.join(scratch.home, missing))
+    for args in ([], ["--json"]):
+        out = subprocess.run([str(BIN / "qmail-qread"), *args], capture_output=True, env=scratch.env(), timeout=20)
+        assert (out.returncode, out.stdout) == (111, b"")
+        assert out.stderr.startswith(b"fatal: unable to read the queue: [Errno 2] No such file or directory: ")
+
+
 def test_stale_mess_files_found_by_qmail_send(scratch):
     from qmailpy.queue.clean import stale_mess_ids as stale_ids
     msgid = int(queue_message(scratch.home).split("/")[1])

@@ -79,13 +79,16 @@ def info_ids(home, split=layout.SPLIT, ordered=False, pause=None):
     """Every message id under info/, subdirectory by subdirectory (`ordered`, as qmail-qread
     lists them: by id within each). A subdirectory that exists but cannot be read raises
     OSError, or with `pause` (qmail-send's pausedir()) is handed to it and read again, as
-    qmail's readsubdir does: skipping it would leave its messages unscheduled until a restart."""
+    qmail's readsubdir does: skipping it would leave its messages unscheduled until a restart.
+    A missing one is skipped, but `ordered` (qmail-qread's die_opendir) raises for it too."""
     for n in range(split):
         while True:
             try:
                 names = os.listdir(paths.queue_path(home, "info", str(n)))
                 break
             except FileNotFoundError:
+                if ordered:
+                    raise
                 names = []
                 break
             except OSError:

@@ -59,7 +59,7 @@ def die_on_closed_pipe():
 def listing(home, echo, warn, as_json=False):
     """Show the queue of `home` through echo(text) (warnings: warn(text)); the exit code
     (EXIT_TROUBLE when the queue cannot be read)."""
-    out, code = [], 0
+    out = []
     try:
         for msgid in files.info_ids(home, ordered=True):
             try:
@@ -72,7 +72,7 @@ def listing(home, echo, warn, as_json=False):
                 echo("\n".join(render(m)))
     except OSError as e:
         warn("fatal: unable to read the queue: %s" % e)
-        code = X.EXIT_TROUBLE
+        return X.EXIT_TROUBLE
     if as_json:
         echo(json.dumps(out, indent=1))
-    return code
+    return 0
