@@ -155,6 +155,22 @@ def test_unreadable_controls(home):
     assert lines == ["421 unable to read controls (#4.3.0)"] and rc == 1
 
 
+def test_users_database_controls_are_not_read_at_connect(qhome):
+    """usersdb (the MySQL password: qmailu's, 0400, in production) and vpopmaildir are read when
+    the users database is opened, by qmail-usersd in production: qmail-smtpd (qmaild) could not
+    read them, and answered every connection 421 when control/usersdb existed. Without the
+    service an unreadable one is a temporary failure of the users database, as a database down."""
+    for name in ("usersdb", "vpopmaildir"):
+        os.makedirs(os.path.join(qhome.root, "control", name))
+    qhome.control("smtpauth", "1\n")
+    qhome.control("smtpauthplaintext", "1\n")
+    plain = base64.b64encode(b"\0joe@example.org\0secret").decode()
+    lines, err, rc = smtpd(qhome, ("EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n"
+                                   "RSET\r\nAUTH PLAIN %s\r\nQUIT\r\n" % plain).encode(), AUTHFAILDELAY="0")
+    assert (lines[0], lines[-5:], rc) == ("220 test.example ESMTP", [
+        "250 ok", "250 ok", "250 flushed", "454 temporary authentication failure (#4.3.0)", "221 test.example"], 0), err
+
+
 SMTPD_NUMBERS = [c for c in R.CONTROLS if c.kind in (R.NUMBER, R.BOOL) and "qmail-smtpd" in c.readers]
 
 

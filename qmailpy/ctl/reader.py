@@ -131,10 +131,10 @@ class Controls:
 
         Programs call it at start, so that a malformed or unreadable number or
         line stops them before any mail moves (qmail reads its controls at
-        start too); lists and cdbs stay lazy and fail where they are used.
+        start too); lists, cdbs and the registry's `lazy` controls are read where they are used.
         """
         for c in R.CONTROLS:
-            if c.kind in SINGLE_KINDS and program in c.readers:
+            if c.kind in SINGLE_KINDS and program in c.readers and not c.lazy:
                 self.setting(c.name)
         return self
 

@@ -30,18 +30,21 @@ class Control:
     """One control file: how to read it, its default, who reads it, what it does.
 
     env names an environment variable that overrides the file; keep_empty says
-    an empty file is a value (doublebounceto) rather than "use the default".
+    an empty file is a value (doublebounceto) rather than "use the default"; lazy says
+    it is read only when it is used, never by require() at start (the users database's
+    controls: qmail-smtpd and qmail-queue open the database only without qmail-usersd,
+    and control/usersdb, which holds the MySQL password, is qmailu's alone).
     A plain slotted class: namedtuple/NamedTuple would import collections or
     typing (and re) into every qmail-smtpd start.
     """
     __slots__ = ("name", "kind", "default", "group", "readers", "doc", "maximum", "env", "aliases",
-                 "keep_empty", "minimum")
+                 "keep_empty", "minimum", "lazy")
 
     def __init__(self, name, kind, default, group, readers, doc, maximum=None, env=None, aliases=(),
-                 keep_empty=False, minimum=0):
+                 keep_empty=False, minimum=0, lazy=False):
         self.name, self.kind, self.default, self.group = name, kind, default, group
         self.readers, self.doc, self.maximum, self.env = readers, doc, maximum, env
-        self.aliases, self.keep_empty, self.minimum = aliases, keep_empty, minimum
+        self.aliases, self.keep_empty, self.minimum, self.lazy = aliases, keep_empty, minimum, lazy
 
     def __repr__(self):
         return "Control(%r, %r)" % (self.name, self.kind)
@@ -154,10 +157,10 @@ CONTROLS = (
        "Seconds a POP3 login lets its IP relay (POP-before-SMTP window)."),
     _c("usersdb", LINE, "", "auth", f"{SMTPD} {LOCAL} qmail-users",
        "Mailbox users database: empty = SQLite file users/vpopmail.sqlite under the qmail home; "
-       "or vpopmail's MySQL line host|port|user|password|database.", keep_empty=True),
+       "or vpopmail's MySQL line host|port|user|password|database.", keep_empty=True, lazy=True),
     _c("vpopmaildir", LINE, "", "auth", f"{LOCAL} qmail-users",
        "Home of the virtual domains (vpopmail's ~vpopmail); empty = vpopmail/ under the qmail home.",
-       keep_empty=True),
+       keep_empty=True, lazy=True),
     # -- antispam lists
     _c("badmailfrom", LIST, (), "antispam", SMTPD, "Refused senders: addresses or @host."),
     _c("badmailpatterns", PATTERNS, (), "antispam", SMTPD, "Refused senders as patterns; '!' lines are exceptions."),
