@@ -54,7 +54,7 @@ def _c(name, kind, default, group, readers, doc, **kw):
     return Control(name, kind, default, group, tuple(readers.split()), doc, **kw)
 
 
-SMTPD, QUEUE, SEND, LOCAL, REMOTE = "qmail-smtpd", "qmail-queue", "qmail-send", "qmail-local", "qmail-remote"
+SMTPD, QUEUE, SEND, REMOTE = "qmail-smtpd", "qmail-queue", "qmail-send", "qmail-remote"
 TODO, LSPAWN = "qmail-todo", "qmail-lspawn"
 INJECT = "qmail-inject sendmail"      # sendmail runs qmail-inject
 # Readers that are qmail's programs but not qmailpy's yet: docs/ says "(not yet)".
@@ -84,7 +84,7 @@ GROUPS = {
 
 CONTROLS = (
     # -- identity
-    _c("me", LINE, None, "identity", f"{SMTPD} {SEND} {REMOTE} {INJECT}",
+    _c("me", LINE, None, "identity", f"{SMTPD} {SEND} {TODO} {LSPAWN} {QUEUE} {REMOTE} {INJECT}",
        "This host's fully qualified name; the default of most host names below (absent: the system host name)."),
     _c("defaultdomain", LINE, ME, "identity", INJECT, "Domain appended to host names without a dot.",
        env="QMAILDEFAULTDOMAIN"),
@@ -93,7 +93,7 @@ CONTROLS = (
     _c("plusdomain", LINE, ME, "identity", INJECT, "Replaces a trailing '+' in a host name.",
        env="QMAILPLUSDOMAIN"),
     _c("idhost", LINE, ME, "identity", INJECT, "Host name used in Message-IDs.", env="QMAILIDHOST"),
-    _c("envnoathost", LINE, ME, "identity", f"{SEND} {TODO} {QUEUE} {SMTPD}",
+    _c("envnoathost", LINE, ME, "identity", f"{SEND} {TODO} {LSPAWN} {QUEUE} {SMTPD}",
        "Domain given to envelope recipients without '@'."),
     _c("localiphost", LINE, ME, "identity", f"{SMTPD} {QUEUE}", "Replaces [my-IP] domain literals in recipients."),
     # -- smtp
@@ -121,10 +121,10 @@ CONTROLS = (
        env="TARPITCOUNT"),
     _c("tarpitdelay", NUMBER, 5, "smtp", SMTPD, "Seconds of delay per RCPT past tarpitcount.", env="TARPITDELAY"),
     # -- relay
-    _c("rcpthosts", LIST, None, "relay", SMTPD,
+    _c("rcpthosts", LIST, None, "relay", f"{SMTPD} {SEND}",
        "Domains we accept mail for ('.example.com' = its subdomains); absent = any domain (open relay)."),
     _c("morercpthosts", LIST, (), "relay", "qmail-newmrh", "Source text of morercpthosts.cdb."),
-    _c("morercpthosts.cdb", CDB, None, "relay", SMTPD, "More rcpthosts, as a cdb of the domains (qmail-newmrh's format)."),
+    _c("morercpthosts.cdb", CDB, None, "relay", f"{SMTPD} {SEND}", "More rcpthosts, as a cdb of the domains (qmail-newmrh's format)."),
     _c("relayclients", LIST, (), "relay", SMTPD, "Client IPs ('1.2.3.4:' or prefix '192.168.1.:') that may relay."),
     _c("relaydomains", LIST, (), "relay", SMTPD, "Client host names ('host:' or '.domain:') that may relay: TCPREMOTEHOST, which only tcpserver -p confirms."),
     _c("relaymailfrom", LIST, (), "relay", SMTPD, "Senders (address or @domain) that may relay; not recommended."),
@@ -132,7 +132,7 @@ CONTROLS = (
        "Domains delivered locally."),
     _c("virtualdomains", LIST, (), "relay", f"{SEND} {TODO} {LSPAWN} {QUEUE} {SMTPD}",
        "'domain:prefix' lines mapping virtual domains to users."),
-    _c("percenthack", LIST, (), "relay", f"{SEND} {TODO} {QUEUE} {SMTPD}",
+    _c("percenthack", LIST, (), "relay", f"{SEND} {TODO} {LSPAWN} {QUEUE} {SMTPD}",
        "Domains where user%host@domain is rewritten to user@host."),
     _c("userchk", BOOL, 0, "relay", SMTPD, "1: refuse unknown mailbox users of hosted domains at RCPT (chkuser)."),
     # -- auth
@@ -153,12 +153,12 @@ CONTROLS = (
     _c("authsender", BOOL, 0, "auth", SMTPD, "1: the MAIL FROM domain must be the authenticated user's domain."),
     _c("popbeforesmtp", BOOL, 1, "auth", SMTPD, "1: clients that logged in over POP3 recently may relay."),
     _c("smdcheck", BOOL, 0, "auth", SMTPD, "1: relaying clients must use one of our domains as sender."),
-    _c("popbeforesmtptimeout", NUMBER, 1800, "auth", SMTPD,
+    _c("popbeforesmtptimeout", NUMBER, 1800, "auth", f"{SMTPD} qmail-users",
        "Seconds a POP3 login lets its IP relay (POP-before-SMTP window)."),
-    _c("usersdb", LINE, "", "auth", f"{SMTPD} {LOCAL} qmail-users",
+    _c("usersdb", LINE, "", "auth", f"{SMTPD} {QUEUE} {LSPAWN} qmail-users",
        "Mailbox users database: empty = SQLite file users/vpopmail.sqlite under the qmail home; "
        "or vpopmail's MySQL line host|port|user|password|database.", keep_empty=True, lazy=True),
-    _c("vpopmaildir", LINE, "", "auth", f"{LOCAL} qmail-users",
+    _c("vpopmaildir", LINE, "", "auth", f"{SMTPD} {QUEUE} {LSPAWN} qmail-users",
        "Home of the virtual domains (vpopmail's ~vpopmail); empty = vpopmail/ under the qmail home.",
        keep_empty=True, lazy=True),
     # -- antispam lists
@@ -264,12 +264,12 @@ CONTROLS = (
        ("I tried to deliver a bounce message to this address, but the bounce bounced!",),
        "bounce", SEND, "Text of a double bounce."),
     # -- srs
-    _c("srs/srs_domain", LINE, ME, "srs", f"{SEND} {TODO} {LSPAWN}", "Domain of SRS addresses."),
-    _c("srs/srs_secrets", SECRETS, (), "srs", f"{LOCAL} {SEND}", "Keys for new SRS addresses, newest first (setsrssecret)."),
-    _c("srs/revers_srs_secrets", SECRETS, (), "srs", f"{SMTPD} {TODO} {LSPAWN}",
+    _c("srs/srs_domain", LINE, ME, "srs", f"{SMTPD} {SEND} {TODO}", "Domain of SRS addresses."),
+    _c("srs/srs_secrets", SECRETS, (), "srs", SEND, "Keys for new SRS addresses, newest first (setsrssecret)."),
+    _c("srs/revers_srs_secrets", SECRETS, (), "srs", f"{SMTPD} {SEND} {TODO}",
        "Keys accepted on SRS bounces, newest first."),
     _c("srs/srs_secrets_age", SECRETS, (), "srs", "setsrssecret", "'key timestamp' lines: when each key was made."),
-    _c("srs/srs_max_age", NUMBER, 2592000, "srs", f"{SMTPD} {SEND} {TODO}",
+    _c("srs/srs_max_age", NUMBER, 2592000, "srs", f"{SMTPD} {SEND} {TODO} setsrssecret",
        "Seconds an SRS address stays valid (30 days)."),
 )
 
