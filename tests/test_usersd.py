@@ -435,3 +435,16 @@ def test_a_client_that_asks_and_never_reads_its_answers_grows_nothing():
         server.stop()
         t.join(10)
         shutil.rmtree(top)
+
+
+def test_a_home_that_does_not_exist_is_exit_111(tmp_path):
+    """docs/qmail-usersd.md: 111 when the socket cannot be made. A QMAILHOME that names no qmail
+    home used to be made (os.makedirs of sock/'s whole path) and served; it is refused, as
+    qmail-queued refuses it, and nothing is created."""
+    home = str(tmp_path / "none" / "qmail")
+    r = subprocess.run([program("qmail-usersd")], capture_output=True, timeout=30,
+                       env=dict(os.environ, QMAILHOME=home, QMAILPY_SINGLEUSER="1"))
+    assert r.returncode == 111
+    assert r.stderr.decode().split(" ", 2)[2] == (
+        'fatal reason="cannot listen on %s/sock/users: No such file or directory"\n' % home)
+    assert os.listdir(str(tmp_path)) == []

@@ -37,9 +37,13 @@ def _uids(names):
 
 
 def bind(path):
-    """The listening socket at `path` (qmailpy.unixsock: renamed into place)."""
+    """The listening socket at `path` (qmailpy.unixsock: renamed into place). sock/ is made
+    when missing, never the qmail home above it: a QMAILHOME that is no home is an error."""
     from qmailpy.unixsock import listen_at
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        os.mkdir(os.path.dirname(path), 0o755)
+    except FileExistsError:
+        pass
     return listen_at(path, 128)
 
 
