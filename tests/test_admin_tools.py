@@ -240,3 +240,22 @@ def test_maildirmake_folder_and_quota_as_courier(tmp_path):
 def test_help(name):
     r = subprocess.run([program(name), "--help"], capture_output=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith(b"usage: " + name.encode())
+
+
+@pytest.mark.parametrize("name", ["qmail-queued", "qmail-usersd"])
+def test_services_refuse_an_argument(tmp_path, name):
+    """docs/qmail-queued.md and qmail-usersd.md: any argument but --help is a usage error, exit 100,
+    before anything is bound (no sock/ is made)."""
+    env = dict(os.environ, QMAILHOME=str(tmp_path), QMAILPY_SINGLEUSER="1")
+    r = subprocess.run([program(name), "x"], capture_output=True, timeout=60, env=env)
+    assert (r.returncode, r.stdout, r.stderr.split(b"\n")[0]) == (100, b"", b"usage: " + name.encode())
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_qstat_without_a_queue_is_111(tmp_path):
+    """docs/qmail-qstat.md: 111 with a message on stderr when the queue cannot be read."""
+    r = subprocess.run([program("qmail-qstat")], capture_output=True, timeout=60,
+                       env=dict(os.environ, QMAILHOME=str(tmp_path)))
+    assert (r.returncode, r.stdout) == (111, b"")
+    assert r.stderr == ("qmail-qstat: fatal: unable to read the queue: [Errno 2] No such file or directory: "
+                        "'%s/queue/mess'\n" % tmp_path).encode()
