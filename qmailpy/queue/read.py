@@ -10,7 +10,7 @@ Bytes outside printable ASCII are shown as `_`. Only preprocessed messages
 import json
 import os
 
-from qmailpy import exitcodes as X
+from qmailpy import exitcodes as X, paths
 from qmailpy.errstr import error_str
 from qmailpy.proto.date822 import date822
 from qmailpy.queue import files, layout
@@ -58,20 +58,29 @@ def die_on_closed_pipe():
 
 def listing(home, echo, warn, as_json=False):
     """Show the queue of `home` through echo(text) (warnings: warn(text)); the exit code
-    (EXIT_TROUBLE when the queue cannot be read)."""
+    (EXIT_TROUBLE when the queue cannot be read). The troubles are qmail-qread.c's lines
+    (die_chdir, die_opendir, err), on stdout as qmail's; with as_json on stderr."""
+    say = warn if as_json else echo
     out = []
+    queue = paths.queue_path(home)
+    try:
+        os.stat(queue)
+    except OSError as e:
+        say("fatal: unable to chdir: %s" % error_str(e))
+        return X.EXIT_TROUBLE
     try:
         for msgid in files.info_ids(home, ordered=True):
             try:
                 m = message(home, msgid)
             except OSError as e:
-                (warn if as_json else echo)("warning: trouble with #%d: %s" % (msgid, error_str(e)))
+                say("warning: trouble with #%d: %s" % (msgid, error_str(e)))
                 continue
             out.append(m)
             if not as_json:
                 echo("\n".join(render(m)))
     except OSError as e:
-        warn("fatal: unable to read the queue: %s" % e)
+        where = os.path.relpath(e.filename, queue) if e.filename else "info"
+        say("fatal: unable to opendir %s: %s" % (where, error_str(e)))
         return X.EXIT_TROUBLE
     if as_json:
         echo(json.dumps(out, indent=1))
