@@ -230,17 +230,24 @@ def test_spfguess_drops_its_version_terms():
 
 
 def test_spfguess_errors():
-    """A guess that fails to look up is no record at all (none), unless spfrules were added
-    (error); a guess that does not parse is unknown."""
+    """A guess that fails to look up is no record at all (none), also with spfrules after it
+    (rc5 spf.c: SPF_ERROR while guessing, outside the local rules); a DNS problem in the
+    spfrules stays an error; a guess that does not parse is unknown."""
     lines = ["x.example A 198.51.100.1", "t.example SERVFAIL"]
     result, _ = check(lines, "joe@x.example", spfguess="a:t.example")
     assert facts(result)[:6] == (
         "none", "x.example", "mailfrom", "", "none (mailfrom, x.example)",
         "Received-SPF: none (mx.here: domain at x.example does not designate permitted sender hosts) "
         "client-ip=192.0.2.7; envelope-from=joe@x.example;\n")
-    result, _ = check(lines, "joe@x.example", spfguess="a:t.example", spfrules="ip4:10.0.0.1")
+    result, queries = check(lines, "joe@x.example", spfguess="a:t.example", spfrules="ip4:192.0.2.7")
+    assert facts(result)[:5] == ("none", "x.example", "mailfrom", "", "none (mailfrom, x.example)")
+    result, queries = check(lines, "joe@x.example", spfguess="ip4:10.0.0.1", spfrules="a:t.example ip4:192.0.2.7")
     assert facts(result)[:5] == ("error", "x.example", "mailfrom", "DNS problem",
                                  "error (mailfrom, local policy: DNS problem)")
+    assert queries[-1] == ("t.example", "A")
+    result, queries = check(lines, "joe@x.example", spfguess="-ip4:192.0.2.0/24", spfrules="a:t.example")
+    assert facts(result)[:5] == ("fail", "x.example", "mailfrom", "", "fail (mailfrom, local policy)")
+    assert queries == [("x.example", "TXT")]
     result, _ = check(lines, "joe@x.example", spfguess="v=spf1 a/24 moo")
     assert facts(result)[:5] == ("unknown", "x.example", "mailfrom", "Unknown mechanism found: moo",
                                  "unknown (mailfrom, local policy: Unknown mechanism found: moo)")

@@ -8,7 +8,7 @@ qmail-smtpd.c, whose logic is rc5's with renamed result words):
   '-', '~' or '?' mechanisms that ends in 'all' (not at all when that run is
   the record's first mechanism); a domain without a record is judged by
   spfguess followed by spfrules, and when nothing there matches the result is
-  none; mechanisms of these local rules are attributed to "local policy";
+  none (so is a DNS problem in spfguess; one in spfrules is an error); mechanisms of these local rules are attributed to "local policy";
 - results: pass fail softfail neutral none unknown (pyspf's permerror) error
   (pyspf's temperror) -- rc5's words, which H-Sphere's qmail wrote;
 - explanation: the domain's own exp= text (several TXT records make several
@@ -170,6 +170,20 @@ def with_local(record, rules):
     return " ".join([version] + placed), [t for t in rules if t not in own]
 
 
+def guess_check(q, guess, rules):
+    """pyspf's result for a domain without record: spfguess's terms, then (when none of them
+    matched) spfrules'. As rc5's spflookup() (spf.c, case SPF_ERROR while guessing), a DNS
+    problem in a spfguess mechanism ends the check as no record at all (none), one in a
+    spfrules mechanism stays an error."""
+    if guess:
+        res = q.check(spf=" ".join(["v=spf1"] + guess))[0]
+        if res == "temperror":
+            return "none"
+        if res != "neutral" or q.mechanism is not None or not rules:
+            return res
+    return q.check(spf=" ".join(["v=spf1"] + rules))[0]
+
+
 def attach_query(ctx, resolver):
     """Give ctx the pyspf Query that checks its client, sender and HELO through `resolver`,
     every lookup of it ending within QUERYTIME from now (PermError: an unusable IP)."""
@@ -220,19 +234,16 @@ def evaluate(policy, env):
     if guessing:
         if not guess and not rules:
             return SpfResult("none", domain, identity, ctx, exp=spfexp)
-        record = " ".join(["v=spf1"] + guess + rules)
     else:
         record, local = with_local(record, rules)
     try:
-        res, _, _ = q.check(spf=record)
+        res = guess_check(q, guess, rules) if guessing else q.check(spf=record)[0]
     except Exception as e:          # pyspf bugs must not end the session
         return SpfResult("unknown", domain, identity, ctx, error="%s: %s" % (type(e).__name__, e), exp=spfexp)
     word = RESULT_WORDS.get(res, "unknown")
     if guessing:
         ctx.expdomain = ""
         if word == "neutral" and q.mechanism is None:
-            word = "none"
-        elif word == "error" and not rules:
             word = "none"
         if word == "none":
             ctx.expdomain = None
