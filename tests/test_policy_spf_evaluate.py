@@ -215,6 +215,20 @@ def test_local_rules_inserted_into_a_record():
     assert facts(result)[:5] == ("pass", "x.example", "mailfrom", "", "pass (mailfrom, x.example)")
 
 
+def test_local_rules_inserted_into_a_redirect_target_too():
+    """rc5's spflookup() keeps `main` across redirect=, so the target record of the checked
+    domain's redirect gets spfrules as the domain's own would; an include's does not."""
+    lines = ["x.example TXT v=spf1 redirect=_spf.y.example", "_spf.y.example TXT v=spf1 mx -all",
+             "i.example TXT v=spf1 include:_spf.y.example -all"]
+    result, queries = check(lines, "joe@x.example", spfrules="ip4:192.0.2.7")
+    assert queries == [("x.example", "TXT"), ("_spf.y.example", "TXT"), ("_spf.y.example", "MX")]
+    assert facts(result)[:5] == ("pass", "x.example", "mailfrom", "", "pass (mailfrom, local policy)")
+    result, _ = check(lines, "joe@x.example", spfrules="ip4:10.0.0.0/8")
+    assert facts(result)[:5] == ("fail", "x.example", "mailfrom", "", "fail (mailfrom, x.example)")
+    result, _ = check(lines, "joe@i.example", spfrules="ip4:10.0.0.0/8 ip4:192.0.2.7")
+    assert facts(result)[:5] == ("pass", "i.example", "mailfrom", "", "pass (mailfrom, local policy)")
+
+
 def test_local_rules_without_a_record_or_guess():
     result, queries = check(["x.example A 198.51.100.1"], "joe@x.example", spfrules="ip4:192.0.2.7")
     assert queries == [("x.example", "TXT")]

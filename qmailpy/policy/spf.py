@@ -6,7 +6,7 @@ qmail-smtpd.c, whose logic is rc5's with renamed result words):
 - 127.0.0.1 and this host's own addresses always pass;
 - spfrules (local rules) are inserted before the record's first run of
   '-', '~' or '?' mechanisms that ends in 'all' (not at all when that run is
-  the record's first mechanism); a domain without a record is judged by
+  the record's first mechanism), in a redirect= target's record too; a domain without a record is judged by
   spfguess followed by spfrules, and when nothing there matches the result is
   none (so is a DNS problem in spfguess; one in spfrules is an error); mechanisms of these local rules are attributed to "local policy";
 - results: pass fail softfail neutral none unknown (pyspf's permerror) error
@@ -37,8 +37,9 @@ pyspf's own DNS function uses a deprecated dnspython call and no test
 resolver, so its module-level DNSLookup is pointed at _lookup(), which asks
 the resolver of the query being evaluated (qmailpy.dns.resolver or
 StaticResolver). The Query subclass relies on pyspf 2.0.14's internals
-(dns(), expand(), get_explanation(), exps, mechanism, prob, mech): setup.cfg
-pins that version. dnspython and pyspf are imported only when a check runs.
+(dns(), dns_spf(), check1(), expand(), get_explanation(),
+exps, mechanism, prob, mech): setup.cfg pins that version. dnspython and pyspf
+are imported only when a check runs.
 The result and its texts (Received-SPF, the explanation): qmailpy.policy.spfresult.
 """
 import contextvars
@@ -116,6 +117,20 @@ def _query_class():
                 return super().dns(*args, **kwargs)
             finally:
                 _resolver.reset(token)
+
+        def check(self, spf=None):
+            self.records = 0        # records judged at the top level (the domain's, its redirect targets)
+            return super().check(spf)
+
+        def check1(self, spf, domain, recursion):
+            """A redirect= target of the checked domain gets spfrules as its record would: rc5's
+            spflookup() keeps `main` set across redirect= (an include: target's do not)."""
+            if recursion == 0 and spf:
+                if self.records and self.local_rules:
+                    spf, inserted = with_local(spf, self.local_rules)
+                    self.local_terms.update(inserted)
+                self.records += 1
+            return super().check1(spf, domain, recursion)
 
         def dns_spf(self, domain):
             """The domain's record; a final dot is no empty label (RFC 7208 4.3, and rc5's
@@ -201,6 +216,7 @@ def attach_query(ctx, resolver):
     # pyspf's default strict=True: RFC 7208's limits and syntax errors are permerrors
     q = _Query(i=ctx.ip, s=sender, h=ctx.helo, receiver=ctx.receiver or None, querytime=QUERYTIME)
     q.resolver = resolver.until(time.monotonic() + QUERYTIME)     # %{p} of the explanation too
+    q.local_rules, q.local_terms, q.records = (), set(), 0     # spfrules for redirect targets (evaluate())
     ctx.query = q
     return ctx
 
@@ -242,6 +258,7 @@ def evaluate(policy, env):
             return SpfResult("none", domain, identity, ctx, exp=spfexp)
     else:
         record, local = with_local(record, rules)
+        q.local_rules = rules
     try:
         res = guess_check(q, guess, rules) if guessing else q.check(spf=record)[0]
     except Exception as e:          # pyspf bugs must not end the session
@@ -253,7 +270,7 @@ def evaluate(policy, env):
             word = "none"
         if word == "none":
             ctx.expdomain = None
-    elif q.mechanism is not None and q.mechanism in local:
+    elif q.mechanism is not None and (q.mechanism in local or q.mechanism in q.local_terms):
         ctx.expdomain = ""
     error = ""
     if word == "error":
