@@ -108,9 +108,11 @@ def test_helo_identity_is_the_helo_name_as_given():
     assert (result.result, result.domain, result.identity) == ("none", "x@h.example", "helo")
 
 
-def test_sender_without_at_is_checked_as_postmaster_at_helo():
-    """MAIL FROM without a domain: the HELO identity, %{s} is postmaster@HELO (RFC 7208 7.2)."""
-    result, queries = check(["h.example TXT v=spf1 -all"], "joe", spfexp="%{s} %{l} %{o}")
+@pytest.mark.parametrize("sender", ["joe", "joe@"])
+def test_sender_without_a_domain_is_checked_as_postmaster_at_helo(sender):
+    """MAIL FROM without a domain (no '@', or nothing after the last one: rc5's spfcheck()):
+    the HELO identity, %{s} is postmaster@HELO (RFC 7208 7.2)."""
+    result, queries = check(["h.example TXT v=spf1 -all"], sender, spfexp="%{s} %{l} %{o}")
     assert queries == [("h.example", "TXT")]
     assert facts(result) == (
         "fail", "h.example", "helo", "", "fail (helo, h.example)",

@@ -205,6 +205,12 @@ def guess_check(q, guess, rules):
     return q.check(spf=" ".join(["v=spf1"] + rules))[0]
 
 
+def has_domain(sender):
+    """Does the MAIL FROM address name a domain (something after its last '@')? If not
+    ('joe', 'joe@', <>) the HELO identity is checked, as rc5's spfcheck()."""
+    return sender.rfind("@") + 1 not in (0, len(sender))
+
+
 def attach_query(ctx, resolver):
     """Give ctx the pyspf Query that checks its client, sender and HELO through `resolver`,
     every lookup of it ending within QUERYTIME from now (PermError: an unusable IP)."""
@@ -212,7 +218,7 @@ def attach_query(ctx, resolver):
     import time
     if _Query is None:
         _Query = _query_class()
-    sender = ctx.sender if "@" in ctx.sender else ""
+    sender = ctx.sender if has_domain(ctx.sender) else ""
     # pyspf's default strict=True: RFC 7208's limits and syntax errors are permerrors
     q = _Query(i=ctx.ip, s=sender, h=ctx.helo, receiver=ctx.receiver or None, querytime=QUERYTIME)
     q.resolver = resolver.until(time.monotonic() + QUERYTIME)     # %{p} of the explanation too
@@ -227,7 +233,7 @@ def evaluate(policy, env):
     sender = env.sender or ""
     helo = env.helo or ""
     receiver = policy.peer.local_host
-    if "@" in sender:
+    if has_domain(sender):
         domain, identity = sender[sender.rfind("@") + 1:], "mailfrom"
     else:
         domain, identity = helo, "helo"          # RFC 7208 2.3: the HELO name as given
