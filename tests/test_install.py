@@ -202,6 +202,21 @@ def test_run_scripts():
         assert subprocess.run(["sh", "-n"], input=script.encode()).returncode == 0
 
 
+def test_the_installers_default_flags_are_the_run_scripts(tmp_path):
+    """tools/install.py --production gives Settings its --tcpserver-flags, so that option's default
+    is what the installed run scripts get: services.TCPSERVER_FLAGS, with -p (relaydomains trusts
+    TCPREMOTEHOST, which only -p confirms). The option's own default was "-v -R", so an install
+    wrote tcpserver without -p although 07e22ab made it the run scripts' default."""
+    import importlib.util
+    from qmailpy.install import services
+    spec = importlib.util.spec_from_file_location("install_tool", os.path.join(ROOT, "tools", "install.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = tool.parse_args([str(tmp_path / "qmail"), ROOT, sys.executable, "--production"])
+    assert args.tcpserver_flags == services.TCPSERVER_FLAGS
+    assert "    tcpserver -v -R -p -x " in services.render_smtpd_run(_settings(tcpserver_flags=args.tcpserver_flags))
+
+
 def test_crontabs():
     from qmailpy.install import services
     user = services.render_crontab(_settings())

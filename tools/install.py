@@ -22,7 +22,8 @@ alias/.qmail-postmaster, -mailer-daemon, -root delivering to alias/Maildir/
 install makes these; --production gives them to the alias user). Options:
 --smtp-port (25), --smtps-port (465: qmail-smtpsd, SMTPS), --smtp-listen (0: every address), --softlimit BYTES
 (qmail-smtpd's memory limit, none by default), --pop3-port (110),
---pop3-listen (*), --tcpserver-flags ("-v -R"). See docs/operations.md.
+--pop3-listen (*), --tcpserver-flags ("-v -R -p", qmailpy.install.services.TCPSERVER_FLAGS).
+See docs/operations.md.
 """
 import argparse
 import os
@@ -65,8 +66,10 @@ def parse_args(argv):
     ap.add_argument("--smtp-listen", default="0", help="tcpserver's host argument (0: every address)")
     ap.add_argument("--softlimit", type=int, default=None, metavar="BYTES",
                     help="run tcpserver + qmail-smtpd under softlimit -m BYTES")
-    ap.add_argument("--tcpserver-flags", default="-v -R",
-                    help="tcpserver's options besides -x -c -u -g (add -H -l NAME to skip DNS lookups)")
+    from qmailpy.install.services import TCPSERVER_FLAGS
+    ap.add_argument("--tcpserver-flags", default=TCPSERVER_FLAGS,
+                    help="tcpserver's options besides -x -c -u -g (default %(default)s: -p confirms "
+                         "TCPREMOTEHOST, which relaydomains trusts; add -H -l NAME to skip DNS lookups)")
     ap.add_argument("--smtp-server", choices=("tcpserver", "qmail-tcpserver"), default="tcpserver",
                     help="what runs qmail-smtpd: tcpserver (exec per connection, the qmail way; default) or "
                          "qmail-tcpserver (the same options and tcp.smtp.cdb, qmail-smtpd preloaded and "
