@@ -36,3 +36,35 @@ def test_a_failure_leaves_the_old_file_and_no_debris(tmp_path):
     with pytest.raises(FileNotFoundError):
         atomic_write(str(path), b"new", tmp=str(tmp_path / "missing" / "t"))
     assert path.read_bytes() == b"old"
+
+
+# Loops that write until all is written and stay outside fileio.write_all, each for a reason.
+OWN_WRITE_LOOPS = {
+    "fileio.py": "write_all itself",
+    "log.py": "foundation, beside fileio: may not import it (tests/test_layers.py)",
+    "progstart.py": "foundation, beside fileio: may not import it",
+    "queue/files.py": "qmail-send's trouble(): each failed write is retried after a pause",
+    "smtpd/main.py": "qmail-smtpd: a plain session loads no module it can do without "
+                     "(tests/test_smtpd.py::test_plain_session_imports_nothing_heavy); also non-blocking",
+    "smtpd/queueclient.py": "qmail-smtpd, loaded by every session: the same budget",
+    "send/inject.py": "non-blocking, resumed by qmail-send's loop",
+}
+
+
+def test_write_all_is_the_one_write_until_done_loop():
+    """dd2419e made fileio.write_all the one loop that writes until every byte is out, but left
+    copies of it in qmail-local's report, the spawns' children, qmail-todo and its qmail-clean
+    client. A module calls write_all and keeps its own reading of an error; only the loops
+    above keep their own, each for the reason given."""
+    import re
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "qmailpy")
+    loop = re.compile(r"([A-Za-z_][A-Za-z_0-9.]*) = \1\[os\.write\(")
+    found = set()
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                with open(path, encoding="utf-8") as f:
+                    if loop.search(f.read()):
+                        found.add(os.path.relpath(path, root))
+    assert found == set(OWN_WRITE_LOOPS)

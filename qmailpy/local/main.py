@@ -8,6 +8,7 @@ import os
 import sys
 
 from qmailpy.exitcodes import EXIT_TROUBLE
+from qmailpy.fileio import write_all
 from qmailpy.log import guard
 
 
@@ -18,10 +19,8 @@ def main():
     start()                      # qmail's getopt: --help is a usage error (exit 100)
     os.umask(0o077)
     code, report = deliver(sys.argv[1:], 0, os.environ)
-    data = report.encode("utf-8", "surrogateescape")
     try:
-        while data:
-            data = data[os.write(1, data):]
+        write_all(1, report.encode("utf-8", "surrogateescape"))
     except OSError:
         pass
     return code

@@ -6,6 +6,7 @@ each, so the answers never fill the pipe while the requests go out).
 """
 import os
 
+from qmailpy.fileio import write_all
 from qmailpy.proto.cleanwire import encode
 
 
@@ -34,8 +35,7 @@ class CleanClient:
         data = b"".join(encode(kind, msgid) for msgid in msgids)
         answers, why = b"", "end of file"
         try:
-            while data:
-                data = data[os.write(self.fd_out, data):]
+            write_all(self.fd_out, data)
             while len(answers) < len(msgids):
                 got = os.read(self.fd_in, len(msgids) - len(answers))
                 if not got:

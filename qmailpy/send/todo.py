@@ -18,6 +18,7 @@ are all on disk, the requests pipelined.
 import os
 
 from qmailpy.addr.rewrite import LOCAL, REMOTE
+from qmailpy.fileio import write_all
 from qmailpy.proto import cleanwire as clean_wire
 from qmailpy.queue import layout
 from qmailpy.proto import todowire
@@ -50,9 +51,7 @@ def _unlink_old(path, name):
 
 def _write(fd, data, name):
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
     except OSError:
         raise Trouble("trouble writing to " + name) from None
 

@@ -22,6 +22,7 @@ import signal
 from qmailpy import clock, exitcodes as X, paths
 from qmailpy.ctl.reader import ControlError
 from qmailpy.ctl.watch import WatchedControls
+from qmailpy.fileio import write_all
 from qmailpy.log import guard, write_line
 from qmailpy.progstart import start
 from qmailpy.proto import todowire
@@ -67,8 +68,7 @@ class Todo:
         if not self.send_alive:
             return
         try:
-            while data:
-                data = data[os.write(TO_SEND, data):]
+            write_all(TO_SEND, data)
         except OSError:
             self.send_alive = False
 

@@ -31,6 +31,7 @@ changes: nothing one delivery caches reaches the next.
 import os
 import sys
 
+from qmailpy.fileio import write_all
 from qmailpy.forkexec import fd_limit
 
 
@@ -185,7 +186,6 @@ def _flush():
 
 def _write(fd, data):
     try:
-        while data:
-            data = data[os.write(fd, data):]
+        write_all(fd, data)
     except OSError:
         pass
