@@ -302,19 +302,19 @@ def _counting_sink():
     return srv.getsockname()[1], t, got
 
 
-def test_a_message_bigger_than_memory_is_sent_from_the_file(remote, tmp_path):
-    # qmail-remote.c's blast() streams the mess file qmail-rspawn gives it on fd 0; a 160 MB
-    # message under a 128 MB RLIMIT_AS must go out whole, dot-stuffed (it read it all: exit 111)
+def _send_big(remote, tmp_path, head, line, wire_line, count=1600000):
+    """qmail-remote under a 128 MB RLIMIT_AS sends a mess file of head + count lines (about
+    160 MB) to a sink: (its run, the sink's result, the sha256 the DATA bytes must have)."""
     import hashlib
     import resource
-    line, count = b"." + b"x" * 98 + b"\n", 1600000
     path = tmp_path / "mess"
     with open(path, "wb") as f:
+        f.write(head)
         for _ in range(count // 10000):
             f.write(line * 10000)
-    wire = hashlib.sha256()
+    wire = hashlib.sha256(head.replace(b"\n", b"\r\n"))
     for _ in range(count // 10000):
-        wire.update((b"." + line[:-1] + b"\r\n") * 10000)
+        wire.update(wire_line * 10000)
     wire.update(b".\r\n")
     port, t, got = _counting_sink()
     route_to(remote, port)
@@ -323,9 +323,17 @@ def test_a_message_bigger_than_memory_is_sent_from_the_file(remote, tmp_path):
                            capture_output=True, env=remote.home.env(), timeout=60,
                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (128 << 20, 128 << 20)))
     t.join(30)
+    return p, got, wire.hexdigest()
+
+
+def test_a_message_bigger_than_memory_is_sent_from_the_file(remote, tmp_path):
+    # qmail-remote.c's blast() streams the mess file qmail-rspawn gives it on fd 0; a 160 MB
+    # message under a 128 MB RLIMIT_AS must go out whole, dot-stuffed (it read it all: exit 111)
+    line = b"." + b"x" * 98 + b"\n"
+    p, got, wire = _send_big(remote, tmp_path, b"", line, b"." + line[:-1] + b"\r\n")
     assert (p.returncode, p.stdout, p.stderr) == (0, OK_REPORT, b"")
     assert got["commands"][1:] == [b"MAIL FROM:<a@b.example>\r\n", b"RCPT TO:<c@example.com>\r\n", b"DATA\r\n"]
-    assert got["data"] == (count * 102 + 3, wire.hexdigest())
+    assert got["data"] == (1600000 * 102 + 3, wire)
 
 
 def test_a_message_on_a_file_not_at_its_start_is_sent_from_where_it_stands(remote, tmp_path):
@@ -341,3 +349,15 @@ def test_a_message_on_a_file_not_at_its_start_is_sent_from_where_it_stands(remot
     import hashlib
     assert (p.returncode, p.stdout, p.stderr) == (0, OK_REPORT, b"")
     assert got["data"] == (len(MSG) + 6, hashlib.sha256(b"Subject: test\r\n\r\nhello\r\n.\r\n").hexdigest())
+
+
+def test_a_big_message_no_key_signs_is_not_read_whole_when_other_domains_have_keys(remote, tmp_path):
+    # control/domainkeys/ holds another domain's key: the key choice reads the header (From:,
+    # then the sender's domain), so a 160 MB message of b.example still goes out under a
+    # 128 MB RLIMIT_AS (the whole message was read to find its From: exit 111, MemoryError)
+    os.makedirs(os.path.join(remote.home.root, "control", "domainkeys", "other.example"))
+    Path(remote.home.root, "control", "domainkeys", "other.example", "default").write_bytes(b"not read\n")
+    head, line = b"From: a@b.example\nSubject: big\n\n", b"x" * 99 + b"\n"
+    p, got, wire = _send_big(remote, tmp_path, head, line, line[:-1] + b"\r\n")
+    assert (p.returncode, p.stdout, p.stderr) == (0, OK_REPORT, b"")
+    assert got["data"] == (len(head) + 3 + 1600000 * 101 + 3, wire)

@@ -331,3 +331,29 @@ def test_an_address_of_an_interface_that_is_down_is_not_mine(home):
     mine, report = remote_in_netns(home, "[10.7.0.1]", setup)
     assert "10.7.0.1" in mine
     assert report == R.AMBIGMX + b"\0"
+
+
+@pytest.mark.parametrize("message", [
+    b"From: a@b.example\nSubject: x\n\nbody\n",
+    b"Subject: x\r\n\tfolded\r\nFrom: <a@c.example>\r\n\r\nFrom: no@d.example\n",
+    b".not a field\nFrom: a@b.example\n\n",
+    b"From: a@b.example\n",                                 # no body, no empty line
+    b"\nFrom: body@b.example\n",
+    b"X-Long: " + b"y" * 200000 + b"\nFrom: late@e.example\n\n" + b"z\n" * 100000,
+    b"",
+])
+def test_the_head_the_key_choice_reads_gives_the_fields_of_the_whole(tmp_path, message):
+    """remote.message.Message.head() stops after the header block (proto.headers.block_end),
+    in blocks or in memory, and the DKIM key choice sees the same From: as in the whole."""
+    from qmailpy.dkim.keys import from_domain
+    from qmailpy.proto.headers import fields
+    from qmailpy.remote.message import BLOCK, Message
+    path = tmp_path / "mess"
+    path.write_bytes(message + b"body line\n" * (3 * BLOCK // 10))
+    with open(path, "rb") as f:
+        for m in (Message(fd=f.fileno()), Message(data=path.read_bytes())):
+            head = m.head()
+            assert path.read_bytes().startswith(head)
+            assert list(fields(head)) == list(fields(path.read_bytes()))
+            assert from_domain(head) == from_domain(path.read_bytes())
+        assert len(Message(fd=f.fileno()).head()) < len(message) + 2 * BLOCK

@@ -45,6 +45,17 @@ def spans(message):
         yield name, start, pos
 
 
+def block_end(data):
+    """Where the header block ends in `data`, the start of a message: the offset of the line
+    that ends it (spans()' end), or None while every complete line of data is still in the
+    block (it may go on in what follows: a reader of the header alone reads on)."""
+    complete = data.rfind(b"\n") + 1
+    end = 0
+    for _, _, end in spans(data[:complete]):
+        pass
+    return end if end < complete else None
+
+
 def unfold(raw):
     """The value of one field as written (a span of spans()): its lines joined without their
     line ends, the text after the first ':', stripped."""

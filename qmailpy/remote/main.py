@@ -166,19 +166,19 @@ def _tls_policy(cfg, host):
 
 def _dkim_sign(controls, message, sender):
     """The message (remote.message) with DKIM-Signature fields, in memory, when its domain has a
-    key (qmailpy.dkim.keys: a directory listing when none has, and the message is not read);
-    a key that cannot be used is a control error."""
+    key (qmailpy.dkim.keys: a directory listing when none has, and the message is not read;
+    its header alone when control/domainkeys/ has keys, none of them for it); a key that
+    cannot be used is a control error."""
     from qmailpy.dkim.keys import keys_present, signing_keys
     try:
         if not keys_present(controls.home):
             return message
-        data = message.read()
-        keys = signing_keys(controls, data, sender)
+        keys = signing_keys(controls, message.head(), sender)
         if not keys:
             return message
         from qmailpy.dkim.sign import sign
         from qmailpy.remote.message import Message
-        return Message(data=sign(controls, data, keys))
+        return Message(data=sign(controls, message.read(), keys))
     except OSError as e:                # ctl.reader.ControlError: a key or dkimsignheaders unusable
         raise R.Stop(R.control(e)) from None
 
