@@ -459,6 +459,18 @@ def test_a_hundred_thousand_recipients_are_queued(home, service):
     assert intd.split(b"\0", 2)[2] == qq.encode_records(b"a@b", recips)
 
 
+def _holding(home, svc, records):
+    """A client that has sent a message and the envelope's F and `records` ("Ta\\0" each), and
+    waits: once the service holds what they cost of its budget."""
+    client = raw_client(home)
+    client.sendall(b"1:x,0:,Fa@b\0" + records)
+    deadline = time.monotonic() + 10
+    while svc.service.envelopes.left > (1 << 20) - records.count(b"\0") * 67:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return client
+
+
 def test_the_envelopes_of_all_clients_share_one_budget(home, monkeypatch):
     """A client whose envelope is being read holds what it takes; one that would go past what all
     may take gets 51 at once, and what the first held is given back when it is done."""
@@ -466,12 +478,7 @@ def test_the_envelopes_of_all_clients_share_one_budget(home, monkeypatch):
     svc = InProcess(home)
     try:
         big = b"Ta\0" * 10000                         # 670,000 bytes of the budget
-        first = raw_client(home)
-        first.sendall(b"1:x,0:,Fa@b\0" + big)
-        deadline = time.monotonic() + 10
-        while svc.service.envelopes.left > (1 << 20) - 10000 * 67:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        first = _holding(home, svc, big)
         rc, err, _ = run_qq(home, MSG, b"Fa@b\0" + big + b"\0")
         assert (rc, err) == (X.QQ_NO_MEMORY, "qmail-queue: out of memory: the envelopes being read take all there is\n")
         first.sendall(b"\0")
@@ -479,5 +486,31 @@ def test_the_envelopes_of_all_clients_share_one_budget(home, monkeypatch):
         first.close()
         assert svc.service.envelopes.left == 1 << 20
         assert run_qq(home, MSG, b"Fa@b\0" + big + b"\0")[:2] == (0, "")
+    finally:
+        svc.stop()
+
+
+def test_an_ordinary_user_cannot_hold_what_the_qmail_users_need(home, monkeypatch):
+    """Clients of a uid the service limits (an ordinary user: sock/qmail-queue is 0666) that send
+    an envelope and wait (until timeoutqueue, a day by default) hold half the budget at most
+    together; a qmail user's client (qmail-smtpd, qmail-send: not limited) is still queued.
+    They could take it all: every message of the host got 51 for as long as they waited."""
+    monkeypatch.setattr(Q, "ENVELOPES_MAX", 1 << 20)
+    svc = InProcess(home)
+    try:
+        part = b"Ta\0" * 6000                         # 402,000 bytes of the budget
+        svc.service.unlimited = frozenset()           # our uid: an ordinary user's
+        first = _holding(home, svc, part)
+        second = raw_client(home)
+        second.sendall(b"1:x,0:,Fa@b\0" + part)
+        assert read_answer(second)[0] == X.QQ_NO_MEMORY
+        second.close()
+        svc.service.unlimited = frozenset({os.geteuid()})     # now a qmail user's client
+        assert run_qq(home, MSG, b"Fa@b\0" + part + b"\0")[:2] == (0, "")
+        first.sendall(b"\0")
+        assert read_answer(first)[0] == 0
+        first.close()
+        assert (svc.service.envelopes.left, svc.service.envelopes.limited_left) == (1 << 20, 1 << 19)
+        assert svc.service.envelopes.held == {}
     finally:
         svc.stop()

@@ -22,41 +22,62 @@ from qmailpy.queue.main import attempt, content_filter, time_limit
 ANSWER_TIMEOUT = 30            # seconds to hand over the answer to a client that does not read it
 # qmail-queue writes the envelope into intd/ as it reads it; the service holds it in memory until
 # the filters have run, so what envelopes may take is bounded: one message's (ENVELOPE_MAX) and
-# all the clients' at once (the Service's Budget). Past either the client gets 51, qmail-queue's
-# code for memory ("qq out of memory", temporary), and nothing is queued.
+# all the clients' at once (the Service's Budget, of which an ordinary user holds one message's
+# worth at most, and all of them half: the qmail users keep the rest). Past any of these the
+# client gets 51, qmail-queue's code for memory ("qq out of memory", temporary), and nothing is queued.
 RECORD_COST = 64               # what an address costs in memory beyond its bytes (a bytes object, its slot)
 ENVELOPE_MAX = 32 << 20        # about 390,000 recipients of 20 bytes
 
 
 class Budget:
-    """Memory that the envelopes being read may take, all clients together (thread-safe)."""
-    __slots__ = ("left", "lock")
+    """Memory that the envelopes being read may take (thread-safe): `total` for all clients
+    together; of it the uids the service limits (main.MAX_PER_UID: the ordinary users) hold
+    `limited` at most together and `share` each, so that a user whose clients send an envelope
+    and then wait (until timeoutqueue) cannot leave qmail-smtpd and qmail-send nothing: 51 for
+    all the mail of the host. uid None: a client the service does not limit."""
+    __slots__ = ("left", "limited_left", "share", "held", "lock")
 
-    def __init__(self, total):
-        self.left, self.lock = total, threading.Lock()
+    def __init__(self, total, limited=None, share=None):
+        self.left = total
+        self.limited_left = total if limited is None else limited
+        self.share = total if share is None else share
+        self.held = {}                  # limited uid -> what its clients hold
+        self.lock = threading.Lock()
 
-    def take(self, n):
+    def take(self, n, uid=None):
         with self.lock:
             if n > self.left:
                 return False
+            if uid is not None:
+                held = self.held.get(uid, 0) + n
+                if n > self.limited_left or held > self.share:
+                    return False
+                self.held[uid] = held
+                self.limited_left -= n
             self.left -= n
             return True
 
-    def give(self, n):
+    def give(self, n, uid=None):
         with self.lock:
             self.left += n
+            if uid is not None:
+                self.limited_left += n
+                held = self.held.pop(uid, 0) - n
+                if held > 0:
+                    self.held[uid] = held
 
 
 class ClientReader:
     """The message (read) and then the envelope (read_envelope) of one client, each read
     bounded by the deadline (time.monotonic()); the envelope's memory is taken from `budget`
-    (a Budget, or None) as it comes and given back by release()."""
-    __slots__ = ("conn", "deadline", "frames", "budget", "taken")
+    (a Budget, or None) as it comes, on behalf of `uid` (None: a client the service does not
+    limit), and given back by release()."""
+    __slots__ = ("conn", "deadline", "frames", "budget", "uid", "taken")
 
-    def __init__(self, conn, deadline, budget=None):
+    def __init__(self, conn, deadline, budget=None, uid=None):
         self.conn, self.deadline = conn, deadline
         self.frames = qqsock.MessageDecoder()
-        self.budget, self.taken = budget, 0
+        self.budget, self.uid, self.taken = budget, uid, 0
 
     def _recv(self, n):
         left = self.deadline - time.monotonic()
@@ -91,14 +112,16 @@ class ClientReader:
         cost = len(data) + RECORD_COST * data.count(b"\0")
         if self.taken + cost > ENVELOPE_MAX:
             raise QueueError(X.QQ_NO_MEMORY, "out of memory: an envelope takes more than %d bytes" % ENVELOPE_MAX)
-        if self.budget is not None and not self.budget.take(cost):
-            raise QueueError(X.QQ_NO_MEMORY, "out of memory: the envelopes being read take all there is")
+        if self.budget is not None and not self.budget.take(cost, self.uid):
+            if self.uid is None:
+                raise QueueError(X.QQ_NO_MEMORY, "out of memory: the envelopes being read take all there is")
+            raise QueueError(X.QQ_NO_MEMORY, "out of memory: the envelopes being read take all users may hold")
         self.taken += cost
         return data
 
     def release(self):
         if self.budget is not None:
-            self.budget.give(self.taken)
+            self.budget.give(self.taken, self.uid)
         self.taken = 0
 
 
@@ -123,17 +146,18 @@ def trusted_origin(origin, uid):
     return origin if name == "qmaild" else None
 
 
-def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None, budget=None):
+def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None, budget=None, limited=False):
     """Queue what one connection sends and answer it; returns (code, qp, uid, pid) for the log.
     pid, uid: the client's, from the kernel (SO_PEERCRED, read once, where the service
     accepted it). dir_sync: the service's GroupSync.sync (one fsync of todo/ shared by
-    concurrent commits). budget: the service's Budget for envelopes."""
+    concurrent commits). budget: the service's Budget for envelopes, held on behalf of uid when
+    `limited` (an ordinary user's client, main.MAX_PER_UID)."""
     qp = threading.get_native_id()
     got = {}
 
     def work():
         controls = controls_for()
-        reader = ClientReader(conn, time.monotonic() + time_limit(controls), budget)
+        reader = ClientReader(conn, time.monotonic() + time_limit(controls), budget, uid if limited else None)
         step = content_filter(controls)
 
         def filter_step(staged):

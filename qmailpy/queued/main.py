@@ -40,7 +40,8 @@ MAX_PER_UID = 100              # ... of them one ordinary uid may hold (an inser
 BACKLOG = 128
 STOP_WAIT = 10                 # seconds SIGTERM leaves to the insertions under way
 STACK = 1 << 20                # per thread: enqueue() and the filter clients are shallow
-ENVELOPES_MAX = 256 << 20      # memory the envelopes being read may take, all clients together (queued.conn)
+ENVELOPES_MAX = 256 << 20      # memory the envelopes being read may take, all clients together (queued.conn);
+                               # ordinary users half of it, each one message's (conn.ENVELOPE_MAX)
 
 
 def log(text):
@@ -105,8 +106,8 @@ class Service:
         self.home, self.environ, self.listener = home, environ, listener
         self.lock = threading.Lock()
         self.todo_sync = GroupSync(fsync_dir)    # one fsync of todo/ for the commits made meanwhile
-        from qmailpy.queued.conn import Budget
-        self.envelopes = Budget(ENVELOPES_MAX)
+        from qmailpy.queued.conn import ENVELOPE_MAX, Budget
+        self.envelopes = Budget(ENVELOPES_MAX, ENVELOPES_MAX // 2, ENVELOPE_MAX)
         self.active = 0
         self.per_uid = {}                        # uid -> connections it holds (limited uids only)
         self.unlimited = unlimited_uids()
@@ -177,7 +178,8 @@ class Service:
     def client(self, conn, pid, uid):
         from qmailpy.queued.conn import serve_client
         try:
-            serve_client(conn, pid, uid, self.home, self.controls, log, self.todo_sync.sync, self.envelopes)
+            serve_client(conn, pid, uid, self.home, self.controls, log, self.todo_sync.sync, self.envelopes,
+                         uid not in self.unlimited)
         except Exception as e:           # a bug outside the insertion itself: the client gets 74
             log("internal bug: " + bug_text(e))
         finally:
