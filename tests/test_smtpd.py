@@ -567,3 +567,24 @@ def test_a_bug_in_a_session_is_one_log_line_and_a_421(qhome, capfd, monkeypatch)
     assert log[0] == "connect ip=127.0.0.1 host=unknown" and len(log) == 2
     assert re.fullmatch(r"error reason=\"internal bug: KeyError: 'oops\\\\nsecond line' "
                         r"at test_smtpd\.py:\d+:bug < qmailpy/smtpd/main\.py:\d+:_converse\"", log[1]), log[1]
+
+
+def test_a_bug_in_data_leaves_no_queue_program_or_pipe_behind(qhome, capfd, monkeypatch, tmp_path):
+    """A bug while the message is being read (the queue program started, the 354 sent) ends
+    the session as any bug does, and the job is abandoned as a lost client's is: the pipes
+    closed, the queue program ended without queueing and reaped. An exec'd qmail-smtpd's exit
+    did that; a qmail-tcpserver worker goes on to other sessions, and kept the two pipes and
+    a queue program waiting for the rest of the message until it retired (100 sessions)."""
+    from qmailpy.smtpd import message
+
+    def bug(session):
+        raise KeyError("oops")
+        yield
+    monkeypatch.setattr(message, "feed", bug)
+    before = sorted(os.listdir("/proc/self/fd"))
+    replies, rc, log = serve_in_process(qhome, TRANSACTION, capfd, QMAILQUEUE=fake_queue(tmp_path, 0))
+    assert rc == 1 and replies.endswith(b"\r\n421 internal error, closing connection (#4.3.0)\r\n")
+    assert "internal bug: KeyError" in log[-1]
+    assert sorted(os.listdir("/proc/self/fd")) == before
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)

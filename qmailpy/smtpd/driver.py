@@ -115,6 +115,17 @@ class Conversation:
         job, self._job = self._job, None
         job.abort()
 
+    def abandon(self):
+        """The session is over: a job still open (a bug ended the session in DATA) is aborted,
+        as a lost client's is, so that its pipes and queue program do not outlive the session
+        in a process that runs others (qmail-tcpserver's worker)."""
+        job, self._job = self._job, None
+        if job is not None:
+            try:
+                job.abort()
+            except OSError:
+                pass
+
 
 PERFORM = {
     A.Log: Conversation.log, A.Sleep: Conversation.sleep, A.Verdicts: Conversation.ignore,

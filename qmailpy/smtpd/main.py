@@ -220,9 +220,11 @@ def serve(fd_in, fd_out, environ, argv=()):
     deadline = time.monotonic() + cfg.session_limit if cfg.session_limit else None
     services.plain = services.channel = PlainChannel(fd_in, fd_out, cfg.timeout, deadline, cfg.minrate,
                                                      cfg.minrate_window)
+    conversation = Conversation(cfg, services)
     try:
-        return _converse(Conversation(cfg, services), services, log)
+        return _converse(conversation, services, log)
     finally:
+        conversation.abandon()
         if slot is not None:
             slot.release()
 
