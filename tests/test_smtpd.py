@@ -588,3 +588,30 @@ def test_a_bug_in_data_leaves_no_queue_program_or_pipe_behind(qhome, capfd, monk
     assert sorted(os.listdir("/proc/self/fd")) == before
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)
+
+
+def test_the_users_database_is_closed_when_the_session_ends(qhome, capfd):
+    """The users database a session opened (AUTH here) is closed when serve() returns, not
+    when the collector happens to find it: a qmail-tcpserver worker goes on to other sessions,
+    and kept each AUTH session's connection (a MySQL connection, the sqlite file) open."""
+    import gc
+    from qmailpy.users import admin, open_users
+    users = open_users(qhome.root, Controls(qhome.root), create=True)
+    admin.add_domain(users, "example.org")
+    admin.add_user(users, "joe@example.org", "s3cret", clear=True)
+    users.close()
+    qhome.control("smtpauth", "1\n")
+    qhome.control("smtpauthplaintext", "1\n")
+    plain = base64.b64encode(b"\0joe@example.org\0s3cret")
+
+    def open_files():
+        return [os.readlink("/proc/self/fd/" + fd) for fd in os.listdir("/proc/self/fd")
+                if os.path.exists("/proc/self/fd/" + fd)]
+    gc.disable()
+    try:
+        replies, rc, log = serve_in_process(qhome, b"EHLO c.example\r\nAUTH PLAIN " + plain + b"\r\nQUIT\r\n",
+                                            capfd, AUTHFAILDELAY="0")
+        assert b"235 ok, go ahead (#2.0.0)\r\n" in replies and rc == 0, log
+        assert not [f for f in open_files() if f.endswith(".sqlite")]
+    finally:
+        gc.enable()

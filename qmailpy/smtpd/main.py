@@ -48,6 +48,13 @@ class Services:
             self._users = open_answers(self.controls.home, self.controls)
         return self._users
 
+    def close(self):
+        """The session is over: the users database it opened is closed now, not when the
+        collector finds it (a qmail-tcpserver worker goes on to other sessions)."""
+        users, self._users = self._users, None
+        if users is not None:
+            users.close()
+
     def start_queue(self, spf=None, auth=None):
         """A queue job; its program's $SPFRESULT is the SPF result of this message, set only
         when qmail-smtpd checked SPF (never one inherited from tcprules or the caller); after
@@ -225,6 +232,7 @@ def serve(fd_in, fd_out, environ, argv=()):
         return _converse(conversation, services, log)
     finally:
         conversation.abandon()
+        services.close()
         if slot is not None:
             slot.release()
 
