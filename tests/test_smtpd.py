@@ -615,3 +615,20 @@ def test_the_users_database_is_closed_when_the_session_ends(qhome, capfd):
         assert not [f for f in open_files() if f.endswith(".sqlite")]
     finally:
         gc.enable()
+
+
+def test_a_bug_at_the_session_s_start_gives_back_its_periplimit_slot(qhome, capfd, monkeypatch):
+    """periplimit's slot is released however the session ends, a bug before its greeting
+    included: a qmail-tcpserver worker goes on to other sessions, and one holding the slot's
+    lock counted as a live session of that IP until it retired."""
+    from qmailpy.smtpd import main
+    qhome.control("periplimit", "1\n")
+
+    def bug(*args):
+        raise KeyError("oops")
+    with monkeypatch.context() as m:
+        m.setattr(main, "Conversation", bug)
+        with pytest.raises(KeyError):
+            serve_in_process(qhome, b"QUIT\r\n", capfd)
+    replies, rc, log = serve_in_process(qhome, b"QUIT\r\n", capfd)
+    assert (replies, rc) == (b"220 test.example ESMTP\r\n221 test.example\r\n", 0), log

@@ -225,16 +225,20 @@ def serve(fd_in, fd_out, environ, argv=()):
             write_all(fd_out, (R.TOO_MANY_SESSIONS + "\r\n").encode())
             return 1
     deadline = time.monotonic() + cfg.session_limit if cfg.session_limit else None
-    services.plain = services.channel = PlainChannel(fd_in, fd_out, cfg.timeout, deadline, cfg.minrate,
-                                                     cfg.minrate_window)
-    conversation = Conversation(cfg, services)
+    conversation = None
     try:
+        services.plain = services.channel = PlainChannel(fd_in, fd_out, cfg.timeout, deadline, cfg.minrate,
+                                                         cfg.minrate_window)
+        conversation = Conversation(cfg, services)
         return _converse(conversation, services, log)
     finally:
-        conversation.abandon()
-        services.close()
-        if slot is not None:
-            slot.release()
+        try:
+            if conversation is not None:
+                conversation.abandon()
+            services.close()
+        finally:
+            if slot is not None:
+                slot.release()
 
 
 def _converse(session, services, log):
