@@ -772,3 +772,46 @@ def test_odd_and_unverified_host_names_as_tcpserver(tmp_path, qhome):
     plain, paranoid = got["tcpserver"]
     assert "TCPREMOTEHOST=odd\\052name.example.net\n" in plain[0] and "RULE=domain\n" in plain[0]
     assert "TCPREMOTEHOST" not in paranoid[0] and "RULE=default\n" in paranoid[0]
+
+
+def test_a_cram_md5_answer_is_not_good_for_the_next_session_of_its_worker(tmp_path, qhome):
+    """CRAM-MD5's challenge is qmail's <pid.time@host>, unique per exec'd qmail-smtpd (a pid
+    per connection). A worker's sessions share its pid, so two in one second had the same
+    challenge: an answer seen on the wire (smtpauthplaintext: AUTH in clear) logged the
+    next client of that worker in. Each session's challenge is its own now, and the answer
+    replayed is refused."""
+    import base64
+    import hashlib
+    import hmac
+    qhome.control("smtpauth", "1\n")
+    qhome.control("smtpauthplaintext", "1\n")
+    front = Front(program("qmail-tcpserver"), ["-v", "-HR", "-l", "localhost", "-c", "1"],
+                  qhome.env(AUTHFAILDELAY="0"), tmp_path,
+                  args=(sys.executable, os.path.join(ROOT, "tests", "checkpassword.py")))
+
+    def auth(answer=None):
+        """(challenge, reply) of an AUTH CRAM-MD5 answered right, or with `answer`."""
+        with front.connect() as s:
+            assert recv_until(s, b"\r\n") == GREETING
+            s.sendall(b"EHLO c\r\nAUTH CRAM-MD5\r\n")
+            got = b""
+            while b"334 " not in got or not got.endswith(b"\r\n"):
+                got += recv_until(s, b"\r\n")
+            challenge = base64.b64decode(got.split(b"334 ")[1][:-2])
+            if answer is None:
+                digest = hmac.new(b"secret", challenge, hashlib.md5).hexdigest().encode()
+                answer = base64.b64encode(b"good@example.org " + digest) + b"\r\n"
+            s.sendall(answer + b"QUIT\r\n")
+            return challenge, answer, recv_until(s, b"\r\n221 test.example\r\n").split(b"\r\n")[0]
+    try:
+        for _ in range(5):
+            first, answer, reply = auth()
+            assert reply == b"235 ok, go ahead (#2.0.0)"
+            second, _, replayed = auth(answer)
+            if first.split(b".")[1] == second.split(b".")[1]:      # one worker, one second
+                break
+    finally:
+        assert front.stop() == 0
+    assert len(set(session_pids(front))) == 1
+    assert first.split(b".")[1] == second.split(b".")[1], "never two sessions in one second"
+    assert first != second and replayed == b"535 authentication failed (#5.7.1)"

@@ -10,6 +10,7 @@ ends (`lockout`), the password unchecked. start() and step()
 are generators: they yield actions and return the reply.
 """
 import binascii
+import os
 
 from qmailpy.proto import replies as R
 from qmailpy.smtpd.actions import AuthAttempt, Authenticate, Log, Sleep
@@ -45,7 +46,11 @@ class AuthExchange:
         if self.mech not in MECHANISMS:
             return self._end(R.AUTH_TYPE)
         if self.mech == "CRAM-MD5":
-            self.challenge = "<%d.%d@%s>" % (self.pid, int(self.now()), self.cfg.peer.local_host)
+            # qmail's <pid.time@host> was unique per exec'd qmail-smtpd, a pid per connection;
+            # a qmail-tcpserver worker's sessions share one pid, so a random part makes each
+            # challenge the session's own (an answer seen on the wire is good for no other)
+            self.challenge = "<%d.%d.%d@%s>" % (self.pid, int(self.now()), int.from_bytes(os.urandom(8), "big"),
+                                                self.cfg.peer.local_host)
             return R.AUTH_CHALLENGE.format(challenge=b64encode(self.challenge.encode()))
         if self.initial is not None:
             return (yield from self.step(self.initial))
