@@ -294,6 +294,32 @@ def test_certificate_with_wrong_key_is_a_finding(tmp_path, tls_certs):  # noqa: 
     assert "control/servercert.pem: unusable: KEY_VALUES_MISMATCH: qmail-smtpd offers no STARTTLS" in out, out
 
 
+def test_starttls_with_a_certificate_that_does_not_load_is_454_and_the_session_goes_on(tmp_path, tls_certs):  # noqa: F811
+    """servercert.pem looks usable (a certificate and a key) but its key is another's: the TLS
+    patch makes its context before '220 ready for tls' and, when it cannot, says 454 and goes on
+    in clear; a 220 followed by a closed connection would leave the client nothing to do."""
+    home = make_home(tmp_path / "qmail", tls_certs, cert=False, auth=False)
+    pem, _ = tls_certs.server("localhost")
+    _, other_key = tls_certs.selfsigned
+    with open(pem) as a, open(other_key) as b:
+        home.control("servercert.pem", a.read() + b.read())
+    server = Smtpd(home)
+    try:
+        s = connect(server.port)
+        read_lines(s, 1)
+        s.sendall(b"EHLO client.example\r\n")
+        assert read_lines(s, 5) == EHLO_TLS
+        s.sendall(b"STARTTLS\r\n")
+        assert read_lines(s, 1) == ["454 TLS unable to initialize ctx (#4.3.0)"]
+        s.sendall(b"NOOP\r\nQUIT\r\n")
+        assert read_lines(s, 2) == ["250 ok", "221 test.example"]
+        s.close()
+    finally:
+        log = server.stop()
+    assert " tls-unavailable reason=" in log and "KEY_VALUES_MISMATCH" in log, log
+    assert "Traceback" not in log
+
+
 def test_client_gone_during_the_handshake_is_logged_not_a_crash(tmp_path, tls_certs):  # noqa: F811
     import struct
     home = make_home(tmp_path / "qmail", tls_certs, auth=False)
@@ -348,25 +374,27 @@ def test_unusable_dh_parameters_are_a_finding(tmp_path, tls_certs):  # noqa: F81
 
 @pytest.mark.parametrize("name,text,finding", [
     ("tlsserverciphers", "NOSUCHCIPHER\n",
-     "control/tlsserverciphers: ('No cipher can be selected.',): qmail-smtpd's STARTTLS fails after its 220"),
+     "control/tlsserverciphers: ('No cipher can be selected.',): qmail-smtpd answers STARTTLS with 454"),
     ("clientca.pem", "not a certificate\n", "control/clientca.pem: "),
 ])
 def test_tls_controls_smtpd_refuses_are_findings(tmp_path, tls_certs, name, text, finding):  # noqa: F811
-    """qmail-smtpd offers STARTTLS, answers 220 and then cannot make its context: the session ends
-    with a log line naming the file. qmail-showctl --check said nothing about it."""
+    """qmail-smtpd offers STARTTLS and cannot make its context: 454 before any 220, as the TLS
+    patch's tls_init(), the session goes on in clear, a log line names the file.
+    qmail-showctl --check said nothing about it."""
     home = make_home(tmp_path / "qmail", tls_certs, auth=False)
     home.control(name, text)
     server = Smtpd(home)
     try:
         s = connect(server.port)
         read_lines(s, 1)
-        s.sendall(b"STARTTLS\r\n")
-        assert read_lines(s, 1) == ["220 ready for tls"]
-        assert s.recv(100) == b""
+        s.sendall(b"STARTTLS\r\nRSET\r\n")         # RSET pipelined after STARTTLS: dropped all the same
+        assert read_lines(s, 1) == ["454 TLS unable to initialize ctx (#4.3.0)"]
+        s.sendall(b"NOOP\r\n")
+        assert read_lines(s, 1) == ["250 ok"]
         s.close()
     finally:
         log = server.stop()
-    assert ' tls-failed reason="control/%s: ' % name in log, log
+    assert ' tls-unavailable reason="control/%s: ' % name in log, log
     r = home.run("qmail-showctl", "--check")
     assert r.returncode == 1
     assert [line for line in r.stdout.decode().splitlines() if line.startswith(finding)], r.stdout

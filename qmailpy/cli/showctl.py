@@ -68,7 +68,7 @@ def program_findings(controls):
     than written (qmail's scan_ulong: it connects there), an smtproutes or tlsdestinations key that is
 no valid IDN (it matches no host), clamdsocket and spamdsocket (qmail-queue's
     filters: exit 55), the cipher lists and PEM files of qmail-remote (Z) and of qmail-smtpd
-    (STARTTLS fails after its 220; a servercert.pem or dh2048.pem show.check finds unusable is
+    (STARTTLS gets 454; a servercert.pem or dh2048.pem show.check finds unusable is
     reported there). A control that cannot be read at all is show.check's finding already."""
     found = []
     for ask in (_outgoingip, _smtproutes, _tlsdestinations, _filter_socket("clamdsocket"), _filter_socket("spamdsocket"),
@@ -163,7 +163,7 @@ def _smtpd_tls(controls):
     try:
         server_context(controls)
     except TlsUnavailable as e:
-        return [Finding(e.where, e.lineno, e.reason + ": qmail-smtpd's STARTTLS fails after its 220")]
+        return [Finding(e.where, e.lineno, e.reason + ": qmail-smtpd answers STARTTLS with 454")]
     return []
 
 

@@ -75,4 +75,5 @@ AUTH_SENDER = "553 sorry, the sender domain must match your authenticated domain
 TLS_READY = "220 ready for tls"
 TLS_SYNTAX = "501 Syntax error (no parameters allowed) (#5.5.4)"
 TLS_UNAVAILABLE = "454 TLS not available: missing certificate (#4.3.0)"
+TLS_INIT_FAILED = "454 TLS unable to initialize ctx (#4.3.0)"     # the controls give no context: clear goes on
 TLS_ACTIVE = "503 TLS already active (#5.5.1)"

@@ -154,8 +154,22 @@ class QueueAbort(Action):
 
 
 class StartTls(Action):
-    """Write the replies so far in clear, then run the TLS handshake on the connection (SMTPS:
-    before the greeting). Answer the cipher's qmailpy.smtpd.tls.Info, or a text saying why TLS
-    did not start (the session then ends without another reply)."""
-    __slots__ = ()
+    """Write the replies so far in clear, make the TLS context, write `ready` (STARTTLS's 220;
+    b"" for SMTPS, before the greeting), then run the TLS handshake on the connection. Answer
+    the cipher's qmailpy.smtpd.tls.Info, a text saying why TLS did not start (the session then
+    ends without another reply), or, when `ready` was given and the controls make no context,
+    NoContext: nothing was written after the replies, the session goes on in clear (the TLS
+    patch's tls_init() makes its context before "220 ready for tls" and says 454 when it cannot)."""
+    __slots__ = ("ready",)
     question = True
+
+    def __init__(self, ready=b""):
+        self.ready = ready
+
+
+class NoContext:
+    """StartTls's answer when the TLS context cannot be made before STARTTLS's 220: why."""
+    __slots__ = ("reason",)
+
+    def __init__(self, reason):
+        self.reason = reason

@@ -4,8 +4,9 @@ Conversation performs the session's actions (qmailpy.smtpd.actions) through
 `services`, the one object with side effects: log(event, **fields), sleep(s),
 now(), pid, users() (the users database, opened on first use), authenticate(),
 start_queue(spf, auth) (a job with write(), finish(), abort() and qp), auth_attempt(op, ip, limit,
-window, shared) (qmailpy.smtpd.authlimit; shared: the users database's count), start_tls(cleartext)
-(write it, run the handshake: the TLS Info, or a text saying why not). The real one is
+window, shared) (qmailpy.smtpd.authlimit; shared: the users database's count), start_tls(cleartext, ready)
+(write cleartext, make the context, write ready, run the handshake: the TLS Info, a text saying
+why not, or actions.NoContext when ready was given and no context could be made). The real one is
 qmailpy.smtpd.main.Services; tests give fakes. DNS questions go to `resolver`
 ($DNSCACHEIP's, made on first use, unless one is given). serve() in
 qmailpy.smtpd.main puts fds and time-outs around it.
@@ -63,7 +64,7 @@ class Conversation:
                 out.append(action.data)
                 continue
             if type(action) is A.StartTls:         # the replies so far go out in clear first
-                session.answer(self.services.start_tls(b"".join(out)))
+                session.answer(self.services.start_tls(b"".join(out), action.ready))
                 out = []
                 continue
             got = PERFORM[type(action)](self, action)

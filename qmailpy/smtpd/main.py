@@ -102,14 +102,24 @@ class Services:
             self._attempts = Attempts(paths.authfail_path(paths.qmailhome(self.environ)), ip, limit, window, self.pid)
         return self._attempts
 
-    def start_tls(self, cleartext):
-        """Write `cleartext` (the 220), then the handshake on the connection: the TLS Info, or
-        why it failed (a text)."""
+    def start_tls(self, cleartext, ready=b""):
+        """Write `cleartext` (the replies so far), make the context, write `ready` (STARTTLS's
+        220), then the handshake on the connection: the TLS Info, or why it failed (a text);
+        actions.NoContext, with only `cleartext` written, when `ready` was given and the
+        controls make no context (the TLS patch says 454 then, and goes on in clear)."""
+        from qmailpy.smtpd.actions import NoContext
         from qmailpy.smtpd.tls import TlsChannel, TlsUnavailable, server_context
         import ssl
         try:
             self.channel.write(cleartext)
-            channel = TlsChannel(server_context(self.controls), self.channel)
+            try:
+                ctx = server_context(self.controls)
+            except TlsUnavailable as e:
+                if ready:
+                    return NoContext(str(e))
+                raise
+            self.channel.write(ready)
+            channel = TlsChannel(ctx, self.channel)
             info = channel.handshake()
         except (TlsUnavailable, EOFError) as e:
             return str(e)

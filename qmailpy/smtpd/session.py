@@ -21,7 +21,7 @@ RCPT decisions live in qmailpy.smtpd.envelope, DATA in qmailpy.smtpd.message.
 from qmailpy.ctl.reader import ControlError
 from qmailpy.proto import replies as R
 from qmailpy.proto.lines import LineReader
-from qmailpy.smtpd.actions import CLOSED, NEED_DATA, Action, Log, QueueAbort, Send, StartTls, Verdicts
+from qmailpy.smtpd.actions import CLOSED, NEED_DATA, Action, Log, NoContext, QueueAbort, Send, StartTls, Verdicts
 from qmailpy.smtpd.answers import Answers, Unanswered
 
 READY, MAIL, AUTH, DATA, DONE = "READY", "MAIL", "AUTH", "DATA", "CLOSED"
@@ -293,20 +293,25 @@ class Session:
             return self.reply(R.TLS_SYNTAX)
         if not self.cfg.tls_offer:
             return self.reply(R.TLS_UNAVAILABLE)
-        self.reply(R.TLS_READY)
         yield Send(self.flush())
-        if (yield from self._start_tls()):
+        if (yield from self._start_tls((R.TLS_READY + "\r\n").encode())):
             # RFC 3207: forget HELO, AUTH and the transaction; the client starts again with EHLO
             self.helo, self.esmtp, self.mail, self.auth_user, self.state = None, False, None, None, READY
 
-    def _start_tls(self):
-        """The handshake (StartTls), everything the client sent before it dropped unread
-        (CVE-2011-0411); True when TLS is on, else the session is over (nothing more is said:
-        the client expects TLS, not a cleartext reply)."""
+    def _start_tls(self, ready=b""):
+        """The handshake (StartTls, `ready` the 220 to STARTTLS), everything the client sent
+        before it dropped unread (CVE-2011-0411); True when TLS is on; None when the controls
+        give no TLS context (454, the session goes on in clear, as the TLS patch's tls_err());
+        else False: the session is over (nothing more is said: the client expects TLS, not a
+        cleartext reply)."""
         dropped = len(self.pending)
         self.pending = b""
         self.lines = LineReader(allow_bare_lf=bool(self.cfg.newline))
-        got = yield StartTls()
+        got = yield StartTls(ready)
+        if isinstance(got, NoContext):
+            yield Log("tls-unavailable", {"reason": got.reason})
+            self.reply(R.TLS_INIT_FAILED)
+            return None
         if isinstance(got, str):
             yield Log("tls-failed", {"reason": got})
             self.state, self.status = DONE, 1       # the TLS patch's die_read()
