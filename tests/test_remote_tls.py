@@ -80,6 +80,17 @@ def test_required_tls_that_the_peer_lacks_is_a_deferral(remote, tls_sinks):
     assert sink.messages == []
 
 
+def test_required_tls_holds_for_the_domain_written_with_its_final_dot(remote, tls_sinks):
+    """c@example.com. is the same domain to DNS (an absolute name), so the same tlsdestinations
+    line holds: without that, a trailing dot sent it in plaintext past a 'verify' line."""
+    sink = tls_sinks(cert=None)
+    remote.home.control("tlsdestinations", "example.com\n")
+    assert remote(sink.port, host="example.com.") == (
+        b"ZConnected to 127.0.0.1 but it does not offer STARTTLS, which "
+        b"control/tlsdestinations requires for example.com.. (#4.7.10)\n\0")
+    assert sink.messages == []
+
+
 def test_required_tls_whose_certificate_does_not_verify_is_a_deferral(remote, tls_certs, tls_sinks):
     sink = tls_sinks(cert=tls_certs.server(MX))
     remote.home.control("tlsdestinations", "example.com\n")
@@ -257,6 +268,8 @@ def test_destinations_table():
                                 "*:/all.pem", ":x", "bad:"])
     assert policy_for(table, b"example.com") == Policy(VERIFY)
     assert policy_for(table, b"EXAMPLE.com") == Policy(VERIFY)
+    assert policy_for(table, b"example.com.") == Policy(VERIFY)          # absolute: the same domain
+    assert policy_for(table, b"a.sub.example.") == Policy(VERIFY, "/ca.pem")
     assert policy_for(table, b"enc.example") == Policy(ENCRYPT)
     assert policy_for(table, b"plain.example") == Policy(NONE)
     assert policy_for(table, b"a.sub.example") == Policy(VERIFY, "/ca.pem")

@@ -26,8 +26,8 @@ control/tlsdestinations, one destination a line ('#' comments as lists):
   .example.com                 every host below example.com (prefixes as above)
   [IPv6:2001:db8::25]          an IP-literal destination (its colons are not the CA file's)
   *                            every destination not listed otherwise
-Lookup as smtproutes' (routes.lookup): the whole host, then each '.'-suffix,
-then '*'; the first key found decides; an IDN key may be written with U-labels
+Lookup as smtproutes' (routes.lookup): the whole host (a final '.' dropped:
+`example.com.` is example.com to DNS), then each '.'-suffix, then '*'; the first key found decides; an IDN key may be written with U-labels
 or A-labels (routes.table_key). The qmail TLS patch's other controls:
 control/tlsclientciphers (an OpenSSL cipher string) and control/clientcert.pem
 (certificate and key shown to servers that ask). ssl is imported only when a
@@ -78,9 +78,12 @@ def parse_destinations(lines):
 
 
 def policy_for(table, host):
-    """The Policy for a destination (MAY when nothing matches)."""
+    """The Policy for a destination (MAY when nothing matches). A final '.' (an absolute name,
+    the same domain to DNS) does not count: `example.com.` is held to `example.com`'s line."""
     if not table:
         return DEFAULT
+    if host.endswith(b".") and host.strip(b"."):
+        host = host[:-1]
     return lookup(table, host) or DEFAULT
 
 
