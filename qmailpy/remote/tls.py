@@ -24,6 +24,7 @@ control/tlsdestinations, one destination a line ('#' comments as lists):
   -example.com                 encrypt
   !example.com                 none
   .example.com                 every host below example.com (prefixes as above)
+  example.com.                 the same as example.com (a final '.' is dropped, here and from the host)
   [IPv6:2001:db8::25]          an IP-literal destination (its colons are not the CA file's)
   *                            every destination not listed otherwise
 Lookup as smtproutes' (routes.lookup): the whole host (a final '.' dropped:
@@ -70,6 +71,8 @@ def parse_destinations(lines):
         dest, colon, cafile = split_colon(line)          # [IPv6:...]: its colons are the address's
         if not dest:
             continue
+        if dest.endswith(b".") and dest.strip(b"."):     # an absolute name: the domain (policy_for)
+            dest = dest[:-1]
         if level is None:
             level = VERIFY
         cafile = cafile.strip() if level == VERIFY else b""
