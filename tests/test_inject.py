@@ -329,3 +329,24 @@ def test_n_ignores_a_closed_stdout(tmp_path):
     finally:
         os.close(w)
     assert (p.returncode, p.stderr) == (0, b"")
+
+
+def _run_bytes(tmp_path, args, data, env=None):
+    (tmp_path / "control").mkdir(exist_ok=True)
+    (tmp_path / "control" / "me").write_text("host.example\n")
+    queue, stdout = FakeQueue(0), io.BytesIO()
+    code = M.run(args, dict({"QMAILHOME": str(tmp_path), "USER": "bob"}, **(env or {})), io.BytesIO(data),
+                 stdout, now=812090814, pid=4711, open_queue=lambda environ: queue)
+    return code, stdout.getvalue() or bytes(queue.message), queue.envelope
+
+
+def test_a_nul_in_the_return_path_ends_the_sender_as_in_qmail(tmp_path):
+    """qmail_from(&qqt,sender.s) and quote2(sa.s) take the sender as a C string: a Return-Path
+    field with a NUL in its address gives the envelope sender up to the NUL (the Return-Path line
+    of -n too). qmailpy handed the whole address to the queue, whose envelope cannot hold a NUL:
+    'internal bug', exit 111, nothing queued."""
+    msg = b"Return-Path: <a\0b@x>\nTo: joe@x.example\n\nbody\n"
+    head = (b"Date: 26 Sep 1995 04:46:54 -0000\nMessage-ID: <19950926044654.4711.qmail@host.example>\n"
+            b"From: bob@host.example\nTo: joe@x.example\n\nbody\n")
+    assert _run_bytes(tmp_path, [], msg) == (0, head, ["Fa", "Tjoe@x.example"])
+    assert _run_bytes(tmp_path, ["-n"], msg) == (0, b"Return-Path: <a>\n" + head, None)

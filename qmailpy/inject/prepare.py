@@ -97,6 +97,11 @@ def read_mft(path):
     return {os.fsencode(x).lower() for x in entries(numbered(text_lines(data)))[0]}
 
 
+def cstr(data):
+    """`data` as qmail's C code passes it on (qmail_from, qmail_to, quote2): up to its first NUL."""
+    return data.split(b"\0", 1)[0]
+
+
 def date_field(now):
     from qmailpy.proto.date822 import date822
     return b"Date: " + date822(now).encode() + b"\n"
@@ -204,7 +209,7 @@ class Injector:
         lists = read_mft(self.who.mftfile)
         if not lists or not any(a.lower() in lists for a in self.tocc):
             return b""
-        return b"Mail-Followup-To: " + b",\n  ".join(quote2(a) for a in reversed(self.tocc)) + b"\n"
+        return b"Mail-Followup-To: " + b",\n  ".join(quote2(cstr(a)) for a in reversed(self.tocc)) + b"\n"
 
     def finish_header(self, with_return_path):
         """finishheader(): what comes before the saved fields, the saved fields; bytes."""
@@ -213,7 +218,7 @@ class Injector:
             self._default_return_path()
         out = []
         if with_return_path:
-            out.append(b"Return-Path: <" + quote2(self.sender) + b">\n")
+            out.append(b"Return-Path: <" + quote2(cstr(self.sender)) + b">\n")
         now, pid = self.who.now, self.who.pid
         if self.resent:
             prefix, names = b"Resent-", (H.R_DATE, H.R_MESSAGEID, H.R_FROM, H.R_TO, H.R_CC)
@@ -237,4 +242,4 @@ class Injector:
         recips = list(self.recips)
         if from_header:
             recips += self.hrr if self.resent else self.hr
-        return self.sender, [r.split(b"\0", 1)[0] for r in recips]
+        return cstr(self.sender), [cstr(r) for r in recips]
