@@ -350,3 +350,11 @@ def test_a_nul_in_the_return_path_ends_the_sender_as_in_qmail(tmp_path):
             b"From: bob@host.example\nTo: joe@x.example\n\nbody\n")
     assert _run_bytes(tmp_path, [], msg) == (0, head, ["Fa", "Tjoe@x.example"])
     assert _run_bytes(tmp_path, ["-n"], msg) == (0, b"Return-Path: <a>\n" + head, None)
+
+
+def test_a_sender_that_does_not_parse_is_shown_as_qmail_shows_it(tmp_path, capfd):
+    """-f: qmail-inject.c's doordie(&sender,...) prints the sender as quote2() made it, and
+    with no newline after it (the line it shows is not a header field). qmailpy printed the
+    argument as given, with a newline."""
+    assert _run_bytes(tmp_path, ["-f", "a b@x(y", "joe"], b"To: joe\n\nbody\n") == (100, b"", None)
+    assert capfd.readouterr().err == 'qmail-inject: fatal: unable to parse this line:\n"a b"@x(y'

@@ -28,6 +28,7 @@ from qmailpy.inject import rewrite as RW
 from qmailpy.inject import token822 as T
 from qmailpy.inject.prepare import PERM, TEMP, Fatal, Identity, Injector, read_controls
 from qmailpy.log import guard
+from qmailpy.proto.quote import quote2
 from qmailpy.sgetopt import GetOpt
 
 PROG = "qmail-inject"
@@ -138,8 +139,9 @@ def run(args, environ, stdin, stdout, now=None, pid=None, open_queue=None):
         if sender_arg is not None:
             try:
                 sender = RW.rewrite_text(sender_arg, ctl)
-            except T.ParseError:
-                raise Fatal(PERM, "unable to parse this line:\n%s" % os.fsdecode(sender_arg)) from None
+            except T.ParseError:            # doordie(&sender,...): the quote2() form, no newline
+                raise Fatal(PERM, "unable to parse this line:\n%s" % os.fsdecode(quote2(sender_arg)),
+                            end="") from None
         inj = Injector(who, ctl, idhost, sender)
         if strategy != "header":
             for r in rest:
@@ -153,7 +155,7 @@ def run(args, environ, stdin, stdout, now=None, pid=None, open_queue=None):
 
 def _fatal(e):
     if e.text is not None:
-        os.write(2, ("%s: fatal: %s\n" % (PROG, e.text)).encode("utf-8", "surrogateescape"))
+        os.write(2, ("%s: fatal: %s%s" % (PROG, e.text, e.end)).encode("utf-8", "surrogateescape"))
     return e.code
 
 

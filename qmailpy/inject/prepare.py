@@ -27,11 +27,11 @@ DROPPED = frozenset((H.BCC, H.R_BCC, H.RETURNPATH, H.CONTENTLENGTH))
 
 
 class Fatal(Exception):
-    """qmail-inject: fatal: <text>; `code` 100 or 111."""
+    """qmail-inject: fatal: <text><end>; `code` 100 or 111."""
 
-    def __init__(self, code, text):
+    def __init__(self, code, text, end="\n"):
         super().__init__(text)
-        self.code, self.text = code, text
+        self.code, self.text, self.end = code, text, end
 
 
 def _env(environ, *names):
