@@ -70,27 +70,27 @@ def split(lines):
     started the body, if any (after the empty line qmail puts before a line
     that is not one). The rest of the body is the caller's to copy (a last
     line without a newline gets one there too)."""
-    field = None
+    field = None                        # the lines of the field being read (joined once: linear time)
     for line in lines:
         if not line.endswith(b"\n"):
             line += b"\n"
         if field is not None:
             if line[:1] in (b" ", b"\t"):
-                field += line
+                field.append(line)
                 continue
-            yield "field", field
+            yield "field", b"".join(field)
             field = None
         if line == b"\n":
             break
         if line.startswith(b"From "):
-            field = MBOX_PREFIX + line
+            field = [MBOX_PREFIX, line]
         elif valid(line):
-            field = line
+            field = [line]
         else:
             break
     else:
         if field is not None:
-            yield "field", field
+            yield "field", b"".join(field)
         yield "end", None
         return
     yield "end", None
