@@ -373,3 +373,14 @@ def test_a_sender_that_does_not_parse_is_shown_as_qmail_shows_it(tmp_path, capfd
     argument as given, with a newline."""
     assert _run_bytes(tmp_path, ["-f", "a b@x(y", "joe"], b"To: joe\n\nbody\n") == (100, b"", None)
     assert capfd.readouterr().err == 'qmail-inject: fatal: unable to parse this line:\n"a b"@x(y'
+
+
+def test_a_control_that_does_not_parse_is_shown_as_qmail_shows_it(tmp_path, capfd):
+    """getcontrols() parses '.' defaultdomain, then '@' defaulthost, then '.' plusdomain, and
+    doordie() shows the first text that fails, with no newline after it; qmailpy showed the
+    three values joined by spaces, with a newline."""
+    env = {"QMAILDEFAULTHOST": "h(", "QMAILDEFAULTDOMAIN": "ex(ample"}
+    assert _run_bytes(tmp_path, ["joe"], b"\nbody\n", env) == (100, b"", None)
+    assert capfd.readouterr().err == "qmail-inject: fatal: unable to parse this line:\n.ex(ample"
+    assert _run_bytes(tmp_path, ["joe"], b"\nbody\n", {"QMAILDEFAULTHOST": "h("}) == (100, b"", None)
+    assert capfd.readouterr().err == "qmail-inject: fatal: unable to parse this line:\n@h("

@@ -78,9 +78,9 @@ def read_controls(home, environ):
         raise Fatal(TEMP, "unable to read controls: %s" % e) from None
     try:
         ctl = RW.ControlTokens(values[0], values[1], values[2])
-    except T.ParseError:
-        raise Fatal(PERM, "unable to parse this line:\n%s" % b" ".join(values[:3]).decode(
-            "utf-8", "replace")) from None
+    except T.ParseError as e:               # doordie(&sa,...): that text, no newline
+        raise Fatal(PERM, "unable to parse this line:\n%s" % e.args[0].decode("utf-8", "surrogateescape"),
+                    end="") from None
     return ctl, values[3]
 
 

@@ -17,10 +17,19 @@ class ControlTokens:
     """The tokens of `@defaulthost`, `.defaultdomain` and `.plusdomain`."""
 
     def __init__(self, defaulthost, defaultdomain, plusdomain):
-        """Arguments are bytes; a value that does not tokenize raises token822.ParseError."""
-        self.defaulthost = T.parse(b"@" + defaulthost)
-        self.defaultdomain = T.parse(b"." + defaultdomain)
-        self.plusdomain = T.parse(b"." + plusdomain)
+        """Arguments are bytes; the first text that does not tokenize, in qmail's order
+        (getcontrols(): `.defaultdomain`, `@defaulthost`, `.plusdomain`), raises
+        token822.ParseError with that text as its argument."""
+        self.defaultdomain = _parse(b"." + defaultdomain)
+        self.defaulthost = _parse(b"@" + defaulthost)
+        self.plusdomain = _parse(b"." + plusdomain)
+
+
+def _parse(text):
+    try:
+        return T.parse(text)
+    except T.ParseError:
+        raise T.ParseError(text) from None
 
 
 def _append(addr, tokens):
