@@ -228,18 +228,15 @@ def test_split():
     assert list(H.split(iter([b"A: 1"]))) == [("field", b"A: 1\n"), ("end", None)]
 
 
-def test_split_reads_a_long_folded_field_in_linear_time():
-    """headerbody.c's stralloc_cat() grows a field in place; split() added each continuation line
-    to a bytes object, copying the field so far every time: a Bcc of 100,000 addresses one to a
-    line (a newsletter script's) took minutes before its message was even read (17 s at 100,000
-    lines, 4 times that at twice as many)."""
-    import time
-    n = 100000
+def test_split_keeps_a_long_folded_field_whole():
+    """A field of many continuation lines (a newsletter script's Bcc, one address a line) comes
+    out as one field, byte for byte. split() collects its lines and joins them once, as
+    headerbody.c's stralloc_cat() grows it in place (adding each line to a bytes object copied
+    the field every time: 17 s at 100,000 lines; speed is make bench's, not a test's, to judge)."""
+    n = 2000
     lines = [b"Bcc: a0@x.example,\n"] + [b" a%d@x.example,\n" % i for i in range(1, n)] + [b"\tz@x.example\n",
                                                                                      b"\n", b"body\n"]
-    started = time.monotonic()
     got = list(H.split(iter(lines)))
-    assert time.monotonic() - started < 5
     assert got == [("field", b"".join(lines[:-2])), ("end", None), ("body", b"\n")]
 
 
