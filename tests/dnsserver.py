@@ -34,7 +34,8 @@ Zones: {owner: entry}; owners are case-insensitive, written without the final do
 Attributes: host, port, environ() -> {"DNSCACHEIP": "127.0.0.1:PORT"}, zones
 (assign any time), queries [(name lower-case, TYPE, "udp"|"tcp")] in arrival
 order, udp_limit (largest UDP answer, default 512 or the EDNS payload offered;
-a bigger answer goes out with TC set and no records, the full one over TCP),
+a bigger answer goes out with TC set and no records, the full one over TCP;
+udp_cut = True: with TC set and cut at the limit, mid-record, as some servers send it),
 tcp (False: TCP connections are closed at once). One thread serves UDP and
 accepts TCP; each TCP connection gets a short-lived thread. Without pytest:
 `with DNSServer(zones) as server: ...`; DNSServer(zones, port=53) serves a fixed port (as root,
@@ -57,6 +58,7 @@ class DNSServer:
         self._want = port
         self.queries = []
         self.udp_limit = 512
+        self.udp_cut = False
         self.tcp = True
         self._stop = threading.Event()
         self._thread = None
@@ -162,6 +164,8 @@ class DNSServer:
         response.answer.extend(rrsets)
         wire = response.to_wire(want_shuffle=False)     # records in zone order: tests can rely on it
         limit = query.payload if query.edns >= 0 else self.udp_limit
+        if transport == "udp" and len(wire) > limit and self.udp_cut:
+            return wire[:2] + bytes([wire[2] | 0x02]) + wire[3:limit]
         if transport == "udp" and len(wire) > limit:
             response.answer = []
             response.flags |= dns.flags.TC

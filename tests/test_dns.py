@@ -86,6 +86,20 @@ def test_big_answer_over_tcp(resolver, dns_server):
     check(resolver.mx("big.example"), SOFT)
 
 
+def test_answer_cut_mid_record_is_asked_again_over_tcp(resolver, dns_server):
+    """A UDP answer with the TC bit whose records are cut off in the middle (it does not
+    parse) is truncated all the same: the resolver asks over TCP at once, as the C
+    library's res_send and dnscache do, instead of waiting for a better datagram
+    until the time-out (a soft failure on every try: the mail would never go)."""
+    dns_server.udp_cut = True
+    started = time.monotonic()
+    got = resolver.mx("big.example")
+    check(got, OK)
+    assert len(got.values) == 40
+    assert time.monotonic() - started < 0.3
+    assert dns_server.queries[-2:] == [("big.example", "MX", "udp"), ("big.example", "MX", "tcp")]
+
+
 def test_next_server_after_a_dead_one(dns_server):
     dns_server.zones = ZONES
     with DNSServer({"example.com": "DROP"}) as dead:

@@ -117,7 +117,7 @@ class Resolver:
                         return Answer(SOFT, (), "timeout"), []
                 try:
                     response = _exchange(query, ip, port, timeout, "udp")
-                    if response.flags & dns.flags.TC:
+                    if response is None or response.flags & dns.flags.TC:
                         response = _exchange(query, ip, port, timeout, "tcp")
                 except TimeoutError:
                     reason = "timeout"
@@ -153,7 +153,9 @@ def _exchange(query, ip, port, timeout, transport):
     (TimeoutError when none came). dnspython builds and parses the messages; the
     sockets are ours so that a record dnspython refuses for its content (a TXT
     record without strings: RFC 1035 allows it, dnspython's TXT class does not)
-    is dropped from the answer instead of failing the whole packet."""
+    is dropped from the answer instead of failing the whole packet. Over UDP, None
+    for a truncated answer that does not parse (TC set, records cut off mid-way):
+    the caller asks over TCP, as res_send and dnscache look at TC before the records."""
     import socket
     import time
     wire = query.to_wire()
@@ -182,6 +184,8 @@ def _exchange(query, ip, port, timeout, transport):
             try:
                 response = _parse(data)
             except Exception:
+                if len(data) >= 12 and data[:2] == wire[:2] and data[2] & 0x82 == 0x82:
+                    return None          # our query's ID, QR and TC: truncated, ask over TCP
                 continue                 # garbage or a stray datagram: keep waiting, as dnspython does
             if query.is_response(response):
                 return response
