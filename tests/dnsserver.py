@@ -36,7 +36,8 @@ Attributes: host, port, environ() -> {"DNSCACHEIP": "127.0.0.1:PORT"}, zones
 order, udp_limit (largest UDP answer, default 512 or the EDNS payload offered;
 a bigger answer goes out with TC set and no records, the full one over TCP;
 udp_cut = True: with TC set and cut at the limit, mid-record, as some servers send it),
-tcp (False: TCP connections are closed at once). One thread serves UDP and
+tcp (False: TCP connections are closed at once), udp_delay and tcp_delay (seconds the
+server waits before each answer over that transport; a slow server). One thread serves UDP and
 accepts TCP; each TCP connection gets a short-lived thread. Without pytest:
 `with DNSServer(zones) as server: ...`; DNSServer(zones, port=53) serves a fixed port (as root,
 in a private network namespace: tests/netns.py, for programs that read /etc/resolv.conf).
@@ -59,6 +60,7 @@ class DNSServer:
         self.queries = []
         self.udp_limit = 512
         self.udp_cut = False
+        self.udp_delay = self.tcp_delay = 0
         self.tcp = True
         self._stop = threading.Event()
         self._thread = None
@@ -155,6 +157,10 @@ class DNSServer:
         qname = _owner(question.name)
         qtype = dns.rdatatype.to_text(question.rdtype)
         self.queries.append((qname, qtype, transport))
+        delay = self.udp_delay if transport == "udp" else self.tcp_delay
+        if delay:
+            import time
+            time.sleep(delay)
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
         rcode, rrsets = self._answer(question.name, qtype)

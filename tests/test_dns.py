@@ -178,3 +178,16 @@ def test_until_cuts_every_lookup_to_the_deadline(dns_server):
     check(bounded.a("fast.example"), SOFT, [], "timeout")             # past the deadline: not even asked
     assert len(dns_server.queries) == 1
     assert bounded.until(time.monotonic() + 60) is bounded           # a later deadline changes nothing
+
+
+def test_until_holds_for_the_tcp_retry_of_a_truncated_answer(dns_server):
+    """The TCP try after a truncated UDP answer waits only what is left before the
+    deadline (it was given the whole per-try time-out again: an SPF check or a DKIM
+    lookup ran past its limit by up to one time-out)."""
+    dns_server.zones = ZONES
+    dns_server.udp_delay, dns_server.tcp_delay = 0.3, 3
+    config = servers.Config([("127.0.0.1", dns_server.port)], timeout=5, attempts=1)
+    started = time.monotonic()
+    check(Resolver(config=config).until(started + 0.5).mx("big.example"), SOFT, [], "timeout")
+    assert time.monotonic() - started < 0.7
+    assert dns_server.queries == [("big.example", "MX", "udp"), ("big.example", "MX", "tcp")]

@@ -118,6 +118,10 @@ class Resolver:
                 try:
                     response = _exchange(query, ip, port, timeout, "udp")
                     if response is None or response.flags & dns.flags.TC:
+                        if self.deadline is not None:      # the TCP try too ends by the deadline
+                            timeout = min(self.config.timeout, self.deadline - time.monotonic())
+                            if timeout <= 0:
+                                raise TimeoutError
                         response = _exchange(query, ip, port, timeout, "tcp")
                 except TimeoutError:
                     reason = "timeout"
