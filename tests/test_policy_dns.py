@@ -136,3 +136,16 @@ def test_static_resolver_behaviours():
     assert r.addresses("x.example").values == ["192.0.2.1"]
     with pytest.raises(ValueError):
         StaticResolver(["lonely"])
+
+
+def test_a_bare_dotted_quad_is_an_address_as_dns_mxip_takes_it(tmp_path, dns_server):
+    """mfdnscheck and helodnscheck ask what qmail's dns_mxip() answers: a domain that is
+    a dotted quad without brackets (ip_scan) is an address, found without a lookup; it was
+    asked as a name (NXDOMAIN) and the sender refused 553, the HELO 550."""
+    dns_server.zones = {}
+    session, _ = session_for(tmp_path, dns_server, {"mfdnscheck": "1", "helodnscheck": "1"})
+    assert talk(session, "HELO 192.0.2.7", "MAIL FROM:<a@192.0.2.1>", "RCPT TO:<b@example.org>")[1:] == [
+        "250 ok", "250 ok"]
+    assert dns_server.queries == []
+    assert talk(session, "RSET", "MAIL FROM:<a@192.0.2.1.example>", "RCPT TO:<b@example.org>")[1:] == [
+        "250 ok", "553 sorry, your envelope sender must exist (#5.7.1)"]

@@ -26,8 +26,12 @@ def smtpd_resolver(environ):
 
 
 def is_literal(host):
-    """An address literal ([1.2.3.4], [IPv6:...]) needs no DNS."""
-    return host.startswith("[") and host.endswith("]")
+    """An address literal ([1.2.3.4], [IPv6:...]) needs no DNS; nor does a dotted quad
+    without brackets, which qmail's dns_mxip() takes as an address (ip_scan)."""
+    if host.startswith("[") and host.endswith("]"):
+        return True
+    from qmailpy.dns.mxip import ip_literal
+    return ip_literal(host) is not None
 
 
 def exists(resolver, name):
