@@ -357,3 +357,18 @@ def test_the_head_the_key_choice_reads_gives_the_fields_of_the_whole(tmp_path, m
             assert list(fields(head)) == list(fields(path.read_bytes()))
             assert from_domain(head) == from_domain(path.read_bytes())
         assert len(Message(fd=f.fileno()).head()) < len(message) + 2 * BLOCK
+
+
+def test_an_ipv4_mapped_aaaa_of_mine_is_mine():
+    """An MX host whose AAAA record is ::ffff:127.0.0.1 (or ::ffff: one of this host's IPv4
+    addresses) reaches this host through the IPv4 stack: qmail's #5.4.6, not a connection
+    to our own qmail-smtpd (a mail loop). ipme.norm() took the mapped form for another address."""
+    from qmailpy.remote.ipme import norm
+    from qmailpy.remote.main import _candidates
+    assert norm("::ffff:127.0.0.1") == norm("::FFFF:7f00:1") == "127.0.0.1"
+    assert norm("2001:db8::1") == "2001:db8::1"
+    with pytest.raises(R.Stop) as e:
+        _candidates([(10, "::ffff:127.0.0.1", "me6.example"), (20, "192.0.2.1", "other.example")], None, ())
+    assert e.value.args[0] == R.AMBIGMX
+    assert _candidates([(5, "192.0.2.1", "other.example"), (10, "::ffff:127.0.0.1", "me6.example")],
+                       None, ()) == [("192.0.2.1", "other.example")]

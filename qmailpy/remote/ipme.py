@@ -18,11 +18,16 @@ MAX_IFCONF = 200000             # ipme.c gives up on a buffer larger than this
 
 
 def norm(ip):
-    """The canonical text of an address (so "::0001" and "::1" compare equal), else None."""
+    """The canonical text of an address (so "::0001" and "::1" compare equal), else None.
+    An IPv4-mapped address (::ffff:a.b.c.d, an AAAA record may hold one) is its IPv4 address:
+    a connection to it goes to a.b.c.d."""
     try:
-        return str(ipaddress.ip_address(ip))
+        a = ipaddress.ip_address(ip)
     except ValueError:
         return None
+    if a.version == 6 and a.ipv4_mapped is not None:
+        a = a.ipv4_mapped
+    return str(a)
 
 
 def interface_ipv4():
