@@ -149,3 +149,16 @@ def test_a_bare_dotted_quad_is_an_address_as_dns_mxip_takes_it(tmp_path, dns_ser
     assert dns_server.queries == []
     assert talk(session, "RSET", "MAIL FROM:<a@192.0.2.1.example>", "RCPT TO:<b@example.org>")[1:] == [
         "250 ok", "553 sorry, your envelope sender must exist (#5.7.1)"]
+
+
+def test_a_name_whose_address_answer_holds_only_a_cname_exists(tmp_path, dns_server):
+    """dns_mxip() falls back to dns_ip(), whose A answer holding only a CNAME (an alias
+    whose target has no address record) is no failure: the patch's mfdnscheck accepts the
+    sender. It was hard (nodata) and the sender refused 553; a dangling alias (NXDOMAIN)
+    still is."""
+    dns_server.zones = {"alias.example": {"CNAME": "target.example"}, "target.example": {"TXT": ["x"]},
+                        "dangling.example": {"CNAME": "nowhere.example"}}
+    session, _ = session_for(tmp_path, dns_server, {"mfdnscheck": "1"})
+    assert talk(session, "MAIL FROM:<a@alias.example>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
+    assert talk(session, "RSET", "MAIL FROM:<a@dangling.example>", "RCPT TO:<b@example.org>")[1:] == [
+        "250 ok", "553 sorry, your envelope sender must exist (#5.7.1)"]

@@ -40,7 +40,9 @@ def exists(resolver, name):
     ok (values name what was found), hard (NXDOMAIN, or neither MX nor address)
     or soft (a lookup failed softly: try later). Like qmail's dns_mxip(), a
     name whose MX lookup ends in NODATA (or only a CNAME) falls back to its
-    addresses; NXDOMAIN ends the test at once. A non-ASCII name (an SMTPUTF8
+    addresses; NXDOMAIN ends the test at once. As dns_ip(), an A answer holding
+    only a CNAME (an alias whose target has no address) is ok ("CNAME"); an
+    AAAA record is enough too (qmail knows only A). A non-ASCII name (an SMTPUTF8
     sender's domain) is asked as its A-labels (qmailpy.dns.idn, as qmail-remote
     asks them); one that is not a valid IDN is hard (badname) without a lookup.
     """
@@ -57,12 +59,17 @@ def exists(resolver, name):
         return Answer(OK, ["MX"])
     if mx.status == HARD and mx.reason in ("nxdomain", "badname"):
         return mx
-    got = resolver.addresses(name)
-    if got.status == OK and got.values:
+    a = resolver.a(name)
+    if a.status == OK:                  # dns_ip(): an answer holding only a CNAME is no failure either
+        return Answer(OK, ["A" if a.values else "CNAME"])
+    if a.status == HARD and a.reason in ("nxdomain", "badname"):
+        return a
+    aaaa = resolver.aaaa(name)
+    if aaaa.status == OK and aaaa.values:
         return Answer(OK, ["A"])
-    if got.status == OK:
-        return Answer(HARD, (), "nodata")
-    return got
+    if SOFT in (a.status, aaaa.status):
+        return a if a.status == SOFT else aaaa
+    return Answer(HARD, (), "nodata")
 
 
 def reverse_ip(ip):
