@@ -62,6 +62,22 @@ def test_refusals_exit_1(backend):  # noqa: F811
         assert r.stderr.startswith(b"qmail-users: "), args
 
 
+def test_adduser_whose_mailbox_cannot_be_made_adds_nobody(backend):  # noqa: F811
+    """vpopmail's vadduser makes the user's directory first and adds no row when it cannot
+    (VA_BAD_U_DIR); the row was committed first, the error was an 'internal bug' (111), and
+    the user stayed in the database without a Maildir ('user exists' on the next try)."""
+    run = backend.home.run
+    ok(run("qmail-users", "adddomain", "example.org"))
+    blocker = os.path.join(backend.home.root, "vpopmail", "domains", "example.org", "joe")
+    open(blocker, "w").close()                  # a file where the mailbox directory goes
+    r = run("qmail-users", "adduser", "joe@example.org", "-p", "secret", "-q", "10M")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stderr.startswith(b"qmail-users: cannot make the mailbox") and b"bug" not in r.stderr, r.stderr
+    assert backend.open().lookup("joe", "example.org") is None
+    os.unlink(blocker)
+    ok(run("qmail-users", "adduser", "joe@example.org", "-p", "secret"))
+
+
 def test_rcpthosts_follows_domains(home):
     home.control("rcpthosts", "localhost\nmx.example.com\n")
     home.run("qmail-users", "adddomain", "example.org")

@@ -116,11 +116,15 @@ def add_user(users, address, password, quota=None, clear=False, scheme=DEFAULT_S
                     "pw_dir, pw_shell, pw_clear_passwd) VALUES (?, ?, ?, 0, 0, ?, ?, ?, ?)",
                     user, domain, crypted, gecos, user_dir, shell, clear_text)
         users.write("UPDATE dir_control SET cur_users = cur_users + 1 WHERE domain = ?", domain)
-    owner = maildir.owner_of(users.vpopmaildir)
-    maildir.make_domain_dir(users.domain_dir(domain), owner)
-    box = maildir.make_maildir(user_dir, owner)
-    if shell != schema.NOQUOTA:
-        maildirpp.recount(box, shell, owner=owner)
+        # before the commit: as vadduser (make_user_dir first, VA_BAD_U_DIR), no row without a Maildir
+        try:
+            owner = maildir.owner_of(users.vpopmaildir)
+            maildir.make_domain_dir(users.domain_dir(domain), owner)
+            box = maildir.make_maildir(user_dir, owner)
+            if shell != schema.NOQUOTA:
+                maildirpp.recount(box, shell, owner=owner)
+        except OSError as e:
+            raise UsersError("cannot make the mailbox %s: %s" % (e.filename or user_dir, e.strerror or e)) from None
     return users.lookup(user, domain)
 
 
