@@ -78,6 +78,22 @@ def test_adduser_whose_mailbox_cannot_be_made_adds_nobody(backend):  # noqa: F81
     ok(run("qmail-users", "adduser", "joe@example.org", "-p", "secret"))
 
 
+def test_adddomain_whose_directory_cannot_be_made_adds_nothing(backend):  # noqa: F811
+    """A file where domains/DOMAIN goes: mkdir's EEXIST was taken for the directory, the domain
+    was 'added' without one (every mailbox of it then failed); vadddomain makes the directory
+    first and adds nothing when it cannot."""
+    run = backend.home.run
+    ok(run("qmail-users", "adddomain", "example.org"))          # makes vpopmail/domains
+    blocker = os.path.join(backend.home.root, "vpopmail", "domains", "blocked.org")
+    open(blocker, "w").close()
+    r = run("qmail-users", "adddomain", "blocked.org", "--no-rcpthosts", "--no-virtualdomains")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert r.stderr.startswith(b"qmail-users: cannot make the domain directory"), r.stderr
+    assert not backend.open().has_domain("blocked.org")
+    os.unlink(blocker)
+    ok(run("qmail-users", "adddomain", "blocked.org", "--no-rcpthosts", "--no-virtualdomains"))
+
+
 def test_rcpthosts_follows_domains(home):
     home.control("rcpthosts", "localhost\nmx.example.com\n")
     home.run("qmail-users", "adddomain", "example.org")

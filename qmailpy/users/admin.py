@@ -63,7 +63,11 @@ def add_domain(users, domain):
         users.write("REPLACE INTO dir_control (%s) VALUES (?, %s)"
                     % (schema.DIR_CONTROL_COLUMNS, ", ".join("?" * len(schema.DIR_CONTROL_NEW))),
                     domain, *schema.DIR_CONTROL_NEW)
-    maildir.make_domain_dir(users.domain_dir(domain), maildir.owner_of(users.vpopmaildir))
+        try:                    # before the commit, as vadddomain: no domain without its directory
+            maildir.make_domain_dir(users.domain_dir(domain), maildir.owner_of(users.vpopmaildir))
+        except OSError as e:
+            raise UsersError("cannot make the domain directory %s: %s"
+                             % (e.filename or users.domain_dir(domain), e.strerror or e)) from None
     return domain
 
 

@@ -32,6 +32,8 @@ def make_dir(path, mode, owner):
     try:
         os.mkdir(path, mode)
     except FileExistsError:
+        if not os.path.isdir(path):     # a file (or a dangling link) is in the way
+            raise NotADirectoryError(20, os.strerror(20), path) from None
         return
     if owner is not None:       # never through a symlink the owner of the parent put there since
         os.chown(path, *owner, follow_symlinks=False)
