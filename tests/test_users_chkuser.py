@@ -162,3 +162,23 @@ def test_alias_file_names_fold_ascii_only_as_qmail_local_does(users):
     assert check_recipient(users, "\u00c4RGER@example.org") == OK
     assert check_recipient(users, "kate@example.org") == OK
     assert check_recipient(users, "\u212aate@example.org") == NOUSER
+
+
+def test_an_address_virtualdomains_routes_elsewhere_is_not_the_domains_to_judge(users, backend):  # noqa: F811
+    """qmail-users adddomain gives postmaster@DOMAIN to alias through the virtualdomains line
+    `postmaster@DOMAIN:alias` (vadddomain makes a postmaster mailbox instead); qmail-send
+    routes such an address by that line, never to the domain's mailboxes, but chkuser judged
+    it by the mailboxes: RFC 5321's postmaster@ was refused 550 at RCPT."""
+    from qmailpy.users.answers import Answers
+    backend.home.control("virtualdomains", "example.org:example.org\npostmaster@example.org:alias\n"
+                                           "sales@Example.ORG:sales\n")
+    answers = Answers(lambda: users, backend.controls())
+    assert answers.check_recipient("postmaster@example.org") == NOTOURS
+    assert answers.check_recipient("Postmaster@EXAMPLE.org") == NOTOURS
+    assert answers.check_recipient("sales@example.org") == NOTOURS
+    assert answers.check_recipient("joe@example.org") == OK
+    assert answers.check_recipient("ann@example.org") == NOUSER
+    assert answers.check_recipient("postmaster@elsewhere.test") == NOTOURS
+    lines = ["postmaster@example.org:alias"]
+    assert check_recipient(users, "postmaster@example.org", lines) == NOTOURS
+    assert check_recipient(users, "postmaster@example.org") == NOUSER        # without the line: no mailbox

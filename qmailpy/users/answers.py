@@ -45,7 +45,11 @@ class Answers:
 
     def check_recipient(self, address):
         from qmailpy.users.chkuser import check_recipient
-        return check_recipient(self.users(), address)
+        try:
+            virtualdomains = self.controls.value("virtualdomains")
+        except OSError as e:            # ctl.reader.ControlError: cannot tell where qmail-send routes it
+            raise UsersUnavailable("control/virtualdomains: %s" % e) from None
+        return check_recipient(self.users(), address, virtualdomains)
 
     def relay_allowed(self, ip, since, window):
         return self.users().relay_allowed(ip, since, window)

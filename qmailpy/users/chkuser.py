@@ -19,7 +19,7 @@ thresholds) are qmail-smtpd's own rules here, with qmail's replies.
 """
 from qmailpy.users import domainfiles
 from qmailpy.users.base import UsersUnavailable
-from qmailpy.users.names import split_address
+from qmailpy.users.names import lower, split_address
 
 OK, NOUSER, NOTOURS = "ok", "nouser", "notours"
 
@@ -27,15 +27,20 @@ RESOURCE = "451 system temporary unavailable, try again later (#4.3.0 - chkuser)
 CHKUSR_06_NORCPT = "550 sorry, no mailbox here by that name (#5.1.1 - chkusr)"
 
 
-def check_recipient(users, addr):
+def check_recipient(users, addr, virtualdomains=()):
     """'ok', 'nouser' or 'notours' (a domain we do not host: not ours to judge).
 
+    An address with a line of its own in `virtualdomains` (control/virtualdomains'
+    lines: `postmaster@domain:alias`, which qmail-users adddomain writes) is routed by
+    qmail-send to that prefix, never to the domain's mailboxes: not ours to judge either.
     The order is qmail-lspawn's (qmailpy.spawn.mailbox): an alias file, else a
     mailbox, else a catch-all .qmail-default. Raises UsersUnavailable when
     the database cannot answer or the domain directory cannot be looked into.
     """
     user, domain = split_address(addr)
     if not user or not domain:
+        return NOTOURS
+    if routed_alone(virtualdomains, "%s@%s" % (user, domain)):
         return NOTOURS
     real = users.domain_of(domain)
     if real is None:
@@ -53,3 +58,13 @@ def check_recipient(users, addr):
         raise UsersUnavailable("cannot look into %s: %s" % (e.filename or domain_dir, e.strerror or e)) from None
     return NOUSER
 
+
+
+def routed_alone(virtualdomains, address):
+    """Does a virtualdomains line `address:prefix` (qmail-send's first, whole-address key) name
+    this lower-cased address?"""
+    for line in virtualdomains:
+        key, colon, _ = line.partition(":")
+        if colon and lower(key) == address:
+            return True
+    return False
