@@ -100,9 +100,27 @@ def test_rcpthosts_follows_domains(home):
     home.run("qmail-users", "addaliasdomain", "example.org", "example.net")
     with open(os.path.join(home.root, "control", "rcpthosts")) as f:
         assert f.read() == "localhost\nmx.example.com\nexample.org\nexample.net\n"
-    ok(home.run("qmail-users", "deldomain", "example.org"))
+    ok(home.run("qmail-users", "deldomain", "example.org"))       # its alias domain goes with it
     with open(os.path.join(home.root, "control", "rcpthosts")) as f:
-        assert f.read() == "localhost\nmx.example.com\nexample.net\n"
+        assert f.read() == "localhost\nmx.example.com\n"
+
+
+def test_deldomain_takes_its_alias_domains_out_of_the_controls(home):
+    """vdeldomain deletes a real domain's alias domains with it, and their lines in rcpthosts and
+    virtualdomains (del_control over the list of aliases); the aliasdomains rows went, but
+    example.net stayed in rcpthosts and virtualdomains: its mail was still taken at RCPT
+    (chkuser: no longer a hosted domain, so not judged) and delivered locally to a domain
+    the database no longer knows."""
+    home.control("rcpthosts", "localhost\n")
+    ok(home.run("qmail-users", "adddomain", "example.org"))
+    ok(home.run("qmail-users", "addaliasdomain", "example.org", "example.net"))
+    ok(home.run("qmail-users", "adddomain", "other.test"))
+    out = ok(home.run("qmail-users", "deldomain", "example.org"))
+    assert "control/rcpthosts: removed example.net" in out
+    with open(os.path.join(home.root, "control", "rcpthosts")) as f:
+        assert f.read() == "localhost\nother.test\n"
+    with open(os.path.join(home.root, "control", "virtualdomains")) as f:
+        assert f.read() == "other.test:other.test\npostmaster@other.test:alias\n"
 
 
 def test_no_rcpthosts_file_is_left_alone(home):

@@ -132,11 +132,13 @@ def addaliasdomain(users, real_domain, alias_domain, no_rcpthosts, no_virtualdom
 def deldomain(users, domain, keep_files, no_rcpthosts, no_virtualdomains):
     """Remove DOMAIN with all its users (or, for an alias domain, just the alias), and
     its lines in control/rcpthosts and control/virtualdomains."""
+    name = domain.strip().lower().rstrip(".")
+    aliases = sorted(a for a, real in users.domains()[1].items() if real == name)
     what = admin.del_domain(users, domain, keep_files)
-    domain = domain.strip().lower().rstrip(".")
-    click.echo("deleted %s %s" % ("alias domain" if what == "alias" else "domain", domain))
-    _controls_follow(domain, no_rcpthosts, no_virtualdomains, domaincontrols.remove_rcpthost,
-                     domaincontrols.remove_virtual)
+    click.echo("deleted %s %s" % ("alias domain" if what == "alias" else "domain", name))
+    # vdeldomain deletes a real domain's alias domains with it, and their control lines too
+    _controls_follow([name] + (aliases if what == "domain" else []), no_rcpthosts, no_virtualdomains,
+                     domaincontrols.remove_rcpthost, domaincontrols.remove_virtual)
 
 
 @cli.command()
@@ -172,14 +174,19 @@ def syncdomains(users, domains):
     _report(home, changes, notes)
 
 
-def _controls_follow(domain, no_rcpthosts, no_virtualdomains, rcpthosts, virtualdomains):
-    """Apply the control-file changes, say what changed, and HUP qmail-send after virtualdomains."""
+def _controls_follow(domains, no_rcpthosts, no_virtualdomains, rcpthosts, virtualdomains):
+    """Apply the control-file changes for a domain (or a list of them), say what changed, and
+    HUP qmail-send after virtualdomains."""
     home = _home()
+    changes, notes = [], []
     try:
-        changes, notes = rcpthosts(home, domain) if not no_rcpthosts else ([], [])
-        if not no_virtualdomains:
-            more, more_notes = virtualdomains(home, domain)
-            changes, notes = changes + more, notes + more_notes
+        for domain in [domains] if isinstance(domains, str) else domains:
+            if not no_rcpthosts:
+                more, more_notes = rcpthosts(home, domain)
+                changes, notes = changes + more, notes + more_notes
+            if not no_virtualdomains:
+                more, more_notes = virtualdomains(home, domain)
+                changes, notes = changes + more, notes + more_notes
     except OSError as e:
         click.echo("qmail-users: the users database is changed, but not the control files: %s" % e, err=True)
         sys.exit(EXIT_TEMPORARY)
