@@ -182,3 +182,16 @@ def test_an_address_virtualdomains_routes_elsewhere_is_not_the_domains_to_judge(
     lines = ["postmaster@example.org:alias"]
     assert check_recipient(users, "postmaster@example.org", lines) == NOTOURS
     assert check_recipient(users, "postmaster@example.org") == NOUSER        # without the line: no mailbox
+
+
+def test_user_ext_is_the_mailbox_delivery_gives_it_to(users):
+    """qmail-lspawn delivers joe-ext@ to the mailbox joe (step 4: the longest user of user-ext,
+    as vpopmail's QMAIL_EXT and chkuser's CHKUSER_USERS_DASH); chkuser stopped after the
+    catch-all and refused joe-lists@ 550 though delivery would have put it in joe's Maildir."""
+    assert check_recipient(users, "joe-lists@example.org") == OK
+    assert check_recipient(users, "joe-a-b@example.org") == OK
+    assert check_recipient(users, "first.last-x@example.org") == OK
+    assert check_recipient(users, "ann-lists@example.org") == NOUSER
+    assert check_recipient(users, "-joe@example.org") == NOUSER
+    users.db.execute("UPDATE vpopmail SET pw_gid = ? WHERE pw_name = 'joe'", (BOUNCE_MAIL,))
+    assert check_recipient(users, "joe-lists@example.org") == NOUSER        # delivery: locked, bounced

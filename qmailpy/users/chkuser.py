@@ -3,8 +3,8 @@
 check_recipient() follows chkuser 2.0's realrcpt() (chkuser.c 2.0.8, as in
 denislemire/netqmail chkuser.c): domains we do not host are not checked;
 then a .qmail-<user> or .qmail-<prefix>-default alias file, a mailbox user
-(without vpopmail's BOUNCE_MAIL flag), or a catch-all .qmail-default each make
-the recipient valid (qmailpy.users.domainfiles), exactly what delivery
+(without vpopmail's BOUNCE_MAIL flag), a catch-all .qmail-default, or the mailbox
+u of user = u-ext each make the recipient valid (qmailpy.users.domainfiles), exactly what delivery
 delivers. chkuser's ezmlm list-directory test is left out: without a
 .qmail-<list>-default nothing would deliver such mail. A database that cannot
 answer, or a domain directory we cannot look into, raises UsersUnavailable:
@@ -34,7 +34,7 @@ def check_recipient(users, addr, virtualdomains=()):
     lines: `postmaster@domain:alias`, which qmail-users adddomain writes) is routed by
     qmail-send to that prefix, never to the domain's mailboxes: not ours to judge either.
     The order is qmail-lspawn's (qmailpy.spawn.mailbox): an alias file, else a
-    mailbox, else a catch-all .qmail-default. Raises UsersUnavailable when
+    mailbox, else a catch-all .qmail-default, else the mailbox u of user = u-ext. Raises UsersUnavailable when
     the database cannot answer or the domain directory cannot be looked into.
     """
     user, domain = split_address(addr)
@@ -54,6 +54,13 @@ def check_recipient(users, addr, virtualdomains=()):
             return NOUSER if box.bounces else OK
         if domainfiles.is_catchall(domainfiles.default_head(domain_dir)):
             return OK
+        # qmail-lspawn's next step: the mailbox u of user = u-ext, the longest first
+        from qmailpy.addr.keys import mailbox_names
+        for short, ext in mailbox_names(user.encode("utf-8", "surrogateescape")):
+            if ext is not None:
+                box = users.lookup(short.decode("utf-8", "surrogateescape"), real)
+                if box is not None:
+                    return NOUSER if box.bounces else OK
     except OSError as e:
         raise UsersUnavailable("cannot look into %s: %s" % (e.filename or domain_dir, e.strerror or e)) from None
     return NOUSER
