@@ -19,7 +19,7 @@ thresholds) are qmail-smtpd's own rules here, with qmail's replies.
 """
 from qmailpy.users import domainfiles
 from qmailpy.users.base import UsersUnavailable
-from qmailpy.users.names import lower, split_address
+from qmailpy.users.names import split_address
 
 OK, NOUSER, NOTOURS = "ok", "nouser", "notours"
 
@@ -66,12 +66,8 @@ def check_recipient(users, addr, virtualdomains=()):
     return NOUSER
 
 
-
 def routed_alone(virtualdomains, address):
     """Does a virtualdomains line `address:prefix` (qmail-send's first, whole-address key) name
-    this lower-cased address?"""
-    for line in virtualdomains:
-        key, colon, _ = line.partition(":")
-        if colon and lower(key) == address:
-            return True
-    return False
+    this lower-cased address? (addr.rewrite reads the lines, as qmail-send does.)"""
+    from qmailpy.addr.rewrite import vdom_map
+    return address.encode("utf-8", "surrogateescape") in vdom_map(virtualdomains)
