@@ -28,10 +28,19 @@ def assert_died_cleanly(send):
 
 
 def kill_todo(send, signum):
+    """signum to qmail-todo once it catches SIGTERM: a SIGTERM that comes while it is still
+    starting (the interpreter, its controls) ends it by the default action, without its X, and
+    qmail-send then takes the lost connection for what it is (a race of the test, not of qmail)."""
     def todo_pids():
         return [pid for pid in send.children()
                 if open("/proc/%d/cmdline" % pid, "rb").read().split(b"\0")[2].endswith(b"qmail-todo")]
+
+    def catches_term(pid):
+        with open("/proc/%d/status" % pid) as f:
+            caught = [line.split()[1] for line in f if line.startswith("SigCgt:")]
+        return bool(caught) and int(caught[0], 16) & (1 << (signal.SIGTERM - 1))
     [todo] = send.wait_for(todo_pids, what="qmail-todo")
+    send.wait_for(lambda: catches_term(todo), what="qmail-todo catching SIGTERM")
     os.kill(todo, signum)
 
 
