@@ -115,20 +115,15 @@ def from_domain(message):
     return ""
 
 
-def keys_present(home):
-    """Is there anything in control/domainkeys/ (one listing)? A ControlError when it is there
-    but cannot be listed."""
-    return bool(_listing(home, DIR))
-
-
-def signing_keys(controls, message, sender):
+def signing_keys(controls, read_header, sender):
     """[Key] that sign this message: the From: domain's, else the envelope sender's; []
-    (after one failed listing) when control/domainkeys/ is not there; a ControlError when it
-    cannot be listed."""
+    (after one listing, the message unread) when control/domainkeys/ is empty or not there;
+    a ControlError when it cannot be listed. read_header(): the message's header block (bytes),
+    asked only when control/domainkeys/ has entries."""
     home = controls.home
-    if not keys_present(home):
+    if not _listing(home, DIR):
         return []
-    for domain in (from_domain(message), _domain(os.fsdecode(sender))):
+    for domain in (from_domain(read_header()), _domain(os.fsdecode(sender))):
         if domain:
             keys = domain_keys(home, domain)
             if keys:

@@ -169,11 +169,9 @@ def _dkim_sign(controls, message, sender):
     key (qmailpy.dkim.keys: a directory listing when none has, and the message is not read;
     its header alone when control/domainkeys/ has keys, none of them for it); a key that
     cannot be used is a control error."""
-    from qmailpy.dkim.keys import keys_present, signing_keys
+    from qmailpy.dkim.keys import signing_keys
     try:
-        if not keys_present(controls.home):
-            return message
-        keys = signing_keys(controls, message.head(), sender)
+        keys = signing_keys(controls, message.head, sender)
         if not keys:
             return message
         from qmailpy.dkim.sign import sign
