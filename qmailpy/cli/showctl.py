@@ -108,13 +108,12 @@ def _smtproutes(controls):
 
 
 def _tlsdestinations(controls):
-    from qmailpy.remote.routes import key_problem, split_colon
+    from qmailpy.remote.routes import key_problem
+    from qmailpy.remote.tls import destination
     s = controls.setting("tlsdestinations")
     found = []
     for i, line in enumerate(s.value or ()):
-        entry = line.encode("utf-8", "surrogateescape").strip()
-        dest = split_colon(entry[1:] if entry[:1] in (b"!", b"-") else entry)[0]    # as parse_destinations
-        why = key_problem(dest)
+        why = key_problem(destination(line)[1])
         if why is not None:
             found.append(_line_finding(s, i, "%s: qmail-remote applies it to no host" % why))
     return found

@@ -58,25 +58,31 @@ class Policy:
 DEFAULT = Policy()
 
 
+def destination(line):
+    """(level, destination as written, CA file) of one control/tlsdestinations entry (str or
+    bytes); the destination is b"" for a line that names none. qmail-showctl --check reads
+    the lines with it too."""
+    if isinstance(line, str):
+        line = line.encode("utf-8", "surrogateescape")
+    line = line.strip()
+    level = {b"!": NONE, b"-": ENCRYPT}.get(line[:1])
+    if level is not None:
+        line = line[1:]
+    dest, colon, cafile = split_colon(line)          # [IPv6:...]: its colons are the address's
+    if dest.endswith(b".") and dest.strip(b"."):     # an absolute name: the domain (policy_for)
+        dest = dest[:-1]
+    if level is None:
+        level = VERIFY
+    return level, dest, cafile.strip() if level == VERIFY else b""
+
+
 def parse_destinations(lines):
     """{lower-case destination: Policy} from control/tlsdestinations' entries (str or bytes)."""
     table = {}
     for line in lines:
-        if isinstance(line, str):
-            line = line.encode("utf-8", "surrogateescape")
-        line = line.strip()
-        level = {b"!": NONE, b"-": ENCRYPT}.get(line[:1])
-        if level is not None:
-            line = line[1:]
-        dest, colon, cafile = split_colon(line)          # [IPv6:...]: its colons are the address's
-        if not dest:
-            continue
-        if dest.endswith(b".") and dest.strip(b"."):     # an absolute name: the domain (policy_for)
-            dest = dest[:-1]
-        if level is None:
-            level = VERIFY
-        cafile = cafile.strip() if level == VERIFY else b""
-        table[b"" if dest == b"*" else table_key(dest)] = Policy(level, cafile.decode("utf-8", "surrogateescape") or None)
+        level, dest, cafile = destination(line)
+        if dest:
+            table[b"" if dest == b"*" else table_key(dest)] = Policy(level, cafile.decode("utf-8", "surrogateescape") or None)
     return table
 
 
