@@ -34,21 +34,37 @@ def start(usage=None, argv=None):
         raise SystemExit(0)
 
 
-def fresh_signals():
+def ignored_signals():
+    """The signals ignored now: what an exec from here would hand on as ignored."""
+    return frozenset(s for s in _signal.valid_signals() if _getsignal(s) is _signal.SIG_IGN)
+
+
+def _getsignal(signum):
+    try:
+        return _signal.getsignal(signum)
+    except (OSError, ValueError):            # RT signals Python may not read
+        return None
+
+
+def fresh_signals(ignored=None):
     """Signals as a newly exec'd interpreter has them, for a forked child that runs a
-    program's main() in place of exec'ing it: every handler back to default, then
-    Python's own start-up settings (SIGPIPE and SIGXFSZ ignored, SIGINT raising
-    KeyboardInterrupt), and nothing blocked."""
+    program's main() in place of exec'ing it: a caught signal back to its default, an
+    ignored one left ignored (`ignored`: that set, by default the one ignored now), as
+    execve does; then Python's own start-up settings (SIGPIPE and SIGXFSZ ignored,
+    SIGINT raising KeyboardInterrupt unless it is ignored), and nothing blocked."""
+    ignored = ignored_signals() if ignored is None else ignored
     for signum in _signal.valid_signals():
         if signum in (_signal.SIGKILL, _signal.SIGSTOP):
             continue
+        want = _signal.SIG_IGN if signum in ignored else _signal.SIG_DFL
         try:
-            if _signal.getsignal(signum) is not _signal.SIG_DFL:
-                _signal.signal(signum, _signal.SIG_DFL)
+            if _signal.getsignal(signum) is not want:
+                _signal.signal(signum, want)
         except (OSError, ValueError):        # RT signals Python may not set
             pass
     _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
     _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
-    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+    if _signal.SIGINT not in ignored:
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
     _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
     _signal.set_wakeup_fd(-1)

@@ -78,19 +78,21 @@ def probe_script(scratch):
     return path
 
 
-def client(scratch, which, mode, log=None):
+def client(scratch, which, mode, log=None, preexec_fn=None):
     """A qmail-lspawn ("local") or qmail-rspawn ("remote") whose deliveries run the probe."""
     var = "QMAILLOCAL" if which == "local" else "QMAILREMOTE"
     if mode == "exec":
-        return SpawnClient("qmail-%sspawn" % which[0], scratch.env(**{var: probe_script(scratch)}), stderr=log)
+        return SpawnClient("qmail-%sspawn" % which[0], scratch.env(**{var: probe_script(scratch)}), stderr=log,
+                           preexec_fn=preexec_fn)
     env = scratch.env()
     del env["QMAILLOCAL"], env["QMAILREMOTE"]
     driver = DRIVER % dict(paths=[str(ROOT), sysconfig.get_paths()["purelib"]], probe=PROBE, target="%s.main" % which, spawn="%sspawn" % which[0])
-    return SpawnClient(None, env, argv=[sys.executable, "-IS", "-c", driver, "./Maildir/"], stderr=log)
+    return SpawnClient(None, env, argv=[sys.executable, "-IS", "-c", driver, "./Maildir/"], stderr=log,
+                       preexec_fn=preexec_fn)
 
 
-def deliver(scratch, which, mode, recipients, log=None, messid=None):
-    spawn = client(scratch, which, mode, log)
+def deliver(scratch, which, mode, recipients, log=None, messid=None, preexec_fn=None):
+    spawn = client(scratch, which, mode, log, preexec_fn)
     try:
         messid = messid or queue_message(scratch.home, b"Subject: probe\n\nbody\n")
         got = [spawn.one(messid, b"alice@localhost", r) for r in recipients]
@@ -117,6 +119,23 @@ def test_a_forked_child_sees_what_an_execd_program_sees(scratch, which, recipien
             assert seen["status"]["CapEff"] == "0000000000000000"
         assert seen["cwd"] == scratch.home and seen["umask"] == 0o022
     assert seen["comm"] == "qmail-" + which           # as ps shows an exec'd qmail-local/-remote
+    assert execd.replace(b"'comm': 'probe'", b"'comm': 'qmail-%s'" % which.encode()) == forked
+
+
+def ignore_quit():
+    """A spawn started the way a shell's trap '' QUIT would start it."""
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("which,recipient", [("local", b"joe@localhost"), ("remote", b"bob@far.example")])
+def test_a_signal_ignored_by_the_spawns_parent_stays_ignored_in_forked_children_as_across_exec(scratch, which, recipient):
+    # execve keeps an ignored signal ignored: an exec'd qmail-local/-remote started by a spawn
+    # whose parent ignored SIGQUIT has it ignored too; a forked child must not reset it.
+    messid = queue_message(scratch.home, b"Subject: probe\n\nbody\n")
+    [execd] = deliver(scratch, which, "exec", [recipient], messid=messid, preexec_fn=ignore_quit)
+    [forked] = deliver(scratch, which, "fork", [recipient], messid=messid, preexec_fn=ignore_quit)
+    ignored = int(eval(forked[1:].decode().splitlines()[0])["status"]["SigIgn"], 16)
+    assert ignored & (1 << (signal.SIGQUIT - 1))
     assert execd.replace(b"'comm': 'probe'", b"'comm': 'qmail-%s'" % which.encode()) == forked
 
 

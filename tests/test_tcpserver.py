@@ -630,13 +630,15 @@ def test_a_worker_environment_is_the_new_session_s_alone():
 
 def test_each_session_of_a_worker_starts_with_fresh_signal_dispositions(tmp_path):
     """A session that ignores a signal does not hand that to the next session of its worker
-    (an exec'd qmail-smtpd starts with the dispositions of a new program)."""
+    (an exec'd qmail-smtpd starts with the dispositions of a new program); a signal the server
+    was started with ignored stays ignored in every session, as across tcpserver's exec."""
     from qmailpy.tcpserver import options, server
     opts = options.parse(["-q", "-HR", "-l", "h", "-c", "1", "127.0.0.1", "0", "qmail-smtpd"], {})
 
     def runner(args, environ):
         ignored = signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN
-        os.write(1, b"pid %d ignored %d\n" % (os.getpid(), ignored))
+        inherited = signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN
+        os.write(1, b"pid %d ignored %d %d\n" % (os.getpid(), ignored, inherited))
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         return 0
     listener = server.listen(opts)
@@ -645,6 +647,7 @@ def test_each_session_of_a_worker_starts_with_fresh_signal_dispositions(tmp_path
     if pid == 0:
         code = 1
         try:
+            signal.signal(signal.SIGUSR2, signal.SIG_IGN)   # as started by a parent that ignores it
             front = server.Server(opts, runner, listener, [])
             front.catch_signals()
             code = front.run()
@@ -658,7 +661,7 @@ def test_each_session_of_a_worker_starts_with_fresh_signal_dispositions(tmp_path
                 seen.append(recv_until(s, b"\n"))
         pids = {line.split()[1] for line in seen}
         assert len(pids) == 1, seen                         # one worker ran both sessions
-        assert [line.split()[3] for line in seen] == [b"0", b"0"]
+        assert [line.split()[3:] for line in seen] == [[b"0", b"1"], [b"0", b"1"]]
     finally:
         os.kill(pid, signal.SIGTERM)
         _, status = os.waitpid(pid, 0)

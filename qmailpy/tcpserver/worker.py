@@ -17,7 +17,7 @@ import socket
 
 from qmailpy.exitcodes import EXIT_TROUBLE
 from qmailpy.log import write_bug, write_line
-from qmailpy.progstart import fresh_signals
+from qmailpy.progstart import fresh_signals, ignored_signals
 from qmailpy.tcpserver import child
 
 MESSAGE_MAX = 128
@@ -50,8 +50,9 @@ def serve(chan, opts, runner, base_env):
     """The worker's life (never returns): sessions until the channel ends, then exit 0."""
     try:
         log = (lambda line: write_line(2, line)) if opts.verbosity else (lambda line: None)
+        ignored = ignored_signals()         # the server's: what an exec'd session would find ignored
         while True:
-            fresh_signals()                 # as an exec'd session: not the parent's handlers, nor the last session's
+            fresh_signals(ignored)          # as an exec'd session: not the parent's handlers, nor the last session's
             try:
                 data, fds, _, _ = socket.recv_fds(chan, MESSAGE_MAX, 1)
             except InterruptedError:
