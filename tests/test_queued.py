@@ -514,3 +514,68 @@ def test_an_ordinary_user_cannot_hold_what_the_qmail_users_need(home, monkeypatc
         assert svc.service.envelopes.held == {}
     finally:
         svc.stop()
+
+
+class SlowSpamd:
+    """A spamd on a UNIX socket that answers each PROCESS, correctly, after `delay` seconds."""
+
+    def __init__(self, path, delay):
+        self.path, self.delay = path, delay
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(8)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn):
+        with conn:
+            conn.settimeout(30)
+            try:
+                data = b""
+                while True:
+                    got = conn.recv(65536)
+                    if not got:
+                        break
+                    data += got
+                body = data.split(b"\r\n\r\n", 1)[1]
+                time.sleep(self.delay)
+                conn.sendall(b"SPAMD/1.1 0 EX_OK\r\nContent-length: %d\r\nSpam: False ; 0.1 / 5.0\r\n\r\n%s"
+                             % (len(body), body))
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("via", ["service", "in-process"])
+def test_timeoutqueue_bounds_the_filters_as_qmail_queues_alarm_does(home, tmp_path, via):
+    """control/timeoutqueue is qmail-queue's alarm: the whole insertion, filters included
+    (docs/filters.md). In-process SIGALRM ends a spamd conversation still going at the deadline;
+    qmail-queued bounded only its reads from the client, so a spamd that took a second and a half
+    for each of three recipients got the message queued after timeoutqueue 2 (and past
+    timeoutqueue + 60 its client gives up with 74 while the service still queues it: a duplicate
+    when the sender retries). Both now end with 52 at the deadline, nothing queued."""
+    spamd = SlowSpamd(str(tmp_path / "spamd.sock"), 1.5)
+    for name, value in [("timeoutqueue", "2"), ("spamglobal", "1"), ("spamdsocket", spamd.path)]:
+        (home / "control" / name).write_text(value + "\n")
+    service = Queued(home, os.environ, log=str(tmp_path / "queued.log")).start() if via == "service" else None
+    try:
+        t0 = time.monotonic()
+        rc, err, _ = run_qq(home, envelope=qq.encode(b"a@example.org", [b"b@example.net", b"c@example.net",
+                                                                         b"d@example.net"]))
+        took = time.monotonic() - t0
+    finally:
+        if service is not None:
+            service.stop()
+        spamd.close()
+    assert (rc, err) == (X.QQ_TIMEOUT, "qmail-queue: timeout\n")
+    assert 1.5 < took < 4
+    assert debris(home) == []

@@ -15,9 +15,13 @@
 clamd/spamd trouble (down, control/filtertimeout exceeded, garbage) refuses
 the message for now (56/72/74/71, 451: the client retries) and nothing is
 queued, unless control/filterfailopen is 1: then it is logged and the
-message goes on unfiltered for the service that failed.
+message goes on unfiltered for the service that failed. Under qmail-queued,
+where no SIGALRM ends the insertion, the filter keeps to its deadline
+(control/timeoutqueue) itself: no conversation goes past it, and reaching
+it is qmail-queue's timeout (52), whatever filterfailopen says.
 """
 import os
+import time
 
 from qmailpy import exitcodes as X
 from qmailpy.filters.log import say
@@ -41,9 +45,10 @@ def _user(address):
 class Filter:
     """One message's filtering; run(staged) returns enqueue's groups or raises QueueError."""
 
-    def __init__(self, controls, clam, spam, log=say, keys=None):
+    def __init__(self, controls, clam, spam, log=say, keys=None, deadline=None):
         self.controls, self.clam, self.spam, self.log = controls, list(clam), list(spam), log
         self.keys = keys or {}          # recipient -> its key (the mailbox: spamd's User:)
+        self.deadline = deadline        # time.monotonic() of timeoutqueue (qmail-queued), or None
 
     def value(self, name):
         try:
@@ -52,10 +57,20 @@ class Filter:
             raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
 
     def timeout(self):
-        return max(1, self.value("filtertimeout") or 60)
+        """Seconds the next conversation may take: filtertimeout, and no more than the deadline leaves."""
+        limit = max(1, self.value("filtertimeout") or 60)
+        if self.deadline is None:
+            return limit
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise QueueError(X.QQ_TIMEOUT, "timeout")
+        return min(limit, left)
 
     def _service_failed(self, e):
-        """Fail open (log, go on unfiltered) or re-raise: control/filterfailopen."""
+        """Fail open (log, go on unfiltered) or re-raise: control/filterfailopen. Past the deadline
+        (a conversation cut short by it) it is qmail-queue's timeout."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise QueueError(X.QQ_TIMEOUT, "timeout") from None
         if not self.value("filterfailopen"):
             raise e
         self.log("%s; filterfailopen: going on unfiltered" % e.reason)
@@ -145,11 +160,10 @@ class Filter:
         except OSError as e:
             raise QueueError(X.QQ_READ_ERROR, "unable to read mess: %s" % (e.strerror or e)) from None
         address = parse_address(self.value("spamdsocket"), "control/spamdsocket")
-        timeout = self.timeout()
         copies, refused = {}, []
         for rcpt in recipients:
             try:
-                verdict = spamd.process(message, _user(self.keys.get(rcpt, rcpt)), address, timeout)
+                verdict = spamd.process(message, _user(self.keys.get(rcpt, rcpt)), address, self.timeout())
             except ServiceError as e:
                 self._service_failed(e)
                 break                       # fail-open: the rest get the message as it came

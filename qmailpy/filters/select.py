@@ -101,4 +101,4 @@ def content_filter(staged, controls):
     if not clam and not spam:
         return None
     from qmailpy.filters import scan
-    return scan.Filter(controls, clam, spam, keys=keys).run(staged)
+    return scan.Filter(controls, clam, spam, keys=keys, deadline=staged.deadline).run(staged)

@@ -58,12 +58,15 @@ class Staged:
     """What a content filter sees: the message fsynced on disk, the commit not yet made.
 
     head is qmail-queue's Received line, the first bytes of the mess file.
+    deadline (time.monotonic()) is when the insertion's time is up (timeoutqueue) where no
+    SIGALRM ends it (qmail-queued sets it); None in qmail-queue's own process.
     """
-    __slots__ = ("home", "msgid", "mess_path", "mess_fd", "sender", "recipients", "head")
+    __slots__ = ("home", "msgid", "mess_path", "mess_fd", "sender", "recipients", "head", "deadline")
 
     def __init__(self, home, msgid, mess_path, mess_fd, sender, recipients, head=b""):
         self.home, self.msgid, self.mess_path, self.mess_fd = home, msgid, mess_path, mess_fd
         self.sender, self.recipients, self.head = sender, recipients, head
+        self.deadline = None
 
 
 def run_content_filters(staged, content_filter):

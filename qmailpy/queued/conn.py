@@ -4,11 +4,12 @@ The work is qmail-queue's, done by the same code (qmailpy.queue.enqueue,
 the controls and filters of qmailpy.queue.main), with three differences that
 the socket brings: the caller's uid is the kernel's (SO_PEERCRED), never
 anything the client says; the time limit (control timeoutqueue, qmail-queue's
-alarm) is a deadline on every read from the client, so a client that stalls
-ends with exit code 52 and holds only its own thread; and the number of the
-insertion (`qp`: the Received line's `qmail N`, intd's p record, qmail-smtpd's
-250 reply) is this thread's kernel id, unique among running tasks as
-qmail-queue's pid was.
+alarm) is a deadline on every read from the client and on the filters
+(clamd, spamd: qmailpy.filters.scan keeps to it), so a client that stalls,
+or a filter that takes too long, ends with exit code 52 and holds only its
+own thread; and the number of the insertion (`qp`: the Received line's
+`qmail N`, intd's p record, qmail-smtpd's 250 reply) is this thread's kernel
+id, unique among running tasks as qmail-queue's pid was.
 """
 import os
 import threading
@@ -161,7 +162,8 @@ def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None, budget=
         step = content_filter(controls)
 
         def filter_step(staged):
-            """The filters with the origin the client gave (read before the message by now)."""
+            """The filters with the origin the client gave (read before the message by now), within
+            the insertion's deadline as qmail-queue's alarm: past it, 52 and nothing queued."""
             origin = trusted_origin(reader.frames.origin, uid)
             if origin is None:
                 log("qp %d uid %d pid %d: origin ignored: not qmail-smtpd's user" % (qp, uid, pid))
@@ -169,7 +171,11 @@ def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None, budget=
             if origin:              # this message's own environment: the files read stay cached
                 controls.environ.update(origin)
                 chosen = content_filter(controls)
-            return None if chosen is None else chosen(staged)
+            staged.deadline = reader.deadline
+            got = None if chosen is None else chosen(staged)
+            if time.monotonic() > reader.deadline:
+                raise QueueError(X.QQ_TIMEOUT, "timeout")
+            return got
         try:
             got["ids"] = enqueue_all(home, reader, _Envelope(reader.read_envelope), uid, qp, time.time(),
                                      content_filter=filter_step, dir_sync=dir_sync)
