@@ -449,7 +449,7 @@ def test_message_above_streammaxlength_is_refused(home, clamd):
 def clamd_200m(tmp_path_factory):
     """clamd installed for databytes 200 MiB and clamdalertencrypted 0."""
     if not shutil.which("clamd"):
-        pytest.skip("clamd not installed (Debian clamav-daemon)")
+        services.missing("clamd", "clamd is not installed (Debian clamav-daemon; make deps)")
     c = Clamd(str(tmp_path_factory.mktemp("clamd200m")), {"databytes": str(200 << 20), "clamdalertencrypted": "0"})
     yield c
     c.stop()
