@@ -115,7 +115,8 @@ def injectbounce(sched, msgid, now):
     except OSError:
         for f in files:
             f.close()
-        log.line("warning: unable to read %s; will try again later" % rel("bounce", msgid))
+        unread = rel("mess", msgid, sched.split) if files else rel("bounce", msgid)
+        log.line("warning: unable to read %s; will try again later" % unread)
         return RETRY
     copy = msgid not in sched.copy_refused
     chunks = bounce.chunks(now, sender, files[0], files[1], settings, copy)
