@@ -579,3 +579,38 @@ def test_timeoutqueue_bounds_the_filters_as_qmail_queues_alarm_does(home, tmp_pa
     assert (rc, err) == (X.QQ_TIMEOUT, "qmail-queue: timeout\n")
     assert 1.5 < took < 4
     assert debris(home) == []
+
+
+def test_a_filters_log_lines_name_the_insertion_they_belong_to(home, tmp_path):
+    """In-process, qmail-queue's filter lines (`refused for ...`, filterfailopen) go to its caller's
+    stderr, qmail-smtpd's log, beside the session. Under qmail-queued they went to the service's log
+    as bare `qmail-queue: refused for bob@example.net: ...` lines, which among concurrent insertions
+    name no message; they now carry the insertion's qp, uid and pid like its other lines."""
+    clamd = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    clamd.bind(str(tmp_path / "clamd.sock"))
+    clamd.listen(8)
+
+    def serve():
+        conn, _ = clamd.accept()
+        with conn:
+            data = b""
+            while not data.endswith(b"\0\0\0\0"):
+                data += conn.recv(65536)
+            conn.sendall(b"stream: Test-Virus FOUND\0")
+    threading.Thread(target=serve, daemon=True).start()
+    (home / "control" / "clamdsocket").write_text(str(tmp_path / "clamd.sock") + "\n")
+    (home / "control" / "clamavclients").write_text("b@example.net\n")
+    p = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "qmailpy.cli.newfilters", "clamavclients"],
+                       cwd=ROOT, capture_output=True, env=qenv(home), timeout=30)
+    assert p.returncode == 0, p
+    log = tmp_path / "queued.log"
+    service = Queued(home, os.environ, log=str(log)).start()
+    try:
+        rc, err, pid = run_qq(home)
+    finally:
+        service.stop()
+        clamd.close()
+    assert (rc, err) == (0, "")
+    [line] = [ln for ln in log.read_text().splitlines() if "refused for" in ln]
+    assert re.fullmatch(r"qmail-queued: qp \d+ uid %d pid %d: refused for b@example.net: virus Test-Virus found"
+                        % (os.getuid(), pid), line), line

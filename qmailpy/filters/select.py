@@ -84,9 +84,10 @@ def select(controls, recipients, log=say):
                 db.close()
 
 
-def content_filter(staged, controls):
+def content_filter(staged, controls, log=say):
     """qmail-queue's filter step (enqueue.run_content_filters): None when nobody is filtered.
-    With control/dkimverify the DKIM step (filters.dkimstep) runs first, in place."""
+    With control/dkimverify the DKIM step (filters.dkimstep) runs first, in place. log: one
+    line per event (qmail-queue's stderr, or qmail-queued's log naming the insertion)."""
     if not staged.recipients:
         return None
     try:
@@ -96,9 +97,9 @@ def content_filter(staged, controls):
     if dkim:
         from qmailpy.filters import dkimstep
         if dkimstep.came_over_smtp(controls):
-            dkimstep.run(staged, controls, say)
-    clam, spam, keys = select(controls, staged.recipients)
+            dkimstep.run(staged, controls, log)
+    clam, spam, keys = select(controls, staged.recipients, log)
     if not clam and not spam:
         return None
     from qmailpy.filters import scan
-    return scan.Filter(controls, clam, spam, keys=keys, deadline=staged.deadline).run(staged)
+    return scan.Filter(controls, clam, spam, log, keys=keys, deadline=staged.deadline).run(staged)

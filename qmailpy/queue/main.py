@@ -51,15 +51,19 @@ def _enter(path, code, QueueError):
         raise QueueError(code, "unable to chdir to %s: %s" % (path, e.strerror)) from None
 
 
-def content_filter(controls):
+def content_filter(controls, log=None):
     """The H-Sphere clamd/spamd step (docs/filters.md), given to enqueue().
 
     Only qmailpy.filters.select (a cdb lookup) is imported for every message;
-    the network code is imported when some recipient is filtered.
+    the network code is imported when some recipient is filtered. log: where
+    the filters' lines go (None: qmail-queue's stderr; qmail-queued's log
+    names the insertion).
     """
     def content_filter(staged):
         from qmailpy.filters.select import content_filter
-        return content_filter(staged, controls)
+        if log is None:
+            return content_filter(staged, controls)
+        return content_filter(staged, controls, log)
     return content_filter
 
 

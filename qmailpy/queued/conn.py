@@ -159,7 +159,11 @@ def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None, budget=
     def work():
         controls = controls_for()
         reader = ClientReader(conn, time.monotonic() + time_limit(controls), budget, uid if limited else None)
-        step = content_filter(controls)
+
+        def filter_log(text):
+            """The filters' lines (qmail-queue's stderr in-process), naming this insertion."""
+            log("qp %d uid %d pid %d: %s" % (qp, uid, pid, text))
+        step = content_filter(controls, filter_log)
 
         def filter_step(staged):
             """The filters with the origin the client gave (read before the message by now), within
@@ -170,7 +174,7 @@ def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None, budget=
             chosen = step
             if origin:              # this message's own environment: the files read stay cached
                 controls.environ.update(origin)
-                chosen = content_filter(controls)
+                chosen = content_filter(controls, filter_log)
             staged.deadline = reader.deadline
             got = None if chosen is None else chosen(staged)
             if time.monotonic() > reader.deadline:
