@@ -233,3 +233,18 @@ def test_a_broken_morercpthosts_names_itself(tmp_path):
     with pytest.raises(ControlError) as e:
         relay.rcpthosts_ok(cfg, "a@else.example")
     assert str(e.value).startswith("control/morercpthosts.cdb")
+
+
+def test_a_client_with_another_reason_relays_while_the_pop_table_cannot_be_read(tmp_path):
+    """The users database down is a 451 only for a relay that depends on POP-before-SMTP:
+    relayclients, relaydomains and relaymailfrom need no database and still let the client relay."""
+    cfg = config(tmp_path, [("rcpthosts", "example.org\n"), ("relayclients", "192.0.2.\n")])
+    assert relay.relay_reason(cfg, "", None, Pop(None)) == "relayclients"
+    v, reason, local = relay.relay_verdict(cfg, "a@far.example", "b@else.example", None, Pop(None))
+    assert fields(v) == expect(note="the client may relay (relayclients)")
+    assert (reason, local) == ("relayclients", False)
+    cfg = config(tmp_path, [("relaydomains", ".client.example\n")], TCPREMOTEHOST="c.client.example")
+    assert relay.relay_reason(cfg, "", None, Pop(None)) == "relaydomains"
+    cfg = config(tmp_path, [("relaymailfrom", "boss@example.org\n")])
+    assert relay.relay_reason(cfg, "boss@example.org", None, Pop(None)) == "relaymailfrom"
+    assert relay.relay_reason(cfg, "clerk@example.org", None, Pop(None)) == relay.POP_UNKNOWN

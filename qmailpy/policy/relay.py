@@ -20,16 +20,17 @@ def relay_reason(cfg, sender, auth_user, pop=None):
     `pop()` asks the POP-before-SMTP relay table (True, False, or None when
     the database is down). A POP3 login happened before this connection, so
     when both apply it was established before SMTP AUTH and wins, as the
-    H-Sphere spec asks ("uses the one that was established first").
+    H-Sphere spec asks ("uses the one that was established first"). A table
+    that cannot be read is POP_UNKNOWN only when no other reason applies.
     """
     if cfg.relayclient is not None:
         return "RELAYCLIENT"
+    unknown = False
     if pop is not None and cfg.popbeforesmtp:
         recorded = pop()
         if recorded:
             return "pop"
-        if recorded is None and auth_user is None:
-            return POP_UNKNOWN
+        unknown = recorded is None
     if auth_user is not None:
         return "auth"
     if cfg.relayclients and cfg.relayclients.matches(cfg.peer.ip):
@@ -38,7 +39,7 @@ def relay_reason(cfg, sender, auth_user, pop=None):
         return "relaydomains"
     if sender and cfg.policy.relaymailfrom(sender):
         return "relaymailfrom"
-    return None
+    return POP_UNKNOWN if unknown else None
 
 
 def relay_verdict(cfg, sender, rcpt, auth_user, pop):
