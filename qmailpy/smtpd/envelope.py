@@ -106,7 +106,7 @@ def mail_from(session, effects, arg, trace=False):
             effects.append(Log("refused", {"rule": "databytes", "size": params["SIZE"]}))
             return MailResult(R.TOO_BIG)
     user = session.auth_user
-    if user and cfg.authsender and lower_ascii(split_address(addr)[1]) != lower_ascii(split_address(user)[1]):
+    if user and cfg.authsender and lower_ascii(split_address(addr)[1]) != _login_domain(user):
         effects.append(Log("refused", {"rule": "authsender", "sender": "<%s>" % addr, "user": user}))
         return MailResult(R.AUTH_SENDER)
     env = policy_envelope(session, addr)
@@ -122,6 +122,13 @@ def mail_from(session, effects, arg, trace=False):
         effects.append(Log("spf", dict({"result": spf.result, "identity": spf.identity, "domain": spf.domain or "-"},
                                        **({"error": spf.error} if spf.error else {}))))
     return MailResult(R.OK, Transaction(addr, size or 0, spf), None, trace, None, spf)
+
+
+def _login_domain(login):
+    """The domain an AUTH login authenticated in: after the first of @ % /, as vchkpw splits it
+    (user%domain and user/domain are user@domain), lower case."""
+    from qmailpy.users.names import split_login
+    return split_login(login)[1]
 
 
 def _first(decided, verdict, trace):
