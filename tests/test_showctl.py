@@ -299,3 +299,22 @@ def test_check_reports_route_and_tls_keys_that_are_no_valid_idn(home):
     home.control("tlsdestinations", "-bücher.example\n")
     r = home.run("qmail-showctl", "--check")
     assert (r.returncode, r.stdout) == (0, b"")
+
+
+def test_check_reports_relayclients_lines_no_client_matches(home):
+    """qmail-smtpd compares the client's IP with each relayclients line as tcpserver writes it
+    (an address, or a prefix ending in '.' or ':'): a CIDR, a tcprules rule or a host name
+    there lets nobody relay, silently; --check names each such line."""
+    postmaster_reachable(home)
+    home.control("rcpthosts", "example.org\n")
+    home.control("relayclients", "10.0.0.0/8\n192.168.1.\n# office\n1.2.3.4:allow\n127.0.0.1:\n"
+                                 "2001:db8::\nmail.example.org\n2001:DB8::25\n")
+    r = home.run("qmail-showctl", "--check")
+    why = ": no IP address or prefix ('192.0.2.7', '192.168.1.', '2001:db8::'): qmail-smtpd lets no client relay by it"
+    assert (r.returncode, r.stdout.decode().splitlines()) == (1, [
+        "control/relayclients:1: 10.0.0.0/8" + why,
+        "control/relayclients:4: 1.2.3.4:allow" + why,
+        "control/relayclients:7: mail.example.org" + why])
+    home.control("relayclients", "10.\n192.168.1.\n127.0.0.1:\n2001:db8::\n2001:DB8::25\n")
+    r = home.run("qmail-showctl", "--check")
+    assert (r.returncode, r.stdout) == (0, b"")

@@ -69,10 +69,12 @@ def program_findings(controls):
 no valid IDN (it matches no host), clamdsocket and spamdsocket (qmail-queue's
     filters: exit 55), the cipher lists and PEM files of qmail-remote (Z) and of qmail-smtpd
     (STARTTLS gets 454; a servercert.pem or dh2048.pem show.check finds unusable is
-    reported there). A control that cannot be read at all is show.check's finding already."""
+    reported there), a relayclients line no client address can match (qmail-smtpd's
+    IPPrefixList: it lets nobody relay). A control that cannot be read at all is show.check's
+    finding already."""
     found = []
     for ask in (_outgoingip, _smtproutes, _tlsdestinations, _filter_socket("clamdsocket"), _filter_socket("spamdsocket"),
-                _remote_tls, _smtpd_tls):
+                _remote_tls, _smtpd_tls, _relayclients):
         try:
             found += ask(controls)
         except ControlError:
@@ -117,6 +119,17 @@ def _tlsdestinations(controls):
         if why is not None:
             found.append(_line_finding(s, i, "%s: qmail-remote applies it to no host" % why))
     return found
+
+
+def _relayclients(controls):
+    """relayclients lines qmail-smtpd's IPPrefixList can match with no client address."""
+    from qmailpy.ctl.patterns import IPPrefixList
+    s = controls.setting("relayclients")
+    if not s.value:
+        return []
+    dead = set(IPPrefixList(s.value, range(len(s.value))).malformed)
+    return [_line_finding(s, i, "no IP address or prefix ('192.0.2.7', '192.168.1.', '2001:db8::'): "
+                                "qmail-smtpd lets no client relay by it") for i in sorted(dead)]
 
 
 def _line_finding(s, i, why):

@@ -246,6 +246,27 @@ def _ip6(s):
     return str(a if a.ipv4_mapped is None else a.ipv4_mapped)
 
 
+_IP4_PREFIX_CHARS, _IP6_PREFIX_CHARS = frozenset("0123456789."), frozenset("0123456789abcdef:.")
+
+
+def _ip_text(text):
+    """Is `text` an address as tcpserver writes a client's (dotted quad, RFC 5952 IPv6)?"""
+    import ipaddress
+    try:
+        return str(ipaddress.ip_address(text)) == text
+    except ValueError:
+        return False
+
+
+def _ip_prefix(p):
+    """Can a client address as tcpserver writes it start with the prefix `p`? (a rough
+    test: digits and dots for IPv4, hex digits and colons for IPv6)"""
+    if ":" in p:
+        return _IP6_PREFIX_CHARS.issuperset(p) and ":::" not in p
+    return bool(p) and _IP4_PREFIX_CHARS.issuperset(p) and ".." not in p and not p.startswith(".") \
+        and p.count(".") <= 3
+
+
 class IPPrefixList(_Lines):
     """relayclients. The tcprules ':' terminator is optional; without it an entry
     ending in '.' (IPv4) or ':' (IPv6) is a textual prefix, else an exact address.
@@ -255,11 +276,15 @@ class IPPrefixList(_Lines):
     address not ending in ':' ('2001:db8::1:' = exactly 2001:db8::1); otherwise
     the entry is a prefix as written ('2001:db8:' and '2001:db8::' are prefixes).
     Client and exact IPv6 entries are compared in RFC 5952 form (tcpserver's), so
-    IPv6 prefixes must be written that way; IPv4-mapped ::ffff:a.b.c.d = a.b.c.d."""
+    IPv6 prefixes must be written that way; IPv4-mapped ::ffff:a.b.c.d = a.b.c.d.
+    An entry no client address can match (a CIDR '10.0.0.0/8', a tcprules line
+    '1.2.3.4:allow', a name) lets nobody relay; its line numbers are in `malformed`
+    for checkers."""
 
     def __init__(self, lines, linenos=None):
         super().__init__(lines, linenos)
         self._exact, self._prefixes = {}, []
+        entries = []
         for i, line in enumerate(self.lines):
             e, full = fold(line), None
             if ":" in e[:-1]:
@@ -274,6 +299,15 @@ class IPPrefixList(_Lines):
                 self._prefixes.append((e, i))
             else:
                 self._exact.setdefault(full, i)
+            entries.append((e, full))
+        self._entries = entries
+
+    @property
+    def malformed(self):
+        """Line numbers of the entries no client address can match (asked by checkers only:
+        sessions do not pay for the test)."""
+        return tuple(n for n, (e, full) in zip(self.linenos, self._entries)
+                     if not (_ip_prefix(e) if full is None else _ip_text(full)))
 
     def matches(self, ip):
         ip = fold(ip)
