@@ -386,3 +386,18 @@ def test_a_new_mailbox_directory_swapped_for_a_symlink_does_not_lend_its_owner_t
     monkeypatch.setattr(maildir.os, "chown", chown)
     maildir.make_dir(str(box), maildir.DIR_MODE, (os.getuid(), os.getgid()))
     assert str(box) in reached and str(target) not in reached
+
+
+def test_a_relay_row_dated_ahead_opens_no_relay(users):
+    """A row written while the clock ran ahead (or by hand) is not a recent login: vpopmail's
+    clearopensmtp never purges it (timestamp <= now - window), so it would let the IP relay for
+    as long as the clock is behind it. A login up to one window after the connection began (POP
+    while the SMTP session is open) still counts."""
+    t = 1_700_000_000
+    users.record_relay("192.0.2.1", t + 1799)
+    assert users.relay_allowed("192.0.2.1", t, 1800)
+    users.record_relay("192.0.2.1", t + 1800)
+    assert not users.relay_allowed("192.0.2.1", t, 1800)
+    users.record_relay("192.0.2.1", t + 10 * 365 * 86400)
+    assert not users.relay_allowed("192.0.2.1", t, 1800)
+    assert users.purge_relay(t - 1800) == 0                    # vpopmail's cut leaves it in place

@@ -31,7 +31,10 @@ class RelayTable:
         return opened
 
     def relay_allowed(self, ip, now, window):
-        """True when `ip` logged in less than `window` seconds before `now`."""
+        """True when `ip` logged in less than `window` seconds before `now` (or less than
+        `window` after it: a POP3 login while the SMTP session is open). A row dated further
+        ahead is no login of now (a clock that ran ahead, a hand-made row) and opens nothing:
+        vpopmail's purge never removes it, so it would open the relay until the clock passes it."""
         if window <= 0:
             return False
         rows = self.rows("SELECT timestamp FROM relay WHERE ip_addr = ?", plain_ip(ip))
@@ -39,7 +42,7 @@ class RelayTable:
             stamp = int(rows[0][0]) if rows and rows[0][0] is not None else None
         except ValueError:      # vpopmail 5.4's char(12) column holding junk
             return False
-        return stamp is not None and now - stamp < window
+        return stamp is not None and -window < now - stamp < window
 
     def purge_relay(self, older_than):
         """Forget logins at or before time `older_than` (vpopmail's clearopensmtp); how many."""
