@@ -4,6 +4,7 @@ through qmail-smtpd. make mutate runs the relay module against these."""
 import os
 
 import cdblib
+from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
 from conftest import Home
@@ -248,3 +249,70 @@ def test_a_client_with_another_reason_relays_while_the_pop_table_cannot_be_read(
     cfg = config(tmp_path, [("relaymailfrom", "boss@example.org\n")])
     assert relay.relay_reason(cfg, "boss@example.org", None, Pop(None)) == "relaymailfrom"
     assert relay.relay_reason(cfg, "clerk@example.org", None, Pop(None)) == relay.POP_UNKNOWN
+
+
+LOWER = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ", b"abcdefghijklmnopqrstuvwxyz")
+
+
+def qmail_rcpthosts(lines, addr):
+    """rcpthosts.c's rcpthosts() on bytes: no file, or no '@', is ours; else the domain after the
+    last '@', lower-cased, or a suffix of it starting at a '.', is a line."""
+    if lines is None or "@" not in addr:
+        return True
+    host = addr.rpartition("@")[2].encode().translate(LOWER)
+    keys = {line.encode().translate(LOWER) for line in lines}
+    return any(host[k:] in keys for k in range(len(host)) if k == 0 or host[k:k + 1] == b".")
+
+
+ADDRESSES = st.one_of(
+    st.sampled_from(["", "postmaster"]),
+    st.builds(lambda local, domain: local + "@" + domain,
+              st.sampled_from(["a", "b%far.example", "x@far.example", "A.B"]),
+              st.sampled_from(["example.org", "EXAMPLE.Org", "x.sub.example", "sub.example", "far.example",
+                               "example.org.", "", "[127.0.0.1]", "org"])))
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory):
+    """SmtpdConfig per (rcpthosts, RELAYCLIENT, smdcheck, relayclients match, popbeforesmtp), made once."""
+    made = {}
+
+    def get(rcpthosts, relayclient, smd, listed, popon):
+        key = (rcpthosts, relayclient, smd, listed, popon)
+        if key not in made:
+            controls = [("smdcheck", "%d\n" % smd), ("popbeforesmtp", "%d\n" % popon),
+                        ("relayclients", "192.0.2.\n" if listed else "198.51.100.\n")]
+            if rcpthosts is not None:
+                controls.append(("rcpthosts", "".join(line + "\n" for line in rcpthosts)))
+            env = {} if relayclient is None else {"RELAYCLIENT": relayclient}
+            made[key] = config(tmp_path_factory.mktemp("relay"), controls, **env)
+        return made[key]
+    return get
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(rcpthosts=st.sampled_from([None, ("example.org", ".sub.example"), ()]), sender=ADDRESSES,
+       rcpt=ADDRESSES.filter(bool), relayclient=st.sampled_from([None, "", "@fixme.example"]),
+       auth=st.sampled_from([None, "joe@example.org"]), pop=st.sampled_from([None, True, False]),
+       smd=st.booleans(), listed=st.booleans(), popon=st.booleans())
+def test_relay_verdict_properties(configs, rcpthosts, sender, rcpt, relayclient, auth, pop, smd, listed, popon):
+    """Whatever the envelope and the reasons to relay: a recipient is ours exactly as qmail's
+    rcpthosts() says; one not ours is accepted only with a reason (RELAYCLIENT, POP-before-SMTP,
+    AUTH, relayclients), and when that reason is POP-before-SMTP or smdcheck is on, only for the
+    null sender or a sender of ours; 553 rcpthosts only without any reason; 451 only when the POP
+    table alone could have given one."""
+    cfg = configs(rcpthosts, relayclient, smd, listed, popon)
+    v, reason, local = relay.relay_verdict(cfg, sender, rcpt, auth, Pop(pop))
+    assert local == qmail_rcpthosts(rcpthosts, rcpt)
+    other = relayclient is not None or auth is not None or listed
+    may = other or (popon and pop is True)
+    if relayclient is not None:
+        assert reason == "RELAYCLIENT"
+    if v.status == ACCEPT and not local:
+        assert may and reason is not None
+        if smd or reason == "pop":
+            assert sender == "" or qmail_rcpthosts(rcpthosts, sender)
+    if v.status == TEMPFAIL:
+        assert (popon, pop, local, other) == (True, None, False, False)
+    if v.status == REFUSE and v.reply == R.NOT_RCPTHOSTS:
+        assert not local and not may and not (popon and pop is None)
