@@ -261,8 +261,19 @@ def test_eight_bit_commands(tmp_path):
     [(records, body)] = services.queued
     assert [r.encode("utf-8", "surrogateescape") for r in records] == [b"F\xe9t\xe9@example.com",
                                                                       b"Tb\xff@example.org"]
-    # the HELO name reaches the Received line only through qmail's safe set
-    assert body.startswith(b"Received: from unknown (HELO h???x?) (127.0.0.1)\n  by localhost with SMTP; ")
+    # the HELO name reaches the Received line only through qmail's safe set, a '?' per byte
+    assert body.startswith(b"Received: from unknown (HELO h????x?) (127.0.0.1)\n  by localhost with SMTP; ")
+
+
+def test_received_line_compares_helo_and_host_as_case_diffs_does():
+    """received.c shows the HELO name when case_diffs() finds it differs from TCPREMOTEHOST:
+    A-Z folded, every other byte compared as it is (É is not é)."""
+    from qmailpy.smtpd.config import Peer
+    from qmailpy.smtpd.received import received_line
+    peer = Peer({"TCPREMOTEIP": "192.0.2.1", "TCPREMOTEHOST": "\xe9.example", "TCPLOCALHOST": "mx"})
+    assert received_line(peer, "\xc9.EXAMPLE", 0) == (
+        b"Received: from ??.example (HELO ??.EXAMPLE) (192.0.2.1)\n  by mx with SMTP; 1 Jan 1970 00:00:00 -0000\n")
+    assert received_line(peer, "\xe9.EXAMPLE", 0).startswith(b"Received: from ??.example (192.0.2.1)\n")
 
 
 def test_nul_and_eight_bit_headers_are_stored_exactly(tmp_path):
