@@ -50,6 +50,25 @@ from qmailpy.policy.spfresult import Explanation, SpfResult
 RESULT_WORDS = {"pass": "pass", "fail": "fail", "softfail": "softfail", "neutral": "neutral",
                 "none": "none", "permerror": "unknown", "temperror": "error"}
 QUERYTIME = 20                  # seconds for one whole SPF check (RFC 7208 4.6.4), then temperror
+# pyspf's permerror texts that rc5 words otherwise in Received-SPF: a mechanism it does not
+# know (hdr_ext), a term that does not parse (hdr_syntax), two records (spfget()).
+EXT_ERRORS = frozenset(("Unknown mechanism found", "Unknown qualifier, RFC 4408 para 4.6.1, found in"))
+SYNTAX_ERRORS = frozenset((
+    "Invalid IP4 CIDR length", "Invalid IP6 CIDR length", "Dual CIDR not allowed", "Invalid IP4 address",
+    "Invalid IP6 address", "CIDR not allowed", "Missing IP4", "implicit exists not allowed", "empty domain:",
+    "include mechanism missing domain", "Invalid all mechanism format - only qualifier allowed with all",
+    "syntax error", "Invalid domain found (use FQDN)", "Do not separate mechnisms with commas",
+    "Unknown Macro Encountered"))
+RC5_TEXTS = {"Two or more type TXT spf records found.": "Multiple SPF records returned"}
+
+
+def unknown_form(msg, term):
+    """(form, term, error) of a permerror as rc5 reports it (spfresult.UNKNOWN_FORMS)."""
+    if msg in EXT_ERRORS and term:
+        return "ext", term, "%s: %s" % (msg, term)
+    if msg in SYNTAX_ERRORS:
+        return "syntax", "", ("%s: %s" % (msg, term)) if term else msg
+    return None, "", RC5_TEXTS.get(msg, msg)
 
 
 _resolver = contextvars.ContextVar("spf_resolver")   # the resolver of the Query asking (see Query.dns)
@@ -257,7 +276,8 @@ def evaluate(policy, env):
     except pyspf.TempError:
         return SpfResult("error", domain, identity, ctx, error="DNS problem", exp=spfexp)
     except pyspf.PermError as e:
-        return SpfResult("unknown", domain, identity, ctx, error=str(e), exp=spfexp)
+        form, term, error = unknown_form(e.msg, e.mech)
+        return SpfResult("unknown", domain, identity, ctx, error=error, exp=spfexp, form=form, term=term)
     guessing = record is None
     if guessing:
         if not guess and not rules:
@@ -278,13 +298,12 @@ def evaluate(policy, env):
             ctx.expdomain = None
     elif q.mechanism is not None and (q.mechanism in local or q.mechanism in q.local_terms):
         ctx.expdomain = ""
-    error = ""
+    error, form, term = "", None, ""
     if word == "error":
         error = "DNS problem"
-    elif word == "unknown":
-        error = getattr(q, "prob", None) or "permanent error"
-        if q.mech:                      # pyspf's check() starts it as []
-            error = "%s: %s" % (error, q.mech[-1])
+    elif word == "unknown":             # pyspf's check() starts q.mech as []
+        form, term, error = unknown_form(getattr(q, "prob", None) or "permanent error",
+                                         q.mech[-1] if q.mech else None)
     raw = q.exps.get("fail")
     exp = raw if isinstance(raw, Explanation) else spfexp
-    return SpfResult(word, domain, identity, ctx, error=error, exp=exp, spfexp=spfexp)
+    return SpfResult(word, domain, identity, ctx, error=error, exp=exp, spfexp=spfexp, form=form, term=term)

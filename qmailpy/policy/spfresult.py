@@ -18,6 +18,10 @@ COMMENTS = {
     "error": "%{xr}: error in processing during lookup of %{d}: %{xe}",
 }
 IDENTITY = {"mailfrom": " client-ip=%{c}; envelope-from=%{s};", "helo": " client-ip=%{c}; helo=%{h};"}
+# rc5's two other texts of an unknown result: hdr_ext() (a mechanism it does not know; the term
+# follows the result word) and hdr_syntax() (a term that does not parse).
+UNKNOWN_FORMS = {"ext": "%{xr}: %{xs} uses mechanism not recognized by this client",
+                 "syntax": "%{xr}: parse error in %{xs}"}
 
 
 def printable(text):
@@ -35,11 +39,12 @@ class Explanation:
 
 class SpfResult:
     """One SPF check: the result word, where it came from, and the texts derived from it."""
-    __slots__ = ("result", "domain", "identity", "error", "ctx", "exp", "spfexp")
+    __slots__ = ("result", "domain", "identity", "error", "ctx", "exp", "spfexp", "form", "term")
 
-    def __init__(self, result, domain, identity, ctx, error="", exp=None, spfexp=""):
+    def __init__(self, result, domain, identity, ctx, error="", exp=None, spfexp="", form=None, term=""):
         self.result, self.domain, self.identity, self.ctx = result, domain, identity, ctx
         self.error, self.exp = error, exp
+        self.form, self.term = form, term        # an unknown's rc5 text (UNKNOWN_FORMS) and its term
         self.spfexp = spfexp if isinstance(exp, Explanation) else exp     # the fallback of a domain's text
         if ctx.expdomain is None:
             ctx.expdomain = domain
@@ -49,14 +54,21 @@ class SpfResult:
         # is empty for spfguess/spfrules ("local policy"); the checked domain is more useful.
         return self.domain
 
+    def _comment_template(self):
+        return UNKNOWN_FORMS.get(self.form) or COMMENTS[self.result]
+
     def comment(self):
         self.ctx.error = self.error
-        return expand(COMMENTS[self.result], self.ctx, self._expdomain())
+        return expand(self._comment_template(), self.ctx, self._expdomain())
 
     def header(self):
-        """The Received-SPF line (LF-terminated), written after qmail-smtpd's Received line."""
+        """The Received-SPF line (LF-terminated), written after qmail-smtpd's Received line:
+        `unknown TERM (...)` for a mechanism rc5 would not know, as its hdr_ext()."""
         self.ctx.error = self.error
-        text = expand("%s (%s)%s" % (self.result, COMMENTS[self.result], IDENTITY[self.identity]),
+        word = self.result
+        if word == "unknown" and self.form == "ext":
+            word += " " + self.term.replace("%", "%%")
+        text = expand("%s (%s)%s" % (word, self._comment_template(), IDENTITY[self.identity]),
                       self.ctx, self._expdomain())
         return "Received-SPF: %s\n" % printable(text).replace("\n", " ")
 
