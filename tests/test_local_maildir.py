@@ -147,6 +147,23 @@ def test_any_message_round_trips(tmp_path_factory, data, sender):
     assert name.endswith(",S=%d" % len(got))
 
 
+def test_message_that_cannot_be_read(box, monkeypatch):
+    """A read error on the message while it is copied is qmail-local's maildir child's exit 4:
+    `Unable to read message. (#4.3.0)`, temporary; nothing stays in tmp/ or new/."""
+    import sys
+    chunks = md.message.chunks
+
+    def broken(fd):
+        if sys._getframe(1).f_code.co_name != "_copy":     # the Delivered-To check reads it first
+            yield from chunks(fd)
+            return
+        yield b"Subject: x\n"
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(md.message, "chunks", broken)
+    assert box.deliver(MSG) == (111, "Unable to read message. (#4.3.0)\n")
+    assert box.files("tmp") == [] and box.files() == []
+
+
 def test_timeout(box, monkeypatch):
     monkeypatch.setattr(md, "DEADLINE", -1)
     assert box.deliver(MSG) == (111, "Timeout on maildir delivery. (#4.3.0)\n")

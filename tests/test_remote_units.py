@@ -372,3 +372,21 @@ def test_an_ipv4_mapped_aaaa_of_mine_is_mine():
     assert e.value.args[0] == R.AMBIGMX
     assert _candidates([(5, "192.0.2.1", "other.example"), (10, "::ffff:127.0.0.1", "me6.example")],
                        None, ()) == [("192.0.2.1", "other.example")]
+
+
+def test_a_message_that_cannot_be_read_is_qmails_read_error(tmp_path):
+    """qmail-remote's temp_read(): a mess file that shrinks under it (or any read error) is
+    `ZUnable to read message. (#4.3.0)`, a deferral."""
+    import os
+    from qmailpy.remote.message import Message
+    path = tmp_path / "mess"
+    path.write_bytes(b"Subject: x\n\nbody\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        message = Message(fd=fd)
+        os.truncate(path, 0)
+        with pytest.raises(R.Stop) as stop:
+            message.read()
+    finally:
+        os.close(fd)
+    assert stop.value.text == b"ZUnable to read message. (#4.3.0)\n"

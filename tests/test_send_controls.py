@@ -100,6 +100,21 @@ def test_qmail_todo_reload_failure_keeps_its_rules(scratch, monkeypatch):
     assert todo.rewriter is not rules and b"new.example" in todo.rewriter.locals
 
 
+def test_qmail_todo_commands_and_an_obscure_dialect(scratch, monkeypatch):
+    """qmail-send speaks single bytes to qmail-todo: S start, H reread, X exit; anything else is
+    ext-todo's warning line, and the byte changes nothing."""
+    from qmailpy import clock
+    from qmailpy.send.todo_main import Todo
+    todo = Todo(scratch.home, scratch.env(), clock.Clock(1))
+    logged = []
+    monkeypatch.setattr(todo, "log", logged.append)
+    todo.commands(b"Sq")
+    assert (todo.started, todo.reload, todo.stop, todo.send_alive) == (True, False, False, True)
+    assert logged == ["warning: qmail-todo: qmail-send speaks an obscure dialect"]
+    todo.commands(b"HX")
+    assert (todo.reload, todo.stop) == (True, True) and len(logged) == 1
+
+
 def test_qmail_todo_cannot_start_names_the_file(scratch):
     os.makedirs(os.path.join(scratch.home, "control", "srs"), exist_ok=True)
     scratch.control("srs/srs_max_age", "a month")
