@@ -38,3 +38,15 @@ def test_dying_only_past_the_lifetime():
     c = clock.Clock()
     assert c.dying(1000, 1000 + 604800, 604800) is False
     assert c.dying(1000, 1000 + 604801, 604800) is True
+
+
+def test_qmails_timing_constants():
+    """qmail-send.c's schedule (reference 3.1): todo/ scanned every 1500 s, select() waits at
+    most a day (plus 1 s against Zeno loops), stale files looked for every 76431 s, 123 s after
+    a system failure, debris older than 36 h; qmail-queue's own limit a day; retries at
+    birth + (isqrt(age) + 10 or 20)^2; 23 split directories."""
+    from qmailpy.queue import layout
+    assert (clock.SLEEP_TODO, clock.SLEEP_FUZZ, clock.SLEEP_FOREVER, clock.SLEEP_CLEANUP,
+            clock.SLEEP_SYSFAIL) == (1500, 1, 86400, 76431, 123)
+    assert (layout.OSSIFIED, layout.DEATH, layout.SPLIT) == (129600, 86400, 23)
+    assert clock.CHANSKIP == (10, 20)
