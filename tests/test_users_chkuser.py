@@ -195,3 +195,24 @@ def test_user_ext_is_the_mailbox_delivery_gives_it_to(users):
     assert check_recipient(users, "-joe@example.org") == NOUSER
     users.db.execute("UPDATE vpopmail SET pw_gid = ? WHERE pw_name = 'joe'", (BOUNCE_MAIL,))
     assert check_recipient(users, "joe-lists@example.org") == NOUSER        # delivery: locked, bounced
+
+
+def test_a_dotqmail_default_that_is_no_file_is_none_and_never_waited_on(users):
+    """A mailbox's |program runs as the domain directory's owner (vpopmail), so it can put a
+    FIFO where .qmail-default was. qmail-local opens .qmail files O_NDELAY and takes one that is
+    not a regular file for none (qmeexists()); the readers of this file (qmail-lspawn, as root
+    and alone for every local delivery; qmail-usersd's workers) opened it blocking and waited
+    for a writer for ever. It is none here too, answered at once."""
+    import signal
+
+    def stuck(signum, frame):
+        raise AssertionError(".qmail-default opened blocking")
+    os.mkfifo(os.path.join(users.domain_dir("example.org"), ".qmail-default"))
+    old = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(5)
+    try:
+        assert check_recipient(users, "ann@example.org") == NOUSER
+        assert check_recipient(users, "joe-tag@example.org") == OK
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -10,11 +10,12 @@ chooses among the files the same way (qmailpy.local.dotqmail.search).
 chkuser (RCPT) and qmail-lspawn (delivery) ask these questions here, so that
 RCPT accepts what delivery delivers. A question that cannot be answered (no
 search permission, an I/O error) raises OSError: never "there is no such file".
-Only os and users.names (which chkuser loads anyway) are imported: qmail-smtpd loads this
-per connection.
+Only os (and stat, which os imports) and users.names (which chkuser loads anyway)
+are imported: qmail-smtpd loads this per connection.
 """
 import errno
 import os
+import stat
 
 from qmailpy.users.names import lower
 
@@ -67,14 +68,24 @@ def alias_file(domain_dir, user):
 
 
 def default_head(domain_dir):
-    """The first DEFAULT_READ bytes of the domain's .qmail-default, or None without one."""
+    """The first DEFAULT_READ bytes of the domain's .qmail-default, or None without one.
+
+    Opened O_NONBLOCK, as qmail-local's open_read() (O_NDELAY), and, as its qmeexists(), a
+    .qmail-default that is not a regular file is none: the directory's owner (vpopmail, whom
+    a mailbox's |program runs as) could otherwise put a FIFO there that its readers
+    (qmail-lspawn, as root, for every local delivery; qmail-usersd's workers) wait on for ever."""
     try:
-        with open(os.path.join(domain_dir, DEFAULT), "rb") as f:
-            return f.read(DEFAULT_READ)
+        fd = os.open(os.path.join(domain_dir, DEFAULT), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         if e.errno in ABSENT:
             return None
         raise
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, DEFAULT_READ)
+    finally:
+        os.close(fd)
 
 
 def is_catchall(head):
