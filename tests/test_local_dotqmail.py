@@ -191,6 +191,25 @@ def test_writable_dotqmail(box):
     assert box.deliver(MSG) == (111, "Uh-oh: .qmail file is writable. (#4.7.0)\n")
 
 
+def test_a_dotqmail_that_is_a_fifo_is_none_and_never_waited_on(box):
+    """qmail-local's qmeexists(): open_read() (O_NDELAY), then a .qmail that is not a regular
+    file is none. Opened blocking, a FIFO .qmail-x held qmail-local (and its qmail-lspawn slot)
+    until something wrote into it."""
+    import signal
+
+    def stuck(signum, frame):
+        raise AssertionError(".qmail opened blocking")
+    os.mkfifo(os.path.join(box.home, ".qmail-x"))
+    box.dotqmail(".qmail-default", "./Maildir/\n")
+    old = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(5)
+    try:
+        assert box.deliver(MSG, local="joe-x", dash="-", ext="x") == (0, "did 1+0+0\n")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def test_missing_home(box):
     argv = ["joe", box.home + "/nope", "joe", "", "", "h", "s", "./Maildir/"]
     from qmailpy.local.deliver import deliver

@@ -47,7 +47,7 @@ def _temp_qmail(name, err):
 def read_file(homedir, name):
     """qmeexists(): (content, x_bit) of a regular .qmail file, or None when there is none."""
     try:
-        fd = os.open(os.path.join(homedir, name), os.O_RDONLY)
+        fd = os.open(os.path.join(homedir, name), os.O_RDONLY | os.O_NONBLOCK)     # open_read(): O_NDELAY
     except OSError as e:
         if errors.error_temp(e) or e.errno in (1, 13):          # EPERM, EACCES
             raise _temp_qmail(name, e) from None
