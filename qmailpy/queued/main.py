@@ -7,9 +7,10 @@ local process may queue a message, as anyone may run qmail-queue) and does
 qmail-queue's whole job for each connection (qmailpy.queued.conn), one thread
 per connection, at most MAX_CLIENTS at once (more are answered 71 at once), of
 which one uid holds at most MAX_PER_UID unless it is root, the service's own
-or one of qmail's (qmaild, qmails, alias): in qmail a stalled qmail-queue is
-its caller's own process, so a local user who connects and sends nothing
-must not keep everybody else from queueing until timeoutqueue.
+or one of qmail's (qmaild, qmails, alias), and those uids together at most
+MAX_LIMITED: in qmail a stalled qmail-queue is its caller's own process, so
+local users who connect and send nothing must not keep everybody else from
+queueing until timeoutqueue.
 Started as root it binds the socket (sock/ stays root's: no service's user
 may replace another service's socket) and becomes qmailq (group qmail, no
 other group), the queue's owner; in single-user mode (QMAILPY_SINGLEUSER,
@@ -37,6 +38,7 @@ from qmailpy.unixsock import peer_credentials
 
 MAX_CLIENTS = 500              # connections served at once; tcpsessioncount is 40 by default
 MAX_PER_UID = 100              # ... of them one ordinary uid may hold (an insertion takes milliseconds)
+MAX_LIMITED = MAX_CLIENTS // 2  # ... and all ordinary uids together: qmail's users keep the rest
 BACKLOG = 128
 STOP_WAIT = 10                 # seconds SIGTERM leaves to the insertions under way
 STACK = 1 << 20                # per thread: enqueue() and the filter clients are shallow
@@ -110,6 +112,7 @@ class Service:
         self.envelopes = Budget(ENVELOPES_MAX, ENVELOPES_MAX // 2, ENVELOPE_MAX)
         self.active = 0
         self.per_uid = {}                        # uid -> connections it holds (limited uids only)
+        self.limited = 0                         # connections the limited uids hold together
         self.unlimited = unlimited_uids()
         self.idle = threading.Condition(self.lock)
         self.stopping = False
@@ -149,16 +152,22 @@ class Service:
             with self.lock:
                 busy = self.active >= MAX_CLIENTS
                 crowded = not busy and limited and self.per_uid.get(uid, 0) >= MAX_PER_UID
-                if not (busy or crowded):
+                shared = not (busy or crowded) and limited and self.limited >= MAX_LIMITED
+                if not (busy or crowded or shared):
                     self.active += 1
                     if limited:
                         self.per_uid[uid] = self.per_uid.get(uid, 0) + 1
+                        self.limited += 1
             if busy:
                 self.refuse_busy(conn)
                 continue
             if crowded:
                 self.refuse(conn, "uid %d holds %d connections: one refused for now" % (uid, MAX_PER_UID),
                             "too many connections from uid %d" % uid)
+                continue
+            if shared:
+                self.refuse(conn, "ordinary users hold %d connections: one of uid %d refused for now"
+                            % (MAX_LIMITED, uid), "qmail-queued is busy")
                 continue
             try:
                 threading.Thread(target=self.client, args=(conn, pid, uid), daemon=True).start()
@@ -190,6 +199,7 @@ class Service:
         with self.lock:
             held = self.per_uid.get(uid)
             if held is not None:
+                self.limited -= 1
                 if held > 1:
                     self.per_uid[uid] = held - 1
                 else:
