@@ -94,6 +94,38 @@ def test_users_cdb_exact_entry_and_root_refused(scratch):
     assert args == ["joe|/home/joe|||./Mailbox|", "lists|/var/lists|-|x-Sub|./Mailbox|"]
 
 
+@pytest.mark.skipif(**ROOT_ONLY)
+def test_users_cdb_that_root_does_not_own_is_trouble(scratch):
+    """users/ belongs to the users service's qmailu (its SQLite database and journals live there),
+    so qmailu can put any file at users/cdb; qmail-lspawn, as root, took from it the uid and home
+    of any delivery (any uid but 0, a home of qmailu's with a .qmail of qmailu's). It takes only a
+    users/cdb root owns, as qmail-newu writes it; another is CDB_TROUBLE (a deferral), and so is
+    a FIFO there, which is never waited on."""
+    import signal
+    from qmailpy.ctl.reader import Controls
+    write_users_cdb(scratch.home, {b"!joe\0": (b"joe", NOBODY, NOBODY, b"/home/joe", b"", b"")})
+    cdb = os.path.join(scratch.home, "users", "cdb")
+    r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=False)
+    joe = mailbox.Assignment(b"joe", NOBODY, NOBODY, b"/home/joe", b"", b"")
+    assert r.resolve(b"joe", b"localhost") == joe
+    os.chown(cdb, NOBODY, NOBODY)
+    assert r.resolve(b"joe", b"localhost") == mailbox.CDB_TROUBLE
+    assert mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=True).resolve(
+        b"joe", b"localhost") == joe                # single-user mode: the invoking user's files
+    os.unlink(cdb)
+    os.mkfifo(cdb)
+
+    def stuck(signum, frame):
+        raise AssertionError("users/cdb opened blocking")
+    old = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(5)
+    try:
+        assert r.resolve(b"joe", b"localhost") == mailbox.CDB_TROUBLE
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def test_missing_qmail_local(scratch):
     client = SpawnClient("qmail-lspawn", scratch.env(QMAILLOCAL="/nonexistent/qmail-local"))
     try:

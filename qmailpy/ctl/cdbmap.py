@@ -39,7 +39,7 @@ class CdbMap:
         self._hash = djb_hash
         self.path, self.name = path, name or path
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)    # a FIFO is never waited on
         except FileNotFoundError:
             raise
         except OSError as e:
@@ -48,7 +48,7 @@ class CdbMap:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):          # a directory opens read-only; open() refused it
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-            self.size = st.st_size
+            self.size, self.owner = st.st_size, st.st_uid
             if self.size < HEADER:
                 raise self.corrupt("truncated: %d bytes, shorter than the header" % self.size)
             self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)

@@ -46,8 +46,12 @@ def _fields(value):
         return None
 
 
-def users_cdb(home, local):
-    """qmail-users lookup of users/cdb: Assignment, None (no file or no match) or CDB_TROUBLE."""
+def users_cdb(home, local, owner=None):
+    """qmail-users lookup of users/cdb: Assignment, None (no file or no match) or CDB_TROUBLE.
+
+    owner: the uid the file must belong to (qmail-lspawn as root: 0, as qmail-newu writes it).
+    users/ is the users service's (qmailu's) directory, so qmailu could put a users/cdb there
+    that runs any delivery as any uid but root; one root does not own is CDB_TROUBLE."""
     from qmailpy.ctl.cdbmap import open_cdb
     try:
         db = open_cdb(os.path.join(home, "users", "cdb"))
@@ -56,6 +60,8 @@ def users_cdb(home, local):
     if db is None:
         return None
     try:
+        if owner is not None and db.owner != owner:
+            return CDB_TROUBLE
         lower = b"!" + local.lower() + b"\0"
         got = db.get(lower)
         if got is not None:
@@ -126,7 +132,7 @@ class Resolver:
 
     def resolve(self, local, domain):
         """Assignment for local@domain (bytes, as rewritten by qmail-todo) or a report."""
-        got = users_cdb(self.home, local)
+        got = users_cdb(self.home, local, None if self.single_user else 0)
         prefix = self.rewriter.vdom_prefix(local + b"@" + domain)
         if not (prefix and local.startswith(prefix + b"-")):
             if got is not None:
