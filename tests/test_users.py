@@ -401,3 +401,38 @@ def test_a_relay_row_dated_ahead_opens_no_relay(users):
     users.record_relay("192.0.2.1", t + 10 * 365 * 86400)
     assert not users.relay_allowed("192.0.2.1", t, 1800)
     assert users.purge_relay(t - 1800) == 0                    # vpopmail's cut leaves it in place
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root (chown)")
+@pytest.mark.parametrize("what", ["user", "domain"])
+def test_removing_a_mailbox_or_domain_never_follows_the_owners_links_as_root(users, tmp_path, what):
+    """qmail-users runs as root, but the vpopmail directory and everything below it belong to the
+    mailbox owner (vpopmail), whom any mailbox's |program runs as. Such a program can put a link
+    where domains/ or a domain directory was; deluser and deldomain then removed, as root, the
+    tree the link points into (here outside/joe, root's: /home/joe, say). The tree is removed as
+    the owner of the vpopmail directory: what it could not remove itself stays."""
+    import shutil
+    nobody = 65534
+    box = admin.add_user(users, "joe@example.org", "pw")
+    for root, dirs, files in os.walk(users.vpopmaildir):
+        for name in [root] + [os.path.join(root, f) for f in dirs + files]:
+            os.chown(name, nobody, nobody)
+    outside = tmp_path / "outside"
+    (outside / "example.org" / "joe").mkdir(parents=True)
+    (outside / "example.org" / "joe" / "keep").write_text("root's\n")
+    domains = os.path.join(users.vpopmaildir, "domains")
+    shutil.move(domains, domains + ".moved")       # what the owner may do in its own directory
+    os.symlink(str(outside), domains)
+    if what == "user":
+        admin.del_user(users, "joe@example.org")
+    else:
+        admin.del_domain(users, "example.org")
+    assert (outside / "example.org" / "joe" / "keep").read_text() == "root's\n"
+    os.unlink(domains)
+    shutil.move(domains + ".moved", domains)
+    assert os.path.isdir(box.maildir)               # not removed either: it was not where the row said
+    if what == "user":                              # the owner's own tree is removed as before
+        ann = admin.add_user(users, "ann@example.org", "pw")
+        assert os.stat(ann.dir).st_uid == nobody
+        admin.del_user(users, "ann@example.org")
+        assert not os.path.exists(ann.dir)

@@ -101,7 +101,7 @@ def del_domain(users, domain, keep_files=False):
         users.write("DELETE FROM dir_control WHERE domain = ?", domain)
         users.write("DELETE FROM lastauth WHERE domain = ?", domain)
     if not keep_files:
-        maildir.remove_tree(users.domain_dir(domain))
+        maildir.remove_tree(users.domain_dir(domain), maildir.owner_of(users.vpopmaildir))
     return "domain"
 
 
@@ -143,7 +143,7 @@ def del_user(users, address, keep_files=False):
         users.write("UPDATE dir_control SET cur_users = cur_users - 1 WHERE domain = ? AND cur_users > 0",
                     domain)
     if not keep_files and os.path.isabs(box.dir):
-        maildir.remove_tree(box.dir)
+        maildir.remove_tree(box.dir, maildir.owner_of(users.vpopmaildir))
     return box
 
 

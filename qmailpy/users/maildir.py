@@ -59,6 +59,34 @@ def remove_maildirsize(maildir):
         pass
 
 
-def remove_tree(path):
+def remove_tree(path, owner=None):
+    """rm -rf `path`, errors ignored. owner: (uid, gid) to remove it as (owner_of(); None: as we
+    are). Run by root, an admin tool must not remove as root what it finds below the mailbox
+    owner's directories: the owner (vpopmail, whom any mailbox's |program runs as) may have put
+    a link where domains/ or a domain directory was, and root would remove the tree it points
+    into. The directory above `path` is opened here, the tree is removed by a child that is the
+    owner: through any link it removes only what the owner could remove itself."""
     import shutil
-    shutil.rmtree(path, ignore_errors=True)
+    if owner is None or owner[0] == os.geteuid():
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    path = os.path.normpath(path)
+    try:
+        above = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.setgroups([])
+                os.setgid(owner[1])
+                os.setuid(owner[0])
+                shutil.rmtree(os.path.basename(path), ignore_errors=True, dir_fd=above)
+                code = 0
+            finally:
+                os._exit(code)
+        os.waitpid(pid, 0)
+    finally:
+        os.close(above)
