@@ -60,7 +60,8 @@ def atomic_write(path, data, durable=True, mode=0o644, owner=None, tmp=None):
     either part to leave as created. tmp: where the temp file goes (default: beside
     `path`, named .NAME.tmp.PID); it must be on the same file system.
     """
-    folder, base = os.path.split(os.path.abspath(path))
+    folder, base = os.path.split(path)
+    folder = folder or "."                  # relative stays relative: no search permission above the cwd needed
     if tmp is None:
         tmp = os.path.join(folder, ".%s.tmp.%d" % (base, os.getpid()))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

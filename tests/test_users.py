@@ -436,3 +436,41 @@ def test_removing_a_mailbox_or_domain_never_follows_the_owners_links_as_root(use
         assert os.stat(ann.dir).st_uid == nobody
         admin.del_user(users, "ann@example.org")
         assert not os.path.exists(ann.dir)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root (chown)")
+@pytest.mark.parametrize("what", ["user", "domain"])
+def test_making_a_mailbox_or_domain_never_follows_the_owners_links_as_root(users, tmp_path, what):
+    """The same links, for adduser and adddomain: root made the directory where the link pointed
+    and gave it to vpopmail (domains/example.org -> /etc/systemd/system and `adduser
+    ssh.service.d@example.org`: a drop-in directory of vpopmail's, whose ExecStartPre= root would
+    run). The directories are made as the owner: through the link it may make nothing, and the
+    operation fails as for any directory that cannot be made, adding no row."""
+    import shutil
+    nobody = 65534
+    for root, dirs, files in os.walk(users.vpopmaildir):
+        for name in [root] + [os.path.join(root, f) for f in dirs + files]:
+            os.chown(name, nobody, nobody)
+    outside = tmp_path / "outside"
+    (outside / "example.org").mkdir(parents=True)
+    domains = os.path.join(users.vpopmaildir, "domains")
+    shutil.move(domains, domains + ".moved")
+    os.symlink(str(outside), domains)
+    with pytest.raises(UsersError) as e:
+        if what == "user":
+            admin.add_user(users, "ssh.service.d@example.org", "pw")
+        else:
+            admin.add_domain(users, "ssh.service.d")
+    made = "example.org/ssh.service.d" if what == "user" else "ssh.service.d"
+    assert str(e.value) == "cannot make the %s %s: Permission denied" % (
+        "mailbox" if what == "user" else "domain directory", os.path.join(domains, made))
+    assert sorted(os.listdir(outside / "example.org")) == []
+    assert users.lookup("ssh.service.d", "example.org") is None and not users.has_domain("ssh.service.d")
+    os.unlink(domains)
+    shutil.move(domains + ".moved", domains)
+    box = admin.add_user(users, "ann@example.org", "pw", quota="1M")     # made as the owner, as before
+    assert os.stat(box.maildir).st_uid == nobody and os.path.isdir(os.path.join(box.maildir, "new"))
+    assert open(os.path.join(box.maildir, "maildirsize")).read() == "1048576S\n0 0\n"
+    assert os.stat(os.path.join(box.maildir, "maildirsize")).st_uid == nobody
+    admin.add_domain(users, "example.net")
+    assert os.stat(users.domain_dir("example.net")).st_uid == nobody

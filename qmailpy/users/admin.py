@@ -64,7 +64,8 @@ def add_domain(users, domain):
                     % (schema.DIR_CONTROL_COLUMNS, ", ".join("?" * len(schema.DIR_CONTROL_NEW))),
                     domain, *schema.DIR_CONTROL_NEW)
         try:                    # before the commit, as vadddomain: no domain without its directory
-            maildir.make_domain_dir(users.domain_dir(domain), maildir.owner_of(users.vpopmaildir))
+            owner = maildir.owner_of(users.vpopmaildir)
+            maildir.as_owner(users.domain_dir(domain), owner, lambda rel: maildir.make_domain_dir(rel, owner))
         except OSError as e:
             raise UsersError("cannot make the domain directory %s: %s"
                              % (e.filename or users.domain_dir(domain), e.strerror or e)) from None
@@ -123,10 +124,13 @@ def add_user(users, address, password, quota=None, clear=False, scheme=DEFAULT_S
         # before the commit: as vadduser (make_user_dir first, VA_BAD_U_DIR), no row without a Maildir
         try:
             owner = maildir.owner_of(users.vpopmaildir)
-            maildir.make_domain_dir(users.domain_dir(domain), owner)
-            box = maildir.make_maildir(user_dir, owner)
-            if shell != schema.NOQUOTA:
-                maildirpp.recount(box, shell, owner=owner)
+
+            def make(rel):
+                maildir.make_maildir(rel, owner)
+                if shell != schema.NOQUOTA:
+                    maildirpp.recount(os.path.join(rel, "Maildir"), shell, owner=owner)
+            maildir.as_owner(users.domain_dir(domain), owner, lambda rel: maildir.make_domain_dir(rel, owner))
+            maildir.as_owner(user_dir, owner, make)
         except OSError as e:
             raise UsersError("cannot make the mailbox %s: %s" % (e.filename or user_dir, e.strerror or e)) from None
     return users.lookup(user, domain)
@@ -167,10 +171,11 @@ def set_quota(users, address, quota):
     shell = _shell(quota)
     with atomic(users):
         users.write("UPDATE vpopmail SET pw_shell = ? WHERE pw_name = ? AND pw_domain = ?", shell, user, domain)
+    owner = maildir.owner_of(users.vpopmaildir)
     if shell == schema.NOQUOTA:
-        maildir.remove_maildirsize(box.maildir)
+        maildir.as_owner(box.maildir, owner, maildir.remove_maildirsize)
     elif os.path.isdir(box.maildir):
-        maildirpp.recount(box.maildir, shell, owner=maildir.owner_of(users.vpopmaildir))
+        maildir.as_owner(box.maildir, owner, lambda rel: maildirpp.recount(rel, shell, owner=owner))
     return users.lookup(user, domain)
 
 

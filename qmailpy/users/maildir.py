@@ -5,7 +5,8 @@ the quota (NOQUOTA, or Maildir++'s '10000000S' / '10000000S,1000C'); a
 mailbox with a quota gets Maildir/maildirsize whose first line is the quota
 (quota strings and that file: qmailpy.maildirpp, which qmail-local reads too).
 New directories take the owner of vpopmaildir when we run as root, as
-vpopmail chowns everything to the vpopmail user.
+vpopmail chowns everything to the vpopmail user; root makes, writes and
+removes them as that owner (as_owner), never through links of the owner's.
 """
 import os
 
@@ -60,33 +61,60 @@ def remove_maildirsize(maildir):
 
 
 def remove_tree(path, owner=None):
-    """rm -rf `path`, errors ignored. owner: (uid, gid) to remove it as (owner_of(); None: as we
-    are). Run by root, an admin tool must not remove as root what it finds below the mailbox
-    owner's directories: the owner (vpopmail, whom any mailbox's |program runs as) may have put
-    a link where domains/ or a domain directory was, and root would remove the tree it points
-    into. The directory above `path` is opened here, the tree is removed by a child that is the
-    owner: through any link it removes only what the owner could remove itself."""
+    """rm -rf `path`, errors ignored; as `owner` (as_owner)."""
     import shutil
-    if owner is None or owner[0] == os.geteuid():
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    path = os.path.normpath(path)
     try:
-        above = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        as_owner(path, owner, lambda rel: shutil.rmtree(rel, ignore_errors=True))
     except OSError:
+        pass
+
+
+def as_owner(path, owner, work):
+    """work(rel) with no more rights over `path` than its owner has.
+
+    owner: (uid, gid) from owner_of(), or None. Run by root for another owner (an admin tool
+    over vpopmail's directories), work runs in a forked child that has become the owner, its
+    current directory the deepest directory above `path` that exists (opened here, so the child
+    needs no search permission above it), `rel` being `path` relative to it. The owner, whom
+    every vpopmail mailbox's |program runs as, may have put links anywhere below the vpopmail
+    directory (domains/ -> /etc/systemd/system, say): through them the child makes, writes or
+    removes only what the owner could itself, where root would have done it anywhere.
+    Otherwise work(path) runs here. An OSError in the child is raised here (errno, and the
+    file name made absolute again); work's return value is not kept."""
+    if owner is None or owner[0] == os.geteuid():
+        work(path)
         return
+    path = os.path.abspath(path)
+    base = os.path.dirname(path)
+    while not os.path.isdir(base):
+        base = os.path.dirname(base)
+    fd = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
+        r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            code = 1
+            said = b""
             try:
+                os.fchdir(fd)
                 os.setgroups([])
                 os.setgid(owner[1])
                 os.setuid(owner[0])
-                shutil.rmtree(os.path.basename(path), ignore_errors=True, dir_fd=above)
-                code = 0
+                work(os.path.relpath(path, base))
+            except OSError as e:
+                said = b"%d\0%s" % (e.errno or 5, os.fsencode(e.filename or ""))
+            except BaseException:               # noqa: BLE001 - the child never returns into the caller
+                said = b"5\0"                   # EIO
             finally:
-                os._exit(code)
+                try:
+                    os.write(w, said)
+                finally:
+                    os._exit(0)
+        os.close(w)
+        with open(r, "rb") as f:
+            said = f.read()
         os.waitpid(pid, 0)
     finally:
-        os.close(above)
+        os.close(fd)
+    if said:
+        code, _, name = said.partition(b"\0")
+        raise OSError(int(code), os.strerror(int(code)), os.path.join(base, os.fsdecode(name)) if name else None)
