@@ -52,3 +52,34 @@ def test_named_domains_and_missing_files(tmp_path):
     assert [p for p, _ in access.domain_grants(top, ["w.test"])] == [
         top, os.path.join(top, "domains"), os.path.join(top, "domains", "w.test")]
     assert access.let_smtpd_look(str(tmp_path / "nothing-here"), 40093) == []
+
+
+def test_root_never_changes_the_acl_of_what_a_link_of_the_owners_points_to(tmp_path):
+    """Run by root (the production install, qmail-users adddomain), the grants and their withdrawal
+    went through links the owner of the vpopmail directory (vpopmail, whom every mailbox's
+    |program runs as) put there: a .qmail-default -> /etc/shadow gave qmailu read on
+    /etc/shadow. They are made as that owner now: the link's target, root's, is not touched and
+    is a problem to report; the owner's own files get their entries as before."""
+    if os.getuid() != 0:
+        import pytest
+        pytest.skip("needs root (chown)")
+    top = make_domains(tmp_path)
+    os.chmod(tmp_path, 0o711)                        # the qmail home above it: searchable by all
+    for root, dirs, files in os.walk(top):
+        for name in [root] + [os.path.join(root, f) for f in dirs + files]:
+            os.chown(name, 65534, 65534)
+    secret = tmp_path / "shadow"
+    secret.write_text("root:x:\n")
+    os.chmod(secret, 0o600)
+    default = os.path.join(top, "domains", "w.test", ".qmail-default")
+    os.symlink("../../../shadow", default)          # relative: this test's directories are root's
+    assert access.let_smtpd_look(top, 40093) == [(default, "Operation not permitted")]
+    assert set(access._entries(str(secret))) == {(access.USER_OBJ, access.UNDEFINED),
+                                                  (access.GROUP_OBJ, access.UNDEFINED), (access.OTHER, access.UNDEFINED)}
+    d = os.path.join(top, "domains", "v.test")
+    assert access._entries(d)[(access.USER, 40093)] == access.SEARCH
+    assert access._entries(d + "/.qmail-default")[(access.USER, 40093)] == access.READ
+    changed, problems = access.withdraw(top, 40093)
+    assert sorted(changed) == sorted([top, os.path.join(top, "domains"), d, d + "/.qmail-default",
+                                      os.path.join(top, "domains", "w.test")])
+    assert problems == []

@@ -85,9 +85,26 @@ def revoke(path, uid):
     return True
 
 
+def _as_owner(vpopmaildir, work):
+    """work(top) as the owner of the vpopmail directory (qmailpy.users.maildir.as_owner): run
+    by root (the install, qmail-users adddomain), a link that owner put below it (vpopmail, whom
+    every mailbox's |program runs as: .qmail-default -> /etc/shadow, say) must not have root
+    change the ACL of the file it points to. Also a function that makes the paths work returns
+    absolute again."""
+    from qmailpy.users.maildir import as_owner, owner_of
+    vpopmaildir = os.path.abspath(vpopmaildir)
+    above = os.path.dirname(vpopmaildir)
+    return as_owner(vpopmaildir, owner_of(vpopmaildir), work), lambda path: os.path.join(above, path)
+
+
 def withdraw(vpopmaildir, uid):
     """Take qmail-smtpd's user (uid) back out of every domain_grants path: [changed paths],
     [(path, error text)]."""
+    (changed, problems), absolute = _as_owner(vpopmaildir, lambda top: _withdraw(top, uid))
+    return [absolute(p) for p in changed], [(absolute(p), error) for p, error in problems]
+
+
+def _withdraw(vpopmaildir, uid):
     changed, problems = [], []
     for path, _ in domain_grants(vpopmaildir):
         try:
@@ -151,6 +168,11 @@ def domain_grants(vpopmaildir, domains=None):
 
 def let_smtpd_look(vpopmaildir, uid, domains=None):
     """Grant qmail-smtpd's user (uid) the domain_grants; [(path, error text)] of what failed."""
+    problems, absolute = _as_owner(vpopmaildir, lambda top: _let_look(top, uid, domains))
+    return [(absolute(p), error) for p, error in problems]
+
+
+def _let_look(vpopmaildir, uid, domains):
     problems = []
     for path, perm in domain_grants(vpopmaildir, domains):
         try:

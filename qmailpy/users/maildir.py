@@ -70,20 +70,21 @@ def remove_tree(path, owner=None):
 
 
 def as_owner(path, owner, work):
-    """work(rel) with no more rights over `path` than its owner has.
+    """work(rel) with no more rights over `path` than its owner has; what work returns.
 
     owner: (uid, gid) from owner_of(), or None. Run by root for another owner (an admin tool
     over vpopmail's directories), work runs in a forked child that has become the owner, its
     current directory the deepest directory above `path` that exists (opened here, so the child
-    needs no search permission above it), `rel` being `path` relative to it. The owner, whom
+    needs search permission on that one only, not on those above it), `rel` being `path`
+    relative to it. The owner, whom
     every vpopmail mailbox's |program runs as, may have put links anywhere below the vpopmail
     directory (domains/ -> /etc/systemd/system, say): through them the child makes, writes or
     removes only what the owner could itself, where root would have done it anywhere.
-    Otherwise work(path) runs here. An OSError in the child is raised here (errno, and the
-    file name made absolute again); work's return value is not kept."""
+    Otherwise work(path) runs here. The child's return value comes back as JSON (lists for
+    tuples); an OSError there is raised here (errno, and the file name made absolute again)."""
     if owner is None or owner[0] == os.geteuid():
-        work(path)
-        return
+        return work(path)
+    import json
     path = os.path.abspath(path)
     base = os.path.dirname(path)
     while not os.path.isdir(base):
@@ -93,17 +94,17 @@ def as_owner(path, owner, work):
         r, w = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
-            said = b""
+            said = b"E5\0"                      # EIO: anything but an OSError
             try:
                 os.fchdir(fd)
                 os.setgroups([])
                 os.setgid(owner[1])
                 os.setuid(owner[0])
-                work(os.path.relpath(path, base))
+                said = b"R" + json.dumps(work(os.path.relpath(path, base))).encode()
             except OSError as e:
-                said = b"%d\0%s" % (e.errno or 5, os.fsencode(e.filename or ""))
+                said = b"E%d\0%s" % (e.errno or 5, os.fsencode(e.filename or ""))
             except BaseException:               # noqa: BLE001 - the child never returns into the caller
-                said = b"5\0"                   # EIO
+                pass
             finally:
                 try:
                     os.write(w, said)
@@ -115,6 +116,8 @@ def as_owner(path, owner, work):
         os.waitpid(pid, 0)
     finally:
         os.close(fd)
-    if said:
-        code, _, name = said.partition(b"\0")
-        raise OSError(int(code), os.strerror(int(code)), os.path.join(base, os.fsdecode(name)) if name else None)
+    if said[:1] == b"R":
+        return json.loads(said[1:])
+    code, _, name = said[1:].partition(b"\0")
+    code = int(code or 5)
+    raise OSError(code, os.strerror(code), os.path.join(base, os.fsdecode(name)) if name else None)
