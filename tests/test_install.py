@@ -280,3 +280,32 @@ def test_ctlvalue_reads_at_start(tmp_path):
     assert run("tcpsessioncount").stdout == "77\n"
     r = run("nosuchcontrol")
     assert r.returncode == 2 and "nosuchcontrol" in r.stderr
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root (chown)")
+def test_the_users_service_owners_are_never_given_through_a_link(tmp_path):
+    """A rerun of the production install gives users/vpopmail.sqlite and its -journal, -wal,
+    -shm to qmailu. users/ is qmailu's, so qmailu may have put a symbolic or hard link there
+    under one of those names: chown and chmod followed it, and root gave qmailu the target
+    (/etc/shadow, say: qmailu then reads and writes it). Such a name is left alone, said."""
+    from qmailpy.install import usersdb
+    target = tmp_path / "shadow"
+    target.write_text("root:x:\n")
+    os.chmod(target, 0o640)
+    users = tmp_path / "users"
+    users.mkdir()
+    os.symlink(str(target), users / "vpopmail.sqlite-wal")
+    os.link(target, users / "vpopmail.sqlite-shm")
+    said = []
+    for name in ("vpopmail.sqlite-wal", "vpopmail.sqlite-shm"):
+        assert usersdb._set(str(users / name), 65534, 65534, 0o600, True, said.append) is False
+    st = os.stat(target)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o640)
+    assert said == ["note: %s is a symbolic link: left alone" % (users / "vpopmail.sqlite-wal"),
+                    "note: %s has 2 names: left alone" % (users / "vpopmail.sqlite-shm")]
+    db = users / "vpopmail.sqlite"
+    db.write_text("")
+    assert usersdb._set(str(db), 65534, 65534, 0o600, True, said.append) is True     # the service's own file
+    st = os.stat(db)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o600)
+    assert said[-1] == "%s: was 0:0 644, now 65534:65534 600" % db

@@ -12,7 +12,9 @@ ACL that let qmaild into the vpopmail domain directories for chkuser
 now. Run again over an older install, secure() says what it changed. qmailu:
 qmailpy/install/accounts.py.
 """
+import errno
 import os
+import stat
 
 from qmailpy import paths
 
@@ -21,12 +23,31 @@ DB_SUFFIXES = ("", "-journal", "-wal", "-shm")
 
 
 def _set(path, uid, gid, mode, said, log):
-    """chown/chmod `path` when it differs; log what changed (once per path)."""
-    st = os.stat(path)
-    if (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, mode):
+    """chown/chmod `path` when it differs; log what changed (once per path).
+
+    The file is opened without following a link and must have no other name: users/ is
+    qmailu's, so qmailu may have put a symbolic or hard link there under the database's
+    names, and root would give it the target (/etc/shadow, say). Such a path is left alone
+    and said."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        log("note: %s is a symbolic link: left alone" % path)
         return False
-    os.chown(path, uid, gid)
-    os.chmod(path, mode)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISDIR(st.st_mode) and (not stat.S_ISREG(st.st_mode) or st.st_nlink != 1):
+            log("note: %s has %d names: left alone" % (path, st.st_nlink) if stat.S_ISREG(st.st_mode)
+                else "note: %s is not a file: left alone" % path)
+            return False
+        if (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, mode):
+            return False
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
     if said:
         log("%s: was %d:%d %o, now %d:%d %o" % (path, st.st_uid, st.st_gid, st.st_mode & 0o7777, uid, gid, mode))
     return True
