@@ -85,6 +85,29 @@ def test_layout_modes_and_lock_files(home):
     assert (q / "lock" / "tcpto").read_bytes() == b"x" * 1024
 
 
+@pytest.mark.parametrize("name", ["pid", "info/5", "lock/tcpto", "lock/sendmutex"])
+def test_repairing_the_queue_never_follows_a_link_of_its_users(home, tmp_path, name):
+    """queue/ and lock/ are qmailq's, info/ qmails': those users may put a link where a queue
+    directory or lock file was. create_queue() (the installer's rerun, as root) chmod'ed and
+    chown'ed through it: root gave the target to qmailq (or qmails, qmailr: lock/tcpto 0644,
+    so /etc/shadow readable by everybody). It refuses, naming the path, and leaves the target."""
+    target = tmp_path / "target"
+    if name in ("pid", "info/5"):
+        target.mkdir()
+    else:
+        target.write_text("secret\n")
+    os.chmod(target, 0o700 if target.is_dir() else 0o600)
+    path = home / "queue" / name
+    (shutil.rmtree if path.is_dir() else os.unlink)(path)
+    os.symlink(str(target), path)
+    before = os.stat(target)
+    with pytest.raises(OSError) as e:
+        layout.create_queue(str(home))
+    assert e.value.filename == str(path) and e.value.strerror == "a link where the queue has its own file"
+    after = os.stat(target)
+    assert (after.st_mode, after.st_uid, after.st_gid) == (before.st_mode, before.st_uid, before.st_gid)
+
+
 def test_exact_bytes_and_trigger(home):
     trig = os.open(layout.trigger_path(str(home)), os.O_RDONLY | os.O_NONBLOCK)
     try:

@@ -4,6 +4,7 @@ Owners and modes follow qmail's hier.c; split directories follow conf-split
 (default 23): mess/info/local/remote are DIR/<id % split>/<id>, while todo,
 intd and bounce are flat. The message id is the inode number of the mess file.
 """
+import errno
 import os
 import stat
 
@@ -140,9 +141,26 @@ def _owners():
 
 
 def _fix(path, owner, mode, owners):
-    os.chmod(path, mode)
-    if owners is not None:
-        os.chown(path, *owners[owner])
+    """chmod (and, as root, chown) `path`, never through a link: queue/ and lock/ are qmailq's,
+    info/ and the like qmails', and a link one of them put in place of a directory or lock
+    file would have root give its target away (lock/tcpto -> /etc/shadow: mode 0644)."""
+    fd = _open_own(path, os.O_RDONLY)
+    try:
+        os.fchmod(fd, mode)
+        if owners is not None:
+            os.fchown(fd, *owners[owner])
+    finally:
+        os.close(fd)
+
+
+def _open_own(path, flags, mode=0o600):
+    """os.open(path) without following a link (nor waiting on a FIFO); a link is an OSError naming it."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "a link where the queue has its own file", path) from None
+        raise
 
 
 def _mkdir(path, owner, mode, owners):
@@ -167,12 +185,15 @@ def create_queue(home, split=SPLIT):
                 _mkdir(os.path.join(base, str(i)), owner, mode, owners)
     lock = paths.queue_path(home, "lock")
     tcpto = tcpto_path(home)
-    if not os.path.exists(tcpto):
-        with open(tcpto, "wb") as f:
-            f.write(b"\0" * TCPTO_SIZE)
+    if not os.path.lexists(tcpto):
+        fd = _open_own(tcpto, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, b"\0" * TCPTO_SIZE)
+        finally:
+            os.close(fd)
     _fix(tcpto, "r", 0o644, owners)
     mutex = os.path.join(lock, "sendmutex")
-    os.close(os.open(mutex, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.close(_open_own(mutex, os.O_WRONLY | os.O_CREAT))
     _fix(mutex, "s", 0o600, owners)
     trigger = trigger_path(home)
     try:
