@@ -259,3 +259,23 @@ def test_qstat_without_a_queue_is_111(tmp_path):
     assert (r.returncode, r.stdout) == (111, b"")
     assert r.stderr == ("qmail-qstat: fatal: unable to read the queue: [Errno 2] No such file or directory: "
                         "'%s/queue/mess'\n" % tmp_path).encode()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root (chown)")
+def test_newu_as_root_builds_only_roots_assign(scratch):
+    """qmail-lspawn takes users/cdb only from root, since users/ is qmailu's; qmailu could still
+    put its own users/assign there for the admin's next qmail-newu (as root) to build into a
+    users/cdb root owns. Run by root, qmail-newu builds only an assign root owns."""
+    cdb = os.path.join(scratch.home, "users", "cdb")
+    before = read(cdb)
+    path = os.path.join(scratch.home, "users", "assign")
+    assign(scratch.home, "=joe:joe:1:1:/h:::\n.\n")
+    os.chown(path, NOBODY, NOBODY)
+    r = subprocess.run([program("qmail-newu")], capture_output=True, env=scratch.env(), timeout=60)
+    assert (r.returncode, r.stderr.decode()) == (111, "qmail-newu: fatal: users/assign belongs to uid %d, not "
+                                                      "root: not built (chown root users/assign if it is yours)\n"
+                                                 % NOBODY)
+    assert read(cdb) == before
+    os.chown(path, 0, 0)
+    r = subprocess.run([program("qmail-newu")], capture_output=True, env=scratch.env(), timeout=60)
+    assert (r.returncode, r.stderr) == (0, b"")

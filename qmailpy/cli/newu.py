@@ -17,7 +17,7 @@ empty or '-'. On any error the old users/cdb stays. Exit 0, 100 usage, 111.
 """
 import os
 
-from qmailpy.cli.qmailtool import Fatal, on_home, read, run_tool, write_cdb
+from qmailpy.cli.qmailtool import Fatal, on_home, oserror, read, run_tool, write_cdb
 from qmailpy.exitcodes import EXIT_TROUBLE
 from qmailpy.log import guard
 
@@ -92,9 +92,30 @@ def parse(data, name=SOURCE):
     return pairs
 
 
+def read_assign(path):
+    """users/assign's bytes; run by root, only a file root owns: users/ is the users service's
+    directory (qmailu's), and qmailu could put an assign there for root to build into the
+    users/cdb that qmail-lspawn takes from root alone."""
+    if os.geteuid() != 0:
+        return read(path, SOURCE)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise oserror(e, "read " + SOURCE) from None
+    with open(fd, "rb") as f:
+        owner = os.fstat(fd).st_uid
+        if owner != 0:
+            raise Fatal("%s belongs to uid %d, not root: not built (chown root %s if it is yours)"
+                        % (SOURCE, owner, SOURCE))
+        try:
+            return f.read()
+        except OSError as e:
+            raise oserror(e, "read " + SOURCE) from None
+
+
 def build(home):
     """Read users/assign, replace users/cdb; the number of assignments."""
-    pairs = parse(read(os.path.join(home, SOURCE), SOURCE))
+    pairs = parse(read_assign(os.path.join(home, SOURCE)))
     write_cdb(os.path.join(home, TARGET), pairs, TARGET)
     return len(pairs) - 1
 
