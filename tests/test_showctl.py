@@ -318,3 +318,18 @@ def test_check_reports_relayclients_lines_no_client_matches(home):
     home.control("relayclients", "10.\n192.168.1.\n127.0.0.1:\n2001:db8::\n2001:DB8::25\n")
     r = home.run("qmail-showctl", "--check")
     assert (r.returncode, r.stdout) == (0, b"")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root (chown)")
+def test_check_reports_a_users_cdb_root_does_not_own(home):
+    """qmail-lspawn, as root, defers every delivery users/cdb would answer when root does not own
+    it (users/ is qmailu's); --check, run by root, names the file and why."""
+    from test_send_support import write_users_cdb
+    home.control("rcpthosts", "example.org\n")
+    write_users_cdb(home.root, {b"!joe\0": (b"joe", 65534, 65534, b"/home/joe", b"", b"")})
+    path = os.path.join(home.root, "users", "cdb")
+    assert b"users/cdb" not in home.run("qmail-showctl", "--check").stdout
+    os.chown(path, 65534, 65534)
+    lines = home.run("qmail-showctl", "--check").stdout.decode().splitlines()
+    assert ("users/cdb: belongs to uid 65534, not root: qmail-lspawn defers the deliveries it would "
+            "assign (chown root users/cdb if it is yours)") in lines, lines

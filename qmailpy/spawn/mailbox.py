@@ -124,6 +124,21 @@ class Resolver:
         self.rewriter = Rewriter.from_controls(controls)
         self.users = None
 
+    def cdb_owner(self):
+        """The uid users/cdb must belong to (users_cdb): root's when qmail-lspawn runs as root."""
+        return None if self.single_user else 0
+
+    def cdb_refused(self):
+        """Why users/cdb is not taken from its owner (a text for qmail-showctl --check), or None."""
+        try:
+            uid = os.stat(os.path.join(self.home, "users", "cdb")).st_uid
+        except OSError:
+            return None                  # absent, or unreadable: the cdb check says so
+        if self.cdb_owner() in (None, uid):
+            return None
+        return ("belongs to uid %d, not root: qmail-lspawn defers the deliveries it would assign "
+                "(chown root users/cdb if it is yours)" % uid)
+
     def close(self):
         close = getattr(self.users, "close", None)
         self.users = None
@@ -132,7 +147,7 @@ class Resolver:
 
     def resolve(self, local, domain):
         """Assignment for local@domain (bytes, as rewritten by qmail-todo) or a report."""
-        got = users_cdb(self.home, local, None if self.single_user else 0)
+        got = users_cdb(self.home, local, self.cdb_owner())
         prefix = self.rewriter.vdom_prefix(local + b"@" + domain)
         if not (prefix and local.startswith(prefix + b"-")):
             if got is not None:

@@ -127,6 +127,9 @@ def findings(home, controls, hosted=None):
     except (ControlError, OSError) as e:
         return out + [Finding("control", 0, "cannot follow postmaster's route: %s" % e)]
     try:
+        refused = route.resolver.cdb_refused()
+        if refused:
+            out.append(Finding("users/cdb", 0, refused))
         for where, address, what in postmaster_addresses(controls, hosted):
             ok, text = route.reaches(address)
             if not ok:
