@@ -76,15 +76,16 @@ def as_owner(path, owner, work):
     over vpopmail's directories), work runs in a forked child that has become the owner, its
     current directory the deepest directory above `path` that exists (opened here, so the child
     needs search permission on that one only, not on those above it), `rel` being `path`
-    relative to it. The owner, whom
-    every vpopmail mailbox's |program runs as, may have put links anywhere below the vpopmail
-    directory (domains/ -> /etc/systemd/system, say): through them the child makes, writes or
-    removes only what the owner could itself, where root would have done it anywhere.
-    Otherwise work(path) runs here. The child's return value comes back as JSON (lists for
+    relative to it. The owner, whom every vpopmail mailbox's |program runs as, may have put
+    links anywhere below the vpopmail directory (domains/ -> /etc/systemd/system, say):
+    through them the child makes, writes or removes only what the owner could itself, where
+    root would have done it anywhere. Otherwise work(path) runs here. The child's return value comes back as JSON (lists for
     tuples); an OSError there is raised here (errno, and the file name made absolute again)."""
     if owner is None or owner[0] == os.geteuid():
         return work(path)
     import json
+
+    from qmailpy.fileio import write_all
     path = os.path.abspath(path)
     base = os.path.dirname(path)
     while not os.path.isdir(base):
@@ -107,7 +108,7 @@ def as_owner(path, owner, work):
                 pass
             finally:
                 try:
-                    os.write(w, said)
+                    write_all(w, said)
                 finally:
                     os._exit(0)
         os.close(w)
