@@ -216,3 +216,21 @@ def test_a_dotqmail_default_that_is_no_file_is_none_and_never_waited_on(users):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_an_alias_file_that_is_no_file_is_none(users):
+    """qmail-local reads .qmail-<user> only when it is a regular file (qmeexists()); a directory
+    or FIFO of that name is none, and vdelivermail then finds the mailbox. chkuser and
+    qmail-lspawn took any name there for an alias file: qmail-lspawn sent joe's mail to the
+    domain directory, where qmail-local passed the directory by and the domain's
+    .qmail-default bounced it, joe's mailbox never tried."""
+    put(users, ".qmail-default", "| /home/vpopmail/bin/vdelivermail '' bounce-no-mailbox\n")
+    d = users.domain_dir("example.org")
+    os.mkdir(os.path.join(d, ".qmail-joe"))
+    os.mkfifo(os.path.join(d, ".qmail-info"))
+    os.mkdir(os.path.join(d, ".qmail-lists-default"))
+    from qmailpy.users import domainfiles
+    assert [domainfiles.alias_file(d, u) for u in ("joe", "info", "lists-x")] == [None, None, None]
+    assert check_recipient(users, "joe@example.org") == OK            # the mailbox
+    assert check_recipient(users, "info@example.org") == NOUSER
+    assert check_recipient(users, "lists-x@example.org") == NOUSER

@@ -39,13 +39,15 @@ def usable(user):
 
 
 def _exists(path):
+    """Is there a .qmail file at `path`? Only a regular file is one (qmail-local's qmeexists():
+    a directory or FIFO of that name is passed by)."""
     try:
-        os.stat(path)
+        st = os.stat(path)
     except OSError as e:
         if e.errno in ABSENT:
             return False
         raise
-    return True
+    return stat.S_ISREG(st.st_mode)
 
 
 def alias_file(domain_dir, user):
