@@ -72,12 +72,15 @@ def alias_file(domain_dir, user):
 def default_head(domain_dir):
     """The first DEFAULT_READ bytes of the domain's .qmail-default, or None without one.
 
-    Opened O_NONBLOCK, as qmail-local's open_read() (O_NDELAY), and, as its qmeexists(), a
-    .qmail-default that is not a regular file is none: the directory's owner (vpopmail, whom
-    a mailbox's |program runs as) could otherwise put a FIFO there that its readers
-    (qmail-lspawn, as root, for every local delivery; qmail-usersd's workers) wait on for ever."""
+    As qmail-local's qmeexists(), a .qmail-default that is not a regular file is none. The
+    directory's owner (vpopmail, whom any mailbox's |program runs as) may link it to anything,
+    and its readers include qmail-lspawn, as root and alone for every local delivery: so the
+    name is resolved once to an O_PATH descriptor, which opens nothing for reading, and only a
+    regular file is then opened, through that descriptor. A FIFO is never waited on (nor its
+    writer let go), a device never opened (/dev/watchdog would start the watchdog)."""
+    path = os.path.join(domain_dir, DEFAULT)
     try:
-        fd = os.open(os.path.join(domain_dir, DEFAULT), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except OSError as e:
         if e.errno in ABSENT:
             return None
@@ -85,7 +88,11 @@ def default_head(domain_dir):
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        return os.read(fd, DEFAULT_READ)
+        try:
+            with open("/proc/self/fd/%d" % fd, "rb") as f:      # that file, not the name again
+                return f.read(DEFAULT_READ)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, path) from None
     finally:
         os.close(fd)
 
