@@ -109,6 +109,32 @@ def test_a_directory_or_unreadable_cdb_is_a_control_error(tmp_path):
     assert str(e.value) == "control/d.cdb: unable to read: Is a directory"
 
 
+def test_a_cdb_that_is_no_file_is_never_opened(tmp_path):
+    """qmail-lspawn opens users/cdb as root, and users/ is qmailu's: whatever qmailu links it to
+    must not be opened for reading (a device's open has side effects: /dev/watchdog starts the
+    watchdog; a FIFO's waiting writer is let go). Only a regular file is opened, through the
+    O_PATH descriptor the name was resolved to; anything else is a ControlError."""
+    import time
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    os.symlink("fifo", tmp_path / "cdb")
+    writer = subprocess.Popen(["sh", "-c", "echo x > fifo"], cwd=str(tmp_path))
+    try:
+        for _ in range(1000):                       # until the writer waits in open() for a reader
+            with open("/proc/%d/wchan" % writer.pid) as f:
+                if f.read() == "wait_for_partner":
+                    break
+            time.sleep(0.01)
+        with pytest.raises(ControlError) as e:
+            open_cdb(str(tmp_path / "cdb"), "users/cdb")
+        assert str(e.value) == "users/cdb: unable to read: not a file"
+        with pytest.raises(subprocess.TimeoutExpired):
+            writer.wait(1)
+    finally:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writer.wait(10)
+
+
 def test_full_table_does_not_hang_a_lookup(tmp_path):
     """Every slot of a table taken and no key matching: the probe stops after one round."""
     data = bytearray(cdb_bytes(tmp_path, [b"k%d" % i for i in range(50)]))

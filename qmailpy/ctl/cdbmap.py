@@ -30,6 +30,23 @@ def _pair(buf, pos):
     return (int.from_bytes(buf[pos:pos + 4], "little"), int.from_bytes(buf[pos + 4:pos + 8], "little"))
 
 
+def _open_file(path):
+    """An O_RDONLY descriptor of the regular file at `path`; OSError for anything else, which
+    is never opened for reading: the name is resolved to an O_PATH descriptor first. qmail-
+    lspawn opens users/cdb as root in qmailu's directory, where it may be linked to a device
+    (/dev/watchdog: its open starts the watchdog) or a FIFO (its writer would be let go)."""
+    where = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(where).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a file")
+        return os.open("/proc/self/fd/%d" % where, os.O_RDONLY | os.O_CLOEXEC)     # that file, not the name
+    finally:
+        os.close(where)
+
+
 class CdbMap:
     """A read-only cdb; keys and values are bytes. `name` is how errors call the file."""
 
@@ -39,15 +56,13 @@ class CdbMap:
         self._hash = djb_hash
         self.path, self.name = path, name or path
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)    # a FIFO is never waited on
+            fd = _open_file(path)
         except FileNotFoundError:
             raise
         except OSError as e:
             raise ControlError(self.name, 0, "unable to read: %s" % (e.strerror or e)) from None
         try:
             st = os.fstat(fd)
-            if stat.S_ISDIR(st.st_mode):          # a directory opens read-only; open() refused it
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
             self.size, self.owner = st.st_size, st.st_uid
             if self.size < HEADER:
                 raise self.corrupt("truncated: %d bytes, shorter than the header" % self.size)
