@@ -84,6 +84,47 @@ def referenced(home, msgid, where=IN_USE, split=SPLIT):
     return False
 
 
+def foreign_layout(home, split=SPLIT):
+    """Why the queue was not made with this layout (another conf-split, or big-todo's split
+    todo/ and intd/), or None. Read with the wrong split, a message's files are looked for
+    under the wrong subdirectory or in one nobody reads: it would sit undelivered, unseen.
+    Every file of mess/ (a message has one from its start) must be in <id % split>/, and no
+    subdirectory of a split directory beyond split - 1 may hold a file (empty ones are left
+    alone). A directory that cannot be read tells nothing here (qmail-send's pausedir() says
+    so when it reads it)."""
+    for name in ("todo", "intd"):
+        try:
+            entries = list(os.scandir(paths.queue_path(home, name)))
+        except OSError:
+            continue
+        sub = next((e.name for e in entries if e.name.isdigit() and e.is_dir(follow_symlinks=False)), None)
+        if sub is not None:
+            return "queue/%s/%s is a directory: the queue was made with big-todo" % (name, sub)
+    for name in sorted(SPLIT_DIRS):
+        try:
+            subs = os.listdir(paths.queue_path(home, name))
+        except OSError:
+            continue
+        for n in sorted(int(s) for s in subs if s.isdigit() and s.isascii() and int(s) >= split):
+            try:
+                held = os.listdir(paths.queue_path(home, name, str(n)))
+            except OSError:
+                continue
+            if held:
+                return "queue/%s/%d/%s: the queue was made with a conf-split above %d" % (
+                    name, n, sorted(held)[0], split)
+    for n in range(split):
+        try:
+            names = os.listdir(paths.queue_path(home, "mess", str(n)))
+        except OSError:
+            continue
+        wrong = next((m for m in names if m.isdigit() and m.isascii() and int(m) % split != n), None)
+        if wrong is not None:
+            return "queue/mess/%d/%s is not in mess/%d: the queue was made with another conf-split than %d" % (
+                n, wrong, int(wrong) % split, split)
+    return None
+
+
 def pid_path(home, pid, starttime, seq):
     """qmail-queue's first name for a new inode: pid/<pid>.<starttime>.<seq>."""
     return paths.queue_path(home, "pid", "%d.%d.%d" % (pid, starttime, seq))

@@ -23,6 +23,7 @@ from qmailpy.log import Log, guard
 from qmailpy.send.scheduler import Scheduler
 from qmailpy.progstart import start as start_program
 from qmailpy.proto import spawnwire, todowire
+from qmailpy.queue import layout
 
 DEFAULT_DELIVERY = "./Maildir/"
 LOCK_WAIT = 10.0        # seconds to wait for a previous qmail-send's helpers to let go of the lock
@@ -80,6 +81,10 @@ def main():
         return X.EXIT_TROUBLE
     if not os.path.isdir(paths.queue_path(home)):
         log.line("alert: cannot start: unable to switch to queue directory")
+        return X.EXIT_TROUBLE
+    foreign = layout.foreign_layout(home)
+    if foreign:
+        log.line("alert: cannot start: %s" % foreign)
         return X.EXIT_TROUBLE
     os.umask(0o077)
     injector = Injector(home, environ)            # finds qmail-queue beside us: before any chdir
