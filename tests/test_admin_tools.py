@@ -84,6 +84,19 @@ def test_newmrh_needs_its_text_and_no_arguments(qhome):
     assert (r.returncode, r.stderr) == (100, b"qmail-newmrh: usage: qmail-newmrh\n")
 
 
+def test_newmrh_writes_the_bytes_cdb_make_writes(qhome, tmp_path):
+    """qmail's qmail-newmrh adds each line with cdb_make (cdbmss), as ucspi-tcp's tcprules does:
+    the same keys in the same order with empty values (tcprules' `key:allow`) give the same file,
+    byte for byte, so a cdb made by either is read the same by the other's readers."""
+    domains = ["d%d.example" % i for i in range(400)] + [".sub.example", "[192.0.2.1]"]
+    qhome.control("morercpthosts", "\n".join(domains) + "\n")
+    assert run(qhome, "qmail-newmrh").returncode == 0
+    rules = "".join("%s:allow\n" % d for d in domains)
+    subprocess.run(["tcprules", str(tmp_path / "ref.cdb"), str(tmp_path / "ref.tmp")], input=rules.encode(),
+                   check=True)
+    assert read(os.path.join(qhome.root, "control", "morercpthosts.cdb")) == read(tmp_path / "ref.cdb")
+
+
 # -- qmail-newu
 
 @pytest.fixture
