@@ -123,6 +123,43 @@ def test_morercpthosts_is_local(srs_home, tmp_path):
     assert W.forward("a@less.example", c, NOW).startswith("SRS0=")
 
 
+
+def _with_more(home, *domains):
+    import cdblib
+    with open(os.path.join(home.root, "control", "morercpthosts.cdb"), "wb") as f, cdblib.Writer(f) as w:
+        for d in domains:
+            w.put(d.encode(), b"")
+
+
+@pytest.mark.parametrize("address", ["a@hosted.example", "a@HOSTED.Example", "a@hosted.example.",
+                                     "a@x.sub.example", "a@sub.example", "a@X.SUB.EXAMPLE",
+                                     "a@colon.example", "a@more.example", "a@MORE.example",
+                                     "a@y.deep.example", "a@deep.example", "a@x.more.example",
+                                     "a@other.example", "a@hosted.example@other.example"])
+def test_srs_and_relay_decide_rcpthosts_alike(home, tmp_path, address):
+    """SRS's "our domain" and qmail-smtpd's relay control are one rule (qmailpy.ctl.rcpthosts):
+    over rcpthosts and morercpthosts.cdb they agree on every domain."""
+    from qmailpy.policy.relay import rcpthosts_ok
+    from qmailpy.smtpd.config import SmtpdConfig
+    home.control("me", "mx.host.example\n")
+    home.control("locals", "localhost\n")
+    home.control("rcpthosts", "hosted.example\n.sub.example\ncolon.example:\n")
+    _with_more(home, "more.example", ".deep.example")
+    env = {"TCPREMOTEIP": "192.0.2.7", "TCPLOCALIP": "127.0.0.1", "PROTO": "TCP"}
+    assert W.is_local(address, ctl(home)) == rcpthosts_ok(SmtpdConfig(Controls(home.root, env), env), address)
+
+
+def test_morercpthosts_without_rcpthosts_is_not_read(srs_home):
+    """qmail reads morercpthosts.cdb only beside a control/rcpthosts (rcpthosts_init); SRS,
+    for which a missing rcpthosts lists nothing, took a domain in the cdb for ours and sent
+    that sender's forwards out unrewritten."""
+    _with_more(srs_home, "more.example")
+    os.unlink(os.path.join(srs_home.root, "control", "rcpthosts"))
+    c = ctl(srs_home)
+    assert W.is_local("a@more.example", c) is False
+    assert W.forward("a@more.example", c, NOW).startswith("SRS0=")
+
+
 # -- the qmail-local hook
 
 def test_qmail_send_forwarder(srs_home):

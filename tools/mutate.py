@@ -34,6 +34,7 @@ CAUGHT = {"killed", "timeout", "segfault", "caught by type check"}
 MODULES = {
     "qmailpy/policy/relay.py": ["tests/test_policy_relay.py", "tests/test_policy.py", "tests/test_session.py",
                                 "tests/test_policytest.py", "tests/test_policy_dns.py"],
+    "qmailpy/ctl/rcpthosts.py": ["tests/test_policy_relay.py", "tests/test_srs_rewrite.py"],
     "qmailpy/proto/dotdata.py": ["tests/test_dotdata.py", "tests/test_session.py"],
     "qmailpy/queue/enqueue.py": ["tests/test_queue_errors.py", "tests/test_queue.py", "tests/test_queued.py"],
     "qmailpy/queue/entry.py": ["tests/test_queue_errors.py", "tests/test_queue.py", "tests/test_queued.py"],

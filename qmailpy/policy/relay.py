@@ -6,9 +6,9 @@ POP-before-SMTP answer `pop()`. qmail-smtpd's RCPT (qmailpy.smtpd.envelope), the
 checks that skip relaying clients (splithorizon, the DNS checks, SPF, tarpit:
 Envelope.relaying) and so qmail-policytest, which drives a session, all decide here.
 """
+from qmailpy.ctl import rcpthosts
 from qmailpy.policy import ACCEPT, REFUSE, TEMPFAIL, Verdict, where
 from qmailpy.proto import replies as R
-from qmailpy.proto.grammar import lower_ascii, split_address
 
 
 POP_UNKNOWN = "pop?"     # the relay table could not be read: no decision
@@ -73,35 +73,7 @@ def relay_verdict(cfg, sender, rcpt, auth_user, pop):
     return Verdict("relay", ACCEPT, note="the client may relay (%s)" % reason), reason, local
 
 
-def domain_keys(domain):
-    """The domain and each suffix starting at a dot, as rcpthosts.c tries them."""
-    yield domain
-    for i, ch in enumerate(domain):
-        if ch == ".":
-            yield domain[i:]
-
-
 def rcpthosts_ok(cfg, addr):
-    """qmail's rcpthosts(): no rcpthosts file accepts all; no '@' is accepted too."""
-    if cfg.rcpthosts is None:
-        return True
-    local, domain = split_address(addr)
-    if "@" not in addr:
-        return True
-    domain = lower_ascii(domain)
-    if cfg.rcpthosts.matches(domain):
-        return True
-    return _in_morercpthosts(cfg, domain)
-
-
-def _in_morercpthosts(cfg, domain):
-    if not cfg.morercpthosts_path:
-        return False
-    from qmailpy.ctl.cdbmap import open_cdb
-    db = open_cdb(cfg.morercpthosts_path, "control/morercpthosts.cdb")
-    if db is None:
-        return False
-    try:
-        return any(key.encode("utf-8", "surrogateescape") in db for key in domain_keys(domain))
-    finally:
-        db.close()
+    """qmail's rcpthosts() over this session's controls (qmailpy.ctl.rcpthosts, the one rule):
+    no rcpthosts file accepts all; no '@' is accepted too."""
+    return rcpthosts.ours(cfg.rcpthosts, cfg.morercpthosts_path, addr)

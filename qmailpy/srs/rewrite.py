@@ -16,6 +16,7 @@ Optional controls, read only if the registry knows them (see the report in
 docs/srs.md): srs/srs_hashlength, srs/srs_hashmin, srs/srs_separator,
 srs/srs_alwaysrewrite. Without them: 4, 4, '=', 0 (Mail::SRS/libsrs2).
 """
+from qmailpy.ctl import rcpthosts
 from qmailpy.srs import codec
 
 OK, BAD_HASH, EXPIRED, NOT_SRS = "ok", "bad-hash", "expired", "not-srs"
@@ -62,20 +63,17 @@ def _fold(s):
 
 
 def is_local(address, controls):
-    """True when the domain of `address` is ours: rcpthosts (and morercpthosts.cdb),
-    locals, or virtualdomains (the address, the domain, a parent '.domain';
-    an empty prefix means "not virtual"; the catch-all ':prefix' line is not
-    taken to make every domain ours). A missing rcpthosts lists nothing here
-    (qmail-smtpd reads it as "accept all", which would turn SRS off)."""
+    """True when the domain of `address` is ours: rcpthosts and morercpthosts.cdb (qmail's
+    rcpthosts(), qmailpy.ctl.rcpthosts: the rule qmail-smtpd's relay control uses), locals,
+    or virtualdomains (the address, the domain, a parent '.domain'; an empty prefix means
+    "not virtual"; the catch-all ':prefix' line is not taken to make every domain ours).
+    A missing rcpthosts lists nothing here (qmail-smtpd reads it as "accept all", which
+    would turn SRS off), and then morercpthosts.cdb is not read, as qmail does not."""
     domain = _fold(address.rpartition("@")[2])
     if domain in {_fold(d) for d in controls.value("locals")}:
         return True
-    rcpthosts = controls.value("rcpthosts")
-    if rcpthosts:
-        from qmailpy.ctl.patterns import HostList
-        if HostList(rcpthosts).matches(domain):
-            return True
-    if _in_morercpthosts(controls, domain):
+    hosts = rcpthosts.hosts(controls)
+    if hosts is not None and rcpthosts.ours(hosts, controls.value("morercpthosts.cdb"), address):
         return True
     vdoms = {}
     for line in controls.value("virtualdomains"):
@@ -88,21 +86,6 @@ def is_local(address, controls):
             if key in vdoms:
                 return bool(vdoms[key])
     return False
-
-
-def _in_morercpthosts(controls, domain):
-    path = controls.value("morercpthosts.cdb")
-    if not path:
-        return False
-    from qmailpy.ctl.cdbmap import open_cdb
-    db = open_cdb(path, "control/morercpthosts.cdb")      # corrupt: ControlError, never "not ours"
-    if db is None:
-        return False
-    try:
-        keys = [domain] + [domain[i:] for i, ch in enumerate(domain) if ch == "."]
-        return any(k.encode("utf-8", "surrogateescape") in db for k in keys)
-    finally:
-        db.close()
 
 
 def needs_rewrite(sender, controls):
