@@ -333,3 +333,29 @@ def test_check_reports_a_users_cdb_root_does_not_own(home):
     lines = home.run("qmail-showctl", "--check").stdout.decode().splitlines()
     assert ("users/cdb: belongs to uid 65534, not root: qmail-lspawn defers the deliveries it would "
             "assign (chown root users/cdb if it is yours)") in lines, lines
+
+
+def test_check_reports_pattern_lines_that_never_match(home):
+    """spamcontrol's wildmat matches nothing by a pattern with an unclosed '[' or a final
+    backslash, so such a badmailpatterns (badrcptpatterns, badhelo, blackholedsender) line
+    refuses nobody, silently; --check names each, parsed by qmail-smtpd's PatternList."""
+    postmaster_reachable(home)
+    home.control("rcpthosts", "example.org\n")
+    home.control("badmailpatterns", "*@[spam.example\n# note\n!ok@[x].example\n*@spam.example\n")
+    home.control("badrcptpatterns", "!*\\\n[a-\n")
+    home.control("badhelo", "[]\n[!]]x\n")
+    home.control("blackholedsender", "*@[1-9\n")
+    r = home.run("qmail-showctl", "--check")
+    why = ": an unclosed '[' or a final backslash: qmail-smtpd's wildmat matches nothing by it"
+    assert (r.returncode, r.stdout.decode().splitlines()) == (1, [
+        "control/badmailpatterns:1: *@[spam.example" + why,
+        "control/badhelo:1: []" + why,
+        "control/badrcptpatterns:1: !*\\" + why,
+        "control/badrcptpatterns:2: [a-" + why,
+        "control/blackholedsender:1: *@[1-9" + why])
+    home.control("badmailpatterns", "*@\\[spam.example\n[[]x\n*@[!a-z]*\n")
+    home.control("badrcptpatterns", "!*\\\\\n")
+    home.control("badhelo", "[]]\n")
+    home.control("blackholedsender", "*@[1-9]\n")
+    r = home.run("qmail-showctl", "--check")
+    assert (r.returncode, r.stdout) == (0, b"")

@@ -70,11 +70,12 @@ no valid IDN (it matches no host), clamdsocket and spamdsocket (qmail-queue's
     filters: exit 55), the cipher lists and PEM files of qmail-remote (Z) and of qmail-smtpd
     (STARTTLS gets 454; a servercert.pem or dh2048.pem show.check finds unusable is
     reported there), a relayclients line no client address can match (qmail-smtpd's
-    IPPrefixList: it lets nobody relay). A control that cannot be read at all is show.check's
-    finding already."""
+    IPPrefixList: it lets nobody relay), a badmailpatterns-style line no string can match
+    (qmail-smtpd's PatternList: an unclosed '[' or a final backslash). A control that cannot
+    be read at all is show.check's finding already."""
     found = []
     for ask in (_outgoingip, _smtproutes, _tlsdestinations, _filter_socket("clamdsocket"), _filter_socket("spamdsocket"),
-                _remote_tls, _smtpd_tls, _relayclients):
+                _remote_tls, _smtpd_tls, _relayclients, _patterns):
         try:
             found += ask(controls)
         except ControlError:
@@ -130,6 +131,25 @@ def _relayclients(controls):
     dead = set(IPPrefixList(s.value, range(len(s.value))).malformed)
     return [_line_finding(s, i, "no IP address or prefix ('192.0.2.7', '192.168.1.', '2001:db8::'): "
                                 "qmail-smtpd lets no client relay by it") for i in sorted(dead)]
+
+
+def _patterns(controls):
+    """Lines of the pattern lists (badmailpatterns, badrcptpatterns, badhelo, blackholedsender)
+    that qmail-smtpd's PatternList compiles to nothing: wildmat matches no string by them."""
+    from qmailpy.ctl.patterns import PatternList
+    found = []
+    for c in R.CONTROLS:
+        if c.kind != R.PATTERNS:
+            continue
+        try:
+            s = controls.setting(c.name)
+        except ControlError:
+            continue                # unreadable: show.check named it
+        if s.value:
+            for i in PatternList(s.value, range(len(s.value))).malformed:
+                found.append(_line_finding(s, i, "an unclosed '[' or a final backslash: "
+                                                 "qmail-smtpd's wildmat matches nothing by it"))
+    return found
 
 
 def _line_finding(s, i, why):
