@@ -637,3 +637,19 @@ def test_a_filters_log_lines_name_the_insertion_they_belong_to(home, tmp_path):
     [line] = [ln for ln in log.read_text().splitlines() if "refused for" in ln]
     assert re.fullmatch(r"qmail-queued: qp \d+ uid %d pid %d: refused for b@example.net: virus Test-Virus found"
                         % (os.getuid(), pid), line), line
+
+
+@pytest.mark.parametrize("timeoutqueue, service", [(None, 86400), ("300\n", 300),
+                                                   ("200000\n", layout.OSSIFIED - 3600)])
+def test_a_client_waits_the_services_time_limit_and_a_minute(home, timeoutqueue, service):
+    """The service's limit is control/timeoutqueue kept below OSSIFIED (queue.layout.time_limit,
+    what qmail-queue and qmail-queued use); the client's wait is that and a minute. The client
+    had its own copy of the rule without the cap: with timeoutqueue 200000 it waited 200060 s
+    for a service that gives up at 126000 s."""
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.queue.main import time_limit
+    if timeoutqueue is not None:
+        (home / "control" / "timeoutqueue").write_text(timeoutqueue)
+    controls = Controls(str(home), {})
+    assert time_limit(controls) == service
+    assert sockclient.wait_limit(controls) == service + 60

@@ -36,6 +36,13 @@ GROUP = "qmail"
 QUEUE_WRITTEN = ("pid", "intd", "todo", "mess")
 
 
+def time_limit(timeoutqueue):
+    """qmail-queue's time limit from control/timeoutqueue's value (unset: DEATH), kept below
+    OSSIFIED so that clean_stale never takes a live insertion: the one rule for qmail-queue,
+    qmail-queued and the clients that wait for qmail-queued's answer."""
+    return min(timeoutqueue or DEATH, OSSIFIED - 3600)
+
+
 def split_path(home, name, msgid, split=SPLIT):
     return paths.queue_path(home, name, str(msgid % split), str(msgid))
 

@@ -38,10 +38,10 @@ def time_limit(controls):
     from qmailpy.queue.enqueue import QueueError
     try:
         controls.require("qmail-queue")     # a bad number: exit 55 before the message is read
-        limit = controls.value("timeoutqueue") or layout.DEATH
+        limit = controls.value("timeoutqueue")
     except OSError as e:
         raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
-    return min(limit, layout.OSSIFIED - 3600)
+    return layout.time_limit(limit)
 
 
 def _enter(path, code, QueueError):

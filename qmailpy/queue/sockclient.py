@@ -55,18 +55,24 @@ def service_job(environ, controls=None):
     home = os.path.abspath(paths.qmailhome(environ))
     if not service_present(home):
         return None
-    from qmailpy.queue.layout import DEATH
     if controls is None:
         from qmailpy.ctl.reader import Controls
         controls = Controls(home, environ)
     try:
-        limit = controls.value("timeoutqueue") or DEATH
-    except OSError:
-        limit = DEATH                    # the service reads it too, and answers 55
-    try:
-        return SocketJob(home, limit + 60, qqsock.encode_origin(environ))
+        return SocketJob(home, wait_limit(controls), qqsock.encode_origin(environ))
     except NoService:
         return None
+
+
+def wait_limit(controls):
+    """How long a client waits for qmail-queued: the service's time limit (queue.layout's rule
+    over control/timeoutqueue) and a minute."""
+    from qmailpy.queue.layout import time_limit
+    try:
+        limit = controls.value("timeoutqueue")
+    except OSError:
+        limit = None                     # the service reads it too, and answers 55
+    return time_limit(limit) + 60
 
 
 class SocketJob:
