@@ -217,3 +217,22 @@ def test_codec_import_is_cheap():
             "print(bad)")
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_qmail_todo_reverses_every_srs_address_qmail_smtpd_takes_as_ours(srs_home):
+    """"An SRS address of ours" is one rule (codec.at_domain: the tag and a separator, the
+    domain ASCII case folded as qmail compares domains), asked by qmail-smtpd at RCPT and by
+    qmail-todo's reverser. qmail-todo lower-cased srs_domain with str.lower() (Unicode) and the
+    recipient bytewise: with srs_domain srs.BÜCHER.example qmail-smtpd accepted the bounce
+    address as a valid SRS address and qmail-todo never reversed it."""
+    from qmailpy.send import srsmap
+    srs_home.control("srs/srs_domain", "srs.BÜCHER.example\n")
+    made = C.forward("joe@remote.example", "srs.BÜCHER.example", ["k1"], NOW)
+    assert C.at_domain(made, "srs.BÜCHER.example") and C.at_domain(C.lower(made), "SRS.bÜcher.EXAMPLE")
+    assert not C.at_domain(made, "srs.bücher.example")        # not ASCII: not the same domain for qmail
+    assert not C.at_domain("SRS0@srs.BÜCHER.example", "srs.BÜCHER.example")
+    assert not C.at_domain("SRS0=x@other.example", "srs.BÜCHER.example")
+    reverser = srsmap.SrsReverser(ctl(srs_home), clock=lambda: NOW)
+    assert reverser(made.encode(), b"") == (W.OK, b"joe@remote.example")
+    assert reverser(made.replace("@srs.B", "@SRS.b").encode(), b"") == (W.OK, b"joe@remote.example")
+    assert reverser(b"SRS0x" + made[4:].encode(), b"") == (None, None)

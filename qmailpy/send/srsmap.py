@@ -24,6 +24,7 @@ import time
 
 from qmailpy.ctl.reader import Controls
 from qmailpy.ctl.watch import stamp
+from qmailpy.srs.codec import at_domain
 from qmailpy.srs.rewrite import EXPIRED, OK, forward, reverse
 
 NOT_BOUNCE = "not-bounce"          # ours, but the message has a sender: dropped as srsfilter does
@@ -47,15 +48,15 @@ class SrsForwarder:
 class SrsReverser:
     def __init__(self, controls, clock=time.time):
         self.controls, self.clock = controls, clock
-        self.domain = controls.value("srs/srs_domain").lower().encode("utf-8", "surrogateescape")
+        self.domain = controls.value("srs/srs_domain")
 
     def __call__(self, recip, sender):
         """(OK, original bytes), (EXPIRED, None), (NOT_BOUNCE, None) or (None, None) for one
         recipient of a message from `sender` (bytes)."""
-        local, at, domain = recip.rpartition(b"@")
-        if not at or domain.lower() != self.domain or local[:4].upper() not in (b"SRS0", b"SRS1"):
+        text = recip.decode("utf-8", "surrogateescape")
+        if not at_domain(text, self.domain):          # the rule qmail-smtpd's RCPT uses
             return None, None
-        got = reverse(recip.decode("utf-8", "surrogateescape"), self.controls, self.clock())
+        got = reverse(text, self.controls, self.clock())
         if sender and got.status in (OK, EXPIRED):
             return NOT_BOUNCE, None
         if got.status == OK:

@@ -212,11 +212,10 @@ def _srs_status(session, effects, addr):
     users database port (the users service holds the keys in production). An expired
     address is accepted here and dropped by qmail-send without a bounce.
     """
-    local, _, domain = addr.rpartition("@")
-    if local[:4].upper() not in ("SRS0", "SRS1") or local[4:5] not in ("=", "-", "+"):
+    from qmailpy.srs import codec
+    if not codec.is_srs(addr):          # before any control is read: most recipients stop here
         return None
-    controls = session.cfg.controls
-    if lower_ascii(domain) != lower_ascii(controls.value("srs/srs_domain")):
+    if not codec.at_domain(addr, session.cfg.controls.value("srs/srs_domain")):
         return None
     from qmailpy.srs.rewrite import NOT_SRS
     from qmailpy.users.errors import UsersUnavailable

@@ -87,6 +87,14 @@ def is_srs(address):
     return tag(address) is not None
 
 
+def at_domain(address, srs_domain):
+    """Is `address` an SRS0/SRS1 address at `srs_domain` (ASCII case folded, as qmail compares
+    domains)? The one rule for "an SRS address of ours": qmail-smtpd checks such a recipient
+    at RCPT, qmail-todo reverses it."""
+    local, at, domain = address.rpartition("@")
+    return bool(at) and tag(local) is not None and lower(domain) == lower(srs_domain)
+
+
 # -- timestamps
 
 def days(now):

@@ -18,7 +18,7 @@ WARM = ("qmailpy.smtpd.envelope", "qmailpy.smtpd.message", "qmailpy.smtpd.receiv
         "qmailpy.proto.grammar", "qmailpy.proto.dotdata", "qmailpy.proto.date822",
         "qmailpy.policy.relay", "qmailpy.policy.lists", "qmailpy.policy.lookup", "qmailpy.policy.dnscheck",
         "qmailpy.dns.resolver", "qmailpy.queue.sockclient", "qmailpy.queue.layout", "qmailpy.queue.main",
-        "qmailpy.proto.qqsock", "qmailpy.privs",
+        "qmailpy.proto.qqsock", "qmailpy.privs", "qmailpy.srs.codec",
         "qmailpy.ctl.cdbmap", "cdblib.djb_hash")
 # What STARTTLS and SMTPS import (ssl): loaded in the parent too when the home has a
 # control/servercert.pem (or $SMTPS is set), so a TLS child pays for the handshake only.
