@@ -269,3 +269,33 @@ def test_syncdomains_makes_another_hosts_controls_follow(mysql_backend, tmp_path
     assert ok(b.run("qmail-users", "syncdomains", "Example.NET")).splitlines() == [
         "control/rcpthosts: removed example.net", "control/virtualdomains: removed example.net:example.net"]
     assert ctl(b, "rcpthosts") == ["example.org", "mx.example.com"]
+
+
+def test_adddomain_finds_a_domains_lines_as_qmail_reads_them(home):
+    """adddomain looked for the domain's rcpthosts and virtualdomains lines with rules of its
+    own (blanks stripped on both sides, Unicode lower case): a line ' example.org' (or
+    ' example.org:example.org'), which qmail-smtpd and qmail-send read as another name, made it
+    add nothing, and the domain's mail was refused at RCPT and routed remote. It now asks the
+    programs' rules (ctl.parse.strip_line, HostList.key, addr.rewrite.vdom_entry)."""
+    from qmailpy.addr.rewrite import LOCAL, Rewriter
+    from qmailpy.ctl import rcpthosts
+    from qmailpy.ctl.reader import Controls
+    home.control("rcpthosts", "mx.example.com\n example.org\n")
+    home.control("virtualdomains", "\texample.org:example.org\nexample.org :x\n")
+    r = home.run("qmail-users", "adddomain", "example.org")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines()[1:3] == [
+        "control/rcpthosts: added example.org", "control/virtualdomains: added example.org:example.org"]
+    controls = Controls(home.root)
+    assert rcpthosts.ours(rcpthosts.hosts(controls), None, "joe@example.org")
+    assert Rewriter.from_controls(controls).rewrite(b"joe@example.org") == (LOCAL, b"example.org-joe@example.org")
+    # the lines qmail reads as the domain's are found: nothing is added twice
+    home.control("rcpthosts", "EXAMPLE.NET:  \n")
+    home.control("virtualdomains", "Example.Net:example.net \npostmaster@example.net:alias\n")
+    r = home.run("qmail-users", "adddomain", "example.net")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines()[1:] == []
+    r = home.run("qmail-users", "deldomain", "example.net")
+    assert r.stdout.decode().splitlines()[1:] == [
+        "control/rcpthosts: removed EXAMPLE.NET:", "control/virtualdomains: removed Example.Net:example.net",
+        "control/virtualdomains: removed postmaster@example.net:alias"]

@@ -7,6 +7,8 @@ clean). qmail-todo (rewrite), qmail-send (strip_prefix for bounces),
 qmail-lspawn (vdom_prefix) and the recipient keys (qmailpy.addr.keys, route)
 all use this one Rewriter.
 """
+from qmailpy.proto.grammar import lower_ascii
+
 LOCAL, REMOTE = 0, 1
 
 
@@ -18,14 +20,20 @@ def _encode(entry):
     return entry.encode("utf-8", "surrogateescape") if isinstance(entry, str) else bytes(entry)
 
 
+def vdom_entry(line):
+    """(lowercased key, prefix) of a virtualdomains line `key:prefix` (bytes, or str for the admin
+    tools that edit the file: users.domaincontrols), None without a colon."""
+    key, colon, prefix = line.partition(":" if isinstance(line, str) else b":")
+    return (lower_ascii(key), prefix) if colon else None
+
+
 def vdom_map(lines):
-    """{lowercased key: prefix} from virtualdomains lines `key:prefix` (no colon: ignored)."""
+    """{lowercased key: prefix} from virtualdomains lines (vdom_entry)."""
     out = {}
     for line in lines:
-        line = _encode(line)
-        key, colon, prefix = line.partition(b":")
-        if colon:
-            out[_lower(key)] = prefix
+        entry = vdom_entry(_encode(line))
+        if entry is not None:
+            out[entry[0]] = entry[1]
     return out
 
 

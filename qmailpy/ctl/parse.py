@@ -12,13 +12,19 @@ class Malformed(ValueError):
     """A value that does not parse; the reader makes it a ControlError (never a default)."""
 
 
+def strip_line(line):
+    """A control file's line as the programs read it: trailing white space (and CR) stripped,
+    as qmail does; leading white space stays (' example.com' is another entry)."""
+    return line.rstrip(" \t\r\v\f")
+
+
 def text_lines(data):
-    """Decode a control file and strip trailing white space (and CR) per line, as qmail does."""
+    """Decode a control file and strip each line (strip_line)."""
     text = data.decode("utf-8", "surrogateescape")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return [line.rstrip(" \t\r\v\f") for line in lines]
+    return [strip_line(line) for line in lines]
 
 
 def numbered(lines):

@@ -225,7 +225,13 @@ class HostList(_Lines):
 
     def __init__(self, lines, linenos=None):
         super().__init__(lines, linenos)
-        self._map = self._index(fold(x[:-1] if x.endswith(":") else x) for x in self.lines)
+        self._map = self._index(map(self.key, self.lines))
+
+    @staticmethod
+    def key(line):
+        """The host a (stripped) line lists, case folded: a final ':' (tcprules style) is dropped.
+        The admin tools that edit rcpthosts find a domain's line by it (users.domaincontrols)."""
+        return fold(line[:-1] if line.endswith(":") else line)
 
     def matches(self, host):
         h = fold(host)

@@ -17,16 +17,29 @@ is left alone (a new file would shadow it). Each function returns
 qmail-send (and qmail-todo) read virtualdomains at start and on SIGHUP; the
 caller tells the running one (qmailpy.install.running).
 """
+from qmailpy.addr.rewrite import vdom_entry
 from qmailpy.ctl import edit
+from qmailpy.ctl.parse import strip_line
+from qmailpy.ctl.patterns import HostList
 
 ALIAS_USER = "alias"           # qmail's alias user (conf-users; qmailpy.spawn.mailbox falls back to it)
 RCPTHOSTS, VIRTUALDOMAINS = "rcpthosts", "virtualdomains"
 POSTMASTER = "postmaster"
 
 
+def _entry(line):
+    """(key, prefix) of a virtualdomains line as qmail-send reads it (addr.rewrite), or None."""
+    return vdom_entry(strip_line(line))
+
+
 def _key(line):
-    key, colon, prefix = line.partition(":")
-    return key.strip().lower() if colon else None
+    entry = _entry(line)
+    return entry and entry[0]
+
+
+def _host(line):
+    """The domain an rcpthosts line lists as qmail-smtpd reads it (ctl.patterns.HostList)."""
+    return HostList.key(strip_line(line))
 
 
 def postmaster_line(domain):
@@ -39,13 +52,13 @@ def add_rcpthost(home, domain):
     if edit.read_lines(home, RCPTHOSTS) is None:
         return [], ["control/rcpthosts is not a file here (qmail-smtpd takes mail for any domain): "
                     "%s was not added; qmail-config writes one" % domain]
-    if edit.add_line(home, RCPTHOSTS, domain):
+    if edit.add_line(home, RCPTHOSTS, domain, lambda line: _host(line) == domain):
         return ["control/rcpthosts: added %s" % domain], []
     return [], []
 
 
 def remove_rcpthost(home, domain):
-    gone = edit.remove_lines(home, RCPTHOSTS, lambda line: line.strip().lower() == domain)
+    gone = edit.remove_lines(home, RCPTHOSTS, lambda line: _host(line) == domain)
     return ["control/rcpthosts: removed %s" % line.strip() for line in gone], []
 
 
@@ -59,7 +72,7 @@ def add_virtual(home, domain, own_postmaster=False):
     if not mine:
         edit.add_line(home, VIRTUALDOMAINS, "%s:%s" % (domain, domain), lambda line: _key(line) == domain)
         changes.append("control/virtualdomains: added %s:%s" % (domain, domain))
-    elif mine[-1].partition(":")[2].strip() != domain:
+    elif _entry(mine[-1])[1] != domain:
         notes.append("control/virtualdomains has %s: kept (qmail-lspawn finds users-database mailboxes "
                      "only under the prefix %s)" % (mine[-1].strip(), domain))
     if not own_postmaster:
@@ -80,8 +93,8 @@ def postmaster_to_alias(home, domain):
 
 def postmaster_own(home, domain):
     """The domain has its own postmaster mailbox now: take our `postmaster@domain:alias` out."""
-    line = postmaster_line(domain)
-    gone = edit.remove_lines(home, VIRTUALDOMAINS, lambda x: x.strip().lower() == line)
+    line, key = postmaster_line(domain), "%s@%s" % (POSTMASTER, domain)
+    gone = edit.remove_lines(home, VIRTUALDOMAINS, lambda x: _entry(x) == (key, ALIAS_USER))
     return ["control/virtualdomains: removed %s (postmaster@%s is a mailbox now)" % (line, domain)
             for _ in gone]
 
