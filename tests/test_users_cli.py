@@ -299,3 +299,16 @@ def test_adddomain_finds_a_domains_lines_as_qmail_reads_them(home):
     assert r.stdout.decode().splitlines()[1:] == [
         "control/rcpthosts: removed EXAMPLE.NET:", "control/virtualdomains: removed Example.Net:example.net",
         "control/virtualdomains: removed postmaster@example.net:alias"]
+
+
+def test_adddomain_keeps_every_line_as_qmail_splits_them(home):
+    """The admin tools split a control file with str.splitlines(), which also breaks at a form
+    feed, \\x1c..\\x1e, \\x85 and U+2028: adddomain rewrote 'a.example\\fb.example' (one line that
+    qmail-smtpd reads as one name, matching no domain) as two lines, and a.example and
+    b.example became domains qmail-smtpd takes mail for. Lines are split at '\\n' only
+    (ctl.parse.file_lines), as the programs do."""
+    home.control("rcpthosts", "a.example\fb.example\nc.example\u2028d.example\r\n")
+    r = home.run("qmail-users", "adddomain", "example.org")
+    assert r.returncode == 0, r.stderr
+    with open(os.path.join(home.root, "control", "rcpthosts"), "rb") as f:
+        assert f.read().decode() == "a.example\fb.example\nc.example\u2028d.example\r\nexample.org\n"

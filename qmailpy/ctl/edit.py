@@ -10,19 +10,16 @@ and tell the admin instead (set_elsewhere()).
 import os
 
 from qmailpy import paths
+from qmailpy.ctl.parse import file_lines
 
 NEW_MODE = 0o644
-
-
-def _decode(data):
-    return data.decode("utf-8", "surrogateescape")
 
 
 def read_lines(home, name):
     """The lines of control/NAME, or None when there is no such file."""
     try:
         with open(paths.control_path(home, name), "rb") as f:
-            return _decode(f.read()).splitlines()
+            return file_lines(f.read())
     except FileNotFoundError:
         return None
 

@@ -18,13 +18,18 @@ def strip_line(line):
     return line.rstrip(" \t\r\v\f")
 
 
-def text_lines(data):
-    """Decode a control file and strip each line (strip_line)."""
-    text = data.decode("utf-8", "surrogateescape")
-    lines = text.split("\n")
+def file_lines(data):
+    """The lines of a control file as qmail splits them: at '\n' only (a form feed or U+2028 is
+    part of its line), decoded (undecodable bytes kept); the admin tools rewrite these."""
+    lines = data.decode("utf-8", "surrogateescape").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    return [strip_line(line) for line in lines]
+    return lines
+
+
+def text_lines(data):
+    """Decode a control file and strip each line (strip_line)."""
+    return [strip_line(line) for line in file_lines(data)]
 
 
 def numbered(lines):
