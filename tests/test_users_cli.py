@@ -312,3 +312,19 @@ def test_adddomain_keeps_every_line_as_qmail_splits_them(home):
     assert r.returncode == 0, r.stderr
     with open(os.path.join(home.root, "control", "rcpthosts"), "rb") as f:
         assert f.read().decode() == "a.example\fb.example\nc.example\u2028d.example\r\nexample.org\n"
+
+
+def test_syncdomains_takes_a_domain_name_as_every_other_verb_does(home):
+    """syncdomains and deldomain lower-cased the names they were given with str.lower(), which
+    makes 'k' of the Kelvin sign: `syncdomains \\u212aexample.org` (a name adddomain refuses)
+    took example.org's neighbour kexample.org's line out of rcpthosts. Every verb now takes a
+    domain through admin.check_domain (A-Z folded, nothing else)."""
+    home.control("rcpthosts", "kexample.org\n")
+    r = home.run("qmail-users", "syncdomains", "\u212aexample.org")
+    assert (r.returncode, r.stderr.decode()) == (1, "qmail-users: invalid domain name '\u212aexample.org'\n")
+    r = home.run("qmail-users", "deldomain", "\u212aexample.org")
+    assert (r.returncode, r.stderr.decode()) == (1, "qmail-users: invalid domain name '\u212aexample.org'\n")
+    with open(os.path.join(home.root, "control", "rcpthosts")) as f:
+        assert f.read() == "kexample.org\n"
+    r = home.run("qmail-users", "syncdomains", "KEXAMPLE.org.")
+    assert r.returncode == 0 and r.stdout.decode().splitlines() == ["control/rcpthosts: removed kexample.org"]

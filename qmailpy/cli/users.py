@@ -132,7 +132,7 @@ def addaliasdomain(users, real_domain, alias_domain, no_rcpthosts, no_virtualdom
 def deldomain(users, domain, keep_files, no_rcpthosts, no_virtualdomains):
     """Remove DOMAIN with all its users (or, for an alias domain, just the alias), and
     its lines in control/rcpthosts and control/virtualdomains."""
-    name = domain.strip().lower().rstrip(".")
+    name = admin.check_domain(domain)
     aliases = sorted(a for a, real in users.domains()[1].items() if real == name)
     what = admin.del_domain(users, domain, keep_files)
     click.echo("deleted %s %s" % ("alias domain" if what == "alias" else "domain", name))
@@ -151,7 +151,7 @@ def syncdomains(users, domains):
     named is added when the database hosts it and removed when it does not."""
     names, aliases = users.domains()
     if domains:
-        wanted = [d.strip().lower().rstrip(".") for d in domains]
+        wanted = [admin.check_domain(d) for d in domains]
     else:
         wanted = sorted(set(names) | set(aliases))
     home = _home()
