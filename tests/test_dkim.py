@@ -293,6 +293,21 @@ def test_comments_of_a_huge_field_are_dropped_in_linear_time():
     assert (got.returncode, got.stdout, got.stderr) == (0, "True True\n", "")
 
 
+def test_a_field_of_a_million_lines_is_parsed_in_linear_time():
+    """dkimpy's parser added each continuation line to the field so far (quadratic: over a minute
+    for a field of a million " x" lines, for each DKIM-Signature). Under a 10 s CPU limit the
+    message is parsed and the signature judged (no key: permerror)."""
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_CPU, (10, 10))\n"
+            "from qmailpy.dkim.verify import dkim_results\n"
+            "from qmailpy.policy.lookup import StaticResolver\n"
+            "msg = (b'DKIM-Signature: v=1; a=rsa-sha256; d=x.example; s=s; h=from; bh=YQ==; b=YQ==\\n'\n"
+            "       b'From: a@x.example\\nX-Long: a\\n' + b' x\\n' * 1000000 + b'\\nhi\\n')\n"
+            "print([(r.result, r.reason) for r in dkim_results(msg, StaticResolver())])\n")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert (got.returncode, got.stdout, got.stderr) == (0, "[('permerror', 'no key for signature')]\n", "")
+
+
 def test_not_for_local_injection(home, tmp_path):
     """qmail-queue run by qmail-inject, qmail-local (no $TCPREMOTEIP): nothing to verify against."""
     from qmailpy.proto import qq
