@@ -308,6 +308,23 @@ def test_a_field_of_a_million_lines_is_parsed_in_linear_time():
     assert (got.returncode, got.stdout, got.stderr) == (0, "[('permerror', 'no key for signature')]\n", "")
 
 
+def test_a_long_run_of_blanks_is_canonicalized_in_linear_time(keys):
+    """dkimpy's relaxed body canonicalization (re.sub of [\\t ]+\\r\\n) was quadratic in a run of
+    blanks not followed by CRLF: a body line of a million spaces then "x", under a signature
+    whose key the sender publishes, would take an hour. Under a 10 s CPU limit the body hash is
+    computed and found wrong (the signature's bh= is made up)."""
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_CPU, (10, 10))\n"
+            "from qmailpy.dkim.verify import dkim_results\n"
+            "from qmailpy.policy.lookup import StaticResolver\n"
+            "dns = StaticResolver(['s._domainkey.x.example TXT %s'])\n"
+            "msg = (b'DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=x.example; s=s; h=from; bh=YQ==; b=YQ==\\n'\n"
+            "       b'From: a@x.example\\n\\n' + b' ' * 1000000 + b'x\\n')\n"
+            "print([(r.result, r.reason) for r in dkim_results(msg, dns)])\n") % keys[0].txt
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert (got.returncode, got.stdout, got.stderr) == (0, "[('fail', 'body hash did not verify')]\n", "")
+
+
 def test_not_for_local_injection(home, tmp_path):
     """qmail-queue run by qmail-inject, qmail-local (no $TCPREMOTEIP): nothing to verify against."""
     from qmailpy.proto import qq
