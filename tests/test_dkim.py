@@ -345,6 +345,29 @@ def test_many_names_in_h_over_many_fields_take_linear_time(keys):
     assert (got.returncode, got.stdout, got.stderr) == (0, "['pass']\n", "")
 
 
+def test_blank_lines_after_b_are_taken_out_in_linear_time(keys):
+    """dkimpy's pattern that takes the b= value out of the signature field read a run of white
+    space two ways: blank continuation lines after b=, then a ";", took a minute for 30,000
+    lines. Under a 10 s CPU limit the field is hashed and the signature (which did not cover
+    those lines) fails."""
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_CPU, (10, 10))\n"
+            "from qmailpy.dkim.lib import dkimpy\n"
+            "from qmailpy.dkim.verify import dkim_results\n"
+            "from qmailpy.policy.lookup import StaticResolver\n"
+            "dkim = dkimpy()\n"
+            "pem = open(%r, 'rb').read()\n"
+            "msg = b'From: a@x.example\\n\\nhi\\n'\n"
+            "sig = dkim.sign(msg, b's', b'x.example', pem, linesep=b'\\n')\n"
+            "dns = StaticResolver(['s._domainkey.x.example TXT %s'])\n"
+            "bad = sig[:-1] + b'\\n ' * 30000 + b';\\n'\n"
+            "print([(r.result, r.reason) for r in dkim_results(sig + msg, dns) + dkim_results(bad + msg, dns)])\n"
+            ) % (keys[0].path, keys[0].txt)
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180,
+                         env=dict(os.environ, PYTHONPATH=ROOT))
+    assert (got.returncode, got.stdout, got.stderr) == (
+        0, "[('pass', ''), ('fail', 'signature did not verify')]\n", "")
+
+
 def test_not_for_local_injection(home, tmp_path):
     """qmail-queue run by qmail-inject, qmail-local (no $TCPREMOTEIP): nothing to verify against."""
     from qmailpy.proto import qq
