@@ -368,6 +368,40 @@ def test_blank_lines_after_b_are_taken_out_in_linear_time(keys):
         0, "[('pass', ''), ('fail', 'signature did not verify')]\n", "")
 
 
+def _rsa_record(n, e):
+    """A key record of the RSAPublicKey (n, e), DER as dkimpy reads it."""
+    def tlv(tag, body):
+        size = len(body)
+        head = bytes([size]) if size < 128 else bytes([0x80 | ((size.bit_length() + 7) // 8)]) + size.to_bytes(
+            (size.bit_length() + 7) // 8, "big")
+        return bytes([tag]) + head + body
+
+    def integer(x):
+        return tlv(0x02, x.to_bytes(x.bit_length() // 8 + 1, "big"))
+    return "v=DKIM1; k=rsa; p=" + base64.b64encode(tlv(0x30, integer(n) + integer(e))).decode()
+
+
+@pytest.mark.parametrize("bits,e,reason", [
+    (16385, 65537, "key unusable: modulus too large"),
+    (4096, (1 << 64) + 1, "key unusable: bad e value"),
+    (2048, (1 << 2048) + 1, "key unusable: bad e value"),
+    (16384, (1 << 63) + 1, "body hash did not verify"),
+    (3072, (1 << 3000) + 1, "body hash did not verify"),
+], ids=["modulus", "exponent-over-3072", "exponent-over-modulus", "largest-modulus", "large-exponent"])
+def test_rsa_keys_past_openssls_bounds_are_not_used(bits, e, reason):
+    """dkimpy verifies with Python's pow() whatever the key's size: a sender's key record of a
+    16384-bit modulus and exponent cost 10 s of CPU per signature, a longer one hours. Keys past
+    OpenSSL's bounds for the RSA public operation are a permerror before any arithmetic."""
+    from qmailpy.dkim.verify import dkim_results
+    from qmailpy.policy.lookup import StaticResolver
+    n = (1 << (bits - 1)) | 1
+    dns = StaticResolver(["s._domainkey.x.example TXT " + _rsa_record(n, e)])
+    msg = (b"DKIM-Signature: v=1; a=rsa-sha256; d=x.example; s=s; h=from; bh=YQ==; b=YQ==\n"
+           b"From: a@x.example\n\nhi\n")
+    got = [(r.result, r.reason) for r in dkim_results(msg, dns)]
+    assert got == [("fail" if reason.startswith("body") else "permerror", reason)]
+
+
 def test_not_for_local_injection(home, tmp_path):
     """qmail-queue run by qmail-inject, qmail-local (no $TCPREMOTEIP): nothing to verify against."""
     from qmailpy.proto import qq

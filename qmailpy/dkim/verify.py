@@ -5,7 +5,7 @@ Each DKIM-Signature (the first MAX_SIGNATURES) gets one result:
   fail       it does not: the body hash or the signature does not match
   permerror  the signature cannot be used (a header line dkimpy cannot parse, a missing or bad tag, expired,
              i= outside d=), the selector has no key, or the key is unusable
-             (revoked, malformed, under 1024 bits)
+             (revoked, malformed, under 1024 bits, past OpenSSL's RSA bounds: rsa_bounds())
   temperror  the key lookup failed softly (SERVFAIL, time-out): try later
 and `dkim=none` stands for a message without signatures. Keys are looked up
 with qmailpy's resolver ($DNSCACHEIP), all lookups of one message within
@@ -28,6 +28,7 @@ already carry our authserv-id are forgeries (RFC 8601 5) and are removed.
 from qmailpy.proto.headers import spans, unfold
 
 MAX_SIGNATURES = 8
+RSA_MAX_MODULUS_BITS, RSA_SMALL_MODULUS_BITS, RSA_MAX_PUBEXP_BITS = 16384, 3072, 64     # OpenSSL's
 LOOKUP_TIME = 20
 SPF_RESULTS = {"pass": "pass", "fail": "fail", "softfail": "softfail", "neutral": "neutral", "none": "none",
                "unknown": "permerror", "error": "temperror",        # qmail-spf rc5's words
@@ -103,6 +104,23 @@ def key_record(resolver, name):
     return got.status, "key lookup failed: %s" % (got.reason or "soft error")
 
 
+def rsa_bounds(pk):
+    """Why an RSA key is past what OpenSSL's RSA public operation takes, or None: a modulus of
+    at most 16384 bits, an exponent below it and, over 3072 bits, of at most 64 bits (rsa.h's
+    OPENSSL_RSA_MAX_MODULUS_BITS, _SMALL_MODULUS_BITS, _MAX_PUBEXP_BITS). dkimpy checks only a
+    minimum, and its verification is Python's pow(): a key record of a 16384-bit modulus and
+    exponent took 10 s of CPU per signature (with the GIL: all of qmail-queued), longer ones
+    hours."""
+    if not isinstance(pk, dict):            # ed25519
+        return None
+    n, e = pk["modulus"], pk["publicExponent"]
+    if n.bit_length() > RSA_MAX_MODULUS_BITS:
+        return "modulus too large"
+    if e >= n or (n.bit_length() > RSA_SMALL_MODULUS_BITS and e.bit_length() > RSA_MAX_PUBEXP_BITS):
+        return "bad e value"
+    return None
+
+
 def verify_signature(message, index, tags, resolver):
     """The Result of the DKIM-Signature at `index` (0: the topmost)."""
     from qmailpy.dkim.lib import dkimpy
@@ -119,9 +137,12 @@ def verify_signature(message, index, tags, resolver):
     if status != OK:
         return Result("dkim", "temperror" if status == SOFT else "permerror", record, props)
     try:
-        dkim.evaluate_pk(name, record)
+        pk = dkim.evaluate_pk(name, record)[0]
     except (dkim.DKIMException, ValueError, IndexError) as e:
         return Result("dkim", "permerror", "key unusable: %s" % e, props)
+    problem = rsa_bounds(pk)
+    if problem:
+        return Result("dkim", "permerror", "key unusable: %s" % problem, props)
     try:
         ok = signer.verify(index, dnsfunc=lambda _name, timeout=5: record)
     except dkim.ValidationError as e:
