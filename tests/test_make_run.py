@@ -58,6 +58,19 @@ def test_demo_instance():
                              capture_output=True, timeout=30).stdout
         assert got.replace(b"\r\n", b"\n").rstrip(b"\n") == stored.rstrip(b"\n")
 
+        # postmaster (and double bounces) reach alias/Maildir/, as root too, where the demo makes
+        # no alias user: `qmail-showctl --check` in the run home finds nothing
+        check = subprocess.run([str(rundir / "bin" / "qmail-showctl"), "--check"], capture_output=True, text=True,
+                               env=dict(os.environ, QMAILHOME=str(rundir)), timeout=60)
+        assert (check.returncode, check.stdout, check.stderr) == (0, "", ""), check.stdout + check.stderr
+        s = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port, "--from", "you@example.com",
+                            "--to", "postmaster@demo.example", "--body", "hello postmaster"],
+                           capture_output=True, timeout=60)
+        assert s.returncode == 0, s.stdout.decode()
+        [name] = wait_for_files(rundir / "alias" / "Maildir" / "new", 1)
+        stored = (rundir / "alias" / "Maildir" / "new" / name).read_bytes()
+        assert stored.startswith(b"Return-Path: <you@example.com>\nDelivered-To: alias-postmaster@demo.example\n")
+
         # qmail-smtpd asks the users service, as in production (127.0.0.1 relays anyway: AUTH's answer)
         assert (rundir / "sock" / "users").exists() and (rundir / "qmail-usersd.pid").exists()
         (rundir / "control" / "smtpauth").write_text("1\n")         # read per connection

@@ -206,6 +206,39 @@ def test_passwd_file_users_and_the_alias_user(scratch, tmp_path):
 
 
 @pytest.mark.skipif(**ROOT_ONLY)
+def test_without_an_alias_user_home_alias_stands_in_as_its_owner(scratch):
+    """`make run` as root makes no alias user: qmail-lspawn (root) took postmaster's mail,
+    double bounces included, for `Unable to find alias user!` and deferred it for good. With
+    no alias user, $QMAILHOME/alias stands in, run as its owner (the demo gives it to
+    vpopmail); a root-owned or absent alias/ stays qmail's NOALIAS, and single-user mode
+    (not root) runs it as itself. `alias-postmaster` (qmail-users adddomain's
+    postmaster@domain:alias) looked for .qmail-alias-postmaster: no mailbox."""
+    from qmailpy.ctl.reader import Controls
+    os.unlink(os.path.join(scratch.home, "users", "cdb"))           # its catch-all would answer first
+    users = passwd.lookup({"QMAILPY_PASSWD": scratch.passwd})       # an empty passwd file: no alias user
+    root = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), False, users)
+    alias = os.path.join(scratch.home, "alias")
+    assert root.resolve(b"postmaster", b"localhost") == mailbox.NOALIAS
+    os.mkdir(alias)
+    assert root.resolve(b"postmaster", b"localhost") == mailbox.NOALIAS
+    os.chown(alias, NOBODY, NOBODY + 1)
+    assert root.resolve(b"postmaster", b"localhost") == mailbox.Assignment(
+        b"alias", NOBODY, NOBODY + 1, alias.encode(), b"-", b"postmaster")
+    # virtualdomains' postmaster@domain:alias: the alias user by name, as qmail-getpw finds it
+    assert root.resolve(b"alias-Postmaster", b"virt.example") == mailbox.Assignment(
+        b"alias", NOBODY, NOBODY + 1, alias.encode(), b"-", b"Postmaster")
+    assert root.resolve(b"alias", b"localhost") == mailbox.Assignment(
+        b"alias", NOBODY, NOBODY + 1, alias.encode(), b"", b"")
+    assert root.resolve(b"aliases", b"localhost") == mailbox.Assignment(
+        b"alias", NOBODY, NOBODY + 1, alias.encode(), b"-", b"aliases")
+    single = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), True, users)
+    assert single.resolve(b"postmaster", b"localhost") == mailbox.Assignment(
+        b"alias", os.getuid(), os.getgid(), alias.encode(), b"-", b"postmaster")
+    assert single.resolve(b"alias-postmaster", b"localhost") == mailbox.Assignment(
+        b"alias", os.getuid(), os.getgid(), alias.encode(), b"-", b"postmaster")
+
+
+@pytest.mark.skipif(**ROOT_ONLY)
 def test_virtual_mailbox_from_the_real_users_database(scratch):
     """No users/cdb: qmail-lspawn asks qmailpy.users (SQLite) and runs qmail-local as the mailbox owner."""
     import shutil

@@ -5,7 +5,7 @@ Existing control files are never overwritten. --me FQDN writes what qmail's
 config-fast writes (me, defaultdomain, plusdomain, locals, rcpthosts) where
 absent (qmailpy/install/config.py). --demo adds what `make run` needs: a host
 name and a demo domain on 127.0.0.1; as root, also vpopmail:vchkpw (the
-demo mailbox's owner). Rerun on a home an earlier version installed, it
+demo mailbox's owner, and alias/'s: the demo makes no alias user). Rerun on a home an earlier version installed, it
 migrates it and says what it changed (migrate_queue).
 At the end it prints what `qmail-showctl --check` still finds.
 
@@ -180,12 +180,18 @@ def still_missing(home):
 
 def demo_as_root(home):
     """`make run` as root: qmail-local runs as vpopmail:vchkpw (its forwards go through
-    qmail-queued, which `make run` starts)."""
+    qmail-queued, which `make run` starts), postmaster's alias/ too: the demo makes no alias
+    user, and qmail-lspawn takes alias/ as its owner's (qmailpy.spawn.mailbox.alias_stand_in)."""
     from qmailpy.ctl.reader import Controls
     from qmailpy.install import accounts
     from qmailpy.users.base import vpopmail_dir
     accounts.ensure(home, os.path.abspath(vpopmail_dir(home, Controls(home, {}))),
                     groups=accounts.DEMO_GROUPS, users=accounts.DEMO_USERS)
+    uid, gid = accounts.ids("vpopmail")
+    alias = os.path.join(home, "alias")
+    for top, dirs, files in os.walk(alias):
+        for name in [top] + [os.path.join(top, f) for f in dirs + files]:
+            os.lchown(name, uid, gid)
     migrate_queue(home)
 
 

@@ -81,10 +81,10 @@ def users_cdb(home, local, owner=None):
         db.close()
 
 
-def getpw(local, alias_home=None, getpwnam=None):
+def getpw(local, alias_home=None, getpwnam=None, as_itself=True):
     """qmail-getpw: the longest `user` in `user-ext` with a passwd entry (uid != 0,
     home owned by it), else the alias user with ext = local. alias_home stands
-    in for a missing alias user (single-user mode). getpwnam: the user database
+    in for a missing alias user (alias_stand_in). getpwnam: the user database
     (qmailpy.spawn.passwd.lookup; the system's by default)."""
     if getpwnam is None:
         import pwd
@@ -109,10 +109,36 @@ def getpw(local, alias_home=None, getpwnam=None):
     try:
         pw = getpwnam(ALIAS_USER)
     except KeyError:
-        if alias_home is None:
-            return NOALIAS
-        return Assignment(ALIAS_USER.encode(), os.getuid(), os.getgid(), os.fsencode(alias_home), b"-", local)
+        return alias_stand_in(alias_home, local, as_itself)
     return Assignment(pw.pw_name.encode(), pw.pw_uid, pw.pw_gid, os.fsencode(pw.pw_dir), b"-", local)
+
+
+def alias_stand_in(alias_home, local, as_itself):
+    """No alias user: $QMAILHOME/alias (alias_home) stands in, as `make run` has it. Run as
+    itself (as_itself: qmail-lspawn not root, single-user mode), or else as the directory's
+    owner when that is not root (`make run` as root gives it to vpopmail:vchkpw); a home
+    without either is qmail's: NOALIAS. As qmail-getpw would find the alias user by name,
+    `alias-ext` (virtualdomains' `postmaster@domain:alias`) is ext of it, else ext = local."""
+    if alias_home is None:
+        return NOALIAS
+    name = ALIAS_USER.encode()
+    if local[:len(name)].lower() == name and len(local) == len(name):
+        dash, ext = b"", b""
+    elif local[:len(name)].lower() == name and local[len(name):len(name) + 1] == BREAK:
+        dash, ext = b"-", local[len(name) + 1:]
+    else:
+        dash, ext = b"-", local
+    if as_itself:
+        uid, gid = os.getuid(), os.getgid()
+    else:
+        try:
+            st = os.stat(alias_home)
+        except OSError as e:
+            return NFS if error_temp(e) else NOALIAS
+        if st.st_uid == 0:
+            return NOALIAS
+        uid, gid = st.st_uid, st.st_gid
+    return Assignment(name, uid, gid, os.fsencode(alias_home), dash, ext)
 
 
 class Resolver:
@@ -152,7 +178,7 @@ class Resolver:
         if not (prefix and local.startswith(prefix + b"-")):
             if got is not None:
                 return got
-            return getpw(local, os.path.join(self.home, "alias") if self.single_user else None, self.getpwnam)
+            return getpw(local, os.path.join(self.home, "alias"), self.getpwnam, self.single_user)
         user = local[len(prefix) + 1:]
         if got is not None:
             mine = self.vpopmail_line(got, user, domain)
