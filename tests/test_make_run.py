@@ -1,6 +1,7 @@
 """`make run`'s script end to end: swaks in, Maildir out, a forward, read back over POP3, then stop;
 and its refusals: a port in use, and `make clean` stopping a running demo first."""
 import os
+import shlex
 import socket
 import subprocess
 import time
@@ -23,6 +24,31 @@ def wait_for_files(path, n, timeout=20):
     return sorted(os.listdir(path))
 
 
+def conversation(argv, typed, timeout=20):
+    """What a program talking to an SMTP server prints (lines without CRLF) for the lines a user
+    types, up to the server's last reply (221, or a 4xx/5xx that ends the session)."""
+    import select
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    lines, buf, deadline = [], b"", time.time() + timeout
+    try:
+        proc.stdin.write(typed)               # kept open: s_client quits at its end
+        proc.stdin.flush()
+        while time.time() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+            if not ready:
+                continue
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            buf += chunk
+            *done, buf = buf.split(b"\n")
+            lines += [line.rstrip(b"\r").decode() for line in done]
+            if not chunk or any(line[:1] in "245" and line[3:4] == " " and line[:3] != "250" for line in lines):
+                break
+    finally:
+        proc.kill()
+        proc.wait()
+    return lines
+
+
 def test_demo_instance():
     import shutil
     import tempfile
@@ -43,6 +69,11 @@ def test_demo_instance():
         # STARTTLS with the certificate make run made now (AUTH below goes over it)
         assert "swaks --server 127.0.0.1:%d --tls --from you@example.com --to demo@demo.example" % port in out
         assert (rundir / "control" / "servercert.pem").stat().st_mode & 0o077 == 0
+        # the printed s_client line, as a user types into it (lines end in LF): it must send CRLF,
+        # or qmail-smtpd answers the first command with 451 smtplf and drops the connection
+        [typed] = [line.strip() for line in out.splitlines() if line.strip().startswith("openssl s_client ")]
+        assert conversation(shlex.split(typed), b"EHLO c.example\nQUIT\n") == [
+            "250-qmailpy.local", "250-PIPELINING", "250-8BITMIME", "250 SIZE", "221 qmailpy.local"]
         s = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port, "--from", "you@example.com",
                             "--to", "demo@demo.example", "--body", "hello from the demo"],
                            capture_output=True, timeout=60)

@@ -157,7 +157,7 @@ It lands, within a second, in
 
 Try STARTTLS (certificate made now by openssl req -x509: $RUN/control/servercert.pem):
     swaks --server 127.0.0.1:$PORT --tls --from you@example.com --to demo@demo.example
-    openssl s_client -connect 127.0.0.1:$PORT -starttls smtp -quiet
+    openssl s_client -connect 127.0.0.1:$PORT -starttls smtp -crlf -quiet
 AUTH is offered only after STARTTLS (control/smtpauth; control/smtpauthplaintext allows it in clear):
     echo 1 > $RUN/control/smtpauth
     swaks --server 127.0.0.1:$PORT --tls --auth PLAIN --auth-user demo@demo.example --auth-password demo \
