@@ -142,8 +142,12 @@ def test_demo_instance():
         stopped = [name for name in ("qmail-queued.pid", "qmail-usersd.pid", "qmail-send.pid",
                                 "tcpserver.pid")
                    if not (rundir / name).exists()]
+        dovecot_log = (rundir / "dovecot" / "dovecot.log").read_text() if (rundir / "dovecot").exists() else ""
         shutil.rmtree(top, ignore_errors=True)
     assert stopped == ["qmail-queued.pid", "qmail-usersd.pid", "qmail-send.pid", "tcpserver.pid"]
+    # Dovecot stopped as it stops (make stop left it no pid file to remove: an Error in its log)
+    assert "master: Warning: Killed with signal 15" in dovecot_log
+    assert [line for line in dovecot_log.splitlines() if "Error:" in line] == []
 
 
 def test_a_port_in_use_fails_with_the_reason_and_leaves_nothing_running(tmp_path):

@@ -23,16 +23,18 @@ stop() {
         [ -f "$f" ] || continue
         pid=$(cat "$f")
         kill "$pid" 2>/dev/null && pids="$pids $pid"
-        rm -f "$f"
+        # Dovecot removes its master.pid as it exits (and logs an Error when it is gone): after the wait
+        [ "$f" = "$RUN/dovecot/run/master.pid" ] || rm -f "$f"
     done
     # wait (10 s at most) until they are gone, so the ports are free for the next `make run`
     for _ in $(seq 100); do
         left=""
         for pid in $pids; do kill -0 "$pid" 2>/dev/null && left="$left $pid"; done
-        [ -z "$left" ] && return 0
+        [ -z "$left" ] && break
         sleep 0.1
     done
-    echo "still running after 10 s:$left" >&2
+    rm -f "$RUN/dovecot/run/master.pid"
+    [ -z "$left" ] || echo "still running after 10 s:$left" >&2
 }
 
 fail() {
