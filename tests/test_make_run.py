@@ -89,11 +89,17 @@ def test_demo_instance():
                              capture_output=True, timeout=30).stdout
         assert got.replace(b"\r\n", b"\n").rstrip(b"\n") == stored.rstrip(b"\n")
 
+        # the commands it prints for the home run as typed (the programs are not on PATH);
         # postmaster (and double bounces) reach alias/Maildir/, as root too, where the demo makes
         # no alias user: `qmail-showctl --check` in the run home finds nothing
-        check = subprocess.run([str(rundir / "bin" / "qmail-showctl"), "--check"], capture_output=True, text=True,
-                               env=dict(os.environ, QMAILHOME=str(rundir)), timeout=60)
-        assert (check.returncode, check.stdout, check.stderr) == (0, "", ""), check.stdout + check.stderr
+        typed = [line.strip() for line in out.splitlines() if line.strip().startswith("QMAILHOME=")]
+        assert [line.split()[1] for line in typed] == [str(rundir / "bin" / name) for name in
+                                                        ("qmail-showctl", "qmail-qstat", "qmail-users")]
+        shown = [subprocess.run(line, shell=True, capture_output=True, text=True, timeout=60) for line in typed]
+        assert [(r.returncode, r.stderr) for r in shown] == [(0, "")] * 3, [r.stdout + r.stderr for r in shown]
+        assert shown[0].stdout == "" and shown[2].stdout == "demo.example\n"
+        assert shown[1].stdout.startswith("messages in queue: ")
+        assert "postmaster's mail\nlands in %s/:\n" % (rundir / "alias" / "Maildir" / "new") in out
         s = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port, "--from", "you@example.com",
                             "--to", "postmaster@demo.example", "--body", "hello postmaster"],
                            capture_output=True, timeout=60)

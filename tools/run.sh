@@ -168,7 +168,11 @@ AUTH is offered only after STARTTLS (control/smtpauth; control/smtpauthplaintext
 Read it over POP3:
     curl -s --user demo@demo.example:demo pop3://127.0.0.1:$POP3PORT/1
 
-Also: QMAILHOME=$RUN $RUN/bin/qmail-showctl, qmail-qstat, qmail-users list.
+The controls (--check: what is missing or wrong), the queue, the users; postmaster's mail
+lands in $RUN/alias/Maildir/new/:
+    QMAILHOME=$RUN $RUN/bin/qmail-showctl --check
+    QMAILHOME=$RUN $RUN/bin/qmail-qstat
+    QMAILHOME=$RUN $RUN/bin/qmail-users list
 DNS goes to $DNSCACHEIP only: mail to other domains stays queued (deferred).
 Other ports: make run PORT=2526 POP3PORT=1111. Stop with: make stop
 MSG
