@@ -175,6 +175,28 @@ def test_a_port_in_use_fails_with_the_reason_and_leaves_nothing_running(tmp_path
         assert [p.name for p in rundir.glob("*.pid")] == [] if rundir.exists() else True
 
 
+def test_stop_kills_only_the_homes_processes(tmp_path):
+    """A pid file a demo left behind (a reboot, kill -9) may name another process by now:
+    `make stop` (and `make run`, `make clean`, which stop first) sent it SIGTERM, as root
+    any process of the machine. It kills only a process whose command line names the home,
+    and removes the stale pid files all the same."""
+    rundir = tmp_path / "run"
+    (rundir / "dovecot" / "run").mkdir(parents=True)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        for name in ("qmail-send.pid", "tcpserver.pid", "dovecot/run/master.pid"):
+            (rundir / name).write_text("%d\n" % other.pid)
+        r = subprocess.run([SCRIPT, "stop"], env=dict(os.environ, RUNDIR=str(rundir)), capture_output=True,
+                           text=True, timeout=60)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "stopped\n", "")
+        time.sleep(0.2)
+        assert other.poll() is None, "make stop killed a process of someone else"
+        assert sorted(p.name for p in rundir.rglob("*.pid")) == []
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_make_clean_stops_the_demo_first():
     """`make clean` removes run/ with the pid files in it: it must stop the demo before (make -n)."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}

@@ -17,12 +17,19 @@ export DNSCACHEIP=${DNSCACHEIP:-127.0.0.1}
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# ours PID: the process PID runs in this home (its command line names $RUN/): a pid file left
+# by a demo that did not stop (a reboot, kill -9) may name another process by now
+ours() {
+    case "$1" in ''|*[!0-9]*) return 1 ;; esac
+    [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF -- "$RUN/"
+}
+
 stop() {
     pids=""
     for f in "$RUN"/*.pid "$RUN/dovecot/run/master.pid"; do
         [ -f "$f" ] || continue
         pid=$(cat "$f")
-        kill "$pid" 2>/dev/null && pids="$pids $pid"
+        if ours "$pid" && kill "$pid" 2>/dev/null; then pids="$pids $pid"; fi
         # Dovecot removes its master.pid as it exits (and logs an Error when it is gone): after the wait
         [ "$f" = "$RUN/dovecot/run/master.pid" ] || rm -f "$f"
     done
