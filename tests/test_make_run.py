@@ -97,16 +97,19 @@ def test_demo_instance():
                                                         ("qmail-showctl", "qmail-qstat", "qmail-users")]
         shown = [subprocess.run(line, shell=True, capture_output=True, text=True, timeout=60) for line in typed]
         assert [(r.returncode, r.stderr) for r in shown] == [(0, "")] * 3, [r.stdout + r.stderr for r in shown]
-        assert shown[0].stdout == "" and shown[2].stdout == "demo.example\n"
+        assert shown[2].stdout == "demo.example\n"
         assert shown[1].stdout.startswith("messages in queue: ")
         assert "postmaster's mail\nlands in %s/:\n" % (rundir / "alias" / "Maildir" / "new") in out
-        s = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port, "--from", "you@example.com",
-                            "--to", "postmaster@demo.example", "--body", "hello postmaster"],
-                           capture_output=True, timeout=60)
-        assert s.returncode == 0, s.stdout.decode()
-        [name] = wait_for_files(rundir / "alias" / "Maildir" / "new", 1)
-        stored = (rundir / "alias" / "Maildir" / "new" / name).read_bytes()
-        assert stored.startswith(b"Return-Path: <you@example.com>\nDelivered-To: alias-postmaster@demo.example\n")
+        from qmailpy.install import accounts
+        if accounts.alias_elsewhere(str(rundir)) is None:    # else this machine's alias user takes it, as in qmail
+            assert shown[0].stdout == ""
+            s = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port, "--from", "you@example.com",
+                                "--to", "postmaster@demo.example", "--body", "hello postmaster"],
+                               capture_output=True, timeout=60)
+            assert s.returncode == 0, s.stdout.decode()
+            [name] = wait_for_files(rundir / "alias" / "Maildir" / "new", 1)
+            stored = (rundir / "alias" / "Maildir" / "new" / name).read_bytes()
+            assert stored.startswith(b"Return-Path: <you@example.com>\nDelivered-To: alias-postmaster@demo.example\n")
 
         # qmail-smtpd asks the users service, as in production (127.0.0.1 relays anyway: AUTH's answer)
         assert (rundir / "sock" / "users").exists() and (rundir / "qmail-usersd.pid").exists()
