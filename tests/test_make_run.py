@@ -178,6 +178,33 @@ def test_a_port_in_use_fails_with_the_reason_and_leaves_nothing_running(tmp_path
         assert [p.name for p in rundir.glob("*.pid")] == [] if rundir.exists() else True
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="as root only: deliveries then run as vpopmail")
+def test_a_home_vpopmail_cannot_reach_fails_with_the_reason():
+    """root's clone under /root (0700): make run said it was running and where mail lands, and
+    qmail-local, as vpopmail, deferred every message (`Unable to switch to ...: access denied`).
+    It fails instead, naming the closed directory, with nothing left running."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+    top = Path(tempfile.mkdtemp(prefix="qmailpy-run-"))     # not pytest's tmp: its parent is closed too
+    os.chmod(top, 0o755)
+    closed = top / "closed"
+    closed.mkdir(mode=0o700)
+    rundir = closed / "run"
+    env = dict(os.environ, RUNDIR=str(rundir), PORT=str(free_port()), POP3PORT=str(free_port()))
+    try:
+        r = subprocess.run([SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+        pids = list(rundir.glob("*.pid"))
+    finally:
+        subprocess.run([SCRIPT, "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(top, ignore_errors=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr == ("make run: deliveries run as vpopmail, who cannot reach %s/vpopmail/domains/demo.example/demo/"
+                        "Maildir (%s is closed to other users); put the checkout where other users may enter, e.g. "
+                        "/opt/qmailpy or /srv/qmailpy\n" % (rundir, closed)), r.stderr
+    assert "swaks" not in r.stdout and pids == []
+
+
 def test_stop_kills_only_the_homes_processes(tmp_path):
     """A pid file a demo left behind (a reboot, kill -9) may name another process by now:
     `make stop` (and `make run`, `make clean`, which stop first) sent it SIGTERM, as root

@@ -110,6 +110,18 @@ export QMAILPY_SINGLEUSER=1
 [ "$(id -u)" != 0 ] || chown -R vpopmail:vchkpw "$RUN/vpopmail"
 MAILDIR=$RUN/vpopmail/domains/demo.example/demo/Maildir
 
+# As root, deliveries run as vpopmail: a home it cannot reach (a checkout under root's 0700
+# /root) would take every message and defer it ("Unable to switch to ...: access denied")
+as_vpopmail() { setpriv --reuid=vpopmail --regid=vchkpw --clear-groups "$@"; }
+if [ "$(id -u)" = 0 ]; then
+    for box in "$MAILDIR" "$RUN/alias/Maildir"; do
+        as_vpopmail test -w "$box/new" && continue
+        closed="" d=$box
+        while [ "$d" != / ]; do d=$(dirname "$d"); as_vpopmail test -x "$d" || closed=$d; done
+        fail "deliveries run as vpopmail, who cannot reach $box${closed:+ ($closed is closed to other users)}; put the checkout where other users may enter, e.g. /opt/qmailpy or /srv/qmailpy"
+    done
+fi
+
 # STARTTLS: a certificate made now (never committed), as control/servercert.pem (cert + key)
 if [ ! -s "$RUN/control/servercert.pem" ] && command -v openssl >/dev/null 2>&1; then
     openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj /CN=localhost \
