@@ -205,6 +205,47 @@ def test_a_home_vpopmail_cannot_reach_fails_with_the_reason():
     assert "swaks" not in r.stdout and pids == []
 
 
+def test_a_stop_that_times_out_keeps_the_pid_file_for_the_next(tmp_path):
+    """qmail-send, on SIGTERM, first finishes the deliveries it started: one to a server that
+    never answers outlasts make stop's 10 s. stop() had removed every pid file anyway, so the
+    qmail-send that went on running was one no later `make stop` could find, and `make run`
+    went on to start a second one (which found lock/sendmutex taken). Now a process still
+    running keeps its pid file, stop fails, and the next `make stop` ends it."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+    top = Path(tempfile.mkdtemp(prefix="qmailpy-run-"))
+    os.chmod(top, 0o755)
+    rundir = top / "run"
+    env = dict(os.environ, RUNDIR=str(rundir), PORT=str(free_port()), POP3PORT=str(free_port()))
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(5)
+    try:
+        r = subprocess.run([SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        (rundir / "control" / "smtproutes").write_text("elsewhere.example:127.0.0.1:%d\n" % silent.getsockname()[1])
+        s = subprocess.run(["swaks", "--server", "127.0.0.1:%s" % env["PORT"], "--from", "you@example.com",
+                            "--to", "someone@elsewhere.example"], capture_output=True, timeout=60)
+        assert s.returncode == 0, s.stdout.decode()
+        silent.settimeout(30)
+        held, _ = silent.accept()                    # qmail-remote waits for a greeting
+        send = int((rundir / "qmail-send.pid").read_text())
+        r = subprocess.run([SCRIPT, "stop"], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and r.stdout == ""
+        assert r.stderr == ("still running after 10 s: %d (qmail-send finishes the deliveries it started; "
+                            "make stop again later)\n" % send)
+        assert sorted(p.name for p in rundir.glob("*.pid")) == ["qmail-send.pid"]
+        held.close()                                 # the delivery ends (deferred), and qmail-send with it
+        r = subprocess.run([SCRIPT, "stop"], env=env, capture_output=True, text=True, timeout=60)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "stopped\n", "")
+        assert not os.path.exists("/proc/%d" % send) and list(rundir.glob("*.pid")) == []
+    finally:
+        silent.close()
+        subprocess.run([SCRIPT, "stop"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def test_stop_kills_only_the_homes_processes(tmp_path):
     """A pid file a demo left behind (a reboot, kill -9) may name another process by now:
     `make stop` (and `make run`, `make clean`, which stop first) sent it SIGTERM, as root

@@ -29,24 +29,30 @@ stop() {
     for f in "$RUN"/*.pid "$RUN/dovecot/run/master.pid"; do
         [ -f "$f" ] || continue
         pid=$(cat "$f")
-        if ours "$pid" && kill "$pid" 2>/dev/null; then pids="$pids $pid"; fi
-        # Dovecot removes its master.pid as it exits (and logs an Error when it is gone): after the wait
-        [ "$f" = "$RUN/dovecot/run/master.pid" ] || rm -f "$f"
+        if ours "$pid" && kill "$pid" 2>/dev/null; then pids="$pids $pid"; else rm -f "$f"; fi
     done
     # wait (10 s at most) until they are gone, so the ports are free for the next `make run`
+    left=""
     for _ in $(seq 100); do
         left=""
         for pid in $pids; do kill -0 "$pid" 2>/dev/null && left="$left $pid"; done
         [ -z "$left" ] && break
         sleep 0.1
     done
-    rm -f "$RUN/dovecot/run/master.pid"
-    [ -z "$left" ] || echo "still running after 10 s:$left" >&2
+    # a pid file goes once its process has (Dovecot removes its master.pid itself, and logs an
+    # Error when it finds it gone): one still running keeps its file for the next `make stop`
+    for f in "$RUN"/*.pid "$RUN/dovecot/run/master.pid"; do
+        if [ -f "$f" ] && ! ours "$(cat "$f")"; then rm -f "$f"; fi
+    done
+    if [ -n "$left" ]; then
+        echo "still running after 10 s:$left (qmail-send finishes the deliveries it started; make stop again later)" >&2
+        return 1
+    fi
 }
 
 fail() {
     echo "make run: $*" >&2
-    stop
+    stop || true
     exit 1
 }
 
@@ -91,8 +97,8 @@ while True:
         s.close()' "$1"
 }
 
-if [ "$1" = stop ]; then stop; echo "stopped"; exit 0; fi
-stop
+if [ "$1" = stop ]; then stop || exit 1; echo "stopped"; exit 0; fi
+stop || exit 1
 [ "$PORT" != "$POP3PORT" ] || fail "PORT and POP3PORT are both $PORT"
 port_free "$PORT" || fail "127.0.0.1:$PORT (SMTP) is in use, by another make run or server; stop it, or choose another port: make run PORT=2526"
 port_free "$POP3PORT" || fail "127.0.0.1:$POP3PORT (POP3) is in use, by another make run or server; stop it, or choose another port: make run POP3PORT=1111"
