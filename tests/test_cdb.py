@@ -56,6 +56,34 @@ def test_keys_order():
         "1.2.3.4", "=a.b.c", "1.2.3.", "1.2.", "1.", "=.b.c", "=.c", "=", ""]
 
 
+# What Debian's ucspi-tcp-ipv6 tcprules writes for these lines (its key is the text before
+# the last ':' ahead of allow/deny): `2001:db8:1::allow` -> "2001:db8:1:", and its
+# tcprulescheck (rules.c under IPV6) tries the prefixes ending in ':' as those ending in '.'.
+RULES6 = {b"::1": b"+WHO=loopback\0", b"2001:db8:1:": b"+WHO=net1\0", b"2001:db8:1:5:": b"D\0",
+          b"2001:db8::": b"+WHO=db8\0", b"": b"+WHO=any\0"}
+
+
+@pytest.mark.parametrize("ip,key,verdict,env", [
+    ("::1", "::1", "allow", {"WHO": "loopback"}),
+    ("2001:db8:1::7", "2001:db8:1:", "allow", {"WHO": "net1"}),
+    ("2001:db8:1:5::7", "2001:db8:1:5:", "deny", {}),
+    ("2001:db8::9", "2001:db8::", "allow", {"WHO": "db8"}),
+    ("2001:db9::1", "", "allow", {"WHO": "any"}),
+])
+def test_ipv6_prefixes_end_in_a_colon_as_in_the_ipv6_tcpserver(tmp_path, ip, key, verdict, env):
+    path = tmp_path / "tcp6.cdb"
+    with open(path, "wb") as f, cdblib.Writer(f) as w:
+        for k, v in RULES6.items():
+            w.put(k, v)
+    db = open_cdb(str(path))
+    try:
+        assert tcprules_lookup(db, ip) == (key, verdict, env)
+    finally:
+        db.close()
+    assert list(tcprules_keys("2001:db8:1::7", "a.b")) == [
+        "2001:db8:1::7", "=a.b", "2001:db8:1::", "2001:db8:1:", "2001:db8:", "2001:", "=.b", "=", ""]
+
+
 def test_absent_cdb_is_none(tmp_path):
     assert open_cdb(str(tmp_path / "nothing.cdb")) is None
 

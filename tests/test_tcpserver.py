@@ -459,6 +459,26 @@ def test_ipv6_listener(tmp_path, qhome):
         in front.log()
 
 
+def test_ipv6_rules_prefix_ending_in_a_colon(tmp_path, qhome):
+    """Debian's ucspi-tcp-ipv6 tcprules writes `:::allow,...` as the key "::", and its
+    tcpserver tries it for ::1 (a prefix ending in ':'): so does qmail-tcpserver."""
+    import cdblib
+    cdb = tmp_path / "tcp6.cdb"
+    with open(cdb, "wb") as f, cdblib.Writer(f) as w:
+        w.put(b"::", b'+RELAYCLIENT=\0')
+        w.put(b"", b"D\0")
+    front = Front(program("qmail-tcpserver"), ["-v", "-HR", "-l", "h", "-x", str(cdb)], qhome.env(),
+                  tmp_path, host="::1")
+    try:
+        with front.connect() as s:
+            assert recv_until(s, b"\r\n") == GREETING
+            s.sendall(b"HELO client\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@elsewhere.example>\r\nQUIT\r\n")
+            assert recv_until(s, b"221 test.example\r\n") == (
+                b"250 test.example\r\n250 ok\r\n250 ok\r\n221 test.example\r\n")
+    finally:
+        assert front.stop() == 0
+
+
 def test_pathexec_order():
     """ucspi-tcp's pathexec: a replaced entry's place goes to the last entry, new ones at the end."""
     from qmailpy.tcpserver.tcpenv import pathexec_apply

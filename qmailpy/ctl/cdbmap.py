@@ -160,7 +160,9 @@ def open_cdb(path, name=None):
 
 
 def tcprules_keys(ip, host=None, info=None):
-    """The keys tcpserver tries, in its order (ucspi-tcp rules.c), for a client."""
+    """The keys tcpserver tries, in its order (ucspi-tcp rules.c), for a client. The prefixes
+    end in '.' or, as in the IPv6 patch's rules.c (Debian's ucspi-tcp-ipv6), ':': its
+    tcprules writes `2001:db8:1::allow` as the key `2001:db8:1:`, tried for 2001:db8:1::7."""
     if info:
         yield "%s@%s" % (info, ip)
         if host:
@@ -169,7 +171,7 @@ def tcprules_keys(ip, host=None, info=None):
     if host:
         yield "=" + host
     for i in range(len(ip) - 1, 0, -1):
-        if ip[i - 1] == ".":          # prefixes ending in a dot, longest first
+        if ip[i - 1] in ".:":         # prefixes ending in a dot or a colon, longest first
             yield ip[:i]
     if host:
         for i, ch in enumerate(host):
