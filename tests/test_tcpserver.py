@@ -439,7 +439,8 @@ def test_periplimit_counts_sessions_under_either_front_end(tmp_path, qhome, name
 
 
 def test_ipv6_listener(tmp_path, qhome):
-    """An IPv6 host: an IPv6 socket; PROTO=TCP6 and the addresses in the TCP* names qmail-smtpd reads."""
+    """An IPv6 host: an IPv6 socket; PROTO=TCP6 and the addresses in the TCP* names qmail-smtpd
+    reads, each followed by its TCP6* twin, as the IPv6 tcpserver sets them."""
     dumpdir = tmp_path / "dump"
     dumpdir.mkdir()
     queue = tmp_path / "dumpqueue"
@@ -454,7 +455,13 @@ def test_ipv6_listener(tmp_path, qhome):
         assert front.stop() == 0
     [dump] = os.listdir(dumpdir)
     seen = (dumpdir / dump).read_text().splitlines()
-    assert "PROTO=TCP6" in seen and "TCPREMOTEIP=::1" in seen and "TCPLOCALIP=::1" in seen
+    # what Debian's ucspi-tcp-ipv6 tcpserver -HR -l h ::1 gives (its order: test_tcp6_changes_order)
+    p = str(front.port)
+    [client] = {line.split("=")[1] for line in seen if "REMOTEPORT=" in line}
+    assert sorted(line for line in seen if line.startswith(("PROTO=", "TCP"))) == sorted([
+        "PROTO=TCP6", "TCPLOCALIP=::1", "TCP6LOCALIP=::1", "TCPLOCALPORT=" + p, "TCP6LOCALPORT=" + p,
+        "TCPLOCALHOST=h", "TCP6LOCALHOST=h", "TCPREMOTEIP=::1", "TCP6REMOTEIP=::1",
+        "TCPREMOTEPORT=" + client, "TCP6REMOTEPORT=" + client])
     assert "tcpserver: ok %s h:??1:%d :??1::" % (re.search(r"pid (\d+)", front.log()).group(1), front.port) \
         in front.log()
 
@@ -477,6 +484,33 @@ def test_ipv6_rules_prefix_ending_in_a_colon(tmp_path, qhome):
                 b"250 test.example\r\n250 ok\r\n250 ok\r\n221 test.example\r\n")
     finally:
         assert front.stop() == 0
+
+
+def test_tcp6_changes_order():
+    """An IPv6 connection's variables in the order Debian's ucspi-tcp-ipv6 tcpserver sets them
+    (each TCP* name, then its TCP6* twin; a name not found removes both); IPv4: ucspi-tcp 0.88's."""
+    from qmailpy.tcpserver.child import Connection
+    from qmailpy.tcpserver.tcpenv import tcp_changes
+
+    class Sock:
+        def __init__(self, ip):
+            self.ip = ip
+
+        def getsockname(self):
+            return (self.ip, 25)
+
+    conn = Connection(Sock("::1"), ("::1", 4000))
+    conn.local_host, conn.remote_info = "h", "joe"
+    assert tcp_changes(conn) == [
+        ("PROTO", "TCP6"), ("TCPLOCALIP", "::1"), ("TCP6LOCALIP", "::1"), ("TCPLOCALPORT", "25"),
+        ("TCP6LOCALPORT", "25"), ("TCPLOCALHOST", "h"), ("TCP6LOCALHOST", "h"),
+        ("TCPREMOTEIP", "::1"), ("TCP6REMOTEIP", "::1"), ("TCPREMOTEPORT", "4000"),
+        ("TCP6REMOTEPORT", "4000"), ("TCPREMOTEHOST", None), ("TCP6REMOTEHOST", None),
+        ("TCPREMOTEINFO", "joe"), ("TCP6REMOTEINFO", "joe")]
+    conn = Connection(Sock("127.0.0.1"), ("127.0.0.1", 4000))
+    assert [name for name, _ in tcp_changes(conn)] == [
+        "PROTO", "TCPLOCALIP", "TCPLOCALPORT", "TCPLOCALHOST", "TCPREMOTEIP", "TCPREMOTEPORT",
+        "TCPREMOTEHOST", "TCPREMOTEINFO"]
 
 
 def test_pathexec_order():

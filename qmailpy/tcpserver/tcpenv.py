@@ -55,14 +55,18 @@ def _scan(e, changes):
 
 def tcp_changes(conn):
     """tcpserver's own variables for a connection (a Connection), in doit()'s order.
-    An IPv6 connection has PROTO=TCP6 and its addresses in the same TCP* names,
-    which is what qmail-smtpd reads."""
-    return [("PROTO", conn.proto),
-            ("TCPLOCALIP", conn.local_ip), ("TCPLOCALPORT", str(conn.local_port)),
-            ("TCPLOCALHOST", conn.local_host),
-            ("TCPREMOTEIP", conn.remote_ip), ("TCPREMOTEPORT", str(conn.remote_port)),
-            ("TCPREMOTEHOST", conn.remote_host),
-            ("TCPREMOTEINFO", conn.remote_info)]
+    An IPv6 connection has PROTO=TCP6 and its addresses in the same TCP* names, which
+    is what qmail-smtpd reads, each followed by its TCP6* twin, as the IPv6 patch's
+    tcpserver (Debian's ucspi-tcp-ipv6) sets them; an IPv4 one has ucspi-tcp 0.88's."""
+    changes = [("PROTO", conn.proto),
+               ("TCPLOCALIP", conn.local_ip), ("TCPLOCALPORT", str(conn.local_port)),
+               ("TCPLOCALHOST", conn.local_host),
+               ("TCPREMOTEIP", conn.remote_ip), ("TCPREMOTEPORT", str(conn.remote_port)),
+               ("TCPREMOTEHOST", conn.remote_host),
+               ("TCPREMOTEINFO", conn.remote_info)]
+    if conn.proto != "TCP6":
+        return changes
+    return [changes[0]] + [c for name, value in changes[1:] for c in ((name, value), ("TCP6" + name[3:], value))]
 
 
 def environ_of(base, conn, rule_env):
