@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import ROOT, program
+from dnsserver import dns_server  # noqa: F401  (fixture)
 from qmailpy.queue.layout import create_queue
 
 sys.path.insert(0, ROOT)
@@ -511,6 +512,45 @@ def test_tcp6_changes_order():
     assert [name for name, _ in tcp_changes(conn)] == [
         "PROTO", "TCPLOCALIP", "TCPLOCALPORT", "TCPLOCALHOST", "TCPREMOTEIP", "TCPREMOTEPORT",
         "TCPREMOTEHOST", "TCPREMOTEINFO"]
+
+
+@pytest.mark.parametrize("peer,text", [
+    ("::1", "::1"), ("::", "::"),
+    ("2001:db8:0:1:2:3:4:5", "2001:db8::1:2:3:4:5"),       # a lone zero group: '::' too
+    ("2001:DB8:0:0:1:0:0:1", "2001:db8::1:0:0:1"),         # the first of the longest runs
+    ("1:2:3:4:5:6:7:0", "1:2:3:4:5:6:7::"), ("0:1:2:3:4:5:6:7", "::1:2:3:4:5:6:7"),
+    ("::1.2.3.4", "::102:304"), ("fe80::1%lo", "fe80::1"),
+    ("::ffff:192.0.2.1", "192.0.2.1"), ("192.0.2.1", "192.0.2.1"),
+])
+def test_client_address_spelled_as_the_ipv6_tcpserver_spells_it(peer, text):
+    """TCPREMOTEIP (and so the rules keys tried) as ucspi-tcp-ipv6's ip6_fmt() writes the
+    address, not as inet_ntop does: a rule copied from tcpserver's log matches alike."""
+    from qmailpy.tcpserver.child import Connection
+
+    class Sock:
+        def getsockname(self):
+            return ("::1", 25)
+
+    conn = Connection(Sock(), (peer, 4000))
+    assert conn.remote_ip == text
+    assert conn.remote_addr == (peer[7:] if peer.startswith("::ffff:") else peer)   # ident's: %lo kept
+
+
+def test_paranoid_name_of_an_ipv6_client_whose_spellings_differ(dns_server):
+    """-p keeps the PTR name when its AAAA record is the client, compared as addresses (as
+    tcpserver's byte_equal): the AAAA comes back as 2001:db8:0:1:2:3:4:5, the client is
+    spelled 2001:db8::1:2:3:4:5 (ip6_fmt's way)."""
+    from qmailpy.dns.resolver import Resolver
+    from qmailpy.tcpserver.names import host_name
+    nibbles = ".".join(reversed("20010db8000000010002000300040005")) + ".ip6.arpa"
+    dns_server.zones = {nibbles: {"PTR": ["mx.example.org"]},
+                        "mx.example.org": {"AAAA": ["2001:db8:0:1:2:3:4:5"]},
+                        "liar.example.org": {"AAAA": ["2001:db8::9"]},
+                        "9" + nibbles[1:]: {"PTR": ["liar.example.org"]}}
+    resolver = Resolver(dns_server.environ())
+    assert host_name(resolver, "2001:db8::1:2:3:4:5", paranoid=True) == "mx.example.org"
+    assert host_name(resolver, "2001:db8::1:2:3:4:9", paranoid=True) is None
+    assert host_name(resolver, "2001:db8::1:2:3:4:9") == "liar.example.org"
 
 
 def test_pathexec_order():

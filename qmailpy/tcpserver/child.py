@@ -25,8 +25,10 @@ class Connection:
 
     def __init__(self, sock, peer):
         local = sock.getsockname()
-        self.local_ip, self.local_port = _unmapped(local[0]), local[1]
-        self.remote_ip, self.remote_port = _unmapped(peer[0]), peer[1]
+        # for sockets (the ident lookup): a link-local address keeps its %interface
+        self.local_addr, self.local_port = _unmapped(local[0]), local[1]
+        self.remote_addr, self.remote_port = _unmapped(peer[0]), peer[1]
+        self.local_ip, self.remote_ip = _text(self.local_addr), _text(self.remote_addr)
         self.proto = "TCP6" if ":" in self.remote_ip else "TCP"
         self.local_host = self.remote_host = self.remote_info = None
 
@@ -34,6 +36,33 @@ class Connection:
 def _unmapped(ip):
     """::ffff:1.2.3.4 (an IPv4 client of a dual-stack listener) as 1.2.3.4."""
     return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
+
+
+def _text(ip):
+    """An address as tcpserver writes it: IPv6 as its ip6_fmt() (ip6_text), IPv4 as it is."""
+    return ip6_text(ip) if ":" in ip else ip
+
+
+def ip6_text(ip):
+    """An IPv6 address as ucspi-tcp-ipv6's ip6_fmt() writes it, so TCPREMOTEIP and the rules
+    keys tried are the IPv6 tcpserver's: lower-case groups without leading zeros, the first
+    longest run of zero groups as '::' even when the run is one group (2001:db8::1:2:3:4:5,
+    where inet_ntop, RFC 5952, writes 2001:db8:0:1:2:3:4:5), ::1.2.3.4 as ::102:304."""
+    import ipaddress
+    packed = ipaddress.IPv6Address(ip).packed
+    groups = ["%x" % int.from_bytes(packed[i:i + 2], "big") for i in range(0, 16, 2)]
+    best, run = (0, 0), 0
+    for i, g in enumerate(groups + ["end"]):
+        if g == "0":
+            run += 1
+        else:
+            if run > best[1]:
+                best = (i - run, run)
+            run = 0
+    if not best[1]:
+        return ":".join(groups)
+    start, length = best
+    return ":".join(groups[:start]) + "::" + ":".join(groups[start + length:])
 
 
 class Dropped(Exception):
@@ -67,7 +96,7 @@ def prepare(sock, conn, opts, base_env, log):
     if opts.remotehost:
         conn.remote_host = names.host_name(resolver or _resolver(base_env), conn.remote_ip, opts.paranoid)
     if opts.remoteinfo:
-        conn.remote_info = names.remote_info(conn.local_ip, conn.local_port, conn.remote_ip,
+        conn.remote_info = names.remote_info(conn.local_addr, conn.local_port, conn.remote_addr,
                                              conn.remote_port, opts.timeout)
     verdict, rule_env = "ok", {}
     if opts.rules:

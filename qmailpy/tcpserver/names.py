@@ -19,9 +19,23 @@ def host_name(resolver, ip, paranoid=False):
     name = answer.values[0]
     if paranoid:
         forward = resolver.aaaa(name) if ":" in ip else resolver.a(name)
-        if not forward.ok or ip not in forward.values:
+        if not forward.ok or not _among(ip, forward.values):
             return None
     return djb_text(name)
+
+
+def _among(ip, addresses):
+    """Is ip one of addresses, however each is spelled (tcpserver compares the 16 bytes:
+    our 2001:db8::1:2:3:4:5 is the resolver's 2001:db8:0:1:2:3:4:5)?"""
+    import ipaddress
+    want = ipaddress.ip_address(ip)
+    for text in addresses:
+        try:
+            if ipaddress.ip_address(text) == want:
+                return True
+        except ValueError:
+            pass
+    return False
 
 
 DJB_KEPT = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_")
