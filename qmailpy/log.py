@@ -99,13 +99,15 @@ def qmail_safe(text):
     return bytes(text).translate(_QSUTIL).decode("ascii")
 
 
-def ucspi_safe(text):
+def ucspi_safe(text, colons=False):
     """tcpserver.c safecats(): at most 100 bytes, each outside 33..126 or '%' or ':' as '?';
-    a longer text ends in "..." (tcpserver adds it after 100 bytes even when nothing follows)."""
+    a longer text ends in "..." (tcpserver adds it after 100 bytes even when nothing follows).
+    colons: the IPv6 patch's safecats (Debian's ucspi-tcp-ipv6), which leaves ':' alone."""
     if isinstance(text, str):
         text = text.encode("utf-8", "surrogateescape")
     text = bytes(text)
-    out = "".join("?" if b < 33 or b > 126 or b in (0x25, 0x3A) else chr(b) for b in text[:100])
+    odd = (0x25,) if colons else (0x25, 0x3A)
+    out = "".join("?" if b < 33 or b > 126 or b in odd else chr(b) for b in text[:100])
     return out + "..." if len(text) >= 100 else out
 
 

@@ -463,7 +463,7 @@ def test_ipv6_listener(tmp_path, qhome):
         "PROTO=TCP6", "TCPLOCALIP=::1", "TCP6LOCALIP=::1", "TCPLOCALPORT=" + p, "TCP6LOCALPORT=" + p,
         "TCPLOCALHOST=h", "TCP6LOCALHOST=h", "TCPREMOTEIP=::1", "TCP6REMOTEIP=::1",
         "TCPREMOTEPORT=" + client, "TCP6REMOTEPORT=" + client])
-    assert "tcpserver: ok %s h:??1:%d :??1::" % (re.search(r"pid (\d+)", front.log()).group(1), front.port) \
+    assert "tcpserver: ok %s h:::1:%d :::1::" % (re.search(r"pid (\d+)", front.log()).group(1), front.port) \
         in front.log()
 
 

@@ -77,8 +77,13 @@ def environ_of(base, conn, rule_env):
 
 
 def verdict_line(verdict, pid, conn):
-    """`tcpserver: ok PID localhost:localip:localport remotehost:remoteip:info:remoteport`."""
-    s = ucspi_safe
+    """`tcpserver: ok PID localhost:localip:localport remotehost:remoteip:info:remoteport`;
+    an IPv6 connection's as the IPv6 tcpserver writes it, its colons kept (`:::1:`)."""
+    if conn.proto == "TCP6":
+        def s(text):
+            return ucspi_safe(text, colons=True)
+    else:
+        s = ucspi_safe
     return "tcpserver: %s %s %s:%s:%s %s:%s:%s:%s" % (
         s(verdict), s(str(pid)),
         s(conn.local_host) if conn.local_host is not None else "", s(conn.local_ip), s(str(conn.local_port)),
