@@ -115,6 +115,20 @@ def test_localhost_and_own_ip_pass(tmp_path, dns_server):
         "Received-SPF: pass (localhost: local policy designates 127.0.0.1 as permitted sender)")
 
 
+@pytest.mark.parametrize("client,local", [
+    ("::ffff:127.0.0.1", "::ffff:127.0.0.1"),              # ucspi-tcp-ipv6's tcpserver -6
+    ("2001:db8::1:2:3:4:5", "2001:db8:0:1:2:3:4:5"),        # ip6_fmt's spelling of TCPLOCALIP's address
+])
+def test_localhost_and_own_ip_pass_however_spelled(tmp_path, dns_server, client, local):
+    """qmail-spf compares the client's address as bytes (127.0.0.1, ipme): any spelling of
+    it is the local policy's pass, never a check of the sender's record."""
+    dns_server.zones = ZONES
+    session, _ = session_for(tmp_path, dns_server, {"spfbehavior": "6"}, TCPREMOTEIP=client, TCPLOCALIP=local)
+    assert talk(session, "MAIL FROM:<joe@fail.example>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
+    assert session.mail.spf.header().startswith(
+        "Received-SPF: pass (localhost: local policy designates %s as permitted sender)" % client)
+
+
 def test_ipv6_client(tmp_path, dns_server):
     dns_server.zones = {"v6.example": {"TXT": ["v=spf1 ip6:2001:db8::/32 -all"]}}
     session, _ = session_for(tmp_path, dns_server, {"spfbehavior": "3"}, TCPREMOTEIP="2001:db8::25")

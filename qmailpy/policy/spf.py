@@ -246,6 +246,16 @@ def attach_query(ctx, resolver):
     return ctx
 
 
+def _as_mine(ip):
+    """The client's address as my_ips spell theirs (RFC 5952, ::ffff:a.b.c.d as a.b.c.d): qmail-spf
+    compares the bytes, so tcpserver -6's ::ffff:127.0.0.1 is 127.0.0.1, ip6_fmt's 2001:db8::1:2:3:4:5
+    is TCPLOCALIP's 2001:db8:0:1:2:3:4:5."""
+    if ":" not in ip:
+        return ip
+    from qmailpy.proto.grammar import ipv6_text
+    return ipv6_text(ip) or ip
+
+
 def evaluate(policy, env):
     """The SpfResult of the session's client, sender and HELO."""
     ip = policy.peer.ip
@@ -258,7 +268,8 @@ def evaluate(policy, env):
         domain, identity = helo, "helo"          # RFC 7208 2.3: the HELO name as given
     spfexp = policy.value("spfexp") or ""
     ctx = Context(sender, helo, ip, receiver)
-    if ip == "127.0.0.1" or ip in policy.my_ips:
+    mine = _as_mine(ip)
+    if mine == "127.0.0.1" or mine in policy.my_ips:
         ctx.expdomain = ""              # rc5: "local policy designates 127.0.0.1 ..."
         return SpfResult("pass", domain, identity, ctx, exp=spfexp)
     if not domain:
