@@ -1,7 +1,9 @@
 """qmail-users run as the real program (bin/qmail-users) on a scratch home, both backends."""
 import os
+import subprocess
 import time
 
+from conftest import program
 from mysql_fixture import backend, mysql_backend  # noqa: F401 (fixtures)
 
 
@@ -121,6 +123,33 @@ def test_deldomain_takes_its_alias_domains_out_of_the_controls(home):
         assert f.read() == "localhost\nother.test\n"
     with open(os.path.join(home.root, "control", "virtualdomains")) as f:
         assert f.read() == "other.test:other.test\npostmaster@other.test:alias\n"
+
+
+def test_two_tools_editing_rcpthosts_at_once_keep_both_lines(home):
+    """A second tool that edits control/rcpthosts between another's read and write of it: each
+    wrote the lines it had read plus its own, so the first writer's domain was lost from
+    rcpthosts (its mail refused at RCPT, 553). Here qmail-users adddomain is started at that
+    point, while an in-process add_line has read the file and not written it yet; it now waits
+    for the lock on control/ and adds its line to the file the first one wrote."""
+    from qmailpy.ctl import edit
+    home.control("rcpthosts", "localhost\n")
+    second = []
+
+    def same(existing):
+        if not second:
+            second.append(subprocess.Popen([program("qmail-users"), "adddomain", "example.org"],
+                                           env=home.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            try:
+                second[0].wait(3)       # unlocked, it writes now: between our read and our write
+            except subprocess.TimeoutExpired:
+                pass                    # waiting for the lock we hold
+        return existing == "other.test"
+    assert edit.add_line(home.root, "rcpthosts", "other.test", same)
+    out, err = second[0].communicate(timeout=60)
+    assert second[0].returncode == 0, err
+    assert b"control/rcpthosts: added example.org" in out
+    with open(os.path.join(home.root, "control", "rcpthosts")) as f:
+        assert f.read() == "localhost\nother.test\nexample.org\n"
 
 
 def test_no_rcpthosts_file_is_left_alone(home):

@@ -3,16 +3,36 @@
 A file is replaced through a temp file in control/ and a rename (fileio.atomic_write,
 durable), so a reader never sees half a file; it keeps the old file's mode and owner (0644, the
 caller's, for a new one). Lines are text (UTF-8, undecodable bytes kept).
+A change made from the file's lines (add_line, remove_lines) holds an exclusive flock on
+control/ itself from the read to the rename: two tools at once (qmail-users adddomain run
+twice) would each write the lines it had read plus its own, and the other's line would be lost.
 A control set in control/options (H-Sphere) and not by a file of its own is
 "set elsewhere": a new file would shadow that value, so the tools leave it
 and tell the admin instead (set_elsewhere()).
 """
+import contextlib
 import os
 
 from qmailpy import paths
 from qmailpy.ctl.parse import file_lines
 
 NEW_MODE = 0o644
+
+
+@contextlib.contextmanager
+def editing(home):
+    """Hold the admin tools' lock on control/ (an flock of the directory: no file of its own)."""
+    import fcntl
+    try:
+        fd = os.open(paths.control_path(home, ""), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield                   # no control/: no file to edit, and none to write
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)            # releases the flock
 
 
 def read_lines(home, name):
@@ -53,19 +73,21 @@ def add_line(home, name, line, same=None):
     """Append `line` unless a line already matches (`same(existing)`, default: equal
     ignoring case and blanks). True when the file was changed; makes a missing file."""
     same = same or (lambda existing: existing.strip().lower() == line.strip().lower())
-    lines = read_lines(home, name) or []
-    if any(same(existing) for existing in lines):
-        return False
-    write_lines(home, name, lines + [line])
-    return True
+    with editing(home):
+        lines = read_lines(home, name) or []
+        if any(same(existing) for existing in lines):
+            return False
+        write_lines(home, name, lines + [line])
+        return True
 
 
 def remove_lines(home, name, drop):
     """Remove the lines for which drop(line) is true; the removed lines ([] when none or no file)."""
-    lines = read_lines(home, name)
-    if lines is None:
-        return []
-    gone = [line for line in lines if drop(line)]
-    if gone:
-        write_lines(home, name, [line for line in lines if not drop(line)])
-    return gone
+    with editing(home):
+        lines = read_lines(home, name)
+        if lines is None:
+            return []
+        gone = [line for line in lines if drop(line)]
+        if gone:
+            write_lines(home, name, [line for line in lines if not drop(line)])
+        return gone
