@@ -33,6 +33,7 @@ import time
 MAX_BYTES = 5120
 NAME = "maildirsize"
 LOCK = "maildirsize.lock"
+BREAK = "maildirsize.lock.break"   # held while a stale LOCK is removed (size_lock._break_stale)
 LOCK_WAIT = 30                  # seconds to wait for the lock before giving up (a temporary failure)
 LOCK_STALE = 120                # seconds after which a lock left by a crashed holder is broken
 TRASH = ".Trash"
@@ -265,10 +266,10 @@ class size_lock:
 
     The lock's mtime is the holder's clock through the file server's; a lock
     older than LOCK_STALE seconds (a holder killed between link and unlink)
-    is removed. LockTimeout after LOCK_WAIT seconds; other OSErrors (no tmp/,
-    a read-only file system) propagate from taking the lock, never from leaving
-    it: by then qmail-local's message is in new/, and a temporary failure would
-    have qmail-send deliver it again.
+    is removed, by one waiter at a time (BREAK). LockTimeout after LOCK_WAIT
+    seconds; other OSErrors (no tmp/, a read-only file system) propagate from
+    taking the lock, never from leaving it: by then qmail-local's message is in
+    new/, and a temporary failure would have qmail-send deliver it again.
     """
 
     def __init__(self, root, host=None, wait=LOCK_WAIT, stale=LOCK_STALE):
@@ -286,7 +287,7 @@ class size_lock:
             while not self._linked(fd):
                 if time.monotonic() > deadline:
                     raise LockTimeout(11, "%s locked for %d seconds" % (self.path, self.wait))
-                self._break_stale()
+                self._break_stale(fd)
                 time.sleep(_jitter(pause))
                 pause = min(pause * 2, 0.05)
         finally:
@@ -294,22 +295,40 @@ class size_lock:
             _unlink(self.tmp)
         return self
 
-    def _linked(self, fd):
+    def _linked(self, fd, target=None):
+        """Is our tmp/ file (fd) now linked as `target` (default: the lock)?"""
         try:
-            os.link(self.tmp, self.path)
+            os.link(self.tmp, target or self.path)
         except FileExistsError:
             return False
         except OSError:
             pass                        # NFS: the link may have happened anyway; the count says
         return os.fstat(fd).st_nlink == 2
 
-    def _break_stale(self):
-        try:
-            age = time.time() - os.stat(self.path).st_mtime
-        except FileNotFoundError:
+    def _break_stale(self, fd):
+        """Remove a stale lock, under BREAK: two waiters that both found it stale would each
+        unlink what the name held then, and the slower one would take away the lock the faster
+        one had broken and taken since. BREAK is made as the lock is (our tmp/ file linked) and
+        held for a stat and an unlink; one its maker left behind (killed in between) is itself
+        broken once stale."""
+        if not self._stale(self.path):
             return
-        if age > self.stale:
-            _unlink(self.path)
+        guard = self.path[:-len(LOCK)] + BREAK
+        if not self._linked(fd, guard):
+            if self._stale(guard):
+                _unlink(guard)
+            return
+        try:
+            if self._stale(self.path):      # still the one we found, not a lock taken since
+                _unlink(self.path)
+        finally:
+            _unlink(guard)
+
+    def _stale(self, path):
+        try:
+            return time.time() - os.stat(path).st_mtime > self.stale
+        except FileNotFoundError:
+            return False
 
     def __exit__(self, *exc):
         try:

@@ -120,6 +120,58 @@ def test_stale_lock_is_broken(tmp_path):
     assert not os.path.exists(lock)
 
 
+def test_two_waiters_break_a_stale_lock_once(tmp_path, monkeypatch):
+    """Two deliveries waiting on a lock its holder left behind: each judged it stale and unlinked
+    whatever the name held then, so the slower one unlinked the lock the faster one had taken
+    after breaking it, and both held it (a recount could overwrite the other's line; both could
+    take the last bytes of the quota). Here waiter A is paused just before its unlink and B runs
+    meanwhile: B must not get in, and A and B must never hold the lock together."""
+    import threading
+    box = maildirmake(str(tmp_path / "Maildir"))
+    lock = os.path.join(box, maildirpp.LOCK)
+    with open(lock, "w") as f:
+        f.write("12345\n")
+    old = time.time() - maildirpp.LOCK_STALE - 5
+    os.utime(lock, (old, old))
+    real_unlink = os.unlink
+    paused, b_in, release_b = threading.Event(), threading.Event(), threading.Event()
+    inside, most, order = [0], [0], []
+    count = threading.Lock()
+
+    def unlink(path, *args, **kwargs):
+        if path == lock and threading.current_thread().name == "A" and not paused.is_set():
+            paused.set()
+            b_in.wait(2)            # the other waiter breaks the same stale lock now, if it can
+        return real_unlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", unlink)
+
+    def holder(name, host, until):
+        with maildirpp.size_lock(box, host, wait=10):
+            with count:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                order.append(name)
+            if name == "B":
+                b_in.set()
+            until.wait(3)
+            with count:
+                inside[0] -= 1
+    a_done = threading.Event()
+    a_done.set()
+    a = threading.Thread(target=holder, args=("A", "mx-a", a_done), name="A")
+    b = threading.Thread(target=holder, args=("B", "mx-b", release_b), name="B")
+    a.start()
+    assert paused.wait(5)
+    b.start()
+    a.join(10)
+    release_b.set()
+    b.join(10)
+    assert (order, most[0]) == (["A", "B"], 1)
+    assert not os.path.exists(lock)
+    assert sorted(os.listdir(box)) == sorted(["cur", "new", "tmp"])
+    assert os.listdir(os.path.join(box, "tmp")) == []
+
+
 def test_held_lock_is_a_temporary_failure(tmp_path, monkeypatch):
     box = maildirmake(str(tmp_path / "Maildir"))
     maildirpp.recount(box, "100000S")
