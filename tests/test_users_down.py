@@ -124,3 +124,23 @@ def test_mysql_connection_dropped_while_idle_is_reopened(mysql_backend):  # noqa
     assert users.has_domain("example.org")
     (new_id,), = users.db.query("SELECT CONNECTION_ID()")
     assert new_id != conn_id
+
+
+def test_mysql_connection_lost_inside_a_transaction_is_not_reopened(mysql_backend):  # noqa: F811
+    """A connection lost between two statements of one admin operation (the server restarted,
+    KILL): the server rolled the first back, and the second was run again on a new connection,
+    in autocommit, and kept: deldomain could take the domain away and leave its users. The
+    operation is now UsersUnavailable and nothing of it is kept."""
+    users = mysql_backend.open(create=True)
+    admin.add_domain(users, "example.org")
+    admin.add_user(users, "joe@example.org", "secret")
+    (conn_id,), = users.db.query("SELECT CONNECTION_ID()")
+    with pytest.raises(UsersUnavailable):
+        with admin.atomic(users):
+            users.write("DELETE FROM vpopmail WHERE pw_domain = ?", "example.org")
+            mysql_backend.mysql.execute("KILL %s" % int(conn_id))
+            users.write("DELETE FROM dir_control WHERE domain = ?", "example.org")
+    assert users.lookup("joe", "example.org") is not None
+    assert users.is_real_domain("example.org")
+    assert admin.del_domain(users, "example.org", keep_files=True) == "domain"     # reopened after it
+    assert not users.is_real_domain("example.org")

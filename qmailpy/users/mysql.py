@@ -5,7 +5,10 @@ The `usersdb` control holds vpopmail's vpopmail.mysql line
 with / is a Unix socket, as vpopmail reads it). Connecting, reading and
 writing are bounded by `timeout`; any failure to get an answer is
 UsersUnavailable. A connection the server dropped while idle is reopened
-once, as vmysql.c does after MySQL's wait_timeout.
+once, as vmysql.c does after MySQL's wait_timeout; never inside a transaction
+(begin() to commit() or rollback()): the server rolled back what the lost
+connection had done, and the rest, run again on a new one in autocommit, would
+be kept without it (deldomain taking a domain away and leaving its users).
 
 Names compare exactly, whatever the tables' collation: the tables we create
 are utf8mb4_bin, and every `column = ?` of a WHERE clause is sent as
@@ -59,6 +62,7 @@ class MysqlDB:
         self.params = parse_line(line)
         self.timeout, self.create = timeout, create
         self._conn = None
+        self._tx = False            # between begin() and commit()/rollback()
 
     def _connect(self):
         import pymysql
@@ -90,6 +94,8 @@ class MysqlDB:
 
     def _run(self, work, retry=True):
         import pymysql
+        if self._tx and self._conn is None:
+            raise UsersUnavailable("usersdb: the connection of an open transaction was lost")
         self._connect()
         started = time.monotonic()
         try:
@@ -105,7 +111,7 @@ class MysqlDB:
             self.close()
             # a connection the server closed while idle fails at once: reopen it, once;
             # one that timed out is not tried again, so the wait stays bounded
-            if retry and _code(e) in GONE_AWAY and time.monotonic() - started < self.timeout / 2:
+            if retry and not self._tx and _code(e) in GONE_AWAY and time.monotonic() - started < self.timeout / 2:
                 return self._run(work, retry=False)
             raise UsersUnavailable("usersdb: %s" % (e,)) from None
 
@@ -134,11 +140,16 @@ class MysqlDB:
 
     def begin(self):
         self._run(lambda cur: cur.execute("START TRANSACTION"))
+        self._tx = True
 
     def commit(self):
-        self._run(lambda cur: cur.execute("COMMIT"))
+        try:
+            self._run(lambda cur: cur.execute("COMMIT"))
+        finally:
+            self._tx = False
 
     def rollback(self):
+        self._tx = False
         if self._conn is not None:
             try:
                 self._conn.rollback()
