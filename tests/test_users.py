@@ -474,3 +474,25 @@ def test_making_a_mailbox_or_domain_never_follows_the_owners_links_as_root(users
     assert os.stat(os.path.join(box.maildir, "maildirsize")).st_uid == nobody
     admin.add_domain(users, "example.net")
     assert os.stat(users.domain_dir("example.net")).st_uid == nobody
+
+
+def test_adduser_into_a_domain_deleted_meanwhile_is_refused(backend, monkeypatch):  # noqa: F811
+    """qmail-users deldomain run between adduser's look at the domain and its transaction (here
+    while adduser hashes the password): the user row went into a domain that no longer existed,
+    which brought the domain back as 'real' (a vpopmail row names it), without its dir_control
+    row, rcpthosts or virtualdomains lines. adduser now finds the domain inside its transaction."""
+    users = backend.open(create=True)
+    admin.add_domain(users, "example.org")
+    real = admin.hash_password
+
+    def hash_then_deldomain(password, scheme):
+        r = backend.home.run("qmail-users", "deldomain", "example.org")
+        assert r.returncode == 0, r.stderr
+        return real(password, scheme)
+    monkeypatch.setattr(admin, "hash_password", hash_then_deldomain)
+    with pytest.raises(UsersError) as e:
+        admin.add_user(users, "joe@example.org", "secret")
+    assert str(e.value) == "no such domain: example.org"
+    assert users.lookup("joe", "example.org") is None and not users.has_domain("example.org")
+    assert list(backend.sql("SELECT pw_name FROM vpopmail")) == []
+    assert not os.path.exists(users.domain_dir("example.org"))

@@ -117,10 +117,14 @@ def add_user(users, address, password, quota=None, clear=False, scheme=DEFAULT_S
     gecos = (gecos if gecos is not None else user)[:schema.MAX_GECOS]
     crypted, clear_text = _secrets(password, clear, scheme)
     with atomic(users):
+        # the domain again, inside the transaction: a deldomain since the look above would get a
+        # user row that brings its domain back; the UPDATE locks its dir_control row (MySQL)
+        counted = users.write("UPDATE dir_control SET cur_users = cur_users + 1 WHERE domain = ?", domain)
+        if not counted and not users.is_real_domain(domain):
+            raise UsersError("no such domain: %s" % domain)
         users.write("INSERT INTO vpopmail (pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, pw_gecos, "
                     "pw_dir, pw_shell, pw_clear_passwd) VALUES (?, ?, ?, 0, 0, ?, ?, ?, ?)",
                     user, domain, crypted, gecos, user_dir, shell, clear_text)
-        users.write("UPDATE dir_control SET cur_users = cur_users + 1 WHERE domain = ?", domain)
         # before the commit: as vadduser (make_user_dir first, VA_BAD_U_DIR), no row without a Maildir
         try:
             owner = maildir.owner_of(users.vpopmaildir)
