@@ -457,6 +457,48 @@ def test_periplimit_stale_slot_of_killed_session_is_ignored(qhome):
     slot.release()
 
 
+def test_periplimit_slot_is_locked_before_another_session_can_count_it(qhome, monkeypatch):
+    """A session counting the IP's slots takes each file's lock for a moment to see whether its
+    session lives. One that looked while this session had made its file and not locked it yet
+    took it for a dead session's and removed it: this session went uncounted (periplimit + 1
+    sessions); and when it was that look's lock this session's flock met (a file of a killed
+    session with our pid), qmail-smtpd died of BlockingIOError. The slot file now appears
+    under its name already locked."""
+    import fcntl
+    from qmailpy import paths
+    from qmailpy.smtpd import periplimit
+    d = paths.sessions_path(qhome.root)
+    os.makedirs(d)
+    mine = "127.0.0.1.%d" % os.getpid()
+    real_flock = fcntl.flock
+    looked = []
+
+    def flock(fd, op):          # another session counts just before this one locks its file
+        if not looked:
+            looked.append(True)
+            for n in os.listdir(d):
+                if n.startswith("127.0.0.1."):
+                    periplimit._held(os.path.join(d, n))
+        return real_flock(fd, op)
+    monkeypatch.setattr(fcntl, "flock", flock)
+    slot = periplimit.acquire(d, "127.0.0.1", 1, os.getpid())
+    monkeypatch.setattr(fcntl, "flock", real_flock)
+    assert slot is not None and os.listdir(d) == [mine] and periplimit._held(os.path.join(d, mine))
+    assert periplimit.acquire(d, "127.0.0.1", 1, os.getpid() + 1) is None
+    slot.release()
+
+    open(os.path.join(d, mine), "w").close()        # left by a killed session of our pid...
+    look = os.open(os.path.join(d, mine), os.O_RDONLY)
+    fcntl.flock(look, fcntl.LOCK_SH | fcntl.LOCK_NB)     # ...and another session looking at it now
+    try:
+        slot = periplimit.acquire(d, "127.0.0.1", 1, os.getpid())
+    finally:
+        os.close(look)
+    assert slot is not None and os.listdir(d) == [mine] and periplimit._held(os.path.join(d, mine))
+    slot.release()
+    assert os.listdir(d) == []
+
+
 def test_users_database_down_gives_temporary_replies(qhome):
     """A dead MySQL users database: 451/454, never a wrong 'no such user' or a relay."""
     qhome.control("usersdb", "127.0.0.1|1|root||nodb\n")

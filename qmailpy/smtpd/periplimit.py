@@ -2,8 +2,11 @@
 
 Each session holds an flock on `<dir>/<ip>.<pid>` for its lifetime. Counting
 lists the files of that IP; a file whose lock can be taken belongs to a dead
-session (kill -9 included) and is removed. Costs one inode per session, and
-only when periplimit is set.
+session (kill -9 included) and is removed. A slot file is locked under a
+temporary name (`.<ip>.<pid>.new`, which no count looks at) and renamed into
+place, so no session ever sees it unlocked: one that did took it for a dead
+session's and removed it. Costs one inode per session, and only when
+periplimit is set.
 """
 import fcntl
 import os
@@ -47,8 +50,18 @@ def acquire(directory, ip, limit, pid):
     os.makedirs(directory, mode=0o700, exist_ok=True)
     prefix = ip + "."
     path = os.path.join(directory, prefix + str(pid))
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    new = os.path.join(directory, ".%s%d.new" % (prefix, pid))
+    fd = os.open(new, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(new, path)        # over a killed session's file of the same pid, if any
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(new)
+        except OSError:
+            pass
+        raise
     slot = Slot(path, fd)
     others = sum(1 for name in os.listdir(directory)
                  if name.startswith(prefix) and name != prefix + str(pid)
