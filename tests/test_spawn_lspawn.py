@@ -268,6 +268,39 @@ def test_virtual_mailbox_from_the_real_users_database(scratch):
     assert args == "joe|%s|||./Maildir/|10485760S" % box.dir
 
 
+@pytest.mark.skipif(**ROOT_ONLY)
+def test_noquota_mailbox_gets_maildirquota_noquota(scratch):
+    """qmail-users setquota NOQUOTA removes maildirsize; a delivery started before it (its
+    $MAILDIRQUOTA the old quota) may recount and write the file again, with the old definition.
+    qmail-lspawn left $MAILDIRQUOTA unset for a NOQUOTA mailbox, so every later delivery took
+    that definition from the file and bounced mail as over quota for good. pw_shell decides, as
+    in vdelivermail: a NOQUOTA mailbox's deliveries get MAILDIRQUOTA=NOQUOTA."""
+    import shutil
+    from qmailpy import maildirpp
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.users import admin, open_users
+    os.unlink(os.path.join(scratch.home, "users", "cdb"))
+    users = open_users(scratch.home, Controls(scratch.home, {}), create=True)
+    try:
+        admin.add_domain(users, "virt.example")
+        box = admin.add_user(users, "joe@virt.example", "secret", quota="1000")
+        admin.set_quota(users, "joe@virt.example", "NOQUOTA")
+    finally:
+        users.close()
+    maildirpp.recount(box.maildir, "1000S")         # what the delivery started before did meanwhile
+    for root, dirs, files in os.walk(os.path.join(scratch.home, "vpopmail")):
+        for name in [root] + [os.path.join(root, f) for f in dirs + files]:
+            shutil.chown(name, NOBODY, NOBODY)
+    client = SpawnClient("qmail-lspawn", scratch.env())
+    try:
+        messid = queue_message(scratch.home)
+        assert client.one(messid, b"a@b", b"virt.example-joe@virt.example") == b"Kdid 0+0+1\n"
+    finally:
+        client.close()
+    [line] = open(os.path.join(scratch.fake, "local.log")).read().splitlines()
+    assert line.split(" ", 4)[4] == "joe|%s|||./Maildir/|NOQUOTA" % box.dir
+
+
 def test_domain_directory_dotqmail_files(scratch, monkeypatch, tmp_path):
     """vpopmail domains keep aliases and catch-alls in the domain directory: chkuser's order."""
     ddir = str(tmp_path / "domains" / "virt.example")
@@ -294,7 +327,7 @@ def test_domain_directory_dotqmail_files(scratch, monkeypatch, tmp_path):
     def in_domain_dir(ext):
         return mailbox.Assignment(b"virt.example", st.st_uid, st.st_gid, ddir.encode(), b"-", ext)
 
-    joe = mailbox.Assignment(b"joe", 89, 89, b"/vp/joe", b"", b"", None)
+    joe = mailbox.Assignment(b"joe", 89, 89, b"/vp/joe", b"", b"", "NOQUOTA")
     assert resolve(b"ann") == mailbox.NO_MAILBOX                  # nothing in the directory
     put(".qmail-info", "&joe@virt.example\n")
     put(".qmail-sales:team", "&joe@virt.example\n")
@@ -341,7 +374,7 @@ def test_vpopmails_users_assign_line_still_reaches_the_mailboxes(scratch, monkey
     from qmailpy.ctl.reader import Controls
     r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=False)
     assert r.resolve(b"virt.example-Joe", b"virt.example") == mailbox.Assignment(
-        b"joe", 89, 89, b"/vp/joe", b"", b"", None)
+        b"joe", 89, 89, b"/vp/joe", b"", b"", "NOQUOTA")
     assert r.resolve(b"virt.example-ann", b"virt.example") == mailbox.Assignment(
         b"virt.example", st.st_uid, st.st_gid, ddir.encode(), b"-", b"ann")
     assert r.resolve(b"other.example-joe", b"other.example") == mailbox.Assignment(*other[:5], b"joe")
@@ -379,7 +412,7 @@ def test_a_changed_virtualdomains_is_read_without_a_signal(scratch):
     lines = open(os.path.join(scratch.fake, "local.log")).read().splitlines()
     _, uid, rcpt, _, args = lines[-1].split(" ", 4)
     assert (int(uid), rcpt) == (NOBODY, "new.example-ann@new.example")
-    assert args == "ann|%s|||./Maildir/|" % ann.dir
+    assert args == "ann|%s|||./Maildir/|NOQUOTA" % ann.dir
 
 
 def test_watched_controls_notice_a_changed_file(tmp_path):

@@ -19,7 +19,7 @@ from qmailpy.errstr import error_temp
 
 Assignment = namedtuple("Assignment", "user uid gid home dash ext quota", defaults=(None,))
 Assignment.__doc__ = """qmail-local's user/homedir/dash/ext, the uid/gid to run it as, and the
-Maildir++ quota for $MAILDIRQUOTA (users-database mailboxes only; None: no quota)."""
+Maildir++ quota for $MAILDIRQUOTA (users-database mailboxes only, NOQUOTA included; None: not one)."""
 
 NOALIAS = b"ZUnable to find alias user!\n"
 CDB_TROUBLE = b"ZTrouble reading users/cdb in qmail-lspawn.\n"
@@ -256,8 +256,11 @@ class Resolver:
                              box.domain.encode("utf-8", "surrogateescape"))
         if box.uid is None and not self.single_user:
             return NO_OWNER          # no directory to take the owner from
+        from qmailpy.users.schema import NOQUOTA
+        # pw_shell decides, as in vdelivermail: NOQUOTA too, or qmail-local would take a limit
+        # from maildirsize's first line (one a delivery started before setquota wrote back)
         return Assignment(box.name.encode("utf-8", "surrogateescape"), box.uid, box.gid,
-                          os.fsencode(box.dir), dash, ext, box.quota)
+                          os.fsencode(box.dir), dash, ext, box.quota or NOQUOTA)
 
     def domain_files(self, domain, user):
         """What the hosted domain's directory has for `user` (DomainFiles), None when not hosted."""
