@@ -436,6 +436,22 @@ def test_watched_controls_notice_a_changed_file(tmp_path):
     assert c.changed()
 
 
+def test_watched_controls_see_a_file_made_after_their_listing_of_control(tmp_path):
+    """Controls list control/ once and take a name it did not list as absent. A watcher that
+    listed control/ (reading locals) before virtualdomains was made, and stamped virtualdomains
+    after (when it came to read it), read the default and stamped the new file as seen: it
+    never noticed, and qmail-todo or qmail-lspawn kept routing without the virtual domain until
+    another change. A watcher reads each file itself, after its stamp."""
+    from qmailpy.ctl.watch import WatchedControls
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    (home / "control" / "locals").write_text("a.example\n")
+    c = WatchedControls(str(home))
+    assert c.value("locals") == ("a.example",)
+    (home / "control" / "virtualdomains").write_text("v.example:v.example\n")     # qmail-users adddomain
+    assert c.value("virtualdomains") == ("v.example:v.example",) and not c.changed()
+
+
 def test_home_stat_errors_are_qmail_getpw_temporary_ones(scratch, tmp_path, monkeypatch):
     """qmail-getpw.c: a stat of the user's home that fails with error_temp()'s errno (qmail's whole
     list: an NFS home's ECONNRESET or EHOSTDOWN too) is QLX_NFS, a deferral; another errno means

@@ -4,7 +4,9 @@ qmail-send drops to qmails after starting qmail-lspawn, which stays root, so
 the SIGHUP qmail-send passes on (svc -h) cannot reach it (EPERM). Instead
 qmail-lspawn asks changed() before each batch of commands: one stat per file
 it has read (control/NAME, its alias files and control/options), taken
-before the read, so a file replaced while it was read counts as changed.
+before the read, so a file replaced while it was read counts as changed
+(each file is opened after its stamp: Controls' one listing of control/ is
+not used here).
 qmail's qmail-lspawn reads nothing that could go stale (qmail-getpw and
 users/cdb are read per delivery); this keeps ours as fresh. qmail-todo asks
 before each message it routes, so a domain added to virtualdomains is local
@@ -15,7 +17,7 @@ import os
 
 from qmailpy.ctl import registry as R
 from qmailpy.ctl.options import OPTIONS
-from qmailpy.ctl.reader import Controls
+from qmailpy.ctl.reader import Controls, read_bytes
 
 
 def stamp(path):
@@ -36,6 +38,11 @@ class WatchedControls(Controls):
         path = self.path(name)
         if path not in self.seen:
             self.seen[path] = stamp(path)
+
+    def _read(self, name):
+        """The file itself, never Controls' listing of control/: a file made after the listing
+        and before its stamp would read as absent while stamped as present, unnoticed for good."""
+        return read_bytes(self.path(name), "control/" + name)
 
     def setting(self, name):
         control = R.BY_NAME[name]
