@@ -187,6 +187,27 @@ def test_qmail_send_signs_with_the_key_setsrssecret_made_since_it_started(srs_ho
     assert W.reverse(address, ctl(srs_home), NOW) == (W.OK, "joe@remote.example")
 
 
+def test_keys_replaced_as_qmail_send_starts_are_noticed(srs_home, monkeypatch):
+    """qmail-send read srs_secrets, then stamped the file: a setsrssecret that replaced it in
+    between left it signing with the old key, the new file's stamp taken as already seen, until
+    the next rotation (the one that may drop that key). The stamp now comes first."""
+    from qmailpy.send import srsmap
+    real_stamp = srsmap.stamp
+
+    def stamp(path):
+        if not replaced:
+            replaced.append(path)
+            srs_home.control("srs/revers_srs_secrets", "k9\nk1\n")     # setsrssecret, right now
+            srs_home.control("srs/srs_secrets", "k9\nk1\n")
+        return real_stamp(path)
+    replaced = []
+    monkeypatch.setattr(srsmap, "stamp", stamp)
+    forward = srsmap.forwarder(ctl(srs_home))
+    forward.clock = lambda: NOW
+    assert replaced and forward(b"joe@remote.example") == C.forward(
+        "joe@remote.example", "srs.host.example", ["k9"], NOW).encode()
+
+
 def test_no_keys_no_srs_until_setsrssecret_makes_one(home):
     """No keys: senders are left alone; the first setsrssecret starts SRS (docs/srs.md), in a
     qmail-send that is already running too."""

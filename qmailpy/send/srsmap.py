@@ -73,6 +73,8 @@ def from_controls(controls):
 
 def forwarder(controls):
     """The SrsForwarder; srs_secrets is read now, so a key file qmail-send cannot read stops
-    it at start. Without keys it leaves every sender alone until setsrssecret makes one."""
+    it at start. Without keys it leaves every sender alone until setsrssecret makes one.
+    The file is stamped before it is read: one replaced in between counts as changed."""
+    forward = SrsForwarder(controls)
     controls.value(KEYS)
-    return SrsForwarder(controls)
+    return forward
