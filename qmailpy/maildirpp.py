@@ -241,6 +241,15 @@ def recount(root, definition, host=None, owner=None):
         rewrite(root, definition, *scan(root), host=host, owner=owner)
 
 
+def remove(root, host=None):
+    """Remove root/maildirsize (the quota is lifted) under size_lock: a delivery recounting
+    under the lock would write it back after the unlink, with the old definition."""
+    if not os.path.exists(os.path.join(root, NAME)):
+        return
+    with size_lock(root, host):
+        _unlink(os.path.join(root, NAME))
+
+
 def append(path, size, count):
     """Add one `<bytes> <count>` line with a single O_APPEND write (never creates the file)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)

@@ -248,6 +248,40 @@ def test_maildirmake_folder_and_quota_as_courier(tmp_path):
     assert (tmp_path / "New" / "maildirsize").read_bytes() == b"1000C\n0 0\n"
 
 
+def test_maildirmake_noquota_waits_for_a_delivery_recounting(tmp_path, monkeypatch):
+    """maildirmake -q NOQUOTA run while a delivery holds the maildirsize lock and recounts: it
+    removed the file between the delivery's read and its rewrite, and the rewrite put the old
+    quota back. Here maildirmake is started from inside the delivery's recount; it now waits
+    for the lock, and the file is gone when both are done."""
+    from qmailpy import maildirpp
+    from qmailpy.local import maildir as maildir_delivery
+    assert mdm(tmp_path, "Maildir").returncode == 0
+    box = str(tmp_path / "Maildir")
+    with open(os.path.join(box, "maildirsize"), "w") as f:
+        f.write("1000S\n2000 1\n0 0\n")             # says over: the delivery recounts, locked
+    real_scan = maildirpp.scan
+    started = []
+
+    def scan(root):
+        if not started:
+            started.append(subprocess.Popen([program("maildirmake"), "-q", "NOQUOTA", box],
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+            try:
+                started[0].wait(3)      # unlocked, it removes the file now
+            except subprocess.TimeoutExpired:
+                pass                    # waiting for the lock this delivery holds
+        return real_scan(root)
+    monkeypatch.setattr(maildirpp, "scan", scan)
+    msg = tmp_path / "msg"
+    msg.write_bytes(b"Subject: x\n\nbody\n")
+    with open(msg, "rb") as f:
+        maildir_delivery.deliver(box, f.fileno(), b"", {})
+    out, err = started[0].communicate(timeout=60)
+    assert (started[0].returncode, err) == (0, b"")
+    assert not os.path.exists(os.path.join(box, "maildirsize"))
+    assert len(os.listdir(os.path.join(box, "new"))) == 1
+
+
 @pytest.mark.parametrize("name", ["qmail-newmrh", "qmail-newu", "qmail-tcpok", "maildirmake", "qmail-inject",
                                   "sendmail"])
 def test_help(name):

@@ -74,10 +74,7 @@ def set_quota(maildir, definition):
     path = os.path.join(maildir, maildirpp.NAME)
     try:
         if not definition:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            maildirpp.remove(maildir)
             return
         maildirpp.recount(maildir, definition)
     except OSError as e:

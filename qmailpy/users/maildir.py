@@ -10,6 +10,8 @@ removes them as that owner (as_owner), never through links of the owner's.
 """
 import os
 
+from qmailpy import maildirpp
+
 DIR_MODE = 0o700            # vpopmail's VPOPMAIL_UMASK 0077
 DOMAIN_DIR_MODE = 0o750     # vpopmail's VPOPMAIL_DIR_MODE
 
@@ -54,10 +56,7 @@ def make_maildir(user_dir, owner):
 
 def remove_maildirsize(maildir):
     """vpopmail's remove_maildirsize: the next delivery recounts (or there is no quota)."""
-    try:
-        os.unlink(os.path.join(maildir, "maildirsize"))
-    except FileNotFoundError:
-        pass
+    maildirpp.remove(maildir)
 
 
 def remove_tree(path, owner=None):
