@@ -496,3 +496,45 @@ def test_adduser_into_a_domain_deleted_meanwhile_is_refused(backend, monkeypatch
     assert users.lookup("joe", "example.org") is None and not users.has_domain("example.org")
     assert list(backend.sql("SELECT pw_name FROM vpopmail")) == []
     assert not os.path.exists(users.domain_dir("example.org"))
+
+
+def test_deluser_then_adduser_of_the_same_name_keeps_the_new_mailbox(backend, monkeypatch):  # noqa: F811
+    """qmail-users adduser joe run while deluser joe, its row deleted and committed, was still
+    removing the old directory: the new joe's row was made, and then its Maildir removed with
+    the old one's tree (mail to it deferred, then bounced). deluser now moves the directory
+    aside inside its transaction and removes it under that other name."""
+    users = backend.open(create=True)
+    admin.add_domain(users, "example.org")
+    old = admin.add_user(users, "joe@example.org", "secret")
+    with open(os.path.join(old.maildir, "new", "1.2.host"), "w") as f:
+        f.write("old mail\n")
+    real = admin.maildir.remove_tree
+
+    def adduser_then_remove(path, owner=None):
+        r = backend.home.run("qmail-users", "adduser", "joe@example.org", "-p", "again")
+        assert r.returncode == 0, r.stderr
+        return real(path, owner)
+    monkeypatch.setattr(admin.maildir, "remove_tree", adduser_then_remove)
+    admin.del_user(users, "joe@example.org")
+    new = users.lookup("joe", "example.org")
+    assert new is not None and new.dir == old.dir
+    assert sorted(os.listdir(new.maildir)) == ["cur", "new", "tmp"] and os.listdir(os.path.join(new.maildir, "new")) == []
+    assert os.listdir(users.domain_dir("example.org")) == ["joe"]
+
+
+def test_deldomain_then_adddomain_of_the_same_name_keeps_the_new_directory(backend, monkeypatch):  # noqa: F811
+    """The same for deldomain and adddomain: the new domain's directory was removed with the old."""
+    users = backend.open(create=True)
+    admin.add_domain(users, "example.org")
+    admin.add_user(users, "joe@example.org", "secret")
+    real = admin.maildir.remove_tree
+
+    def adddomain_then_remove(path, owner=None):
+        r = backend.home.run("qmail-users", "adddomain", "example.org", "--no-rcpthosts", "--no-virtualdomains")
+        assert r.returncode == 0, r.stderr
+        return real(path, owner)
+    monkeypatch.setattr(admin.maildir, "remove_tree", adddomain_then_remove)
+    assert admin.del_domain(users, "example.org") == "domain"
+    assert users.has_domain("example.org") and users.lookup("joe", "example.org") is None
+    assert os.listdir(users.domain_dir("example.org")) == []
+    assert os.listdir(os.path.dirname(users.domain_dir("example.org"))) == ["example.org"]

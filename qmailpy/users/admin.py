@@ -3,7 +3,8 @@
 Each changes the tables in one transaction, then the directories:
 adddomain makes domains/<domain> and its dir_control row; adduser makes
 <user>/Maildir (and maildirsize with a quota) and its vpopmail row; deluser
-and deldomain remove rows and directories. Errors are UsersError.
+and deldomain remove rows and directories (the directory moved aside inside
+the transaction, removed after it). Errors are UsersError.
 """
 import contextlib
 import os
@@ -96,14 +97,31 @@ def del_domain(users, domain, keep_files=False):
         return "alias"
     if not users.is_real_domain(domain):
         raise UsersError("no such domain: %s" % domain)
-    with atomic(users):
-        users.write("DELETE FROM vpopmail WHERE pw_domain = ?", domain)
-        users.write("DELETE FROM aliasdomains WHERE domain = ?", domain)
-        users.write("DELETE FROM dir_control WHERE domain = ?", domain)
-        users.write("DELETE FROM lastauth WHERE domain = ?", domain)
-    if not keep_files:
-        maildir.remove_tree(users.domain_dir(domain), maildir.owner_of(users.vpopmaildir))
+    _delete(users, [("DELETE FROM vpopmail WHERE pw_domain = ?", domain),
+                    ("DELETE FROM aliasdomains WHERE domain = ?", domain),
+                    ("DELETE FROM dir_control WHERE domain = ?", domain),
+                    ("DELETE FROM lastauth WHERE domain = ?", domain)],
+            None if keep_files else users.domain_dir(domain))
     return "domain"
+
+
+def _delete(users, statements, tree):
+    """The statements in one transaction, and `tree` (None: the files stay) removed: moved aside
+    inside the transaction and removed after the commit, so that what an adduser or adddomain of
+    the same name makes right after the commit is not removed with it."""
+    owner = maildir.owner_of(users.vpopmaildir)
+    aside = None
+    try:
+        with atomic(users):
+            for sql, *args in statements:
+                users.write(sql, *args)
+            if tree is not None:
+                aside = maildir.set_aside(tree, owner)
+    except BaseException:
+        maildir.put_back(aside, tree, owner)
+        raise
+    if aside is not None:
+        maildir.remove_tree(aside, owner)
 
 
 def add_user(users, address, password, quota=None, clear=False, scheme=DEFAULT_SCHEME, gecos=None):
@@ -145,13 +163,11 @@ def del_user(users, address, keep_files=False):
     box = users.lookup(user, domain)
     if box is None:
         raise UsersError("no such user: %s@%s" % (user, domain))
-    with atomic(users):
-        users.write("DELETE FROM vpopmail WHERE pw_name = ? AND pw_domain = ?", user, domain)
-        users.write("DELETE FROM lastauth WHERE user = ? AND domain = ?", user, domain)
-        users.write("UPDATE dir_control SET cur_users = cur_users - 1 WHERE domain = ? AND cur_users > 0",
-                    domain)
-    if not keep_files and os.path.isabs(box.dir):
-        maildir.remove_tree(box.dir, maildir.owner_of(users.vpopmaildir))
+    _delete(users, [("DELETE FROM vpopmail WHERE pw_name = ? AND pw_domain = ?", user, domain),
+                    ("DELETE FROM lastauth WHERE user = ? AND domain = ?", user, domain),
+                    ("UPDATE dir_control SET cur_users = cur_users - 1 WHERE domain = ? AND cur_users > 0",
+                     domain)],
+            box.dir if not keep_files and os.path.isabs(box.dir) else None)
     return box
 
 

@@ -68,6 +68,33 @@ def remove_tree(path, owner=None):
         pass
 
 
+def set_aside(path, owner=None):
+    """Rename `path` to `.deleted.NAME.RANDOM` beside it, a name no user or domain can have (as
+    owner, as_owner); the new path, None when nothing is there, `path` itself when it cannot be
+    renamed (it is then removed where it is). deluser and deldomain do it inside their transaction:
+    a user or domain of the same name made right after their commit gets a directory of its own."""
+    path = os.path.normpath(path)
+    aside = ".deleted.%s.%s" % (os.path.basename(path), os.urandom(4).hex())
+    try:
+        as_owner(path, owner, lambda rel: os.rename(rel, os.path.join(os.path.dirname(rel), aside)))
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return path
+    return os.path.join(os.path.dirname(path), aside)
+
+
+def put_back(aside, path, owner=None):
+    """Undo set_aside() (the transaction did not commit); errors ignored."""
+    if aside is None or aside == os.path.normpath(path):
+        return
+    try:
+        as_owner(aside, owner, lambda rel: os.rename(rel, os.path.join(os.path.dirname(rel),
+                                                                       os.path.basename(path))))
+    except OSError:
+        pass
+
+
 def as_owner(path, owner, work):
     """work(rel) with no more rights over `path` than its owner has; what work returns.
 
