@@ -14,6 +14,9 @@ less than asked on a pipe or socket); callers say what an error means.
 read_all() is the reading side: an fd read to its end (a child's output
 pipe, qmail-remote's message, the AUTH-failure file), one loop for the
 programs that need it (ctl.reader keeps its own copy: see read_bytes).
+open_regular() opens a file for reading only once it is known to be a regular
+one: the readers that run as root in a directory another user owns (users/cdb,
+.qmail-default, .qmail files) call it.
 """
 import os
 
@@ -33,6 +36,27 @@ def read_all(fd, keep=None):
             kept += len(chunk)
         if chunk:
             chunks.append(chunk)
+
+
+def open_regular(path):
+    """(fd, mode): an O_RDONLY descriptor of the regular file at `path`, or None and the st_mode
+    of what is there instead, which is never opened for reading. The name is resolved once to
+    an O_PATH descriptor and the file opened through it (/proc/self/fd/N: that inode, not the
+    name again), so a FIFO is never waited on (nor its writer let go) and a device never
+    opened: a link to /dev/watchdog, put by the owner of the directory, would start the
+    watchdog when root opened it. OSError from either open, naming `path`."""
+    import stat
+    where = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(where).st_mode
+        if not stat.S_ISREG(mode):
+            return None, mode
+        try:
+            return os.open("/proc/self/fd/%d" % where, os.O_RDONLY | os.O_CLOEXEC), mode
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, path) from None
+    finally:
+        os.close(where)
 
 
 def write_all(fd, data):

@@ -68,3 +68,51 @@ def test_write_all_is_the_one_write_until_done_loop():
                     if loop.search(f.read()):
                         found.add(os.path.relpath(path, root))
     assert found == set(OWN_WRITE_LOOPS)
+
+
+def test_open_regular_opens_only_a_regular_file(tmp_path):
+    """fileio.open_regular: a regular file (through a link too) is opened for reading; a FIFO,
+    whose writer waits for a reader, and a directory are never opened; an error names the path."""
+    import stat
+    import threading
+
+    from qmailpy.fileio import open_regular
+    (tmp_path / "f").write_bytes(b"data\n")
+    os.symlink("f", tmp_path / "link")
+    for name in ("f", "link"):
+        fd, mode = open_regular(str(tmp_path / name))
+        try:
+            assert (os.read(fd, 100), stat.S_ISREG(mode)) == (b"data\n", True)
+        finally:
+            os.close(fd)
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    released = threading.Event()
+
+    def writer():
+        try:
+            os.close(os.open(fifo, os.O_WRONLY))     # blocks until a reader opens the FIFO
+        finally:
+            released.set()
+    threading.Thread(target=writer, daemon=True).start()
+    fd, mode = open_regular(fifo)
+    assert (fd, stat.S_ISFIFO(mode)) == (None, True)
+    assert not released.wait(0.3)                    # the waiting writer was not let go
+    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+    assert released.wait(5)
+    fd, mode = open_regular(str(tmp_path))
+    assert (fd, stat.S_ISDIR(mode)) == (None, True)
+    with pytest.raises(FileNotFoundError) as e:
+        open_regular(str(tmp_path / "none"))
+    assert e.value.filename == str(tmp_path / "none")
+
+
+def test_open_regular_is_the_one_home_of_the_regular_file_rule():
+    """users/cdb (ctl.cdbmap), .qmail-default (users.domainfiles) and .qmail files
+    (local.dotqmail) are opened by one rule: no module reopens an O_PATH descriptor itself."""
+    import pathlib
+
+    import qmailpy
+    root = pathlib.Path(qmailpy.__file__).parent
+    homes = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if '"/proc/self/fd/%d"' in p.read_text())
+    assert homes == ["fileio.py"]

@@ -31,20 +31,16 @@ def _pair(buf, pos):
 
 
 def _open_file(path):
-    """An O_RDONLY descriptor of the regular file at `path`; OSError for anything else, which
-    is never opened for reading: the name is resolved to an O_PATH descriptor first. qmail-
-    lspawn opens users/cdb as root in qmailu's directory, where it may be linked to a device
-    (/dev/watchdog: its open starts the watchdog) or a FIFO (its writer would be let go)."""
-    where = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    try:
-        mode = os.fstat(where).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, "not a file")
-        return os.open("/proc/self/fd/%d" % where, os.O_RDONLY | os.O_CLOEXEC)     # that file, not the name
-    finally:
-        os.close(where)
+    """An O_RDONLY descriptor of the regular file at `path` (fileio.open_regular); OSError for
+    anything else, which is never opened for reading: qmail-lspawn opens users/cdb as root in
+    qmailu's directory, where it may be linked to a device or a FIFO."""
+    from qmailpy.fileio import open_regular
+    fd, mode = open_regular(path)
+    if fd is not None:
+        return fd
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+    raise OSError(errno.EINVAL, "not a file")
 
 
 class CdbMap:

@@ -48,32 +48,23 @@ def read_file(homedir, name):
     """qmeexists(): (content, x_bit) of a regular .qmail file, or None when there is none.
 
     The name is resolved to an O_PATH descriptor, and only a regular file is then opened for
-    reading, through it: a FIFO is never waited on (qmail's open_read() is O_NDELAY) and a
-    device never opened, since qmail-showctl --check follows postmaster's route through these
+    reading, through it (qmailpy.fileio.open_regular): a FIFO is never waited on (qmail's
+    open_read() is O_NDELAY) and a device never opened, since qmail-showctl --check follows postmaster's route through these
     files as root (a .qmail linked to /dev/watchdog: its open starts the watchdog)."""
     def unable(err):
         if errors.error_temp(err) or err.errno in (1, 13):          # EPERM, EACCES
             return _temp_qmail(name, err)
         return None
+    from qmailpy.fileio import open_regular
     try:
-        where = os.open(os.path.join(homedir, name), os.O_PATH | os.O_CLOEXEC)
+        fd, _ = open_regular(os.path.join(homedir, name))
     except OSError as e:
         trouble = unable(e)
         if trouble:
             raise trouble from None
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(where).st_mode):
-            return None
-        try:
-            fd = os.open("/proc/self/fd/%d" % where, os.O_RDONLY | os.O_CLOEXEC)      # that file
-        except OSError as e:
-            trouble = unable(e)
-            if trouble:
-                raise trouble from None
-            return None
-    finally:
-        os.close(where)
+    if fd is None:
+        return None
     try:
         st = os.fstat(fd)
         if st.st_mode & AUTO_PATRN:

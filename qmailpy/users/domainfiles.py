@@ -10,8 +10,8 @@ chooses among the files the same way (qmailpy.local.dotqmail.search).
 chkuser (RCPT) and qmail-lspawn (delivery) ask these questions here, so that
 RCPT accepts what delivery delivers. A question that cannot be answered (no
 search permission, an I/O error) raises OSError: never "there is no such file".
-Only os (and stat, which os imports) and users.names (which chkuser loads anyway)
-are imported: qmail-smtpd loads this per connection.
+Only os (and stat, which os imports), users.names (which chkuser loads anyway) and
+fileio (which imports only os) are imported: qmail-smtpd loads this per connection.
 """
 import errno
 import os
@@ -76,25 +76,24 @@ def default_head(domain_dir):
     directory's owner (vpopmail, whom any mailbox's |program runs as) may link it to anything,
     and its readers include qmail-lspawn, as root and alone for every local delivery: so the
     name is resolved once to an O_PATH descriptor, which opens nothing for reading, and only a
-    regular file is then opened, through that descriptor. A FIFO is never waited on (nor its
-    writer let go), a device never opened (/dev/watchdog would start the watchdog)."""
+    regular file is then opened, through that descriptor (qmailpy.fileio.open_regular). A FIFO
+    is never waited on (nor its writer let go), a device never opened (/dev/watchdog would
+    start the watchdog)."""
+    from qmailpy.fileio import open_regular
     path = os.path.join(domain_dir, DEFAULT)
     try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        fd, _ = open_regular(path)
     except OSError as e:
         if e.errno in ABSENT:
             return None
         raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
+    if fd is None:
+        return None
+    with open(fd, "rb") as f:
         try:
-            with open("/proc/self/fd/%d" % fd, "rb") as f:      # that file, not the name again
-                return f.read(DEFAULT_READ)
+            return f.read(DEFAULT_READ)
         except OSError as e:
             raise OSError(e.errno, e.strerror, path) from None
-    finally:
-        os.close(fd)
 
 
 def is_catchall(head):
