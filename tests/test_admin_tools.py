@@ -326,3 +326,19 @@ def test_newu_as_root_builds_only_roots_assign(scratch):
     os.chown(path, 0, 0)
     r = subprocess.run([program("qmail-newu")], capture_output=True, env=scratch.env(), timeout=60)
     assert (r.returncode, r.stderr) == (0, b"")
+
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root (its own devices)")
+def test_newu_as_root_never_opens_a_device_linked_as_assign(scratch):
+    """qmailu may link users/assign to a device root owns (/dev/zero would be read for ever,
+    /dev/watchdog's open starts the watchdog): root's qmail-newu opens no such thing."""
+    cdb = os.path.join(scratch.home, "users", "cdb")
+    before = read(cdb)
+    path = os.path.join(scratch.home, "users", "assign")
+    if os.path.lexists(path):
+        os.unlink(path)
+    os.symlink("/dev/null", path)
+    r = subprocess.run([program("qmail-newu")], capture_output=True, env=scratch.env(), timeout=60)
+    assert (r.returncode, r.stderr) == (111, b"qmail-newu: fatal: unable to read users/assign: not a file\n")
+    assert read(cdb) == before

@@ -93,15 +93,20 @@ def parse(data, name=SOURCE):
 
 
 def read_assign(path):
-    """users/assign's bytes; run by root, only a file root owns: users/ is the users service's
-    directory (qmailu's), and qmailu could put an assign there for root to build into the
-    users/cdb that qmail-lspawn takes from root alone."""
+    """users/assign's bytes; run by root, only a regular file root owns: users/ is the users
+    service's directory (qmailu's), and qmailu could put an assign there for root to build into
+    the users/cdb that qmail-lspawn takes from root alone, or link it to a root-owned device
+    (/dev/zero: root would read for ever; /dev/watchdog: its open starts the watchdog), which
+    is never opened (fileio.open_regular)."""
     if os.geteuid() != 0:
         return read(path, SOURCE)
+    from qmailpy.fileio import open_regular
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd, _ = open_regular(path)
     except OSError as e:
         raise oserror(e, "read " + SOURCE) from None
+    if fd is None:
+        raise Fatal("unable to read %s: not a file" % SOURCE)
     with open(fd, "rb") as f:
         owner = os.fstat(fd).st_uid
         if owner != 0:
