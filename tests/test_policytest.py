@@ -170,6 +170,24 @@ def test_tcprules_cdb_as_tcpserver_applies_it(phome):
     assert run(phome, "--ip", "192.0.2.7", "--tcprules", "/nonexistent.cdb", "--from", "a@b")[0] == 111
 
 
+def test_ipv6_client_spelled_and_looked_up_as_qmail_tcpserver_does(phome):
+    """An IPv6 --ip is the client qmail-tcpserver (and ucspi-tcp-ipv6's tcpserver) would see:
+    TCPREMOTEIP in ip6_fmt's spelling, the rules' keys tried on it (a rule copied from their
+    log, 2001:db8::1:, matches 2001:db8:0:1:2:3:4:5), an IPv4-mapped one as plain IPv4."""
+    import cdblib
+    cdb = phome.root + "/control/tcp.smtp.cdb"
+    with open(cdb, "wb") as f, cdblib.Writer(f) as w:
+        w.put(b"2001:db8::1:", b'+RELAYCLIENT=\0')
+        w.put(b"192.0.2.7", b'+RELAYCLIENT=\0')
+        w.put(b"", b"\0")
+    for typed, seen in (("2001:DB8:0:1:2:3:4:5", "2001:db8::1:2:3:4:5"), ("::ffff:192.0.2.7", "192.0.2.7")):
+        code, out = run(phome, "--ip", typed, "--from", "a@example.org", "--rcpt", "b@far.example")
+        assert code == 0, out
+        assert out.splitlines()[0] == "client %s host=unknown helo=(none) home=%s" % (seen, phome.root)
+        assert out.splitlines()[1] == "tcprules: control/tcp.smtp.cdb: rule %r allows: RELAYCLIENT=''" % (
+            "2001:db8::1:" if ":" in seen else seen)
+
+
 def test_userchk_and_maxrecepients_are_decided_too(phome, tmp_path):
     from qmailpy.ctl.reader import Controls
     from qmailpy.users import admin, open_users

@@ -15,7 +15,7 @@ $DNSTIMEOUT, else /etc/resolv.conf) unless answers are given with --dns /
 home's.
 
 The client's environment is what tcpserver would give qmail-smtpd: TCPREMOTEIP
-(--ip), TCPREMOTEHOST (--host), TCPLOCALIP/TCPLOCALHOST (--local-ip,
+(--ip, an IPv6 one spelled as qmail-tcpserver spells it), TCPREMOTEHOST (--host), TCPLOCALIP/TCPLOCALHOST (--local-ip,
 --local-host), then the variables of the rule tcpserver -x applies to the
 client (control/tcp.smtp.cdb, as the installed run script has it, or
 --tcprules), then each --env VAR=value; nothing else of the caller's
@@ -45,7 +45,8 @@ TCPRULES = "control/tcp.smtp.cdb"
 
 def client_environ(ip, host, local_ip, local_host, rule_env, pairs):
     """qmail-smtpd's environment as tcpserver makes it, then the rule's variables, then --env."""
-    env = {"PROTO": "TCP", "TCPREMOTEIP": ip, "TCPLOCALIP": local_ip, "TCPLOCALPORT": "25"}
+    env = {"PROTO": "TCP6" if ":" in ip else "TCP", "TCPREMOTEIP": ip, "TCPLOCALIP": local_ip,
+           "TCPLOCALPORT": "25"}
     if host:
         env["TCPREMOTEHOST"] = host
     if local_host:
@@ -248,7 +249,9 @@ def one_line(value, hint):
 def cli(ip, host, helo, sender, rcpts, auth_user, pairs, local_ip, local_host, rules, no_tcprules,
         dns_lines, answers):
     """Show what qmail-smtpd decides for one client and envelope, check by check."""
+    from qmailpy.tcpserver.child import client_text
     home = paths.qmailhome(os.environ)
+    ip = client_text(ip)        # as qmail-tcpserver has it: its rules keys, TCPREMOTEIP
     one_line(helo, "--helo")
     one_line(sender, "--from")
     for rcpt in rcpts:

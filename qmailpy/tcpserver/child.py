@@ -65,6 +65,19 @@ def ip6_text(ip):
     return ":".join(groups[:start]) + "::" + ":".join(groups[start + length:])
 
 
+def client_text(ip):
+    """A typed address (qmail-policytest's --ip) as a connection from it has it in TCPREMOTEIP
+    and the rules keys: IPv4-mapped as IPv4, IPv6 as ip6_text; text no address is kept."""
+    if ":" not in ip:
+        return ip
+    import ipaddress
+    try:
+        mapped = ipaddress.IPv6Address(ip).ipv4_mapped
+    except ValueError:
+        return ip
+    return str(mapped) if mapped is not None else ip6_text(ip)
+
+
 class Dropped(Exception):
     """The connection is dropped before the program runs (exit code in args[1])."""
 
