@@ -281,8 +281,9 @@ class IPPrefixList(_Lines):
     the last ':' is the terminator only when what precedes it is a complete
     address not ending in ':' ('2001:db8::1:' = exactly 2001:db8::1); otherwise
     the entry is a prefix as written ('2001:db8:' and '2001:db8::' are prefixes).
-    Client and exact IPv6 entries are compared in RFC 5952 form (tcpserver's), so
-    IPv6 prefixes must be written that way; IPv4-mapped ::ffff:a.b.c.d = a.b.c.d.
+    Client and exact IPv6 entries are compared in RFC 5952 form (inet_ntop's; not always
+    TCPREMOTEIP's: ip6_fmt writes a lone zero group as '::'), so IPv6 prefixes must be
+    written that way; IPv4-mapped ::ffff:a.b.c.d = a.b.c.d.
     An entry no client address can match (a CIDR '10.0.0.0/8', a tcprules line
     '1.2.3.4:allow', a name) lets nobody relay; its line numbers are in `malformed`
     for checkers."""
