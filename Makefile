@@ -17,6 +17,10 @@ APT_PACKAGES := python3 python3-venv ucspi-tcp swaks srs daemontools curl doveco
 # postfix is there for smtp-sink and smtp-source only: installed as "No configuration",
 # so it has no main.cf and never listens on port 25.
 APT_SERVICES := dovecot clamav-daemon clamav-freshclam spamd postfix
+# The IPv6 reference for tests/test_tcpserver.py: Debian's ucspi-tcp-ipv6 conflicts with
+# ucspi-tcp (the IPv4 one), so its tcpserver and tcprules are taken out of the downloaded
+# package into this git-ignored folder, and the package is never installed.
+UCSPI6 := vendor/ucspi-tcp-ipv6
 
 .PHONY: all deps venv launchers test run stop install docs bench fuzz mutate clean
 all: venv launchers
@@ -36,6 +40,16 @@ deps:
 	  [ $$rc = 0 ] || exit $$rc; \
 	  if ss -Hltnp 'sport = :25' 2>/dev/null | grep -q '"master"'; then \
 	    echo "make deps: Postfix listens on port 25; the tests bind it themselves" >&2; exit 1; fi; \
+	fi
+	@if [ ! -x $(UCSPI6)/tcpserver ] || [ ! -x $(UCSPI6)/tcprules ]; then \
+	  tmp=$$(mktemp -d) || exit 1; [ "$$(id -u)" != 0 ] || chown _apt $$tmp 2>/dev/null || true; \
+	  get() { ( cd $$tmp && apt-get download -qq ucspi-tcp-ipv6 ); }; \
+	  get 2>/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && get; } || \
+	    { echo "make deps: cannot download ucspi-tcp-ipv6 (apt-get download)" >&2; rm -rf $$tmp; exit 1; }; \
+	  dpkg-deb -x $$tmp/ucspi-tcp-ipv6_*.deb $$tmp/root && mkdir -p $(UCSPI6) && \
+	    cp $$tmp/root/usr/bin/tcpserver $$tmp/root/usr/bin/tcprules $(UCSPI6)/; rc=$$?; \
+	  rm -rf $$tmp; [ $$rc = 0 ] || exit $$rc; \
+	  echo "unpacked ucspi-tcp-ipv6's tcpserver and tcprules into $(UCSPI6)/ (not installed)"; \
 	fi
 
 venv: $(VENV)/.stamp

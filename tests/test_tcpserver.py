@@ -38,12 +38,24 @@ def qhome(home):
     return home
 
 
-def tcprules(tmp_path, text):
+def tcprules(tmp_path, text, program="tcprules"):
     rules = tmp_path / "tcp.smtp"
     rules.write_text(text)
     cdb = str(tmp_path / "tcp.smtp.cdb")
-    subprocess.run(["tcprules", cdb, cdb + ".tmp"], input=text.encode(), check=True)
+    subprocess.run([program, cdb, cdb + ".tmp"], input=text.encode(), check=True)
     return cdb
+
+
+# Debian's ucspi-tcp-ipv6 conflicts with ucspi-tcp, so `make deps` unpacks its tcpserver and
+# tcprules here instead of installing it: the real IPv6 tcpserver qmail-tcpserver is compared with.
+UCSPI6 = os.path.join(ROOT, "vendor", "ucspi-tcp-ipv6")
+
+
+def ucspi6(name):
+    path = os.path.join(UCSPI6, name)
+    if not os.access(path, os.X_OK):
+        pytest.fail("%s missing: run make deps (it unpacks Debian's ucspi-tcp-ipv6 there)" % path)
+    return path
 
 
 class Front:
@@ -77,6 +89,9 @@ def fronts():
 
 
 def front_path(name):
+    """tcpserver: ucspi-tcp 0.88's; tcpserver6: Debian's ucspi-tcp-ipv6's."""
+    if name == "tcpserver6":
+        return ucspi6("tcpserver")
     return name if name == "tcpserver" else program(name)
 
 
@@ -121,8 +136,10 @@ def normalized(log, ports):
     return re.sub(r"\bqp=\d+", "qp=N", log)
 
 
-def run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-R", "-l", "localhost")):
-    """(env lines of the one message's queue program, the log, server port, client port)."""
+def run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-R", "-l", "localhost"), host="127.0.0.1",
+                 client_host=None):
+    """(env lines of the one message's queue program, the log, server port, client port);
+    the server listens on `host`, the client connects to `client_host` (or `host`)."""
     dumpdir = tmp_path / ("dump-" + name)
     dumpdir.mkdir()
     queue = tmp_path / "dumpqueue"
@@ -130,9 +147,9 @@ def run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-R", "-l", "loca
     queue.chmod(0o755)
     # a variable the rule replaces, one it adds, and the order pathexec gives them
     env = qhome.env(QMAILQUEUE=str(queue), DUMPDIR=str(dumpdir), OVERRIDDEN="parent", LAST="last")
-    front = Front(front_path(name), [*opts, "-x", cdb], env, tmp_path)
+    front = Front(front_path(name), [*opts, "-x", cdb], env, tmp_path, host=host)
     try:
-        with front.connect() as s:
+        with socket.create_connection((client_host or host, front.port), timeout=10) as s:
             client_port = s.getsockname()[1]
             assert recv_until(s, b"\r\n") == GREETING
             s.sendall(b"HELO client\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
@@ -465,6 +482,58 @@ def test_ipv6_listener(tmp_path, qhome):
         "TCPREMOTEPORT=" + client, "TCP6REMOTEPORT=" + client])
     assert "tcpserver: ok %s h:::1:%d :::1::" % (re.search(r"pid (\d+)", front.log()).group(1), front.port) \
         in front.log()
+
+
+def same_as_the_ipv6_tcpserver(tmp_path, qhome, rules, host="::1", client_host=None):
+    """(env dump, log) of one message under Debian's ucspi-tcp-ipv6 tcpserver, with the rules
+    compiled by its tcprules, after asserting qmail-tcpserver gives the same bytes."""
+    cdb = tcprules(tmp_path, rules, ucspi6("tcprules"))
+    results = {}
+    for name in ("tcpserver6", "qmail-tcpserver"):
+        env, log, port, client = run_env_dump(tmp_path, qhome, name, cdb, host=host, client_host=client_host)
+        ports = {port: "SERVERPORT", client: "CLIENTPORT"}
+        results[name] = (normalized(env, ports), normalized(log, ports))
+    assert results["qmail-tcpserver"][0] == results["tcpserver6"][0]
+    assert results["qmail-tcpserver"][1] == results["tcpserver6"][1]
+    return results["tcpserver6"]
+
+
+def test_ipv6_client_same_environment_and_log_lines_as_the_ipv6_tcpserver(tmp_path, qhome):
+    """On ::1, entry for entry and in order what the IPv6 tcpserver gives: PROTO=TCP6, each TCP*
+    name and its TCP6* twin, the rule's assignments (one replacing a TCP6* variable); the
+    same log lines."""
+    env, log = same_as_the_ipv6_tcpserver(
+        tmp_path, qhome, '::1:allow,RELAYCLIENT="",OVERRIDDEN="rule",TCP6LOCALHOST="ruled",GREET="a b"\n:deny\n')
+    assert "\nPROTO=TCP6\n" in env and "\nTCP6REMOTEIP=::1\n" in env and "\nTCPREMOTEIP=::1\n" in env
+    assert "\nRELAYCLIENT=\n" in env and "\nTCP6LOCALHOST=ruled\n" in env and "\nOVERRIDDEN=rule\n" in env
+    assert "tcpserver: ok PID localhost:::1:SERVERPORT :::1::CLIENTPORT\n" in log
+
+
+def test_ipv6_rule_on_a_prefix_ending_in_a_colon_as_the_ipv6_tcpserver(tmp_path, qhome):
+    """`:::allow` is the key "::" (the IPv6 tcprules'), a prefix of ::1 the IPv6 tcpserver
+    tries before the default; another address's rule does not match."""
+    env, log = same_as_the_ipv6_tcpserver(
+        tmp_path, qhome, '::2:allow,RULE="other"\n:::allow,RELAYCLIENT="",RULE="prefix"\n:allow,RULE="default"\n')
+    assert "\nRULE=prefix\n" in env and "\nRELAYCLIENT=\n" in env
+
+
+def test_ipv6_deny_rule_as_the_ipv6_tcpserver(tmp_path, qhome):
+    """A deny rule for ::1: closed without a byte, the same `deny` and `end` lines."""
+    cdb = tcprules(tmp_path, "::1:deny\n:allow\n", ucspi6("tcprules"))
+    logs = {}
+    for name in ("tcpserver6", "qmail-tcpserver"):
+        front = Front(front_path(name), ["-v", "-HR", "-l", "localhost", "-x", cdb], qhome.env(), tmp_path,
+                      host="::1")
+        try:
+            with front.connect() as s:
+                client = s.getsockname()[1]
+                assert recv_until(s, b"\n") == b""
+            wait_for(ended(front, 1))
+        finally:
+            assert front.stop() == 0
+        logs[name] = normalized(front.log(), {front.port: "P", client: "C"})
+    assert logs["qmail-tcpserver"] == logs["tcpserver6"]
+    assert "tcpserver: deny PID localhost:::1:P :::1::C\ntcpserver: end PID status 25600\n" in logs["tcpserver6"]
 
 
 def test_ipv6_rules_prefix_ending_in_a_colon(tmp_path, qhome):
