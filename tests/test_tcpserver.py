@@ -517,6 +517,19 @@ def test_ipv6_rule_on_a_prefix_ending_in_a_colon_as_the_ipv6_tcpserver(tmp_path,
     assert "\nRULE=prefix\n" in env and "\nRELAYCLIENT=\n" in env
 
 
+def test_ipv4_client_of_an_ipv6_listener_as_the_ipv6_tcpserver(tmp_path, qhome):
+    """An IPv4 client on a `::` listener (::0: the IPv6 tcpserver cannot read `::` alone):
+    PROTO=TCP, a.b.c.d in the TCP* names and ::ffff:a.b.c.d in their TCP6* twins and the
+    log line; its rule is the IPv4 address's."""
+    env, log = same_as_the_ipv6_tcpserver(
+        tmp_path, qhome, '127.0.0.1:allow,RULE="v4"\n::ffff:127.0.0.1:allow,RULE="mapped"\n:allow,RULE="default"\n',
+        host="::0", client_host="127.0.0.1")
+    assert "\nPROTO=TCP\n" in env and "\nTCPREMOTEIP=127.0.0.1\n" in env and "\nRULE=v4\n" in env
+    assert "\nTCP6REMOTEIP=::ffff:127.0.0.1\n" in env and "\nTCP6LOCALIP=::ffff:127.0.0.1\n" in env
+    assert "tcpserver: pid PID from 127.0.0.1\n" in log
+    assert "tcpserver: ok PID localhost:::ffff:127.0.0.1:SERVERPORT :::ffff:127.0.0.1::CLIENTPORT\n" in log
+
+
 def test_ipv6_deny_rule_as_the_ipv6_tcpserver(tmp_path, qhome):
     """A deny rule for ::1: closed without a byte, the same `deny` and `end` lines."""
     cdb = tcprules(tmp_path, "::1:deny\n:allow\n", ucspi6("tcprules"))

@@ -30,6 +30,11 @@ class Connection:
         self.remote_addr, self.remote_port = _unmapped(peer[0]), peer[1]
         self.local_ip, self.remote_ip = _text(self.local_addr), _text(self.remote_addr)
         self.proto = "TCP6" if ":" in self.remote_ip else "TCP"
+        # on an IPv6 listener (its addresses have ':'), the TCP6* spellings the IPv6 tcpserver
+        # gives every client, an IPv4 one's as ::ffff:a.b.c.d; None on an IPv4 listener
+        ipv6_listener = ":" in local[0]
+        self.local_ip6 = _text6(local[0]) if ipv6_listener else None
+        self.remote_ip6 = _text6(peer[0]) if ipv6_listener else None
         self.local_host = self.remote_host = self.remote_info = None
 
 
@@ -41,6 +46,13 @@ def _unmapped(ip):
 def _text(ip):
     """An address as tcpserver writes it: IPv6 as its ip6_fmt() (ip6_text), IPv4 as it is."""
     return ip6_text(ip) if ":" in ip else ip
+
+
+def _text6(ip):
+    """An address of an IPv6 socket as the IPv6 tcpserver's ip6_fmt() writes it: an IPv4
+    client's ::ffff:a.b.c.d with its dotted quad, any other by ip6_text."""
+    ip = _unmapped(ip)
+    return ip6_text(ip) if ":" in ip else "::ffff:" + ip
 
 
 def ip6_text(ip):

@@ -55,18 +55,22 @@ def _scan(e, changes):
 
 def tcp_changes(conn):
     """tcpserver's own variables for a connection (a Connection), in doit()'s order.
-    An IPv6 connection has PROTO=TCP6 and its addresses in the same TCP* names, which
-    is what qmail-smtpd reads, each followed by its TCP6* twin, as the IPv6 patch's
-    tcpserver (Debian's ucspi-tcp-ipv6) sets them; an IPv4 one has ucspi-tcp 0.88's."""
+    A connection to an IPv6 listener has each TCP* name followed by its TCP6* twin, as the
+    IPv6 patch's tcpserver (Debian's ucspi-tcp-ipv6) sets them: an IPv6 client PROTO=TCP6
+    and the same addresses in both, an IPv4 one PROTO=TCP, its addresses as a.b.c.d in the
+    TCP* names (which qmail-smtpd reads) and as ::ffff:a.b.c.d in the TCP6* ones. A
+    connection to an IPv4 listener has ucspi-tcp 0.88's."""
     changes = [("PROTO", conn.proto),
                ("TCPLOCALIP", conn.local_ip), ("TCPLOCALPORT", str(conn.local_port)),
                ("TCPLOCALHOST", conn.local_host),
                ("TCPREMOTEIP", conn.remote_ip), ("TCPREMOTEPORT", str(conn.remote_port)),
                ("TCPREMOTEHOST", conn.remote_host),
                ("TCPREMOTEINFO", conn.remote_info)]
-    if conn.proto != "TCP6":
+    if conn.remote_ip6 is None:
         return changes
-    return [changes[0]] + [c for name, value in changes[1:] for c in ((name, value), ("TCP6" + name[3:], value))]
+    six = {"TCPLOCALIP": conn.local_ip6, "TCPREMOTEIP": conn.remote_ip6}
+    return [changes[0]] + [c for name, value in changes[1:]
+                           for c in ((name, value), ("TCP6" + name[3:], six.get(name, value)))]
 
 
 def environ_of(base, conn, rule_env):
@@ -78,14 +82,18 @@ def environ_of(base, conn, rule_env):
 
 def verdict_line(verdict, pid, conn):
     """`tcpserver: ok PID localhost:localip:localport remotehost:remoteip:info:remoteport`;
-    an IPv6 connection's as the IPv6 tcpserver writes it, its colons kept (`:::1:`)."""
-    if conn.proto == "TCP6":
+    on an IPv6 listener as the IPv6 tcpserver writes it: its colons kept (`:::1:`), an IPv4
+    client's addresses as ::ffff:a.b.c.d."""
+    local_ip, remote_ip = conn.local_ip, conn.remote_ip
+    if conn.remote_ip6 is not None:
+        local_ip, remote_ip = conn.local_ip6, conn.remote_ip6
+
         def s(text):
             return ucspi_safe(text, colons=True)
     else:
         s = ucspi_safe
     return "tcpserver: %s %s %s:%s:%s %s:%s:%s:%s" % (
         s(verdict), s(str(pid)),
-        s(conn.local_host) if conn.local_host is not None else "", s(conn.local_ip), s(str(conn.local_port)),
-        s(conn.remote_host) if conn.remote_host is not None else "", s(conn.remote_ip),
+        s(conn.local_host) if conn.local_host is not None else "", s(local_ip), s(str(conn.local_port)),
+        s(conn.remote_host) if conn.remote_host is not None else "", s(remote_ip),
         s(conn.remote_info) if conn.remote_info is not None else "", s(str(conn.remote_port)))
