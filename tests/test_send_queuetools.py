@@ -282,3 +282,25 @@ def test_qmail_todo_opens_todo_again_10_s_after_it_could_not(scratch):
     os.rename(todo + ".aside", todo)               # no trigger: only the pause brings it back
     send.wait_line(r"^end msg %d$" % msgid)
     assert send.stop() == 0
+
+
+def test_qread_shows_a_message_whose_channel_file_it_cannot_open(scratch):
+    """qmail-qread.c: local/ or remote/ that cannot be opened for another reason than ENOENT
+    gives err()'s warning after the message's line, and the other channel's recipients follow;
+    the message is not left out. (A symbolic link loop: a reason even root meets.)"""
+    msgid = int(queue_message(scratch.home, sender=b"alice@x", recips=(b"bob@localhost", b"e@far")).split("/")[1])
+    assert preprocess(scratch.home, msgid, Rewriter(["localhost"], [], [], "x"), Cleaner())[1]
+    os.unlink(layout.todo_path(scratch.home, msgid))
+    local = layout.local_path(scratch.home, msgid)
+    os.unlink(local)
+    os.symlink(os.path.basename(local), local)
+    info = os.stat(layout.info_path(scratch.home, msgid))
+    size = os.stat(layout.mess_path(scratch.home, msgid)).st_size
+    warning = "warning: trouble with #%d: symbolic link loop\n" % msgid
+    out = subprocess.run([str(BIN / "qmail-qread")], capture_output=True, env=scratch.env(), timeout=20)
+    assert (out.returncode, out.stdout.decode()) == (0, "%s GMT  #%d  %d  <alice@x> \n%s\tremote\te@far\n" % (
+        date822(info.st_mtime)[:-6], msgid, size, warning))
+    out = subprocess.run([str(BIN / "qmail-qread"), "--json"], capture_output=True, env=scratch.env(), timeout=20)
+    assert out.stderr.decode() == warning
+    assert [(m["id"], m["recipients"]) for m in json.loads(out.stdout)] == [
+        (msgid, [{"channel": "remote", "address": "e@far", "done": False}])]

@@ -23,28 +23,40 @@ def printable(b):
 
 
 def message(home, msgid, split=layout.SPLIT):
-    """What qmail-qread shows about one message; raises OSError."""
+    """What qmail-qread shows about one message; raises OSError. A local/ or remote/ file that
+    cannot be read for another reason than its absence does not hide the message, as in
+    qmail-qread.c: its warning goes in "troubles" as (where among the recipients, text)."""
     size = os.stat(layout.mess_path(home, msgid, split)).st_size
     with open(layout.info_path(home, msgid, split), "rb") as f:
         sender = f.read().split(b"\0", 1)[0][1:]
         qtime = os.fstat(f.fileno()).st_mtime
-    recips = []
+    recips, troubles = [], []
     for c, channel in enumerate(files.CHANNEL_DIRS):
         try:
             records = files.read_records(files.channel_path(home, msgid, c, split))
         except FileNotFoundError:
             continue
+        except OSError as e:
+            troubles.append((len(recips), trouble(msgid, e)))
+            continue
         recips += [{"channel": channel, "address": printable(r[1:]), "done": r[:1] == b"D"}
                    for _, r in records if r[:1] in (b"T", b"D")]
     return {"id": msgid, "time": int(qtime), "date": date822(qtime)[:-len(" -0000")] + " GMT", "size": size,
             "sender": printable(sender), "bouncing": os.path.exists(layout.bounce_path(home, msgid)),
-            "recipients": recips}
+            "recipients": recips, "troubles": troubles}
+
+
+def trouble(msgid, e):
+    """qmail-qread.c's err(): the warning for a message it cannot read."""
+    return "warning: trouble with #%d: %s" % (msgid, error_str(e))
 
 
 def render(m):
     lines = ["%s  #%d  %d  <%s> %s" % (m["date"], m["id"], m["size"], m["sender"], " bouncing" if m["bouncing"] else "")]
-    lines += ["%s\t%s\t%s" % ("  done" if r["done"] else "", r["channel"], r["address"]) for r in m["recipients"]]
-    return lines
+    recips = ["%s\t%s\t%s" % ("  done" if r["done"] else "", r["channel"], r["address"]) for r in m["recipients"]]
+    for where, text in reversed(m["troubles"]):
+        recips.insert(where, text)
+    return lines + recips
 
 
 def die_on_closed_pipe():
@@ -73,11 +85,14 @@ def listing(home, echo, warn, as_json=False):
             try:
                 m = message(home, msgid)
             except OSError as e:
-                say("warning: trouble with #%d: %s" % (msgid, error_str(e)))
+                say(trouble(msgid, e))
                 continue
-            out.append(m)
-            if not as_json:
+            if as_json:
+                for _, text in m.pop("troubles"):
+                    say(text)
+            else:
                 echo("\n".join(render(m)))
+            out.append(m)
     except OSError as e:
         where = os.path.relpath(e.filename, queue) if e.filename else "info"
         say("fatal: unable to opendir %s: %s" % (where, error_str(e)))
