@@ -152,6 +152,31 @@ def test_two_tools_editing_rcpthosts_at_once_keep_both_lines(home):
         assert f.read() == "localhost\nother.test\nexample.org\n"
 
 
+def test_control_edits_lock_where_nfs_allows_an_exclusive_flock(home, monkeypatch):
+    """flock(2): on NFS Linux emulates flock with POSIX locks, and an exclusive one needs a file
+    opened for writing; the lock was an flock of control/ opened read-only, so add_line (qmail-users
+    adddomain) failed there with EBADF. It is now control/edit.lock, opened for writing, which
+    qmail-showctl --check knows. Here flock refuses as NFS's emulation does."""
+    import errno
+    import fcntl
+    from qmailpy.ctl import edit
+    real = fcntl.flock
+
+    def nfs_flock(fd, op):
+        if op & fcntl.LOCK_EX and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return real(fd, op)
+    monkeypatch.setattr(fcntl, "flock", nfs_flock)
+    home.control("rcpthosts", "localhost\n")
+    assert edit.add_line(home.root, "rcpthosts", "example.org")
+    assert edit.remove_lines(home.root, "rcpthosts", lambda line: line == "localhost") == ["localhost"]
+    with open(os.path.join(home.root, "control", "rcpthosts")) as f:
+        assert f.read() == "example.org\n"
+    assert oct(os.stat(os.path.join(home.root, "control", "edit.lock")).st_mode & 0o777) == "0o600"
+    r = home.run("qmail-showctl", "--check")
+    assert "edit.lock" not in r.stdout.decode(), r.stdout
+
+
 def test_no_rcpthosts_file_is_left_alone(home):
     r = home.run("qmail-users", "adddomain", "example.org")
     assert r.returncode == 0 and b"rcpthosts" in r.stderr

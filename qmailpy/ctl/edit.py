@@ -4,8 +4,11 @@ A file is replaced through a temp file in control/ and a rename (fileio.atomic_w
 durable), so a reader never sees half a file; it keeps the old file's mode and owner (0644, the
 caller's, for a new one). Lines are text (UTF-8, undecodable bytes kept).
 A change made from the file's lines (add_line, remove_lines) holds an exclusive flock on
-control/ itself from the read to the rename: two tools at once (qmail-users adddomain run
+control/edit.lock from the read to the rename: two tools at once (qmail-users adddomain run
 twice) would each write the lines it had read plus its own, and the other's line would be lost.
+The lock is a file opened for writing, not control/ itself: on NFS, Linux emulates flock with
+POSIX locks, which refuse an exclusive lock on a descriptor opened read-only (EBADF), as a
+directory's always is.
 A control set in control/options (H-Sphere) and not by a file of its own is
 "set elsewhere": a new file would shadow that value, so the tools leave it
 and tell the admin instead (set_elsewhere()).
@@ -19,12 +22,24 @@ from qmailpy.ctl.parse import file_lines
 NEW_MODE = 0o644
 
 
+LOCK = "edit.lock"              # in registry.KNOWN_FILES: not an unknown control to qmail-showctl
+LOCK_MODE = 0o600
+
+
 @contextlib.contextmanager
 def editing(home):
-    """Hold the admin tools' lock on control/ (an flock of the directory: no file of its own)."""
+    """Hold the admin tools' lock on control/: an flock of control/edit.lock, made if missing (a
+    tool that may not open it for writing takes the flock on control/ itself, as before)."""
+    import errno
     import fcntl
     try:
-        fd = os.open(paths.control_path(home, ""), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(paths.control_path(home, LOCK),
+                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, LOCK_MODE)
+        except OSError as e:
+            if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            fd = os.open(paths.control_path(home, ""), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         yield                   # no control/: no file to edit, and none to write
         return

@@ -279,7 +279,8 @@ BY_NAME.update({alias: c for c in CONTROLS for alias in c.aliases})
 # Files that live in control/ but are not parameters themselves.
 KNOWN_FILES = frozenset({"options", "clamavclients", "spamdclients", "srs", "tcp.smtp", "tcp.smtp.cdb",
                          "domainkeys",      # DKIM keys, domainkeys/DOMAIN/SELECTOR (qmailpy.dkim.keys)
-                         "srs/setsrssecret.lock"})
+                         "srs/setsrssecret.lock",
+                         "edit.lock"})      # the admin tools' lock on control/ (qmailpy.ctl.edit)
 
 
 def lookup(name):
