@@ -538,3 +538,93 @@ def test_deldomain_then_adddomain_of_the_same_name_keeps_the_new_directory(backe
     assert users.has_domain("example.org") and users.lookup("joe", "example.org") is None
     assert os.listdir(users.domain_dir("example.org")) == []
     assert os.listdir(os.path.dirname(users.domain_dir("example.org"))) == ["example.org"]
+
+
+def _killed_at(backend, hook, *args):  # noqa: F811
+    """qmail-users ARGS run as its launcher runs it, SIGKILLed right after maildir.set_aside has
+    run (hook "set_aside") or right before maildir.remove_tree would (hook "remove_tree")."""
+    import subprocess
+    from conftest import program
+    with open(program("qmail-users")) as f:
+        launcher = f.read().splitlines()
+    code = "\n".join(line if line != "from qmailpy.cli.users import main" else
+                     "import os, signal\nfrom qmailpy.users import maildir\nreal = maildir.%s\n"
+                     "def killed(*a, **k):\n    if real.__name__ == 'set_aside':\n        real(*a, **k)\n"
+                     "    os.kill(os.getpid(), signal.SIGKILL)\n"
+                     "maildir.%s = killed\n%s" % (hook, hook, line) for line in launcher[1:])
+    r = subprocess.run([launcher[0][2:].split()[0], "-IS", "-c", code, *args], capture_output=True,
+                       env=backend.home.env(), timeout=60)
+    assert r.returncode == -9, r.stderr
+
+
+def test_deluser_killed_before_its_commit_gets_its_directory_back(backend):  # noqa: F811
+    """deluser killed after moving joe's directory aside and before its COMMIT: the row stayed,
+    the directory was gone for good (joe's mail deferred, then bounced). The next command on
+    the domain puts it back; one killed after the COMMIT leaves a tree that is removed then."""
+    users = backend.open(create=True)
+    admin.add_domain(users, "example.org")
+    box = admin.add_user(users, "joe@example.org", "secret")
+    with open(os.path.join(box.maildir, "new", "1.2.host"), "w") as f:
+        f.write("old mail\n")
+    domain_dir = users.domain_dir("example.org")
+    _killed_at(backend, "set_aside", "deluser", "joe@example.org")
+    assert [n.startswith(".deleted.joe.") for n in os.listdir(domain_dir)] == [True]
+    r = backend.home.run("qmail-users", "adduser", "joe@example.org", "-p", "again")
+    assert (r.returncode, r.stderr) == (1, b"qmail-users: user exists: joe@example.org\n")
+    assert os.listdir(domain_dir) == ["joe"]
+    assert os.listdir(os.path.join(box.maildir, "new")) == ["1.2.host"]
+    _killed_at(backend, "remove_tree", "deluser", "joe@example.org")
+    users = backend.open()
+    assert users.lookup("joe", "example.org") is None
+    assert [n.startswith(".deleted.joe.") for n in os.listdir(domain_dir)] == [True]
+    r = backend.home.run("qmail-users", "adduser", "joe@example.org", "-p", "again")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(domain_dir) == ["joe"] and os.listdir(os.path.join(box.maildir, "new")) == []
+
+
+def test_deldomain_killed_before_its_commit_gets_its_directory_back(backend):  # noqa: F811
+    """The same for deldomain: its domain directory comes back while the domain is there."""
+    users = backend.open(create=True)
+    admin.add_domain(users, "example.org")
+    admin.add_user(users, "joe@example.org", "secret")
+    domains = os.path.dirname(users.domain_dir("example.org"))
+    _killed_at(backend, "set_aside", "deldomain", "example.org", "--no-rcpthosts", "--no-virtualdomains")
+    assert [n.startswith(".deleted.example.org.") for n in os.listdir(domains)] == [True]
+    r = backend.home.run("qmail-users", "adddomain", "example.org", "--no-rcpthosts", "--no-virtualdomains")
+    assert (r.returncode, r.stderr) == (1, b"qmail-users: domain exists: example.org\n")
+    assert os.listdir(domains) == ["example.org"]
+    assert os.path.isdir(backend.open().lookup("joe", "example.org").maildir)
+    r = backend.home.run("qmail-users", "deldomain", "example.org", "--no-rcpthosts", "--no-virtualdomains")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(domains) == []
+
+
+def test_a_command_during_a_deluser_does_not_put_its_directory_back(backend, monkeypatch):  # noqa: F811
+    """recover() must not take a deluser still at work for a dead one: a qmail-users adduser of
+    the same name started after the directory was moved aside, before the COMMIT, would have put
+    it back (the row still there for it), and the old mailbox would outlive its row. It waits
+    for the deleting transaction, then finds the row gone and the tree to remove."""
+    import subprocess
+    from conftest import program
+    users = backend.open(create=True)
+    admin.add_domain(users, "example.org")
+    old = admin.add_user(users, "joe@example.org", "secret")
+    real = admin.maildir.set_aside
+    second = []
+
+    def set_aside_then_adduser(path, owner=None):
+        aside = real(path, owner)
+        second.append(subprocess.Popen([program("qmail-users"), "adduser", "joe@example.org", "-p", "again"],
+                                       env=backend.home.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        try:
+            second[0].wait(3)           # unlocked, it puts the tree back now
+        except subprocess.TimeoutExpired:
+            pass                        # waiting for our transaction
+        return aside
+    monkeypatch.setattr(admin.maildir, "set_aside", set_aside_then_adduser)
+    admin.del_user(users, "joe@example.org")
+    out, err = second[0].communicate(timeout=60)
+    assert second[0].returncode == 0, err
+    new = backend.open().lookup("joe", "example.org")
+    assert new is not None and new.dir == old.dir
+    assert os.listdir(users.domain_dir("example.org")) == ["joe"]

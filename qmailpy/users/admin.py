@@ -58,6 +58,7 @@ def _address(users, address):
 
 def add_domain(users, domain):
     domain = check_domain(domain)
+    recover(users, domain)
     if users.domain_of(domain) is not None:
         raise UsersError("domain exists: %s" % domain)
     with atomic(users):
@@ -90,6 +91,7 @@ def add_alias_domain(users, first, second):
 def del_domain(users, domain, keep_files=False):
     """Remove a domain with its users, aliases and directory; for an alias, just the alias."""
     domain = check_domain(domain)
+    recover(users, domain)
     target = users.alias_target(domain)
     if target is not None:
         with atomic(users):
@@ -124,8 +126,35 @@ def _delete(users, statements, tree):
         maildir.remove_tree(aside, owner)
 
 
+def recover(users, domain):
+    """Finish what a deluser or deldomain that died between moving a tree aside and removing it
+    left (killed, or its rmtree failed): a `.deleted.NAME.RANDOM` in domains/ or in domains/DOMAIN
+    goes back to NAME while its domain or user row is there and NAME is not (the transaction did
+    not commit: the mailbox would defer, then bounce, with no directory), and is removed once
+    the row is gone. Each is decided in a transaction that first writes the domain's dir_control
+    row, which the deleting one holds until its commit: one still at work is waited for, never
+    undone. A tree whose NAME exists again is left alone."""
+    owner = maildir.owner_of(users.vpopmaildir)
+    domains = os.path.dirname(users.domain_dir(domain))
+    for parent, in_domain in ((domains, None), (users.domain_dir(domain), domain)):
+        for aside, name in maildir.set_aside_trees(parent):
+            path = os.path.join(parent, name)
+            with atomic(users):
+                users.write("UPDATE dir_control SET cur_users = cur_users WHERE domain = ?", in_domain or name)
+                if in_domain is None:
+                    alive = users.is_real_domain(name)
+                else:
+                    box = users.lookup(name, in_domain)
+                    alive = box is not None and os.path.normpath(box.dir) == os.path.normpath(path)
+                if alive and not os.path.lexists(path):
+                    maildir.put_back(aside, path, owner)
+            if not alive:
+                maildir.remove_tree(aside, owner)
+
+
 def add_user(users, address, password, quota=None, clear=False, scheme=DEFAULT_SCHEME, gecos=None):
     user, domain = _address(users, address)
+    recover(users, domain)
     if users.lookup(user, domain) is not None:
         raise UsersError("user exists: %s@%s" % (user, domain))
     shell = _shell(quota)
@@ -160,6 +189,7 @@ def add_user(users, address, password, quota=None, clear=False, scheme=DEFAULT_S
 
 def del_user(users, address, keep_files=False):
     user, domain = _address(users, address)
+    recover(users, domain)
     box = users.lookup(user, domain)
     if box is None:
         raise UsersError("no such user: %s@%s" % (user, domain))

@@ -84,6 +84,17 @@ def set_aside(path, owner=None):
     return os.path.join(os.path.dirname(path), aside)
 
 
+def set_aside_trees(parent):
+    """[(path, NAME)] of the trees set_aside() left in `parent` (none when it cannot be read)."""
+    import re
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    return [(os.path.join(parent, n), m.group(1)) for n in sorted(names)
+            for m in [re.fullmatch(r"\.deleted\.(.+)\.[0-9a-f]{8}", n)] if m]
+
+
 def put_back(aside, path, owner=None):
     """Undo set_aside() (the transaction did not commit); errors ignored."""
     if aside is None or aside == os.path.normpath(path):
