@@ -1,9 +1,9 @@
 """The real services the suite needs, and what happens when one is missing.
 
-A test that needs clamd, spamd, Dovecot, MariaDB or Postfix's smtp-sink and cannot
+A test that needs clamd, spamd, Dovecot, MariaDB, Postfix's smtp-sink or a private Postfix and cannot
 have it fails with the reason: a skip would pass CI. The one way out is a developer's
 explicit opt-out, $QMAILPY_TEST_WITHOUT (docs/development.md): service names separated
-by commas or blanks (clamd, spamd, dovecot, mariadb, smtp-sink), or `all`; those tests
+by commas or blanks (clamd, spamd, dovecot, mariadb, smtp-sink, postfix), or `all`; those tests
 are then skipped and say so.
 
 MariaDB is the machine's (127.0.0.1:3306, root, no password). When it does not answer
@@ -19,7 +19,7 @@ import time
 import pytest
 
 OPT_OUT = "QMAILPY_TEST_WITHOUT"
-SERVICES = ("clamd", "spamd", "dovecot", "mariadb", "smtp-sink")
+SERVICES = ("clamd", "spamd", "dovecot", "mariadb", "smtp-sink", "postfix")
 MYSQL_HOST, MYSQL_PORT = "127.0.0.1", 3306
 MARIADBD = "/usr/sbin/mariadbd"
 

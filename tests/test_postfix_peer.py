@@ -1,0 +1,281 @@
+"""qmailpy against a real C MTA on both sides: a private Postfix (bench/postfix.py) on 127.0.0.1.
+
+qmail-remote -> Postfix's smtpd as the remote MX: PIPELINING, per-recipient 450/550 in one
+transaction, 552 after the dot for a message over message_size_limit, Postfix's 421 after too
+many errors, STARTTLS with control/tlsdestinations. Postfix's smtp client -> qmail-smtpd (under
+tcpserver) as its relayhost: pipelined MAIL/RCPT/DATA, STARTTLS, many recipients, bare LF and
+8-bit bodies, and qmail-smtpd's refusals as Postfix's queue and log record them (permanent:
+bounced; temporary: still queued). Postfix that cannot start fails the test (services.missing).
+"""
+import os
+import re
+import shutil
+import smtplib
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+import services
+from bench.postfix import Postfix, PostfixUnavailable, check_host
+from conftest import program
+from test_e2e_support import DOMAIN, World, wait_until
+from tlspeer import tls_certs  # noqa: F401  (fixture)
+
+PEER = "peer.example"           # Postfix's virtual domain: rcpt@ exists, other users are unknown
+QUEUED = rb"Remote host said: 250 2\.0\.0 Ok: queued as [0-9A-F]+\n"
+
+
+def start(pf):
+    reason = check_host()
+    if reason is None:
+        try:
+            return pf.start()
+        except (PostfixUnavailable, OSError, subprocess.SubprocessError) as e:
+            pf.stop()
+            reason = str(e)
+    services.missing("postfix", "a private Postfix cannot run here: %s" % reason)
+
+
+def private_root():
+    """A 0755 directory in /tmp: Postfix's unprivileged daemons must reach its data and queue
+    directories, which pytest's 0700 tmp_path does not let them."""
+    root = tempfile.mkdtemp(prefix="qmailpy-postfix-")
+    os.chmod(root, 0o755)
+    return root
+
+
+def edit_main_cf(pf, drop=(), add=()):
+    path = os.path.join(pf.config, "main.cf")
+    lines = [line for line in open(path).read().splitlines() if line.split(" =")[0] not in drop]
+    with open(path, "w") as f:
+        f.write("\n".join(lines + list(add)) + "\n")
+
+
+@pytest.fixture(scope="module")
+def mx(tls_certs):  # noqa: F811
+    """Postfix's smtpd (no queue manager) as the MX of peer.example: STARTTLS offered with a
+    certificate of the test CA, message_size_limit 2000, an access map answering 450 and 550."""
+    root = private_root()
+    cert, key = tls_certs.server("mx." + PEER)
+    os.chmod(key, 0o644)
+    pf = Postfix(os.path.join(root, "pf"), "peer", PEER, full=False)
+    access = os.path.join(pf.config, "access")
+    with open(access, "w") as f:
+        f.write("defer@%s 450 4.2.0 try later\nreject@%s 550 5.1.1 no such user\n" % (PEER, PEER))
+    edit_main_cf(pf, add=["message_size_limit = 2000",
+                          "smtpd_recipient_restrictions = check_recipient_access texthash:%s,"
+                          " permit_mynetworks, reject" % access,
+                          "smtpd_hard_error_limit = 4", "smtpd_soft_error_limit = 2",
+                          "smtpd_error_sleep_time = 0",
+                          "smtpd_tls_cert_file = " + cert, "smtpd_tls_key_file = " + key,
+                          "smtpd_tls_security_level = may"])
+    with open(os.path.join(pf.config, "master.cf"), "a") as f:
+        f.write("tlsmgr    unix - - n 1000? 1 tlsmgr\n")
+    start(pf)
+    yield pf
+    pf.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def remote(home, mx):
+    """qmail-remote for peer.example, routed by smtproutes to Postfix: remote(*recips) -> stdout;
+    without STARTTLS unless tlsdestinations says otherwise."""
+    home.control("me", "test.example\n")
+    home.control("smtproutes", ":127.0.0.1:%d\n" % mx.port)
+
+    def go(*recips, message=b"Subject: x\n\nhi\n", tlsdestinations="!%s\n" % PEER):
+        home.control("tlsdestinations", tlsdestinations)
+        p = subprocess.run([program("qmail-remote"), PEER, "a@test.example", *recips], input=message,
+                           capture_output=True, env=home.env(), timeout=60)
+        assert (p.returncode, p.stderr) == (0, b"")
+        return p.stdout
+    return go
+
+
+def test_remote_per_recipient_reports_from_postfix(remote):
+    out = remote("rcpt@" + PEER, "defer@" + PEER, "reject@" + PEER, "nobody@" + PEER)
+    assert re.fullmatch(
+        rb"r\0"
+        rb"s127\.0\.0\.1 does not like recipient\.\nRemote host said: 450 4\.2\.0 <defer@peer\.example>:"
+        rb" Recipient address rejected: try later\n\0"
+        rb"h127\.0\.0\.1 does not like recipient\.\nRemote host said: 550 5\.1\.1 <reject@peer\.example>:"
+        rb" Recipient address rejected: no such user\n\0"
+        rb"h127\.0\.0\.1 does not like recipient\.\nRemote host said: 550 5\.1\.1 <nobody@peer\.example>:"
+        rb" Recipient address rejected: User unknown in virtual mailbox table\n\0"
+        rb"K127\.0\.0\.1 accepted message\.\n" + QUEUED + rb"\0", out), out
+
+
+def test_remote_every_recipient_refused_by_postfix(remote):
+    assert remote("defer@" + PEER, "reject@" + PEER) == (
+        b"s127.0.0.1 does not like recipient.\nRemote host said: 450 4.2.0 <defer@peer.example>:"
+        b" Recipient address rejected: try later\n\0"
+        b"h127.0.0.1 does not like recipient.\nRemote host said: 550 5.1.1 <reject@peer.example>:"
+        b" Recipient address rejected: no such user\n\0"
+        b"DGiving up on 127.0.0.1.\n\0")
+
+
+def test_remote_message_over_postfix_size_limit_bounces_with_its_text(remote):
+    big = b"Subject: big\n\n" + b"z" * 70 + b"\n" + (b"y" * 70 + b"\n") * 40
+    assert remote("rcpt@" + PEER, message=big) == (
+        b"r\0D127.0.0.1 failed after I sent the message.\n"
+        b"Remote host said: 552 5.3.4 Error: message file too big\n\0")
+
+
+def test_remote_postfix_421_after_too_many_errors_defers_the_rest(remote):
+    out = remote("rcpt@" + PEER, *["n%d@%s" % (i, PEER) for i in range(5)])
+    unknown = (b"h127.0.0.1 does not like recipient.\nRemote host said: 550 5.1.1 <n%d@peer.example>:"
+               b" Recipient address rejected: User unknown in virtual mailbox table\n\0")
+    assert out == (b"r\0" + b"".join(unknown % i for i in range(4))
+                   + b"s127.0.0.1 does not like recipient.\n"
+                     b"Remote host said: 421 4.7.0 mx.peer.peer.example Error: too many errors\n\0"
+                     b"ZConnected to 127.0.0.1 but connection died. (#4.4.2)\n\0")
+
+
+def test_remote_8bit_message_to_postfix(remote):
+    out = remote("rcpt@" + PEER, message=b"Subject: 8bit\n\ncaf\xc3\xa9\n")
+    assert re.fullmatch(rb"r\0K127\.0\.0\.1 accepted message\.\n" + QUEUED + rb"\0", out), out
+
+
+def test_remote_starttls_to_postfix_verified_by_tlsdestinations(remote, tls_certs):  # noqa: F811
+    out = remote("rcpt@" + PEER, tlsdestinations="%s:%s\n" % (PEER, tls_certs.ca))
+    assert re.fullmatch(rb"r\0K127\.0\.0\.1 accepted message\.\nTLS: TLSv1\.3 [A-Z0-9_]+, certificate verified"
+                        rb" for 127\.0\.0\.1\.\n" + QUEUED + rb"\0", out), out
+
+
+def test_remote_postfix_refusing_the_client_at_connect_is_a_deferral(remote, mx):
+    """smtpd_delay_reject = no: Postfix's reply to the connection is its 554, not a 220; qmail's
+    "greeting failed" is a Z whatever the code."""
+    mx.postconf(smtpd_delay_reject="no", smtpd_client_restrictions="reject")
+    try:
+        assert remote("rcpt@" + PEER) == (
+            b"ZConnected to 127.0.0.1 but greeting failed.\n"
+            b"Remote host said: 554 5.7.1 <localhost[127.0.0.1]>: Client host rejected: Access denied\n\0")
+    finally:
+        mx.postconf(smtpd_delay_reject="yes", smtpd_client_restrictions="")
+
+
+def test_remote_postfix_delayed_client_reject_refuses_every_recipient(remote, mx):
+    """smtpd_delay_reject = yes (Postfix's default): the client restriction answers each RCPT."""
+    mx.postconf(smtpd_client_restrictions="reject")
+    try:
+        assert remote("rcpt@" + PEER) == (
+            b"h127.0.0.1 does not like recipient.\n"
+            b"Remote host said: 554 5.7.1 <localhost[127.0.0.1]>: Client host rejected: Access denied\n\0"
+            b"DGiving up on 127.0.0.1.\n\0")
+    finally:
+        mx.postconf(smtpd_client_restrictions="")
+
+
+# -- Postfix's smtp client delivering into qmail-smtpd -------------------------------------------
+@pytest.fixture
+def relay(tmp_path, tls_certs, request):  # noqa: F811
+    """(world, postfix): qmail-smtpd with a certificate under tcpserver, no qmail-send (accepted
+    mail stays in todo/), and Postfix relaying everything to it with TLS required; mail for
+    tq.<DOMAIN> goes to a second qmail-smtpd whose qmail-queue exits 71."""
+    world = World(queued=False, controls=getattr(request, "param", None))
+    root = private_root()
+    cert, key = tls_certs.server("mx.e2e.test")
+    with open(os.path.join(world.home, "control", "servercert.pem"), "wb") as f:
+        f.write(open(cert, "rb").read() + open(key, "rb").read())
+    world.control("rcpthosts", "%s\ntq.%s" % (DOMAIN, DOMAIN))
+    failing = tmp_path / "qq71"
+    failing.write_text("#!/bin/sh\ncat >/dev/null\nexit 71\n")
+    failing.chmod(0o755)
+    port, port71 = world.smtpd(), world.smtpd(QMAILQUEUE=str(failing))
+    pf = Postfix(os.path.join(root, "pf"), "relay", "pf.example", relay_port=port)
+    with open(os.path.join(pf.config, "transport"), "w") as f:
+        f.write("tq.%s smtp:[127.0.0.1]:%d\n" % (DOMAIN, port71))
+    edit_main_cf(pf, drop=("defer_transports", "smtp_tls_security_level"),
+                 add=["smtp_tls_security_level = encrypt",
+                      "transport_maps = texthash:%s/transport" % pf.config,
+                      "queue_run_delay = 2s", "minimal_backoff_time = 2s", "maximal_backoff_time = 2s"])
+    try:
+        start(pf)
+        yield world, pf
+    finally:
+        pf.stop()
+        world.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def submit(pf, message, rcpts, sender="s@pf.example"):
+    with smtplib.SMTP("127.0.0.1", pf.port) as s:
+        s.sendmail(sender, rcpts, message)
+
+
+def logged(pf, pattern, count=1):
+    wait_until(lambda: len(re.findall(pattern, open(pf.maillog, "rb").read())) >= count, timeout=60,
+               what="%r in Postfix's log" % pattern)
+    return re.findall(pattern, open(pf.maillog, "rb").read())
+
+
+def todo_messages(world):
+    return [open(os.path.join(world.home, "queue", f), "rb").read()
+            for f in world.queue_files() if f.startswith("mess/")]
+
+
+def test_postfix_relays_into_qmail_smtpd(relay):
+    world, pf = relay
+    rcpts = ["m%d@%s" % (i, DOMAIN) for i in range(120)]
+    submit(pf, b"Subject: many\r\n\r\nhi\r\n", rcpts)
+    submit(pf, b"Subject: raw\n\nbare lf\n.dot\ncaf\xc3\xa9 \x80\xff\r\n", ["u1@" + DOMAIN])
+    sent = logged(pf, rb"status=sent \(250 ok \d+ qp \d+\)", 121)
+    assert len(sent) == 121
+    time.sleep(0.5)
+    mess = todo_messages(world)
+    assert len(mess) == 4       # Postfix's smtp_destination_recipient_limit: 50 + 50 + 20, and one
+    raw = [m for m in mess if b"Subject: raw" in m][0]
+    assert b" with ESMTPS (TLS_" in raw
+    assert raw.endswith(b"\n\nbare lf\n.dot\ncaf\xc3\xa9 \x80\xff\n"), raw
+    assert not subprocess.run(["postqueue", "-c", pf.config, "-p"], capture_output=True,
+                              text=True).stdout.strip().startswith("-Queue ID-")
+
+
+def test_qmail_smtpd_refusals_as_postfix_records_them(relay):
+    world, pf = relay
+    submit(pf, b"Subject: mix\r\n\r\nhi\r\n", ["ok@" + DOMAIN, "x@notmine.example"])
+    submit(pf, b"Subject: tq\r\n\r\nhi\r\n", ["u1@tq." + DOMAIN])
+    (bounced,) = logged(pf, rb"to=<x@notmine\.example>, relay=[^\n]*status=bounced \([^\n]*\)\n")
+    assert bounced.endswith(b"status=bounced (host 127.0.0.1[127.0.0.1] said: 553 sorry, that domain isn't in"
+                            b" my list of allowed rcpthosts (#5.7.1) (in reply to RCPT TO command))\n")
+    logged(pf, rb"to=<ok@e2e\.example>, relay=[^\n]*status=sent")
+    logged(pf, rb"to=<u1@tq\.e2e\.example>, relay=[^\n]*status=deferred")
+    queue = subprocess.run(["postqueue", "-c", pf.config, "-p"], capture_output=True, text=True).stdout
+    assert "(host 127.0.0.1[127.0.0.1] said: 451 mail server temporarily rejected message (#4.3.0)" \
+           " (in reply to end of DATA command))\n                                         u1@tq.e2e.example\n" \
+           in queue, queue
+    assert "-- 0 Kbytes in 1 Request." in queue
+    assert len(todo_messages(world)) == 1
+
+
+def test_qmail_smtpd_refusing_every_recipient_of_a_pipelined_transaction(relay):
+    """Postfix pipelines DATA after the RCPTs; qmail-smtpd's 503 to it changes nothing: bounced."""
+    world, pf = relay
+    submit(pf, b"Subject: none\r\n\r\nhi\r\n", ["x@notmine.example", "y@notmine.example"])
+    assert len(logged(pf, rb"to=<[xy]@notmine\.example>, relay=[^\n]*status=bounced \(host 127\.0\.0\.1"
+                          rb"\[127\.0\.0\.1\] said: 553 sorry, that domain isn't in my list of allowed"
+                          rb" rcpthosts \(#5\.7\.1\) \(in reply to RCPT TO command\)\)", 2)) == 2
+    assert todo_messages(world) == []
+
+
+@pytest.mark.parametrize("relay", [{"maxrecepients": "10"}], indirect=True)
+def test_qmail_smtpd_maxrecepients_452_makes_postfix_send_the_rest_later(relay):
+    """spamcontrol's 452 after maxrecepients: Postfix defers the rest and sends them in later
+    transactions; every recipient arrives once, none is bounced."""
+    world, pf = relay
+    rcpts = ["m%d@%s" % (i, DOMAIN) for i in range(25)]
+    submit(pf, b"Subject: many\r\n\r\nhi\r\n", rcpts)
+    logged(pf, rb"status=deferred \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: 452 sorry, too many recipients"
+               rb" \(#4\.5\.3\) \(in reply to RCPT TO command\)\)")
+    logged(pf, rb"status=sent \(250 ok", 25)
+    wait_until(lambda: "Mail queue is empty" in subprocess.run(["postqueue", "-c", pf.config, "-p"],
+               capture_output=True, text=True).stdout, timeout=60, what="Postfix's queue empty")
+    got = []
+    for f in world.queue_files():
+        if f.startswith("todo/"):
+            got += re.findall(rb"T([^\0]*)\0", open(os.path.join(world.home, "queue", f), "rb").read())
+    assert sorted(got) == sorted(r.encode() for r in rcpts)
+    assert b"status=bounced" not in open(pf.maillog, "rb").read()
