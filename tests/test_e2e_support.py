@@ -174,11 +174,12 @@ class World:
         """bin/qmail-send; user=(uid, gid) runs it (and so every helper) as that user."""
         return Send(self, user=user, **env)
 
-    def smtpd(self, host="127.0.0.1", port=None, local="localhost", argv=(), **env):
-        """tcpserver + bin/qmail-smtpd on host:port (default a free port); the port.
-        argv: qmail-smtpd's arguments (a checkpassword program); env: more environment."""
+    def smtpd(self, host="127.0.0.1", port=None, local="localhost", argv=(), server="tcpserver", **env):
+        """tcpserver (or `server`, e.g. bin/qmail-tcpserver) + bin/qmail-smtpd on host:port (default
+        a free port); the port. argv: qmail-smtpd's arguments (a checkpassword program); env: more
+        environment."""
         port = port or free_port(host)
-        proc = subprocess.Popen(self.wrap + ["tcpserver", "-q", "-H", "-R", "-l", local, host, str(port),
+        proc = subprocess.Popen(self.wrap + [server, "-q", "-H", "-R", "-l", local, host, str(port),
                                              str(BIN / "qmail-smtpd"), *argv], env=self.env(**env),
                                 stdin=subprocess.DEVNULL)
         self.procs.append(proc)

@@ -20,7 +20,7 @@ import pytest
 import services
 from bench.postfix import Postfix, PostfixUnavailable, check_host
 from conftest import program
-from test_e2e_support import DOMAIN, World, wait_until
+from test_e2e_support import BIN, DOMAIN, World, wait_until
 from tlspeer import tls_certs  # noqa: F401  (fixture)
 
 PEER = "peer.example"           # Postfix's virtual domain: rcpt@ exists, other users are unknown
@@ -170,9 +170,15 @@ def test_remote_postfix_delayed_client_reject_refuses_every_recipient(remote, mx
 
 
 # -- Postfix's smtp client delivering into qmail-smtpd -------------------------------------------
+@pytest.fixture(params=["tcpserver", "qmail-tcpserver"])
+def server(request):
+    """What runs qmail-smtpd for Postfix: the real tcpserver or bin/qmail-tcpserver."""
+    return request.param if request.param == "tcpserver" else str(BIN / request.param)
+
+
 @pytest.fixture
-def relay(tmp_path, tls_certs, request):  # noqa: F811
-    """(world, postfix): qmail-smtpd with a certificate under tcpserver, no qmail-send (accepted
+def relay(tmp_path, tls_certs, request, server):  # noqa: F811
+    """(world, postfix): qmail-smtpd with a certificate under `server`, no qmail-send (accepted
     mail stays in todo/), and Postfix relaying everything to it with TLS required; mail for
     tq.<DOMAIN> goes to a second qmail-smtpd whose qmail-queue exits 71."""
     world = World(queued=False, controls=getattr(request, "param", None))
@@ -184,7 +190,7 @@ def relay(tmp_path, tls_certs, request):  # noqa: F811
     failing = tmp_path / "qq71"
     failing.write_text("#!/bin/sh\ncat >/dev/null\nexit 71\n")
     failing.chmod(0o755)
-    port, port71 = world.smtpd(), world.smtpd(QMAILQUEUE=str(failing))
+    port, port71 = world.smtpd(server=server), world.smtpd(server=server, QMAILQUEUE=str(failing))
     pf = Postfix(os.path.join(root, "pf"), "relay", "pf.example", relay_port=port)
     with open(os.path.join(pf.config, "transport"), "w") as f:
         f.write("tq.%s smtp:[127.0.0.1]:%d\n" % (DOMAIN, port71))
@@ -243,11 +249,13 @@ def test_qmail_smtpd_refusals_as_postfix_records_them(relay):
                             b" my list of allowed rcpthosts (#5.7.1) (in reply to RCPT TO command))\n")
     logged(pf, rb"to=<ok@e2e\.example>, relay=[^\n]*status=sent")
     logged(pf, rb"to=<u1@tq\.e2e\.example>, relay=[^\n]*status=deferred")
-    queue = subprocess.run(["postqueue", "-c", pf.config, "-p"], capture_output=True, text=True).stdout
-    assert "(host 127.0.0.1[127.0.0.1] said: 451 mail server temporarily rejected message (#4.3.0)" \
-           " (in reply to end of DATA command))\n                                         u1@tq.e2e.example\n" \
-           in queue, queue
-    assert "-- 0 Kbytes in 1 Request." in queue
+    deferred = ("(host 127.0.0.1[127.0.0.1] said: 451 mail server temporarily rejected message (#4.3.0)"
+                " (in reply to end of DATA command))\n                                         u1@tq.e2e.example\n")
+
+    def queue():    # between retries (every 2 s here) the message shows its reason, else '*' (active)
+        return subprocess.run(["postqueue", "-c", pf.config, "-p"], capture_output=True, text=True).stdout
+    wait_until(lambda: deferred in queue(), timeout=30, what="the deferral in postqueue -p")
+    assert "-- 0 Kbytes in 1 Request." in queue()
     assert len(todo_messages(world)) == 1
 
 
