@@ -1,7 +1,8 @@
 """qmailpy against a real C MTA on both sides: a private Postfix (bench/postfix.py) on 127.0.0.1.
 
 qmail-remote -> Postfix's smtpd as the remote MX: PIPELINING, per-recipient 450/550 in one
-transaction, 552 after the dot for a message over message_size_limit, Postfix's 421 after too
+transaction, 552 after the dot for a message over message_size_limit, a 421 or 554 instead of
+the greeting, a 554 per RCPT (smtpd_delay_reject), Postfix's 421 after too
 many errors, STARTTLS with control/tlsdestinations. Postfix's smtp client -> qmail-smtpd (under
 tcpserver) as its relayhost: pipelined MAIL/RCPT/DATA, STARTTLS, many recipients, bare LF and
 8-bit bodies, and qmail-smtpd's refusals as Postfix's queue and log record them (permanent:
@@ -11,6 +12,7 @@ import os
 import re
 import shutil
 import smtplib
+import socket
 import subprocess
 import tempfile
 import time
@@ -155,6 +157,19 @@ def test_remote_postfix_refusing_the_client_at_connect_is_a_deferral(remote, mx)
             b"Remote host said: 554 5.7.1 <localhost[127.0.0.1]>: Client host rejected: Access denied\n\0")
     finally:
         mx.postconf(smtpd_delay_reject="yes", smtpd_client_restrictions="")
+
+
+def test_remote_postfix_421_at_connect_is_a_deferral(remote, mx):
+    """Postfix's 421 instead of its greeting (one connection per client, one already open)."""
+    mx.postconf(smtpd_client_connection_count_limit="1", smtpd_client_event_limit_exceptions="")
+    try:
+        with socket.create_connection(("127.0.0.1", mx.port)) as held:
+            assert held.recv(100).startswith(b"220 ")
+            assert remote("rcpt@" + PEER) == (
+                b"ZConnected to 127.0.0.1 but greeting failed.\n"
+                b"Remote host said: 421 4.7.0 mx.peer.peer.example Error: too many connections from 127.0.0.1\n\0")
+    finally:
+        mx.postconf(smtpd_client_connection_count_limit="0", smtpd_client_event_limit_exceptions="$mynetworks")
 
 
 def test_remote_postfix_delayed_client_reject_refuses_every_recipient(remote, mx):
