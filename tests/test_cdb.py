@@ -142,25 +142,11 @@ def test_a_cdb_that_is_no_file_is_never_opened(tmp_path):
     must not be opened for reading (a device's open has side effects: /dev/watchdog starts the
     watchdog; a FIFO's waiting writer is let go). Only a regular file is opened, through the
     O_PATH descriptor the name was resolved to; anything else is a ControlError."""
-    import time
-    fifo = tmp_path / "fifo"
-    os.mkfifo(fifo)
-    os.symlink("fifo", tmp_path / "cdb")
-    writer = subprocess.Popen(["sh", "-c", "echo x > fifo"], cwd=str(tmp_path))
-    try:
-        for _ in range(1000):                       # until the writer waits in open() for a reader
-            with open("/proc/%d/wchan" % writer.pid) as f:
-                if f.read() == "wait_for_partner":
-                    break
-            time.sleep(0.01)
+    from waitingfifo import writer_waiting_behind
+    with writer_waiting_behind(tmp_path, "cdb"):
         with pytest.raises(ControlError) as e:
             open_cdb(str(tmp_path / "cdb"), "users/cdb")
         assert str(e.value) == "users/cdb: unable to read: not a file"
-        with pytest.raises(subprocess.TimeoutExpired):
-            writer.wait(1)
-    finally:
-        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
-        writer.wait(10)
 
 
 def test_full_table_does_not_hang_a_lookup(tmp_path):

@@ -242,21 +242,6 @@ def test_a_dotqmail_default_that_is_no_file_is_never_opened(users):
     (/dev/watchdog starts the watchdog, a tape rewinds), a FIFO lets its waiting writer go. The
     file is looked at through an O_PATH descriptor and read only when it is a regular one. Here
     a writer waits on a FIFO: had the reader opened it, the writer would have been let go."""
-    import subprocess
-    import time
-    fifo = os.path.join(users.domain_dir("example.org"), "fifo")
-    os.mkfifo(fifo)
-    os.symlink("fifo", os.path.join(users.domain_dir("example.org"), ".qmail-default"))
-    writer = subprocess.Popen(["sh", "-c", "echo x > fifo"], cwd=users.domain_dir("example.org"))
-    try:
-        for _ in range(1000):                       # until the writer waits in open() for a reader
-            with open("/proc/%d/wchan" % writer.pid) as f:
-                if f.read() == "wait_for_partner":
-                    break
-            time.sleep(0.01)
+    from waitingfifo import writer_waiting_behind
+    with writer_waiting_behind(users.domain_dir("example.org"), ".qmail-default"):
         assert check_recipient(users, "ann@example.org") == NOUSER
-        with pytest.raises(subprocess.TimeoutExpired):
-            writer.wait(1)
-    finally:
-        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))     # lets the writer go
-        writer.wait(10)
