@@ -122,11 +122,8 @@ def alias_stand_in(alias_home, local, as_itself):
     if alias_home is None:
         return NOALIAS
     name = ALIAS_USER.encode()
-    if local[:len(name)].lower() == name and len(local) == len(name):
-        dash, ext = b"", b""
-    elif local[:len(name)].lower() == name and local[len(name):len(name) + 1] == BREAK:
-        dash, ext = b"-", local[len(name) + 1:]
-    else:
+    head, dash, ext = local.partition(BREAK)
+    if head.lower() != name:
         dash, ext = b"-", local
     if as_itself:
         uid, gid = os.getuid(), os.getgid()
