@@ -1,17 +1,16 @@
 """The default users backend: vpopmail's tables in $QMAILHOME/users/vpopmail.sqlite.
 
-Readers never create the file: a missing file is an empty database. Made by
-root (qmail-users), the file takes the owner of its directory, users/, which
-the production install gives the users service's account alone. A locked
-or unreadable file is UsersUnavailable (after `timeout` seconds of waiting
-for a writer), never "no such user".
+Readers never create the file: a missing file is an empty database. users/
+belongs to the users service's account (qmailu) in production; root never opens
+the file there but through a child that has become that owner
+(qmailpy.users.sqliteowner), which also makes the file theirs. A locked or
+unreadable file is UsersUnavailable (after `timeout` seconds of waiting for a
+writer), never "no such user".
 """
 import os
 
 from qmailpy.users.errors import MissingTable, UsersError, UsersUnavailable
 from qmailpy.users.schema import create_statements
-
-FILE_MODE = 0o600   # secrets inside: the owner of users/ alone (the users service's qmailu in production)
 
 
 class SqliteDB:
@@ -20,29 +19,22 @@ class SqliteDB:
         self._conn = None
 
     def _connect(self, create):
-        import sqlite3
         if self._conn is not None:
             return self._conn
+        from qmailpy.users import sqliteowner
         if not create and not os.path.exists(self.path):
-            raise MissingTable(self.path)
-        try:
-            if create and not os.path.exists(self.path):
-                os.makedirs(os.path.dirname(self.path), exist_ok=True)
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-                try:
-                    if os.geteuid() == 0:       # made by root (qmail-users): the directory's owner's
-                        st = os.stat(os.path.dirname(self.path))
-                        os.fchown(fd, st.st_uid, st.st_gid)
-                finally:
-                    os.close(fd)
-        except FileExistsError:
-            pass                # made by someone else meanwhile
-        except OSError as e:
-            raise UsersUnavailable("%s: %s" % (self.path, e.strerror or e)) from None
-        try:
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-        except sqlite3.Error as e:
-            raise UsersUnavailable("%s: %s" % (self.path, e)) from None
+            raise MissingTable(self.path)       # no child started for an empty database
+        directory = os.path.dirname(self.path)
+        if create:
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as e:
+                raise UsersUnavailable("%s: %s" % (directory, e.strerror or e)) from None
+        owner = sqliteowner.other_owner(directory)
+        if owner is not None:       # root, in someone else's directory: open it as them
+            conn = sqliteowner.connect_as(os.path.abspath(self.path), owner, self.timeout, create)
+        else:
+            conn = sqliteowner.connect_file(self.path, self.timeout, create)
         self._conn = conn
         if create:
             self._run(self._schema)

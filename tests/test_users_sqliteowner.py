@@ -1,0 +1,191 @@
+"""Root and the SQLite users database in another owner's users/ (qmailu's in production).
+
+Root (qmail-lspawn, qmail-users, the clearopensmtp cron job) never opens the file itself:
+a child that has become the owner of users/ does (qmailpy.users.sqliteowner), so a link
+the owner puts there reaches only what the owner could open. Root only.
+"""
+import os
+import pathlib
+import select
+import shutil
+import signal
+import sqlite3
+import tempfile
+import time
+
+import pytest
+
+from conftest import Home
+from qmailpy.ctl.reader import Controls
+from qmailpy.users import UsersUnavailable, open_users
+from qmailpy.users.schema import create_statements
+
+pytestmark = pytest.mark.skipif(os.getuid() != 0, reason="needs root: the database is opened as another uid")
+OWNER = (40094, 40095)      # no account needed: root becomes numeric ids
+
+
+@pytest.fixture
+def top():
+    """A directory everyone may search, as /var/qmail's parents are (SQLite opens by absolute
+    path, so the owner of users/ must pass every directory above; pytest's tmp_path is 0700)."""
+    path = tempfile.mkdtemp(prefix="qmailpy-sqliteowner-")
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path)
+
+
+def owned_home(top):
+    os.chmod(top, 0o755)
+    home = Home(top / "qmail")
+    users = os.path.join(home.root, "users")
+    os.mkdir(users, 0o700)
+    os.chown(users, *OWNER)
+    return home, users
+
+
+def opened(home):
+    return open_users(home.root, Controls(home.root, {}))
+
+
+def ok(result):
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    return result.stdout.decode()
+
+
+def status(pid):
+    """/proc/PID/status as {field: [values]}, or None once the process is gone (or a zombie)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            fields = {k: v.split() for k, _, v in (line.partition(":") for line in f)}
+    except OSError:
+        return None
+    return None if fields["State"][0] == "Z" else fields
+
+
+def gone(pid, deadline=30.0):
+    end = time.monotonic() + deadline
+    while status(pid) is not None:
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_root_makes_and_uses_the_database_as_the_owner_of_users(top):
+    home, users = owned_home(top)
+    ok(home.run("qmail-users", "adddomain", "v.test"))
+    ok(home.run("qmail-users", "adduser", "joe@v.test", "-p", "secret"))
+    st = os.lstat(os.path.join(users, "vpopmail.sqlite"))
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (OWNER[0], OWNER[1], 0o600)
+    assert sorted(n for n in os.listdir(users) if os.stat(os.path.join(users, n)).st_uid != OWNER[0]) == []
+    with opened(home) as db:
+        assert db.lookup("joe", "v.test").address == "joe@v.test"
+        assert db.verify_password("joe@v.test", "secret")
+        child = db.db._conn.child_pid
+        ids = status(child)
+        # the owner's uid and gid, every one of them, and no supplementary group
+        assert ids["Uid"] == [str(OWNER[0])] * 4 and ids["Gid"] == [str(OWNER[1])] * 4 and ids["Groups"] == []
+    assert gone(child)              # closed: the child read EOF and ended
+    ok(home.run("qmail-users", "deluser", "joe@v.test"))
+    with opened(home) as db:
+        assert db.lookup("joe", "v.test") is None
+
+
+def root_database(path):
+    """A users database of root's own, 0600, with one mailbox in it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for stmt in create_statements():
+        conn.execute(stmt)
+    conn.execute("INSERT INTO vpopmail (pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, "
+                 "pw_shell, pw_clear_passwd) VALUES ('joe', 'v.test', 'x', 0, 0, '', '/root', 'NOQUOTA', '')")
+    conn.execute("INSERT INTO dir_control (domain) VALUES ('v.test')")
+    conn.close()
+    os.chmod(path, 0o600)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_root_never_opens_what_a_link_in_the_owners_users_points_to(top):
+    """users/vpopmail.sqlite -> a database of root's: root used to read it (a mailbox of the
+    owner's choosing, delivered as the uid of its row) and write it (qmail-users adduser)."""
+    home, users = owned_home(top)
+    theirs = str(top / "root-only.sqlite")
+    before = root_database(theirs)
+    os.symlink(theirs, os.path.join(users, "vpopmail.sqlite"))
+    with opened(home) as db:
+        with pytest.raises(UsersUnavailable) as e:
+            db.lookup("joe", "v.test")
+        assert "unable to open database file" in str(e.value)
+    r = home.run("qmail-users", "adduser", "ann@v.test", "-p", "secret")
+    assert r.returncode == 111, (r.stdout, r.stderr)
+    with open(theirs, "rb") as f:
+        assert f.read() == before
+    assert sorted(os.listdir(top)) == ["qmail", "root-only.sqlite"]      # no journal of it either
+
+
+def test_the_child_holds_no_fd_of_its_callers(top):
+    """qmail-send waits for EOF on qmail-lspawn's pipes: a child that kept a copy of one open
+    would hold qmail-send up after qmail-lspawn ended."""
+    home, _ = owned_home(top)
+    ok(home.run("qmail-users", "adddomain", "v.test"))
+    r, w = os.pipe()
+    try:
+        with opened(home) as db:
+            assert db.lookup("joe", "v.test") is None           # the child is started here
+            os.close(w)
+            w = None
+            assert select.select([r], [], [], 10.0)[0] == [r]
+            assert os.read(r, 1) == b""
+    finally:
+        os.close(r)
+        if w is not None:
+            os.close(w)
+
+
+def test_the_child_ends_with_its_caller(top):
+    home, _ = owned_home(top)
+    ok(home.run("qmail-users", "adddomain", "v.test"))
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(rfd)
+            db = opened(home)
+            db.lookup("joe", "v.test")
+            os.write(wfd, b"%d\n" % db.db._conn.child_pid)
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd) as f:
+        child = int(f.readline())
+    assert status(child) is not None
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert gone(child)
+
+
+def test_a_lost_child_takes_its_transaction_and_nothing_runs_without_it(top):
+    home, _ = owned_home(top)
+    ok(home.run("qmail-users", "adddomain", "v.test"))
+    with opened(home) as users:
+        db = users.db
+        db.begin()
+        db.execute("INSERT INTO dir_control (domain) VALUES ('w.test')")
+        child = db._conn.child_pid
+        os.kill(child, signal.SIGKILL)
+        assert gone(child)
+        for _ in range(2):      # no second child under what was an open transaction
+            with pytest.raises(UsersUnavailable) as e:
+                db.execute("INSERT INTO dir_control (domain) VALUES ('x.test')")
+            assert "the users database's child (uid %d) is gone" % OWNER[0] in str(e.value)
+        db.rollback()
+    with opened(home) as users:        # a new child once closed; the killed one's insert is gone
+        assert [r[0] for r in users.rows("SELECT domain FROM dir_control ORDER BY domain")] == ["v.test"]
+
+
+def test_no_child_for_a_database_not_made_yet(top, monkeypatch):
+    home, _ = owned_home(top)
+    monkeypatch.setattr(os, "fork", lambda: pytest.fail("a child was started"))
+    with opened(home) as db:
+        assert db.lookup("joe", "v.test") is None
