@@ -200,8 +200,9 @@ class Scripted:
             peer.conn.close()
 
 
-def smtp_script(ehlo=b"250-sink.test\r\n250 8BITMIME\r\n", end=b"250 ok\r\n", die_after_dot=False):
-    """An accept-all dialogue: every command gets 250 (DATA 354); `end` answers the final dot."""
+def smtp_script(ehlo=b"250-sink.test\r\n250 8BITMIME\r\n", end=b"250 ok\r\n", die_after_dot=False, answers=None):
+    """An accept-all dialogue: every command gets 250 (DATA 354); `end` answers the final dot;
+    `answers` maps a verb (b"MAIL") to another reply."""
     def script(peer):
         peer.send(b"220 sink.test ESMTP\r\n")
         while True:
@@ -220,7 +221,7 @@ def smtp_script(ehlo=b"250-sink.test\r\n250 8BITMIME\r\n", end=b"250 ok\r\n", di
                     return
                 peer.send(end)
             else:
-                peer.send(b"250 ok\r\n")
+                peer.send((answers or {}).get(verb, b"250 ok\r\n"))
     return script
 
 

@@ -238,6 +238,41 @@ def test_a_failed_handshake_of_opportunistic_tls_goes_plaintext_on_a_new_connect
     assert len(calls) == 2
 
 
+def _insists_on_tls(answer_mail, answer_rcpt=b"250 ok\r\n"):
+    """A plaintext dialogue of a server that wants STARTTLS first (RFC 3207's 530)."""
+    return smtp_script(ehlo=b"250-strict.test\r\n250 PIPELINING\r\n",
+                       answers={b"MAIL": answer_mail, b"RCPT": answer_rcpt})
+
+
+@pytest.mark.parametrize("mail, rcpt, expected", [
+    (b"530 5.7.0 Must issue a STARTTLS command first\r\n", b"250 ok\r\n",
+     b"ZConnected to 127.0.0.1 but sender was rejected.\nTLS: handshake failed ("),
+    (b"250 ok\r\n", b"530 5.7.0 Must issue a STARTTLS command first\r\n",
+     b"s127.0.0.1 does not like recipient.\nRemote host said: 530 5.7.0 Must issue a STARTTLS command "
+     b"first\n\0DGiving up on 127.0.0.1.\nTLS: handshake failed ("),
+])
+def test_a_530_after_a_failed_handshake_is_a_deferral_not_a_bounce(remote, tls_certs, scripted,
+                                                                   mail, rcpt, expected):
+    """Opportunistic TLS whose handshake failed goes plaintext on a new connection; a server that
+    insists on TLS answers that with 530, which would bounce the mail, where the TLS patch defers
+    at the handshake and the next try may get TLS through."""
+    bad, _ = _tls_peer(tls_certs, handshake=False)
+    calls = []
+
+    def script(peer):
+        calls.append(1)
+        return (bad if len(calls) == 1 else _insists_on_tls(mail, rcpt))(peer)
+    out = remote(scripted(script).port, cafile=tls_certs.ca)
+    assert out.startswith(expected), out
+    assert b"), sent without TLS.\n" in out and len(calls) == 2
+
+
+def test_a_530_without_a_failed_handshake_stays_a_bounce(remote, scripted):
+    """A server that never offered STARTTLS and answers 530: plaintext by policy, qmail's bounce."""
+    out = remote(scripted(_insists_on_tls(b"530 5.7.0 Must issue a STARTTLS command first\r\n")).port)
+    assert out.startswith(b"DConnected to 127.0.0.1 but sender was rejected.\nRemote host said: 530"), out
+
+
 def test_the_wire_drops_buffered_plaintext_at_starttls(tls_certs):
     """remote.wire.Conn.starttls on a socketpair: bytes after the 220 are gone, TLS bytes follow."""
     from qmailpy.remote.wire import Conn

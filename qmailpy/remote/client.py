@@ -88,6 +88,13 @@ def _downgraded(conn, sender, recips):
     return sender, recips
 
 
+def _wants_tls(code, plan):
+    """RFC 3207's 530 ("Must issue a STARTTLS command first") on a connection made without TLS
+    only because the TLS handshake failed on the one before: the next try may get TLS through,
+    so a deferral, never a bounce."""
+    return code == 530 and plan is not None and plan.fell_back
+
+
 def smtp(conn, helohost, sender, recips, message, reports, plan=None, dest=b""):
     """Deliver message; appends recipient reports to `reports`; always raises Stop or Dropped
     (or remote.tls.Trouble: plan is the connection's TLS plan, None for no TLS at all)."""
@@ -114,7 +121,7 @@ def smtp(conn, helohost, sender, recips, message, reports, plan=None, dest=b""):
     pipelining = b"PIPELINING" in ext
     conn.send(mail + b"\r\n" + (b"".join(rcpts) if pipelining else b""))
     code = conn.reply()
-    if code >= 500:
+    if code >= 500 and not _wants_tls(code, plan):
         _end(conn, b"DConnected to ", b" but sender was rejected")
     if code >= 400:
         _end(conn, b"ZConnected to ", b" but sender was rejected")
@@ -124,6 +131,8 @@ def smtp(conn, helohost, sender, recips, message, reports, plan=None, dest=b""):
         if not pipelining:
             conn.send(line)
         code = conn.reply()
+        if _wants_tls(code, plan):
+            code = 450                  # a soft refusal: the text stays the server's 530
         reports.append(R.recipient(code, conn.partner, conn.take_text()) + b"\0")
         accepted = accepted or code < 400
     if not accepted:

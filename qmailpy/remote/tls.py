@@ -8,7 +8,10 @@ the recipients' domain, or the IP literal):
            the delivery is made again over a new connection with TLS but
            without the check (the report says why it did not verify). A
            handshake that fails otherwise: again over a new connection,
-           without TLS (the report says so). Not offered: plaintext, as qmail.
+           without TLS (the report says so), where a 530 (RFC 3207's "Must
+           issue a STARTTLS command first") to MAIL or RCPT is a deferral,
+           not a bounce: the next try may get TLS through, and the TLS patch
+           would have deferred at the handshake. Not offered: plaintext, as qmail.
   verify   TLS is required and the certificate must verify (system CAs, or
            the CA file of the line) for the host name qmail-remote connected
            to (the MX host, the smtproutes relay, or the literal's address).
@@ -119,6 +122,11 @@ class Plan:
     @property
     def required(self):
         return self.policy.level in REQUIRED
+
+    @property
+    def fell_back(self):
+        """Without TLS only because a handshake failed (after()), not by policy."""
+        return not self.use and self.policy.level != NONE
 
     def after(self, trouble):
         """The plan for a new connection after `trouble`, or None: a required TLS failed."""
