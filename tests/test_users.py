@@ -522,6 +522,22 @@ def test_deluser_then_adduser_of_the_same_name_keeps_the_new_mailbox(backend, mo
     assert os.listdir(users.domain_dir("example.org")) == ["joe"]
 
 
+def test_two_delusers_of_one_user_count_it_out_once(backend, monkeypatch):  # noqa: F811
+    """Two qmail-users deluser joe at once both found joe, and the second, waiting on the first's
+    transaction, then deleted no row but still took one off vpopmail's cur_users count."""
+    users = backend.open(create=True)
+    admin.add_domain(users, "example.org")
+    admin.add_user(users, "ann@example.org", "secret")
+    box = admin.add_user(users, "joe@example.org", "secret")
+    admin.del_user(users, "joe@example.org")
+    monkeypatch.setattr(users, "lookup", lambda *a: box)      # as the second one found joe
+    with pytest.raises(UsersError, match="^no such user: joe@example.org$"):
+        admin.del_user(users, "joe@example.org")
+    assert [tuple(r) for r in backend.sql("SELECT cur_users FROM dir_control WHERE domain = ?", ("example.org",))] == [(1,)]
+    monkeypatch.undo()
+    assert users.lookup("ann", "example.org") is not None
+
+
 def test_deldomain_then_adddomain_of_the_same_name_keeps_the_new_directory(backend, monkeypatch):  # noqa: F811
     """The same for deldomain and adddomain: the new domain's directory was removed with the old."""
     users = backend.open(create=True)

@@ -107,16 +107,19 @@ def del_domain(users, domain, keep_files=False):
     return "domain"
 
 
-def _delete(users, statements, tree):
+def _delete(users, statements, tree, gone=None):
     """The statements in one transaction, and `tree` (None: the files stay) removed: moved aside
     inside the transaction and removed after the commit, so that what an adduser or adddomain of
-    the same name makes right after the commit is not removed with it."""
+    the same name makes right after the commit is not removed with it. gone: the UsersError
+    message when the first statement deletes nothing, another command having deleted it
+    since it was looked up (nothing else is done twice, vpopmail's cur_users count included)."""
     owner = maildir.owner_of(users.vpopmaildir)
     aside = None
     try:
         with atomic(users):
-            for sql, *args in statements:
-                users.write(sql, *args)
+            for i, (sql, *args) in enumerate(statements):
+                if users.write(sql, *args) == 0 and i == 0 and gone:
+                    raise UsersError(gone)
             if tree is not None:
                 aside = maildir.set_aside(tree, owner)
     except BaseException:
@@ -197,7 +200,8 @@ def del_user(users, address, keep_files=False):
                     ("DELETE FROM lastauth WHERE user = ? AND domain = ?", user, domain),
                     ("UPDATE dir_control SET cur_users = cur_users - 1 WHERE domain = ? AND cur_users > 0",
                      domain)],
-            box.dir if not keep_files and os.path.isabs(box.dir) else None)
+            box.dir if not keep_files and os.path.isabs(box.dir) else None,
+            gone="no such user: %s@%s" % (user, domain))
     return box
 
 
