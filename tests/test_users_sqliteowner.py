@@ -189,3 +189,15 @@ def test_no_child_for_a_database_not_made_yet(top, monkeypatch):
     monkeypatch.setattr(os, "fork", lambda: pytest.fail("a child was started"))
     with opened(home) as db:
         assert db.lookup("joe", "v.test") is None
+
+
+def test_a_caller_that_ignores_sigchld_still_gets_its_child(top):
+    """A spawner started with SIGCHLD ignored (kept, as exec keeps it) has no child to wait for."""
+    home, _ = owned_home(top)
+    ok(home.run("qmail-users", "adddomain", "v.test"))
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        with opened(home) as db:
+            assert db.is_real_domain("v.test")
+    finally:
+        signal.signal(signal.SIGCHLD, old)

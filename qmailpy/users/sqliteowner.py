@@ -162,7 +162,10 @@ def connect_as(path, owner, timeout, create):
                 code = 0
             finally:
                 os._exit(code)
-        os.waitpid(pid, 0)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:             # SIGCHLD ignored: the kernel reaped it
+            pass
     except OSError as e:
         mine.close()
         raise UsersUnavailable("%s: cannot start the child that opens it: %s" % (path, e.strerror or e)) from None
