@@ -115,7 +115,8 @@ def test_root_never_opens_what_a_link_in_the_owners_users_points_to(top):
     with opened(home) as db:
         with pytest.raises(UsersUnavailable) as e:
             db.lookup("joe", "v.test")
-        assert "unable to open database file" in str(e.value)
+        assert str(e.value) == "%s/vpopmail.sqlite: unable to open database file (as uid %d, the owner of %s)" % (
+            users, OWNER[0], users)
     r = home.run("qmail-users", "adduser", "ann@v.test", "-p", "secret")
     assert r.returncode == 111, (r.stdout, r.stderr)
     with open(theirs, "rb") as f:
@@ -201,3 +202,15 @@ def test_a_caller_that_ignores_sigchld_still_gets_its_child(top):
             assert db.is_real_domain("v.test")
     finally:
         signal.signal(signal.SIGCHLD, old)
+
+
+def test_showctl_check_names_a_database_root_cannot_open_as_the_owner(top):
+    """A file of root's in qmailu's users/ (chown -R forgotten): qmail-lspawn would defer every
+    virtual delivery; --check says so, and why."""
+    home, users = owned_home(top)
+    os.chown(users, 0, 0)
+    ok(home.run("qmail-users", "adddomain", "v.test"))
+    os.chown(users, *OWNER)
+    r = home.run("qmail-showctl", "--check")
+    assert ("users database: cannot list the hosted domains: %s/vpopmail.sqlite: unable to open database "
+            "file (as uid %d, the owner of %s)\n" % (users, OWNER[0], users)) in r.stdout.decode(), r.stdout

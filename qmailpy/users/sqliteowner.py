@@ -210,6 +210,10 @@ def _serve(fd, path, owner, timeout, create):
             os.setgid(owner[1])
             os.setuid(owner[0])
             conn = connect_file(path, timeout, create)
+        except UsersUnavailable as e:
+            _send(sock, ("err", "UsersUnavailable", "%s (as uid %d, the owner of %s)"
+                         % (e, owner[0], os.path.dirname(path))))
+            os._exit(0)
         except tuple(ERRORS.values()) as e:
             _send(sock, ("err", type(e).__name__, str(e)))
             os._exit(0)
