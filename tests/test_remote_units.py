@@ -390,3 +390,19 @@ def test_a_message_that_cannot_be_read_is_qmails_read_error(tmp_path):
     finally:
         os.close(fd)
     assert stop.value.text == b"ZUnable to read message. (#4.3.0)\n"
+
+
+def test_tcpto_record_dated_ahead_of_a_clock_stepped_back_is_not_a_host_down(tmp_path):
+    """tcpto.c compares now() < when + limit without a lower bound: after the clock was
+    stepped back by days (NTP correcting a clock that ran ahead), a host whose time-outs were
+    recorded before the step is skipped until the clock catches up, and a single-MX domain's
+    mail is deferred that long (bounced once queuelifetime passes). A record dated ahead of
+    the clock has no known age: it does not mark the host down, and the next time-out is
+    counted with the real time."""
+    from qmailpy.remote.tcpto import TcpTo
+    path = tcpto_file(tmp_path, [("192.0.2.1", 2, 1000000 + 3 * 86400)])
+    cache = TcpTo(str(path), now=lambda: 1000000, pid=0)
+    assert not cache.is_down("192.0.2.1")
+    cache.record("192.0.2.1", True)
+    assert record_of(path, 0) == ("192.0.2.1", 3, 1000000)
+    assert cache.is_down("192.0.2.1")                            # now dated right: skipped as usual

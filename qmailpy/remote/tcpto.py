@@ -8,7 +8,8 @@ A time-out within 120 s of the previous one is not counted twice; a
 successful connection clears the count; refused connections do not count.
 A new address takes a free record, else the oldest (weighted by its count).
 The file is locked (flock) while read and written; a missing file turns
-the cache off, as in qmail. IPv6 addresses are never recorded.
+the cache off, as in qmail. Unlike qmail, a record dated ahead of the clock
+(stepped back since) counts as old, not as days of host-down. IPv6 addresses are never recorded.
 """
 import os
 import time
@@ -19,6 +20,12 @@ SIZE = 1024
 
 def _when(rec):
     return int.from_bytes(rec[8:12], "little")
+
+
+def _within(rec, now, seconds):
+    """The record's last time-out is less than `seconds` old. One dated ahead of the clock
+    (a clock stepped back since) is not: tcpto.c would wait until the clock catches up."""
+    return 0 <= now - _when(rec) < seconds
 
 
 class TcpTo:
@@ -71,7 +78,7 @@ class TcpTo:
             if rec[:4] == key:
                 self.was_there = True
                 limit = (60 + (self.pid & 31)) << 6
-                return rec[4] >= 2 and self.now() - _when(rec) < limit
+                return rec[4] >= 2 and _within(rec, self.now(), limit)
         return False
 
     def record(self, ip, timed_out):
@@ -89,7 +96,7 @@ class TcpTo:
                 if rec[:4] == key:
                     if not timed_out:
                         rec[4] = 0
-                    elif rec[4] and now < 120 + _when(rec):
+                    elif rec[4] and _within(rec, now, 120):
                         return
                     else:
                         rec[4] = min(rec[4] + 1, 10)
