@@ -49,11 +49,20 @@ class Clock:
         return int((now - birth) * self.scale)
 
     def nextretry(self, birth, now, channel):
-        """qmail-send's nextretry(): birth + (isqrt(age) + chanskip)^2."""
+        """qmail-send's nextretry(): birth + (isqrt(age) + chanskip)^2. A birth after now
+        (the clock stepped back since) counts as now, age 0: qmail's birth + chanskip^2
+        would wait until the clock caught up."""
         age = self.age(birth, now)
         n = math.isqrt(age) if age > 0 else 0
         n += CHANSKIP[channel]
-        return birth + self.delay(n * n)
+        return min(birth, now) + self.delay(n * n)
+
+    def longest_wait(self, channel, lifetime):
+        """The longest wait (real seconds) nextretry() gives a message not older than
+        `lifetime`: (m + chanskip)^2 - m^2 with m = isqrt(lifetime). A retry time further
+        ahead was set before the clock was stepped back."""
+        m, skip = math.isqrt(max(int(lifetime), 0)), CHANSKIP[channel]
+        return self.delay(2 * m * skip + skip * skip)
 
     def dying(self, birth, now, lifetime):
         """True once the message is older than queuelifetime."""

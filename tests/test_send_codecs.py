@@ -118,7 +118,7 @@ def test_nextretry_is_qmails():
     assert c.nextretry(born, born, 1) == born + 400
     assert c.nextretry(born, born + 400, 1) == born + 1600
     assert c.nextretry(born, born + 1600, 0) == born + 2500
-    assert c.nextretry(born, born - 5, 0) == born + 100                 # birth in the future: n = 0
+    assert c.nextretry(born, born - 5, 0) == born + 95                  # birth ahead of the clock: from now, n = 0
     assert c.nextretry(born, born + 10**5, 1) == born + (math.isqrt(10**5) + 20) ** 2
     fast = clock.Clock(100)
     assert fast.nextretry(born, born + 4, 1) == born + 16               # age 400 virtual s -> 1600 -> 16 real s

@@ -144,3 +144,86 @@ def test_an_info_subdirectory_it_cannot_read_is_read_again_not_skipped(scratch):
     send.wait_line(r"^end msg %d$" % msgid)
     assert send.stop() == 0
     assert [rcpt for _, _, rcpt, _ in scratch.local_log()] == ["joe@localhost"]
+
+
+class SteppedClock:
+    """qmailpy.clock.Clock with the wall clock set by the test (a clock NTP steps)."""
+
+    def __init__(self, now):
+        from qmailpy import clock
+        self.real, self.wall = clock.Clock(1), now
+
+    def now(self):
+        return self.wall
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def stepped_scheduler(scratch, msgid, born, retry, now):
+    """A Scheduler over one message (info born at `born`, remote file retried at `retry`),
+    its queues built at `now`."""
+    import types
+    from qmailpy.queue import layout
+    from qmailpy.send.channel import Channel
+    from qmailpy.send.scheduler import Scheduler
+    for path, data, when in ((layout.info_path(scratch.home, msgid), b"Falice@localhost\0", born),
+                             (layout.remote_path(scratch.home, msgid), b"Tbob@example.net\0", retry)):
+        with open(path, "wb") as f:
+            f.write(data)
+        os.utime(path, (when, when))
+    clk = SteppedClock(now)
+    channels = [Channel(0, -1, -1, 10), Channel(1, -1, -1, 20)]
+    for ch in channels:
+        ch.set_concurrency(ch.limit)
+    sched = Scheduler(scratch.home, clk, None, types.SimpleNamespace(lifetime=604800), channels, None, None)
+    sched.pqstart(sched.now())
+    return sched, clk, channels[1]
+
+
+def test_a_clock_stepped_back_keeps_every_queued_wait_not_the_wall_clock_times(scratch):
+    """qmail-send queues absolute times: when NTP steps the clock back two days, a retry due
+    in 5 minutes, a stat failure's 123 s and the 76431 s cleanup all wait two more days (until
+    the clock catches up). Each queued time moves back by the step, so each wait keeps its
+    length; a job whose pass is open when the clock steps keeps its wait too."""
+    born = 1_700_000_000
+    sched, clk, remote = stepped_scheduler(scratch, 1234, born, born + 400, born + 100)
+    assert remote.next_time() == born + 400
+    sched.next_cleanup = born + 100 + 76431
+    sched.pqfail.append((born + 100 + 123, 4321))
+    clk.wall = born + 100 - 2 * 86400                # the step
+    now = sched.now()
+    assert remote.next_time() == now + 300
+    assert sched.pqfail == [(now + 123, 4321)] and sched.next_cleanup == now + 76431
+    clk.wall = now + 300
+    assert sched.open_pass(remote, sched.now()) and remote.pass_.job.msgid == 1234
+    job, opened = remote.pass_.job, clk.wall
+    assert job.retry == opened + 400                 # born ahead of the clock: age 0
+    clk.wall -= 86400                                # stepped back again while the pass is open
+    sched.now()
+    assert job.retry == opened + 400 - 86400
+
+
+def test_a_retry_time_persisted_ahead_of_the_clock_waits_at_most_qmails_longest_wait(scratch):
+    """At start the channel file's mtime is the retry time: one persisted before the clock was
+    stepped back by 30 days waited those 30 days (and queuelifetime never came). No wait of
+    qmail's schedule for a message within queuelifetime is longer than
+    (isqrt(lifetime) + 20)^2 - isqrt(lifetime)^2 (remote, about 8.7 hours); a later one is
+    that long."""
+    born = 1_700_000_000
+    now = born + 3600
+    sched, _, remote = stepped_scheduler(scratch, 1234, born, now + 30 * 86400, now)
+    longest = (math.isqrt(604800) + 20) ** 2 - math.isqrt(604800) ** 2
+    assert remote.next_time() == now + longest
+    sched, _, remote = stepped_scheduler(scratch, 1234, born, now + longest - 5, now)
+    assert remote.next_time() == now + longest - 5
+
+
+def test_a_message_born_ahead_of_a_clock_stepped_back_is_retried_at_its_first_interval(scratch):
+    """nextretry() with birth > now: qmail's n = 0 gives birth + chanskip^2, days away when
+    the clock went back days; counted from now instead, as a message of age 0."""
+    born = 1_700_000_000
+    now = born - 3 * 86400
+    sched, _, remote = stepped_scheduler(scratch, 1234, born, now, now)
+    assert sched.open_pass(remote, now)
+    assert remote.pass_.job.retry == now + 400 and not remote.pass_.job.dying

@@ -153,7 +153,7 @@ class Loop:
 
     def turn(self):
         sched, flags = self.sched, self.flags
-        now = sched.clock.now()
+        now = sched.now()
         if flags.run:
             flags.run = False
             sched.pqrun(now)
@@ -171,7 +171,7 @@ class Loop:
         wakeup = sched.wakeup(now)
         timeout = 0 if wakeup <= now else wakeup - now + sched.clock.delay(clock.SLEEP_FUZZ)
         events = self.sel.select(min(timeout, clock.SLEEP_FOREVER))
-        now = sched.clock.now()
+        now = sched.now()
         for key, _ in events:
             what, ch = key.data
             if what == "commands":

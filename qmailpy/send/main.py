@@ -114,7 +114,7 @@ def main():
                       CleanClient(children["clean"].to, children["clean"].frm), injector)
     flags = loop.Flags()
     wake_fd = loop.install_signals(flags)
-    sched.pqstart(clk.now())
+    sched.pqstart(sched.now())
     sched.status()
     the_loop = loop.Loop(sched, children["todo"], children["lspawn"].pid, wake_fd, flags, environ)
     the_loop.tell_todo(todowire.START)      # ext-todo's todo_init(): our queues are built, go ahead

@@ -54,6 +54,28 @@ class Scheduler:
         self.bounces = {}              # msgid -> finish.Bouncing, going into qmail-queue
         self.bounce_wait = []          # msgids waiting for a free bounce slot
         self.copy_refused = set()      # msgids whose bounce qmail-queue refused with the copy
+        self.last_now = None           # the clock's last reading (now())
+
+    def now(self):
+        """The clock for the loop. When it reads earlier than last time (stepped back: NTP,
+        a VM snapshot), every queued time moves back by the step, so every wait keeps its
+        length; qmail-send keeps the times and waits until the clock catches up."""
+        now = self.clock.now()
+        if self.last_now is not None and now < self.last_now:
+            self.stepped_back(self.last_now - now)
+        self.last_now = now
+        return now
+
+    def stepped_back(self, by):
+        """Every time the scheduler waits for, `by` seconds earlier (heap order is kept)."""
+        for ch in self.channels:
+            ch.pq = [(when - by, msgid) for when, msgid in ch.pq]
+            jobs = [d.job for d in ch.active.values()] + ([ch.pass_.job] if ch.pass_ else [])
+            for job in {id(j): j for j in jobs}.values():
+                job.retry -= by
+        self.pqfail = [(when - by, msgid) for when, msgid in self.pqfail]
+        self.pqdone = [(when - by, msgid) for when, msgid in self.pqdone]
+        self.next_cleanup -= by
 
     # -- queues
     def numjobs(self):
@@ -94,8 +116,8 @@ class Scheduler:
         for ch, when in zip(self.channels, times):
             if when is not None:
                 found = True
-                if msgid not in ch.known:
-                    ch.schedule(msgid, when)
+                if msgid not in ch.known:        # a time persisted before a step back: no longer
+                    ch.schedule(msgid, min(when, now + self.clock.longest_wait(ch.index, self.config.lifetime)))
         if not found:
             self.done_add(msgid, now)
 
