@@ -57,6 +57,12 @@ class Clock:
         n += CHANSKIP[channel]
         return min(birth, now) + self.delay(n * n)
 
+    def capped(self, when, now, seconds):
+        """A time set `seconds` (a qmail interval) ahead at an earlier reading, seen at `now`:
+        never later than now + seconds, so a clock stepped back does not hold it until the
+        clock catches up."""
+        return min(when, now + self.delay(seconds))
+
     def longest_wait(self, channel, lifetime):
         """The longest wait (real seconds) nextretry() gives a message not older than
         `lifetime`: (m + chanskip)^2 - m^2 with m = isqrt(lifetime). A retry time further

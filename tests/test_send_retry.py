@@ -227,3 +227,33 @@ def test_a_message_born_ahead_of_a_clock_stepped_back_is_retried_at_its_first_in
     sched, _, remote = stepped_scheduler(scratch, 1234, born, now, now)
     assert sched.open_pass(remote, now)
     assert remote.pass_.job.retry == now + 400 and not remote.pass_.job.dying
+
+
+def test_qmail_todo_and_qmail_clean_periodic_work_is_not_held_by_a_clock_stepped_back(tmp_path):
+    """qmail-todo scans todo/ every SLEEP_TODO (1500 s; the net under a lost trigger) and
+    qmail-clean looks for debris every SLEEP_CLEANUP: both kept a wall-clock time, so after a
+    step back of two days neither ran for two days. Neither waits longer than its interval."""
+    from qmailpy import clock
+    from qmailpy.clean.main import Server
+    from qmailpy.send.todo_main import Todo
+    born = 1_700_000_000
+    clk = SteppedClock(born)
+    todo = Todo.__new__(Todo)
+    todo.clock, todo.next_scan = clk, born + clock.SLEEP_TODO
+    assert todo.scan_wait(born) == clock.SLEEP_TODO
+    clk.wall = born - 2 * 86400
+    assert todo.scan_wait(clk.wall) == clock.SLEEP_TODO
+    assert todo.scan_wait(clk.wall + clock.SLEEP_TODO) == 0
+    home = str(tmp_path / "qmail")
+    from qmailpy.queue import layout
+    layout.create_queue(home)
+    server = Server(home, clk)
+    clk.wall = born
+    server.stale()
+    assert server.next_stale == born + clock.SLEEP_CLEANUP
+    clk.wall = born - 2 * 86400
+    server.stale()
+    assert server.next_stale == clk.wall + clock.SLEEP_CLEANUP
+    clk.wall += clock.SLEEP_CLEANUP
+    server.stale()                                   # one interval later: done, due again later
+    assert server.next_stale == clk.wall + clock.SLEEP_CLEANUP

@@ -68,6 +68,7 @@ class Server:
 
     def stale(self):
         now = self.clock.now()
+        self.next_stale = self.clock.capped(self.next_stale, now, clock.SLEEP_CLEANUP)
         if now >= self.next_stale:
             if sees_info(self.home):
                 clean.clean_stale(self.home, now)

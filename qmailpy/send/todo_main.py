@@ -131,6 +131,11 @@ class Todo:
                 self.send(b"".join(records))
             self.poll_send()
 
+    def scan_wait(self, now):
+        """Seconds until todo/ is scanned again (0: now), never more than SLEEP_TODO."""
+        self.next_scan = self.clock.capped(self.next_scan, now, clock.SLEEP_TODO)
+        return max(0.0, self.next_scan - now)
+
     def wait_start(self, wakeup_fd):
         """Touch nothing in todo/ before qmail-send's S (or stop: X, SIGTERM, qmail-send gone)."""
         while not (self.started or self.stop):
@@ -150,7 +155,7 @@ class Todo:
             if self.reload:
                 self.do_reload()
             pulled = False
-            timeout = max(0.0, self.next_scan - self.clock.now())
+            timeout = self.scan_wait(self.clock.now())
             for key, _ in sel.select(min(timeout, clock.SLEEP_FOREVER)):
                 if key.data == "send":
                     self.commands(os.read(FROM_SEND, 64))
@@ -160,7 +165,7 @@ class Todo:
                     _drain(wakeup_fd)
             if self.stop:
                 break
-            if pulled or self.clock.now() >= self.next_scan:
+            if pulled or not self.scan_wait(self.clock.now()):
                 self.scan()
         self.send(todowire.encode_exit())
         return 0
