@@ -257,3 +257,17 @@ def test_showctl_check_says_an_sqlite_users_database_is_not_shared(tmp_path, use
     assert finding in home.run("qmail-showctl", "--check").stdout.decode().splitlines()
     home.control("usersdb", usersdb + "\n")
     assert finding not in home.run("qmail-showctl", "--check").stdout.decode()
+
+
+def test_checks_dated_a_window_ahead_of_a_clock_stepped_back_do_not_lock_the_ip_out(usersdb):
+    """As this host's files: a row `window` or more ahead of the clock (written before a step
+    back, or by a host whose clock ran that far ahead) neither counts nor stays; one less
+    ahead counts."""
+    shared = authfail.SharedFailures(MysqlDB(usersdb, 5))
+    now = 1_800_000_000
+    assert [shared.begin(IP, 3, 100, now + 86400 + i) for i in range(4)][3] is None
+    assert shared.begin("192.0.2.78", 3, 100, now + 99)[0] == 1
+    assert shared.begin(IP, 3, 100, now)[0] == 1
+    assert shared.begin("192.0.2.78", 3, 100, now)[0] == 2
+    assert rows(usersdb) == (("192.0.2.78", now + 99), (IP, now), ("192.0.2.78", now))
+    shared.db.close()

@@ -86,3 +86,18 @@ def test_attempts_expire_and_successes_do_not_count(tmp_path):
     assert a.begin(1300) == 1 and os.path.exists(tmp_path / "authfail" / "192.0.2.7")
     a.forget(1300)                          # nothing left: the file goes
     assert not os.path.exists(tmp_path / "authfail" / "192.0.2.7")
+
+
+def test_checks_dated_a_window_ahead_of_a_clock_stepped_back_do_not_lock_the_ip_out(tmp_path):
+    """A line counts while it is less than `window` old; lines written before the clock was
+    stepped back two days were 'younger' than that for two days and kept the IP (its right
+    password too) locked out until the clock caught up. A check dated `window` or more ahead
+    of the clock counts no more; one dated less ahead still does (a lockout keeps on)."""
+    from qmailpy.smtpd.authlimit import Attempts
+    now = 1_800_000_000
+    ahead = Attempts(str(tmp_path), "192.0.2.7", 3, 600, 1)
+    assert [ahead.begin(now + 2 * 86400 + i) for i in range(4)] == [1, 2, 3, None]
+    assert Attempts(str(tmp_path), "192.0.2.7", 3, 600, 2).begin(now) == 1
+    near = Attempts(str(tmp_path), "192.0.2.8", 3, 600, 1)
+    assert [near.begin(now + 599 - i) for i in range(3)] == [1, 2, 3]
+    assert Attempts(str(tmp_path), "192.0.2.8", 3, 600, 2).begin(now) is None

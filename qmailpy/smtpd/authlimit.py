@@ -8,6 +8,9 @@ seconds: an attempt is recorded *before* the password is checked (begin()),
 and taken back when it succeeded or could not be decided (forget()). A file
 whose entries have all expired is removed; a process that opened it before
 the removal sees st_nlink == 0 under the lock and opens the path again.
+A line dated `window` or more ahead of the clock (written before it was
+stepped back) has expired too: it would lock the IP out until the clock
+caught up.
 """
 import fcntl
 import os
@@ -42,7 +45,7 @@ class Attempts:
         fd = self._open_locked()
         try:
             data = read_all(fd)
-            live = [line for line in data.split(b"\n") if line and _line_time(line) > now - self.window]
+            live = [line for line in data.split(b"\n") if line and -self.window < now - _line_time(line) < self.window]
             lines, result = change(live)
             if lines:
                 body = b"".join(line + b"\n" for line in lines)

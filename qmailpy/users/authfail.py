@@ -15,7 +15,8 @@ one row per password check as the per-host file has one line per check:
 made on first use. Hosts are serialised per client IP by GET_LOCK('qmailpy-authfail-<ip>'):
 deleting the expired rows, counting and inserting happen under it, so any number of hosts
 and connections check at most `limit` passwords of one IP in `window` seconds. begin()
-deletes every row of every IP older than the window. The database's user needs CREATE
+deletes every row of every IP older than the window, or dated a window or more ahead (a
+clock stepped back since: the IP would be locked out until it caught up). The database's user needs CREATE
 (once), SELECT, INSERT and DELETE on the table; GET_LOCK needs no privilege.
 """
 from qmailpy.users.errors import MissingTable, NotShared, UsersUnavailable
@@ -62,8 +63,8 @@ class SharedFailures:
         now = int(now)
 
         def work(cur):
-            cur.execute("DELETE FROM " + TABLE + " WHERE stamp <= %s", (now - window,))
-            cur.execute("SELECT COUNT(*) FROM " + TABLE + " WHERE ip_addr = %s AND stamp > %s", (ip, now - window))
+            cur.execute("DELETE FROM " + TABLE + " WHERE stamp <= %s OR stamp >= %s", (now - window, now + window))
+            cur.execute("SELECT COUNT(*) FROM " + TABLE + " WHERE ip_addr = %s", (ip,))
             count = int(cur.fetchone()[0])
             if count >= limit:
                 return None
