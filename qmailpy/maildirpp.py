@@ -274,7 +274,8 @@ class size_lock:
     """`with size_lock(root):` holds root/maildirsize.lock (NFS-safe; see the module docstring).
 
     The lock's mtime is the holder's clock through the file server's; a lock
-    older than LOCK_STALE seconds (a holder killed between link and unlink)
+    older than LOCK_STALE seconds (a holder killed between link and unlink), or
+    dated that much ahead (left before the clock was stepped back),
     is removed, by one waiter at a time (BREAK). LockTimeout after LOCK_WAIT
     seconds; other OSErrors (no tmp/, a read-only file system) propagate from
     taking the lock, never from leaving it: by then qmail-local's message is in
@@ -335,7 +336,7 @@ class size_lock:
 
     def _stale(self, path):
         try:
-            return time.time() - os.stat(path).st_mtime > self.stale
+            return abs(time.time() - os.stat(path).st_mtime) > self.stale   # ahead: a clock stepped back
         except FileNotFoundError:
             return False
 

@@ -120,6 +120,23 @@ def test_stale_lock_is_broken(tmp_path):
     assert not os.path.exists(lock)
 
 
+def test_a_lock_dated_ahead_of_a_clock_stepped_back_is_stale(tmp_path):
+    """A lock left by a killed holder before the clock was stepped back two days looked
+    younger than LOCK_STALE for two days: every delivery into the mailbox (with a quota)
+    deferred with 'slow lock' until the clock caught up, and bounced past queuelifetime.
+    A lock dated more than LOCK_STALE ahead is no live holder's (host clocks agree within a
+    minute) and is broken as an old one is."""
+    box = maildirmake(str(tmp_path / "Maildir"))
+    lock = os.path.join(box, maildirpp.LOCK)
+    with open(lock, "w") as f:
+        f.write("12345\n")
+    ahead = time.time() + 2 * 86400
+    os.utime(lock, (ahead, ahead))
+    with maildirpp.size_lock(box, "mx-a", wait=2):
+        assert os.stat(lock).st_mtime < ahead
+    assert not os.path.exists(lock)
+
+
 def test_two_waiters_break_a_stale_lock_once(tmp_path, monkeypatch):
     """Two deliveries waiting on a lock its holder left behind: each judged it stale and unlinked
     whatever the name held then, so the slower one unlinked the lock the faster one had taken
