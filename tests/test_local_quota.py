@@ -98,6 +98,16 @@ def test_over_but_old_single_line_recounts(box):
     assert read_size(box) == "10000S\n0 0\n%d 1\n" % SIZE
 
 
+def test_over_single_line_dated_ahead_of_a_clock_stepped_back_recounts(box):
+    """A one-line maildirsize saying "over" is trusted for FRESH (15 min) after its recount;
+    one written before the clock was stepped back two days was 'fresh' for two days, and
+    every delivery bounced over quota (permanently) although the mailbox had been emptied.
+    Dated ahead of the clock, its age is unknown: it is recounted."""
+    write_size(box, "10000S\n9999 1\n", age=-2 * 86400)
+    assert box.deliver(MSG)[0] == 0
+    assert read_size(box) == "10000S\n0 0\n%d 1\n" % SIZE
+
+
 def test_recount_still_over_refuses_and_rewrites(box):
     put(box.maildir, "cur", "1.2.h,S=9500:2,", 1)
     write_size(box, "10000S\n9000 1\n900 1\n")                 # says over; recount agrees

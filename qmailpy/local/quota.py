@@ -72,7 +72,7 @@ def check(maildir, environ, size, host, now=None, decide=True):
         if not maildirpp.over(definition, state.size + size, state.count + 1):
             return path
         now = time.time() if now is None else now
-        if state.nlines == 1 and now < state.mtime + FRESH:
+        if state.nlines == 1 and 0 <= now - state.mtime < FRESH:      # ahead: a clock stepped back
             raise errors.perm(errors.OVER_QUOTA)
         if not decide:
             return path
