@@ -403,6 +403,18 @@ def test_a_relay_row_dated_ahead_opens_no_relay(users):
     assert users.purge_relay(t - 1800) == 0                    # vpopmail's cut leaves it in place
 
 
+def test_clearopensmtp_purges_a_relay_row_dated_a_window_ahead(users):
+    """The row dated ahead opens nothing now, but once the clock catches up with it (days
+    after a step back) it would open the relay for that IP, which may be someone else's by
+    then. clearopensmtp's purge also takes rows dated one window or more ahead."""
+    t = 1_700_000_000
+    users.record_relay("192.0.2.1", t + 2 * 86400)
+    users.record_relay("192.0.2.2", t + 1799)
+    users.record_relay("192.0.2.3", t - 1800)
+    assert users.purge_relay(t - 1800, t + 1800) == 2
+    assert users.relays() == [("192.0.2.2", t + 1799)]
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root (chown)")
 @pytest.mark.parametrize("what", ["user", "domain"])
 def test_removing_a_mailbox_or_domain_never_follows_the_owners_links_as_root(users, tmp_path, what):

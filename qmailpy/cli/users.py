@@ -303,7 +303,8 @@ def openrelay(users, ip):
 def clearopensmtp(users, timeout):
     """Forget POP3 logins older than the POP-before-SMTP window (run from cron)."""
     window = timeout if timeout is not None else _controls().value("popbeforesmtptimeout")
-    count = users.purge_relay(time.time() - window)
+    now = time.time()
+    count = users.purge_relay(now - window, now + window)
     click.echo("cleared %d relay entr%s" % (count, "y" if count == 1 else "ies"))
 
 

@@ -44,9 +44,13 @@ class RelayTable:
             return False
         return stamp is not None and -window < now - stamp < window
 
-    def purge_relay(self, older_than):
-        """Forget logins at or before time `older_than` (vpopmail's clearopensmtp); how many."""
-        return self.write("DELETE FROM relay WHERE timestamp <= ?", int(older_than))
+    def purge_relay(self, older_than, ahead_of=None):
+        """Forget logins at or before time `older_than` (vpopmail's clearopensmtp), and at or
+        after `ahead_of` (a row dated ahead of a clock stepped back since would open the relay
+        once the clock catches up with it); how many."""
+        if ahead_of is None:
+            return self.write("DELETE FROM relay WHERE timestamp <= ?", int(older_than))
+        return self.write("DELETE FROM relay WHERE timestamp <= ? OR timestamp >= ?", int(older_than), int(ahead_of))
 
     def relays(self):
         """(ip, timestamp) rows of the relay table."""
