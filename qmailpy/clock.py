@@ -18,6 +18,7 @@ SLEEP_CLEANUP = 76431      # between stale-file cleanups
 SLEEP_SYSFAIL = 123        # retry after stat/unlink trouble
 SLEEP_PAUSEDIR = 10        # qmail-send's pausedir(): read a queue subdirectory again after this
 CHANSKIP = (10, 20)        # local, remote: attempts at birth + (skip * k)^2
+STEP = 1.0                 # real seconds the wall clock may move apart from elapsed time unnoticed
 ENV = "QMAILPY_TIMESCALE"
 
 
@@ -39,6 +40,10 @@ class Clock:
 
     def now(self):
         return time.time()
+
+    def elapsed(self):
+        """A clock no step moves (time.monotonic()): the wall clock's steps are told from it."""
+        return time.monotonic()
 
     def delay(self, seconds):
         """A qmail interval (virtual seconds) as real seconds."""

@@ -147,14 +147,22 @@ def test_an_info_subdirectory_it_cannot_read_is_read_again_not_skipped(scratch):
 
 
 class SteppedClock:
-    """qmailpy.clock.Clock with the wall clock set by the test (a clock NTP steps)."""
+    """qmailpy.clock.Clock with its readings set by the test: pass() lets time go by, a
+    change of `wall` alone is a step of the wall clock (NTP, a VM snapshot)."""
 
     def __init__(self, now):
         from qmailpy import clock
-        self.real, self.wall = clock.Clock(1), now
+        self.real, self.wall, self.mono = clock.Clock(1), now, 1000.0
 
     def now(self):
         return self.wall
+
+    def elapsed(self):
+        return self.mono
+
+    def pass_(self, seconds):
+        self.wall += seconds
+        self.mono += seconds
 
     def __getattr__(self, name):
         return getattr(self.real, name)
@@ -195,13 +203,47 @@ def test_a_clock_stepped_back_keeps_every_queued_wait_not_the_wall_clock_times(s
     now = sched.now()
     assert remote.next_time() == now + 300
     assert sched.pqfail == [(now + 123, 4321)] and sched.next_cleanup == now + 76431
-    clk.wall = now + 300
+    clk.pass_(300)
     assert sched.open_pass(remote, sched.now()) and remote.pass_.job.msgid == 1234
     job, opened = remote.pass_.job, clk.wall
     assert job.retry == opened + 400                 # born ahead of the clock: age 0
     clk.wall -= 86400                                # stepped back again while the pass is open
     sched.now()
     assert job.retry == opened + 400 - 86400
+
+
+def test_a_step_back_while_qmail_send_sleeps_is_measured_by_elapsed_time(scratch):
+    """The loop sleeps up to a day in select(); a step back of two days during an hour's
+    sleep is a step of two days, not of two days less the hour: the retry due at the end of
+    that hour is due when the loop wakes."""
+    born = 1_700_000_000
+    sched, clk, remote = stepped_scheduler(scratch, 1234, born, born + 3600, born)
+    clk.pass_(3600)
+    clk.wall -= 2 * 86400
+    now = sched.now()
+    assert remote.next_time() == now and remote.due(now) == 1234
+
+
+def test_a_clock_jumping_forward_for_a_while_bounces_nothing_for_queuelifetime(scratch):
+    """qmail judges queuelifetime by the wall clock alone: while NTP has it eight days ahead
+    for a while, every message whose delivery is deferred then bounces ('in the queue too
+    long'), two-day-old ones too. The forward step seen since start is not counted as age,
+    and the retry set during the jump waits its length after the clock comes back; a message
+    older than queuelifetime all the same is dying."""
+    born = 1_700_000_000
+    sched, clk, remote = stepped_scheduler(scratch, 1234, born, born + 2 * 86400, born + 2 * 86400)
+    clk.wall += 8 * 86400                            # the jump
+    now = sched.now()
+    assert sched.open_pass(remote, now)
+    job = remote.pass_.job
+    assert not job.dying and job.retry > now
+    wait = job.retry - now
+    clk.wall -= 8 * 86400                            # back
+    now = sched.now()
+    assert job.retry == now + wait
+    clk.pass_(6 * 86400)
+    sched.now()
+    assert sched.dying(born, clk.wall)
 
 
 def test_a_retry_time_persisted_ahead_of_the_clock_waits_at_most_qmails_longest_wait(scratch):

@@ -54,28 +54,38 @@ class Scheduler:
         self.bounces = {}              # msgid -> finish.Bouncing, going into qmail-queue
         self.bounce_wait = []          # msgids waiting for a free bounce slot
         self.copy_refused = set()      # msgids whose bounce qmail-queue refused with the copy
-        self.last_now = None           # the clock's last reading (now())
+        self.last_read = None          # (wall clock, elapsed) at the last now()
+        self.stepped = 0.0             # the wall clock's steps since start, summed (forward > 0)
 
     def now(self):
-        """The clock for the loop. When it reads earlier than last time (stepped back: NTP,
-        a VM snapshot), every queued time moves back by the step, so every wait keeps its
-        length; qmail-send keeps the times and waits until the clock catches up."""
-        now = self.clock.now()
-        if self.last_now is not None and now < self.last_now:
-            self.stepped_back(self.last_now - now)
-        self.last_now = now
+        """The wall clock for the loop. A step of it (NTP, a VM snapshot: the wall clock
+        moving apart from elapsed time) moves every queued time by the step, so every wait
+        keeps its length: qmail-send keeps the times, and after a step back waits until the
+        clock catches up."""
+        now, elapsed = self.clock.now(), self.clock.elapsed()
+        if self.last_read is not None:
+            step = (now - self.last_read[0]) - (elapsed - self.last_read[1])
+            if abs(step) > clock.STEP:
+                self.stepped += step
+                self.move_times(step)
+        self.last_read = (now, elapsed)
         return now
 
-    def stepped_back(self, by):
-        """Every time the scheduler waits for, `by` seconds earlier (heap order is kept)."""
+    def move_times(self, by):
+        """Every time the scheduler waits for, `by` seconds later (heap order is kept)."""
         for ch in self.channels:
-            ch.pq = [(when - by, msgid) for when, msgid in ch.pq]
+            ch.pq = [(when + by, msgid) for when, msgid in ch.pq]
             jobs = [d.job for d in ch.active.values()] + ([ch.pass_.job] if ch.pass_ else [])
             for job in {id(j): j for j in jobs}.values():
-                job.retry -= by
-        self.pqfail = [(when - by, msgid) for when, msgid in self.pqfail]
-        self.pqdone = [(when - by, msgid) for when, msgid in self.pqdone]
-        self.next_cleanup -= by
+                job.retry += by
+        self.pqfail = [(when + by, msgid) for when, msgid in self.pqfail]
+        self.pqdone = [(when + by, msgid) for when, msgid in self.pqdone]
+        self.next_cleanup += by
+
+    def dying(self, birth, now):
+        """Older than queuelifetime by the wall clock less the net forward steps seen since
+        start: a clock that jumps forward for a while makes nothing die, as it would in qmail."""
+        return self.clock.dying(birth, now - max(self.stepped, 0.0), self.config.lifetime)
 
     # -- queues
     def numjobs(self):
@@ -195,8 +205,7 @@ class Scheduler:
             ch.schedule(msgid, self.sysfail(now))
             return True
         sender, birth = info
-        job = Job(msgid, ch.index, self.clock.nextretry(birth, now, ch.index), sender,
-                  self.clock.dying(birth, now, self.config.lifetime))
+        job = Job(msgid, ch.index, self.clock.nextretry(birth, now, ch.index), sender, self.dying(birth, now))
         self.jobs_open += 1
         ch.pass_ = Pass(job, records)
         return True
