@@ -91,8 +91,10 @@ def test_users_service_in_production(production_home):
         wait_for(lambda: port_open(smtp), 20, "tcpserver on port %d" % smtp)
         usersd = svstat_pid(os.path.join(service, "qmail-usersd"))
         assert program_of(usersd) == "qmail-usersd"
-        st = proc_status(usersd)
         qmailu = pwd.getpwnam("qmailu")
+        # the socket is in place before the service becomes qmailu (it binds as root)
+        wait_for(lambda: proc_status(usersd)["Uid"][0] != "0", 20, "qmail-usersd to become qmailu")
+        st = proc_status(usersd)
         assert st["Uid"][:2] == [str(qmailu.pw_uid)] * 2 and st["Gid"][:2] == [str(qmailu.pw_gid)] * 2
         assert st["Groups"] == []
 
