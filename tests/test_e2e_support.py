@@ -290,12 +290,14 @@ def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
-def inject(world, message, sender, recipients):
-    """bin/qmail-queue (the installed launcher), fd 0 the message and fd 1 the envelope; its exit code."""
+def inject(world, message, sender, recipients, wrap=()):
+    """bin/qmail-queue (the installed launcher), fd 0 the message and fd 1 the envelope; its exit code.
+    wrap: put before its command line (e.g. nsenter into a mount namespace)."""
     from qmailpy.proto import qq
     m_r, m_w = os.pipe()
     e_r, e_w = os.pipe()
-    p = subprocess.Popen([os.path.join(world.home, "bin", "qmail-queue")], stdin=m_r, stdout=e_r, env=world.env())
+    p = subprocess.Popen([*wrap, os.path.join(world.home, "bin", "qmail-queue")], stdin=m_r, stdout=e_r,
+                         env=world.env())
     os.close(m_r)
     os.close(e_r)
     with open(m_w, "wb") as f:
