@@ -27,6 +27,7 @@ around the quota decision, the link into new/ and the appended line, and
 every recount holds it, so lines are never lost to a concurrent rewrite nor
 counted twice, and two hosts cannot both take the last bytes of a quota.
 """
+import errno
 import os
 import time
 
@@ -251,10 +252,23 @@ def remove(root, host=None):
 
 
 def append(path, size, count):
-    """Add one `<bytes> <count>` line with a single O_APPEND write (never creates the file)."""
+    """Add one `<bytes> <count>` line with a single O_APPEND write (never creates the file).
+    The line is whole or not there: a write the full disk cut short is taken back (the file
+    cut to its old length: callers hold size_lock) and raises OSError, since the next line
+    would be glued to the cut one (`158` + `170 1` = `158170 1`)."""
+    line = b"%d %d\n" % (size, count)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
-        os.write(fd, b"%d %d\n" % (size, count))
+        before = os.fstat(fd).st_size
+        try:
+            if os.write(fd, line) != len(line):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        except OSError:
+            try:
+                os.ftruncate(fd, before)
+            except OSError:
+                pass
+            raise
     finally:
         os.close(fd)
 

@@ -342,3 +342,29 @@ def test_local_to_a_full_maildir(ns, make_world):
     assert not send.stamped(r"failure:")
     assert send.stop() == 0
 
+
+def test_maildirsize_never_holds_a_cut_line(ns, make_world):
+    """Room for the message and the size lock but not for the page the maildirsize line would
+    start: the line is not half written (the next one would be glued to it: `170170 1`).
+    The message is in new/ (counted at the next recount); the next delivery's line is whole."""
+    world = make_world()
+    world.users("adduser", "joe@" + DOMAIN, "-p", "pw", "-q", "1000000S")
+    maildir = world.maildir("joe")
+    fill = ns.tmpfs(maildir.parent)
+    sizefile = Path(ns.path(maildir, "maildirsize"))
+    padded = b"1000000S\n" + b"0 0\n" * ((PAGE - 3 - 9) // 4)    # 3 bytes left in its page
+    assert len(padded) == PAGE - 3
+    sizefile.write_bytes(padded)
+    fill.fill(leave=2 * PAGE)                 # the message's tmp/ file and the lock's
+    send = world.send(QMAILPY_TIMESCALE="2000")
+    start_queued(world, ns)
+    assert inject(world, b"Subject: one\n\n1\n", "x@remote.example", ["joe@" + DOMAIN], ns.wrap) == 0
+    send.wait_line(r"^delivery \d+: success: did_1\+0\+0/$")
+    assert len(maildir_files(ns, world, "joe")) == 1
+    assert sizefile.read_bytes() == padded
+    fill.release()
+    assert inject(world, b"Subject: two\n\n2\n", "x@remote.example", ["joe@" + DOMAIN], ns.wrap) == 0
+    send.wait_line(r"^delivery \d+: success: did_1\+0\+0/$", count=2)
+    [two] = [m for m in maildir_files(ns, world, "joe").values() if b"Subject: two" in m]
+    assert sizefile.read_bytes() == padded + b"%d 1\n" % len(two)
+    assert send.stop() == 0
