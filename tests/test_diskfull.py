@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from queuedsvc import QUEUED, Queued
-from test_e2e_support import DOMAIN, World, inject, wait_until
+from test_e2e_support import BIN, DOMAIN, World, inject, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root")
 
@@ -368,3 +368,72 @@ def test_maildirsize_never_holds_a_cut_line(ns, make_world):
     [two] = [m for m in maildir_files(ns, world, "joe").values() if b"Subject: two" in m]
     assert sizefile.read_bytes() == padded + b"%d 1\n" % len(two)
     assert send.stop() == 0
+
+
+def qmail_local(ns, box, ext, message, env=None):
+    """bin/qmail-local in the namespace for joe-<ext>@example.com of the Box; (exit code, report)."""
+    path = os.path.join(str(box.root), "message")
+    with open(path, "wb") as f:
+        f.write(message)
+    argv = ["joe", box.home, "joe" + "-" * bool(ext) + ext, "-" * bool(ext), ext, "example.com",
+            "bob@ex.org", "./Maildir/"]
+    with open(path, "rb") as m:
+        p = subprocess.run(ns.wrap + [str(BIN / "qmail-local"), *argv], stdin=m, capture_output=True,
+                           env=dict(box.env, **(env or {})), timeout=60)
+    return p.returncode, p.stdout.decode()
+
+
+def test_qmail_local_on_a_full_home(ns, tmp_path):
+    """bin/qmail-local into a Maildir and an mbox on a full file system: exit 111 with qmail's
+    texts, tmp/ empty, the mbox cut back to where it ended; room again: delivered."""
+    from test_local_support import Box
+    box = Box(tmp_path)
+    box.dotqmail(".qmail-box", "./Mailbox\n")
+    old = b"From a@b Thu Jan  1 00:00:00 1970\nSubject: old\n\n" + b"o" * 3900 + b"\n\n"
+    Path(box.home, "Mailbox").write_bytes(old)
+    fill = ns.tmpfs(box.home)
+    message = b"Subject: big\n\n" + (b"z" * 99 + b"\n") * 100           # 10 kB: three pages
+
+    def local(ext):
+        return qmail_local(ns, box, ext, message)
+
+    maildir_full = (111, "Temporary error on maildir delivery. (#4.3.0)\n")
+    mbox_full = (111, "Unable to write ./Mailbox: out of disk space. (#4.3.0)\n")
+    fill.fill()
+    assert local("") == maildir_full
+    assert local("box") == mbox_full
+    fill.release()
+    fill.fill(leave=PAGE)                     # the mbox's first new page only: a write cut short
+    assert local("box") == mbox_full
+    assert Path(ns.path(box.home, "Mailbox")).read_bytes() == old
+    fill.release()
+    fill.fill_inodes()
+    assert local("") == maildir_full
+    assert os.listdir(ns.path(box.maildir, "tmp")) == [] and os.listdir(ns.path(box.maildir, "new")) == []
+    fill.release()
+    assert local("") == (0, "did 1+0+0\n")
+    assert local("box") == (0, "did 1+0+0\n")
+    assert Path(ns.path(box.home, "Mailbox")).read_bytes().startswith(old + b"From bob@ex.org ")
+    assert len(os.listdir(ns.path(box.maildir, "new"))) == 1
+
+
+@pytest.mark.parametrize("queued", [True, False], ids=["qmail-queued", "qmail-queue"])
+def test_forward_with_the_queue_full(ns, make_world, tmp_path, queued):
+    """qmail-local's forward into a full queue: exit 111, 'Unable to forward message: qq write
+    error or disk full (#4.3.0).', nothing queued; room again: queued once."""
+    from test_local_support import Box
+    world = make_world()
+    fill = ns.tmpfs(os.path.join(world.home, "queue"))
+    if queued:
+        start_queued(world, ns)
+    box = Box(tmp_path)
+    box.dotqmail(".qmail-fwd", "&far@remote.example\n")
+    env = {"QMAILHOME": world.home}
+    fill.fill()
+    assert qmail_local(ns, box, "fwd", b"Subject: fwd\n\n1\n", env) == (
+        111, "Unable to forward message: qq write error or disk full (#4.3.0).\n")
+    assert queue_files(ns, world) == []
+    fill.release()
+    code, report = qmail_local(ns, box, "fwd", b"Subject: fwd\n\n1\n", env)
+    assert code == 0 and re.fullmatch(r"did 0\+1\+0\nqp \d+\n", report), report
+    assert len(os.listdir(ns.path(world.home, "queue", "todo"))) == 1
