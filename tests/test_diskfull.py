@@ -437,3 +437,24 @@ def test_forward_with_the_queue_full(ns, make_world, tmp_path, queued):
     code, report = qmail_local(ns, box, "fwd", b"Subject: fwd\n\n1\n", env)
     assert code == 0 and re.fullmatch(r"did 0\+1\+0\nqp \d+\n", report), report
     assert len(os.listdir(ns.path(world.home, "queue", "todo"))) == 1
+
+
+def test_maildirsize_recount_on_a_full_disk(ns, tmp_path):
+    """A maildirsize that says 'over' is recounted under the lock; with room for the message
+    and the lock only, the rewrite fails: a deferral (not 'User over quota.'), tmp/ empty
+    (no NeWmAiLdIrSiZe file left), maildirsize as it was; room again: recounted, delivered."""
+    from test_local_support import Box
+    box = Box(tmp_path)
+    stale = b"1000000S\n0 0\n2000000 1\n"
+    Path(box.maildir, "maildirsize").write_bytes(stale)
+    fill = ns.tmpfs(box.home)
+    fill.fill(leave=2 * PAGE)
+    message = b"Subject: one\n\n1\n"
+    assert qmail_local(ns, box, "", message) == (111, "Temporary error on maildir delivery. (#4.3.0)\n")
+    assert os.listdir(ns.path(box.maildir, "tmp")) == [] and os.listdir(ns.path(box.maildir, "new")) == []
+    assert Path(ns.path(box.maildir, "maildirsize")).read_bytes() == stale
+    fill.release()
+    assert qmail_local(ns, box, "", message) == (0, "did 1+0+0\n")
+    [name] = os.listdir(ns.path(box.maildir, "new"))
+    size = int(name.rsplit(",S=", 1)[1])
+    assert Path(ns.path(box.maildir, "maildirsize")).read_bytes() == b"1000000S\n0 0\n%d 1\n" % size
