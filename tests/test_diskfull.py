@@ -458,3 +458,31 @@ def test_maildirsize_recount_on_a_full_disk(ns, tmp_path):
     [name] = os.listdir(ns.path(box.maildir, "new"))
     size = int(name.rsplit(",S=", 1)[1])
     assert Path(ns.path(box.maildir, "maildirsize")).read_bytes() == b"1000000S\n0 0\n%d 1\n" % size
+
+
+def test_auth_with_sessions_full(ns, make_world):
+    """authfaillimit counts each password check in sessions/authfail/<ip> before it is made;
+    with that file system full the check cannot be counted: 454 temporary authentication
+    failure, not a crash that drops the connection with the replies before it; room again: 235."""
+    import base64
+    world = make_world()
+    world.adduser("joe", password="pw")
+    world.control("smtpauth", "1")
+    world.control("smtpauthplaintext", "1")
+    os.makedirs(os.path.join(world.home, "sessions"))
+    fill = ns.tmpfs(os.path.join(world.home, "sessions"))
+    dialogue = (b"EHLO client.example\r\nAUTH PLAIN " + base64.b64encode(b"\0joe@" + DOMAIN.encode() + b"\0pw")
+                + b"\r\nQUIT\r\n")
+
+    def session():
+        p = subprocess.run(ns.wrap + [str(BIN / "qmail-smtpd")], input=dialogue, capture_output=True, timeout=60,
+                           env=world.env(TCPREMOTEIP="127.0.0.1", TCPLOCALIP="127.0.0.1", PROTO="TCP"))
+        replies = [line for line in p.stdout.decode().split("\r\n") if line[:4] in ("235 ", "454 ", "221 ")]
+        return p.returncode, replies, p.stderr.decode()
+
+    fill.fill()
+    code, replies, log = session()
+    assert (code, replies) == (0, ["454 temporary authentication failure (#4.3.0)", "221 mx.e2e.test"]), log
+    assert " authfail-unavailable ip=127.0.0.1 reason=" in log and "internal bug" not in log, log
+    fill.release()
+    assert session()[:2] == (0, ["235 ok, go ahead (#2.0.0)", "221 mx.e2e.test"])

@@ -107,7 +107,8 @@ class Authenticate(Action):
 class AuthAttempt(Action):
     """AUTH attempts of this client IP across connections (authfaillimit): op "begin" records a
     password check about to be made and answers how many were made in the window with it, or
-    None when `limit` were made already (locked out); op "forget" takes the last one back (it
+    None when `limit` were made already (locked out), or False when it cannot be recorded (a full
+    disk: the check is not made, 454); op "forget" takes the last one back (it
     succeeded or could not be decided; answer None). shared (authfailshared): counted in the
     users database for every MX host, per host when it cannot be."""
     __slots__ = ("op", "ip", "limit", "window", "shared")

@@ -102,6 +102,9 @@ class AuthExchange:
             attempts = yield self._attempt("begin")
             if attempts is None:
                 return (yield from self._locked_out(user, self.cfg.authfail_limit))
+            if attempts is False:           # it cannot be counted (a full disk): not made
+                yield Log("auth-tempfail", {"mech": self.mech, "user": user})
+                return self._end(R.AUTH_TEMPFAIL)
         verdict = yield Authenticate(self.mech, user, secret, self.challenge)
         if limited and verdict is not False:
             yield self._attempt("forget")

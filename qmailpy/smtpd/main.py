@@ -84,7 +84,11 @@ class Services:
                         return None
                     self._shared_check = got[1]
                     return got[0]
-            return self._local_attempts(ip, limit, window).begin(self.now())
+            try:
+                return self._local_attempts(ip, limit, window).begin(self.now())
+            except OSError as e:            # a full disk: the check cannot be counted, so not made
+                self.log("authfail-unavailable", ip=ip, reason=str(e))
+                return False
         if self._shared_check is not None:
             from qmailpy.users.errors import NotShared, UsersError, UsersUnavailable
             check, self._shared_check = self._shared_check, None
@@ -93,7 +97,10 @@ class Services:
             except (NotShared, UsersUnavailable, UsersError) as e:
                 self.log("authfail-kept", ip=ip, check=check, reason=str(e))
             return None
-        self._local_attempts(ip, limit, window).forget(self.now())
+        try:
+            self._local_attempts(ip, limit, window).forget(self.now())
+        except OSError as e:                # it stays counted: one failure too many, never one too few
+            self.log("authfail-kept", ip=ip, reason=str(e))
         return None
 
     def _local_attempts(self, ip, limit, window):
