@@ -486,3 +486,23 @@ def test_auth_with_sessions_full(ns, make_world):
     assert " authfail-unavailable ip=127.0.0.1 reason=" in log and "internal bug" not in log, log
     fill.release()
     assert session()[:2] == (0, ["235 ok, go ahead (#2.0.0)", "221 mx.e2e.test"])
+
+
+def test_periplimit_with_sessions_full(ns, make_world):
+    """periplimit's slot file needs an inode of sessions/; with none left the session is not
+    counted (logged) and goes on: mail gets qmail's answers, not a dropped connection."""
+    world = make_world()
+    world.adduser("joe")
+    world.control("periplimit", "2")
+    os.makedirs(os.path.join(world.home, "sessions"))
+    fill = ns.tmpfs(os.path.join(world.home, "sessions"))
+    dialogue = (b"HELO client.example\r\nMAIL FROM:<a@remote.example>\r\nRCPT TO:<joe@" + DOMAIN.encode()
+                + b">\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    fill.fill_inodes()
+    p = subprocess.run(ns.wrap + [str(BIN / "qmail-smtpd")], input=dialogue, capture_output=True, timeout=60,
+                       env=world.env(TCPREMOTEIP="127.0.0.1", TCPLOCALIP="127.0.0.1", PROTO="TCP"))
+    log = p.stderr.decode()
+    assert p.returncode == 0, log
+    assert re.search(r"\r\n250 ok \d+ qp \d+\r\n221 mx\.e2e\.test\r\n$", p.stdout.decode()), p.stdout
+    assert " periplimit-unavailable ip=127.0.0.1 reason=" in log and "internal bug" not in log, log
+    assert len(os.listdir(ns.path(world.home, "queue", "todo"))) == 1

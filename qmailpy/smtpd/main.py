@@ -236,11 +236,15 @@ def serve(fd_in, fd_out, environ, argv=()):
     slot = None
     if cfg.periplimit:
         from qmailpy.smtpd.periplimit import acquire
-        slot = acquire(paths.sessions_path(controls.home), cfg.peer.ip, cfg.periplimit, services.pid)
-        if slot is None:
-            log("refused", rule="periplimit", ip=cfg.peer.ip, limit=cfg.periplimit)
-            write_all(fd_out, (R.TOO_MANY_SESSIONS + "\r\n").encode())
-            return 1
+        try:
+            slot = acquire(paths.sessions_path(controls.home), cfg.peer.ip, cfg.periplimit, services.pid)
+        except OSError as e:            # no inode for the slot (a full disk): this session is not counted
+            log("periplimit-unavailable", ip=cfg.peer.ip, reason=str(e))
+        else:
+            if slot is None:
+                log("refused", rule="periplimit", ip=cfg.peer.ip, limit=cfg.periplimit)
+                write_all(fd_out, (R.TOO_MANY_SESSIONS + "\r\n").encode())
+                return 1
     deadline = time.monotonic() + cfg.session_limit if cfg.session_limit else None
     conversation = None
     try:
