@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from queuedsvc import QUEUED, Queued
+from smtpsink import sinks  # noqa: F401  (fixture)
 from test_e2e_support import BIN, DOMAIN, World, inject, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mount namespaces need root")
@@ -506,3 +507,25 @@ def test_periplimit_with_sessions_full(ns, make_world):
     assert re.search(r"\r\n250 ok \d+ qp \d+\r\n221 mx\.e2e\.test\r\n$", p.stdout.decode()), p.stdout
     assert " periplimit-unavailable ip=127.0.0.1 reason=" in log and "internal bug" not in log, log
     assert len(os.listdir(ns.path(world.home, "queue", "todo"))) == 1
+
+
+def test_todo_cannot_create_remote(ns, make_world, sinks):
+    """Inodes for info/ and local/ but not remote/: nothing of the message is delivered (its
+    local recipient neither) until qmail-todo has made all three; then each recipient once."""
+    world = make_world()
+    world.adduser("joe")
+    sink = sinks()
+    world.control("smtproutes", "far.example:127.0.0.1:%d" % sink.port)
+    fill = ns.tmpfs(os.path.join(world.home, "queue"))
+    start_queued(world, ns)
+    assert inject(world, b"Subject: both\n\n1\n", "x@remote.example", ["joe@" + DOMAIN, "you@far.example"],
+                  ns.wrap) == 0
+    fill.fill_inodes(leave=2)
+    send = world.send(QMAILPY_TIMESCALE="1500")
+    send.wait_line(r"^warning: qmail-todo: unable to create remote/\d+/\d+$", count=2)
+    assert not send.stamped(r"^starting delivery")
+    fill.release()
+    send.wait_for(lambda: queue_files(ns, world) == [], 20, "an empty queue")
+    assert subjects(maildir_files(ns, world, "joe")) == ["both"]
+    assert [m.rcpt_tos for m in sink.messages] == [["you@far.example"]]
+    assert send.stop() == 0
