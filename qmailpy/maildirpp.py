@@ -320,13 +320,16 @@ class size_lock:
         return self
 
     def _linked(self, fd, target=None):
-        """Is our tmp/ file (fd) now linked as `target` (default: the lock)?"""
+        """Is our tmp/ file (fd) now linked as `target` (default: the lock)? A link that
+        failed otherwise than by the name being taken (a full disk: a tmpfs link takes an
+        inode) raises, unless it was made anyway (NFS); waiting would not make room."""
         try:
             os.link(self.tmp, target or self.path)
         except FileExistsError:
             return False
         except OSError:
-            pass                        # NFS: the link may have happened anyway; the count says
+            if os.fstat(fd).st_nlink != 2:  # NFS: the link may have happened anyway; the count says
+                raise
         return os.fstat(fd).st_nlink == 2
 
     def _break_stale(self, fd):

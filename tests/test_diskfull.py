@@ -529,3 +529,20 @@ def test_todo_cannot_create_remote(ns, make_world, sinks):
     assert subjects(maildir_files(ns, world, "joe")) == ["both"]
     assert [m.rcpt_tos for m in sink.messages] == [["you@far.example"]]
     assert send.stop() == 0
+
+
+def test_maildirsize_lock_without_inodes(ns, tmp_path):
+    """The maildirsize lock is a link of a tmp/ file, and a tmpfs link takes an inode: with none
+    left for it the delivery defers at once as a full disk ('Temporary error on maildir
+    delivery.'), not after 30 seconds as 'File has been locked for 30 seconds straight.'."""
+    from test_local_support import Box
+    box = Box(tmp_path)
+    Path(box.maildir, "maildirsize").write_bytes(b"1000000S\n0 0\n")
+    fill = ns.tmpfs(box.home)
+    fill.fill_inodes(leave=2)                 # the message's tmp/ file and the lock's
+    assert qmail_local(ns, box, "", b"Subject: one\n\n1\n") == (
+        111, "Temporary error on maildir delivery. (#4.3.0)\n")
+    assert sorted(os.listdir(ns.path(box.maildir))) == ["cur", "maildirsize", "new", "tmp"]
+    assert os.listdir(ns.path(box.maildir, "tmp")) == [] and os.listdir(ns.path(box.maildir, "new")) == []
+    fill.release()
+    assert qmail_local(ns, box, "", b"Subject: one\n\n1\n") == (0, "did 1+0+0\n")
