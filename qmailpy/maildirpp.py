@@ -253,22 +253,16 @@ def remove(root, host=None):
 
 def append(path, size, count):
     """Add one `<bytes> <count>` line with a single O_APPEND write (never creates the file).
-    The line is whole or not there: a write the full disk cut short is taken back (the file
-    cut to its old length: callers hold size_lock) and raises OSError, since the next line
-    would be glued to the cut one (`158` + `170 1` = `158170 1`)."""
+    The line is whole or not there: a write the full disk cut short (a write that wrote
+    nothing raises by itself) is cut off again, from where it began, and raises OSError, since
+    the next line would be glued to the cut one (`158` + `170 1` = `158170 1`)."""
     line = b"%d %d\n" % (size, count)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
-        before = os.fstat(fd).st_size
-        try:
-            if os.write(fd, line) != len(line):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-        except OSError:
-            try:
-                os.ftruncate(fd, before)
-            except OSError:
-                pass
-            raise
+        written = os.write(fd, line)
+        if written != len(line):
+            os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR) - written)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
     finally:
         os.close(fd)
 
