@@ -204,3 +204,15 @@ def test_auth_limit_as_actions(tmp_path):
     got = actions(s, b"AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n", [None])
     assert isinstance(got[0], A.AuthAttempt) and (got[0].op, got[0].limit, got[0].window) == ("begin", 3, 900)
     assert shape(got[1:]) == [("log", "auth-lockout"), ("send", R.AUTH_LOCKOUT + "\r\n"), A.CLOSED]
+
+
+def test_auth_attempt_that_cannot_be_counted_is_454(tmp_path):
+    """authfaillimit: an attempt the driver cannot record (False: a full disk) is not made:
+    454, the password unchecked, the session goes on."""
+    s = session_for(tmp_path, [("smtpauth", "1\n"), ("smtpauthplaintext", "1\n"), ("authfaillimit", "3\n")],
+                    AUTHFAILDELAY="0")
+    actions(s)
+    actions(s, b"EHLO c\r\n")
+    got = actions(s, b"AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n", [False])
+    assert isinstance(got[0], A.AuthAttempt) and got[0].op == "begin"
+    assert shape(got[1:]) == [("log", "auth-tempfail"), ("send", R.AUTH_TEMPFAIL + "\r\n"), A.NEED_DATA]
