@@ -11,7 +11,10 @@ give it back. What must hold (qmail's promises):
   up without spinning, and delivers it once (exactly once) when space returns;
 - qmail-local on a full Maildir: a deferral, never a bounce, no tmp/ debris, maildirsize
   intact; delivered exactly once afterwards;
-- a bounce that qmail-queue cannot queue (53) stays in bounce/ and is sent later.
+- a bounce that qmail-queue cannot queue (53) stays in bounce/ and is sent later;
+- qmail-local's mbox and forwards, and qmail-smtpd's own files in sessions/ (authfaillimit,
+  periplimit), answer a full disk with qmail's temporary failures.
+(A tmpfs charges an inode for each link too: a link can fail where a file fits.)
 Root only (mount namespaces).
 """
 import errno
