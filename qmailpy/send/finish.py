@@ -53,7 +53,8 @@ def addbounce(sched, msgid, recip, report):
 
 def messdone(sched, msgid, now):
     """DONE when finished (or a false alarm); RETRY after SLEEP_SYSFAIL; RUNNING while its
-    bounce goes into qmail-queue (bounce_exited() brings it back); WAITING for a free slot."""
+    bounce goes into qmail-queue (bounce_exited() brings it back); WAITING for a free slot
+    (the scheduler gives each slot that frees to the message that has waited longest)."""
     home, split, log = sched.home, sched.split, sched.log
     for ch in sched.channels:
         got = qf.exists(sched.path(msgid, ch.index))
@@ -136,9 +137,6 @@ def bounce_exited(sched, msgid, now):
     b = sched.bounces.pop(msgid)
     qp = b.injection.pid
     code = b.finish()
-    for waiting in sched.bounce_wait:
-        sched.done_add(waiting, now)
-    sched.bounce_wait.clear()
     again = now
     if code == 0:
         log.line("bounce msg %d qp %d" % (msgid, qp))

@@ -9,6 +9,7 @@ A message with no channel file left goes to pqdone, where finish.messdone()
 starts its bounce (the loop feeds it to qmail-queue meanwhile: `bounces`)
 and removes it.
 """
+import collections
 import heapq
 import os
 import time
@@ -52,7 +53,8 @@ class Scheduler:
         self.exitasap = False
         self.next_cleanup = 0.0
         self.bounces = {}              # msgid -> finish.Bouncing, going into qmail-queue
-        self.bounce_wait = []          # msgids waiting for a free bounce slot
+        self.bounce_wait = collections.deque()     # msgids waiting for a free bounce slot, in order
+        self.bounce_waiting = set()                # the same, to ask whether one waits
         self.copy_refused = set()      # msgids whose bounce qmail-queue refused with the copy
         self.last_read = None          # (wall clock, elapsed) at the last now()
         self.stepped = 0.0             # the wall clock's steps since start, summed (forward > 0)
@@ -291,14 +293,22 @@ class Scheduler:
         while self.pqdone and self.pqdone[0][0] <= now:
             msgid = heapq.heappop(self.pqdone)[1]
             self.done_known.discard(msgid)
-            got = finish.messdone(self, msgid, now)
-            if got == finish.RETRY:
-                self.done_add(msgid, self.sysfail(now))
-            elif got == finish.WAITING and msgid not in self.bounce_wait:
-                self.bounce_wait.append(msgid)
+            self.messdone(msgid, now)
+        while self.bounce_wait and len(self.bounces) < finish.BOUNCES_AT_ONCE:
+            msgid = self.bounce_wait.popleft()     # a free slot: the message that has waited longest
+            self.bounce_waiting.discard(msgid)
+            self.messdone(msgid, now)
         if now >= self.next_cleanup:
             self.next_cleanup = now + self.clock.delay(clock.SLEEP_CLEANUP)
             cleanup.cleanup(self, now)
+
+    def messdone(self, msgid, now):
+        got = finish.messdone(self, msgid, now)
+        if got == finish.RETRY:
+            self.done_add(msgid, self.sysfail(now))
+        elif got == finish.WAITING and msgid not in self.bounce_waiting:
+            self.bounce_waiting.add(msgid)
+            self.bounce_wait.append(msgid)
 
     def wakeup(self, now):
         """When the loop must act again without any fd event."""

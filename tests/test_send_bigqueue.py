@@ -1,0 +1,100 @@
+"""A big queue (an MX after an outage): qmail-send's work grows with the queue, not with its square.
+
+The scheduler is driven in-process, as its loop drives it, with the work counted (calls), never timed.
+"""
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from qmailpy import clock
+from qmailpy.ctl.reader import Controls
+from qmailpy.proto import cleanwire
+from qmailpy.queue import layout
+from qmailpy.send import finish
+from qmailpy.send.channel import Channel
+from qmailpy.send.config import SendConfig
+from qmailpy.send.scheduler import Scheduler
+from test_send_support import Scratch
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    s = Scratch(tmp_path)
+    yield s
+    s.cleanup()
+
+
+class Log:
+    def __init__(self):
+        self.lines = []
+
+    def line(self, text):
+        self.lines.append(text)
+
+
+class Injection:
+    """A bounce on its way into qmail-queue, which the test lets exit 0."""
+    def __init__(self, pid):
+        self.pid, self.trouble = pid, False
+
+    def finish(self):
+        return 0
+
+
+class Injector:
+    def __init__(self):
+        self.started = []
+
+    def start(self, chunks, sender, recipient):
+        self.started.append(recipient)
+        return Injection(len(self.started))
+
+
+class Cleaner:
+    def request(self, kind, msgid):
+        return cleanwire.OK
+
+
+def scheduler(scratch):
+    sched = Scheduler(scratch.home, clock.Clock(1), Log(),
+                      SendConfig(Controls(scratch.home, scratch.env())),
+                      [Channel(0, -1, -1, 10), Channel(1, -1, -1, 20)], Cleaner(), Injector())
+    sched.next_cleanup = float("inf")
+    return sched
+
+
+def test_thousands_of_bounces_waiting_for_a_slot_cost_linear_work(scratch, monkeypatch):
+    """After an outage thousands of messages can be finished with a bounce each, and at most 4
+    bounces go into qmail-queue at once. Every bounce that exited put every waiting message
+    back through messdone() (its stats, its info/ read) and each went back on the waiting list
+    through a search of that list: W waiting bounces cost W * W messdone() calls (300 bounces:
+    44,556 calls; 10,000 bounces some 50 million, hours of qmail-send's time while
+    no delivery starts). A slot that frees now takes the next waiting message, once."""
+    waiting = 300
+    ids = list(range(1000, 1000 + waiting))
+    for msgid in ids:
+        for path, data in ((layout.mess_path(scratch.home, msgid), b"Subject: %d\n\nbody\n" % msgid),
+                           (layout.info_path(scratch.home, msgid), b"Falice%d@localhost\0" % msgid),
+                           (layout.bounce_path(scratch.home, msgid), b"<fail@r.example>:\nno.\n\n")):
+            Path(path).write_bytes(data)
+    calls = []
+    messdone = finish.messdone
+    monkeypatch.setattr(finish, "messdone", lambda sched, msgid, now: calls.append(msgid) or messdone(sched, msgid, now))
+    sched = scheduler(scratch)
+    now = time.time()
+    for msgid in ids:
+        sched.done_add(msgid, now)
+    sched.pass_do(now)
+    most = len(sched.bounces)
+    while sched.bounces:                  # qmail-queue exits one at a time, the loop turns in between
+        finish.bounce_exited(sched, next(iter(sched.bounces)), now)
+        sched.pass_do(now)
+        most = max(most, len(sched.bounces))
+    assert most == finish.BOUNCES_AT_ONCE
+    assert sorted(sched.injector.started) == sorted(b"alice%d@localhost" % m for m in ids)    # each once
+    assert sorted(ln for ln in sched.log.lines if ln.startswith("end msg")) == sorted("end msg %d" % m for m in ids)
+    assert not os.listdir(os.path.join(scratch.home, "queue", "bounce"))
+    # each message: waiting, its bounce started, done; the first four skip the wait
+    assert len(calls) == 3 * waiting - finish.BOUNCES_AT_ONCE, len(calls)
