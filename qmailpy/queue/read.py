@@ -71,9 +71,11 @@ def die_on_closed_pipe():
 def listing(home, echo, warn, as_json=False):
     """Show the queue of `home` through echo(text) (warnings: warn(text)); the exit code
     (EXIT_TROUBLE when the queue cannot be read). The troubles are qmail-qread.c's lines
-    (die_chdir, die_opendir, err), on stdout as qmail's; with as_json on stderr."""
+    (die_chdir, die_opendir, err), on stdout as qmail's; with as_json on stderr. One message
+    is held at a time, as in qmail-qread.c; --json writes its list as it goes (the text of
+    json.dumps(list, indent=1)), after every info/ subdirectory has been read, so that a
+    fatal error still leaves no JSON."""
     say = warn if as_json else echo
-    out = []
     queue = paths.queue_path(home)
     try:
         os.stat(queue)
@@ -81,7 +83,11 @@ def listing(home, echo, warn, as_json=False):
         say("fatal: unable to chdir: %s" % error_str(e))
         return X.EXIT_TROUBLE
     try:
-        for msgid in files.info_ids(home, ordered=True):
+        ids = files.info_ids(home, ordered=True)
+        if as_json:
+            ids = list(ids)
+        pending = None
+        for msgid in ids:
             try:
                 m = message(home, msgid)
             except OSError as e:
@@ -90,13 +96,14 @@ def listing(home, echo, warn, as_json=False):
             if as_json:
                 for _, text in m.pop("troubles"):
                     say(text)
+                echo(pending + "," if pending else "[")     # the comma once another follows
+                pending = " " + json.dumps(m, indent=1).replace("\n", "\n ")
             else:
                 echo("\n".join(render(m)))
-            out.append(m)
     except OSError as e:
         where = os.path.relpath(e.filename, queue) if e.filename else "info"
         say("fatal: unable to opendir %s: %s" % (where, error_str(e)))
         return X.EXIT_TROUBLE
     if as_json:
-        echo(json.dumps(out, indent=1))
+        echo(pending + "\n]" if pending else "[]")
     return 0
