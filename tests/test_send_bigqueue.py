@@ -143,3 +143,35 @@ def test_qread_of_a_big_queue_holds_one_message_at_a_time(scratch, as_json):
         assert first[0] == "[" and json.loads(first[1].rstrip(","))["id"] == head
     else:
         assert len(count) == 400 and first[0].split("\n")[1] == "\tremote\tuser%d.0@far-away-host.example" % head
+
+
+def test_an_fd_limit_caps_the_concurrency_and_no_delivery_runs_short_of_fds(tmp_path):
+    """Under RLIMIT_NOFILE 200 (soft and hard, so the spawns cannot raise it) qmail-rspawn says
+    it can run (200 - 64) // 3 = 45 deliveries (spawn.c's limit from the fds it has), qmail-send
+    caps concurrencyremote 500 at that, and 100 held deliveries run 45 at a time, every one a
+    success: none deferred for a pipe or a message it could not open."""
+    import re
+    import resource
+    from test_send_load import peak
+    from test_send_support import Send, inject
+    scratch = Scratch(tmp_path, {"concurrencyremote": "500", "concurrencylocal": "500"})
+    try:
+        hold = os.path.join(scratch.fake, "hold")
+        send = Send(scratch, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200)),
+                    FAKE_REMOTE_SLEEP="0", FAKE_REMOTE_HOLD=hold)
+        send.wait_line(r"^status: local 0/45 remote 0/45$")
+        inject(scratch.home, b"Subject: many\n\nbody\n", "alice@localhost",
+               ["user%d@host%d.example" % (i, i % 7) for i in range(100)])
+        remote_log = os.path.join(scratch.fake, "remote.log")
+        send.wait_for(lambda: os.path.exists(remote_log) and peak(remote_log)[1] >= 45, timeout=120,
+                      what="45 deliveries started")
+        time.sleep(0.5)                   # room for a 46th, which must not start
+        assert peak(remote_log) == (45, 45)
+        open(hold, "w").close()
+        send.wait_line(r"^end msg \d+$", timeout=120)
+        reports = [ln for ln in send.lines() if re.match(r"delivery \d+: ", ln)]
+        assert len(reports) == 100 and all(": success: " in ln for ln in reports), reports
+        assert send.stop() == 0
+        assert len(scratch.mail()) == 100 and scratch.queue_files() == []
+    finally:
+        scratch.cleanup()
