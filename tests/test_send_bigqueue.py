@@ -65,6 +65,14 @@ def scheduler(scratch):
     return sched
 
 
+def finished(home, msgid, sender):
+    """A message whose deliveries are all over, one of them failed: mess, info and bounce/."""
+    for path, data in ((layout.mess_path(home, msgid), b"Subject: %d\n\nbody\n" % msgid),
+                       (layout.info_path(home, msgid), b"F" + sender + b"\0"),
+                       (layout.bounce_path(home, msgid), b"<fail@r.example>:\nno.\n\n")):
+        Path(path).write_bytes(data)
+
+
 def test_thousands_of_bounces_waiting_for_a_slot_cost_linear_work(scratch, monkeypatch):
     """After an outage thousands of messages can be finished with a bounce each, and at most 4
     bounces go into qmail-queue at once. Every bounce that exited put every waiting message
@@ -75,10 +83,7 @@ def test_thousands_of_bounces_waiting_for_a_slot_cost_linear_work(scratch, monke
     waiting = 300
     ids = list(range(1000, 1000 + waiting))
     for msgid in ids:
-        for path, data in ((layout.mess_path(scratch.home, msgid), b"Subject: %d\n\nbody\n" % msgid),
-                           (layout.info_path(scratch.home, msgid), b"Falice%d@localhost\0" % msgid),
-                           (layout.bounce_path(scratch.home, msgid), b"<fail@r.example>:\nno.\n\n")):
-            Path(path).write_bytes(data)
+        finished(scratch.home, msgid, b"alice%d@localhost" % msgid)
     calls = []
     messdone = finish.messdone
     monkeypatch.setattr(finish, "messdone", lambda sched, msgid, now: calls.append(msgid) or messdone(sched, msgid, now))
@@ -98,6 +103,31 @@ def test_thousands_of_bounces_waiting_for_a_slot_cost_linear_work(scratch, monke
     assert not os.listdir(os.path.join(scratch.home, "queue", "bounce"))
     # each message: waiting, its bounce started, done; the first four skip the wait
     assert len(calls) == 3 * waiting - finish.BOUNCES_AT_ONCE, len(calls)
+
+
+def test_a_free_bounce_slot_goes_to_the_message_that_waited_longest(scratch):
+    """Six finished messages with a bounce each: four go into qmail-queue, two wait. When one
+    bounce exits, the slot goes to the first of the two, not to a message that finished in
+    the meantime: taken first by those, the waiting bounces of a busy MX that keeps failing
+    recipients would wait for ever."""
+    sched = scheduler(scratch)
+    now = time.time()
+    for msgid in range(2000, 2006):
+        finished(scratch.home, msgid, b"sender%d@localhost" % msgid)
+        sched.done_add(msgid, now)
+        sched.pass_do(now)
+    assert sched.injector.started == [b"sender%d@localhost" % m for m in range(2000, 2004)]
+    finished(scratch.home, 1000, b"sender1000@localhost")     # finishes later, with a smaller id
+    sched.done_add(1000, now)
+    finish.bounce_exited(sched, 2000, now)
+    sched.pass_do(now)
+    assert sched.injector.started[4:] == [b"sender2004@localhost"]
+    finish.bounce_exited(sched, 2001, now)
+    sched.pass_do(now)
+    assert sched.injector.started[4:] == [b"sender2004@localhost", b"sender2005@localhost"]
+    finish.bounce_exited(sched, 2002, now)
+    sched.pass_do(now)
+    assert sched.injector.started[4:] == [b"sender2004@localhost", b"sender2005@localhost", b"sender1000@localhost"]
 
 
 def hand_queue(home, count, recipients):

@@ -290,13 +290,13 @@ class Scheduler:
             self.pass_channel(ch, now)
         while self.pqfail and self.pqfail[0][0] <= now:
             self.pqadd(heapq.heappop(self.pqfail)[1], now)
+        while self.bounce_wait and len(self.bounces) < finish.BOUNCES_AT_ONCE:
+            msgid = self.bounce_wait.popleft()     # a free slot: the message that has waited longest,
+            self.bounce_waiting.discard(msgid)     # before any that finished since
+            self.messdone(msgid, now)
         while self.pqdone and self.pqdone[0][0] <= now:
             msgid = heapq.heappop(self.pqdone)[1]
             self.done_known.discard(msgid)
-            self.messdone(msgid, now)
-        while self.bounce_wait and len(self.bounces) < finish.BOUNCES_AT_ONCE:
-            msgid = self.bounce_wait.popleft()     # a free slot: the message that has waited longest
-            self.bounce_waiting.discard(msgid)
             self.messdone(msgid, now)
         if now >= self.next_cleanup:
             self.next_cleanup = now + self.clock.delay(clock.SLEEP_CLEANUP)
