@@ -205,3 +205,23 @@ def test_an_fd_limit_caps_the_concurrency_and_no_delivery_runs_short_of_fds(tmp_
         assert len(scratch.mail()) == 100 and scratch.queue_files() == []
     finally:
         scratch.cleanup()
+
+
+def test_the_layout_check_at_start_holds_no_listing_of_todo(scratch):
+    """qmail-send's first check (is todo/ or intd/ split, as big-todo makes them?) listed all of
+    todo/ and intd/ as DirEntry objects to find one subdirectory: 10,000 messages waiting for
+    qmail-todo cost 4.5 MB at start, 50,000 of them 22 MB. It now reads the entries as they come."""
+    import tracemalloc
+    for msgid in range(1000, 11000):
+        intd = layout.intd_path(scratch.home, msgid)
+        Path(intd).write_bytes(b"u0\0p1\0Falice@localhost\0Tjoe@localhost\0")
+        os.link(intd, layout.todo_path(scratch.home, msgid))
+    tracemalloc.start()
+    try:
+        assert layout.foreign_layout(scratch.home) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+    os.mkdir(os.path.join(scratch.home, "queue", "todo", "7"))
+    assert layout.foreign_layout(scratch.home) == "queue/todo/7 is a directory: the queue was made with big-todo"

@@ -101,10 +101,11 @@ def foreign_layout(home, split=SPLIT):
     so when it reads it)."""
     for name in ("todo", "intd"):
         try:
-            entries = list(os.scandir(paths.queue_path(home, name)))
+            with os.scandir(paths.queue_path(home, name)) as entries:     # read as they come: a big
+                sub = next((e.name for e in entries                       # queue's todo/ is not held
+                            if e.name.isdigit() and e.is_dir(follow_symlinks=False)), None)
         except OSError:
             continue
-        sub = next((e.name for e in entries if e.name.isdigit() and e.is_dir(follow_symlinks=False)), None)
         if sub is not None:
             return "queue/%s/%s is a directory: the queue was made with big-todo" % (name, sub)
     for name in sorted(SPLIT_DIRS):
