@@ -225,3 +225,26 @@ def test_the_layout_check_at_start_holds_no_listing_of_todo(scratch):
     assert peak < 1 << 20, peak
     os.mkdir(os.path.join(scratch.home, "queue", "todo", "7"))
     assert layout.foreign_layout(scratch.home) == "queue/todo/7 is a directory: the queue was made with big-todo"
+
+
+def test_start_up_work_is_a_few_stats_per_message(scratch, monkeypatch):
+    """pqstart() on 2,000 preprocessed messages: each subdirectory of info/ listed once, and
+    per message info/, todo/ and the two channel files looked at once (qmail-send.c's pqadd());
+    every message queued on its channel once, at its channel file's mtime."""
+    count = 2000
+    ids = hand_queue(scratch.home, count, 1)
+    later = time.time() + 3600
+    for msgid in ids:
+        os.utime(layout.remote_path(scratch.home, msgid), (later, later))
+    sched = scheduler(scratch)
+    stats, listings = [], []
+    real_stat, real_listdir = os.stat, os.listdir
+    monkeypatch.setattr(os, "stat", lambda path, *a, **k: stats.append(path) or real_stat(path, *a, **k))
+    monkeypatch.setattr(os, "listdir", lambda path=".": listings.append(path) or real_listdir(path))
+    sched.pqstart(time.time())
+    monkeypatch.undo()
+    assert len(listings) == layout.SPLIT
+    assert len(stats) == 4 * count, len(stats)
+    remote = sched.channels[1]
+    assert sorted(m for _, m in remote.pq) == ids and {int(t) for t, _ in remote.pq} == {int(later)}
+    assert not sched.channels[0].pq and not sched.pqdone
