@@ -155,9 +155,15 @@ def verify_signature(message, index, tags, resolver):
     return Result("dkim", "fail", "signature did not verify", props)
 
 
+def signature_values(message):
+    """The values of the DKIM-Signature fields of the message's header block (the message may be
+    its header alone: proto.headers.head)."""
+    return [unfold(message[start:end]) for name, start, end in spans(message) if name == b"dkim-signature"]
+
+
 def dkim_results(message, resolver):
     """[Result] for the message's DKIM signatures ([dkim=none] without any)."""
-    sigs = [unfold(message[start:end]) for name, start, end in spans(message) if name == b"dkim-signature"]
+    sigs = signature_values(message)
     if not sigs:
         return [Result("dkim", "none")]
     return [verify_signature(message, i, _tags(value), resolver)
@@ -237,7 +243,9 @@ def without_ours(message, authserv_id):
 
 
 def authenticate(message, sender, authserv_id, resolver, checked):
-    """(new message, [Result]): our Authentication-Results on top, forged ones of ours removed."""
+    """(new message, [Result]): our Authentication-Results on top, forged ones of ours removed.
+    Without DKIM signatures only the header block is read: given the message's first bytes
+    through it (proto.headers.head), the answer is the new first bytes, the rest unchanged."""
     results = dkim_results(message, resolver)
     spf = spf_result(message, sender, checked)
     if spf is not None:

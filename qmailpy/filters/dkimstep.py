@@ -8,6 +8,11 @@ then the new field, then the message) and fsynced again before intd/ is
 made, so clamd, spamd (which sees the field) and the queue entry all get
 the same bytes; a failure here is qmail-queue's write error (53) and the
 usual rollback. One log line per message: `dkim: dkim=pass ... spf=...`.
+
+Only a signed message is read whole (dkimpy hashes the body from memory: a
+message of N bytes costs about 2N). An unsigned one, most mail, costs a
+block: its header block is read, and the rest of the file is moved in
+blocks to make room for the new field (or close the gap of removed ones).
 """
 import os
 import time
@@ -25,15 +30,68 @@ def _read(staged):
         raise QueueError(X.QQ_READ_ERROR, "unable to read mess: %s" % (e.strerror or e)) from None
 
 
+BLOCK = 65536
+
+
+def _blocks(fd, offset):
+    """What fd holds from offset on, in blocks."""
+    while True:
+        block = os.pread(fd, BLOCK, offset)
+        if not block:
+            return
+        offset += len(block)
+        yield block
+
+
+def _read_head(staged):
+    """The message's first bytes through its header block (proto.headers.head), and a read fd on
+    the mess file (the caller closes it)."""
+    from qmailpy.proto.headers import head
+    try:
+        fd = os.open(staged.mess_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise QueueError(X.QQ_READ_ERROR, "unable to read mess: %s" % (e.strerror or e)) from None
+    try:
+        return head(_blocks(fd, len(staged.head)), BLOCK), fd
+    except OSError as e:
+        os.close(fd)
+        raise QueueError(X.QQ_READ_ERROR, "unable to read mess: %s" % (e.strerror or e)) from None
+
+
+def _replace_head(staged, fd, old, new):
+    """The mess file's `old` first bytes (after qmail-queue's Received line) become `new`, the
+    rest moved in blocks through the read fd (from its end when it moves up, from its start
+    when it moves down, so no block is overwritten before it is read); fsynced."""
+    out, base = staged.mess_fd, len(staged.head)
+    try:
+        start = base + len(old)
+        size = os.fstat(fd).st_size - start
+        shift = len(new) - len(old)
+        if shift:
+            offsets = range(0, size, BLOCK)
+            for offset in (reversed(offsets) if shift > 0 else offsets):
+                block = os.pread(fd, min(BLOCK, size - offset), start + offset)
+                _pwrite_all(out, block, start + offset + shift)
+        _pwrite_all(out, new, base)
+        os.ftruncate(out, base + len(new) + size)
+        os.fsync(out)
+    except OSError as e:
+        raise QueueError(X.QQ_WRITE_ERROR, "unable to write mess: %s" % (e.strerror or e)) from None
+
+
+def _pwrite_all(fd, data, offset):
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
 def _rewrite(staged, data):
     """The mess file from after qmail-queue's Received line on becomes data; fsynced."""
     fd, offset = staged.mess_fd, len(staged.head)
-    view = memoryview(data)
     try:
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view, offset = view[n:], offset + n
-        os.ftruncate(fd, offset)
+        _pwrite_all(fd, data, offset)
+        os.ftruncate(fd, offset + len(data))
         os.fsync(fd)
     except OSError as e:
         raise QueueError(X.QQ_WRITE_ERROR, "unable to write mess: %s" % (e.strerror or e)) from None
@@ -49,14 +107,23 @@ def run(staged, controls, log):
     from qmailpy.dkim import verify
     from qmailpy.dns.resolver import Resolver
     environ = controls.environ or {}
+    head, fd = _read_head(staged)
     try:
-        me = controls.value("me")
-        resolver = Resolver(environ).until(time.monotonic() + verify.LOOKUP_TIME)
+        try:
+            me = controls.value("me")
+            resolver = Resolver(environ).until(time.monotonic() + verify.LOOKUP_TIME)
 
-        def checked(received):
-            return verify.smtpd_checked_spf(environ, controls, received)
-        message, results = verify.authenticate(_read(staged), staged.sender, me, resolver, checked)
-    except OSError as e:                 # ctl.reader.ControlError (spfbehavior, me), resolv.conf
-        raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
-    _rewrite(staged, message)
+            def checked(received):
+                return verify.smtpd_checked_spf(environ, controls, received)
+            whole = _read(staged) if verify.signature_values(head) else None
+            new, results = verify.authenticate(head if whole is None else whole, staged.sender, me, resolver,
+                                               checked)
+        except OSError as e:             # ctl.reader.ControlError (spfbehavior, me), resolv.conf
+            raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
+        if whole is None:
+            _replace_head(staged, fd, head, new)
+        else:
+            _rewrite(staged, new)
+    finally:
+        os.close(fd)
     log("dkim: " + "; ".join(r.text() for r in results))

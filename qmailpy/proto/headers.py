@@ -56,6 +56,24 @@ def block_end(data):
     return end if end < complete else None
 
 
+def head(blocks, check=65536):
+    """The first bytes of a message given as blocks (an iterable of bytes), through the end of
+    its header block (block_end): what a reader of the header alone needs, so a message of any
+    size is not read whole. Checked as the data doubles: a header of any size costs linear
+    time. All of it when the header block does not end before the message does."""
+    chunks, size = [], 0
+    for block in blocks:
+        chunks.append(block)
+        size += len(block)
+        if size >= check:
+            check = 2 * size
+            data = b"".join(chunks)
+            if block_end(data) is not None:
+                return data
+            chunks = [data]
+    return b"".join(chunks)
+
+
 def unfold(raw):
     """The value of one field as written (a span of spans()): its lines joined without their
     line ends, the text after the first ':', stripped."""

@@ -48,21 +48,10 @@ class Message:
         return self.data if self.data is not None else b"".join(self.blocks())
 
     def head(self):
-        """The message's first bytes through the end of its header block (proto.headers): what
-        the DKIM key choice reads (its From: field), so a message no key signs is not read whole.
-        Checked as the data doubles: a header of any size costs linear time."""
-        from qmailpy.proto.headers import block_end
-        chunks, size, check = [], 0, BLOCK
-        for block in self.blocks():
-            chunks.append(block)
-            size += len(block)
-            if size >= check:
-                check = 2 * size
-                data = b"".join(chunks)
-                if block_end(data) is not None:
-                    return data
-                chunks = [data]
-        return b"".join(chunks)
+        """The message's first bytes through the end of its header block (proto.headers.head): what
+        the DKIM key choice reads (its From: field), so a message no key signs is not read whole."""
+        from qmailpy.proto.headers import head
+        return head(self.blocks(), BLOCK)
 
     def isascii(self):
         return all(block.isascii() for block in self.blocks())

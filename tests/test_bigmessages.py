@@ -1,0 +1,231 @@
+"""Big messages (databytes 0, qmail's default: no limit) in memory that does not grow with them.
+
+Each program runs as a subprocess under an address-space limit (RLIMIT_AS): a 1 MB message
+under BASE, and a 64 MB one under BASE + 32 MB, must both succeed, with the exact result on
+disk. A program that held the message (or a copy of it) would need 64 MB more and fail
+(qmail-queue 51, qmail-local 111, ...). Memory is bounded here, never time.
+"""
+import os
+import resource
+import socket
+import struct
+import subprocess
+import threading
+
+import pytest
+
+from conftest import program
+from qmailpy.queue.layout import create_queue
+from test_dialogues import TCP_ENV
+from test_local_support import Box
+from test_smtpd import qhome  # noqa: F401 (a fixture: me, rcpthosts, a queue)
+
+MB = 1 << 20
+BASE = 48 * MB                       # what the programs need for a 1 MB message (about 40 MB)
+HEAD = b"From: a@example.com\nTo: b@example.org\nSubject: big\n\n"
+LINE = b"x" * 75 + b"\n"
+
+
+def limited(limit):
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def write_message(path, size, head=HEAD, crlf=False):
+    """head and lines of 76 bytes up to about size bytes at path; its length."""
+    line = LINE.replace(b"\n", b"\r\n") if crlf else LINE
+    block = line * 8192
+    with open(path, "wb") as f:
+        f.write(head)
+        for _ in range(size // len(block)):
+            f.write(block)
+    return len(head) + size // len(block) * len(block)
+
+
+@pytest.fixture(params=[1, 64], ids=["1MB", "64MB"])
+def size(request):
+    """(message size, address-space limit)."""
+    mb = request.param
+    return mb * MB, BASE + (32 * MB if mb > 1 else 0)
+
+
+def run(argv, stdin_path, env, limit, stdout=subprocess.PIPE):
+    with open(stdin_path, "rb") as m:
+        return subprocess.run(argv, stdin=m, stdout=stdout, stderr=subprocess.PIPE, env=env, timeout=60,
+                              preexec_fn=limited(limit))
+
+
+def mess_files(root):
+    q = os.path.join(root, "queue", "mess")
+    return [os.path.join(q, d, n) for d in os.listdir(q) for n in os.listdir(os.path.join(q, d))]
+
+
+def tail(path, n=200):
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - n))
+        return f.read()
+
+
+def head_of(path, n=4096):
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def queue_it(qhome, tmp_path, size, env):
+    """qmail-queue (in-process: no qmail-queued socket) on a message of size[0]: (run, message length)."""
+    length = write_message(tmp_path / "m", size[0])
+    (tmp_path / "e").write_bytes(b"Fa@example.com\0Tb@example.org\0\0")
+    with open(tmp_path / "e", "rb") as e:
+        p = run([program("qmail-queue")], tmp_path / "m", env, size[1], stdout=e)
+    return p, length
+
+
+def test_qmail_queue_with_dkimverify_and_an_unsigned_message(qhome, tmp_path, size):
+    """control/dkimverify: a message without DKIM-Signature gets its Authentication-Results
+    field without being read whole (it was read, then copied with the field: twice its size)."""
+    qhome.control("dkimverify", "1\n")
+    p, length = queue_it(qhome, tmp_path, size, qhome.env(TCPREMOTEIP="127.0.0.9"))
+    assert (p.returncode, p.stderr) == (0, b"qmail-queue: dkim: dkim=none\n")
+    [mess] = mess_files(qhome.root)
+    first = head_of(mess)
+    received, rest = first.split(b"\n", 1)
+    assert received.startswith(b"Received: (qmail ")
+    field = b"Authentication-Results: test.example;\n\tdkim=none\n"
+    assert rest.startswith(field + HEAD + LINE)
+    assert os.path.getsize(mess) == len(received) + 1 + len(field) + length
+    assert tail(mess) == (LINE * 3)[-200:]
+
+
+def test_qmail_queue_with_dkimverify_removes_forged_results_in_place(qhome, tmp_path):
+    """Our own authserv-id's fields are taken out (the file shrinks before it grows again)."""
+    qhome.control("dkimverify", "1\n")
+    forged = b"Authentication-Results: test.example; dkim=pass header.d=paypal.com\n" * 3
+    length = write_message(tmp_path / "m", 2 * MB, head=forged + HEAD)
+    (tmp_path / "e").write_bytes(b"Fa@example.com\0Tb@example.org\0\0")
+    with open(tmp_path / "e", "rb") as e:
+        p = run([program("qmail-queue")], tmp_path / "m", qhome.env(TCPREMOTEIP="127.0.0.9"), BASE, stdout=e)
+    assert (p.returncode, p.stderr) == (0, b"qmail-queue: dkim: dkim=none\n")
+    [mess] = mess_files(qhome.root)
+    with open(mess, "rb") as f:
+        got = f.read()
+    received, rest = got.split(b"\n", 1)
+    expect = b"Authentication-Results: test.example;\n\tdkim=none\n" + HEAD
+    with open(tmp_path / "m", "rb") as f:
+        assert rest == expect + f.read()[len(forged) + len(HEAD):]
+    assert len(rest) == length - len(forged) + len(b"Authentication-Results: test.example;\n\tdkim=none\n")
+
+
+def _fake_clamd(path):
+    """A clamd that reads the whole INSTREAM and answers OK; the byte counts it got."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(4)
+    got = []
+
+    def serve():
+        conn, _ = srv.accept()
+        with conn, conn.makefile("rb") as f:
+            assert f.read(10) == b"zINSTREAM\0"
+            total = 0
+            while True:
+                n = struct.unpack(">I", f.read(4))[0]
+                if not n:
+                    break
+                total += len(f.read(n))
+            got.append(total)
+            conn.sendall(b"stream: OK\0")
+        srv.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t, got
+
+
+def test_qmail_queue_with_clamd(qhome, tmp_path, size):
+    """clamglobal: the mess file is streamed to clamd (INSTREAM chunks), never read whole."""
+    qhome.control("clamglobal", "1\n")
+    qhome.control("clamdsocket", str(tmp_path / "clamd.sock") + "\n")
+    t, got = _fake_clamd(str(tmp_path / "clamd.sock"))
+    p, length = queue_it(qhome, tmp_path, size, qhome.env())
+    t.join(30)
+    assert (p.returncode, p.stderr) == (0, b"")
+    [mess] = mess_files(qhome.root)
+    assert got == [os.path.getsize(mess)]
+    assert os.path.getsize(mess) == len(head_of(mess).split(b"\n", 1)[0]) + 1 + length
+
+
+def test_qmail_smtpd_data_into_qmail_queue(qhome, tmp_path, size):
+    """DATA of any size goes from the client to qmail-queue (exec'd) as it comes: neither holds it."""
+    session = tmp_path / "session"
+    with open(session, "wb") as f:
+        f.write(b"HELO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+    body = tmp_path / "body"
+    length = write_message(body, size[0], head=HEAD.replace(b"\n", b"\r\n"), crlf=True)
+    with open(session, "ab") as f, open(body, "rb") as b:
+        while True:
+            block = b.read(MB)
+            if not block:
+                break
+            f.write(block)
+        f.write(b".\r\nQUIT\r\n")
+    os.unlink(body)
+    env = qhome.env(**dict(TCP_ENV, QMAILQUEUE=program("qmail-queue")))
+    p = run([program("qmail-smtpd")], session, env, size[1])
+    lines = p.stdout.split(b"\r\n")
+    assert lines[5].startswith(b"250 ok ") and lines[6:] == [b"221 test.example", b""], p.stdout[-300:]
+    lines_sent = (length - len(HEAD) - HEAD.count(b"\n")) // len(LINE.replace(b"\n", b"\r\n"))
+    assert b" accept sender=<a@example.com> rcpts=1 bytes=%d " % (len(HEAD) + lines_sent * len(LINE)) in p.stderr
+    [mess] = mess_files(qhome.root)
+    first = head_of(mess)
+    assert first.split(b"\n", 1)[1].startswith(b"Received: from ")
+    assert tail(mess) == (LINE * 3)[-200:]
+
+
+@pytest.mark.parametrize("dotqmail, aliasempty", [
+    (None, "./Maildir/"),
+    (None, "./mbox"),
+    ("|cat >/dev/null\n", None),
+    ("&a@x.org\n&b@y.org\n", None),
+], ids=["maildir", "mbox", "program", "forward"])
+def test_qmail_local(tmp_path, size, dotqmail, aliasempty):
+    """Maildir, mbox, a |program and &forwards (into qmail-queue) copy the message in blocks."""
+    box = Box(tmp_path)
+    qhome = box.env["QMAILHOME"]
+    create_queue(qhome)
+    if dotqmail:
+        box.dotqmail(".qmail", dotqmail)
+    length = write_message(tmp_path / "m", size[0])
+    env = dict(box.env, QMAILQUEUE=program("qmail-queue"))
+    argv = [program("qmail-local"), "joe", box.home, "joe", "", "", "example.com", "bob@ex.org",
+            aliasempty or "./Maildir/"]
+    p = run(argv, tmp_path / "m", env, size[1])
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    delivered = b"Delivered-To: joe@example.com\n"
+    if aliasempty == "./Maildir/":
+        assert p.stdout == b"did 1+0+0\n"
+        [name] = box.files()
+        path = os.path.join(box.maildir, "new", name)
+        assert head_of(path).startswith(b"Return-Path: <bob@ex.org>\n" + delivered + HEAD)
+        assert os.path.getsize(path) == len(b"Return-Path: <bob@ex.org>\n" + delivered) + length
+    elif aliasempty == "./mbox":
+        assert p.stdout == b"did 1+0+0\n"
+        path = os.path.join(box.home, "mbox")
+        assert head_of(path).split(b"\n", 1)[1].startswith(b"Return-Path: <bob@ex.org>\n" + delivered + HEAD)
+        assert tail(path, 3) == b"x\n\n"
+    elif dotqmail.startswith("|"):
+        assert p.stdout == b"did 0+0+1\n"
+    else:
+        assert p.stdout.startswith(b"did 0+2+0\nqp ")
+        [mess] = mess_files(qhome)
+        assert head_of(mess).split(b"\n", 1)[1].startswith(delivered + HEAD)
+        assert os.path.getsize(mess) == len(head_of(mess).split(b"\n", 1)[0]) + 1 + len(delivered) + length
+
+
+def test_qmail_inject(qhome, tmp_path, size):
+    """qmail-inject writes its header, then the body as it reads it, into qmail-queue."""
+    length = write_message(tmp_path / "m", size[0])
+    env = qhome.env(QMAILQUEUE=program("qmail-queue"))
+    p = run([program("qmail-inject"), "b@example.org"], tmp_path / "m", env, size[1])
+    assert (p.returncode, p.stderr) == (0, b"")
+    [mess] = mess_files(qhome.root)
+    assert b"\nSubject: big\n" in head_of(mess)
+    assert tail(mess) == (LINE * 3)[-200:]
+    assert os.path.getsize(mess) > length
