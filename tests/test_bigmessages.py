@@ -13,6 +13,7 @@ import subprocess
 import threading
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from conftest import program
 from qmailpy.queue.layout import create_queue
@@ -229,3 +230,44 @@ def test_qmail_inject(qhome, tmp_path, size):
     assert b"\nSubject: big\n" in head_of(mess)
     assert tail(mess) == (LINE * 3)[-200:]
     assert os.path.getsize(mess) > length
+
+
+def test_qmail_local_mbox_with_one_long_line(tmp_path, size):
+    """mbox's >From quoting looks at the start of each line only: a message of one long line (a
+    client's HTML or base64 without line breaks) is not held as a line (it was, three times)."""
+    box = Box(tmp_path)
+    with open(tmp_path / "m", "wb") as f:
+        f.write(HEAD + b"From here" + b"y" * (size[0] - 9))        # and no final newline
+    argv = [program("qmail-local"), "joe", box.home, "joe", "", "", "example.com", "bob@ex.org", "./mbox"]
+    p = run(argv, tmp_path / "m", box.env, size[1])
+    assert (p.returncode, p.stdout, p.stderr) == (0, b"did 1+0+0\n", b"")
+    path = os.path.join(box.home, "mbox")
+    ufline, rest = head_of(path).split(b"\n", 1)
+    assert ufline.startswith(b"From bob@ex.org ")
+    assert rest.startswith(b"Return-Path: <bob@ex.org>\nDelivered-To: joe@example.com\n" + HEAD + b">From herey")
+    assert os.path.getsize(path) == len(ufline) + 1 + 56 + len(HEAD) + 1 + size[0] + 2
+    assert tail(path, 4) == b"yy\n\n"
+
+
+def _gfrom_by_lines(message):
+    from qmailpy.local.mbox import gfrom
+    out = []
+    for line in message.splitlines(keepends=True):
+        out.append((b">" if gfrom(line) else b"") + line)
+    return b"".join(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b">", b"From ", b"From", b"F", b"rom ", b"\n", b"x", b" ", b">>From x"]),
+                max_size=40),
+       st.lists(st.integers(1, 7), min_size=1, max_size=5))
+def test_mbox_quoting_in_blocks_is_qmails_line_by_line(pieces, cuts):
+    """The streamed quoting equals gfrom() applied to each line, however the blocks are cut."""
+    from qmailpy.local.mbox import quoted
+    message = b"".join(pieces)
+    blocks, pos, i = [], 0, 0
+    while pos < len(message):
+        n = cuts[i % len(cuts)]
+        blocks.append(message[pos:pos + n])
+        pos, i = pos + n, i + 1
+    assert b"".join(quoted(iter(blocks))) == _gfrom_by_lines(message)

@@ -2,7 +2,8 @@
 
 Append under an exclusive flock() (give up after 30 seconds), write the
 `From ` line, Return-Path and Delivered-To, the message with `>From `
-quoting (gfrom: a line that is '>'* + 'From ' gets one more '>'), a final
+quoting (gfrom: a line that is '>'* + 'From ' gets one more '>'; looked at
+in blocks, never holding a line: quoted()), a final
 newline if missing, one blank line, fsync. On any failure the file is cut
 back to its old end (when the lock was held), so no half message stays.
 """
@@ -19,6 +20,43 @@ FLUSH = 65536
 def gfrom(line):
     """True for lines mbox readers would take as a separator once '>'s are removed."""
     return line.lstrip(b">").startswith(b"From ")
+
+
+def quoted(blocks):
+    """The message (an iterator of blocks) with a '>' before each gfrom() line, in blocks, without
+    holding a line: a message of one long line costs a block. The '>' qmail puts at the line's
+    start is written after the line's own '>'s instead (the same bytes), so only the at most 5
+    bytes after them wait for the decision."""
+    import re
+    run = re.compile(rb">*")
+    start, after = True, b""        # at a line's start (its '>'s not all seen), and what follows them
+    for data in blocks:
+        out, pos, n = bytearray(), 0, len(data)
+        while pos < n:
+            if not start:
+                nl = data.find(b"\n", pos)
+                end = n if nl < 0 else nl + 1
+                out += data[pos:end]
+                pos, start = end, nl >= 0
+                continue
+            if not after:
+                end = run.match(data, pos).end()
+                out += data[pos:end]
+                pos = end
+                if pos == n:
+                    break
+            take = data[pos:pos + 5 - len(after)]
+            nl = take.find(b"\n")
+            if nl >= 0:
+                take = take[:nl + 1]
+            after += take
+            pos += len(take)
+            if nl >= 0 or len(after) == 5:
+                out += (b">" if after == b"From " else b"") + after
+                start, after = nl >= 0, b""
+        yield bytes(out)
+    if after:
+        yield after
 
 
 def _lock(fd):
@@ -50,22 +88,23 @@ def deliver(path, name, fd0, ufline, head):
         locked = _lock(fd)
         pos = os.lseek(fd, 0, os.SEEK_END)
         out = bytearray(ufline + head)
-        lines = message.lines(fd0)
+        blocks = quoted(message.chunks(fd0))
+        last = b"\n"
         while True:
             try:
-                line = next(lines, None)
+                block = next(blocks, None)
             except OSError as e:
                 raise errors.temp("Unable to read message: %s. (#4.3.0)" % errors.error_str(e)) from None
-            if line is None:
+            if block is None:
                 break
-            if gfrom(line):
-                out += b">"
-            out += line
-            if not line.endswith(b"\n"):
-                out += b"\n"
+            if block:
+                out += block
+                last = block[-1:]
             if len(out) >= FLUSH:
                 write_all(fd, out)
                 out.clear()
+        if last != b"\n":
+            out += b"\n"
         out += b"\n"
         write_all(fd, out)
         os.fsync(fd)
