@@ -4,6 +4,10 @@ Each program runs as a subprocess under an address-space limit (RLIMIT_AS): a 1 
 under BASE, and a 64 MB one under BASE + 32 MB, must both succeed, with the exact result on
 disk. A program that held the message (or a copy of it) would need 64 MB more and fail
 (qmail-queue 51, qmail-local 111, ...). Memory is bounded here, never time.
+
+Not here: qmail-remote (tests/test_remote.py sends 160 MB under 128 MB), qmail-send's bounces
+(tests/test_send_bounces.py), and what must hold the message and says so: a DKIM-signed message
+(dkimpy, docs/dkim.md) and spamd's copies (docs/filters.md, spamdmaxsize).
 """
 import os
 import resource
@@ -155,25 +159,12 @@ def test_qmail_queue_with_clamd(qhome, tmp_path, size):
 
 def test_qmail_smtpd_data_into_qmail_queue(qhome, tmp_path, size):
     """DATA of any size goes from the client to qmail-queue (exec'd) as it comes: neither holds it."""
-    session = tmp_path / "session"
-    with open(session, "wb") as f:
-        f.write(b"HELO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
-    body = tmp_path / "body"
-    length = write_message(body, size[0], head=HEAD.replace(b"\n", b"\r\n"), crlf=True)
-    with open(session, "ab") as f, open(body, "rb") as b:
-        while True:
-            block = b.read(MB)
-            if not block:
-                break
-            f.write(block)
-        f.write(b".\r\nQUIT\r\n")
-    os.unlink(body)
+    session, length = smtp_session(tmp_path, size[0])
     env = qhome.env(**dict(TCP_ENV, QMAILQUEUE=program("qmail-queue")))
     p = run([program("qmail-smtpd")], session, env, size[1])
     lines = p.stdout.split(b"\r\n")
     assert lines[5].startswith(b"250 ok ") and lines[6:] == [b"221 test.example", b""], p.stdout[-300:]
-    lines_sent = (length - len(HEAD) - HEAD.count(b"\n")) // len(LINE.replace(b"\n", b"\r\n"))
-    assert b" accept sender=<a@example.com> rcpts=1 bytes=%d " % (len(HEAD) + lines_sent * len(LINE)) in p.stderr
+    assert b" accept sender=<a@example.com> rcpts=1 bytes=%d " % length in p.stderr
     [mess] = mess_files(qhome.root)
     first = head_of(mess)
     assert first.split(b"\n", 1)[1].startswith(b"Received: from ")
@@ -271,3 +262,89 @@ def test_mbox_quoting_in_blocks_is_qmails_line_by_line(pieces, cuts):
         blocks.append(message[pos:pos + n])
         pos, i = pos + n, i + 1
     assert b"".join(quoted(iter(blocks))) == _gfrom_by_lines(message)
+
+
+def smtp_session(tmp_path, size):
+    """A file of an SMTP session sending a message of about size bytes (CRLF); the LF bytes
+    qmail-smtpd's log counts."""
+    session = tmp_path / "session"
+    with open(session, "wb") as f:
+        f.write(b"HELO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        f.write(HEAD.replace(b"\n", b"\r\n"))
+        block = LINE.replace(b"\n", b"\r\n") * 8192
+        count = size // len(block)
+        for _ in range(count):
+            f.write(block)
+        f.write(b".\r\nQUIT\r\n")
+    return session, len(HEAD) + count * 8192 * len(LINE)
+
+
+def test_qmail_queued_with_dkimverify(qhome, tmp_path, size):
+    """qmail-queued (under the limit itself) takes qmail-smtpd's message and writes the
+    Authentication-Results field of an unsigned one without holding the message."""
+    import sys
+    from queuedsvc import QUEUED, Queued
+    qhome.control("dkimverify", "1\n")
+    code = "import os, resource; resource.setrlimit(resource.RLIMIT_AS, (%d, %d)); os.execv(%r, [%r])" % (
+        size[1], size[1], QUEUED, QUEUED)
+    service = Queued(qhome.root, qhome.env(), log=str(tmp_path / "queued.log"),
+                     argv=[sys.executable, "-c", code]).start()
+    try:
+        session, length = smtp_session(tmp_path, size[0])
+        env = qhome.env(**TCP_ENV)
+        env.pop("QMAILQUEUE", None)
+        p = run([program("qmail-smtpd")], session, env, BASE)
+        assert p.stdout.split(b"\r\n")[5].startswith(b"250 ok "), p.stdout[-300:]
+    finally:
+        assert service.stop() == 0
+    assert b" accept sender=<a@example.com> rcpts=1 bytes=%d " % length in p.stderr
+    assert "dkim: dkim=none\n" in (tmp_path / "queued.log").read_text()
+    [mess] = mess_files(qhome.root)
+    first = head_of(mess).split(b"\n", 2)
+    assert first[1] == b"Authentication-Results: test.example;"
+    assert tail(mess) == (LINE * 3)[-200:]
+
+
+def test_qmail_smtpd_data_under_starttls(qhome, tmp_path, size):
+    """DATA over STARTTLS (the TLS channel over MemoryBIOs) streams too; ssl costs a fixed 16 MB."""
+    import ssl
+    from conftest import ROOT
+    pem = tmp_path / "servercert.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(pem),
+                           "-out", str(tmp_path / "cert"), "-days", "2", "-subj", "/CN=test.example"],
+                          capture_output=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    with open(pem, "ab") as f:
+        f.write((tmp_path / "cert").read_bytes())
+    qhome.control("servercert.pem", pem.read_text())
+    ours, theirs = socket.socketpair()
+    env = qhome.env(**dict(TCP_ENV, QMAILQUEUE=program("qmail-queue")))
+    proc = subprocess.Popen([program("qmail-smtpd")], stdin=theirs, stdout=theirs, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=limited(size[1] + 16 * MB), cwd=ROOT)
+    theirs.close()
+    try:
+        f = ours.makefile("rb")
+        assert f.readline() == b"220 test.example ESMTP\r\n"
+        ours.sendall(b"STARTTLS\r\n")
+        assert f.readline() == b"220 ready for tls\r\n"
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        tls = ctx.wrap_socket(ours, server_hostname="test.example")
+        g = tls.makefile("rb")
+        session, length = smtp_session(tmp_path, size[0])
+        with open(session, "rb") as s:
+            while True:
+                block = s.read(MB)
+                if not block:
+                    break
+                tls.sendall(block)
+        replies = [g.readline() for _ in range(6)]
+        tls.close()
+    finally:
+        err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 0, err
+    assert replies[:4] == [b"250 test.example\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go ahead\r\n"]
+    assert replies[4].startswith(b"250 ok ") and replies[5] == b"221 test.example\r\n", replies
+    assert b" accept sender=<a@example.com> rcpts=1 bytes=%d " % length in err
+    [mess] = mess_files(qhome.root)
+    assert tail(mess) == (LINE * 3)[-200:]
