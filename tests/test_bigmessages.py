@@ -348,3 +348,21 @@ def test_qmail_smtpd_data_under_starttls(qhome, tmp_path, size):
     assert b" accept sender=<a@example.com> rcpts=1 bytes=%d " % length in err
     [mess] = mess_files(qhome.root)
     assert tail(mess) == (LINE * 3)[-200:]
+
+
+def test_qmail_local_loop_check_over_a_long_header_line(tmp_path, size):
+    """The Delivered-To loop check compares header lines with one line: a header field of any
+    length is looked at by its start (it was held whole, three times); the loop is still found."""
+    box = Box(tmp_path)
+    for dt in (b"", b"Delivered-To: joe@example.com\n"):
+        with open(tmp_path / "m", "wb") as f:
+            f.write(b"From: a@example.com\nX-Long: " + b"y" * size[0] + b"\n" + dt + b"Subject: s\n\nbody\n")
+        argv = [program("qmail-local"), "joe", box.home, "joe", "", "", "example.com", "bob@ex.org", "./Maildir/"]
+        p = run(argv, tmp_path / "m", box.env, size[1])
+        if dt:
+            assert (p.returncode, p.stdout, p.stderr) == (
+                100, b"This message is looping: it already has my Delivered-To line. (#5.4.6)\n", b"")
+        else:
+            assert (p.returncode, p.stdout, p.stderr) == (0, b"did 1+0+0\n", b"")
+    [name] = box.files()
+    assert tail(os.path.join(box.maildir, "new", name), 19) == b"y\nSubject: s\n\nbody\n"

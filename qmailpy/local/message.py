@@ -33,23 +33,25 @@ def read_chunks(fd):
         yield data
 
 
-def lines(fd):
-    """The message from the start, line by line; each line keeps its \\n (the last may lack it)."""
-    rest = bytearray()
+def line_starts(fd, keep):
+    """Each line of the message from the start as (its first `keep` bytes, its length with its
+    \\n, whether it has one: only the last may lack it). A line of any length costs `keep` bytes
+    and a chunk: a reader that compares lines with a known one needs no more."""
+    start, length = bytearray(), 0
     for data in chunks(fd):
-        scan = len(rest)            # no \n before here: a long line is scanned once
-        rest += data
-        start = 0
-        while True:
-            nl = rest.find(b"\n", max(start, scan))
-            if nl < 0:
-                break
-            yield bytes(rest[start:nl + 1])
-            start = nl + 1
-        if start:
-            del rest[:start]
-    if rest:
-        yield bytes(rest)
+        pos, n = 0, len(data)
+        while pos < n:
+            nl = data.find(b"\n", pos)
+            end = n if nl < 0 else nl + 1
+            if len(start) < keep:
+                start += data[pos:min(end, pos + keep - len(start))]
+            length += end - pos
+            pos = end
+            if nl >= 0:
+                yield bytes(start), length, True
+                start, length = bytearray(), 0
+    if length:
+        yield bytes(start), length, False
 
 
 def size(fd):
@@ -70,10 +72,10 @@ def check_loop(fd, dtline):
     (so "\\n"); the comparison is byte-exact, case and all.
     """
     try:
-        for line in lines(fd):
-            if not line.endswith(b"\n") or len(line) <= 1:
+        for start, length, ended in line_starts(fd, len(dtline)):
+            if not ended or length <= 1:
                 return
-            if line == dtline:
+            if length == len(dtline) and start == dtline:
                 raise errors.perm(errors.LOOPING)
     except OSError as e:
         raise errors.temp("Unable to read message: %s. (#4.3.0)" % errors.error_str(e)) from None
