@@ -227,6 +227,21 @@ def scan(root):
     return size, count
 
 
+def changed_since(root, mtime):
+    """True when messages may have come or gone in the Maildir++ at `root` since `mtime` (a
+    maildirsize file's): new/ or cur/ of a folder that counts was modified then or later (in
+    the same clock tick counts). Readers delete without telling maildirsize (Dovecot without
+    its quota plugin); a rename or unlink there changes the directory's mtime."""
+    for folder in folders(root):
+        for sub in ("new", "cur"):
+            try:
+                if os.stat(os.path.join(folder, sub)).st_mtime >= mtime:
+                    return True
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+    return False
+
+
 def rewrite(root, definition, size, count, host=None, owner=None):
     """Replace root/maildirsize by `definition` + one total line, atomically and durably
     (a lost definition would lift the quota), mode 0600, `owner` (uid, gid) when given."""

@@ -55,11 +55,47 @@ def test_accept_appends_delta(box):
     assert name.endswith(",S=%d" % len(data)) and len(data) == SIZE
 
 
+def settled(*folders, age=2):
+    """new/ and cur/ of `folders` last changed `age` seconds ago: before a maildirsize written now."""
+    t = time.time() - age
+    for folder in folders:
+        for sub in ("new", "cur"):
+            os.utime(os.path.join(folder, sub), (t, t))
+
+
 def test_refuse_when_fresh_total_says_over(box):
+    settled(box.maildir)
     write_size(box, "10000S\n%d 5\n" % (10000 - SIZE + 1))
     assert box.deliver(MSG) == OVER
     assert box.files() == [] and box.files("tmp") == []
     assert read_size(box) == "10000S\n%d 5\n" % (10000 - SIZE + 1)        # trusted: no recount
+
+
+@pytest.mark.parametrize("folder,gone", [("", "cur"), ("", "new"), (".Sent", "cur")])
+def test_fresh_over_is_recounted_once_a_reader_deleted_mail(box, folder, gone):
+    """A fresh one-line "over" trusted for 15 minutes bounced the mail a user had just made room
+    for: a POP3 server (Dovecot without its quota plugin, docs/pop3.md) deletes messages and
+    leaves maildirsize as it was. A new/ or cur/ of a counting folder changed since the file
+    was written means mail came or went: recount."""
+    where = maildirmake(os.path.join(box.maildir, folder)) if folder else box.maildir
+    put(where, gone, "1.2.h,S=9000", 9000)
+    settled(box.maildir, where)
+    write_size(box, "10000S\n9000 1\n")                       # the recount that bounced a message
+    assert box.deliver(MSG) == OVER                             # nothing changed since: trusted
+    assert read_size(box) == "10000S\n9000 1\n"
+    os.unlink(os.path.join(where, gone, "1.2.h,S=9000"))        # the reader deletes it (DELE, QUIT)
+    assert box.deliver(MSG) == (0, "did 1+0+0\n")
+    assert read_size(box) == "10000S\n0 0\n%d 1\n" % SIZE
+
+
+def test_fresh_over_is_trusted_when_only_trash_changed(box):
+    trash = maildirmake(os.path.join(box.maildir, ".Trash"))
+    put(trash, "cur", "1.2.h,S=9000:2,S", 9000)
+    settled(box.maildir)
+    write_size(box, "10000S\n9500 1\n")
+    os.unlink(os.path.join(trash, "cur", "1.2.h,S=9000:2,S"))  # emptying Trash frees nothing
+    assert box.deliver(MSG) == OVER
+    assert read_size(box) == "10000S\n9500 1\n"
 
 
 def test_exactly_full_is_accepted(box):
@@ -215,6 +251,7 @@ def test_check_uses_the_given_now_for_freshness(tmp_path):
     """A one-line file that says "over" is trusted for 15 minutes of the caller's clock,
     up to but not at mtime + FRESH; after that it is recounted."""
     md = maildirmake(str(tmp_path / "Maildir"))
+    settled(md)
     path = os.path.join(md, "maildirsize")
     with open(path, "w") as f:
         f.write("1000S\n5000 1\n")                     # says over; the maildir is empty

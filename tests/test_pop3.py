@@ -95,6 +95,21 @@ class World:
         os.chown(path, st.st_uid, st.st_gid)
         return path
 
+    def deliver(self, user, data, quota="NOQUOTA"):
+        """bin/qmail-local into user's Maildir, run as qmail-lspawn runs it for a users-database
+        mailbox (as its owner, $MAILDIRQUOTA from pw_shell): (exit code, report)."""
+        path = os.path.join(os.path.dirname(self.root), "message")
+        with open(path, "wb") as f:
+            f.write(data)
+        home = os.path.dirname(self.maildir(user))
+        owner = dict(user=MAIL_UID, group=MAIL_UID) if os.geteuid() == 0 else {}
+        with open(path, "rb") as m:
+            r = subprocess.run([program("qmail-local"), user, home, user, "", "", "example.org",
+                                "alice@remote.example", "./Maildir/"], stdin=m, capture_output=True,
+                               env=self.home.env(MAILDIRQUOTA=quota), timeout=60, **owner)
+        assert r.stderr == b"", r.stderr
+        return r.returncode, r.stdout.decode()
+
     def relays(self):
         out = self.users("relays")
         return {line.split("\t")[0]: int(line.split("\t")[1]) for line in out.splitlines() if line}
@@ -321,6 +336,37 @@ def test_login_forms_aliases_and_no_pop(sqlite_world):
     assert pop.login("nopop@example.org", PASSWORD).startswith("-ERR")
     pop.close()
     assert "127.0.0.8" not in w.relays()
+
+
+DID = (0, "did 1+0+0\n")
+OVER_QUOTA = (100, "User over quota. (#5.1.1)\n")
+
+
+@pytest.mark.usefixtures("needs_dovecot")
+def test_room_made_over_pop3_takes_the_next_message_at_once(sqlite_world):
+    """A mailbox at its quota bounces the next message, and the recount that decided so leaves a
+    fresh one-line maildirsize saying "over". Dovecot deletes without touching maildirsize (its
+    quota plugin is off, docs/pop3.md): once the user has emptied the mailbox over POP3, the
+    next message must be delivered, not bounced for the 15 minutes that file is "fresh"."""
+    w = sqlite_world
+    w.users("adduser", "full@example.org", "-p", PASSWORD, "-q", "3C")
+    mail = b"Subject: fill\n\nbody\n"
+    stored = len(b"Return-Path: <alice@remote.example>\nDelivered-To: full@example.org\n" + mail)
+    for _ in range(3):
+        assert w.deliver("full", mail, "3C") == DID
+    assert w.deliver("full", mail, "3C") == OVER_QUOTA
+    size = os.path.join(w.maildir("full"), "maildirsize")
+    with open(size) as f:
+        assert f.read().splitlines()[1:] == ["%d 3" % (3 * stored)]    # recounted: one line
+    pop = Pop3(w.port, "127.0.0.12")
+    assert pop.login("full@example.org", PASSWORD) == "+OK Logged in.", w.log()
+    assert pop.cmd("STAT").startswith("+OK 3 ")
+    for n in (1, 2, 3):
+        assert pop.cmd("DELE %d" % n) == "+OK Marked to be deleted."
+    pop.close()
+    assert [os.listdir(os.path.join(w.maildir("full"), sub)) for sub in ("new", "cur")] == [[], []]
+    assert w.deliver("full", mail, "3C") == DID
+    assert len(os.listdir(os.path.join(w.maildir("full"), "new"))) == 1
 
 
 @pytest.mark.usefixtures("needs_dovecot")

@@ -8,7 +8,8 @@ Where the limit comes from (docs/maildir.md):
 - the first line of the maildirsize file (the netqmail-maildir++ patch).
 The decision copies Courier's docheckquota()/qcalc(): usage + this message
 must not exceed any limit; when the file says "over", it is recounted unless
-it is fresh (one total line and younger than 15 minutes). A definition from
+it is fresh (one total line, younger than 15 minutes, and no new/ or cur/
+changed since: a POP3 server deletes without telling maildirsize). A definition from
 $MAILDIRQUOTA that differs from the file's first line also forces a recount,
 which writes the new definition. Reading a definition and the maildirsize file
 is qmailpy.maildirpp's.
@@ -72,7 +73,8 @@ def check(maildir, environ, size, host, now=None, decide=True):
         if not maildirpp.over(definition, state.size + size, state.count + 1):
             return path
         now = time.time() if now is None else now
-        if state.nlines == 1 and 0 <= now - state.mtime < FRESH:      # ahead: a clock stepped back
+        if (state.nlines == 1 and 0 <= now - state.mtime < FRESH    # ahead: a clock stepped back
+                and not maildirpp.changed_since(root, state.mtime)):   # mail deleted since: recount
             raise errors.perm(errors.OVER_QUOTA)
         if not decide:
             return path
