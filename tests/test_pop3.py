@@ -367,6 +367,10 @@ def test_room_made_over_pop3_takes_the_next_message_at_once(sqlite_world):
     assert [os.listdir(os.path.join(w.maildir("full"), sub)) for sub in ("new", "cur")] == [[], []]
     assert w.deliver("full", mail, "3C") == DID
     assert len(os.listdir(os.path.join(w.maildir("full"), "new"))) == 1
+    # the recount found no message among Dovecot's files (dovecot-uidlist, dovecot.index.log ...)
+    assert {"dovecot-uidlist", "dovecot.index.log"} <= set(os.listdir(w.maildir("full")))
+    with open(size) as f:
+        assert f.read() == "3C\n0 0\n%d 1\n" % stored
 
 
 @pytest.mark.usefixtures("needs_dovecot")
