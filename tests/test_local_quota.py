@@ -98,6 +98,26 @@ def test_fresh_over_is_trusted_when_only_trash_changed(box):
     assert read_size(box) == "10000S\n9500 1\n"
 
 
+def test_recount_never_counts_a_message_a_reader_moves_from_new_to_cur_twice(box, monkeypatch):
+    """Dovecot moves new/ messages to cur/ at each POP3 login. A recount listing new/ and then
+    cur/ counted a message moved in between twice: a mailbox at 1 of 2 messages was 'over'
+    (2 + this one) and the message bounced for good. cur/ is listed first: a message moved
+    then is missed at worst (the next recount finds it), never counted twice."""
+    put(box.maildir, "new", "1.2.h,S=100", 100)
+    write_size(box, "10000S,2C\n9000 1\n1000 1\n")          # stale lines say over: recount
+    real = os.listdir
+
+    def listdir(path):
+        names = real(path)
+        if path.endswith("/new") and "1.2.h,S=100" in names:    # the reader moves it just then
+            os.rename(os.path.join(path, "1.2.h,S=100"), os.path.join(box.maildir, "cur", "1.2.h,S=100:2,"))
+        return names
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert maildirpp.scan(box.maildir)[1] <= 1
+    os.rename(os.path.join(box.maildir, "cur", "1.2.h,S=100:2,"), os.path.join(box.maildir, "new", "1.2.h,S=100"))
+    assert box.deliver(MSG) == (0, "did 1+0+0\n")
+
+
 def test_exactly_full_is_accepted(box):
     write_size(box, "10000S\n%d 5\n" % (10000 - SIZE))
     assert box.deliver(MSG)[0] == 0
