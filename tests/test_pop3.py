@@ -374,6 +374,43 @@ def test_room_made_over_pop3_takes_the_next_message_at_once(sqlite_world):
 
 
 @pytest.mark.usefixtures("needs_dovecot")
+def test_mail_delivered_during_a_session_is_kept_and_shown_once(sqlite_world):
+    """A session lists the messages it found at login: one delivered meanwhile is neither shown
+    nor deleted by that session's DELEs, and the next session shows it once, with LIST sizes of
+    the CRLF form RETR sends and UIDLs (file names, without the :2, Dovecot adds in cur/) that
+    stay as they were."""
+    w = sqlite_world
+    w.users("adduser", "during@example.org", "-p", PASSWORD)
+    head = b"Return-Path: <alice@remote.example>\nDelivered-To: during@example.org\n"
+    first, second = b"Subject: one\n\nfirst\n", b"Subject: two\n\nsecond\nmessage\n"
+    assert w.deliver("during", first) == DID
+    pop = Pop3(w.port, "127.0.0.13")
+    assert pop.login("during@example.org", PASSWORD) == "+OK Logged in.", w.log()
+    uidl = pop.cmd("UIDL 1")[len("+OK 1 "):]
+    assert w.deliver("during", second) == DID
+    assert pop.cmd("STAT") == "+OK 1 %d" % (len(head + first) + (head + first).count(b"\n"))
+    assert pop.cmd("DELE 1") == "+OK Marked to be deleted."
+    pop.close()
+
+    def names():
+        box = w.maildir("during")
+        return [n.split(":")[0] for sub in ("new", "cur") for n in os.listdir(os.path.join(box, sub))]
+    [name] = names()                            # the message delivered during the session, alone
+    assert name != uidl
+    stored = head + second
+    for source in ("127.0.0.13", "127.0.0.14"):
+        pop = Pop3(w.port, source)
+        assert pop.login("during@example.org", PASSWORD) == "+OK Logged in."
+        assert pop.cmd("LIST") == "+OK 1 messages:"
+        assert pop.multiline() == b"1 %d\r\n" % (len(stored) + stored.count(b"\n"))
+        assert pop.cmd("UIDL 1") == "+OK 1 " + name
+        assert pop.cmd("RETR 1").startswith("+OK")
+        assert unstuff(pop.multiline()) == stored
+        pop.close()
+    assert names() == [name]
+
+
+@pytest.mark.usefixtures("needs_dovecot")
 def test_mysql_backend(mysql_world):
     w = mysql_world
     w.put_message("joe", "1795000001.M2P2Q1.test.example", MESSAGE)
