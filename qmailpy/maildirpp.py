@@ -229,19 +229,26 @@ def scan(root):
     return size, count
 
 
+def folder_times(root):
+    """{path: mtime} of new/ and cur/ of the folders that count: readings that differ mean that
+    messages came, went or moved in between (a rename or unlink changes its directory's mtime)."""
+    times = {}
+    for folder in folders(root):
+        for sub in ("cur", "new"):
+            path = os.path.join(folder, sub)
+            try:
+                times[path] = os.stat(path).st_mtime
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+    return times
+
+
 def changed_since(root, mtime):
     """True when messages may have come or gone in the Maildir++ at `root` since `mtime` (a
     maildirsize file's): new/ or cur/ of a folder that counts was modified then or later (in
     the same clock tick counts). Readers delete without telling maildirsize (Dovecot without
-    its quota plugin); a rename or unlink there changes the directory's mtime."""
-    for folder in folders(root):
-        for sub in ("new", "cur"):
-            try:
-                if os.stat(os.path.join(folder, sub)).st_mtime >= mtime:
-                    return True
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-    return False
+    its quota plugin)."""
+    return any(t >= mtime for t in folder_times(root).values())
 
 
 def rewrite(root, definition, size, count, host=None, owner=None):

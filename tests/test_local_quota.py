@@ -118,6 +118,44 @@ def test_recount_never_counts_a_message_a_reader_moves_from_new_to_cur_twice(box
     assert box.deliver(MSG) == (0, "did 1+0+0\n")
 
 
+def test_a_recount_during_which_a_reader_deleted_mail_is_not_trusted(box, monkeypatch):
+    """A recount listed cur/, then the reader (a POP3 QUIT) unlinked a message it had listed:
+    the count still held it, the mailbox was 'over', the message bounced, and the fresh file
+    written after the deletion was trusted for 15 minutes. As Courier's count does, a count
+    during which new/ or cur/ changed is not trusted: it is done again."""
+    put(box.maildir, "cur", "1.2.h,S=100:2,S", 100)
+    put(box.maildir, "cur", "2.2.h,S=100:2,S", 100)
+    write_size(box, "10000S,2C\n100 1\n100 1\n")             # two lines: a delivery recounts
+    real, deleted = os.listdir, []
+
+    def listdir(path):
+        names = real(path)
+        if path.endswith("/cur") and not deleted:               # the reader deletes just then
+            os.unlink(os.path.join(path, "2.2.h,S=100:2,S"))
+            deleted.append(path)
+        return names
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert box.deliver(MSG) == (0, "did 1+0+0\n")
+    assert read_size(box) == "10000S,2C\n100 1\n%d 1\n" % SIZE
+
+
+def test_counts_that_keep_being_disturbed_defer(box, monkeypatch):
+    put(box.maildir, "cur", "1.2.h,S=100:2,S", 100)
+    put(box.maildir, "cur", "2.2.h,S=100:2,S", 100)
+    write_size(box, "10000S,2C\n100 1\n100 1\n")
+    real = os.listdir
+
+    def listdir(path):
+        names = real(path)
+        if path.endswith("/cur"):                               # a reader renames a message each time
+            old = [n for n in names if n.startswith("1.2.h")][0]
+            os.rename(os.path.join(path, old), os.path.join(path, old + "S"))
+        return names
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert box.deliver(MSG) == (111, "Temporary error on maildir delivery. (#4.3.0)\n")
+    assert box.files() == [] and box.files("tmp") == []
+
+
 def test_exactly_full_is_accepted(box):
     write_size(box, "10000S\n%d 5\n" % (10000 - SIZE))
     assert box.deliver(MSG)[0] == 0

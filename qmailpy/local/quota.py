@@ -9,7 +9,10 @@ Where the limit comes from (docs/maildir.md):
 The decision copies Courier's docheckquota()/qcalc(): usage + this message
 must not exceed any limit; when the file says "over", it is recounted unless
 it is fresh (one total line, younger than 15 minutes, and no new/ or cur/
-changed since: a POP3 server deletes without telling maildirsize). A definition from
+changed since: a POP3 server deletes without telling maildirsize). A count
+that says "over" while new/ or cur/ changed under it is done again (Courier
+gives up on such a count too): the message bounces only on a count nothing
+disturbed, and defers after RECOUNTS disturbed ones. A definition from
 $MAILDIRQUOTA that differs from the file's first line also forces a recount,
 which writes the new definition. Reading a definition and the maildirsize file
 is qmailpy.maildirpp's.
@@ -27,6 +30,7 @@ from qmailpy.local import errors
 
 ENV = "MAILDIRQUOTA"
 FRESH = 15 * 60                 # seconds a one-line maildirsize is trusted when it says "over"
+RECOUNTS = 3                    # counts that saw new/ or cur/ change before a delivery defers
 
 
 def quota_root(maildir):
@@ -78,11 +82,15 @@ def check(maildir, environ, size, host, now=None, decide=True):
             raise errors.perm(errors.OVER_QUOTA)
         if not decide:
             return path
-    total, count = maildirpp.scan(root)
-    maildirpp.rewrite(root, definition, total, count, host)
-    if maildirpp.over(definition, total + size, count + 1):
-        raise errors.perm(errors.OVER_QUOTA)
-    return path
+    for _ in range(RECOUNTS):
+        before = maildirpp.folder_times(root)
+        total, count = maildirpp.scan(root)
+        maildirpp.rewrite(root, definition, total, count, host)
+        if not maildirpp.over(definition, total + size, count + 1):
+            return path
+        if maildirpp.folder_times(root) == before:
+            raise errors.perm(errors.OVER_QUOTA)
+    raise errors.temp(errors.MAILDIR_TEMP)          # still changing: decide at the retry
 
 
 def add(path, size):
