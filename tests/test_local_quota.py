@@ -154,6 +154,8 @@ def test_counts_that_keep_being_disturbed_defer(box, monkeypatch):
     monkeypatch.setattr(os, "listdir", listdir)
     assert box.deliver(MSG) == (111, "Temporary error on maildir delivery. (#4.3.0)\n")
     assert box.files() == [] and box.files("tmp") == []
+    # the last count, disturbed, is left with a second line: the retry recounts, not trusts it
+    assert read_size(box) == "10000S,2C\n200 2\n0 0\n"
 
 
 def test_exactly_full_is_accepted(box):

@@ -90,6 +90,7 @@ def check(maildir, environ, size, host, now=None, decide=True):
             return path
         if maildirpp.folder_times(root) == before:
             raise errors.perm(errors.OVER_QUOTA)
+    maildirpp.append(path, 0, 0)    # a second line: the disturbed count is no fresh recount to trust
     raise errors.temp(errors.MAILDIR_TEMP)          # still changing: decide at the retry
 
 
