@@ -42,8 +42,10 @@ class Clock:
         return time.time()
 
     def elapsed(self):
-        """A clock no step moves (time.monotonic()): the wall clock's steps are told from it."""
-        return time.monotonic()
+        """A clock no step moves but that counts a sleeping host's time as the wall clock does
+        (CLOCK_BOOTTIME; time.monotonic() stands still during a suspend, which would read as a
+        forward step): the wall clock's steps are told from it."""
+        return time.clock_gettime(time.CLOCK_BOOTTIME)
 
     def delay(self, seconds):
         """A qmail interval (virtual seconds) as real seconds."""

@@ -224,6 +224,31 @@ def test_a_step_back_while_qmail_send_sleeps_is_measured_by_elapsed_time(scratch
     assert remote.next_time() == now and remote.due(now) == 1234
 
 
+def test_a_suspended_host_is_no_step_of_the_wall_clock(scratch, monkeypatch):
+    """While the host sleeps (suspend, a paused VM) the wall clock goes on, and so does
+    CLOCK_BOOTTIME, but time.monotonic() (CLOCK_MONOTONIC) stands still: read against it, two
+    days asleep were a forward step of two days, the retry due during the sleep moved two
+    days later (waiting its whole hour again after the wake) and the message lived two days
+    past queuelifetime. The real Clock's elapsed time counts the sleep: no step is seen."""
+    import time
+    from qmailpy import clock
+    born = 1_700_000_000
+    sched, _, remote = stepped_scheduler(scratch, 1234, born, born + 3600, born + 100)
+    reading = {"wall": born + 100.0, "mono": 5000.0, "boot": 9000.0}
+    real_gettime = time.clock_gettime
+    monkeypatch.setattr(time, "time", lambda: reading["wall"])
+    monkeypatch.setattr(time, "monotonic", lambda: reading["mono"])
+    monkeypatch.setattr(time, "clock_gettime",
+                        lambda which: reading["boot"] if which == time.CLOCK_BOOTTIME else real_gettime(which))
+    sched.clock, sched.last_read = clock.Clock(1), None
+    sched.now()
+    reading["wall"] += 2 * 86400                     # asleep two days: the wall clock and
+    reading["boot"] += 2 * 86400                     # CLOCK_BOOTTIME go on, CLOCK_MONOTONIC not
+    now = sched.now()
+    assert remote.next_time() == born + 3600 and remote.due(now) == 1234
+    assert sched.stepped == 0.0
+
+
 def test_a_clock_jumping_forward_for_a_while_bounces_nothing_for_queuelifetime(scratch):
     """qmail judges queuelifetime by the wall clock alone: while NTP has it eight days ahead
     for a while, every message whose delivery is deferred then bounces ('in the queue too
