@@ -166,6 +166,35 @@ def test_the_child_ends_with_its_caller(top):
     assert gone(child)
 
 
+def test_the_child_of_a_caller_without_stderr_ends_with_its_caller(top):
+    """A caller started with fd 2 closed gets its own end of the socket pair at fd 2: the
+    child kept fd 2 as the caller's stderr, so it held that end itself, never read EOF and
+    stayed (with any transaction the caller left open, the database's write lock) for ever."""
+    home, _ = owned_home(top)
+    ok(home.run("qmail-users", "adddomain", "v.test"))
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(rfd)
+            os.close(2)
+            db = opened(home)
+            db.lookup("joe", "v.test")
+            conn = db.db._conn
+            os.write(wfd, b"%d %d\n" % (conn.child_pid, conn.sock.fileno()))
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd) as f:
+        child, mine = map(int, f.readline().split())
+    os.waitpid(pid, 0)
+    try:
+        assert mine == 2 and gone(child, 10.0)
+    finally:
+        if status(child) is not None:
+            os.kill(child, signal.SIGKILL)
+
+
 def test_a_lost_child_takes_its_transaction_and_nothing_runs_without_it(top):
     home, _ = owned_home(top)
     ok(home.run("qmail-users", "adddomain", "v.test"))

@@ -158,7 +158,7 @@ def connect_as(path, owner, timeout, create):
             code = 111
             try:
                 if os.fork() == 0:
-                    _serve(theirs.fileno(), path, owner, timeout, create)   # never returns
+                    _serve(theirs.fileno(), mine.fileno(), path, owner, timeout, create)   # never returns
                 code = 0
             finally:
                 os._exit(code)
@@ -186,8 +186,9 @@ def connect_as(path, owner, timeout, create):
 
 # -- the child's side
 
-def _serve(fd, path, owner, timeout, create):
-    """The grandchild: become the owner, open the database, answer until EOF."""
+def _serve(fd, callers, path, owner, timeout, create):
+    """The grandchild: become the owner, open the database, answer until EOF (`callers`: the
+    caller's end of the socket pair, which it must not keep)."""
     try:
         import fcntl
         import gc
@@ -199,8 +200,8 @@ def _serve(fd, path, owner, timeout, create):
             signal.signal(sig, signal.SIG_IGN)   # the caller's terminal or supervisor: its EOF ends us
         given, fd = fd, fcntl.fcntl(fd, fcntl.F_DUPFD, 3)
         null = os.open(os.devnull, os.O_RDWR)
-        for std in (0, 1) + ((2,) if given == 2 else ()):
-            os.dup2(null, std)        # a caller without stderr gave us fd 2: it must not stay open
+        for std in (0, 1) + ((2,) if 2 in (given, callers) else ()):
+            os.dup2(null, std)        # a caller without stderr: fd 2 is an end of the pair, not stderr
         os.closerange(3, fd)
         os.closerange(fd + 1, fd_limit())
         os.chdir("/")
