@@ -214,6 +214,29 @@ def test_a_lost_child_takes_its_transaction_and_nothing_runs_without_it(top):
         assert [r[0] for r in users.rows("SELECT domain FROM dir_control ORDER BY domain")] == ["v.test"]
 
 
+def test_a_statement_interrupted_before_its_reply_leaves_no_reply_for_the_next(top, monkeypatch):
+    """Ctrl-C (KeyboardInterrupt) or a signal handler's exception between a statement and its
+    reply left the reply in the socket: the next statement on the connection (atomic()'s
+    ROLLBACK, a query) was answered with it. The connection is lost instead."""
+    from qmailpy.users import sqliteowner
+    home, _ = owned_home(top)
+    ok(home.run("qmail-users", "adddomain", "v.test"))
+    with opened(home) as users:
+        db = users.db
+        assert db.query("SELECT domain FROM dir_control") == [("v.test",)]
+        real = sqliteowner._recv
+
+        def interrupted(sock):
+            monkeypatch.setattr(sqliteowner, "_recv", real)
+            raise KeyboardInterrupt
+        monkeypatch.setattr(sqliteowner, "_recv", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            db.query("SELECT 'an answer for nobody'")
+        with pytest.raises(UsersUnavailable) as e:
+            db.query("SELECT domain FROM dir_control")
+        assert "the users database's child (uid %d) is gone" % OWNER[0] in str(e.value)
+
+
 def test_no_child_for_a_database_not_made_yet(top, monkeypatch):
     home, _ = owned_home(top)
     monkeypatch.setattr(os, "fork", lambda: pytest.fail("a child was started"))

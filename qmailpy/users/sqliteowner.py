@@ -123,6 +123,9 @@ class OwnerConnection:
             reply = _recv(self.sock)
         except (OSError, ValueError, EOFError, TypeError):
             reply = None
+        except BaseException:       # KeyboardInterrupt, a signal handler's exception: its reply
+            self._lose()            # would answer the next statement
+            raise
         if not isinstance(reply, tuple) or len(reply) != 4:
             self._lose()
             raise sqlite3.OperationalError("the users database's child (uid %d) is gone" % self.owner[0])
