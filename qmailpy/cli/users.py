@@ -3,7 +3,8 @@
 adddomain, addaliasdomain, deldomain, adduser, deluser, passwd, setquota,
 list, info (vadddomain, vaddaliasdomain, vdeldomain, vadduser, vdeluser,
 vpasswd, vsetuserquota, vuserinfo), plus openrelay/clearopensmtp/relays for
-POP-before-SMTP. Exit 0 done, 1 refused (exists, no such ...), 111 the
+POP-before-SMTP, syncdomains, and importvpasswd (vpopmail's cdb backend in).
+Exit 0 done, 1 refused (exists, no such ...), 111 the
 database cannot be reached (try again).
 """
 import functools
@@ -172,6 +173,63 @@ def syncdomains(users, domains):
         click.echo("qmail-users: cannot change the control files: %s" % e, err=True)
         sys.exit(EXIT_TEMPORARY)
     _report(home, changes, notes)
+
+
+@cli.command()
+@click.argument("domains", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Only say what would be imported.")
+@with_users
+def importvpasswd(users, domains, dry_run):
+    """Import the domains and mailboxes of vpopmail's cdb backend: each DOMAIN of users/assign
+    (default: every one whose directory has a vpasswd file) with its users exactly as vpasswd
+    has them and its alias domains, in one transaction per domain; what exists is kept. The
+    domains go into control/rcpthosts and control/virtualdomains as adddomain puts them."""
+    from qmailpy.cli import newu
+    from qmailpy.cli.qmailtool import Fatal
+    from qmailpy.users import importvpasswd as imp
+    try:
+        real, aliases = imp.assign_domains(newu.read_assign(os.path.join(_home(), newu.SOURCE)))
+    except Fatal as e:
+        raise UsersError(e.text) from None
+    failed, done = False, []
+    if domains:
+        wanted = []
+        for name in domains:
+            name = admin.check_domain(name)
+            if name in aliases:
+                click.echo("qmail-users: %s: an alias domain of %s in users/assign: import %s"
+                           % (name, aliases[name], aliases[name]), err=True)
+                failed = True
+            elif name in real and os.path.exists(os.path.join(real[name], imp.VPASSWD)):
+                wanted.append(name)
+            else:
+                click.echo("qmail-users: %s: not a vpopmail domain of users/assign (with a vpasswd file)" % name,
+                           err=True)
+                failed = True
+    else:
+        wanted = sorted(d for d in real if os.path.exists(os.path.join(real[d], imp.VPASSWD)))
+    for domain in wanted:
+        its_aliases = sorted(a for a, d in aliases.items() if d == domain)
+        try:
+            said, notes = imp.import_domain(users, domain, real[domain], its_aliases, dry_run)
+        except UsersError as e:
+            click.echo("qmail-users: %s: nothing of %s imported" % (e, domain), err=True)
+            failed = True
+            continue
+        for line in said:
+            click.echo(line)
+        for line in notes:
+            click.echo("note: %s" % line, err=True)
+        done += [domain] + its_aliases
+        if dry_run:
+            click.echo("would add %s to control/rcpthosts and control/virtualdomains where missing"
+                       % ", ".join([domain] + its_aliases))
+    if done and not dry_run:
+        _controls_follow(done, False, False, domaincontrols.add_rcpthost,
+                         lambda home, d: domaincontrols.add_virtual(home, d, own_postmaster=users.lookup(
+                             domaincontrols.POSTMASTER, users.domain_of(d)) is not None))
+    if failed:
+        sys.exit(EXIT_REFUSED)
 
 
 def _controls_follow(domains, no_rcpthosts, no_virtualdomains, rcpthosts, virtualdomains):

@@ -62,9 +62,7 @@ def add_domain(users, domain):
     if users.domain_of(domain) is not None:
         raise UsersError("domain exists: %s" % domain)
     with atomic(users):
-        users.write("REPLACE INTO dir_control (%s) VALUES (?, %s)"
-                    % (schema.DIR_CONTROL_COLUMNS, ", ".join("?" * len(schema.DIR_CONTROL_NEW))),
-                    domain, *schema.DIR_CONTROL_NEW)
+        domain_row(users, domain)
         try:                    # before the commit, as vadddomain: no domain without its directory
             owner = maildir.owner_of(users.vpopmaildir)
             maildir.as_owner(users.domain_dir(domain), owner, lambda rel: maildir.make_domain_dir(rel, owner))
@@ -72,6 +70,29 @@ def add_domain(users, domain):
             raise UsersError("cannot make the domain directory %s: %s"
                              % (e.filename or users.domain_dir(domain), e.strerror or e)) from None
     return domain
+
+
+def domain_row(users, domain):
+    """The dir_control row of a new domain, as vadddomain writes it (inside the caller's transaction)."""
+    users.write("REPLACE INTO dir_control (%s) VALUES (?, %s)"
+                % (schema.DIR_CONTROL_COLUMNS, ", ".join("?" * len(schema.DIR_CONTROL_NEW))),
+                domain, *schema.DIR_CONTROL_NEW)
+
+
+def alias_row(users, alias, real):
+    users.write("REPLACE INTO aliasdomains (alias, domain) VALUES (?, ?)", alias, real)
+
+
+def user_row(users, user, domain, crypted, gecos, user_dir, shell, clear_text, uid=0, flags=0):
+    """The vpopmail row of a new user, counted in its domain's dir_control row (whose UPDATE
+    locks that row on MySQL); the number of dir_control rows counted (0: the domain has none)."""
+    counted = users.write("UPDATE dir_control SET cur_users = cur_users + 1 WHERE domain = ?", domain)
+    if not counted and not users.is_real_domain(domain):
+        raise UsersError("no such domain: %s" % domain)
+    users.write("INSERT INTO vpopmail (pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, pw_gecos, "
+                "pw_dir, pw_shell, pw_clear_passwd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                user, domain, crypted, uid, flags, gecos, user_dir, shell, clear_text)
+    return counted
 
 
 def add_alias_domain(users, first, second):
@@ -84,7 +105,7 @@ def add_alias_domain(users, first, second):
         raise UsersError("neither %s nor %s exists" % (first, second))
     alias, real = (second, a) if a is not None else (first, b)
     with atomic(users):
-        users.write("REPLACE INTO aliasdomains (alias, domain) VALUES (?, ?)", alias, real)
+        alias_row(users, alias, real)
     return alias, real
 
 
@@ -168,13 +189,8 @@ def add_user(users, address, password, quota=None, clear=False, scheme=DEFAULT_S
     crypted, clear_text = _secrets(password, clear, scheme)
     with atomic(users):
         # the domain again, inside the transaction: a deldomain since the look above would get a
-        # user row that brings its domain back; the UPDATE locks its dir_control row (MySQL)
-        counted = users.write("UPDATE dir_control SET cur_users = cur_users + 1 WHERE domain = ?", domain)
-        if not counted and not users.is_real_domain(domain):
-            raise UsersError("no such domain: %s" % domain)
-        users.write("INSERT INTO vpopmail (pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, pw_gecos, "
-                    "pw_dir, pw_shell, pw_clear_passwd) VALUES (?, ?, ?, 0, 0, ?, ?, ?, ?)",
-                    user, domain, crypted, gecos, user_dir, shell, clear_text)
+        # user row that brings its domain back
+        user_row(users, user, domain, crypted, gecos, user_dir, shell, clear_text)
         # before the commit: as vadduser (make_user_dir first, VA_BAD_U_DIR), no row without a Maildir
         try:
             owner = maildir.owner_of(users.vpopmaildir)
