@@ -238,6 +238,24 @@ def test_unknown_domain_refused(backend):  # noqa: F811
     assert state(backend) == {"vpopmail": [], "dir_control": [], "aliasdomains": []}
 
 
+def test_a_domain_qmail_users_cannot_host_is_not_passed_over_in_silence(backend):  # noqa: F811
+    home = backend.home
+    vp, org, com = vpopmail_tree(home)
+    odd = os.path.join(vp, "domains", "odd_name.example")
+    os.makedirs(odd)
+    with open(os.path.join(odd, "vpasswd"), "w") as f:
+        f.write("kim:%s:1:0:kim:%s/kim:NOQUOTA\n" % (JOE_HASH, odd))
+    with open(os.path.join(home.root, "users", "assign"), "r+") as f:
+        text = f.read()
+        f.seek(0)
+        f.write(text.replace(".\n", "+odd_name.example-:odd_name.example:89:89:%s:-::\n.\n" % odd))
+    code, out, err = run(home)
+    assert code == 1
+    assert notes(err) == ("qmail-users: users/assign: 'odd_name.example' (%s) is not a domain name qmail-users "
+                          "can host: its users are not imported\n" % odd)
+    assert "added sam@example.com" in out and "added joe@example.org" in out
+
+
 def test_another_vpopmaildir_is_noted(backend, tmp_path):  # noqa: F811
     home = backend.home
     vp, org, com = vpopmail_tree(home)

@@ -188,10 +188,15 @@ def importvpasswd(users, domains, dry_run):
     from qmailpy.cli.qmailtool import Fatal
     from qmailpy.users import importvpasswd as imp
     try:
-        real, aliases = imp.assign_domains(newu.read_assign(os.path.join(_home(), newu.SOURCE)))
+        real, aliases, unhostable = imp.assign_domains(newu.read_assign(os.path.join(_home(), newu.SOURCE)))
     except Fatal as e:
         raise UsersError(e.text) from None
     failed, done = False, []
+    for directory, name in sorted(unhostable.items()):
+        if not domains and os.path.exists(os.path.join(directory, imp.VPASSWD)):
+            click.echo("qmail-users: users/assign: %r (%s) is not a domain name qmail-users can host: "
+                       "its users are not imported" % (name, directory), err=True)
+            failed = True
     if domains:
         wanted = []
         for name in domains:

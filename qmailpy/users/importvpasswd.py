@@ -35,22 +35,28 @@ Entry = collections.namedtuple("Entry", "name passwd uid gid gecos dir shell cle
 
 
 def assign_domains(data):
-    """({domain: its directory}, {alias: domain}) of vpopmail's lines in users/assign (bytes)."""
-    lines = []
+    """({domain: its directory}, {alias: domain}, {directory: name}) of vpopmail's lines in
+    users/assign (bytes); the last: lines whose names qmail-users cannot host (their users
+    would be lost unseen: the caller reports those whose directory has a vpasswd)."""
+    lines, unhostable = [], {}
     for raw in data.split(b"\n"):
         if raw.startswith(b"."):
             break
         fields = raw.decode("utf-8", "replace").split(":")
         if not raw.startswith(b"+") or len(fields) < 7 or not fields[0].endswith("-"):
             continue
-        name, target = lower(fields[0][1:-1]), lower(fields[1])
-        if valid_domain(name) and valid_domain(target) and fields[4].startswith("/"):
-            lines.append((name, target, os.path.normpath(fields[4])))
+        if not fields[4].startswith("/"):
+            continue
+        name, target, directory = lower(fields[0][1:-1]), lower(fields[1]), os.path.normpath(fields[4])
+        if valid_domain(name) and valid_domain(target):
+            lines.append((name, target, directory))
+        else:
+            unhostable[directory] = name
     real = {name: d for name, target, d in lines if name == target}
     owner = {d: name for name, d in real.items()}
     aliases = {name: owner[d] for name, target, d in lines
                if name != target and name not in real and d in owner}
-    return real, aliases
+    return real, aliases, {d: name for d, name in unhostable.items() if d not in owner}
 
 
 def _number(value, what, bad):
