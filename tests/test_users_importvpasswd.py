@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mysql_fixture import backend  # noqa: F401 (fixture)
+from mysql_fixture import backend, mysql_backend  # noqa: F401 (fixtures)
 from qmailpy.users import importvpasswd
 from qmailpy.users.base import UsersError
 
@@ -254,6 +254,44 @@ def test_a_domain_qmail_users_cannot_host_is_not_passed_over_in_silence(backend)
     assert notes(err) == ("qmail-users: users/assign: 'odd_name.example' (%s) is not a domain name qmail-users "
                           "can host: its users are not imported\n" % odd)
     assert "added sam@example.com" in out and "added joe@example.org" in out
+
+
+def test_a_row_the_database_cannot_keep_whole_imports_nothing(mysql_backend):  # noqa: F811
+    """vpopmail 5.4's pw_passwd char(40): a $6$ hash does not fit (strict MySQL refuses it)."""
+    home = mysql_backend.home
+    vp, org, com = vpopmail_tree(home)
+    mysql_backend.open(create=True).domains()
+    mysql_backend.sql("ALTER TABLE vpopmail MODIFY pw_passwd char(40)")
+    code, out, err = run(home, "example.org", "example.com")
+    assert (code, out) == (1, "")
+    assert err == ("qmail-users: %s/vpasswd:4: Data too long for column 'pw_passwd' at row 1: nothing of "
+                   "example.org imported\n"
+                   "qmail-users: %s/vpasswd:1: Data too long for column 'pw_passwd' at row 1: nothing of "
+                   "example.com imported\n" % (org, com))
+    assert state(mysql_backend) == {"vpopmail": [], "dir_control": [], "aliasdomains": []}
+
+
+def test_a_row_the_database_changes_imports_nothing(home):
+    """A database that cuts a value short instead of refusing it (MySQL without a strict
+    sql_mode, here a SQLite trigger doing the same): the row is read back and compared."""
+    import sqlite3
+    vp, org, com = vpopmail_tree(home)
+    os.makedirs(os.path.join(home.root, "users"), exist_ok=True)
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.users.base import open_users
+    open_users(home.root, Controls(home.root, {}), create=True).domains()
+    conn = sqlite3.connect(os.path.join(home.root, "users", "vpopmail.sqlite"))
+    conn.execute("CREATE TRIGGER cut AFTER INSERT ON vpopmail BEGIN UPDATE vpopmail SET pw_passwd = "
+                 "substr(pw_passwd, 1, 40) WHERE pw_name = NEW.pw_name AND pw_domain = NEW.pw_domain; END")
+    conn.commit()
+    code, out, err = run(home, "example.org")
+    assert code == 1
+    assert notes(err) == ("qmail-users: %s/vpasswd:4: the database did not keep the row of ann@example.org as "
+                          "vpasswd has it (a column narrower than vpopmail 5.6's?): nothing of example.org "
+                          "imported\n" % org)
+    assert conn.execute("SELECT count(*) FROM vpopmail").fetchall() == [(0,)]
+    assert conn.execute("SELECT count(*) FROM dir_control").fetchall() == [(0,)]
+    conn.close()
 
 
 def test_another_vpopmaildir_is_noted(backend, tmp_path):  # noqa: F811

@@ -31,7 +31,8 @@ VPASSWD = "vpasswd"
 FORM = "pw_name:pw_passwd:pw_uid:pw_gid:pw_gecos:pw_dir:pw_shell[:pw_clear_passwd]"
 MAX_INT = 2 ** 31 - 1           # pw_uid and pw_gid are int columns
 
-Entry = collections.namedtuple("Entry", "name passwd uid gid gecos dir shell clear")
+Entry = collections.namedtuple("Entry", "name passwd uid gid gecos dir shell clear line")
+KEPT = "pw_passwd, pw_uid, pw_gid, pw_gecos, pw_dir, pw_shell, pw_clear_passwd"   # read back after the INSERT
 
 
 def assign_domains(data):
@@ -91,7 +92,7 @@ def parse_vpasswd(data, name):
         if not valid_user(user):
             raise bad("user name %r is not one qmail-users can look up" % user)
         entry = Entry(user, passwd, _number(uid, "pw_uid", bad), _number(gid, "pw_gid", bad),
-                      gecos, pw_dir, shell, clear)
+                      gecos, pw_dir, shell, clear, n)
         if not pw_dir.startswith("/"):
             raise bad("pw_dir is not an absolute path: %r" % pw_dir)
         if shell != schema.NOQUOTA and not maildirpp.valid(shell):
@@ -122,6 +123,19 @@ def read_vpasswd(path):
         raise UsersError("cannot read %s: %s" % (path, e.strerror or e)) from None
 
 
+def _user_row(users, domain, e, path):
+    """The row of Entry e, read back: a database that cut a value short (a column narrower than
+    vpopmail 5.6's, MySQL without a strict sql_mode) would lose the password without a word."""
+    try:
+        admin.user_row(users, e.name, domain, e.passwd, e.gecos, e.dir, e.shell, e.clear, e.uid, e.gid)
+    except UsersError as x:        # strict MySQL: "Data too long for column ..."
+        raise UsersError("%s:%d: %s" % (path, e.line, x)) from None
+    kept = users.rows("SELECT %s FROM vpopmail WHERE pw_name = ? AND pw_domain = ?" % KEPT, e.name, domain)
+    if [tuple(row) for row in kept] != [(e.passwd, e.uid, e.gid, e.gecos, e.dir, e.shell, e.clear)]:
+        raise UsersError("%s:%d: the database did not keep the row of %s@%s as vpasswd has it (a column "
+                         "narrower than vpopmail 5.6's?)" % (path, e.line, e.name, domain))
+
+
 def import_domain(users, domain, directory, aliases=(), dry_run=False):
     """Import <directory>/vpasswd as `domain` with its alias domains; (lines said, notes).
     With dry_run nothing is written: the lines say what would be."""
@@ -144,7 +158,7 @@ def import_domain(users, domain, directory, aliases=(), dry_run=False):
                 said.append("user exists: %s@%s (kept)" % (e.name, domain))
                 continue
             if not dry_run:
-                admin.user_row(users, e.name, domain, e.passwd, e.gecos, e.dir, e.shell, e.clear, e.uid, e.gid)
+                _user_row(users, domain, e, path)
             said.append("%s %s@%s" % (added, e.name, domain))
         for alias in aliases:
             if users.domain_of(alias) is not None:
