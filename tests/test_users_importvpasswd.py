@@ -90,7 +90,14 @@ def controls(home):
 def notes(err):
     """stderr without the note that qmail-send (not running here) is to be told."""
     return "".join(line for line in err.splitlines(True)
-                   if not line.startswith("note: qmail-send reads control/virtualdomains at start"))
+                   if not line.startswith(("note: qmail-send reads control/virtualdomains at start",
+                                           "note: importvpasswd changes no directory")))
+
+
+def chkuser_note(domain, directory):
+    return ("note: importvpasswd changes no directory: chkuser's reader (qmailu, where the users service "
+            "answers; else qmaild) needs search on %s, granted by the install (make install): until then "
+            "chkuser answers 451 for %s\n" % (directory, domain))
 
 
 def run(home, *args):
@@ -292,6 +299,20 @@ def test_a_row_the_database_changes_imports_nothing(home):
     assert conn.execute("SELECT count(*) FROM vpopmail").fetchall() == [(0,)]
     assert conn.execute("SELECT count(*) FROM dir_control").fetchall() == [(0,)]
     conn.close()
+
+
+def test_chkuser_needs_the_install_noted_as_root(home):
+    """Root in production (not single-user): the domain directories get no ACL entry here."""
+    vp, org, com = vpopmail_tree(home)
+    code, out, err = run(home, "--dry-run")
+    assert (code, err) == (0, "")
+    code, out, err = run(home, "example.com")          # the tests' single-user mode (conftest.py)
+    assert "chkuser's reader" not in err
+    r = home.run("qmail-users", "importvpasswd", env=home.env(QMAILPY_SINGLEUSER="0"))
+    code, err = r.returncode, r.stderr.decode()
+    assert code == 0
+    assert [line for line in err.splitlines(True) if "chkuser's reader" in line] == [
+        chkuser_note("example.com", com), chkuser_note("example.org", org)]
 
 
 def test_another_vpopmaildir_is_noted(backend, tmp_path):  # noqa: F811
