@@ -360,3 +360,23 @@ def test_vpasswd_twice_the_same_name_and_bad_bytes():
         importvpasswd.parse_vpasswd((line + line).encode(), "vpasswd")
     with pytest.raises(UsersError, match=r"^vpasswd:1: not UTF-8"):
         importvpasswd.parse_vpasswd(b"joe:x:1:0:J\xf6e:/vp/joe:NOQUOTA\n", "vpasswd")
+
+
+def test_no_users_assign(home):
+    code, out, err = run(home)
+    assert (code, out, err) == (1, "", "qmail-users: unable to read users/assign: file does not exist\n")
+
+
+def test_a_domain_that_is_an_alias_here_is_refused(backend):  # noqa: F811
+    home = backend.home
+    vp, org, com = vpopmail_tree(home)
+    from qmailpy.users import admin
+    users = backend.open(create=True)
+    admin.add_domain(users, "example.net")
+    admin.add_alias_domain(users, "example.net", "example.com")
+    before = state(backend)
+    code, out, err = run(home, "example.com")
+    assert (code, out) == (1, "")
+    assert err == ("qmail-users: example.com is an alias domain of example.net in the users database: "
+                   "nothing of example.com imported\n")
+    assert state(backend) == before
