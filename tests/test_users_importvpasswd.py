@@ -380,3 +380,23 @@ def test_a_domain_that_is_an_alias_here_is_refused(backend):  # noqa: F811
     assert err == ("qmail-users: example.com is an alias domain of example.net in the users database: "
                    "nothing of example.com imported\n")
     assert state(backend) == before
+
+
+def test_vpasswd_is_read_as_the_owner_of_its_directory(home, tmp_path):
+    """Root reads vpasswd as the owner of the domain directory (vpopmail, whom every mailbox's
+    |program runs as): a link that owner put there to a file only root may read imports nothing."""
+    vp, org, com = vpopmail_tree(home)
+    secret = tmp_path / "root-only"
+    secret.write_text("sam:%s:1:0:sam:%s/sam:NOQUOTA\n" % (SAM_HASH, com))
+    os.chmod(secret, 0o600)
+    os.remove(os.path.join(com, "vpasswd"))
+    os.symlink(str(secret), os.path.join(com, "vpasswd"))
+    for top, dirs, files in os.walk(vp):
+        for name in [top] + [os.path.join(top, n) for n in files]:
+            os.lchown(name, 40094, 40094)
+    code, out, err = run(home, "example.com")
+    assert (code, out) == (1, "")
+    assert err == ("qmail-users: cannot read %s/vpasswd: Permission denied: nothing of example.com imported\n"
+                   % com)
+    code, out, err = run(home, "example.org")           # the owner's own file: read
+    assert code == 0 and "added joe@example.org" in out

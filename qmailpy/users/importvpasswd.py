@@ -110,17 +110,25 @@ def parse_vpasswd(data, name):
 
 
 def read_vpasswd(path):
-    """The bytes of a vpasswd file; only a regular file is opened (root reads what vpopmail's
-    owner could have linked elsewhere: never a FIFO or a device, fileio.open_regular)."""
+    """The bytes of a vpasswd file, read as the owner of its directory (maildir.as_owner: root
+    reads no more than vpopmail, whom every mailbox's |program runs as, could have linked there)
+    and only from a regular file (never a FIFO or a device, fileio.open_regular)."""
     from qmailpy.fileio import open_regular
-    try:
-        fd, _ = open_regular(path)
+    from qmailpy.users import maildir
+
+    def work(rel):
+        fd, _ = open_regular(rel)
         if fd is None:
-            raise UsersError("%s: not a file" % path)
+            return None
         with open(fd, "rb") as f:
-            return f.read()
+            return f.read().decode("latin-1")       # as_owner's answer is JSON: bytes one for one
+    try:
+        text = maildir.as_owner(path, maildir.owner_of(os.path.dirname(path)), work)
     except OSError as e:
         raise UsersError("cannot read %s: %s" % (path, e.strerror or e)) from None
+    if text is None:
+        raise UsersError("%s: not a file" % path)
+    return text.encode("latin-1")
 
 
 def _user_row(users, domain, e, path):
