@@ -90,14 +90,7 @@ def controls(home):
 def notes(err):
     """stderr without the note that qmail-send (not running here) is to be told."""
     return "".join(line for line in err.splitlines(True)
-                   if not line.startswith(("note: qmail-send reads control/virtualdomains at start",
-                                           "note: importvpasswd changes no directory")))
-
-
-def chkuser_note(domain, directory):
-    return ("note: importvpasswd changes no directory: chkuser's reader (qmailu, where the users service "
-            "answers; else qmaild) needs search on %s, granted by the install (make install): until then "
-            "chkuser answers 451 for %s\n" % (directory, domain))
+                   if not line.startswith("note: qmail-send reads control/virtualdomains at start"))
 
 
 def run(home, *args):
@@ -301,18 +294,26 @@ def test_a_row_the_database_changes_imports_nothing(home):
     conn.close()
 
 
-def test_chkuser_needs_the_install_noted_as_root(home):
-    """Root in production (not single-user): the domain directories get no ACL entry here."""
+def test_chkuser_may_look_into_the_imported_domains_as_root(home, monkeypatch):
+    """Root in production (not single-user): as adddomain, chkuser's reader (qmailu, or qmaild)
+    gets search on each imported domain directory and read on its .qmail-default (an ACL
+    entry); without it chkuser answered 451 for every address of the imported domains."""
+    from click.testing import CliRunner
+
+    from qmailpy.cli.users import cli
+    from qmailpy.users import access
     vp, org, com = vpopmail_tree(home)
-    code, out, err = run(home, "--dry-run")
-    assert (code, err) == (0, "")
-    code, out, err = run(home, "example.com")          # the tests' single-user mode (conftest.py)
-    assert "chkuser's reader" not in err
-    r = home.run("qmail-users", "importvpasswd", env=home.env(QMAILPY_SINGLEUSER="0"))
-    code, err = r.returncode, r.stderr.decode()
-    assert code == 0
-    assert [line for line in err.splitlines(True) if "chkuser's reader" in line] == [
-        chkuser_note("example.com", com), chkuser_note("example.org", org)]
+    with open(os.path.join(org, ".qmail-default"), "w") as f:
+        f.write("| vdelivermail '' bounce-no-mailbox\n")
+    monkeypatch.setattr(access, "chkuser_uid", lambda home: 40093)
+    env = {"QMAILHOME": home.root, "QMAILPY_SINGLEUSER": "0"}
+    got = CliRunner().invoke(cli, ["importvpasswd", "--dry-run"], env=env)
+    assert got.exit_code == 0 and (access.USER, 40093) not in access._entries(org)
+    got = CliRunner().invoke(cli, ["importvpasswd"], env=env)
+    assert got.exit_code == 0, got.output
+    for path, perm in ((vp, 1), (os.path.join(vp, "domains"), 1), (org, 1), (com, 1),
+                       (os.path.join(org, ".qmail-default"), 4)):
+        assert access._entries(path)[(access.USER, 40093)] == perm, path
 
 
 def test_another_vpopmaildir_is_noted(backend, tmp_path):  # noqa: F811

@@ -186,7 +186,6 @@ def importvpasswd(users, domains, dry_run):
     domains go into control/rcpthosts and control/virtualdomains as adddomain puts them."""
     from qmailpy.cli import newu
     from qmailpy.cli.qmailtool import Fatal
-    from qmailpy.privs import drops_privileges
     from qmailpy.users import importvpasswd as imp
     try:
         real, aliases, unhostable = imp.assign_domains(newu.read_assign(os.path.join(_home(), newu.SOURCE)))
@@ -226,10 +225,8 @@ def importvpasswd(users, domains, dry_run):
             click.echo(line)
         for line in notes:
             click.echo("note: %s" % line, err=True)
-        if not dry_run and drops_privileges(os.environ):   # adddomain grants it to the directory it makes
-            click.echo("note: importvpasswd changes no directory: chkuser's reader (qmailu, where the users "
-                       "service answers; else qmaild) needs search on %s, granted by the install (make "
-                       "install): until then chkuser answers 451 for %s" % (real[domain], domain), err=True)
+        if not dry_run:
+            _let_smtpd_look(users, domain)      # as adddomain: chkuser's reader may search it
         done += [domain] + its_aliases
         if dry_run:
             click.echo("would add %s to control/rcpthosts and control/virtualdomains where missing"
