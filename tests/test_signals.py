@@ -1,0 +1,58 @@
+"""Signals as an admin sends them under daemontools (svc -t/-h/-a) to the real programs."""
+import os
+import signal
+import time
+
+import pytest
+
+from test_send_support import Scratch, Send, inject
+
+MSG = b"Subject: signals\n\nbody\n"
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    s = Scratch(tmp_path)
+    yield s
+    s.cleanup()
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_svc_t_lets_running_deliveries_finish_starts_none_and_loses_nothing(scratch):
+    hold = os.path.join(scratch.fake, "hold")
+    env = dict(FAKE_REMOTE_SLEEP="0", FAKE_REMOTE_HOLD=hold)
+    first = inject(scratch.home, MSG, "alice@localhost", ["bob@far.example", "carol@far.example"])
+    send = Send(scratch, **env)
+    send.wait_line(r"^starting delivery \d+: msg %d to remote carol@far.example$" % first)
+    helpers = send.children()
+    assert len(helpers) >= 4          # lspawn, rspawn, todo, the cleans
+    send.proc.send_signal(signal.SIGTERM)
+    send.wait_line(r"^status: local 0/10 remote 2/20 exitasap$")
+    second = inject(scratch.home, MSG, "alice@localhost", ["dave@far.example", "joe@localhost"])
+    time.sleep(1)                      # a second for qmail-todo to have passed it on, were it to
+    assert send.proc.poll() is None    # the running deliveries are waited for
+    open(hold, "w").close()
+    assert send.stop() == 0
+    lines = send.lines()
+    assert lines[-1] == "status: exiting"
+    assert len([ln for ln in lines if ln.startswith("starting delivery")]) == 2, lines
+    assert len([ln for ln in lines if ": success: " in ln]) == 2, lines
+    assert "end msg %d" % first in lines
+    for pid in helpers:
+        assert not alive(pid), pid
+    assert sorted(n.rsplit(".", 1)[0] for n in scratch.mail()) == ["bob@far.example", "carol@far.example"]
+    # the next qmail-send delivers what came in meanwhile, and nothing twice
+    send = Send(scratch, **env)
+    send.wait_line(r"^end msg \d+$")
+    assert send.stop() == 0
+    assert sorted(n.rsplit(".", 1)[0] for n in scratch.mail()) == [
+        "bob@far.example", "carol@far.example", "dave@far.example", "joe@localhost"]
+    assert second is None or "end msg %d" % second in send.lines()
+    assert scratch.queue_files() == []
