@@ -6,6 +6,7 @@ import time
 import pytest
 
 from test_send_support import Scratch, Send, inject
+from test_tcpserver import GREETING, Front, front_path, qhome, recv_until, wait_for  # noqa: F401 (qhome: fixture)
 
 MSG = b"Subject: signals\n\nbody\n"
 
@@ -56,3 +57,21 @@ def test_svc_t_lets_running_deliveries_finish_starts_none_and_loses_nothing(scra
         "bob@far.example", "carol@far.example", "dave@far.example", "joe@localhost"]
     assert second is None or "end msg %d" % second in send.lines()
     assert scratch.queue_files() == []
+
+
+def test_svc_i_stops_qmail_tcpserver_as_it_stops_tcpserver_without_a_traceback(tmp_path, qhome):
+    """svc -i (SIGINT): tcpserver dies of it, its sessions go on; qmail-tcpserver the same,
+    with no Python traceback in the log."""
+    statuses = {}
+    for name in ("tcpserver", "qmail-tcpserver"):
+        front = Front(front_path(name), ["-v", "-HR", "-l", "h"], qhome.env(), tmp_path)
+        s = front.connect()
+        assert recv_until(s, b"\r\n") == GREETING
+        front.proc.send_signal(signal.SIGINT)
+        statuses[name] = front.proc.wait(timeout=10)
+        s.sendall(b"QUIT\r\n")
+        assert recv_until(s, b"\r\n") == b"221 test.example\r\n"
+        s.close()
+        front.stop()
+        assert "Traceback" not in front.log() and "KeyboardInterrupt" not in front.log()
+    assert statuses == {"tcpserver": -signal.SIGINT, "qmail-tcpserver": -signal.SIGINT}

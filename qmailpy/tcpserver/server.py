@@ -8,7 +8,8 @@ pipe, so a worker that dies however it dies (kill -9 included) is only an
 at once, as tcpserver's: the listener is closed (new clients are refused
 until supervise has started the next server, which binds at once) and every
 worker is retired; a running session goes on in its worker to its end,
-unlogged, as a child of tcpserver goes on alone. SIGHUP does nothing: every setting a session uses (controls, the rules cdb) is read
+unlogged, as a child of tcpserver goes on alone. SIGINT kills it, as it kills tcpserver
+(the sessions go on the same way). SIGHUP does nothing: every setting a session uses (controls, the rules cdb) is read
 per connection. The workers are qmailpy.tcpserver.pool's.
 """
 import gc
@@ -108,6 +109,7 @@ class Server:
         signal.signal(signal.SIGTERM, self._term)
         signal.signal(signal.SIGHUP, lambda signum, frame: None)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)     # svc -i: killed by it, as tcpserver, no traceback
 
     def run(self):
         """Serve until SIGTERM, the last session's end and the last worker's exit: the exit code."""
