@@ -5,6 +5,8 @@ import time
 
 import pytest
 
+from qmailpy.queue import layout, sockclient
+from queuedsvc import Queued
 from test_send_support import Scratch, Send, inject
 from test_tcpserver import GREETING, Front, front_path, qhome, recv_until, wait_for  # noqa: F401 (qhome: fixture)
 
@@ -75,3 +77,29 @@ def test_svc_i_stops_qmail_tcpserver_as_it_stops_tcpserver_without_a_traceback(t
         front.stop()
         assert "Traceback" not in front.log() and "KeyboardInterrupt" not in front.log()
     assert statuses == {"tcpserver": -signal.SIGINT, "qmail-tcpserver": -signal.SIGINT}
+
+
+def test_svc_i_stops_qmail_queued_as_svc_t_does(tmp_path):
+    """SIGINT: as SIGTERM (qmail-send and qmail-usersd read it so too): the insertion under
+    way is queued once, exit 0, `exiting` logged, no traceback."""
+    home = tmp_path / "qmail"
+    layout.create_queue(str(home))
+    (home / "control").mkdir()
+    logpath = tmp_path / "queued.log"
+    service = Queued(home, os.environ, log=str(logpath)).start()
+    try:
+        job = sockclient.SocketJob(str(home), 30)
+        job.write(b"Subject: half sent\n\n")
+        job._flush()
+        wait_for(lambda: any(os.listdir(home / "queue" / "mess" / str(i)) for i in range(23)), what="its mess file")
+        service.proc.send_signal(signal.SIGINT)
+        service.proc.send_signal(signal.SIGINT)            # twice at once: the same
+        job.write(b"the rest\n")
+        assert job.finish(b"a@b", [b"c@d"]) == 0
+        assert service.proc.wait(timeout=15) == 0
+    finally:
+        service.kill()
+    log = logpath.read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log
+    assert log.endswith("qmail-queued: exiting\n"), log
+    assert len(os.listdir(home / "queue" / "todo")) == 1

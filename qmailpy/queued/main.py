@@ -19,7 +19,7 @@ The socket is bound under a temporary name and renamed into place, so a
 restarted service replaces it in one step; it is left in place when the
 service stops (clients then get 73, "connection to mail server rejected",
 a temporary error) so that nobody falls back to writing the queue.
-SIGTERM: stop accepting, give the running insertions STOP_WAIT seconds, exit.
+SIGTERM (or SIGINT): stop accepting, give the running insertions STOP_WAIT seconds, exit.
 Log lines on fd 2: start, stop, and each insertion that failed.
 """
 import os
@@ -248,6 +248,7 @@ def main():
     threading.stack_size(STACK)
     service = Service(home, environ, listener)
     signal.signal(signal.SIGTERM, service.stop)
+    signal.signal(signal.SIGINT, service.stop)         # svc -i: the same, as qmail-send and qmail-usersd read it
     log("listening on %s as %s" % (paths.queue_socket(home), user))
     service.serve_forever()
     listener.close()
