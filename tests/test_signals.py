@@ -103,3 +103,19 @@ def test_svc_i_stops_qmail_queued_as_svc_t_does(tmp_path):
     assert "Traceback" not in log and "KeyboardInterrupt" not in log
     assert log.endswith("qmail-queued: exiting\n"), log
     assert len(os.listdir(home / "queue" / "todo")) == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGALRM])
+def test_svc_h_or_a_while_qmail_send_starts_its_helpers_does_not_kill_it(scratch, signum):
+    """qmail-users' `svc -h` right after `svc -t`, or `svc -a`: qmail-send catches them from
+    before its helpers start (qmail-send.c sets its handlers before it reads their fds), so
+    one that comes while they start is acted on, never the default action that kills it."""
+    send = Send(scratch)
+    send.wait_for(send.children, timeout=20, what="its first helper")
+    send.proc.send_signal(signum)
+    send.wait_line(r"^status: local 0/10 remote 0/20$")
+    msgid = inject(scratch.home, MSG, "alice@localhost", ["joe@localhost"])
+    send.wait_line(r"^end msg \d+$")
+    assert send.stop() == 0
+    assert msgid is None or "end msg %d" % msgid in send.lines()
+    assert [n.rsplit(".", 1)[0] for n in scratch.mail()] == ["joe@localhost"]

@@ -70,6 +70,8 @@ See docs/qmail-send.md."""
 @guard("qmail-send", X.EXIT_TROUBLE)
 def main():
     start_program(USAGE)
+    flags = loop.Flags()
+    wake_fd = loop.install_signals(flags)     # first, as qmail-send.c: an early svc -h/-a/-t must not kill us
     log = Log(2)
     home = os.path.abspath(paths.qmailhome(os.environ))
     environ = dict(os.environ, QMAILHOME=home)      # the helpers must not depend on our cwd
@@ -112,8 +114,6 @@ def main():
     clk = clock.Clock(clock.parse_scale(environ))
     sched = Scheduler(home, clk, log, config, channels,
                       CleanClient(children["clean"].to, children["clean"].frm), injector)
-    flags = loop.Flags()
-    wake_fd = loop.install_signals(flags)
     sched.pqstart(sched.now())
     sched.status()
     the_loop = loop.Loop(sched, children["todo"], children["lspawn"].pid, wake_fd, flags, environ)
