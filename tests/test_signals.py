@@ -8,6 +8,8 @@ import pytest
 from qmailpy.queue import layout, sockclient
 from queuedsvc import Queued
 from test_send_support import Scratch, Send, inject
+from test_usersd import ask
+from usersd import UsersService
 from test_tcpserver import GREETING, Front, front_path, qhome, recv_until, wait_for  # noqa: F401 (qhome: fixture)
 
 MSG = b"Subject: signals\n\nbody\n"
@@ -119,3 +121,22 @@ def test_svc_h_or_a_while_qmail_send_starts_its_helpers_does_not_kill_it(scratch
     assert send.stop() == 0
     assert msgid is None or "end msg %d" % msgid in send.lines()
     assert [n.rsplit(".", 1)[0] for n in scratch.mail()] == ["joe@localhost"]
+
+
+def test_svc_h_leaves_qmail_usersd_answering(tmp_path):
+    """svc -h (an admin's `svc -h /service/*` after editing controls): qmail-usersd notices
+    changed files by itself, so SIGHUP does nothing, as for qmail-queued and qmail-tcpserver;
+    it killed the service, whose clients then met a closed socket until supervise restarted it."""
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    svc = UsersService(home, dict(os.environ, QMAILPY_SINGLEUSER="1")).start()
+    try:
+        svc.proc.send_signal(signal.SIGHUP)
+        svc.proc.send_signal(signal.SIGHUP)
+        # an answer comes from the process itself, after the signals were delivered to it
+        assert [a[:4] for a in ask(svc.path, b"WHAT is this\n")] == [b"BAD "]
+        assert svc.proc.poll() is None
+    finally:
+        log = svc.stop()
+    assert svc.proc.returncode == 0
+    assert log.splitlines()[-1].endswith(" exit"), log

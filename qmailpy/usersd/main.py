@@ -6,7 +6,7 @@ the users database and reader of the SRS keys, with no other group. It answers
 qmaild (qmail-smtpd), root and itself; qmailq and qmails may ask only which
 mailbox an address goes to (qmail-queue's filter keys). In single-user mode
 (QMAILPY_SINGLEUSER, or no qmailu account) it stays the invoking user.
-Log lines on fd 2; exit 111 when the socket cannot be made; SIGTERM ends it.
+Log lines on fd 2; exit 111 when the socket cannot be made; SIGTERM ends it; SIGHUP does nothing.
 """
 import os
 import signal
@@ -81,6 +81,7 @@ def run(environ, log):
     from qmailpy.privs import drops_privileges
     from qmailpy.usersd.questions import Peers
     from qmailpy.usersd.server import Server
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)       # nothing to reread: changed files are noticed per question
     home = paths.qmailhome(environ)
     path = paths.users_socket(home)
     try:
