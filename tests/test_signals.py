@@ -1,13 +1,16 @@
 """Signals as an admin sends them under daemontools (svc -t/-h/-a) to the real programs."""
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 
+from conftest import ROOT
 from qmailpy.queue import layout, sockclient
 from queuedsvc import Queued
 from test_send_support import Scratch, Send, inject
+from test_queued import TCP_ENV
 from test_usersd import ask
 from usersd import UsersService
 from test_tcpserver import GREETING, Front, front_path, qhome, recv_until, wait_for  # noqa: F401 (qhome: fixture)
@@ -140,3 +143,43 @@ def test_svc_h_leaves_qmail_usersd_answering(tmp_path):
         log = svc.stop()
     assert svc.proc.returncode == 0
     assert log.splitlines()[-1].endswith(" exit"), log
+
+
+@pytest.mark.parametrize("how", ["kill", "int"])
+def test_qmail_queued_going_away_mid_data_is_451_and_nothing_queued(tmp_path, how):
+    """qmail-smtpd streams DATA into qmail-queued; the service killed, or stopped (svc -i)
+    and its 10 seconds for the insertions under way over, before the client's final dot:
+    451, never 250, and nothing in todo/."""
+    home = tmp_path / "qmail"
+    layout.create_queue(str(home))
+    (home / "control").mkdir()
+    (home / "control" / "me").write_text("mx.example.org\n")
+    (home / "control" / "rcpthosts").write_text("example.org\n")
+    service = Queued(home, os.environ, log=str(tmp_path / "queued.log")).start()
+    env = dict(os.environ, QMAILHOME=str(home), **TCP_ENV)
+    smtpd = subprocess.Popen([os.path.join(ROOT, "bin", "qmail-smtpd")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             env=env)
+    try:
+        smtpd.stdin.write(b"HELO c\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+                          b"Subject: x\r\n\r\n" + b"x" * 100 + b"\r\n")
+        smtpd.stdin.flush()
+        replies = b""
+        while replies.count(b"\r\n") < 5:
+            replies += smtpd.stdout.read1(4096)
+        assert replies.split(b"\r\n")[4] == b"354 go ahead"
+        wait_for(lambda: any(os.listdir(home / "queue" / "mess" / str(i)) for i in range(23)), what="its mess file")
+        if how == "kill":
+            service.kill()
+        else:
+            service.proc.send_signal(signal.SIGINT)
+            wait_for(lambda: b"exiting" in (tmp_path / "queued.log").read_bytes(), timeout=30, what="exiting")
+        smtpd.stdin.write((b"y" * 998 + b"\r\n") * 200 + b".\r\nQUIT\r\n")
+        smtpd.stdin.close()
+        rest = smtpd.stdout.read().split(b"\r\n")
+        assert smtpd.wait(timeout=30) == 0
+    finally:
+        service.kill()
+        if smtpd.poll() is None:
+            smtpd.kill()
+    assert rest == [b"451 communication with mail server failed (#4.4.2)", b"221 mx.example.org", b""]
+    assert os.listdir(home / "queue" / "todo") == []
