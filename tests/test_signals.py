@@ -35,14 +35,15 @@ def alive(pid):
 
 def test_svc_t_lets_running_deliveries_finish_starts_none_and_loses_nothing(scratch):
     hold = os.path.join(scratch.fake, "hold")
-    env = dict(FAKE_REMOTE_SLEEP="0", FAKE_REMOTE_HOLD=hold)
-    first = inject(scratch.home, MSG, "alice@localhost", ["bob@far.example", "carol@far.example"])
+    env = dict(FAKE_REMOTE_SLEEP="0", FAKE_REMOTE_HOLD=hold, FAKE_LOCAL_HOLD=hold)
+    first = inject(scratch.home, MSG, "alice@localhost", ["bob@far.example", "carol@far.example", "hold@localhost"])
     send = Send(scratch, **env)
-    send.wait_line(r"^starting delivery \d+: msg %d to remote carol@far.example$" % first)
+    send.wait_line(r"^status: local 1/10 remote 2/20$")
+    send.wait_for(lambda: len(scratch.local_log()) == 1, what="qmail-local running")
     helpers = send.children()
     assert len(helpers) >= 4          # lspawn, rspawn, todo, the cleans
     send.proc.send_signal(signal.SIGTERM)
-    send.wait_line(r"^status: local 0/10 remote 2/20 exitasap$")
+    send.wait_line(r"^status: local 1/10 remote 2/20 exitasap$")
     second = inject(scratch.home, MSG, "alice@localhost", ["dave@far.example", "joe@localhost"])
     time.sleep(1)                      # a second for qmail-todo to have passed it on, were it to
     assert send.proc.poll() is None    # the running deliveries are waited for
@@ -50,18 +51,19 @@ def test_svc_t_lets_running_deliveries_finish_starts_none_and_loses_nothing(scra
     assert send.stop() == 0
     lines = send.lines()
     assert lines[-1] == "status: exiting"
-    assert len([ln for ln in lines if ln.startswith("starting delivery")]) == 2, lines
-    assert len([ln for ln in lines if ": success: " in ln]) == 2, lines
+    assert len([ln for ln in lines if ln.startswith("starting delivery")]) == 3, lines
+    assert len([ln for ln in lines if ": success: " in ln]) == 3, lines
     assert "end msg %d" % first in lines
     for pid in helpers:
         assert not alive(pid), pid
-    assert sorted(n.rsplit(".", 1)[0] for n in scratch.mail()) == ["bob@far.example", "carol@far.example"]
+    assert sorted(n.rsplit(".", 1)[0] for n in scratch.mail()) == ["bob@far.example", "carol@far.example",
+                                                                   "hold@localhost"]
     # the next qmail-send delivers what came in meanwhile, and nothing twice
     send = Send(scratch, **env)
     send.wait_line(r"^end msg \d+$")
     assert send.stop() == 0
     assert sorted(n.rsplit(".", 1)[0] for n in scratch.mail()) == [
-        "bob@far.example", "carol@far.example", "dave@far.example", "joe@localhost"]
+        "bob@far.example", "carol@far.example", "dave@far.example", "hold@localhost", "joe@localhost"]
     assert second is None or "end msg %d" % second in send.lines()
     assert scratch.queue_files() == []
 
