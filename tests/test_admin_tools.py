@@ -12,7 +12,8 @@ import pytest
 from conftest import program
 from qmailpy.ctl.cdbmap import open_cdb
 from qmailpy.remote.tcpto import SIZE, TcpTo
-from test_send_support import DELIVERY_UID, NOBODY, Scratch, SpawnClient, queue_message
+from test_send_support import (DELIVERY_UID, NOBODY, SpawnClient, queue_message,
+                               scratch)  # noqa: F401 (scratch: fixture)
 from test_sendmail import qhome  # noqa: F401  (fixture)
 
 
@@ -98,13 +99,6 @@ def test_newmrh_writes_the_bytes_cdb_make_writes(qhome, tmp_path):
 
 
 # -- qmail-newu
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
-
 
 def assign(home, text):
     with open(os.path.join(home, "users", "assign"), "w") as f:

@@ -18,7 +18,7 @@ from conftest import BIN, ROOT, Home, program
 from test_dialogues import TCP_ENV, queued_messages
 from test_e2e_support import wait_until
 from test_local_support import Box
-from test_send_support import Scratch, Send, SpawnClient, queue_message
+from test_send_support import Send, SpawnClient, queue_message, scratch  # noqa: F401 (scratch: fixture)
 from qmailpy.queue.layout import create_queue
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -38,13 +38,6 @@ def sigchld_ignored(pid):
             if line.startswith("SigIgn:"):
                 return bool(int(line.split()[1], 16) & (1 << (signal.SIGCHLD - 1)))
     raise AssertionError("no SigIgn line for %d" % pid)
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
 
 
 # -- --help

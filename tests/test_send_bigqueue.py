@@ -16,14 +16,7 @@ from qmailpy.send import finish
 from qmailpy.send.channel import Channel
 from qmailpy.send.config import SendConfig
 from qmailpy.send.scheduler import Scheduler
-from test_send_support import Scratch
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
+from test_send_support import Scratch, scratch  # noqa: F401 (scratch: fixture)
 
 
 class Log:

@@ -13,7 +13,7 @@ import pytest
 
 from test_filters import EICAR, clamd  # noqa: F401 (the module's clamd fixture, started by pid)
 from qmailpy.send.inject import Injector
-from test_send_support import FAKES, ROOT, Scratch, Send, dates, inject
+from test_send_support import FAKES, ROOT, Send, dates, inject, scratch  # noqa: F401 (scratch: fixture)
 
 MIME = (b"From: alice@localhost\nSubject: report\nMIME-Version: 1.0\n"
         b"Content-Type: multipart/mixed;\n boundary=\"outer\"\n\n"
@@ -30,13 +30,6 @@ SKELETON = (b"From: alice@localhost\nSubject: report\nMIME-Version: 1.0\n"
             b"--inner\nContent-Type: text/html\n\n--inner--\n"
             b"--outer\nContent-Type: application/pdf\nContent-Transfer-Encoding: base64\n\n"
             b"--outer--\n")
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
 
 
 def mess_of(scratch, msgid):

@@ -13,17 +13,10 @@ import cdblib
 import pytest
 
 from qmailpy.ctl import registry as R
-from test_send_support import BIN, Scratch, Send, inject
+from test_send_support import BIN, Send, inject, scratch  # noqa: F401 (scratch: fixture)
 
 MSG = b"From: alice@localhost\nSubject: hello\n\nbody line\n"
 SEND_NUMBERS = [c.name for c in R.CONTROLS if c.kind in (R.NUMBER, R.BOOL) and "qmail-send" in c.readers]
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
 
 
 def run_send(scratch):

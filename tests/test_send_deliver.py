@@ -10,16 +10,10 @@ import time
 
 import pytest
 
-from test_send_support import BIN, DELIVERY_UID, NOBODY, ROOT_ONLY, Scratch, Send, dates, inject
+from test_send_support import (BIN, DELIVERY_UID, NOBODY, ROOT_ONLY, Send, dates, inject,
+                               scratch)  # noqa: F401 (scratch: fixture)
 
 MSG = b"From: alice@localhost\nTo: joe@localhost\nSubject: hello\n\nbody line\n"
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
 
 
 def mess_bytes(scratch, msgid):

@@ -3,16 +3,7 @@ import os
 import signal
 import time
 
-import pytest
-
-from test_send_support import Scratch, Send
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
+from test_send_support import Send, scratch  # noqa: F401 (scratch: fixture)
 
 
 DYING = ["alert: oh no! lost qmail-todo connection! dying...",

@@ -13,16 +13,9 @@ import pytest
 
 from qmailpy.proto.date822 import date822
 from qmailpy.queue import layout
-from test_send_support import BIN, Scratch, Send
+from test_send_support import BIN, Send, scratch  # noqa: F401 (scratch: fixture)
 
 SPLIT = 23
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
 
 
 def q(scratch, *parts):

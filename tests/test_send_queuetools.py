@@ -15,14 +15,7 @@ from qmailpy.send.cleanclient import CleanClient
 from qmailpy.send.start import spawn_child
 from qmailpy.send.todo import preprocess, preprocess_many
 from qmailpy.send.todo_main import ParallelFsync
-from test_send_support import BIN, Scratch, queue_message
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
+from test_send_support import BIN, queue_message, scratch  # noqa: F401 (scratch: fixture)
 
 
 class Cleaner:

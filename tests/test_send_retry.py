@@ -4,20 +4,11 @@ import os
 import re
 import signal
 
-import pytest
-
-from test_send_support import Scratch, Send, inject
+from test_send_support import Send, inject, scratch  # noqa: F401 (scratch: fixture)
 
 MSG = b"Subject: retry\n\nbody\n"
 SCALE = 400.0            # 100 virtual seconds = 0.25 s
 LAG = 0.2                # real seconds between a pass starting and the fake qmail-local's log line
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
 
 
 def birth(scratch, msgid):

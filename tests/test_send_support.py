@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import cdblib
+import pytest
 
 from qmailpy.proto import qq
 from qmailpy.proto.date822 import date822
@@ -228,3 +229,11 @@ def queue_message(home, message=b"Subject: x\n\nbody\n", sender=b"alice@localhos
     from qmailpy.queue.enqueue import enqueue
     msgid = enqueue(home, message, qq.encode(sender, list(recips)), os.getuid(), os.getpid(), time.time())
     return "%d/%d" % (msgid % 23, msgid)
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    """A Scratch home with the default controls, removed afterwards (import it as a fixture)."""
+    s = Scratch(tmp_path)
+    yield s
+    s.cleanup()

@@ -9,20 +9,13 @@ import pytest
 from conftest import ROOT
 from qmailpy.queue import layout, sockclient
 from queuedsvc import Queued
-from test_send_support import Scratch, Send, inject
+from test_send_support import Send, inject, scratch  # noqa: F401 (scratch: fixture)
 from test_queued import TCP_ENV
 from test_usersd import ask
 from usersd import UsersService
 from test_tcpserver import GREETING, Front, front_path, qhome, recv_until, wait_for  # noqa: F401 (qhome: fixture)
 
 MSG = b"Subject: signals\n\nbody\n"
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
 
 
 def alive(pid):

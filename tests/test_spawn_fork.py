@@ -17,7 +17,8 @@ import sysconfig
 
 import pytest
 
-from test_send_support import DELIVERY_UID, NOBODY, ROOT, Scratch, SpawnClient, queue_message
+from test_send_support import (DELIVERY_UID, NOBODY, ROOT, SpawnClient, queue_message,
+                               scratch)  # noqa: F401 (scratch: fixture)
 
 PROBE = r'''
 import os, sys
@@ -61,13 +62,6 @@ target.main = main
 from qmailpy.spawn.%(spawn)s import main as spawn_main
 sys.exit(spawn_main())
 '''
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
 
 
 def probe_script(scratch):

@@ -8,15 +8,8 @@ import pytest
 from qmailpy.proto import spawnwire
 from qmailpy.spawn import lspawn, mailbox, passwd
 from qmailpy.users import domainfiles
-from test_send_support import (DELIVERY_UID, NOBODY, ROOT_ONLY, Scratch, SpawnClient, queue_message,
-                               write_users_cdb)
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
+from test_send_support import (DELIVERY_UID, NOBODY, ROOT_ONLY, SpawnClient, queue_message, scratch,
+                               write_users_cdb)  # noqa: F401 (scratch: fixture)
 
 
 @pytest.fixture

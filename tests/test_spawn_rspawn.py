@@ -4,7 +4,7 @@ import os
 import pytest
 
 from qmailpy.spawn import rspawn
-from test_send_support import Scratch, SpawnClient, queue_message
+from test_send_support import SpawnClient, queue_message, scratch  # noqa: F401 (scratch: fixture)
 
 
 @pytest.mark.parametrize("output,report", [
@@ -31,13 +31,6 @@ def test_exit_status_reports():
     assert rspawn.report(100, b"") == b"DUnable to run qmail-remote.\n"
     assert rspawn.report(1, b"r\0K\0") == b"DUnable to run qmail-remote.\n"
     assert rspawn.report(0, b"") == b"Zqmail-remote produced no output.\n"
-
-
-@pytest.fixture
-def scratch(tmp_path):
-    s = Scratch(tmp_path)
-    yield s
-    s.cleanup()
 
 
 def script(scratch, name, body):
