@@ -143,23 +143,34 @@ def test_the_child_holds_no_fd_of_its_callers(top):
             os.close(w)
 
 
-def test_the_child_ends_with_its_caller(top):
-    home, _ = owned_home(top)
-    ok(home.run("qmail-users", "adddomain", "v.test"))
+def forked_caller(home, hold, without_stderr=False):
+    """A forked process that opens the database (starting its child), reports (pid, the child's
+    pid, the fd of its end of the pair), then sleeps (hold) or exits."""
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             os.close(rfd)
+            if without_stderr:
+                os.close(2)
             db = opened(home)
             db.lookup("joe", "v.test")
-            os.write(wfd, b"%d\n" % db.db._conn.child_pid)
-            time.sleep(60)
+            conn = db.db._conn
+            os.write(wfd, b"%d %d\n" % (conn.child_pid, conn.sock.fileno()))
+            if hold:
+                time.sleep(60)
         finally:
             os._exit(0)
     os.close(wfd)
     with os.fdopen(rfd) as f:
-        child = int(f.readline())
+        child, fd = map(int, f.readline().split())
+    return pid, child, fd
+
+
+def test_the_child_ends_with_its_caller(top):
+    home, _ = owned_home(top)
+    ok(home.run("qmail-users", "adddomain", "v.test"))
+    pid, child, _ = forked_caller(home, hold=True)
     assert status(child) is not None
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
@@ -172,21 +183,7 @@ def test_the_child_of_a_caller_without_stderr_ends_with_its_caller(top):
     stayed (with any transaction the caller left open, the database's write lock) for ever."""
     home, _ = owned_home(top)
     ok(home.run("qmail-users", "adddomain", "v.test"))
-    rfd, wfd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(rfd)
-            os.close(2)
-            db = opened(home)
-            db.lookup("joe", "v.test")
-            conn = db.db._conn
-            os.write(wfd, b"%d %d\n" % (conn.child_pid, conn.sock.fileno()))
-        finally:
-            os._exit(0)
-    os.close(wfd)
-    with os.fdopen(rfd) as f:
-        child, mine = map(int, f.readline().split())
+    pid, child, mine = forked_caller(home, hold=False, without_stderr=True)
     os.waitpid(pid, 0)
     try:
         assert mine == 2 and gone(child, 10.0)
