@@ -206,6 +206,13 @@ def test_find_urls():
     assert urls.find_urls(b"no links here", 5) == []
 
 
+def run_here(code):
+    """`code` run by a new interpreter on this checkout's qmailpy (its own limits, its own memory)."""
+    root = str(Path(urls.__file__).resolve().parents[2])
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=root))
+
+
 def test_base64_blocks_are_the_regex_blocks_found_in_linear_time():
     """base64_blocks() finds what urls.BASE64_TEXT does (random messages of header, part and
     base64 lines); a message of 60,000 "Content-Type: text/a" parts without an empty line cost
@@ -222,9 +229,7 @@ def test_base64_blocks_are_the_regex_blocks_found_in_linear_time():
             "from qmailpy.filters.urls import find_urls\n"
             "unit = b'Content-Type: text/a\\nContent-Transfer-Encoding: base64\\nX: y\\n'\n"
             "print(find_urls(unit * 60000 + b'\\nhttp://a.example/\\n', 5))\n")
-    root = str(Path(urls.__file__).resolve().parents[2])       # this checkout's qmailpy
-    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, PYTHONPATH=root))
+    got = run_here(code)
     assert (got.returncode, got.stdout, got.stderr) == (0, "['http://a.example/']\n", "")
 
 
@@ -237,9 +242,7 @@ def test_base64_blocks_take_no_memory_in_proportion_to_the_lines():
             "msg = b'Content-Type: text/plain\\n' + b'\\n' * 5000000 + b'http://a.example/\\n'\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "print(find_urls(msg, 5), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 64 * 1024)\n")
-    root = str(Path(urls.__file__).resolve().parents[2])       # this checkout's qmailpy
-    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, PYTHONPATH=root))
+    got = run_here(code)
     assert (got.returncode, got.stdout, got.stderr) == (0, "['http://a.example/'] True\n", "")
 
 
