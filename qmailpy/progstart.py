@@ -11,6 +11,12 @@ program we start.
 `--help`: qmail's programs take no options (their arguments are a checkpassword
 program, a default delivery, a host...), so `--help` as the only argument can be
 nothing else: print the usage on stdout and exit 0, before anything starts.
+
+LC_CTYPE: where the locale is C, Python's start-up sets LC_CTYPE=C.UTF-8 in its own
+environment (PEP 538), and every program we start would inherit it (a .qmail
+`|program`, qmail-local's, qmail-send's helpers); qmail's programs pass their
+environment on unchanged. The environment we were started with (/proc/self/environ)
+has the caller's LC_CTYPE, or none, and that is put back.
 Imports only the C signal module: qmail-smtpd and qmail-queue start per message.
 """
 import _signal
@@ -23,6 +29,8 @@ HELP = "--help"
 def start(usage=None, argv=None):
     """Call first in main(): reset SIGCHLD; with a usage text, answer `--help` (SystemExit 0)."""
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+    if "LC_CTYPE" in os.environ:
+        callers_locale(os.environb)
     argv = sys.argv if argv is None else argv
     if usage is not None and list(argv[1:]) == [HELP]:
         data = (usage.rstrip("\n") + "\n").encode()
@@ -32,6 +40,21 @@ def start(usage=None, argv=None):
         except OSError:
             pass
         raise SystemExit(0)
+
+
+def callers_locale(environ, path="/proc/self/environ"):
+    """Put back in `environ` (bytes keys) the LC_CTYPE of the environment at exec, or remove
+    it when there was none: undo Python's locale coercion. No /proc: left as it is."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return
+    for entry in data.split(b"\0"):
+        if entry.startswith(b"LC_CTYPE="):
+            environ[b"LC_CTYPE"] = entry[len(b"LC_CTYPE="):]          # getenv(): the first one
+            return
+    environ.pop(b"LC_CTYPE", None)
 
 
 def ignored_signals():

@@ -3,6 +3,8 @@ import glob
 import os
 import subprocess
 
+import pytest
+
 from conftest import program
 from qmailpy.queue import layout
 from test_local_support import Box
@@ -109,3 +111,24 @@ def test_programs_output_is_kept_to_65536_bytes_all_together(tmp_path):
     box.dotqmail(".qmail", "|yes a | head -c 40000\n|yes b | head -c 40000\n|echo c; exit 100\n")
     code, report = box.deliver(MSG)
     assert (code, report.encode()) == (100, b"a\n" * 20000 + b"b\n" * 12768)
+
+
+QMAIL_LOCAL_VARIABLES = {"HOST", "HOST2", "HOST3", "HOST4", "HOME", "USER", "LOCAL", "RECIPIENT",
+                         "DTLINE", "RPLINE", "UFLINE", "SENDER", "NEWSENDER",
+                         "EXT", "EXT2", "EXT3", "EXT4", "DEFAULT"}
+
+
+@pytest.mark.parametrize("locale, seen", [({}, None), ({"LC_CTYPE": "C"}, b"C"),
+                                          ({"LC_CTYPE": "C.UTF-8"}, b"C.UTF-8")])
+def test_a_program_gets_the_callers_environment_and_qmails_variables_only(tmp_path, locale, seen):
+    # Python's start-up sets LC_CTYPE=C.UTF-8 in its own environment where the locale is C
+    # (PEP 538); qmail-local hands its programs the caller's environment plus its own variables
+    box = Box(tmp_path)
+    out = os.path.join(box.home, "env.out")
+    box.dotqmail(".qmail-x-default", "|env -0 > %s\n" % out)
+    env = dict(box.env, **locale)
+    assert run(box, *args(box, ext="x-y", dash="-"), env=env) == (0, b"did 0+0+1\n", b"")
+    with open(out, "rb") as f:
+        got = dict(p.split(b"=", 1) for p in f.read().split(b"\0") if p)
+    assert set(got) - {b"PWD"} == {v.encode() for v in set(env) | QMAIL_LOCAL_VARIABLES}
+    assert got.get(b"LC_CTYPE") == seen
