@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from test_e2e_support import DOMAIN, IS_ROOT, MAIL_UID, PYTHON, ROOT, SPAWN_MODES, dates, free_port, wait_listening, world  # noqa: F401
+from test_e2e_support import (DOMAIN, IS_ROOT, MAIL_UID, PYTHON, ROOT, SPAWN_MODES, dates, free_port, inject,  # noqa: F401
+                               wait_listening, world)
 from test_pop3 import DOVECOT, Pop3, needs_dovecot, unstuff  # noqa: F401 (fixture)
 
 # every test here runs with forked and with exec'd qmail-local/qmail-remote
@@ -136,3 +137,49 @@ def test_unknown_mailbox_bounces_to_local_sender(world):
     # qmail-send names the recipient as given, without the virtualdomains prefix
     assert b"\n<nosuchuser@%s>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n" % DOMAIN.encode() in bounce, bounce
     assert send.stop() == 0
+
+
+def test_programs_environment_in_a_domain_directory_and_a_mailbox(world):
+    """What a `|program` sees through the real chain: in the domain directory (an alias file,
+    vpopmail's `+domain-:domain:...:-::` delivery) and in a mailbox's own .qmail, which qmail-local
+    reads in the mailbox directory (docs/qmail-local.md, vdelivermail lines), for joe-x@ too when
+    it has no .qmail-x (vpopmail's QMAIL_EXT; it bounced: no mailbox here); the caller's
+    environment passes unchanged (LC_CTYPE=C: Python's start-up must not make it C.UTF-8)."""
+    maildir = world.adduser("joe")
+    box = maildir.parent
+    ddir = box.parent
+    for where, name, text in ((ddir, ".qmail-info", "|env -0 > env-info.out\n"),
+                              (box, ".qmail", "|env -0 > env-joe.out\n./Maildir/\n")):
+        path = where / name
+        path.write_text(text)
+        os.chmod(path, 0o644)
+        if IS_ROOT:
+            os.chown(path, where.stat().st_uid, where.stat().st_gid)
+    send = world.send(LC_CTYPE="C")
+    assert inject(world, b"Subject: env\n\nhi\n", b"a@remote.example",
+                  [b"Info@" + DOMAIN.encode(), b"Joe-X@" + DOMAIN.encode()]) == 0
+    send.wait_line(r"^end msg \d+$")
+    assert send.stop() == 0
+    caller = {k.encode(): v.encode() for k, v in world.env(LC_CTYPE="C").items()}
+    dom = DOMAIN.encode()
+    assert dom == b"e2e.example"                   # HOST2, HOST3 and HOST4 below
+    common = {b"HOST": dom, b"HOST2": b"e2e", b"HOST3": b"e2e", b"HOST4": b"e2e",
+              b"SENDER": b"a@remote.example", b"NEWSENDER": b"a@remote.example",
+              b"RPLINE": b"Return-Path: <a@remote.example>\n", b"EXT2": b"", b"EXT3": b"", b"EXT4": b""}
+    expect = {
+        ddir / "env-info.out": {b"USER": dom, b"HOME": bytes(ddir), b"LOCAL": dom + b"-Info", b"EXT": b"Info"},
+        box / "env-joe.out": {b"USER": b"joe", b"HOME": bytes(box), b"LOCAL": dom + b"-Joe-X", b"EXT": b"",
+                              b"MAILDIRQUOTA": b"NOQUOTA"},
+    }
+    for path, own in expect.items():
+        got = dict(p.split(b"=", 1) for p in path.read_bytes().split(b"\0") if p)
+        recipient = own[b"LOCAL"] + b"@" + dom
+        want = dict(caller)
+        want.update(common)
+        want.update(own)
+        want.update({b"RECIPIENT": recipient, b"DTLINE": b"Delivered-To: " + recipient + b"\n",
+                     b"PWD": own[b"HOME"]})
+        assert got.pop(b"UFLINE").startswith(b"From a@remote.example ")
+        assert got == want, path.name
+    [stored] = world.delivered("joe").values()
+    assert stored.startswith(b"Return-Path: <a@remote.example>\nDelivered-To: %s-Joe-X@%s\n" % (dom, dom))

@@ -171,8 +171,6 @@ def test_virtual_mailbox_from_users_database(scratch, monkeypatch):
     r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=False)
     assert r.resolve(b"virt.example-Joe", b"virt.example") == mailbox.Assignment(
         b"joe", 89, 89, b"/vpopmail/virt.example/joe", b"", b"", "10000000S")
-    assert r.resolve(b"virt.example-joe-lists", b"virt.example") == mailbox.Assignment(
-        b"joe", 89, 89, b"/vpopmail/virt.example/joe", b"-", b"lists", "10000000S")
     assert r.resolve(b"virt.example-ann", b"virt.example") == mailbox.NO_MAILBOX
     users.down = True
     assert r.resolve(b"virt.example-joe", b"virt.example") == mailbox.USERS_DOWN
@@ -232,6 +230,32 @@ def test_without_an_alias_user_home_alias_stands_in_as_its_owner(scratch):
 
 
 @pytest.mark.skipif(**ROOT_ONLY)
+@pytest.mark.parametrize("files, local, dash, ext", [
+    ([], b"joe-lists", b"", b""),
+    ([".qmail"], b"joe-lists", b"", b""),
+    ([".qmail-lists"], b"joe-Lists", b"-", b"Lists"),
+    ([".qmail-default"], b"joe-lists", b"-", b"lists"),
+    ([".qmail-lists-default"], b"joe-lists-x", b"-", b"lists-x"),
+    ([".qmail-other"], b"joe-lists", b"", b""),
+])
+def test_a_mailboxs_extension_without_its_dotqmail_file_goes_to_the_mailbox(
+        scratch, monkeypatch, tmp_path, files, local, dash, ext):
+    """joe-lists@ of a users-database mailbox, as vpopmail's QMAIL_EXT delivers it (vdelivermail's
+    check_forward_deliver): .qmail-lists, .qmail-<prefix>-default, .qmail-default in the mailbox
+    directory, else its .qmail, else its Maildir. qmail-local was handed dash '-' and ext
+    'lists' anyway, found no file and bounced (no mailbox here) what chkuser had accepted."""
+    from qmailpy.ctl.reader import Controls
+    for name in files:
+        (tmp_path / name).write_text("./Maildir/\n")
+    box = types.SimpleNamespace(name="joe", domain="virt.example", dir=str(tmp_path),
+                                quota="10000000S", uid=89, gid=89)
+    monkeypatch.setitem(sys.modules, "qmailpy.users", FakeUsers({("joe", "virt.example"): box}).module)
+    os.unlink(os.path.join(scratch.home, "users", "cdb"))
+    r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=False)
+    assert r.resolve(b"virt.example-" + local, b"virt.example") == mailbox.Assignment(
+        b"joe", 89, 89, os.fsencode(tmp_path), dash, ext, "10000000S")
+
+
 def test_virtual_mailbox_from_the_real_users_database(scratch):
     """No users/cdb: qmail-lspawn asks qmailpy.users (SQLite) and runs qmail-local as the mailbox owner."""
     import shutil
@@ -333,10 +357,10 @@ def test_domain_directory_dotqmail_files(scratch, monkeypatch, tmp_path):
     os.unlink(os.path.join(ddir, ".qmail-joe"))
     assert resolve(b"joe") == joe
     assert resolve(b"old") == b"Dvdelivermail: account is locked email bounced old@virt.example\n"
-    assert resolve(b"joe-tag") == joe._replace(dash=b"-", ext=b"tag")
+    assert resolve(b"joe-tag") == joe                             # /vp/joe has no .qmail-tag: its Maildir
     put(".qmail-default", "| /home/vpopmail/bin/vdelivermail '' bounce-no-mailbox\n")
     assert resolve(b"ann") == in_domain_dir(b"ann")               # qmail-local bounces it, as vdelivermail
-    assert resolve(b"joe-tag") == joe._replace(dash=b"-", ext=b"tag")
+    assert resolve(b"joe-tag") == joe
     put(".qmail-default", "| /home/vpopmail/bin/vdelivermail '' joe@virt.example\n")
     assert resolve(b"ann") == in_domain_dir(b"ann")
     assert resolve(b"joe-tag") == in_domain_dir(b"joe-tag")       # a catch-all comes before joe's extensions

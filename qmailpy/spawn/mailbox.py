@@ -210,7 +210,8 @@ class Resolver:
            so it wins over a mailbox of the same name);
         2. the mailbox `user` (vpopmail's BOUNCE_MAIL flag: LOCKED);
         3. a catch-all .qmail-default there (qmailpy.users.domainfiles.is_catchall);
-        4. the mailbox of the longest `u` of user = `u-ext` (-ext becomes dash/ext;
+        4. the mailbox of the longest `u` of user = `u-ext` (-ext becomes dash/ext when its
+           directory has a .qmail file for ext, else its .qmail or Maildir takes it: extension();
            qmailpy.addr.keys.mailbox_names, which the filter keys use too);
         5. any other .qmail-default (vpopmail's `| vdelivermail '' bounce-no-mailbox`);
         else NO_MAILBOX. 2, 3 and 5 run qmail-local in the domain directory as its
@@ -236,7 +237,7 @@ class Resolver:
                     continue                  # the whole name: asked above
                 box = self.users.lookup(short.lower().decode("utf-8", "surrogateescape"), dom)
                 if box is not None:
-                    return self.mailbox(box, b"-", ext)
+                    return self.mailbox(box, *self.extension(box, ext))
             if files is not None and files.default:
                 return files.assignment(user)
             return NO_MAILBOX
@@ -245,6 +246,17 @@ class Resolver:
             return USERS_DOWN
         except OSError:
             return DOMAIN_TROUBLE
+
+    @staticmethod
+    def extension(box, ext):
+        """qmail-local's dash and ext for `u-ext` of the mailbox `u`, as vpopmail's QMAIL_EXT
+        delivers it: the mailbox directory's .qmail-<ext> (or a -default) when it has one, else
+        none, so its .qmail, else its Maildir, takes the mail (with dash '-' and no such file,
+        qmail-local bounced it: no mailbox here). OSError: the directory cannot be looked into."""
+        from qmailpy.users import domainfiles
+        if domainfiles.ext_file(box.dir, ext.decode("utf-8", "surrogateescape")) is None:
+            return b"", b""
+        return b"-", ext
 
     def mailbox(self, box, dash, ext):
         """The Assignment of a users-database mailbox, or a report."""

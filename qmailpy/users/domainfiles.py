@@ -69,6 +69,15 @@ def alias_file(domain_dir, user):
     return None
 
 
+def ext_file(directory, ext):
+    """The .qmail file qmail-local, run in `directory` with dash '-' and this ext, would take
+    (alias_file's, else .qmail-default), or None when it would find none."""
+    name = alias_file(directory, ext)
+    if name is None and usable(ext) and _exists(os.path.join(directory, DEFAULT)):
+        name = DEFAULT
+    return name
+
+
 def default_head(domain_dir):
     """The first DEFAULT_READ bytes of the domain's .qmail-default, or None without one.
 
