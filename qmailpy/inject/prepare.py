@@ -59,7 +59,9 @@ class Identity:
         self.rhost = _env(environ, "QMAILSHOST")
         if self.rhost is None:
             self.rhost = self.host
-        self.user = _env(environ, "QMAILUSER", "MAILUSER", "USER", "LOGNAME") or b"anonymous"
+        self.user = _env(environ, "QMAILUSER", "MAILUSER", "USER", "LOGNAME")
+        if self.user is None:                   # set but empty is a user ("" quoted): qmail's env_get()
+            self.user = b"anonymous"
         self.ruser = _env(environ, "QMAILSUSER")
         if self.ruser is None:
             self.ruser = self.user
