@@ -72,8 +72,33 @@ def test_t_takes_recipients_from_the_header_and_f_F(qhome):
     assert (r.returncode, r.stderr) == (0, b"")
     records, body = one_message(qhome)
     assert records == ["Fbounces@lists.example", "Textra@host.example", "Tann@x.example", "Thidden@x.example"]
-    assert b'\nFrom: "The Lists" <cron@host.example>\nTo: ann@x.example\nSubject: t\n\nbody\n' in body
+    assert b"\nFrom: bounces@lists.example\nTo: ann@x.example\nSubject: t\n\nbody\n" in body   # do_sender()
     assert b"Bcc" not in body
+
+
+@pytest.mark.parametrize("sender, envelope, from_", [
+    ("bounces@lists.example", "bounces@lists.example", b"bounces@lists.example"),
+    ("a@b@lists.example", "a@b@lists.example", b'"a@b"@lists.example'),
+    ("alice", "alice@host.example", b"alice@host.example"),
+    ("", "", b'""@host.example'),
+])
+def test_f_makes_the_from_field_too(qhome, sender, envelope, from_):
+    """netqmail's and notqmail's sendmail.c do_sender(): -f also names the default From field. It
+    unsets QMAILNAME, MAILNAME (so -F too), NAME, QMAILHOST and MAILHOST and sets QMAILUSER to
+    the part before the last '@' and QMAILHOST to the part after it (QMAILUSER to all of it
+    without one). qmailpy kept the caller's From (cron@host with -F's name) whatever -f said."""
+    names = dict(QMAILNAME="Q", MAILNAME="M", NAME="N", QMAILHOST="qh.example", MAILHOST="mh.example")
+    r = sendmail(qhome, "-F", "The Lists", "-f", sender, "joe", input=b"Subject: t\n\nbody\n", **names)
+    assert (r.returncode, r.stderr) == (0, b"")
+    records, body = one_message(qhome)
+    assert records == ["F" + envelope, "Tjoe@host.example"]
+    assert b"\nFrom: %s\nCc: recipient list not shown: ;\nSubject: t\n\nbody\n" % from_ in body
+
+
+def test_f_leaves_a_from_field_of_the_message_alone(qhome):
+    r = sendmail(qhome, "-f", "bounces@lists.example", "joe", input=b"From: Ann <ann@x.example>\n\nbody\n")
+    assert (r.returncode, r.stderr) == (0, b"")
+    assert b"\nFrom: Ann <ann@x.example>\n" in one_message(qhome)[1]
 
 
 def test_without_t_only_the_arguments_are_recipients(qhome):

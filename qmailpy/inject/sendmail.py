@@ -3,6 +3,8 @@
 usage: sendmail [ -t ] [ -fsender ] [ -Fname ] [ -bp ] [ -bs ] [ arg ... ]
 
 - plain: qmail-inject -a [-f sender] -- args (recipients are the arguments);
+  -f also makes the default From field (netqmail's do_sender(): QMAILUSER,
+  QMAILHOST from the sender, no full name);
   -t: qmail-inject -H (the arguments and the header's To, Cc, Bcc);
   -F name: $MAILNAME, the full name of the default From field;
 - -bs: qmail-smtpd on stdin/stdout; unless $PROTO is set it runs as for a
@@ -68,6 +70,19 @@ def mailq(env):
     return listing(env["QMAILHOME"], echo, lambda text: echo(text, sys.stderr))
 
 
+def from_sender(env, sender):
+    """do_sender() of netqmail's and notqmail's sendmail.c: -f names the default From field too.
+    No full name (-F's MAILNAME included) and no other host: QMAILUSER and QMAILHOST are the
+    sender's parts around its last '@' (QMAILUSER is all of it without one)."""
+    for name in ("QMAILNAME", "MAILNAME", "NAME", "QMAILHOST", "MAILHOST"):
+        env.pop(name, None)
+    user, at, host = sender.rpartition("@")
+    if at:
+        env["QMAILHOST"], env["QMAILUSER"] = host, user
+    else:
+        env["QMAILUSER"] = sender
+
+
 def run(argv, environ):
     """sendmail with argv (argv[0] its name: sendmail, mailq or newaliases); the exit code."""
     from qmailpy import paths
@@ -105,6 +120,8 @@ def run(argv, environ):
     if name == "newaliases":
         _say("sendmail: fatal: please use fastforward/newaliases instead\n")
         return X.EXIT_USAGE
+    if sender is not None:
+        from_sender(env, sender)
     args = ["-H" if header else "-a"] + (["-f", sender] if sender is not None else []) + ["--"] + opts.rest()
     from qmailpy.inject.main import run as inject
     return inject(args, env, sys.stdin.buffer, sys.stdout.buffer)
