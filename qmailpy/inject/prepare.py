@@ -24,6 +24,7 @@ REWRITE = {H.TO: TOCC, H.CC: TOCC, H.BCC: HR, H.APPARENTLYTO: HR,
            H.SENDER: SENDER, H.FROM: SENDER, H.REPLYTO: SENDER, H.RETURNRECEIPTTO: SENDER,
            H.ERRORSTO: SENDER, H.R_SENDER: SENDER, H.R_FROM: SENDER, H.R_REPLYTO: SENDER}
 DROPPED = frozenset((H.BCC, H.R_BCC, H.RETURNPATH, H.CONTENTLENGTH))
+MAYFAIL = frozenset((TOCC, HR, HRR))        # notqmail's rwmayfail: kept as they are when they do not parse
 
 
 class Fatal(Exception):
@@ -152,9 +153,14 @@ class Injector:
         return rw
 
     def _rewrite(self, field, kind):
+        """The field rewritten. A recipient field that does not parse stays as it is, with the
+        recipients handed over before addrlist() refused (notqmail's doordie_rh()); any other
+        stops qmail-inject."""
         try:
             return T.unparse(T.addrlist(T.parse(field), self._callback(kind)))
         except T.ParseError:
+            if kind in MAYFAIL:
+                return field
             raise Fatal(PERM, "unable to parse this line:\n%s" % field.decode(
                 "utf-8", "surrogateescape").rstrip("\n")) from None
 
