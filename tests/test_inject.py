@@ -381,3 +381,15 @@ def test_a_control_that_does_not_parse_is_shown_as_qmail_shows_it(tmp_path, capf
     assert capfd.readouterr().err == "qmail-inject: fatal: unable to parse this line:\n.ex(ample"
     assert _run_bytes(tmp_path, ["joe"], b"\nbody\n", {"QMAILDEFAULTHOST": "h("}) == (100, b"", None)
     assert capfd.readouterr().err == "qmail-inject: fatal: unable to parse this line:\n@h("
+
+
+def test_an_unreadable_mailing_list_file_is_a_read_error_at_the_start(tmp_path, capfd):
+    """qmail-inject.c reads QMAILMFTFILE first (getcontrols()'s mft_init()), whatever the message:
+    a file it cannot read is die_read()'s 'read error', exit 111, even for a resend or a message
+    with its own Mail-Followup-To. qmailpy read it only for a To/Cc message without one, and said
+    'unable to read PATH: Is a directory'."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    for msg in (b"To: joe\n\nbody\n", b"Resent-To: joe\n\nbody\n", b"Mail-Followup-To: x\nTo: joe\n\nbody\n"):
+        assert _run_bytes(tmp_path, ["-n"], msg, {"QMAILMFTFILE": str(lists)}) == (111, b"", None)
+        assert capfd.readouterr().err == "qmail-inject: fatal: read error\n"

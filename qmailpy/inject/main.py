@@ -26,7 +26,7 @@ from qmailpy import exitcodes as X
 from qmailpy.inject import headers as H
 from qmailpy.inject import rewrite as RW
 from qmailpy.inject import token822 as T
-from qmailpy.inject.prepare import PERM, TEMP, Fatal, Identity, Injector, read_controls
+from qmailpy.inject.prepare import PERM, TEMP, Fatal, Identity, Injector, read_controls, read_mft
 from qmailpy.log import guard
 from qmailpy.proto.quote import quote2
 from qmailpy.sgetopt import GetOpt
@@ -130,6 +130,7 @@ def run(args, environ, stdin, stdout, now=None, pid=None, open_queue=None):
     from qmailpy import paths
     try:
         who = Identity(environ, os.getpid() if pid is None else pid, time.time() if now is None else now)
+        lists = read_mft(who.mftfile)               # mft_init(): first, whatever the message
         home = paths.qmailhome(environ)
         if not os.path.isdir(home):
             raise Fatal(TEMP, "internal bug")          # qmail: chdir(auto_qmail) failed
@@ -142,7 +143,7 @@ def run(args, environ, stdin, stdout, now=None, pid=None, open_queue=None):
             except T.ParseError:            # doordie(&sender,...): the quote2() form, no newline
                 raise Fatal(PERM, "unable to parse this line:\n%s" % os.fsdecode(quote2(sender_arg)),
                             end="") from None
-        inj = Injector(who, ctl, idhost, sender)
+        inj = Injector(who, ctl, idhost, sender, lists)
         if strategy != "header":
             for r in rest:
                 inj.add_recipient(r)

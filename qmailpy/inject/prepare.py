@@ -88,15 +88,18 @@ def read_controls(home, environ):
 
 
 def read_mft(path):
-    """Lower-cased addresses of QMAILMFTFILE (mailing lists), or None when it does not exist."""
+    """Lower-cased addresses of QMAILMFTFILE (mailing lists), or None when it is unset or does
+    not exist. qmail reads it first, whatever the message: any other error is its 'read error'."""
     from qmailpy.ctl.parse import entries, numbered, text_lines
+    if not path:
+        return None
     try:
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return None
-    except OSError as e:
-        raise Fatal(TEMP, "unable to read %s: %s" % (path, e.strerror)) from None
+    except OSError:
+        raise Fatal(TEMP, "read error") from None
     return {os.fsencode(x).lower() for x in entries(numbered(text_lines(data)))[0]}
 
 
@@ -120,8 +123,9 @@ def msgid_field(now, pid, idhost):
 class Injector:
     """The state of one qmail-inject run; `out` takes the finished message in pieces."""
 
-    def __init__(self, who, ctl, idhost, sender=None):
+    def __init__(self, who, ctl, idhost, sender=None, lists=None):
         self.who, self.ctl, self.idhost = who, ctl, idhost
+        self.lists = lists                    # read_mft()'s mailing lists, or None
         self.sender = sender                  # envelope sender (bytes), None until known
         self.seen = set()
         self.saved = []
@@ -212,10 +216,8 @@ class Injector:
 
     def _mft(self):
         """Mail-Followup-To when a To/Cc recipient is a list of QMAILMFTFILE."""
-        if not self.who.mftfile or H.MAILFOLLOWUPTO in self.seen:
-            return b""
-        lists = read_mft(self.who.mftfile)
-        if not lists or not any(a.lower() in lists for a in self.tocc):
+        lists = self.lists
+        if not lists or H.MAILFOLLOWUPTO in self.seen or not any(a.lower() in lists for a in self.tocc):
             return b""
         return b"Mail-Followup-To: " + b",\n  ".join(quote2(cstr(a)) for a in reversed(self.tocc)) + b"\n"
 
