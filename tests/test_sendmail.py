@@ -101,6 +101,17 @@ def test_f_leaves_a_from_field_of_the_message_alone(qhome):
     assert b"\nFrom: Ann <ann@x.example>\n" in one_message(qhome)[1]
 
 
+def test_no_recipients_is_queued_as_in_qmail(qhome):
+    """qmail-inject does not look for recipients ('could check at this point whether there are
+    any recipients', finishheader()): sendmail -t with none queues the message with none, exit 0
+    and nothing said, as qmail's; qmail-send then finds nothing to deliver."""
+    r = sendmail(qhome, "-t", input=b"Subject: none\n\nbody\n")
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")
+    records, body = one_message(qhome)
+    assert records == ["Fcron@host.example"]
+    assert b"\nCc: recipient list not shown: ;\nSubject: none\n\nbody\n" in body
+
+
 def test_without_t_only_the_arguments_are_recipients(qhome):
     r = sendmail(qhome, "joe", input=b"To: ann@x.example\n\nbody\n")
     assert r.returncode == 0
