@@ -393,3 +393,16 @@ def test_an_unreadable_mailing_list_file_is_a_read_error_at_the_start(tmp_path, 
     for msg in (b"To: joe\n\nbody\n", b"Resent-To: joe\n\nbody\n", b"Mail-Followup-To: x\nTo: joe\n\nbody\n"):
         assert _run_bytes(tmp_path, ["-n"], msg, {"QMAILMFTFILE": str(lists)}) == (111, b"", None)
         assert capfd.readouterr().err == "qmail-inject: fatal: read error\n"
+
+
+def test_nul_8bit_and_very_long_lines_pass_byte_for_byte(tmp_path):
+    """qmail-inject is 8-bit clean: a field it does not rewrite and the body go through as they
+    came, NUL bytes, bytes over 127 and lines of hundreds of kilobytes included. In an address
+    the NUL byte makes its word a quoted string (atomcheck()) and ends the envelope address
+    (qmail_to() takes a C string)."""
+    subject = b"Subject: a\0b \xe9\xff " + b"x" * 200000 + b"\n"
+    body = b"body\0with nul " + b"y" * 300000 + b"\n\xff\xfe\n"
+    code, got, envelope = _run_bytes(tmp_path, [], subject + b"To: a\0b@x.example\n\n" + body)
+    assert (code, envelope) == (0, ["Fbob@host.example", "Ta"])
+    assert got == (b"Date: 26 Sep 1995 04:46:54 -0000\nMessage-ID: <19950926044654.4711.qmail@host.example>\n"
+                   b"From: bob@host.example\n" + subject + b'To: "a\0b"@x.example\n\n' + body)
