@@ -406,3 +406,25 @@ def test_nul_8bit_and_very_long_lines_pass_byte_for_byte(tmp_path):
     assert (code, envelope) == (0, ["Fbob@host.example", "Ta"])
     assert got == (b"Date: 26 Sep 1995 04:46:54 -0000\nMessage-ID: <19950926044654.4711.qmail@host.example>\n"
                    b"From: bob@host.example\n" + subject + b'To: "a\0b"@x.example\n\n' + body)
+
+
+@pytest.mark.parametrize("argv, closed, want", [
+    (["qmail-inject", "joe"], 0, (111, b"qmail-inject: fatal: read error\n")),
+    (["sendmail", "joe"], 0, (111, b"qmail-inject: fatal: read error\n")),
+    (["qmail-inject", "-n", "joe"], 1, (0, b"")),
+])
+def test_a_closed_stdin_or_stdout_is_qmails_read_error_or_nothing(tmp_path, argv, closed, want):
+    """Run with descriptor 0 closed, qmail-inject's first read of the message fails: die_read(),
+    'read error', exit 111; with descriptor 1 closed, -n's output is dropped as any failed write
+    (put() does not look), exit 0. Python starts such a program with sys.stdin or sys.stdout
+    None, and qmailpy said 'qmail-inject: internal bug: AttributeError', exit 111."""
+    import subprocess
+    from conftest import program
+    (tmp_path / "control").mkdir()
+    (tmp_path / "control" / "me").write_text("host.example\n")
+    p = subprocess.run([program(argv[0])] + argv[1:], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, input=b"Subject: x\n\nbody\n", timeout=60,
+                       preexec_fn=lambda: os.close(closed), env={
+                           "QMAILHOME": str(tmp_path), "USER": "bob", "PATH": os.environ["PATH"],
+                           "QMAILQUEUE": "/nonexistent/qmail-queue"})
+    assert (p.returncode, p.stderr) == want

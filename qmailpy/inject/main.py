@@ -18,6 +18,7 @@ it with a Return-Path line instead.
 Exit codes as qmail's: 0 queued (or printed), 100 permanent (a line that
 does not parse, a bad option, the queue refusing for good), 111 temporary.
 """
+import errno
 import os
 import sys
 import time
@@ -93,6 +94,24 @@ class _Printer:
                 self.stream.flush()
             except OSError:
                 self.stream = None
+
+
+class _ClosedInput:
+    """Descriptor 0 closed when the program started (Python's sys.stdin is None): every read
+    fails, as qmail's read(0) does with EBADF (its 'read error')."""
+
+    def readline(self, *args):
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    read = readline
+
+
+def std_streams():
+    """(stdin, stdout) for run(): binary, stdout unbuffered (a failed write leaves nothing for
+    the exit-time flush); a descriptor closed at start reads as an error, writes as dropped."""
+    stdin = sys.stdin.buffer if sys.stdin is not None else _ClosedInput()
+    stdout = sys.stdout.buffer.raw if sys.stdout is not None else None
+    return stdin, stdout
 
 
 def parse_args(args, environ):
@@ -212,5 +231,4 @@ def main(argv=None):
     argv = sys.argv if argv is None else argv
     from qmailpy.progstart import start
     start(HELP, argv)           # SIGCHLD back to default (qmail-queue's answer), --help
-    # unbuffered: a write that fails leaves nothing behind for the exit-time flush to fail on
-    return run(argv[1:], os.environ, sys.stdin.buffer, sys.stdout.buffer.raw)
+    return run(argv[1:], os.environ, *std_streams())

@@ -123,8 +123,8 @@ def run(argv, environ):
     if sender is not None:
         from_sender(env, sender)
     args = ["-H" if header else "-a"] + (["-f", sender] if sender is not None else []) + ["--"] + opts.rest()
-    from qmailpy.inject.main import run as inject
-    return inject(args, env, sys.stdin.buffer, sys.stdout.buffer)
+    from qmailpy.inject.main import run as inject, std_streams
+    return inject(args, env, *std_streams())
 
 
 @guard("sendmail", X.EXIT_TROUBLE)
