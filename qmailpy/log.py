@@ -14,7 +14,8 @@ Shapes of line:
                 so one field can never pose as another: helo="x ip=1.2.3.4".
   write_line    a free-text line: qmail-queue's `qmail-queue: reason`, the
                 alerts of qmail-todo, qmail-lspawn and qmail-remote.
-  Log           qmail-send's log (its lines, and qmail-todo's L records).
+  Log           qmail-send's log (its lines, and qmail-todo's L records); a line
+                of qmail's built with qmail_safe() is written as it is (Log.qmail).
   qmail_safe    qsutil.c logsafe(), for the parts of qmail-send's lines that
                 qmail writes that way (`did_0+0+1/`), byte for byte as qmail.
   ucspi_safe    tcpserver.c safecats(), for the fields of qmail-tcpserver's
@@ -133,9 +134,18 @@ class Log:
     def line(self, text):
         write_line(self.fd, text[:-1] if text.endswith("\n") else text)
 
+    def qmail(self, text):
+        """A line of qmail's whose outside values went through qmail_safe() (`info msg`,
+        `starting delivery`, `delivery N:`): written as qmail writes it, so a '\\' stays
+        one for qmailanalog and greps; a line that is not all printable ASCII (no such
+        line is) is escaped as line() does. A newline at the end (qmail-todo.c ends its
+        L records with one) is the line's own."""
+        text = text[:-1] if text.endswith("\n") else text
+        _write(self.fd, text if text.isascii() and text.isprintable() else escape(text))
+
     def raw(self, data):
-        """A line made by someone else (qmail-todo's L records)."""
-        self.line(bytes(data).decode("utf-8", "surrogateescape"))
+        """A line qmail-todo made (its L records): as qmail() does."""
+        self.qmail(bytes(data).decode("utf-8", "surrogateescape"))
 
 
 BUG_FRAMES = 4                  # the innermost frames a bug line names

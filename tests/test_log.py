@@ -88,12 +88,19 @@ def test_writers_write_whole_escaped_lines(tmp_path):
     write_line(fd, "qmail-queue: unable to read controls: control/x: bad\nforged")
     Log(fd).line("delivery 1: success: " + qmail_safe(b"did 0+0+1\n") + "\n")
     Log(fd).raw(b"alert: qmail-todo: x\r\ny")
+    # qmail's lines built with qsutil.c logsafe(), which leaves '\\' alone: one backslash
+    Log(fd).qmail("starting delivery 1: msg 5 to remote " + qmail_safe(b"a\\b c%d@x\n"))
+    Log(fd).raw(b"info msg 5: bytes 9 from <a\\b@x> qp 7 uid 0\n")
+    Log(fd).raw(b"srs msg 5: <a\\b\n@x> dropped")
     os.close(fd)
     assert path.read_text().splitlines() == [
         'qmail-smtpd: 42 refused reason="bare LF in DATA" helo="a\\nqmail-smtpd: 1 accept"',
         "qmail-queue: unable to read controls: control/x: bad\\nforged",
         "delivery 1: success: did_0+0+1/",
         "alert: qmail-todo: x\\r\\ny",
+        "starting delivery 1: msg 5 to remote a\\b_c_d@x/",
+        "info msg 5: bytes 9 from <a\\b@x> qp 7 uid 0",
+        "srs msg 5: <a\\\\b\\n@x> dropped",
     ]
 
 

@@ -89,3 +89,15 @@ def test_matchup_matches_every_message_and_delivery(scratch):
     assert recips == {"local.joe@localhost", "remote.bob@far.example", "local.fail-one@localhost",
                       "remote.defer-two@far.example", "local.defer-three@localhost"}
 
+
+def test_a_backslash_in_an_address_is_logged_once_as_qmail_logs_it(scratch):
+    """logsafe() leaves '\\' alone (33..126): qmail-send writes `<a\\b@...>`, one backslash."""
+    msgid = inject(scratch.home, MSG, "a\\b@remote.example", ["back\\slash@far.example"])
+    send = Send(scratch)
+    send.wait_line(r"^end msg %d$" % msgid)
+    assert send.stop() == 0
+    lines = send.lines()
+    assert any(re.fullmatch(r"info msg %d: bytes \d+ from <a\\b@remote\.example> qp \d+ uid \d+" % msgid, ln)
+               for ln in lines), lines
+    assert any(re.fullmatch(r"starting delivery \d+: msg %d to remote back\\slash@far\.example" % msgid, ln)
+               for ln in lines), lines

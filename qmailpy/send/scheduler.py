@@ -257,7 +257,7 @@ class Scheduler:
         job.refs += 1
         messid = "%d/%d" % (job.msgid % self.split, job.msgid)
         ch.start(Delivery(job, delid, offset, recip), messid, sender, recip)
-        self.log.line("starting delivery %d: msg %d to %s %s" % (delid, job.msgid, ch.name, safe(recip)))
+        self.log.qmail("starting delivery %d: msg %d to %s %s" % (delid, job.msgid, ch.name, safe(recip)))
         self.status()
 
     # -- reports
@@ -273,7 +273,7 @@ class Scheduler:
         if what is None:
             self.log.line("delivery %d: report mangled, will defer" % d.delid)
         else:
-            self.log.line("delivery %d: %s: %s" % (d.delid, what, safe(text)))
+            self.log.qmail("delivery %d: %s: %s" % (d.delid, what, safe(text)))
         if kind == FAILURE:
             finish.addbounce(self, job.msgid, d.recip, text)
         if kind in (SUCCESS, FAILURE):
