@@ -101,3 +101,14 @@ def test_a_backslash_in_an_address_is_logged_once_as_qmail_logs_it(scratch):
                for ln in lines), lines
     assert any(re.fullmatch(r"starting delivery \d+: msg %d to remote back\\slash@far\.example" % msgid, ln)
                for ln in lines), lines
+
+
+def test_shutdown_lines_are_ext_todos(scratch):
+    """svc -d: qmail-send tells qmail-todo X; qmail-todo.c's sigterm() logs its stop line once,
+    before qmail-send's `status: exiting`."""
+    send = Send(scratch)
+    send.wait_line(r"^status: local 0/10 remote 0/20$")
+    assert send.stop() == 0
+    lines = send.lines()
+    assert lines.count("status: qmail-todo stop processing asap") == 1, lines
+    assert lines.index("status: qmail-todo stop processing asap") < lines.index("status: exiting") == len(lines) - 1

@@ -104,8 +104,10 @@ def test_qmail_todo_commands_and_an_obscure_dialect(scratch, monkeypatch):
     todo.commands(b"Sq")
     assert (todo.started, todo.reload, todo.stop, todo.send_alive) == (True, False, False, True)
     assert logged == ["warning: qmail-todo: qmail-send speaks an obscure dialect"]
-    todo.commands(b"HX")
-    assert (todo.reload, todo.stop) == (True, True) and len(logged) == 1
+    todo.commands(b"HX")                    # X: qmail-todo.c's sigterm(), its line once
+    assert (todo.reload, todo.stop) == (True, True)
+    todo.commands(b"X")
+    assert logged[1:] == ["status: qmail-todo stop processing asap"]
 
 
 def test_qmail_todo_cannot_start_names_the_file(scratch):

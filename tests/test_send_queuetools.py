@@ -233,22 +233,26 @@ def test_qmail_todo_takes_nothing_out_of_todo_before_qmail_sends_s(scratch):
                        scratch.env())
     for fd in (cmd_r, out_w, req_r, req_w, ans_r, ans_w, lock):
         os.close(fd)
+    def read_until(end):
+        got = b""
+        while not got.endswith(end):
+            assert select.select([out_r], [], [], 30)[0], got
+            more = os.read(out_r, 4096)
+            assert more, got
+            got += more
+        return got
+
     try:
         assert select.select([out_r], [], [], 3)[0] == []             # started, and waiting for S
         assert os.path.exists(layout.todo_path(scratch.home, msgid))
         assert not os.path.exists(layout.info_path(scratch.home, msgid))
         os.write(cmd_w, todowire.START)
-        got = b""
-        while not got.endswith(todowire.encode_done(msgid, True, False)):
-            assert select.select([out_r], [], [], 30)[0], got
-            more = os.read(out_r, 4096)
-            assert more, got
-            got += more
+        got = read_until(todowire.encode_done(msgid, True, False))
         assert got.startswith(todowire.encode_log("new msg %d" % msgid))
         assert not os.path.exists(layout.todo_path(scratch.home, msgid))
-        os.write(cmd_w, todowire.EXIT)
-        assert select.select([out_r], [], [], 30)[0]
-        assert os.read(out_r, 4096) == todowire.encode_exit()
+        os.write(cmd_w, todowire.EXIT)          # qmail-todo.c: sigterm()'s line, then X
+        got = read_until(todowire.encode_exit())
+        assert got == todowire.encode_log("status: qmail-todo stop processing asap") + todowire.encode_exit()
         assert os.waitpid(todo, 0)[1] == 0
         todo = None
     finally:

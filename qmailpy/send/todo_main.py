@@ -75,6 +75,13 @@ class Todo:
     def log(self, text):
         self.send(todowire.encode_log(text))
 
+    def stop_asap(self):
+        """qmail-todo.c's sigterm(), for SIGTERM and for qmail-send's X alike: its log line
+        once, then stop after the current message."""
+        if not self.stop:
+            self.log("status: qmail-todo stop processing asap")
+        self.stop = True
+
     def read_controls(self):
         """The rewriting rules, every control qmail-todo reads read now (ControlError if one cannot be used)."""
         self.controls = WatchedControls(self.home, self.environ)
@@ -104,7 +111,7 @@ class Todo:
             elif ch == todowire.RELOAD[0]:
                 self.reload = True
             elif ch == todowire.EXIT[0]:
-                self.stop = True
+                self.stop_asap()
             else:
                 self.log("warning: qmail-todo: qmail-send speaks an obscure dialect")
 
@@ -206,9 +213,7 @@ def main():
         return X.EXIT_TROUBLE
 
     def on_term(signum, frame):
-        if not todo.stop:
-            todo.log("status: qmail-todo stop processing asap")
-        todo.stop = True
+        todo.stop_asap()
 
     def on_hup(signum, frame):
         todo.reload = True
