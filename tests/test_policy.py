@@ -123,7 +123,8 @@ def test_refusals_name_the_line_of_control_options(tmp_path):
     session, services = make_session(tmp_path, {"options": opts})
     assert talk(session, "MAIL FROM:<x@bad.example>", "RCPT TO:<b@example.org>")[1].startswith("553 ")
     assert services.logged[-1] == ("refused", {"check": "badmailfrom", "rule": "control/options:5",
-                                               "sender": "<x@bad.example>", "rcpt": "<b@example.org>"})
+                                               "sender": "<x@bad.example>", "rcpt": "<b@example.org>",
+                                               "ip": "127.0.0.1"})
 
 
 def test_the_null_sender_is_never_a_bad_sender(tmp_path):

@@ -72,7 +72,7 @@ def test_spfbehavior_levels(tmp_path, dns_server, behavior, kind):
         assert mail == "451 SPF lookup failure (#4.3.0)"
         assert session.mail is None
         assert ("tempfail", {"check": "spf", "rule": "control/spfbehavior:1", "spf": "error",
-                             "domain": domain, "sender": "<joe@%s>" % domain}) in services.logged
+                             "domain": domain, "sender": "<joe@%s>" % domain, "ip": "192.0.2.7"}) in services.logged
         return
     assert mail == "250 ok"
     assert session.mail.spf.result == word

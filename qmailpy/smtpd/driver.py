@@ -15,6 +15,11 @@ from qmailpy.proto import replies as R
 from qmailpy.smtpd import actions as A
 from qmailpy.smtpd.session import Session, control_error
 
+# Events that turn a client away: each line names the client's IP (ip=), as every reject line
+# of spamcontrol's qmail-smtpd names it (S:<ip>:<host>), since one line is all a fail2ban-like
+# filter sees. A line that names it already (rblhosts) keeps its own.
+CLIENT_NAMED = frozenset(("refused", "tempfail", "auth-failed"))
+
 
 class Conversation:
     def __init__(self, cfg, services, resolver=None):
@@ -73,7 +78,10 @@ class Conversation:
 
     # -- the actions
     def log(self, action):
-        self.services.log(action.event, **action.fields)
+        fields = action.fields
+        if action.event in CLIENT_NAMED and "ip" not in fields:
+            fields = dict(fields, ip=self.cfg.peer.ip)
+        self.services.log(action.event, **fields)
 
     def sleep(self, action):
         self.services.sleep(action.seconds)
