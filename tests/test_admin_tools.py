@@ -190,6 +190,31 @@ def test_tcpok_without_a_table(qhome):
     assert not os.path.exists(os.path.join(qhome.root, "queue", "lock", "tcpto"))
 
 
+def test_tcpok_never_writes_through_a_link_or_into_a_fifo(qhome, tmp_path):
+    """qmail-tcpok runs as root, and lock/ is qmailq's: a link put there in tcpto's place would
+    have root zero the first 1024 bytes of any file or disk (/etc/shadow, /dev/sda); a FIFO
+    with a reader would take the zeros. Neither is written; the table is left to its owner."""
+    path = os.path.join(qhome.root, "queue", "lock", "tcpto")
+    victim = tmp_path / "shadow"
+    victim.write_bytes(b"root:$6$secret:19000::::::\n" * 50)
+    os.unlink(path)
+    os.symlink(victim, path)
+    r = run(qhome, "qmail-tcpok")
+    assert (r.returncode, r.stderr.decode()) == (
+        111, "qmail-tcpok: fatal: unable to clear %s: symbolic link loop\n" % path)
+    assert victim.read_bytes() == b"root:$6$secret:19000::::::\n" * 50
+    os.unlink(path)
+    os.mkfifo(path, 0o622)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        r = run(qhome, "qmail-tcpok")
+        assert (r.returncode, r.stderr.decode()) == (
+            111, "qmail-tcpok: fatal: unable to clear %s: not a regular file\n" % path)
+        assert os.read(reader, SIZE) == b""         # nothing written, and the writer gone
+    finally:
+        os.close(reader)
+
+
 # -- maildirmake
 
 def tree(path):

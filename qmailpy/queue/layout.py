@@ -193,7 +193,7 @@ def _fix(path, owner, mode, owners):
     """chmod (and, as root, chown) `path`, never through a link: queue/ and lock/ are qmailq's,
     info/ and the like qmails', and a link one of them put in place of a directory or lock
     file would have root give its target away (lock/tcpto -> /etc/shadow: mode 0644)."""
-    fd = _open_own(path, os.O_RDONLY)
+    fd = open_own(path, os.O_RDONLY)
     try:
         os.fchmod(fd, mode)
         if owners is not None:
@@ -202,7 +202,7 @@ def _fix(path, owner, mode, owners):
         os.close(fd)
 
 
-def _open_own(path, flags, mode=0o600):
+def open_own(path, flags, mode=0o600):
     """os.open(path) without following a link (nor waiting on a FIFO); a link is an OSError naming it."""
     try:
         return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
@@ -235,14 +235,14 @@ def create_queue(home, split=SPLIT):
     lock = paths.queue_path(home, "lock")
     tcpto = tcpto_path(home)
     if not os.path.lexists(tcpto):
-        fd = _open_own(tcpto, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = open_own(tcpto, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, b"\0" * TCPTO_SIZE)
         finally:
             os.close(fd)
     _fix(tcpto, "r", 0o644, owners)
     mutex = os.path.join(lock, "sendmutex")
-    os.close(_open_own(mutex, os.O_WRONLY | os.O_CREAT))
+    os.close(open_own(mutex, os.O_WRONLY | os.O_CREAT))
     _fix(mutex, "s", 0o600, owners)
     trigger = trigger_path(home)
     try:
