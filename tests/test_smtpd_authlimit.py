@@ -71,7 +71,7 @@ def test_forty_parallel_connections_share_the_limit(tmp_path, tls_certs):  # noq
     assert locked == CONNECTIONS == len(replies) - failed, [g for g in results if not g or not g[-1].startswith("421")]
     assert log.count(" auth-lockout ") == locked + 1         # each connection's, and the right password's
     assert " auth mech=" not in log                         # the right password never checked
-    with open(os.path.join(home.root, "sessions", "authfail", "127.0.0.1")) as f:
+    with open(os.path.join(home.root, "sessions", "authfail", "127.0.0.0_8")) as f:     # loopback: one client
         assert len(f.read().splitlines()) == 10
 
 
@@ -101,3 +101,50 @@ def test_checks_dated_a_window_ahead_of_a_clock_stepped_back_do_not_lock_the_ip_
     near = Attempts(str(tmp_path), "192.0.2.8", 3, 600, 1)
     assert [near.begin(now + 599 - i) for i in range(3)] == [1, 2, 3]
     assert Attempts(str(tmp_path), "192.0.2.8", 3, 600, 2).begin(now) is None
+
+
+def guess_from(port, source, password):
+    """One AUTH PLAIN guess from the local address `source` (any of 127.0.0.0/8: a local user's
+    process may bind it); the reply."""
+    import socket
+    s = socket.socket()
+    s.settimeout(30)
+    s.bind((source, 0))
+    s.connect(("127.0.0.1", port))
+    try:
+        read_lines(s, 1)
+        s.sendall(b"EHLO brute.example\r\n")
+        read_lines(s, 5)
+        s.sendall(plain(b"joe@example.org", password))
+        return read_lines(s, 1)
+    finally:
+        s.close()
+
+
+def test_a_local_user_cannot_reset_the_limit_by_another_loopback_address(tmp_path, tls_certs):  # noqa: F811
+    """A local user (a hosting customer's shell or PHP script) reaches qmail-smtpd from any
+    address of 127.0.0.0/8: counted per address, each of its 16 million gave `authfaillimit`
+    more guesses, an unlimited password oracle. The loopback network counts as one client."""
+    home = make_home(tmp_path / "qmail", tls_certs, cert=False)
+    home.control("smtpauthplaintext", "1\n")
+    home.control("authfaillimit", "3\n")
+    server = Smtpd(home)
+    try:
+        got = [guess_from(server.port, "127.0.0.%d" % (2 + i), b"guess%d" % i) for i in range(5)]
+    finally:
+        log = server.stop()
+    locked = ["421 too many failed authentications from your IP address, try again later (#4.7.0)"]
+    assert got == [["535 authentication failed (#5.7.1)"]] * 2 + [locked] * 3
+    assert log.count(" auth-failed ") == 3
+    assert os.listdir(os.path.join(home.root, "sessions", "authfail")) == ["127.0.0.0_8"]
+
+
+def test_the_client_counted_is_a_network_an_attacker_holds_whole():
+    """authfaillimit counts a client, and a client's addresses together where one attacker holds
+    them all: the loopback network, an IPv6 address's /64; an IPv4-mapped address is its IPv4 one."""
+    from qmailpy.smtpd.authlimit import failure_key
+    for ip, key in (("192.0.2.7", "192.0.2.7"), ("127.0.0.1", "127.0.0.0/8"), ("127.45.6.7", "127.0.0.0/8"),
+                    ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"), ("2001:DB8:1:2::9", "2001:db8:1:2::/64"),
+                    ("2001:db8:1:3::9", "2001:db8:1:3::/64"), ("::1", "::1"), ("::ffff:198.51.100.4", "198.51.100.4"),
+                    ("::ffff:127.0.0.9", "127.0.0.0/8"), ("", ""), ("junk", "junk")):
+        assert failure_key(ip) == key, ip

@@ -141,7 +141,8 @@ CONTROLS = (
        "1: offer and accept AUTH on connections without TLS (legacy clients); 0: AUTH only after "
        "STARTTLS or on SMTPS (538 before)."),
     _c("authfaillimit", NUMBER, 10, "auth", SMTPD,
-       "Password checks one client IP may fail within authfailwindow, over all its connections; the "
+       "Password checks one client (an IPv4 address; 127.0.0.0/8 and each IPv6 /64 one client) may fail "
+       "within authfailwindow, over all its connections; the "
        "next AUTH (even with the right password) gets 421 and the connection ends; 0 = no limit (qmail)."),
     _c("authfailwindow", NUMBER, 900, "auth", SMTPD,
        "Seconds a failed AUTH counts against its client IP (authfaillimit): the lockout ends when "

@@ -18,6 +18,29 @@ import os
 from qmailpy.fileio import read_all
 
 
+LOOPBACK = "127.0.0.0/8"
+
+
+def failure_key(ip):
+    """The client authfaillimit counts `ip` as (both counts: these files and authfailshared's
+    table): where one attacker holds a whole network, the network, or each of its addresses
+    would bring `limit` more guesses. The loopback network (any local user's process may bind
+    any 127.x.y.z), an IPv6 address's /64 (the least a site is given); an IPv4-mapped address
+    is its IPv4 one (users.names.plain_ip)."""
+    from qmailpy.users.names import plain_ip
+    ip = plain_ip(ip)
+    if ":" not in ip:
+        return LOOPBACK if ip.startswith("127.") else ip
+    import ipaddress
+    try:
+        addr = ipaddress.IPv6Address(ip)
+    except ValueError:
+        return ip
+    if addr.is_loopback:
+        return ip
+    return str(ipaddress.IPv6Network((addr, 64), strict=False))
+
+
 def _line_time(line):
     try:
         return int(line.split(b" ", 1)[0])

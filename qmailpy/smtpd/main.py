@@ -70,7 +70,11 @@ class Services:
     def auth_attempt(self, op, ip, limit, window, shared=False):
         """AUTH attempts of `ip` over every connection: this host's files (qmailpy.smtpd.authlimit),
         or with `shared` (authfailshared) the users database's count of every host
-        (qmailpy.users.authfail), this host's again, logged, when that cannot be had."""
+        (qmailpy.users.authfail), this host's again, logged, when that cannot be had. Both count
+        the client as authlimit.failure_key() names it (a loopback or IPv6 /64 network whole);
+        the log names the address."""
+        from qmailpy.smtpd.authlimit import failure_key
+        logged, ip = ip, failure_key(ip)
         if op == "begin":
             self._shared_check = None
             if shared:
@@ -78,7 +82,7 @@ class Services:
                 try:
                     got = self.users().auth_begin(ip, limit, window, self.now())
                 except (NotShared, UsersUnavailable, UsersError) as e:
-                    self.log("authfail-local", ip=ip, reason=str(e))
+                    self.log("authfail-local", ip=logged, reason=str(e))
                 else:
                     if got is None:
                         return None
@@ -87,7 +91,7 @@ class Services:
             try:
                 return self._local_attempts(ip, limit, window).begin(self.now())
             except OSError as e:            # a full disk: the check cannot be counted, so not made
-                self.log("authfail-unavailable", ip=ip, reason=str(e))
+                self.log("authfail-unavailable", ip=logged, reason=str(e))
                 return False
         if self._shared_check is not None:
             from qmailpy.users.errors import NotShared, UsersError, UsersUnavailable
@@ -95,12 +99,12 @@ class Services:
             try:
                 self.users().auth_forget(ip, check)
             except (NotShared, UsersUnavailable, UsersError) as e:
-                self.log("authfail-kept", ip=ip, check=check, reason=str(e))
+                self.log("authfail-kept", ip=logged, check=check, reason=str(e))
             return None
         try:
             self._local_attempts(ip, limit, window).forget(self.now())
         except OSError as e:                # it stays counted: one failure too many, never one too few
-            self.log("authfail-kept", ip=ip, reason=str(e))
+            self.log("authfail-kept", ip=logged, reason=str(e))
         return None
 
     def _local_attempts(self, ip, limit, window):
