@@ -67,6 +67,36 @@ def test_spawn_checks(scratch, spawn):
     assert spawn.one(messid, b"a@b", b"@localhost") == b"K"
 
 
+def test_a_fifo_or_link_in_mess_is_never_opened(scratch, spawn, tmp_path):
+    """qmail-lspawn runs as root and mess/ is qmailq's: a FIFO named as a message would hold root's
+    open() (and every local delivery after it) until someone writes it, a link to a device would
+    have root open that (/dev/watchdog starts the watchdog). Neither is opened: spawn.c's wrong
+    type, at once, and the next delivery goes on."""
+    messid = queue_message(scratch.home)
+    fifo = os.path.join(scratch.home, "queue", "mess", "7", "999990007")
+    os.mkfifo(fifo, 0o600)
+    import threading
+    import time
+
+    def writer():               # what a waiting open() needs to return: the test ends either way
+        fd = os.open(fifo, os.O_WRONLY)
+        os.close(fd)
+    release = threading.Timer(5, writer)
+    release.daemon = True
+    release.start()
+    began = time.monotonic()
+    spawn.send(0, b"7/999990007", b"a@b", b"joe@localhost")
+    got = spawn.reports(1, timeout=30)
+    waited = time.monotonic() - began
+    release.cancel()
+    assert got == {0: b"ZSorry, message has wrong type. (#4.3.5)\n"}
+    assert waited < 4, "qmail-lspawn waited %.1f s on a FIFO in mess/" % waited
+    link = os.path.join(scratch.home, "queue", "mess", "8", "999990008")
+    os.symlink(fifo, link)
+    assert spawn.one(b"8/999990008", b"a@b", b"joe@localhost") == b"ZSorry, message has wrong type. (#4.3.5)\n"
+    assert spawn.one(messid, b"a@b", b"@localhost") == b"K"
+
+
 @pytest.mark.skipif(**ROOT_ONLY)
 def test_users_cdb_exact_entry_and_root_refused(scratch):
     write_users_cdb(scratch.home, {

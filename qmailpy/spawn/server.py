@@ -15,13 +15,14 @@ import resource
 import selectors
 import stat
 
-from qmailpy.fileio import write_all
+from qmailpy.fileio import open_regular, write_all
 from qmailpy.proto import spawnwire
 from qmailpy.queue import layout
 
 SPAWN_MAX = 500                 # our conf-spawn: concurrencylocal/remote stop at 500
 TRUNCMESS = b"\nError report too long, sorry.\n"
 NO_FORK = b"Zqmail-spawn unable to fork. (#4.3.0)\n"
+WRONG_TYPE = b"ZSorry, message has wrong type. (#4.3.5)\n"
 READ = 4096
 
 
@@ -129,10 +130,12 @@ class Server:
         at = cmd.recipient.rfind(b"@")
         if at < 0:
             return self.err(delnum, b"DSorry, address must include host name. (#5.1.3)\n")
-        try:
-            fdmess = os.open(layout.messid_path(self.home, os.fsdecode(cmd.messid)), os.O_RDONLY | os.O_CLOEXEC)
+        try:        # not opened unless a regular file: mess/ is qmailq's, and qmail-lspawn is root
+            fdmess, _ = open_regular(layout.messid_path(self.home, os.fsdecode(cmd.messid)))
         except OSError:
             return self.err(delnum, b"Zqmail-spawn unable to open message. (#4.3.0)\n")
+        if fdmess is None:
+            return self.err(delnum, WRONG_TYPE)
         try:
             trouble = self.check_mess(fdmess)
             if trouble:
@@ -147,7 +150,7 @@ class Server:
         except OSError:
             return b"Zqmail-spawn unable to fstat message. (#4.3.0)\n"
         if not stat.S_ISREG(st.st_mode):
-            return b"ZSorry, message has wrong type. (#4.3.5)\n"
+            return WRONG_TYPE
         if self.qmailq_uid is not None and st.st_uid != self.qmailq_uid:
             return b"ZSorry, message has wrong owner. (#4.3.5)\n"
         return None
