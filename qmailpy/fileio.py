@@ -16,7 +16,8 @@ pipe, qmail-remote's message, the AUTH-failure file), one loop for the
 programs that need it (ctl.reader keeps its own copy: see read_bytes).
 open_regular() opens a file for reading only once it is known to be a regular
 one: the readers that run as root in a directory another user owns (users/cdb,
-.qmail-default, .qmail files) call it.
+.qmail-default, .qmail files) call it. own_directory() is the other rule for such
+directories: state kept there is kept only by their owner.
 """
 import os
 
@@ -57,6 +58,19 @@ def open_regular(path):
             raise OSError(e.errno, e.strerror, path) from None
     finally:
         os.close(where)
+
+
+def own_directory(path, mode=0o700):
+    """mkdir -p `path` (`mode` for what is made) and check that this process's user owns it:
+    PermissionError (EACCES, as a user who is not its owner gets from a mode 0700 directory)
+    when another user does. For the state a program keeps in its own user's directory
+    (qmail-smtpd's sessions/: qmaild's) and that root runs the same code over (`sendmail -bs`):
+    root would open whatever links that user put there, and make files that user cannot use."""
+    import errno
+    os.makedirs(path, mode=mode, exist_ok=True)
+    if os.stat(path).st_uid != os.geteuid():
+        raise PermissionError(errno.EACCES, "directory of another user", path)
+    return path
 
 
 def write_all(fd, data):

@@ -675,3 +675,30 @@ def test_a_bug_at_the_session_s_start_gives_back_its_periplimit_slot(qhome, capf
             serve_in_process(qhome, b"QUIT\r\n", capfd)
     replies, rc, log = serve_in_process(qhome, b"QUIT\r\n", capfd)
     assert (replies, rc) == (b"220 test.example ESMTP\r\n221 test.example\r\n", 0), log
+
+
+def test_root_never_counts_in_a_sessions_directory_it_does_not_own(qhome, tmp_path):
+    """sessions/ is qmaild's. Root runs qmail-smtpd's serve() too (`sendmail -bs`): opening its
+    slot there (O_TRUNC) and reading others' went through whatever qmaild had put at those names,
+    a link to /etc/shadow say, and truncated it; the AUTH count's file was rewritten the same way,
+    and a sessions/authfail/ root made first locked qmaild out of its own count (454 for every
+    AUTH). Root, like any user who does not own sessions/, now counts nothing there (the caller
+    logs periplimit-unavailable / authfail-unavailable and goes on, as for a full disk)."""
+    from qmailpy import paths
+    from qmailpy.smtpd.authlimit import Attempts
+    from qmailpy.smtpd.periplimit import acquire
+    d = paths.sessions_path(qhome.root)
+    os.makedirs(d)
+    victim = tmp_path / "shadow"
+    victim.write_bytes(b"root:$6$secret:19000::::::\n")
+    os.symlink(victim, os.path.join(d, ".127.0.0.1.77.new"))
+    os.symlink(victim, os.path.join(d, "127.0.0.1.78"))
+    os.chown(d, 4242, 4242)
+    with pytest.raises(PermissionError):
+        acquire(d, "127.0.0.1", 5, 77)
+    attempts = Attempts(paths.authfail_path(qhome.root), "127.0.0.0/8", 3, 900, 77)
+    with pytest.raises(PermissionError):
+        attempts.begin(1_800_000_000)
+    assert not os.path.exists(paths.authfail_path(qhome.root))
+    assert victim.read_bytes() == b"root:$6$secret:19000::::::\n"
+    assert sorted(os.listdir(d)) == [".127.0.0.1.77.new", "127.0.0.1.78"]

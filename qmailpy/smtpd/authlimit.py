@@ -15,7 +15,7 @@ caught up.
 import fcntl
 import os
 
-from qmailpy.fileio import read_all
+from qmailpy.fileio import own_directory, read_all
 
 
 LOOPBACK = "127.0.0.0/8"
@@ -55,6 +55,8 @@ class Attempts:
         self._mine = None           # the line of this process's attempt in progress
 
     def _open_locked(self):
+        # counted only by the owner of sessions/ (qmaild): PermissionError for root's `sendmail -bs`
+        own_directory(os.path.dirname(self.directory))
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)

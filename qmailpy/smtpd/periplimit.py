@@ -11,6 +11,8 @@ periplimit is set.
 import fcntl
 import os
 
+from qmailpy.fileio import own_directory
+
 
 class Slot:
     """A held session slot; release() at the end (process exit releases the lock anyway)."""
@@ -46,8 +48,10 @@ def _held(path):
 
 
 def acquire(directory, ip, limit, pid):
-    """A Slot, or None when `ip` already has `limit` live sessions."""
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    """A Slot, or None when `ip` already has `limit` live sessions; PermissionError when
+    `directory` (sessions/, qmaild's) is not this process's user's (root's `sendmail -bs`:
+    qmaild could have put links at any of the names opened here)."""
+    own_directory(directory)
     prefix = ip + "."
     path = os.path.join(directory, prefix + str(pid))
     new = os.path.join(directory, ".%s%d.new" % (prefix, pid))
