@@ -309,3 +309,28 @@ def test_the_users_service_owners_are_never_given_through_a_link(tmp_path):
     st = os.stat(db)
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o600)
     assert said[-1] == "%s: was 0:0 644, now 65534:65534 600" % db
+
+
+def test_postmasters_maildir_is_made_as_the_alias_user_never_through_its_links(tmp_path):
+    """~alias is the alias user's: a link it put at alias/Maildir had root (install.py, rerun)
+    make cur/, new/ and tmp/ wherever the link pointed and give them to alias (/etc/cron.d/new,
+    say). The Maildir is made as the alias user, as qmail-users makes mailboxes as vpopmail: through
+    a link it makes only what alias could make itself, and an install goes on without it."""
+    from qmailpy.install import alias
+    home = tmp_path / "qmail"
+    d = home / "alias"
+    d.mkdir(parents=True)
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir(mode=0o755)
+    os.symlink(elsewhere, d / "Maildir")
+    os.chown(d, 4242, 4242)
+    lines = alias.make(str(home), (4242, 4242))
+    assert os.listdir(elsewhere) == []
+    assert lines[0] == "cannot make %s/Maildir/ (postmaster's mailbox): %s/Maildir: not a directory" % (d, d)
+    assert lines[1:] == ["made %s/.qmail-%s: ./Maildir/" % (d, n) for n in alias.NAMES]
+    os.unlink(d / "Maildir")
+    assert alias.make(str(home), (4242, 4242))[0] == "made %s/Maildir/ (postmaster's mailbox)" % d
+    for sub in ("cur", "new", "tmp"):
+        st = os.lstat(d / "Maildir" / sub)
+        assert (stat.S_ISDIR(st.st_mode), st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (True, 4242, 4242, 0o700)
+    assert os.lstat(d / "Maildir").st_uid == 4242

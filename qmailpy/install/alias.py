@@ -2,8 +2,8 @@
 
 RFC 5321 wants postmaster@ of every domain to work, and double bounces go to
 doublebounceto (postmaster) @ doublebouncehost (me): both end at the alias
-user, ext `postmaster`. Each file delivers to alias/Maildir/ (made here,
-alias's, mode 0700), or forwards to the address given (install.py
+user, ext `postmaster`. Each file delivers to alias/Maildir/ (made here as
+the alias user, mode 0700: ~alias is alias's, and root would follow its links), or forwards to the address given (install.py
 --postmaster ADDRESS). Files that are there are never changed; the files
 get the alias user, mode 0644 (qmail-local refuses a world-writable .qmail).
 qmail-users adddomain sends postmaster@ of each virtual domain here too
@@ -43,8 +43,14 @@ def make(home, owner=None, postmaster=None):
     if postmaster is None:
         box = os.path.join(d, "Maildir")
         if not os.path.isdir(os.path.join(box, "new")):
-            maildir.make_maildir(d, owner)
-            out.append("made %s/ (postmaster's mailbox)" % box)
+            # as the alias user (~alias is its own): root would follow the links it put there
+            try:
+                maildir.as_owner(d, owner, lambda rel: maildir.make_maildir(rel, owner))
+            except OSError as e:
+                from qmailpy.errstr import error_str
+                out.append("cannot make %s/ (postmaster's mailbox): %s: %s" % (box, e.filename, error_str(e)))
+            else:
+                out.append("made %s/ (postmaster's mailbox)" % box)
     text = content(postmaster)
     for name in NAMES:
         path = os.path.join(d, ".qmail-" + name)
