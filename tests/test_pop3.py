@@ -563,3 +563,22 @@ def test_refusals(world_dir):
     with pytest.raises(dc.ConfigError, match="qmail-users adddomain"):
         dc.plan(empty, w.outdir, version=(2, 3))
     assert dc.parse_version("2.3.19.1 (9b53102964)") == (2, 3)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root")
+def test_the_hook_and_auth_worker_run_as_the_owner_of_users_never_as_a_links_target(world_dir):
+    """Dovecot's auth worker and post-login hook run as the owner of the SQLite users database:
+    that owner (qmailu) owns users/ and so can put a link at users/vpopmail.sqlite; the owner was
+    read through it, so a link to a root-owned file had the admin's next run put both Dovecot
+    processes under root. The owner is users/'s, the directory's (as sqliteowner takes it)."""
+    w = World(world_dir)
+    users = os.path.join(w.root, "users")
+    db = os.path.join(users, "vpopmail.sqlite")
+    roots = os.path.join(world_dir, "roots.sqlite")
+    shutil.copy(db, roots)
+    os.unlink(db)
+    os.symlink(roots, db)
+    os.chown(users, 65534, 65534)
+    p = dc.plan(w.root, w.outdir, version=(2, 3), mail_user="%d:%d" % (MAIL_UID, MAIL_UID))
+    nobody = pwd.getpwuid(65534).pw_name
+    assert (p.postlogin_user, p.auth_worker_user) == (nobody, nobody)

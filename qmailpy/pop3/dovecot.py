@@ -138,7 +138,10 @@ def plan(home, outdir, port=DEFAULT_PORT, listen=DEFAULT_LISTEN, version=None, m
         secret_file = controls.path("usersdb")
     else:
         p.sqlite = os.path.join(home, SQLITE_FILE)
-        secret_file = p.sqlite
+        # users/, not the file: its owner (qmailu) may have put a link there, and the file's owner
+        # read through it would be the target's (root's); the directory's owner is the file's
+        # (users.sqliteowner: root's statements run as that owner)
+        secret_file = os.path.dirname(p.sqlite)
         if not os.path.exists(p.sqlite):
             raise ConfigError("%s does not exist: add a domain first (qmail-users adddomain)" % p.sqlite)
     if p.root:
@@ -181,8 +184,8 @@ def _plan_root(p, mail_user, postlogin_user, secret_file):
     p.first_valid_uid = p.mail_uid
     owner = postlogin_user
     if owner is None:
-        # the hook writes the relay table: run it as the owner of the file holding the database
-        # (the SQLite file, or control/usersdb with the MySQL password)
+        # the hook writes the relay table: run it as the owner of the database (users/, where the
+        # SQLite file is, or control/usersdb with the MySQL password)
         try:
             owner = _name_of_uid(os.stat(secret_file).st_uid)
         except OSError:
