@@ -152,3 +152,21 @@ def test_corrupt_morercpthosts_defers_an_srs_forward_instead_of_stopping_qmail_s
     send.wait_line(r"^end msg \d+$")
     assert send.stop() == 0
     assert msgid is None or "end msg %d" % msgid in send.lines()
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_qmail_send_never_opens_a_link_or_fifo_at_lock_sendmutex(scratch, tmp_path, kind):
+    """qmail-send starts as root and lock/ is qmailq's: a link at lock/sendmutex had root open (and
+    flock, for ever) whatever it named (a device: /dev/watchdog starts the watchdog), and a FIFO
+    there held root's open() until someone read it: qmail-send never started. Neither is opened."""
+    mutex = os.path.join(scratch.home, "queue", "lock", "sendmutex")
+    os.unlink(mutex)
+    if kind == "link":
+        victim = tmp_path / "run-xtables.lock"
+        victim.write_bytes(b"")
+        os.symlink(victim, mutex)
+    else:
+        os.mkfifo(mutex, 0o600)
+    p = subprocess.run([str(BIN / "qmail-send")], stdin=subprocess.DEVNULL, capture_output=True,
+                       env=scratch.env(), timeout=20)
+    assert (p.returncode, p.stderr.decode().splitlines()) == (111, ["alert: cannot start: unable to open mutex"])
