@@ -301,3 +301,25 @@ def test_qread_shows_a_message_whose_channel_file_it_cannot_open(scratch):
     assert out.stderr.decode() == warning
     assert [(m["id"], m["recipients"]) for m in json.loads(out.stdout)] == [
         (msgid, [{"channel": "remote", "address": "e@far", "done": False}])]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link"])
+def test_qread_never_opens_a_fifo_or_link_in_qmails_directories(scratch, tmp_path, kind):
+    """qmail-qread is run by root, and info/, local/ and remote/ are qmails': a FIFO there held
+    root's open() for ever (qmail's open_read() is O_NDELAY), a link had root read and print what
+    it named (/etc/shadow as a message's sender). Neither is opened: err()'s warning, and the
+    listing goes on."""
+    msgid = int(queue_message(scratch.home, sender=b"alice@x", recips=(b"bob@localhost",)).split("/")[1])
+    assert preprocess(scratch.home, msgid, Rewriter(["localhost"], [], [], "x"), Cleaner())[1]
+    os.unlink(layout.todo_path(scratch.home, msgid))
+    info = layout.info_path(scratch.home, msgid)
+    os.unlink(info)
+    if kind == "fifo":
+        os.mkfifo(info, 0o600)
+    else:
+        shadow = tmp_path / "shadow"
+        shadow.write_bytes(b"Froot:$6$secret:19000::::::\0")
+        os.symlink(shadow, info)
+    reason = "not a regular file" if kind == "fifo" else "symbolic link loop"
+    out = subprocess.run([str(BIN / "qmail-qread")], capture_output=True, env=scratch.env(), timeout=20)
+    assert (out.returncode, out.stdout.decode()) == (0, "warning: trouble with #%d: %s\n" % (msgid, reason))

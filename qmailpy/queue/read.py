@@ -27,7 +27,7 @@ def message(home, msgid, split=layout.SPLIT):
     cannot be read for another reason than its absence does not hide the message, as in
     qmail-qread.c: its warning goes in "troubles" as (where among the recipients, text)."""
     size = os.stat(layout.mess_path(home, msgid, split)).st_size
-    with open(layout.info_path(home, msgid, split), "rb") as f:
+    with open(files.open_queue_file(layout.info_path(home, msgid, split)), "rb") as f:
         sender = f.read().split(b"\0", 1)[0][1:]
         qtime = os.fstat(f.fileno()).st_mtime
     recips, troubles = [], []
@@ -48,7 +48,8 @@ def message(home, msgid, split=layout.SPLIT):
 
 def trouble(msgid, e):
     """qmail-qread.c's err(): the warning for a message it cannot read."""
-    return "warning: trouble with #%d: %s" % (msgid, error_str(e))
+    reason = error_str(e)
+    return "warning: trouble with #%d: %s" % (msgid, e.strerror if reason == "unknown error" and e.strerror else reason)
 
 
 def render(m):
