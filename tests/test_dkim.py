@@ -216,6 +216,22 @@ def test_authentication_results_with_dkim_pass_and_spf(smtpd, keys):
     assert re.search(r"^qmail-queue(d: qp \d+ uid \d+ pid \d+)?: dkim: dkim=pass header.d=example.com ", log, re.M)
 
 
+def test_a_signed_message_above_dkimverifymaxsize_is_not_read_whole(smtpd, keys, home):
+    """A signed message is read whole (dkimpy hashes it in memory, twice its size and more) by
+    qmail-queued, one process for every client: a DKIM-Signature on a message of gigabytes
+    (databytes 0 is qmail's default) took the memory of the whole queue service. Above
+    dkimverifymaxsize the signatures are not verified: dkim=policy, and only the header block is
+    read, as for an unsigned message."""
+    home.control("dkimverifymaxsize", "2000\n")
+    message = signed(keys, MSG + b"x" * 3000 + b"\n")
+    b = header_b(message)
+    got, log = smtpd(message)
+    assert authres(got) == ('Authentication-Results: test.example;\n\tdkim=policy reason="message larger than '
+                            'dkimverifymaxsize" header.d=example.com header.s=sel header.b=%s' % b)
+    assert got.endswith(b"x" * 3000 + b"\n")
+    assert authres(smtpd(signed(keys))[0]).startswith("Authentication-Results: test.example;\n\tdkim=pass ")
+
+
 def test_tampered_message_fails_and_the_field_says_so(smtpd, keys):
     message = signed(keys).replace(b"hello", b"hellO")
     got, _ = smtpd(message, sender="x@bad.example", SPFBEHAVIOR="1")

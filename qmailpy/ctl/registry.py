@@ -246,6 +246,9 @@ CONTROLS = (
     _c("dkimverify", BOOL, 0, "dkim", QUEUE,
        "1: qmail-queue verifies the DKIM signatures of mail from qmail-smtpd and adds "
        "Authentication-Results (DKIM, and qmail-smtpd's SPF)."),
+    _c("dkimverifymaxsize", NUMBER, 32 << 20, "dkim", QUEUE,
+       "Signed messages larger than this many bytes are not verified (dkim=policy): a signed message is "
+       "read whole, in qmail-queued's memory shared by every client; 0: no limit."),
     _c("dkimsignheaders", LIST, (), "dkim", REMOTE,
        "Header fields qmail-remote signs (From always); empty = RFC 6376's list, those present."),
     # -- bounces

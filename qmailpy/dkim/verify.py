@@ -161,11 +161,15 @@ def signature_values(message):
     return [unfold(message[start:end]) for name, start, end in spans(message) if name == b"dkim-signature"]
 
 
-def dkim_results(message, resolver):
-    """[Result] for the message's DKIM signatures ([dkim=none] without any)."""
+def dkim_results(message, resolver, unverified=None):
+    """[Result] for the message's DKIM signatures ([dkim=none] without any). unverified: why the
+    signatures are not verified (the message given is its header block only): dkim=policy each
+    (RFC 8601 2.7.1: signed, not acceptable to our policy)."""
     sigs = signature_values(message)
     if not sigs:
         return [Result("dkim", "none")]
+    if unverified:
+        return [Result("dkim", "policy", unverified, _props(_tags(value))) for value in sigs[:MAX_SIGNATURES]]
     return [verify_signature(message, i, _tags(value), resolver)
             for i, value in enumerate(sigs[:MAX_SIGNATURES])]
 
@@ -242,11 +246,12 @@ def without_ours(message, authserv_id):
     return b"".join(out)
 
 
-def authenticate(message, sender, authserv_id, resolver, checked):
+def authenticate(message, sender, authserv_id, resolver, checked, unverified=None):
     """(new message, [Result]): our Authentication-Results on top, forged ones of ours removed.
-    Without DKIM signatures only the header block is read: given the message's first bytes
-    through it (proto.headers.head), the answer is the new first bytes, the rest unchanged."""
-    results = dkim_results(message, resolver)
+    Without DKIM signatures, or with `unverified` (why they are not verified: dkim_results), only
+    the header block is read: given the message's first bytes through it (proto.headers.head),
+    the answer is the new first bytes, the rest unchanged."""
+    results = dkim_results(message, resolver, unverified)
     spf = spf_result(message, sender, checked)
     if spf is not None:
         results.append(spf)

@@ -10,7 +10,9 @@ the same bytes; a failure here is qmail-queue's write error (53) and the
 usual rollback. One log line per message: `dkim: dkim=pass ... spf=...`.
 
 Only a signed message is read whole (dkimpy hashes the body from memory: a
-message of N bytes costs about 2N). An unsigned one, most mail, costs a
+message of N bytes costs about 2N), and only up to control/dkimverifymaxsize:
+qmail-queued's memory is every client's, so a larger signed message gets
+dkim=policy and is treated as an unsigned one. An unsigned one, most mail, costs a
 block: its header block is read, and the rest of the file is moved in
 blocks to make room for the new field (or close the gap of removed ones).
 """
@@ -115,9 +117,15 @@ def run(staged, controls, log):
 
             def checked(received):
                 return verify.smtpd_checked_spf(environ, controls, received)
-            whole = _read(staged) if verify.signature_values(head) else None
+            whole = unverified = None
+            if verify.signature_values(head):
+                limit = controls.value("dkimverifymaxsize")
+                if limit and os.fstat(fd).st_size - len(staged.head) > limit:
+                    unverified = "message larger than dkimverifymaxsize"
+                else:
+                    whole = _read(staged)
             new, results = verify.authenticate(head if whole is None else whole, staged.sender, me, resolver,
-                                               checked)
+                                               checked, unverified)
         except OSError as e:             # ctl.reader.ControlError (spfbehavior, me), resolv.conf
             raise QueueError(X.QQ_CONFIG, "unable to read controls: %s" % e) from None
         if whole is None:
