@@ -269,6 +269,22 @@ def test_options_and_file_give_identical_results(tmp_path, control):
     assert (a.is_default, b.is_default) == (False, False)
 
 
+def test_text_in_options_keeps_blank_and_indented_lines(tmp_path):
+    """A text parameter (bouncemessage) set in control/options has the value its own file
+    gives: a blank line between paragraphs and a line's own indentation stay; only the
+    block's indentation goes. qmail-showctl prints such a value so, and its output must
+    read back as the same value (docs/qmail-showctl.md)."""
+    from conftest import Home
+    by_file, by_options = Home(tmp_path / "a"), Home(tmp_path / "b")
+    by_file.control("bouncemessage", "Sorry.\n\n  - indented\n# a line, not a comment\nEnd.\n")
+    by_options.control("options", "bouncemessage:\n  Sorry.\n\n    - indented\n  # a line, not a comment\n"
+                                  "  End.\n\n\ndatabytes: 5\n")
+    expected = ("Sorry.", "", "  - indented", "# a line, not a comment", "End.")
+    assert Controls(by_file.root).value("bouncemessage") == expected
+    assert Controls(by_options.root).value("bouncemessage") == expected
+    assert Controls(by_options.root).value("databytes") == 5
+
+
 def test_file_wins_over_options(home):
     home.control("options", "databytes: 100\n")
     home.control("databytes", "200\n")

@@ -75,6 +75,21 @@ def test_output_is_a_valid_options_file(tmp_path):
     assert b.run("qmail-showctl", "--check").stdout.decode().splitlines() == []
 
 
+def test_output_keeps_a_text_value_whole_as_options(tmp_path):
+    """A bouncemessage with a blank line and an indented line reads back from the output, put
+    into control/options, as the same value (the blank line was dropped, the indent lost)."""
+    from conftest import Home
+    a, b = Home(tmp_path / "a"), Home(tmp_path / "b")
+    a.control("me", "mx.example.org\n")
+    a.control("bouncemessage", "Sorry.\n\n  - indented\nEnd.\n")
+    first = a.run("qmail-showctl").stdout
+    lines = first.decode().splitlines()
+    i = lines.index("bouncemessage:")
+    assert lines[i:i + 5] == ["bouncemessage:", "  Sorry.", "", "    - indented", "  End."]
+    b.control("options", first.decode())
+    assert b.run("qmail-showctl").stdout == first
+
+
 def test_check_flags_number_file_holding_text(home):
     home.control("rcpthosts", "example.org\n")
     home.control("databytes", "ten megabytes\n")

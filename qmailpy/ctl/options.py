@@ -10,7 +10,8 @@ Format (the same as qmail-showctl's output, so its output can be pasted):
     smtpgreeting: mail.example.com
 
 A line `name: value` sets a single value; indented lines after `name:` are
-list (or text) entries. A value starting with `(Default.)` is ignored, and so
+list (or text) entries. A text (bouncemessage) keeps what its own file would:
+blank lines between its lines, and each line's indentation beyond the block's. A value starting with `(Default.)` is ignored, and so
 are cdb and secrets parameters, which only their own files can set. A
 per-parameter file always wins over options. See docs/options.md.
 """
@@ -40,7 +41,12 @@ def parse_options(lines, path="control/options"):
     found, findings = {}, []
     current = None          # name whose indented entries we are collecting
     skipping = False        # inside the entries of a (Default.) parameter
+    texts = set()           # text parameters: blank lines and inner indentation are kept
+    inline = set()          # numbers of lines with a value after `name:`
     for n, line in enumerate(lines, 1):
+        if not line and current in texts:
+            found[current].append((n, ""))      # trailing ones are dropped by parse.parse
+            continue
         if not line or line.startswith("#"):
             continue
         if line[0] in " \t":
@@ -49,7 +55,7 @@ def parse_options(lines, path="control/options"):
             if current is None:
                 findings.append(Finding(path, n, "indented line belongs to no parameter"))
             else:
-                found[current].append((n, line.strip()))
+                found[current].append((n, line if current in texts else line.strip()))
             continue
         current, skipping = None, False
         name, sep, value = line.partition(":")
@@ -72,5 +78,21 @@ def parse_options(lines, path="control/options"):
         if control.name in found:
             findings.append(Finding(path, n, "%s given again; this line wins" % name))
         found[control.name] = [(n, value)] if value else []
+        inline.add(n)
         current = control.name
+        if control.kind == R.TEXT:
+            texts.add(control.name)
+    for name in texts & set(found):
+        found[name] = _dedent(found[name], inline)
     return found, findings
+
+
+def _dedent(pairs, inline):
+    """Text lines without the indentation their block shares; a value on the `name:` line
+    (its number is in `inline`) has none and takes no part."""
+    indents = [line[:len(line) - len(line.lstrip(" \t"))] for n, line in pairs if line.strip() and n not in inline]
+    common = indents[0] if indents else ""
+    for indent in indents[1:]:
+        while not indent.startswith(common):
+            common = common[:-1]
+    return [(n, line[len(common):] if line.startswith(common) else line.strip()) for n, line in pairs]

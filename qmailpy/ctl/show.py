@@ -66,7 +66,7 @@ def render(setting):
     mark = DEFAULT_MARK + " " if setting.is_default else ""
     text = (mark + head).rstrip()
     first = setting.control.name + ":" + (" " + text if text else "")
-    return [first] + ["  " + item for item in items]
+    return [first] + [("  " + item).rstrip() if not item else "  " + item for item in items]
 
 
 def show_all(controls):
