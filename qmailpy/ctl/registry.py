@@ -136,7 +136,9 @@ CONTROLS = (
        "Domains where user%host@domain is rewritten to user@host."),
     _c("userchk", BOOL, 0, "relay", SMTPD, "1: refuse unknown mailbox users of hosted domains at RCPT (chkuser)."),
     # -- auth
-    _c("smtpauth", BOOL, 0, "auth", SMTPD, "1: offer SMTP AUTH LOGIN PLAIN CRAM-MD5."),
+    _c("smtpauth", BOOL, 0, "auth", SMTPD,
+       "1: offer SMTP AUTH LOGIN PLAIN CRAM-MD5: after STARTTLS or on SMTPS, on plain connections "
+       "only with smtpauthplaintext 1."),
     _c("smtpauthplaintext", BOOL, 0, "auth", SMTPD,
        "1: offer and accept AUTH on connections without TLS (legacy clients); 0: AUTH only after "
        "STARTTLS or on SMTPS (538 before)."),
