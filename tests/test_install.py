@@ -266,6 +266,40 @@ def test_write_services(tmp_path):
     assert not (svc / "clamd" / "down").exists() and (svc / "dovecot" / "down").exists()
 
 
+def test_clamd_options_of_the_admin_are_kept_and_cannot_move_the_socket(tmp_path):
+    """H-Sphere: the admin edits ClamAV's config file for clamd's options, but not LocalSocket
+    or TCPSocket. service/clamd/clamd.conf is rewritten by every install, so the admin's
+    options live in service/clamd/clamd.local (never written by the install), which each
+    install appends; clamd takes an option's first line, so qmailpy's lines (where
+    qmail-queue connects, the limits that refuse what clamd cannot scan) stay in force."""
+    import shutil
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.install import services
+    from qmailpy.install.services import Settings
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    (home / "control" / "clamdsocket").write_text(str(tmp_path / "clamd.sock") + "\n")
+    s = Settings(str(home), ROOT, sys.executable, smtpd_uid=1, smtpd_gid=1)
+    services.write(s, Controls(str(home), {}))
+    conf = home / "service" / "clamd" / "clamd.conf"
+    assert "clamd.local" in conf.read_text().splitlines()[0]      # says where the admin's options go
+    local = home / "service" / "clamd" / "clamd.local"
+    mine = "# mine\nMaxThreads 7\nLocalSocket /elsewhere/clamd.sock\nAlertEncrypted no\n"
+    local.write_text(mine)
+    services.write(s, Controls(str(home), {}))
+    assert local.read_text() == mine
+    text = conf.read_text()
+    assert text.endswith("\n" + mine)
+    assert text.index("LocalSocket %s\n" % (tmp_path / "clamd.sock")) < text.index("LocalSocket /elsewhere")
+    if not shutil.which("clamconf"):
+        from services import missing
+        missing("clamd", "clamconf is not installed (Debian clamav-daemon; make deps)")
+    shown = subprocess.run(["clamconf", "-c", str(conf.parent)], capture_output=True, text=True).stdout
+    assert 'LocalSocket = "%s"' % (tmp_path / "clamd.sock") in shown
+    assert 'MaxThreads = "7"' in shown
+    assert "AlertEncrypted enabled" in shown or 'AlertEncrypted = "yes"' in shown
+
+
 def test_ctlvalue_reads_at_start(tmp_path):
     script = os.path.join(ROOT, "qmailpy", "install", "ctlvalue.py")
     home = tmp_path / "qmail"
