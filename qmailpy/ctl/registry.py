@@ -210,7 +210,7 @@ CONTROLS = (
     _c("badurls", BOOL, 0, "filter", QUEUE, "1: report URLs found in infected messages."),
     _c("badurlscommand", LINE, "", "filter", QUEUE,
        "Shell command given infected mail's URLs on stdin ($VIRUS, $SENDER set); empty = none.", keep_empty=True),
-    _c("urlscnt", NUMBER, 5, "filter", QUEUE, "Most URLs reported per infected message."),
+    _c("urlscnt", NUMBER, 5, "filter", QUEUE, "Most URLs reported per infected message; 0: none (badurls then reports nothing)."),
     # -- queue
     _c("concurrencylocal", NUMBER, 50, "queue", SEND, "Simultaneous local deliveries.", maximum=500),
     _c("concurrencyremote", NUMBER, 100, "queue", SEND, "Simultaneous remote deliveries.", maximum=500),
