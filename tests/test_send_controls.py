@@ -72,6 +72,27 @@ def test_sighup_with_a_bad_control_keeps_the_old_values(scratch):
     assert not any(ln.startswith("status: local 0/10 remote 0/0") for ln in lines)
 
 
+def test_concurrency_0_holds_the_channel_until_a_sighup_raises_it(scratch):
+    """qmail-control(5): 'concurrencylocal ... If 0, local deliveries will be put on hold.'
+    A held message is kept, not tried, not bounced; SIGHUP with a new value delivers it."""
+    import time
+    scratch.control("concurrencylocal", "0")
+    send = Send(scratch)
+    send.wait_line(r"^status: local 0/0 remote 0/20$")
+    msgid = inject(scratch.home, MSG, "alice@localhost", ["joe@localhost"])
+    send.wait_line(r"^info msg \d+: ")
+    time.sleep(1.0)
+    assert not any(ln.startswith(("starting delivery", "end msg", "bounce msg")) for ln in send.lines())
+    scratch.control("concurrencylocal", "3")
+    send.proc.send_signal(signal.SIGHUP)
+    send.wait_line(r"^end msg \d+$")
+    assert send.stop() == 0
+    lines = send.lines()
+    assert "status: local 0/3 remote 0/20" in lines
+    assert msgid is None or "end msg %d" % msgid in lines
+    assert not any(ln.startswith("bounce msg") for ln in lines)
+
+
 def test_qmail_todo_reload_failure_keeps_its_rules(scratch, monkeypatch):
     """qmail-todo rereads on qmail-send's H; a control it cannot use leaves its rules as they were.
     (Through qmail-send, its own reread fails first: qmail-send reads every control qmail-todo does.)"""

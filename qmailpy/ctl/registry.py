@@ -212,8 +212,10 @@ CONTROLS = (
        "Shell command given infected mail's URLs on stdin ($VIRUS, $SENDER set); empty = none.", keep_empty=True),
     _c("urlscnt", NUMBER, 5, "filter", QUEUE, "Most URLs reported per infected message; 0: none (badurls then reports nothing)."),
     # -- queue
-    _c("concurrencylocal", NUMBER, 50, "queue", SEND, "Simultaneous local deliveries.", maximum=500),
-    _c("concurrencyremote", NUMBER, 100, "queue", SEND, "Simultaneous remote deliveries.", maximum=500),
+    _c("concurrencylocal", NUMBER, 50, "queue", SEND,
+       "Simultaneous local deliveries; 0 holds them (qmail) until a SIGHUP raises it.", maximum=500),
+    _c("concurrencyremote", NUMBER, 100, "queue", SEND,
+       "Simultaneous remote deliveries; 0 holds them (qmail) until a SIGHUP raises it.", maximum=500),
     _c("queuelifetime", NUMBER, 604800, "queue", SEND, "Seconds a message may stay in the queue."),
     _c("timeoutqueue", NUMBER, 86400, "queue", QUEUE, "Seconds qmail-queue may take for one message.", minimum=1),
     # -- remote

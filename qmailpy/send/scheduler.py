@@ -311,7 +311,11 @@ class Scheduler:
             self.bounce_wait.append(msgid)
 
     def wakeup(self, now):
-        """When the loop must act again without any fd event."""
+        """When the loop must act again without any fd event: now when an open pass has a free
+        delivery slot (qmail-send.c pass_selprep(); a SIGHUP that raised a concurrency from 0
+        leaves such a pass, and no report will come to move it on)."""
+        if not self.exitasap and any(ch.pass_ is not None and ch.avail() for ch in self.channels):
+            return now
         times = [now + clock.SLEEP_FOREVER, self.next_cleanup]
         if not self.exitasap and self.jobs_open < self.numjobs():
             times += [t for t in (ch.next_time() for ch in self.channels if ch.pass_ is None) if t is not None]
