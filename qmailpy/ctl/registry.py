@@ -153,7 +153,7 @@ CONTROLS = (
        "1: the authfaillimit count is kept in the MySQL/MariaDB users database (table qmailpy_authfail, "
        "through qmail-usersd), shared by every MX host using it; per host when the database is SQLite, "
        "and while it cannot answer (logged as authfail-local); 0: per host (sessions/authfail/)."),
-    _c("authsender", BOOL, 0, "auth", SMTPD, "1: the MAIL FROM domain must be the authenticated user's domain."),
+    _c("authsender", BOOL, 0, "auth", SMTPD, "1: the MAIL FROM domain must be the authenticated user's domain (<> passes)."),
     _c("popbeforesmtp", BOOL, 1, "auth", SMTPD, "1: clients that logged in over POP3 recently may relay."),
     _c("smdcheck", BOOL, 0, "auth", SMTPD, "1: relaying clients must use one of our domains as sender."),
     _c("popbeforesmtptimeout", NUMBER, 1800, "auth", f"{SMTPD} qmail-users",

@@ -106,7 +106,8 @@ def mail_from(session, effects, arg, trace=False):
             effects.append(Log("refused", {"rule": "databytes", "size": params["SIZE"]}))
             return MailResult(R.TOO_BIG)
     user = session.auth_user
-    if user and cfg.authsender and lower_ascii(split_address(addr)[1]) != _login_domain(user):
+    # the null sender names no domain to forge, and read receipts (RFC 8098) come from it
+    if user and cfg.authsender and addr and lower_ascii(split_address(addr)[1]) != _login_domain(user):
         effects.append(Log("refused", {"rule": "authsender", "sender": "<%s>" % addr, "user": user}))
         return MailResult(R.AUTH_SENDER)
     env = policy_envelope(session, addr)
