@@ -19,9 +19,10 @@ def accepting(home):
     """Does something accept connections on the home's qmail-queued socket?
 
     The probe sends nothing and reads until the service closes: qmail-queued makes a mess
-    file for each connection before the message arrives and removes it when none comes,
-    and by its answer that is done, so a test starts with nothing of the probe's in the
-    queue (a mess/ listing taken meanwhile would name an id the next message may reuse)."""
+    file for a connection only once its first byte came (qmailpy's clients send their mark
+    on connecting), and answers one that sends none without one, so a test starts with
+    nothing of the probe's in the queue (a mess/ listing taken meanwhile would name an id
+    the next message may reuse)."""
     import _socket
     from qmailpy.unixsock import client
     try:

@@ -347,3 +347,54 @@ def test_dot_forward_queue_failure_defers(addons, joe):
         111, "dot-forward: fatal: unable to forward message: qq trouble creating files in queue (#4.3.0)")
     assert addons.queued() == [] and os.listdir(joe / "Maildir" / "new") == []
 
+
+
+# -- the whole way: qmail-send, qmail-lspawn, qmail-queued, as installed
+
+def test_through_qmail_send(tmp_path):
+    """inject -> qmail-send -> qmail-lspawn -> qmail-local (~alias, as alias/'s owner) -> fastforward ->
+    bin/qmail-queue -> qmail-queued -> qmail-send -> qmail-local (a mailbox with `|dot-forward`) ->
+    dot-forward -> the next mailbox: each hop's Delivered-To and Received lines, the sender kept,
+    and the qp each program prints (its qmail-queue's pid) is the Received line's `qmail N` and
+    qmail-send's `info msg ...: qp N`, as in qmail: how an admin follows a forward through the logs."""
+    from test_diskfull import Namespace
+    from test_e2e_support import DOMAIN, MAIL_UID, ME as E2E_ME, World, inject
+    ns = Namespace()
+    world = World(wrap=ns.wrap)
+    try:
+        ns.sh("mount --bind %s %s" % (world.home, DEBIAN_HOME))
+        passwd = tmp_path / "passwd"                 # no system user answers for staff@ (qmail-getpw: alias)
+        passwd.write_text("")
+        u1, u2 = world.adduser("u1"), world.adduser("u2")
+        src = Path(world.home, "alias", "aliases")
+        src.write_text("staff@%s: u1@%s;\n" % (E2E_ME, DOMAIN))
+        with open(src) as f:
+            assert subprocess.run(["setforward", str(src) + ".cdb", str(src) + ".tmp"], stdin=f).returncode == 0
+        Path(world.home, "alias", ".qmail-default").write_text("| fastforward -d %s/alias/aliases.cdb\n" % DEBIAN_HOME)
+        os.chown(Path(world.home, "alias"), MAIL_UID, MAIL_UID)
+        (u1.parent / ".qmail").write_text("|dot-forward .forward\n./Maildir/\n")
+        (u1.parent / ".forward").write_text("u2@%s\n" % DOMAIN)
+        send = world.send(QMAILPY_PASSWD=str(passwd), PATH="%s/bin:/usr/bin:/bin" % world.home)
+        assert inject(world, MSG, "alice@remote.example", ["staff@" + E2E_ME], ns.wrap) == 0
+        send.wait_for(lambda: os.listdir(u2 / "new"), 60, "u2's mailbox")
+        (name,) = os.listdir(u2 / "new")
+        got = (u2 / "new" / name).read_bytes().decode()
+        assert os.listdir(u1 / "new") == []
+        # qmail-send may start the forward's delivery before it logs the forwarding one's end
+        qp1 = send.wait_line(r"^delivery \d+: success: fastforward:_qp_(\d+)/did_0\+0\+1/$")[0][1].group(1)
+        qp2 = send.wait_line(r"^delivery \d+: success: dot-forward:_info:_qp_(\d+)/did_0\+0\+1/$")[0][1].group(1)
+        log = "\n".join(send.lines()) + "\n"
+    finally:
+        world.cleanup()
+        ns.close()
+    date = r"\d+ \w+ \d{4} \d\d:\d\d:\d\d -0000"
+    assert re.fullmatch(r"Return-Path: <alice@remote\.example>\n"
+                        r"Delivered-To: e2e\.example-u2@e2e\.example\n"
+                        r"Received: \(qmail %s invoked by uid %d\); %s\n"
+                        r"Delivered-To: e2e\.example-u1@e2e\.example\n"
+                        r"Received: \(qmail %s invoked by uid %d\); %s\n"
+                        r"Delivered-To: staff@mx\.e2e\.test\n"
+                        r"Received: \(qmail \d+ invoked by uid 0\); %s\n"
+                        r"Subject: hi\n\nbody\n" % (qp2, MAIL_UID, date, qp1, MAIL_UID, date, date), got), (got, log)
+    for qp in (qp1, qp2):
+        assert re.search(r"info msg \d+: bytes \d+ from <alice@remote\.example> qp %s uid %d\n" % (qp, MAIL_UID), log)

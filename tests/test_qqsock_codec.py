@@ -170,3 +170,27 @@ def test_an_origin_frame_and_the_message_round_trip_for_any_chunking(origin, mes
 def test_a_bad_origin_is_a_frame_error(stream):
     with pytest.raises(qqsock.FrameError):
         qqsock.MessageDecoder().feed(stream)
+
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from([b"", qqsock.BY_PID, qqsock.BY_SERVICE]),
+       st.sampled_from([{}, {"TCPREMOTEIP": "127.0.0.1"}]), st.binary(max_size=100),
+       st.lists(st.integers(0, 300), max_size=6))
+def test_a_mark_comes_first_for_any_chunking(mark, origin, message, cuts):
+    """A client's mark (BY_PID: an exec'd qmail-queue; BY_SERVICE), then the origin frame and the
+    message: all read back; the mark is known once the first byte is (`numbered`), before the
+    message starts: qmailpy's clients send it on connecting."""
+    stream = mark + qqsock.encode_request(message, qq.encode(b"a", [b"b"]), qqsock.encode_origin(origin))
+    dec = qqsock.MessageDecoder()
+    assert decode_request(split(stream, cuts), dec) == (message, qq.encode(b"a", [b"b"]))
+    assert (dec.by_pid, dec.origin) == (mark == qqsock.BY_PID, origin)
+    first = qqsock.MessageDecoder()
+    assert (first.feed(stream[:1]), first.numbered, first.by_pid) == (b"", True, mark == qqsock.BY_PID)
+
+
+@pytest.mark.parametrize("stream", [b"PP0:,", b"PS0:,", b"SP0:,", b"oP0:,", b"5:helloP,0:,",
+                                    b"o17:TCPREMOTEIP=1.2.3.4,P0:,"])
+def test_a_mark_anywhere_but_first_is_a_frame_error(stream):
+    with pytest.raises(qqsock.FrameError):
+        qqsock.MessageDecoder().feed(stream)

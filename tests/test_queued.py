@@ -112,13 +112,28 @@ def test_qmail_queue_goes_through_the_service(home, service):
     msgid = only(home / "queue" / "todo")
     qp, who, rest = received(mess_of(home, msgid))
     assert who == "by uid %d" % os.getuid() and rest == MSG
-    assert qp != pid                     # the service's number for the insertion, not the client's pid
+    # bin/qmail-queue's own pid, as qmail's: its callers (qmail.c's qmail_qp(): fastforward,
+    # dot-forward, qmail-smtpd's QMAILQUEUE) print that pid as the message's qp
+    assert qp == pid
     intd = (home / "queue" / "intd" / str(msgid)).read_bytes()
     assert intd == b"u%d\0p%d\0" % (os.getuid(), qp) + ENV[:-1]
     st = os.stat(layout.mess_path(str(home), msgid))
     assert (st.st_uid, st.st_mode & 0o777) == (os.getuid(), 0o644)     # umask 033, as qmail-queue
     assert os.path.getmtime(home / "queue" / "todo" / str(msgid)) >= int(t0)
     assert debris(home) == sorted(["intd/%d" % msgid, "mess/%d/%d" % (msgid % 23, msgid), "todo/%d" % msgid])
+
+
+def test_by_pid_numbers_the_insertion_by_the_kernels_pid(home, service):
+    """BY_PID (an exec'd qmail-queue's request) makes the qp the connecting process's pid as the
+    kernel gives it; nothing the client sends can choose the number."""
+    s = raw_client(home)
+    try:
+        s.sendall(qqsock.BY_PID + qqsock.encode_request(MSG, ENV))
+        code, qp, _ = read_answer(s)
+    finally:
+        s.close()
+    assert (code, qp) == (0, os.getpid())
+    assert received(mess_of(home, only(home / "queue" / "todo")))[0] == os.getpid()
 
 
 @pytest.mark.parametrize("envelope, code", [

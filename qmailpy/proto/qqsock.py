@@ -14,11 +14,17 @@ the service in qmailpy.queued). Pure: no I/O.
                       nothing was queued) and, on failure, the text qmail-queue
                       would have written to fd 2.
 
-A request may begin with one origin frame,  o<len>:NAME=value\0NAME=value,  : the
-facts qmail-smtpd gives an exec'd qmail-queue in its environment and the filter
-step reads (ORIGIN_NAMES: $TCPREMOTEIP, the mail came in over SMTP; $SPFRESULT,
-qmail-smtpd checked SPF). The service takes them only from qmail-smtpd's user
-(qmailpy.queued.conn): anyone else's are dropped, as any local user may connect.
+A request may begin with a mark, sent as soon as the client has connected so that the
+service knows at once how to number the insertion (the number comes before the mess file):
+`P` (BY_PID), the client is an exec'd qmail-queue, whose caller (qmail.c's qmail_qp())
+prints that process's pid as the message's qp, so the service numbers the insertion by the
+connecting process's pid as the kernel gives it (SO_PEERCRED), never by anything the client
+sends; `S` (BY_SERVICE), or no mark, a number of the service's own. Next may come one
+origin frame,  o<len>:NAME=value\0NAME=value,  : the facts qmail-smtpd gives an exec'd
+qmail-queue in its environment and the filter step reads (ORIGIN_NAMES: $TCPREMOTEIP,
+the mail came in over SMTP; $SPFRESULT, qmail-smtpd checked SPF). The service takes them
+only from qmail-smtpd's user (qmailpy.queued.conn): anyone else's are dropped, as any
+local user may connect.
 
 The message is framed because its length is not known when it starts (qmail-
 smtpd streams DATA as it arrives) and because a connection that breaks before
@@ -33,6 +39,8 @@ MAX_ORIGIN = 1024              # longest origin frame
 ORIGIN_NAMES = ("TCPREMOTEIP", "SPFRESULT")
 MAX_ANSWER = 1000              # longest answer a client accepts
 END = b"0:,"                   # the end of the message
+BY_PID = b"P"                  # first byte: number the insertion by the connecting process's pid
+BY_SERVICE = b"S"              # first byte: the service numbers the insertion itself
 _DIGITS = len(str(MAX_CHUNK))
 
 
@@ -84,20 +92,23 @@ class MessageDecoder:
     the envelope); feeding more after that is an error. Raises FrameError on
     anything that is not a netstring of 1..MAX_CHUNK bytes or END (leading
     zeros, no length, a missing comma). `origin` is the {NAME: value} of the
-    origin frame once read ({} without one).
+    origin frame once read ({} without one); `by_pid` is True when the stream began with
+    BY_PID, final once `numbered` (the first byte has been read).
     """
-    __slots__ = ("done", "rest", "origin", "_head", "_left", "_comma", "_last", "_started", "_in_origin",
-                 "_origin_bytes")
+    __slots__ = ("done", "rest", "origin", "by_pid", "numbered", "_origin_next", "_head", "_left", "_comma",
+                 "_last", "_in_origin", "_origin_bytes")
 
     def __init__(self):
         self.done = False
         self.rest = b""
         self.origin = {}
+        self.by_pid = False
+        self.numbered = False        # the first byte has been read: a mark, or not
+        self._origin_next = True     # the origin frame may come (nothing but a mark read yet)
         self._head = bytearray()     # digits of the length being read
         self._left = 0               # payload bytes still to come in this frame
         self._comma = False          # the frame's closing comma is next
         self._last = False           # ... and that frame was END
-        self._started = False        # a byte has been read (the origin frame may come first only)
         self._in_origin = False      # the frame being read is the origin frame
         self._origin_bytes = bytearray()
 
@@ -116,8 +127,13 @@ class MessageDecoder:
                 continue
             ch = data[pos]
             pos += 1
-            if not self._started:
-                self._started = True
+            if not self.numbered:
+                self.numbered = True
+                if ch in (0x50, 0x53):                    # 'P' (BY_PID), 'S' (BY_SERVICE): the very first byte
+                    self.by_pid = ch == 0x50
+                    continue
+            if self._origin_next:
+                self._origin_next = False
                 if ch == 0x6F:                            # 'o': the origin frame
                     self._in_origin = True
                     continue

@@ -92,7 +92,7 @@ def run(fd0, fd1, environ, controls):
     """
     from qmailpy import paths
     from qmailpy.queue.sockclient import service_job
-    job = service_job(environ, controls)
+    job = service_job(environ, controls, by_pid=True)
     if job is not None:
         return relay(fd0, fd1, job)
     home = os.path.abspath(paths.qmailhome(environ))

@@ -45,12 +45,13 @@ def service_present(home):
     return True
 
 
-def service_job(environ, controls=None):
+def service_job(environ, controls=None, by_pid=False):
     """A SocketJob to qmail-queued, or None when the home has no qmail-queued socket.
 
     Its time limit is the service's (control timeoutqueue) and a minute, so the
     service's own answer (52) comes first. Only what the client needs is
-    imported: qmail-smtpd calls this for every message.
+    imported: qmail-smtpd calls this for every message. by_pid: this process is an
+    exec'd qmail-queue, whose pid its caller prints as the qp (qqsock.BY_PID).
     """
     home = os.path.abspath(paths.qmailhome(environ))
     if not service_present(home):
@@ -59,7 +60,7 @@ def service_job(environ, controls=None):
         from qmailpy.ctl.reader import Controls
         controls = Controls(home, environ)
     try:
-        return SocketJob(home, wait_limit(controls), qqsock.encode_origin(environ))
+        return SocketJob(home, wait_limit(controls), qqsock.encode_origin(environ), by_pid)
     except NoService:
         return None
 
@@ -78,9 +79,11 @@ def wait_limit(controls):
 class SocketJob:
     """One message on its way into qmail-queued (see the module docstring)."""
 
-    def __init__(self, home, timeout, origin=b""):
+    def __init__(self, home, timeout, origin=b"", by_pid=False):
         """Connect; NoService when the socket is absent. Any other trouble is kept for finish().
-        origin: the request's origin frame (qqsock.encode_origin), sent first."""
+        origin: the request's origin frame (qqsock.encode_origin), sent with the first message
+        bytes. The mark (qqsock.BY_PID when by_pid, else BY_SERVICE) goes at once: the service
+        numbers the insertion by it and then makes the mess file."""
         self.qp = None
         self.reason = ""
         self.code = None             # set when the job has failed on our side (finish() returns it)
@@ -99,6 +102,8 @@ class SocketJob:
             if e.errno in NO_SERVICE:
                 raise NoService(e.errno, e.strerror, socket_path(home)) from None
             self.code, self.reason = X.QQ_CONN_REJECTED, "unable to connect to qmail-queued: %s" % e.strerror
+        else:
+            self._send(qqsock.BY_PID if by_pid else qqsock.BY_SERVICE)
 
     def _fail(self, code, reason):
         self.code, self.reason = code, reason

@@ -9,7 +9,9 @@ alarm) is a deadline on every read from the client and on the filters
 or a filter that takes too long, ends with exit code 52 and holds only its
 own thread; and the number of the insertion (`qp`: the Received line's
 `qmail N`, intd's p record, qmail-smtpd's 250 reply) is this thread's kernel
-id, unique among running tasks as qmail-queue's pid was.
+id, unique among running tasks as qmail-queue's pid was, or, for an exec'd
+qmail-queue (its request begins with qqsock.BY_PID), that process's pid as the
+kernel gives it: the qp its caller prints, as with qmail.
 """
 import os
 import threading
@@ -73,12 +75,20 @@ class ClientReader:
     bounded by the deadline (time.monotonic()); the envelope's memory is taken from `budget`
     (a Budget, or None) as it comes, on behalf of `uid` (None: a client the service does not
     limit), and given back by release()."""
-    __slots__ = ("conn", "deadline", "frames", "budget", "uid", "taken")
+    __slots__ = ("conn", "deadline", "frames", "budget", "uid", "taken", "pending")
 
     def __init__(self, conn, deadline, budget=None, uid=None):
         self.conn, self.deadline = conn, deadline
         self.frames = qqsock.MessageDecoder()
         self.budget, self.uid, self.taken = budget, uid, 0
+        self.pending = b""            # message bytes start() read
+
+    def start(self):
+        """Read the request's first byte (qmailpy's clients send their mark, qqsock.BY_PID or
+        BY_SERVICE, on connecting): the insertion's number depends on it, and comes before the
+        mess file. Message bytes read with it are kept for read()."""
+        while not self.frames.numbered:
+            self.pending += self._feed(self._recv(65536))
 
     def _recv(self, n):
         left = self.deadline - time.monotonic()
@@ -91,16 +101,21 @@ class ClientReader:
             raise QueueError(X.QQ_TIMEOUT, "timeout") from None
         # any other OSError: enqueue() reports it as a read error (54)
 
+    def _feed(self, data):
+        if not data:
+            raise QueueError(X.QQ_READ_ERROR, "unable to read message: the connection ended inside it")
+        try:
+            return self.frames.feed(data)
+        except qqsock.FrameError as e:
+            raise QueueError(e.code, "bad message stream: %s" % e) from None
+
     def read(self, n):
         """Message bytes; b"" once the end of the message has been read."""
+        if self.pending:
+            got, self.pending = self.pending, b""
+            return got
         while not self.frames.done:
-            data = self._recv(n)
-            if not data:
-                raise QueueError(X.QQ_READ_ERROR, "unable to read message: the connection ended inside it")
-            try:
-                got = self.frames.feed(data)
-            except qqsock.FrameError as e:
-                raise QueueError(e.code, "bad message stream: %s" % e) from None
+            got = self._feed(self._recv(n))
             if got:
                 return got
         return b""
@@ -153,7 +168,7 @@ def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None, budget=
     accepted it). dir_sync: the service's GroupSync.sync (one fsync of todo/ shared by
     concurrent commits). budget: the service's Budget for envelopes, held on behalf of uid when
     `limited` (an ordinary user's client, main.MAX_PER_UID)."""
-    qp = threading.get_native_id()
+    number = [threading.get_native_id()]     # the insertion's qp; an exec'd qmail-queue's pid (work())
     got = {}
 
     def work():
@@ -162,7 +177,7 @@ def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None, budget=
 
         def filter_log(text):
             """The filters' lines (qmail-queue's stderr in-process), naming this insertion."""
-            log("qp %d uid %d pid %d: %s" % (qp, uid, pid, text))
+            log("qp %d uid %d pid %d: %s" % (number[0], uid, pid, text))
         step = content_filter(controls, filter_log)
 
         def filter_step(staged):
@@ -170,7 +185,7 @@ def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None, budget=
             the insertion's deadline as qmail-queue's alarm: past it, 52 and nothing queued."""
             origin = trusted_origin(reader.frames.origin, uid)
             if origin is None:
-                log("qp %d uid %d pid %d: origin ignored: not qmail-smtpd's user" % (qp, uid, pid))
+                log("qp %d uid %d pid %d: origin ignored: not qmail-smtpd's user" % (number[0], uid, pid))
             chosen = step
             if origin:              # this message's own environment: the files read stay cached
                 controls.environ.update(origin)
@@ -181,12 +196,16 @@ def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None, budget=
                 raise QueueError(X.QQ_TIMEOUT, "timeout")
             return got
         try:
-            got["ids"] = enqueue_all(home, reader, _Envelope(reader.read_envelope), uid, qp, time.time(),
+            reader.start()
+            if reader.frames.by_pid and pid > 0:     # 0: a client the kernel cannot name in our pid namespace
+                number[0] = pid
+            got["ids"] = enqueue_all(home, reader, _Envelope(reader.read_envelope), uid, number[0], time.time(),
                                      content_filter=filter_step, dir_sync=dir_sync)
         finally:
             reader.release()
 
     code, reason = attempt(work)
+    qp = number[0]
     if code:
         log("qp %d uid %d pid %d: code %d: %s" % (qp, uid, pid, code, reason))
     answer(conn, code, qp if code == 0 else 0, reason)
