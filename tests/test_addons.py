@@ -398,3 +398,23 @@ def test_through_qmail_send(tmp_path):
                         r"Subject: hi\n\nbody\n" % (qp2, MAIL_UID, date, qp1, MAIL_UID, date, date), got), (got, log)
     for qp in (qp1, qp2):
         assert re.search(r"info msg \d+: bytes \d+ from <alice@remote\.example> qp %s uid %d\n" % (qp, MAIL_UID), log)
+
+
+def test_debian_home_linked_to_qmailpys(addons, joe):
+    """qmailpy in its own home, Debian's /var/lib/qmail holding only links to its bin/qmail-queue
+    and control/ (as docs/operations.md says to migrate): dot-forward reads control/me through
+    the link and its forward lands in qmailpy's queue."""
+    home = str(addons.home)
+    (joe / ".forward").write_text("fred\n")
+    script = ('mount -t tmpfs -o mode=755 tmpfs %s; mkdir %s/bin; ln -s %s/bin/qmail-queue %s/bin/qmail-queue; '
+              'ln -s %s/control %s/control; cd /; exec "$@"' % (DEBIAN_HOME, DEBIAN_HOME, home, DEBIAN_HOME,
+                                                                   home, DEBIAN_HOME))
+    (addons.top / "message").write_bytes(MSG)
+    with open(addons.top / "message", "rb") as m:
+        p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-ec", script, "sh",
+                            os.path.join(home, "bin", "qmail-local"), "--", "joe", str(joe), "joe", "", "", ME,
+                            "bob@remote.example", "./Maildir/"], stdin=m, capture_output=True, timeout=60,
+                           env={"PATH": home + "/bin:/usr/bin:/bin", "QMAILHOME": home, "QMAILPY_SINGLEUSER": "1"})
+    assert (p.returncode, p.stderr) == (0, b"")
+    forwarded(p.stdout.decode(), addons.queued(), "bob@remote.example", ["fred@" + ME], "Delivered-To: joe@%s\n" % ME,
+              prog="dot-forward: info")
