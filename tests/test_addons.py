@@ -418,3 +418,17 @@ def test_debian_home_linked_to_qmailpys(addons, joe):
     assert (p.returncode, p.stderr) == (0, b"")
     forwarded(p.stdout.decode(), addons.queued(), "bob@remote.example", ["fred@" + ME], "Delivered-To: joe@%s\n" % ME,
               prog="dot-forward: info")
+
+
+def test_queued_down_defers(addons):
+    """The home has qmail-queued's socket but nobody listens (the service is restarting): qmail-queue
+    exits 73 and fastforward defers with qmail.c's text for it; nothing is queued."""
+    import socket
+    aliases(addons, "joe@%s: j@far.example;\n" % ME)
+    os.makedirs(addons.home / "sock", exist_ok=True)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(addons.home / "sock" / "qmail-queue"))
+    s.close()
+    code, report, _ = addons.alias("joe")
+    assert (code, report.splitlines()[-1]) == (111, "fastforward: fatal: connection to mail server rejected (#4.4.1)")
+    assert addons.queued() == []
