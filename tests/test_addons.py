@@ -11,6 +11,7 @@ qmail-lspawn runs it: message on fd 0, report on fd 1) in a private mount namesp
 machine's own /var/lib/qmail is never written. What they queue is read back from
 the queue (envelope and message, exactly). Root only; `make deps` installs the packages.
 """
+import contextlib
 import os
 import re
 import shutil
@@ -109,12 +110,17 @@ def addons():
     shutil.rmtree(a.top)
 
 
-def setforward(addons, name, table):
-    """setforward's cdb in ~alias (the table as an admin writes it); its path in the private view."""
-    src = addons.write("alias/" + name, table)
+def make_cdb(src, table):
+    """The table as an admin writes it into `src`, and setforward's `src`.cdb of it."""
+    Path(src).write_text(table)
     with open(src) as f:
         r = subprocess.run(["setforward", str(src) + ".cdb", str(src) + ".tmp"], stdin=f, capture_output=True)
     assert r.returncode == 0, r.stderr
+
+
+def setforward(addons, name, table):
+    """setforward's cdb in ~alias; its path in the private view."""
+    make_cdb(addons.home / "alias" / name, table)
     return "%s/alias/%s.cdb" % (DEBIAN_HOME, name)
 
 
@@ -351,25 +357,34 @@ def test_dot_forward_queue_failure_defers(addons, joe):
 
 # -- the whole way: qmail-send, qmail-lspawn, qmail-queued, as installed
 
+@contextlib.contextmanager
+def world_on_debian_home():
+    """(World, Namespace): an installed home with qmail-queued, its daemons and qmail-queue runs
+    in a private mount namespace that has the home on /var/lib/qmail too."""
+    from test_diskfull import Namespace
+    from test_e2e_support import World
+    ns = Namespace()
+    world = World(wrap=ns.wrap)
+    try:
+        ns.sh("mount --bind %s %s" % (world.home, DEBIAN_HOME))
+        yield world, ns
+    finally:
+        world.cleanup()
+        ns.close()
+
+
 def test_through_qmail_send(tmp_path):
     """inject -> qmail-send -> qmail-lspawn -> qmail-local (~alias, as alias/'s owner) -> fastforward ->
     bin/qmail-queue -> qmail-queued -> qmail-send -> qmail-local (a mailbox with `|dot-forward`) ->
     dot-forward -> the next mailbox: each hop's Delivered-To and Received lines, the sender kept,
     and the qp each program prints (its qmail-queue's pid) is the Received line's `qmail N` and
     qmail-send's `info msg ...: qp N`, as in qmail: how an admin follows a forward through the logs."""
-    from test_diskfull import Namespace
-    from test_e2e_support import DOMAIN, MAIL_UID, ME as E2E_ME, World, inject
-    ns = Namespace()
-    world = World(wrap=ns.wrap)
-    try:
-        ns.sh("mount --bind %s %s" % (world.home, DEBIAN_HOME))
+    from test_e2e_support import DOMAIN, MAIL_UID, ME as E2E_ME, inject
+    with world_on_debian_home() as (world, ns):
         passwd = tmp_path / "passwd"                 # no system user answers for staff@ (qmail-getpw: alias)
         passwd.write_text("")
         u1, u2 = world.adduser("u1"), world.adduser("u2")
-        src = Path(world.home, "alias", "aliases")
-        src.write_text("staff@%s: u1@%s;\n" % (E2E_ME, DOMAIN))
-        with open(src) as f:
-            assert subprocess.run(["setforward", str(src) + ".cdb", str(src) + ".tmp"], stdin=f).returncode == 0
+        make_cdb(Path(world.home, "alias", "aliases"), "staff@%s: u1@%s;\n" % (E2E_ME, DOMAIN))
         Path(world.home, "alias", ".qmail-default").write_text("| fastforward -d %s/alias/aliases.cdb\n" % DEBIAN_HOME)
         os.chown(Path(world.home, "alias"), MAIL_UID, MAIL_UID)
         (u1.parent / ".qmail").write_text("|dot-forward .forward\n./Maildir/\n")
@@ -384,9 +399,6 @@ def test_through_qmail_send(tmp_path):
         qp1 = send.wait_line(r"^delivery \d+: success: fastforward:_qp_(\d+)/did_0\+0\+1/$")[0][1].group(1)
         qp2 = send.wait_line(r"^delivery \d+: success: dot-forward:_info:_qp_(\d+)/did_0\+0\+1/$")[0][1].group(1)
         log = "\n".join(send.lines()) + "\n"
-    finally:
-        world.cleanup()
-        ns.close()
     date = r"\d+ \w+ \d{4} \d\d:\d\d:\d\d -0000"
     assert re.fullmatch(r"Return-Path: <alice@remote\.example>\n"
                         r"Delivered-To: e2e\.example-u2@e2e\.example\n"
@@ -432,3 +444,26 @@ def test_queued_down_defers(addons):
     code, report, _ = addons.alias("joe")
     assert (code, report.splitlines()[-1]) == (111, "fastforward: fatal: connection to mail server rejected (#4.4.1)")
     assert addons.queued() == []
+
+
+def test_virtual_domain_catch_all(tmp_path):
+    """fastforward -d in a vpopmail domain's .qmail-default (qmail-lspawn's catch-all, step 2.3):
+    $DEFAULT@$HOST is the address looked up; one not in the table bounces with fastforward's text."""
+    from test_e2e_support import DOMAIN, MAIL_UID, inject
+    with world_on_debian_home() as (world, ns):
+        u1 = world.adduser("u1")
+        src = u1.parent.parent / "aliases"            # the domain's directory
+        make_cdb(src, "Sales@%s: u1@%s;\n" % (DOMAIN, DOMAIN))
+        (src.parent / ".qmail-default").write_text("| fastforward -d %s.cdb\n" % str(src).replace(world.home, DEBIAN_HOME))
+        send = world.send(PATH="%s/bin:/usr/bin:/bin" % world.home)
+        assert inject(world, MSG, "alice@remote.example", ["sales@" + DOMAIN, "nobody@" + DOMAIN], ns.wrap) == 0
+        send.wait_line(r"^delivery \d+: failure: Sorry,_no_mailbox_here_by_that_name\._\(#5\.1\.1\)/$")
+        qp = send.wait_line(r"^delivery \d+: success: fastforward:_qp_(\d+)/did_0\+0\+1/$")[0][1].group(1)
+        send.wait_for(lambda: os.listdir(u1 / "new"), 60, "u1's mailbox")
+        (name,) = os.listdir(u1 / "new")
+        got = (u1 / "new" / name).read_bytes().decode()
+    date = r"\d+ \w+ \d{4} \d\d:\d\d:\d\d -0000"
+    assert re.fullmatch(r"Return-Path: <alice@remote\.example>\nDelivered-To: e2e\.example-u1@e2e\.example\n"
+                        r"Received: \(qmail %s invoked by uid %d\); %s\nDelivered-To: e2e\.example-sales@e2e\.example\n"
+                        r"Received: \(qmail \d+ invoked by uid 0\); %s\n" % (qp, MAIL_UID, date, date)
+                        + re.escape(MSG.decode()), got), got
