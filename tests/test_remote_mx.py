@@ -136,3 +136,172 @@ def test_empty_relay_with_a_port_is_mx_delivery_to_that_port(remote, home, dns_s
     assert remote("example.com") == accepted(ip)
     assert len(sink.messages) == 1
     assert [name for name, qtype, _ in dns_server.queries if qtype == "MX"] == ["example.com"]
+
+
+NOMX = b"DSorry, I couldn't find a mail exchanger or IP address. (#5.4.4)\n\0"
+DNS_SOFT = b"ZSorry, I couldn't find any host by that name. (#4.1.2)\n\0"
+NOCONN = b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n\0"
+AMBIGUOUS = (b"DSorry. Although I'm listed as a best-preference MX or A for that host,\n"
+             b"it isn't in my control/locals file, so I don't treat it as local. (#5.4.6)\n\0")
+
+
+def address_queries(dns_server):
+    return [name for name, qtype, _ in dns_server.queries if qtype == "A"]
+
+
+def test_mx_target_that_is_a_cname_and_a_domain_behind_cnames(remote, dns_server, sinks):
+    """dns.c takes the records of the type asked from the whole answer section, whatever their
+    owner, so the resolver's CNAME chain is followed for MX and for A alike; qmail-remote itself
+    never chases CNAMEs (notqmail dropped dns_cname and its 10-step loop limit)."""
+    need_root()
+    ip = loopback_address()
+    sink = sinks(ip, 25)
+    dns_server.zones = {
+        "example.com": {"MX": [(10, "alias.example.net")]},
+        "alias.example.net": {"CNAME": "real.example.net"}, "real.example.net": {"A": [ip]},
+        "chain.example": {"CNAME": "c2.example"}, "c2.example": {"CNAME": "example.com"},
+    }
+    assert remote("example.com") == accepted(ip)
+    assert remote("chain.example") == accepted(ip)
+    assert [m.rcpt_tos for m in sink.messages] == [["c@example.com"], ["c@chain.example"]]
+    assert address_queries(dns_server) == ["alias.example.net", "alias.example.net"]
+
+
+def test_cname_loop_and_too_long_chain(remote, dns_server):
+    """What the resolver answers decides: a loop answered with the chain alone (NOERROR, no MX, no
+    A) is no mail exchanger, a bounce; a chain the server gives up on (SERVFAIL) is temporary."""
+    dns_server.zones = {"loop.example": {"CNAME": "loop2.example"}, "loop2.example": {"CNAME": "loop.example"}}
+    dns_server.zones.update({"l%d.example" % i: {"CNAME": "l%d.example" % (i + 1)} for i in range(12)})
+    dns_server.zones["l12.example"] = {"MX": [(10, "mx.example")]}
+    assert remote("loop.example") == NOMX
+    assert remote("l0.example") == DNS_SOFT
+
+
+def test_mx_hosts_without_an_address_are_skipped(remote, dns_server, sinks):
+    """dns_mxip(): an MX host whose A lookup fails for good (NXDOMAIN, NODATA, a CNAME to
+    nothing) adds no address and is passed over; only a soft failure counts (flagsoft)."""
+    need_root()
+    ip = loopback_address()
+    sink = sinks(ip, 25)
+    dns_server.zones = {
+        "example.com": {"MX": [(10, "gone.example"), (20, "txt-only.example"), (30, "dangling.example"),
+                               (40, "mx.example")]},
+        "txt-only.example": {"TXT": ["x"]}, "dangling.example": {"CNAME": "nowhere.example"},
+        "mx.example": {"A": [ip]},
+    }
+    assert remote("example.com") == accepted(ip)
+    assert len(sink.messages) == 1
+    assert address_queries(dns_server) == ["gone.example", "txt-only.example", "dangling.example", "mx.example"]
+
+
+def test_null_mx_is_no_mail_exchanger(remote, dns_server, sinks):
+    """RFC 7505's `MX 0 .`: qmail (and notqmail, which has no null-MX code) expands the root name,
+    which has no address, so no address is left: qmail's permanent perm_nomx(), at once. The
+    domain's own A record is not used: there is an MX answer, so no implicit MX."""
+    need_root()
+    ip = loopback_address()
+    sink = sinks(ip, 25)
+    dns_server.zones = {"nullmx.example": {"MX": [(0, "")], "A": [ip]}}
+    assert remote("nullmx.example") == NOMX
+    assert sink.messages == []
+    assert [(name, qtype) for name, qtype, _ in dns_server.queries] == [("nullmx.example", "MX")]
+
+
+def test_dns_time_out_is_temporary(remote, dns_server):
+    """A name server that never answers is like SERVFAIL: temp_dns(), never perm_dns()."""
+    dns_server.zones = {"slow.example": "DROP"}
+    assert remote("slow.example") == DNS_SOFT
+
+
+def test_mx_no_better_than_mine_are_dropped(remote, home, dns_server, sinks):
+    """qmail's prefme: every address whose preference is not below my best one is dropped,
+    equal ones too; better ones are tried, and when none answers it is temporary (#4.4.1)."""
+    need_root()
+    dead, equal, worse = loopback_address(), loopback_address(), loopback_address()
+    equal_sink, worse_sink = sinks(equal, 25), sinks(worse, 25)
+    dns_server.zones = {
+        "example.com": {"MX": [(30, "worse.example"), (20, "equal.example"), (20, "me.example"),
+                               (10, "dead.example")]},
+        "tie.example": {"MX": [(10, "equal.example"), (10, "me.example")]},
+        "dead.example": {"A": [dead]}, "me.example": {"A": ["127.0.0.1"]},
+        "equal.example": {"A": [equal]}, "worse.example": {"A": [worse]},
+        "listed.example": {"MX": [(10, "worse.example"), (20, "equal.example")]},
+    }
+    assert remote("example.com") == NOCONN
+    assert remote("tie.example") == AMBIGUOUS
+    home.control("moreipme", worse + "\n")           # control/moreipme: that address is me too
+    assert remote("listed.example") == AMBIGUOUS
+    assert equal_sink.messages == [] and worse_sink.messages == []
+
+
+def tcpto_down(home, *ips):
+    """queue/lock/tcpto with each ip marked down (2 time-outs, the last one now), as tcpto.c writes."""
+    import pathlib
+    import time
+    from qmailpy.queue.layout import create_queue
+    from test_remote_units import tcpto_file
+    create_queue(home.root)
+    tcpto_file(pathlib.Path(home.root, "queue", "lock"), [(ip, 2, int(time.time())) for ip in ips])
+
+
+def test_hosts_marked_down_are_skipped_even_the_last(remote, home, dns_server, sinks):
+    """qmail-remote.c: `if (tcpto(ip)) continue;` for every address, the last one too (tcpto.c
+    has no "last one" exception): all down is temp_noconn() with no connection tried."""
+    need_root()
+    first, second = loopback_address(), loopback_address()
+    first_sink, second_sink = sinks(first, 25), sinks(second, 25)
+    dns_server.zones = {"example.com": {"MX": [(10, "a.example"), (20, "b.example")]},
+                        "a.example": {"A": [first]}, "b.example": {"A": [second]}}
+    tcpto_down(home, first)
+    assert remote("example.com") == accepted(second)
+    assert (len(first_sink.messages), len(second_sink.messages)) == (0, 1)
+    tcpto_down(home, first, second)
+    assert remote("example.com") == NOCONN
+    assert (len(first_sink.messages), len(second_sink.messages)) == (0, 1)
+
+
+def test_smtproutes_relay_takes_its_addresses_only(remote, home, dns_server, sinks):
+    """A relay: dns_ip() of the relay (its MX never asked, nor the domain's), reports name the
+    relay, and prefme 300000: a relay that is me is still used. Port 25 without one."""
+    need_root()
+    ip, elsewhere = loopback_address(), loopback_address()
+    sink, other = sinks(ip, 25), sinks(elsewhere, 25)
+    home.control("smtproutes", "example.com:relay.example\n.example.net:[%s]:25\nnx.example:gone.example\n"
+                 "nodata.example:txt.example:25\nsoft.example:broken.example\n" % ip)
+    home.control("moreipme", ip + "\n")
+    dns_server.zones = {"relay.example": {"A": [ip], "MX": [(10, "mx.example")]},
+                        "example.com": {"MX": [(10, "mx.example")]}, "mx.example": {"A": [elsewhere]},
+                        "txt.example": {"TXT": ["x"]}, "broken.example": "SERVFAIL"}
+    assert remote("example.com") == accepted(ip)
+    assert [(n, t) for n, t, _ in dns_server.queries] == [("relay.example", "A"), ("relay.example", "AAAA")]
+    assert remote("a.example.net") == accepted(ip)
+    assert remote("nx.example") == b"DSorry, I couldn't find any host named gone.example. (#5.1.2)\n\0"
+    assert remote("nodata.example") == b"DSorry, I couldn't find any host named txt.example. (#5.1.2)\n\0"
+    assert remote("soft.example") == DNS_SOFT
+    assert (len(sink.messages), other.messages) == (2, [])
+
+
+def test_mx_exchange_written_as_an_address_has_preference_0(remote, dns_server, sinks):
+    """dns.c's dns_ipplus() gives an IP-literal name preference 0 (ix.pref = 0), even as an MX
+    exchange: it keeps its place in the MX order but is never dropped by the best-preference rule."""
+    need_root()
+    ip = loopback_address()
+    sink = sinks(ip, 25)
+    dns_server.zones = {"example.com": {"MX": [(10, "me.example"), (20, ip)]}, "me.example": {"A": ["127.0.0.1"]}}
+    assert remote("example.com") == accepted(ip)
+    assert len(sink.messages) == 1
+    assert address_queries(dns_server) == ["me.example"]
+
+
+def test_many_mx_records_are_all_expanded(remote, dns_server, sinks):
+    """qmail has no cap on MX records (ipalloc grows) and qmailpy reads answers past 512 bytes
+    as the big-DNS patch does (stock dns.c cuts them at PACKETSZ and defers): every exchange is
+    looked up once, before any connection, and the one with an address is used wherever it sits."""
+    need_root()
+    ip = loopback_address()
+    sink = sinks(ip, 25)
+    names = ["mx%03d.many.example" % i for i in range(150)]
+    dns_server.zones = {"many.example": {"MX": [(10, n) for n in names]}, names[97]: {"A": [ip]}}
+    assert remote("many.example") == accepted(ip)
+    assert len(sink.messages) == 1
+    assert sorted(address_queries(dns_server)) == names
