@@ -305,3 +305,11 @@ def test_many_mx_records_are_all_expanded(remote, dns_server, sinks):
     assert remote("many.example") == accepted(ip)
     assert len(sink.messages) == 1
     assert sorted(address_queries(dns_server)) == names
+
+
+def test_ip_literal_with_a_number_above_255_is_a_name(remote, dns_server):
+    """qmail's ip_scan() keeps the low 8 bits of each number, so `[1.2.3.999]` would reach
+    1.2.3.231; qmailpy takes it for no address and asks DNS for it as a name (docs/qmail-remote.md)."""
+    assert remote("[1.2.3.999]") == b"DSorry, I couldn't find any host named [1.2.3.999]. (#5.1.2)\n\0"
+    assert remote("1.2.3.999") == b"DSorry, I couldn't find any host named 1.2.3.999. (#5.1.2)\n\0"
+    assert [(n, t) for n, t, _ in dns_server.queries][::2] == [("[1.2.3.999]", "MX"), ("1.2.3.999", "MX")]
