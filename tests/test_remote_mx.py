@@ -313,3 +313,21 @@ def test_ip_literal_with_a_number_above_255_is_a_name(remote, dns_server):
     assert remote("[1.2.3.999]") == b"DSorry, I couldn't find any host named [1.2.3.999]. (#5.1.2)\n\0"
     assert remote("1.2.3.999") == b"DSorry, I couldn't find any host named 1.2.3.999. (#5.1.2)\n\0"
     assert [(n, t) for n, t, _ in dns_server.queries][::2] == [("[1.2.3.999]", "MX"), ("1.2.3.999", "MX")]
+
+
+def test_outgoingip_that_cannot_be_bound_is_a_failed_connection(remote, home, dns_server, sinks):
+    """The outgoingip patch binds before timeoutconn(): an address not on this host fails the
+    bind, which counts as a refused connection (the next address; no tcpto time-out), so
+    all of them failing is temp_noconn(). A usable one is the source of MX connections too."""
+    import pathlib
+    need_root()
+    ip = loopback_address()
+    sink = sinks(ip, 25)
+    dns_server.zones = {"example.com": {"MX": [(10, "mx.example")]}, "mx.example": {"A": [ip]}}
+    tcpto_down(home)
+    home.control("outgoingip", "192.0.2.1\n")
+    assert remote("example.com") == NOCONN
+    assert pathlib.Path(home.root, "queue", "lock", "tcpto").read_bytes() == bytes(1024)
+    home.control("outgoingip", "127.0.0.2\n")
+    assert remote("example.com") == accepted(ip)
+    assert [m.peer[0] for m in sink.messages] == ["127.0.0.2"]
