@@ -3,7 +3,7 @@
 `python -m qmailpy.docgen docs` rewrites docs/controls.md, one
 docs/controls-<group>.md per group, and the block between
 `<!-- controls:begin -->` and `<!-- controls:end -->` of each program page
-(docs/<program>.md). tests/test_docs.py fails when any of them is stale.
+(docs/<program>.md). tests/test_showctl.py fails when any of them is stale.
 """
 import os
 import sys
