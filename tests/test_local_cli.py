@@ -132,3 +132,23 @@ def test_a_program_gets_the_callers_environment_and_qmails_variables_only(tmp_pa
         got = dict(p.split(b"=", 1) for p in f.read().split(b"\0") if p)
     assert set(got) - {b"PWD"} == {v.encode() for v in set(env) | QMAIL_LOCAL_VARIABLES}
     assert got.get(b"LC_CTYPE") == seen
+
+
+def test_a_program_that_leaves_a_child_holding_its_output_does_not_hold_the_delivery(tmp_path):
+    # qmail's mailprogram() waits for the program's exit status, not for end of file on its
+    # output: the next .qmail line runs when the program exits, with what it wrote so far
+    import signal
+    import time
+    box = Box(tmp_path)
+    pidfile = os.path.join(str(box.root), "bg.pid")
+    box.dotqmail(".qmail", "|sleep 30 & echo $! > %s; echo first\n./Maildir/\n" % pidfile)
+    began = time.monotonic()
+    try:
+        code, report = box.deliver(MSG)
+        took = time.monotonic() - began
+    finally:
+        with open(pidfile) as f:
+            os.kill(int(f.read()), signal.SIGKILL)
+    assert (code, report) == (0, "first\ndid 1+0+1\n")
+    assert took < 15
+    assert len(box.files()) == 1

@@ -1,13 +1,17 @@
 """`|program` lines: /bin/sh -c with the message on stdin, as qmail-local's mailprogram().
 
 The program's stdout and stderr become part of qmail-local's report (in
-qmail they share qmail-lspawn's pipe). Exit codes: 0 ok; 99 ok and stop
+qmail they share qmail-lspawn's pipe). As in qmail, the program is done when
+it exits: what it wrote until then is kept, and a child it left behind
+holding its output (`sleep 600 &`) delays neither the next .qmail line nor
+the delivery's end (its later output is not read). Exit codes: 0 ok; 99 ok and stop
 reading the .qmail; 100, 64, 65, 70, 76, 77, 78, 112 permanent; killed by a
 signal "Aack, child crashed."; anything else temporary.
 """
 import os
 
 from qmailpy import exitcodes as X
+from qmailpy.fileio import READ_SIZE
 from qmailpy.local import errors, message
 
 SHELL = "/bin/sh"
@@ -18,7 +22,6 @@ STOP = X.DELIVERY_OK_STOP
 def run(command, fd0, env, cwd, keep=None):
     """Run `command`; return (stop, output bytes: the first `keep` of them). Raises Die for failures."""
     from qmailpy import forkexec
-    from qmailpy.fileio import read_all
     message.rewind(fd0)
     out_r, out_w = os.pipe()
     try:
@@ -29,7 +32,7 @@ def run(command, fd0, env, cwd, keep=None):
     finally:
         os.close(out_w)
     try:
-        output = read_all(out_r, keep)
+        output = _read_until_exit(out_r, pid, keep)
     finally:
         os.close(out_r)
     code = forkexec.wait(pid)
@@ -41,3 +44,34 @@ def run(command, fd0, env, cwd, keep=None):
         return True, output
     raise errors.Die(errors.PERM if code in PERMANENT else errors.TEMP, None, output)
 
+
+def _read_until_exit(fd, pid, keep):
+    """The program's output until end of file or, once it has exited (its pidfd is readable),
+    until the pipe is empty: qmail waits for the exit status, never for a background child."""
+    import selectors
+    chunks, kept = [], 0
+    pidfd = os.pidfd_open(pid)
+    sel = selectors.DefaultSelector()
+    try:
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ)
+        sel.register(pidfd, selectors.EVENT_READ)
+        exited = False
+        while True:
+            if not exited:
+                exited = any(key.fd == pidfd for key, _ in sel.select())
+            try:
+                chunk = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                if exited:
+                    break
+                continue
+            if not chunk:
+                break
+            chunk = chunk[:max(0, keep - kept)] if keep is not None else chunk
+            kept += len(chunk)
+            chunks.append(chunk)
+    finally:
+        sel.close()
+        os.close(pidfd)
+    return b"".join(chunks)
