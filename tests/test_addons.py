@@ -70,7 +70,8 @@ class Addons:
         return p.returncode, p.stdout.decode(), p.stderr.decode()
 
     def local(self, user, homedir, local, dash, ext, sender, message=MSG, domain=ME, env=None):
-        """bin/qmail-local as qmail-lspawn runs it (message on fd 0, report on fd 1): (exit, report, stderr).
+        """bin/qmail-local as qmail-lspawn runs it (message on fd 0, report on fd 1, its own errors on fd 2):
+        (exit, stdout, stderr).
         homedir: under /var/lib/qmail (the alias user's) or any other directory."""
         self.n += 1
         path = self.top / ("message%d" % self.n)
@@ -280,8 +281,8 @@ def test_forward_loop_ends_in_qmail_local(addons):
     aliases(addons, "joe@%s: j@far.example;\n" % ME)
     assert addons.alias("joe")[0] == 0
     back = addons.queued()[0][2]
-    assert addons.alias("joe", message=back) == (
-        100, "This message is looping: it already has my Delivered-To line. (#5.4.6)\n", "")
+    assert addons.alias("joe", message=back) == (       # qmail-local's own error: fd 2
+        100, "", "This message is looping: it already has my Delivered-To line. (#5.4.6)\n")
     assert len(addons.queued()) == 1
 
 

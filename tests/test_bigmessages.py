@@ -360,8 +360,8 @@ def test_qmail_local_loop_check_over_a_long_header_line(tmp_path, size):
         argv = [program("qmail-local"), "joe", box.home, "joe", "", "", "example.com", "bob@ex.org", "./Maildir/"]
         p = run(argv, tmp_path / "m", box.env, size[1])
         if dt:
-            assert (p.returncode, p.stdout, p.stderr) == (
-                100, b"This message is looping: it already has my Delivered-To line. (#5.4.6)\n", b"")
+            assert (p.returncode, p.stdout, p.stderr) == (      # qmail-local.c: strerr, fd 2
+                100, b"", b"This message is looping: it already has my Delivered-To line. (#5.4.6)\n")
         else:
             assert (p.returncode, p.stdout, p.stderr) == (0, b"did 1+0+0\n", b"")
     [name] = box.files()

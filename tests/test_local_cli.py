@@ -33,28 +33,59 @@ def test_success(tmp_path):
     assert box.only()[1] == b"Return-Path: <bob@ex.org>\nDelivered-To: joe@example.com\n" + MSG
 
 
+# qmail-local.c: its own failures and warnings are strerr's, on fd 2; the `-n` lines, `did` and
+# `qp` are substdio's on fd 1 (qmail-lspawn gives both the same pipe, so its report is the same)
+USAGE = b"qmail-local: usage: qmail-local [ -nN ] user homedir local dash ext domain sender aliasempty\n"
+
+
 def test_no_mailbox(tmp_path):
     box = Box(tmp_path)
     assert run(box, *args(box, ext="x", dash="-")) == (
-        100, b"Sorry, no mailbox here by that name. (#5.1.1)\n", b"")
+        100, b"", b"Sorry, no mailbox here by that name. (#5.1.1)\n")
 
 
-def test_usage(tmp_path):
+@pytest.mark.parametrize("argv, err", [
+    (["joe"], USAGE),
+    (["--help"], USAGE),
+    (["-x", "joe"], b"qmail-local: illegal option -- x\n" + USAGE),
+    (["-nx"], b"qmail-local: illegal option -- x\n" + USAGE),
+])
+def test_usage(tmp_path, argv, err):
     box = Box(tmp_path)
-    code, out, _ = run(box, "joe")
-    assert code == 100 and out.startswith(b"qmail-local: usage: ")
+    assert run(box, *argv) == (100, b"", err)
+
+
+def test_options_end_at_a_word_starting_with_two_dashes(tmp_path):
+    # djb's getopt: `--` and any `--word` end the options and are consumed
+    box = Box(tmp_path)
+    assert run(box, "--x", *args(box)) == (0, b"did 1+0+0\n", b"")
+
+
+def test_dash_n_lines_on_stdout_warning_on_stderr(tmp_path):
+    box = Box(tmp_path)
+    box.dotqmail(".qmail", "./Maildir/\n|echo hi\n&a@x.org\n")
+    os.chmod(box.home, 0o1755)
+    assert run(box, "-n", *args(box)) == (
+        0, b"maildir ./Maildir/\nprogram echo hi\nforward a@x.org\ndid 1+1+1\n",
+        b"Warning: home directory is sticky.\n")
+    box.dotqmail(".qmail", "./Maildir/\n|echo hi\n", mode=0o744)
+    assert run(box, "-n", *args(box)) == (
+        111, b"", b"Warning: home directory is sticky.\n"
+        b"Uh-oh: .qmail has file delivery but has x bit set. (#4.7.0)\n")
 
 
 def test_over_quota(tmp_path):
     box = Box(tmp_path)
     assert run(box, *args(box), env=dict(box.env, MAILDIRQUOTA="10S")) == (
-        100, b"User over quota. (#5.1.1)\n", b"")
+        100, b"", b"User over quota. (#5.1.1)\n")
 
 
 def test_program_output_and_temp_failure(tmp_path):
     box = Box(tmp_path)
     box.dotqmail(".qmail", "|echo deferred: $LOCAL; exit 111\n")
     assert run(box, *args(box)) == (111, b"deferred: joe\n", b"")
+    box.dotqmail(".qmail", "|echo said; kill -9 $$\n")
+    assert run(box, *args(box)) == (111, b"said\n", b"Aack, child crashed. (#4.3.0)\n")
 
 
 def test_non_utf8_bytes_survive(tmp_path):

@@ -233,12 +233,19 @@ def test_missing_home(box):
 
 @pytest.mark.parametrize("argv", [
     [], ["a"] * 7, ["a"] * 9, ["joe", "relative/home", "a", "", "", "h", "s", "./Maildir/"],
-    ["-x", "joe", "/", "a", "", "", "h", "s", "./Maildir/"],
 ])
 def test_usage(argv):
     from qmailpy.local.deliver import deliver
     assert deliver(argv, 0, {}) == (100, "qmail-local: usage: qmail-local [ -nN ] user homedir "
                                     "local dash ext domain sender aliasempty\n")
+
+
+def test_an_illegal_option_is_getopts_complaint_then_the_usage_both_for_fd_2():
+    from qmailpy.local.deliver import report_parts
+    assert report_parts(["-x", "joe", "/", "a", "", "", "h", "s", "./Maildir/"], 0, {}) == (
+        100, [(2, b"qmail-local: illegal option -- x\n"),
+              (2, b"qmail-local: usage: qmail-local [ -nN ] user homedir local dash ext domain sender "
+                  b"aliasempty\n")])
 
 
 def test_mbox_delivery_and_from_quoting(box):

@@ -164,16 +164,16 @@ BUG_DRIVER = r'''
 import sys
 sys.path[:0] = %(paths)r
 import qmailpy.local.deliver
-def deliver(*args):
+def report_parts(*args):
     raise KeyError("a bug\nsecond line")
-qmailpy.local.deliver.deliver = deliver
+qmailpy.local.deliver.report_parts = report_parts
 from qmailpy.spawn.lspawn import main as spawn_main
 sys.exit(spawn_main())
 '''
 
 
 def test_a_bug_in_forked_qmail_locals_main_is_one_line_and_a_deferral(scratch):
-    """qmail-local's main() is log.guard's in a forked child too: a bug there (here: deliver()
+    """qmail-local's main() is log.guard's in a forked child too: a bug there (here: report_parts()
     itself) is the one line `qmail-local: internal bug: ...` on the report pipe and exit 111,
     which qmail-lspawn reports as a deferral with that line; nothing in qmail-lspawn's log."""
     env = scratch.env()
@@ -187,7 +187,7 @@ def test_a_bug_in_forked_qmail_locals_main_is_one_line_and_a_deferral(scratch):
                             b"joe@localhost")
         finally:
             assert spawn.close() == (0, b"")
-    assert re.fullmatch(rb"Zqmail-local: internal bug: KeyError: 'a bug\\\\nsecond line' at <string>:6:deliver"
+    assert re.fullmatch(rb"Zqmail-local: internal bug: KeyError: 'a bug\\\\nsecond line' at <string>:6:report_parts"
                         rb" < qmailpy/local/main\.py:\d+:main\n", got), got
     with open(logpath, "rb") as log:
         assert log.read() == b""

@@ -2,9 +2,12 @@
 
 deliver(argv, fd0, environ) -> (exit code, report) does it all without
 exec, chdir or signals, so qmail-lspawn may call it in-process; main.py is
-the command-line wrapper. The report is what qmail-local prints (stdout and
-stderr share qmail-lspawn's pipe): program output, then either the error
-line or `did <files>+<forwards>+<programs>` and `qp <pid>` after a forward.
+the command-line wrapper, which writes report_parts() to their fds. The
+report is what qmail-local prints (stdout and stderr share qmail-lspawn's
+pipe): program output, then either the error line or `did
+<files>+<forwards>+<programs>` and `qp <pid>` after a forward. As in
+qmail-local.c, its own warnings and errors (strerr) are for fd 2, the rest
+(substdio on fd 1) for fd 1.
 """
 import os
 
@@ -28,19 +31,18 @@ class Lines:
     __slots__ = ("dt", "rp", "uf")
 
 
-def parse_args(argv):
-    """getopt("nN") then exactly eight arguments; homedir must be absolute."""
-    argv = list(argv)
+def parse_args(argv, err):
+    """djb's getopt("nN") (its complaint to `err`) then exactly eight arguments; homedir must
+    be absolute."""
+    from qmailpy.sgetopt import GetOpt
     a = Args()
     a.flagdoit = True
-    while argv and argv[0].startswith("-") and argv[0] != "-":
-        opt = argv.pop(0)
-        if opt == "--":
-            break
-        for ch in opt[1:]:
-            if ch not in "nN":
-                raise errors.perm(errors.USAGE)
-            a.flagdoit = ch == "N"
+    opts = GetOpt("qmail-local", list(argv), "nN", err)
+    for ch, _ in opts:
+        if ch == "?":
+            raise errors.perm(errors.USAGE)
+        a.flagdoit = ch == "N"
+    argv = opts.rest()
     if len(argv) != 8:
         raise errors.perm(errors.USAGE)
     (a.user, a.homedir, a.local, a.dash, a.ext, a.host, a.sender, a.aliasempty) = argv
@@ -56,20 +58,29 @@ def deliver(argv, fd0, environ):
     report is surrogate-escaped text: .encode("utf-8", "surrogateescape")
     gives the exact bytes qmail-local would print.
     """
-    out = bytearray()
+    code, parts = report_parts(argv, fd0, environ)
+    return code, b"".join(data for _, data in parts).decode("utf-8", "surrogateescape")
+
+
+def report_parts(argv, fd0, environ):
+    """deliver()'s work: (code, [(fd, bytes), ...]), the report in order, each part for the fd
+    qmail-local.c writes it to: getopt's complaint and the sticky-home warning (2), the `-n`
+    lines, programs' output, `did`/`qp` (1), the error line (2)."""
+    warned, out = bytearray(), bytearray()
+    tail = b""
     try:
-        _deliver(argv, fd0, dict(environ), out)
+        _deliver(argv, fd0, dict(environ), out, warned)
         code = errors.OK
     except errors.Die as e:
         out += e.output
         if e.text is not None:
-            out += e.text.encode("utf-8", "surrogateescape") + b"\n"
+            tail = e.text.encode("utf-8", "surrogateescape") + b"\n"
         code = e.code
     except Exception as e:             # a bug here must not lose the message: retry later
-        out += ("qmail-local: unexpected %s (#4.3.0)\n" % bug_text(e)).encode(
+        tail = ("qmail-local: unexpected %s (#4.3.0)\n" % bug_text(e)).encode(
             "utf-8", "surrogateescape")
         code = errors.TEMP
-    return code, out.decode("utf-8", "surrogateescape")
+    return code, [(fd, bytes(data)) for fd, data in ((2, warned), (1, out), (2, tail)) if data]
 
 
 def _lines(a, now):
@@ -81,10 +92,10 @@ def _lines(a, now):
     return lines
 
 
-def _deliver(argv, fd0, environ, out, now=None):
-    a = parse_args(argv)
+def _deliver(argv, fd0, environ, out, warned, now=None):
+    a = parse_args(argv, lambda text: warned.extend(text.encode("utf-8", "surrogateescape")))
     for warning in dotqmail.check_home(a.homedir, a.flagdoit):
-        out += warning.encode() + b"\n"
+        warned += warning.encode() + b"\n"
     lines = _lines(a, now)
     if a.flagdoit:
         message.check_loop(fd0, lines.dt)

@@ -1,7 +1,8 @@
 """The qmail-local command: `qmail-local [-nN] user homedir local dash ext domain sender aliasempty`.
 
-Message on fd 0 (qmail-lspawn's seekable mess file), report on fd 1, exit
-0 / 100 / 111. All the work is deliver.deliver(); this only sets qmail's
+Message on fd 0 (qmail-lspawn's seekable mess file), report on fd 1 and its
+own warnings and errors on fd 2 (the same pipe under qmail-lspawn), exit
+0 / 100 / 111. All the work is deliver.report_parts(); this only sets qmail's
 umask 077 and writes the report.
 """
 import os
@@ -14,13 +15,14 @@ from qmailpy.log import guard
 
 @guard("qmail-local", EXIT_TROUBLE)
 def main():
-    from qmailpy.local.deliver import deliver
+    from qmailpy.local.deliver import report_parts
     from qmailpy.progstart import start
     start()                      # qmail's getopt: --help is a usage error (exit 100)
     os.umask(0o077)
-    code, report = deliver(sys.argv[1:], 0, os.environ)
-    try:
-        write_all(1, report.encode("utf-8", "surrogateescape"))
-    except OSError:
-        pass
+    code, parts = report_parts(sys.argv[1:], 0, os.environ)
+    for fd, data in parts:
+        try:
+            write_all(fd, data)
+        except OSError:
+            pass
     return code

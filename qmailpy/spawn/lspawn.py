@@ -51,7 +51,7 @@ MAIN = "qmailpy.local.main:main"            # what a forked child runs
 # random: their at-fork handlers would run in every child (qmailpy.forkexec starts programs)
 PRELOAD = ("qmailpy.local.main", "qmailpy.local.deliver", "qmailpy.local.forward", "qmailpy.local.program",
            "qmailpy.local.quota", "qmailpy.local.vdelivermail", "qmailpy.local.maildir", "qmailpy.local.mbox",
-           "qmailpy.forkexec", "fcntl", "resource")
+           "qmailpy.forkexec", "qmailpy.sgetopt", "fcntl", "resource")
 
 
 def report(status, output):
