@@ -54,16 +54,22 @@ def test_sighup_with_a_bad_control_keeps_the_old_values(scratch):
     send.wait_line(r"^status: local 0/10 remote 0/20$")
     scratch.control("concurrencyremote", "5 or so")
     send.proc.send_signal(signal.SIGHUP)
-    send.wait_line(r"^warning: unable to reread controls: control/concurrencyremote:1: not a number: "
-                   r"'5 or so'; keeping the old ones$")
+    # qmail-send.c's regetcontrols(): `alert: unable to reread control/locals`; qmailpy adds the
+    # line and the reason after the file's name, as to its `alert: cannot start: ...` line
+    send.wait_line(r"^alert: unable to reread control/concurrencyremote:1: not a number: '5 or so'$")
     msgid = inject(scratch.home, MSG, "alice@localhost", ["joe@localhost"])
     send.wait_line(r"^end msg \d+$")                       # mail still flows, on the old values
     scratch.control("concurrencyremote", "5")
     os.makedirs(os.path.join(scratch.home, "control", "percenthack"))
     send.proc.send_signal(signal.SIGHUP)                   # qmail-send's own reread fails first
-    send.wait_line(r"^warning: unable to reread controls: control/percenthack: unable to read: "
-                   r"Is a directory; keeping the old ones$")
+    send.wait_line(r"^alert: unable to reread control/percenthack: unable to read: Is a directory$")
     os.rmdir(os.path.join(scratch.home, "control", "percenthack"))
+    scratch.control("locals", None)
+    os.makedirs(os.path.join(scratch.home, "control", "locals"))
+    send.proc.send_signal(signal.SIGHUP)
+    send.wait_line(r"^alert: unable to reread control/locals: unable to read: Is a directory$")
+    os.rmdir(os.path.join(scratch.home, "control", "locals"))
+    scratch.control("locals", "localhost\nmx.example.org")
     send.proc.send_signal(signal.SIGHUP)
     send.wait_line(r"^status: local 0/10 remote 0/5$")
     assert send.stop() == 0

@@ -49,11 +49,16 @@ class Loop:
         self.sched.log.line(text)
 
     def reread(self):
+        """SIGHUP: qmail-send.c's reread(); a control it cannot use keeps the old values, logged
+        as qmail's `alert: unable to reread control/locals` plus the line and the reason."""
         sched = self.sched
         try:
             config = SendConfig(Controls(sched.home, self.environ))
+        except ControlError as e:
+            self.log("alert: unable to reread %s" % e)
+            return
         except OSError as e:
-            self.log("warning: unable to reread controls: %s; keeping the old ones" % e)
+            self.log("alert: unable to reread controls: %s" % e)
             return
         sched.config = config
         for ch, wanted in zip(sched.channels, config.concurrency):
