@@ -156,3 +156,18 @@ def test_real_qmail_local_into_a_vpopmail_maildir(scratch, qmaillocal):
     assert got.startswith(b"Return-Path: <alice@remote.example>\n"
                           b"Delivered-To: virt.example-Joe@Virt.Example\n")
     assert got.endswith(MSG)
+
+
+def test_a_crashed_qmail_local_is_a_deferral_and_its_last_words_name_the_delivery(scratch):
+    # qmail: the report is spawn.c's fixed "Zqmail-local crashed.", logged by qmail-send as
+    # `delivery N: deferral: qmail-local_crashed./`; qmail-lspawn's own line for what the child
+    # wrote names the message and recipient as qmail-send's `starting delivery N:` line does
+    msgid = inject(scratch.home, MSG, "alice@remote.example", ["crash@localhost"])
+    send = Send(scratch)
+    start = r"^starting delivery (\d+): msg %d to local crash@localhost$" % msgid
+    send.wait_line(start)
+    [delid] = [m.group(1) for m in map(re.compile(start).match, send.lines()) if m]
+    send.wait_line(r"^delivery %s: deferral: qmail-local_crashed\./$" % delid)
+    send.wait_line(r"^alert: delivery of msg %d to local crash@localhost crashed \(signal 9\): last words$"
+                   % msgid)
+    assert send.stop() == 0

@@ -142,17 +142,20 @@ def test_a_crashed_child_is_a_deferral_and_the_spawn_goes_on(scratch, which, mod
     host = b"localhost" if which == "local" else b"far.example"
     recipients = [b"%s@%s" % (local, host) for local in (how.encode(), b"exit", b"joe")]
     logpath = os.path.join(scratch.fake, "spawn.log")
+    messid = queue_message(scratch.home, b"Subject: probe\n\nbody\n")
     with open(logpath, "wb") as log:
-        crashed, exited, fine = deliver(scratch, which, mode, recipients, log)
+        crashed, exited, fine = deliver(scratch, which, mode, recipients, log, messid=messid)
     assert crashed == CRASHED[which]
     # a forked child's last words (one line: log.write_bug, never a traceback) are the log's;
-    # the report stays the fixed text
+    # the report stays the fixed text. The line names the message and recipient as qmail-send's
+    # `starting delivery N: msg M to local R` does (the spawn never knows qmail-send's N)
     with open(logpath, "rb") as log:
         lines = log.read().decode().splitlines()
     if how == "raise":
         assert len(lines) == 1 and re.fullmatch(
-            r"alert: delivery 0 crashed \(signal 9\): qmail-%s: internal bug: RuntimeError: a bug in the "
-            r"delivery program at <string>:\d+:main < qmailpy/spawn/fork\.py:\d+:_child < .*" % which, lines[0]), lines
+            r"alert: delivery of msg %s to %s raise@%s crashed \(signal 9\): qmail-%s: internal bug: "
+            r"RuntimeError: a bug in the delivery program at <string>:\d+:main < qmailpy/spawn/fork\.py:\d+:_child"
+            r" < .*" % (messid.split("/")[1], which, host.decode(), which), lines[0]), lines
     else:
         assert lines == [], lines
     # sys.exit(75): qmail-local's temporary code; qmail-remote: any code but 0/111 is "Unable to run"
@@ -215,14 +218,16 @@ def test_a_bug_in_forked_qmail_remotes_main_is_logged_by_qmail_rspawn(scratch):
     logpath = os.path.join(scratch.fake, "spawn.log")
     with open(logpath, "wb") as log:
         spawn = SpawnClient(None, env, argv=[sys.executable, "-IS", "-c", driver], stderr=log)
+        messid = queue_message(scratch.home, b"Subject: probe\n\nbody\n")
         try:
-            got = spawn.one(queue_message(scratch.home, b"Subject: probe\n\nbody\n"), b"alice@localhost",
-                            b"joe@far.example")
+            got = spawn.one(messid, b"alice@localhost", b"joe@far.example")
         finally:
             assert spawn.close() == (0, b"")
     assert got == b"ZUnable to run qmail-remote.\n"
     with open(logpath, "rb") as log:
-        assert re.fullmatch(rb"alert: delivery 0 exited 111: qmail-remote: internal bug: KeyError: 'a bug'"
+        assert re.fullmatch(rb"alert: delivery of msg " + messid.split("/")[1].encode() +
+                            rb" to remote joe@far\.example exited 111: "
+                            rb"qmail-remote: internal bug: KeyError: 'a bug'"
                             rb" at <string>:6:_dkim_sign < qmailpy/remote/main\.py:\d+:_deliver"
                             rb" < qmailpy/remote/main\.py:\d+:run\n", log.read())
 

@@ -67,6 +67,7 @@ def report(status, output):
 
 class Local:
     """The spawn.c `Program` for local deliveries."""
+    channel = "local"                 # as qmail-send names it in its log
     truncreport = 3000
 
     def __init__(self, home, environ, aliasempty):

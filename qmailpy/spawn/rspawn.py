@@ -76,6 +76,7 @@ def forget_down_hosts(home):
 
 class Remote:
     """The spawn.c `Program` for remote deliveries."""
+    channel = "remote"                 # as qmail-send names it in its log
     truncreport = 0
 
     def __init__(self, home, environ):

@@ -73,10 +73,10 @@ def qmailq_uid(environ=None):
 
 
 class Delivery:
-    __slots__ = ("delnum", "proc", "fd", "pidfd", "output", "eof", "status")
+    __slots__ = ("delnum", "cmd", "proc", "fd", "pidfd", "output", "eof", "status")
 
-    def __init__(self, delnum, proc, fd, pidfd):
-        self.delnum, self.proc, self.fd, self.pidfd = delnum, proc, fd, pidfd
+    def __init__(self, delnum, cmd, proc, fd, pidfd):
+        self.delnum, self.cmd, self.proc, self.fd, self.pidfd = delnum, cmd, proc, fd, pidfd
         self.output = bytearray()
         self.eof = False
         self.status = None
@@ -140,7 +140,7 @@ class Server:
             trouble = self.check_mess(fdmess)
             if trouble:
                 return self.err(delnum, trouble)
-            self.start(delnum, fdmess, cmd.sender, cmd.recipient, at)
+            self.start(delnum, fdmess, cmd, at)
         finally:
             os.close(fdmess)
 
@@ -155,13 +155,13 @@ class Server:
             return b"ZSorry, message has wrong owner. (#4.3.5)\n"
         return None
 
-    def start(self, delnum, fdmess, sender, recip, at):
+    def start(self, delnum, fdmess, cmd, at):
         try:
             r, w = os.pipe2(os.O_CLOEXEC)
         except OSError:
             return self.err(delnum, b"Zqmail-spawn unable to create pipe. (#4.3.0)\n")
         try:
-            got = self.program.spawn(fdmess, w, sender, recip, at)
+            got = self.program.spawn(fdmess, w, cmd.sender, cmd.recipient, at)
         except OSError:                      # fork() refused (EAGAIN, ENOMEM): spawn.c's deferral
             got = NO_FORK
         finally:
@@ -176,7 +176,7 @@ class Server:
             os.close(r)
             return self.err(delnum, self.program.report(got.returncode, b""))
         os.set_blocking(r, False)
-        d = self.active[delnum] = Delivery(delnum, got, r, pidfd)
+        d = self.active[delnum] = Delivery(delnum, cmd, got, r, pidfd)
         self.sel.register(r, selectors.EVENT_READ, (d, "out"))
         self.sel.register(pidfd, selectors.EVENT_READ, (d, "exit"))
 
@@ -212,11 +212,15 @@ class Server:
     def log_lost(self, d):
         """A report that is fixed text for this exit (a crash; qmail-remote's 111, "Unable to
         run qmail-remote.") drops what the child wrote: its last words (a bug's one line) go
-        to the log, one line, or nobody would ever read them."""
-        from qmailpy.log import write_line
+        to the log, one line, or nobody would ever read them. The line names the delivery as
+        qmail-send's `starting delivery N: msg M to local R` does (N, qmail-send's number, is
+        never sent to the spawn; the slot number here would match nothing in the log)."""
+        from qmailpy.log import qmail_safe, write_line
         last = bytes(d.output).strip().splitlines()[-1][:300].decode("utf-8", "replace")
         how = "crashed (signal %d)" % -d.status if d.status < 0 else "exited %d" % d.status
-        write_line(2, "alert: delivery %d %s: %s" % (d.delnum, how, last))
+        write_line(2, "alert: delivery of msg %s to %s %s %s: %s" % (
+            os.fsdecode(d.cmd.messid.rsplit(b"/", 1)[-1]), self.program.channel,
+            qmail_safe(d.cmd.recipient), how, last))
 
     def commands(self):
         try:
