@@ -183,3 +183,28 @@ def test_a_program_that_leaves_a_child_holding_its_output_does_not_hold_the_deli
     assert (code, report) == (0, "first\ndid 1+0+1\n")
     assert took < 15
     assert len(box.files()) == 1
+
+
+def test_a_child_that_never_stops_writing_ends_the_read_after_one_pipe_of_bytes():
+    # after the program's exit only what it can have left in the pipe is read: a child that
+    # goes on writing (here a read() that never runs dry) must not keep the delivery reading
+    import fcntl
+    from qmailpy.local import program
+    r, w = os.pipe()
+    pid = os.fork()                     # the program: a child of ours that has exited, unreaped
+    if pid == 0:
+        os._exit(0)
+    size = fcntl.fcntl(r, fcntl.F_GETPIPE_SZ)
+    calls = []
+
+    def endless(fd, n):
+        calls.append(n)
+        assert len(calls) < 10 * size, "still reading"
+        return b"y" * n
+    try:
+        out = program._read_until_exit(r, pid, None, read=endless)
+    finally:
+        os.waitpid(pid, 0)
+        os.close(r)
+        os.close(w)
+    assert len(out) == size

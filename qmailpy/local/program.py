@@ -45,9 +45,12 @@ def run(command, fd0, env, cwd, keep=None):
     raise errors.Die(errors.PERM if code in PERMANENT else errors.TEMP, None, output)
 
 
-def _read_until_exit(fd, pid, keep):
+def _read_until_exit(fd, pid, keep, read=os.read):
     """The program's output until end of file or, once it has exited (its pidfd is readable),
-    until the pipe is empty: qmail waits for the exit status, never for a background child."""
+    until the pipe is empty: qmail waits for the exit status, never for a background child.
+    After the exit at most one pipe's worth is read (all the program itself can have left
+    there), so a child that goes on writing cannot keep the delivery reading for ever."""
+    import fcntl
     import selectors
     chunks, kept = [], 0
     pidfd = os.pidfd_open(pid)
@@ -56,18 +59,20 @@ def _read_until_exit(fd, pid, keep):
         os.set_blocking(fd, False)
         sel.register(fd, selectors.EVENT_READ)
         sel.register(pidfd, selectors.EVENT_READ)
-        exited = False
-        while True:
-            if not exited:
-                exited = any(key.fd == pidfd for key, _ in sel.select())
+        left = None                     # bytes still to read once the program has exited
+        while left is None or left > 0:
+            if left is None and any(key.fd == pidfd for key, _ in sel.select()):
+                left = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
             try:
-                chunk = os.read(fd, READ_SIZE)
+                chunk = read(fd, READ_SIZE if left is None else min(READ_SIZE, left))
             except BlockingIOError:
-                if exited:
+                if left is not None:
                     break
                 continue
             if not chunk:
                 break
+            if left is not None:
+                left -= len(chunk)
             chunk = chunk[:max(0, keep - kept)] if keep is not None else chunk
             kept += len(chunk)
             chunks.append(chunk)
