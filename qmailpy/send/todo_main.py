@@ -91,8 +91,10 @@ class Todo:
         self.reload = False
         try:
             self.rewriter = self.read_controls()
+        except ControlError as e:           # ext-todo's `alert: qmail-todo: unable to reread control/locals`
+            self.log("alert: qmail-todo: unable to reread %s" % e)
         except OSError as e:
-            self.log("warning: qmail-todo: unable to reread controls: %s; keeping the old ones" % e)
+            self.log("alert: qmail-todo: unable to reread controls: %s" % e)
 
     def fresh(self):
         """Reread the controls after qmail-send's H, or when a file they came from has changed
