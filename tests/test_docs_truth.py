@@ -59,6 +59,7 @@ def tree(mod):
         return ast.parse(f.read())
 
 
+@functools.lru_cache(maxsize=None)
 def imported(mod):
     """The qmailpy modules `mod` imports anywhere in its body."""
     pkg = mod if module_file(mod).endswith("__init__.py") else mod.rpartition(".")[0]
@@ -73,9 +74,10 @@ def imported(mod):
                 base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
             out.add(base)
             out.update(base + "." + a.name for a in node.names)
-    return {m for m in out if m.startswith("qmailpy") and module_file(m)}
+    return frozenset(m for m in out if m.startswith("qmailpy") and module_file(m))
 
 
+@functools.lru_cache(maxsize=None)
 def closure(mod):
     seen, todo = set(), [mod]
     while todo:
@@ -86,7 +88,7 @@ def closure(mod):
         parts = m.split(".")
         todo.extend(".".join(parts[:i]) for i in range(2, len(parts)))   # packages' __init__
         todo.extend(imported(m))
-    return seen
+    return frozenset(seen)
 
 
 def constants(mod):
@@ -125,6 +127,7 @@ def is_environ(node):
     return last_name(node) in ENVIRON_NAMES
 
 
+@functools.lru_cache(maxsize=None)
 def env_reads(mod):
     """Environment variable names `mod` reads: environ.get/[]/in, getenv, and calls that pass
     an environ with a literal upper-case name (env_seconds(environ, "X"), program_path(...))."""
@@ -159,7 +162,7 @@ def env_reads(mod):
             elif node.args and is_environ(node.args[0]):
                 for a in node.args[1:]:
                     add(a)
-    return out
+    return frozenset(out)
 
 
 def resolve(node, consts, loops):
@@ -174,16 +177,17 @@ def resolve(node, consts, loops):
 CONTROL_CALLS = {"value", "setting", "path", "control_path"}
 
 
+@functools.lru_cache(maxsize=None)
 def control_reads(mod):
     """Registry controls `mod` names: a string constant that is a control's name, outside
     docstrings and the registry (controls.value("x"), a helper that reads one, a table)."""
     if mod == "qmailpy.ctl.registry":
-        return set()
+        return frozenset()
     docs = {id(n.body[0].value) for n in ast.walk(tree(mod))
             if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
             and n.body and isinstance(n.body[0], ast.Expr)}
-    return {R.BY_NAME[n.value].name for n in ast.walk(tree(mod)) if isinstance(n, ast.Constant)
-            and isinstance(n.value, str) and n.value in R.BY_NAME and id(n) not in docs}
+    return frozenset(R.BY_NAME[n.value].name for n in ast.walk(tree(mod)) if isinstance(n, ast.Constant)
+                     and isinstance(n.value, str) and n.value in R.BY_NAME and id(n) not in docs)
 
 
 def program_modules():
@@ -357,6 +361,7 @@ def int_constants(mod):
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def literal_exits(mod):
     """Codes of sys.exit(N), raise SystemExit(N), os._exit(N): a literal N or a named constant."""
     out, consts = set(), int_constants(mod)
@@ -371,7 +376,7 @@ def literal_exits(mod):
                 out.add(a.value)
             elif isinstance(a, ast.Name) and a.id in consts:
                 out.add(consts[a.id])
-    return out
+    return frozenset(out)
 
 
 def exit_lines(text):
