@@ -36,21 +36,11 @@ def getinfo(home, msgid, split=layout.SPLIT):
     return line[1:], st.st_mtime
 
 
-def open_queue_file(path):
-    """A read-only fd of the regular file at `path`, never through a link nor by waiting on a
-    FIFO (OSError: ELOOP, or "not a regular file"): qmail-qread reads qmails' info/, local/ and
-    remote/ as root, and only qmail-send writes them (never a link, never a FIFO)."""
-    import stat
-    fd = layout.open_own(path, os.O_RDONLY)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(None, "not a regular file", path)
-    return fd
-
-
 def read_records(path):
-    """[(offset, record)] of a channel file; raises OSError. A cut last record is dropped."""
-    with open(open_queue_file(path), "rb") as f:
+    """[(offset, record)] of a channel file; raises OSError. A cut last record is dropped.
+    Opened never through a link nor as a FIFO (layout.open_own_regular): qmail-qread reads
+    qmails' files as root."""
+    with open(layout.open_own_regular(path, os.O_RDONLY), "rb") as f:
         data = f.read()
     out, pos = [], 0
     while True:

@@ -212,6 +212,19 @@ def open_own(path, flags, mode=0o600):
         raise
 
 
+def open_own_regular(path, flags):
+    """open_own() of a file that must be regular: anything else there (a FIFO, a device, a
+    directory) is closed again and an OSError "not a regular file" naming `path`. For root's
+    programs that open the queue's files in a directory a qmail user owns (qmail-tcpok's
+    lock/tcpto, qmail-send's lock/sendmutex, qmail-qread's info/, local/, remote/)."""
+    import stat
+    fd = open_own(path, flags)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(None, "not a regular file", path)
+    return fd
+
+
 def _mkdir(path, owner, mode, owners):
     try:
         os.mkdir(path, mode)

@@ -27,7 +27,7 @@ def message(home, msgid, split=layout.SPLIT):
     cannot be read for another reason than its absence does not hide the message, as in
     qmail-qread.c: its warning goes in "troubles" as (where among the recipients, text)."""
     size = os.stat(layout.mess_path(home, msgid, split)).st_size
-    with open(files.open_queue_file(layout.info_path(home, msgid, split)), "rb") as f:
+    with open(layout.open_own_regular(layout.info_path(home, msgid, split), os.O_RDONLY), "rb") as f:
         sender = f.read().split(b"\0", 1)[0][1:]
         qtime = os.fstat(f.fileno()).st_mtime
     recips, troubles = [], []

@@ -128,13 +128,10 @@ def clear(path):
     Run by root in lock/, which qmailq owns: a link there (ELOOP) is never followed, and only a
     regular file is written, so root never zeroes another file, a disk or a FIFO's reader."""
     import fcntl
-    import stat
 
-    from qmailpy.queue.layout import open_own
-    fd = open_own(path, os.O_WRONLY)
+    from qmailpy.queue.layout import open_own_regular
+    fd = open_own_regular(path, os.O_WRONLY)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(None, "not a regular file", path)
         fcntl.flock(fd, fcntl.LOCK_EX)
         view = memoryview(bytes(SIZE))
         offset = 0

@@ -34,11 +34,7 @@ def take_lock(home):
     """An fd holding lock/sendmutex, or None when another qmail-send keeps it. We are root and
     lock/ is qmailq's: a link there is not followed and only a regular file is locked (OSError),
     so root never opens a device nor waits on a FIFO."""
-    import stat
-    fd = layout.open_own(paths.queue_path(home, "lock", "sendmutex"), os.O_WRONLY)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(None, "not a regular file")
+    fd = layout.open_own_regular(paths.queue_path(home, "lock", "sendmutex"), os.O_WRONLY)
     deadline = time.monotonic() + LOCK_WAIT
     while True:
         try:
