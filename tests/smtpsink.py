@@ -36,13 +36,13 @@ def need_root():
         pytest.skip("binding port 25 needs root")
 
 
-def loopback_address():
-    """A random 127.x.y.z (never .0.0.1 or .0.0.2) where nothing listens on port 25 yet."""
+def loopback_address(port=25):
+    """A random 127.x.y.z (never .0.0.1 or .0.0.2) where nothing listens on `port` yet."""
     for _ in range(100):
         ip = "127.%d.%d.%d" % (random.randint(1, 254), random.randint(0, 255), random.randint(1, 254))
         with socket.socket() as s:
             try:
-                s.bind((ip, 25))
+                s.bind((ip, port))
                 return ip
             except OSError:
                 continue

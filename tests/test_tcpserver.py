@@ -13,6 +13,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import ROOT, program
 from dnsserver import dns_server  # noqa: F401  (fixture)
+from smtpsink import loopback_address
 from qmailpy.queue.layout import create_queue
 
 sys.path.insert(0, ROOT)
@@ -137,9 +138,10 @@ def normalized(log, ports):
 
 
 def run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-R", "-l", "localhost"), host="127.0.0.1",
-                 client_host=None):
+                 client_host=None, source=None):
     """(env lines of the one message's queue program, the log, server port, client port);
-    the server listens on `host`, the client connects to `client_host` (or `host`)."""
+    the server listens on `host`, the client connects to `client_host` (or `host`) from
+    `source` (an address; by default the kernel's choice)."""
     dumpdir = tmp_path / ("dump-" + name)
     dumpdir.mkdir()
     queue = tmp_path / "dumpqueue"
@@ -149,7 +151,8 @@ def run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-R", "-l", "loca
     env = qhome.env(QMAILQUEUE=str(queue), DUMPDIR=str(dumpdir), OVERRIDDEN="parent", LAST="last")
     front = Front(front_path(name), [*opts, "-x", cdb], env, tmp_path, host=host)
     try:
-        with socket.create_connection((client_host or host, front.port), timeout=10) as s:
+        src = (source, 0) if source else None
+        with socket.create_connection((client_host or host, front.port), timeout=10, source_address=src) as s:
             client_port = s.getsockname()[1]
             assert recv_until(s, b"\r\n") == GREETING
             s.sendall(b"HELO client\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
@@ -711,13 +714,15 @@ def test_drops_privileges_as_tcpserver_u_g(tmp_path):
 
 
 class FakeIdentd:
-    """An RFC 1413 server on 127.0.0.1:113 that names every connection's user `answer`."""
+    """An RFC 1413 server on port 113 of a random 127.x.y.z (so that two suites running at
+    once do not meet there) that names every connection's user `answer`."""
 
     def __init__(self, answer):
         import threading
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 113))
+        self.ip = loopback_address(113)
+        self.sock.bind((self.ip, 113))
         self.sock.listen(5)
         self.answer, self.asked = answer, []
         threading.Thread(target=self.serve, daemon=True).start()
@@ -741,19 +746,22 @@ class FakeIdentd:
 def test_ident_as_tcpserver(tmp_path, qhome):
     """Without -R: the client's identd is asked, TCPREMOTEINFO set, and rules keyed
     `user@ip` apply, in both."""
-    cdb = tcprules(tmp_path, '127.0.0.1:allow,WHO="ip"\nalice@127.0.0.1:allow,WHO="info"\n')
     identd = FakeIdentd(b"al ice")          # remoteinfo.c drops the spaces
+    ip = identd.ip                          # the client's address, where its identd listens
+    cdb = tcprules(tmp_path, '%s:allow,WHO="ip"\nalice@%s:allow,WHO="info"\n' % (ip, ip))
     try:
         results = {}
         for name in ("tcpserver", "qmail-tcpserver"):
-            env, log, port, client = run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-l", "h"))
+            env, log, port, client = run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-l", "h"),
+                                                  source=ip)
             ports = {port: "SERVERPORT", client: "CLIENTPORT"}
             results[name] = (normalized(env, ports), normalized(log, ports))
     finally:
         identd.close()
     assert results["qmail-tcpserver"] == results["tcpserver"]
     assert "TCPREMOTEINFO=alice\n" in results["tcpserver"][0] and "WHO=info\n" in results["tcpserver"][0]
-    assert ":127.0.0.1:alice:CLIENTPORT\n" in results["tcpserver"][1]
+    assert "TCPREMOTEIP=%s\n" % ip in results["tcpserver"][0]
+    assert ":%s:alice:CLIENTPORT\n" % ip in results["tcpserver"][1]
     assert len(identd.asked) == 2 and all(re.match(rb"\d+ , \d+\r\n$", r) for r in identd.asked)
 
 
