@@ -104,6 +104,8 @@ def become(argv, fdmap, environ, cwd=None, ids=None, errpipe=None, search=False)
             stage = b"chdir"
             os.chdir(cwd)
         stage = b"exec"
+        if not argv[0]:             # C's execv/execvp: ENOENT; Python's would raise ValueError (EIO below)
+            raise FileNotFoundError(2, "empty program name")
         (os.execvpe if search else os.execve)(argv[0], argv, environ)
     except OSError as e:
         code = e.errno or 0

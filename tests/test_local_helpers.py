@@ -63,6 +63,7 @@ def run(name, *args, stdin=MSG, env=None, tmp_path=None):
     (("Go away.", "grep", "-q", "nothing"), 0, b""),                    # exits 1: carry on
     (("Go away.", "sh", "-c", "exit 100"), 0, b""),
     (("Go away.", "/nonexistent/prog"), 0, b""),                        # cannot run (ENOENT): 100 -> 0
+    (("Go away.", ""), 0, b""),                                         # an empty name: execvp's ENOENT
     (("Go away.", "sh", "-c", "exit 111"), 111, b"bouncesaying: fatal: temporary child error\n"),
     (("Go away.", "sh", "-c", "kill $$"), 111, b"bouncesaying: fatal: child crashed\n"),
 ])
@@ -79,6 +80,7 @@ def test_bouncesaying(args, code, err):
     (("sh", "-c", "exit 100"), 0, b""),
     (("sh", "-c", "exit 99"), 0, b""),
     (("/nonexistent/prog",), 0, b""),
+    (("",), 0, b""),                    # an empty name: execvp's ENOENT, 100 -> 0 (was EIO: deferred)
     (("sh", "-c", "exit 111"), 111, b"except: fatal: temporary child error\n"),
     (("sh", "-c", "kill -9 $$"), 111, b"except: fatal: child crashed\n"),
 ])
@@ -115,6 +117,7 @@ def test_condredirect_forwards_from_sender_and_exits_99(qq, tmp_path):
 @pytest.mark.parametrize("args, code, err", [
     (("false",), 0, b""),
     (("/nonexistent/prog",), 0, b""),
+    (("",), 0, b""),                    # an empty name: execvp's ENOENT
     (("sh", "-c", "exit 111"), 111, b"condredirect: fatal: temporary child error\n"),
     (("sh", "-c", "kill $$"), 111, b"condredirect: fatal: child crashed\n"),
 ])
@@ -221,6 +224,13 @@ def test_preline_usage(args, env, err):
 def test_preline_cannot_run():
     assert run("preline", "/nonexistent/prog", env=PL_ENV) == (
         100, b"", b"preline: fatal: unable to run /nonexistent/prog: file does not exist\n")
+
+
+def test_preline_cannot_run_an_empty_name():
+    """execvp("") fails with ENOENT in C (permanent); Python's exec refuses an empty argv[0]
+    with ValueError, which was reported as EIO (temporary: the delivery was deferred)."""
+    assert run("preline", "", env=PL_ENV) == (
+        100, b"", b"preline: fatal: unable to run : file does not exist\n")
 
 
 def test_preline_child_crashed():
