@@ -191,10 +191,10 @@ class FakeUsers:
         return self.domains[domain]
 
 
-def test_virtual_mailbox_from_users_database(scratch, monkeypatch):
+def test_virtual_mailbox_from_users_database(scratch, monkeypatch, tmp_path):
     box = types.SimpleNamespace(name="joe", domain="virt.example", dir="/vpopmail/virt.example/joe",
                                 quota="10000000S", uid=89, gid=89)
-    users = FakeUsers({("joe", "virt.example"): box})
+    users = FakeUsers({("joe", "virt.example"): box}, domains={"virt.example": str(tmp_path)})
     monkeypatch.setitem(sys.modules, "qmailpy.users", users.module)
     os.unlink(os.path.join(scratch.home, "users", "cdb"))
     from qmailpy.ctl.reader import Controls
@@ -519,3 +519,43 @@ def test_home_stat_errors_are_qmail_getpw_temporary_ones(scratch, tmp_path, monk
         monkeypatch.setattr(os, "stat", failing_stat)
         assert mailbox.getpw(b"joe", getpwnam=users) == want, errno.errorcode[err]
         monkeypatch.setattr(os, "stat", real_stat)
+
+
+@pytest.mark.parametrize("with_database", [True, False])
+def test_a_virtual_domain_the_users_database_does_not_host_is_qmails(scratch, tmp_path, with_database):
+    """virtualdomains as qmail's FAQ and INSTALL.vsm use it, for a domain that is not
+    vpopmail's: `dom3.example:alias-dom3` (~alias/.qmail-dom3-default takes bob@dom3.example)
+    or `dom4.example:joe` (joe's .qmail-bob). qmail-getpw answers them, as for any local
+    part; vpopmail answered only for its own domains, through its users/assign line. Every
+    prefix was taken for a users-database domain: bob@dom3.example bounced `Sorry, no mailbox
+    here by that name. (#5.1.1)` (the admin's own alias domain, on a host with one vpopmail
+    domain), or deferred `Unable to read the users database` on a host without one."""
+    from qmailpy.ctl.reader import Controls
+    from qmailpy.users import admin, open_users
+    os.unlink(os.path.join(scratch.home, "users", "cdb"))
+    joe, alias = tmp_path / "joe", tmp_path / "alias"
+    uid, gid = os.getuid() or 1, os.getgid()
+    for home in (joe, alias):
+        home.mkdir()
+        os.chown(home, uid, gid)
+    with open(scratch.passwd, "w") as f:
+        f.write("joe:x:%d:%d::%s:/bin/sh\n" % (uid, gid, joe))
+        f.write("alias:x:%d:%d::%s:/bin/false\n" % (uid, gid, alias))
+    scratch.control("virtualdomains", "virt.example:virt.example\ndom3.example:alias-dom3\ndom4.example:joe")
+    if with_database:
+        users = open_users(scratch.home, Controls(scratch.home, {}), create=True)
+        try:
+            admin.add_domain(users, "virt.example")
+        finally:
+            users.close()
+    r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), False,
+                         passwd.lookup({"QMAILPY_PASSWD": scratch.passwd}))
+    try:
+        assert r.resolve(b"alias-dom3-bob", b"dom3.example") == mailbox.Assignment(
+            b"alias", uid, gid, os.fsencode(alias), b"-", b"dom3-bob")
+        assert r.resolve(b"joe-bob", b"dom4.example") == mailbox.Assignment(
+            b"joe", uid, gid, os.fsencode(joe), b"-", b"bob")
+        if with_database:       # the users database's own domain: still its answer
+            assert r.resolve(b"virt.example-ann", b"virt.example") == mailbox.NO_MAILBOX
+    finally:
+        r.close()

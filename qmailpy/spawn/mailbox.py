@@ -6,7 +6,8 @@ Order (qmail-lspawn's nughde_get, then H-Sphere's vpopmail mailboxes):
 2. a virtual-domain recipient `prefix-user@domain` (virtualdomains
    `domain:prefix`): the mailbox from the users database (qmailpy.users,
    imported lazily), else the domain directory's .qmail files
-   (Resolver.virtual has the order, chkuser's);
+   (Resolver.virtual has the order, chkuser's); a domain the database does not
+   host goes on to 3, as in qmail (`domain:alias-x`: ~alias/.qmail-x-user);
 3. the passwd file as qmail-getpw does it, then the `alias` user.
 An Assignment is the answer; a bytes report (Z.../D...) means "no delivery".
 """
@@ -175,13 +176,17 @@ class Resolver:
         if not (prefix and local.startswith(prefix + b"-")):
             if got is not None:
                 return got
-            return getpw(local, os.path.join(self.home, "alias"), self.getpwnam, self.single_user)
+            return self.passwd(local)
         user = local[len(prefix) + 1:]
         if got is not None:
             mine = self.vpopmail_line(got, user, domain)
             if mine is not True:
                 return got if mine is False else mine
         return self.virtual(local, user, domain)
+
+    def passwd(self, local):
+        """Step 3: qmail-getpw over the passwd file, then the alias user."""
+        return getpw(local, os.path.join(self.home, "alias"), self.getpwnam, self.single_user)
 
     def vpopmail_line(self, got, user, domain):
         """Is this users/cdb answer vadddomain's `+prefix-:domain:uid:gid:<domain dir>:-::`?
@@ -214,7 +219,9 @@ class Resolver:
            directory has a .qmail file for ext, else its .qmail or Maildir takes it: extension();
            qmailpy.addr.keys.mailbox_names, which the filter keys use too);
         5. any other .qmail-default (vpopmail's `| vdelivermail '' bounce-no-mailbox`);
-        else NO_MAILBOX. 2, 3 and 5 run qmail-local in the domain directory as its
+        else NO_MAILBOX, or, for a domain the database does not host (qmail's own
+        virtualdomains use, `domain:alias-x`), qmail-getpw (passwd()).
+        2, 3 and 5 run qmail-local in the domain directory as its
         owner with ext = user, as vpopmail's users/assign line `+dom-:dom:uid:gid:dir:-::`.
         The database is opened on first use and kept between deliveries.
         """
@@ -240,6 +247,8 @@ class Resolver:
                     return self.mailbox(box, *self.extension(box, ext))
             if files is not None and files.default:
                 return files.assignment(user)
+            if files is None:       # not a users-database domain: qmail's virtualdomains (domain:alias-x)
+                return self.passwd(local)
             return NO_MAILBOX
         except UsersUnavailable:
             self.close()
