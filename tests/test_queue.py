@@ -108,6 +108,31 @@ def test_repairing_the_queue_never_follows_a_link_of_its_users(home, tmp_path, n
     assert (after.st_mode, after.st_uid, after.st_gid) == (before.st_mode, before.st_uid, before.st_gid)
 
 
+def test_a_queue_moved_to_another_file_system_behind_the_admins_link_is_repaired(home, tmp_path):
+    """An admin moves the queue to a bigger disk the way qmail's admins do (stopped: cp -a,
+    then $QMAILHOME/queue a link to it) and reruns the installer (an upgrade, or the migration
+    steps of docs/operations.md). create_queue() stopped at the link with `OSError: a link
+    where the queue has its own file: '.../queue'` (a traceback from tools/install.py), though
+    the link is in $QMAILHOME, where only its owner can put one, unlike the links of qmailq or
+    qmails inside the queue that it refuses (above). It repairs the queue behind the link and
+    leaves the link; a link inside the moved queue is still refused."""
+    q = home / "queue"
+    moved = tmp_path / "disk2" / "queue"
+    moved.parent.mkdir()
+    subprocess.run(["cp", "-a", str(q), str(moved)], check=True)
+    shutil.rmtree(q)
+    os.symlink(str(moved), q)
+    os.chmod(moved / "pid", 0o2770)
+    layout.create_queue(str(home))
+    assert os.path.islink(q) and stat.S_IMODE((moved / "pid").stat().st_mode) == 0o700
+    assert stat.S_ISFIFO((moved / "lock" / "trigger").stat().st_mode)
+    os.rmdir(moved / "intd")
+    os.symlink(str(tmp_path), moved / "intd")
+    with pytest.raises(OSError) as e:
+        layout.create_queue(str(home))
+    assert e.value.filename == str(q / "intd") and e.value.strerror == "a link where the queue has its own file"
+
+
 def test_exact_bytes_and_trigger(home):
     trig = os.open(layout.trigger_path(str(home)), os.O_RDONLY | os.O_NONBLOCK)
     try:

@@ -234,13 +234,30 @@ def _mkdir(path, owner, mode, owners):
     _fix(path, owner, mode, owners)
 
 
+def _queue_dir(home):
+    """$QMAILHOME/queue, or where the admin's link there points (a queue moved to another file
+    system, as qmail's admins move it). That link is in $QMAILHOME, which only its owner can
+    write, unlike the queue's own directories (qmailq's, qmails'), whose links open_own()
+    refuses: it is followed when it and $QMAILHOME are ours and $QMAILHOME is not group or
+    world writable. Any other link is left for open_own() to refuse."""
+    base = paths.queue_path(home)
+    try:
+        link, top = os.lstat(base), os.stat(home)
+    except OSError:
+        return base
+    me = os.geteuid()
+    if stat.S_ISLNK(link.st_mode) and link.st_uid == me and top.st_uid == me and not top.st_mode & 0o022:
+        return os.path.realpath(base)
+    return base
+
+
 def create_queue(home, split=SPLIT):
     """Create (or repair) the queue under `home` with hier.c's owners and modes; existing
     messages are left alone (adopt_messages)."""
     owners = _owners()
     os.makedirs(home, 0o755, exist_ok=True)
     for name, owner, mode, is_split in DIRS:
-        base = paths.queue_path(home, name) if name else paths.queue_path(home)
+        base = paths.queue_path(home, name) if name else _queue_dir(home)
         _mkdir(base, owner, mode, owners)
         if is_split:
             for i in range(split):
