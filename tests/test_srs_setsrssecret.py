@@ -70,6 +70,19 @@ def test_concurrent_runs_stay_consistent(home):
     assert_consistent(home, 10)
 
 
+def test_a_run_that_waited_for_the_lock_dates_its_key_when_it_got_it(home):
+    """The new key's date is taken under the lock, so keys stay newest first whatever the
+    order in which concurrent runs started (two runs 1 s apart could otherwise swap)."""
+    home.run("setsrssecret")
+    with K.Locked(home.root):
+        p = subprocess.Popen([program("setsrssecret")], env=home.env())
+        time.sleep(1.5)                         # p has started and waits for the lock
+        released = int(time.time())
+    assert p.wait(timeout=60) == 0
+    assert int(read(home, K.AGES)[0].split()[1]) >= released
+    assert_consistent(home, 2)
+
+
 def test_show_never_prints_a_secret(home):
     for _ in range(3):
         home.run("setsrssecret")

@@ -104,7 +104,9 @@ def cli(show, verbose):
             _die("no control directory in %s" % home)
         K.srs_dir(home, create=True)
         with K.Locked(home):
-            new, kept, dropped = K.rotate(home, now, max_age)
+            # the key's date is read under the lock: a run that waited for another
+            # must not put an older date on top of the other run's key
+            new, kept, dropped = K.rotate(home, time.time(), max_age)
     except ControlError as e:
         _die("unable to read controls: %s" % e)
     except OSError as e:
