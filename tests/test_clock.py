@@ -1,6 +1,8 @@
 """qmail's retry schedule and the test time scale at their edges (qmailpy/clock.py, make mutate)."""
 import time
 
+import pytest
+
 from qmailpy import clock
 
 
@@ -50,3 +52,23 @@ def test_qmails_timing_constants():
             clock.SLEEP_SYSFAIL) == (1500, 1, 86400, 76431, 123)
     assert (layout.OSSIFIED, layout.DEATH, layout.SPLIT) == (129600, 86400, 23)
     assert clock.CHANSKIP == (10, 20)
+
+
+@pytest.mark.parametrize("channel, firsts, count", [
+    (0, [0, 100, 400, 900, 1600, 2500], 78),
+    (1, [0, 400, 1600, 3600, 6400, 10000, 14400], 39)])
+def test_on_schedule_attempts_over_the_default_lifetime(channel, firsts, count):
+    """Reference 3.1: attempts made on schedule fall at birth + (skip*k)^2 (local 0, 100, 400,
+    900 ...; remote 0, 400, 1600, 3600, 6400, 10000, 14400 ...); within the default 604800 s
+    queuelifetime local gets 78 of them, remote 39, and the next one (608400) is past the
+    lifetime: the dying message's last try, whose deferral becomes the bounce."""
+    c, birth, lifetime = clock.Clock(), 1000000, 604800
+    at, offsets = birth, [0]
+    while True:
+        at = c.nextretry(birth, at, channel)
+        if at - birth > lifetime:
+            break
+        offsets.append(at - birth)
+    assert offsets[:len(firsts)] == firsts
+    assert len(offsets) == count
+    assert at - birth == 608400 and c.dying(birth, at, lifetime) and not c.dying(birth, birth + offsets[-1], lifetime)
