@@ -450,7 +450,7 @@ def test_auth_brute_force_every_failure_delayed_no_secrets(tmp_path):
             attempts.append(b"AUTH LOGIN " + base64.b64encode(b"good@example.org") + b"\r\n"
                             + base64.b64encode(secret) + b"\r\n")
     got = talk(session, b"EHLO x\r\n" + b"".join(attempts) + b"RCPT TO:<v@evil.example>\r\n")
-    expected = ["250-test.example", "250-PIPELINING", "250-8BITMIME", "250-AUTH LOGIN PLAIN CRAM-MD5", "250 SIZE"]
+    expected = ["250-test.example", "250-PIPELINING", "250-8BITMIME", "250-AUTH LOGIN PLAIN CRAM-MD5", "250 SIZE 0"]
     for i in range(len(secrets)):
         if i % 3 == 1:
             expected.append(R.AUTH_EMPTY.rstrip())     # PLAIN without initial response: "334 "

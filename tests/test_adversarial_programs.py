@@ -219,7 +219,7 @@ SLOW = {
     "partial-command": (b"MAIL FROM:<a@exa", []),
     "mid-data": (ENVELOPE + b"DATA\r\nSubject: slow\r\n\r\nbod", ["250 ok", "250 ok", "354 go ahead"]),
     "mid-auth": (b"EHLO x\r\nAUTH LOGIN\r\n", ["250-test.example", "250-PIPELINING", "250-8BITMIME",
-                                             "250-AUTH LOGIN PLAIN CRAM-MD5", "250 SIZE", R.AUTH_USERNAME]),
+                                             "250-AUTH LOGIN PLAIN CRAM-MD5", "250 SIZE 0", R.AUTH_USERNAME]),
     "after-pipelined-flood": (b"NOOP\r\n" * 2000, ["250 ok"] * 2000),
 }
 

@@ -240,7 +240,7 @@ class SmtpMachine(RuleBasedStateMachine):
         lines = ["250-test.example", "250-PIPELINING", "250-8BITMIME"]
         if self.smtpauth:
             lines.append("250-AUTH LOGIN PLAIN CRAM-MD5")
-        return lines + ["250 SIZE"]
+        return lines + ["250 SIZE 0"]
 
     def line_error(self, line, ending):
         """Replies for a line refused as a line (or None to parse it)."""

@@ -17,7 +17,7 @@ from test_dialogues import free_port, queued_messages, read_lines as read_lines_
 from test_smtpd import connect
 from tlspeer import tls_certs  # noqa: F401  (fixture)
 
-EHLO_TLS = ["250-test.example", "250-PIPELINING", "250-8BITMIME", "250-STARTTLS", "250 SIZE"]
+EHLO_TLS = ["250-test.example", "250-PIPELINING", "250-8BITMIME", "250-STARTTLS", "250 SIZE 0"]
 
 
 class Smtpd:
@@ -124,7 +124,7 @@ def test_starttls_replies(tls_server):
     assert read_lines(t, 1) == ["503 TLS already active (#5.5.1)"]
     t.sendall(b"EHLO client.example\r\n")
     assert read_lines(t, 5) == ["250-test.example", "250-PIPELINING", "250-8BITMIME",
-                                "250-AUTH LOGIN PLAIN CRAM-MD5", "250 SIZE"]
+                                "250-AUTH LOGIN PLAIN CRAM-MD5", "250 SIZE 0"]
     t.sendall(b"QUIT\r\n")
     assert read_lines(t, 1) == ["221 test.example"]
     t.close()
@@ -225,7 +225,7 @@ def test_openssl_s_client_starttls(tls_server):
         proc.kill()
         proc.wait()
     assert out == [b"250-test.example\r\n", b"250-PIPELINING\r\n", b"250-8BITMIME\r\n",
-                   b"250-AUTH LOGIN PLAIN CRAM-MD5\r\n", b"250 SIZE\r\n", b"221 test.example\r\n"]
+                   b"250-AUTH LOGIN PLAIN CRAM-MD5\r\n", b"250 SIZE 0\r\n", b"221 test.example\r\n"]
 
 
 def test_swaks_tlsc_smtps(smtps_server):
@@ -259,7 +259,7 @@ def test_no_certificate_no_starttls(tmp_path, tls_certs):  # noqa: F811
         s = connect(server.port)
         read_lines(s, 1)
         s.sendall(b"EHLO client.example\r\nSTARTTLS\r\n")
-        assert read_lines(s, 5) == ["250-test.example", "250-PIPELINING", "250-8BITMIME", "250 SIZE",
+        assert read_lines(s, 5) == ["250-test.example", "250-PIPELINING", "250-8BITMIME", "250 SIZE 0",
                                     "454 TLS not available: missing certificate (#4.3.0)"]
         s.close()
     finally:

@@ -228,7 +228,7 @@ class Session:
             lines.append("STARTTLS")
         if self.cfg.smtpauth and self.auth_offered():
             lines.append("AUTH LOGIN PLAIN CRAM-MD5")
-        lines.append("SIZE %d" % self.cfg.databytes if self.cfg.databytes else "SIZE")
+        lines.append("SIZE %d" % self.cfg.databytes)       # spamcontrol's fmt_ulong(databytes): SIZE 0 = unlimited
         self.reply("\r\n".join("250-" + x for x in lines[:-1]) + "\r\n250 " + lines[-1])
 
     def _set_helo(self, arg, esmtp):
