@@ -122,7 +122,11 @@ def append_bounce(home, msgid, text, trouble):
     """Append a recipient paragraph to bounce/<id> (created when missing) as qmail-send's
     addbounce() does: the open, and then each write, tried again after trouble() (which logs
     and sleeps) until the whole paragraph is there. A failed write goes on from where the
-    written part ends: tried again from the start, the part before would be there twice."""
+    written part ends: tried again from the start, the part before would be there twice.
+    Then fsync, also tried until it succeeds (unlike qmail): the caller marks the recipient
+    done next, and after a power loss a D on disk with its paragraph lost would be a failure
+    nobody hears of. The one fsync covers bounce/'s new name too (the file's first fsync:
+    ext4 with or without a journal, XFS and btrfs all make a new file's name durable with it)."""
     while True:
         try:
             fd = os.open(layout.bounce_path(home, msgid), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
@@ -135,6 +139,12 @@ def append_bounce(home, msgid, text, trouble):
         while view:
             try:
                 view = view[os.write(fd, view):]
+            except OSError:
+                trouble()
+        while True:
+            try:
+                os.fsync(fd)
+                break
             except OSError:
                 trouble()
     finally:

@@ -1,0 +1,231 @@
+"""Power loss, not only a crash: each program's success report comes after what it reports is
+durable (tests/durability.py replays the program's system calls under strace).
+
+A report is qmail-queue's exit 0, qmail-local's (its exit), a tool's exit 0 after it wrote a
+control, qmail-clean's unlink of todo/ (qmail-todo's hand-over), qmail-send's markdone of a
+failed recipient (its bounce paragraph is all that is left of it) and its unlink of bounce/
+and info/ (the bounce queued, the message finished).
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import durability as D
+from conftest import program
+from qmailpy.proto import qq
+from qmailpy.queue import layout
+from test_local_support import Box
+from test_send_support import BIN, Send, inject, scratch  # noqa: F401 (scratch: fixture)
+
+MSG = b"From: a@example.org\nSubject: power\n\nbody\n"
+
+
+def clean(lost):
+    assert lost == {}, "not durable at the report: %r" % lost
+
+
+# -- the checker itself
+
+def traced_script(tmp_path, code):
+    d = tmp_path / "d"
+    d.mkdir()
+    proc, tr = D.run([sys.executable, "-c", "import os\n" + code], cwd=str(d), roots=[str(d)])
+    assert proc.returncode == 0, proc.stderr
+    return str(d), tr
+
+
+def test_checker_sees_unsynced_data_and_names(tmp_path):
+    d, tr = traced_script(tmp_path, (
+        "fd = os.open('a', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600); os.write(fd, b'x')\n"
+        "os.close(fd); os.rename('a', 'b')\n"))
+    assert tr.durable(d + "/b", tr.exit_of()) == ["data not fsynced", "name b: %s/ not fsynced" % d]
+
+
+def test_checker_first_fsync_of_a_new_file_covers_its_name_but_not_a_later_link(tmp_path):
+    d, tr = traced_script(tmp_path, (
+        "fd = os.open('a', os.O_WRONLY | os.O_CREAT, 0o600); os.write(fd, b'x'); os.fsync(fd)\n"
+        "os.close(fd); os.link('a', 'b')\n"))
+    assert tr.durable(d + "/a", tr.exit_of()) == []
+    assert tr.durable(d + "/b", tr.exit_of()) == ["name b: %s/ not fsynced" % d]
+
+
+def test_checker_fsync_of_the_directory_covers_a_rename(tmp_path):
+    d, tr = traced_script(tmp_path, (
+        "fd = os.open('a', os.O_WRONLY | os.O_CREAT, 0o600); os.write(fd, b'x'); os.fsync(fd)\n"
+        "os.close(fd); os.rename('a', 'b'); fd = os.open('.', os.O_RDONLY); os.fsync(fd)\n"))
+    assert tr.durable(d + "/b", tr.exit_of()) == []
+
+
+def test_checker_a_write_after_the_fsync_is_not_durable(tmp_path):
+    d, tr = traced_script(tmp_path, (
+        "fd = os.open('a', os.O_WRONLY | os.O_CREAT, 0o600); os.fsync(fd); os.write(fd, b'x')\n"))
+    assert tr.durable(d + "/a", tr.exit_of()) == ["data not fsynced"]
+
+
+# -- qmail-queue
+
+def test_qmail_queue_exit_0_after_mess_intd_and_todo_are_durable(tmp_path):
+    home = str(tmp_path / "qmail")
+    layout.create_queue(home)
+    (tmp_path / "m").write_bytes(MSG)
+    (tmp_path / "e").write_bytes(qq.encode(b"a@example.org", [b"b@example.net"]))
+    with open(tmp_path / "m", "rb") as m, open(tmp_path / "e", "rb") as e:
+        argv = ["strace", "-f", "-q", "-y", "-s", "4096", "-e", D.CALLS, "-o", str(tmp_path / "t"),
+                program("qmail-queue")]
+        before = D.snapshot(home)
+        assert subprocess.run(argv, stdin=m, stdout=e, env=dict(os.environ, QMAILHOME=home),
+                              timeout=60).returncode == 0
+    tr = D.Trace((tmp_path / "t").read_text("latin-1"), home, before, [home])
+    made = tr.made(r"/queue/(mess/\d+|intd|todo)/\d+$")
+    assert [re.sub(r"\d+$", "N", p[len(home):]) for p in made] == [
+        "/queue/mess/%s/N" % made[0].split("/")[-2], "/queue/intd/N", "/queue/todo/N"]
+    clean(tr.lost_at(made, tr.exit_of()))
+
+
+# -- qmail-local
+
+def local(box, tmp_path, aliasempty, local="joe", ext=""):
+    (tmp_path / "cli-msg").write_bytes(MSG)
+    argv = [program("qmail-local"), "--", "joe", box.home, local, "-" if ext else "", ext, "example.com",
+            "bob@ex.org", aliasempty]
+    with open(tmp_path / "cli-msg", "rb") as m:
+        proc, tr = _run_stdin(argv, m, box.env, [box.home, box.env["QMAILHOME"]], tmp_path)
+    assert proc.returncode == 0, proc
+    return tr
+
+
+def _run_stdin(argv, stdin, env, roots, tmp_path):
+    out = str(tmp_path / "trace")
+    before = D.snapshot(*[r for r in roots if os.path.isdir(r)])
+    proc = subprocess.run(["strace", "-f", "-q", "-y", "-s", "4096", "-e", D.CALLS, "-o", out] + argv,
+                          stdin=stdin, capture_output=True, env=env, timeout=60)
+    with open(out, encoding="latin-1") as f:
+        return proc, D.Trace(f.read(), "/", before, roots)
+
+
+def test_qmail_local_maildir_delivery_durable_before_it_reports(tmp_path):
+    box = Box(tmp_path)
+    tr = local(box, tmp_path, "./Maildir/")
+    made = tr.made(r"/Maildir/new/")
+    assert len(made) == 1
+    clean(tr.lost_at(made, tr.exit_of()))
+
+
+def test_qmail_local_new_mbox_durable_before_it_reports(tmp_path):
+    box = Box(tmp_path)
+    tr = local(box, tmp_path, "./Mailbox")
+    mbox = os.path.join(box.home, "Mailbox")
+    assert tr.made(r"/Mailbox$") == [mbox]
+    clean(tr.lost_at([mbox], tr.exit_of()))
+
+
+def test_qmail_local_forward_queued_durably_before_it_reports(tmp_path):
+    box = Box(tmp_path)
+    layout.create_queue(box.env["QMAILHOME"])
+    os.makedirs(os.path.join(box.env["QMAILHOME"], "control"), exist_ok=True)
+    box.dotqmail(".qmail", "&friend@remote.example\n")
+    box.env["QMAILQUEUE"] = program("qmail-queue")
+    tr = local(box, tmp_path, "./Maildir/")
+    made = tr.made(r"/queue/(mess/\d+|intd|todo)/\d+$")
+    assert len(made) == 3
+    clean(tr.lost_at(made, tr.exit_of()))
+
+
+# -- tools that write controls
+
+def tool(home, *argv, roots=()):
+    proc, tr = D.run([program(argv[0]), *argv[1:]], env=home.env(), roots=[home.root, *roots])
+    assert proc.returncode == 0, proc.stderr
+    return tr
+
+
+def test_setsrssecret_secret_durable_before_it_exits(home):
+    tr = tool(home, "setsrssecret")
+    made = [p for p in tr.made(r"/control/srs/") if os.path.exists(p)]
+    assert made
+    clean(tr.lost_at(made, tr.exit_of()))
+
+
+def test_qmail_newu_and_newmrh_cdbs_durable_before_they_exit(home):
+    os.makedirs(os.path.join(home.root, "users"))
+    with open(os.path.join(home.root, "users", "assign"), "w") as f:
+        f.write("=joe:joe:1000:1000:/home/joe:::\n.\n")
+    home.control("morercpthosts", "example.org\n")
+    for name, target in (("qmail-newu", "users/cdb"), ("qmail-newmrh", "control/morercpthosts.cdb")):
+        tr = tool(home, name)
+        clean(tr.lost_at([os.path.join(home.root, target)], tr.exit_of()))
+
+
+def test_qmail_config_controls_durable_before_it_exits(home):
+    tr = tool(home, "qmail-config", "mx.example.com")
+    made = [p for p in tr.made(r"/control/[^/.][^/]*$") if os.path.isfile(p)]
+    assert os.path.join(home.root, "control", "me") in made
+    clean(tr.lost_at(made, tr.exit_of()))
+
+
+# -- qmail-send: qmail-todo's hand-over, a bounce, the end of a message
+
+class TracedSend(Send):
+    """bin/qmail-send under strace -f; stop() ends it and reads the trace."""
+
+    def __init__(self, scratch, **env):
+        self.trace_path = os.path.join(scratch.fake, "send.strace")
+        self.before = D.snapshot(scratch.home)
+        real = BIN
+        import test_send_support as S
+        S.BIN = type(real)(scratch.fake)
+        wrapper = os.path.join(scratch.fake, "qmail-send")
+        with open(wrapper, "w") as f:
+            f.write("#!/bin/sh\nexec strace -f -q -y -s 4096 -e '%s' -o %s %s\n"
+                    % (D.CALLS, self.trace_path, real / "qmail-send"))
+        os.chmod(wrapper, 0o755)
+        try:
+            super().__init__(scratch, **env)
+        finally:
+            S.BIN = real
+
+    def send_pid(self):
+        return int(open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)).read().split()[0])
+
+    def stop_traced(self):
+        os.kill(self.send_pid(), signal.SIGTERM)
+        assert self.proc.wait(timeout=60) == 0
+        self.logfile.close()
+        with open(self.trace_path, encoding="latin-1") as f:
+            return D.Trace(f.read(), "/", self.before, [self.scratch.home])
+
+
+def test_qmail_send_hands_over_bounces_and_finishes_only_what_is_durable(scratch):  # noqa: F811
+    send = TracedSend(scratch)
+    send.wait_line(r"^status:")
+    msgid = inject(scratch.home, MSG, b"alice@localhost", [b"joe@localhost", b"fail@localhost"])
+    send.wait_line(r"^end msg %d$" % msgid)
+    send.wait_for(lambda: scratch.mail("alice@localhost"), what="the bounce")
+    send.wait_line(r"^end msg (?!%d$)\d+$" % msgid)
+    time.sleep(0.2)
+    tr = send.stop_traced()
+    q = os.path.join(scratch.home, "queue")
+    split = layout.SPLIT
+    info = "%s/info/%d/%d" % (q, msgid % split, msgid)
+    chan = "%s/local/%d/%d" % (q, msgid % split, msgid)
+    bounce = "%s/bounce/%d" % (q, msgid)
+
+    # qmail-todo -> qmail-clean: todo/ goes only when info/ and local/ are on disk
+    clean(tr.lost_at([info, chan], tr.unlinked(r"/queue/todo/%d$" % msgid)))
+    # a failed recipient is marked done only when its paragraph in bounce/ is on disk
+    appended = tr.find(lambda ev: ev.call == "write" and ev.fdpath == bounce, "append to bounce/")
+    marked = tr.find(lambda ev: ev.index > appended and ev.call == "pwrite64" and ev.fdpath == chan,
+                     "markdone after the bounce paragraph")
+    clean(tr.lost_at([bounce], marked))
+    # bounce/ goes only when the bounce is queued, info/ only after that
+    gone = tr.unlinked(re.escape(bounce) + "$")
+    queued = [p for p in tr.made(r"/queue/(mess/\d+|intd|todo)/\d+$") if not p.endswith("/%d" % msgid)]
+    assert len(queued) == 3, queued
+    linked = tr.find(lambda ev: ev.call == "link" and ev.paths[1] == queued[-1], "the bounce's commit")
+    exited = tr.exit_of(tr.events[linked].pid)    # qmail-queue's exit 0: what qmail-send waits for
+    assert exited < gone
+    clean(tr.lost_at(queued, exited))
+    assert tr.unlinked(re.escape(info) + "$") > gone
