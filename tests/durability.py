@@ -228,12 +228,16 @@ class _State:
         self.names = {}                 # path -> _Inode (made in the trace)
         self.gone = set()               # paths unlinked in the trace
         self.pending = {}               # directory -> {path: 'made'|'removed'} not yet durable
-        self.fds = {}                   # (pid, fd) -> _Inode: a file is followed through its renames
+        self.fds = {}                   # (fd table, fd) -> _Inode: a file is followed through its renames
+        self.tables = {}                # thread -> the pid whose fd table it shares
+
+    def _table(self, pid):
+        return self.tables.get(pid, pid)
 
     def _fd(self, ev):
         fd = FD.match(ev.args)
         try:
-            ino = self.fds.get((ev.pid, int(fd.group(1))))
+            ino = self.fds.get((self._table(ev.pid), int(fd.group(1))))
         except (AttributeError, ValueError):
             ino = None
         return ino if ino is not None else self.names.get(ev.fdpath)
@@ -259,7 +263,7 @@ class _State:
             if path.startswith("/") and not path.startswith(("/dev/", "/proc/")):
                 if path not in self.names:
                     self.names[path] = _Inode(new=False)    # there before the trace
-                self.fds[(ev.pid, int(ev.ret))] = self.names[path]
+                self.fds[(self._table(ev.pid), int(ev.ret))] = self.names[path]
         elif c in WRITES and ev.fdpath:
             ino = self._fd(ev)
             if ino is not None:
@@ -277,10 +281,13 @@ class _State:
                         if other is ino:
                             self.pending.get(os.path.dirname(p), {}).pop(p, None)
         elif c in ("clone", "clone3", "fork", "vfork"):
-            child = int(ev.ret)
-            for (pid, fd), ino in list(self.fds.items()):
-                if pid == ev.pid:
-                    self.fds[(child, fd)] = ino
+            child, table = int(ev.ret), self._table(ev.pid)
+            if "CLONE_FILES" in ev.args:        # a thread: the same fd table
+                self.tables[child] = table
+            else:
+                for (owner, fd), ino in list(self.fds.items()):
+                    if owner == table:
+                        self.fds[(child, fd)] = ino
         elif c == "link":
             old, new = ev.paths
             ino = self._ino(old) or _Inode(new=False)
