@@ -80,9 +80,11 @@ def write_all(fd, data):
         view = view[os.write(fd, view):]
 
 
-def fsync_dir(path):
-    """fsync a directory: the names made or renamed in it survive a power loss."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def fsync_dir(path, follow=True):
+    """fsync a directory: the names made or renamed in it survive a power loss. follow=False:
+    a symlink at `path` is not followed (OSError ELOOP), for a name in another user's directory."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:

@@ -166,6 +166,21 @@ def test_qmail_config_controls_durable_before_it_exits(home):
     clean(tr.lost_at(made, tr.exit_of()))
 
 
+def test_qmail_users_adddomain_and_adduser_durable_before_they_report(home, tmp_path):
+    home.control("me", "mx.example.org\n")
+    home.control("vpopmaildir", str(tmp_path / "vpopmail") + "\n")
+    tr = tool(home, "qmail-users", "adddomain", "example.org", roots=[str(tmp_path)])
+    controls = [p for p in tr.made(r"/control/(virtualdomains|rcpthosts|morercpthosts)$")]
+    assert controls
+    domain = tr.made(r"/domains/example\.org$")
+    assert domain
+    clean(tr.lost_at(controls + domain, tr.exit_of()))
+    tr = tool(home, "qmail-users", "adduser", "bob@example.org", "-p", "secret", roots=[str(tmp_path)])
+    box = [p for p in tr.made(r"/bob(/Maildir)?(/(new|cur|tmp))?$")]
+    db = [p for p in tr.made(r"\.(sqlite|db)3?$")]
+    clean(tr.lost_at(box + db, tr.exit_of()))
+
+
 # -- qmail-send: qmail-todo's hand-over, a bounce, the end of a message
 
 class TracedSend(Send):

@@ -7,10 +7,14 @@ mailbox with a quota gets Maildir/maildirsize whose first line is the quota
 New directories take the owner of vpopmaildir when we run as root, as
 vpopmail chowns everything to the vpopmail user; root makes, writes and
 removes them as that owner (as_owner), never through links of the owner's.
+Each directory made is fsynced with its parent (make_dir), so what qmail-users reports
+made survives a power loss on every file system, as its SQLite row does.
 """
+import errno
 import os
 
 from qmailpy import maildirpp
+from qmailpy.fileio import fsync_dir
 
 DIR_MODE = 0o700            # vpopmail's VPOPMAIL_UMASK 0077
 DOMAIN_DIR_MODE = 0o750     # vpopmail's VPOPMAIL_DIR_MODE
@@ -28,7 +32,11 @@ def owner_of(path):
 
 
 def make_dir(path, mode, owner):
-    """mkdir -p with `mode` for what we create, chowned to owner (uid, gid) when given."""
+    """mkdir -p with `mode` for what we create, chowned to owner (uid, gid) when given; each
+    directory made is fsynced, then its parent, before the next step: qmail-users reports a
+    mailbox or domain made only after the SQLite commit, whose fsync does not carry these
+    names on btrfs or on ext4 without a journal (a row whose Maildir a power loss took away
+    defers every delivery to it)."""
     parent = os.path.dirname(path)
     if parent and not os.path.isdir(parent):
         make_dir(parent, mode, owner)
@@ -40,6 +48,12 @@ def make_dir(path, mode, owner):
         return
     if owner is not None:       # never through a symlink the owner of the parent put there since
         os.chown(path, *owner, follow_symlinks=False)
+    try:
+        fsync_dir(path, follow=False)
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise               # else the owner swapped it for a link: not ours to sync
+    fsync_dir(parent or ".")
 
 
 def make_domain_dir(path, owner):
