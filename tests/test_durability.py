@@ -252,3 +252,50 @@ def test_qmail_send_hands_over_bounces_and_finishes_only_what_is_durable(scratch
         lost = {}                   # qmail-todo took it before qmail-queue exited: checked above
     clean(lost)
     assert tr.unlinked(re.escape(info) + "$") > gone
+
+
+# -- qmail-queued: its reply to the client
+
+def test_qmail_queued_replies_0_after_mess_intd_and_todo_are_durable(tmp_path):
+    from queuedsvc import QUEUED, Queued
+    home = str(tmp_path / "qmail")
+    layout.create_queue(home)
+    os.makedirs(os.path.join(home, "control"))
+    trace = str(tmp_path / "trace")
+    before = D.snapshot(home)
+    svc = Queued(home, os.environ, argv=["strace", "-f", "-q", "-y", "-s", "4096", "-e", D.CALLS, "-o", trace,
+                                         QUEUED]).start()
+    try:
+        (tmp_path / "m").write_bytes(MSG)
+        (tmp_path / "e").write_bytes(qq.encode(b"a@example.org", [b"b@example.net"]))
+        with open(tmp_path / "m", "rb") as m, open(tmp_path / "e", "rb") as e:
+            assert subprocess.run([program("qmail-queue")], stdin=m, stdout=e, timeout=60,
+                                  env=dict(os.environ, QMAILHOME=home)).returncode == 0
+    finally:
+        real = int(open("/proc/%d/task/%d/children" % (svc.proc.pid, svc.proc.pid)).read().split()[0])
+        os.kill(real, signal.SIGTERM)
+        svc.proc.wait(timeout=60)
+    with open(trace, encoding="latin-1") as f:
+        tr = D.Trace(f.read(), "/", before, [home])
+    made = tr.made(r"/queue/(mess/\d+|intd|todo)/\d+$")
+    assert len(made) == 3, made
+    reply = tr.find(lambda ev: ev.call in ("write", "sendto", "sendmsg") and (ev.fdpath or "").startswith("socket:")
+                    and re.match(rb"\d+:0 \d+,", ev.data), "the service's 0 reply")
+    clean(tr.lost_at(made, reply))
+
+
+# -- qmail-smtpd: 250 ok
+
+def test_qmail_smtpd_says_250_ok_after_the_message_is_durable(home, tmp_path):
+    layout.create_queue(home.root)
+    home.control("me", "mx.example.org")
+    home.control("rcpthosts", "example.org")
+    dialogue = (b"HELO client.example\r\nMAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+                b"Subject: power\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    proc, tr = D.run([program("qmail-smtpd")], input=dialogue, roots=[home.root],
+                     env=home.env(TCPREMOTEIP="127.0.0.1", TCPLOCALIP="127.0.0.1", TCPLOCALPORT="25",
+                                  QMAILQUEUE=program("qmail-queue")))
+    assert b"\r\n250 ok " in proc.stdout, proc.stdout
+    made = tr.made(r"/queue/(mess/\d+|intd|todo)/\d+$")
+    assert len(made) == 3, made
+    clean(tr.lost_at(made, tr.written(b"250 ok ")))
