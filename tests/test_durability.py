@@ -149,12 +149,14 @@ def test_setsrssecret_secret_durable_before_it_exits(home):
     clean(tr.lost_at(made, tr.exit_of()))
 
 
-def test_qmail_newu_and_newmrh_cdbs_durable_before_they_exit(home):
+def test_qmail_newu_newmrh_and_newfilters_cdbs_durable_before_they_exit(home):
     os.makedirs(os.path.join(home.root, "users"))
     with open(os.path.join(home.root, "users", "assign"), "w") as f:
         f.write("=joe:joe:1000:1000:/home/joe:::\n.\n")
     home.control("morercpthosts", "example.org\n")
-    for name, target in (("qmail-newu", "users/cdb"), ("qmail-newmrh", "control/morercpthosts.cdb")):
+    home.control("clamavclients", "@example.org\n")
+    for name, target in (("qmail-newu", "users/cdb"), ("qmail-newmrh", "control/morercpthosts.cdb"),
+                         ("qmail-newfilters", "control/clamavclients.cdb")):
         tr = tool(home, name)
         clean(tr.lost_at([os.path.join(home.root, target)], tr.exit_of()))
 
@@ -299,3 +301,26 @@ def test_qmail_smtpd_says_250_ok_after_the_message_is_durable(home, tmp_path):
     made = tr.made(r"/queue/(mess/\d+|intd|todo)/\d+$")
     assert len(made) == 3, made
     clean(tr.lost_at(made, tr.written(b"250 ok ")))
+
+
+def test_qmail_send_finishes_a_message_only_after_qmail_local_made_it_durable(scratch):  # noqa: F811
+    maildir = os.path.join(scratch.fake, "Maildir")
+    owner = os.getuid() if os.getuid() else 65534      # qmail-lspawn runs the delivery as this user
+    os.chmod(scratch.fake, 0o755)                        # qmail-local defers for a writable home
+    for sub in ("", "tmp", "new", "cur"):
+        os.mkdir(os.path.join(maildir, sub))
+        os.chown(os.path.join(maildir, sub), owner, -1)
+    with open(os.path.join(scratch.fake, ".qmail-default"), "w") as f:
+        f.write("./Maildir/\n")
+    msgid = inject(scratch.home, MSG, b"alice@localhost", [b"joe@localhost"])
+    send = TracedSend(scratch, QMAILLOCAL=program("qmail-local"))
+    send.wait_line(r"^end msg %d$" % msgid)
+    tr = send.stop_traced()
+    q = os.path.join(scratch.home, "queue")
+    delivered = tr.made(re.escape(maildir) + r"/new/")
+    assert len(delivered) == 1, os.listdir(os.path.join(maildir, "new"))
+    info = "%s/info/%d/%d" % (q, msgid % layout.SPLIT, msgid)
+    chan = "%s/local/%d/%d" % (q, msgid % layout.SPLIT, msgid)
+    for gone in (tr.unlinked(re.escape(chan) + "$"), tr.unlinked(re.escape(info) + "$"),
+                 tr.unlinked(r"/queue/mess/\d+/%d$" % msgid)):
+        clean(tr.lost_at(delivered, gone))
