@@ -11,7 +11,9 @@ QMAILHOME ?= /var/qmail
 # Debian packages the test suite, `make run` and `make bench` use (real peers, not mocks).
 APT_PACKAGES := python3 python3-venv ucspi-tcp swaks srs daemontools curl dovecot-core dovecot-pop3d dovecot-sqlite dovecot-mysql \
 	clamav-daemon spamd spamassassin libdbd-mysql-perl postfix opendkim-tools \
-	time clamdscan spamc fastforward dot-forward
+	time clamdscan spamc fastforward dot-forward strace
+# strace: tests/durability.py replays a program's system calls to check what a power loss
+# may take (tests/test_durability.py).
 # fastforward and dot-forward: djb's add-ons that .qmail files run (tests/test_addons.py);
 # Debian builds them for the qmail home /var/lib/qmail, which they create (empty but for
 # their links); the tests bind-mount a home there in a private mount namespace.
