@@ -374,3 +374,15 @@ def test_check_reports_pattern_lines_that_never_match(home):
     home.control("blackholedsender", "*@[1-9]\n")
     r = home.run("qmail-showctl", "--check")
     assert (r.returncode, r.stdout) == (0, b"")
+
+
+def test_check_with_a_nul_in_doublebounceto(home):
+    """The double-bounce address followed to a mailbox held a NUL: pwd.getpwnam() raised
+    ValueError and --check ended in `internal bug` (exit 111). No passwd name holds a NUL:
+    the address is followed as one of no user. (Found by tests/fuzz/test_fuzz_programs.py.)"""
+    home.control("me", "fuzz.example\n")
+    with open(os.path.join(home.root, "control", "doublebounceto"), "wb") as f:
+        f.write(b"\xff\xfe\x00\n")
+    r = home.run("qmail-showctl", "--check")
+    assert (r.returncode, r.stderr) == (1, b"")
+    assert b"\ncontrol/doublebounceto: double bounces to \xff\xfe\x00@fuzz.example reach no mailbox: " in r.stdout

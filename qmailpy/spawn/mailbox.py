@@ -94,7 +94,7 @@ def getpw(local, alias_home=None, getpwnam=None, as_itself=True):
         if end < USERLEN and (end == len(local) or local[end:end + 1] == BREAK):
             try:
                 pw = getpwnam(local[:end].lower().decode("utf-8", "surrogateescape"))
-            except KeyError:
+            except (KeyError, ValueError):  # ValueError: a NUL, which no passwd name holds
                 pw = None
             if pw is not None and pw.pw_uid:
                 try:
