@@ -17,6 +17,11 @@ environment (PEP 538), and every program we start would inherit it (a .qmail
 `|program`, qmail-local's, qmail-send's helpers); qmail's programs pass their
 environment on unchanged. The environment we were started with (/proc/self/environ)
 has the caller's LC_CTYPE, or none, and that is put back.
+Closed standard descriptors: a program started with fd 0, 1 or 2 closed would have the
+first file it opens land there (qmail-todo's trigger FIFO read as qmail-send's commands,
+for ever; qmail-lspawn's selector registering itself). Each closed one is held by an
+O_PATH descriptor of /dev/null: reading or writing it still fails with EBADF, as the
+closed descriptor did (qmail-inject: `read error`), and nothing else can take its place.
 Imports only the C signal module: qmail-smtpd and qmail-queue start per message.
 """
 import _signal
@@ -29,6 +34,7 @@ HELP = "--help"
 def start(usage=None, argv=None):
     """Call first in main(): reset SIGCHLD; with a usage text, answer `--help` (SystemExit 0)."""
     _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+    hold_closed_std_fds()
     if "LC_CTYPE" in os.environ:
         callers_locale(os.environb)
     argv = sys.argv if argv is None else argv
@@ -40,6 +46,20 @@ def start(usage=None, argv=None):
         except OSError:
             pass
         raise SystemExit(0)
+
+
+def hold_closed_std_fds():
+    """Put an O_PATH descriptor (EBADF on read and write) on each of fds 0-2 that is closed."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            held = os.open("/dev/null", os.O_PATH)     # the lowest free descriptor: this one
+            if held != fd:                             # a lower one was closed too: taken above
+                os.dup2(held, fd, inheritable=True)
+                os.close(held)
+            else:
+                os.set_inheritable(fd, True)
 
 
 def callers_locale(environ, path="/proc/self/environ"):

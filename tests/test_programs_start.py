@@ -222,3 +222,27 @@ def test_every_program_has_its_page_and_a_line_in_the_readme(name):
         rows = [line for line in f if line.startswith("| `")]
     named = {part.strip(" `") for row in rows for part in row.split("|")[1].split(",")}
     assert name in named, name
+
+
+@pytest.mark.parametrize("name", ["qmail-lspawn", "qmail-rspawn", "qmail-todo"])
+def test_started_with_fd0_closed_ends_at_once(name, home):
+    """Started with fd 0 closed, the spawns' selector took fd 0 and registered itself (EINVAL:
+    `internal bug`, exit 111), and qmail-todo read its trigger FIFO, opened on fd 0, as
+    qmail-send's commands for ever. fd 0 is held (progstart) and reads as end of input:
+    exit 0 at once, nothing on stderr. (Found by tests/fuzz/test_fuzz_programs.py.)"""
+    create_queue(home.root)
+    argv = ["./Maildir/"] if name == "qmail-lspawn" else []
+    r = subprocess.run([program(name), *argv], stdin=subprocess.DEVNULL, capture_output=True,
+                       env=home.env(), cwd=home.root, timeout=20, preexec_fn=lambda: os.close(0))
+    assert (r.returncode, r.stderr) == (0, b"")
+
+
+def test_closed_fd0_still_reads_as_an_error(home):
+    """The descriptor that holds a closed fd 0 fails reads as the closed one did: qmail-inject
+    says qmail's `read error` (exit 111), it does not queue an empty message."""
+    create_queue(home.root)
+    home.control("me", "test.example\n")
+    r = subprocess.run([program("qmail-inject"), "a@b.example"], stdin=subprocess.DEVNULL, capture_output=True,
+                       env=home.env(), timeout=20, preexec_fn=lambda: os.close(0))
+    assert (r.returncode, r.stderr) == (111, b"qmail-inject: fatal: read error\n")
+    assert os.listdir(os.path.join(home.root, "queue", "todo")) == []

@@ -120,7 +120,7 @@ class Todo:
     def poll_send(self):
         """Between two messages: take qmail-send's H/X (or its death) into account."""
         if select.select([FROM_SEND], [], [], 0)[0]:
-            self.commands(os.read(FROM_SEND, 64))
+            self.commands(_from_send())
 
     def scan(self):
         self.next_scan = self.clock.now() + self.clock.delay(clock.SLEEP_TODO)
@@ -150,12 +150,15 @@ class Todo:
         while not (self.started or self.stop):
             for fd in select.select([FROM_SEND, wakeup_fd], [], [])[0]:
                 if fd == FROM_SEND:
-                    self.commands(os.read(FROM_SEND, 64))
+                    self.commands(_from_send())
                 else:
                     _drain(wakeup_fd)
 
     def run(self, trigger_fd, wakeup_fd):
         self.wait_start(wakeup_fd)
+        if self.stop:                        # before qmail-send's S: nothing was started
+            self.send(todowire.encode_exit())
+            return 0
         sel = selectors.DefaultSelector()
         sel.register(FROM_SEND, selectors.EVENT_READ, "send")
         sel.register(trigger_fd, selectors.EVENT_READ, "trigger")
@@ -167,7 +170,7 @@ class Todo:
             timeout = self.scan_wait(self.clock.now())
             for key, _ in sel.select(min(timeout, clock.SLEEP_FOREVER)):
                 if key.data == "send":
-                    self.commands(os.read(FROM_SEND, 64))
+                    self.commands(_from_send())
                 elif key.data == "trigger":
                     pulled = _drain(trigger_fd) or pulled
                 else:
@@ -178,6 +181,15 @@ class Todo:
                 self.scan()
         self.send(todowire.encode_exit())
         return 0
+
+
+def _from_send():
+    """What qmail-send wrote; b"" (end of file) when fd 0 cannot be read at all (qmail-todo
+    started with it closed): qmail-send is gone to us either way."""
+    try:
+        return os.read(FROM_SEND, 64)
+    except OSError:
+        return b""
 
 
 def _drain(fd):

@@ -240,8 +240,11 @@ class Server:
     def serve(self):
         self.write(spawnwire.encode_limit(self.limit))
         self.program.preload()
-        os.set_blocking(self.fd_in, False)
-        self.sel.register(self.fd_in, selectors.EVENT_READ, None)
+        try:
+            os.set_blocking(self.fd_in, False)
+            self.sel.register(self.fd_in, selectors.EVENT_READ, None)
+        except OSError:                  # started with fd 0 closed: no command will come
+            self.reading = False         # (as a read error, as end of input)
         while self.reading or self.active:
             for key, _ in self.sel.select():
                 if key.data is None:
