@@ -360,3 +360,21 @@ def test_seconds_beyond_any_sleep_are_clamped():
     assert parse_seconds("1000000000") == 1e9 and parse_seconds("0.25") == 0.25
     for text in ("1000000001", "9" * 400, "9" * 5000 + ".5"):
         assert parse_seconds(text) == 1e9
+
+
+def test_a_huge_malformed_value_is_quoted_short(tmp_path):
+    """A 300 KB line in a number file was quoted whole: every program that read it wrote a
+    300 KB log line (qmail-smtpd's error, qmail-queue's exit-55 line, qmail-send's alert).
+    The error quotes 60 characters and the length. (Found by tests/fuzz/test_fuzz_programs.py.)"""
+    os.makedirs(tmp_path / "control")
+    (tmp_path / "control" / "databytes").write_text("x" * 300000 + "\n")
+    (tmp_path / "control" / "timeoutsmtpd").write_text("0" * 5000 + "\n")
+    with pytest.raises(ControlError) as e:
+        Controls(str(tmp_path), {}).value("databytes")
+    assert str(e.value) == "control/databytes:1: not a number: '%s'... (300000 characters)" % ("x" * 60)
+    with pytest.raises(ControlError) as e:
+        Controls(str(tmp_path), {}).value("timeoutsmtpd")
+    assert str(e.value) == "control/timeoutsmtpd:1: below the minimum 1: '%s'... (5000 characters)" % ("0" * 60)
+    with pytest.raises(Malformed) as e:
+        parse_seconds("1" * 100 + "x")
+    assert str(e.value) == "not a number of seconds: '%s'... (101 characters)" % ("1" * 60)

@@ -47,17 +47,28 @@ def entries(pairs):
     return tuple(out), tuple(numbers)
 
 
+SHOWN = 60                      # characters of a malformed value its error quotes
+
+
+def shown(text):
+    """A malformed value as its error quotes it: repr(), cut to SHOWN characters (a 300 KB line
+    made a 300 KB log line of every program that read it)."""
+    if len(text) <= SHOWN:
+        return repr(text)
+    return "%r... (%d characters)" % (text[:SHOWN], len(text))
+
+
 def parse_number(control, text):
     """A non-negative decimal, clamped to the maximum (R.NUMBER_MAX when none); below the
     control's minimum, or anything else, is Malformed."""
     if not text.isdigit() or not text.isascii():
-        raise Malformed("not a number: %r" % text)
+        raise Malformed("not a number: %s" % shown(text))
     digits = text.lstrip("0")
     value = int(digits or "0") if len(digits) <= 20 else 10 ** 20     # int() refuses 4301 digits
     if control.kind == R.BOOL:
         return 1 if value else 0
     if value < control.minimum:
-        raise Malformed("below the minimum %d: %r" % (control.minimum, text))
+        raise Malformed("below the minimum %d: %s" % (control.minimum, shown(text)))
     limit = R.NUMBER_MAX if control.maximum is None else control.maximum
     return min(value, limit)
 
@@ -71,7 +82,7 @@ def parse_seconds(text):
     refused); anything else is Malformed."""
     whole, dot, frac = text.partition(".")
     if not (whole or frac) or not (whole + frac).isdigit() or not text.isascii() or (dot and not frac):
-        raise Malformed("not a number of seconds: %r" % text)
+        raise Malformed("not a number of seconds: %s" % shown(text))
     return min(float(text), SECONDS_MAX)
 
 
