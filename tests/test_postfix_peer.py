@@ -3,10 +3,12 @@
 qmail-remote -> Postfix's smtpd as the remote MX: PIPELINING, per-recipient 450/550 in one
 transaction, 552 after the dot for a message over message_size_limit, a 421 or 554 instead of
 the greeting, a 554 per RCPT (smtpd_delay_reject), Postfix's 421 after too
-many errors, STARTTLS with control/tlsdestinations. Postfix's smtp client -> qmail-smtpd (under
+many errors, STARTTLS with control/tlsdestinations, 4xx/5xx to MAIL, to DATA and after the
+dot (sender, data and end-of-data restrictions), a 5000-byte line, a bare CR. Postfix's smtp client -> qmail-smtpd (under
 tcpserver) as its relayhost: pipelined MAIL/RCPT/DATA, STARTTLS, many recipients, bare LF and
 8-bit bodies, and qmail-smtpd's refusals as Postfix's queue and log record them (permanent:
-bounced; temporary: still queued). Postfix that cannot start fails the test (services.missing).
+bounced; temporary: still queued); SMTP AUTH (smtp_sasl_auth_enable) to relay, chkuser's 550
+in Postfix's bounce, databytes (Postfix heeds SIZE; told not to, it gets the 552). Postfix that cannot start fails the test (services.missing).
 """
 import os
 import re
@@ -27,6 +29,9 @@ from tlspeer import tls_certs  # noqa: F401  (fixture)
 
 PEER = "peer.example"           # Postfix's virtual domain: rcpt@ exists, other users are unknown
 QUEUED = rb"Remote host said: 250 2\.0\.0 Ok: queued as [0-9A-F]+\n"
+SENDER_MAPS = {"mail": ("451 4.3.0 mail later", "553 5.7.1 mail never"),   # senders m4@, m5@
+               "data": ("452 4.3.1 data later", "554 5.7.1 data never"),   # d4@, d5@
+               "eod": ("451 4.7.1 end later", "550 5.7.1 end never")}      # e4@, e5@
 
 
 def start(pf):
@@ -66,9 +71,15 @@ def mx(tls_certs):  # noqa: F811
     access = os.path.join(pf.config, "access")
     with open(access, "w") as f:
         f.write("defer@%s 450 4.2.0 try later\nreject@%s 550 5.1.1 no such user\n" % (PEER, PEER))
+    for name, (soft, hard) in SENDER_MAPS.items():      # a map per stage, keyed by the sender
+        with open(os.path.join(pf.config, name), "w") as f:
+            f.write("%s4@test.example %s\n%s5@test.example %s\n" % (name[0], soft, name[0], hard))
     edit_main_cf(pf, add=["message_size_limit = 2000",
                           "smtpd_recipient_restrictions = check_recipient_access texthash:%s,"
                           " permit_mynetworks, reject" % access,
+                          "smtpd_sender_restrictions = check_sender_access texthash:%s/mail" % pf.config,
+                          "smtpd_data_restrictions = check_sender_access texthash:%s/data" % pf.config,
+                          "smtpd_end_of_data_restrictions = check_sender_access texthash:%s/eod" % pf.config,
                           "smtpd_hard_error_limit = 4", "smtpd_soft_error_limit = 2",
                           "smtpd_error_sleep_time = 0",
                           "smtpd_tls_cert_file = " + cert, "smtpd_tls_key_file = " + key,
@@ -88,9 +99,9 @@ def remote(home, mx):
     home.control("me", "test.example\n")
     home.control("smtproutes", ":127.0.0.1:%d\n" % mx.port)
 
-    def go(*recips, message=b"Subject: x\n\nhi\n", tlsdestinations="!%s\n" % PEER):
+    def go(*recips, message=b"Subject: x\n\nhi\n", tlsdestinations="!%s\n" % PEER, sender="a@test.example"):
         home.control("tlsdestinations", tlsdestinations)
-        p = subprocess.run([program("qmail-remote"), PEER, "a@test.example", *recips], input=message,
+        p = subprocess.run([program("qmail-remote"), PEER, sender, *recips], input=message,
                            capture_output=True, env=home.env(), timeout=60)
         assert (p.returncode, p.stderr) == (0, b"")
         return p.stdout
@@ -184,6 +195,56 @@ def test_remote_postfix_delayed_client_reject_refuses_every_recipient(remote, mx
         mx.postconf(smtpd_client_restrictions="")
 
 
+def test_remote_postfix_refusing_the_sender_at_mail(remote, mx):
+    """smtpd_delay_reject = no: the sender restriction answers MAIL itself; qmail's 5xx/4xx split."""
+    mx.postconf(smtpd_delay_reject="no")
+    try:
+        assert remote("rcpt@" + PEER, sender="m4@test.example") == (
+            b"ZConnected to 127.0.0.1 but sender was rejected.\n"
+            b"Remote host said: 451 4.3.0 <m4@test.example>: Sender address rejected: mail later\n\0")
+        assert remote("rcpt@" + PEER, sender="m5@test.example") == (
+            b"DConnected to 127.0.0.1 but sender was rejected.\n"
+            b"Remote host said: 553 5.7.1 <m5@test.example>: Sender address rejected: mail never\n\0")
+    finally:
+        mx.postconf(smtpd_delay_reject="yes")
+
+
+@pytest.mark.parametrize("sender,report", [
+    ("d4", b"Z127.0.0.1 failed on DATA command.\nRemote host said: 452 4.3.1 <d4@test.example>: data later"),
+    ("d5", b"D127.0.0.1 failed on DATA command.\nRemote host said: 554 5.7.1 <d5@test.example>: data never"),
+    ("e4", b"Z127.0.0.1 failed after I sent the message.\nRemote host said: 451 4.7.1 <e4@test.example>: end later"),
+    ("e5", b"D127.0.0.1 failed after I sent the message.\nRemote host said: 550 5.7.1 <e5@test.example>: end never")])
+def test_remote_postfix_refusing_data_or_the_dot(remote, sender, report):
+    """smtpd_data_restrictions answer DATA, smtpd_end_of_data_restrictions the final dot; the
+    recipient was accepted (r) either way, then qmail's Z for a 4xx and D for a 5xx."""
+    assert remote("rcpt@" + PEER, sender=sender + "@test.example") == b"r\0" + report.replace(
+        b">: ", b">: Sender address rejected: ") + b"\n\0"
+
+
+def queued_body(mx, out):
+    """The body of the message Postfix's report `out` names, as Postfix's queue file holds it."""
+    (qid,) = re.findall(rb"queued as ([0-9A-F]+)\n", out)
+    r = subprocess.run(["postcat", "-c", mx.config, "-b", "-q", qid.decode()], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_remote_long_line_and_bare_cr_reach_postfix_as_sent(remote, mx):
+    """A 5000-byte line goes as one line (qmail-remote does not fold it; Postfix takes lines past
+    its line_length_limit in pieces and keeps them one line); a bare CR goes as CRLF (notqmail
+    83e8e32) and an existing CRLF as itself, never CR CR LF."""
+    mx.postconf(message_size_limit="20000")
+    try:
+        out = remote("rcpt@" + PEER, message=b"Subject: long\n\n" + b"x" * 5000 + b"\n")
+    finally:
+        mx.postconf(message_size_limit="2000")
+    assert re.fullmatch(rb"r\0K127\.0\.0\.1 accepted message\.\n" + QUEUED + rb"\0", out), out
+    assert queued_body(mx, out).endswith(b"\n" + b"x" * 5000 + b"\n")
+    out = remote("rcpt@" + PEER, message=b"Subject: cr\n\na\rb\r\nc\n")
+    assert re.fullmatch(rb"r\0K127\.0\.0\.1 accepted message\.\n" + QUEUED + rb"\0", out), out
+    assert queued_body(mx, out).endswith(b"\na\nb\nc\n")
+
+
 # -- Postfix's smtp client delivering into qmail-smtpd -------------------------------------------
 @pytest.fixture(params=["tcpserver", "qmail-tcpserver"])
 def server(request):
@@ -197,22 +258,35 @@ def relay(tmp_path, tls_certs, request, server):  # noqa: F811
     mail stays in todo/), and Postfix relaying everything to it with TLS required; mail for
     tq.<DOMAIN> goes to a second qmail-smtpd whose qmail-queue exits 71."""
     world = World(queued=False, controls=getattr(request, "param", None))
-    root = private_root()
-    cert, key = tls_certs.server("mx.e2e.test")
-    with open(os.path.join(world.home, "control", "servercert.pem"), "wb") as f:
-        f.write(open(cert, "rb").read() + open(key, "rb").read())
     world.control("rcpthosts", "%s\ntq.%s" % (DOMAIN, DOMAIN))
     failing = tmp_path / "qq71"
     failing.write_text("#!/bin/sh\ncat >/dev/null\nexit 71\n")
     failing.chmod(0o755)
-    port, port71 = world.smtpd(server=server), world.smtpd(server=server, QMAILQUEUE=str(failing))
+
+    def ports():
+        return world.smtpd(server=server), world.smtpd(server=server, QMAILQUEUE=str(failing))
+    yield from behind_postfix(world, tls_certs, ports, {"transport": "tq.%s smtp:[127.0.0.1]:%%d\n" % DOMAIN},
+                              ["transport_maps = texthash:{config}/transport"])
+
+
+def behind_postfix(world, tls_certs, ports, files, add):  # noqa: F811
+    """A fixture's body: world's qmail-smtpd with the test certificate (ports(): the port Postfix
+    relays everything to, then those the `files` formats take), a whole Postfix relaying to it
+    with TLS required; yields (world, postfix). files: {name: text % ports[1:]} in Postfix's
+    config directory; add: more main.cf lines ({config}: that directory)."""
+    root = private_root()
+    cert, key = tls_certs.server("mx.e2e.test")
+    with open(os.path.join(world.home, "control", "servercert.pem"), "wb") as f:
+        f.write(open(cert, "rb").read() + open(key, "rb").read())
+    port, *more = ports()
     pf = Postfix(os.path.join(root, "pf"), "relay", "pf.example", relay_port=port)
-    with open(os.path.join(pf.config, "transport"), "w") as f:
-        f.write("tq.%s smtp:[127.0.0.1]:%d\n" % (DOMAIN, port71))
+    for name, text in files.items():
+        with open(os.path.join(pf.config, name), "w") as f:
+            f.write(text % tuple(more or [port]))
     edit_main_cf(pf, drop=("defer_transports", "smtp_tls_security_level"),
                  add=["smtp_tls_security_level = encrypt",
-                      "transport_maps = texthash:%s/transport" % pf.config,
-                      "queue_run_delay = 2s", "minimal_backoff_time = 2s", "maximal_backoff_time = 2s"])
+                      "queue_run_delay = 2s", "minimal_backoff_time = 2s", "maximal_backoff_time = 2s"]
+                 + [line.format(config=pf.config) for line in add])
     try:
         start(pf)
         yield world, pf
@@ -229,7 +303,7 @@ def submit(pf, message, rcpts, sender="s@pf.example"):
 
 def logged(pf, pattern, count=1):
     wait_until(lambda: len(re.findall(pattern, open(pf.maillog, "rb").read())) >= count, timeout=60,
-               what="%r in Postfix's log" % pattern)
+               what="%r in Postfix's log (%s)" % (pattern, pf.log_tail(8)))
     return re.findall(pattern, open(pf.maillog, "rb").read())
 
 
@@ -302,3 +376,78 @@ def test_qmail_smtpd_maxrecepients_452_makes_postfix_send_the_rest_later(relay):
             got += re.findall(rb"T([^\0]*)\0", open(os.path.join(world.home, "queue", f), "rb").read())
     assert sorted(got) == sorted(r.encode() for r in rcpts)
     assert b"status=bounced" not in open(pf.maillog, "rb").read()
+
+
+# -- Postfix's smtp client with SMTP AUTH, qmail-smtpd's chkuser and databytes ----------------
+@pytest.fixture(scope="module")
+def auth_relay(tls_certs):  # noqa: F811
+    """(world, postfix), one per module: qmail-smtpd (tcpserver) with smtpauth, userchk and
+    databytes 3000, joe@<DOMAIN> a mailbox user; a whole Postfix (its bounces reach
+    rcpt@pf.example's Maildir) relaying everything to it over STARTTLS, authenticating as joe.
+    Postfix picks CRAM-MD5, the strongest mechanism offered, and does not try another after a
+    535: joe's password is stored --clear, without which CRAM-MD5 fails (docs/qmail-users.md)."""
+    world = World(queued=False, controls={"smtpauth": "1", "userchk": "1", "databytes": "3000"})
+    world.users("adduser", "joe@" + DOMAIN, "-p", "s3cret", "--clear")
+    yield from behind_postfix(world, tls_certs, lambda: [world.smtpd(AUTHFAILDELAY="0")],
+                              {"sasl": "[127.0.0.1]:%%d joe@%s:s3cret\n" % DOMAIN},
+                              ["smtp_sasl_auth_enable = yes", "smtp_sasl_password_maps = texthash:{config}/sasl",
+                               "smtp_sasl_security_options = noanonymous",
+                               "smtp_sasl_tls_security_options = noanonymous"])
+
+
+def bounces(pf):
+    new = pf.maildir_new()
+    return [open(os.path.join(new, f), "rb").read() for f in sorted(os.listdir(new))] if os.path.isdir(new) else []
+
+
+def test_postfix_authenticates_and_relays_through_qmail_smtpd(auth_relay):
+    """smtp_sasl_auth_enable: Postfix's AUTH over STARTTLS lets it relay to a domain not in
+    rcpthosts; Received says ESMTPSA and the user; an 8BITMIME body arrives as it was."""
+    world, pf = auth_relay
+    with smtplib.SMTP("127.0.0.1", pf.port) as s:
+        s.ehlo()
+        s.sendmail("rcpt@pf.example", ["friend@elsewhere.example"],
+                   b"Subject: auth\r\nContent-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9\r\n",
+                   mail_options=["BODY=8BITMIME"])
+    logged(pf, rb"to=<friend@elsewhere\.example>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, [^\n]*status=sent"
+               rb" \(250 ok \d+ qp \d+\)")
+    (mess,) = [m for m in todo_messages(world) if b"Subject: auth" in m]
+    assert re.match(rb"Received: \(qmail \d+ invoked by uid \d+\); [^\n]+\n"
+                    rb"Received: from unknown \(HELO mx\.relay\.pf\.example\) \(joe@e2e\.example@127\.0\.0\.1\)\n"
+                    rb"  by localhost with ESMTPSA \(TLS_[A-Z0-9_]+ encrypted, authenticated\); ", mess), mess
+    assert b"\nContent-Transfer-Encoding: 8bit\n" in mess and mess.endswith(b"\n\ncaf\xc3\xa9\n"), mess
+
+
+def test_postfix_bounce_carries_qmail_smtpd_chkuser_reply(auth_relay):
+    world, pf = auth_relay
+    submit(pf, b"Subject: chk\r\n\r\nhi\r\n", ["nosuch@" + DOMAIN], sender="rcpt@pf.example")
+    (line,) = logged(pf, rb"to=<nosuch@e2e\.example>, [^\n]*status=bounced \([^\n]*\)\n")
+    assert line.endswith(b"status=bounced (host 127.0.0.1[127.0.0.1] said: 550 sorry, no mailbox here by that"
+                         b" name (#5.1.1 - chkusr) (in reply to RCPT TO command))\n"), line
+    wait_until(lambda: any(b"Subject: chk" in b for b in bounces(pf)), timeout=30, what="Postfix's bounce")
+    (bounce,) = [b for b in bounces(pf) if b"Subject: chk" in b]
+    assert (b"\n<nosuch@e2e.example>: host 127.0.0.1[127.0.0.1] said: 550 sorry, no mailbox\n"
+            b"    here by that name (#5.1.1 - chkusr) (in reply to RCPT TO command)\n\n") in bounce, bounce
+    # qmail's enhanced code is in its "(#5.1.1)", not after the 550: Postfix's DSN says 5.0.0
+    assert (b"\nAction: failed\nStatus: 5.0.0\nRemote-MTA: dns; 127.0.0.1\n"
+            b"Diagnostic-Code: smtp; 550 sorry, no mailbox here by that name (#5.1.1 -\n    chkusr)\n") in bounce
+
+
+def test_postfix_message_over_databytes(auth_relay):
+    """qmail-smtpd's EHLO says SIZE 3000: Postfix bounces a bigger message itself without
+    sending it; told to ignore SIZE, it sends it and bounces with qmail-smtpd's 552."""
+    world, pf = auth_relay
+    big = b"Subject: big%d\r\n\r\n" + (b"y" * 70 + b"\r\n") * 60
+    submit(pf, big % 1, ["joe@" + DOMAIN], sender="rcpt@pf.example")
+    (line,) = logged(pf, rb"to=<joe@e2e\.example>, [^\n]*status=bounced \([^\n]*\)\n")
+    assert re.search(rb"status=bounced \(message size \d+ exceeds size limit 3000 of server"
+                     rb" 127\.0\.0\.1\[127\.0\.0\.1\]\)\n$", line), line
+    pf.postconf(smtp_discard_ehlo_keywords="size")
+    try:
+        submit(pf, big % 2, ["joe@" + DOMAIN], sender="rcpt@pf.example")
+        line = logged(pf, rb"to=<joe@e2e\.example>, [^\n]*status=bounced \([^\n]*\)\n", 2)[1]
+    finally:
+        pf.postconf(smtp_discard_ehlo_keywords="")
+    assert line.endswith(b"status=bounced (host 127.0.0.1[127.0.0.1] said: 552 sorry, that message size exceeds"
+                         b" my databytes limit (#5.3.4) (in reply to end of DATA command))\n"), line
+    assert not [m for m in todo_messages(world) if b"Subject: big" in m]
