@@ -433,3 +433,32 @@ def test_under_qmail_tcpserver_starttls_smtps_and_the_cve_bytes(tmp_path, tls_ce
     finally:
         plain.stop()
         smtps.stop()
+
+
+def refused_handshake(port, **client):
+    """The ssl.SSLError a client gets when qmail-smtpd refuses its handshake after STARTTLS.
+    client: 'ciphers' (TLS 1.2 only then) or 'version' (that version only, any cipher)."""
+    ctx = client_context()
+    if "ciphers" in client:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(client["ciphers"])
+    else:
+        ctx.set_ciphers("DEFAULT@SECLEVEL=0")
+        ctx.minimum_version = ctx.maximum_version = client["version"]
+    s = connect(port)
+    read_lines(s, 1)
+    s.sendall(b"STARTTLS\r\n")
+    assert read_lines(s, 1) == ["220 ready for tls"]
+    with pytest.raises(ssl.SSLError) as e:
+        ctx.wrap_socket(s, server_hostname="localhost")
+    s.close()
+    return e.value
+
+
+def test_a_refused_handshake_is_told_to_the_client_with_a_tls_alert(tls_server):
+    """As any OpenSSL server (the TLS patch's SSL_accept): the alert goes out before the close,
+    so the client learns why; it used to see only the connection's end (unexpected EOF)."""
+    home, port = tls_server
+    e = refused_handshake(port, ciphers="DHE-RSA-AES128-GCM-SHA256")     # no dh2048.pem: no DHE
+    assert e.reason == "SSLV3_ALERT_HANDSHAKE_FAILURE", e
+

@@ -77,7 +77,8 @@ class TlsChannel:
         self.obj = ctx.wrap_bio(self._in, self._out, server_side=True)
 
     def handshake(self):
-        """Run the handshake; the Info. ssl.SSLError when it fails, EOFError when the client left."""
+        """Run the handshake; the Info. ssl.SSLError when it fails (after sending the client
+        OpenSSL's alert that says why, as a server on a socket does), EOFError when the client left."""
         while True:
             try:
                 self.obj.do_handshake()
@@ -85,6 +86,12 @@ class TlsChannel:
             except ssl.SSLWantReadError:
                 self._flush()
                 self._fill()
+            except ssl.SSLError:
+                try:
+                    self._flush()
+                except OSError:     # a client gone or not reading: the handshake's error is the news
+                    pass
+                raise
         self._flush()
         cipher = self.obj.cipher()
         return Info(cipher[0] if cipher else "unknown", self.obj.version(), bool(self.obj.getpeercert()))
