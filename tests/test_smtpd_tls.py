@@ -462,3 +462,75 @@ def test_a_refused_handshake_is_told_to_the_client_with_a_tls_alert(tls_server):
     e = refused_handshake(port, ciphers="DHE-RSA-AES128-GCM-SHA256")     # no dh2048.pem: no DHE
     assert e.reason == "SSLV3_ALERT_HANDSHAKE_FAILURE", e
 
+
+def test_protocol_versions_tls12_and_tls13_only(tls_server):
+    """TLS 1.2 and 1.3; TLS 1.1 and 1.0 are refused with an alert (qmail-smtpd sets no versions:
+    OpenSSL's defaults and the system's openssl.cnf decide, as for the TLS patch; Debian's
+    security level 2 leaves a TLS 1.0/1.1 handshake no signature algorithm: internal_error)."""
+    home, port = tls_server
+    for version, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
+        ctx = client_context()
+        ctx.minimum_version = ctx.maximum_version = version
+        s = connect(port)
+        read_lines(s, 1)
+        s.sendall(b"STARTTLS\r\n")
+        read_lines(s, 1)
+        t = ctx.wrap_socket(s, server_hostname="localhost")
+        assert t.version() == name
+        t.sendall(b"QUIT\r\n")
+        assert read_lines(t, 1) == ["221 test.example"]
+        t.close()
+    for version in (ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1):
+        reason = refused_handshake(port, version=version).reason
+        assert reason.startswith(("TLSV1_ALERT_", "SSLV3_ALERT_")), reason
+
+
+def test_servercert_chain_is_sent_whole_to_openssl_s_client(tmp_path, tls_certs):  # noqa: F811
+    """servercert.pem = the server's certificate, an intermediate CA's, the key: s_client gets
+    both certificates and verifies the chain up to a root it alone trusts."""
+    from tlspeer import openssl
+    d = str(tmp_path)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "root.key", "-out", "root.pem",
+            "-days", "2", "-subj", "/CN=test root", cwd=d)
+    (tmp_path / "ca.ext").write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign,cRLSign\n")
+    (tmp_path / "leaf.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name, signer, ext in (("int", "root", "ca.ext"), ("leaf", "int", "leaf.ext")):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", name + ".key", "-out", name + ".csr",
+                "-subj", "/CN=" + {"int": "test intermediate", "leaf": "localhost"}[name], cwd=d)
+        openssl("x509", "-req", "-in", name + ".csr", "-CA", signer + ".pem", "-CAkey", signer + ".key",
+                "-CAcreateserial", "-out", name + ".pem", "-days", "2", "-extfile", ext, cwd=d)
+    home = make_home(tmp_path / "qmail", tls_certs, auth=False)
+    home.control("servercert.pem", "".join((tmp_path / f).read_text() for f in ("leaf.pem", "int.pem", "leaf.key")))
+    server = Smtpd(home)
+    try:
+        r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % server.port, "-starttls", "smtp",
+                            "-CAfile", os.path.join(d, "root.pem"), "-verify_return_error", "-showcerts"],
+                           input=b"QUIT\r\n", capture_output=True, timeout=60)
+    finally:
+        server.stop()
+    out = r.stdout.decode()
+    assert r.returncode == 0, out + r.stderr.decode()
+    assert "Certificate chain\n 0 s:CN = localhost\n   i:CN = test intermediate\n" in out, out
+    assert "\n 1 s:CN = test intermediate\n   i:CN = test root\n" in out, out
+    assert "Verify return code: 0 (ok)" in out
+
+
+@pytest.mark.parametrize("protocol", ["ESMTPSA", "SSMTPA"])     # STARTTLS; TLS on connect (SMTPS)
+@pytest.mark.parametrize("mech", ["PLAIN", "LOGIN", "CRAM-MD5"])
+def test_swaks_every_mechanism_over_tls_pipelined(tls_server, smtps_server, protocol, mech):
+    home, port = tls_server if protocol == "ESMTPSA" else smtps_server
+    r = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % port, "--protocol", protocol, "--pipeline",
+                        "--auth", mech, "--auth-user", "joe@example.org", "--auth-password", "s3cret",
+                        "--from", "joe@example.org", "--to", "friend@elsewhere.example",
+                        "--header", "Subject: %s %s" % (protocol, mech)], capture_output=True, timeout=60)
+    out = r.stdout.decode()
+    assert r.returncode == 0, out
+    assert " ~> AUTH %s" % mech in out and "<~  235 ok, go ahead (#2.0.0)" in out, out
+    # --pipeline: MAIL, RCPT and DATA in one write, then their three replies
+    assert (" ~> MAIL FROM:<joe@example.org>\n ~> RCPT TO:<friend@elsewhere.example>\n ~> DATA\n"
+            "<~  250 ok\n<~  250 ok\n<~  354 go ahead\n") in out, out
+    env, (first, second, rest) = received_of_last(home)
+    assert env == ["Fjoe@example.org", "Tfriend@elsewhere.example"]
+    assert first.startswith(b"Received: from unknown (HELO ") and first.endswith(b") (joe@example.org@127.0.0.1)")
+    assert second.startswith(b"  by localhost with ESMTPSA (TLS_") and b" encrypted, authenticated); " in second
+    assert b"Subject: %s %s" % (protocol.encode(), mech.encode()) in rest
