@@ -157,19 +157,25 @@ def test_4xx_then_accept(world, routes, stage, reply, deferral):
 
 # -- 4. a 5xx: the bounce, compared in full
 
+def run_to_the_bounce(world, msgid, t0):
+    """qmail-send run until alice has the bounce of msgid (queued at t0) and it logged the bounce's
+    end; (the stopped Send, the bounce as qmail-send wrote it, its Date value)."""
+    send = world.send()
+    send.wait_for(lambda: world.delivered("alice"), what="the bounce in alice's Maildir")
+    send.wait_line(r"^end msg (?!%d$)\d+$" % msgid)
+    assert send.stop() == 0
+    [stored] = world.delivered("alice").values()
+    return (send,) + open_bounce(stored, "alice", t0, time.time())
+
+
 def test_5xx_bounce_in_full(world, routes):
     world.adduser("alice")
     sink = routes.sink("remote.example")
     sink.answer("RCPT", "550 5.1.1 <bob@remote.example>: no such user", rcpt="bob@remote.example")
     t0 = time.time()
     msgid, mess = queue_one(world, PLAIN, ["bob@remote.example"])
-    send = world.send()
-    send.wait_for(lambda: world.delivered("alice"), what="the bounce in alice's Maildir")
-    send.wait_line(r"^end msg (?!%d$)\d+$" % msgid)
-    assert send.stop() == 0
+    send, bounce, date = run_to_the_bounce(world, msgid, t0)
     ip = sink.host
-    [stored] = world.delivered("alice").values()
-    bounce, date = open_bounce(stored, "alice", t0, time.time())
     assert bounce == (
         b"Date: " + date + b"\n"
         b"From: MAILER-DAEMON@mx.e2e.test\n"

@@ -4,7 +4,8 @@ qmail-remote -> Postfix's smtpd as the remote MX: PIPELINING, per-recipient 450/
 transaction, 552 after the dot for a message over message_size_limit, a 421 or 554 instead of
 the greeting, a 554 per RCPT (smtpd_delay_reject), Postfix's 421 after too
 many errors, STARTTLS with control/tlsdestinations, 4xx/5xx to MAIL, to DATA and after the
-dot (sender, data and end-of-data restrictions), a 5000-byte line, a bare CR. Postfix's smtp client -> qmail-smtpd (under
+dot (sender, data and end-of-data restrictions), a 5000-byte line, a bare CR; qmail-send's
+log lines and bounce for a message Postfix takes for one recipient and refuses for another. Postfix's smtp client -> qmail-smtpd (under
 tcpserver) as its relayhost: pipelined MAIL/RCPT/DATA, STARTTLS, many recipients, bare LF and
 8-bit bodies, and qmail-smtpd's refusals as Postfix's queue and log record them (permanent:
 bounced; temporary: still queued); SMTP AUTH (smtp_sasl_auth_enable) to relay, chkuser's 550
@@ -24,7 +25,7 @@ import pytest
 import services
 from bench.postfix import Postfix, PostfixUnavailable, check_host
 from conftest import program
-from test_e2e_support import BIN, DOMAIN, World, wait_until
+from test_e2e_support import BIN, DOMAIN, World, wait_until, world  # noqa: F401  (fixture)
 from tlspeer import tls_certs  # noqa: F401  (fixture)
 
 PEER = "peer.example"           # Postfix's virtual domain: rcpt@ exists, other users are unknown
@@ -451,3 +452,37 @@ def test_postfix_message_over_databytes(auth_relay):
     assert line.endswith(b"status=bounced (host 127.0.0.1[127.0.0.1] said: 552 sorry, that message size exceeds"
                          b" my databytes limit (#5.3.4) (in reply to end of DATA command))\n"), line
     assert not [m for m in todo_messages(world) if b"Subject: big" in m]
+
+
+def test_qmail_send_delivers_to_postfix_and_bounces_with_its_text(world, mx):  # noqa: F811
+    """qmail-send -> qmail-rspawn -> qmail-remote -> Postfix, one recipient taken, one refused:
+    qmail-send's log lines and the bounce (QSBMF) carry Postfix's replies as qmail-remote said them
+    (qmail-reference.md 3.3 and 3.4)."""
+    from test_e2e_remote import queue_one, received_line, run_to_the_bounce
+    world.adduser("alice")
+    world.control("smtproutes", "%s:127.0.0.1:%d" % (PEER, mx.port))
+    world.control("tlsdestinations", "!" + PEER)
+    t0 = time.time()
+    msgid, mess = queue_one(world, b"From: alice@e2e.example\nSubject: to postfix\n\nhi\n",
+                            ["rcpt@" + PEER, "reject@" + PEER], sender="alice@" + DOMAIN)
+    send, bounce, date = run_to_the_bounce(world, msgid, t0)
+    lines = send.lines()
+    (ok,) = [line for line in lines if " success: 127" in line]
+    assert re.fullmatch(r"delivery \d+: success: 127\.0\.0\.1_accepted_message\./Remote_host_said:_250_2\.0\.0_Ok:"
+                        r"_queued_as_[0-9A-F]+/", ok), ok
+    (failed,) = [line for line in lines if " failure: " in line]
+    assert re.fullmatch(r"delivery \d+: failure: 127\.0\.0\.1_does_not_like_recipient\./Remote_host_said:_550_5\.1\.1"
+                        r"_<reject@peer\.example>:_Recipient_address_rejected:_no_such_user/Giving_up_on_127\.0\.0\.1\./",
+                        failed), failed
+    assert bounce == (
+        b"Date: " + date + b"\nFrom: MAILER-DAEMON@mx.e2e.test\nTo: alice@e2e.example\nSubject: failure notice\n\n"
+        b"Hi. This is the qmail-send program at mx.e2e.test.\n"
+        b"I'm afraid I wasn't able to deliver your message to the following addresses.\n"
+        b"This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
+        b"<reject@peer.example>:\n"
+        b"127.0.0.1 does not like recipient.\n"
+        b"Remote host said: 550 5.1.1 <reject@peer.example>: Recipient address rejected: no such user\n"
+        b"Giving up on 127.0.0.1.\n\n"
+        b"--- Below this line is a copy of the message.\n\n"
+        b"Return-Path: <alice@e2e.example>\n" + received_line(mess)
+        + b"From: alice@e2e.example\nSubject: to postfix\n\n")     # the copy: headers only (docs/bounces.md)
