@@ -102,6 +102,21 @@ def test_a_question_waits_for_its_answer(tmp_path):
     assert shape([s.next_action()]) == [("send", "250 ok\r\n250 ok\r\n")]
 
 
+@pytest.mark.parametrize("env,line", [
+    ({}, b"Received: from unknown (HELO c.example) (127.0.0.1)\n"),               # unset: qmail's "unknown"
+    ({"TCPREMOTEHOST": ""}, b"Received: from  (HELO c.example) (127.0.0.1)\n"),   # set empty: as given
+    ({"TCPREMOTEHOST": "C.example"}, b"Received: from C.example (127.0.0.1)\n"),  # the HELO name: no HELO part
+])
+def test_received_line_names_tcpremotehost_as_qmail_does(tmp_path, env, line):
+    """qmail-smtpd.c: remotehost = env_get("TCPREMOTEHOST"), "unknown" only when it is unset;
+    an empty value (a tcprules TCPREMOTEHOST="") stays empty."""
+    s = session_for(tmp_path, **env)
+    actions(s)
+    actions(s, b"HELO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.org>\r\n")
+    got = actions(s, b"DATA\r\n", [True])
+    assert got[1].data.split(b"  by ")[0] == line
+
+
 def test_users_question_and_its_failure(tmp_path):
     s = session_for(tmp_path, [("popbeforesmtp", "1\n")])
     actions(s)

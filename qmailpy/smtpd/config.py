@@ -20,7 +20,8 @@ class Peer:
 
     def __init__(self, environ):
         self.ip = environ.get("TCPREMOTEIP") or "unknown"
-        self.host = environ.get("TCPREMOTEHOST") or "unknown"
+        host = environ.get("TCPREMOTEHOST")      # qmail: "unknown" when unset; set empty stays ""
+        self.host = "unknown" if host is None else host
         self.info = environ.get("TCPREMOTEINFO")
         self.local_ip = environ.get("TCPLOCALIP") or "unknown"
         self.local_host = environ.get("TCPLOCALHOST") or environ.get("TCPLOCALIP") or "unknown"
