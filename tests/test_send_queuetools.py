@@ -170,6 +170,28 @@ def test_qread_says_trouble_in_qmail_words(scratch):
     assert (out.returncode, out.stdout) == (0, b"warning: trouble with #%d: file does not exist\n" % msgid)
 
 
+def test_qread_skips_queue_names_that_are_not_ascii_numbers(scratch):
+    """qmail's readsubdir() takes a name of info/N for a message only when scan_ulong() reads all
+    of it, so anything else there is passed over. `²` and `٣` are str.isdigit() but no ASCII
+    number: `²` made qmail-qread an internal bug (int() refuses it), `٣` read as message 3."""
+    msgid = int(queue_message(scratch.home, sender=b"alice@x", recips=(b"bob@localhost",)).split("/")[1])
+    assert preprocess(scratch.home, msgid, Rewriter(["localhost"], [], [], "x"), Cleaner())[1]
+    os.unlink(layout.todo_path(scratch.home, msgid))
+    for name in ("\u00b2", "\u0663", "7x"):
+        open(os.path.join(scratch.home, "queue", "info", str(msgid % 23), name), "w").close()
+    info = os.stat(layout.info_path(scratch.home, msgid))
+    size = os.stat(layout.mess_path(scratch.home, msgid)).st_size
+    out = subprocess.run([str(BIN / "qmail-qread")], capture_output=True, env=scratch.env(), timeout=20)
+    assert (out.returncode, out.stdout.decode(), out.stderr) == (0, "%s GMT  #%d  %d  <alice@x> \n\tlocal\tbob@localhost\n" % (
+        date822(info.st_mtime)[:-6], msgid, size), b"")
+
+
+def test_queue_ids_are_ascii_numbers_only():
+    """One rule for every scan of a queue directory (info/ for qmail-send and qmail-qread, todo/
+    for qmail-todo, mess/ and intd/ for the debris): what qmail's scan_ulong() reads whole."""
+    assert layout.numeric_ids(["12", "0005", "\u00b2", "\u0663", "7x", "", "-1", "+1", " 1"]) == [12, 5]
+
+
 @pytest.mark.parametrize("missing", ["queue", "queue/info/7"])
 def test_qread_exits_111_when_the_queue_is_missing(scratch, missing):
     """As qmail's qmail-qread (die_chdir, die_opendir): a queue/ or an info/ subdirectory

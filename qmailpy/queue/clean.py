@@ -55,7 +55,7 @@ def _ids(directory):
         names = os.listdir(directory)
     except OSError:
         return []
-    return [int(n) for n in names if n.isdigit()]
+    return layout.numeric_ids(names)
 
 
 def unowned(home, msgid, split=layout.SPLIT):

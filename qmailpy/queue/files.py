@@ -97,7 +97,7 @@ def info_ids(home, split=layout.SPLIT, ordered=False, pause=None):
                 if pause is None:
                     raise
                 pause("info/%d" % n)
-        ids = [int(name) for name in names if name.isdigit()]
+        ids = layout.numeric_ids(names)
         yield from sorted(ids) if ordered else ids
 
 

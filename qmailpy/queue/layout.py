@@ -36,6 +36,13 @@ GROUP = "qmail"
 QUEUE_WRITTEN = ("pid", "intd", "todo", "mess")
 
 
+def numeric_ids(names):
+    """The message ids among a queue directory's entry names: those that are ASCII decimal
+    numbers, as qmail's scan_ulong() reads them whole (readsubdir()); any other name is not a
+    message and is passed over. str.isdigit() alone lets in `²` (int() refuses it) and `٣`."""
+    return [int(name) for name in names if name.isascii() and name.isdigit()]
+
+
 def time_limit(timeoutqueue):
     """qmail-queue's time limit from control/timeoutqueue's value (unset: DEATH), kept below
     OSSIFIED so that clean_stale never takes a live insertion: the one rule for qmail-queue,

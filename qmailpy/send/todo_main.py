@@ -130,7 +130,7 @@ class Todo:
             self.log("alert: unable to opendir todo, sleeping...")
             self.next_scan = self.clock.now() + self.clock.delay(clock.SLEEP_PAUSEDIR)
             return
-        ids = sorted(int(n) for n in names if n.isdigit())
+        ids = sorted(layout.numeric_ids(names))
         for at in range(0, len(ids), BATCH):
             if self.stop:
                 return
