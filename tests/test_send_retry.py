@@ -85,7 +85,8 @@ def test_a_stat_that_fails_names_its_file_and_is_tried_again(scratch):
             self.lines.append(text)
 
     msgid = 1234
-    for path, data in ((layout.info_path(scratch.home, msgid), b"Falice@localhost\0"),
+    for path, data in ((layout.mess_path(scratch.home, msgid), b"body\n"),
+                       (layout.info_path(scratch.home, msgid), b"Falice@localhost\0"),
                        (layout.local_path(scratch.home, msgid), b"Tjoe@localhost\0")):
         with open(path, "wb") as f:
             f.write(data)
@@ -166,7 +167,8 @@ def stepped_scheduler(scratch, msgid, born, retry, now):
     from qmailpy.queue import layout
     from qmailpy.send.channel import Channel
     from qmailpy.send.scheduler import Scheduler
-    for path, data, when in ((layout.info_path(scratch.home, msgid), b"Falice@localhost\0", born),
+    for path, data, when in ((layout.mess_path(scratch.home, msgid), b"body\n", born),
+                             (layout.info_path(scratch.home, msgid), b"Falice@localhost\0", born),
                              (layout.remote_path(scratch.home, msgid), b"Tbob@example.net\0", retry)):
         with open(path, "wb") as f:
             f.write(data)

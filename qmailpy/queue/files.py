@@ -149,3 +149,22 @@ def append_bounce(home, msgid, text, trouble):
                 trouble()
     finally:
         os.close(fd)
+
+
+def remove_finished(home, msgid, split=layout.SPLIT):
+    """Unlink what a power loss may have left of a finished message, the one whose mess/ is gone
+    (mess/ is unlinked last, after info/, bounce/ and the channel files, with no directory
+    fsync in between; qmail-todo's hand-over unlinked todo/ before that, unfsynced too): its
+    channel files, bounce/ (its bounce was queued before info/ went) and then info/, so that a
+    crash half-way leaves info/ to find again. qmail-todo and qmail-send call it; intd/ and
+    todo/ are qmail-clean's. None when done, else the relative name that could not be unlinked."""
+    names = [(CHANNEL_DIRS[c], channel_path(home, msgid, c, split)) for c in range(len(CHANNEL_DIRS))]
+    names += [("bounce", layout.bounce_path(home, msgid)), ("info", layout.info_path(home, msgid, split))]
+    for name, path in names:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return os.path.relpath(path, paths.queue_path(home))
+    return None

@@ -85,6 +85,22 @@ def messdone(sched, msgid, now):
     return DONE
 
 
+def leftovers(sched, msgid):
+    """info/ with neither todo/ nor mess/ (pqadd): mess/ is unlinked last, so the message was
+    finished, its bounce queued, and a power loss brought back some of the unlinks before
+    (docs/qmail-send.md). Deliver and bounce nothing of it: remove what is left. False when
+    a file could not be unlinked (pqadd logs and tries again later)."""
+    sched.log.line("warning: msg %d: %s is gone: the message was finished; removing what a power loss "
+                   "left of it" % (msgid, rel("mess", msgid, sched.split)))
+    failed = qf.remove_finished(sched.home, msgid, sched.split)
+    if failed is not None:
+        sched.log.line("warning: unable to unlink %s; will try again later" % failed)
+        return False
+    if sched.cleaner.request(clean_wire.FOOP, msgid) != clean_wire.OK:
+        sched.log.line("warning: qmail-clean unable to clean up foop/%d" % msgid)
+    return True
+
+
 def injectbounce(sched, msgid, now):
     """DONE when bounce/<id> is gone (none, discarded), else RETRY, RUNNING or WAITING."""
     home, log, settings = sched.home, sched.log, sched.config.bounce

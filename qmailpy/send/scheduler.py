@@ -107,12 +107,19 @@ class Scheduler:
     def pqadd(self, msgid, now):
         """A message found on disk (start-up or retry after trouble): queue what it has.
         qmail-send.c's order: info/ (gone: nothing to do), todo/ (there: qmail-todo has not
-        finished it), the channel files; a stat that fails otherwise names its file."""
+        finished it), then (not in qmail) mess/ (gone: the message was finished and a power
+        loss kept its last unlink, finish.leftovers), the channel files; a stat that fails
+        otherwise names its file."""
         info = qf.exists(layout.info_path(self.home, msgid, self.split))
         todo = qf.exists(layout.todo_path(self.home, msgid)) if info else False
         if info is False or todo is True:
             return
-        failed = "info" if info is None else "todo" if todo is None else None
+        mess = qf.exists(layout.mess_path(self.home, msgid, self.split)) if info and todo is False else True
+        if mess is False:           # a power loss kept the last unlink of a finished message
+            if not finish.leftovers(self, msgid):
+                heapq.heappush(self.pqfail, (self.sysfail(now), msgid))
+            return
+        failed = "info" if info is None else "todo" if todo is None else "mess" if mess is None else None
         times = []
         for ch in self.channels if failed is None else ():
             try:

@@ -21,6 +21,7 @@ from qmailpy.addr.rewrite import LOCAL, REMOTE
 from qmailpy.fileio import write_all
 from qmailpy.proto import cleanwire as clean_wire
 from qmailpy.queue import layout
+from qmailpy.queue.files import remove_finished
 from qmailpy.proto import todowire
 from qmailpy.log import qmail_safe as safe
 from qmailpy.scan import scan_ulong
@@ -31,6 +32,10 @@ CHANNEL_DIRS = ("local", "remote")
 
 class Trouble(Exception):
     """A warning for the log; the todo file stays for the next scan."""
+
+
+class Finished(Exception):
+    """mess/ is gone: todo/ is what a power loss left of a finished message."""
 
 
 def rel(name, msgid, split=layout.SPLIT):
@@ -96,11 +101,11 @@ def _parse(data, msgid):
 
 class _Prepared:
     """One message between writing its files and qmail-clean's answer."""
-    __slots__ = ("msgid", "out", "fds", "names", "flags", "ok")
+    __slots__ = ("msgid", "out", "fds", "names", "flags", "ok", "finished")
 
     def __init__(self, msgid):
         self.msgid, self.out, self.fds, self.names = msgid, [], [], []
-        self.flags, self.ok = None, False
+        self.flags, self.ok, self.finished = None, False, False
 
     def fail(self, why):
         self.out.append(todowire.encode_log("warning: qmail-todo: %s" % why))
@@ -121,7 +126,23 @@ def _prepare(home, msgid, rewriter, split):
         p.ok = True
     except Trouble as e:
         p.fail(e)
+    except Finished:
+        _finished(home, msgid, split, p)
     return p
+
+
+def _finished(home, msgid, split, p):
+    """todo/ without mess/: mess/ is unlinked last, after the hand-over unlinked todo/ (no
+    directory fsync in between), so the message was finished and a power loss brought todo/
+    back. Deliver nothing again: unlink what else is left (qmailpy.queue.files.remove_finished)
+    and have qmail-clean remove todo/ and intd/, with no D record for qmail-send."""
+    p.out.append(todowire.encode_log("warning: qmail-todo: msg %d: %s is gone: the message was finished; "
+                                     "removing what a power loss left of it" % (msgid, rel("mess", msgid, split))))
+    failed = remove_finished(home, msgid, split)
+    if failed is not None:
+        p.fail("unable to unlink " + failed)
+        return
+    p.ok = p.finished = True
 
 
 def preprocess_many(home, msgids, rewriter, cleaner, split=layout.SPLIT, fsync_many=fsync_each):
@@ -145,7 +166,7 @@ def preprocess_many(home, msgids, rewriter, cleaner, split=layout.SPLIT, fsync_m
         if answer != clean_wire.OK:
             p.out.append(todowire.encode_log("warning: qmail-clean unable to clean up " + rel("todo", p.msgid)))
             p.ok = False
-        else:
+        elif not p.finished:
             p.out.append(todowire.encode_done(p.msgid, *p.flags))
     return [(p.msgid, p.out, p.ok) for p in preps]
 
@@ -161,6 +182,8 @@ def _build(home, msgid, data, rewriter, split, p):
     out = p.out
     try:
         size = os.stat(layout.mess_path(home, msgid, split)).st_size
+    except FileNotFoundError:
+        raise Finished() from None
     except OSError:
         raise Trouble("unable to stat " + rel("mess", msgid, split)) from None
     paths = (layout.local_path(home, msgid, split), layout.remote_path(home, msgid, split))
