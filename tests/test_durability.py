@@ -324,3 +324,19 @@ def test_qmail_send_finishes_a_message_only_after_qmail_local_made_it_durable(sc
     for gone in (tr.unlinked(re.escape(chan) + "$"), tr.unlinked(re.escape(info) + "$"),
                  tr.unlinked(r"/queue/mess/\d+/%d$" % msgid)):
         clean(tr.lost_at(delivered, gone))
+
+
+# -- qmailpy-install's sendmail: the moved foreign one and ours
+
+def test_sendmail_install_replace_durable_before_it_reports(tmp_path):
+    root = tmp_path / "sys"
+    os.makedirs(root / "usr" / "sbin")
+    (root / "usr" / "sbin" / "sendmail").write_text("#!/bin/sh\n# the other MTA\n")
+    proc, tr = D.run([sys.executable, "-c", "from qmailpy.install import sendmail as S\n"
+                      "print(S.install('/var/qmail', 'replace', ('/usr/sbin/sendmail',), %r))" % str(root)],
+                     roots=[str(root)], env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(D.__file__))))
+    assert proc.returncode == 0 and b"-> /var/qmail/bin/sendmail" in proc.stdout, proc
+    target = str(root / "usr" / "sbin" / "sendmail")
+    assert os.readlink(target) == "/var/qmail/bin/sendmail"
+    assert os.path.exists(target + ".pre-qmailpy")
+    clean(tr.lost_at([target, target + ".pre-qmailpy"], tr.exit_of()))

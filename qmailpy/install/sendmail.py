@@ -49,6 +49,7 @@ def _place(path, home):
         from qmailpy.fileio import atomic_write
         atomic_write(path, script(home).encode(), mode=0o755)
         return
+    from qmailpy.fileio import fsync_dir
     tmp = "%s.qmailpy-tmp.%d" % (path, os.getpid())
     os.symlink(paths.bin_path(home, "sendmail"), tmp)
     try:
@@ -56,6 +57,7 @@ def _place(path, home):
     except BaseException:
         os.unlink(tmp)
         raise
+    fsync_dir(os.path.dirname(path))        # as atomic_write: the link survives a power loss
 
 
 def install(home, mode="link", targets=TARGETS, root="/"):
