@@ -4,7 +4,9 @@ durable (tests/durability.py replays the program's system calls under strace).
 A report is qmail-queue's exit 0, qmail-local's (its exit), a tool's exit 0 after it wrote a
 control, qmail-clean's unlink of todo/ (qmail-todo's hand-over), qmail-send's markdone of a
 failed recipient (its bounce paragraph is all that is left of it) and its unlink of bounce/
-and info/ (the bounce queued, the message finished).
+and info/ (the bounce queued, the message finished), double bounces and the triple-bounce drop
+included; an existing mbox's append, a maildirsize recount, the sendmail install; and
+qmail-remote's K report, which needs nothing local on disk.
 """
 import os
 import re
@@ -15,6 +17,8 @@ import time
 
 import durability as D
 from conftest import program
+from dnsserver import dns_server  # noqa: F401 (fixture)
+from smtpsink import sinks  # noqa: F401 (fixture)
 from qmailpy.proto import qq
 from qmailpy.queue import layout
 from test_local_support import Box
@@ -340,3 +344,101 @@ def test_sendmail_install_replace_durable_before_it_reports(tmp_path):
     assert os.readlink(target) == "/var/qmail/bin/sendmail"
     assert os.path.exists(target + ".pre-qmailpy")
     clean(tr.lost_at([target, target + ".pre-qmailpy"], tr.exit_of()))
+
+
+def test_qmail_local_existing_mbox_durable_before_it_reports(tmp_path):
+    box = Box(tmp_path)
+    mbox = os.path.join(box.home, "Mailbox")
+    with open(mbox, "wb") as f:
+        f.write(b"From old@example.org Thu Jan  1 00:00:00 2026\nSubject: old\n\nold\n\n")
+    os.chown(mbox, *[int(x) for x in (os.stat(box.home).st_uid, os.stat(box.home).st_gid)])
+    size = os.path.getsize(mbox)
+    tr = local(box, tmp_path, "./Mailbox")
+    assert os.path.getsize(mbox) > size
+    assert tr.find_all(lambda ev: ev.call == "write" and ev.fdpath == mbox)
+    clean(tr.lost_at([mbox], tr.exit_of()))
+
+
+def test_maildirsize_recount_durable_when_it_returns(tmp_path):
+    md = tmp_path / "Maildir"
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(md / sub)
+    (md / "cur" / "1.2.host,S=120:2,S").write_bytes(b"x" * 120)
+    (md / "maildirsize").write_bytes(b"1000000S\n999 9\n")
+    proc, tr = D.run([sys.executable, "-c", "from qmailpy import maildirpp\n"
+                      "maildirpp.recount(%r, '1000000S', host='host')" % str(md)],
+                     roots=[str(md)], env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(D.__file__))))
+    assert proc.returncode == 0, proc.stderr
+    assert (md / "maildirsize").read_bytes() == b"1000000S\n120 1\n"
+    clean(tr.lost_at([str(md / "maildirsize")], tr.exit_of()))
+
+
+def _bounces_handed_over_durably(tr, q):
+    """Every failed recipient marked done after its paragraph in bounce/ is durable, and every
+    bounce/ unlinked after the qmail-queue that took its bounce exited with it durable."""
+    checked = 0
+    for ev in tr.events:
+        if ev.call == "write" and (ev.fdpath or "").startswith(q + "/bounce/"):
+            n = int(ev.fdpath.rsplit("/", 1)[1])
+            chans = tuple("%s/%s/%d/%d" % (q, c, n % layout.SPLIT, n) for c in ("local", "remote"))
+            marked = tr.find(lambda m: m.index > ev.index and m.call == "pwrite64" and m.fdpath in chans,
+                             "markdone after the paragraph of bounce/%d" % n)
+            clean(tr.lost_at([ev.fdpath], marked))
+            checked += 1
+    taken = set()
+    for gone in tr.find_all(lambda ev: ev.call == "unlink" and re.search(r"/queue/bounce/\d+$", ev.paths[0])):
+        links = [ev for ev in tr.events[:gone] if ev.call == "link" and re.search(r"/queue/todo/\d+$", ev.paths[1])]
+        if not links or links[-1].index in taken:
+            continue                     # a discarded (triple) bounce: nothing was queued for it
+        taken.add(links[-1].index)
+        m = int(links[-1].paths[1].rsplit("/", 1)[1])
+        exited = tr.exit_of(links[-1].pid)
+        assert exited < gone
+        made = tr.made(r"/queue/(mess/\d+|intd|todo)/%d$" % m)
+        lost = tr.lost_at(made, exited)
+        if lost and all(why == ["removed"] for why in lost.values()):
+            assert tr.unlinked(r"/queue/todo/%d$" % m) < exited
+            lost = {}
+        clean(lost)
+        checked += 1
+    return checked
+
+
+def test_qmail_send_double_bounce_and_triple_bounce_drop_durable(scratch):  # noqa: F811
+    """A bounce to a sender that fails, bounced again to doublebounceto; then doublebounceto
+    failing too: the double bounce is dropped ('triple bounce')."""
+    for dbl, last in (("postmaster", r"^end msg \d+$"), ("fail-dbl", r"^triple bounce: discarding bounce/\d+$")):
+        scratch.control("doublebounceto", dbl)
+        msgid = inject(scratch.home, MSG, b"fail-sender@localhost", [b"fail@localhost"])
+        send = TracedSend(scratch)
+        send.wait_line(r"^end msg %d$" % msgid)
+        send.wait_line(last, count=3 if dbl == "postmaster" else 1)
+        time.sleep(0.3)
+        tr = send.stop_traced()
+        q = os.path.join(scratch.home, "queue")
+        # paragraphs + bounces queued: 2 + 2, or 3 + 2 (the double bounce's own failure, dropped unqueued)
+        assert _bounces_handed_over_durably(tr, q) == (4 if dbl == "postmaster" else 5)
+        lines = send.lines()
+        assert len([ln for ln in lines if re.match(r"^bounce msg \d+ qp \d+$", ln)]) == 2, lines
+        assert len([ln for ln in lines if re.match(r"^end msg \d+$", ln)]) == 3, lines
+        assert scratch.queue_files() == [], scratch.queue_files()
+    assert [name.split(".")[0] for name in scratch.mail()] == ["postmaster@mx"]
+
+
+# -- qmail-remote: its K report needs nothing local on disk
+
+def test_qmail_remote_success_report_needs_nothing_local_durable(home, dns_server, sinks):  # noqa: F811
+    """qmail-remote's K means the peer took the message; qmail-send's D mark follows. Nothing of
+    qmail-remote's own is needed after a power loss: it writes only the report and, on a
+    connection that timed out, lock/tcpto (a cache: qmail's is not fsynced either)."""
+    home.control("me", "test.example")
+    sink = sinks()
+    home.control("smtproutes", ":127.0.0.1:%d" % sink.port)
+    proc, tr = D.run([program("qmail-remote"), "example.com", "a@b.example", "c@example.com"], input=MSG,
+                     env=home.env(**dns_server.environ()), roots=[home.root])
+    assert proc.returncode == 0 and proc.stdout.startswith(b"r\0K127.0.0.1 accepted message."), proc
+    report = tr.find(lambda ev: ev.call == "write" and ev.data.startswith(b"r\0K"), "the K report")
+    written = {ev.fdpath for ev in tr.events[:report]
+               if ev.call in D.WRITES and ev.fdpath and ev.fdpath.startswith(home.root)}
+    assert written <= {os.path.join(home.root, "queue", "lock", "tcpto")}, written
+    assert tr.made(re.escape(home.root)) == []
