@@ -203,6 +203,16 @@ class Trace:
             st.apply(ev)
         return st.why_not(path)
 
+    def back_after(self, path, at):
+        """Why `path`, removed (unlinked, renamed away) before event `at`, might be back after a
+        power loss then: [] if its removal is durable."""
+        st = _State(self.before, self.roots)
+        for ev in self.events[:at]:
+            st.apply(ev)
+        if st.pending.get(os.path.dirname(path), {}).get(path) == "removed":
+            return ["removal of %s: %s/ not fsynced" % (os.path.basename(path), os.path.dirname(path))]
+        return []
+
     def lost_at(self, paths, at):
         """{path: reasons} for every path not durable at `at`."""
         out = {}

@@ -86,7 +86,10 @@ def set_aside(path, owner=None):
     """Rename `path` to `.deleted.NAME.RANDOM` beside it, a name no user or domain can have (as
     owner, as_owner); the new path, None when nothing is there, `path` itself when it cannot be
     renamed (it is then removed where it is). deluser and deldomain do it inside their transaction:
-    a user or domain of the same name made right after their commit gets a directory of its own."""
+    a user or domain of the same name made right after their commit gets a directory of its own.
+    The parent is fsynced before the commit: a move lost to a power loss while the commit's
+    row deletion stayed would bring the tree back under its name with no row, and an adduser
+    of that name would take it, old mail and all (the other way round is recover()'s case)."""
     path = os.path.normpath(path)
     aside = ".deleted.%s.%s" % (os.path.basename(path), os.urandom(4).hex())
     try:
@@ -95,6 +98,7 @@ def set_aside(path, owner=None):
         return None
     except OSError:
         return path
+    fsync_dir(os.path.dirname(path))
     return os.path.join(os.path.dirname(path), aside)
 
 
