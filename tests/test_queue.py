@@ -20,7 +20,7 @@ import pytest
 from qmailpy import exitcodes as X
 from qmailpy.proto import qq
 from qmailpy.proto.date822 import date822
-from qmailpy.queue import clean, enqueue as E, layout
+from qmailpy.queue import clean, enqueue as E, entry, layout
 
 ROOT = Path(__file__).resolve().parents[1]
 QMAIL_QUEUE = str(ROOT / "bin" / "qmail-queue")
@@ -673,6 +673,35 @@ def test_an_id_the_queue_still_names_is_never_taken(home, monkeypatch):
     assert not os.path.exists(layout.mess_path(h, refused[0]))
     assert os.listdir(home / "queue" / "pid") == []
     assert list(_queue_entries(home)) == [msgid]
+
+
+def test_many_ids_the_queue_still_names_in_a_row(home, monkeypatch):
+    """After a power loss many freed inode numbers may still be named by leftovers (info/,
+    local/ ...), and the kernel hands them out again one after another: each is held open
+    with its pid/ name unlinked at once, so no number of them uses up the pid/ names
+    (seq 1..9 of one second: exit 63 after the ninth before)."""
+    h = str(home)
+    real, refused = layout.referenced, []
+
+    def referenced(home_, msgid, where=layout.IN_USE, split=layout.SPLIT):
+        if where == layout.IN_USE and len(refused) < 30:
+            refused.append(msgid)
+            return True
+        return real(home_, msgid, where, split)
+    monkeypatch.setattr(layout, "referenced", referenced)
+    msgid = E.enqueue(h, MSG, ENV, 7, 1234, 0)
+    assert len(refused) == 30 and len(set(refused + [msgid])) == 31     # all held at once: 31 numbers
+    assert os.listdir(home / "queue" / "pid") == []
+    assert list(_queue_entries(home)) == [msgid]
+
+
+def test_an_endless_run_of_ids_in_use_is_trouble(home, monkeypatch):
+    monkeypatch.setattr(layout, "referenced", lambda *a, **k: True)
+    monkeypatch.setattr(entry, "HELD_MAX", 12)
+    with pytest.raises(E.QueueError) as e:
+        E.enqueue(str(home), MSG, ENV, 7, 1234, 0)
+    assert (e.value.code, str(e.value)) == (X.QQ_PID, "unable to find a free message id: 12 in a row still in use")
+    assert os.listdir(home / "queue" / "pid") == [] and list(_queue_entries(home)) == []
 
 
 @pytest.mark.parametrize("when", [1, 2, 3])

@@ -18,6 +18,7 @@ from qmailpy.queue import layout
 
 EXCL = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC     # qmail's open_excl()
 DISK_FULL = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+HELD_MAX = 1000       # inode numbers the queue still names, held open while the next is tried
 
 
 def queue_error(e, code, what):
@@ -109,8 +110,10 @@ def new_mess(home, pid, now, split, made):
     """pid/ file -> mess/<id>, pid name unlinked: qmail-queue's steps 2-3 for one mess file.
 
     An inode number that the queue still names (a todo/, info/, local/... of
-    an older message) is kept open, so that it cannot come back, while the
-    next pid/ file is tried.
+    an older message: what a power loss left, qmail-send's to remove) is kept
+    open and its name unlinked at once, so that the number cannot come back and
+    the name is free for the next pid/ file tried; HELD_MAX such numbers in a
+    row is trouble (63).
     """
     held = []
     try:
@@ -119,15 +122,19 @@ def new_mess(home, pid, now, split, made):
             made.msgid = os_step(X.QQ_PID, "unable to stat pid file", os.fstat, made.mess_fd).st_ino
             if not layout.referenced(home, made.msgid, layout.IN_USE, split):
                 break
-            held.append((made.mess_fd, made.pid))
+            fd, name = made.mess_fd, made.pid
             made.mess_fd = made.pid = made.msgid = None
-    finally:
-        for fd, name in held:
-            os.close(fd)
+            held.append(fd)
             try:
                 os.unlink(name)
             except OSError:
                 pass              # left for clean_stale()
+            if len(held) >= HELD_MAX:
+                raise QueueError(X.QQ_PID, "unable to find a free message id: %d in a row still in use"
+                                 % len(held))
+    finally:
+        for fd in held:
+            os.close(fd)
     mess = layout.mess_path(home, made.msgid, split)
     os_step(X.QQ_MESS, "unable to link " + mess, os.link, made.pid, mess)
     made.mess = mess
