@@ -197,6 +197,8 @@ def environment(home, extra):
     for key, value in extra.items():
         if key == "QMAILHOME_SUB":            # a home that is not there, or not a directory
             env[b"QMAILHOME"] = home.encode() + b"/" + value.replace(b"/", b"_")[:50]
+        elif key == "DNSCACHEIP":             # after the suite's dead local server (conftest): a value
+            env[b"DNSCACHEIP"] = os.environb[b"DNSCACHEIP"] + b" " + value  # naming none is resolv.conf's
         else:
             env[key.encode()] = value
     return env
@@ -259,6 +261,20 @@ def test_program_never_tracebacks(name, template, tmp_path):
                 restore(path, saved)
         check(name, code, err, codes, prefixes, c, argv)
     one()
+
+
+def test_a_fuzzed_dnscacheip_keeps_the_lookups_on_this_host(tmp_path):
+    """A DNSCACHEIP that names no server (empty, `abc`, a bad port) makes the programs ask
+    /etc/resolv.conf's name servers, off this host, and wait on them: the fuzzed value comes
+    after the suite's dead local server (conftest), so its junk is still parsed and skipped."""
+    import ipaddress
+    from qmailpy.dns import servers
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 192.0.2.1\n")
+    for value in NASTY_VALUES + [b"\x01", b"1.2.3.4:0"]:
+        env = environment(str(tmp_path), {"DNSCACHEIP": value})
+        asked = servers.load({"DNSCACHEIP": os.fsdecode(env[b"DNSCACHEIP"])}, str(resolv)).servers
+        assert asked and all(ipaddress.ip_address(ip).is_loopback or ip == "::" for ip, _ in asked), (value, asked)
 
 
 def test_every_program_is_covered():
