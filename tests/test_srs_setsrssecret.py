@@ -7,6 +7,7 @@ import time
 import pytest
 
 from conftest import program
+from test_e2e_support import wait_until
 from qmailpy.ctl.reader import Controls
 from qmailpy.srs import keys as K
 from qmailpy.srs import rewrite as W
@@ -76,7 +77,11 @@ def test_a_run_that_waited_for_the_lock_dates_its_key_when_it_got_it(home):
     home.run("setsrssecret")
     with K.Locked(home.root):
         p = subprocess.Popen([program("setsrssecret")], env=home.env())
-        time.sleep(1.5)                         # p has started and waits for the lock
+        waiting = " %d " % p.pid                # /proc/locks: `N: -> FLOCK ADVISORY WRITE <pid> ...`
+        wait_until(lambda: any("->" in line and waiting in line for line in open("/proc/locks")),
+                   what="setsrssecret waiting for the lock")
+        blocked = int(time.time())              # a date read before the lock is at most this
+        wait_until(lambda: int(time.time()) > blocked, what="the next second")
         released = int(time.time())
     assert p.wait(timeout=60) == 0
     assert int(read(home, K.AGES)[0].split()[1]) >= released
