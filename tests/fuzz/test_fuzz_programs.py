@@ -34,6 +34,10 @@ PYTHON = os.path.join(ROOT, ".venv", "bin", "python3")
 # program -> documented exit codes (docs/<program>.md), arguments that make a normal run
 # (where a run needs some), the first words its stderr lines may start with.
 QQ_CODES = {0, 11, 31, 51, 52, 53, 54, 55, 56, 61, 62, 63, 64, 65, 66, 71, 72, 73, 74, 81, 91}
+# qmail-remote's host: routed by the template's smtproutes to a port where nothing listens (and,
+# when the fuzz replaces that file, looked up on the suite's dead DNS server), never to port 25,
+# where this host's own MTA may listen.
+REMOTE = "fuzz.invalid"
 CLICK = ("Usage:", "Try ", "Error:", "Options:", "Commands:")   # a click program's usage error (exit 2)
 SPECS = {
     "bouncesaying": ({0, 100, 111}, ["error", "true"], ("",)),      # its error text, verbatim
@@ -55,7 +59,7 @@ SPECS = {
     "qmail-qread": ({0, 2, 111}, [], CLICK),
     "qmail-qstat": ({0, 2, 111}, [], CLICK),
     "qmail-queue": (QQ_CODES, [], ()),
-    "qmail-remote": ({0, 111}, ["127.0.0.1", "s@x.example", "r@y.example"], ()),
+    "qmail-remote": ({0, 111}, [REMOTE, "s@x.example", "r@y.example"], ()),     # the template's route
     "qmail-rspawn": ({0, 111}, [], ("alert:",)),
     "qmail-showctl": ({0, 1, 2, 111}, [], CLICK + ("control/", "users/", "alias/")),
     "qmail-smtpd": ({0, 1}, [], ()),
@@ -149,6 +153,8 @@ def template(tmp_path_factory):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "install.py"), home, ROOT, PYTHON,
                         "--me", "fuzz.example"], capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr.decode()
+    with open(os.path.join(home, "control", "smtproutes"), "w") as f:
+        f.write("%s:127.0.0.1:1\n" % REMOTE)
     return home
 
 
