@@ -311,3 +311,70 @@ def test_round_trip(addr, secret, now, age, sep):
     srs1 = C.forward(srs0, "next.example.org", ["n"], now)
     assert srs1.startswith("SRS1" + "=")
     assert C.reverse(srs1, ["n"], now + 10 ** 9) == "SRS0" + srs0[4:]
+
+
+# -- edges the reference and the docstrings fix (each one a wrong comparison away)
+
+def test_forward_non_utf8_bytes_long_hash_and_empty_srs1_hash_match_reference(srs):
+    """Bytes outside UTF-8 (surrogate escapes) are hashed as the bytes themselves; a hash
+    length over 27 gives the whole unpadded HMAC; an SRS1 sender with an empty hash keeps
+    its host and rest in place."""
+    import os
+    sender = os.fsdecode(b"j\xf6e@ex\xe9mple.com")
+    secret = os.fsdecode(b"s\xe9cr\xffet")
+
+    def compare(now):
+        cases = [(sender, 4), ("joe@example.com", 30), ("SRS1==hostA==HHHH=TT=host=user@hostB", 4)]
+        for addr, length in cases:
+            args = ["--secret=" + secret, "--alias=fwd.example", "--hashlength=%d" % length]
+            p = subprocess.run([srs, *(os.fsencode(a) for a in args), "--", os.fsencode(addr)],
+                               capture_output=True, timeout=60)
+            assert p.returncode == 0, p.stderr
+            assert C.forward(addr, "fwd.example", [secret], now, hashlength=length) == \
+                os.fsdecode(p.stdout.rstrip(b"\n"))
+        return True
+    same_day(compare)
+    long = C.forward("joe@example.com", "fwd.example", ["k"], 20100 * DAY, hashlength=30)
+    assert len(long.split("=")[1]) == 27 and C.digest("k", "x") == C.digest("k", "X")
+    assert len(C.digest("k", "x")) == 27 and not C.digest("k", "x").endswith("=")
+    assert C.forward("SRS1==hostA==HHHH=TT=host=user@hostB", "fwd.example", ["k"], 0).split("=", 2)[2] == \
+        "hostA==HHHH=TT=host=user@fwd.example"
+
+
+def test_hash_lengths_at_their_bounds():
+    now = 20100 * DAY
+    whole = C.forward("joe@example.com", "srs.example", ["k"], now, hashlength=27)
+    assert C.reverse(whole, ["k"], now) == "joe@example.com"        # 27 characters: the whole HMAC
+    too_long = whole.replace("=", "A=", 2).replace("A=", "=", 1)       # a 28th character on the hash
+    assert len(too_long.split("=")[1]) == 28
+    with pytest.raises(C.SRSError, match="Hash invalid"):
+        C.reverse(too_long, ["k"], now)
+    # srs/srs_hashmin below 4: a 2-character hash checks against hashmin 2, not the default
+    short = C.forward("joe@example.com", "srs.example", ["k"], now, hashlength=2)
+    assert C.reverse(short, ["k"], now, hashmin=2) == "joe@example.com"
+    with pytest.raises(C.SRSError, match="Hash too short"):
+        C.reverse(short, ["k"], now)
+    # shorter than hashmin never matches, even a true prefix of the HMAC
+    h, fields = whole.split("=")[1], whole.split("@")[0].split("=")[2:]
+    assert C.hash_match(h[:3], ["k"], fields) == -1 and C.hash_match(h[:3], ["k"], fields, hashmin=3) == 0
+
+
+def test_reverse_default_max_age_is_21_days_and_needs_secrets():
+    now = 20100 * DAY
+    assert C.reverse(C.forward("a@example.com", "srs.example", ["k"], now - 21 * DAY), ["k"], now) == "a@example.com"
+    with pytest.raises(C.SRSError, match="Time stamp out of date"):
+        C.reverse(C.forward("a@example.com", "srs.example", ["k"], now - 22 * DAY), ["k"], now)
+    with pytest.raises(C.SRSError) as e:
+        C.reverse(C.forward("a@example.com", "srs.example", ["k"], now), [], now)
+    assert str(e.value) == C.NO_SECRETS
+
+
+def test_the_domain_is_after_the_last_at():
+    assert C.parse("SRS0=HHHH=AB=host.org=user") == ("SRS0", "HHHH", "AB", "host.org", "user")
+    assert C.parse("SRS0=HHHH=AB=host.org=us@er@srs.example") == ("SRS0", "HHHH", "AB", "host.org", "us@er")
+    assert C.at_domain("SRS0=HHHH=AB=host.org=us@er@srs.example", "SRS.example")
+    assert not C.at_domain("SRS0=HHHH=AB=host.org=user@srs.example@other.example", "srs.example")
+    assert C.alias_host("postmaster@srs.example") == "srs.example"
+    assert C.alias_host("a@b@srs.example") == "srs.example"
+    assert C.alias_host("srs.example") == "srs.example"
+    assert C.forward("joe@example.com", "a@b@srs.example", ["k"], 0).endswith("=joe@srs.example")

@@ -70,7 +70,7 @@ def lower(s):
 
 
 def _bytes(s):
-    return s if isinstance(s, bytes) else s.encode("utf-8", "surrogateescape")
+    return s.encode("utf-8", "surrogateescape")
 
 
 def tag(local):
@@ -191,8 +191,7 @@ def split_sender(sender):
 
 def alias_host(alias):
     """The domain of the alias: what follows its last '@', or the whole alias."""
-    local, at, host = alias.rpartition("@")
-    return host if at and host else alias
+    return alias.rpartition("@")[2] or alias
 
 
 def forward(sender, alias, secrets, now, hashlength=HASH_LENGTH, separator=SEP,
