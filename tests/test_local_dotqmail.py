@@ -302,3 +302,90 @@ def test_mbox_lock_held_too_long(box, monkeypatch):
         assert box.deliver(MSG) == (111, "File has been locked for 30 seconds straight. (#4.3.0)\n")
     with open(path, "rb") as f:
         assert f.read() == b"old\n"
+
+
+# -- the line grammar, the errors and the file's bits, one by one (qmail-local.c's main loop,
+#    qmeexists(), checkhome())
+
+def test_commands_kinds_and_line_ends():
+    got = list(dotqmail.commands(
+        b"/home/joe/Maildir/\n/home/joe/Mailbox\n./Maildir/\r\n&BOX\nhelp@example.org \t\n"
+        b"|prog\0one\0two\n\0after a NUL\n# comment\n+list\n+other\n"))
+    assert got == [("maildir", "/home/joe/Maildir/"), ("mbox", "/home/joe/Mailbox"),
+                   ("mbox", "./Maildir/\r"),                 # only blanks and tabs are stripped
+                   ("forward", "BOX"), ("forward", "help@example.org"),
+                   ("program", "prog"),                     # a NUL ends the line's argument
+                   ("list", None)]                          # a line starting with NUL is blank
+
+
+def test_safe_ext_keeps_bytes_outside_utf8():
+    ext = os.fsdecode(b"Caf\xe9.Au-LAIT")
+    assert dotqmail.safe_ext(ext) == os.fsdecode(b"caf\xe9:au-lait")
+    assert dotqmail.safe_ext("\u00c9t\u00c9") == "\u00c9t\u00c9"      # only ASCII is lower-cased
+
+
+def test_home_that_is_no_directory_or_not_searchable(box, monkeypatch):
+    path = os.path.join(box.home, "file")
+    open(path, "w").close()
+    with pytest.raises(dotqmail.errors.Die) as e:
+        dotqmail.check_home(path, True)
+    assert (e.value.code, e.value.text) == (111, "Unable to switch to %s: not a directory. (#4.3.0)" % path)
+    monkeypatch.setattr(os, "access", lambda p, mode: False)
+    with pytest.raises(dotqmail.errors.Die) as e:
+        dotqmail.check_home(box.home, True)
+    assert (e.value.code, e.value.text) == (111, "Unable to switch to %s: access denied. (#4.3.0)" % box.home)
+
+
+@pytest.mark.parametrize("err, text", [
+    (13, "Unable to open .qmail-x: access denied. (#4.3.0)"),
+    (1, "Unable to open .qmail-x: permission denied. (#4.3.0)"),
+    (5, "Unable to open .qmail-x: input/output error. (#4.3.0)"),
+    (2, None), (40, None), (20, None),
+])
+def test_an_unopenable_dotqmail_defers_or_is_absent(box, monkeypatch, err, text):
+    """qmeexists(): a temporary error, EPERM and EACCES defer; any other error is no file."""
+    import qmailpy.fileio
+
+    def refuse(path):
+        raise OSError(err, os.strerror(err))
+    monkeypatch.setattr(qmailpy.fileio, "open_regular", refuse)
+    if text is None:
+        assert dotqmail.read_file(box.home, ".qmail-x") is None
+        return
+    with pytest.raises(dotqmail.errors.Die) as e:
+        dotqmail.read_file(box.home, ".qmail-x")
+    assert (e.value.code, e.value.text) == (111, text)
+
+
+def test_a_dotqmail_that_cannot_be_read_defers(box, monkeypatch):
+    box.dotqmail(".qmail-x", "&joe@example.org\n")
+
+    def fail(fd, n):
+        raise OSError(5, "I/O")
+    monkeypatch.setattr(os, "read", fail)
+    with pytest.raises(dotqmail.errors.Die) as e:
+        dotqmail.read_file(box.home, ".qmail-x")
+    assert (e.value.code, e.value.text) == (111, "Unable to read .qmail-x: input/output error. (#4.3.0)")
+
+
+def test_owner_file_stat_error_defers(box, monkeypatch):
+    """qmeox() for NEWSENDER: a temporary error stats as one, not as no -owner file."""
+    real = os.stat
+
+    def stat(path, *a, **k):
+        if path.endswith("-owner"):
+            raise OSError(5, "I/O")
+        return real(path, *a, **k)
+    monkeypatch.setattr(os, "stat", stat)
+    with pytest.raises(dotqmail.errors.Die) as e:
+        dotqmail.new_sender(box.home, "-", "list", "joe", "example.org", "a@b")
+    assert (e.value.code, e.value.text) == (111, "Unable to open .qmail-list-owner: input/output error. (#4.3.0)")
+
+
+def test_big_dotqmail_whole_and_only_the_owner_x_bit_counts(box):
+    text = "".join("&member%05d@example.org\n" % n for n in range(4000))     # > 64 KiB
+    assert len(text) > 65536
+    box.dotqmail(".qmail-big", text, mode=0o601)
+    assert dotqmail.read_file(box.home, ".qmail-big") == (text.encode(), False)
+    box.dotqmail(".qmail-x", "|true\n", mode=0o700)
+    assert dotqmail.read_file(box.home, ".qmail-x") == (b"|true\n", True)

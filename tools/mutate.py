@@ -31,7 +31,7 @@ CAUGHT = {"killed", "timeout", "segfault", "caught by type check"}
 # The mutated modules and the in-process tests that cover each: the relay decision, the
 # DATA codec, qmail-queue's enqueue and exit codes, bounce text, chkuser, quota, SPF
 # levels, the filters' verdicts, the retry schedule, qmail-remote's report codes, SRS
-# addresses.
+# addresses, qmail-local's .qmail files.
 MODULES = {
     "qmailpy/policy/relay.py": ["tests/test_policy_relay.py", "tests/test_policy.py", "tests/test_session.py",
                                 "tests/test_policytest.py", "tests/test_policy_dns.py"],
@@ -55,6 +55,8 @@ MODULES = {
     "qmailpy/clock.py": ["tests/test_send_codecs.py", "tests/test_clock.py"],
     "qmailpy/remote/report.py": ["tests/test_remote_units.py"],
     "qmailpy/srs/codec.py": ["tests/test_srs_codec.py", "tests/test_srs_rewrite.py"],
+    "qmailpy/local/dotqmail.py": ["tests/test_local_dotqmail.py", "tests/test_local_forward.py",
+                                  "tests/test_local_maildir.py", "tests/test_local_vdelivermail.py"],
 }
 
 

@@ -35,7 +35,8 @@ def check_home(homedir, flagdoit):
 
 
 def safe_ext(ext):
-    """The extension as used in file names: lower case, '.' -> ':'."""
+    """The extension as used in file names: lower case (ASCII only), '.' -> ':'; as long as ext
+    (qmail-local.c's "paranoia" checks of an index into ext against its length never fail)."""
     return ext.encode("utf-8", "surrogateescape").lower().decode(
         "utf-8", "surrogateescape").replace(".", ":")
 
@@ -88,20 +89,15 @@ def search(homedir, dash, ext):
     For ext a-b-c: .qmail-a-b-c, then .qmail-a-b-default, .qmail-a-default,
     .qmail-default (with the `dash` given; ext lower-cased, '.' -> ':').
     """
-    sext = safe_ext(ext)
+    sext = safe_ext(ext)                # as long as ext: DEFAULT is ext from the same index
     got = read_file(homedir, ".qmail" + dash + sext)
     if got is not None:
-        default = None
-        if sext.endswith("default"):
-            i = len(sext) - 7
-            if i <= len(ext):
-                default = ext[i:]
-        return got[0], got[1], default
+        return got[0], got[1], (ext[len(sext) - 7:] if sext.endswith("default") else None)
     for i in range(len(sext), -1, -1):
         if i == 0 or sext[i - 1] == "-":
             got = read_file(homedir, ".qmail" + dash + sext[:i] + "default")
             if got is not None:
-                return got[0], got[1], (ext[i:] if i <= len(ext) else None)
+                return got[0], got[1], ext[i:]
     return None
 
 
