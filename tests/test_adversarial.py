@@ -276,6 +276,29 @@ def test_received_line_compares_helo_and_host_as_case_diffs_does():
     assert received_line(peer, "\xe9.EXAMPLE", 0).startswith(b"Received: from ??.example (192.0.2.1)\n")
 
 
+def test_received_line_remoteinfo_before_the_ip():
+    """received.c: remoteinfo (TCPREMOTEINFO or the AUTH user), through the safe set, then '@'
+    before the IP; none, nothing."""
+    from qmailpy.smtpd.config import Peer
+    from qmailpy.smtpd.received import received_line
+    peer = Peer({"TCPREMOTEIP": "192.0.2.1", "TCPREMOTEHOST": "c.example", "TCPLOCALHOST": "mx"})
+    assert received_line(peer, "c.example", 0, protocol="ESMTPA", info="joe smith\r\n") == (
+        b"Received: from c.example (joe?smith??@192.0.2.1)\n  by mx with ESMTPA; 1 Jan 1970 00:00:00 -0000\n")
+    assert received_line(peer, None, 0, info=None) == (
+        b"Received: from c.example (192.0.2.1)\n  by mx with SMTP; 1 Jan 1970 00:00:00 -0000\n")
+
+
+def test_received_line_empty_remoteinfo_is_still_there():
+    """received.c tests remoteinfo for NULL only: TCPREMOTEINFO set but empty (an ident reply
+    with no user, or a rule's TCPREMOTEINFO="") gives "(@ip)", as qmail-smtpd writes it."""
+    from qmailpy.smtpd.config import Peer
+    from qmailpy.smtpd.received import received_line
+    peer = Peer({"TCPREMOTEIP": "192.0.2.1", "TCPREMOTEHOST": "c.example", "TCPLOCALHOST": "mx",
+                 "TCPREMOTEINFO": ""})
+    assert received_line(peer, None, 0, info=peer.info) == (
+        b"Received: from c.example (@192.0.2.1)\n  by mx with SMTP; 1 Jan 1970 00:00:00 -0000\n")
+
+
 def test_nul_and_eight_bit_headers_are_stored_exactly(tmp_path):
     session, services, _ = session_for(tmp_path, [("rcpthosts", HOSTS)])
     message = (b"Subject: \xff\x00\xc3\xa9\r\nX-Nul: a\x00b\r\nReceived\x00: not a hop\r\n"

@@ -17,13 +17,13 @@ def received_line(peer, helo, now, protocol="SMTP", info=None):
 
     The HELO part appears only when the HELO name differs (ignoring ASCII case: case_diffs())
     from TCPREMOTEHOST, as in qmail. `info`: qmail's remoteinfo, `info@` before the IP
-    (TCPREMOTEINFO, or the AUTH user: qmailpy.smtpd.message.remoteinfo).
+    (TCPREMOTEINFO, or the AUTH user: qmailpy.smtpd.message.remoteinfo), None for none.
     """
     parts = ["Received: from ", safe(peer.host)]
     if helo is not None and lower_ascii(helo) != lower_ascii(peer.host):
         parts += [" (HELO ", safe(helo), ")"]
     parts.append(" (")
-    if info:
+    if info is not None:                # received.c: a NULL test; an empty one still gives "(@ip)"
         parts += [safe(info), "@"]
     parts += [safe(peer.ip), ")\n  by ", safe(peer.local_host), " with ", protocol, "; ", date822(now), "\n"]
     return "".join(parts).encode("ascii")
