@@ -31,7 +31,8 @@ CAUGHT = {"killed", "timeout", "segfault", "caught by type check"}
 # The mutated modules and the in-process tests that cover each: the relay decision, the
 # DATA codec, qmail-queue's enqueue and exit codes, bounce text, chkuser, quota, SPF
 # levels, the filters' verdicts, the retry schedule, qmail-remote's report codes, SRS
-# addresses, qmail-local's .qmail files, the environment tcpserver's rules give.
+# addresses, qmail-local's .qmail files, the environment tcpserver's rules give, the
+# Received line.
 MODULES = {
     "qmailpy/policy/relay.py": ["tests/test_policy_relay.py", "tests/test_policy.py", "tests/test_session.py",
                                 "tests/test_policytest.py", "tests/test_policy_dns.py"],
@@ -61,6 +62,7 @@ MODULES = {
     "qmailpy/tcpserver/tcpenv.py": ["tests/test_tcpserver_env.py", "tests/test_tcpserver.py::test_tcp6_changes_order",
                                     "tests/test_tcpserver.py::test_pathexec_order",
                                     "tests/test_tcpserver.py::test_pathexec_with_its_index_is_pathexec"],
+    "qmailpy/smtpd/received.py": ["tests/test_session.py", "tests/test_adversarial.py"],
 }
 
 
