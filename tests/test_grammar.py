@@ -177,3 +177,30 @@ def test_ipv6_literals_of_this_host_become_localiphost():
     assert apply_localiphost("pm@[IPv6:::ffff:127.0.0.1]", mine, "me.example") == "pm@me.example"
     assert apply_localiphost("pm@[IPv6:2001:db8::26]", mine, "me.example") == "pm@[IPv6:2001:db8::26]"
     assert apply_localiphost("pm@[IPv6:zz]", mine, "me.example") == "pm@[IPv6:zz]"
+
+
+# -- addrparse()'s first matches and edges, one per step (each a wrong comparison away)
+
+@pytest.mark.parametrize("arg,want", [
+    ("<a@b>", ("a@b", {})),                                  # '<' first: "MAIL <a@b>" is a@b
+    ("TO:x:y@example.org", ("x:y@example.org", {})),         # without '<': after the first ':'
+    ("FROM:<@a.example:u:v@c.example>", ("u:v@c.example", {})),   # a route ends at its first ':'
+    ("FROM:<a@b> SIZE=1\0BODY=8BITMIME\0", ("a@b", {"SIZE": "1"})),  # the first NUL ends it all
+    ("\0FROM:<a@b>", ("", {})),
+    ('FROM:<"a b"@c', ("a b@c", {})),                        # quoted, no '>': no parameters
+    ('FROM:<"a b"@c> SIZE=10', ("a b@c", {"SIZE": "10"})),
+    ('FROM:<"a"@c>SIZE=10', ("a@c", {"SIZE": "10"})),         # right after '>', as unquoted
+    ("FROM:<a@c>SIZE=10", ("a@c", {"SIZE": "10"})),
+])
+def test_addrparse_first_matches_and_edges(arg, want):
+    assert parse_path(arg) == want
+
+
+@pytest.mark.parametrize("addr,want", [
+    ("u@[1.2.3.4]", "u@lh"),                 # the shortest literal (9 characters)
+    ("@[1.2.3.4]", "@lh"),                   # an '@' at 0 is still the last '@'
+    ("u@[1.2.3.45", "u@[1.2.3.45"),          # ip_scanbracket() wants ']' right after the IP
+    ("u@11.2.3.4]", "u@11.2.3.4]"),          # and '[' before it
+])
+def test_localiphost_bracket_edges(addr, want):
+    assert apply_localiphost(addr, ["1.2.3.4"], "lh") == want

@@ -32,7 +32,7 @@ CAUGHT = {"killed", "timeout", "segfault", "caught by type check"}
 # DATA codec, qmail-queue's enqueue and exit codes, bounce text, chkuser, quota, SPF
 # levels, the filters' verdicts, the retry schedule, qmail-remote's report codes, SRS
 # addresses, qmail-local's .qmail files, the environment tcpserver's rules give, the
-# Received line.
+# Received line, MAIL/RCPT address parsing.
 MODULES = {
     "qmailpy/policy/relay.py": ["tests/test_policy_relay.py", "tests/test_policy.py", "tests/test_session.py",
                                 "tests/test_policytest.py", "tests/test_policy_dns.py"],
@@ -63,6 +63,7 @@ MODULES = {
                                     "tests/test_tcpserver.py::test_pathexec_order",
                                     "tests/test_tcpserver.py::test_pathexec_with_its_index_is_pathexec"],
     "qmailpy/smtpd/received.py": ["tests/test_session.py", "tests/test_adversarial.py"],
+    "qmailpy/proto/grammar.py": ["tests/test_grammar.py", "tests/test_session.py"],
 }
 
 
