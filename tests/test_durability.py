@@ -211,6 +211,15 @@ class TracedSend(Send):
     def send_pid(self):
         return int(open("/proc/%d/task/%d/children" % (self.proc.pid, self.proc.pid)).read().split()[0])
 
+    def kill9(self):
+        """A failed test's cleanup (Scratch.cleanup): SIGKILL to strace alone would leave the
+        traced qmail-send running, detached, with its helpers; kill it first."""
+        try:
+            os.kill(self.send_pid(), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            pass                    # not started yet, or gone
+        super().kill9()
+
     def stop_traced(self):
         os.kill(self.send_pid(), signal.SIGTERM)
         assert self.proc.wait(timeout=60) == 0
