@@ -151,6 +151,11 @@ def append_bounce(home, msgid, text, trouble):
         os.close(fd)
 
 
+# The log line of both callers of remove_finished (qmail-send's start-up, qmail-todo), after
+# their own prefix: msg id, mess/'s relative name.
+FINISHED = "msg %d: %s is gone: the message was finished; removing what a power loss left of it"
+
+
 def remove_finished(home, msgid, split=layout.SPLIT):
     """Unlink what a power loss may have left of a finished message, the one whose mess/ is gone
     (mess/ is unlinked last, after info/, bounce/ and the channel files, with no directory

@@ -90,8 +90,7 @@ def leftovers(sched, msgid):
     finished, its bounce queued, and a power loss brought back some of the unlinks before
     (docs/qmail-send.md). Deliver and bounce nothing of it: remove what is left. False when
     a file could not be unlinked (pqadd logs and tries again later)."""
-    sched.log.line("warning: msg %d: %s is gone: the message was finished; removing what a power loss "
-                   "left of it" % (msgid, rel("mess", msgid, sched.split)))
+    sched.log.line("warning: " + qf.FINISHED % (msgid, rel("mess", msgid, sched.split)))
     failed = qf.remove_finished(sched.home, msgid, sched.split)
     if failed is not None:
         sched.log.line("warning: unable to unlink %s; will try again later" % failed)

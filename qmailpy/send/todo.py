@@ -21,7 +21,7 @@ from qmailpy.addr.rewrite import LOCAL, REMOTE
 from qmailpy.fileio import write_all
 from qmailpy.proto import cleanwire as clean_wire
 from qmailpy.queue import layout
-from qmailpy.queue.files import remove_finished
+from qmailpy.queue.files import FINISHED, remove_finished
 from qmailpy.proto import todowire
 from qmailpy.log import qmail_safe as safe
 from qmailpy.scan import scan_ulong
@@ -136,8 +136,7 @@ def _finished(home, msgid, split, p):
     directory fsync in between), so the message was finished and a power loss brought todo/
     back. Deliver nothing again: unlink what else is left (qmailpy.queue.files.remove_finished)
     and have qmail-clean remove todo/ and intd/, with no D record for qmail-send."""
-    p.out.append(todowire.encode_log("warning: qmail-todo: msg %d: %s is gone: the message was finished; "
-                                     "removing what a power loss left of it" % (msgid, rel("mess", msgid, split))))
+    p.out.append(todowire.encode_log("warning: qmail-todo: " + FINISHED % (msgid, rel("mess", msgid, split))))
     failed = remove_finished(home, msgid, split)
     if failed is not None:
         p.fail("unable to unlink " + failed)
