@@ -27,7 +27,7 @@ APT_SERVICES := dovecot clamav-daemon clamav-freshclam spamd postfix
 # package into this git-ignored folder, and the package is never installed.
 UCSPI6 := vendor/ucspi-tcp-ipv6
 
-.PHONY: all deps venv launchers test run stop install docs bench fuzz mutate clean
+.PHONY: all deps venv launchers test run stop install docs bench fuzz coverage mutate clean
 all: venv launchers
 
 deps:
@@ -89,6 +89,10 @@ fuzz: all
 
 # make mutate: mutation testing of the modules listed in setup.cfg's [mutmut] section
 # (docs/development.md); MUTATE="relay send.bounce" runs only those modules.
+coverage: all
+	@$(VPY) -c "import coverage" 2>/dev/null || $(VPY) -m pip install -q -e '.[test,coverage]'
+	$(VPY) tools/coverage.py
+
 mutate: all
 	@$(VPY) -c "import mutmut" 2>/dev/null || $(VPY) -m pip install -q -e '.[test,mutate]'
 	$(VPY) tools/mutate.py $(MUTATE)
