@@ -165,9 +165,11 @@ class Trace:
         return [ev.index for ev in self.events if pred(ev)]
 
     def exit_of(self, pid=None):
-        """Index of the exit of `pid` (default: the first process)."""
+        """Index of the exit of `pid` (default: the first process): its exit_group(), else strace's
+        "+++ exited" line. That line comes when strace reaps the process, which a loaded machine
+        can put after calls its parent made once the exit was already known to it."""
         pid = self.first if pid is None else pid
-        return self.find(lambda ev: ev.call == "exit" and ev.pid == pid, "exit of %s" % pid)
+        return self.find(lambda ev: ev.call in ("exit_group", "exit") and ev.pid == pid, "exit of %s" % pid)
 
     def written(self, data, to=None):
         """Index of the first write of bytes holding `data` (to an fd whose path contains `to`)."""
