@@ -9,9 +9,9 @@ write, forked children save through coverage's ``patch = _exit``, and pytest
 and its xdist workers run under ``coverage run`` with ``patch = subprocess``.
 The normal launchers are written back at the end, whatever happened.
 
-A test may fail under measurement (a few check that a child imports nothing
-new, or time a start-up); the report is still made, and the failures are
-listed. What it prints is a measurement for reading, not a gate.
+Tests that cannot pass under measurement are deselected (MEASURED_AWAY, each
+with its reason), so any other failure is a real one; the report is made all
+the same. What it prints is a measurement for reading, not a gate.
 
 usage: python tools/coverage.py [OUTDIR] [-- PYTEST-ARGS...]
        OUTDIR default coverage/ in the checkout: report.txt, html/, data
@@ -44,6 +44,19 @@ directory = {out}/html
 """
 
 
+# test id -> why it fails when coverage.py runs in every process
+MEASURED_AWAY = {
+    "tests/test_queue.py::test_kill_at_random_moments":
+        "counts kills that land late in an insertion; coverage's start-up moves them early",
+    "tests/test_queue.py::test_no_filter_module_for_unfiltered_mail":
+        "lists the modules qmail-queue imports; coverage.py imports socket",
+    "tests/test_forkexec.py::test_starting_a_program_loads_no_module_with_an_at_fork_handler":
+        "lists the modules with at-fork handlers; coverage.py loads random and threading",
+    "tests/test_local_cli.py::test_a_program_gets_the_callers_environment_and_qmails_variables_only":
+        "compares the environment a program gets; coverage.py adds COVERAGE_PROCESS_CONFIG",
+}
+
+
 def launchers(env):
     """Write bin/ for the environment given: coverage launchers or the normal ones."""
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "mklaunchers.py"), ROOT,
@@ -69,7 +82,8 @@ def main(argv):
     try:
         tests = subprocess.run(cov + ["run", "--rcfile", rc, "-m", "pytest", "-q", "-p",
                                       "no:cacheprovider", "-n", os.environ.get("TESTJOBS", "2"),
-                                      "--dist", "loadfile"] + (pytest_args or ["tests"]),
+                                      "--dist", "loadfile"]
+                               + ["--deselect=" + t for t in MEASURED_AWAY] + (pytest_args or ["tests"]),
                                cwd=ROOT, env=env)
     finally:
         plain = dict(os.environ)
