@@ -412,6 +412,35 @@ def test_sigterm_lets_the_running_insertion_finish(home, service):
     assert len(os.listdir(home / "queue" / "todo")) == 1
 
 
+def test_an_insertion_cut_short_at_stop_gets_no_answer_and_queues_nothing(home):
+    """Past STOP_WAIT the sockets of the insertions still under way are shut (main() before its
+    "exiting ... cut short" line): their client's last bytes find no one, so no thread left
+    running until the process ends can answer "queued" after that line, and nothing is queued."""
+    svc = InProcess(home)
+    s = raw_client(home)
+    try:
+        request = qqsock.encode_request(MSG, ENV)
+        s.sendall(request[:10])
+        deadline = time.monotonic() + 10
+        while svc.service.active < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        svc.service.stop()
+        svc.thread.join(10)
+        assert svc.service.wait_idle(0.1) == 1
+        svc.service.cut_short()
+        try:
+            s.sendall(request[10:])
+        except OSError:
+            pass
+        assert read_answer(s, timeout=10) is None
+        assert svc.service.wait_idle(10) == 0
+    finally:
+        s.close()
+        svc.service.listener.close()
+    assert os.listdir(home / "queue" / "todo") == []
+
+
 def _request_as(home, uid, request):
     """Send `request` on a connection made by a child that is `uid` when it connects (the
     kernel's SO_PEERCRED is taken then; as root, as the suite runs); the answer (code, qp)."""

@@ -116,6 +116,7 @@ class Service:
         self.unlimited = unlimited_uids()
         self.idle = threading.Condition(self.lock)
         self.stopping = False
+        self.conns = set()                       # the clients' sockets while their insertions run
 
     def stop(self, signum=None, frame=None):
         """SIGTERM: no new connections (accept() fails at once); serve_forever() returns."""
@@ -186,14 +187,32 @@ class Service:
 
     def client(self, conn, pid, uid):
         from qmailpy.queued.conn import serve_client
+        with self.lock:
+            self.conns.add(conn)
         try:
             serve_client(conn, pid, uid, self.home, self.controls, log, self.todo_sync.sync, self.envelopes,
                          uid not in self.unlimited)
         except Exception as e:           # a bug outside the insertion itself: the client gets 74
             log("internal bug: " + bug_text(e))
         finally:
+            with self.lock:
+                self.conns.discard(conn)
             conn.close()
             self.done(uid)
+
+    def cut_short(self):
+        """After STOP_WAIT: shut the sockets of the insertions still under way, so that none of
+        their clients can get an answer from here on (the process exits; its threads stop
+        wherever they are). Each client sees the connection end without an answer: qmail-smtpd's
+        451, qmail-queue's exit. Without this a thread could still answer "queued" while the
+        log says its insertion was cut short. What such a thread committed stays queued (the
+        client retries: at least once, never lost)."""
+        with self.lock:
+            for conn in self.conns:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def done(self, uid):
         with self.lock:
@@ -253,5 +272,7 @@ def main():
     service.serve_forever()
     listener.close()
     left = service.wait_idle(STOP_WAIT)
+    if left:
+        service.cut_short()
     log("exiting" + (" with %d insertions cut short" % left if left else ""))
     return 0
