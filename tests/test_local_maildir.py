@@ -168,3 +168,122 @@ def test_timeout(box, monkeypatch):
     monkeypatch.setattr(md, "DEADLINE", -1)
     assert box.deliver(MSG) == (111, "Timeout on maildir delivery. (#4.3.0)\n")
     assert box.files("tmp") == [] and box.files() == []
+
+
+def test_a_maildir_that_is_a_file_is_unable_to_chdir(box):
+    """qmail's maildir child: chdir() failing with a lasting error is exit 2, `Unable to chdir`."""
+    path = os.path.join(box.home, "Mailfile")
+    open(path, "w").close()
+    assert box.deliver(MSG, aliasempty="./Mailfile/") == (111, "Unable to chdir to maildir. (#4.2.1)\n")
+
+
+def test_a_temporary_error_entering_the_maildir_is_a_temporary_error(box, monkeypatch):
+    """chdir() failing with a temporary errno (EIO: a disk or NFS hiccup) is the maildir child's
+    exit 1, `Temporary error on maildir delivery`, not the chdir text an admin would chase."""
+    real = os.stat
+
+    def stat(path, *a, **kw):
+        if os.path.normpath(path) == box.maildir:
+            raise OSError(5, "Input/output error", path)
+        return real(path, *a, **kw)
+    monkeypatch.setattr(md.os, "stat", stat)
+    assert box.deliver(MSG) == (111, "Temporary error on maildir delivery. (#4.3.0)\n")
+    assert box.files("tmp") == [] and box.files() == []
+
+
+def test_a_message_whose_size_cannot_be_read_is_a_read_error(box, monkeypatch):
+    monkeypatch.setattr(md.message, "size", lambda fd: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+    assert box.deliver(MSG) == (111, "Unable to read message. (#4.3.0)\n")
+    assert box.files("tmp") == [] and box.files() == []
+
+
+def test_an_unreadable_maildirsize_defers_before_anything_is_written(box):
+    os.mkdir(os.path.join(box.maildir, "maildirsize"))          # read() fails: EISDIR
+    assert box.deliver(MSG) == (111, "Temporary error on maildir delivery. (#4.3.0)\n")
+    assert box.files("tmp") == [] and box.files() == []
+
+
+def test_a_name_taken_in_tmp_is_tried_three_times_two_seconds_apart(box, monkeypatch):
+    """qmail's maildir child: a tmp/ name that exists is retried after sleep(2), three tries in
+    all, then `Temporary error`; the file already there is never opened or removed."""
+    name = "1.M1P1Q1.host,S=1"
+    taken = os.path.join(box.maildir, "tmp", name)
+    with open(taken, "wb") as f:
+        f.write(b"someone else's")
+    slept = []
+    monkeypatch.setattr(md, "unique_name", lambda size, host: name)
+    monkeypatch.setattr(md.time, "sleep", slept.append)
+    assert box.deliver(MSG) == (111, "Temporary error on maildir delivery. (#4.3.0)\n")
+    assert slept == [2, 2]
+    assert box.files("tmp") == [name] and box.read(name, "tmp") == b"someone else's" and box.files() == []
+
+
+def test_a_name_free_at_the_second_try_is_delivered(box, monkeypatch):
+    names = iter(["1.M1P1Q1.host,S=1", "2.M1P1Q2.host,S=%d" % (len(MSG) + 62)])
+    open(os.path.join(box.maildir, "tmp", "1.M1P1Q1.host,S=1"), "w").close()
+    slept = []
+    monkeypatch.setattr(md, "unique_name", lambda size, host: next(names))
+    monkeypatch.setattr(md.time, "sleep", slept.append)
+    assert box.deliver(MSG) == (0, "did 1+0+0\n")
+    assert slept == [2] and box.files() == ["2.M1P1Q2.host,S=%d" % (len(MSG) + 62)]
+
+
+def test_a_link_reported_failed_but_made_is_a_delivery(box, monkeypatch):
+    """NFS: a retransmitted link() can fail (EEXIST) after the first one was made; the file
+    is then in new/ and the delivery is done, once, not deferred (a retry would duplicate it)."""
+    real = os.link
+
+    def link(src, dst):
+        real(src, dst)
+        raise FileExistsError(17, "File exists", dst)
+    monkeypatch.setattr(md.os, "link", link)
+    assert box.deliver(MSG) == (0, "did 1+0+0\n")
+    assert box.only()[1].endswith(MSG) and box.files("tmp") == []
+
+
+@pytest.mark.parametrize("errno", [1, 18, 95])          # EPERM, EXDEV, EOPNOTSUPP: no hard links here
+def test_where_links_are_unsupported_the_file_is_renamed(box, monkeypatch, errno):
+    monkeypatch.setattr(md.os, "link", lambda src, dst: (_ for _ in ()).throw(OSError(errno, "no links", dst)))
+    assert box.deliver(MSG) == (0, "did 1+0+0\n")
+    assert box.only()[1].endswith(MSG) and box.files("tmp") == []
+
+
+def test_rename_never_replaces_a_file_in_new(box, monkeypatch):
+    """The rename fallback keeps link()'s promise: a name already in new/ is never overwritten."""
+    name = "1.M1P1Q1.host,S=1"
+    with open(os.path.join(box.maildir, "new", name), "wb") as f:
+        f.write(b"delivered before")
+    monkeypatch.setattr(md, "unique_name", lambda size, host: name)
+    monkeypatch.setattr(md.os, "link", lambda src, dst: (_ for _ in ()).throw(OSError(18, "cross-device", dst)))
+    assert box.deliver(MSG) == (111, "Temporary error on maildir delivery. (#4.3.0)\n")
+    assert box.only() == (name, b"delivered before") and box.files("tmp") == []
+
+
+@pytest.mark.parametrize("errno,want,delivered", [
+    (22, (0, "did 1+0+0\n"), 1),            # EINVAL: this file system cannot sync a directory
+    (5, (111, "Temporary error on maildir delivery. (#4.3.0)\n"), 0),
+])
+def test_a_failed_fsync_of_new_takes_the_file_back_out(box, monkeypatch, errno, want, delivered):
+    """The link is made but new/ cannot be synced (EIO): the message is not durable, the
+    delivery is deferred, and the file leaves new/ again, or the retry would deliver it twice.
+    A file system that cannot sync a directory at all (EINVAL) is not an error."""
+    real = os.fsync
+
+    def fsync(fd):
+        if os.path.isdir("/proc/self/fd/%d" % fd):
+            raise OSError(errno, os.strerror(errno))
+        real(fd)
+    monkeypatch.setattr(md.os, "fsync", fsync)
+    assert box.deliver(MSG) == want
+    assert len(box.files()) == delivered and box.files("tmp") == []
+
+
+def test_a_tmp_file_that_cannot_be_removed_after_the_link_is_still_a_delivery(box, monkeypatch):
+    """The message is in new/ and synced: an unlink of its tmp/ name that fails leaves a stray
+    tmp/ file (cleaned as any), never a deferral that would deliver it again."""
+    def unlink(path):
+        raise OSError(5, "Input/output error", path)
+    monkeypatch.setattr(md.os, "unlink", unlink)
+    assert box.deliver(MSG) == (0, "did 1+0+0\n")
+    name, data = box.only()
+    assert data.endswith(MSG) and box.files("tmp") == [name]

@@ -389,6 +389,20 @@ def test_a_lock_that_cannot_be_removed_after_the_link_is_still_one_delivery(box,
     assert read_size(box) == "100000S\n5000 3\n%d 1\n" % SIZE
 
 
+
+def test_a_size_line_that_cannot_be_appended_after_the_link_is_still_one_delivery(box, monkeypatch):
+    """The message is in new/ once the link is made: a full disk refusing maildirsize's
+    `<size> 1` line costs only the count's accuracy (the next recount mends it), never a
+    deferral, which would have qmail-send deliver a second copy."""
+    write_size(box, "100000S\n5000 3\n")
+
+    def append(path, size, count):
+        raise OSError(28, "No space left on device", path)
+    monkeypatch.setattr(quota.maildirpp, "append", append)
+    assert box.deliver(MSG) == (0, "did 1+0+0\n")
+    assert len(box.files()) == 1 and box.files("tmp") == []
+    assert read_size(box) == "100000S\n5000 3\n"
+
 # --- properties: any quota text, any maildirsize --------------------------------------
 
 LONG = "9" * 4400                       # more digits than int() takes (4300)

@@ -48,15 +48,16 @@ def _enter(path):
 
 
 def _create(path, size, host):
+    """qmail's maildir child: a tmp/ name that exists is tried again 2 seconds later, three tries in all."""
     for attempt in range(3):
+        if attempt:
+            time.sleep(2)
         name = unique_name(size, host)
         tmp = os.path.join(path, "tmp", name)
         try:
             return name, tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            if attempt == 2:
-                break
-            time.sleep(2)
+            continue
         except OSError:
             break
     raise errors.temp(errors.MAILDIR_TEMP)
