@@ -4,6 +4,7 @@ The fake qmail-local runs as nobody (qmail-lspawn, as root, drops to the uid
 from users/cdb), so the directory the fakes write to lives outside pytest's
 0700 tmp_path, world-writable, and is removed afterwards.
 """
+import contextlib
 import os
 import re
 import shutil
@@ -237,3 +238,17 @@ def scratch(tmp_path):
     s = Scratch(tmp_path)
     yield s
     s.cleanup()
+
+
+@contextlib.contextmanager
+def no_hang(seconds, what):
+    """AssertionError(what) if the body still runs after `seconds` (SIGALRM, main thread)."""
+    def stuck(signum, frame):
+        raise AssertionError(what)
+    old = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

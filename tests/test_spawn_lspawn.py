@@ -8,7 +8,7 @@ import pytest
 from qmailpy.proto import spawnwire
 from qmailpy.spawn import lspawn, mailbox, passwd
 from qmailpy.users import domainfiles
-from test_send_support import (DELIVERY_UID, NOBODY, ROOT_ONLY, SpawnClient, queue_message, scratch,
+from test_send_support import (DELIVERY_UID, NOBODY, ROOT_ONLY, SpawnClient, no_hang, queue_message, scratch,
                                write_users_cdb)  # noqa: F401 (scratch: fixture)
 
 
@@ -124,7 +124,6 @@ def test_users_cdb_that_root_does_not_own_is_trouble(scratch):
     of any delivery (any uid but 0, a home of qmailu's with a .qmail of qmailu's). It takes only a
     users/cdb root owns, as qmail-newu writes it; another is CDB_TROUBLE (a deferral), and so is
     a FIFO there, which is never waited on."""
-    import signal
     from qmailpy.ctl.reader import Controls
     write_users_cdb(scratch.home, {b"!joe\0": (b"joe", NOBODY, NOBODY, b"/home/joe", b"", b"")})
     cdb = os.path.join(scratch.home, "users", "cdb")
@@ -137,16 +136,8 @@ def test_users_cdb_that_root_does_not_own_is_trouble(scratch):
         b"joe", b"localhost") == joe                # single-user mode: the invoking user's files
     os.unlink(cdb)
     os.mkfifo(cdb)
-
-    def stuck(signum, frame):
-        raise AssertionError("users/cdb opened blocking")
-    old = signal.signal(signal.SIGALRM, stuck)
-    signal.alarm(5)
-    try:
+    with no_hang(5, "users/cdb opened blocking"):
         assert r.resolve(b"joe", b"localhost") == mailbox.CDB_TROUBLE
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def test_missing_qmail_local(scratch):

@@ -3,7 +3,8 @@
 fd 0: commands from qmail-send; fd 1: reports (qmailpy.proto.spawnwire).
 For each command it opens the message, starts the delivery program with the
 message on fd 0 and a pipe on fd 1 and 2, collects that output, and once
-the pipe is at end of file AND the program has exited (a pidfd tells), it
+the pipe is at end of file AND the program has exited (a pidfd tells; when
+none can be had, the child is waited for once its pipe is at end of file), it
 writes one report. A `Program` (lspawn.Local, rspawn.Remote) supplies
 spawn() (a Popen or a fork.Child, or a report when nothing is run),
 report(status, output), refresh() (before each batch of commands), preload()
@@ -13,7 +14,6 @@ is left; reports that can no longer be written are dropped, as in qmail.
 import os
 import resource
 import selectors
-import stat
 
 from qmailpy.fileio import open_regular, write_all
 from qmailpy.proto import spawnwire
@@ -109,8 +109,6 @@ class Server:
             return
         try:
             write_all(self.fd_out, data)
-        except InterruptedError:
-            pass
         except OSError:
             self.writing = False
 
@@ -149,8 +147,6 @@ class Server:
             st = os.fstat(fdmess)
         except OSError:
             return b"Zqmail-spawn unable to fstat message. (#4.3.0)\n"
-        if not stat.S_ISREG(st.st_mode):
-            return WRONG_TYPE
         if self.qmailq_uid is not None and st.st_uid != self.qmailq_uid:
             return b"ZSorry, message has wrong owner. (#4.3.5)\n"
         return None
@@ -171,14 +167,13 @@ class Server:
             return self.err(delnum, got)
         try:
             pidfd = os.pidfd_open(got.pid)
-        except OSError:
-            got.wait()
-            os.close(r)
-            return self.err(delnum, self.program.report(got.returncode, b""))
+        except OSError:                      # EMFILE: the child is reaped at its pipe's end of file
+            pidfd = None
         os.set_blocking(r, False)
         d = self.active[delnum] = Delivery(delnum, cmd, got, r, pidfd)
         self.sel.register(r, selectors.EVENT_READ, (d, "out"))
-        self.sel.register(pidfd, selectors.EVENT_READ, (d, "exit"))
+        if pidfd is not None:
+            self.sel.register(pidfd, selectors.EVENT_READ, (d, "exit"))
 
     def collect(self, d):
         try:
@@ -191,6 +186,8 @@ class Server:
             d.eof = True
             self.sel.unregister(d.fd)
             os.close(d.fd)
+            if d.pidfd is None:              # no pidfd to wait on: the exit follows the pipe's close
+                d.status = d.proc.wait()
             return
         d.output += data
         limit = self.program.truncreport
@@ -250,14 +247,10 @@ class Server:
                 if key.data is None:
                     self.commands()
                     continue
-                d, what = key.data
+                d, what = key.data         # each key once a batch: its fd is open, its child unreaped
                 if what == "out":
-                    if d.eof:            # stale event: the fd was closed earlier in this batch
-                        continue
                     self.collect(d)
                 else:
-                    if d.status is not None:
-                        continue
                     self.reap(d)
                 if d.eof and d.status is not None:
                     self.finish(d)
