@@ -379,3 +379,68 @@ def test_a_fork_the_kernel_refuses_is_a_deferral_and_the_spawn_goes_on(scratch, 
     assert refused == b"Zqmail-spawn unable to fork. (#4.3.0)\n"
     assert fine[:1] == b"K", fine
     assert (code, rest) == (0, b"")
+
+
+EXITS = r'''
+import os, sys
+
+def main():
+    how = sys.argv[1]
+    os.write(1, b"ran as %d\n" % os.getuid())
+    if how == "none":
+        return None
+    if how == "text":
+        sys.exit("qmail-local: a word for the report")
+    if how == "big":
+        sys.exit(300)
+    return int(how)
+'''
+
+
+def forked(tmp_path, how, ids=None, unable=(120, 126)):
+    """fork.start of EXITS's main with argv [x, how]: (exit code, what it wrote on fds 1 and 2)."""
+    from qmailpy.fileio import read_all
+    from qmailpy.spawn import fork
+    (tmp_path / "exitprobe.py").write_text(EXITS)
+    sys.path.insert(0, str(tmp_path))
+    r, w = os.pipe()
+    try:
+        child = fork.start("exitprobe:main", [b"x", how.encode()], 0, w, str(tmp_path), os.environ, unable, ids)
+    finally:
+        os.close(w)
+        sys.path.remove(str(tmp_path))
+    try:
+        got = read_all(r)
+    finally:
+        os.close(r)
+    return child.wait(), child.wait(), got
+
+
+@pytest.mark.parametrize("how,code,said", [
+    ("none", 0, b""), ("7", 7, b""), ("big", 300 & 0xFF, b""),
+    ("text", 1, b"qmail-local: a word for the report\n"),          # as sys.exit("text") in an exec'd program
+])
+def test_a_forked_mains_return_and_exit_are_an_execd_programs_exit_status(tmp_path, how, code, said):
+    assert forked(tmp_path, how) == (code, code, b"ran as %d\n" % os.getuid() + said)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root (the id switch)")
+@pytest.mark.parametrize("errno,code", [(11, 120), (1, 126)])     # EAGAIN (RLIMIT_NPROC): soft; EPERM: hard
+def test_a_failed_id_switch_never_runs_the_delivery_and_exits_as_a_failed_exec(tmp_path, monkeypatch, errno, code):
+    """setresuid() refused in the child (RLIMIT_NPROC's EAGAIN, a security module's EPERM):
+    main() never runs, as root or as anyone, and the exit code is the `unable` pair's
+    (qmail-lspawn: ZUnable to run qmail-local for a temporary errno, D... otherwise)."""
+    def refused(*ids):
+        raise OSError(errno, os.strerror(errno))
+    monkeypatch.setattr(os, "setresuid", refused)
+    ids = dict(user=NOBODY, group=NOBODY, extra_groups=[NOBODY])
+    assert forked(tmp_path, "0", ids) == (code, code, b"")
+
+
+def test_a_module_that_cannot_be_preloaded_is_a_warning_and_left_to_the_child(capfd):
+    import gc
+    from qmailpy.spawn import fork
+    fork.preload(["qmailpy.no_such_module"])
+    gc.unfreeze()                       # pytest's own objects: collectable again
+    assert capfd.readouterr().err == ("warning: cannot preload qmailpy.no_such_module: ModuleNotFoundError: "
+                                      "No module named 'qmailpy.no_such_module'\n")
