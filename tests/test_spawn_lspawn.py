@@ -550,3 +550,60 @@ def test_a_virtual_domain_the_users_database_does_not_host_is_qmails(scratch, tm
             assert r.resolve(b"virt.example-ann", b"virt.example") == mailbox.NO_MAILBOX
     finally:
         r.close()
+
+
+def test_a_control_that_cannot_be_reread_keeps_the_old_ones_with_one_warning(scratch):
+    """A control qmail-lspawn rereads (changed while it runs) that cannot be read: deliveries go
+    on with the controls it has, one warning says so (again only when a file changes again),
+    and a readable file is taken up at the next command."""
+    logpath = os.path.join(scratch.fake, "spawn.log")
+    vd = os.path.join(scratch.home, "control", "virtualdomains")
+    with open(logpath, "wb") as log:
+        client = SpawnClient("qmail-lspawn", scratch.env(), stderr=log)
+        try:
+            messid = queue_message(scratch.home)
+            assert client.one(messid, b"a@b", b"joe@localhost") == b"Kdid 0+0+1\n"
+            os.unlink(vd)
+            os.mkdir(vd)
+            assert client.one(messid, b"a@b", b"joe@localhost") == b"Kdid 0+0+1\n"
+            assert client.one(messid, b"a@b", b"ann@localhost") == b"Kdid 0+0+1\n"
+            os.rmdir(vd)
+            scratch.control("virtualdomains", "virt.example:virt.example")
+            assert client.one(messid, b"a@b", b"bob@localhost") == b"Kdid 0+0+1\n"
+        finally:
+            assert client.close() == (0, b"")
+    with open(logpath, "rb") as log:
+        assert log.read().decode() == ("warning: qmail-lspawn: unable to reread controls: control/virtualdomains: "
+                                       "unable to read: Is a directory; keeping the old ones\n")
+    assert [rcpt for _, _, rcpt, _ in scratch.local_log()] == [
+        "joe@localhost", "joe@localhost", "ann@localhost", "bob@localhost"]
+
+
+def test_maildirquota_from_the_environment_never_reaches_a_mailbox_without_a_quota(scratch):
+    """Only a users-database mailbox has a quota: a $MAILDIRQUOTA qmail-lspawn was started with
+    (an admin's shell) is not passed to qmail-local, or every users/cdb mailbox would get it."""
+    client = SpawnClient("qmail-lspawn", scratch.env(MAILDIRQUOTA="5000S"))
+    try:
+        assert client.one(queue_message(scratch.home), b"a@b", b"joe@localhost") == b"Kdid 0+0+1\n"
+    finally:
+        client.close()
+    [line] = open(os.path.join(scratch.fake, "local.log")).read().splitlines()
+    assert line.endswith("|./Maildir/|")
+
+
+def test_signals_that_would_end_it_are_shrugged_off(scratch):
+    """Only qmail-send closing fd 0 stops a spawn (no report lost): SIGTERM, SIGINT and SIGALRM
+    are caught and ignored, and the deliveries go on."""
+    import signal
+    import time
+    client = SpawnClient("qmail-lspawn", scratch.env())
+    try:
+        messid = queue_message(scratch.home)
+        assert client.one(messid, b"a@b", b"joe@localhost") == b"Kdid 0+0+1\n"
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
+            client.proc.send_signal(sig)
+        time.sleep(0.2)
+        assert client.proc.poll() is None
+        assert client.one(messid, b"a@b", b"ann@localhost") == b"Kdid 0+0+1\n"
+    finally:
+        assert client.close() == (0, b"")
