@@ -133,6 +133,23 @@ def test_program_crash(box):
     assert box.deliver(MSG) == (111, "Aack, child crashed. (#4.3.0)\n")
 
 
+def test_a_program_whose_shell_cannot_start_or_fork_is_a_deferral(box, monkeypatch):
+    """qmail-local.c mailprogram(): exec of /bin/sh failing is `Unable to run /bin/sh: E`, a
+    fork() refused (RLIMIT_NPROC's EAGAIN) temp_fork()'s `Unable to fork: E`; both 111, and the
+    lines after it in .qmail are not reached."""
+    from qmailpy.local import program
+    box.dotqmail(".qmail", "|echo hi\n./Maildir/\n")
+    monkeypatch.setattr(program, "SHELL", "/nonexistent/sh")
+    assert box.deliver(MSG) == (111, "Unable to run /bin/sh: file does not exist. (#4.3.0)\n")
+    monkeypatch.undo()
+
+    def fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(os, "fork", fork)
+    assert box.deliver(MSG) == (111, "Unable to fork: temporary failure. (#4.3.0)\n")
+    assert box.files() == []
+
+
 def test_99_stops_later_lines(box):
     box.dotqmail(".qmail", "./Maildir/\n|exit 99\n./Maildir/\n")
     assert box.deliver(MSG) == (0, "did 1+0+1\n")

@@ -28,6 +28,8 @@ def run(command, fd0, env, cwd, keep=None):
         pid = forkexec.start([SHELL, "-c", command], {0: fd0, 1: out_w, 2: out_w}, env, cwd)
     except OSError as e:
         os.close(out_r)
+        if e.filename is None:          # no child got to exec: qmail's temp_fork()
+            raise errors.temp("Unable to fork: %s. (#4.3.0)" % errors.error_str(e)) from None
         raise errors.temp("Unable to run /bin/sh: %s. (#4.3.0)" % errors.error_str(e)) from None
     finally:
         os.close(out_w)
