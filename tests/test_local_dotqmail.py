@@ -321,6 +321,53 @@ def test_mbox_lock_held_too_long(box, monkeypatch):
         assert f.read() == b"old\n"
 
 
+
+def mbox_faults(monkeypatch, flock=None, read=None, write=None, ftruncate=None):
+    """Make mbox delivery's flock, message read, write or ftruncate fail with OSError(errno)."""
+    import fcntl
+    from qmailpy.local import mbox
+
+    def fail(errno):
+        raise OSError(errno, os.strerror(errno))
+    if flock:
+        monkeypatch.setattr(fcntl, "flock", lambda fd, how: fail(flock))
+    if read:
+        def chunks(fd):
+            yield b"Subject: x\n"
+            fail(read)
+        monkeypatch.setattr(mbox.message, "chunks", chunks)
+    if write:
+        monkeypatch.setattr(mbox, "write_all", lambda fd, data: (os.write(fd, bytes(data[:10])), fail(write)))
+    if ftruncate:
+        monkeypatch.setattr(mbox.os, "ftruncate", lambda fd, size: fail(ftruncate))
+
+
+@pytest.mark.parametrize("faults,report,left", [
+    # a read error or a full disk while the lock is held: the mbox is cut back to its old end
+    (dict(read=5), (111, "Unable to read message: input/output error. (#4.3.0)\n"), b"old\n"),
+    (dict(write=28), (111, "Unable to write ./Mailbox: out of disk space. (#4.3.0)\n"), b"old\n"),
+    # a cut that fails too: still a deferral (what was written stays: nothing can take it back)
+    (dict(write=28, ftruncate=5), (111, "Unable to write ./Mailbox: out of disk space. (#4.3.0)\n"),
+     b"old\nFrom alice"),
+    # no locks here (ENOLCK: NFS without lockd): qmail appends unlocked, and cuts nothing back
+    (dict(flock=37), (0, "did 1+0+0\n"), None),
+    (dict(flock=37, write=28), (111, "Unable to write ./Mailbox: out of disk space. (#4.3.0)\n"),
+     b"old\nFrom alice"),
+])
+def test_mbox_failures_defer_and_leave_no_half_message_where_locked(box, monkeypatch, faults, report, left):
+    box.dotqmail(".qmail", "./Mailbox\n")
+    path = os.path.join(box.home, "Mailbox")
+    with open(path, "wb") as f:
+        f.write(b"old\n")
+    mbox_faults(monkeypatch, **faults)
+    assert box.deliver(MSG) == report
+    with open(path, "rb") as f:
+        data = f.read()
+    if left is None:
+        assert data.startswith(b"old\nFrom alice@example.org ") and data.endswith(MSG + b"\n")
+    else:
+        assert data == left
+
 # -- the line grammar, the errors and the file's bits, one by one (qmail-local.c's main loop,
 #    qmeexists(), checkhome())
 

@@ -108,3 +108,45 @@ def test_forward_keeps_the_sender_srs_is_qmail_sends_job(box):
     box.dotqmail(".qmail", "&a@x.org\n")
     assert box.deliver(MSG, sender="bob@ex.org")[0] == 0
     assert decode(captured(box)["env"])[0] == b"bob@ex.org"
+
+
+BIG = b"Subject: fwd\n\n" + b"0123456789abcdef\n" * 12000          # more than a pipe holds
+
+
+@pytest.mark.parametrize("script", [
+    "#!/bin/sh\nexit 0\n",                                  # took none of the message
+    "#!/bin/sh\nexec 1>&-\ncat >/dev/null\nexit 0\n",       # took the message, not the envelope
+])
+def test_a_queue_program_that_exits_0_without_taking_everything_is_no_forward(box, script):
+    """qmail_close(): a write that failed (flagerr) is `qq read error`, whatever qmail-queue's exit
+    said; a success there would have lost the forward, as nothing was queued."""
+    with open(box.env["QMAILQUEUE"], "w") as f:
+        f.write(script)
+    box.dotqmail(".qmail", "&a@x.org\n")
+    assert box.deliver(BIG) == (111, "Unable to forward message: qq read error (#4.3.0).\n")
+
+
+def test_a_forward_the_queue_service_cannot_take_is_aborted(box, monkeypatch):
+    """Through qmail-queued's socket: a write that fails aborts the insertion (nothing queued)
+    and is `qq read error`, a deferral; the envelope is never sent."""
+    from qmailpy.queue import sockclient
+    calls = []
+
+    class Job:
+        qp = 7
+
+        def write(self, data):
+            calls.append("write")
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def abort(self):
+            calls.append("abort")
+
+        def finish(self, sender, recipients):
+            calls.append("finish")
+            return 0
+    monkeypatch.setattr(sockclient, "service_job", lambda environ: Job())
+    box.env.pop("QMAILQUEUE")
+    box.dotqmail(".qmail", "&a@x.org\n")
+    assert box.deliver(MSG) == (111, "Unable to forward message: qq read error (#4.3.0).\n")
+    assert calls == ["write", "abort"]

@@ -287,3 +287,18 @@ def test_a_tmp_file_that_cannot_be_removed_after_the_link_is_still_a_delivery(bo
     assert box.deliver(MSG) == (0, "did 1+0+0\n")
     name, data = box.only()
     assert data.endswith(MSG) and box.files("tmp") == [name]
+
+
+def test_a_bug_in_qmail_local_is_a_deferral_with_one_line(box, monkeypatch):
+    """An exception nobody expected (a bug) must not lose the message: exit 111, the report one
+    line `qmail-local: unexpected TYPE: TEXT at WHERE (#4.3.0)`, and nothing delivered."""
+    import qmailpy.local.deliver as deliver
+
+    def dtline(local, host):
+        raise KeyError("a bug")
+    monkeypatch.setattr(deliver.headers, "dtline", dtline)
+    code, report = box.deliver(MSG)
+    assert code == 111
+    assert re.fullmatch(r"qmail-local: unexpected KeyError: 'a bug' at test_local_maildir\.py:\d+:dtline"
+                        r" < qmailpy/local/deliver\.py:\d+:_lines < .* \(#4\.3\.0\)\n", report), report
+    assert box.files() == [] and box.files("tmp") == []
