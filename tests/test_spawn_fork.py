@@ -315,7 +315,7 @@ env = dict(os.environ, CHANGE="new", ADD="added")
 del env["DROP"]
 for given in (env, os.environ):
     r, w = os.pipe()
-    child = fork.start("envprobe:main", [b"probe"], 0, w, "/", given, (111, 100))
+    child = fork.start("envprobe:main", [b"probe"], 0, w, "/", given)
     os.close(w)
     got = read_all(r)
     want = sorted("%s=%s" % kv for kv in given.items())
@@ -397,7 +397,7 @@ def main():
 '''
 
 
-def forked(tmp_path, how, ids=None, unable=(120, 126)):
+def forked(tmp_path, how, ids=None):
     """fork.start of EXITS's main with argv [x, how]: (exit code, what it wrote on fds 1 and 2)."""
     from qmailpy.fileio import read_all
     from qmailpy.spawn import fork
@@ -405,7 +405,7 @@ def forked(tmp_path, how, ids=None, unable=(120, 126)):
     sys.path.insert(0, str(tmp_path))
     r, w = os.pipe()
     try:
-        child = fork.start("exitprobe:main", [b"x", how.encode()], 0, w, str(tmp_path), os.environ, unable, ids)
+        child = fork.start("exitprobe:main", [b"x", how.encode()], 0, w, str(tmp_path), os.environ, ids, 112)
     finally:
         os.close(w)
         sys.path.remove(str(tmp_path))
@@ -425,16 +425,15 @@ def test_a_forked_mains_return_and_exit_are_an_execd_programs_exit_status(tmp_pa
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root (the id switch)")
-@pytest.mark.parametrize("errno,code", [(11, 120), (1, 126)])     # EAGAIN (RLIMIT_NPROC): soft; EPERM: hard
-def test_a_failed_id_switch_never_runs_the_delivery_and_exits_as_a_failed_exec(tmp_path, monkeypatch, errno, code):
-    """setresuid() refused in the child (RLIMIT_NPROC's EAGAIN, a security module's EPERM):
-    main() never runs, as root or as anyone, and the exit code is the `unable` pair's
-    (qmail-lspawn: ZUnable to run qmail-local for a temporary errno, D... otherwise)."""
+@pytest.mark.parametrize("errno", [11, 1])          # EAGAIN (RLIMIT_NPROC), EPERM (no CAP_SETUID)
+def test_a_failed_id_switch_never_runs_the_delivery_and_exits_refused(tmp_path, monkeypatch, errno):
+    """setresuid() refused in the child: main() never runs, as root or as anyone, and the
+    exit code is `refused` whatever the errno (qmail-lspawn's QLX_USAGE, a deferral)."""
     def refused(*ids):
         raise OSError(errno, os.strerror(errno))
     monkeypatch.setattr(os, "setresuid", refused)
     ids = dict(user=NOBODY, group=NOBODY, extra_groups=[NOBODY])
-    assert forked(tmp_path, "0", ids) == (code, code, b"")
+    assert forked(tmp_path, "0", ids) == (112, 112, b"")
 
 
 def test_a_module_that_cannot_be_preloaded_is_a_warning_and_left_to_the_child(capfd):

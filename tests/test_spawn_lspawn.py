@@ -8,7 +8,7 @@ import pytest
 from qmailpy.proto import spawnwire
 from qmailpy.spawn import lspawn, mailbox, passwd
 from qmailpy.users import domainfiles
-from test_send_support import (DELIVERY_UID, NOBODY, ROOT_ONLY, SpawnClient, no_hang, queue_message, scratch,
+from test_send_support import (BIN, DELIVERY_UID, NOBODY, ROOT_ONLY, SpawnClient, no_hang, queue_message, scratch,
                                write_users_cdb)  # noqa: F401 (scratch: fixture)
 
 
@@ -607,3 +607,21 @@ def test_signals_that_would_end_it_are_shrugged_off(scratch):
         assert client.one(messid, b"a@b", b"ann@localhost") == b"Kdid 0+0+1\n"
     finally:
         assert client.close() == (0, b"")
+
+
+@pytest.mark.skipif(**ROOT_ONLY)
+@pytest.mark.parametrize("mode", ["exec", "fork"])
+def test_a_uid_switch_refused_is_a_deferral_never_a_bounce(scratch, mode):
+    """qmail-lspawn.c: prot_gid()/prot_uid() failing is QLX_USAGE, `ZInternal qmail-lspawn bug.`,
+    whatever the errno. A qmail-lspawn without CAP_SETUID (a container's policy) gets EPERM for
+    every delivery: as a failed exec's `DUnable to run qmail-local.` it bounced all local mail."""
+    env = scratch.env()
+    if mode == "fork":
+        del env["QMAILLOCAL"]
+    client = SpawnClient(None, env, argv=["setpriv", "--bounding-set=-setuid", "--inh-caps=-setuid",
+                                          str(BIN / "qmail-lspawn")])
+    try:
+        assert client.one(queue_message(scratch.home), b"a@b", b"joe@localhost") == b"ZInternal qmail-lspawn bug.\n"
+    finally:
+        assert client.close() == (0, b"")
+    assert not os.path.exists(os.path.join(scratch.fake, "local.log"))

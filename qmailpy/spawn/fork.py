@@ -18,8 +18,8 @@ would see, so qmail-send cannot tell the two apart:
   the child's work (main() unguarded, the import, the fds) is one line on the
   report pipe (log.write_bug), then SIGKILL, so the report is "crashed" (a
   deferral) as for an exec'd program killed by a signal; a failed id switch
-  exits with the code that gives the report of a failed exec (`unable`: soft,
-  hard by errno).
+  exits with `refused` (qmail-lspawn's QLX_USAGE: a deferral, whatever the
+  errno), never running the program.
 
 The child ends with os._exit: no atexit handlers, no flushing of buffers the
 spawner wrote, nothing of the spawner run twice. Objects inherited from the
@@ -71,13 +71,13 @@ def preload(modules):
     gc.freeze()
 
 
-def start(target, args, fdmess, fdout, cwd, env, unable, ids=None):
+def start(target, args, fdmess, fdout, cwd, env, ids=None, refused=None):
     """Fork a child that runs `target` ("module:function", the program's main; imported in
     the child, so a module that cannot be imported crashes the child, never the spawner)
     as `args` would be run by exec; a Child.
 
-    unable: (soft, hard) exit codes that give the report of a failed exec, used
-    when the id switch fails. ids: as Popen's user=, group=, extra_groups= (as root).
+    ids: as Popen's user=, group=, extra_groups= (as root); refused: the exit code when
+    switching to them fails.
     """
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
@@ -90,14 +90,14 @@ def start(target, args, fdmess, fdout, cwd, env, unable, ids=None):
         return Child(pid)
     code = 111
     try:
-        code = _child(target, args, fdmess, fdout, cwd, env, unable, ids)
+        code = _child(target, args, fdmess, fdout, cwd, env, ids, refused)
     except BaseException as e:
         _crash(args, e)
     finally:
         os._exit(code)
 
 
-def _child(target, args, fdmess, fdout, cwd, env, unable, ids):
+def _child(target, args, fdmess, fdout, cwd, env, ids, refused):
     import gc
     from qmailpy.progstart import fresh_signals
     gc.freeze()                                   # the spawner's objects are never finalised here
@@ -109,14 +109,12 @@ def _child(target, args, fdmess, fdout, cwd, env, unable, ids):
     _name(os.path.basename(os.fsdecode(args[0])))
     os.chdir(cwd)
     if ids:
-        from qmailpy.errstr import error_temp
         try:
             os.setgroups(ids["extra_groups"])
             os.setresgid(ids["group"], ids["group"], ids["group"])
             os.setresuid(ids["user"], ids["user"], ids["user"])
-        except OSError as e:
-            soft, hard = unable
-            return soft if error_temp(e) else hard
+        except OSError:
+            return refused
     if env is not os.environ:                     # qmail-rspawn's children keep the spawner's as it is
         _become_environment(env)
     sys.argv = [os.fsdecode(a) for a in args]

@@ -45,7 +45,7 @@ QLX_TEXTS = {
     121: b"ZUnable to run qmail-getpw.\n",
 }
 TEMPORARY = frozenset((111, 71, 74, 75))
-UNABLE = (120, 126)            # a forked child's exit codes for EXEC_SOFT, EXEC_HARD (qlx.h)
+ID_SWITCH_FAILED = 112         # QLX_USAGE: prot_gid/prot_uid failing is a deferral, whatever the errno
 MAIN = "qmailpy.local.main:main"            # what a forked child runs
 # Its modules: imported once, before the first delivery. Never subprocess, threading or
 # random: their at-fork handlers would run in every child (qmailpy.forkexec starts programs)
@@ -124,8 +124,9 @@ class Local:
                 env["MAILDIRQUOTA"] = who.quota
         if self.qmaillocal is None:
             args[0] = fork.beside_me("qmail-local")
-            return fork.start(MAIN, args, fdmess, fdout, self.home, env, UNABLE, ids)
-        return programs.start(args, fdmess, fdout, self.home, env, (EXEC_SOFT, EXEC_HARD), ids)
+            return fork.start(MAIN, args, fdmess, fdout, self.home, env, ids, ID_SWITCH_FAILED)
+        return programs.start(args, fdmess, fdout, self.home, env, (EXEC_SOFT, EXEC_HARD), ids,
+                              QLX_TEXTS[ID_SWITCH_FAILED])
 
     def report(self, status, output):
         return report(status, output)

@@ -20,7 +20,6 @@ EXEC_SOFT = b"ZUnable to run qmail-remote.\n"
 EXEC_HARD = b"DUnable to run qmail-remote.\n"
 NO_OUTPUT = b"Zqmail-remote produced no output.\n"
 RANK = {b"K": 1, b"Z": 0, b"D": -1}
-UNABLE = (X.DELIVERY_TEMPORARY, 100)    # a forked child's exit codes for EXEC_SOFT, EXEC_HARD
 MAIN = "qmailpy.remote.main:main"            # what a forked child runs
 # Its modules: imported once, before the first delivery (ssl: STARTTLS is
 # tried whenever the peer offers it; dkim's signer stays lazy: only a domain with a key needs it)
@@ -94,7 +93,7 @@ class Remote:
     def spawn(self, fdmess, fdout, sender, recip, at):
         if self.qmailremote is None:
             args = [fork.beside_me("qmail-remote"), recip[at + 1:], sender, recip]
-            return fork.start(MAIN, args, fdmess, fdout, self.home, self.environ, UNABLE)
+            return fork.start(MAIN, args, fdmess, fdout, self.home, self.environ)
         args = [self.qmailremote, recip[at + 1:], sender, recip]
         return programs.start(args, fdmess, fdout, self.home, self.environ, (EXEC_SOFT, EXEC_HARD))
 
