@@ -147,20 +147,26 @@ def test_any_message_round_trips(tmp_path_factory, data, sender):
     assert name.endswith(",S=%d" % len(got))
 
 
-def test_message_that_cannot_be_read(box, monkeypatch):
+@pytest.mark.parametrize("reader,report", [
+    ("_copy", "Unable to read message. (#4.3.0)\n"),
+    ("line_starts", "Unable to read message: input/output error. (#4.3.0)\n"),
+])
+def test_message_that_cannot_be_read(box, monkeypatch, reader, report):
     """A read error on the message while it is copied is qmail-local's maildir child's exit 4:
-    `Unable to read message. (#4.3.0)`, temporary; nothing stays in tmp/ or new/."""
+    `Unable to read message. (#4.3.0)`; while the header is searched for our Delivered-To
+    line it is bouncexf()'s temp_read(), `Unable to read message: E. (#4.3.0)`. Both
+    temporary; nothing stays in tmp/ or new/."""
     import sys
     chunks = md.message.chunks
 
     def broken(fd):
-        if sys._getframe(1).f_code.co_name != "_copy":     # the Delivered-To check reads it first
+        if sys._getframe(1).f_code.co_name != reader:
             yield from chunks(fd)
             return
         yield b"Subject: x\n"
         raise OSError(5, "Input/output error")
     monkeypatch.setattr(md.message, "chunks", broken)
-    assert box.deliver(MSG) == (111, "Unable to read message. (#4.3.0)\n")
+    assert box.deliver(MSG) == (111, report)
     assert box.files("tmp") == [] and box.files() == []
 
 
@@ -302,3 +308,35 @@ def test_a_bug_in_qmail_local_is_a_deferral_with_one_line(box, monkeypatch):
     assert re.fullmatch(r"qmail-local: unexpected KeyError: 'a bug' at test_local_maildir\.py:\d+:dtline"
                         r" < qmailpy/local/deliver\.py:\d+:_lines < .* \(#4\.3\.0\)\n", report), report
     assert box.files() == [] and box.files("tmp") == []
+
+
+def test_a_maildir_the_owner_cannot_search_is_unable_to_chdir(box, monkeypatch):
+    """qmail-local runs as the mailbox owner: a Maildir it may not enter (mode 0600) is chdir()'s
+    EACCES, `Unable to chdir to maildir`, 111. (Root, running the tests, may enter any directory:
+    access() says what the owner would meet.)"""
+    real = os.access
+    monkeypatch.setattr(md.os, "access", lambda path, mode: False if os.path.normpath(path) == box.maildir else real(path, mode))
+    assert box.deliver(MSG) == (111, "Unable to chdir to maildir. (#4.2.1)\n")
+    assert box.files("tmp") == [] and box.files() == []
+
+
+@pytest.mark.parametrize("how", ["fstat fails", "not a regular file"])
+def test_the_size_in_the_name_is_counted_when_fstat_cannot_tell(box, monkeypatch, how):
+    """Maildir++'s S=: fstat's st_size for the regular mess file qmail-lspawn gives; counted by
+    reading when fstat fails or fd 0 is something else that can be rewound (a device)."""
+    from qmailpy.local.deliver import deliver
+    if how == "fstat fails":
+        real = os.fstat
+        monkeypatch.setattr(md.message.os, "fstat",
+                            lambda fd: (_ for _ in ()).throw(OSError(5, "Input/output error")) if fd == fd0 else real(fd))
+        fd0 = box.message_fd(MSG)
+    else:
+        fd0 = os.open("/dev/null", os.O_RDONLY)           # a character device: an empty message
+    try:
+        assert deliver(["joe", box.home, "joe", "", "", "example.com", "a@b", "./Maildir/"], fd0, box.env) == (
+            0, "did 1+0+0\n")
+    finally:
+        os.close(fd0)
+    name, data = box.only()
+    assert data == b"Return-Path: <a@b>\nDelivered-To: joe@example.com\n" + (MSG if how == "fstat fails" else b"")
+    assert name.endswith(",S=%d" % len(data))
