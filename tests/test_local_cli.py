@@ -208,3 +208,22 @@ def test_a_child_that_never_stops_writing_ends_the_read_after_one_pipe_of_bytes(
         os.close(r)
         os.close(w)
     assert len(out) == size
+
+
+def test_a_report_that_cannot_be_written_keeps_the_exit_code(tmp_path):
+    """qmail-lspawn gone (the report pipe's reader closed): the delivery is made and the exit
+    code still says so; the failed write of `did 1+0+0` changes nothing."""
+    box = Box(tmp_path)
+    path = os.path.join(str(box.root), "cli-msg")
+    with open(path, "wb") as f:
+        f.write(MSG)
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        with open(path, "rb") as m:
+            p = subprocess.run([program("qmail-local"), *args(box)], stdin=m, stdout=w, stderr=w,
+                               env=box.env, timeout=60)
+    finally:
+        os.close(w)
+    assert p.returncode == 0
+    assert box.only()[1] == b"Return-Path: <bob@ex.org>\nDelivered-To: joe@example.com\n" + MSG

@@ -208,6 +208,28 @@ def test_preline_writes_the_lines_then_the_message(flags, head):
     assert run("preline", *flags, "cat", env=PL_ENV) == (0, head + MSG, b"")
 
 
+def test_preline_copies_a_message_longer_than_its_buffer_whole():
+    big = MSG + b"0123456789abcdef\n" * 5000                 # ten 8192-byte buffers and a rest
+    assert run("preline", "cat", stdin=big, env=PL_ENV) == (0, UF + RP + DTB + big, b"")
+
+
+@pytest.mark.parametrize("who", ["preline", "child"])
+def test_a_fork_refused_is_unable_to_fork_and_111(monkeypatch, capfd, who):
+    """preline.c, and the C of bouncesaying, condredirect and except: a fork() that fails
+    (RLIMIT_NPROC's EAGAIN) is `<program>: fatal: unable to fork: E` and exit 111, a deferral."""
+    from qmailpy.local.helpers import child, preline
+
+    def fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(os, "fork", fork)
+    with pytest.raises(SystemExit) as e:
+        if who == "preline":
+            preline.run(["cat"], b"")
+        else:
+            child.status("except: fatal: ", ["cat"])
+    fatal = "preline: fatal: " if who == "preline" else "except: fatal: "
+    assert (e.value.code, capfd.readouterr().err) == (111, fatal + "unable to fork: temporary failure\n")
+
 def test_preline_passes_the_exit_code_through():
     assert run("preline", "sh", "-c", "cat >/dev/null; exit 77", env=PL_ENV) == (77, b"", b"")
 
