@@ -140,6 +140,27 @@ def test_users_cdb_that_root_does_not_own_is_trouble(scratch):
         assert r.resolve(b"joe", b"localhost") == mailbox.CDB_TROUBLE
 
 
+def test_a_users_cdb_entry_or_file_qmail_newu_would_not_write_is_trouble(scratch):
+    """An entry with fewer than six fields or a uid that is no number, or a users/cdb without
+    the wildcard-characters key qmail-newu always writes (qmail-lspawn.c reads it first: a
+    cdb_seek of "" that is not 1 is QLX_CDB for every recipient, listed or not): `Trouble
+    reading users/cdb`, a deferral; never a delivery as some default uid."""
+    import cdblib
+    from qmailpy.ctl.reader import Controls
+    write_users_cdb(scratch.home, {b"!short\0": (b"short", NOBODY, NOBODY, b"/home/short"),
+                                   b"!word\0": (b"word", b"nobody", NOBODY, b"/home/word", b"", b""),
+                                   b"!joe\0": (b"joe", NOBODY, NOBODY, b"/home/joe", b"", b"")})
+    r = mailbox.Resolver(scratch.home, Controls(scratch.home, {}), single_user=True)
+    assert r.resolve(b"short", b"localhost") == mailbox.CDB_TROUBLE
+    assert r.resolve(b"word", b"localhost") == mailbox.CDB_TROUBLE
+    assert r.resolve(b"joe", b"localhost") == mailbox.Assignment(b"joe", NOBODY, NOBODY, b"/home/joe", b"", b"")
+    with open(os.path.join(scratch.home, "users", "cdb"), "wb") as f:
+        w = cdblib.Writer(f)
+        w.put(b"!joe\0", b"\0".join((b"joe", b"65534", b"65534", b"/home/joe", b"", b"")))
+        w.finalize()
+    assert r.resolve(b"ann", b"localhost") == mailbox.CDB_TROUBLE
+    assert r.resolve(b"joe", b"localhost") == mailbox.CDB_TROUBLE       # read before any entry, as qmail
+
 def test_missing_qmail_local(scratch):
     client = SpawnClient("qmail-lspawn", scratch.env(QMAILLOCAL="/nonexistent/qmail-local"))
     try:
@@ -176,6 +197,8 @@ class FakeUsers:
         return self.boxes.get((user, domain))
 
     def domain_of(self, domain):
+        if self.down:
+            raise self.UsersUnavailable("db down")
         return domain if domain in self.domains else None
 
     def domain_dir(self, domain):
@@ -185,7 +208,10 @@ class FakeUsers:
 def test_virtual_mailbox_from_users_database(scratch, monkeypatch, tmp_path):
     box = types.SimpleNamespace(name="joe", domain="virt.example", dir="/vpopmail/virt.example/joe",
                                 quota="10000000S", uid=89, gid=89)
-    users = FakeUsers({("joe", "virt.example"): box}, domains={"virt.example": str(tmp_path)})
+    # a mailbox whose directory the database could not give an owner for: no uid to run as
+    homeless = types.SimpleNamespace(name="old", domain="virt.example", dir="/gone", quota=None, uid=None, gid=None)
+    users = FakeUsers({("joe", "virt.example"): box, ("old", "virt.example"): homeless},
+                      domains={"virt.example": str(tmp_path)})
     monkeypatch.setitem(sys.modules, "qmailpy.users", users.module)
     os.unlink(os.path.join(scratch.home, "users", "cdb"))
     from qmailpy.ctl.reader import Controls
@@ -193,6 +219,7 @@ def test_virtual_mailbox_from_users_database(scratch, monkeypatch, tmp_path):
     assert r.resolve(b"virt.example-Joe", b"virt.example") == mailbox.Assignment(
         b"joe", 89, 89, b"/vpopmail/virt.example/joe", b"", b"", "10000000S")
     assert r.resolve(b"virt.example-ann", b"virt.example") == mailbox.NO_MAILBOX
+    assert r.resolve(b"virt.example-old", b"virt.example") == mailbox.NO_OWNER
     users.down = True
     assert r.resolve(b"virt.example-joe", b"virt.example") == mailbox.USERS_DOWN
 
@@ -215,6 +242,10 @@ def test_passwd_file_users_and_the_alias_user(scratch, tmp_path):
     assert mailbox.getpw(b"Joe", getpwnam=users) == mailbox.Assignment(b"joe", uid, gid, str(mine).encode(), b"", b"")
     assert mailbox.getpw(b"root", getpwnam=users) == mailbox.Assignment(
         b"alias", 7790, 7790, b"/var/qmail/alias", b"-", b"root")
+    with open(scratch.passwd, "w") as f:                       # qmail-getpw without an alias user
+        f.write("joe:x:%d:%d::%s:/bin/sh\n" % (uid, gid, mine))
+    users = passwd.lookup({"QMAILPY_PASSWD": scratch.passwd})
+    assert mailbox.getpw(b"nobody-here", getpwnam=users) == mailbox.NOALIAS
 
 
 @pytest.mark.skipif(**ROOT_ONLY)

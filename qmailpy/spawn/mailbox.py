@@ -63,13 +63,13 @@ def users_cdb(home, local, owner=None):
     try:
         if owner is not None and db.owner != owner:
             return CDB_TROUBLE
+        wild = db.get(b"")              # qmail-lspawn.c reads it first: no key, no users/cdb to trust
+        if wild is None:
+            return CDB_TROUBLE
         lower = b"!" + local.lower() + b"\0"
         got = db.get(lower)
         if got is not None:
             return _fields(got) or CDB_TROUBLE
-        wild = db.get(b"")
-        if wild is None:
-            return CDB_TROUBLE
         for i in range(len(lower) - 1, 0, -1):
             if i == 1 or lower[i - 1:i] in wild:
                 got = db.get(lower[:i])
