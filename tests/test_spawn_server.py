@@ -259,3 +259,29 @@ def test_spawn_limit_fits_the_descriptors_it_can_have(monkeypatch, limits, setta
     monkeypatch.setattr(resource, "setrlimit", setrlimit)
     assert server.spawn_limit() == want
     assert set_to == ([raised] if raised else [])
+
+
+def test_a_fork_the_kernel_refuses_is_a_deferral(scratch):
+    """spawn.c: `Zqmail-spawn unable to fork.` for a delivery that cannot be started; the next runs."""
+    messid = queue_message(scratch.home)
+
+    class Refusing(Shell):
+        def spawn(self, fdmess, fdout, sender, recip, at):
+            if not self.started:
+                self.started.append(None)
+                raise BlockingIOError(11, "Resource temporarily unavailable")
+            return super().spawn(fdmess, fdout, sender, recip, at)
+    program = Refusing("cat >/dev/null; echo did 0+0+1")
+    assert serve(scratch.home, program, [(0, messid, b"joe@localhost"), (1, messid, b"bob@localhost")]) == [
+        (0, server.NO_FORK), (1, b"Kdid 0+0+1\n")]
+
+
+def test_started_with_fd_0_closed_it_writes_its_limit_and_exits(scratch):
+    r, w = os.pipe()
+    os.close(r)
+    os.close(w)                                   # r: a closed descriptor, as fd 0 of `qmail-lspawn <&-`
+    with tempfile.TemporaryFile() as out:
+        assert server.Server(scratch.home, Shell("true"), 10, fd_in=r, fd_out=out.fileno()).serve() == 0
+        out.seek(0)
+        decoder = spawnwire.ReportDecoder()
+        assert decoder.feed(out.read()) == [] and decoder.limit == 10
