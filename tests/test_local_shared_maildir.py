@@ -205,3 +205,96 @@ def test_held_lock_is_a_temporary_failure(tmp_path, monkeypatch):
     assert (e.value.code, e.value.text) == (errors.TEMP, errors.SLOW_LOCK)
     assert os.listdir(os.path.join(box, "new")) == [] and os.listdir(os.path.join(box, "tmp")) == []
     assert maildirpp.read(os.path.join(box, maildirpp.NAME)).count == 0
+
+
+def stale(path, text="12345\n"):
+    """A file at `path` left by a holder killed long ago (older than LOCK_STALE)."""
+    with open(path, "w") as f:
+        f.write(text)
+    old = time.time() - maildirpp.LOCK_STALE - 5
+    os.utime(path, (old, old))
+
+
+def test_a_break_guard_left_by_a_killed_breaker_is_itself_broken(tmp_path):
+    """A waiter killed between making maildirsize.lock.break and removing it left the guard
+    behind: once stale it is removed, then the stale lock is broken and taken."""
+    box = maildirmake(str(tmp_path / "Maildir"))
+    stale(os.path.join(box, maildirpp.LOCK))
+    stale(os.path.join(box, maildirpp.BREAK))
+    with maildirpp.size_lock(box, "mx-a", wait=5):
+        assert sorted(os.listdir(box)) == ["cur", maildirpp.LOCK, "new", "tmp"]
+    assert sorted(os.listdir(box)) == ["cur", "new", "tmp"] and os.listdir(os.path.join(box, "tmp")) == []
+
+
+def test_a_lock_taken_again_while_the_guard_was_made_is_left_alone(tmp_path, monkeypatch):
+    """Between finding the lock stale and holding the guard another waiter broke it and took
+    it: the lock there now is a live holder's and is not removed (only the guard is)."""
+    box = maildirmake(str(tmp_path / "Maildir"))
+    lock = os.path.join(box, maildirpp.LOCK)
+    stale(lock)
+    real = maildirpp.size_lock._stale
+    calls = []
+
+    def seen(self, path):
+        calls.append(path)
+        if path == lock and len(calls) == 2:        # the second look, under the guard
+            os.utime(lock)                          # the lock another waiter holds now
+        return real(self, path)
+    monkeypatch.setattr(maildirpp.size_lock, "_stale", seen)
+    with pytest.raises(maildirpp.LockTimeout):
+        with maildirpp.size_lock(box, "mx-a", wait=0.2):
+            pass
+    assert sorted(os.listdir(box)) == ["cur", maildirpp.LOCK, "new", "tmp"]     # no guard left
+
+
+def test_a_link_nfs_reports_failed_but_made_holds_the_lock(tmp_path, monkeypatch):
+    """NFS: a retransmitted link() can fail after the first one was made; the link count of
+    our tmp/ file tells, and the lock is ours (released as usual)."""
+    box = maildirmake(str(tmp_path / "Maildir"))
+    real = os.link
+
+    def link(src, dst):
+        real(src, dst)
+        raise OSError(5, "Input/output error", dst)
+    monkeypatch.setattr(os, "link", link)
+    with maildirpp.size_lock(box, "mx-a", wait=0.5):
+        assert os.path.exists(os.path.join(box, maildirpp.LOCK))
+    assert sorted(os.listdir(box)) == ["cur", "new", "tmp"]
+
+
+def test_a_lock_that_vanishes_meanwhile_is_no_trouble(tmp_path):
+    """The holder released it between our failed link and our look at its age: not stale, and
+    the next try takes it. A lock broken under us (we are past LOCK_STALE) is left as gone."""
+    box = maildirmake(str(tmp_path / "Maildir"))
+    lock = maildirpp.size_lock(box, "mx-a")
+    assert lock._stale(os.path.join(box, maildirpp.LOCK)) is False
+    with lock:
+        os.unlink(os.path.join(box, maildirpp.LOCK))
+    assert sorted(os.listdir(box)) == ["cur", "new", "tmp"]
+
+
+def test_remove_without_a_maildirsize_takes_no_lock(tmp_path, monkeypatch):
+    box = maildirmake(str(tmp_path / "Maildir"))
+    monkeypatch.setattr(maildirpp, "size_lock", None)        # any use of it would raise
+    maildirpp.remove(box)
+    assert sorted(os.listdir(box)) == ["cur", "new", "tmp"]
+
+
+def test_scan_counts_what_is_there_now(tmp_path, monkeypatch):
+    """A folder without new/ or cur/ counts what it has; a message without S= that a reader
+    expunges between the listing and its stat is not counted; a keyword flag (lowercase)
+    ends the flags, so only a T before it makes a message trash."""
+    box = maildirmake(str(tmp_path / "Maildir"))
+    sub = os.path.join(box, ".Sub")
+    os.makedirs(os.path.join(sub, "cur"))                     # no new/
+    for folder, sub_, name, size in ((box, "cur", "1.a,S=100:2,S", 100), (box, "cur", "2.b,S=7:2,ST", 7),
+                                     (box, "cur", "3.c,S=20:2,Sa", 20), (sub, "cur", "4.d,S=3:2,", 3),
+                                     (box, "new", "5.e", 0)):
+        with open(os.path.join(folder, sub_, name), "wb") as f:
+            f.write(b"x" * (size or 11))
+    real = os.listdir
+    monkeypatch.setattr(maildirpp.os, "listdir",
+                        lambda path: real(path) + (["6.gone"] if path.endswith("new") else []))
+    assert maildirpp.scan(box) == (100 + 20 + 3 + 11, 4)
+    assert sorted(maildirpp.folder_times(box)) == sorted(
+        os.path.join(f, s) for f, s in ((box, "cur"), (box, "new"), (sub, "cur")))
