@@ -386,3 +386,40 @@ def test_check_with_a_nul_in_doublebounceto(home):
     r = home.run("qmail-showctl", "--check")
     assert (r.returncode, r.stderr) == (1, b"")
     assert b"\ncontrol/doublebounceto: double bounces to \xff\xfe\x00@fuzz.example reach no mailbox: " in r.stdout
+
+
+@pytest.mark.parametrize("dotqmail,mode,finding", [
+    ("./Mailbox\n", 0o644, None),                                     # an mbox that may be made
+    ("./nodir/Mailbox\n", 0o644, "mbox {pm}/nodir/Mailbox: no such directory"),
+    ("|/usr/bin/procmail\n", 0o644, None),                            # what a program does is its own
+    ("+list\n", 0o644, "a mailing-list line (+list) only"),
+    ("./Maildir/\n", 0o666, "Uh-oh: .qmail file is writable. (#4.7.0)"),   # qmail-local defers it
+])
+def test_check_follows_each_kind_of_dotqmail_line(home, dotqmail, mode, finding):
+    home.control("me", "mx.example.org\n")
+    home.control("rcpthosts", "mx.example.org\n")
+    home.control("doublebounceto", "postmaster\n")
+    pm = postmaster_reachable(home)
+    path = os.path.join(pm, ".qmail-postmaster")
+    with open(path, "w") as f:
+        f.write(dotqmail)
+    os.chmod(path, mode)
+    r = home.run("qmail-showctl", "--check")
+    if finding is None:
+        assert (r.returncode, r.stdout) == (0, b"")
+    else:
+        finding = finding.format(pm=pm)
+        assert (r.returncode, r.stdout.decode().splitlines()) == (1, [
+            "control/me: postmaster@mx.example.org reaches no mailbox: " + finding,
+            "control/doublebounceto: double bounces to postmaster@mx.example.org reach no mailbox: " + finding])
+
+
+def test_check_says_when_postmasters_route_cannot_be_followed(home):
+    home.control("me", "mx.example.org\n")
+    home.control("rcpthosts", "mx.example.org\n")
+    postmaster_reachable(home)
+    os.makedirs(os.path.join(home.root, "control", "virtualdomains"))        # unreadable
+    r = home.run("qmail-showctl", "--check")
+    assert (r.returncode, r.stdout.decode().splitlines()) == (1, [
+        "control/virtualdomains: unable to read: Is a directory",
+        "control: cannot follow postmaster's route: control/virtualdomains: unable to read: Is a directory"])

@@ -110,18 +110,15 @@ def postmaster_addresses(controls, hosted=()):
     return out
 
 
-def findings(home, controls, hosted=None):
-    """Finding objects for each of postmaster_addresses() that reaches no mailbox.
-
-    hosted: the users database's domains; None asks the database (and a database
-    that cannot answer is a finding of its own)."""
+def findings(home, controls):
+    """Finding objects for each of postmaster_addresses() that reaches no mailbox, the users
+    database's domains included (a database that cannot answer is a finding of its own)."""
     from qmailpy.ctl.options import Finding
     from qmailpy.ctl.reader import ControlError
     out = []
-    if hosted is None:
-        hosted, trouble = _hosted(home, controls)
-        if trouble:
-            out.append(Finding("users database", 0, "cannot list the hosted domains: %s" % trouble))
+    hosted, trouble = _hosted(home, controls)
+    if trouble:
+        out.append(Finding("users database", 0, "cannot list the hosted domains: %s" % trouble))
     try:
         route = Route(home, controls)
     except (ControlError, OSError) as e:
