@@ -66,11 +66,11 @@ def host_parts(host):
     return out
 
 
-def environment(base, a, lines, newsender=None, default=None):
+def environment(base, a, lines, newsender, default=None):
     """The environment qmail-local hands programs and qmail-queue.
 
     `a` has user, homedir, local, ext, host, sender; `lines` has dt, rp, uf
-    (bytes). NEWSENDER and DEFAULT are only set when known, as in qmail.
+    (bytes). NEWSENDER is always set, DEFAULT only when a -default file matched, as in qmail.
     """
     env = dict(base)
     env.update(HOST=a.host, HOME=a.homedir, USER=a.user, LOCAL=a.local,
@@ -83,6 +83,5 @@ def environment(base, a, lines, newsender=None, default=None):
         env[name] = value
     if default is not None:
         env["DEFAULT"] = default
-    if newsender is not None:
-        env["NEWSENDER"] = newsender
+    env["NEWSENDER"] = newsender
     return env
