@@ -403,6 +403,22 @@ def test_a_size_line_that_cannot_be_appended_after_the_link_is_still_one_deliver
     assert len(box.files()) == 1 and box.files("tmp") == []
     assert read_size(box) == "100000S\n5000 3\n"
 
+
+def test_a_quota_lifted_while_the_delivery_waits_for_the_lock_is_not_written_back(box, monkeypatch):
+    """maildirsize is there when the delivery looks, and removed (maildirpp.remove: the quota
+    lifted) before it holds the lock: the message is delivered and no maildirsize comes back."""
+    from qmailpy.local import maildir
+    path = write_size(box, "100000S\n5000 3\n")
+    real = quota.needs_lock
+
+    def needs_lock(maildir_path, environ):
+        root = real(maildir_path, environ)
+        maildirpp.remove(root)
+        return root
+    monkeypatch.setattr(maildir.quota, "needs_lock", needs_lock)
+    assert box.deliver(MSG) == (0, "did 1+0+0\n")
+    assert len(box.files()) == 1 and not os.path.exists(path)
+
 # --- properties: any quota text, any maildirsize --------------------------------------
 
 LONG = "9" * 4400                       # more digits than int() takes (4300)
