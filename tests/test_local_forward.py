@@ -150,3 +150,13 @@ def test_a_forward_the_queue_service_cannot_take_is_aborted(box, monkeypatch):
     box.dotqmail(".qmail", "&a@x.org\n")
     assert box.deliver(MSG) == (111, "Unable to forward message: qq read error (#4.3.0).\n")
     assert calls == ["write", "abort"]
+
+
+def test_a_fork_refused_for_the_queue_is_unable_to_fork(box, monkeypatch):
+    """qmail-local.c mailforward(): qmail_open() failing (its fork refused) is temp_fork(),
+    `Unable to fork: E. (#4.3.0)`, 111; not a queue program that could not be run."""
+    def fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(os, "fork", fork)
+    box.dotqmail(".qmail", "&a@x.org\n")
+    assert box.deliver(MSG) == (111, "Unable to fork: temporary failure. (#4.3.0)\n")

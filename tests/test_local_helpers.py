@@ -213,21 +213,28 @@ def test_preline_copies_a_message_longer_than_its_buffer_whole():
     assert run("preline", "cat", stdin=big, env=PL_ENV) == (0, UF + RP + DTB + big, b"")
 
 
-@pytest.mark.parametrize("who", ["preline", "child"])
+@pytest.mark.parametrize("who", ["preline", "child", "resend"])
 def test_a_fork_refused_is_unable_to_fork_and_111(monkeypatch, capfd, who):
-    """preline.c, and the C of bouncesaying, condredirect and except: a fork() that fails
-    (RLIMIT_NPROC's EAGAIN) is `<program>: fatal: unable to fork: E` and exit 111, a deferral."""
-    from qmailpy.local.helpers import child, preline
+    """preline.c, the C of bouncesaying, condredirect and except, and forward.c's and
+    condredirect.c's qmail_open(): a fork() that fails (RLIMIT_NPROC's EAGAIN) is
+    `<program>: fatal: unable to fork: E` and exit 111, a deferral."""
+    from qmailpy.local.helpers import child, preline, resend
 
     def fork():
         raise BlockingIOError(11, "Resource temporarily unavailable")
     monkeypatch.setattr(os, "fork", fork)
+    monkeypatch.setenv("NEWSENDER", "bob@ex.org")
+    monkeypatch.setenv("DTLINE", DT)
+    monkeypatch.delenv("QMAILQUEUE", raising=False)
+    monkeypatch.setenv("QMAILHOME", "/nonexistent")              # no qmail-queued socket: qmail-queue
+    fatal = who + ": fatal: "
     with pytest.raises(SystemExit) as e:
         if who == "preline":
             preline.run(["cat"], b"")
+        elif who == "child":
+            child.status(fatal, ["cat"])
         else:
-            child.status("except: fatal: ", ["cat"])
-    fatal = "preline: fatal: " if who == "preline" else "except: fatal: "
+            resend.resend(fatal, ["a@x.org"], "NEWSENDER")
     assert (e.value.code, capfd.readouterr().err) == (111, fatal + "unable to fork: temporary failure\n")
 
 def test_preline_passes_the_exit_code_through():

@@ -21,6 +21,10 @@ from qmailpy.fileio import write_all
 from qmailpy.local import errors, message
 
 
+class NoFork(OSError):
+    """qmail_open() failed: no child to run the queue program (its fork refused)."""
+
+
 class Refused(Exception):
     """The queue did not take the message: qmail_close()'s kind ('D' or 'Z') and text."""
 
@@ -59,11 +63,14 @@ def forward(recipients, fd0, dtline, sender, environ):
     except Refused as r:
         raise errors.Die(errors.PERM if r.kind == PERMANENT else errors.TEMP,
                          "Unable to forward message: %s." % r.text) from None
+    except NoFork as e:                 # qmail-local.c's temp_fork()
+        raise errors.temp("Unable to fork: %s. (#4.3.0)" % errors.error_str(e)) from None
 
 
 def queue(recipients, chunks, dtline, sender, environ):
     """Queue dtline + chunks (the message) from `sender` for `recipients`; return the 'qp'
-    (qmail-queue's pid, or the service's number). Refused: what qmail_close() says."""
+    (qmail-queue's pid, or the service's number). Refused: what qmail_close() says;
+    NoFork: qmail_open()'s -1."""
     from qmailpy import exitcodes, forkexec, paths
     from qmailpy.proto import qq
 
@@ -83,6 +90,8 @@ def queue(recipients, chunks, dtline, sender, environ):
     except OSError as e:
         for fd in (env_r, env_w, msg_r, msg_w):
             os.close(fd)
+        if e.filename is None:          # no child got to exec
+            raise NoFork(e.errno, e.strerror) from None
         raise Refused(*exitcodes.qq_status(exitcodes.qq_not_started(e, home))) from None
     os.close(env_r)
     os.close(msg_r)
