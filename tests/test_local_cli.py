@@ -227,3 +227,26 @@ def test_a_report_that_cannot_be_written_keeps_the_exit_code(tmp_path):
         os.close(w)
     assert p.returncode == 0
     assert box.only()[1] == b"Return-Path: <bob@ex.org>\nDelivered-To: joe@example.com\n" + MSG
+
+
+def test_a_read_that_would_block_before_the_exit_is_waited_out():
+    # a wake-up with nothing to read yet (the pipe's readiness reported early) is not the end
+    # of the program's output: the read is tried again, and all of it is kept
+    from qmailpy import forkexec
+    from qmailpy.local import program
+    r, w = os.pipe()
+    pid = forkexec.start(["/bin/sh", "-c", "echo first; sleep 0.2; echo second"], {1: w}, os.environ)
+    os.close(w)
+    calls = []
+
+    def early(fd, n):
+        calls.append(n)
+        if len(calls) == 1:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return os.read(fd, n)
+    try:
+        out = program._read_until_exit(r, pid, None, read=early)
+    finally:
+        forkexec.wait(pid)
+        os.close(r)
+    assert out == b"first\nsecond\n" and len(calls) >= 3
