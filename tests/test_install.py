@@ -316,6 +316,28 @@ def test_ctlvalue_reads_at_start(tmp_path):
     assert r.returncode == 2 and "nosuchcontrol" in r.stderr
 
 
+def test_ctlvalue_present_keeps_smtpd_from_starting_as_an_open_relay(tmp_path):
+    """The run script starts qmail-smtpd only when `ctlvalue.py --present HOME rcpthosts` exits 0:
+    exit 1 (nothing printed) without rcpthosts, 111 with a message for a control it cannot read,
+    2 for a call without HOME and a NAME."""
+    script = os.path.join(ROOT, "qmailpy", "install", "ctlvalue.py")
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+
+    def run(*args):
+        r = subprocess.run([sys.executable, "-IS", script, *args], capture_output=True, text=True)
+        return r.returncode, r.stdout, r.stderr
+    assert run("--present", str(home), "rcpthosts") == (1, "", "")
+    (home / "control" / "rcpthosts").write_text("example.org\n")
+    assert run("--present", str(home), "rcpthosts", "tcpsessioncount") == (0, "", "")
+    (home / "control" / "tcpsessioncount").write_text("abc\n")
+    assert run(str(home), "tcpsessioncount") == (
+        111, "", "ctlvalue: control/tcpsessioncount:1: not a number: 'abc'\n")
+    assert run("--present", str(home), "rcpthosts", "tcpsessioncount")[0] == 111
+    assert run("--present", str(home)) == (2, "", "usage: ctlvalue.py [--present] HOME NAME...\n")
+    assert run(str(home)) == (2, "", "usage: ctlvalue.py [--present] HOME NAME...\n")
+
+
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root (chown)")
 def test_the_users_service_owners_are_never_given_through_a_link(tmp_path):
     """A rerun of the production install gives users/vpopmail.sqlite and its -journal, -wal,
