@@ -486,6 +486,38 @@ def test_postlogin_execs_even_when_the_database_is_down(world_dir):
     assert b"postlogin: cannot record 192.0.2.8" in r.stderr
 
 
+@pytest.mark.usefixtures("needs_dovecot")
+def test_postlogin_without_a_program_or_an_ip(world_dir):
+    """Started without the program to exec it says so and exits 111 (Dovecot then ends the
+    login); a program that cannot be exec'd is 111 too, after the IP was recorded; without
+    IP nothing is recorded and the program runs; a usersdb control it cannot parse is said
+    on stderr and the login goes on."""
+    w = World(world_dir)
+    subprocess.run([PYTHON, "-m", "qmailpy.pop3.dovecot", w.root, w.outdir, "--dovecot-version", "2.3"],
+                   check=True, capture_output=True, cwd=ROOT)
+    hook = os.path.join(w.outdir, "postlogin")
+
+    def run(*argv, **env):
+        r = subprocess.run([hook, *argv], env=env, capture_output=True, timeout=30)
+        return r.returncode, r.stdout, r.stderr.decode()
+    assert run(IP="192.0.2.31", USER="joe@example.org") == (
+        111, b"", "postlogin: no program to exec (run me from Dovecot's script-login)\n")
+    assert run(USER="joe@example.org") == (111, b"", "postlogin: no program to exec (run me from Dovecot's script-login)\n")
+    assert "192.0.2.31" not in w.relays()
+    assert run("/nonexistent/pop3", IP="192.0.2.32", USER="joe@example.org") == (
+        111, b"", "postlogin: cannot exec /nonexistent/pop3: No such file or directory\n")
+    assert "192.0.2.32" in w.relays()
+    assert run("/bin/echo", "pop3", USER="joe@example.org") == (0, b"pop3\n", "")
+    before = w.relays()
+    w.home.control("usersdb", "not a usersdb line\n")
+    code, out, err = run("/bin/echo", "pop3", IP="192.0.2.33", USER="joe@example.org")
+    assert (code, out) == (0, b"pop3\n")
+    assert err == ("postlogin: cannot record 192.0.2.33 for POP-before-SMTP: usersdb: "
+                   "expected host|port|user|password|database\n")
+    os.unlink(os.path.join(w.root, "control", "usersdb"))
+    assert w.relays() == before
+
+
 # -- the generated configuration (no Dovecot needed)
 
 def fake_plan(**kw):

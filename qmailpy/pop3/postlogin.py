@@ -49,7 +49,7 @@ def main(home, argv, environ=None):
     try:
         os.execv(argv[0], argv)
     except OSError as e:
-        sys.stderr.write("postlogin: cannot exec %s: %s\n" % (argv[0], e))
+        sys.stderr.write("postlogin: cannot exec %s: %s\n" % (argv[0], e.strerror or e))
     return X.EXIT_TROUBLE
 
 
