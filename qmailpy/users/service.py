@@ -84,7 +84,7 @@ class UsersClient:
                     self.close()
                 raise UsersUnavailable("users service: %s %s" % (got[0], _text(got[1][0])))
             return got
-        raise UsersUnavailable("users service %s: connection closed" % self.path)
+        # not reached: the second attempt is on a new connection (reused False), so it answers or raises
 
     def _expect(self, got, *words):
         if got[0] not in words:
