@@ -86,9 +86,7 @@ HANDLERS = {"AUTH": _auth, "RCPT": _rcpt, "RELAY": _relay, "ADDR": _addr, "SRS":
 
 def answer(answers, word, fields):
     """The answer line to one decoded question (answers: qmailpy.users.answers.Answers)."""
-    handler = HANDLERS.get(word)
-    if handler is None:
-        return W.encode_answer("BAD", "unknown question")
+    handler = HANDLERS[word]            # userswire.decode_question admits only its QUESTIONS, these
     try:
         return handler(answers, fields)
     except Bad as e:
