@@ -173,12 +173,15 @@ def test_usersd_answers_authbegin_and_authforget(tmp_path, usersdb):
         check = int(got[1].split(b" ")[2])
         assert ask(path, W.encode_question("AUTHFORGET", IP, str(check))) == [b"OK"]
         client = UsersClient(path)
-        assert client.auth_begin(IP, 2, 600, 1800000003)[0] == 2
-        assert client.auth_begin(IP, 2, 600, 1800000004) is None
+        count, third = client.auth_begin(IP, 2, 600, 1800000003)
+        assert count == 2
+        assert client.auth_forget(IP, third) is None                # a check that succeeded
+        assert client.auth_begin(IP, 2, 600, 1800000004)[0] == 2     # ... did not count
+        assert client.auth_begin(IP, 2, 600, 1800000005) is None
         client.close()
         assert ask(path, W.encode_question("AUTHBEGIN", IP, "two", "600", "0")) == \
             [b"BAD AUTHBEGIN%20wants%20a%20limit,%20a%20number%20of%20seconds%20and%20a%20time"]
-    assert rows(usersdb) == ((IP, 1800000000), (IP, 1800000003))
+    assert rows(usersdb) == ((IP, 1800000000), (IP, 1800000004))
     assert "bad uid=" in svc.log()
 
 
@@ -190,6 +193,12 @@ def test_sqlite_users_database_is_counted_on_this_host(tmp_path):
         path = paths.users_socket(home.root)
         assert ask(path, W.encode_question("AUTHBEGIN", IP, "2", "600", "1800000000")) == \
             [b"LOCAL the%20users%20database%20is%20not%20MySQL/MariaDB"]
+        client = UsersClient(path)
+        with pytest.raises(NotShared, match="^the users database is not MySQL/MariaDB$"):
+            client.auth_begin(IP, 2, 600, 1800000000)
+        with pytest.raises(NotShared, match="^the users database is not MySQL/MariaDB$"):
+            client.auth_forget(IP, 7)
+        client.close()
         lines, err = smtpd(home, auth(b"wrong", b"wrong", b"right"))
     assert lines == [FAILED, LOCKOUT]
     assert "authfail-local ip=%s reason=\"the users database is not MySQL/MariaDB\"" % IP in err
