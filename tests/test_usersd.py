@@ -257,6 +257,128 @@ def test_kept_connection_closed_by_the_service_is_asked_again():
         shutil.rmtree(top)
 
 
+class BuggyAnswers(SlowAnswers):
+    """A database handle whose check_recipient fails with a bug for bug@, and that goes stale
+    when told: every handle made is in `made`, its closing in `closed`."""
+
+    def __init__(self, made, closed, stale):
+        super().__init__(threading.Event())
+        self.made, self.closed, self.is_stale = made, closed, stale
+        made.append(self)
+
+    def stale(self):
+        return self.is_stale.is_set()
+
+    def check_recipient(self, address):
+        if address.startswith("bug@"):
+            raise KeyError("a bug")
+        return OK
+
+    def close(self):
+        self.closed.append(self)
+
+
+def test_a_bug_answering_is_a_temporary_answer_and_a_fresh_handle():
+    """An exception the answers do not expect (a bug) costs that question a TEMP, logged with
+    the bug, never the connection's answer; the worker drops its handle and opens another for
+    the next question, as it does for a handle gone stale (a control changed)."""
+    made, closed, stale = [], [], threading.Event()
+    server, t, path, logged, top = _server(lambda: BuggyAnswers(made, closed, stale), Peers({os.getuid()}),
+                                           workers=1)
+    try:
+        assert ask(path, W.encode_question("RCPT", "bug@example.org"), W.encode_question("RCPT", "joe@example.org")) \
+            == [b"TEMP internal%20error", b"OK"]
+        [bug] = [f for e, f in logged if e == "error"]
+        assert bug["reason"].startswith("internal bug: KeyError: 'a bug' at test_usersd.py:"), bug
+        assert ("tempfail", {"question": "RCPT", "uid": os.getuid(), "reason": "internal error"}) in logged
+        assert (len(made), closed) == (2, [made[0]])
+        stale.set()
+        assert ask(path, W.encode_question("RCPT", "joe@example.org")) == [b"OK"]
+        assert (len(made), closed) == (3, made[:2])
+    finally:
+        server.stop()
+        t.join(10)
+        shutil.rmtree(top)
+    assert closed == made                  # the worker closes its handle as it ends
+
+
+class ScriptedService:
+    """A Unix socket that answers each question read with the next of `replies` (bytes as they
+    are sent; None closes the connection unanswered; "hang" answers nothing)."""
+
+    def __init__(self, replies):
+        self.top = tempfile.mkdtemp(prefix="usersd-fake-")
+        self.path = os.path.join(self.top, "users")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self.path)
+        self.listener.listen(4)
+        self.replies, self.questions, self.held = list(replies), [], []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.replies:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            buf = b""
+            while self.replies:
+                data = conn.recv(4096)
+                if not data:
+                    break
+                buf += data
+                while b"\n" in buf and self.replies:
+                    line, buf = buf.split(b"\n", 1)
+                    self.questions.append(line)
+                    reply = self.replies.pop(0)
+                    if reply is None:
+                        conn.close()
+                        break
+                    if reply != "hang":
+                        conn.sendall(reply)
+                if conn.fileno() < 0:
+                    break
+
+    def close(self):
+        self.listener.close()
+        for conn in self.held:
+            conn.close()
+        self.thread.join(10)
+        shutil.rmtree(self.top)
+
+
+def test_a_service_that_says_something_else_is_unavailable_never_an_answer():
+    """What qmail-smtpd must take for 451/454 (UsersUnavailable), never for "no such user" or a
+    wrong password: an answer that is not one of the question's, COUNTED without numbers, a
+    service that closes without answering (on a new connection: no second try), one that
+    answers nothing within the time-out, a line that is no answer, a question too long to send."""
+    fake = ScriptedService([b"YES\n", b"OK\n", b"COUNTED one 2\n", None, "hang", b"\x00\x01\n"])
+    try:
+        client = UsersClient(fake.path, timeout=1)
+        with pytest.raises(UsersUnavailable, match="^users service: unexpected answer YES$"):
+            client.check_recipient("joe@example.org")
+        assert client._sock is None              # an answer out of step: the connection is dropped
+        assert client.check_recipient("joe@example.org") == OK
+        with pytest.raises(UsersUnavailable, match="^users service: COUNTED without numbers$"):
+            client.auth_begin("192.0.2.1", 3, 600, 1800000000)
+        assert client._sock is None
+        with pytest.raises(UsersUnavailable, match="^users service %s: connection closed$" % fake.path):
+            client.check_recipient("joe@example.org")
+        with pytest.raises(UsersUnavailable, match="^users service %s: timed out$" % fake.path):
+            client.check_recipient("joe@example.org")
+        with pytest.raises(UsersUnavailable, match="^users service %s: unknown word$" % fake.path):
+            client.check_recipient("joe@example.org")
+        with pytest.raises(UsersUnavailable, match="^users service: line too long$"):
+            client.check_recipient("joe@" + "a" * W.MAX_LINE)
+        assert fake.questions == [b"RCPT joe@example.org"] * 2 + [b"AUTHBEGIN 192.0.2.1 3 600 1800000000.0"] + \
+            [b"RCPT joe@example.org"] * 3
+        client.close()
+    finally:
+        fake.close()
+
+
 def test_a_caller_it_does_not_answer_is_refused():
     """The uid comes from SO_PEERCRED: here the test's own uid is not among the peers."""
     server, t, path, logged, top = _server(lambda: SlowAnswers(threading.Event()),
@@ -358,6 +480,22 @@ def test_the_service_sees_a_changed_control(service):
     assert ask(path, W.encode_question("RCPT", "joe@example.org")) == [b"OK"]
     home.control("usersdb", "127.0.0.1|1|root||vpopmail\n")
     assert ask(path, W.encode_question("RCPT", "joe@example.org"))[0].startswith(b"TEMP ")
+
+
+def test_srs_keys_it_cannot_read_are_a_temporary_answer(service):
+    """qmail-smtpd's 421 for the same fault: the keys cannot be read, so whether the address is
+    ours cannot be told; never a "bad hash" (550) for a key the service did not see."""
+    home, svc = service
+    path = paths.users_socket(home.root)
+    keys = os.path.join(home.root, "control", "srs", "revers_srs_secrets")
+    os.unlink(keys)
+    os.mkdir(keys)
+    now = time.time()
+    good = codec.forward("alice@remote.example", "srs.example.org", [SECRET], now)
+    [got] = ask(path, W.encode_question("SRS", good, repr(now)))
+    assert W.decode_answer(got + b"\n") == ("TEMP", [b"unable to read controls: control/srs/revers_srs_secrets: unable to read: "
+                                                    b"Is a directory"])
+    assert 'tempfail question=SRS uid=%d reason="unable to read controls: ' % os.getuid() in svc.stop()
 
 
 def smtpd(home, session):
