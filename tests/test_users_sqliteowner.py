@@ -10,6 +10,7 @@ import select
 import shutil
 import signal
 import sqlite3
+import sys
 import tempfile
 import time
 
@@ -122,6 +123,42 @@ def test_root_never_opens_what_a_link_in_the_owners_users_points_to(top):
     with open(theirs, "rb") as f:
         assert f.read() == before
     assert sorted(os.listdir(top)) == ["qmail", "root-only.sqlite"]      # no journal of it either
+
+
+def test_a_database_its_owner_cannot_reach_is_unavailable_never_empty(top):
+    """The owner of users/ cannot search a directory above (a chmod 700 on the way): its child
+    cannot tell whether vpopmail.sqlite is there. That is a database that is down (deferral,
+    451), never a database not made yet, where every mailbox is unknown (bounce, 550)."""
+    home, users = owned_home(top)
+    ok(home.run("qmail-users", "adddomain", "v.test"))
+    ok(home.run("qmail-users", "adduser", "joe@v.test", "-p", "secret"))
+    os.chmod(top, 0o700)
+    try:
+        with opened(home) as db:
+            with pytest.raises(UsersUnavailable) as e:
+                db.lookup("joe", "v.test")
+        assert str(e.value) == "%s/vpopmail.sqlite: Permission denied (as uid %d, the owner of %s)" % (
+            users, OWNER[0], users)
+    finally:
+        os.chmod(top, 0o755)
+    with opened(home) as db:
+        assert db.lookup("joe", "v.test").address == "joe@v.test"
+
+
+def test_a_caller_that_cannot_search_users_gets_unavailable_never_empty(top):
+    """The same for a caller that is not root (qmail-smtpd's chkuser as qmaild, without the
+    users service): users/ it may not search is no answer, not "no such user"."""
+    import subprocess
+    from conftest import ROOT
+    home, users = owned_home(top)
+    ok(home.run("qmail-users", "adddomain", "v.test"))
+    ok(home.run("qmail-users", "adduser", "joe@v.test", "-p", "secret"))
+    code = ("import sys; from qmailpy.ctl.reader import Controls; from qmailpy.users import UsersUnavailable, open_users\n"
+            "try:\n  print(open_users(sys.argv[1], Controls(sys.argv[1], {})).lookup('joe', 'v.test'))\n"
+            "except UsersUnavailable as e:\n  print('unavailable:', e)\n")
+    r = subprocess.run(["setpriv", "--reuid=54321", "--regid=54321", "--clear-groups", "/usr/bin/env", "-i",
+                        sys.executable, "-c", code, home.root], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (r.stdout, r.stderr) == ("unavailable: %s/vpopmail.sqlite: Permission denied\n" % users, "")
 
 
 def test_the_child_holds_no_fd_of_its_callers(top):

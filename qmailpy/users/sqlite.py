@@ -22,7 +22,7 @@ class SqliteDB:
         if self._conn is not None:
             return self._conn
         from qmailpy.users import sqliteowner
-        if not create and not os.path.exists(self.path):
+        if not create and sqliteowner.absent(self.path):
             raise MissingTable(self.path)       # no child started for an empty database
         directory = os.path.dirname(self.path)
         if create:

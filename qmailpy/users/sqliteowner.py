@@ -44,12 +44,25 @@ def connect_file(path, timeout, create):
             pass                # made before, or by someone else meanwhile
         except OSError as e:
             raise UsersUnavailable("%s: %s" % (path, e.strerror or e)) from None
-    elif not os.path.exists(path):
+    elif absent(path):
         raise MissingTable(path)
     try:
         return sqlite3.connect(path, timeout=timeout, isolation_level=None)
     except sqlite3.Error as e:
         raise UsersUnavailable("%s: %s" % (path, e)) from None
+
+
+def absent(path):
+    """Is there no file at `path`? UsersUnavailable when that cannot be told (a directory on
+    the way the caller may not search): a database not made yet has no mailboxes, and one out
+    of reach must defer, never bounce (os.path.exists says False for both)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError as e:
+        raise UsersUnavailable("%s: %s" % (path, e.strerror or e)) from None
+    return False
 
 
 def other_owner(directory):
