@@ -271,6 +271,77 @@ def test_a_statement_interrupted_before_its_reply_leaves_no_reply_for_the_next(t
         assert "the users database's child (uid %d) is gone" % OWNER[0] in str(e.value)
 
 
+def test_the_childs_errors_are_the_callers(top):
+    """What SQLite refuses in the child is what it would refuse here: a duplicate key is
+    UsersError (qmail-users says it, exit 100), a table not made yet is no rows and is made by
+    the first write, a statement SQLite cannot parse is unavailable."""
+    from qmailpy.users import UsersError
+    home, users = owned_home(top)
+    ok(home.run("qmail-users", "adddomain", "v.test"))
+    with opened(home) as db:
+        with pytest.raises(UsersError) as e:
+            db.write("INSERT INTO dir_control (domain) VALUES (?)", "v.test")
+        assert str(e.value) == "UNIQUE constraint failed: dir_control.domain"
+        db.db.execute("DROP TABLE relay")
+        assert db.rows("SELECT ip_addr FROM relay") == []
+        assert db.write("INSERT INTO relay (ip_addr, timestamp) VALUES (?, ?)", "192.0.2.1", 7) == 1
+        assert db.rows("SELECT ip_addr, timestamp FROM relay") == [("192.0.2.1", 7)]
+        with pytest.raises(UsersUnavailable) as e:
+            db.rows("SELEKT 1")
+        assert str(e.value) == '%s/vpopmail.sqlite: near "SELEKT": syntax error' % users
+        assert db.rows("SELECT domain FROM dir_control") == [("v.test",)]     # the child goes on
+
+
+def test_a_child_that_cannot_become_the_owner_or_start_is_unavailable(top, monkeypatch):
+    """setuid refused (a kernel or seccomp policy), fork refused (EAGAIN: the process limit), a
+    child that ends before it says anything: each is UsersUnavailable naming why, never an
+    empty database and never the file opened as root."""
+    import errno
+    from qmailpy.users import sqliteowner
+    home, users = owned_home(top)
+    ok(home.run("qmail-users", "adddomain", "v.test"))
+    path = os.path.join(users, "vpopmail.sqlite")
+
+    def refused(uid):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+    with monkeypatch.context() as m:
+        m.setattr(os, "setuid", refused)               # in the forked child
+        with opened(home) as db:
+            with pytest.raises(UsersUnavailable) as e:
+                db.lookup("joe", "v.test")
+    assert str(e.value) == "%s: cannot become uid %d: Operation not permitted" % (path, OWNER[0])
+
+    def no_fork():
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+    with monkeypatch.context() as m:
+        m.setattr(os, "fork", no_fork)
+        with opened(home) as db:
+            with pytest.raises(UsersUnavailable) as e:
+                db.lookup("joe", "v.test")
+    assert str(e.value) == ("%s: cannot start the child that opens it: Resource temporarily unavailable"
+                            % path)
+
+    def gone_at_once(*args):
+        raise SystemExit(0)
+    with monkeypatch.context() as m:
+        m.setattr(sqliteowner, "connect_file", gone_at_once)
+        with opened(home) as db:
+            with pytest.raises(UsersUnavailable) as e:
+                db.lookup("joe", "v.test")
+    assert str(e.value) == "%s: the child that opens it as uid %d did not start" % (path, OWNER[0])
+
+
+def test_a_database_gone_before_the_child_looks_is_not_made_yet(top):
+    """Removed between the caller's look and the child's (an admin moving the file aside):
+    the child says MissingTable, as the caller would have said it."""
+    from qmailpy.users import sqliteowner
+    from qmailpy.users.errors import MissingTable
+    home, users = owned_home(top)
+    with pytest.raises(MissingTable) as e:
+        sqliteowner.connect_as(os.path.join(users, "vpopmail.sqlite"), OWNER, 5, False)
+    assert str(e.value) == os.path.join(users, "vpopmail.sqlite")
+
+
 def test_no_child_for_a_database_not_made_yet(top, monkeypatch):
     home, _ = owned_home(top)
     monkeypatch.setattr(os, "fork", lambda: pytest.fail("a child was started"))
