@@ -257,8 +257,4 @@ def _answer(sock, conn):
             reply = ("ok", cur.fetchall(), cur.rowcount, conn.in_transaction)
         except sqlite3.Error as e:
             reply = ("err", type(e).__name__, str(e), conn.in_transaction)
-        try:
-            _send(sock, reply)
-        except ValueError:            # a value marshal cannot carry: an error, not a lost child
-            _send(sock, ("err", "DatabaseError", "a value the users database's child cannot send",
-                         conn.in_transaction))
+        _send(sock, reply)            # SQLite's values (int, float, str, bytes, None) all marshal
