@@ -213,6 +213,53 @@ def test_check_reports_malformed_options_and_unreadable_files_once(home):
     ]
 
 
+def test_cdbs_and_key_ages_are_summed_up(home):
+    """A cdb is shown by its number of keys, or why it cannot be read; the SRS key ages by
+    their count and span in days (a line without a time counts as a key, not as an age)."""
+    import time
+    write_cdb(os.path.join(home.root, "control", "morercpthosts.cdb"), [b"a.example", b"b.example"])
+    home.control("spamdclients.cdb", "junk\n")
+    now = int(time.time())
+    home.control("srs/srs_secrets_age", "k1 %d\nk2 %d\nk3 sometime\n" % (now - 3 * 86400 - 60, now - 10 * 86400 - 60))
+    out = lines_of(home.run("qmail-showctl"))
+    assert "morercpthosts.cdb: (2 keys)" in out
+    assert "clamavclients.cdb: (Default.) absent" in out
+    assert "spamdclients.cdb: (unreadable: corrupt cdb: truncated: 5 bytes, shorter than the header)" in out
+    assert "srs/srs_secrets_age: (3 keys, newest 3 days, oldest 10 days)" in out
+    home.control("srs/srs_secrets_age", "k3 sometime\n")
+    assert "srs/srs_secrets_age: (1 keys)" in lines_of(home.run("qmail-showctl"))
+
+
+def test_options_lines_it_ignores_are_warned_on_stderr(home):
+    home.control("options", "concurrencyremote: 20\nnosuchparameter: 1\nconcurrencyremote: 30\n")
+    r = home.run("qmail-showctl")
+    assert "concurrencyremote: 30" in lines_of(r)
+    assert r.stderr.decode().splitlines() == [
+        "qmail-showctl: warning: control/options:2: unknown parameter 'nosuchparameter'",
+        "qmail-showctl: warning: control/options:3: concurrencyremote given again; this line wins",
+    ]
+
+
+def test_check_says_a_control_it_cannot_read_once_and_never_as_absent(home):
+    """rcpthosts, authfailshared or a control of postmaster's route that cannot be read is
+    reported as unreadable, not as the open relay or the default it is not; AUTH offered only
+    over TLS without a certificate is said."""
+    postmaster_reachable(home)
+    os.makedirs(os.path.join(home.root, "control", "rcpthosts"))
+    home.control("authfailshared", "maybe\n")
+    home.control("smtpauth", "1\n")
+    os.makedirs(os.path.join(home.root, "control", "locals"))
+    r = home.run("qmail-showctl", "--check")
+    assert (r.returncode, r.stdout.decode().splitlines()) == (1, [
+        "control/authfailshared:1: not a number: 'maybe'",
+        "control/locals: unable to read: Is a directory",
+        "control/rcpthosts: unable to read: Is a directory",
+        "control/smtpauth: AUTH is offered only over TLS and there is no control/servercert.pem "
+        "(set control/smtpauthplaintext for clients without TLS)",
+        "control: cannot follow postmaster's route: control/locals: unable to read: Is a directory",
+    ])
+
+
 def test_json(home):
     home.control("databytes", "1000\n")
     rows = json.loads(home.run("qmail-showctl", "--json").stdout)
