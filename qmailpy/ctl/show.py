@@ -69,14 +69,6 @@ def render(setting):
     return [first] + [("  " + item).rstrip() if not item else "  " + item for item in items]
 
 
-def show_all(controls):
-    """Every registry parameter, in registry order."""
-    out = []
-    for c in R.CONTROLS:
-        out.extend(render(controls.setting(c.name)))
-    return out
-
-
 def as_json(controls):
     rows = []
     for c in R.CONTROLS:
@@ -185,4 +177,4 @@ def check(controls):
     return sorted(unique.values(), key=lambda f: (f.path, f.lineno, f.message))
 
 
-__all__ = ["render", "show_all", "as_json", "check", "OPTIONS"]
+__all__ = ["render", "as_json", "check", "OPTIONS"]
