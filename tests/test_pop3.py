@@ -8,6 +8,7 @@ has IPs of its own. The qmail homes live in a world-traversable temporary direct
 Dovecot's mail processes run as the mailbox owner, which cannot enter pytest's 0700
 tmp_path when the suite runs as root.
 """
+import grp
 import os
 import pwd
 import shutil
@@ -595,6 +596,55 @@ def test_refusals(world_dir):
     with pytest.raises(dc.ConfigError, match="qmail-users adddomain"):
         dc.plan(empty, w.outdir, version=(2, 3))
     assert dc.parse_version("2.3.19.1 (9b53102964)") == (2, 3)
+    assert dc.dovecot_version("/nonexistent/dovecot") is None      # plan() then writes for 2.3
+
+
+def test_what_it_cannot_configure_is_said_with_exit_1(world_dir):
+    """Each refusal of `python -m qmailpy.pop3.dovecot` is one line naming what to fix, exit 1,
+    and nothing written."""
+    w = World(world_dir)
+
+    def run(*args, usersdb=None):
+        if usersdb is not None:
+            w.home.control("usersdb", usersdb)
+        r = subprocess.run([PYTHON, "-m", "qmailpy.pop3.dovecot", w.root, w.outdir, "--dovecot-version", "2.3",
+                            *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        return r.returncode, r.stdout, r.stderr
+    said = "qmailpy.pop3.dovecot: %s\n"
+    assert run(usersdb="db.example|3306|vpop\n") == (1, "", said % "usersdb: expected host|port|user|password|database")
+    assert run(usersdb="db.example|3306|vp op|pw|vpopmail\n") == (
+        1, "", said % "usersdb: the user 'vp op' cannot be given to Dovecot")
+    os.unlink(os.path.join(w.root, "control", "usersdb"))
+    os.mkdir(os.path.join(w.root, "control", "usersdb"))
+    assert run() == (1, "", said % "control/usersdb: unable to read: Is a directory")
+    os.rmdir(os.path.join(w.root, "control", "usersdb"))
+    assert run("--python", "/nonexistent/python3") == (
+        1, "", said % "cannot run /nonexistent/python3: No such file or directory")
+    assert run("--python", "/bin/false") == (1, "", said % "cannot run /bin/false: ")
+    if os.geteuid() == 0:
+        assert run("--mail-user", "no-such-user-here") == (1, "", said % "no such user or group: no-such-user-here")
+        assert run("--mail-user", "%d:no-such-group-here" % MAIL_UID) == (
+            1, "", said % "no such user or group: %d:no-such-group-here" % MAIL_UID)
+        os.chown(os.path.join(w.root, "users"), 54321, 54321)       # a uid without a name
+        assert run() == (1, "", said % "the owner of %s/users has no name: pass --postlogin-user" % w.root)
+        vdir = os.path.join(w.root, "vpopmail")
+        os.rename(vdir, vdir + ".away")
+        assert run() == (1, "", said % "%s does not exist: add a domain first (qmail-users adddomain)" % vdir)
+    assert not os.path.exists(w.outdir)
+
+
+def test_a_plan_for_a_user_who_is_not_root(world_dir):
+    """Not root (a developer's Dovecot): every process is that user's, nothing chroots to
+    another uid; a uid without a name cannot be given to Dovecot."""
+    w = World(world_dir)
+    nobody = pwd.getpwuid(65534)
+    p = dc.plan(w.root, w.outdir, version=(2, 3), euid=65534)
+    assert (p.root, p.internal_user, p.login_user, p.mail_uid, p.mail_gid, p.first_valid_uid, p.postlogin_user,
+            p.auth_worker_user) == (False, nobody.pw_name, nobody.pw_name, None, None, 500, None, None)
+    assert p.internal_group == grp.getgrgid(nobody.pw_gid).gr_name
+    with pytest.raises(dc.ConfigError) as e:
+        dc.plan(w.root, w.outdir, version=(2, 3), euid=54321)
+    assert str(e.value) == "uid 54321 has no name: Dovecot needs one for its processes"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="as root")

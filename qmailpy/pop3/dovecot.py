@@ -87,7 +87,7 @@ def site_packages(python):
         out = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, timeout=30)
     except OSError as e:
-        raise ConfigError("cannot run %s: %s" % (python, e)) from None
+        raise ConfigError("cannot run %s: %s" % (python, e.strerror or e)) from None
     if out.returncode != 0 or not out.stdout.strip():
         raise ConfigError("cannot run %s: %s" % (python, out.stderr.strip()))
     return out.stdout.strip()
