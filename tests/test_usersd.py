@@ -154,15 +154,15 @@ def test_a_stalled_client_blocks_nobody(service):
             s.close()
 
 
-def _server(make_answers, peers, **kw):
-    """An in-process Server on a fresh socket: (server, thread, path, log lines)."""
+def _server(make_answers, peers, wrap=lambda listener: listener, **kw):
+    """An in-process Server on a fresh socket (wrapped by `wrap`): (server, thread, path, log lines)."""
     top = tempfile.mkdtemp(prefix="usersd-")
     path = os.path.join(top, "users")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(16)
     logged = []
-    server = Server(listener, make_answers, peers, lambda event, **f: logged.append((event, f)), **kw)
+    server = Server(wrap(listener), make_answers, peers, lambda event, **f: logged.append((event, f)), **kw)
     t = threading.Thread(target=server.serve, daemon=True)
     t.start()
     return server, t, path, logged, top
@@ -377,6 +377,50 @@ def test_a_service_that_says_something_else_is_unavailable_never_an_answer():
         client.close()
     finally:
         fake.close()
+
+
+class ShortOfFiles:
+    """A listening socket whose next accept() fails with EMFILE (the service's fd limit)."""
+
+    def __init__(self, listener):
+        self.listener, self.failed = listener, False
+
+    def fileno(self):
+        return self.listener.fileno()
+
+    def setblocking(self, flag):
+        self.listener.setblocking(flag)
+
+    def accept(self):
+        import errno
+        if not self.failed:
+            self.failed = True
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self.listener.accept()
+
+
+def test_a_connection_it_cannot_accept_now_is_taken_on_the_next_round():
+    """EMFILE while accepting is logged and the loop goes on: the caller waiting in the backlog
+    is answered once a descriptor is free, never dropped and never the service ended."""
+    server, t, path, logged, top = _server(lambda: SlowAnswers(threading.Event()), Peers({os.getuid()}),
+                                           wrap=ShortOfFiles)
+    try:
+        assert ask(path, W.encode_question("RCPT", "joe@example.org")) == [b"OK"]
+        assert ("error", {"reason": "accept: Too many open files"}) in logged
+        assert t.is_alive()
+    finally:
+        server.stop()
+        t.join(10)
+        shutil.rmtree(top)
+
+
+def test_become_without_the_account_changes_nothing():
+    """qmail-usersd as root without a qmailu account: become() says so (None; run() then logs
+    'no user qmailu: running as root') and leaves uid, gid and groups as they were."""
+    from qmailpy.usersd.main import become
+    before = (os.getresuid(), os.getresgid(), os.getgroups())
+    assert become("no-such-user-here") is None
+    assert (os.getresuid(), os.getresgid(), os.getgroups()) == before
 
 
 def test_a_caller_it_does_not_answer_is_refused():
