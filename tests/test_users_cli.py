@@ -64,6 +64,32 @@ def test_refusals_exit_1(backend):  # noqa: F811
         assert r.stderr.startswith(b"qmail-users: "), args
 
 
+def test_refusals_say_what_is_wrong(backend):  # noqa: F811
+    """Each refusal is one line on stderr, exit 1, and nothing written."""
+    home = backend.home
+    ok(home.run("qmail-users", "adddomain", "example.org"))
+    long_domain = "d" * 88 + ".example"
+    ok(home.run("qmail-users", "adddomain", long_domain))
+    box = os.path.join(home.root, "vpopmail", "domains", long_domain, "a" * 32)
+    for args, said in [
+            (["adduser", "jo e@example.org", "-p", "x"], "invalid user name 'jo e'"),
+            (["adduser", "j\u00f3e@example.org", "-p", "x"], "invalid user name 'j\u00f3e'"),
+            (["adduser", "%s@example.org" % ("a" * 33), "-p", "x"], "invalid user name '%s'" % ("a" * 33)),
+            (["adduser", "joe@nowhere.test", "-p", "x"], "no such domain: nowhere.test"),
+            (["adduser", "%s@%s" % ("a" * 32, long_domain), "-p", "x"],
+             "mailbox path longer than 160 characters: %s" % box),
+            (["adduser", "joe@example.org", "-p", "x", "-q", "9" * 22], "quota longer than 20 characters: %sS" % ("9" * 22)),
+            (["adduser", "joe@example.org", "-p", "x" * 17, "--clear"],
+             "pw_clear_passwd holds at most 16 characters (vpopmail's column)"),
+            (["passwd", "joe@example.org", "-p", "y"], "no such user: joe@example.org"),
+            (["addaliasdomain", "a.test", "b.test"], "neither a.test nor b.test exists"),
+            (["addaliasdomain", "example.org", long_domain], "both domains exist already: example.org, %s" % long_domain)]:
+        r = home.run("qmail-users", *args)
+        assert (r.returncode, r.stdout, r.stderr.decode()) == (1, b"", "qmail-users: %s\n" % said), args
+    assert ok(home.run("qmail-users", "list", "example.org")) == ""
+    assert not os.path.exists(box)
+
+
 def test_adduser_whose_mailbox_cannot_be_made_adds_nobody(backend):  # noqa: F811
     """vpopmail's vadduser makes the user's directory first and adds no row when it cannot
     (VA_BAD_U_DIR); the row was committed first, the error was an 'internal bug' (111), and

@@ -77,6 +77,17 @@ def test_verify_refuses_empty_and_unknown():
     assert not passwords.verify("$1$X$cVCRz773kZlpIlgDZ.0PV.", "")
     assert not passwords.verify("*", "pw")             # a locked account
     assert not passwords.verify("!", "")
+    assert not passwords.verify("\u00e9tranger", "pw")    # a setting crypt(3) cannot take: no match, no error
+
+
+def test_without_the_crypt_module_only_the_computed_schemes_verify(monkeypatch):
+    """Python 3.13 has no crypt module: a DES row then matches no password (never an error);
+    $1$, $5$ and $6$ are computed here and still verify."""
+    import sys
+    monkeypatch.setitem(sys.modules, "crypt", None)          # import crypt: ImportError
+    assert passwords.crypt_with("secret", "saHW9GdxihkGQ") is None
+    assert not passwords.verify("saHW9GdxihkGQ", "secret")
+    assert passwords.verify("$1$saltstri$YMyguxXMBpd2TEZ.vS/3q1", "Hello world!")
 
 
 def test_cram_md5_rfc2195():
