@@ -1,5 +1,7 @@
 """make install's layout: launchers, control defaults (never overwritten), tcprules cdb, queue."""
+import grp
 import os
+import pwd
 import stat
 import subprocess
 import sys
@@ -132,6 +134,28 @@ def test_accounts_commands():
                              user_exists=lambda u: u != "qmailr", shell="/bin/false")
     assert some == [["groupadd", "-r", "nofiles"],
                     ["useradd", "-r", "-M", "-g", "qmail", "-d", "/var/qmail", "-s", "/bin/false", "qmailr"]]
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root (useradd)")
+def test_accounts_a_useradd_that_fails_stops_the_install_and_a_missing_membership_is_said(tmp_path):
+    """useradd refusing (here: its group is not there) ends install.py with the command and
+    useradd's own words, nothing created; an existing user outside a group the programs need
+    is told how to add it (usermod), not changed."""
+    from qmailpy.install import accounts
+    said = []
+    with pytest.raises(SystemExit) as e:
+        accounts.ensure(str(tmp_path), str(tmp_path / "v"), said.append, groups=(),
+                        users=(("qmailpy-test-nouser", "qmailpy-test-nogroup", None, ()),))
+    assert str(e.value) == ("install.py: useradd -r -M -g qmailpy-test-nogroup -d %s -s %s qmailpy-test-nouser failed: "
+                            "useradd: group 'qmailpy-test-nogroup' does not exist" % (tmp_path, accounts.nologin_shell()))
+    assert said == []
+    with pytest.raises(KeyError):
+        pwd.getpwnam("qmailpy-test-nouser")
+    assert accounts.ensure(str(tmp_path), str(tmp_path / "v"), said.append, groups=(),
+                           users=(("root", "root", None, ("daemon",)),)) == []
+    assert said == ["note: user root is not in group(s) daemon; qmail-smtpd started as root (not by tcpserver "
+                    "-u/-g) needs it: usermod -a -G daemon root"]
+    assert "root" not in grp.getgrnam("daemon").gr_mem
 
 
 def _settings(**kw):

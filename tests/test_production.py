@@ -381,6 +381,38 @@ def test_srs_keys_made_by_cron_are_readable_by_the_daemons(production_home):
         ("qmailu", "qmailu", "revers_srs_secrets"), ("qmailu", "qmailu", "srs_secrets")}, readable
 
 
+def test_a_rerun_gives_sock_and_the_srs_keys_back_their_owners(production_home):
+    """sock/ (where the users socket is: whoever may write there could put another socket in
+    its place) and the SRS keys (secrets) are root's, or qmails/qmailu's, again after a rerun
+    of the install, whoever changed them; each change is said."""
+    top, _ = production_home
+    home = os.path.join(top, "qmail")
+    r = install(home)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([os.path.join(home, "bin", "setsrssecret")], env=dict(ENV, QMAILHOME=home),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    sock = os.path.join(home, "sock")
+    keys = {name: os.path.join(home, "control", "srs", name) for name in ("revers_srs_secrets", "srs_secrets")}
+    want = {path: (os.stat(path).st_uid, os.stat(path).st_gid, os.stat(path).st_mode & 0o7777)
+            for path in keys.values()}
+    os.chown(sock, 65534, 65534)
+    os.chmod(sock, 0o777)
+    for path in keys.values():
+        os.chown(path, 65534, 65534)
+        os.chmod(path, 0o644)
+    r = install(home)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "users service: %s: was 65534:65534 777, now 0:0 755" % sock in lines, r.stdout
+    for path, (uid, gid, mode) in want.items():
+        assert "users service: %s: was 65534:65534 644, now %d:%d %o" % (path, uid, gid, mode) in lines, r.stdout
+        st = os.stat(path)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, mode)
+    st = os.stat(sock)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o755)
+
+
 def test_fresh_install_is_no_open_relay_and_postmaster_has_a_mailbox(production_home, tmp_path):
     """Issue 22 item 5 and issue 24 item 1: a fresh production install writes config-fast's files
     from the host name, answers 5xx to RCPT for a foreign domain from a client that may not relay,
