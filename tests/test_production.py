@@ -356,16 +356,21 @@ def test_production_install_runs_as_qmail_does(production_home, smtp_server):
     assert elapsed < 60
 
 
-def test_srs_keys_made_by_cron_are_readable_by_the_daemons(production_home):
-    """The weekly setsrssecret (etc/crontab) must leave keys qmail-send and the users service can
-    read, and nobody else."""
-    top, _ = production_home
-    home = os.path.join(top, "qmail")
+def installed_with_srs_keys(home):
+    """The production install, then the SRS keys as the weekly cron job makes them."""
     r = install(home)
     assert r.returncode == 0, r.stdout + r.stderr
     r = subprocess.run([os.path.join(home, "bin", "setsrssecret")], env=dict(ENV, QMAILHOME=home),
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
+
+
+def test_srs_keys_made_by_cron_are_readable_by_the_daemons(production_home):
+    """The weekly setsrssecret (etc/crontab) must leave keys qmail-send and the users service can
+    read, and nobody else."""
+    top, _ = production_home
+    home = os.path.join(top, "qmail")
+    installed_with_srs_keys(home)
     readable = {}
     # qmail-todo and qmail-send (qmails:qmail) read both files, the users service (qmailu) the
     # reverse keys for qmail-smtpd's RCPT; qmail-smtpd (tcpserver -u qmaild -g qmail) none
@@ -387,11 +392,7 @@ def test_a_rerun_gives_sock_and_the_srs_keys_back_their_owners(production_home):
     of the install, whoever changed them; each change is said."""
     top, _ = production_home
     home = os.path.join(top, "qmail")
-    r = install(home)
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run([os.path.join(home, "bin", "setsrssecret")], env=dict(ENV, QMAILHOME=home),
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
+    installed_with_srs_keys(home)
     sock = os.path.join(home, "sock")
     keys = {name: os.path.join(home, "control", "srs", name) for name in ("revers_srs_secrets", "srs_secrets")}
     want = {path: (os.stat(path).st_uid, os.stat(path).st_gid, os.stat(path).st_mode & 0o7777)
