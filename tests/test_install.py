@@ -5,6 +5,7 @@ import pwd
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -156,6 +157,30 @@ def test_accounts_a_useradd_that_fails_stops_the_install_and_a_missing_membershi
     assert said == ["note: user root is not in group(s) daemon; qmail-smtpd started as root (not by tcpserver "
                     "-u/-g) needs it: usermod -a -G daemon root"]
     assert "root" not in grp.getgrnam("daemon").gr_mem
+
+
+def test_a_qmail_send_it_may_not_signal_gets_the_command_to_run(tmp_path, monkeypatch):
+    """make run's qmail-send (its pid file) that the caller may not signal (another user's):
+    reload_send says the kill -HUP that failed and why, for the admin to run it."""
+    import errno
+    from qmailpy.install import running
+    proc = subprocess.Popen(["bash", "-c", "exec -a %s/bin/qmail-send sleep 60" % tmp_path])
+    try:
+        deadline = time.monotonic() + 10
+        while running._demo_pid(str(tmp_path)) is None and time.monotonic() < deadline:
+            with open(tmp_path / running.PIDFILE, "w") as f:
+                f.write("%d\n" % proc.pid)
+            time.sleep(0.02)
+
+        def refused(pid, sig):
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        with monkeypatch.context() as m:
+            m.setattr(os, "kill", refused)
+            got = running.reload_send(str(tmp_path))
+        assert got == (False, "kill -HUP %d (Operation not permitted)" % proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def _settings(**kw):

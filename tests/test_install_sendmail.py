@@ -68,3 +68,17 @@ def test_missing_directory_and_mode_no(tmp_path):
     with pytest.raises(ValueError):
         S.install("/var/qmail", mode="force", root=root)
     assert os.listdir(root) == []
+
+
+def test_a_link_that_cannot_be_put_in_place_leaves_no_temporary_name(root, monkeypatch):
+    """The rename onto /usr/sbin/sendmail fails (a read-only /usr, EIO): the error reaches
+    install.py and the temporary link beside it is gone."""
+    import errno
+
+    def refused(src, dst):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(os, "rename", refused)
+    with pytest.raises(OSError) as e:
+        S.install("/var/qmail", targets=("/usr/sbin/sendmail",), root=root)
+    assert e.value.errno == errno.EROFS
+    assert os.listdir(root + "/usr/sbin") == []
