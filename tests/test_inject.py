@@ -428,3 +428,58 @@ def test_a_closed_stdin_or_stdout_is_qmails_read_error_or_nothing(tmp_path, argv
                            "QMAILHOME": str(tmp_path), "USER": "bob", "PATH": os.environ["PATH"],
                            "QMAILQUEUE": "/nonexistent/qmail-queue"})
     assert (p.returncode, p.stderr) == want
+
+
+class BrokenInput(io.BytesIO):
+    """A message whose read fails (EIO) once `data` is read: a disk or pipe error mid-message."""
+
+    def _more(self, got):
+        if not got:
+            raise OSError(5, "Input/output error")
+        return got
+
+    def readline(self, *args):
+        return self._more(super().readline(*args))
+
+    def read(self, *args):
+        return self._more(super().read(*args))
+
+
+def test_a_read_error_after_the_header_aborts_the_queued_message(tmp_path, capfd):
+    """qmail-queue has the header already when the body cannot be read: the job is aborted
+    (qmail-queue sees no envelope and queues nothing), never finished with half a message,
+    and qmail-inject says 'read error', exit 111, for the caller to try again."""
+    (tmp_path / "control").mkdir()
+    (tmp_path / "control" / "me").write_text("host.example\n")
+    for data, aborted in ((b"To: joe\n\nfirst body line\n", True), (b"To: joe\n", False)):
+        queue = FakeQueue(0)
+        code = M.run([], {"QMAILHOME": str(tmp_path), "USER": "bob"}, BrokenInput(data), io.BytesIO(),
+                     now=812090814, pid=4711, open_queue=lambda environ: queue)
+        assert (code, capfd.readouterr().err) == (111, "qmail-inject: fatal: read error\n")
+        # within the header no job was started yet: nothing to abort
+        assert (queue.envelope, bool(queue.message)) == (("aborted", True) if aborted else (None, False))
+
+
+def test_no_home_or_no_qmail_queue_is_a_temporary_failure(tmp_path, capfd, monkeypatch):
+    """A QMAILHOME that is no directory (qmail's chdir(auto_qmail)) and a qmail-queue that
+    cannot be started (pipe or fork failing: die_qqt) are exit 111 with qmail's words."""
+    from qmailpy.smtpd import queueclient
+    assert _run_bytes(tmp_path, ["joe"], b"\nbody\n", {"QMAILHOME": str(tmp_path / "none")}) == (111, b"", None)
+    assert capfd.readouterr().err == "qmail-inject: fatal: internal bug\n"
+
+    def no_fork(environ):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+    monkeypatch.setattr(queueclient, "start_job", no_fork)
+    code = M.run(["joe"], {"QMAILHOME": str(tmp_path), "USER": "bob"}, io.BytesIO(b"\nbody\n"), io.BytesIO(),
+                 now=812090814, pid=4711)
+    assert (code, capfd.readouterr().err) == (111, "qmail-inject: fatal: unable to run qmail-queue\n")
+
+
+def test_options_later_on_the_line_win(tmp_path):
+    """-h takes the recipients from the header, ignoring the arguments; -A after it takes them
+    from the arguments again; -N after -n queues the message after all (qmail's getopt loop)."""
+    msg = b"To: ann@x.example\n\nbody\n"
+    assert _run_bytes(tmp_path, ["-h", "joe@x.example"], msg)[2] == ["Fbob@host.example", "Tann@x.example"]
+    assert _run_bytes(tmp_path, ["-h", "-A", "joe@x.example"], msg)[2] == ["Fbob@host.example", "Tjoe@x.example"]
+    code, _, envelope = _run_bytes(tmp_path, ["-n", "-N", "joe@x.example"], msg)
+    assert (code, envelope) == (0, ["Fbob@host.example", "Tjoe@x.example"])
