@@ -408,3 +408,26 @@ def test_syncdomains_takes_a_domain_name_as_every_other_verb_does(home):
         assert f.read() == "kexample.org\n"
     r = home.run("qmail-users", "syncdomains", "KEXAMPLE.org.")
     assert r.returncode == 0 and r.stdout.decode().splitlines() == ["control/rcpthosts: removed kexample.org"]
+
+
+def test_control_files_it_cannot_change_are_said_with_the_way_to_finish(home):
+    """adddomain whose control/virtualdomains cannot be written (here a directory in its place):
+    the database has the domain, the controls not all of it; exit 111 naming the file and the
+    reason, and syncdomains, which says the same while the fault lasts, finishes the job after."""
+    home.control("rcpthosts", "x.example\n")
+    vd = os.path.join(home.root, "control", "virtualdomains")
+    os.mkdir(vd)
+    r = home.run("qmail-users", "adddomain", "example.org")
+    assert (r.returncode, r.stderr.decode()) == (111, "qmail-users: the users database is changed, but not the "
+                                                      "control files: %s: Is a directory (qmail-users syncdomains "
+                                                      "makes them follow it)\n" % vd)
+    assert ok(home.run("qmail-users", "list")) == "example.org\n"
+    r = home.run("qmail-users", "syncdomains")
+    assert (r.returncode, r.stderr.decode()) == (111, "qmail-users: cannot change the control files: "
+                                                      "%s: Is a directory\n" % vd)
+    os.rmdir(vd)
+    ok(home.run("qmail-users", "syncdomains"))
+    with open(vd) as f:
+        assert f.read() == "example.org:example.org\npostmaster@example.org:alias\n"
+    with open(os.path.join(home.root, "control", "rcpthosts")) as f:
+        assert f.read() == "x.example\nexample.org\n"

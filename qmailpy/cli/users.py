@@ -64,6 +64,12 @@ def _password(given):
     return click.prompt("password", hide_input=True, confirmation_prompt="password again", err=True)
 
 
+def _os_text(e):
+    """'FILE: reason' of an OSError (Python's '[Errno N] reason: FILE' is not for admins)."""
+    reason = e.strerror or str(e)
+    return "%s: %s" % (e.filename, reason) if e.filename else reason
+
+
 def _let_smtpd_look(users, domain):
     """As root in production: whoever answers chkuser (the users service's qmailu, or qmail-smtpd's
     qmaild where it reads the database itself) may search the new domain directory."""
@@ -170,7 +176,7 @@ def syncdomains(users, domains):
             for c, n in more:
                 changes, notes = changes + c, notes + n
     except OSError as e:
-        click.echo("qmail-users: cannot change the control files: %s" % e, err=True)
+        click.echo("qmail-users: cannot change the control files: %s" % _os_text(e), err=True)
         sys.exit(EXIT_TEMPORARY)
     _report(home, changes, notes)
 
@@ -253,7 +259,8 @@ def _controls_follow(domains, no_rcpthosts, no_virtualdomains, rcpthosts, virtua
                 more, more_notes = virtualdomains(home, domain)
                 changes, notes = changes + more, notes + more_notes
     except OSError as e:
-        click.echo("qmail-users: the users database is changed, but not the control files: %s" % e, err=True)
+        click.echo("qmail-users: the users database is changed, but not the control files: %s "
+                   "(qmail-users syncdomains makes them follow it)" % _os_text(e), err=True)
         sys.exit(EXIT_TEMPORARY)
     _report(home, changes, notes)
 
