@@ -420,7 +420,7 @@ def test_control_files_it_cannot_change_are_said_with_the_way_to_finish(home):
     r = home.run("qmail-users", "adddomain", "example.org")
     assert (r.returncode, r.stderr.decode()) == (111, "qmail-users: the users database is changed, but not the "
                                                       "control files: %s: Is a directory (qmail-users syncdomains "
-                                                      "makes them follow it)\n" % vd)
+                                                      "example.org makes them follow it)\n" % vd)
     assert ok(home.run("qmail-users", "list")) == "example.org\n"
     r = home.run("qmail-users", "syncdomains")
     assert (r.returncode, r.stderr.decode()) == (111, "qmail-users: cannot change the control files: "

@@ -260,7 +260,8 @@ def _controls_follow(domains, no_rcpthosts, no_virtualdomains, rcpthosts, virtua
                 changes, notes = changes + more, notes + more_notes
     except OSError as e:
         click.echo("qmail-users: the users database is changed, but not the control files: %s "
-                   "(qmail-users syncdomains makes them follow it)" % _os_text(e), err=True)
+                   "(qmail-users syncdomains %s makes them follow it)"
+                   % (_os_text(e), domains if isinstance(domains, str) else " ".join(domains)), err=True)
         sys.exit(EXIT_TEMPORARY)
     _report(home, changes, notes)
 
