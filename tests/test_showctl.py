@@ -260,6 +260,15 @@ def test_check_says_a_control_it_cannot_read_once_and_never_as_absent(home):
     ])
 
 
+def test_check_says_why_a_servercert_cannot_be_read(home):
+    """A servercert.pem that cannot be read (here a directory in its place) is said so, with
+    the reason, not as a file without a certificate; qmail-smtpd offers no STARTTLS then."""
+    os.makedirs(os.path.join(home.root, "control", "servercert.pem"))
+    r = home.run("qmail-showctl", "--check")
+    assert ("control/servercert.pem: unreadable: Is a directory: qmail-smtpd offers no STARTTLS"
+            in r.stdout.decode().splitlines()), r.stdout
+
+
 def test_json(home):
     home.control("databytes", "1000\n")
     rows = json.loads(home.run("qmail-showctl", "--json").stdout)

@@ -6,30 +6,32 @@ light). problem() is what qmail-showctl --check asks: the file loaded as the
 server would load it (ssl), the key matching the certificate; its text names
 what is wrong, None when the file is fine.
 """
-import os
-
 CERT = b"-----BEGIN CERTIFICATE-----"
 KEY_END = b"PRIVATE KEY-----"
 
 
+def _blocks(path):
+    """Whether the file has a certificate and a private key block; OSError when unreadable."""
+    with open(path, "rb") as f:
+        data = f.read(1 << 20)
+    return CERT in data and KEY_END in data
+
+
 def looks_usable(path):
     """A readable file with a certificate and a private key (no ssl import)."""
-    if path is None:
-        return False
     try:
-        with open(path, "rb") as f:
-            data = f.read(1 << 20)
+        return _blocks(path)
     except OSError:
         return False
-    return CERT in data and KEY_END in data
 
 
 def problem(path, dhparams=None):
     """None when `path` (certificate chain and key) loads into a server context, else why not."""
-    if not os.access(path, os.R_OK):
-        return "unreadable"
-    if not looks_usable(path):
-        return "no certificate and private key in PEM"
+    try:
+        if not _blocks(path):
+            return "no certificate and private key in PEM"
+    except OSError as e:
+        return "unreadable: %s" % (e.strerror or e)
     import ssl
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
