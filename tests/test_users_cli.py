@@ -203,6 +203,30 @@ def test_control_edits_lock_where_nfs_allows_an_exclusive_flock(home, monkeypatc
     assert "edit.lock" not in r.stdout.decode(), r.stdout
 
 
+def test_control_edits_by_whoever_may_not_write_control_or_where_there_is_none(home, tmp_path, monkeypatch):
+    """A tool that may not create control/edit.lock (EACCES: a user other than control/'s
+    owner; EROFS) takes the flock on control/ itself and can still find nothing to remove; a
+    home without control/ has no line to remove and no lock to take."""
+    import errno
+    from qmailpy.ctl import edit
+    home.control("rcpthosts", "localhost\n")
+    real = os.open
+
+    def no_lock_file(path, flags, *mode):
+        if path.endswith("/edit.lock"):
+            raise PermissionError(errno.EACCES, "Permission denied", path)
+        return real(path, flags, *mode)
+    with monkeypatch.context() as m:
+        m.setattr(os, "open", no_lock_file)
+        assert edit.remove_lines(home.root, "rcpthosts", lambda line: line == "example.org") == []
+        assert edit.remove_lines(home.root, "rcpthosts", lambda line: line == "localhost") == ["localhost"]
+    assert not os.path.exists(os.path.join(home.root, "control", "edit.lock"))
+    with open(os.path.join(home.root, "control", "rcpthosts")) as f:
+        assert f.read() == ""
+    assert edit.remove_lines(str(tmp_path / "bare"), "rcpthosts", lambda line: True) == []
+    assert not os.path.exists(tmp_path / "bare")
+
+
 def test_no_rcpthosts_file_is_left_alone(home):
     r = home.run("qmail-users", "adddomain", "example.org")
     assert r.returncode == 0 and b"rcpthosts" in r.stderr
