@@ -12,6 +12,7 @@ RULES = """\
 =trusted.example.org:allow,RELAYCLIENT="",MSG="host"
 =.example.net:allow,SPFBEHAVIOR="3"
 joe@192.0.2.7:allow,RELAYCLIENT=""
+ann@=mx.example.org:allow,WHO="ann"
 :allow
 """
 
@@ -43,6 +44,8 @@ def tcprulescheck(cdb, ip, host=None, info=None):
     ("192.0.2.1", "mx.example.net", None, "=.example.net", "allow", {"SPFBEHAVIOR": "3"}),
     ("192.0.2.7", None, "joe", "joe@192.0.2.7", "allow", {"RELAYCLIENT": ""}),
     ("198.51.100.1", None, None, "", "allow", {}),
+    ("192.0.2.8", "mx.example.org", "ann", "ann@=mx.example.org", "allow", {"WHO": "ann"}),
+    ("192.0.2.8", "mx.example.org", "joe", "", "allow", {}),
 ])
 def test_lookup_matches_tcpserver(tcpcdb, ip, host, info, key, verdict, env):
     db, path = tcpcdb
@@ -54,6 +57,20 @@ def test_lookup_matches_tcpserver(tcpcdb, ip, host, info, key, verdict, env):
 def test_keys_order():
     assert list(tcprules_keys("1.2.3.4", "a.b.c")) == [
         "1.2.3.4", "=a.b.c", "1.2.3.", "1.2.", "1.", "=.b.c", "=.c", "=", ""]
+    assert list(tcprules_keys("1.2.3.4", "a.b", "joe")) == [
+        "joe@1.2.3.4", "joe@=a.b", "1.2.3.4", "=a.b", "1.2.3.", "1.2.", "1.", "=.b", "=", ""]
+
+
+def test_no_rule_for_the_client_is_none(tmp_path):
+    """Without a catch-all line a client no rule names gets none (tcpserver lets it in)."""
+    cdb = tmp_path / "tcp.smtp.cdb"
+    subprocess.run(["tcprules", str(cdb), str(tmp_path / "tcp.tmp")], input=b"10.:deny\n", check=True)
+    db = open_cdb(str(cdb))
+    try:
+        assert tcprules_lookup(db, "192.0.2.1", "mx.example.org", "joe") is None
+        assert tcprules_lookup(db, "10.0.0.1") == ("10.", "deny", {})
+    finally:
+        db.close()
 
 
 # What Debian's ucspi-tcp-ipv6 tcprules writes for these lines (its key is the text before
@@ -204,3 +221,27 @@ def test_damaged_keys_or_tables_are_found_by_verify(tmp_path_factory, data):
     except CorruptCdb:
         return
     raise AssertionError("a change at %d was not noticed" % where)
+
+
+def test_verify_names_a_full_table_and_a_record_no_table_holds(tmp_path):
+    """Two damages a lookup may never meet: a table with no empty slot (cdbmake leaves half of
+    them empty: a lookup of a missing key there would probe every slot) and a record no table
+    points at (a key that is in the file and never found)."""
+    good = cdb_bytes(tmp_path, [b"only.example"])
+    db = CdbMap(write(tmp_path, good))
+    i, (pos, slots) = next((i, t) for i, t in enumerate(db._tables) if t[1])
+    db.close()
+    assert slots == 2
+    used = next(s for s in range(slots) if good[pos + 8 * s + 4:pos + 8 * s + 8] != b"\0\0\0\0")
+    entry = good[pos + 8 * used:pos + 8 * used + 8]
+    full = bytearray(good)
+    for s in range(slots):
+        full[pos + 8 * s:pos + 8 * s + 8] = entry
+    lost = bytearray(good)
+    lost[pos + 8 * used:pos + 8 * used + 8] = bytes(8)
+    for data, why in ((full, "hash table %d is full" % i), (lost, "1 records, 0 in the hash tables")):
+        db = CdbMap(write(tmp_path, bytes(data)), "control/x.cdb")
+        with pytest.raises(CorruptCdb) as e:
+            db.verify()
+        db.close()
+        assert str(e.value) == "control/x.cdb: corrupt cdb: " + why
