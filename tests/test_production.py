@@ -447,14 +447,22 @@ def test_fresh_install_is_no_open_relay_and_postmaster_has_a_mailbox(production_
         assert "note: user alias has the home %s, not %s/alias" % (elsewhere, home) in r.stdout
         assert check.returncode == 1 and "postmaster@%s reaches no mailbox" % name in check.stdout
 
-    # qmail-smtpd as tcpserver runs it for 192.0.2.1 (tcp.smtp: `:allow`, no RELAYCLIENT)
+    # qmail-smtpd as tcpserver runs it for 192.0.2.1 (tcp.smtp: `:allow`, no RELAYCLIENT); qmail-usersd
+    # has not run yet (no sock/users), and qmaild may not look into qmailu's users/: whether the client
+    # logged in over POP3 (popbeforesmtp) cannot be told, so the relay attempt is deferred, never taken
     session = (b"HELO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<victim@elsewhere.example>\r\n"
                b"RCPT TO:<postmaster@%s>\r\nQUIT\r\n" % name.encode())
     r = subprocess.run([os.path.join(home, "bin", "qmail-smtpd")], input=session, capture_output=True, timeout=30,
                        env=dict(ENV, QMAILHOME=home, **dict(TCP_ENV, TCPREMOTEIP="192.0.2.1")))
     replies = r.stdout.decode().splitlines()
-    assert replies[3] == "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)", replies
+    assert replies[3] == "451 temporary failure reading the users database (#4.3.0)", replies
     assert replies[4] == "250 ok", replies
+    with open(os.path.join(control, "popbeforesmtp"), "w") as f:
+        f.write("0\n")                     # without POP-before-SMTP: refused at once
+    r = subprocess.run([os.path.join(home, "bin", "qmail-smtpd")], input=session, capture_output=True, timeout=30,
+                       env=dict(ENV, QMAILHOME=home, **dict(TCP_ENV, TCPREMOTEIP="192.0.2.1")))
+    assert r.stdout.decode().splitlines()[3] == "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)"
+    os.unlink(os.path.join(control, "popbeforesmtp"))
 
     # a rerun keeps everything that is there, and says so
     r = install(home, "--postmaster", "admin@example.net", "--me", "mx.example.com")
