@@ -142,5 +142,36 @@ def test_mysql_connection_lost_inside_a_transaction_is_not_reopened(mysql_backen
             users.write("DELETE FROM dir_control WHERE domain = ?", "example.org")
     assert users.lookup("joe", "example.org") is not None
     assert users.is_real_domain("example.org")
+    # a caller that goes on inside the lost transaction is refused, never given a new connection
+    users.db.begin()
+    (conn_id,), = users.db.query("SELECT CONNECTION_ID()")
+    users.write("DELETE FROM vpopmail WHERE pw_domain = ?", "example.org")
+    mysql_backend.mysql.execute("KILL %s" % int(conn_id))
+    with pytest.raises(UsersUnavailable):
+        users.write("DELETE FROM dir_control WHERE domain = ?", "example.org")
+    with pytest.raises(UsersUnavailable) as e:
+        users.write("DELETE FROM dir_control WHERE domain = ?", "example.org")
+    assert str(e.value) == "usersdb: the connection of an open transaction was lost"
+    users.db.rollback()
+    assert users.lookup("joe", "example.org") is not None
     assert admin.del_domain(users, "example.org", keep_files=True) == "domain"     # reopened after it
     assert not users.is_real_domain("example.org")
+
+
+def test_mysql_database_not_made_yet_is_made_by_the_first_change(home, mariadb):
+    """vpopmail creates its database when it is not there; qmail-users adddomain does too
+    (a question, not allowed to create, finds it unavailable: see above)."""
+    from mysql_fixture import mysql_admin, usersdb_line
+    name = "qmailpy_made_%d" % time.time_ns()
+    admin_conn = mysql_admin()
+    try:
+        home.control("usersdb", usersdb_line(name) + "\n")
+        r = home.run("qmail-users", "adddomain", "example.org")
+        assert r.returncode == 0, r.stderr
+        with admin_conn.cursor() as cur:
+            cur.execute("SELECT domain FROM `%s`.dir_control" % name)
+            assert cur.fetchall() == (("example.org",),)
+    finally:
+        with admin_conn.cursor() as cur:
+            cur.execute("DROP DATABASE IF EXISTS `%s`" % name)
+        admin_conn.close()
