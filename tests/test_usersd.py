@@ -542,6 +542,15 @@ def test_srs_keys_it_cannot_read_are_a_temporary_answer(service):
     assert 'tempfail question=SRS uid=%d reason="unable to read controls: ' % os.getuid() in svc.stop()
 
 
+def test_a_virtualdomains_it_cannot_read_is_a_temporary_answer_to_rcpt(service):
+    """chkuser cannot tell where qmail-send would route the address: TEMP (451), never NOUSER."""
+    home, svc = service
+    path = paths.users_socket(home.root)
+    os.mkdir(os.path.join(home.root, "control", "virtualdomains"))
+    [got] = ask(path, W.encode_question("RCPT", "joe@example.org"))
+    assert W.decode_answer(got + b"\n") == ("TEMP", [b"control/virtualdomains: unable to read: Is a directory"])
+
+
 def smtpd(home, session):
     r = subprocess.run([program("qmail-smtpd")], input=session, capture_output=True, timeout=60,
                        env=home.env(AUTHFAILDELAY="0", **TCP_ENV))

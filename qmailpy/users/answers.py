@@ -48,7 +48,7 @@ class Answers:
         try:
             virtualdomains = self.controls.value("virtualdomains")
         except OSError as e:            # ctl.reader.ControlError: cannot tell where qmail-send routes it
-            raise UsersUnavailable("control/virtualdomains: %s" % e) from None
+            raise UsersUnavailable(str(e)) from None        # "control/virtualdomains: why"
         return check_recipient(self.users(), address, virtualdomains)
 
     def relay_allowed(self, ip, since, window):
