@@ -455,3 +455,16 @@ def test_control_files_it_cannot_change_are_said_with_the_way_to_finish(home):
         assert f.read() == "example.org:example.org\npostmaster@example.org:alias\n"
     with open(os.path.join(home.root, "control", "rcpthosts")) as f:
         assert f.read() == "x.example\nexample.org\n"
+
+
+def test_adddomain_leaves_controls_set_in_options_to_the_admin(home):
+    """rcpthosts and virtualdomains given in control/options are not edited there: adddomain
+    says what to add, exit 0, and makes no control/rcpthosts or control/virtualdomains file
+    (one would take the place of the options' lines)."""
+    home.control("options", "rcpthosts:\n  x.example\nvirtualdomains:\n  y.example:y\n")
+    r = home.run("qmail-users", "adddomain", "example.org")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.decode().splitlines() == [
+        "note: control/rcpthosts is set in control/options: add example.org there yourself",
+        "note: control/virtualdomains is set in control/options: add example.org:example.org there yourself"]
+    assert sorted(os.listdir(os.path.join(home.root, "control"))) == ["options"]
