@@ -213,6 +213,19 @@ def test_relay_window(users):
     assert users.relays() == [("192.0.2.1", t + 1000)]
 
 
+def test_relay_row_with_junk_in_its_time_opens_nothing(users, backend):  # noqa: F811
+    """vpopmail 5.4's relay.timestamp is char(12): a row whose time is no number (hand-made,
+    another tool's) lets that IP relay never, and a text spelling of an address that is no IP
+    is matched only as written."""
+    if backend.kind == "mysql":
+        backend.sql("ALTER TABLE relay MODIFY timestamp CHAR(12)")
+    backend.sql("INSERT INTO relay (ip_addr, timestamp) VALUES ('192.0.2.9', 'soon')")
+    assert not users.relay_allowed("192.0.2.9", 1_700_000_000, 1800)
+    users.record_relay(" 2001:db8:: x ", 1_700_000_000)
+    assert users.relay_allowed("2001:db8:: x", 1_700_000_001, 1800)
+    assert not users.relay_allowed("2001:db8::", 1_700_000_001, 1800)
+
+
 def test_relay_ipv6_spellings_are_one_address(users):
     """Dovecot's $IP is inet_ntop's spelling; ucspi-tcp6's tcpserver puts ip6_fmt's in
     TCPREMOTEIP (a lone zero group compressed to '::'; older ones no '::' at all)."""
