@@ -468,3 +468,13 @@ def test_adddomain_leaves_controls_set_in_options_to_the_admin(home):
         "note: control/rcpthosts is set in control/options: add example.org there yourself",
         "note: control/virtualdomains is set in control/options: add example.org:example.org there yourself"]
     assert sorted(os.listdir(os.path.join(home.root, "control"))) == ["options"]
+
+
+def test_a_users_directory_that_cannot_be_made_is_exit_111(home):
+    """A file where users/ goes: the database cannot be made; exit 111 naming it, no domain
+    directory made."""
+    open(os.path.join(home.root, "users"), "w").close()
+    r = home.run("qmail-users", "adddomain", "example.org")
+    assert (r.returncode, r.stdout, r.stderr.decode()) == (
+        111, b"", "qmail-users: database unavailable: %s/users: File exists\n" % home.root)
+    assert not os.path.exists(os.path.join(home.root, "vpopmail"))
