@@ -401,3 +401,15 @@ def test_vpasswd_is_read_as_the_owner_of_its_directory(home, tmp_path):
                    % com)
     code, out, err = run(home, "example.org")           # the owner's own file: read
     assert code == 0 and "added joe@example.org" in out
+
+
+def test_a_vpasswd_that_is_no_file_is_never_read(home):
+    """A FIFO (or a device) in vpasswd's place is not opened for reading (no writer let go, no
+    device woken): that domain imports nothing, the others go on."""
+    vp, org, com = vpopmail_tree(home)
+    os.remove(os.path.join(com, "vpasswd"))
+    os.mkfifo(os.path.join(com, "vpasswd"))
+    code, out, err = run(home)
+    assert code == 1
+    assert err.splitlines()[0] == "qmail-users: %s/vpasswd: not a file: nothing of example.com imported" % com
+    assert "added domain example.org" in out and "example.com" not in out
