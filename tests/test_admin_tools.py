@@ -265,6 +265,15 @@ def test_maildirmake_folder_and_quota_as_courier(tmp_path):
     assert (r.returncode, r.stderr) == (111, b"maildirmake: fatal: nothere is not a Maildir\n")
     assert mdm(tmp_path, "-q", "1000C", "New").returncode == 0
     assert (tmp_path / "New" / "maildirsize").read_bytes() == b"1000C\n0 0\n"
+    (tmp_path / "plain").mkdir()                 # there, and no Maildir: -q makes nothing in it
+    r = mdm(tmp_path, "-q", "1000C", "plain")
+    assert (r.returncode, r.stderr, os.listdir(tmp_path / "plain")) == (
+        111, b"maildirmake: fatal: plain is not a Maildir\n", [])
+    (tmp_path / "New" / "maildirsize").unlink()
+    (tmp_path / "New" / "maildirsize").mkdir()    # maildirsize that cannot be written or removed
+    for quota in ("10M", "NOQUOTA"):
+        r = mdm(tmp_path, "-q", quota, "New")
+        assert (r.returncode, r.stderr) == (111, b"maildirmake: fatal: unable to write New/maildirsize: is a directory\n")
 
 
 def test_maildirmake_noquota_waits_for_a_delivery_recounting(tmp_path, monkeypatch):
