@@ -271,6 +271,18 @@ def test_a_statement_interrupted_before_its_reply_leaves_no_reply_for_the_next(t
         assert "the users database's child (uid %d) is gone" % OWNER[0] in str(e.value)
 
 
+def test_a_database_its_owner_may_not_make_is_exit_111(top):
+    """users/ its owner may not write in (mode 0500): the child cannot make vpopmail.sqlite,
+    qmail-users says why and as whom, exit 111, and root makes nothing there either."""
+    home, users = owned_home(top)
+    os.chmod(users, 0o500)
+    r = home.run("qmail-users", "adddomain", "v.test")
+    assert (r.returncode, r.stderr.decode()) == (111, "qmail-users: database unavailable: %s/vpopmail.sqlite: "
+                                                      "Permission denied (as uid %d, the owner of %s)\n"
+                                                      % (users, OWNER[0], users))
+    assert os.listdir(users) == []
+
+
 def test_the_childs_errors_are_the_callers(top):
     """What SQLite refuses in the child is what it would refuse here: a duplicate key is
     UsersError (qmail-users says it, exit 100), a table not made yet is no rows and is made by
