@@ -83,3 +83,38 @@ def test_root_never_changes_the_acl_of_what_a_link_of_the_owners_points_to(tmp_p
     assert sorted(changed) == sorted([top, os.path.join(top, "domains"), d, d + "/.qmail-default",
                                       os.path.join(top, "domains", "w.test")])
     assert problems == []
+
+
+def test_an_entry_that_cannot_be_withdrawn_is_reported_and_the_others_go(tmp_path, monkeypatch):
+    """withdraw() takes qmaild's entry off every path it can; one it cannot (a file system that
+    refuses xattrs, EOPNOTSUPP) is returned with the reason, for the install to say, and the
+    paths that vanished meanwhile are no problem."""
+    import errno
+    top = make_domains(tmp_path)
+    assert access.let_smtpd_look(top, 40093) == []
+    stuck = os.path.join(top, "domains", "v.test")
+    gone = os.path.join(top, "domains", "w.test")
+    real = access.revoke
+
+    def revoke(path, uid):
+        if path == stuck:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported", path)
+        if path == gone:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+        return real(path, uid)
+    monkeypatch.setattr(access, "revoke", revoke)
+    changed, problems = access.withdraw(top, 40093)
+    assert changed == [top, os.path.join(top, "domains"), stuck + "/.qmail-default"]
+    assert problems == [(stuck, "Operation not supported")]
+    assert (access.USER, 40093) in access._entries(stuck)
+
+
+def test_no_account_no_uid(monkeypatch):
+    """Without a qmaild (or qmailu) account there is nobody to let in or take out: None."""
+    import pwd
+
+    def none(name):
+        raise KeyError(name)
+    monkeypatch.setattr(pwd, "getpwnam", none)
+    assert access.smtpd_uid() is None
+    assert access.chkuser_uid("/nonexistent/qmail") is None
