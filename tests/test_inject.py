@@ -395,6 +395,17 @@ def test_an_unreadable_mailing_list_file_is_a_read_error_at_the_start(tmp_path, 
         assert capfd.readouterr().err == "qmail-inject: fatal: read error\n"
 
 
+def test_a_control_it_cannot_read_is_a_read_error(tmp_path, capfd):
+    """getcontrols(): control_rldef() failing on control/defaultdomain, defaulthost, plusdomain
+    or idhost is die_read(), 'read error', exit 111, nothing queued. qmailpy said 'unable to
+    read controls: control/defaulthost: unable to read: Is a directory'."""
+    for name in ("defaultdomain", "defaulthost", "plusdomain", "idhost"):
+        home = tmp_path / name
+        (home / "control" / name).mkdir(parents=True)
+        assert _run_bytes(home, ["joe"], b"\nbody\n") == (111, b"", None)
+        assert capfd.readouterr().err == "qmail-inject: fatal: read error\n"
+
+
 def test_nul_8bit_and_very_long_lines_pass_byte_for_byte(tmp_path):
     """qmail-inject is 8-bit clean: a field it does not rewrite and the body go through as they
     came, NUL bytes, bytes over 127 and lines of hundreds of kilobytes included. In an address

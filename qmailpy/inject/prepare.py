@@ -77,8 +77,8 @@ def read_controls(home, environ):
     try:
         values = [os.fsencode(controls.value(name))
                   for name in ("defaulthost", "defaultdomain", "plusdomain", "idhost")]
-    except ControlError as e:
-        raise Fatal(TEMP, "unable to read controls: %s" % e) from None
+    except ControlError:                    # getcontrols(): control_rldef() != 1 is die_read()
+        raise Fatal(TEMP, "read error") from None
     try:
         ctl = RW.ControlTokens(values[0], values[1], values[2])
     except T.ParseError as e:               # doordie(&sa,...): that text, no newline
