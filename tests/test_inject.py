@@ -196,6 +196,13 @@ def test_rewrite_text(given_, expected):
     assert RW.rewrite_text(given_, CTL) == expected
 
 
+@pytest.mark.parametrize("to", [b"<@foo:>", b"<.>", b"<@>", b"<@.>", b"<@a.example>", b"<@a,@b:>"])
+def test_addresses_rwgeneric_empties_in_a_header_are_the_null_address(tmp_path, to):
+    """rwgeneric(): a route alone (<@foo:>), a lone '.' or '@', a route with no colon: <>."""
+    code, got, _ = _run_bytes(tmp_path, ["-n"], b"To: " + to + b"\n\nbody\n")
+    assert (code, got.split(b"\n")[4]) == (0, b"To: <>")
+
+
 def test_plus_applies_to_defaulthost():
     assert RW.rewrite_text(b"joe", RW.ControlTokens(b"hq+", b"example.com", b"plus.example")) == (
         b"joe@hq.plus.example")
