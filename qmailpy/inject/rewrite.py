@@ -74,8 +74,8 @@ def generic(addr, ctl):
             return
         if addr[0].type == drop:
             del addr[0]
-    if not addr:
-        return
+    # never empty here: an address the AT drop would empty was [@] or [@ .], whose first
+    # token, @, had _route() take it whole (qmail's '<@> -> <>' check after rwextraat is dead too)
     if not any(t.type == T.AT for t in addr):
         _append(addr, ctl.defaulthost)
     _plus(addr, ctl.plusdomain)
