@@ -501,3 +501,15 @@ def test_options_later_on_the_line_win(tmp_path):
     assert _run_bytes(tmp_path, ["-h", "-A", "joe@x.example"], msg)[2] == ["Fbob@host.example", "Tjoe@x.example"]
     code, _, envelope = _run_bytes(tmp_path, ["-n", "-N", "joe@x.example"], msg)
     assert (code, envelope) == (0, ["Fbob@host.example", "Tjoe@x.example"])
+
+
+def test_a_recipient_argument_that_does_not_parse_and_a_missing_list_file(tmp_path, capfd):
+    """dorecip(): an argument token822 cannot parse is 'unable to parse address: ARG', exit 100,
+    nothing queued; mft_init(): a QMAILMFTFILE that does not exist is no list (control_readfile
+    returns 0), never an error."""
+    assert _run_bytes(tmp_path, ["joe@(x"], b"\nbody\n") == (100, b"", None)
+    assert capfd.readouterr().err == "qmail-inject: fatal: unable to parse address: joe@(x\n"
+    code, got, envelope = _run_bytes(tmp_path, [], b"To: joe@x.example\n\nbody\n",
+                                     {"QMAILMFTFILE": str(tmp_path / "no-such-file")})
+    assert (code, envelope) == (0, ["Fbob@host.example", "Tjoe@x.example"])
+    assert b"Mail-Followup-To" not in got and capfd.readouterr().err == ""
