@@ -119,6 +119,16 @@ def write_keys(home, keys):
     home.control(K.AGES, "".join("%s %d\n" % (K.fingerprint(s), now - d * DAY) for s, d in keys))
 
 
+def test_show_warns_when_the_two_key_files_differ(home):
+    """qmail-send signs with srs_secrets, qmail-smtpd checks with revers_srs_secrets: keys that
+    differ (one file edited by hand) break bounces, and --show says so, last."""
+    write_keys(home, [("A", 1), ("B", 40)])
+    home.control(K.FORWARD, "A\n")
+    p = home.run("setsrssecret", "--show")
+    assert p.returncode == 0
+    assert p.stdout.decode().splitlines()[-1] == "warning: srs_secrets and revers_srs_secrets differ: run setsrssecret"
+
+
 def test_old_keys_are_dropped_after_max_age_plus_a_day(home):
     # A is replaced now by the new key: kept. B was replaced when A was made,
     # 40 days ago, more than srs_max_age (30 days) + 1 day: dropped, C with it.
