@@ -85,6 +85,21 @@ def test_newmrh_needs_its_text_and_no_arguments(qhome):
     assert (r.returncode, r.stderr) == (100, b"qmail-newmrh: usage: qmail-newmrh\n")
 
 
+@pytest.mark.parametrize("name, text", [("qmail-newmrh", "morercpthosts"), ("qmail-newfilters", "clamavclients")])
+def test_a_cdb_that_cannot_be_replaced_is_said_as_qmail_says_it(qhome, name, text):
+    """A directory where the cdb goes: 'unable to write control/NAME.cdb: is a directory' (qmail's
+    error_str), exit 111, no temporary file left beside it. qmail-newfilters named its temporary
+    file ('.../.clamavclients.cdb.tmp.PID: Is a directory')."""
+    control = os.path.join(qhome.root, "control")
+    qhome.control(text, "a.example\n")
+    os.mkdir(os.path.join(control, text + ".cdb"))
+    before = sorted(os.listdir(control))
+    r = run(qhome, name)
+    assert (r.returncode, r.stderr.decode()) == (
+        111, "%s: fatal: unable to write control/%s.cdb: is a directory\n" % (name, text))
+    assert sorted(os.listdir(control)) == before
+
+
 def test_newmrh_writes_the_bytes_cdb_make_writes(qhome, tmp_path):
     """qmail's qmail-newmrh adds each line with cdb_make (cdbmss), as ucspi-tcp's tcprules does:
     the same keys in the same order with empty values (tcprules' `key:allow`) give the same file,

@@ -38,14 +38,10 @@ def read_keys(path):
     return keys
 
 
-def write_cdb(path, keys):
-    """The cdb of `keys` replaces `path` atomically and durably (qmailpy.fileio)."""
-    from qmailpy.fileio import write_cdb as replace
-    replace(path, ((key, b"") for key in keys))
-
-
 def build(home, names=LISTS):
-    """Build each named cdb whose text file exists: [(name, number of keys)]."""
+    """Build each named cdb whose text file exists: [(name, number of keys)]; the cdb is replaced
+    atomically and durably (qmailtool.write_cdb: Fatal 'unable to write control/NAME.cdb: ...')."""
+    from qmailpy.cli.qmailtool import write_cdb
     done = []
     for name in names:
         text = paths.control_path(home, name)
@@ -53,7 +49,7 @@ def build(home, names=LISTS):
             keys = read_keys(text)
         except FileNotFoundError:
             continue
-        write_cdb(text + ".cdb", keys)
+        write_cdb(text + ".cdb", ((key, b"") for key in keys), "control/%s.cdb" % name)
         done.append((name, len(keys)))
     return done
 
@@ -67,8 +63,12 @@ def cli(names, verbose):
     (one address or @domain a line). NAMES limits it to some of the two.
     """
     home = paths.qmailhome(os.environ)
+    from qmailpy.cli.qmailtool import Fatal
     try:
         done = build(home, names or LISTS)
+    except Fatal as e:
+        click.echo(FATAL + e.text, err=True)
+        sys.exit(e.code)
     except ValueError as e:
         click.echo(FATAL + str(e), err=True)
         sys.exit(X.EXIT_TROUBLE)
