@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, program
 from qmailpy.install import config
 
 FILES = ("me", "defaultdomain", "plusdomain", "locals", "rcpthosts")
@@ -72,6 +72,20 @@ def test_qmail_config_refuses_to_overwrite_unless_told(home):
     r = home.run("qmail-config", "--force", "mail.example.net")
     assert "control/rcpthosts lists mail.example.net already" in r.stdout.decode()
     assert read(home)["rcpthosts"] == "example.org\nmail.example.net\n"
+
+
+def test_qmail_config_says_which_file_it_cannot_write(home, tmp_path):
+    """A control it cannot write (a directory in its place): 'qmail-config: FILE: reason', exit
+    111; no control/ at all: it says to install the home first, exit 111."""
+    rcpthosts = os.path.join(home.root, "control", "rcpthosts")
+    os.mkdir(rcpthosts)
+    r = home.run("qmail-config", "--force", "mx.example.com")
+    assert (r.returncode, r.stderr.decode()) == (111, "qmail-config: %s: Is a directory\n" % rcpthosts)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    r = subprocess.run([program("qmail-config"), "mx.example.com"], capture_output=True, text=True,
+                       env=dict(os.environ, QMAILHOME=str(bare)), timeout=30)
+    assert (r.returncode, r.stderr) == (111, "qmail-config: no %s/control/: install the qmail home first\n" % bare)
 
 
 def test_qmail_config_counts_control_options_and_checks_the_name(home):

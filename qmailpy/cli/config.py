@@ -5,6 +5,7 @@ import sys
 import click
 
 from qmailpy import exitcodes as X, paths
+from qmailpy.cli.qmailtool import os_text
 from qmailpy.install import config
 from qmailpy.log import guard
 
@@ -32,7 +33,7 @@ def cli(fqdn, mode):
         click.echo("qmail-config: %s" % e, err=True)
         sys.exit(1)
     except OSError as e:
-        click.echo("qmail-config: %s" % e, err=True)
+        click.echo("qmail-config: %s" % os_text(e), err=True)
         sys.exit(X.EXIT_TROUBLE)
     for line in lines:
         click.echo(line)

@@ -63,7 +63,7 @@ def cli(names, verbose):
     (one address or @domain a line). NAMES limits it to some of the two.
     """
     home = paths.qmailhome(os.environ)
-    from qmailpy.cli.qmailtool import Fatal
+    from qmailpy.cli.qmailtool import Fatal, os_text
     try:
         done = build(home, names or LISTS)
     except Fatal as e:
@@ -73,7 +73,7 @@ def cli(names, verbose):
         click.echo(FATAL + str(e), err=True)
         sys.exit(X.EXIT_TROUBLE)
     except OSError as e:
-        click.echo(FATAL + ("%s: %s" % (e.filename, e.strerror) if e.filename else str(e)), err=True)
+        click.echo(FATAL + os_text(e), err=True)
         sys.exit(X.EXIT_TROUBLE)
     if verbose:
         for name, count in done:

@@ -32,6 +32,13 @@ def oserror(e, what):
     return Fatal("unable to %s: %s" % (what, e.strerror or e if reason == "unknown error" else reason))
 
 
+def os_text(e):
+    """'FILE: reason' of an OSError, for our own tools' messages (Python's '[Errno N] reason:
+    FILE' is not for admins); the reason alone when it names no file."""
+    reason = e.strerror or str(e)
+    return "%s: %s" % (e.filename, reason) if e.filename else reason
+
+
 def read(path, shown):
     """The bytes of a source file; Fatal('unable to read <shown>: ...') when it cannot be read."""
     try:

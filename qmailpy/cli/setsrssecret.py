@@ -7,6 +7,7 @@ import time
 import click
 
 from qmailpy import exitcodes as X, paths
+from qmailpy.cli.qmailtool import os_text
 from qmailpy.ctl.reader import ControlError, Controls
 from qmailpy.log import guard
 from qmailpy.srs import keys as K
@@ -110,7 +111,7 @@ def cli(show, verbose):
     except ControlError as e:
         _die("unable to read controls: %s" % e)
     except OSError as e:
-        _die("%s: %s" % (e.filename, e.strerror) if e.filename else str(e))
+        _die(os_text(e))
     if verbose:
         click.echo("setsrssecret: new key %s; %d kept, %d dropped%s" % (
             new.fingerprint, len(kept), len(dropped),

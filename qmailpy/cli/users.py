@@ -15,6 +15,7 @@ import time
 import click
 
 from qmailpy import paths
+from qmailpy.cli.qmailtool import os_text
 from qmailpy.ctl.reader import ControlError, Controls
 from qmailpy.exitcodes import EXIT_TROUBLE
 from qmailpy.log import guard
@@ -62,12 +63,6 @@ def _password(given):
     if not sys.stdin.isatty():
         return sys.stdin.readline().rstrip("\r\n")
     return click.prompt("password", hide_input=True, confirmation_prompt="password again", err=True)
-
-
-def _os_text(e):
-    """'FILE: reason' of an OSError (Python's '[Errno N] reason: FILE' is not for admins)."""
-    reason = e.strerror or str(e)
-    return "%s: %s" % (e.filename, reason) if e.filename else reason
 
 
 def _let_smtpd_look(users, domain):
@@ -176,7 +171,7 @@ def syncdomains(users, domains):
             for c, n in more:
                 changes, notes = changes + c, notes + n
     except OSError as e:
-        click.echo("qmail-users: cannot change the control files: %s" % _os_text(e), err=True)
+        click.echo("qmail-users: cannot change the control files: %s" % os_text(e), err=True)
         sys.exit(EXIT_TEMPORARY)
     _report(home, changes, notes)
 
@@ -261,7 +256,7 @@ def _controls_follow(domains, no_rcpthosts, no_virtualdomains, rcpthosts, virtua
     except OSError as e:
         click.echo("qmail-users: the users database is changed, but not the control files: %s "
                    "(qmail-users syncdomains %s makes them follow it)"
-                   % (_os_text(e), domains if isinstance(domains, str) else " ".join(domains)), err=True)
+                   % (os_text(e), domains if isinstance(domains, str) else " ".join(domains)), err=True)
         sys.exit(EXIT_TEMPORARY)
     _report(home, changes, notes)
 
