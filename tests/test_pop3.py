@@ -648,6 +648,27 @@ def test_a_plan_for_a_user_who_is_not_root(world_dir):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="as root")
+def test_root_plans_need_dovecots_users_and_a_usersdb_in_options_is_roots(world_dir, monkeypatch):
+    """As root: without the dovecot and dovenull accounts (dovecot-core makes them) nothing is
+    planned; a MySQL usersdb given in control/options (no control/usersdb file to take an owner
+    from, and root alone reads control/options' password) has the hook run as root."""
+    w = World(world_dir)
+    w.home.control("options", "usersdb: 127.0.0.1|3306|vpop|pw|vpopmail\n")
+    p = dc.plan(w.root, w.outdir, version=(2, 3), mail_user="%d:%d" % (MAIL_UID, MAIL_UID))
+    assert (p.mysql["user"], p.postlogin_user, p.auth_worker_user) == ("vpop", "root", None)
+    real = pwd.getpwnam
+
+    def no_dovenull(name):
+        if name == "dovenull":
+            raise KeyError(name)
+        return real(name)
+    monkeypatch.setattr(pwd, "getpwnam", no_dovenull)
+    with pytest.raises(dc.ConfigError) as e:
+        dc.plan(w.root, w.outdir, version=(2, 3), mail_user="%d:%d" % (MAIL_UID, MAIL_UID))
+    assert str(e.value) == "no system user 'dovenull': install dovecot-core (it creates dovecot and dovenull)"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root")
 def test_the_hook_and_auth_worker_run_as_the_owner_of_users_never_as_a_links_target(world_dir):
     """Dovecot's auth worker and post-login hook run as the owner of the SQLite users database:
     that owner (qmailu) owns users/ and so can put a link at users/vpopmail.sqlite; the owner was
