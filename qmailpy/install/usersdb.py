@@ -31,6 +31,8 @@ def _set(path, uid, gid, mode, said, log):
     and said."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:       # gone since the caller looked (a -journal the service ended)
+        return False
     except OSError as e:
         if e.errno != errno.ELOOP:
             raise
