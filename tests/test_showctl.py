@@ -241,18 +241,22 @@ def test_options_lines_it_ignores_are_warned_on_stderr(home):
 
 
 def test_check_says_a_control_it_cannot_read_once_and_never_as_absent(home):
-    """rcpthosts, authfailshared or a control of postmaster's route that cannot be read is
-    reported as unreadable, not as the open relay or the default it is not; AUTH offered only
-    over TLS without a certificate is said."""
+    """rcpthosts, authfailshared, a control of postmaster's route or one a program's own rule
+    asks again that cannot be read is reported once, as unreadable, not as the open relay or
+    the default it is not; AUTH offered only over TLS without a certificate is said."""
     postmaster_reachable(home)
     os.makedirs(os.path.join(home.root, "control", "rcpthosts"))
     home.control("authfailshared", "maybe\n")
     home.control("smtpauth", "1\n")
     os.makedirs(os.path.join(home.root, "control", "locals"))
+    for name in ("outgoingip", "badhelo"):         # asked again by qmail-remote's, qmail-smtpd's rules
+        os.makedirs(os.path.join(home.root, "control", name))
     r = home.run("qmail-showctl", "--check")
     assert (r.returncode, r.stdout.decode().splitlines()) == (1, [
         "control/authfailshared:1: not a number: 'maybe'",
+        "control/badhelo: unable to read: Is a directory",
         "control/locals: unable to read: Is a directory",
+        "control/outgoingip: unable to read: Is a directory",
         "control/rcpthosts: unable to read: Is a directory",
         "control/smtpauth: AUTH is offered only over TLS and there is no control/servercert.pem "
         "(set control/smtpauthplaintext for clients without TLS)",
