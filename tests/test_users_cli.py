@@ -478,3 +478,19 @@ def test_a_users_directory_that_cannot_be_made_is_exit_111(home):
     assert (r.returncode, r.stdout, r.stderr.decode()) == (
         111, b"", "qmail-users: database unavailable: %s/users: File exists\n" % home.root)
     assert not os.path.exists(os.path.join(home.root, "vpopmail"))
+
+
+def test_deluser_and_deldomain_whose_directories_are_gone_already(backend):  # noqa: F811
+    """A mailbox or domain directory removed by hand before deluser/deldomain: the rows go all
+    the same, exit 0 (nothing to set aside is no error)."""
+    run = backend.home.run
+    ok(run("qmail-users", "adddomain", "example.org"))
+    ok(run("qmail-users", "adduser", "joe@example.org", "-p", "secret"))
+    vdir = os.path.join(backend.home.root, "vpopmail", "domains", "example.org")
+    import shutil
+    shutil.rmtree(os.path.join(vdir, "joe"))
+    assert ok(run("qmail-users", "deluser", "joe@example.org")) == "deleted joe@example.org\n"
+    assert backend.open().lookup("joe", "example.org") is None
+    shutil.rmtree(vdir)
+    assert ok(run("qmail-users", "deldomain", "example.org")).splitlines()[0] == "deleted domain example.org"
+    assert ok(run("qmail-users", "list")) == ""
