@@ -628,6 +628,53 @@ def test_a_client_that_asks_and_never_reads_its_answers_grows_nothing():
         shutil.rmtree(top)
 
 
+class HeldAnswers(LongAnswers):
+    """LongAnswers whose `hold`-th ADDR waits for `release` (`held` is set once it waits)."""
+
+    def __init__(self, hold, held, release):
+        super().__init__(release)
+        self.hold, self.held, self.count = hold, held, 0
+
+    def find_address(self, name, domain):
+        self.count += 1
+        if self.count == self.hold:
+            self.held.set()
+            self.release.wait(30)
+        return super().find_address(name, domain)
+
+
+def test_a_client_gone_while_its_question_is_answered_costs_nothing():
+    """A client that asked ahead, read nothing (its answers wait in the service) and closed while
+    a worker had its next question: the write fails, the connection is closed, and the answer
+    that comes after it is dropped; the service goes on answering others."""
+    held, release = threading.Event(), threading.Event()
+    server, t, path, logged, top = _server(lambda: HeldAnswers(100, held, release), Peers({os.getuid()}),
+                                           workers=1)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(path)
+        client.sendall(W.encode_question("ADDR", "a", "b") * 150)
+        assert held.wait(20)
+        deadline = time.monotonic() + 10
+        while not any(c.out for c in list(server.conns.values())) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        [conn] = list(server.conns.values())
+        assert conn.busy and conn.out                  # answers unread, a question in flight
+        client.close()
+        while server.conns and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not server.conns                        # closed at the failed write, while busy
+        release.set()
+        assert ask(path, W.encode_question("ADDR", "c", "d")) == [b"FOUND " + b"k" * 4000]
+        assert [e for e, _ in logged if e == "error"] == []
+    finally:
+        release.set()
+        client.close()
+        server.stop()
+        t.join(10)
+        shutil.rmtree(top)
+
+
 def test_a_home_that_does_not_exist_is_exit_111(tmp_path):
     """docs/qmail-usersd.md: 111 when the socket cannot be made. A QMAILHOME that names no qmail
     home used to be made (os.makedirs of sock/'s whole path) and served; it is refused, as
