@@ -423,6 +423,40 @@ def test_become_without_the_account_changes_nothing():
     assert (os.getresuid(), os.getresgid(), os.getgroups()) == before
 
 
+def test_a_service_that_dribbles_an_answer_is_given_up_at_the_time_out():
+    """One byte at a time and never a line end: every recv returns something, yet the client's
+    time-out is for the whole answer (qmail-smtpd's 451 comes in time, never held by it)."""
+    top = tempfile.mkdtemp(prefix="usersd-drip-")
+    path = os.path.join(top, "users")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    stop = threading.Event()
+
+    def drip():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            while not stop.wait(0.02):
+                try:
+                    conn.sendall(b"O")
+                except OSError:
+                    return
+    t = threading.Thread(target=drip, daemon=True)
+    t.start()
+    try:
+        client = UsersClient(path, timeout=0.5)
+        started = time.monotonic()
+        with pytest.raises(UsersUnavailable, match="^users service %s: (no answer|timed out)$" % path):
+            client.check_recipient("joe@example.org")
+        assert time.monotonic() - started < 2
+    finally:
+        stop.set()
+        t.join(10)
+        listener.close()
+        shutil.rmtree(top)
+
+
 def test_a_caller_it_does_not_answer_is_refused():
     """The uid comes from SO_PEERCRED: here the test's own uid is not among the peers."""
     server, t, path, logged, top = _server(lambda: SlowAnswers(threading.Event()),
