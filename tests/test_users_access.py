@@ -118,3 +118,20 @@ def test_no_account_no_uid(monkeypatch):
     monkeypatch.setattr(pwd, "getpwnam", none)
     assert access.smtpd_uid() is None
     assert access.chkuser_uid("/nonexistent/qmail") is None
+
+
+def test_revoking_one_user_keeps_the_others_and_shrinks_the_mask_to_them(tmp_path):
+    """qmaild's entry taken off a directory where another user has one too: that one stays, and
+    the mask is what the group class still needs (the owning group and the named entries)."""
+    top = make_domains(tmp_path)
+    path = os.path.join(top, "domains", "w.test")
+    access.grant(path, 40001, access.SEARCH)
+    access.grant(path, 40093, access.READ | access.SEARCH)
+    assert access.revoke(path, 40093) is True
+    U = access.UNDEFINED
+    assert access._entries(path) == {(access.USER_OBJ, U): 7, (access.USER, 40001): 1, (access.GROUP_OBJ, U): 5,
+                                     (access.MASK, U): 5, (access.OTHER, U): 0}
+    assert access.revoke(path, 40093) is False
+    assert access.revoke(path, 40001) is True             # the last one: a minimal ACL, mode 0750 again
+    assert set(access._entries(path)) == {(access.USER_OBJ, U), (access.GROUP_OBJ, U), (access.OTHER, U)}
+    assert os.stat(path).st_mode & 0o777 == 0o750
