@@ -513,3 +513,21 @@ def test_a_recipient_argument_that_does_not_parse_and_a_missing_list_file(tmp_pa
                                      {"QMAILMFTFILE": str(tmp_path / "no-such-file")})
     assert (code, envelope) == (0, ["Fbob@host.example", "Tjoe@x.example"])
     assert b"Mail-Followup-To" not in got and capfd.readouterr().err == ""
+
+
+def test_an_interrupt_mid_message_aborts_the_queued_message(tmp_path):
+    """Ctrl-C (or any exception) after qmail-queue has the header: the job is aborted before
+    the exception goes on, so nothing half-read is queued."""
+    (tmp_path / "control").mkdir()
+    (tmp_path / "control" / "me").write_text("host.example\n")
+
+    class Interrupted(BrokenInput):
+        def _more(self, got):
+            if not got:
+                raise KeyboardInterrupt
+            return got
+    queue = FakeQueue(0)
+    with pytest.raises(KeyboardInterrupt):
+        M.run([], {"QMAILHOME": str(tmp_path), "USER": "bob"}, Interrupted(b"To: joe\n\nbody\n"), io.BytesIO(),
+              now=812090814, pid=4711, open_queue=lambda environ: queue)
+    assert queue.envelope == "aborted" and queue.message
