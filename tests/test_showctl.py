@@ -483,3 +483,14 @@ def test_check_says_when_postmasters_route_cannot_be_followed(home):
     assert (r.returncode, r.stdout.decode().splitlines()) == (1, [
         "control/virtualdomains: unable to read: Is a directory",
         "control: cannot follow postmaster's route: control/virtualdomains: unable to read: Is a directory"])
+
+
+def test_check_with_a_doublebounceto_it_cannot_read(home):
+    """The route is followed only as far as the controls can be read: an unreadable
+    doublebounceto is named, and so is the route it stops, never a traceback."""
+    home.control("rcpthosts", "example.org\n")
+    os.makedirs(os.path.join(home.root, "control", "doublebounceto"))
+    r = home.run("qmail-showctl", "--check")
+    assert (r.returncode, r.stdout.decode().splitlines(), r.stderr) == (1, [
+        "control/doublebounceto: unable to read: Is a directory",
+        "control: cannot follow postmaster's route: control/doublebounceto: unable to read: Is a directory"], b"")
