@@ -299,7 +299,10 @@ def test_a_bug_answering_is_a_temporary_answer_and_a_fresh_handle():
         server.stop()
         t.join(10)
         shutil.rmtree(top)
-    assert closed == made                  # the worker closes its handle as it ends
+    deadline = time.monotonic() + 10       # the worker closes its handle as it ends (after serve())
+    while closed != made and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert closed == made
 
 
 class ScriptedService:
