@@ -452,7 +452,7 @@ def test_a_service_that_dribbles_an_answer_is_given_up_at_the_time_out():
         started = time.monotonic()
         with pytest.raises(UsersUnavailable, match="^users service %s: (no answer|timed out)$" % path):
             client.check_recipient("joe@example.org")
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 5          # 0.5 s and a loaded machine's scheduling
     finally:
         stop.set()
         t.join(10)
