@@ -264,9 +264,7 @@ def _secrets(password, clear, scheme):
     """(pw_passwd, pw_clear_passwd) as vpopmail stores them; the clear one only when asked."""
     if not password:
         raise UsersError("empty password")
-    crypted = hash_password(password, scheme)
-    if len(crypted) > schema.MAX_PASSWD:
-        raise UsersError("password hash longer than %d characters" % schema.MAX_PASSWD)
+    crypted = hash_password(password, scheme)       # at most 106 characters ($6$): fits MAX_PASSWD
     if clear and len(password) > schema.MAX_CLEAR:
         raise UsersError("pw_clear_passwd holds at most %d characters (vpopmail's column)" % schema.MAX_CLEAR)
     return crypted, (password if clear else "")
