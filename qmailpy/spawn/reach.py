@@ -36,6 +36,8 @@ class Route:
 
     def reaches(self, address, hops=HOPS):
         """(True, where it ends) or (False, why not), both short texts for a finding."""
+        if "\0" in address:            # the queue's records end at NUL: no delivery could carry it
+            return False, "a NUL in the address, which no queue entry can hold"
         channel, addr = self.rewriter.rewrite(os.fsencode(address))
         if channel != LOCAL:
             return True, "remote %s" % os.fsdecode(addr)
