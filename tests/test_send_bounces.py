@@ -441,3 +441,25 @@ def test_a_bounce_whose_message_file_is_gone_is_dropped_with_a_line_naming_mess(
     assert not [ln for ln in send.lines() if "bounce" in ln or "unable" in ln], send.lines()
     assert scratch.queue_files() == []
     assert scratch.mail("alice@") == {}
+
+
+def test_injection_without_a_pidfd_queues_nothing(scratch, monkeypatch):
+    """Linux before 5.3 has no pidfd_open: the loop could never learn that qmail-queue exited,
+    so start() gives None (the bounce is tried again later) and the qmail-queue it started is
+    killed and reaped before it was given an envelope: it queues nothing."""
+    started = []
+    popen = subprocess.Popen
+
+    def recorded(*args, **kw):
+        started.append(popen(*args, **kw))
+        return started[-1]
+
+    def no_pidfd(pid):
+        raise OSError(38, "Function not implemented")
+    monkeypatch.setattr(subprocess, "Popen", recorded)
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    injector = Injector(scratch.home, scratch.env(QMAILQUEUE=str(ROOT / "bin" / "qmail-queue")))
+    assert injector.start(iter([b"Subject: x\n\nbody\n"]), b"", b"alice@localhost") is None
+    [proc] = started
+    assert proc.returncode == -9
+    assert scratch.queue_files() == []
