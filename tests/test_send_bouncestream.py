@@ -287,3 +287,52 @@ def test_report_only_bounce():
                    b"--- The copy of the message is left out: the mail server refused it.\n")
     double = compose(NOW, b"", REPORT, mess, DEFAULTS, copy=False)
     assert double.endswith(REPORT + bounce.NOCOPY_SEP) and b"X5O" not in double
+
+
+def test_boundary_parameters_that_give_no_boundary():
+    """A parameter without '=' ends the parameters (a malformed Content-Type: no MIME skeleton),
+    and a multipart type without a boundary parameter has none."""
+    assert mime.boundary_param(b"multipart/mixed; format; boundary=zz") is None
+    assert mime.boundary_param(b"multipart/mixed; charset=us-ascii") is None
+    assert mime.boundary_param(b"multipart/mixed; charset=us-ascii; boundary=zz") == b"zz"
+
+
+def scan(blocks):
+    """HeaderScan over the message given in these blocks: (header end, boundary)."""
+    s = mime.HeaderScan()
+    for block in blocks:
+        s.feed(block)
+    s.finish()
+    return s.end, s.boundary
+
+
+CT = b"Content-Type: multipart/mixed; boundary=zz\n"
+
+
+def test_a_long_line_of_crs_cut_across_blocks_is_blank_only_when_all_crs():
+    crs = b"\r" * (mime.LINE_MAX + 1)
+    assert scan([CT + crs, b"\r\r\n", b"--zz--\n"]) == (len(CT) + len(crs) + 3, b"zz")
+    assert scan([CT + crs, b"\rx\n", b"\n--zz--\n"]) == (len(CT) + len(crs) + 4, b"zz")
+
+
+def test_a_line_longer_than_line_max_inside_one_block():
+    lines = mime.Lines()
+    long = b"X-Long: " + b"y" * mime.LINE_MAX + b"\n"
+    got = list(lines.feed(b"A: 1\n" + long + b"B: 2\n"))
+    assert [type(x) for x in got] == [bytes, mime.Long, bytes]
+    assert got[1].head == long[:mime.HEAD] and not got[1].blank
+    assert (got[0], got[2], lines.at) == (b"A: 1\n", b"B: 2\n", 5 + len(long) + 5)
+
+
+def test_content_type_lines_too_long_to_trust_give_no_boundary():
+    """Beyond LINE_MAX or FIELD_MAX a Content-Type is not looked at: no boundary, so the bounce
+    carries no MIME skeleton built on a value cut short."""
+    long_ct = b"Content-Type: multipart/mixed; boundary=zz; x=" + b"y" * mime.LINE_MAX + b"\n\n"
+    assert scan([long_ct]) == (len(long_ct), None)
+    long_fold = b"Content-Type: multipart/mixed; boundary=zz;\n x=" + b"y" * mime.LINE_MAX + b"\n\n"
+    assert scan([long_fold]) == (len(long_fold), None)
+    # a long line of another field after Content-Type ends it, and its boundary stands
+    after = CT + b"X-Other: " + b"y" * mime.LINE_MAX + b"\n\n"
+    assert scan([after]) == (len(after), b"zz")
+    folds = b"Content-Type: multipart/mixed; boundary=zz;\n" + b" x=y\n" * (mime.FIELD_MAX // 4) + b"\n"
+    assert scan([folds]) == (len(folds), None)
