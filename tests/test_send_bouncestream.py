@@ -336,3 +336,14 @@ def test_content_type_lines_too_long_to_trust_give_no_boundary():
     assert scan([after]) == (len(after), b"zz")
     folds = b"Content-Type: multipart/mixed; boundary=zz;\n" + b" x=y\n" * (mime.FIELD_MAX // 4) + b"\n"
     assert scan([folds]) == (len(folds), None)
+
+
+def test_a_multipart_nested_in_one_with_the_same_boundary():
+    """RFC 2046 forbids it, but a message may: the innermost open one is closed first, and the
+    outer one goes on with the parts after it (as the old skeleton did)."""
+    mess = (b"Content-Type: multipart/mixed; boundary=zz\n\n--zz\nContent-Type: multipart/mixed; boundary=zz\n\n"
+            b"--zz\nX: 1\n\nbody1\n--zz--\n--zz\nX: 2\n\nbody2\n--zz--\nepilogue\n")
+    assert bouncecopy.skeleton(mess) == (
+        b"Content-Type: multipart/mixed; boundary=zz\n\n--zz\nContent-Type: multipart/mixed; boundary=zz\n\n"
+        b"--zz\nX: 1\n\n--zz--\n--zz\nX: 2\n\n--zz--\n", b"zz")
+    assert bouncecopy.skeleton(mess) == bounce_oracle.skeleton(mess)

@@ -257,3 +257,19 @@ def test_qmail_todo_reverses_every_srs_address_qmail_smtpd_takes_as_ours(srs_hom
     assert reverser(made.encode(), b"") == (W.OK, b"joe@remote.example")
     assert reverser(made.replace("@srs.B", "@SRS.b").encode(), b"") == (W.OK, b"joe@remote.example")
     assert reverser(b"SRS0x" + made[4:].encode(), b"") == (None, None)
+
+
+def test_qmail_todo_leaves_a_forged_srs_address_of_ours_alone(srs_home):
+    """An SRS address at srs_domain whose hash does not verify (qmail-smtpd refuses it at RCPT;
+    qmail-inject does not ask) is neither reversed nor dropped: delivered as it is written, to
+    the local user it names, or bounced."""
+    from qmailpy.send import srsmap
+    domain = ctl(srs_home).value("srs/srs_domain")
+    made = C.forward("joe@remote.example", domain, ["k1"], NOW)
+    tag, hash_, rest = made.split("=", 2)
+    forged = "=".join((tag, "AAAA" if hash_ != "AAAA" else "BBBB", rest))
+    assert W.reverse(forged, ctl(srs_home), NOW).status not in (W.OK, W.EXPIRED)
+    reverser = srsmap.SrsReverser(ctl(srs_home), clock=lambda: NOW)
+    assert reverser(made.encode(), b"") == (W.OK, b"joe@remote.example")
+    assert reverser(forged.encode(), b"") == (None, None)
+    assert reverser(forged.encode(), b"alice@localhost") == (None, None)
