@@ -108,6 +108,9 @@ def test_bounce_address_forms():
     assert REW.strip_prefix(b"u@far.example") == b"u@far.example"
     assert verp_sender(b"owner-@lists.example-@[]", b"joe@far.example") == b"owner-joe=far.example@lists.example"
     assert verp_sender(b"owner@lists.example", b"joe@far.example") == b"owner@lists.example"
+    # qmail's senderadd(): no '@' in the recipient, or none before '-@[]', leaves the sender as it is
+    assert verp_sender(b"owner-@lists.example-@[]", b"joe") == b"owner-@lists.example-@[]"
+    assert verp_sender(b"owner-@[]", b"joe@far.example") == b"owner-@[]"
     assert bounce_sender(b"owner-@lists.example-@[]") == b"owner-@lists.example"
     assert bounce_sender(b"") == b""
 
