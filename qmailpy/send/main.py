@@ -53,8 +53,6 @@ def read_limit(fd):
     while len(data) < spawnwire.WIDTH:
         try:
             got = os.read(fd, spawnwire.WIDTH - len(data))
-        except InterruptedError:
-            continue
         except OSError:
             return None
         if not got:

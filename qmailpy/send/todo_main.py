@@ -202,8 +202,6 @@ def _drain(fd):
             got = True
         except BlockingIOError:
             return got
-        except InterruptedError:
-            continue
 
 
 USAGE = """usage: qmail-todo
