@@ -1,6 +1,8 @@
 """qmail-todo's preprocessing, qmail-clean's pipe, and qmail-qstat / qmail-qread on a real queue."""
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -239,6 +241,53 @@ def test_sendmutex_keeps_a_second_qmail_send_out(scratch, monkeypatch):
     os.close(fd)
 
 
+class StandaloneTodo:
+    """bin/qmail-todo on pipes as qmail-send starts it (fd 0 commands, fd 1 records, its own
+    qmail-clean on fds 3/4, lock/sendmutex on fd 5); the test plays qmail-send."""
+
+    def __init__(self, scratch):
+        (cmd_r, self.cmd_w), (self.out_r, out_w) = os.pipe(), os.pipe()
+        (req_r, req_w), (ans_r, ans_w) = os.pipe(), os.pipe()
+        self.clean = subprocess.Popen([str(BIN / "qmail-clean")], stdin=req_r, stdout=ans_w, env=scratch.env())
+        lock = os.open(os.path.join(scratch.home, "queue", "lock", "sendmutex"), os.O_WRONLY)
+        self.pid = spawn_child([str(BIN / "qmail-todo")], {0: cmd_r, 1: out_w, 2: 2, 3: req_w, 4: ans_r, 5: lock},
+                               scratch.env())
+        for fd in (cmd_r, out_w, req_r, req_w, ans_r, ans_w, lock):
+            os.close(fd)
+
+    def read_until(self, end):
+        import select
+        got = b""
+        while not got.endswith(end):
+            assert select.select([self.out_r], [], [], 30)[0], got
+            more = os.read(self.out_r, 4096)
+            assert more, got
+            got += more
+        return got
+
+    def wait(self):
+        status = os.waitpid(self.pid, 0)[1]
+        self.pid = None
+        return status
+
+    def close(self):
+        os.close(self.cmd_w)
+        os.close(self.out_r)
+        if self.pid is not None:
+            os.kill(self.pid, 9)
+            os.waitpid(self.pid, 0)
+        self.clean.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def standalone_todo(scratch):
+    todo = StandaloneTodo(scratch)
+    try:
+        yield todo
+    finally:
+        todo.close()
+
+
 def test_qmail_todo_takes_nothing_out_of_todo_before_qmail_sends_s(scratch):
     """ext-todo's start: qmail-send rebuilds its queues from info/ and only then writes S
     (qmail-send.c todo_init()); qmail-todo.c waits for that byte before its first scan. One
@@ -247,43 +296,18 @@ def test_qmail_todo_takes_nothing_out_of_todo_before_qmail_sends_s(scratch):
     and a later message given the same inode read half-written)."""
     import select
     msgid = int(queue_message(scratch.home).split("/")[1])
-    (cmd_r, cmd_w), (out_r, out_w) = os.pipe(), os.pipe()
-    (req_r, req_w), (ans_r, ans_w) = os.pipe(), os.pipe()
-    clean = subprocess.Popen([str(BIN / "qmail-clean")], stdin=req_r, stdout=ans_w, env=scratch.env())
-    lock = os.open(os.path.join(scratch.home, "queue", "lock", "sendmutex"), os.O_WRONLY)
-    todo = spawn_child([str(BIN / "qmail-todo")], {0: cmd_r, 1: out_w, 2: 2, 3: req_w, 4: ans_r, 5: lock},
-                       scratch.env())
-    for fd in (cmd_r, out_w, req_r, req_w, ans_r, ans_w, lock):
-        os.close(fd)
-    def read_until(end):
-        got = b""
-        while not got.endswith(end):
-            assert select.select([out_r], [], [], 30)[0], got
-            more = os.read(out_r, 4096)
-            assert more, got
-            got += more
-        return got
-
-    try:
-        assert select.select([out_r], [], [], 3)[0] == []             # started, and waiting for S
+    with standalone_todo(scratch) as todo:
+        assert select.select([todo.out_r], [], [], 3)[0] == []        # started, and waiting for S
         assert os.path.exists(layout.todo_path(scratch.home, msgid))
         assert not os.path.exists(layout.info_path(scratch.home, msgid))
-        os.write(cmd_w, todowire.START)
-        got = read_until(todowire.encode_done(msgid, True, False))
+        os.write(todo.cmd_w, todowire.START)
+        got = todo.read_until(todowire.encode_done(msgid, True, False))
         assert got.startswith(todowire.encode_log("new msg %d" % msgid))
         assert not os.path.exists(layout.todo_path(scratch.home, msgid))
-        os.write(cmd_w, todowire.EXIT)          # qmail-todo.c: sigterm()'s line, then X
-        got = read_until(todowire.encode_exit())
+        os.write(todo.cmd_w, todowire.EXIT)     # qmail-todo.c: sigterm()'s line, then X
+        got = todo.read_until(todowire.encode_exit())
         assert got == todowire.encode_log("status: qmail-todo stop processing asap") + todowire.encode_exit()
-        assert os.waitpid(todo, 0)[1] == 0
-        todo = None
-    finally:
-        os.close(cmd_w)
-        os.close(out_r)
-        if todo is not None:
-            os.kill(todo, 9)
-            os.waitpid(todo, 0)
-        clean.wait(timeout=30)
+        assert todo.wait() == 0
 
 
 def test_qmail_todo_opens_todo_again_10_s_after_it_could_not(scratch):
@@ -345,3 +369,27 @@ def test_qread_never_opens_a_fifo_or_link_in_qmails_directories(scratch, tmp_pat
     reason = "not a regular file" if kind == "fifo" else "symbolic link loop"
     out = subprocess.run([str(BIN / "qmail-qread")], capture_output=True, env=scratch.env(), timeout=20)
     assert (out.returncode, out.stdout.decode()) == (0, "warning: trouble with #%d: %s\n" % (msgid, reason))
+
+
+def test_qmail_todo_rereads_its_controls_on_its_own_sighup(scratch):
+    """qmail-todo.c catches SIGHUP (flagreadasap) as qmail-send's H: a SIGHUP that comes even
+    before qmail-send's S is kept and the controls are read again once it runs; a control it
+    cannot use then is ext-todo's alert (todo/ is empty: no scan rereads them on its own)."""
+    import select
+    from test_e2e_support import wait_until
+    with standalone_todo(scratch) as todo:
+        def catches_hup():
+            with open("/proc/%d/status" % todo.pid) as f:
+                caught = [line.split()[1] for line in f if line.startswith("SigCgt:")]
+            return bool(caught) and int(caught[0], 16) & (1 << (signal.SIGHUP - 1))
+        wait_until(catches_hup, what="qmail-todo catching SIGHUP")
+        os.makedirs(os.path.join(scratch.home, "control", "srs"), exist_ok=True)
+        scratch.control("srs/srs_max_age", "a month")
+        os.kill(todo.pid, signal.SIGHUP)
+        time.sleep(0.2)                         # before S: the SIGHUP is noted, nothing is read yet
+        assert select.select([todo.out_r], [], [], 0)[0] == []
+        os.write(todo.cmd_w, todowire.START)
+        assert todo.read_until(b"\0") == todowire.encode_log(
+            "alert: qmail-todo: unable to reread control/srs/srs_max_age:1: not a number: 'a month'")
+        os.write(todo.cmd_w, todowire.EXIT)
+        assert todo.wait() == 0
