@@ -111,17 +111,44 @@ def test_commands_that_do_not_fit_the_pipe_arrive_whole_once_and_in_order(scratc
     assert not rig.flags.exit
 
 
-def test_a_spawn_that_stops_reading_is_lost_and_qmail_send_stops(scratch, rig):
-    """The spawn's end of the command pipe closed with commands still to write: EPIPE, qmail's
-    alert, no more commands to it, exitasap."""
+@pytest.mark.parametrize("when", ["with commands waiting", "before the first command"])
+def test_a_spawn_that_stops_reading_is_lost_and_qmail_send_stops(scratch, rig, when):
+    """The spawn's end of the command pipe closed, with commands waiting for the pipe or
+    before the first one is written: EPIPE, qmail's alert once, no more commands, exitasap."""
     queue(scratch, rig.sched, rig.sched.now())
     ch = rig.sched.channels[0]
-    rig.turn()
-    assert ch.outbuf
+    if when == "with commands waiting":
+        rig.turn()
+        assert ch.outbuf
     os.close(rig.cmd_r)
     rig.fds.remove(rig.cmd_r)
     rig.turn()
-    assert "alert: oh no! lost spawn connection! dying..." in rig.sched.log.lines
+    assert rig.sched.log.lines.count("alert: oh no! lost spawn connection! dying...") == 1
     assert not ch.alive and rig.flags.exit
     rig.turn()
     assert rig.sched.exitasap and rig.sched.log.lines.count("alert: oh no! lost spawn connection! dying...") == 1
+
+
+def test_a_bounce_whose_qmail_queue_exits_before_reading_it_is_tried_again(scratch, rig):
+    """qmail-queue's exit and its pipe's error come in one select, the exit first: the bounce
+    is finished once (exit 0 without reading all: 'qq read error', tried again in 123 s), its
+    pipe unregistered with it, and the pipe's event after it is ignored, not written to."""
+    import select
+    from qmailpy.send.inject import Injector
+    from test_send_finish_faults import MSGID, finished
+    finished(scratch.home)
+    rig.sched.injector = Injector(scratch.home, scratch.env(QMAILQUEUE="/bin/true"))
+    rig.sched.copy_refused.add(MSGID)           # any size will do: the copy is left out
+    now = rig.sched.now()
+    rig.sched.messdone(MSGID, now)
+    inj = rig.sched.bounces[MSGID].injection
+    rig.loop.update_injections()
+    assert select.select([inj.pidfd], [], [], 30)[0]
+    assert rig.loop.injecting[inj] == inj.msg_w       # still waiting to write the message
+    before = len(rig.loop.sel.get_map())
+    rig.loop.on_injection("injected", MSGID, inj, now)
+    rig.loop.on_injection("inject", MSGID, inj, now)
+    assert rig.sched.log.lines == ["warning: trouble injecting bounce message, will try later"]
+    assert rig.sched.pqdone == [(now + 123, MSGID)] and not rig.sched.bounces and not rig.loop.injecting
+    assert before - len(rig.loop.sel.get_map()) == 2           # its pidfd and its pipe
+    assert os.path.exists(layout.bounce_path(scratch.home, MSGID))
