@@ -15,6 +15,7 @@ import pytest
 from qmailpy.addr.rewrite import Rewriter
 from qmailpy.proto import todowire
 from qmailpy.queue import layout
+from qmailpy.send import todo_main
 from qmailpy.send.todo import preprocess
 from test_send_queuetools import Cleaner
 from test_send_support import queue_message, scratch  # noqa: F401 (scratch: fixture)
@@ -117,3 +118,56 @@ def test_leftovers_of_a_finished_message_that_cannot_be_unlinked(scratch):
     shutil.rmtree(remote)
     records, done = preprocess(scratch.home, msgid, RW, cleaner)
     assert done and not any(r.startswith(b"D") for r in records)
+
+
+def todo_in_process(scratch, monkeypatch):
+    """qmail-todo's Todo in-process: what it sends to qmail-send collected, qmail-clean a fake."""
+    from qmailpy import clock
+    from qmailpy.send.todo_main import Todo
+    todo = Todo(scratch.home, scratch.env(), clock.Clock(1))
+    todo.cleaner = Cleaner()
+    todo.fsync_many = lambda fds: [True] * len(fds)      # not under test here: the disk's time
+    sent = []
+    monkeypatch.setattr(todo_main, "write_all", lambda fd, data: sent.append((fd, data)))
+    return todo, sent
+
+
+def test_qmail_todo_stops_after_the_batch_during_which_x_came(scratch, monkeypatch):
+    """X (or SIGTERM) while todo/ holds more than a batch: the batch is finished and handed over,
+    the rest stays in todo/ untouched for the next qmail-todo (module docstring: 'X or SIGTERM
+    stop it after the current batch')."""
+    ids = [queued(scratch) for _ in range(todo_main.BATCH + 3)]
+    todo, sent = todo_in_process(scratch, monkeypatch)
+    monkeypatch.setattr(todo, "poll_send", lambda: todo.commands(todowire.EXIT))
+    todo.scan()
+    done = sorted(i for i in ids if os.path.exists(layout.info_path(scratch.home, i)))
+    assert done == sorted(ids)[:todo_main.BATCH]
+    assert sorted(cleaner_ids(todo.cleaner)) == done
+    for i in sorted(ids)[todo_main.BATCH:]:
+        assert os.path.exists(layout.todo_path(scratch.home, i)) and not os.path.exists(layout.info_path(scratch.home, i))
+    records = b"".join(data for _, data in sent)
+    assert records.count(b"\0D") + records.startswith(b"D") == todo_main.BATCH
+    assert records.endswith(todowire.encode_log("status: qmail-todo stop processing asap"))
+
+
+def cleaner_ids(cleaner):
+    return [msgid for _, msgid in cleaner.asked]
+
+
+def test_qmail_todo_whose_qmail_send_is_gone_goes_on_quietly(scratch, monkeypatch):
+    """A write to qmail-send that fails (EPIPE: it died) marks it gone; qmail-todo writes to it
+    no more (no traceback, no error per message) and stops at end of input on fd 0."""
+    todo, sent = todo_in_process(scratch, monkeypatch)
+
+    def broken(fd, data):
+        sent.append((fd, data))
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(todo_main, "write_all", broken)
+    msgid = queued(scratch)
+    todo.scan()
+    assert not todo.send_alive and len(sent) == 1
+    assert os.path.exists(layout.local_path(scratch.home, msgid))     # the work is done all the same
+    todo.log("status: anything")
+    assert len(sent) == 1
+    todo.commands(b"")
+    assert todo.stop
