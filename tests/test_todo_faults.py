@@ -171,3 +171,15 @@ def test_qmail_todo_whose_qmail_send_is_gone_goes_on_quietly(scratch, monkeypatc
     assert len(sent) == 1
     todo.commands(b"")
     assert todo.stop
+
+
+def test_a_todo_without_a_sender_record_makes_an_empty_info(scratch):
+    """qmail-todo.c writes info/ from the F record only: without one (qmail-queue always
+    writes it) there is no 'info msg' line and info/ is empty, and the message is handed over."""
+    msgid = queued(scratch)
+    Path(layout.todo_path(scratch.home, msgid)).write_bytes(b"u0\0p42\0Tjoe@localhost\0")
+    cleaner = Cleaner()
+    records, done = preprocess(scratch.home, msgid, RW, cleaner)
+    assert done and records == [todowire.encode_log("new msg %d" % msgid), todowire.encode_done(msgid, True, False)]
+    assert Path(layout.info_path(scratch.home, msgid)).read_bytes() == b""
+    assert Path(layout.local_path(scratch.home, msgid)).read_bytes() == b"Tjoe@localhost\0"
