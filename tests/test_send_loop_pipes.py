@@ -152,3 +152,22 @@ def test_a_bounce_whose_qmail_queue_exits_before_reading_it_is_tried_again(scrat
     assert rig.sched.pqdone == [(now + 123, MSGID)] and not rig.sched.bounces and not rig.loop.injecting
     assert before - len(rig.loop.sel.get_map()) == 2           # its pidfd and its pipe
     assert os.path.exists(layout.bounce_path(scratch.home, MSGID))
+
+
+def test_reports_of_a_spawn_found_dead_in_the_same_turn_are_not_read(scratch, rig):
+    """One select gives the command pipe's error and then a report: as qmail-send.c (del_do()
+    reads only a spawn still alive), the report is not taken, so its record stays T: after the
+    restart that recipient gets the message again (twice, never lost)."""
+    queue(scratch, rig.sched, rig.sched.now())
+    ch = rig.sched.channels[0]
+    rig.turn()
+    rig.turn()                                  # commands waiting: the pipe is watched for writing
+    assert ch.outbuf and ch in rig.loop.writing
+    os.close(rig.cmd_r)                         # the error comes first, the report after it
+    rig.fds.remove(rig.cmd_r)
+    os.write(rig.rep_w, spawnwire.encode_report(0, b"K", b"did_0+0+1/"))
+    rig.turn()
+    assert rig.sched.log.lines.count("alert: oh no! lost spawn connection! dying...") == 1
+    assert not any(ln.startswith("delivery 1:") for ln in rig.sched.log.lines)
+    assert 0 in ch.active
+    assert Path(layout.local_path(scratch.home, BASE)).read_bytes()[:1] == b"T"
