@@ -46,6 +46,7 @@ def test_qmail_send_stops_when_it_loses_qmail_clean(scratch):
     os.kill(clean, 9)
     inject(scratch.home, b"Subject: x\n\nbody\n", "alice@localhost", ["joe@localhost"])
     send.wait_line(r"^status: exiting$")
+    send.proc.wait(timeout=60)          # on its own: a SIGTERM now could meet Python's exit
     assert send.stop() == 0
     lines = send.lines()
     [end] = [i for i, line in enumerate(lines) if line.startswith("end msg ")]
