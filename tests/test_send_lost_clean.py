@@ -91,3 +91,28 @@ def test_a_qmail_clean_gone_stays_gone():
     finally:
         for fd in (req_r, req_w, ans_r):
             os.close(fd)
+
+
+def test_qmail_send_whose_qmail_clean_cannot_start_stops_as_when_it_is_lost(scratch, tmp_path):
+    """qmail-clean that cannot be exec'd (not beside qmail-send, not in the home's bin/) closes
+    its pipes. The first request at start-up (the leftovers of a finished message: info/ with
+    mess/ gone) met the closed pipe outside the loop: an 'internal bug' line and exit 111,
+    the helpers left to notice our end. It is qmail's lost-connection alert and stop, as later on."""
+    import shutil
+    import subprocess
+    from test_send_support import BIN
+    mine = tmp_path / "bin"
+    mine.mkdir()
+    for name in ("qmail-send", "qmail-lspawn", "qmail-rspawn", "qmail-todo", "qmail-queue"):
+        shutil.copy(BIN / name, mine / name)
+    Path(layout.info_path(scratch.home, 1234)).write_bytes(b"Falice@localhost\0")
+    p = subprocess.run([str(mine / "qmail-send")], stdin=subprocess.DEVNULL, capture_output=True,
+                       env=scratch.env(), timeout=60)
+    assert (p.returncode, p.stderr.decode().splitlines()) == (0, [
+        "warning: msg 1234: mess/15/1234 is gone: the message was finished; removing what a power loss left of it",
+        "alert: oh no! lost qmail-clean connection! dying...",
+        "status: local 0/10 remote 0/20",
+        "status: local 0/10 remote 0/20 exitasap",
+        "status: qmail-todo stop processing asap",
+        "status: exiting"])
+    assert scratch.queue_files() == []

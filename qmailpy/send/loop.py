@@ -32,7 +32,7 @@ class Loop:
     def __init__(self, sched, todo, lspawn_pid, wake_fd, flags, environ):
         self.sched, self.todo, self.lspawn_pid = sched, todo, lspawn_pid
         self.wake_fd, self.flags, self.environ = wake_fd, flags, environ
-        self.todo_alive, self.told_todo = True, False
+        self.todo_alive, self.told_todo, self.clean_dead = True, False, False
         self.todo_decoder = todowire.RecordDecoder()
         self.sel = selectors.DefaultSelector()
         for ch in sched.channels:
@@ -207,15 +207,31 @@ class Loop:
         """qmail-send.c's loop condition: exiting, qmail-todo gone, no delivery running."""
         return self.flags.exit and self.told_todo and self.sched.can_exit() and not self.todo_alive
 
+    def lost_clean(self):
+        """qmail-send.c's cleandied(): the alert once, then stop as after SIGTERM."""
+        if not self.clean_dead:
+            self.log("alert: oh no! lost qmail-clean connection! dying...")
+        self.clean_dead, self.flags.exit = True, True
+
+    def start(self):
+        """Build the queues from info/, then tell qmail-todo to start (ext-todo's todo_init()).
+        A leftover of a finished message asks qmail-clean already: one that is gone (or never
+        started) stops us as it does later on, and qmail-todo gets no S, only the X."""
+        sched = self.sched
+        try:
+            sched.pqstart(sched.now())
+        except CleanDied:
+            self.lost_clean()
+        sched.status()
+        if not self.flags.exit:
+            self.tell_todo(todowire.START)
+
     def run(self):
-        clean_dead = False
         while not self.may_exit():
             try:
                 self.turn()
             except CleanDied:
-                if not clean_dead:
-                    self.log("alert: oh no! lost qmail-clean connection! dying...")
-                clean_dead, self.flags.exit = True, True
+                self.lost_clean()
         self.sched.exitasap = True
         self.sched.pqfinish()
         self.log("status: exiting")

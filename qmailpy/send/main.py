@@ -22,7 +22,7 @@ from qmailpy.send.inject import Injector
 from qmailpy.log import Log, guard
 from qmailpy.send.scheduler import Scheduler
 from qmailpy.progstart import start as start_program
-from qmailpy.proto import spawnwire, todowire
+from qmailpy.proto import spawnwire
 from qmailpy.queue import layout
 
 DEFAULT_DELIVERY = "./Maildir/"
@@ -114,10 +114,8 @@ def main():
     clk = clock.Clock(clock.parse_scale(environ))
     sched = Scheduler(home, clk, log, config, channels,
                       CleanClient(children["clean"].to, children["clean"].frm), injector)
-    sched.pqstart(sched.now())
-    sched.status()
     the_loop = loop.Loop(sched, children["todo"], children["lspawn"].pid, wake_fd, flags, environ)
-    the_loop.tell_todo(todowire.START)      # ext-todo's todo_init(): our queues are built, go ahead
+    the_loop.start()
     rc = the_loop.run()
     start.reap(children, REAP_WAIT)
     return rc
