@@ -656,7 +656,9 @@ def test_a_client_that_asks_and_never_reads_its_answers_grows_nothing():
             except BlockingIOError:
                 time.sleep(0.01)
         time.sleep(0.5)                   # the workers answer what was read
-        held = max(len(c.out) + sum(map(len, c.waiting)) for c in list(server.conns.values()))
+        # default 0: a machine slow enough to spend the connection's time-out in the loop above
+        # has dropped it already, which holds nothing either
+        held = max((len(c.out) + sum(map(len, c.waiting)) for c in list(server.conns.values())), default=0)
         assert held <= 4096 // len(question) * 4010, (held, sent)     # one read's answers at most
     finally:
         client.close()
