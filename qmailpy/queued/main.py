@@ -172,9 +172,10 @@ class Service:
                 continue
             try:
                 threading.Thread(target=self.client, args=(conn, pid, uid), daemon=True).start()
-            except RuntimeError:         # no thread to be had: like a full house
+            except RuntimeError as e:    # no thread to be had (a pids limit, no memory): 71, as a full house
                 self.done(uid)
-                self.refuse_busy(conn)
+                self.refuse(conn, "unable to start a thread for a client: %s: one refused for now" % e,
+                            "qmail-queued is busy")
 
     def refuse_busy(self, conn):
         self.refuse(conn, "too many clients (%d): one refused for now" % MAX_CLIENTS, "qmail-queued is busy")
