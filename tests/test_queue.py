@@ -265,8 +265,9 @@ def test_disk_full_is_53_on_tmpfs(tmp_path):
         subprocess.run(["umount", str(mnt)], check=True)
 
 
-def test_run_in_forked_child_without_exec(home):
-    """What a pre-forking launcher does: fork, call run(), exit with its code."""
+def run_forked(home, env):
+    """What a pre-forking launcher does: fork, call run() on MSG and ENV, exit with its code.
+    (the child's pid, its exit code)"""
     from qmailpy.ctl.reader import Controls
     from qmailpy.queue.main import run
     r0, w0 = os.pipe()
@@ -275,16 +276,51 @@ def test_run_in_forked_child_without_exec(home):
     if pid == 0:
         try:
             os.close(w0), os.close(w1)
-            env = qenv(home)
             os._exit(run(r0, r1, env, Controls(str(home), env)))
         finally:
             os._exit(99)
     os.close(r0), os.close(r1)
     os.write(w0, MSG), os.close(w0)
     os.write(w1, ENV), os.close(w1)
-    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    return pid, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_run_in_forked_child_without_exec(home):
+    pid, code = run_forked(home, qenv(home))
+    assert code == 0
     msgid = only(home / "queue" / "todo")
     assert Path(layout.mess_path(str(home), msgid)).read_bytes().startswith(b"Received: (qmail %d " % pid)
+
+
+@pytest.fixture
+def searchable_home():
+    """A queue in a directory everybody may search (pytest's tmp_path is root's 0700)."""
+    import tempfile
+    top = tempfile.mkdtemp(prefix="qmailpy-owner-")
+    try:
+        os.chmod(top, 0o755)
+        h = Path(top) / "qmail"
+        layout.create_queue(str(h))
+        yield h
+    finally:
+        shutil.rmtree(top)
+
+
+def test_in_process_as_root_it_writes_the_queue_as_its_owner(searchable_home, monkeypatch):
+    """Without qmail-queued, qmail-queue started as root (not single-user mode) becomes the
+    queue's owner (qmail's setuid qmailq) before it touches the queue; the Received line still
+    names root. Here the owner is nobody, to whom the queue is given (no qmailq on a test host)."""
+    from qmailpy import privs
+    home = searchable_home
+    for p in [home / "queue", *(home / "queue").rglob("*")]:
+        os.chown(p, 65534, 65534, follow_symlinks=False)
+    monkeypatch.setattr(privs, "QUEUE_USER", "nobody")
+    pid, code = run_forked(home, {k: v for k, v in qenv(home).items() if k != "QMAILPY_SINGLEUSER"})
+    assert code == 0
+    msgid = only(home / "queue" / "todo")
+    mess = Path(layout.mess_path(str(home), msgid))
+    assert mess.stat().st_uid == 65534 and (home / "queue" / "todo" / str(msgid)).stat().st_uid == 65534
+    assert mess.read_bytes().startswith(b"Received: (qmail %d invoked by uid 0); " % pid)
 
 
 def test_content_filter_hook(home):

@@ -19,7 +19,7 @@ from qmailpy import paths, privs
 from qmailpy.queue import layout, sockclient
 from qmailpy.queued import conn as C, main as Q
 from queuedsvc import QUEUED, Queued
-from test_queue import run_qq
+from test_queue import ENV, QMAIL_QUEUE, debris, qenv, run_qq
 from test_queued import InProcess, raw_client, read_answer
 
 
@@ -193,3 +193,54 @@ def test_as_root_without_qmailq_it_stays_root_and_says_so(monkeypatch, capfd):
 def test_a_uid_without_an_account_is_named_by_its_number(monkeypatch):
     monkeypatch.setattr(os, "getuid", lambda: 4242424)
     assert Q.become_queue_owner({"QMAILPY_SINGLEUSER": "1"}) == "uid 4242424"
+
+
+@pytest.mark.parametrize("error, code, reason", [
+    (MemoryError(), X.QQ_NO_MEMORY, "out of memory"),
+    (ValueError("broken"), X.QQ_BUG, r"internal bug: ValueError: broken at \S+:\d+:broken < .*"),
+])
+def test_out_of_memory_or_a_bug_inside_the_insertion_is_its_code_and_leaves_nothing(home, monkeypatch, capfd,
+                                                                                   error, code, reason):
+    """qmail-queue's 51 (qq out of memory) and 81 (its sigbug()): here raised by the filter step,
+    with the message staged on disk; the client gets the code and the reason, the service logs
+    them, and the staged files are gone."""
+    def broken(staged):
+        raise error
+
+    def make_filter(controls, log=None):
+        return broken
+    monkeypatch.setattr(C, "content_filter", make_filter)
+    svc = InProcess(home)
+    try:
+        rc, err, pid = run_qq(home)
+    finally:
+        svc.stop()
+    assert rc == code and re.fullmatch("qmail-queue: %s\n" % reason, err), (rc, err)
+    assert re.fullmatch(r"qmail-queued: qp %d uid 0 pid %d: code %d: %s\n" % (pid, pid, code, reason),
+                        capfd.readouterr().err)
+    assert debris(home) == []
+
+
+def test_a_message_qmail_queue_cannot_read_is_54_and_the_service_queues_nothing(home, tmp_path):
+    """qmail-queue as the service's client: a read error on fd 0 ends the connection inside the
+    message, so the service queues nothing; the exit code is the one qmail-queue gives for it."""
+    log = tmp_path / "queued.log"
+    service = Queued(home, os.environ, log=str(log)).start()
+    try:
+        fd = os.open(str(tmp_path / "wo"), os.O_WRONLY | os.O_CREAT)    # read(): EBADF
+        with open(tmp_path / "e", "wb") as f:
+            f.write(ENV)
+        with open(tmp_path / "e", "rb") as e:
+            p = subprocess.Popen([QMAIL_QUEUE], stdin=fd, stdout=e, stderr=subprocess.PIPE, env=qenv(home))
+            err = p.communicate(timeout=30)[1]
+        os.close(fd)
+        deadline = time.monotonic() + 10
+        while "pid %d:" % p.pid not in log.read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        service.stop()
+    assert (p.returncode, err) == (X.QQ_READ_ERROR, b"qmail-queue: unable to read message: Bad file descriptor\n")
+    assert "qmail-queued: qp %d uid 0 pid %d: code 54: unable to read message: the connection ended inside it" \
+        % (p.pid, p.pid) in log.read_text().splitlines()
+    assert debris(home) == []
