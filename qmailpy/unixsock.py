@@ -8,6 +8,7 @@ finds no socket while a service restarts. _socket, not socket, for clients:
 qmail-smtpd connects for every message, and socket.py imports enum and
 selectors (milliseconds per start).
 """
+import errno
 import os
 import struct
 
@@ -15,6 +16,7 @@ import _socket
 
 SUN_PATH = 107                 # longest socket path connect() and bind() take (sun_path less its NUL)
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_TIMEVAL = struct.Struct("ll")   # struct timeval: seconds, microseconds
 
 
 def address(path):
@@ -26,10 +28,25 @@ def address(path):
 
 
 def connect(sock, path):
-    """sock.connect() to the socket at `path`, however long the path."""
+    """sock.connect() to the socket at `path`, however long the path. With a timeout set on
+    sock, a listener whose backlog is full is waited for up to that timeout (TimeoutError
+    after it): a Unix socket's non-blocking connect fails at once with EAGAIN there, where a
+    TCP one waits, so the wait is the kernel's (blocking, bounded by SO_SNDTIMEO)."""
     where, fd = address(path)
+    timeout = sock.gettimeout()
     try:
-        sock.connect(where)
+        if not timeout:               # blocking (waits by itself), or non-blocking by the caller's choice
+            sock.connect(where)
+            return
+        sock.settimeout(None)
+        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, _TIMEVAL.pack(int(timeout), int(timeout % 1 * 1e6)))
+        try:
+            sock.connect(where)
+        except BlockingIOError:       # EAGAIN: still no room when SO_SNDTIMEO ran out
+            raise TimeoutError(errno.ETIMEDOUT, "no room in the listener's backlog", path) from None
+        finally:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, _TIMEVAL.pack(0, 0))
+            sock.settimeout(timeout)
     finally:
         if fd is not None:
             os.close(fd)

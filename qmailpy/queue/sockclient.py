@@ -5,7 +5,8 @@ queueclient): write() the message, finish(sender, recipients) -> exit code,
 abort(), qp. The service learns who we are from the kernel, so nothing here
 is trusted. Trouble is a temporary exit code, as qmail-qmqpc reports it
 (qmail-queue(8) codes 72-74): the connection is refused or the socket cannot
-be used (73), the connect times out (72), the connection breaks or the
+be used (73), the connect times out (72: no room in the service's backlog for
+CONNECT_WAIT seconds), the connection breaks or the
 service stops answering before its answer is complete (74). An answer the
 service did send is kept even when our writing failed (it may have refused
 the message early). Nothing is queued unless the service read the end of
@@ -25,6 +26,7 @@ from qmailpy.proto import qq, qqsock
 from qmailpy.unixsock import connect
 
 BUFFER = 65536                 # small writes are gathered into frames of about this size
+CONNECT_WAIT = 10              # seconds to wait for room in a busy service's backlog (qmail-qmqpc's connect timeout)
 NO_SERVICE = (errno.ENOENT, errno.ENOTDIR)
 
 
@@ -91,7 +93,7 @@ class SocketJob:
         self._buf = bytearray()
         self._origin = origin
         self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-        self.sock.settimeout(timeout)
+        self.sock.settimeout(min(timeout, CONNECT_WAIT))
         try:
             connect(self.sock, socket_path(home))
         except TimeoutError:
@@ -103,6 +105,7 @@ class SocketJob:
                 raise NoService(e.errno, e.strerror, socket_path(home)) from None
             self.code, self.reason = X.QQ_CONN_REJECTED, "unable to connect to qmail-queued: %s" % e.strerror
         else:
+            self.sock.settimeout(timeout)
             self._send(qqsock.BY_PID if by_pid else qqsock.BY_SERVICE)
 
     def _fail(self, code, reason):
