@@ -4,7 +4,6 @@ A fake service at the home's socket: one that answers in pieces, garbles its ans
 answers, or never accepts (its backlog full). Every one of these is a temporary code with
 its reason (qmail-qmqpc's 72-74), never a hang and never a traceback.
 """
-import os
 import socket
 import threading
 import time
@@ -14,15 +13,10 @@ import pytest
 from qmailpy import exitcodes as X
 from qmailpy import paths
 from qmailpy.proto import qqsock
-from qmailpy.queue import layout, sockclient
+from qmailpy.queue import sockclient
+import test_queued
 
-
-@pytest.fixture
-def home(tmp_path):
-    h = tmp_path / "qmail"
-    layout.create_queue(str(h))
-    (h / "sock").mkdir()
-    return h
+home = test_queued.home          # the fixture: a queue and control/
 
 
 class FakeService:
@@ -62,6 +56,11 @@ def queue_one(home, timeout=30):
     job = sockclient.SocketJob(str(home), timeout)
     job.write(b"Subject: x\n\nhello\n")
     return job, job.finish(b"a@example.org", [b"b@example.net"])
+
+
+@pytest.fixture(autouse=True)
+def sock_dir(home):
+    (home / "sock").mkdir()
 
 
 def test_an_answer_that_comes_in_pieces_is_read_whole(home):

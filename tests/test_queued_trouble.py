@@ -16,19 +16,14 @@ import pytest
 
 from qmailpy import exitcodes as X
 from qmailpy import paths, privs
-from qmailpy.queue import layout, sockclient
+from qmailpy.queue import sockclient
 from qmailpy.queued import conn as C, main as Q
 from queuedsvc import QUEUED, Queued
 from test_queue import ENV, QMAIL_QUEUE, debris, qenv, run_qq
+import test_queued
 from test_queued import InProcess, raw_client, read_answer
 
-
-@pytest.fixture
-def home(tmp_path):
-    h = tmp_path / "qmail"
-    layout.create_queue(str(h))
-    (h / "control").mkdir()
-    return h
+home = test_queued.home          # the fixture: a queue and control/
 
 
 def test_a_sock_directory_others_may_write_is_made_roots_0755(home, tmp_path):
