@@ -16,10 +16,11 @@ import pytest
 
 from qmailpy import exitcodes as X
 from qmailpy import paths, privs
+from qmailpy.proto import qqsock
 from qmailpy.queue import sockclient
 from qmailpy.queued import conn as C, main as Q
 from queuedsvc import QUEUED, Queued
-from test_queue import ENV, QMAIL_QUEUE, debris, qenv, run_qq
+from test_queue import ENV, MSG, QMAIL_QUEUE, debris, qenv, run_qq
 import test_queued
 from test_queued import InProcess, raw_client, read_answer
 
@@ -79,8 +80,8 @@ def test_no_descriptor_left_to_accept_is_logged_and_the_client_is_served_later(h
         used = {int(n) for n in os.listdir("/proc/%d/fd" % pid)}
         lowest_free = min(set(range(len(used) + 1)) - used)
         limit = resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, resource.prlimit(pid, resource.RLIMIT_NOFILE)[1]))
-        first = raw_client(home)      # taken in the descriptor the waiting accept() held already
-        first.sendall(b"1:x,0:,Fa@b\0Tc@d\0\0")
+        first = raw_client(home)      # taken in the descriptor the waiting accept() held already;
+                                      # answered before it sends anything (the controls come first)
         assert read_answer(first) == (X.QQ_CONFIG, 0, "unable to read controls: control/me: unable to read: "
                                                       "Too many open files")
         first.close()
@@ -238,4 +239,56 @@ def test_a_message_qmail_queue_cannot_read_is_54_and_the_service_queues_nothing(
     assert (p.returncode, err) == (X.QQ_READ_ERROR, b"qmail-queue: unable to read message: Bad file descriptor\n")
     assert "qmail-queued: qp %d uid 0 pid %d: code 54: unable to read message: the connection ended inside it" \
         % (p.pid, p.pid) in log.read_text().splitlines()
+    assert debris(home) == []
+
+
+def test_an_origin_from_a_uid_without_an_account_is_ignored(home, tmp_path):
+    """Only qmail-smtpd's user may send an origin frame; a uid no account names is nobody's
+    qmail-smtpd either: the frame is dropped and logged, and the message queued without it."""
+    from test_queued import _request_as
+    log = tmp_path / "queued.log"
+    service = Queued(home, os.environ, log=str(log)).start()
+    try:
+        request = qqsock.encode_request(MSG, ENV, qqsock.encode_origin({"TCPREMOTEIP": "192.0.2.1"}))
+        code, qp = _request_as(home, 4242, request)
+    finally:
+        service.stop()
+    assert code == 0
+    assert "qmail-queued: qp %d uid 4242 pid " % qp in log.read_text()
+    assert [ln.split(": ", 2)[2] for ln in log.read_text().splitlines() if "qp %d " % qp in ln] == \
+        ["origin ignored: not qmail-smtpd's user"]
+
+
+def test_a_read_after_the_deadline_is_52_not_a_bug(home):
+    """The deadline can pass between two reads (the disk slow to take a chunk): the next read
+    is 52 at once; settimeout() of what is left, a negative number, raised ValueError (81)."""
+    a, b = socket.socketpair()
+    try:
+        b.sendall(b"x")
+        reader = C.ClientReader(a, time.monotonic() - 1, C.Budget(1 << 20))
+        with pytest.raises(C.QueueError) as e:
+            reader.read(65536)
+        assert (e.value.code, e.value.reason) == (X.QQ_TIMEOUT, "timeout")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_filter_that_returns_after_the_deadline_is_52_and_nothing_is_queued(home, monkeypatch, capfd):
+    """qmail-queue's alarm would have ended the insertion at timeoutqueue whatever the filter
+    was doing; one that does not keep to staged.deadline and returns late gets the same end."""
+    (home / "control" / "timeoutqueue").write_text("1\n")
+
+    def slow(staged):
+        time.sleep(1.2)
+        return None
+
+    monkeypatch.setattr(C, "content_filter", lambda controls, log=None: slow)
+    svc = InProcess(home)
+    try:
+        rc, err, pid = run_qq(home)
+    finally:
+        svc.stop()
+    assert (rc, err) == (X.QQ_TIMEOUT, "qmail-queue: timeout\n")
+    assert capfd.readouterr().err == "qmail-queued: qp %d uid 0 pid %d: code 52: timeout\n" % (pid, pid)
     assert debris(home) == []
