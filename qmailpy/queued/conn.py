@@ -73,11 +73,11 @@ class Budget:
 class ClientReader:
     """The message (read) and then the envelope (read_envelope) of one client, each read
     bounded by the deadline (time.monotonic()); the envelope's memory is taken from `budget`
-    (a Budget, or None) as it comes, on behalf of `uid` (None: a client the service does not
+    (the service's Budget) as it comes, on behalf of `uid` (None: a client the service does not
     limit), and given back by release()."""
     __slots__ = ("conn", "deadline", "frames", "budget", "uid", "taken", "pending")
 
-    def __init__(self, conn, deadline, budget=None, uid=None):
+    def __init__(self, conn, deadline, budget, uid=None):
         self.conn, self.deadline = conn, deadline
         self.frames = qqsock.MessageDecoder()
         self.budget, self.uid, self.taken = budget, uid, 0
@@ -128,7 +128,7 @@ class ClientReader:
         cost = len(data) + RECORD_COST * data.count(b"\0")
         if self.taken + cost > ENVELOPE_MAX:
             raise QueueError(X.QQ_NO_MEMORY, "out of memory: an envelope takes more than %d bytes" % ENVELOPE_MAX)
-        if self.budget is not None and not self.budget.take(cost, self.uid):
+        if not self.budget.take(cost, self.uid):
             if self.uid is None:
                 raise QueueError(X.QQ_NO_MEMORY, "out of memory: the envelopes being read take all there is")
             raise QueueError(X.QQ_NO_MEMORY, "out of memory: the envelopes being read take all users may hold")
@@ -136,8 +136,7 @@ class ClientReader:
         return data
 
     def release(self):
-        if self.budget is not None:
-            self.budget.give(self.taken, self.uid)
+        self.budget.give(self.taken, self.uid)
         self.taken = 0
 
 
@@ -162,7 +161,7 @@ def trusted_origin(origin, uid):
     return origin if name == "qmaild" else None
 
 
-def serve_client(conn, pid, uid, home, controls_for, log, dir_sync=None, budget=None, limited=False):
+def serve_client(conn, pid, uid, home, controls_for, log, dir_sync, budget, limited=False):
     """Queue what one connection sends and answer it; returns (code, qp, uid, pid) for the log.
     pid, uid: the client's, from the kernel (SO_PEERCRED, read once, where the service
     accepted it). dir_sync: the service's GroupSync.sync (one fsync of todo/ shared by
