@@ -373,6 +373,64 @@ def test_clean_stale(home):
                                    "mess/%d/1000003" % (1000003 % 23), "info/%d/1000003" % (1000003 % 23)])
 
 
+MESS_1000001 = "mess/%d/1000001" % (1000001 % 23)
+
+
+def _old_debris(home):
+    """pid/5.6.1, and mess/ + intd/ of 1000001 that nothing names: all of it debris once old."""
+    h, q = str(home), home / "queue"
+    (q / "pid" / "5.6.1").write_bytes(b"")
+    Path(layout.mess_path(h, 1000001)).write_bytes(b"half")
+    Path(layout.intd_path(h, 1000001)).write_bytes(b"u0\0")
+
+
+def test_clean_stale_keeps_a_message_when_it_cannot_tell_whether_info_names_it(home, monkeypatch):
+    """lstat of info/ or todo/ failing otherwise than ENOENT (EIO, a damaged directory) counts
+    as named: the message's files are kept, never taken for debris."""
+    h, q = str(home), home / "queue"
+    _old_debris(home)
+    real = os.lstat
+
+    def lstat(path, *a, **kw):
+        if "/queue/info/" in str(path) or "/queue/todo/" in str(path):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+        return real(path, *a, **kw)
+    monkeypatch.setattr(os, "lstat", lstat)
+    removed = clean.clean_stale(h, time.time() + layout.OSSIFIED + 10)
+    assert [os.path.relpath(p, q) for p in removed] == ["pid/5.6.1"]
+    assert debris(home) == ["intd/1000001", "mess/%d/1000001" % (1000001 % 23)]
+
+
+@pytest.mark.parametrize("gone, left", [("pid", ["intd/1000001", MESS_1000001]),
+                                         ("intd", ["pid/5.6.1", MESS_1000001]),
+                                         ("mess/%d" % (1000001 % 23), ["pid/5.6.1", "intd/1000001"]),
+                                         ("mess/0", ["pid/5.6.1", "intd/1000001", MESS_1000001])])
+def test_clean_stale_goes_on_past_a_directory_it_cannot_read(home, gone, left):
+    """A queue directory missing (or unreadable): nothing there to clean, the rest is cleaned
+    (intd/ of a message whose mess/<n> is gone is old and unnamed: debris too)."""
+    h, q = str(home), home / "queue"
+    _old_debris(home)
+    shutil.rmtree(q / gone)
+    removed = clean.clean_stale(h, time.time() + layout.OSSIFIED + 10)
+    assert sorted(os.path.relpath(p, q) for p in removed) == sorted(left)
+    assert debris(home) == []
+
+
+def test_a_file_gone_between_the_listing_and_its_lstat_is_not_debris(home, monkeypatch):
+    """Another qmail-clean (or the insertion it belonged to) removed it meanwhile: no error."""
+    h = str(home)
+    (home / "queue" / "pid" / "5.6.1").write_bytes(b"")
+    real = os.lstat
+
+    def lstat(path, *a, **kw):
+        if str(path).endswith("/pid/5.6.1"):
+            real_unlink(path)
+        return real(path, *a, **kw)
+    real_unlink = os.unlink
+    monkeypatch.setattr(os, "lstat", lstat)
+    assert clean.stale_pids(h, time.time() + layout.OSSIFIED + 10) == []
+
+
 def _records(data):
     return {r[:1]: r[1:] for r in data.split(b"\0") if r}
 
@@ -729,6 +787,44 @@ def test_many_ids_the_queue_still_names_in_a_row(home, monkeypatch):
     assert len(refused) == 30 and len(set(refused + [msgid])) == 31     # all held at once: 31 numbers
     assert os.listdir(home / "queue" / "pid") == []
     assert list(_queue_entries(home)) == [msgid]
+
+
+def test_a_held_pid_file_that_cannot_be_unlinked_is_left_for_clean_stale(home, monkeypatch):
+    """The pid/ name of an id still in use is unlinked at once; when that fails the insertion
+    goes on with the next one, and the name left is debris that clean_stale() removes."""
+    h = str(home)
+    real_ref, real_unlink, refused, failed = layout.referenced, os.unlink, [], []
+
+    def referenced(home_, msgid, where=layout.IN_USE, split=layout.SPLIT):
+        if where == layout.IN_USE and not refused:
+            refused.append(msgid)
+            return True
+        return real_ref(home_, msgid, where, split)
+
+    def unlink(path, *a, **kw):
+        if "/queue/pid/" in str(path) and not failed:
+            failed.append(str(path))
+            raise OSError(errno.EIO, os.strerror(errno.EIO), path)
+        return real_unlink(path, *a, **kw)
+    monkeypatch.setattr(layout, "referenced", referenced)
+    monkeypatch.setattr(os, "unlink", unlink)
+    msgid = E.enqueue(h, MSG, ENV, 7, 1234, 0)
+    monkeypatch.undo()
+    assert msgid != refused[0] and list(_queue_entries(home)) == [msgid]
+    assert [str(home / "queue" / "pid" / n) for n in os.listdir(home / "queue" / "pid")] == failed
+    assert os.stat(failed[0]).st_ino == refused[0]
+    assert clean.clean_stale(h, time.time() + layout.OSSIFIED + 10) == failed
+
+
+def test_a_timeout_while_waking_qmail_send_after_the_commit_counts_as_queued(home, monkeypatch):
+    """qmail-queue's alarm striking while it writes lock/trigger, after todo/ is fsynced: the
+    message is queued (qmail-send finds it at its next scan), and enqueue says so."""
+    def alarm(home_):
+        raise E.QueueError(X.QQ_TIMEOUT, "timeout")
+    monkeypatch.setattr(layout, "triggerpull", alarm)
+    msgid = E.enqueue(str(home), MSG, ENV, 7, 1234, 0)
+    assert list(_queue_entries(home)) == [msgid]
+    assert Path(layout.mess_path(str(home), msgid)).read_bytes().endswith(MSG)
 
 
 def test_an_endless_run_of_ids_in_use_is_trouble(home, monkeypatch):
