@@ -85,6 +85,83 @@ def test_layout_modes_and_lock_files(home):
     assert (q / "lock" / "tcpto").read_bytes() == b"x" * 1024
 
 
+def test_a_file_where_a_queue_directory_belongs_is_an_error_naming_it_and_is_left(home):
+    """create_queue() (the install) never removes what is in a directory's place."""
+    shutil.rmtree(home / "queue" / "bounce")
+    (home / "queue" / "bounce").write_bytes(b"the admin's")
+    with pytest.raises(FileExistsError) as e:
+        layout.create_queue(str(home))
+    assert e.value.filename == str(home / "queue" / "bounce")
+    assert (home / "queue" / "bounce").read_bytes() == b"the admin's"
+
+
+def test_a_trigger_that_is_not_a_fifo_is_made_one_again(home):
+    """qmail-send reads lock/trigger as a FIFO: a regular file there (a restore from a backup
+    that kept no FIFOs) is replaced by one, 0622."""
+    trigger = home / "queue" / "lock" / "trigger"
+    trigger.unlink()
+    trigger.write_bytes(b"")
+    layout.create_queue(str(home))
+    st = os.lstat(trigger)
+    assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o622
+
+
+def test_a_full_trigger_never_holds_up_an_insertion(home):
+    """qmail-send busy and not reading lock/trigger: once its pipe is full, qmail-queue's wake-up
+    byte cannot be written; the message is queued all the same and qmail-queue exits at once."""
+    trigger = str(home / "queue" / "lock" / "trigger")
+    reader = os.open(trigger, os.O_RDONLY | os.O_NONBLOCK)
+    writer = os.open(trigger, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        filled = 0
+        while True:
+            try:
+                filled += os.write(writer, b"\0" * 4096)
+            except BlockingIOError:
+                break
+        t0 = time.monotonic()
+        assert run_qq(home)[:2] == (0, "")
+        assert time.monotonic() - t0 < 10
+        assert len(os.read(reader, 1 << 20)) == filled
+        assert len(os.listdir(home / "queue" / "todo")) == 1
+    finally:
+        os.close(writer)
+        os.close(reader)
+
+
+def test_a_queue_directory_that_cannot_be_read_tells_nothing_about_the_layout(home):
+    """foreign_layout() looks past info/ missing, a mess/<n> missing and a remote/<n> beyond the
+    split that is not a directory, and still finds the message file in the wrong mess/<n>."""
+    q = home / "queue"
+    shutil.rmtree(q / "info")
+    shutil.rmtree(q / "mess" / "3")
+    (q / "remote" / "40").write_bytes(b"")
+    assert layout.foreign_layout(str(home)) is None
+    (q / "mess" / "5" / "29").write_bytes(b"")
+    assert layout.foreign_layout(str(home)) == \
+        "queue/mess/5/29 is not in mess/6: the queue was made with another conf-split than 23"
+
+
+def test_adopting_the_messages_goes_past_a_missing_directory_and_a_file_gone_meanwhile(home, monkeypatch):
+    """The install gives qmail-queue's files to qmailq (here nobody): a missing pid/ and an
+    intd/ file qmail-clean removed between the listing and the chown are passed over."""
+    h, q = str(home), home / "queue"
+    msgid = E.enqueue(h, MSG, ENV, 0, 1, 0)
+    shutil.rmtree(q / "pid")
+    monkeypatch.setattr(layout, "_owners", lambda: {k: (65534, 65534) for k in layout.USERS})
+    real = os.scandir
+
+    def scandir(path):
+        entries = list(real(path))
+        if path.endswith("/intd"):
+            os.unlink(layout.intd_path(h, msgid))
+        return entries
+    monkeypatch.setattr(os, "scandir", scandir)
+    changed = layout.adopt_messages(h)
+    assert sorted(changed) == sorted([layout.todo_path(h, msgid), layout.mess_path(h, msgid)])
+    assert {(os.stat(p).st_uid, os.stat(p).st_gid) for p in changed} == {(65534, 65534)}
+
+
 @pytest.mark.parametrize("name", ["pid", "info/5", "lock/tcpto", "lock/sendmutex"])
 def test_repairing_the_queue_never_follows_a_link_of_its_users(home, tmp_path, name):
     """queue/ and lock/ are qmailq's, info/ qmails': those users may put a link where a queue
