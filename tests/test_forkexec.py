@@ -130,6 +130,56 @@ except ChildProcessError:
     assert not (tmp_path / "ran").exists()
 
 
+def test_a_fork_that_fails_raises_and_leaves_no_descriptor_open(tmp_path):
+    """EAGAIN from fork() (a process limit): the caller (qmail-lspawn, qmail-local for each
+    |program) gets it, and the status pipe is closed, so a long-running parent leaks nothing."""
+    out = driver(r'''
+import errno
+def no_fork():
+    raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+os.fork = no_fork
+before = sorted(os.listdir("/proc/self/fd"))
+try:
+    forkexec.start(["/bin/true"], {}, {})
+except OSError as e:
+    print(e.errno == errno.EAGAIN, sorted(os.listdir("/proc/self/fd")) == before)
+''', tmp_path)
+    assert out == "True True\n"
+
+
+def test_a_failed_exec_is_reported_when_sigchld_is_ignored(tmp_path):
+    """With SIGCHLD ignored (a parent that handed that on) the kernel reaps the child itself:
+    waitpid() fails with ECHILD, and the exec's errno still comes back."""
+    out = driver(r'''
+import signal
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+try:
+    forkexec.start([%r], {}, {})
+    print("started")
+except OSError as e:
+    print(type(e).__name__, e.errno, e.filename)
+''' % str(tmp_path / "nonexistent-program"), tmp_path)
+    assert out == "FileNotFoundError 2 %s\n" % (tmp_path / "nonexistent-program")
+
+
+def test_a_failure_in_the_child_without_an_errno_is_eio(tmp_path):
+    """Anything but an OSError between fork and exec (execve's ValueError for a NUL in an
+    argument) never returns into the parent's code in the child: EIO for the caller."""
+    out = driver(r'''
+try:
+    forkexec.start(["/bin/echo", "a\0b"], {}, {})
+    print("started")
+except OSError as e:
+    print(e.errno, e.filename)
+try:
+    os.waitpid(-1, 0)
+    print("a child was left")
+except ChildProcessError:
+    pass
+''', tmp_path)
+    assert out == "5 /bin/echo\n"
+
+
 def test_ids_are_switched_with_no_saved_id_left(tmp_path):
     """As root: supplementary groups, then gid, then uid, all three of each (setres*id)."""
     assert os.geteuid() == 0, "the id switch needs root (make test runs as root)"
