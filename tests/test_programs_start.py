@@ -66,6 +66,27 @@ def test_help_prints_the_usage_and_starts_nothing(name, scratch):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)        # nobody took qmail-send's lock
 
 
+def test_help_that_cannot_be_written_still_ends_at_once(tmp_path):
+    """stdout full (or closed): --help still starts nothing, exits 0, and says nothing more."""
+    with open("/dev/full", "wb") as full:
+        r = subprocess.run([program("qmail-queue"), "--help"], stdin=subprocess.DEVNULL, stdout=full,
+                           stderr=subprocess.PIPE, env=dict(os.environ, QMAILHOME=str(tmp_path)), timeout=60)
+    assert (r.returncode, r.stderr) == (0, b"")
+
+
+def test_a_forked_child_keeps_sigint_ignored_when_it_was(tmp_path):
+    """fresh_signals() gives a forked child what execve would: an ignored SIGINT (a launcher
+    started in the background by a shell) stays ignored, not Python's KeyboardInterrupt."""
+    script = ("import signal, sys; sys.path.insert(0, %r)\n"
+              "from qmailpy.progstart import fresh_signals\n"
+              "signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, lambda *a: None)\n"
+              "fresh_signals()\n"
+              "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)\n"
+              % ROOT)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"True True\n", b"")
+
+
 def test_help_only_alone():
     """`--help` among other arguments is an argument (qmail-remote's host), not a question."""
     r = subprocess.run([program("qmail-remote"), "--help", "a@b", "c@d"], stdin=subprocess.DEVNULL,
