@@ -50,16 +50,11 @@ def start(usage=None, argv=None):
 
 def hold_closed_std_fds():
     """Put an O_PATH descriptor (EBADF on read and write) on each of fds 0-2 that is closed."""
-    for fd in (0, 1, 2):
+    for fd in (0, 1, 2):           # in order: every lower one is open (or held) by now
         try:
             os.fstat(fd)
         except OSError:
-            held = os.open("/dev/null", os.O_PATH)     # the lowest free descriptor: this one
-            if held != fd:                             # a lower one was closed too: taken above
-                os.dup2(held, fd, inheritable=True)
-                os.close(held)
-            else:
-                os.set_inheritable(fd, True)
+            os.set_inheritable(os.open("/dev/null", os.O_PATH), True)   # the lowest free descriptor: fd
 
 
 def callers_locale(environ, path="/proc/self/environ"):
