@@ -24,19 +24,14 @@ import os
 READ_SIZE = 65536
 
 
-def read_all(fd, keep=None):
-    """Everything until end of file on fd; with `keep`, only its first `keep` bytes (the rest is
-    read and dropped, so the writer is never blocked). OSError from read propagates."""
-    chunks, kept = [], 0
+def read_all(fd):
+    """Everything until end of file on fd. OSError from read propagates."""
+    chunks = []
     while True:
         chunk = os.read(fd, READ_SIZE)
         if not chunk:
             return b"".join(chunks)
-        if keep is not None:
-            chunk = chunk[:keep - kept]
-            kept += len(chunk)
-        if chunk:
-            chunks.append(chunk)
+        chunks.append(chunk)
 
 
 def open_regular(path):
