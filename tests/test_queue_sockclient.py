@@ -133,3 +133,16 @@ def test_a_full_backlog_is_waited_for_then_72(home, monkeypatch):
     finally:
         filler.close()
         listener.close()
+
+
+def test_a_socket_nobody_listens_on_is_73_and_the_job_can_still_be_aborted(home):
+    """qmail-queued stopped (its socket left in place): 73 at once; qmail-smtpd aborting the
+    job afterwards (a DATA that went wrong) is no error."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(paths.queue_socket(str(home)))
+    s.close()
+    job = sockclient.SocketJob(str(home), 30)
+    assert (job.code, job.reason) == (X.QQ_CONN_REJECTED, "unable to connect to qmail-queued: Connection refused")
+    job.write(b"x")
+    job.abort()
+    assert job.finish(b"a@b", [b"c@d"]) == X.QQ_CONN_REJECTED

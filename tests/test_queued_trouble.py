@@ -292,3 +292,45 @@ def test_a_filter_that_returns_after_the_deadline_is_52_and_nothing_is_queued(ho
     assert (rc, err) == (X.QQ_TIMEOUT, "qmail-queue: timeout\n")
     assert capfd.readouterr().err == "qmail-queued: qp %d uid 0 pid %d: code 52: timeout\n" % (pid, pid)
     assert debris(home) == []
+
+
+def test_not_root_it_leaves_sock_alone(home, monkeypatch, capfd):
+    """Only root binds the services' sockets for others; a service run as its own user (make
+    run, a user's private install) takes sock/ as it is."""
+    sock = home / "sock"
+    sock.mkdir()
+    os.chown(sock, 65534, 65534)
+    os.chmod(sock, 0o777)
+    monkeypatch.setattr(os, "geteuid", lambda: 65534)
+    assert Q.prepare_socket_dir(str(home)) == str(sock)
+    st = sock.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (65534, 0o777)
+    assert capfd.readouterr().err == ""
+
+
+def test_a_sigterm_between_accept_and_the_next_look_still_serves_that_client(home):
+    """The signal lands after accept() returned a connection: that client is served, and the
+    service stops without another accept()."""
+    Q.prepare_socket_dir(str(home))
+    listener = Q.listen(str(home))
+
+    class Listener:
+        def accept(self):
+            got = listener.accept()
+            service.stop()            # as the SIGTERM handler would, right after accept()
+            return got
+
+        def shutdown(self, how):
+            listener.shutdown(how)
+
+    service = Q.Service(str(home), dict(os.environ, QMAILHOME=str(home)), Listener())
+    thread = threading.Thread(target=service.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert run_qq(home)[:2] == (0, "")
+        thread.join(10)
+        assert not thread.is_alive()
+        assert service.wait_idle(10) == 0
+    finally:
+        listener.close()
+    assert len(os.listdir(home / "queue" / "todo")) == 1
