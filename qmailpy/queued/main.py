@@ -144,11 +144,7 @@ class Service:
                 log("warning: accept: %s" % e.strerror)      # EMFILE and the like: a moment, then on
                 time.sleep(0.1)
                 continue
-            try:
-                pid, uid, _ = peer_credentials(conn)
-            except OSError:
-                conn.close()
-                continue
+            pid, uid, _ = peer_credentials(conn)      # the kernel's, taken at connect: cannot fail
             limited = uid not in self.unlimited
             with self.lock:
                 busy = self.active >= MAX_CLIENTS
