@@ -85,6 +85,34 @@ def test_layout_modes_and_lock_files(home):
     assert (q / "lock" / "tcpto").read_bytes() == b"x" * 1024
 
 
+def test_not_root_the_queue_is_made_as_its_user_even_where_qmails_users_exist(searchable_home, monkeypatch):
+    """A private install (a user's own, `make run`): nothing is given to qmail's users, which
+    only root could do; everything is made with its modes, as the user."""
+    import pwd
+    top = searchable_home.parent / "mine"
+    top.mkdir()
+    os.chown(top, 65534, 65534)
+    fake = pwd.struct_passwd(("qmailx", "x", 12345, 12345, "", "/", "/bin/false"))
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: fake)        # qmail's users "exist"
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            layout.create_queue(str(top / "qmail"))
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    q = top / "qmail" / "queue"
+    for name, _owner, mode, _split in layout.DIRS:
+        st = (q / name if name else q).stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (65534, mode), name
+    assert (q / "lock" / "tcpto").stat().st_uid == 65534
+
+
 def test_a_file_where_a_queue_directory_belongs_is_an_error_naming_it_and_is_left(home):
     """create_queue() (the install) never removes what is in a directory's place."""
     shutil.rmtree(home / "queue" / "bounce")
