@@ -11,12 +11,12 @@ selectors (milliseconds per start).
 import errno
 import os
 import struct
+import time
 
 import _socket
 
 SUN_PATH = 107                 # longest socket path connect() and bind() take (sun_path less its NUL)
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-_TIMEVAL = struct.Struct("ll")   # struct timeval: seconds, microseconds
 
 
 def address(path):
@@ -31,22 +31,26 @@ def connect(sock, path):
     """sock.connect() to the socket at `path`, however long the path. With a timeout set on
     sock, a listener whose backlog is full is waited for up to that timeout (TimeoutError
     after it): a Unix socket's non-blocking connect fails at once with EAGAIN there, where a
-    TCP one waits, so the wait is the kernel's (blocking, bounded by SO_SNDTIMEO)."""
+    TCP one waits. The connect is tried again after a pause that grows to a tenth of a second
+    (not a blocking connect: a signal in its wait made Python's retry of it fail, EINVAL)."""
     where, fd = address(path)
     timeout = sock.gettimeout()
     try:
         if not timeout:               # blocking (waits by itself), or non-blocking by the caller's choice
             sock.connect(where)
             return
-        sock.settimeout(None)
-        sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, _TIMEVAL.pack(int(timeout), int(timeout % 1 * 1e6)))
-        try:
-            sock.connect(where)
-        except BlockingIOError:       # EAGAIN: still no room when SO_SNDTIMEO ran out
-            raise TimeoutError(errno.ETIMEDOUT, "no room in the listener's backlog", path) from None
-        finally:
-            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, _TIMEVAL.pack(0, 0))
-            sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        pause = 0.001
+        while True:
+            try:
+                sock.connect(where)
+                return
+            except BlockingIOError:   # EAGAIN: no room in the backlog yet
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(errno.ETIMEDOUT, "no room in the listener's backlog", path) from None
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, 0.1)
     finally:
         if fd is not None:
             os.close(fd)

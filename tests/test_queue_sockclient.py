@@ -146,3 +146,36 @@ def test_a_socket_nobody_listens_on_is_73_and_the_job_can_still_be_aborted(home)
     job.write(b"x")
     job.abort()
     assert job.finish(b"a@b", [b"c@d"]) == X.QQ_CONN_REJECTED
+
+
+def test_a_signal_during_the_wait_for_room_does_not_end_it(home):
+    """qmail-smtpd or qmail-send (SIGCHLD, SIGALRM) may take a signal while the client waits for
+    room in the backlog: it goes on waiting and connects. (A blocking connect bounded by
+    SO_SNDTIMEO, interrupted, was taken by Python's retry for a connection that was not there,
+    or never came back.) The client runs on its own thread, which the signal is sent to."""
+    import signal
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(paths.queue_socket(str(home)))
+    listener.listen(0)
+    listener.settimeout(5)
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    filler.connect(paths.queue_socket(str(home)))
+    old = signal.signal(signal.SIGUSR1, lambda *a: None)
+    jobs = []
+    client = threading.Thread(target=lambda: jobs.append(sockclient.SocketJob(str(home), 30)), daemon=True)
+    try:
+        client.start()
+        time.sleep(0.2)
+        signal.pthread_kill(client.ident, signal.SIGUSR1)
+        time.sleep(0.2)
+        listener.accept()[0].close()          # the filler's: room for the client
+        conn, _ = listener.accept()           # really connected: the service has it, and its mark
+        assert conn.recv(10) == qqsock.BY_SERVICE
+        conn.close()
+        client.join(10)
+        assert (jobs[0].code, jobs[0].reason) == (None, "")
+        jobs[0].abort()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+        filler.close()
+        listener.close()
