@@ -4,7 +4,8 @@ error_str() is the text qmail's programs print after a failed system call
 (`file does not exist`, not strerror's `No such file or directory`);
 error_temp() says whether that errno is worth a retry. One home for every
 program that speaks as qmail does: qmail-local and its helpers, qmail-lspawn
-(qmail-getpw's NFS rule), the spawns' exec, qmail's admin tools, qmail-qread.
+(qmail-getpw's NFS rule), the spawns' exec, qmail's admin tools, qmail-qread,
+qmail-tcpserver's fatal lines (ucspi-tcp shares the table).
 """
 import errno as E
 
@@ -29,6 +30,7 @@ _STR = {
     E.EDQUOT: "disk quota exceeded", E.ESTALE: "stale NFS file handle",
     E.ENOLCK: "no locks available", E.ENOSYS: "system call not available",
     E.EOPNOTSUPP: "operation not supported",
+    E.EADDRINUSE: "address already used", E.EADDRNOTAVAIL: "address not available",
 }
 
 _TEMPORARY = frozenset((

@@ -684,6 +684,45 @@ def test_options_as_tcpserver_reads_them():
             parse(bad, {})
 
 
+def fatal_lines(front, args, **popen):
+    """Exit code and stderr of a front end that cannot start, its program a qmail-smtpd."""
+    got = subprocess.run([front_path(front), *args, program("qmail-smtpd")], capture_output=True,
+                         timeout=30, **popen)
+    return got.returncode, got.stderr
+
+
+def test_start_up_failures_are_tcpserver_s_fatal_lines(tmp_path):
+    """A port in use, an address not this host's, a port name /etc/services does not know:
+    exit 111 with tcpserver's line, in qmail's errno wording (error_str: `address already
+    used`, not strerror's), so a log watcher written for tcpserver reads them the same."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        cases = {("127.0.0.1", port): b"tcpserver: fatal: unable to bind: address already used\n",
+                 ("192.0.2.1", "0"): b"tcpserver: fatal: unable to bind: address not available\n",
+                 ("127.0.0.1", "no-such-service"):
+                     b"tcpserver: fatal: unable to figure out port number for no-such-service\n"}
+        for args, line in cases.items():
+            for front in ("tcpserver", "qmail-tcpserver"):
+                assert fatal_lines(front, args) == (111, line), front
+
+
+def test_unable_to_drop_privileges_is_tcpserver_s_fatal_line(tmp_path):
+    """-g or -u that the server may not take (started as an ordinary user): exit 111 with
+    tcpserver's `unable to set gid` / `unable to set uid` line, never a server running as
+    the wrong user."""
+    def as_nobody():
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+    for opts, line in ((["-g", "1"], b"tcpserver: fatal: unable to set gid: permission denied\n"),
+                       (["-u", "1"], b"tcpserver: fatal: unable to set uid: permission denied\n")):
+        for front in ("tcpserver", "qmail-tcpserver"):
+            assert fatal_lines(front, [*opts, "127.0.0.1", "0"], preexec_fn=as_nobody, cwd="/") \
+                == (111, line), front
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch users")
 def test_drops_privileges_as_tcpserver_u_g(tmp_path):
     """-u/-g after binding: the server and every session run as that uid with that gid only."""
@@ -887,7 +926,7 @@ def test_no_fd_for_a_worker_drops_the_connection_and_the_server_goes_on(monkeypa
     finally:
         a.close()
         b.close()
-    assert lines == ["tcpserver: warning: dropping connection, unable to fork: Too many open files"]
+    assert lines == ["tcpserver: warning: dropping connection, unable to fork: process cannot open more files"]
     assert p.busy == 0 and not p.workers
 
 

@@ -12,6 +12,7 @@ session; its exit code is the session's, reported by the worker
 import os
 import sys
 
+from qmailpy.errstr import error_str
 from qmailpy.log import write_bug, write_safe_line
 from qmailpy.tcpserver import names
 from qmailpy.tcpserver.tcpenv import environ_of, verdict_line
@@ -111,7 +112,7 @@ def prepare(sock, conn, opts, base_env, log):
         try:
             sock.sendall(opts.banner.encode("latin-1", "replace"))
         except OSError as e:
-            raise Dropped("unable to print banner: " + (e.strerror or str(e)), 111) from None
+            raise Dropped("unable to print banner: " + error_str(e), 111) from None
     resolver = None
     if opts.localhost is not None:
         conn.local_host = opts.localhost

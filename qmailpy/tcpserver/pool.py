@@ -14,6 +14,7 @@ import select
 import socket
 import time
 
+from qmailpy.errstr import error_str
 from qmailpy.tcpserver import worker
 from qmailpy.tcpserver.child import DROP
 
@@ -65,8 +66,8 @@ class Pool:
             return True
 
     def _dropping(self, what, e):
-        """tcpserver's warning for a connection no worker got."""
-        self.log(DROP + what + ": " + (e.strerror or str(e)))
+        """tcpserver's warning for a connection no worker got (qmail's errno wording)."""
+        self.log(DROP + what + ": " + error_str(e))
 
     def _fork(self, parent_socks, parent_fds):
         """A new Worker, or None (logged) when there is no socket pair or no fork to be had."""

@@ -18,6 +18,7 @@ import signal
 import socket
 import time
 
+from qmailpy.errstr import error_str
 from qmailpy.log import write_line
 from qmailpy.tcpserver.pool import Pool
 
@@ -25,7 +26,8 @@ FATAL = "tcpserver: fatal: "
 
 
 class Fatal(Exception):
-    """Start-up failed: message for `tcpserver: fatal: `, exit 111."""
+    """Start-up failed: message for `tcpserver: fatal: `, exit 111; a failed system call in
+    qmail's errno wording (qmailpy.errstr), as tcpserver's strerr_die2sys writes it."""
 
 
 def listen(opts):
@@ -44,7 +46,7 @@ def listen(opts):
         try:
             s.bind((host, port))
         except OSError as e:
-            raise Fatal("unable to bind: " + (e.strerror or str(e))) from None
+            raise Fatal("unable to bind: " + error_str(e)) from None
         s.listen(opts.backlog)
     except BaseException:
         s.close()
@@ -73,12 +75,12 @@ def drop_privileges(opts):
             os.setgroups([opts.gid])
             os.setgid(opts.gid)
     except OSError as e:
-        raise Fatal("unable to set gid: " + (e.strerror or str(e))) from None
+        raise Fatal("unable to set gid: " + error_str(e)) from None
     try:
         if opts.uid:
             os.setuid(opts.uid)
     except OSError as e:
-        raise Fatal("unable to set uid: " + (e.strerror or str(e))) from None
+        raise Fatal("unable to set uid: " + error_str(e)) from None
 
 
 class Server:
