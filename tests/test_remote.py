@@ -361,3 +361,101 @@ def test_a_big_message_no_key_signs_is_not_read_whole_when_other_domains_have_ke
     p, got, wire = _send_big(remote, tmp_path, head, line, line[:-1] + b"\r\n")
     assert (p.returncode, p.stdout, p.stderr) == (0, OK_REPORT, b"")
     assert got["data"] == (len(head) + 3 + 1600000 * 101 + 3, wire)
+
+
+class FullBacklog:
+    """A listener on 127.0.0.1 whose accept queue is full: the kernel drops every new SYN,
+    so a connect() waits until it times out (a host that does not answer)."""
+
+    def __enter__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)
+        self.port = self.listener.getsockname()[1]
+        self.held = []
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", self.port))
+            self.held.append(c)
+        time.sleep(0.2)
+        return self
+
+    def __exit__(self, *exc):
+        for s in self.held + [self.listener]:
+            s.close()
+
+
+def test_a_connect_time_out_is_counted_in_tcpto_once_per_two_minutes(remote):
+    """A host that does not answer within timeoutconnect: qmail's temporary 'Sorry, I wasn't
+    able to establish', and queue/lock/tcpto counts the time-out as tcpto_err() does: the
+    address, count 1, now; a second time-out within 120 s is not counted again."""
+    from qmailpy.queue.layout import create_queue
+    from test_remote_units import record_of, tcpto_file
+    create_queue(remote.home.root)
+    remote.home.control("timeoutconnect", "1\n")
+    path = tcpto_file(Path(remote.home.root, "queue", "lock"))
+    with FullBacklog() as host:
+        route_to(remote, host.port)
+        before = int(time.time())
+        records = []
+        for _ in range(2):
+            assert remote("example.com", "a@b", "c@d") == (
+                b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n\0")
+            records.append(record_of(path, 0))
+        ip, count, when = records[0]
+        assert (ip, count) == ("127.0.0.1", 1) and before <= when <= time.time()
+        assert records[1] == records[0]
+        assert path.read_bytes()[16:] == bytes(1024 - 16)
+
+
+def test_no_socket_to_be_had_is_a_failed_connection_not_a_time_out(home, dns_server, monkeypatch):
+    """socket() itself fails (out of fds): the address counts as not reached (the next one,
+    then 'Sorry, I wasn't able to establish', a deferral), never as a time-out in tcpto."""
+    from qmailpy.queue.layout import create_queue
+    from qmailpy.remote import connect
+    from test_remote_units import tcpto_file
+    home.control("me", "test.example\n")
+    home.control("smtproutes", ":127.0.0.1:%d\n" % closed_port())
+    create_queue(home.root)
+    path = tcpto_file(Path(home.root, "queue", "lock"))
+
+    def no_fds(*args):
+        raise OSError(24, "Too many open files")
+    monkeypatch.setattr(connect.socket, "socket", no_fds)
+    msg_r, msg_w = os.pipe()
+    out_r, out_w = os.pipe()
+    os.write(msg_w, MSG)
+    os.close(msg_w)
+    try:
+        assert run(["qmail-remote", "example.com", "a@b", "c@d"], msg_r, out_w,
+                   dict(QMAILHOME=home.root, **dns_server.environ())) == 0
+        os.close(out_w)
+        assert os.read(out_r, 4096) == b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n\0"
+    finally:
+        os.close(msg_r)
+        os.close(out_r)
+    assert path.read_bytes() == bytes(1024)
+
+
+def test_a_peer_that_stops_reading_the_message_is_a_deferral(remote, scripted):
+    """The server answers 354 and then reads nothing: the write waits timeoutremote and the
+    connection counts as died before the final dot went out: qmail's temporary 'connection
+    died', without 'Possible duplicate!' (the server cannot have accepted the message)."""
+    import threading
+    release = threading.Event()
+
+    def script(peer):
+        peer.send(b"220 sink.test ESMTP\r\n")
+        for reply in (b"250 sink.test\r\n", b"250 ok\r\n", b"250 ok\r\n", b"354 go ahead\r\n"):
+            peer.line()
+            peer.send(reply)
+        release.wait(30)                # reads nothing more while qmail-remote writes
+    server = scripted(script)
+    route_to(remote, server.port)
+    remote.home.control("timeoutremote", "1\n")
+    try:
+        assert remote("example.com", "a@b", "c@d", message=b"Subject: big\n\n" + (b"x" * 998 + b"\n") * 20000
+                      ) == b"r\0ZConnected to 127.0.0.1 but connection died. (#4.4.2)\n\0"
+    finally:
+        release.set()
