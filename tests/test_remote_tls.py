@@ -321,3 +321,40 @@ def test_destinations_table():
     assert policy_for(table, b"[IPv6:2001:DB8::25]") == Policy(ENCRYPT)
     assert policy_for(table, b"[IPv6:::1]") == Policy(VERIFY, "/ca.pem")
     assert policy_for(table, b"[192.0.2.1]") == Policy(VERIFY)
+
+
+def _refuses_starttls(peer):
+    """Offers STARTTLS, answers it 454, and accepts the mail without TLS; commands kept in peer.raw."""
+    peer.send(b"220 sink.test ESMTP\r\n")
+    while True:
+        verb = peer.line()[:4].upper()
+        if verb in (b"", b"QUIT"):
+            return
+        if verb == b"EHLO":
+            peer.send(b"250-sink.test\r\n250 STARTTLS\r\n")
+        elif verb == b"STAR":
+            peer.send(b"454 4.7.0 TLS not available due to temporary reason\r\n")
+        elif verb == b"DATA":
+            peer.send(b"354 go ahead\r\n")
+            peer.until(b"\r\n.\r\n")
+            peer.send(b"250 ok queued\r\n")
+        else:
+            peer.send(b"250 ok\r\n")
+
+
+def test_starttls_refused_sends_plaintext_when_tls_is_opportunistic(remote, scripted):
+    """RFC 3207: after a refused STARTTLS the session goes on as before; the report says so."""
+    peer = scripted(_refuses_starttls)
+    assert remote(peer.port) == accepted(b"TLS: STARTTLS refused, sent without TLS.\n")
+    assert b"hello over TLS\r\n.\r\n" in peer.peers[0].raw
+
+
+def test_starttls_refused_when_tls_is_required_is_a_deferral_and_no_mail_goes(remote, scripted):
+    """control/tlsdestinations requires TLS: a 454 to STARTTLS ends the connection before MAIL,
+    a deferral (#4.7.10) with the server's reply."""
+    peer = scripted(_refuses_starttls)
+    remote.home.control("tlsdestinations", "example.com\n")
+    assert remote(peer.port) == (
+        b"ZConnected to 127.0.0.1 but STARTTLS was refused, and control/tlsdestinations requires TLS for "
+        b"example.com. (#4.7.10)\nRemote host said: 454 4.7.0 TLS not available due to temporary reason\n\0")
+    assert [bytes(p.raw).split(b"\r\n")[1:3] for p in peer.peers] == [[b"STARTTLS", b"QUIT"]]
