@@ -3,7 +3,7 @@
 Like qmail: the IPv4 addresses of the configured interfaces (SIOCGIFCONF,
 asked again with a bigger buffer while the answer fills it, as ipme.c does;
 only interfaces that are up; no DNS), plus 127.0.0.1 and 0.0.0.0 (netqmail adds it), plus the IPv6 addresses from /proc/net/if_inet6 and ::1, plus the
-entries of control/moreipme when the registry knows that control. Cheap:
+entries of control/moreipme. Cheap:
 no name lookups, computed only when a delivery goes by MX.
 """
 import ipaddress

@@ -44,14 +44,9 @@ def _settings(home, environ):
                ("timeoutremote", "timeoutconnect", "helohost", "smtproutes", "outgoingip",
                 "tlsdestinations", "tlsclientciphers")}
         got["clientcert"] = controls.value("clientcert.pem")
-        try:
-            got["moreipme"] = tuple(controls.value("moreipme") or ())
-        except KeyError:                # not in the registry (yet): nothing more is me
-            got["moreipme"] = ()
+        got["moreipme"] = tuple(controls.value("moreipme") or ())
     except OSError as e:                # ctl.reader.ControlError: unreadable, or not a number
         raise R.Stop(R.control(e)) from None
-    if got["helohost"] is None:
-        raise R.Stop(R.CONTROL)
     try:
         got["outgoingip"] = source_address(got["outgoingip"] or "")
     except ValueError:

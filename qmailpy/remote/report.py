@@ -19,7 +19,6 @@ class Stop(Exception):
 
 USAGE = b"DI (qmail-remote) was invoked improperly. (#5.3.5)\n"
 CHDIR = b"ZUnable to switch to home directory. (#4.3.0)\n"
-CONTROL = b"ZUnable to read control files. (#4.3.0)\n"
 NOIP = b"Zinvalid ipaddr in control/outgoingip (#4.3.0)\n"      # outgoingip patch
 READ = b"ZUnable to read message. (#4.3.0)\n"
 OSERR = b"ZSystem resources temporarily unavailable. (#4.3.0)\n"
