@@ -459,3 +459,62 @@ def test_a_peer_that_stops_reading_the_message_is_a_deferral(remote, scripted):
                       ) == b"r\0ZConnected to 127.0.0.1 but connection died. (#4.4.2)\n\0"
     finally:
         release.set()
+
+
+def test_a_bug_prints_no_report_and_exits_111(home, sinks, dns_server, monkeypatch, capfd):
+    """An exception that is no Stop (a bug): nothing on the report pipe, so qmail-rspawn defers
+    with 'Unable to run qmail-remote' rather than read a half report; one log line, exit 111.
+    Recipient reports already gathered are not printed either."""
+    from qmailpy.remote import client
+    sink = sinks()
+    home.control("me", "test.example\n")
+    home.control("smtproutes", ":127.0.0.1:%d\n" % sink.port)
+
+    def broken(*args):
+        raise ZeroDivisionError("division by zero")
+    monkeypatch.setattr(client, "Stuffer", broken)
+    msg_r, msg_w = os.pipe()
+    out_r, out_w = os.pipe()
+    os.write(msg_w, MSG)
+    os.close(msg_w)
+    try:
+        assert run(["qmail-remote", "example.com", "a@b", "c@d"], msg_r, out_w,
+                   dict(QMAILHOME=home.root, **dns_server.environ())) == 111
+        os.close(out_w)
+        assert os.read(out_r, 4096) == b""
+    finally:
+        os.close(msg_r)
+        os.close(out_r)
+    assert capfd.readouterr().err.startswith("qmail-remote: internal bug: ZeroDivisionError: division by zero at ")
+    assert sink.messages == []
+
+
+@pytest.mark.parametrize("fault", ["fd 0 closed", "lseek EIO"])
+def test_a_message_it_cannot_read_is_a_deferral_and_nothing_is_sent(home, sinks, dns_server, monkeypatch,
+                                                                     tmp_path, fault):
+    """qmail's temp_read(): fd 0 that cannot be looked at (closed; a regular file whose offset
+    cannot be read, EIO) is 'ZUnable to read message', before any connection."""
+    from qmailpy.remote import message
+    sink = sinks()
+    home.control("me", "test.example\n")
+    home.control("smtproutes", ":127.0.0.1:%d\n" % sink.port)
+    mess = tmp_path / "mess"
+    mess.write_bytes(MSG)
+    out_r, out_w = os.pipe()
+    fd0 = os.open(mess, os.O_RDONLY)
+    if fault == "fd 0 closed":
+        os.close(fd0)
+    else:
+        def eio(*args):
+            raise OSError(5, "Input/output error")
+        monkeypatch.setattr(message.os, "lseek", eio)
+    try:
+        assert run(["qmail-remote", "example.com", "a@b", "c@d"], fd0, out_w,
+                   dict(QMAILHOME=home.root, **dns_server.environ())) == 0
+        os.close(out_w)
+        assert os.read(out_r, 4096) == b"ZUnable to read message. (#4.3.0)\n\0"
+    finally:
+        os.close(out_r)
+        if fault != "fd 0 closed":
+            os.close(fd0)
+    assert sink.messages == []
