@@ -191,3 +191,110 @@ def test_until_holds_for_the_tcp_retry_of_a_truncated_answer(dns_server):
     check(Resolver(config=config).until(started + 0.5).mx("big.example"), SOFT, [], "timeout")
     assert time.monotonic() - started < 0.7
     assert dns_server.queries == [("big.example", "MX", "udp"), ("big.example", "MX", "tcp")]
+
+
+class Rogue:
+    """A DNS server on 127.0.0.1 that misbehaves as told: udp(query) and tcp(query) return the
+    datagrams / the TCP bytes to send back (dnspython builds them); the TCP side reads one
+    query and sends what tcp() returned, then closes."""
+
+    def __init__(self, udp, tcp=None):
+        import socket
+        import threading
+        self.udp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp_sock.bind(("127.0.0.1", 0))
+        self.port = self.udp_sock.getsockname()[1]
+        self.tcp_sock = socket.socket()
+        self.tcp_sock.bind(("127.0.0.1", self.port))
+        self.tcp_sock.listen(5)
+        self.udp, self.tcp = udp, tcp
+        for target in (self._serve_udp, self._serve_tcp):
+            threading.Thread(target=target, daemon=True).start()
+
+    def _serve_udp(self):
+        import dns.message
+        while True:
+            try:
+                data, peer = self.udp_sock.recvfrom(4096)
+            except OSError:
+                return
+            for datagram in self.udp(dns.message.from_wire(data)):
+                self.udp_sock.sendto(datagram, peer)
+
+    def _serve_tcp(self):
+        import dns.message
+        while True:
+            try:
+                conn, _ = self.tcp_sock.accept()
+            except OSError:
+                return
+            with conn:
+                size = int.from_bytes(conn.recv(2), "big")
+                conn.sendall(self.tcp(dns.message.from_wire(conn.recv(size))))
+
+    def resolver(self):
+        return Resolver(config=servers.Config([("127.0.0.1", self.port)], timeout=0.5, attempts=1))
+
+    def close(self):
+        self.udp_sock.close()
+        self.tcp_sock.close()
+
+
+def _answer(query, address="192.0.2.1", truncated=False):
+    import dns.flags
+    import dns.message
+    import dns.rrset
+    response = dns.message.make_response(query)
+    if truncated:
+        response.flags |= dns.flags.TC
+    else:
+        response.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A", address))
+    return response.to_wire()
+
+
+def _with_id(wire, ident):
+    return ident.to_bytes(2, "big") + wire[2:]
+
+
+def test_garbage_and_stray_datagrams_are_skipped_until_the_answer():
+    """A datagram that does not parse, and a well-formed answer to another query (another
+    ID), are not the answer: the resolver keeps waiting for its own, as dnspython does."""
+    rogue = Rogue(lambda q: [b"\x00junk", _with_id(_answer(q, "192.0.2.66"), (q.id + 1) % 65536), _answer(q)])
+    try:
+        check(rogue.resolver().a("example.com"), OK, ["192.0.2.1"])
+    finally:
+        rogue.close()
+
+
+@pytest.mark.parametrize("tcp,reason", [
+    (lambda q: b"", "error"),                                                   # closed, no answer
+    (lambda q: b"\x01\x00" + b"\x00" * 10, "error"),                            # cut short
+    (lambda q: (lambda w: len(w).to_bytes(2, "big") + w)(_with_id(_answer(q), (q.id + 1) % 65536)),
+     "error"),                                                                  # another query's answer
+])
+def test_a_tcp_answer_that_is_not_one_is_a_soft_failure(tcp, reason):
+    """A truncated UDP answer sends the resolver to TCP; a TCP server that closes without an
+    answer, cuts it short, or answers another query is a temporary failure (a deferral, never
+    a bounce: the name may well exist)."""
+    rogue = Rogue(lambda q: [_answer(q, truncated=True)], tcp)
+    try:
+        check(rogue.resolver().a("example.com"), SOFT, [], reason)
+    finally:
+        rogue.close()
+
+
+def test_names_dns_cannot_carry_and_utf8_names(resolver, dns_server):
+    """A bytes name with an empty label is no name (hard, badname, nothing asked); a non-ASCII
+    str goes out as its UTF-8 bytes, unconverted, as qmail sends what it got."""
+    check(resolver.a(b"a..example"), HARD, [], "badname")
+    check(resolver.a(b"."), HARD, [], "badname")
+    dns_server.zones = {"caf\u00e9.example": {"A": ["192.0.2.5"]}}
+    check(resolver.a("caf\u00e9.example"), OK, ["192.0.2.5"])
+    assert dns_server.queries == [("caf\u00e9.example", "A", "udp")]      # its UTF-8, no xn--: nothing else asked
+
+
+def test_an_nxdomain_for_aaaa_after_a_records_keeps_the_addresses(resolver, dns_server):
+    """A server that answers A and calls the name nonexistent for AAAA: the A records stand
+    (qmail-remote delivers to them), the lookup ends there."""
+    dns_server.zones = {"odd.example": {"A": ["192.0.2.7"], "AAAA": "NXDOMAIN"}}
+    check(resolver.addresses("odd.example"), OK, ["192.0.2.7"], "")
