@@ -298,3 +298,18 @@ def test_an_nxdomain_for_aaaa_after_a_records_keeps_the_addresses(resolver, dns_
     (qmail-remote delivers to them), the lookup ends there."""
     dns_server.zones = {"odd.example": {"A": ["192.0.2.7"], "AAAA": "NXDOMAIN"}}
     check(resolver.addresses("odd.example"), OK, ["192.0.2.7"], "")
+
+
+def test_dnscacheip_entries_that_name_no_server_are_skipped():
+    """A bracket never closed, a port after the bracket that is not `:digits`, a port that is
+    not digits: each entry is skipped (the next one is used; none left: resolv.conf)."""
+    assert servers.parse_dnscacheip("[::1 [::1]x [::1]:5x 127.0.0.1:x5 [::1]:5300 127.0.0.1:53") == [
+        ("::1", 5300), ("127.0.0.1", 53)]
+
+
+def test_a_bad_ipv6_literal_is_looked_up_as_a_name(resolver, dns_server):
+    """[IPv6:...] that is no IPv6 address is no literal: looked up as the name it is, which DNS
+    does not have (hard: qmail-remote bounces it, as qmail does), never taken for an address."""
+    check(mx_ips(resolver, "[IPv6:2001:db8::zz]", 0), HARD, [], "nxdomain")
+    assert dns_server.queries[0][:2] == ("[ipv6:2001:db8::zz]", "MX")
+    check(mx_ips(resolver, "[IPv6:2001:DB8::25]", 0), OK, [(0, "2001:db8::25")])
