@@ -227,6 +227,61 @@ def test_denied_client_is_dropped_as_tcpserver_does(tmp_path, qhome, name):
     assert "tcpserver: deny PID localhost:127.0.0.1:P :127.0.0.1::C\ntcpserver: end PID status 25600\n" in log
 
 
+def test_rules_allowing_by_default_as_tcpserver(tmp_path, qhome):
+    """-X with no rules file, and a rules cdb with no rule for the client: the session runs,
+    with the environment and the log lines tcpserver gives it (`ok`, no rule's variables)."""
+    nomatch = tcprules(tmp_path, "10.0.0.1:deny\n")
+    for cdb, opts in ((str(tmp_path / "none.cdb"), ("-v", "-HR", "-l", "localhost", "-X")),
+                      (nomatch, ("-v", "-HR", "-l", "localhost"))):
+        results = {}
+        top = tmp_path / ("run-" + os.path.basename(cdb))
+        top.mkdir()
+        for name in ("tcpserver", "qmail-tcpserver"):
+            env, log, port, client = run_env_dump(top, qhome, name, cdb, opts=opts)
+            ports = {port: "SERVERPORT", client: "CLIENTPORT"}
+            results[name] = (normalized(env, ports), normalized(log, ports))
+        assert results["qmail-tcpserver"] == results["tcpserver"], cdb
+        assert "tcpserver: ok PID localhost:127.0.0.1:SERVERPORT :127.0.0.1::CLIENTPORT\n" in results["tcpserver"][1]
+        assert "RELAYCLIENT" not in results["tcpserver"][0]
+
+
+def test_a_corrupt_rules_cdb_drops_the_connection_with_exit_111(tmp_path, qhome):
+    """A rules cdb that does not parse: the client gets nothing, the session ends 111 with
+    tcpserver's `unable to read` warning; its reason names the fault (tcpserver says only
+    `protocol error`), so the line starts as tcpserver's does."""
+    cdb = tmp_path / "short.cdb"
+    cdb.write_bytes(b"\0" * 4)
+    logs = {}
+    for name in ("tcpserver", "qmail-tcpserver"):
+        front = Front(front_path(name), ["-v", "-HR", "-l", "h", "-x", str(cdb)], qhome.env(), tmp_path)
+        try:
+            with front.connect() as s:
+                assert recv_until(s, b"\n") == b""
+            wait_for(ended(front, 1))
+        finally:
+            front.stop()
+        logs[name] = re.sub(r"\b(pid|end) \d+", r"\1 PID", front.log())
+    drop = "tcpserver: warning: dropping connection, unable to read %s: " % cdb
+    assert drop + "protocol error\ntcpserver: end PID status 28416\n" in logs["tcpserver"]
+    assert (drop + "corrupt cdb: truncated: 4 bytes, shorter than the header\n"
+            "tcpserver: end PID status 28416\n") in logs["qmail-tcpserver"]
+
+
+def test_banner_goes_first_as_tcpserver_s_b(tmp_path, qhome):
+    """-B: the banner is written to the client before the program runs, as tcpserver does."""
+    got = {}
+    for name in ("tcpserver", "qmail-tcpserver"):
+        front = Front(front_path(name), ["-HR", "-l", "h", "-B", "hello there\r\n"], qhome.env(), tmp_path)
+        try:
+            with front.connect() as s:
+                got[name] = recv_until(s, GREETING)
+                s.sendall(b"QUIT\r\n")
+                recv_until(s, b"\r\n")
+        finally:
+            front.stop()
+    assert got["qmail-tcpserver"] == got["tcpserver"] == b"hello there\r\n" + GREETING
+
+
 def test_missing_rules_drop_the_connection(tmp_path, qhome):
     """-x naming no file: tcpserver's warning and exit 111 per connection (unless -X)."""
     missing = str(tmp_path / "none.cdb")
