@@ -734,6 +734,9 @@ def test_options_as_tcpserver_reads_them():
     assert (o.host, o.port, o.program, o.args) == ("0.0.0.0", "smtp", "qmail-smtpd", ["-v", "/bin/true"])
     o = parse(["-U", "::1", "25", "qmail-smtpd"], {"UID": "105", "GID": "107"})
     assert (o.uid, o.gid, o.limit, o.backlog, o.host) == (105, 107, 40, 20, "::1")
+    for env, ids in (({"UID": "105"}, (105, 0)), ({"GID": "107"}, (0, 107)), ({}, (0, 0))):
+        o = parse(["-U", "0", "25", "qmail-smtpd"], env)    # -U: what is unset is kept (0)
+        assert (o.uid, o.gid) == ids
     for bad in (["-Z", "0", "25", "qmail-smtpd"], ["0", "25"], ["-c"]):
         with pytest.raises(UsageError):
             parse(bad, {})
@@ -1096,3 +1099,42 @@ def test_a_cram_md5_answer_is_not_good_for_the_next_session_of_its_worker(tmp_pa
     assert len(set(session_pids(front))) == 1
     assert first.split(b".")[1] == second.split(b".")[1], "never two sessions in one second"
     assert first != second and replayed == b"535 authentication failed (#5.7.1)"
+
+
+def accepted_pair():
+    """(server side, client side) of one TCP connection on 127.0.0.1."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return server, client
+
+
+def test_a_banner_that_cannot_be_written_drops_the_connection_with_111():
+    """-B to a client that is gone: tcpserver's `unable to print banner` warning (qmail's
+    errno wording) and the session's exit 111, before any program runs."""
+    from qmailpy.tcpserver import child, options
+    opts = options.parse(["-HR", "-l", "h", "-B", "hello\r\n", "127.0.0.1", "0", "qmail-smtpd"], {})
+    server, client = accepted_pair()
+    try:
+        server.shutdown(socket.SHUT_WR)
+        with pytest.raises(child.Dropped) as dropped:
+            child.prepare(server, child.Connection(server, client.getsockname()), opts, [], lambda line: None)
+    finally:
+        server.close()
+        client.close()
+    assert dropped.value.args == ("unable to print banner: broken pipe", 111)   # session(): DROP + it, exit 111
+
+
+@pytest.mark.parametrize("flag,nodelay", [("-D", 1), ("-d", 0)])
+def test_nodelay_as_tcpserver_d_and_D(flag, nodelay):
+    """-D sets TCP_NODELAY on the session's socket, -d (the default) leaves Nagle on."""
+    from qmailpy.tcpserver import child, options
+    opts = options.parse(["-HR", "-l", "h", flag, "127.0.0.1", "0", "qmail-smtpd"], {})
+    server, client = accepted_pair()
+    try:
+        conn = child.Connection(server, client.getsockname())
+        child.prepare(server, conn, opts, [], lambda line: None)
+        assert server.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == nodelay
+    finally:
+        server.close()
+        client.close()

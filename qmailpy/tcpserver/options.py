@@ -74,7 +74,7 @@ def parse(argv, environ):
             setattr(o, NUMBERS[letter], scan_ulong(value))
         elif letter in TEXTS:
             setattr(o, TEXTS[letter], value)
-        elif letter == "U":
+        else:                           # -U, the one letter left
             if "UID" in environ:
                 o.uid = scan_ulong(environ["UID"])
             if "GID" in environ:
