@@ -2,6 +2,7 @@
 the same log lines, the same refusals; and what a long-running front end must survive."""
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -1138,3 +1139,121 @@ def test_nodelay_as_tcpserver_d_and_D(flag, nodelay):
     finally:
         server.close()
         client.close()
+
+
+class FakeForks:
+    """Pool._fork stand-in: each call makes a Worker on a SEQPACKET pair and keeps the worker's
+    end here (`ends`); dead=True closes that end at once (a worker that died)."""
+
+    def __init__(self, p, dead=()):
+        self.p, self.dead, self.ends = p, list(dead), []
+
+    def __call__(self, parent_socks, parent_fds):
+        from qmailpy.tcpserver import pool
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if self.dead and self.dead.pop(0):
+            theirs.close()
+        else:
+            self.ends.append(theirs)
+        w = pool.Worker(100000 + len(self.ends), mine)
+        mine.setblocking(False)
+        self.p.workers[w.pid] = w
+        self.p.by_fd[mine.fileno()] = w
+        self.p.poller.register(mine.fileno(), select.POLLIN)
+        return w
+
+
+def test_a_connection_for_an_idle_worker_that_died_goes_to_a_new_one(monkeypatch):
+    """The idle worker died and is not reaped yet: the hand-over fails, that worker is retired,
+    and the connection goes to a new worker; nothing is dropped or logged."""
+    from qmailpy.tcpserver import options, pool
+    opts = options.parse(["-v", "127.0.0.1", "0", "qmail-smtpd"], {})
+    lines = []
+    p = pool.Pool(opts, None, [], lines.append, lambda: None)
+    forks = FakeForks(p, dead=[True])
+    monkeypatch.setattr(p, "_fork", forks)
+    gone = forks([], [])
+    p.idle.append(gone)
+    a, b = socket.socketpair()
+    try:
+        assert p.hand(a, ("127.0.0.1", 4000), [], []) is True
+        [end] = forks.ends
+        data, fds, _, _ = socket.recv_fds(end, 128, 1)
+        for fd in fds:
+            os.close(fd)
+        assert (data, len(fds)) == (b"127.0.0.1 4000", 1)
+    finally:
+        a.close()
+        b.close()
+    assert lines == [] and p.busy == 1 and p.idle == [] and gone.chan.fileno() == -1
+
+
+@pytest.mark.parametrize("fault,line", [
+    ("hand", "tcpserver: warning: dropping connection, unable to hand over: broken pipe"),
+    ("fork", "tcpserver: warning: dropping connection, unable to fork: temporary failure"),
+])
+def test_a_new_worker_that_cannot_take_the_connection_drops_it(monkeypatch, fault, line):
+    """A new worker that died before the hand-over, or no fork to be had (EAGAIN): the
+    connection is dropped with tcpserver's warning in qmail's wording; the server goes on."""
+    from qmailpy.tcpserver import options, pool
+    opts = options.parse(["-v", "127.0.0.1", "0", "qmail-smtpd"], {})
+    lines = []
+    p = pool.Pool(opts, None, [], lines.append, lambda: None)
+    if fault == "hand":
+        monkeypatch.setattr(p, "_fork", FakeForks(p, dead=[True]))
+    else:
+        def no_fork():
+            raise OSError(11, "Resource temporarily unavailable")
+        monkeypatch.setattr(pool.os, "fork", no_fork)
+    a, b = socket.socketpair()
+    try:
+        assert p.hand(a, ("127.0.0.1", 4000), [], []) is False
+    finally:
+        a.close()
+        b.close()
+    assert lines == [line]
+    assert p.busy == 0 and p.idle == [] and not p.by_fd
+
+
+def forked_worker():
+    """(pid, parent's channel) of a worker forked from this process, serving its channel."""
+    from qmailpy.tcpserver import options, worker
+    opts = options.parse(["-q", "-HR", "-l", "h", "127.0.0.1", "0", "qmail-smtpd"], {})
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        mine.close()
+        worker.serve(theirs, opts, None, [])        # never returns
+    theirs.close()
+    mine.settimeout(10)
+    return pid, mine
+
+
+def exit_code(pid):
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_worker_s_life_on_its_channel():
+    """A message without a socket is answered `end 111` (no session: tcpserver's exit for a
+    connection it cannot serve) and the worker waits for the next; the channel's end is its
+    exit 0, also when the parent closed it with the worker's last `end` unread; SIGINT while
+    idle is exit 130, as an interrupted program's, without a traceback."""
+    pid, chan = forked_worker()
+    chan.send(b"127.0.0.1 4000")
+    assert chan.recv(128) == b"end 111"
+    chan.send(b"127.0.0.1 4001")
+    assert chan.recv(128) == b"end 111"
+    chan.close()
+    assert exit_code(pid) == 0
+    pid, chan = forked_worker()
+    chan.send(b"127.0.0.1 4000")
+    time.sleep(0.2)                             # its `end 111` is sent, and never read
+    chan.close()
+    assert exit_code(pid) == 0
+    pid, chan = forked_worker()
+    chan.send(b"127.0.0.1 4000")
+    assert chan.recv(128) == b"end 111"         # idle now
+    os.kill(pid, signal.SIGINT)
+    assert exit_code(pid) == 130
+    chan.close()

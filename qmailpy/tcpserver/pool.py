@@ -126,10 +126,8 @@ class Pool:
         """Poll the channels and `extra_fds`; the ready extra fds (channels' news is handled)."""
         for fd in extra_fds:
             self.poller.register(fd, select.POLLIN)
-        try:
+        try:                # EINTR: retried by Python (PEP 475); a signal wakes it through the wake-up fd
             ready = self.poller.poll(None if timeout is None else timeout * 1000)
-        except InterruptedError:
-            ready = []
         finally:
             for fd in extra_fds:
                 self.poller.unregister(fd)

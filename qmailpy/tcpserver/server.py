@@ -143,7 +143,7 @@ class Server:
     def accept(self):
         try:
             sock, peer = self.listener.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+        except (BlockingIOError, ConnectionAbortedError):
             return
         except OSError:             # out of fds and the like: tcpserver goes on, silently;
             time.sleep(0.05)        # a pause so that a lasting EMFILE does not spin

@@ -55,8 +55,6 @@ def serve(chan, opts, runner, base_env):
             fresh_signals(ignored)          # as an exec'd session: not the parent's handlers, nor the last session's
             try:
                 data, fds, _, _ = socket.recv_fds(chan, MESSAGE_MAX, 1)
-            except InterruptedError:
-                continue
             except ConnectionResetError:    # the parent closed the channel with our last `end` unread
                 break
             if not data:
