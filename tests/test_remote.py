@@ -518,3 +518,56 @@ def test_a_message_it_cannot_read_is_a_deferral_and_nothing_is_sent(home, sinks,
         if fault != "fd 0 closed":
             os.close(fd0)
     assert sink.messages == []
+
+
+def test_a_read_error_in_the_middle_of_the_message_never_sends_the_dot(home, scripted, dns_server, monkeypatch,
+                                                                        tmp_path):
+    """The mess file gives EIO after its first block, with DATA under way: qmail's
+    temp_read(), 'ZUnable to read message', and the connection is closed without the final
+    dot, so the server cannot take the half message for the whole one."""
+    from qmailpy.remote import message
+    peer = scripted(smtp_script(ehlo=b"250 sink.test\r\n"))
+    home.control("me", "test.example\n")
+    home.control("smtproutes", ":127.0.0.1:%d\n" % peer.port)
+    mess = tmp_path / "mess"
+    mess.write_bytes(b"Subject: big\n\n" + b"line\n" * 40000)
+    real_pread = os.pread
+
+    def eio_after_the_first_block(fd, n, offset):
+        if offset > 0 and n > 1:
+            raise OSError(5, "Input/output error")
+        return real_pread(fd, n, offset)
+    monkeypatch.setattr(message.os, "pread", eio_after_the_first_block)
+    fd0 = os.open(mess, os.O_RDONLY)
+    out_r, out_w = os.pipe()
+    try:
+        assert run(["qmail-remote", "example.com", "a@b", "c@d"], fd0, out_w,
+                   dict(QMAILHOME=home.root, **dns_server.environ())) == 0
+        os.close(out_w)
+        assert os.read(out_r, 4096) == b"r\0ZUnable to read message. (#4.3.0)\n\0"
+    finally:
+        os.close(fd0)
+        os.close(out_r)
+    time.sleep(0.2)
+    [got] = peer.peers
+    assert b"DATA\r\n" in got.raw and b"line\r\nline\r\n" in got.raw and not got.raw.endswith(b"\r\n.\r\n")
+
+
+def test_a_report_pipe_closed_early_still_exits_0(home, sinks, dns_server):
+    """qmail-rspawn gone (its end of the report pipe closed): qmail's _exit(0) after the
+    failed write, no traceback and no other exit code; the delivery itself was done."""
+    sink = sinks()
+    home.control("me", "test.example\n")
+    home.control("smtproutes", ":127.0.0.1:%d\n" % sink.port)
+    msg_r, msg_w = os.pipe()
+    out_r, out_w = os.pipe()
+    os.write(msg_w, MSG)
+    os.close(msg_w)
+    os.close(out_r)
+    try:
+        assert run(["qmail-remote", "example.com", "a@b", "c@d"], msg_r, out_w,
+                   dict(QMAILHOME=home.root, **dns_server.environ())) == 0
+    finally:
+        os.close(msg_r)
+        os.close(out_w)
+    assert [m.rcpt_tos for m in sink.messages] == [["c@d"]]

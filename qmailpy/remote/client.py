@@ -151,9 +151,7 @@ def smtp(conn, helohost, sender, recips, message, reports, plan=None, dest=b""):
     try:
         stuffer = Stuffer()
         for block in message.blocks():  # a read error: Stop(Z), closed without the dot
-            data = stuffer.feed(block)
-            if data:
-                conn.send(data)
+            conn.send(stuffer.feed(block))
         conn.critical = True
         conn.send(b".\r\n")
     finally:
