@@ -196,6 +196,31 @@ def test_run_in_process(home, sinks, dns_server):
     os.close(out_r)
 
 
+def run_here(home, dns_server, port, fd0=None, report=True):
+    """run() in this process, to 127.0.0.1:port, the message MSG on a pipe unless fd0 is given:
+    (exit code, report bytes); report=False: the report pipe's reader is gone before it runs."""
+    home.control("me", "test.example\n")
+    home.control("smtproutes", ":127.0.0.1:%d\n" % port)
+    mine = fd0 is None
+    if mine:
+        fd0, msg_w = os.pipe()
+        os.write(msg_w, MSG)
+        os.close(msg_w)
+    out_r, out_w = os.pipe()
+    if not report:
+        os.close(out_r)
+    try:
+        code = run(["qmail-remote", "example.com", "a@b", "c@d"], fd0, out_w,
+                   dict(QMAILHOME=home.root, **dns_server.environ()))
+        os.close(out_w)
+        return code, os.read(out_r, 4096) if report else None
+    finally:
+        if report:
+            os.close(out_r)
+        if mine:
+            os.close(fd0)
+
+
 def test_tcpto_skips_hosts_that_keep_timing_out(remote, sinks):
     from qmailpy.queue.layout import create_queue
     sink = sinks()
@@ -415,26 +440,15 @@ def test_no_socket_to_be_had_is_a_failed_connection_not_a_time_out(home, dns_ser
     from qmailpy.queue.layout import create_queue
     from qmailpy.remote import connect
     from test_remote_units import tcpto_file
-    home.control("me", "test.example\n")
-    home.control("smtproutes", ":127.0.0.1:%d\n" % closed_port())
     create_queue(home.root)
     path = tcpto_file(Path(home.root, "queue", "lock"))
+    port = closed_port()
 
     def no_fds(*args):
         raise OSError(24, "Too many open files")
     monkeypatch.setattr(connect.socket, "socket", no_fds)
-    msg_r, msg_w = os.pipe()
-    out_r, out_w = os.pipe()
-    os.write(msg_w, MSG)
-    os.close(msg_w)
-    try:
-        assert run(["qmail-remote", "example.com", "a@b", "c@d"], msg_r, out_w,
-                   dict(QMAILHOME=home.root, **dns_server.environ())) == 0
-        os.close(out_w)
-        assert os.read(out_r, 4096) == b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n\0"
-    finally:
-        os.close(msg_r)
-        os.close(out_r)
+    assert run_here(home, dns_server, port) == (
+        0, b"ZSorry, I wasn't able to establish an SMTP connection. (#4.4.1)\n\0")
     assert path.read_bytes() == bytes(1024)
 
 
@@ -467,24 +481,11 @@ def test_a_bug_prints_no_report_and_exits_111(home, sinks, dns_server, monkeypat
     Recipient reports already gathered are not printed either."""
     from qmailpy.remote import client
     sink = sinks()
-    home.control("me", "test.example\n")
-    home.control("smtproutes", ":127.0.0.1:%d\n" % sink.port)
 
     def broken(*args):
         raise ZeroDivisionError("division by zero")
     monkeypatch.setattr(client, "Stuffer", broken)
-    msg_r, msg_w = os.pipe()
-    out_r, out_w = os.pipe()
-    os.write(msg_w, MSG)
-    os.close(msg_w)
-    try:
-        assert run(["qmail-remote", "example.com", "a@b", "c@d"], msg_r, out_w,
-                   dict(QMAILHOME=home.root, **dns_server.environ())) == 111
-        os.close(out_w)
-        assert os.read(out_r, 4096) == b""
-    finally:
-        os.close(msg_r)
-        os.close(out_r)
+    assert run_here(home, dns_server, sink.port) == (111, b"")
     assert capfd.readouterr().err.startswith("qmail-remote: internal bug: ZeroDivisionError: division by zero at ")
     assert sink.messages == []
 
@@ -496,25 +497,20 @@ def test_a_message_it_cannot_read_is_a_deferral_and_nothing_is_sent(home, sinks,
     cannot be read, EIO) is 'ZUnable to read message', before any connection."""
     from qmailpy.remote import message
     sink = sinks()
-    home.control("me", "test.example\n")
-    home.control("smtproutes", ":127.0.0.1:%d\n" % sink.port)
     mess = tmp_path / "mess"
     mess.write_bytes(MSG)
-    out_r, out_w = os.pipe()
-    fd0 = os.open(mess, os.O_RDONLY)
     if fault == "fd 0 closed":
-        os.close(fd0)
+        fd0 = 999                   # a number no file has here (nor the pipes run_here makes)
+        with pytest.raises(OSError):
+            os.fstat(fd0)
     else:
         def eio(*args):
             raise OSError(5, "Input/output error")
         monkeypatch.setattr(message.os, "lseek", eio)
+        fd0 = os.open(mess, os.O_RDONLY)
     try:
-        assert run(["qmail-remote", "example.com", "a@b", "c@d"], fd0, out_w,
-                   dict(QMAILHOME=home.root, **dns_server.environ())) == 0
-        os.close(out_w)
-        assert os.read(out_r, 4096) == b"ZUnable to read message. (#4.3.0)\n\0"
+        assert run_here(home, dns_server, sink.port, fd0) == (0, b"ZUnable to read message. (#4.3.0)\n\0")
     finally:
-        os.close(out_r)
         if fault != "fd 0 closed":
             os.close(fd0)
     assert sink.messages == []
@@ -527,8 +523,6 @@ def test_a_read_error_in_the_middle_of_the_message_never_sends_the_dot(home, scr
     dot, so the server cannot take the half message for the whole one."""
     from qmailpy.remote import message
     peer = scripted(smtp_script(ehlo=b"250 sink.test\r\n"))
-    home.control("me", "test.example\n")
-    home.control("smtproutes", ":127.0.0.1:%d\n" % peer.port)
     mess = tmp_path / "mess"
     mess.write_bytes(b"Subject: big\n\n" + b"line\n" * 40000)
     real_pread = os.pread
@@ -539,15 +533,10 @@ def test_a_read_error_in_the_middle_of_the_message_never_sends_the_dot(home, scr
         return real_pread(fd, n, offset)
     monkeypatch.setattr(message.os, "pread", eio_after_the_first_block)
     fd0 = os.open(mess, os.O_RDONLY)
-    out_r, out_w = os.pipe()
     try:
-        assert run(["qmail-remote", "example.com", "a@b", "c@d"], fd0, out_w,
-                   dict(QMAILHOME=home.root, **dns_server.environ())) == 0
-        os.close(out_w)
-        assert os.read(out_r, 4096) == b"r\0ZUnable to read message. (#4.3.0)\n\0"
+        assert run_here(home, dns_server, peer.port, fd0) == (0, b"r\0ZUnable to read message. (#4.3.0)\n\0")
     finally:
         os.close(fd0)
-        os.close(out_r)
     time.sleep(0.2)
     [got] = peer.peers
     assert b"DATA\r\n" in got.raw and b"line\r\nline\r\n" in got.raw and not got.raw.endswith(b"\r\n.\r\n")
@@ -557,17 +546,5 @@ def test_a_report_pipe_closed_early_still_exits_0(home, sinks, dns_server):
     """qmail-rspawn gone (its end of the report pipe closed): qmail's _exit(0) after the
     failed write, no traceback and no other exit code; the delivery itself was done."""
     sink = sinks()
-    home.control("me", "test.example\n")
-    home.control("smtproutes", ":127.0.0.1:%d\n" % sink.port)
-    msg_r, msg_w = os.pipe()
-    out_r, out_w = os.pipe()
-    os.write(msg_w, MSG)
-    os.close(msg_w)
-    os.close(out_r)
-    try:
-        assert run(["qmail-remote", "example.com", "a@b", "c@d"], msg_r, out_w,
-                   dict(QMAILHOME=home.root, **dns_server.environ())) == 0
-    finally:
-        os.close(msg_r)
-        os.close(out_w)
+    assert run_here(home, dns_server, sink.port, report=False) == (0, None)
     assert [m.rcpt_tos for m in sink.messages] == [["c@d"]]

@@ -228,6 +228,18 @@ def test_denied_client_is_dropped_as_tcpserver_does(tmp_path, qhome, name):
     assert "tcpserver: deny PID localhost:127.0.0.1:P :127.0.0.1::C\ntcpserver: end PID status 25600\n" in log
 
 
+def dropped_log(name, rules, qhome, tmp_path):
+    """The -v log of front end `name` (-x rules) after one client it closed on without a byte."""
+    front = Front(front_path(name), ["-v", "-HR", "-l", "h", "-x", rules], qhome.env(), tmp_path)
+    try:
+        with front.connect() as s:
+            assert recv_until(s, b"\n") == b""
+        wait_for(ended(front, 1))
+    finally:
+        front.stop()
+    return front.log()
+
+
 def test_rules_allowing_by_default_as_tcpserver(tmp_path, qhome):
     """-X with no rules file, and a rules cdb with no rule for the client: the session runs,
     with the environment and the log lines tcpserver gives it (`ok`, no rule's variables)."""
@@ -252,16 +264,8 @@ def test_a_corrupt_rules_cdb_drops_the_connection_with_exit_111(tmp_path, qhome)
     `protocol error`), so the line starts as tcpserver's does."""
     cdb = tmp_path / "short.cdb"
     cdb.write_bytes(b"\0" * 4)
-    logs = {}
-    for name in ("tcpserver", "qmail-tcpserver"):
-        front = Front(front_path(name), ["-v", "-HR", "-l", "h", "-x", str(cdb)], qhome.env(), tmp_path)
-        try:
-            with front.connect() as s:
-                assert recv_until(s, b"\n") == b""
-            wait_for(ended(front, 1))
-        finally:
-            front.stop()
-        logs[name] = re.sub(r"\b(pid|end) \d+", r"\1 PID", front.log())
+    logs = {name: re.sub(r"\b(pid|end) \d+", r"\1 PID", dropped_log(name, str(cdb), qhome, tmp_path))
+            for name in ("tcpserver", "qmail-tcpserver")}
     drop = "tcpserver: warning: dropping connection, unable to read %s: " % cdb
     assert drop + "protocol error\ntcpserver: end PID status 28416\n" in logs["tcpserver"]
     assert (drop + "corrupt cdb: truncated: 4 bytes, shorter than the header\n"
@@ -287,16 +291,10 @@ def test_missing_rules_drop_the_connection(tmp_path, qhome):
     """-x naming no file: tcpserver's warning and exit 111 per connection (unless -X)."""
     missing = str(tmp_path / "none.cdb")
     for name in ("tcpserver", "qmail-tcpserver"):
-        front = Front(front_path(name), ["-v", "-HR", "-l", "h", "-x", missing], qhome.env(), tmp_path)
-        try:
-            with front.connect() as s:
-                assert recv_until(s, b"\n") == b""
-            wait_for(ended(front, 1))
-        finally:
-            front.stop()
+        log = dropped_log(name, missing, qhome, tmp_path)
         assert ("tcpserver: warning: dropping connection, unable to read %s: file does not exist\n"
-                "tcpserver: end" % missing) in front.log()
-        assert re.search(r"tcpserver: end \d+ status 28416\n", front.log())
+                "tcpserver: end" % missing) in log
+        assert re.search(r"tcpserver: end \d+ status 28416\n", log)
 
 
 def test_refuses_a_program_it_cannot_preload(tmp_path):
