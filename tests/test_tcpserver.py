@@ -811,16 +811,17 @@ def test_drops_privileges_as_tcpserver_u_g(tmp_path):
 
 class FakeIdentd:
     """An RFC 1413 server on port 113 of a random 127.x.y.z (so that two suites running at
-    once do not meet there) that names every connection's user `answer`."""
+    once do not meet there) that names every connection's user `answer` (or replies
+    whole(request) instead)."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, whole=None):
         import threading
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.ip = loopback_address(113)
         self.sock.bind((self.ip, 113))
         self.sock.listen(5)
-        self.answer, self.asked = answer, []
+        self.answer, self.whole, self.asked = answer, whole, []
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self):
@@ -832,7 +833,10 @@ class FakeIdentd:
             with conn:
                 request = conn.recv(100)
                 self.asked.append(request)
-                conn.sendall(request.rstrip(b"\r\n") + b" : USERID : UNIX :  " + self.answer + b"\r\n")
+                if self.whole is not None:          # the whole reply, e.g. an ERROR, or b"": none
+                    conn.sendall(self.whole(request))
+                else:
+                    conn.sendall(request.rstrip(b"\r\n") + b" : USERID : UNIX :  " + self.answer + b"\r\n")
 
     def close(self):
         self.sock.close()
@@ -859,6 +863,41 @@ def test_ident_as_tcpserver(tmp_path, qhome):
     assert "TCPREMOTEIP=%s\n" % ip in results["tcpserver"][0]
     assert ":%s:alice:CLIENTPORT\n" % ip in results["tcpserver"][1]
     assert len(identd.asked) == 2 and all(re.match(rb"\d+ , \d+\r\n$", r) for r in identd.asked)
+
+
+@pytest.mark.parametrize("whole,info", [
+    pytest.param(lambda request: request.rstrip(b"\r\n") + b" : ERROR : NO-USER\r\n", "", id="error"),
+    pytest.param(lambda request: request.rstrip(b"\r\n") + b" : USERID : UNIX : \r\n", "", id="empty"),
+    pytest.param(lambda request: b"", None, id="closed"),
+    pytest.param(None, None, id="no-identd"),
+])
+def test_ident_that_names_nobody_as_tcpserver(tmp_path, qhome, whole, info):
+    """remoteinfo.c: a reply line with no user after its third colon (an ERROR has fewer
+    colons) sets TCPREMOTEINFO empty, and the rules try `@ip`; no line at all (closed, or no
+    identd: port 113 refused) leaves it unset. The same environment and log in both."""
+    if whole is None:
+        identd, ip = None, loopback_address(113)        # nothing listens there
+    else:
+        identd = FakeIdentd(b"", whole)
+        ip = identd.ip
+    cdb = tcprules(tmp_path, '@%s:allow,WHO="empty-info"\n%s:allow,WHO="ip"\n' % (ip, ip))
+    try:
+        results = {}
+        for name in ("tcpserver", "qmail-tcpserver"):
+            env, log, port, client = run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-l", "h"),
+                                                  source=ip)
+            ports = {port: "SERVERPORT", client: "CLIENTPORT"}
+            results[name] = (normalized(env, ports), normalized(log, ports))
+    finally:
+        if identd is not None:
+            identd.close()
+    assert results["qmail-tcpserver"] == results["tcpserver"]
+    env, log = results["tcpserver"]
+    if info is None:
+        assert "TCPREMOTEINFO" not in env and "WHO=ip\n" in env
+    else:
+        assert "\nTCPREMOTEINFO=\n" in env and "WHO=empty-info\n" in env
+    assert ":%s::CLIENTPORT\n" % ip in log
 
 
 def test_started_with_sigchld_ignored(tmp_path, qhome):

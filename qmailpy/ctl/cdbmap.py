@@ -158,8 +158,9 @@ def open_cdb(path, name=None):
 def tcprules_keys(ip, host=None, info=None):
     """The keys tcpserver tries, in its order (ucspi-tcp rules.c), for a client. The prefixes
     end in '.' or, as in the IPv6 patch's rules.c (Debian's ucspi-tcp-ipv6), ':': its
-    tcprules writes `2001:db8:1::allow` as the key `2001:db8:1:`, tried for 2001:db8:1::7."""
-    if info:
+    tcprules writes `2001:db8:1::allow` as the key `2001:db8:1:`, tried for 2001:db8:1::7.
+    info "" (an identd that named nobody) tries `@ip`, as rules.c does; None tries no info key."""
+    if info is not None:
         yield "%s@%s" % (info, ip)
         if host:
             yield "%s@=%s" % (info, host)

@@ -55,8 +55,9 @@ def remote_info(local_ip, local_port, remote_ip, remote_port, timeout):
     """The user name the client's identd gives for this connection, or None.
 
     Read as remoteinfo.c reads it: spaces, tabs and CRs anywhere are dropped, the
-    answer is what follows the third colon up to the newline (257 bytes at most); an
-    answer with fewer colons (an ERROR), an empty one or none by the deadline is None.
+    answer is what follows the third colon up to the newline (257 bytes at most), ""
+    when nothing does (an ERROR has fewer colons): tcpserver sets TCPREMOTEINFO empty
+    then, and its rules try `@ip`. No line by the deadline (refused, closed) is None.
     """
     import socket
     import time
@@ -79,6 +80,4 @@ def remote_info(local_ip, local_port, remote_ip, remote_port, timeout):
         return None
     line = data.split(b"\n", 1)[0].translate(None, b" \t\r")
     parts = line.split(b":", 3)
-    if len(parts) < 4 or not parts[3]:
-        return None
-    return parts[3][:257].decode("latin-1")
+    return parts[3][:257].decode("latin-1") if len(parts) == 4 else ""
