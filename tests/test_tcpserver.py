@@ -173,6 +173,17 @@ def run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-R", "-l", "loca
     return text, front.log(), front.port, client_port
 
 
+def both_fronts(tmp_path, qhome, cdb, opts, source=None):
+    """{front: (env dump, log)} of one session under tcpserver and qmail-tcpserver (run_env_dump),
+    ports as SERVERPORT and CLIENTPORT."""
+    results = {}
+    for name in ("tcpserver", "qmail-tcpserver"):
+        env, log, port, client = run_env_dump(tmp_path, qhome, name, cdb, opts=opts, source=source)
+        ports = {port: "SERVERPORT", client: "CLIENTPORT"}
+        results[name] = (normalized(env, ports), normalized(log, ports))
+    return results
+
+
 def test_same_environment_and_log_lines_as_tcpserver(tmp_path, qhome):
     """The program sees, entry for entry and in the same order, what tcpserver gives it:
     PROTO, TCPLOCAL*, TCPREMOTE*, the rule's assignments (one replacing a variable of the
@@ -246,13 +257,9 @@ def test_rules_allowing_by_default_as_tcpserver(tmp_path, qhome):
     nomatch = tcprules(tmp_path, "10.0.0.1:deny\n")
     for cdb, opts in ((str(tmp_path / "none.cdb"), ("-v", "-HR", "-l", "localhost", "-X")),
                       (nomatch, ("-v", "-HR", "-l", "localhost"))):
-        results = {}
         top = tmp_path / ("run-" + os.path.basename(cdb))
         top.mkdir()
-        for name in ("tcpserver", "qmail-tcpserver"):
-            env, log, port, client = run_env_dump(top, qhome, name, cdb, opts=opts)
-            ports = {port: "SERVERPORT", client: "CLIENTPORT"}
-            results[name] = (normalized(env, ports), normalized(log, ports))
+        results = both_fronts(top, qhome, cdb, opts)
         assert results["qmail-tcpserver"] == results["tcpserver"], cdb
         assert "tcpserver: ok PID localhost:127.0.0.1:SERVERPORT :127.0.0.1::CLIENTPORT\n" in results["tcpserver"][1]
         assert "RELAYCLIENT" not in results["tcpserver"][0]
@@ -850,12 +857,7 @@ def test_ident_as_tcpserver(tmp_path, qhome):
     ip = identd.ip                          # the client's address, where its identd listens
     cdb = tcprules(tmp_path, '%s:allow,WHO="ip"\nalice@%s:allow,WHO="info"\n' % (ip, ip))
     try:
-        results = {}
-        for name in ("tcpserver", "qmail-tcpserver"):
-            env, log, port, client = run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-l", "h"),
-                                                  source=ip)
-            ports = {port: "SERVERPORT", client: "CLIENTPORT"}
-            results[name] = (normalized(env, ports), normalized(log, ports))
+        results = both_fronts(tmp_path, qhome, cdb, ("-v", "-H", "-l", "h"), source=ip)
     finally:
         identd.close()
     assert results["qmail-tcpserver"] == results["tcpserver"]
@@ -882,12 +884,7 @@ def test_ident_that_names_nobody_as_tcpserver(tmp_path, qhome, whole, info):
         ip = identd.ip
     cdb = tcprules(tmp_path, '@%s:allow,WHO="empty-info"\n%s:allow,WHO="ip"\n' % (ip, ip))
     try:
-        results = {}
-        for name in ("tcpserver", "qmail-tcpserver"):
-            env, log, port, client = run_env_dump(tmp_path, qhome, name, cdb, opts=("-v", "-H", "-l", "h"),
-                                                  source=ip)
-            ports = {port: "SERVERPORT", client: "CLIENTPORT"}
-            results[name] = (normalized(env, ports), normalized(log, ports))
+        results = both_fronts(tmp_path, qhome, cdb, ("-v", "-H", "-l", "h"), source=ip)
     finally:
         if identd is not None:
             identd.close()
