@@ -1291,3 +1291,80 @@ def test_a_worker_s_life_on_its_channel():
     os.kill(pid, signal.SIGINT)
     assert exit_code(pid) == 130
     chan.close()
+
+
+def verbose_pool(monkeypatch):
+    """(Pool with -v, its log lines, FakeForks) for driving the parent's side by hand."""
+    from qmailpy.tcpserver import options, pool
+    opts = options.parse(["-v", "127.0.0.1", "0", "qmail-smtpd"], {})
+    lines = []
+    p = pool.Pool(opts, None, [], lines.append, lambda: None)
+    forks = FakeForks(p)
+    monkeypatch.setattr(p, "_fork", forks)
+    return p, lines, forks
+
+
+def busy_worker(p, forks, read=True):
+    """A worker of p given one connection: (Worker, its end of the channel); read=False: the
+    worker has not taken the connection off its channel."""
+    a, b = socket.socketpair()
+    try:
+        assert p.hand(a, ("127.0.0.1", 4000), [], []) is True
+    finally:
+        a.close()
+        b.close()
+    [w] = p.workers.values()
+    end = forks.ends[-1]
+    if read:
+        _, fds, _, _ = socket.recv_fds(end, 128, 1)
+        for fd in fds:
+            os.close(fd)
+    return w, end
+
+
+def reap_as(monkeypatch, pid, status):
+    """os.waitpid as it answers once `pid` died with `status`, then nothing more."""
+    from qmailpy.tcpserver import pool
+    answers = [(pid, status)]
+    monkeypatch.setattr(pool.os, "waitpid", lambda *args: answers.pop(0) if answers else (0, 0))
+
+
+def test_a_worker_s_messages_other_than_its_end_are_ignored(monkeypatch):
+    """Anything but `end CODE` on a channel (garbage; an `end` while no session runs) logs
+    nothing and changes no count: only a session's end is an `end` line."""
+    p, lines, forks = verbose_pool(monkeypatch)
+    w, end = busy_worker(p, forks)
+    for junk in (b"hello", b"end", b"end x1"):
+        end.send(junk)
+        assert p.wait([], 0) == []
+    assert lines == [] and p.busy == 1 and w.busy
+    end.send(b"end 0")
+    p.wait([], 0)
+    assert lines == ["tcpserver: end %d status 0" % w.pid] and p.busy == 0 and p.idle == [w]
+    end.send(b"end 0")                          # idle: no session to end
+    p.wait([], 0)
+    assert len(lines) == 1 and p.busy == 0
+
+
+def test_an_end_sent_just_before_the_worker_died_is_the_session_s_end(monkeypatch):
+    """The worker sent `end 0` and was killed before the parent read it: the session's end
+    line has its exit code (status 0), once, not the kill's wait status."""
+    p, lines, forks = verbose_pool(monkeypatch)
+    w, end = busy_worker(p, forks)
+    end.send(b"end 0")
+    reap_as(monkeypatch, w.pid, 9)
+    p.reap()
+    assert lines == ["tcpserver: end %d status 0" % w.pid]
+    assert p.busy == 0 and not p.workers and not p.by_fd and w.chan.fileno() == -1
+
+
+def test_a_worker_that_dies_with_its_connection_unread_ends_the_session_with_its_status(monkeypatch):
+    """The worker died before it read the connection handed to it (its channel reset): the
+    channel's news is its end; reaping logs the session's end with the raw wait status."""
+    p, lines, forks = verbose_pool(monkeypatch)
+    w, end = busy_worker(p, forks, read=False)
+    end.close()
+    assert p.wait([], 0) == [] and w.chan.fileno() not in p.by_fd
+    reap_as(monkeypatch, w.pid, 9)
+    p.reap()
+    assert lines == ["tcpserver: end %d status 9" % w.pid] and p.busy == 0 and not p.workers
