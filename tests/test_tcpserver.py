@@ -319,6 +319,28 @@ def test_refuses_a_program_it_cannot_preload(tmp_path):
     assert b"is not qmailpy's qmail-smtpd: run it under tcpserver" in got.stderr
     got = subprocess.run([program("qmail-tcpserver"), "-Z", "127.0.0.1"], capture_output=True, timeout=30)
     assert got.returncode == 100 and got.stderr.startswith(b"qmail-tcpserver: usage: ")
+    missing = str(tmp_path / "bin" / "qmail-smtpd")
+    got = subprocess.run([program("qmail-tcpserver"), "127.0.0.1", "0", missing], capture_output=True, timeout=30)
+    assert (got.returncode, got.stderr) == (
+        111, b"tcpserver: fatal: unable to read %s: file does not exist\n" % missing.encode())
+
+
+def test_a_program_named_without_a_path_is_qmailpy_s_qmail_smtpd(tmp_path, qhome):
+    """`qmail-tcpserver ... qmail-smtpd` (no slash, as a run file found by $PATH writes it):
+    nothing to read, the session is qmailpy's qmail-smtpd."""
+    cmd = [program("qmail-tcpserver"), "-1", "-HR", "-l", "h", "127.0.0.1", "0", "qmail-smtpd"]
+    proc = subprocess.Popen(cmd, env=qhome.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        port = int(proc.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            assert recv_until(s, b"\r\n") == GREETING
+            s.sendall(b"QUIT\r\n")
+            assert recv_until(s, b"\r\n") == b"221 test.example\r\n"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def child_pids(front, count):

@@ -9,6 +9,8 @@ tcpserver's job, not this one's.
 """
 import os
 
+from qmailpy.errstr import error_str
+
 LAUNCHER_MARK = b"qmailpy.smtpd.main import main"
 # Modules a session uses that qmail-smtpd imports on first use: loaded once in
 # the parent so that no child pays for them.
@@ -58,7 +60,7 @@ def load(program):
             with open(program, "rb") as f:
                 head = f.read(512)
         except OSError as e:
-            raise Refused("unable to read %s: %s" % (program, e.strerror)) from None
+            raise Refused("unable to read %s: %s" % (program, error_str(e))) from None
         if LAUNCHER_MARK not in head:
             raise Refused("%s is not qmailpy's qmail-smtpd: run it under tcpserver" % program)
     import importlib
