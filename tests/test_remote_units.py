@@ -1,5 +1,7 @@
 """qmail-remote's pieces without a network: routes, quoting, report texts, reply reading, MX order."""
+import os
 import socket
+import struct
 
 import pytest
 from hypothesis import example, given, strategies as st
@@ -406,3 +408,41 @@ def test_tcpto_record_dated_ahead_of_a_clock_stepped_back_is_not_a_host_down(tmp
     cache.record("192.0.2.1", True)
     assert record_of(path, 0) == ("192.0.2.1", 3, 1000000)
     assert cache.is_down("192.0.2.1")                            # now dated right: skipped as usual
+
+
+@pytest.mark.parametrize("fault", ["socket", "SIOCGIFCONF", "always full"])
+def test_interfaces_it_cannot_list_are_a_deferral_not_a_guess(home, monkeypatch, fault):
+    """ipme_init() that fails (no socket, SIOCGIFCONF refused, an answer that never fits in
+    200000 bytes) is qmail's temp_oserr(), 'ZSystem resources temporarily unavailable': with
+    its own addresses unknown, qmail-remote cannot tell an MX that is this host (a mail loop)."""
+    import fcntl
+
+    from qmailpy.remote import ipme
+    from qmailpy.remote.main import run
+    real_ioctl = fcntl.ioctl
+
+    def ioctl(fd, request, arg):
+        if request != ipme.SIOCGIFCONF:
+            return real_ioctl(fd, request, arg)
+        if fault == "SIOCGIFCONF":
+            raise OSError(22, "Invalid argument")
+        room = struct.unpack("iP", arg)[0]
+        return struct.pack("iP", room, 0)            # filled to the last byte: ask again, bigger
+    if fault == "socket":
+        def no_socket(*args):
+            raise OSError(24, "Too many open files")
+        monkeypatch.setattr(ipme.socket, "socket", no_socket)
+    else:
+        monkeypatch.setattr(fcntl, "ioctl", ioctl)
+    home.control("me", "test.example\n")
+    r, w = os.pipe()
+    os.write(w, b"Subject: x\n\nbody\n")
+    os.close(w)
+    out, inn = os.pipe()
+    try:
+        assert run(["qmail-remote", "[127.0.0.2]", "a@b.example", "c@example.com"], r, inn, home.env()) == 0
+        os.close(inn)
+        assert os.read(out, 4096) == R.OSERR + b"\0"
+    finally:
+        os.close(r)
+        os.close(out)

@@ -31,28 +31,26 @@ def norm(ip):
 
 
 def interface_ipv4():
-    """IPv4 addresses of all interfaces (Linux SIOCGIFCONF); empty when unavailable."""
-    try:
-        import array
-        import fcntl
-    except ImportError:
-        return []
+    """IPv4 addresses of all interfaces (Linux SIOCGIFCONF). OSError when they cannot be listed
+    (no socket, SIOCGIFCONF refused, an answer that never fits): ipme_init()'s -1, which
+    qmail-remote turns into temp_oserr(); its own addresses unknown, no MX can be judged."""
+    import array
+    import fcntl
     size = 40 if struct.calcsize("P") == 8 else 32      # struct ifreq
     room = size * 128
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            while True:                 # ipme.c: grow the buffer until the answer leaves room
-                buf = array.array("B", bytes(room))
-                req = struct.pack("iP", len(buf), buf.buffer_info()[0])
-                length = struct.unpack("iP", fcntl.ioctl(s.fileno(), SIOCGIFCONF, req))[0]
-                if length + size + 64 < room or room > MAX_IFCONF:
-                    break
-                room += 100 + (room >> 2)
-            data = buf.tobytes()[:length]
-            return [socket.inet_ntoa(data[i + 20:i + 24]) for i in range(0, length - size + 1, size)
-                    if _up(fcntl, s, data[i:i + size])]
-    except OSError:
-        return []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        while True:                     # ipme.c: grow the buffer until the answer leaves room
+            buf = array.array("B", bytes(room))
+            req = struct.pack("iP", len(buf), buf.buffer_info()[0])
+            length = struct.unpack("iP", fcntl.ioctl(s.fileno(), SIOCGIFCONF, req))[0]
+            if length + size + 64 < room:
+                break
+            if room > MAX_IFCONF:
+                raise OSError("SIOCGIFCONF: more than %d bytes of interfaces" % MAX_IFCONF)
+            room += 100 + (room >> 2)
+        data = buf.tobytes()[:length]
+        return [socket.inet_ntoa(data[i + 20:i + 24]) for i in range(0, length - size + 1, size)
+                if _up(fcntl, s, data[i:i + size])]
 
 
 def _up(fcntl, s, ifreq):
@@ -79,7 +77,7 @@ def interface_ipv6(path="/proc/net/if_inet6"):
 
 
 def my_addresses(more=()):
-    """frozenset of canonical address texts that are "me"."""
+    """frozenset of canonical address texts that are "me"; OSError from interface_ipv4()."""
     found = set()
     for ip in (*ALWAYS, *interface_ipv4(), *interface_ipv6(), *more):
         n = norm(ip)

@@ -88,11 +88,14 @@ def _addresses(host, name, relay, environ, seed):
 
 def _candidates(ips, relay, more_ipme):
     """qmail's prefme rule: drop every address at or above my own best preference.
-    The (ip, host name) pairs that remain."""
+    The (ip, host name) pairs that remain; Stop(Z) when this host's addresses cannot be listed."""
     prefme = PREF_RELAY
     if not relay:
         from qmailpy.remote.ipme import my_addresses, norm
-        mine = my_addresses(more_ipme)
+        try:
+            mine = my_addresses(more_ipme)
+        except OSError:                 # ipme_init() failed: qmail's temp_oserr()
+            raise R.Stop(R.OSERR) from None
         prefme = min([pref for pref, ip, _ in ips if norm(ip) in mine], default=PREF_NONE)
     keep = [(ip, name) for pref, ip, name in ips if pref < prefme]
     if not keep:
