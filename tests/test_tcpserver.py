@@ -1390,3 +1390,28 @@ def test_a_worker_that_dies_with_its_connection_unread_ends_the_session_with_its
     reap_as(monkeypatch, w.pid, 9)
     p.reap()
     assert lines == ["tcpserver: end %d status 9" % w.pid] and p.busy == 0 and not p.workers
+
+
+def test_accept_failures_and_a_dropped_hand_over_as_tcpserver_counts_them(monkeypatch):
+    """A connection no worker took: counted before the hand-over and again after it, as
+    tcpserver prints its status around a fork that failed (`status: 1/40`, `status: 0/40`),
+    and closed. accept() out of fds: nothing logged, nothing counted, the loop goes on."""
+    from qmailpy.tcpserver import options, server
+    opts = options.parse(["-v", "127.0.0.1", "0", "qmail-smtpd"], {})
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        srv = server.Server(opts, None, listener, [])
+        lines = []
+        srv.log = lines.append
+        srv.wake_r = srv.wake_w = -1
+        monkeypatch.setattr(srv.pool, "hand", lambda *args: False)
+        with socket.create_connection(listener.getsockname(), timeout=10) as client:
+            srv.accept()
+            assert client.recv(10) == b""               # closed by the server
+        assert lines == ["tcpserver: status: 1/40", "tcpserver: status: 0/40"]
+
+        class OutOfFds:
+            def accept(self):
+                raise OSError(24, "Too many open files")
+        srv.listener = OutOfFds()
+        srv.accept()
+        assert lines == ["tcpserver: status: 1/40", "tcpserver: status: 0/40"] and srv.pool.busy == 0
