@@ -446,3 +446,53 @@ def test_interfaces_it_cannot_list_are_a_deferral_not_a_guess(home, monkeypatch,
     finally:
         os.close(r)
         os.close(out)
+
+
+def test_tcpto_of_less_than_one_record_or_unlockable_is_off(tmp_path, monkeypatch):
+    """tcpto.c: a file shorter than one record, or one it cannot lock and read, turns the
+    cache off for this run: no address is skipped, nothing is written."""
+    import fcntl
+
+    from qmailpy.remote.tcpto import TcpTo
+    short = tmp_path / "tcpto"
+    short.write_bytes(b"\0" * 15)
+    cache = TcpTo(str(short), now=lambda: 9999, pid=0)
+    cache.record("192.0.2.1", True)
+    assert not cache.is_down("192.0.2.1") and short.read_bytes() == b"\0" * 15
+    path = tcpto_file(tmp_path, [("192.0.2.1", 5, 9999)])
+    before = path.read_bytes()
+
+    def no_lock(fd, op):
+        raise OSError(37, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", no_lock)
+    cache = TcpTo(str(path), now=lambda: 9999, pid=0)
+    assert not cache.is_down("192.0.2.1")
+    cache.record("192.0.2.1", True)
+    assert path.read_bytes() == before
+
+
+def test_what_counts_as_me_beside_the_interfaces(tmp_path, monkeypatch):
+    """moreipme entries count however spelled (an IPv4-mapped one as its IPv4 address); one
+    that is no address is passed over. /proc/net/if_inet6 lines that are not an address are
+    passed over, a missing file is no IPv6 address. An interface whose flags cannot be read
+    is not up (ipme.c asks SIOCGIFFLAGS and keeps the address only on success)."""
+    import fcntl
+
+    from qmailpy.remote import ipme
+    mine = ipme.my_addresses(("not an address", "192.0.2.77", "::ffff:192.0.2.78", "2001:DB8::0001"))
+    assert {"192.0.2.77", "192.0.2.78", "2001:db8::1", "127.0.0.1", "::1"} <= mine
+    assert "not an address" not in mine and None not in mine
+    inet6 = tmp_path / "if_inet6"
+    inet6.write_text("00000000000000000000000000000001 01 80 10 80       lo\n\nshort 01\n"
+                     "20010db8000000000000000000000025 02 40 00 80     eth0\n")
+    assert ipme.interface_ipv6(str(inet6)) == ["::1", "2001:db8::25"]
+    assert ipme.interface_ipv6(str(tmp_path / "none")) == []
+    real_ioctl = fcntl.ioctl
+
+    def no_flags(fd, request, arg):
+        if request == ipme.SIOCGIFFLAGS:
+            raise OSError(19, "No such device")
+        return real_ioctl(fd, request, arg)
+    assert "127.0.0.1" in ipme.interface_ipv4()
+    monkeypatch.setattr(fcntl, "ioctl", no_flags)
+    assert ipme.interface_ipv4() == []
