@@ -1415,3 +1415,48 @@ def test_accept_failures_and_a_dropped_hand_over_as_tcpserver_counts_them(monkey
         srv.listener = OutOfFds()
         srv.accept()
         assert lines == ["tcpserver: status: 1/40", "tcpserver: status: 0/40"] and srv.pool.busy == 0
+
+
+def session_in_child(runner):
+    """(exit code, stderr) of child.session() run with `runner` in a forked child, on a real
+    connection: fds 0, 1 and 2 are the child's to change."""
+    import tempfile
+    from qmailpy.tcpserver import child, options
+    opts = options.parse(["-HR", "-l", "h", "127.0.0.1", "0", "qmail-smtpd"], {})
+    server, client = accepted_pair()
+    r, w = os.pipe()
+    with tempfile.TemporaryFile() as err:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.dup2(err.fileno(), 2)
+                code = child.session(server, client.getsockname(), opts, runner, [], lambda line: None)
+                os.write(w, b"%d" % code)
+            finally:
+                os._exit(0)
+        os.close(w)
+        server.close()
+        try:
+            code = int(os.read(r, 32))
+        finally:
+            os.close(r)
+            os.waitpid(pid, 0)
+            client.close()
+        err.seek(0)
+        return code, err.read().decode()
+
+
+@pytest.mark.parametrize("end,code", [
+    (SystemExit(None), 0), (SystemExit(3), 3), (SystemExit("gone"), 1), (ZeroDivisionError("oops"), 1)])
+def test_a_session_s_exit_code_as_an_exec_d_program_s(end, code):
+    """What the program raises is the session's exit code, as its exit would be: sys.exit()
+    0, sys.exit(3) 3, sys.exit("text") 1; a bug (any other exception) is one line
+    `qmail-tcpserver: internal bug: ...` and 1, never a traceback."""
+    def runner(args, environ):
+        raise end
+    got, err = session_in_child(runner)
+    assert got == code
+    if isinstance(end, SystemExit):
+        assert err == ""
+    else:
+        assert err.startswith("qmail-tcpserver: internal bug: ZeroDivisionError: oops at ") and err.count("\n") == 1
