@@ -62,12 +62,10 @@ DEFAULT = Policy()
 
 
 def destination(line):
-    """(level, destination as written, CA file) of one control/tlsdestinations entry (str or
-    bytes); the destination is b"" for a line that names none. qmail-showctl --check reads
+    """(level, destination as written, CA file) of one control/tlsdestinations entry (a str, as
+    the control reader gives it), as bytes; the destination is b"" for a line that names none. qmail-showctl --check reads
     the lines with it too."""
-    if isinstance(line, str):
-        line = line.encode("utf-8", "surrogateescape")
-    line = line.strip()
+    line = line.encode("utf-8", "surrogateescape").strip()
     level = {b"!": NONE, b"-": ENCRYPT}.get(line[:1])
     if level is not None:
         line = line[1:]
@@ -80,7 +78,7 @@ def destination(line):
 
 
 def parse_destinations(lines):
-    """{lower-case destination: Policy} from control/tlsdestinations' entries (str or bytes)."""
+    """{lower-case destination: Policy} from control/tlsdestinations' entries (str)."""
     table = {}
     for line in lines:
         level, dest, cafile = destination(line)
@@ -148,9 +146,8 @@ class Plan:
 
 
 def text(reason):
-    """A reason as report bytes: printable ASCII only, at most 200 characters, no final '.'."""
-    if isinstance(reason, bytes):
-        reason = reason.decode("ascii", "replace")
+    """A reason (str: an exception's text, a host name) as report bytes: printable ASCII only,
+    at most 200 characters, no final '.'."""
     out = "".join(c if " " <= c <= "~" else "?" for c in str(reason))[:200]
     return out.rstrip(". ").encode("ascii")
 
