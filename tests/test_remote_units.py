@@ -496,3 +496,12 @@ def test_what_counts_as_me_beside_the_interfaces(tmp_path, monkeypatch):
     assert "127.0.0.1" in ipme.interface_ipv4()
     monkeypatch.setattr(fcntl, "ioctl", no_flags)
     assert ipme.interface_ipv4() == []
+
+
+def test_a_bracket_followed_by_more_than_a_colon_is_split_at_the_first_colon():
+    """An IP literal keeps its colons only when `]` ends the field; `[...]x:...` is split where
+    qmail splits every smtproutes line, at the first colon."""
+    assert split_colon(b"[IPv6:2001:db8::25]:relay:26") == (b"[IPv6:2001:db8::25]", b":", b"relay:26")
+    assert split_colon(b"[IPv6:2001:db8::25]") == (b"[IPv6:2001:db8::25]", b"", b"")
+    assert split_colon(b"[192.0.2.1]x:relay") == (b"[192.0.2.1]x", b":", b"relay")
+    assert split_colon(b"[IPv6:2001:db8::25]x:relay") == (b"[IPv6", b":", b"2001:db8::25]x:relay")
