@@ -1460,3 +1460,37 @@ def test_a_session_s_exit_code_as_an_exec_d_program_s(end, code):
         assert err == ""
     else:
         assert err.startswith("qmail-tcpserver: internal bug: ZeroDivisionError: oops at ") and err.count("\n") == 1
+
+
+NETNS_LISTEN = r"""
+import json, os, subprocess
+from dnsserver import DNSServer
+from conftest import program
+zones = {"listen.example": {"A": ["127.0.0.1"]}}
+out = {}
+with DNSServer(zones, port=53):
+    for front in ("tcpserver", program("qmail-tcpserver")):
+        got = []
+        for host in ("listen.example", "gone.example"):
+            p = subprocess.Popen([front, "-1", host, "0", program("qmail-smtpd")], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=dict(os.environ, DNSCACHEIP="127.0.0.1"))
+            line = p.stdout.readline()
+            if line:
+                p.terminate()
+            p.wait(timeout=30)
+            got.append([p.returncode if not line else "listening", p.stderr.read().decode()])
+            p.stdout.close()
+            p.stderr.close()
+        out[os.path.basename(front)] = got
+print(json.dumps(out))
+"""
+
+
+def test_a_host_name_to_listen_on_as_tcpserver():
+    """A host name for the listener is looked up (its first address); one DNS does not have
+    is tcpserver's `no IP address for NAME` and exit 111."""
+    import json
+    from netns import in_netns
+    got = json.loads(in_netns(NETNS_LISTEN, resolv_conf="nameserver 127.0.0.1\n", timeout=120))
+    assert got["qmail-tcpserver"] == got["tcpserver"] == [
+        ["listening", ""], [111, "tcpserver: fatal: no IP address for gone.example\n"]]
