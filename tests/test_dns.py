@@ -195,8 +195,9 @@ def test_until_holds_for_the_tcp_retry_of_a_truncated_answer(dns_server):
 
 class Rogue:
     """A DNS server on 127.0.0.1 that misbehaves as told: udp(query) and tcp(query) return the
-    datagrams / the TCP bytes to send back (dnspython builds them); the TCP side reads one
-    query and sends what tcp() returned, then closes."""
+    datagrams / the TCP bytes (or chunks of them) to send back (dnspython builds them; a
+    generator may sleep between them); the TCP side reads one query and sends what tcp()
+    returned, then closes."""
 
     def __init__(self, udp, tcp=None):
         import socket
@@ -218,8 +219,11 @@ class Rogue:
                 data, peer = self.udp_sock.recvfrom(4096)
             except OSError:
                 return
-            for datagram in self.udp(dns.message.from_wire(data)):
-                self.udp_sock.sendto(datagram, peer)
+            try:
+                for datagram in self.udp(dns.message.from_wire(data)):
+                    self.udp_sock.sendto(datagram, peer)
+            except OSError:                 # closed while a generator was still sending
+                return
 
     def _serve_tcp(self):
         import dns.message
@@ -230,7 +234,12 @@ class Rogue:
                 return
             with conn:
                 size = int.from_bytes(conn.recv(2), "big")
-                conn.sendall(self.tcp(dns.message.from_wire(conn.recv(size))))
+                answer = self.tcp(dns.message.from_wire(conn.recv(size)))
+                try:
+                    for chunk in [answer] if isinstance(answer, bytes) else answer:
+                        conn.sendall(chunk)
+                except OSError:             # the client gave up
+                    pass
 
     def resolver(self):
         return Resolver(config=servers.Config([("127.0.0.1", self.port)], timeout=0.5, attempts=1))
@@ -313,3 +322,27 @@ def test_a_bad_ipv6_literal_is_looked_up_as_a_name(resolver, dns_server):
     check(mx_ips(resolver, "[IPv6:2001:db8::zz]", 0), HARD, [], "nxdomain")
     assert dns_server.queries[0][:2] == ("[ipv6:2001:db8::zz]", "MX")
     check(mx_ips(resolver, "[IPv6:2001:DB8::25]", 0), OK, [(0, "2001:db8::25")])
+
+
+def _trickled(items, pause=0.05):
+    for item in items:
+        time.sleep(pause)
+        yield item
+
+
+def test_a_server_that_trickles_cannot_hold_a_lookup_past_its_time_out():
+    """Stray datagrams every 50 ms over UDP, or a TCP answer one byte per 50 ms: each try
+    still ends by its time-out (0.5 s) with a soft failure; a trickle is no answer."""
+    def strays(q):
+        return _trickled(_with_id(_answer(q), (q.id + 1) % 65536) for _ in range(40))
+
+    def slow_bytes(q):
+        wire = _answer(q)
+        return _trickled(bytes([b]) for b in len(wire).to_bytes(2, "big") + wire)
+    for rogue in (Rogue(strays), Rogue(lambda q: [_answer(q, truncated=True)], slow_bytes)):
+        try:
+            started = time.monotonic()
+            check(rogue.resolver().a("example.com"), SOFT, [], "timeout")
+            assert time.monotonic() - started < 0.8
+        finally:
+            rogue.close()
