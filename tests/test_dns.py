@@ -202,11 +202,17 @@ class Rogue:
     def __init__(self, udp, tcp=None):
         import socket
         import threading
-        self.udp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp_sock.bind(("127.0.0.1", 0))
-        self.port = self.udp_sock.getsockname()[1]
-        self.tcp_sock = socket.socket()
-        self.tcp_sock.bind(("127.0.0.1", self.port))
+        for _ in range(50):                 # a UDP port whose TCP twin is free too
+            self.udp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp_sock.bind(("127.0.0.1", 0))
+            self.port = self.udp_sock.getsockname()[1]
+            self.tcp_sock = socket.socket()
+            try:
+                self.tcp_sock.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                self.udp_sock.close()
+                self.tcp_sock.close()
         self.tcp_sock.listen(5)
         self.udp, self.tcp = udp, tcp
         for target in (self._serve_udp, self._serve_tcp):
