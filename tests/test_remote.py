@@ -548,3 +548,11 @@ def test_a_report_pipe_closed_early_still_exits_0(home, sinks, dns_server):
     sink = sinks()
     assert run_here(home, dns_server, sink.port, report=False) == (0, None)
     assert [m.rcpt_tos for m in sink.messages] == [["c@d"]]
+
+
+def test_an_empty_message_goes_as_an_empty_data(remote, sinks):
+    """Nothing on fd 0 is a message of no lines (not a partial line): DATA, then the dot alone."""
+    sink = sinks()
+    route_to(remote, sink.port)
+    assert remote("example.com", "a@b.example", "c@example.com", message=b"") == OK_REPORT
+    assert [m.data for m in sink.messages] == [b""]

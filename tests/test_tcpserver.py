@@ -689,6 +689,7 @@ def test_tcp6_changes_order():
     ("1:2:3:4:5:6:7:0", "1:2:3:4:5:6:7::"), ("0:1:2:3:4:5:6:7", "::1:2:3:4:5:6:7"),
     ("::1.2.3.4", "::102:304"), ("fe80::1%lo", "fe80::1"),
     ("::ffff:192.0.2.1", "192.0.2.1"), ("192.0.2.1", "192.0.2.1"),
+    ("2001:DB8:a:b:c:d:e:f", "2001:db8:a:b:c:d:e:f"),       # no zero group: no '::'
 ])
 def test_client_address_spelled_as_the_ipv6_tcpserver_spells_it(peer, text):
     """TCPREMOTEIP (and so the rules keys tried) as ucspi-tcp-ipv6's ip6_fmt() writes the
@@ -1494,3 +1495,16 @@ def test_a_host_name_to_listen_on_as_tcpserver():
     got = json.loads(in_netns(NETNS_LISTEN, resolv_conf="nameserver 127.0.0.1\n", timeout=120))
     assert got["qmail-tcpserver"] == got["tcpserver"] == [
         ["listening", ""], [111, "tcpserver: fatal: no IP address for gone.example\n"]]
+
+
+def test_a_client_name_dns_cannot_give_is_none(dns_server):
+    """No TCPREMOTEHOST when the PTR lookup fails softly (SERVFAIL) or finds nothing; a PTR to
+    the root is written as djbdns writes the root, `.`."""
+    from qmailpy.dns import servers
+    from qmailpy.dns.resolver import Resolver
+    from qmailpy.tcpserver import names
+    dns_server.zones = {"9.0.0.127.in-addr.arpa": "SERVFAIL", "8.0.0.127.in-addr.arpa": {"PTR": ["."]}}
+    resolver = Resolver(config=servers.Config([("127.0.0.1", dns_server.port)], timeout=0.5, attempts=1))
+    assert names.host_name(resolver, "127.0.0.9") is None
+    assert names.host_name(resolver, "127.0.0.7") is None
+    assert names.host_name(resolver, "127.0.0.8") == "."

@@ -57,11 +57,10 @@ class TcpTo:
 
     @staticmethod
     def _key(ip):
+        """The record key of an IPv4 address (DNS's or a literal's text, always well formed);
+        None for IPv6, which tcpto never records."""
         import socket
-        try:
-            return socket.inet_aton(ip) if "." in ip and ":" not in ip else None
-        except OSError:
-            return None
+        return socket.inet_aton(ip) if "." in ip and ":" not in ip else None
 
     def is_down(self, ip):
         """tcpto(): skip this address now?"""

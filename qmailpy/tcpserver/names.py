@@ -29,13 +29,7 @@ def _among(ip, addresses):
     our 2001:db8::1:2:3:4:5 is the resolver's 2001:db8:0:1:2:3:4:5)?"""
     import ipaddress
     want = ipaddress.ip_address(ip)
-    for text in addresses:
-        try:
-            if ipaddress.ip_address(text) == want:
-                return True
-        except ValueError:
-            pass
-    return False
+    return any(ipaddress.ip_address(text) == want for text in addresses)   # the resolver's texts: addresses all
 
 
 DJB_KEPT = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_")
