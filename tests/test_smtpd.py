@@ -149,12 +149,6 @@ def test_timeout_mid_data_queues_nothing(qhome):
     assert queued_messages(qhome) == []
 
 
-def test_unreadable_controls(home):
-    os.makedirs(os.path.join(home.root, "control", "databytes"))
-    lines, err, rc = smtpd(home, b"QUIT\r\n")
-    assert lines == ["421 unable to read controls (#4.3.0)"] and rc == 1
-
-
 def test_users_database_controls_are_not_read_at_connect(qhome):
     """usersdb (the MySQL password: qmailu's, 0400, in production) and vpopmaildir are read when
     the users database is opened, by qmail-usersd in production: qmail-smtpd (qmaild) could not
