@@ -1,6 +1,7 @@
 """qmail-smtpd as a real program: queue hand-off failures, time-outs, lost clients,
 CRAM-MD5, swaks end to end, and the import budget of a plain session."""
 import base64
+import errno
 import hashlib
 import hmac
 import os
@@ -68,6 +69,46 @@ def test_queue_killed_by_signal(qhome, tmp_path):
     path.chmod(0o755)
     lines, _, _ = smtpd(qhome, TRANSACTION, QMAILQUEUE=str(path))
     assert lines[-2] == "451 qq crashed (#4.3.0)"
+
+
+def test_queue_program_that_does_not_read_the_envelope(qhome, tmp_path):
+    """qmail_close(): an envelope that cannot be written (the program closed fd 1) and exit 0
+    is not a queued message: case 0 with flagerr falls through to 54, "qq read error"."""
+    path = tmp_path / "deafqq"
+    path.write_text("#!/bin/sh\nexec 1>&-\ncat >/dev/null\nexit 0\n")
+    path.chmod(0o755)
+    lines, _, _ = smtpd(qhome, TRANSACTION, QMAILQUEUE=str(path))
+    assert lines[-2:] == ["451 qq read error (#4.3.0)", "221 test.example"]
+
+
+class _Faulty:
+    """The os module of one module, with one call that fails."""
+
+    def __init__(self, name, code):
+        self.name, self.code = name, code
+
+    def __getattr__(self, name):
+        if name == self.name:
+            def fail(*args):
+                raise OSError(self.code, os.strerror(self.code))
+            return fail
+        return getattr(os, name)
+
+
+@pytest.mark.parametrize("module,call,code", [("qmailpy.smtpd.queueclient", "pipe", errno.EMFILE),
+                                               ("qmailpy.forkexec", "fork", errno.EAGAIN)])
+def test_queue_that_cannot_be_started_is_qqt_failure(qhome, tmp_path, capfd, monkeypatch, module, call, code):
+    """qmail_open() == -1 (no pipe, no fork: EMFILE, EAGAIN): qmail-smtpd's err_qqt(), 451
+    before the 354, and the session goes on; no fd of the attempt is left open."""
+    import importlib
+    monkeypatch.setattr(importlib.import_module(module), "os", _Faulty(call, code))
+    before = sorted(os.listdir("/proc/self/fd"))
+    replies, rc, _ = serve_in_process(qhome, TRANSACTION.replace(b"QUIT", b"NOOP\r\nQUIT"), capfd,
+                                      QMAILQUEUE=fake_queue(tmp_path, 0))
+    assert (replies.decode().split("\r\n")[2:], rc) == (
+        ["250 ok", "250 ok", "451 qqt failure (#4.3.0)"] + ["502 unimplemented (#5.5.1)"] * 4    # the message's lines
+        + ["250 ok", "221 test.example", ""], 0)
+    assert sorted(os.listdir("/proc/self/fd")) == before
 
 
 def test_queue_program_missing_exact(qhome):
