@@ -77,7 +77,8 @@ def test_queue_program_that_does_not_read_the_envelope(qhome, tmp_path):
     path = tmp_path / "deafqq"
     path.write_text("#!/bin/sh\nexec 1>&-\ncat >/dev/null\nexit 0\n")
     path.chmod(0o755)
-    lines, _, _ = smtpd(qhome, TRANSACTION, QMAILQUEUE=str(path))
+    big = TRANSACTION.replace(b"body\r\n", (b"x" * 998 + b"\r\n") * 300)   # more than a pipe holds:
+    lines, _, _ = smtpd(qhome, big, QMAILQUEUE=str(path))       # the envelope comes after the close
     assert lines[-2:] == ["451 qq read error (#4.3.0)", "221 test.example"]
 
 
