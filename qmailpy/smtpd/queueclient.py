@@ -113,10 +113,8 @@ class QueueJob:
             for fd in (msg_r, env_r, self.msg_w, self.env_w):
                 os.close(fd)
             raise
-        finally:
-            if hasattr(self, "qp"):
-                os.close(msg_r)
-                os.close(env_r)
+        os.close(msg_r)
+        os.close(env_r)
         self.failed = False
 
     def write(self, data):
@@ -143,24 +141,17 @@ class QueueJob:
                 self.failed = True
         os.close(self.env_w)
         self.env_w = None
-        code = self._wait()
+        from qmailpy.forkexec import wait
+        code = wait(self.qp)
         if code == 0 and self.failed:
             return QQ_READ_ERROR
         return code
 
     def abort(self):
-        """Close without an envelope: the queue program exits without queueing anything."""
-        for fd in (self.msg_w, self.env_w):
-            if fd is not None:
-                os.close(fd)
+        """Close without an envelope: the queue program exits without queueing anything.
+        A job gets finish() or abort(), once (the Conversation lets go of it first)."""
+        os.close(self.msg_w)
+        os.close(self.env_w)
         self.msg_w = self.env_w = None
-        self._wait()
-
-    def _wait(self):
-        while True:
-            try:
-                _, status = os.waitpid(self.qp, 0)
-                break
-            except InterruptedError:
-                continue
-        return os.waitstatus_to_exitcode(status)
+        from qmailpy.forkexec import wait
+        wait(self.qp)
