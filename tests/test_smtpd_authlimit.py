@@ -146,5 +146,91 @@ def test_the_client_counted_is_a_network_an_attacker_holds_whole():
     for ip, key in (("192.0.2.7", "192.0.2.7"), ("127.0.0.1", "127.0.0.0/8"), ("127.45.6.7", "127.0.0.0/8"),
                     ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"), ("2001:DB8:1:2::9", "2001:db8:1:2::/64"),
                     ("2001:db8:1:3::9", "2001:db8:1:3::/64"), ("::1", "::1"), ("::ffff:198.51.100.4", "198.51.100.4"),
-                    ("::ffff:127.0.0.9", "127.0.0.0/8"), ("", ""), ("junk", "junk")):
+                    ("::ffff:127.0.0.9", "127.0.0.0/8"), ("", ""), ("junk", "junk"), ("1:2:junk", "1:2:junk")):
         assert failure_key(ip) == key, ip
+
+
+def test_a_garbled_line_has_expired(tmp_path):
+    """A line that does not start with a time (a crash cut it) counts as expired and is dropped."""
+    from qmailpy.smtpd.authlimit import Attempts
+    (tmp_path / "192.0.2.7").write_bytes(b"garbage\n1000 1\n")
+    assert Attempts(str(tmp_path), "192.0.2.7", 3, 100, 2).begin(1001) == 2
+    assert (tmp_path / "192.0.2.7").read_bytes() == b"1000 1\n1001 2\n"
+
+
+def test_forget_takes_back_only_its_own_live_check(tmp_path):
+    """A check that outlived the window (a slow checkpassword) has expired: forget() leaves the
+    other sessions' checks as they are; a session locked out recorded nothing and takes nothing back."""
+    from qmailpy.smtpd.authlimit import Attempts
+    mine = Attempts(str(tmp_path), "192.0.2.7", 2, 100, 1)
+    assert mine.begin(1000) == 1
+    assert Attempts(str(tmp_path), "192.0.2.7", 2, 100, 2).begin(1050) == 2
+    mine.forget(1100)
+    assert (tmp_path / "192.0.2.7").read_bytes() == b"1050 2\n"
+    assert Attempts(str(tmp_path), "192.0.2.7", 1, 100, 3).begin(1100) is None
+    locked = Attempts(str(tmp_path), "192.0.2.7", 1, 100, 3)
+    assert locked.begin(1101) is None
+    locked.forget(1101)
+    assert (tmp_path / "192.0.2.7").read_bytes() == b"1050 2\n"
+
+
+def test_a_file_removed_while_waiting_for_its_lock_is_opened_again(tmp_path, monkeypatch):
+    """Another session removed the file (all its checks expired) while this one waited for the
+    lock: the check goes into the file at the path, not into the removed one, where no other
+    session would count it."""
+    import fcntl
+    from qmailpy.smtpd import authlimit
+    path = tmp_path / "192.0.2.7"
+    path.write_bytes(b"1 9\n")
+    removed = []
+
+    class Racing:
+        def __getattr__(self, name):
+            return getattr(fcntl, name)
+
+        @staticmethod
+        def flock(fd, op):
+            if not removed:
+                removed.append(fd)
+                os.unlink(path)             # the other session, holding the lock before us
+            fcntl.flock(fd, op)
+    monkeypatch.setattr(authlimit, "fcntl", Racing())
+    assert authlimit.Attempts(str(tmp_path), "192.0.2.7", 3, 100, 2).begin(1000) == 1
+    assert removed and path.read_bytes() == b"1000 2\n"
+
+
+class _Log:
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, event, **fields):
+        self.lines.append((event, fields))
+
+
+def test_a_check_that_cannot_be_taken_back_stays_counted_and_is_logged(home):
+    """The right password, and its check cannot be taken off the count (the file cannot be
+    opened, the users database is down): it stays counted, one failure too many rather than
+    one too few, and the log says so; the session is not refused for it."""
+    from qmailpy import paths
+    from qmailpy.smtpd.main import Services
+    from qmailpy.users.errors import UsersUnavailable
+    log = _Log()
+    services = Services(home.env(), [], log)
+    assert services.auth_attempt("begin", "192.0.2.7", 3, 900) == 1
+    path = os.path.join(paths.authfail_path(home.root), "192.0.2.7")
+    os.unlink(path)
+    os.mkdir(path)
+    assert services.auth_attempt("forget", "192.0.2.7", 3, 900) is None
+    assert log.lines == [("authfail-kept", {"ip": "192.0.2.7", "reason": "[Errno 21] Is a directory: %r" % path})]
+
+    class Users:
+        def auth_begin(self, ip, limit, window, now):
+            return 1, 42
+
+        def auth_forget(self, ip, check):
+            raise UsersUnavailable("database down")
+    log.lines.clear()
+    services._users = Users()
+    assert services.auth_attempt("begin", "192.0.2.7", 3, 900, shared=True) == 1
+    assert services.auth_attempt("forget", "192.0.2.7", 3, 900, shared=True) is None
+    assert log.lines == [("authfail-kept", {"ip": "192.0.2.7", "check": 42, "reason": "database down"})]
