@@ -535,6 +535,38 @@ def test_periplimit_slot_is_locked_before_another_session_can_count_it(qhome, mo
     assert os.listdir(d) == []
 
 
+def test_periplimit_slot_that_cannot_be_made_leaves_nothing_and_the_session_goes_on(qhome, capfd, monkeypatch):
+    """The slot file cannot be put in place (EIO from rename): its temporary name is removed, the
+    session is not counted and goes on, and the log says why (as for a full disk)."""
+    from qmailpy import paths
+    from qmailpy.smtpd import periplimit
+    qhome.control("periplimit", "1\n")
+    d = paths.sessions_path(qhome.root)
+    os.makedirs(d)
+    monkeypatch.setattr(periplimit, "os", _Faulty("rename", errno.EIO))
+    replies, rc, log = serve_in_process(qhome, b"QUIT\r\n", capfd)
+    assert (replies, rc) == (b"220 test.example ESMTP\r\n221 test.example\r\n", 0)
+    assert log[0] == 'periplimit-unavailable ip=127.0.0.1 reason="[Errno 5] Input/output error"'
+    assert not any(line.startswith("refused") for line in log)
+    assert os.listdir(d) == []
+
+
+def test_periplimit_files_gone_under_a_count(qhome):
+    """A session ends while another counts: its slot file, listed and gone before it is opened,
+    is no live session; a slot whose file an admin removed is still given back without an error."""
+    from qmailpy import paths
+    from qmailpy.smtpd import periplimit
+    d = paths.sessions_path(qhome.root)
+    os.makedirs(d)
+    assert periplimit._held(os.path.join(d, "127.0.0.1.77")) is False
+    slot = periplimit.acquire(d, "127.0.0.1", 1, 76)
+    os.unlink(slot.path)
+    slot.release()
+    with pytest.raises(OSError):
+        os.fstat(slot.fd)                   # closed
+    assert os.listdir(d) == []
+
+
 def test_users_database_down_gives_temporary_replies(qhome):
     """A dead MySQL users database: 451/454, never a wrong 'no such user' or a relay."""
     qhome.control("usersdb", "127.0.0.1|1|root||nodb\n")
