@@ -108,7 +108,8 @@ class TlsChannel:
             self.plain.write(data)
 
     def read(self):
-        """Cleartext from the client; b"" at the end (close_notify or the connection's end)."""
+        """Cleartext from the client; b"" at the end: a close_notify (SSLObject.read() gives b""
+        for it) or the connection's end (the memory BIO is never given an EOF, so no SSLEOFError)."""
         while True:
             try:
                 return self.obj.read(READ_SIZE)
@@ -118,8 +119,6 @@ class TlsChannel:
                 if not data:
                     return b""
                 self._in.write(data)
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                return b""
 
     def write(self, data):
         view = memoryview(data)
