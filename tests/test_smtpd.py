@@ -679,6 +679,56 @@ def test_a_bug_in_a_session_is_one_log_line_and_a_421(qhome, capfd, monkeypatch)
                         r"at test_smtpd\.py:\d+:bug < qmailpy/smtpd/main\.py:\d+:_converse\"", log[1]), log[1]
 
 
+def test_a_bug_whose_421_cannot_be_written_is_still_one_log_line(qhome, capfd, monkeypatch):
+    """The channel may be what failed (a TLS channel in a bad state, a client gone): the 421
+    is given up, the bug's log line and exit 1 remain."""
+    from qmailpy.smtpd import main
+
+    def bug(self, data):
+        raise KeyError("oops")
+    real_write = main.PlainChannel.write
+
+    def write(self, data):
+        if data.startswith(b"421 internal"):
+            raise BrokenPipeError(32, "Broken pipe")
+        real_write(self, data)
+    monkeypatch.setattr(Conversation, "feed", bug)
+    monkeypatch.setattr(main.PlainChannel, "write", write)
+    replies, rc, log = serve_in_process(qhome, b"HELO c.example\r\n", capfd)
+    assert (replies, rc, len(log)) == (b"220 test.example ESMTP\r\n", 1, 2)
+    assert log[1].startswith('error reason="internal bug: KeyError: \'oops\' at '), log
+
+
+def test_abandon_lets_go_of_a_job_whose_abort_fails(qhome):
+    """A session over in DATA (a bug) whose queue job cannot be aborted cleanly (the service's
+    connection already gone): abandon() does not raise, and the job is let go of once."""
+    from test_dialogues import FakeJob
+    aborts = []
+
+    class Gone(FakeJob):
+        def abort(self):
+            aborts.append(1)
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+    class Services(FakeServices):
+        def start_queue(self, spf=None, auth=None):
+            return Gone(self.queued, 999)
+    env = qhome.env(**TCP_ENV)
+    conversation = Conversation(SmtpdConfig(Controls(qhome.root, env), env), Services())
+    conversation.start()
+    assert conversation.feed(TRANSACTION.split(b"Subject")[0]).endswith(b"354 go ahead\r\n")
+    conversation.abandon()
+    conversation.abandon()
+    assert aborts == [1]
+
+
+def test_a_conversation_not_made_has_no_attributes():
+    """Its attributes are the session's: before there is one, an AttributeError (copy, pickle
+    and hasattr ask so), not a recursion through __getattr__."""
+    half = Conversation.__new__(Conversation)
+    assert not hasattr(half, "state")
+
+
 def test_a_bug_in_data_leaves_no_queue_program_or_pipe_behind(qhome, capfd, monkeypatch, tmp_path):
     """A bug while the message is being read (the queue program started, the 354 sent) ends
     the session as any bug does, and the job is abandoned as a lost client's is: the pipes
