@@ -86,9 +86,6 @@ class Conversation:
     def sleep(self, action):
         self.services.sleep(action.seconds)
 
-    def ignore(self, action):
-        pass
-
     def lookup(self, action):
         from qmailpy.smtpd.answers import answer_lookup
         if self._resolver is None:
@@ -137,7 +134,7 @@ class Conversation:
 
 
 PERFORM = {
-    A.Log: Conversation.log, A.Sleep: Conversation.sleep, A.Verdicts: Conversation.ignore,
+    A.Log: Conversation.log, A.Sleep: Conversation.sleep,
     A.Lookup: Conversation.lookup, A.AskUsers: Conversation.ask_users,
     A.Authenticate: Conversation.authenticate, A.AuthAttempt: Conversation.auth_attempt, A.OpenQueue: Conversation.open_queue,
     A.QueueWrite: Conversation.queue_write, A.QueueFinish: Conversation.queue_finish,
