@@ -242,3 +242,27 @@ def test_stale_temp_files_are_cleaned(home):
     home.run("setsrssecret")
     assert not os.path.exists(stale)
     assert_consistent(home, 2)
+
+
+def test_control_srs_that_is_not_a_directory_is_fatal(home):
+    """A file where control/srs/ belongs: rotation and --show stop with the path and exit 111,
+    the file left as it is (never a traceback, never keys written elsewhere)."""
+    path = home.control("srs", "not a directory\n")
+    for args in ((), ("--show",)):
+        p = home.run("setsrssecret", *args)
+        assert (p.returncode, p.stdout) == (111, b""), p.stderr
+        where = path if not args else os.path.join(path, "setsrssecret.lock")
+        assert p.stderr.decode() == "setsrssecret: fatal: %s: Not a directory\n" % where
+    with open(path) as f:
+        assert f.read() == "not a directory\n"
+
+
+def test_a_new_key_is_never_one_in_use(monkeypatch):
+    import secrets
+    made = iter(["old", "old", "fresh"])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda n: next(made))
+    assert K.new_secret({"old"}) == "fresh"
+
+
+def test_malformed_age_lines_are_skipped_and_the_first_line_of_a_key_wins():
+    assert K.parse_ages(["k1 100", "k1 200", "k2", "k3 x", "k4 1 2", "k5 300"]) == {"k1": 100, "k5": 300}
