@@ -114,9 +114,8 @@ def load(home, now):
 
 
 def retained(keys, now, max_age):
-    """(kept, dropped): keep the newest and every key replaced at most max_age + MARGIN ago."""
-    if not keys:
-        return [], []
+    """(kept, dropped) of `keys` (newest first, the new key at least): keep the newest and
+    every key replaced at most max_age + MARGIN ago."""
     kept = [keys[0]]
     for i in range(1, len(keys)):
         replaced = keys[i - 1].made
