@@ -273,3 +273,22 @@ def test_qmail_todo_leaves_a_forged_srs_address_of_ours_alone(srs_home):
     assert reverser(made.encode(), b"") == (W.OK, b"joe@remote.example")
     assert reverser(forged.encode(), b"") == (None, None)
     assert reverser(forged.encode(), b"alice@localhost") == (None, None)
+
+
+def test_no_srs_domain_no_me_and_no_host_name_no_srs(srs_home, monkeypatch):
+    """srs_domain defaults to me, me to the host name: on a machine whose host name is empty
+    there is no domain to sign for, and the sender stays (never an SRS address at '@')."""
+    os.unlink(os.path.join(srs_home.root, "control/srs/srs_domain"))
+    os.unlink(os.path.join(srs_home.root, "control/me"))
+    real = os.uname()
+    monkeypatch.setattr(os, "uname", lambda: os.uname_result((real.sysname, "", real.release, real.version,
+                                                              real.machine)))
+    assert W.forward("a@remote.example", ctl(srs_home), NOW) == "a@remote.example"
+
+
+def test_virtualdomains_lines_without_a_domain_make_nothing_ours(srs_home):
+    """A line without ':' and the catch-all ':prefix' name no domain: a sender at any domain
+    is still rewritten."""
+    srs_home.control("virtualdomains", "remote.example\n:catchall\n")
+    assert W.forward("a@remote.example", ctl(srs_home), NOW) == C.forward(
+        "a@remote.example", "srs.host.example", ["k1"], NOW)
