@@ -162,3 +162,40 @@ def test_a_name_whose_address_answer_holds_only_a_cname_exists(tmp_path, dns_ser
     assert talk(session, "MAIL FROM:<a@alias.example>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
     assert talk(session, "RSET", "MAIL FROM:<a@dangling.example>", "RCPT TO:<b@example.org>")[1:] == [
         "250 ok", "553 sorry, your envelope sender must exist (#5.7.1)"]
+
+
+def test_mfdnscheck_leaves_a_sender_without_a_domain_alone(tmp_path, dns_server):
+    session, _ = session_for(tmp_path, dns_server, {"mfdnscheck": "1"})
+    assert talk(session, "MAIL FROM:<joe>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
+    assert dns_server.queries == []
+
+
+def test_splithorizon_exempts_a_relay_client_from_helodnscheck(tmp_path, dns_server):
+    """splithorizon: a client that may relay (an office behind NAT) is not held to its HELO's DNS."""
+    talks = ("HELO nx.example", "MAIL FROM:<a@example.com>", "RCPT TO:<b@elsewhere.example>")
+    session, _ = session_for(tmp_path, dns_server, {"helodnscheck": "1", "splithorizon": "1"}, RELAYCLIENT="")
+    assert talk(session, *talks)[1:] == ["250 ok", "250 ok"]
+    assert dns_server.queries == []
+    session, _ = session_for(tmp_path / "2", dns_server, {"helodnscheck": "1"}, RELAYCLIENT="")
+    assert talk(session, *talks)[2] == "550 sorry, invalid HELO/EHLO greeting (#5.7.1)"
+
+
+@pytest.mark.parametrize("env", [{"RELAYCLIENT": ""}, {"TCPREMOTEIP": "unknown"}],
+                         ids=["relay-client", "ip-unknown"])
+def test_badmailfrom_unknown_asks_nothing_of_a_relay_client_or_an_unknown_ip(tmp_path, dns_server, env):
+    session, _ = session_for(tmp_path, dns_server, {"badmailfrom-unknown": "@isp.example"}, **env)
+    assert talk(session, "MAIL FROM:<a@isp.example>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
+    assert dns_server.queries == []
+
+
+def test_rblhosts_without_a_client_ip_asks_nothing(tmp_path, dns_server):
+    session, _ = session_for(tmp_path, dns_server, {"rblhosts": "bl.example"}, TCPREMOTEIP="unknown")
+    assert talk(session, "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
+    assert dns_server.queries == []
+
+
+def test_an_rblhosts_line_that_names_no_zone_is_passed_over(tmp_path, dns_server):
+    dns_server.zones = {"7.2.0.192.bl.example": {"A": ["127.0.0.2"], "TXT": ["listed"]}}
+    session, _ = session_for(tmp_path, dns_server, {"rblhosts": ".\nbl.example"})
+    assert talk(session, "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.org>")[1] == "553 listed (#5.7.1)"
+    assert [q[0] for q in dns_server.queries][0] == "7.2.0.192.bl.example"

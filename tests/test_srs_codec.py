@@ -378,3 +378,10 @@ def test_the_domain_is_after_the_last_at():
     assert C.alias_host("a@b@srs.example") == "srs.example"
     assert C.alias_host("srs.example") == "srs.example"
     assert C.forward("joe@example.com", "a@b@srs.example", ["k"], 0).endswith("=joe@srs.example")
+
+
+def test_a_hash_length_below_one_is_refused():
+    """A hash of no characters would sign nothing: every forged address would verify."""
+    with pytest.raises(ValueError) as e:
+        C.forward("a@remote.example", "srs.example", ["k"], 0, hashlength=0)
+    assert str(e.value) == "hash length must be at least 1"
