@@ -88,7 +88,8 @@ class Policy:
 
     # -- data
     def use_resolver(self, resolver):
-        """Ask `resolver` (a StaticResolver, a configured Resolver) instead of $DNSCACHEIP's."""
+        """Ask `resolver` (a StaticResolver, a configured Resolver): the session gives its own
+        (smtpd.session: the resolver its Lookup actions are answered with) before any check."""
         self._resolver = resolver
 
     def use_mailboxes(self, opener):
@@ -111,9 +112,6 @@ class Policy:
         return [k.decode("utf-8", "surrogateescape") for k in keys.addresses]
 
     def resolver(self):
-        if self._resolver is None:
-            from qmailpy.policy.lookup import smtpd_resolver
-            self._resolver = smtpd_resolver(self.environ)
         return self._resolver
 
     def setting(self, name):
