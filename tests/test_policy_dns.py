@@ -199,3 +199,27 @@ def test_an_rblhosts_line_that_names_no_zone_is_passed_over(tmp_path, dns_server
     session, _ = session_for(tmp_path, dns_server, {"rblhosts": ".\nbl.example"})
     assert talk(session, "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.org>")[1] == "553 listed (#5.7.1)"
     assert [q[0] for q in dns_server.queries][0] == "7.2.0.192.bl.example"
+
+
+def test_exists_ends_at_an_nxdomain_address_answer():
+    """MX NODATA and then NXDOMAIN on the address question (the name went away in between):
+    hard, and AAAA is not asked."""
+    r = StaticResolver(["gone.example TXT x", "gone.example A NXDOMAIN"])
+    got = exists(r, "gone.example")
+    assert (got.status, got.reason) == (HARD, "nxdomain")
+    assert r.queries == [("gone.example", "MX"), ("gone.example", "A")]
+
+
+def test_names_that_are_no_address_have_no_reverse_name():
+    r = StaticResolver()
+    assert reverse_ip("1:2:zz") is None
+    assert (r.ptr("1:2:zz").status, r.ptr("1:2:zz").reason, r.queries) == (HARD, "badname", [])
+    with pytest.raises(ValueError) as e:
+        StaticResolver(["x.example MX"])
+    assert str(e.value) == "x.example MX: no value"
+
+
+def test_a_verdict_without_a_rule_logs_its_check_alone():
+    from qmailpy.policy import REFUSE, Verdict
+    assert Verdict("mfdnscheck", REFUSE, "553 x", fields={"dns": "hard:nxdomain"}).log_fields() == {
+        "check": "mfdnscheck", "dns": "hard:nxdomain"}

@@ -516,3 +516,18 @@ def test_local_reading_letters_and_stray_percent():
     assert spfmacro.expand("%{d2xr}", c, "a.b.c") == "b.a"
     assert spfmacro.expand("%{d2x}", c, "a.b.c") == "b.c"
     assert spfmacro.expand("%a}b", c, "a.b.c") == "%a}b"
+
+
+def test_quitasap_closes_the_session_after_an_spf_refusal(tmp_path, dns_server):
+    dns_server.zones = ZONES
+    session, services = session_for(tmp_path, dns_server, {"spfbehavior": "3", "quitasap": "1"})
+    out = session.feed(b"MAIL FROM:<joe@fail.example>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\n")
+    assert out == b"250 ok\r\n" + EXPLANATION.format(d="fail.example").encode() + b"\r\n"
+    assert session.closed
+    assert services.logged[-1] == ("quit", {"reason": "quitasap", "check": "spf"})
+
+
+def test_a_last_label_longer_than_253_characters_is_kept_alone():
+    c = spfmacro.Context("a@b.example", "h", "192.0.2.9", "mx.here")
+    assert spfmacro.expand("%{d}", c, "a." + "x" * 300, spfmacro.DOMAIN) == "x" * 300
+    assert spfmacro.expand("%{d}", c, "x" * 300, spfmacro.DOMAIN) == "x" * 300
