@@ -699,6 +699,22 @@ def test_filterfailopen_delivers_unfiltered(home, fake, tmp_path):
     assert home.queued() == {"bob@example.net": SPAM, "carol@example.com": SPAM}
 
 
+@pytest.mark.parametrize("controls,unreadable", [
+    ({"dkimverify": None}, "dkimverify"),                         # read before any filter
+    ({"spamglobal": "1", "virtualdomains": None}, "virtualdomains"),   # spamd's User: is the recipient's key
+], ids=["dkimverify", "recipient-keys"])
+def test_an_unreadable_filter_control_is_55_and_nothing_queued(home, controls, unreadable):
+    for name, text in controls.items():
+        if text is None:
+            (home.root / "control" / name).mkdir()
+        else:
+            home.control(name, text)
+    rc, err = home.queue(CLEAN, ["bob@example.net"])
+    assert (rc, err) == (X.QQ_CONFIG, "qmail-queue: unable to read controls: control/%s: unable to read: "
+                                      "Is a directory\n" % unreadable)
+    assert home.files() == []
+
+
 def test_bad_controls_are_55(home, tmp_path):
     home.control("clamglobal", "1")
     home.control("clamdsocket", "no-port-here")

@@ -361,3 +361,9 @@ def test_select_when_the_users_database_is_down(tmp_path):
         [], [b"y-foo@example.com"], {b"y-foo@example.com": b"y-foo@example.com", b"z@example.com": b"z@example.com"})
     assert len(logged) == 1 and logged[0].startswith("users database unavailable (usersdb 127.0.0.1: ")
     assert logged[0].endswith("): recipient keys from the controls alone")
+
+
+def test_a_clients_cdb_removed_since_the_controls_were_read_lists_nobody(tmp_path):
+    """control/clamavclients.cdb was there when the controls were read and is gone when opened
+    (an admin removed it): nobody is listed, as when it was never there; not a 55."""
+    assert select._open(str(tmp_path / "clamavclients.cdb"), "control/clamavclients.cdb") is None
