@@ -89,6 +89,19 @@ def test_value_and_timeout():
     assert e.value.reason == "unable to read controls: [Errno 13] Permission denied"
 
 
+def test_timeout_is_bounded_by_the_insertions_deadline():
+    """Under qmail-queued (a deadline, no SIGALRM) a conversation gets what timeoutqueue leaves,
+    and none is begun once it has passed: qmail-queue's 52, never a message queued late."""
+    import time
+    ahead = scan.Filter(Controls(filtertimeout=9), [], [], deadline=time.monotonic() + 5)
+    assert 4 < ahead.timeout() <= 5
+    assert scan.Filter(Controls(filtertimeout=3), [], [], deadline=time.monotonic() + 50).timeout() == 3
+    passed = scan.Filter(Controls(filtertimeout=9), [], [], deadline=time.monotonic() - 1)
+    with pytest.raises(QueueError) as e:
+        passed.timeout()
+    assert (e.value.code, e.value.reason) == (X.QQ_TIMEOUT, "timeout")
+
+
 def test_clean_message_passes_all_with_one_scan(tmp_path, calls):
     log = []
     st = staged(tmp_path, [b"a@x", b"b@x"])

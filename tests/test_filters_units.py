@@ -257,6 +257,28 @@ def test_report_command(tmp_path):
     assert logged[-1] == "badurlscommand timed out after 1 seconds"
 
 
+def test_report_command_that_cannot_start_is_logged(monkeypatch):
+    """No process for /bin/sh (EAGAIN: the process limit): logged, the message still refused
+    as a virus (report() never raises)."""
+    import errno
+    logged = []
+
+    def no_fork(*args, **kw):
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+    monkeypatch.setattr(subprocess, "run", no_fork)
+    assert not urls.report("true", ["u"], "V", b"", 10, logged.append)
+    assert logged == ["badurlscommand: cannot run: [Errno 11] Resource temporarily unavailable"]
+
+
+def test_urls_in_base64_that_does_not_decode_and_a_content_type_at_the_end():
+    """A base64 run of bad padding is skipped, the message's own text still searched; a
+    Content-Type line that ends the message has no body to search."""
+    msg = (b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\nabcde\n\n"
+           b"see http://plain.example/x\n")
+    assert urls.find_urls(msg, 10) == ["http://plain.example/x"]
+    assert list(urls.base64_blocks(b"Subject: x\n\nContent-Type: text/plain")) == []
+
+
 def test_runscripts():
     assert runscripts.clamd_command("/etc/c.conf") == ["clamd", "--foreground", "--config-file=/etc/c.conf"]
     conf = runscripts.clamd_config("/run/clamav/clamd.ctl", "/db", databytes=1000, user="clamav")
@@ -277,6 +299,8 @@ def test_runscripts():
     assert runscripts.freshclam_crontab().splitlines()[-1] == "0 * * * * freshclam --quiet"
     assert runscripts.spamd_sql_config("db", username="u", password="p") == (
         "user_scores_dsn DBI:mysql:db:127.0.0.1:3306\nuser_scores_sql_username u\nuser_scores_sql_password p\n")
+    assert runscripts.spamd_sql_config("db", username="u") == (      # no password line for an empty one
+        "user_scores_dsn DBI:mysql:db:127.0.0.1:3306\nuser_scores_sql_username u\n")
 
 
 def test_runscripts_from_controls(tmp_path):
