@@ -52,9 +52,7 @@ def encode_command(delnum, messid, sender, recipient):
 
 
 def encode_report(delnum, kind, text=b""):
-    """A report; text stops at its first NUL, as qmail-lspawn's report() copies it."""
-    if isinstance(text, str):
-        text = text.encode("utf-8", "surrogateescape")
+    """A report (kind and text bytes); text stops at its first NUL, as qmail-lspawn's report() copies it."""
     text = bytes(text).split(b"\0", 1)[0]
     return encode_delnum(delnum) + bytes(kind) + text + b"\0"
 
@@ -135,7 +133,6 @@ class ReportDecoder:
                 break
             pos = nul + 1
             line, self._skipping = bytes(self._buf), False
-            self._buf.clear()
-            if len(line) >= WIDTH:         # qmail-send ignores shorter lines
-                out.append(Report(decode_delnum(line), line[WIDTH:WIDTH + 1], line[WIDTH + 1:]))
+            self._buf.clear()               # WIDTH bytes at least: a NUL among them is no end (above)
+            out.append(Report(decode_delnum(line), line[WIDTH:WIDTH + 1], line[WIDTH + 1:]))
         return out
