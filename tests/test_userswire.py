@@ -33,7 +33,7 @@ def test_exact_bytes():
 
 @pytest.mark.parametrize("line", [
     b"HELO x\n", b"auth PLAIN a b c\n", b"RCPT\n", b"RCPT a b\n", b"RCPT a\r\n", b"RCPT a\tb\n",
-    b"RCPT %4\n", b"RCPT %zz\n", b"RCPT a", b"RCPT \xff\n", b"\n", b"RCPT " + b"a" * W.MAX_LINE + b"\n",
+    b"RCPT %4\n", b"RCPT %zz\n", b"RCPT a", b"RCPT \xff\n", b"RCPT %41\xff\n", b"RCPT %41\tb\n", b"\n", b"RCPT " + b"a" * W.MAX_LINE + b"\n",
     b"YES\n",
 ])
 def test_not_a_question(line):
