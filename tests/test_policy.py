@@ -229,3 +229,24 @@ def test_badrcptto_keys_on_the_mailbox_a_recipient_reaches(tmp_path):
     assert v.note == "listed as 'bob@example.com' (delivered as <bob@example.com>)"
     for rcpt in ("bobby@example.com", "bobby-x@alias.example", "bob@far.example", "carol", "root@far.example"):
         assert lists.badrcptto(p, Envelope(rcpt=rcpt)).status == ACCEPT, rcpt
+
+
+def test_findings_of_control_options_read_after_connect_are_logged_then(tmp_path):
+    """control/options is read when a control has no file of its own. Where every control
+    qmail-smtpd reads at connect has its file, options is first read for a check (badmailfrom at
+    MAIL): its findings are logged after that command, once."""
+    files = {name: "0\n" for name in (
+        "authfaillimit authfailshared authsender databytes helodnscheck lowercase maxrecepients mfdnscheck "
+        "newline noathost periplimit popbeforesmtp quitasap smdcheck smtpauth smtpauthplaintext smtpminrate "
+        "spfbehavior splithorizon stripsinglequotes tarpitcount timeoutsession userchk").split()}
+    files.update({"authfailwindow": "900\n", "popbeforesmtptimeout": "1800\n", "smtpminratewindow": "60\n",
+                  "srs/srs_max_age": "2592000\n", "timeoutsmtpd": "1200\n", "tarpitdelay": "5\n",
+                  "envnoathost": "test.example\n", "localiphost": "test.example\n", "smtpgreeting": "test.example\n",
+                  "srs/srs_domain": "test.example\n", "spfexp": "x\n", "spfguess": "v=spf1 -all\n",
+                  "spfrules": "v=spf1 -all\n", "tlsserverciphers": "DEFAULT\n", "relayclients": "192.0.2.254\n",
+                  "relaydomains": "relay.invalid\n", "options": "bogus: 1\n"})
+    session, services = make_session(tmp_path, files)
+    assert session.cfg.controls.findings == []              # options not read at connect
+    assert talk(session, "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
+    warnings = [f for e, f in services.logged if e == "warning"]
+    assert warnings == [{"finding": "control/options:1: unknown parameter 'bogus'"}]
