@@ -250,3 +250,19 @@ def test_findings_of_control_options_read_after_connect_are_logged_then(tmp_path
     assert talk(session, "MAIL FROM:<a@example.com>", "RCPT TO:<b@example.org>") == ["250 ok", "250 ok"]
     warnings = [f for e, f in services.logged if e == "warning"]
     assert warnings == [{"finding": "control/options:1: unknown parameter 'bogus'"}]
+
+
+def test_badrcptto_asks_the_users_database_for_the_mailbox_through_the_session(tmp_path):
+    """In a session the mailbox of a virtual-domain recipient is the driver's answer to the
+    session's find_address question: joe@example.net (an alias domain) is joe@example.org's."""
+    from qmailpy.users import admin, open_users
+    session, services = make_session(tmp_path, {"badrcptto": "joe@example.org\n",
+                                                "rcpthosts": "example.org\nexample.net\n",
+                                                "virtualdomains": "example.org:example.org\nexample.net:example.net\n"})
+    users = open_users(services.controls.home, services.controls, create=True)
+    admin.add_domain(users, "example.org")
+    admin.add_user(users, "joe@example.org", "pw")
+    admin.add_alias_domain(users, "example.org", "example.net")
+    users.close()
+    assert talk(session, "MAIL FROM:<a@example.com>", "RCPT TO:<joe@example.net>", "RCPT TO:<ann@example.net>") == [
+        "250 ok", "553 sorry, your envelope recipient is in my badrcptto list (#5.7.1)", "250 ok"]
