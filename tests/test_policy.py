@@ -266,3 +266,18 @@ def test_badrcptto_asks_the_users_database_for_the_mailbox_through_the_session(t
     users.close()
     assert talk(session, "MAIL FROM:<a@example.com>", "RCPT TO:<joe@example.net>", "RCPT TO:<ann@example.net>") == [
         "250 ok", "553 sorry, your envelope recipient is in my badrcptto list (#5.7.1)", "250 ok"]
+
+
+def test_only_the_users_questions_a_session_may_ask_are_answered():
+    """The driver calls the users database's method the session names: any other name (close,
+    a writer's method) is refused, never called."""
+    from qmailpy.smtpd.actions import AskUsers
+    from qmailpy.smtpd.answers import answer_users
+    called = []
+
+    class Users:
+        def close(self):
+            called.append("close")
+    with pytest.raises(ValueError) as e:
+        answer_users(Users, AskUsers("close", ()))
+    assert str(e.value) == "no such users question: 'close'" and called == []
