@@ -95,9 +95,6 @@ class ResolverPort:
     def ptr(self, ip):
         return self._ask("ptr", (ip,))
 
-    def addresses(self, name, families=("A", "AAAA")):
-        return self._ask("addresses", (name, tuple(families)))
-
 
 class UsersPort:
     """The users-database questions a session asks (USERS_QUESTIONS), answered by the driver."""
@@ -127,15 +124,11 @@ class UsersPort:
 # -- for drivers: the answers, from a real resolver and database
 
 def answer_lookup(resolver, action):
-    """The answer of `resolver` (a Resolver, a StaticResolver) to a Lookup; a ControlError
-    (an unusable $DNSTIMEOUT) is the answer too: the session says 421 for it."""
-    from qmailpy.ctl.reader import ControlError
-    try:
-        if action.deadline is not None:
-            resolver = resolver.until(action.deadline)
-        return getattr(resolver, action.method)(*action.args)
-    except ControlError as e:
-        return e
+    """The answer of `resolver` (a Resolver, a StaticResolver) to a Lookup. (An unusable
+    $DNSTIMEOUT is found when the resolver is made: SmtpdConfig refuses it at connect.)"""
+    if action.deadline is not None:
+        resolver = resolver.until(action.deadline)
+    return getattr(resolver, action.method)(*action.args)
 
 
 def answer_users(opener, action):
