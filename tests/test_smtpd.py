@@ -335,6 +335,23 @@ def test_cram_md5_in_process(qhome):
     assert reply in ("235 ok, go ahead (#2.0.0)\r\n", "535 authentication failed (#5.7.1)\r\n")
 
 
+@pytest.mark.parametrize("answer", [b"good@example.org", b"good@example.org ", b" 0123abcd"],
+                         ids=["no-space", "no-digest", "no-user"])
+def test_cram_md5_answer_without_user_or_digest_is_malformed(qhome, answer):
+    """The CRAM-MD5 answer is "user digest": without either part it is 501, and no password
+    check is made (nothing counted, nothing logged as a failure)."""
+    env = dict(TCP_ENV)
+    qhome.control("smtpauth", "1\n")
+    qhome.control("smtpauthplaintext", "1\n")
+    services = FakeServices(checkpassword=True)
+    session = Conversation(SmtpdConfig(Controls(qhome.root, env), env), services)
+    session.start()
+    session.feed(b"EHLO c\r\n")
+    assert session.feed(b"AUTH CRAM-MD5\r\n").startswith(b"334 ")
+    assert session.feed(base64.b64encode(answer) + b"\r\n") == b"501 malformed auth input (#5.5.4)\r\n"
+    assert services.attempts == 0 and not [e for e, _ in services.logged if e.startswith("auth")]
+
+
 def test_cram_md5_through_tcpserver(qhome):
     qhome.control("smtpauth", "1\n")
     qhome.control("smtpauthplaintext", "1\n")   # AUTH in clear (legacy clients)
