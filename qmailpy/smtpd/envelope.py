@@ -75,9 +75,8 @@ def refuse(effects, verdict, **fields):
     verdict is not changed: a check may give the same one again (rblhosts, once a session)."""
     if verdict.logged is None:
         logged = verdict.log_fields()
-        for k, v in fields.items():
-            if v is not None:
-                logged.setdefault(k, "<%s>" % v)
+        for k, v in fields.items():             # the sender and the recipient: never None
+            logged.setdefault(k, "<%s>" % v)
         effects.append(Log("refused" if verdict.status == REFUSE else "tempfail", logged))
     elif verdict.logged:
         event, logged = verdict.logged
