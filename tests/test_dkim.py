@@ -539,6 +539,22 @@ def test_a_key_directory_that_cannot_be_listed_defers(remote):
     assert remote.sink.messages == []
 
 
+def test_a_key_that_cannot_be_read_defers_and_a_directory_is_no_key(remote):
+    """A name under control/domainkeys/DOMAIN/ that is a directory is no key (the others
+    sign); a key file that cannot be read (a dangling link here) defers: the mail never leaves
+    unsigned because of its keys' trouble."""
+    base = os.path.join(remote.home.root, "control", "domainkeys", "example.com")
+    os.mkdir(os.path.join(base, "old"))
+    report, data = remote()
+    assert report.startswith(b"r\0K127.0.0.1 accepted message.") and data.startswith(b"DKIM-Signature: ")
+    assert data.count(b"DKIM-Signature: ") == 1 and b" s=sel;" in data
+    os.symlink("nowhere", os.path.join(base, "new"))
+    report, _ = remote()
+    assert report == (b"ZUnable to read control files: control/domainkeys/example.com/new: unable to read: "
+                      b"No such file or directory (#4.3.0)\n\0")
+    assert len(remote.sink.messages) == 1
+
+
 def test_a_header_b_with_a_slash_is_quoted(smtpd, keys):
     """RFC 8601 pvalue: a token (RFC 2045: no tspecials, '/' and '?' among them) or an address;
     a b= prefix holding '/' (one signature in eight) is a quoted-string, as OpenDKIM writes it."""
