@@ -240,6 +240,14 @@ def test_tampered_message_fails_and_the_field_says_so(smtpd, keys):
     assert authres(got).endswith(";\n\tspf=fail smtp.mailfrom=x@bad.example")
 
 
+def test_a_signed_field_changed_fails_as_a_signature_that_did_not_verify(smtpd, keys):
+    """The body hash holds, the signature over the fields does not (a Subject changed on the
+    way): dkim=fail with its own reason."""
+    got, _ = smtpd(signed(keys).replace(b"Subject: signed", b"Subject: changed"))
+    assert authres(got).startswith('Authentication-Results: test.example;\n\tdkim=fail reason="signature did '
+                                   'not verify" header.d=example.com header.s=sel header.b=')
+
+
 def test_unsigned_no_key_and_dns_trouble(smtpd, keys, dns_server):
     got, _ = smtpd(MSG, SPFBEHAVIOR="1")
     assert authres(got) == ("Authentication-Results: test.example;\n\tdkim=none;\n\t"
