@@ -12,9 +12,9 @@ days). No secrets = SRS is off: forward() returns the sender unchanged and
 reverse() says NOT_SRS, without logging anything. An unreadable control file
 raises qmailpy.ctl.reader.ControlError (the caller's temporary failure).
 
-Optional controls, read only if the registry knows them (see the report in
-docs/srs.md): srs/srs_hashlength, srs/srs_hashmin, srs/srs_separator,
-srs/srs_alwaysrewrite. Without them: 4, 4, '=', 0 (Mail::SRS/libsrs2).
+The qmail-srs patch's srs_hashlength, srs_hashmin, srs_separator and
+srs_alwaysrewrite are not among H-Sphere's controls: their libsrs2 defaults
+(4, 4, '=', 0) are the codec's own (docs/srs.md).
 """
 from qmailpy.ctl import rcpthosts
 from qmailpy.srs import codec
@@ -37,25 +37,6 @@ class Reversed(tuple):
     @property
     def address(self):
         return self[1]
-
-
-def _optional(controls, name, default):
-    from qmailpy.ctl import registry
-    if registry.lookup(name) is None:
-        return default
-    value = controls.value(name)
-    return default if value is None or value == "" else value
-
-
-def params(controls):
-    """(hashlength, hashmin, separator, alwaysrewrite) from the optional controls."""
-    length = int(_optional(controls, "srs/srs_hashlength", codec.HASH_LENGTH)) or codec.HASH_LENGTH
-    hashmin = int(_optional(controls, "srs/srs_hashmin", length)) or length
-    sep = str(_optional(controls, "srs/srs_separator", codec.SEP))[:1]
-    if sep not in codec.SEPARATORS:
-        sep = codec.SEP                       # qmail-srs ignores a bad separator
-    always = bool(int(_optional(controls, "srs/srs_alwaysrewrite", 0) or 0))
-    return length, min(hashmin, length), sep, always
 
 
 def _fold(s):
@@ -114,10 +95,8 @@ def forward(sender, controls, now):
     domain = controls.value("srs/srs_domain")
     if not domain:
         return sender
-    length, _, sep, always = params(controls)
     try:
-        return codec.forward(sender, domain, secrets, now, hashlength=length, separator=sep,
-                             always_rewrite=always)
+        return codec.forward(sender, domain, secrets, now)
     except codec.SRSError:
         return sender
 
@@ -138,10 +117,9 @@ def reverse(recipient, controls, now):
     secrets = controls.value("srs/revers_srs_secrets")
     if not secrets:
         return Reversed(NOT_SRS, None, codec.NO_SECRETS)
-    length, hashmin, _, _ = params(controls)
     days = codec.max_age_days(controls.value("srs/srs_max_age"))
     try:
-        original = codec.reverse(recipient, secrets, now, max_age_days=days, hashmin=hashmin)
+        original = codec.reverse(recipient, secrets, now, max_age_days=days)
     except codec.SRSError as e:
         return Reversed(EXPIRED if e.expired else BAD_HASH, None, str(e))
     return Reversed(OK, original)
