@@ -101,9 +101,27 @@ def test_no_descriptor_left_to_accept_is_logged_and_the_client_is_served_later(h
         assert service.stop() == 0
     lines = log.read_text().splitlines()
     warned = lines.count("qmail-queued: warning: accept: Too many open files")
-    assert 2 <= warned <= 10, lines        # one every 0.1 s while it lasts, not a busy loop
+    assert warned == 1, lines              # tried every 0.1 s, said once (a minute's lines: accept_failed)
     assert [ln for ln in lines if "warning" not in ln][3:] == ["qmail-queued: exiting"]
     assert len(os.listdir(home / "queue" / "todo")) == 2
+
+
+def test_a_failing_accept_is_said_once_a_minute_with_the_count_between(home, capfd):
+    """accept() is tried every 0.1 s while it fails: the first failure is a line, the same one
+    again only a minute later with the failures in between counted; another reason at once."""
+    svc = InProcess(home)
+    try:
+        capfd.readouterr()
+        s = svc.service
+        for now in (1000.0, 1000.1, 1030.0, 1059.9, 1060.0, 1060.1):
+            s.accept_failed("Too many open files", now)
+        s.accept_failed("Cannot allocate memory", 1060.2)
+    finally:
+        svc.stop()
+    assert [ln for ln in capfd.readouterr().err.splitlines() if "accept" in ln] == [
+        "qmail-queued: warning: accept: Too many open files",
+        "qmail-queued: warning: accept: Too many open files (3 more since the last line)",
+        "qmail-queued: warning: accept: Cannot allocate memory (1 more since the last line)"]
 
 
 def test_no_thread_to_be_had_is_71_and_logged_as_that(home, monkeypatch, capfd):
