@@ -129,6 +129,25 @@ def test_qmail_clean_removes_debris_at_start(scratch):
     assert proc.returncode == 0 and not os.path.exists(pidfile)
 
 
+def test_qmail_clean_leaves_stale_messages_to_qmail_send(scratch):
+    """An old mess/ + intd/ that no todo/ or info/ names is qmail-send's to find (cleanup_do())
+    and its qmail-clean's to remove on request; qmail-clean on its own takes only pid/ files,
+    even where it can see info/. Both qmail-cleans used to remove such files at start: the
+    second could unlink the files of a new message given the freed inode number (a bounce
+    lost in CI: qmail-todo found its mess/ gone and took it for finished)."""
+    msgid = int(queue_message(scratch.home).split("/")[1])
+    os.unlink(layout.todo_path(scratch.home, msgid))
+    old = time.time() - layout.OSSIFIED - 100
+    for path in (layout.mess_path(scratch.home, msgid), layout.intd_path(scratch.home, msgid)):
+        os.utime(path, (old, old))
+    proc = subprocess.run([str(BIN / "qmail-clean")], input=b"", capture_output=True, env=scratch.env(), timeout=20)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
+    assert sorted(scratch.queue_files()) == sorted(["intd/%d" % msgid, "mess/%d/%d" % (msgid % 23, msgid)])
+    proc = subprocess.run([str(BIN / "qmail-clean")], input=wire.encode(wire.FOOP, msgid), capture_output=True,
+                          env=scratch.env(), timeout=20)
+    assert (proc.returncode, proc.stdout, scratch.queue_files()) == (0, b"+", [])
+
+
 def test_qstat_and_qread(scratch):
     env = scratch.env()
     a = int(queue_message(scratch.home, sender=b"alice@x", recips=(b"bob@localhost",)).split("/")[1])

@@ -2,12 +2,14 @@
 
 Removes intd+todo (for qmail-todo) and intd+mess (for qmail-send) on request,
 so the program that owns each directory is the one that unlinks in it. At
-start and every SLEEP_CLEANUP seconds (scaled by QMAILPY_TIMESCALE) it removes
-debris with qmailpy.queue.clean.clean_stale when it can see info/ (one user
-for everything); under qmail's users it cannot, so it only removes old pid/
-files and qmail-send finds the stale mess/ files (qmailpy.send.cleanup). Old
-pid/ files also go every 30 requests, as in qmail-clean's cleanuppid(). Exits 0 at end of input,
-111 if the queue cannot be found.
+start and every SLEEP_CLEANUP seconds (scaled by QMAILPY_TIMESCALE), and every
+30 requests, it removes old pid/ files, as qmail-clean's cleanuppid(). Stale
+message files are qmail-send's to find (qmailpy.send.cleanup, qmail's
+cleanup_do()), one decider: two qmail-cleans (qmail-send's and qmail-todo's)
+each removing what they had both listed as stale could unlink, the second
+time, the files of a new message that had been given the freed inode number
+and with it the same names. Exits 0 at end of input, 111 if the queue cannot
+be found.
 """
 import os
 import select
@@ -51,11 +53,6 @@ def clean_pids(home, now, ossified=layout.OSSIFIED):
         _unlink(path)
 
 
-def sees_info(home, split=layout.SPLIT):
-    """True when we can look into every info/ subdirectory (not so as qmailq under qmail's users)."""
-    return all(os.access(paths.queue_path(home, "info", str(n)), os.X_OK) for n in range(split))
-
-
 class Server:
     """The request loop over fds; time comes from a clock.Clock."""
 
@@ -70,10 +67,7 @@ class Server:
         now = self.clock.now()
         self.next_stale = self.clock.capped(self.next_stale, now, clock.SLEEP_CLEANUP)
         if now >= self.next_stale:
-            if sees_info(self.home):
-                clean.clean_stale(self.home, now)
-            else:                  # qmailq cannot tell a live message from debris: qmail-send decides
-                clean_pids(self.home, now)
+            clean_pids(self.home, now)
             self.next_stale = now + self.clock.delay(clock.SLEEP_CLEANUP)
 
     def serve(self):

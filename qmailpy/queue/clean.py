@@ -5,8 +5,12 @@ visible), but a SIGKILL or power loss leaves pid/ files and mess/ + intd/
 files without a todo/ entry. A file is debris once it has not been used for
 OSSIFIED (36 h, well above qmail-queue's 24 h time limit, so a live insertion
 is never touched); a message file is debris when it is that old and neither
-todo/ nor info/ names it. qmail-clean (clean_stale, stale_pids) and
-qmail-send (stale_mess_ids, whose ids it hands to qmail-clean) ask here.
+todo/ nor info/ names it. qmail-clean (stale_pids) and qmail-send
+(stale_mess_ids, whose ids it hands to its qmail-clean) ask here; qmail-send is
+the only one to decide that a message file is debris, as in qmail: a second
+decider could unlink, after the first, the same names given meanwhile to a new
+message (the freed inode number). clean_stale() applies the whole rule at once,
+for a queue no program runs on.
 """
 import os
 
