@@ -209,6 +209,14 @@ class Service:
             conn.close()
             self.done(uid)
 
+    def finish(self, seconds):
+        """After serve_forever(): the insertions under way get `seconds`; those still running
+        then are cut short (their number is returned)."""
+        left = self.wait_idle(seconds)
+        if left:
+            self.cut_short()
+        return left
+
     def cut_short(self):
         """After STOP_WAIT: shut the sockets of the insertions still under way, so that none of
         their clients can get an answer from here on (the process exits; its threads stop
@@ -280,8 +288,6 @@ def main():
     log("listening on %s as %s" % (paths.queue_socket(home), user))
     service.serve_forever()
     listener.close()
-    left = service.wait_idle(STOP_WAIT)
-    if left:
-        service.cut_short()
+    left = service.finish(STOP_WAIT)
     log("exiting" + (" with %d insertions cut short" % left if left else ""))
     return 0
