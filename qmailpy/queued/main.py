@@ -154,6 +154,7 @@ class Service:
                 shared = not (busy or crowded) and limited and self.limited >= MAX_LIMITED
                 if not (busy or crowded or shared):
                     self.active += 1
+                    self.conns.add(conn)         # from now on: a thread not yet running is cut short too
                     if limited:
                         self.per_uid[uid] = self.per_uid.get(uid, 0) + 1
                         self.limited += 1
@@ -171,6 +172,8 @@ class Service:
             try:
                 threading.Thread(target=self.client, args=(conn, pid, uid), daemon=True).start()
             except RuntimeError as e:    # no thread to be had (a pids limit, no memory): 71, as a full house
+                with self.lock:
+                    self.conns.discard(conn)
                 self.done(uid)
                 self.refuse(conn, "unable to start a thread for a client: %s: one refused for now" % e,
                             "qmail-queued is busy")
@@ -196,8 +199,6 @@ class Service:
 
     def client(self, conn, pid, uid):
         from qmailpy.queued.conn import serve_client
-        with self.lock:
-            self.conns.add(conn)
         try:
             serve_client(conn, pid, uid, self.home, self.controls, log, self.todo_sync.sync, self.envelopes,
                          uid not in self.unlimited)
