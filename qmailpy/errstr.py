@@ -31,6 +31,14 @@ _STR = {
     E.ENOLCK: "no locks available", E.ENOSYS: "system call not available",
     E.EOPNOTSUPP: "operation not supported",
     E.EADDRINUSE: "address already used", E.EADDRNOTAVAIL: "address not available",
+    # the sockets' (tcpserver's drop lines: `unable to get local address: out of buffer space`)
+    E.EPROTO: "protocol error", E.ECONNREFUSED: "connection refused", E.ENOTSOCK: "not a socket",
+    E.EMSGSIZE: "message too long", E.ENOPROTOOPT: "protocol not available",
+    E.ENETDOWN: "network down", E.ENETUNREACH: "network unreachable", E.ENETRESET: "network reset",
+    E.ECONNABORTED: "connection aborted", E.ECONNRESET: "connection reset",
+    E.ENOBUFS: "out of buffer space", E.EISCONN: "already connected", E.ENOTCONN: "not connected",
+    E.ESHUTDOWN: "socket shut down", E.ETOOMANYREFS: "too many references",
+    E.EHOSTDOWN: "host down", E.EHOSTUNREACH: "host unreachable",
 }
 
 _TEMPORARY = frozenset((

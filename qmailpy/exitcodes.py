@@ -30,6 +30,7 @@ QQ_CUSTOM = 82                 # notqmail: the reply text is on fd 6
 QQ_ENVELOPE_FORMAT = 91        # envelope not F<sender>\0 (T<rcpt>\0)* \0
 QQ_ADDR_TOO_LONG_OLD = 115     # legacy synonym of 11
 QQ_EXEC_FAILED = 120           # produced by the caller's child: exec of qmail-queue failed
+QQ_WAIT_SURPRISE = 256         # no exit code: the caller's waitpid() for qmail-queue failed
 
 PERMANENT, TEMPORARY = "D", "Z"
 
@@ -68,6 +69,7 @@ QQ_TEXTS = {
     QQ_BUG: (TEMPORARY, "qq internal bug (#4.3.0)"),
     QQ_ENVELOPE_FORMAT: (TEMPORARY, "qq internal bug (#4.3.0)"),
     QQ_EXEC_FAILED: (TEMPORARY, "unable to exec qq (#4.3.0)"),
+    QQ_WAIT_SURPRISE: (TEMPORARY, "qq waitpid surprise (#4.3.0)"),
 }
 QQ_OTHER_PERMANENT = (PERMANENT, "qq permanent problem (#5.3.0)")    # other 11..40
 QQ_OTHER_TEMPORARY = (TEMPORARY, "qq temporary problem (#4.3.0)")    # anything else

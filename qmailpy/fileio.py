@@ -9,11 +9,17 @@ says at the call how durable the file must be.
 write_cdb() builds a constant database (qmail's cdbmake format, djb hash,
 module cdblib) in memory and replaces the target with it the same way:
 qmail-newmrh, qmail-newu.
+close_quietly() is the close whose error cannot matter (read-only fds, pipes, fsynced files).
 write_all() is the one write-until-done loop for an fd (os.write may write
 less than asked on a pipe or socket); callers say what an error means.
 read_all() is the reading side: an fd read to its end (a child's output
 pipe, qmail-remote's message, the AUTH-failure file), one loop for the
-programs that need it (ctl.reader keeps its own copy: see read_bytes).
+programs that need it (ctl.reader keeps its own copy: see read_bytes);
+read_file() reads a whole file for the admin tools.
+Every OSError from atomic_write(), fsync_dir() and read_file() names its file
+(a failed write, fsync, close or read names none by itself): the tools print
+it (qmailtool.os_text), and `qmail-config: Input/output error` says nothing
+of where.
 open_regular() opens a file for reading only once it is known to be a regular
 one: the readers that run as root in a directory another user owns (users/cdb,
 .qmail-default, .qmail files) call it. own_directory() is the other rule for such
@@ -22,6 +28,23 @@ directories: state kept there is kept only by their owner.
 import os
 
 READ_SIZE = 65536
+
+
+def named(e, path):
+    """The OSError `e` naming `path` (same errno, so the same subclass)."""
+    return OSError(e.errno, e.strerror, path)
+
+
+def read_file(path):
+    """The bytes of the file at `path`; OSError naming `path` (FileNotFoundError when absent)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return read_all(fd)
+        finally:
+            close_quietly(fd)       # read-only, all read
+    except OSError as e:
+        raise named(e, path) from None
 
 
 def read_all(fd):
@@ -40,19 +63,26 @@ def open_regular(path):
     an O_PATH descriptor and the file opened through it (/proc/self/fd/N: that inode, not the
     name again), so a FIFO is never waited on (nor its writer let go) and a device never
     opened: a link to /dev/watchdog, put by the owner of the directory, would start the
-    watchdog when root opened it. OSError from either open, naming `path`."""
+    watchdog when root opened it. OSError from either open, naming `path`: FileNotFoundError only
+    when nothing is at `path`; no /proc to open it through is EIO (trouble, to be tried again)."""
+    import errno
     import stat
     where = os.open(path, os.O_PATH | os.O_CLOEXEC)
     try:
         mode = os.fstat(where).st_mode
         if not stat.S_ISREG(mode):
             return None, mode
+        proc = "/proc/self/fd/%d" % where
         try:
-            return os.open("/proc/self/fd/%d" % where, os.O_RDONLY | os.O_CLOEXEC), mode
+            return os.open(proc, os.O_RDONLY | os.O_CLOEXEC), mode
+        except (FileNotFoundError, NotADirectoryError):
+            # the file is there (`where` holds it): what is missing is /proc, the system's trouble,
+            # never "no such file", which a caller would take for leave to go on without it
+            raise OSError(errno.EIO, "no %s to open it through (is /proc mounted?)" % proc, path) from None
         except OSError as e:
             raise OSError(e.errno, e.strerror, path) from None
     finally:
-        os.close(where)
+        close_quietly(where)    # an O_PATH descriptor: nothing read through it
 
 
 def own_directory(path, mode=0o700):
@@ -75,15 +105,29 @@ def write_all(fd, data):
         view = view[os.write(fd, view):]
 
 
+def close_quietly(fd):
+    """close(fd), its error ignored: Linux releases the fd whatever close() says, so an error
+    there changes nothing for a read-only fd, a pipe (the reader's own result is what counts)
+    or a file already fsynced. Never for a written file not yet fsynced: there close() may be
+    the first to report a lost write (NFS), and the caller must hear of it."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
 def fsync_dir(path, follow=True):
     """fsync a directory: the names made or renamed in it survive a power loss. follow=False:
     a symlink at `path` is not followed (OSError ELOOP), for a name in another user's directory."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
-    fd = os.open(path, flags)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            close_quietly(fd)   # the fd is freed all the same; the fsync's result is the answer
+    except OSError as e:
+        raise named(e, path) from None
 
 
 def atomic_write(path, data, durable=True, mode=0o644, owner=None, tmp=None):
@@ -94,12 +138,16 @@ def atomic_write(path, data, durable=True, mode=0o644, owner=None, tmp=None):
     new file's mode (not narrowed by the umask). owner: (uid, gid) to give it, -1 for
     either part to leave as created. tmp: where the temp file goes (default: beside
     `path`, named .NAME.tmp.PID); it must be on the same file system.
+    OSError names `path` (the directory, when its fsync failed after the rename).
     """
     folder, base = os.path.split(path)
     folder = folder or "."                  # relative stays relative: no search permission above the cwd needed
     if tmp is None:
         tmp = os.path.join(folder, ".%s.tmp.%d" % (base, os.getpid()))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise named(e, path) from None
     try:
         try:
             write_all(fd, data)
@@ -111,11 +159,13 @@ def atomic_write(path, data, durable=True, mode=0o644, owner=None, tmp=None):
         finally:
             os.close(fd)
         os.rename(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise named(e, path) from None
         raise
     if durable:
         fsync_dir(folder)

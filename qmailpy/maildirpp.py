@@ -50,6 +50,17 @@ def _number(digits):
     return OFF_MAX if len(digits) > 19 else min(int(digits or 0), OFF_MAX)
 
 
+def present(path):
+    """Does `path` exist? Unlike os.path.exists(), an error other than its absence (EIO, EACCES)
+    raises: a maildirsize or maildirfolder that cannot be looked at is not one that is not there
+    (a quota skipped, or a folder counted as a Maildir of its own)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
 def hostname():
     """gethostname() cut to 64 bytes, made safe for a file name (Maildir names, tmp files)."""
     host = os.uname().nodename[:64]
@@ -321,6 +332,7 @@ class size_lock:
         self.wait, self.stale = wait, stale
 
     def __enter__(self):
+        from qmailpy.fileio import close_quietly
         fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, b"%d\n" % os.getpid())
@@ -332,9 +344,22 @@ class size_lock:
                 self._break_stale(fd)
                 time.sleep(_jitter(pause))
                 pause = min(pause * 2, 0.05)
+        except BaseException:
+            # taken (maybe by a link made before a later call failed), but the caller hears of
+            # an error and never leaves it: give it back, or every delivery waits for it
+            if same_file(self.tmp, self.path):
+                self.__exit__()
+            try:
+                _unlink(self.tmp)
+            except OSError:         # the error on its way out says more than this one
+                pass
+            raise
         finally:
-            os.close(fd)
+            close_quietly(fd)       # what the lock holds is its name, not this fd
+        try:
             _unlink(self.tmp)
+        except OSError:             # the lock is ours all the same; a tmp/ file left over is
+            pass                    # swept as any other (36 hours)
         return self
 
     def _linked(self, fd, target=None):
@@ -376,10 +401,12 @@ class size_lock:
             return False
 
     def __exit__(self, *exc):
-        try:
-            _unlink(self.path)
-        except OSError:         # what the lock guarded is done: a lock left here goes stale
-            pass                # and is broken after `stale` seconds, as a crashed holder's
+        for _ in range(2):      # once more after an I/O error: a lock left here holds every
+            try:                # delivery to the mailbox (30 s, then a deferral) until stale
+                _unlink(self.path)
+                return
+            except OSError:     # what the lock guarded is done: a lock left here goes stale
+                pass            # and is broken after `stale` seconds, as a crashed holder's
 
 
 def _unlink(path):
@@ -387,3 +414,11 @@ def _unlink(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def same_file(a, b):
+    """Are paths a and b one file? False when either cannot be looked at."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

@@ -59,8 +59,8 @@ def connect(sock, path):
 def client(path, timeout):
     """A connected stream socket (_socket.socket) to `path`; OSError as connect() raises it."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-    sock.settimeout(timeout)
     try:
+        sock.settimeout(timeout)        # its ioctl may fail too: the socket is not kept then
         connect(sock, path)
     except BaseException:
         sock.close()

@@ -21,9 +21,28 @@ BIN = os.path.join(ROOT, "bin")
 def pytest_configure(config):
     """Under `make mutate`, mutmut's stats run marks this process MUTANT_UNDER_TEST=stats.
     Programs the tests start would inherit it and try to record calls in a process that
-    is not mutmut's: drop it from the environment; mutmut keeps its own copy in-process."""
+    is not mutmut's: drop it from the environment; mutmut keeps its own copy in-process.
+    As root, the suite's own /etc without qmail's accounts (tests/privateetc.py), made here,
+    before the workers start, so that they and everything they run have it."""
     if os.environ.get("MUTANT_UNDER_TEST") == "stats":
         del os.environ["MUTANT_UNDER_TEST"]
+    import privateetc
+    try:
+        config._qmailpy_etc = privateetc.isolate()
+    except (OSError, subprocess.CalledProcessError) as e:   # e.g. a container without CAP_SYS_ADMIN
+        config._qmailpy_etc = "cannot make it (%s): the host's accounts are seen" % e
+
+
+def pytest_report_header(config):
+    etc = getattr(config, "_qmailpy_etc", "")
+    return "qmailpy: the suite's /etc: %s" % (os.environ.get("QMAILPY_SUITE_ETC") if os.path.isdir(etc) else etc)
+
+
+def pytest_unconfigure(config):
+    etc = getattr(config, "_qmailpy_etc", "")
+    if os.path.isdir(etc):
+        import privateetc
+        privateetc.release(etc)
 
 
 def program(name):

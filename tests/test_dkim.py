@@ -602,3 +602,57 @@ def test_an_ed25519_signature_verifies(smtpd, dns_server):
     got, _ = smtpd(message)
     assert authres(got) == ("Authentication-Results: test.example;\n\tdkim=pass header.d=example.com header.s=ed "
                             "header.b=%s" % header_b(message))
+
+
+SIGNED_IN_A_CHILD = r"""
+import os, sys
+from qmailpy.spawn import rspawn
+spawner = rspawn.Remote(os.environ["QMAILHOME"], os.environ)
+spawner.preload()
+spawner.ready_for(b"example.org")           # as qmail-rspawn does before forking the delivery's child
+before = set(sys.modules)
+from qmailpy.remote.main import run
+r, w = os.pipe()
+code = run(["qmail-remote", "example.org", "alice@example.com", "bob@example.org"], 0, w, os.environ)
+os.close(w)
+print(code, os.read(r, 4096)[:3], "|", " ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_qmail_rspawn_loads_dkimpy_before_a_signing_child(remote):
+    """With keys in control/domainkeys/, qmail-rspawn imports dkimpy before forking (36 ms of
+    CPU in each signing child otherwise): a signed delivery's child imports nothing; without
+    keys it is never loaded (it brings threading and logging, whose at-fork handlers every
+    later child would run)."""
+    env = remote.home.env(PYTHONPATH=str(ROOT))
+    r = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python3"), "-c", SIGNED_IN_A_CHILD], input=MSG,
+                       capture_output=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    out, _, imported = r.stdout.decode().partition("|")
+    assert out.startswith("0 b'r\\x00K'") and imported.split() == [], r.stdout
+    assert b"DKIM-Signature:" in remote.sink.messages[-1].data
+    probe = ("import os, sys\nfrom qmailpy.spawn import rspawn\ns = rspawn.Remote(os.environ['QMAILHOME'], os.environ)\n"
+             "s.ready_for(b'example.org')\nprint('dkim' in sys.modules)\n")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env).stdout == "True\n"
+    import shutil
+    shutil.rmtree(os.path.join(remote.home.root, "control", "domainkeys"))
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env).stdout == "False\n"
+
+
+def test_a_dkimpy_qmail_rspawn_cannot_load_is_left_to_the_child(remote, capfd):
+    """dkimpy that cannot be imported in qmail-rspawn (its files unreadable, an upgrade under
+    way) is a warning there, never qmail-rspawn's end with every delivery it runs: the child
+    meets it again and reports it."""
+    from qmailpy.spawn import rspawn
+    saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "dkim" or k.startswith("dkim.")}
+    sys.modules["dkim"] = None                  # "import dkim" raises ImportError
+    try:
+        spawner = rspawn.Remote(remote.home.root, remote.home.env())
+        spawner.dns_loaded = True               # only the DKIM part is the question
+        spawner.ready_for(b"example.org")
+    finally:
+        del sys.modules["dkim"]
+        sys.modules.pop("dkim.dnsplug", None)
+        sys.modules.update(saved)
+    assert spawner.dkim_loaded
+    assert "warning: cannot preload qmailpy.dkim.lib:dkimpy: ModuleNotFoundError: " in capfd.readouterr().err

@@ -107,6 +107,35 @@ def test_open_regular_opens_only_a_regular_file(tmp_path):
     assert e.value.filename == str(tmp_path / "none")
 
 
+def without_proc(monkeypatch):
+    """fileio's os.open as it is where /proc is not mounted: /proc/self/fd/N is not there."""
+    import errno
+    from qmailpy import fileio
+    real_open = os.open
+
+    def no_proc(path, *args, **kwargs):
+        if str(path).startswith("/proc/self/fd/"):
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(fileio.os, "open", no_proc)
+
+
+def test_open_regular_without_proc_is_trouble_never_a_file_that_is_not_there(tmp_path, monkeypatch):
+    """The file is there (its O_PATH descriptor is open) but /proc/self/fd is not (no /proc in a
+    chroot or container): that is the system's trouble, EIO, which every caller takes for a
+    temporary failure. It was FileNotFoundError, which callers take for no file: qmail-local
+    skipped a .qmail, and qmail-tcpserver -X served every client without its rules (denied ones
+    too)."""
+    import errno
+    from qmailpy import fileio
+    (tmp_path / "f").write_bytes(b"data\n")
+    without_proc(monkeypatch)
+    with pytest.raises(OSError) as e:
+        fileio.open_regular(str(tmp_path / "f"))
+    assert type(e.value) is OSError and e.value.errno == errno.EIO and e.value.filename == str(tmp_path / "f")
+    assert "/proc" in e.value.strerror
+
+
 def test_open_regular_is_the_one_home_of_the_regular_file_rule():
     """users/cdb (ctl.cdbmap), .qmail-default (users.domainfiles) and .qmail files
     (local.dotqmail) are opened by one rule: no module reopens an O_PATH descriptor itself."""

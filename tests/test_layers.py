@@ -25,7 +25,9 @@ LAYERS = (
     ("addresses", ("addr",)),
     ("SRS", ("srs",)),
     ("codecs and configuration", ("ctl", "proto", "dns", "maildirpp")),
-    ("foundation", ("paths", "exitcodes", "errstr", "clock", "fileio", "forkexec", "log", "privs", "progstart", "scan", "sgetopt", "unixsock")),
+    ("program output", ("output",)),
+    ("foundation", ("paths", "exitcodes", "errstr", "clock", "fileio", "forkexec", "lazyload", "log", "privs", "progstart",
+                    "scan", "sgetopt", "unixsock")),
 )
 LAYER = {name: depth for depth, (_, names) in enumerate(LAYERS) for name in names}
 PACKAGE = os.path.join(ROOT, "qmailpy")

@@ -390,18 +390,22 @@ def test_a_lock_that_cannot_be_removed_after_the_link_is_still_one_delivery(box,
 
 
 
-def test_a_size_line_that_cannot_be_appended_after_the_link_is_still_one_delivery(box, monkeypatch):
+@pytest.mark.parametrize("rewrite_too", [False, True])
+def test_a_size_line_that_cannot_be_appended_after_the_link_is_still_one_delivery(box, monkeypatch, rewrite_too):
     """The message is in new/ once the link is made: a full disk refusing maildirsize's
-    `<size> 1` line costs only the count's accuracy (the next recount mends it), never a
-    deferral, which would have qmail-send deliver a second copy."""
+    `<size> 1` line is never a deferral, which would have qmail-send deliver a second copy.
+    The Maildir is recounted into a new maildirsize instead (the sums right again); only when
+    that fails too does the count stay short until the next recount."""
     write_size(box, "100000S\n5000 3\n")
 
-    def append(path, size, count):
+    def append(path, *args, **kwargs):
         raise OSError(28, "No space left on device", path)
     monkeypatch.setattr(quota.maildirpp, "append", append)
+    if rewrite_too:
+        monkeypatch.setattr(quota.maildirpp, "rewrite", append)
     assert box.deliver(MSG) == (0, "did 1+0+0\n")
     assert len(box.files()) == 1 and box.files("tmp") == []
-    assert read_size(box) == "100000S\n5000 3\n"
+    assert read_size(box) == ("100000S\n5000 3\n" if rewrite_too else "100000S\n%d 1\n" % SIZE)
 
 
 def test_a_quota_lifted_while_the_delivery_waits_for_the_lock_is_not_written_back(box, monkeypatch):

@@ -48,6 +48,16 @@ def test_bounce_text_from_no_user_msg(domain):
     assert deliver(domain) == (100, "Nobody here.\nTry postmaster.\n")
 
 
+@pytest.mark.parametrize("where", ["domain", "domains"])
+def test_no_user_msg_that_cannot_be_read_defers(domain, where):
+    """A .no-user.msg that is there but cannot be read (a directory here; EIO in the fault
+    sweeps) is not taken for an absent one: the bounce would go out with the wrong text, and
+    a retry can give the right one. qmail-local defers as for a .qmail it cannot read."""
+    domain.dotqmail(".qmail-default", VDM % "bounce-no-mailbox")
+    os.mkdir(os.path.join(domain.home if where == "domain" else os.path.dirname(domain.home), ".no-user.msg"))
+    assert deliver(domain) == (111, "Unable to read .no-user.msg: is a directory. (#4.3.0)\n")
+
+
 def test_delete(domain):
     domain.dotqmail(".qmail-default", VDM % "delete")
     assert deliver(domain) == (0, "did 0+0+0\n")

@@ -82,7 +82,7 @@ def test_a_bug_in_a_tcpserver_worker_is_one_line_and_exit_111():
             os.dup2(wfd, 2)
             parent.close()
             worker.parse_connection = lambda data: {}[data]
-            worker.serve(chan, type("Opts", (), {"verbosity": 0})(), None, [])
+            worker.serve(chan, type("Opts", (), {"verbosity": 0, "family": socket.AF_INET})(), None, [])
         finally:
             os._exit(99)
     os.close(wfd)

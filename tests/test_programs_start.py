@@ -46,6 +46,30 @@ def test_every_program_is_listed():
     assert {"qmail-send", "qmail-smtpd", "qmail-lspawn", "qmail-users"} <= set(CONSOLE_SCRIPTS)
 
 
+# -- a program that cannot be loaded
+
+MODULES = {name: module for name, module, _ in programs(os.path.join(ROOT, "setup.cfg"))}
+
+
+@pytest.mark.parametrize("name", CONSOLE_SCRIPTS)
+def test_a_module_that_cannot_be_read_is_a_temporary_failure(name, tmp_path):
+    """EIO on opening the program's main module (source and .pyc, injected by strace): exit 111,
+    qmail's temporary failure, and one line naming what could not be loaded. Python's own exit 1
+    would be a bounce where an exit code is the verdict (qmail-local or qmail-remote exec'd by
+    qmail-lspawn or qmail-rspawn: any exit but 0, 111, 71, 74, 75 is D)."""
+    import importlib.util
+    spec = importlib.util.find_spec(MODULES[name])
+    paths = [spec.origin, importlib.util.cache_from_source(spec.origin)]
+    trace = tmp_path / "trace"
+    r = subprocess.run(["strace", "-f", "-qq", "-o", str(trace), "-e", "trace=openat",
+                        "-e", "inject=openat:error=EIO"] + [a for p in paths for a in ("-P", p)]
+                       + [program(name)], stdin=subprocess.DEVNULL, capture_output=True,
+                       env={"PATH": os.environ["PATH"], "QMAILHOME": str(tmp_path)}, timeout=60)
+    assert "(INJECTED)" in trace.read_text(), "the fault was never injected"
+    assert (r.returncode, r.stdout, r.stderr.decode()) == (
+        111, b"", "%s: fatal: unable to load %s: [Errno 5] Input/output error: %r\n" % (name, MODULES[name], spec.origin))
+
+
 @pytest.mark.parametrize("name", CONSOLE_SCRIPTS)
 def test_help_prints_the_usage_and_starts_nothing(name, scratch):
     """A home where qmail-send would start: --help must answer and leave it alone."""

@@ -85,7 +85,11 @@ def test_info_ids_skips_a_missing_subdirectory_and_raises_for_an_unreadable_one(
 
 def test_append_bounce_tries_again_after_trouble_until_the_paragraph_is_on_disk(home, monkeypatch):
     """qmail-send's addbounce(): a failed open, and a failed fsync, are each tried again after
-    trouble() (which logs and sleeps); the paragraph is there once."""
+    trouble() (which logs and sleeps); the paragraph is there once. After a failed fsync the file
+    is cut back to where the paragraph began and the paragraph written again (Linux forgets a
+    failed fsync's error): an earlier paragraph stays, once."""
+    earlier = b"<b@example.org>:\nearlier failure.\n\n"
+    Path(layout.bounce_path(str(home), MSGID)).write_bytes(earlier)
     real_open, real_fsync, troubles = os.open, os.fsync, []
     fail = {"open": 1, "fsync": 2}
 
@@ -98,6 +102,7 @@ def test_append_bounce_tries_again_after_trouble_until_the_paragraph_is_on_disk(
     def fsync(fd):
         if fail["fsync"]:
             fail["fsync"] -= 1
+            os.ftruncate(fd, len(earlier))  # what failed to reach the disk may be dropped
             eio()
         return real_fsync(fd)
     monkeypatch.setattr(os, "open", open_)
@@ -106,7 +111,7 @@ def test_append_bounce_tries_again_after_trouble_until_the_paragraph_is_on_disk(
                      lambda: troubles.append(dict(fail)))
     assert troubles == [{"open": 0, "fsync": 2}, {"open": 0, "fsync": 1}, {"open": 0, "fsync": 0}]
     assert Path(layout.bounce_path(str(home), MSGID)).read_bytes() == \
-        b"<a@example.org>:\nno mailbox here by that name.\n\n"
+        earlier + b"<a@example.org>:\nno mailbox here by that name.\n\n"
 
 
 def test_remove_finished_stops_at_a_file_it_cannot_unlink_and_names_it(home, monkeypatch):

@@ -505,6 +505,33 @@ def test_qmail_tcpserver_preloads_what_a_queued_session_imports(home, service, t
     assert len(os.listdir(home / "queue" / "todo")) == 1
 
 
+def test_qmail_tcpserver_preloads_the_dns_checks_when_the_controls_turn_them_on(home, tmp_path):
+    """With control/spfbehavior (or rblhosts, mfdnscheck) set, qmail-tcpserver loads dnspython
+    and pyspf before forking its workers: the first SPF session of each new worker imported
+    them (about 100 ms of CPU, once per worker of at most 100 sessions). Without such a
+    control they are not loaded (the previous test: a plain queued session imports nothing)."""
+    from dnsserver import DNSServer
+    dns = DNSServer().start()
+    try:
+        dns.zones = {"fail.example": {"TXT": ["v=spf1 -all"], "MX": [(10, "mx.fail.example")]},
+                     "mx.fail.example": {"A": ["192.0.2.1"]}}
+        for name, text in (("me", "mx.example.org"), ("rcpthosts", "example.org"), ("spfbehavior", "3"),
+                           ("rblhosts", "rbl.example"), ("mfdnscheck", "1")):
+            (home / "control" / name).write_text(text + "\n")
+        session = tmp_path / "session"
+        session.write_bytes(b"HELO client\r\nMAIL FROM:<a@fail.example>\r\nRCPT TO:<b@example.org>\r\nQUIT\r\n")
+        env = dict(os.environ, QMAILHOME=str(home), QMAILPY_SINGLEUSER="1", PYTHONPATH=str(ROOT),
+                   **dict(TCP_ENV, TCPREMOTEIP="127.0.0.5"), **dns.environ())
+        r = subprocess.run([str(ROOT / ".venv" / "bin" / "python3"), "-c", PRELOADED_SESSION, str(session)],
+                           capture_output=True, env=env, timeout=60)
+    finally:
+        dns.stop()
+    assert r.returncode == 0, r.stderr.decode()
+    code, _, imported = r.stdout.decode().strip().partition(" ")
+    assert (code, imported) == ("0", ""), r.stdout
+    assert "spf result=fail" in r.stderr.decode(), r.stderr.decode()
+
+
 # -- envelopes: qmail-queue writes them into intd/ as it reads; the service holds them in memory
 
 def test_an_envelope_bigger_than_the_service_keeps_is_51_and_leaves_nothing(home, service):

@@ -4,6 +4,7 @@ MX hosts are reached on port 25 (as qmail does) unless smtproutes says `host::po
 sinks listen on 127.x.y.z:25 at random loopback addresses: these tests need
 root and are skipped otherwise. DNS comes from tests/dnsserver.py on 127.0.0.1.
 """
+import os
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -331,3 +332,69 @@ def test_outgoingip_that_cannot_be_bound_is_a_failed_connection(remote, home, dn
     home.control("outgoingip", "127.0.0.2\n")
     assert remote("example.com") == accepted(ip)
     assert [m.peer[0] for m in sink.messages] == ["127.0.0.2"]
+
+
+PRELOADED_MX_DELIVERY = r"""
+import os, sys
+from qmailpy.spawn import rspawn
+spawner = rspawn.Remote(os.environ["QMAILHOME"], os.environ)
+spawner.preload()
+spawner.ready_for(b"example.com")           # as before forking this delivery's child
+before = set(sys.modules)
+from qmailpy.remote.main import run
+r, w = os.pipe()
+code = run(["qmail-remote", "example.com", "a@b.example", "c@example.com"], 0, w, os.environ)
+os.close(w)
+print(code, os.read(r, 4096).decode(), "|", " ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_rspawn_loads_the_dns_a_delivery_needs_before_its_child(home, dns_server, sinks):
+    """A forked qmail-remote that looks up its MX imports nothing qmail-rspawn did not load
+    before forking it: dnspython is 30-90 ms of CPU to import, paid by every child otherwise
+    (the bench routes by IP literals and never saw it)."""
+    need_root()
+    ip = loopback_address()
+    sinks(ip, 25)
+    dns_server.zones = {"example.com": {"MX": [(10, "mx.example.com")]}, "mx.example.com": {"A": [ip]}}
+    home.control("me", "test.example\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([os.path.join(root, ".venv", "bin", "python3"), "-c", PRELOADED_MX_DELIVERY], input=MSG,
+                       capture_output=True, env=home.env(PYTHONPATH=root, **dns_server.environ()), timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    out, _, imported = r.stdout.decode().partition("|")
+    assert "K%s accepted message." % ip in out, out
+    assert imported.split() == [], imported
+
+
+READY_FOR = r"""
+import os, sys
+from qmailpy.spawn import rspawn
+spawner = rspawn.Remote(os.environ["QMAILHOME"], os.environ)
+seen = []
+for domain in sys.argv[1:]:
+    spawner.ready_for(domain.encode())
+    seen.append("dns.message" in sys.modules)
+print(seen)
+"""
+
+
+@pytest.mark.parametrize("routes,domains,loaded", [
+    (":127.0.0.1:2525\n", ["example.com", "other.example"], [False, False]),   # everything to an IP
+    ("", ["[127.0.0.1]", "example.com"], [False, True]),                      # a literal, then an MX
+    ("example.com:127.0.0.1\n", ["example.com", "other.example"], [False, True]),
+    (":relay.example\n", ["example.com"], [True]),                           # a relay's A records
+    ("example.com:\n:127.0.0.1\n", ["example.com"], [True]),                 # example.com: its MX
+    (None, ["example.com"], [True]),                                         # unreadable: as no routes
+])
+def test_rspawn_loads_dnspython_only_once_a_delivery_will_ask_dns(home, routes, domains, loaded):
+    """Loaded in qmail-rspawn, dnspython costs every later fork about 1 ms (its threading and
+    random at-fork handlers): a host that routes everything to IP literals never loads it."""
+    if routes is None:
+        os.mkdir(os.path.join(home.root, "control", "smtproutes"))
+    else:
+        home.control("smtproutes", routes)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([os.path.join(root, ".venv", "bin", "python3"), "-c", READY_FOR] + domains,
+                       capture_output=True, text=True, env=home.env(PYTHONPATH=root), timeout=60)
+    assert r.stdout == "%s\n" % loaded, r.stderr

@@ -121,6 +121,52 @@ def test_qmail_todo_reload_failure_keeps_its_rules(scratch, monkeypatch):
     assert todo.rewriter is not rules and b"new.example" in todo.rewriter.locals
 
 
+def test_qmail_todo_rereads_a_changed_control_until_it_can_with_one_alert(scratch, monkeypatch):
+    """A changed file whose reread fails (one EIO here) is read again before the next batch:
+    the change is not lost until the next one. While a changed file cannot be used the rules
+    stay as they were, and the alert is said again only when a file changes again, or at H."""
+    from qmailpy import clock
+    from qmailpy.ctl import reader, watch
+    from qmailpy.send.todo_main import Todo
+    todo = Todo(scratch.home, scratch.env(), clock.Clock(1))
+    logged = []
+    monkeypatch.setattr(todo, "log", logged.append)
+    rules = todo.rewriter
+    read, failing = watch.read_bytes, ["control/locals"]
+
+    def read_once(path, name=None):
+        if name in failing:
+            failing.remove(name)
+            raise reader.unreadable(name, OSError(5, "Input/output error"))
+        return read(path, name)
+    monkeypatch.setattr(watch, "read_bytes", read_once)
+    scratch.control("locals", "localhost\nnew.example")
+    todo.fresh()
+    assert todo.rewriter is rules
+    assert logged == ["alert: qmail-todo: unable to reread control/locals: unable to read: Input/output error"]
+    todo.fresh()
+    assert b"new.example" in todo.rewriter.locals and len(logged) == 1
+    rules = todo.rewriter
+    todo.fresh()
+    assert todo.rewriter is rules                       # nothing changed: nothing read
+    os.makedirs(os.path.join(scratch.home, "control", "srs"), exist_ok=True)
+    scratch.control("srs/srs_max_age", "a month")
+    for _ in range(3):
+        todo.fresh()
+    assert todo.rewriter is rules
+    said = "alert: qmail-todo: unable to reread control/srs/srs_max_age:1: not a number: '%s'"
+    assert logged[1:] == [said % "a month"]
+    scratch.control("srs/srs_max_age", "two months")
+    todo.fresh()
+    todo.fresh()
+    todo.reload = True                                  # qmail-send's H: said whatever the files
+    todo.fresh()
+    assert logged[2:] == [said % "two months"] * 2 and todo.rewriter is rules
+    scratch.control("srs/srs_max_age", "86400")
+    todo.fresh()
+    assert todo.rewriter is not rules and len(logged) == 4
+
+
 def test_qmail_todo_commands_and_an_obscure_dialect(scratch, monkeypatch):
     """qmail-send speaks single bytes to qmail-todo: S start, H reread, X exit; anything else is
     ext-todo's warning line, and the byte changes nothing."""

@@ -139,8 +139,10 @@ def test_queue_program_environment_after_auth(qhome, tmp_path):
     environment when AUTH succeeds (smtp_auth(): env_put2), so the queue program (a scanner
     wrapper) sees the client as authenticated; before AUTH it sees tcpserver's."""
     path = tmp_path / "envqq"
-    path.write_text("#!/bin/sh\ncat >/dev/null\necho \"${TCPREMOTEINFO-unset}|${RELAYCLIENT-unset}\" >>%s/env\n"
-                    "exit 0\n" % tmp_path)
+    # the envelope (fd 1) is read too, as qmail-queue does: a program that exits without it may
+    # be gone before qmail-smtpd writes it, and that is qmail_close()'s "qq read error" (above)
+    path.write_text("#!/bin/sh\ncat >/dev/null\ncat <&1 >/dev/null\n"
+                    "echo \"${TCPREMOTEINFO-unset}|${RELAYCLIENT-unset}\" >>%s/env\nexit 0\n" % tmp_path)
     path.chmod(0o755)
     qhome.control("smtpauth", "1\n")
     qhome.control("smtpauthplaintext", "1\n")
@@ -151,7 +153,8 @@ def test_queue_program_environment_after_auth(qhome, tmp_path):
     r = subprocess.run([program("qmail-smtpd"), sys.executable, os.path.join(ROOT, "tests", "checkpassword.py")],
                        input=data, capture_output=True, env=environ, timeout=30)
     lines = r.stdout.decode().split("\r\n")
-    assert [x[:6] for x in lines[-8:-2]] == ["250 ok", "235 ok", "250 ok", "250 ok", "354 go", "250 ok"]
+    assert [x[:6] for x in lines[-8:-2]] == ["250 ok", "235 ok", "250 ok", "250 ok", "354 go", "250 ok"], (
+        lines[-8:-2], r.stderr.decode())
     assert (tmp_path / "env").read_text() == "ident|unset\ngood@example.org|\n"
 
 
@@ -694,6 +697,34 @@ def test_a_bug_in_a_session_is_one_log_line_and_a_421(qhome, capfd, monkeypatch)
     assert log[0] == "connect ip=127.0.0.1 host=unknown" and len(log) == 2
     assert re.fullmatch(r"error reason=\"internal bug: KeyError: 'oops\\\\nsecond line' "
                         r"at test_smtpd\.py:\d+:bug < qmailpy/smtpd/main\.py:\d+:_converse\"", log[1]), log[1]
+
+
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"), TimeoutError(110, "Connection timed out")],
+                         ids=["EIO", "timeout"])
+def test_an_os_error_of_a_session_action_is_a_421_not_a_client_gone(qhome, capfd, monkeypatch, error):
+    """Only the channel's own reads and writes mean the client went away (or stopped reading):
+    an OSError that escapes a session action (a file it did not expect to fail) is the
+    session's, so the client gets the 421 and the log says what failed, not "the client left"."""
+    def action(self, data):
+        raise error
+    monkeypatch.setattr(Conversation, "feed", action)
+    replies, rc, log = serve_in_process(qhome, b"HELO c.example\r\n", capfd)
+    assert (replies, rc) == (b"220 test.example ESMTP\r\n421 internal error, closing connection (#4.3.0)\r\n", 1)
+    assert len(log) == 2 and log[1].startswith('error reason="internal bug: %s: ' % type(error).__name__), log
+
+
+def test_a_client_gone_while_we_write_is_one_log_line_and_no_421(qhome, capfd, monkeypatch):
+    """A write to the client that fails is the client's end: nothing more is written."""
+    from qmailpy.smtpd import main
+    real_write = main.PlainChannel.write
+
+    def write(self, data):
+        if data.startswith(b"250"):
+            raise BrokenPipeError(32, "Broken pipe")
+        real_write(self, data)
+    monkeypatch.setattr(main.PlainChannel, "write", write)
+    replies, rc, log = serve_in_process(qhome, b"HELO c.example\r\nQUIT\r\n", capfd)
+    assert (replies, rc, log[1:]) == (b"220 test.example ESMTP\r\n", 1, ['error reason="Broken pipe"']), log
 
 
 def test_a_bug_whose_421_cannot_be_written_is_still_one_log_line(qhome, capfd, monkeypatch):

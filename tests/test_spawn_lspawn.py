@@ -610,6 +610,43 @@ def test_a_control_that_cannot_be_reread_keeps_the_old_ones_with_one_warning(scr
         "joe@localhost", "joe@localhost", "ann@localhost", "bob@localhost"]
 
 
+def test_a_reread_that_failed_once_is_made_again_at_the_next_command(scratch):
+    """A changed control whose reread failed once (EIO, strace) is read again before the next
+    command, silently: the old controls had kept the file's new stamp, so a passing fault
+    left qmail-lspawn with the old virtualdomains, usersdb, ... until the next change."""
+    import signal
+    from test_faults_usersd import attach, need_strace
+    need_strace()
+    logpath = os.path.join(scratch.fake, "spawn.log")
+    vd = os.path.join(scratch.home, "control", "virtualdomains")
+    trace = os.path.join(scratch.fake, "trace")
+    with open(logpath, "wb") as log:
+        client = SpawnClient("qmail-lspawn", scratch.env(), stderr=log)
+        try:
+            messid = queue_message(scratch.home)
+            assert client.one(messid, b"a@b", b"joe@localhost") == b"Kdid 0+0+1\n"
+            pid = client.proc.pid
+            tracer = attach(pid, [pid], ["-e", "trace=openat", "-P", vd, "-e", "inject=openat:error=EIO:when=1"],
+                            trace)
+            try:
+                scratch.control("virtualdomains", "virt.example:virt.example\nnew.example:new.example")
+                assert client.one(messid, b"a@b", b"ann@localhost") == b"Kdid 0+0+1\n"      # the old ones
+                assert client.one(messid, b"a@b", b"bob@localhost") == b"Kdid 0+0+1\n"      # read again
+                assert client.one(messid, b"a@b", b"cy@localhost") == b"Kdid 0+0+1\n"       # not a third time
+            finally:
+                tracer.send_signal(signal.SIGTERM)
+                tracer.wait(10)
+                tracer.stderr.close()
+        finally:
+            assert client.close() == (0, b"")
+    with open("%s.%d" % (trace, pid)) as f:
+        opened = [line.rstrip("\n") for line in f if line.startswith("openat(")]
+    assert len(opened) == 2 and opened[0].endswith("(INJECTED)") and "= -1" not in opened[1], opened
+    with open(logpath, "rb") as log:
+        assert log.read().decode() == ("warning: qmail-lspawn: unable to reread controls: control/virtualdomains: "
+                                       "unable to read: Input/output error; keeping the old ones\n")
+
+
 def test_maildirquota_from_the_environment_never_reaches_a_mailbox_without_a_quota(scratch):
     """Only a users-database mailbox has a quota: a $MAILDIRQUOTA qmail-lspawn was started with
     (an admin's shell) is not passed to qmail-local, or every users/cdb mailbox would get it."""

@@ -22,6 +22,7 @@ class Shell:
     """A spawn.c `Program` whose deliveries run `script` under /bin/sh, the message on fd 0."""
     channel = "local"
     truncreport = 3000
+    unread = None
 
     def __init__(self, script):
         self.script, self.started = script, []
@@ -204,7 +205,8 @@ def test_a_command_input_that_fails_is_the_end_of_input(scratch, monkeypatch):
 
 def test_a_report_that_cannot_be_written_is_dropped_and_the_deliveries_go_on(scratch):
     """qmail-send gone (its end of the report pipe closed): reports are dropped, as in qmail,
-    and the loop still runs what it was given to its end."""
+    the report pipe is closed (spawn.c's okwrite()), and the loop still runs what it was given
+    to its end."""
     messid = queue_message(scratch.home)
     r, w = os.pipe()
     out_r, out_w = os.pipe()
@@ -219,8 +221,9 @@ def test_a_report_that_cannot_be_written_is_dropped_and_the_deliveries_go_on(scr
     finally:
         signal.signal(signal.SIGPIPE, old)
         os.close(r)
-        os.close(out_w)
     assert program.started == [b"joe@localhost"] and not s.writing
+    with pytest.raises(OSError):            # closed by the server, not left for nobody to read
+        os.fstat(out_w)
 
 
 def test_delnum_in_use_and_messid_too_long(scratch):
@@ -285,3 +288,28 @@ def test_started_with_fd_0_closed_it_writes_its_limit_and_exits(scratch):
         out.seek(0)
         decoder = spawnwire.ReportDecoder()
         assert decoder.feed(out.read()) == [] and decoder.limit == 10
+
+
+def test_a_wait_that_fails_is_tried_again_and_never_taken_for_an_exit_0(scratch, monkeypatch, capfd):
+    """wait4 failing (ECHILD, EIO) for a qmail-local that exited 111: Popen.wait() took ECHILD
+    for an exit 0, a K for a delivery that deferred. The wait is tried again; a child that
+    cannot be waited for at all is a crash (Z), one line logged, and the loop goes on."""
+    messid = queue_message(scratch.home)
+    real, failures = os.waitpid, []
+
+    def waitpid(pid, options):
+        if failures:
+            raise failures.pop(0)
+        return real(pid, options)
+    monkeypatch.setattr(os, "waitpid", waitpid)
+    program = Shell("cat >/dev/null; echo deferred; exit 111")
+    failures[:] = [ChildProcessError(10, "No child processes"), OSError(5, "Input/output error")]
+    assert serve(scratch.home, program, [(0, messid, b"joe@localhost")]) == [(0, b"Zdeferred\n")]
+    failures[:] = [ChildProcessError(10, "No child processes")] * server.WAIT_TRIES
+    assert serve(scratch.home, program, [(1, messid, b"joe@localhost")]) == [(1, b"Zqmail-local crashed.\n")]
+    program.drops_output = lambda status: status < 0      # as lspawn.Local: a crash's output is logged
+    failures[:] = [ChildProcessError(10, "No child processes")] * server.WAIT_TRIES
+    capfd.readouterr()
+    assert serve(scratch.home, program, [(2, messid, b"joe@localhost")]) == [(2, b"Zqmail-local crashed.\n")]
+    assert capfd.readouterr().err == ("alert: delivery of msg %s to local joe@localhost could not be waited for: "
+                                      "deferred\n" % messid.split("/")[1])

@@ -1418,12 +1418,14 @@ def test_accept_failures_and_a_dropped_hand_over_as_tcpserver_counts_them(monkey
         assert lines == ["tcpserver: status: 1/40", "tcpserver: status: 0/40"] and srv.pool.busy == 0
 
 
-def session_in_child(runner):
+def session_in_child(runner, opts=None, wrap=None):
     """(exit code, stderr) of child.session() run with `runner` in a forked child, on a real
-    connection: fds 0, 1 and 2 are the child's to change."""
+    connection (`wrap(socket)` instead when given), its log lines on fd 2: fds 0, 1 and 2 are
+    the child's to change."""
     import tempfile
+    from qmailpy.log import write_line
     from qmailpy.tcpserver import child, options
-    opts = options.parse(["-HR", "-l", "h", "127.0.0.1", "0", "qmail-smtpd"], {})
+    opts = opts or options.parse(["-HR", "-l", "h", "127.0.0.1", "0", "qmail-smtpd"], {})
     server, client = accepted_pair()
     r, w = os.pipe()
     with tempfile.TemporaryFile() as err:
@@ -1431,7 +1433,8 @@ def session_in_child(runner):
         if pid == 0:
             try:
                 os.dup2(err.fileno(), 2)
-                code = child.session(server, client.getsockname(), opts, runner, [], lambda line: None)
+                code = child.session(wrap(server) if wrap else server, client.getsockname(), opts, runner, [],
+                                     lambda line: write_line(2, line))
                 os.write(w, b"%d" % code)
             finally:
                 os._exit(0)
@@ -1508,3 +1511,130 @@ def test_a_client_name_dns_cannot_give_is_none(dns_server):
     assert names.host_name(resolver, "127.0.0.9") is None
     assert names.host_name(resolver, "127.0.0.7") is None
     assert names.host_name(resolver, "127.0.0.8") == "."
+
+
+# -- system calls that fail (tests/test_faults_tcpserver.py makes each fail under strace)
+
+class Unreadable:
+    """A worker's channel whose reads fail (EIO), its other calls the real one's."""
+
+    def __init__(self, chan):
+        self.chan = chan
+
+    def recv(self, *args):
+        raise OSError(5, "Input/output error")
+
+    def __getattr__(self, name):
+        return getattr(self.chan, name)
+
+
+def test_a_channel_the_parent_cannot_read_lets_its_worker_go_and_its_exit_ends_the_session(monkeypatch):
+    """The worker's `end` cannot be read: the parent closes the channel (the worker exits when it
+    sees that) and logs the session's end when it reaps the worker, freeing its slot; before, the
+    slot was held for ever (`status: 1/40` after every later session) and the worker left waiting."""
+    p, lines, forks = verbose_pool(monkeypatch)
+    w, end = busy_worker(p, forks)
+    end.send(b"end 0")
+    real = w.chan
+    w.chan = Unreadable(real)
+    assert p.wait([], 0) == []
+    assert real.fileno() == -1 and lines == [] and p.busy == 1      # the worker sees its channel's end
+    with pytest.raises(ConnectionResetError):  # closed with the `end` unread: the worker's exit
+        end.recv(128)
+    reap_as(monkeypatch, w.pid, 0)
+    p.reap()
+    assert lines == ["tcpserver: end %d status 0" % w.pid] and p.busy == 0 and not p.workers
+
+
+def test_the_loop_outlives_a_failed_waitpid_poll_and_signal_pipe_read(monkeypatch, tmp_path):
+    """waitpid failing (EIO, or ECHILD with workers counted) is tried again a second later, a
+    poll that fails (ENOMEM) is nothing ready, a signal pipe that cannot be read is left for the
+    next poll: each is a pause, never the parent's end (it ended with `internal bug`)."""
+    from qmailpy.tcpserver import pool, server
+    p, lines, forks = verbose_pool(monkeypatch)
+    busy_worker(p, forks)
+    for errno in (5, 10):
+        def failing(*args, errno=errno):
+            raise OSError(errno, os.strerror(errno))
+        monkeypatch.setattr(pool.os, "waitpid", failing)
+        assert p.reap() is False and p.busy == 1
+
+    class NoMemory:
+        def register(self, *args):
+            pass
+
+        unregister = register
+
+        def poll(self, timeout):
+            raise OSError(12, "Cannot allocate memory")
+    p.poller = NoMemory()
+    assert p.wait([0], 0) == []
+    fd = os.open(tmp_path, os.O_RDONLY)         # read(): EISDIR
+    try:
+        server.Server.drain(fd)
+    finally:
+        os.close(fd)
+    assert lines == []
+
+
+class Nameless:
+    """An accepted socket whose getsockname fails (or setsockopt, with nodelay=True)."""
+
+    def __init__(self, sock, nodelay=False):
+        self.sock, self.nodelay = sock, nodelay
+
+    def getsockname(self):
+        if self.nodelay:
+            return self.sock.getsockname()
+        raise OSError(105, "No buffer space available")
+
+    def setsockopt(self, level, name, value):
+        if self.nodelay and name == socket.TCP_NODELAY:
+            raise OSError(12, "Cannot allocate memory")
+        return self.sock.setsockopt(level, name, value)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_a_local_address_that_cannot_be_had_drops_the_connection_as_tcpserver():
+    """getsockname failing: tcpserver's `pid` line, then its `unable to get local address`
+    warning in qmail's wording, and the session's 111 (it was an internal bug line, exit 1)."""
+    from qmailpy.tcpserver import options
+    opts = options.parse(["-v", "-HR", "-l", "h", "127.0.0.1", "0", "qmail-smtpd"], {})
+    code, err = session_in_child(None, opts=opts, wrap=Nameless)
+    assert code == 111
+    assert err == ("tcpserver: pid %d from 127.0.0.1\n"
+                   "tcpserver: warning: dropping connection, unable to get local address: out of buffer space\n"
+                   % int(err.split()[2]))
+
+
+def test_a_nodelay_that_cannot_be_set_is_ignored_as_tcpserver_ignores_it():
+    """-D: a setsockopt(TCP_NODELAY) that fails changes nothing (tcpserver ignores what
+    socket_tcpnodelay() returns); the session goes on."""
+    from qmailpy.tcpserver import child, options
+    opts = options.parse(["-D", "-HR", "-l", "h", "127.0.0.1", "0", "qmail-smtpd"], {})
+    server, client = accepted_pair()
+    try:
+        sock = Nameless(server, nodelay=True)
+        env = child.prepare(sock, child.Connection(sock, client.getsockname()), opts, [], lambda line: None)
+    finally:
+        server.close()
+        client.close()
+    assert env["TCPLOCALHOST"] == "h"
+
+
+def test_rules_that_cannot_be_opened_without_proc_drop_the_connection_even_with_X(tmp_path, monkeypatch):
+    """-X allows a client only when there is no rules file; a rules cdb that is there but cannot
+    be opened (no /proc for open_regular's second open) drops the connection, as any cdb it
+    cannot read. It was taken for no file: the denied client was served, without rules."""
+    from test_fileio import without_proc
+    from qmailpy.tcpserver import child, options
+    cdb = tcprules(tmp_path, "127.0.0.1:deny\n")
+    opts = options.parse(["-X", "-x", cdb, "-HR", "-l", "h", "127.0.0.1", "0", "qmail-smtpd"], {})
+    conn = child.Connection(type("S", (), {"getsockname": lambda self: ("127.0.0.1", 25)})(), ("127.0.0.1", 4000))
+    assert child.rule_for(opts, conn) == ("deny", {})
+    without_proc(monkeypatch)
+    with pytest.raises(child.Dropped) as dropped:
+        child.rule_for(opts, conn)
+    assert dropped.value.args[1] == 111 and dropped.value.args[0].startswith("unable to read %s: " % cdb)

@@ -588,11 +588,14 @@ def _killed_at(backend, hook, *args):  # noqa: F811
     from conftest import program
     with open(program("qmail-users")) as f:
         launcher = f.read().splitlines()
-    code = "\n".join(line if line != "from qmailpy.cli.users import main" else
-                     "import os, signal\nfrom qmailpy.users import maildir\nreal = maildir.%s\n"
-                     "def killed(*a, **k):\n    if real.__name__ == 'set_aside':\n        real(*a, **k)\n"
-                     "    os.kill(os.getpid(), signal.SIGKILL)\n"
-                     "maildir.%s = killed\n%s" % (hook, hook, line) for line in launcher[1:])
+    hooked = ("import os, signal\nfrom qmailpy.users import maildir\nreal = maildir.%s\n"
+              "def killed(*a, **k):\n    if real.__name__ == 'set_aside':\n        real(*a, **k)\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "maildir.%s = killed\nfrom qmailpy.cli.users import main" % (hook, hook))
+    code = "\n".join(line if line.strip() != "from qmailpy.cli.users import main" else
+                     "\n".join(line[:len(line) - len(line.lstrip())] + h for h in hooked.splitlines())
+                     for line in launcher[1:])
+    assert "maildir.%s = killed" % hook in code, launcher
     r = subprocess.run([launcher[0][2:].split()[0], "-IS", "-c", code, *args], capture_output=True,
                        env=backend.home.env(), timeout=60)
     assert r.returncode == -9, r.stderr

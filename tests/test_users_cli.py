@@ -445,6 +445,9 @@ def test_control_files_it_cannot_change_are_said_with_the_way_to_finish(home):
     assert (r.returncode, r.stderr.decode()) == (111, "qmail-users: the users database is changed, but not the "
                                                       "control files: %s: Is a directory (qmail-users syncdomains "
                                                       "example.org makes them follow it)\n" % vd)
+    # what was done is said: the domain and the rcpthosts line written before the failure
+    assert r.stdout.decode().splitlines()[1:] == ["control/rcpthosts: added example.org"]
+    assert r.stdout.decode().startswith("added domain example.org (")
     assert ok(home.run("qmail-users", "list")) == "example.org\n"
     r = home.run("qmail-users", "syncdomains")
     assert (r.returncode, r.stderr.decode()) == (111, "qmail-users: cannot change the control files: "
@@ -494,3 +497,62 @@ def test_deluser_and_deldomain_whose_directories_are_gone_already(backend):  # n
     shutil.rmtree(vdir)
     assert ok(run("qmail-users", "deldomain", "example.org")).splitlines()[0] == "deleted domain example.org"
     assert ok(run("qmail-users", "list")) == ""
+
+
+def test_a_verb_whose_output_cannot_be_written_finishes_its_work_first(home):
+    """stdout on a full disk (/dev/full: ENOSPC) ends qmail-users as qmail-qread ends, exit 111 and
+    `qmail-users: fatal: unable to write output: out of disk space`, but only once the verb's work
+    is whole: the database change and the control files that follow it (rcpthosts,
+    virtualdomains). Printing first left a domain in the database that qmail-smtpd refused mail
+    for (rcpthosts) and qmail-send delivered remotely (virtualdomains)."""
+    home.control("rcpthosts", "mx.example.com\n")
+    vd = os.path.join(home.root, "control", "virtualdomains")
+    rh = os.path.join(home.root, "control", "rcpthosts")
+
+    def full(*args):
+        with open("/dev/full", "wb") as out:
+            r = subprocess.run([program("qmail-users"), *args], stdout=out, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, env=home.env(), timeout=60)
+        assert r.returncode == 111, (args, r.stderr)
+        assert r.stderr.decode().splitlines()[-1] == "qmail-users: fatal: unable to write output: out of disk space"
+
+    def read(path):
+        with open(path) as f:
+            return f.read()
+    full("adddomain", "example.org")
+    assert read(rh) == "mx.example.com\nexample.org\n"
+    assert read(vd) == "example.org:example.org\npostmaster@example.org:alias\n"
+    full("addaliasdomain", "example.org", "example.net")
+    assert read(rh) == "mx.example.com\nexample.org\nexample.net\n"
+    full("adduser", "postmaster@example.org", "-p", "x")
+    assert "postmaster@example.org:alias" not in read(vd)
+    full("deluser", "postmaster@example.org")
+    assert "postmaster@example.org:alias" in read(vd)
+    full("deldomain", "example.org")
+    assert read(rh) == "mx.example.com\n" and read(vd) == ""
+    assert ok(home.run("qmail-users", "list")) == ""
+
+
+def test_a_postmaster_whose_control_line_cannot_follow_says_the_database_is_changed(home):
+    """adduser/deluser of postmaster@DOMAIN edit control/virtualdomains after the commit (the
+    postmaster@DOMAIN:alias line goes, or comes back): a file that cannot be changed is said as
+    every verb says it, the change being kept, and syncdomains finishes it; it was a bare
+    `qmail-users: FILE: reason` that read as if nothing were done."""
+    vd = os.path.join(home.root, "control", "virtualdomains")
+    ok(home.run("qmail-users", "adddomain", "example.org"))
+    os.rename(vd, vd + ".kept")
+    os.mkdir(vd)
+    for verb in (["adduser", "postmaster@example.org", "-p", "x"], ["deluser", "postmaster@example.org"]):
+        r = home.run("qmail-users", *verb)
+        assert (r.returncode, r.stderr.decode()) == (
+            111, "qmail-users: the users database is changed, but not the control files: %s: Is a directory "
+                 "(qmail-users syncdomains example.org makes them follow it)\n" % vd), verb
+        assert r.stdout.decode().startswith(("added postmaster@example.org (", "deleted postmaster@example.org"))
+        os.rmdir(vd)
+        os.rename(vd + ".kept", vd)
+        ok(home.run("qmail-users", "syncdomains", "example.org"))
+        with open(vd) as f:
+            assert f.read() == ("example.org:example.org\n" if verb[0] == "adduser"
+                                else "example.org:example.org\npostmaster@example.org:alias\n"), verb
+        os.rename(vd, vd + ".kept")
+        os.mkdir(vd)

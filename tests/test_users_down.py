@@ -175,3 +175,78 @@ def test_mysql_database_not_made_yet_is_made_by_the_first_change(home, mariadb):
         with admin_conn.cursor() as cur:
             cur.execute("DROP DATABASE IF EXISTS `%s`" % name)
         admin_conn.close()
+
+
+def lost_after(mysql_backend, statement, table, runs):  # noqa: F811
+    """A work that sends `statement`, then (its first run) loses its connection (KILL), then
+    counts `table`'s rows; each run noted in `runs`."""
+    def work(cur):
+        runs.append(1)
+        cur.execute(statement)
+        if len(runs) == 1:
+            cur.execute("SELECT CONNECTION_ID()")
+            mysql_backend.mysql.execute("KILL %s" % int(cur.fetchone()[0]))
+        cur.execute("SELECT COUNT(*) FROM " + table)
+        return cur.fetchone()[0]
+    return work
+
+
+def test_mysql_connection_lost_after_a_change_was_sent_is_not_run_again(mysql_backend):  # noqa: F811
+    """The connection lost after an INSERT was sent (its answer, or the next statement's, never
+    came): the server may have made the change, so the work is not run again on a new connection
+    (authfailshared's check counted twice: a client locked out one check early, for a good
+    password too). UsersUnavailable, and the one row the server kept; a lost connection before
+    any change is still reopened and the work done once, and one after a REPLACE run again."""
+    from qmailpy.users.authfail import CREATE
+    users = mysql_backend.open(create=True)
+    users.db.run(lambda cur: cur.execute(CREATE))
+    runs = []
+    work = lost_after(mysql_backend, "INSERT INTO qmailpy_authfail (ip_addr, stamp) VALUES ('192.0.2.7', 1)",
+                      "qmailpy_authfail", runs)
+    with pytest.raises(UsersUnavailable):
+        users.db.run(work)
+    assert len(runs) == 1 and mysql_backend.sql("SELECT COUNT(*) FROM qmailpy_authfail") == ((1,),)
+    (conn_id,), = users.db.query("SELECT CONNECTION_ID()")
+    mysql_backend.mysql.execute("KILL %s" % int(conn_id))
+    assert users.db.run(work) == 2 and len(runs) == 2
+    # a REPLACE (POP-before-SMTP's relay row) leaves the same row when made twice: run again
+    replaced = []
+    record = lost_after(mysql_backend, "REPLACE INTO relay (ip_addr, timestamp) VALUES ('192.0.2.7', 1)", "relay",
+                        replaced)
+    assert users.db.run(record) == 1 and len(replaced) == 2
+
+
+def test_mysql_connect_failing_after_its_socket_was_made_leaves_none_open(mysql_backend, monkeypatch):  # noqa: F811
+    """pymysql's connect() failing between making its socket and keeping it (setsockopt: EIO) left
+    the socket to the cycle collector (the exception's frames held it): each failed question of a
+    long-running qmail-usersd worker kept one MariaDB connection open for a while."""
+    import gc
+    import os
+    users = mysql_backend.open(create=True)
+    users.close()
+
+    def sockets():
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                n += os.readlink("/proc/self/fd/" + fd).startswith("socket:")
+            except OSError:             # the listing's own fd
+                pass
+        return n
+    real = socket.socket.setsockopt
+
+    def failing(sock, level, option, value):
+        if option == socket.SO_KEEPALIVE:
+            raise OSError(5, "Input/output error")
+        return real(sock, level, option, value)
+    gc.collect()
+    before = sockets()
+    gc.disable()
+    try:
+        monkeypatch.setattr(socket.socket, "setsockopt", failing)
+        for _ in range(3):
+            with pytest.raises(UsersUnavailable):
+                users.has_domain("example.org")
+        assert sockets() == before
+    finally:
+        gc.enable()

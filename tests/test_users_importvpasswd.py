@@ -3,9 +3,11 @@
 nothing lost: the rows exactly as vpasswd has them (old passwords keep working), safe to run
 twice, a malformed line importing nothing of its domain. Both backends, the real program."""
 import os
+import subprocess
 
 import pytest
 
+from conftest import program
 from mysql_fixture import backend, mysql_backend  # noqa: F401 (fixtures)
 from qmailpy.users import importvpasswd
 from qmailpy.users.base import UsersError
@@ -413,3 +415,17 @@ def test_a_vpasswd_that_is_no_file_is_never_read(home):
     assert code == 1
     assert err.splitlines()[0] == "qmail-users: %s/vpasswd: not a file: nothing of example.com imported" % com
     assert "added domain example.org" in out and "example.com" not in out
+
+
+def test_an_output_that_cannot_be_written_stops_nothing_of_the_import(home):
+    """stdout on a full disk: exit 111 with qmail's fatal line, but only after every domain is
+    imported and the control files follow (printing as it went ended it after the first domain,
+    its rcpthosts line never written)."""
+    vp, org, com = vpopmail_tree(home)
+    with open("/dev/full", "wb") as out:
+        r = subprocess.run([program("qmail-users"), "importvpasswd"], stdout=out, stderr=subprocess.PIPE,
+                           stdin=subprocess.DEVNULL, env=home.env(), timeout=60)
+    assert r.returncode == 111, r.stderr
+    assert notes(r.stderr.decode()) == "qmail-users: fatal: unable to write output: out of disk space\n"
+    assert controls(home)["rcpthosts"] == "localhost\nexample.org\nexample.com\nexample.net\n"
+    assert home.run("qmail-users", "list").stdout.decode() == "example.com\nexample.org\nexample.net -> example.org\n"

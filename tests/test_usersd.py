@@ -33,8 +33,12 @@ from usersd import UsersService
 SECRET = "newest-key"
 
 
-def make_home(root):
+def make_home(root, usersdb=None):
+    """A home with example.org (joe, "s3cret word"), its alias domain example.net and a relay row;
+    usersdb: vpopmail's MySQL line for its users database (tests/mysql_fixture.py), else SQLite."""
     home = Home(root)
+    if usersdb is not None:
+        home.control("usersdb", usersdb + "\n")
     home.control("me", "test.example\n")
     home.control("rcpthosts", "example.org\nsrs.example.org\n")
     home.control("userchk", "1\n")
@@ -402,9 +406,10 @@ class ShortOfFiles:
         return self.listener.accept()
 
 
-def test_a_connection_it_cannot_accept_now_is_taken_on_the_next_round():
+def test_a_connection_it_cannot_accept_now_is_taken_a_moment_later():
     """EMFILE while accepting is logged and the loop goes on: the caller waiting in the backlog
-    is answered once a descriptor is free, never dropped and never the service ended."""
+    is answered once a descriptor is free (accept() tried again after server.ACCEPT_PAUSE),
+    never dropped and never the service ended."""
     server, t, path, logged, top = _server(lambda: SlowAnswers(threading.Event()), Peers({os.getuid()}),
                                            wrap=ShortOfFiles)
     try:

@@ -167,6 +167,14 @@ for p in qmail-queued qmail-usersd qmail-send tcpserver; do
     alive "$RUN/$p.pid" || fail "$p did not start; see $RUN/log/"
 done
 
+# postmaster's mail: the demo's alias/ stands in for the alias user only where this machine has
+# none; a qmail host's alias user (~alias in its own qmail home) takes it, as qmail does
+ALIAS_HOME=$(cd "$TOP" && "$PY" -c 'import sys
+from qmailpy.install.accounts import alias_elsewhere
+print(alias_elsewhere(sys.argv[1]) or "")' "$RUN")
+POSTMASTER_BOX=$RUN/alias/Maildir/new/
+[ -z "$ALIAS_HOME" ] || POSTMASTER_BOX="$ALIAS_HOME (this machine's alias user, as in qmail)"
+
 cat <<MSG
 
 qmailpy is running with its qmail home in $RUN
@@ -194,7 +202,7 @@ Read it over POP3:
     curl -s --user demo@demo.example:demo pop3://127.0.0.1:$POP3PORT/1
 
 The controls (--check: what is missing or wrong), the queue, the users; postmaster's mail
-lands in $RUN/alias/Maildir/new/:
+lands in $POSTMASTER_BOX:
     QMAILHOME=$RUN $RUN/bin/qmail-showctl --check
     QMAILHOME=$RUN $RUN/bin/qmail-qstat
     QMAILHOME=$RUN $RUN/bin/qmail-users list

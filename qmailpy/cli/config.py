@@ -5,9 +5,10 @@ import sys
 import click
 
 from qmailpy import exitcodes as X, paths
-from qmailpy.cli.qmailtool import os_text
+from qmailpy.cli.qmailtool import missing_control_directory, os_text
 from qmailpy.install import config
 from qmailpy.log import guard
+from qmailpy.output import click_main, output
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,11 +24,13 @@ def cli(fqdn, mode):
     unless --force or --missing is given.
     """
     home = paths.qmailhome(os.environ)
-    if not os.path.isdir(paths.control_path(home, "")):
-        click.echo("qmail-config: no %s: install the qmail home first" % paths.control_path(home, ""), err=True)
+    missing = missing_control_directory(home)
+    if missing is not None:
+        click.echo("qmail-config: %s" % (missing or "no %s: install the qmail home first"
+                                          % paths.control_path(home, "")), err=True)
         sys.exit(X.EXIT_TROUBLE)
     try:
-        click.echo("Your fully qualified host name is %s." % config.check_name(fqdn))
+        output("Your fully qualified host name is %s." % config.check_name(fqdn))
         lines = config.configure(home, fqdn, mode or config.REFUSE)
     except config.ConfigError as e:
         click.echo("qmail-config: %s" % e, err=True)
@@ -36,9 +39,9 @@ def cli(fqdn, mode):
         click.echo("qmail-config: %s" % os_text(e), err=True)
         sys.exit(X.EXIT_TROUBLE)
     for line in lines:
-        click.echo(line)
+        output(line)
 
 
 @guard("qmail-config", X.EXIT_TROUBLE)
 def main():
-    return cli(prog_name="qmail-config")
+    return click_main(cli, prog_name="qmail-config")

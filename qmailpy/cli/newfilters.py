@@ -15,15 +15,17 @@ import click
 
 from qmailpy import exitcodes as X, paths
 from qmailpy.log import guard
+from qmailpy.output import click_main
 
 LISTS = ("clamavclients", "spamdclients")
 FATAL = "qmail-newfilters: fatal: "
 
 
 def read_keys(path):
-    """The keys of one text file (bytes, lower-cased, in file order, no duplicates)."""
-    with open(path, "rb") as f:
-        data = f.read()
+    """The keys of one text file (bytes, lower-cased, in file order, no duplicates); OSError
+    naming `path` (FileNotFoundError when it is absent)."""
+    from qmailpy.fileio import read_file
+    data = read_file(path)
     keys, seen = [], set()
     for n, raw in enumerate(data.split(b"\n"), 1):
         line = raw.strip()
@@ -41,7 +43,7 @@ def read_keys(path):
 def build(home, names=LISTS):
     """Build each named cdb whose text file exists: [(name, number of keys)]; the cdb is replaced
     atomically and durably (qmailtool.write_cdb: Fatal 'unable to write control/NAME.cdb: ...')."""
-    from qmailpy.cli.qmailtool import write_cdb
+    from qmailpy.cli.qmailtool import oserror, write_cdb
     done = []
     for name in names:
         text = paths.control_path(home, name)
@@ -49,6 +51,8 @@ def build(home, names=LISTS):
             keys = read_keys(text)
         except FileNotFoundError:
             continue
+        except OSError as e:
+            raise oserror(e, "read control/%s" % name) from None
         write_cdb(text + ".cdb", ((key, b"") for key in keys), "control/%s.cdb" % name)
         done.append((name, len(keys)))
     return done
@@ -85,7 +89,7 @@ def cli(names, verbose):
 
 @guard("qmail-newfilters", X.EXIT_TROUBLE)
 def main():
-    return cli()
+    return click_main(cli)
 
 
 if __name__ == "__main__":

@@ -100,22 +100,21 @@ def read_assign(path):
     is never opened (fileio.open_regular)."""
     if os.geteuid() != 0:
         return read(path, SOURCE)
-    from qmailpy.fileio import open_regular
+    from qmailpy.fileio import close_quietly, open_regular, read_all
     try:
         fd, _ = open_regular(path)
-    except OSError as e:
-        raise oserror(e, "read " + SOURCE) from None
-    if fd is None:
-        raise Fatal("unable to read %s: not a file" % SOURCE)
-    with open(fd, "rb") as f:
-        owner = os.fstat(fd).st_uid
-        if owner != 0:
-            raise Fatal("%s belongs to uid %d, not root: not built (chown root %s if it is yours)"
-                        % (SOURCE, owner, SOURCE))
+        if fd is None:
+            raise Fatal("unable to read %s: not a file" % SOURCE)
         try:
-            return f.read()
-        except OSError as e:
-            raise oserror(e, "read " + SOURCE) from None
+            owner = os.fstat(fd).st_uid
+            if owner != 0:
+                raise Fatal("%s belongs to uid %d, not root: not built (chown root %s if it is yours)"
+                            % (SOURCE, owner, SOURCE))
+            return read_all(fd)
+        finally:
+            close_quietly(fd)           # read-only, all read
+    except OSError as e:                # the fstat or a read: never a traceback
+        raise oserror(e, "read " + SOURCE) from None
 
 
 def build(home):

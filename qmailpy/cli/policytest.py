@@ -36,6 +36,7 @@ import click
 from qmailpy import exitcodes as X, paths
 from qmailpy.ctl.reader import ControlError, Controls
 from qmailpy.log import guard
+from qmailpy.output import click_main
 from qmailpy.smtpd import actions as A
 
 EXIT_OK, EXIT_REFUSED, EXIT_TEMPFAIL = 0, 1, 3
@@ -284,7 +285,7 @@ def cli(ip, host, helo, sender, rcpts, auth_user, pairs, local_ip, local_host, r
 
 @guard("qmail-policytest", X.EXIT_TROUBLE)
 def main():
-    return cli()
+    return click_main(cli)
 
 
 if __name__ == "__main__":

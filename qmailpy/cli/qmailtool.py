@@ -5,6 +5,7 @@ have no options; this one is ours). A usage error prints
 `PROG: usage: ...` and exits 100; trouble prints `PROG: fatal: ...` and
 exits 111, as qmail's strerr_die does.
 """
+import errno
 import os
 import sys
 
@@ -37,6 +38,20 @@ def os_text(e):
     FILE' is not for admins); the reason alone when it names no file."""
     reason = e.strerror or str(e)
     return "%s: %s" % (e.filename, reason) if e.filename else reason
+
+
+def missing_control_directory(home):
+    """Why the tools that write into control/ cannot start: None when it is a directory;
+    "" when there is none (the caller says "install the qmail home first" in its words); the
+    reason (os_text) when it could not be looked at (EIO): never taken for an absent one."""
+    import stat
+    from qmailpy import paths
+    try:
+        return None if stat.S_ISDIR(os.stat(paths.control_path(home, "")).st_mode) else ""
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            return ""
+        return os_text(e)
 
 
 def read(path, shown):
@@ -73,7 +88,8 @@ def run_tool(prog, usage, help_text, body, argv=None):
     argv = sys.argv if argv is None else argv
     args = argv[1:]
     if args[:1] == ["--help"]:
-        sys.stdout.write("usage: %s\n\n%s" % (usage, help_text))
+        from qmailpy.output import output
+        output("usage: %s\n\n%s" % (usage, help_text), nl=False)
         return 0
     try:
         return body(args) or 0

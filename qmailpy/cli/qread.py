@@ -10,6 +10,7 @@ import click
 from qmailpy import paths
 from qmailpy.exitcodes import EXIT_TROUBLE
 from qmailpy.log import guard
+from qmailpy.output import click_main, output
 from qmailpy.queue.read import die_on_closed_pipe, listing
 
 
@@ -19,9 +20,9 @@ def cli(as_json):
     """List the messages in the queue of $QMAILHOME (default /var/qmail)."""
     home = paths.qmailhome(os.environ)
     die_on_closed_pipe()
-    sys.exit(listing(home, click.echo, lambda text: click.echo(text, err=True), as_json))
+    sys.exit(listing(home, output, lambda text: click.echo(text, err=True), as_json))
 
 
 @guard("qmail-qread", EXIT_TROUBLE)
 def main():
-    return cli()
+    return click_main(cli)

@@ -11,6 +11,7 @@ import click
 
 from qmailpy import exitcodes as X, paths
 from qmailpy.log import guard
+from qmailpy.output import click_main, output
 
 
 def count_files(directory, nested):
@@ -36,12 +37,12 @@ def cli(as_json):
         click.echo("qmail-qstat: fatal: unable to read the queue: %s" % e, err=True)
         sys.exit(X.EXIT_TROUBLE)
     if as_json:
-        click.echo(json.dumps(got))
+        output(json.dumps(got))
         return
-    click.echo("messages in queue: %d" % got["messages"])
-    click.echo("messages in queue but not yet preprocessed: %d" % got["unprocessed"])
+    output("messages in queue: %d" % got["messages"])
+    output("messages in queue but not yet preprocessed: %d" % got["unprocessed"])
 
 
 @guard("qmail-qstat", X.EXIT_TROUBLE)
 def main():
-    return cli()
+    return click_main(cli)

@@ -7,9 +7,10 @@ import time
 import click
 
 from qmailpy import exitcodes as X, paths
-from qmailpy.cli.qmailtool import os_text
+from qmailpy.cli.qmailtool import missing_control_directory, os_text
 from qmailpy.ctl.reader import ControlError, Controls
 from qmailpy.log import guard
+from qmailpy.output import click_main, output
 from qmailpy.srs import keys as K
 
 FATAL = "setsrssecret: fatal: "
@@ -99,10 +100,11 @@ def cli(show, verbose):
         if show:
             with K.Locked(home, shared=True):
                 lines = show_lines(home, now, max_age)
-            click.echo("\n".join(lines))
+            output("\n".join(lines))
             return 0
-        if not os.path.isdir(paths.control_path(home, "")):
-            _die("no control directory in %s" % home)
+        missing = missing_control_directory(home)
+        if missing is not None:
+            _die(missing or "no control directory in %s" % home)
         K.srs_dir(home, create=True)
         with K.Locked(home):
             # the key's date is read under the lock: a run that waited for another
@@ -113,7 +115,7 @@ def cli(show, verbose):
     except OSError as e:
         _die(os_text(e))
     if verbose:
-        click.echo("setsrssecret: new key %s; %d kept, %d dropped%s" % (
+        output("setsrssecret: new key %s; %d kept, %d dropped%s" % (
             new.fingerprint, len(kept), len(dropped),
             "".join(" " + k.fingerprint for k in dropped)))
     return 0
@@ -121,7 +123,7 @@ def cli(show, verbose):
 
 @guard("setsrssecret", X.EXIT_TROUBLE)
 def main():
-    return cli()
+    return click_main(cli)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from qmailpy.ctl.options import Finding
 from qmailpy.ctl.reader import ControlError, Controls
 from qmailpy.exitcodes import EXIT_TROUBLE
 from qmailpy.log import guard
+from qmailpy.output import click_main, output
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,17 +31,17 @@ def cli(check, as_json):
     if check:
         findings = checks(home, controls)
         for f in findings:
-            click.echo(str(f))
+            output(str(f))
         sys.exit(1 if findings else 0)
     if as_json:
-        click.echo(json.dumps(show.as_json(controls), indent=1))
+        output(json.dumps(show.as_json(controls), indent=1))
         return
     for c in R.CONTROLS:
         try:
             lines = show.render(controls.setting(c.name))
         except ControlError as e:
             lines = ["%s: (Oops! Trouble reading this file: %s)" % (c.name, e)]
-        click.echo("\n".join(lines))
+        output("\n".join(lines))
     for f in controls.findings:
         click.echo("qmail-showctl: warning: %s" % f, err=True)
 
@@ -201,4 +202,4 @@ def _smtpd_tls(controls):
 
 @guard("qmail-showctl", EXIT_TROUBLE)
 def main():
-    return cli()
+    return click_main(cli)

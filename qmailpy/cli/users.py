@@ -19,8 +19,10 @@ from qmailpy.cli.qmailtool import os_text
 from qmailpy.ctl.reader import ControlError, Controls
 from qmailpy.exitcodes import EXIT_TROUBLE
 from qmailpy.log import guard
+from qmailpy.output import click_main, output
 from qmailpy.users import admin, domaincontrols
 from qmailpy.users.base import UsersError, UsersUnavailable, open_users
+from qmailpy.users.errors import UsersTrouble
 from qmailpy.users.passwords import DEFAULT_SCHEME, SCHEMES
 
 EXIT_REFUSED, EXIT_TEMPORARY = 1, 111
@@ -50,8 +52,14 @@ def with_users(func):
         except UsersUnavailable as e:
             click.echo("qmail-users: database unavailable: %s" % e, err=True)
             sys.exit(EXIT_TEMPORARY)
+        except UsersTrouble as e:           # an I/O error making a directory: nothing kept
+            click.echo("qmail-users: %s" % e, err=True)
+            sys.exit(EXIT_TEMPORARY)
         except ControlError as e:           # e.g. popbeforesmtptimeout that is not a number
             click.echo("qmail-users: unable to read controls: %s" % e, err=True)
+            sys.exit(EXIT_TEMPORARY)
+        except OSError as e:                # a file of ours the disk refused (named): try again
+            click.echo("qmail-users: %s" % os_text(e), err=True)    # (after ControlError, an OSError too)
             sys.exit(EXIT_TEMPORARY)
     return wrapper
 
@@ -104,10 +112,10 @@ def adddomain(users, domain, no_rcpthosts, no_virtualdomains):
     control/rcpthosts and control/virtualdomains (with postmaster@DOMAIN going where
     postmaster@ of control/me goes); the running qmail-send is told (SIGHUP)."""
     domain = admin.add_domain(users, domain)
-    click.echo("added domain %s (%s)" % (domain, users.domain_dir(domain)))
     _let_smtpd_look(users, domain)
-    _controls_follow(domain, no_rcpthosts, no_virtualdomains, domaincontrols.add_rcpthost,
-                     domaincontrols.add_virtual)
+    _say(_controls_follow(["added domain %s (%s)" % (domain, users.domain_dir(domain))], domain,
+                          no_rcpthosts, no_virtualdomains, domaincontrols.add_rcpthost,
+                          domaincontrols.add_virtual))
 
 
 @cli.command()
@@ -119,10 +127,10 @@ def adddomain(users, domain, no_rcpthosts, no_virtualdomains):
 def addaliasdomain(users, real_domain, alias_domain, no_rcpthosts, no_virtualdomains):
     """Make ALIAS_DOMAIN another name of REAL_DOMAIN (either order, as vaddaliasdomain)."""
     alias, real = admin.add_alias_domain(users, real_domain, alias_domain)
-    click.echo("added alias domain %s -> %s" % (alias, real))
-    own = users.lookup(domaincontrols.POSTMASTER, real) is not None
-    _controls_follow(alias, no_rcpthosts, no_virtualdomains, domaincontrols.add_rcpthost,
-                     lambda home, d: domaincontrols.add_virtual(home, d, own_postmaster=own))
+    _say(_controls_follow(["added alias domain %s -> %s" % (alias, real)], alias,
+                          no_rcpthosts, no_virtualdomains, domaincontrols.add_rcpthost,
+                          lambda home, d: domaincontrols.add_virtual(home, d, own_postmaster=users.lookup(
+                              domaincontrols.POSTMASTER, real) is not None)))
 
 
 @cli.command()
@@ -137,10 +145,10 @@ def deldomain(users, domain, keep_files, no_rcpthosts, no_virtualdomains):
     name = admin.check_domain(domain)
     aliases = sorted(a for a, real in users.domains()[1].items() if real == name)
     what = admin.del_domain(users, domain, keep_files)
-    click.echo("deleted %s %s" % ("alias domain" if what == "alias" else "domain", name))
     # vdeldomain deletes a real domain's alias domains with it, and their control lines too
-    _controls_follow([name] + (aliases if what == "domain" else []), no_rcpthosts, no_virtualdomains,
-                     domaincontrols.remove_rcpthost, domaincontrols.remove_virtual)
+    _say(_controls_follow(["deleted %s %s" % ("alias domain" if what == "alias" else "domain", name)],
+                          [name] + (aliases if what == "domain" else []), no_rcpthosts, no_virtualdomains,
+                          domaincontrols.remove_rcpthost, domaincontrols.remove_virtual))
 
 
 @cli.command()
@@ -173,7 +181,7 @@ def syncdomains(users, domains):
     except OSError as e:
         click.echo("qmail-users: cannot change the control files: %s" % os_text(e), err=True)
         sys.exit(EXIT_TEMPORARY)
-    _report(home, changes, notes)
+    _say(_report(home, changes, notes))
 
 
 @cli.command()
@@ -192,7 +200,7 @@ def importvpasswd(users, domains, dry_run):
         real, aliases, unhostable = imp.assign_domains(newu.read_assign(os.path.join(_home(), newu.SOURCE)))
     except Fatal as e:
         raise UsersError(e.text) from None
-    failed, done = False, []
+    failed, trouble, done, lines = False, False, [], []
     for directory, name in sorted(unhostable.items()):
         if not domains and os.path.exists(os.path.join(directory, imp.VPASSWD)):
             click.echo("qmail-users: users/assign: %r (%s) is not a domain name qmail-users can host: "
@@ -222,27 +230,43 @@ def importvpasswd(users, domains, dry_run):
             click.echo("qmail-users: %s: nothing of %s imported" % (e, domain), err=True)
             failed = True
             continue
-        for line in said:
-            click.echo(line)
+        except (UsersUnavailable, UsersTrouble, OSError) as e:
+            # temporary: stop here; the domains imported so far still get their control lines
+            what = ("database unavailable: %s" % e if isinstance(e, UsersUnavailable)
+                    else os_text(e) if isinstance(e, OSError) else str(e))
+            click.echo("qmail-users: %s: nothing of %s imported (run importvpasswd again)" % (what, domain),
+                       err=True)
+            trouble = True
+            break
+        lines += said
         for line in notes:
             click.echo("note: %s" % line, err=True)
         if not dry_run:
             _let_smtpd_look(users, domain)      # as adddomain: chkuser's reader may search it
         done += [domain] + its_aliases
         if dry_run:
-            click.echo("would add %s to control/rcpthosts and control/virtualdomains where missing"
-                       % ", ".join([domain] + its_aliases))
+            lines.append("would add %s to control/rcpthosts and control/virtualdomains where missing"
+                         % ", ".join([domain] + its_aliases))
     if done and not dry_run:
-        _controls_follow(done, False, False, domaincontrols.add_rcpthost,
-                         lambda home, d: domaincontrols.add_virtual(home, d, own_postmaster=users.lookup(
-                             domaincontrols.POSTMASTER, users.domain_of(d)) is not None))
-    if failed:
-        sys.exit(EXIT_REFUSED)
+        lines = _controls_follow(lines, done, False, False, domaincontrols.add_rcpthost,
+                                 lambda home, d: domaincontrols.add_virtual(home, d, own_postmaster=users.lookup(
+                                     domaincontrols.POSTMASTER, users.domain_of(d)) is not None))
+    _say(lines)
+    if trouble or failed:
+        sys.exit(EXIT_TEMPORARY if trouble else EXIT_REFUSED)
 
 
-def _controls_follow(domains, no_rcpthosts, no_virtualdomains, rcpthosts, virtualdomains):
-    """Apply the control-file changes for a domain (or a list of them), say what changed, and
-    HUP qmail-send after virtualdomains."""
+def _say(lines):
+    """A verb's lines, printed once its work is whole (database and control files): a stdout
+    that fails (output(): exit 111) must not stop the work half done."""
+    for line in lines:
+        output(line)
+
+
+def _controls_follow(said, domains, no_rcpthosts, no_virtualdomains, rcpthosts, virtualdomains):
+    """Apply the control-file changes for a domain (or a list of them), HUP qmail-send after
+    virtualdomains; the verb's lines (`said`) and those saying what changed, for _say(). A file
+    that cannot be changed: what was done is said, then the trouble, exit 111."""
     home = _home()
     changes, notes = [], []
     try:
@@ -253,27 +277,30 @@ def _controls_follow(domains, no_rcpthosts, no_virtualdomains, rcpthosts, virtua
             if not no_virtualdomains:
                 more, more_notes = virtualdomains(home, domain)
                 changes, notes = changes + more, notes + more_notes
-    except OSError as e:
+    except (OSError, UsersUnavailable) as e:   # a file, or a read of the database after its commit
+        _say(said + changes)
+        why = "database unavailable: %s" % e if isinstance(e, UsersUnavailable) else os_text(e)
         click.echo("qmail-users: the users database is changed, but not the control files: %s "
                    "(qmail-users syncdomains %s makes them follow it)"
-                   % (os_text(e), domains if isinstance(domains, str) else " ".join(domains)), err=True)
+                   % (why, domains if isinstance(domains, str) else " ".join(domains)), err=True)
         sys.exit(EXIT_TEMPORARY)
-    _report(home, changes, notes)
+    return said + _report(home, changes, notes)
 
 
 def _report(home, changes, notes):
-    for line in changes:
-        click.echo(line)
+    """Notes to stderr now; HUP qmail-send after a virtualdomains change; the lines for stdout."""
+    lines = list(changes)
     for line in notes:
         click.echo("note: %s" % line, err=True)
     if any(line.startswith("control/virtualdomains") for line in changes):
         from qmailpy.install.running import reload_send
         done, command = reload_send(home)
         if done:
-            click.echo("qmail-send told to reread its controls (%s)" % command)
+            lines.append("qmail-send told to reread its controls (%s)" % command)
         else:
             click.echo("note: qmail-send reads control/virtualdomains at start and on SIGHUP: run %s"
                        % command, err=True)
+    return lines
 
 
 @cli.command()
@@ -287,9 +314,11 @@ def _report(home, changes, notes):
 def adduser(users, address, password, quota, gecos, clear, scheme):
     """Add the mailbox ADDRESS (user@domain) and create its Maildir."""
     box = admin.add_user(users, address, _password(password), quota, clear, scheme, gecos)
-    click.echo("added %s (%s)" % (box.address, box.maildir))
+    lines = ["added %s (%s)" % (box.address, box.maildir)]
     if box.name == domaincontrols.POSTMASTER:
-        _report(_home(), domaincontrols.postmaster_own(_home(), box.domain), [])
+        lines = _controls_follow(lines, box.domain, True, False, None,
+                                 lambda home, d: (domaincontrols.postmaster_own(home, d), []))
+    _say(lines)
 
 
 @cli.command()
@@ -299,9 +328,11 @@ def adduser(users, address, password, quota, gecos, clear, scheme):
 def deluser(users, address, keep_files):
     """Remove the mailbox ADDRESS and its directory."""
     box = admin.del_user(users, address, keep_files)
-    click.echo("deleted %s" % box.address)
-    if box.name == domaincontrols.POSTMASTER and domaincontrols.is_virtual(_home(), box.domain):
-        _report(_home(), domaincontrols.postmaster_to_alias(_home(), box.domain), [])
+    lines = ["deleted %s" % box.address]
+    if box.name == domaincontrols.POSTMASTER:
+        lines = _controls_follow(lines, box.domain, True, False, None, lambda home, d: (
+            domaincontrols.postmaster_to_alias(home, d) if domaincontrols.is_virtual(home, d) else [], []))
+    _say(lines)
 
 
 @cli.command()
@@ -313,7 +344,7 @@ def deluser(users, address, keep_files):
 def passwd(users, address, password, clear, scheme):
     """Set the password of ADDRESS (pw_clear_passwd is emptied unless --clear)."""
     admin.set_password(users, address, _password(password), clear, scheme)
-    click.echo("password changed for %s" % address.lower())
+    output("password changed for %s" % address.lower())
 
 
 @cli.command()
@@ -322,8 +353,13 @@ def passwd(users, address, password, clear, scheme):
 @with_users
 def setquota(users, address, quota):
     """Set the quota of ADDRESS: NOQUOTA, bytes, 10M, 512k or 10000000S[,1000C]."""
-    box = admin.set_quota(users, address, quota)
-    click.echo("quota of %s: %s" % (box.address, box.quota or "NOQUOTA"))
+    try:
+        box = admin.set_quota(users, address, quota)
+    except OSError as e:                # after the commit: the table has the new quota
+        click.echo("qmail-users: the quota of %s is changed in the users database, but not its "
+                   "maildirsize: %s (run qmail-users setquota again)" % (address.lower(), os_text(e)), err=True)
+        sys.exit(EXIT_TEMPORARY)
+    output("quota of %s: %s" % (box.address, box.quota or "NOQUOTA"))
 
 
 @cli.command("list")
@@ -334,15 +370,15 @@ def list_(users, domain):
     if domain is None:
         names, aliases = users.domains()
         for name in names:
-            click.echo(name)
+            output(name)
         for alias in sorted(aliases):
-            click.echo("%s -> %s" % (alias, aliases[alias]))
+            output("%s -> %s" % (alias, aliases[alias]))
         return
     real = users.domain_of(domain)
     if real is None:
         raise UsersError("no such domain: %s" % domain.lower())
     for box in users.mailboxes(real):
-        click.echo("%s\t%s\t%s" % (box.address, box.quota or "NOQUOTA", box.maildir))
+        output("%s\t%s\t%s" % (box.address, box.quota or "NOQUOTA", box.maildir))
 
 
 @cli.command()
@@ -354,7 +390,7 @@ def info(users, address):
     if pairs is None:
         raise UsersError("no such user: %s" % address.lower())
     for label, value in pairs:
-        click.echo("%-13s %s" % (label + ":", value))
+        output("%-13s %s" % (label + ":", value))
 
 
 @cli.command()
@@ -373,7 +409,7 @@ def clearopensmtp(users, timeout):
     window = timeout if timeout is not None else _controls().value("popbeforesmtptimeout")
     now = time.time()
     count = users.purge_relay(now - window, now + window)
-    click.echo("cleared %d relay entr%s" % (count, "y" if count == 1 else "ies"))
+    output("cleared %d relay entr%s" % (count, "y" if count == 1 else "ies"))
 
 
 @cli.command()
@@ -381,9 +417,9 @@ def clearopensmtp(users, timeout):
 def relays(users):
     """List the relay table: IP and the time of its last POP3 login."""
     for ip, stamp in users.relays():
-        click.echo("%s\t%d" % (ip, stamp))
+        output("%s\t%d" % (ip, stamp))
 
 
 @guard("qmail-users", EXIT_TROUBLE)
 def main():
-    return cli(prog_name="qmail-users")
+    return click_main(cli, prog_name="qmail-users")

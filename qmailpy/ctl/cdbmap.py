@@ -16,7 +16,8 @@ import mmap
 import os
 import stat
 
-from qmailpy.ctl.reader import ControlError
+from qmailpy.ctl.reader import ControlError, unreadable
+from qmailpy.fileio import close_quietly
 
 HEADER = 2048           # 256 (position, length) pairs of the hash tables
 
@@ -56,7 +57,7 @@ class CdbMap:
         except FileNotFoundError:
             raise
         except OSError as e:
-            raise ControlError(self.name, 0, "unable to read: %s" % (e.strerror or e)) from None
+            raise unreadable(self.name, e) from None
         try:
             st = os.fstat(fd)
             self.size, self.owner = st.st_size, st.st_uid
@@ -66,9 +67,9 @@ class CdbMap:
         except OSError as e:
             if isinstance(e, ControlError):
                 raise
-            raise ControlError(self.name, 0, "unable to read: %s" % (e.strerror or e)) from None
+            raise unreadable(self.name, e) from None
         finally:
-            os.close(fd)
+            close_quietly(fd)               # read-only; the map holds what we read
         # 256 (position, slots) pairs, checked all at once: a lookup may then trust its table's
         # bounds (struct and zip here cost 30 us an open, int.from_bytes per number 200 us)
         raw = unpack_from("<512I", self._mm)

@@ -32,29 +32,38 @@ def editing(home):
     tool that may not open it for writing takes the flock on control/ itself, as before)."""
     import errno
     import fcntl
+
+    from qmailpy.fileio import named
+    where = paths.control_path(home, LOCK)
     try:
         try:
-            fd = os.open(paths.control_path(home, LOCK),
-                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, LOCK_MODE)
+            fd = os.open(where, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, LOCK_MODE)
         except OSError as e:
             if e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
-            fd = os.open(paths.control_path(home, ""), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            where = paths.control_path(home, "")
+            fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         yield                   # no control/: no file to edit, and none to write
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            raise named(e, where) from None
         yield
     finally:
-        os.close(fd)            # releases the flock
+        try:
+            os.close(fd)        # releases the flock
+        except OSError as e:
+            raise named(e, where) from None
 
 
 def read_lines(home, name):
-    """The lines of control/NAME, or None when there is no such file."""
+    """The lines of control/NAME, or None when there is no such file; OSError naming the file."""
+    from qmailpy.fileio import read_file
     try:
-        with open(paths.control_path(home, name), "rb") as f:
-            return file_lines(f.read())
+        return file_lines(read_file(paths.control_path(home, name)))
     except FileNotFoundError:
         return None
 

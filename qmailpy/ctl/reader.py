@@ -17,6 +17,7 @@ from qmailpy.ctl.parse import Malformed, numbered, parse, parse_seconds, text_li
 
 SINGLE_KINDS = (R.NUMBER, R.BOOL, R.LINE)       # what require() reads at start
 READ_SIZE = 65536
+ABSENT = (FileNotFoundError, NotADirectoryError)    # a control that is not there; other errors: ControlError
 
 
 class ControlError(OSError):
@@ -55,6 +56,11 @@ class Setting:
         return Finding(self.source, self.linenos[0] if self.linenos else 0, named + reason)
 
 
+def unreadable(name, e):
+    """The ControlError of control `name` that an OSError `e` kept us from reading."""
+    return ControlError(name, 0, "unable to read: %s" % (e.strerror or e))
+
+
 def read_bytes(path, name=None):
     """File contents, or None when absent; other errors raise ControlError naming `name` (or path).
 
@@ -64,10 +70,10 @@ def read_bytes(path, name=None):
     module for every exec'd qmail-smtpd (tests/test_smtpd.py holds that budget)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
+    except ABSENT:
         return None
     except OSError as e:
-        raise ControlError(name or path, 0, "unable to read: %s" % (e.strerror or e)) from None
+        raise unreadable(name or path, e) from None
     try:
         chunks = []
         while True:
@@ -76,9 +82,25 @@ def read_bytes(path, name=None):
                 return b"".join(chunks)
             chunks.append(data)
     except OSError as e:            # a directory: EISDIR, as open() of a file object says
-        raise ControlError(name or path, 0, "unable to read: %s" % (e.strerror or e)) from None
+        raise unreadable(name or path, e) from None
     finally:
-        os.close(fd)
+        try:                        # fileio.close_quietly()'s rule, written here for the same
+            os.close(fd)            # budget: read-only, all read; the fd is gone whatever close()
+        except OSError:             # says (qmail's control.c leaves it unchecked)
+            pass
+
+
+def cdb_present(path, name):
+    """Is the cdb at `path` there? Absent as for read_bytes(); any other error is a
+    ControlError naming `name`, as qmail's rcpthosts_init() fails on an open of
+    morercpthosts.cdb that fails otherwise than with ENOENT."""
+    try:
+        os.stat(path)
+    except ABSENT:
+        return False
+    except OSError as e:
+        raise unreadable(name, e) from None
+    return True
 
 
 def env_seconds(environ, name, default):
@@ -164,7 +186,8 @@ class Controls:
                 return got
         if control.kind in (R.CDB, R.FILE):
             path = self.path(control.name)
-            present = os.path.exists(path)
+            # a FILE (servercert.pem) that cannot be looked at is not offered, as the TLS patch's stat()
+            present = cdb_present(path, "control/" + control.name) if control.kind == R.CDB else os.path.exists(path)
             return Setting(control, path if present else None, not present, "control/" + control.name)
         for name in (control.name,) + control.aliases:
             data = self._read(name)

@@ -88,7 +88,12 @@ def unknown_files(home):
     """Findings for files in control/ that no registry entry explains."""
     base = os.path.join(home, "control")
     found = []
-    for dirpath, dirnames, filenames in os.walk(base):
+
+    def unlisted(e):            # a directory that cannot be listed hides its unknown files
+        rel = os.path.relpath(e.filename or base, base)
+        found.append(Finding("control/" if rel == "." else "control/%s/" % rel, 0,
+                             "unable to list: %s" % (e.strerror or e)))
+    for dirpath, dirnames, filenames in os.walk(base, onerror=unlisted):
         rel = os.path.relpath(dirpath, base)
         for fn in sorted(filenames):
             name = fn if rel == "." else rel + "/" + fn

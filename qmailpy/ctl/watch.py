@@ -52,3 +52,21 @@ class WatchedControls(Controls):
 
     def changed(self):
         return any(stamp(path) != was for path, was in self.seen.items())
+
+
+class FailedReread:
+    """A reread of changed controls that failed: the caller keeps its old controls, which still
+    see the change, so the reread is made again before the next batch (one passing EIO must not
+    keep the old rules until the next change); said() tells whether to log it: once per change
+    of the files, or each time an admin asked (qmail-send's H)."""
+
+    def __init__(self):
+        self.stamps = None          # the files' stamps when the failure was last said
+
+    def said(self, controls, asked=False):
+        say = asked or controls.seen != self.stamps
+        self.stamps = controls.seen
+        return say
+
+    def cleared(self):
+        self.stamps = None

@@ -19,7 +19,7 @@ import errno
 import os
 
 from qmailpy import paths
-from qmailpy.ctl.reader import ControlError
+from qmailpy.ctl.reader import ControlError, unreadable
 
 DIR = "domainkeys"
 
@@ -57,6 +57,12 @@ def _listing(home, sub):
         raise ControlError("control/" + sub, 0, "unable to list: %s" % (e.strerror or e)) from None
 
 
+def any_keys(home):
+    """Has control/domainkeys/ any entry (some message may be signed)? A listing that fails:
+    a ControlError, as for signing_keys."""
+    return bool(_listing(home, DIR))
+
+
 def domain_keys(home, domain):
     """[Key] of one domain (str, any case); [] when it has none. An unreadable key or a
     listing that fails other than by absence is a ControlError."""
@@ -79,7 +85,7 @@ def domain_keys(home, domain):
         except IsADirectoryError:
             continue
         except OSError as e:
-            raise ControlError(where, 0, "unable to read: %s" % (e.strerror or e)) from None
+            raise unreadable(where, e) from None
         if b"PRIVATE KEY-----" not in pem:
             raise ControlError(where, 0, "not a private key in PEM form")
         keys.append(Key(signing_domain(domain, where), selector.encode(), pem, where))
@@ -121,7 +127,7 @@ def signing_keys(controls, read_header, sender):
     a ControlError when it cannot be listed. read_header(): the message's header block (bytes),
     asked only when control/domainkeys/ has entries."""
     home = controls.home
-    if not _listing(home, DIR):
+    if not any_keys(home):
         return []
     for domain in (from_domain(read_header()), _domain(os.fsdecode(sender))):
         if domain:

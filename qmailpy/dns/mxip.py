@@ -13,26 +13,10 @@ With named=True each value also carries the host name the address came from
 (the MX exchange, the host itself, or the literal as written): qmail-remote
 checks a TLS certificate against it.
 """
+from qmailpy.dns.literal import ip_literal
 from qmailpy.dns.resolver import HARD, OK, SOFT, Answer
 
 MASK32 = 0xFFFFFFFF
-
-
-def ip_literal(host):
-    """The address of an IP-literal host, else None (qmail's ip_scan / ip_scanbracket)."""
-    import ipaddress
-    text = host.decode("latin-1") if isinstance(host, bytes) else host
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-        if text[:5].lower() == "ipv6:":
-            try:
-                return str(ipaddress.IPv6Address(text[5:]))
-            except ValueError:
-                return None
-    parts = text.split(".")
-    if len(parts) != 4 or not all(p.isdigit() and p.isascii() and int(p) < 256 for p in parts):
-        return None
-    return ".".join(str(int(p)) for p in parts)
 
 
 def order(mxs, seed):

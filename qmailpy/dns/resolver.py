@@ -17,9 +17,17 @@ Resolver.until(deadline) gives a resolver whose lookups all end by then (SPF's
 20 s for one check). A record that dnspython refuses for its content (a TXT
 record without strings) is left out of the answer, as qmail's dns.c skips
 records it cannot use; a malformed packet is an error (soft).
-dnspython is imported by the methods, never at module import.
+dnspython is imported by the methods, never at module import; when it cannot be loaded (a disk
+error reading its files, an upgrade under way) every lookup is soft ("noload"), as with a
+server that cannot be reached: never a hard answer, never a bug.
 """
 OK, HARD, SOFT = "ok", "hard", "soft"
+# What a lookup of the types qmail-remote asks (MX, A, AAAA; a CNAME in the answer, a SOA
+# in the authority of NODATA/NXDOMAIN) makes dnspython import, rdata classes included: a
+# spawner that forks a child per lookup imports them first (qmailpy.spawn.rspawn)
+LOOKUP_MODULES = ("dns.exception", "dns.flags", "dns.message", "dns.name", "dns.rcode", "dns.rdatatype",
+                  "dns.rdtypes.ANY.MX", "dns.rdtypes.ANY.CNAME", "dns.rdtypes.ANY.SOA",
+                  "dns.rdtypes.IN.A", "dns.rdtypes.IN.AAAA")
 
 
 class Answer:
@@ -74,8 +82,13 @@ class Resolver:
 
     def ptr(self, ip):
         """Host names (without the final dot) of an IPv4 or IPv6 address."""
-        import dns.exception
-        import dns.reversename
+        try:
+            import dns.exception
+            import dns.reversename
+        except (ImportError, OSError):
+            from qmailpy.lazyload import forget
+            forget()                    # the next lookup tries again (qmailpy.lazyload)
+            return Answer(SOFT, (), "noload")
         try:
             qname = dns.reversename.from_address(ip)
         except (ValueError, TypeError, dns.exception.DNSException):
@@ -96,12 +109,16 @@ class Resolver:
     def query(self, name, rdtype):
         """(Answer without values, rdata list of type rdtype) for name (str, bytes or dns.name.Name)."""
         import time
-
-        import dns.exception
-        import dns.flags
-        import dns.message
-        import dns.rcode
-        import dns.rdatatype
+        try:
+            import dns.exception
+            import dns.flags
+            import dns.message
+            import dns.rcode
+            import dns.rdatatype
+        except (ImportError, OSError):
+            from qmailpy.lazyload import forget
+            forget()                    # the next lookup tries again (qmailpy.lazyload)
+            return Answer(SOFT, (), "noload"), []
         qname = _qname(name)
         if qname is None:
             return Answer(HARD, (), "badname"), []

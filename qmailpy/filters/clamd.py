@@ -17,6 +17,7 @@ import os
 import struct
 
 from qmailpy import exitcodes as X
+from qmailpy.fileio import close_quietly
 from qmailpy.filters.net import Connection, ServiceError
 
 CHUNK = 65536
@@ -73,4 +74,4 @@ def scan_file(path, address, timeout):
     try:
         return scan_fd(fd, address, timeout)
     finally:
-        os.close(fd)
+        close_quietly(fd)       # read-only

@@ -4,8 +4,10 @@ An address is a path (a UNIX socket; it starts with '/') or host:port
 ([v6-address]:port). Trouble is a ServiceError carrying qmail-queue's exit
 code for it:
 
-  56  cannot connect (no socket, refused, unreachable)   451 qq trouble making network connection
-  72  no answer in time (control/filtertimeout)          451 connection to mail server timed out
+  56  cannot connect (no socket, refused, unreachable,   451 qq trouble making network connection
+      no descriptor for ours: EMFILE)
+  72  no answer in time (control/filtertimeout; a UNIX   451 connection to mail server timed out
+      socket's full backlog is waited for till then)
   74  the answer is not the protocol, or cut short       451 communication with mail server failed
   71  the service answered with an error of its own      451 mail server temporarily rejected message
 
@@ -58,10 +60,15 @@ class Connection:
             except OSError as e:
                 raise ServiceError(X.QQ_NETWORK, "%s: cannot resolve %s: %s" % (service, self.sockaddr[0], e)) from None
             family, self.sockaddr = infos[0][0], infos[0][4]
-        self.sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        try:
+        self.sock = None
+        try:                                # socket() failing (EMFILE, ENOBUFS) is no connection too
+            self.sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             self._timed()
-            self.sock.connect(self.sockaddr)
+            if family == socket.AF_UNIX:    # a full backlog is waited for, a long path reached
+                from qmailpy.unixsock import connect
+                connect(self.sock, self.sockaddr)
+            else:
+                self.sock.connect(self.sockaddr)
         except socket.timeout:
             self.close()
             raise ServiceError(X.QQ_CONN_TIMEOUT, "%s: connect to %s timed out" % (service, self.where())) from None
@@ -132,6 +139,8 @@ class Connection:
         return b"".join(chunks)
 
     def close(self):
+        if self.sock is None:
+            return
         try:
             self.sock.close()
         except OSError:

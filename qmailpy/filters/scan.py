@@ -148,15 +148,19 @@ class Filter:
     def spamcheck(self, staged, recipients):
         """({spamd output incl. our Received line: recipients}, [(refused, reason)])."""
         from qmailpy.filters import spamd
+        from qmailpy.fileio import close_quietly, read_all
         limit = self.value("spamdmaxsize")
         try:
-            with open(staged.mess_path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size - len(staged.head)
+            fd = os.open(staged.mess_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                size = os.fstat(fd).st_size - len(staged.head)
                 if limit and size > limit:
                     self.log("message of %d bytes is above spamdmaxsize %d: not spam-checked" % (size, limit))
                     return {}, []
-                f.seek(len(staged.head))
-                message = f.read()
+                os.lseek(fd, len(staged.head), os.SEEK_SET)
+                message = read_all(fd)
+            finally:
+                close_quietly(fd)       # read-only
         except OSError as e:
             raise QueueError(X.QQ_READ_ERROR, "unable to read mess: %s" % (e.strerror or e)) from None
         address = parse_address(self.value("spamdsocket"), "control/spamdsocket")

@@ -61,13 +61,14 @@ def smtpd(environ):
 
 def mailq(env):
     """qmail-qread's listing (qmailpy.queue.read)."""
+    from qmailpy.output import output
     from qmailpy.queue.read import die_on_closed_pipe, listing
     die_on_closed_pipe()
 
-    def echo(text, out=sys.stdout):
-        out.write(text + "\n")
-        out.flush()
-    return listing(env["QMAILHOME"], echo, lambda text: echo(text, sys.stderr))
+    def warn(text):
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+    return listing(env["QMAILHOME"], output, warn)
 
 
 def from_sender(env, sender):

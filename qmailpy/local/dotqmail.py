@@ -56,7 +56,7 @@ def read_file(homedir, name):
         if errors.error_temp(err) or err.errno in (1, 13):          # EPERM, EACCES
             return _temp_qmail(name, err)
         return None
-    from qmailpy.fileio import open_regular
+    from qmailpy.fileio import close_quietly, open_regular
     try:
         fd, _ = open_regular(os.path.join(homedir, name))
     except OSError as e:
@@ -80,7 +80,7 @@ def read_file(homedir, name):
     except OSError as e:
         raise errors.temp("Unable to read %s: %s. (#4.3.0)" % (name, errors.error_str(e))) from None
     finally:
-        os.close(fd)
+        close_quietly(fd)               # read-only
 
 
 def search(homedir, dash, ext):

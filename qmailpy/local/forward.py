@@ -22,7 +22,7 @@ from qmailpy.local import errors, message
 
 
 class NoFork(OSError):
-    """qmail_open() failed: no child to run the queue program (its fork refused)."""
+    """qmail_open() failed: no child to run the queue program (its pipe or fork refused)."""
 
 
 class Refused(Exception):
@@ -83,8 +83,16 @@ def queue(recipients, chunks, dtline, sender, environ):
         if job is not None:
             return _through_service(job, recipients, chunks, dtline, sender)
     envelope = qq.encode(os.fsencode(sender), [os.fsencode(r) for r in recipients])
-    env_r, env_w = os.pipe()
-    msg_r, msg_w = os.pipe()
+    try:
+        env_r, env_w = os.pipe()
+    except OSError as e:                # qmail_open()'s pipe() failing is its -1 too
+        raise NoFork(e.errno, e.strerror) from None
+    try:
+        msg_r, msg_w = os.pipe()
+    except OSError as e:
+        os.close(env_r)
+        os.close(env_w)
+        raise NoFork(e.errno, e.strerror) from None
     try:
         pid = forkexec.start([_program(environ)], {0: msg_r, 1: env_r}, environ, home)
     except OSError as e:

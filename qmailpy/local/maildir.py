@@ -18,9 +18,9 @@ import os
 import stat
 import time
 
-from qmailpy.fileio import write_all
+from qmailpy.fileio import close_quietly, write_all
 from qmailpy.local import errors, message, quota
-from qmailpy.maildirpp import hostname
+from qmailpy.maildirpp import hostname, same_file
 
 DEADLINE = 86400               # qmail's alarm(86400) around the copy
 _deliveries = [0]
@@ -86,20 +86,13 @@ def _publish(tmp, new):
         os.link(tmp, new)
         return
     except OSError as e:
-        if _same_file(tmp, new):
+        if same_file(tmp, new):
             return
         if e.errno not in (1, 18, 31, 95):          # EPERM, EXDEV, EMLINK, EOPNOTSUPP
             raise
     if os.path.lexists(new):
         raise FileExistsError(17, "exists", new)
     os.rename(tmp, new)
-
-
-def _same_file(a, b):
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _sync_dir(path):
@@ -110,7 +103,20 @@ def _sync_dir(path):
         if e.errno != 22:                           # EINVAL: this file system cannot
             raise
     finally:
-        os.close(fd)
+        close_quietly(fd)                           # read-only, and synced by now
+
+
+def _publish_durably(tmp, new):
+    """_publish(), then fsync new/ so that the link survives a crash; if that fails, the new/
+    file is removed again (not durable: the retry delivers it, never a second copy) and the
+    OSError raised. Before maildirsize is told of the message: a line for a message taken
+    back would count it twice, with the retry's."""
+    _publish(tmp, new)
+    try:
+        _sync_dir(os.path.dirname(new))
+    except OSError:
+        _unlink(new)
+        raise
 
 
 def deliver(path, fd0, head, environ):
@@ -129,7 +135,6 @@ def deliver(path, fd0, head, environ):
         raise errors.temp(errors.MAILDIR_TEMP) from None
     name, tmp, fd = _create(path, size, host)
     new = os.path.join(path, "new", name)
-    linked = False
     try:
         try:
             _copy(fd, fd0, head, time.monotonic() + DEADLINE)
@@ -137,17 +142,13 @@ def deliver(path, fd0, head, environ):
         finally:
             os.close(fd)
         if root is None:
-            _publish(tmp, new)
-            linked = True
+            _publish_durably(tmp, new)
         else:
-            linked = _publish_counted(path, environ, size, host, tmp, new)
-        _sync_dir(os.path.join(path, "new"))
+            _publish_counted(path, environ, size, host, tmp, new)
     except errors.Die:
         _unlink(tmp)
         raise
     except OSError:
-        if linked:
-            _unlink(new)                            # not durable: let the retry deliver it
         _unlink(tmp)
         raise errors.temp(errors.MAILDIR_TEMP) from None
     _unlink(tmp)
@@ -155,16 +156,15 @@ def deliver(path, fd0, head, environ):
 
 
 def _publish_counted(path, environ, size, host, tmp, new):
-    """Under the maildirsize lock: the final quota decision, the link, the appended line. True."""
+    """Under the maildirsize lock: the final quota decision, the durable link, the appended line."""
     from qmailpy.maildirpp import LockTimeout, size_lock
     try:
         with size_lock(quota.quota_root(path), host):
             counter = quota.check(path, environ, size, host)
-            _publish(tmp, new)
-            quota.add(counter, size)
+            _publish_durably(tmp, new)
+            quota.add(counter, size, host)
     except LockTimeout:
         raise errors.temp(errors.SLOW_LOCK) from None
-    return True
 
 
 def _unlink(path):

@@ -10,7 +10,7 @@ back to its old end (when the lock was held), so no half message stays.
 import os
 import time
 
-from qmailpy.fileio import write_all
+from qmailpy.fileio import close_quietly, write_all
 from qmailpy.local import errors, message
 
 LOCK_WAIT = 30
@@ -118,4 +118,4 @@ def deliver(path, name, fd0, ufline, head):
             raise
         raise errors.temp("Unable to write %s: %s. (#4.3.0)" % (name, errors.error_str(e))) from None
     finally:
-        os.close(fd)
+        close_quietly(fd)               # as qmail's close(fd): the message is fsynced, or cut off

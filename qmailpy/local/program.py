@@ -23,7 +23,10 @@ def run(command, fd0, env, cwd, keep=None):
     """Run `command`; return (stop, output bytes: the first `keep` of them). Raises Die for failures."""
     from qmailpy import forkexec
     message.rewind(fd0)
-    out_r, out_w = os.pipe()
+    try:
+        out_r, out_w = os.pipe()
+    except OSError as e:                # EMFILE, ENFILE: as a refused fork (temp_fork())
+        raise errors.temp("Unable to fork: %s. (#4.3.0)" % errors.error_str(e)) from None
     try:
         pid = forkexec.start([SHELL, "-c", command], {0: fd0, 1: out_w, 2: out_w}, env, cwd)
     except OSError as e:

@@ -36,7 +36,7 @@ RECOUNTS = 3                    # counts that saw new/ or cur/ change before a d
 def quota_root(maildir):
     """A folder holding a `maildirfolder` file counts against its parent Maildir++."""
     for _ in range(8):
-        if not os.path.exists(os.path.join(maildir, "maildirfolder")):
+        if not maildirpp.present(os.path.join(maildir, "maildirfolder")):
             break
         maildir = os.path.normpath(os.path.join(maildir, ".."))
     return maildir
@@ -46,7 +46,7 @@ def needs_lock(maildir, environ):
     """The Maildir++ root whose maildirsize a delivery must update (under the lock), or None
     when there is neither a maildirsize file nor a quota in $MAILDIRQUOTA."""
     root = quota_root(maildir)
-    if maildirpp.normalize(environ.get(ENV)) or os.path.exists(os.path.join(root, maildirpp.NAME)):
+    if maildirpp.normalize(environ.get(ENV)) or maildirpp.present(os.path.join(root, maildirpp.NAME)):
         return root
     return None
 
@@ -94,11 +94,20 @@ def check(maildir, environ, size, host, now=None, decide=True):
     raise errors.temp(errors.MAILDIR_TEMP)          # still changing: decide at the retry
 
 
-def add(path, size):
-    """After a delivery: append `<size> 1`; a failure here only delays accuracy."""
+def add(path, size, host=None):
+    """After a delivery (the message in new/, the lock held): append `<size> 1`. Where that
+    fails (an I/O error, a full disk), the Maildir is recounted into a new file instead, this
+    message with the rest: maildirsize sums right again. Where that fails too, the count stays
+    short until the next recount; never a deferral, which would deliver the message twice."""
     if path is None:
         return
     try:
         maildirpp.append(path, size, 1)
     except OSError:
-        pass
+        try:
+            state = maildirpp.read(path)
+            if state is not None:
+                root = os.path.dirname(path)
+                maildirpp.rewrite(root, state.definition, *maildirpp.scan(root), host=host)
+        except OSError:
+            pass

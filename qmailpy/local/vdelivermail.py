@@ -8,7 +8,9 @@ qmail-local in a domain directory only for a recipient without a mailbox
 (qmailpy.spawn.mailbox), so here the line always means that last argument:
 
   bounce-no-mailbox   bounce with the domain's .no-user.msg, else domains/.no-user.msg,
-                      else "Sorry, no mailbox here by that name. (#5.1.1)"
+                      else "Sorry, no mailbox here by that name. (#5.1.1)"; one
+                      that is there but cannot be read defers (vpopmail would bounce
+                      with the default text)
   delete              accept and drop
   /dir                that mailbox directory: the lines of /dir/.qmail when it has one,
                       else /dir/Maildir/ (nothing is added to a path ending in Maildir/)
@@ -20,6 +22,7 @@ file", as vdelivermail does. A line is vdelivermail's when it is a simple comman
 (no shell operators, variables or quoting tricks beyond '' and "") whose program's
 file name is vdelivermail; anything else runs under /bin/sh as usual.
 """
+import errno
 import os
 
 from qmailpy.local import dotqmail, errors
@@ -51,13 +54,17 @@ def arguments(command):
 
 
 def no_user_text(domain_dir):
-    """The bounce text: .no-user.msg of the domain directory, else of domains/, else qmail's."""
+    """The bounce text: .no-user.msg of the domain directory, else of domains/, else qmail's.
+    Only an absent file is passed over; one that cannot be read defers (a retry can give the
+    right text), as qmail-local defers for a .qmail it cannot read."""
+    from qmailpy.fileio import read_file
     for where in (domain_dir, os.path.dirname(os.path.normpath(domain_dir))):
         try:
-            with open(os.path.join(where, NO_USER_MSG), "rb") as f:
-                text = f.read()
-        except OSError:
-            continue
+            text = read_file(os.path.join(where, NO_USER_MSG))
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue
+            raise errors.temp("Unable to read %s: %s. (#4.3.0)" % (NO_USER_MSG, errors.error_str(e))) from None
         return text if text.endswith(b"\n") else text + b"\n"
     return (errors.NO_MAILBOX + "\n").encode()
 

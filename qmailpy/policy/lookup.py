@@ -30,7 +30,7 @@ def is_literal(host):
     without brackets, which qmail's dns_mxip() takes as an address (ip_scan)."""
     if host.startswith("[") and host.endswith("]"):
         return True
-    from qmailpy.dns.mxip import ip_literal
+    from qmailpy.dns.literal import ip_literal
     return ip_literal(host) is not None
 
 

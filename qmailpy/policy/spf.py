@@ -274,7 +274,12 @@ def evaluate(policy, env):
         return SpfResult("pass", domain, identity, ctx, exp=spfexp)
     if not domain:
         return SpfResult("none", domain, identity, ctx, exp=spfexp)
-    import spf as pyspf
+    try:
+        import spf as pyspf
+    except (ImportError, OSError) as e:  # pyspf cannot be loaded now (its files unreadable): no check
+        from qmailpy.lazyload import forget
+        forget()                        # the next check tries again (qmailpy.lazyload)
+        return SpfResult("error", domain, identity, ctx, error="unable to load pyspf: %s" % (e,), exp=spfexp)
     try:
         attach_query(ctx, policy.resolver())
     except pyspf.PermError as e:

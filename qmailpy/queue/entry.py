@@ -63,7 +63,8 @@ class Entry:
         return layout.referenced(home, self.msgid, layout.KNOWN_TO_SEND, split)
 
     def rollback(self):
-        """Truncate and unlink intd and mess, unlink pid (qmail-queue's cleanup()), timeout held off."""
+        """Truncate and unlink intd and mess, unlink pid (qmail-queue's cleanup()), timeout held off.
+        A failed truncate does not keep the name (qmail's seek_trunc() is not checked either)."""
         old = signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGALRM,))
         try:
             for fd, name in ((self.intd_fd, self.intd), (self.mess_fd, self.mess), (None, self.pid)):
@@ -72,6 +73,9 @@ class Entry:
                 try:
                     if fd is not None:
                         os.ftruncate(fd, 0)
+                except OSError:
+                    pass
+                try:
                     os.unlink(name)
                 except OSError:
                     pass          # left for clean_stale(), as qmail leaves it for qmail-send
@@ -79,9 +83,14 @@ class Entry:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def close(self):
+        """Close the fds (Linux frees one even when close() fails). A failed close changes
+        nothing: both files were fsynced before the commit, or are taken back (qmail-queue
+        never closes them: its exit does, unchecked)."""
+        from qmailpy.fileio import close_quietly
         for fd in (self.mess_fd, self.intd_fd):
             if fd is not None:
-                os.close(fd)
+                close_quietly(fd)
+        self.mess_fd = self.intd_fd = None
 
 
 def os_step(code, what, fn, *args):

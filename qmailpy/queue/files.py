@@ -123,30 +123,50 @@ def append_bounce(home, msgid, text, trouble):
     addbounce() does: the open, and then each write, tried again after trouble() (which logs
     and sleeps) until the whole paragraph is there. A failed write goes on from where the
     written part ends: tried again from the start, the part before would be there twice.
-    Then fsync, also tried until it succeeds (unlike qmail): the caller marks the recipient
-    done next, and after a power loss a D on disk with its paragraph lost would be a failure
-    nobody hears of. The one fsync covers bounce/'s new name too (the file's first fsync:
-    ext4 with or without a journal, XFS and btrfs all make a new file's name durable with it)."""
+    Then fsync (unlike qmail): the caller marks the recipient done next, and after a power loss
+    a D on disk with its paragraph lost would be a failure nobody hears of. The one fsync covers
+    bounce/'s new name too (the file's first fsync: ext4 with or without a journal, XFS and
+    btrfs all make a new file's name durable with it). A failed fsync is never simply tried
+    again: Linux forgets its error (the pages it could not write may be left clean), so a second
+    fsync could succeed with the paragraph not on disk. After trouble() the file is cut back to
+    where the paragraph began, the paragraph written again, and the file and bounce/ fsynced."""
+    path = layout.bounce_path(home, msgid)
     while True:
         try:
-            fd = os.open(layout.bounce_path(home, msgid), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                         0o600)
-            break
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError:
             trouble()
+            continue
+        try:
+            start = os.fstat(fd).st_size     # where this paragraph begins
+            break
+        except OSError:
+            os.close(fd)
+            trouble()
     try:
-        view = memoryview(text)
-        while view:
-            try:
-                view = view[os.write(fd, view):]
-            except OSError:
-                trouble()
+        retried = False
         while True:
+            view = memoryview(text)
+            while view:
+                try:
+                    view = view[os.write(fd, view):]
+                except OSError:
+                    trouble()
             try:
                 os.fsync(fd)
-                break
+                if retried:
+                    from qmailpy.fileio import fsync_dir
+                    fsync_dir(os.path.dirname(path))
+                return
             except OSError:
                 trouble()
+            retried = True
+            while True:
+                try:
+                    os.ftruncate(fd, start)
+                    break
+                except OSError:
+                    trouble()
     finally:
         os.close(fd)
 

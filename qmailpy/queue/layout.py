@@ -89,12 +89,23 @@ IN_USE = ("mess", "intd") + KNOWN_TO_SEND
 
 
 def referenced(home, msgid, where=IN_USE, split=SPLIT):
-    """Does any of the queue directories in `where` hold a file named after `msgid`?"""
+    """Does any of the queue directories in `where` hold a file named after `msgid`?
+
+    A name that cannot be looked up (EIO, not ENOENT) counts as there: a new message then
+    takes another id, and a rollback leaves its files to clean_stale() rather than take back
+    what qmail-send may hold. A directory we may not search (EACCES: qmails' info/, local/,
+    remote/, bounce/ are 0700, and the queue's writer is qmailq in a production install) tells
+    nothing and is passed over, or no id would ever be free there."""
     for name in where:
         path = split_path(home, name, msgid, split) if name in SPLIT_DIRS else \
             paths.queue_path(home, name, str(msgid))
-        if os.path.lexists(path):
-            return True
+        try:
+            os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        except OSError:         # cannot tell: counted as there
+            pass
+        return True
     return False
 
 

@@ -39,11 +39,13 @@ def socket_path(home):
 
 
 def service_present(home):
-    """Does this home have a qmail-queued socket (running or not)?"""
+    """Does this home have a qmail-queued socket (running or not)? A name that cannot be looked
+    up (EIO, EACCES: not ENOENT) counts as there: connecting then gives a temporary code, where
+    writing the queue in-process would be done as the caller, whom the queue's owner may not be."""
     try:
         os.lstat(socket_path(home))
-    except OSError:
-        return False
+    except OSError as e:
+        return e.errno not in NO_SERVICE
     return True
 
 
@@ -92,20 +94,20 @@ class SocketJob:
         self.broken = False          # a write failed: an early answer may still be read
         self._buf = bytearray()
         self._origin = origin
-        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
-        self.sock.settimeout(min(timeout, CONNECT_WAIT))
+        self.sock = None
         try:
+            self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+            self.sock.settimeout(min(timeout, CONNECT_WAIT))
             connect(self.sock, socket_path(home))
+            self.sock.settimeout(timeout)
         except TimeoutError:
             self._fail(X.QQ_CONN_TIMEOUT, "timeout connecting to qmail-queued")
         except OSError as e:
-            self.sock.close()
-            self.sock = None
+            self.close()
             if e.errno in NO_SERVICE:
                 raise NoService(e.errno, e.strerror, socket_path(home)) from None
             self.code, self.reason = X.QQ_CONN_REJECTED, "unable to connect to qmail-queued: %s" % e.strerror
         else:
-            self.sock.settimeout(timeout)
             self._send(qqsock.BY_PID if by_pid else qqsock.BY_SERVICE)
 
     def _fail(self, code, reason):
@@ -114,7 +116,10 @@ class SocketJob:
 
     def close(self):
         if self.sock is not None:
-            self.sock.close()
+            try:
+                self.sock.close()
+            except OSError:          # the descriptor is freed all the same
+                pass
             self.sock = None
 
     def _send(self, data):
@@ -124,6 +129,10 @@ class SocketJob:
             self.sock.sendall(data)
         except OSError:              # TimeoutError too: the service stopped reading
             self.broken = True
+            try:                     # the service must not wait for the rest (a day): it sees the
+                self.sock.shutdown(_socket.SHUT_WR)     # end, answers 54 and queues nothing
+            except OSError:
+                pass
 
     def write(self, data):
         """Stream message bytes; a broken connection is noticed here and reported at finish()."""

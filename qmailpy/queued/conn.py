@@ -87,8 +87,11 @@ class ClientReader:
         """Read the request's first byte (qmailpy's clients send their mark, qqsock.BY_PID or
         BY_SERVICE, on connecting): the insertion's number depends on it, and comes before the
         mess file. Message bytes read with it are kept for read()."""
-        while not self.frames.numbered:
-            self.pending += self._feed(self._recv(65536))
+        try:
+            while not self.frames.numbered:
+                self.pending += self._feed(self._recv(65536))
+        except OSError as e:        # before enqueue(), which names the others: 54, as qmail-queue's read error
+            raise QueueError(X.QQ_READ_ERROR, "unable to read message: %s" % (e.strerror or e)) from None
 
     def _recv(self, n):
         left = self.deadline - time.monotonic()

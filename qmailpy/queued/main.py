@@ -104,6 +104,16 @@ def unlimited_uids():
     return frozenset(uids)
 
 
+def close_client(conn):
+    """Close a client's socket. Linux frees the descriptor even when close() fails, and the
+    answer was sent or not before: a failure changes nothing, and must not stop the accept
+    loop nor keep a finished client counted as active (a full house for ever)."""
+    try:
+        conn.close()
+    except OSError:
+        pass
+
+
 class Service:
     def __init__(self, home, environ, listener):
         self.home, self.environ, self.listener = home, environ, listener
@@ -146,7 +156,12 @@ class Service:
                 self.accept_failed(e.strerror)           # EMFILE and the like: a moment, then on
                 time.sleep(0.1)
                 continue
-            pid, uid, _ = peer_credentials(conn)      # the kernel's, taken at connect: cannot fail
+            try:
+                pid, uid, _ = peer_credentials(conn)  # the kernel's, taken at connect
+            except OSError as e:                      # no uid to name: refused for now, the service goes on
+                self.refuse(conn, "unable to get a client's credentials: %s: one refused for now" % e.strerror,
+                            "qmail-queued cannot identify the client")
+                continue
             limited = uid not in self.unlimited
             with self.lock:
                 busy = self.active >= MAX_CLIENTS
@@ -195,7 +210,7 @@ class Service:
         from qmailpy.queued.conn import answer
         log(logged)
         answer(conn, X.QQ_TEMP_REFUSED, 0, reason)
-        conn.close()
+        close_client(conn)
 
     def client(self, conn, pid, uid):
         from qmailpy.queued.conn import serve_client
@@ -207,7 +222,7 @@ class Service:
         finally:
             with self.lock:
                 self.conns.discard(conn)
-            conn.close()
+            close_client(conn)
             self.done(uid)
 
     def finish(self, seconds):

@@ -93,6 +93,17 @@ def route(table, host):
     return relay, _scan_port(port)
 
 
+def asks_dns(table, dest):
+    """Will qmail-remote look something up in DNS for the recipients' domain `dest` (bytes)?
+    Not when its relay (else dest itself) is an IP literal, which qmailpy.dns.mxip takes as it
+    is; a non-ASCII dest is its A-labels only after idna, and counts as asking."""
+    from qmailpy.dns.literal import ip_literal
+    if not dest.isascii():
+        return True
+    relay, _ = route(table, dest)
+    return ip_literal(relay or dest) is None
+
+
 def _scan_port(port):
     """qmail-remote.c's port: scan_ulong's number, cut to 16 bits."""
     return scan_ulong(port) & 0xFFFF

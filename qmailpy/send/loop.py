@@ -71,11 +71,14 @@ class Loop:
         sched.status()
 
     def tell_todo(self, byte):
+        """S, H or X to qmail-todo. One that cannot be written (qmail-todo gone, the pipe broken)
+        is a lost qmail-todo, as in ext-todo's todo_init(): without S qmail-todo never starts and
+        nothing would take messages out of todo/; supervise starts us again."""
         if self.todo_alive:
             try:
                 os.write(self.todo.to, byte)
             except OSError:
-                pass
+                self.todo_gone()
 
     def spawndied(self, ch):
         self.log("alert: oh no! lost spawn connection! dying...")

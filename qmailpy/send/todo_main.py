@@ -21,7 +21,7 @@ import signal
 
 from qmailpy import clock, exitcodes as X, paths
 from qmailpy.ctl.reader import ControlError
-from qmailpy.ctl.watch import WatchedControls
+from qmailpy.ctl.watch import FailedReread, WatchedControls
 from qmailpy.fileio import write_all
 from qmailpy.log import guard, write_line
 from qmailpy.progstart import start
@@ -57,7 +57,9 @@ class Todo:
 
     def __init__(self, home, environ, clk):
         self.home, self.environ, self.clock = home, environ, clk
-        self.rewriter = self.read_controls()
+        self.controls = WatchedControls(home, environ)
+        self.rewriter = self.read_controls(self.controls)
+        self.failed = FailedReread()
         self.cleaner = CleanClient(TO_CLEAN, FROM_CLEAN)
         self.stop = self.reload = self.started = False
         self.send_alive = True
@@ -65,12 +67,17 @@ class Todo:
         self.fsync_many = ParallelFsync()
 
     def send(self, data):
+        """Records for qmail-send. One that cannot be written stops us at once: qmail-clean has
+        already removed the todo/ files of the messages it reports, so taking more would leave
+        them in info/ unknown to qmail-send until it restarts; qmail-send, seeing us gone, dies
+        and (started again) finds every one of them in info/."""
         if not self.send_alive:
             return
         try:
             write_all(TO_SEND, data)
-        except OSError:
-            self.send_alive = False
+        except OSError as e:
+            self.send_alive, self.stop = False, True
+            write_line(2, "alert: qmail-todo: unable to write to qmail-send: %s; exiting" % (e.strerror or e))
 
     def log(self, text):
         self.send(todowire.encode_log(text))
@@ -82,25 +89,39 @@ class Todo:
             self.log("status: qmail-todo stop processing asap")
         self.stop = True
 
-    def read_controls(self):
-        """The rewriting rules, every control qmail-todo reads read now (ControlError if one cannot be used)."""
-        self.controls = WatchedControls(self.home, self.environ)
-        return rewriter(self.controls.require("qmail-todo"))
+    def read_controls(self, controls):
+        """The rewriting rules from `controls`, every control qmail-todo reads read now
+        (ControlError if one cannot be used)."""
+        return rewriter(controls.require("qmail-todo"))
 
-    def do_reload(self):
+    def do_reload(self, asked=True):
+        """Reread the controls (`asked`: on qmail-send's H, else because a file changed). The
+        new controls are taken with the new rules or not at all: after a reread that failed,
+        the old ones still see the changed file, so fresh() tries again before each next batch
+        (had the new ones been kept, having stamped the file as they read it, the change, and
+        setsrssecret's new key, would be lost until the next change or H). The alert is said
+        at each H, and otherwise again only when a file has changed since it was last said."""
         self.reload = False
+        controls = WatchedControls(self.home, self.environ)
         try:
-            self.rewriter = self.read_controls()
-        except ControlError as e:           # ext-todo's `alert: qmail-todo: unable to reread control/locals`
-            self.log("alert: qmail-todo: unable to reread %s" % e)
+            self.rewriter = self.read_controls(controls)
         except OSError as e:
-            self.log("alert: qmail-todo: unable to reread controls: %s" % e)
+            if self.failed.said(controls, asked):
+                if isinstance(e, ControlError):     # ext-todo's `alert: qmail-todo: unable to reread control/locals`
+                    self.log("alert: qmail-todo: unable to reread %s" % e)
+                else:
+                    self.log("alert: qmail-todo: unable to reread controls: %s" % e)
+            return
+        self.controls = controls
+        self.failed.cleared()
 
     def fresh(self):
         """Reread the controls after qmail-send's H, or when a file they came from has changed
         (ctl.watch: a SIGHUP is asynchronous, a message queued right after an edit is not)."""
-        if self.reload or self.controls.changed():
+        if self.reload:
             self.do_reload()
+        elif self.controls.changed():
+            self.do_reload(asked=False)
 
     def commands(self, data):
         if not data:

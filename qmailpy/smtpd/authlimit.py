@@ -60,9 +60,13 @@ class Attempts:
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.fstat(fd).st_nlink:
-                return fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_nlink:
+                    return fd
+            except BaseException:   # the check is not made: its fd (a qmail-tcpserver worker's) not kept
+                os.close(fd)
+                raise
             os.close(fd)            # removed while we waited for the lock: the path has a new file
 
     def _update(self, now, change):

@@ -20,7 +20,10 @@ def checkpassword(argv, user, secret, challenge, environ):
     """True, False, or None (temporary failure)."""
     import subprocess
     data = b"\0".join(x.encode("utf-8", "surrogateescape") for x in (user, secret, challenge or "")) + b"\0"
-    r, w = os.pipe()
+    try:
+        r, w = os.pipe()
+    except OSError:
+        return None
     # r is fd 3 unless 3 is open already (the users service's socket, a database connection):
     # then 3 is kept too, or Popen's closing of other fds (after preexec_fn) would close the
     # pipe we dup2'd onto it, and the program would read nothing
@@ -35,9 +38,11 @@ def checkpassword(argv, user, secret, challenge, environ):
         return None
     os.close(r)
     try:
-        os.write(w, data)
+        written = os.write(w, data)         # less than a pipe holds: all of it, or an error
+    except BrokenPipeError:                 # it closed fd 3 unread: its exit code decides
+        written = len(data)
     except OSError:
-        pass
+        written = None
     os.close(w)
     try:
         code = proc.wait(TIMEOUT)
@@ -45,6 +50,10 @@ def checkpassword(argv, user, secret, challenge, environ):
         proc.kill()
         proc.wait()
         return None
+    except OSError:                         # waitpid() failed: its verdict is lost
+        return None
+    if written != len(data):                # our write failed (EIO...): it judged what it did not get;
+        return None                         # qmail's AUTH patch's "unable to write pipe", temporary
     if code == 0:
         return True
     if code in (1, 2):

@@ -21,6 +21,16 @@ from qmailpy.smtpd.session import Session, control_error
 CLIENT_NAMED = frozenset(("refused", "tempfail", "auth-failed"))
 
 
+class LocalTrouble(Exception):
+    """An OSError out of the session's own decisions (a module loaded on first use whose file
+    cannot be read, a file a check reads): trouble on our side, not the client gone. `sent`:
+    the replies made before it, still to be written; the session then ends with a 421."""
+
+    def __init__(self, error, sent):
+        super().__init__(error)
+        self.error, self.sent = error, sent
+
+
 class Conversation:
     def __init__(self, cfg, services, resolver=None):
         self.cfg, self.services = cfg, services
@@ -62,7 +72,10 @@ class Conversation:
     def _run(self):
         out, session = [], self.session
         while True:
-            action = session.next_action()
+            try:
+                action = session.next_action()
+            except OSError as e:           # no client I/O in there: ours (the client's is the driver's)
+                raise LocalTrouble(e, b"".join(out)) from e
             if action is A.NEED_DATA or action is A.CLOSED:
                 return b"".join(out)
             if type(action) is A.Send:

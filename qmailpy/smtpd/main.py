@@ -18,7 +18,7 @@ from qmailpy.ctl.reader import ControlError, Controls
 from qmailpy.log import Logger, bug_text, guard
 from qmailpy.proto import replies as R
 from qmailpy.smtpd.config import SmtpdConfig
-from qmailpy.smtpd.driver import Conversation, refuse_controls
+from qmailpy.smtpd.driver import Conversation, LocalTrouble, refuse_controls
 from qmailpy.smtpd.queueclient import start_job
 
 READ_SIZE = 65536
@@ -266,40 +266,78 @@ def serve(fd_in, fd_out, environ, argv=()):
                 slot.release()
 
 
+class ClientGone(Exception):
+    """The channel's own read or write failed: the client went away or stopped reading."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _send(services, data):
+    try:
+        services.channel.write(data)
+    except TimeoutError as e:      # the client stopped reading our replies
+        raise ClientGone("client does not read") from e
+    except OSError as e:           # the client went away while we wrote
+        raise ClientGone(e.strerror or str(e)) from e
+
+
+def _receive(services):
+    try:
+        return services.channel.read()
+    except (Silent, CutOff):
+        raise
+    except OSError as e:           # a reset, or a TLS record that is not one
+        raise ClientGone(e.strerror or str(e)) from e
+
+
 def _converse(session, services, log):
     """Greeting, then read/feed/write until the session closes; the exit code. The channel
-    changes under us when the session starts TLS (services.start_tls)."""
+    changes under us when the session starts TLS (services.start_tls). Only the channel's
+    own reads and writes mean the client is gone; anything a session action raises (an
+    OSError too) is the session's: a 421 and one log line."""
     try:
         out = session.start()               # first: it may change the channel (SMTPS)
-        services.channel.write(out)
+        _send(services, out)
         while not session.closed:
             try:
-                data = services.channel.read()
+                data = _receive(services)
             except Silent:
-                services.channel.write(session.timeout())
+                _send(services, session.timeout())
                 log("timeout")
                 return 1
             except CutOff as e:
                 out = session.cut_off(e.reason)
                 log("cutoff", reason=e.reason, ip=session.cfg.peer.ip, waited="%.0f" % services.plain.waited,
                     bytes=services.plain.got)
-                services.channel.write(out)
+                _send(services, out)
                 return 1
             if not data:
                 session.eof()
                 return 1
             out = session.feed(data)        # first: STARTTLS changes the channel
-            services.channel.write(out)
-    except TimeoutError:           # the client stopped reading our replies
-        session.eof()
-        log("timeout", reason="client does not read")
+            _send(services, out)
+    except LocalTrouble as e:      # not the client's: its replies so far, then a 421 (a retry can work)
+        reason = e.error.strerror or str(e.error)
+        log("error", reason="local trouble: %s%s" % (e.error.filename + ": " if e.error.filename else "", reason))
+        try:
+            services.channel.write(e.sent + (R.INTERNAL_ERROR + "\r\n").encode())
+        except OSError:
+            pass
         return 1
-    except OSError as e:           # the client went away while we wrote
+    except ClientGone as e:
         session.eof()
-        log("error", reason=e.strerror or str(e))
+        if e.reason == "client does not read":
+            log("timeout", reason=e.reason)
+        else:
+            log("error", reason=e.reason)
         return 1
     except Exception as e:         # a bug: one log line (multilog would split a traceback) and a 421
         log("error", reason="internal bug: " + bug_text(e))
+        if isinstance(e, ImportError):  # a module not found now (EIO): the next session under
+            from qmailpy.lazyload import forget     # qmail-tcpserver looks again
+            forget()
         try:
             services.channel.write((R.INTERNAL_ERROR + "\r\n").encode())
         except Exception:          # the channel itself (TLS) may be what failed

@@ -11,7 +11,7 @@ periplimit is set.
 import fcntl
 import os
 
-from qmailpy.fileio import own_directory
+from qmailpy.fileio import close_quietly, own_directory
 
 
 class Slot:
@@ -25,7 +25,7 @@ class Slot:
             os.unlink(self.path)
         except OSError:
             pass
-        os.close(self.fd)
+        close_quietly(self.fd)      # Linux frees the fd, and the lock with it, either way
 
 
 def _held(path):
@@ -67,9 +67,13 @@ def acquire(directory, ip, limit, pid):
             pass
         raise
     slot = Slot(path, fd)
-    others = sum(1 for name in os.listdir(directory)
-                 if name.startswith(prefix) and name != prefix + str(pid)
-                 and name[len(prefix):].isdigit() and _held(os.path.join(directory, name)))
+    try:
+        others = sum(1 for name in os.listdir(directory)
+                     if name.startswith(prefix) and name != prefix + str(pid)
+                     and name[len(prefix):].isdigit() and _held(os.path.join(directory, name)))
+    except BaseException:           # sessions/ cannot be listed: the caller goes on uncounted, and a
+        slot.release()              # qmail-tcpserver worker must not keep the slot's fd and lock
+        raise
     if others >= limit:
         slot.release()
         return None

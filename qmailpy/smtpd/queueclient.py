@@ -10,7 +10,8 @@ starts it: forked, in the qmail home (qmailpy.forkexec). A child that cannot
 get there or exec the program is qmail's child exiting 61 or 120: the job
 is still opened (354), takes the message and finishes with that code ("qq
 trouble in home directory", "unable to exec qq"), as qmail_close() reports
-it. Only a pipe or fork that fails stops the job from opening.
+it (a forked child whose descriptors cannot be moved exits 120 too, as qmail.c's child; a
+failing waitpid() is "qq waitpid surprise"). Only a pipe or fork that fails stops the job from opening.
 
 When $QMAILQUEUE is unset and bin/qmail-queue is qmailpy's own launcher, the
 queue program is not exec'd: a forked child runs qmailpy.queue.main.run() on
@@ -21,7 +22,7 @@ no second interpreter start (~10 ms per message). Any other program
 import os
 
 from qmailpy import paths
-from qmailpy.exitcodes import QQ_READ_ERROR, qq_not_started
+from qmailpy.exitcodes import QQ_BUG, QQ_EXEC_FAILED, QQ_READ_ERROR, QQ_WAIT_SURPRISE, qq_not_started
 from qmailpy.proto.qq import encode
 
 
@@ -83,17 +84,40 @@ def _fork_queue(msg_r, env_r, closing, environ):
     pid = os.fork()
     if pid:
         return pid
-    code = 81
+    code = QQ_BUG
     try:
-        os.dup2(msg_r, 0)
-        os.dup2(env_r, 1)
-        for fd in closing:
-            os.close(fd)
-        from qmailpy.ctl.reader import Controls
-        from qmailpy.queue.main import run
-        code = run(0, 1, environ, Controls(paths.qmailhome(environ), environ))
+        try:
+            os.dup2(msg_r, 0)
+            os.dup2(env_r, 1)
+        except OSError:              # qmail.c's child: fd_move() failing is _exit(120)
+            code = QQ_EXEC_FAILED
+        else:
+            _close(*closing)
+            from qmailpy.ctl.reader import Controls
+            from qmailpy.queue.main import run
+            code = run(0, 1, environ, Controls(paths.qmailhome(environ), environ))
     finally:
         os._exit(code)
+
+
+def _close(*fds):
+    """Close pipe ends; a failing close() is ignored, as qmail ignores it: Linux frees the
+    descriptor all the same, and the queue program's exit code is the answer."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _wait(pid):
+    """The queue program's exit code; a waitpid() that fails is qmail_close()'s "qq waitpid
+    surprise" (QQ_WAIT_SURPRISE, temporary)."""
+    from qmailpy.forkexec import wait
+    try:
+        return wait(pid)
+    except OSError:
+        return QQ_WAIT_SURPRISE
 
 
 class QueueJob:
@@ -102,7 +126,12 @@ class QueueJob:
     def __init__(self, program, environ):
         """program None: fork and run qmail-queue's code (see start_job)."""
         msg_r, self.msg_w = os.pipe()
-        env_r, self.env_w = os.pipe()
+        try:
+            env_r, self.env_w = os.pipe()
+        except OSError:                 # no fd left (EMFILE): the first pipe's must not stay open
+            os.close(msg_r)
+            os.close(self.msg_w)
+            raise
         try:
             if program is None:
                 self.qp = _fork_queue(msg_r, env_r, (msg_r, env_r, self.msg_w, self.env_w), environ)
@@ -110,11 +139,9 @@ class QueueJob:
                 from qmailpy import forkexec
                 self.qp = forkexec.start([program], {0: msg_r, 1: env_r}, environ, paths.qmailhome(environ))
         except OSError:
-            for fd in (msg_r, env_r, self.msg_w, self.env_w):
-                os.close(fd)
+            _close(msg_r, env_r, self.msg_w, self.env_w)
             raise
-        os.close(msg_r)
-        os.close(env_r)
+        _close(msg_r, env_r)
         self.failed = False
 
     def write(self, data):
@@ -130,7 +157,7 @@ class QueueJob:
 
     def finish(self, sender, recipients):
         """Close the message, send the envelope, wait: the queue's exit code (negative: killed by a signal)."""
-        os.close(self.msg_w)
+        _close(self.msg_w)
         self.msg_w = None
         if not self.failed:
             try:
@@ -139,10 +166,9 @@ class QueueJob:
                     data = data[os.write(self.env_w, data):]
             except OSError:
                 self.failed = True
-        os.close(self.env_w)
+        _close(self.env_w)
         self.env_w = None
-        from qmailpy.forkexec import wait
-        code = wait(self.qp)
+        code = _wait(self.qp)
         if code == 0 and self.failed:
             return QQ_READ_ERROR
         return code
@@ -150,8 +176,6 @@ class QueueJob:
     def abort(self):
         """Close without an envelope: the queue program exits without queueing anything.
         A job gets finish() or abort(), once (the Conversation lets go of it first)."""
-        os.close(self.msg_w)
-        os.close(self.env_w)
+        _close(self.msg_w, self.env_w)
         self.msg_w = self.env_w = None
-        from qmailpy.forkexec import wait
-        wait(self.qp)
+        _wait(self.qp)

@@ -24,7 +24,7 @@ from qmailpy.progstart import start
 from qmailpy.proto.spawnwire import DEFERRAL, FAILURE, SUCCESS
 from qmailpy.spawn import mailbox, passwd, server
 from qmailpy.spawn import fork, programs
-from qmailpy.ctl.watch import WatchedControls
+from qmailpy.ctl.watch import FailedReread, WatchedControls
 
 DEFAULT_DELIVERY = "./Maildir/"
 ROOT_REFUSED = b"ZNot allowed to perform deliveries as root.\n"
@@ -51,7 +51,8 @@ MAIN = "qmailpy.local.main:main"            # what a forked child runs
 # random: their at-fork handlers would run in every child (qmailpy.forkexec starts programs)
 PRELOAD = ("qmailpy.local.main", "qmailpy.local.deliver", "qmailpy.local.forward", "qmailpy.local.program",
            "qmailpy.local.quota", "qmailpy.local.vdelivermail", "qmailpy.local.maildir", "qmailpy.local.mbox",
-           "qmailpy.forkexec", "qmailpy.sgetopt", "fcntl", "resource")
+           "qmailpy.forkexec", "qmailpy.sgetopt", "fcntl", "resource",
+           "qmailpy.queue.sockclient", "qmailpy.proto.qq")       # a forward: 2.8 ms of CPU in each child else
 
 
 def report(status, output):
@@ -69,6 +70,7 @@ class Local:
     """The spawn.c `Program` for local deliveries."""
     channel = "local"                 # as qmail-send names it in its log
     truncreport = 3000
+    unread = None                     # the exit status is the result; the text is what got through
 
     def __init__(self, home, environ, aliasempty):
         self.home, self.environ, self.aliasempty = home, environ, aliasempty
@@ -76,6 +78,7 @@ class Local:
         self.root = os.getuid() == 0       # never deliver as root (qmail's QLX_ROOT)
         self.resolver = self.controls = None
         self.reload_wanted = True
+        self.failed = FailedReread()
         self.refresh()
 
     def preload(self):
@@ -95,12 +98,13 @@ class Local:
         except OSError as e:              # ctl.reader.ControlError: at start, we cannot start
             if self.resolver is None:
                 raise
-            write_line(2, "warning: qmail-lspawn: unable to reread controls: %s; keeping the old ones" % e)
-            self.controls = controls      # warn again only when a file changes again
+            if self.failed.said(controls):        # read again before the next batch (ctl.watch)
+                write_line(2, "warning: qmail-lspawn: unable to reread controls: %s; keeping the old ones" % e)
             return
         if self.resolver is not None:
             self.resolver.close()
         self.controls, self.resolver = controls, resolver
+        self.failed.cleared()
 
     def spawn(self, fdmess, fdout, sender, recip, at):
         local, domain = recip[:at], recip[at + 1:]

@@ -19,15 +19,23 @@ CRASHED = b"Zqmail-remote crashed.\n"
 EXEC_SOFT = b"ZUnable to run qmail-remote.\n"
 EXEC_HARD = b"DUnable to run qmail-remote.\n"
 NO_OUTPUT = b"Zqmail-remote produced no output.\n"
+# its output is its result: a read of it that failed leaves a report cut anywhere (qmail-rspawn.c's
+# report() would take "r" with no message report after it for a D), so the result is unknown
+UNREAD = b"Zqmail-rspawn unable to read qmail-remote's report. (#4.3.0)\n"
 RANK = {b"K": 1, b"Z": 0, b"D": -1}
 MAIN = "qmailpy.remote.main:main"            # what a forked child runs
 # Its modules: imported once, before the first delivery (ssl: STARTTLS is
-# tried whenever the peer offers it; dkim's signer stays lazy: only a domain with a key needs it)
+# tried whenever the peer offers it; dkim's signer stays lazy: only a domain with a key needs it).
+# dnspython (LOOKUP_MODULES) is imported here too, before the first child that will look
+# something up (Remote.ready_for): 30-90 ms of CPU to import in each such child otherwise,
+# while loaded here it costs every later fork about 1 ms (threading's and random's at-fork
+# handlers, more pages): a host whose smtproutes send everything to IP literals never pays it.
+# The same for dkimpy once control/domainkeys/ has keys
 PRELOAD = ("qmailpy.remote.main", "qmailpy.remote.client", "qmailpy.remote.connect", "qmailpy.remote.message",
            "qmailpy.remote.routes",
            "qmailpy.remote.tcpto", "qmailpy.remote.tls", "qmailpy.remote.wire", "qmailpy.remote.ipme",
            "qmailpy.dns.mxip", "qmailpy.dns.resolver", "qmailpy.dns.servers", "qmailpy.dkim.keys",
-           "qmailpy.ctl.reader", "ssl")
+           "qmailpy.ctl.reader", "ssl", "fcntl")
 
 
 def report(status, s):
@@ -77,10 +85,12 @@ class Remote:
     """The spawn.c `Program` for remote deliveries."""
     channel = "remote"                 # as qmail-send names it in its log
     truncreport = 0
+    unread = UNREAD
 
     def __init__(self, home, environ):
         self.home, self.environ = home, environ
         self.qmailremote = environ.get("QMAILREMOTE") or None   # None: fork, not exec
+        self.dns_loaded = self.dkim_loaded = False
 
     def preload(self):
         """Import qmail-remote's modules for the forked children (nothing when exec'ing)."""
@@ -90,8 +100,37 @@ class Remote:
     def refresh(self):
         pass
 
+    def ready_for(self, domain):
+        """Import here, once, what the preload leaves out but the child about to be forked
+        will need: dnspython before the first child that will ask DNS (qmailpy.remote.routes.
+        asks_dns with control/smtproutes as it is now), dkimpy once control/domainkeys/ has
+        keys (36 ms of CPU in every signing child otherwise). A control that cannot be read
+        here: the child meets it and reports it; nothing is loaded for it."""
+        from qmailpy.ctl.reader import Controls
+        if not self.dns_loaded:
+            from qmailpy.remote.routes import asks_dns, parse_routes
+            try:
+                table = parse_routes(Controls(self.home, self.environ).value("smtproutes") or ())
+            except OSError:             # ControlError too
+                table = {}
+            if asks_dns(table, domain):
+                from qmailpy.dns.resolver import LOOKUP_MODULES
+                fork.preload(LOOKUP_MODULES)
+                self.dns_loaded = True
+        if not self.dkim_loaded:
+            from qmailpy.dkim.keys import any_keys
+            try:
+                signs = any_keys(self.home)
+            except OSError:
+                signs = False
+            if signs:                   # dkimpy with qmailpy's parts; From:'s domain
+                fork.preload(("qmailpy.dkim.lib:dkimpy", "qmailpy.dkim.sign", "qmailpy.proto.headers",
+                              "email.utils"))
+                self.dkim_loaded = True
+
     def spawn(self, fdmess, fdout, sender, recip, at):
         if self.qmailremote is None:
+            self.ready_for(recip[at + 1:])
             args = [fork.beside_me("qmail-remote"), recip[at + 1:], sender, recip]
             return fork.start(MAIN, args, fdmess, fdout, self.home, self.environ)
         args = [self.qmailremote, recip[at + 1:], sender, recip]

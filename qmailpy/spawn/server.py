@@ -8,14 +8,16 @@ none can be had, the child is waited for once its pipe is at end of file), it
 writes one report. A `Program` (lspawn.Local, rspawn.Remote) supplies
 spawn() (a Popen or a fork.Child, or a report when nothing is run),
 report(status, output), refresh() (before each batch of commands), preload()
-(once, after the limit is written: qmail-send need not wait for it) and truncreport. Exits 0 when qmail-send closes fd 0 and no delivery
+(once, after the limit is written: qmail-send need not wait for it), truncreport and unread
+(the report of a delivery whose output could not be read whole, when its output is its result;
+None when its exit status is). Exits 0 when qmail-send closes fd 0 and no delivery
 is left; reports that can no longer be written are dropped, as in qmail.
 """
 import os
 import resource
 import selectors
 
-from qmailpy.fileio import open_regular, write_all
+from qmailpy.fileio import close_quietly, open_regular, write_all
 from qmailpy.proto import spawnwire
 from qmailpy.queue import layout
 
@@ -73,13 +75,35 @@ def qmailq_uid(environ=None):
 
 
 class Delivery:
-    __slots__ = ("delnum", "cmd", "proc", "fd", "pidfd", "output", "eof", "status")
+    __slots__ = ("delnum", "cmd", "proc", "fd", "pidfd", "output", "eof", "status", "cut")
 
     def __init__(self, delnum, cmd, proc, fd, pidfd):
         self.delnum, self.cmd, self.proc, self.fd, self.pidfd = delnum, cmd, proc, fd, pidfd
         self.output = bytearray()
         self.eof = False
         self.status = None
+        self.cut = False                     # a read of the output failed: what came is not all
+
+
+UNWAITED = -256                 # the status of a child wait4 failed for: reported as a crash (a deferral)
+WAIT_TRIES = 3
+
+
+def waited(proc):
+    """The exit code of proc (a Popen or a fork.Child, which keep it as returncode), waited for
+    here, not by proc.wait(): Popen's takes ECHILD for an exit 0, a success nobody saw. A wait4
+    that fails is tried again (spawn.c's wait loop goes on after an error; the child has exited:
+    its pidfd or its pipe's end of file said so). A child that cannot be waited for is
+    UNWAITED: its result unknown, a crash (Z), never a spawner that dies with every other
+    delivery."""
+    for _ in range(WAIT_TRIES):
+        try:
+            _, status = os.waitpid(proc.pid, 0)
+        except OSError:
+            continue
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return proc.returncode
+    return UNWAITED
 
 
 def check_messid(messid):
@@ -105,12 +129,16 @@ class Server:
         self.decoder = spawnwire.CommandDecoder()
 
     def write(self, data):
+        """spawn.c's okwrite(): a report that cannot be written stops the writing and closes
+        fd 1, so qmail-send reads end of file (its "lost spawn connection": it stops and is
+        started again) instead of waiting for reports that will never come."""
         if not self.writing:
             return
         try:
             write_all(self.fd_out, data)
         except OSError:
             self.writing = False
+            close_quietly(self.fd_out)
 
     def err(self, delnum, report):
         """Write one report: `report` is its kind byte (K, Z, D) and text."""
@@ -140,7 +168,7 @@ class Server:
                 return self.err(delnum, trouble)
             self.start(delnum, fdmess, cmd, at)
         finally:
-            os.close(fdmess)
+            close_quietly(fdmess)       # read-only, as spawn.c's close(fdmess): never the spawn's end
 
     def check_mess(self, fdmess):
         try:
@@ -181,13 +209,13 @@ class Server:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data = b""
+            data, d.cut = b"", True
         if not data:
             d.eof = True
             self.sel.unregister(d.fd)
             os.close(d.fd)
             if d.pidfd is None:              # no pidfd to wait on: the exit follows the pipe's close
-                d.status = d.proc.wait()
+                d.status = waited(d.proc)
             return
         d.output += data
         limit = self.program.truncreport
@@ -196,14 +224,16 @@ class Server:
             d.output += TRUNCMESS
 
     def reap(self, d):
-        d.status = d.proc.wait()
+        d.status = waited(d.proc)
         self.sel.unregister(d.pidfd)
         os.close(d.pidfd)
 
     def finish(self, d):
         del self.active[d.delnum]
-        if d.output.strip() and self.program.drops_output(d.status):
+        if (d.output.strip() or d.status == UNWAITED) and self.program.drops_output(d.status):
             self.log_lost(d)
+        if d.cut and self.program.unread and not self.program.drops_output(d.status):
+            return self.err(d.delnum, self.program.unread)   # the result was in what could not be read
         self.err(d.delnum, self.program.report(d.status, bytes(d.output)))
 
     def log_lost(self, d):
@@ -213,8 +243,9 @@ class Server:
         qmail-send's `starting delivery N: msg M to local R` does (N, qmail-send's number, is
         never sent to the spawn; the slot number here would match nothing in the log)."""
         from qmailpy.log import qmail_safe, write_line
-        last = bytes(d.output).strip().splitlines()[-1][:300].decode("utf-8", "replace")
-        how = "crashed (signal %d)" % -d.status if d.status < 0 else "exited %d" % d.status
+        last = (bytes(d.output).strip().splitlines() or [b"no output"])[-1][:300].decode("utf-8", "replace")
+        how = ("could not be waited for" if d.status == UNWAITED else
+               "crashed (signal %d)" % -d.status if d.status < 0 else "exited %d" % d.status)
         write_line(2, "alert: delivery of msg %s to %s %s %s: %s" % (
             os.fsdecode(d.cmd.messid.rsplit(b"/", 1)[-1]), self.program.channel,
             qmail_safe(d.cmd.recipient), how, last))

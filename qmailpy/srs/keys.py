@@ -69,9 +69,10 @@ def new_secret(taken=()):
 
 
 def read_lines(path):
+    """The entries of a key file, () when it is absent; OSError naming `path`."""
+    from qmailpy.fileio import read_file
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_file(path)
     except FileNotFoundError:
         return ()
     return entries(numbered(text_lines(data)))[0]
@@ -193,13 +194,23 @@ class Locked:
                 raise
         else:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        except OSError as e:
+            from qmailpy.fileio import named
+            os.close(self.fd)
+            self.fd = None
+            raise named(e, self.path) from None
         return self
 
     def __exit__(self, *exc):
         if self.fd is not None:
-            os.close(self.fd)                # releases the flock
-            self.fd = None
+            fd, self.fd = self.fd, None
+            try:
+                os.close(fd)                 # releases the flock
+            except OSError as e:
+                from qmailpy.fileio import named
+                raise named(e, self.path) from None
 
 
 def clean_temps(home):

@@ -107,7 +107,10 @@ def prepare(sock, conn, opts, base_env, log):
         except OSError:
             pass
     if not opts.delay:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:                    # tcpserver's socket_tcpnodelay(), whose failure it ignores
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
     if opts.banner:
         try:
             sock.sendall(opts.banner.encode("latin-1", "replace"))
@@ -180,7 +183,13 @@ def session(sock, peer, opts, runner, base_env, log):
     worker that ran it does next."""
     code = 111
     try:
-        conn = Connection(sock, peer)
+        try:
+            conn = Connection(sock, peer)
+        except OSError as e:                # its getsockname: tcpserver's drop, after its `pid` line
+            if opts.verbosity >= 2:
+                log("tcpserver: pid %d from %s" % (os.getpid(), _text(_unmapped(peer[0]))))
+            log(DROP + "unable to get local address: " + error_str(e))
+            return 111
         try:
             environ = prepare(sock, conn, opts, base_env, log)
         except Dropped as d:

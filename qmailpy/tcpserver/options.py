@@ -5,6 +5,7 @@ as scan_ulong reads them (leading digits, anything else 0); an unknown letter or
 a missing host, port or program is a usage error (exit 100), as in tcpserver.
 """
 import getopt
+import socket
 
 from qmailpy.scan import scan_ulong
 
@@ -45,6 +46,11 @@ class Options:
         self.host = self.port = None
         self.program = None
         self.args = []
+
+    @property
+    def family(self):
+        """The listener's address family, and so its connections': IPv6 for a host with ':'."""
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
 
 
 # letter -> (attribute, value) for the options without an argument

@@ -5,9 +5,11 @@ warmest), else to a new one. A worker's `end CODE` is logged as tcpserver
 logs a child's end (`end PID status CODE*256`); a worker that dies in a
 session (kill -9, a crash) is logged with its raw wait status, as a child
 would be. Retiring a worker is closing its channel: it sees the end and
-exits 0, unlogged (a busy one after its session). The parent holds one channel per living worker and
-nothing per connection, so its fds and memory follow the number of workers,
-never the number of connections.
+exits 0, unlogged (a busy one after its session; its exit code is that
+session's when its `end` can no longer be sent, and the parent, counting it
+busy, logs it). The parent holds one channel per living worker and nothing
+per connection, so its fds and memory follow the number of workers, never
+the number of connections.
 """
 import os
 import select
@@ -20,6 +22,7 @@ from qmailpy.tcpserver.child import DROP
 
 MAX_USE = 100       # sessions per worker, as Postfix's max_use
 MAX_IDLE = 60       # seconds a worker waits for a connection before it is retired
+PAUSE = 0.05        # seconds the loop waits after a failed poll, accept or read, not to spin
 
 
 class Worker:
@@ -54,7 +57,7 @@ class Pool:
             if w is None:
                 return False
             try:
-                socket.send_fds(w.chan, [message], [sock.fileno()])
+                socket.send_fds(w.chan, [message], [sock.fileno()], socket.MSG_DONTWAIT)
             except OSError as e:        # an idle worker that died: the next one; a new one: give up
                 self.retire(w)
                 if not fresh:
@@ -91,9 +94,8 @@ class Pool:
                 os.close(fd)
             worker.serve(theirs, self.opts, self.runner, self.base_env)
         theirs.close()
-        w = Worker(pid, mine)
-        mine.setblocking(False)
-        self.workers[pid] = w
+        w = Worker(pid, mine)       # a blocking channel (no call that could fail here): the parent's
+        self.workers[pid] = w       # sends and reads on it are MSG_DONTWAIT
         self.by_fd[mine.fileno()] = w
         self.poller.register(mine.fileno(), select.POLLIN)
         return w
@@ -128,6 +130,9 @@ class Pool:
             self.poller.register(fd, select.POLLIN)
         try:                # EINTR: retried by Python (PEP 475); a signal wakes it through the wake-up fd
             ready = self.poller.poll(None if timeout is None else timeout * 1000)
+        except OSError:     # ENOMEM: nothing is ready; the loop polls again, after a pause that
+            time.sleep(PAUSE)   # keeps a lasting failure from spinning
+            ready = []
         finally:
             for fd in extra_fds:
                 self.poller.unregister(fd)
@@ -143,11 +148,12 @@ class Pool:
     def _news(self, w):
         """What a worker's channel says: a session's end, or the worker's own end (EOF)."""
         try:
-            data = w.chan.recv(worker.MESSAGE_MAX)
+            data = w.chan.recv(worker.MESSAGE_MAX, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return
-        except OSError:
-            data = b""
+        except OSError:                     # a channel we cannot read: the worker is let go (it exits
+            self.retire(w)                  # when it sees the channel's end) and reap() logs the
+            return                          # session's end by its exit, freeing its slot
         if not data:                        # it died: reap() logs it
             fd = w.chan.fileno()
             self.by_fd.pop(fd, None)
@@ -172,14 +178,16 @@ class Pool:
         self.status()
 
     def reap(self):
-        """Collect dead workers; one that died in a session logs that session's end."""
+        """Collect dead workers; one that died in a session logs that session's end. False when
+        waitpid failed with workers left (ECHILD included: one is dead and not reaped, or the count
+        is wrong): the caller looks again soon."""
         while self.workers:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
+            except OSError:                 # as tcpserver's wait_nohang() loop: stop for now
+                return False
             if pid == 0:
-                return
+                return True
             w = self.workers.pop(pid, None)
             if w is None:
                 continue
@@ -189,3 +197,4 @@ class Pool:
                 self._ended(w, status)
             self.retire(w)
             w.chan.close()                  # retire() leaves it open when the worker's end was seen first
+        return True

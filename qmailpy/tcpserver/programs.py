@@ -25,6 +25,28 @@ WARM = ("qmailpy.smtpd.envelope", "qmailpy.smtpd.message", "qmailpy.smtpd.receiv
 # What STARTTLS and SMTPS import (ssl): loaded in the parent too when the home has a
 # control/servercert.pem (or $SMTPS is set), so a TLS child pays for the handshake only.
 WARM_TLS = ("qmailpy.smtpd.tls",)
+# What the DNS checks import (dnspython, pyspf; about 100 ms of CPU, in each new worker
+# otherwise), with the users database's client that the policy asks before them (a client
+# that logged in over POP3 is a relay client, never SPF-checked: Session.pop_relay): loaded
+# in the parent too when the controls turn one on (dns_wanted)
+WARM_DNS = ("qmailpy.policy.spf", "qmailpy.policy.spfmacro", "qmailpy.policy.spfresult", "spf",
+            "dns.reversename", "dns.rdtypes.ANY.TXT", "dns.rdtypes.ANY.PTR", "qmailpy.users.service",
+            "qmailpy.users.answers", "qmailpy.users.sqlite",
+            "qmailpy.users.sqliteowner", "qmailpy.dns.servers", "qmailpy.dns.literal")
+DNS_CONTROLS = ("spfbehavior", "rblhosts", "mfdnscheck")
+
+
+def dns_wanted(environ):
+    """Will sessions ask DNS? control/spfbehavior above 0, or control/rblhosts or
+    control/mfdnscheck set (tcprules may still turn a check on for some clients: those
+    load what it needs in their worker). Controls that cannot be read: no."""
+    from qmailpy import paths
+    from qmailpy.ctl.reader import Controls
+    try:
+        controls = Controls(paths.qmailhome(environ), environ)
+        return any(controls.value(name) for name in DNS_CONTROLS)
+    except OSError:                     # ControlError: the sessions refuse with 421 anyway
+        return False
 
 
 def tls_wanted(environ):
@@ -65,9 +87,14 @@ def load(program):
             raise Refused("%s is not qmailpy's qmail-smtpd: run it under tcpserver" % program)
     import importlib
     import qmailpy.smtpd.main  # noqa: F401  the program itself, loaded once
-    for module in WARM + (WARM_TLS if tls_wanted(os.environ) else ()):
+    warm = WARM + (WARM_TLS if tls_wanted(os.environ) else ())
+    if dns_wanted(os.environ):
+        from qmailpy.dns.resolver import LOOKUP_MODULES
+        warm += LOOKUP_MODULES + WARM_DNS
+    for module in warm:
         try:
             importlib.import_module(module)
-        except ImportError:
-            pass
+        except ImportError:             # a session loads it itself; and it must find it then
+            from qmailpy.lazyload import forget
+            forget()
     return runner

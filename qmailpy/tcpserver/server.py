@@ -20,9 +20,10 @@ import time
 
 from qmailpy.errstr import error_str
 from qmailpy.log import write_line
-from qmailpy.tcpserver.pool import Pool
+from qmailpy.tcpserver.pool import PAUSE, Pool
 
 FATAL = "tcpserver: fatal: "
+REAP_AGAIN = 1.0    # seconds until a failed waitpid is tried again
 
 
 class Fatal(Exception):
@@ -34,7 +35,7 @@ def listen(opts):
     """The bound, listening socket for host and port (an IPv6 host: an IPv6 socket)."""
     port = _port(opts.port)
     host = opts.host
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family = opts.family
     if family == socket.AF_INET and not _is_ipv4(host):
         try:
             host = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)[0][4][0]
@@ -121,35 +122,44 @@ class Server:
         gc.freeze()             # the loaded code stays shared with every worker (no copy-on-write by gc)
         self.status()
         while True:
-            pool.reap()
+            reaped = pool.reap()
             if self.stopping:
                 self.listener.close()
                 pool.retire_all()
                 return 0
             timeout = pool.retire_idle(time.monotonic())
+            if not reaped:                      # waitpid failed: look again in a second
+                timeout = REAP_AGAIN if timeout is None else min(timeout, REAP_AGAIN)
             watch = [wake_r]
             if pool.busy < self.opts.limit:
                 watch.append(self.listener.fileno())
             ready = pool.wait(watch, timeout)
             if wake_r in ready:
-                try:
-                    while os.read(wake_r, 256):
-                        pass
-                except BlockingIOError:
-                    pass
+                self.drain(wake_r)
             if self.listener.fileno() in ready and not self.stopping:
                 self.accept()
 
+    @staticmethod
+    def drain(wake_r):
+        """Empty the signal pipe (its bytes only wake the loop up)."""
+        try:
+            while os.read(wake_r, 256):
+                pass
+        except BlockingIOError:
+            pass
+        except OSError:             # what is left wakes the next poll: a pause, not a spin
+            time.sleep(PAUSE)
+
     def accept(self):
+        # Linux: the accepted socket is blocking (accept4 without SOCK_NONBLOCK), as the session needs
         try:
             sock, peer = self.listener.accept()
         except (BlockingIOError, ConnectionAbortedError):
             return
         except OSError:             # out of fds and the like: tcpserver goes on, silently;
-            time.sleep(0.05)        # a pause so that a lasting EMFILE does not spin
+            time.sleep(PAUSE)       # a pause so that a lasting EMFILE does not spin
             return
         try:
-            sock.setblocking(True)
             self.status(self.pool.busy + 1)     # counted before the hand-off, as tcpserver counts before its fork
             if not self.pool.hand(sock, peer, [self.listener], [self.wake_r, self.wake_w]):
                 self.status()

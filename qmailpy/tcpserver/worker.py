@@ -15,6 +15,7 @@ both ends.
 import os
 import socket
 
+from qmailpy.errstr import error_str
 from qmailpy.exitcodes import EXIT_TROUBLE
 from qmailpy.log import write_bug, write_line
 from qmailpy.progstart import fresh_signals, ignored_signals
@@ -46,6 +47,15 @@ def parse_end(data):
     return int(code)
 
 
+def report(chan, code):
+    """Send a session's end; when it cannot be sent (the parent is gone, or the channel failed),
+    the worker's exit is the end, with the session's code, which the parent then logs."""
+    try:
+        chan.send(end_message(code & 0xff))
+    except OSError:
+        os._exit(code & 0xff)
+
+
 def serve(chan, opts, runner, base_env):
     """The worker's life (never returns): sessions until the channel ends, then exit 0."""
     try:
@@ -57,19 +67,21 @@ def serve(chan, opts, runner, base_env):
                 data, fds, _, _ = socket.recv_fds(chan, MESSAGE_MAX, 1)
             except ConnectionResetError:    # the parent closed the channel with our last `end` unread
                 break
+            except OSError as e:            # the connection handed over cannot be had: it is dropped
+                log(child.DROP + "unable to take over: " + error_str(e))    # (closed with the channel),
+                os._exit(EXIT_TROUBLE)      # and the parent logs this worker's end as its session's
             if not data:
                 break
             if len(fds) != 1:
                 for fd in fds:
                     os.close(fd)
-                chan.send(end_message(111))
+                report(chan, 111)
                 continue
-            sock = socket.socket(fileno=fds[0])
+            # family and type given: Python then needs no getsockname of its own (one that failed
+            # would raise here); child.session's is tcpserver's `unable to get local address`
+            sock = socket.socket(opts.family, socket.SOCK_STREAM, 0, fds[0])
             code = child.session(sock, parse_connection(data), opts, runner, base_env, log)
-            try:
-                chan.send(end_message(code & 0xff))
-            except OSError:         # the parent is gone: nothing to report to
-                break
+            report(chan, code)
     except KeyboardInterrupt:               # SIGINT between sessions: as a fresh program, no traceback
         os._exit(130)
     except Exception as e:                  # a bug: one log line (never raises), qmail's trouble exit

@@ -12,12 +12,16 @@ import os
 from qmailpy import maildirpp
 from qmailpy.users import maildir, schema
 from qmailpy.users.base import MissingTable, UsersError
+from qmailpy.users.errors import UsersTrouble
 from qmailpy.users.names import lower, split_login, valid_domain, valid_user
 from qmailpy.users.passwords import DEFAULT_SCHEME, hash_password
 
 @contextlib.contextmanager
-def atomic(users):
-    """One transaction around the table changes of an operation."""
+def atomic(users, undo=None):
+    """One transaction around the table changes of an operation. undo(): what takes back the
+    operation's work on disk when the transaction fails, its commit included (run before the
+    rollback, while the transaction still holds its rows where the database has not already
+    rolled it back)."""
     try:
         users.db.begin()
     except MissingTable:        # a SQLite file not made yet
@@ -25,10 +29,30 @@ def atomic(users):
         users.db.begin()
     try:
         yield
+        users.db.commit()
     except BaseException:
-        users.db.rollback()
+        try:
+            if undo is not None:
+                undo()
+        finally:
+            users.db.rollback()
         raise
-    users.db.commit()
+
+
+def dir_error(what, path, e):
+    """The error for a directory `what` (the mailbox, the domain directory) that could not be
+    made: UsersTrouble for an errno worth a retry (errstr.error_temp: EIO, a full disk), else
+    UsersError (a link in the way, no permission: a refusal, as vadduser's)."""
+    from qmailpy.errstr import error_temp
+    text = "cannot make %s %s: %s" % (what, e.filename or path, e.strerror or e)
+    return UsersTrouble(text) if error_temp(e) else UsersError(text)
+
+
+def _unmade(path, owner):
+    """undo() for a directory this operation made: removed (None when it was there before)."""
+    if os.path.lexists(path):
+        return None
+    return lambda: maildir.remove_tree(path, owner)
 
 
 def check_domain(domain):
@@ -61,14 +85,13 @@ def add_domain(users, domain):
     recover(users, domain)
     if users.domain_of(domain) is not None:
         raise UsersError("domain exists: %s" % domain)
-    with atomic(users):
+    owner = maildir.owner_of(users.vpopmaildir)
+    with atomic(users, undo=_unmade(users.domain_dir(domain), owner)):
         domain_row(users, domain)
         try:                    # before the commit, as vadddomain: no domain without its directory
-            owner = maildir.owner_of(users.vpopmaildir)
             maildir.as_owner(users.domain_dir(domain), owner, lambda rel: maildir.make_domain_dir(rel, owner))
         except OSError as e:
-            raise UsersError("cannot make the domain directory %s: %s"
-                             % (e.filename or users.domain_dir(domain), e.strerror or e)) from None
+            raise dir_error("the domain directory", users.domain_dir(domain), e) from None
     return domain
 
 
@@ -187,14 +210,14 @@ def add_user(users, address, password, quota=None, clear=False, scheme=DEFAULT_S
         raise UsersError("mailbox path longer than %d characters: %s" % (schema.MAX_DIR, user_dir))
     gecos = (gecos if gecos is not None else user)[:schema.MAX_GECOS]
     crypted, clear_text = _secrets(password, clear, scheme)
-    with atomic(users):
+    owner = maildir.owner_of(users.vpopmaildir)
+    # a failed transaction takes its new mailbox directory away again, as vadduser's vdelfiles
+    with atomic(users, undo=_unmade(user_dir, owner)):
         # the domain again, inside the transaction: a deldomain since the look above would get a
         # user row that brings its domain back
         user_row(users, user, domain, crypted, gecos, user_dir, shell, clear_text)
         # before the commit: as vadduser (make_user_dir first, VA_BAD_U_DIR), no row without a Maildir
         try:
-            owner = maildir.owner_of(users.vpopmaildir)
-
             def make(rel):
                 maildir.make_maildir(rel, owner)
                 if shell != schema.NOQUOTA:
@@ -202,7 +225,7 @@ def add_user(users, address, password, quota=None, clear=False, scheme=DEFAULT_S
             maildir.as_owner(users.domain_dir(domain), owner, lambda rel: maildir.make_domain_dir(rel, owner))
             maildir.as_owner(user_dir, owner, make)
         except OSError as e:
-            raise UsersError("cannot make the mailbox %s: %s" % (e.filename or user_dir, e.strerror or e)) from None
+            raise dir_error("the mailbox", user_dir, e) from None
     return users.lookup(user, domain)
 
 
@@ -242,10 +265,16 @@ def set_quota(users, address, quota):
     with atomic(users):
         users.write("UPDATE vpopmail SET pw_shell = ? WHERE pw_name = ? AND pw_domain = ?", shell, user, domain)
     owner = maildir.owner_of(users.vpopmaildir)
-    if shell == schema.NOQUOTA:
-        maildir.as_owner(box.maildir, owner, maildir.remove_maildirsize)
-    elif os.path.isdir(box.maildir):
-        maildir.as_owner(box.maildir, owner, lambda rel: maildirpp.recount(rel, shell, owner=owner))
+    try:
+        if shell == schema.NOQUOTA:
+            maildir.as_owner(box.maildir, owner, maildir.remove_maildirsize)
+        elif os.path.isdir(box.maildir):
+            maildir.as_owner(box.maildir, owner, lambda rel: maildirpp.recount(rel, shell, owner=owner))
+    except OSError as e:        # committed: the caller says what is left, naming the file
+        if e.filename is None:
+            from qmailpy.fileio import named
+            raise named(e, os.path.join(box.maildir, maildirpp.NAME)) from None
+        raise
     return users.lookup(user, domain)
 
 

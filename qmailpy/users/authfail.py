@@ -16,7 +16,9 @@ made on first use. Hosts are serialised per client IP by GET_LOCK('qmailpy-authf
 deleting the expired rows, counting and inserting happen under it, so any number of hosts
 and connections check at most `limit` passwords of one IP in `window` seconds. begin()
 deletes every row of every IP older than the window, or dated a window or more ahead (a
-clock stepped back since: the IP would be locked out until it caught up). The database's user needs CREATE
+clock stepped back since: the IP would be locked out until it caught up). A connection lost
+once the work has sent its DELETE or INSERT is not reopened to run it again (MysqlDB._run:
+the row may be in, and would be counted twice): UsersUnavailable, the caller counts on its host. The database's user needs CREATE
 (once), SELECT, INSERT and DELETE on the table; GET_LOCK needs no privilege.
 """
 from qmailpy.users.errors import MissingTable, NotShared, UsersUnavailable
@@ -49,8 +51,11 @@ class SharedFailures:
             try:
                 return work(cur)
             finally:
-                cur.execute("SELECT RELEASE_LOCK(%s)", (lock_name(ip),))
-                cur.fetchall()
+                # a connection lost meanwhile released the lock with it: its error is the one
+                # to tell (a RELEASE_LOCK on it said only "(0, '')")
+                if cur.connection.open:
+                    cur.execute("SELECT RELEASE_LOCK(%s)", (lock_name(ip),))
+                    cur.fetchall()
         try:
             return self.db.run(locked)
         except MissingTable:

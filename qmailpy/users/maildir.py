@@ -98,8 +98,13 @@ def set_aside(path, owner=None):
         return None
     except OSError:
         return path
-    fsync_dir(os.path.dirname(path))
-    return os.path.join(os.path.dirname(path), aside)
+    moved = os.path.join(os.path.dirname(path), aside)
+    try:
+        fsync_dir(os.path.dirname(path))
+    except OSError:             # the caller rolls back: its tree goes back under its name now
+        put_back(moved, path, owner)
+        raise
+    return moved
 
 
 def set_aside_trees(parent):

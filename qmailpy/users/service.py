@@ -8,10 +8,9 @@ says something that is not an answer is UsersUnavailable, as a database that is
 down: 451 or 454, never "no such user" nor "wrong password". Only os is imported
 until a question is asked (qmail-smtpd's start-up).
 """
-import os
-
 from qmailpy import paths
 from qmailpy.users.base import UsersUnavailable
+from qmailpy.users.errors import absent
 
 TIMEOUT = 15.0          # seconds for one question: the service's database has 5 to answer
 
@@ -19,7 +18,7 @@ TIMEOUT = 15.0          # seconds for one question: the service's database has 5
 def open_answers(home, controls):
     """The users service's client where it runs for this home, else the database itself."""
     path = paths.users_socket(home)
-    if os.path.exists(path):
+    if not absent(path):            # a socket that cannot be looked at (EIO): UsersUnavailable
         return UsersClient(path)
     from qmailpy.users.answers import Answers
     from qmailpy.users.base import open_users

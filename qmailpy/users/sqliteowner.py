@@ -24,7 +24,7 @@ import os
 import socket
 import struct
 
-from qmailpy.users.errors import MissingTable, UsersError, UsersUnavailable
+from qmailpy.users.errors import MissingTable, UsersError, UsersUnavailable, absent  # noqa: F401 (sqliteowner.absent)
 
 FILE_MODE = 0o600   # secrets inside: the owner of users/ alone (the users service's qmailu in production)
 HEADER = struct.Struct(">I")
@@ -50,19 +50,6 @@ def connect_file(path, timeout, create):
         return sqlite3.connect(path, timeout=timeout, isolation_level=None)
     except sqlite3.Error as e:
         raise UsersUnavailable("%s: %s" % (path, e)) from None
-
-
-def absent(path):
-    """Is there no file at `path`? UsersUnavailable when that cannot be told (a directory on
-    the way the caller may not search): a database not made yet has no mailboxes, and one out
-    of reach must defer, never bounce (os.path.exists says False for both)."""
-    try:
-        os.stat(path)
-    except FileNotFoundError:
-        return True
-    except OSError as e:
-        raise UsersUnavailable("%s: %s" % (path, e.strerror or e)) from None
-    return False
 
 
 def other_owner(directory):

@@ -10,6 +10,9 @@ order. The caller's uid comes from the kernel (SO_PEERCRED) and decides what it
 may ask (Peers); a refused caller gets REFUSED and is closed. The socket is 0666,
 so the connections of callers that may ask nothing (strangers) are counted apart:
 at most MAX_STRANGERS of them at once, never taking the places of MAX_CONNECTIONS.
+A failing system call costs one connection at most, never the loop nor a worker:
+a caller that cannot be told or a connection that cannot be watched is closed, and
+finished answers are looked for at every round, so a lost wake-up delays one by a round.
 """
 import os
 import queue
@@ -18,6 +21,7 @@ import socket
 import threading
 import time
 
+from qmailpy.lazyload import forget
 from qmailpy.log import bug_text
 from qmailpy.proto import userswire as W
 from qmailpy.unixsock import peer_credentials
@@ -28,6 +32,7 @@ MAX_CONNECTIONS = 512          # of the callers it answers
 MAX_STRANGERS = 16             # of the uids that may ask nothing (they are only told REFUSED)
 IDLE = 60.0             # seconds a connection may wait between questions
 PARTIAL = 10.0          # seconds to finish a question once begun
+ACCEPT_PAUSE = 0.5      # seconds the listener is left alone after accept() failed (EMFILE...)
 READ_SIZE = 4096
 
 
@@ -67,6 +72,7 @@ class Server:
         self.conns = {}
         self.strangers = 0          # how many of conns are strangers'
         self.running = True
+        self.accept_again = None    # when to watch the listener again (accept() failed)
 
     def stop(self):
         self.running = False
@@ -81,8 +87,9 @@ class Server:
                 return
             try:
                 os.write(self.wake_w, b"x")
-            except BlockingIOError:
-                pass                # a wake-up is pending already
+            except OSError:
+                pass                # a wake-up is pending already (EAGAIN), or lost: the loop
+                                    # looks for finished questions at each round anyway
 
     # -- workers
     def _work(self):
@@ -100,6 +107,8 @@ class Server:
                 line = answer(answers, word, fields)
             except Exception as e:      # never lose the connection's answer: say "not now"
                 self.log("error", question=word, reason="internal bug: " + bug_text(e))
+                if isinstance(e, ImportError):
+                    forget()            # a module not readable now (EIO): tried again next time
                 line = W.encode_answer("TEMP", "internal error")
                 if answers is not None:
                     answers.close()
@@ -121,17 +130,20 @@ class Server:
         self.sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         try:
             while self.running:
-                for key, events in self.sel.select(timeout=1.0):
+                wait = 1.0 if self.accept_again is None else min(1.0, max(0.0, self.accept_again - self.clock()))
+                for key, events in self.sel.select(timeout=wait):
                     if key.data is None:
                         self._accept()
                     elif key.data == "wake":
-                        self._finished()
+                        self._woken()
                     else:
                         if events & selectors.EVENT_READ:
                             self._read(key.data)
                         if events & selectors.EVENT_WRITE and key.data.sock.fileno() >= 0:
                             self._flush(key.data)
+                self._finished()
                 self._expire()
+                self._listen_again()
         finally:
             for _ in threads:
                 self.jobs.put(None)
@@ -149,21 +161,41 @@ class Server:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as e:        # EMFILE and the like: try again on the next round
+            except OSError as e:
+                # EMFILE and the like: the listener stays readable, so the connections wait in
+                # the backlog for ACCEPT_PAUSE, not a round (and a log line) per failure
                 self.log("error", reason="accept: %s" % (e.strerror or e))
+                self.sel.unregister(self.listener)
+                self.accept_again = self.clock() + ACCEPT_PAUSE
                 return
-            pid, uid, _ = peer_credentials(sock)
+            try:
+                pid, uid, _ = peer_credentials(sock)
+                sock.setblocking(False)
+            except OSError as e:        # the caller unknown: closed, as if it had gone
+                self.log("error", reason="accept: %s" % (e.strerror or e))
+                sock.close()
+                continue
             stranger = not self.peers.knows(uid)
             if (self.strangers >= MAX_STRANGERS if stranger
                     else len(self.conns) - self.strangers >= MAX_CONNECTIONS):
                 self.log("refused", uid=uid, pid=pid, reason="too many connections")
                 sock.close()
                 continue
-            sock.setblocking(False)
             conn = Conn(sock, pid, uid, self.clock() + self.idle, stranger)
             self.conns[sock.fileno()] = conn
             self.strangers += stranger
-            self.sel.register(sock, selectors.EVENT_READ, conn)
+            self._interest(conn)
+
+    def _listen_again(self):
+        if self.accept_again is None or self.clock() < self.accept_again:
+            return
+        try:
+            self.sel.register(self.listener, selectors.EVENT_READ, None)
+        except OSError as e:
+            self.log("error", reason="unable to watch the socket: %s" % (e.strerror or e))
+            self.accept_again = self.clock() + ACCEPT_PAUSE
+            return
+        self.accept_again = None
 
     def _read(self, conn):
         try:
@@ -199,12 +231,15 @@ class Server:
         self.jobs.put((conn, word, fields))
         self._interest(conn)
 
-    def _finished(self):
+    def _woken(self):
         try:
             while os.read(self.wake_r, 4096):
                 pass
-        except BlockingIOError:
+        except OSError:             # emptied (EAGAIN), or not now: _finished() runs either way
             pass
+
+    def _finished(self):
+        """Write the answers the workers have finished (each round: a wake-up may be lost)."""
         while True:
             try:
                 conn, line = self.done.get_nowait()
@@ -262,13 +297,20 @@ class Server:
             key = self.sel.get_key(conn.sock)
         except KeyError:
             key = None
-        if not events:
-            if key is not None:
-                self.sel.unregister(conn.sock)
-        elif key is None:
-            self.sel.register(conn.sock, events, conn)
-        elif key.events != events:
-            self.sel.modify(conn.sock, events, conn)
+        try:
+            if not events:
+                if key is not None:
+                    self.sel.unregister(conn.sock)
+            elif key is None:
+                self.sel.register(conn.sock, events, conn)
+            elif key.events != events:
+                self.sel.modify(conn.sock, events, conn)
+        except OSError as e:
+            # epoll_ctl failed (ENOMEM, ENOSPC; EEXIST after a failed EPOLL_CTL_DEL, which
+            # selectors ignores): the connection cannot be watched, so it is closed (its client: 454)
+            self.log("error", uid=conn.uid, pid=conn.pid, reason="unable to watch the connection: %s"
+                     % (e.strerror or e))
+            self._close(conn)
 
     def _expire(self):
         now = self.clock()
