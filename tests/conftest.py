@@ -23,7 +23,9 @@ def pytest_configure(config):
     Programs the tests start would inherit it and try to record calls in a process that
     is not mutmut's: drop it from the environment; mutmut keeps its own copy in-process.
     As root, the suite's own /etc without qmail's accounts (tests/privateetc.py), made here,
-    before the workers start, so that they and everything they run have it."""
+    before the workers start, so that they and everything they run have it. SIGINT and
+    SIGQUIT as a terminal's shell gives them (unignored_signals())."""
+    unignored_signals()
     if os.environ.get("MUTANT_UNDER_TEST") == "stats":
         del os.environ["MUTANT_UNDER_TEST"]
     import privateetc
@@ -31,6 +33,19 @@ def pytest_configure(config):
         config._qmailpy_etc = privateetc.isolate()
     except (OSError, subprocess.CalledProcessError) as e:   # e.g. a container without CAP_SYS_ADMIN
         config._qmailpy_etc = "cannot make it (%s): the host's accounts are seen" % e
+
+
+def unignored_signals():
+    """A shell without job control starts a background command (`make test &` in a script, a CI
+    runner's step) with SIGINT and SIGQUIT ignored, and an ignored signal stays ignored across
+    fork and exec: every program a test starts would then ignore them, and the tests that
+    interrupt one (svc -i, a worker's exit 130) would hang or fail. The suite's processes
+    take them back: Python's own SIGINT handler, the default SIGQUIT."""
+    import signal
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGQUIT) is signal.SIG_IGN:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def pytest_report_header(config):
