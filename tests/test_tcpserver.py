@@ -1286,9 +1286,18 @@ def forked_worker():
     return pid, mine
 
 
-def exit_code(pid):
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+def exit_code(pid, wait=30):
+    """The exit of a forked worker, killed (and the test failed) when it is not over in `wait` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("worker %d still running after %d s" % (pid, wait))
+        time.sleep(0.01)
 
 
 def test_a_worker_s_life_on_its_channel():
