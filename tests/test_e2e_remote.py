@@ -314,9 +314,12 @@ def test_unreachable_mx_retried_on_schedule_then_bounced(world, routes):
         assert starts[k] >= due(starts[k - 1] - 0.03) - 0.02, (k, starts, born)
         assert starts[k] <= max(due(starts[k - 1]), done) + 0.75, (k, starts, born)
     virtual = [(t - born) * SCALE_DEAD for t in starts]
-    # birth + 0, 400, 1600, 3600, 6400, 10000 at the earliest (later by the time each pass opened)
+    # birth + 0, 400, 1600, 3600, 6400, 10000 at the earliest (later by the time each pass opened):
+    # 5 or 6 attempts; 4 when a loaded machine let a try end past 6400's due time, which the loop
+    # above allows (a retry starts when the previous delivery ended, if that is later)
     ideal = [0, 400, 1600, 3600, 6400, 10000, 14400]
-    assert 5 <= len(starts) <= 6 and all(v >= ideal[i] - 20 for i, v in enumerate(virtual)), virtual
+    assert 4 <= len(starts) <= 6 and all(v >= ideal[i] - 20 for i, v in enumerate(virtual)), virtual
+    assert len(starts) >= 5 or any(reports[k][0] > due(starts[k]) for k in range(len(starts) - 1)), (virtual, starts)
     # attempts go on while the message is younger than queuelifetime; the first one after it is the last
     assert virtual[-2] <= LIFETIME_DEAD < virtual[-1], virtual
 
