@@ -37,6 +37,7 @@ import pytest
 
 from qmailpy.proto import qq
 from qmailpy.queue import layout, sockclient
+from oneshotunix import UnixServer, read_to_eof
 from queuedsvc import Queued
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -310,42 +311,19 @@ def test_qmail_queue_in_process_a_message_of_two_reads(tmp_path):
     assert names == {"read", "write"}, names
 
 
-class FakeSpamd:
+class FakeSpamd(UnixServer):
     """spamd on a Unix socket, on a thread of this process: each recipient's copy gets its own
     X-Spam-Status field (spamd's User: is the recipient), so a message is queued as two copies."""
 
-    def __init__(self, path):
-        import socket
-        import threading
-        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.srv.bind(str(path))
-        self.srv.listen(16)
-        threading.Thread(target=self.serve, daemon=True).start()
-
-    def serve(self):
-        while True:
-            try:
-                conn, _ = self.srv.accept()
-            except OSError:
-                return
-            with conn:
-                try:
-                    data = b""
-                    while True:                     # until the client's shutdown(SHUT_WR)
-                        more = conn.recv(65536)
-                        if not more:
-                            break
-                        data += more
-                    head, _, msg = data.partition(b"\r\n\r\n")
-                    user = re.search(rb"\r\nUser: (\S+)", head).group(1)
-                    body = b"X-Spam-Status: No, user " + user + b"\n" + msg
-                    conn.sendall(b"SPAMD/1.1 0 EX_OK\r\nContent-length: %d\r\nSpam: False ; 1.0 / 5.0\r\n\r\n"
-                                 % len(body) + body)
-                except (OSError, AttributeError):   # a client the sweep broke
-                    pass
-
-    def close(self):
-        self.srv.close()
+    def serve_conn(self, conn):
+        try:
+            head, _, msg = read_to_eof(conn).partition(b"\r\n\r\n")
+            user = re.search(rb"\r\nUser: (\S+)", head).group(1)
+            body = b"X-Spam-Status: No, user " + user + b"\n" + msg
+            conn.sendall(b"SPAMD/1.1 0 EX_OK\r\nContent-length: %d\r\nSpam: False ; 1.0 / 5.0\r\n\r\n"
+                         % len(body) + body)
+        except (OSError, AttributeError):   # a client the sweep broke
+            pass
 
 
 def copies_complete(home, good):

@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from oneshotunix import OneShotUnixServer
+from oneshotunix import OneShotUnixServer, read_to_eof
 from qmailpy import exitcodes as X
 from qmailpy.filters import spamd
 from qmailpy.filters.net import ServiceError
@@ -80,13 +80,7 @@ class FakeSpamd(OneShotUnixServer):
         super().__init__(tmp_path / "spamd.sock")
 
     def serve_conn(self, conn):
-        data = b""
-        while True:                         # until the client's shutdown(SHUT_WR)
-            more = conn.recv(65536)
-            if not more:
-                break
-            data += more
-        self.got = data
+        self.got = read_to_eof(conn)
         conn.sendall(self.reply)
 
 
